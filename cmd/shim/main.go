@@ -1,0 +1,44 @@
+// Command containerd-shim-example-v2 is the shim containerd runs for the
+// runtime io.example.v2. containerd invokes it as `start` (spawn or reuse a
+// daemon), `delete` (clean up after a daemon) or `-info`; without an action
+// it is the daemon itself.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/example/containerd-shim-example-v2/launch"
+)
+
+func main() {
+	if err := run(); err != nil {
+		// One line on stderr: for `start`, containerd shows it in its error.
+		fmt.Fprintf(os.Stderr, "containerd-shim-example-v2: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	f, err := launch.ParseFlags(os.Args[1:])
+	if err != nil {
+		return err
+	}
+	switch {
+	case f.Version:
+		fmt.Printf("containerd-shim-example-v2:\n  Runtime: %s\n  Version: %s\n  Revision: %s\n", launch.RuntimeName, launch.Version, launch.Revision)
+		return nil
+	case f.Info:
+		return launch.Info(os.Stdin, os.Stdout)
+	}
+	switch f.Action {
+	case "start":
+		return launch.Start(f, os.Stdin, os.Stdout)
+	case "delete":
+		return launch.Delete(f, os.Stdout)
+	case "":
+		return launch.RunDaemon(f)
+	default:
+		return fmt.Errorf("unknown action %q (want start, delete, or none for the daemon)", f.Action)
+	}
+}

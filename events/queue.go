@@ -1,0 +1,244 @@
+// Package events delivers the shim's task events to containerd, in order.
+//
+// Every event goes through one FIFO queue drained by one goroutine that calls
+// containerd's Events.Forward over ttrpc. Publishing never blocks the caller.
+// A failed forward is retried (with backoff) at the head of the queue, so a
+// later event never overtakes an earlier one, and an exit that happens while
+// containerd is down is delivered once it is back.
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	eventsapi "github.com/containerd/containerd/api/services/ttrpc/events/v1"
+	"github.com/containerd/containerd/api/types"
+	"github.com/containerd/ttrpc"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Named limits.
+const (
+	// forwardTimeout bounds one Forward call; containerd answers in
+	// microseconds unless it is wedged.
+	forwardTimeout = 5 * time.Second
+	// dialTimeout bounds connecting to containerd's ttrpc socket.
+	dialTimeout = 5 * time.Second
+	// retryMin and retryMax bound the backoff between attempts while
+	// containerd is unreachable.
+	retryMin = 50 * time.Millisecond
+	retryMax = 2 * time.Second
+	// maxRejections is how often containerd may refuse one event (an answer,
+	// not a transport failure) before it is dropped and logged, so one bad
+	// event cannot stall every later one.
+	maxRejections = 3
+	// MaxPending caps the queue while containerd is away. Past it the oldest
+	// event is dropped and counted: memory must stay bounded for a shim that
+	// outlives a long containerd outage.
+	MaxPending = 8192
+)
+
+// Forwarder sends one envelope to containerd.
+type Forwarder interface {
+	Forward(ctx context.Context, env *types.Envelope) error
+	Close() error
+}
+
+// Queue is the shim's one ordered event queue.
+//
+// Locking: mu guards pending, closed and dropped; cond (on mu) wakes the
+// sender when an event arrives and Flush when the queue empties.
+type Queue struct {
+	namespace string
+	fwd       Forwarder
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	pending []*types.Envelope
+	sending bool // the head is being forwarded
+	closed  bool
+	dropped uint64
+	done    chan struct{}
+}
+
+// NewQueue returns a queue for namespace that forwards through fwd; Run
+// must be started for anything to be sent.
+func NewQueue(namespace string, fwd Forwarder) *Queue {
+	q := &Queue{namespace: namespace, fwd: fwd, done: make(chan struct{})}
+	q.cond = sync.NewCond(&q.mu)
+	return q
+}
+
+// Publish enqueues an event, stamped now. It never blocks.
+func (q *Queue) Publish(topic string, event proto.Message) {
+	value, err := proto.Marshal(event)
+	if err != nil {
+		slog.Error("encode event", "topic", topic, "error", err)
+		return
+	}
+	env := &types.Envelope{
+		Timestamp: timestamppb.Now(),
+		Namespace: q.namespace,
+		Topic:     topic,
+		Event:     &anypb.Any{TypeUrl: string(proto.MessageName(event)), Value: value},
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return
+	}
+	if len(q.pending) >= MaxPending {
+		// Keep the head (it may be mid-send) and drop the next oldest.
+		q.pending = append(q.pending[:1], q.pending[2:]...)
+		q.dropped++
+		slog.Error("event queue full; dropped the oldest event", "dropped", q.dropped)
+	}
+	q.pending = append(q.pending, env)
+	q.cond.Broadcast()
+}
+
+// Run forwards events until Close. Call it once, in its own goroutine.
+func (q *Queue) Run() {
+	defer close(q.done)
+	backoff := retryMin
+	rejections := 0
+	for {
+		q.mu.Lock()
+		for len(q.pending) == 0 && !q.closed {
+			q.cond.Wait()
+		}
+		if len(q.pending) == 0 {
+			q.mu.Unlock()
+			return
+		}
+		env := q.pending[0]
+		q.sending = true
+		q.mu.Unlock()
+
+		ctx, cancel := context.WithTimeout(context.Background(), forwardTimeout)
+		err := q.fwd.Forward(ctx, env)
+		cancel()
+
+		q.mu.Lock()
+		q.sending = false
+		if err != nil && IsRejection(err) {
+			rejections++
+			if rejections >= maxRejections {
+				slog.Error("containerd refused an event; dropped", "topic", env.Topic, "error", err)
+				q.dropped++
+				err = nil
+			}
+		}
+		if err == nil {
+			q.pending[0] = nil
+			q.pending = q.pending[1:]
+			backoff, rejections = retryMin, 0
+			q.cond.Broadcast()
+			q.mu.Unlock()
+			continue
+		}
+		closed := q.closed
+		q.mu.Unlock()
+		if closed {
+			return // Close gave up on what is left
+		}
+		time.Sleep(backoff)
+		backoff = min(backoff*2, retryMax)
+	}
+}
+
+// Flush waits until every queued event was forwarded, at most timeout, and
+// reports whether the queue emptied.
+func (q *Queue) Flush(timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	t := time.AfterFunc(timeout, func() { q.mu.Lock(); q.cond.Broadcast(); q.mu.Unlock() })
+	defer t.Stop()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for (len(q.pending) > 0 || q.sending) && time.Now().Before(deadline) {
+		q.cond.Wait()
+	}
+	return len(q.pending) == 0
+}
+
+// Close stops the queue; events not yet forwarded are abandoned. Flush first.
+func (q *Queue) Close() {
+	q.mu.Lock()
+	q.closed = true
+	q.cond.Broadcast()
+	q.mu.Unlock()
+	<-q.done
+	_ = q.fwd.Close()
+}
+
+// Dropped returns how many events were dropped because the queue was full.
+func (q *Queue) Dropped() uint64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.dropped
+}
+
+// TTRPCForwarder forwards to containerd's ttrpc events service, dialing (and
+// re-dialing after a failure) on demand. Only the queue's goroutine uses it.
+type TTRPCForwarder struct {
+	address string
+	client  *ttrpc.Client
+}
+
+// NewTTRPCForwarder returns a forwarder for containerd's TTRPC_ADDRESS.
+func NewTTRPCForwarder(address string) *TTRPCForwarder {
+	return &TTRPCForwarder{address: strings.TrimPrefix(address, "unix://")}
+}
+
+// Forward sends one envelope.
+func (f *TTRPCForwarder) Forward(ctx context.Context, env *types.Envelope) error {
+	if f.client == nil {
+		d := net.Dialer{Timeout: dialTimeout}
+		conn, err := d.DialContext(ctx, "unix", f.address)
+		if err != nil {
+			return fmt.Errorf("dial containerd events at %s: %w", f.address, err)
+		}
+		f.client = ttrpc.NewClient(conn)
+	}
+	_, err := eventsapi.NewTTRPCEventsClient(f.client).Forward(ctx, &eventsapi.ForwardRequest{Envelope: env})
+	if err != nil && !IsRejection(err) {
+		// The connection may be broken: start afresh next time.
+		_ = f.client.Close()
+		f.client = nil
+	}
+	return err
+}
+
+// IsRejection reports an answer from containerd (a gRPC status it sent), as
+// opposed to a transport failure such as a refused or broken connection.
+func IsRejection(err error) bool {
+	if errors.Is(err, ttrpc.ErrClosed) || errors.Is(err, context.DeadlineExceeded) || isNetErr(err) {
+		return false
+	}
+	_, ok := status.FromError(err)
+	return ok
+}
+
+func isNetErr(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne)
+}
+
+// Close closes the connection.
+func (f *TTRPCForwarder) Close() error {
+	if f.client == nil {
+		return nil
+	}
+	err := f.client.Close()
+	f.client = nil
+	return err
+}

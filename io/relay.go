@@ -1,0 +1,105 @@
+package io
+
+import (
+	"errors"
+	"io"
+	"os"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// spliceChunk is the most one splice(2) call may move. The kernel caps a call
+// at what the pipes hold (64 KiB by default), so this only bounds the request.
+const spliceChunk = 1 << 20
+
+// copyBufSize is the buffer of the fallback copy, used when a side is not a
+// pipe (a regular file behind file:// or a plain path).
+const copyBufSize = 32 << 10
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+
+// relay moves bytes from src to dst until src reaches end of file. When both
+// are pipes or FIFOs the bytes move by splice(2) and never enter user space;
+// otherwise they go through one pooled buffer.
+func relay(dst, src *os.File) (int64, error) {
+	if isPipe(src) && isPipe(dst) {
+		if n, err, ok := splicePipes(dst, src); ok {
+			return n, err
+		}
+	}
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	// Hide dst's ReadFrom so CopyBuffer really uses our buffer.
+	return io.CopyBuffer(writerOnly{dst}, src, *bp)
+}
+
+type writerOnly struct{ io.Writer }
+
+func isPipe(f *os.File) bool {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return false
+	}
+	return st.Mode&unix.S_IFMT == unix.S_IFIFO
+}
+
+// splicePipes splices src into dst, waiting for readiness through Go's
+// network poller so no thread blocks. Both files must be registered with the
+// poller, as every pipe from os.Pipe and every FIFO from os.OpenFile is.
+// ok is false when the kernel refuses splice for this pair before anything moved.
+func splicePipes(dst, src *os.File) (written int64, err error, ok bool) {
+	srcRC, err1 := src.SyscallConn()
+	dstRC, err2 := dst.SyscallConn()
+	if err1 != nil || err2 != nil {
+		return 0, nil, false
+	}
+	for {
+		var n int64
+		var serr error
+		srcEmpty := false
+		rerr := srcRC.Read(func(sfd uintptr) bool {
+			srcEmpty = false
+			werr := dstRC.Write(func(dfd uintptr) bool {
+				for {
+					n, serr = unix.Splice(int(sfd), nil, int(dfd), nil, spliceChunk,
+						unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
+					if serr != unix.EINTR {
+						break
+					}
+				}
+				if serr == unix.EAGAIN {
+					if pipeEmpty(int(sfd)) {
+						srcEmpty = true
+						return true // wait for src instead
+					}
+					return false // dst is full: wait until it drains
+				}
+				return true
+			})
+			if werr != nil {
+				serr = werr
+				return true
+			}
+			return !srcEmpty
+		})
+		if rerr != nil {
+			return written, rerr, true
+		}
+		switch {
+		case serr == nil && n == 0:
+			return written, nil, true // every writer of src is gone
+		case serr == nil:
+			written += n
+		case errors.Is(serr, unix.EINVAL) && written == 0:
+			return 0, nil, false
+		default:
+			return written, serr, true
+		}
+	}
+}
+
+func pipeEmpty(fd int) bool {
+	n, err := unix.IoctlGetInt(fd, unix.TIOCINQ) // FIONREAD
+	return err == nil && n == 0
+}

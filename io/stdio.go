@@ -1,0 +1,283 @@
+// Package io moves a process's standard streams between the OCI runtime and
+// the client that asked for them (containerd, ctr, CRI), without knowing whose
+// process it is.
+//
+// The container never sees the client's FIFOs: it gets anonymous pipes, and
+// the shim relays pipe -> FIFO for stdout/stderr and FIFO -> pipe for stdin.
+// The shim holds its own reader on each output FIFO, so a client that goes
+// away never makes the relay fail with EPIPE, and its own writer on the stdin
+// FIFO, so only CloseIO (not a client detaching) ends the process's input.
+package io
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/fifo"
+	"golang.org/x/sys/unix"
+)
+
+// Config is the stdio a client asked for: FIFO paths, file:// URIs or empty.
+type Config struct {
+	Stdin, Stdout, Stderr string
+	Terminal              bool
+}
+
+// Null reports whether the process gets no stdio at all (/dev/null).
+func (c Config) Null() bool { return c.Stdin == "" && c.Stdout == "" && c.Stderr == "" }
+
+// Pipes is one process's stdio: the ends handed to the runtime and the relays
+// that connect the other ends to the client.
+//
+// Locking: mu guards the stdin keep-open writer and closed; the relay
+// goroutines own their files and close them when they end.
+type Pipes struct {
+	// Handed to the runtime; the shim closes its copies once the process has them.
+	rtIn, rtOut, rtErr *os.File
+
+	stdinReader *os.File // client's stdin FIFO, read end
+	stdinWriter *os.File // shim's own writer on that FIFO, closed by CloseStdin
+	stdinPipe   *os.File // write end of the container's stdin pipe
+
+	outputs  sync.WaitGroup // stdout and stderr relays
+	outDone  chan struct{}  // closed when both output relays have ended
+	mu       sync.Mutex
+	closed   bool
+	toClose  []*os.File // every shim-side file, closed by Close
+	relayErr error      // first output write error (the relay then discards)
+}
+
+// Open prepares stdio for a process: it opens the client's endpoints and the
+// pipes for the runtime. Output relays start at once; the container's writes
+// flow as soon as it runs.
+func Open(cfg Config) (p *Pipes, err error) {
+	p = &Pipes{outDone: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			p.Close()
+		}
+	}()
+	if cfg.Stdin != "" {
+		if err := p.openStdin(cfg.Stdin); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Stdout != "" {
+		dst, err := openOutput(cfg.Stdout, "stdout")
+		if err != nil {
+			return nil, err
+		}
+		if p.rtOut, err = p.startOutput(dst); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Stderr != "" && !cfg.Terminal {
+		dst, err := openOutput(cfg.Stderr, "stderr")
+		if err != nil {
+			return nil, err
+		}
+		if p.rtErr, err = p.startOutput(dst); err != nil {
+			return nil, err
+		}
+	}
+	go func() { p.outputs.Wait(); close(p.outDone) }()
+	return p, nil
+}
+
+// RuntimeFiles returns the files the runtime gives the process as fds 0, 1, 2
+// (nil means /dev/null).
+func (p *Pipes) RuntimeFiles() (in, out, errf *os.File) { return p.rtIn, p.rtOut, p.rtErr }
+
+// ReleaseRuntimeFiles closes the shim's copies of the process's ends. Call it
+// once the runtime has started the process: from then on the process holds
+// the only write ends, so its exit ends the output relays.
+func (p *Pipes) ReleaseRuntimeFiles() {
+	for _, f := range []*os.File{p.rtIn, p.rtOut, p.rtErr} {
+		if f != nil {
+			f.Close()
+		}
+	}
+	p.rtIn, p.rtOut, p.rtErr = nil, nil, nil
+}
+
+func (p *Pipes) openStdin(path string) error {
+	path, err := fifoPath(path, "stdin")
+	if err != nil {
+		return err
+	}
+	// Non-blocking opens never wait for a peer: a FIFO opened for reading
+	// returns at once, and our own writer then has a reader to pair with.
+	r, err := os.OpenFile(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open stdin fifo: %w", classify(err))
+	}
+	p.stdinReader = r
+	p.toClose = append(p.toClose, r)
+	w, err := os.OpenFile(path, unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open stdin fifo writer: %w", classify(err))
+	}
+	p.stdinWriter = w
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("stdin pipe: %w", err)
+	}
+	p.rtIn, p.stdinPipe = pr, pw
+	p.toClose = append(p.toClose, pw)
+	go func() {
+		// Ends when the client's writers and ours are all closed (EOF), when
+		// the process's stdin is gone (EPIPE), or when Close closes the files.
+		_, _ = relay(pw, r)
+		pw.Close()
+	}()
+	return nil
+}
+
+func (p *Pipes) startOutput(dst *os.File) (*os.File, error) {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		dst.Close()
+		return nil, fmt.Errorf("output pipe: %w", err)
+	}
+	p.toClose = append(p.toClose, pr, dst)
+	p.outputs.Add(1)
+	go func() {
+		defer p.outputs.Done()
+		if _, err := relay(dst, pr); err != nil && !errors.Is(err, os.ErrClosed) {
+			p.mu.Lock()
+			if p.relayErr == nil {
+				p.relayErr = err
+			}
+			p.mu.Unlock()
+			// Keep draining so the process never blocks on a full pipe
+			// because its reader failed.
+			discard(pr)
+		}
+		pr.Close()
+		dst.Close()
+	}()
+	return pw, nil
+}
+
+// CloseStdin closes the shim's writer on the stdin FIFO (CloseIO). Once the
+// client's writer is closed as well, the process reads end of file.
+// Idempotent; a process without stdin has nothing to close.
+func (p *Pipes) CloseStdin() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stdinWriter != nil {
+		p.stdinWriter.Close()
+		p.stdinWriter = nil
+	}
+}
+
+// Drain waits until the output relays have delivered everything the process
+// wrote (its pipes reached end of file), at most timeout. It reports whether
+// they finished.
+func (p *Pipes) Drain(timeout time.Duration) bool {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-p.outDone:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// Close ends every relay and closes every file. Output not yet delivered is
+// dropped, so call Drain first.
+func (p *Pipes) Close() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	if p.stdinWriter != nil {
+		p.stdinWriter.Close()
+		p.stdinWriter = nil
+	}
+	p.mu.Unlock()
+	p.ReleaseRuntimeFiles()
+	for _, f := range p.toClose {
+		f.Close()
+	}
+}
+
+func discard(f *os.File) {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	for {
+		if _, err := f.Read(*bp); err != nil {
+			return
+		}
+	}
+}
+
+// openOutput opens the client's end of an output stream.
+func openOutput(uri, stream string) (*os.File, error) {
+	if strings.HasPrefix(uri, "file://") {
+		u, err := url.Parse(uri)
+		if err != nil || !filepath.IsAbs(u.Path) {
+			return nil, fmt.Errorf("%s %q: file:// needs an absolute path: %w", stream, uri, errdefs.ErrInvalidArgument)
+		}
+		return openAppend(u.Path, stream)
+	}
+	if strings.Contains(uri, "://") && !strings.HasPrefix(uri, "fifo://") {
+		return nil, fmt.Errorf("%s %q: unsupported stdio scheme: %w", stream, uri, errdefs.ErrNotImplemented)
+	}
+	path, err := fifoPath(uri, stream)
+	if err != nil {
+		return nil, err
+	}
+	isFifo, err := fifo.IsFifo(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s %q: %w", stream, path, classify(err))
+	}
+	if !isFifo {
+		// A plain file: append, as the stock shim does.
+		return openAppend(path, stream)
+	}
+	// Read-write on a FIFO never blocks and makes the shim a reader too, so
+	// writes never fail with EPIPE while no client is attached.
+	f, err := os.OpenFile(path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s fifo: %w", stream, classify(err))
+	}
+	return f, nil
+}
+
+func openAppend(path, stream string) (*os.File, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("%s: create directory for %s: %w", stream, path, err)
+	}
+	f, err := os.OpenFile(path, unix.O_WRONLY|unix.O_APPEND|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("%s: open %s: %w", stream, path, classify(err))
+	}
+	return f, nil
+}
+
+func fifoPath(uri, stream string) (string, error) {
+	path := strings.TrimPrefix(uri, "fifo://")
+	if !filepath.IsAbs(path) {
+		return "", fmt.Errorf("%s %q: must be an absolute path: %w", stream, uri, errdefs.ErrInvalidArgument)
+	}
+	return path, nil
+}
+
+// classify marks a missing or unusable stdio path as the client's mistake.
+func classify(err error) error {
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ENXIO) {
+		return fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
+	}
+	return err
+}

@@ -1,0 +1,112 @@
+package launch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"time"
+
+	"github.com/containerd/ttrpc"
+	"golang.org/x/sys/unix"
+
+	"github.com/example/containerd-shim-example-v2/events"
+	"github.com/example/containerd-shim-example-v2/reaper"
+	"github.com/example/containerd-shim-example-v2/service"
+)
+
+// eventFlushTimeout bounds how long an exiting daemon waits for its last
+// events (the final /tasks/delete) to reach containerd.
+const eventFlushTimeout = 5 * time.Second
+
+// listenerFD is where `start` hands the daemon its bound socket.
+const listenerFD = 3
+
+// RunDaemon is the long-lived shim: it serves the task API until a Shutdown
+// finds no task left (or SIGTERM/SIGINT), then leaves cleanly.
+func RunDaemon(f Flags) error {
+	if f.Namespace == "" {
+		return errors.New("shim namespace cannot be empty")
+	}
+	// Container processes are grandchildren (runc forks them and exits);
+	// as a subreaper the daemon inherits them and can wait for their exits.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("become child subreaper: %w", err)
+	}
+	setupLog(f.Debug)
+	if len(f.Ignored) > 0 {
+		slog.Info("ignoring unknown flags", "flags", f.Ignored)
+	}
+	// A client that went away must not kill the shim through SIGPIPE.
+	signal.Ignore(unix.SIGPIPE)
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, unix.SIGTERM, unix.SIGINT)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r := reaper.New()
+	go r.Run(ctx)
+
+	queue := events.NewQueue(f.Namespace, events.NewTTRPCForwarder(os.Getenv("TTRPC_ADDRESS")))
+	go queue.Run()
+
+	exitRequested := make(chan struct{})
+	svc := service.New(service.Config{
+		Namespace:   f.Namespace,
+		Reaper:      r,
+		Events:      queue,
+		RequestExit: func() { close(exitRequested) },
+	})
+	srv, err := ttrpc.NewServer(ttrpc.WithServerHandshaker(ttrpc.UnixSocketRequireSameUser()))
+	if err != nil {
+		return fmt.Errorf("ttrpc server: %w", err)
+	}
+	service.Register(srv, svc)
+
+	l, err := net.FileListener(os.NewFile(listenerFD, "shim socket"))
+	if err != nil {
+		return fmt.Errorf("inherited listener on fd %d: %w", listenerFD, err)
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ctx, l) }()
+	slog.Debug("shim daemon serving", "socket", f.Socket, "pid", os.Getpid())
+
+	select {
+	case <-exitRequested:
+		slog.Debug("last task gone; shutting down")
+	case sig := <-stop:
+		slog.Info("signal received; shutting down", "signal", sig, "tasks", svc.Tasks())
+	case err := <-serveErr:
+		slog.Error("ttrpc server stopped", "error", err)
+	}
+	// Stop accepting first, so no new task arrives while we leave.
+	l.Close()
+	if f.Socket != "" {
+		_ = os.Remove(f.Socket)
+	}
+	if !queue.Flush(eventFlushTimeout) {
+		slog.Warn("events not delivered before exit")
+	}
+	queue.Close()
+	_ = srv.Close()
+	return nil
+}
+
+// setupLog sends the daemon's log and any panic to the bundle's `log` FIFO,
+// which containerd copies into its own log. The FIFO is opened non-blocking:
+// while containerd is down nobody drains it, and a shim must drop log lines
+// rather than stall on them.
+func setupLog(debug bool) {
+	level := slog.LevelInfo
+	if debug {
+		level = slog.LevelDebug
+	}
+	if fd, err := unix.Open("log", unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err == nil {
+		_ = unix.Dup3(fd, 2, 0)
+		unix.Close(fd)
+	}
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+}

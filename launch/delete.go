@@ -1,0 +1,88 @@
+package launch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/example/containerd-shim-example-v2/oci"
+	"github.com/example/containerd-shim-example-v2/process"
+	"github.com/example/containerd-shim-example-v2/reaper"
+)
+
+// deleteTimeout bounds the runtime call of the `delete` action; containerd
+// itself gives the whole action 5 s by default.
+const deleteTimeout = 4 * time.Second
+
+// killedStatus is what `delete` reports for a task whose daemon is gone and
+// whose real exit is unknown: 128 + SIGKILL, as containerd's own shims do.
+const killedStatus = 128 + 9
+
+// Delete runs the `delete` action: containerd calls it after the connection
+// to a task's daemon closed (after every normal teardown, and when the daemon
+// died). It removes the runtime's container and unmounts the rootfs, works
+// when any of that is already gone, never touches the bundle directory itself
+// or a live daemon's socket, and prints a DeleteResponse.
+func Delete(f Flags, stdout io.Writer) error {
+	if f.ID == "" {
+		return fmt.Errorf("delete needs -id")
+	}
+	bundle := f.Bundle
+	if bundle == "" {
+		wd, err := os.Getwd()
+		if err != nil {
+			return fmt.Errorf("bundle: %w", err)
+		}
+		bundle = wd
+	}
+	rt, err := oci.Load(bundle, filepath.Join(oci.DefaultRoot, f.Namespace))
+	if err != nil {
+		slog.Warn("runtime record unreadable, using defaults", "error", err)
+	}
+	if runtimeStateExists(rt.Root, f.ID) {
+		r := reaper.New()
+		ctx, cancel := context.WithTimeout(context.Background(), deleteTimeout)
+		defer cancel()
+		go r.Run(ctx)
+		rt.Reaper = r
+		if err := rt.Delete(ctx, f.ID, true); err != nil && runtimeStateExists(rt.Root, f.ID) {
+			// Reported to containerd (it logs our stderr) but not fatal: the
+			// rest of the cleanup still has to happen.
+			fmt.Fprintf(os.Stderr, "force delete of %s: %v\n", f.ID, err)
+		}
+	}
+	if err := process.UnmountRootfs(bundle); err != nil {
+		return err
+	}
+	pid, err := oci.ReadPidFile(filepath.Join(bundle, "init.pid"))
+	if err != nil {
+		pid = 0
+	}
+	out, err := proto.Marshal(&taskapi.DeleteResponse{
+		Pid:        uint32(pid),
+		ExitStatus: killedStatus,
+		ExitedAt:   timestamppb.Now(),
+	})
+	if err != nil {
+		return fmt.Errorf("encode delete response: %w", err)
+	}
+	_, err = stdout.Write(out)
+	return err
+}
+
+// runtimeStateExists reports whether the runtime still keeps state for id.
+// runc and crun both keep a directory per container under their root, so a
+// missing directory saves spawning the runtime just to hear it say so.
+func runtimeStateExists(root, id string) bool {
+	_, err := os.Stat(filepath.Join(root, id))
+	return !errors.Is(err, os.ErrNotExist)
+}

@@ -1,0 +1,160 @@
+package launch
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// Annotations that put several containers into one shim daemon, in order of
+// precedence: our own group, then the CRI pod (sandbox) id.
+const (
+	GroupAnnotation   = "io.example.v2.group"
+	SandboxAnnotation = "io.kubernetes.cri.sandbox-id"
+)
+
+// maxStartInput caps what `start` reads from stdin; runtime options and
+// bootstrap parameters are a few hundred bytes.
+const maxStartInput = 4 << 20
+
+// Start runs the `start` action: it finds or spawns the daemon that serves
+// this task's group, writes <bundle>/address and prints the answer containerd
+// expects. It prints nothing else on success: containerd reads stdout and
+// stderr together as the answer.
+func Start(f Flags, stdin io.Reader, stdout io.Writer) (retErr error) {
+	if f.Namespace == "" || f.ID == "" {
+		return fmt.Errorf("start needs -namespace and -id")
+	}
+	bundle, err := os.Getwd()
+	if err != nil {
+		return fmt.Errorf("bundle (working directory): %w", err)
+	}
+	data, err := io.ReadAll(io.LimitReader(stdin, maxStartInput))
+	if err != nil {
+		return fmt.Errorf("read stdin: %w", err)
+	}
+	in := DecodeStartInput(data, f.ID, f.Namespace)
+
+	dir := DefaultSocketDir
+	if in.Bootstrap != nil && in.Bootstrap.GetSocketDir() != "" {
+		dir = in.Bootstrap.GetSocketDir()
+	}
+	group := GroupOf(bundle, f.ID)
+	path, err := SocketPath(dir, f.Address, f.Namespace, group)
+	if err != nil {
+		return err
+	}
+	address := SocketAddress(path)
+	answer, err := ChooseAnswer(in, os.Getenv("MAX_SHIM_VERSION"), os.Getenv(TaskAPIEnv), address).Encode()
+	if err != nil {
+		return err
+	}
+
+	l, err := Listen(path)
+	if errors.Is(err, ErrDaemonRunning) {
+		// Another container of the group already has a daemon: reuse it.
+		if err := writeFileAtomic(filepath.Join(bundle, "address"), []byte(address), 0o644); err != nil {
+			return err
+		}
+		_, err = stdout.Write(answer)
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	defer l.Close() // the daemon holds its own copy
+	defer func() {
+		if retErr != nil {
+			os.Remove(path)
+		}
+	}()
+	if err := writeFileAtomic(filepath.Join(bundle, "address"), []byte(address), 0o644); err != nil {
+		return err
+	}
+	lf, err := l.File()
+	if err != nil {
+		return fmt.Errorf("listener file: %w", err)
+	}
+	defer lf.Close()
+
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find own executable: %w", err)
+	}
+	args := []string{"-namespace", f.Namespace, "-id", f.ID, "-address", f.Address, "-socket", path}
+	if f.Debug {
+		args = append(args, "-debug")
+	}
+	cmd := exec.Command(self, args...)
+	cmd.Dir = bundle
+	cmd.Env = os.Environ()
+	cmd.ExtraFiles = []*os.File{lf} // fd 3
+	// Its own process group: signals meant for containerd's group (a ^C in a
+	// terminal running containerd) must not reach the shim.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("spawn shim daemon: %w", err)
+	}
+	defer func() {
+		if retErr != nil {
+			_ = cmd.Process.Kill()
+			_, _ = cmd.Process.Wait()
+		} else {
+			_ = cmd.Process.Release()
+		}
+	}()
+	if err := adjustOOMScore(cmd.Process.Pid); err != nil {
+		return err
+	}
+	_, err = stdout.Write(answer)
+	return err
+}
+
+// GroupOf returns the group a task belongs to: the first grouping annotation
+// in its bundle's config.json, or its own id.
+func GroupOf(bundle, id string) string {
+	data, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		return id
+	}
+	var spec struct {
+		Annotations map[string]string `json:"annotations"`
+	}
+	if json.Unmarshal(data, &spec) != nil {
+		return id
+	}
+	for _, key := range []string{GroupAnnotation, SandboxAnnotation} {
+		if g := spec.Annotations[key]; g != "" {
+			return g
+		}
+	}
+	return id
+}
+
+// adjustOOMScore makes the daemon slightly more killable than containerd
+// (containerd's score + 1): under memory pressure a shim should go before the
+// daemon that manages every shim. Lowering a score needs CAP_SYS_RESOURCE,
+// which root may lack; that case is not an error.
+func adjustOOMScore(pid int) error {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", os.Getppid()))
+	if err != nil {
+		return nil // containerd already gone or no procfs: keep the default
+	}
+	score, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil {
+		return nil
+	}
+	score = min(max(score+1, -1000), 1000)
+	err = os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid), []byte(strconv.Itoa(score)), 0)
+	if err != nil && !errors.Is(err, os.ErrPermission) && !errors.Is(err, syscall.EACCES) {
+		return fmt.Errorf("set shim oom_score_adj: %w", err)
+	}
+	return nil
+}

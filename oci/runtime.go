@@ -1,0 +1,370 @@
+// Package oci drives an OCI runtime binary (runc, crun, or any runc-compatible
+// command line) for one container.
+//
+// Every invocation is a child of the shim, started and reaped through the
+// shim's reaper; errors carry the runtime's own message, read from the JSON
+// log it appends to (--log <bundle>/log.json --log-format json).
+package oci
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+
+	"github.com/example/containerd-shim-example-v2/reaper"
+)
+
+// DefaultBinary is used when the runtime options name no binary.
+const DefaultBinary = "runc"
+
+// DefaultRoot is where runc keeps container state when no root is configured;
+// the namespace is appended so that equal ids in two namespaces do not collide.
+const DefaultRoot = "/run/containerd/runc"
+
+// Runtime is the command line of one container's OCI runtime.
+type Runtime struct {
+	Binary        string // executable name or path
+	Root          string // --root: runtime state directory
+	LogPath       string // --log: JSON log, read back for error messages
+	SystemdCgroup bool   // --systemd-cgroup
+	Dir           string // working directory of the runtime process (the bundle)
+	Reaper        *reaper.Reaper
+}
+
+// Stdio are the files the runtime hands to the process it creates. Nil entries
+// become /dev/null.
+type Stdio struct {
+	In, Out, Err *os.File
+}
+
+// Error is a failed runtime invocation.
+type Error struct {
+	Op      string // create, start, kill, ...
+	Status  int    // the runtime's exit status
+	Message string // the runtime's last error log line, or its stderr
+}
+
+func (e *Error) Error() string {
+	if e.Message == "" {
+		return fmt.Sprintf("OCI runtime %s failed: exit status %d", e.Op, e.Status)
+	}
+	return fmt.Sprintf("OCI runtime %s failed: %s", e.Op, e.Message)
+}
+
+func (r *Runtime) args(op ...string) []string {
+	a := make([]string, 0, 8+len(op))
+	if r.Root != "" {
+		a = append(a, "--root", r.Root)
+	}
+	if r.LogPath != "" {
+		a = append(a, "--log", r.LogPath, "--log-format", "json")
+	}
+	if r.SystemdCgroup {
+		a = append(a, "--systemd-cgroup")
+	}
+	return append(a, op...)
+}
+
+// run executes one runtime command and waits for it. With stdio set, those
+// files become the command's stdio (create/exec hand them on to the container);
+// otherwise stdout is captured and returned.
+func (r *Runtime) run(ctx context.Context, stdio *Stdio, stdin []byte, op ...string) ([]byte, error) {
+	bin := r.Binary
+	if bin == "" {
+		bin = DefaultBinary
+	}
+	cmd := exec.Command(bin, r.args(op...)...)
+	cmd.Dir = r.Dir
+	cmd.Env = runtimeEnv()
+	// If the shim dies mid-command, the runtime command must not outlive it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+
+	logStart := r.logSize()
+
+	var outR, errR, inW *os.File
+	var closeAfterStart []*os.File
+	if stdio != nil {
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = fileOrNil(stdio.In), fileOrNil(stdio.Out), fileOrNil(stdio.Err)
+	} else {
+		var outW, errW, inR *os.File
+		var err error
+		if outR, outW, err = os.Pipe(); err != nil {
+			return nil, fmt.Errorf("runtime %s: stdout pipe: %w", op[0], err)
+		}
+		defer outR.Close()
+		if errR, errW, err = os.Pipe(); err != nil {
+			outW.Close()
+			return nil, fmt.Errorf("runtime %s: stderr pipe: %w", op[0], err)
+		}
+		defer errR.Close()
+		cmd.Stdout, cmd.Stderr = outW, errW
+		closeAfterStart = append(closeAfterStart, outW, errW)
+		if stdin != nil {
+			if inR, inW, err = os.Pipe(); err != nil {
+				outW.Close()
+				errW.Close()
+				return nil, fmt.Errorf("runtime %s: stdin pipe: %w", op[0], err)
+			}
+			defer inW.Close()
+			cmd.Stdin = inR
+			closeAfterStart = append(closeAfterStart, inR)
+		}
+	}
+
+	exitc, err := r.Reaper.Start(cmd)
+	for _, f := range closeAfterStart {
+		f.Close()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("runtime %s: %w", op[0], err)
+	}
+
+	// Collect output concurrently with waiting: a command can fill a pipe.
+	var stdout, stderr bytes.Buffer
+	done := make(chan struct{}, 2)
+	if outR != nil {
+		go func() { _, _ = io.Copy(&stdout, outR); done <- struct{}{} }()
+		go func() {
+			_, _ = io.Copy(&stderr, io.LimitReader(errR, 64<<10))
+			_, _ = io.Copy(io.Discard, errR)
+			done <- struct{}{}
+		}()
+	}
+	if inW != nil {
+		go func() { _, _ = inW.Write(stdin); inW.Close() }()
+	}
+
+	var exit reaper.Exit
+	select {
+	case exit = <-exitc:
+	case <-ctx.Done():
+		_ = cmd.Process.Kill()
+		exit = <-exitc
+	}
+	if outR != nil {
+		<-done
+		<-done
+	}
+	if exit.Status != 0 {
+		msg := r.lastLogError(logStart)
+		if msg == "" {
+			msg = string(bytes.TrimSpace(stderr.Bytes()))
+		}
+		if ctx.Err() != nil && msg == "" {
+			msg = ctx.Err().Error()
+		}
+		return nil, &Error{Op: op[0], Status: exit.Status, Message: msg}
+	}
+	return stdout.Bytes(), nil
+}
+
+func fileOrNil(f *os.File) io.ReadWriter {
+	if f == nil {
+		return nil // os/exec connects /dev/null
+	}
+	return f
+}
+
+// runtimeEnv is the shim's environment without NOTIFY_SOCKET: a container
+// must not signal readiness to whatever service manager started containerd.
+func runtimeEnv() []string {
+	env := os.Environ()
+	out := env[:0:0]
+	for _, kv := range env {
+		if len(kv) >= 14 && kv[:14] == "NOTIFY_SOCKET=" {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+func (r *Runtime) logSize() int64 {
+	if r.LogPath == "" {
+		return 0
+	}
+	st, err := os.Stat(r.LogPath)
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
+// lastLogError returns the message of the last error-level entry the runtime
+// appended to its JSON log since offset.
+func (r *Runtime) lastLogError(offset int64) string {
+	if r.LogPath == "" {
+		return ""
+	}
+	f, err := os.Open(r.LogPath)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		return ""
+	}
+	data, err := io.ReadAll(io.LimitReader(f, 1<<20))
+	if err != nil {
+		return ""
+	}
+	var last string
+	for _, line := range bytes.Split(data, []byte("\n")) {
+		var entry struct {
+			Level string `json:"level"`
+			Msg   string `json:"msg"`
+		}
+		if json.Unmarshal(line, &entry) == nil && (entry.Level == "error" || entry.Level == "fatal") && entry.Msg != "" {
+			last = entry.Msg
+		}
+	}
+	return last
+}
+
+// CreateOpts are the options of Create.
+type CreateOpts struct {
+	PidFile       string
+	ConsoleSocket string
+	NoPivot       bool
+	NoNewKeyring  bool
+	Stdio         Stdio
+}
+
+// Create creates the container (its init blocked before exec) and returns
+// once the runtime has written the init's PID to opts.PidFile.
+func (r *Runtime) Create(ctx context.Context, id, bundle string, opts CreateOpts) error {
+	a := []string{"create", "--bundle", bundle, "--pid-file", opts.PidFile}
+	if opts.ConsoleSocket != "" {
+		a = append(a, "--console-socket", opts.ConsoleSocket)
+	}
+	if opts.NoPivot {
+		a = append(a, "--no-pivot")
+	}
+	if opts.NoNewKeyring {
+		a = append(a, "--no-new-keyring")
+	}
+	_, err := r.run(ctx, &opts.Stdio, nil, append(a, id)...)
+	return err
+}
+
+// Start lets a created container's init exec its process.
+func (r *Runtime) Start(ctx context.Context, id string) error {
+	_, err := r.run(ctx, nil, nil, "start", id)
+	return err
+}
+
+// ExecOpts are the options of Exec.
+type ExecOpts struct {
+	ProcessFile   string // OCI Process JSON, written by the caller
+	PidFile       string
+	ConsoleSocket string
+	Stdio         Stdio
+}
+
+// Exec starts an additional process in the container, detached: it returns
+// once the process runs and its PID is in opts.PidFile.
+func (r *Runtime) Exec(ctx context.Context, id string, opts ExecOpts) error {
+	a := []string{"exec", "--process", opts.ProcessFile, "--detach", "--pid-file", opts.PidFile}
+	if opts.ConsoleSocket != "" {
+		a = append(a, "--console-socket", opts.ConsoleSocket)
+	}
+	_, err := r.run(ctx, &opts.Stdio, nil, append(a, id)...)
+	return err
+}
+
+// Kill sends sig to the container's init, or to all its processes.
+func (r *Runtime) Kill(ctx context.Context, id string, sig int, all bool) error {
+	a := []string{"kill"}
+	if all {
+		a = append(a, "--all")
+	}
+	_, err := r.run(ctx, nil, nil, append(a, id, strconv.Itoa(sig))...)
+	return err
+}
+
+// Delete removes the container's runtime state; force kills it first.
+func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
+	a := []string{"delete"}
+	if force {
+		a = append(a, "--force")
+	}
+	_, err := r.run(ctx, nil, nil, append(a, id)...)
+	return err
+}
+
+// Pause freezes every process of the container.
+func (r *Runtime) Pause(ctx context.Context, id string) error {
+	_, err := r.run(ctx, nil, nil, "pause", id)
+	return err
+}
+
+// Resume thaws a paused container.
+func (r *Runtime) Resume(ctx context.Context, id string) error {
+	_, err := r.run(ctx, nil, nil, "resume", id)
+	return err
+}
+
+// Ps lists the host PIDs of the container's processes.
+func (r *Runtime) Ps(ctx context.Context, id string) ([]int, error) {
+	out, err := r.run(ctx, nil, nil, "ps", "--format", "json", id)
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	if err := json.Unmarshal(out, &pids); err != nil {
+		return nil, fmt.Errorf("runtime ps: decode %q: %w", out, err)
+	}
+	return pids, nil
+}
+
+// Update applies LinuxResources (JSON) to the running container.
+func (r *Runtime) Update(ctx context.Context, id string, resources []byte) error {
+	_, err := r.run(ctx, nil, resources, "update", "--resources=-", id)
+	return err
+}
+
+// Features returns the runtime's `features` JSON (OCI features.Features).
+func (r *Runtime) Features(ctx context.Context) ([]byte, error) {
+	return r.run(ctx, nil, nil, "features")
+}
+
+// State returns the runtime's view of the container (`state` JSON).
+func (r *Runtime) State(ctx context.Context, id string) ([]byte, error) {
+	return r.run(ctx, nil, nil, "state", id)
+}
+
+// ReadPidFile reads a PID written by the runtime.
+func ReadPidFile(path string) (int, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, fmt.Errorf("read pid file: %w", err)
+	}
+	pid, err := strconv.Atoi(string(bytes.TrimSpace(data)))
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("pid file %s holds %q: not a pid", filepath.Base(path), data)
+	}
+	return pid, nil
+}
+
+// IsError reports whether err came from the runtime itself (as opposed to the
+// shim failing to run it).
+func IsError(err error) bool {
+	var e *Error
+	return errors.As(err, &e)
+}
+
+// BinaryOrDefault returns the runtime binary that will be run.
+func (r *Runtime) BinaryOrDefault() string {
+	if r.Binary == "" {
+		return DefaultBinary
+	}
+	return r.Binary
+}

@@ -1,0 +1,336 @@
+// Package process is where a container's processes live and die: it creates
+// them through the OCI runtime, keeps each one's state, receives its exit from
+// the reaper, and tells its owner (the service) about every transition in the
+// order containerd must see them.
+//
+// It knows nothing of containerd's wire format: callers pass callbacks that
+// publish what they need, and those callbacks run under the process's lock so
+// a process's start is always reported before its exit.
+package process
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	shimio "github.com/example/containerd-shim-example-v2/io"
+	"github.com/example/containerd-shim-example-v2/oci"
+	"github.com/example/containerd-shim-example-v2/reaper"
+)
+
+// Named limits. Each bounds a wait that must never become a hang.
+const (
+	// IODrainTimeout bounds how long Delete waits for a process's output to
+	// reach the client after it exited. An orphaned grandchild can hold the
+	// pipe open forever; containerd's own stock shim waits 10 s.
+	IODrainTimeout = 10 * time.Second
+	// execsBeforeInitTimeout bounds how long an init's exit waits for the
+	// exits of its container's execs to be reported first. The kernel kills
+	// every process of a PID namespace when its init dies, so this is normally
+	// milliseconds.
+	execsBeforeInitTimeout = 5 * time.Second
+	// deleteCreatedTimeout bounds the wait for a created-but-never-started
+	// init to be reaped after the runtime killed it.
+	deleteCreatedTimeout = 10 * time.Second
+	// cleanupTimeout bounds runtime calls made while undoing a failed create.
+	cleanupTimeout = 10 * time.Second
+)
+
+// Events are the callbacks through which a container reports transitions that
+// happen on their own (exits). They run in order, under the process's lock.
+type Events struct {
+	Exited func(p *Process)
+}
+
+// CreateConfig describes a container to create.
+type CreateConfig struct {
+	ID       string
+	Bundle   string // absolute
+	Rootfs   []Mount
+	Stdio    shimio.Config
+	Runtime  oci.Runtime // binary, root, cgroup driver; log path and reaper are set by Create
+	NoPivot  bool
+	NoNewKey bool
+	Events   Events
+}
+
+// Container is one OCI container: its runtime, its init and its execs.
+//
+// Locking: mu guards execs, runningExecs, initReaped; execsIdle is signalled
+// (with mu) when runningExecs drops to zero. A Process's own mutex is never
+// acquired while holding mu.
+type Container struct {
+	ID     string
+	Bundle string
+
+	rt          oci.Runtime
+	events      Events
+	ownPIDNS    bool // the spec gives the container a PID namespace of its own
+	rootfsMount bool // the shim mounted <bundle>/rootfs and must unmount it
+
+	init *Process
+
+	mu           sync.Mutex
+	execsIdle    *sync.Cond
+	execs        map[string]*Process
+	runningExecs int
+	initReaped   bool
+}
+
+// Create mounts the rootfs, opens stdio and has the runtime create the
+// container. onCreated runs with the init's PID before any exit of it can be
+// reported. On error nothing is left behind.
+func Create(ctx context.Context, r *reaper.Reaper, cfg CreateConfig, onCreated func(pid int)) (_ *Container, retErr error) {
+	spec, err := readSpec(cfg.Bundle)
+	if err != nil {
+		return nil, err
+	}
+	c := &Container{
+		ID:       cfg.ID,
+		Bundle:   cfg.Bundle,
+		rt:       cfg.Runtime,
+		events:   cfg.Events,
+		ownPIDNS: hasOwnPIDNamespace(spec),
+		execs:    make(map[string]*Process),
+	}
+	c.execsIdle = sync.NewCond(&c.mu)
+	c.rt.Reaper = r
+	c.rt.LogPath = filepath.Join(cfg.Bundle, "log.json")
+	c.rt.Dir = cfg.Bundle
+	if err := c.rt.Save(cfg.Bundle); err != nil {
+		return nil, err
+	}
+
+	rootfs := filepath.Join(cfg.Bundle, "rootfs")
+	if len(cfg.Rootfs) > 0 {
+		if err := os.MkdirAll(rootfs, 0o711); err != nil {
+			return nil, fmt.Errorf("create rootfs directory: %w", err)
+		}
+		if err := mountRootfs(rootfs, cfg.Rootfs); err != nil {
+			return nil, err
+		}
+		c.rootfsMount = true
+		defer func() {
+			if retErr != nil {
+				_ = unmountAll(rootfs)
+			}
+		}()
+	}
+
+	pipes, err := shimio.Open(cfg.Stdio)
+	if err != nil {
+		return nil, err
+	}
+	p := newProcess(c, "", cfg.Stdio, pipes)
+	c.init = p
+
+	pidFile := filepath.Join(cfg.Bundle, "init.pid")
+	in, out, errf := pipes.RuntimeFiles()
+	w := r.Open()
+	defer w.Close()
+	err = c.rt.Create(ctx, c.ID, cfg.Bundle, oci.CreateOpts{
+		PidFile:      pidFile,
+		NoPivot:      cfg.NoPivot,
+		NoNewKeyring: cfg.NoNewKey,
+		Stdio:        oci.Stdio{In: in, Out: out, Err: errf},
+	})
+	if err == nil {
+		p.pid, err = oci.ReadPidFile(pidFile)
+	}
+	if err != nil {
+		pipes.Close()
+		c.destroyRuntimeState()
+		return nil, fmt.Errorf("create container %s: %w", c.ID, err)
+	}
+	exitc := w.Claim(p.pid)
+	pipes.ReleaseRuntimeFiles()
+
+	p.mu.Lock()
+	onCreated(p.pid)
+	p.mu.Unlock()
+	go c.watchInit(exitc)
+	return c, nil
+}
+
+// destroyRuntimeState force-deletes the runtime's record of a container that
+// failed to come up, with its own deadline: the request's may be spent.
+func (c *Container) destroyRuntimeState() {
+	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+	defer cancel()
+	_ = c.rt.Delete(ctx, c.ID, true)
+}
+
+// Init returns the container's init process.
+func (c *Container) Init() *Process { return c.init }
+
+// Process returns the init for execID "" or the exec with that id.
+func (c *Container) Process(execID string) (*Process, error) {
+	if execID == "" {
+		return c.init, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, ok := c.execs[execID]
+	if !ok {
+		return nil, fmt.Errorf("exec %q in container %q: %w", execID, c.ID, errdefs.ErrNotFound)
+	}
+	return p, nil
+}
+
+// watchInit waits for the init's exit and reports it after every exec exit of
+// the container has been reported.
+func (c *Container) watchInit(exitc <-chan reaper.Exit) {
+	e := <-exitc
+	c.mu.Lock()
+	c.initReaped = true
+	c.mu.Unlock()
+
+	if !c.ownPIDNS {
+		// Without a PID namespace of its own, the container's other processes
+		// do not die with its init: kill them so none is leaked.
+		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		_ = c.rt.Kill(ctx, c.ID, 9, true)
+		cancel()
+	}
+	c.waitExecsIdle(execsBeforeInitTimeout)
+	c.init.recordExit(e)
+}
+
+func (c *Container) waitExecsIdle(timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	timer := time.AfterFunc(timeout, func() {
+		c.mu.Lock()
+		c.execsIdle.Broadcast()
+		c.mu.Unlock()
+	})
+	defer timer.Stop()
+	c.mu.Lock()
+	for c.runningExecs > 0 && time.Now().Before(deadline) {
+		c.execsIdle.Wait()
+	}
+	c.mu.Unlock()
+}
+
+// Exec registers (does not start) an additional process.
+func (c *Container) Exec(execID string, spec []byte, stdio shimio.Config) (*Process, error) {
+	if err := c.init.checkOp(OpExec); err != nil {
+		return nil, err
+	}
+	var ps specs.Process
+	if err := json.Unmarshal(spec, &ps); err != nil {
+		return nil, fmt.Errorf("exec %q: process spec is not valid JSON: %v: %w", execID, err, errdefs.ErrInvalidArgument)
+	}
+	ps.Terminal = stdio.Terminal
+	if len(ps.Args) == 0 {
+		return nil, fmt.Errorf("exec %q: process spec has no args: %w", execID, errdefs.ErrInvalidArgument)
+	}
+	normalized, err := json.Marshal(&ps)
+	if err != nil {
+		return nil, fmt.Errorf("exec %q: encode process spec: %w", execID, err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.execs[execID]; ok {
+		return nil, fmt.Errorf("exec %q in container %q: %w", execID, c.ID, errdefs.ErrAlreadyExists)
+	}
+	p := newProcess(c, execID, stdio, nil)
+	p.execSpec = normalized
+	c.execs[execID] = p
+	return p, nil
+}
+
+// removeExec forgets a deleted exec.
+func (c *Container) removeExec(execID string) {
+	c.mu.Lock()
+	delete(c.execs, execID)
+	c.mu.Unlock()
+}
+
+// Execs returns the container's execs, sorted by id.
+func (c *Container) Execs() []*Process {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]*Process, 0, len(c.execs))
+	for _, p := range c.execs {
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Pids lists the host PIDs of every process in the container.
+func (c *Container) Pids(ctx context.Context) ([]int, error) {
+	if c.init.Status() == Deleted {
+		return nil, fmt.Errorf("container %q: %w", c.ID, errdefs.ErrNotFound)
+	}
+	pids, err := c.rt.Ps(ctx, c.ID)
+	if err != nil {
+		if c.init.Status() == Stopped {
+			return nil, nil // the runtime may already refuse: nothing runs
+		}
+		return nil, fmt.Errorf("list processes of %s: %w", c.ID, err)
+	}
+	return pids, nil
+}
+
+// Pause freezes the container.
+func (c *Container) Pause(ctx context.Context, onPaused func()) error {
+	return c.init.transition(OpPause, Paused, func() error { return c.rt.Pause(ctx, c.ID) }, onPaused)
+}
+
+// Resume thaws the container.
+func (c *Container) Resume(ctx context.Context, onResumed func()) error {
+	return c.init.transition(OpResume, Running, func() error { return c.rt.Resume(ctx, c.ID) }, onResumed)
+}
+
+// Update applies new resource limits (OCI LinuxResources as JSON).
+func (c *Container) Update(ctx context.Context, resources []byte) error {
+	if err := c.init.checkOp(OpUpdate); err != nil {
+		return err
+	}
+	var res specs.LinuxResources
+	if err := json.Unmarshal(resources, &res); err != nil {
+		return fmt.Errorf("update %s: resources are not valid LinuxResources JSON: %v: %w", c.ID, err, errdefs.ErrInvalidArgument)
+	}
+	return c.rt.Update(ctx, c.ID, resources)
+}
+
+// readSpec reads and validates the bundle's config.json.
+func readSpec(bundle string) (*specs.Spec, error) {
+	data, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("bundle %s has no config.json: %w", bundle, errdefs.ErrInvalidArgument)
+		}
+		return nil, fmt.Errorf("read config.json: %w", err)
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(data, &spec); err != nil {
+		return nil, fmt.Errorf("config.json of %s is not a valid OCI spec: %v: %w", bundle, err, errdefs.ErrInvalidArgument)
+	}
+	if spec.Process == nil || len(spec.Process.Args) == 0 {
+		return nil, fmt.Errorf("config.json of %s has no process args: %w", bundle, errdefs.ErrInvalidArgument)
+	}
+	return &spec, nil
+}
+
+func hasOwnPIDNamespace(spec *specs.Spec) bool {
+	if spec.Linux == nil {
+		return false
+	}
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Type == specs.PIDNamespace && ns.Path == "" {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,370 @@
+package process
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+
+	shimio "github.com/example/containerd-shim-example-v2/io"
+	"github.com/example/containerd-shim-example-v2/oci"
+	"github.com/example/containerd-shim-example-v2/reaper"
+)
+
+// Process is a container's init or one of its execs.
+//
+// Locking: mu guards every field below it. It is held across a launch
+// (runtime start/exec) and across the callbacks that report transitions, so a
+// process's exit, which also takes mu, is reported after its start.
+type Process struct {
+	c     *Container
+	ID    string // exec id; "" for the init
+	Stdio shimio.Config
+
+	execSpec []byte // OCI Process JSON (execs)
+
+	mu       sync.Mutex
+	status   Status
+	pid      int
+	pidfd    int // execs: signals go through it, immune to PID reuse; -1 when none
+	exitCode int
+	exitedAt time.Time
+	pipes    *shimio.Pipes
+	deleting bool          // Delete is tearing down a never-started process: report no exit
+	exited   chan struct{} // closed once the exit is recorded, or at delete
+}
+
+func newProcess(c *Container, id string, stdio shimio.Config, pipes *shimio.Pipes) *Process {
+	return &Process{c: c, ID: id, Stdio: stdio, status: Created, pidfd: -1, pipes: pipes, exited: make(chan struct{})}
+}
+
+// Container returns the container the process belongs to.
+func (p *Process) Container() *Container { return p.c }
+
+// IsInit reports whether p is its container's init.
+func (p *Process) IsInit() bool { return p.ID == "" }
+
+// Snapshot is a consistent copy of a process's state.
+type Snapshot struct {
+	Status   Status
+	Pid      int
+	ExitCode int
+	ExitedAt time.Time
+}
+
+// State returns a consistent snapshot. Execs of a paused container report paused.
+func (p *Process) State() Snapshot {
+	p.mu.Lock()
+	s := Snapshot{Status: p.status, Pid: p.pid, ExitCode: p.exitCode, ExitedAt: p.exitedAt}
+	p.mu.Unlock()
+	if !p.IsInit() && s.Status == Running && p.c.init.Status() == Paused {
+		s.Status = Paused
+	}
+	return s
+}
+
+// Status returns the process's status.
+func (p *Process) Status() Status {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.status
+}
+
+// Pid returns the host PID (0 for an exec not yet started).
+func (p *Process) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pid
+}
+
+func (p *Process) checkOp(op Op) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return check(p.status, op)
+}
+
+// transition runs action for op and moves to next, reporting with notify
+// under the lock.
+func (p *Process) transition(op Op, next Status, action func() error, notify func()) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := check(p.status, op); err != nil {
+		return err
+	}
+	if err := action(); err != nil {
+		return err
+	}
+	p.status = next
+	if notify != nil {
+		notify()
+	}
+	return nil
+}
+
+// Start starts a created init or exec. onStarted runs with the PID before any
+// exit of the process can be reported.
+func (p *Process) Start(ctx context.Context, onStarted func(pid int)) error {
+	if p.IsInit() {
+		return p.transition(OpStart, Running, func() error {
+			if err := p.c.rt.Start(ctx, p.c.ID); err != nil {
+				return fmt.Errorf("start container %s: %w", p.c.ID, err)
+			}
+			return nil
+		}, func() { onStarted(p.pid) })
+	}
+	return p.startExec(ctx, onStarted)
+}
+
+func (p *Process) startExec(ctx context.Context, onStarted func(pid int)) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := check(p.status, OpStart); err != nil {
+		return err
+	}
+	c := p.c
+	c.mu.Lock()
+	if c.initReaped {
+		c.mu.Unlock()
+		// Starting it would leak it where the container has no PID namespace.
+		return fmt.Errorf("container %s has exited: cannot start exec %q: %w", c.ID, p.ID, errdefs.ErrFailedPrecondition)
+	}
+	c.runningExecs++
+	c.mu.Unlock()
+	started := false
+	defer func() {
+		if !started {
+			c.execDone()
+		}
+	}()
+
+	pipes, err := shimio.Open(p.Stdio)
+	if err != nil {
+		return fmt.Errorf("exec %q stdio: %w", p.ID, err)
+	}
+	specFile := filepath.Join(c.Bundle, "."+p.ID+".process.json")
+	if err := os.WriteFile(specFile, p.execSpec, 0o600); err != nil {
+		pipes.Close()
+		return fmt.Errorf("write exec %q process spec: %w", p.ID, err)
+	}
+	defer os.Remove(specFile)
+
+	pidFile := filepath.Join(c.Bundle, p.ID+".pid")
+	in, out, errf := pipes.RuntimeFiles()
+	w := c.rt.Reaper.Open()
+	defer w.Close()
+	err = c.rt.Exec(ctx, c.ID, oci.ExecOpts{
+		ProcessFile: specFile,
+		PidFile:     pidFile,
+		Stdio:       oci.Stdio{In: in, Out: out, Err: errf},
+	})
+	var pid int
+	if err == nil {
+		pid, err = oci.ReadPidFile(pidFile)
+	}
+	if err != nil {
+		pipes.Close()
+		return fmt.Errorf("exec %q in %s: %w", p.ID, c.ID, err)
+	}
+	exitc := w.Claim(pid)
+	pipes.ReleaseRuntimeFiles()
+	// A pidfd pins the process: signals sent through it can never reach a
+	// process that reused the PID after this one was reaped.
+	if fd, err := unix.PidfdOpen(pid, 0); err == nil {
+		p.pidfd = fd
+	}
+	p.pipes, p.pid, p.status = pipes, pid, Running
+	started = true
+	onStarted(pid)
+	go p.watchExec(exitc)
+	return nil
+}
+
+func (c *Container) execDone() {
+	c.mu.Lock()
+	c.runningExecs--
+	if c.runningExecs == 0 {
+		c.execsIdle.Broadcast()
+	}
+	c.mu.Unlock()
+}
+
+func (p *Process) watchExec(exitc <-chan reaper.Exit) {
+	e := <-exitc
+	p.recordExit(e)
+	p.c.execDone()
+}
+
+// recordExit moves the process to stopped and reports the exit.
+func (p *Process) recordExit(e reaper.Exit) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pidfd >= 0 {
+		unix.Close(p.pidfd)
+		p.pidfd = -1
+	}
+	p.exitCode, p.exitedAt = e.Status, e.Time
+	if p.status != Deleted {
+		p.status = Stopped
+	}
+	select {
+	case <-p.exited:
+	default:
+		close(p.exited)
+	}
+	if !p.deleting && p.c.events.Exited != nil {
+		p.c.events.Exited(p)
+	}
+}
+
+// Wait blocks until the process has exited (or was deleted) and returns its
+// final state.
+func (p *Process) Wait(ctx context.Context) (Snapshot, error) {
+	select {
+	case <-p.exited:
+		return p.State(), nil
+	case <-ctx.Done():
+		return Snapshot{}, ctx.Err()
+	}
+}
+
+// Kill signals the process; for the init with all, every process of the
+// container. A process that has finished answers NotFound.
+func (p *Process) Kill(ctx context.Context, sig int, all bool) error {
+	p.mu.Lock()
+	status, pidfd := p.status, p.pidfd
+	p.mu.Unlock()
+	switch status {
+	case Stopped, Deleted:
+		return fmt.Errorf("process already finished: %w", errdefs.ErrNotFound)
+	case Created:
+		if !p.IsInit() {
+			return fmt.Errorf("exec %q not started: %w", p.ID, errdefs.ErrFailedPrecondition)
+		}
+	}
+	if !p.IsInit() {
+		if pidfd < 0 {
+			return fmt.Errorf("exec %q has no pidfd: %w", p.ID, errdefs.ErrNotFound)
+		}
+		if err := unix.PidfdSendSignal(pidfd, unix.Signal(sig), nil, 0); err != nil {
+			if errors.Is(err, unix.ESRCH) {
+				return fmt.Errorf("process already finished: %w", errdefs.ErrNotFound)
+			}
+			return fmt.Errorf("signal exec %q: %w", p.ID, err)
+		}
+		return nil
+	}
+	if err := p.c.rt.Kill(ctx, p.c.ID, sig, all); err != nil {
+		// The runtime refuses a container whose init is gone; that race is
+		// the same answer as an already-stopped process.
+		p.c.mu.Lock()
+		reaped := p.c.initReaped
+		p.c.mu.Unlock()
+		if reaped {
+			return fmt.Errorf("process already finished: %w", errdefs.ErrNotFound)
+		}
+		return fmt.Errorf("kill %s: %w", p.c.ID, err)
+	}
+	return nil
+}
+
+// CloseStdin ends the process's input (CloseIO). Idempotent.
+func (p *Process) CloseStdin() {
+	p.mu.Lock()
+	pipes := p.pipes
+	p.mu.Unlock()
+	if pipes != nil {
+		pipes.CloseStdin()
+	}
+}
+
+// Delete tears the process down once it is no longer running: it waits
+// (bounded) for its output to reach the client, releases its stdio and, for
+// the init, the runtime state and the rootfs. onDeleted runs last, under the
+// lock, with the final state.
+func (p *Process) Delete(ctx context.Context, onDeleted func(Snapshot)) error {
+	p.mu.Lock()
+	if err := check(p.status, OpDelete); err != nil {
+		p.mu.Unlock()
+		return err
+	}
+	neverStarted := p.status == Created
+	if neverStarted {
+		p.deleting = true
+	}
+	p.mu.Unlock()
+
+	if p.IsInit() {
+		if err := p.c.destroy(ctx, neverStarted); err != nil {
+			p.mu.Lock()
+			p.deleting = false
+			p.mu.Unlock()
+			return err
+		}
+	}
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.status == Deleted {
+		return fmt.Errorf("process already deleted: %w", errdefs.ErrNotFound)
+	}
+	if p.pipes != nil {
+		if !p.pipes.Drain(IODrainTimeout) {
+			// Not silent: output was cut short.
+			slog.Warn("output not drained in time; closing", "container", p.c.ID, "exec", p.ID, "timeout", IODrainTimeout)
+		}
+		p.pipes.Close()
+	}
+	if p.pidfd >= 0 {
+		unix.Close(p.pidfd)
+		p.pidfd = -1
+	}
+	p.status = Deleted
+	select {
+	case <-p.exited:
+	default:
+		close(p.exited) // release waiters of a process that never ran
+	}
+	if !p.IsInit() {
+		_ = os.Remove(filepath.Join(p.c.Bundle, p.ID+".pid"))
+		p.c.removeExec(p.ID)
+	}
+	onDeleted(Snapshot{Status: Deleted, Pid: p.pid, ExitCode: p.exitCode, ExitedAt: p.exitedAt})
+	return nil
+}
+
+// destroy removes the container from the runtime and unmounts its rootfs.
+func (c *Container) destroy(ctx context.Context, neverStarted bool) error {
+	if err := c.rt.Delete(ctx, c.ID, neverStarted); err != nil {
+		// Whatever the runtime says, the outcome that matters is that its
+		// state is gone; a forced delete settles a half-removed container.
+		if ferr := c.rt.Delete(ctx, c.ID, true); ferr != nil && c.runtimeStateExists(ctx) {
+			return fmt.Errorf("delete container %s: %w", c.ID, err)
+		}
+	}
+	if neverStarted {
+		// The runtime killed the blocked init; wait for its reaping so no
+		// exit arrives after the delete is reported.
+		select {
+		case <-c.init.exited:
+		case <-time.After(deleteCreatedTimeout):
+		}
+	}
+	if c.rootfsMount {
+		if err := unmountAll(filepath.Join(c.Bundle, "rootfs")); err != nil {
+			return fmt.Errorf("delete container %s: %w", c.ID, err)
+		}
+	}
+	return nil
+}
+
+func (c *Container) runtimeStateExists(ctx context.Context) bool {
+	_, err := c.rt.State(ctx, c.ID)
+	return err == nil
+}

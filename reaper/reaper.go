@@ -1,0 +1,167 @@
+// Package reaper owns every child exit of the shim daemon.
+//
+// The daemon is a child subreaper: runtime commands (runc), container inits,
+// exec'd processes and logging binaries all become its children, and exactly
+// one goroutine calls wait4 for all of them. Nothing else in the shim may
+// wait for a child (os/exec's Cmd.Wait would race with it and lose statuses).
+//
+// An exit is delivered to whoever claimed its PID. Because a process can die
+// before the code that launched it has learned its PID (runc exec --detach
+// returns after the process may already have exited), a launcher first opens
+// a Window: every exit reaped while the window is open and not yet claimed is
+// kept in it, so Claim finds it afterwards. Exits nobody claims and no window
+// is open for (orphans re-parented to us) are counted and dropped.
+package reaper
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Exit is one reaped child.
+type Exit struct {
+	Pid    int
+	Status int       // exit code, or 128+signal for a process killed by a signal
+	Time   time.Time // when the shim reaped it
+}
+
+// Reaper dispatches child exits to their claimants.
+//
+// Locking: mu guards waiters and windows. Dispatch holds mu only to look up and
+// send into a one-slot buffered channel, so it never blocks on a slow claimant.
+type Reaper struct {
+	mu      sync.Mutex
+	waiters map[int]chan Exit
+	windows map[*Window]struct{}
+
+	orphans atomic.Uint64 // exits nobody claimed (for introspection and tests)
+}
+
+// New returns a reaper; call Run to start reaping.
+func New() *Reaper {
+	return &Reaper{waiters: make(map[int]chan Exit), windows: make(map[*Window]struct{})}
+}
+
+// Run reaps children until ctx ends. It subscribes to SIGCHLD before its first
+// sweep so no exit that happened before Run is missed.
+func (r *Reaper) Run(ctx context.Context) {
+	sigs := make(chan os.Signal, 32)
+	signal.Notify(sigs, unix.SIGCHLD)
+	defer signal.Stop(sigs)
+	r.sweep()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sigs:
+			r.sweep()
+		}
+	}
+}
+
+// sweep reaps every child that has exited. SIGCHLD signals coalesce, so one
+// signal can stand for many exits: loop until wait4 says nothing is left.
+func (r *Reaper) sweep() {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil || pid <= 0 {
+			return
+		}
+		r.dispatch(Exit{Pid: pid, Status: StatusOf(ws), Time: time.Now()})
+	}
+}
+
+// StatusOf converts a wait status into the exit code containerd reports:
+// the process's own code, or 128+N when signal N killed it.
+func StatusOf(ws unix.WaitStatus) int {
+	switch {
+	case ws.Exited():
+		return ws.ExitStatus()
+	case ws.Signaled():
+		return 128 + int(ws.Signal())
+	default:
+		return 255
+	}
+}
+
+func (r *Reaper) dispatch(e Exit) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ch, ok := r.waiters[e.Pid]; ok {
+		delete(r.waiters, e.Pid)
+		ch <- e // one-slot buffer, never blocks
+		return
+	}
+	if len(r.windows) == 0 {
+		r.orphans.Add(1)
+		return
+	}
+	for w := range r.windows {
+		w.exits[e.Pid] = e
+	}
+}
+
+// Orphans returns how many exits were reaped that nobody claimed.
+func (r *Reaper) Orphans() uint64 { return r.orphans.Load() }
+
+// Window collects unclaimed exits while a process is being launched.
+type Window struct {
+	r     *Reaper
+	exits map[int]Exit // guarded by r.mu
+}
+
+// Open starts collecting exits. Open it before starting a process whose PID
+// is learned later, and Close it once every PID of interest is claimed.
+func (r *Reaper) Open() *Window {
+	w := &Window{r: r, exits: make(map[int]Exit)}
+	r.mu.Lock()
+	r.windows[w] = struct{}{}
+	r.mu.Unlock()
+	return w
+}
+
+// Claim returns a channel that delivers pid's exit exactly once: at once if
+// it was reaped while the window was open, otherwise when it happens.
+func (w *Window) Claim(pid int) <-chan Exit {
+	ch := make(chan Exit, 1)
+	w.r.mu.Lock()
+	defer w.r.mu.Unlock()
+	if e, ok := w.exits[pid]; ok {
+		delete(w.exits, pid)
+		ch <- e
+		return ch
+	}
+	w.r.waiters[pid] = ch
+	return ch
+}
+
+// Close stops collecting. Exits it held that were never claimed are orphans.
+func (w *Window) Close() {
+	w.r.mu.Lock()
+	defer w.r.mu.Unlock()
+	if _, ok := w.r.windows[w]; !ok {
+		return
+	}
+	delete(w.r.windows, w)
+	w.r.orphans.Add(uint64(len(w.exits)))
+	w.exits = nil
+}
+
+// Forget drops a claim whose exit will not be awaited (for example a process
+// that failed to start). Safe to call when the exit was already delivered.
+func (r *Reaper) Forget(pid int) {
+	r.mu.Lock()
+	delete(r.waiters, pid)
+	r.mu.Unlock()
+}

@@ -1,0 +1,27 @@
+package reaper
+
+import (
+	"fmt"
+	"os/exec"
+	"runtime"
+)
+
+// Start starts cmd and returns the channel its exit arrives on. The caller must
+// not call cmd.Wait (the reaper owns the wait) and must give cmd *os.File
+// stdio or none, so os/exec starts no copy goroutines that only Wait would end.
+//
+// When cmd.SysProcAttr.Pdeathsig is set, the OS thread is locked around the
+// fork: the kernel ties the parent-death signal to the forking thread, and the
+// Go scheduler could otherwise retire that thread and kill the child early.
+func (r *Reaper) Start(cmd *exec.Cmd) (<-chan Exit, error) {
+	w := r.Open()
+	defer w.Close()
+	if cmd.SysProcAttr != nil && cmd.SysProcAttr.Pdeathsig != 0 {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
+	}
+	return w.Claim(cmd.Process.Pid), nil
+}

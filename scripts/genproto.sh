@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Regenerates the Go code for this project's own wire definitions under proto/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$(go env GOPATH)/bin:$PATH"
+command -v protoc >/dev/null || { echo "protoc missing: run 'make deps'" >&2; exit 1; }
+command -v protoc-gen-go >/dev/null || { echo "protoc-gen-go missing: run 'make deps'" >&2; exit 1; }
+find proto -name '*.proto' | sort | while read -r f; do
+	protoc --proto_path=proto --go_out=proto --go_opt=paths=source_relative "${f#proto/}"
+done
+echo "proto: regenerated"

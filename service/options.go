@@ -1,0 +1,79 @@
+package service
+
+import (
+	"path/filepath"
+	"strings"
+
+	runcopts "github.com/containerd/containerd/api/types/runc/options"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	exampleopts "github.com/example/containerd-shim-example-v2/proto/options/v1"
+)
+
+// Type URLs of the runtime options the shim understands.
+const (
+	typeExampleOptions = "example.options.v1.Options"
+	typeRuncOptions    = "containerd.runc.v1.Options"
+	typeLegacyCreate   = "containerd.linux.runc.CreateOptions"
+	typeCRIOptions     = "runtimeoptions.v1.Options"
+)
+
+// RuntimeOptions is what the shim takes from any of the accepted option types.
+type RuntimeOptions struct {
+	BinaryName    string
+	Root          string
+	SystemdCgroup bool
+	NoPivotRoot   bool
+	NoNewKeyring  bool
+	IoUID, IoGID  uint32
+	CriuImagePath string
+	CriuWorkPath  string
+}
+
+// DecodeOptions reads the runtime options Any. Unknown types are accepted and
+// ignored (containerd passes whatever the user configured, and the 1.6 stock
+// shim's refusal of CRI's type is a known wart); a known type that does not
+// decode is the caller's error.
+func DecodeOptions(a *anypb.Any) (RuntimeOptions, error) {
+	var o RuntimeOptions
+	if a == nil || len(a.GetValue()) == 0 && a.GetTypeUrl() == "" {
+		return o, nil
+	}
+	switch typeName(a.GetTypeUrl()) {
+	case typeExampleOptions:
+		var m exampleopts.Options
+		if err := proto.Unmarshal(a.GetValue(), &m); err != nil {
+			return o, invalidArgument("decode %s: %v", typeExampleOptions, err)
+		}
+		o = RuntimeOptions{BinaryName: m.BinaryName, Root: m.Root, SystemdCgroup: m.SystemdCgroup,
+			NoPivotRoot: m.NoPivotRoot, NoNewKeyring: m.NoNewKeyring, IoUID: m.IoUid, IoGID: m.IoGid,
+			CriuImagePath: m.CriuImagePath, CriuWorkPath: m.CriuWorkPath}
+	case typeRuncOptions:
+		var m runcopts.Options
+		if err := proto.Unmarshal(a.GetValue(), &m); err != nil {
+			return o, invalidArgument("decode %s: %v", typeRuncOptions, err)
+		}
+		o = RuntimeOptions{BinaryName: m.BinaryName, Root: m.Root, SystemdCgroup: m.SystemdCgroup,
+			NoPivotRoot: m.NoPivotRoot, NoNewKeyring: m.NoNewKeyring, IoUID: m.IoUid, IoGID: m.IoGid,
+			CriuImagePath: m.CriuImagePath, CriuWorkPath: m.CriuWorkPath}
+	case typeLegacyCreate:
+		var m exampleopts.LegacyCreateOptions
+		if err := proto.Unmarshal(a.GetValue(), &m); err != nil {
+			return o, invalidArgument("decode %s: %v", typeLegacyCreate, err)
+		}
+		o = RuntimeOptions{NoPivotRoot: m.NoPivotRoot, NoNewKeyring: m.NoNewKeyring, IoUID: m.IoUid, IoGID: m.IoGid,
+			CriuImagePath: m.CriuImagePath, CriuWorkPath: m.CriuWorkPath}
+	default:
+		// CRI's runtimeoptions.v1.Options and anything else: nothing for us.
+	}
+	if o.Root != "" && !filepath.IsAbs(o.Root) {
+		return o, invalidArgument("runtime root %q must be an absolute path", o.Root)
+	}
+	return o, nil
+}
+
+// typeName strips a "type.googleapis.com/"-style prefix from a type URL.
+func typeName(url string) string {
+	return url[strings.LastIndexByte(url, '/')+1:]
+}

@@ -1,0 +1,63 @@
+package service
+
+import (
+	"context"
+
+	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/ttrpc"
+	"google.golang.org/protobuf/types/known/emptypb"
+)
+
+// Service names on the wire. The v2 and v3 task protocols carry identical
+// messages, so one method table serves both: containerd 1.6/1.7 dial v2, 2.x
+// dials v3 or v2 depending on the version the shim announced. Decoding v3
+// requests into the v2 Go types also keeps the v3 package (which links gRPC)
+// out of the binary.
+const (
+	TaskServiceV2 = "containerd.task.v2.Task"
+	TaskServiceV3 = "containerd.task.v3.Task"
+)
+
+// Register serves the task API on srv under both service names.
+func Register(srv *ttrpc.Server, t taskapi.TTRPCTaskService) {
+	methods := map[string]ttrpc.Method{
+		"State":      method(t.State),
+		"Create":     method(t.Create),
+		"Start":      method(t.Start),
+		"Delete":     method(t.Delete),
+		"Pids":       method(t.Pids),
+		"Pause":      method(t.Pause),
+		"Resume":     method(t.Resume),
+		"Checkpoint": method(t.Checkpoint),
+		"Kill":       method(t.Kill),
+		"Exec":       method(t.Exec),
+		"ResizePty":  method(t.ResizePty),
+		"CloseIO":    method(t.CloseIO),
+		"Update":     method(t.Update),
+		"Wait":       method(t.Wait),
+		"Stats":      method(t.Stats),
+		"Connect":    method(t.Connect),
+		"Shutdown":   method(t.Shutdown),
+	}
+	srv.RegisterService(TaskServiceV2, &ttrpc.ServiceDesc{Methods: methods})
+	srv.RegisterService(TaskServiceV3, &ttrpc.ServiceDesc{Methods: methods})
+}
+
+// method adapts a typed handler to ttrpc's dispatch, and is the one place
+// where Go errors become wire status codes (errdefs classes -> gRPC codes).
+func method[Req any, Resp any, PReq interface{ *Req }](h func(context.Context, PReq) (Resp, error)) ttrpc.Method {
+	return func(ctx context.Context, unmarshal func(any) error) (any, error) {
+		req := PReq(new(Req))
+		if err := unmarshal(req); err != nil {
+			return nil, errgrpc.ToGRPC(invalidArgument("decode request: %v", err))
+		}
+		resp, err := h(ctx, req)
+		if err != nil {
+			return nil, errgrpc.ToGRPC(err)
+		}
+		return resp, nil
+	}
+}
+
+var empty = &emptypb.Empty{}

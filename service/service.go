@@ -1,0 +1,125 @@
+// Package service is where containerd's requests enter the shim: it serves
+// the Task API over ttrpc, checks each request, hands the work to the process
+// package, publishes the resulting events, and turns errors into wire codes.
+package service
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/containerd/errdefs"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/example/containerd-shim-example-v2/oci"
+	"github.com/example/containerd-shim-example-v2/process"
+	"github.com/example/containerd-shim-example-v2/reaper"
+)
+
+// Publisher queues an event for containerd. It must not block.
+type Publisher interface {
+	Publish(topic string, event proto.Message)
+}
+
+// Config wires a Service to the daemon around it.
+type Config struct {
+	Namespace string
+	Reaper    *reaper.Reaper
+	Events    Publisher
+	// RequestExit is called (once) after a Shutdown that found no task left.
+	RequestExit func()
+}
+
+// Service implements containerd's Task API for every container of this shim.
+//
+// Locking: mu guards containers and pending (ids whose Create is in flight).
+// It is held only for map access, never across runtime calls.
+type Service struct {
+	cfg      Config
+	shimPid  uint32
+	exitOnce sync.Once
+
+	mu         sync.Mutex
+	containers map[string]*process.Container
+	pending    map[string]bool
+}
+
+// New returns a Service.
+func New(cfg Config) *Service {
+	return &Service{
+		cfg:        cfg,
+		shimPid:    uint32(os.Getpid()),
+		containers: make(map[string]*process.Container),
+		pending:    make(map[string]bool),
+	}
+}
+
+func (s *Service) container(id string) (*process.Container, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.containers[id]
+	if !ok {
+		return nil, fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
+	}
+	return c, nil
+}
+
+func (s *Service) lookup(id, execID string) (*process.Container, *process.Process, error) {
+	c, err := s.container(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := c.Process(execID)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, p, nil
+}
+
+// reserve claims id for a Create in flight.
+func (s *Service) reserve(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.containers[id]; ok || s.pending[id] {
+		return fmt.Errorf("container %q: %w", id, errdefs.ErrAlreadyExists)
+	}
+	s.pending[id] = true
+	return nil
+}
+
+func (s *Service) release(id string, c *process.Container) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.pending, id)
+	if c != nil {
+		s.containers[id] = c
+	}
+}
+
+func (s *Service) remove(id string) {
+	s.mu.Lock()
+	delete(s.containers, id)
+	s.mu.Unlock()
+}
+
+// Tasks returns how many tasks the shim holds (created, running, or stopped
+// but not yet deleted), counting those being created.
+func (s *Service) Tasks() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.containers) + len(s.pending)
+}
+
+// runtimeFor builds the OCI runtime command line for a container.
+func (s *Service) runtimeFor(o RuntimeOptions) oci.Runtime {
+	root := o.Root
+	if root == "" {
+		root = oci.DefaultRoot
+	}
+	return oci.Runtime{
+		Binary:        o.BinaryName,
+		Root:          filepath.Join(root, s.cfg.Namespace),
+		SystemdCgroup: o.SystemdCgroup,
+	}
+}

@@ -1,0 +1,370 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+
+	eventsapi "github.com/containerd/containerd/api/events"
+	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
+	runcopts "github.com/containerd/containerd/api/types/runc/options"
+	tasktypes "github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/errdefs"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	shimio "github.com/example/containerd-shim-example-v2/io"
+	"github.com/example/containerd-shim-example-v2/process"
+)
+
+// Event topics (containerd's names).
+const (
+	topicCreate      = "/tasks/create"
+	topicStart       = "/tasks/start"
+	topicExit        = "/tasks/exit"
+	topicDelete      = "/tasks/delete"
+	topicExecAdded   = "/tasks/exec-added"
+	topicExecStarted = "/tasks/exec-started"
+	topicPaused      = "/tasks/paused"
+	topicResumed     = "/tasks/resumed"
+)
+
+var _ taskapi.TTRPCTaskService = (*Service)(nil)
+
+// Create creates a container and its (not yet started) init process.
+func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*taskapi.CreateTaskResponse, error) {
+	if err := validateID("container id", r.ID); err != nil {
+		return nil, err
+	}
+	if err := validateBundle(r.Bundle, s.cfg.Namespace, r.ID); err != nil {
+		return nil, err
+	}
+	if r.Checkpoint != "" {
+		return nil, fmt.Errorf("restore from checkpoint: %w", errdefs.ErrNotImplemented)
+	}
+	if r.Terminal {
+		return nil, fmt.Errorf("terminal: %w", errdefs.ErrNotImplemented)
+	}
+	opts, err := DecodeOptions(r.Options)
+	if err != nil {
+		return nil, err
+	}
+	rt := s.runtimeFor(opts)
+	if _, err := exec.LookPath(rt.BinaryOrDefault()); err != nil {
+		return nil, invalidArgument("OCI runtime binary %q: %v", rt.BinaryOrDefault(), err)
+	}
+	if err := s.reserve(r.ID); err != nil {
+		return nil, err
+	}
+	var c *process.Container
+	defer func() { s.release(r.ID, c) }()
+
+	mounts := make([]process.Mount, 0, len(r.Rootfs))
+	for _, m := range r.Rootfs {
+		mounts = append(mounts, process.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options})
+	}
+	stdio := shimio.Config{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}
+	c, err = process.Create(ctx, s.cfg.Reaper, process.CreateConfig{
+		ID:       r.ID,
+		Bundle:   r.Bundle,
+		Rootfs:   mounts,
+		Stdio:    stdio,
+		Runtime:  rt,
+		NoPivot:  opts.NoPivotRoot,
+		NoNewKey: opts.NoNewKeyring,
+		Events:   process.Events{Exited: s.publishExit},
+	}, func(pid int) {
+		s.cfg.Events.Publish(topicCreate, &eventsapi.TaskCreate{
+			ContainerID: r.ID,
+			Bundle:      r.Bundle,
+			Rootfs:      r.Rootfs,
+			IO:          &eventsapi.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
+			Checkpoint:  r.Checkpoint,
+			Pid:         uint32(pid),
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &taskapi.CreateTaskResponse{Pid: uint32(c.Init().Pid())}, nil
+}
+
+func (s *Service) publishExit(p *process.Process) {
+	st := p.State()
+	id := p.ID
+	if p.IsInit() {
+		id = p.Container().ID
+	}
+	s.cfg.Events.Publish(topicExit, &eventsapi.TaskExit{
+		ContainerID: p.Container().ID,
+		ID:          id,
+		Pid:         uint32(st.Pid),
+		ExitStatus:  uint32(st.ExitCode),
+		ExitedAt:    timestamppb.New(st.ExitedAt),
+	})
+}
+
+// Start starts the init or an added exec.
+func (s *Service) Start(ctx context.Context, r *taskapi.StartRequest) (*taskapi.StartResponse, error) {
+	_, p, err := s.lookup(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	var pid int
+	err = p.Start(ctx, func(started int) {
+		pid = started
+		if p.IsInit() {
+			s.cfg.Events.Publish(topicStart, &eventsapi.TaskStart{ContainerID: r.ID, Pid: uint32(started)})
+		} else {
+			s.cfg.Events.Publish(topicExecStarted, &eventsapi.TaskExecStarted{ContainerID: r.ID, ExecID: r.ExecID, Pid: uint32(started)})
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &taskapi.StartResponse{Pid: uint32(pid)}, nil
+}
+
+// Delete removes a process that is not running; for the init, the container.
+func (s *Service) Delete(ctx context.Context, r *taskapi.DeleteRequest) (*taskapi.DeleteResponse, error) {
+	_, p, err := s.lookup(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	var final process.Snapshot
+	err = p.Delete(ctx, func(st process.Snapshot) {
+		final = st
+		if p.IsInit() {
+			s.remove(r.ID)
+			s.cfg.Events.Publish(topicDelete, &eventsapi.TaskDelete{
+				ContainerID: r.ID,
+				Pid:         uint32(st.Pid),
+				ExitStatus:  uint32(st.ExitCode),
+				ExitedAt:    timestamppb.New(st.ExitedAt),
+			})
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &taskapi.DeleteResponse{Pid: uint32(final.Pid), ExitStatus: uint32(final.ExitCode), ExitedAt: timestamppb.New(final.ExitedAt)}, nil
+}
+
+// Exec adds (does not start) a process to a container.
+func (s *Service) Exec(ctx context.Context, r *taskapi.ExecProcessRequest) (*emptypb.Empty, error) {
+	if err := validateID("exec id", r.ExecID); err != nil {
+		return nil, err
+	}
+	c, err := s.container(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	if r.Terminal {
+		return nil, fmt.Errorf("terminal: %w", errdefs.ErrNotImplemented)
+	}
+	if r.Spec == nil {
+		return nil, invalidArgument("exec %q: no process spec", r.ExecID)
+	}
+	stdio := shimio.Config{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}
+	if _, err := c.Exec(r.ExecID, r.Spec.GetValue(), stdio); err != nil {
+		return nil, err
+	}
+	s.cfg.Events.Publish(topicExecAdded, &eventsapi.TaskExecAdded{ContainerID: r.ID, ExecID: r.ExecID})
+	return empty, nil
+}
+
+// Kill signals a process (or, with all, every process of the container).
+func (s *Service) Kill(ctx context.Context, r *taskapi.KillRequest) (*emptypb.Empty, error) {
+	_, p, err := s.lookup(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	if r.Signal == 0 || r.Signal > 64 {
+		return nil, invalidArgument("signal %d is not a valid signal", r.Signal)
+	}
+	if err := p.Kill(ctx, int(r.Signal), r.All); err != nil {
+		return nil, err
+	}
+	return empty, nil
+}
+
+// Wait blocks until the process exits.
+func (s *Service) Wait(ctx context.Context, r *taskapi.WaitRequest) (*taskapi.WaitResponse, error) {
+	_, p, err := s.lookup(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	st, err := p.Wait(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &taskapi.WaitResponse{ExitStatus: uint32(st.ExitCode), ExitedAt: timestamppb.New(st.ExitedAt)}, nil
+}
+
+// State reports a process's state.
+func (s *Service) State(ctx context.Context, r *taskapi.StateRequest) (*taskapi.StateResponse, error) {
+	c, p, err := s.lookup(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	st := p.State()
+	id := r.ExecID
+	if p.IsInit() {
+		id = r.ID
+	}
+	return &taskapi.StateResponse{
+		ID:         id,
+		Bundle:     c.Bundle,
+		Pid:        uint32(st.Pid),
+		Status:     wireStatus(st.Status),
+		Stdin:      p.Stdio.Stdin,
+		Stdout:     p.Stdio.Stdout,
+		Stderr:     p.Stdio.Stderr,
+		Terminal:   p.Stdio.Terminal,
+		ExitStatus: uint32(st.ExitCode),
+		ExitedAt:   timestamppb.New(st.ExitedAt),
+		ExecID:     r.ExecID,
+	}, nil
+}
+
+func wireStatus(s process.Status) tasktypes.Status {
+	switch s {
+	case process.Created:
+		return tasktypes.Status_CREATED
+	case process.Running:
+		return tasktypes.Status_RUNNING
+	case process.Paused:
+		return tasktypes.Status_PAUSED
+	case process.Stopped, process.Deleted:
+		return tasktypes.Status_STOPPED
+	}
+	return tasktypes.Status_UNKNOWN
+}
+
+// Pids lists the container's processes; execs carry their exec id.
+func (s *Service) Pids(ctx context.Context, r *taskapi.PidsRequest) (*taskapi.PidsResponse, error) {
+	c, err := s.container(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	pids, err := c.Pids(ctx)
+	if err != nil {
+		return nil, err
+	}
+	execByPid := make(map[int]string)
+	for _, e := range c.Execs() {
+		if pid := e.Pid(); pid > 0 {
+			execByPid[pid] = e.ID
+		}
+	}
+	resp := &taskapi.PidsResponse{Processes: make([]*tasktypes.ProcessInfo, 0, len(pids))}
+	for _, pid := range pids {
+		info := &tasktypes.ProcessInfo{Pid: uint32(pid)}
+		if execID, ok := execByPid[pid]; ok {
+			if v, err := proto.Marshal(&runcopts.ProcessDetails{ExecID: execID}); err == nil {
+				info.Info = &anypb.Any{TypeUrl: "containerd.runc.v1.ProcessDetails", Value: v}
+			}
+		}
+		resp.Processes = append(resp.Processes, info)
+	}
+	return resp, nil
+}
+
+// Pause freezes the container.
+func (s *Service) Pause(ctx context.Context, r *taskapi.PauseRequest) (*emptypb.Empty, error) {
+	c, err := s.container(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	err = c.Pause(ctx, func() { s.cfg.Events.Publish(topicPaused, &eventsapi.TaskPaused{ContainerID: r.ID}) })
+	if err != nil {
+		return nil, err
+	}
+	return empty, nil
+}
+
+// Resume thaws the container.
+func (s *Service) Resume(ctx context.Context, r *taskapi.ResumeRequest) (*emptypb.Empty, error) {
+	c, err := s.container(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	err = c.Resume(ctx, func() { s.cfg.Events.Publish(topicResumed, &eventsapi.TaskResumed{ContainerID: r.ID}) })
+	if err != nil {
+		return nil, err
+	}
+	return empty, nil
+}
+
+// Checkpoint is not implemented yet.
+func (s *Service) Checkpoint(ctx context.Context, r *taskapi.CheckpointTaskRequest) (*emptypb.Empty, error) {
+	if _, err := s.container(r.ID); err != nil {
+		return nil, err
+	}
+	return nil, fmt.Errorf("checkpoint: %w", errdefs.ErrNotImplemented)
+}
+
+// ResizePty sets a terminal's size; a process without a terminal ignores it.
+func (s *Service) ResizePty(ctx context.Context, r *taskapi.ResizePtyRequest) (*emptypb.Empty, error) {
+	if _, _, err := s.lookup(r.ID, r.ExecID); err != nil {
+		return nil, err
+	}
+	return empty, nil
+}
+
+// CloseIO ends a process's stdin.
+func (s *Service) CloseIO(ctx context.Context, r *taskapi.CloseIORequest) (*emptypb.Empty, error) {
+	_, p, err := s.lookup(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	p.CloseStdin()
+	return empty, nil
+}
+
+// Update changes the container's resource limits.
+func (s *Service) Update(ctx context.Context, r *taskapi.UpdateTaskRequest) (*emptypb.Empty, error) {
+	c, err := s.container(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	if r.Resources == nil {
+		return nil, invalidArgument("update %s: no resources", r.ID)
+	}
+	if err := c.Update(ctx, r.Resources.GetValue()); err != nil {
+		return nil, err
+	}
+	return empty, nil
+}
+
+// Stats is not implemented yet.
+func (s *Service) Stats(ctx context.Context, r *taskapi.StatsRequest) (*taskapi.StatsResponse, error) {
+	if _, err := s.container(r.ID); err != nil {
+		return nil, err
+	}
+	return nil, fmt.Errorf("stats: %w", errdefs.ErrNotImplemented)
+}
+
+// Connect answers containerd's liveness probe. It never fails: an unknown id
+// gets task pid 0.
+func (s *Service) Connect(ctx context.Context, r *taskapi.ConnectRequest) (*taskapi.ConnectResponse, error) {
+	resp := &taskapi.ConnectResponse{ShimPid: s.shimPid}
+	if c, err := s.container(r.ID); err == nil {
+		resp.TaskPid = uint32(c.Init().Pid())
+	}
+	return resp, nil
+}
+
+// Shutdown lets the shim exit once it holds no task; otherwise it is a no-op,
+// so one container's teardown never stops a shim that serves others.
+func (s *Service) Shutdown(ctx context.Context, r *taskapi.ShutdownRequest) (*emptypb.Empty, error) {
+	if s.Tasks() > 0 {
+		return empty, nil
+	}
+	if s.cfg.RequestExit != nil {
+		s.exitOnce.Do(s.cfg.RequestExit)
+	}
+	return empty, nil
+}
