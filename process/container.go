@@ -46,9 +46,11 @@ const (
 )
 
 // Events are the callbacks through which a container reports transitions that
-// happen on their own (exits). They run in order, under the process's lock.
+// happen on their own (exits). They run in order, under the process's lock,
+// so they must not call back into the process: everything they need is in
+// the snapshot.
 type Events struct {
-	Exited func(p *Process)
+	Exited func(p *Process, final Snapshot)
 }
 
 // CreateConfig describes a container to create.

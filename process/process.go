@@ -219,7 +219,7 @@ func (p *Process) recordExit(e reaper.Exit) {
 		close(p.exited)
 	}
 	if !p.deleting && p.c.events.Exited != nil {
-		p.c.events.Exited(p)
+		p.c.events.Exited(p, Snapshot{Status: p.status, Pid: p.pid, ExitCode: p.exitCode, ExitedAt: p.exitedAt})
 	}
 }
 

@@ -91,8 +91,7 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*ta
 	return &taskapi.CreateTaskResponse{Pid: uint32(c.Init().Pid())}, nil
 }
 
-func (s *Service) publishExit(p *process.Process) {
-	st := p.State()
+func (s *Service) publishExit(p *process.Process, st process.Snapshot) {
 	id := p.ID
 	if p.IsInit() {
 		id = p.Container().ID
