@@ -57,10 +57,10 @@ type Pipes struct {
 // Open prepares stdio for a process: it opens the client's endpoints and the
 // pipes for the runtime. Output relays start at once; the container's writes
 // flow as soon as it runs.
-func Open(cfg Config) (p *Pipes, err error) {
-	p = &Pipes{outDone: make(chan struct{})}
+func Open(cfg Config) (_ *Pipes, retErr error) {
+	p := &Pipes{outDone: make(chan struct{})}
 	defer func() {
-		if err != nil {
+		if retErr != nil {
 			p.Close()
 		}
 	}()
@@ -238,13 +238,22 @@ func openOutput(uri, stream string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A missing path is the client's mistake; never create it (only file://
+	// asks for a file to be made).
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("%s %q: %w", stream, path, classify(err))
+	}
 	isFifo, err := fifo.IsFifo(path)
 	if err != nil {
 		return nil, fmt.Errorf("%s %q: %w", stream, path, classify(err))
 	}
 	if !isFifo {
-		// A plain file: append, as the stock shim does.
-		return openAppend(path, stream)
+		// An existing plain file: append, as containerd's own shim does.
+		f, err := os.OpenFile(path, unix.O_WRONLY|unix.O_APPEND|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("%s: open %s: %w", stream, path, classify(err))
+		}
+		return f, nil
 	}
 	// Read-write on a FIFO never blocks and makes the shim a reader too, so
 	// writes never fail with EPIPE while no client is attached.

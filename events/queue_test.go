@@ -1,0 +1,126 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"net"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	apievents "github.com/containerd/containerd/api/events"
+	eventsapi "github.com/containerd/containerd/api/services/ttrpc/events/v1"
+	"github.com/containerd/containerd/api/types"
+	"github.com/containerd/ttrpc"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/emptypb"
+)
+
+// flaky fails the first failures calls, then records what it gets.
+type flaky struct {
+	mu       sync.Mutex
+	failures int
+	got      []string
+}
+
+func (f *flaky) Forward(ctx context.Context, env *types.Envelope) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failures > 0 {
+		f.failures--
+		return &net.OpError{Op: "dial", Err: errors.New("connection refused")}
+	}
+	var e apievents.TaskExit
+	if err := proto.Unmarshal(env.Event.Value, &e); err != nil {
+		return err
+	}
+	f.got = append(f.got, env.Topic+":"+e.ID)
+	return nil
+}
+func (f *flaky) Close() error { return nil }
+
+func TestQueueKeepsOrderAcrossFailures(t *testing.T) {
+	f := &flaky{failures: 3}
+	q := NewQueue("ns", f)
+	go q.Run()
+	defer q.Close()
+	want := []string{}
+	for _, id := range []string{"a", "b", "c", "d"} {
+		q.Publish("/tasks/exit", &apievents.TaskExit{ID: id})
+		want = append(want, "/tasks/exit:"+id)
+	}
+	if !q.Flush(10 * time.Second) {
+		t.Fatal("queue did not drain")
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.got) != len(want) {
+		t.Fatalf("got %v, want %v", f.got, want)
+	}
+	for i := range want {
+		if f.got[i] != want[i] {
+			t.Fatalf("got %v, want %v", f.got, want)
+		}
+	}
+}
+
+type recorder struct {
+	mu   sync.Mutex
+	envs []*types.Envelope
+}
+
+func (r *recorder) Forward(ctx context.Context, req *eventsapi.ForwardRequest) (*emptypb.Empty, error) {
+	r.mu.Lock()
+	r.envs = append(r.envs, req.Envelope)
+	r.mu.Unlock()
+	return &emptypb.Empty{}, nil
+}
+
+func serve(t *testing.T, path string, rec *recorder) func() {
+	t.Helper()
+	srv, err := ttrpc.NewServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventsapi.RegisterTTRPCEventsService(srv, rec)
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(context.Background(), l)
+	return func() { srv.Close() }
+}
+
+// Events published while containerd is away arrive, in order, once it is
+// back; envelopes carry namespace, topic, type URL and a creation timestamp.
+func TestTTRPCForwarderDeliversAfterContainerdReturns(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.sock.ttrpc")
+	q := NewQueue("ns1", NewTTRPCForwarder("unix://"+path))
+	go q.Run()
+	defer q.Close()
+
+	before := time.Now()
+	q.Publish("/tasks/start", &apievents.TaskStart{ContainerID: "c1", Pid: 7})
+	q.Publish("/tasks/exit", &apievents.TaskExit{ContainerID: "c1", ID: "c1", Pid: 7, ExitStatus: 3})
+	time.Sleep(200 * time.Millisecond) // nobody listens yet: attempts fail
+
+	rec := &recorder{}
+	stop := serve(t, path, rec)
+	defer stop()
+	if !q.Flush(10 * time.Second) {
+		t.Fatal("events not delivered after containerd came back")
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.envs) != 2 || rec.envs[0].Topic != "/tasks/start" || rec.envs[1].Topic != "/tasks/exit" {
+		t.Fatalf("got %v", rec.envs)
+	}
+	e := rec.envs[1]
+	if e.Namespace != "ns1" || e.Event.TypeUrl != "containerd.events.TaskExit" {
+		t.Fatalf("envelope %v", e)
+	}
+	if ts := e.Timestamp.AsTime(); ts.Before(before) || ts.After(time.Now()) {
+		t.Fatalf("timestamp %v is not the creation time", ts)
+	}
+}

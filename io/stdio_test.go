@@ -1,0 +1,144 @@
+package io
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	stdio "io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+)
+
+func mkfifo(t *testing.T, name string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := unix.Mkfifo(p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// Everything the process writes reaches the client's FIFO, byte for byte,
+// and the client sees EOF once the process's end is closed.
+func TestOutputRelayDeliversEveryByte(t *testing.T) {
+	outPath, errPath := mkfifo(t, "out"), mkfifo(t, "err")
+	// The client opens its readers first, as ctr and CRI do.
+	outR, err := os.OpenFile(outPath, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errR, err := os.OpenFile(errPath, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := Open(Config{Stdout: outPath, Stderr: errPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	_, w, ew := p.RuntimeFiles()
+	payload := make([]byte, 8<<20+123)
+	rand.Read(payload)
+	go func() {
+		w.Write(payload)
+		ew.Write([]byte("err\n"))
+		p.ReleaseRuntimeFiles() // the "process" exits
+	}()
+	var got, gotErr bytes.Buffer
+	done := make(chan struct{})
+	go func() { stdio.Copy(&gotErr, errR); close(done) }()
+	if _, err := stdio.Copy(&got, outR); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	if !p.Drain(5 * time.Second) {
+		t.Fatal("relays did not finish")
+	}
+	if got.Len() != len(payload) || sha256.Sum256(got.Bytes()) != sha256.Sum256(payload) {
+		t.Fatalf("stdout: %d bytes, want %d (or checksum differs)", got.Len(), len(payload))
+	}
+	if gotErr.String() != "err\n" {
+		t.Fatalf("stderr %q", gotErr.String())
+	}
+}
+
+// Only CloseStdin ends the process's input: a client that closes its writer
+// and re-attaches a new one gets both writes through.
+func TestStdinSurvivesReattachUntilCloseStdin(t *testing.T) {
+	inPath := mkfifo(t, "in")
+	p, err := Open(Config{Stdin: inPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	procIn, _, _ := p.RuntimeFiles()
+	for _, chunk := range []string{"first ", "second"} {
+		w, err := os.OpenFile(inPath, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write([]byte(chunk))
+		w.Close() // detach
+	}
+	result := make(chan string, 1)
+	go func() { b, _ := stdio.ReadAll(procIn); result <- string(b) }()
+	select {
+	case got := <-result:
+		t.Fatalf("process saw EOF before CloseStdin (read %q)", got)
+	case <-time.After(300 * time.Millisecond):
+	}
+	p.CloseStdin()
+	p.CloseStdin() // idempotent
+	select {
+	case got := <-result:
+		if got != "first second" {
+			t.Fatalf("stdin %q", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no EOF after CloseStdin")
+	}
+}
+
+func TestFileURIAppendsBothStreams(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", "log")
+	p, err := Open(Config{Stdout: "file://" + path, Stderr: "file://" + path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, w, ew := p.RuntimeFiles()
+	w.Write([]byte("out\n"))
+	ew.Write([]byte("err\n"))
+	p.ReleaseRuntimeFiles()
+	if !p.Drain(5 * time.Second) {
+		t.Fatal("relays did not finish")
+	}
+	p.Close()
+	data, _ := os.ReadFile(path)
+	if len(data) != 8 || !bytes.Contains(data, []byte("out\n")) || !bytes.Contains(data, []byte("err\n")) {
+		t.Fatalf("file holds %q", data)
+	}
+}
+
+func TestBadStdioIsInvalidArgument(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing", "fifo")
+	for _, cfg := range []Config{
+		{Stdout: "relative/path", Stderr: "relative/path"},
+		{Stdout: missing, Stderr: missing},
+		{Stdin: missing},
+	} {
+		if _, err := Open(cfg); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("Open(%+v) = %v, want InvalidArgument", cfg, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Dir(missing)); err == nil {
+		t.Error("a missing stdio path was created")
+	}
+	if _, err := Open(Config{Stdout: "tcp://x", Stderr: "tcp://x"}); !errdefs.IsNotImplemented(err) {
+		t.Errorf("unknown scheme: want NotImplemented")
+	}
+}

@@ -1,0 +1,110 @@
+package reaper
+
+import (
+	"context"
+	"os/exec"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func run(t *testing.T) *Reaper {
+	t.Helper()
+	r := New()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go r.Run(ctx)
+	return r
+}
+
+func waitExit(t *testing.T, ch <-chan Exit) Exit {
+	t.Helper()
+	select {
+	case e := <-ch:
+		return e
+	case <-time.After(10 * time.Second):
+		t.Fatal("no exit delivered")
+		return Exit{}
+	}
+}
+
+func TestStartDeliversExitCodeAndSignal(t *testing.T) {
+	r := run(t)
+	ch, err := r.Start(exec.Command("/bin/sh", "-c", "exit 7"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := waitExit(t, ch); e.Status != 7 || e.Time.IsZero() {
+		t.Fatalf("exit %+v, want status 7", e)
+	}
+	cmd := exec.Command("/bin/sh", "-c", "kill -TERM $$; sleep 5")
+	ch, err = r.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := waitExit(t, ch); e.Status != 128+int(unix.SIGTERM) {
+		t.Fatalf("exit %+v, want 143", e)
+	}
+}
+
+// A process that dies before its PID is claimed must not be lost: the
+// window holds its exit until Claim.
+func TestWindowKeepsEarlyExit(t *testing.T) {
+	r := run(t)
+	w := r.Open()
+	cmd := exec.Command("/bin/sh", "-c", "exit 3")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Let the reaper collect it while nobody has claimed the PID.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r.mu.Lock()
+		_, seen := w.exits[cmd.Process.Pid]
+		r.mu.Unlock()
+		if seen || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	ch := w.Claim(cmd.Process.Pid)
+	w.Close()
+	if e := waitExit(t, ch); e.Status != 3 || e.Pid != cmd.Process.Pid {
+		t.Fatalf("exit %+v", e)
+	}
+}
+
+func TestUnclaimedExitIsCountedAsOrphan(t *testing.T) {
+	r := run(t)
+	before := r.Orphans()
+	cmd := exec.Command("/bin/true")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for r.Orphans() == before && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if r.Orphans() != before+1 {
+		t.Fatalf("orphans %d, want %d", r.Orphans(), before+1)
+	}
+}
+
+func TestManyConcurrentExits(t *testing.T) {
+	r := run(t)
+	const n = 50
+	chans := make([]<-chan Exit, n)
+	for i := range chans {
+		ch, err := r.Start(exec.Command("/bin/sh", "-c", "exit $0", string(rune('0'+i%10))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		chans[i] = ch
+	}
+	for i, ch := range chans {
+		if e := waitExit(t, ch); e.Status != i%10 {
+			t.Fatalf("process %d: status %d", i, e.Status)
+		}
+	}
+}
