@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	bundlefiles "github.com/example/containerd-shim-example-v2/bundle"
 )
 
 // Annotations that put several containers into one shim daemon, in order of
@@ -60,7 +62,7 @@ func Start(f Flags, stdin io.Reader, stdout io.Writer) (retErr error) {
 	l, err := Listen(path)
 	if errors.Is(err, ErrDaemonRunning) {
 		// Another container of the group already has a daemon: reuse it.
-		if err := writeFileAtomic(filepath.Join(bundle, "address"), []byte(address), 0o644); err != nil {
+		if err := bundlefiles.WriteAddress(bundle, address); err != nil {
 			return err
 		}
 		_, err = stdout.Write(answer)
@@ -75,7 +77,7 @@ func Start(f Flags, stdin io.Reader, stdout io.Writer) (retErr error) {
 			os.Remove(path)
 		}
 	}()
-	if err := writeFileAtomic(filepath.Join(bundle, "address"), []byte(address), 0o644); err != nil {
+	if err := bundlefiles.WriteAddress(bundle, address); err != nil {
 		return err
 	}
 	lf, err := l.File()

@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os/exec"
 
 	eventsapi "github.com/containerd/containerd/api/events"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/example/containerd-shim-example-v2/bundle"
 	shimio "github.com/example/containerd-shim-example-v2/io"
 	"github.com/example/containerd-shim-example-v2/process"
 )
@@ -87,6 +89,11 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*ta
 	})
 	if err != nil {
 		return nil, err
+	}
+	// Also for tasks that joined an existing daemon (a pod's second
+	// container, or containerd 2.x's sandbox path that skips `start`).
+	if err := bundle.WriteShimPid(r.Bundle, int(s.shimPid)); err != nil {
+		slog.Warn("record shim pid", "bundle", r.Bundle, "error", err)
 	}
 	return &taskapi.CreateTaskResponse{Pid: uint32(c.Init().Pid())}, nil
 }
