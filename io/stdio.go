@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/containerd/console"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/fifo"
 	"golang.org/x/sys/unix"
@@ -46,12 +47,19 @@ type Pipes struct {
 	stdinWriter *os.File // shim's own writer on that FIFO, closed by CloseStdin
 	stdinPipe   *os.File // write end of the container's stdin pipe
 
-	outputs  sync.WaitGroup // stdout and stderr relays
-	outDone  chan struct{}  // closed when both output relays have ended
+	outputs  sync.WaitGroup // stdout and stderr relays (or the terminal's)
+	outDone  chan struct{}  // closed when the output relays have ended
 	mu       sync.Mutex
 	closed   bool
 	toClose  []*os.File // every shim-side file, closed by Close
 	relayErr error      // first output write error (the relay then discards)
+
+	// Terminal processes: the client's stdout waits in consoleOut until the
+	// runtime hands over the pty master; then console relays it.
+	terminal   bool
+	consoleOut *os.File
+	console    *console.EpollConsole
+	consoleEp  *console.Epoller
 }
 
 // Open prepares stdio for a process: it opens the client's endpoints and the
@@ -64,6 +72,9 @@ func Open(cfg Config) (_ *Pipes, retErr error) {
 			p.Close()
 		}
 	}()
+	if cfg.Terminal {
+		return p, p.openTerminal(cfg)
+	}
 	if cfg.Stdin != "" {
 		if err := p.openStdin(cfg.Stdin); err != nil {
 			return nil, err
@@ -107,24 +118,61 @@ func (p *Pipes) ReleaseRuntimeFiles() {
 	p.rtIn, p.rtOut, p.rtErr = nil, nil, nil
 }
 
+// openTerminal opens the client's ends for a terminal process. The pty
+// itself comes later (AttachConsole): the runtime creates it.
+func (p *Pipes) openTerminal(cfg Config) error {
+	p.terminal = true
+	p.outputs.Add(1) // the console relay; Done by it, or by Close if never attached
+	go func() { p.outputs.Wait(); close(p.outDone) }()
+	if cfg.Stdin != "" {
+		r, w, err := openStdinFIFO(cfg.Stdin)
+		if err != nil {
+			return err
+		}
+		p.stdinReader, p.stdinWriter = r, w
+		p.toClose = append(p.toClose, r)
+	}
+	if cfg.Stdout != "" {
+		dst, err := openOutput(cfg.Stdout, "stdout")
+		if err != nil {
+			return err
+		}
+		p.consoleOut = dst
+		p.toClose = append(p.toClose, dst)
+	}
+	return nil
+}
+
+// Terminal reports whether the process runs on a pty.
+func (p *Pipes) Terminal() bool { return p.terminal }
+
+// openStdinFIFO opens the client's stdin FIFO for reading, and the shim's own
+// writer on it. Non-blocking opens never wait for a peer: a FIFO opened for
+// reading returns at once, and our writer then has a reader to pair with.
+func openStdinFIFO(uri string) (r, w *os.File, err error) {
+	path, err := fifoPath(uri, "stdin")
+	if err != nil {
+		return nil, nil, err
+	}
+	r, err = os.OpenFile(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open stdin fifo: %w", classify(err))
+	}
+	w, err = os.OpenFile(path, unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		r.Close()
+		return nil, nil, fmt.Errorf("open stdin fifo writer: %w", classify(err))
+	}
+	return r, w, nil
+}
+
 func (p *Pipes) openStdin(path string) error {
-	path, err := fifoPath(path, "stdin")
+	r, w, err := openStdinFIFO(path)
 	if err != nil {
 		return err
 	}
-	// Non-blocking opens never wait for a peer: a FIFO opened for reading
-	// returns at once, and our own writer then has a reader to pair with.
-	r, err := os.OpenFile(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("open stdin fifo: %w", classify(err))
-	}
-	p.stdinReader = r
+	p.stdinReader, p.stdinWriter = r, w
 	p.toClose = append(p.toClose, r)
-	w, err := os.OpenFile(path, unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("open stdin fifo writer: %w", classify(err))
-	}
-	p.stdinWriter = w
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return fmt.Errorf("stdin pipe: %w", err)
@@ -204,6 +252,11 @@ func (p *Pipes) Close() {
 	if p.stdinWriter != nil {
 		p.stdinWriter.Close()
 		p.stdinWriter = nil
+	}
+	if p.console != nil {
+		p.console.Close()
+	} else if p.terminal {
+		p.outputs.Done() // the console relay that never started
 	}
 	p.mu.Unlock()
 	p.ReleaseRuntimeFiles()

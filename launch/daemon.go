@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"time"
 
 	"github.com/containerd/ttrpc"
@@ -59,6 +60,7 @@ func RunDaemon(f Flags) error {
 		Reaper:      r,
 		Events:      queue,
 		RequestExit: func() { close(exitRequested) },
+		SocketDir:   socketDir(f.Socket),
 	})
 	srv, err := ttrpc.NewServer(ttrpc.WithServerHandshaker(ttrpc.UnixSocketRequireSameUser()))
 	if err != nil {
@@ -93,6 +95,15 @@ func RunDaemon(f Flags) error {
 	queue.Close()
 	_ = srv.Close()
 	return nil
+}
+
+// socketDir is the directory of the daemon's own socket (where console
+// sockets go too), or the default one.
+func socketDir(socket string) string {
+	if socket == "" {
+		return DefaultSocketDir
+	}
+	return filepath.Dir(socket)
 }
 
 // setupLog sends the daemon's log and any panic to the bundle's `log` FIFO,

@@ -63,6 +63,9 @@ type CreateConfig struct {
 	NoPivot  bool
 	NoNewKey bool
 	Events   Events
+	// Terminals: the daemon's shared pty relay and where console sockets go.
+	Consoles  *shimio.Consoles
+	SocketDir string
 }
 
 // Container is one OCI container: its runtime, its init and its execs.
@@ -76,6 +79,8 @@ type Container struct {
 
 	rt          oci.Runtime
 	events      Events
+	consoles    *shimio.Consoles
+	socketDir   string
 	ownPIDNS    bool // the spec gives the container a PID namespace of its own
 	rootfsMount bool // the shim mounted <bundle>/rootfs and must unmount it
 
@@ -100,8 +105,10 @@ func Create(ctx context.Context, r *reaper.Reaper, cfg CreateConfig, onCreated f
 		ID:       cfg.ID,
 		Bundle:   cfg.Bundle,
 		rt:       cfg.Runtime,
-		events:   cfg.Events,
-		ownPIDNS: hasOwnPIDNamespace(spec),
+		events:    cfg.Events,
+		consoles:  cfg.Consoles,
+		socketDir: cfg.SocketDir,
+		ownPIDNS:  hasOwnPIDNamespace(spec),
 		execs:    make(map[string]*Process),
 	}
 	c.execsIdle = sync.NewCond(&c.mu)
@@ -139,11 +146,14 @@ func Create(ctx context.Context, r *reaper.Reaper, cfg CreateConfig, onCreated f
 	in, out, errf := pipes.RuntimeFiles()
 	w := r.Open()
 	defer w.Close()
-	err = c.rt.Create(ctx, c.ID, cfg.Bundle, oci.CreateOpts{
-		PidFile:      pidFile,
-		NoPivot:      cfg.NoPivot,
-		NoNewKeyring: cfg.NoNewKey,
-		Stdio:        oci.Stdio{In: in, Out: out, Err: errf},
+	err = c.withConsole(pipes, func(consoleSocket string) error {
+		return c.rt.Create(ctx, c.ID, cfg.Bundle, oci.CreateOpts{
+			PidFile:       pidFile,
+			ConsoleSocket: consoleSocket,
+			NoPivot:       cfg.NoPivot,
+			NoNewKeyring:  cfg.NoNewKey,
+			Stdio:         oci.Stdio{In: in, Out: out, Err: errf},
+		})
 	})
 	if err == nil {
 		p.pid, err = oci.ReadPidFile(pidFile)
@@ -161,6 +171,31 @@ func Create(ctx context.Context, r *reaper.Reaper, cfg CreateConfig, onCreated f
 	p.mu.Unlock()
 	go c.watchInit(exitc)
 	return c, nil
+}
+
+// withConsole runs a runtime launch; for a terminal process it first opens a
+// console socket for the runtime and afterwards hands the pty master it sent
+// to the process's stdio.
+func (c *Container) withConsole(pipes *shimio.Pipes, launch func(consoleSocket string) error) error {
+	if !pipes.Terminal() {
+		return launch("")
+	}
+	if c.consoles == nil {
+		return fmt.Errorf("terminal requested but the shim has no console relay: %w", errdefs.ErrNotImplemented)
+	}
+	sock, err := shimio.NewConsoleSocket(c.socketDir)
+	if err != nil {
+		return err
+	}
+	defer sock.Close()
+	if err := launch(sock.Path()); err != nil {
+		return err
+	}
+	master, err := sock.ReceiveMaster()
+	if err != nil {
+		return err
+	}
+	return pipes.AttachConsole(c.consoles, master)
 }
 
 // destroyRuntimeState force-deletes the runtime's record of a container that

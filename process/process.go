@@ -159,10 +159,13 @@ func (p *Process) startExec(ctx context.Context, onStarted func(pid int)) error 
 	in, out, errf := pipes.RuntimeFiles()
 	w := c.rt.Reaper.Open()
 	defer w.Close()
-	err = c.rt.Exec(ctx, c.ID, oci.ExecOpts{
-		ProcessFile: specFile,
-		PidFile:     pidFile,
-		Stdio:       oci.Stdio{In: in, Out: out, Err: errf},
+	err = c.withConsole(pipes, func(consoleSocket string) error {
+		return c.rt.Exec(ctx, c.ID, oci.ExecOpts{
+			ProcessFile:   specFile,
+			PidFile:       pidFile,
+			ConsoleSocket: consoleSocket,
+			Stdio:         oci.Stdio{In: in, Out: out, Err: errf},
+		})
 	})
 	var pid int
 	if err == nil {
@@ -210,6 +213,9 @@ func (p *Process) recordExit(e reaper.Exit) {
 		p.pidfd = -1
 	}
 	p.exitCode, p.exitedAt = e.Status, e.Time
+	if p.pipes != nil {
+		p.pipes.Hangup()
+	}
 	if p.status != Deleted {
 		p.status = Stopped
 	}
@@ -270,6 +276,23 @@ func (p *Process) Kill(ctx context.Context, sig int, all bool) error {
 			return fmt.Errorf("process already finished: %w", errdefs.ErrNotFound)
 		}
 		return fmt.Errorf("kill %s: %w", p.c.ID, err)
+	}
+	return nil
+}
+
+// Resize sets the size of the process's terminal; without one it is a no-op.
+func (p *Process) Resize(width, height uint32) error {
+	p.mu.Lock()
+	pipes, status := p.pipes, p.status
+	p.mu.Unlock()
+	if status == Deleted {
+		return fmt.Errorf("process already deleted: %w", errdefs.ErrNotFound)
+	}
+	if pipes == nil {
+		return nil
+	}
+	if err := pipes.Resize(width, height); err != nil {
+		return fmt.Errorf("resize terminal: %w", err)
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/containerd/errdefs"
 	"google.golang.org/protobuf/proto"
 
+	shimio "github.com/example/containerd-shim-example-v2/io"
 	"github.com/example/containerd-shim-example-v2/oci"
 	"github.com/example/containerd-shim-example-v2/process"
 	"github.com/example/containerd-shim-example-v2/reaper"
@@ -29,6 +30,9 @@ type Config struct {
 	Events    Publisher
 	// RequestExit is called (once) after a Shutdown that found no task left.
 	RequestExit func()
+	// SocketDir holds the daemon's socket, and the console sockets runtimes
+	// send terminals through (short paths, root-only directory).
+	SocketDir string
 }
 
 // Service implements containerd's Task API for every container of this shim.
@@ -39,6 +43,7 @@ type Service struct {
 	cfg      Config
 	shimPid  uint32
 	exitOnce sync.Once
+	consoles shimio.Consoles // one pty relay for every terminal of the daemon
 
 	mu         sync.Mutex
 	containers map[string]*process.Container

@@ -46,9 +46,6 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*ta
 	if r.Checkpoint != "" {
 		return nil, fmt.Errorf("restore from checkpoint: %w", errdefs.ErrNotImplemented)
 	}
-	if r.Terminal {
-		return nil, fmt.Errorf("terminal: %w", errdefs.ErrNotImplemented)
-	}
 	opts, err := DecodeOptions(r.Options)
 	if err != nil {
 		return nil, err
@@ -76,7 +73,9 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*ta
 		Runtime:  rt,
 		NoPivot:  opts.NoPivotRoot,
 		NoNewKey: opts.NoNewKeyring,
-		Events:   process.Events{Exited: s.publishExit},
+		Events:    process.Events{Exited: s.publishExit},
+		Consoles:  &s.consoles,
+		SocketDir: s.cfg.SocketDir,
 	}, func(pid int) {
 		s.cfg.Events.Publish(topicCreate, &eventsapi.TaskCreate{
 			ContainerID: r.ID,
@@ -166,9 +165,6 @@ func (s *Service) Exec(ctx context.Context, r *taskapi.ExecProcessRequest) (*emp
 	c, err := s.container(r.ID)
 	if err != nil {
 		return nil, err
-	}
-	if r.Terminal {
-		return nil, fmt.Errorf("terminal: %w", errdefs.ErrNotImplemented)
 	}
 	if r.Spec == nil {
 		return nil, invalidArgument("exec %q: no process spec", r.ExecID)
@@ -314,7 +310,11 @@ func (s *Service) Checkpoint(ctx context.Context, r *taskapi.CheckpointTaskReque
 
 // ResizePty sets a terminal's size; a process without a terminal ignores it.
 func (s *Service) ResizePty(ctx context.Context, r *taskapi.ResizePtyRequest) (*emptypb.Empty, error) {
-	if _, _, err := s.lookup(r.ID, r.ExecID); err != nil {
+	_, p, err := s.lookup(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Resize(r.Width, r.Height); err != nil {
 		return nil, err
 	}
 	return empty, nil
