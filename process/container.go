@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -21,7 +22,9 @@ import (
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/example/containerd-shim-example-v2/cgroup"
 	shimio "github.com/example/containerd-shim-example-v2/io"
 	"github.com/example/containerd-shim-example-v2/oci"
 	"github.com/example/containerd-shim-example-v2/reaper"
@@ -51,6 +54,9 @@ const (
 // the snapshot.
 type Events struct {
 	Exited func(p *Process, final Snapshot)
+	// OOM reports that the kernel OOM-killed in the container's cgroup. It
+	// is always reported before the init's exit when that exit was the kill.
+	OOM func(c *Container)
 }
 
 // CreateConfig describes a container to create.
@@ -86,11 +92,15 @@ type Container struct {
 
 	init *Process
 
+	cg      *cgroup.Cgroup // nil when the init's cgroup could not be found
+	stopOOM func()
+
 	mu           sync.Mutex
 	execsIdle    *sync.Cond
 	execs        map[string]*Process
 	runningExecs int
 	initReaped   bool
+	oomSeen      uint64 // OOM kills already reported (or present at create)
 }
 
 // Create mounts the rootfs, opens stdio and has the runtime create the
@@ -102,14 +112,14 @@ func Create(ctx context.Context, r *reaper.Reaper, cfg CreateConfig, onCreated f
 		return nil, err
 	}
 	c := &Container{
-		ID:       cfg.ID,
-		Bundle:   cfg.Bundle,
-		rt:       cfg.Runtime,
+		ID:        cfg.ID,
+		Bundle:    cfg.Bundle,
+		rt:        cfg.Runtime,
 		events:    cfg.Events,
 		consoles:  cfg.Consoles,
 		socketDir: cfg.SocketDir,
 		ownPIDNS:  hasOwnPIDNamespace(spec),
-		execs:    make(map[string]*Process),
+		execs:     make(map[string]*Process),
 	}
 	c.execsIdle = sync.NewCond(&c.mu)
 	c.rt.Reaper = r
@@ -165,12 +175,89 @@ func Create(ctx context.Context, r *reaper.Reaper, cfg CreateConfig, onCreated f
 	}
 	exitc := w.Claim(p.pid)
 	pipes.ReleaseRuntimeFiles()
+	c.watchCgroup(p.pid)
 
 	p.mu.Lock()
 	onCreated(p.pid)
 	p.mu.Unlock()
 	go c.watchInit(exitc)
 	return c, nil
+}
+
+// watchCgroup finds the init's cgroup and starts watching it for OOM kills
+// (at create, so even an OOM during start is seen). A container without a
+// findable cgroup still runs; it just has no stats or OOM events.
+func (c *Container) watchCgroup(pid int) {
+	cg, err := cgroup.ForPid(cgroup.DefaultRoot, pid)
+	if err != nil {
+		slog.Warn("container cgroup not found; no stats or OOM events", "container", c.ID, "error", err)
+		return
+	}
+	c.cg = cg
+	c.oomSeen, _ = cg.OOMKills()
+	if c.events.OOM == nil {
+		return
+	}
+	if stop, err := cg.WatchOOM(c.oomNotified); err == nil {
+		c.stopOOM = stop
+	} else {
+		slog.Warn("cannot watch for OOM kills", "container", c.ID, "error", err)
+	}
+}
+
+// oomNotified handles the cgroup's OOM notification.
+func (c *Container) oomNotified() {
+	kills, _ := c.cg.OOMKills()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.initReaped {
+		return // the exit path reports it, in order
+	}
+	switch {
+	case kills > c.oomSeen:
+		c.oomSeen = kills
+	case !c.cg.V2:
+		// v1 signals the OOM itself, possibly before the kill is counted:
+		// count it now so the exit path does not report it twice.
+		c.oomSeen++
+	default:
+		return // v2: memory.events changed, but not oom_kill
+	}
+	c.events.OOM(c)
+}
+
+// reportOOMBeforeExit reports an OOM kill the notification has not (yet)
+// delivered, so that an OOM-killed init's /tasks/oom precedes its exit.
+func (c *Container) reportOOMBeforeExit() {
+	if c.cg == nil || c.events.OOM == nil {
+		return
+	}
+	kills, err := c.cg.OOMKills()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err == nil && kills > c.oomSeen {
+		c.oomSeen = kills
+		c.events.OOM(c)
+	}
+}
+
+// Stats returns the container's cgroup statistics and their type URL.
+func (c *Container) Stats() (proto.Message, string, error) {
+	if c.cg == nil {
+		return nil, "", fmt.Errorf("container %s: cgroup does not exist: %w", c.ID, errdefs.ErrNotFound)
+	}
+	if c.cg.V2 {
+		m, err := c.cg.StatsV2()
+		if err != nil {
+			return nil, "", fmt.Errorf("stats of %s: %w", c.ID, err)
+		}
+		return m, cgroup.MetricsV2, nil
+	}
+	m, err := c.cg.StatsV1()
+	if err != nil {
+		return nil, "", fmt.Errorf("stats of %s: %w", c.ID, err)
+	}
+	return m, cgroup.MetricsV1, nil
 }
 
 // withConsole runs a runtime launch; for a terminal process it first opens a
@@ -239,6 +326,7 @@ func (c *Container) watchInit(exitc <-chan reaper.Exit) {
 		cancel()
 	}
 	c.waitExecsIdle(execsBeforeInitTimeout)
+	c.reportOOMBeforeExit()
 	c.init.recordExit(e)
 }
 

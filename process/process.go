@@ -379,6 +379,9 @@ func (c *Container) destroy(ctx context.Context, neverStarted bool) error {
 		case <-time.After(deleteCreatedTimeout):
 		}
 	}
+	if c.stopOOM != nil {
+		c.stopOOM()
+	}
 	if c.rootfsMount {
 		if err := unmountAll(filepath.Join(c.Bundle, "rootfs")); err != nil {
 			return fmt.Errorf("delete container %s: %w", c.ID, err)

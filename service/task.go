@@ -31,6 +31,7 @@ const (
 	topicExecStarted = "/tasks/exec-started"
 	topicPaused      = "/tasks/paused"
 	topicResumed     = "/tasks/resumed"
+	topicOOM         = "/tasks/oom"
 )
 
 var _ taskapi.TTRPCTaskService = (*Service)(nil)
@@ -73,7 +74,12 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*ta
 		Runtime:  rt,
 		NoPivot:  opts.NoPivotRoot,
 		NoNewKey: opts.NoNewKeyring,
-		Events:    process.Events{Exited: s.publishExit},
+		Events: process.Events{
+			Exited: s.publishExit,
+			OOM: func(c *process.Container) {
+				s.cfg.Events.Publish(topicOOM, &eventsapi.TaskOOM{ContainerID: c.ID})
+			},
+		},
 		Consoles:  &s.consoles,
 		SocketDir: s.cfg.SocketDir,
 	}, func(pid int) {
@@ -345,12 +351,21 @@ func (s *Service) Update(ctx context.Context, r *taskapi.UpdateTaskRequest) (*em
 	return empty, nil
 }
 
-// Stats is not implemented yet.
+// Stats returns the container's cgroup metrics (v1 or v2 type).
 func (s *Service) Stats(ctx context.Context, r *taskapi.StatsRequest) (*taskapi.StatsResponse, error) {
-	if _, err := s.container(r.ID); err != nil {
+	c, err := s.container(r.ID)
+	if err != nil {
 		return nil, err
 	}
-	return nil, fmt.Errorf("stats: %w", errdefs.ErrNotImplemented)
+	m, typeURL, err := c.Stats()
+	if err != nil {
+		return nil, err
+	}
+	v, err := proto.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode stats: %w", err)
+	}
+	return &taskapi.StatsResponse{Stats: &anypb.Any{TypeUrl: typeURL, Value: v}}, nil
 }
 
 // Connect answers containerd's liveness probe. It never fails: an unknown id

@@ -1,0 +1,157 @@
+// Package cgroup reads a container's cgroup: where it is (v1 per controller,
+// or the v2 unified tree), its resource statistics in containerd's metric
+// types, and its OOM-kill counter, which it can also watch.
+//
+// It reads the kernel's files directly instead of linking a cgroup manager:
+// the shim only observes cgroups (the OCI runtime creates and changes them),
+// and a lean import graph keeps every shim process small.
+package cgroup
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/containerd/errdefs"
+)
+
+// DefaultRoot is where cgroup filesystems are mounted.
+const DefaultRoot = "/sys/fs/cgroup"
+
+// Cgroup is one process's cgroup.
+type Cgroup struct {
+	V2 bool
+	// dirs maps a v1 controller name to its directory; for v2 the key is "".
+	dirs map[string]string
+}
+
+// Unified reports whether root is a cgroup v2 (unified) mount. A hybrid
+// host, with v2 only under root/unified, counts as v1: that is where the
+// runtime puts the resource controllers.
+func Unified(root string) bool {
+	_, err := os.Stat(filepath.Join(root, "cgroup.controllers"))
+	return err == nil
+}
+
+// ForPid locates pid's cgroup under root.
+func ForPid(root string, pid int) (*Cgroup, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("process %d: %w", pid, errdefs.ErrNotFound)
+		}
+		return nil, fmt.Errorf("read cgroup of %d: %w", pid, err)
+	}
+	return Parse(root, data, Unified(root))
+}
+
+// Parse reads /proc/<pid>/cgroup content ("id:controllers:path" lines).
+func Parse(root string, procCgroup []byte, v2 bool) (*Cgroup, error) {
+	cg := &Cgroup{V2: v2, dirs: make(map[string]string)}
+	sc := bufio.NewScanner(bytes.NewReader(procCgroup))
+	for sc.Scan() {
+		parts := strings.SplitN(sc.Text(), ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		controllers, path := parts[1], parts[2]
+		if v2 {
+			if parts[0] == "0" && controllers == "" {
+				cg.dirs[""] = filepath.Join(root, path)
+			}
+			continue
+		}
+		for _, c := range strings.Split(controllers, ",") {
+			if c == "" || strings.HasPrefix(c, "name=") {
+				continue
+			}
+			cg.dirs[c] = filepath.Join(root, c, path)
+		}
+	}
+	if len(cg.dirs) == 0 {
+		return nil, fmt.Errorf("no cgroup found: %w", errdefs.ErrNotFound)
+	}
+	return cg, nil
+}
+
+// dir returns the directory of a v1 controller (or the v2 directory).
+func (c *Cgroup) dir(controller string) string {
+	if c.V2 {
+		return c.dirs[""]
+	}
+	return c.dirs[controller]
+}
+
+// Exists reports whether the cgroup's memory (v1) or unified (v2) directory
+// is still there; the runtime removes it when the container is deleted.
+func (c *Cgroup) Exists() bool {
+	d := c.dir("memory")
+	if d == "" {
+		return false
+	}
+	_, err := os.Stat(d)
+	return err == nil
+}
+
+func readUint(path string) (uint64, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	return parseUint(strings.TrimSpace(string(data)))
+}
+
+// parseUint reads a counter; "max" (no limit) is the largest value, and a
+// negative v1 limit ("-1") means no limit too.
+func parseUint(s string) (uint64, error) {
+	if s == "max" {
+		return ^uint64(0), nil
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		if i, ierr := strconv.ParseInt(s, 10, 64); ierr == nil && i < 0 {
+			return ^uint64(0), nil
+		}
+		return 0, fmt.Errorf("parse %q: %w", s, err)
+	}
+	return v, nil
+}
+
+// readKV reads "key value" lines (memory.stat, cpu.stat, memory.events,
+// memory.oom_control) into a map.
+func readKV(path string) (map[string]uint64, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]uint64)
+	for _, line := range strings.Split(string(data), "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), " ")
+		if !ok {
+			continue
+		}
+		if n, err := parseUint(strings.TrimSpace(v)); err == nil {
+			out[k] = n
+		}
+	}
+	return out, nil
+}
+
+// OOMKills returns how many processes the kernel's OOM killer has killed in
+// this cgroup: v1 memory.oom_control "oom_kill", v2 memory.events "oom_kill".
+func (c *Cgroup) OOMKills() (uint64, error) {
+	file := "memory.oom_control"
+	if c.V2 {
+		file = "memory.events"
+	}
+	kv, err := readKV(filepath.Join(c.dir("memory"), file))
+	if err != nil {
+		return 0, err
+	}
+	return kv["oom_kill"], nil
+}
