@@ -1,0 +1,151 @@
+package cgroup
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func write(t *testing.T, dir, name, content string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestParseV1AndStats(t *testing.T) {
+	root := t.TempDir()
+	proc := "12:pids:/ns/c1\n11:cpu:/ns/c1\n10:cpuacct:/ns/c1\n9:memory:/ns/c1\n8:blkio:/ns/c1\n1:name=systemd:/x\n0::/\n"
+	cg, err := Parse(root, []byte(proc), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(root, "pids/ns/c1"), "pids.current", "3\n")
+	write(t, filepath.Join(root, "pids/ns/c1"), "pids.max", "max\n")
+	write(t, filepath.Join(root, "cpuacct/ns/c1"), "cpuacct.usage", "123456\n")
+	write(t, filepath.Join(root, "cpuacct/ns/c1"), "cpuacct.usage_percpu", "100000 23456 \n")
+	write(t, filepath.Join(root, "cpuacct/ns/c1"), "cpuacct.stat", "user 2\nsystem 1\n")
+	write(t, filepath.Join(root, "cpu/ns/c1"), "cpu.stat", "nr_periods 5\nnr_throttled 2\nthrottled_time 999\n")
+	mem := filepath.Join(root, "memory/ns/c1")
+	write(t, mem, "memory.stat", "cache 4096\nrss 8192\ntotal_rss 8192\nhierarchical_memory_limit 33554432\n")
+	write(t, mem, "memory.usage_in_bytes", "12288\n")
+	write(t, mem, "memory.max_usage_in_bytes", "20000\n")
+	write(t, mem, "memory.limit_in_bytes", "33554432\n")
+	write(t, mem, "memory.failcnt", "7\n")
+	write(t, mem, "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
+	write(t, filepath.Join(root, "blkio/ns/c1"), "blkio.throttle.io_service_bytes_recursive", "8:0 Read 4096\n8:0 Write 512\nTotal 4608\n")
+
+	m, err := cg.StatsV1()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Pids.Current != 3 || m.Pids.Limit != 0 {
+		t.Errorf("pids %+v", m.Pids)
+	}
+	if m.CPU.Usage.Total != 123456 || len(m.CPU.Usage.PerCPU) != 2 || m.CPU.Usage.User != 2e7 || m.CPU.Usage.Kernel != 1e7 {
+		t.Errorf("cpu usage %+v", m.CPU.Usage)
+	}
+	if m.CPU.Throttling.ThrottledPeriods != 2 || m.CPU.Throttling.ThrottledTime != 999 {
+		t.Errorf("throttling %+v", m.CPU.Throttling)
+	}
+	if m.Memory.Cache != 4096 || m.Memory.RSS != 8192 || m.Memory.Usage.Usage != 12288 || m.Memory.Usage.Limit != 33554432 ||
+		m.Memory.Usage.Max != 20000 || m.Memory.Usage.Failcnt != 7 || m.Memory.Swap != nil {
+		t.Errorf("memory %+v usage %+v", m.Memory, m.Memory.Usage)
+	}
+	if m.MemoryOomControl.OomKill != 2 {
+		t.Errorf("oom control %+v", m.MemoryOomControl)
+	}
+	if len(m.Blkio.IoServiceBytesRecursive) != 2 || m.Blkio.IoServiceBytesRecursive[1].Op != "Write" || m.Blkio.IoServiceBytesRecursive[1].Value != 512 {
+		t.Errorf("blkio %+v", m.Blkio)
+	}
+	if n, err := cg.OOMKills(); err != nil || n != 2 {
+		t.Errorf("OOMKills = %d, %v", n, err)
+	}
+	if !cg.Exists() {
+		t.Error("cgroup should exist")
+	}
+	os.RemoveAll(mem)
+	if cg.Exists() {
+		t.Error("removed cgroup still exists")
+	}
+}
+
+func TestParseV2AndStats(t *testing.T) {
+	root := t.TempDir()
+	write(t, root, "cgroup.controllers", "cpu memory pids io\n")
+	if !Unified(root) {
+		t.Fatal("fixture root not detected as unified")
+	}
+	cg, err := Parse(root, []byte("0::/kubepods/pod1/c1\n"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := filepath.Join(root, "kubepods/pod1/c1")
+	write(t, d, "pids.current", "4\n")
+	write(t, d, "pids.max", "100\n")
+	write(t, d, "cpu.stat", "usage_usec 5000\nuser_usec 3000\nsystem_usec 2000\nnr_periods 10\nnr_throttled 1\nthrottled_usec 77\n")
+	write(t, d, "memory.stat", "anon 1000\nfile 2000\nslab 300\npgfault 12\n")
+	write(t, d, "memory.current", "4096\n")
+	write(t, d, "memory.max", "max\n")
+	write(t, d, "memory.swap.current", "0\n")
+	write(t, d, "memory.events", "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
+	write(t, d, "io.stat", "8:0 rbytes=100 wbytes=200 rios=1 wios=2 dbytes=0 dios=0\n")
+
+	m, err := cg.StatsV2()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Pids.Current != 4 || m.Pids.Limit != 100 {
+		t.Errorf("pids %+v", m.Pids)
+	}
+	if m.CPU.UsageUsec != 5000 || m.CPU.UserUsec != 3000 || m.CPU.ThrottledUsec != 77 {
+		t.Errorf("cpu %+v", m.CPU)
+	}
+	if m.Memory.Anon != 1000 || m.Memory.File != 2000 || m.Memory.Usage != 4096 || m.Memory.UsageLimit != ^uint64(0) {
+		t.Errorf("memory %+v", m.Memory)
+	}
+	if m.MemoryEvents.OomKill != 1 || m.MemoryEvents.Max != 3 {
+		t.Errorf("memory events %+v", m.MemoryEvents)
+	}
+	if len(m.Io.Usage) != 1 || m.Io.Usage[0].Rbytes != 100 || m.Io.Usage[0].Wios != 2 || m.Io.Usage[0].Major != 8 {
+		t.Errorf("io %+v", m.Io)
+	}
+	if n, err := cg.OOMKills(); err != nil || n != 1 {
+		t.Errorf("OOMKills = %d, %v", n, err)
+	}
+}
+
+// v2 OOM watching is inotify on memory.events: a write there must notify.
+func TestWatchOOMV2Notifies(t *testing.T) {
+	root := t.TempDir()
+	d := filepath.Join(root, "c1")
+	write(t, d, "memory.events", "oom_kill 0\n")
+	cg, err := Parse(root, []byte("0::/c1\n"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan struct{}, 4)
+	stop, err := cg.WatchOOM(func() { got <- struct{}{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	write(t, d, "memory.events", "oom_kill 1\n")
+	select {
+	case <-got:
+	case <-timeAfter():
+		t.Fatal("no notification after memory.events changed")
+	}
+}
+
+func TestParseRejectsEmpty(t *testing.T) {
+	if _, err := Parse(t.TempDir(), []byte("garbage"), false); err == nil {
+		t.Fatal("no cgroup lines accepted")
+	}
+}
+
+func timeAfter() <-chan time.Time { return time.After(5 * time.Second) }
