@@ -76,4 +76,3 @@ func (c *Cgroup) inotifyEvents() (*os.File, error) {
 	}
 	return os.NewFile(uintptr(fd), "memory.events inotify"), nil
 }
-

@@ -368,3 +368,78 @@ func (r *Runtime) BinaryOrDefault() string {
 	}
 	return r.Binary
 }
+
+// CheckpointOpts are the options of Checkpoint (runc's flags, via CRIU).
+type CheckpointOpts struct {
+	ImagePath       string
+	WorkPath        string
+	ParentPath      string
+	LeaveRunning    bool
+	TCPEstablished  bool
+	ExtUnixSockets  bool
+	ShellJob        bool
+	FileLocks       bool
+	EmptyNamespaces []string
+	CgroupsMode     string
+}
+
+// Checkpoint dumps the container's processes into opts.ImagePath.
+func (r *Runtime) Checkpoint(ctx context.Context, id string, opts CheckpointOpts) error {
+	a := []string{"checkpoint", "--image-path", opts.ImagePath}
+	if opts.WorkPath != "" {
+		a = append(a, "--work-path", opts.WorkPath)
+	}
+	if opts.ParentPath != "" {
+		a = append(a, "--parent-path", opts.ParentPath)
+	}
+	a = appendFlag(a, "--leave-running", opts.LeaveRunning)
+	a = appendFlag(a, "--tcp-established", opts.TCPEstablished)
+	a = appendFlag(a, "--ext-unix-sk", opts.ExtUnixSockets)
+	a = appendFlag(a, "--shell-job", opts.ShellJob)
+	a = appendFlag(a, "--file-locks", opts.FileLocks)
+	for _, ns := range opts.EmptyNamespaces {
+		a = append(a, "--empty-ns", ns)
+	}
+	if opts.CgroupsMode != "" {
+		a = append(a, "--manage-cgroups-mode", opts.CgroupsMode)
+	}
+	_, err := r.run(ctx, nil, nil, append(a, id)...)
+	return err
+}
+
+// RestoreOpts are the options of Restore.
+type RestoreOpts struct {
+	CheckpointOpts
+	PidFile       string
+	ConsoleSocket string
+	NoPivot       bool
+	Stdio         Stdio
+}
+
+// Restore recreates the container from a checkpoint image, detached: it
+// returns once the restored init runs and its PID is in opts.PidFile.
+func (r *Runtime) Restore(ctx context.Context, id, bundle string, opts RestoreOpts) error {
+	a := []string{"restore", "--detach", "--bundle", bundle, "--pid-file", opts.PidFile, "--image-path", opts.ImagePath,
+		// The shim is the subreaper; runc must not make itself one.
+		"--no-subreaper"}
+	if opts.WorkPath != "" {
+		a = append(a, "--work-path", opts.WorkPath)
+	}
+	if opts.ConsoleSocket != "" {
+		a = append(a, "--console-socket", opts.ConsoleSocket)
+	}
+	a = appendFlag(a, "--no-pivot", opts.NoPivot)
+	a = appendFlag(a, "--tcp-established", opts.TCPEstablished)
+	a = appendFlag(a, "--ext-unix-sk", opts.ExtUnixSockets)
+	a = appendFlag(a, "--shell-job", opts.ShellJob)
+	a = appendFlag(a, "--file-locks", opts.FileLocks)
+	_, err := r.run(ctx, &opts.Stdio, nil, append(a, id)...)
+	return err
+}
+
+func appendFlag(a []string, flag string, on bool) []string {
+	if on {
+		return append(a, flag)
+	}
+	return a
+}

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -72,6 +73,10 @@ type CreateConfig struct {
 	// Terminals: the daemon's shared pty relay and where console sockets go.
 	Consoles  *shimio.Consoles
 	SocketDir string
+	// Checkpoint, when set, is a CRIU image to restore the container from at
+	// Start instead of creating it afresh.
+	Checkpoint   string
+	CriuWorkPath string
 }
 
 // Container is one OCI container: its runtime, its init and its execs.
@@ -151,6 +156,18 @@ func Create(ctx context.Context, r *reaper.Reaper, cfg CreateConfig, onCreated f
 	}
 	p := newProcess(c, "", cfg.Stdio, pipes)
 	c.init = p
+	if cfg.Checkpoint != "" {
+		// Nothing runs until Start restores it.
+		p.restore = &oci.RestoreOpts{
+			CheckpointOpts: oci.CheckpointOpts{ImagePath: cfg.Checkpoint, WorkPath: cfg.CriuWorkPath},
+			PidFile:        filepath.Join(cfg.Bundle, "init.pid"),
+			NoPivot:        cfg.NoPivot,
+		}
+		p.mu.Lock()
+		onCreated(0)
+		p.mu.Unlock()
+		return c, nil
+	}
 
 	pidFile := filepath.Join(cfg.Bundle, "init.pid")
 	in, out, errf := pipes.RuntimeFiles()
@@ -239,6 +256,53 @@ func (c *Container) reportOOMBeforeExit() {
 		c.oomSeen = kills
 		c.events.OOM(c)
 	}
+}
+
+// Checkpoint dumps the container with CRIU into opts.ImagePath. Unless
+// LeaveRunning, the container stops afterwards (its exit is reported as usual).
+func (c *Container) Checkpoint(ctx context.Context, opts oci.CheckpointOpts) error {
+	if err := c.init.checkOp(OpCheckpoint); err != nil {
+		return err
+	}
+	if opts.ImagePath == "" {
+		return fmt.Errorf("checkpoint %s: no image path: %w", c.ID, errdefs.ErrInvalidArgument)
+	}
+	work := opts.WorkPath
+	if work == "" {
+		work = filepath.Join(c.Bundle, "criu-work")
+		opts.WorkPath = work
+		defer os.RemoveAll(work)
+	}
+	if err := c.rt.Checkpoint(ctx, c.ID, opts); err != nil {
+		// CRIU's own log says why; keep it beside the bundle and quote it.
+		tail := criuLogTail(filepath.Join(work, "dump.log"))
+		if data, rerr := os.ReadFile(filepath.Join(work, "dump.log")); rerr == nil {
+			_ = os.WriteFile(filepath.Join(c.Bundle, "criu-dump.log"), data, 0o600)
+		}
+		return fmt.Errorf("checkpoint %s: %w%s", c.ID, err, tail)
+	}
+	return nil
+}
+
+// criuLogTail returns the last error lines of a CRIU log, for an error message.
+func criuLogTail(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	var errs []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.Contains(line, "Error") || strings.Contains(line, "error") {
+			errs = append(errs, strings.TrimSpace(line))
+		}
+	}
+	if len(errs) > 3 {
+		errs = errs[len(errs)-3:]
+	}
+	if len(errs) == 0 {
+		return ""
+	}
+	return " (criu: " + strings.Join(errs, "; ") + ")"
 }
 
 // Stats returns the container's cgroup statistics and their type URL.

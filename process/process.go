@@ -37,8 +37,9 @@ type Process struct {
 	exitCode int
 	exitedAt time.Time
 	pipes    *shimio.Pipes
-	deleting bool          // Delete is tearing down a never-started process: report no exit
-	exited   chan struct{} // closed once the exit is recorded, or at delete
+	deleting bool             // Delete is tearing down a never-started process: report no exit
+	restore  *oci.RestoreOpts // init created from a checkpoint: Start restores it
+	exited   chan struct{}    // closed once the exit is recorded, or at delete
 }
 
 func newProcess(c *Container, id string, stdio shimio.Config, pipes *shimio.Pipes) *Process {
@@ -111,6 +112,9 @@ func (p *Process) transition(op Op, next Status, action func() error, notify fun
 // Start starts a created init or exec. onStarted runs with the PID before any
 // exit of the process can be reported.
 func (p *Process) Start(ctx context.Context, onStarted func(pid int)) error {
+	if p.IsInit() && p.restore != nil {
+		return p.startRestore(ctx, onStarted)
+	}
 	if p.IsInit() {
 		return p.transition(OpStart, Running, func() error {
 			if err := p.c.rt.Start(ctx, p.c.ID); err != nil {
@@ -120,6 +124,39 @@ func (p *Process) Start(ctx context.Context, onStarted func(pid int)) error {
 		}, func() { onStarted(p.pid) })
 	}
 	return p.startExec(ctx, onStarted)
+}
+
+// startRestore brings a container created from a checkpoint to life.
+func (p *Process) startRestore(ctx context.Context, onStarted func(pid int)) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := check(p.status, OpStart); err != nil {
+		return err
+	}
+	c := p.c
+	in, out, errf := p.pipes.RuntimeFiles()
+	opts := *p.restore
+	opts.Stdio = oci.Stdio{In: in, Out: out, Err: errf}
+	w := c.rt.Reaper.Open()
+	defer w.Close()
+	err := c.withConsole(p.pipes, func(consoleSocket string) error {
+		opts.ConsoleSocket = consoleSocket
+		return c.rt.Restore(ctx, c.ID, c.Bundle, opts)
+	})
+	var pid int
+	if err == nil {
+		pid, err = oci.ReadPidFile(opts.PidFile)
+	}
+	if err != nil {
+		return fmt.Errorf("restore %s from %s: %w", c.ID, opts.ImagePath, err)
+	}
+	exitc := w.Claim(pid)
+	p.pipes.ReleaseRuntimeFiles()
+	c.watchCgroup(pid)
+	p.pid, p.status, p.restore = pid, Running, nil
+	onStarted(pid)
+	go c.watchInit(exitc)
+	return nil
 }
 
 func (p *Process) startExec(ctx context.Context, onStarted func(pid int)) error {
@@ -371,7 +408,7 @@ func (c *Container) destroy(ctx context.Context, neverStarted bool) error {
 			return fmt.Errorf("delete container %s: %w", c.ID, err)
 		}
 	}
-	if neverStarted {
+	if neverStarted && c.init.Pid() != 0 {
 		// The runtime killed the blocked init; wait for its reaping so no
 		// exit arrives after the delete is reported.
 		select {

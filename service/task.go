@@ -10,7 +10,6 @@ import (
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
 	runcopts "github.com/containerd/containerd/api/types/runc/options"
 	tasktypes "github.com/containerd/containerd/api/types/task"
-	"github.com/containerd/errdefs"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/emptypb"
@@ -18,20 +17,22 @@ import (
 
 	"github.com/example/containerd-shim-example-v2/bundle"
 	shimio "github.com/example/containerd-shim-example-v2/io"
+	"github.com/example/containerd-shim-example-v2/oci"
 	"github.com/example/containerd-shim-example-v2/process"
 )
 
 // Event topics (containerd's names).
 const (
-	topicCreate      = "/tasks/create"
-	topicStart       = "/tasks/start"
-	topicExit        = "/tasks/exit"
-	topicDelete      = "/tasks/delete"
-	topicExecAdded   = "/tasks/exec-added"
-	topicExecStarted = "/tasks/exec-started"
-	topicPaused      = "/tasks/paused"
-	topicResumed     = "/tasks/resumed"
-	topicOOM         = "/tasks/oom"
+	topicCreate       = "/tasks/create"
+	topicStart        = "/tasks/start"
+	topicExit         = "/tasks/exit"
+	topicDelete       = "/tasks/delete"
+	topicExecAdded    = "/tasks/exec-added"
+	topicExecStarted  = "/tasks/exec-started"
+	topicPaused       = "/tasks/paused"
+	topicResumed      = "/tasks/resumed"
+	topicOOM          = "/tasks/oom"
+	topicCheckpointed = "/tasks/checkpointed"
 )
 
 var _ taskapi.TTRPCTaskService = (*Service)(nil)
@@ -43,9 +44,6 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*ta
 	}
 	if err := validateBundle(r.Bundle, s.cfg.Namespace, r.ID); err != nil {
 		return nil, err
-	}
-	if r.Checkpoint != "" {
-		return nil, fmt.Errorf("restore from checkpoint: %w", errdefs.ErrNotImplemented)
 	}
 	opts, err := DecodeOptions(r.Options)
 	if err != nil {
@@ -80,8 +78,10 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*ta
 				s.cfg.Events.Publish(topicOOM, &eventsapi.TaskOOM{ContainerID: c.ID})
 			},
 		},
-		Consoles:  &s.consoles,
-		SocketDir: s.cfg.SocketDir,
+		Consoles:     &s.consoles,
+		SocketDir:    s.cfg.SocketDir,
+		Checkpoint:   r.Checkpoint,
+		CriuWorkPath: opts.CriuWorkPath,
 	}, func(pid int) {
 		s.cfg.Events.Publish(topicCreate, &eventsapi.TaskCreate{
 			ContainerID: r.ID,
@@ -306,12 +306,38 @@ func (s *Service) Resume(ctx context.Context, r *taskapi.ResumeRequest) (*emptyp
 	return empty, nil
 }
 
-// Checkpoint is not implemented yet.
+// Checkpoint dumps the container with CRIU (through the OCI runtime).
 func (s *Service) Checkpoint(ctx context.Context, r *taskapi.CheckpointTaskRequest) (*emptypb.Empty, error) {
-	if _, err := s.container(r.ID); err != nil {
+	c, err := s.container(r.ID)
+	if err != nil {
 		return nil, err
 	}
-	return nil, fmt.Errorf("checkpoint: %w", errdefs.ErrNotImplemented)
+	var o runcopts.CheckpointOptions
+	if r.Options != nil && len(r.Options.GetValue()) > 0 {
+		if err := proto.Unmarshal(r.Options.GetValue(), &o); err != nil {
+			return nil, invalidArgument("decode checkpoint options: %v", err)
+		}
+	}
+	image := o.ImagePath
+	if image == "" {
+		image = r.Path
+	}
+	err = c.Checkpoint(ctx, oci.CheckpointOpts{
+		ImagePath:       image,
+		WorkPath:        o.WorkPath,
+		LeaveRunning:    !o.Exit,
+		TCPEstablished:  o.OpenTcp,
+		ExtUnixSockets:  o.ExternalUnixSockets,
+		ShellJob:        o.Terminal,
+		FileLocks:       o.FileLocks,
+		EmptyNamespaces: o.EmptyNamespaces,
+		CgroupsMode:     o.CgroupsMode,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.cfg.Events.Publish(topicCheckpointed, &eventsapi.TaskCheckpointed{ContainerID: r.ID, Checkpoint: image})
+	return empty, nil
 }
 
 // ResizePty sets a terminal's size; a process without a terminal ignores it.
