@@ -43,8 +43,7 @@ echo "== starting a private containerd $flavor in $work"
 PATH="$work/bin:$PATH" "$containerd" --config "$work/config.toml" >"$work/containerd.log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do "$ctr" --address "$work/c.sock" version >/dev/null 2>&1 && break; sleep 0.1; done
-"$ctr" --address "$work/c.sock" -n demo images import --no-unpack=false "$archive" >/dev/null 2>&1 ||
-	"$ctr" --address "$work/c.sock" -n demo images import "$archive" >/dev/null
+"$ctr" --address "$work/c.sock" -n demo images import "$archive" >/dev/null
 
 echo "== ctr run --rm --runtime io.example.v2 example.test/busybox:latest demo sh -c 'echo hello from io.example.v2; echo to stderr >&2; exit 3'"
 set +e
