@@ -1,0 +1,53 @@
+package launch
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
+	"google.golang.org/protobuf/proto"
+)
+
+// delete must work on a bundle whose runtime state, runtime record and pid
+// file are missing, run any number of times, and always print a
+// DeleteResponse; it must not remove the bundle (containerd does).
+func TestDeleteIsIdempotentOnAnEmptyBundle(t *testing.T) {
+	bundle := filepath.Join(t.TempDir(), "ns", "t1")
+	if err := os.MkdirAll(filepath.Join(bundle, "rootfs"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	f := Flags{Namespace: "ns-" + filepath.Base(t.TempDir()), ID: "t1", Bundle: bundle}
+	for i := 0; i < 2; i++ {
+		var out bytes.Buffer
+		before := time.Now()
+		if err := Delete(f, &out); err != nil {
+			t.Fatalf("delete #%d: %v", i+1, err)
+		}
+		var resp taskapi.DeleteResponse
+		if err := proto.Unmarshal(out.Bytes(), &resp); err != nil {
+			t.Fatalf("delete #%d printed no DeleteResponse: %v", i+1, err)
+		}
+		if resp.ExitStatus != killedStatus || resp.ExitedAt.AsTime().Before(before.Add(-time.Second)) {
+			t.Fatalf("delete #%d: %+v", i+1, &resp)
+		}
+	}
+	if _, err := os.Stat(bundle); err != nil {
+		t.Fatalf("bundle removed: %v", err)
+	}
+}
+
+func TestDeleteReportsInitPid(t *testing.T) {
+	bundle := t.TempDir()
+	os.WriteFile(filepath.Join(bundle, "init.pid"), []byte("4242"), 0o600)
+	var out bytes.Buffer
+	if err := Delete(Flags{Namespace: "ns", ID: "nosuch-" + filepath.Base(bundle), Bundle: bundle}, &out); err != nil {
+		t.Fatal(err)
+	}
+	var resp taskapi.DeleteResponse
+	if err := proto.Unmarshal(out.Bytes(), &resp); err != nil || resp.Pid != 4242 {
+		t.Fatalf("response %+v (%v)", &resp, err)
+	}
+}
