@@ -12,7 +12,6 @@ package io
 import (
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -60,46 +59,137 @@ type Pipes struct {
 	consoleOut *os.File
 	console    *console.EpollConsole
 	consoleEp  *console.Epoller
+
+	// binary:// logger process, if any; loggerExit closes when it is reaped.
+	logger     *os.Process
+	loggerExit chan struct{}
 }
 
 // Open prepares stdio for a process: it opens the client's endpoints and the
 // pipes for the runtime. Output relays start at once; the container's writes
 // flow as soon as it runs.
-func Open(cfg Config) (_ *Pipes, retErr error) {
+//
+// Outputs are FIFO paths (or existing plain files, appended to), file://
+// URIs (raw, or the CRI log format with rotation, see ParseFileURI), or a
+// binary:// logger (see openLogger), which then takes both streams.
+func Open(cfg Config, env Env) (_ *Pipes, retErr error) {
 	p := &Pipes{outDone: make(chan struct{})}
 	defer func() {
 		if retErr != nil {
 			p.Close()
 		}
 	}()
-	if cfg.Terminal {
-		return p, p.openTerminal(cfg)
-	}
-	if cfg.Stdin != "" {
-		if err := p.openStdin(cfg.Stdin); err != nil {
-			return nil, err
+	var err error
+	switch {
+	case cfg.Terminal:
+		err = p.openTerminal(cfg, env)
+	case hasScheme(cfg.Stdout, "binary") || hasScheme(cfg.Stderr, "binary"):
+		if cfg.Stdin != "" {
+			err = p.openStdin(cfg.Stdin)
 		}
-	}
-	if cfg.Stdout != "" {
-		dst, err := openOutput(cfg.Stdout, "stdout")
-		if err != nil {
-			return nil, err
+		if err == nil {
+			err = p.openLogger(firstOf(cfg.Stdout, cfg.Stderr), env)
 		}
-		if p.rtOut, err = p.startOutput(dst); err != nil {
-			return nil, err
-		}
-	}
-	if cfg.Stderr != "" && !cfg.Terminal {
-		dst, err := openOutput(cfg.Stderr, "stderr")
-		if err != nil {
-			return nil, err
-		}
-		if p.rtErr, err = p.startOutput(dst); err != nil {
-			return nil, err
-		}
+	default:
+		err = p.openStreams(cfg)
 	}
 	go func() { p.outputs.Wait(); close(p.outDone) }()
+	if err != nil {
+		return nil, err
+	}
 	return p, nil
+}
+
+func hasScheme(uri, scheme string) bool { return strings.HasPrefix(uri, scheme+"://") }
+
+func firstOf(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// openStreams sets up stdin, stdout and stderr as FIFOs or files.
+func (p *Pipes) openStreams(cfg Config) error {
+	if cfg.Stdin != "" {
+		if err := p.openStdin(cfg.Stdin); err != nil {
+			return err
+		}
+	}
+	var shared *rotatingFile // stdout and stderr naming the same file:// URI share it
+	for _, s := range []struct {
+		uri, name string
+		rt        **os.File
+	}{{cfg.Stdout, "stdout", &p.rtOut}, {cfg.Stderr, "stderr", &p.rtErr}} {
+		if s.uri == "" {
+			continue
+		}
+		if hasScheme(s.uri, "file") {
+			o, err := ParseFileURI(s.uri)
+			if err != nil {
+				return err
+			}
+			rf := shared
+			if rf == nil || cfg.Stdout != cfg.Stderr {
+				if rf, err = openRotating(o); err != nil {
+					return err
+				}
+				p.toClose = append(p.toClose, rf.f)
+				shared = rf
+			}
+			w, err := p.startFileOutput(rf, s.name)
+			if err != nil {
+				return err
+			}
+			*s.rt = w
+			continue
+		}
+		dst, err := openOutput(s.uri, s.name)
+		if err != nil {
+			return err
+		}
+		if *s.rt, err = p.startOutput(dst); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startFileOutput relays one stream into a (shared) log file.
+func (p *Pipes) startFileOutput(rf *rotatingFile, stream string) (*os.File, error) {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("output pipe: %w", err)
+	}
+	p.toClose = append(p.toClose, pr)
+	rf.mu.Lock()
+	rf.users++
+	rf.mu.Unlock()
+	p.outputs.Add(1)
+	go func() {
+		defer p.outputs.Done()
+		defer rf.release()
+		var err error
+		if rf.opts.CRI {
+			err = rf.relayCRI(pr, stream)
+		} else {
+			err = rf.relayRaw(pr)
+		}
+		if err != nil && !errors.Is(err, os.ErrClosed) {
+			p.noteRelayErr(err)
+			discard(pr)
+		}
+		pr.Close()
+	}()
+	return pw, nil
+}
+
+func (p *Pipes) noteRelayErr(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.relayErr == nil {
+		p.relayErr = err
+	}
 }
 
 // RuntimeFiles returns the files the runtime gives the process as fds 0, 1, 2
@@ -120,10 +210,9 @@ func (p *Pipes) ReleaseRuntimeFiles() {
 
 // openTerminal opens the client's ends for a terminal process. The pty
 // itself comes later (AttachConsole): the runtime creates it.
-func (p *Pipes) openTerminal(cfg Config) error {
+func (p *Pipes) openTerminal(cfg Config, env Env) error {
 	p.terminal = true
 	p.outputs.Add(1) // the console relay; Done by it, or by Close if never attached
-	go func() { p.outputs.Wait(); close(p.outDone) }()
 	if cfg.Stdin != "" {
 		r, w, err := openStdinFIFO(cfg.Stdin)
 		if err != nil {
@@ -132,7 +221,24 @@ func (p *Pipes) openTerminal(cfg Config) error {
 		p.stdinReader, p.stdinWriter = r, w
 		p.toClose = append(p.toClose, r)
 	}
-	if cfg.Stdout != "" {
+	switch {
+	case hasScheme(cfg.Stdout, "binary"):
+		return p.openLogger(cfg.Stdout, env)
+	case hasScheme(cfg.Stdout, "file"):
+		o, err := ParseFileURI(cfg.Stdout)
+		if err != nil {
+			return err
+		}
+		if o.CRI || o.MaxSize > 0 {
+			return fmt.Errorf("terminal output: file:// format and rotation options apply to non-terminal processes: %w", errdefs.ErrInvalidArgument)
+		}
+		dst, err := openAppend(o.Path, "stdout")
+		if err != nil {
+			return err
+		}
+		p.consoleOut = dst
+		p.toClose = append(p.toClose, dst)
+	case cfg.Stdout != "":
 		dst, err := openOutput(cfg.Stdout, "stdout")
 		if err != nil {
 			return err
@@ -199,11 +305,7 @@ func (p *Pipes) startOutput(dst *os.File) (*os.File, error) {
 	go func() {
 		defer p.outputs.Done()
 		if _, err := relay(dst, pr); err != nil && !errors.Is(err, os.ErrClosed) {
-			p.mu.Lock()
-			if p.relayErr == nil {
-				p.relayErr = err
-			}
-			p.mu.Unlock()
+			p.noteRelayErr(err)
 			// Keep draining so the process never blocks on a full pipe
 			// because its reader failed.
 			discard(pr)
@@ -263,6 +365,7 @@ func (p *Pipes) Close() {
 	for _, f := range p.toClose {
 		f.Close()
 	}
+	p.stopLogger()
 }
 
 func discard(f *os.File) {
@@ -275,15 +378,8 @@ func discard(f *os.File) {
 	}
 }
 
-// openOutput opens the client's end of an output stream.
+// openOutput opens the client's end of an output stream (FIFO or plain file).
 func openOutput(uri, stream string) (*os.File, error) {
-	if strings.HasPrefix(uri, "file://") {
-		u, err := url.Parse(uri)
-		if err != nil || !filepath.IsAbs(u.Path) {
-			return nil, fmt.Errorf("%s %q: file:// needs an absolute path: %w", stream, uri, errdefs.ErrInvalidArgument)
-		}
-		return openAppend(u.Path, stream)
-	}
 	if strings.Contains(uri, "://") && !strings.HasPrefix(uri, "fifo://") {
 		return nil, fmt.Errorf("%s %q: unsupported stdio scheme: %w", stream, uri, errdefs.ErrNotImplemented)
 	}

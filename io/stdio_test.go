@@ -36,7 +36,7 @@ func TestOutputRelayDeliversEveryByte(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := Open(Config{Stdout: outPath, Stderr: errPath})
+	p, err := Open(Config{Stdout: outPath, Stderr: errPath}, Env{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func TestOutputRelayDeliversEveryByte(t *testing.T) {
 // and re-attaches a new one gets both writes through.
 func TestStdinSurvivesReattachUntilCloseStdin(t *testing.T) {
 	inPath := mkfifo(t, "in")
-	p, err := Open(Config{Stdin: inPath})
+	p, err := Open(Config{Stdin: inPath}, Env{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestStdinSurvivesReattachUntilCloseStdin(t *testing.T) {
 
 func TestFileURIAppendsBothStreams(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sub", "log")
-	p, err := Open(Config{Stdout: "file://" + path, Stderr: "file://" + path})
+	p, err := Open(Config{Stdout: "file://" + path, Stderr: "file://" + path}, Env{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,14 +131,14 @@ func TestBadStdioIsInvalidArgument(t *testing.T) {
 		{Stdout: missing, Stderr: missing},
 		{Stdin: missing},
 	} {
-		if _, err := Open(cfg); !errdefs.IsInvalidArgument(err) {
+		if _, err := Open(cfg, Env{}); !errdefs.IsInvalidArgument(err) {
 			t.Errorf("Open(%+v) = %v, want InvalidArgument", cfg, err)
 		}
 	}
 	if _, err := os.Stat(filepath.Dir(missing)); err == nil {
 		t.Error("a missing stdio path was created")
 	}
-	if _, err := Open(Config{Stdout: "tcp://x", Stderr: "tcp://x"}); !errdefs.IsNotImplemented(err) {
+	if _, err := Open(Config{Stdout: "tcp://x", Stderr: "tcp://x"}, Env{}); !errdefs.IsNotImplemented(err) {
 		t.Errorf("unknown scheme: want NotImplemented")
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -62,14 +63,15 @@ type Events struct {
 
 // CreateConfig describes a container to create.
 type CreateConfig struct {
-	ID       string
-	Bundle   string // absolute
-	Rootfs   []Mount
-	Stdio    shimio.Config
-	Runtime  oci.Runtime // binary, root, cgroup driver; log path and reaper are set by Create
-	NoPivot  bool
-	NoNewKey bool
-	Events   Events
+	ID        string
+	Namespace string // for loggers' CONTAINER_NAMESPACE
+	Bundle    string // absolute
+	Rootfs    []Mount
+	Stdio     shimio.Config
+	Runtime   oci.Runtime // binary, root, cgroup driver; log path and reaper are set by Create
+	NoPivot   bool
+	NoNewKey  bool
+	Events    Events
 	// Terminals: the daemon's shared pty relay and where console sockets go.
 	Consoles  *shimio.Consoles
 	SocketDir string
@@ -85,8 +87,9 @@ type CreateConfig struct {
 // (with mu) when runningExecs drops to zero. A Process's own mutex is never
 // acquired while holding mu.
 type Container struct {
-	ID     string
-	Bundle string
+	ID        string
+	Bundle    string
+	Namespace string
 
 	rt          oci.Runtime
 	events      Events
@@ -150,7 +153,7 @@ func Create(ctx context.Context, r *reaper.Reaper, cfg CreateConfig, onCreated f
 		}()
 	}
 
-	pipes, err := shimio.Open(cfg.Stdio)
+	pipes, err := shimio.Open(cfg.Stdio, c.ioEnv(c.ID))
 	if err != nil {
 		return nil, err
 	}
@@ -322,6 +325,23 @@ func (c *Container) Stats() (proto.Message, string, error) {
 		return nil, "", fmt.Errorf("stats of %s: %w", c.ID, err)
 	}
 	return m, cgroup.MetricsV1, nil
+}
+
+// ioEnv is what stdio needs to know of one of the container's processes.
+func (c *Container) ioEnv(processID string) shimio.Env {
+	return shimio.Env{
+		ProcessID: processID,
+		Namespace: c.Namespace,
+		Spawn: func(cmd *exec.Cmd) (<-chan int, error) {
+			exitc, err := c.rt.Reaper.Start(cmd)
+			if err != nil {
+				return nil, err
+			}
+			status := make(chan int, 1)
+			go func() { status <- (<-exitc).Status }()
+			return status, nil
+		},
+	}
 }
 
 // withConsole runs a runtime launch; for a terminal process it first opens a

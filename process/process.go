@@ -181,7 +181,7 @@ func (p *Process) startExec(ctx context.Context, onStarted func(pid int)) error 
 		}
 	}()
 
-	pipes, err := shimio.Open(p.Stdio)
+	pipes, err := shimio.Open(p.Stdio, c.ioEnv(p.ID))
 	if err != nil {
 		return fmt.Errorf("exec %q stdio: %w", p.ID, err)
 	}

@@ -1,0 +1,235 @@
+package io
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	stdio "io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+)
+
+// The CRI log format kubelet reads: one record per line,
+//
+//	<RFC3339Nano time> <stream> <tag> <content>
+//
+// where tag is F for a full line and P for a part of a line longer than
+// MaxCRILine (the rest follows in later records).
+const (
+	tagFull    = "F"
+	tagPartial = "P"
+	// MaxCRILine is the longest content one record carries; longer lines
+	// are split with the partial tag (containerd's CRI plugin uses 16 KiB).
+	MaxCRILine = 16 << 10
+)
+
+// FileOptions are the query options of a file:// log URI:
+//
+//	file:///var/log/c.log?format=cri&max-size=10MiB&max-files=3
+type FileOptions struct {
+	Path     string
+	CRI      bool  // format=cri; otherwise raw bytes are appended
+	MaxSize  int64 // max-size: rotate before the file would exceed it; 0 = never
+	MaxFiles int   // max-files: files kept, the live one included (default 2 with max-size)
+}
+
+// ParseFileURI reads a file:// URI and its options.
+func ParseFileURI(uri string) (FileOptions, error) {
+	u, err := url.Parse(uri)
+	if err != nil || u.Scheme != "file" || !filepath.IsAbs(u.Path) {
+		return FileOptions{}, fmt.Errorf("log URI %q: want file:///absolute/path[?options]: %w", uri, errdefs.ErrInvalidArgument)
+	}
+	o := FileOptions{Path: filepath.Clean(u.Path)}
+	q := u.Query()
+	for key := range q {
+		switch key {
+		case "format", "max-size", "max-files":
+		default:
+			return o, fmt.Errorf("log URI %q: unknown option %q (known: format, max-size, max-files): %w", uri, key, errdefs.ErrInvalidArgument)
+		}
+	}
+	switch f := q.Get("format"); f {
+	case "", "raw":
+	case "cri":
+		o.CRI = true
+	default:
+		return o, fmt.Errorf("log URI %q: format %q (want raw or cri): %w", uri, f, errdefs.ErrInvalidArgument)
+	}
+	if s := q.Get("max-size"); s != "" {
+		if o.MaxSize, err = parseSize(s); err != nil || o.MaxSize <= 0 {
+			return o, fmt.Errorf("log URI %q: max-size %q: %w", uri, s, errdefs.ErrInvalidArgument)
+		}
+	}
+	if s := q.Get("max-files"); s != "" {
+		if o.MaxFiles, err = strconv.Atoi(s); err != nil || o.MaxFiles < 1 {
+			return o, fmt.Errorf("log URI %q: max-files %q: %w", uri, s, errdefs.ErrInvalidArgument)
+		}
+	}
+	if o.MaxSize > 0 && o.MaxFiles == 0 {
+		o.MaxFiles = 2
+	}
+	if o.MaxSize > 0 && o.MaxSize < 2*MaxCRILine {
+		return o, fmt.Errorf("log URI %q: max-size must be at least %d bytes: %w", uri, 2*MaxCRILine, errdefs.ErrInvalidArgument)
+	}
+	return o, nil
+}
+
+// parseSize reads sizes such as 4096, 10KiB, 10MiB, 1GiB, 10KB, 10MB, 10M.
+func parseSize(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000},
+		{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSuffix(s, u.suffix), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	return n * mult, nil
+}
+
+// rotatingFile is a log file capped at maxSize bytes: when a record would
+// overflow it, the file becomes path.1 (path.1 becomes path.2, ...; the
+// oldest beyond maxFiles is removed) and a new file is started. Rotation
+// happens only between whole records, under the same lock as writes, so no
+// record is lost, split across files or written twice.
+type rotatingFile struct {
+	mu       sync.Mutex
+	opts     FileOptions
+	f        *os.File
+	size     int64
+	users    int // relays writing to it; the last to finish closes it
+	writeErr error
+}
+
+func openRotating(o FileOptions) (*rotatingFile, error) {
+	if err := os.MkdirAll(filepath.Dir(o.Path), 0o755); err != nil {
+		return nil, fmt.Errorf("log directory for %s: %w", o.Path, err)
+	}
+	f, err := os.OpenFile(o.Path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("open log %s: %w", o.Path, classify(err))
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("stat log %s: %w", o.Path, err)
+	}
+	return &rotatingFile{opts: o, f: f, size: st.Size()}, nil
+}
+
+// writeRecord appends one record, rotating first if it would not fit.
+func (r *rotatingFile) writeRecord(rec []byte) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.opts.MaxSize > 0 && r.size > 0 && r.size+int64(len(rec)) > r.opts.MaxSize {
+		if err := r.rotate(); err != nil {
+			return err
+		}
+	}
+	n, err := r.f.Write(rec)
+	r.size += int64(n)
+	return err
+}
+
+func (r *rotatingFile) rotate() error {
+	p := r.opts.Path
+	if r.opts.MaxFiles <= 1 {
+		// Only one file allowed: start it afresh.
+		if err := r.f.Truncate(0); err != nil {
+			return fmt.Errorf("truncate log %s: %w", p, err)
+		}
+		r.size = 0
+		return nil
+	}
+	_ = os.Remove(fmt.Sprintf("%s.%d", p, r.opts.MaxFiles-1))
+	for i := r.opts.MaxFiles - 2; i >= 1; i-- {
+		_ = os.Rename(fmt.Sprintf("%s.%d", p, i), fmt.Sprintf("%s.%d", p, i+1))
+	}
+	if err := os.Rename(p, p+".1"); err != nil {
+		return fmt.Errorf("rotate log %s: %w", p, err)
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return fmt.Errorf("reopen log %s: %w", p, err)
+	}
+	r.f.Close()
+	r.f, r.size = f, 0
+	return nil
+}
+
+func (r *rotatingFile) release() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.users--
+	if r.users == 0 {
+		r.f.Close()
+	}
+}
+
+// relayRaw copies a stream's bytes into the file unchanged.
+func (r *rotatingFile) relayRaw(src *os.File) error {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	for {
+		n, err := src.Read(*bp)
+		if n > 0 {
+			if werr := r.writeRecord((*bp)[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err != nil {
+			if errors.Is(err, stdio.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// relayCRI turns a stream into CRI log records.
+func (r *rotatingFile) relayCRI(src *os.File, stream string) error {
+	br := bufio.NewReaderSize(src, MaxCRILine)
+	rec := make([]byte, 0, MaxCRILine+64)
+	for {
+		line, isPrefix, err := br.ReadLine()
+		if len(line) > 0 || (err == nil && !isPrefix) {
+			tag := tagFull
+			if isPrefix {
+				tag = tagPartial
+			}
+			rec = rec[:0]
+			rec = time.Now().AppendFormat(rec, time.RFC3339Nano)
+			rec = append(rec, ' ')
+			rec = append(rec, stream...)
+			rec = append(rec, ' ')
+			rec = append(rec, tag...)
+			rec = append(rec, ' ')
+			rec = append(rec, line...)
+			rec = append(rec, '\n')
+			if werr := r.writeRecord(rec); werr != nil {
+				return werr
+			}
+		}
+		if err != nil {
+			if errors.Is(err, stdio.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
+}

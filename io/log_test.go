@@ -1,0 +1,262 @@
+package io
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+)
+
+func TestParseFileURI(t *testing.T) {
+	o, err := ParseFileURI("file:///var/log/c.log?format=cri&max-size=10MiB&max-files=3")
+	if err != nil || !o.CRI || o.MaxSize != 10<<20 || o.MaxFiles != 3 || o.Path != "/var/log/c.log" {
+		t.Fatalf("%+v %v", o, err)
+	}
+	o, err = ParseFileURI("file:///x/raw.log")
+	if err != nil || o.CRI || o.MaxSize != 0 {
+		t.Fatalf("%+v %v", o, err)
+	}
+	for _, bad := range []string{"file://relative", "file:///x?format=json", "file:///x?max-size=-1", "file:///x?max-size=1KiB",
+		"file:///x?max-files=0", "file:///x?colour=blue", "file:///x?max-size=lots"} {
+		if _, err := ParseFileURI(bad); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("%s: %v, want InvalidArgument", bad, err)
+		}
+	}
+}
+
+var criRecord = regexp.MustCompile(`^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)) (stdout|stderr) (F|P) (.*)$`)
+
+type record struct{ stream, tag, content string }
+
+func readRecords(t *testing.T, paths ...string) []record {
+	t.Helper()
+	var out []record
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 64<<10), 64<<10)
+		for sc.Scan() {
+			m := criRecord.FindStringSubmatch(sc.Text())
+			if m == nil {
+				t.Fatalf("%s: not a CRI record: %q", p, sc.Text())
+			}
+			if _, err := time.Parse(time.RFC3339Nano, m[1]); err != nil {
+				t.Fatalf("bad timestamp %q", m[1])
+			}
+			out = append(out, record{m[4], m[5], m[6]})
+		}
+		f.Close()
+	}
+	return out
+}
+
+// The CRI writer produces exactly the lines kubelet parses, splitting long
+// lines with the partial tag.
+func TestCRIFormat(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.log")
+	p, err := Open(Config{Stdout: "file://" + path + "?format=cri", Stderr: "file://" + path + "?format=cri"}, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, out, errw := p.RuntimeFiles()
+	long := strings.Repeat("x", MaxCRILine+10)
+	fmt.Fprintf(out, "hello\n%s\n\nno newline at end", long)
+	errw.Write([]byte("oops\n"))
+	p.ReleaseRuntimeFiles()
+	if !p.Drain(5 * time.Second) {
+		t.Fatal("not drained")
+	}
+	p.Close()
+	recs := readRecords(t, path)
+	var stdout []record
+	var stderr []record
+	for _, r := range recs {
+		if r.stream == "stdout" {
+			stdout = append(stdout, r)
+		} else {
+			stderr = append(stderr, r)
+		}
+	}
+	want := []record{
+		{"stdout", "F", "hello"},
+		{"stdout", "P", long[:MaxCRILine]},
+		{"stdout", "F", long[MaxCRILine:]},
+		{"stdout", "F", ""},
+		{"stdout", "F", "no newline at end"},
+	}
+	if fmt.Sprint(stdout) != fmt.Sprint(want) {
+		t.Fatalf("stdout records\n got %.200v\nwant %.200v", stdout, want)
+	}
+	if len(stderr) != 1 || stderr[0] != (record{"stderr", "F", "oops"}) {
+		t.Fatalf("stderr records %v", stderr)
+	}
+}
+
+// Rotation keeps whole records: read back across the rotated files, every
+// line is there once, in order.
+func TestRotationNeverLosesOrDuplicatesALine(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "c.log")
+	const maxSize, files = 64 << 10, 50
+	p, err := Open(Config{Stdout: fmt.Sprintf("file://%s?format=cri&max-size=%d&max-files=%d", path, maxSize, files)}, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, out, _ := p.RuntimeFiles()
+	const lines = 20000 // ~1 MiB of records: many rotations, none dropped
+	go func() {
+		w := bufio.NewWriter(out)
+		for i := 0; i < lines; i++ {
+			fmt.Fprintf(w, "line %06d\n", i)
+		}
+		w.Flush()
+		p.ReleaseRuntimeFiles()
+	}()
+	if !p.Drain(10 * time.Second) {
+		t.Fatal("not drained")
+	}
+	p.Close()
+	var paths []string
+	for i := files - 1; i >= 1; i-- {
+		if st, err := os.Stat(fmt.Sprintf("%s.%d", path, i)); err == nil {
+			if st.Size() > maxSize {
+				t.Fatalf("%s.%d is %d bytes, over max-size", path, i, st.Size())
+			}
+			paths = append(paths, fmt.Sprintf("%s.%d", path, i))
+		}
+	}
+	if len(paths) < 5 {
+		t.Fatalf("only %d rotated files", len(paths))
+	}
+	paths = append(paths, path)
+	recs := readRecords(t, paths...)
+	if len(recs) != lines {
+		t.Fatalf("%d records, want %d", len(recs), lines)
+	}
+	for i, r := range recs {
+		if r.content != fmt.Sprintf("line %06d", i) || r.tag != "F" {
+			t.Fatalf("record %d = %+v", i, r)
+		}
+	}
+}
+
+// With fewer files than the data needs, the oldest files go, whole.
+func TestRotationDropsOldestFiles(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.log")
+	p, err := Open(Config{Stdout: "file://" + path + "?format=cri&max-size=32KiB&max-files=2"}, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, out, _ := p.RuntimeFiles()
+	go func() {
+		for i := 0; i < 10000; i++ {
+			fmt.Fprintf(out, "line %06d\n", i)
+		}
+		p.ReleaseRuntimeFiles()
+	}()
+	p.Drain(10 * time.Second)
+	p.Close()
+	if _, err := os.Stat(path + ".2"); err == nil {
+		t.Fatal("max-files=2 kept a third file")
+	}
+	recs := readRecords(t, path+".1", path)
+	last := recs[len(recs)-1].content
+	if last != "line 009999" {
+		t.Fatalf("last record %q", last)
+	}
+	for i := 1; i < len(recs); i++ { // consecutive: no hole inside what is kept
+		var a, b int
+		fmt.Sscanf(recs[i-1].content, "line %d", &a)
+		fmt.Sscanf(recs[i].content, "line %d", &b)
+		if b != a+1 {
+			t.Fatalf("gap between %q and %q", recs[i-1].content, recs[i].content)
+		}
+	}
+}
+
+func spawnPlain(t *testing.T) func(*exec.Cmd) (<-chan int, error) {
+	return func(cmd *exec.Cmd) (<-chan int, error) {
+		if err := cmd.Start(); err != nil {
+			return nil, err
+		}
+		ch := make(chan int, 1)
+		go func() { cmd.Wait(); ch <- cmd.ProcessState.ExitCode() }()
+		t.Cleanup(func() { cmd.Process.Kill() })
+		return ch, nil
+	}
+}
+
+func writeScript(t *testing.T, body string) string {
+	p := filepath.Join(t.TempDir(), "logger")
+	if err := os.WriteFile(p, []byte("#!/bin/sh\n"+body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// The binary:// protocol: fds 3/4 carry stdout/stderr, fd 5 closes on
+// ready, CONTAINER_ID/CONTAINER_NAMESPACE are set, query keys become args.
+func TestBinaryLogger(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "got")
+	env := Env{ProcessID: "c1", Namespace: "ns1", Spawn: spawnPlain(t)}
+	t.Setenv("EX_SHIM_SECRET", "leaked") // the logger's environment must not inherit the shim's
+	uri := "binary://" + writeScript(t, `exec 5>&-
+echo "args=$1 $2 $3 $4 id=$CONTAINER_ID ns=$CONTAINER_NAMESPACE secret=$EX_SHIM_SECRET" > `+out+`.env
+cat <&3 > `+out+`.stdout & cat <&4 > `+out+`.stderr; wait
+`) + "?b=2&a=1"
+	p, err := Open(Config{Stdout: uri, Stderr: uri}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, w, ew := p.RuntimeFiles()
+	w.Write([]byte("to stdout\n"))
+	ew.Write([]byte("to stderr\n"))
+	p.ReleaseRuntimeFiles()
+	if !p.Drain(5 * time.Second) {
+		t.Fatal("logger did not finish after its inputs closed")
+	}
+	p.Close()
+	for suffix, want := range map[string]string{".stdout": "to stdout\n", ".stderr": "to stderr\n",
+		".env": "args=a 1 b 2 id=c1 ns=ns1 secret=\n"} {
+		got, _ := os.ReadFile(out + suffix)
+		if string(got) != want {
+			t.Errorf("%s: %q, want %q", suffix, got, want)
+		}
+	}
+}
+
+func TestBinaryLoggerNeverReadyFailsInBoundedTime(t *testing.T) {
+	uri := "binary://" + writeScript(t, "sleep 30\n") // keeps fd 5 open
+	start := time.Now()
+	_, err := Open(Config{Stdout: uri, Stderr: uri}, Env{ProcessID: "c", Namespace: "n", Spawn: spawnPlain(t), LoggerReadyTimeout: 500 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "did not signal ready") {
+		t.Fatalf("err = %v", err)
+	}
+	if d := time.Since(start); d > 7*time.Second {
+		t.Fatalf("took %s", d)
+	}
+}
+
+func TestBinaryLoggerFailures(t *testing.T) {
+	env := Env{ProcessID: "c", Namespace: "n", Spawn: spawnPlain(t)}
+	if _, err := Open(Config{Stdout: "binary:///nonexistent/logger"}, env); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("missing logger: %v", err)
+	}
+	notExec := filepath.Join(t.TempDir(), "logger")
+	os.WriteFile(notExec, []byte("#!/bin/sh\n"), 0o644)
+	if _, err := Open(Config{Stdout: "binary://" + notExec}, env); !errdefs.IsInvalidArgument(err) ||
+		!bytes.Contains([]byte(err.Error()), []byte("not an executable")) {
+		t.Errorf("non-executable logger: %v", err)
+	}
+}

@@ -1,0 +1,170 @@
+package io
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+)
+
+// Named limits of binary:// loggers.
+const (
+	// LoggerReadyTimeout bounds the wait for a logger to signal readiness
+	// (close fd 5). containerd's stock shim waits forever, which hangs task
+	// creation on a logger that forks before closing it.
+	LoggerReadyTimeout = 10 * time.Second
+	// loggerStopTimeout is how long a logger has to exit after SIGTERM
+	// before it is killed.
+	loggerStopTimeout = 5 * time.Second
+)
+
+// Env is what Open needs to know about the process whose stdio it is, for
+// the binary:// logging protocol.
+type Env struct {
+	ProcessID string // container id (init) or exec id: the logger's CONTAINER_ID
+	Namespace string // CONTAINER_NAMESPACE
+	// Spawn starts a helper process (a logger) as a child of the shim and
+	// returns the channel its exit status arrives on. The shim's reaper must
+	// own the wait, so io does not call cmd.Wait itself.
+	Spawn func(*exec.Cmd) (<-chan int, error)
+	// LoggerReadyTimeout overrides the default readiness bound (tests).
+	LoggerReadyTimeout time.Duration
+}
+
+// loggerCommand builds the logger's command line from a binary:// URI: the
+// path is the executable, and each query key becomes "key value" arguments,
+// in sorted order so the command line is the same every time.
+func loggerCommand(uri string) (*exec.Cmd, error) {
+	u, err := url.Parse(uri)
+	if err != nil || u.Scheme != "binary" || !filepath.IsAbs(u.Path) {
+		return nil, fmt.Errorf("log URI %q: want binary:///absolute/path[?args]: %w", uri, errdefs.ErrInvalidArgument)
+	}
+	st, err := os.Stat(u.Path)
+	if err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+		return nil, fmt.Errorf("logger %s is not an executable file: %w", u.Path, errdefs.ErrInvalidArgument)
+	}
+	q := u.Query()
+	keys := make([]string, 0, len(q))
+	for k := range q {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var args []string
+	for _, k := range keys {
+		args = append(args, k, q.Get(k))
+	}
+	return exec.Command(u.Path, args...), nil
+}
+
+// openLogger starts the binary:// logger: the process writes into pipes
+// whose read ends the logger gets as fds 3 (stdout) and 4 (stderr); it
+// closes fd 5 once it is ready to read.
+func (p *Pipes) openLogger(uri string, env Env) error {
+	if env.Spawn == nil {
+		return fmt.Errorf("binary:// logging needs a process spawner: %w", errdefs.ErrNotImplemented)
+	}
+	cmd, err := loggerCommand(uri)
+	if err != nil {
+		return err
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("logger stdout pipe: %w", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return fmt.Errorf("logger stderr pipe: %w", err)
+	}
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		errR.Close()
+		errW.Close()
+		return fmt.Errorf("logger ready pipe: %w", err)
+	}
+	p.rtOut, p.rtErr = outW, errW
+	if p.terminal {
+		p.consoleOut = outW // the pty's output goes to the logger's stdout
+		p.rtOut = nil
+	}
+	cmd.ExtraFiles = []*os.File{outR, errR, readyW}
+	cmd.Env = []string{"CONTAINER_ID=" + env.ProcessID, "CONTAINER_NAMESPACE=" + env.Namespace}
+	// Its own process group: a signal for the shim's group is not for it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	exitc, err := env.Spawn(cmd)
+	// The logger has its copies now (or failed to start); ours must go, or
+	// the logger would never see end of file.
+	outR.Close()
+	errR.Close()
+	readyW.Close()
+	if err != nil {
+		readyR.Close()
+		return fmt.Errorf("start logger %s: %w", cmd.Path, err)
+	}
+	p.logger, p.loggerExit = cmd.Process, make(chan struct{})
+	p.outputs.Add(1) // Drain waits for the logger to finish reading
+	go func() {
+		defer p.outputs.Done()
+		defer close(p.loggerExit)
+		<-exitc
+	}()
+
+	ready := make(chan error, 1)
+	go func() {
+		var b [1]byte
+		_, err := readyR.Read(b[:]) // returns at EOF: every holder closed fd 5
+		readyR.Close()
+		ready <- err
+	}()
+	readyTimeout := LoggerReadyTimeout
+	if env.LoggerReadyTimeout > 0 {
+		readyTimeout = env.LoggerReadyTimeout
+	}
+	timer := time.NewTimer(readyTimeout)
+	defer timer.Stop()
+	select {
+	case <-ready:
+		select {
+		case <-p.loggerExit:
+			return fmt.Errorf("logger %s exited before it was ready: %w", cmd.Path, errdefs.ErrFailedPrecondition)
+		default:
+			return nil
+		}
+	case <-timer.C:
+		readyR.Close()
+		return fmt.Errorf("logger %s did not signal ready (close fd 5) within %s: %w", cmd.Path, readyTimeout, context.DeadlineExceeded)
+	}
+}
+
+// stopLogger asks the logger to finish (SIGTERM), then kills it after
+// loggerStopTimeout. Called by Close; a logger that already exited is left be.
+func (p *Pipes) stopLogger() {
+	if p.logger == nil {
+		return
+	}
+	select {
+	case <-p.loggerExit:
+		return
+	default:
+	}
+	_ = p.logger.Signal(syscall.SIGTERM)
+	select {
+	case <-p.loggerExit:
+	case <-time.After(loggerStopTimeout):
+		if err := p.logger.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			return
+		}
+		<-p.loggerExit
+	}
+}
