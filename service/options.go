@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	runcopts "github.com/containerd/containerd/api/types/runc/options"
+	criopts "github.com/containerd/containerd/api/types/runtimeoptions/v1"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -64,8 +65,24 @@ func DecodeOptions(a *anypb.Any) (RuntimeOptions, error) {
 		}
 		o = RuntimeOptions{NoPivotRoot: m.NoPivotRoot, NoNewKeyring: m.NoNewKeyring, IoUID: m.IoUid, IoGID: m.IoGid,
 			CriuImagePath: m.CriuImagePath, CriuWorkPath: m.CriuWorkPath}
+	case typeCRIOptions:
+		var m criopts.Options
+		if err := proto.Unmarshal(a.GetValue(), &m); err != nil {
+			return o, invalidArgument("decode %s: %v", typeCRIOptions, err)
+		}
+		body := m.ConfigBody
+		if len(body) == 0 && m.ConfigPath != "" {
+			var err error
+			if body, err = readOptionsFile(m.ConfigPath); err != nil {
+				return o, err
+			}
+		}
+		var err error
+		if o, err = parseOptionsTOML(body); err != nil {
+			return o, err
+		}
 	default:
-		// CRI's runtimeoptions.v1.Options and anything else: nothing for us.
+		// Unknown types carry nothing for us.
 	}
 	if o.Root != "" && !filepath.IsAbs(o.Root) {
 		return o, invalidArgument("runtime root %q must be an absolute path", o.Root)

@@ -1,0 +1,101 @@
+package service
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	runcopts "github.com/containerd/containerd/api/types/runc/options"
+	criopts "github.com/containerd/containerd/api/types/runtimeoptions/v1"
+	"github.com/containerd/errdefs"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	exampleopts "github.com/example/containerd-shim-example-v2/proto/options/v1"
+)
+
+func anyOf(t *testing.T, url string, m proto.Message) *anypb.Any {
+	t.Helper()
+	v, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &anypb.Any{TypeUrl: url, Value: v}
+}
+
+func TestDecodeOptionsAcceptedTypes(t *testing.T) {
+	cases := []struct {
+		name string
+		in   *anypb.Any
+		want RuntimeOptions
+	}{
+		{"none", nil, RuntimeOptions{}},
+		{"ours", anyOf(t, "example.options.v1.Options", &exampleopts.Options{BinaryName: "crun", Root: "/run/x", SystemdCgroup: true}),
+			RuntimeOptions{BinaryName: "crun", Root: "/run/x", SystemdCgroup: true}},
+		{"runc", anyOf(t, "containerd.runc.v1.Options", &runcopts.Options{BinaryName: "crun", NoPivotRoot: true, IoUid: 7}),
+			RuntimeOptions{BinaryName: "crun", NoPivotRoot: true, IoUID: 7}},
+		{"runc with googleapis prefix", anyOf(t, "type.googleapis.com/containerd.runc.v1.Options", &runcopts.Options{Root: "/r"}),
+			RuntimeOptions{Root: "/r"}},
+		{"legacy 1.6 client", anyOf(t, "containerd.linux.runc.CreateOptions", &exampleopts.LegacyCreateOptions{NoPivotRoot: true, NoNewKeyring: true, IoGid: 9}),
+			RuntimeOptions{NoPivotRoot: true, NoNewKeyring: true, IoGID: 9}},
+		{"CRI body", anyOf(t, "runtimeoptions.v1.Options", &criopts.Options{ConfigBody: []byte("BinaryName = \"crun\"\nSystemdCgroup = true # comment\n# x\nShimCgroup = \"\"\n")}),
+			RuntimeOptions{BinaryName: "crun", SystemdCgroup: true}},
+		{"unknown type ignored", &anypb.Any{TypeUrl: "some.other.Options", Value: []byte{1, 2, 3}}, RuntimeOptions{}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := DecodeOptions(tc.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Fatalf("got %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestDecodeOptionsCRIConfigPath(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "opts.toml")
+	os.WriteFile(path, []byte("binary_name = 'crun'\nroot = \"/run/crun-root\"\n"), 0o600)
+	got, err := DecodeOptions(anyOf(t, "runtimeoptions.v1.Options", &criopts.Options{ConfigPath: path}))
+	if err != nil || got.BinaryName != "crun" || got.Root != "/run/crun-root" {
+		t.Fatalf("%+v %v", got, err)
+	}
+}
+
+func TestDecodeOptionsErrors(t *testing.T) {
+	for name, a := range map[string]*anypb.Any{
+		"garbage runc options": {TypeUrl: "containerd.runc.v1.Options", Value: []byte{0xff, 0xff}},
+		"relative root":        anyOf(t, "containerd.runc.v1.Options", &runcopts.Options{Root: "rel"}),
+		"bad TOML":             anyOf(t, "runtimeoptions.v1.Options", &criopts.Options{ConfigBody: []byte("BinaryName crun")}),
+		"bad bool":             anyOf(t, "runtimeoptions.v1.Options", &criopts.Options{ConfigBody: []byte("SystemdCgroup = maybe")}),
+		"missing config file":  anyOf(t, "runtimeoptions.v1.Options", &criopts.Options{ConfigPath: "/nonexistent/opts.toml"}),
+	} {
+		if _, err := DecodeOptions(a); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("%s: %v, want InvalidArgument", name, err)
+		}
+	}
+}
+
+func TestValidateIDAndBundle(t *testing.T) {
+	for _, id := range []string{"", "a/b", "..", "a..b", "-a", "a b", string(make([]byte, 77))} {
+		if err := validateID("id", id); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("id %q accepted", id)
+		}
+	}
+	for _, id := range []string{"a", "t1", "a.b-c_d", "A9"} {
+		if err := validateID("id", id); err != nil {
+			t.Errorf("id %q refused: %v", id, err)
+		}
+	}
+	ok := "/run/containerd/io.containerd.runtime.v2.task/ns/c1"
+	if err := validateBundle(ok, "ns", "c1"); err != nil {
+		t.Errorf("good bundle refused: %v", err)
+	}
+	for _, b := range []string{"", "relative/ns/c1", "/tmp/../etc/ns/c1", "/etc/c1", "/x/other/c1", "/x/ns/c2"} {
+		if err := validateBundle(b, "ns", "c1"); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("bundle %q accepted", b)
+		}
+	}
+}
