@@ -32,6 +32,7 @@ func RunDaemon(f Flags) error {
 	if f.Namespace == "" {
 		return errors.New("shim namespace cannot be empty")
 	}
+	tuneMemory()
 	// Container processes are grandchildren (runc forks them and exits);
 	// as a subreaper the daemon inherits them and can wait for their exits.
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
@@ -74,6 +75,9 @@ func RunDaemon(f Flags) error {
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ctx, l) }()
+	stopTrim := make(chan struct{})
+	defer close(stopTrim)
+	go trimLoop(stopTrim)
 	slog.Debug("shim daemon serving", "socket", f.Socket, "pid", os.Getpid())
 
 	select {
