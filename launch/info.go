@@ -38,9 +38,11 @@ func Info(stdin io.Reader, stdout io.Writer) error {
 			return fmt.Errorf("decode options: %w", err)
 		}
 	}
+	// The options only choose which runtime's features to report; options
+	// that do not decode here will fail Create with a clear error instead.
 	ro, err := service.DecodeOptions(opts)
 	if err != nil {
-		return err
+		slog.Warn("runtime options not understood; reporting runc's features", "error", err)
 	}
 	info := &types.RuntimeInfo{
 		Name:    RuntimeName,

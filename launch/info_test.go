@@ -15,7 +15,8 @@ func TestInfoNamesShimAndRuntimeFeatures(t *testing.T) {
 	if _, err := exec.LookPath("runc"); err != nil {
 		t.Fatalf("runc is needed (make deps): %v", err)
 	}
-	opts, _ := proto.Marshal(&anypb.Any{TypeUrl: "runtimeoptions.v1.Options", Value: []byte{0x12, 0x01, 'x'}})
+	// runtimeoptions.v1.Options with config_body (field 3) "x = 1".
+	opts, _ := proto.Marshal(&anypb.Any{TypeUrl: "runtimeoptions.v1.Options", Value: []byte{0x1a, 0x05, 'x', ' ', '=', ' ', '1'}})
 	var out bytes.Buffer
 	if err := Info(bytes.NewReader(opts), &out); err != nil {
 		t.Fatal(err)
