@@ -5,10 +5,13 @@
 package bundle
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 )
 
 // File names inside a bundle.
@@ -49,4 +52,67 @@ func WriteAddress(dir, address string) error {
 // WriteShimPid records the daemon's PID in dir.
 func WriteShimPid(dir string, pid int) error {
 	return WriteFileAtomic(filepath.Join(dir, ShimPidFile), []byte(strconv.Itoa(pid)), 0o644)
+}
+
+// ExitFile holds the init's exit, recorded before its exit event is
+// published, so that `delete` can report the real status after the daemon
+// died instead of a made-up one.
+const ExitFile = "init.exit"
+
+// Exit is a recorded process exit.
+type Exit struct {
+	Pid      int       `json:"pid"`
+	Status   int       `json:"status"`
+	ExitedAt time.Time `json:"exited_at"`
+}
+
+// WriteExit records an exit durably (written, synced, renamed into place).
+func WriteExit(dir string, e Exit) error {
+	data, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("encode exit record: %w", err)
+	}
+	return writeFileSynced(filepath.Join(dir, ExitFile), data, 0o600)
+}
+
+// ReadExit reads the recorded exit; ok is false when none was recorded.
+func ReadExit(dir string) (e Exit, ok bool, err error) {
+	data, err := os.ReadFile(filepath.Join(dir, ExitFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return e, false, nil
+	}
+	if err != nil {
+		return e, false, fmt.Errorf("read exit record: %w", err)
+	}
+	if err := json.Unmarshal(data, &e); err != nil {
+		return e, false, fmt.Errorf("decode exit record: %w", err)
+	}
+	return e, true, nil
+}
+
+// writeFileSynced is WriteFileAtomic with the data flushed to storage before
+// the rename, for records that must survive a crash of the machine too.
+func writeFileSynced(path string, data []byte, perm os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Chmod(perm)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
 }

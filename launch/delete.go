@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	bundlefiles "github.com/example/containerd-shim-example-v2/bundle"
 	"github.com/example/containerd-shim-example-v2/oci"
 	"github.com/example/containerd-shim-example-v2/process"
 	"github.com/example/containerd-shim-example-v2/reaper"
@@ -63,15 +64,18 @@ func Delete(f Flags, stdout io.Writer) error {
 	if err := process.UnmountRootfs(bundle); err != nil {
 		return err
 	}
-	pid, err := oci.ReadPidFile(filepath.Join(bundle, "init.pid"))
-	if err != nil {
-		pid = 0
+	resp := &taskapi.DeleteResponse{ExitStatus: killedStatus, ExitedAt: timestamppb.Now()}
+	if pid, err := oci.ReadPidFile(filepath.Join(bundle, "init.pid")); err == nil {
+		resp.Pid = uint32(pid)
 	}
-	out, err := proto.Marshal(&taskapi.DeleteResponse{
-		Pid:        uint32(pid),
-		ExitStatus: killedStatus,
-		ExitedAt:   timestamppb.Now(),
-	})
+	// The daemon records the init's exit before publishing it: if it died
+	// after the container exited, that real status is the answer.
+	if e, ok, err := bundlefiles.ReadExit(bundle); ok {
+		resp.Pid, resp.ExitStatus, resp.ExitedAt = uint32(e.Pid), uint32(e.Status), timestamppb.New(e.ExitedAt)
+	} else if err != nil {
+		slog.Warn("exit record unreadable", "error", err)
+	}
+	out, err := proto.Marshal(resp)
 	if err != nil {
 		return fmt.Errorf("encode delete response: %w", err)
 	}

@@ -9,6 +9,8 @@ import (
 
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
 	"google.golang.org/protobuf/proto"
+
+	bundlefiles "github.com/example/containerd-shim-example-v2/bundle"
 )
 
 // delete must work on a bundle whose runtime state, runtime record and pid
@@ -49,5 +51,25 @@ func TestDeleteReportsInitPid(t *testing.T) {
 	var resp taskapi.DeleteResponse
 	if err := proto.Unmarshal(out.Bytes(), &resp); err != nil || resp.Pid != 4242 {
 		t.Fatalf("response %+v (%v)", &resp, err)
+	}
+}
+
+// After the daemon died, delete reports the exit it recorded, not a guess.
+func TestDeleteReportsRecordedExit(t *testing.T) {
+	bundle := t.TempDir()
+	at := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	if err := bundlefiles.WriteExit(bundle, bundlefiles.Exit{Pid: 77, Status: 3, ExitedAt: at}); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := Delete(Flags{Namespace: "ns", ID: "gone-" + filepath.Base(bundle), Bundle: bundle}, &out); err != nil {
+		t.Fatal(err)
+	}
+	var resp taskapi.DeleteResponse
+	if err := proto.Unmarshal(out.Bytes(), &resp); err != nil {
+		t.Fatal(err)
+	}
+	if resp.Pid != 77 || resp.ExitStatus != 3 || !resp.ExitedAt.AsTime().Equal(at) {
+		t.Fatalf("response %+v", &resp)
 	}
 }

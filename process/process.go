@@ -13,6 +13,7 @@ import (
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 
+	"github.com/example/containerd-shim-example-v2/bundle"
 	shimio "github.com/example/containerd-shim-example-v2/io"
 	"github.com/example/containerd-shim-example-v2/oci"
 	"github.com/example/containerd-shim-example-v2/reaper"
@@ -250,6 +251,13 @@ func (p *Process) recordExit(e reaper.Exit) {
 		p.pidfd = -1
 	}
 	p.exitCode, p.exitedAt = e.Status, e.Time
+	if p.IsInit() {
+		// Durable before it is published: if the daemon dies from here on,
+		// `delete` still reports this exit rather than a guess.
+		if err := bundle.WriteExit(p.c.Bundle, bundle.Exit{Pid: p.pid, Status: e.Status, ExitedAt: e.Time}); err != nil {
+			slog.Warn("record init exit", "container", p.c.ID, "error", err)
+		}
+	}
 	if p.pipes != nil {
 		p.pipes.Hangup()
 	}
