@@ -37,6 +37,8 @@ type Env struct {
 	Spawn func(*exec.Cmd) (<-chan int, error)
 	// LoggerReadyTimeout overrides the default readiness bound (tests).
 	LoggerReadyTimeout time.Duration
+	// StallTimeout overrides DefaultStallTimeout; negative waits forever.
+	StallTimeout time.Duration
 }
 
 // loggerCommand builds the logger's command line from a binary:// URI: the

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -22,9 +23,9 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); retur
 // relay moves bytes from src to dst until src reaches end of file. When both
 // are pipes or FIFOs the bytes move by splice(2) and never enter user space;
 // otherwise they go through one pooled buffer.
-func relay(dst, src *os.File) (int64, error) {
+func relay(dst, src *os.File, stall *stallPolicy) (int64, error) {
 	if isPipe(src) && isPipe(dst) {
-		if n, err, ok := splicePipes(dst, src); ok {
+		if n, err, ok := splicePipes(dst, src, stall); ok {
 			return n, err
 		}
 	}
@@ -48,13 +49,17 @@ func isPipe(f *os.File) bool {
 // network poller so no thread blocks. Both files must be registered with the
 // poller, as every pipe from os.Pipe and every FIFO from os.OpenFile is.
 // ok is false when the kernel refuses splice for this pair before anything moved.
-func splicePipes(dst, src *os.File) (written int64, err error, ok bool) {
+func splicePipes(dst, src *os.File, stall *stallPolicy) (written int64, err error, ok bool) {
 	srcRC, err1 := src.SyscallConn()
 	dstRC, err2 := dst.SyscallConn()
 	if err1 != nil || err2 != nil {
 		return 0, nil, false
 	}
 	for {
+		if stall.enabled() {
+			// Bounds the wait for the reader below; renewed after progress.
+			_ = dst.SetWriteDeadline(time.Now().Add(stall.timeout))
+		}
 		var n int64
 		var serr error
 		srcEmpty := false
@@ -70,6 +75,12 @@ func splicePipes(dst, src *os.File) (written int64, err error, ok bool) {
 				}
 				if serr == unix.EAGAIN {
 					if pipeEmpty(int(sfd)) {
+						if hungUp(int(sfd)) {
+							// splice checks the output's room before the
+							// input's end, so EAGAIN can hide end of file.
+							n, serr = 0, nil
+							return true
+						}
 						srcEmpty = true
 						return true // wait for src instead
 					}
@@ -91,12 +102,29 @@ func splicePipes(dst, src *os.File) (written int64, err error, ok bool) {
 			return written, nil, true // every writer of src is gone
 		case serr == nil:
 			written += n
+		case errors.Is(serr, os.ErrDeadlineExceeded) && stall.enabled():
+			// The reader made no progress for the whole timeout.
+			moved, err := stall.discardUntilDrained(dst, src, dstRC)
+			written += moved
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					return written, nil, true
+				}
+				return written, err, true
+			}
 		case errors.Is(serr, unix.EINVAL) && written == 0:
 			return 0, nil, false
 		default:
 			return written, serr, true
 		}
 	}
+}
+
+// hungUp reports whether every writer of the pipe fd reads from is gone.
+func hungUp(fd int) bool {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 0)
+	return err == nil && n == 1 && fds[0].Revents&unix.POLLHUP != 0
 }
 
 func pipeEmpty(fd int) bool {

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/console"
@@ -60,6 +61,9 @@ type Pipes struct {
 	console    *console.EpollConsole
 	consoleEp  *console.Epoller
 
+	stallTimeout time.Duration // see DefaultStallTimeout
+	dropped      atomic.Uint64 // output bytes discarded while a reader stalled
+
 	// binary:// logger process, if any; loggerExit closes when it is reaped.
 	logger     *os.Process
 	loggerExit chan struct{}
@@ -73,7 +77,10 @@ type Pipes struct {
 // URIs (raw, or the CRI log format with rotation, see ParseFileURI), or a
 // binary:// logger (see openLogger), which then takes both streams.
 func Open(cfg Config, env Env) (_ *Pipes, retErr error) {
-	p := &Pipes{outDone: make(chan struct{})}
+	p := &Pipes{outDone: make(chan struct{}), stallTimeout: env.StallTimeout}
+	if p.stallTimeout == 0 {
+		p.stallTimeout = DefaultStallTimeout
+	}
 	defer func() {
 		if retErr != nil {
 			p.Close()
@@ -148,7 +155,7 @@ func (p *Pipes) openStreams(cfg Config) error {
 		if err != nil {
 			return err
 		}
-		if *s.rt, err = p.startOutput(dst); err != nil {
+		if *s.rt, err = p.startOutput(dst, s.name); err != nil {
 			return err
 		}
 	}
@@ -288,13 +295,13 @@ func (p *Pipes) openStdin(path string) error {
 	go func() {
 		// Ends when the client's writers and ours are all closed (EOF), when
 		// the process's stdin is gone (EPIPE), or when Close closes the files.
-		_, _ = relay(pw, r)
+		_, _ = relay(pw, r, nil) // stdin: the process's own pace
 		pw.Close()
 	}()
 	return nil
 }
 
-func (p *Pipes) startOutput(dst *os.File) (*os.File, error) {
+func (p *Pipes) startOutput(dst *os.File, stream string) (*os.File, error) {
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		dst.Close()
@@ -304,7 +311,8 @@ func (p *Pipes) startOutput(dst *os.File) (*os.File, error) {
 	p.outputs.Add(1)
 	go func() {
 		defer p.outputs.Done()
-		if _, err := relay(dst, pr); err != nil && !errors.Is(err, os.ErrClosed) {
+		stall := &stallPolicy{stream: stream, timeout: p.stallTimeout, dropped: &p.dropped}
+		if _, err := relay(dst, pr, stall); err != nil && !errors.Is(err, os.ErrClosed) {
 			p.noteRelayErr(err)
 			// Keep draining so the process never blocks on a full pipe
 			// because its reader failed.
@@ -315,6 +323,10 @@ func (p *Pipes) startOutput(dst *os.File) (*os.File, error) {
 	}()
 	return pw, nil
 }
+
+// Dropped returns how many output bytes were discarded because the reader
+// stalled (see DefaultStallTimeout).
+func (p *Pipes) Dropped() uint64 { return p.dropped.Load() }
 
 // CloseStdin closes the shim's writer on the stdin FIFO (CloseIO). Once the
 // client's writer is closed as well, the process reads end of file.

@@ -1,0 +1,85 @@
+package io
+
+import (
+	"errors"
+	stdio "io"
+	"log/slog"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultStallTimeout is how long a process's output may wait for a reader
+// that makes no progress (the client went away, or containerd is down and
+// nobody drains the FIFO) before the shim stops holding the process back and
+// discards what it writes, counting it, until a reader drains again. While a
+// reader makes any progress, output is never dropped: back-pressure applies
+// as usual. containerd's own shim waits forever, freezing the container.
+const DefaultStallTimeout = 15 * time.Second
+
+// stallPolicy is an output relay's answer to a stalled reader.
+type stallPolicy struct {
+	stream  string
+	timeout time.Duration // <= 0: wait forever
+	dropped *atomic.Uint64
+}
+
+func (s *stallPolicy) enabled() bool { return s != nil && s.timeout > 0 }
+
+// discardUntilDrained reads the process's output and discards it (counting
+// every byte, logging once) until the reader takes data again; it returns
+// how many bytes it did hand to the reader, and io.EOF when the process's
+// output ended meanwhile. The bytes already waiting in the FIFO are kept.
+func (s *stallPolicy) discardUntilDrained(dst, src *os.File, dstRC syscall.RawConn) (int64, error) {
+	_ = dst.SetWriteDeadline(time.Time{})
+	slog.Warn("output reader stalled; discarding output until it reads again",
+		"stream", s.stream, "stalled_for", s.timeout)
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	var dropped uint64
+	defer func() {
+		if dropped > 0 {
+			slog.Warn("output discarded while the reader stalled", "stream", s.stream, "bytes", dropped,
+				"total_dropped", s.dropped.Load())
+		}
+	}()
+	for {
+		n, err := src.Read(*bp)
+		if n > 0 {
+			w := writeNonblocking(dstRC, (*bp)[:n])
+			lost := uint64(n - w)
+			dropped += lost
+			s.dropped.Add(lost)
+			if w > 0 {
+				return int64(w), nil // the reader is back
+			}
+		}
+		if err != nil {
+			if errors.Is(err, stdio.EOF) {
+				return 0, stdio.EOF
+			}
+			return 0, err
+		}
+	}
+}
+
+// writeNonblocking writes what fits without waiting.
+func writeNonblocking(rc syscall.RawConn, b []byte) int {
+	var n int
+	_ = rc.Write(func(fd uintptr) bool {
+		for {
+			w, err := unix.Write(int(fd), b)
+			if err == unix.EINTR {
+				continue
+			}
+			if w > 0 {
+				n = w
+			}
+			return true
+		}
+	})
+	return n
+}

@@ -1,0 +1,86 @@
+package io
+
+import (
+	"bytes"
+	stdio "io"
+	"os"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// A reader that never reads must not freeze the process forever: after the
+// stall timeout its output is discarded and counted, and what already waits
+// in the FIFO is still there for a reader that comes back.
+func TestStalledReaderDoesNotFreezeTheProcess(t *testing.T) {
+	path := mkfifo(t, "out")
+	reader, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	p, err := Open(Config{Stdout: path}, Env{StallTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	_, w, _ := p.RuntimeFiles()
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	done := make(chan error, 1)
+	go func() {
+		_, err := w.Write(payload)
+		p.ReleaseRuntimeFiles()
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the process stayed blocked writing with nobody reading")
+	}
+	if !p.Drain(5 * time.Second) {
+		t.Fatal("relay did not finish")
+	}
+	dropped := p.Dropped()
+	got, _ := stdio.ReadAll(reader)
+	if dropped == 0 || uint64(len(got))+dropped != uint64(len(payload)) {
+		t.Fatalf("delivered %d + dropped %d != written %d", len(got), dropped, len(payload))
+	}
+	if len(got) == 0 || !bytes.Equal(got, payload[:len(got)]) {
+		t.Fatalf("the %d bytes waiting in the FIFO were not kept intact", len(got))
+	}
+}
+
+// A slow reader that keeps making progress loses nothing.
+func TestSlowReaderLosesNothing(t *testing.T) {
+	path := mkfifo(t, "out")
+	reader, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	p, err := Open(Config{Stdout: path}, Env{StallTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	_, w, _ := p.RuntimeFiles()
+	payload := bytes.Repeat([]byte("x"), 512<<10)
+	go func() { w.Write(payload); p.ReleaseRuntimeFiles() }()
+	var got bytes.Buffer
+	buf := make([]byte, 64<<10)
+	for {
+		time.Sleep(50 * time.Millisecond) // slow, but well inside the timeout
+		n, err := reader.Read(buf)
+		got.Write(buf[:max(n, 0)])
+		if err == stdio.EOF || (n == 0 && err == nil) {
+			break
+		}
+	}
+	if got.Len() != len(payload) || p.Dropped() != 0 {
+		t.Fatalf("slow reader got %d of %d bytes, %d dropped", got.Len(), len(payload), p.Dropped())
+	}
+}
