@@ -50,7 +50,10 @@ func loggerCommand(uri string) (*exec.Cmd, error) {
 		return nil, fmt.Errorf("log URI %q: want binary:///absolute/path[?args]: %w", uri, errdefs.ErrInvalidArgument)
 	}
 	st, err := os.Stat(u.Path)
-	if err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+	if err != nil {
+		return nil, fmt.Errorf("logger %s: %w", u.Path, classify(err))
+	}
+	if st.IsDir() || st.Mode()&0o111 == 0 {
 		return nil, fmt.Errorf("logger %s is not an executable file: %w", u.Path, errdefs.ErrInvalidArgument)
 	}
 	q := u.Query()

@@ -2,6 +2,7 @@ package io
 
 import (
 	"bytes"
+	"fmt"
 	"crypto/rand"
 	"crypto/sha256"
 	stdio "io"
@@ -140,5 +141,54 @@ func TestBadStdioIsInvalidArgument(t *testing.T) {
 	}
 	if _, err := Open(Config{Stdout: "tcp://x", Stderr: "tcp://x"}, Env{}); !errdefs.IsNotImplemented(err) {
 		t.Errorf("unknown scheme: want NotImplemented")
+	}
+}
+
+// Many small writes racing a reader: an EAGAIN from splice must never be
+// blamed on the wrong side (which once parked the relay forever when the
+// FIFO refilled between the splice and the check).
+func TestStdinRelayUnderRacingWrites(t *testing.T) {
+	for round := 0; round < 20; round++ {
+		inPath := mkfifo(t, fmt.Sprintf("in%d", round))
+		p, err := Open(Config{Stdin: inPath}, Env{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		procIn, _, _ := p.RuntimeFiles()
+		const total = 2 << 20
+		go func() {
+			w, err := os.OpenFile(inPath, os.O_WRONLY, 0)
+			if err != nil {
+				return
+			}
+			chunk := bytes.Repeat([]byte("y"), 3000)
+			for sent := 0; sent < total; sent += len(chunk) {
+				w.Write(chunk[:min(len(chunk), total-sent)])
+			}
+			w.Close()
+			p.CloseStdin()
+		}()
+		got := make(chan int64, 1)
+		go func() {
+			var n int64
+			buf := make([]byte, 4096)
+			for {
+				m, err := procIn.Read(buf)
+				n += int64(m)
+				if err != nil {
+					got <- n
+					return
+				}
+			}
+		}()
+		select {
+		case n := <-got:
+			if n != total {
+				t.Fatalf("round %d: %d of %d bytes", round, n, total)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("round %d: stdin relay stalled", round)
+		}
+		p.Close()
 	}
 }

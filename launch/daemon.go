@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"github.com/containerd/ttrpc"
@@ -46,6 +47,9 @@ func RunDaemon(f Flags) error {
 	signal.Ignore(unix.SIGPIPE)
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, unix.SIGTERM, unix.SIGINT)
+	dump := make(chan os.Signal, 1)
+	signal.Notify(dump, unix.SIGUSR1)
+	go dumpStacksOn(dump)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -99,6 +103,17 @@ func RunDaemon(f Flags) error {
 	queue.Close()
 	_ = srv.Close()
 	return nil
+}
+
+// dumpStacksOn writes every goroutine's stack to the log on each signal
+// (SIGUSR1, as containerd's own shims do): the way to see where a live shim
+// is stuck without stopping it.
+func dumpStacksOn(sigs <-chan os.Signal) {
+	buf := make([]byte, 1<<20)
+	for range sigs {
+		n := runtime.Stack(buf, true)
+		slog.Info("goroutine dump (SIGUSR1)\n" + string(buf[:n]))
+	}
 }
 
 // socketDir is the directory of the daemon's own socket (where console

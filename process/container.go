@@ -122,6 +122,7 @@ func Create(ctx context.Context, r *reaper.Reaper, cfg CreateConfig, onCreated f
 	c := &Container{
 		ID:        cfg.ID,
 		Bundle:    cfg.Bundle,
+		Namespace: cfg.Namespace,
 		rt:        cfg.Runtime,
 		events:    cfg.Events,
 		consoles:  cfg.Consoles,

@@ -44,6 +44,8 @@ type Daemon struct {
 	CtrPath      string // the flavor's ctr binary
 	PATH         string // PATH given to the daemon (and so to the shims it starts)
 
+	variant daemonVariant // set by DaemonOptions (variant.go)
+
 	cmd     *exec.Cmd
 	exited  chan struct{}
 	waitErr error
@@ -58,9 +60,9 @@ type Daemon struct {
 // StartDaemon starts a private daemon of the given flavor ("1.6" or "2.x") and registers
 // its teardown with t.Cleanup (which also runs when the test fails). A missing prerequisite
 // fails the test; it is never skipped.
-func StartDaemon(t testing.TB, flavor string) *Daemon {
+func StartDaemon(t testing.TB, flavor string, opts ...DaemonOption) *Daemon {
 	t.Helper()
-	d, err := NewDaemon(flavor)
+	d, err := NewDaemon(flavor, opts...)
 	if err != nil {
 		t.Fatalf("start containerd %s: %v", flavor, err)
 	}
@@ -77,7 +79,7 @@ func StartDaemon(t testing.TB, flavor string) *Daemon {
 
 // NewDaemon starts a private daemon without a testing.TB; the caller must call Stop.
 // Use it for daemons shared by several tests (TestMain).
-func NewDaemon(flavor string) (_ *Daemon, retErr error) {
+func NewDaemon(flavor string, opts ...DaemonOption) (_ *Daemon, retErr error) {
 	binDir, err := flavorBinDir(flavor)
 	if err != nil {
 		return nil, err
@@ -87,6 +89,9 @@ func NewDaemon(flavor string) (_ *Daemon, retErr error) {
 		Containerd: filepath.Join(binDir, "containerd"),
 		CtrPath:    filepath.Join(binDir, "ctr"),
 		exited:     make(chan struct{}),
+	}
+	for _, o := range opts {
+		o(&d.variant)
 	}
 	for _, p := range []string{d.Containerd, d.CtrPath} {
 		if _, err := os.Stat(p); err != nil {
@@ -155,6 +160,9 @@ func NewDaemon(flavor string) (_ *Daemon, retErr error) {
 		return nil, fmt.Errorf("runc not found on PATH %s", d.PATH)
 	}
 
+	if err := d.prepareVariant(); err != nil {
+		return nil, err
+	}
 	if err := os.WriteFile(d.ConfigPath, []byte(d.config()), 0o600); err != nil {
 		return nil, err
 	}
@@ -162,7 +170,7 @@ func NewDaemon(flavor string) (_ *Daemon, retErr error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(d.Containerd, "--config", d.ConfigPath)
+	cmd := d.daemonCommand()
 	cmd.Dir = d.Base // containerd looks for shims in its cwd first: keep that empty of shims
 	cmd.Stdout = d.logFile
 	cmd.Stderr = d.logFile
@@ -215,6 +223,7 @@ func (d *Daemon) config() string {
 			`"io.containerd.nri.v1.nri"`,
 		)
 	}
+	disabled = d.variantDisabled(disabled)
 	fmt.Fprintf(&b, "version = %d\n", version)
 	fmt.Fprintf(&b, "root = %q\nstate = %q\n", d.Root, d.State)
 	fmt.Fprintf(&b, "disabled_plugins = [%s]\n\n", strings.Join(disabled, ", "))
@@ -223,6 +232,7 @@ func (d *Daemon) config() string {
 	fmt.Fprintf(&b, "[debug]\n  address = \"\"\n  level = \"debug\"\n\n")
 	fmt.Fprintf(&b, "[metrics]\n  address = \"\"\n\n")
 	fmt.Fprintf(&b, "[plugins.\"io.containerd.internal.v1.opt\"]\n  path = %q\n", filepath.Join(d.Base, "opt"))
+	b.WriteString(d.variantConfig())
 	return b.String()
 }
 

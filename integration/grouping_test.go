@@ -1,0 +1,208 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+
+	"github.com/example/containerd-shim-example-v2/integration/harness"
+)
+
+// sandboxAnnotation is set by CRI on every container of a pod; shims group by it.
+const sandboxAnnotation = "io.kubernetes.cri.sandbox-id"
+
+// ownGroupAnnotation is the grouping annotation of the runtime under test, which takes
+// precedence over sandboxAnnotation (the stock runc shim has its own).
+func ownGroupAnnotation() string {
+	if harness.Runtime() == "io.containerd.runc.v2" {
+		return "io.containerd.runc.v2.group"
+	}
+	return "io.example.v2.group"
+}
+
+// Grouping: containers with the same group annotation share one shim process and one socket
+// (identical `address` files); a container of another group gets its own; the runtime's own
+// group annotation wins over the CRI sandbox id. Deleting one container of a group leaves the
+// others and the shim alive (and serving, though the shim's cwd was the deleted bundle);
+// deleting the last one ends the shim and removes its socket.
+func TestGroupingSharesOneShim(t *testing.T) {
+	forEachFlavor(t, func(t *testing.T, d *harness.Daemon) {
+		ctx, ns := d.NewNamespace(t)
+		ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+		defer cancel()
+		g1, g2 := "pod-"+harness.RandID(8), "grp-"+harness.RandID(8)
+		own := ownGroupAnnotation()
+
+		// c1, c2: CRI sandbox id g1. c3: own group g2. c4: own group g2 and sandbox id g1
+		// (own group first, so it joins c3).
+		runs := []struct{ id, ann string }{
+			{"c1", sandboxAnnotation + "=" + g1},
+			{"c2", sandboxAnnotation + "=" + g1},
+			{"c3", own + "=" + g2},
+			{"c4", own + "=" + g2 + "," + sandboxAnnotation + "=" + g1},
+		}
+		for _, r := range runs {
+			args := []string{"-d"}
+			for _, a := range strings.Split(r.ann, ",") {
+				args = append(args, "--annotation", a)
+			}
+			args = append(args, harness.ImageName, r.id)
+			ctrOK(t, ctx, d, ctrRun(d, append(args, loopArgs...)...)...)
+			waitTaskStatus(t, ctx, d, r.id, "RUNNING", 10*time.Second)
+		}
+
+		addr := map[string]string{}
+		for _, r := range runs {
+			addr[r.id] = readAddressFile(t, d, ns, r.id)
+		}
+		if addr["c1"] != addr["c2"] {
+			t.Errorf("same sandbox id: address files differ: c1 %q, c2 %q", addr["c1"], addr["c2"])
+		}
+		if addr["c3"] != addr["c4"] {
+			t.Errorf("same %s: address files differ: c3 %q, c4 %q (c4 also carries the sandbox id of c1; the own group must win)", own, addr["c3"], addr["c4"])
+		}
+		if addr["c1"] == addr["c3"] {
+			t.Errorf("different groups share the address %q", addr["c1"])
+		}
+		shims := d.ShimProcesses(ns, "")
+		if len(shims) != 2 {
+			t.Fatalf("4 containers in 2 groups: %d shim processes, want 2: %v", len(shims), shims)
+		}
+		shim1, shim2 := onlyShim(t, d, ns, "c1"), onlyShim(t, d, ns, "c3")
+		sock1, sock2 := socketOf(t, addr["c1"]), socketOf(t, addr["c3"])
+		for _, s := range []string{sock1, sock2} {
+			if _, err := os.Stat(s); err != nil {
+				t.Errorf("shim socket %s: %v", s, err)
+			}
+		}
+
+		c := d.Client()
+		remove := func(id string) {
+			t.Helper()
+			ctr, err := c.LoadContainer(ctx, id)
+			if err != nil {
+				t.Fatalf("load %s: %v", id, err)
+			}
+			if err := harness.DeleteContainer(ctx, ctr); err != nil {
+				t.Fatalf("delete %s: %v", id, err)
+			}
+		}
+
+		// The group's first container goes: the shim (whose cwd was c1's bundle) stays and
+		// still serves c2.
+		remove("c1")
+		time.Sleep(500 * time.Millisecond) // a wrong Shutdown would take effect by now
+		if !harness.PidExists(shim1.Pid) {
+			t.Fatalf("shim %d of group %s exited when c1 was deleted while c2 still runs", shim1.Pid, g1)
+		}
+		if row := ctrTaskList(t, ctx, d)["c2"]; row.Status != "RUNNING" {
+			t.Errorf("c2 after c1 was deleted: status %q, want RUNNING", row.Status)
+		}
+		if _, err := os.Stat(sock1); err != nil {
+			t.Errorf("socket of group %s gone while c2 still runs: %v", g1, err)
+		}
+		out, stderr, code, err := d.Ctr(ctx, "task", "exec", "--fifo-dir", d.FIFODir, "--exec-id", "e1", "c2", "sh", "-c", "echo alive")
+		if err != nil || code != 0 || out != "alive\n" {
+			t.Errorf("exec in c2 after c1 was deleted: out %q code %d err %v stderr %q", out, code, err, stderr)
+		}
+		if _, err := os.Stat(d.BundleDir(ns, "c1")); !os.IsNotExist(err) {
+			t.Errorf("bundle of deleted c1 still there (%v)", err)
+		}
+
+		// The last container of g1 goes: its shim exits and removes its socket; g2's stays.
+		remove("c2")
+		waitFor(t, 5*time.Second, "shim of group "+g1+" exits after its last container", func() bool {
+			return !harness.PidExists(shim1.Pid)
+		})
+		waitFor(t, 5*time.Second, "socket "+sock1+" removed", func() bool {
+			_, err := os.Lstat(sock1)
+			return os.IsNotExist(err)
+		})
+		if !harness.PidExists(shim2.Pid) {
+			t.Fatalf("shim %d of group %s exited with group %s", shim2.Pid, g2, g1)
+		}
+		expectGroupTasks(t, ctx, c, "c3", "c4")
+
+		remove("c3")
+		time.Sleep(300 * time.Millisecond)
+		if !harness.PidExists(shim2.Pid) {
+			t.Fatalf("shim %d of group %s exited when c3 was deleted while c4 still runs", shim2.Pid, g2)
+		}
+		remove("c4")
+		waitFor(t, 5*time.Second, "shim of group "+g2+" exits after its last container", func() bool {
+			return !harness.PidExists(shim2.Pid)
+		})
+		waitFor(t, 5*time.Second, "socket "+sock2+" removed", func() bool {
+			_, err := os.Lstat(sock2)
+			return os.IsNotExist(err)
+		})
+		for _, r := range runs {
+			expectNoLeftovers(t, d, ns, r.id)
+		}
+	})
+}
+
+// readAddressFile returns the content of the task's bundle/address file. The stock shim
+// under 2.x writes none (containerd keeps the address in bootstrap.json); only for it is
+// bootstrap.json's address used instead.
+func readAddressFile(t *testing.T, d *harness.Daemon, ns, id string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(d.BundleDir(ns, id), "address"))
+	if err != nil && os.IsNotExist(err) && stockRunc2x(d) {
+		var b struct {
+			Address string `json:"address"`
+		}
+		raw, berr := os.ReadFile(filepath.Join(d.BundleDir(ns, id), "bootstrap.json"))
+		if berr == nil && json.Unmarshal(raw, &b) == nil && b.Address != "" {
+			return b.Address
+		}
+	}
+	if err != nil {
+		t.Fatalf("address file of %s: %v", id, err)
+	}
+	return string(data)
+}
+
+// socketOf turns a unix:// address into the socket path.
+func socketOf(t *testing.T, addr string) string {
+	t.Helper()
+	p, ok := strings.CutPrefix(addr, "unix://")
+	if !ok {
+		t.Fatalf("shim address %q is not unix://", addr)
+	}
+	return p
+}
+
+// onlyShim returns the one shim process started with -id id.
+func onlyShim(t *testing.T, d *harness.Daemon, ns, id string) harness.Proc {
+	t.Helper()
+	procs := d.ShimProcesses(ns, id)
+	if len(procs) != 1 {
+		t.Fatalf("shim processes with -id %s: %v, want exactly one", id, procs)
+	}
+	return procs[0]
+}
+
+// expectGroupTasks fails the test unless the tasks are running.
+func expectGroupTasks(t *testing.T, ctx context.Context, c *containerd.Client, ids ...string) {
+	t.Helper()
+	for _, id := range ids {
+		ctr, err := c.LoadContainer(ctx, id)
+		if err != nil {
+			t.Errorf("load %s: %v", id, err)
+			continue
+		}
+		task, err := ctr.Task(ctx, nil)
+		if err != nil {
+			t.Errorf("task %s: %v", id, err)
+			continue
+		}
+		expectRunning(t, ctx, task, "while its group's other shim went away")
+	}
+}

@@ -1,0 +1,171 @@
+package harness
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// DaemonOption selects a daemon variant for NewDaemon / StartDaemon. Without options a
+// daemon is the plain one described in doc.go (CRI disabled, the host's mount namespace).
+type DaemonOption func(*daemonVariant)
+
+type daemonVariant struct {
+	cri           bool // CRI plugin enabled (see WithCRI and cri.go)
+	legacyCgroups bool // run in a private mount namespace without /sys/fs/cgroup/unified
+
+	// Filled in by prepareVariant for a CRI daemon.
+	streamPort string // the CRI streaming server's port on 127.0.0.1
+}
+
+// WithCRI enables containerd's CRI plugin: runtime handler CRIRuntimeHandler ("example")
+// with runtime_type = Runtime() (the runtime under test), sandbox image PauseImageName,
+// restrict_oom_score_adj = true (root lacks CAP_SYS_RESOURCE here), AppArmor off, CNI
+// config and plugin dirs private and empty (pods must use host networking), and the
+// streaming server on a free port of 127.0.0.1. See cri.go for the client side.
+func WithCRI() DaemonOption { return func(v *daemonVariant) { v.cri = true } }
+
+// WithLegacyCgroups runs the daemon (and so its shims and containers) in a private mount
+// namespace where /sys/fs/cgroup/unified is unmounted, so that the cgroup v1 hybrid layout
+// of the host looks like plain cgroup v1 (crun 1.8 refuses the hybrid layout). The host's
+// mounts are never touched: the namespace is made with private propagation first. On a host
+// without /sys/fs/cgroup/unified the option changes nothing.
+func WithLegacyCgroups() DaemonOption { return func(v *daemonVariant) { v.legacyCgroups = true } }
+
+// UnifiedCgroupMount is the cgroup2 mount of a hybrid cgroup layout.
+var UnifiedCgroupMount = "/sys/fs/cgroup/unified"
+
+// HybridCgroups reports whether the host has the cgroup v1 hybrid layout (cgroup2 mounted
+// at UnifiedCgroupMount).
+func HybridCgroups() bool {
+	for _, m := range MountsUnder(UnifiedCgroupMount) {
+		if m.Point == UnifiedCgroupMount && m.FSType == "cgroup2" {
+			return true
+		}
+	}
+	return false
+}
+
+// prepareVariant creates what a variant needs before the config is written.
+func (d *Daemon) prepareVariant() error {
+	if !d.variant.cri {
+		return nil
+	}
+	for _, dir := range []string{d.CNIConfDir(), d.CNIBinDir(), d.PodLogRoot()} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+	}
+	// A free port now; the daemon binds it a moment later (the race is harmless here: only
+	// this process picks ports this way, and a clash fails the daemon's start loudly).
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("pick a port for the CRI streaming server: %w", err)
+	}
+	d.variant.streamPort = strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	l.Close()
+	return nil
+}
+
+// variantDisabled returns the plugins to disable, given the plain daemon's list.
+func (d *Daemon) variantDisabled(disabled []string) []string {
+	if !d.variant.cri {
+		return disabled
+	}
+	var out []string
+	for _, p := range disabled {
+		// NRI stays off: it listens on a host-wide socket.
+		if p == `"io.containerd.nri.v1.nri"` {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// variantConfig returns the config sections a variant adds.
+func (d *Daemon) variantConfig() string {
+	if !d.variant.cri {
+		return ""
+	}
+	var b strings.Builder
+	handler := func(section string) {
+		fmt.Fprintf(&b, "[%s.containerd.runtimes.%s]\n  runtime_type = %q\n\n", section, CRIRuntimeHandler, Runtime())
+	}
+	common := func() {
+		fmt.Fprintf(&b, "  restrict_oom_score_adj = true\n  disable_apparmor = true\n")
+	}
+	switch d.Flavor {
+	case Flavor16:
+		const sec = `plugins."io.containerd.grpc.v1.cri"`
+		fmt.Fprintf(&b, "\n[%s]\n  sandbox_image = %q\n", sec, PauseImageName)
+		common()
+		fmt.Fprintf(&b, "  stream_server_address = \"127.0.0.1\"\n  stream_server_port = %q\n\n", d.variant.streamPort)
+		// 1.6 forgets its default "runc" handler once runtimes are configured.
+		fmt.Fprintf(&b, "[%s.containerd]\n  snapshotter = \"overlayfs\"\n  default_runtime_name = %q\n\n", sec, CRIRuntimeHandler)
+		handler(sec)
+		fmt.Fprintf(&b, "[%s.cni]\n  bin_dir = %q\n  conf_dir = %q\n", sec, d.CNIBinDir(), d.CNIConfDir())
+	default:
+		fmt.Fprintf(&b, "\n[plugins.\"io.containerd.grpc.v1.cri\"]\n")
+		fmt.Fprintf(&b, "  stream_server_address = \"127.0.0.1\"\n  stream_server_port = %q\n\n", d.variant.streamPort)
+		fmt.Fprintf(&b, "[plugins.\"io.containerd.cri.v1.images\"]\n  snapshotter = \"overlayfs\"\n\n")
+		fmt.Fprintf(&b, "[plugins.\"io.containerd.cri.v1.images\".pinned_images]\n  sandbox = %q\n\n", PauseImageName)
+		const sec = `plugins."io.containerd.cri.v1.runtime"`
+		fmt.Fprintf(&b, "[%s]\n", sec)
+		common()
+		fmt.Fprintf(&b, "  enable_cdi = false\n\n")
+		handler(sec)
+		fmt.Fprintf(&b, "[%s.cni]\n  bin_dirs = [%q]\n  conf_dir = %q\n", sec, d.CNIBinDir(), d.CNIConfDir())
+	}
+	return b.String()
+}
+
+// daemonCommand builds the command that runs containerd for this variant. Whatever the
+// variant, the process that ends up running is containerd itself (exec, no fork), so Pid and
+// Stop address the daemon directly.
+func (d *Daemon) daemonCommand() *exec.Cmd {
+	if d.variant.legacyCgroups && HybridCgroups() {
+		// unshare(1) enters a new mount namespace with private propagation (so the unmount
+		// stays inside), then the shell unmounts the cgroup2 hierarchy and execs containerd.
+		return exec.Command("unshare", "--mount", "--propagation", "private", "--",
+			"/bin/sh", "-c", `umount "$0" && exec "$@"`, UnifiedCgroupMount,
+			d.Containerd, "--config", d.ConfigPath)
+	}
+	return exec.Command(d.Containerd, "--config", d.ConfigPath)
+}
+
+// CNIConfDir is the (empty) CNI config dir of a CRI daemon.
+func (d *Daemon) CNIConfDir() string { return filepath.Join(d.Base, "cni", "net.d") }
+
+// CNIBinDir is the (empty) CNI plugin dir of a CRI daemon.
+func (d *Daemon) CNIBinDir() string { return filepath.Join(d.Base, "cni", "bin") }
+
+// PodLogRoot is where CRI tests put their pods' log directories.
+func (d *Daemon) PodLogRoot() string { return filepath.Join(d.Base, "pods") }
+
+// CRIStreamPort is the CRI streaming server's port (CRI daemons only).
+func (d *Daemon) CRIStreamPort() string { return d.variant.streamPort }
+
+// MountNamespaceMounts lists the mounts at or below dir as the daemon's own mount namespace
+// sees them (for WithLegacyCgroups daemons, whose mounts the host does not see).
+func (d *Daemon) MountNamespaceMounts(dir string) []string {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", d.Pid()))
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		mp := unescapeMountinfo(f[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			out = append(out, mp)
+		}
+	}
+	return out
+}

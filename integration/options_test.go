@@ -1,0 +1,241 @@
+package integration
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/api/types/runc/options"
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
+
+	"github.com/example/containerd-shim-example-v2/integration/harness"
+)
+
+// withRuncOptions sets the task's runtime options (containerd.runc.v1.Options, the type
+// containerd 2.x requires of task options whatever the runtime).
+func withRuncOptions(o *options.Options) containerd.NewTaskOpts {
+	return func(_ context.Context, _ *containerd.Client, ti *containerd.TaskInfo) error {
+		ti.Options = o
+		return nil
+	}
+}
+
+// bufferedIO returns an IO creator whose FIFOs live in the daemon's dir and whose stdout
+// and stderr go to the returned buffers.
+func bufferedIO(d *harness.Daemon) (cio.Creator, *lockedBuffer, *lockedBuffer) {
+	var out, errb lockedBuffer
+	return cio.NewCreator(cio.WithStreams(nil, &out, &errb), cio.WithFIFODir(d.FIFODir)), &out, &errb
+}
+
+// Options 1: BinaryName naming a runtime that does not exist fails task creation with
+// InvalidArgument, and nothing of the task is left.
+func TestOptionsBinaryNameMissing(t *testing.T) {
+	forEachFlavor(t, func(t *testing.T, d *harness.Daemon) {
+		ctx, ns := d.NewNamespace(t)
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		const id = "o1"
+		ctr := newContainer(t, ctx, d, id, []string{"true"})
+		task, err := ctr.NewTask(ctx, cio.NullIO, withRuncOptions(&options.Options{BinaryName: "/nonexistent/runc"}))
+		if err == nil {
+			task.Delete(ctx, containerd.WithProcessKill)
+			t.Fatalf("NewTask with BinaryName /nonexistent/runc succeeded")
+		}
+		if !errdefs.IsInvalidArgument(err) {
+			t.Errorf("NewTask with BinaryName /nonexistent/runc: %v, want an InvalidArgument error", err)
+		}
+		if !strings.Contains(err.Error(), "/nonexistent/runc") {
+			t.Errorf("error %q does not name the missing binary", err)
+		}
+		expectNoLeftovers(t, d, ns, id)
+	})
+}
+
+// Options 2: BinaryName is honoured: a wrapper that logs its arguments and execs runc runs
+// the container (create, start, delete all through it).
+func TestOptionsBinaryNameWrapper(t *testing.T) {
+	forEachFlavor(t, func(t *testing.T, d *harness.Daemon) {
+		ctx, ns := d.NewNamespace(t)
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		const id = "o2"
+		dir := t.TempDir()
+		wrapper, log := filepath.Join(dir, "runc-wrapper"), filepath.Join(dir, "argv.log")
+		writeScript(t, wrapper, "echo \"$*\" >> "+log+"\nexec /usr/sbin/runc \"$@\"\n")
+
+		ctr := newContainer(t, ctx, d, id, []string{"sh", "-c", "echo wrapped; exit 4"})
+		ioc, out, _ := bufferedIO(d)
+		task, err := ctr.NewTask(ctx, ioc, withRuncOptions(&options.Options{BinaryName: wrapper}))
+		if err != nil {
+			t.Fatalf("NewTask with BinaryName %s: %v", wrapper, err)
+		}
+		statusC, err := task.Wait(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := task.Start(ctx); err != nil {
+			t.Fatalf("start: %v", err)
+		}
+		if code := exitCode(t, ctx, statusC); code != 4 {
+			t.Errorf("exit code %d, want 4", code)
+		}
+		if _, err := task.Delete(ctx); err != nil {
+			t.Fatalf("delete: %v", err)
+		}
+		if out.String() != "wrapped\n" {
+			t.Errorf("stdout %q, want %q", out.String(), "wrapped\n")
+		}
+		data, _ := os.ReadFile(log)
+		for _, verb := range []string{"create", "start", "delete"} {
+			if !hasRuntimeCall(string(data), verb, id) {
+				t.Errorf("wrapper log has no `%s ... %s` call; BinaryName not used for it. Log:\n%s", verb, id, data)
+			}
+		}
+		expectNoLeftovers(t, d, ns, id)
+	})
+}
+
+// hasRuntimeCall reports whether a logged runtime argv (one call a line) contains a call of
+// verb whose last argument is the container id.
+func hasRuntimeCall(log, verb, id string) bool {
+	for _, line := range strings.Split(log, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[len(f)-1] != id {
+			continue
+		}
+		for _, a := range f {
+			if a == verb {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Options 3: Root puts the runtime's state under <root>/<namespace>/<id> (not the default
+// root) while the container runs, and it is gone after the task is deleted.
+func TestOptionsRoot(t *testing.T) {
+	forEachFlavor(t, func(t *testing.T, d *harness.Daemon) {
+		ctx, ns := d.NewNamespace(t)
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		const id = "o3"
+		root := filepath.Join(t.TempDir(), "runtime-root")
+		ctr := newContainer(t, ctx, d, id, loopArgs)
+		task, err := ctr.NewTask(ctx, cio.NullIO, withRuncOptions(&options.Options{Root: root}))
+		if err != nil {
+			t.Fatalf("NewTask with Root %s: %v", root, err)
+		}
+		if err := task.Start(ctx); err != nil {
+			t.Fatalf("start: %v", err)
+		}
+		state := filepath.Join(root, ns, id, "state.json")
+		if _, err := os.Stat(state); err != nil {
+			t.Errorf("runtime state under the custom root: %v", err)
+		}
+		if _, err := os.Stat(harness.RuncStateDir(ns, id)); !os.IsNotExist(err) {
+			t.Errorf("runtime state also under the default root %s (%v)", harness.RuncStateDir(ns, id), err)
+		}
+		if err := harness.DeleteContainer(ctx, ctr); err != nil {
+			t.Fatalf("delete: %v", err)
+		}
+		if _, err := os.Stat(filepath.Join(root, ns, id)); !os.IsNotExist(err) {
+			t.Errorf("runtime state %s left after delete (%v)", filepath.Join(root, ns, id), err)
+		}
+		expectNoLeftovers(t, d, ns, id)
+	})
+}
+
+// Options 4: BinaryName "crun" runs the container with crun (exit code, output, an exec).
+// crun 1.8 refuses this host's hybrid cgroup layout, so the daemon runs in a private mount
+// namespace without /sys/fs/cgroup/unified (harness.WithLegacyCgroups); a daemon of its own
+// per flavor.
+func TestOptionsCrun(t *testing.T) {
+	crun := "/usr/bin/crun"
+	if _, err := os.Stat(crun); err != nil {
+		t.Fatalf("crun needed at %s (scripts/deps.sh installs it): %v", crun, err)
+	}
+	for _, flavor := range harness.AllFlavors {
+		t.Run("containerd-"+flavor, func(t *testing.T) {
+			d := harness.StartDaemon(t, flavor, harness.WithLegacyCgroups())
+			ctx, ns := d.NewNamespace(t)
+			ctx, cancel := context.WithTimeout(ctx, 45*time.Second)
+			defer cancel()
+			const id = "o4"
+			// Last resort after the namespace cleanup: runc cannot delete crun's containers.
+			t.Cleanup(func() {
+				if _, err := os.Stat(harness.RuncStateDir(ns, id)); err == nil {
+					d.KillShims(ns, "")
+					c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					defer cancel()
+					_ = exec.CommandContext(c, crun, "--root", filepath.Dir(harness.RuncStateDir(ns, id)), "delete", "--force", id).Run()
+				}
+			})
+
+			// crun 1.8 rejects the spec version the 2.x Go client writes (1.3.0: "unknown
+			// version specified"); 1.0.2 is what containerd 1.6 itself writes.
+			ctr := newContainer(t, ctx, d, id, []string{"sh", "-c",
+				"echo via-crun; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo err-line >&2; exit 5"},
+				func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+					s.Version = "1.0.2-dev"
+					return nil
+				})
+			ioc, out, errb := bufferedIO(d)
+			task, err := ctr.NewTask(ctx, ioc, withRuncOptions(&options.Options{BinaryName: "crun"}))
+			if err != nil {
+				t.Fatalf("NewTask with BinaryName crun: %v", err)
+			}
+			statusC, err := task.Wait(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := task.Start(ctx); err != nil {
+				t.Fatalf("start: %v", err)
+			}
+			// crun keeps a "status" file in its state dir, runc a state.json.
+			stateDir := harness.RuncStateDir(ns, id)
+			if _, err := os.Stat(filepath.Join(stateDir, "status")); err != nil {
+				entries, _ := os.ReadDir(stateDir)
+				t.Errorf("no crun state (status file) in %s: %v; entries %v", stateDir, err, entries)
+			}
+			if _, err := os.Stat(filepath.Join(stateDir, "state.json")); err == nil {
+				t.Errorf("runc's state.json in %s: the container was made by runc, not crun", stateDir)
+			}
+			if m := d.MountNamespaceMounts(d.BundleDir(ns, id)); len(m) == 0 && harness.HybridCgroups() {
+				t.Errorf("no rootfs mount of the running container in the daemon's mount namespace: the leak check below would be vacuous")
+			}
+			if code := runExec(t, ctx, task, "go", "touch", "/tmp/go"); code != 0 {
+				t.Errorf("exec through crun: exit code %d", code)
+			}
+			if code := exitCode(t, ctx, statusC); code != 5 {
+				t.Errorf("exit code %d, want 5", code)
+			}
+			if _, err := task.Delete(ctx); err != nil {
+				t.Fatalf("delete: %v", err)
+			}
+			if out.String() != "via-crun\n" || errb.String() != "err-line\n" {
+				t.Errorf("stdout %q stderr %q, want %q and %q", out.String(), errb.String(), "via-crun\n", "err-line\n")
+			}
+			if _, err := os.Stat(stateDir); !os.IsNotExist(err) {
+				t.Errorf("crun state %s left after delete (%v)", stateDir, err)
+			}
+			if err := harness.DeleteContainer(ctx, ctr); err != nil {
+				t.Fatal(err)
+			}
+			expectNoLeftovers(t, d, ns, id)
+			// The rootfs mount lives in the daemon's mount namespace, which the host's
+			// mount table (used by the leak check above) does not show.
+			if m := d.MountNamespaceMounts(d.BundleDir(ns, id)); len(m) > 0 {
+				t.Errorf("mounts left in the daemon's mount namespace: %v", m)
+			}
+		})
+	}
+}
