@@ -66,13 +66,16 @@ type Exit struct {
 	ExitedAt time.Time `json:"exited_at"`
 }
 
-// WriteExit records an exit durably (written, synced, renamed into place).
+// WriteExit records an exit, atomically. It is not fsynced on purpose: the
+// record must outlive the shim process (the page cache does), not the
+// machine, whose crash takes the containers and, usually, the tmpfs bundle
+// with it; a sync would put a disk flush on every exit's path.
 func WriteExit(dir string, e Exit) error {
 	data, err := json.Marshal(e)
 	if err != nil {
 		return fmt.Errorf("encode exit record: %w", err)
 	}
-	return writeFileSynced(filepath.Join(dir, ExitFile), data, 0o600)
+	return WriteFileAtomic(filepath.Join(dir, ExitFile), data, 0o600)
 }
 
 // ReadExit reads the recorded exit; ok is false when none was recorded.
@@ -88,31 +91,4 @@ func ReadExit(dir string) (e Exit, ok bool, err error) {
 		return e, false, fmt.Errorf("decode exit record: %w", err)
 	}
 	return e, true, nil
-}
-
-// writeFileSynced is WriteFileAtomic with the data flushed to storage before
-// the rename, for records that must survive a crash of the machine too.
-func writeFileSynced(path string, data []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Chmod(perm)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }
