@@ -10,7 +10,7 @@ LDFLAGS     := -s -w -X $(MODULE)/launch.Version=$(VERSION) -X $(MODULE)/launch.
 # Integration tests start real containerd daemons; they need the shim binary built first.
 INTEGRATION_FLAGS ?=
 
-.PHONY: all build install deps test unit integration proto demo clean
+.PHONY: all build install deps test unit integration proto demo bench bench-quick clean
 
 all: build
 
@@ -35,6 +35,14 @@ integration: build
 
 proto:
 	bash scripts/genproto.sh
+
+# Side-by-side benchmark against containerd's stock containerd-shim-runc-v2 (same containerd, same
+# runc, alternating runs). Prints a markdown table; the full run also writes docs/bench-latest.md.
+bench: build
+	cd integration && SHIM_BINARY=$(BIN_DIR)/$(BINARY) $(GO) run ./cmd/bench -flavor $(or $(FLAVOR),1.6) -out ../docs/bench-latest.md
+
+bench-quick: build
+	cd integration && SHIM_BINARY=$(BIN_DIR)/$(BINARY) $(GO) run ./cmd/bench -quick -flavor $(or $(FLAVOR),1.6)
 
 # Sets up a private containerd and runs one container through the shim (README's first command).
 demo: deps build

@@ -393,7 +393,7 @@ func (b *bench) throughput() error {
 func (b *bench) idleMemory() error {
 	rss := b.newSample("idle shim with 1 container: RSS", "KiB", true)
 	uss := b.newSample("idle shim with 1 container: private (USS)", "KiB", true)
-	anon := b.newSample("idle shim with 1 container: private dirty (anon)", "KiB", true)
+	anon := b.newSample("idle shim with 1 container: anonymous memory", "KiB", true)
 	return b.both(1, func(rt string) error {
 		id := b.id("idle")
 		c, err := b.container(rt, id, []string{"sleep", "100000"})
@@ -417,7 +417,7 @@ func (b *bench) idleMemory() error {
 		m := smapsRollup(shim[0].Pid)
 		rss.add(rt, m["Rss"])
 		uss.add(rt, m["Private_Clean"]+m["Private_Dirty"])
-		anon.add(rt, m["Private_Dirty"])
+		anon.add(rt, m["Anonymous"])
 		return nil
 	})
 }

@@ -1,0 +1,81 @@
+package integration
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
+
+	"github.com/example/containerd-shim-example-v2/integration/harness"
+)
+
+// Memory budget of an idle shim holding one container. The gate keeps memory
+// from regressing silently; the figures to beat (and how they compare with
+// containerd's stock shim) are in docs/benchmarks.md.
+const (
+	// idleRSSBudgetKiB bounds the resident set (code, data and heap).
+	idleRSSBudgetKiB = 10 << 10
+	// idleAnonBudgetKiB bounds anonymous memory (heap, stacks, runtime):
+	// what each additional shim process really costs the machine. (Not
+	// Private_Dirty: a freshly copied binary's page-cache pages count as
+	// dirty until written back.)
+	idleAnonBudgetKiB = 4 << 10
+	// settleTime lets the daemon reach its idle state (it trims after 1 s).
+	settleTime = 3 * time.Second
+)
+
+func TestIdleShimMemoryBudget(t *testing.T) {
+	if harness.Runtime() != "io.example.v2" {
+		t.Skipf("the budget is for io.example.v2, not %s", harness.Runtime())
+	}
+	forEachFlavor(t, func(t *testing.T, d *harness.Daemon) {
+		ctx, ns := d.NewNamespace(t)
+		c := newContainer(t, ctx, d, "mem1", []string{"sleep", "100000"})
+		task, err := c.NewTask(ctx, cio.NullIO)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer task.Delete(ctx, containerd.WithProcessKill)
+		if err := task.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(settleTime)
+		shims := d.ShimProcesses(ns, "mem1")
+		if len(shims) != 1 {
+			t.Fatalf("want one shim process, found %v", shims)
+		}
+		m := smapsRollup(t, shims[0].Pid)
+		t.Logf("idle shim: Rss %d KiB, Anonymous %d KiB (budgets %d / %d KiB)",
+			m["Rss"], m["Anonymous"], idleRSSBudgetKiB, idleAnonBudgetKiB)
+		if m["Rss"] == 0 || m["Rss"] > idleRSSBudgetKiB {
+			t.Errorf("idle shim RSS %d KiB exceeds the budget of %d KiB", m["Rss"], idleRSSBudgetKiB)
+		}
+		if m["Anonymous"] == 0 || m["Anonymous"] > idleAnonBudgetKiB {
+			t.Errorf("idle shim anonymous memory %d KiB exceeds the budget of %d KiB", m["Anonymous"], idleAnonBudgetKiB)
+		}
+	})
+}
+
+func smapsRollup(t *testing.T, pid int) map[string]int {
+	t.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	out := map[string]int{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if f := strings.Fields(v); ok && len(f) > 0 {
+			out[k], _ = strconv.Atoi(f[0])
+		}
+	}
+	return out
+}
