@@ -2,9 +2,9 @@ package io
 
 import (
 	"bytes"
-	"fmt"
 	"crypto/rand"
 	"crypto/sha256"
+	"fmt"
 	stdio "io"
 	"os"
 	"path/filepath"
