@@ -37,9 +37,17 @@ func relay(dst, src *os.File, stall *stallPolicy) (int64, error) {
 
 type writerOnly struct{ io.Writer }
 
+// isPipe reports whether f is a pipe or FIFO. It looks through SyscallConn:
+// f.Fd() would switch a pipe from os.Pipe back to blocking mode, which
+// takes it out of the poller's hands (and disables deadlines).
 func isPipe(f *os.File) bool {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return false
+	}
 	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.Fstat(int(fd), &st) }); err != nil || serr != nil {
 		return false
 	}
 	return st.Mode&unix.S_IFMT == unix.S_IFIFO
@@ -69,24 +77,28 @@ func splicePipes(dst, src *os.File, stall *stallPolicy) (written int64, err erro
 				for {
 					n, serr = unix.Splice(int(sfd), nil, int(dfd), nil, spliceChunk,
 						unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
-					if serr != unix.EINTR {
-						break
+					if serr == unix.EINTR {
+						continue
 					}
-				}
-				if serr == unix.EAGAIN {
-					if pipeEmpty(int(sfd)) {
-						if hungUp(int(sfd)) {
-							// splice checks the output's room before the
-							// input's end, so EAGAIN can hide end of file.
-							n, serr = 0, nil
-							return true
-						}
+					if serr != unix.EAGAIN {
+						return true
+					}
+					// EAGAIN means src was empty or dst full at that moment;
+					// either may have changed since. Ask the kernel about both
+					// now and wait only on a side that is really not ready:
+					// an edge-triggered wait on the wrong side sleeps forever.
+					switch readiness(int(sfd), int(dfd)) {
+					case srcAtEOF:
+						n, serr = 0, nil
+						return true
+					case srcNotReady:
 						srcEmpty = true
 						return true // wait for src instead
+					case dstNotReady:
+						return false // wait until dst drains
 					}
-					return false // dst is full: wait until it drains
+					// Both ready now: try again.
 				}
-				return true
 			})
 			if werr != nil {
 				serr = werr
@@ -120,14 +132,32 @@ func splicePipes(dst, src *os.File, stall *stallPolicy) (written int64, err erro
 	}
 }
 
-// hungUp reports whether every writer of the pipe fd reads from is gone.
-func hungUp(fd int) bool {
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	n, err := unix.Poll(fds, 0)
-	return err == nil && n == 1 && fds[0].Revents&unix.POLLHUP != 0
-}
+type pipeState int
 
-func pipeEmpty(fd int) bool {
-	n, err := unix.IoctlGetInt(fd, unix.TIOCINQ) // FIONREAD
-	return err == nil && n == 0
+const (
+	bothReady pipeState = iota
+	srcNotReady
+	srcAtEOF
+	dstNotReady
+)
+
+// readiness polls both pipes without waiting. splice checks the output's
+// room before the input's end, so EAGAIN can also hide end of file.
+func readiness(src, dst int) pipeState {
+	fds := []unix.PollFd{{Fd: int32(src), Events: unix.POLLIN}, {Fd: int32(dst), Events: unix.POLLOUT}}
+	for {
+		if _, err := unix.Poll(fds, 0); err != unix.EINTR {
+			break
+		}
+	}
+	in, out := fds[0].Revents, fds[1].Revents
+	switch {
+	case in&unix.POLLIN == 0 && in&unix.POLLHUP != 0:
+		return srcAtEOF
+	case in&unix.POLLIN == 0:
+		return srcNotReady
+	case out&(unix.POLLOUT|unix.POLLERR) == 0:
+		return dstNotReady
+	}
+	return bothReady
 }
