@@ -24,7 +24,9 @@ func (c *Cgroup) WatchOOM(notify func()) (stop func(), err error) {
 		return nil, err
 	}
 	go func() {
-		buf := make([]byte, 4096)
+		// An eventfd read is 8 bytes; an inotify event on a watched file
+		// (no name) is 16. One small buffer per container, not a page.
+		buf := make([]byte, 64)
 		for {
 			if _, err := f.Read(buf); err != nil {
 				return // closed by stop

@@ -188,20 +188,50 @@ func (b *bench) lifecycle() error {
 		if err != nil {
 			return err
 		}
-		ch, err := task.Wait(b.ctx)
-		if err != nil {
-			return err
-		}
-		if err := task.Start(b.ctx); err != nil {
-			return err
-		}
-		<-ch
-		if _, err := task.Delete(b.ctx); err != nil {
+		if err := b.runOnce(task); err != nil {
 			return err
 		}
 		s.add(rt, ms(time.Since(t0)))
 		return nil
 	})
+}
+
+// runOnce starts a created process (task or exec), waits for its exit and
+// deletes it.
+func (b *bench) runOnce(p containerd.Process) error {
+	ch, err := p.Wait(b.ctx)
+	if err != nil {
+		return err
+	}
+	if err := p.Start(b.ctx); err != nil {
+		return err
+	}
+	<-ch
+	_, err = p.Delete(b.ctx)
+	return err
+}
+
+// sleeper starts a long-running container; stop kills and removes it.
+func (b *bench) sleeper(rt, id string, opts ...oci.SpecOpts) (c containerd.Container, task containerd.Task, stop func(), err error) {
+	c, err = b.container(rt, id, []string{"sleep", "100000"}, opts...)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	task, err = c.NewTask(b.ctx, cio.NullIO)
+	if err == nil {
+		err = task.Start(b.ctx)
+	}
+	stop = func() {
+		if task != nil {
+			_, _ = task.Delete(b.ctx, containerd.WithProcessKill)
+		}
+		b.remove(c)
+	}
+	if err != nil {
+		stop()
+		return nil, nil, nil, err
+	}
+	return c, task, stop, nil
 }
 
 func (b *bench) ctrRun() error {
@@ -223,25 +253,17 @@ func (b *bench) execCycle() error {
 	tasks := map[string]containerd.Task{}
 	var execSpec *specs.Process
 	for _, rt := range []string{runtimeA, runtimeB} {
-		c, err := b.container(rt, b.id("exec"), []string{"sleep", "100000"})
+		c, task, stop, err := b.sleeper(rt, b.id("exec"))
 		if err != nil {
 			return err
 		}
+		defer stop()
 		spec, err := c.Spec(b.ctx)
 		if err != nil {
 			return err
 		}
 		execSpec = spec.Process
 		execSpec.Args = []string{"true"}
-		defer b.remove(c)
-		task, err := c.NewTask(b.ctx, cio.NullIO)
-		if err != nil {
-			return err
-		}
-		defer task.Delete(b.ctx, containerd.WithProcessKill)
-		if err := task.Start(b.ctx); err != nil {
-			return err
-		}
 		tasks[rt] = task
 	}
 	return b.both(b.cfg.iterations*2, func(rt string) error {
@@ -250,15 +272,7 @@ func (b *bench) execCycle() error {
 		if err != nil {
 			return err
 		}
-		ch, err := p.Wait(b.ctx)
-		if err != nil {
-			return err
-		}
-		if err := p.Start(b.ctx); err != nil {
-			return err
-		}
-		<-ch
-		if _, err := p.Delete(b.ctx); err != nil {
+		if err := b.runOnce(p); err != nil {
 			return err
 		}
 		s.add(rt, ms(time.Since(t0)))
@@ -272,19 +286,11 @@ func (b *bench) exitLatency() error {
 	s := b.newSample("exit -> /tasks/exit received", "ms", true)
 	evc, errc := b.client.EventService().Subscribe(b.ctx, `topic=="/tasks/exit"`)
 	return b.both(b.cfg.iterations, func(rt string) error {
-		c, err := b.container(rt, b.id("exit"), []string{"sleep", "100000"})
+		c, task, stop, err := b.sleeper(rt, b.id("exit"))
 		if err != nil {
 			return err
 		}
-		defer b.remove(c)
-		task, err := c.NewTask(b.ctx, cio.NullIO)
-		if err != nil {
-			return err
-		}
-		defer task.Delete(b.ctx)
-		if err := task.Start(b.ctx); err != nil {
-			return err
-		}
+		defer stop()
 		time.Sleep(20 * time.Millisecond)
 		t0 := time.Now()
 		if err := syscall.Kill(int(task.Pid()), syscall.SIGKILL); err != nil {
@@ -396,19 +402,11 @@ func (b *bench) idleMemory() error {
 	anon := b.newSample("idle shim with 1 container: anonymous memory", "KiB", true)
 	return b.both(1, func(rt string) error {
 		id := b.id("idle")
-		c, err := b.container(rt, id, []string{"sleep", "100000"})
+		_, _, stop, err := b.sleeper(rt, id)
 		if err != nil {
 			return err
 		}
-		defer b.remove(c)
-		task, err := c.NewTask(b.ctx, cio.NullIO)
-		if err != nil {
-			return err
-		}
-		defer task.Delete(b.ctx, containerd.WithProcessKill)
-		if err := task.Start(b.ctx); err != nil {
-			return err
-		}
+		defer stop()
 		time.Sleep(3 * time.Second) // settle (our shim trims its memory after 1 s)
 		shim := b.d.ShimProcesses("", id)
 		if len(shim) == 0 {
@@ -425,7 +423,8 @@ func (b *bench) idleMemory() error {
 // podMemory: N containers grouped into one shim by the CRI sandbox
 // annotation; time to create and start them all, and the shim's memory.
 func (b *bench) podMemory() error {
-	var perExtra = b.newSample(fmt.Sprintf("pod shim: RSS per extra container (%d -> %d)", b.cfg.podSizes[0], b.cfg.podSizes[1]), "KiB", true)
+	perExtra := b.newSample(fmt.Sprintf("pod shim: RSS per extra container (%d -> %d)", b.cfg.podSizes[0], b.cfg.podSizes[1]), "KiB", true)
+	anonPerExtra := b.newSample(fmt.Sprintf("pod shim: anonymous memory per extra container (%d -> %d)", b.cfg.podSizes[0], b.cfg.podSizes[1]), "KiB", true)
 	rssBySize := map[int]*sample{}
 	startBySize := map[int]*sample{}
 	for _, n := range b.cfg.podSizes {
@@ -434,34 +433,23 @@ func (b *bench) podMemory() error {
 	}
 	return b.both(1, func(rt string) error {
 		pod := b.id("pod")
-		var rssAt = map[int]float64{}
-		var tasks []containerd.Task
+		rssAt, anonAt := map[int]float64{}, map[int]float64{}
 		var ctrs []containerd.Container
+		var stops []func()
 		defer func() {
-			for _, t := range tasks {
-				t.Delete(b.ctx, containerd.WithProcessKill)
-			}
-			for _, c := range ctrs {
-				b.remove(c)
+			for _, stop := range stops {
+				stop()
 			}
 		}()
 		t0 := time.Now()
 		for _, n := range b.cfg.podSizes {
-			for len(tasks) < n {
-				c, err := b.container(rt, b.id(pod), []string{"sleep", "100000"},
+			for len(ctrs) < n {
+				c, _, stop, err := b.sleeper(rt, b.id(pod),
 					oci.WithAnnotations(map[string]string{"io.kubernetes.cri.sandbox-id": pod}))
 				if err != nil {
 					return err
 				}
-				ctrs = append(ctrs, c)
-				task, err := c.NewTask(b.ctx, cio.NullIO)
-				if err != nil {
-					return err
-				}
-				tasks = append(tasks, task)
-				if err := task.Start(b.ctx); err != nil {
-					return err
-				}
+				ctrs, stops = append(ctrs, c), append(stops, stop)
 			}
 			startBySize[n].add(rt, ms(time.Since(t0)))
 			time.Sleep(3 * time.Second)
@@ -475,12 +463,14 @@ func (b *bench) podMemory() error {
 			if pid == 0 {
 				return fmt.Errorf("pod shim not found")
 			}
-			rssAt[n] = smapsRollup(pid)["Rss"]
+			m := smapsRollup(pid)
+			rssAt[n], anonAt[n] = m["Rss"], m["Anonymous"]
 			rssBySize[n].add(rt, rssAt[n])
 			t0 = time.Now().Add(-time.Duration(startBySize[n].last(rt) * float64(time.Millisecond)))
 		}
 		lo, hi := b.cfg.podSizes[0], b.cfg.podSizes[1]
 		perExtra.add(rt, (rssAt[hi]-rssAt[lo])/float64(hi-lo))
+		anonPerExtra.add(rt, (anonAt[hi]-anonAt[lo])/float64(hi-lo))
 		return nil
 	})
 }
