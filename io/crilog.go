@@ -43,7 +43,7 @@ type FileOptions struct {
 // ParseFileURI reads a file:// URI and its options.
 func ParseFileURI(uri string) (FileOptions, error) {
 	u, err := url.Parse(uri)
-	if err != nil || u.Scheme != "file" || !filepath.IsAbs(u.Path) {
+	if err != nil || u.Scheme != "file" || !filepath.IsAbs(u.Path) || !localHost(u.Host) {
 		return FileOptions{}, fmt.Errorf("log URI %q: want file:///absolute/path[?options]: %w", uri, errdefs.ErrInvalidArgument)
 	}
 	o := FileOptions{Path: filepath.Clean(u.Path)}
@@ -80,6 +80,10 @@ func ParseFileURI(uri string) (FileOptions, error) {
 	}
 	return o, nil
 }
+
+// localHost accepts the only hosts a local path URI may name: none, or
+// "localhost". Anything else would be silently dropped by taking the path.
+func localHost(host string) bool { return host == "" || host == "localhost" }
 
 // parseSize reads sizes such as 4096, 10KiB, 10MiB, 1GiB, 10KB, 10MB, 10M.
 func parseSize(s string) (int64, error) {

@@ -260,3 +260,17 @@ func TestBinaryLoggerFailures(t *testing.T) {
 		t.Errorf("non-executable logger: %v", err)
 	}
 }
+
+func TestLogURIWithAHostIsRefused(t *testing.T) {
+	for _, uri := range []string{"file://relative/abs/path", "file://example.com/var/log/x"} {
+		if _, err := ParseFileURI(uri); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("%s: %v", uri, err)
+		}
+	}
+	if _, err := ParseFileURI("file://localhost/var/log/x"); err != nil {
+		t.Errorf("localhost refused: %v", err)
+	}
+	if _, err := loggerCommand("binary://host/bin/true"); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("binary:// with a host: %v", err)
+	}
+}

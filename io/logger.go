@@ -46,7 +46,7 @@ type Env struct {
 // in sorted order so the command line is the same every time.
 func loggerCommand(uri string) (*exec.Cmd, error) {
 	u, err := url.Parse(uri)
-	if err != nil || u.Scheme != "binary" || !filepath.IsAbs(u.Path) {
+	if err != nil || u.Scheme != "binary" || !filepath.IsAbs(u.Path) || !localHost(u.Host) {
 		return nil, fmt.Errorf("log URI %q: want binary:///absolute/path[?args]: %w", uri, errdefs.ErrInvalidArgument)
 	}
 	st, err := os.Stat(u.Path)
