@@ -66,6 +66,7 @@ func RunDaemon(f Flags) error {
 		Events:      queue,
 		RequestExit: func() { close(exitRequested) },
 		SocketDir:   socketDir(f.Socket),
+		BundleRoot:  bundleRoot(),
 	})
 	srv, err := ttrpc.NewServer(ttrpc.WithServerHandshaker(ttrpc.UnixSocketRequireSameUser()))
 	if err != nil {
@@ -114,6 +115,16 @@ func dumpStacksOn(sigs <-chan os.Signal) {
 		n := runtime.Stack(buf, true)
 		slog.Info("goroutine dump (SIGUSR1)\n" + string(buf[:n]))
 	}
+}
+
+// bundleRoot is the directory of task bundles: the parent of the bundle the
+// daemon starts in (its working directory, set by `start`).
+func bundleRoot() string {
+	wd, err := os.Getwd()
+	if err != nil {
+		return ""
+	}
+	return filepath.Dir(wd)
 }
 
 // socketDir is the directory of the daemon's own socket (where console

@@ -57,7 +57,7 @@ func FuzzValidateBundle(f *testing.F) {
 		if validateID("id", id) != nil || validateID("ns", ns) != nil {
 			return
 		}
-		if err := validateBundle(bundle, ns, id); err == nil {
+		if err := validateBundle(bundle, "", ns, id); err == nil {
 			if !strings.HasPrefix(bundle, "/") || strings.Contains(bundle, "..") || !strings.HasSuffix(bundle, "/"+ns+"/"+id) {
 				t.Fatalf("bundle %q accepted for %s/%s", bundle, ns, id)
 			}

@@ -89,12 +89,13 @@ func TestValidateIDAndBundle(t *testing.T) {
 			t.Errorf("id %q refused: %v", id, err)
 		}
 	}
-	ok := "/run/containerd/io.containerd.runtime.v2.task/ns/c1"
-	if err := validateBundle(ok, "ns", "c1"); err != nil {
+	root := "/run/containerd/io.containerd.runtime.v2.task/ns"
+	ok := root + "/c1"
+	if err := validateBundle(ok, root, "ns", "c1"); err != nil {
 		t.Errorf("good bundle refused: %v", err)
 	}
-	for _, b := range []string{"", "relative/ns/c1", "/tmp/../etc/ns/c1", "/etc/c1", "/x/other/c1", "/x/ns/c2"} {
-		if err := validateBundle(b, "ns", "c1"); !errdefs.IsInvalidArgument(err) {
+	for _, b := range []string{"", "relative/ns/c1", "/tmp/../etc/ns/c1", "/etc/c1", "/x/other/c1", "/x/ns/c2", "/tmp/elsewhere/ns/c1"} {
+		if err := validateBundle(b, root, "ns", "c1"); !errdefs.IsInvalidArgument(err) {
 			t.Errorf("bundle %q accepted", b)
 		}
 	}

@@ -30,6 +30,10 @@ type Config struct {
 	Events    Publisher
 	// RequestExit is called (once) after a Shutdown that found no task left.
 	RequestExit func()
+	// BundleRoot is the directory holding every task bundle of this
+	// namespace (<state>/io.containerd.runtime.v2.task/<ns>): the parent of
+	// the bundle the daemon started in. Create refuses bundles elsewhere.
+	BundleRoot string
 	// SocketDir holds the daemon's socket, and the console sockets runtimes
 	// send terminals through (short paths, root-only directory).
 	SocketDir string

@@ -42,7 +42,7 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*ta
 	if err := validateID("container id", r.ID); err != nil {
 		return nil, err
 	}
-	if err := validateBundle(r.Bundle, s.cfg.Namespace, r.ID); err != nil {
+	if err := validateBundle(r.Bundle, s.cfg.BundleRoot, s.cfg.Namespace, r.ID); err != nil {
 		return nil, err
 	}
 	opts, err := DecodeOptions(r.Options)

@@ -31,14 +31,19 @@ func validateID(kind, id string) error {
 }
 
 // validateBundle accepts only the bundle containerd made for this task:
-// <state>/io.containerd.runtime.v2.task/<namespace>/<id>. The shim writes
-// and mounts inside it, so it must not be pointed anywhere else.
-func validateBundle(bundle, namespace, id string) error {
+// <state>/io.containerd.runtime.v2.task/<namespace>/<id>, inside the same
+// directory as the bundle the daemon was started in (root; empty when
+// unknown). The shim writes and mounts inside it, so it must not be pointed
+// anywhere else.
+func validateBundle(bundle, root, namespace, id string) error {
 	if bundle == "" || !filepath.IsAbs(bundle) || filepath.Clean(bundle) != bundle {
 		return invalidArgument("bundle %q must be a clean absolute path", bundle)
 	}
 	if filepath.Base(bundle) != id || filepath.Base(filepath.Dir(bundle)) != namespace {
 		return invalidArgument("bundle %q is not <state>/<namespace %s>/<id %s>", bundle, namespace, id)
+	}
+	if root != "" && filepath.Dir(bundle) != root {
+		return invalidArgument("bundle %q is outside the task directory %s", bundle, root)
 	}
 	return nil
 }
