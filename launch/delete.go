@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
@@ -64,6 +66,7 @@ func Delete(f Flags, stdout io.Writer) error {
 	if err := process.UnmountRootfs(bundle); err != nil {
 		return err
 	}
+	removeDeadSocket(bundle)
 	resp := &taskapi.DeleteResponse{ExitStatus: killedStatus, ExitedAt: timestamppb.Now()}
 	if pid, err := oci.ReadPidFile(filepath.Join(bundle, "init.pid")); err == nil {
 		resp.Pid = uint32(pid)
@@ -81,6 +84,28 @@ func Delete(f Flags, stdout io.Writer) error {
 	}
 	_, err = stdout.Write(out)
 	return err
+}
+
+// removeDeadSocket removes the task's daemon socket when nothing answers on
+// it any more (the daemon was killed). A live daemon still serving other
+// tasks of its group answers, and its socket is left alone.
+func removeDeadSocket(bundle string) {
+	data, err := os.ReadFile(filepath.Join(bundle, bundlefiles.AddressFile))
+	if err != nil {
+		return
+	}
+	path := SocketFromAddress(string(data))
+	if !filepath.IsAbs(path) {
+		return
+	}
+	conn, err := net.DialTimeout("unix", path, probeTimeout)
+	if err == nil {
+		conn.Close()
+		return
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		_ = os.Remove(path)
+	}
 }
 
 // runtimeStateExists reports whether the runtime still keeps state for id.

@@ -73,3 +73,32 @@ func TestDeleteReportsRecordedExit(t *testing.T) {
 		t.Fatalf("response %+v", &resp)
 	}
 }
+
+// A killed daemon's socket goes; a live one's stays.
+func TestDeleteRemovesOnlyADeadSocket(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "s", "sock")
+	l, err := Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle := t.TempDir()
+	if err := bundlefiles.WriteAddress(bundle, SocketAddress(sock)); err != nil {
+		t.Fatal(err)
+	}
+	f := Flags{Namespace: "ns", ID: "sock-" + filepath.Base(bundle), Bundle: bundle}
+	var out bytes.Buffer
+	if err := Delete(f, &out); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(sock); err != nil {
+		t.Fatalf("a live daemon's socket was removed: %v", err)
+	}
+	l.Close() // the daemon dies; its socket file stays behind
+	if err := Delete(f, &out); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Fatalf("dead socket still there (%v)", err)
+	}
+}
