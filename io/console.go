@@ -142,7 +142,7 @@ func (p *Pipes) AttachConsole(cs *Consoles, master *os.File) error {
 		defer copyBufs.Put(bp)
 		// Reading ends with EIO once every holder of the pty's other side
 		// is gone; whatever the process wrote before is read first.
-		_, _ = stdio.CopyBuffer(writerOnly{dst}, readerOnly{ec}, *bp)
+		_, _ = stdio.CopyBuffer(countingWriter{dst, &stallPolicy{moved: &p.moved}}, readerOnly{ec}, *bp)
 		dst.Close()
 	}()
 	if p.stdinReader != nil {

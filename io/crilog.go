@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -186,7 +187,7 @@ func (r *rotatingFile) release() {
 }
 
 // relayRaw copies a stream's bytes into the file unchanged.
-func (r *rotatingFile) relayRaw(src *os.File) error {
+func (r *rotatingFile) relayRaw(src *os.File, moved *atomic.Uint64) error {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	for {
@@ -195,6 +196,7 @@ func (r *rotatingFile) relayRaw(src *os.File) error {
 			if werr := r.writeRecord((*bp)[:n]); werr != nil {
 				return werr
 			}
+			moved.Add(uint64(n))
 		}
 		if err != nil {
 			if errors.Is(err, stdio.EOF) {
@@ -206,7 +208,7 @@ func (r *rotatingFile) relayRaw(src *os.File) error {
 }
 
 // relayCRI turns a stream into CRI log records.
-func (r *rotatingFile) relayCRI(src *os.File, stream string) error {
+func (r *rotatingFile) relayCRI(src *os.File, stream string, moved *atomic.Uint64) error {
 	br := bufio.NewReaderSize(src, MaxCRILine)
 	rec := make([]byte, 0, MaxCRILine+64)
 	for {
@@ -228,6 +230,7 @@ func (r *rotatingFile) relayCRI(src *os.File, stream string) error {
 			if werr := r.writeRecord(rec); werr != nil {
 				return werr
 			}
+			moved.Add(uint64(len(line)))
 		}
 		if err != nil {
 			if errors.Is(err, stdio.EOF) {

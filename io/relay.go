@@ -31,11 +31,23 @@ func relay(dst, src *os.File, stall *stallPolicy) (int64, error) {
 	}
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
-	// Hide dst's ReadFrom so CopyBuffer really uses our buffer.
-	return io.CopyBuffer(writerOnly{dst}, src, *bp)
+	// The wrapper hides dst's ReadFrom, so CopyBuffer really uses our buffer.
+	return io.CopyBuffer(countingWriter{dst, stall}, src, *bp)
 }
 
 type writerOnly struct{ io.Writer }
+
+// countingWriter reports each write's progress to the relay's policy.
+type countingWriter struct {
+	w     io.Writer
+	stall *stallPolicy
+}
+
+func (c countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.stall.progressed(int64(n))
+	return n, err
+}
 
 // isPipe reports whether f is a pipe or FIFO. It looks through SyscallConn:
 // f.Fd() would switch a pipe from os.Pipe back to blocking mode, which
@@ -114,6 +126,7 @@ func splicePipes(dst, src *os.File, stall *stallPolicy) (written int64, err erro
 			return written, nil, true // every writer of src is gone
 		case serr == nil:
 			written += n
+			stall.progressed(n)
 		case errors.Is(serr, os.ErrDeadlineExceeded) && stall.enabled():
 			// The reader made no progress for the whole timeout.
 			moved, err := stall.discardUntilDrained(dst, src, dstRC)

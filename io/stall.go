@@ -25,6 +25,13 @@ type stallPolicy struct {
 	stream  string
 	timeout time.Duration // <= 0: wait forever
 	dropped *atomic.Uint64
+	moved   *atomic.Uint64 // bytes handed to the reader (Drain watches it)
+}
+
+func (s *stallPolicy) progressed(n int64) {
+	if s != nil && s.moved != nil && n > 0 {
+		s.moved.Add(uint64(n))
+	}
 }
 
 func (s *stallPolicy) enabled() bool { return s != nil && s.timeout > 0 }
@@ -46,14 +53,22 @@ func (s *stallPolicy) discardUntilDrained(dst, src *os.File, dstRC syscall.RawCo
 				"total_dropped", s.dropped.Load())
 		}
 	}()
+	// The reader is back only once the FIFO's queue shrinks: nothing but a
+	// reader takes bytes out, and the shim writes none while discarding. (A
+	// write merely fitting into leftover room proves nothing.)
+	queued := fifoQueued(dstRC)
 	for {
 		n, err := src.Read(*bp)
 		if n > 0 {
-			w := writeNonblocking(dstRC, (*bp)[:n])
+			w := 0
+			if now := fifoQueued(dstRC); now < queued {
+				w = writeNonblocking(dstRC, (*bp)[:n])
+			}
 			lost := uint64(n - w)
 			dropped += lost
 			s.dropped.Add(lost)
 			if w > 0 {
+				s.progressed(int64(w))
 				return int64(w), nil // the reader is back
 			}
 		}
@@ -64,6 +79,17 @@ func (s *stallPolicy) discardUntilDrained(dst, src *os.File, dstRC syscall.RawCo
 			return 0, err
 		}
 	}
+}
+
+// fifoQueued returns how many bytes wait in the pipe behind rc.
+func fifoQueued(rc syscall.RawConn) int {
+	var n int
+	_ = rc.Control(func(fd uintptr) {
+		if v, err := unix.IoctlGetInt(int(fd), unix.TIOCINQ); err == nil { // FIONREAD
+			n = v
+		}
+	})
+	return n
 }
 
 // writeNonblocking writes what fits without waiting.

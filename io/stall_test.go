@@ -84,3 +84,56 @@ func TestSlowReaderLosesNothing(t *testing.T) {
 		t.Fatalf("slow reader got %d of %d bytes, %d dropped", got.Len(), len(payload), p.Dropped())
 	}
 }
+
+// Once discarding, room left in the FIFO is not mistaken for a returning
+// reader: the writer is not blocked again and again.
+func TestStalledReaderStaysDiscardedUntilItReads(t *testing.T) {
+	path := mkfifo(t, "out")
+	reader, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	p, err := Open(Config{Stdout: path}, Env{StallTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	_, w, _ := p.RuntimeFiles()
+	chunk := bytes.Repeat([]byte("z"), 1000) // small writes leave room in the FIFO's last page
+	start := time.Now()
+	for i := 0; i < 8000; i++ {
+		if _, err := w.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("writing 8 MB with nobody reading took %s: the relay kept blocking", d)
+	}
+	p.ReleaseRuntimeFiles()
+}
+
+// Delete's drain does not wait out the stall window for a reader that is gone.
+func TestDrainGivesUpOnAStuckReader(t *testing.T) {
+	path := mkfifo(t, "out")
+	reader, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	p, err := Open(Config{Stdout: path}, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	_, w, _ := p.RuntimeFiles()
+	w.Write(bytes.Repeat([]byte("q"), 100<<10)) // fits in FIFO + pipe, more than the FIFO alone
+	p.ReleaseRuntimeFiles()
+	start := time.Now()
+	if p.Drain(10 * time.Second) {
+		t.Fatal("drain reported success with the reader stuck")
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("drain took %s", d)
+	}
+}

@@ -63,6 +63,7 @@ type Pipes struct {
 
 	stallTimeout time.Duration // see DefaultStallTimeout
 	dropped      atomic.Uint64 // output bytes discarded while a reader stalled
+	moved        atomic.Uint64 // output bytes delivered; Drain watches it move
 
 	// binary:// logger process, if any; loggerExit closes when it is reaped.
 	logger     *os.Process
@@ -178,9 +179,9 @@ func (p *Pipes) startFileOutput(rf *rotatingFile, stream string) (*os.File, erro
 		defer rf.release()
 		var err error
 		if rf.opts.CRI {
-			err = rf.relayCRI(pr, stream)
+			err = rf.relayCRI(pr, stream, &p.moved)
 		} else {
-			err = rf.relayRaw(pr)
+			err = rf.relayRaw(pr, &p.moved)
 		}
 		if err != nil && !errors.Is(err, os.ErrClosed) {
 			p.noteRelayErr(err)
@@ -311,7 +312,7 @@ func (p *Pipes) startOutput(dst *os.File, stream string) (*os.File, error) {
 	p.outputs.Add(1)
 	go func() {
 		defer p.outputs.Done()
-		stall := &stallPolicy{stream: stream, timeout: p.stallTimeout, dropped: &p.dropped}
+		stall := &stallPolicy{stream: stream, timeout: p.stallTimeout, dropped: &p.dropped, moved: &p.moved}
 		if _, err := relay(dst, pr, stall); err != nil && !errors.Is(err, os.ErrClosed) {
 			p.noteRelayErr(err)
 			// Keep draining so the process never blocks on a full pipe
@@ -340,17 +341,39 @@ func (p *Pipes) CloseStdin() {
 	}
 }
 
+// Named limits of Drain.
+const (
+	// DrainIdleTimeout: once the process has exited, output that has not
+	// moved for this long is not going to: its reader is gone or stuck.
+	// Waiting longer only delays Delete (clients give up after seconds).
+	DrainIdleTimeout = time.Second
+	drainPoll        = 100 * time.Millisecond
+)
+
 // Drain waits until the output relays have delivered everything the process
-// wrote (its pipes reached end of file), at most timeout. It reports whether
-// they finished.
+// wrote (its pipes reached end of file): at most timeout, and no longer than
+// DrainIdleTimeout without any progress (a binary:// logger, whose progress
+// the shim cannot see, gets the whole timeout). It reports whether they
+// finished.
 func (p *Pipes) Drain(timeout time.Duration) bool {
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-p.outDone:
-		return true
-	case <-t.C:
-		return false
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(drainPoll)
+	defer tick.Stop()
+	last, idleSince := p.moved.Load(), time.Now()
+	for {
+		select {
+		case <-p.outDone:
+			return true
+		case now := <-tick.C:
+			if now.After(deadline) {
+				return false
+			}
+			if cur := p.moved.Load(); cur != last {
+				last, idleSince = cur, now
+			} else if p.logger == nil && now.Sub(idleSince) >= DrainIdleTimeout {
+				return false
+			}
+		}
 	}
 }
 
