@@ -127,13 +127,21 @@ func TestDrainGivesUpOnAStuckReader(t *testing.T) {
 	}
 	defer p.Close()
 	_, w, _ := p.RuntimeFiles()
+	t0 := time.Now()
 	w.Write(bytes.Repeat([]byte("q"), 100<<10)) // fits in FIFO + pipe, more than the FIFO alone
 	p.ReleaseRuntimeFiles()
+	t.Logf("write took %s", time.Since(t0))
 	start := time.Now()
 	if p.Drain(10 * time.Second) {
 		t.Fatal("drain reported success with the reader stuck")
 	}
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("drain took %s", d)
+	}
+	t.Logf("drain gave up after %s", time.Since(start))
+	start = time.Now()
+	p.Close()
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("closing a stuck relay took %s", d)
 	}
 }

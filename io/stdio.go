@@ -397,8 +397,11 @@ func (p *Pipes) Close() {
 	}
 	p.mu.Unlock()
 	p.ReleaseRuntimeFiles()
-	for _, f := range p.toClose {
-		f.Close()
+	// Newest first: a relay waits for its destination (added after its
+	// source) while holding its source, and closing a file waits for the
+	// operations on it to return. Closing the destination first frees both.
+	for i := len(p.toClose) - 1; i >= 0; i-- {
+		p.toClose[i].Close()
 	}
 	p.stopLogger()
 }
