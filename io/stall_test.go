@@ -14,17 +14,7 @@ import (
 // stall timeout its output is discarded and counted, and what already waits
 // in the FIFO is still there for a reader that comes back.
 func TestStalledReaderDoesNotFreezeTheProcess(t *testing.T) {
-	path := mkfifo(t, "out")
-	reader, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reader.Close()
-	p, err := Open(Config{Stdout: path}, Env{StallTimeout: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	reader, p := fifoWithIdleReader(t, 200*time.Millisecond)
 	_, w, _ := p.RuntimeFiles()
 	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
 	done := make(chan error, 1)
@@ -56,17 +46,7 @@ func TestStalledReaderDoesNotFreezeTheProcess(t *testing.T) {
 
 // A slow reader that keeps making progress loses nothing.
 func TestSlowReaderLosesNothing(t *testing.T) {
-	path := mkfifo(t, "out")
-	reader, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reader.Close()
-	p, err := Open(Config{Stdout: path}, Env{StallTimeout: 300 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	reader, p := fifoWithIdleReader(t, 300*time.Millisecond)
 	_, w, _ := p.RuntimeFiles()
 	payload := bytes.Repeat([]byte("x"), 512<<10)
 	go func() { w.Write(payload); p.ReleaseRuntimeFiles() }()
@@ -88,17 +68,7 @@ func TestSlowReaderLosesNothing(t *testing.T) {
 // Once discarding, room left in the FIFO is not mistaken for a returning
 // reader: the writer is not blocked again and again.
 func TestStalledReaderStaysDiscardedUntilItReads(t *testing.T) {
-	path := mkfifo(t, "out")
-	reader, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reader.Close()
-	p, err := Open(Config{Stdout: path}, Env{StallTimeout: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	_, p := fifoWithIdleReader(t, 200*time.Millisecond)
 	_, w, _ := p.RuntimeFiles()
 	chunk := bytes.Repeat([]byte("z"), 1000) // small writes leave room in the FIFO's last page
 	start := time.Now()
@@ -115,17 +85,7 @@ func TestStalledReaderStaysDiscardedUntilItReads(t *testing.T) {
 
 // Delete's drain does not wait out the stall window for a reader that is gone.
 func TestDrainGivesUpOnAStuckReader(t *testing.T) {
-	path := mkfifo(t, "out")
-	reader, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reader.Close()
-	p, err := Open(Config{Stdout: path}, Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	_, p := fifoWithIdleReader(t, 0)
 	_, w, _ := p.RuntimeFiles()
 	t0 := time.Now()
 	w.Write(bytes.Repeat([]byte("q"), 100<<10)) // fits in FIFO + pipe, more than the FIFO alone
@@ -144,4 +104,22 @@ func TestDrainGivesUpOnAStuckReader(t *testing.T) {
 	if d := time.Since(start); d > time.Second {
 		t.Fatalf("closing a stuck relay took %s", d)
 	}
+}
+
+// fifoWithIdleReader makes a stdout FIFO with a client reader that never
+// reads, and the Pipes relaying into it.
+func fifoWithIdleReader(t *testing.T, stall time.Duration) (*os.File, *Pipes) {
+	t.Helper()
+	path := mkfifo(t, "out")
+	reader, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reader.Close() })
+	p, err := Open(Config{Stdout: path}, Env{StallTimeout: stall})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return reader, p
 }

@@ -385,18 +385,11 @@ type CheckpointOpts struct {
 
 // Checkpoint dumps the container's processes into opts.ImagePath.
 func (r *Runtime) Checkpoint(ctx context.Context, id string, opts CheckpointOpts) error {
-	a := []string{"checkpoint", "--image-path", opts.ImagePath}
-	if opts.WorkPath != "" {
-		a = append(a, "--work-path", opts.WorkPath)
-	}
+	a := opts.criuFlags([]string{"checkpoint"})
 	if opts.ParentPath != "" {
 		a = append(a, "--parent-path", opts.ParentPath)
 	}
 	a = appendFlag(a, "--leave-running", opts.LeaveRunning)
-	a = appendFlag(a, "--tcp-established", opts.TCPEstablished)
-	a = appendFlag(a, "--ext-unix-sk", opts.ExtUnixSockets)
-	a = appendFlag(a, "--shell-job", opts.ShellJob)
-	a = appendFlag(a, "--file-locks", opts.FileLocks)
 	for _, ns := range opts.EmptyNamespaces {
 		a = append(a, "--empty-ns", ns)
 	}
@@ -419,22 +412,27 @@ type RestoreOpts struct {
 // Restore recreates the container from a checkpoint image, detached: it
 // returns once the restored init runs and its PID is in opts.PidFile.
 func (r *Runtime) Restore(ctx context.Context, id, bundle string, opts RestoreOpts) error {
-	a := []string{"restore", "--detach", "--bundle", bundle, "--pid-file", opts.PidFile, "--image-path", opts.ImagePath,
-		// The shim is the subreaper; runc must not make itself one.
-		"--no-subreaper"}
-	if opts.WorkPath != "" {
-		a = append(a, "--work-path", opts.WorkPath)
-	}
+	// The shim is the subreaper; runc must not make itself one.
+	a := opts.criuFlags([]string{"restore", "--detach", "--bundle", bundle, "--pid-file", opts.PidFile, "--no-subreaper"})
 	if opts.ConsoleSocket != "" {
 		a = append(a, "--console-socket", opts.ConsoleSocket)
 	}
 	a = appendFlag(a, "--no-pivot", opts.NoPivot)
-	a = appendFlag(a, "--tcp-established", opts.TCPEstablished)
-	a = appendFlag(a, "--ext-unix-sk", opts.ExtUnixSockets)
-	a = appendFlag(a, "--shell-job", opts.ShellJob)
-	a = appendFlag(a, "--file-locks", opts.FileLocks)
 	_, err := r.run(ctx, &opts.Stdio, nil, append(a, id)...)
 	return err
+}
+
+// criuFlags appends the image, work directory and CRIU switches that
+// checkpoint and restore share.
+func (o CheckpointOpts) criuFlags(a []string) []string {
+	a = append(a, "--image-path", o.ImagePath)
+	if o.WorkPath != "" {
+		a = append(a, "--work-path", o.WorkPath)
+	}
+	a = appendFlag(a, "--tcp-established", o.TCPEstablished)
+	a = appendFlag(a, "--ext-unix-sk", o.ExtUnixSockets)
+	a = appendFlag(a, "--shell-job", o.ShellJob)
+	return appendFlag(a, "--file-locks", o.FileLocks)
 }
 
 func appendFlag(a []string, flag string, on bool) []string {
