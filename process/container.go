@@ -482,11 +482,15 @@ func (c *Container) Pids(ctx context.Context) ([]int, error) {
 	if c.init.Status() == Deleted {
 		return nil, fmt.Errorf("container %q: %w", c.ID, errdefs.ErrNotFound)
 	}
+	if st := c.init.State(); st.Status == Stopped {
+		// Nothing runs, but the task is not gone: its exit waits to be
+		// collected. containerd 2.x, reconnecting after a restart, takes an
+		// empty answer for a leaked shim and deletes the task, losing that
+		// exit for Wait; the init's PID says the task still exists.
+		return []int{st.Pid}, nil
+	}
 	pids, err := c.rt.Ps(ctx, c.ID)
 	if err != nil {
-		if c.init.Status() == Stopped {
-			return nil, nil // the runtime may already refuse: nothing runs
-		}
 		return nil, fmt.Errorf("list processes of %s: %w", c.ID, err)
 	}
 	return pids, nil
