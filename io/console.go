@@ -135,7 +135,7 @@ func (p *Pipes) AttachConsole(cs *Consoles, master *os.File) error {
 	go func() {
 		defer p.outputs.Done() // reserved by Open
 		if dst == nil {
-			discardConsole(ec)
+			discard(ec)
 			return
 		}
 		bp := copyBufs.Get().(*[]byte)
@@ -182,13 +182,3 @@ func (p *Pipes) Resize(width, height uint32) error {
 }
 
 type readerOnly struct{ stdio.Reader }
-
-func discardConsole(r stdio.Reader) {
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
-	for {
-		if _, err := r.Read(*bp); err != nil {
-			return
-		}
-	}
-}

@@ -12,6 +12,8 @@ package io
 import (
 	"errors"
 	"fmt"
+	stdio "io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,12 +49,11 @@ type Pipes struct {
 	stdinWriter *os.File // shim's own writer on that FIFO, closed by CloseStdin
 	stdinPipe   *os.File // write end of the container's stdin pipe
 
-	outputs  sync.WaitGroup // stdout and stderr relays (or the terminal's)
-	outDone  chan struct{}  // closed when the output relays have ended
-	mu       sync.Mutex
-	closed   bool
-	toClose  []*os.File // every shim-side file, closed by Close
-	relayErr error      // first output write error (the relay then discards)
+	outputs sync.WaitGroup // stdout and stderr relays (or the terminal's)
+	outDone chan struct{}  // closed when the output relays have ended
+	mu      sync.Mutex
+	closed  bool
+	toClose []*os.File // every shim-side file, closed by Close
 
 	// Terminal processes: the client's stdout waits in consoleOut until the
 	// runtime hands over the pty master; then console relays it.
@@ -184,7 +185,7 @@ func (p *Pipes) startFileOutput(rf *rotatingFile, stream string) (*os.File, erro
 			err = rf.relayRaw(pr, &p.moved)
 		}
 		if err != nil && !errors.Is(err, os.ErrClosed) {
-			p.noteRelayErr(err)
+			relayFailed(stream, err)
 			discard(pr)
 		}
 		pr.Close()
@@ -192,12 +193,11 @@ func (p *Pipes) startFileOutput(rf *rotatingFile, stream string) (*os.File, erro
 	return pw, nil
 }
 
-func (p *Pipes) noteRelayErr(err error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.relayErr == nil {
-		p.relayErr = err
-	}
+// relayFailed reports an output relay that could not write to the client
+// (the relay then keeps draining the process's pipe, discarding): the output
+// lost from here on must not go unnoticed.
+func relayFailed(stream string, err error) {
+	slog.Warn("output relay failed; discarding the rest of the stream", "stream", stream, "error", err)
 }
 
 // RuntimeFiles returns the files the runtime gives the process as fds 0, 1, 2
@@ -314,7 +314,7 @@ func (p *Pipes) startOutput(dst *os.File, stream string) (*os.File, error) {
 		defer p.outputs.Done()
 		stall := &stallPolicy{stream: stream, timeout: p.stallTimeout, dropped: &p.dropped, moved: &p.moved}
 		if _, err := relay(dst, pr, stall); err != nil && !errors.Is(err, os.ErrClosed) {
-			p.noteRelayErr(err)
+			relayFailed(stream, err)
 			// Keep draining so the process never blocks on a full pipe
 			// because its reader failed.
 			discard(pr)
@@ -406,11 +406,12 @@ func (p *Pipes) Close() {
 	p.stopLogger()
 }
 
-func discard(f *os.File) {
+// discard reads r until it fails, so a writer on its other end never blocks.
+func discard(r stdio.Reader) {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	for {
-		if _, err := f.Read(*bp); err != nil {
+		if _, err := r.Read(*bp); err != nil {
 			return
 		}
 	}

@@ -77,11 +77,7 @@ func (r *Runtime) args(op ...string) []string {
 // files become the command's stdio (create/exec hand them on to the container);
 // otherwise stdout is captured and returned.
 func (r *Runtime) run(ctx context.Context, stdio *Stdio, stdin []byte, op ...string) ([]byte, error) {
-	bin := r.Binary
-	if bin == "" {
-		bin = DefaultBinary
-	}
-	cmd := exec.Command(bin, r.args(op...)...)
+	cmd := exec.Command(r.BinaryOrDefault(), r.args(op...)...)
 	cmd.Dir = r.Dir
 	cmd.Env = runtimeEnv()
 	// If the shim dies mid-command, the runtime command must not outlive it.

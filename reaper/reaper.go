@@ -157,11 +157,3 @@ func (w *Window) Close() {
 	w.r.orphans.Add(uint64(len(w.exits)))
 	w.exits = nil
 }
-
-// Forget drops a claim whose exit will not be awaited (for example a process
-// that failed to start). Safe to call when the exit was already delivered.
-func (r *Reaper) Forget(pid int) {
-	r.mu.Lock()
-	delete(r.waiters, pid)
-	r.mu.Unlock()
-}
