@@ -27,6 +27,16 @@ type criPod struct {
 // as kubelet does (log directory, cgroup parent, per-container PID namespaces).
 func runCRIPod(t *testing.T, ctx context.Context, d *harness.Daemon, cri *harness.CRI, name string) *criPod {
 	t.Helper()
+	p, err := runCRIPodWithHandler(ctx, d, cri, name, harness.CRIRuntimeHandler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// runCRIPodWithHandler is runCRIPod for any runtime handler of the daemon, returning
+// RunPodSandbox's error.
+func runCRIPodWithHandler(ctx context.Context, d *harness.Daemon, cri *harness.CRI, name, handler string) (*criPod, error) {
 	uid := harness.RandID(12)
 	parent := cri.NewCgroupParent()
 	p := &criPod{logDir: filepath.Join(d.PodLogRoot(), uid)}
@@ -44,12 +54,12 @@ func runCRIPod(t *testing.T, ctx context.Context, d *harness.Daemon, cri *harnes
 			},
 		},
 	}
-	r, err := cri.Runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: p.config, RuntimeHandler: harness.CRIRuntimeHandler})
+	r, err := cri.Runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: p.config, RuntimeHandler: handler})
 	if err != nil {
-		t.Fatalf("RunPodSandbox (handler %s): %v", harness.CRIRuntimeHandler, err)
+		return nil, fmt.Errorf("RunPodSandbox (handler %s): %w", handler, err)
 	}
 	p.id = r.PodSandboxId
-	return p
+	return p, nil
 }
 
 // createCRIContainer creates (does not start) a container of the test image in the pod.

@@ -100,3 +100,22 @@ func TestValidateIDAndBundle(t *testing.T) {
 		}
 	}
 }
+
+// Comments may follow any value, and a '#' inside a quoted string is part of it.
+func TestParseOptionsTOMLComments(t *testing.T) {
+	body := "BinaryName = \"/opt/run#c/runc\" # the wrapper\n" +
+		"Root = '/run/r#1' # literal string\n" +
+		"CriuWorkPath = \"/w\\\"#x\"\n" +
+		"NoNewKeyring = true# no space before it\n"
+	got, err := parseOptionsTOML([]byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := RuntimeOptions{BinaryName: "/opt/run#c/runc", Root: "/run/r#1", CriuWorkPath: "/w\"#x", NoNewKeyring: true}
+	if got != want {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+	if _, err := parseOptionsTOML([]byte("BinaryName = \"unterminated # x\n")); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("unterminated string: %v, want InvalidArgument", err)
+	}
+}

@@ -3,6 +3,7 @@ package service
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -30,10 +31,7 @@ func parseOptionsTOML(data []byte) (RuntimeOptions, error) {
 			return o, invalidArgument("runtime options line %d: %q is not key = value", n, line)
 		}
 		key = strings.ToLower(strings.ReplaceAll(strings.Trim(strings.TrimSpace(key), `"`), "_", ""))
-		raw = strings.TrimSpace(raw)
-		if i := strings.Index(raw, " #"); i >= 0 && !strings.HasPrefix(raw, `"`) {
-			raw = strings.TrimSpace(raw[:i])
-		}
+		raw = stripTOMLComment(strings.TrimSpace(raw))
 		var err error
 		switch key {
 		case "binaryname":
@@ -64,6 +62,34 @@ func parseOptionsTOML(data []byte) (RuntimeOptions, error) {
 	return o, nil
 }
 
+// stripTOMLComment drops a trailing "# comment" from a value, looking past a
+// quoted string first so that a '#' inside the quotes stays.
+func stripTOMLComment(raw string) string {
+	rest := 0
+	switch {
+	case strings.HasPrefix(raw, `"`):
+		// A basic string ends at the first '"' not escaped by a backslash.
+		for i := 1; i < len(raw); i++ {
+			if raw[i] == '\\' {
+				i++
+				continue
+			}
+			if raw[i] == '"' {
+				rest = i + 1
+				break
+			}
+		}
+	case strings.HasPrefix(raw, "'"):
+		if i := strings.IndexByte(raw[1:], '\''); i >= 0 {
+			rest = i + 2
+		}
+	}
+	if i := strings.IndexByte(raw[rest:], '#'); i >= 0 {
+		return strings.TrimSpace(raw[:rest+i])
+	}
+	return raw
+}
+
 func tomlString(raw string) (string, error) {
 	if len(raw) >= 2 && (raw[0] == '"' && raw[len(raw)-1] == '"') {
 		return strconv.Unquote(raw)
@@ -86,10 +112,12 @@ func readOptionsFile(path string) ([]byte, error) {
 		return nil, invalidArgument("runtime options file: %v", err)
 	}
 	defer f.Close()
-	data := make([]byte, maxConfigFile+1)
-	n, _ := f.Read(data)
-	if n > maxConfigFile {
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigFile+1))
+	if err != nil {
+		return nil, invalidArgument("runtime options file: %v", err)
+	}
+	if len(data) > maxConfigFile {
 		return nil, invalidArgument("runtime options file %s is larger than %d bytes", path, maxConfigFile)
 	}
-	return data[:n], nil
+	return data, nil
 }

@@ -72,16 +72,17 @@ func (c *CRI) Close() error { return c.conn.Close() }
 // StartCRIDaemon starts a private daemon of the flavor with the CRI plugin enabled
 // (WithCRI), imports the test image and the pause image into the k8s.io namespace, waits
 // until CRI reports the runtime ready and lists both images, and returns it with a CRI
-// client. Cleanup (also after a failure) stops and removes every pod sandbox and container
-// through CRI, then makes sure no shim, runc state or bundle of k8s.io is left (killing and
-// force-deleting what is, and failing the test), and finally stops the daemon.
+// client; opts add to the CRI variant (WithCRIHandler). Cleanup (also after a failure)
+// stops and removes every pod sandbox and container through CRI, then makes sure no shim,
+// runc state or bundle of k8s.io is left (killing and force-deleting what is, and failing
+// the test), and finally stops the daemon.
 //
 // The daemon never tracks k8s.io for its own Stop: that would force-delete every runc
 // container of /run/containerd/runc/k8s.io, which other containerd instances on the host may
 // share; only ids this daemon created are touched.
-func StartCRIDaemon(t testing.TB, flavor string) (*Daemon, *CRI) {
+func StartCRIDaemon(t testing.TB, flavor string, opts ...DaemonOption) (*Daemon, *CRI) {
 	t.Helper()
-	d := StartDaemon(t, flavor, WithCRI())
+	d := StartDaemon(t, flavor, append(opts, WithCRI())...)
 	conn, err := grpc.NewClient("unix://"+d.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatalf("containerd %s: CRI client: %v", flavor, err)

@@ -15,8 +15,9 @@ import (
 type DaemonOption func(*daemonVariant)
 
 type daemonVariant struct {
-	cri           bool // CRI plugin enabled (see WithCRI and cri.go)
-	legacyCgroups bool // run in a private mount namespace without /sys/fs/cgroup/unified
+	cri           bool         // CRI plugin enabled (see WithCRI and cri.go)
+	legacyCgroups bool         // run in a private mount namespace without /sys/fs/cgroup/unified
+	extraHandlers []CRIHandler // more CRI runtime handlers (WithCRIHandler)
 
 	// Filled in by prepareVariant for a CRI daemon.
 	streamPort string // the CRI streaming server's port on 127.0.0.1
@@ -35,6 +36,31 @@ func WithCRI() DaemonOption { return func(v *daemonVariant) { v.cri = true } }
 // mounts are never touched: the namespace is made with private propagation first. On a host
 // without /sys/fs/cgroup/unified the option changes nothing.
 func WithLegacyCgroups() DaemonOption { return func(v *daemonVariant) { v.legacyCgroups = true } }
+
+// CRIHandler is a CRI runtime handler of the runtime under test with an options table, as
+// an operator writes it in containerd's config:
+//
+//	[...containerd.runtimes.<Name>]
+//	  runtime_type = "io.example.v2"
+//	[...containerd.runtimes.<Name>.options]
+//	  <Options, one `Key = value` TOML line each>
+//
+// containerd's CRI plugin hands the table to the shim as runtimeoptions.v1.Options: 1.6
+// keeps only ConfigPath (the shim reads that TOML file); 2.x also sends the table itself as
+// config_body when ConfigPath is empty.
+type CRIHandler struct {
+	Name    string
+	Options []string
+}
+
+// WithCRIHandler adds a runtime handler to a CRI daemon (implies WithCRI), next to
+// CRIRuntimeHandler, so a test can run pods whose runtime options come from the config.
+func WithCRIHandler(h CRIHandler) DaemonOption {
+	return func(v *daemonVariant) {
+		v.cri = true
+		v.extraHandlers = append(v.extraHandlers, h)
+	}
+}
 
 // UnifiedCgroupMount is the cgroup2 mount of a hybrid cgroup layout.
 var UnifiedCgroupMount = "/sys/fs/cgroup/unified"
@@ -94,6 +120,14 @@ func (d *Daemon) variantConfig() string {
 	var b strings.Builder
 	handler := func(section string) {
 		fmt.Fprintf(&b, "[%s.containerd.runtimes.%s]\n  runtime_type = %q\n\n", section, CRIRuntimeHandler, Runtime())
+		for _, h := range d.variant.extraHandlers {
+			fmt.Fprintf(&b, "[%s.containerd.runtimes.%s]\n  runtime_type = %q\n", section, h.Name, Runtime())
+			fmt.Fprintf(&b, "[%s.containerd.runtimes.%s.options]\n", section, h.Name)
+			for _, line := range h.Options {
+				fmt.Fprintf(&b, "  %s\n", line)
+			}
+			b.WriteString("\n")
+		}
 	}
 	common := func() {
 		fmt.Fprintf(&b, "  restrict_oom_score_adj = true\n  disable_apparmor = true\n")
