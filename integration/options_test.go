@@ -103,6 +103,39 @@ func TestOptionsBinaryNameWrapper(t *testing.T) {
 	})
 }
 
+// Options 2b: ctr's own way to give a non-runc runtime its options, `--runtime-config-path`
+// (ctr refuses --runc-binary for runtimes other than io.containerd.runc.v2): the shim reads
+// the TOML file and runs the container through the BinaryName it names.
+func TestOptionsCtrRuntimeConfigPath(t *testing.T) {
+	forEachFlavor(t, func(t *testing.T, d *harness.Daemon) {
+		ctx, ns := d.NewNamespace(t)
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		const id = "o2b"
+		dir := t.TempDir()
+		wrapper, log, config := filepath.Join(dir, "runc-wrapper"), filepath.Join(dir, "argv.log"), filepath.Join(dir, "options.toml")
+		writeScript(t, wrapper, "echo \"$*\" >> "+log+"\nexec /usr/sbin/runc \"$@\"\n")
+		if err := os.WriteFile(config, []byte("BinaryName = '"+wrapper+"'\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		stdout, stderr, code, err := d.Ctr(ctx, ctrRun(d, "--rm", "--runtime-config-path", config, harness.ImageName, id,
+			"sh", "-c", "echo configured; exit 6")...)
+		if err != nil {
+			t.Fatalf("ctr run: %v (stderr %q)", err, stderr)
+		}
+		if code != 6 || stdout != "configured\n" {
+			t.Errorf("ctr run: exit code %d, stdout %q; want 6 and %q (stderr %q)", code, stdout, "configured\n", stderr)
+		}
+		data, _ := os.ReadFile(log)
+		for _, verb := range []string{"create", "start", "delete"} {
+			if !hasRuntimeCall(string(data), verb, id) {
+				t.Errorf("wrapper log has no `%s ... %s` call; the config file's BinaryName was not used. Log:\n%s", verb, id, data)
+			}
+		}
+		expectNoLeftovers(t, d, ns, id)
+	})
+}
+
 // hasRuntimeCall reports whether a logged runtime argv (one call a line) contains a call of
 // verb whose last argument is the container id.
 func hasRuntimeCall(log, verb, id string) bool {
