@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -13,6 +14,19 @@ import (
 // spliceChunk is the most one splice(2) call may move. The kernel caps a call
 // at what the pipes hold (64 KiB by default), so this only bounds the request.
 const spliceChunk = 1 << 20
+
+// Pipes start at the kernel's default size (64 KiB on Linux). A stream that
+// keeps filling its pipe is a bulk stream: after fullSplicesToGrow splices
+// that each emptied a full pipe, both of its pipes grow to bulkPipeSize, so a
+// wake-up moves up to 16 times more. Only such streams get bigger pipes,
+// because pipe sizes count against the owning user's pipe-user-pages-soft
+// budget, and past it the kernel gives new pipes of unprivileged processes
+// of that uid (container processes running as root among them) a single
+// page. Data pages are used only while bytes sit in the pipe.
+const (
+	bulkPipeSize      = 1 << 20 // the default /proc/sys/fs/pipe-max-size
+	fullSplicesToGrow = 4
+)
 
 // copyBufSize is the buffer of the fallback copy, used when a side is not a
 // pipe (a regular file behind file:// or a plain path).
@@ -75,6 +89,7 @@ func splicePipes(dst, src *os.File, stall *stallPolicy) (written int64, err erro
 	if err1 != nil || err2 != nil {
 		return 0, nil, false
 	}
+	growth := pipeGrowth{capacity: pipeSize(srcRC)}
 	for {
 		if stall.enabled() {
 			// Bounds the wait for the reader below; renewed after progress.
@@ -127,6 +142,10 @@ func splicePipes(dst, src *os.File, stall *stallPolicy) (written int64, err erro
 		case serr == nil:
 			written += n
 			stall.progressed(n)
+			if growth.filled(n) {
+				setPipeSize(srcRC, bulkPipeSize)
+				setPipeSize(dstRC, bulkPipeSize)
+			}
 		case errors.Is(serr, os.ErrDeadlineExceeded) && stall.enabled():
 			// The reader made no progress for the whole timeout.
 			moved, err := stall.discardUntilDrained(dst, src, dstRC)
@@ -173,4 +192,42 @@ func readiness(src, dst int) pipeState {
 		return dstNotReady
 	}
 	return bothReady
+}
+
+// pipeGrowth decides when a spliced stream has earned bigger pipes.
+type pipeGrowth struct {
+	capacity int64 // the source pipe's size; 0 when unknown (never grow)
+	full     int   // splices so far that moved a whole pipe
+	grown    bool
+}
+
+// filled records a splice of n bytes and reports, once, that the stream
+// has filled its pipe often enough to grow.
+func (g *pipeGrowth) filled(n int64) bool {
+	if g.grown || g.capacity <= 0 || g.capacity >= bulkPipeSize || n < g.capacity {
+		return false
+	}
+	g.full++
+	if g.full < fullSplicesToGrow {
+		return false
+	}
+	g.grown = true
+	return true
+}
+
+// pipeSize returns a pipe's buffer size in bytes, or 0 if it cannot tell.
+func pipeSize(rc syscall.RawConn) int64 {
+	var size int
+	var serr error
+	if err := rc.Control(func(fd uintptr) { size, serr = unix.FcntlInt(fd, unix.F_GETPIPE_SZ, 0) }); err != nil || serr != nil {
+		return 0
+	}
+	return int64(size)
+}
+
+// setPipeSize asks for a pipe of size bytes. A refusal (a lower
+// pipe-max-size, the user's pipe budget spent) leaves the pipe as it was,
+// which is only slower.
+func setPipeSize(rc syscall.RawConn, size int) {
+	_ = rc.Control(func(fd uintptr) { _, _ = unix.FcntlInt(fd, unix.F_SETPIPE_SZ, size) })
 }

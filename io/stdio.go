@@ -184,13 +184,20 @@ func (p *Pipes) startFileOutput(rf *rotatingFile, stream string) (*os.File, erro
 		} else {
 			err = rf.relayRaw(pr, &p.moved)
 		}
-		if err != nil && !errors.Is(err, os.ErrClosed) {
+		if err != nil && !closedUnderUs(err) {
 			relayFailed(stream, err)
 			discard(pr)
 		}
 		pr.Close()
 	}()
 	return pw, nil
+}
+
+// closedUnderUs reports an error that only says Close ended the relay. File
+// methods wrap that as os.ErrClosed, but a RawConn wait (the splice path)
+// returns the runtime's unexported "use of closed file" error as it is.
+func closedUnderUs(err error) bool {
+	return errors.Is(err, os.ErrClosed) || err.Error() == "use of closed file"
 }
 
 // relayFailed reports an output relay that could not write to the client
@@ -313,7 +320,7 @@ func (p *Pipes) startOutput(dst *os.File, stream string) (*os.File, error) {
 	go func() {
 		defer p.outputs.Done()
 		stall := &stallPolicy{stream: stream, timeout: p.stallTimeout, dropped: &p.dropped, moved: &p.moved}
-		if _, err := relay(dst, pr, stall); err != nil && !errors.Is(err, os.ErrClosed) {
+		if _, err := relay(dst, pr, stall); err != nil && !closedUnderUs(err) {
 			relayFailed(stream, err)
 			// Keep draining so the process never blocks on a full pipe
 			// because its reader failed.

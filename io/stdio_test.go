@@ -192,3 +192,59 @@ func TestStdinRelayUnderRacingWrites(t *testing.T) {
 		p.Close()
 	}
 }
+
+// A stream that keeps filling its pipe gets bigger pipes on both sides of the
+// relay; one that trickles keeps the kernel's default size.
+func TestBulkStreamGrowsItsPipes(t *testing.T) {
+	line := []byte("a log line\n")
+	for _, tc := range []struct {
+		name  string
+		size  int
+		write func(w *os.File)
+		grown bool
+	}{
+		{"bulk", 8 << 20, func(w *os.File) { w.Write(make([]byte, 8<<20)) }, true},
+		{"trickle", 20 * len(line), func(w *os.File) {
+			for range 20 {
+				w.Write(line)
+				time.Sleep(2 * time.Millisecond)
+			}
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			outPath := mkfifo(t, "out")
+			outR, err := os.OpenFile(outPath, os.O_RDONLY|unix.O_NONBLOCK, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer outR.Close()
+			p, err := Open(Config{Stdout: outPath}, Env{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			_, w, _ := p.RuntimeFiles()
+			go tc.write(w)
+			// Small reads, so that the relay finds the pipe full when the
+			// writer is fast.
+			outR.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := stdio.ReadFull(outR, make([]byte, tc.size)); err != nil {
+				t.Fatalf("reading %d bytes: %v", tc.size, err)
+			}
+			want := 64 << 10
+			if tc.grown {
+				want = bulkPipeSize
+			}
+			for name, f := range map[string]*os.File{"process pipe": w, "client FIFO": outR} {
+				size, err := unix.FcntlInt(f.Fd(), unix.F_GETPIPE_SZ, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if size != want {
+					t.Errorf("%s: %d bytes after %d bytes relayed, want %d", name, size, tc.size, want)
+				}
+			}
+			p.ReleaseRuntimeFiles()
+		})
+	}
+}

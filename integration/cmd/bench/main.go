@@ -47,6 +47,7 @@ type config struct {
 	throughput int64 // bytes per throughput run
 	podSizes   []int
 	out        string
+	only       string // comma-separated step names (substrings) to run; empty: all
 }
 
 func main() {
@@ -54,6 +55,7 @@ func main() {
 	flag.BoolVar(&c.quick, "quick", false, "a short run (a few minutes) for CI smoke testing")
 	flag.StringVar(&c.flavor, "flavor", "1.6", "containerd flavor: 1.6 or 2.x")
 	flag.StringVar(&c.out, "out", "", "also write the report (markdown) to this file")
+	flag.StringVar(&c.only, "only", "", "run only the steps whose names contain one of these comma-separated words (e.g. throughput,exec)")
 	flag.Parse()
 	c.iterations, c.throughput, c.podSizes = 30, 1<<30, []int{10, 50}
 	if c.quick {
@@ -63,6 +65,19 @@ func main() {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
 	}
+}
+
+// selected reports whether a step runs under -only.
+func selected(only, step string) bool {
+	if only == "" {
+		return true
+	}
+	for _, w := range strings.Split(only, ",") {
+		if w = strings.TrimSpace(w); w != "" && strings.Contains(step, w) {
+			return true
+		}
+	}
+	return false
 }
 
 // sample is one measured quantity for both runtimes.
@@ -132,6 +147,9 @@ func run(cfg config) error {
 		{"pod memory and start time", b.podMemory},
 	}
 	for _, s := range steps {
+		if !selected(cfg.only, s.name) {
+			continue
+		}
 		fmt.Fprintf(os.Stderr, "bench: %s...\n", s.name)
 		if err := s.fn(); err != nil {
 			return fmt.Errorf("%s: %w", s.name, err)
