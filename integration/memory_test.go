@@ -19,15 +19,19 @@ import (
 // from regressing silently; the figures to beat (and how they compare with
 // containerd's stock shim) are in docs/benchmarks.md.
 const (
-	// idleRSSBudgetKiB bounds the resident set (code, data and heap).
-	idleRSSBudgetKiB = 10 << 10
+	// idleRSSBudgetKiB bounds the resident set (code, data and heap): the
+	// issue's target of 6 MiB. It holds for a binary installed as `make
+	// install` does (harness copyFile); see docs/benchmarks.md for kernels
+	// that cache a binary in 2 MiB folios.
+	idleRSSBudgetKiB = 6 << 10
 	// idleAnonBudgetKiB bounds anonymous memory (heap, stacks, runtime):
 	// what each additional shim process really costs the machine. (Not
 	// Private_Dirty: a freshly copied binary's page-cache pages count as
 	// dirty until written back.)
 	idleAnonBudgetKiB = 4 << 10
-	// settleTime lets the daemon reach its idle state (it trims after 1 s).
-	settleTime = 3 * time.Second
+	// settleTime lets the daemon reach its idle state (it trims 2 s after
+	// the last request).
+	settleTime = 3500 * time.Millisecond
 )
 
 func TestIdleShimMemoryBudget(t *testing.T) {

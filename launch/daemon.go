@@ -68,7 +68,14 @@ func RunDaemon(f Flags) error {
 		SocketDir:   socketDir(f.Socket),
 		BundleRoot:  bundleRoot(),
 	})
-	srv, err := ttrpc.NewServer(ttrpc.WithServerHandshaker(ttrpc.UnixSocketRequireSameUser()))
+	trim := newTrimmer()
+	srv, err := ttrpc.NewServer(
+		ttrpc.WithServerHandshaker(ttrpc.UnixSocketRequireSameUser()),
+		ttrpc.WithUnaryServerInterceptor(func(ctx context.Context, u ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, m ttrpc.Method) (any, error) {
+			trim.Touch()
+			return m(ctx, u)
+		}),
+	)
 	if err != nil {
 		return fmt.Errorf("ttrpc server: %w", err)
 	}
@@ -82,7 +89,7 @@ func RunDaemon(f Flags) error {
 	go func() { serveErr <- srv.Serve(ctx, l) }()
 	stopTrim := make(chan struct{})
 	defer close(stopTrim)
-	go trimLoop(stopTrim)
+	go trim.Run(stopTrim, quietPeriod, trimInterval)
 	slog.Debug("shim daemon serving", "socket", f.Socket, "pid", os.Getpid())
 
 	select {
@@ -110,8 +117,9 @@ func RunDaemon(f Flags) error {
 // (SIGUSR1, as containerd's own shims do): the way to see where a live shim
 // is stuck without stopping it.
 func dumpStacksOn(sigs <-chan os.Signal) {
-	buf := make([]byte, 1<<20)
 	for range sigs {
+		// Allocated per dump: an idle shim should not carry 1 MiB for it.
+		buf := make([]byte, 1<<20)
 		n := runtime.Stack(buf, true)
 		slog.Info("goroutine dump (SIGUSR1)\n" + string(buf[:n]))
 	}

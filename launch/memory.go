@@ -46,6 +46,10 @@ func tuneMemory() {
 func trimMemory() {
 	debug.FreeOSMemory()
 	for _, m := range ownReadOnlyMappings() {
+		// Newer kernels keep a freshly read or copied binary in the page
+		// cache as 2 MiB folios and map each with one PMD entry: without
+		// NOHUGEPAGE the first fault after the trim maps all 2 MiB again.
+		madvise(m.start, m.end-m.start, unix.MADV_NOHUGEPAGE)
 		madvise(m.start, m.end-m.start, unix.MADV_RANDOM)
 		madvise(m.start, m.end-m.start, unix.MADV_DONTNEED)
 	}
@@ -101,17 +105,53 @@ func madvise(addr, length uintptr, advice int) {
 	_, _, _ = unix.Syscall(unix.SYS_MADVISE, addr, length, uintptr(advice))
 }
 
-// trimLoop trims once the daemon has settled, then periodically.
-func trimLoop(stop <-chan struct{}) {
-	t := time.NewTimer(time.Second)
-	defer t.Stop()
+// trimmer decides when the daemon trims its memory: quietPeriod after the
+// last request of a burst (so a shim that has just created its container is
+// lean within seconds, not after trimInterval), and at least every
+// trimInterval while requests keep coming or output keeps flowing. An idle
+// daemon with nothing new to trim wakes only every trimInterval.
+type trimmer struct {
+	touched chan struct{} // a request arrived; buffered, one pending is enough
+	trim    func()        // trimMemory; replaced in tests
+}
+
+// quietPeriod is how long the daemon waits after a request before trimming.
+const quietPeriod = 2 * time.Second
+
+func newTrimmer() *trimmer {
+	return &trimmer{touched: make(chan struct{}, 1), trim: trimMemory}
+}
+
+// Touch records a request. It never blocks: one pending touch says all.
+func (t *trimmer) Touch() {
+	select {
+	case t.touched <- struct{}{}:
+	default:
+	}
+}
+
+// Run trims until stop is closed. Only Run's goroutine owns the timer.
+func (t *trimmer) Run(stop <-chan struct{}, quiet, interval time.Duration) {
+	lastTrim := time.Now()
+	timer := time.NewTimer(quiet)
+	defer timer.Stop()
 	for {
 		select {
 		case <-stop:
 			return
-		case <-t.C:
-			trimMemory()
-			t.Reset(trimInterval)
+		case <-t.touched:
+			// Trim after a quiet spell, but never later than the interval
+			// after the last trim: a steady trickle of requests must not
+			// postpone it forever.
+			due := time.Now().Add(quiet)
+			if limit := lastTrim.Add(interval); limit.Before(due) {
+				due = limit
+			}
+			timer.Reset(time.Until(due))
+		case <-timer.C:
+			t.trim()
+			lastTrim = time.Now()
+			timer.Reset(interval)
 		}
 	}
 }
