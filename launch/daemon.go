@@ -69,10 +69,13 @@ func RunDaemon(f Flags) error {
 		BundleRoot:  bundleRoot(),
 	})
 	trim := newTrimmer()
+	var last lastRequest
+	last.Touch()
 	srv, err := ttrpc.NewServer(
 		ttrpc.WithServerHandshaker(ttrpc.UnixSocketRequireSameUser()),
 		ttrpc.WithUnaryServerInterceptor(func(ctx context.Context, u ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, m ttrpc.Method) (any, error) {
 			trim.Touch()
+			last.Touch()
 			return m(ctx, u)
 		}),
 	)
@@ -87,14 +90,17 @@ func RunDaemon(f Flags) error {
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ctx, l) }()
-	stopTrim := make(chan struct{})
+	stopTrim := make(chan struct{}) // ends the trimmer and the abandonment watch
 	defer close(stopTrim)
 	go trim.Run(stopTrim, quietPeriod, trimInterval)
+	abandoned := watchAbandoned(stopTrim, svc.Tasks, &last, abandonTimeout)
 	slog.Debug("shim daemon serving", "socket", f.Socket, "pid", os.Getpid())
 
 	select {
 	case <-exitRequested:
 		slog.Debug("last task gone; shutting down")
+	case <-abandoned:
+		slog.Warn("no task and no request for a long time: containerd abandoned this shim; leaving", "after", abandonTimeout)
 	case sig := <-stop:
 		slog.Info("signal received; shutting down", "signal", sig, "tasks", svc.Tasks())
 	case err := <-serveErr:

@@ -1,0 +1,52 @@
+package launch
+
+import (
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestWatchAbandoned(t *testing.T) {
+	const timeout = 40 * time.Millisecond
+	for _, tc := range []struct {
+		name      string
+		tasks     int32
+		requests  bool // a request every 5 ms
+		abandoned bool
+	}{
+		{"empty and silent", 0, false, true},
+		{"holding a task", 1, false, false},
+		{"empty but spoken to", 0, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var tasks atomic.Int32
+			tasks.Store(tc.tasks)
+			var last lastRequest
+			last.Touch()
+			stop := make(chan struct{})
+			defer close(stop)
+			abandoned := watchAbandoned(stop, func() int { return int(tasks.Load()) }, &last, timeout)
+			tick := time.NewTicker(5 * time.Millisecond)
+			defer tick.Stop()
+			end := time.After(10 * timeout)
+			for {
+				select {
+				case <-abandoned:
+					if !tc.abandoned {
+						t.Fatal("left although not abandoned")
+					}
+					return
+				case <-tick.C:
+					if tc.requests {
+						last.Touch()
+					}
+				case <-end:
+					if tc.abandoned {
+						t.Fatalf("still there after %v", 10*timeout)
+					}
+					return
+				}
+			}
+		})
+	}
+}
