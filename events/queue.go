@@ -17,6 +17,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/example/containerd-shim-example-v2/internal/condwait"
+
 	eventsapi "github.com/containerd/containerd/api/services/ttrpc/events/v1"
 	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/ttrpc"
@@ -159,14 +161,9 @@ func (q *Queue) Run() {
 // Flush waits until every queued event was forwarded, at most timeout, and
 // reports whether the queue emptied.
 func (q *Queue) Flush(timeout time.Duration) bool {
-	deadline := time.Now().Add(timeout)
-	t := time.AfterFunc(timeout, func() { q.mu.Lock(); q.cond.Broadcast(); q.mu.Unlock() })
-	defer t.Stop()
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for (len(q.pending) > 0 || q.sending) && time.Now().Before(deadline) {
-		q.cond.Wait()
-	}
+	condwait.Until(q.cond, timeout, func() bool { return len(q.pending) == 0 && !q.sending })
 	return len(q.pending) == 0
 }
 

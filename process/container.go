@@ -22,6 +22,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/example/containerd-shim-example-v2/internal/condwait"
+
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/proto"
@@ -416,17 +418,8 @@ func (c *Container) watchInit(exitc <-chan reaper.Exit) {
 }
 
 func (c *Container) waitExecsIdle(timeout time.Duration) {
-	deadline := time.Now().Add(timeout)
-	timer := time.AfterFunc(timeout, func() {
-		c.mu.Lock()
-		c.execsIdle.Broadcast()
-		c.mu.Unlock()
-	})
-	defer timer.Stop()
 	c.mu.Lock()
-	for c.runningExecs > 0 && time.Now().Before(deadline) {
-		c.execsIdle.Wait()
-	}
+	condwait.Until(c.execsIdle, timeout, func() bool { return c.runningExecs == 0 })
 	c.mu.Unlock()
 }
 
