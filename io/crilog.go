@@ -177,6 +177,14 @@ func (r *rotatingFile) rotate() error {
 	return nil
 }
 
+// Close closes the current file (after a rotation, not the first one). The
+// relays then fail their writes with os.ErrClosed and stop.
+func (r *rotatingFile) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.f.Close()
+}
+
 func (r *rotatingFile) release() {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -53,7 +53,7 @@ type Pipes struct {
 	outDone chan struct{}  // closed when the output relays have ended
 	mu      sync.Mutex
 	closed  bool
-	toClose []*os.File // every shim-side file, closed by Close
+	toClose []stdio.Closer // every shim-side file, closed by Close
 
 	// Terminal processes: the client's stdout waits in consoleOut until the
 	// runtime hands over the pty master; then console relays it.
@@ -143,7 +143,7 @@ func (p *Pipes) openStreams(cfg Config) error {
 				if rf, err = openRotating(o); err != nil {
 					return err
 				}
-				p.toClose = append(p.toClose, rf.f)
+				p.toClose = append(p.toClose, rf) // whichever file is current then
 				shared = rf
 			}
 			w, err := p.startFileOutput(rf, s.name)
