@@ -31,8 +31,7 @@ func TestCRIRuntimeOptionsFromConfig(t *testing.T) {
 	for _, flavor := range harness.AllFlavors {
 		t.Run("containerd-"+flavor, func(t *testing.T) {
 			dir := t.TempDir()
-			wrapper, argvLog := filepath.Join(dir, "runc-wrapper"), filepath.Join(dir, "argv.log")
-			writeScript(t, wrapper, "echo \"$*\" >> "+argvLog+"\nexec /usr/sbin/runc \"$@\"\n")
+			wrapper, argvLog := loggingRuncWrapper(t, dir)
 			const missing = "/nonexistent/runc-from-config"
 			optionsFile := func(name, binary string) string {
 				path := filepath.Join(dir, name+".toml")

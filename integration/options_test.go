@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -60,20 +61,19 @@ func TestOptionsBinaryNameMissing(t *testing.T) {
 }
 
 // Options 2: BinaryName is honoured: a wrapper that logs its arguments and execs runc runs
-// the container (create, start, delete all through it).
+// the container (create, start, delete all through it); NoPivotRoot and NoNewKeyring reach
+// the runtime's create as --no-pivot and --no-new-keyring.
 func TestOptionsBinaryNameWrapper(t *testing.T) {
 	forEachFlavor(t, func(t *testing.T, d *harness.Daemon) {
 		ctx, ns := d.NewNamespace(t)
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		const id = "o2"
-		dir := t.TempDir()
-		wrapper, log := filepath.Join(dir, "runc-wrapper"), filepath.Join(dir, "argv.log")
-		writeScript(t, wrapper, "echo \"$*\" >> "+log+"\nexec /usr/sbin/runc \"$@\"\n")
+		wrapper, log := loggingRuncWrapper(t, t.TempDir())
 
 		ctr := newContainer(t, ctx, d, id, []string{"sh", "-c", "echo wrapped; exit 4"})
 		ioc, out, _ := bufferedIO(d)
-		task, err := ctr.NewTask(ctx, ioc, withRuncOptions(&options.Options{BinaryName: wrapper}))
+		task, err := ctr.NewTask(ctx, ioc, withRuncOptions(&options.Options{BinaryName: wrapper, NoPivotRoot: true, NoNewKeyring: true}))
 		if err != nil {
 			t.Fatalf("NewTask with BinaryName %s: %v", wrapper, err)
 		}
@@ -99,6 +99,16 @@ func TestOptionsBinaryNameWrapper(t *testing.T) {
 				t.Errorf("wrapper log has no `%s ... %s` call; BinaryName not used for it. Log:\n%s", verb, id, data)
 			}
 		}
+		for _, line := range strings.Split(string(data), "\n") {
+			f := strings.Fields(line)
+			if slices.Contains(f, "create") && f[len(f)-1] == id {
+				for _, flag := range []string{"--no-pivot", "--no-new-keyring"} {
+					if !slices.Contains(f, flag) {
+						t.Errorf("runtime create without %s: %s", flag, line)
+					}
+				}
+			}
+		}
 		expectNoLeftovers(t, d, ns, id)
 	})
 }
@@ -113,8 +123,8 @@ func TestOptionsCtrRuntimeConfigPath(t *testing.T) {
 		defer cancel()
 		const id = "o2b"
 		dir := t.TempDir()
-		wrapper, log, config := filepath.Join(dir, "runc-wrapper"), filepath.Join(dir, "argv.log"), filepath.Join(dir, "options.toml")
-		writeScript(t, wrapper, "echo \"$*\" >> "+log+"\nexec /usr/sbin/runc \"$@\"\n")
+		wrapper, log := loggingRuncWrapper(t, dir)
+		config := filepath.Join(dir, "options.toml")
 		if err := os.WriteFile(config, []byte("BinaryName = '"+wrapper+"'\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -134,6 +144,15 @@ func TestOptionsCtrRuntimeConfigPath(t *testing.T) {
 		}
 		expectNoLeftovers(t, d, ns, id)
 	})
+}
+
+// loggingRuncWrapper writes a runc-compatible binary into dir that appends each call's
+// arguments (one call a line) to the returned log and execs runc.
+func loggingRuncWrapper(t *testing.T, dir string) (wrapper, log string) {
+	t.Helper()
+	wrapper, log = filepath.Join(dir, "runc-wrapper"), filepath.Join(dir, "argv.log")
+	writeScript(t, wrapper, "echo \"$*\" >> "+log+"\nexec /usr/sbin/runc \"$@\"\n")
+	return wrapper, log
 }
 
 // hasRuntimeCall reports whether a logged runtime argv (one call a line) contains a call of

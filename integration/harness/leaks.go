@@ -224,11 +224,25 @@ func (d *Daemon) ShimDebugSocketPath(ns, id string) string {
 }
 
 // removeShimSockets removes the sockets a shim killed by the harness could not remove.
+//
+// A shim that groups tasks names its socket otherwise (after the group), so the sockets
+// named in the daemon's bundles (their `address` files) and in the shims' own `-socket`
+// flags go too: every shim of this daemon is dead by now, and their socket names are
+// derived from this daemon's address, so no other daemon's shim can own them.
 func (d *Daemon) removeShimSockets(procs []Proc) {
 	for _, p := range procs {
 		ns, id := flagValue(p.Args, "namespace"), flagValue(p.Args, "id")
 		removeSocket(d.ShimSocketPath(ns, id))
 		removeSocket(d.ShimDebugSocketPath(ns, id))
+		if s := flagValue(p.Args, "socket"); s != "" {
+			removeSocket(strings.TrimPrefix(s, "unix://"))
+		}
+	}
+	files, _ := filepath.Glob(filepath.Join(d.State, "io.containerd.runtime.v2.task", "*", "*", "address"))
+	for _, f := range files {
+		if addr, err := os.ReadFile(f); err == nil {
+			removeSocket(strings.TrimPrefix(strings.TrimSpace(string(addr)), "unix://"))
+		}
 	}
 }
 
