@@ -69,7 +69,9 @@ type Queue struct {
 	sending bool // the head is being forwarded
 	closed  bool
 	dropped uint64
-	done    chan struct{}
+	// Counters for Stats (introspection), guarded by mu like the rest.
+	forwarded, retries uint64
+	done               chan struct{}
 }
 
 // NewQueue returns a queue for namespace that forwards through fwd; Run
@@ -132,13 +134,19 @@ func (q *Queue) Run() {
 
 		q.mu.Lock()
 		q.sending = false
-		if err != nil && IsRejection(err) {
+		switch {
+		case err == nil:
+			q.forwarded++
+		case IsRejection(err):
 			rejections++
 			if rejections >= maxRejections {
 				slog.Error("containerd refused an event; dropped", "topic", env.Topic, "error", err)
 				q.dropped++
 				err = nil
 			}
+		}
+		if err != nil {
+			q.retries++
 		}
 		if err == nil {
 			q.pending[0] = nil
@@ -175,6 +183,24 @@ func (q *Queue) Close() {
 	q.mu.Unlock()
 	<-q.done
 	_ = q.fwd.Close()
+}
+
+// Stats is the queue's state for introspection.
+type Stats struct {
+	Pending, Forwarded, Retries, Dropped uint64
+	// OldestPending is the age of the head event; zero when none is pending.
+	OldestPending time.Duration
+}
+
+// Stats returns the queue's counters and the age of its oldest event.
+func (q *Queue) Stats() Stats {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	st := Stats{Pending: uint64(len(q.pending)), Forwarded: q.forwarded, Retries: q.retries, Dropped: q.dropped}
+	if len(q.pending) > 0 {
+		st.OldestPending = time.Since(q.pending[0].Timestamp.AsTime())
+	}
+	return st
 }
 
 // Dropped returns how many events were dropped because the queue was full.

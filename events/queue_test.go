@@ -50,8 +50,16 @@ func TestQueueKeepsOrderAcrossFailures(t *testing.T) {
 		q.Publish("/tasks/exit", &apievents.TaskExit{ID: id})
 		want = append(want, "/tasks/exit:"+id)
 	}
+	if st := q.Stats(); st.Pending == 0 || st.OldestPending <= 0 {
+		// The forwards are still failing (retries start retryMin apart), so the
+		// head waits and has an age.
+		t.Errorf("stats while containerd refuses: %+v, want pending events with an age", st)
+	}
 	if !q.Flush(10 * time.Second) {
 		t.Fatal("queue did not drain")
+	}
+	if st := q.Stats(); st != (Stats{Forwarded: 4, Retries: 3}) {
+		t.Errorf("stats after draining: %+v, want 4 forwarded after 3 retries, nothing pending or dropped", st)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()

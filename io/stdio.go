@@ -336,6 +336,9 @@ func (p *Pipes) startOutput(dst *os.File, stream string) (*os.File, error) {
 // stalled (see DefaultStallTimeout).
 func (p *Pipes) Dropped() uint64 { return p.dropped.Load() }
 
+// Moved returns how many output bytes reached the client or the log so far.
+func (p *Pipes) Moved() uint64 { return p.moved.Load() }
+
 // CloseStdin closes the shim's writer on the stdin FIFO (CloseIO). Once the
 // client's writer is closed as well, the process reads end of file.
 // Idempotent; a process without stdin has nothing to close.

@@ -67,6 +67,9 @@ func RunDaemon(f Flags) error {
 		RequestExit: func() { close(exitRequested) },
 		SocketDir:   socketDir(f.Socket),
 		BundleRoot:  bundleRoot(),
+		Version:     Version,
+		Revision:    Revision,
+		Started:     time.Now(),
 	})
 	trim := newTrimmer()
 	var last lastRequest
@@ -83,6 +86,7 @@ func RunDaemon(f Flags) error {
 		return fmt.Errorf("ttrpc server: %w", err)
 	}
 	service.Register(srv, svc)
+	service.RegisterIntrospect(srv, svc)
 
 	l, err := net.FileListener(os.NewFile(listenerFD, "shim socket"))
 	if err != nil {

@@ -25,7 +25,7 @@ type Flags struct {
 	Version       bool
 	Info          bool
 	Socket        string   // daemon: path of the socket it serves (listener inherited on fd 3)
-	Action        string   // "start", "delete", or "" for the daemon
+	Action        string   // "start", "delete", "introspect", or "" for the daemon
 	Ignored       []string // unknown flags, kept for a log line
 }
 

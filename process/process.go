@@ -72,6 +72,19 @@ func (p *Process) State() Snapshot {
 	return s
 }
 
+// OutputCounters returns the output bytes delivered so far and those
+// discarded because the reader stalled, and whether the process has a
+// terminal. It waits, as State does, while the process is being started.
+func (p *Process) OutputCounters() (delivered, dropped uint64, terminal bool) {
+	p.mu.Lock()
+	pipes := p.pipes
+	p.mu.Unlock()
+	if pipes == nil {
+		return 0, 0, false
+	}
+	return pipes.Moved(), pipes.Dropped(), pipes.Terminal()
+}
+
 // Status returns the process's status.
 func (p *Process) Status() Status {
 	p.mu.Lock()

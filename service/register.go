@@ -44,6 +44,17 @@ func Register(srv *ttrpc.Server, t taskapi.TTRPCTaskService) {
 	srv.RegisterService(TaskServiceV3, &ttrpc.ServiceDesc{Methods: methods})
 }
 
+// IntrospectService is the introspection service's name on the wire
+// (proto/introspect/v1).
+const IntrospectService = "example.introspect.v1.Introspect"
+
+// RegisterIntrospect serves the introspection service on srv.
+func RegisterIntrospect(srv *ttrpc.Server, s *Service) {
+	srv.RegisterService(IntrospectService, &ttrpc.ServiceDesc{Methods: map[string]ttrpc.Method{
+		"Snapshot": method(s.Introspect),
+	}})
+}
+
 // method adapts a typed handler to ttrpc's dispatch, and is the one place
 // where Go errors become wire status codes (errdefs classes -> gRPC codes).
 func method[Req any, Resp any, PReq interface{ *Req }](h func(context.Context, PReq) (Resp, error)) ttrpc.Method {

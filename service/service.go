@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"google.golang.org/protobuf/proto"
@@ -37,6 +38,9 @@ type Config struct {
 	// SocketDir holds the daemon's socket, and the console sockets runtimes
 	// send terminals through (short paths, root-only directory).
 	SocketDir string
+	// Build and start time, reported by the introspection service.
+	Version, Revision string
+	Started           time.Time
 }
 
 // Service implements containerd's Task API for every container of this shim.

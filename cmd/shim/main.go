@@ -1,7 +1,7 @@
 // Command containerd-shim-example-v2 is the shim containerd runs for the
 // runtime io.example.v2. containerd invokes it as `start` (spawn or reuse a
 // daemon), `delete` (clean up after a daemon) or `-info`; without an action
-// it is the daemon itself.
+// it is the daemon itself. Operators may run `introspect` (see README).
 package main
 
 import (
@@ -41,9 +41,11 @@ func run() error {
 		return launch.Start(f, os.Stdin, os.Stdout)
 	case "delete":
 		return launch.Delete(f, os.Stdout)
+	case "introspect":
+		return launch.Introspect(f, os.Stdout)
 	case "":
 		return launch.RunDaemon(f)
 	default:
-		return fmt.Errorf("unknown action %q (want start, delete, or none for the daemon)", f.Action)
+		return fmt.Errorf("unknown action %q (want start, delete, introspect, or none for the daemon)", f.Action)
 	}
 }

@@ -1,0 +1,59 @@
+package launch
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/containerd/ttrpc"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/example/containerd-shim-example-v2/bundle"
+	introspect "github.com/example/containerd-shim-example-v2/proto/introspect/v1"
+	"github.com/example/containerd-shim-example-v2/service"
+)
+
+// introspectTimeout bounds the whole query: a live daemon answers at once.
+const introspectTimeout = 5 * time.Second
+
+// Introspect is the `introspect` action, for operators: it asks a running
+// daemon for its introspection snapshot and prints it as JSON. The daemon is
+// found by its socket (-socket) or through a task's bundle (-bundle, whose
+// `address` file names the socket).
+func Introspect(f Flags, out io.Writer) error {
+	socket := f.Socket
+	if socket == "" {
+		if f.Bundle == "" {
+			return fmt.Errorf("introspect needs -bundle <task bundle> or -socket <shim socket>")
+		}
+		addr, err := os.ReadFile(filepath.Join(f.Bundle, bundle.AddressFile))
+		if err != nil {
+			return fmt.Errorf("find the shim of bundle %s: %w", f.Bundle, err)
+		}
+		socket = SocketFromAddress(strings.TrimSpace(string(addr)))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), introspectTimeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", socket)
+	if err != nil {
+		return fmt.Errorf("connect to shim %s: %w", socket, err)
+	}
+	client := ttrpc.NewClient(conn)
+	defer client.Close()
+	var resp introspect.SnapshotResponse
+	if err := client.Call(ctx, service.IntrospectService, "Snapshot", &introspect.SnapshotRequest{}, &resp); err != nil {
+		return fmt.Errorf("introspect shim %s: %w", socket, err)
+	}
+	data, err := protojson.MarshalOptions{Multiline: true, EmitUnpopulated: true}.Marshal(&resp)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(out, "%s\n", data)
+	return err
+}

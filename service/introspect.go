@@ -1,0 +1,113 @@
+package service
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/example/containerd-shim-example-v2/events"
+	"github.com/example/containerd-shim-example-v2/process"
+	introspect "github.com/example/containerd-shim-example-v2/proto/introspect/v1"
+)
+
+// eventStats is what a Publisher that can report on itself offers
+// (events.Queue does).
+type eventStats interface {
+	Stats() events.Stats
+}
+
+// Introspect answers the introspection service (proto/introspect/v1): the
+// daemon's build, memory and event queue, and each process's output
+// counters. It only reads; like State, it waits for a process being started.
+func (s *Service) Introspect(ctx context.Context, _ *introspect.SnapshotRequest) (*introspect.SnapshotResponse, error) {
+	resp := &introspect.SnapshotResponse{
+		Pid:       s.shimPid,
+		Version:   s.cfg.Version,
+		Revision:  s.cfg.Revision,
+		Namespace: s.cfg.Namespace,
+		Events:    &introspect.EventQueue{},
+		Memory:    memorySnapshot(),
+	}
+	if !s.cfg.Started.IsZero() {
+		resp.UptimeMs = uint64(time.Since(s.cfg.Started).Milliseconds())
+	}
+	if q, ok := s.cfg.Events.(eventStats); ok {
+		st := q.Stats()
+		resp.Events = &introspect.EventQueue{
+			Pending:         st.Pending,
+			Forwarded:       st.Forwarded,
+			Retries:         st.Retries,
+			Dropped:         st.Dropped,
+			OldestPendingMs: uint64(st.OldestPending.Milliseconds()),
+		}
+	}
+	s.mu.Lock()
+	containers := make([]*process.Container, 0, len(s.containers))
+	for _, c := range s.containers {
+		containers = append(containers, c)
+	}
+	s.mu.Unlock()
+	sort.Slice(containers, func(i, j int) bool { return containers[i].ID < containers[j].ID })
+	for _, c := range containers {
+		t := &introspect.Task{Id: c.ID, Bundle: c.Bundle}
+		for _, p := range append([]*process.Process{c.Init()}, c.Execs()...) {
+			t.Processes = append(t.Processes, processSnapshot(p))
+		}
+		resp.Tasks = append(resp.Tasks, t)
+	}
+	return resp, nil
+}
+
+func processSnapshot(p *process.Process) *introspect.Process {
+	st := p.State()
+	delivered, dropped, terminal := p.OutputCounters()
+	return &introspect.Process{
+		ExecId:       p.ID,
+		Pid:          uint32(st.Pid),
+		Status:       st.Status.String(),
+		ExitStatus:   uint32(st.ExitCode),
+		Terminal:     terminal,
+		OutputBytes:  delivered,
+		DroppedBytes: dropped,
+	}
+}
+
+// memorySnapshot reads the daemon's resident memory from the kernel and its
+// heap from the Go runtime (a brief stop of the world, fine on request).
+func memorySnapshot() *introspect.Memory {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	m := &introspect.Memory{
+		HeapInuseBytes: ms.HeapInuse,
+		HeapSysBytes:   ms.HeapSys,
+		Goroutines:     uint32(runtime.NumGoroutine()),
+	}
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return m
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		key, rest, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
+		}
+		kib, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+		if err != nil {
+			continue
+		}
+		switch key {
+		case "VmRSS":
+			m.RssKib = kib
+		case "RssAnon":
+			m.AnonKib = kib
+		}
+	}
+	return m
+}
