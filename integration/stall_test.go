@@ -155,6 +155,16 @@ func stdoutReaderStalled(t *testing.T, d *harness.Daemon) {
 		if !eventually(5*time.Second, func() bool { return strings.Contains(d.LogSince(logOffset, 8<<20), stallLogLine) }) {
 			t.Errorf("containerd's log (the shim's log) does not mention %q", stallLogLine)
 		}
+		if harness.Runtime() == "io.example.v2" {
+			// The loss is counted where an operator can see it: the shim's introspection.
+			dropped := map[string]uint64{}
+			for _, task := range introspect(t, d.BundleDir(ns, "st-writer")).Tasks {
+				dropped[task.ID] = task.Processes[0].DroppedBytes
+			}
+			if dropped["st-writer"] == 0 || dropped["st-other"] != 0 {
+				t.Errorf("introspection: dropped output bytes %v, want some for st-writer and none for st-other", dropped)
+			}
+		}
 		if code := runExecTimed(t, ctx, otherTask, "during-discard", 10*time.Second, "sh", "-c", "exit 6"); code != 6 {
 			t.Errorf("exec in st-other while st-writer's output is discarded: exit code %d, want 6", code)
 		}
