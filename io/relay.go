@@ -23,9 +23,14 @@ const spliceChunk = 1 << 20
 // budget, and past it the kernel gives new pipes of unprivileged processes
 // of that uid (container processes running as root among them) a single
 // page. Data pages are used only while bytes sit in the pipe.
+//
+// A grown stream that then trickles (smallSplicesToShrink splices in a row
+// that each moved less than the default size) shrinks back, so a burst at
+// start-up does not hold the budget for the container's whole life.
 const (
-	bulkPipeSize      = 1 << 20 // the default /proc/sys/fs/pipe-max-size
-	fullSplicesToGrow = 4
+	bulkPipeSize         = 1 << 20 // the default /proc/sys/fs/pipe-max-size
+	fullSplicesToGrow    = 4
+	smallSplicesToShrink = 64
 )
 
 // copyBufSize is the buffer of the fallback copy, used when a side is not a
@@ -142,9 +147,19 @@ func splicePipes(dst, src *os.File, stall *stallPolicy) (written int64, err erro
 		case serr == nil:
 			written += n
 			stall.progressed(n)
-			if growth.filled(n) {
+			switch growth.observe(n) {
+			case grow:
 				setPipeSize(srcRC, bulkPipeSize)
 				setPipeSize(dstRC, bulkPipeSize)
+			case shrink:
+				// Refused (EBUSY) while more than the default size is
+				// queued; then the stream counts as grown and tries again
+				// after the next run of small splices.
+				setPipeSize(srcRC, int(growth.capacity))
+				setPipeSize(dstRC, int(growth.capacity))
+				if pipeSize(srcRC) > growth.capacity || pipeSize(dstRC) > growth.capacity {
+					growth.grown = true
+				}
 			}
 		case errors.Is(serr, os.ErrDeadlineExceeded) && stall.enabled():
 			// The reader made no progress for the whole timeout.
@@ -194,25 +209,47 @@ func readiness(src, dst int) pipeState {
 	return bothReady
 }
 
-// pipeGrowth decides when a spliced stream has earned bigger pipes.
+// pipeGrowth decides when a spliced stream has earned bigger pipes, and when
+// it should give them back.
 type pipeGrowth struct {
-	capacity int64 // the source pipe's size; 0 when unknown (never grow)
-	full     int   // splices so far that moved a whole pipe
+	capacity int64 // the source pipe's default size; 0 when unknown (never grow)
+	full     int   // splices that moved a whole default-size pipe, since the last resize
+	small    int   // since growing: splices in a row that moved less than that
 	grown    bool
 }
 
-// filled records a splice of n bytes and reports, once, that the stream
-// has filled its pipe often enough to grow.
-func (g *pipeGrowth) filled(n int64) bool {
-	if g.grown || g.capacity <= 0 || g.capacity >= bulkPipeSize || n < g.capacity {
-		return false
+type resize int
+
+const (
+	keep resize = iota
+	grow
+	shrink
+)
+
+// observe records a splice of n bytes and says whether to resize the pipes.
+func (g *pipeGrowth) observe(n int64) resize {
+	if g.capacity <= 0 || g.capacity >= bulkPipeSize {
+		return keep
 	}
-	g.full++
-	if g.full < fullSplicesToGrow {
-		return false
+	if !g.grown {
+		if n < g.capacity {
+			return keep
+		}
+		if g.full++; g.full < fullSplicesToGrow {
+			return keep
+		}
+		g.grown, g.full, g.small = true, 0, 0
+		return grow
 	}
-	g.grown = true
-	return true
+	if n >= g.capacity {
+		g.small = 0
+		return keep
+	}
+	if g.small++; g.small < smallSplicesToShrink {
+		return keep
+	}
+	g.grown, g.small = false, 0
+	return shrink
 }
 
 // pipeSize returns a pipe's buffer size in bytes, or 0 if it cannot tell.

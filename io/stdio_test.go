@@ -194,24 +194,25 @@ func TestStdinRelayUnderRacingWrites(t *testing.T) {
 }
 
 // A stream that keeps filling its pipe gets bigger pipes on both sides of the
-// relay; one that trickles keeps the kernel's default size.
+// relay; one that trickles keeps the kernel's default size, and a bulk stream
+// that turns into a trickle gives the bigger pipes back.
 func TestBulkStreamGrowsItsPipes(t *testing.T) {
 	line := []byte("a log line\n")
-	for _, tc := range []struct {
-		name  string
-		size  int
-		write func(w *os.File)
-		grown bool
-	}{
-		{"bulk", 8 << 20, func(w *os.File) { w.Write(make([]byte, 8<<20)) }, true},
-		{"trickle", 20 * len(line), func(w *os.File) {
-			for range 20 {
-				w.Write(line)
+	bulk := phase{8 << 20, func(w *os.File) { w.Write(make([]byte, 8<<20)) }, bulkPipeSize}
+	trickle := func(n int) phase {
+		return phase{n * len(line), func(w *os.File) {
+			for range n {
 				time.Sleep(2 * time.Millisecond)
+				w.Write(line)
 			}
-		}, false},
+		}, 64 << 10}
+	}
+	for name, phases := range map[string][]phase{
+		"bulk":               {bulk},
+		"trickle":            {trickle(20)},
+		"burst then trickle": {bulk, trickle(100)},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
+		t.Run(name, func(t *testing.T) {
 			outPath := mkfifo(t, "out")
 			outR, err := os.OpenFile(outPath, os.O_RDONLY|unix.O_NONBLOCK, 0)
 			if err != nil {
@@ -224,27 +225,31 @@ func TestBulkStreamGrowsItsPipes(t *testing.T) {
 			}
 			defer p.Close()
 			_, w, _ := p.RuntimeFiles()
-			go tc.write(w)
-			// Small reads, so that the relay finds the pipe full when the
-			// writer is fast.
-			outR.SetReadDeadline(time.Now().Add(10 * time.Second))
-			if _, err := stdio.ReadFull(outR, make([]byte, tc.size)); err != nil {
-				t.Fatalf("reading %d bytes: %v", tc.size, err)
-			}
-			want := 64 << 10
-			if tc.grown {
-				want = bulkPipeSize
-			}
-			for name, f := range map[string]*os.File{"process pipe": w, "client FIFO": outR} {
-				size, err := unix.FcntlInt(f.Fd(), unix.F_GETPIPE_SZ, 0)
-				if err != nil {
-					t.Fatal(err)
+			for i, ph := range phases {
+				go ph.write(w)
+				outR.SetReadDeadline(time.Now().Add(10 * time.Second))
+				if _, err := stdio.ReadFull(outR, make([]byte, ph.size)); err != nil {
+					t.Fatalf("phase %d: reading %d bytes: %v", i, ph.size, err)
 				}
-				if size != want {
-					t.Errorf("%s: %d bytes after %d bytes relayed, want %d", name, size, tc.size, want)
+				for name, f := range map[string]*os.File{"process pipe": w, "client FIFO": outR} {
+					size, err := unix.FcntlInt(f.Fd(), unix.F_GETPIPE_SZ, 0)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if size != ph.wantSize {
+						t.Errorf("phase %d: %s is %d bytes after %d bytes relayed, want %d", i, name, size, ph.size, ph.wantSize)
+					}
 				}
 			}
 			p.ReleaseRuntimeFiles()
 		})
 	}
+}
+
+// phase is one stretch of a stream: what the process writes, and the pipe
+// size expected once the client has read it all.
+type phase struct {
+	size     int
+	write    func(w *os.File)
+	wantSize int
 }
