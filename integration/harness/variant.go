@@ -18,6 +18,7 @@ type daemonVariant struct {
 	cri           bool         // CRI plugin enabled (see WithCRI and cri.go)
 	legacyCgroups bool         // run in a private mount namespace without /sys/fs/cgroup/unified
 	extraHandlers []CRIHandler // more CRI runtime handlers (WithCRIHandler)
+	shimEnv       []string     // environment containerd 2.x gives every shim (WithShimEnv)
 
 	// Filled in by prepareVariant for a CRI daemon.
 	streamPort string // the CRI streaming server's port on 127.0.0.1
@@ -62,6 +63,13 @@ func WithCRIHandler(h CRIHandler) DaemonOption {
 	}
 }
 
+// WithShimEnv has containerd give every shim these environment variables ("K=V"), through
+// the shim manager's `env` setting. containerd 2.x only: 1.6 has no such setting, and a
+// daemon of that flavor with this option fails to start.
+func WithShimEnv(env ...string) DaemonOption {
+	return func(v *daemonVariant) { v.shimEnv = append(v.shimEnv, env...) }
+}
+
 // UnifiedCgroupMount is the cgroup2 mount of a hybrid cgroup layout.
 var UnifiedCgroupMount = "/sys/fs/cgroup/unified"
 
@@ -78,6 +86,9 @@ func HybridCgroups() bool {
 
 // prepareVariant creates what a variant needs before the config is written.
 func (d *Daemon) prepareVariant() error {
+	if len(d.variant.shimEnv) > 0 && d.Flavor != Flavor2x {
+		return fmt.Errorf("WithShimEnv needs containerd 2.x, not %s", d.Flavor)
+	}
 	if !d.variant.cri {
 		return nil
 	}
@@ -114,10 +125,17 @@ func (d *Daemon) variantDisabled(disabled []string) []string {
 
 // variantConfig returns the config sections a variant adds.
 func (d *Daemon) variantConfig() string {
-	if !d.variant.cri {
-		return ""
-	}
 	var b strings.Builder
+	if len(d.variant.shimEnv) > 0 {
+		quoted := make([]string, len(d.variant.shimEnv))
+		for i, kv := range d.variant.shimEnv {
+			quoted[i] = strconv.Quote(kv)
+		}
+		fmt.Fprintf(&b, "\n[plugins.\"io.containerd.shim.v1.manager\"]\n  env = [%s]\n", strings.Join(quoted, ", "))
+	}
+	if !d.variant.cri {
+		return b.String()
+	}
 	handler := func(section string) {
 		fmt.Fprintf(&b, "[%s.containerd.runtimes.%s]\n  runtime_type = %q\n\n", section, CRIRuntimeHandler, Runtime())
 		for _, h := range d.variant.extraHandlers {
