@@ -25,7 +25,9 @@ import (
 	"time"
 
 	apievents "github.com/containerd/containerd/api/events"
+	"github.com/containerd/containerd/api/types/runc/options"
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
@@ -48,6 +50,7 @@ type config struct {
 	podSizes   []int
 	out        string
 	only       string // comma-separated step names (substrings) to run; empty: all
+	binary     string // OCI runtime for both shims (BinaryName); empty: runc
 }
 
 func main() {
@@ -55,6 +58,7 @@ func main() {
 	flag.BoolVar(&c.quick, "quick", false, "a short run (a few minutes) for CI smoke testing")
 	flag.StringVar(&c.flavor, "flavor", "1.6", "containerd flavor: 1.6 or 2.x")
 	flag.StringVar(&c.out, "out", "", "also write the report (markdown) to this file")
+	flag.StringVar(&c.binary, "runtime-binary", "", "OCI runtime both shims run (BinaryName), e.g. crun; the daemon then runs in a private mount namespace without /sys/fs/cgroup/unified (crun 1.8 refuses hybrid cgroups)")
 	flag.StringVar(&c.only, "only", "", "run only the steps whose names contain one of these comma-separated words (e.g. throughput,exec)")
 	flag.Parse()
 	c.iterations, c.throughput, c.podSizes = 30, 1<<30, []int{10, 50}
@@ -104,6 +108,9 @@ type bench struct {
 	results []*sample
 	notes   []string
 	seq     int
+	// binaryConfig is a runtime options file naming cfg.binary (ctr's
+	// --runtime-config-path for this shim).
+	binaryConfig string
 }
 
 func (b *bench) newSample(name, unit string, lowerWins bool) *sample {
@@ -118,7 +125,11 @@ func (b *bench) id(prefix string) string {
 }
 
 func run(cfg config) error {
-	d, err := harness.NewDaemon(cfg.flavor)
+	var dopts []harness.DaemonOption
+	if cfg.binary != "" {
+		dopts = append(dopts, harness.WithLegacyCgroups())
+	}
+	d, err := harness.NewDaemon(cfg.flavor, dopts...)
 	if err != nil {
 		return err
 	}
@@ -131,6 +142,12 @@ func run(cfg config) error {
 		return err
 	}
 	b := &bench{cfg: cfg, d: d, client: d.Client(), ctx: ctx, image: img}
+	if cfg.binary != "" {
+		b.binaryConfig = filepath.Join(d.Base, "runtime-options.toml")
+		if err := os.WriteFile(b.binaryConfig, []byte(fmt.Sprintf("BinaryName = %q\n", cfg.binary)), 0o644); err != nil {
+			return err
+		}
+	}
 	defer harness.CleanupNamespace(context.Background(), d.Client(), ns)
 
 	start := time.Now()
@@ -180,10 +197,20 @@ func (b *bench) both(n int, fn func(rt string) error) error {
 
 func (b *bench) container(rt, id string, args []string, opts ...oci.SpecOpts) (containerd.Container, error) {
 	specOpts := append([]oci.SpecOpts{oci.WithImageConfig(b.image), oci.WithProcessArgs(args...)}, opts...)
+	var runtimeOpts any
+	if b.cfg.binary != "" {
+		// containerd hands the container's runtime options to the shim's Create.
+		runtimeOpts = &options.Options{BinaryName: b.cfg.binary}
+		// crun 1.8 knows spec versions up to 1.0.x (what containerd 1.6 writes).
+		specOpts = append(specOpts, func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+			s.Version = "1.0.2-dev"
+			return nil
+		})
+	}
 	return b.client.NewContainer(b.ctx, id,
 		containerd.WithImage(b.image),
 		containerd.WithNewSnapshot(id+"-snap", b.image),
-		containerd.WithRuntime(rt, nil),
+		containerd.WithRuntime(rt, runtimeOpts),
 		containerd.WithNewSpec(specOpts...))
 }
 
@@ -256,7 +283,16 @@ func (b *bench) ctrRun() error {
 	s := b.newSample("`ctr run --rm … true`", "ms", true)
 	return b.both(b.cfg.iterations, func(rt string) error {
 		t0 := time.Now()
-		_, stderr, code, err := b.d.Ctr(b.ctx, "run", "--rm", "--runtime", rt, harness.ImageName, b.id("ctr"), "true")
+		args := []string{"run", "--rm", "--runtime", rt}
+		if b.cfg.binary != "" {
+			// ctr takes --runc-binary only for runc-v2; other runtimes get a config file.
+			if rt == runtimeA {
+				args = append(args, "--runc-binary", b.cfg.binary)
+			} else {
+				args = append(args, "--runtime-config-path", b.binaryConfig)
+			}
+		}
+		_, stderr, code, err := b.d.Ctr(b.ctx, append(args, harness.ImageName, b.id("ctr"), "true")...)
 		if err != nil || code != 0 {
 			return fmt.Errorf("ctr run: code %d %v %s", code, err, stderr)
 		}
@@ -621,8 +657,18 @@ func (b *bench) report(took time.Duration) string {
 		mode = "quick"
 	}
 	fmt.Fprintf(&sb, "## Benchmark (%s), %s\n\n", mode, time.Now().UTC().Format("2006-01-02 15:04 MST"))
-	fmt.Fprintf(&sb, "Command: `cd integration && go run ./cmd/bench%s -flavor %s`  \n", map[bool]string{true: " -quick", false: ""}[b.cfg.quick], b.cfg.flavor)
-	fmt.Fprintf(&sb, "Machine: %s, %d cores, kernel %s, containerd %s, %s; took %s.  \n", host, runtime.NumCPU(), strings.TrimSpace(string(kernel)), b.cfg.flavor, runcVersion(), took.Round(time.Second))
+	cmd := "go run ./cmd/bench"
+	if b.cfg.quick {
+		cmd += " -quick"
+	}
+	cmd += " -flavor " + b.cfg.flavor
+	rtVersion := runcVersion()
+	if b.cfg.binary != "" {
+		cmd += " -runtime-binary " + b.cfg.binary
+		rtVersion = binaryVersion(b.cfg.binary)
+	}
+	fmt.Fprintf(&sb, "Command: `cd integration && %s`  \n", cmd)
+	fmt.Fprintf(&sb, "Machine: %s, %d cores, kernel %s, containerd %s, %s; took %s.  \n", host, runtime.NumCPU(), strings.TrimSpace(string(kernel)), b.cfg.flavor, rtVersion, took.Round(time.Second))
 	fmt.Fprintf(&sb, "A = `%s` (containerd's stock shim), B = `%s` (this shim); runs alternate A/B. Ratio = B/A (lower is better for times, CPU and memory; higher for throughput).\n\n", runtimeA, runtimeB)
 	fmt.Fprintf(&sb, "| measure | unit | A median (min–max) | B median (min–max) | B/A |\n|---|---|---|---|---|\n")
 	for _, s := range b.results {
@@ -651,10 +697,13 @@ func num(v float64) string {
 	}
 }
 
-func runcVersion() string {
-	out, err := exec.Command("runc", "--version").Output()
+func runcVersion() string { return binaryVersion("runc") }
+
+// binaryVersion is the first line of `<binary> --version`.
+func binaryVersion(binary string) string {
+	out, err := exec.Command(binary, "--version").Output()
 	if err != nil {
-		return "runc ?"
+		return binary + " ?"
 	}
 	return strings.SplitN(string(out), "\n", 2)[0]
 }
