@@ -41,23 +41,12 @@ func DecodeOptions(a *anypb.Any) (RuntimeOptions, error) {
 	if a == nil || len(a.GetValue()) == 0 && a.GetTypeUrl() == "" {
 		return o, nil
 	}
+	var err error
 	switch typeName(a.GetTypeUrl()) {
 	case typeExampleOptions:
-		var m exampleopts.Options
-		if err := proto.Unmarshal(a.GetValue(), &m); err != nil {
-			return o, invalidArgument("decode %s: %v", typeExampleOptions, err)
-		}
-		o = RuntimeOptions{BinaryName: m.BinaryName, Root: m.Root, SystemdCgroup: m.SystemdCgroup,
-			NoPivotRoot: m.NoPivotRoot, NoNewKeyring: m.NoNewKeyring, IoUID: m.IoUid, IoGID: m.IoGid,
-			CriuImagePath: m.CriuImagePath, CriuWorkPath: m.CriuWorkPath}
+		o, err = decodeRuncLike(a, typeExampleOptions, &exampleopts.Options{})
 	case typeRuncOptions:
-		var m runcopts.Options
-		if err := proto.Unmarshal(a.GetValue(), &m); err != nil {
-			return o, invalidArgument("decode %s: %v", typeRuncOptions, err)
-		}
-		o = RuntimeOptions{BinaryName: m.BinaryName, Root: m.Root, SystemdCgroup: m.SystemdCgroup,
-			NoPivotRoot: m.NoPivotRoot, NoNewKeyring: m.NoNewKeyring, IoUID: m.IoUid, IoGID: m.IoGid,
-			CriuImagePath: m.CriuImagePath, CriuWorkPath: m.CriuWorkPath}
+		o, err = decodeRuncLike(a, typeRuncOptions, &runcopts.Options{})
 	case typeLegacyCreate:
 		var m exampleopts.LegacyCreateOptions
 		if err := proto.Unmarshal(a.GetValue(), &m); err != nil {
@@ -72,22 +61,46 @@ func DecodeOptions(a *anypb.Any) (RuntimeOptions, error) {
 		}
 		body := m.ConfigBody
 		if len(body) == 0 && m.ConfigPath != "" {
-			var err error
 			if body, err = readOptionsFile(m.ConfigPath); err != nil {
 				return o, err
 			}
 		}
-		var err error
-		if o, err = parseOptionsTOML(body); err != nil {
-			return o, err
-		}
+		o, err = parseOptionsTOML(body)
 	default:
 		// Unknown types carry nothing for us.
+	}
+	if err != nil {
+		return o, err
 	}
 	if o.Root != "" && !filepath.IsAbs(o.Root) {
 		return o, invalidArgument("runtime root %q must be an absolute path", o.Root)
 	}
 	return o, nil
+}
+
+// runcLike is what containerd's runc options and our own options message
+// share (the same fields, so the same generated getters).
+type runcLike interface {
+	proto.Message
+	GetBinaryName() string
+	GetRoot() string
+	GetSystemdCgroup() bool
+	GetNoPivotRoot() bool
+	GetNoNewKeyring() bool
+	GetIoUid() uint32
+	GetIoGid() uint32
+	GetCriuImagePath() string
+	GetCriuWorkPath() string
+}
+
+// decodeRuncLike unmarshals a into m and copies the fields the shim uses.
+func decodeRuncLike(a *anypb.Any, name string, m runcLike) (RuntimeOptions, error) {
+	if err := proto.Unmarshal(a.GetValue(), m); err != nil {
+		return RuntimeOptions{}, invalidArgument("decode %s: %v", name, err)
+	}
+	return RuntimeOptions{BinaryName: m.GetBinaryName(), Root: m.GetRoot(), SystemdCgroup: m.GetSystemdCgroup(),
+		NoPivotRoot: m.GetNoPivotRoot(), NoNewKeyring: m.GetNoNewKeyring(), IoUID: m.GetIoUid(), IoGID: m.GetIoGid(),
+		CriuImagePath: m.GetCriuImagePath(), CriuWorkPath: m.GetCriuWorkPath()}, nil
 }
 
 // typeName strips a "type.googleapis.com/"-style prefix from a type URL.
