@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -372,4 +373,47 @@ func firstBytes(b []byte, n int) string {
 		return string(b[:n]) + "..."
 	}
 	return string(bytes.ToValidUTF8(b, nil))
+}
+
+// Log URI 4 (the shim's extension): file:///c.log?format=cri&rate=2MiB paces the log. A
+// container printing about 5 MiB of records is slowed to the rate (ctr run takes over a
+// second, where an unpaced run takes a fraction of one) and every line arrives.
+func TestLogFileRate(t *testing.T) {
+	forEachFlavor(t, func(t *testing.T, d *harness.Daemon) {
+		ctx, ns := d.NewNamespace(t)
+		ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+		const id, lines = "lr1", 49152
+		const text = "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz0123456789a" // 63 bytes
+		path := filepath.Join(t.TempDir(), "c.log")
+		start := time.Now()
+		_, stderr, code, err := d.Ctr(ctx, ctrRun(d, "--rm", "--log-uri", "file://"+path+"?format=cri&rate=2MiB", harness.ImageName, id,
+			"sh", "-c", fmt.Sprintf("yes %s | head -n %d", text, lines))...)
+		took := time.Since(start)
+		if err != nil || code != 0 {
+			t.Fatalf("ctr run: code %d err %v stderr %q", code, err, stderr)
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		n := 0
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			m := criRecord.FindStringSubmatch(sc.Text())
+			if m == nil || m[2] != "stdout" || m[3] != "F" || m[4] != text {
+				t.Fatalf("record %d is %q, want a full stdout record of %q", n+1, sc.Text(), text)
+			}
+			n++
+		}
+		if n != lines {
+			t.Errorf("%d records, want %d", n, lines)
+		}
+		if took < time.Second {
+			t.Errorf("ctr run took %v for about 5 MiB of records at 2 MiB/s: not paced", took.Round(time.Millisecond))
+		}
+		t.Logf("ctr run took %v", took.Round(time.Millisecond))
+		expectNoLeftovers(t, d, ns, id)
+	})
 }

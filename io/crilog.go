@@ -33,12 +33,13 @@ const (
 
 // FileOptions are the query options of a file:// log URI:
 //
-//	file:///var/log/c.log?format=cri&max-size=10MiB&max-files=3
+//	file:///var/log/c.log?format=cri&max-size=10MiB&max-files=3&rate=1MiB
 type FileOptions struct {
 	Path     string
 	CRI      bool  // format=cri; otherwise raw bytes are appended
 	MaxSize  int64 // max-size: rotate before the file would exceed it; 0 = never
 	MaxFiles int   // max-files: files kept, the live one included (default 2 with max-size)
+	Rate     int64 // rate: bytes per second the log may grow by on average; 0 = unpaced
 }
 
 // ParseFileURI reads a file:// URI and its options.
@@ -51,9 +52,9 @@ func ParseFileURI(uri string) (FileOptions, error) {
 	q := u.Query()
 	for key := range q {
 		switch key {
-		case "format", "max-size", "max-files":
+		case "format", "max-size", "max-files", "rate":
 		default:
-			return o, fmt.Errorf("log URI %q: unknown option %q (known: format, max-size, max-files): %w", uri, key, errdefs.ErrInvalidArgument)
+			return o, fmt.Errorf("log URI %q: unknown option %q (known: format, max-size, max-files, rate): %w", uri, key, errdefs.ErrInvalidArgument)
 		}
 	}
 	switch f := q.Get("format"); f {
@@ -71,6 +72,11 @@ func ParseFileURI(uri string) (FileOptions, error) {
 	if s := q.Get("max-files"); s != "" {
 		if o.MaxFiles, err = strconv.Atoi(s); err != nil || o.MaxFiles < 1 {
 			return o, fmt.Errorf("log URI %q: max-files %q: %w", uri, s, errdefs.ErrInvalidArgument)
+		}
+	}
+	if s := q.Get("rate"); s != "" {
+		if o.Rate, err = parseSize(strings.TrimSuffix(s, "/s")); err != nil || o.Rate < MinLogRate {
+			return o, fmt.Errorf("log URI %q: rate %q (bytes per second, at least %d): %w", uri, s, MinLogRate, errdefs.ErrInvalidArgument)
 		}
 	}
 	if o.MaxSize > 0 && o.MaxFiles == 0 {
@@ -119,6 +125,7 @@ type rotatingFile struct {
 	size     int64
 	users    int // relays writing to it; the last to finish closes it
 	writeErr error
+	pace     *rateLimiter // nil unless the URI set rate=; shared by its writers
 }
 
 func openRotating(o FileOptions) (*rotatingFile, error) {
@@ -134,7 +141,11 @@ func openRotating(o FileOptions) (*rotatingFile, error) {
 		f.Close()
 		return nil, fmt.Errorf("stat log %s: %w", o.Path, err)
 	}
-	return &rotatingFile{opts: o, f: f, size: st.Size()}, nil
+	rf := &rotatingFile{opts: o, f: f, size: st.Size()}
+	if o.Rate > 0 {
+		rf.pace = newRateLimiter(o.Rate)
+	}
+	return rf, nil
 }
 
 // writeRecord appends one record, rotating first if it would not fit.
@@ -201,6 +212,7 @@ func (r *rotatingFile) relayRaw(src *os.File, moved *atomic.Uint64) error {
 	for {
 		n, err := src.Read(*bp)
 		if n > 0 {
+			r.pace.wait(n)
 			if werr := r.writeRecord((*bp)[:n]); werr != nil {
 				return werr
 			}
@@ -235,10 +247,16 @@ func (r *rotatingFile) relayCRI(src *os.File, stream string, moved *atomic.Uint6
 			rec = append(rec, ' ')
 			rec = append(rec, line...)
 			rec = append(rec, '\n')
+			r.pace.wait(len(rec))
 			if werr := r.writeRecord(rec); werr != nil {
 				return werr
 			}
-			moved.Add(uint64(len(line)))
+			// The process's bytes: the content, and the line end it ended with.
+			n := len(line)
+			if !isPrefix && err == nil {
+				n++
+			}
+			moved.Add(uint64(n))
 		}
 		if err != nil {
 			if errors.Is(err, stdio.EOF) {

@@ -24,8 +24,14 @@ func TestParseFileURI(t *testing.T) {
 	if err != nil || o.CRI || o.MaxSize != 0 {
 		t.Fatalf("%+v %v", o, err)
 	}
+	for uri, want := range map[string]int64{"file:///x?rate=1MiB": 1 << 20, "file:///x?rate=512KiB/s": 512 << 10, "file:///x?rate=2048": 2048} {
+		if o, err := ParseFileURI(uri); err != nil || o.Rate != want {
+			t.Errorf("%s: rate %d (%v), want %d", uri, o.Rate, err, want)
+		}
+	}
 	for _, bad := range []string{"file://relative", "file:///x?format=json", "file:///x?max-size=-1", "file:///x?max-size=1KiB",
-		"file:///x?max-files=0", "file:///x?colour=blue", "file:///x?max-size=lots"} {
+		"file:///x?max-files=0", "file:///x?colour=blue", "file:///x?max-size=lots", "file:///x?rate=10", "file:///x?rate=fast",
+		"file:///x?rate=-1MiB"} {
 		if _, err := ParseFileURI(bad); !errdefs.IsInvalidArgument(err) {
 			t.Errorf("%s: %v, want InvalidArgument", bad, err)
 		}
@@ -272,5 +278,71 @@ func TestLogURIWithAHostIsRefused(t *testing.T) {
 	}
 	if _, err := loggerCommand("binary://host/bin/true"); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("binary:// with a host: %v", err)
+	}
+}
+
+// rate= paces a log: a container writing faster than the rate is slowed
+// down (its bytes all arrive, no sooner than the rate allows), and once the
+// process is gone Drain lets the rest out at once.
+func TestLogRatePacesWithoutLoss(t *testing.T) {
+	const rate = 2 << 20
+	for _, format := range []string{"raw", "cri"} {
+		t.Run(format, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "c.log")
+			p, err := Open(Config{Stdout: fmt.Sprintf("file://%s?format=%s&rate=%d", path, format, rate)}, Env{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			_, w, _ := p.RuntimeFiles()
+			line := bytes.Repeat([]byte("x"), 1023)
+			line = append(line, '\n')
+			const lines = 5 << 10 // 5 MiB: a 2 MiB burst, then 3 MiB at 2 MiB/s
+			start := time.Now()
+			for range lines {
+				if _, err := w.Write(line); err != nil {
+					t.Fatal(err)
+				}
+			}
+			p.ReleaseRuntimeFiles()
+			// The writer is done when the last bytes are in the pipe; at
+			// most a pipe's worth (1 MiB after growing) was not yet paced.
+			if took := time.Since(start); took < 1200*time.Millisecond {
+				t.Errorf("5 MiB written in %v through a %d B/s log: not paced", took, rate)
+			}
+			if !p.Drain(10 * time.Second) {
+				t.Fatal("relay did not finish")
+			}
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := bytes.Count(data, []byte("\n"))
+			if got != lines {
+				t.Fatalf("%d lines in the log, want %d", got, lines)
+			}
+		})
+	}
+}
+
+func TestLogRateReleasedOnDrain(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.log")
+	p, err := Open(Config{Stdout: fmt.Sprintf("file://%s?rate=%d", path, MinLogRate)}, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	_, w, _ := p.RuntimeFiles()
+	payload := bytes.Repeat([]byte("y"), 32<<10) // 32 s at the rate; fits in the pipe
+	if _, err := w.Write(payload); err != nil {
+		t.Fatal(err)
+	}
+	p.ReleaseRuntimeFiles() // the process exits
+	start := time.Now()
+	if !p.Drain(5 * time.Second) {
+		t.Fatalf("Drain gave up after %v: the pace held the exited process's output back", time.Since(start))
+	}
+	if data, _ := os.ReadFile(path); !bytes.Equal(data, payload) {
+		t.Fatalf("log holds %d bytes, want %d", len(data), len(payload))
 	}
 }

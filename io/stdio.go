@@ -54,6 +54,7 @@ type Pipes struct {
 	mu      sync.Mutex
 	closed  bool
 	toClose []stdio.Closer // every shim-side file, closed by Close
+	paced   []*rateLimiter // file:// logs with rate=, released by Drain and Close
 
 	// Terminal processes: the client's stdout waits in consoleOut until the
 	// runtime hands over the pty master; then console relays it.
@@ -144,6 +145,9 @@ func (p *Pipes) openStreams(cfg Config) error {
 					return err
 				}
 				p.toClose = append(p.toClose, rf) // whichever file is current then
+				if rf.pace != nil {
+					p.paced = append(p.paced, rf.pace)
+				}
 				shared = rf
 			}
 			w, err := p.startFileOutput(rf, s.name)
@@ -366,6 +370,10 @@ const (
 // the shim cannot see, gets the whole timeout). It reports whether they
 // finished.
 func (p *Pipes) Drain(timeout time.Duration) bool {
+	// The process is gone: what is left in its pipes goes out unpaced.
+	for _, l := range p.paced {
+		l.release()
+	}
 	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(drainPoll)
 	defer tick.Stop()
@@ -406,6 +414,9 @@ func (p *Pipes) Close() {
 		p.outputs.Done() // the console relay that never started
 	}
 	p.mu.Unlock()
+	for _, l := range p.paced {
+		l.release()
+	}
 	p.ReleaseRuntimeFiles()
 	// Newest first: a relay waits for its destination (added after its
 	// source) while holding its source, and closing a file waits for the
