@@ -155,3 +155,31 @@ func (c *Cgroup) OOMKills() (uint64, error) {
 	}
 	return kv["oom_kill"], nil
 }
+
+// Where the memory limit behind an OOM kill was reached.
+const (
+	// OOMScopeContainer: the container's own cgroup hit its limit.
+	OOMScopeContainer = "container"
+	// OOMScopeAncestor: a cgroup above it did (a pod's, or the node's
+	// allocatable limit on kubepods), while the container was within its own.
+	OOMScopeAncestor = "ancestor"
+)
+
+// LimitHits returns a counter that grows whenever this cgroup's own memory
+// limit is reached: v1 memory.failcnt (the kernel counts a failed charge on
+// the cgroup whose limit failed it, not on its descendants), v2
+// memory.events.local "oom" (memory.events "oom" on kernels without .local).
+// Comparing it before and after an OOM kill tells which limit was hit.
+func (c *Cgroup) LimitHits() (uint64, error) {
+	dir := c.dir("memory")
+	if !c.V2 {
+		return readUint(filepath.Join(dir, "memory.failcnt"))
+	}
+	kv, err := readKV(filepath.Join(dir, "memory.events.local"))
+	if err != nil {
+		if kv, err = readKV(filepath.Join(dir, "memory.events")); err != nil {
+			return 0, err
+		}
+	}
+	return kv["oom"], nil
+}

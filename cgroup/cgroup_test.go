@@ -65,6 +65,9 @@ func TestParseV1AndStats(t *testing.T) {
 	if n, err := cg.OOMKills(); err != nil || n != 2 {
 		t.Errorf("OOMKills = %d, %v", n, err)
 	}
+	if n, err := cg.LimitHits(); err != nil || n != 7 {
+		t.Errorf("LimitHits = %d, %v; want memory.failcnt", n, err)
+	}
 	if !cg.Exists() {
 		t.Error("cgroup should exist")
 	}
@@ -116,6 +119,13 @@ func TestParseV2AndStats(t *testing.T) {
 	}
 	if n, err := cg.OOMKills(); err != nil || n != 1 {
 		t.Errorf("OOMKills = %d, %v", n, err)
+	}
+	if n, err := cg.LimitHits(); err != nil || n != 1 {
+		t.Errorf("LimitHits = %d, %v; want memory.events oom without a .local file", n, err)
+	}
+	write(t, d, "memory.events.local", "low 0\nhigh 0\nmax 0\noom 0\noom_kill 1\n")
+	if n, err := cg.LimitHits(); err != nil || n != 0 {
+		t.Errorf("LimitHits = %d, %v; want memory.events.local oom (an ancestor's limit)", n, err)
 	}
 }
 

@@ -30,7 +30,9 @@ type introspection struct {
 		Goroutines int    `json:"goroutines"`
 	} `json:"memory"`
 	Tasks []struct {
-		ID        string `json:"id"`
+		ID           string `json:"id"`
+		OomKills     uint64 `json:"oomKills,string"`
+		LastOomScope string `json:"lastOomScope"`
 		Processes []struct {
 			ExecID       string `json:"execId"`
 			Pid          int    `json:"pid"`

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -197,5 +198,63 @@ func TestOOMKill(t *testing.T) {
 		if oomAt < 0 {
 			t.Errorf("no /tasks/oom before /tasks/exit; events %v", got)
 		}
+		expectOOMScope(t, d, ns, id, "container")
+	})
+}
+
+// expectOOMScope checks, through the shim's introspection, that the task saw an OOM kill
+// and which limit caused it (io.example.v2 only: the stock shim has no such report).
+func expectOOMScope(t *testing.T, d *harness.Daemon, ns, id, scope string) {
+	t.Helper()
+	if harness.Runtime() != "io.example.v2" {
+		return
+	}
+	for _, task := range introspect(t, d.BundleDir(ns, id)).Tasks {
+		if task.ID == id {
+			if task.OomKills < 1 || task.LastOomScope != scope {
+				t.Errorf("introspection of %s: %d OOM kills, last limit %q; want at least one, by the %s limit", id, task.OomKills, task.LastOomScope, scope)
+			}
+			return
+		}
+	}
+	t.Errorf("introspection does not list %s", id)
+}
+
+// OOM under a parent's limit: the container has no memory limit of its own, but its cgroup
+// sits under a parent limited to 32 MiB (as a pod's or kubepods' cgroup would be). It is
+// OOM-killed (137, /tasks/oom before /tasks/exit), and the shim reports that the limit hit
+// was an ancestor's, not the container's.
+func TestOOMKillByParentCgroup(t *testing.T) {
+	requireCgroupV1(t)
+	forEachFlavor(t, func(t *testing.T, d *harness.Daemon) {
+		parent := "/ex-oomp-" + harness.RandID(8)
+		if err := os.Mkdir(filepath.Join(cgroupV1Root, "memory", parent), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		// Registered before the namespace, so it runs after the container is gone.
+		t.Cleanup(func() {
+			if err := harness.RemoveCgroup(parent); err != nil {
+				t.Errorf("remove parent cgroup %s: %v", parent, err)
+			}
+		})
+		if err := os.WriteFile(filepath.Join(cgroupV1Root, "memory", parent, "memory.limit_in_bytes"), []byte("33554432"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		ctx, ns := d.NewNamespace(t)
+		ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+		const id = "oom2"
+		evs := subscribeTaskEvents(t, ctx, d, ns)
+		ctr := newContainer(t, ctx, d, id, []string{"sh", "-c", `x=aaaaaaaa; while :; do x="$x$x"; done`},
+			oci.WithCgroup(parent+"/"+id))
+		_, statusC := startTask(t, ctx, ctr, cio.NullIO)
+		if code := exitCode(t, ctx, statusC); code != 137 {
+			t.Errorf("exit status %d, want 137 (SIGKILL by the OOM killer)", code)
+		}
+		got := evs.collect(t, 10*time.Second, "/tasks/exit", func(e taskEvent) bool { return e.Topic == "/tasks/exit" })
+		if !slices.ContainsFunc(got, func(e taskEvent) bool { return e.Topic == "/tasks/oom" }) {
+			t.Errorf("events %v, want /tasks/oom before /tasks/exit", got)
+		}
+		expectOOMScope(t, d, ns, id, "ancestor")
 	})
 }

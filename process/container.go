@@ -111,6 +111,9 @@ type Container struct {
 	runningExecs int
 	initReaped   bool
 	oomSeen      uint64 // OOM kills already reported (or present at create)
+	oomAtCreate  uint64 // OOM kills the cgroup had already counted at create
+	limitHits    uint64 // the cgroup's own-limit counter at the last OOM (or at create)
+	oomScope     string // where the last reported OOM kill's limit was hit
 }
 
 // Create mounts the rootfs, opens stdio and has the runtime create the
@@ -218,6 +221,8 @@ func (c *Container) watchCgroup(pid int) {
 	}
 	c.cg = cg
 	c.oomSeen, _ = cg.OOMKills()
+	c.oomAtCreate = c.oomSeen
+	c.limitHits, _ = cg.LimitHits()
 	if c.events.OOM == nil {
 		return
 	}
@@ -246,7 +251,32 @@ func (c *Container) oomNotified() {
 	default:
 		return // v2: memory.events changed, but not oom_kill
 	}
+	c.noteOOMScope()
 	c.events.OOM(c)
+}
+
+// noteOOMScope records (and logs) whether the OOM kill just seen came from the
+// container's own memory limit or from a cgroup above it: containerd's OOM
+// event cannot say, and "OOMKilled" under a pod or node limit is a different
+// problem from one under the container's limit. Called with c.mu held.
+func (c *Container) noteOOMScope() {
+	c.oomScope = cgroup.OOMScopeAncestor
+	if hits, err := c.cg.LimitHits(); err == nil && hits > c.limitHits {
+		c.limitHits = hits
+		c.oomScope = cgroup.OOMScopeContainer
+	}
+	slog.Warn("OOM kill in container", "container", c.ID, "limit", c.oomScope, "kills", c.oomSeen)
+}
+
+// OOMInfo returns how many OOM kills the container's cgroup has seen since it
+// was created, and where the last one's limit was hit ("" before any).
+func (c *Container) OOMInfo() (kills uint64, scope string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cg == nil {
+		return 0, ""
+	}
+	return c.oomSeen - c.oomAtCreate, c.oomScope
 }
 
 // reportOOMBeforeExit reports an OOM kill the notification has not (yet)
@@ -260,6 +290,7 @@ func (c *Container) reportOOMBeforeExit() {
 	defer c.mu.Unlock()
 	if err == nil && kills > c.oomSeen {
 		c.oomSeen = kills
+		c.noteOOMScope()
 		c.events.OOM(c)
 	}
 }

@@ -55,6 +55,7 @@ func (s *Service) Introspect(ctx context.Context, _ *introspect.SnapshotRequest)
 	sort.Slice(containers, func(i, j int) bool { return containers[i].ID < containers[j].ID })
 	for _, c := range containers {
 		t := &introspect.Task{Id: c.ID, Bundle: c.Bundle}
+		t.OomKills, t.LastOomScope = c.OOMInfo()
 		for _, p := range append([]*process.Process{c.Init()}, c.Execs()...) {
 			t.Processes = append(t.Processes, processSnapshot(p))
 		}
