@@ -33,7 +33,7 @@ type introspection struct {
 		ID           string `json:"id"`
 		OomKills     uint64 `json:"oomKills,string"`
 		LastOomScope string `json:"lastOomScope"`
-		Processes []struct {
+		Processes    []struct {
 			ExecID       string `json:"execId"`
 			Pid          int    `json:"pid"`
 			Status       string `json:"status"`
