@@ -67,15 +67,7 @@ func TestCRIRuntimeOptionsFromConfig(t *testing.T) {
 						t.Fatal(err)
 					}
 					const name = "app"
-					id := createCRIContainer(t, ctx, cri, pod, name, []string{"sh", "-c", "echo via-config; exit 5"}, nil)
-					startCRIContainer(t, ctx, cri, id, name)
-					st := waitCRIState(t, ctx, cri, id, name, runtimeapi.ContainerState_CONTAINER_EXITED, 10*time.Second)
-					if st.ExitCode != 5 {
-						t.Errorf("exit code %d, want 5", st.ExitCode)
-					}
-					if got, want := readCRILog(t, filepath.Join(pod.logDir, name+"_0.log")), []string{"stdout via-config"}; !slices.Equal(got, want) {
-						t.Errorf("CRI log %q, want %q", got, want)
-					}
+					id := runCRIAppToExit(t, ctx, cri, pod, name, "echo via-config; exit 5", 5, []string{"stdout via-config"})
 					if _, err := cri.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod.id}); err != nil {
 						t.Fatalf("StopPodSandbox: %v", err)
 					}

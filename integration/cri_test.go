@@ -109,6 +109,22 @@ func waitCRIState(t *testing.T, ctx context.Context, cri *harness.CRI, id, name 
 	}
 }
 
+// runCRIAppToExit creates and starts an app container running `sh -c script` in the pod,
+// waits for it to exit, and checks its exit code and its CRI log ("stream content" lines).
+func runCRIAppToExit(t *testing.T, ctx context.Context, cri *harness.CRI, pod *criPod, name, script string, wantCode int32, wantLog []string) string {
+	t.Helper()
+	id := createCRIContainer(t, ctx, cri, pod, name, []string{"sh", "-c", script}, nil)
+	startCRIContainer(t, ctx, cri, id, name)
+	st := waitCRIState(t, ctx, cri, id, name, runtimeapi.ContainerState_CONTAINER_EXITED, 10*time.Second)
+	if st.ExitCode != wantCode {
+		t.Errorf("%s: exit code %d, want %d", name, st.ExitCode, wantCode)
+	}
+	if got := readCRILog(t, filepath.Join(pod.logDir, name+"_0.log")); !slices.Equal(got, wantLog) {
+		t.Errorf("%s: CRI log %q, want %q", name, got, wantLog)
+	}
+	return id
+}
+
 // criLogRecord is a line of kubelet's log format as the CRI plugin writes it.
 var criLogRecord = regexp.MustCompile(`^\S+ (stdout|stderr) ([FP]) (.*)$`)
 

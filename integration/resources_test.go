@@ -162,6 +162,9 @@ func TestMetrics(t *testing.T) {
 	})
 }
 
+// memoryHogArgs make a container allocate memory until something stops it.
+var memoryHogArgs = []string{"sh", "-c", `x=aaaaaaaa; while :; do x="$x$x"; done`}
+
 // OOM: a container that allocates past its 32 MiB limit is killed (137) and /tasks/oom is
 // published before its /tasks/exit.
 func TestOOMKill(t *testing.T) {
@@ -172,7 +175,7 @@ func TestOOMKill(t *testing.T) {
 		defer cancel()
 		const id = "oom1"
 		evs := subscribeTaskEvents(t, ctx, d, ns)
-		ctr := newContainer(t, ctx, d, id, []string{"sh", "-c", `x=aaaaaaaa; while :; do x="$x$x"; done`},
+		ctr := newContainer(t, ctx, d, id, memoryHogArgs,
 			oci.WithMemoryLimit(32<<20))
 		_, statusC := startTask(t, ctx, ctr, cio.NullIO)
 		if code := exitCode(t, ctx, statusC); code != 137 {
@@ -245,7 +248,7 @@ func TestOOMKillByParentCgroup(t *testing.T) {
 		defer cancel()
 		const id = "oom2"
 		evs := subscribeTaskEvents(t, ctx, d, ns)
-		ctr := newContainer(t, ctx, d, id, []string{"sh", "-c", `x=aaaaaaaa; while :; do x="$x$x"; done`},
+		ctr := newContainer(t, ctx, d, id, memoryHogArgs,
 			oci.WithCgroup(parent+"/"+id))
 		_, statusC := startTask(t, ctx, ctr, cio.NullIO)
 		if code := exitCode(t, ctx, statusC); code != 137 {

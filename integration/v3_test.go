@@ -5,11 +5,8 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
-	"slices"
 	"testing"
 	"time"
-
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/example/containerd-shim-example-v2/integration/harness"
 )
@@ -45,16 +42,7 @@ func TestTaskAPIv3OptIn(t *testing.T) {
 	if v := bootstrapVersion(harness.CRINamespace, pod.id); v != 3 {
 		t.Errorf("the pod's bootstrap.json says task API version %d, want 3", v)
 	}
-	const name = "app"
-	id := createCRIContainer(t, ctx, cri, pod, name, []string{"sh", "-c", "echo over-v3; exit 3"}, nil)
-	startCRIContainer(t, ctx, cri, id, name)
-	st := waitCRIState(t, ctx, cri, id, name, runtimeapi.ContainerState_CONTAINER_EXITED, 10*time.Second)
-	if st.ExitCode != 3 {
-		t.Errorf("app container exit code %d, want 3", st.ExitCode)
-	}
-	if got, want := readCRILog(t, filepath.Join(pod.logDir, name+"_0.log")), []string{"stdout over-v3"}; !slices.Equal(got, want) {
-		t.Errorf("CRI log %q, want %q", got, want)
-	}
+	runCRIAppToExit(t, ctx, cri, pod, "app", "echo over-v3; exit 3", 3, []string{"stdout over-v3"})
 	if shims := d.ShimProcesses(harness.CRINamespace, ""); len(shims) != 1 {
 		t.Errorf("shim processes for the pod: %v, want one", shims)
 	}
