@@ -19,8 +19,9 @@ var LeakTimeout = 10 * time.Second
 // NewNamespace creates a unique namespace ("ex-<rand>") on the daemon, imports and
 // unpacks the test image into it, and returns a context carrying it. t.Cleanup then removes
 // every task and container left in it, fails the test if shims, mounts, runc state or
-// bundles of the namespace outlive that (and kills/cleans what leaked), and prints what
-// the daemon logged during the test when the test failed.
+// bundles of the namespace outlive that (and kills/cleans what leaked), removes the
+// namespace's cgroup parent, and prints what the daemon logged during the test when the
+// test failed.
 func (d *Daemon) NewNamespace(t testing.TB) (context.Context, string) {
 	t.Helper()
 	ns := "ex-" + RandID(10)
@@ -38,6 +39,12 @@ func (d *Daemon) NewNamespace(t testing.TB) (context.Context, string) {
 			t.Errorf("namespace %s: leftovers %v after its tasks and containers were removed", ns, left)
 			d.KillShims(ns, "")
 			_ = forceDeleteRunc(ns)
+		}
+		// The runtime made /<ns> (the parent of each container's /<ns>/<id>) in every
+		// cgroup hierarchy, and nothing else removes it: left alone, thousands pile up
+		// over test runs.
+		if err := RemoveCgroup("/" + ns); err != nil {
+			t.Errorf("namespace %s: cgroup parent left: %v", ns, err)
 		}
 		if t.Failed() {
 			t.Logf("containerd %s log during this test (%s):\n%s", d.Flavor, d.LogPath, d.LogSince(logStart, 24<<10))

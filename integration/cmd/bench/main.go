@@ -148,7 +148,13 @@ func run(cfg config) error {
 			return err
 		}
 	}
-	defer harness.CleanupNamespace(context.Background(), d.Client(), ns)
+	defer func() {
+		_ = harness.CleanupNamespace(context.Background(), d.Client(), ns)
+		// The runtime's /<ns> cgroup parent, which nothing else removes.
+		if err := harness.RemoveCgroup("/" + ns); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: cgroup parent /%s left: %v\n", ns, err)
+		}
+	}()
 
 	start := time.Now()
 	steps := []struct {
