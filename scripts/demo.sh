@@ -22,6 +22,10 @@ cleanup() {
 	[ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
 	grep " $work" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
 	rm -rf "$work"
+	# runc's parents for the "demo" namespace (cgroups, state dir); rmdir only
+	# removes them when empty, so nothing else using that namespace is touched.
+	rmdir /sys/fs/cgroup/*/demo /run/containerd/runc/demo 2>/dev/null
+	return 0
 }
 trap cleanup EXIT
 
