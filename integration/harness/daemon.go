@@ -46,10 +46,13 @@ type Daemon struct {
 
 	variant daemonVariant // set by DaemonOptions (variant.go)
 
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	waitErr error
-	logFile *os.File
+	cmd    *exec.Cmd
+	exited chan struct{}
+	// socketsAtStart are the shim sockets that existed before this daemon: Stop
+	// removes only newer ones, and only dead ones (see removeDeadShimSockets).
+	socketsAtStart map[string]bool
+	waitErr        error
+	logFile        *os.File
 
 	mu         sync.Mutex
 	client     *containerd.Client
@@ -85,10 +88,11 @@ func NewDaemon(flavor string, opts ...DaemonOption) (_ *Daemon, retErr error) {
 		return nil, err
 	}
 	d := &Daemon{
-		Flavor:     flavor,
-		Containerd: filepath.Join(binDir, "containerd"),
-		CtrPath:    filepath.Join(binDir, "ctr"),
-		exited:     make(chan struct{}),
+		Flavor:         flavor,
+		Containerd:     filepath.Join(binDir, "containerd"),
+		CtrPath:        filepath.Join(binDir, "ctr"),
+		exited:         make(chan struct{}),
+		socketsAtStart: socketsIn(ShimSocketDir),
 	}
 	for _, o := range opts {
 		o(&d.variant)
@@ -400,6 +404,7 @@ func (d *Daemon) Stop() error {
 			d.removeShimSockets(procs)
 		}
 	}
+	d.removeDeadShimSockets()
 	for _, ns := range nss {
 		if err := forceDeleteRunc(ns); err != nil {
 			errs = append(errs, err)

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -304,4 +306,40 @@ func (d *Daemon) KillShims(ns, id string) {
 	}
 	waitGone(procs, 5*time.Second)
 	d.removeShimSockets(procs)
+}
+
+// socketsIn lists the names in dir.
+func socketsIn(dir string) map[string]bool {
+	out := map[string]bool{}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		out[e.Name()] = true
+	}
+	return out
+}
+
+// removeDeadShimSockets removes shim sockets that appeared while this daemon ran and that
+// nobody listens on any more. The 2.x stock shim leaves its socket behind when it serves a
+// group of tasks; this shim removes its own. A socket younger than two seconds is left
+// alone: it may belong to another daemon's shim that has bound it but not yet listens.
+func (d *Daemon) removeDeadShimSockets() {
+	entries, _ := os.ReadDir(ShimSocketDir)
+	for _, e := range entries {
+		if d.socketsAtStart[e.Name()] {
+			continue
+		}
+		path := filepath.Join(ShimSocketDir, e.Name())
+		info, err := os.Lstat(path)
+		if err != nil || info.Mode()&os.ModeSocket == 0 || time.Since(info.ModTime()) < 2*time.Second {
+			continue
+		}
+		c, err := net.DialTimeout("unix", path, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			continue
+		}
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			_ = os.Remove(path)
+		}
+	}
 }
