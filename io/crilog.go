@@ -119,13 +119,12 @@ func parseSize(s string) (int64, error) {
 // happens only between whole records, under the same lock as writes, so no
 // record is lost, split across files or written twice.
 type rotatingFile struct {
-	mu       sync.Mutex
-	opts     FileOptions
-	f        *os.File
-	size     int64
-	users    int // relays writing to it; the last to finish closes it
-	writeErr error
-	pace     *rateLimiter // nil unless the URI set rate=; shared by its writers
+	mu    sync.Mutex
+	opts  FileOptions
+	f     *os.File
+	size  int64
+	users int          // relays writing to it; the last to finish closes it
+	pace  *rateLimiter // nil unless the URI set rate=; shared by its writers
 }
 
 func openRotating(o FileOptions) (*rotatingFile, error) {
