@@ -9,8 +9,9 @@ MODULE      := github.com/example/containerd-shim-example-v2
 LDFLAGS     := -s -w -X $(MODULE)/launch.Version=$(VERSION) -X $(MODULE)/launch.Revision=$(REVISION)
 # Integration tests start real containerd daemons; they need the shim binary built first.
 INTEGRATION_FLAGS ?=
+STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
 
-.PHONY: all build install deps test unit integration proto demo bench bench-quick clean
+.PHONY: all build install deps test unit lint integration proto demo bench bench-quick clean
 
 all: build
 
@@ -26,9 +27,15 @@ deps:
 # The one test command (README, .ci/run): unit tests, then real containers under containerd 1.6 and 2.x.
 test: build unit integration
 
-unit:
-	$(GO) vet ./...
+unit: lint
 	$(GO) test -count=1 ./...
+
+# go vet and staticcheck (installed by `make deps`) over both modules.
+lint:
+	$(GO) vet ./...
+	cd integration && $(GO) vet ./...
+	$(STATICCHECK) ./...
+	cd integration && $(STATICCHECK) ./...
 
 integration: build
 	cd integration && SHIM_BINARY=$(BIN_DIR)/$(BINARY) $(GO) test -count=1 -timeout 40m $(INTEGRATION_FLAGS) ./...

@@ -6,6 +6,7 @@ set -euo pipefail
 CONTAINERD2_VERSION="${CONTAINERD2_VERSION:-v2.2.9}"
 CONTAINERD2_DIR="${CONTAINERD2_DIR:-/opt/containerd2/bin}"
 PROTOC_GEN_GO_VERSION="${PROTOC_GEN_GO_VERSION:-v1.36.11}"
+STATICCHECK_VERSION="${STATICCHECK_VERSION:-v0.8.2}"
 
 need_apt=()
 for pkg_bin in containerd:/usr/bin/containerd runc:/usr/sbin/runc crun:/usr/bin/crun criu:/usr/sbin/criu \
@@ -34,5 +35,9 @@ gobin="$(go env GOPATH)/bin"
 if [ ! -x "$gobin/protoc-gen-go" ]; then
 	echo "deps: installing protoc-gen-go $PROTOC_GEN_GO_VERSION"
 	go install "google.golang.org/protobuf/cmd/protoc-gen-go@$PROTOC_GEN_GO_VERSION"
+fi
+if ! "$gobin/staticcheck" -version 2>/dev/null | grep -q "${STATICCHECK_VERSION#v}"; then
+	echo "deps: installing staticcheck $STATICCHECK_VERSION"
+	go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
 fi
 echo "deps: ok"
