@@ -40,6 +40,8 @@ type introspection struct {
 			ExitStatus   int    `json:"exitStatus"`
 			OutputBytes  uint64 `json:"outputBytes,string"`
 			DroppedBytes uint64 `json:"droppedBytes,string"`
+			Queued       uint64 `json:"queuedBytes,string"`
+			ClientQueued uint64 `json:"clientQueuedBytes,string"`
 		} `json:"processes"`
 	} `json:"tasks"`
 }
@@ -110,8 +112,9 @@ func TestIntrospection(t *testing.T) {
 			t.Fatalf("tasks %+v, want %s with its init and one exec", s.Tasks, id)
 		}
 		init, e1 := s.Tasks[0].Processes[0], s.Tasks[0].Processes[1]
-		if init.ExecID != "" || init.Pid != int(task.Pid()) || init.Status != "running" || init.OutputBytes != initBytes+1 || init.DroppedBytes != 0 {
-			t.Errorf("init %+v, want pid %d running with %d output bytes, none dropped", init, task.Pid(), initBytes+1)
+		if init.ExecID != "" || init.Pid != int(task.Pid()) || init.Status != "running" || init.OutputBytes != initBytes+1 || init.DroppedBytes != 0 ||
+			init.Queued != 0 || init.ClientQueued != 0 {
+			t.Errorf("init %+v, want pid %d running with %d output bytes, none dropped, nothing queued (the client read it all)", init, task.Pid(), initBytes+1)
 		}
 		if e1.ExecID != "e1" || e1.Pid != int(proc.Pid()) || e1.Status != "running" || e1.OutputBytes != uint64(len("exec-out\n")) {
 			t.Errorf("exec %+v, want e1 pid %d running with %d output bytes", e1, proc.Pid(), len("exec-out\n"))

@@ -119,6 +119,15 @@ func stdoutReaderStalled(t *testing.T, d *harness.Daemon) {
 			t.Errorf("exec in st-other while st-writer's reader stalls: exit code %d, want 4", code)
 		}
 		expectRunning(t, ctx, writerTask, "while its reader stalls")
+		if harness.Runtime() == "io.example.v2" {
+			// Where the output waits shows in the shim's introspection: the client's FIFO
+			// is full, and so is the container's own pipe behind it.
+			for _, task := range introspect(t, d.BundleDir(ns, "st-writer")).Tasks {
+				if p := task.Processes[0]; task.ID == "st-writer" && (p.ClientQueued == 0 || p.Queued == 0) {
+					t.Errorf("introspection while the reader stalls: %d bytes queued for the client, %d in the container's pipe; want both > 0", p.ClientQueued, p.Queued)
+				}
+			}
+		}
 		time.Sleep(time.Until(paused.Add(stallPolicy - 3*time.Second)))
 		if c := counter(); c != held {
 			t.Errorf("counter moved from %d to %d %v into the stall: output dropped (or buffered without bound) before the %v policy", held, c, time.Since(paused).Round(time.Second), stallPolicy)

@@ -55,6 +55,9 @@ type Pipes struct {
 	closed  bool
 	toClose []stdio.Closer // every shim-side file, closed by Close
 	paced   []*rateLimiter // file:// logs with rate=, released by Drain and Close
+	// queues are the pipes output waits in (for introspection): the
+	// process's own pipes, and the client's FIFOs.
+	ownQueues, clientQueues []*os.File
 
 	// Terminal processes: the client's stdout waits in consoleOut until the
 	// runtime hands over the pty master; then console relays it.
@@ -175,6 +178,7 @@ func (p *Pipes) startFileOutput(rf *rotatingFile, stream string) (*os.File, erro
 		return nil, fmt.Errorf("output pipe: %w", err)
 	}
 	p.toClose = append(p.toClose, pr)
+	p.ownQueues = append(p.ownQueues, pr)
 	rf.mu.Lock()
 	rf.users++
 	rf.mu.Unlock()
@@ -320,6 +324,10 @@ func (p *Pipes) startOutput(dst *os.File, stream string) (*os.File, error) {
 		return nil, fmt.Errorf("output pipe: %w", err)
 	}
 	p.toClose = append(p.toClose, pr, dst)
+	p.ownQueues = append(p.ownQueues, pr)
+	if isPipe(dst) {
+		p.clientQueues = append(p.clientQueues, dst)
+	}
 	p.outputs.Add(1)
 	go func() {
 		defer p.outputs.Done()
@@ -342,6 +350,29 @@ func (p *Pipes) Dropped() uint64 { return p.dropped.Load() }
 
 // Moved returns how many output bytes reached the client or the log so far.
 func (p *Pipes) Moved() uint64 { return p.moved.Load() }
+
+// Queued returns the output bytes waiting in the process's pipes for the
+// shim to move, and those waiting in the client's FIFOs for the client to
+// read: a full client FIFO means a slow reader. Zero once the files are
+// closed. (Output relays only; a terminal's bytes are not counted.)
+func (p *Pipes) Queued() (own, client uint64) {
+	for _, f := range p.ownQueues {
+		own += queuedIn(f)
+	}
+	for _, f := range p.clientQueues {
+		client += queuedIn(f)
+	}
+	return own, client
+}
+
+// queuedIn reads a pipe's fill without switching it to blocking mode.
+func queuedIn(f *os.File) uint64 {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	return uint64(fifoQueued(rc))
+}
 
 // CloseStdin closes the shim's writer on the stdin FIFO (CloseIO). Once the
 // client's writer is closed as well, the process reads end of file.

@@ -72,17 +72,25 @@ func (p *Process) State() Snapshot {
 	return s
 }
 
-// OutputCounters returns the output bytes delivered so far and those
-// discarded because the reader stalled, and whether the process has a
-// terminal. It waits, as State does, while the process is being started.
-func (p *Process) OutputCounters() (delivered, dropped uint64, terminal bool) {
+// OutputCounters describes a process's output relays for introspection.
+type OutputCounters struct {
+	Delivered, Dropped uint64 // bytes moved to the client or log; bytes discarded while it stalled
+	Queued             uint64 // bytes in the process's pipes, not yet moved
+	ClientQueued       uint64 // bytes in the client's FIFOs, not yet read
+	Terminal           bool
+}
+
+// Output returns the process's output counters. It waits, as State does,
+// while the process is being started.
+func (p *Process) Output() OutputCounters {
 	p.mu.Lock()
 	pipes := p.pipes
 	p.mu.Unlock()
 	if pipes == nil {
-		return 0, 0, false
+		return OutputCounters{}
 	}
-	return pipes.Moved(), pipes.Dropped(), pipes.Terminal()
+	own, client := pipes.Queued()
+	return OutputCounters{Delivered: pipes.Moved(), Dropped: pipes.Dropped(), Queued: own, ClientQueued: client, Terminal: pipes.Terminal()}
 }
 
 // Status returns the process's status.

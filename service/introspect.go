@@ -66,15 +66,17 @@ func (s *Service) Introspect(ctx context.Context, _ *introspect.SnapshotRequest)
 
 func processSnapshot(p *process.Process) *introspect.Process {
 	st := p.State()
-	delivered, dropped, terminal := p.OutputCounters()
+	out := p.Output()
 	return &introspect.Process{
-		ExecId:       p.ID,
-		Pid:          uint32(st.Pid),
-		Status:       st.Status.String(),
-		ExitStatus:   uint32(st.ExitCode),
-		Terminal:     terminal,
-		OutputBytes:  delivered,
-		DroppedBytes: dropped,
+		ExecId:            p.ID,
+		Pid:               uint32(st.Pid),
+		Status:            st.Status.String(),
+		ExitStatus:        uint32(st.ExitCode),
+		Terminal:          out.Terminal,
+		OutputBytes:       out.Delivered,
+		DroppedBytes:      out.Dropped,
+		QueuedBytes:       out.Queued,
+		ClientQueuedBytes: out.ClientQueued,
 	}
 }
 

@@ -426,9 +426,15 @@ type Process struct {
 	OutputBytes uint64 `protobuf:"varint,6,opt,name=output_bytes,json=outputBytes,proto3" json:"output_bytes,omitempty"`
 	// Output bytes discarded because the reader stalled (see the README's
 	// stall policy); nonzero means the client lost output.
-	DroppedBytes  uint64 `protobuf:"varint,7,opt,name=dropped_bytes,json=droppedBytes,proto3" json:"dropped_bytes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	DroppedBytes uint64 `protobuf:"varint,7,opt,name=dropped_bytes,json=droppedBytes,proto3" json:"dropped_bytes,omitempty"`
+	// Output bytes waiting in the process's pipes for the shim (a rate-limited
+	// log, or a client that reads slowly, lets them pile up).
+	QueuedBytes uint64 `protobuf:"varint,8,opt,name=queued_bytes,json=queuedBytes,proto3" json:"queued_bytes,omitempty"`
+	// Output bytes waiting in the client's FIFOs for the client to read: a
+	// full FIFO means a slow or stuck reader.
+	ClientQueuedBytes uint64 `protobuf:"varint,9,opt,name=client_queued_bytes,json=clientQueuedBytes,proto3" json:"client_queued_bytes,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Process) Reset() {
@@ -510,6 +516,20 @@ func (x *Process) GetDroppedBytes() uint64 {
 	return 0
 }
 
+func (x *Process) GetQueuedBytes() uint64 {
+	if x != nil {
+		return x.QueuedBytes
+	}
+	return 0
+}
+
+func (x *Process) GetClientQueuedBytes() uint64 {
+	if x != nil {
+		return x.ClientQueuedBytes
+	}
+	return 0
+}
+
 var File_introspect_v1_introspect_proto protoreflect.FileDescriptor
 
 const file_introspect_v1_introspect_proto_rawDesc = "" +
@@ -545,7 +565,7 @@ const file_introspect_v1_introspect_proto_rawDesc = "" +
 	"\x06bundle\x18\x02 \x01(\tR\x06bundle\x12<\n" +
 	"\tprocesses\x18\x03 \x03(\v2\x1e.example.introspect.v1.ProcessR\tprocesses\x12\x1b\n" +
 	"\toom_kills\x18\x04 \x01(\x04R\boomKills\x12$\n" +
-	"\x0elast_oom_scope\x18\x05 \x01(\tR\flastOomScope\"\xd1\x01\n" +
+	"\x0elast_oom_scope\x18\x05 \x01(\tR\flastOomScope\"\xa4\x02\n" +
 	"\aProcess\x12\x17\n" +
 	"\aexec_id\x18\x01 \x01(\tR\x06execId\x12\x10\n" +
 	"\x03pid\x18\x02 \x01(\rR\x03pid\x12\x16\n" +
@@ -554,7 +574,9 @@ const file_introspect_v1_introspect_proto_rawDesc = "" +
 	"exitStatus\x12\x1a\n" +
 	"\bterminal\x18\x05 \x01(\bR\bterminal\x12!\n" +
 	"\foutput_bytes\x18\x06 \x01(\x04R\voutputBytes\x12#\n" +
-	"\rdropped_bytes\x18\a \x01(\x04R\fdroppedBytes2i\n" +
+	"\rdropped_bytes\x18\a \x01(\x04R\fdroppedBytes\x12!\n" +
+	"\fqueued_bytes\x18\b \x01(\x04R\vqueuedBytes\x12.\n" +
+	"\x13client_queued_bytes\x18\t \x01(\x04R\x11clientQueuedBytes2i\n" +
 	"\n" +
 	"Introspect\x12[\n" +
 	"\bSnapshot\x12&.example.introspect.v1.SnapshotRequest\x1a'.example.introspect.v1.SnapshotResponseBNZLgithub.com/example/containerd-shim-example-v2/proto/introspect/v1;introspectb\x06proto3"
