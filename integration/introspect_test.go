@@ -25,6 +25,9 @@ type introspection struct {
 		Forwarded uint64 `json:"forwarded,string"`
 		Dropped   uint64 `json:"dropped,string"`
 	} `json:"events"`
+	Reaper struct {
+		Watched int `json:"watched"`
+	} `json:"reaper"`
 	Memory struct {
 		RssKib     uint64 `json:"rssKib,string"`
 		Goroutines int    `json:"goroutines"`
@@ -105,6 +108,9 @@ func TestIntrospection(t *testing.T) {
 		if s.Pid != shim.Pid || s.Namespace != ns {
 			t.Errorf("snapshot of pid %d namespace %q, want the shim %d of %q", s.Pid, s.Namespace, shim.Pid, ns)
 		}
+		if s.Reaper.Watched != 2 {
+			t.Errorf("reaper watches %d processes, want 2 (the init and the exec)", s.Reaper.Watched)
+		}
 		if s.Memory.RssKib == 0 || s.Memory.Goroutines == 0 {
 			t.Errorf("memory %+v, want a resident size and goroutines", s.Memory)
 		}
@@ -132,6 +138,9 @@ func TestIntrospection(t *testing.T) {
 		})
 		if e1 := s.Tasks[0].Processes[1]; e1.Status != "stopped" || e1.ExitStatus != 137 {
 			t.Errorf("exec after SIGKILL %+v, want stopped with 137", e1)
+		}
+		if s.Reaper.Watched != 1 {
+			t.Errorf("reaper watches %d processes after the exec's exit, want 1 (the init)", s.Reaper.Watched)
 		}
 		// create, start, exec-added, exec-started, exit at least.
 		if s.Events.Forwarded < 5 || s.Events.Dropped != 0 {

@@ -115,6 +115,14 @@ func (r *Reaper) dispatch(e Exit) {
 // Orphans returns how many exits were reaped that nobody claimed.
 func (r *Reaper) Orphans() uint64 { return r.orphans.Load() }
 
+// Watched returns how many processes have a claimant waiting for their exit,
+// and how many launch windows are open (for introspection).
+func (r *Reaper) Watched() (pids, windows int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.waiters), len(r.windows)
+}
+
 // Window collects unclaimed exits while a process is being launched.
 type Window struct {
 	r     *Reaper

@@ -33,6 +33,10 @@ func (s *Service) Introspect(ctx context.Context, _ *introspect.SnapshotRequest)
 		Events:    &introspect.EventQueue{},
 		Memory:    memorySnapshot(),
 	}
+	if r := s.cfg.Reaper; r != nil {
+		pids, windows := r.Watched()
+		resp.Reaper = &introspect.Reaper{Watched: uint32(pids), LaunchWindows: uint32(windows), Orphans: r.Orphans()}
+	}
 	if !s.cfg.Started.IsZero() {
 		resp.UptimeMs = uint64(time.Since(s.cfg.Started).Milliseconds())
 	}

@@ -79,6 +79,7 @@ type SnapshotResponse struct {
 	Memory    *Memory     `protobuf:"bytes,7,opt,name=memory,proto3" json:"memory,omitempty"`
 	// Every task of this shim (one, or a pod's), sorted by id.
 	Tasks         []*Task `protobuf:"bytes,8,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	Reaper        *Reaper `protobuf:"bytes,9,opt,name=reaper,proto3" json:"reaper,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -169,6 +170,79 @@ func (x *SnapshotResponse) GetTasks() []*Task {
 	return nil
 }
 
+func (x *SnapshotResponse) GetReaper() *Reaper {
+	if x != nil {
+		return x.Reaper
+	}
+	return nil
+}
+
+// The one owner of every child exit.
+type Reaper struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Processes whose exit a claimant waits for (inits, execs, runtime
+	// commands and loggers in flight).
+	Watched uint32 `protobuf:"varint,1,opt,name=watched,proto3" json:"watched,omitempty"`
+	// Launches in progress (a window catches exits of processes whose pid is
+	// not known yet).
+	LaunchWindows uint32 `protobuf:"varint,2,opt,name=launch_windows,json=launchWindows,proto3" json:"launch_windows,omitempty"`
+	// Exits reaped that nobody claimed (processes reparented to the shim).
+	Orphans       uint64 `protobuf:"varint,3,opt,name=orphans,proto3" json:"orphans,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Reaper) Reset() {
+	*x = Reaper{}
+	mi := &file_introspect_v1_introspect_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Reaper) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Reaper) ProtoMessage() {}
+
+func (x *Reaper) ProtoReflect() protoreflect.Message {
+	mi := &file_introspect_v1_introspect_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Reaper.ProtoReflect.Descriptor instead.
+func (*Reaper) Descriptor() ([]byte, []int) {
+	return file_introspect_v1_introspect_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Reaper) GetWatched() uint32 {
+	if x != nil {
+		return x.Watched
+	}
+	return 0
+}
+
+func (x *Reaper) GetLaunchWindows() uint32 {
+	if x != nil {
+		return x.LaunchWindows
+	}
+	return 0
+}
+
+func (x *Reaper) GetOrphans() uint64 {
+	if x != nil {
+		return x.Orphans
+	}
+	return 0
+}
+
 // The ordered queue of events on their way to containerd.
 type EventQueue struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -189,7 +263,7 @@ type EventQueue struct {
 
 func (x *EventQueue) Reset() {
 	*x = EventQueue{}
-	mi := &file_introspect_v1_introspect_proto_msgTypes[2]
+	mi := &file_introspect_v1_introspect_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -201,7 +275,7 @@ func (x *EventQueue) String() string {
 func (*EventQueue) ProtoMessage() {}
 
 func (x *EventQueue) ProtoReflect() protoreflect.Message {
-	mi := &file_introspect_v1_introspect_proto_msgTypes[2]
+	mi := &file_introspect_v1_introspect_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -214,7 +288,7 @@ func (x *EventQueue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventQueue.ProtoReflect.Descriptor instead.
 func (*EventQueue) Descriptor() ([]byte, []int) {
-	return file_introspect_v1_introspect_proto_rawDescGZIP(), []int{2}
+	return file_introspect_v1_introspect_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *EventQueue) GetPending() uint64 {
@@ -268,7 +342,7 @@ type Memory struct {
 
 func (x *Memory) Reset() {
 	*x = Memory{}
-	mi := &file_introspect_v1_introspect_proto_msgTypes[3]
+	mi := &file_introspect_v1_introspect_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -280,7 +354,7 @@ func (x *Memory) String() string {
 func (*Memory) ProtoMessage() {}
 
 func (x *Memory) ProtoReflect() protoreflect.Message {
-	mi := &file_introspect_v1_introspect_proto_msgTypes[3]
+	mi := &file_introspect_v1_introspect_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -293,7 +367,7 @@ func (x *Memory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Memory.ProtoReflect.Descriptor instead.
 func (*Memory) Descriptor() ([]byte, []int) {
-	return file_introspect_v1_introspect_proto_rawDescGZIP(), []int{3}
+	return file_introspect_v1_introspect_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Memory) GetRssKib() uint64 {
@@ -349,7 +423,7 @@ type Task struct {
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_introspect_v1_introspect_proto_msgTypes[4]
+	mi := &file_introspect_v1_introspect_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -361,7 +435,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_introspect_v1_introspect_proto_msgTypes[4]
+	mi := &file_introspect_v1_introspect_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -374,7 +448,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_introspect_v1_introspect_proto_rawDescGZIP(), []int{4}
+	return file_introspect_v1_introspect_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Task) GetId() string {
@@ -439,7 +513,7 @@ type Process struct {
 
 func (x *Process) Reset() {
 	*x = Process{}
-	mi := &file_introspect_v1_introspect_proto_msgTypes[5]
+	mi := &file_introspect_v1_introspect_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -451,7 +525,7 @@ func (x *Process) String() string {
 func (*Process) ProtoMessage() {}
 
 func (x *Process) ProtoReflect() protoreflect.Message {
-	mi := &file_introspect_v1_introspect_proto_msgTypes[5]
+	mi := &file_introspect_v1_introspect_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -464,7 +538,7 @@ func (x *Process) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Process.ProtoReflect.Descriptor instead.
 func (*Process) Descriptor() ([]byte, []int) {
-	return file_introspect_v1_introspect_proto_rawDescGZIP(), []int{5}
+	return file_introspect_v1_introspect_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Process) GetExecId() string {
@@ -535,7 +609,7 @@ var File_introspect_v1_introspect_proto protoreflect.FileDescriptor
 const file_introspect_v1_introspect_proto_rawDesc = "" +
 	"\n" +
 	"\x1eintrospect/v1/introspect.proto\x12\x15example.introspect.v1\"\x11\n" +
-	"\x0fSnapshotRequest\"\xba\x02\n" +
+	"\x0fSnapshotRequest\"\xf1\x02\n" +
 	"\x10SnapshotResponse\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1a\n" +
@@ -544,7 +618,12 @@ const file_introspect_v1_introspect_proto_rawDesc = "" +
 	"\tnamespace\x18\x05 \x01(\tR\tnamespace\x129\n" +
 	"\x06events\x18\x06 \x01(\v2!.example.introspect.v1.EventQueueR\x06events\x125\n" +
 	"\x06memory\x18\a \x01(\v2\x1d.example.introspect.v1.MemoryR\x06memory\x121\n" +
-	"\x05tasks\x18\b \x03(\v2\x1b.example.introspect.v1.TaskR\x05tasks\"\xa4\x01\n" +
+	"\x05tasks\x18\b \x03(\v2\x1b.example.introspect.v1.TaskR\x05tasks\x125\n" +
+	"\x06reaper\x18\t \x01(\v2\x1d.example.introspect.v1.ReaperR\x06reaper\"c\n" +
+	"\x06Reaper\x12\x18\n" +
+	"\awatched\x18\x01 \x01(\rR\awatched\x12%\n" +
+	"\x0elaunch_windows\x18\x02 \x01(\rR\rlaunchWindows\x12\x18\n" +
+	"\aorphans\x18\x03 \x01(\x04R\aorphans\"\xa4\x01\n" +
 	"\n" +
 	"EventQueue\x12\x18\n" +
 	"\apending\x18\x01 \x01(\x04R\apending\x12\x1c\n" +
@@ -593,27 +672,29 @@ func file_introspect_v1_introspect_proto_rawDescGZIP() []byte {
 	return file_introspect_v1_introspect_proto_rawDescData
 }
 
-var file_introspect_v1_introspect_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_introspect_v1_introspect_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_introspect_v1_introspect_proto_goTypes = []any{
 	(*SnapshotRequest)(nil),  // 0: example.introspect.v1.SnapshotRequest
 	(*SnapshotResponse)(nil), // 1: example.introspect.v1.SnapshotResponse
-	(*EventQueue)(nil),       // 2: example.introspect.v1.EventQueue
-	(*Memory)(nil),           // 3: example.introspect.v1.Memory
-	(*Task)(nil),             // 4: example.introspect.v1.Task
-	(*Process)(nil),          // 5: example.introspect.v1.Process
+	(*Reaper)(nil),           // 2: example.introspect.v1.Reaper
+	(*EventQueue)(nil),       // 3: example.introspect.v1.EventQueue
+	(*Memory)(nil),           // 4: example.introspect.v1.Memory
+	(*Task)(nil),             // 5: example.introspect.v1.Task
+	(*Process)(nil),          // 6: example.introspect.v1.Process
 }
 var file_introspect_v1_introspect_proto_depIdxs = []int32{
-	2, // 0: example.introspect.v1.SnapshotResponse.events:type_name -> example.introspect.v1.EventQueue
-	3, // 1: example.introspect.v1.SnapshotResponse.memory:type_name -> example.introspect.v1.Memory
-	4, // 2: example.introspect.v1.SnapshotResponse.tasks:type_name -> example.introspect.v1.Task
-	5, // 3: example.introspect.v1.Task.processes:type_name -> example.introspect.v1.Process
-	0, // 4: example.introspect.v1.Introspect.Snapshot:input_type -> example.introspect.v1.SnapshotRequest
-	1, // 5: example.introspect.v1.Introspect.Snapshot:output_type -> example.introspect.v1.SnapshotResponse
-	5, // [5:6] is the sub-list for method output_type
-	4, // [4:5] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	3, // 0: example.introspect.v1.SnapshotResponse.events:type_name -> example.introspect.v1.EventQueue
+	4, // 1: example.introspect.v1.SnapshotResponse.memory:type_name -> example.introspect.v1.Memory
+	5, // 2: example.introspect.v1.SnapshotResponse.tasks:type_name -> example.introspect.v1.Task
+	2, // 3: example.introspect.v1.SnapshotResponse.reaper:type_name -> example.introspect.v1.Reaper
+	6, // 4: example.introspect.v1.Task.processes:type_name -> example.introspect.v1.Process
+	0, // 5: example.introspect.v1.Introspect.Snapshot:input_type -> example.introspect.v1.SnapshotRequest
+	1, // 6: example.introspect.v1.Introspect.Snapshot:output_type -> example.introspect.v1.SnapshotResponse
+	6, // [6:7] is the sub-list for method output_type
+	5, // [5:6] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_introspect_v1_introspect_proto_init() }
@@ -627,7 +708,7 @@ func file_introspect_v1_introspect_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_introspect_v1_introspect_proto_rawDesc), len(file_introspect_v1_introspect_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
