@@ -183,3 +183,41 @@ func (c *Cgroup) LimitHits() (uint64, error) {
 	}
 	return kv["oom"], nil
 }
+
+// AddProcess moves pid into the cgroup at path (e.g. "/system.slice/shims"),
+// as runc-v2 does for its ShimCgroup option: under v2, path's cgroup.procs;
+// under v1, cgroup.procs of path in every hierarchy where path exists (a
+// hierarchy without it is skipped). It fails when path exists nowhere.
+func AddProcess(root, path string, pid int) error {
+	procs := []byte(strconv.Itoa(pid))
+	if Unified(root) {
+		if err := os.WriteFile(filepath.Join(root, path, "cgroup.procs"), procs, 0); err != nil {
+			return fmt.Errorf("join cgroup %s: %w", path, err)
+		}
+		return nil
+	}
+	hierarchies, err := os.ReadDir(root)
+	if err != nil {
+		return fmt.Errorf("join cgroup %s: %w", path, err)
+	}
+	joined := 0
+	for _, h := range hierarchies {
+		// Hybrid hosts mount v2 at root/unified: the v1 hierarchies hold the
+		// controllers, as for the containers.
+		if !h.IsDir() || h.Name() == "unified" {
+			continue
+		}
+		dir := filepath.Join(root, h.Name(), path)
+		if _, err := os.Stat(filepath.Join(dir, "cgroup.procs")); err != nil {
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), procs, 0); err != nil {
+			return fmt.Errorf("join cgroup %s (%s): %w", path, h.Name(), err)
+		}
+		joined++
+	}
+	if joined == 0 {
+		return fmt.Errorf("join cgroup %s: it exists in no hierarchy under %s: %w", path, root, errdefs.ErrNotFound)
+	}
+	return nil
+}

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/containerd/errdefs"
 )
 
 func write(t *testing.T, dir, name, content string) {
@@ -159,3 +161,35 @@ func TestParseRejectsEmpty(t *testing.T) {
 }
 
 func timeAfter() <-chan time.Time { return time.After(5 * time.Second) }
+
+// AddProcess writes the pid into cgroup.procs of the path in every v1
+// hierarchy that has it (v2: the one unified directory), and fails with
+// NotFound when no hierarchy has it.
+func TestAddProcess(t *testing.T) {
+	v1 := t.TempDir()
+	write(t, filepath.Join(v1, "memory/shims"), "cgroup.procs", "")
+	write(t, filepath.Join(v1, "pids/shims"), "cgroup.procs", "")
+	write(t, filepath.Join(v1, "unified/shims"), "cgroup.procs", "") // hybrid: not a controller hierarchy
+	os.MkdirAll(filepath.Join(v1, "cpu"), 0o755)                     // a hierarchy without the path
+	if err := AddProcess(v1, "/shims", 4242); err != nil {
+		t.Fatal(err)
+	}
+	for h, want := range map[string]string{"memory": "4242", "pids": "4242", "unified": ""} {
+		if got, _ := os.ReadFile(filepath.Join(v1, h, "shims", "cgroup.procs")); string(got) != want {
+			t.Errorf("%s/shims/cgroup.procs = %q, want %q", h, got, want)
+		}
+	}
+	if err := AddProcess(v1, "/missing", 4242); !errdefs.IsNotFound(err) {
+		t.Errorf("missing cgroup: %v, want NotFound", err)
+	}
+
+	v2 := t.TempDir()
+	write(t, v2, "cgroup.controllers", "cpu memory pids\n")
+	write(t, filepath.Join(v2, "shims"), "cgroup.procs", "")
+	if err := AddProcess(v2, "/shims", 77); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(v2, "shims", "cgroup.procs")); string(got) != "77" {
+		t.Errorf("v2 cgroup.procs = %q, want 77", got)
+	}
+}

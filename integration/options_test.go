@@ -2,9 +2,11 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -290,4 +292,62 @@ func TestOptionsCrun(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Options 5: ShimCgroup (read by `start`) moves the shim daemon into that cgroup, in every
+// v1 hierarchy that has it; one that exists nowhere fails task creation with an error naming
+// it, and leaves nothing behind.
+func TestOptionsShimCgroup(t *testing.T) {
+	requireCgroupV1(t)
+	forEachFlavor(t, func(t *testing.T, d *harness.Daemon) {
+		shimCgroup := "/ex-shimcg-" + harness.RandID(8)
+		for _, h := range []string{"memory", "pids"} {
+			if err := os.Mkdir(filepath.Join(cgroupV1Root, h, shimCgroup), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Registered before the namespace, so it runs once the shim is gone.
+		t.Cleanup(func() {
+			if err := harness.RemoveCgroup(shimCgroup); err != nil {
+				t.Errorf("remove %s: %v", shimCgroup, err)
+			}
+		})
+		ctx, ns := d.NewNamespace(t)
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+
+		const id = "o5"
+		ctr := newContainer(t, ctx, d, id, loopArgs)
+		task, err := ctr.NewTask(ctx, cio.NullIO, withRuncOptions(&options.Options{ShimCgroup: shimCgroup}))
+		if err != nil {
+			t.Fatalf("NewTask with ShimCgroup %s: %v", shimCgroup, err)
+		}
+		shim := onlyShim(t, d, ns, id)
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", shim.Pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range []string{"memory", "pids"} {
+			if !regexp.MustCompile(`(?m)^\d+:` + h + `:` + regexp.QuoteMeta(shimCgroup) + `$`).Match(data) {
+				t.Errorf("shim %d is not in %s cgroup %s:\n%s", shim.Pid, h, shimCgroup, data)
+			}
+		}
+		if err := task.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := harness.DeleteContainer(ctx, ctr); err != nil {
+			t.Fatalf("delete: %v", err)
+		}
+		expectNoLeftovers(t, d, ns, id)
+
+		const bad = "o5-missing"
+		missing := "/ex-shimcg-missing-" + harness.RandID(8)
+		ctr = newContainer(t, ctx, d, bad, loopArgs)
+		if _, err := ctr.NewTask(ctx, cio.NullIO, withRuncOptions(&options.Options{ShimCgroup: missing})); err == nil {
+			t.Errorf("NewTask with ShimCgroup %s (exists nowhere) succeeded", missing)
+		} else if !strings.Contains(err.Error(), missing) {
+			t.Errorf("NewTask with a missing ShimCgroup: %v; want the error to name %s", err, missing)
+		}
+		expectNoLeftovers(t, d, ns, bad)
+	})
 }

@@ -13,6 +13,8 @@ import (
 	"syscall"
 
 	bundlefiles "github.com/example/containerd-shim-example-v2/bundle"
+	"github.com/example/containerd-shim-example-v2/cgroup"
+	"github.com/example/containerd-shim-example-v2/service"
 )
 
 // Annotations that put several containers into one shim daemon, in order of
@@ -112,11 +114,25 @@ func Start(f Flags, stdin io.Reader, stdout io.Writer) (retErr error) {
 			_ = cmd.Process.Release()
 		}
 	}()
+	if err := joinShimCgroup(in, cmd.Process.Pid); err != nil {
+		return err
+	}
 	if err := adjustOOMScore(cmd.Process.Pid); err != nil {
 		return err
 	}
 	_, err = stdout.Write(answer)
 	return err
+}
+
+// joinShimCgroup moves a new daemon into the cgroup its runtime options name
+// (ShimCgroup), as runc-v2 does, so an operator can account shims apart from
+// containerd. Options that do not decode are left for Create to report.
+func joinShimCgroup(in StartInput, pid int) error {
+	opts, err := service.DecodeOptions(in.Options)
+	if err != nil || opts.ShimCgroup == "" {
+		return nil
+	}
+	return cgroup.AddProcess(cgroup.DefaultRoot, opts.ShimCgroup, pid)
 }
 
 // GroupOf returns the group a task belongs to: the first grouping annotation

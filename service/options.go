@@ -30,6 +30,8 @@ type RuntimeOptions struct {
 	IoUID, IoGID  uint32
 	CriuImagePath string
 	CriuWorkPath  string
+	// ShimCgroup is the cgroup `start` moves a new daemon into (not for tasks).
+	ShimCgroup string
 }
 
 // DecodeOptions reads the runtime options Any. Unknown types are accepted and
@@ -53,7 +55,7 @@ func DecodeOptions(a *anypb.Any) (RuntimeOptions, error) {
 			return o, invalidArgument("decode %s: %v", typeLegacyCreate, err)
 		}
 		o = RuntimeOptions{NoPivotRoot: m.NoPivotRoot, NoNewKeyring: m.NoNewKeyring, IoUID: m.IoUid, IoGID: m.IoGid,
-			CriuImagePath: m.CriuImagePath, CriuWorkPath: m.CriuWorkPath}
+			CriuImagePath: m.CriuImagePath, CriuWorkPath: m.CriuWorkPath, ShimCgroup: m.ShimCgroup}
 	case typeCRIOptions:
 		var m criopts.Options
 		if err := proto.Unmarshal(a.GetValue(), &m); err != nil {
@@ -75,6 +77,9 @@ func DecodeOptions(a *anypb.Any) (RuntimeOptions, error) {
 	if o.Root != "" && !filepath.IsAbs(o.Root) {
 		return o, invalidArgument("runtime root %q must be an absolute path", o.Root)
 	}
+	if o.ShimCgroup != "" && (!filepath.IsAbs(o.ShimCgroup) || strings.Contains(o.ShimCgroup, "..")) {
+		return o, invalidArgument("shim cgroup %q must be an absolute cgroup path", o.ShimCgroup)
+	}
 	return o, nil
 }
 
@@ -91,6 +96,7 @@ type runcLike interface {
 	GetIoGid() uint32
 	GetCriuImagePath() string
 	GetCriuWorkPath() string
+	GetShimCgroup() string
 }
 
 // decodeRuncLike unmarshals a into m and copies the fields the shim uses.
@@ -100,7 +106,7 @@ func decodeRuncLike(a *anypb.Any, name string, m runcLike) (RuntimeOptions, erro
 	}
 	return RuntimeOptions{BinaryName: m.GetBinaryName(), Root: m.GetRoot(), SystemdCgroup: m.GetSystemdCgroup(),
 		NoPivotRoot: m.GetNoPivotRoot(), NoNewKeyring: m.GetNoNewKeyring(), IoUID: m.GetIoUid(), IoGID: m.GetIoGid(),
-		CriuImagePath: m.GetCriuImagePath(), CriuWorkPath: m.GetCriuWorkPath()}, nil
+		CriuImagePath: m.GetCriuImagePath(), CriuWorkPath: m.GetCriuWorkPath(), ShimCgroup: m.GetShimCgroup()}, nil
 }
 
 // typeName strips a "type.googleapis.com/"-style prefix from a type URL.

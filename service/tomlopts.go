@@ -52,8 +52,10 @@ func parseOptionsTOML(data []byte) (RuntimeOptions, error) {
 			o.IoUID, err = tomlUint32(raw)
 		case "iogid":
 			o.IoGID, err = tomlUint32(raw)
+		case "shimcgroup":
+			o.ShimCgroup, err = tomlString(raw)
 		default:
-			// Other keys (TypeUrl, ConfigPath, ShimCgroup...) are not for the task.
+			// Other keys (TypeUrl, ConfigPath...) are not ours.
 		}
 		if err != nil {
 			return o, invalidArgument("runtime options line %d (%s): %v", n, key, err)
