@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	bundlefiles "github.com/example/containerd-shim-example-v2/bundle"
 	"github.com/example/containerd-shim-example-v2/cgroup"
 	"github.com/example/containerd-shim-example-v2/service"
@@ -96,6 +98,9 @@ func Start(f Flags, stdin io.Reader, stdout io.Writer) (retErr error) {
 	if f.Debug {
 		args = append(args, "-debug")
 	}
+	if err := enableCoreScheduling(); err != nil {
+		return err
+	}
 	cmd := exec.Command(self, args...)
 	cmd.Dir = bundle
 	cmd.Env = os.Environ()
@@ -122,6 +127,27 @@ func Start(f Flags, stdin io.Reader, stdout io.Writer) (retErr error) {
 	}
 	_, err = stdout.Write(answer)
 	return err
+}
+
+// pidtypePGID is the kernel's PIDTYPE_PGID: a core-scheduling cookie for a
+// whole process group.
+const pidtypePGID = 2
+
+// enableCoreScheduling honours containerd's sched_core setting, which it
+// passes as SCHED_CORE in the environment, as runc-v2 does: a new
+// core-scheduling cookie for this process group (containerd starts `start`
+// as a group leader), inherited by the daemon and everything it forks, so a
+// shim's containers never share a core's SMT siblings with other shims'
+// processes. A kernel without core scheduling fails the start: the operator
+// asked for the isolation.
+func enableCoreScheduling() error {
+	if os.Getenv("SCHED_CORE") == "" {
+		return nil
+	}
+	if err := unix.Prctl(unix.PR_SCHED_CORE, unix.PR_SCHED_CORE_CREATE, 0, pidtypePGID, 0); err != nil {
+		return fmt.Errorf("enable core scheduling (SCHED_CORE is set): %w", err)
+	}
+	return nil
 }
 
 // joinShimCgroup moves a new daemon into the cgroup its runtime options name

@@ -19,6 +19,7 @@ type daemonVariant struct {
 	legacyCgroups bool         // run in a private mount namespace without /sys/fs/cgroup/unified
 	extraHandlers []CRIHandler // more CRI runtime handlers (WithCRIHandler)
 	shimEnv       []string     // environment containerd 2.x gives every shim (WithShimEnv)
+	schedCore     bool         // containerd 1.6's sched_core = true (WithSchedCore)
 
 	// Filled in by prepareVariant for a CRI daemon.
 	streamPort string // the CRI streaming server's port on 127.0.0.1
@@ -70,6 +71,10 @@ func WithShimEnv(env ...string) DaemonOption {
 	return func(v *daemonVariant) { v.shimEnv = append(v.shimEnv, env...) }
 }
 
+// WithSchedCore sets containerd 1.6's `sched_core = true`, which makes containerd start
+// shims with SCHED_CORE=1 in their environment (for 2.x, use WithShimEnv("SCHED_CORE=1")).
+func WithSchedCore() DaemonOption { return func(v *daemonVariant) { v.schedCore = true } }
+
 // UnifiedCgroupMount is the cgroup2 mount of a hybrid cgroup layout.
 var UnifiedCgroupMount = "/sys/fs/cgroup/unified"
 
@@ -88,6 +93,9 @@ func HybridCgroups() bool {
 func (d *Daemon) prepareVariant() error {
 	if len(d.variant.shimEnv) > 0 && d.Flavor != Flavor2x {
 		return fmt.Errorf("WithShimEnv needs containerd 2.x, not %s", d.Flavor)
+	}
+	if d.variant.schedCore && d.Flavor != Flavor16 {
+		return fmt.Errorf("WithSchedCore is containerd 1.6's setting, not %s's (use WithShimEnv)", d.Flavor)
 	}
 	if !d.variant.cri {
 		return nil
@@ -126,6 +134,9 @@ func (d *Daemon) variantDisabled(disabled []string) []string {
 // variantConfig returns the config sections a variant adds.
 func (d *Daemon) variantConfig() string {
 	var b strings.Builder
+	if d.variant.schedCore {
+		fmt.Fprintf(&b, "\n[plugins.\"io.containerd.runtime.v2.task\"]\n  sched_core = true\n")
+	}
 	if len(d.variant.shimEnv) > 0 {
 		quoted := make([]string, len(d.variant.shimEnv))
 		for i, kv := range d.variant.shimEnv {
