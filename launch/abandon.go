@@ -1,6 +1,7 @@
 package launch
 
 import (
+	"os"
 	"sync/atomic"
 	"time"
 )
@@ -13,6 +14,20 @@ import (
 // live until the machine reboots. Leaving is safe: a restarted containerd
 // finds the bundle, fails to connect and cleans up through `delete`.
 const abandonTimeout = 2 * time.Minute
+
+// AbandonTimeoutEnv overrides abandonTimeout with a Go duration ("30s"): for
+// tests, and for operators who want abandoned shims gone sooner. Passed to
+// the daemon through containerd's environment for shims.
+const AbandonTimeoutEnv = "EXAMPLE_SHIM_ABANDON_TIMEOUT"
+
+// abandonTimeoutFromEnv returns the timeout in effect: the environment's if
+// it is a positive duration, abandonTimeout otherwise.
+func abandonTimeoutFromEnv() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(AbandonTimeoutEnv)); err == nil && d > 0 {
+		return d
+	}
+	return abandonTimeout
+}
 
 // lastRequest records when the daemon last received a request.
 type lastRequest struct{ unixNano atomic.Int64 }

@@ -97,14 +97,15 @@ func RunDaemon(f Flags) error {
 	stopTrim := make(chan struct{}) // ends the trimmer and the abandonment watch
 	defer close(stopTrim)
 	go trim.Run(stopTrim, quietPeriod, trimInterval)
-	abandoned := watchAbandoned(stopTrim, svc.Tasks, &last, abandonTimeout)
+	abandonAfter := abandonTimeoutFromEnv()
+	abandoned := watchAbandoned(stopTrim, svc.Tasks, &last, abandonAfter)
 	slog.Debug("shim daemon serving", "socket", f.Socket, "pid", os.Getpid())
 
 	select {
 	case <-exitRequested:
 		slog.Debug("last task gone; shutting down")
 	case <-abandoned:
-		slog.Warn("no task and no request for a long time: containerd abandoned this shim; leaving", "after", abandonTimeout)
+		slog.Warn("no task and no request for a long time: containerd abandoned this shim; leaving", "after", abandonAfter)
 	case sig := <-stop:
 		slog.Info("signal received; shutting down", "signal", sig, "tasks", svc.Tasks())
 	case err := <-serveErr:
