@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -60,6 +61,11 @@ func TestHarnessTeardown(t *testing.T) {
 			}
 			if _, err := os.Stat(harness.RuncStateDir(ns, id)); err == nil {
 				t.Errorf("runc state %s left after Stop", harness.RuncStateDir(ns, id))
+			}
+			for _, h := range harness.CgroupHierarchies() {
+				if _, err := os.Stat(filepath.Join(h, ns)); err == nil {
+					t.Errorf("cgroup %s/%s left after Stop", h, ns)
+				}
 			}
 			if m := harness.MountsUnder(d.Base); len(m) > 0 {
 				t.Errorf("mounts left after Stop: %v", m)

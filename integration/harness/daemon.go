@@ -409,6 +409,10 @@ func (d *Daemon) Stop() error {
 		if err := forceDeleteRunc(ns); err != nil {
 			errs = append(errs, err)
 		}
+		// The runtime's /<ns> cgroup parent (see NewNamespace).
+		if err := RemoveCgroup("/" + ns); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if d.Base != "" {
 		if err := UnmountUnder(d.Base); err != nil {
