@@ -203,13 +203,6 @@ func (q *Queue) Stats() Stats {
 	return st
 }
 
-// Dropped returns how many events were dropped because the queue was full.
-func (q *Queue) Dropped() uint64 {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.dropped
-}
-
 // TTRPCForwarder forwards to containerd's ttrpc events service, dialing (and
 // re-dialing after a failure) on demand. Only the queue's goroutine uses it.
 type TTRPCForwarder struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -40,7 +41,7 @@ func TestHarnessTeardown(t *testing.T) {
 			}
 
 			// The daemon dies: nothing can be cleaned through the API any more.
-			if err := syscallKill(d.Pid()); err != nil {
+			if err := syscall.Kill(d.Pid(), syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
 			for deadline := time.Now().Add(10 * time.Second); !d.Exited(); {
@@ -75,12 +76,4 @@ func TestHarnessTeardown(t *testing.T) {
 			}
 		})
 	}
-}
-
-func syscallKill(pid int) error {
-	p, err := os.FindProcess(pid)
-	if err != nil {
-		return err
-	}
-	return p.Kill()
 }

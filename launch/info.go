@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/example/containerd-shim-example-v2/oci"
 	"github.com/example/containerd-shim-example-v2/service"
 )
 
@@ -49,10 +50,7 @@ func Info(stdin io.Reader, stdout io.Writer) error {
 		Version: &types.RuntimeVersion{Version: Version, Revision: Revision},
 		Options: opts,
 	}
-	binary := ro.BinaryName
-	if binary == "" {
-		binary = "runc"
-	}
+	binary := (&oci.Runtime{Binary: ro.BinaryName}).BinaryOrDefault()
 	ctx, cancel := context.WithTimeout(context.Background(), featuresTimeout)
 	defer cancel()
 	// Not the daemon: no reaper here, so the plain exec wait is right.

@@ -10,7 +10,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -327,11 +326,6 @@ func (r *Runtime) Update(ctx context.Context, id string, resources []byte) error
 	return err
 }
 
-// Features returns the runtime's `features` JSON (OCI features.Features).
-func (r *Runtime) Features(ctx context.Context) ([]byte, error) {
-	return r.run(ctx, nil, nil, "features")
-}
-
 // State returns the runtime's view of the container (`state` JSON).
 func (r *Runtime) State(ctx context.Context, id string) ([]byte, error) {
 	return r.run(ctx, nil, nil, "state", id)
@@ -348,13 +342,6 @@ func ReadPidFile(path string) (int, error) {
 		return 0, fmt.Errorf("pid file %s holds %q: not a pid", filepath.Base(path), data)
 	}
 	return pid, nil
-}
-
-// IsError reports whether err came from the runtime itself (as opposed to the
-// shim failing to run it).
-func IsError(err error) bool {
-	var e *Error
-	return errors.As(err, &e)
 }
 
 // BinaryOrDefault returns the runtime binary that will be run.

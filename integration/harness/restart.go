@@ -77,16 +77,6 @@ func (d *Daemon) StartProcess() error {
 	return d.waitServing()
 }
 
-// Restart is StopProcess followed by StartProcess; down is how long containerd stays
-// stopped in between.
-func (d *Daemon) Restart(down time.Duration) error {
-	if err := d.StopProcess(); err != nil {
-		return err
-	}
-	time.Sleep(down)
-	return d.StartProcess()
-}
-
 // SetLogLevel rewrites the log level in the daemon's config; it takes effect at the next
 // StartProcess. (containerd 2.x logs forwarded shim events only at "trace", 1.6 at "debug".)
 func (d *Daemon) SetLogLevel(level string) error {
