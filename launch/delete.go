@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
@@ -90,20 +88,11 @@ func Delete(f Flags, stdout io.Writer) error {
 // it any more (the daemon was killed). A live daemon still serving other
 // tasks of its group answers, and its socket is left alone.
 func removeDeadSocket(bundle string) {
-	data, err := os.ReadFile(filepath.Join(bundle, bundlefiles.AddressFile))
-	if err != nil {
+	path, err := socketOfBundle(bundle)
+	if err != nil || !filepath.IsAbs(path) {
 		return
 	}
-	path := SocketFromAddress(string(data))
-	if !filepath.IsAbs(path) {
-		return
-	}
-	conn, err := net.DialTimeout("unix", path, probeTimeout)
-	if err == nil {
-		conn.Close()
-		return
-	}
-	if errors.Is(err, syscall.ECONNREFUSED) {
+	if socketDead(path) {
 		_ = os.Remove(path)
 	}
 }

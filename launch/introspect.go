@@ -5,15 +5,11 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/containerd/ttrpc"
 	"google.golang.org/protobuf/encoding/protojson"
 
-	"github.com/example/containerd-shim-example-v2/bundle"
 	introspect "github.com/example/containerd-shim-example-v2/proto/introspect/v1"
 	"github.com/example/containerd-shim-example-v2/service"
 )
@@ -31,11 +27,10 @@ func Introspect(f Flags, out io.Writer) error {
 		if f.Bundle == "" {
 			return fmt.Errorf("introspect needs -bundle <task bundle> or -socket <shim socket>")
 		}
-		addr, err := os.ReadFile(filepath.Join(f.Bundle, bundle.AddressFile))
-		if err != nil {
+		var err error
+		if socket, err = socketOfBundle(f.Bundle); err != nil {
 			return fmt.Errorf("find the shim of bundle %s: %w", f.Bundle, err)
 		}
-		socket = SocketFromAddress(strings.TrimSpace(string(addr)))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), introspectTimeout)
 	defer cancel()

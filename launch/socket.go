@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	bundlefiles "github.com/example/containerd-shim-example-v2/bundle"
 )
 
 // DefaultSocketDir is where shim sockets live, as for containerd's own shims
@@ -60,8 +62,7 @@ func Listen(path string) (*net.UnixListener, error) {
 		if !errors.Is(err, syscall.EADDRINUSE) || attempt > 0 {
 			return nil, fmt.Errorf("listen on %s: %w", path, err)
 		}
-		if c, derr := net.DialTimeout("unix", path, probeTimeout); derr == nil {
-			c.Close()
+		if !socketDead(path) {
 			return nil, ErrDaemonRunning
 		}
 		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -70,8 +71,31 @@ func Listen(path string) (*net.UnixListener, error) {
 	}
 }
 
+// socketDead reports whether nothing listens on the socket file at path: a
+// connection is refused (or the file is gone). Any other outcome, a daemon
+// that answers or one too busy to accept at once, counts as alive, so a live
+// daemon's socket is never taken over or removed.
+func socketDead(path string) bool {
+	c, err := net.DialTimeout("unix", path, probeTimeout)
+	if err == nil {
+		c.Close()
+		return false
+	}
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT)
+}
+
 // SocketAddress is the address containerd dials for a socket path.
 func SocketAddress(path string) string { return "unix://" + path }
+
+// socketOfBundle reads the socket path of the daemon serving a task from its
+// bundle's `address` file.
+func socketOfBundle(dir string) (string, error) {
+	data, err := os.ReadFile(filepath.Join(dir, bundlefiles.AddressFile))
+	if err != nil {
+		return "", err
+	}
+	return SocketFromAddress(strings.TrimSpace(string(data))), nil
+}
 
 // SocketFromAddress is the inverse of SocketAddress.
 func SocketFromAddress(addr string) string { return strings.TrimPrefix(addr, "unix://") }
