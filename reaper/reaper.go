@@ -34,19 +34,23 @@ type Exit struct {
 
 // Reaper dispatches child exits to their claimants.
 //
-// Locking: mu guards waiters and windows. Dispatch holds mu only to look up and
-// send into a one-slot buffered channel, so it never blocks on a slow claimant.
+// Locking: mu guards waiters, pending and windows. Dispatch holds mu only to
+// look up and send into a one-slot buffered channel, so it never blocks on a
+// slow claimant.
 type Reaper struct {
 	mu      sync.Mutex
 	waiters map[int]chan Exit
-	windows map[*Window]struct{}
+	// pending holds exits nobody claimed yet while any launch window is open
+	// (one copy, however many windows overlap); windows counts those open.
+	pending map[int]Exit
+	windows int
 
 	orphans atomic.Uint64 // exits nobody claimed (for introspection and tests)
 }
 
 // New returns a reaper; call Run to start reaping.
 func New() *Reaper {
-	return &Reaper{waiters: make(map[int]chan Exit), windows: make(map[*Window]struct{})}
+	return &Reaper{waiters: make(map[int]chan Exit), pending: make(map[int]Exit)}
 }
 
 // Run reaps children until ctx ends. It subscribes to SIGCHLD before its first
@@ -103,13 +107,11 @@ func (r *Reaper) dispatch(e Exit) {
 		ch <- e // one-slot buffer, never blocks
 		return
 	}
-	if len(r.windows) == 0 {
+	if r.windows == 0 {
 		r.orphans.Add(1)
 		return
 	}
-	for w := range r.windows {
-		w.exits[e.Pid] = e
-	}
+	r.pending[e.Pid] = e
 }
 
 // Orphans returns how many exits were reaped that nobody claimed.
@@ -120,23 +122,22 @@ func (r *Reaper) Orphans() uint64 { return r.orphans.Load() }
 func (r *Reaper) Watched() (pids, windows int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.waiters), len(r.windows)
+	return len(r.waiters), r.windows
 }
 
-// Window collects unclaimed exits while a process is being launched.
+// Window keeps unclaimed exits while a process is being launched.
 type Window struct {
-	r     *Reaper
-	exits map[int]Exit // guarded by r.mu
+	r      *Reaper
+	closed bool // guarded by r.mu
 }
 
 // Open starts collecting exits. Open it before starting a process whose PID
 // is learned later, and Close it once every PID of interest is claimed.
 func (r *Reaper) Open() *Window {
-	w := &Window{r: r, exits: make(map[int]Exit)}
 	r.mu.Lock()
-	r.windows[w] = struct{}{}
+	r.windows++
 	r.mu.Unlock()
-	return w
+	return &Window{r: r}
 }
 
 // Claim returns a channel that delivers pid's exit exactly once: at once if
@@ -145,8 +146,8 @@ func (w *Window) Claim(pid int) <-chan Exit {
 	ch := make(chan Exit, 1)
 	w.r.mu.Lock()
 	defer w.r.mu.Unlock()
-	if e, ok := w.exits[pid]; ok {
-		delete(w.exits, pid)
+	if e, ok := w.r.pending[pid]; ok {
+		delete(w.r.pending, pid)
 		ch <- e
 		return ch
 	}
@@ -154,14 +155,19 @@ func (w *Window) Claim(pid int) <-chan Exit {
 	return ch
 }
 
-// Close stops collecting. Exits it held that were never claimed are orphans.
+// Close stops collecting. When the last open window closes, the exits still
+// unclaimed are orphans.
 func (w *Window) Close() {
-	w.r.mu.Lock()
-	defer w.r.mu.Unlock()
-	if _, ok := w.r.windows[w]; !ok {
+	r := w.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if w.closed {
 		return
 	}
-	delete(w.r.windows, w)
-	w.r.orphans.Add(uint64(len(w.exits)))
-	w.exits = nil
+	w.closed = true
+	r.windows--
+	if r.windows == 0 && len(r.pending) > 0 {
+		r.orphans.Add(uint64(len(r.pending)))
+		clear(r.pending)
+	}
 }

@@ -61,7 +61,7 @@ func TestWindowKeepsEarlyExit(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		r.mu.Lock()
-		_, seen := w.exits[cmd.Process.Pid]
+		_, seen := r.pending[cmd.Process.Pid]
 		r.mu.Unlock()
 		if seen || time.Now().After(deadline) {
 			break
@@ -106,5 +106,36 @@ func TestManyConcurrentExits(t *testing.T) {
 		if e := waitExit(t, ch); e.Status != i%10 {
 			t.Fatalf("process %d: status %d", i, e.Status)
 		}
+	}
+}
+
+// An exit nobody claims while several launch windows overlap is one orphan,
+// counted once when the last window closes.
+func TestOverlappingWindowsCountAnOrphanOnce(t *testing.T) {
+	r := run(t)
+	before := r.Orphans()
+	w1, w2 := r.Open(), r.Open()
+	cmd := exec.Command("/bin/true")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r.mu.Lock()
+		_, seen := r.pending[cmd.Process.Pid]
+		r.mu.Unlock()
+		if seen || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	w1.Close()
+	if got := r.Orphans(); got != before {
+		t.Fatalf("orphans %d with a window still open, want %d", got, before)
+	}
+	w2.Close()
+	w2.Close() // idempotent
+	if got := r.Orphans(); got != before+1 {
+		t.Fatalf("orphans %d after both windows closed, want %d", got, before+1)
 	}
 }
