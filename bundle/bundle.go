@@ -18,6 +18,8 @@ import (
 const (
 	AddressFile = "address"  // the daemon's ttrpc address; containerd 1.6 reconnects with it
 	ShimPidFile = "shim.pid" // the daemon's PID
+	InitPidFile = "init.pid" // the init's PID, written by the runtime
+	RootfsDir   = "rootfs"   // where the shim mounts the container's root filesystem
 )
 
 // WriteFileAtomic writes data to path through a temporary file in the same

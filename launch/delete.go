@@ -66,7 +66,7 @@ func Delete(f Flags, stdout io.Writer) error {
 	}
 	removeDeadSocket(bundle)
 	resp := &taskapi.DeleteResponse{ExitStatus: killedStatus, ExitedAt: timestamppb.Now()}
-	if pid, err := oci.ReadPidFile(filepath.Join(bundle, "init.pid")); err == nil {
+	if pid, err := oci.ReadPidFile(filepath.Join(bundle, bundlefiles.InitPidFile)); err == nil {
 		resp.Pid = uint32(pid)
 	}
 	// The daemon records the init's exit before publishing it: if it died

@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/example/containerd-shim-example-v2/bundle"
 	"github.com/example/containerd-shim-example-v2/internal/condwait"
 
 	"github.com/containerd/errdefs"
@@ -143,7 +144,7 @@ func Create(ctx context.Context, r *reaper.Reaper, cfg CreateConfig, onCreated f
 		return nil, err
 	}
 
-	rootfs := filepath.Join(cfg.Bundle, "rootfs")
+	rootfs := filepath.Join(cfg.Bundle, bundle.RootfsDir)
 	if len(cfg.Rootfs) > 0 {
 		if err := os.MkdirAll(rootfs, 0o711); err != nil {
 			return nil, fmt.Errorf("create rootfs directory: %w", err)
@@ -169,7 +170,7 @@ func Create(ctx context.Context, r *reaper.Reaper, cfg CreateConfig, onCreated f
 		// Nothing runs until Start restores it.
 		p.restore = &oci.RestoreOpts{
 			CheckpointOpts: oci.CheckpointOpts{ImagePath: cfg.Checkpoint, WorkPath: cfg.CriuWorkPath},
-			PidFile:        filepath.Join(cfg.Bundle, "init.pid"),
+			PidFile:        filepath.Join(cfg.Bundle, bundle.InitPidFile),
 			NoPivot:        cfg.NoPivot,
 		}
 		p.mu.Lock()
@@ -178,29 +179,22 @@ func Create(ctx context.Context, r *reaper.Reaper, cfg CreateConfig, onCreated f
 		return c, nil
 	}
 
-	pidFile := filepath.Join(cfg.Bundle, "init.pid")
-	in, out, errf := pipes.RuntimeFiles()
-	w := r.Open()
-	defer w.Close()
-	err = c.withConsole(pipes, func(consoleSocket string) error {
+	pidFile := filepath.Join(cfg.Bundle, bundle.InitPidFile)
+	pid, exitc, err := c.launch(pipes, pidFile, func(stdio oci.Stdio, consoleSocket string) error {
 		return c.rt.Create(ctx, c.ID, cfg.Bundle, oci.CreateOpts{
 			PidFile:       pidFile,
 			ConsoleSocket: consoleSocket,
 			NoPivot:       cfg.NoPivot,
 			NoNewKeyring:  cfg.NoNewKey,
-			Stdio:         oci.Stdio{In: in, Out: out, Err: errf},
+			Stdio:         stdio,
 		})
 	})
-	if err == nil {
-		p.pid, err = oci.ReadPidFile(pidFile)
-	}
 	if err != nil {
 		pipes.Close()
 		c.destroyRuntimeState()
 		return nil, fmt.Errorf("create container %s: %w", c.ID, err)
 	}
-	exitc := w.Claim(p.pid)
-	pipes.ReleaseRuntimeFiles()
+	p.pid = pid
 	c.watchCgroup(p.pid)
 
 	p.mu.Lock()
@@ -208,6 +202,31 @@ func Create(ctx context.Context, r *reaper.Reaper, cfg CreateConfig, onCreated f
 	p.mu.Unlock()
 	go c.watchInit(exitc)
 	return c, nil
+}
+
+// launch runs a runtime command that starts a process of the container
+// (create, restore, exec) with the runtime ends of pipes as its stdio and a
+// console socket when it has a terminal, then reads the PID it wrote to
+// pidFile. A reaper window is open from before the command, so an exit of the
+// new process before its PID is known is kept and delivered on the returned
+// channel. On success the shim's copies of the runtime's stdio are released.
+func (c *Container) launch(pipes *shimio.Pipes, pidFile string, run func(stdio oci.Stdio, consoleSocket string) error) (int, <-chan reaper.Exit, error) {
+	in, out, errf := pipes.RuntimeFiles()
+	w := c.rt.Reaper.Open()
+	defer w.Close()
+	err := c.withConsole(pipes, func(consoleSocket string) error {
+		return run(oci.Stdio{In: in, Out: out, Err: errf}, consoleSocket)
+	})
+	var pid int
+	if err == nil {
+		pid, err = oci.ReadPidFile(pidFile)
+	}
+	if err != nil {
+		return 0, nil, err
+	}
+	exitc := w.Claim(pid)
+	pipes.ReleaseRuntimeFiles()
+	return pid, exitc, nil
 }
 
 // watchCgroup finds the init's cgroup and starts watching it for OOM kills
@@ -234,17 +253,29 @@ func (c *Container) watchCgroup(pid int) {
 }
 
 // oomNotified handles the cgroup's OOM notification.
-func (c *Container) oomNotified() {
-	kills, _ := c.cg.OOMKills()
+func (c *Container) oomNotified() { c.reportOOM(true) }
+
+// reportOOMBeforeExit reports an OOM kill the notification has not (yet)
+// delivered, so that an OOM-killed init's /tasks/oom precedes its exit.
+func (c *Container) reportOOMBeforeExit() {
+	if c.cg == nil || c.events.OOM == nil {
+		return
+	}
+	c.reportOOM(false)
+}
+
+// reportOOM publishes an OOM kill not reported yet, found through the
+// cgroup's notification (notified) or on the exit path.
+func (c *Container) reportOOM(notified bool) {
+	kills, err := c.cg.OOMKills()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.initReaped {
-		return // the exit path reports it, in order
-	}
 	switch {
-	case kills > c.oomSeen:
+	case notified && c.initReaped:
+		return // the exit path reports it, in order
+	case err == nil && kills > c.oomSeen:
 		c.oomSeen = kills
-	case !c.cg.V2:
+	case notified && !c.cg.V2:
 		// v1 signals the OOM itself, possibly before the kill is counted:
 		// count it now so the exit path does not report it twice.
 		c.oomSeen++
@@ -279,22 +310,6 @@ func (c *Container) OOMInfo() (kills uint64, scope string) {
 	return c.oomSeen - c.oomAtCreate, c.oomScope
 }
 
-// reportOOMBeforeExit reports an OOM kill the notification has not (yet)
-// delivered, so that an OOM-killed init's /tasks/oom precedes its exit.
-func (c *Container) reportOOMBeforeExit() {
-	if c.cg == nil || c.events.OOM == nil {
-		return
-	}
-	kills, err := c.cg.OOMKills()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err == nil && kills > c.oomSeen {
-		c.oomSeen = kills
-		c.noteOOMScope()
-		c.events.OOM(c)
-	}
-}
-
 // Checkpoint dumps the container with CRIU into opts.ImagePath. Unless
 // LeaveRunning, the container stops afterwards (its exit is reported as usual).
 func (c *Container) Checkpoint(ctx context.Context, opts oci.CheckpointOpts) error {
@@ -312,21 +327,17 @@ func (c *Container) Checkpoint(ctx context.Context, opts oci.CheckpointOpts) err
 	}
 	if err := c.rt.Checkpoint(ctx, c.ID, opts); err != nil {
 		// CRIU's own log says why; keep it beside the bundle and quote it.
-		tail := criuLogTail(filepath.Join(work, "dump.log"))
-		if data, rerr := os.ReadFile(filepath.Join(work, "dump.log")); rerr == nil {
+		data, _ := os.ReadFile(filepath.Join(work, "dump.log"))
+		if data != nil {
 			_ = os.WriteFile(filepath.Join(c.Bundle, "criu-dump.log"), data, 0o600)
 		}
-		return fmt.Errorf("checkpoint %s: %w%s", c.ID, err, tail)
+		return fmt.Errorf("checkpoint %s: %w%s", c.ID, err, criuLogTail(data))
 	}
 	return nil
 }
 
 // criuLogTail returns the last error lines of a CRIU log, for an error message.
-func criuLogTail(path string) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
+func criuLogTail(data []byte) string {
 	var errs []string
 	for _, line := range strings.Split(string(data), "\n") {
 		if strings.Contains(line, "Error") || strings.Contains(line, "error") {
@@ -503,10 +514,11 @@ func (c *Container) Execs() []*Process {
 
 // Pids lists the host PIDs of every process in the container.
 func (c *Container) Pids(ctx context.Context) ([]int, error) {
-	if c.init.Status() == Deleted {
+	st := c.init.State()
+	if st.Status == Deleted {
 		return nil, fmt.Errorf("container %q: %w", c.ID, errdefs.ErrNotFound)
 	}
-	if st := c.init.State(); st.Status == Stopped {
+	if st.Status == Stopped {
 		// Nothing runs, but the task is not gone: its exit waits to be
 		// collected. containerd 2.x, reconnecting after a restart, takes an
 		// empty answer for a leaked shim and deletes the task, losing that

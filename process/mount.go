@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/example/containerd-shim-example-v2/bundle"
 	"golang.org/x/sys/unix"
 )
 
@@ -133,4 +134,4 @@ func unmountAll(target string) error {
 
 // UnmountRootfs unmounts the bundle's rootfs; used by cleanup paths that have
 // no Container (the shim's delete command).
-func UnmountRootfs(bundle string) error { return unmountAll(filepath.Join(bundle, "rootfs")) }
+func UnmountRootfs(dir string) error { return unmountAll(filepath.Join(dir, bundle.RootfsDir)) }

@@ -61,10 +61,15 @@ type Snapshot struct {
 	ExitedAt time.Time
 }
 
+// snapshotLocked copies the state; the caller holds p.mu.
+func (p *Process) snapshotLocked() Snapshot {
+	return Snapshot{Status: p.status, Pid: p.pid, ExitCode: p.exitCode, ExitedAt: p.exitedAt}
+}
+
 // State returns a consistent snapshot. Execs of a paused container report paused.
 func (p *Process) State() Snapshot {
 	p.mu.Lock()
-	s := Snapshot{Status: p.status, Pid: p.pid, ExitCode: p.exitCode, ExitedAt: p.exitedAt}
+	s := p.snapshotLocked()
 	p.mu.Unlock()
 	if !p.IsInit() && s.Status == Running && p.c.init.Status() == Paused {
 		s.Status = Paused
@@ -134,7 +139,10 @@ func (p *Process) transition(op Op, next Status, action func() error, notify fun
 // Start starts a created init or exec. onStarted runs with the PID before any
 // exit of the process can be reported.
 func (p *Process) Start(ctx context.Context, onStarted func(pid int)) error {
-	if p.IsInit() && p.restore != nil {
+	p.mu.Lock()
+	restoring := p.restore != nil
+	p.mu.Unlock()
+	if p.IsInit() && restoring {
 		return p.startRestore(ctx, onStarted)
 	}
 	if p.IsInit() {
@@ -156,24 +164,16 @@ func (p *Process) startRestore(ctx context.Context, onStarted func(pid int)) err
 		return err
 	}
 	c := p.c
-	in, out, errf := p.pipes.RuntimeFiles()
+	// Still Created, so still to be restored: restore is cleared only
+	// together with the move to Running, under p.mu.
 	opts := *p.restore
-	opts.Stdio = oci.Stdio{In: in, Out: out, Err: errf}
-	w := c.rt.Reaper.Open()
-	defer w.Close()
-	err := c.withConsole(p.pipes, func(consoleSocket string) error {
-		opts.ConsoleSocket = consoleSocket
+	pid, exitc, err := c.launch(p.pipes, opts.PidFile, func(stdio oci.Stdio, consoleSocket string) error {
+		opts.Stdio, opts.ConsoleSocket = stdio, consoleSocket
 		return c.rt.Restore(ctx, c.ID, c.Bundle, opts)
 	})
-	var pid int
-	if err == nil {
-		pid, err = oci.ReadPidFile(opts.PidFile)
-	}
 	if err != nil {
 		return fmt.Errorf("restore %s from %s: %w", c.ID, opts.ImagePath, err)
 	}
-	exitc := w.Claim(pid)
-	p.pipes.ReleaseRuntimeFiles()
 	c.watchCgroup(pid)
 	p.pid, p.status, p.restore = pid, Running, nil
 	onStarted(pid)
@@ -215,27 +215,18 @@ func (p *Process) startExec(ctx context.Context, onStarted func(pid int)) error 
 	defer os.Remove(specFile)
 
 	pidFile := filepath.Join(c.Bundle, p.ID+".pid")
-	in, out, errf := pipes.RuntimeFiles()
-	w := c.rt.Reaper.Open()
-	defer w.Close()
-	err = c.withConsole(pipes, func(consoleSocket string) error {
+	pid, exitc, err := c.launch(pipes, pidFile, func(stdio oci.Stdio, consoleSocket string) error {
 		return c.rt.Exec(ctx, c.ID, oci.ExecOpts{
 			ProcessFile:   specFile,
 			PidFile:       pidFile,
 			ConsoleSocket: consoleSocket,
-			Stdio:         oci.Stdio{In: in, Out: out, Err: errf},
+			Stdio:         stdio,
 		})
 	})
-	var pid int
-	if err == nil {
-		pid, err = oci.ReadPidFile(pidFile)
-	}
 	if err != nil {
 		pipes.Close()
 		return fmt.Errorf("exec %q in %s: %w", p.ID, c.ID, err)
 	}
-	exitc := w.Claim(pid)
-	pipes.ReleaseRuntimeFiles()
 	// A pidfd pins the process: signals sent through it can never reach a
 	// process that reused the PID after this one was reaped.
 	if fd, err := unix.PidfdOpen(pid, 0); err == nil {
@@ -263,14 +254,28 @@ func (p *Process) watchExec(exitc <-chan reaper.Exit) {
 	p.c.execDone()
 }
 
-// recordExit moves the process to stopped and reports the exit.
-func (p *Process) recordExit(e reaper.Exit) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+// closePidfdLocked closes the process's pidfd, if any; the caller holds p.mu.
+func (p *Process) closePidfdLocked() {
 	if p.pidfd >= 0 {
 		unix.Close(p.pidfd)
 		p.pidfd = -1
 	}
+}
+
+// markExitedLocked releases Wait once; the caller holds p.mu.
+func (p *Process) markExitedLocked() {
+	select {
+	case <-p.exited:
+	default:
+		close(p.exited)
+	}
+}
+
+// recordExit moves the process to stopped and reports the exit.
+func (p *Process) recordExit(e reaper.Exit) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closePidfdLocked()
 	p.exitCode, p.exitedAt = e.Status, e.Time
 	if p.IsInit() {
 		// Durable before it is published: if the daemon dies from here on,
@@ -285,13 +290,9 @@ func (p *Process) recordExit(e reaper.Exit) {
 	if p.status != Deleted {
 		p.status = Stopped
 	}
-	select {
-	case <-p.exited:
-	default:
-		close(p.exited)
-	}
+	p.markExitedLocked()
 	if !p.deleting && p.c.events.Exited != nil {
-		p.c.events.Exited(p, Snapshot{Status: p.status, Pid: p.pid, ExitCode: p.exitCode, ExitedAt: p.exitedAt})
+		p.c.events.Exited(p, p.snapshotLocked())
 	}
 }
 
@@ -410,21 +411,14 @@ func (p *Process) Delete(ctx context.Context, onDeleted func(Snapshot)) error {
 		}
 		p.pipes.Close()
 	}
-	if p.pidfd >= 0 {
-		unix.Close(p.pidfd)
-		p.pidfd = -1
-	}
+	p.closePidfdLocked()
 	p.status = Deleted
-	select {
-	case <-p.exited:
-	default:
-		close(p.exited) // release waiters of a process that never ran
-	}
+	p.markExitedLocked() // releases waiters of a process that never ran
 	if !p.IsInit() {
 		_ = os.Remove(filepath.Join(p.c.Bundle, p.ID+".pid"))
 		p.c.removeExec(p.ID)
 	}
-	onDeleted(Snapshot{Status: Deleted, Pid: p.pid, ExitCode: p.exitCode, ExitedAt: p.exitedAt})
+	onDeleted(p.snapshotLocked())
 	return nil
 }
 
@@ -449,7 +443,7 @@ func (c *Container) destroy(ctx context.Context, neverStarted bool) error {
 		c.stopOOM()
 	}
 	if c.rootfsMount {
-		if err := unmountAll(filepath.Join(c.Bundle, "rootfs")); err != nil {
+		if err := unmountAll(filepath.Join(c.Bundle, bundle.RootfsDir)); err != nil {
 			return fmt.Errorf("delete container %s: %w", c.ID, err)
 		}
 	}
