@@ -128,12 +128,9 @@ type rotatingFile struct {
 }
 
 func openRotating(o FileOptions) (*rotatingFile, error) {
-	if err := os.MkdirAll(filepath.Dir(o.Path), 0o755); err != nil {
-		return nil, fmt.Errorf("log directory for %s: %w", o.Path, err)
-	}
-	f, err := os.OpenFile(o.Path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	f, err := openLogFile(o.Path)
 	if err != nil {
-		return nil, fmt.Errorf("open log %s: %w", o.Path, classify(err))
+		return nil, err
 	}
 	st, err := f.Stat()
 	if err != nil {
@@ -178,9 +175,9 @@ func (r *rotatingFile) rotate() error {
 	if err := os.Rename(p, p+".1"); err != nil {
 		return fmt.Errorf("rotate log %s: %w", p, err)
 	}
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	f, err := openLogFile(p)
 	if err != nil {
-		return fmt.Errorf("reopen log %s: %w", p, err)
+		return fmt.Errorf("rotate: %w", err)
 	}
 	r.f.Close()
 	r.f, r.size = f, 0

@@ -346,3 +346,24 @@ func TestLogRateReleasedOnDrain(t *testing.T) {
 		t.Fatalf("log holds %d bytes, want %d", len(data), len(payload))
 	}
 }
+
+// A terminal's file:// log is appended raw: the options that need the
+// separate streams (format, rotation, rate) are refused, not ignored.
+func TestTerminalFileLogRefusesStreamOptions(t *testing.T) {
+	dir := t.TempDir()
+	for _, q := range []string{"format=cri", "max-size=1MiB", "rate=1MiB"} {
+		uri := "file://" + filepath.Join(dir, "t.log") + "?" + q
+		p, err := Open(Config{Stdout: uri, Terminal: true}, Env{})
+		if err == nil {
+			p.Close()
+			t.Errorf("terminal with %s: accepted", q)
+		} else if !errdefs.IsInvalidArgument(err) {
+			t.Errorf("terminal with %s: %v, want InvalidArgument", q, err)
+		}
+	}
+	p, err := Open(Config{Stdout: "file://" + filepath.Join(dir, "t.log"), Terminal: true}, Env{})
+	if err != nil {
+		t.Fatalf("terminal with a plain file:// log: %v", err)
+	}
+	p.Close()
+}

@@ -139,7 +139,7 @@ func splicePipes(dst, src *os.File, stall *stallPolicy) (written int64, err erro
 			return !srcEmpty
 		})
 		if rerr != nil {
-			return written, rerr, true
+			return written, closedAsErrClosed(rerr), true
 		}
 		switch {
 		case serr == nil && n == 0:
@@ -169,12 +169,12 @@ func splicePipes(dst, src *os.File, stall *stallPolicy) (written int64, err erro
 				if errors.Is(err, io.EOF) {
 					return written, nil, true
 				}
-				return written, err, true
+				return written, closedAsErrClosed(err), true
 			}
 		case errors.Is(serr, unix.EINVAL) && written == 0:
 			return 0, nil, false
 		default:
-			return written, serr, true
+			return written, closedAsErrClosed(serr), true
 		}
 	}
 }
@@ -267,4 +267,14 @@ func pipeSize(rc syscall.RawConn) int64 {
 // which is only slower.
 func setPipeSize(rc syscall.RawConn, size int) {
 	_ = rc.Control(func(fd uintptr) { _, _ = unix.FcntlInt(fd, unix.F_SETPIPE_SZ, size) })
+}
+
+// closedAsErrClosed gives a RawConn error the meaning file methods give it:
+// RawConn waits return the runtime's unexported "use of closed file" error
+// as it is, where File methods wrap it as os.ErrClosed.
+func closedAsErrClosed(err error) error {
+	if err != nil && err.Error() == "use of closed file" {
+		return os.ErrClosed
+	}
+	return err
 }

@@ -1,8 +1,6 @@
 package io
 
 import (
-	"errors"
-	stdio "io"
 	"log/slog"
 	"os"
 	"sync/atomic"
@@ -73,10 +71,7 @@ func (s *stallPolicy) discardUntilDrained(dst, src *os.File, dstRC syscall.RawCo
 			}
 		}
 		if err != nil {
-			if errors.Is(err, stdio.EOF) {
-				return 0, stdio.EOF
-			}
-			return 0, err
+			return 0, err // io.EOF when the process's writers are gone
 		}
 	}
 }

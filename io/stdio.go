@@ -171,41 +171,45 @@ func (p *Pipes) openStreams(cfg Config) error {
 	return nil
 }
 
-// startFileOutput relays one stream into a (shared) log file.
-func (p *Pipes) startFileOutput(rf *rotatingFile, stream string) (*os.File, error) {
+// startRelay makes the pipe a stream's output goes through (its write end is
+// returned, for the runtime) and runs run on the read end until the stream
+// ends; then it closes the read end and calls done. A relay that fails other
+// than by Close keeps draining the pipe, so the process never blocks on it.
+func (p *Pipes) startRelay(stream string, run func(src *os.File) error, done func()) (*os.File, error) {
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("output pipe: %w", err)
 	}
 	p.toClose = append(p.toClose, pr)
 	p.ownQueues = append(p.ownQueues, pr)
-	rf.mu.Lock()
-	rf.users++
-	rf.mu.Unlock()
 	p.outputs.Add(1)
 	go func() {
 		defer p.outputs.Done()
-		defer rf.release()
-		var err error
-		if rf.opts.CRI {
-			err = rf.relayCRI(pr, stream, &p.moved)
-		} else {
-			err = rf.relayRaw(pr, &p.moved)
-		}
-		if err != nil && !closedUnderUs(err) {
+		if err := run(pr); err != nil && !errors.Is(err, os.ErrClosed) {
 			relayFailed(stream, err)
 			discard(pr)
 		}
 		pr.Close()
+		done()
 	}()
 	return pw, nil
 }
 
-// closedUnderUs reports an error that only says Close ended the relay. File
-// methods wrap that as os.ErrClosed, but a RawConn wait (the splice path)
-// returns the runtime's unexported "use of closed file" error as it is.
-func closedUnderUs(err error) bool {
-	return errors.Is(err, os.ErrClosed) || err.Error() == "use of closed file"
+// startFileOutput relays one stream into a (shared) log file.
+func (p *Pipes) startFileOutput(rf *rotatingFile, stream string) (*os.File, error) {
+	rf.mu.Lock()
+	rf.users++
+	rf.mu.Unlock()
+	w, err := p.startRelay(stream, func(src *os.File) error {
+		if rf.opts.CRI {
+			return rf.relayCRI(src, stream, &p.moved)
+		}
+		return rf.relayRaw(src, &p.moved)
+	}, rf.release)
+	if err != nil {
+		rf.release()
+	}
+	return w, err
 }
 
 // relayFailed reports an output relay that could not write to the client
@@ -252,12 +256,12 @@ func (p *Pipes) openTerminal(cfg Config, env Env) error {
 		if err != nil {
 			return err
 		}
-		if o.CRI || o.MaxSize > 0 {
-			return fmt.Errorf("terminal output: file:// format and rotation options apply to non-terminal processes: %w", errdefs.ErrInvalidArgument)
+		if o.CRI || o.MaxSize > 0 || o.Rate > 0 {
+			return fmt.Errorf("terminal output: file:// format, rotation and rate options apply to non-terminal processes: %w", errdefs.ErrInvalidArgument)
 		}
-		dst, err := openAppend(o.Path, "stdout")
+		dst, err := openLogFile(o.Path)
 		if err != nil {
-			return err
+			return fmt.Errorf("stdout: %w", err)
 		}
 		p.consoleOut = dst
 		p.toClose = append(p.toClose, dst)
@@ -318,30 +322,22 @@ func (p *Pipes) openStdin(path string) error {
 }
 
 func (p *Pipes) startOutput(dst *os.File, stream string) (*os.File, error) {
-	pr, pw, err := os.Pipe()
+	stall := &stallPolicy{stream: stream, timeout: p.stallTimeout, dropped: &p.dropped, moved: &p.moved}
+	w, err := p.startRelay(stream, func(src *os.File) error {
+		_, err := relay(dst, src, stall)
+		return err
+	}, func() { dst.Close() })
 	if err != nil {
 		dst.Close()
-		return nil, fmt.Errorf("output pipe: %w", err)
+		return nil, err
 	}
-	p.toClose = append(p.toClose, pr, dst)
-	p.ownQueues = append(p.ownQueues, pr)
+	// After the read end: Close closes newest first, the destination before
+	// the source its relay holds.
+	p.toClose = append(p.toClose, dst)
 	if isPipe(dst) {
 		p.clientQueues = append(p.clientQueues, dst)
 	}
-	p.outputs.Add(1)
-	go func() {
-		defer p.outputs.Done()
-		stall := &stallPolicy{stream: stream, timeout: p.stallTimeout, dropped: &p.dropped, moved: &p.moved}
-		if _, err := relay(dst, pr, stall); err != nil && !closedUnderUs(err) {
-			relayFailed(stream, err)
-			// Keep draining so the process never blocks on a full pipe
-			// because its reader failed.
-			discard(pr)
-		}
-		pr.Close()
-		dst.Close()
-	}()
-	return pw, nil
+	return w, nil
 }
 
 // Dropped returns how many output bytes were discarded because the reader
@@ -380,9 +376,21 @@ func queuedIn(f *os.File) uint64 {
 func (p *Pipes) CloseStdin() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.closeStdinLocked()
+}
+
+// closeStdinLocked closes the shim's stdin writer once; the caller holds p.mu.
+func (p *Pipes) closeStdinLocked() {
 	if p.stdinWriter != nil {
 		p.stdinWriter.Close()
 		p.stdinWriter = nil
+	}
+}
+
+// releasePace lifts the rate= pace of the process's file:// logs.
+func (p *Pipes) releasePace() {
+	for _, l := range p.paced {
+		l.release()
 	}
 }
 
@@ -402,9 +410,7 @@ const (
 // finished.
 func (p *Pipes) Drain(timeout time.Duration) bool {
 	// The process is gone: what is left in its pipes goes out unpaced.
-	for _, l := range p.paced {
-		l.release()
-	}
+	p.releasePace()
 	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(drainPoll)
 	defer tick.Stop()
@@ -435,19 +441,14 @@ func (p *Pipes) Close() {
 		return
 	}
 	p.closed = true
-	if p.stdinWriter != nil {
-		p.stdinWriter.Close()
-		p.stdinWriter = nil
-	}
+	p.closeStdinLocked()
 	if p.console != nil {
 		p.console.Close()
 	} else if p.terminal {
 		p.outputs.Done() // the console relay that never started
 	}
 	p.mu.Unlock()
-	for _, l := range p.paced {
-		l.release()
-	}
+	p.releasePace()
 	p.ReleaseRuntimeFiles()
 	// Newest first: a relay waits for its destination (added after its
 	// source) while holding its source, and closing a file waits for the
@@ -504,13 +505,16 @@ func openOutput(uri, stream string) (*os.File, error) {
 	return f, nil
 }
 
-func openAppend(path, stream string) (*os.File, error) {
+// openLogFile opens (creating it and its directory if needed) a file://
+// log for appending. Every file:// log is made the same way, whether a
+// terminal's, a raw or CRI-format one, or a rotation's fresh file.
+func openLogFile(path string) (*os.File, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("%s: create directory for %s: %w", stream, path, err)
+		return nil, fmt.Errorf("log directory for %s: %w", path, err)
 	}
-	f, err := os.OpenFile(path, unix.O_WRONLY|unix.O_APPEND|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
+	f, err := os.OpenFile(path, unix.O_WRONLY|unix.O_APPEND|unix.O_CREAT|unix.O_CLOEXEC, 0o640)
 	if err != nil {
-		return nil, fmt.Errorf("%s: open %s: %w", stream, path, classify(err))
+		return nil, fmt.Errorf("open log %s: %w", path, classify(err))
 	}
 	return f, nil
 }
