@@ -98,10 +98,17 @@ func stdoutReaderStalled(t *testing.T, d *harness.Daemon) {
 		if shimPidFor(t, d, ns, "st-writer", "st-other") != shimPidFor(t, d, ns, "st-other", "st-other") {
 			t.Fatalf("st-writer and st-other are not served by one shim")
 		}
+		// The shell rewrites the file with `echo $i > counter`, which truncates before it
+		// writes: a read in between sees it empty, so read again.
 		counter := func() int {
-			data, _ := os.ReadFile(counterFile)
-			n, _ := strconv.Atoi(strings.TrimSpace(string(data)))
-			return n
+			for range 100 {
+				data, _ := os.ReadFile(counterFile)
+				if n, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil {
+					return n
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+			return 0
 		}
 		waitFor(t, 10*time.Second, "the reader receives 2000 lines", func() bool { return first.last() >= 2000 })
 
