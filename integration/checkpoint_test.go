@@ -130,18 +130,8 @@ func TestCheckpointRestore(t *testing.T) {
 			t.Fatalf("restore container from %s: %v", img.Name(), err)
 		}
 		var rout lockedBuffer
-		rtask, err := restored.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, &rout, &rout), cio.WithFIFODir(d.FIFODir)),
+		rtask, rstatusC := startTask(t, ctx, restored, cio.NewCreator(cio.WithStreams(nil, &rout, &rout), cio.WithFIFODir(d.FIFODir)),
 			containerd.WithTaskCheckpoint(img))
-		if err != nil {
-			t.Fatalf("new task from the checkpoint: %v", err)
-		}
-		rstatusC, err := rtask.Wait(ctx)
-		if err != nil {
-			t.Fatalf("wait restored: %v", err)
-		}
-		if err := rtask.Start(ctx); err != nil {
-			t.Fatalf("start restored: %v", err)
-		}
 		waitFor(t, 10*time.Second, "restored container counting", func() bool { return lastCount(rout.String()) >= atCheckpoint+3 })
 		first := strings.SplitN(rout.String(), "\n", 2)[0]
 		if first != strconv.Itoa(atCheckpoint+1) {

@@ -47,14 +47,8 @@ func TestUnknownIDsAreNotFound(t *testing.T) {
 		}
 
 		// The shim itself: a live task asked about an exec id it never saw.
-		ctr := newContainer(t, ctx, d, "nf1", []string{"sh", "-c", "while :; do sleep 0.2; done"})
-		task, err := ctr.NewTask(ctx, cio.NullIO)
-		if err != nil {
-			t.Fatalf("new task: %v", err)
-		}
-		if err := task.Start(ctx); err != nil {
-			t.Fatalf("start: %v", err)
-		}
+		ctr := newContainer(t, ctx, d, "nf1", loopArgs)
+		task, _ := startTask(t, ctx, ctr, cio.NullIO)
 		_, err = ts.Kill(ctx, &tasks.KillRequest{ContainerID: "nf1", ExecID: "nosuch", Signal: uint32(syscall.SIGKILL)})
 		expectNotFound(t, "Kill of unknown exec", err)
 		_, err = ts.Get(ctx, &tasks.GetRequest{ContainerID: "nf1", ExecID: "nosuch"})
@@ -87,13 +81,7 @@ func TestDuplicateIDsAreAlreadyExists(t *testing.T) {
 			t.Errorf("second NewContainer %s: %v, want AlreadyExists", id, err)
 		}
 
-		task, err := ctr.NewTask(ctx, cio.NullIO)
-		if err != nil {
-			t.Fatalf("new task: %v", err)
-		}
-		if err := task.Start(ctx); err != nil {
-			t.Fatalf("start: %v", err)
-		}
+		task, _ := startTask(t, ctx, ctr, cio.NullIO)
 		pid := task.Pid()
 		tctx, tcancel := context.WithTimeout(ctx, errorTimeout)
 		_, err = ctr.NewTask(tctx, cio.NullIO)

@@ -40,8 +40,7 @@ func TestRunStreamsAndExitCode(t *testing.T) {
 		if code != 3 {
 			t.Errorf("ctr run exit code = %d, want 3 (stderr %q)", code, stderr)
 		}
-		out, _, _, _ := d.Ctr(ctx, "containers", "ls", "-q")
-		if strings.TrimSpace(out) != "" {
+		if out := ctrOK(t, ctx, d, "containers", "ls", "-q"); strings.TrimSpace(out) != "" {
 			t.Errorf("containers left after run --rm: %q", out)
 		}
 		expectNoLeftovers(t, d, ns, "t1")
@@ -57,10 +56,7 @@ func TestKillRunningTask(t *testing.T) {
 		defer cancel()
 		const id = "t2"
 
-		if _, stderr, code, err := d.Ctr(ctx, ctrRun(d, "-d", harness.ImageName, id,
-			"sh", "-c", "while :; do sleep 0.2; done")...); err != nil || code != 0 {
-			t.Fatalf("ctr run -d: code %d err %v stderr %q", code, err, stderr)
-		}
+		ctrOK(t, ctx, d, ctrRun(d, append([]string{"-d", harness.ImageName, id}, loopArgs...)...)...)
 		row := waitTaskStatus(t, ctx, d, id, "RUNNING", 10*time.Second)
 		if !harness.PidExists(row.Pid) {
 			t.Fatalf("ctr task ls says pid %d, which does not exist on the host", row.Pid)
@@ -75,17 +71,11 @@ func TestKillRunningTask(t *testing.T) {
 			t.Errorf("leak check sees nothing of running task %s: shim process, rootfs mount and bundle expected", id)
 		}
 
-		out, stderr, code, err := d.Ctr(ctx, "task", "ps", id)
-		if err != nil || code != 0 {
-			t.Fatalf("ctr task ps: code %d err %v stderr %q", code, err, stderr)
-		}
-		if !psListsPid(out, row.Pid) {
+		if out := ctrOK(t, ctx, d, "task", "ps", id); !psListsPid(out, row.Pid) {
 			t.Errorf("ctr task ps does not list init pid %d:\n%s", row.Pid, out)
 		}
 
-		if _, stderr, code, err := d.Ctr(ctx, "task", "kill", "-s", "SIGKILL", id); err != nil || code != 0 {
-			t.Fatalf("ctr task kill: code %d err %v stderr %q", code, err, stderr)
-		}
+		ctrOK(t, ctx, d, "task", "kill", "-s", "SIGKILL", id)
 		waitTaskStatus(t, ctx, d, id, "STOPPED", 15*time.Second)
 		if st := clientStatus(t, ctx, d, id); st.ExitStatus != 137 {
 			t.Errorf("exit status after SIGKILL = %d, want 137", st.ExitStatus)
@@ -93,7 +83,7 @@ func TestKillRunningTask(t *testing.T) {
 		if harness.PidExists(row.Pid) {
 			t.Errorf("pid %d still exists after the task stopped", row.Pid)
 		}
-		_, stderr, code, err = d.Ctr(ctx, "task", "rm", id)
+		_, stderr, code, err := d.Ctr(ctx, "task", "rm", id)
 		if err != nil || code != 0 {
 			t.Fatalf("ctr task rm: code %d err %v stderr %q", code, err, stderr)
 		}
@@ -101,9 +91,7 @@ func TestKillRunningTask(t *testing.T) {
 		if !strings.Contains(stderr, "exit code 137") {
 			t.Errorf("ctr task rm stderr %q does not mention exit code 137", stderr)
 		}
-		if _, stderr, code, err := d.Ctr(ctx, "containers", "rm", id); err != nil || code != 0 {
-			t.Fatalf("ctr containers rm: code %d err %v stderr %q", code, err, stderr)
-		}
+		ctrOK(t, ctx, d, "containers", "rm", id)
 		expectNoLeftovers(t, d, ns, id)
 	})
 }
@@ -122,27 +110,19 @@ func TestSigtermTrappedByInit(t *testing.T) {
 		defer cancel()
 		const id = "t3"
 
-		if _, stderr, code, err := d.Ctr(ctx, ctrRun(d, "-d", harness.ImageName, id,
-			"sh", "-c", `trap "exit 7" TERM; while :; do sleep 0.2; done`)...); err != nil || code != 0 {
-			t.Fatalf("ctr run -d: code %d err %v stderr %q", code, err, stderr)
-		}
+		ctrOK(t, ctx, d, ctrRun(d, "-d", harness.ImageName, id,
+			"sh", "-c", `trap "exit 7" TERM; while :; do sleep 0.2; done`)...)
 		row := waitTaskStatus(t, ctx, d, id, "RUNNING", 10*time.Second)
 		// Until the shell has installed its trap, PID 1 would ignore SIGTERM: wait for it.
 		waitSignalCaught(t, row.Pid, syscall.SIGTERM, 10*time.Second)
 
-		if _, stderr, code, err := d.Ctr(ctx, "task", "kill", "-s", "SIGTERM", id); err != nil || code != 0 {
-			t.Fatalf("ctr task kill: code %d err %v stderr %q", code, err, stderr)
-		}
+		ctrOK(t, ctx, d, "task", "kill", "-s", "SIGTERM", id)
 		waitTaskStatus(t, ctx, d, id, "STOPPED", 15*time.Second)
 		if st := clientStatus(t, ctx, d, id); st.ExitStatus != 7 {
 			t.Errorf("exit status after trapped SIGTERM = %d, want 7", st.ExitStatus)
 		}
-		if _, stderr, code, err := d.Ctr(ctx, "task", "rm", id); err != nil || code != 0 {
-			t.Fatalf("ctr task rm: code %d err %v stderr %q", code, err, stderr)
-		}
-		if _, stderr, code, err := d.Ctr(ctx, "containers", "rm", id); err != nil || code != 0 {
-			t.Fatalf("ctr containers rm: code %d err %v stderr %q", code, err, stderr)
-		}
+		ctrOK(t, ctx, d, "task", "rm", id)
+		ctrOK(t, ctx, d, "containers", "rm", id)
 		expectNoLeftovers(t, d, ns, id)
 	})
 }
@@ -157,17 +137,7 @@ func TestSigtermExitStatus143(t *testing.T) {
 			ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
 			ctr := newContainer(t, ctx, d, "t4", []string{"sleep", "1000"}, oci.WithHostNamespace(specs.PIDNamespace))
-			task, err := ctr.NewTask(ctx, cio.NullIO)
-			if err != nil {
-				t.Fatalf("new task: %v", err)
-			}
-			statusC, err := task.Wait(ctx)
-			if err != nil {
-				t.Fatalf("wait: %v", err)
-			}
-			if err := task.Start(ctx); err != nil {
-				t.Fatalf("start: %v", err)
-			}
+			task, statusC := startTask(t, ctx, ctr, cio.NullIO)
 			if err := task.Kill(ctx, syscall.SIGTERM); err != nil {
 				t.Fatalf("kill: %v", err)
 			}
@@ -184,30 +154,12 @@ func TestSigtermExitStatus143(t *testing.T) {
 			ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
 			ctr := newContainer(t, ctx, d, "t5", []string{"sh", "-c", `trap "exit 0" TERM; while :; do sleep 0.2; done`})
-			task, err := ctr.NewTask(ctx, cio.NullIO)
-			if err != nil {
-				t.Fatalf("new task: %v", err)
-			}
-			if err := task.Start(ctx); err != nil {
-				t.Fatalf("start: %v", err)
-			}
-			spec, err := ctr.Spec(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			pspec := *spec.Process
-			pspec.Args = []string{"sleep", "1000"}
-			proc, err := task.Exec(ctx, "e1", &pspec, cio.NullIO)
+			task, _ := startTask(t, ctx, ctr, cio.NullIO)
+			proc, err := task.Exec(ctx, "e1", execSpec(t, ctx, task, "sleep", "1000"), cio.NullIO)
 			if err != nil {
 				t.Fatalf("exec: %v", err)
 			}
-			statusC, err := proc.Wait(ctx)
-			if err != nil {
-				t.Fatalf("exec wait: %v", err)
-			}
-			if err := proc.Start(ctx); err != nil {
-				t.Fatalf("exec start: %v", err)
-			}
+			statusC := startProc(t, ctx, "exec e1", proc)
 			if err := proc.Kill(ctx, syscall.SIGTERM); err != nil {
 				t.Fatalf("exec kill: %v", err)
 			}

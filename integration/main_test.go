@@ -86,20 +86,13 @@ func forEachFlavor(t *testing.T, fn func(t *testing.T, d *harness.Daemon)) {
 // removes it.
 func newContainer(t *testing.T, ctx context.Context, d *harness.Daemon, id string, args []string, extra ...oci.SpecOpts) containerd.Container {
 	t.Helper()
-	c := d.Client()
-	img, err := c.GetImage(ctx, harness.ImageName)
+	img, err := d.Client().GetImage(ctx, harness.ImageName)
 	if err != nil {
 		t.Fatalf("get image: %v", err)
 	}
-	specOpts := append([]oci.SpecOpts{oci.WithImageConfig(img), oci.WithProcessArgs(args...)}, extra...)
-	ctr, err := c.NewContainer(ctx, id,
-		containerd.WithImage(img),
-		containerd.WithNewSnapshot(id+"-rootfs", img),
-		containerd.WithRuntime(harness.Runtime(), nil),
-		containerd.WithNewSpec(specOpts...),
-	)
+	ctr, err := newContainerErr(ctx, d, img, id, args, extra...)
 	if err != nil {
-		t.Fatalf("new container %s: %v", id, err)
+		t.Fatal(err)
 	}
 	return ctr
 }

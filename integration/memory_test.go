@@ -41,14 +41,8 @@ func TestIdleShimMemoryBudget(t *testing.T) {
 	forEachFlavor(t, func(t *testing.T, d *harness.Daemon) {
 		ctx, ns := d.NewNamespace(t)
 		c := newContainer(t, ctx, d, "mem1", []string{"sleep", "100000"})
-		task, err := c.NewTask(ctx, cio.NullIO)
-		if err != nil {
-			t.Fatal(err)
-		}
+		task, _ := startTask(t, ctx, c, cio.NullIO)
 		defer task.Delete(ctx, containerd.WithProcessKill)
-		if err := task.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
 		time.Sleep(settleTime)
 		shims := d.ShimProcesses(ns, "mem1")
 		if len(shims) != 1 {

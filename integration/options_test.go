@@ -75,17 +75,7 @@ func TestOptionsBinaryNameWrapper(t *testing.T) {
 
 		ctr := newContainer(t, ctx, d, id, []string{"sh", "-c", "echo wrapped; exit 4"})
 		ioc, out, _ := bufferedIO(d)
-		task, err := ctr.NewTask(ctx, ioc, withRuncOptions(&options.Options{BinaryName: wrapper, NoPivotRoot: true, NoNewKeyring: true}))
-		if err != nil {
-			t.Fatalf("NewTask with BinaryName %s: %v", wrapper, err)
-		}
-		statusC, err := task.Wait(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := task.Start(ctx); err != nil {
-			t.Fatalf("start: %v", err)
-		}
+		task, statusC := startTask(t, ctx, ctr, ioc, withRuncOptions(&options.Options{BinaryName: wrapper, NoPivotRoot: true, NoNewKeyring: true}))
 		if code := exitCode(t, ctx, statusC); code != 4 {
 			t.Errorf("exit code %d, want 4", code)
 		}
@@ -184,13 +174,7 @@ func TestOptionsRoot(t *testing.T) {
 		const id = "o3"
 		root := filepath.Join(t.TempDir(), "runtime-root")
 		ctr := newContainer(t, ctx, d, id, loopArgs)
-		task, err := ctr.NewTask(ctx, cio.NullIO, withRuncOptions(&options.Options{Root: root}))
-		if err != nil {
-			t.Fatalf("NewTask with Root %s: %v", root, err)
-		}
-		if err := task.Start(ctx); err != nil {
-			t.Fatalf("start: %v", err)
-		}
+		startTask(t, ctx, ctr, cio.NullIO, withRuncOptions(&options.Options{Root: root}))
 		state := filepath.Join(root, ns, id, "state.json")
 		if _, err := os.Stat(state); err != nil {
 			t.Errorf("runtime state under the custom root: %v", err)
@@ -243,17 +227,7 @@ func TestOptionsCrun(t *testing.T) {
 					return nil
 				})
 			ioc, out, errb := bufferedIO(d)
-			task, err := ctr.NewTask(ctx, ioc, withRuncOptions(&options.Options{BinaryName: "crun"}))
-			if err != nil {
-				t.Fatalf("NewTask with BinaryName crun: %v", err)
-			}
-			statusC, err := task.Wait(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := task.Start(ctx); err != nil {
-				t.Fatalf("start: %v", err)
-			}
+			task, statusC := startTask(t, ctx, ctr, ioc, withRuncOptions(&options.Options{BinaryName: "crun"}))
 			// crun keeps a "status" file in its state dir, runc a state.json.
 			stateDir := harness.RuncStateDir(ns, id)
 			if _, err := os.Stat(filepath.Join(stateDir, "status")); err != nil {

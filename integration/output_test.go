@@ -35,24 +35,14 @@ func TestLargeOutputThenImmediateDelete(t *testing.T) {
 
 		ctr := newContainer(t, ctx, d, id, bigOutputArgs)
 		var stdout, stderr lockedBuffer
-		task, err := ctr.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, &stdout, &stderr), cio.WithFIFODir(d.FIFODir)))
-		if err != nil {
-			t.Fatalf("new task: %v", err)
-		}
-		statusC, err := task.Wait(ctx)
-		if err != nil {
-			t.Fatalf("wait: %v", err)
-		}
-		if err := task.Start(ctx); err != nil {
-			t.Fatalf("start: %v", err)
-		}
+		task, statusC := startTask(t, ctx, ctr, cio.NewCreator(cio.WithStreams(nil, &stdout, &stderr), cio.WithFIFODir(d.FIFODir)))
 		if code := exitCode(t, ctx, statusC); code != 0 {
 			t.Errorf("exit status %d, want 0 (stderr %q)", code, stderr.String())
 		}
 		// Delete straight through the task API: the client's Task.Delete would first wait for
 		// the IO to drain, which is exactly what must not be needed.
 		dctx, dcancel := context.WithTimeout(ctx, 30*time.Second)
-		_, err = d.Client().TaskService().Delete(dctx, &tasks.DeleteTaskRequest{ContainerID: id})
+		_, err := d.Client().TaskService().Delete(dctx, &tasks.DeleteTaskRequest{ContainerID: id})
 		dcancel()
 		if err != nil {
 			t.Fatalf("delete right after wait: %v", errgrpc.ToNative(err))

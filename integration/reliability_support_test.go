@@ -231,18 +231,6 @@ func socketsLeft(paths map[string]bool) []string {
 	return out
 }
 
-// eventually polls cond every 50 ms until it holds (true) or timeout passes (false).
-func eventually(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return true
-}
-
 // eventRecorder records every /tasks/ event of a namespace from the moment the subscription
 // is established on the daemon, including events that arrive before the subscription is
 // proven live (unlike subscribeTaskEvents, which wants nothing before its sync event).

@@ -193,17 +193,7 @@ func TestRuntimeFailures(t *testing.T) {
 		const id = "rf-run"
 		// An init without children, so that Pids shows exactly what the failed exec left.
 		ctr := newContainer(t, ctx, d, id, []string{"sleep", "1000000"}, groupAnnotation(group))
-		task, err := ctr.NewTask(ctx, cio.NullIO, viaWrapper)
-		if err != nil {
-			t.Fatalf("new task %s: %v", id, err)
-		}
-		statusC, err := task.Wait(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := task.Start(ctx); err != nil {
-			t.Fatalf("start %s: %v", id, err)
-		}
+		task, statusC := startTask(t, ctx, ctr, cio.NullIO, viaWrapper)
 		{
 			trigger("exec", "before")
 			start := time.Now()

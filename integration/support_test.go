@@ -95,21 +95,29 @@ func waitIO(t *testing.T, what string, pio cio.IO) {
 	}
 }
 
-// startTask creates and starts a task with the given IO and returns it with its Wait channel.
-func startTask(t *testing.T, ctx context.Context, ctr containerd.Container, ioc cio.Creator) (containerd.Task, <-chan containerd.ExitStatus) {
+// startTask creates and starts a task with the given IO and task options and returns it
+// with its Wait channel.
+func startTask(t *testing.T, ctx context.Context, ctr containerd.Container, ioc cio.Creator, opts ...containerd.NewTaskOpts) (containerd.Task, <-chan containerd.ExitStatus) {
 	t.Helper()
-	task, err := ctr.NewTask(ctx, ioc)
+	task, err := ctr.NewTask(ctx, ioc, opts...)
 	if err != nil {
 		t.Fatalf("new task %s: %v", ctr.ID(), err)
 	}
-	statusC, err := task.Wait(ctx)
+	return task, startProc(t, ctx, "task "+ctr.ID(), task)
+}
+
+// startProc subscribes to a created process's exit and starts it; what names it in
+// failures.
+func startProc(t *testing.T, ctx context.Context, what string, p containerd.Process) <-chan containerd.ExitStatus {
+	t.Helper()
+	statusC, err := p.Wait(ctx)
 	if err != nil {
-		t.Fatalf("wait %s: %v", ctr.ID(), err)
+		t.Fatalf("wait %s: %v", what, err)
 	}
-	if err := task.Start(ctx); err != nil {
-		t.Fatalf("start %s: %v", ctr.ID(), err)
+	if err := p.Start(ctx); err != nil {
+		t.Fatalf("start %s: %v", what, err)
 	}
-	return task, statusC
+	return statusC
 }
 
 // execSpec returns the container's process spec with other arguments.
@@ -132,14 +140,7 @@ func runExec(t *testing.T, ctx context.Context, task containerd.Task, execID str
 	if err != nil {
 		t.Fatalf("exec %s: %v", execID, err)
 	}
-	statusC, err := proc.Wait(ctx)
-	if err != nil {
-		t.Fatalf("exec %s wait: %v", execID, err)
-	}
-	if err := proc.Start(ctx); err != nil {
-		t.Fatalf("exec %s start: %v", execID, err)
-	}
-	code := exitCode(t, ctx, statusC)
+	code := exitCode(t, ctx, startProc(t, ctx, "exec "+execID, proc))
 	if _, err := proc.Delete(ctx); err != nil {
 		t.Errorf("exec %s delete: %v", execID, err)
 	}
@@ -149,13 +150,21 @@ func runExec(t *testing.T, ctx context.Context, task containerd.Task, execID str
 // waitFor polls cond every 20 ms until it holds, failing the test after timeout.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
+	if !eventually(timeout, cond) {
+		t.Fatalf("%s: not within %v", what, timeout)
+	}
+}
+
+// eventually polls cond every 20 ms until it holds (true) or timeout passes (false).
+func eventually(timeout time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, timeout)
+			return false
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	return true
 }
 
 // expectRunning fails the test unless the task reports RUNNING.

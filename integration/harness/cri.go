@@ -288,14 +288,7 @@ func (d *Daemon) CRILeftovers(ids map[string]bool) []string {
 
 // WaitCRILeftovers polls CRILeftovers until it is empty or timeout passes.
 func (d *Daemon) WaitCRILeftovers(ids map[string]bool, timeout time.Duration) []string {
-	deadline := time.Now().Add(timeout)
-	for {
-		l := d.CRILeftovers(ids)
-		if len(l) == 0 || time.Now().After(deadline) {
-			return l
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return pollUntilEmpty(timeout, func() []string { return d.CRILeftovers(ids) })
 }
 
 // forceDeleteRuncID force-deletes one runc container of ns (its shim is gone).

@@ -287,9 +287,15 @@ func (d *Daemon) Leftovers(ns, id string) []string {
 // WaitNoLeftovers polls Leftovers until it is empty or timeout passes (shims exit shortly
 // after the Shutdown call, asynchronously) and returns the last non-empty result.
 func (d *Daemon) WaitNoLeftovers(ns, id string, timeout time.Duration) []string {
+	return pollUntilEmpty(timeout, func() []string { return d.Leftovers(ns, id) })
+}
+
+// pollUntilEmpty calls list every 100 ms until it returns nothing or timeout passes, and
+// returns its last answer.
+func pollUntilEmpty(timeout time.Duration, list func() []string) []string {
 	deadline := time.Now().Add(timeout)
 	for {
-		l := d.Leftovers(ns, id)
+		l := list()
 		if len(l) == 0 || time.Now().After(deadline) {
 			return l
 		}

@@ -209,7 +209,6 @@ func (d *Daemon) CNIBinDir() string { return filepath.Join(d.Base, "cni", "bin")
 // PodLogRoot is where CRI tests put their pods' log directories.
 func (d *Daemon) PodLogRoot() string { return filepath.Join(d.Base, "pods") }
 
-
 // MountNamespaceMounts lists the mounts at or below dir as the daemon's own mount namespace
 // sees them (for WithLegacyCgroups daemons, whose mounts the host does not see).
 func (d *Daemon) MountNamespaceMounts(dir string) []string {
