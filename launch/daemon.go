@@ -66,7 +66,6 @@ func RunDaemon(f Flags) error {
 		Events:      queue,
 		RequestExit: func() { close(exitRequested) },
 		SocketDir:   socketDir(f.Socket),
-		BundleRoot:  bundleRoot(),
 		Version:     Version,
 		Revision:    Revision,
 		Started:     time.Now(),
@@ -134,16 +133,6 @@ func dumpStacksOn(sigs <-chan os.Signal) {
 		n := runtime.Stack(buf, true)
 		slog.Info("goroutine dump (SIGUSR1)\n" + string(buf[:n]))
 	}
-}
-
-// bundleRoot is the directory of task bundles: the parent of the bundle the
-// daemon starts in (its working directory, set by `start`).
-func bundleRoot() string {
-	wd, err := os.Getwd()
-	if err != nil {
-		return ""
-	}
-	return filepath.Dir(wd)
 }
 
 // socketDir is the directory of the daemon's own socket (where console

@@ -1,6 +1,8 @@
 package service
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -50,17 +52,21 @@ func FuzzValidateID(f *testing.F) {
 }
 
 func FuzzValidateBundle(f *testing.F) {
-	f.Add("/run/containerd/io.containerd.runtime.v2.task/ns/c1", "ns", "c1")
-	f.Add("/run/../etc/ns/c1", "ns", "c1")
-	f.Add("relative/ns/c1", "ns", "c1")
-	f.Fuzz(func(t *testing.T, bundle, ns, id string) {
-		if validateID("id", id) != nil || validateID("ns", ns) != nil {
-			return
-		}
-		if err := validateBundle(bundle, "", ns, id); err == nil {
-			if !strings.HasPrefix(bundle, "/") || strings.Contains(bundle, "..") || !strings.HasSuffix(bundle, "/"+ns+"/"+id) {
-				t.Fatalf("bundle %q accepted for %s/%s", bundle, ns, id)
+	f.Add("/run/containerd/io.containerd.runtime.v2.task/ns/c1")
+	f.Add("/run/../etc/ns/c1")
+	f.Add("relative/ns/c1")
+	f.Add("/")
+	f.Fuzz(func(t *testing.T, bundle string) {
+		err := validateBundle(bundle)
+		if err == nil {
+			if !filepath.IsAbs(bundle) || filepath.Clean(bundle) != bundle {
+				t.Fatalf("bundle %q accepted", bundle)
 			}
+			if _, serr := os.Stat(filepath.Join(bundle, "config.json")); serr != nil {
+				t.Fatalf("bundle %q accepted without config.json: %v", bundle, serr)
+			}
+		} else if !errdefs.IsInvalidArgument(err) && !errdefs.IsNotFound(err) {
+			t.Fatalf("bundle %q: error %v is neither InvalidArgument nor NotFound", bundle, err)
 		}
 	})
 }

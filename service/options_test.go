@@ -91,14 +91,31 @@ func TestValidateIDAndBundle(t *testing.T) {
 			t.Errorf("id %q refused: %v", id, err)
 		}
 	}
-	root := "/run/containerd/io.containerd.runtime.v2.task/ns"
-	ok := root + "/c1"
-	if err := validateBundle(ok, root, "ns", "c1"); err != nil {
+	// Any clean absolute directory with a config.json is a bundle, wherever
+	// it is (containerd's state dir, a test harness's temp dir, ...).
+	good := t.TempDir()
+	if err := os.WriteFile(filepath.Join(good, "config.json"), []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := validateBundle(good); err != nil {
 		t.Errorf("good bundle refused: %v", err)
 	}
-	for _, b := range []string{"", "relative/ns/c1", "/tmp/../etc/ns/c1", "/etc/c1", "/x/other/c1", "/x/ns/c2", "/tmp/elsewhere/ns/c1"} {
-		if err := validateBundle(b, root, "ns", "c1"); !errdefs.IsInvalidArgument(err) {
-			t.Errorf("bundle %q accepted", b)
+	noSpec := t.TempDir()
+	if err := os.Mkdir(filepath.Join(noSpec, "config.json"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for b, want := range map[string]func(error) bool{
+		"":                                  errdefs.IsInvalidArgument,
+		"relative/ns/c1":                    errdefs.IsInvalidArgument,
+		good + "/../" + filepath.Base(good): errdefs.IsInvalidArgument,
+		good + "/":                          errdefs.IsInvalidArgument,
+		filepath.Join(good, "config.json"):  errdefs.IsInvalidArgument, // a file, not a directory
+		noSpec:                              errdefs.IsInvalidArgument, // config.json is a directory
+		filepath.Join(good, "missing"):      errdefs.IsNotFound,
+		t.TempDir():                         errdefs.IsNotFound, // no config.json
+	} {
+		if err := validateBundle(b); !want(err) {
+			t.Errorf("bundle %q: %v", b, err)
 		}
 	}
 }

@@ -31,10 +31,6 @@ type Config struct {
 	Events    Publisher
 	// RequestExit is called (once) after a Shutdown that found no task left.
 	RequestExit func()
-	// BundleRoot is the directory holding every task bundle of this
-	// namespace (<state>/io.containerd.runtime.v2.task/<ns>): the parent of
-	// the bundle the daemon started in. Create refuses bundles elsewhere.
-	BundleRoot string
 	// SocketDir holds the daemon's socket, and the console sockets runtimes
 	// send terminals through (short paths, root-only directory).
 	SocketDir string
@@ -45,7 +41,8 @@ type Config struct {
 
 // Service implements containerd's Task API for every container of this shim.
 //
-// Locking: mu guards containers and pending (ids whose Create is in flight).
+// Locking: mu guards containers and pending (ids whose Create is in flight,
+// with the bundle each claims).
 // It is held only for map access, never across runtime calls.
 type Service struct {
 	cfg      Config
@@ -55,7 +52,7 @@ type Service struct {
 
 	mu         sync.Mutex
 	containers map[string]*process.Container
-	pending    map[string]bool
+	pending    map[string]string
 }
 
 // New returns a Service.
@@ -64,7 +61,7 @@ func New(cfg Config) *Service {
 		cfg:        cfg,
 		shimPid:    uint32(os.Getpid()),
 		containers: make(map[string]*process.Container),
-		pending:    make(map[string]bool),
+		pending:    make(map[string]string),
 	}
 }
 
@@ -90,14 +87,28 @@ func (s *Service) lookup(id, execID string) (*process.Container, *process.Proces
 	return c, p, nil
 }
 
-// reserve claims id for a Create in flight.
-func (s *Service) reserve(id string) error {
+// reserve claims id and its bundle for a Create in flight. Two tasks in one
+// bundle would mount the same rootfs and overwrite each other's files.
+func (s *Service) reserve(id, bundle string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.containers[id]; ok || s.pending[id] {
+	if _, ok := s.pending[id]; ok {
 		return fmt.Errorf("container %q: %w", id, errdefs.ErrAlreadyExists)
 	}
-	s.pending[id] = true
+	if _, ok := s.containers[id]; ok {
+		return fmt.Errorf("container %q: %w", id, errdefs.ErrAlreadyExists)
+	}
+	for other, b := range s.pending {
+		if b == bundle {
+			return invalidArgument("bundle %s is already task %q's", bundle, other)
+		}
+	}
+	for other, c := range s.containers {
+		if c.Bundle == bundle {
+			return invalidArgument("bundle %s is already task %q's", bundle, other)
+		}
+	}
+	s.pending[id] = bundle
 	return nil
 }
 

@@ -42,7 +42,7 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*ta
 	if err := validateID("container id", r.ID); err != nil {
 		return nil, err
 	}
-	if err := validateBundle(r.Bundle, s.cfg.BundleRoot, s.cfg.Namespace, r.ID); err != nil {
+	if err := validateBundle(r.Bundle); err != nil {
 		return nil, err
 	}
 	opts, err := DecodeOptions(r.Options)
@@ -53,7 +53,7 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*ta
 	if _, err := exec.LookPath(rt.BinaryOrDefault()); err != nil {
 		return nil, invalidArgument("OCI runtime binary %q: %v", rt.BinaryOrDefault(), err)
 	}
-	if err := s.reserve(r.ID); err != nil {
+	if err := s.reserve(r.ID, r.Bundle); err != nil {
 		return nil, err
 	}
 	var c *process.Container

@@ -1,7 +1,10 @@
 package service
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"regexp"
 
@@ -30,20 +33,36 @@ func validateID(kind, id string) error {
 	return nil
 }
 
-// validateBundle accepts only the bundle containerd made for this task:
-// <state>/io.containerd.runtime.v2.task/<namespace>/<id>, inside the same
-// directory as the bundle the daemon was started in (root; empty when
-// unknown). The shim writes and mounts inside it, so it must not be pointed
-// anywhere else.
-func validateBundle(bundle, root, namespace, id string) error {
+// validateBundle accepts any bundle a caller can legitimately hand us: a
+// clean absolute path to a directory holding config.json. containerd puts
+// bundles under <state>/io.containerd.runtime.v2.task/<ns>/<id>, but test
+// harnesses, other managers and Docker's tooling keep them elsewhere, and the
+// stock shim takes them all. Only root (same uid as the daemon) reaches the
+// socket, so a narrower rule would protect nothing. What it does guard: the
+// shim mounts <bundle>/rootfs and writes files beside config.json, so a
+// relative or unclean path (one that reads differently after a chdir or a
+// symlink swap of "..") is refused, and so is a bundle that is not there.
+func validateBundle(bundle string) error {
 	if bundle == "" || !filepath.IsAbs(bundle) || filepath.Clean(bundle) != bundle {
 		return invalidArgument("bundle %q must be a clean absolute path", bundle)
 	}
-	if filepath.Base(bundle) != id || filepath.Base(filepath.Dir(bundle)) != namespace {
-		return invalidArgument("bundle %q is not <state>/<namespace %s>/<id %s>", bundle, namespace, id)
+	st, err := os.Stat(bundle)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("bundle %s does not exist: %w", bundle, errdefs.ErrNotFound)
+	case err != nil:
+		return invalidArgument("bundle %s: %v", bundle, err)
+	case !st.IsDir():
+		return invalidArgument("bundle %s is not a directory", bundle)
 	}
-	if root != "" && filepath.Dir(bundle) != root {
-		return invalidArgument("bundle %q is outside the task directory %s", bundle, root)
+	spec, err := os.Stat(filepath.Join(bundle, "config.json"))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("bundle %s has no config.json: %w", bundle, errdefs.ErrNotFound)
+	case err != nil:
+		return invalidArgument("bundle %s: %v", bundle, err)
+	case !spec.Mode().IsRegular():
+		return invalidArgument("bundle %s: config.json is not a regular file", bundle)
 	}
 	return nil
 }
