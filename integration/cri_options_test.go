@@ -48,7 +48,7 @@ func TestCRIRuntimeOptionsFromConfig(t *testing.T) {
 				harness.WithCRIHandler(harness.CRIHandler{Name: "wrapped-file", Options: []string{optionsFile("wrapped-file", wrapper)}}),
 				harness.WithCRIHandler(harness.CRIHandler{Name: "missing-file", Options: []string{optionsFile("missing-file", missing)}}),
 			}
-			if flavor == harness.Flavor2x {
+			if harness.FlavorMajor(flavor) == 2 {
 				wrapped = append(wrapped, "wrapped-inline")
 				failing = append(failing, "missing-inline")
 				opts = append(opts,

@@ -175,5 +175,5 @@ func ctrRun(d *harness.Daemon, args ...string) []string {
 // stockRunc2x reports whether the runtime under test is the stock runc shim under
 // containerd 2.x; used only to tolerate its known shortcomings, named where used.
 func stockRunc2x(d *harness.Daemon) bool {
-	return harness.Runtime() == "io.containerd.runc.v2" && d.Flavor == harness.Flavor2x
+	return harness.Runtime() == "io.containerd.runc.v2" && d.Is2x()
 }

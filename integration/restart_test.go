@@ -167,7 +167,7 @@ func TestContainerdRestart(t *testing.T) {
 				t.Errorf("exec in rs-run after the restart: exit code %d, want 3", code)
 			}
 			for _, s := range shimsBefore {
-				if !harness.PidExists(s.Pid) && !(d.Flavor == harness.Flavor2x && strings.Contains(s.String(), " -id rs-init ")) {
+				if !harness.PidExists(s.Pid) && !(d.Is2x() && strings.Contains(s.String(), " -id rs-init ")) {
 					t.Errorf("shim %s gone after the restart", s)
 				}
 			}
@@ -191,7 +191,7 @@ func TestContainerdRestart(t *testing.T) {
 			switch {
 			case err == nil:
 				checkRestartExit(t, ctx, "rs-init", initTask)
-			case errdefs.IsNotFound(err) && d.Flavor == harness.Flavor2x:
+			case errdefs.IsNotFound(err) && d.Is2x():
 				// containerd 2.x drops, at reload, a task whose Pids list is empty (it takes it
 				// for a shim whose Create never happened, containerd#6860), so only the event
 				// reports this exit.

@@ -32,7 +32,7 @@ func TestSchedCore(t *testing.T) {
 	for _, flavor := range harness.AllFlavors {
 		t.Run("containerd-"+flavor, func(t *testing.T) {
 			opt := harness.WithSchedCore()
-			if flavor == harness.Flavor2x {
+			if harness.FlavorMajor(flavor) == 2 {
 				opt = harness.WithShimEnv("SCHED_CORE=1")
 			}
 			d := harness.StartDaemon(t, flavor, opt)

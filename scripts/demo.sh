@@ -3,14 +3,17 @@
 # containerd (its own root, state and socket), prints what the container
 # printed and its exit code, then tears everything down.
 #
-#   CONTAINERD=1.6 (default, Debian's) or CONTAINERD=2.x (/opt/containerd2/bin)
+#   CONTAINERD=1.6 (default, Debian's), CONTAINERD=2.x (the newest 2.x, built by
+#   scripts/deps.sh into /opt/containerd/<release>/bin) or CONTAINERD=v2.2.9 (any release built there)
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 flavor="${CONTAINERD:-1.6}"
 case "$flavor" in
 	1.6) containerd=/usr/bin/containerd ctr=/usr/bin/ctr cfgversion=2 ;;
-	2.x) containerd=/opt/containerd2/bin/containerd ctr=/opt/containerd2/bin/ctr cfgversion=3 ;;
-	*) echo "CONTAINERD must be 1.6 or 2.x" >&2; exit 2 ;;
+	2.x) containerd=/opt/containerd/v2.4.2/bin/containerd ctr=/opt/containerd/v2.4.2/bin/ctr cfgversion=3 ;;
+	v1.7.*) containerd=/opt/containerd/$flavor/bin/containerd ctr=/opt/containerd/$flavor/bin/ctr cfgversion=2 ;;
+	v2.*) containerd=/opt/containerd/$flavor/bin/containerd ctr=/opt/containerd/$flavor/bin/ctr cfgversion=3 ;;
+	*) echo "CONTAINERD must be 1.6, 2.x or a release built by scripts/deps.sh (v2.2.9)" >&2; exit 2 ;;
 esac
 
 work="$(mktemp -d /run/example-demo.XXXXXX)"

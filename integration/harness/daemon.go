@@ -30,7 +30,7 @@ var (
 // (/run/containerd/s, /run/containerd/runc/<ns>, /run/containerd/fifo), which is why every
 // test uses a namespace of its own.
 type Daemon struct {
-	Flavor       string // Flavor16 or Flavor2x
+	Flavor       string // Flavor16, Flavor2x or a release line ("2.2"); see env.go
 	Base         string // private directory holding everything below
 	Root         string // containerd --root (persistent data: content, snapshots)
 	State        string // containerd state (bundles, rootfs mounts)
@@ -144,6 +144,14 @@ func NewDaemon(flavor string, opts ...DaemonOption) (_ *Daemon, retErr error) {
 			return nil, fmt.Errorf("install shim under test %s: %w", shim, err)
 		}
 	}
+	if runc := d.variant.runcBinary(); runc != "" {
+		if _, err := os.Stat(runc); err != nil {
+			return nil, fmt.Errorf("runc under test (TEST_RUNC / WithRunc): %w (run `make deps`)", err)
+		}
+		if err := os.Symlink(runc, filepath.Join(d.BinDir, "runc")); err != nil {
+			return nil, err
+		}
+	}
 	d.PATH = d.BinDir + string(os.PathListSeparator) + binDir + string(os.PathListSeparator) + os.Getenv("PATH")
 
 	// Prerequisites the shims need, checked on the daemon's PATH so the message is clear.
@@ -218,7 +226,7 @@ func (d *Daemon) config() string {
 	var b strings.Builder
 	disabled := []string{`"io.containerd.grpc.v1.cri"`}
 	version := 2
-	if d.Flavor == Flavor2x {
+	if d.Is2x() {
 		version = 3
 		disabled = append(disabled,
 			`"io.containerd.cri.v1.images"`,
@@ -277,6 +285,10 @@ func (d *Daemon) Client() *containerd.Client {
 	defer d.mu.Unlock()
 	return d.client
 }
+
+// Is2x reports whether the daemon is containerd 2.0 or newer (config version 3, the
+// split CRI plugins, the shim manager's env setting, Task API v3).
+func (d *Daemon) Is2x() bool { return FlavorMajor(d.Flavor) == 2 }
 
 // Pid is the daemon's process id.
 func (d *Daemon) Pid() int {

@@ -10,14 +10,69 @@ import (
 	"strings"
 )
 
-// Flavors of containerd the suite runs against.
+// Flavors of containerd. A flavor is a release line ("1.6", "1.7", "2.0" ... "2.4");
+// Flavor2x names the newest 2.x line the suite knows (NewestFlavor2x).
 const (
 	Flavor16 = "1.6" // Debian's containerd 1.6 (/usr/bin/containerd, /usr/bin/ctr)
-	Flavor2x = "2.x" // containerd 2.x built with go install into /opt/containerd2/bin
+	Flavor2x = "2.x" // the newest 2.x release (ContainerdReleases[NewestFlavor2x])
 )
 
-// AllFlavors lists every flavor; each scenario runs as one subtest per flavor.
-var AllFlavors = []string{Flavor16, Flavor2x}
+// NewestFlavor2x is the release line Flavor2x stands for.
+const NewestFlavor2x = "2.4"
+
+// ContainerdReleases maps each release line to the release scripts/deps.sh builds into
+// /opt/containerd/<release>/bin (1.6 is Debian's package). Keep both lists in step.
+var ContainerdReleases = map[string]string{
+	"1.7": "v1.7.35",
+	"2.0": "v2.0.14",
+	"2.1": "v2.1.9",
+	"2.2": "v2.2.9",
+	"2.3": "v2.3.7",
+	"2.4": "v2.4.2",
+}
+
+// SmokeFlavors are the release lines the compatibility smoke set runs under (make matrix),
+// beside the full suite's 1.6 and newest 2.x.
+var SmokeFlavors = []string{"1.7", "2.0", "2.1", "2.2", "2.3"}
+
+// AllFlavors lists the flavors every scenario runs under, one subtest each:
+// $TEST_FLAVORS (space or comma separated), default 1.6 and the newest 2.x.
+var AllFlavors = flavorsFromEnv("TEST_FLAVORS", []string{Flavor16, Flavor2x})
+
+func flavorsFromEnv(name string, def []string) []string {
+	v := strings.FieldsFunc(os.Getenv(name), func(r rune) bool { return r == ',' || r == ' ' })
+	if len(v) == 0 {
+		return def
+	}
+	return v
+}
+
+// FlavorRelease resolves a flavor to its release line ("2.x" -> "2.4").
+func FlavorRelease(flavor string) string {
+	if flavor == Flavor2x {
+		return NewestFlavor2x
+	}
+	return flavor
+}
+
+// FlavorMajor is a flavor's major version (1 or 2; 0 for a malformed one).
+func FlavorMajor(flavor string) int {
+	switch {
+	case strings.HasPrefix(FlavorRelease(flavor), "1."):
+		return 1
+	case strings.HasPrefix(FlavorRelease(flavor), "2."):
+		return 2
+	}
+	return 0
+}
+
+// FlavorAtLeast reports whether a flavor's release line is minor or newer ("2.3").
+func FlavorAtLeast(flavor, minor string) bool {
+	var a, b [2]int
+	fmt.Sscanf(FlavorRelease(flavor), "%d.%d", &a[0], &a[1])
+	fmt.Sscanf(minor, "%d.%d", &b[0], &b[1])
+	return a[0] > b[0] || a[0] == b[0] && a[1] >= b[1]
+}
 
 // DefaultRuntime is the runtime under test when TEST_RUNTIME is not set.
 const DefaultRuntime = "io.example.v2"
@@ -59,20 +114,27 @@ func RuntimeBinaryName(runtime string) string {
 	return "containerd-shim-" + parts[len(parts)-2] + "-" + parts[len(parts)-1]
 }
 
-// flavorBinDir returns the directory that holds containerd and ctr for a flavor.
-// containerd 2.x's directory can be moved with $CONTAINERD2_DIR (as scripts/deps.sh does).
+// flavorBinDir returns the directory that holds containerd, ctr and the stock shim of a
+// flavor: Debian's /usr/bin for 1.6, else /opt/containerd/<release>/bin (scripts/deps.sh).
+// $CONTAINERD2_DIR overrides the directory of Flavor2x.
 func flavorBinDir(flavor string) (string, error) {
-	switch flavor {
-	case Flavor16:
+	if flavor == Flavor16 {
 		return "/usr/bin", nil
-	case Flavor2x:
-		if d := os.Getenv("CONTAINERD2_DIR"); d != "" {
-			return d, nil
-		}
-		return "/opt/containerd2/bin", nil
 	}
-	return "", fmt.Errorf("unknown containerd flavor %q (want %q or %q)", flavor, Flavor16, Flavor2x)
+	if d := os.Getenv("CONTAINERD2_DIR"); d != "" && flavor == Flavor2x {
+		return d, nil
+	}
+	if rel, ok := ContainerdReleases[FlavorRelease(flavor)]; ok {
+		return filepath.Join("/opt/containerd", rel, "bin"), nil
+	}
+	return "", fmt.Errorf("unknown containerd flavor %q (want %s, %s or one of %v)", flavor, Flavor16, Flavor2x, SmokeFlavors)
 }
+
+// RuncUnderTest is the OCI runtime binary the shims run as `runc`: $TEST_RUNC (for
+// instance /opt/runc/v1.5.1/runc from scripts/deps.sh), or "" for the runc on PATH
+// (Debian's 1.1.5). The harness links it as runc into a daemon's bin dir, first on the
+// PATH the daemon hands its shims, so the shim under test and the stock shim both run it.
+func RuncUnderTest() string { return os.Getenv("TEST_RUNC") }
 
 // ShimUnderTest returns the shim binary to install as containerd-shim-example-v2:
 // $SHIM_BINARY, else ../bin/containerd-shim-example-v2 (or ../../bin/...) relative to the

@@ -20,6 +20,7 @@ type daemonVariant struct {
 	extraHandlers []CRIHandler // more CRI runtime handlers (WithCRIHandler)
 	shimEnv       []string     // environment containerd 2.x gives every shim (WithShimEnv)
 	schedCore     bool         // containerd 1.6's sched_core = true (WithSchedCore)
+	runc          string       // OCI runtime linked as runc on the daemon's PATH (WithRunc)
 
 	// Filled in by prepareVariant for a CRI daemon.
 	streamPort string // the CRI streaming server's port on 127.0.0.1
@@ -75,6 +76,17 @@ func WithShimEnv(env ...string) DaemonOption {
 // shims with SCHED_CORE=1 in their environment (for 2.x, use WithShimEnv("SCHED_CORE=1")).
 func WithSchedCore() DaemonOption { return func(v *daemonVariant) { v.schedCore = true } }
 
+// WithRunc puts this runc binary first on the daemon's PATH (as `runc`), for this daemon
+// only; without it, $TEST_RUNC (RuncUnderTest) or the host's runc is used.
+func WithRunc(path string) DaemonOption { return func(v *daemonVariant) { v.runc = path } }
+
+func (v *daemonVariant) runcBinary() string {
+	if v.runc != "" {
+		return v.runc
+	}
+	return RuncUnderTest()
+}
+
 // UnifiedCgroupMount is the cgroup2 mount of a hybrid cgroup layout.
 var UnifiedCgroupMount = "/sys/fs/cgroup/unified"
 
@@ -91,10 +103,10 @@ func HybridCgroups() bool {
 
 // prepareVariant creates what a variant needs before the config is written.
 func (d *Daemon) prepareVariant() error {
-	if len(d.variant.shimEnv) > 0 && d.Flavor != Flavor2x {
+	if len(d.variant.shimEnv) > 0 && !d.Is2x() {
 		return fmt.Errorf("WithShimEnv needs containerd 2.x, not %s", d.Flavor)
 	}
-	if d.variant.schedCore && d.Flavor != Flavor16 {
+	if d.variant.schedCore && d.Is2x() {
 		return fmt.Errorf("WithSchedCore is containerd 1.6's setting, not %s's (use WithShimEnv)", d.Flavor)
 	}
 	if !d.variant.cri {
@@ -161,8 +173,8 @@ func (d *Daemon) variantConfig() string {
 	common := func() {
 		fmt.Fprintf(&b, "  restrict_oom_score_adj = true\n  disable_apparmor = true\n")
 	}
-	switch d.Flavor {
-	case Flavor16:
+	switch {
+	case !d.Is2x(): // 1.6 and 1.7 share the one CRI plugin
 		const sec = `plugins."io.containerd.grpc.v1.cri"`
 		fmt.Fprintf(&b, "\n[%s]\n  sandbox_image = %q\n", sec, PauseImageName)
 		common()
