@@ -11,7 +11,11 @@ LDFLAGS     := -s -w -X $(MODULE)/launch.Version=$(VERSION) -X $(MODULE)/launch.
 INTEGRATION_FLAGS ?=
 STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
 
-.PHONY: all build install deps test unit lint integration proto demo bench bench-quick clean
+.PHONY: all build install deps test unit lint integration integration-runc matrix proto demo bench bench-quick clean
+# The current runc (make deps builds it from the Go module proxy); Debian's runc 1.1.5 is the other lane.
+RUNC_CURRENT ?= /opt/runc/v1.5.1/runc
+# $(call itest,ENV=...,go test arguments): the integration module's tests against the built shim.
+itest = cd integration && SHIM_BINARY=$(BIN_DIR)/$(BINARY) $(1) $(GO) test -count=1 -timeout 40m $(2)
 
 all: build
 
@@ -21,11 +25,14 @@ build:
 install: build
 	install -D -m 0755 $(BIN_DIR)/$(BINARY) $(DESTDIR)$(PREFIX)/bin/$(BINARY)
 
+# Everything `make test` uses (containerd releases, runc, Docker Engine); see scripts/deps.sh.
 deps:
 	bash scripts/deps.sh
 
-# The one test command (README, .ci/run): unit tests, then real containers under containerd 1.6 and 2.x.
-test: build unit integration
+# The one test command (README, .ci/run): unit tests, then real containers: the full suite under
+# containerd 1.6 and the newest 2.x with Debian's runc 1.1.5 (plus the smoke set under 1.7-2.3,
+# Docker Engine, and the containerd-free harness), then the full suite again with the current runc.
+test: build unit integration integration-runc
 
 unit: lint
 	$(GO) test -count=1 ./...
@@ -41,7 +48,18 @@ lint:
 	cd integration && $(STATICCHECK) ./...
 
 integration: build
-	cd integration && SHIM_BINARY=$(BIN_DIR)/$(BINARY) $(GO) test -count=1 -timeout 40m $(INTEGRATION_FLAGS) ./...
+	$(call itest,,$(INTEGRATION_FLAGS) ./...)
+
+# The suite under 1.6 and the newest 2.x again, every shim running the current runc. The
+# smoke lines and the Docker tests (which always use the current runc) are not repeated.
+integration-runc: build
+	$(call itest,TEST_RUNC=$(RUNC_CURRENT) TEST_SMOKE_FLAVORS=none,$(INTEGRATION_FLAGS) -skip 'TestDocker' ./...)
+
+# The compatibility smoke set under every containerd line (1.6, 1.7, 2.0 ... 2.4), with each runc.
+MATRIX_FLAVORS ?= 1.6 1.7 2.0 2.1 2.2 2.3 2.x
+matrix: build
+	$(call itest,TEST_SMOKE_FLAVORS="$(MATRIX_FLAVORS)",-run 'TestCompatSmoke' .)
+	$(call itest,TEST_SMOKE_FLAVORS="$(MATRIX_FLAVORS)" TEST_RUNC=$(RUNC_CURRENT),-run 'TestCompatSmoke' .)
 
 proto:
 	bash scripts/genproto.sh
@@ -55,7 +73,8 @@ bench-quick: build
 	cd integration && SHIM_BINARY=$(BIN_DIR)/$(BINARY) $(GO) run ./cmd/bench -quick -flavor $(or $(FLAVOR),1.6)
 
 # Sets up a private containerd and runs one container through the shim (README's first command).
-demo: deps build
+demo: build
+	bash scripts/deps.sh demo
 	bash scripts/demo.sh
 
 clean:

@@ -66,6 +66,7 @@ func RunDaemon(f Flags) error {
 		Events:      queue,
 		RequestExit: func() { close(exitRequested) },
 		SocketDir:   socketDir(f.Socket),
+		Address:     daemonAddress(f.Socket),
 		Version:     Version,
 		Revision:    Revision,
 		Started:     time.Now(),
@@ -133,6 +134,15 @@ func dumpStacksOn(sigs <-chan os.Signal) {
 		n := runtime.Stack(buf, true)
 		slog.Info("goroutine dump (SIGUSR1)\n" + string(buf[:n]))
 	}
+}
+
+// daemonAddress is the ttrpc address of the socket the daemon serves ("" when
+// it was started without one, as unit tests do).
+func daemonAddress(socket string) string {
+	if socket == "" {
+		return ""
+	}
+	return SocketAddress(socket)
 }
 
 // socketDir is the directory of the daemon's own socket (where console

@@ -8,18 +8,25 @@
 #   /opt/containerd/<version>/bin   containerd, ctr, containerd-shim-runc-v2 (go install)
 #   /opt/runc/<version>/runc        runc built from the Go module proxy (seccomp, cgo)
 #
-# CONTAINERD_VERSIONS and RUNC_VERSIONS choose what is built; `scripts/deps.sh matrix`
-# adds every containerd of the compatibility matrix (make matrix).
+# Profiles: `deps.sh` (make deps) installs everything `make test` uses: the full-suite
+# containerd releases, the smoke-tested ones, runc and Docker Engine (scripts/deps-docker.sh);
+# `deps.sh demo` only what `make demo` needs (Debian's packages and the newest 2.x).
+# CONTAINERD_VERSIONS and RUNC_VERSIONS override the lists.
 set -euo pipefail
 cd "$(dirname "$0")"
+profile="${1:-all}"
 
 # The newest 2.x runs the full suite; 2.2 is the last release without the 2.3 bootstrap.
 CONTAINERD_FULL="v2.4.2 v2.2.9"
-# Smoke-tested only (make matrix): the other release lines still in the field.
+# Smoke-tested only: the other release lines still in the field.
 CONTAINERD_SMOKE="v1.7.35 v2.0.14 v2.1.9 v2.3.7"
-CONTAINERD_VERSIONS="${CONTAINERD_VERSIONS:-$CONTAINERD_FULL}"
-[ "${1:-}" = matrix ] && CONTAINERD_VERSIONS="$CONTAINERD_VERSIONS $CONTAINERD_SMOKE"
-RUNC_VERSIONS="${RUNC_VERSIONS:-v1.5.1}"
+case "$profile" in
+all) default_containerd="$CONTAINERD_FULL $CONTAINERD_SMOKE" default_runc=v1.5.1 ;;
+demo) default_containerd=v2.4.2 default_runc= ;;
+*) echo "usage: deps.sh [all|demo]" >&2; exit 2 ;;
+esac
+CONTAINERD_VERSIONS="${CONTAINERD_VERSIONS:-$default_containerd}"
+RUNC_VERSIONS="${RUNC_VERSIONS-$default_runc}"
 PROTOC_GEN_GO_VERSION="${PROTOC_GEN_GO_VERSION:-v1.36.11}"
 STATICCHECK_VERSION="${STATICCHECK_VERSION:-v0.8.2}"
 
@@ -38,43 +45,59 @@ fi
 # Debian's containerd package may start a system daemon where systemd runs; our tests
 # never use it (each test starts a private one), so it is left alone.
 
+# build_module MODULE VERSION OUTDIR PKG... : the module's source from the Go module
+# proxy, built as the main module (so its own go.mod directives apply: `go install
+# pkg@version` refuses modules with replace or exclude lines, as containerd 1.7 has).
+build_module() {
+	local mod=$1 v=$2 out=$3 src work p
+	shift 3
+	src=$(go mod download -json "$mod@$v" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+	[ -d "$src" ] || { echo "deps: go mod download of $mod@$v gave no directory" >&2; return 1; }
+	work=$(mktemp -d)
+	cp -r "$src/." "$work"
+	chmod -R u+w "$work"
+	mkdir -p "$out"
+	for p in "$@"; do
+		(cd "$work" && go build -mod=mod -trimpath $BUILD_FLAGS -o "$out/" "$p") || { rm -rf "$work"; return 1; }
+	done
+	rm -rf "$work"
+}
+
 # containerd <version> into /opt/containerd/<version>/bin. 1.x lives in the
 # module github.com/containerd/containerd, 2.x in .../containerd/v2.
 install_containerd() {
-	local v=$1 dir=/opt/containerd/$1/bin mod
-	if [ -x "$dir/containerd" ] && "$dir/containerd" --version | grep -qF " ${v#v}"; then
+	local v=$1 dir=/opt/containerd/$1/bin
+	if [ -x "$dir/containerd" ] && "$dir/containerd" --version | grep -qE " v?${v#v}([+ ]|$)"; then
 		return
 	fi
-	case "$v" in
-	v1.*) mod=github.com/containerd/containerd ;;
-	*) mod=github.com/containerd/containerd/v2 ;;
-	esac
 	echo "deps: building containerd $v into $dir"
-	mkdir -p "$dir"
 	local start=$SECONDS
-	GOBIN="$dir" GOFLAGS=-mod=mod go install \
-		"$mod/cmd/containerd@$v" "$mod/cmd/ctr@$v" "$mod/cmd/containerd-shim-runc-v2@$v"
+	case "$v" in
+	v1.*)
+		BUILD_FLAGS="-ldflags=-X=github.com/containerd/containerd/version.Version=$v" \
+			build_module github.com/containerd/containerd "$v" "$dir" \
+			./cmd/containerd ./cmd/ctr ./cmd/containerd-shim-runc-v2
+		;;
+	*)
+		GOBIN="$dir" go install "github.com/containerd/containerd/v2/cmd/containerd@$v" \
+			"github.com/containerd/containerd/v2/cmd/ctr@$v" \
+			"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$v"
+		;;
+	esac
 	echo "deps: containerd $v built in $((SECONDS - start)) s"
 }
 
-# runc <version> into /opt/runc/<version>/runc: the module's source from the Go
-# module proxy, built the way runc's Makefile does (cgo, seccomp).
+# runc <version> into /opt/runc/<version>/runc, built the way runc's Makefile
+# does (cgo, seccomp).
 install_runc() {
 	local v=$1 dir=/opt/runc/$1
 	if [ -x "$dir/runc" ] && "$dir/runc" --version | grep -q "version ${v#v}"; then
 		return
 	fi
 	echo "deps: building runc $v into $dir"
-	local start=$SECONDS src work
-	src=$(go mod download -json "github.com/opencontainers/runc@$v" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
-	[ -d "$src" ] || { echo "deps: go mod download of runc $v gave no directory" >&2; exit 1; }
-	work=$(mktemp -d)
-	cp -r "$src/." "$work"
-	chmod -R u+w "$work"
-	mkdir -p "$dir"
-	(cd "$work" && CGO_ENABLED=1 go build -mod=mod -trimpath -tags seccomp \
-		-ldflags "-X main.version=${v#v}" -o "$dir/runc" .)
-	rm -rf "$work"
+	local start=$SECONDS
+	CGO_ENABLED=1 BUILD_FLAGS="-tags=seccomp -ldflags=-X=main.version=${v#v}" \
+		build_module github.com/opencontainers/runc "$v" "$dir" .
 	echo "deps: runc $v built in $((SECONDS - start)) s"
 }
 
@@ -89,5 +112,8 @@ fi
 if ! "$gobin/staticcheck" -version 2>/dev/null | grep -q "${STATICCHECK_VERSION#v}"; then
 	echo "deps: installing staticcheck $STATICCHECK_VERSION"
 	go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
+fi
+if [ "$profile" = all ] && [ -f deps-docker.sh ]; then
+	bash deps-docker.sh
 fi
 echo "deps: ok"

@@ -31,6 +31,9 @@ type Config struct {
 	Events    Publisher
 	// RequestExit is called (once) after a Shutdown that found no task left.
 	RequestExit func()
+	// Address is the daemon's own ttrpc address (unix://...), recorded in
+	// every task's bundle (see Create).
+	Address string
 	// SocketDir holds the daemon's socket, and the console sockets runtimes
 	// send terminals through (short paths, root-only directory).
 	SocketDir string

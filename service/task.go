@@ -96,10 +96,16 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*ta
 	if err != nil {
 		return nil, err
 	}
-	// Also for tasks that joined an existing daemon (a pod's second
-	// container, or containerd 2.x's sandbox path that skips `start`).
+	// Also for tasks that joined an existing daemon without `start` (a
+	// CRI pod's app containers under Task API v3, containerd 2.3+): `delete`
+	// and operators find the daemon of any task through these two files.
 	if err := bundle.WriteShimPid(r.Bundle, int(s.shimPid)); err != nil {
 		slog.Warn("record shim pid", "bundle", r.Bundle, "error", err)
+	}
+	if s.cfg.Address != "" {
+		if err := bundle.WriteAddress(r.Bundle, s.cfg.Address); err != nil {
+			slog.Warn("record shim address", "bundle", r.Bundle, "error", err)
+		}
 	}
 	return &taskapi.CreateTaskResponse{Pid: uint32(c.Init().Pid())}, nil
 }

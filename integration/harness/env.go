@@ -37,9 +37,11 @@ var SmokeFlavors = []string{"1.7", "2.0", "2.1", "2.2", "2.3"}
 
 // AllFlavors lists the flavors every scenario runs under, one subtest each:
 // $TEST_FLAVORS (space or comma separated), default 1.6 and the newest 2.x.
-var AllFlavors = flavorsFromEnv("TEST_FLAVORS", []string{Flavor16, Flavor2x})
+var AllFlavors = FlavorsFromEnv("TEST_FLAVORS", []string{Flavor16, Flavor2x})
 
-func flavorsFromEnv(name string, def []string) []string {
+// FlavorsFromEnv reads a list of flavors from the named variable (space or comma
+// separated), or returns def when it is unset or empty.
+func FlavorsFromEnv(name string, def []string) []string {
 	v := strings.FieldsFunc(os.Getenv(name), func(r rune) bool { return r == ',' || r == ' ' })
 	if len(v) == 0 {
 		return def

@@ -98,3 +98,31 @@ func (d *Daemon) SetLogLevel(level string) error {
 	}
 	return os.WriteFile(d.ConfigPath, []byte(strings.Join(out, "\n")), 0o600)
 }
+
+// SwitchFlavor makes the next StartProcess run another containerd release on the same
+// root, state, sockets and shims, as an operator upgrading (or downgrading) a node's
+// containerd package does: stop the old daemon (StopProcess), SwitchFlavor, StartProcess.
+// Both releases must read the same config version (1.x: 2, 2.x: 3).
+func (d *Daemon) SwitchFlavor(flavor string) error {
+	if !d.Exited() {
+		return fmt.Errorf("containerd %s (pid %d) is still running", d.Flavor, d.Pid())
+	}
+	if FlavorMajor(flavor) != FlavorMajor(d.Flavor) {
+		return fmt.Errorf("containerd %s and %s read different config versions", d.Flavor, flavor)
+	}
+	binDir, err := flavorBinDir(flavor)
+	if err != nil {
+		return err
+	}
+	containerd, ctr := filepath.Join(binDir, "containerd"), filepath.Join(binDir, "ctr")
+	for _, p := range []string{containerd, ctr} {
+		if _, err := os.Stat(p); err != nil {
+			return fmt.Errorf("containerd %s needs %s (run `make deps`): %w", flavor, p, err)
+		}
+	}
+	oldDir := filepath.Dir(d.Containerd)
+	d.PATH = strings.Replace(d.PATH, string(os.PathListSeparator)+oldDir+string(os.PathListSeparator),
+		string(os.PathListSeparator)+binDir+string(os.PathListSeparator), 1)
+	d.Flavor, d.Containerd, d.CtrPath = flavor, containerd, ctr
+	return nil
+}
