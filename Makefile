@@ -55,6 +55,12 @@ integration: build
 integration-runc: build
 	$(call itest,TEST_RUNC=$(RUNC_CURRENT) TEST_SMOKE_FLAVORS=none,$(INTEGRATION_FLAGS) -skip 'TestDocker' ./...)
 
+# Only the containerd-free harness (integration/direct): the shim started as a manager starts it,
+# its Task API driven over ttrpc, real runc and containers, no containerd; seconds, not minutes.
+.PHONY: test-direct
+test-direct: build
+	cd integration && SHIM_BINARY=$(BIN_DIR)/$(BINARY) $(GO) test -count=1 ./direct/
+
 # The compatibility smoke set under every containerd line (1.6, 1.7, 2.0 ... 2.4), with each runc.
 MATRIX_FLAVORS ?= 1.6 1.7 2.0 2.1 2.2 2.3 2.x
 matrix: build
@@ -76,6 +82,11 @@ bench-quick: build
 demo: build
 	bash scripts/deps.sh demo
 	bash scripts/demo.sh
+
+# The same through Docker Engine: private containerd 2.4 and dockerd, `docker run --runtime io.example.v2`.
+.PHONY: docker-demo
+docker-demo: build
+	bash scripts/docker-demo.sh
 
 clean:
 	rm -rf $(BIN_DIR)
