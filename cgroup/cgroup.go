@@ -28,6 +28,8 @@ type Cgroup struct {
 	V2 bool
 	// dirs maps a v1 controller name to its directory; for v2 the key is "".
 	dirs map[string]string
+	// root is where the cgroup filesystems are mounted (DefaultRoot).
+	root string
 }
 
 // Unified reports whether root is a cgroup v2 (unified) mount. A hybrid
@@ -52,7 +54,7 @@ func ForPid(root string, pid int) (*Cgroup, error) {
 
 // Parse reads /proc/<pid>/cgroup content ("id:controllers:path" lines).
 func Parse(root string, procCgroup []byte, v2 bool) (*Cgroup, error) {
-	cg := &Cgroup{V2: v2, dirs: make(map[string]string)}
+	cg := &Cgroup{V2: v2, dirs: make(map[string]string), root: root}
 	sc := bufio.NewScanner(bytes.NewReader(procCgroup))
 	for sc.Scan() {
 		parts := strings.SplitN(sc.Text(), ":", 3)
@@ -154,34 +156,6 @@ func (c *Cgroup) OOMKills() (uint64, error) {
 		return 0, err
 	}
 	return kv["oom_kill"], nil
-}
-
-// Where the memory limit behind an OOM kill was reached.
-const (
-	// OOMScopeContainer: the container's own cgroup hit its limit.
-	OOMScopeContainer = "container"
-	// OOMScopeAncestor: a cgroup above it did (a pod's, or the node's
-	// allocatable limit on kubepods), while the container was within its own.
-	OOMScopeAncestor = "ancestor"
-)
-
-// LimitHits returns a counter that grows whenever this cgroup's own memory
-// limit is reached: v1 memory.failcnt (the kernel counts a failed charge on
-// the cgroup whose limit failed it, not on its descendants), v2
-// memory.events.local "oom" (memory.events "oom" on kernels without .local).
-// Comparing it before and after an OOM kill tells which limit was hit.
-func (c *Cgroup) LimitHits() (uint64, error) {
-	dir := c.dir("memory")
-	if !c.V2 {
-		return readUint(filepath.Join(dir, "memory.failcnt"))
-	}
-	kv, err := readKV(filepath.Join(dir, "memory.events.local"))
-	if err != nil {
-		if kv, err = readKV(filepath.Join(dir, "memory.events")); err != nil {
-			return 0, err
-		}
-	}
-	return kv["oom"], nil
 }
 
 // AddProcess moves pid into the cgroup at path (e.g. "/system.slice/shims"),

@@ -1,6 +1,8 @@
 package cgroup
 
 import (
+	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"testing"
@@ -67,9 +69,6 @@ func TestParseV1AndStats(t *testing.T) {
 	if n, err := cg.OOMKills(); err != nil || n != 2 {
 		t.Errorf("OOMKills = %d, %v", n, err)
 	}
-	if n, err := cg.LimitHits(); err != nil || n != 7 {
-		t.Errorf("LimitHits = %d, %v; want memory.failcnt", n, err)
-	}
 	if !cg.Exists() {
 		t.Error("cgroup should exist")
 	}
@@ -99,6 +98,15 @@ func TestParseV2AndStats(t *testing.T) {
 	write(t, d, "memory.swap.current", "0\n")
 	write(t, d, "memory.events", "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
 	write(t, d, "io.stat", "8:0 rbytes=100 wbytes=200 rios=1 wios=2 dbytes=0 dios=0\n")
+	write(t, d, "cpu.pressure", "some avg10=1.50 avg60=0.25 avg300=0.05 total=123456\nfull avg10=0.75 avg60=0.00 avg300=0.00 total=6543\n")
+	write(t, d, "memory.pressure", "some avg10=0.00 avg60=0.00 avg300=0.00 total=42\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=41\n")
+	write(t, d, "io.pressure", "some avg10=9.99 avg60=0.00 avg300=0.00 total=7\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=6\n")
+	write(t, d, "hugetlb.2MB.current", "4194304\n")
+	write(t, d, "hugetlb.2MB.max", "max\n")
+	write(t, d, "hugetlb.2MB.events", "max 2\n")
+	write(t, d, "hugetlb.2MB.rsvd.current", "0\n")
+	write(t, d, "hugetlb.1GB.current", "0\n")
+	write(t, d, "hugetlb.1GB.max", "1073741824\n")
 
 	m, err := cg.StatsV2()
 	if err != nil {
@@ -119,15 +127,24 @@ func TestParseV2AndStats(t *testing.T) {
 	if len(m.Io.Usage) != 1 || m.Io.Usage[0].Rbytes != 100 || m.Io.Usage[0].Wios != 2 || m.Io.Usage[0].Major != 8 {
 		t.Errorf("io %+v", m.Io)
 	}
+	if p := m.CPU.PSI; p == nil || p.Some.Avg10 != 1.5 || p.Some.Avg60 != 0.25 || p.Some.Total != 123456 || p.Full.Avg10 != 0.75 || p.Full.Total != 6543 {
+		t.Errorf("cpu PSI %+v", m.CPU.PSI)
+	}
+	if p := m.Memory.PSI; p == nil || p.Some.Total != 42 || p.Full.Total != 41 {
+		t.Errorf("memory PSI %+v", m.Memory.PSI)
+	}
+	if p := m.Io.PSI; p == nil || p.Some.Avg10 != 9.99 || p.Full.Total != 6 {
+		t.Errorf("io PSI %+v", m.Io.PSI)
+	}
+	hugetlb := map[string]string{}
+	for _, h := range m.Hugetlb {
+		hugetlb[h.Pagesize] = fmt.Sprintf("%d/%d/%d", h.Current, h.Max, h.Failcnt)
+	}
+	if want := map[string]string{"2MB": "4194304/0/2", "1GB": "0/1073741824/0"}; !maps.Equal(hugetlb, want) {
+		t.Errorf("hugetlb %v, want %v (current/max/failcnt)", hugetlb, want)
+	}
 	if n, err := cg.OOMKills(); err != nil || n != 1 {
 		t.Errorf("OOMKills = %d, %v", n, err)
-	}
-	if n, err := cg.LimitHits(); err != nil || n != 1 {
-		t.Errorf("LimitHits = %d, %v; want memory.events oom without a .local file", n, err)
-	}
-	write(t, d, "memory.events.local", "low 0\nhigh 0\nmax 0\noom 0\noom_kill 1\n")
-	if n, err := cg.LimitHits(); err != nil || n != 0 {
-		t.Errorf("LimitHits = %d, %v; want memory.events.local oom (an ancestor's limit)", n, err)
 	}
 }
 

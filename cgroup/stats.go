@@ -158,7 +158,7 @@ func (c *Cgroup) StatsV2() (*v2.Metrics, error) {
 	if kv, err := readKV(filepath.Join(d, "cpu.stat")); err == nil {
 		m.CPU = &v2.CPUStat{UsageUsec: kv["usage_usec"], UserUsec: kv["user_usec"], SystemUsec: kv["system_usec"],
 			NrPeriods: kv["nr_periods"], NrThrottled: kv["nr_throttled"], ThrottledUsec: kv["throttled_usec"],
-			NrBursts: kv["nr_bursts"], BurstUsec: kv["burst_usec"]}
+			NrBursts: kv["nr_bursts"], BurstUsec: kv["burst_usec"], PSI: readPSI(filepath.Join(d, "cpu.pressure"))}
 	}
 	if kv, err := readKV(filepath.Join(d, "memory.stat")); err == nil {
 		mem := &v2.MemoryStat{
@@ -179,6 +179,7 @@ func (c *Cgroup) StatsV2() (*v2.Metrics, error) {
 		mem.SwapLimit, _ = readUint(filepath.Join(d, "memory.swap.max"))
 		mem.MaxUsage, _ = readUint(filepath.Join(d, "memory.peak"))
 		mem.SwapMaxUsage, _ = readUint(filepath.Join(d, "memory.swap.peak"))
+		mem.PSI = readPSI(filepath.Join(d, "memory.pressure"))
 		m.Memory = mem
 	}
 	if kv, err := readKV(filepath.Join(d, "memory.events")); err == nil {
@@ -186,9 +187,78 @@ func (c *Cgroup) StatsV2() (*v2.Metrics, error) {
 			OomKill: kv["oom_kill"], OomGroupKill: kv["oom_group_kill"]}
 	}
 	if data, err := os.ReadFile(filepath.Join(d, "io.stat")); err == nil {
-		m.Io = &v2.IOStat{Usage: ioEntries(string(data))}
+		m.Io = &v2.IOStat{Usage: ioEntries(string(data)), PSI: readPSI(filepath.Join(d, "io.pressure"))}
 	}
+	m.Hugetlb = hugetlbStats(d)
 	return m, nil
+}
+
+// readPSI reads a pressure stall file (cpu.pressure, memory.pressure,
+// io.pressure): "some avg10=0.12 avg60=0.05 avg300=0.01 total=12345" and the
+// same for "full". nil when the kernel has no PSI (CONFIG_PSI off, psi=0).
+func readPSI(path string) *v2.PSIStats {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var out v2.PSIStats
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		p := &v2.PSIData{}
+		for _, kv := range f[1:] {
+			k, v, _ := strings.Cut(kv, "=")
+			switch k {
+			case "avg10":
+				p.Avg10, _ = strconv.ParseFloat(v, 64)
+			case "avg60":
+				p.Avg60, _ = strconv.ParseFloat(v, 64)
+			case "avg300":
+				p.Avg300, _ = strconv.ParseFloat(v, 64)
+			case "total":
+				p.Total, _ = strconv.ParseUint(v, 10, 64)
+			}
+		}
+		switch f[0] {
+		case "some":
+			out.Some = p
+		case "full":
+			out.Full = p
+		}
+	}
+	if out.Some == nil && out.Full == nil {
+		return nil
+	}
+	return &out
+}
+
+// hugetlbStats reads every huge page size's hugetlb.<size>.current, .max and
+// .events ("max" = allocations refused by the limit, v1's failcnt).
+func hugetlbStats(dir string) []*v2.HugeTlbStat {
+	currents, _ := filepath.Glob(filepath.Join(dir, "hugetlb.*.current"))
+	var out []*v2.HugeTlbStat
+	for _, cur := range currents {
+		size := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(cur), "hugetlb."), ".current")
+		if strings.Contains(size, ".") { // hugetlb.<size>.rsvd.current
+			continue
+		}
+		h := &v2.HugeTlbStat{Pagesize: size}
+		var err error
+		if h.Current, err = readUint(cur); err != nil {
+			continue
+		}
+		h.Max, _ = readUint(filepath.Join(dir, "hugetlb."+size+".max"))
+		if h.Max == ^uint64(0) {
+			h.Max = 0 // containerd's convention: 0 means no limit
+		}
+		if kv, err := readKV(filepath.Join(dir, "hugetlb."+size+".events")); err == nil {
+			h.Failcnt = kv["max"]
+		}
+		out = append(out, h)
+	}
+	return out
 }
 
 // ioEntries reads io.stat lines: "major:minor rbytes=N wbytes=N rios=N wios=N ...".

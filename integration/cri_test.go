@@ -37,8 +37,12 @@ func runCRIPod(t *testing.T, ctx context.Context, d *harness.Daemon, cri *harnes
 // runCRIPodWithHandler is runCRIPod for any runtime handler of the daemon, returning
 // RunPodSandbox's error.
 func runCRIPodWithHandler(ctx context.Context, d *harness.Daemon, cri *harness.CRI, name, handler string) (*criPod, error) {
+	return runCRIPodIn(ctx, d, cri, name, handler, cri.NewCgroupParent())
+}
+
+// runCRIPodIn is runCRIPodWithHandler with a given pod cgroup parent (kubelet's pod cgroup).
+func runCRIPodIn(ctx context.Context, d *harness.Daemon, cri *harness.CRI, name, handler, parent string) (*criPod, error) {
 	uid := harness.RandID(12)
-	parent := cri.NewCgroupParent()
 	p := &criPod{logDir: filepath.Join(d.PodLogRoot(), uid)}
 	p.config = &runtimeapi.PodSandboxConfig{
 		Metadata:     &runtimeapi.PodSandboxMetadata{Name: name, Uid: uid, Namespace: "default"},

@@ -269,14 +269,17 @@ func TestOptionsCrun(t *testing.T) {
 }
 
 // Options 5: ShimCgroup (read by `start`) moves the shim daemon into that cgroup, in every
-// v1 hierarchy that has it; one that exists nowhere fails task creation with an error naming
+// v1 hierarchy that has it (or the v2 tree); one that exists nowhere fails task creation with an error naming
 // it, and leaves nothing behind.
 func TestOptionsShimCgroup(t *testing.T) {
-	requireCgroupV1(t)
 	forEachFlavor(t, func(t *testing.T, d *harness.Daemon) {
 		shimCgroup := "/ex-shimcg-" + harness.RandID(8)
-		for _, h := range []string{"memory", "pids"} {
-			if err := os.Mkdir(filepath.Join(cgroupV1Root, h, shimCgroup), 0o755); err != nil {
+		hierarchies := []string{"memory", "pids"}
+		if cgroupV2() {
+			hierarchies = []string{""} // one tree: the lines of /proc/<pid>/cgroup read 0::<path>
+		}
+		for _, h := range hierarchies {
+			if err := os.Mkdir(filepath.Join(cgroupRoot, h, shimCgroup), 0o755); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -301,7 +304,7 @@ func TestOptionsShimCgroup(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, h := range []string{"memory", "pids"} {
+		for _, h := range hierarchies {
 			if !regexp.MustCompile(`(?m)^\d+:` + h + `:` + regexp.QuoteMeta(shimCgroup) + `$`).Match(data) {
 				t.Errorf("shim %d is not in %s cgroup %s:\n%s", shim.Pid, h, shimCgroup, data)
 			}

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,7 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containerd/cgroups/v3/cgroup1/stats"
+	v1stats "github.com/containerd/cgroups/v3/cgroup1/stats"
+	v2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
 	apievents "github.com/containerd/containerd/api/events"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
@@ -22,102 +24,64 @@ import (
 	"github.com/example/containerd-shim-example-v2/integration/harness"
 )
 
-// cgroupV1Root is where this host mounts its cgroup v1 hierarchies, one per controller.
-const cgroupV1Root = "/sys/fs/cgroup"
-
-// requireCgroupV1 skips (saying why) on a host whose memory controller is not on cgroup v1:
-// the file names checked below are v1's.
-func requireCgroupV1(t *testing.T) {
-	t.Helper()
-	if _, err := os.Stat(filepath.Join(cgroupV1Root, "memory", "memory.limit_in_bytes")); err != nil {
-		t.Skipf("host has no cgroup v1 memory hierarchy at %s/memory (%v); these checks read v1 files", cgroupV1Root, err)
-	}
-}
-
-// cgroupV1Dir returns the directory of pid's cgroup for a v1 controller, from
-// /proc/<pid>/cgroup ("id:controller[,controller]:/path").
-func cgroupV1Dir(t *testing.T, pid uint32, controller string) string {
-	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-	if err != nil {
-		t.Fatalf("read cgroups of pid %d: %v", pid, err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) != 3 {
-			continue
-		}
-		for _, c := range strings.Split(parts[1], ",") {
-			if c == controller {
-				return filepath.Join(cgroupV1Root, parts[1], parts[2])
-			}
-		}
-	}
-	t.Fatalf("pid %d is in no %s cgroup:\n%s", pid, controller, data)
-	return ""
-}
-
-func readCgroupInt(t *testing.T, dir, file string) int64 {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join(dir, file))
-	if err != nil {
-		t.Fatalf("read %s: %v", file, err)
-	}
-	v, err := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
-	if err != nil {
-		t.Fatalf("%s/%s: %v", dir, file, err)
-	}
-	return v
-}
-
-// Update: new memory and CPU limits for a running container show in its cgroup.
+// Update: new memory, CPU and pids limits for a running container show in its cgroup's
+// files (v1: memory.limit_in_bytes, cpu.cfs_quota_us/cfs_period_us, pids.max; v2:
+// memory.max, cpu.max, pids.max).
 func TestUpdateResources(t *testing.T) {
-	requireCgroupV1(t)
 	forEachFlavor(t, func(t *testing.T, d *harness.Daemon) {
 		ctx, _ := d.NewNamespace(t)
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		ctr := newContainer(t, ctx, d, "r1", loopArgs)
 		task, _ := startTask(t, ctx, ctr, cio.NullIO)
-		memDir := cgroupV1Dir(t, task.Pid(), "memory")
-		cpuDir := cgroupV1Dir(t, task.Pid(), "cpu")
-		if memDir == filepath.Join(cgroupV1Root, "memory") {
-			t.Fatalf("container init is in the root memory cgroup")
-		}
+		cg := cgroupOf(t, task.Pid())
 
 		const (
 			limit  = int64(96 << 20)
 			quota  = int64(25000)
 			period = uint64(100000)
+			pids   = int64(77)
 		)
-		if got := readCgroupInt(t, memDir, "memory.limit_in_bytes"); got == limit {
+		if got := cg.memoryLimit(t); got == limit {
 			t.Fatalf("memory limit is already %d before the update; the test proves nothing", got)
 		}
-		l, q, p := limit, quota, period
+		l, q, p, n := limit, quota, period, pids
 		err := task.Update(ctx, containerd.WithResources(&specs.LinuxResources{
 			Memory: &specs.LinuxMemory{Limit: &l},
 			CPU:    &specs.LinuxCPU{Quota: &q, Period: &p},
+			Pids:   &specs.LinuxPids{Limit: &n},
 		}))
 		if err != nil {
 			t.Fatalf("update: %v", err)
 		}
-		if got := readCgroupInt(t, memDir, "memory.limit_in_bytes"); got != limit {
-			t.Errorf("%s/memory.limit_in_bytes = %d after the update, want %d", memDir, got, limit)
+		if got := cg.memoryLimit(t); got != limit {
+			t.Errorf("memory limit %d after the update, want %d", got, limit)
 		}
-		if got := readCgroupInt(t, cpuDir, "cpu.cfs_quota_us"); got != quota {
-			t.Errorf("%s/cpu.cfs_quota_us = %d after the update, want %d", cpuDir, got, quota)
+		if cg.v2 {
+			if got, want := cg.read(t, "cpu", "", "cpu.max"), fmt.Sprintf("%d %d", quota, period); got != want {
+				t.Errorf("cpu.max %q after the update, want %q", got, want)
+			}
+		} else {
+			if got := cg.readInt(t, "cpu", "cpu.cfs_quota_us", ""); got != quota {
+				t.Errorf("cpu.cfs_quota_us = %d after the update, want %d", got, quota)
+			}
+			if got := cg.readInt(t, "cpu", "cpu.cfs_period_us", ""); got != int64(period) {
+				t.Errorf("cpu.cfs_period_us = %d after the update, want %d", got, period)
+			}
 		}
-		if got := readCgroupInt(t, cpuDir, "cpu.cfs_period_us"); got != int64(period) {
-			t.Errorf("%s/cpu.cfs_period_us = %d after the update, want %d", cpuDir, got, period)
+		if got := cg.readInt(t, "pids", "pids.max", "pids.max"); got != pids {
+			t.Errorf("pids.max = %d after the update, want %d", got, pids)
 		}
 		expectRunning(t, ctx, task, "after the update")
 	})
 }
 
-// Stats: `ctr task metrics` prints memory, cpu and pids rows; the Go client gets cgroup v1
-// metrics that decode, with memory in use and at least one pid.
+// Stats: `ctr task metrics` prints memory, cpu and pids rows; the Go client gets the
+// metrics of the host's cgroup version (io.containerd.cgroups.v1.Metrics or .v2.Metrics),
+// and their numbers agree with the cgroup's files read in the same test. On v2 they also
+// carry memory.events counters, hugetlb per page size, and PSI pressure (cpu, memory, io;
+// some and full) where the kernel has it.
 func TestMetrics(t *testing.T) {
-	requireCgroupV1(t)
 	forEachFlavor(t, func(t *testing.T, d *harness.Daemon) {
 		ctx, _ := d.NewNamespace(t)
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -125,8 +89,9 @@ func TestMetrics(t *testing.T) {
 		const id = "m1"
 		ctr := newContainer(t, ctx, d, id, loopArgs)
 		task, _ := startTask(t, ctx, ctr, cio.NullIO)
+		cg := cgroupOf(t, task.Pid())
 
-		// Both ctr versions print a table of "METRIC VALUE" rows for v1 metrics.
+		// ctr prints a table of "METRIC VALUE" rows, named after v1's or v2's files.
 		out := ctrOK(t, ctx, d, "task", "metrics", id)
 		rows := map[string]string{}
 		for _, line := range strings.Split(out, "\n") {
@@ -134,7 +99,11 @@ func TestMetrics(t *testing.T) {
 				rows[f[0]] = f[1]
 			}
 		}
-		for _, name := range []string{"memory.usage_in_bytes", "cpuacct.usage", "pids.current"} {
+		names := []string{"memory.usage_in_bytes", "cpuacct.usage", "pids.current"}
+		if cg.v2 {
+			names = []string{"memory.usage", "cpu.usage_usec", "pids.current"}
+		}
+		for _, name := range names {
 			v, err := strconv.ParseInt(rows[name], 10, 64)
 			if err != nil || v < 1 {
 				t.Errorf("ctr task metrics: row %s = %q, want a positive number; output:\n%s", name, rows[name], out)
@@ -145,64 +114,168 @@ func TestMetrics(t *testing.T) {
 		if err != nil {
 			t.Fatalf("metrics: %v", err)
 		}
-		const wantURL = "io.containerd.cgroups.v1.Metrics"
+		wantURL := "io.containerd.cgroups.v1.Metrics"
+		if cg.v2 {
+			wantURL = "io.containerd.cgroups.v2.Metrics"
+		}
 		if url := m.GetData().GetTypeUrl(); url != wantURL {
 			t.Fatalf("metrics type %q, want %q", url, wantURL)
 		}
-		var s stats.Metrics
+		pidsNow := cg.readInt(t, "pids", "pids.current", "pids.current")
+		if !cg.v2 {
+			var s v1stats.Metrics
+			if err := proto.Unmarshal(m.GetData().GetValue(), &s); err != nil {
+				t.Fatalf("decode %s: %v", wantURL, err)
+			}
+			if s.GetMemory().GetUsage().GetUsage() == 0 {
+				t.Errorf("memory usage 0 in %v", s.GetMemory())
+			}
+			if got := int64(s.GetPids().GetCurrent()); got != pidsNow {
+				t.Errorf("pids.current %d, the file says %d", got, pidsNow)
+			}
+			return
+		}
+		var s v2stats.Metrics
 		if err := proto.Unmarshal(m.GetData().GetValue(), &s); err != nil {
 			t.Fatalf("decode %s: %v", wantURL, err)
 		}
-		if s.GetMemory().GetUsage().GetUsage() == 0 {
-			t.Errorf("memory usage 0 in %v", s.GetMemory())
-		}
-		if s.GetPids().GetCurrent() < 1 {
-			t.Errorf("pids.current %d, want >= 1", s.GetPids().GetCurrent())
-		}
+		checkV2Metrics(t, cg, &s)
 	})
+}
+
+// checkV2Metrics compares v2 metrics with the cgroup's files read right after them:
+// counters that only grow may have grown since, gauges must be in a sane range.
+func checkV2Metrics(t *testing.T, cg cgroupFS, s *v2stats.Metrics) {
+	t.Helper()
+	if got, file := int64(s.GetPids().GetCurrent()), cg.readInt(t, "pids", "", "pids.current"); got < 1 || got != file {
+		t.Errorf("pids.current %d, the file says %d", got, file)
+	}
+	usage, file := s.GetCPU().GetUsageUsec(), uint64(fileKV(t, cg, "cpu.stat")["usage_usec"])
+	if usage == 0 || usage > file {
+		t.Errorf("cpu usage_usec %d, want positive and at most the file's later %d", usage, file)
+	}
+	if got, file := s.GetMemory().GetUsage(), cg.readInt(t, "memory", "", "memory.current"); got == 0 || math.Abs(float64(got)-float64(file)) > 4<<20 {
+		t.Errorf("memory usage %d, memory.current says %d", got, file)
+	}
+	if got, file := s.GetMemory().GetAnon(), fileKV(t, cg, "memory.stat")["anon"]; got == 0 || math.Abs(float64(got)-float64(file)) > 4<<20 {
+		t.Errorf("memory anon %d, memory.stat says %d", got, file)
+	}
+	ev := fileKV(t, cg, "memory.events")
+	if e := s.GetMemoryEvents(); e == nil || int64(e.GetOomKill()) != ev["oom_kill"] || int64(e.GetMax()) != ev["max"] {
+		t.Errorf("memory events %v, memory.events says %v", s.GetMemoryEvents(), ev)
+	}
+	hugetlb, _ := filepath.Glob(filepath.Join(cg.dir("hugetlb"), "hugetlb.*[^d].current"))
+	var sizes []string
+	for _, f := range hugetlb {
+		if size := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(f), "hugetlb."), ".current"); !strings.Contains(size, ".") {
+			sizes = append(sizes, size)
+		}
+	}
+	var got []string
+	for _, h := range s.GetHugetlb() {
+		got = append(got, h.GetPagesize())
+	}
+	slices.Sort(sizes)
+	slices.Sort(got)
+	if !slices.Equal(got, sizes) {
+		t.Errorf("hugetlb page sizes %v, the cgroup has %v", got, sizes)
+	}
+	for name, psi := range map[string]*v2stats.PSIStats{"cpu": s.GetCPU().GetPSI(), "memory": s.GetMemory().GetPSI(), "io": s.GetIo().GetPSI()} {
+		data, err := os.ReadFile(filepath.Join(cg.dir(""), name+".pressure"))
+		if err != nil {
+			if psi != nil {
+				t.Errorf("%s PSI %v, but %s.pressure cannot be read: %v", name, psi, name, err)
+			}
+			continue
+		}
+		if psi.GetSome() == nil || psi.GetFull() == nil {
+			t.Errorf("%s PSI %v, want some and full (%s.pressure: %q)", name, psi, name, data)
+			continue
+		}
+		for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+			f := strings.Fields(line)
+			total, _ := strconv.ParseUint(strings.TrimPrefix(f[len(f)-1], "total="), 10, 64)
+			p := psi.GetSome()
+			if f[0] == "full" {
+				p = psi.GetFull()
+			}
+			if p.GetTotal() > total {
+				t.Errorf("%s PSI %s total %d, more than the file's later %d", name, f[0], p.GetTotal(), total)
+			}
+		}
+	}
+}
+
+// fileKV reads a v2 "key value" file of the cgroup.
+func fileKV(t *testing.T, cg cgroupFS, name string) map[string]int64 {
+	t.Helper()
+	out := map[string]int64{}
+	for _, line := range strings.Split(cg.read(t, "", "", name), "\n") {
+		if k, v, ok := strings.Cut(line, " "); ok {
+			out[k], _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return out
 }
 
 // memoryHogArgs make a container allocate memory until something stops it.
 var memoryHogArgs = []string{"sh", "-c", `x=aaaaaaaa; while :; do x="$x$x"; done`}
 
-// OOM: a container that allocates past its 32 MiB limit is killed (137) and /tasks/oom is
-// published before its /tasks/exit.
+// OOM: a container that allocates past its own limit is killed (137), /tasks/oom is
+// published before its /tasks/exit, and the shim says the container's own limit was hit.
+// Two shapes of limit: memory only (ctr run --memory-limit), and memory with memory+swap
+// equal to it (what kubelet sets; on v1 it leaves no failcnt behind, see cgroup/oomscope.go).
 func TestOOMKill(t *testing.T) {
-	requireCgroupV1(t)
 	forEachFlavor(t, func(t *testing.T, d *harness.Daemon) {
-		ctx, ns := d.NewNamespace(t)
-		ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		defer cancel()
-		const id = "oom1"
-		evs := subscribeTaskEvents(t, ctx, d, ns)
-		ctr := newContainer(t, ctx, d, id, memoryHogArgs,
-			oci.WithMemoryLimit(32<<20))
-		_, statusC := startTask(t, ctx, ctr, cio.NullIO)
-		if code := exitCode(t, ctx, statusC); code != 137 {
-			t.Errorf("exit status %d, want 137 (SIGKILL by the OOM killer)", code)
+		for _, shape := range []struct {
+			name string
+			opts []oci.SpecOpts
+		}{
+			{"memory", []oci.SpecOpts{oci.WithMemoryLimit(32 << 20)}},
+			{"memory-and-swap", []oci.SpecOpts{oci.WithMemoryLimit(15 << 20), oci.WithMemorySwap(15 << 20)}},
+		} {
+			t.Run(shape.name, func(t *testing.T) {
+				ctx, ns := d.NewNamespace(t)
+				ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+				defer cancel()
+				const id = "oom1"
+				evs := subscribeTaskEvents(t, ctx, d, ns)
+				ctr := newContainer(t, ctx, d, id, memoryHogArgs, shape.opts...)
+				_, statusC := startTask(t, ctx, ctr, cio.NullIO)
+				if code := exitCode(t, ctx, statusC); code != 137 {
+					t.Errorf("exit status %d, want 137 (SIGKILL by the OOM killer)", code)
+				}
+				expectOOMBeforeExit(t, evs, id)
+				expectOOMScope(t, d, ns, id, "container")
+			})
 		}
-		got := evs.collect(t, 10*time.Second, "/tasks/exit", func(e taskEvent) bool { return e.Topic == "/tasks/exit" })
-		oomAt := -1
-		for i, e := range got {
-			switch x := e.Event.(type) {
-			case *apievents.TaskOOM:
-				if x.ContainerID != id {
-					t.Errorf("/tasks/oom: container %q, want %q", x.ContainerID, id)
-				}
-				if oomAt < 0 {
-					oomAt = i
-				}
-			case *apievents.TaskExit:
-				if x.ContainerID != id || x.ID != id || x.ExitStatus != 137 {
-					t.Errorf("/tasks/exit: container %q id %q status %d, want %q %q 137", x.ContainerID, x.ID, x.ExitStatus, id, id)
-				}
+	})
+}
+
+// expectOOMBeforeExit collects events up to /tasks/exit and checks that /tasks/oom of
+// container id came first, and that the exit says 137.
+func expectOOMBeforeExit(t *testing.T, evs *eventStream, id string) {
+	t.Helper()
+	got := evs.collect(t, 10*time.Second, "/tasks/exit", func(e taskEvent) bool { return e.Topic == "/tasks/exit" })
+	oomAt := -1
+	for i, e := range got {
+		switch x := e.Event.(type) {
+		case *apievents.TaskOOM:
+			if x.ContainerID != id {
+				t.Errorf("/tasks/oom: container %q, want %q", x.ContainerID, id)
+			}
+			if oomAt < 0 {
+				oomAt = i
+			}
+		case *apievents.TaskExit:
+			if x.ContainerID != id || x.ID != id || x.ExitStatus != 137 {
+				t.Errorf("/tasks/exit: container %q id %q status %d, want %q %q 137", x.ContainerID, x.ID, x.ExitStatus, id, id)
 			}
 		}
-		if oomAt < 0 {
-			t.Errorf("no /tasks/oom before /tasks/exit; events %v", got)
-		}
-		expectOOMScope(t, d, ns, id, "container")
-	})
+	}
+	if oomAt < 0 {
+		t.Errorf("no /tasks/oom before /tasks/exit; events %v", got)
+	}
 }
 
 // expectOOMScope checks, through the shim's introspection, that the task saw an OOM kill
@@ -223,41 +296,36 @@ func expectOOMScope(t *testing.T, d *harness.Daemon, ns, id, scope string) {
 	t.Errorf("introspection does not list %s", id)
 }
 
-// OOM under a parent's limit: the container has no memory limit of its own, but its cgroup
-// sits under a parent limited to 32 MiB (as a pod's or kubepods' cgroup would be). It is
-// OOM-killed (137, /tasks/oom before /tasks/exit), and the shim reports that the limit hit
-// was an ancestor's, not the container's.
+// OOM under a parent's limit: the container's cgroup sits under a parent limited to 32 MiB
+// (as a pod's or kubepods' cgroup would be). It is OOM-killed (137, /tasks/oom before
+// /tasks/exit), and the shim reports that the limit hit was an ancestor's, not the
+// container's: with no limit of its own, and with a 64 MiB one it never reaches.
 func TestOOMKillByParentCgroup(t *testing.T) {
-	requireCgroupV1(t)
 	forEachFlavor(t, func(t *testing.T, d *harness.Daemon) {
-		parent := "/ex-oomp-" + harness.RandID(8)
-		if err := os.Mkdir(filepath.Join(cgroupV1Root, "memory", parent), 0o755); err != nil {
-			t.Fatal(err)
+		for _, shape := range []struct {
+			name string
+			opts []oci.SpecOpts
+		}{
+			{"unlimited", nil},
+			{"own-limit-above", []oci.SpecOpts{oci.WithMemoryLimit(64 << 20), oci.WithMemorySwap(64 << 20)}},
+		} {
+			t.Run(shape.name, func(t *testing.T) {
+				parent := "/ex-oomp-" + harness.RandID(8)
+				// Registered before the namespace, so it is removed after the container.
+				newParentCgroup(t, parent, 32<<20)
+				ctx, ns := d.NewNamespace(t)
+				ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+				defer cancel()
+				const id = "oom2"
+				evs := subscribeTaskEvents(t, ctx, d, ns)
+				ctr := newContainer(t, ctx, d, id, memoryHogArgs, append(shape.opts, oci.WithCgroup(parent+"/"+id))...)
+				_, statusC := startTask(t, ctx, ctr, cio.NullIO)
+				if code := exitCode(t, ctx, statusC); code != 137 {
+					t.Errorf("exit status %d, want 137 (SIGKILL by the OOM killer)", code)
+				}
+				expectOOMBeforeExit(t, evs, id)
+				expectOOMScope(t, d, ns, id, "ancestor")
+			})
 		}
-		// Registered before the namespace, so it runs after the container is gone.
-		t.Cleanup(func() {
-			if err := harness.RemoveCgroup(parent); err != nil {
-				t.Errorf("remove parent cgroup %s: %v", parent, err)
-			}
-		})
-		if err := os.WriteFile(filepath.Join(cgroupV1Root, "memory", parent, "memory.limit_in_bytes"), []byte("33554432"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		ctx, ns := d.NewNamespace(t)
-		ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		defer cancel()
-		const id = "oom2"
-		evs := subscribeTaskEvents(t, ctx, d, ns)
-		ctr := newContainer(t, ctx, d, id, memoryHogArgs,
-			oci.WithCgroup(parent+"/"+id))
-		_, statusC := startTask(t, ctx, ctr, cio.NullIO)
-		if code := exitCode(t, ctx, statusC); code != 137 {
-			t.Errorf("exit status %d, want 137 (SIGKILL by the OOM killer)", code)
-		}
-		got := evs.collect(t, 10*time.Second, "/tasks/exit", func(e taskEvent) bool { return e.Topic == "/tasks/exit" })
-		if !slices.ContainsFunc(got, func(e taskEvent) bool { return e.Topic == "/tasks/oom" }) {
-			t.Errorf("events %v, want /tasks/oom before /tasks/exit", got)
-		}
-		expectOOMScope(t, d, ns, id, "ancestor")
 	})
 }

@@ -111,10 +111,10 @@ type Container struct {
 	execs        map[string]*Process
 	runningExecs int
 	initReaped   bool
-	oomSeen      uint64 // OOM kills already reported (or present at create)
-	oomAtCreate  uint64 // OOM kills the cgroup had already counted at create
-	limitHits    uint64 // the cgroup's own-limit counter at the last OOM (or at create)
-	oomScope     string // where the last reported OOM kill's limit was hit
+	oomSeen      uint64            // OOM kills already reported (or present at create)
+	oomAtCreate  uint64            // OOM kills the cgroup had already counted at create
+	limitMarks   cgroup.LimitMarks // the cgroup's own-limit counters at the last OOM (or at create)
+	oomScope     string            // where the last reported OOM kill's limit was hit
 }
 
 // Create mounts the rootfs, opens stdio and has the runtime create the
@@ -241,7 +241,7 @@ func (c *Container) watchCgroup(pid int) {
 	c.cg = cg
 	c.oomSeen, _ = cg.OOMKills()
 	c.oomAtCreate = c.oomSeen
-	c.limitHits, _ = cg.LimitHits()
+	c.limitMarks = cg.LimitMarks()
 	if c.events.OOM == nil {
 		return
 	}
@@ -291,11 +291,7 @@ func (c *Container) reportOOM(notified bool) {
 // event cannot say, and "OOMKilled" under a pod or node limit is a different
 // problem from one under the container's limit. Called with c.mu held.
 func (c *Container) noteOOMScope() {
-	c.oomScope = cgroup.OOMScopeAncestor
-	if hits, err := c.cg.LimitHits(); err == nil && hits > c.limitHits {
-		c.limitHits = hits
-		c.oomScope = cgroup.OOMScopeContainer
-	}
+	c.oomScope, c.limitMarks = c.cg.OOMScope(c.limitMarks)
 	slog.Warn("OOM kill in container", "container", c.ID, "limit", c.oomScope, "kills", c.oomSeen)
 }
 

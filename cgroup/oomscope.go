@@ -1,0 +1,96 @@
+package cgroup
+
+import (
+	"path/filepath"
+	"strings"
+)
+
+// Where the memory limit behind an OOM kill was reached.
+const (
+	// OOMScopeContainer: the container's own cgroup hit its limit.
+	OOMScopeContainer = "container"
+	// OOMScopeAncestor: a cgroup above it did (a pod's, or the node's
+	// allocatable limit on kubepods), while the container was within its own.
+	OOMScopeAncestor = "ancestor"
+)
+
+// limitSlack is how far below its limit a cgroup's peak usage may stay when
+// the limit is what failed a charge: the kernel retries a failed batch charge
+// page by page, so the last charge that fit leaves less than a batch (64
+// pages) free.
+const limitSlack = 64 * 4096
+
+// LimitMarks is what the kernel counts about a cgroup's own memory limit,
+// taken when a container is created and after each OOM kill; OOMScope
+// compares two of them to tell whose limit an OOM kill came from.
+type LimitMarks struct {
+	// v2: memory.events.local "oom" (memory.events on kernels without .local):
+	// charges that failed on this cgroup's own memory.max. v1: memory.failcnt,
+	// which counts failures of this cgroup's own memory limit (not its
+	// descendants'); memory.memsw.failcnt is not counted by kernels since 6.x.
+	ownFailures uint64
+	// v1 only: the cgroup's peak usage (memory or memory+swap) reached its own
+	// limit. With memory and memory+swap limits equal (what kubelet sets), the
+	// memory+swap counter fails first and neither failcnt moves: the peak is
+	// the only trace the limit leaves.
+	atLimit bool
+	// v1 only: memory.failcnt of every ancestor up to the hierarchy's root.
+	ancestors map[string]uint64
+}
+
+// LimitMarks reads the cgroup's limit counters. Files that cannot be read
+// count as zero: a removed cgroup has no OOM kill to explain.
+func (c *Cgroup) LimitMarks() LimitMarks {
+	dir := c.dir("memory")
+	if c.V2 {
+		kv, err := readKV(filepath.Join(dir, "memory.events.local"))
+		if err != nil {
+			kv, _ = readKV(filepath.Join(dir, "memory.events"))
+		}
+		return LimitMarks{ownFailures: kv["oom"]}
+	}
+	m := LimitMarks{ancestors: map[string]uint64{}}
+	m.ownFailures, _ = readUint(filepath.Join(dir, "memory.failcnt"))
+	m.atLimit = peakAtLimit(dir, "memory") || peakAtLimit(dir, "memory.memsw")
+	top := filepath.Join(c.root, "memory")
+	for d := filepath.Dir(dir); strings.HasPrefix(d, top+"/"); d = filepath.Dir(d) {
+		m.ancestors[d], _ = readUint(filepath.Join(d, "memory.failcnt"))
+	}
+	return m
+}
+
+// peakAtLimit reports whether a v1 counter (prefix "memory" or
+// "memory.memsw") has a limit and its peak usage came within limitSlack of it.
+func peakAtLimit(dir, prefix string) bool {
+	limit, err1 := readUint(filepath.Join(dir, prefix+".limit_in_bytes"))
+	peak, err2 := readUint(filepath.Join(dir, prefix+".max_usage_in_bytes"))
+	// An unset v1 limit reads as a huge page-aligned number, not "max".
+	const unlimited = 1 << 62
+	return err1 == nil && err2 == nil && limit < unlimited && peak+limitSlack >= limit
+}
+
+// OOMScope tells whose limit the OOM kill seen since prev came from, and
+// returns the marks to compare the next one with. v2 counts it exactly. v1
+// decides, in order: the cgroup's own failcnt grew (its memory limit); an
+// ancestor's grew (a pod's or kubepods' limit); the cgroup's peak reached its
+// own limit for the first time (its memory+swap limit, which no counter
+// records); the peak was already there and nothing above moved (most likely
+// its own limit again).
+func (c *Cgroup) OOMScope(prev LimitMarks) (string, LimitMarks) {
+	now := c.LimitMarks()
+	if now.ownFailures > prev.ownFailures {
+		return OOMScopeContainer, now
+	}
+	if c.V2 {
+		return OOMScopeAncestor, now
+	}
+	for d, n := range now.ancestors {
+		if n > prev.ancestors[d] {
+			return OOMScopeAncestor, now
+		}
+	}
+	if now.atLimit {
+		return OOMScopeContainer, now
+	}
+	return OOMScopeAncestor, now
+}

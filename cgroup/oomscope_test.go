@@ -1,0 +1,92 @@
+package cgroup
+
+import (
+	"fmt"
+	"path/filepath"
+	"testing"
+)
+
+// The counters each shape of OOM kill leaves, as measured on real kernels
+// (v1 on 6.x: a memory+swap limit equal to the memory limit moves neither
+// failcnt; only the peak usage shows the limit was reached).
+func TestOOMScopeV1(t *testing.T) {
+	const limit = 15 << 20
+	unlimited := "9223372036854771712"
+	type counters struct{ failcnt, peak, memswLimit, memswPeak, podFailcnt string }
+	for _, c := range []struct {
+		name          string
+		before, after counters
+		want          string
+	}{
+		{"own memory limit", counters{"0", "0", unlimited, "0", "0"}, counters{"134", fmt.Sprint(limit), unlimited, fmt.Sprint(limit + 4096), "0"}, OOMScopeContainer},
+		{"own memory and memsw limits equal (kubelet)", counters{"0", "0", fmt.Sprint(limit), "0", "0"}, counters{"0", fmt.Sprint(limit), fmt.Sprint(limit), fmt.Sprint(limit), "0"}, OOMScopeContainer},
+		{"pod limit, container unlimited", counters{"0", "0", unlimited, "0", "3"}, counters{"0", "30000000", unlimited, "30000000", "90"}, OOMScopeAncestor},
+		{"pod limit, container below its own", counters{"0", "0", fmt.Sprint(limit), "0", "0"}, counters{"0", "8000000", fmt.Sprint(limit), "8000000", "12"}, OOMScopeAncestor},
+		{"own limit again (peak already there)", counters{"0", fmt.Sprint(limit), fmt.Sprint(limit), fmt.Sprint(limit), "0"}, counters{"0", fmt.Sprint(limit), fmt.Sprint(limit), fmt.Sprint(limit), "0"}, OOMScopeContainer},
+		{"no limit anywhere moved (node OOM)", counters{"0", "0", unlimited, "0", "0"}, counters{"0", "5000000", unlimited, "5000000", "0"}, OOMScopeAncestor},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			root := t.TempDir()
+			cg, err := Parse(root, []byte("9:memory:/kubepods/pod1/c1\n"), false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pod := filepath.Join(root, "memory/kubepods/pod1")
+			dir := filepath.Join(pod, "c1")
+			set := func(k counters) {
+				memLimit := unlimited
+				if k.memswLimit != unlimited {
+					memLimit = k.memswLimit
+				} else if c.want == OOMScopeContainer {
+					memLimit = fmt.Sprint(limit)
+				}
+				write(t, dir, "memory.limit_in_bytes", memLimit+"\n")
+				write(t, dir, "memory.failcnt", k.failcnt+"\n")
+				write(t, dir, "memory.max_usage_in_bytes", k.peak+"\n")
+				write(t, dir, "memory.memsw.limit_in_bytes", k.memswLimit+"\n")
+				write(t, dir, "memory.memsw.max_usage_in_bytes", k.memswPeak+"\n")
+				write(t, dir, "memory.memsw.failcnt", "0\n")
+				write(t, pod, "memory.failcnt", k.podFailcnt+"\n")
+				write(t, filepath.Join(root, "memory/kubepods"), "memory.failcnt", "0\n")
+			}
+			set(c.before)
+			marks := cg.LimitMarks()
+			set(c.after)
+			if got, _ := cg.OOMScope(marks); got != c.want {
+				t.Errorf("scope %q, want %q", got, c.want)
+			}
+		})
+	}
+}
+
+func TestOOMScopeV2(t *testing.T) {
+	root := t.TempDir()
+	write(t, root, "cgroup.controllers", "memory\n")
+	cg, err := Parse(root, []byte("0::/kubepods/pod1/c1\n"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := filepath.Join(root, "kubepods/pod1/c1")
+	// Without memory.events.local, memory.events "oom" stands in.
+	write(t, d, "memory.events", "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n")
+	marks := cg.LimitMarks()
+	write(t, d, "memory.events", "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n")
+	scope, marks := cg.OOMScope(marks)
+	if scope != OOMScopeContainer {
+		t.Errorf("own limit (memory.events oom grew): %q", scope)
+	}
+	// memory.events.local "oom" is the cgroup's own; memory.events also
+	// counts descendants' and ancestors' pressure seen here.
+	write(t, d, "memory.events.local", "low 0\nhigh 0\nmax 0\noom 0\noom_kill 1\n")
+	marks = cg.LimitMarks()
+	write(t, d, "memory.events", "low 0\nhigh 0\nmax 4\noom 2\noom_kill 2\n")
+	write(t, d, "memory.events.local", "low 0\nhigh 0\nmax 0\noom 0\noom_kill 2\n")
+	if scope, _ := cg.OOMScope(marks); scope != OOMScopeAncestor {
+		t.Errorf("a parent's limit (memory.events.local oom unchanged): %q", scope)
+	}
+	marks = cg.LimitMarks()
+	write(t, d, "memory.events.local", "low 0\nhigh 0\nmax 2\noom 1\noom_kill 3\n")
+	if scope, _ := cg.OOMScope(marks); scope != OOMScopeContainer {
+		t.Errorf("own limit (memory.events.local oom grew): %q", scope)
+	}
+}
