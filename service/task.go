@@ -196,7 +196,9 @@ func (s *Service) Kill(ctx context.Context, r *taskapi.KillRequest) (*emptypb.Em
 	if err != nil {
 		return nil, err
 	}
-	if r.Signal == 0 || r.Signal > 64 {
+	// Signal 0 is kill(2)'s existence probe: nothing is delivered, a gone
+	// process is NotFound (the stock shim passes it to runc the same way).
+	if r.Signal > 64 {
 		return nil, invalidArgument("signal %d is not a valid signal", r.Signal)
 	}
 	if err := p.Kill(ctx, int(r.Signal), r.All); err != nil {

@@ -18,6 +18,10 @@ func TestKill(t *testing.T) {
 		c := env.Run(t, Config{Mode: Bootstrap, Name: "kill9", Args: loopArgs, NullIO: true})
 		ctx := TestContext(t, time.Minute)
 		start(t, ctx, c, "")
+		kill(t, ctx, c, "", 0) // kill(2)'s probe: delivers nothing
+		if st, err := c.Task().State(ctx, &taskv3.StateRequest{ID: c.ID}); err != nil || st.GetStatus().String() != "RUNNING" {
+			t.Errorf("after signal 0: state %v, %v; want RUNNING", st.GetStatus(), err)
+		}
 		kill(t, ctx, c, "", sigKILL)
 		if got := wait(t, ctx, c, "").GetExitStatus(); got != 137 {
 			t.Errorf("exit status after SIGKILL %d, want 137", got)
@@ -27,6 +31,10 @@ func TestKill(t *testing.T) {
 		}
 		_, err := c.Task().Kill(ctx, &taskv3.KillRequest{ID: c.ID, Signal: sigKILL, All: true})
 		expectClass(t, "Kill of an exited init", err, "NotFound")
+		_, err = c.Task().Kill(ctx, &taskv3.KillRequest{ID: c.ID, Signal: 0})
+		expectClass(t, "signal 0 to an exited init", err, "NotFound")
+		_, err = c.Task().Kill(ctx, &taskv3.KillRequest{ID: c.ID, Signal: 65})
+		expectClass(t, "signal 65", err, "InvalidArgument")
 		deleteTask(t, ctx, c, "")
 	})
 	t.Run("sigterm-trapped", func(t *testing.T) {
