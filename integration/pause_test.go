@@ -31,7 +31,7 @@ func lastCount(out string) int {
 }
 
 // Pause/Resume: a paused container makes no progress and is reported PAUSED (Go client and
-// `ctr task ls`); after Resume it counts on from where it stopped. /tasks/paused and
+// `ctr task ls`), its cgroup's freezer says frozen (v1 freezer.state, v2 cgroup.events); after Resume it counts on from where it stopped. /tasks/paused and
 // /tasks/resumed are published.
 func TestPauseResume(t *testing.T) {
 	forEachFlavor(t, func(t *testing.T, d *harness.Daemon) {
@@ -55,6 +55,10 @@ func TestPauseResume(t *testing.T) {
 		if row := ctrTaskList(t, ctx, d)[id]; row.Status != "PAUSED" {
 			t.Errorf("ctr task ls after Pause: %q, want PAUSED", row.Status)
 		}
+		cg := cgroupOf(t, task.Pid())
+		if got := frozenState(t, cg); got != "frozen" {
+			t.Errorf("cgroup freezer after Pause: %s, want frozen", got)
+		}
 		// What was on its way through the FIFOs when the cgroup froze still arrives; after that
 		// the count must stand still.
 		time.Sleep(200 * time.Millisecond)
@@ -68,6 +72,9 @@ func TestPauseResume(t *testing.T) {
 			t.Fatalf("resume: %v", err)
 		}
 		expectRunning(t, ctx, task, "after Resume")
+		if got := frozenState(t, cg); got != "thawed" {
+			t.Errorf("cgroup freezer after Resume: %s, want thawed", got)
+		}
 		if row := ctrTaskList(t, ctx, d)[id]; row.Status != "RUNNING" {
 			t.Errorf("ctr task ls after Resume: %q, want RUNNING", row.Status)
 		}
@@ -106,4 +113,23 @@ func checkContiguous(t *testing.T, out string) {
 			return
 		}
 	}
+}
+
+// frozenState reads the cgroup's freezer: v1 freezer.state (FROZEN, THAWED), v2
+// cgroup.events "frozen 0|1" (what cgroup.freeze has achieved, not only asked for).
+func frozenState(t *testing.T, cg cgroupFS) string {
+	t.Helper()
+	if !cg.v2 {
+		return strings.ToLower(cg.read(t, "freezer", "freezer.state", ""))
+	}
+	for _, line := range strings.Split(cg.read(t, "", "", "cgroup.events"), "\n") {
+		switch line {
+		case "frozen 1":
+			return "frozen"
+		case "frozen 0":
+			return "thawed"
+		}
+	}
+	t.Fatalf("cgroup.events has no frozen line")
+	return ""
 }
