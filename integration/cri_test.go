@@ -340,6 +340,19 @@ func TestCRIPodLifecycle(t *testing.T) {
 				if r.GetStats().GetCpu() == nil {
 					t.Errorf("ContainerStats: no CPU stats")
 				}
+				// containerd 2.3+ hands the shim's v2 PSI figures on to kubelet.
+				_, psiErr := os.Stat("/proc/pressure/cpu")
+				if cgroupV2() && psiErr == nil && harness.FlavorAtLeast(flavor, "2.3") {
+					st := r.GetStats()
+					for what, psi := range map[string]*runtimeapi.PsiStats{"cpu": st.GetCpu().GetPsi(), "memory": st.GetMemory().GetPsi(), "io": st.GetIo().GetPsi()} {
+						if psi.GetSome() == nil || psi.GetFull() == nil {
+							t.Errorf("ContainerStats: %s PSI %v, want some and full", what, psi)
+						}
+					}
+					if st.GetCpu().GetPsi().GetSome().GetTotal() == 0 {
+						t.Errorf("ContainerStats: cpu PSI some total 0 for a container that has run a while")
+					}
+				}
 			})
 
 			t.Run("oom-killed", func(t *testing.T) {

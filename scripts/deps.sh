@@ -72,18 +72,12 @@ install_containerd() {
 	fi
 	echo "deps: building containerd $v into $dir"
 	local start=$SECONDS
-	case "$v" in
-	v1.*)
-		BUILD_FLAGS="-ldflags=-X=github.com/containerd/containerd/version.Version=$v" \
-			build_module github.com/containerd/containerd "$v" "$dir" \
-			./cmd/containerd ./cmd/ctr ./cmd/containerd-shim-runc-v2
-		;;
-	*)
-		GOBIN="$dir" go install "github.com/containerd/containerd/v2/cmd/containerd@$v" \
-			"github.com/containerd/containerd/v2/cmd/ctr@$v" \
-			"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$v"
-		;;
-	esac
+	local mod=github.com/containerd/containerd
+	case "$v" in v2.*) mod=$mod/v2 ;; esac
+	# Built as the main module: `go install pkg@version` refuses releases whose
+	# go.mod has exclude lines (1.7.x, 2.0.x).
+	BUILD_FLAGS="-ldflags=-X=$mod/version.Version=$v" \
+		build_module "$mod" "$v" "$dir" ./cmd/containerd ./cmd/ctr ./cmd/containerd-shim-runc-v2
 	echo "deps: containerd $v built in $((SECONDS - start)) s"
 }
 
