@@ -3,13 +3,17 @@ package integration
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	apievents "github.com/containerd/containerd/api/events"
+	"github.com/containerd/containerd/api/types/runc/options"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/errdefs"
@@ -53,6 +57,7 @@ func TestCheckpointRestore(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 		atCheckpoint := lastCount(out.String())
 
+		evs := subscribeTaskEvents(t, ctx, d, ns)
 		start := time.Now()
 		cctx, ccancel := context.WithTimeout(ctx, checkpointTimeout)
 		img, err := task.Checkpoint(cctx)
@@ -107,8 +112,13 @@ func TestCheckpointRestore(t *testing.T) {
 			t.Fatalf("checkpoint failed: %v", err)
 		}
 
-		// CRIU works here: restore into a new container, which must count on from the
-		// checkpoint. The original is removed first.
+		// CRIU works here. The checkpoint was announced, and the original (left running, the
+		// client's default) counts on; then a new container restored from the checkpoint
+		// image must count on from the checkpoint. The original is removed first.
+		expectCheckpointedEvent(t, evs, id)
+		waitFor(t, 10*time.Second, "original counting on after the checkpoint", func() bool {
+			return lastCount(out.String()) >= atCheckpoint+3
+		})
 		c := d.Client()
 		defer func() {
 			if err := c.ImageService().Delete(context.WithoutCancel(ctx), img.Name()); err != nil && !errdefs.IsNotFound(err) {
@@ -158,4 +168,96 @@ func hostCRIUProblem(ctx context.Context) string {
 		return ""
 	}
 	return strings.Join(strings.Fields(string(out)), " ")
+}
+
+// expectCheckpointedEvent waits for /tasks/checkpointed of container id.
+func expectCheckpointedEvent(t *testing.T, evs *eventStream, id string) {
+	t.Helper()
+	evs.collect(t, 10*time.Second, "/tasks/checkpointed", func(e taskEvent) bool {
+		cp, ok := e.Event.(*apievents.TaskCheckpointed)
+		return ok && cp.ContainerID == id
+	})
+}
+
+// requireCRIU skips, quoting `criu check`, where CRIU cannot work on this kernel
+// (TestCheckpointRestore proves the shim reports that cleanly); elsewhere, such as the
+// cgroup v2 lane's guest, checkpoint/restore must work.
+func requireCRIU(t *testing.T, ctx context.Context) {
+	t.Helper()
+	if probe := hostCRIUProblem(ctx); probe != "" {
+		t.Skipf("CRIU cannot work on this kernel (`criu check`: %s)", probe)
+	}
+}
+
+// withCheckpointExit makes a task checkpoint stop the task once dumped (CRIU's default is to
+// leave it running; `ctr checkpoint` without --leave-running asks for this).
+func withCheckpointExit(r *containerd.CheckpointTaskInfo) error {
+	if r.Options == nil {
+		r.Options = &options.CheckpointOptions{}
+	}
+	opts, ok := r.Options.(*options.CheckpointOptions)
+	if !ok {
+		return fmt.Errorf("checkpoint options are %T", r.Options)
+	}
+	opts.Exit = true
+	return nil
+}
+
+// Checkpoint to a directory, the exit variant: a counting container is dumped into an image
+// path of the caller's (no checkpoint image in containerd's store) and stops; a new task of
+// the same container restored from that path counts on from the checkpoint, its output
+// keeps flowing, and it ends and is deleted cleanly.
+func TestCheckpointToPathAndExit(t *testing.T) {
+	forEachFlavor(t, func(t *testing.T, d *harness.Daemon) {
+		ctx, ns := d.NewNamespace(t)
+		ctx, cancel := context.WithTimeout(ctx, 2*checkpointTimeout)
+		defer cancel()
+		requireCRIU(t, ctx)
+		const id = "cpx"
+		ctr := newContainer(t, ctx, d, id, countArgs)
+		var out lockedBuffer
+		task, statusC := startTask(t, ctx, ctr, cio.NewCreator(cio.WithStreams(nil, &out, &out), cio.WithFIFODir(d.FIFODir)))
+		waitFor(t, 10*time.Second, "container counting", func() bool { return lastCount(out.String()) >= 3 })
+		evs := subscribeTaskEvents(t, ctx, d, ns)
+
+		images := t.TempDir()
+		cctx, ccancel := context.WithTimeout(ctx, checkpointTimeout)
+		_, err := task.Checkpoint(cctx, containerd.WithCheckpointImagePath(images), withCheckpointExit)
+		ccancel()
+		if err != nil {
+			t.Fatalf("checkpoint to %s: %v", images, err)
+		}
+		expectCheckpointedEvent(t, evs, id)
+		exitCodeWithin(t, ctx, statusC, 10*time.Second) // the dump stopped it
+		waitIO(t, "checkpointed", task.IO())
+		atCheckpoint := lastCount(out.String())
+		if dump, _ := filepath.Glob(filepath.Join(images, "*.img")); len(dump) == 0 {
+			t.Fatalf("no CRIU image files in %s", images)
+		}
+		if _, err := task.Delete(ctx); err != nil {
+			t.Fatalf("delete the checkpointed task: %v", err)
+		}
+
+		var rout lockedBuffer
+		rtask, rstatusC := startTask(t, ctx, ctr, cio.NewCreator(cio.WithStreams(nil, &rout, &rout), cio.WithFIFODir(d.FIFODir)),
+			containerd.WithRestoreImagePath(images))
+		waitFor(t, 10*time.Second, "restored task counting", func() bool { return lastCount(rout.String()) >= atCheckpoint+3 })
+		if first := strings.SplitN(rout.String(), "\n", 2)[0]; first != strconv.Itoa(atCheckpoint+1) {
+			t.Errorf("restored task's first line %q, want %d (the checkpoint was taken at %d)", first, atCheckpoint+1, atCheckpoint)
+		}
+		if err := rtask.Kill(ctx, syscall.SIGKILL); err != nil {
+			t.Fatalf("kill restored: %v", err)
+		}
+		if code := exitCode(t, ctx, rstatusC); code != 137 {
+			t.Errorf("restored task killed: exit code %d, want 137", code)
+		}
+		waitIO(t, "restored", rtask.IO())
+		if _, err := rtask.Delete(ctx); err != nil {
+			t.Errorf("delete restored: %v", err)
+		}
+		if err := ctr.Delete(ctx, containerd.WithSnapshotCleanup); err != nil {
+			t.Errorf("delete container: %v", err)
+		}
+		expectNoLeftovers(t, d, ns, id)
+	})
 }
