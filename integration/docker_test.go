@@ -73,6 +73,7 @@ func TestDocker(t *testing.T) {
 	t.Run("options", e.testOptions)
 	t.Run("lifecycle", e.testLifecycle)
 	t.Run("terminal", e.testTerminal)
+	t.Run("live-restore", e.testLiveRestore)
 	t.Run("churn", e.testChurn)
 }
 
@@ -255,8 +256,10 @@ func (e *dockerEnv) testShim(t *testing.T) {
 			t.Errorf("container %s: containerd started shim %q, want %q", id, path, want)
 		}
 	}
-	if shims := e.d.ShimProcesses(e.k.Namespace, ""); len(shims) != len(ids) {
-		t.Errorf("shims in namespace %s: %v, want one per container (%d)", e.k.Namespace, shims, len(ids))
+	for _, id := range ids {
+		if shims := e.d.ShimProcesses(e.k.Namespace, id); len(shims) != 1 {
+			t.Errorf("shims of container %s: %v, want one", id, shims)
+		}
 	}
 	e.dockerOK(t, ctx, append([]string{"rm", "-f"}, ids...)...)
 	e.expectGone(t, ctx, ids...)
@@ -399,6 +402,82 @@ func dockerUnderPty(t *testing.T, ctx context.Context, k *harness.Docker, ws con
 	}
 	t.Fatalf("docker %s: %v (context: %v); terminal output:\n%s", strings.Join(args, " "), err, ctx.Err(), text)
 	return "", -1
+}
+
+// tickLine is a line of the live-restore container's output.
+var tickLine = regexp.MustCompile(`^tick ([0-9]+)$`)
+
+// dockerTicks parses the container's `docker logs`: the tick numbers in order, and whether
+// they run 1, 2, 3... without a gap, a repeat or another line.
+func dockerTicks(logs string) (last int, contiguous bool) {
+	contiguous = true
+	for _, l := range strings.Split(strings.TrimRight(logs, "\n"), "\n") {
+		if l == "" {
+			continue
+		}
+		m := tickLine.FindStringSubmatch(l)
+		n := -1
+		if m != nil {
+			n, _ = strconv.Atoi(m[1])
+		}
+		if n != last+1 {
+			contiguous = false
+		}
+		last = n
+	}
+	return last, contiguous
+}
+
+// A dockerd restart with live-restore (as after an upgrade of the host's Docker): the
+// container keeps running under the same shim and init, the new dockerd takes its output
+// over where the old one left it (no line lost or repeated), exec works, and the container's
+// exit (docker kill, 137) reaches the new dockerd.
+func (e *dockerEnv) testLiveRestore(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const script = `i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.05; done`
+	id := e.dockerOK(t, ctx, e.runArgs(harness.Runtime(), "-d", e.image, "sh", "-c", script)...)
+	pid := e.inspectPid(t, ctx, id)
+	e.expectShimParent(t, id, pid)
+	st, _ := harness.ReadProcStat(pid)
+	waitFor(t, 10*time.Second, "ticks in docker logs", func() bool {
+		out, _, _ := e.docker(t, ctx, "logs", id)
+		last, _ := dockerTicks(out)
+		return last >= 5
+	})
+
+	if err := e.k.Restart(); err != nil {
+		t.Fatalf("restart dockerd: %v", err)
+	}
+	if got := e.inspect(t, ctx, id, "{{.State.Status}} {{.State.Pid}}"); got != fmt.Sprintf("running %d", pid) {
+		t.Fatalf("after the dockerd restart: status and pid %q, want \"running %d\"", got, pid)
+	}
+	if after, _ := harness.ReadProcStat(pid); after.PPid != st.PPid {
+		t.Errorf("after the dockerd restart the init's parent is %d, was the shim %d", after.PPid, st.PPid)
+	}
+	before, _, _ := e.docker(t, ctx, "logs", id)
+	mark, _ := dockerTicks(before)
+	var logs string
+	waitFor(t, 10*time.Second, "new ticks in docker logs after the restart", func() bool {
+		logs, _, _ = e.docker(t, ctx, "logs", id)
+		last, _ := dockerTicks(logs)
+		return last >= mark+10
+	})
+	if _, ok := dockerTicks(logs); !ok {
+		t.Errorf("docker logs across the dockerd restart are not tick 1, 2, 3... without gaps:\n%s", logs)
+	}
+	if out := e.dockerOK(t, ctx, "exec", id, "echo", "exec-ok"); out != "exec-ok" {
+		t.Errorf("docker exec after the dockerd restart: %q, want \"exec-ok\"", out)
+	}
+	e.dockerOK(t, ctx, "kill", id)
+	waitFor(t, 10*time.Second, "the killed container reported exited", func() bool {
+		return e.inspect(t, ctx, id, "{{.State.Status}}") == "exited"
+	})
+	if code := e.inspect(t, ctx, id, "{{.State.ExitCode}}"); code != "137" {
+		t.Errorf("after docker kill: exit code %s, want 137", code)
+	}
+	e.dockerOK(t, ctx, "rm", id)
+	e.expectGone(t, ctx, id)
 }
 
 // dockerChurnRuns `docker run --rm ... true` in a row, each exiting 0, then nothing is left

@@ -22,7 +22,7 @@ import (
 // private containerd of the harness. Everything of it lives under <containerd Base>/dk/:
 //
 //	dk/docker.sock   the API socket (DOCKER_HOST=unix://...)
-//	dk/daemon.json   registers DockerRuntimeName ("example") with runtimeType Runtime()
+//	dk/daemon.json   registers DockerRuntimeName ("example") with runtimeType Runtime(); live-restore
 //	dk/dockerd.log   dockerd's stdout and stderr
 //	dk/dockerd.pid   --pidfile
 //	dk/root/         --data-root (dockerd bind-mounts it onto itself while it runs)
@@ -168,7 +168,6 @@ func NewDocker(d *Daemon, extra ...DockerRuntime) (_ *Docker, retErr error) {
 		Namespace:  "dk-" + RandID(10),
 		Dockerd:    DockerdPath(),
 		CLI:        DockerCLIPath(),
-		exited:     make(chan struct{}),
 	}
 	if _, err := os.Stat(k.Dockerd); err != nil {
 		return nil, fmt.Errorf("dockerd %s: %w (run scripts/deps-docker.sh)", DockerVersion, err)
@@ -210,7 +209,9 @@ func NewDocker(d *Daemon, extra ...DockerRuntime) (_ *Docker, retErr error) {
 	for _, r := range extra {
 		runtimes[r.Name] = map[string]any{"runtimeType": Runtime(), "options": r.Options}
 	}
-	cfg, err := json.MarshalIndent(map[string]any{"runtimes": runtimes, "debug": true}, "", "  ")
+	// live-restore: containers outlive a dockerd restart (Restart), as production daemons
+	// are often set up; Stop removes them before it stops dockerd all the same.
+	cfg, err := json.MarshalIndent(map[string]any{"runtimes": runtimes, "live-restore": true, "debug": true}, "", "  ")
 	if err != nil {
 		return nil, err
 	}
@@ -222,9 +223,17 @@ func NewDocker(d *Daemon, extra ...DockerRuntime) (_ *Docker, retErr error) {
 		return nil, err
 	}
 
+	if err := k.start(); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// start starts the dockerd process and waits until it answers.
+func (k *Docker) start() error {
 	cmd := exec.Command(k.Dockerd,
 		"--config-file", k.ConfigPath,
-		"--containerd", d.Address,
+		"--containerd", k.Containerd.Address,
 		"--containerd-namespace", k.Namespace,
 		"--containerd-plugins-namespace", k.Namespace+"-plugins",
 		"--data-root", k.DataRoot,
@@ -240,20 +249,50 @@ func NewDocker(d *Daemon, extra ...DockerRuntime) (_ *Docker, retErr error) {
 	cmd.Stdout = k.logFile
 	cmd.Stderr = k.logFile
 	// containerd's PATH, so that `docker info` reports the runc the shims run.
-	cmd.Env = append(filteredEnv("PATH", "DOCKER_HOST", "DOCKER_CONFIG", "NOTIFY_SOCKET", "CONTAINERD_ADDRESS", "CONTAINERD_NAMESPACE"), "PATH="+d.PATH)
+	cmd.Env = append(filteredEnv("PATH", "DOCKER_HOST", "DOCKER_CONFIG", "NOTIFY_SOCKET", "CONTAINERD_ADDRESS", "CONTAINERD_NAMESPACE"), "PATH="+k.Containerd.PATH)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	exited := make(chan struct{})
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", k.Dockerd, err)
+		return fmt.Errorf("start %s: %w", k.Dockerd, err)
 	}
-	k.cmd = cmd
+	k.cmd, k.exited = cmd, exited
 	go func() {
 		k.waitErr = cmd.Wait()
-		close(k.exited)
+		close(exited)
 	}()
-	if err := k.waitServing(); err != nil {
-		return nil, err
+	return k.waitServing()
+}
+
+// Restart stops the dockerd process alone, by its PID (SIGTERM, SIGKILL after
+// DockerStopTimeout), and starts it again with the same configuration. daemon.json sets
+// live-restore, so the containers keep running under their shims meanwhile and the new
+// dockerd takes them over, as after an upgrade of a host's Docker.
+func (k *Docker) Restart() error {
+	k.mu.Lock()
+	stopped := k.stopped
+	k.mu.Unlock()
+	if stopped {
+		return errors.New("dockerd was torn down by Stop")
 	}
-	return k, nil
+	err := k.stopProcess()
+	return errors.Join(err, k.start())
+}
+
+// stopProcess ends the dockerd process by its PID: SIGTERM, SIGKILL after
+// DockerStopTimeout (reported as an error).
+func (k *Docker) stopProcess() error {
+	if k.cmd == nil || k.Exited() {
+		return nil
+	}
+	_ = k.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-k.exited:
+		return nil
+	case <-time.After(DockerStopTimeout):
+	}
+	_ = k.cmd.Process.Kill()
+	<-k.exited
+	return fmt.Errorf("dockerd (pid %d) did not stop on SIGTERM within %v; killed", k.Pid(), DockerStopTimeout)
 }
 
 // waitServing polls dockerd's /_ping until it answers OK.
@@ -458,14 +497,9 @@ func (k *Docker) Stop() error {
 			}
 		}
 		cancel()
-		_ = k.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-k.exited:
-		case <-time.After(DockerStopTimeout):
-			errs = append(errs, fmt.Errorf("dockerd (pid %d) did not stop on SIGTERM within %v; killed", k.Pid(), DockerStopTimeout))
-			_ = k.cmd.Process.Kill()
-			<-k.exited
-		}
+	}
+	if err := k.stopProcess(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := UnmountUnder(k.Dir); err != nil {
 		errs = append(errs, err)
