@@ -32,7 +32,7 @@ deps:
 # The one test command (README, .ci/run): unit tests, then real containers: the full suite under
 # containerd 1.6 and the newest 2.x with Debian's runc 1.1.5 (plus the smoke set under 1.7-2.3,
 # Docker Engine, and the containerd-free harness), then the full suite again with the current runc.
-test: build unit integration integration-runc
+test: deps build unit integration integration-runc
 
 unit: lint
 	$(GO) test -count=1 ./...
