@@ -132,7 +132,7 @@ func TestCompatSmoke(t *testing.T) {
 
 			t.Run("cri-pod", func(t *testing.T) {
 				pod := runCRIPod(t, ctx, d, cri, "smoke-"+harness.RandID(6))
-				runCRIAppToExit(t, ctx, cri, pod, "app", "echo smoke; echo oops >&2; exit 3", 3, []string{"stdout smoke", "stderr oops"})
+				runCRIAppToExit(t, ctx, cri, pod, "app", "echo smoke; sleep 0.3; echo oops >&2; exit 3", 3, []string{"stdout smoke", "stderr oops"})
 				id := createCRIContainer(t, ctx, cri, pod, "runner", loopArgs, nil)
 				startCRIContainer(t, ctx, cri, id, "runner")
 				waitCRIState(t, ctx, cri, id, "runner", runtimeapi.ContainerState_CONTAINER_RUNNING, 10*time.Second)
