@@ -94,6 +94,9 @@ func NewDaemon(flavor string, opts ...DaemonOption) (_ *Daemon, retErr error) {
 		exited:         make(chan struct{}),
 		socketsAtStart: socketsIn(ShimSocketDir),
 	}
+	// $TEST_LEGACY_CGROUPS makes every daemon WithLegacyCgroups: for running a whole
+	// selection under crun 1.8 (TEST_RUNC=/usr/bin/crun), which refuses the hybrid layout.
+	d.variant.legacyCgroups = os.Getenv("TEST_LEGACY_CGROUPS") != ""
 	for _, o := range opts {
 		o(&d.variant)
 	}
