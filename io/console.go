@@ -134,15 +134,22 @@ func (p *Pipes) AttachConsole(cs *Consoles, master *os.File) error {
 
 	go func() {
 		defer p.outputs.Done() // reserved by Open
-		if dst == nil {
+		var out *os.File
+		if dst != nil {
+			out, _ = dst.ready()
+		}
+		if out == nil {
 			discard(ec)
+			if dst != nil {
+				dst.Close()
+			}
 			return
 		}
 		bp := copyBufs.Get().(*[]byte)
 		defer copyBufs.Put(bp)
 		// Reading ends with EIO once every holder of the pty's other side
 		// is gone; whatever the process wrote before is read first.
-		_, _ = stdio.CopyBuffer(countingWriter{dst, &stallPolicy{moved: &p.moved}}, readerOnly{ec}, *bp)
+		_, _ = stdio.CopyBuffer(countingWriter{out, &stallPolicy{moved: &p.moved}}, readerOnly{ec}, *bp)
 		dst.Close()
 	}()
 	if p.stdinReader != nil {

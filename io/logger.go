@@ -100,7 +100,7 @@ func (p *Pipes) openLogger(uri string, env Env) error {
 	}
 	p.rtOut, p.rtErr = outW, errW
 	if p.terminal {
-		p.consoleOut = outW // the pty's output goes to the logger's stdout
+		p.consoleOut = readyFile{outW} // the pty's output goes to the logger's stdout
 		p.rtOut = nil
 	}
 	cmd.ExtraFiles = []*os.File{outR, errR, readyW}

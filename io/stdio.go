@@ -57,12 +57,13 @@ type Pipes struct {
 	paced   []*rateLimiter // file:// logs with rate=, released by Drain and Close
 	// queues are the pipes output waits in (for introspection): the
 	// process's own pipes, and the client's FIFOs.
-	ownQueues, clientQueues []*os.File
+	ownQueues    []*os.File
+	clientQueues []output
 
 	// Terminal processes: the client's stdout waits in consoleOut until the
 	// runtime hands over the pty master; then console relays it.
 	terminal   bool
-	consoleOut *os.File
+	consoleOut output
 	console    *console.EpollConsole
 	consoleEp  *console.Epoller
 
@@ -160,7 +161,7 @@ func (p *Pipes) openStreams(cfg Config) error {
 			*s.rt = w
 			continue
 		}
-		dst, err := openOutput(s.uri, s.name)
+		dst, err := openOutput(s.uri, s.name, p.stallTimeout)
 		if err != nil {
 			return err
 		}
@@ -263,10 +264,10 @@ func (p *Pipes) openTerminal(cfg Config, env Env) error {
 		if err != nil {
 			return fmt.Errorf("stdout: %w", err)
 		}
-		p.consoleOut = dst
+		p.consoleOut = readyFile{dst}
 		p.toClose = append(p.toClose, dst)
 	case cfg.Stdout != "":
-		dst, err := openOutput(cfg.Stdout, "stdout")
+		dst, err := openOutput(cfg.Stdout, "stdout", p.stallTimeout)
 		if err != nil {
 			return err
 		}
@@ -321,10 +322,14 @@ func (p *Pipes) openStdin(path string) error {
 	return nil
 }
 
-func (p *Pipes) startOutput(dst *os.File, stream string) (*os.File, error) {
+func (p *Pipes) startOutput(dst output, stream string) (*os.File, error) {
 	stall := &stallPolicy{stream: stream, timeout: p.stallTimeout, dropped: &p.dropped, moved: &p.moved}
 	w, err := p.startRelay(stream, func(src *os.File) error {
-		_, err := relay(dst, src, stall)
+		out, err := dst.ready()
+		if err != nil {
+			return err
+		}
+		_, err = relay(out, src, stall)
 		return err
 	}, func() { dst.Close() })
 	if err != nil {
@@ -334,9 +339,7 @@ func (p *Pipes) startOutput(dst *os.File, stream string) (*os.File, error) {
 	// After the read end: Close closes newest first, the destination before
 	// the source its relay holds.
 	p.toClose = append(p.toClose, dst)
-	if isPipe(dst) {
-		p.clientQueues = append(p.clientQueues, dst)
-	}
+	p.clientQueues = append(p.clientQueues, dst)
 	return w, nil
 }
 
@@ -355,8 +358,8 @@ func (p *Pipes) Queued() (own, client uint64) {
 	for _, f := range p.ownQueues {
 		own += queuedIn(f)
 	}
-	for _, f := range p.clientQueues {
-		client += queuedIn(f)
+	for _, o := range p.clientQueues {
+		client += o.queued()
 	}
 	return own, client
 }
@@ -470,8 +473,10 @@ func discard(r stdio.Reader) {
 	}
 }
 
-// openOutput opens the client's end of an output stream (FIFO or plain file).
-func openOutput(uri, stream string) (*os.File, error) {
+// openOutput opens the client's end of an output stream: a plain file, or a
+// FIFO written to once a reader is there (see clientFIFO; attachTimeout
+// bounds the wait for one).
+func openOutput(uri, stream string, attachTimeout time.Duration) (output, error) {
 	if strings.Contains(uri, "://") && !strings.HasPrefix(uri, "fifo://") {
 		return nil, fmt.Errorf("%s %q: unsupported stdio scheme: %w", stream, uri, errdefs.ErrNotImplemented)
 	}
@@ -494,15 +499,9 @@ func openOutput(uri, stream string) (*os.File, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: open %s: %w", stream, path, classify(err))
 		}
-		return f, nil
+		return readyFile{f}, nil
 	}
-	// Read-write on a FIFO never blocks and makes the shim a reader too, so
-	// writes never fail with EPIPE while no client is attached.
-	f, err := os.OpenFile(path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open %s fifo: %w", stream, classify(err))
-	}
-	return f, nil
+	return openClientFIFO(path, stream, attachTimeout)
 }
 
 // openLogFile opens (creating it and its directory if needed) a file://

@@ -1,0 +1,161 @@
+package io
+
+import (
+	"errors"
+	"fmt"
+	stdio "io"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// output is where an output relay writes: a plain file, ready at once, or a
+// client's FIFO, ready once a reader is there (clientFIFO).
+type output interface {
+	stdio.Closer
+	// ready waits until the destination can be written to.
+	ready() (*os.File, error)
+	// queued is how many bytes wait in it for the client (FIFOs only).
+	queued() uint64
+}
+
+// readyFile is an output that needs no waiting: a plain file.
+type readyFile struct{ *os.File }
+
+func (f readyFile) ready() (*os.File, error) { return f.File, nil }
+func (f readyFile) queued() uint64           { return 0 }
+
+// clientFIFO is the shim's side of a client's output FIFO.
+//
+// A FIFO keeps what is written to it only while some end is open, and a
+// reader that opens it after every end was closed waits forever for a
+// writer. Clients (containerd's Go client, ctr, CRI) open their reader
+// before they send the request, but in a goroutine of their own, which a
+// busy machine may run late: if the shim wrote a short-lived process's output
+// and closed before that, the client would read nothing and never see the
+// end. So the shim writes only once a client reader is there, as containerd's
+// own shim does by opening for writing in blocking mode, but without holding
+// up the request: the wait runs in the background, and the process's output
+// waits in its pipe meanwhile. Once writing, the shim also holds a reader of
+// its own, so a client that detaches later never makes the relay fail with
+// EPIPE. A client that has not come within attachTimeout is not waited for
+// any longer (the stall policy then decides the output's fate, as for a
+// reader that stopped reading).
+//
+// Locking: mu guards keep and closed; w and err are written once, before
+// opened is closed, and read only after.
+type clientFIFO struct {
+	handle *os.File // O_PATH handle: the FIFO even if its path goes away
+	opened chan struct{}
+	w      *os.File // write end, once a reader is there
+	err    error
+
+	mu     sync.Mutex
+	keep   *os.File // the shim's own reader
+	closed bool
+}
+
+// openClientFIFO starts attaching to the FIFO at path; ready returns its
+// write end. attachTimeout bounds the wait for a reader (negative: no bound).
+func openClientFIFO(path, stream string, attachTimeout time.Duration) (*clientFIFO, error) {
+	h, err := os.OpenFile(path, unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s fifo: %w", stream, classify(err))
+	}
+	f := &clientFIFO{handle: h, opened: make(chan struct{})}
+	// The common case: the client's reader is there already.
+	w, err := os.OpenFile(f.viaHandle(), unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	switch {
+	case err == nil:
+		f.attached(w, nil)
+	case errors.Is(err, unix.ENXIO): // no reader yet
+		go f.awaitReader(attachTimeout)
+	default:
+		h.Close()
+		return nil, fmt.Errorf("open %s fifo: %w", stream, classify(err))
+	}
+	return f, nil
+}
+
+// viaHandle names the FIFO through the handle, so a path that was removed
+// or replaced meanwhile cannot make the shim wait on the wrong file.
+func (f *clientFIFO) viaHandle() string { return fmt.Sprintf("/proc/self/fd/%d", f.handle.Fd()) }
+
+// awaitReader opens the write end in blocking mode, which returns when a
+// reader opens the FIFO: the client's, or the shim's own after the timeout
+// or Close (holdOpen).
+func (f *clientFIFO) awaitReader(attachTimeout time.Duration) {
+	if attachTimeout > 0 { // negative: until a client comes or Close
+		timer := time.AfterFunc(attachTimeout, f.holdOpen)
+		defer timer.Stop()
+	}
+	w, err := os.OpenFile(f.viaHandle(), unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	f.attached(w, err)
+}
+
+// attached records the write end and adds the shim's own reader.
+func (f *clientFIFO) attached(w *os.File, err error) {
+	if err == nil {
+		f.holdOpen()
+		f.mu.Lock()
+		if f.closed {
+			w.Close()
+			err = os.ErrClosed
+		}
+		f.mu.Unlock()
+	}
+	if err == nil {
+		f.w = w
+	} else {
+		f.err = fmt.Errorf("open fifo for writing: %w", err)
+	}
+	close(f.opened)
+}
+
+// holdOpen opens the shim's own reader (once). A writer waiting in open
+// returns at that moment.
+func (f *clientFIFO) holdOpen() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.keep == nil {
+		f.keep, _ = os.OpenFile(f.viaHandle(), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	}
+}
+
+func (f *clientFIFO) ready() (*os.File, error) {
+	<-f.opened
+	return f.w, f.err
+}
+
+func (f *clientFIFO) queued() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.keep == nil || f.closed {
+		return 0
+	}
+	return queuedIn(f.keep)
+}
+
+// Close stops waiting for a reader and closes the shim's ends. Idempotent.
+func (f *clientFIFO) Close() error {
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		return nil
+	}
+	f.closed = true
+	f.mu.Unlock()
+	f.holdOpen() // ends a wait in awaitReader
+	<-f.opened
+	if f.w != nil {
+		f.w.Close()
+	}
+	f.mu.Lock()
+	if f.keep != nil {
+		f.keep.Close()
+	}
+	f.mu.Unlock()
+	return f.handle.Close()
+}

@@ -1,0 +1,98 @@
+package io
+
+import (
+	"bytes"
+	stdio "io"
+	"os"
+	"testing"
+	"time"
+)
+
+// clientReads opens path for reading in blocking mode, as a client's FIFO
+// library does in its own goroutine, and returns everything read until end
+// of file; it fails the test if that does not happen within timeout (a
+// reader that opened after the shim closed would wait forever).
+func clientReads(t *testing.T, path string, timeout time.Duration) string {
+	t.Helper()
+	got := make(chan string, 1)
+	go func() {
+		f, err := os.OpenFile(path, os.O_RDONLY, 0)
+		if err != nil {
+			got <- "open: " + err.Error()
+			return
+		}
+		defer f.Close()
+		var b bytes.Buffer
+		stdio.Copy(&b, f)
+		got <- b.String()
+	}()
+	select {
+	case s := <-got:
+		return s
+	case <-time.After(timeout):
+		t.Fatalf("the client's reader of %s saw no end of file within %v", path, timeout)
+		return ""
+	}
+}
+
+// A client whose reader opens the FIFO only after the process has written
+// and exited (a busy client whose FIFO goroutine ran late) still gets every
+// byte and the end of file: the shim waits for a reader before writing.
+func TestLateClientReaderGetsOutput(t *testing.T) {
+	for _, c := range []struct{ name, payload string }{{"output", "out-3\n"}, {"no-output", ""}} {
+		t.Run(c.name, func(t *testing.T) {
+			path := mkfifo(t, "out")
+			p, err := Open(Config{Stdout: path}, Env{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			_, w, _ := p.RuntimeFiles()
+			w.Write([]byte(c.payload))
+			p.ReleaseRuntimeFiles() // the process exits
+			time.Sleep(100 * time.Millisecond)
+			if got := clientReads(t, path, 5*time.Second); got != c.payload {
+				t.Errorf("late client read %q, want %q", got, c.payload)
+			}
+			if !p.Drain(5 * time.Second) {
+				t.Error("relay did not finish after the client read everything")
+			}
+		})
+	}
+}
+
+// No client within the attach bound: the relay goes on as for a stalled
+// reader, and Close returns promptly; Close while still waiting does too.
+func TestClientFIFONoReader(t *testing.T) {
+	path := mkfifo(t, "out")
+	p, err := Open(Config{Stdout: path}, Env{StallTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, w, _ := p.RuntimeFiles()
+	w.Write([]byte("nobody reads this\n"))
+	p.ReleaseRuntimeFiles()
+	if !p.Drain(5 * time.Second) {
+		t.Error("relay still waiting for a reader after the attach bound")
+	}
+	closed := make(chan struct{})
+	go func() { p.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close hung")
+	}
+
+	path = mkfifo(t, "out2")
+	p, err = Open(Config{Stdout: path}, Env{StallTimeout: -1}) // would wait forever
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed = make(chan struct{})
+	go func() { p.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close hung while waiting for a reader")
+	}
+}
