@@ -1,18 +1,13 @@
 package integration
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -356,52 +351,7 @@ func (e *dockerEnv) testTerminal(t *testing.T) {
 // what it wrote there (without "\r") and its exit code.
 func dockerUnderPty(t *testing.T, ctx context.Context, k *harness.Docker, ws console.WinSize, args ...string) (string, int) {
 	t.Helper()
-	master, slavePath, err := console.NewPty()
-	if err != nil {
-		t.Fatalf("new pty: %v", err)
-	}
-	defer master.Close()
-	if err := master.Resize(ws); err != nil {
-		t.Fatalf("pty size: %v", err)
-	}
-	slave, err := os.OpenFile(slavePath, os.O_RDWR|syscall.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatalf("open %s: %v", slavePath, err)
-	}
-	cmd := k.Cmd(ctx, args...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
-	err = cmd.Start()
-	slave.Close()
-	if err != nil {
-		t.Fatalf("start docker: %v", err)
-	}
-	// Read the master all along (the CLI blocks writing to a full terminal); reading ends
-	// with EIO once nobody holds the slave any more.
-	var out bytes.Buffer
-	readDone := make(chan struct{})
-	go func() {
-		_, _ = io.Copy(&out, master)
-		close(readDone)
-	}()
-	err = cmd.Wait()
-	select {
-	case <-readDone:
-	case <-time.After(5 * time.Second):
-		t.Errorf("terminal still open 5s after docker exited")
-		master.Close()
-		<-readDone
-	}
-	text := strings.ReplaceAll(out.String(), "\r", "")
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return text, 0
-	case errors.As(err, &ee) && ee.Exited() && ctx.Err() == nil:
-		return text, ee.ExitCode()
-	}
-	t.Fatalf("docker %s: %v (context: %v); terminal output:\n%s", strings.Join(args, " "), err, ctx.Err(), text)
-	return "", -1
+	return underPty(t, ctx, k.Cmd(ctx, args...), ws)
 }
 
 // tickLine is a line of the live-restore container's output.

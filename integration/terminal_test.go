@@ -192,10 +192,16 @@ func checkSttySize(t *testing.T, out string, rows, cols int) {
 	}
 }
 
-// ctrUnderPty runs ctr with a new pseudo-terminal of size ws as its controlling terminal
-// and stdin, stdout and stderr, as an interactive user would. It returns everything ctr
-// wrote to the terminal (without "\r") and ctr's exit code.
+// ctrUnderPty runs ctr under a new pseudo-terminal of size ws (see underPty).
 func ctrUnderPty(t *testing.T, ctx context.Context, d *harness.Daemon, ws console.WinSize, args ...string) (string, int) {
+	t.Helper()
+	return underPty(t, ctx, d.CtrCmd(ctx, args...), ws)
+}
+
+// underPty runs a client command (ctr, docker) with a new pseudo-terminal of size ws as its
+// controlling terminal and stdin, stdout and stderr, as an interactive user would. It
+// returns everything the command wrote to the terminal (without "\r") and its exit code.
+func underPty(t *testing.T, ctx context.Context, cmd *exec.Cmd, ws console.WinSize) (string, int) {
 	t.Helper()
 	master, slavePath, err := console.NewPty()
 	if err != nil {
@@ -209,16 +215,15 @@ func ctrUnderPty(t *testing.T, ctx context.Context, d *harness.Daemon, ws consol
 	if err != nil {
 		t.Fatalf("open %s: %v", slavePath, err)
 	}
-	cmd := d.CtrCmd(ctx, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
 	err = cmd.Start()
 	slave.Close()
 	if err != nil {
-		t.Fatalf("start ctr: %v", err)
+		t.Fatalf("start %s: %v", cmd.Path, err)
 	}
-	// The master must be read all along, or ctr blocks writing to its terminal. Reading ends
-	// with EIO once no process holds the slave any more.
+	// The master must be read all along, or the client blocks writing to its terminal.
+	// Reading ends with EIO once no process holds the slave any more.
 	var out bytes.Buffer
 	readDone := make(chan struct{})
 	go func() {
@@ -229,7 +234,7 @@ func ctrUnderPty(t *testing.T, ctx context.Context, d *harness.Daemon, ws consol
 	select {
 	case <-readDone:
 	case <-time.After(5 * time.Second):
-		t.Errorf("terminal still open 5s after ctr exited")
+		t.Errorf("terminal still open 5s after %s exited", cmd.Path)
 		master.Close()
 		<-readDone
 	}
@@ -243,6 +248,6 @@ func ctrUnderPty(t *testing.T, ctx context.Context, d *harness.Daemon, ws consol
 	case errors.As(err, &ee) && ee.Exited() && ctx.Err() == nil:
 		return text, ee.ExitCode()
 	}
-	t.Fatalf("ctr %s: %v (context: %v); terminal output:\n%s", strings.Join(args, " "), err, ctx.Err(), text)
+	t.Fatalf("%s: %v (context: %v); terminal output:\n%s", strings.Join(cmd.Args, " "), err, ctx.Err(), text)
 	return "", -1
 }

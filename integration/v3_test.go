@@ -2,9 +2,6 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -23,23 +20,8 @@ func TestTaskAPIv3OptIn(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	bootstrapVersion := func(ns, id string) int {
-		t.Helper()
-		raw, err := os.ReadFile(filepath.Join(d.BundleDir(ns, id), "bootstrap.json"))
-		if err != nil {
-			t.Fatalf("bootstrap.json of %s: %v", id, err)
-		}
-		var b struct {
-			Version int `json:"version"`
-		}
-		if err := json.Unmarshal(raw, &b); err != nil {
-			t.Fatalf("bootstrap.json of %s: %v (%s)", id, err, raw)
-		}
-		return b.Version
-	}
-
 	pod := runCRIPod(t, ctx, d, cri, "pod-"+harness.RandID(6))
-	if v := bootstrapVersion(harness.CRINamespace, pod.id); v != 3 {
+	if v := bootstrapVersionOf(t, d, harness.CRINamespace, pod.id); v != 3 {
 		t.Errorf("the pod's bootstrap.json says task API version %d, want 3", v)
 	}
 	runCRIAppToExit(t, ctx, cri, pod, "app", "echo over-v3; exit 3", 3, []string{"stdout over-v3"})
@@ -54,7 +36,7 @@ func TestTaskAPIv3OptIn(t *testing.T) {
 	if err != nil || code != 0 {
 		t.Fatalf("ctr run -d: code %d %v (%s %s)", code, err, stdout, stderr)
 	}
-	if v := bootstrapVersion(ns, "v3"); v != 3 {
+	if v := bootstrapVersionOf(t, d, ns, "v3"); v != 3 {
 		t.Errorf("ctr's task: bootstrap.json says version %d, want 3", v)
 	}
 	out := ctrOK(t, cctx, d, "task", "exec", "--fifo-dir", d.FIFODir, "--exec-id", "x", "v3", "sh", "-c", "echo exec-over-v3")

@@ -27,11 +27,15 @@ func (d *Daemon) CtrCmd(ctx context.Context, args ...string) *exec.Cmd {
 	return cmd
 }
 
-// Ctr runs ctr (see CtrCmd) and returns its stdout, stderr and exit code. err is non-nil
-// only when ctr could not be run or was killed (e.g. ctx expired); a non-zero exit is
-// reported through code alone.
+// Ctr runs ctr (see CtrCmd) and returns its stdout, stderr and exit code (see RunCmd).
 func (d *Daemon) Ctr(ctx context.Context, args ...string) (stdout, stderr string, code int, err error) {
-	cmd := d.CtrCmd(ctx, args...)
+	return RunCmd(ctx, d.CtrCmd(ctx, args...))
+}
+
+// RunCmd runs a client command built with exec.CommandContext(ctx, ...) and returns its
+// stdout, stderr and exit code. err is non-nil only when the command could not be run or was
+// killed (e.g. ctx expired); a non-zero exit is reported through code alone.
+func RunCmd(ctx context.Context, cmd *exec.Cmd) (stdout, stderr string, code int, err error) {
 	var out, errb bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &errb
@@ -42,7 +46,7 @@ func (d *Daemon) Ctr(ctx context.Context, args ...string) (stdout, stderr string
 	}
 	if err != nil {
 		if ctx.Err() != nil {
-			err = fmt.Errorf("ctr %s: killed, did not finish before the context ended (%w): %v", strings.Join(args, " "), ctx.Err(), err)
+			err = fmt.Errorf("%s: killed, did not finish before the context ended (%w): %v", strings.Join(cmd.Args, " "), ctx.Err(), err)
 		}
 		return out.String(), errb.String(), -1, err
 	}

@@ -1,7 +1,6 @@
 package harness
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -369,26 +368,10 @@ func (k *Docker) Cmd(ctx context.Context, args ...string) *exec.Cmd {
 	return cmd
 }
 
-// Run runs the docker CLI (see Cmd) and returns its stdout, stderr and exit code. err is
-// non-nil only when the CLI could not be run or was killed (e.g. ctx expired); a non-zero
-// exit is reported through code alone.
+// Run runs the docker CLI (see Cmd) and returns its stdout, stderr and exit code (see
+// RunCmd).
 func (k *Docker) Run(ctx context.Context, args ...string) (stdout, stderr string, code int, err error) {
-	cmd := k.Cmd(ctx, args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout = &out
-	cmd.Stderr = &errb
-	err = cmd.Run()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) && ee.Exited() && ctx.Err() == nil {
-		return out.String(), errb.String(), ee.ExitCode(), nil
-	}
-	if err != nil {
-		if ctx.Err() != nil {
-			err = fmt.Errorf("docker %s: killed, did not finish before the context ended (%w): %v", strings.Join(args, " "), ctx.Err(), err)
-		}
-		return out.String(), errb.String(), -1, err
-	}
-	return out.String(), errb.String(), 0, nil
+	return RunCmd(ctx, k.Cmd(ctx, args...))
 }
 
 // LoadTestImage loads the test image (ImageArchive) with `docker load` and returns its
