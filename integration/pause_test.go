@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	apievents "github.com/containerd/containerd/api/events"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/errdefs"
 
 	"github.com/example/containerd-shim-example-v2/integration/harness"
 )
@@ -132,4 +134,33 @@ func frozenState(t *testing.T, cg cgroupFS) string {
 	}
 	t.Fatalf("cgroup.events has no frozen line")
 	return ""
+}
+
+// Killed while paused (what `docker kill` and `docker rm -f` do: SIGKILL, then Resume):
+// Resume answers with success or FailedPrecondition, never an error of unknown class, and
+// the task exits 137 and is deleted cleanly.
+func TestKillWhilePaused(t *testing.T) {
+	forEachFlavor(t, func(t *testing.T, d *harness.Daemon) {
+		ctx, ns := d.NewNamespace(t)
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		const id = "p2"
+		task, statusC := startTask(t, ctx, newContainer(t, ctx, d, id, loopArgs), cio.NullIO)
+		if err := task.Pause(ctx); err != nil {
+			t.Fatalf("pause: %v", err)
+		}
+		if err := task.Kill(ctx, syscall.SIGKILL); err != nil {
+			t.Fatalf("kill: %v", err)
+		}
+		if err := task.Resume(ctx); err != nil && !errdefs.IsFailedPrecondition(err) && !errdefs.IsNotFound(err) {
+			t.Errorf("resume of a killed paused task: %v (%s), want success or FailedPrecondition", err, errCode(err))
+		}
+		if code := exitCode(t, ctx, statusC); code != 137 {
+			t.Errorf("exit code %d, want 137", code)
+		}
+		if _, err := task.Delete(ctx); err != nil {
+			t.Errorf("delete: %v", err)
+		}
+		expectNoLeftovers(t, d, ns, id)
+	})
 }

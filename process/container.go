@@ -9,6 +9,7 @@
 package process
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -535,7 +536,27 @@ func (c *Container) Pause(ctx context.Context, onPaused func()) error {
 
 // Resume thaws the container.
 func (c *Container) Resume(ctx context.Context, onResumed func()) error {
-	return c.init.transition(OpResume, Running, func() error { return c.rt.Resume(ctx, c.ID) }, onResumed)
+	return c.init.transition(OpResume, Running, func() error {
+		err := c.rt.Resume(ctx, c.ID)
+		if err != nil && exitedChild(c.init.pid) { // p.mu is held: read the field
+			// Killed while paused (docker kill, rm -f): the runtime finds it
+			// "not paused" before the exit has been processed.
+			return fmt.Errorf("cannot resume %s: its init has exited: %w", c.ID, errdefs.ErrFailedPrecondition)
+		}
+		return err
+	}, onResumed)
+}
+
+// exitedChild reports whether pid, a child of the shim, has exited: it is a
+// zombie, or already reaped. (A child's PID cannot be reused before the shim
+// reaps it.)
+func exitedChild(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	i := bytes.LastIndexByte(data, ')')
+	return i > 0 && i+2 < len(data) && data[i+2] == 'Z'
 }
 
 // Update applies new resource limits (OCI LinuxResources as JSON).
