@@ -43,6 +43,8 @@ func run() error {
 		return launch.Delete(f, os.Stdout)
 	case "introspect":
 		return launch.Introspect(f, os.Stdout)
+	case launch.HolderAction:
+		return launch.RunHolder()
 	case "":
 		return launch.RunDaemon(f)
 	default:

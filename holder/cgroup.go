@@ -1,0 +1,195 @@
+package holder
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/example/containerd-shim-example-v2/cgroup"
+)
+
+// CgroupRoot is where cgroup filesystems are mounted.
+var CgroupRoot = cgroup.DefaultRoot
+
+// cgroupRemoveTimeout bounds the wait for a cgroup to empty: the kernel
+// removes a killed holder from its cgroup a moment after the reaper saw it.
+const cgroupRemoveTimeout = 5 * time.Second
+
+// CgroupPath is where a pod's holder lives under the pod's cgroup parent,
+// like a pause container: <parent>/<sandbox id>. A systemd slice parent
+// ("kubepods-besteffort-pod1.slice") is expanded to its cgroupfs path.
+func CgroupPath(parent, id string) string {
+	if parent == "" {
+		return ""
+	}
+	return filepath.Join(expandSlice(parent), id)
+}
+
+// expandSlice turns a systemd slice name into the path systemd gives it
+// ("a-b-c.slice" -> "/a.slice/a-b.slice/a-b-c.slice"); other paths are kept.
+func expandSlice(p string) string {
+	if strings.Contains(p, "/") || !strings.HasSuffix(p, ".slice") || p == "-.slice" {
+		return p
+	}
+	name := strings.TrimSuffix(p, ".slice")
+	out := ""
+	prefix := ""
+	for _, part := range strings.Split(name, "-") {
+		if part == "" {
+			return p // not a valid slice name: leave it to fail or work as a path
+		}
+		prefix += part
+		out += "/" + prefix + ".slice"
+		prefix += "-"
+	}
+	return out
+}
+
+// CreateCgroup makes the cgroup at path (and any missing ancestor) in every
+// hierarchy: the unified tree under v2, each v1 controller otherwise. New
+// cpuset cgroups get their parent's cpus and mems (empty ones admit no
+// process), new v2 levels the controllers their parent offers.
+func CreateCgroup(root, path string) error {
+	if cgroup.Unified(root) {
+		return mkdirCgroup(root, path, enableControllers)
+	}
+	hs, err := hierarchies(root)
+	if err != nil {
+		return err
+	}
+	for _, h := range hs {
+		var init func(dir string, leaf bool) error
+		if strings.Contains(","+filepath.Base(h)+",", ",cpuset,") {
+			init = inheritCpuset
+		}
+		if err := mkdirCgroup(h, path, init); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// JoinCgroup moves pid into the cgroup at path in every hierarchy.
+func JoinCgroup(root, path string, pid int) error {
+	return cgroup.AddProcess(root, path, pid)
+}
+
+// RemoveCgroup removes the cgroup at path from every hierarchy (not its
+// ancestors: the pod's parent belongs to whoever made the pod). It waits a
+// little for a cgroup whose last process is still leaving.
+func RemoveCgroup(root, path string) error {
+	var dirs []string
+	if cgroup.Unified(root) {
+		dirs = []string{filepath.Join(root, path)}
+	} else {
+		hs, err := hierarchies(root)
+		if err != nil {
+			return err
+		}
+		for _, h := range hs {
+			dirs = append(dirs, filepath.Join(h, path))
+		}
+	}
+	var errs []error
+	for _, d := range dirs {
+		deadline := time.Now().Add(cgroupRemoveTimeout)
+		for {
+			err := os.Remove(d)
+			if err == nil || errors.Is(err, fs.ErrNotExist) {
+				break
+			}
+			if time.Now().After(deadline) {
+				errs = append(errs, fmt.Errorf("remove cgroup %s: %w", d, err))
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// hierarchies lists the v1 hierarchy mounts under root (directories; the
+// cpu/cpuacct style symlinks and a hybrid host's unified mount excluded).
+func hierarchies(root string) ([]string, error) {
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return nil, fmt.Errorf("cgroup hierarchies under %s: %w", root, err)
+	}
+	var out []string
+	for _, e := range entries {
+		if e.IsDir() && e.Name() != "unified" {
+			out = append(out, filepath.Join(root, e.Name()))
+		}
+	}
+	return out, nil
+}
+
+// mkdirCgroup creates path under a hierarchy level by level, running init on
+// each level it creates.
+func mkdirCgroup(hierarchy, path string, init func(dir string, leaf bool) error) error {
+	dir := hierarchy
+	parts := strings.Split(strings.Trim(filepath.Clean(path), "/"), "/")
+	for i, part := range parts {
+		if part == "" {
+			continue
+		}
+		dir = filepath.Join(dir, part)
+		err := os.Mkdir(dir, 0o755)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("create cgroup %s: %w", dir, err)
+		}
+		if init != nil {
+			if err := init(dir, i == len(parts)-1); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// inheritCpuset copies cpuset.cpus and cpuset.mems from the parent level.
+func inheritCpuset(dir string, _ bool) error {
+	for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+		v, err := os.ReadFile(filepath.Join(filepath.Dir(dir), f))
+		if err != nil {
+			return fmt.Errorf("cpuset of %s: %w", dir, err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), v, 0); err != nil {
+			return fmt.Errorf("cpuset of %s: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+// enableControllers offers a new v2 ancestor level's controllers to its
+// children, the way the node's pod cgroups are set up, so the pod's cgroups
+// account memory, CPU, IO and pids. The leaf is left alone: a v2 cgroup that
+// offers controllers to children may hold no process itself.
+func enableControllers(dir string, leaf bool) error {
+	if leaf {
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	data, err := os.ReadFile(filepath.Join(parent, "cgroup.subtree_control"))
+	if err != nil {
+		return nil // nothing to pass on
+	}
+	var want []string
+	for _, c := range strings.Fields(string(data)) {
+		want = append(want, "+"+c)
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte(strings.Join(want, " ")), 0); err != nil {
+		return fmt.Errorf("enable controllers in %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,299 @@
+// Package holder is a pod's namespace holder: the one small process whose
+// namespaces are the pod's, standing in for the pause container when the shim
+// serves containerd's Sandbox API.
+//
+// CRI builds every container's namespace paths from the sandbox's pid
+// (/proc/<pid>/ns/{net,ipc,uts,pid}), so a pod needs a live process in those
+// namespaces for as long as it exists. Start makes them on one locked OS
+// thread of the shim (namespace changes of setns(2) and unshare(2) are per
+// thread for these kinds): it enters the network namespace CRI prepared and
+// CNI configured, unshares new UTS and IPC namespaces, sets the pod's
+// hostname and sysctls there, and forks the holder from that thread (with a
+// new PID namespace when the pod shares one among its containers), so the
+// child is born in all of them. The thread then returns to the shim's own
+// namespaces.
+//
+// The holder program itself only waits: it watches a pipe whose other end
+// the shim holds (EOF when the shim stops it or dies) and, as PID 1 of a
+// shared PID namespace, lets no orphan stay a zombie. On x86-64 it is a
+// 234-byte static executable the shim writes into a memfd (tiny_amd64.go),
+// about 12 KiB resident; elsewhere it is this binary, re-executed with the
+// hidden action Action (Main). No runtime, image or rootfs is involved.
+package holder
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+
+	"github.com/example/containerd-shim-example-v2/reaper"
+)
+
+// Action is the hidden command-line action that runs the Go holder (Main),
+// where there is no tiny one.
+const Action = "pod-holder"
+
+// goHolderOnly makes every holder the Go one (tests of Main on x86-64).
+var goHolderOnly = false
+
+// Child file descriptors (after stdin, stdout, stderr).
+const (
+	lifeFD    = 3 // read end of the life pipe: EOF means the shim is gone or wants the holder gone
+	programFD = 4 // the tiny holder's executable (a memfd), exec'd as /proc/self/fd/4
+)
+
+// Config describes the holder of one pod.
+type Config struct {
+	// ID names the pod (the sandbox id); it only appears on the holder's
+	// command line, so operators can tell holders apart in ps.
+	ID string
+	// NetNS is the network namespace to be born in (a path CRI mounted, e.g.
+	// /var/run/netns/cni-...); empty keeps the shim's (host network).
+	NetNS string
+	// New namespaces of the pod: IPC and UTS unless the pod uses the node's;
+	// PID for a pod that shares one PID namespace among its containers.
+	NewIPC, NewUTS, NewPID bool
+	// Hostname is set in the pod's new UTS namespace; empty keeps the node's
+	// name there, as a pause container's does.
+	Hostname string
+	// Sysctls are written in the pod's namespaces (see CheckSysctl).
+	Sysctls map[string]string
+	// Cgroup is the cgroup (a path under every hierarchy, like
+	// "/kubepods/pod-x/<id>") the holder is moved into; empty leaves it in
+	// the shim's. The caller creates it (CreateCgroup).
+	Cgroup string
+	// Reaper receives the holder's exit: the shim is its parent.
+	Reaper *reaper.Reaper
+}
+
+// Holder is a running holder process, owned by the shim that started it.
+type Holder struct {
+	Pid     int
+	Started time.Time
+
+	life *os.File           // write end of the life pipe; closing it ends the holder
+	exit <-chan reaper.Exit // the holder's exit, from the shim's reaper
+}
+
+// Start sets up the pod's namespaces and launches its holder. On error
+// nothing is left running (the namespaces die with the thread that made
+// them).
+func Start(cfg Config) (*Holder, error) {
+	type result struct {
+		h   *Holder
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		// This goroutine's thread enters or makes the pod's namespaces, and a
+		// thread in foreign namespaces must never run other goroutines. It
+		// goes back to its own namespaces afterwards; if that fails it stays
+		// locked, and Go retires it with the goroutine (or, on the process's
+		// main thread, parks it for good).
+		runtime.LockOSThread()
+		home, err := currentNamespaces()
+		if err != nil {
+			done <- result{nil, err}
+			return
+		}
+		defer home.close()
+		h, err := start(cfg)
+		done <- result{h, err}
+		if home.restore() == nil {
+			runtime.UnlockOSThread()
+		}
+	}()
+	r := <-done
+	if r.err != nil {
+		return nil, r.err
+	}
+	if cfg.Cgroup != "" {
+		if err := JoinCgroup(CgroupRoot, cfg.Cgroup, r.h.Pid); err != nil {
+			r.h.Stop()
+			<-r.h.exit
+			return nil, err
+		}
+	}
+	return r.h, nil
+}
+
+// start runs on a locked OS thread: make the namespaces, fork the holder.
+func start(cfg Config) (*Holder, error) {
+	if cfg.NetNS != "" {
+		ns, err := os.Open(cfg.NetNS)
+		if err != nil {
+			return nil, fmt.Errorf("open network namespace %s: %w", cfg.NetNS, notFoundIfMissing(err))
+		}
+		err = unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET)
+		ns.Close()
+		if err != nil {
+			return nil, fmt.Errorf("enter network namespace %s: %w", cfg.NetNS, err)
+		}
+	}
+	var flags int
+	if cfg.NewIPC {
+		flags |= unix.CLONE_NEWIPC
+	}
+	if cfg.NewUTS {
+		flags |= unix.CLONE_NEWUTS
+	}
+	if flags != 0 {
+		if err := unix.Unshare(flags); err != nil {
+			return nil, fmt.Errorf("new IPC/UTS namespaces for the pod: %w", err)
+		}
+	}
+	if cfg.NewUTS && cfg.Hostname != "" {
+		if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
+			return nil, fmt.Errorf("set hostname %q: %w", cfg.Hostname, err)
+		}
+	}
+	// sysctl files act on the namespaces of the thread that opens them:
+	// this one's are the pod's now.
+	for _, k := range sortedKeys(cfg.Sysctls) {
+		if err := writeSysctl(k, cfg.Sysctls[k]); err != nil {
+			return nil, err
+		}
+	}
+	return fork(cfg)
+}
+
+// fork starts the holder program from the calling (locked) thread.
+func fork(cfg Config) (_ *Holder, retErr error) {
+	lifeR, lifeW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("holder pipe: %w", err)
+	}
+	defer lifeR.Close() // the holder has its copy
+	defer func() {
+		if retErr != nil {
+			lifeW.Close()
+		}
+	}()
+	cmd := &exec.Cmd{
+		Args:       []string{shimName(), Action, cfg.ID},
+		Env:        []string{"GOMAXPROCS=1"},
+		Dir:        "/",
+		Stderr:     os.Stderr, // the shim's log (the Go holder reports there)
+		ExtraFiles: []*os.File{lifeR},
+		// No Pdeathsig: the kernel ties it to the forking thread, and this
+		// thread ends right after the fork. The life pipe does that job.
+		SysProcAttr: &syscall.SysProcAttr{},
+	}
+	if cfg.NewPID {
+		cmd.SysProcAttr.Cloneflags = unix.CLONE_NEWPID
+	}
+	if prog := tinyHolder(); prog != nil && !goHolderOnly {
+		mem, err := programFile(prog)
+		if err != nil {
+			return nil, err
+		}
+		defer mem.Close()
+		cmd.ExtraFiles = append(cmd.ExtraFiles, mem)
+		cmd.Path = fmt.Sprintf("/proc/self/fd/%d", programFD)
+	} else {
+		// The running binary itself, even if the file was replaced since.
+		cmd.Path = "/proc/self/exe"
+	}
+	exit, err := cfg.Reaper.Start(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("start pod holder: %w", err)
+	}
+	h := &Holder{Pid: cmd.Process.Pid, Started: time.Now(), life: lifeW, exit: exit}
+	_ = cmd.Process.Release() // the reaper owns the wait
+	return h, nil
+}
+
+// threadNamespaces are a thread's own namespaces of the kinds Start changes.
+type threadNamespaces []*os.File
+
+var threadNamespaceKinds = []string{"net", "uts", "ipc"}
+
+func currentNamespaces() (threadNamespaces, error) {
+	var ns threadNamespaces
+	for _, kind := range threadNamespaceKinds {
+		f, err := os.Open("/proc/thread-self/ns/" + kind)
+		if err != nil {
+			ns.close()
+			return nil, fmt.Errorf("the shim's own %s namespace: %w", kind, err)
+		}
+		ns = append(ns, f)
+	}
+	return ns, nil
+}
+
+// restore puts the calling thread back into these namespaces.
+func (ns threadNamespaces) restore() error {
+	for _, f := range ns {
+		if err := unix.Setns(int(f.Fd()), 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (ns threadNamespaces) close() {
+	for _, f := range ns {
+		f.Close()
+	}
+}
+
+// programFile puts an executable into a sealed memfd: nothing on disk, and
+// nobody can change it once written.
+func programFile(prog []byte) (*os.File, error) {
+	fd, err := unix.MemfdCreate(Action, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return nil, fmt.Errorf("holder program: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), Action)
+	if _, err := f.Write(prog); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("holder program: %w", err)
+	}
+	seals := unix.F_SEAL_SEAL | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_WRITE
+	if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, seals); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("seal holder program: %w", err)
+	}
+	return f, nil
+}
+
+// shimName is the holder's argv[0]: the shim's own path, so `ps` shows
+// "<shim> pod-holder <sandbox id>".
+func shimName() string {
+	if len(os.Args) > 0 && os.Args[0] != "" {
+		return os.Args[0]
+	}
+	return "containerd-shim-example-v2"
+}
+
+// Exit delivers the holder's exit (once).
+func (h *Holder) Exit() <-chan reaper.Exit { return h.exit }
+
+// Stop ends the holder: the life pipe closes (the holder leaves on EOF) and
+// SIGKILL makes sure, since a holder has nothing to save. With a PID
+// namespace of its own, every process left in the pod's namespace dies with
+// it. Stop is idempotent; the exit arrives on Exit.
+func (h *Holder) Stop() {
+	if h.life != nil {
+		h.life.Close()
+		h.life = nil
+	}
+	// The pid is ours until the reaper has reaped it, and only Stop's caller
+	// consumes Exit after calling Stop: no reuse race.
+	_ = unix.Kill(h.Pid, unix.SIGKILL)
+}
+
+// notFoundIfMissing classes a missing path as errdefs.ErrNotFound.
+func notFoundIfMissing(err error) error {
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%w: %w", err, errdefs.ErrNotFound)
+	}
+	return err
+}

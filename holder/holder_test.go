@@ -1,0 +1,297 @@
+package holder
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/example/containerd-shim-example-v2/reaper"
+)
+
+// The test binary doubles as the holder: Start re-executes /proc/self/exe
+// with Action, as the shim does.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == Action {
+		if err := Main(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("starting a namespace holder needs root")
+	}
+}
+
+func startReaper(t *testing.T) *reaper.Reaper {
+	t.Helper()
+	r := reaper.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go r.Run(ctx)
+	return r
+}
+
+func nsLink(t *testing.T, pid int, ns string) string {
+	t.Helper()
+	l, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", pid, ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func stopAndWait(t *testing.T, h *Holder) {
+	t.Helper()
+	h.Stop()
+	select {
+	case <-h.Exit():
+	case <-time.After(5 * time.Second):
+		t.Fatalf("holder %d did not exit after Stop", h.Pid)
+	}
+}
+
+// bothHolders runs a test with the tiny holder (where there is one) and the
+// Go holder.
+func bothHolders(t *testing.T, test func(t *testing.T)) {
+	for _, goOnly := range []bool{false, true} {
+		name := "tiny"
+		if goOnly {
+			name = "go"
+		} else if tinyHolder() == nil {
+			continue
+		}
+		t.Run(name, func(t *testing.T) {
+			goHolderOnly = goOnly
+			defer func() { goHolderOnly = false }()
+			test(t)
+		})
+	}
+}
+
+func TestHolderNamespacesHostnameSysctl(t *testing.T) { bothHolders(t, testHolderNamespaces) }
+
+func testHolderNamespaces(t *testing.T) {
+	needRoot(t)
+	r := startReaper(t)
+	h, err := Start(Config{
+		ID: "t1", NewIPC: true, NewUTS: true, NewPID: true, Reaper: r,
+		Hostname: "pod-host", Sysctls: map[string]string{"kernel.shm_rmid_forced": "1"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopAndWait(t, h)
+	self := os.Getpid()
+	for _, ns := range []string{"ipc", "uts", "pid"} {
+		if nsLink(t, h.Pid, ns) == nsLink(t, self, ns) {
+			t.Errorf("holder shares the %s namespace with its parent", ns)
+		}
+	}
+	if nsLink(t, h.Pid, "net") != nsLink(t, self, "net") {
+		t.Errorf("holder without NetNS is not in its parent's network namespace")
+	}
+	// Read the holder's hostname and sysctl from inside its namespaces.
+	if got := readIn(t, h.Pid, "uts", "/proc/sys/kernel/hostname"); got != "pod-host" {
+		t.Errorf("hostname in the holder's UTS namespace: %q, want pod-host", got)
+	}
+	if got := readIn(t, h.Pid, "ipc", "/proc/sys/kernel/shm_rmid_forced"); got != "1" {
+		t.Errorf("kernel.shm_rmid_forced in the holder's IPC namespace: %q, want 1", got)
+	}
+	if got := readIn(t, self, "ipc", "/proc/sys/kernel/shm_rmid_forced"); got == "1" {
+		t.Logf("note: the host's kernel.shm_rmid_forced is 1 too: the check above proves less")
+	}
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", h.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(st), "NSpid:\t") || !strings.HasSuffix(strings.Fields(grepLine(string(st), "NSpid:"))[2], "1") {
+		t.Errorf("holder is not PID 1 of its PID namespace: %s", grepLine(string(st), "NSpid:"))
+	}
+	t.Logf("holder %d: %s, %s", h.Pid, grepLine(string(st), "VmRSS:"), grepLine(string(st), "RssAnon:"))
+}
+
+func TestHolderSetupFailureLeavesNothing(t *testing.T) {
+	needRoot(t)
+	r := startReaper(t)
+	_, err := Start(Config{ID: "t2", NewUTS: true, Reaper: r,
+		Sysctls: map[string]string{"net.no.such.sysctl": "1"}})
+	if err == nil || !strings.Contains(err.Error(), "net.no.such.sysctl") {
+		t.Fatalf("Start with a sysctl that does not exist: %v, want its error", err)
+	}
+	if hs := holdersNamed("t2"); len(hs) > 0 {
+		t.Errorf("holder processes left after a failed start: %v", hs)
+	}
+}
+
+func TestHolderMissingNetNS(t *testing.T) {
+	needRoot(t)
+	r := startReaper(t)
+	_, err := Start(Config{ID: "t3", NetNS: "/run/netns/does-not-exist", Reaper: r})
+	if err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Fatalf("Start in a missing netns: %v, want not found", err)
+	}
+}
+
+func TestCheckSysctl(t *testing.T) {
+	for _, c := range []struct {
+		name          string
+		net, ipc, uts bool
+		ok            bool
+	}{
+		{"net.ipv4.ip_unprivileged_port_start", true, false, false, true},
+		{"net.ipv4.ip_unprivileged_port_start", false, true, true, false},
+		{"kernel.shm_rmid_forced", false, true, false, true},
+		{"kernel.shm_rmid_forced", true, false, true, false},
+		{"fs.mqueue.msg_max", false, true, false, true},
+		{"kernel.domainname", false, false, true, true},
+		{"kernel.pid_max", true, true, true, false},
+		{"vm.swappiness", true, true, true, false},
+		{"net/../kernel", true, true, true, false},
+		{"", true, true, true, false},
+	} {
+		err := CheckSysctl(c.name, c.net, c.ipc, c.uts)
+		if (err == nil) != c.ok {
+			t.Errorf("CheckSysctl(%q, net=%v ipc=%v uts=%v) = %v, want ok=%v", c.name, c.net, c.ipc, c.uts, err, c.ok)
+		}
+	}
+}
+
+func TestExpandSlice(t *testing.T) {
+	for in, want := range map[string]string{
+		"kubepods-besteffort-pod12.slice": "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod12.slice",
+		"/kubepods/besteffort/pod12":      "/kubepods/besteffort/pod12",
+		"machine.slice":                   "/machine.slice",
+	} {
+		if got := expandSlice(in); got != want {
+			t.Errorf("expandSlice(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if CgroupPath("", "x") != "" || CgroupPath("/p", "x") != "/p/x" {
+		t.Errorf("CgroupPath: %q %q", CgroupPath("", "x"), CgroupPath("/p", "x"))
+	}
+}
+
+// readIn reads a file from a thread that joined pid's namespace of kind ns
+// (the thread is thrown away afterwards).
+func readIn(t *testing.T, pid int, ns, path string) string {
+	t.Helper()
+	type res struct {
+		s   string
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		f, err := os.Open(fmt.Sprintf("/proc/%d/ns/%s", pid, ns))
+		if err != nil {
+			ch <- res{err: err}
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), 0); err != nil {
+			ch <- res{err: err}
+			return
+		}
+		data, err := os.ReadFile(path)
+		ch <- res{strings.TrimSpace(string(data)), err}
+	}()
+	r := <-ch
+	if r.err != nil {
+		t.Fatalf("read %s in %s namespace of %d: %v", path, ns, pid, r.err)
+	}
+	return r.s
+}
+
+// holdersNamed lists processes whose command line is "<x> pod-holder <id>".
+func holdersNamed(id string) []int {
+	entries, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range entries {
+		raw, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
+		if len(args) == 3 && args[1] == Action && args[2] == id {
+			var pid int
+			fmt.Sscan(e.Name(), &pid)
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+func grepLine(s, prefix string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			return l
+		}
+	}
+	return ""
+}
+
+// TestHolderJoinsNetNS: the holder is born in the network namespace it is
+// given (here one a locked thread of the test made, named by its /proc path,
+// so nothing is mounted).
+func TestHolderJoinsNetNS(t *testing.T) { bothHolders(t, testHolderJoinsNetNS) }
+
+func testHolderJoinsNetNS(t *testing.T) {
+	needRoot(t)
+	r := startReaper(t)
+	type nsThread struct {
+		path string
+		err  error
+	}
+	ready := make(chan nsThread, 1)
+	release := make(chan struct{})
+	defer close(release)
+	go func() {
+		runtime.LockOSThread() // the thread leaves with its foreign netns
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			ready <- nsThread{err: err}
+			return
+		}
+		ready <- nsThread{path: fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid())}
+		<-release
+	}()
+	ns := <-ready
+	if ns.err != nil {
+		t.Fatal(ns.err)
+	}
+	want, err := os.Readlink(ns.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := Start(Config{ID: "t4", NetNS: ns.path, NewIPC: true, NewUTS: true, Reaper: r,
+		Sysctls: map[string]string{"net.ipv4.ip_unprivileged_port_start": "1000"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopAndWait(t, h)
+	if got := nsLink(t, h.Pid, "net"); got != want {
+		t.Errorf("holder's netns %s, want %s", got, want)
+	}
+	if got := readIn(t, h.Pid, "net", "/proc/sys/net/ipv4/ip_unprivileged_port_start"); got != "1000" {
+		t.Errorf("net sysctl in the holder's netns: %q, want 1000", got)
+	}
+	if got := readIn(t, os.Getpid(), "net", "/proc/sys/net/ipv4/ip_unprivileged_port_start"); got == "1000" {
+		t.Errorf("the net sysctl leaked into the test's own netns")
+	}
+	// The shim's own thread that forked the holder is gone; other
+	// goroutines still run in the original netns.
+	if nsLink(t, os.Getpid(), "net") == want {
+		t.Errorf("the test process's main thread ended up in the pod's netns")
+	}
+}
