@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/containerd/ttrpc"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/example/containerd-shim-example-v2/events"
 	"github.com/example/containerd-shim-example-v2/reaper"
+	"github.com/example/containerd-shim-example-v2/sandbox"
 	"github.com/example/containerd-shim-example-v2/service"
 )
 
@@ -60,22 +62,40 @@ func RunDaemon(f Flags) error {
 	go queue.Run()
 
 	exitRequested := make(chan struct{})
+	requestExit := sync.OnceFunc(func() { close(exitRequested) })
+	var pods *sandbox.Service // containerd 2.x's Sandbox API (sandboxer = "shim")
 	svc := service.New(service.Config{
 		Namespace:   f.Namespace,
 		Reaper:      r,
 		Events:      queue,
-		RequestExit: func() { close(exitRequested) },
+		RequestExit: requestExit,
 		SocketDir:   socketDir(f.Socket),
 		Address:     daemonAddress(f.Socket),
 		Version:     Version,
 		Revision:    Revision,
 		Started:     time.Now(),
+		Sandboxes:   func() int { return pods.Count() },
+		SandboxPid:  func(id string) (int, bool) { return pods.HolderPid(id) },
+	})
+	conns := newClientConns()
+	pods = sandbox.New(sandbox.Config{
+		Reaper: r,
+		Tasks:  svc.Tasks,
+		// The last pod is gone: leave once containerd has hung up.
+		Idle: func() {
+			go func() {
+				conns.waitNone(hangupTimeout)
+				if svc.Tasks() == 0 && pods.Count() == 0 {
+					requestExit()
+				}
+			}()
+		},
 	})
 	trim := newTrimmer()
 	var last lastRequest
 	last.Touch()
 	srv, err := ttrpc.NewServer(
-		ttrpc.WithServerHandshaker(ttrpc.UnixSocketRequireSameUser()),
+		ttrpc.WithServerHandshaker(conns.handshaker(ttrpc.UnixSocketRequireSameUser())),
 		ttrpc.WithUnaryServerInterceptor(func(ctx context.Context, u ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, m ttrpc.Method) (any, error) {
 			trim.Touch()
 			last.Touch()
@@ -87,6 +107,7 @@ func RunDaemon(f Flags) error {
 	}
 	service.Register(srv, svc)
 	service.RegisterIntrospect(srv, svc)
+	service.RegisterSandbox(srv, pods)
 
 	l, err := net.FileListener(os.NewFile(listenerFD, "shim socket"))
 	if err != nil {
@@ -98,7 +119,7 @@ func RunDaemon(f Flags) error {
 	defer close(stopTrim)
 	go trim.Run(stopTrim, quietPeriod, trimInterval)
 	abandonAfter := abandonTimeoutFromEnv()
-	abandoned := watchAbandoned(stopTrim, svc.Tasks, &last, abandonAfter)
+	abandoned := watchAbandoned(stopTrim, func() int { return svc.Tasks() + pods.Count() }, &last, abandonAfter)
 	slog.Debug("shim daemon serving", "socket", f.Socket, "pid", os.Getpid())
 
 	select {

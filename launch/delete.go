@@ -18,6 +18,7 @@ import (
 	"github.com/example/containerd-shim-example-v2/oci"
 	"github.com/example/containerd-shim-example-v2/process"
 	"github.com/example/containerd-shim-example-v2/reaper"
+	"github.com/example/containerd-shim-example-v2/sandbox"
 )
 
 // deleteTimeout bounds the runtime call of the `delete` action; containerd
@@ -63,6 +64,12 @@ func Delete(f Flags, stdout io.Writer) error {
 	}
 	if err := process.UnmountRootfs(bundle); err != nil {
 		return err
+	}
+	// A pod sandbox's bundle lists what its daemon made for the pod (files,
+	// /dev/shm, the holder's cgroup): a daemon that died before
+	// ShutdownSandbox leaves them to this.
+	if err := sandbox.Cleanup(bundle); err != nil {
+		fmt.Fprintf(os.Stderr, "clean up pod sandbox %s: %v\n", f.ID, err)
 	}
 	removeDeadSocket(bundle)
 	resp := &taskapi.DeleteResponse{ExitStatus: killedStatus, ExitedAt: timestamppb.Now()}

@@ -7,6 +7,8 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/ttrpc"
 	"google.golang.org/protobuf/types/known/emptypb"
+
+	sandboxapi "github.com/example/containerd-shim-example-v2/proto/sandbox/v1"
 )
 
 // Service names on the wire. The v2 and v3 task protocols carry identical
@@ -52,6 +54,39 @@ const IntrospectService = "example.introspect.v1.Introspect"
 func RegisterIntrospect(srv *ttrpc.Server, s *Service) {
 	srv.RegisterService(IntrospectService, &ttrpc.ServiceDesc{Methods: map[string]ttrpc.Method{
 		"Snapshot": method(s.Introspect),
+	}})
+}
+
+// SandboxService is containerd's Sandbox API on the wire (containerd 2.x, a
+// CRI runtime handler with sandboxer = "shim"); the sandbox package serves it.
+const SandboxService = "containerd.runtime.sandbox.v1.Sandbox"
+
+// SandboxHandlers serves the Sandbox API. UpdateSandbox is optional and left
+// out: ttrpc answers Unimplemented, which containerd tolerates.
+type SandboxHandlers interface {
+	CreateSandbox(context.Context, *sandboxapi.CreateSandboxRequest) (*sandboxapi.CreateSandboxResponse, error)
+	StartSandbox(context.Context, *sandboxapi.StartSandboxRequest) (*sandboxapi.StartSandboxResponse, error)
+	Platform(context.Context, *sandboxapi.PlatformRequest) (*sandboxapi.PlatformResponse, error)
+	StopSandbox(context.Context, *sandboxapi.StopSandboxRequest) (*sandboxapi.StopSandboxResponse, error)
+	WaitSandbox(context.Context, *sandboxapi.WaitSandboxRequest) (*sandboxapi.WaitSandboxResponse, error)
+	SandboxStatus(context.Context, *sandboxapi.SandboxStatusRequest) (*sandboxapi.SandboxStatusResponse, error)
+	PingSandbox(context.Context, *sandboxapi.PingRequest) (*sandboxapi.PingResponse, error)
+	ShutdownSandbox(context.Context, *sandboxapi.ShutdownSandboxRequest) (*sandboxapi.ShutdownSandboxResponse, error)
+	SandboxMetrics(context.Context, *sandboxapi.SandboxMetricsRequest) (*sandboxapi.SandboxMetricsResponse, error)
+}
+
+// RegisterSandbox serves the Sandbox API on srv.
+func RegisterSandbox(srv *ttrpc.Server, h SandboxHandlers) {
+	srv.RegisterService(SandboxService, &ttrpc.ServiceDesc{Methods: map[string]ttrpc.Method{
+		"CreateSandbox":   method(h.CreateSandbox),
+		"StartSandbox":    method(h.StartSandbox),
+		"Platform":        method(h.Platform),
+		"StopSandbox":     method(h.StopSandbox),
+		"WaitSandbox":     method(h.WaitSandbox),
+		"SandboxStatus":   method(h.SandboxStatus),
+		"PingSandbox":     method(h.PingSandbox),
+		"ShutdownSandbox": method(h.ShutdownSandbox),
+		"SandboxMetrics":  method(h.SandboxMetrics),
 	}})
 }
 

@@ -40,6 +40,13 @@ type Config struct {
 	// Build and start time, reported by the introspection service.
 	Version, Revision string
 	Started           time.Time
+	// Sandboxes counts the pod sandboxes the daemon serves besides its tasks
+	// (the sandbox package's): Shutdown leaves the daemon running while any
+	// is left. Nil: none.
+	Sandboxes func() int
+	// SandboxPid is the pid of a sandbox's namespace holder, so that Pids
+	// answers for a sandbox id as containerd asks after a restart. Nil: none.
+	SandboxPid func(id string) (int, bool)
 }
 
 // Service implements containerd's Task API for every container of this shim.

@@ -264,6 +264,11 @@ func wireStatus(s process.Status) tasktypes.Status {
 func (s *Service) Pids(ctx context.Context, r *taskapi.PidsRequest) (*taskapi.PidsResponse, error) {
 	c, err := s.container(r.ID)
 	if err != nil {
+		if s.cfg.SandboxPid != nil {
+			if pid, ok := s.cfg.SandboxPid(r.ID); ok {
+				return &taskapi.PidsResponse{Processes: []*tasktypes.ProcessInfo{{Pid: uint32(pid)}}}, nil
+			}
+		}
 		return nil, err
 	}
 	pids, err := c.Pids(ctx)
@@ -413,10 +418,11 @@ func (s *Service) Connect(ctx context.Context, r *taskapi.ConnectRequest) (*task
 	return resp, nil
 }
 
-// Shutdown lets the shim exit once it holds no task; otherwise it is a no-op,
-// so one container's teardown never stops a shim that serves others.
+// Shutdown lets the shim exit once it holds no task and no pod sandbox;
+// otherwise it is a no-op, so one container's teardown never stops a shim
+// that serves others.
 func (s *Service) Shutdown(ctx context.Context, r *taskapi.ShutdownRequest) (*emptypb.Empty, error) {
-	if s.Tasks() > 0 {
+	if s.Tasks() > 0 || (s.cfg.Sandboxes != nil && s.cfg.Sandboxes() > 0) {
 		return empty, nil
 	}
 	if s.cfg.RequestExit != nil {

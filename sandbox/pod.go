@@ -1,0 +1,200 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/example/containerd-shim-example-v2/holder"
+	"github.com/example/containerd-shim-example-v2/reaper"
+)
+
+// stopTimeout bounds the wait for a killed holder's exit to be reaped.
+const stopTimeout = 10 * time.Second
+
+// Pod states, as CRI names them in SandboxStatus.
+const (
+	stateReady    = "SANDBOX_READY"
+	stateNotReady = "SANDBOX_NOTREADY"
+)
+
+// phase is where a pod is in its life: created (CreateSandbox) -> running
+// (StartSandbox: files made, holder up) -> stopped (StopSandbox, or the
+// holder died). Shutdown removes the pod from any phase.
+type phase int
+
+const (
+	phaseCreated phase = iota
+	phaseRunning
+	phaseStopped
+)
+
+func (p phase) String() string {
+	return [...]string{"created", "running", "stopped"}[p]
+}
+
+// pod is one sandbox.
+//
+// Locking: op is held across start, stop and shutdown, so those run one at a
+// time per pod, and guards files; mu guards the fields below it and is only
+// held for a read or an update, so a status query never waits for a start.
+// WaitSandbox waits on done, with no lock.
+type pod struct {
+	id     string
+	bundle string
+	cfg    PodConfig
+	netns  string
+	reaper *reaper.Reaper
+	done   chan struct{} // closed when the pod stops (holder exit, or stop before start)
+
+	op    sync.Mutex
+	files files
+
+	mu         sync.Mutex
+	phase      phase
+	holder     *holder.Holder
+	createdAt  time.Time
+	exitedAt   time.Time
+	exitStatus uint32
+}
+
+func newPod(id, bundlePath string, cfg PodConfig, netns string, r *reaper.Reaper) *pod {
+	return &pod{
+		id: id, bundle: bundlePath, cfg: cfg, netns: netns, reaper: r,
+		done:      make(chan struct{}),
+		files:     files{bundle: bundlePath},
+		createdAt: time.Now(),
+	}
+}
+
+// start makes the pod's files and cgroup and starts its holder. On error
+// everything made so far is undone and the pod stays created.
+func (p *pod) start() (retErr error) {
+	p.op.Lock()
+	defer p.op.Unlock()
+	if ph := p.currentPhase(); ph != phaseCreated {
+		return fmt.Errorf("sandbox %s is %s, not created: %w", p.id, ph, errdefs.ErrFailedPrecondition)
+	}
+	defer func() {
+		if retErr != nil {
+			if err := p.files.cleanup(); err != nil {
+				slog.Warn("undo a failed sandbox start", "sandbox", p.id, "error", err)
+			}
+		}
+	}()
+	if root, state, ok := criDirs(p.bundle, p.id); ok {
+		if err := p.files.setUp(p.cfg, root, state); err != nil {
+			return err
+		}
+	}
+	cg := holder.CgroupPath(p.cfg.CgroupParent, p.id)
+	if cg != "" {
+		p.files.rec.Cgroup = cg
+		if err := p.files.save(); err != nil {
+			return err
+		}
+		if err := holder.CreateCgroup(holder.CgroupRoot, cg); err != nil {
+			return err
+		}
+	}
+	h, err := holder.Start(holder.Config{
+		ID:     p.id,
+		NetNS:  p.netns,
+		NewIPC: p.cfg.IPC != ModeNode,
+		NewUTS: p.cfg.Network != ModeNode,
+		NewPID: p.cfg.PID == ModePod,
+		// A host-network pod keeps the node's UTS namespace, and its name.
+		Hostname: p.cfg.Hostname,
+		Sysctls:  p.cfg.Sysctls,
+		Cgroup:   cg,
+		Reaper:   p.reaper,
+	})
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.holder = h
+	p.phase = phaseRunning
+	p.createdAt = h.Started
+	p.mu.Unlock()
+	go p.watch(h)
+	return nil
+}
+
+func (p *pod) currentPhase() phase {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.phase
+}
+
+// watch records the holder's exit: the pod is stopped from then on, however
+// the holder ended (Stop, or killed by someone else).
+func (p *pod) watch(h *holder.Holder) {
+	e := <-h.Exit()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.phase = phaseStopped
+	p.exitStatus = uint32(e.Status)
+	p.exitedAt = e.Time
+	close(p.done)
+}
+
+// stop ends the pod's holder and waits for its exit; the pod's /dev/shm is
+// released. Stopping a stopped pod does nothing.
+func (p *pod) stop() error {
+	p.op.Lock()
+	defer p.op.Unlock()
+	return p.stopLocked()
+}
+
+func (p *pod) stopLocked() error {
+	p.mu.Lock()
+	ph, h := p.phase, p.holder
+	if ph == phaseCreated {
+		p.phase = phaseStopped
+		p.exitedAt = time.Now()
+		close(p.done)
+	}
+	p.mu.Unlock()
+	if ph == phaseRunning {
+		h.Stop()
+		select {
+		case <-p.done: // watch recorded the exit
+		case <-time.After(stopTimeout):
+			return fmt.Errorf("sandbox %s: holder %d did not exit within %v", p.id, h.Pid, stopTimeout)
+		}
+	}
+	return p.files.unmountShm()
+}
+
+// shutdown stops the pod and removes everything it made outside the bundle.
+func (p *pod) shutdown() error {
+	p.op.Lock()
+	defer p.op.Unlock()
+	return errors.Join(p.stopLocked(), p.files.cleanup())
+}
+
+// status is a snapshot for SandboxStatus.
+type status struct {
+	pid        int
+	state      string
+	phase      phase
+	createdAt  time.Time
+	exitedAt   time.Time
+	exitStatus uint32
+}
+
+func (p *pod) status() status {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := status{state: stateNotReady, phase: p.phase, createdAt: p.createdAt, exitedAt: p.exitedAt, exitStatus: p.exitStatus}
+	if p.phase == phaseRunning {
+		st.state = stateReady
+		st.pid = p.holder.Pid
+	}
+	return st
+}

@@ -1,0 +1,374 @@
+// Package sandbox serves containerd's Sandbox API: pods without pause
+// containers.
+//
+// containerd 2.x's CRI plugin, for a runtime handler with sandboxer = "shim",
+// makes the pod's network namespace and runs CNI, starts this shim for the
+// pod and calls CreateSandbox (the PodSandboxConfig, the netns path) and
+// StartSandbox, then SandboxStatus, Platform, SandboxMetrics and
+// WaitSandbox while the pod lives, StopSandbox and ShutdownSandbox at the
+// end. The pod's containers arrive as tasks on the same daemon (grouped by
+// their sandbox-id annotation, or sent straight to its socket under task
+// API v3).
+//
+// StartSandbox answers with the pid of the pod's namespace holder (package
+// holder): CRI builds each container's namespace paths from it. Besides the
+// holder, the shim makes what CRI's pause-container mode would: the pod's
+// hostname, hosts and resolv.conf files and its /dev/shm, in the directories
+// CRI mounts them from, and the holder's cgroup under the pod's cgroup parent.
+// Nothing runs an OCI runtime for the pod itself.
+//
+// Errors carry errdefs classes (unknown sandbox: NotFound, duplicate:
+// AlreadyExists, bad request: InvalidArgument, wrong state:
+// FailedPrecondition); the service package turns them into wire codes.
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/example/containerd-shim-example-v2/cgroup"
+	"github.com/example/containerd-shim-example-v2/holder"
+	sandboxapi "github.com/example/containerd-shim-example-v2/proto/sandbox/v1"
+	"github.com/example/containerd-shim-example-v2/reaper"
+)
+
+// Config wires the service to the daemon around it.
+type Config struct {
+	Reaper *reaper.Reaper
+	// Tasks counts the daemon's tasks (created, running, or not yet deleted).
+	Tasks func() int
+	// Idle is called after a ShutdownSandbox that left the daemon with no
+	// sandbox and no task: the daemon may leave once containerd hangs up.
+	Idle func()
+}
+
+// Service serves the Sandbox API for the pods of one shim daemon (one, when
+// containerd starts it; the API does not forbid more).
+//
+// Locking: mu guards pods; it is held only for map access.
+type Service struct {
+	cfg Config
+
+	mu   sync.Mutex
+	pods map[string]*pod
+}
+
+// New returns a Service.
+func New(cfg Config) *Service {
+	return &Service{cfg: cfg, pods: make(map[string]*pod)}
+}
+
+// Count returns how many sandboxes the daemon holds (in any state, until
+// ShutdownSandbox).
+func (s *Service) Count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.pods)
+}
+
+// HolderPid returns the pid of a running sandbox's holder.
+func (s *Service) HolderPid(id string) (int, bool) {
+	p, err := s.pod(id)
+	if err != nil {
+		return 0, false
+	}
+	st := p.status()
+	return st.pid, st.pid > 0
+}
+
+func (s *Service) pod(id string) (*pod, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.pods[id]
+	if !ok {
+		return nil, fmt.Errorf("sandbox %q: %w", id, errdefs.ErrNotFound)
+	}
+	return p, nil
+}
+
+// identifier is containerd's rule for ids.
+var identifier = regexp.MustCompile(`^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$`)
+
+// maxIdentifier is containerd's length limit for ids.
+const maxIdentifier = 76
+
+func invalid(format string, a ...any) error {
+	return fmt.Errorf(format+": %w", append(a, errdefs.ErrInvalidArgument)...)
+}
+
+// CreateSandbox checks a pod's request and records it. Nothing is made yet:
+// a refused request leaves nothing behind.
+func (s *Service) CreateSandbox(ctx context.Context, r *sandboxapi.CreateSandboxRequest) (*sandboxapi.CreateSandboxResponse, error) {
+	id := r.GetSandboxId()
+	if id == "" || len(id) > maxIdentifier || !identifier.MatchString(id) {
+		return nil, invalid("sandbox id %q is not a valid identifier", id)
+	}
+	if err := checkBundle(r.GetBundlePath()); err != nil {
+		return nil, err
+	}
+	cfg, err := ParsePodConfig(r.GetOptions().GetTypeUrl(), r.GetOptions().GetValue())
+	if err != nil {
+		return nil, err
+	}
+	if err := checkPod(cfg, r.GetNetnsPath()); err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", id, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.pods[id]; ok {
+		return nil, fmt.Errorf("sandbox %q: %w", id, errdefs.ErrAlreadyExists)
+	}
+	for other, p := range s.pods {
+		if p.bundle == r.GetBundlePath() {
+			return nil, invalid("bundle %s is already sandbox %q's", p.bundle, other)
+		}
+	}
+	s.pods[id] = newPod(id, r.GetBundlePath(), cfg, r.GetNetnsPath(), s.cfg.Reaper)
+	slog.Debug("sandbox created", "sandbox", id, "netns", r.GetNetnsPath(), "cgroupParent", cfg.CgroupParent)
+	return &sandboxapi.CreateSandboxResponse{}, nil
+}
+
+// checkBundle accepts a clean absolute directory, as the task service does.
+func checkBundle(b string) error {
+	if b == "" || !filepath.IsAbs(b) || filepath.Clean(b) != b {
+		return invalid("bundle %q must be a clean absolute path", b)
+	}
+	st, err := os.Stat(b)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("bundle %s does not exist: %w", b, errdefs.ErrNotFound)
+	case err != nil:
+		return invalid("bundle %s: %v", b, err)
+	case !st.IsDir():
+		return invalid("bundle %s is not a directory", b)
+	}
+	return nil
+}
+
+// checkPod refuses what the shim cannot give a pod, before anything is made.
+func checkPod(cfg PodConfig, netns string) error {
+	if cfg.HasUserns && cfg.UsernsMode == ModePod {
+		return fmt.Errorf("pods with a user namespace of their own are not supported by this shim's sandbox mode (use the podsandbox sandboxer): %w", errdefs.ErrNotImplemented)
+	}
+	switch {
+	case cfg.Network == ModeNode && netns != "":
+		return invalid("a host-network pod was given network namespace %s", netns)
+	case cfg.Network != ModeNode && cfg.Network != ModePod:
+		return invalid("network namespace mode %d: a pod's network is the pod's or the node's", cfg.Network)
+	case cfg.Network == ModePod && netns == "":
+		return invalid("no network namespace path for a pod with a network of its own")
+	case cfg.Network == ModePod:
+		if err := checkNetNS(netns); err != nil {
+			return err
+		}
+	}
+	for name := range cfg.Sysctls {
+		if err := holder.CheckSysctl(name, cfg.Network != ModeNode, cfg.IPC != ModeNode, cfg.Network != ModeNode); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// nsfsMagic is the filesystem magic of namespace files (NSFS_MAGIC).
+const nsfsMagic = 0x6e736673
+
+// checkNetNS requires path to be a network namespace (CRI's mounted pin).
+func checkNetNS(path string) error {
+	if !filepath.IsAbs(path) {
+		return invalid("network namespace %q is not an absolute path", path)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("network namespace %s does not exist: %w", path, errdefs.ErrNotFound)
+		}
+		return invalid("network namespace %s: %v", path, err)
+	}
+	if st.Type != nsfsMagic {
+		return invalid("%s is not a namespace (not mounted from nsfs)", path)
+	}
+	return nil
+}
+
+// StartSandbox makes the pod's files and cgroup and starts its holder.
+func (s *Service) StartSandbox(ctx context.Context, r *sandboxapi.StartSandboxRequest) (*sandboxapi.StartSandboxResponse, error) {
+	p, err := s.pod(r.GetSandboxId())
+	if err != nil {
+		return nil, err
+	}
+	if err := p.start(); err != nil {
+		return nil, fmt.Errorf("start sandbox %s: %w", p.id, err)
+	}
+	st := p.status()
+	slog.Debug("sandbox started", "sandbox", p.id, "holder", st.pid)
+	return &sandboxapi.StartSandboxResponse{Pid: uint32(st.pid), CreatedAt: timestamp(st.createdAt)}, nil
+}
+
+// Platform is the node's: the pod's processes run on this kernel.
+func (s *Service) Platform(ctx context.Context, r *sandboxapi.PlatformRequest) (*sandboxapi.PlatformResponse, error) {
+	if _, err := s.pod(r.GetSandboxId()); err != nil {
+		return nil, err
+	}
+	return &sandboxapi.PlatformResponse{Platform: &sandboxapi.Platform{Os: runtime.GOOS, Architecture: runtime.GOARCH, Variant: archVariant()}}, nil
+}
+
+// StopSandbox ends the pod's holder (its containers are stopped by then).
+// The timeout is not needed: a holder has nothing to save.
+func (s *Service) StopSandbox(ctx context.Context, r *sandboxapi.StopSandboxRequest) (*sandboxapi.StopSandboxResponse, error) {
+	p, err := s.pod(r.GetSandboxId())
+	if err != nil {
+		return nil, err
+	}
+	if err := p.stop(); err != nil {
+		return nil, err
+	}
+	return &sandboxapi.StopSandboxResponse{}, nil
+}
+
+// WaitSandbox returns once the pod has stopped, with its holder's exit.
+func (s *Service) WaitSandbox(ctx context.Context, r *sandboxapi.WaitSandboxRequest) (*sandboxapi.WaitSandboxResponse, error) {
+	p, err := s.pod(r.GetSandboxId())
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	st := p.status()
+	return &sandboxapi.WaitSandboxResponse{ExitStatus: st.exitStatus, ExitedAt: timestamp(st.exitedAt)}, nil
+}
+
+// SandboxStatus reports the pod's state (SANDBOX_READY while its holder
+// runs) and the holder's pid.
+func (s *Service) SandboxStatus(ctx context.Context, r *sandboxapi.SandboxStatusRequest) (*sandboxapi.SandboxStatusResponse, error) {
+	p, err := s.pod(r.GetSandboxId())
+	if err != nil {
+		return nil, err
+	}
+	st := p.status()
+	resp := &sandboxapi.SandboxStatusResponse{
+		SandboxId: p.id,
+		Pid:       uint32(st.pid),
+		State:     st.state,
+		CreatedAt: timestamp(st.createdAt),
+	}
+	if st.phase == phaseStopped {
+		resp.ExitedAt = timestamp(st.exitedAt)
+	}
+	if r.GetVerbose() {
+		resp.Info = map[string]string{
+			"phase":        st.phase.String(),
+			"holderPid":    fmt.Sprint(st.pid),
+			"netns":        p.netns,
+			"cgroupParent": p.cfg.CgroupParent,
+		}
+	}
+	return resp, nil
+}
+
+// PingSandbox answers for a pod the shim knows.
+func (s *Service) PingSandbox(ctx context.Context, r *sandboxapi.PingRequest) (*sandboxapi.PingResponse, error) {
+	if _, err := s.pod(r.GetSandboxId()); err != nil {
+		return nil, err
+	}
+	return &sandboxapi.PingResponse{}, nil
+}
+
+// ShutdownSandbox stops the pod and removes everything it made; the daemon
+// may leave afterwards if it serves nothing else. An unknown pod is NotFound,
+// and also lets an empty daemon leave: containerd shuts a sandbox down after
+// a CreateSandbox it refused, and the shim it started for it must not stay.
+func (s *Service) ShutdownSandbox(ctx context.Context, r *sandboxapi.ShutdownSandboxRequest) (*sandboxapi.ShutdownSandboxResponse, error) {
+	defer s.leaveIfIdle()
+	p, err := s.pod(r.GetSandboxId())
+	if err != nil {
+		return nil, err
+	}
+	if err := p.shutdown(); err != nil {
+		return nil, fmt.Errorf("shut down sandbox %s: %w", p.id, err)
+	}
+	s.mu.Lock()
+	delete(s.pods, p.id)
+	s.mu.Unlock()
+	slog.Debug("sandbox shut down", "sandbox", p.id)
+	return &sandboxapi.ShutdownSandboxResponse{}, nil
+}
+
+func (s *Service) leaveIfIdle() {
+	if s.Count() == 0 && (s.cfg.Tasks == nil || s.cfg.Tasks() == 0) && s.cfg.Idle != nil {
+		s.cfg.Idle()
+	}
+}
+
+// SandboxMetrics reports the pod's cgroup (its cgroup parent: holder and
+// containers together), as CRI's pause-container mode does.
+func (s *Service) SandboxMetrics(ctx context.Context, r *sandboxapi.SandboxMetricsRequest) (*sandboxapi.SandboxMetricsResponse, error) {
+	p, err := s.pod(r.GetSandboxId())
+	if err != nil {
+		return nil, err
+	}
+	if p.cfg.CgroupParent == "" {
+		return nil, fmt.Errorf("sandbox %s has no cgroup parent: %w", p.id, errdefs.ErrNotFound)
+	}
+	cg, err := cgroup.AtPath(holder.CgroupRoot, expandParent(p.cfg.CgroupParent))
+	if err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", p.id, err)
+	}
+	var m proto.Message
+	typeURL := cgroup.MetricsV1
+	if cg.V2 {
+		m, err = cg.StatsV2()
+		typeURL = cgroup.MetricsV2
+	} else {
+		m, err = cg.StatsV1()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stats of sandbox %s: %w", p.id, err)
+	}
+	data, err := proto.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode stats: %w", err)
+	}
+	return &sandboxapi.SandboxMetricsResponse{Metrics: &sandboxapi.Metric{
+		Timestamp: timestamp(time.Now()),
+		Id:        p.id,
+		Data:      &sandboxapi.Any{TypeUrl: typeURL, Value: data},
+	}}, nil
+}
+
+// expandParent is the cgroupfs path of a pod's cgroup parent.
+func expandParent(parent string) string {
+	return filepath.Dir(holder.CgroupPath(parent, "x"))
+}
+
+func timestamp(t time.Time) *sandboxapi.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return &sandboxapi.Timestamp{Seconds: t.Unix(), Nanos: int32(t.Nanosecond())}
+}
+
+// archVariant is the platform variant containerd names for this build's
+// architecture (arm64: v8; none for amd64).
+func archVariant() string {
+	if runtime.GOARCH == "arm64" {
+		return "v8"
+	}
+	return ""
+}
