@@ -49,10 +49,17 @@ func expandSlice(p string) string {
 	return out
 }
 
-// CreateCgroup makes the cgroup at path (and any missing ancestor) in every
-// hierarchy: the unified tree under v2, each v1 controller otherwise. New
-// cpuset cgroups get their parent's cpus and mems (empty ones admit no
-// process), new v2 levels the controllers their parent offers.
+// holderControllers are the v1 controllers whose hierarchies a holder joins:
+// those accounting for what it could consume (memory, CPU, a pid). Joining a
+// hierarchy is a migration that waits for an RCU grace period, about 1.4 ms
+// each on a small VM, and StartSandbox waits for it; a holder opens no
+// device, does no IO and sends no packet, so the rest would cost pod start
+// time for nothing. (Under v2 there is one tree, joined once.)
+var holderControllers = []string{"memory", "cpu", "cpuacct", "pids"}
+
+// CreateCgroup makes the cgroup at path (and any missing ancestor): in the
+// unified tree under v2, in the hierarchies of holderControllers under v1.
+// New v2 levels get the controllers their parent offers.
 func CreateCgroup(root, path string) error {
 	if cgroup.Unified(root) {
 		return mkdirCgroup(root, path, enableControllers)
@@ -62,18 +69,31 @@ func CreateCgroup(root, path string) error {
 		return err
 	}
 	for _, h := range hs {
-		var init func(dir string, leaf bool) error
-		if strings.Contains(","+filepath.Base(h)+",", ",cpuset,") {
-			init = inheritCpuset
+		if !hasController(filepath.Base(h), holderControllers) {
+			continue
 		}
-		if err := mkdirCgroup(h, path, init); err != nil {
+		if err := mkdirCgroup(h, path, nil); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// JoinCgroup moves pid into the cgroup at path in every hierarchy.
+// hasController reports whether a v1 hierarchy named like "cpu,cpuacct"
+// carries one of the controllers.
+func hasController(hierarchy string, controllers []string) bool {
+	for _, c := range strings.Split(hierarchy, ",") {
+		for _, want := range controllers {
+			if c == want {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// JoinCgroup moves pid into the cgroup at path, in every hierarchy where
+// CreateCgroup made it.
 func JoinCgroup(root, path string, pid int) error {
 	return cgroup.AddProcess(root, path, pid)
 }
@@ -149,20 +169,6 @@ func mkdirCgroup(hierarchy, path string, init func(dir string, leaf bool) error)
 			if err := init(dir, i == len(parts)-1); err != nil {
 				return err
 			}
-		}
-	}
-	return nil
-}
-
-// inheritCpuset copies cpuset.cpus and cpuset.mems from the parent level.
-func inheritCpuset(dir string, _ bool) error {
-	for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
-		v, err := os.ReadFile(filepath.Join(filepath.Dir(dir), f))
-		if err != nil {
-			return fmt.Errorf("cpuset of %s: %w", dir, err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, f), v, 0); err != nil {
-			return fmt.Errorf("cpuset of %s: %w", dir, err)
 		}
 	}
 	return nil

@@ -78,7 +78,7 @@ func criDirs(bundlePath, id string) (root, state string, ok bool) {
 	return filepath.Join(rootTop, criDir, sandboxesDir, id), filepath.Join(stateTop, criDir, sandboxesDir, id), true
 }
 
-// files makes a pod's files and records each first.
+// files makes a pod's files, after recording them.
 type files struct {
 	bundle string
 	rec    record
@@ -92,75 +92,85 @@ func (f *files) save() error {
 	return bundle.WriteFileAtomic(filepath.Join(f.bundle, recordFile), data, 0o600)
 }
 
-func (f *files) mkdir(dir string, perm os.FileMode) error {
-	if _, err := os.Stat(dir); err == nil {
-		return nil
+// setUp makes what a pod needs outside its bundle: with CRI's directories
+// (criDirs), the pod's hostname, hosts, resolv.conf and /dev/shm for CRI to
+// mount into its containers, as CRI's pause-container mode makes them. All
+// of it, and the holder's cgroup the caller set in rec.Cgroup, is recorded
+// in one write before anything is made (a record names nothing that was not
+// made by the pod: directories that exist already are not in it).
+func (f *files) setUp(cfg PodConfig, root, state string, withFiles bool) error {
+	type file struct {
+		path string
+		data []byte
 	}
-	f.rec.Dirs = append(f.rec.Dirs, dir)
-	if err := f.save(); err != nil {
-		return err
+	type dir struct {
+		path string
+		perm os.FileMode
 	}
-	if err := os.MkdirAll(dir, perm); err != nil {
-		return fmt.Errorf("create %s: %w", dir, err)
-	}
-	return nil
-}
-
-func (f *files) write(path string, data []byte) error {
-	f.rec.Files = append(f.rec.Files, path)
-	if err := f.save(); err != nil {
-		return err
-	}
-	return bundle.WriteFileAtomic(path, data, 0o644)
-}
-
-// setUp makes the pod's hostname, hosts, resolv.conf and /dev/shm for CRI to
-// mount into the pod's containers, as CRI's pause-container mode does.
-func (f *files) setUp(cfg PodConfig, root, state string) error {
-	if err := f.mkdir(root, 0o755); err != nil {
-		return err
-	}
-	hostname := cfg.Hostname
-	if hostname == "" {
-		var err error
-		if hostname, err = os.Hostname(); err != nil {
-			return fmt.Errorf("node hostname: %w", err)
+	var (
+		dirs  []dir
+		files []file
+		shm   string
+	)
+	if withFiles {
+		hostname := cfg.Hostname
+		if hostname == "" {
+			var err error
+			if hostname, err = os.Hostname(); err != nil {
+				return fmt.Errorf("node hostname: %w", err)
+			}
+		}
+		hosts, err := os.ReadFile(nodeHosts)
+		if err != nil {
+			return fmt.Errorf("pod hosts file from %s: %w", nodeHosts, err)
+		}
+		resolv, err := resolvConf(cfg)
+		if err != nil {
+			return err
+		}
+		dirs = append(dirs, dir{root, 0o755})
+		files = []file{
+			{filepath.Join(root, hostnameFile), []byte(hostname + "\n")},
+			{filepath.Join(root, hostsFile), hosts},
+			{filepath.Join(root, resolvFile), resolv},
+		}
+		if cfg.IPC != ModeNode { // otherwise CRI gives the pod the node's /dev/shm
+			shm = filepath.Join(state, shmDir)
+			dirs = append(dirs, dir{state, 0o755}, dir{shm, 0o700})
 		}
 	}
-	if err := f.write(filepath.Join(root, hostnameFile), []byte(hostname+"\n")); err != nil {
-		return err
+	for _, d := range dirs {
+		if _, err := os.Stat(d.path); err != nil {
+			f.rec.Dirs = append(f.rec.Dirs, d.path)
+		}
 	}
-	hosts, err := os.ReadFile(nodeHosts)
-	if err != nil {
-		return fmt.Errorf("pod hosts file from %s: %w", nodeHosts, err)
+	for _, fl := range files {
+		f.rec.Files = append(f.rec.Files, fl.path)
 	}
-	if err := f.write(filepath.Join(root, hostsFile), hosts); err != nil {
-		return err
+	if shm != "" {
+		f.rec.Mounts = append(f.rec.Mounts, shm)
 	}
-	resolv, err := resolvConf(cfg)
-	if err != nil {
-		return err
+	if len(f.rec.Dirs)+len(f.rec.Files)+len(f.rec.Mounts) == 0 && f.rec.Cgroup == "" {
+		return nil
 	}
-	if err := f.write(filepath.Join(root, resolvFile), resolv); err != nil {
-		return err
-	}
-	if cfg.IPC == ModeNode {
-		return nil // CRI gives such a pod the node's /dev/shm
-	}
-	if err := f.mkdir(state, 0o755); err != nil {
-		return err
-	}
-	shm := filepath.Join(state, shmDir)
-	if err := f.mkdir(shm, 0o700); err != nil {
-		return err
-	}
-	f.rec.Mounts = append(f.rec.Mounts, shm)
 	if err := f.save(); err != nil {
 		return err
 	}
-	if err := unix.Mount("shm", shm, "tmpfs", unix.MS_NOEXEC|unix.MS_NOSUID|unix.MS_NODEV,
-		fmt.Sprintf("mode=1777,size=%d", shmSize)); err != nil {
-		return fmt.Errorf("mount the pod's shm at %s: %w", shm, err)
+	for _, d := range dirs {
+		if err := os.MkdirAll(d.path, d.perm); err != nil {
+			return fmt.Errorf("create %s: %w", d.path, err)
+		}
+	}
+	for _, fl := range files {
+		if err := os.WriteFile(fl.path, fl.data, 0o644); err != nil {
+			return fmt.Errorf("pod file: %w", err)
+		}
+	}
+	if shm != "" {
+		if err := unix.Mount("shm", shm, "tmpfs", unix.MS_NOEXEC|unix.MS_NOSUID|unix.MS_NODEV,
+			fmt.Sprintf("mode=1777,size=%d", shmSize)); err != nil {
+			return fmt.Errorf("mount the pod's shm at %s: %w", shm, err)
+		}
 	}
 	return nil
 }

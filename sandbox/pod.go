@@ -86,17 +86,13 @@ func (p *pod) start() (retErr error) {
 			}
 		}
 	}()
-	if root, state, ok := criDirs(p.bundle, p.id); ok {
-		if err := p.files.setUp(p.cfg, root, state); err != nil {
-			return err
-		}
-	}
 	cg := holder.CgroupPath(p.cfg.CgroupParent, p.id)
+	p.files.rec.Cgroup = cg
+	root, state, ok := criDirs(p.bundle, p.id)
+	if err := p.files.setUp(p.cfg, root, state, ok); err != nil {
+		return err
+	}
 	if cg != "" {
-		p.files.rec.Cgroup = cg
-		if err := p.files.save(); err != nil {
-			return err
-		}
 		if err := holder.CreateCgroup(holder.CgroupRoot, cg); err != nil {
 			return err
 		}

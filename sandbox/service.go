@@ -210,11 +210,12 @@ func (s *Service) StartSandbox(ctx context.Context, r *sandboxapi.StartSandboxRe
 	if err != nil {
 		return nil, err
 	}
+	began := time.Now()
 	if err := p.start(); err != nil {
 		return nil, fmt.Errorf("start sandbox %s: %w", p.id, err)
 	}
 	st := p.status()
-	slog.Debug("sandbox started", "sandbox", p.id, "holder", st.pid)
+	slog.Debug("sandbox started", "sandbox", p.id, "holder", st.pid, "took", time.Since(began))
 	return &sandboxapi.StartSandboxResponse{Pid: uint32(st.pid), CreatedAt: timestamp(st.createdAt)}, nil
 }
 
