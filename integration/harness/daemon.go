@@ -420,6 +420,9 @@ func (d *Daemon) Stop() error {
 		}
 	}
 	d.removeDeadShimSockets()
+	if err := d.teardownPodNetwork(); err != nil {
+		errs = append(errs, err)
+	}
 	for _, ns := range nss {
 		if err := forceDeleteRunc(ns); err != nil {
 			errs = append(errs, err)

@@ -21,6 +21,7 @@ type daemonVariant struct {
 	shimEnv       []string     // environment containerd 2.x gives every shim (WithShimEnv)
 	schedCore     bool         // containerd 1.6's sched_core = true (WithSchedCore)
 	runc          string       // OCI runtime linked as runc on the daemon's PATH (WithRunc)
+	podNetwork    *podNetwork  // a CNI bridge network for pods (WithPodNetwork, sandbox.go)
 
 	// Filled in by prepareVariant for a CRI daemon.
 	streamPort string // the CRI streaming server's port on 127.0.0.1
@@ -54,6 +55,10 @@ func WithLegacyCgroups() DaemonOption { return func(v *daemonVariant) { v.legacy
 type CRIHandler struct {
 	Name    string
 	Options []string
+	// Sandboxer is the handler's `sandboxer` (containerd 2.x): "shim" has CRI call the
+	// shim's Sandbox API instead of running a pause container ("" is CRI's default,
+	// "podsandbox"). See WithShimSandboxer.
+	Sandboxer string
 }
 
 // WithCRIHandler adds a runtime handler to a CRI daemon (implies WithCRI), next to
@@ -117,6 +122,9 @@ func (d *Daemon) prepareVariant() error {
 			return err
 		}
 	}
+	if err := d.prepareSandboxVariant(); err != nil {
+		return err
+	}
 	// A free port now; the daemon binds it a moment later (the race is harmless here: only
 	// this process picks ports this way, and a clash fails the daemon's start loudly).
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -163,6 +171,9 @@ func (d *Daemon) variantConfig() string {
 		fmt.Fprintf(&b, "[%s.containerd.runtimes.%s]\n  runtime_type = %q\n\n", section, CRIRuntimeHandler, Runtime())
 		for _, h := range d.variant.extraHandlers {
 			fmt.Fprintf(&b, "[%s.containerd.runtimes.%s]\n  runtime_type = %q\n", section, h.Name, Runtime())
+			if h.Sandboxer != "" {
+				fmt.Fprintf(&b, "  sandboxer = %q\n", h.Sandboxer)
+			}
 			fmt.Fprintf(&b, "[%s.containerd.runtimes.%s.options]\n", section, h.Name)
 			for _, line := range h.Options {
 				fmt.Fprintf(&b, "  %s\n", line)
@@ -191,7 +202,9 @@ func (d *Daemon) variantConfig() string {
 		const sec = `plugins."io.containerd.cri.v1.runtime"`
 		fmt.Fprintf(&b, "[%s]\n", sec)
 		common()
-		fmt.Fprintf(&b, "  enable_cdi = false\n\n")
+		fmt.Fprintf(&b, "  enable_cdi = false\n")
+		b.WriteString(d.podNetworkRuntimeConfig())
+		b.WriteString("\n")
 		handler(sec)
 		fmt.Fprintf(&b, "[%s.cni]\n  bin_dirs = [%q]\n  conf_dir = %q\n", sec, d.CNIBinDir(), d.CNIConfDir())
 	}

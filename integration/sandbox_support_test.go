@@ -1,0 +1,233 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/ttrpc"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	sandboxapi "github.com/containerd/containerd/api/runtime/sandbox/v1"
+
+	"github.com/example/containerd-shim-example-v2/integration/harness"
+)
+
+// Helpers of the shim-sandboxer tests (sandbox_test.go).
+
+// sandboxFlavors are the containerd releases the Sandbox API tests run under:
+// $TEST_SANDBOX_FLAVORS, default 2.2 (the last before the 2.3 bootstrap: task API v2,
+// `start` per container) and the newest 2.x (task API v3: containers join the pod's shim
+// without `start`). containerd 1.6 has no Sandbox API.
+var sandboxFlavors = harness.FlavorsFromEnv("TEST_SANDBOX_FLAVORS", []string{"2.2", harness.Flavor2x})
+
+// shimPodSpec is what a shim-mode test pod asks for.
+type shimPodSpec struct {
+	name       string
+	hostNet    bool   // the node's network (no CNI); otherwise the daemon's pod network
+	sharePID   bool   // shareProcessNamespace: one PID namespace, the holder its PID 1
+	handler    string // default harness.CRIShimHandler
+	edit       func(*runtimeapi.PodSandboxConfig)
+	cgroupPath string // set by runShimPod: the pod's cgroup parent
+}
+
+// runShimPod runs a pod through CRI with the shim sandboxer handler and reports how long
+// RunPodSandbox took.
+func runShimPod(t *testing.T, ctx context.Context, d *harness.Daemon, cri *harness.CRI, spec *shimPodSpec) (*criPod, time.Duration) {
+	t.Helper()
+	p, took, err := runShimPodErr(ctx, d, cri, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, took
+}
+
+func runShimPodErr(ctx context.Context, d *harness.Daemon, cri *harness.CRI, spec *shimPodSpec) (*criPod, time.Duration, error) {
+	uid := harness.RandID(12)
+	spec.cgroupPath = cri.NewCgroupParent()
+	handler := spec.handler
+	if handler == "" {
+		handler = harness.CRIShimHandler
+	}
+	ns := &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_POD, Pid: runtimeapi.NamespaceMode_CONTAINER, Ipc: runtimeapi.NamespaceMode_POD}
+	if spec.hostNet {
+		ns.Network = runtimeapi.NamespaceMode_NODE
+	}
+	if spec.sharePID {
+		ns.Pid = runtimeapi.NamespaceMode_POD
+	}
+	p := &criPod{logDir: filepath.Join(d.PodLogRoot(), uid)}
+	p.config = &runtimeapi.PodSandboxConfig{
+		Metadata:     &runtimeapi.PodSandboxMetadata{Name: spec.name, Uid: uid, Namespace: "default"},
+		LogDirectory: p.logDir,
+		Linux: &runtimeapi.LinuxPodSandboxConfig{
+			CgroupParent:    spec.cgroupPath,
+			SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: ns},
+		},
+	}
+	if spec.edit != nil {
+		spec.edit(p.config)
+	}
+	start := time.Now()
+	r, err := cri.Runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: p.config, RuntimeHandler: handler})
+	took := time.Since(start)
+	if err != nil {
+		return nil, took, fmt.Errorf("RunPodSandbox %s (handler %s): %w", spec.name, handler, err)
+	}
+	p.id = r.PodSandboxId
+	return p, took, nil
+}
+
+// podStatus is PodSandboxStatus of a pod.
+func podStatus(t *testing.T, ctx context.Context, cri *harness.CRI, id string) *runtimeapi.PodSandboxStatus {
+	t.Helper()
+	r, err := cri.Runtime.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id})
+	if err != nil {
+		t.Fatalf("PodSandboxStatus %s: %v", id, err)
+	}
+	return r.Status
+}
+
+// holderOf returns the pid of the pod's one namespace holder.
+func holderOf(t *testing.T, id string) int {
+	t.Helper()
+	hs := harness.HolderProcesses(id)
+	if len(hs) != 1 {
+		t.Fatalf("holder processes of pod %s: %v, want exactly one", id, hs)
+	}
+	return hs[0].Pid
+}
+
+// startCRISleeper starts a container whose init is `sleep <secs>` (a distinct number per
+// container lets the tests find it) and returns its id and init pid.
+func startCRISleeper(t *testing.T, ctx context.Context, cri *harness.CRI, pod *criPod, name string, secs int) (string, int) {
+	t.Helper()
+	args := []string{"sleep", fmt.Sprint(secs)}
+	id := createCRIContainer(t, ctx, cri, pod, name, args, nil)
+	startCRIContainer(t, ctx, cri, id, name)
+	waitCRIState(t, ctx, cri, id, name, runtimeapi.ContainerState_CONTAINER_RUNNING, 10*time.Second)
+	var pid int
+	waitFor(t, 5*time.Second, "the init process of "+name, func() bool {
+		ps := processesIn(id, args...)
+		if len(ps) == 1 {
+			pid = ps[0].Pid
+		}
+		return pid > 0
+	})
+	return id, pid
+}
+
+// execOut runs cmd in a container through CRI's ExecSync and returns its stdout; a non-zero
+// exit fails the test.
+func execOut(t *testing.T, ctx context.Context, cri *harness.CRI, id string, cmd ...string) string {
+	t.Helper()
+	r, err := cri.Runtime.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: cmd, Timeout: 10})
+	if err != nil {
+		t.Fatalf("ExecSync %q in %s: %v", cmd, id, err)
+	}
+	if r.ExitCode != 0 {
+		t.Fatalf("ExecSync %q in %s: exit %d, stderr %q", cmd, id, r.ExitCode, r.Stderr)
+	}
+	return string(r.Stdout)
+}
+
+// nsOf is a process's namespace link (/proc/<pid>/ns/<kind>), e.g. "net:[4026532281]".
+func nsOf(t *testing.T, pid int, kind string) string {
+	t.Helper()
+	l, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", pid, kind))
+	if err != nil {
+		t.Fatalf("namespace %s of %d: %v", kind, pid, err)
+	}
+	return l
+}
+
+// memCgroupPath is a process's path in the memory hierarchy (v1) or the unified tree (v2).
+func memCgroupPath(t *testing.T, pid int) string {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatalf("cgroup of %d: %v", pid, err)
+	}
+	unified := ""
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) != 3 {
+			continue
+		}
+		for _, c := range strings.Split(f[1], ",") {
+			if c == "memory" {
+				return f[2]
+			}
+		}
+		if f[0] == "0" && f[1] == "" {
+			unified = f[2]
+		}
+	}
+	return unified
+}
+
+// sandboxClient dials a pod's shim (the socket in its sandbox bundle's `address` file)
+// with containerd's own Sandbox API client.
+func sandboxClient(t *testing.T, d *harness.Daemon, podID string) sandboxapi.TTRPCSandboxService {
+	t.Helper()
+	addr, err := os.ReadFile(filepath.Join(d.SandboxBundleDir(harness.CRINamespace, podID), "address"))
+	if err != nil {
+		t.Fatalf("address of pod %s's shim: %v", podID, err)
+	}
+	sb, _ := dialSandbox(t, socketOf(t, strings.TrimSpace(string(addr))))
+	return sb
+}
+
+// dialSandbox connects to a shim's socket; the connection is closed by t.Cleanup, or
+// earlier through the returned client.
+func dialSandbox(t *testing.T, socket string) (sandboxapi.TTRPCSandboxService, *ttrpc.Client) {
+	t.Helper()
+	conn, err := net.Dial("unix", socket)
+	if err != nil {
+		t.Fatalf("dial %s: %v", socket, err)
+	}
+	c := ttrpc.NewClient(conn)
+	t.Cleanup(func() { c.Close() })
+	return sandboxapi.NewTTRPCSandboxClient(c), c
+}
+
+// runcWrapper writes an OCI runtime that logs each command line to log and runs the runc
+// under test: put first on the daemon's PATH as runc (harness.WithRunc), it shows every
+// runtime call the shims make. (A handler option BinaryName would do too, but containerd
+// 2.2 fails every container of a sandboxer = "shim" handler that has options: its client
+// insists on runc options for the task API endpoint. 2.3 fixed that.)
+func runcWrapper(t *testing.T) (path, log string) {
+	t.Helper()
+	real := harness.RuncUnderTest()
+	if real == "" {
+		var err error
+		if real, err = exec.LookPath("runc"); err != nil {
+			t.Fatalf("runc: %v", err)
+		}
+	}
+	dir := t.TempDir()
+	path, log = filepath.Join(dir, "runc-logged"), filepath.Join(dir, "calls.log")
+	script := fmt.Sprintf("#!/bin/sh\nprintf '%%s\\n' \"$*\" >> %q\nexec %q \"$@\"\n", log, real)
+	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path, log
+}
+
+// logMemory records a process's memory in the test log and returns it.
+func logMemory(t *testing.T, what string, pid int) harness.ProcMemory {
+	t.Helper()
+	m, err := harness.ReadProcMemory(pid)
+	if err != nil {
+		t.Errorf("memory of %s (%d): %v", what, pid, err)
+		return m
+	}
+	t.Logf("%s (pid %d): RSS %d KiB, anonymous %d KiB, file %d KiB", what, pid, m.RSS, m.Anon, m.File)
+	return m
+}
