@@ -308,3 +308,28 @@ func exitCodeWithin(t *testing.T, ctx context.Context, statusC <-chan containerd
 	defer cancel()
 	return exitCode(t, wctx, statusC)
 }
+
+// A quiet spell is not a stalled reader: a container that says nothing for longer than the
+// stall policy (15 s) and then writes gets every line through, on both streams. (The policy's
+// clock must run only while output waits for a reader, not while the shim waits for output.)
+// The two flavors run in parallel.
+func TestQuietSpellKeepsOutput(t *testing.T) {
+	for _, flavor := range harness.AllFlavors {
+		t.Run("containerd-"+flavor, func(t *testing.T) {
+			t.Parallel()
+			d := daemonFor(t, flavor)
+			ctx, ns := d.NewNamespace(t)
+			ctx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
+			stdout, stderr, code, err := d.Ctr(ctx, ctrRun(d, "--rm", harness.ImageName, "quiet",
+				"sh", "-c", "echo early; sleep 16; echo late; echo late-err >&2; exit 4")...)
+			if err != nil || code != 4 {
+				t.Fatalf("ctr run: code %d err %v stderr %q", code, err, stderr)
+			}
+			if stdout != "early\nlate\n" || withoutCtrLog(stderr) != "late-err\n" {
+				t.Errorf("after a 16 s quiet spell: stdout %q stderr %q, want %q and %q", stdout, withoutCtrLog(stderr), "early\nlate\n", "late-err\n")
+			}
+			expectNoLeftovers(t, d, ns, "quiet")
+		})
+	}
+}

@@ -95,11 +95,12 @@ func splicePipes(dst, src *os.File, stall *stallPolicy) (written int64, err erro
 		return 0, nil, false
 	}
 	growth := pipeGrowth{capacity: pipeSize(srcRC)}
+	// The stall clock runs only while the relay waits for room in dst: it is
+	// armed when dst is found full and disarmed by progress. (Armed before
+	// the wait for the process's output, it would expire during a quiet
+	// spell and take the next write for a stalled reader.)
+	armed := false
 	for {
-		if stall.enabled() {
-			// Bounds the wait for the reader below; renewed after progress.
-			_ = dst.SetWriteDeadline(time.Now().Add(stall.timeout))
-		}
 		var n int64
 		var serr error
 		srcEmpty := false
@@ -127,6 +128,12 @@ func splicePipes(dst, src *os.File, stall *stallPolicy) (written int64, err erro
 						srcEmpty = true
 						return true // wait for src instead
 					case dstNotReady:
+						if stall.enabled() && !armed {
+							// Safe inside the wait: deadlines do not take
+							// the write lock this callback runs under.
+							_ = dst.SetWriteDeadline(time.Now().Add(stall.timeout))
+							armed = true
+						}
 						return false // wait until dst drains
 					}
 					// Both ready now: try again.
@@ -147,6 +154,10 @@ func splicePipes(dst, src *os.File, stall *stallPolicy) (written int64, err erro
 		case serr == nil:
 			written += n
 			stall.progressed(n)
+			if armed {
+				_ = dst.SetWriteDeadline(time.Time{})
+				armed = false
+			}
 			switch growth.observe(n) {
 			case grow:
 				setPipeSize(srcRC, bulkPipeSize)
@@ -163,6 +174,7 @@ func splicePipes(dst, src *os.File, stall *stallPolicy) (written int64, err erro
 			}
 		case errors.Is(serr, os.ErrDeadlineExceeded) && stall.enabled():
 			// The reader made no progress for the whole timeout.
+			armed = false // discardUntilDrained clears the deadline
 			moved, err := stall.discardUntilDrained(dst, src, dstRC)
 			written += moved
 			if err != nil {

@@ -123,3 +123,36 @@ func fifoWithIdleReader(t *testing.T, stall time.Duration) (*os.File, *Pipes) {
 	t.Cleanup(p.Close)
 	return reader, p
 }
+
+// A process that stays quiet for longer than the stall timeout and then
+// writes is no stalled reader's victim: the stall clock runs only while the
+// relay waits for room in the FIFO, not while it waits for output.
+func TestQuietSpellLongerThanStallTimeout(t *testing.T) {
+	path := mkfifo(t, "out")
+	r, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := Open(Config{Stdout: path}, Env{StallTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	_, w, _ := p.RuntimeFiles()
+	go func() {
+		w.Write([]byte("early\n"))
+		time.Sleep(600 * time.Millisecond) // three stall timeouts of silence
+		w.Write([]byte("late\n"))
+		p.ReleaseRuntimeFiles()
+	}()
+	got, err := stdio.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "early\nlate\n" {
+		t.Errorf("client read %q, want %q", got, "early\nlate\n")
+	}
+	if d := p.Dropped(); d != 0 {
+		t.Errorf("%d bytes dropped after a quiet spell", d)
+	}
+}
