@@ -138,3 +138,19 @@ func TestParseOptionsTOMLComments(t *testing.T) {
 		t.Fatalf("unterminated string: %v, want InvalidArgument", err)
 	}
 }
+
+// A restore asked for through the task options (the Go client's
+// WithRestoreImagePath) reaches the runtime even where containerd passes the
+// path only to runc-named runtimes (1.6, 1.7).
+func TestRestorePathFallsBackToOptions(t *testing.T) {
+	opts := RuntimeOptions{CriuImagePath: "/var/lib/cp"}
+	if got := restorePath("", opts); got != "/var/lib/cp" {
+		t.Errorf("no request path: %q, want the option's", got)
+	}
+	if got := restorePath("/run/containerd/cp1", opts); got != "/run/containerd/cp1" {
+		t.Errorf("request path: %q, want the request's", got)
+	}
+	if got := restorePath("", RuntimeOptions{}); got != "" {
+		t.Errorf("neither: %q, want a fresh start", got)
+	}
+}

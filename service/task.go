@@ -81,7 +81,7 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*ta
 		},
 		Consoles:     &s.consoles,
 		SocketDir:    s.cfg.SocketDir,
-		Checkpoint:   r.Checkpoint,
+		Checkpoint:   restorePath(r.Checkpoint, opts),
 		CriuWorkPath: opts.CriuWorkPath,
 	}, func(pid int) {
 		s.cfg.Events.Publish(topicCreate, &eventsapi.TaskCreate{
@@ -108,6 +108,18 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*ta
 		}
 	}
 	return &taskapi.CreateTaskResponse{Pid: uint32(c.Init().Pid())}, nil
+}
+
+// restorePath is the CRIU image directory a task is restored from:
+// containerd's request, or else the task options' CriuImagePath. containerd
+// 2.x turns that option into the request's path for every runtime, but 1.6
+// and 1.7 only for runtimes named io.containerd.runc*, so a client's
+// WithRestoreImagePath would otherwise start the container afresh.
+func restorePath(requested string, opts RuntimeOptions) string {
+	if requested != "" {
+		return requested
+	}
+	return opts.CriuImagePath
 }
 
 func (s *Service) publishExit(p *process.Process, st process.Snapshot) {
