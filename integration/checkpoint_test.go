@@ -36,14 +36,14 @@ func criuCannotRunHere(msg string) bool {
 // Checkpoint/restore: checkpoint a counting container. Where CRIU cannot work (this kernel),
 // the checkpoint must fail promptly with an error that names CRIU, and the container must
 // go on counting and be killed and deleted cleanly; the test then skips, quoting the error.
-// Where CRIU works, the checkpoint is restored into a new container that counts on from
-// where the checkpoint was taken.
+// Where CRIU works, the checkpoint (containerd's checkpoint image) is restored as a new task
+// of the container, which counts on from where the checkpoint was taken.
 func TestCheckpointRestore(t *testing.T) {
 	forEachFlavor(t, func(t *testing.T, d *harness.Daemon) {
 		ctx, ns := d.NewNamespace(t)
 		ctx, cancel := context.WithTimeout(ctx, 2*checkpointTimeout)
 		defer cancel()
-		const id, restoredID = "cp1", "cp2"
+		const id = "cp1"
 		ctr := newContainer(t, ctx, d, id, countArgs)
 		var out lockedBuffer
 		task, statusC := startTask(t, ctx, ctr, cio.NewCreator(cio.WithStreams(nil, &out, &out), cio.WithFIFODir(d.FIFODir)))
@@ -113,7 +113,7 @@ func TestCheckpointRestore(t *testing.T) {
 		}
 
 		// CRIU works here. The checkpoint was announced, and the original (left running, the
-		// client's default) counts on; then a new container restored from the checkpoint
+		// client's default) counts on; then a new task restored from the checkpoint
 		// image must count on from the checkpoint. The original is removed first.
 		expectCheckpointedEvent(t, evs, id)
 		waitFor(t, 10*time.Second, "original counting on after the checkpoint", func() bool {
@@ -134,18 +134,15 @@ func TestCheckpointRestore(t *testing.T) {
 			t.Fatalf("delete the original: %v", err)
 		}
 
-		restored, err := c.Restore(ctx, restoredID, img,
-			containerd.WithRestoreImage, containerd.WithRestoreSpec, containerd.WithRestoreRuntime, containerd.WithRestoreRW)
-		if err != nil {
-			t.Fatalf("restore container from %s: %v", img.Name(), err)
-		}
+		// A task checkpoint image holds the process state (not a container record): the
+		// restore is a new task of the same container, on the same rootfs.
 		var rout lockedBuffer
-		rtask, rstatusC := startTask(t, ctx, restored, cio.NewCreator(cio.WithStreams(nil, &rout, &rout), cio.WithFIFODir(d.FIFODir)),
+		rtask, rstatusC := startTask(t, ctx, ctr, cio.NewCreator(cio.WithStreams(nil, &rout, &rout), cio.WithFIFODir(d.FIFODir)),
 			containerd.WithTaskCheckpoint(img))
-		waitFor(t, 10*time.Second, "restored container counting", func() bool { return lastCount(rout.String()) >= atCheckpoint+3 })
+		waitFor(t, 10*time.Second, "restored task counting", func() bool { return lastCount(rout.String()) >= atCheckpoint+3 })
 		first := strings.SplitN(rout.String(), "\n", 2)[0]
 		if first != strconv.Itoa(atCheckpoint+1) {
-			t.Errorf("restored container's first line %q, want %d (the checkpoint was taken at %d)", first, atCheckpoint+1, atCheckpoint)
+			t.Errorf("restored task's first line %q, want %d (the checkpoint was taken at %d)", first, atCheckpoint+1, atCheckpoint)
 		}
 		if err := rtask.Kill(ctx, syscall.SIGKILL); err != nil {
 			t.Fatalf("kill restored: %v", err)
