@@ -180,7 +180,6 @@ func fork(cfg Config) (_ *Holder, retErr error) {
 		Args:       []string{shimName(), Action, cfg.ID},
 		Env:        []string{"GOMAXPROCS=1"},
 		Dir:        "/",
-		Stderr:     os.Stderr, // the shim's log (the Go holder reports there)
 		ExtraFiles: []*os.File{lifeR},
 		// No Pdeathsig: the kernel ties it to the forking thread, and this
 		// thread ends right after the fork. The life pipe does that job.
@@ -198,8 +197,10 @@ func fork(cfg Config) (_ *Holder, retErr error) {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, mem)
 		cmd.Path = fmt.Sprintf("/proc/self/fd/%d", programFD)
 	} else {
-		// The running binary itself, even if the file was replaced since.
+		// The running binary itself, even if the file was replaced since;
+		// its errors go to the shim's log.
 		cmd.Path = "/proc/self/exe"
+		cmd.Stderr = os.Stderr
 	}
 	exit, err := cfg.Reaper.Start(cmd)
 	if err != nil {

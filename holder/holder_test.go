@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"runtime"
 	"strings"
 	"testing"
@@ -294,4 +295,62 @@ func testHolderJoinsNetNS(t *testing.T) {
 	if nsLink(t, os.Getpid(), "net") == want {
 		t.Errorf("the test process's main thread ended up in the pod's netns")
 	}
+}
+
+// TestHolderReapsOrphans: as PID 1 of a pod's PID namespace, the holder
+// leaves no zombie of a process orphaned inside it.
+func TestHolderReapsOrphans(t *testing.T) { bothHolders(t, testHolderReapsOrphans) }
+
+func testHolderReapsOrphans(t *testing.T) {
+	needRoot(t)
+	r := startReaper(t)
+	h, err := Start(Config{ID: "t5", NewPID: true, Reaper: r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopAndWait(t, h)
+	// A shell started in the holder's PID namespace backgrounds a sleep and
+	// exits: the sleep is orphaned and re-parented to the holder.
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // the thread's children join the pod's PID namespace
+		f, err := os.Open(fmt.Sprintf("/proc/%d/ns/pid", h.Pid))
+		if err != nil {
+			done <- err
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWPID); err != nil {
+			done <- err
+			return
+		}
+		// exec.Cmd.Wait here reaps only the shell, the test's own child.
+		done <- exec.Command("/bin/sh", "-c", "sleep 0.3 </dev/null >/dev/null 2>&1 & exit 0").Run()
+	}()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var orphan int
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end) && orphan == 0; time.Sleep(10 * time.Millisecond) {
+		orphan = childOf(h.Pid)
+	}
+	if orphan == 0 {
+		t.Fatalf("no orphan re-parented to holder %d", h.Pid)
+	}
+	time.Sleep(600 * time.Millisecond)
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", orphan)); err == nil {
+		st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", orphan))
+		t.Errorf("orphan %d of holder %d still in /proc after it exited: %s", orphan, h.Pid, st)
+	}
+}
+
+// childOf returns a child of pid, or 0.
+func childOf(pid int) int {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	if err != nil {
+		return 0
+	}
+	var child int
+	fmt.Sscan(string(data), &child)
+	return child
 }
