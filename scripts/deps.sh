@@ -9,7 +9,8 @@
 #   /opt/runc/<version>/runc        runc built from the Go module proxy (seccomp, cgo)
 #
 # Profiles: `deps.sh` (make deps) installs everything `make test` uses: the full-suite
-# containerd releases, the smoke-tested ones, runc and Docker Engine (scripts/deps-docker.sh);
+# containerd releases, the smoke-tested ones, runc, Docker Engine (scripts/deps-docker.sh), CNI
+# plugins (scripts/deps-cni.sh) and the cgroup v2 lane's qemu and kernel (scripts/cgroup2/deps.sh);
 # `deps.sh demo` only what `make demo` needs (Debian's packages and the newest 2.x).
 # CONTAINERD_VERSIONS and RUNC_VERSIONS override the lists.
 set -euo pipefail
@@ -107,7 +108,9 @@ if ! "$gobin/staticcheck" -version 2>/dev/null | grep -q "${STATICCHECK_VERSION#
 	echo "deps: installing staticcheck $STATICCHECK_VERSION"
 	go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
 fi
-if [ "$profile" = all ] && [ -f deps-docker.sh ]; then
-	bash deps-docker.sh
+if [ "$profile" = all ]; then
+	bash deps-docker.sh # dockerd (integration/docker_test.go)
+	bash deps-cni.sh    # CNI plugins for pod networks (integration/sandbox_test.go)
+	bash cgroup2/deps.sh # qemu and Debian's kernel for the cgroup v2 lane
 fi
 echo "deps: ok"
