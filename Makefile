@@ -65,7 +65,7 @@ test-direct: build
 # newest 2.x in a qemu guest whose only cgroup hierarchy is v2 (this host is v1 hybrid).
 # CGROUP2_RUN is the -test.run regex: the cgroup, OOM, stats, update, pause, crun and
 # checkpoint tests and the core lifecycle set.
-CGROUP2_RUN ?= ^(TestRunStreamsAndExitCode|TestKillRunningTask|TestSigterm|TestWaitExitStatusAndEvents|TestExec|TestTaskListAndPs|TestShimInfo|TestIntrospection|TestGroupingSharesOneShim|TestHarnessTeardown|TestPauseResume|TestUpdateResources|TestMetrics|TestOOMKill|TestCRIOOMScope|TestCRIPodLifecycle|TestOptionsShimCgroup|TestOptionsCrun|TestOptionsBinaryName|TestCheckpoint|TestShimWritesOnlyItsOwnFiles)
+CGROUP2_RUN ?= ^(TestRunStreamsAndExitCode|TestKillRunningTask|TestSigterm|TestWaitExitStatusAndEvents|TestExec|TestTaskListAndPs|TestShimInfo|TestIntrospection|TestGroupingSharesOneShim|TestHarnessTeardown|TestPauseResume|TestUpdateResources|TestMetrics|TestOOMKill|TestCRIOOMScope|TestCRIPodLifecycle|TestOptionsShimCgroup|TestOptionsCrun|TestOptionsBinaryName|TestCheckpoint|TestShimWritesOnlyItsOwnFiles|TestKillWhilePaused|TestLargeOutputCtrRun|TestSandbox|TestIdleShimMemoryBudget)
 .PHONY: test-cgroup2
 test-cgroup2: build
 	CGROUP2_RUN='$(CGROUP2_RUN)' bash scripts/cgroup2/test.sh
