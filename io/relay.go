@@ -7,6 +7,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -88,107 +89,169 @@ func isPipe(f *os.File) bool {
 // network poller so no thread blocks. Both files must be registered with the
 // poller, as every pipe from os.Pipe and every FIFO from os.OpenFile is.
 // ok is false when the kernel refuses splice for this pair before anything moved.
+//
+// One RawConn wait on src lasts for the whole stream (re-entered only after
+// a stall), and a chunk costs one splice and one readiness poll: an
+// interactive stream of small writes pays little more than the wake-up.
 func splicePipes(dst, src *os.File, stall *stallPolicy) (written int64, err error, ok bool) {
 	srcRC, err1 := src.SyscallConn()
 	dstRC, err2 := dst.SyscallConn()
 	if err1 != nil || err2 != nil {
 		return 0, nil, false
 	}
-	growth := pipeGrowth{capacity: pipeSize(srcRC)}
-	// The stall clock runs only while the relay waits for room in dst: it is
-	// armed when dst is found full and disarmed by progress. (Armed before
-	// the wait for the process's output, it would expire during a quiet
-	// spell and take the next write for a stalled reader.)
-	armed := false
+	s := &splicer{dst: dst, dstRC: dstRC, stall: stall, growth: pipeGrowth{capacity: pipeSize(srcRC)}}
+	s.onSrc, s.onDst = s.srcReady, s.dstReady
 	for {
-		var n int64
-		var serr error
-		srcEmpty := false
-		rerr := srcRC.Read(func(sfd uintptr) bool {
-			srcEmpty = false
-			werr := dstRC.Write(func(dfd uintptr) bool {
-				for {
-					n, serr = unix.Splice(int(sfd), nil, int(dfd), nil, spliceChunk,
-						unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
-					if serr == unix.EINTR {
-						continue
-					}
-					if serr != unix.EAGAIN {
-						return true
-					}
-					// EAGAIN means src was empty or dst full at that moment;
-					// either may have changed since. Ask the kernel about both
-					// now and wait only on a side that is really not ready:
-					// an edge-triggered wait on the wrong side sleeps forever.
-					switch readiness(int(sfd), int(dfd)) {
-					case srcAtEOF:
-						n, serr = 0, nil
-						return true
-					case srcNotReady:
-						srcEmpty = true
-						return true // wait for src instead
-					case dstNotReady:
-						if stall.enabled() && !armed {
-							// Safe inside the wait: deadlines do not take
-							// the write lock this callback runs under.
-							_ = dst.SetWriteDeadline(time.Now().Add(stall.timeout))
-							armed = true
-						}
-						return false // wait until dst drains
-					}
-					// Both ready now: try again.
-				}
-			})
-			if werr != nil {
-				serr = werr
-				return true
-			}
-			return !srcEmpty
-		})
-		if rerr != nil {
-			return written, closedAsErrClosed(rerr), true
-		}
+		rerr := srcRC.Read(s.onSrc)
 		switch {
-		case serr == nil && n == 0:
-			return written, nil, true // every writer of src is gone
-		case serr == nil:
-			written += n
-			stall.progressed(n)
-			if armed {
-				_ = dst.SetWriteDeadline(time.Time{})
-				armed = false
-			}
-			switch growth.observe(n) {
-			case grow:
-				setPipeSize(srcRC, bulkPipeSize)
-				setPipeSize(dstRC, bulkPipeSize)
-			case shrink:
-				// Refused (EBUSY) while more than the default size is
-				// queued; then the stream counts as grown and tries again
-				// after the next run of small splices.
-				setPipeSize(srcRC, int(growth.capacity))
-				setPipeSize(dstRC, int(growth.capacity))
-				if pipeSize(srcRC) > growth.capacity || pipeSize(dstRC) > growth.capacity {
-					growth.grown = true
-				}
-			}
-		case errors.Is(serr, os.ErrDeadlineExceeded) && stall.enabled():
+		case s.refused:
+			return 0, nil, false
+		case rerr != nil:
+			return s.written, closedAsErrClosed(rerr), true
+		case s.stalled:
 			// The reader made no progress for the whole timeout.
-			armed = false // discardUntilDrained clears the deadline
+			s.stalled, s.armed = false, false
 			moved, err := stall.discardUntilDrained(dst, src, dstRC)
-			written += moved
+			s.written += moved
 			if err != nil {
 				if errors.Is(err, io.EOF) {
-					return written, nil, true
+					return s.written, nil, true
 				}
-				return written, closedAsErrClosed(err), true
+				return s.written, closedAsErrClosed(err), true
 			}
-		case errors.Is(serr, unix.EINVAL) && written == 0:
-			return 0, nil, false
+		case s.err != nil:
+			return s.written, closedAsErrClosed(s.err), true
 		default:
-			return written, closedAsErrClosed(serr), true
+			return s.written, nil, true // every writer of src is gone
 		}
 	}
+}
+
+// splicer is one spliced stream. Its callbacks run inside the RawConn waits
+// that hold both files' descriptors: srcReady whenever src may have data,
+// dstReady (nested in it) whenever dst may have room.
+type splicer struct {
+	dst     *os.File
+	dstRC   syscall.RawConn
+	stall   *stallPolicy
+	growth  pipeGrowth
+	written int64
+
+	sfd     int  // src's descriptor, for dstReady
+	dfd     int  // dst's descriptor, inside dstReady
+	wantSrc bool // dstReady found src empty: wait for src
+	done    bool // end of file, or err
+	err     error
+	refused bool // the kernel refused splice before anything moved
+	stalled bool // dst stayed full for the stall timeout
+	armed   bool // dst's write deadline runs (dst was found full)
+
+	onSrc, onDst func(uintptr) bool // the two callbacks, bound once
+}
+
+func (s *splicer) srcReady(sfd uintptr) bool {
+	s.sfd = int(sfd)
+	if werr := s.dstRC.Write(s.onDst); werr != nil {
+		if errors.Is(werr, os.ErrDeadlineExceeded) && s.stall.enabled() {
+			s.stalled = true
+		} else {
+			s.err = werr
+		}
+		return true
+	}
+	if s.wantSrc && !s.done {
+		s.wantSrc = false
+		return false // wait until src has data
+	}
+	return true
+}
+
+// dstReady moves what it can, then asks the kernel which side to wait for:
+// splice cannot tell an empty src from a full dst (both are EAGAIN), and an
+// edge-triggered wait on the wrong side would sleep forever.
+func (s *splicer) dstReady(dfd uintptr) bool {
+	s.dfd = int(dfd)
+	for {
+		n, err := spliceNow(s.sfd, s.dfd)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == nil && n == 0:
+			s.done = true // every writer of src is gone
+			return true
+		case err == nil:
+			s.progressed(n)
+		case err == unix.EINVAL && s.written == 0:
+			s.refused, s.done = true, true
+			return true
+		case err != unix.EAGAIN:
+			s.err, s.done = err, true
+			return true
+		}
+		switch readinessNow(s.sfd, s.dfd) {
+		case srcAtEOF:
+			s.done = true
+			return true
+		case srcNotReady:
+			s.wantSrc = true
+			return true
+		case dstNotReady:
+			// The reader is behind: from now on its time counts.
+			if s.stall.enabled() && !s.armed {
+				_ = s.dst.SetWriteDeadline(time.Now().Add(s.stall.timeout))
+				s.armed = true
+			}
+			return false // wait until dst drains
+		}
+		// Both ready: go on.
+	}
+}
+
+// progressed accounts for n bytes moved.
+func (s *splicer) progressed(n int64) {
+	s.written += n
+	s.stall.progressed(n)
+	if s.armed {
+		_ = s.dst.SetWriteDeadline(time.Time{}) // the reader took data
+		s.armed = false
+	}
+	switch s.growth.observe(n) {
+	case grow:
+		s.resize(bulkPipeSize)
+	case shrink:
+		// Refused (EBUSY) while more than the default size is queued; then
+		// the stream counts as grown and tries again after the next run of
+		// small splices.
+		if !s.resize(int(s.growth.capacity)) {
+			s.growth.grown = true
+		}
+	}
+}
+
+// resize sets both pipes' size (it runs inside dstReady, which holds both
+// descriptors) and reports whether both are at most size afterwards.
+func (s *splicer) resize(size int) bool {
+	fit := true
+	for _, fd := range [2]int{s.sfd, s.dfd} {
+		_, _ = unix.FcntlInt(uintptr(fd), unix.F_SETPIPE_SZ, size)
+		if got, err := unix.FcntlInt(uintptr(fd), unix.F_GETPIPE_SZ, 0); err == nil && got > size {
+			fit = false
+		}
+	}
+	return fit
+}
+
+// spliceNow is one non-blocking splice(2) between two pipes. It is issued as
+// a raw system call: it never blocks, so the scheduler's syscall bookkeeping
+// (which also wakes the runtime's monitor thread from its idle sleep on every
+// chunk of an otherwise idle shim) buys nothing.
+func spliceNow(in, out int) (int64, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_SPLICE, uintptr(in), 0, uintptr(out), 0, spliceChunk,
+		unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
+	if e != 0 {
+		return 0, e
+	}
+	return int64(r), nil
 }
 
 type pipeState int
@@ -200,12 +263,16 @@ const (
 	dstNotReady
 )
 
-// readiness polls both pipes without waiting. splice checks the output's
-// room before the input's end, so EAGAIN can also hide end of file.
-func readiness(src, dst int) pipeState {
-	fds := []unix.PollFd{{Fd: int32(src), Events: unix.POLLIN}, {Fd: int32(dst), Events: unix.POLLOUT}}
+// readinessNow polls both pipes without waiting (a raw ppoll with a zero
+// timeout, see spliceNow). splice checks the output's room before the
+// input's end, so EAGAIN can also hide end of file.
+func readinessNow(src, dst int) pipeState {
+	fds := [2]unix.PollFd{{Fd: int32(src), Events: unix.POLLIN}, {Fd: int32(dst), Events: unix.POLLOUT}}
+	var zero unix.Timespec
 	for {
-		if _, err := unix.Poll(fds, 0); err != unix.EINTR {
+		_, _, e := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&fds[0])), uintptr(len(fds)),
+			uintptr(unsafe.Pointer(&zero)), 0, 0, 0)
+		if e != unix.EINTR {
 			break
 		}
 	}
@@ -272,13 +339,6 @@ func pipeSize(rc syscall.RawConn) int64 {
 		return 0
 	}
 	return int64(size)
-}
-
-// setPipeSize asks for a pipe of size bytes. A refusal (a lower
-// pipe-max-size, the user's pipe budget spent) leaves the pipe as it was,
-// which is only slower.
-func setPipeSize(rc syscall.RawConn, size int) {
-	_ = rc.Control(func(fd uintptr) { _, _ = unix.FcntlInt(fd, unix.F_SETPIPE_SZ, size) })
 }
 
 // closedAsErrClosed gives a RawConn error the meaning file methods give it:
