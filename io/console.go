@@ -5,46 +5,17 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	stdio "io"
 	"net"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
-	"github.com/containerd/console"
 	"golang.org/x/sys/unix"
 )
 
 // consoleReceiveTimeout bounds the wait for the runtime to send the pty
 // master after its create/exec returned (it sends before returning).
 const consoleReceiveTimeout = 10 * time.Second
-
-// Consoles relays pty masters through one epoll set shared by every terminal
-// of the daemon (one goroutine, not one per terminal). Create it once per
-// daemon; the zero value is ready and starts its poller on first use.
-type Consoles struct {
-	mu sync.Mutex
-	ep *console.Epoller
-}
-
-func (c *Consoles) add(master *os.File) (*console.EpollConsole, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.ep == nil {
-		ep, err := console.NewEpoller()
-		if err != nil {
-			return nil, fmt.Errorf("console epoller: %w", err)
-		}
-		go ep.Wait()
-		c.ep = ep
-	}
-	con, err := console.ConsoleFromFile(master)
-	if err != nil {
-		return nil, fmt.Errorf("pty master: %w", err)
-	}
-	return c.ep.Add(con)
-}
 
 // ConsoleSocket is where the runtime sends a terminal's pty master
 // (--console-socket). It lives in the shim's socket directory: a bundle path
@@ -103,6 +74,11 @@ func (s *ConsoleSocket) ReceiveMaster() (*os.File, error) {
 		return nil, fmt.Errorf("receive pty master: want one fd (%v)", err)
 	}
 	unix.CloseOnExec(fds[0])
+	// Non-blocking before NewFile: the file is then driven by Go's poller.
+	if err := unix.SetNonblock(fds[0], true); err != nil {
+		unix.Close(fds[0])
+		return nil, fmt.Errorf("pty master: %w", err)
+	}
 	return os.NewFile(uintptr(fds[0]), string(name[:n])), nil
 }
 
@@ -112,22 +88,23 @@ func (s *ConsoleSocket) Close() {
 	os.Remove(s.path)
 }
 
-// AttachConsole connects a terminal process's pty master (from the runtime)
-// to the client: master -> stdout, stdin -> master.
-func (p *Pipes) AttachConsole(cs *Consoles, master *os.File) error {
-	ec, err := cs.add(master)
+// AttachConsole connects a terminal process's pty master (from the runtime,
+// see ConsoleSocket) to the client: master -> stdout, stdin -> master. The
+// master is driven by Go's poller like every other relay, so a keystroke
+// costs one wake-up of the relay's goroutine (no epoll thread of its own).
+func (p *Pipes) AttachConsole(master *os.File) error {
+	m, err := newRawFile(master)
 	if err != nil {
 		master.Close()
-		return err
+		return fmt.Errorf("pty master: %w", err)
 	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		ec.Close()
+		master.Close()
 		return errors.New("stdio already closed")
 	}
-	p.console = ec
-	p.consoleEp = cs.ep
+	p.master = master
 	dst := p.consoleOut
 	p.consoleOut = nil
 	p.mu.Unlock()
@@ -136,35 +113,73 @@ func (p *Pipes) AttachConsole(cs *Consoles, master *os.File) error {
 		defer p.outputs.Done() // reserved by Open
 		var out *os.File
 		if dst != nil {
-			out, _ = dst.ready()
-		}
-		if out == nil {
-			discard(ec)
-			if dst != nil {
-				dst.Close()
-			}
-			return
+			out, _ = dst.ready() // nil: no client came; drain the pty
 		}
 		bp := copyBufs.Get().(*[]byte)
 		defer copyBufs.Put(bp)
-		// Reading ends with EIO once every holder of the pty's other side
-		// is gone; whatever the process wrote before is read first.
-		_, _ = stdio.CopyBuffer(countingWriter{out, &stallPolicy{moved: &p.moved}}, readerOnly{ec}, *bp)
-		dst.Close()
+		p.relayTerminalOutput(m, out, *bp)
+		if dst != nil {
+			dst.Close()
+		}
 	}()
 	if p.stdinReader != nil {
 		go func() {
 			bp := copyBufs.Get().(*[]byte)
 			defer copyBufs.Put(bp)
-			if _, err := stdio.CopyBuffer(writerOnly{ec}, readerOnly{p.stdinReader}, *bp); err == nil {
+			if err := copyRaw(master, p.stdinReader, *bp); err == nil {
 				// End of input (CloseIO): send the terminal's end-of-file
 				// character instead of hanging up, which would cut off
 				// output the process has yet to write.
-				_, _ = ec.Write([]byte{4})
+				if w, err := newRawFile(master); err == nil {
+					_ = w.write([]byte{4})
+				}
 			}
 		}()
 	}
 	return nil
+}
+
+// relayTerminalOutput copies the master to dst (nil: discard) until the pty
+// is hung up: reading returns EIO once every holder of its other side is
+// gone, after whatever the process wrote before. After Hangup it ends as soon
+// as nothing is buffered, instead of waiting for a holder that may never
+// leave.
+func (p *Pipes) relayTerminalOutput(master *rawFile, dst *os.File, buf []byte) {
+	var out func([]byte) error
+	if dst != nil {
+		if w, err := newRawFile(dst); err == nil && isPipe(dst) {
+			out = w.write
+		} else {
+			out = func(b []byte) error { _, err := dst.Write(b); return err } // a log file
+		}
+	}
+	deliver := func(b []byte) {
+		if out == nil {
+			return
+		}
+		if err := out(b); err != nil {
+			out = nil // the client is gone: keep draining the pty
+			return
+		}
+		p.moved.Add(uint64(len(b)))
+	}
+	for {
+		n, err := master.read(buf)
+		if n > 0 {
+			deliver(buf[:n])
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, os.ErrDeadlineExceeded) && p.hungUp.Load():
+			// Hangup woke us: drain what is buffered, then end.
+			for n := master.readNow(buf); n > 0; n = master.readNow(buf) {
+				deliver(buf[:n])
+			}
+			return
+		default:
+			return // EIO (hung up), end of file, or closed
+		}
+	}
 }
 
 // Hangup tells the terminal relay that the process has exited: from then on
@@ -173,8 +188,8 @@ func (p *Pipes) AttachConsole(cs *Consoles, master *os.File) error {
 func (p *Pipes) Hangup() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.console != nil && p.consoleEp != nil {
-		_ = p.console.Shutdown(p.consoleEp.CloseConsole)
+	if p.master != nil && p.hungUp.CompareAndSwap(false, true) {
+		_ = p.master.SetReadDeadline(time.Now()) // wakes the relay
 	}
 }
 
@@ -182,10 +197,17 @@ func (p *Pipes) Hangup() {
 func (p *Pipes) Resize(width, height uint32) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.console == nil {
+	if p.master == nil {
 		return nil
 	}
-	return p.console.Resize(console.WinSize{Width: uint16(width), Height: uint16(height)})
+	rc, err := p.master.SyscallConn()
+	if err != nil {
+		return err
+	}
+	ws := &unix.Winsize{Col: uint16(width), Row: uint16(height)}
+	var ierr error
+	if err := rc.Control(func(fd uintptr) { ierr = unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, ws) }); err != nil {
+		return err
+	}
+	return ierr
 }
-
-type readerOnly struct{ stdio.Reader }

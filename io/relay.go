@@ -55,8 +55,6 @@ func relay(dst, src *os.File, stall *stallPolicy) (int64, error) {
 	return io.CopyBuffer(countingWriter{dst, stall}, src, *bp)
 }
 
-type writerOnly struct{ io.Writer }
-
 // countingWriter reports each write's progress to the relay's policy.
 type countingWriter struct {
 	w     io.Writer

@@ -21,7 +21,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/containerd/console"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/fifo"
 	"golang.org/x/sys/unix"
@@ -61,11 +60,11 @@ type Pipes struct {
 	clientQueues []output
 
 	// Terminal processes: the client's stdout waits in consoleOut until the
-	// runtime hands over the pty master; then console relays it.
+	// runtime hands over the pty master; then the relays use master.
 	terminal   bool
 	consoleOut output
-	console    *console.EpollConsole
-	consoleEp  *console.Epoller
+	master     *os.File
+	hungUp     atomic.Bool // Hangup was called: the output relay ends once drained
 
 	stallTimeout time.Duration // see DefaultStallTimeout
 	dropped      atomic.Uint64 // output bytes discarded while a reader stalled
@@ -445,8 +444,8 @@ func (p *Pipes) Close() {
 	}
 	p.closed = true
 	p.closeStdinLocked()
-	if p.console != nil {
-		p.console.Close()
+	if p.master != nil {
+		p.master.Close()
 	} else if p.terminal {
 		p.outputs.Done() // the console relay that never started
 	}

@@ -76,8 +76,7 @@ type CreateConfig struct {
 	NoPivot   bool
 	NoNewKey  bool
 	Events    Events
-	// Terminals: the daemon's shared pty relay and where console sockets go.
-	Consoles  *shimio.Consoles
+	// Terminals: where console sockets go.
 	SocketDir string
 	// Checkpoint, when set, is a CRIU image to restore the container from at
 	// Start instead of creating it afresh.
@@ -97,7 +96,6 @@ type Container struct {
 
 	rt          oci.Runtime
 	events      Events
-	consoles    *shimio.Consoles
 	socketDir   string
 	ownPIDNS    bool // the spec gives the container a PID namespace of its own
 	rootfsMount bool // the shim mounted <bundle>/rootfs and must unmount it
@@ -132,7 +130,6 @@ func Create(ctx context.Context, r *reaper.Reaper, cfg CreateConfig, onCreated f
 		Namespace: cfg.Namespace,
 		rt:        cfg.Runtime,
 		events:    cfg.Events,
-		consoles:  cfg.Consoles,
 		socketDir: cfg.SocketDir,
 		ownPIDNS:  hasOwnPIDNamespace(spec),
 		execs:     make(map[string]*Process),
@@ -393,9 +390,6 @@ func (c *Container) withConsole(pipes *shimio.Pipes, launch func(consoleSocket s
 	if !pipes.Terminal() {
 		return launch("")
 	}
-	if c.consoles == nil {
-		return fmt.Errorf("terminal requested but the shim has no console relay: %w", errdefs.ErrNotImplemented)
-	}
 	sock, err := shimio.NewConsoleSocket(c.socketDir)
 	if err != nil {
 		return err
@@ -408,7 +402,7 @@ func (c *Container) withConsole(pipes *shimio.Pipes, launch func(consoleSocket s
 	if err != nil {
 		return err
 	}
-	return pipes.AttachConsole(c.consoles, master)
+	return pipes.AttachConsole(master)
 }
 
 // destroyRuntimeState force-deletes the runtime's record of a container that

@@ -13,7 +13,6 @@ import (
 	"github.com/containerd/errdefs"
 	"google.golang.org/protobuf/proto"
 
-	shimio "github.com/example/containerd-shim-example-v2/io"
 	"github.com/example/containerd-shim-example-v2/oci"
 	"github.com/example/containerd-shim-example-v2/process"
 	"github.com/example/containerd-shim-example-v2/reaper"
@@ -58,7 +57,6 @@ type Service struct {
 	cfg      Config
 	shimPid  uint32
 	exitOnce sync.Once
-	consoles shimio.Consoles // one pty relay for every terminal of the daemon
 
 	mu         sync.Mutex
 	containers map[string]*process.Container

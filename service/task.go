@@ -79,7 +79,6 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*ta
 				s.cfg.Events.Publish(topicOOM, &eventsapi.TaskOOM{ContainerID: c.ID})
 			},
 		},
-		Consoles:     &s.consoles,
 		SocketDir:    s.cfg.SocketDir,
 		Checkpoint:   restorePath(r.Checkpoint, opts),
 		CriuWorkPath: opts.CriuWorkPath,

@@ -1,0 +1,157 @@
+package io
+
+import (
+	stdio "io"
+	"os"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// rawFile reads and writes a pollable file (pipe, FIFO, pty master) with
+// non-blocking read(2)/write(2) issued as raw system calls, waiting for
+// readiness in Go's poller: as spliceNow, a call that cannot block skips the
+// scheduler's syscall bookkeeping. The callbacks are bound once, so a chunk
+// allocates nothing. Not safe for concurrent use.
+type rawFile struct {
+	rc      syscall.RawConn
+	buf     []byte
+	n       int
+	err     error
+	onRead  func(uintptr) bool
+	onWrite func(uintptr) bool
+}
+
+func newRawFile(f *os.File) (*rawFile, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	r := &rawFile{rc: rc}
+	r.onRead, r.onWrite = r.readReady, r.writeReady
+	return r, nil
+}
+
+// read waits until f has data and reads at most len(buf) bytes. End of file
+// is io.EOF; a hung-up pty is EIO.
+func (r *rawFile) read(buf []byte) (int, error) {
+	r.buf, r.n, r.err = buf, 0, nil
+	if err := r.rc.Read(r.onRead); err != nil {
+		return 0, closedAsErrClosed(err)
+	}
+	return r.n, r.err
+}
+
+func (r *rawFile) readReady(fd uintptr) bool {
+	for {
+		n, err := rawRead(int(fd), r.buf)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return false
+		case err != nil:
+			r.err = err
+		case n == 0:
+			r.err = stdio.EOF
+		default:
+			r.n = n
+		}
+		return true
+	}
+}
+
+// write writes all of b, waiting while f is full.
+func (r *rawFile) write(b []byte) error {
+	r.buf, r.err = b, nil
+	if err := r.rc.Write(r.onWrite); err != nil {
+		return closedAsErrClosed(err)
+	}
+	return r.err
+}
+
+func (r *rawFile) writeReady(fd uintptr) bool {
+	for len(r.buf) > 0 {
+		n, err := rawWrite(int(fd), r.buf)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return false
+		case err != nil:
+			r.err = err
+			return true
+		}
+		r.buf = r.buf[n:]
+	}
+	return true
+}
+
+// readNow reads what is there without waiting (and without regard to a
+// read deadline); 0 when nothing is.
+func (r *rawFile) readNow(buf []byte) int {
+	n := 0
+	_ = r.rc.Control(func(fd uintptr) {
+		for {
+			m, err := rawRead(int(fd), buf)
+			if err == unix.EINTR {
+				continue
+			}
+			if err == nil {
+				n = m
+			}
+			return
+		}
+	})
+	return n
+}
+
+// copyRaw copies src to dst until src ends (nil) or either fails. Both must
+// be pollable.
+func copyRaw(dst, src *os.File, buf []byte) error {
+	r, err := newRawFile(src)
+	if err != nil {
+		return err
+	}
+	w, err := newRawFile(dst)
+	if err != nil {
+		return err
+	}
+	for {
+		n, err := r.read(buf)
+		if n > 0 {
+			if werr := w.write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err == stdio.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func rawRead(fd int, b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+func rawWrite(fd int, b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
