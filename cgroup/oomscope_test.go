@@ -71,8 +71,7 @@ func TestOOMScopeV2(t *testing.T) {
 	write(t, d, "memory.events", "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n")
 	marks := cg.LimitMarks()
 	write(t, d, "memory.events", "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n")
-	scope, marks := cg.OOMScope(marks)
-	if scope != OOMScopeContainer {
+	if scope, _ := cg.OOMScope(marks); scope != OOMScopeContainer {
 		t.Errorf("own limit (memory.events oom grew): %q", scope)
 	}
 	// memory.events.local "oom" is the cgroup's own; memory.events also
