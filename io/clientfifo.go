@@ -120,7 +120,7 @@ func (f *clientFIFO) holdOpen() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.keep == nil {
-		f.keep, _ = os.OpenFile(f.viaHandle(), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		f.keep, _ = openIdle(f.viaHandle(), unix.O_RDONLY)
 	}
 }
 

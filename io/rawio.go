@@ -155,3 +155,21 @@ func rawWrite(fd int, b []byte) (int, error) {
 	}
 	return int(n), nil
 }
+
+// openIdle opens an end of a FIFO that the shim only holds (never reads or
+// writes: its own writer on a stdin FIFO, its own reader on an output FIFO)
+// without registering it with Go's poller. A registered end wakes the
+// daemon's poller whenever the other side moves data: a spurious wake-up on
+// every chunk of the stream. Opening never waits (O_NONBLOCK); the file is
+// then put back in blocking mode, which keeps os.NewFile from registering it.
+func openIdle(path string, flag int) (*os.File, error) {
+	fd, err := unix.Open(path, flag|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	if err := unix.SetNonblock(fd, false); err != nil {
+		unix.Close(fd)
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}

@@ -40,9 +40,22 @@ const copyBufSize = 32 << 10
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
 
+// A chunk of interactive size is copied through user space, in copyChunk
+// buffers taken from a pool only while a chunk is in flight: write(2) wakes
+// the reader with a "sync" wake-up, which the scheduler serves on the
+// writer's CPU, where splice(2)'s plain wake-up lets it pick another one and
+// pay a cross-CPU wake-up (expensive in a VM): an 8-byte echo round trip
+// through splice took twice as long as through read/write, for no saving.
+// A read that fills the buffer means more is waiting: the rest goes by
+// splice.
+const copyChunk = 8 << 10
+
+var chunkBufs = sync.Pool{New: func() any { b := make([]byte, copyChunk); return &b }}
+
 // relay moves bytes from src to dst until src reaches end of file. When both
-// are pipes or FIFOs the bytes move by splice(2) and never enter user space;
-// otherwise they go through one pooled buffer.
+// are pipes or FIFOs, bulk bytes move by splice(2) and never enter user
+// space (small chunks are copied, see copyChunk); otherwise they go through
+// one pooled buffer.
 func relay(dst, src *os.File, stall *stallPolicy) (int64, error) {
 	if isPipe(src) && isPipe(dst) {
 		if n, err, ok := splicePipes(dst, src, stall); ok {
@@ -83,14 +96,15 @@ func isPipe(f *os.File) bool {
 	return st.Mode&unix.S_IFMT == unix.S_IFIFO
 }
 
-// splicePipes splices src into dst, waiting for readiness through Go's
+// splicePipes relays src into dst, waiting for readiness through Go's
 // network poller so no thread blocks. Both files must be registered with the
 // poller, as every pipe from os.Pipe and every FIFO from os.OpenFile is.
 // ok is false when the kernel refuses splice for this pair before anything moved.
 //
 // One RawConn wait on src lasts for the whole stream (re-entered only after
-// a stall), and a chunk costs one splice and one readiness poll: an
-// interactive stream of small writes pays little more than the wake-up.
+// a stall), with its callbacks bound once: a chunk allocates nothing. A
+// small chunk costs a read and a write; bulk costs a splice and a readiness
+// poll per pipeful.
 func splicePipes(dst, src *os.File, stall *stallPolicy) (written int64, err error, ok bool) {
 	srcRC, err1 := src.SyscallConn()
 	dstRC, err2 := dst.SyscallConn()
@@ -99,16 +113,21 @@ func splicePipes(dst, src *os.File, stall *stallPolicy) (written int64, err erro
 	}
 	s := &splicer{dst: dst, dstRC: dstRC, stall: stall, growth: pipeGrowth{capacity: pipeSize(srcRC)}}
 	s.onSrc, s.onDst = s.srcReady, s.dstReady
+	defer s.releaseBuf()
 	for {
 		rerr := srcRC.Read(s.onSrc)
 		switch {
-		case s.refused:
-			return 0, nil, false
 		case rerr != nil:
 			return s.written, closedAsErrClosed(rerr), true
 		case s.stalled:
-			// The reader made no progress for the whole timeout.
+			// The reader made no progress for the whole timeout. What a
+			// read had taken but not delivered is lost with the rest.
 			s.stalled, s.armed = false, false
+			if n := len(s.pending); n > 0 {
+				stall.dropped.Add(uint64(n))
+				s.pending = nil
+			}
+			s.releaseBuf()
 			moved, err := stall.discardUntilDrained(dst, src, dstRC)
 			s.written += moved
 			if err != nil {
@@ -125,9 +144,9 @@ func splicePipes(dst, src *os.File, stall *stallPolicy) (written int64, err erro
 	}
 }
 
-// splicer is one spliced stream. Its callbacks run inside the RawConn waits
-// that hold both files' descriptors: srcReady whenever src may have data,
-// dstReady (nested in it) whenever dst may have room.
+// splicer is one relayed stream between two pipes. Its callbacks run inside
+// the RawConn waits that hold both files' descriptors: srcReady whenever src
+// may have data, dstReady (nested in it) whenever dst may have room.
 type splicer struct {
 	dst     *os.File
 	dstRC   syscall.RawConn
@@ -135,14 +154,18 @@ type splicer struct {
 	growth  pipeGrowth
 	written int64
 
-	sfd     int  // src's descriptor, for dstReady
-	dfd     int  // dst's descriptor, inside dstReady
-	wantSrc bool // dstReady found src empty: wait for src
-	done    bool // end of file, or err
-	err     error
-	refused bool // the kernel refused splice before anything moved
-	stalled bool // dst stayed full for the stall timeout
-	armed   bool // dst's write deadline runs (dst was found full)
+	sfd      int     // src's descriptor, for dstReady
+	dfd      int     // dst's descriptor, inside dstReady
+	buf      *[]byte // a chunk buffer, held while pending is not empty
+	pending  []byte  // read from src, not yet written to dst
+	bulk     bool    // the last read filled the buffer: splice what follows
+	burst    int64   // bytes moved since the last wait (for pipe growth)
+	noSplice bool    // the kernel refused splice for this pair: copy only
+	wantSrc  bool    // src is empty: wait for src
+	done     bool    // end of file, or err
+	err      error
+	stalled  bool // dst stayed full for the stall timeout
+	armed    bool // dst's write deadline runs (dst was found full)
 
 	onSrc, onDst func(uintptr) bool // the two callbacks, bound once
 }
@@ -164,65 +187,167 @@ func (s *splicer) srcReady(sfd uintptr) bool {
 	return true
 }
 
-// dstReady moves what it can, then asks the kernel which side to wait for:
-// splice cannot tell an empty src from a full dst (both are EAGAIN), and an
-// edge-triggered wait on the wrong side would sleep forever.
+// dstReady moves what it can; it returns true to wait for src (or stop),
+// false to wait until dst has room.
 func (s *splicer) dstReady(dfd uintptr) bool {
 	s.dfd = int(dfd)
+	for {
+		switch {
+		case len(s.pending) > 0:
+			if !s.writePending() {
+				s.waitDst()
+				return false
+			}
+		case s.bulk && !s.noSplice:
+			switch s.spliceSome() {
+			case srcNotReady:
+				s.bulk = false
+				return s.waitSrc()
+			case dstNotReady:
+				s.waitDst()
+				return false
+			case srcAtEOF:
+				s.done = true
+			}
+		default:
+			s.readChunk()
+			if s.wantSrc {
+				return s.waitSrc()
+			}
+		}
+		if s.done {
+			return true
+		}
+	}
+}
+
+// readChunk reads what src has, up to one buffer, into pending.
+func (s *splicer) readChunk() {
+	if s.buf == nil {
+		s.buf = chunkBufs.Get().(*[]byte)
+	}
+	for {
+		n, err := rawRead(s.sfd, *s.buf)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			s.releaseBuf()
+			s.wantSrc = true
+		case err != nil:
+			s.err, s.done = err, true
+		case n == 0:
+			s.done = true // every writer of src is gone
+		default:
+			s.pending = (*s.buf)[:n]
+			s.bulk = n == len(*s.buf)
+		}
+		return
+	}
+}
+
+// writePending writes what a read left; false when dst is full.
+func (s *splicer) writePending() bool {
+	for len(s.pending) > 0 {
+		n, err := rawWrite(s.dfd, s.pending)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return false
+		case err != nil:
+			s.err, s.done = err, true
+			return true
+		}
+		s.pending = s.pending[n:]
+		s.progressed(int64(n))
+	}
+	s.releaseBuf()
+	if !s.bulk {
+		s.wantSrc = true // the read emptied src
+	}
+	return true
+}
+
+// spliceSome splices until one side is not ready and says which.
+func (s *splicer) spliceSome() pipeState {
 	for {
 		n, err := spliceNow(s.sfd, s.dfd)
 		switch {
 		case err == unix.EINTR:
 			continue
 		case err == nil && n == 0:
-			s.done = true // every writer of src is gone
-			return true
+			return srcAtEOF
 		case err == nil:
 			s.progressed(n)
-		case err == unix.EINVAL && s.written == 0:
-			s.refused, s.done = true, true
-			return true
+		case err == unix.EINVAL:
+			s.noSplice = true // copy from now on
+			return bothReady
 		case err != unix.EAGAIN:
 			s.err, s.done = err, true
-			return true
+			return bothReady
 		}
-		switch readinessNow(s.sfd, s.dfd) {
-		case srcAtEOF:
-			s.done = true
-			return true
-		case srcNotReady:
-			s.wantSrc = true
-			return true
-		case dstNotReady:
-			// The reader is behind: from now on its time counts.
-			if s.stall.enabled() && !s.armed {
-				_ = s.dst.SetWriteDeadline(time.Now().Add(s.stall.timeout))
-				s.armed = true
-			}
-			return false // wait until dst drains
+		// splice cannot tell an empty src from a full dst (both are
+		// EAGAIN), and an edge-triggered wait on the wrong side would sleep
+		// forever: ask the kernel.
+		if st := readinessNow(s.sfd, s.dfd); st != bothReady {
+			return st
 		}
-		// Both ready: go on.
 	}
 }
 
-// progressed accounts for n bytes moved.
+// waitSrc ends a burst before waiting for src; it returns dstReady's true.
+func (s *splicer) waitSrc() bool {
+	s.endBurst()
+	s.wantSrc = true
+	return true
+}
+
+// waitDst ends a burst before waiting for dst, and starts the stall clock:
+// the reader is behind, and from now on its time counts.
+func (s *splicer) waitDst() {
+	s.endBurst()
+	if s.stall.enabled() && !s.armed {
+		_ = s.dst.SetWriteDeadline(time.Now().Add(s.stall.timeout))
+		s.armed = true
+	}
+}
+
+// progressed accounts for n bytes delivered.
 func (s *splicer) progressed(n int64) {
 	s.written += n
+	s.burst += n
 	s.stall.progressed(n)
 	if s.armed {
 		_ = s.dst.SetWriteDeadline(time.Time{}) // the reader took data
 		s.armed = false
 	}
+}
+
+// endBurst lets pipe growth see what one wake-up moved.
+func (s *splicer) endBurst() {
+	n := s.burst
+	if n == 0 {
+		return
+	}
+	s.burst = 0
 	switch s.growth.observe(n) {
 	case grow:
 		s.resize(bulkPipeSize)
 	case shrink:
 		// Refused (EBUSY) while more than the default size is queued; then
 		// the stream counts as grown and tries again after the next run of
-		// small splices.
+		// small bursts.
 		if !s.resize(int(s.growth.capacity)) {
 			s.growth.grown = true
 		}
+	}
+}
+
+func (s *splicer) releaseBuf() {
+	if s.buf != nil && len(s.pending) == 0 {
+		chunkBufs.Put(s.buf)
+		s.buf = nil
 	}
 }
 

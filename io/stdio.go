@@ -291,7 +291,7 @@ func openStdinFIFO(uri string) (r, w *os.File, err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("open stdin fifo: %w", classify(err))
 	}
-	w, err = os.OpenFile(path, unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	w, err = openIdle(path, unix.O_WRONLY)
 	if err != nil {
 		r.Close()
 		return nil, nil, fmt.Errorf("open stdin fifo writer: %w", classify(err))
