@@ -55,6 +55,9 @@ func WithLegacyCgroups() DaemonOption { return func(v *daemonVariant) { v.legacy
 type CRIHandler struct {
 	Name    string
 	Options []string
+	// RuntimeType is the handler's runtime_type; empty means the runtime under test
+	// (Runtime()). The benchmark maps a handler to containerd's stock shim this way.
+	RuntimeType string
 	// Sandboxer is the handler's `sandboxer` (containerd 2.x): "shim" has CRI call the
 	// shim's Sandbox API instead of running a pause container ("" is CRI's default,
 	// "podsandbox"). See WithShimSandboxer.
@@ -170,7 +173,11 @@ func (d *Daemon) variantConfig() string {
 	handler := func(section string) {
 		fmt.Fprintf(&b, "[%s.containerd.runtimes.%s]\n  runtime_type = %q\n\n", section, CRIRuntimeHandler, Runtime())
 		for _, h := range d.variant.extraHandlers {
-			fmt.Fprintf(&b, "[%s.containerd.runtimes.%s]\n  runtime_type = %q\n", section, h.Name, Runtime())
+			rt := h.RuntimeType
+			if rt == "" {
+				rt = Runtime()
+			}
+			fmt.Fprintf(&b, "[%s.containerd.runtimes.%s]\n  runtime_type = %q\n", section, h.Name, rt)
 			if h.Sandboxer != "" {
 				fmt.Fprintf(&b, "  sandboxer = %q\n", h.Sandboxer)
 			}
