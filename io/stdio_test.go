@@ -193,63 +193,34 @@ func TestStdinRelayUnderRacingWrites(t *testing.T) {
 	}
 }
 
-// A stream that keeps filling its pipe gets bigger pipes on both sides of the
-// relay; one that trickles keeps the kernel's default size, and a bulk stream
-// that turns into a trickle gives the bigger pipes back.
-func TestBulkStreamGrowsItsPipes(t *testing.T) {
-	line := []byte("a log line\n")
-	bulk := phase{8 << 20, func(w *os.File) { w.Write(make([]byte, 8<<20)) }, bulkPipeSize}
-	trickle := func(n int) phase {
-		return phase{n * len(line), func(w *os.File) {
-			for range n {
-				time.Sleep(2 * time.Millisecond)
-				w.Write(line)
-			}
-		}, 64 << 10}
+// A bulk stream leaves the pipes at the kernel's default size: resizing a
+// pipe while output flows lost pages of it on Linux 6.1 (see relay.go).
+func TestBulkStreamKeepsPipeSize(t *testing.T) {
+	path := mkfifo(t, "out")
+	r, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for name, phases := range map[string][]phase{
-		"bulk":               {bulk},
-		"trickle":            {trickle(20)},
-		"burst then trickle": {bulk, trickle(100)},
-	} {
-		t.Run(name, func(t *testing.T) {
-			outPath := mkfifo(t, "out")
-			outR, err := os.OpenFile(outPath, os.O_RDONLY|unix.O_NONBLOCK, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer outR.Close()
-			p, err := Open(Config{Stdout: outPath}, Env{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer p.Close()
-			_, w, _ := p.RuntimeFiles()
-			for i, ph := range phases {
-				go ph.write(w)
-				outR.SetReadDeadline(time.Now().Add(10 * time.Second))
-				if _, err := stdio.ReadFull(outR, make([]byte, ph.size)); err != nil {
-					t.Fatalf("phase %d: reading %d bytes: %v", i, ph.size, err)
-				}
-				for name, f := range map[string]*os.File{"process pipe": w, "client FIFO": outR} {
-					size, err := unix.FcntlInt(f.Fd(), unix.F_GETPIPE_SZ, 0)
-					if err != nil {
-						t.Fatal(err)
-					}
-					if size != ph.wantSize {
-						t.Errorf("phase %d: %s is %d bytes after %d bytes relayed, want %d", i, name, size, ph.size, ph.wantSize)
-					}
-				}
-			}
-			p.ReleaseRuntimeFiles()
-		})
+	defer r.Close()
+	before, err := unix.FcntlInt(r.Fd(), unix.F_GETPIPE_SZ, 0)
+	if err != nil {
+		t.Fatal(err)
 	}
-}
-
-// phase is one stretch of a stream: what the process writes, and the pipe
-// size expected once the client has read it all.
-type phase struct {
-	size     int
-	write    func(w *os.File)
-	wantSize int
+	p, err := Open(Config{Stdout: path}, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	_, w, _ := p.RuntimeFiles()
+	go func() {
+		w.Write(make([]byte, 8<<20))
+		p.ReleaseRuntimeFiles()
+	}()
+	n, err := stdio.Copy(stdio.Discard, r)
+	if err != nil || n != 8<<20 {
+		t.Fatalf("read %d bytes (%v), want %d", n, err, 8<<20)
+	}
+	if after, _ := unix.FcntlInt(r.Fd(), unix.F_GETPIPE_SZ, 0); after != before {
+		t.Errorf("client FIFO resized from %d to %d bytes", before, after)
+	}
 }
