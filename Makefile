@@ -81,11 +81,12 @@ proto:
 
 # Side-by-side benchmark against containerd's stock containerd-shim-runc-v2 (same containerd, same
 # runc, alternating runs). Prints a markdown table; the full run also writes docs/bench-latest.md.
+# LANES picks containerd releases and runtimes (default: 1.6, the newest 2.x, and 1.6 with crun).
 bench: build
-	cd integration && SHIM_BINARY=$(BIN_DIR)/$(BINARY) $(GO) run ./cmd/bench -flavor $(or $(FLAVOR),1.6) -out ../docs/bench-latest.md
+	cd integration && SHIM_BINARY=$(BIN_DIR)/$(BINARY) $(GO) run ./cmd/bench $(if $(LANES),-lanes $(LANES)) -out ../docs/bench-latest.md -chart ../docs/bench-latest.svg
 
 bench-quick: build
-	cd integration && SHIM_BINARY=$(BIN_DIR)/$(BINARY) $(GO) run ./cmd/bench -quick -flavor $(or $(FLAVOR),1.6)
+	cd integration && SHIM_BINARY=$(BIN_DIR)/$(BINARY) $(GO) run ./cmd/bench -quick -lanes $(or $(LANES),1.6)
 
 # Sets up a private containerd and runs one container through the shim (README's first command).
 demo: build

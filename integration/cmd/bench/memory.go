@@ -116,11 +116,13 @@ type pod struct {
 	rt    string
 	id    string
 	mu    sync.Mutex
-	first string // the first container's id (names the shim)
+	ids   map[string]bool // its containers (one of them names the shim)
 	stops []func()
 }
 
-func (b *bench) newPod(rt string) *pod { return &pod{b: b, rt: rt, id: b.id("pod")} }
+func (b *bench) newPod(rt string) *pod {
+	return &pod{b: b, rt: rt, id: b.id("pod"), ids: map[string]bool{}}
+}
 
 // start brings the pod to n containers, workers at a time.
 func (p *pod) start(n, workers int) error {
@@ -146,9 +148,7 @@ func (p *pod) start(n, workers int) error {
 					return
 				}
 				p.mu.Lock()
-				if p.first == "" {
-					p.first = id
-				}
+				p.ids[id] = true
 				p.stops = append(p.stops, stop)
 				p.mu.Unlock()
 			}
@@ -171,14 +171,17 @@ feed:
 	return err
 }
 
-// memory reads the pod shim's smaps_rollup.
+// memory reads the pod shim's smaps_rollup. The shim is named (-id) after
+// the container whose start spawned it.
 func (p *pod) memory() (map[string]float64, error) {
 	for _, s := range p.b.d.ShimProcesses("", "") {
-		if strings.Contains(strings.Join(s.Args, " "), "-id "+p.first) {
-			return smapsRollup(s.Pid), nil
+		for i, a := range s.Args {
+			if a == "-id" && i+1 < len(s.Args) && p.ids[s.Args[i+1]] {
+				return smapsRollup(s.Pid), nil
+			}
 		}
 	}
-	return nil, fmt.Errorf("pod shim of %s not found", p.first)
+	return nil, fmt.Errorf("pod shim of %s not found", p.id)
 }
 
 // stopAll kills and removes every container, a few at a time.
