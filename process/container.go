@@ -12,7 +12,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -461,17 +460,9 @@ func (c *Container) Exec(execID string, spec []byte, stdio shimio.Config) (*Proc
 	if err := c.init.checkOp(OpExec); err != nil {
 		return nil, err
 	}
-	var ps specs.Process
-	if err := json.Unmarshal(spec, &ps); err != nil {
-		return nil, fmt.Errorf("exec %q: process spec is not valid JSON: %v: %w", execID, err, errdefs.ErrInvalidArgument)
-	}
-	ps.Terminal = stdio.Terminal
-	if len(ps.Args) == 0 {
-		return nil, fmt.Errorf("exec %q: process spec has no args: %w", execID, errdefs.ErrInvalidArgument)
-	}
-	normalized, err := json.Marshal(&ps)
+	normalized, err := execProcessSpec(spec, stdio.Terminal)
 	if err != nil {
-		return nil, fmt.Errorf("exec %q: encode process spec: %w", execID, err)
+		return nil, fmt.Errorf("exec %q: %w", execID, err)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -563,35 +554,4 @@ func (c *Container) Update(ctx context.Context, resources []byte) error {
 		return fmt.Errorf("update %s: resources are not valid LinuxResources JSON: %v: %w", c.ID, err, errdefs.ErrInvalidArgument)
 	}
 	return c.rt.Update(ctx, c.ID, resources)
-}
-
-// readSpec reads and validates the bundle's config.json.
-func readSpec(bundle string) (*specs.Spec, error) {
-	data, err := os.ReadFile(filepath.Join(bundle, "config.json"))
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("bundle %s has no config.json: %w", bundle, errdefs.ErrInvalidArgument)
-		}
-		return nil, fmt.Errorf("read config.json: %w", err)
-	}
-	var spec specs.Spec
-	if err := json.Unmarshal(data, &spec); err != nil {
-		return nil, fmt.Errorf("config.json of %s is not a valid OCI spec: %v: %w", bundle, err, errdefs.ErrInvalidArgument)
-	}
-	if spec.Process == nil || len(spec.Process.Args) == 0 {
-		return nil, fmt.Errorf("config.json of %s has no process args: %w", bundle, errdefs.ErrInvalidArgument)
-	}
-	return &spec, nil
-}
-
-func hasOwnPIDNamespace(spec *specs.Spec) bool {
-	if spec.Linux == nil {
-		return false
-	}
-	for _, ns := range spec.Linux.Namespaces {
-		if ns.Type == specs.PIDNamespace && ns.Path == "" {
-			return true
-		}
-	}
-	return false
 }
