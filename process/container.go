@@ -77,6 +77,8 @@ type CreateConfig struct {
 	Events    Events
 	// Terminals: where console sockets go.
 	SocketDir string
+	// OOM watches the daemon's cgroups for OOM kills (nil: no OOM events).
+	OOM *cgroup.OOMWatcher
 	// Checkpoint, when set, is a CRIU image to restore the container from at
 	// Start instead of creating it afresh.
 	Checkpoint   string
@@ -95,6 +97,7 @@ type Container struct {
 
 	rt          oci.Runtime
 	events      Events
+	oomWatcher  *cgroup.OOMWatcher
 	socketDir   string
 	ownPIDNS    bool // the spec gives the container a PID namespace of its own
 	rootfsMount bool // the shim mounted <bundle>/rootfs and must unmount it
@@ -124,14 +127,15 @@ func Create(ctx context.Context, r *reaper.Reaper, cfg CreateConfig, onCreated f
 		return nil, err
 	}
 	c := &Container{
-		ID:        cfg.ID,
-		Bundle:    cfg.Bundle,
-		Namespace: cfg.Namespace,
-		rt:        cfg.Runtime,
-		events:    cfg.Events,
-		socketDir: cfg.SocketDir,
-		ownPIDNS:  hasOwnPIDNamespace(spec),
-		execs:     make(map[string]*Process),
+		ID:         cfg.ID,
+		Bundle:     cfg.Bundle,
+		Namespace:  cfg.Namespace,
+		rt:         cfg.Runtime,
+		events:     cfg.Events,
+		oomWatcher: cfg.OOM,
+		socketDir:  cfg.SocketDir,
+		ownPIDNS:   hasOwnPIDNamespace(spec),
+		execs:      make(map[string]*Process),
 	}
 	c.execsIdle = sync.NewCond(&c.mu)
 	c.rt.Reaper = r
@@ -197,7 +201,7 @@ func Create(ctx context.Context, r *reaper.Reaper, cfg CreateConfig, onCreated f
 	p.mu.Lock()
 	onCreated(p.pid)
 	p.mu.Unlock()
-	go c.watchInit(exitc)
+	c.rt.Reaper.Then(p.pid, exitc, c.initExited)
 	return c, nil
 }
 
@@ -239,10 +243,10 @@ func (c *Container) watchCgroup(pid int) {
 	c.oomSeen, _ = cg.OOMKills()
 	c.oomAtCreate = c.oomSeen
 	c.limitMarks = cg.LimitMarks()
-	if c.events.OOM == nil {
+	if c.events.OOM == nil || c.oomWatcher == nil {
 		return
 	}
-	if stop, err := cg.WatchOOM(c.oomNotified); err == nil {
+	if stop, err := c.oomWatcher.Watch(cg, c.oomNotified); err == nil {
 		c.stopOOM = stop
 	} else {
 		slog.Warn("cannot watch for OOM kills", "container", c.ID, "error", err)
@@ -429,10 +433,9 @@ func (c *Container) Process(execID string) (*Process, error) {
 	return p, nil
 }
 
-// watchInit waits for the init's exit and reports it after every exec exit of
-// the container has been reported.
-func (c *Container) watchInit(exitc <-chan reaper.Exit) {
-	e := <-exitc
+// initExited reports the init's exit (the reaper runs it when the exit
+// arrives) after every exec exit of the container has been reported.
+func (c *Container) initExited(e reaper.Exit) {
 	c.mu.Lock()
 	c.initReaped = true
 	c.mu.Unlock()

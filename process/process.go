@@ -177,7 +177,7 @@ func (p *Process) startRestore(ctx context.Context, onStarted func(pid int)) err
 	c.watchCgroup(pid)
 	p.pid, p.status, p.restore = pid, Running, nil
 	onStarted(pid)
-	go c.watchInit(exitc)
+	c.rt.Reaper.Then(pid, exitc, c.initExited)
 	return nil
 }
 
@@ -235,7 +235,7 @@ func (p *Process) startExec(ctx context.Context, onStarted func(pid int)) error 
 	p.pipes, p.pid, p.status = pipes, pid, Running
 	started = true
 	onStarted(pid)
-	go p.watchExec(exitc)
+	c.rt.Reaper.Then(pid, exitc, p.execExited)
 	return nil
 }
 
@@ -248,8 +248,7 @@ func (c *Container) execDone() {
 	c.mu.Unlock()
 }
 
-func (p *Process) watchExec(exitc <-chan reaper.Exit) {
-	e := <-exitc
+func (p *Process) execExited(e reaper.Exit) {
 	p.recordExit(e)
 	p.c.execDone()
 }

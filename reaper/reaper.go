@@ -35,11 +35,11 @@ type Exit struct {
 // Reaper dispatches child exits to their claimants.
 //
 // Locking: mu guards waiters, pending and windows. Dispatch holds mu only to
-// look up and send into a one-slot buffered channel, so it never blocks on a
-// slow claimant.
+// look up and send into a one-slot buffered channel (or start a goroutine,
+// see Then), so it never blocks on a slow claimant.
 type Reaper struct {
 	mu      sync.Mutex
-	waiters map[int]chan Exit
+	waiters map[int]waiter
 	// pending holds exits nobody claimed yet while any launch window is open
 	// (one copy, however many windows overlap); windows counts those open.
 	pending map[int]Exit
@@ -50,7 +50,22 @@ type Reaper struct {
 
 // New returns a reaper; call Run to start reaping.
 func New() *Reaper {
-	return &Reaper{waiters: make(map[int]chan Exit), pending: make(map[int]Exit)}
+	return &Reaper{waiters: make(map[int]waiter), pending: make(map[int]Exit)}
+}
+
+// waiter is a claimant of one exit: its channel, or (after Then) a function
+// that runs in a goroutine of its own when the exit arrives.
+type waiter struct {
+	ch chan Exit
+	fn func(Exit)
+}
+
+func (w waiter) deliver(e Exit) {
+	if w.fn != nil {
+		go w.fn(e)
+		return
+	}
+	w.ch <- e // one-slot buffer, never blocks
 }
 
 // Run reaps children until ctx ends. It subscribes to SIGCHLD before its first
@@ -102,9 +117,9 @@ func StatusOf(ws unix.WaitStatus) int {
 func (r *Reaper) dispatch(e Exit) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if ch, ok := r.waiters[e.Pid]; ok {
+	if w, ok := r.waiters[e.Pid]; ok {
 		delete(r.waiters, e.Pid)
-		ch <- e // one-slot buffer, never blocks
+		w.deliver(e)
 		return
 	}
 	if r.windows == 0 {
@@ -151,8 +166,29 @@ func (w *Window) Claim(pid int) <-chan Exit {
 		ch <- e
 		return ch
 	}
-	w.r.waiters[pid] = ch
+	w.r.waiters[pid] = waiter{ch: ch}
 	return ch
+}
+
+// Then has fn run, in a goroutine of its own, with the exit that c (which
+// Claim returned for pid) delivers: at once if it is there, otherwise when it
+// arrives. Nothing waits meanwhile, so a long-lived process costs no parked
+// goroutine. c must not be received from elsewhere.
+func (r *Reaper) Then(pid int, c <-chan Exit, fn func(Exit)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	select {
+	case e := <-c:
+		go fn(e)
+		return
+	default:
+	}
+	if w, ok := r.waiters[pid]; ok && w.ch == c {
+		r.waiters[pid] = waiter{fn: fn}
+		return
+	}
+	// Not claimed through this reaper: wait on the channel after all.
+	go func() { fn(<-c) }()
 }
 
 // Close stops collecting. When the last open window closes, the exits still

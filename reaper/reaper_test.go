@@ -139,3 +139,28 @@ func TestOverlappingWindowsCountAnOrphanOnce(t *testing.T) {
 		t.Fatalf("orphans %d after both windows closed, want %d", got, before+1)
 	}
 }
+
+// Then delivers an exit to a function, whether the exit is already there or
+// comes later, and no goroutine waits for it meanwhile.
+func TestThenRunsOnExit(t *testing.T) {
+	r := run(t)
+	for _, script := range []string{"exit 5", "sleep 0.3; exit 6"} {
+		cmd := exec.Command("/bin/sh", "-c", script)
+		ch, err := r.Start(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if script == "exit 5" {
+			time.Sleep(200 * time.Millisecond) // reaped before Then
+		}
+		got := make(chan Exit, 1)
+		r.Then(cmd.Process.Pid, ch, func(e Exit) { got <- e })
+		e := waitExit(t, got)
+		if want := map[string]int{"exit 5": 5, "sleep 0.3; exit 6": 6}[script]; e.Status != want || e.Pid != cmd.Process.Pid {
+			t.Fatalf("%s: exit %+v, want status %d", script, e, want)
+		}
+	}
+	if pids, _ := r.Watched(); pids != 0 {
+		t.Fatalf("%d claimants left", pids)
+	}
+}
