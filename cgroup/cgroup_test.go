@@ -157,17 +157,46 @@ func TestWatchOOMV2Notifies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := make(chan struct{}, 4)
-	stop, err := cg.WatchOOM(func() { got <- struct{}{} })
+	var w OOMWatcher
+	defer w.Close()
+	// Two cgroups in the one watcher: each change notifies its own.
+	d2 := filepath.Join(root, "c2")
+	write(t, d2, "memory.events", "oom_kill 0\n")
+	cg2, err := Parse(root, []byte("0::/c2\n"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, got2 := make(chan struct{}, 4), make(chan struct{}, 4)
+	stop, err := w.Watch(cg, func() { got <- struct{}{} })
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer stop()
+	stop2, err := w.Watch(cg2, func() { got2 <- struct{}{} })
+	if err != nil {
+		t.Fatal(err)
+	}
 	write(t, d, "memory.events", "oom_kill 1\n")
 	select {
 	case <-got:
 	case <-timeAfter():
 		t.Fatal("no notification after memory.events changed")
+	}
+	write(t, d2, "memory.events", "oom_kill 1\n")
+	select {
+	case <-got2:
+	case <-timeAfter():
+		t.Fatal("no notification for the second cgroup")
+	}
+	if len(got) != 0 {
+		t.Fatal("the first cgroup was notified for the second's change")
+	}
+	stop2()
+	write(t, d2, "memory.events", "oom_kill 2\n")
+	select {
+	case <-got2:
+		t.Fatal("notified after stop")
+	case <-time.After(200 * time.Millisecond):
 	}
 }
 

@@ -1,60 +1,181 @@
 package cgroup
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
 
-// WatchOOM calls notify whenever the kernel may have OOM-killed in the
-// cgroup: v1 through an eventfd on memory.oom_control, v2 through inotify on
-// memory.events. It stops when the cgroup is removed or stop is called. The
-// fds are driven by Go's poller: no thread waits per container.
-func (c *Cgroup) WatchOOM(notify func()) (stop func(), err error) {
-	var f *os.File
+// OOMWatcher watches any number of cgroups for OOM kills with one
+// goroutine: v1 through an eventfd on memory.oom_control, v2 through inotify
+// on memory.events, all in one epoll set that Go's poller waits on. No
+// goroutine or thread waits per container. The zero value is ready; the
+// goroutine starts with the first Watch.
+//
+// Locking: mu guards ep, next and watches; notify runs without it.
+type OOMWatcher struct {
+	mu      sync.Mutex
+	ep      *os.File // the epoll set (non-blocking, in Go's poller)
+	next    uint64   // id of the next watch (epoll user data)
+	watches map[uint64]*oomWatch
+}
+
+type oomWatch struct {
+	fd     int // eventfd or inotify descriptor, owned by the watch
+	c      *Cgroup
+	notify func()
+}
+
+// oomEventBatch is how many notifications one epoll_wait takes.
+const oomEventBatch = 8
+
+// Watch calls notify whenever the kernel may have OOM-killed in c. It stops
+// when the cgroup is removed or stop is called.
+func (w *OOMWatcher) Watch(c *Cgroup, notify func()) (stop func(), err error) {
+	var fd int
 	if c.V2 {
-		f, err = c.inotifyEvents()
+		fd, err = c.inotifyEvents()
 	} else {
-		f, err = c.oomEventFD()
+		fd, err = c.oomEventFD()
 	}
 	if err != nil {
 		return nil, err
 	}
-	go func() {
-		// An eventfd read is 8 bytes; an inotify event on a watched file
-		// (no name) is 16. One small buffer per container, not a page.
-		buf := make([]byte, 64)
-		for {
-			if _, err := f.Read(buf); err != nil {
-				return // closed by stop
-			}
-			if !c.Exists() {
-				// v1 also signals the eventfd when the cgroup goes away.
-				f.Close()
-				return
-			}
-			notify()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ep == nil {
+		if err := w.start(); err != nil {
+			unix.Close(fd)
+			return nil, err
 		}
-	}()
-	return func() { f.Close() }, nil
+	}
+	id := w.next
+	w.next++
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(id), Pad: int32(id >> 32)}
+	var cerr error
+	if err := w.control(func(epfd int) { cerr = unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &ev) }); err != nil || cerr != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("watch OOM kills: %v", errors.Join(err, cerr))
+	}
+	w.watches[id] = &oomWatch{fd: fd, c: c, notify: notify}
+	return func() { w.remove(id) }, nil
 }
 
-func (c *Cgroup) oomEventFD() (*os.File, error) {
+// start makes the epoll set and its goroutine; w.mu is held.
+func (w *OOMWatcher) start() error {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("epoll: %w", err)
+	}
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		return fmt.Errorf("epoll: %w", err)
+	}
+	w.ep = os.NewFile(uintptr(epfd), "oom epoll") // non-blocking: Go's poller drives it
+	w.watches = make(map[uint64]*oomWatch)
+	go w.run(w.ep)
+	return nil
+}
+
+func (w *OOMWatcher) control(f func(epfd int)) error {
+	rc, err := w.ep.SyscallConn()
+	if err != nil {
+		return err
+	}
+	return rc.Control(func(fd uintptr) { f(int(fd)) })
+}
+
+// run waits for notifications until the epoll set is closed.
+func (w *OOMWatcher) run(ep *os.File) {
+	rc, err := ep.SyscallConn()
+	if err != nil {
+		return
+	}
+	events := make([]unix.EpollEvent, oomEventBatch)
+	_ = rc.Read(func(epfd uintptr) bool {
+		for {
+			n, err := unix.EpollWait(int(epfd), events, 0)
+			if err == unix.EINTR {
+				continue
+			}
+			if n <= 0 {
+				return false // wait in Go's poller until the set has events
+			}
+			for _, ev := range events[:n] {
+				w.fire(uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32)
+			}
+		}
+	})
+}
+
+// fire handles one watch's notification: it drains the descriptor (epoll
+// reports it until then) and calls notify, or ends the watch if the cgroup
+// is gone (v1 signals the eventfd when the cgroup goes away).
+func (w *OOMWatcher) fire(id uint64) {
+	w.mu.Lock()
+	wt := w.watches[id]
+	w.mu.Unlock()
+	if wt == nil {
+		return // removed meanwhile
+	}
+	var buf [64]byte // an eventfd read is 8 bytes; an inotify event on a watched file 16
+	for {
+		if _, err := unix.Read(wt.fd, buf[:]); err != unix.EINTR {
+			break
+		}
+	}
+	if !wt.c.Exists() {
+		w.remove(id)
+		return
+	}
+	wt.notify()
+}
+
+// remove ends a watch (idempotent).
+func (w *OOMWatcher) remove(id uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	wt := w.watches[id]
+	if wt == nil {
+		return
+	}
+	delete(w.watches, id)
+	_ = w.control(func(epfd int) { _ = unix.EpollCtl(epfd, unix.EPOLL_CTL_DEL, wt.fd, nil) })
+	unix.Close(wt.fd)
+}
+
+// Close ends every watch and the goroutine.
+func (w *OOMWatcher) Close() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for id, wt := range w.watches {
+		unix.Close(wt.fd)
+		delete(w.watches, id)
+	}
+	if w.ep != nil {
+		w.ep.Close()
+		w.ep = nil
+	}
+}
+
+func (c *Cgroup) oomEventFD() (int, error) {
 	dir := c.dir("memory")
 	if dir == "" {
-		return nil, fmt.Errorf("no memory cgroup")
+		return -1, fmt.Errorf("no memory cgroup")
 	}
 	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
-		return nil, fmt.Errorf("eventfd: %w", err)
+		return -1, fmt.Errorf("eventfd: %w", err)
 	}
 	oc, err := os.Open(filepath.Join(dir, "memory.oom_control"))
 	if err != nil {
 		unix.Close(efd)
-		return nil, fmt.Errorf("open memory.oom_control: %w", err)
+		return -1, fmt.Errorf("open memory.oom_control: %w", err)
 	}
 	defer oc.Close()
 	// "<eventfd> <fd of memory.oom_control>" arms the notification; the
@@ -62,19 +183,19 @@ func (c *Cgroup) oomEventFD() (*os.File, error) {
 	reg := strconv.Itoa(efd) + " " + strconv.FormatUint(uint64(oc.Fd()), 10)
 	if err := os.WriteFile(filepath.Join(dir, "cgroup.event_control"), []byte(reg), 0); err != nil {
 		unix.Close(efd)
-		return nil, fmt.Errorf("register OOM eventfd: %w", err)
+		return -1, fmt.Errorf("register OOM eventfd: %w", err)
 	}
-	return os.NewFile(uintptr(efd), "oom eventfd"), nil
+	return efd, nil
 }
 
-func (c *Cgroup) inotifyEvents() (*os.File, error) {
+func (c *Cgroup) inotifyEvents() (int, error) {
 	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {
-		return nil, fmt.Errorf("inotify: %w", err)
+		return -1, fmt.Errorf("inotify: %w", err)
 	}
 	if _, err := unix.InotifyAddWatch(fd, filepath.Join(c.dir(""), "memory.events"), unix.IN_MODIFY); err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("watch memory.events: %w", err)
+		return -1, fmt.Errorf("watch memory.events: %w", err)
 	}
-	return os.NewFile(uintptr(fd), "memory.events inotify"), nil
+	return fd, nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/containerd/errdefs"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/example/containerd-shim-example-v2/cgroup"
 	"github.com/example/containerd-shim-example-v2/oci"
 	"github.com/example/containerd-shim-example-v2/process"
 	"github.com/example/containerd-shim-example-v2/reaper"
@@ -57,6 +58,7 @@ type Service struct {
 	cfg      Config
 	shimPid  uint32
 	exitOnce sync.Once
+	oom      cgroup.OOMWatcher // every container's OOM notifications, one goroutine
 
 	mu         sync.Mutex
 	containers map[string]*process.Container

@@ -80,6 +80,7 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*ta
 			},
 		},
 		SocketDir:    s.cfg.SocketDir,
+		OOM:          &s.oom,
 		Checkpoint:   restorePath(r.Checkpoint, opts),
 		CriuWorkPath: opts.CriuWorkPath,
 	}, func(pid int) {
