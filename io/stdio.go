@@ -48,8 +48,7 @@ type Pipes struct {
 	stdinWriter *os.File // shim's own writer on that FIFO, closed by CloseStdin
 	stdinPipe   *os.File // write end of the container's stdin pipe
 
-	outputs sync.WaitGroup // stdout and stderr relays (or the terminal's)
-	outDone chan struct{}  // closed when the output relays have ended
+	outputs relayCount // stdout and stderr relays (or the terminal's)
 	mu      sync.Mutex
 	closed  bool
 	toClose []stdio.Closer // every shim-side file, closed by Close
@@ -83,7 +82,8 @@ type Pipes struct {
 // URIs (raw, or the CRI log format with rotation, see ParseFileURI), or a
 // binary:// logger (see openLogger), which then takes both streams.
 func Open(cfg Config, env Env) (_ *Pipes, retErr error) {
-	p := &Pipes{outDone: make(chan struct{}), stallTimeout: env.StallTimeout}
+	p := &Pipes{outputs: relayCount{done: make(chan struct{})}, stallTimeout: env.StallTimeout}
+	p.outputs.Add(1) // held while the relays start, released below
 	if p.stallTimeout == 0 {
 		p.stallTimeout = DefaultStallTimeout
 	}
@@ -106,7 +106,7 @@ func Open(cfg Config, env Env) (_ *Pipes, retErr error) {
 	default:
 		err = p.openStreams(cfg)
 	}
-	go func() { p.outputs.Wait(); close(p.outDone) }()
+	p.outputs.Done()
 	if err != nil {
 		return nil, err
 	}
@@ -419,7 +419,7 @@ func (p *Pipes) Drain(timeout time.Duration) bool {
 	last, idleSince := p.moved.Load(), time.Now()
 	for {
 		select {
-		case <-p.outDone:
+		case <-p.outputs.done:
 			return true
 		case now := <-tick.C:
 			if now.After(deadline) {
@@ -531,4 +531,20 @@ func classify(err error) error {
 		return fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
 	}
 	return err
+}
+
+// relayCount counts the output relays still running; the one that brings
+// it to zero closes done, so no goroutine waits for them. Open holds one
+// count while it starts them.
+type relayCount struct {
+	n    atomic.Int32
+	done chan struct{}
+}
+
+func (c *relayCount) Add(n int) { c.n.Add(int32(n)) }
+
+func (c *relayCount) Done() {
+	if c.n.Add(-1) == 0 {
+		close(c.done)
+	}
 }
