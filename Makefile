@@ -11,7 +11,7 @@ LDFLAGS     := -s -w -X $(MODULE)/launch.Version=$(VERSION) -X $(MODULE)/launch.
 INTEGRATION_FLAGS ?=
 STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
 
-.PHONY: all build install deps test unit lint integration integration-runc matrix proto demo bench bench-quick clean
+.PHONY: all build build-memdebug install deps test unit lint integration integration-runc matrix proto demo bench bench-quick clean
 # The current runc (make deps builds it from the Go module proxy); Debian's runc 1.1.5 is the other lane.
 RUNC_CURRENT ?= /opt/runc/v1.5.1/runc
 # $(call itest,ENV=...,go test arguments): the integration module's tests against the built shim.
@@ -84,6 +84,10 @@ proto:
 # LANES picks containerd releases and runtimes (default: 1.6, the newest 2.x, and 1.6 with crun).
 bench: build
 	cd integration && SHIM_BINARY=$(BIN_DIR)/$(BINARY) $(GO) run ./cmd/bench $(if $(LANES),-lanes $(LANES)) -out ../docs/bench-latest.md -chart ../docs/bench-latest.svg
+
+# A debug build for memory analysis (cmd/shim/memdebug.go; docs/benchmarks.md says how to use it).
+build-memdebug:
+	CGO_ENABLED=0 $(GO) build -trimpath -tags memdebug -ldflags '-checklinkname=0' -o $(BIN_DIR)/$(BINARY)-memdebug ./cmd/shim
 
 bench-quick: build
 	cd integration && SHIM_BINARY=$(BIN_DIR)/$(BINARY) $(GO) run ./cmd/bench -quick -lanes $(or $(LANES),1.6)

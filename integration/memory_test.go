@@ -19,16 +19,18 @@ import (
 // from regressing silently; the figures to beat (and how they compare with
 // containerd's stock shim) are in docs/benchmarks.md.
 const (
-	// idleRSSBudgetKiB bounds the resident set (code, data and heap): the
-	// issue's target of 6 MiB. It holds for a binary installed as `make
-	// install` does (harness copyFile); see docs/benchmarks.md for kernels
-	// that cache a binary in 2 MiB folios.
-	idleRSSBudgetKiB = 6 << 10
+	// idleRSSBudgetKiB bounds the resident set (code, data and heap): about
+	// 4 MiB measured (docs/benchmarks.md), with room for noise. It holds for a
+	// binary installed as `make install` does (harness copyFile); see
+	// docs/benchmarks.md for kernels that cache a binary in 2 MiB folios.
+	idleRSSBudgetKiB = 5 << 10
 	// idleAnonBudgetKiB bounds anonymous memory (heap, stacks, runtime):
-	// what each additional shim process really costs the machine. (Not
+	// what each additional shim process really costs the machine. About
+	// 2.7-2.95 MiB measured, with room for noise; the issue's 2 MiB target is
+	// not reached (docs/benchmarks.md says where the bytes go). (Not
 	// Private_Dirty: a freshly copied binary's page-cache pages count as
 	// dirty until written back.)
-	idleAnonBudgetKiB = 4 << 10
+	idleAnonBudgetKiB = 3584
 	// settleTime lets the daemon reach its idle state (it trims 2 s after
 	// the last request).
 	settleTime = 3500 * time.Millisecond
