@@ -192,6 +192,13 @@ func TestWatchOOMV2Notifies(t *testing.T) {
 		t.Fatal("the first cgroup was notified for the second's change")
 	}
 	stop2()
+	// One write can raise two inotify events (truncate, then write), and a
+	// notification already being delivered may land just after stop returns:
+	// let those settle before the change that must go unnoticed.
+	time.Sleep(100 * time.Millisecond)
+	for len(got2) > 0 {
+		<-got2
+	}
 	write(t, d2, "memory.events", "oom_kill 2\n")
 	select {
 	case <-got2:
