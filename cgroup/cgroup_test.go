@@ -176,12 +176,22 @@ func TestWatchOOMV2Notifies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// One write can raise two inotify events (truncate, then write), and a
+	// notification already being delivered may land a moment later: settle
+	// lets those arrive and drops them before the next check.
+	settle := func(ch chan struct{}) {
+		time.Sleep(100 * time.Millisecond)
+		for len(ch) > 0 {
+			<-ch
+		}
+	}
 	write(t, d, "memory.events", "oom_kill 1\n")
 	select {
 	case <-got:
 	case <-timeAfter():
 		t.Fatal("no notification after memory.events changed")
 	}
+	settle(got)
 	write(t, d2, "memory.events", "oom_kill 1\n")
 	select {
 	case <-got2:
@@ -192,13 +202,7 @@ func TestWatchOOMV2Notifies(t *testing.T) {
 		t.Fatal("the first cgroup was notified for the second's change")
 	}
 	stop2()
-	// One write can raise two inotify events (truncate, then write), and a
-	// notification already being delivered may land just after stop returns:
-	// let those settle before the change that must go unnoticed.
-	time.Sleep(100 * time.Millisecond)
-	for len(got2) > 0 {
-		<-got2
-	}
+	settle(got2)
 	write(t, d2, "memory.events", "oom_kill 2\n")
 	select {
 	case <-got2:
