@@ -113,6 +113,9 @@ func NewDaemon(flavor string, opts ...DaemonOption) (_ *Daemon, retErr error) {
 	if err != nil {
 		return nil, err
 	}
+	// The process that owns the directory: while it lives, no sweep of another run
+	// touches it, even when its containerd is down for a restart test.
+	_ = os.WriteFile(filepath.Join(d.Base, ownerFileName), []byte(strconv.Itoa(os.Getpid())), 0o600)
 	defer func() {
 		if retErr != nil {
 			if d.cmd != nil {

@@ -14,8 +14,9 @@ import (
 
 // Files the harness keeps in a daemon's directory for SweepStale.
 const (
-	pidFileName = "containerd.pid" // the daemon's PID
-	nsFileName  = "namespaces"     // namespaces used on it, one a line
+	pidFileName   = "containerd.pid" // the daemon's PID
+	ownerFileName = "owner.pid"      // the PID of the test process that made the directory
+	nsFileName    = "namespaces"     // namespaces used on it, one a line
 )
 
 var sweepOnce sync.Once
@@ -59,10 +60,15 @@ func SweepStale(w io.Writer) {
 	}
 }
 
-// isStale reports whether dir belongs to a daemon that is gone: its recorded PID is not a
-// containerd running with this dir's config, or (no PID recorded) it is older than a
-// startup could take.
+// isStale reports whether dir belongs to a daemon that is gone: the test process that made
+// it is gone (or is this one), and its recorded PID is not a containerd running with this
+// dir's config, or (no PID recorded) it is older than a startup could take.
 func isStale(dir string) bool {
+	if data, err := os.ReadFile(filepath.Join(dir, ownerFileName)); err == nil {
+		if owner, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && owner != os.Getpid() && procAlive(owner) {
+			return false // a live run's, whatever its containerd is doing
+		}
+	}
 	data, err := os.ReadFile(filepath.Join(dir, pidFileName))
 	if err != nil {
 		st, err := os.Stat(dir)
