@@ -1,15 +1,11 @@
 package launch
 
 import (
-	"bufio"
-	"os"
 	"runtime"
 	"runtime/debug"
-	"strconv"
-	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/example/containerd-shim-example-v2/internal/selftrim"
 )
 
 // Memory tuning of the daemon. Shims are many (one per pod) and mostly
@@ -38,77 +34,6 @@ func tuneMemory() {
 	}
 }
 
-// trimMemory returns free heap to the kernel and unmaps the pages of the
-// shim's own executable (code and read-only data) from its page tables.
-// Those pages stay in the page cache, shared by every shim; the daemon faults
-// back in only what it uses, one page at a time (MADV_RANDOM stops the
-// kernel from mapping whole neighbourhoods around each fault).
-//
-// A mapping holding any anonymous page is left alone: in a position-
-// independent build the loader's relocations make private copies of
-// read-only pages, and dropping those would revert them to the file.
-func trimMemory() {
-	debug.FreeOSMemory()
-	for _, m := range ownReadOnlyMappings() {
-		// Newer kernels keep a freshly read or copied binary in the page
-		// cache as 2 MiB folios and map each with one PMD entry: without
-		// NOHUGEPAGE the first fault after the trim maps all 2 MiB again.
-		madvise(m.start, m.end-m.start, unix.MADV_NOHUGEPAGE)
-		madvise(m.start, m.end-m.start, unix.MADV_RANDOM)
-		madvise(m.start, m.end-m.start, unix.MADV_DONTNEED)
-	}
-}
-
-type mapping struct{ start, end uintptr }
-
-// ownReadOnlyMappings lists the non-writable mappings of the executable that
-// hold no anonymous (copied-on-write) pages, from /proc/self/smaps.
-func ownReadOnlyMappings() []mapping {
-	self, err := os.Executable()
-	if err != nil {
-		return nil
-	}
-	f, err := os.Open("/proc/self/smaps")
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var out []mapping
-	var cur *mapping
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) == 0 {
-			continue
-		}
-		if lo, hi, ok := strings.Cut(fields[0], "-"); ok && !strings.HasSuffix(fields[0], ":") {
-			// A mapping header: "start-end perms offset dev inode [path]".
-			cur = nil
-			if len(fields) < 6 || fields[5] != self || strings.Contains(fields[1], "w") {
-				continue
-			}
-			start, err1 := strconv.ParseUint(lo, 16, 64)
-			end, err2 := strconv.ParseUint(hi, 16, 64)
-			if err1 == nil && err2 == nil && end > start {
-				out = append(out, mapping{uintptr(start), uintptr(end)})
-				cur = &out[len(out)-1]
-			}
-			continue
-		}
-		if cur != nil && fields[0] == "Anonymous:" && len(fields) >= 2 && fields[1] != "0" {
-			out = out[:len(out)-1] // has private copies: keep it as it is
-			cur = nil
-		}
-	}
-	return out
-}
-
-// madvise advises the kernel on one of this process's own mappings, given by
-// address (the unix package only takes a slice, which would need unsafe).
-func madvise(addr, length uintptr, advice int) {
-	_, _, _ = unix.Syscall(unix.SYS_MADVISE, addr, length, uintptr(advice))
-}
-
 // trimmer decides when the daemon trims its memory: quietPeriod after the
 // last request of a burst (so a shim that has just created its container is
 // lean within seconds, not after trimInterval), and at least every
@@ -116,14 +41,14 @@ func madvise(addr, length uintptr, advice int) {
 // daemon with nothing new to trim wakes only every trimInterval.
 type trimmer struct {
 	touched chan struct{} // a request arrived; buffered, one pending is enough
-	trim    func()        // trimMemory; replaced in tests
+	trim    func()        // selftrim.Trim; replaced in tests
 }
 
 // quietPeriod is how long the daemon waits after a request before trimming.
 const quietPeriod = 2 * time.Second
 
 func newTrimmer() *trimmer {
-	return &trimmer{touched: make(chan struct{}, 1), trim: trimMemory}
+	return &trimmer{touched: make(chan struct{}, 1), trim: selftrim.Trim}
 }
 
 // Touch records a request. It never blocks: one pending touch says all.
