@@ -56,13 +56,7 @@ func TestCompatContainerdUpgradeAndRollback(t *testing.T) {
 		t.Run(c.name+"-"+c.from+"-to-"+c.to, func(t *testing.T) {
 			d := harness.StartDaemon(t, c.from)
 			ctx, ns := d.NewNamespace(t)
-			t.Cleanup(func() {
-				if d.Exited() {
-					if err := d.StartProcess(); err != nil {
-						t.Errorf("restart containerd for cleanup: %v", err)
-					}
-				}
-			})
+			restartForCleanup(t, d)
 			ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 			defer cancel()
 

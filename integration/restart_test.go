@@ -35,15 +35,7 @@ func TestContainerdRestart(t *testing.T) {
 		t.Run("containerd-"+flavor, func(t *testing.T) {
 			d := harness.StartDaemon(t, flavor)
 			ctx, ns := d.NewNamespace(t)
-			t.Cleanup(func() {
-				// A test that failed while containerd was stopped: bring it back so that the
-				// namespace's cleanup can remove the tasks through it.
-				if d.Exited() {
-					if err := d.StartProcess(); err != nil {
-						t.Errorf("restart containerd for cleanup: %v", err)
-					}
-				}
-			})
+			restartForCleanup(t, d)
 			ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 			defer cancel()
 
@@ -273,4 +265,18 @@ func forwardedExits(log, ns string) int {
 		}
 	}
 	return n
+}
+
+// restartForCleanup registers, after the namespace's cleanup (so it runs first), a restart of
+// containerd if a test failed while it was stopped: the namespace's cleanup removes the tasks
+// through it.
+func restartForCleanup(t *testing.T, d *harness.Daemon) {
+	t.Helper()
+	t.Cleanup(func() {
+		if d.Exited() {
+			if err := d.StartProcess(); err != nil {
+				t.Errorf("restart containerd for cleanup: %v", err)
+			}
+		}
+	})
 }
