@@ -51,6 +51,15 @@ func WriteAddress(dir, address string) error {
 	return WriteFileAtomic(filepath.Join(dir, AddressFile), []byte(address), 0o644)
 }
 
+// EnsureAddress records the daemon's address in dir unless `start` already
+// did (it writes it for every task it launches).
+func EnsureAddress(dir, address string) error {
+	if _, err := os.Stat(filepath.Join(dir, AddressFile)); err == nil {
+		return nil
+	}
+	return WriteAddress(dir, address)
+}
+
 // WriteShimPid records the daemon's PID in dir.
 func WriteShimPid(dir string, pid int) error {
 	return WriteFileAtomic(filepath.Join(dir, ShimPidFile), []byte(strconv.Itoa(pid)), 0o644)

@@ -103,7 +103,7 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*ta
 		slog.Warn("record shim pid", "bundle", r.Bundle, "error", err)
 	}
 	if s.cfg.Address != "" {
-		if err := bundle.WriteAddress(r.Bundle, s.cfg.Address); err != nil {
+		if err := bundle.EnsureAddress(r.Bundle, s.cfg.Address); err != nil {
 			slog.Warn("record shim address", "bundle", r.Bundle, "error", err)
 		}
 	}
