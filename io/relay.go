@@ -228,6 +228,9 @@ func (s *splicer) readChunk() {
 		default:
 			s.pending = (*s.buf)[:n]
 			s.bulk = n == len(*s.buf)
+			// wantSrc means "src said EAGAIN": never left set with bytes
+			// in hand, or the relay would wait for src holding them.
+			s.wantSrc = false
 		}
 		return
 	}
@@ -249,10 +252,10 @@ func (s *splicer) writePending() bool {
 		s.pending = s.pending[n:]
 		s.progressed(int64(n))
 	}
+	// Read on until src says EAGAIN, even after a short read: the poller
+	// is edge-triggered, and src may have reached end of file (or been
+	// written again) since that read, with no edge still to come.
 	s.releaseBuf()
-	if !s.bulk {
-		s.wantSrc = true // the read emptied src
-	}
 	return true
 }
 
