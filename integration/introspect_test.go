@@ -85,7 +85,11 @@ func TestIntrospection(t *testing.T) {
 		ioc, out, _ := bufferedIO(d)
 		task, _ := startTask(t, ctx, ctr, ioc)
 		defer task.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)
-		waitFor(t, 10*time.Second, "the init's output", func() bool { return len(out.Bytes()) == initBytes+1 })
+		if !eventually(10*time.Second, func() bool { return len(out.Bytes()) == initBytes+1 }) {
+			// Where the bytes wait tells a slow client from a stuck relay.
+			raw, _ := exec.Command(harness.ShimUnderTest(), "-bundle", d.BundleDir(ns, id), "introspect").Output()
+			t.Fatalf("the init's output: %d of %d bytes within 10s; the shim says:\n%s", len(out.Bytes()), initBytes+1, raw)
+		}
 
 		var execOut lockedBuffer
 		proc, err := task.Exec(ctx, "e1", execSpec(t, ctx, task, "sh", "-c", "echo exec-out; exec sleep 100000"),
