@@ -1,0 +1,296 @@
+package handover
+
+import (
+	"context"
+	"encoding/binary"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/containerd/ttrpc"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// echoServer is one "daemon": a ttrpc server whose Echo answers with its
+// own name and the request, after an optional delay; release unblocks a
+// request that asks to wait ("wait:...").
+type echoServer struct {
+	name    string
+	srv     *ttrpc.Server
+	ln      *Listener
+	conns   *Conns
+	release chan struct{}
+	served  chan struct{}
+}
+
+func startEcho(t *testing.T, name string, ln *Listener) *echoServer {
+	t.Helper()
+	e := &echoServer{name: name, ln: ln, conns: NewConns(), release: make(chan struct{}), served: make(chan struct{})}
+	var noop noHandshake
+	srv, err := ttrpc.NewServer(ttrpc.WithServerHandshaker(e.conns.Handshaker(noop)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.RegisterService("test.Echo", &ttrpc.ServiceDesc{Methods: map[string]ttrpc.Method{
+		"Echo": func(ctx context.Context, unmarshal func(any) error) (any, error) {
+			var req wrapperspb.StringValue
+			if err := unmarshal(&req); err != nil {
+				return nil, err
+			}
+			if len(req.Value) > 5 && req.Value[:5] == "wait:" {
+				close(e.served)
+				<-e.release
+			}
+			return wrapperspb.String(e.name + ":" + req.Value), nil
+		},
+	}})
+	e.srv = srv
+	go srv.Serve(context.Background(), ln)
+	return e
+}
+
+func listen(t *testing.T) (*net.UnixListener, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "s.sock")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, path
+}
+
+func call(ctx context.Context, c *ttrpc.Client, v string) (string, error) {
+	var resp wrapperspb.StringValue
+	err := c.Call(ctx, "test.Echo", "Echo", wrapperspb.String(v), &resp)
+	return resp.Value, err
+}
+
+// The handover of a live connection between two servers, as an upgrade does
+// it between two binaries: a request in flight when the pause begins is
+// answered by the old server before the pause completes; one sent during the
+// pause waits and is answered by the new one; the client never sees an error.
+func TestConnHandedOverBetweenServers(t *testing.T) {
+	l, path := listen(t)
+	old := startEcho(t, "old", NewListener(l, nil))
+	defer old.srv.Close()
+
+	nc, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := ttrpc.NewClient(nc)
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if got, err := call(ctx, client, "a"); err != nil || got != "old:a" {
+		t.Fatalf("before: %q, %v", got, err)
+	}
+
+	// A request in flight, held by the server until released.
+	inflight := make(chan string, 1)
+	go func() { v, err := call(ctx, client, "wait:b"); inflight <- v + errString(err) }()
+	<-old.served
+	if err := old.ln.Pause(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	paused := make(chan error, 1)
+	go func() { paused <- old.conns.PauseAll(5 * time.Second) }()
+	select {
+	case err := <-paused:
+		t.Fatalf("pause completed with a request unanswered: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(old.release)
+	if err := <-paused; err != nil {
+		t.Fatal(err)
+	}
+	if got := <-inflight; got != "old:wait:b" {
+		t.Fatalf("in-flight request: %q", got)
+	}
+
+	// Sent during the pause: nobody serves it yet.
+	during := make(chan string, 1)
+	go func() { v, err := call(ctx, client, "c"); during <- v + errString(err) }()
+	time.Sleep(50 * time.Millisecond)
+	select {
+	case got := <-during:
+		t.Fatalf("answered during the pause: %q", got)
+	default:
+	}
+
+	var fds FDs
+	defer fds.Release()
+	lst, err := old.ln.Export(&fds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cst, err := old.conns.ExportAll(&fds)
+	if err != nil || len(cst) != 1 {
+		t.Fatalf("exported %d connections, %v", len(cst), err)
+	}
+
+	// The successor: the same sockets, through their descriptor numbers.
+	var carried []net.Conn
+	for _, st := range cst {
+		c, err := ImportConn(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		carried = append(carried, c)
+	}
+	ln2, err := ImportListener(*lst, carried)
+	if err != nil {
+		t.Fatal(err)
+	}
+	succ := startEcho(t, "new", ln2)
+	defer succ.srv.Close()
+
+	if got := <-during; got != "new:c" {
+		t.Fatalf("request sent during the pause: %q, want the successor's answer", got)
+	}
+	if got, err := call(ctx, client, "d"); err != nil || got != "new:d" {
+		t.Fatalf("after: %q, %v", got, err)
+	}
+	// New clients reach the successor through the handed-over listener.
+	nc2, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client2 := ttrpc.NewClient(nc2)
+	defer client2.Close()
+	if got, err := call(ctx, client2, "e"); err != nil || got != "new:e" {
+		t.Fatalf("new client: %q, %v", got, err)
+	}
+}
+
+// A pause that lands in the middle of a request's header: the bytes already
+// read go over as the connection's carry, and the successor completes the
+// message with the rest.
+func TestPartialHeaderIsCarried(t *testing.T) {
+	l, path := listen(t)
+	old := startEcho(t, "old", NewListener(l, nil))
+	defer old.srv.Close()
+	raw, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	frame := requestFrame(t, 1, "x")
+	if _, err := raw.Write(frame[:4]); err != nil {
+		t.Fatal(err)
+	}
+	waitRegistered(t, old.conns)
+	time.Sleep(50 * time.Millisecond) // the server's reader takes the 4 bytes
+	if err := old.ln.Pause(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.conns.PauseAll(2 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	var fds FDs
+	defer fds.Release()
+	lst, err := old.ln.Export(&fds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cst, err := old.conns.ExportAll(&fds)
+	if err != nil || len(cst) != 1 {
+		t.Fatalf("exported %d, %v", len(cst), err)
+	}
+	if len(cst[0].Carry) != 4 {
+		t.Fatalf("carry of %d bytes, want the 4 header bytes read", len(cst[0].Carry))
+	}
+	c, err := ImportConn(cst[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln2, err := ImportListener(*lst, []net.Conn{c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	succ := startEcho(t, "new", ln2)
+	defer succ.srv.Close()
+	if _, err := raw.Write(frame[4:]); err != nil {
+		t.Fatal(err)
+	}
+	got := readResponse(t, raw)
+	if got != "new:x" {
+		t.Fatalf("answer %q, want new:x", got)
+	}
+}
+
+func waitRegistered(t *testing.T, cs *Conns) {
+	t.Helper()
+	for i := 0; cs.Len() == 0; i++ {
+		if i > 200 {
+			t.Fatal("connection never registered")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func requestFrame(t *testing.T, stream uint32, v string) []byte {
+	t.Helper()
+	payload, err := proto.Marshal(wrapperspb.String(v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := proto.Marshal(&ttrpc.Request{Service: "test.Echo", Method: "Echo", Payload: payload})
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame := make([]byte, headerLen+len(body))
+	binary.BigEndian.PutUint32(frame[:4], uint32(len(body)))
+	binary.BigEndian.PutUint32(frame[4:8], stream)
+	frame[8] = typeRequest
+	copy(frame[headerLen:], body)
+	return frame
+}
+
+func readResponse(t *testing.T, c net.Conn) string {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var hdr [headerLen]byte
+	if _, err := readFull(c, hdr[:]); err != nil {
+		t.Fatalf("response header: %v", err)
+	}
+	body := make([]byte, binary.BigEndian.Uint32(hdr[:4]))
+	if _, err := readFull(c, body); err != nil {
+		t.Fatalf("response body: %v", err)
+	}
+	var resp ttrpc.Response
+	if err := proto.Unmarshal(body, &resp); err != nil {
+		t.Fatal(err)
+	}
+	var v wrapperspb.StringValue
+	if err := proto.Unmarshal(resp.Payload, &v); err != nil {
+		t.Fatal(err)
+	}
+	return v.Value
+}
+
+func readFull(c net.Conn, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		m, err := c.Read(b[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return " error: " + err.Error()
+}
+
+
+type noHandshake struct{}
+
+func (noHandshake) Handshake(_ context.Context, c net.Conn) (net.Conn, any, error) { return c, nil, nil }

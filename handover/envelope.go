@@ -1,0 +1,94 @@
+package handover
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+)
+
+// StateVersion is the layout of the state this binary hands over and the
+// newest it can take over. MinStateVersion is the oldest it can still read.
+// A change that an older binary could not read raises StateVersion; one
+// that drops support for reading old state raises MinStateVersion.
+const (
+	StateVersion    = 1
+	MinStateVersion = 1
+)
+
+// EnvFD names the environment variable through which a daemon tells its
+// successor where the handed-over state is (a descriptor number).
+const EnvFD = "EXAMPLE_SHIM_HANDOVER_FD"
+
+// Build names a binary.
+type Build struct {
+	Version  string `json:"version"`
+	Revision string `json:"revision"`
+}
+
+// Envelope wraps the daemon's state with its layout version and who wrote
+// it. Body is the daemon's own description (launch defines it).
+type Envelope struct {
+	StateVersion int             `json:"stateVersion"`
+	From         Build           `json:"from"`
+	Body         json.RawMessage `json:"body"`
+}
+
+// WriteEnvelope stores env in an anonymous memory file kept across execve
+// and returns its descriptor number, for EnvFD.
+func WriteEnvelope(env Envelope, fds *FDs) (int, error) {
+	data, err := json.Marshal(env)
+	if err != nil {
+		return -1, fmt.Errorf("handover: encode state: %w", err)
+	}
+	mfd, err := unix.MemfdCreate("shim-handover", unix.MFD_CLOEXEC)
+	if err != nil {
+		return -1, fmt.Errorf("handover: state file: %w", err)
+	}
+	f := os.NewFile(uintptr(mfd), "shim-handover")
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return -1, fmt.Errorf("handover: write state: %w", err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return -1, fmt.Errorf("handover: rewind state: %w", err)
+	}
+	return fds.Keep(f)
+}
+
+// ReadEnvelope reads the state a predecessor left at the descriptor that
+// EnvFD names, and closes it. A layout this binary cannot read is refused
+// (FailedPrecondition): Hello should have prevented that.
+func ReadEnvelope(fdText string) (Envelope, error) {
+	var env Envelope
+	fd, err := strconv.Atoi(fdText)
+	if err != nil || fd < 3 {
+		return env, fmt.Errorf("handover: %s=%q is not a descriptor: %w", EnvFD, fdText, errdefs.ErrInvalidArgument)
+	}
+	f := os.NewFile(uintptr(fd), "shim-handover")
+	defer f.Close()
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return env, fmt.Errorf("handover: read state: %w", err)
+	}
+	if err := json.Unmarshal(data, &env); err != nil {
+		return env, fmt.Errorf("handover: decode state: %w", err)
+	}
+	if err := CanRead(env.StateVersion); err != nil {
+		return env, err
+	}
+	return env, nil
+}
+
+// CanRead reports whether this binary reads state of layout v.
+func CanRead(v int) error {
+	if v < MinStateVersion || v > StateVersion {
+		return fmt.Errorf("handover: state layout %d, this binary reads %d to %d: %w", v, MinStateVersion, StateVersion, errdefs.ErrFailedPrecondition)
+	}
+	return nil
+}

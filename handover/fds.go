@@ -1,0 +1,68 @@
+package handover
+
+import (
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// FDs are the files the successor inherits. Go opens every file
+// close-on-exec; Keep clears that flag on one file and remembers it, so it is
+// open, at the same number, in the binary the daemon executes next.
+//
+// Not safe for concurrent use: one upgrade builds one FDs.
+type FDs struct {
+	files []*os.File // held so that no finalizer closes them before execve
+}
+
+// Keep marks f to survive execve and returns its descriptor number. f must
+// not be used for I/O afterwards: f.Fd() puts it in blocking mode, which the
+// successor undoes when it registers the file with its own poller.
+func (d *FDs) Keep(f *os.File) (int, error) {
+	fd := int(f.Fd())
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
+		return -1, fmt.Errorf("handover: keep fd %d (%s) open across exec: %w", fd, f.Name(), err)
+	}
+	d.files = append(d.files, f)
+	return fd, nil
+}
+
+// KeepDup keeps a duplicate of f, leaving f itself as it is (still owned,
+// and still in non-blocking mode, for the caller).
+func (d *FDs) KeepDup(f *os.File) (int, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return -1, fmt.Errorf("handover: %s: %w", f.Name(), err)
+	}
+	var nfd int
+	var derr error
+	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, fmt.Errorf("handover: %s: %w", f.Name(), err)
+	}
+	if derr != nil {
+		return -1, fmt.Errorf("handover: duplicate %s: %w", f.Name(), derr)
+	}
+	return d.Keep(os.NewFile(uintptr(nfd), f.Name()))
+}
+
+// Len is how many files are kept.
+func (d *FDs) Len() int { return len(d.files) }
+
+// Release closes every kept file: the upgrade did not happen, and the
+// duplicates it made must not leak into a later child.
+func (d *FDs) Release() {
+	for _, f := range d.files {
+		f.Close()
+	}
+	d.files = nil
+}
+
+// Adopt takes a descriptor the predecessor kept: it is made close-on-exec
+// again (it must not leak into the runtime's children) and wrapped in a file.
+func Adopt(fd int, name string) (*os.File, error) {
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("handover: adopt fd %d (%s): %w", fd, name, err)
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}
