@@ -16,13 +16,25 @@ type FDs struct {
 	files []*os.File // held so that no finalizer closes them before execve
 }
 
-// Keep marks f to survive execve and returns its descriptor number. f must
-// not be used for I/O afterwards: f.Fd() puts it in blocking mode, which the
-// successor undoes when it registers the file with its own poller.
+// Keep marks f to survive execve and returns its descriptor number; f is
+// the upgrade's from now on.
 func (d *FDs) Keep(f *os.File) (int, error) {
-	fd := int(f.Fd())
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
-		return -1, fmt.Errorf("handover: keep fd %d (%s) open across exec: %w", fd, f.Name(), err)
+	// Not f.Fd(): that would put the open file description in blocking
+	// mode, for every duplicate of it too, the shim's own included.
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return -1, fmt.Errorf("handover: %s: %w", f.Name(), err)
+	}
+	fd := -1
+	var ferr error
+	if err := rc.Control(func(u uintptr) {
+		fd = int(u)
+		_, ferr = unix.FcntlInt(u, unix.F_SETFD, 0)
+	}); err != nil {
+		return -1, fmt.Errorf("handover: %s: %w", f.Name(), err)
+	}
+	if ferr != nil {
+		return -1, fmt.Errorf("handover: keep fd %d (%s) open across exec: %w", fd, f.Name(), ferr)
 	}
 	d.files = append(d.files, f)
 	return fd, nil
@@ -60,8 +72,14 @@ func (d *FDs) Release() {
 
 // Adopt takes a descriptor the predecessor kept: it is made close-on-exec
 // again (it must not leak into the runtime's children) and wrapped in a file.
-func Adopt(fd int, name string) (*os.File, error) {
+// A pollable file is put in non-blocking mode first, which has os.NewFile
+// register it with Go's poller (deadlines, no thread blocked); a file the
+// shim only holds stays in blocking mode, out of the poller (see io.openIdle).
+func Adopt(fd int, name string, pollable bool) (*os.File, error) {
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("handover: adopt fd %d (%s): %w", fd, name, err)
+	}
+	if err := unix.SetNonblock(fd, pollable); err != nil {
 		return nil, fmt.Errorf("handover: adopt fd %d (%s): %w", fd, name, err)
 	}
 	return os.NewFile(uintptr(fd), name), nil

@@ -45,9 +45,9 @@ var chunkBufs = sync.Pool{New: func() any { b := make([]byte, copyChunk); return
 // are pipes or FIFOs, bulk bytes move by splice(2) and never enter user
 // space (small chunks are copied, see copyChunk); otherwise they go through
 // one pooled buffer.
-func relay(dst, src *os.File, stall *stallPolicy) (int64, error) {
+func relay(dst, src *os.File, stall *stallPolicy, h *halter) (int64, error) {
 	if isPipe(src) && isPipe(dst) {
-		if n, err, ok := splicePipes(dst, src, stall); ok {
+		if n, err, ok := splicePipes(dst, src, stall, h); ok {
 			return n, err
 		}
 	}
@@ -94,18 +94,27 @@ func isPipe(f *os.File) bool {
 // a stall), with its callbacks bound once: a chunk allocates nothing. A
 // small chunk costs a read and a write; bulk costs a splice and a readiness
 // poll per pipeful.
-func splicePipes(dst, src *os.File, stall *stallPolicy) (written int64, err error, ok bool) {
+func splicePipes(dst, src *os.File, stall *stallPolicy, h *halter) (written int64, err error, ok bool) {
 	srcRC, err1 := src.SyscallConn()
 	dstRC, err2 := dst.SyscallConn()
 	if err1 != nil || err2 != nil {
 		return 0, nil, false
 	}
-	s := &splicer{dst: dst, dstRC: dstRC, stall: stall}
+	s := &splicer{dst: dst, dstRC: dstRC, stall: stall, halt: h}
 	s.onSrc, s.onDst = s.srcReady, s.dstReady
+	if h != nil && len(h.carry) > 0 {
+		// A predecessor read these and did not deliver them: first in line.
+		s.pending = h.carry
+		h.carry = nil
+	}
 	defer s.releaseBuf()
 	for {
 		rerr := srcRC.Read(s.onSrc)
 		switch {
+		case s.halting():
+			h.carry = append([]byte(nil), s.pending...)
+			s.pending = nil
+			return s.written, errHalted, true
 		case rerr != nil:
 			return s.written, closedAsErrClosed(rerr), true
 		case s.stalled:
@@ -153,13 +162,20 @@ type splicer struct {
 	err      error
 	stalled  bool // dst stayed full for the stall timeout
 	armed    bool // dst's write deadline runs (dst was found full)
+	halt     *halter
 
 	onSrc, onDst func(uintptr) bool // the two callbacks, bound once
 }
 
 func (s *splicer) srcReady(sfd uintptr) bool {
 	s.sfd = int(sfd)
+	if s.halting() {
+		return true
+	}
 	if werr := s.dstRC.Write(s.onDst); werr != nil {
+		if s.halting() {
+			return true
+		}
 		if errors.Is(werr, os.ErrDeadlineExceeded) && s.stall.enabled() {
 			s.stalled = true
 		} else {
@@ -179,6 +195,9 @@ func (s *splicer) srcReady(sfd uintptr) bool {
 func (s *splicer) dstReady(dfd uintptr) bool {
 	s.dfd = int(dfd)
 	for {
+		if s.halting() {
+			return true // between two chunks: what is pending is carried
+		}
 		switch {
 		case len(s.pending) > 0:
 			if !s.writePending() {
@@ -286,6 +305,8 @@ func (s *splicer) spliceSome() pipeState {
 	}
 }
 
+func (s *splicer) halting() bool { return s.halt != nil && s.halt.on.Load() }
+
 // waitSrc asks for a wait on src; it returns dstReady's true.
 func (s *splicer) waitSrc() bool {
 	s.wantSrc = true
@@ -295,7 +316,7 @@ func (s *splicer) waitSrc() bool {
 // waitDst starts the stall clock before a wait for dst: the reader is
 // behind, and from now on its time counts.
 func (s *splicer) waitDst() {
-	if s.stall.enabled() && !s.armed {
+	if s.stall.enabled() && !s.armed && !s.halting() {
 		_ = s.dst.SetWriteDeadline(time.Now().Add(s.stall.timeout))
 		s.armed = true
 	}
@@ -305,7 +326,7 @@ func (s *splicer) waitDst() {
 func (s *splicer) progressed(n int64) {
 	s.written += n
 	s.stall.progressed(n)
-	if s.armed {
+	if s.armed && !s.halting() {
 		_ = s.dst.SetWriteDeadline(time.Time{}) // the reader took data
 		s.armed = false
 	}

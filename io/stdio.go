@@ -72,6 +72,11 @@ type Pipes struct {
 	// binary:// logger process, if any; loggerExit closes when it is reaped.
 	logger     *os.Process
 	loggerExit chan struct{}
+
+	// relays are the pipe-to-pipe relays an upgrade can halt and hand over
+	// (FIFO outputs and stdin; see handover.go). Written while opening, and
+	// by Halt's caller while every relay is halted.
+	relays []*pipeRelay
 }
 
 // Open prepares stdio for a process: it opens the client's endpoints and the
@@ -183,16 +188,27 @@ func (p *Pipes) startRelay(stream string, run func(src *os.File) error, done fun
 	p.toClose = append(p.toClose, pr)
 	p.ownQueues = append(p.ownQueues, pr)
 	p.outputs.Add(1)
+	p.runRelay(stream, pr, run, done)
+	return pw, nil
+}
+
+// runRelay runs run on src in a goroutine of its own (see startRelay). A
+// halted relay leaves everything as it is: its files and its place in
+// outputs go to whoever continues the stream.
+func (p *Pipes) runRelay(stream string, src *os.File, run func(src *os.File) error, done func()) {
 	go func() {
-		defer p.outputs.Done()
-		if err := run(pr); err != nil && !errors.Is(err, os.ErrClosed) {
-			relayFailed(stream, err)
-			discard(pr)
+		err := run(src)
+		if errors.Is(err, errHalted) {
+			return
 		}
-		pr.Close()
+		defer p.outputs.Done()
+		if err != nil && !errors.Is(err, os.ErrClosed) {
+			relayFailed(stream, err)
+			discard(src)
+		}
+		src.Close()
 		done()
 	}()
-	return pw, nil
 }
 
 // startFileOutput relays one stream into a (shared) log file.
@@ -227,6 +243,8 @@ func (p *Pipes) RuntimeFiles() (in, out, errf *os.File) { return p.rtIn, p.rtOut
 // once the runtime has started the process: from then on the process holds
 // the only write ends, so its exit ends the output relays.
 func (p *Pipes) ReleaseRuntimeFiles() {
+	p.mu.Lock() // against Close and Handable
+	defer p.mu.Unlock()
 	for _, f := range []*os.File{p.rtIn, p.rtOut, p.rtErr} {
 		if f != nil {
 			f.Close()
@@ -312,29 +330,36 @@ func (p *Pipes) openStdin(path string) error {
 	}
 	p.rtIn, p.stdinPipe = pr, pw
 	p.toClose = append(p.toClose, pw)
-	go func() {
-		// Ends when the client's writers and ours are all closed (EOF), when
-		// the process's stdin is gone (EPIPE), or when Close closes the files.
-		_, _ = relay(pw, r, nil) // stdin: the process's own pace
-		pw.Close()
-	}()
+	p.relays = append(p.relays, &pipeRelay{stream: "stdin", src: r, dst: pw})
+	p.runStdin(p.relays[len(p.relays)-1], nil)
 	return nil
 }
 
-func (p *Pipes) startOutput(dst output, stream string) (*os.File, error) {
-	stall := &stallPolicy{stream: stream, timeout: p.stallTimeout, dropped: &p.dropped, moved: &p.moved}
-	w, err := p.startRelay(stream, func(src *os.File) error {
-		out, err := dst.ready()
-		if err != nil {
-			return err
+// runStdin relays the client's stdin FIFO into the process's pipe, after
+// carry (bytes a halted relay had read).
+func (p *Pipes) runStdin(pr *pipeRelay, carry []byte) {
+	pr.h = newHalter(carry)
+	go func() {
+		// Ends when the client's writers and ours are all closed (EOF), when
+		// the process's stdin is gone (EPIPE), or when Close closes the files.
+		_, err := relay(pr.dst, pr.src, nil, pr.h) // stdin: the process's own pace
+		if errors.Is(err, errHalted) {
+			close(pr.h.done)
+			return
 		}
-		_, err = relay(out, src, stall)
-		return err
-	}, func() { dst.Close() })
+		pr.dst.Close()
+	}()
+}
+
+func (p *Pipes) startOutput(dst output, stream string) (*os.File, error) {
+	pr := &pipeRelay{stream: stream, out: dst}
+	w, err := p.startRelay(stream, p.outputRun(pr, nil), func() { dst.Close() })
 	if err != nil {
 		dst.Close()
 		return nil, err
 	}
+	pr.src = p.ownQueues[len(p.ownQueues)-1]
+	p.relays = append(p.relays, pr)
 	// After the read end: Close closes newest first, the destination before
 	// the source its relay holds.
 	p.toClose = append(p.toClose, dst)

@@ -1,0 +1,57 @@
+package io
+
+import (
+	"errors"
+	"os"
+	"sync/atomic"
+	"time"
+)
+
+// errHalted ends a relay that was halted (for an in-place upgrade): its
+// files stay open and its undelivered bytes are in its halter's carry.
+var errHalted = errors.New("relay halted")
+
+// haltRetry is how often Halt renews the deadlines that wake a halting
+// relay: the relay may clear a write deadline (progress) just as Halt set it.
+const haltRetry = 5 * time.Millisecond
+
+// halter stops one pipe-to-pipe relay between two chunks, so that a
+// successor can take its files over: bytes it had read but not written go to
+// carry (and a relay started with a carry writes it first).
+//
+// Locking: on is set by Halt and read by the relay; carry and done are the
+// relay's until done is closed, then Halt's caller's.
+type halter struct {
+	on    atomic.Bool
+	carry []byte
+	done  chan struct{} // closed when the relay returned errHalted
+}
+
+func newHalter(carry []byte) *halter { return &halter{carry: carry, done: make(chan struct{})} }
+
+// halt asks the relay between src and dst to stop, waking it from any wait
+// with past deadlines, and waits until it has (or timeout). The deadlines
+// are cleared again before it returns.
+func (h *halter) halt(src, dst *os.File, timeout time.Duration) bool {
+	h.on.Store(true)
+	defer func() {
+		_ = src.SetReadDeadline(time.Time{})
+		_ = dst.SetWriteDeadline(time.Time{})
+	}()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(haltRetry)
+	defer tick.Stop()
+	for {
+		now := time.Now()
+		_ = src.SetReadDeadline(now)
+		_ = dst.SetWriteDeadline(now)
+		select {
+		case <-h.done:
+			return true
+		case <-tick.C:
+			if now.After(deadline) {
+				return false
+			}
+		}
+	}
+}

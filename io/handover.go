@@ -1,0 +1,270 @@
+package io
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+)
+
+// pipeRelay is one pipe-to-pipe relay of a process: an output (the
+// process's pipe into the client's FIFO) or stdin (the client's FIFO into
+// the process's pipe). An in-place upgrade halts it between two chunks and
+// hands its files and undelivered bytes to the next binary.
+type pipeRelay struct {
+	stream string
+	src    *os.File // the process's pipe (outputs), the client's FIFO (stdin)
+	out    output   // outputs: the client's FIFO
+	dst    *os.File // stdin: the process's pipe
+	h      *halter
+}
+
+// outputRun is an output relay's body: wait for the client's reader, then
+// relay, writing carry first.
+func (p *Pipes) outputRun(pr *pipeRelay, carry []byte) func(src *os.File) error {
+	pr.h = newHalter(carry)
+	stall := &stallPolicy{stream: pr.stream, timeout: p.stallTimeout, dropped: &p.dropped, moved: &p.moved}
+	return func(src *os.File) error {
+		out, err := pr.out.ready()
+		if err != nil {
+			return err
+		}
+		_, err = relay(out, src, stall, pr.h)
+		if errors.Is(err, errHalted) {
+			close(pr.h.done)
+		}
+		return err
+	}
+}
+
+// Handable reports whether this process's stdio can be handed over by an
+// in-place upgrade today, and why not. Supported: no stdio, and FIFOs (as
+// containerd's clients and CRI's podsandbox logs through containerd give);
+// not yet: terminals, file:// logs, binary:// loggers, plain files, and a
+// process whose runtime ends the shim still holds (not started).
+func (p *Pipes) Handable() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.closed:
+		return fmt.Errorf("stdio closed: %w", errdefs.ErrFailedPrecondition)
+	case p.rtIn != nil || p.rtOut != nil || p.rtErr != nil:
+		return fmt.Errorf("process not started yet: %w", errdefs.ErrFailedPrecondition)
+	case p.terminal:
+		return fmt.Errorf("handing over a terminal: %w", errdefs.ErrNotImplemented)
+	case p.logger != nil:
+		return fmt.Errorf("handing over a binary:// logger: %w", errdefs.ErrNotImplemented)
+	}
+	outputs := 0
+	for _, r := range p.relays {
+		if r.out != nil {
+			outputs++
+			if _, ok := r.out.(*clientFIFO); !ok {
+				return fmt.Errorf("handing over %s to a plain file: %w", r.stream, errdefs.ErrNotImplemented)
+			}
+		}
+	}
+	if outputs != len(p.ownQueues) {
+		return fmt.Errorf("handing over file:// logs: %w", errdefs.ErrNotImplemented)
+	}
+	return nil
+}
+
+// Halt stops every relay between two chunks (an output relay still waiting
+// for its client's reader counts as busy: FailedPrecondition). On error the
+// relays that did stop run again.
+func (p *Pipes) Halt(timeout time.Duration) error {
+	if err := p.Handable(); err != nil {
+		return err
+	}
+	for _, r := range p.relays {
+		if f, ok := r.out.(*clientFIFO); ok {
+			select {
+			case <-f.opened:
+			default:
+				return fmt.Errorf("%s: the client has not opened its FIFO yet: %w", r.stream, errdefs.ErrFailedPrecondition)
+			}
+		}
+	}
+	for i, r := range p.relays {
+		dst := r.dst
+		if r.out != nil {
+			dst, _ = r.out.ready()
+		}
+		if !r.h.halt(r.src, dst, timeout) {
+			p.restart(p.relays[:i+1])
+			return fmt.Errorf("%s relay did not stop within %v: %w", r.stream, timeout, errdefs.ErrFailedPrecondition)
+		}
+	}
+	return nil
+}
+
+// Restart runs halted relays again (the upgrade did not happen).
+func (p *Pipes) Restart() { p.restart(p.relays) }
+
+func (p *Pipes) restart(relays []*pipeRelay) {
+	for _, r := range relays {
+		select {
+		case <-r.h.done:
+		default:
+			r.h.on.Store(false) // it never stopped: let it go on
+			continue
+		}
+		carry := r.h.carry
+		if r.out != nil {
+			p.runRelay(r.stream, r.src, p.outputRun(r, carry), func() { r.out.Close() })
+		} else {
+			p.runStdin(r, carry)
+		}
+	}
+}
+
+// FDKeeper keeps a duplicate of a file open across execve and says its
+// number (handover.FDs).
+type FDKeeper interface {
+	KeepDup(f *os.File) (int, error)
+}
+
+// PipesState is a halted process's stdio as handed over: descriptor
+// numbers in the successor, undelivered bytes and counters.
+type PipesState struct {
+	Null         bool          `json:"null,omitempty"`
+	Outputs      []OutputState `json:"outputs,omitempty"`
+	Stdin        *StdinState   `json:"stdin,omitempty"`
+	Moved        uint64        `json:"moved"`
+	Dropped      uint64        `json:"dropped"`
+	StallTimeout time.Duration `json:"stallTimeout"`
+}
+
+// OutputState is one output relay: the process's pipe, the client's FIFO
+// (the write end, the shim's own reader, the O_PATH handle) and carry.
+type OutputState struct {
+	Stream string `json:"stream"`
+	Pipe   int    `json:"pipe"`
+	FIFO   int    `json:"fifo"`
+	Keep   int    `json:"keep"`
+	Handle int    `json:"handle"`
+	Carry  []byte `json:"carry,omitempty"`
+}
+
+// StdinState is the stdin relay: the client's FIFO (the read end, the
+// shim's own writer or -1 after CloseIO) and the process's pipe.
+type StdinState struct {
+	FIFO   int    `json:"fifo"`
+	Writer int    `json:"writer"`
+	Pipe   int    `json:"pipe"`
+	Carry  []byte `json:"carry,omitempty"`
+}
+
+// Export describes halted stdio, keeping duplicates of its files.
+func (p *Pipes) Export(fds FDKeeper) (*PipesState, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := &PipesState{Moved: p.moved.Load(), Dropped: p.dropped.Load(), StallTimeout: p.stallTimeout}
+	keep := func(f *os.File) (int, error) {
+		if f == nil {
+			return -1, nil
+		}
+		return fds.KeepDup(f)
+	}
+	for _, r := range p.relays {
+		if r.out == nil {
+			in := &StdinState{Carry: r.h.carry}
+			var err error
+			if in.FIFO, err = keep(r.src); err == nil {
+				if in.Writer, err = keep(p.stdinWriter); err == nil {
+					in.Pipe, err = keep(r.dst)
+				}
+			}
+			if err != nil {
+				return nil, err
+			}
+			st.Stdin = in
+			continue
+		}
+		f := r.out.(*clientFIFO)
+		o := OutputState{Stream: r.stream, Carry: r.h.carry}
+		var err error
+		if o.Pipe, err = keep(r.src); err == nil {
+			if o.FIFO, err = keep(f.w); err == nil {
+				f.mu.Lock()
+				k := f.keep
+				f.mu.Unlock()
+				if o.Keep, err = keep(k); err == nil {
+					o.Handle, err = keep(f.handle)
+				}
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+		st.Outputs = append(st.Outputs, o)
+	}
+	st.Null = len(st.Outputs) == 0 && st.Stdin == nil
+	return st, nil
+}
+
+// ImportPipes rebuilds handed-over stdio and starts its relays, each writing
+// its carry first. adopt turns a descriptor number into a file, registered
+// with the poller or not (handover.Adopt).
+func ImportPipes(st PipesState, adopt func(fd int, name string, pollable bool) (*os.File, error)) (*Pipes, error) {
+	p := &Pipes{outputs: relayCount{done: make(chan struct{})}, stallTimeout: st.StallTimeout}
+	p.outputs.Add(1) // held while the relays start, as in Open
+	defer p.outputs.Done()
+	p.moved.Store(st.Moved)
+	p.dropped.Store(st.Dropped)
+	var ferr error
+	// Idle ends (the shim's own writer on stdin, its own reader on an
+	// output FIFO, the O_PATH handle) stay out of the poller, as they were.
+	get := func(fd int, name string) *os.File {
+		if fd < 0 {
+			return nil
+		}
+		idle := strings.HasSuffix(name, "writer") || strings.HasSuffix(name, "reader") || strings.HasSuffix(name, "handle")
+		f, err := adopt(fd, name, !idle)
+		if err != nil && ferr == nil {
+			ferr = err
+		}
+		return f
+	}
+	if in := st.Stdin; in != nil {
+		r, w, pipe := get(in.FIFO, "stdin fifo"), get(in.Writer, "stdin fifo writer"), get(in.Pipe, "stdin pipe")
+		if ferr != nil {
+			return nil, ferr
+		}
+		p.stdinReader, p.stdinWriter, p.stdinPipe = r, w, pipe
+		p.toClose = append(p.toClose, r, pipe)
+		p.relays = append(p.relays, &pipeRelay{stream: "stdin", src: r, dst: pipe})
+	}
+	for _, o := range st.Outputs {
+		pipe, w, k, h := get(o.Pipe, o.Stream+" pipe"), get(o.FIFO, o.Stream+" fifo"), get(o.Keep, o.Stream+" fifo reader"), get(o.Handle, o.Stream+" fifo handle")
+		if ferr != nil {
+			return nil, ferr
+		}
+		f := &clientFIFO{handle: h, opened: make(chan struct{}), w: w, keep: k}
+		close(f.opened)
+		p.toClose = append(p.toClose, pipe, f)
+		p.ownQueues = append(p.ownQueues, pipe)
+		p.clientQueues = append(p.clientQueues, f)
+		p.relays = append(p.relays, &pipeRelay{stream: o.Stream, src: pipe, out: f})
+	}
+	for i, r := range p.relays {
+		if r.out == nil {
+			p.runStdin(r, st.Stdin.Carry)
+			continue
+		}
+		p.outputs.Add(1)
+		p.runRelay(r.stream, r.src, p.outputRun(r, st.Outputs[i-boolInt(st.Stdin != nil)].Carry), func() { r.out.Close() })
+	}
+	return p, nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,194 @@
+package io
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	stdio "io"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+)
+
+// keepDups is the handover's descriptor keeper as far as io is concerned:
+// bare duplicates, owned by whoever adopts them (no os.File of its own
+// whose finalizer could close them).
+type keepDups struct{}
+
+func (keepDups) KeepDup(f *os.File) (int, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	var derr error
+	if err := rc.Control(func(u uintptr) { fd, derr = unix.FcntlInt(u, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, err
+	}
+	return fd, derr
+}
+
+func adoptFD(fd int, name string, pollable bool) (*os.File, error) {
+	if err := unix.SetNonblock(fd, pollable); err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}
+
+// An upgrade's view of a process's stdio: a 4 MiB stream is halted in the
+// middle (its writer blocked on full pipes), handed over (descriptor numbers, carry, counters) and continued by
+// a new Pipes, which in the real upgrade lives in the next binary; stdin
+// written before and after arrives too, in order. The client sees every byte
+// once, and end of file when the process closes its output.
+func TestStdioHandedOverMidStream(t *testing.T) {
+	for _, mode := range []string{"handover", "restart"} {
+		t.Run(mode, func(t *testing.T) {
+			outPath, inPath := mkfifo(t, "out"), mkfifo(t, "in")
+			p, err := Open(Config{Stdout: outPath, Stdin: inPath}, Env{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			clientIn, err := os.OpenFile(inPath, os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer clientIn.Close()
+			rin, rout, _ := p.RuntimeFiles()
+			procIn, _ := dupFile(rin)
+			procOut, _ := dupFile(rout)
+			p.ReleaseRuntimeFiles()
+			if err := p.Halt(time.Second); !errdefs.IsFailedPrecondition(err) {
+				t.Fatalf("halt before the client's reader is there: %v, want FailedPrecondition", err)
+			}
+			// The client: reads stdout to the end, writes stdin.
+			got := make(chan []byte, 1)
+			// The client reads only after the handover: the writer is
+			// blocked on full pipes then, so the halt is mid-stream.
+			startReading := make(chan struct{})
+			go func() {
+				f, err := os.OpenFile(outPath, os.O_RDONLY, 0)
+				if err != nil {
+					got <- nil
+					return
+				}
+				defer f.Close()
+				<-startReading
+				b, _ := stdio.ReadAll(f)
+				got <- b
+			}()
+			for i := 0; ; i++ { // until the client's reader opened the FIFO
+				if err := p.Halt(time.Second); err == nil {
+					p.Restart()
+					break
+				} else if i > 200 {
+					t.Fatal(err)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+
+			payload := make([]byte, 4<<20)
+			rand.Read(payload)
+			wrote := make(chan error, 1)
+			go func() {
+				for off := 0; off < len(payload); off += 7001 {
+					if _, err := procOut.Write(payload[off:min(off+7001, len(payload))]); err != nil {
+						wrote <- err
+						return
+					}
+				}
+				wrote <- nil
+			}()
+			clientIn.Write([]byte("before;"))
+			time.Sleep(20 * time.Millisecond) // the writer fills both pipes
+			if err := p.Halt(2 * time.Second); err != nil {
+				buf := make([]byte, 1<<20)
+				t.Fatalf("%v\n%s", err, buf[:runtime.Stack(buf, true)])
+			}
+			clientIn.Write([]byte("during;")) // waits in the FIFO
+			next := p
+			if mode == "handover" {
+				st, err := p.Export(keepDups{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(st.Outputs) != 1 || st.Stdin == nil {
+					t.Fatalf("state %+v", st)
+				}
+				if next, err = ImportPipes(*st, adoptFD); err != nil {
+					t.Fatal(err)
+				}
+				// The predecessor's files go away, as they do at execve.
+				p.Close()
+			} else {
+				p.Restart()
+			}
+			clientIn.Write([]byte("after;"))
+			close(startReading)
+			if err := <-wrote; err != nil {
+				t.Fatal(err)
+			}
+			procOut.Close()
+			var b []byte
+			select {
+			case b = <-got:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("client saw no end of file (delivered %d of %d)", next.Moved(), len(payload))
+			}
+			if len(b) != len(payload) || sha256.Sum256(b) != sha256.Sum256(payload) {
+				t.Fatalf("client got %d bytes, want %d (or checksum differs)", len(b), len(payload))
+			}
+			if next.Moved() != uint64(len(payload)) {
+				t.Errorf("counted %d bytes delivered, want %d", next.Moved(), len(payload))
+			}
+			want := []byte("before;during;after;")
+			in := make([]byte, 0, len(want))
+			buf := make([]byte, 64)
+			_ = procIn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			for len(in) < len(want) {
+				n, err := procIn.Read(buf)
+				if err != nil {
+					t.Fatalf("stdin: %q then %v", in, err)
+				}
+				in = append(in, buf[:n]...)
+			}
+			if !bytes.Equal(in, want) {
+				t.Fatalf("stdin %q, want %q", in, want)
+			}
+			if !next.Drain(5 * time.Second) {
+				t.Fatal("relays did not finish")
+			}
+			next.Close()
+			procIn.Close()
+		})
+	}
+}
+
+// What cannot be handed over yet is refused with a typed error before
+// anything stops.
+func TestHandableRefusals(t *testing.T) {
+	dir := t.TempDir()
+	p, err := Open(Config{Stdout: "file://" + dir + "/log"}, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.Handable(); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("not started: %v", err)
+	}
+	p.ReleaseRuntimeFiles()
+	if err := p.Handable(); !errdefs.IsNotImplemented(err) {
+		t.Fatalf("file:// log: %v, want NotImplemented", err)
+	}
+	n, err := Open(Config{}, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if err := n.Halt(time.Second); err != nil {
+		t.Fatalf("null stdio: %v", err)
+	}
+}
