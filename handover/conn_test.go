@@ -290,7 +290,8 @@ func errString(err error) string {
 	return " error: " + err.Error()
 }
 
-
 type noHandshake struct{}
 
-func (noHandshake) Handshake(_ context.Context, c net.Conn) (net.Conn, any, error) { return c, nil, nil }
+func (noHandshake) Handshake(_ context.Context, c net.Conn) (net.Conn, any, error) {
+	return c, nil, nil
+}
