@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime"
 
+	"github.com/example/containerd-shim-example-v2/handover"
 	"github.com/example/containerd-shim-example-v2/launch"
 )
 
@@ -45,6 +46,8 @@ func run() error {
 		return launch.Introspect(f, os.Stdout)
 	case launch.HolderAction:
 		return launch.RunHolder()
+	case handover.HelloAction:
+		return launch.Hello(os.Stdout)
 	case "":
 		return launch.RunDaemon(f)
 	default:
