@@ -67,6 +67,7 @@ type Queue struct {
 	cond    *sync.Cond
 	pending []*types.Envelope
 	sending bool // the head is being forwarded
+	held    bool // Hold: nothing is sent until Release (an upgrade takes the queue over)
 	closed  bool
 	dropped uint64
 	// Counters for Stats (introspection), guarded by mu like the rest.
@@ -117,7 +118,7 @@ func (q *Queue) Run() {
 	rejections := 0
 	for {
 		q.mu.Lock()
-		for len(q.pending) == 0 && !q.closed {
+		for (len(q.pending) == 0 || q.held) && !q.closed {
 			q.cond.Wait()
 		}
 		if len(q.pending) == 0 {
@@ -257,4 +258,71 @@ func (f *TTRPCForwarder) Close() error {
 	err := f.client.Close()
 	f.client = nil
 	return err
+}
+
+// Hold stops sending after the event in flight, if any (at most timeout;
+// false if it is still in flight, and the queue is released). Events keep
+// being queued meanwhile.
+func (q *Queue) Hold(timeout time.Duration) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.held = true
+	condwait.Until(q.cond, timeout, func() bool { return !q.sending })
+	if q.sending {
+		q.held = false
+		q.cond.Broadcast()
+		return false
+	}
+	return true
+}
+
+// Release undoes Hold.
+func (q *Queue) Release() {
+	q.mu.Lock()
+	q.held = false
+	q.cond.Broadcast()
+	q.mu.Unlock()
+}
+
+// QueueState is a held queue as an upgrade hands it over: the events not
+// delivered yet, in order (each a marshaled Envelope), and the counters.
+type QueueState struct {
+	Pending   [][]byte `json:"pending,omitempty"`
+	Forwarded uint64   `json:"forwarded"`
+	Retries   uint64   `json:"retries"`
+	Dropped   uint64   `json:"dropped"`
+}
+
+// Export describes a held queue.
+func (q *Queue) Export() (QueueState, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	st := QueueState{Forwarded: q.forwarded, Retries: q.retries, Dropped: q.dropped}
+	for _, env := range q.pending {
+		b, err := proto.Marshal(env)
+		if err != nil {
+			return st, fmt.Errorf("encode queued event %s: %w", env.Topic, err)
+		}
+		st.Pending = append(st.Pending, b)
+	}
+	return st, nil
+}
+
+// Import puts a predecessor's undelivered events ahead of anything queued
+// here, and takes over its counters. Call it before Run.
+func (q *Queue) Import(st QueueState) error {
+	envs := make([]*types.Envelope, 0, len(st.Pending))
+	for _, b := range st.Pending {
+		env := &types.Envelope{}
+		if err := proto.Unmarshal(b, env); err != nil {
+			return fmt.Errorf("decode handed-over event: %w", err)
+		}
+		envs = append(envs, env)
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.pending = append(envs, q.pending...)
+	q.forwarded, q.retries, q.dropped = st.Forwarded, st.Retries, st.Dropped
+	q.cond.Broadcast()
+	return nil
 }

@@ -132,3 +132,55 @@ func TestTTRPCForwarderDeliversAfterContainerdReturns(t *testing.T) {
 		t.Fatalf("timestamp %v is not the creation time", ts)
 	}
 }
+
+// An upgrade holds the queue, takes its undelivered events over to a new
+// queue (the next binary's), which delivers them first, in order, once each.
+func TestHeldQueueHandedOver(t *testing.T) {
+	old := &flaky{}
+	q := NewQueue("ns", old)
+	go q.Run()
+	q.Publish("/tasks/exit", &apievents.TaskExit{ID: "a"})
+	if !q.Flush(5 * time.Second) {
+		t.Fatal("first event not delivered")
+	}
+	if !q.Hold(time.Second) {
+		t.Fatal("hold did not complete")
+	}
+	q.Publish("/tasks/exit", &apievents.TaskExit{ID: "b"})
+	q.Publish("/tasks/exit", &apievents.TaskExit{ID: "c"})
+	time.Sleep(50 * time.Millisecond)
+	st, err := q.Export()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Pending) != 2 || st.Forwarded != 1 {
+		t.Fatalf("exported %d pending, %d forwarded; want 2 and 1", len(st.Pending), st.Forwarded)
+	}
+
+	next := &flaky{}
+	q2 := NewQueue("ns", next)
+	q2.Publish("/tasks/exit", &apievents.TaskExit{ID: "d"}) // an exit the successor saw first
+	if err := q2.Import(st); err != nil {
+		t.Fatal(err)
+	}
+	go q2.Run()
+	defer q2.Close()
+	if !q2.Flush(5 * time.Second) {
+		t.Fatal("successor did not drain")
+	}
+	next.mu.Lock()
+	got := append([]string(nil), next.got...)
+	next.mu.Unlock()
+	want := []string{"/tasks/exit:b", "/tasks/exit:c", "/tasks/exit:d"}
+	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
+		t.Fatalf("successor delivered %v, want %v", got, want)
+	}
+	if s := q2.Stats(); s.Forwarded != 4 {
+		t.Errorf("successor counts %d forwarded, want 4 (1 before, 3 after)", s.Forwarded)
+	}
+	old.mu.Lock()
+	defer old.mu.Unlock()
+	if len(old.got) != 1 {
+		t.Fatalf("held queue delivered %v", old.got)
+	}
+}

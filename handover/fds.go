@@ -84,3 +84,13 @@ func Adopt(fd int, name string, pollable bool) (*os.File, error) {
 	}
 	return os.NewFile(uintptr(fd), name), nil
 }
+
+// KeepRaw keeps a duplicate of a bare descriptor (a pidfd) and says its
+// number.
+func (d *FDs) KeepRaw(fd int, name string) (int, error) {
+	nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("handover: duplicate %s: %w", name, err)
+	}
+	return d.Keep(os.NewFile(uintptr(nfd), name))
+}

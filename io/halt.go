@@ -23,8 +23,17 @@ const haltRetry = 5 * time.Millisecond
 // relay's until done is closed, then Halt's caller's.
 type halter struct {
 	on    atomic.Bool
+	ended atomic.Bool // the relay finished its stream (set before done closes)
 	carry []byte
-	done  chan struct{} // closed when the relay returned errHalted
+	done  chan struct{} // closed when the relay returned: halted, or ended
+}
+
+// finish records how the relay returned and releases a waiting halt.
+func (h *halter) finish(err error) {
+	if !errors.Is(err, errHalted) {
+		h.ended.Store(true)
+	}
+	close(h.done)
 }
 
 func newHalter(carry []byte) *halter { return &halter{carry: carry, done: make(chan struct{})} }

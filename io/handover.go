@@ -1,7 +1,6 @@
 package io
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -30,12 +29,11 @@ func (p *Pipes) outputRun(pr *pipeRelay, carry []byte) func(src *os.File) error 
 	return func(src *os.File) error {
 		out, err := pr.out.ready()
 		if err != nil {
+			pr.h.finish(err)
 			return err
 		}
 		_, err = relay(out, src, stall, pr.h)
-		if errors.Is(err, errHalted) {
-			close(pr.h.done)
-		}
+		pr.h.finish(err)
 		return err
 	}
 }
@@ -113,6 +111,9 @@ func (p *Pipes) restart(relays []*pipeRelay) {
 			r.h.on.Store(false) // it never stopped: let it go on
 			continue
 		}
+		if r.h.ended.Load() {
+			continue // its stream is over
+		}
 		carry := r.h.carry
 		if r.out != nil {
 			p.runRelay(r.stream, r.src, p.outputRun(r, carry), func() { r.out.Close() })
@@ -171,6 +172,9 @@ func (p *Pipes) Export(fds FDKeeper) (*PipesState, error) {
 		return fds.KeepDup(f)
 	}
 	for _, r := range p.relays {
+		if r.h.ended.Load() {
+			continue // its stream is over, its files closed
+		}
 		if r.out == nil {
 			in := &StdinState{Carry: r.h.carry}
 			var err error
@@ -251,20 +255,20 @@ func ImportPipes(st PipesState, adopt func(fd int, name string, pollable bool) (
 		p.clientQueues = append(p.clientQueues, f)
 		p.relays = append(p.relays, &pipeRelay{stream: o.Stream, src: pipe, out: f})
 	}
+	carries := make([][]byte, 0, len(p.relays))
+	if st.Stdin != nil {
+		carries = append(carries, st.Stdin.Carry)
+	}
+	for _, o := range st.Outputs {
+		carries = append(carries, o.Carry)
+	}
 	for i, r := range p.relays {
 		if r.out == nil {
-			p.runStdin(r, st.Stdin.Carry)
+			p.runStdin(r, carries[i])
 			continue
 		}
 		p.outputs.Add(1)
-		p.runRelay(r.stream, r.src, p.outputRun(r, st.Outputs[i-boolInt(st.Stdin != nil)].Carry), func() { r.out.Close() })
+		p.runRelay(r.stream, r.src, p.outputRun(r, carries[i]), func() { r.out.Close() })
 	}
 	return p, nil
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }

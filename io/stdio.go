@@ -343,11 +343,10 @@ func (p *Pipes) runStdin(pr *pipeRelay, carry []byte) {
 		// Ends when the client's writers and ours are all closed (EOF), when
 		// the process's stdin is gone (EPIPE), or when Close closes the files.
 		_, err := relay(pr.dst, pr.src, nil, pr.h) // stdin: the process's own pace
-		if errors.Is(err, errHalted) {
-			close(pr.h.done)
-			return
+		if !errors.Is(err, errHalted) {
+			pr.dst.Close()
 		}
-		pr.dst.Close()
+		pr.h.finish(err)
 	}()
 }
 

@@ -46,11 +46,19 @@ type Reaper struct {
 	windows int
 
 	orphans atomic.Uint64 // exits nobody claimed (for introspection and tests)
+
+	// An in-place upgrade pauses reaping (Pause): exits wait as zombies for
+	// the next binary. sweepMu is held by each sweep, so that Pause returns
+	// only once none runs; callbacks counts Then callbacks still running.
+	sweepMu   sync.Mutex
+	paused    atomic.Bool
+	kick      chan struct{} // Resume: sweep what came while paused
+	callbacks atomic.Int64
 }
 
 // New returns a reaper; call Run to start reaping.
 func New() *Reaper {
-	return &Reaper{waiters: make(map[int]waiter), pending: make(map[int]Exit)}
+	return &Reaper{waiters: make(map[int]waiter), pending: make(map[int]Exit), kick: make(chan struct{}, 1)}
 }
 
 // waiter is a claimant of one exit: its channel, or (after Then) a function
@@ -60,12 +68,21 @@ type waiter struct {
 	fn func(Exit)
 }
 
-func (w waiter) deliver(e Exit) {
+func (r *Reaper) deliver(w waiter, e Exit) {
 	if w.fn != nil {
-		go w.fn(e)
+		r.runCallback(w.fn, e)
 		return
 	}
 	w.ch <- e // one-slot buffer, never blocks
+}
+
+// runCallback runs fn in a goroutine of its own, counted for Pause.
+func (r *Reaper) runCallback(fn func(Exit), e Exit) {
+	r.callbacks.Add(1)
+	go func() {
+		defer r.callbacks.Add(-1)
+		fn(e)
+	}()
 }
 
 // Run reaps children until ctx ends. It subscribes to SIGCHLD before its first
@@ -80,15 +97,51 @@ func (r *Reaper) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-sigs:
-			r.sweep()
+		case <-r.kick:
 		}
+		// select picks at random among ready cases: a reaper whose ctx
+		// ended must not reap another one's children (tests run several).
+		if ctx.Err() != nil {
+			return
+		}
+		r.sweep()
+	}
+}
+
+// Pause stops reaping: children that exit from now on stay zombies, their
+// status kept by the kernel, until Resume or a successor's reaper. It waits
+// for a sweep in progress and for the exit callbacks already running (at
+// most timeout; false if some still run, and reaping is resumed).
+func (r *Reaper) Pause(timeout time.Duration) bool {
+	r.sweepMu.Lock()
+	r.paused.Store(true)
+	r.sweepMu.Unlock()
+	deadline := time.Now().Add(timeout)
+	for r.callbacks.Load() > 0 {
+		if time.Now().After(deadline) {
+			r.Resume()
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return true
+}
+
+// Resume undoes Pause and reaps what exited meanwhile.
+func (r *Reaper) Resume() {
+	r.paused.Store(false)
+	select {
+	case r.kick <- struct{}{}:
+	default:
 	}
 }
 
 // sweep reaps every child that has exited. SIGCHLD signals coalesce, so one
 // signal can stand for many exits: loop until wait4 says nothing is left.
 func (r *Reaper) sweep() {
-	for {
+	r.sweepMu.Lock()
+	defer r.sweepMu.Unlock()
+	for !r.paused.Load() {
 		var ws unix.WaitStatus
 		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
 		if errors.Is(err, unix.EINTR) {
@@ -119,7 +172,7 @@ func (r *Reaper) dispatch(e Exit) {
 	defer r.mu.Unlock()
 	if w, ok := r.waiters[e.Pid]; ok {
 		delete(r.waiters, e.Pid)
-		w.deliver(e)
+		r.deliver(w, e)
 		return
 	}
 	if r.windows == 0 {
@@ -179,7 +232,7 @@ func (r *Reaper) Then(pid int, c <-chan Exit, fn func(Exit)) {
 	defer r.mu.Unlock()
 	select {
 	case e := <-c:
-		go fn(e)
+		r.runCallback(fn, e)
 		return
 	default:
 	}

@@ -164,3 +164,48 @@ func TestThenRunsOnExit(t *testing.T) {
 		t.Fatalf("%d claimants left", pids)
 	}
 }
+
+// While paused (an upgrade in progress), an exit waits as a zombie and is
+// delivered, once, after Resume; Pause waits for callbacks still running.
+func TestPauseKeepsExitsForLater(t *testing.T) {
+	r := run(t)
+	if !r.Pause(time.Second) {
+		t.Fatal("pause with nothing running did not complete")
+	}
+	ch, err := r.Start(exec.Command("/bin/sh", "-c", "exit 5"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case e := <-ch:
+		t.Fatalf("exit %+v delivered while paused", e)
+	case <-time.After(200 * time.Millisecond):
+	}
+	r.Resume()
+	select {
+	case e := <-ch:
+		if e.Status != 5 {
+			t.Fatalf("status %d, want 5", e.Status)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("exit not delivered after Resume")
+	}
+
+	// A callback still running holds Pause until it returns, within the bound.
+	release := make(chan struct{})
+	cmd := exec.Command("/bin/true")
+	ch, err = r.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Then(cmd.Process.Pid, ch, func(Exit) { <-release })
+	time.Sleep(100 * time.Millisecond) // the exit arrived and the callback runs
+	if r.Pause(50 * time.Millisecond) {
+		t.Fatal("pause completed while a callback ran")
+	}
+	close(release)
+	if !r.Pause(time.Second) {
+		t.Fatal("pause did not complete after the callback returned")
+	}
+	r.Resume()
+}

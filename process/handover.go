@@ -1,0 +1,274 @@
+package process
+
+import (
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+
+	"github.com/example/containerd-shim-example-v2/cgroup"
+	shimio "github.com/example/containerd-shim-example-v2/io"
+	"github.com/example/containerd-shim-example-v2/oci"
+	"github.com/example/containerd-shim-example-v2/reaper"
+)
+
+// An in-place upgrade (issue 14, docs/upgrade.md) hands every container to
+// the next binary, which runs in this same process: the containers stay its
+// children, and an exit that happens meanwhile waits as a zombie for the new
+// binary's reaper. This file describes a container for that handover and
+// rebuilds it on the other side.
+
+// FDKeeper keeps duplicates of files and bare descriptors open across
+// execve and says their numbers (handover.FDs).
+type FDKeeper interface {
+	shimio.FDKeeper
+	KeepRaw(fd int, name string) (int, error)
+}
+
+// ContainerState is a container as handed over.
+type ContainerState struct {
+	ID          string         `json:"id"`
+	Bundle      string         `json:"bundle"`
+	Namespace   string         `json:"namespace"`
+	Runtime     RuntimeState   `json:"runtime"`
+	SocketDir   string         `json:"socketDir"`
+	OwnPIDNS    bool           `json:"ownPidns"`
+	RootfsMount bool           `json:"rootfsMount"`
+	InitReaped  bool           `json:"initReaped"`
+	OOMSeen     uint64         `json:"oomSeen"`
+	OOMAtCreate uint64         `json:"oomAtCreate"`
+	OOMScope    string         `json:"oomScope,omitempty"`
+	Init        ProcessState   `json:"init"`
+	Execs       []ProcessState `json:"execs,omitempty"`
+}
+
+// RuntimeState is the container's runtime command line.
+type RuntimeState struct {
+	Binary        string `json:"binary"`
+	Root          string `json:"root"`
+	LogPath       string `json:"logPath"`
+	SystemdCgroup bool   `json:"systemdCgroup"`
+	Dir           string `json:"dir"`
+}
+
+// ProcessState is an init or exec as handed over. Pidfd is a descriptor
+// number in the successor, or -1.
+type ProcessState struct {
+	ID       string             `json:"id"`
+	Stdio    shimio.Config      `json:"stdio"`
+	ExecSpec []byte             `json:"execSpec,omitempty"`
+	Status   Status             `json:"status"`
+	Pid      int                `json:"pid"`
+	Pidfd    int                `json:"pidfd"`
+	ExitCode int                `json:"exitCode"`
+	ExitedAt time.Time          `json:"exitedAt"`
+	Pipes    *shimio.PipesState `json:"pipes,omitempty"`
+}
+
+// processes lists the init and the execs.
+func (c *Container) processes() []*Process {
+	ps := []*Process{c.init}
+	return append(ps, c.Execs()...)
+}
+
+// Handable reports whether the container can be handed over now: every
+// process started (or gone) with stdio that can be (see io.Pipes.Handable).
+func (c *Container) Handable() error {
+	for _, p := range c.processes() {
+		p.mu.Lock()
+		st, pipes, deleting, restore := p.status, p.pipes, p.deleting, p.restore
+		p.mu.Unlock()
+		name := c.ID
+		if !p.IsInit() {
+			name += " exec " + p.ID
+		}
+		switch {
+		case deleting:
+			return fmt.Errorf("%s is being deleted: %w", name, errdefs.ErrFailedPrecondition)
+		case restore != nil || (st == Created && p.IsInit()):
+			return fmt.Errorf("%s is created and not started: %w", name, errdefs.ErrFailedPrecondition)
+		case st == Running || st == Paused || (st == Stopped && pipes != nil):
+			if pipes == nil {
+				continue
+			}
+			if err := pipes.Handable(); err != nil && st != Stopped {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// Halt stops the stdio relays of every process between two chunks. On
+// error none stays halted.
+func (c *Container) Halt(timeout time.Duration) error {
+	var halted []*shimio.Pipes
+	for _, p := range c.processes() {
+		p.mu.Lock()
+		pipes := p.pipes
+		p.mu.Unlock()
+		if pipes == nil || pipes.Handable() != nil {
+			continue // none, or closed (Delete) or its process gone for good
+		}
+		if err := pipes.Halt(timeout); err != nil {
+			for _, h := range halted {
+				h.Restart()
+			}
+			return fmt.Errorf("container %s: %w", c.ID, err)
+		}
+		halted = append(halted, pipes)
+	}
+	return nil
+}
+
+// Restart undoes Halt (the upgrade did not happen).
+func (c *Container) Restart() {
+	for _, p := range c.processes() {
+		p.mu.Lock()
+		pipes := p.pipes
+		p.mu.Unlock()
+		if pipes != nil && pipes.Handable() == nil {
+			pipes.Restart()
+		}
+	}
+}
+
+// Export describes a halted container, keeping its descriptors.
+func (c *Container) Export(fds FDKeeper) (*ContainerState, error) {
+	c.mu.Lock()
+	st := &ContainerState{
+		ID: c.ID, Bundle: c.Bundle, Namespace: c.Namespace,
+		Runtime:   RuntimeState{Binary: c.rt.Binary, Root: c.rt.Root, LogPath: c.rt.LogPath, SystemdCgroup: c.rt.SystemdCgroup, Dir: c.rt.Dir},
+		SocketDir: c.socketDir, OwnPIDNS: c.ownPIDNS, RootfsMount: c.rootfsMount,
+		InitReaped: c.initReaped, OOMSeen: c.oomSeen, OOMAtCreate: c.oomAtCreate, OOMScope: c.oomScope,
+	}
+	c.mu.Unlock()
+	var err error
+	for _, p := range c.processes() {
+		var ps *ProcessState
+		if ps, err = p.export(fds); err != nil {
+			return nil, err
+		}
+		if p.IsInit() {
+			st.Init = *ps
+		} else {
+			st.Execs = append(st.Execs, *ps)
+		}
+	}
+	return st, nil
+}
+
+func (p *Process) export(fds FDKeeper) (*ProcessState, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ps := &ProcessState{ID: p.ID, Stdio: p.Stdio, ExecSpec: p.execSpec, Status: p.status, Pid: p.pid, Pidfd: -1,
+		ExitCode: p.exitCode, ExitedAt: p.exitedAt}
+	if p.pidfd >= 0 {
+		fd, err := fds.KeepRaw(p.pidfd, "pidfd")
+		if err != nil {
+			return nil, err
+		}
+		ps.Pidfd = fd
+	}
+	if p.pipes != nil && p.pipes.Handable() == nil {
+		pst, err := p.pipes.Export(fds)
+		if err != nil {
+			return nil, fmt.Errorf("%s stdio: %w", p.describe(), err)
+		}
+		ps.Pipes = pst
+	}
+	return ps, nil
+}
+
+func (p *Process) describe() string {
+	if p.IsInit() {
+		return "container " + p.c.ID
+	}
+	return "exec " + p.ID + " of " + p.c.ID
+}
+
+// Import rebuilds a handed-over container and claims the exits of its
+// running processes from r. Call it before r reaps anything: an exit that
+// happened during the switch waits as a zombie until then, and is reported
+// once, here.
+func Import(r *reaper.Reaper, st ContainerState, cfg CreateConfig, adopt func(fd int, name string, pollable bool) (*os.File, error)) (*Container, error) {
+	c := &Container{
+		ID: st.ID, Bundle: st.Bundle, Namespace: st.Namespace,
+		rt: oci.Runtime{Binary: st.Runtime.Binary, Root: st.Runtime.Root, LogPath: st.Runtime.LogPath,
+			SystemdCgroup: st.Runtime.SystemdCgroup, Dir: st.Runtime.Dir, Reaper: r},
+		events: cfg.Events, oomWatcher: cfg.OOM, socketDir: st.SocketDir,
+		ownPIDNS: st.OwnPIDNS, rootfsMount: st.RootfsMount, initReaped: st.InitReaped,
+		oomSeen: st.OOMSeen, oomAtCreate: st.OOMAtCreate, oomScope: st.OOMScope,
+		execs: make(map[string]*Process),
+	}
+	c.execsIdle = sync.NewCond(&c.mu)
+	init, err := importProcess(c, st.Init, adopt)
+	if err != nil {
+		return nil, err
+	}
+	c.init = init
+	for _, es := range st.Execs {
+		p, err := importProcess(c, es, adopt)
+		if err != nil {
+			return nil, err
+		}
+		c.execs[p.ID] = p
+		if p.status == Running {
+			c.runningExecs++
+		}
+	}
+	if running(init.status) {
+		if cg, err := cgroup.ForPid(cgroup.DefaultRoot, init.pid); err == nil {
+			c.cg = cg
+			c.limitMarks = cg.LimitMarks()
+			if c.events.OOM != nil && c.oomWatcher != nil {
+				if stop, err := c.oomWatcher.Watch(cg, c.oomNotified); err == nil {
+					c.stopOOM = stop
+				}
+			}
+		}
+	}
+	// The exits: claimed now, delivered once the reaper runs.
+	w := r.Open()
+	defer w.Close()
+	for _, p := range c.processes() {
+		if !running(p.status) {
+			continue
+		}
+		exitc := w.Claim(p.pid)
+		if p.IsInit() {
+			r.Then(p.pid, exitc, c.initExited)
+		} else {
+			r.Then(p.pid, exitc, p.execExited)
+		}
+	}
+	return c, nil
+}
+
+func running(s Status) bool { return s == Running || s == Paused }
+
+func importProcess(c *Container, ps ProcessState, adopt func(fd int, name string, pollable bool) (*os.File, error)) (*Process, error) {
+	p := newProcess(c, ps.ID, ps.Stdio, nil)
+	p.execSpec, p.status, p.pid, p.exitCode, p.exitedAt = ps.ExecSpec, ps.Status, ps.Pid, ps.ExitCode, ps.ExitedAt
+	if ps.Pidfd >= 0 {
+		// A bare descriptor, as the shim keeps pidfds: close-on-exec again.
+		if _, err := unix.FcntlInt(uintptr(ps.Pidfd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
+			return nil, fmt.Errorf("adopt pidfd %d: %w", ps.Pidfd, err)
+		}
+		p.pidfd = ps.Pidfd
+	}
+	if ps.Pipes != nil {
+		pipes, err := shimio.ImportPipes(*ps.Pipes, adopt)
+		if err != nil {
+			return nil, fmt.Errorf("%s stdio: %w", p.describe(), err)
+		}
+		p.pipes = pipes
+	}
+	if p.status == Stopped || p.status == Deleted {
+		p.markExitedLocked()
+	}
+	return p, nil
+}
