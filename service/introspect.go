@@ -5,7 +5,6 @@ import (
 	"context"
 	"os"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -50,14 +49,10 @@ func (s *Service) Introspect(ctx context.Context, _ *introspect.SnapshotRequest)
 			OldestPendingMs: uint64(st.OldestPending.Milliseconds()),
 		}
 	}
-	s.mu.Lock()
-	containers := make([]*process.Container, 0, len(s.containers))
-	for _, c := range s.containers {
-		containers = append(containers, c)
+	if s.cfg.Upgrade != nil {
+		resp.Upgrade = s.cfg.Upgrade()
 	}
-	s.mu.Unlock()
-	sort.Slice(containers, func(i, j int) bool { return containers[i].ID < containers[j].ID })
-	for _, c := range containers {
+	for _, c := range s.list() {
 		t := &introspect.Task{Id: c.ID, Bundle: c.Bundle}
 		t.OomKills, t.LastOomScope = c.OOMInfo()
 		for _, p := range append([]*process.Process{c.Init()}, c.Execs()...) {

@@ -16,6 +16,7 @@ import (
 	"github.com/example/containerd-shim-example-v2/cgroup"
 	"github.com/example/containerd-shim-example-v2/oci"
 	"github.com/example/containerd-shim-example-v2/process"
+	introspect "github.com/example/containerd-shim-example-v2/proto/introspect/v1"
 	"github.com/example/containerd-shim-example-v2/reaper"
 )
 
@@ -47,6 +48,9 @@ type Config struct {
 	// SandboxPid is the pid of a sandbox's namespace holder, so that Pids
 	// answers for a sandbox id as containerd asks after a restart. Nil: none.
 	SandboxPid func(id string) (int, bool)
+	// Upgrade reports the daemon's in-place upgrades (introspection). Nil:
+	// none.
+	Upgrade func() *introspect.Upgrade
 }
 
 // Service implements containerd's Task API for every container of this shim.

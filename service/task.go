@@ -73,12 +73,7 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*ta
 		Runtime:   rt,
 		NoPivot:   opts.NoPivotRoot,
 		NoNewKey:  opts.NoNewKeyring,
-		Events: process.Events{
-			Exited: s.publishExit,
-			OOM: func(c *process.Container) {
-				s.cfg.Events.Publish(topicOOM, &eventsapi.TaskOOM{ContainerID: c.ID})
-			},
-		},
+		Events:       s.containerEvents(),
 		SocketDir:    s.cfg.SocketDir,
 		OOM:          &s.oom,
 		Checkpoint:   restorePath(r.Checkpoint, opts),
@@ -120,6 +115,16 @@ func restorePath(requested string, opts RuntimeOptions) string {
 		return requested
 	}
 	return opts.CriuImagePath
+}
+
+// containerEvents are how a container reports what happens on its own.
+func (s *Service) containerEvents() process.Events {
+	return process.Events{
+		Exited: s.publishExit,
+		OOM: func(c *process.Container) {
+			s.cfg.Events.Publish(topicOOM, &eventsapi.TaskOOM{ContainerID: c.ID})
+		},
+	}
 }
 
 func (s *Service) publishExit(p *process.Process, st process.Snapshot) {

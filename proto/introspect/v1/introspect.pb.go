@@ -78,8 +78,10 @@ type SnapshotResponse struct {
 	Events    *EventQueue `protobuf:"bytes,6,opt,name=events,proto3" json:"events,omitempty"`
 	Memory    *Memory     `protobuf:"bytes,7,opt,name=memory,proto3" json:"memory,omitempty"`
 	// Every task of this shim (one, or a pod's), sorted by id.
-	Tasks         []*Task `protobuf:"bytes,8,rep,name=tasks,proto3" json:"tasks,omitempty"`
-	Reaper        *Reaper `protobuf:"bytes,9,opt,name=reaper,proto3" json:"reaper,omitempty"`
+	Tasks  []*Task `protobuf:"bytes,8,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	Reaper *Reaper `protobuf:"bytes,9,opt,name=reaper,proto3" json:"reaper,omitempty"`
+	// In-place upgrades of this daemon (docs/upgrade.md).
+	Upgrade       *Upgrade `protobuf:"bytes,10,opt,name=upgrade,proto3" json:"upgrade,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -177,6 +179,93 @@ func (x *SnapshotResponse) GetReaper() *Reaper {
 	return nil
 }
 
+func (x *SnapshotResponse) GetUpgrade() *Upgrade {
+	if x != nil {
+		return x.Upgrade
+	}
+	return nil
+}
+
+type Upgrade struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Upgrades completed by this daemon process (same pid) since it started.
+	Count uint32 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	// The last one: the build it replaced, when, and how long no request
+	// was served (from the pause of the connections to serving again).
+	FromVersion string `protobuf:"bytes,2,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"`
+	AtUnixMs    uint64 `protobuf:"varint,3,opt,name=at_unix_ms,json=atUnixMs,proto3" json:"at_unix_ms,omitempty"`
+	PauseUs     uint64 `protobuf:"varint,4,opt,name=pause_us,json=pauseUs,proto3" json:"pause_us,omitempty"`
+	// Why the last attempt that got past its checks failed (empty: none).
+	LastError     string `protobuf:"bytes,5,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Upgrade) Reset() {
+	*x = Upgrade{}
+	mi := &file_introspect_v1_introspect_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Upgrade) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Upgrade) ProtoMessage() {}
+
+func (x *Upgrade) ProtoReflect() protoreflect.Message {
+	mi := &file_introspect_v1_introspect_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Upgrade.ProtoReflect.Descriptor instead.
+func (*Upgrade) Descriptor() ([]byte, []int) {
+	return file_introspect_v1_introspect_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Upgrade) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *Upgrade) GetFromVersion() string {
+	if x != nil {
+		return x.FromVersion
+	}
+	return ""
+}
+
+func (x *Upgrade) GetAtUnixMs() uint64 {
+	if x != nil {
+		return x.AtUnixMs
+	}
+	return 0
+}
+
+func (x *Upgrade) GetPauseUs() uint64 {
+	if x != nil {
+		return x.PauseUs
+	}
+	return 0
+}
+
+func (x *Upgrade) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
 // The one owner of every child exit.
 type Reaper struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -194,7 +283,7 @@ type Reaper struct {
 
 func (x *Reaper) Reset() {
 	*x = Reaper{}
-	mi := &file_introspect_v1_introspect_proto_msgTypes[2]
+	mi := &file_introspect_v1_introspect_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -206,7 +295,7 @@ func (x *Reaper) String() string {
 func (*Reaper) ProtoMessage() {}
 
 func (x *Reaper) ProtoReflect() protoreflect.Message {
-	mi := &file_introspect_v1_introspect_proto_msgTypes[2]
+	mi := &file_introspect_v1_introspect_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -219,7 +308,7 @@ func (x *Reaper) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reaper.ProtoReflect.Descriptor instead.
 func (*Reaper) Descriptor() ([]byte, []int) {
-	return file_introspect_v1_introspect_proto_rawDescGZIP(), []int{2}
+	return file_introspect_v1_introspect_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Reaper) GetWatched() uint32 {
@@ -263,7 +352,7 @@ type EventQueue struct {
 
 func (x *EventQueue) Reset() {
 	*x = EventQueue{}
-	mi := &file_introspect_v1_introspect_proto_msgTypes[3]
+	mi := &file_introspect_v1_introspect_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -275,7 +364,7 @@ func (x *EventQueue) String() string {
 func (*EventQueue) ProtoMessage() {}
 
 func (x *EventQueue) ProtoReflect() protoreflect.Message {
-	mi := &file_introspect_v1_introspect_proto_msgTypes[3]
+	mi := &file_introspect_v1_introspect_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -288,7 +377,7 @@ func (x *EventQueue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventQueue.ProtoReflect.Descriptor instead.
 func (*EventQueue) Descriptor() ([]byte, []int) {
-	return file_introspect_v1_introspect_proto_rawDescGZIP(), []int{3}
+	return file_introspect_v1_introspect_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *EventQueue) GetPending() uint64 {
@@ -342,7 +431,7 @@ type Memory struct {
 
 func (x *Memory) Reset() {
 	*x = Memory{}
-	mi := &file_introspect_v1_introspect_proto_msgTypes[4]
+	mi := &file_introspect_v1_introspect_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -354,7 +443,7 @@ func (x *Memory) String() string {
 func (*Memory) ProtoMessage() {}
 
 func (x *Memory) ProtoReflect() protoreflect.Message {
-	mi := &file_introspect_v1_introspect_proto_msgTypes[4]
+	mi := &file_introspect_v1_introspect_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -367,7 +456,7 @@ func (x *Memory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Memory.ProtoReflect.Descriptor instead.
 func (*Memory) Descriptor() ([]byte, []int) {
-	return file_introspect_v1_introspect_proto_rawDescGZIP(), []int{4}
+	return file_introspect_v1_introspect_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Memory) GetRssKib() uint64 {
@@ -423,7 +512,7 @@ type Task struct {
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_introspect_v1_introspect_proto_msgTypes[5]
+	mi := &file_introspect_v1_introspect_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -435,7 +524,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_introspect_v1_introspect_proto_msgTypes[5]
+	mi := &file_introspect_v1_introspect_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -448,7 +537,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_introspect_v1_introspect_proto_rawDescGZIP(), []int{5}
+	return file_introspect_v1_introspect_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Task) GetId() string {
@@ -513,7 +602,7 @@ type Process struct {
 
 func (x *Process) Reset() {
 	*x = Process{}
-	mi := &file_introspect_v1_introspect_proto_msgTypes[6]
+	mi := &file_introspect_v1_introspect_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -525,7 +614,7 @@ func (x *Process) String() string {
 func (*Process) ProtoMessage() {}
 
 func (x *Process) ProtoReflect() protoreflect.Message {
-	mi := &file_introspect_v1_introspect_proto_msgTypes[6]
+	mi := &file_introspect_v1_introspect_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -538,7 +627,7 @@ func (x *Process) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Process.ProtoReflect.Descriptor instead.
 func (*Process) Descriptor() ([]byte, []int) {
-	return file_introspect_v1_introspect_proto_rawDescGZIP(), []int{6}
+	return file_introspect_v1_introspect_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Process) GetExecId() string {
@@ -609,7 +698,7 @@ var File_introspect_v1_introspect_proto protoreflect.FileDescriptor
 const file_introspect_v1_introspect_proto_rawDesc = "" +
 	"\n" +
 	"\x1eintrospect/v1/introspect.proto\x12\x15example.introspect.v1\"\x11\n" +
-	"\x0fSnapshotRequest\"\xf1\x02\n" +
+	"\x0fSnapshotRequest\"\xab\x03\n" +
 	"\x10SnapshotResponse\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1a\n" +
@@ -619,7 +708,17 @@ const file_introspect_v1_introspect_proto_rawDesc = "" +
 	"\x06events\x18\x06 \x01(\v2!.example.introspect.v1.EventQueueR\x06events\x125\n" +
 	"\x06memory\x18\a \x01(\v2\x1d.example.introspect.v1.MemoryR\x06memory\x121\n" +
 	"\x05tasks\x18\b \x03(\v2\x1b.example.introspect.v1.TaskR\x05tasks\x125\n" +
-	"\x06reaper\x18\t \x01(\v2\x1d.example.introspect.v1.ReaperR\x06reaper\"c\n" +
+	"\x06reaper\x18\t \x01(\v2\x1d.example.introspect.v1.ReaperR\x06reaper\x128\n" +
+	"\aupgrade\x18\n" +
+	" \x01(\v2\x1e.example.introspect.v1.UpgradeR\aupgrade\"\x9a\x01\n" +
+	"\aUpgrade\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\rR\x05count\x12!\n" +
+	"\ffrom_version\x18\x02 \x01(\tR\vfromVersion\x12\x1c\n" +
+	"\n" +
+	"at_unix_ms\x18\x03 \x01(\x04R\batUnixMs\x12\x19\n" +
+	"\bpause_us\x18\x04 \x01(\x04R\apauseUs\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x05 \x01(\tR\tlastError\"c\n" +
 	"\x06Reaper\x12\x18\n" +
 	"\awatched\x18\x01 \x01(\rR\awatched\x12%\n" +
 	"\x0elaunch_windows\x18\x02 \x01(\rR\rlaunchWindows\x12\x18\n" +
@@ -672,29 +771,31 @@ func file_introspect_v1_introspect_proto_rawDescGZIP() []byte {
 	return file_introspect_v1_introspect_proto_rawDescData
 }
 
-var file_introspect_v1_introspect_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_introspect_v1_introspect_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_introspect_v1_introspect_proto_goTypes = []any{
 	(*SnapshotRequest)(nil),  // 0: example.introspect.v1.SnapshotRequest
 	(*SnapshotResponse)(nil), // 1: example.introspect.v1.SnapshotResponse
-	(*Reaper)(nil),           // 2: example.introspect.v1.Reaper
-	(*EventQueue)(nil),       // 3: example.introspect.v1.EventQueue
-	(*Memory)(nil),           // 4: example.introspect.v1.Memory
-	(*Task)(nil),             // 5: example.introspect.v1.Task
-	(*Process)(nil),          // 6: example.introspect.v1.Process
+	(*Upgrade)(nil),          // 2: example.introspect.v1.Upgrade
+	(*Reaper)(nil),           // 3: example.introspect.v1.Reaper
+	(*EventQueue)(nil),       // 4: example.introspect.v1.EventQueue
+	(*Memory)(nil),           // 5: example.introspect.v1.Memory
+	(*Task)(nil),             // 6: example.introspect.v1.Task
+	(*Process)(nil),          // 7: example.introspect.v1.Process
 }
 var file_introspect_v1_introspect_proto_depIdxs = []int32{
-	3, // 0: example.introspect.v1.SnapshotResponse.events:type_name -> example.introspect.v1.EventQueue
-	4, // 1: example.introspect.v1.SnapshotResponse.memory:type_name -> example.introspect.v1.Memory
-	5, // 2: example.introspect.v1.SnapshotResponse.tasks:type_name -> example.introspect.v1.Task
-	2, // 3: example.introspect.v1.SnapshotResponse.reaper:type_name -> example.introspect.v1.Reaper
-	6, // 4: example.introspect.v1.Task.processes:type_name -> example.introspect.v1.Process
-	0, // 5: example.introspect.v1.Introspect.Snapshot:input_type -> example.introspect.v1.SnapshotRequest
-	1, // 6: example.introspect.v1.Introspect.Snapshot:output_type -> example.introspect.v1.SnapshotResponse
-	6, // [6:7] is the sub-list for method output_type
-	5, // [5:6] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	4, // 0: example.introspect.v1.SnapshotResponse.events:type_name -> example.introspect.v1.EventQueue
+	5, // 1: example.introspect.v1.SnapshotResponse.memory:type_name -> example.introspect.v1.Memory
+	6, // 2: example.introspect.v1.SnapshotResponse.tasks:type_name -> example.introspect.v1.Task
+	3, // 3: example.introspect.v1.SnapshotResponse.reaper:type_name -> example.introspect.v1.Reaper
+	2, // 4: example.introspect.v1.SnapshotResponse.upgrade:type_name -> example.introspect.v1.Upgrade
+	7, // 5: example.introspect.v1.Task.processes:type_name -> example.introspect.v1.Process
+	0, // 6: example.introspect.v1.Introspect.Snapshot:input_type -> example.introspect.v1.SnapshotRequest
+	1, // 7: example.introspect.v1.Introspect.Snapshot:output_type -> example.introspect.v1.SnapshotResponse
+	7, // [7:8] is the sub-list for method output_type
+	6, // [6:7] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_introspect_v1_introspect_proto_init() }
@@ -708,7 +809,7 @@ func file_introspect_v1_introspect_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_introspect_v1_introspect_proto_rawDesc), len(file_introspect_v1_introspect_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,97 @@
+package service
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/example/containerd-shim-example-v2/process"
+)
+
+// The service's part of an in-place upgrade (docs/upgrade.md): its tasks,
+// described for the next binary and rebuilt by it. The upgrade package
+// drives the order; requests are paused before any of this runs, so no
+// request handler runs meanwhile.
+
+// State is the service's tasks as handed over.
+type State struct {
+	Containers []process.ContainerState `json:"containers"`
+}
+
+func (s *Service) list() []*process.Container {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*process.Container, 0, len(s.containers))
+	for _, c := range s.containers {
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Handable reports whether every task can be handed over now.
+func (s *Service) Handable() error {
+	s.mu.Lock()
+	pending := len(s.pending)
+	s.mu.Unlock()
+	if pending > 0 {
+		return fmt.Errorf("%d task(s) being created: %w", pending, errdefs.ErrFailedPrecondition)
+	}
+	for _, c := range s.list() {
+		if err := c.Handable(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Halt halts every task's stdio relays; on error none stays halted.
+func (s *Service) Halt(timeout time.Duration) error {
+	list := s.list()
+	for i, c := range list {
+		if err := c.Halt(timeout); err != nil {
+			for _, h := range list[:i] {
+				h.Restart()
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// Restart undoes Halt.
+func (s *Service) Restart() {
+	for _, c := range s.list() {
+		c.Restart()
+	}
+}
+
+// Export describes every (halted) task, keeping its descriptors.
+func (s *Service) Export(fds process.FDKeeper) (*State, error) {
+	st := &State{}
+	for _, c := range s.list() {
+		cs, err := c.Export(fds)
+		if err != nil {
+			return nil, fmt.Errorf("container %s: %w", c.ID, err)
+		}
+		st.Containers = append(st.Containers, *cs)
+	}
+	return st, nil
+}
+
+// Import rebuilds handed-over tasks. Call it before the reaper runs.
+func (s *Service) Import(st State, adopt func(fd int, name string, pollable bool) (*os.File, error)) error {
+	for _, cs := range st.Containers {
+		c, err := process.Import(s.cfg.Reaper, cs, process.CreateConfig{Events: s.containerEvents(), OOM: &s.oom}, adopt)
+		if err != nil {
+			return fmt.Errorf("container %s: %w", cs.ID, err)
+		}
+		s.mu.Lock()
+		s.containers[c.ID] = c
+		s.mu.Unlock()
+	}
+	return nil
+}
