@@ -97,20 +97,11 @@ func startCRIContainer(t *testing.T, ctx context.Context, cri *harness.CRI, id, 
 // waitCRIState polls ContainerStatus until the container is in state.
 func waitCRIState(t *testing.T, ctx context.Context, cri *harness.CRI, id, name string, state runtimeapi.ContainerState, timeout time.Duration) *runtimeapi.ContainerStatus {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		r, err := cri.Runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id})
-		if err != nil {
-			t.Fatalf("ContainerStatus %s: %v", name, err)
-		}
-		if r.Status.State == state {
-			return r.Status
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("container %s: state %v, want %v within %v", name, r.Status.State, state, timeout)
-		}
-		time.Sleep(50 * time.Millisecond)
+	st, err := cri.WaitContainerState(ctx, id, state, timeout)
+	if err != nil {
+		t.Fatalf("container %s: %v", name, err)
 	}
+	return st
 }
 
 // runCRIAppToExit creates and starts an app container running `sh -c script` in the pod,

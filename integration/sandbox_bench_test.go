@@ -75,34 +75,13 @@ func TestSandboxBench(t *testing.T) {
 			}
 			time.Sleep(benchSettle())
 			for _, p := range all {
-				shim := d.ShimProcesses(harness.CRINamespace, p.id)
-				if len(shim) != 1 {
-					t.Fatalf("pod %s: shim processes %v, want one", p.id, shim)
-				}
-				sm, err := harness.ReadProcMemory(shim[0].Pid)
+				pm, err := d.ReadPodMemory(p.id, p.cgroup, m.handler == harness.CRIShimHandler)
 				if err != nil {
 					t.Fatal(err)
 				}
-				var keeper []harness.Proc // holder, or pause process
-				if m.handler == harness.CRIShimHandler {
-					keeper = harness.HolderProcesses(p.id)
-				} else {
-					for _, pp := range harness.Processes(func(a []string) bool { return slices.Equal(a, harness.PauseCommand) }) {
-						if strings.HasPrefix(memCgroupPath(t, pp.Pid), p.cgroup+"/") {
-							keeper = append(keeper, pp)
-						}
-					}
-				}
-				if len(keeper) != 1 {
-					t.Fatalf("pod %s: holder/pause processes %v, want one", p.id, keeper)
-				}
-				km, err := harness.ReadProcMemory(keeper[0].Pid)
-				if err != nil {
-					t.Fatal(err)
-				}
-				perPod = append(perPod, sm.RSS+km.RSS)
-				perPodAnon = append(perPodAnon, sm.Anon+km.Anon)
-				t.Logf("pod %s: shim RSS %d KiB (anon %d), holder/pause RSS %d KiB (anon %d)", p.id[:12], sm.RSS, sm.Anon, km.RSS, km.Anon)
+				perPod = append(perPod, pm.RSS())
+				perPodAnon = append(perPodAnon, pm.Anon())
+				t.Logf("pod %s: shim RSS %d KiB (anon %d), holder/pause RSS %d KiB (anon %d)", p.id[:12], pm.Shim.RSS, pm.Shim.Anon, pm.Keeper.RSS, pm.Keeper.Anon)
 			}
 			line := fmt.Sprintf("%-48s RunPodSandbox median %6.1f ms (min %6.1f, max %6.1f) | to first container running median %6.1f ms | memory per pod RSS median %5d KiB, anon median %5d KiB",
 				m.name, ms(median(runLat)), ms(slices.Min(runLat)), ms(slices.Max(runLat)), ms(median(firstLat)), medianInt(perPod), medianInt(perPodAnon))

@@ -55,32 +55,17 @@ func runShimPodErr(ctx context.Context, d *harness.Daemon, cri *harness.CRI, spe
 	if handler == "" {
 		handler = harness.CRIShimHandler
 	}
-	ns := &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_POD, Pid: runtimeapi.NamespaceMode_CONTAINER, Ipc: runtimeapi.NamespaceMode_POD}
-	if spec.hostNet {
-		ns.Network = runtimeapi.NamespaceMode_NODE
-	}
-	if spec.sharePID {
-		ns.Pid = runtimeapi.NamespaceMode_POD
-	}
 	p := &criPod{logDir: filepath.Join(d.PodLogRoot(), uid)}
-	p.config = &runtimeapi.PodSandboxConfig{
-		Metadata:     &runtimeapi.PodSandboxMetadata{Name: spec.name, Uid: uid, Namespace: "default"},
-		LogDirectory: p.logDir,
-		Linux: &runtimeapi.LinuxPodSandboxConfig{
-			CgroupParent:    spec.cgroupPath,
-			SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: ns},
-		},
-	}
+	p.config = harness.PodSpec{Name: spec.name, UID: uid, LogDir: p.logDir, CgroupParent: spec.cgroupPath,
+		HostNetwork: spec.hostNet, SharePID: spec.sharePID}.Config()
 	if spec.edit != nil {
 		spec.edit(p.config)
 	}
-	start := time.Now()
-	r, err := cri.Runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: p.config, RuntimeHandler: handler})
-	took := time.Since(start)
+	id, took, err := cri.RunPod(ctx, p.config, handler)
 	if err != nil {
-		return nil, took, fmt.Errorf("RunPodSandbox %s (handler %s): %w", spec.name, handler, err)
+		return nil, took, err
 	}
-	p.id = r.PodSandboxId
+	p.id = id
 	return p, took, nil
 }
 
@@ -150,26 +135,11 @@ func nsOf(t *testing.T, pid int, kind string) string {
 // memCgroupPath is a process's path in the memory hierarchy (v1) or the unified tree (v2).
 func memCgroupPath(t *testing.T, pid int) string {
 	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	p, err := harness.MemCgroupPath(pid)
 	if err != nil {
 		t.Fatalf("cgroup of %d: %v", pid, err)
 	}
-	unified := ""
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.SplitN(line, ":", 3)
-		if len(f) != 3 {
-			continue
-		}
-		for _, c := range strings.Split(f[1], ",") {
-			if c == "memory" {
-				return f[2]
-			}
-		}
-		if f[0] == "0" && f[1] == "" {
-			unified = f[2]
-		}
-	}
-	return unified
+	return p
 }
 
 // sandboxClient dials a pod's shim (the socket in its sandbox bundle's `address` file)
