@@ -6,7 +6,7 @@ import (
 	"strings"
 )
 
-// The targets of issue 12, evaluated per lane from the rows.
+// The targets of issues 12 and 13, evaluated per lane from the rows.
 type target struct {
 	name string
 	// eval returns the shown value and whether it meets the target; ok is
@@ -75,12 +75,19 @@ func targets(results []*laneResult) []target {
 			bAtMost("idle-anon", 0.85*leanest)})
 	}
 	ts = append(ts, target{"each extra pod container ≤ 24 KiB anonymous", bAtMost("pod-anon-per-ctr", 24)})
+	// Issue 13: a pod of this shim's sandboxer against a stock pod with a pause container.
+	ts = append(ts,
+		target{"issue 13: RunPodSandbox, sandboxer = \"shim\" ≤ 0.5× stock podsandbox", ratioAtMost("sbx-run", 0.5)},
+		target{"issue 13: RunPodSandbox → first container running ≤ 0.5× stock podsandbox", ratioAtMost("sbx-first", 0.5)},
+		target{"issue 13: memory per pod (RSS, shim + holder vs shim + pause) ≤ 0.5× stock", ratioAtMost("sbx-rss", 0.5)},
+		target{"issue 13: memory per pod (anonymous) ≤ 0.5× stock", ratioAtMost("sbx-anon", 0.5)},
+	)
 	return ts
 }
 
 func renderTargets(results []*laneResult) string {
 	var sb strings.Builder
-	sb.WriteString("### Targets (issue 12)\n\n| target |")
+	sb.WriteString("### Targets (issues 12 and 13)\n\n| target |")
 	sep := "|---|"
 	for _, r := range results {
 		fmt.Fprintf(&sb, " %s |", r.lane)
