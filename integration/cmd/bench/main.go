@@ -68,12 +68,15 @@ type config struct {
 	podStarts  int // CRI RunPodSandbox -> Create -> Start samples per shim
 	// sandboxPods: pods per shim of the pod sandbox rows (2.x lanes), running side by side
 	sandboxPods int
-	throughput  int64 // bytes per throughput run
-	podSizes    []int // sequential pod: memory measured at both sizes
-	podWorkers  int   // concurrent pod start: containers started at a time
-	out, chart  string
-	only        string // comma-separated step names (substrings) to run; empty: all
-	floorReq    string // internal: run the runtime floor from this request file (see floor.go)
+	// sandboxWindow: how long the pod sandbox rows keep reading the pods' memory after the
+	// first read (a mean over CRI's metrics polls and the shims' trims)
+	sandboxWindow time.Duration
+	throughput    int64 // bytes per throughput run
+	podSizes      []int // sequential pod: memory measured at both sizes
+	podWorkers    int   // concurrent pod start: containers started at a time
+	out, chart    string
+	only          string // comma-separated step names (substrings) to run; empty: all
+	floorReq      string // internal: run the runtime floor from this request file (see floor.go)
 }
 
 // fullLanes are what `make bench` runs: containerd 1.6 and the newest 2.x
@@ -117,11 +120,11 @@ func main() {
 	}
 	c.iterations, c.roundTrips, c.probes, c.podStarts = 30, 400, 400, 10
 	c.throughput, c.podSizes, c.podWorkers = 1<<30, []int{10, 50}, 8
-	c.sandboxPods = 6
+	c.sandboxPods, c.sandboxWindow = 6, 30*time.Second
 	if c.quick {
 		c.iterations, c.roundTrips, c.probes, c.podStarts = 5, 60, 40, 2
 		c.throughput, c.podSizes = 256<<20, []int{5, 20}
-		c.sandboxPods = 2
+		c.sandboxPods, c.sandboxWindow = 2, 5*time.Second
 	}
 	if err := run(c); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)

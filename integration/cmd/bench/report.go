@@ -14,7 +14,7 @@ var rowOrder = []string{
 	"lifecycle", floorCSD, "lifecycle-overhead", floorRun, floorCreate, floorStart, floorDelete, "ctr-run",
 	"exec", floorExecD, "exec-overhead", floorExecFore,
 	"probe-p50", "probe-p99", "probe-overhead", "probe-cpu", "cri-pod-start",
-	"sbx-run", "sbx-first", "sbx-rss", "sbx-anon", "sbx-shim-rss",
+	"sbx-run", "sbx-first", "sbx-rss", "sbx-anon", "sbx-shim-rss", "sbx-rss-mean", "sbx-anon-mean",
 	"exit-event",
 	"echo-fifo-8-p50", "echo-fifo-8-p99", "echo-fifo-8-cpu", "echo-fifo-4096-p50", "echo-fifo-4096-p99", "echo-fifo-4096-cpu", "echo-fifo-65536-p50", "echo-fifo-65536-p99", "echo-fifo-65536-cpu",
 	"echo-tty-8-p50", "echo-tty-8-p99", "echo-tty-8-cpu", "echo-tty-4096-p50", "echo-tty-4096-p99", "echo-tty-4096-cpu", "echo-tty-65536-p50", "echo-tty-65536-p99", "echo-tty-65536-cpu",
