@@ -97,8 +97,8 @@ func RunDaemon(f Flags) error {
 	srv, err := ttrpc.NewServer(
 		ttrpc.WithServerHandshaker(conns.handshaker(ttrpc.UnixSocketRequireSameUser())),
 		ttrpc.WithUnaryServerInterceptor(func(ctx context.Context, u ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, m ttrpc.Method) (any, error) {
-			trim.Touch()
-			last.Touch()
+			trim.Request(info.FullMethod)
+			last.Touch() // a poll too: containerd is still there
 			return m(ctx, u)
 		}),
 	)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/example/containerd-shim-example-v2/internal/selftrim"
+	"github.com/example/containerd-shim-example-v2/service"
 )
 
 // Memory tuning of the daemon. Shims are many (one per pod) and mostly
@@ -56,6 +57,16 @@ func (t *trimmer) Touch() {
 	select {
 	case t.touched <- struct{}{}:
 	default:
+	}
+}
+
+// Request records a request by its ttrpc full method name: work counts as a touch; a
+// metrics or status poll (service.IsPoll) does not. containerd 2.4's CRI polls every pod
+// and container every second, and were polls touches, the trim that follows a burst of
+// work (the pod's start) would wait for the interval instead of quietPeriod.
+func (t *trimmer) Request(fullMethod string) {
+	if !service.IsPoll(fullMethod) {
+		t.Touch()
 	}
 }
 

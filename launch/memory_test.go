@@ -54,3 +54,39 @@ func TestTrimNotPostponedForeverByRequests(t *testing.T) {
 		}
 	}
 }
+
+// Metrics polls arriving more often than the quiet period (containerd 2.4's CRI: every
+// second) do not postpone the trim that follows a burst of work; work does.
+func TestTrimNotPostponedByPolls(t *testing.T) {
+	const quiet = 200 * time.Millisecond
+	tr, trims := runTrimmer(t, quiet, time.Hour)
+	<-trims // the settling trim after start
+	tr.Request("/containerd.task.v3.Task/Start")
+	start := time.Now()
+	deadline := time.After(10 * time.Second)
+	poll := time.NewTicker(quiet / 10)
+	defer poll.Stop()
+	for done := false; !done; {
+		select {
+		case <-trims:
+			done = true
+		case <-poll.C:
+			tr.Request("/containerd.task.v3.Task/Stats")
+			tr.Request("/containerd.runtime.sandbox.v1.Sandbox/SandboxMetrics")
+		case <-deadline:
+			t.Fatal("no trim while only polls came after the work")
+		}
+	}
+	if took := time.Since(start); took < quiet {
+		t.Fatalf("trimmed %v after the work, before the quiet period (%v)", took, quiet)
+	}
+	// Work keeps postponing it.
+	for range 10 {
+		tr.Request("/containerd.task.v3.Task/Exec")
+		select {
+		case <-trims:
+			t.Fatal("trimmed while work kept coming within the quiet period")
+		case <-time.After(quiet / 10):
+		}
+	}
+}

@@ -107,3 +107,27 @@ func method[Req any, Resp any, PReq interface{ *Req }](h func(context.Context, P
 }
 
 var empty = &emptypb.Empty{}
+
+// pollMethods are the read-only requests containerd repeats on a timer for as long as a
+// task or pod lives: containerd 2.4's CRI stats collector asks every shim for its pods'
+// and containers' metrics every second (stats_collect_period), and status checks ask for
+// state. They change nothing, so they are not activity the daemon should wait out
+// before trimming its memory.
+var pollMethods = map[string]bool{
+	"/" + TaskServiceV2 + "/State":           true,
+	"/" + TaskServiceV2 + "/Stats":           true,
+	"/" + TaskServiceV2 + "/Pids":            true,
+	"/" + TaskServiceV2 + "/Connect":         true,
+	"/" + TaskServiceV3 + "/State":           true,
+	"/" + TaskServiceV3 + "/Stats":           true,
+	"/" + TaskServiceV3 + "/Pids":            true,
+	"/" + TaskServiceV3 + "/Connect":         true,
+	"/" + SandboxService + "/SandboxMetrics": true,
+	"/" + SandboxService + "/SandboxStatus":  true,
+	"/" + SandboxService + "/PingSandbox":    true,
+	"/" + SandboxService + "/Platform":       true,
+}
+
+// IsPoll reports whether a request, by its ttrpc full method name ("/service/method"),
+// is a periodic read-only query (see pollMethods) rather than work.
+func IsPoll(fullMethod string) bool { return pollMethods[fullMethod] }
