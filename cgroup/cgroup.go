@@ -100,14 +100,6 @@ func (c *Cgroup) Exists() bool {
 	return err == nil
 }
 
-func readUint(path string) (uint64, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	return parseUint(strings.TrimSpace(string(data)))
-}
-
 // parseUint reads a counter; "max" (no limit) is the largest value, and a
 // negative v1 limit ("-1") means no limit too.
 func parseUint(s string) (uint64, error) {
@@ -122,26 +114,6 @@ func parseUint(s string) (uint64, error) {
 		return 0, fmt.Errorf("parse %q: %w", s, err)
 	}
 	return v, nil
-}
-
-// readKV reads "key value" lines (memory.stat, cpu.stat, memory.events,
-// memory.oom_control) into a map.
-func readKV(path string) (map[string]uint64, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[string]uint64)
-	for _, line := range strings.Split(string(data), "\n") {
-		k, v, ok := strings.Cut(strings.TrimSpace(line), " ")
-		if !ok {
-			continue
-		}
-		if n, err := parseUint(strings.TrimSpace(v)); err == nil {
-			out[k] = n
-		}
-	}
-	return out, nil
 }
 
 // OOMKills returns how many processes the kernel's OOM killer has killed in

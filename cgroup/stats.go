@@ -34,8 +34,8 @@ func (c *Cgroup) StatsV1() (*v1.Metrics, error) {
 	if d := c.dir("cpuacct"); d != "" {
 		if total, err := readUint(filepath.Join(d, "cpuacct.usage")); err == nil {
 			u := &v1.CPUUsage{Total: total}
-			if data, err := os.ReadFile(filepath.Join(d, "cpuacct.usage_percpu")); err == nil {
-				for _, f := range strings.Fields(string(data)) {
+			if data, err := readString(filepath.Join(d, "cpuacct.usage_percpu")); err == nil {
+				for _, f := range strings.Fields(data) {
 					if v, err := strconv.ParseUint(f, 10, 64); err == nil {
 						u.PerCPU = append(u.PerCPU, v)
 					}
@@ -97,14 +97,23 @@ func (c *Cgroup) StatsV1() (*v1.Metrics, error) {
 	return m, nil
 }
 
+// memoryEntryFiles are a v1 memory counter's files (after its prefix) and where each goes.
+var memoryEntryFiles = [...]struct {
+	suffix string
+	field  func(*v1.MemoryEntry) *uint64
+}{
+	{".usage_in_bytes", func(e *v1.MemoryEntry) *uint64 { return &e.Usage }},
+	{".max_usage_in_bytes", func(e *v1.MemoryEntry) *uint64 { return &e.Max }},
+	{".failcnt", func(e *v1.MemoryEntry) *uint64 { return &e.Failcnt }},
+	{".limit_in_bytes", func(e *v1.MemoryEntry) *uint64 { return &e.Limit }},
+}
+
 func memoryEntry(dir, prefix string) *v1.MemoryEntry {
 	e := &v1.MemoryEntry{}
 	var ok bool
-	for file, dst := range map[string]*uint64{
-		".usage_in_bytes": &e.Usage, ".max_usage_in_bytes": &e.Max, ".failcnt": &e.Failcnt, ".limit_in_bytes": &e.Limit,
-	} {
-		if v, err := readUint(filepath.Join(dir, prefix+file)); err == nil {
-			*dst, ok = v, true
+	for _, f := range memoryEntryFiles {
+		if v, err := readUint(filepath.Join(dir, prefix+f.suffix)); err == nil {
+			*f.field(e), ok = v, true
 		}
 	}
 	if !ok {
@@ -115,12 +124,12 @@ func memoryEntry(dir, prefix string) *v1.MemoryEntry {
 
 // blkioEntries reads "major:minor Op value" lines; the "Total" line is skipped.
 func blkioEntries(path string) []*v1.BlkIOEntry {
-	data, err := os.ReadFile(path)
+	data, err := readString(path)
 	if err != nil {
 		return nil
 	}
 	var out []*v1.BlkIOEntry
-	for _, line := range strings.Split(string(data), "\n") {
+	for _, line := range strings.Split(data, "\n") {
 		f := strings.Fields(line)
 		if len(f) != 3 {
 			continue
@@ -186,8 +195,8 @@ func (c *Cgroup) StatsV2() (*v2.Metrics, error) {
 		m.MemoryEvents = &v2.MemoryEvents{Low: kv["low"], High: kv["high"], Max: kv["max"], Oom: kv["oom"],
 			OomKill: kv["oom_kill"], OomGroupKill: kv["oom_group_kill"]}
 	}
-	if data, err := os.ReadFile(filepath.Join(d, "io.stat")); err == nil {
-		m.Io = &v2.IOStat{Usage: ioEntries(string(data)), PSI: readPSI(filepath.Join(d, "io.pressure"))}
+	if data, err := readString(filepath.Join(d, "io.stat")); err == nil {
+		m.Io = &v2.IOStat{Usage: ioEntries(data), PSI: readPSI(filepath.Join(d, "io.pressure"))}
 	}
 	m.Hugetlb = hugetlbStats(d)
 	return m, nil
@@ -197,12 +206,12 @@ func (c *Cgroup) StatsV2() (*v2.Metrics, error) {
 // io.pressure): "some avg10=0.12 avg60=0.05 avg300=0.01 total=12345" and the
 // same for "full". nil when the kernel has no PSI (CONFIG_PSI off, psi=0).
 func readPSI(path string) *v2.PSIStats {
-	data, err := os.ReadFile(path)
+	data, err := readString(path)
 	if err != nil {
 		return nil
 	}
 	var out v2.PSIStats
-	for _, line := range strings.Split(string(data), "\n") {
+	for _, line := range strings.Split(data, "\n") {
 		f := strings.Fields(line)
 		if len(f) == 0 {
 			continue
