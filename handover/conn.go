@@ -6,8 +6,12 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sort"
 	"sync"
 	"time"
+
+	"github.com/containerd/ttrpc"
+	"google.golang.org/protobuf/proto"
 )
 
 // ttrpc's framing: every message starts with a 10-byte header: payload
@@ -16,7 +20,18 @@ const (
 	headerLen    = 10
 	typeRequest  = 1
 	typeResponse = 2
+	// maxKept bounds the copy kept of a request that may be parked (see
+	// Parkable); a Wait request is a few dozen bytes.
+	maxKept = 64 << 10
 )
+
+// Parkable reports whether a request may still be unanswered when a pause
+// completes: a long poll that the successor answers instead (containerd's
+// Wait, which returns only when a process exits). Its bytes are kept and
+// handed over, and the successor's server is given them again first.
+func Parkable(service, method string) bool {
+	return method == "Wait" || method == "WaitSandbox"
+}
 
 // Conn is a server-side ttrpc connection that can be paused between two
 // messages and handed over.
@@ -25,51 +40,53 @@ const (
 // server's read-ahead buffer never holds the start of a message it has not
 // begun to handle: when the server's reader waits in Read at a message
 // boundary, everything it was given is being handled, and everything else is
-// either in the socket or in this Conn's carry (a partly read header).
-// Requests are counted when their header is delivered and answered when their
-// response's last byte is written; a pause completes once none is open.
+// either in the socket or in this Conn (a partly read header). Requests are
+// tracked from their header to their response's last byte; a pause
+// completes once every open request is parkable (see Parkable): those are
+// handed over and replayed.
 //
 // Locking: the server reads from one goroutine and writes from one other; the
-// read state (hdr, hdrN, out, bodyLeft) belongs to the reader, the write state
-// (w*) to the writer. mu guards paused, parked, open and closed; cond (on mu)
-// signals their changes.
+// read state (prefix, hdr, hdrN, out, bodyLeft, cur) belongs to the reader,
+// the write state (w*) to the writer. mu guards paused, parked, reqs and
+// closed; cond (on mu) signals their changes.
 type Conn struct {
 	*net.UnixConn
 
 	// reader's state
+	prefix   []byte // handed-over bytes, read before the socket
 	hdr      [headerLen]byte
-	hdrN     int    // bytes of hdr read from the socket
+	hdrN     int    // bytes of hdr read
 	out      []byte // header bytes read and not yet given to the server
 	bodyLeft uint32 // payload bytes of the current message not yet given
+	cur      *request
 
 	// writer's state
 	whdr      [headerLen]byte
 	whdrN     int
 	wbodyLeft uint32
-	wtype     byte
 
 	mu     sync.Mutex
 	cond   *sync.Cond
 	paused bool // no new message is to be given to the server
 	parked bool // the reader waits at a message boundary because of the pause
-	open   int  // requests given to the server and not answered yet
+	reqs   map[uint32]*request
 	closed bool
 }
 
+// request is one request given to the server and not answered yet.
+type request struct {
+	frame    []byte // header and body as received, while it may be parkable
+	complete bool   // its body was given entirely
+	parkable bool
+}
+
 // NewConn wraps a connection accepted (or handed over) on a unix socket.
-// carry is what a previous owner had read from the socket but not handled:
-// it is given to the server first.
+// carry is what a previous owner had read from the socket and not answered
+// (whole parked requests, then at most a partial header): it is given to
+// the server first.
 func NewConn(c *net.UnixConn, carry []byte) *Conn {
-	cn := &Conn{UnixConn: c}
+	cn := &Conn{UnixConn: c, prefix: carry, reqs: make(map[uint32]*request)}
 	cn.cond = sync.NewCond(&cn.mu)
-	if len(carry) > 0 {
-		cn.hdrN = copy(cn.hdr[:], carry)
-		if len(carry) > headerLen {
-			// A carry is never more than a partial header: Export
-			// refuses to hand over a connection in the middle of a message.
-			panic("handover: carry longer than a message header")
-		}
-	}
 	return cn
 }
 
@@ -85,8 +102,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 			if uint32(len(p)) > c.bodyLeft {
 				p = p[:c.bodyLeft]
 			}
-			n, err := c.readSocket(p)
+			n, err := c.readMessage(p)
 			c.bodyLeft -= uint32(n)
+			c.keep(p[:n])
 			if n > 0 || err != nil {
 				return n, err
 			}
@@ -96,7 +114,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 		if err := c.waitUnpaused(); err != nil {
 			return 0, err
 		}
-		n, err := c.readSocket(c.hdr[c.hdrN:])
+		n, err := c.readMessage(c.hdr[c.hdrN:])
 		c.hdrN += n
 		if err != nil {
 			if isTimeout(err) {
@@ -109,19 +127,61 @@ func (c *Conn) Read(p []byte) (int, error) {
 		}
 		c.hdrN = 0
 		c.bodyLeft = binary.BigEndian.Uint32(c.hdr[:4])
+		c.cur = nil
 		if c.hdr[8] == typeRequest {
+			r := &request{}
+			if c.bodyLeft <= maxKept {
+				r.frame = append(make([]byte, 0, headerLen+c.bodyLeft), c.hdr[:]...)
+			}
+			c.cur = r
 			c.mu.Lock()
-			c.open++
+			c.reqs[binary.BigEndian.Uint32(c.hdr[4:8])] = r
 			c.mu.Unlock()
+			c.keep(nil)
 		}
 		c.out = c.hdr[:]
 	}
 }
 
-// readSocket reads from the socket. A deadline set by Pause interrupts a
-// wait at a message boundary; inside a message the read goes on (the pause
-// waits for the message to end), so the deadline is cleared and retried.
-func (c *Conn) readSocket(p []byte) (int, error) {
+// keep adds given body bytes to the current request's copy; at its end it
+// decides whether the request is parkable.
+func (c *Conn) keep(b []byte) {
+	r := c.cur
+	if r == nil {
+		return
+	}
+	if r.frame != nil {
+		r.frame = append(r.frame, b...)
+	}
+	if c.bodyLeft > 0 {
+		return
+	}
+	c.cur = nil
+	parkable := false
+	if r.frame != nil {
+		var req ttrpc.Request
+		if proto.Unmarshal(r.frame[headerLen:], &req) == nil {
+			parkable = Parkable(req.Service, req.Method)
+		}
+	}
+	c.mu.Lock()
+	r.complete, r.parkable = true, parkable
+	if !parkable {
+		r.frame = nil
+	}
+	c.cond.Broadcast()
+	c.mu.Unlock()
+}
+
+// readMessage reads handed-over bytes first, then the socket. A deadline
+// set by Pause interrupts a wait at a message boundary; inside a message the
+// read goes on (the pause waits for the message to end).
+func (c *Conn) readMessage(p []byte) (int, error) {
+	if len(c.prefix) > 0 {
+		n := copy(p, c.prefix)
+		c.prefix = c.prefix[n:]
+		return n, nil
+	}
 	for {
 		n, err := c.UnixConn.Read(p)
 		if err == nil || !isTimeout(err) {
@@ -139,7 +199,7 @@ func (c *Conn) readSocket(p []byte) (int, error) {
 func (c *Conn) waitUnpaused() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for c.paused && !c.closed {
+	for c.paused && !c.closed && len(c.prefix) == 0 {
 		c.parked = true
 		c.cond.Broadcast()
 		c.cond.Wait()
@@ -151,7 +211,7 @@ func (c *Conn) waitUnpaused() error {
 	return nil
 }
 
-// Write passes the server's bytes on and counts the responses it completes.
+// Write passes the server's bytes on and closes the requests it answers.
 func (c *Conn) Write(p []byte) (int, error) {
 	n, err := c.UnixConn.Write(p)
 	c.account(p[:n])
@@ -174,22 +234,32 @@ func (c *Conn) account(b []byte) {
 			}
 			c.whdrN = 0
 			c.wbodyLeft = binary.BigEndian.Uint32(c.whdr[:4])
-			c.wtype = c.whdr[8]
 		}
-		if c.wbodyLeft == 0 && c.whdrN == 0 && c.wtype == typeResponse {
-			c.wtype = 0
+		if c.wbodyLeft == 0 && c.whdrN == 0 && c.whdr[8] == typeResponse {
+			c.whdr[8] = 0
 			c.mu.Lock()
-			c.open--
+			delete(c.reqs, binary.BigEndian.Uint32(c.whdr[4:8]))
 			c.cond.Broadcast()
 			c.mu.Unlock()
 		}
 	}
 }
 
+// idle: every open request may stay open (parkable). Called with mu held.
+func (c *Conn) idleLocked() (bool, int) {
+	busy := 0
+	for _, r := range c.reqs {
+		if !r.complete || !r.parkable {
+			busy++
+		}
+	}
+	return busy == 0, busy
+}
+
 // Pause stops giving the server new messages and waits until the reader is
-// parked at a message boundary with every request answered. A connection
-// the client closed counts as paused. On timeout the pause stays on; call
-// Resume to undo it.
+// parked at a message boundary and every open request is parkable. A
+// connection the client closed counts as paused. On timeout the pause
+// stays on; call Resume to undo it.
 func (c *Conn) Pause(timeout time.Duration) error {
 	c.mu.Lock()
 	c.paused = true
@@ -204,9 +274,13 @@ func (c *Conn) Pause(timeout time.Duration) error {
 	defer timer.Stop()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for !c.closed && !(c.parked && c.open == 0) {
+	for !c.closed {
+		idle, busy := c.idleLocked()
+		if c.parked && idle {
+			break
+		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("connection not idle within %v (%d requests unanswered, reader parked: %v)", timeout, c.open, c.parked)
+			return fmt.Errorf("connection not idle within %v (%d requests being served, reader parked: %v)", timeout, busy, c.parked)
 		}
 		c.cond.Wait()
 	}
@@ -232,19 +306,30 @@ func (c *Conn) Close() error {
 }
 
 // ConnState is a paused connection as handed over: its socket, by
-// descriptor number in the successor, and the partial header read from it.
+// descriptor number in the successor, and what the successor's server is
+// to be given before the socket's bytes (parked requests, a partial header).
 type ConnState struct {
 	FD    int    `json:"fd"`
 	Carry []byte `json:"carry,omitempty"`
 }
 
-// Export hands over a paused connection: the socket's descriptor (a
-// duplicate, kept open across execve, see FDs) and its carry. Nil when the
-// client has closed it meanwhile (nothing to hand over).
+// Export hands over a paused connection: the socket's descriptor (kept
+// open across execve, see FDs) and its carry. Nil when the client has
+// closed it meanwhile (nothing to hand over).
 func (c *Conn) Export(fds *FDs) (*ConnState, error) {
 	c.mu.Lock()
-	ok := c.paused && (c.parked || c.closed) && c.open == 0
+	idle, _ := c.idleLocked()
+	ok := c.paused && (c.parked || c.closed) && idle
 	closed := c.closed
+	var ids []uint32
+	for id := range c.reqs {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] }) // the server wants them increasing
+	var carry []byte
+	for _, id := range ids {
+		carry = append(carry, c.reqs[id].frame...)
+	}
 	c.mu.Unlock()
 	if !ok {
 		return nil, errors.New("handover: connection exported without a completed pause")
@@ -252,6 +337,8 @@ func (c *Conn) Export(fds *FDs) (*ConnState, error) {
 	if closed {
 		return nil, nil
 	}
+	carry = append(carry, c.prefix...)
+	carry = append(carry, c.hdr[:c.hdrN]...)
 	f, err := c.UnixConn.File()
 	if err != nil {
 		return nil, fmt.Errorf("handover: connection socket: %w", err)
@@ -260,7 +347,7 @@ func (c *Conn) Export(fds *FDs) (*ConnState, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &ConnState{FD: fd, Carry: append([]byte(nil), c.hdr[:c.hdrN]...)}, nil
+	return &ConnState{FD: fd, Carry: carry}, nil
 }
 
 // ImportConn makes a connection of a handed-over socket.
@@ -278,10 +365,6 @@ func ImportConn(st ConnState) (*Conn, error) {
 	if !ok {
 		nc.Close()
 		return nil, fmt.Errorf("handover: connection fd %d is not a unix socket", st.FD)
-	}
-	if len(st.Carry) >= headerLen {
-		uc.Close()
-		return nil, fmt.Errorf("handover: connection fd %d: carry of %d bytes is not a partial header", st.FD, len(st.Carry))
 	}
 	return NewConn(uc, st.Carry), nil
 }

@@ -21,13 +21,14 @@ type echoServer struct {
 	srv     *ttrpc.Server
 	ln      *Listener
 	conns   *Conns
-	release chan struct{}
-	served  chan struct{}
+	release  chan struct{}
+	served   chan struct{}
+	parkDone chan struct{}
 }
 
 func startEcho(t *testing.T, name string, ln *Listener) *echoServer {
 	t.Helper()
-	e := &echoServer{name: name, ln: ln, conns: NewConns(), release: make(chan struct{}), served: make(chan struct{})}
+	e := &echoServer{name: name, ln: ln, conns: NewConns(), release: make(chan struct{}), served: make(chan struct{}), parkDone: make(chan struct{})}
 	var noop noHandshake
 	srv, err := ttrpc.NewServer(ttrpc.WithServerHandshaker(e.conns.Handshaker(noop)))
 	if err != nil {
@@ -43,6 +44,15 @@ func startEcho(t *testing.T, name string, ln *Listener) *echoServer {
 				close(e.served)
 				<-e.release
 			}
+			return wrapperspb.String(e.name + ":" + req.Value), nil
+		},
+		// A long poll, like containerd's Wait: answered when parkDone closes.
+		"Wait": func(ctx context.Context, unmarshal func(any) error) (any, error) {
+			var req wrapperspb.StringValue
+			if err := unmarshal(&req); err != nil {
+				return nil, err
+			}
+			<-e.parkDone
 			return wrapperspb.String(e.name + ":" + req.Value), nil
 		},
 	}})
@@ -294,4 +304,61 @@ type noHandshake struct{}
 
 func (noHandshake) Handshake(_ context.Context, c net.Conn) (net.Conn, any, error) {
 	return c, nil, nil
+}
+
+// A long poll (Wait) open when the pause begins does not hold the pause: it
+// goes over with the connection, and the successor answers it.
+func TestParkedWaitAnsweredBySuccessor(t *testing.T) {
+	l, path := listen(t)
+	old := startEcho(t, "old", NewListener(l, nil))
+	defer old.srv.Close()
+	nc, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := ttrpc.NewClient(nc)
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	waited := make(chan string, 1)
+	go func() {
+		var resp wrapperspb.StringValue
+		err := client.Call(ctx, "test.Echo", "Wait", wrapperspb.String("w"), &resp)
+		waited <- resp.Value + errString(err)
+	}()
+	waitRegistered(t, old.conns)
+	time.Sleep(50 * time.Millisecond) // the Wait is being served
+	if err := old.ln.Pause(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.conns.PauseAll(2 * time.Second); err != nil {
+		t.Fatalf("a parked Wait held the pause: %v", err)
+	}
+	var fds FDs
+	defer fds.Release()
+	lst, err := old.ln.Export(&fds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cst, err := old.conns.ExportAll(&fds)
+	if err != nil || len(cst) != 1 || len(cst[0].Carry) == 0 {
+		t.Fatalf("exported %+v, %v; want the connection with its Wait", cst, err)
+	}
+	c, err := ImportConn(cst[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln2, err := ImportListener(*lst, []net.Conn{c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	succ := startEcho(t, "new", ln2)
+	defer succ.srv.Close()
+	close(succ.parkDone)
+	if got := <-waited; got != "new:w" {
+		t.Fatalf("Wait answered %q, want the successor's new:w", got)
+	}
+	if got, err := call(ctx, client, "after"); err != nil || got != "new:after" {
+		t.Fatalf("after: %q, %v", got, err)
+	}
 }

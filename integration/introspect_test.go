@@ -28,6 +28,13 @@ type introspection struct {
 	Reaper struct {
 		Watched int `json:"watched"`
 	} `json:"reaper"`
+	Version string `json:"version"`
+	Upgrade struct {
+		Count       int    `json:"count"`
+		FromVersion string `json:"fromVersion"`
+		PauseUs     uint64 `json:"pauseUs,string"`
+		LastError   string `json:"lastError"`
+	} `json:"upgrade"`
 	Memory struct {
 		RssKib     uint64 `json:"rssKib,string"`
 		Goroutines int    `json:"goroutines"`

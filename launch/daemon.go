@@ -17,9 +17,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/example/containerd-shim-example-v2/events"
+	"github.com/example/containerd-shim-example-v2/handover"
+	introspect "github.com/example/containerd-shim-example-v2/proto/introspect/v1"
 	"github.com/example/containerd-shim-example-v2/reaper"
 	"github.com/example/containerd-shim-example-v2/sandbox"
 	"github.com/example/containerd-shim-example-v2/service"
+	"github.com/example/containerd-shim-example-v2/upgrade"
 )
 
 // eventFlushTimeout bounds how long an exiting daemon waits for its last
@@ -53,17 +56,30 @@ func RunDaemon(f Flags) error {
 	signal.Notify(dump, unix.SIGUSR1)
 	go dumpStacksOn(dump)
 
+	// The binary an in-place upgrade executes by default: the path this one
+	// was started from, read now, before an install replaces the file.
+	self, _ := os.Executable()
+	// Executed by the previous binary of this daemon (an in-place upgrade):
+	// take over what it handed over.
+	var taken *upgrade.Taken
+	if fdText, ok := os.LookupEnv(handover.EnvFD); ok {
+		_ = os.Unsetenv(handover.EnvFD) // not for the runtime's children
+		t, err := upgrade.Take(fdText)
+		if err != nil {
+			return fmt.Errorf("take over from the previous binary: %w", err)
+		}
+		taken, self = t, t.Binary()
+	}
+
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	r := reaper.New()
-	go r.Run(ctx)
-
 	queue := events.NewQueue(f.Namespace, events.NewTTRPCForwarder(os.Getenv("TTRPC_ADDRESS")))
-	go queue.Run()
 
 	exitRequested := make(chan struct{})
 	requestExit := sync.OnceFunc(func() { close(exitRequested) })
 	var pods *sandbox.Service // containerd 2.x's Sandbox API (sandboxer = "shim")
+	var up *upgrade.Daemon    // in-place upgrades (issue 14)
 	svc := service.New(service.Config{
 		Namespace:   f.Namespace,
 		Reaper:      r,
@@ -76,8 +92,19 @@ func RunDaemon(f Flags) error {
 		Started:     time.Now(),
 		Sandboxes:   func() int { return pods.Count() },
 		SandboxPid:  func(id string) (int, bool) { return pods.HolderPid(id) },
+		Upgrade:     func() *introspect.Upgrade { return up.Record() },
 	})
+	if taken != nil {
+		// Before the reaper runs: exits that happened during the switch
+		// wait as zombies and must find their processes' claims.
+		if err := taken.Import(queue, svc); err != nil {
+			return fmt.Errorf("take over from the previous binary: %w", err)
+		}
+	}
+	go r.Run(ctx)
+	go queue.Run()
 	conns := newClientConns()
+	live := handover.NewConns() // the same connections, pausable for an upgrade
 	pods = sandbox.New(sandbox.Config{
 		Reaper: r,
 		Tasks:  svc.Tasks,
@@ -95,7 +122,7 @@ func RunDaemon(f Flags) error {
 	var last lastRequest
 	last.Touch()
 	srv, err := ttrpc.NewServer(
-		ttrpc.WithServerHandshaker(conns.handshaker(ttrpc.UnixSocketRequireSameUser())),
+		ttrpc.WithServerHandshaker(conns.handshaker(live.Handshaker(ttrpc.UnixSocketRequireSameUser()))),
 		ttrpc.WithUnaryServerInterceptor(func(ctx context.Context, u ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, m ttrpc.Method) (any, error) {
 			trim.Request(info.FullMethod)
 			last.Touch() // a poll too: containerd is still there
@@ -109,12 +136,19 @@ func RunDaemon(f Flags) error {
 	service.RegisterIntrospect(srv, svc)
 	service.RegisterSandbox(srv, pods)
 
-	l, err := net.FileListener(os.NewFile(listenerFD, "shim socket"))
+	l, err := daemonListener(taken)
 	if err != nil {
-		return fmt.Errorf("inherited listener on fd %d: %w", listenerFD, err)
+		return err
 	}
+	up = upgrade.New(upgrade.Parts{Listener: l, Conns: live, Reaper: r, Events: queue, Service: svc,
+		Sandboxes: func() int { return pods.Count() }}, handover.Build{Version: Version, Revision: Revision}, self, os.Args)
+	upgrade.Register(srv, up)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ctx, l) }()
+	if taken != nil {
+		up.Took(taken)
+		slog.Info("upgraded in place", "pid", os.Getpid(), "from", up.Record().FromVersion, "to", Version, "pause_us", up.Record().PauseUs)
+	}
 	stopTrim := make(chan struct{}) // ends the trimmer and the abandonment watch
 	defer close(stopTrim)
 	go trim.Run(stopTrim, quietPeriod, trimInterval)
@@ -143,6 +177,25 @@ func RunDaemon(f Flags) error {
 	queue.Close()
 	_ = srv.Close()
 	return nil
+}
+
+// daemonListener is the socket the daemon serves: the one `start` bound and
+// passed on listenerFD, or the one a previous binary of this daemon handed
+// over (with its open connections).
+func daemonListener(taken *upgrade.Taken) (*handover.Listener, error) {
+	if taken != nil {
+		return taken.Listener()
+	}
+	l, err := net.FileListener(os.NewFile(listenerFD, "shim socket"))
+	if err != nil {
+		return nil, fmt.Errorf("inherited listener on fd %d: %w", listenerFD, err)
+	}
+	ul, ok := l.(*net.UnixListener)
+	if !ok {
+		l.Close()
+		return nil, fmt.Errorf("inherited listener on fd %d is not a unix socket", listenerFD)
+	}
+	return handover.NewListener(ul, nil), nil
 }
 
 // dumpStacksOn writes every goroutine's stack to the log on each signal

@@ -1,7 +1,8 @@
 // Command containerd-shim-example-v2 is the shim containerd runs for the
 // runtime io.example.v2. containerd invokes it as `start` (spawn or reuse a
 // daemon), `delete` (clean up after a daemon) or `-info`; without an action
-// it is the daemon itself. Operators may run `introspect` (see README).
+// it is the daemon itself. Operators may run `introspect` and `upgrade`
+// (see README and docs/upgrade.md).
 package main
 
 import (
@@ -11,6 +12,7 @@ import (
 
 	"github.com/example/containerd-shim-example-v2/handover"
 	"github.com/example/containerd-shim-example-v2/launch"
+	"github.com/example/containerd-shim-example-v2/upgrade"
 )
 
 // The memory profiler samples allocations into a table that no shim ever
@@ -26,6 +28,10 @@ func main() {
 }
 
 func run() error {
+	// The operator's command has flags of its own, after the action.
+	if len(os.Args) > 1 && os.Args[1] == upgrade.Action {
+		return upgrade.Command(os.Args[2:], os.Stdout)
+	}
 	f, err := launch.ParseFlags(os.Args[1:])
 	if err != nil {
 		return err

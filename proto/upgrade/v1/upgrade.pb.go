@@ -33,7 +33,11 @@ type UpgradeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Absolute path of the binary to execute; empty: the path the daemon
 	// was started from (where `make install` put the new build).
-	Binary        string `protobuf:"bytes,1,opt,name=binary,proto3" json:"binary,omitempty"`
+	Binary string `protobuf:"bytes,1,opt,name=binary,proto3" json:"binary,omitempty"`
+	// For tests: milliseconds for which the switch, once everything is
+	// paused, waits before handing over, so that exits and requests can be
+	// made to land in the middle of it (at most 10 s).
+	HoldMs        uint32 `protobuf:"varint,2,opt,name=hold_ms,json=holdMs,proto3" json:"hold_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -73,6 +77,13 @@ func (x *UpgradeRequest) GetBinary() string {
 		return x.Binary
 	}
 	return ""
+}
+
+func (x *UpgradeRequest) GetHoldMs() uint32 {
+	if x != nil {
+		return x.HoldMs
+	}
+	return 0
 }
 
 type UpgradeResponse struct {
@@ -158,9 +169,10 @@ var File_upgrade_v1_upgrade_proto protoreflect.FileDescriptor
 
 const file_upgrade_v1_upgrade_proto_rawDesc = "" +
 	"\n" +
-	"\x18upgrade/v1/upgrade.proto\x12\x12example.upgrade.v1\"(\n" +
+	"\x18upgrade/v1/upgrade.proto\x12\x12example.upgrade.v1\"A\n" +
 	"\x0eUpgradeRequest\x12\x16\n" +
-	"\x06binary\x18\x01 \x01(\tR\x06binary\"\xa6\x01\n" +
+	"\x06binary\x18\x01 \x01(\tR\x06binary\x12\x17\n" +
+	"\ahold_ms\x18\x02 \x01(\rR\x06holdMs\"\xa6\x01\n" +
 	"\x0fUpgradeResponse\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12!\n" +
 	"\ffrom_version\x18\x02 \x01(\tR\vfromVersion\x12\x1d\n" +

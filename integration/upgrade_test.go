@@ -1,0 +1,264 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/oci"
+
+	"github.com/example/containerd-shim-example-v2/integration/harness"
+)
+
+// upgradeBuildVersion names the second build the upgrade tests switch to.
+const upgradeBuildVersion = "upgrade-b"
+
+var (
+	secondBuildOnce sync.Once
+	secondBuild     string
+	secondBuildErr  error
+)
+
+// secondShimBuild builds the shim again with another version string, once per test run
+// (under a directory of the same binary name, as an install would put it).
+func secondShimBuild(t *testing.T) string {
+	t.Helper()
+	secondBuildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "ex-upgrade-build-")
+		if err != nil {
+			secondBuildErr = err
+			return
+		}
+		out := filepath.Join(dir, harness.ShimBinaryName)
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags",
+			"-s -w -X github.com/example/containerd-shim-example-v2/launch.Version="+upgradeBuildVersion, "-o", out, "./cmd/shim")
+		cmd.Dir = ".."
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			secondBuildErr = fmt.Errorf("build the second shim: %v\n%s", err, b)
+			return
+		}
+		secondBuild = out
+	})
+	if secondBuildErr != nil {
+		t.Skipf("no second build of the shim (needs the Go toolchain and the source at ..): %v", secondBuildErr)
+	}
+	return secondBuild
+}
+
+// upgradeShim runs the operator command against one daemon.
+func upgradeShim(t *testing.T, ctx context.Context, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, harness.ShimUnderTest(), append([]string{"upgrade"}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func shimAddress(t *testing.T, d *harness.Daemon, ns, id string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(d.BundleDir(ns, id), "address"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// upgradeHold is how long each switch holds everything paused in these tests (the
+// command's -test-hold), so that an exit and a request land in the middle of it.
+const upgradeHold = 700 * time.Millisecond
+
+// The in-place upgrade (issue 14), end to end: one shim holding a group of containers
+// (a paced stream, stdin, an exec in flight, a long runner) is upgraded to another build
+// and back. During each switch a container is killed and a request is sent. The shim keeps
+// its pid; containerd never sees it disconnect; every byte of output arrives once and in
+// order; stdin written before, between and after arrives; every exit is reported once with
+// its code; the request sent during the switch is answered; introspection names the new
+// build and counts the upgrades. A binary that cannot take over is refused and changes
+// nothing.
+func TestUpgradeInPlace(t *testing.T) {
+	if harness.Runtime() != "io.example.v2" {
+		t.Skipf("in-place upgrade is a feature of io.example.v2, not of %s", harness.Runtime())
+	}
+	newBin := secondShimBuild(t)
+	for _, flavor := range harness.AllFlavors {
+		t.Run("containerd-"+flavor, func(t *testing.T) {
+			testUpgradeInPlace(t, daemonFor(t, flavor), newBin)
+		})
+	}
+}
+
+func testUpgradeInPlace(t *testing.T, d *harness.Daemon, newBin string) {
+	ctx, ns := d.NewNamespace(t)
+	ctx, cancel := context.WithTimeout(ctx, 120*time.Second)
+	defer cancel()
+	logStart := d.LogSize()
+	group := oci.WithAnnotations(map[string]string{ownGroupAnnotation(): "up-" + harness.RandID(6)})
+	events := subscribeTaskEvents(t, ctx, d, ns)
+
+	// The long runner, first: its bundle names the group's shim.
+	sleeper := newContainer(t, ctx, d, "sleeper", []string{"sleep", "100000"}, group)
+	sleepTask, sleepExit := startTask(t, ctx, sleeper, cio.NullIO)
+	defer sleepTask.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)
+	addr := shimAddress(t, d, ns, "sleeper")
+	before := introspect(t, d.BundleDir(ns, "sleeper"))
+
+	// A stream paced to outlive both switches (50 ms pauses every 1000 lines).
+	const lines = 60000
+	streamer := newContainer(t, ctx, d, "stream", []string{"sh", "-c",
+		fmt.Sprintf(`i=0; while [ $i -lt %d ]; do echo line-$i; i=$((i+1)); case $i in *000) sleep 0.05;; esac; done`, lines)}, group)
+	sio, sout, _ := bufferedIO(d)
+	streamTask, streamExit := startTask(t, ctx, streamer, sio)
+	defer streamTask.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)
+
+	// stdin, written before, between and after.
+	catCtr := newContainer(t, ctx, d, "cat", []string{"cat"}, group)
+	inR, inW := io.Pipe()
+	var catOut lockedBuffer
+	catTask, catExit := startTask(t, ctx, catCtr, cio.NewCreator(cio.WithStreams(inR, &catOut, nil), cio.WithFIFODir(d.FIFODir)))
+	defer catTask.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)
+	inW.Write([]byte("before\n"))
+	waitFor(t, 10*time.Second, "cat's first line", func() bool { return catOut.String() == "before\n" })
+
+	// A binary that cannot take over is refused; nothing changes.
+	broken := filepath.Join(t.TempDir(), harness.ShimBinaryName)
+	if err := os.WriteFile(broken, []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := upgradeShim(t, ctx, "-address", addr, "-binary", broken); err == nil || !strings.Contains(out, "not upgraded") {
+		t.Fatalf("upgrade to a broken binary: %v\n%s", err, out)
+	}
+	if snap := introspect(t, d.BundleDir(ns, "sleeper")); snap.Version != before.Version || snap.Upgrade.Count != 0 {
+		t.Fatalf("after a refused upgrade: version %q, %d upgrades", snap.Version, snap.Upgrade.Count)
+	}
+
+	for round, bin := range []string{newBin, harness.ShimUnderTest()} {
+		// An exec in flight across the switch, and a container that dies in it.
+		execID := fmt.Sprintf("e%d", round)
+		execProc, err := sleepTask.Exec(ctx, execID, execSpec(t, ctx, sleepTask, "sh", "-c", "sleep 1; echo exec-out; exit 7"),
+			cio.NewCreator(cio.WithStreams(nil, io.Discard, nil), cio.WithFIFODir(d.FIFODir)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		execExit := startProc(t, ctx, "exec "+execID, execProc)
+		victimID := fmt.Sprintf("victim%d", round)
+		victim := newContainer(t, ctx, d, victimID, []string{"sleep", "100000"}, group)
+		victimTask, victimExit := startTask(t, ctx, victim, cio.NullIO)
+		defer victimTask.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)
+		if st, err := streamTask.Status(ctx); err != nil || st.Status != containerd.Running {
+			t.Fatalf("round %d: the stream is %v (%v) before the switch: it must cross it", round, st.Status, err)
+		}
+
+		type result struct {
+			out string
+			err error
+		}
+		upgraded := make(chan result, 1)
+		go func() {
+			out, err := upgradeShim(t, ctx, "-address", addr, "-binary", bin, "-test-hold", upgradeHold.String())
+			upgraded <- result{out, err}
+		}()
+		time.Sleep(upgradeHold / 2) // inside the switch's hold
+		if err := syscall.Kill(int(victimTask.Pid()), syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		stateStart := time.Now()
+		st, err := sleepTask.Status(ctx) // waits for the new binary
+		if err != nil || st.Status != containerd.Running {
+			t.Errorf("round %d: status during the switch: %v, %v", round, st.Status, err)
+		}
+		waitedFor := time.Since(stateStart)
+		r := <-upgraded
+		if r.err != nil {
+			t.Fatalf("round %d: upgrade: %v\n%s", round, r.err, r.out)
+		}
+		t.Logf("round %d: %s; a request sent during the switch waited %v", round, strings.TrimSpace(r.out), waitedFor.Round(time.Millisecond))
+		snap := introspect(t, d.BundleDir(ns, "sleeper"))
+		wantVersion := before.Version
+		if round == 0 {
+			wantVersion = upgradeBuildVersion
+		}
+		if snap.Pid != before.Pid || snap.Version != wantVersion || snap.Upgrade.Count != round+1 {
+			t.Fatalf("round %d: pid %d version %q upgrades %d; want pid %d, %s, %d", round, snap.Pid, snap.Version, snap.Upgrade.Count, before.Pid, wantVersion, round+1)
+		}
+		if code := exitCode(t, ctx, victimExit); code != 137 {
+			t.Errorf("round %d: the container killed during the switch exited %d, want 137", round, code)
+		}
+		if code := exitCode(t, ctx, execExit); code != 7 {
+			t.Errorf("round %d: exec exited %d, want 7", round, code)
+		}
+		inW.Write([]byte(fmt.Sprintf("round%d\n", round)))
+	}
+
+	inW.Write([]byte("after\n"))
+	inW.Close()
+	if err := catTask.CloseIO(ctx, containerd.WithStdinCloser); err != nil {
+		t.Fatal(err)
+	}
+	if code := exitCode(t, ctx, catExit); code != 0 {
+		t.Errorf("cat exited %d, want 0", code)
+	}
+	if got := catOut.String(); got != "before\nround0\nround1\nafter\n" {
+		t.Errorf("cat echoed %q", got)
+	}
+	if code := exitCode(t, ctx, streamExit); code != 0 {
+		t.Errorf("stream exited %d, want 0", code)
+	}
+	waitFor(t, ioDrainTimeout, "the whole stream", func() bool { return len(sout.String()) >= streamLen(lines) })
+	if got := sout.String(); got != streamText(lines) {
+		t.Errorf("stream: %d bytes, want %d (%s)", len(got), streamLen(lines), firstDifference(got, streamText(lines)))
+	}
+	if err := sleepTask.Kill(ctx, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if code := exitCode(t, ctx, sleepExit); code != 137 {
+		t.Errorf("sleeper exited %d, want 137", code)
+	}
+
+	// Every exit once.
+	exits := map[string]int{}
+	events.collect(t, 10*time.Second, "the sleeper's exit", func(e taskEvent) bool {
+		if x, ok := e.Event.(interface{ GetID() string }); ok && e.Topic == "/tasks/exit" {
+			exits[x.GetID()]++
+			return x.GetID() == "sleeper"
+		}
+		return false
+	})
+	for _, id := range []string{"victim0", "victim1", "e0", "e1", "cat", "stream", "sleeper"} {
+		if exits[id] != 1 {
+			t.Errorf("exit events: %v, want one for %s", exits, id)
+		}
+	}
+	if log := d.LogSince(logStart, 1<<20); strings.Contains(log, "shim disconnected") {
+		t.Errorf("containerd saw the shim disconnect:\n%s", log)
+	}
+}
+
+func streamText(n int) string {
+	var b strings.Builder
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "line-%d\n", i)
+	}
+	return b.String()
+}
+
+func streamLen(n int) int { return len(streamText(n)) }
+
+func firstDifference(got, want string) string {
+	for i := 0; i < len(got) && i < len(want); i++ {
+		if got[i] != want[i] {
+			lo := max(0, i-20)
+			return fmt.Sprintf("first difference at byte %d: %q vs %q", i, got[lo:min(len(got), i+20)], want[lo:min(len(want), i+20)])
+		}
+	}
+	return "one is a prefix of the other"
+}

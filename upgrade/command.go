@@ -1,0 +1,191 @@
+package upgrade
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/ttrpc"
+
+	introspect "github.com/example/containerd-shim-example-v2/proto/introspect/v1"
+	upgradeapi "github.com/example/containerd-shim-example-v2/proto/upgrade/v1"
+)
+
+// introspectService is the introspection service's wire name (the service
+// package serves it; named here to keep the operator command light).
+const introspectService = "example.introspect.v1.Introspect"
+
+// Action is the command-line word of the operator command.
+const Action = "upgrade"
+
+// switchTimeout bounds how long the command waits for a daemon to report
+// the upgrade done (its introspection answering with a higher count).
+const switchTimeout = 30 * time.Second
+
+// Command runs `upgrade -address <socket> | --all [-binary <path>]`: it asks
+// each daemon to upgrade itself in place, waits until it serves again with
+// the new binary, and prints, per daemon, its pid, old and new version and
+// the pause. It fails if any daemon was not upgraded.
+func Command(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet(Action, flag.ContinueOnError)
+	fs.SetOutput(out)
+	address := fs.String("address", "", "the shim daemon's socket (unix:///path or /path)")
+	all := fs.Bool("all", false, "every live daemon of this binary's name on this node")
+	binary := fs.String("binary", "", "the new binary (default: the path each daemon was started from)")
+	hold := fs.Duration("test-hold", 0, "for tests: keep everything paused this long during the switch")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var sockets []string
+	switch {
+	case *address != "" && *all:
+		return errors.New("upgrade: -address and --all exclude each other")
+	case *address != "":
+		sockets = []string{strings.TrimPrefix(*address, "unix://")}
+	case *all:
+		var err error
+		if sockets, err = liveDaemons(filepath.Base(os.Args[0])); err != nil {
+			return err
+		}
+		if len(sockets) == 0 {
+			fmt.Fprintln(out, "no live shim daemon found")
+			return nil
+		}
+	default:
+		return errors.New("upgrade: need -address <socket> or --all")
+	}
+	if *binary != "" && !filepath.IsAbs(*binary) {
+		abs, err := filepath.Abs(*binary)
+		if err != nil {
+			return err
+		}
+		*binary = abs
+	}
+	failed := 0
+	for _, s := range sockets {
+		line, err := upgradeOne(s, *binary, *hold)
+		if err != nil {
+			failed++
+			fmt.Fprintf(out, "%s: not upgraded: %v\n", s, err)
+			continue
+		}
+		fmt.Fprintln(out, line)
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d shim daemons not upgraded", failed, len(sockets))
+	}
+	return nil
+}
+
+func dial(socket string) (*ttrpc.Client, error) {
+	conn, err := net.DialTimeout("unix", socket, 5*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	return ttrpc.NewClient(conn), nil
+}
+
+func snapshot(ctx context.Context, socket string) (*introspect.SnapshotResponse, error) {
+	c, err := dial(socket)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	var resp introspect.SnapshotResponse
+	if err := c.Call(ctx, introspectService, "Snapshot", &introspect.SnapshotRequest{}, &resp); err != nil {
+		return nil, errgrpc.ToNative(err)
+	}
+	return &resp, nil
+}
+
+// upgradeOne upgrades the daemon at socket and says what happened.
+func upgradeOne(socket, binary string, hold time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), switchTimeout)
+	defer cancel()
+	c, err := dial(socket)
+	if err != nil {
+		return "", err
+	}
+	var resp upgradeapi.UpgradeResponse
+	err = c.Call(ctx, ServiceName, "Upgrade", &upgradeapi.UpgradeRequest{Binary: binary, HoldMs: uint32(hold.Milliseconds())}, &resp)
+	c.Close()
+	if err != nil {
+		return "", errgrpc.ToNative(err)
+	}
+	// The daemon switches after answering; its introspection tells when it
+	// serves again, and how it went.
+	for {
+		snap, err := snapshot(ctx, socket)
+		if err == nil && snap.Upgrade != nil {
+			u := snap.Upgrade
+			switch {
+			case u.Count > resp.UpgradesBefore:
+				return fmt.Sprintf("pid %d: %s -> %s, pause %.1f ms (%s)", snap.Pid, u.FromVersion, snap.Version,
+					float64(u.PauseUs)/1000, resp.Binary), nil
+			case u.LastError != "":
+				return "", fmt.Errorf("the daemon kept its binary: %s", u.LastError)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("no upgrade reported within %v (last: %v)", switchTimeout, err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// liveDaemons finds the sockets of the running daemons of a binary name:
+// processes started as `<name> ... -socket <path>` without an action.
+func liveDaemons(name string) ([]string, error) {
+	dirs, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, d := range dirs {
+		if d.Name()[0] < '0' || d.Name()[0] > '9' {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
+		if err != nil || len(raw) == 0 {
+			continue
+		}
+		argv := strings.Split(strings.TrimSuffix(string(raw), "\x00"), "\x00")
+		if filepath.Base(argv[0]) != name {
+			continue
+		}
+		if s := daemonSocket(argv[1:]); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// daemonSocket is the -socket value of a daemon's command line ("" for
+// other invocations: start, delete, a holder...).
+func daemonSocket(args []string) string {
+	socket := ""
+	for i := 0; i < len(args); i++ {
+		a := strings.TrimLeft(args[i], "-")
+		switch {
+		case a == "socket" && i+1 < len(args):
+			socket = args[i+1]
+			i++
+		case strings.HasPrefix(a, "socket="):
+			socket = strings.TrimPrefix(a, "socket=")
+		case !strings.HasPrefix(args[i], "-"):
+			return "" // an action
+		case i+1 < len(args) && !strings.HasPrefix(args[i+1], "-"):
+			i++ // a flag's value
+		}
+	}
+	return socket
+}

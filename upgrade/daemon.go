@@ -1,0 +1,247 @@
+package upgrade
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+
+	"github.com/example/containerd-shim-example-v2/events"
+	"github.com/example/containerd-shim-example-v2/handover"
+	introspect "github.com/example/containerd-shim-example-v2/proto/introspect/v1"
+	upgradeapi "github.com/example/containerd-shim-example-v2/proto/upgrade/v1"
+	"github.com/example/containerd-shim-example-v2/reaper"
+	"github.com/example/containerd-shim-example-v2/service"
+)
+
+// Named limits of the switch. Each step that cannot finish in time undoes
+// the steps before it, and the daemon serves on with its own binary.
+const (
+	listenerPauseTimeout = time.Second
+	// connPauseTimeout bounds the wait for requests in flight to be
+	// answered (a Create runs the OCI runtime: seconds at worst).
+	connPauseTimeout = 10 * time.Second
+	// reaperPauseTimeout bounds exit callbacks still running (an init's
+	// exit waits for its execs' exits, normally milliseconds).
+	reaperPauseTimeout = 2 * time.Second
+	relayHaltTimeout   = 2 * time.Second
+	eventHoldTimeout   = 6 * time.Second
+)
+
+// maxHold bounds UpgradeRequest.hold_ms (a test knob).
+const maxHold = 10 * time.Second
+
+// Parts are what the daemon owns and an upgrade pauses and hands over.
+type Parts struct {
+	Listener *handover.Listener
+	Conns    *handover.Conns
+	Reaper   *reaper.Reaper
+	Events   *events.Queue
+	Service  *service.Service
+	// Sandboxes counts pods served through the Sandbox API: not handed
+	// over yet, so an upgrade is refused while any is there.
+	Sandboxes func() int
+}
+
+// Daemon is one daemon's upgrade service.
+//
+// Locking: mu guards busy and the record; the switch itself runs in one
+// goroutine at a time (busy).
+type Daemon struct {
+	parts  Parts
+	build  handover.Build
+	binary string   // the path the daemon was started from
+	args   []string // its command line, for the next binary
+
+
+	mu     sync.Mutex
+	busy   bool
+	record introspect.Upgrade
+}
+
+// New returns the upgrade service of a daemon started as args from binary.
+func New(parts Parts, build handover.Build, binary string, args []string) *Daemon {
+	return &Daemon{parts: parts, build: build, binary: binary, args: args}
+}
+
+// Record is the daemon's upgrade record, for introspection.
+func (d *Daemon) Record() *introspect.Upgrade {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	r := &introspect.Upgrade{Count: d.record.Count, FromVersion: d.record.FromVersion, AtUnixMs: d.record.AtUnixMs,
+		PauseUs: d.record.PauseUs, LastError: d.record.LastError}
+	return r
+}
+
+// Upgrade checks the new binary and what would be handed over; if all is
+// well it answers at once and switches right after the answer is sent (the
+// connection pause waits for it). Refusals leave the daemon untouched.
+func (d *Daemon) Upgrade(ctx context.Context, req *upgradeapi.UpgradeRequest) (*upgradeapi.UpgradeResponse, error) {
+	binary := req.Binary
+	if binary == "" {
+		binary = d.binary
+	}
+	if !filepathIsAbs(binary) {
+		return nil, fmt.Errorf("new binary %q: an absolute path is needed: %w", binary, errdefs.ErrInvalidArgument)
+	}
+	d.mu.Lock()
+	if d.busy {
+		d.mu.Unlock()
+		return nil, fmt.Errorf("an upgrade is in progress: %w", errdefs.ErrFailedPrecondition)
+	}
+	d.busy = true
+	count := d.record.Count
+	d.mu.Unlock()
+	started := false
+	defer func() {
+		if !started {
+			d.setBusy(false)
+		}
+	}()
+
+	hello, err := handover.AskHello(ctx, d.parts.Reaper, binary)
+	if err != nil {
+		return nil, err
+	}
+	if err := hello.Accepts(handover.StateVersion); err != nil {
+		return nil, err
+	}
+	if err := d.handable(); err != nil {
+		return nil, err
+	}
+	hold := time.Duration(req.HoldMs) * time.Millisecond
+	if hold > maxHold {
+		return nil, fmt.Errorf("hold of %v: at most %v: %w", hold, maxHold, errdefs.ErrInvalidArgument)
+	}
+	started = true
+	go d.switchOver(binary, hold)
+	return &upgradeapi.UpgradeResponse{Pid: uint32(os.Getpid()), FromVersion: d.build.Version, ToVersion: hello.Version,
+		Binary: binary, UpgradesBefore: count}, nil
+}
+
+func (d *Daemon) setBusy(b bool) {
+	d.mu.Lock()
+	d.busy = b
+	d.mu.Unlock()
+}
+
+// handable is what can be checked before anything stops.
+func (d *Daemon) handable() error {
+	if d.parts.Sandboxes != nil && d.parts.Sandboxes() > 0 {
+		return fmt.Errorf("handing over pod sandboxes (Sandbox API): %w", errdefs.ErrNotImplemented)
+	}
+	if _, windows := d.parts.Reaper.Watched(); windows > 0 {
+		return fmt.Errorf("a process is being launched: %w", errdefs.ErrFailedPrecondition)
+	}
+	return d.parts.Service.Handable()
+}
+
+// state is the daemon's description for its successor (handover.Envelope's
+// body, layout handover.StateVersion).
+type state struct {
+	Listener   handover.ListenerState `json:"listener"`
+	Conns      []handover.ConnState   `json:"conns"`
+	Events     events.QueueState      `json:"events"`
+	Service    service.State          `json:"service"`
+	PausedAt   time.Time              `json:"pausedAt"`
+	Upgrades   uint32                 `json:"upgrades"`
+	Binary     string                 `json:"binary"` // what the next one was started from
+	Args       []string               `json:"args"`
+}
+
+// switchOver pauses everything in order, hands it over and executes
+// binary; on any failure it undoes what it did and records why.
+func (d *Daemon) switchOver(binary string, hold time.Duration) {
+	defer d.setBusy(false)
+	p := d.parts
+	pausedAt := time.Now()
+	var undo []func()
+	fail := func(err error) {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+		slog.Error("upgrade failed; serving on with this binary", "binary", binary, "error", err)
+		d.mu.Lock()
+		d.record.LastError = err.Error()
+		d.mu.Unlock()
+	}
+	if err := p.Listener.Pause(listenerPauseTimeout); err != nil {
+		p.Listener.Resume()
+		fail(err)
+		return
+	}
+	undo = append(undo, p.Listener.Resume)
+	if err := p.Conns.PauseAll(connPauseTimeout); err != nil {
+		fail(err)
+		return
+	}
+	undo = append(undo, p.Conns.ResumeAll)
+	// Checked again: a request served before the pause may have changed it.
+	if err := d.handable(); err != nil {
+		fail(err)
+		return
+	}
+	if !p.Reaper.Pause(reaperPauseTimeout) {
+		fail(fmt.Errorf("exit callbacks still running after %v", reaperPauseTimeout))
+		return
+	}
+	undo = append(undo, p.Reaper.Resume)
+	if err := p.Service.Halt(relayHaltTimeout); err != nil {
+		fail(err)
+		return
+	}
+	undo = append(undo, p.Service.Restart)
+	if !p.Events.Hold(eventHoldTimeout) {
+		fail(fmt.Errorf("event in flight to containerd for over %v", eventHoldTimeout))
+		return
+	}
+	undo = append(undo, p.Events.Release)
+	time.Sleep(hold)
+
+	fds := &handover.FDs{}
+	undo = append(undo, fds.Release)
+	st := state{PausedAt: pausedAt, Binary: binary, Args: d.args}
+	d.mu.Lock()
+	st.Upgrades = d.record.Count
+	d.mu.Unlock()
+	var err error
+	lst, err := p.Listener.Export(fds)
+	if err == nil {
+		st.Listener = *lst
+		st.Conns, err = p.Conns.ExportAll(fds)
+	}
+	if err == nil {
+		st.Events, err = p.Events.Export()
+	}
+	if err == nil {
+		var svc *service.State
+		if svc, err = p.Service.Export(fds); err == nil {
+			st.Service = *svc
+		}
+	}
+	var body []byte
+	if err == nil {
+		body, err = json.Marshal(st)
+	}
+	var fd int
+	if err == nil {
+		fd, err = handover.WriteEnvelope(handover.Envelope{StateVersion: handover.StateVersion, From: d.build, Body: body}, fds)
+	}
+	if err != nil {
+		fail(fmt.Errorf("describe the daemon: %w", err))
+		return
+	}
+	env := append(os.Environ(), fmt.Sprintf("%s=%d", handover.EnvFD, fd))
+	slog.Info("upgrading in place", "binary", binary, "from", d.build.Version, "fds", fds.Len())
+	argv := append([]string{binary}, d.args[1:]...)
+	err = unix.Exec(binary, argv, env)
+	fail(fmt.Errorf("execute %s: %w", binary, err))
+}
+
+func filepathIsAbs(p string) bool { return len(p) > 0 && p[0] == '/' }
