@@ -17,10 +17,10 @@ import (
 // own name and the request, after an optional delay; release unblocks a
 // request that asks to wait ("wait:...").
 type echoServer struct {
-	name    string
-	srv     *ttrpc.Server
-	ln      *Listener
-	conns   *Conns
+	name     string
+	srv      *ttrpc.Server
+	ln       *Listener
+	conns    *Conns
 	release  chan struct{}
 	served   chan struct{}
 	parkDone chan struct{}

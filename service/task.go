@@ -65,14 +65,14 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*ta
 	}
 	stdio := shimio.Config{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}
 	c, err = process.Create(ctx, s.cfg.Reaper, process.CreateConfig{
-		ID:        r.ID,
-		Namespace: s.cfg.Namespace,
-		Bundle:    r.Bundle,
-		Rootfs:    mounts,
-		Stdio:     stdio,
-		Runtime:   rt,
-		NoPivot:   opts.NoPivotRoot,
-		NoNewKey:  opts.NoNewKeyring,
+		ID:           r.ID,
+		Namespace:    s.cfg.Namespace,
+		Bundle:       r.Bundle,
+		Rootfs:       mounts,
+		Stdio:        stdio,
+		Runtime:      rt,
+		NoPivot:      opts.NoPivotRoot,
+		NoNewKey:     opts.NoNewKeyring,
 		Events:       s.containerEvents(),
 		SocketDir:    s.cfg.SocketDir,
 		OOM:          &s.oom,

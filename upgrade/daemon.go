@@ -59,7 +59,6 @@ type Daemon struct {
 	binary string   // the path the daemon was started from
 	args   []string // its command line, for the next binary
 
-
 	mu     sync.Mutex
 	busy   bool
 	record introspect.Upgrade
@@ -145,14 +144,14 @@ func (d *Daemon) handable() error {
 // state is the daemon's description for its successor (handover.Envelope's
 // body, layout handover.StateVersion).
 type state struct {
-	Listener   handover.ListenerState `json:"listener"`
-	Conns      []handover.ConnState   `json:"conns"`
-	Events     events.QueueState      `json:"events"`
-	Service    service.State          `json:"service"`
-	PausedAt   time.Time              `json:"pausedAt"`
-	Upgrades   uint32                 `json:"upgrades"`
-	Binary     string                 `json:"binary"` // what the next one was started from
-	Args       []string               `json:"args"`
+	Listener handover.ListenerState `json:"listener"`
+	Conns    []handover.ConnState   `json:"conns"`
+	Events   events.QueueState      `json:"events"`
+	Service  service.State          `json:"service"`
+	PausedAt time.Time              `json:"pausedAt"`
+	Upgrades uint32                 `json:"upgrades"`
+	Binary   string                 `json:"binary"` // what the next one was started from
+	Args     []string               `json:"args"`
 }
 
 // switchOver pauses everything in order, hands it over and executes
