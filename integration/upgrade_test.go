@@ -262,3 +262,69 @@ func firstDifference(got, want string) string {
 	}
 	return "one is a prefix of the other"
 }
+
+// `upgrade --all` over the node's live shims: a 10-container pod-like group and a
+// single-container shim are upgraded (their pauses are reported); a shim with a terminal
+// task, which cannot be handed over yet, is refused with a reason, stays on its binary, and
+// makes the command fail. All their containers keep running and stop with the right codes.
+func TestUpgradeAll(t *testing.T) {
+	if harness.Runtime() != "io.example.v2" {
+		t.Skipf("in-place upgrade is a feature of io.example.v2, not of %s", harness.Runtime())
+	}
+	newBin := secondShimBuild(t)
+	forEachFlavor(t, func(t *testing.T, d *harness.Daemon) {
+		ctx, ns := d.NewNamespace(t)
+		ctx, cancel := context.WithTimeout(ctx, 120*time.Second)
+		defer cancel()
+		group := oci.WithAnnotations(map[string]string{ownGroupAnnotation(): "pod-" + harness.RandID(6)})
+		type running struct {
+			id   string
+			task containerd.Task
+			exit <-chan containerd.ExitStatus
+		}
+		var all []running
+		start := func(id string, ioc cio.Creator, opts ...oci.SpecOpts) {
+			ctr := newContainer(t, ctx, d, id, []string{"sleep", "100000"}, opts...)
+			task, exit := startTask(t, ctx, ctr, ioc)
+			t.Cleanup(func() { task.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill) })
+			all = append(all, running{id, task, exit})
+		}
+		for i := 0; i < 10; i++ {
+			start(fmt.Sprintf("pod%d", i), cio.NullIO, group)
+		}
+		start("single", cio.NullIO)
+		start("tty", cio.NewCreator(cio.WithStreams(nil, io.Discard, nil), cio.WithTerminal, cio.WithFIFODir(d.FIFODir)), oci.WithTTY)
+		before := map[string]introspection{}
+		for _, id := range []string{"pod0", "single", "tty"} {
+			before[id] = introspect(t, d.BundleDir(ns, id))
+		}
+
+		out, err := upgradeShim(t, ctx, "--all", "-binary", newBin)
+		t.Logf("upgrade --all:\n%s", out)
+		if err == nil {
+			t.Errorf("upgrade --all succeeded with a terminal task's shim among them")
+		}
+		ttyAddr := strings.TrimPrefix(shimAddress(t, d, ns, "tty"), "unix://")
+		if !strings.Contains(out, ttyAddr+": not upgraded") || !strings.Contains(out, "terminal") {
+			t.Errorf("the terminal task's shim is not reported as refused (with the reason)")
+		}
+		for id, want := range map[string]string{"pod0": upgradeBuildVersion, "single": upgradeBuildVersion, "tty": before["tty"].Version} {
+			snap := introspect(t, d.BundleDir(ns, id))
+			if snap.Pid != before[id].Pid || snap.Version != want {
+				t.Errorf("%s's shim: pid %d version %q, want pid %d version %q", id, snap.Pid, snap.Version, before[id].Pid, want)
+			}
+			if id == "pod0" {
+				t.Logf("10-container shim: pause %.1f ms", float64(snap.Upgrade.PauseUs)/1000)
+			}
+		}
+		for _, r := range all {
+			expectRunning(t, ctx, r.task, "after upgrade --all")
+			if err := r.task.Kill(ctx, syscall.SIGKILL); err != nil {
+				t.Fatalf("kill %s: %v", r.id, err)
+			}
+			if code := exitCode(t, ctx, r.exit); code != 137 {
+				t.Errorf("%s exited %d, want 137", r.id, code)
+			}
+		}
+	})
+}
