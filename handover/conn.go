@@ -75,9 +75,26 @@ type Conn struct {
 
 // request is one request given to the server and not answered yet.
 type request struct {
-	frame    []byte // header and body as received, while it may be parkable
+	frame    []byte // header and body as received (nil when too large to park)
 	complete bool   // its body was given entirely
+	decided  bool   // parkable is known (decided at the first pause that sees it)
 	parkable bool
+}
+
+// isParkable decodes the request's method once, off the request path (only
+// a pause asks). Called with the Conn's mu held, after complete.
+func (r *request) isParkable() bool {
+	if !r.decided {
+		r.decided = true
+		var req ttrpc.Request
+		if r.frame != nil && proto.Unmarshal(r.frame[headerLen:], &req) == nil {
+			r.parkable = Parkable(req.Service, req.Method)
+		}
+		if !r.parkable {
+			r.frame = nil
+		}
+	}
+	return r.parkable
 }
 
 // NewConn wraps a connection accepted (or handed over) on a unix socket.
@@ -143,8 +160,8 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 }
 
-// keep adds given body bytes to the current request's copy; at its end it
-// decides whether the request is parkable.
+// keep adds given body bytes to the current request's copy and marks it
+// complete at its end.
 func (c *Conn) keep(b []byte) {
 	r := c.cur
 	if r == nil {
@@ -157,18 +174,8 @@ func (c *Conn) keep(b []byte) {
 		return
 	}
 	c.cur = nil
-	parkable := false
-	if r.frame != nil {
-		var req ttrpc.Request
-		if proto.Unmarshal(r.frame[headerLen:], &req) == nil {
-			parkable = Parkable(req.Service, req.Method)
-		}
-	}
 	c.mu.Lock()
-	r.complete, r.parkable = true, parkable
-	if !parkable {
-		r.frame = nil
-	}
+	r.complete = true
 	c.cond.Broadcast()
 	c.mu.Unlock()
 }
@@ -249,7 +256,7 @@ func (c *Conn) account(b []byte) {
 func (c *Conn) idleLocked() (bool, int) {
 	busy := 0
 	for _, r := range c.reqs {
-		if !r.complete || !r.parkable {
+		if !r.complete || !r.isParkable() {
 			busy++
 		}
 	}
