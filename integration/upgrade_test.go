@@ -129,6 +129,16 @@ func testUpgradeInPlace(t *testing.T, d *harness.Daemon, newBin string) {
 	inW.Write([]byte("before\n"))
 	waitFor(t, 10*time.Second, "cat's first line", func() bool { return catOut.String() == "before\n" })
 
+	// A terminal: its size set before, read after the switches.
+	ttyCtr := newContainer(t, ctx, d, "tty", []string{"sh", "-c", "read x; stty size; echo got-$x; read y; echo got-$y"}, group, oci.WithTTY)
+	ttyIn, ttyInW := io.Pipe()
+	var ttyOut lockedBuffer
+	ttyTask, ttyExit := startTask(t, ctx, ttyCtr, cio.NewCreator(cio.WithStreams(ttyIn, &ttyOut, nil), cio.WithTerminal, cio.WithFIFODir(d.FIFODir)))
+	defer ttyTask.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)
+	if err := ttyTask.Resize(ctx, 91, 31); err != nil {
+		t.Fatal(err)
+	}
+
 	// A binary that cannot take over is refused; nothing changes.
 	broken := filepath.Join(t.TempDir(), harness.ShimBinaryName)
 	if err := os.WriteFile(broken, []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {
@@ -197,6 +207,14 @@ func testUpgradeInPlace(t *testing.T, d *harness.Daemon, newBin string) {
 			t.Errorf("round %d: exec exited %d, want 7", round, code)
 		}
 		inW.Write([]byte(fmt.Sprintf("round%d\n", round)))
+		ttyInW.Write([]byte(fmt.Sprintf("tty%d\n", round)))
+		waitFor(t, 10*time.Second, "the terminal's answer", func() bool { return strings.Contains(ttyOut.String(), fmt.Sprintf("got-tty%d", round)) })
+	}
+	if code := exitCode(t, ctx, ttyExit); code != 0 {
+		t.Errorf("tty exited %d, want 0", code)
+	}
+	if got := ttyOut.String(); !strings.Contains(got, "31 91") {
+		t.Errorf("the terminal lost its size across the upgrade: %q", got)
 	}
 
 	inW.Write([]byte("after\n"))
@@ -233,7 +251,7 @@ func testUpgradeInPlace(t *testing.T, d *harness.Daemon, newBin string) {
 		}
 		return false
 	})
-	for _, id := range []string{"victim0", "victim1", "e0", "e1", "cat", "stream", "sleeper"} {
+	for _, id := range []string{"victim0", "victim1", "e0", "e1", "cat", "stream", "tty", "sleeper"} {
 		if exits[id] != 1 {
 			t.Errorf("exit events: %v, want one for %s", exits, id)
 		}
@@ -263,10 +281,10 @@ func firstDifference(got, want string) string {
 	return "one is a prefix of the other"
 }
 
-// `upgrade --all` over the node's live shims: a 10-container pod-like group and a
-// single-container shim are upgraded (their pauses are reported); a shim with a terminal
-// task, which cannot be handed over yet, is refused with a reason, stays on its binary, and
-// makes the command fail. All their containers keep running and stop with the right codes.
+// `upgrade --all` over the node's live shims: a 10-container pod-like group, a
+// single-container shim and a terminal task's shim are upgraded (their pauses are reported);
+// a shim whose task logs to a file:// URI, which cannot be handed over yet, is refused with a
+// reason, stays on its binary, and makes the command fail. All their containers keep running and stop with the right codes.
 func TestUpgradeAll(t *testing.T) {
 	if harness.Runtime() != "io.example.v2" {
 		t.Skipf("in-place upgrade is a feature of io.example.v2, not of %s", harness.Runtime())
@@ -294,21 +312,22 @@ func TestUpgradeAll(t *testing.T) {
 		}
 		start("single", cio.NullIO)
 		start("tty", cio.NewCreator(cio.WithStreams(nil, io.Discard, nil), cio.WithTerminal, cio.WithFIFODir(d.FIFODir)), oci.WithTTY)
+		start("filelog", cio.LogFile(filepath.Join(t.TempDir(), "filelog.log")))
 		before := map[string]introspection{}
-		for _, id := range []string{"pod0", "single", "tty"} {
+		for _, id := range []string{"pod0", "single", "tty", "filelog"} {
 			before[id] = introspect(t, d.BundleDir(ns, id))
 		}
 
 		out, err := upgradeShim(t, ctx, "--all", "-binary", newBin)
 		t.Logf("upgrade --all:\n%s", out)
 		if err == nil {
-			t.Errorf("upgrade --all succeeded with a terminal task's shim among them")
+			t.Errorf("upgrade --all succeeded with a file:// log task's shim among them")
 		}
-		ttyAddr := strings.TrimPrefix(shimAddress(t, d, ns, "tty"), "unix://")
-		if !strings.Contains(out, ttyAddr+": not upgraded") || !strings.Contains(out, "terminal") {
-			t.Errorf("the terminal task's shim is not reported as refused (with the reason)")
+		logAddr := strings.TrimPrefix(shimAddress(t, d, ns, "filelog"), "unix://")
+		if !strings.Contains(out, logAddr+": not upgraded") || !strings.Contains(out, "file://") {
+			t.Errorf("the file:// log task's shim is not reported as refused (with the reason)")
 		}
-		for id, want := range map[string]string{"pod0": upgradeBuildVersion, "single": upgradeBuildVersion, "tty": before["tty"].Version} {
+		for id, want := range map[string]string{"pod0": upgradeBuildVersion, "single": upgradeBuildVersion, "tty": upgradeBuildVersion, "filelog": before["filelog"].Version} {
 			snap := introspect(t, d.BundleDir(ns, id))
 			if snap.Pid != before[id].Pid || snap.Version != want {
 				t.Errorf("%s's shim: pid %d version %q, want pid %d version %q", id, snap.Pid, snap.Version, before[id].Pid, want)

@@ -93,8 +93,7 @@ func (s *ConsoleSocket) Close() {
 // master is driven by Go's poller like every other relay, so a keystroke
 // costs one wake-up of the relay's goroutine (no epoll thread of its own).
 func (p *Pipes) AttachConsole(master *os.File) error {
-	m, err := newRawFile(master)
-	if err != nil {
+	if _, err := newRawFile(master); err != nil {
 		master.Close()
 		return fmt.Errorf("pty master: %w", err)
 	}
@@ -105,38 +104,56 @@ func (p *Pipes) AttachConsole(master *os.File) error {
 		return errors.New("stdio already closed")
 	}
 	p.master = master
-	dst := p.consoleOut
+	p.consoleDst = p.consoleOut
 	p.consoleOut = nil
 	p.mu.Unlock()
+	p.runConsole(nil, nil, true)
+	return nil
+}
 
+// runConsole starts the terminal's two relays (master -> client, client's
+// stdin -> master), each writing its carry first (bytes a halted relay had
+// read; see handover.go).
+func (p *Pipes) runConsole(outCarry, inCarry []byte, withStdin bool) {
+	m, _ := newRawFile(p.master) // checked by the caller
+	dst := p.consoleDst
+	p.consoleHalt = newHalter(outCarry)
+	h := p.consoleHalt
 	go func() {
-		defer p.outputs.Done() // reserved by Open
 		var out *os.File
 		if dst != nil {
 			out, _ = dst.ready() // nil: no client came; drain the pty
 		}
 		bp := copyBufs.Get().(*[]byte)
 		defer copyBufs.Put(bp)
-		p.relayTerminalOutput(m, out, *bp)
+		err := p.relayTerminalOutput(m, out, *bp, h)
+		h.finish(err)
+		if errors.Is(err, errHalted) {
+			return // the pty and the client's FIFO go to whoever continues
+		}
+		defer p.outputs.Done() // reserved by Open
 		if dst != nil {
 			dst.Close()
 		}
 	}()
-	if p.stdinReader != nil {
+	if p.stdinReader != nil && withStdin {
+		p.stdinHalt = newHalter(inCarry)
+		hin := p.stdinHalt
 		go func() {
 			bp := copyBufs.Get().(*[]byte)
 			defer copyBufs.Put(bp)
-			if err := copyRaw(master, p.stdinReader, *bp); err == nil {
+			err := copyRawHalting(p.master, p.stdinReader, *bp, hin)
+			hin.finish(err)
+			if err == nil {
 				// End of input (CloseIO): send the terminal's end-of-file
 				// character instead of hanging up, which would cut off
 				// output the process has yet to write.
-				if w, err := newRawFile(master); err == nil {
+				if w, err := newRawFile(p.master); err == nil {
 					_ = w.write([]byte{4})
 				}
 			}
 		}()
 	}
-	return nil
 }
 
 // relayTerminalOutput copies the master to dst (nil: discard) until the pty
@@ -144,40 +161,68 @@ func (p *Pipes) AttachConsole(master *os.File) error {
 // gone, after whatever the process wrote before. After Hangup it ends as soon
 // as nothing is buffered, instead of waiting for a holder that may never
 // leave.
-func (p *Pipes) relayTerminalOutput(master *rawFile, dst *os.File, buf []byte) {
+//
+// A halt (h, for an in-place upgrade) stops it between two chunks, or in the
+// middle of a write to a full client FIFO: what is not written yet becomes
+// h's carry, and the relay returns errHalted. A carry it starts with goes
+// out first.
+func (p *Pipes) relayTerminalOutput(master *rawFile, dst *os.File, buf []byte, h *halter) error {
 	var out func([]byte) error
+	var w *rawFile
 	if dst != nil {
-		if w, err := newRawFile(dst); err == nil && isPipe(dst) {
+		var err error
+		if w, err = newRawFile(dst); err == nil && isPipe(dst) {
 			out = w.write
 		} else {
+			w = nil
 			out = func(b []byte) error { _, err := dst.Write(b); return err } // a log file
 		}
 	}
-	deliver := func(b []byte) {
+	deliver := func(b []byte) error {
 		if out == nil {
-			return
+			return nil
 		}
 		if err := out(b); err != nil {
+			if h.on.Load() && w != nil {
+				h.carry = append([]byte(nil), w.buf...) // what the FIFO had no room for
+				return errHalted
+			}
 			out = nil // the client is gone: keep draining the pty
-			return
+			return nil
 		}
 		p.moved.Add(uint64(len(b)))
+		return nil
+	}
+	if carry := h.carry; len(carry) > 0 {
+		h.carry = nil
+		if err := deliver(carry); err != nil {
+			return err
+		}
 	}
 	for {
+		if h.on.Load() {
+			return errHalted
+		}
 		n, err := master.read(buf)
 		if n > 0 {
-			deliver(buf[:n])
+			if derr := deliver(buf[:n]); derr != nil {
+				return derr
+			}
 		}
 		switch {
 		case err == nil:
+		case errors.Is(err, os.ErrDeadlineExceeded) && h.on.Load():
+			return errHalted
 		case errors.Is(err, os.ErrDeadlineExceeded) && p.hungUp.Load():
 			// Hangup woke us: drain what is buffered, then end.
 			for n := master.readNow(buf); n > 0; n = master.readNow(buf) {
-				deliver(buf[:n])
+				if derr := deliver(buf[:n]); derr != nil {
+					return derr
+				}
 			}
-			return
+			return nil
 		default:
-			return // EIO (hung up), end of file, or closed
+			return nil // EIO (hung up), end of file, or closed
 		}
 	}
 }

@@ -45,7 +45,9 @@ func (h *halter) halt(src, dst *os.File, timeout time.Duration) bool {
 	h.on.Store(true)
 	defer func() {
 		_ = src.SetReadDeadline(time.Time{})
-		_ = dst.SetWriteDeadline(time.Time{})
+		if dst != nil {
+			_ = dst.SetWriteDeadline(time.Time{})
+		}
 	}()
 	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(haltRetry)
@@ -53,7 +55,9 @@ func (h *halter) halt(src, dst *os.File, timeout time.Duration) bool {
 	for {
 		now := time.Now()
 		_ = src.SetReadDeadline(now)
-		_ = dst.SetWriteDeadline(now)
+		if dst != nil { // nil: a terminal whose client never came
+			_ = dst.SetWriteDeadline(now)
+		}
 		select {
 		case <-h.done:
 			return true

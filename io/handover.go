@@ -51,8 +51,13 @@ func (p *Pipes) Handable() error {
 		return fmt.Errorf("stdio closed: %w", errdefs.ErrFailedPrecondition)
 	case p.rtIn != nil || p.rtOut != nil || p.rtErr != nil:
 		return fmt.Errorf("process not started yet: %w", errdefs.ErrFailedPrecondition)
+	case p.terminal && p.master == nil:
+		return fmt.Errorf("terminal not attached yet: %w", errdefs.ErrFailedPrecondition)
 	case p.terminal:
-		return fmt.Errorf("handing over a terminal: %w", errdefs.ErrNotImplemented)
+		if _, isLog := p.consoleDst.(readyFile); isLog {
+			return fmt.Errorf("handing over a terminal's file:// log: %w", errdefs.ErrNotImplemented)
+		}
+		return nil
 	case p.logger != nil:
 		return fmt.Errorf("handing over a binary:// logger: %w", errdefs.ErrNotImplemented)
 	}
@@ -78,6 +83,9 @@ func (p *Pipes) Halt(timeout time.Duration) error {
 	if err := p.Handable(); err != nil {
 		return err
 	}
+	if p.terminal {
+		return p.haltConsole(timeout)
+	}
 	for _, r := range p.relays {
 		if f, ok := r.out.(*clientFIFO); ok {
 			select {
@@ -101,7 +109,64 @@ func (p *Pipes) Halt(timeout time.Duration) error {
 }
 
 // Restart runs halted relays again (the upgrade did not happen).
-func (p *Pipes) Restart() { p.restart(p.relays) }
+func (p *Pipes) Restart() {
+	if p.terminal {
+		p.restartConsole()
+		return
+	}
+	p.restart(p.relays)
+}
+
+// haltConsole halts a terminal's two relays.
+func (p *Pipes) haltConsole(timeout time.Duration) error {
+	var dst *os.File
+	if f, ok := p.consoleDst.(*clientFIFO); ok {
+		select {
+		case <-f.opened:
+			dst = f.w
+		default:
+			return fmt.Errorf("terminal: the client has not opened its FIFO yet: %w", errdefs.ErrFailedPrecondition)
+		}
+	}
+	if !p.consoleHalt.halt(p.master, dst, timeout) {
+		p.restartConsole()
+		return fmt.Errorf("terminal output relay did not stop within %v: %w", timeout, errdefs.ErrFailedPrecondition)
+	}
+	if p.stdinHalt != nil && !p.stdinHalt.halt(p.stdinReader, p.master, timeout) {
+		p.restartConsole()
+		return fmt.Errorf("terminal input relay did not stop within %v: %w", timeout, errdefs.ErrFailedPrecondition)
+	}
+	return nil
+}
+
+// restartConsole runs a terminal's halted relays again.
+func (p *Pipes) restartConsole() {
+	out := p.consoleHalt
+	select {
+	case <-out.done:
+	default:
+		out.on.Store(false) // never stopped
+		if p.stdinHalt != nil {
+			p.stdinHalt.on.Store(false)
+		}
+		return
+	}
+	if out.ended.Load() {
+		return
+	}
+	var inCarry []byte
+	withStdin := false
+	if in := p.stdinHalt; in != nil {
+		select {
+		case <-in.done:
+			withStdin = !in.ended.Load()
+			inCarry = in.carry
+		default:
+			in.on.Store(false) // never stopped: it goes on by itself
+		}
+	}
+	p.runConsole(out.carry, inCarry, withStdin)
+}
 
 func (p *Pipes) restart(relays []*pipeRelay) {
 	for _, r := range relays {
@@ -132,6 +197,7 @@ type FDKeeper interface {
 // PipesState is a halted process's stdio as handed over: descriptor
 // numbers in the successor, undelivered bytes and counters.
 type PipesState struct {
+	Terminal     *TerminalState `json:"terminal,omitempty"`
 	Null         bool          `json:"null,omitempty"`
 	Outputs      []OutputState `json:"outputs,omitempty"`
 	Stdin        *StdinState   `json:"stdin,omitempty"`
@@ -160,6 +226,18 @@ type StdinState struct {
 	Carry  []byte `json:"carry,omitempty"`
 }
 
+// TerminalState is a terminal's relays: the pty master (the pty itself,
+// its window size and session, stay in the kernel), the client's output
+// FIFO and stdin FIFO, and what each direction had read and not written.
+type TerminalState struct {
+	Master     int          `json:"master"`
+	Out        *OutputState `json:"out,omitempty"`
+	Stdin      *StdinState  `json:"stdin,omitempty"`
+	OutEnded   bool         `json:"outEnded,omitempty"`
+	StdinEnded bool         `json:"stdinEnded,omitempty"`
+	HungUp     bool         `json:"hungUp,omitempty"`
+}
+
 // Export describes halted stdio, keeping duplicates of its files.
 func (p *Pipes) Export(fds FDKeeper) (*PipesState, error) {
 	p.mu.Lock()
@@ -170,6 +248,14 @@ func (p *Pipes) Export(fds FDKeeper) (*PipesState, error) {
 			return -1, nil
 		}
 		return fds.KeepDup(f)
+	}
+	if p.terminal {
+		t, err := p.exportConsole(keep)
+		if err != nil {
+			return nil, err
+		}
+		st.Terminal = t
+		return st, nil
 	}
 	for _, r := range p.relays {
 		if r.h.ended.Load() {
@@ -207,7 +293,7 @@ func (p *Pipes) Export(fds FDKeeper) (*PipesState, error) {
 		}
 		st.Outputs = append(st.Outputs, o)
 	}
-	st.Null = len(st.Outputs) == 0 && st.Stdin == nil
+	st.Null = len(st.Outputs) == 0 && st.Stdin == nil && st.Terminal == nil
 	return st, nil
 }
 
@@ -233,6 +319,13 @@ func ImportPipes(st PipesState, adopt func(fd int, name string, pollable bool) (
 			ferr = err
 		}
 		return f
+	}
+	if t := st.Terminal; t != nil {
+		importConsole(p, t, get)
+		if ferr != nil {
+			return nil, ferr
+		}
+		return p, nil
 	}
 	if in := st.Stdin; in != nil {
 		r, w, pipe := get(in.FIFO, "stdin fifo"), get(in.Writer, "stdin fifo writer"), get(in.Pipe, "stdin pipe")
@@ -271,4 +364,71 @@ func ImportPipes(st PipesState, adopt func(fd int, name string, pollable bool) (
 		p.runRelay(r.stream, r.src, p.outputRun(r, carries[i]), func() { r.out.Close() })
 	}
 	return p, nil
+}
+
+// exportConsole describes a halted terminal.
+func (p *Pipes) exportConsole(keep func(*os.File) (int, error)) (*TerminalState, error) {
+	t := &TerminalState{OutEnded: p.consoleHalt.ended.Load(), HungUp: p.hungUp.Load()}
+	var err error
+	if t.Master, err = keep(p.master); err != nil {
+		return nil, err
+	}
+	if f, ok := p.consoleDst.(*clientFIFO); ok && !t.OutEnded {
+		o := &OutputState{Stream: "stdout", Pipe: -1, Carry: p.consoleHalt.carry}
+		if o.FIFO, err = keep(f.w); err == nil {
+			f.mu.Lock()
+			k := f.keep
+			f.mu.Unlock()
+			if o.Keep, err = keep(k); err == nil {
+				o.Handle, err = keep(f.handle)
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+		t.Out = o
+	}
+	if p.stdinReader != nil {
+		in := &StdinState{Pipe: -1}
+		if h := p.stdinHalt; h != nil {
+			in.Carry, t.StdinEnded = h.carry, h.ended.Load()
+		}
+		if in.FIFO, err = keep(p.stdinReader); err == nil {
+			in.Writer, err = keep(p.stdinWriter)
+		}
+		if err != nil {
+			return nil, err
+		}
+		t.Stdin = in
+	}
+	return t, nil
+}
+
+// importConsole rebuilds a handed-over terminal and starts its relays.
+func importConsole(p *Pipes, t *TerminalState, get func(fd int, name string) *os.File) {
+	p.terminal = true
+	p.master = get(t.Master, "pty master")
+	p.hungUp.Store(t.HungUp)
+	if o := t.Out; o != nil {
+		f := &clientFIFO{handle: get(o.Handle, "stdout fifo handle"), opened: make(chan struct{}),
+			w: get(o.FIFO, "stdout fifo"), keep: get(o.Keep, "stdout fifo reader")}
+		close(f.opened)
+		p.consoleDst = f
+		p.toClose = append(p.toClose, f)
+	}
+	var inCarry []byte
+	if in := t.Stdin; in != nil {
+		p.stdinReader, p.stdinWriter = get(in.FIFO, "stdin fifo"), get(in.Writer, "stdin fifo writer")
+		p.toClose = append(p.toClose, p.stdinReader)
+		inCarry = in.Carry
+	}
+	if t.OutEnded {
+		return
+	}
+	var outCarry []byte
+	if t.Out != nil {
+		outCarry = t.Out.Carry
+	}
+	p.outputs.Add(1) // the console relay's, as Open reserves it
+	p.runConsole(outCarry, inCarry, t.Stdin != nil && !t.StdinEnded)
 }

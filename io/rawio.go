@@ -107,9 +107,11 @@ func (r *rawFile) readNow(buf []byte) int {
 	return n
 }
 
-// copyRaw copies src to dst until src ends (nil) or either fails. Both must
-// be pollable.
-func copyRaw(dst, src *os.File, buf []byte) error {
+// copyRawHalting copies src to dst until src ends (nil) or either fails.
+// Both must be pollable. A halt (h) stops it between two chunks or in a
+// write to a full dst: the rest becomes h's carry, and it returns errHalted.
+// A carry it starts with is written first.
+func copyRawHalting(dst, src *os.File, buf []byte, h *halter) error {
 	r, err := newRawFile(src)
 	if err != nil {
 		return err
@@ -118,10 +120,29 @@ func copyRaw(dst, src *os.File, buf []byte) error {
 	if err != nil {
 		return err
 	}
+	write := func(b []byte) error {
+		if werr := w.write(b); werr != nil {
+			if h.on.Load() {
+				h.carry = append([]byte(nil), w.buf...)
+				return errHalted
+			}
+			return werr
+		}
+		return nil
+	}
+	if carry := h.carry; len(carry) > 0 {
+		h.carry = nil
+		if err := write(carry); err != nil {
+			return err
+		}
+	}
 	for {
+		if h.on.Load() {
+			return errHalted
+		}
 		n, err := r.read(buf)
 		if n > 0 {
-			if werr := w.write(buf[:n]); werr != nil {
+			if werr := write(buf[:n]); werr != nil {
 				return werr
 			}
 		}
@@ -129,6 +150,9 @@ func copyRaw(dst, src *os.File, buf []byte) error {
 			return nil
 		}
 		if err != nil {
+			if h.on.Load() {
+				return errHalted
+			}
 			return err
 		}
 	}

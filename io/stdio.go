@@ -62,7 +62,10 @@ type Pipes struct {
 	// runtime hands over the pty master; then the relays use master.
 	terminal   bool
 	consoleOut output
+	consoleDst output // consoleOut once attached: the console relay's client
 	master     *os.File
+	// The console relays' halters (runConsole); stdinHalt is nil without stdin.
+	consoleHalt, stdinHalt *halter
 	hungUp     atomic.Bool // Hangup was called: the output relay ends once drained
 
 	stallTimeout time.Duration // see DefaultStallTimeout

@@ -1,0 +1,156 @@
+package io
+
+import (
+	"bytes"
+	stdio "io"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// openPty opens a pty pair: the master as the runtime would send it (non-blocking,
+// for the poller), the slave in raw mode (no echo, no newline translation), as the
+// container's side.
+func openPty(t *testing.T) (master, slave *os.File) {
+	t.Helper()
+	mfd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Skipf("no pty: %v", err)
+	}
+	if err := unix.IoctlSetPointerInt(mfd, unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(mfd, unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slave, err = os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tio, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tio.Lflag &^= unix.ECHO | unix.ICANON | unix.ISIG | unix.IEXTEN
+	tio.Oflag &^= unix.OPOST
+	tio.Iflag &^= unix.ICRNL | unix.IXON
+	if err := unix.IoctlSetTermios(int(slave.Fd()), unix.TCSETS, tio); err != nil {
+		t.Fatal(err)
+	}
+	return os.NewFile(uintptr(mfd), "ptmx"), slave
+}
+
+// A terminal's relays halted in the middle of a stream (the client not reading, so the
+// output relay waits in a write), handed over to a new Pipes, and continued: every byte the
+// process wrote arrives once and in order, input typed before and after reaches it, and the
+// window size set before is still the pty's.
+func TestTerminalHandedOver(t *testing.T) {
+	outPath, inPath := mkfifo(t, "out"), mkfifo(t, "in")
+	master, slave := openPty(t)
+	defer slave.Close()
+	p, err := Open(Config{Terminal: true, Stdout: outPath, Stdin: inPath}, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startReading := make(chan struct{})
+	got := make(chan []byte, 1)
+	go func() {
+		f, err := os.OpenFile(outPath, os.O_RDONLY, 0)
+		if err != nil {
+			got <- nil
+			return
+		}
+		defer f.Close()
+		<-startReading
+		var b bytes.Buffer
+		buf := make([]byte, 4096)
+		for b.Len() < 1<<20 {
+			n, err := f.Read(buf)
+			b.Write(buf[:n])
+			if err != nil {
+				break
+			}
+		}
+		got <- b.Bytes()
+	}()
+	clientIn, err := os.OpenFile(inPath, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer clientIn.Close()
+	if err := p.AttachConsole(master); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Resize(97, 33); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; p.Halt(time.Second) != nil; i++ { // until the client's reader is there
+		if i > 200 {
+			t.Fatal("halt never possible")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	p.Restart()
+
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB, more than pty and FIFO hold
+	wrote := make(chan error, 1)
+	go func() { _, err := slave.Write(payload); wrote <- err }()
+	clientIn.Write([]byte("typed-before;"))
+	time.Sleep(50 * time.Millisecond)
+	if err := p.Halt(2 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	clientIn.Write([]byte("typed-during;"))
+	st, err := p.Export(keepDups{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Terminal == nil || st.Terminal.Out == nil || st.Terminal.Stdin == nil {
+		t.Fatalf("state %+v", st)
+	}
+	next, err := ImportPipes(*st, adoptFD)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close() // the predecessor's files go away, as at execve
+	clientIn.Write([]byte("typed-after;"))
+	close(startReading)
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	var b []byte
+	select {
+	case b = <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("client did not get the stream")
+	}
+	if !bytes.Equal(b, payload) {
+		t.Fatalf("client got %d bytes, want %d (or they differ)", len(b), len(payload))
+	}
+	want := "typed-before;typed-during;typed-after;"
+	in := make([]byte, 0, len(want))
+	buf := make([]byte, 256)
+	_ = slave.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for len(in) < len(want) {
+		n, err := slave.Read(buf)
+		if err != nil && err != stdio.EOF {
+			t.Fatalf("terminal input: %q then %v", in, err)
+		}
+		in = append(in, buf[:n]...)
+	}
+	if string(in) != want {
+		t.Fatalf("terminal input %q, want %q", in, want)
+	}
+	ws, err := unix.IoctlGetWinsize(int(slave.Fd()), unix.TIOCGWINSZ)
+	if err != nil || ws.Col != 97 || ws.Row != 33 {
+		t.Fatalf("window size %+v (%v), want 97x33", ws, err)
+	}
+	if err := next.Resize(120, 40); err != nil {
+		t.Fatalf("resize after the handover: %v", err)
+	}
+	next.Close()
+}
