@@ -2,6 +2,7 @@ package io
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	stdio "io"
@@ -201,11 +202,22 @@ func (r *rotatingFile) release() {
 	}
 }
 
-// relayRaw copies a stream's bytes into the file unchanged.
-func (r *rotatingFile) relayRaw(src *os.File, moved *atomic.Uint64) error {
+// relayRaw copies a stream's bytes into the file unchanged. A halt (h)
+// stops it between two reads.
+func (r *rotatingFile) relayRaw(src *os.File, moved *atomic.Uint64, h *halter) error {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
+	if carry := h.carry; len(carry) > 0 {
+		h.carry = nil
+		if err := r.writeRecord(carry); err != nil {
+			return err
+		}
+		moved.Add(uint64(len(carry)))
+	}
 	for {
+		if h.on.Load() {
+			return errHalted
+		}
 		n, err := src.Read(*bp)
 		if n > 0 {
 			r.pace.wait(n)
@@ -218,18 +230,43 @@ func (r *rotatingFile) relayRaw(src *os.File, moved *atomic.Uint64) error {
 			if errors.Is(err, stdio.EOF) {
 				return nil
 			}
+			if h.on.Load() {
+				return errHalted
+			}
 			return err
 		}
 	}
 }
 
-// relayCRI turns a stream into CRI log records.
-func (r *rotatingFile) relayCRI(src *os.File, stream string, moved *atomic.Uint64) error {
-	br := bufio.NewReaderSize(src, MaxCRILine)
+// relayCRI turns a stream into CRI log records. A halt (h) stops it between
+// two records: the part of a line read so far and what the reader had
+// buffered become h's carry, read first by the next relay.
+func (r *rotatingFile) relayCRI(src *os.File, stream string, moved *atomic.Uint64, h *halter) error {
+	var in stdio.Reader = src
+	if carry := h.carry; len(carry) > 0 {
+		h.carry = nil
+		in = stdio.MultiReader(bytes.NewReader(carry), src)
+	}
+	br := bufio.NewReaderSize(in, MaxCRILine)
 	rec := make([]byte, 0, MaxCRILine+64)
 	for {
-		line, isPrefix, err := br.ReadLine()
-		if len(line) > 0 || (err == nil && !isPrefix) {
+		// ReadSlice rather than ReadLine: ReadLine returns a line cut short
+		// by an error (a halt's deadline) as if it were whole.
+		raw, err := br.ReadSlice('\n')
+		isPrefix := errors.Is(err, bufio.ErrBufferFull)
+		if err != nil && !isPrefix && !errors.Is(err, stdio.EOF) && h.on.Load() {
+			rest, _ := br.Peek(br.Buffered())
+			h.carry = append(append([]byte(nil), raw...), rest...)
+			return errHalted
+		}
+		line := raw
+		if n := len(line); n > 0 && line[n-1] == '\n' {
+			line = line[:n-1]
+			if n := len(line); n > 0 && line[n-1] == '\r' {
+				line = line[:n-1]
+			}
+		}
+		if len(raw) > 0 {
 			tag := tagFull
 			if isPrefix {
 				tag = tagPartial
@@ -247,17 +284,13 @@ func (r *rotatingFile) relayCRI(src *os.File, stream string, moved *atomic.Uint6
 			if werr := r.writeRecord(rec); werr != nil {
 				return werr
 			}
-			// The process's bytes: the content, and the line end it ended with.
-			n := len(line)
-			if !isPrefix && err == nil {
-				n++
-			}
-			moved.Add(uint64(n))
+			moved.Add(uint64(len(raw))) // the process's bytes, line end included
 		}
-		if err != nil {
-			if errors.Is(err, stdio.EOF) {
-				return nil
-			}
+		switch {
+		case err == nil, isPrefix:
+		case errors.Is(err, stdio.EOF):
+			return nil
+		default:
 			return err
 		}
 	}

@@ -15,9 +15,10 @@ import (
 // hands its files and undelivered bytes to the next binary.
 type pipeRelay struct {
 	stream string
-	src    *os.File // the process's pipe (outputs), the client's FIFO (stdin)
-	out    output   // outputs: the client's FIFO
-	dst    *os.File // stdin: the process's pipe
+	src    *os.File      // the process's pipe (outputs), the client's FIFO (stdin)
+	out    output        // FIFO outputs: the client's FIFO
+	log    *rotatingFile // file:// outputs: the log (shared by both streams of one URI)
+	dst    *os.File      // stdin: the process's pipe
 	h      *halter
 }
 
@@ -63,15 +64,15 @@ func (p *Pipes) Handable() error {
 	}
 	outputs := 0
 	for _, r := range p.relays {
-		if r.out != nil {
+		if r.out != nil || r.log != nil {
 			outputs++
-			if _, ok := r.out.(*clientFIFO); !ok {
-				return fmt.Errorf("handing over %s to a plain file: %w", r.stream, errdefs.ErrNotImplemented)
-			}
+		}
+		if _, ok := r.out.(readyFile); ok {
+			return fmt.Errorf("handing over %s to a plain file: %w", r.stream, errdefs.ErrNotImplemented)
 		}
 	}
 	if outputs != len(p.ownQueues) {
-		return fmt.Errorf("handing over file:// logs: %w", errdefs.ErrNotImplemented)
+		return fmt.Errorf("handing over an output of this kind: %w", errdefs.ErrNotImplemented)
 	}
 	return nil
 }
@@ -96,7 +97,7 @@ func (p *Pipes) Halt(timeout time.Duration) error {
 		}
 	}
 	for i, r := range p.relays {
-		dst := r.dst
+		dst := r.dst // nil for a file:// log: nothing to wake on its side
 		if r.out != nil {
 			dst, _ = r.out.ready()
 		}
@@ -179,12 +180,19 @@ func (p *Pipes) restart(relays []*pipeRelay) {
 		if r.h.ended.Load() {
 			continue // its stream is over
 		}
-		carry := r.h.carry
-		if r.out != nil {
-			p.runRelay(r.stream, r.src, p.outputRun(r, carry), func() { r.out.Close() })
-		} else {
-			p.runStdin(r, carry)
-		}
+		p.startAgain(r, r.h.carry)
+	}
+}
+
+// startAgain starts a relay on files it already has, writing carry first.
+func (p *Pipes) startAgain(r *pipeRelay, carry []byte) {
+	switch {
+	case r.out != nil:
+		p.runRelay(r.stream, r.src, p.outputRun(r, carry), func() { r.out.Close() })
+	case r.log != nil:
+		p.runRelay(r.stream, r.src, p.fileRun(r, carry), r.log.release)
+	default:
+		p.runStdin(r, carry)
 	}
 }
 
@@ -198,12 +206,13 @@ type FDKeeper interface {
 // numbers in the successor, undelivered bytes and counters.
 type PipesState struct {
 	Terminal     *TerminalState `json:"terminal,omitempty"`
-	Null         bool          `json:"null,omitempty"`
-	Outputs      []OutputState `json:"outputs,omitempty"`
-	Stdin        *StdinState   `json:"stdin,omitempty"`
-	Moved        uint64        `json:"moved"`
-	Dropped      uint64        `json:"dropped"`
-	StallTimeout time.Duration `json:"stallTimeout"`
+	Null         bool           `json:"null,omitempty"`
+	Outputs      []OutputState  `json:"outputs,omitempty"`
+	Logs         []LogState     `json:"logs,omitempty"` // file:// logs, which Outputs name by index
+	Stdin        *StdinState    `json:"stdin,omitempty"`
+	Moved        uint64         `json:"moved"`
+	Dropped      uint64         `json:"dropped"`
+	StallTimeout time.Duration  `json:"stallTimeout"`
 }
 
 // OutputState is one output relay: the process's pipe, the client's FIFO
@@ -214,7 +223,17 @@ type OutputState struct {
 	FIFO   int    `json:"fifo"`
 	Keep   int    `json:"keep"`
 	Handle int    `json:"handle"`
+	Log    int    `json:"log"` // file:// output: index in PipesState.Logs; -1 for a FIFO
 	Carry  []byte `json:"carry,omitempty"`
+}
+
+// LogState is a file:// log: its options, the live file and its size
+// (rotation goes on from there), and how many relays write to it.
+type LogState struct {
+	Opts  FileOptions `json:"opts"`
+	File  int         `json:"file"`
+	Size  int64       `json:"size"`
+	Users int         `json:"users"`
 }
 
 // StdinState is the stdin relay: the client's FIFO (the read end, the
@@ -257,9 +276,37 @@ func (p *Pipes) Export(fds FDKeeper) (*PipesState, error) {
 		st.Terminal = t
 		return st, nil
 	}
+	var logs []*rotatingFile // st.Logs' files, to find a shared one
 	for _, r := range p.relays {
 		if r.h.ended.Load() {
 			continue // its stream is over, its files closed
+		}
+		if r.log != nil {
+			o := OutputState{Stream: r.stream, FIFO: -1, Keep: -1, Handle: -1, Log: -1, Carry: r.h.carry}
+			for i, l := range logs {
+				if l == r.log {
+					o.Log = i
+				}
+			}
+			if o.Log < 0 {
+				r.log.mu.Lock()
+				ls := LogState{Opts: r.log.opts, Size: r.log.size, Users: r.log.users}
+				var err error
+				ls.File, err = keep(r.log.f)
+				r.log.mu.Unlock()
+				if err != nil {
+					return nil, err
+				}
+				o.Log = len(logs)
+				logs = append(logs, r.log)
+				st.Logs = append(st.Logs, ls)
+			}
+			var err error
+			if o.Pipe, err = keep(r.src); err != nil {
+				return nil, err
+			}
+			st.Outputs = append(st.Outputs, o)
+			continue
 		}
 		if r.out == nil {
 			in := &StdinState{Carry: r.h.carry}
@@ -276,7 +323,7 @@ func (p *Pipes) Export(fds FDKeeper) (*PipesState, error) {
 			continue
 		}
 		f := r.out.(*clientFIFO)
-		o := OutputState{Stream: r.stream, Carry: r.h.carry}
+		o := OutputState{Stream: r.stream, Log: -1, Carry: r.h.carry}
 		var err error
 		if o.Pipe, err = keep(r.src); err == nil {
 			if o.FIFO, err = keep(f.w); err == nil {
@@ -336,7 +383,34 @@ func ImportPipes(st PipesState, adopt func(fd int, name string, pollable bool) (
 		p.toClose = append(p.toClose, r, pipe)
 		p.relays = append(p.relays, &pipeRelay{stream: "stdin", src: r, dst: pipe})
 	}
+	var logs []*rotatingFile
+	for _, ls := range st.Logs {
+		f, err := adopt(ls.File, ls.Opts.Path, false) // a regular file: not for the poller
+		if err != nil {
+			return nil, err
+		}
+		rf := &rotatingFile{opts: ls.Opts, f: f, size: ls.Size, users: ls.Users}
+		if ls.Opts.Rate > 0 {
+			rf.pace = newRateLimiter(ls.Opts.Rate)
+			p.paced = append(p.paced, rf.pace)
+		}
+		p.toClose = append(p.toClose, rf)
+		logs = append(logs, rf)
+	}
 	for _, o := range st.Outputs {
+		if o.Log >= 0 {
+			if o.Log >= len(logs) {
+				return nil, fmt.Errorf("%s: log %d of %d: %w", o.Stream, o.Log, len(logs), errdefs.ErrInvalidArgument)
+			}
+			pipe := get(o.Pipe, o.Stream+" pipe")
+			if ferr != nil {
+				return nil, ferr
+			}
+			p.toClose = append(p.toClose, pipe)
+			p.ownQueues = append(p.ownQueues, pipe)
+			p.relays = append(p.relays, &pipeRelay{stream: o.Stream, src: pipe, log: logs[o.Log]})
+			continue
+		}
 		pipe, w, k, h := get(o.Pipe, o.Stream+" pipe"), get(o.FIFO, o.Stream+" fifo"), get(o.Keep, o.Stream+" fifo reader"), get(o.Handle, o.Stream+" fifo handle")
 		if ferr != nil {
 			return nil, ferr
@@ -356,12 +430,10 @@ func ImportPipes(st PipesState, adopt func(fd int, name string, pollable bool) (
 		carries = append(carries, o.Carry)
 	}
 	for i, r := range p.relays {
-		if r.out == nil {
-			p.runStdin(r, carries[i])
-			continue
+		if r.out != nil || r.log != nil {
+			p.outputs.Add(1)
 		}
-		p.outputs.Add(1)
-		p.runRelay(r.stream, r.src, p.outputRun(r, carries[i]), func() { r.out.Close() })
+		p.startAgain(r, carries[i])
 	}
 	return p, nil
 }

@@ -7,6 +7,7 @@ import (
 	stdio "io"
 	"os"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -168,10 +169,14 @@ func TestStdioHandedOverMidStream(t *testing.T) {
 }
 
 // What cannot be handed over yet is refused with a typed error before
-// anything stops.
+// anything stops: a process not started, an output to a plain file.
 func TestHandableRefusals(t *testing.T) {
 	dir := t.TempDir()
-	p, err := Open(Config{Stdout: "file://" + dir + "/log"}, Env{})
+	plain := dir + "/plain"
+	if err := os.WriteFile(plain, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Open(Config{Stdout: plain}, Env{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +186,7 @@ func TestHandableRefusals(t *testing.T) {
 	}
 	p.ReleaseRuntimeFiles()
 	if err := p.Handable(); !errdefs.IsNotImplemented(err) {
-		t.Fatalf("file:// log: %v, want NotImplemented", err)
+		t.Fatalf("plain file: %v, want NotImplemented", err)
 	}
 	n, err := Open(Config{}, Env{})
 	if err != nil {
@@ -190,5 +195,72 @@ func TestHandableRefusals(t *testing.T) {
 	defer n.Close()
 	if err := n.Halt(time.Second); err != nil {
 		t.Fatalf("null stdio: %v", err)
+	}
+}
+
+// A CRI-format file:// log shared by stdout and stderr, with rotation, handed over with a
+// line half written: the line is logged once, whole, by the successor, and rotation goes on
+// from the size the log had (the next rotation comes when the handed-over size says so).
+func TestFileLogHandedOver(t *testing.T) {
+	dir := t.TempDir()
+	logPath := dir + "/c.log"
+	uri := "file://" + logPath + "?format=cri&max-size=32KiB&max-files=3"
+	p, err := Open(Config{Stdout: uri, Stderr: uri}, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, out, errw := p.RuntimeFiles()
+	procOut, _ := dupFile(out)
+	procErr, _ := dupFile(errw)
+	p.ReleaseRuntimeFiles()
+	if err := p.Handable(); err != nil {
+		t.Fatal(err)
+	}
+	procOut.Write([]byte("first line\n"))
+	procErr.Write([]byte("an error\n"))
+	procOut.Write([]byte("half a li"))
+	time.Sleep(50 * time.Millisecond)
+	if err := p.Halt(2 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st, err := p.Export(keepDups{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Logs) != 1 || len(st.Outputs) != 2 || st.Logs[0].Users != 2 {
+		t.Fatalf("state %+v, want one log shared by two outputs", st)
+	}
+	next, err := ImportPipes(*st, adoptFD)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	procOut.Write([]byte("ne\n"))
+	// Enough after the handover to rotate once: 32 KiB limit.
+	for i := 0; i < 600; i++ {
+		procOut.Write([]byte("filler line to make the log rotate after the handover\n"))
+	}
+	procOut.Close()
+	procErr.Close()
+	if !next.Drain(5 * time.Second) {
+		t.Fatal("relays did not finish")
+	}
+	next.Close()
+	rotated, err := os.ReadFile(logPath + ".1")
+	if err != nil {
+		t.Fatalf("no rotation after the handover: %v", err)
+	}
+	live, _ := os.ReadFile(logPath)
+	all := string(rotated) + string(live)
+	for _, want := range []string{" stdout F first line\n", " stderr F an error\n", " stdout F half a line\n"} {
+		if c := strings.Count(all, want); c != 1 {
+			t.Errorf("record %q appears %d times in the logs, want once", want, c)
+		}
+	}
+	if strings.Contains(all, " P half a li") || strings.Contains(all, " F ne\n") {
+		t.Errorf("the line written across the handover was split:\n%s", all)
+	}
+	if n := strings.Count(all, "filler line"); n != 600 {
+		t.Errorf("%d filler records, want 600", n)
 	}
 }

@@ -66,7 +66,7 @@ type Pipes struct {
 	master     *os.File
 	// The console relays' halters (runConsole); stdinHalt is nil without stdin.
 	consoleHalt, stdinHalt *halter
-	hungUp     atomic.Bool // Hangup was called: the output relay ends once drained
+	hungUp                 atomic.Bool // Hangup was called: the output relay ends once drained
 
 	stallTimeout time.Duration // see DefaultStallTimeout
 	dropped      atomic.Uint64 // output bytes discarded while a reader stalled
@@ -219,16 +219,30 @@ func (p *Pipes) startFileOutput(rf *rotatingFile, stream string) (*os.File, erro
 	rf.mu.Lock()
 	rf.users++
 	rf.mu.Unlock()
-	w, err := p.startRelay(stream, func(src *os.File) error {
-		if rf.opts.CRI {
-			return rf.relayCRI(src, stream, &p.moved)
-		}
-		return rf.relayRaw(src, &p.moved)
-	}, rf.release)
+	pr := &pipeRelay{stream: stream, log: rf}
+	w, err := p.startRelay(stream, p.fileRun(pr, nil), rf.release)
 	if err != nil {
 		rf.release()
+		return nil, err
 	}
-	return w, err
+	pr.src = p.ownQueues[len(p.ownQueues)-1]
+	p.relays = append(p.relays, pr)
+	return w, nil
+}
+
+// fileRun is a file:// relay's body, reading carry first.
+func (p *Pipes) fileRun(pr *pipeRelay, carry []byte) func(src *os.File) error {
+	pr.h = newHalter(carry)
+	return func(src *os.File) error {
+		var err error
+		if pr.log.opts.CRI {
+			err = pr.log.relayCRI(src, pr.stream, &p.moved, pr.h)
+		} else {
+			err = pr.log.relayRaw(src, &p.moved, pr.h)
+		}
+		pr.h.finish(err)
+		return err
+	}
 }
 
 // relayFailed reports an output relay that could not write to the client
