@@ -139,6 +139,21 @@ func testUpgradeInPlace(t *testing.T, d *harness.Daemon, newBin string) {
 		t.Fatal(err)
 	}
 
+	// A file:// log and a binary:// logger, written to across both switches.
+	logFile := filepath.Join(t.TempDir(), "logged.log")
+	paced := []string{"sh", "-c", `i=0; while [ $i -lt 40 ]; do echo log-$i; i=$((i+1)); sleep 0.1; done`}
+	fileCtr := newContainer(t, ctx, d, "filelog", paced, group)
+	fileTask, fileExit := startTask(t, ctx, fileCtr, cio.LogFile(logFile))
+	defer fileTask.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)
+	loggerOut := filepath.Join(t.TempDir(), "logger.out")
+	logger := filepath.Join(t.TempDir(), "logger")
+	if err := os.WriteFile(logger, []byte("#!/bin/sh\nexec 5>&-\ncat <&3 >> "+loggerOut+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	binCtr := newContainer(t, ctx, d, "binlog", paced, group)
+	binTask, binExit := startTask(t, ctx, binCtr, cio.BinaryIO(logger, nil))
+	defer binTask.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)
+
 	// A binary that cannot take over is refused; nothing changes.
 	broken := filepath.Join(t.TempDir(), harness.ShimBinaryName)
 	if err := os.WriteFile(broken, []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {
@@ -210,6 +225,25 @@ func testUpgradeInPlace(t *testing.T, d *harness.Daemon, newBin string) {
 		ttyInW.Write([]byte(fmt.Sprintf("tty%d\n", round)))
 		waitFor(t, 10*time.Second, "the terminal's answer", func() bool { return strings.Contains(ttyOut.String(), fmt.Sprintf("got-tty%d", round)) })
 	}
+	for name, c := range map[string]<-chan containerd.ExitStatus{"filelog": fileExit, "binlog": binExit} {
+		if code := exitCode(t, ctx, c); code != 0 {
+			t.Errorf("%s exited %d, want 0", name, code)
+		}
+	}
+	var wantLog strings.Builder
+	for i := 0; i < 40; i++ {
+		fmt.Fprintf(&wantLog, "log-%d\n", i)
+	}
+	waitFor(t, 10*time.Second, "the logs", func() bool {
+		a, _ := os.ReadFile(logFile)
+		b, _ := os.ReadFile(loggerOut)
+		return len(a) >= wantLog.Len() && len(b) >= wantLog.Len()
+	})
+	for _, f := range []string{logFile, loggerOut} {
+		if b, _ := os.ReadFile(f); string(b) != wantLog.String() {
+			t.Errorf("%s: %q, want log-0 to log-39 once each", filepath.Base(f), b)
+		}
+	}
 	if code := exitCode(t, ctx, ttyExit); code != 0 {
 		t.Errorf("tty exited %d, want 0", code)
 	}
@@ -251,7 +285,7 @@ func testUpgradeInPlace(t *testing.T, d *harness.Daemon, newBin string) {
 		}
 		return false
 	})
-	for _, id := range []string{"victim0", "victim1", "e0", "e1", "cat", "stream", "tty", "sleeper"} {
+	for _, id := range []string{"victim0", "victim1", "e0", "e1", "cat", "stream", "tty", "filelog", "binlog", "sleeper"} {
 		if exits[id] != 1 {
 			t.Errorf("exit events: %v, want one for %s", exits, id)
 		}
@@ -283,8 +317,8 @@ func firstDifference(got, want string) string {
 
 // `upgrade --all` over the node's live shims: a 10-container pod-like group, a
 // single-container shim and a terminal task's shim are upgraded (their pauses are reported);
-// a shim whose task logs to a file:// URI, which cannot be handed over yet, is refused with a
-// reason, stays on its binary, and makes the command fail. All their containers keep running and stop with the right codes.
+// a shim whose task is created and not started, which cannot be handed over, is refused with
+// a reason, stays on its binary, and makes the command fail. All their containers keep running and stop with the right codes.
 func TestUpgradeAll(t *testing.T) {
 	if harness.Runtime() != "io.example.v2" {
 		t.Skipf("in-place upgrade is a feature of io.example.v2, not of %s", harness.Runtime())
@@ -312,22 +346,27 @@ func TestUpgradeAll(t *testing.T) {
 		}
 		start("single", cio.NullIO)
 		start("tty", cio.NewCreator(cio.WithStreams(nil, io.Discard, nil), cio.WithTerminal, cio.WithFIFODir(d.FIFODir)), oci.WithTTY)
-		start("filelog", cio.LogFile(filepath.Join(t.TempDir(), "filelog.log")))
+		created := newContainer(t, ctx, d, "created", []string{"true"})
+		createdTask, err := created.NewTask(ctx, cio.NullIO)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer createdTask.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)
 		before := map[string]introspection{}
-		for _, id := range []string{"pod0", "single", "tty", "filelog"} {
+		for _, id := range []string{"pod0", "single", "tty", "created"} {
 			before[id] = introspect(t, d.BundleDir(ns, id))
 		}
 
 		out, err := upgradeShim(t, ctx, "--all", "-binary", newBin)
 		t.Logf("upgrade --all:\n%s", out)
 		if err == nil {
-			t.Errorf("upgrade --all succeeded with a file:// log task's shim among them")
+			t.Errorf("upgrade --all succeeded with a created task's shim among them")
 		}
-		logAddr := strings.TrimPrefix(shimAddress(t, d, ns, "filelog"), "unix://")
-		if !strings.Contains(out, logAddr+": not upgraded") || !strings.Contains(out, "file://") {
-			t.Errorf("the file:// log task's shim is not reported as refused (with the reason)")
+		createdAddr := strings.TrimPrefix(shimAddress(t, d, ns, "created"), "unix://")
+		if !strings.Contains(out, createdAddr+": not upgraded") || !strings.Contains(out, "not started") {
+			t.Errorf("the created task's shim is not reported as refused (with the reason)")
 		}
-		for id, want := range map[string]string{"pod0": upgradeBuildVersion, "single": upgradeBuildVersion, "tty": upgradeBuildVersion, "filelog": before["filelog"].Version} {
+		for id, want := range map[string]string{"pod0": upgradeBuildVersion, "single": upgradeBuildVersion, "tty": upgradeBuildVersion, "created": before["created"].Version} {
 			snap := introspect(t, d.BundleDir(ns, id))
 			if snap.Pid != before[id].Pid || snap.Version != want {
 				t.Errorf("%s's shim: pid %d version %q, want pid %d version %q", id, snap.Pid, snap.Version, before[id].Pid, want)

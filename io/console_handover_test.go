@@ -112,7 +112,7 @@ func TestTerminalHandedOver(t *testing.T) {
 	if st.Terminal == nil || st.Terminal.Out == nil || st.Terminal.Stdin == nil {
 		t.Fatalf("state %+v", st)
 	}
-	next, err := ImportPipes(*st, adoptFD)
+	next, err := ImportPipes(*st, adoptFD, Env{})
 	if err != nil {
 		t.Fatal(err)
 	}

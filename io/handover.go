@@ -56,11 +56,9 @@ func (p *Pipes) Handable() error {
 		return fmt.Errorf("terminal not attached yet: %w", errdefs.ErrFailedPrecondition)
 	case p.terminal:
 		if _, isLog := p.consoleDst.(readyFile); isLog {
-			return fmt.Errorf("handing over a terminal's file:// log: %w", errdefs.ErrNotImplemented)
+			return fmt.Errorf("handing over a terminal whose output goes to a file:// log or binary:// logger: %w", errdefs.ErrNotImplemented)
 		}
 		return nil
-	case p.logger != nil:
-		return fmt.Errorf("handing over a binary:// logger: %w", errdefs.ErrNotImplemented)
 	}
 	outputs := 0
 	for _, r := range p.relays {
@@ -205,14 +203,17 @@ type FDKeeper interface {
 // PipesState is a halted process's stdio as handed over: descriptor
 // numbers in the successor, undelivered bytes and counters.
 type PipesState struct {
-	Terminal     *TerminalState `json:"terminal,omitempty"`
-	Null         bool           `json:"null,omitempty"`
-	Outputs      []OutputState  `json:"outputs,omitempty"`
-	Logs         []LogState     `json:"logs,omitempty"` // file:// logs, which Outputs name by index
-	Stdin        *StdinState    `json:"stdin,omitempty"`
-	Moved        uint64         `json:"moved"`
-	Dropped      uint64         `json:"dropped"`
-	StallTimeout time.Duration  `json:"stallTimeout"`
+	Terminal *TerminalState `json:"terminal,omitempty"`
+	Null     bool           `json:"null,omitempty"`
+	Outputs  []OutputState  `json:"outputs,omitempty"`
+	Logs     []LogState     `json:"logs,omitempty"` // file:// logs, which Outputs name by index
+	Stdin    *StdinState    `json:"stdin,omitempty"`
+	// LoggerPid is a binary:// logger still running (it keeps reading the
+	// process's pipes, which the shim does not hold); 0: none.
+	LoggerPid    int           `json:"loggerPid,omitempty"`
+	Moved        uint64        `json:"moved"`
+	Dropped      uint64        `json:"dropped"`
+	StallTimeout time.Duration `json:"stallTimeout"`
 }
 
 // OutputState is one output relay: the process's pipe, the client's FIFO
@@ -276,6 +277,13 @@ func (p *Pipes) Export(fds FDKeeper) (*PipesState, error) {
 		st.Terminal = t
 		return st, nil
 	}
+	if p.logger != nil {
+		select {
+		case <-p.loggerExit: // gone: nothing to take over
+		default:
+			st.LoggerPid = p.logger.Pid
+		}
+	}
 	var logs []*rotatingFile // st.Logs' files, to find a shared one
 	for _, r := range p.relays {
 		if r.h.ended.Load() {
@@ -322,18 +330,10 @@ func (p *Pipes) Export(fds FDKeeper) (*PipesState, error) {
 			st.Stdin = in
 			continue
 		}
-		f := r.out.(*clientFIFO)
 		o := OutputState{Stream: r.stream, Log: -1, Carry: r.h.carry}
 		var err error
 		if o.Pipe, err = keep(r.src); err == nil {
-			if o.FIFO, err = keep(f.w); err == nil {
-				f.mu.Lock()
-				k := f.keep
-				f.mu.Unlock()
-				if o.Keep, err = keep(k); err == nil {
-					o.Handle, err = keep(f.handle)
-				}
-			}
+			err = o.keepFIFO(r.out.(*clientFIFO), keep)
 		}
 		if err != nil {
 			return nil, err
@@ -347,12 +347,18 @@ func (p *Pipes) Export(fds FDKeeper) (*PipesState, error) {
 // ImportPipes rebuilds handed-over stdio and starts its relays, each writing
 // its carry first. adopt turns a descriptor number into a file, registered
 // with the poller or not (handover.Adopt).
-func ImportPipes(st PipesState, adopt func(fd int, name string, pollable bool) (*os.File, error)) (*Pipes, error) {
+func ImportPipes(st PipesState, adopt func(fd int, name string, pollable bool) (*os.File, error), env Env) (*Pipes, error) {
 	p := &Pipes{outputs: relayCount{done: make(chan struct{})}, stallTimeout: st.StallTimeout}
 	p.outputs.Add(1) // held while the relays start, as in Open
 	defer p.outputs.Done()
 	p.moved.Store(st.Moved)
 	p.dropped.Store(st.Dropped)
+	if st.LoggerPid > 0 {
+		if env.Claim == nil {
+			return nil, fmt.Errorf("binary:// logger %d: no way to wait for it: %w", st.LoggerPid, errdefs.ErrNotImplemented)
+		}
+		p.adoptLogger(st.LoggerPid, env.Claim(st.LoggerPid))
+	}
 	var ferr error
 	// Idle ends (the shim's own writer on stdin, its own reader on an
 	// output FIFO, the O_PATH handle) stay out of the poller, as they were.
@@ -438,6 +444,21 @@ func ImportPipes(st PipesState, adopt func(fd int, name string, pollable bool) (
 	return p, nil
 }
 
+// keepFIFO keeps the client FIFO's three ends: the write end, the shim's own
+// reader and the O_PATH handle.
+func (o *OutputState) keepFIFO(f *clientFIFO, keep func(*os.File) (int, error)) error {
+	f.mu.Lock()
+	k := f.keep
+	f.mu.Unlock()
+	var err error
+	if o.FIFO, err = keep(f.w); err == nil {
+		if o.Keep, err = keep(k); err == nil {
+			o.Handle, err = keep(f.handle)
+		}
+	}
+	return err
+}
+
 // exportConsole describes a halted terminal.
 func (p *Pipes) exportConsole(keep func(*os.File) (int, error)) (*TerminalState, error) {
 	t := &TerminalState{OutEnded: p.consoleHalt.ended.Load(), HungUp: p.hungUp.Load()}
@@ -446,16 +467,8 @@ func (p *Pipes) exportConsole(keep func(*os.File) (int, error)) (*TerminalState,
 		return nil, err
 	}
 	if f, ok := p.consoleDst.(*clientFIFO); ok && !t.OutEnded {
-		o := &OutputState{Stream: "stdout", Pipe: -1, Carry: p.consoleHalt.carry}
-		if o.FIFO, err = keep(f.w); err == nil {
-			f.mu.Lock()
-			k := f.keep
-			f.mu.Unlock()
-			if o.Keep, err = keep(k); err == nil {
-				o.Handle, err = keep(f.handle)
-			}
-		}
-		if err != nil {
+		o := &OutputState{Stream: "stdout", Pipe: -1, Log: -1, Carry: p.consoleHalt.carry}
+		if err := o.keepFIFO(f, keep); err != nil {
 			return nil, err
 		}
 		t.Out = o
@@ -503,4 +516,17 @@ func importConsole(p *Pipes, t *TerminalState, get func(fd int, name string) *os
 	}
 	p.outputs.Add(1) // the console relay's, as Open reserves it
 	p.runConsole(outCarry, inCarry, t.Stdin != nil && !t.StdinEnded)
+}
+
+// adoptLogger takes over a running binary:// logger whose exit arrives on
+// exitc.
+func (p *Pipes) adoptLogger(pid int, exitc <-chan int) {
+	proc, _ := os.FindProcess(pid) // never fails on Unix
+	p.logger, p.loggerExit = proc, make(chan struct{})
+	p.outputs.Add(1) // Drain waits for the logger to finish reading
+	go func() {
+		defer p.outputs.Done()
+		defer close(p.loggerExit)
+		<-exitc
+	}()
 }

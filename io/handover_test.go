@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	stdio "io"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -119,7 +120,7 @@ func TestStdioHandedOverMidStream(t *testing.T) {
 				if len(st.Outputs) != 1 || st.Stdin == nil {
 					t.Fatalf("state %+v", st)
 				}
-				if next, err = ImportPipes(*st, adoptFD); err != nil {
+				if next, err = ImportPipes(*st, adoptFD, Env{}); err != nil {
 					t.Fatal(err)
 				}
 				// The predecessor's files go away, as they do at execve.
@@ -230,7 +231,7 @@ func TestFileLogHandedOver(t *testing.T) {
 	if len(st.Logs) != 1 || len(st.Outputs) != 2 || st.Logs[0].Users != 2 {
 		t.Fatalf("state %+v, want one log shared by two outputs", st)
 	}
-	next, err := ImportPipes(*st, adoptFD)
+	next, err := ImportPipes(*st, adoptFD, Env{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,5 +263,63 @@ func TestFileLogHandedOver(t *testing.T) {
 	}
 	if n := strings.Count(all, "filler line"); n != 600 {
 		t.Errorf("%d filler records, want 600", n)
+	}
+}
+
+// A binary:// logger keeps running across a handover: the new Pipes takes over waiting
+// for it (Env.Claim), output written after the handover still reaches it, and closing the
+// new Pipes stops it.
+func TestBinaryLoggerHandedOver(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "logged")
+	uri := "binary://" + writeScript(t, `exec 5>&-
+cat <&3 > `+out+`.stdout & cat <&4 > `+out+`.stderr; wait
+`)
+	p, err := Open(Config{Stdout: uri, Stderr: uri}, Env{ProcessID: "c", Namespace: "n", Spawn: spawnPlain(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, w, ew := p.RuntimeFiles()
+	procOut, _ := dupFile(w)
+	procErr, _ := dupFile(ew)
+	p.ReleaseRuntimeFiles()
+	procOut.Write([]byte("before\n"))
+	if err := p.Halt(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st, err := p.Export(keepDups{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.LoggerPid != p.logger.Pid {
+		t.Fatalf("state names logger %d, want %d", st.LoggerPid, p.logger.Pid)
+	}
+	// The successor's reaper would deliver the exit; here, the logger's disappearance.
+	claim := func(pid int) <-chan int {
+		ch := make(chan int, 1)
+		go func() {
+			for unix.Kill(pid, 0) == nil {
+				time.Sleep(10 * time.Millisecond)
+			}
+			ch <- 0
+		}()
+		return ch
+	}
+	next, err := ImportPipes(*st, adoptFD, Env{Claim: claim})
+	if err != nil {
+		t.Fatal(err)
+	}
+	procOut.Write([]byte("after\n"))
+	procErr.Write([]byte("err after\n"))
+	procOut.Close()
+	procErr.Close()
+	if !next.Drain(5 * time.Second) {
+		t.Fatal("the logger did not finish after the process's output ended")
+	}
+	next.Close()
+	if b, _ := os.ReadFile(out + ".stdout"); string(b) != "before\nafter\n" {
+		t.Errorf("logger's stdout %q", b)
+	}
+	if b, _ := os.ReadFile(out + ".stderr"); string(b) != "err after\n" {
+		t.Errorf("logger's stderr %q", b)
 	}
 }

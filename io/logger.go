@@ -35,6 +35,10 @@ type Env struct {
 	// returns the channel its exit status arrives on. The shim's reaper must
 	// own the wait, so io does not call cmd.Wait itself.
 	Spawn func(*exec.Cmd) (<-chan int, error)
+	// Claim returns the channel the exit status of an already running child
+	// (a binary:// logger handed over by an upgrade) arrives on. Nil: none
+	// can be taken over.
+	Claim func(pid int) <-chan int
 	// LoggerReadyTimeout overrides the default readiness bound (tests).
 	LoggerReadyTimeout time.Duration
 	// StallTimeout overrides DefaultStallTimeout; negative waits forever.

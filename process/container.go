@@ -383,6 +383,15 @@ func (c *Container) ioEnv(processID string) shimio.Env {
 			go func() { status <- (<-exitc).Status }()
 			return status, nil
 		},
+		// A logger handed over by an upgrade: claimed before the reaper runs.
+		Claim: func(pid int) <-chan int {
+			w := c.rt.Reaper.Open()
+			exitc := w.Claim(pid)
+			w.Close()
+			status := make(chan int, 1)
+			go func() { status <- (<-exitc).Status }()
+			return status
+		},
 	}
 }
 

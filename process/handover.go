@@ -261,7 +261,7 @@ func importProcess(c *Container, ps ProcessState, adopt func(fd int, name string
 		p.pidfd = ps.Pidfd
 	}
 	if ps.Pipes != nil {
-		pipes, err := shimio.ImportPipes(*ps.Pipes, adopt)
+		pipes, err := shimio.ImportPipes(*ps.Pipes, adopt, c.ioEnv(p.ID))
 		if err != nil {
 			return nil, fmt.Errorf("%s stdio: %w", p.describe(), err)
 		}
