@@ -25,7 +25,10 @@ type halter struct {
 	on    atomic.Bool
 	ended atomic.Bool // the relay finished its stream (set before done closes)
 	carry []byte
-	done  chan struct{} // closed when the relay returned: halted, or ended
+	// discarding: the relay was discarding for a stalled reader when it
+	// halted (stall.go); the next one goes on discarding until it reads.
+	discarding bool
+	done       chan struct{} // closed when the relay returned: halted, or ended
 }
 
 // finish records how the relay returned and releases a waiting halt.

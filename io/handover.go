@@ -15,17 +15,20 @@ import (
 // hands its files and undelivered bytes to the next binary.
 type pipeRelay struct {
 	stream string
-	src    *os.File      // the process's pipe (outputs), the client's FIFO (stdin)
-	out    output        // FIFO outputs: the client's FIFO
-	log    *rotatingFile // file:// outputs: the log (shared by both streams of one URI)
-	dst    *os.File      // stdin: the process's pipe
-	h      *halter
+	src    *os.File // the process's pipe (outputs), the client's FIFO (stdin)
+	// discarding: start in the stall policy's discarding state (handed over).
+	discarding bool
+	out        output        // FIFO outputs: the client's FIFO
+	log        *rotatingFile // file:// outputs: the log (shared by both streams of one URI)
+	dst        *os.File      // stdin: the process's pipe
+	h          *halter
 }
 
 // outputRun is an output relay's body: wait for the client's reader, then
 // relay, writing carry first.
 func (p *Pipes) outputRun(pr *pipeRelay, carry []byte) func(src *os.File) error {
 	pr.h = newHalter(carry)
+	pr.h.discarding, pr.discarding = pr.discarding, false
 	stall := &stallPolicy{stream: pr.stream, timeout: p.stallTimeout, dropped: &p.dropped, moved: &p.moved}
 	return func(src *os.File) error {
 		out, err := pr.out.ready()
@@ -178,6 +181,7 @@ func (p *Pipes) restart(relays []*pipeRelay) {
 		if r.h.ended.Load() {
 			continue // its stream is over
 		}
+		r.discarding = r.h.discarding
 		p.startAgain(r, r.h.carry)
 	}
 }
@@ -226,6 +230,9 @@ type OutputState struct {
 	Handle int    `json:"handle"`
 	Log    int    `json:"log"` // file:// output: index in PipesState.Logs; -1 for a FIFO
 	Carry  []byte `json:"carry,omitempty"`
+	// Discarding: the client stopped reading; output is being discarded
+	// until it reads again (the stall policy), and goes on being.
+	Discarding bool `json:"discarding,omitempty"`
 }
 
 // LogState is a file:// log: its options, the live file and its size
@@ -330,7 +337,7 @@ func (p *Pipes) Export(fds FDKeeper) (*PipesState, error) {
 			st.Stdin = in
 			continue
 		}
-		o := OutputState{Stream: r.stream, Log: -1, Carry: r.h.carry}
+		o := OutputState{Stream: r.stream, Log: -1, Carry: r.h.carry, Discarding: r.h.discarding}
 		var err error
 		if o.Pipe, err = keep(r.src); err == nil {
 			err = o.keepFIFO(r.out.(*clientFIFO), keep)
@@ -429,16 +436,18 @@ func ImportPipes(st PipesState, adopt func(fd int, name string, pollable bool) (
 		p.relays = append(p.relays, &pipeRelay{stream: o.Stream, src: pipe, out: f})
 	}
 	carries := make([][]byte, 0, len(p.relays))
+	discarding := make([]bool, 0, len(p.relays))
 	if st.Stdin != nil {
-		carries = append(carries, st.Stdin.Carry)
+		carries, discarding = append(carries, st.Stdin.Carry), append(discarding, false)
 	}
 	for _, o := range st.Outputs {
-		carries = append(carries, o.Carry)
+		carries, discarding = append(carries, o.Carry), append(discarding, o.Discarding)
 	}
 	for i, r := range p.relays {
 		if r.out != nil || r.log != nil {
 			p.outputs.Add(1)
 		}
+		r.discarding = discarding[i]
 		p.startAgain(r, carries[i])
 	}
 	return p, nil

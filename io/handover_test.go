@@ -323,3 +323,74 @@ cat <&3 > `+out+`.stdout & cat <&4 > `+out+`.stderr; wait
 		t.Errorf("logger's stderr %q", b)
 	}
 }
+
+// The stall policy's state goes over: a relay discarding for a reader that stopped reading
+// is handed over discarding (the process is not held back for another stall timeout), with
+// its count of dropped bytes, and delivers again once the reader reads.
+func TestDiscardingRelayHandedOver(t *testing.T) {
+	path := mkfifo(t, "out")
+	const stallTimeout = time.Second
+	p, err := Open(Config{Stdout: path}, Env{StallTimeout: stallTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0) // there, not reading
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	_, w, _ := p.RuntimeFiles()
+	proc, _ := dupFile(w)
+	p.ReleaseRuntimeFiles()
+	defer proc.Close()
+	chunk := bytes.Repeat([]byte("x"), 64<<10)
+	for p.Dropped() == 0 { // fill both pipes, wait out the stall, get discarded
+		proc.Write(chunk)
+	}
+	if err := p.Halt(2 * time.Second); err != nil {
+		t.Fatalf("halt while discarding: %v", err)
+	}
+	st, err := p.Export(keepDups{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Outputs) != 1 || !st.Outputs[0].Discarding || st.Dropped == 0 {
+		t.Fatalf("state %+v, want one output handed over discarding, with its dropped count", st)
+	}
+	next, err := ImportPipes(*st, adoptFD, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	defer next.Close()
+	// Still discarding: the process is not held back.
+	done := make(chan struct{})
+	go func() {
+		for i := 0; i < 8; i++ {
+			proc.Write(chunk)
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(stallTimeout / 2): // a relay not discarding would hold it a whole stall timeout
+		t.Fatal("the process was held back after the handover: not discarding")
+	}
+	if next.Dropped() <= st.Dropped {
+		t.Errorf("dropped %d after the handover, want more than %d", next.Dropped(), st.Dropped)
+	}
+	// The reader reads again: output flows.
+	buf := make([]byte, 1<<20)
+	deadline := time.Now().Add(5 * time.Second)
+	got := 0
+	for time.Now().Before(deadline) {
+		n, _ := reader.Read(buf)
+		got += n
+		proc.Write([]byte("fresh\n"))
+		if bytes.Contains(buf[:max(n, 0)], []byte("fresh\n")) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no fresh output reached the reader after it read again (read %d bytes)", got)
+}

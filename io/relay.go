@@ -108,8 +108,16 @@ func splicePipes(dst, src *os.File, stall *stallPolicy, h *halter) (written int6
 		h.carry = nil
 	}
 	defer s.releaseBuf()
+	if h != nil && h.discarding {
+		// A predecessor was discarding for a stalled reader: go on.
+		h.discarding = false
+		s.stalled = true
+	}
 	for {
-		rerr := srcRC.Read(s.onSrc)
+		var rerr error
+		if !s.stalled {
+			rerr = srcRC.Read(s.onSrc)
+		}
 		switch {
 		case s.halting():
 			h.carry = append([]byte(nil), s.pending...)
@@ -126,11 +134,14 @@ func splicePipes(dst, src *os.File, stall *stallPolicy, h *halter) (written int6
 				s.pending = nil
 			}
 			s.releaseBuf()
-			moved, err := stall.discardUntilDrained(dst, src, dstRC)
+			moved, err := stall.discardUntilDrained(dst, src, dstRC, h)
 			s.written += moved
 			if err != nil {
 				if errors.Is(err, io.EOF) {
 					return s.written, nil, true
+				}
+				if errors.Is(err, errHalted) {
+					return s.written, err, true
 				}
 				return s.written, closedAsErrClosed(err), true
 			}

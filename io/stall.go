@@ -1,6 +1,7 @@
 package io
 
 import (
+	"errors"
 	"log/slog"
 	"os"
 	"sync/atomic"
@@ -38,7 +39,10 @@ func (s *stallPolicy) enabled() bool { return s != nil && s.timeout > 0 }
 // every byte, logging once) until the reader takes data again; it returns
 // how many bytes it did hand to the reader, and io.EOF when the process's
 // output ended meanwhile. The bytes already waiting in the FIFO are kept.
-func (s *stallPolicy) discardUntilDrained(dst, src *os.File, dstRC syscall.RawConn) (int64, error) {
+//
+// A halt (h, for an in-place upgrade) ends it with errHalted, the halter
+// marked as discarding: the next relay goes on discarding at once.
+func (s *stallPolicy) discardUntilDrained(dst, src *os.File, dstRC syscall.RawConn, h *halter) (int64, error) {
 	_ = dst.SetWriteDeadline(time.Time{})
 	slog.Warn("output reader stalled; discarding output until it reads again",
 		"stream", s.stream, "stalled_for", s.timeout)
@@ -56,6 +60,10 @@ func (s *stallPolicy) discardUntilDrained(dst, src *os.File, dstRC syscall.RawCo
 	// write merely fitting into leftover room proves nothing.)
 	queued := fifoQueued(dstRC)
 	for {
+		if h != nil && h.on.Load() {
+			h.discarding = true
+			return 0, errHalted
+		}
 		n, err := src.Read(*bp)
 		if n > 0 {
 			w := 0
@@ -71,6 +79,10 @@ func (s *stallPolicy) discardUntilDrained(dst, src *os.File, dstRC syscall.RawCo
 			}
 		}
 		if err != nil {
+			if h != nil && h.on.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
+				h.discarding = true
+				return 0, errHalted
+			}
 			return 0, err // io.EOF when the process's writers are gone
 		}
 	}
