@@ -162,8 +162,19 @@ func testUpgradeInPlace(t *testing.T, d *harness.Daemon, newBin string) {
 	if out, err := upgradeShim(t, ctx, "-address", addr, "-binary", broken); err == nil || !strings.Contains(out, "not upgraded") {
 		t.Fatalf("upgrade to a broken binary: %v\n%s", err, out)
 	}
+	// A binary that answers but cannot read this daemon's state (a newer layout only, or
+	// an older build: a downgrade past a layout change) is refused too.
+	other := filepath.Join(t.TempDir(), harness.ShimBinaryName)
+	if err := os.WriteFile(other, []byte(`#!/bin/sh
+echo '{"version":"from-the-future","revision":"x","minStateVersion":99,"stateVersion":99}'
+`), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := upgradeShim(t, ctx, "-address", addr, "-binary", other); err == nil || !strings.Contains(out, "state layouts 99 to 99") {
+		t.Fatalf("upgrade to a binary of another state layout: %v\n%s", err, out)
+	}
 	if snap := introspect(t, d.BundleDir(ns, "sleeper")); snap.Version != before.Version || snap.Upgrade.Count != 0 {
-		t.Fatalf("after a refused upgrade: version %q, %d upgrades", snap.Version, snap.Upgrade.Count)
+		t.Fatalf("after refused upgrades: version %q, %d upgrades", snap.Version, snap.Upgrade.Count)
 	}
 
 	for round, bin := range []string{newBin, harness.ShimUnderTest()} {
