@@ -16,6 +16,7 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/example/containerd-shim-example-v2/integration/harness"
 )
@@ -396,4 +397,67 @@ func TestUpgradeAll(t *testing.T) {
 			}
 		}
 	})
+}
+
+// A pod of the Sandbox API (containerd 2.x, sandboxer = "shim") across an in-place upgrade:
+// the pod stays ready with the same holder and pod IP, its container keeps running and runs
+// ExecSync, a second container joins the pod's namespaces after the switch, and the pod
+// stops and is removed leaving nothing behind.
+func TestUpgradeSandboxPod(t *testing.T) {
+	if harness.Runtime() != "io.example.v2" {
+		t.Skipf("in-place upgrade is a feature of io.example.v2, not of %s", harness.Runtime())
+	}
+	newBin := secondShimBuild(t)
+	d, cri := harness.StartCRIDaemon(t, harness.Flavor2x, harness.WithPodNetwork(), harness.WithShimSandboxer())
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	logStart := d.LogSize()
+	spec := &shimPodSpec{name: "uppod-" + harness.RandID(6)}
+	pod, _ := runShimPod(t, ctx, d, cri, spec)
+	before := podStatus(t, ctx, cri, pod.id)
+	holder := holderOf(t, pod.id)
+	first, _ := startCRISleeper(t, ctx, cri, pod, "first", 100001)
+	netns := nsOf(t, holder, "net")
+	addrBytes, err := os.ReadFile(filepath.Join(d.SandboxBundleDir(harness.CRINamespace, pod.id), "address"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := upgradeShim(t, ctx, "-address", strings.TrimSpace(string(addrBytes)), "-binary", newBin)
+	if err != nil {
+		t.Fatalf("upgrade: %v\n%s", err, out)
+	}
+	t.Logf("upgrade: %s", strings.TrimSpace(out))
+
+	after := podStatus(t, ctx, cri, pod.id)
+	if after.State != runtimeapi.PodSandboxState_SANDBOX_READY || after.GetNetwork().GetIp() != before.GetNetwork().GetIp() {
+		t.Fatalf("after the upgrade: pod %v with IP %q, want ready with %q", after.State, after.GetNetwork().GetIp(), before.GetNetwork().GetIp())
+	}
+	if h := holderOf(t, pod.id); h != holder {
+		t.Fatalf("holder %d after the upgrade, want %d", h, holder)
+	}
+	if got := execOut(t, ctx, cri, first, "echo", "still-here"); got != "still-here\n" {
+		t.Errorf("ExecSync after the upgrade: %q", got)
+	}
+	second, pid2 := startCRISleeper(t, ctx, cri, pod, "second", 100002)
+	if ns := nsOf(t, pid2, "net"); ns != netns {
+		t.Errorf("a container started after the upgrade is in %s, want the pod's %s", ns, netns)
+	}
+	for _, id := range []string{first, second} {
+		if _, err := cri.Runtime.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 1}); err != nil {
+			t.Fatalf("StopContainer %s: %v", id, err)
+		}
+	}
+	if _, err := cri.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod.id}); err != nil {
+		t.Fatalf("StopPodSandbox: %v", err)
+	}
+	waitFor(t, 5*time.Second, "the holder exits with StopPodSandbox", func() bool { return !harness.PidExists(holder) })
+	if _, err := cri.Runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod.id}); err != nil {
+		t.Fatalf("RemovePodSandbox: %v", err)
+	}
+	if left := pollLeftovers(10*time.Second, func() []string { return d.SandboxLeftovers(pod.id, spec.cgroupPath) }); len(left) > 0 {
+		t.Errorf("left after RemovePodSandbox: %s", strings.Join(left, "; "))
+	}
+	if log := d.LogSince(logStart, 1<<20); strings.Contains(log, "shim disconnected") {
+		t.Errorf("containerd saw the shim disconnect:\n%s", log)
+	}
 }

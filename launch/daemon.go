@@ -94,15 +94,7 @@ func RunDaemon(f Flags) error {
 		SandboxPid:  func(id string) (int, bool) { return pods.HolderPid(id) },
 		Upgrade:     func() *introspect.Upgrade { return up.Record() },
 	})
-	if taken != nil {
-		// Before the reaper runs: exits that happened during the switch
-		// wait as zombies and must find their processes' claims.
-		if err := taken.Import(queue, svc); err != nil {
-			return fmt.Errorf("take over from the previous binary: %w", err)
-		}
-	}
-	go r.Run(ctx)
-	go queue.Run()
+
 	conns := newClientConns()
 	live := handover.NewConns() // the same connections, pausable for an upgrade
 	pods = sandbox.New(sandbox.Config{
@@ -118,6 +110,15 @@ func RunDaemon(f Flags) error {
 			}()
 		},
 	})
+	if taken != nil {
+		// Before the reaper runs: exits that happened during the switch
+		// wait as zombies and must find their processes' claims.
+		if err := taken.Import(queue, svc, pods); err != nil {
+			return fmt.Errorf("take over from the previous binary: %w", err)
+		}
+	}
+	go r.Run(ctx)
+	go queue.Run()
 	trim := newTrimmer()
 	var last lastRequest
 	last.Touch()
@@ -141,7 +142,7 @@ func RunDaemon(f Flags) error {
 		return err
 	}
 	up = upgrade.New(upgrade.Parts{Listener: l, Conns: live, Reaper: r, Events: queue, Service: svc,
-		Sandboxes: func() int { return pods.Count() }}, handover.Build{Version: Version, Revision: Revision}, self, os.Args)
+		Pods: pods}, handover.Build{Version: Version, Revision: Revision}, self, os.Args)
 	upgrade.Register(srv, up)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ctx, l) }()

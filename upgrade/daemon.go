@@ -17,6 +17,7 @@ import (
 	introspect "github.com/example/containerd-shim-example-v2/proto/introspect/v1"
 	upgradeapi "github.com/example/containerd-shim-example-v2/proto/upgrade/v1"
 	"github.com/example/containerd-shim-example-v2/reaper"
+	"github.com/example/containerd-shim-example-v2/sandbox"
 	"github.com/example/containerd-shim-example-v2/service"
 )
 
@@ -44,9 +45,8 @@ type Parts struct {
 	Reaper   *reaper.Reaper
 	Events   *events.Queue
 	Service  *service.Service
-	// Sandboxes counts pods served through the Sandbox API: not handed
-	// over yet, so an upgrade is refused while any is there.
-	Sandboxes func() int
+	// Pods served through the Sandbox API (containerd 2.x sandboxer = "shim").
+	Pods *sandbox.Service
 }
 
 // Daemon is one daemon's upgrade service.
@@ -132,9 +132,6 @@ func (d *Daemon) setBusy(b bool) {
 
 // handable is what can be checked before anything stops.
 func (d *Daemon) handable() error {
-	if d.parts.Sandboxes != nil && d.parts.Sandboxes() > 0 {
-		return fmt.Errorf("handing over pod sandboxes (Sandbox API): %w", errdefs.ErrNotImplemented)
-	}
 	if _, windows := d.parts.Reaper.Watched(); windows > 0 {
 		return fmt.Errorf("a process is being launched: %w", errdefs.ErrFailedPrecondition)
 	}
@@ -148,6 +145,7 @@ type state struct {
 	Conns    []handover.ConnState   `json:"conns"`
 	Events   events.QueueState      `json:"events"`
 	Service  service.State          `json:"service"`
+	Pods     sandbox.State          `json:"pods"`
 	PausedAt time.Time              `json:"pausedAt"`
 	Upgrades uint32                 `json:"upgrades"`
 	Binary   string                 `json:"binary"` // what the next one was started from
@@ -222,6 +220,12 @@ func (d *Daemon) switchOver(binary string, hold time.Duration) {
 		var svc *service.State
 		if svc, err = p.Service.Export(fds); err == nil {
 			st.Service = *svc
+		}
+	}
+	if err == nil && p.Pods != nil {
+		var pods *sandbox.State
+		if pods, err = p.Pods.Export(fds); err == nil {
+			st.Pods = *pods
 		}
 	}
 	var body []byte

@@ -8,6 +8,7 @@ import (
 
 	"github.com/example/containerd-shim-example-v2/events"
 	"github.com/example/containerd-shim-example-v2/handover"
+	"github.com/example/containerd-shim-example-v2/sandbox"
 	"github.com/example/containerd-shim-example-v2/service"
 )
 
@@ -35,13 +36,16 @@ func Take(fdText string) (*Taken, error) {
 // its own next upgrade.
 func (t *Taken) Binary() string { return t.st.Binary }
 
-// Import rebuilds the tasks and the undelivered events. Call it before the
-// reaper and the queue run.
-func (t *Taken) Import(q *events.Queue, svc *service.Service) error {
+// Import rebuilds the tasks, the pods and the undelivered events. Call it
+// before the reaper and the queue run.
+func (t *Taken) Import(q *events.Queue, svc *service.Service, pods *sandbox.Service) error {
 	if err := q.Import(t.st.Events); err != nil {
 		return err
 	}
-	return svc.Import(t.st.Service, handover.Adopt)
+	if err := svc.Import(t.st.Service, handover.Adopt); err != nil {
+		return err
+	}
+	return pods.Import(t.st.Pods, handover.Adopt)
 }
 
 // Listener rebuilds the listening socket with the connections containerd
