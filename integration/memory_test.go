@@ -57,7 +57,8 @@ func TestIdleShimMemoryBudget(t *testing.T) {
 			t.Errorf("idle shim RSS %d KiB exceeds the budget of %d KiB", m["Rss"], idleRSSBudgetKiB)
 		}
 		if m["Anonymous"] == 0 || m["Anonymous"] > idleAnonBudgetKiB {
-			t.Errorf("idle shim anonymous memory %d KiB exceeds the budget of %d KiB", m["Anonymous"], idleAnonBudgetKiB)
+			t.Errorf("idle shim anonymous memory %d KiB exceeds the budget of %d KiB; its largest anonymous mappings:\n%s",
+				m["Anonymous"], idleAnonBudgetKiB, largeAnonMappings(shims[0].Pid, 256))
 		}
 	})
 }
@@ -78,4 +79,31 @@ func smapsRollup(t *testing.T, pid int) map[string]int {
 		}
 	}
 	return out
+}
+
+// largeAnonMappings lists the mappings of pid with at least minKiB of anonymous memory (and
+// whether huge pages back them), to tell heap growth from a huge page or a mapped table.
+func largeAnonMappings(pid, minKiB int) string {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		return err.Error()
+	}
+	var out strings.Builder
+	var header string
+	for _, line := range strings.Split(string(raw), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		if !strings.HasSuffix(f[0], ":") {
+			header = line
+			continue
+		}
+		if f[0] == "Anonymous:" || f[0] == "AnonHugePages:" {
+			if n, _ := strconv.Atoi(f[1]); n >= minKiB {
+				fmt.Fprintf(&out, "  %s  %s %d kB\n", header, f[0], n)
+			}
+		}
+	}
+	return out.String()
 }

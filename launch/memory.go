@@ -29,6 +29,7 @@ const (
 
 // tuneMemory applies the runtime settings above; call it first in the daemon.
 func tuneMemory() {
+	selftrim.NoHugeBSS()
 	debug.SetGCPercent(gcPercent)
 	if runtime.GOMAXPROCS(0) > maxProcs {
 		runtime.GOMAXPROCS(maxProcs)

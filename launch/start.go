@@ -16,6 +16,7 @@ import (
 
 	bundlefiles "github.com/example/containerd-shim-example-v2/bundle"
 	"github.com/example/containerd-shim-example-v2/cgroup"
+	"github.com/example/containerd-shim-example-v2/internal/selftrim"
 	"github.com/example/containerd-shim-example-v2/service"
 )
 
@@ -108,6 +109,9 @@ func Start(f Flags, stdin io.Reader, stdout io.Writer) (retErr error) {
 	// Its own process group: signals meant for containerd's group (a ^C in a
 	// terminal running containerd) must not reach the shim.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// The daemon's runtime starts with huge pages off, until it has marked
+	// its BSS (selftrim.NoHugeBSS); this short-lived process needs none.
+	selftrim.DisableTHPForExec()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("spawn shim daemon: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/example/containerd-shim-example-v2/events"
 	"github.com/example/containerd-shim-example-v2/handover"
+	"github.com/example/containerd-shim-example-v2/internal/selftrim"
 	introspect "github.com/example/containerd-shim-example-v2/proto/introspect/v1"
 	upgradeapi "github.com/example/containerd-shim-example-v2/proto/upgrade/v1"
 	"github.com/example/containerd-shim-example-v2/reaper"
@@ -243,7 +244,9 @@ func (d *Daemon) switchOver(binary string, hold time.Duration) {
 	env := append(os.Environ(), fmt.Sprintf("%s=%d", handover.EnvFD, fd))
 	slog.Info("upgrading in place", "binary", binary, "from", d.build.Version, "fds", fds.Len())
 	argv := append([]string{binary}, d.args[1:]...)
+	selftrim.DisableTHPForExec() // as start does: see selftrim.NoHugeBSS
 	err = unix.Exec(binary, argv, env)
+	selftrim.EnableTHP()
 	fail(fmt.Errorf("execute %s: %w", binary, err))
 }
 

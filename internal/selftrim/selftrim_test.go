@@ -2,10 +2,14 @@ package selftrim
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // ownTextRss returns the resident kB of this process's executable mappings
@@ -44,4 +48,37 @@ func TestTrimMemoryDropsExecutablePages(t *testing.T) {
 	if before == 0 || after >= before {
 		t.Fatalf("trim kept %d of %d kB resident", after, before)
 	}
+}
+
+// NoHugeBSS marks the mapping that holds the binary's BSS as never to be
+// backed by huge pages, and leaves no PR_SET_THP_DISABLE for children.
+func TestNoHugeBSS(t *testing.T) {
+	DisableTHPForExec()
+	NoHugeBSS()
+	if v, err := unix.PrctlRetInt(unix.PR_GET_THP_DISABLE, 0, 0, 0, 0); err != nil || v != 0 {
+		t.Fatalf("PR_GET_THP_DISABLE = %d, %v after NoHugeBSS, want 0", v, err)
+	}
+	start, _, ok := mappingOf(uintptr(unsafe.Pointer(&bssMarker)))
+	if !ok {
+		t.Fatal("no mapping holds the BSS marker")
+	}
+	raw, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	header := fmt.Sprintf("%08x-", start)
+	in := false
+	for _, line := range strings.Split(string(raw), "\n") {
+		if strings.HasPrefix(line, header) {
+			in = true
+			continue
+		}
+		if in && strings.HasPrefix(line, "VmFlags:") {
+			if !strings.Contains(line, " nh") {
+				t.Fatalf("BSS mapping flags %q, want nh (no huge pages)", line)
+			}
+			return
+		}
+	}
+	t.Fatal("BSS mapping not found in smaps")
 }
