@@ -442,6 +442,10 @@ func TestUpgradeSandboxPod(t *testing.T) {
 	if ns := nsOf(t, pid2, "net"); ns != netns {
 		t.Errorf("a container started after the upgrade is in %s, want the pod's %s", ns, netns)
 	}
+	// Until the teardown below (after which the shim leaves), containerd saw no disconnect.
+	if log := d.LogSince(logStart, 1<<20); strings.Contains(log, "shim disconnected") {
+		t.Errorf("containerd saw the shim disconnect:\n%s", log)
+	}
 	for _, id := range []string{first, second} {
 		if _, err := cri.Runtime.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 1}); err != nil {
 			t.Fatalf("StopContainer %s: %v", id, err)
@@ -456,8 +460,5 @@ func TestUpgradeSandboxPod(t *testing.T) {
 	}
 	if left := pollLeftovers(10*time.Second, func() []string { return d.SandboxLeftovers(pod.id, spec.cgroupPath) }); len(left) > 0 {
 		t.Errorf("left after RemovePodSandbox: %s", strings.Join(left, "; "))
-	}
-	if log := d.LogSince(logStart, 1<<20); strings.Contains(log, "shim disconnected") {
-		t.Errorf("containerd saw the shim disconnect:\n%s", log)
 	}
 }
