@@ -31,9 +31,14 @@ var (
 )
 
 // secondShimBuild builds the shim again with another version string, once per test run
-// (under a directory of the same binary name, as an install would put it).
+// (under a directory of the same binary name, as an install would put it). $UPGRADE_SHIM_B
+// names one built beforehand (with launch.Version=upgrade-b), for the cgroup v2 guest,
+// which has no Go build cache of its own.
 func secondShimBuild(t *testing.T) string {
 	t.Helper()
+	if p := os.Getenv("UPGRADE_SHIM_B"); p != "" {
+		return p
+	}
 	secondBuildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "ex-upgrade-build-")
 		if err != nil {
@@ -154,6 +159,13 @@ func testUpgradeInPlace(t *testing.T, d *harness.Daemon, newBin string) {
 	binCtr := newContainer(t, ctx, d, "binlog", paced, group)
 	binTask, binExit := startTask(t, ctx, binCtr, cio.BinaryIO(logger, nil))
 	defer binTask.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)
+
+	// A container that runs out of memory only after both switches: the new binary's OOM
+	// watch must report it.
+	hog := newContainer(t, ctx, d, "hog", []string{"sh", "-c", `until [ -e /tmp/go ]; do sleep 0.05; done; x=aaaaaaaa; while :; do x="$x$x"; done`},
+		group, oci.WithMemoryLimit(32<<20))
+	hogTask, hogExit := startTask(t, ctx, hog, cio.NullIO)
+	defer hogTask.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)
 
 	// A binary that cannot take over is refused; nothing changes.
 	broken := filepath.Join(t.TempDir(), harness.ShimBinaryName)
@@ -281,6 +293,12 @@ echo '{"version":"from-the-future","revision":"x","minStateVersion":99,"stateVer
 	if got := sout.String(); got != streamText(lines) {
 		t.Errorf("stream: %d bytes, want %d (%s)", len(got), streamLen(lines), firstDifference(got, streamText(lines)))
 	}
+	if code := runExec(t, ctx, hogTask, "go", "touch", "/tmp/go"); code != 0 {
+		t.Fatalf("exec in hog: %d", code)
+	}
+	if code := exitCode(t, ctx, hogExit); code != 137 {
+		t.Errorf("hog exited %d, want 137 (the OOM killer)", code)
+	}
 	if err := sleepTask.Kill(ctx, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -289,15 +307,21 @@ echo '{"version":"from-the-future","revision":"x","minStateVersion":99,"stateVer
 	}
 
 	// Every exit once.
-	exits := map[string]int{}
+	exits, ooms := map[string]int{}, map[string]int{}
 	events.collect(t, 10*time.Second, "the sleeper's exit", func(e taskEvent) bool {
+		if x, ok := e.Event.(interface{ GetContainerID() string }); ok && e.Topic == "/tasks/oom" {
+			ooms[x.GetContainerID()]++
+		}
 		if x, ok := e.Event.(interface{ GetID() string }); ok && e.Topic == "/tasks/exit" {
 			exits[x.GetID()]++
 			return x.GetID() == "sleeper"
 		}
 		return false
 	})
-	for _, id := range []string{"victim0", "victim1", "e0", "e1", "cat", "stream", "tty", "filelog", "binlog", "sleeper"} {
+	if ooms["hog"] != 1 || len(ooms) != 1 {
+		t.Errorf("OOM events %v, want one for hog (the OOM watch survives the upgrades)", ooms)
+	}
+	for _, id := range []string{"victim0", "victim1", "e0", "e1", "cat", "stream", "tty", "filelog", "binlog", "hog", "go", "sleeper"} {
 		if exits[id] != 1 {
 			t.Errorf("exit events: %v, want one for %s", exits, id)
 		}
@@ -387,6 +411,15 @@ func TestUpgradeAll(t *testing.T) {
 				t.Logf("10-container shim: pause %.1f ms", float64(snap.Upgrade.PauseUs)/1000)
 			}
 		}
+		// And back: a second --all to the build under test.
+		out, err = upgradeShim(t, ctx, "--all", "-binary", harness.ShimUnderTest())
+		t.Logf("second upgrade --all:\n%s", out)
+		for id, want := range map[string]string{"pod0": before["pod0"].Version, "single": before["single"].Version, "tty": before["tty"].Version} {
+			if snap := introspect(t, d.BundleDir(ns, id)); snap.Pid != before[id].Pid || snap.Version != want || snap.Upgrade.Count != 2 {
+				t.Errorf("%s's shim after the second --all: pid %d version %q upgrades %d, want pid %d version %q, 2",
+					id, snap.Pid, snap.Version, snap.Upgrade.Count, before[id].Pid, want)
+			}
+		}
 		for _, r := range all {
 			expectRunning(t, ctx, r.task, "after upgrade --all")
 			if err := r.task.Kill(ctx, syscall.SIGKILL); err != nil {
@@ -399,8 +432,8 @@ func TestUpgradeAll(t *testing.T) {
 	})
 }
 
-// A pod of the Sandbox API (containerd 2.x, sandboxer = "shim") across an in-place upgrade:
-// the pod stays ready with the same holder and pod IP, its container keeps running and runs
+// A pod of the Sandbox API (containerd 2.x, sandboxer = "shim") across an in-place upgrade
+// to a build installed over the shim's binary (the command names none): the pod stays ready with the same holder and pod IP, its container keeps running and runs
 // ExecSync, a second container joins the pod's namespaces after the switch, and the pod
 // stops and is removed leaving nothing behind.
 func TestUpgradeSandboxPod(t *testing.T) {
@@ -422,11 +455,27 @@ func TestUpgradeSandboxPod(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := upgradeShim(t, ctx, "-address", strings.TrimSpace(string(addrBytes)), "-binary", newBin)
+	// As an operator rolls a fix: install the new build where the shim was started from
+	// (a rename over it, as `install` does), then upgrade without naming a binary.
+	installed := filepath.Join(d.BinDir, harness.ShimBinaryName)
+	b, err := os.ReadFile(newBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(installed+".new", b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(installed+".new", installed); err != nil {
+		t.Fatal(err)
+	}
+	out, err := upgradeShim(t, ctx, "-address", strings.TrimSpace(string(addrBytes)))
 	if err != nil {
 		t.Fatalf("upgrade: %v\n%s", err, out)
 	}
 	t.Logf("upgrade: %s", strings.TrimSpace(out))
+	if !strings.Contains(out, "-> "+upgradeBuildVersion) || !strings.Contains(out, "("+installed+")") {
+		t.Errorf("upgrade said %q, want the build installed at %s", out, installed)
+	}
 
 	after := podStatus(t, ctx, cri, pod.id)
 	if after.State != runtimeapi.PodSandboxState_SANDBOX_READY || after.GetNetwork().GetIp() != before.GetNetwork().GetIp() {

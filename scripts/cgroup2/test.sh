@@ -24,10 +24,14 @@ trap 'rm -rf "$work"' EXIT
 start=$(date +%s)
 echo "cgroup2: building the integration test binary"
 (cd "$repo/integration" && go test -c -o "$work/integration.test" .)
+# The upgrade tests' second build of the shim (integration/upgrade_test.go).
+mkdir -p "$work/upgrade-b"
+(cd "$repo" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X github.com/example/containerd-shim-example-v2/launch.Version=upgrade-b" \
+	-o "$work/upgrade-b/containerd-shim-example-v2" ./cmd/shim)
 
 set +e
 # shellcheck disable=SC2086 # CGROUP2_TEST_FLAGS is a list of flags
-bash "$here/run.sh" env ${CGROUP2_RUNC:+TEST_RUNC=$CGROUP2_RUNC} \
+bash "$here/run.sh" env ${CGROUP2_RUNC:+TEST_RUNC=$CGROUP2_RUNC} UPGRADE_SHIM_B="$work/upgrade-b/containerd-shim-example-v2" \
 	"$here/guest-test.sh" "$work/integration.test" "$run" ${CGROUP2_TEST_FLAGS:-}
 code=$?
 set -e
