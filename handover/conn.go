@@ -12,6 +12,8 @@ import (
 
 	"github.com/containerd/ttrpc"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/example/containerd-shim-example-v2/internal/condwait"
 )
 
 // ttrpc's framing: every message starts with a 10-byte header: payload
@@ -272,24 +274,15 @@ func (c *Conn) Pause(timeout time.Duration) error {
 	c.paused = true
 	c.mu.Unlock()
 	_ = c.UnixConn.SetReadDeadline(time.Now()) // wake a reader waiting for a header
-	deadline := time.Now().Add(timeout)
-	timer := time.AfterFunc(timeout, func() {
-		c.mu.Lock()
-		c.cond.Broadcast()
-		c.mu.Unlock()
-	})
-	defer timer.Stop()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for !c.closed {
-		idle, busy := c.idleLocked()
-		if c.parked && idle {
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("connection not idle within %v (%d requests being served, reader parked: %v)", timeout, busy, c.parked)
-		}
-		c.cond.Wait()
+	paused := func() bool {
+		idle, _ := c.idleLocked()
+		return c.closed || (c.parked && idle)
+	}
+	if !condwait.Until(c.cond, timeout, paused) {
+		_, busy := c.idleLocked()
+		return fmt.Errorf("connection not idle within %v (%d requests being served, reader parked: %v)", timeout, busy, c.parked)
 	}
 	return nil
 }
