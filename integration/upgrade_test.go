@@ -414,6 +414,9 @@ func TestUpgradeAll(t *testing.T) {
 		// And back: a second --all to the build under test.
 		out, err = upgradeShim(t, ctx, "--all", "-binary", harness.ShimUnderTest())
 		t.Logf("second upgrade --all:\n%s", out)
+		if err == nil {
+			t.Errorf("the second upgrade --all succeeded with the created task's shim among them")
+		}
 		for id, want := range map[string]string{"pod0": before["pod0"].Version, "single": before["single"].Version, "tty": before["tty"].Version} {
 			if snap := introspect(t, d.BundleDir(ns, id)); snap.Pid != before[id].Pid || snap.Version != want || snap.Upgrade.Count != 2 {
 				t.Errorf("%s's shim after the second --all: pid %d version %q upgrades %d, want pid %d version %q, 2",
@@ -510,4 +513,75 @@ func TestUpgradeSandboxPod(t *testing.T) {
 	if left := pollLeftovers(10*time.Second, func() []string { return d.SandboxLeftovers(pod.id, spec.cgroupPath) }); len(left) > 0 {
 		t.Errorf("left after RemovePodSandbox: %s", strings.Join(left, "; "))
 	}
+}
+
+// A switch that fails at the very end (the new binary, accepted by its hello, can no longer be
+// executed when the daemon gets there) is undone: the daemon serves on with its own binary,
+// the request sent during the switch is answered, output flows and exits are reported, the
+// command says why the daemon kept its binary, and introspection records it.
+func TestUpgradeExecFailureUndone(t *testing.T) {
+	if harness.Runtime() != "io.example.v2" {
+		t.Skipf("in-place upgrade is a feature of io.example.v2, not of %s", harness.Runtime())
+	}
+	newBin := secondShimBuild(t)
+	forEachFlavor(t, func(t *testing.T, d *harness.Daemon) {
+		ctx, ns := d.NewNamespace(t)
+		ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+		ctr := newContainer(t, ctx, d, "keeps", []string{"sh", "-c", `i=0; while [ $i -lt 30 ]; do echo line-$i; i=$((i+1)); sleep 0.1; done`})
+		ioc, out, _ := bufferedIO(d)
+		task, exitC := startTask(t, ctx, ctr, ioc)
+		defer task.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)
+		before := introspect(t, d.BundleDir(ns, "keeps"))
+
+		// A copy of the second build that stops being executable during the switch.
+		bin := filepath.Join(t.TempDir(), harness.ShimBinaryName)
+		b, err := os.ReadFile(newBin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(bin, b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		type result struct {
+			out string
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			o, err := upgradeShim(t, ctx, "-address", shimAddress(t, d, ns, "keeps"), "-binary", bin, "-test-hold", upgradeHold.String())
+			done <- result{o, err}
+		}()
+		time.Sleep(upgradeHold / 2)
+		if err := os.Chmod(bin, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		st, err := task.Status(ctx) // waits for the switch to end, then is served
+		if err != nil || st.Status != containerd.Running {
+			t.Errorf("status during the failed switch: %v, %v", st.Status, err)
+		}
+		r := <-done
+		if r.err == nil || !strings.Contains(r.out, "kept its binary") || !strings.Contains(r.out, "permission denied") {
+			t.Fatalf("upgrade to a binary that cannot be executed: %v\n%s", r.err, r.out)
+		}
+		snap := introspect(t, d.BundleDir(ns, "keeps"))
+		if snap.Pid != before.Pid || snap.Version != before.Version || snap.Upgrade.Count != 0 || !strings.Contains(snap.Upgrade.LastError, "permission denied") {
+			t.Errorf("after the failed switch: pid %d version %q upgrades %d last error %q", snap.Pid, snap.Version, snap.Upgrade.Count, snap.Upgrade.LastError)
+		}
+		if code := exitCode(t, ctx, exitC); code != 0 {
+			t.Errorf("exit %d, want 0", code)
+		}
+		var want strings.Builder
+		for i := 0; i < 30; i++ {
+			fmt.Fprintf(&want, "line-%d\n", i)
+		}
+		waitFor(t, ioDrainTimeout, "the whole output", func() bool { return len(out.String()) >= want.Len() })
+		if out.String() != want.String() {
+			t.Errorf("output %q, want line-0 to line-29 once each", out.String())
+		}
+		// And a later upgrade works.
+		if o, err := upgradeShim(t, ctx, "-address", shimAddress(t, d, ns, "keeps"), "-binary", newBin); err != nil {
+			t.Errorf("upgrade after the failed one: %v\n%s", err, o)
+		}
+	})
 }
