@@ -385,9 +385,7 @@ func (c *Container) ioEnv(processID string) shimio.Env {
 		},
 		// A logger handed over by an upgrade: claimed before the reaper runs.
 		Claim: func(pid int) <-chan int {
-			w := c.rt.Reaper.Open()
-			exitc := w.Claim(pid)
-			w.Close()
+			exitc := c.rt.Reaper.Adopt(pid)
 			status := make(chan int, 1)
 			go func() { status <- (<-exitc).Status }()
 			return status

@@ -232,13 +232,11 @@ func Import(r *reaper.Reaper, st ContainerState, cfg CreateConfig, adopt func(fd
 		}
 	}
 	// The exits: claimed now, delivered once the reaper runs.
-	w := r.Open()
-	defer w.Close()
 	for _, p := range c.processes() {
 		if !running(p.status) {
 			continue
 		}
-		exitc := w.Claim(p.pid)
+		exitc := r.Adopt(p.pid)
 		if p.IsInit() {
 			r.Then(p.pid, exitc, c.initExited)
 		} else {

@@ -223,6 +223,18 @@ func (w *Window) Claim(pid int) <-chan Exit {
 	return ch
 }
 
+// Adopt claims the exit of a child that is already running, or already a
+// zombie not yet reaped: one a previous binary of this daemon started and
+// handed over in an in-place upgrade. Call it before Run reaps anything; no
+// launch window is needed, since the pid is known.
+func (r *Reaper) Adopt(pid int) <-chan Exit {
+	ch := make(chan Exit, 1)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.waiters[pid] = waiter{ch: ch}
+	return ch
+}
+
 // Then has fn run, in a goroutine of its own, with the exit that c (which
 // Claim returned for pid) delivers: at once if it is there, otherwise when it
 // arrives. Nothing waits meanwhile, so a long-lived process costs no parked

@@ -209,3 +209,21 @@ func TestPauseKeepsExitsForLater(t *testing.T) {
 	}
 	r.Resume()
 }
+
+// Adopt claims a child started before (an upgrade hands it over): its exit,
+// even one that happened before the reaper ran, is delivered once.
+func TestAdoptDeliversEarlierExit(t *testing.T) {
+	cmd := exec.Command("/bin/sh", "-c", "exit 9")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // a zombie by now
+	r := New()
+	ch := r.Adopt(cmd.Process.Pid)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx)
+	if e := waitExit(t, ch); e.Status != 9 {
+		t.Fatalf("status %d, want 9", e.Status)
+	}
+}

@@ -80,8 +80,6 @@ func (p *pod) export(fds FDKeeper) (PodState, error) {
 // before the reaper runs: a holder that died during the switch waits as a
 // zombie, and its pod is stopped once, here.
 func (s *Service) Import(st State, adopt func(fd int, name string, pollable bool) (*os.File, error)) error {
-	w := s.cfg.Reaper.Open()
-	defer w.Close()
 	for _, ps := range st.Pods {
 		p := newPod(ps.ID, ps.Bundle, ps.Config, ps.Netns, s.cfg.Reaper)
 		p.phase, p.files.rec = phase(ps.Phase), ps.Record
@@ -96,7 +94,7 @@ func (s *Service) Import(st State, adopt func(fd int, name string, pollable bool
 				}
 				life = f
 			}
-			p.holder = holder.Import(*ps.Holder, life, w.Claim(ps.Holder.Pid))
+			p.holder = holder.Import(*ps.Holder, life, s.cfg.Reaper.Adopt(ps.Holder.Pid))
 			go p.watch(p.holder)
 		case p.phase == phaseStopped:
 			close(p.done)
