@@ -3,7 +3,6 @@ package io
 import (
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -367,14 +366,11 @@ func ImportPipes(st PipesState, adopt func(fd int, name string, pollable bool) (
 		p.adoptLogger(st.LoggerPid, env.Claim(st.LoggerPid))
 	}
 	var ferr error
-	// Idle ends (the shim's own writer on stdin, its own reader on an
-	// output FIFO, the O_PATH handle) stay out of the poller, as they were.
-	get := func(fd int, name string) *os.File {
+	get := func(fd int, name string, pollable bool) *os.File {
 		if fd < 0 {
 			return nil
 		}
-		idle := strings.HasSuffix(name, "writer") || strings.HasSuffix(name, "reader") || strings.HasSuffix(name, "handle")
-		f, err := adopt(fd, name, !idle)
+		f, err := adopt(fd, name, pollable)
 		if err != nil && ferr == nil {
 			ferr = err
 		}
@@ -388,7 +384,7 @@ func ImportPipes(st PipesState, adopt func(fd int, name string, pollable bool) (
 		return p, nil
 	}
 	if in := st.Stdin; in != nil {
-		r, w, pipe := get(in.FIFO, "stdin fifo"), get(in.Writer, "stdin fifo writer"), get(in.Pipe, "stdin pipe")
+		r, w, pipe := get(in.FIFO, "stdin fifo", polled), get(in.Writer, "stdin fifo writer", held), get(in.Pipe, "stdin pipe", polled)
 		if ferr != nil {
 			return nil, ferr
 		}
@@ -398,7 +394,7 @@ func ImportPipes(st PipesState, adopt func(fd int, name string, pollable bool) (
 	}
 	var logs []*rotatingFile
 	for _, ls := range st.Logs {
-		f, err := adopt(ls.File, ls.Opts.Path, false) // a regular file: not for the poller
+		f, err := adopt(ls.File, ls.Opts.Path, held) // a regular file: not for the poller
 		if err != nil {
 			return nil, err
 		}
@@ -415,7 +411,7 @@ func ImportPipes(st PipesState, adopt func(fd int, name string, pollable bool) (
 			if o.Log >= len(logs) {
 				return nil, fmt.Errorf("%s: log %d of %d: %w", o.Stream, o.Log, len(logs), errdefs.ErrInvalidArgument)
 			}
-			pipe := get(o.Pipe, o.Stream+" pipe")
+			pipe := get(o.Pipe, o.Stream+" pipe", polled)
 			if ferr != nil {
 				return nil, ferr
 			}
@@ -424,12 +420,10 @@ func ImportPipes(st PipesState, adopt func(fd int, name string, pollable bool) (
 			p.relays = append(p.relays, &pipeRelay{stream: o.Stream, src: pipe, log: logs[o.Log]})
 			continue
 		}
-		pipe, w, k, h := get(o.Pipe, o.Stream+" pipe"), get(o.FIFO, o.Stream+" fifo"), get(o.Keep, o.Stream+" fifo reader"), get(o.Handle, o.Stream+" fifo handle")
+		pipe, f := get(o.Pipe, o.Stream+" pipe", polled), o.importFIFO(get)
 		if ferr != nil {
 			return nil, ferr
 		}
-		f := &clientFIFO{handle: h, opened: make(chan struct{}), w: w, keep: k}
-		close(f.opened)
 		p.toClose = append(p.toClose, pipe, f)
 		p.ownQueues = append(p.ownQueues, pipe)
 		p.clientQueues = append(p.clientQueues, f)
@@ -498,21 +492,35 @@ func (p *Pipes) exportConsole(keep func(*os.File) (int, error)) (*TerminalState,
 	return t, nil
 }
 
+// How a handed-over file is adopted: a file the shim reads or writes goes
+// to the poller (polled); one it only holds (its own writer on stdin, its
+// own reader on an output FIFO, the O_PATH handle, a log file) stays in
+// blocking mode, out of the poller, as openIdle made it (held).
+const polled, held = true, false
+
+type adoptFunc func(fd int, name string, pollable bool) *os.File
+
+// importFIFO rebuilds the shim's side of a client's output FIFO, attached.
+func (o *OutputState) importFIFO(get adoptFunc) *clientFIFO {
+	f := &clientFIFO{handle: get(o.Handle, o.Stream+" fifo handle", held), opened: make(chan struct{}),
+		w: get(o.FIFO, o.Stream+" fifo", polled), keep: get(o.Keep, o.Stream+" fifo reader", held)}
+	close(f.opened)
+	return f
+}
+
 // importConsole rebuilds a handed-over terminal and starts its relays.
-func importConsole(p *Pipes, t *TerminalState, get func(fd int, name string) *os.File) {
+func importConsole(p *Pipes, t *TerminalState, get adoptFunc) {
 	p.terminal = true
-	p.master = get(t.Master, "pty master")
+	p.master = get(t.Master, "pty master", polled)
 	p.hungUp.Store(t.HungUp)
 	if o := t.Out; o != nil {
-		f := &clientFIFO{handle: get(o.Handle, "stdout fifo handle"), opened: make(chan struct{}),
-			w: get(o.FIFO, "stdout fifo"), keep: get(o.Keep, "stdout fifo reader")}
-		close(f.opened)
+		f := o.importFIFO(get)
 		p.consoleDst = f
 		p.toClose = append(p.toClose, f)
 	}
 	var inCarry []byte
 	if in := t.Stdin; in != nil {
-		p.stdinReader, p.stdinWriter = get(in.FIFO, "stdin fifo"), get(in.Writer, "stdin fifo writer")
+		p.stdinReader, p.stdinWriter = get(in.FIFO, "stdin fifo", polled), get(in.Writer, "stdin fifo writer", held)
 		p.toClose = append(p.toClose, p.stdinReader)
 		inCarry = in.Carry
 	}
