@@ -234,14 +234,23 @@ func (c *Container) launch(pipes *shimio.Pipes, pidFile string, run func(stdio o
 // (at create, so even an OOM during start is seen). A container without a
 // findable cgroup still runs; it just has no stats or OOM events.
 func (c *Container) watchCgroup(pid int) {
+	c.watchCgroupFrom(pid, true)
+}
+
+// watchCgroupFrom is watchCgroup; fresh counts the cgroup's OOM kills so far
+// as seen (a new container), where a container handed over by an upgrade
+// keeps the counts it had.
+func (c *Container) watchCgroupFrom(pid int, fresh bool) {
 	cg, err := cgroup.ForPid(cgroup.DefaultRoot, pid)
 	if err != nil {
 		slog.Warn("container cgroup not found; no stats or OOM events", "container", c.ID, "error", err)
 		return
 	}
 	c.cg = cg
-	c.oomSeen, _ = cg.OOMKills()
-	c.oomAtCreate = c.oomSeen
+	if fresh {
+		c.oomSeen, _ = cg.OOMKills()
+		c.oomAtCreate = c.oomSeen
+	}
 	c.limitMarks = cg.LimitMarks()
 	if c.events.OOM == nil || c.oomWatcher == nil {
 		return

@@ -9,7 +9,6 @@ import (
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 
-	"github.com/example/containerd-shim-example-v2/cgroup"
 	shimio "github.com/example/containerd-shim-example-v2/io"
 	"github.com/example/containerd-shim-example-v2/oci"
 	"github.com/example/containerd-shim-example-v2/reaper"
@@ -221,15 +220,7 @@ func Import(r *reaper.Reaper, st ContainerState, cfg CreateConfig, adopt func(fd
 		}
 	}
 	if running(init.status) {
-		if cg, err := cgroup.ForPid(cgroup.DefaultRoot, init.pid); err == nil {
-			c.cg = cg
-			c.limitMarks = cg.LimitMarks()
-			if c.events.OOM != nil && c.oomWatcher != nil {
-				if stop, err := c.oomWatcher.Watch(cg, c.oomNotified); err == nil {
-					c.stopOOM = stop
-				}
-			}
-		}
+		c.watchCgroupFrom(init.pid, false)
 	}
 	// The exits: claimed now, delivered once the reaper runs.
 	for _, p := range c.processes() {
