@@ -73,6 +73,8 @@ type Conn struct {
 	parked bool // the reader waits at a message boundary because of the pause
 	reqs   map[uint32]*request
 	closed bool
+
+	owner *Conns // the registry it is in (Conns.Handshaker), or nil
 }
 
 // request is one request given to the server and not answered yet.
@@ -296,12 +298,17 @@ func (c *Conn) Resume() {
 	c.mu.Unlock()
 }
 
-// Close closes the connection and releases a parked reader.
+// Close closes the connection, releases a parked reader and leaves the
+// registry.
 func (c *Conn) Close() error {
 	c.mu.Lock()
 	c.closed = true
 	c.cond.Broadcast()
+	owner := c.owner
 	c.mu.Unlock()
+	if owner != nil {
+		owner.remove(c)
+	}
 	return c.UnixConn.Close()
 }
 

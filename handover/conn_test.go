@@ -362,3 +362,31 @@ func TestParkedWaitAnsweredBySuccessor(t *testing.T) {
 		t.Fatalf("after: %q, %v", got, err)
 	}
 }
+
+// WaitNone reports when every client has hung up (a daemon whose last pod is gone waits for
+// it before leaving), and gives up after its timeout while one is connected.
+func TestWaitNone(t *testing.T) {
+	l, path := listen(t)
+	e := startEcho(t, "srv", NewListener(l, nil))
+	defer e.srv.Close()
+	if !e.conns.WaitNone(time.Second) {
+		t.Fatal("no client yet, but WaitNone timed out")
+	}
+	nc, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := ttrpc.NewClient(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := call(ctx, client, "x"); err != nil {
+		t.Fatal(err)
+	}
+	if e.conns.WaitNone(100 * time.Millisecond) {
+		t.Fatal("WaitNone returned true with a client connected")
+	}
+	client.Close()
+	if !e.conns.WaitNone(5 * time.Second) {
+		t.Fatal("WaitNone did not see the client hang up")
+	}
+}

@@ -9,18 +9,27 @@ import (
 	"time"
 
 	"github.com/containerd/ttrpc"
+
+	"github.com/example/containerd-shim-example-v2/internal/condwait"
 )
 
-// Conns are the live server connections of one daemon, each a Conn.
+// Conns are the live server connections of one daemon, each a Conn: what an
+// upgrade pauses, and what a daemon whose last pod is gone waits to see
+// closed (WaitNone).
 //
-// Locking: mu guards set.
+// Locking: mu guards set; cond (on mu) signals that a connection closed.
 type Conns struct {
-	mu  sync.Mutex
-	set map[*Conn]struct{}
+	mu   sync.Mutex
+	cond *sync.Cond
+	set  map[*Conn]struct{}
 }
 
 // NewConns returns an empty registry.
-func NewConns() *Conns { return &Conns{set: make(map[*Conn]struct{})} }
+func NewConns() *Conns {
+	cs := &Conns{set: make(map[*Conn]struct{})}
+	cs.cond = sync.NewCond(&cs.mu)
+	return cs
+}
 
 // Handshaker wraps inner so that every connection the server accepts is a
 // registered Conn. A Conn handed over by a predecessor (returned first by
@@ -48,22 +57,14 @@ func (h handshaker) Handshake(ctx context.Context, conn net.Conn) (net.Conn, any
 		return conn, info, err
 	}
 	h.conns.add(hc)
-	return &registered{Conn: hc, owner: h.conns}, info, nil
+	return hc, info, nil
 }
 
-// registered unregisters its Conn when the server closes it.
-type registered struct {
-	*Conn
-	owner *Conns
-	once  sync.Once
-}
-
-func (r *registered) Close() error {
-	r.once.Do(func() { r.owner.remove(r.Conn) })
-	return r.Conn.Close()
-}
-
+// add registers c; Close unregisters it.
 func (cs *Conns) add(c *Conn) {
+	c.mu.Lock()
+	c.owner = cs
+	c.mu.Unlock()
 	cs.mu.Lock()
 	cs.set[c] = struct{}{}
 	cs.mu.Unlock()
@@ -72,7 +73,16 @@ func (cs *Conns) add(c *Conn) {
 func (cs *Conns) remove(c *Conn) {
 	cs.mu.Lock()
 	delete(cs.set, c)
+	cs.cond.Broadcast()
 	cs.mu.Unlock()
+}
+
+// WaitNone waits until no connection is open, at most timeout, and reports
+// whether every client hung up.
+func (cs *Conns) WaitNone(timeout time.Duration) bool {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return condwait.Until(cs.cond, timeout, func() bool { return len(cs.set) == 0 })
 }
 
 func (cs *Conns) list() []*Conn {

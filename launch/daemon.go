@@ -25,6 +25,11 @@ import (
 	"github.com/example/containerd-shim-example-v2/upgrade"
 )
 
+// hangupTimeout bounds how long a daemon whose last pod was shut down waits
+// for containerd to close its connections before leaving anyway. containerd
+// closes them right after ShutdownSandbox answers.
+const hangupTimeout = 5 * time.Second
+
 // eventFlushTimeout bounds how long an exiting daemon waits for its last
 // events (the final /tasks/delete) to reach containerd.
 const eventFlushTimeout = 5 * time.Second
@@ -95,15 +100,18 @@ func RunDaemon(f Flags) error {
 		Upgrade:     func() *introspect.Upgrade { return up.Record() },
 	})
 
-	conns := newClientConns()
-	live := handover.NewConns() // the same connections, pausable for an upgrade
+	// Every client connection, pausable for an upgrade, and counted: a
+	// daemon that served a pod leaves after ShutdownSandbox only once
+	// containerd has hung up, since leaving at once could cut the answer to
+	// ShutdownSandbox itself (ttrpc's server has no "answer sent" hook).
+	live := handover.NewConns()
 	pods = sandbox.New(sandbox.Config{
 		Reaper: r,
 		Tasks:  svc.Tasks,
 		// The last pod is gone: leave once containerd has hung up.
 		Idle: func() {
 			go func() {
-				conns.waitNone(hangupTimeout)
+				live.WaitNone(hangupTimeout)
 				if svc.Tasks() == 0 && pods.Count() == 0 {
 					requestExit()
 				}
@@ -123,7 +131,7 @@ func RunDaemon(f Flags) error {
 	var last lastRequest
 	last.Touch()
 	srv, err := ttrpc.NewServer(
-		ttrpc.WithServerHandshaker(conns.handshaker(live.Handshaker(ttrpc.UnixSocketRequireSameUser()))),
+		ttrpc.WithServerHandshaker(live.Handshaker(ttrpc.UnixSocketRequireSameUser())),
 		ttrpc.WithUnaryServerInterceptor(func(ctx context.Context, u ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, m ttrpc.Method) (any, error) {
 			trim.Request(info.FullMethod)
 			last.Touch() // a poll too: containerd is still there
