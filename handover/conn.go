@@ -23,8 +23,10 @@ const (
 	typeRequest  = 1
 	typeResponse = 2
 	// maxKept bounds the copy kept of a request that may be parked (see
-	// Parkable); a Wait request is a few dozen bytes.
-	maxKept = 64 << 10
+	// Parkable): a Wait request is a few hundred bytes at most, and larger
+	// requests (a Create with its options, an Exec with its spec) are not
+	// copied at all.
+	maxKept = 4 << 10
 )
 
 // Parkable reports whether a request may still be unanswered when a pause
@@ -135,6 +137,21 @@ func (c *Conn) Read(p []byte) (int, error) {
 		if err := c.waitUnpaused(); err != nil {
 			return 0, err
 		}
+		if c.hdrN == 0 && len(c.prefix) == 0 && len(p) >= headerLen {
+			// The common case: one read of the socket brings the header
+			// and (all or part of) the body, as a plain connection would.
+			n, err := c.readMessage(p)
+			if n > 0 {
+				if k := c.split(p, n); k > 0 {
+					return k, nil
+				}
+				continue // only part of a header came: read the rest into hdr
+			}
+			if err != nil && !isTimeout(err) {
+				return 0, err
+			}
+			continue // a pause interrupted the wait for the next message
+		}
 		n, err := c.readMessage(c.hdr[c.hdrN:])
 		c.hdrN += n
 		if err != nil {
@@ -147,21 +164,47 @@ func (c *Conn) Read(p []byte) (int, error) {
 			continue
 		}
 		c.hdrN = 0
-		c.bodyLeft = binary.BigEndian.Uint32(c.hdr[:4])
-		c.cur = nil
-		if c.hdr[8] == typeRequest {
-			r := &request{}
-			if c.bodyLeft <= maxKept {
-				r.frame = append(make([]byte, 0, headerLen+c.bodyLeft), c.hdr[:]...)
-			}
-			c.cur = r
-			c.mu.Lock()
-			c.reqs[binary.BigEndian.Uint32(c.hdr[4:8])] = r
-			c.mu.Unlock()
-			c.keep(nil)
-		}
+		c.begin(c.hdr[:])
 		c.out = c.hdr[:]
 	}
+}
+
+// split handles n bytes read at a message boundary into p: it gives the
+// server at most the current message (whose header they start with) and
+// keeps the rest for the next reads. Fewer bytes than a header are kept
+// as a partial header, and nothing is given yet.
+func (c *Conn) split(p []byte, n int) int {
+	if n < headerLen {
+		c.hdrN = copy(c.hdr[:], p[:n])
+		return 0
+	}
+	c.begin(p[:headerLen])
+	body := min(uint32(n-headerLen), c.bodyLeft)
+	k := headerLen + int(body)
+	c.bodyLeft -= body
+	c.keep(p[headerLen:k])
+	if k < n {
+		c.prefix = append(c.prefix, p[k:n]...) // the start of the next message(s)
+	}
+	return k
+}
+
+// begin starts tracking the message whose header is hdr.
+func (c *Conn) begin(hdr []byte) {
+	c.bodyLeft = binary.BigEndian.Uint32(hdr[:4])
+	c.cur = nil
+	if hdr[8] != typeRequest {
+		return
+	}
+	r := &request{}
+	if c.bodyLeft <= maxKept {
+		r.frame = append(make([]byte, 0, headerLen+c.bodyLeft), hdr[:headerLen]...)
+	}
+	c.cur = r
+	c.mu.Lock()
+	c.reqs[binary.BigEndian.Uint32(hdr[4:8])] = r
+	c.mu.Unlock()
+	c.keep(nil)
 }
 
 // keep adds given body bytes to the current request's copy and marks it

@@ -3,6 +3,7 @@ package handover
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"net"
 	"path/filepath"
 	"testing"
@@ -388,5 +389,34 @@ func TestWaitNone(t *testing.T) {
 	client.Close()
 	if !e.conns.WaitNone(5 * time.Second) {
 		t.Fatal("WaitNone did not see the client hang up")
+	}
+}
+
+// Requests that arrive together (one read brings several messages) are each given to the
+// server whole, one at a time, and each answered.
+func TestPipelinedRequests(t *testing.T) {
+	l, path := listen(t)
+	e := startEcho(t, "srv", NewListener(l, nil))
+	defer e.srv.Close()
+	raw, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	var batch []byte
+	for i := uint32(0); i < 3; i++ {
+		batch = append(batch, requestFrame(t, 2*i+1, fmt.Sprint("m", i))...)
+	}
+	if _, err := raw.Write(batch); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for i := 0; i < 3; i++ {
+		got[readResponse(t, raw)] = true
+	}
+	for i := 0; i < 3; i++ {
+		if want := fmt.Sprint("srv:m", i); !got[want] {
+			t.Errorf("answers %v, want %s", got, want)
+		}
 	}
 }
