@@ -190,6 +190,14 @@ echo '{"version":"from-the-future","revision":"x","minStateVersion":99,"stateVer
 		t.Fatalf("after refused upgrades: version %q, %d upgrades", snap.Version, snap.Upgrade.Count)
 	}
 
+	// An exec that lives through both switches, killed afterwards: the signal goes through
+	// the pidfd handed over.
+	longProc, err := sleepTask.Exec(ctx, "long", execSpec(t, ctx, sleepTask, "sleep", "100001"), cio.NullIO)
+	if err != nil {
+		t.Fatal(err)
+	}
+	longExit := startProc(t, ctx, "exec long", longProc)
+
 	for round, bin := range []string{newBin, harness.ShimUnderTest()} {
 		// An exec in flight across the switch, and a container that dies in it.
 		execID := fmt.Sprintf("e%d", round)
@@ -293,6 +301,12 @@ echo '{"version":"from-the-future","revision":"x","minStateVersion":99,"stateVer
 	if got := sout.String(); got != streamText(lines) {
 		t.Errorf("stream: %d bytes, want %d (%s)", len(got), streamLen(lines), firstDifference(got, streamText(lines)))
 	}
+	if err := longProc.Kill(ctx, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill the exec started before the switches: %v", err)
+	}
+	if code := exitCode(t, ctx, longExit); code != 137 {
+		t.Errorf("exec long exited %d, want 137", code)
+	}
 	if code := runExec(t, ctx, hogTask, "go", "touch", "/tmp/go"); code != 0 {
 		t.Fatalf("exec in hog: %d", code)
 	}
@@ -321,7 +335,7 @@ echo '{"version":"from-the-future","revision":"x","minStateVersion":99,"stateVer
 	if ooms["hog"] != 1 || len(ooms) != 1 {
 		t.Errorf("OOM events %v, want one for hog (the OOM watch survives the upgrades)", ooms)
 	}
-	for _, id := range []string{"victim0", "victim1", "e0", "e1", "cat", "stream", "tty", "filelog", "binlog", "hog", "go", "sleeper"} {
+	for _, id := range []string{"victim0", "victim1", "e0", "e1", "cat", "stream", "tty", "filelog", "binlog", "hog", "go", "long", "sleeper"} {
 		if exits[id] != 1 {
 			t.Errorf("exit events: %v, want one for %s", exits, id)
 		}
