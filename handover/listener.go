@@ -6,6 +6,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/example/containerd-shim-example-v2/internal/condwait"
 )
 
 // Listener is the daemon's listening socket, which a pause stops accepting
@@ -78,19 +80,12 @@ func (ln *Listener) Pause(timeout time.Duration) error {
 	ln.paused = true
 	ln.mu.Unlock()
 	_ = ln.l.SetDeadline(time.Now())
-	deadline := time.Now().Add(timeout)
-	for {
-		ln.mu.Lock()
-		done := ln.waiting || ln.closed
-		ln.mu.Unlock()
-		if done {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("listener: accept loop not parked within %v", timeout)
-		}
-		time.Sleep(time.Millisecond)
+	ln.mu.Lock()
+	defer ln.mu.Unlock()
+	if !condwait.Until(ln.cond, timeout, func() bool { return ln.waiting || ln.closed }) {
+		return fmt.Errorf("listener: accept loop not parked within %v", timeout)
 	}
+	return nil
 }
 
 // Resume undoes Pause.

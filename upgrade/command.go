@@ -17,11 +17,8 @@ import (
 
 	introspect "github.com/example/containerd-shim-example-v2/proto/introspect/v1"
 	upgradeapi "github.com/example/containerd-shim-example-v2/proto/upgrade/v1"
+	"github.com/example/containerd-shim-example-v2/service"
 )
-
-// introspectService is the introspection service's wire name (the service
-// package serves it; named here to keep the operator command light).
-const introspectService = "example.introspect.v1.Introspect"
 
 // Action is the command-line word of the operator command.
 const Action = "upgrade"
@@ -100,7 +97,7 @@ func snapshot(ctx context.Context, socket string) (*introspect.SnapshotResponse,
 	}
 	defer c.Close()
 	var resp introspect.SnapshotResponse
-	if err := c.Call(ctx, introspectService, "Snapshot", &introspect.SnapshotRequest{}, &resp); err != nil {
+	if err := c.Call(ctx, service.IntrospectService, "Snapshot", &introspect.SnapshotRequest{}, &resp); err != nil {
 		return nil, errgrpc.ToNative(err)
 	}
 	return &resp, nil

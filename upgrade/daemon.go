@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -62,7 +63,16 @@ type Daemon struct {
 
 	mu     sync.Mutex
 	busy   bool
-	record introspect.Upgrade
+	record record
+}
+
+// record is what introspection reports of the daemon's upgrades.
+type record struct {
+	count   uint32    // upgrades completed by this process
+	from    string    // the build the last one replaced
+	at      time.Time // when it completed
+	pause   time.Duration
+	lastErr string // why the last attempt past its checks failed
 }
 
 // New returns the upgrade service of a daemon started as args from binary.
@@ -74,9 +84,12 @@ func New(parts Parts, build handover.Build, binary string, args []string) *Daemo
 func (d *Daemon) Record() *introspect.Upgrade {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	r := &introspect.Upgrade{Count: d.record.Count, FromVersion: d.record.FromVersion, AtUnixMs: d.record.AtUnixMs,
-		PauseUs: d.record.PauseUs, LastError: d.record.LastError}
-	return r
+	r := d.record
+	out := &introspect.Upgrade{Count: r.count, FromVersion: r.from, PauseUs: uint64(r.pause.Microseconds()), LastError: r.lastErr}
+	if !r.at.IsZero() {
+		out.AtUnixMs = uint64(r.at.UnixMilli())
+	}
+	return out
 }
 
 // Upgrade checks the new binary and what would be handed over; if all is
@@ -87,7 +100,7 @@ func (d *Daemon) Upgrade(ctx context.Context, req *upgradeapi.UpgradeRequest) (*
 	if binary == "" {
 		binary = d.binary
 	}
-	if !filepathIsAbs(binary) {
+	if !filepath.IsAbs(binary) {
 		return nil, fmt.Errorf("new binary %q: an absolute path is needed: %w", binary, errdefs.ErrInvalidArgument)
 	}
 	d.mu.Lock()
@@ -96,7 +109,7 @@ func (d *Daemon) Upgrade(ctx context.Context, req *upgradeapi.UpgradeRequest) (*
 		return nil, fmt.Errorf("an upgrade is in progress: %w", errdefs.ErrFailedPrecondition)
 	}
 	d.busy = true
-	count := d.record.Count
+	count := d.record.count
 	d.mu.Unlock()
 	started := false
 	defer func() {
@@ -166,7 +179,7 @@ func (d *Daemon) switchOver(binary string, hold time.Duration) {
 		}
 		slog.Error("upgrade failed; serving on with this binary", "binary", binary, "error", err)
 		d.mu.Lock()
-		d.record.LastError = err.Error()
+		d.record.lastErr = err.Error()
 		d.mu.Unlock()
 	}
 	if err := p.Listener.Pause(listenerPauseTimeout); err != nil {
@@ -204,39 +217,7 @@ func (d *Daemon) switchOver(binary string, hold time.Duration) {
 
 	fds := &handover.FDs{}
 	undo = append(undo, fds.Release)
-	st := state{PausedAt: pausedAt, Binary: binary, Args: d.args}
-	d.mu.Lock()
-	st.Upgrades = d.record.Count
-	d.mu.Unlock()
-	var err error
-	lst, err := p.Listener.Export(fds)
-	if err == nil {
-		st.Listener = *lst
-		st.Conns, err = p.Conns.ExportAll(fds)
-	}
-	if err == nil {
-		st.Events, err = p.Events.Export()
-	}
-	if err == nil {
-		var svc *service.State
-		if svc, err = p.Service.Export(fds); err == nil {
-			st.Service = *svc
-		}
-	}
-	if err == nil && p.Pods != nil {
-		var pods *sandbox.State
-		if pods, err = p.Pods.Export(fds); err == nil {
-			st.Pods = *pods
-		}
-	}
-	var body []byte
-	if err == nil {
-		body, err = json.Marshal(st)
-	}
-	var fd int
-	if err == nil {
-		fd, err = handover.WriteEnvelope(handover.Envelope{StateVersion: handover.StateVersion, From: d.build, Body: body}, fds)
-	}
+	fd, err := d.describe(fds, pausedAt, binary)
 	if err != nil {
 		fail(fmt.Errorf("describe the daemon: %w", err))
 		return
@@ -250,4 +231,40 @@ func (d *Daemon) switchOver(binary string, hold time.Duration) {
 	fail(fmt.Errorf("execute %s: %w", binary, err))
 }
 
-func filepathIsAbs(p string) bool { return len(p) > 0 && p[0] == '/' }
+// describe hands over everything paused: it keeps the descriptors in fds
+// and writes the state, whose descriptor number it returns.
+func (d *Daemon) describe(fds *handover.FDs, pausedAt time.Time, binary string) (int, error) {
+	p := d.parts
+	st := state{PausedAt: pausedAt, Binary: binary, Args: d.args}
+	d.mu.Lock()
+	st.Upgrades = d.record.count
+	d.mu.Unlock()
+	lst, err := p.Listener.Export(fds)
+	if err != nil {
+		return -1, err
+	}
+	st.Listener = *lst
+	if st.Conns, err = p.Conns.ExportAll(fds); err != nil {
+		return -1, err
+	}
+	if st.Events, err = p.Events.Export(); err != nil {
+		return -1, err
+	}
+	svc, err := p.Service.Export(fds)
+	if err != nil {
+		return -1, err
+	}
+	st.Service = *svc
+	if p.Pods != nil {
+		pods, err := p.Pods.Export(fds)
+		if err != nil {
+			return -1, err
+		}
+		st.Pods = *pods
+	}
+	body, err := json.Marshal(st)
+	if err != nil {
+		return -1, err
+	}
+	return handover.WriteEnvelope(handover.Envelope{StateVersion: handover.StateVersion, From: d.build, Body: body}, fds)
+}

@@ -67,8 +67,5 @@ func (t *Taken) Listener() (*handover.Listener, error) {
 func (d *Daemon) Took(t *Taken) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.record.Count = t.st.Upgrades + 1
-	d.record.FromVersion = t.from.Version
-	d.record.AtUnixMs = uint64(time.Now().UnixMilli())
-	d.record.PauseUs = uint64(time.Since(t.st.PausedAt).Microseconds())
+	d.record = record{count: t.st.Upgrades + 1, from: t.from.Version, at: time.Now(), pause: time.Since(t.st.PausedAt)}
 }
