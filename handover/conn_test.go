@@ -131,32 +131,12 @@ func TestConnHandedOverBetweenServers(t *testing.T) {
 	default:
 	}
 
-	var fds FDs
-	defer fds.Release()
-	lst, err := old.ln.Export(&fds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cst, err := old.conns.ExportAll(&fds)
-	if err != nil || len(cst) != 1 {
-		t.Fatalf("exported %d connections, %v", len(cst), err)
-	}
-
 	// The successor: the same sockets, through their descriptor numbers.
-	var carried []net.Conn
-	for _, st := range cst {
-		c, err := ImportConn(st)
-		if err != nil {
-			t.Fatal(err)
+	handOver(t, old, func(cst []ConnState) {
+		if len(cst) != 1 {
+			t.Fatalf("exported %d connections, want 1", len(cst))
 		}
-		carried = append(carried, c)
-	}
-	ln2, err := ImportListener(*lst, carried)
-	if err != nil {
-		t.Fatal(err)
-	}
-	succ := startEcho(t, "new", ln2)
-	defer succ.srv.Close()
+	})
 
 	if got := <-during; got != "new:c" {
 		t.Fatalf("request sent during the pause: %q, want the successor's answer", got)
@@ -200,29 +180,11 @@ func TestPartialHeaderIsCarried(t *testing.T) {
 	if err := old.conns.PauseAll(2 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	var fds FDs
-	defer fds.Release()
-	lst, err := old.ln.Export(&fds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cst, err := old.conns.ExportAll(&fds)
-	if err != nil || len(cst) != 1 {
-		t.Fatalf("exported %d, %v", len(cst), err)
-	}
-	if len(cst[0].Carry) != 4 {
-		t.Fatalf("carry of %d bytes, want the 4 header bytes read", len(cst[0].Carry))
-	}
-	c, err := ImportConn(cst[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln2, err := ImportListener(*lst, []net.Conn{c})
-	if err != nil {
-		t.Fatal(err)
-	}
-	succ := startEcho(t, "new", ln2)
-	defer succ.srv.Close()
+	handOver(t, old, func(cst []ConnState) {
+		if len(cst) != 1 || len(cst[0].Carry) != 4 {
+			t.Fatalf("exported %+v, want one connection carrying the 4 header bytes read", cst)
+		}
+	})
 	if _, err := raw.Write(frame[4:]); err != nil {
 		t.Fatal(err)
 	}
@@ -230,6 +192,38 @@ func TestPartialHeaderIsCarried(t *testing.T) {
 	if got != "new:x" {
 		t.Fatalf("answer %q, want new:x", got)
 	}
+}
+
+// handOver moves old's paused listener and connections to a new server, as an upgrade
+// moves them to the next binary; check sees the exported connections first.
+func handOver(t *testing.T, old *echoServer, check func([]ConnState)) *echoServer {
+	t.Helper()
+	var fds FDs
+	t.Cleanup(fds.Release)
+	lst, err := old.ln.Export(&fds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cst, err := old.conns.ExportAll(&fds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(cst)
+	var carried []net.Conn
+	for _, st := range cst {
+		c, err := ImportConn(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		carried = append(carried, c)
+	}
+	ln2, err := ImportListener(*lst, carried)
+	if err != nil {
+		t.Fatal(err)
+	}
+	succ := startEcho(t, "new", ln2)
+	t.Cleanup(func() { succ.srv.Close() })
+	return succ
 }
 
 func waitRegistered(t *testing.T, cs *Conns) {
@@ -335,26 +329,11 @@ func TestParkedWaitAnsweredBySuccessor(t *testing.T) {
 	if err := old.conns.PauseAll(2 * time.Second); err != nil {
 		t.Fatalf("a parked Wait held the pause: %v", err)
 	}
-	var fds FDs
-	defer fds.Release()
-	lst, err := old.ln.Export(&fds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cst, err := old.conns.ExportAll(&fds)
-	if err != nil || len(cst) != 1 || len(cst[0].Carry) == 0 {
-		t.Fatalf("exported %+v, %v; want the connection with its Wait", cst, err)
-	}
-	c, err := ImportConn(cst[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln2, err := ImportListener(*lst, []net.Conn{c})
-	if err != nil {
-		t.Fatal(err)
-	}
-	succ := startEcho(t, "new", ln2)
-	defer succ.srv.Close()
+	succ := handOver(t, old, func(cst []ConnState) {
+		if len(cst) != 1 || len(cst[0].Carry) == 0 {
+			t.Fatalf("exported %+v; want the connection with its Wait", cst)
+		}
+	})
 	close(succ.parkDone)
 	if got := <-waited; got != "new:w" {
 		t.Fatalf("Wait answered %q, want the successor's new:w", got)
