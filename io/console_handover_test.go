@@ -56,27 +56,7 @@ func TestTerminalHandedOver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	startReading := make(chan struct{})
-	got := make(chan []byte, 1)
-	go func() {
-		f, err := os.OpenFile(outPath, os.O_RDONLY, 0)
-		if err != nil {
-			got <- nil
-			return
-		}
-		defer f.Close()
-		<-startReading
-		var b bytes.Buffer
-		buf := make([]byte, 4096)
-		for b.Len() < 1<<20 {
-			n, err := f.Read(buf)
-			b.Write(buf[:n])
-			if err != nil {
-				break
-			}
-		}
-		got <- b.Bytes()
-	}()
+	startReading, got := lateReader(outPath, 1<<20) // a pty's output has no end of file
 	clientIn, err := os.OpenFile(inPath, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
-	stdio "io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -32,6 +31,32 @@ func (keepDups) KeepDup(f *os.File) (int, error) {
 		return -1, err
 	}
 	return fd, derr
+}
+
+// lateReader is a client that opens its output FIFO at once and reads it
+// once start is closed, until end of file or limit bytes (limit > 0).
+func lateReader(path string, limit int) (start chan struct{}, got chan []byte) {
+	start, got = make(chan struct{}), make(chan []byte, 1)
+	go func() {
+		f, err := os.OpenFile(path, os.O_RDONLY, 0)
+		if err != nil {
+			got <- nil
+			return
+		}
+		defer f.Close()
+		<-start
+		var b bytes.Buffer
+		buf := make([]byte, 32<<10)
+		for limit <= 0 || b.Len() < limit {
+			n, err := f.Read(buf)
+			b.Write(buf[:n])
+			if err != nil {
+				break
+			}
+		}
+		got <- b.Bytes()
+	}()
+	return start, got
 }
 
 func adoptFD(fd int, name string, pollable bool) (*os.File, error) {
@@ -66,22 +91,9 @@ func TestStdioHandedOverMidStream(t *testing.T) {
 			if err := p.Halt(time.Second); !errdefs.IsFailedPrecondition(err) {
 				t.Fatalf("halt before the client's reader is there: %v, want FailedPrecondition", err)
 			}
-			// The client: reads stdout to the end, writes stdin.
-			got := make(chan []byte, 1)
-			// The client reads only after the handover: the writer is
+			// The client reads stdout only after the handover: the writer is
 			// blocked on full pipes then, so the halt is mid-stream.
-			startReading := make(chan struct{})
-			go func() {
-				f, err := os.OpenFile(outPath, os.O_RDONLY, 0)
-				if err != nil {
-					got <- nil
-					return
-				}
-				defer f.Close()
-				<-startReading
-				b, _ := stdio.ReadAll(f)
-				got <- b
-			}()
+			startReading, got := lateReader(outPath, 0)
 			for i := 0; ; i++ { // until the client's reader opened the FIFO
 				if err := p.Halt(time.Second); err == nil {
 					p.Restart()
