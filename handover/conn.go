@@ -44,7 +44,8 @@ func Parkable(service, method string) bool {
 // server's read-ahead buffer never holds the start of a message it has not
 // begun to handle: when the server's reader waits in Read at a message
 // boundary, everything it was given is being handled, and everything else is
-// either in the socket or in this Conn (a partly read header). Requests are
+// either in the socket or in this Conn (bytes read along with the last
+// message, a partly read header), which an upgrade hands over. Requests are
 // tracked from their header to their response's last byte; a pause
 // completes once every open request is parkable (see Parkable): those are
 // handed over and replayed.
