@@ -324,8 +324,19 @@ func testHolderReapsOrphans(t *testing.T) {
 			done <- err
 			return
 		}
-		// exec.Cmd.Wait here reaps only the shell, the test's own child.
-		done <- exec.Command("/bin/sh", "-c", "sleep 0.3 </dev/null >/dev/null 2>&1 & exit 0").Run()
+		// The shell is the test's own child: the test's reaper owns its
+		// exit (exec.Cmd.Wait would race with that reaper's wait4 and could
+		// find the shell already reaped: "waitid: no child processes").
+		exitc, err := r.Start(exec.Command("/bin/sh", "-c", "sleep 0.3 </dev/null >/dev/null 2>&1 & exit 0"))
+		if err != nil {
+			done <- err
+			return
+		}
+		if e := <-exitc; e.Status != 0 {
+			done <- fmt.Errorf("shell exited %d", e.Status)
+			return
+		}
+		done <- nil
 	}()
 	if err := <-done; err != nil {
 		t.Fatal(err)
