@@ -38,5 +38,15 @@ set -e
 
 echo "cgroup2: results in the guest (top-level tests and flavors; $log):"
 tr -d '\r' <"$log" | grep -E '^ {0,4}--- (PASS|FAIL|SKIP): ' | sed 's/^/  /' || echo "  (no test results: see the log)"
+if [ "$code" != 0 ]; then
+	# The failing tests' own messages (what t.Error/t.Fatal said, first lines only): CI shows
+	# the end of this output, and the log's tail is mostly the daemon log a failed test dumps.
+	echo "cgroup2: what the failing tests said:"
+	tr -d '\r' <"$log" | awk '
+		/^=== (RUN|CONT|PAUSE) / { cur = $3; next }
+		/^ *--- FAIL: / { failed[$3] = 1; next }
+		/^ +[A-Za-z0-9_]+_test\.go:[0-9]+: / { n[cur]++; if (n[cur] <= 12) said[cur] = said[cur] "    " substr($0, 1, 400) "\n" }
+		END { for (t in failed) if (t in said) printf "  %s:\n%s", t, said[t] }'
+fi
 echo "cgroup2: exit $code, $(($(date +%s) - start))s in all (build, boot, tests)"
 exit "$code"
