@@ -10,7 +10,11 @@
 // returns after the process may already have exited), a launcher first opens
 // a Window: every exit reaped while the window is open and not yet claimed is
 // kept in it, so Claim finds it afterwards. Exits nobody claims and no window
-// is open for (orphans re-parented to us) are counted and dropped.
+// is open for (orphans re-parented to us) are counted and dropped. A window
+// only ever returns exits reaped after it opened: with overlapping windows an
+// unclaimed exit can stay kept for long, and its PID can meanwhile be given to
+// a process launched later (pid_max is 32768 on many nodes), whose claim must
+// not receive the old process's status.
 package reaper
 
 import (
@@ -34,16 +38,18 @@ type Exit struct {
 
 // Reaper dispatches child exits to their claimants.
 //
-// Locking: mu guards waiters, pending and windows. Dispatch holds mu only to
+// Locking: mu guards waiters, pending, open and reaped. Dispatch holds mu only to
 // look up and send into a one-slot buffered channel (or start a goroutine,
 // see Then), so it never blocks on a slow claimant.
 type Reaper struct {
 	mu      sync.Mutex
 	waiters map[int]waiter
 	// pending holds exits nobody claimed yet while any launch window is open
-	// (one copy, however many windows overlap); windows counts those open.
-	pending map[int]Exit
-	windows int
+	// (one copy, however many windows overlap), each with its number in
+	// reaped; open holds the windows open.
+	pending map[int]pendingExit
+	open    map[*Window]struct{}
+	reaped  uint64 // exits dispatched so far
 
 	orphans atomic.Uint64 // exits nobody claimed (for introspection and tests)
 
@@ -58,7 +64,15 @@ type Reaper struct {
 
 // New returns a reaper; call Run to start reaping.
 func New() *Reaper {
-	return &Reaper{waiters: make(map[int]waiter), pending: make(map[int]Exit), kick: make(chan struct{}, 1)}
+	return &Reaper{waiters: make(map[int]waiter), pending: make(map[int]pendingExit), open: make(map[*Window]struct{}),
+		kick: make(chan struct{}, 1)}
+}
+
+// pendingExit is an unclaimed exit kept for the launch windows, with the
+// value of Reaper.reaped that counted it.
+type pendingExit struct {
+	Exit
+	seq uint64
 }
 
 // waiter is a claimant of one exit: its channel, or (after Then) a function
@@ -170,16 +184,20 @@ func StatusOf(ws unix.WaitStatus) int {
 func (r *Reaper) dispatch(e Exit) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.reaped++
 	if w, ok := r.waiters[e.Pid]; ok {
 		delete(r.waiters, e.Pid)
 		r.deliver(w, e)
 		return
 	}
-	if r.windows == 0 {
+	if len(r.open) == 0 {
 		r.orphans.Add(1)
 		return
 	}
-	r.pending[e.Pid] = e
+	if _, ok := r.pending[e.Pid]; ok {
+		r.orphans.Add(1) // an older exit of a reused PID that nobody claimed
+	}
+	r.pending[e.Pid] = pendingExit{Exit: e, seq: r.reaped}
 }
 
 // Orphans returns how many exits were reaped that nobody claimed.
@@ -190,33 +208,37 @@ func (r *Reaper) Orphans() uint64 { return r.orphans.Load() }
 func (r *Reaper) Watched() (pids, windows int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.waiters), r.windows
+	return len(r.waiters), len(r.open)
 }
 
 // Window keeps unclaimed exits while a process is being launched.
 type Window struct {
 	r      *Reaper
-	closed bool // guarded by r.mu
+	since  uint64 // r.reaped when it opened: older exits are not its processes'
+	closed bool   // guarded by r.mu
 }
 
 // Open starts collecting exits. Open it before starting a process whose PID
 // is learned later, and Close it once every PID of interest is claimed.
 func (r *Reaper) Open() *Window {
 	r.mu.Lock()
-	r.windows++
-	r.mu.Unlock()
-	return &Window{r: r}
+	defer r.mu.Unlock()
+	w := &Window{r: r, since: r.reaped}
+	r.open[w] = struct{}{}
+	return w
 }
 
 // Claim returns a channel that delivers pid's exit exactly once: at once if
-// it was reaped while the window was open, otherwise when it happens.
+// it was reaped while the window was open, otherwise when it happens. An exit
+// of pid reaped before the window opened belonged to an earlier process (the
+// PID was reused): it stays for the windows older than this one.
 func (w *Window) Claim(pid int) <-chan Exit {
 	ch := make(chan Exit, 1)
 	w.r.mu.Lock()
 	defer w.r.mu.Unlock()
-	if e, ok := w.r.pending[pid]; ok {
+	if p, ok := w.r.pending[pid]; ok && p.seq > w.since {
 		delete(w.r.pending, pid)
-		ch <- e
+		ch <- p.Exit
 		return ch
 	}
 	w.r.waiters[pid] = waiter{ch: ch}
@@ -256,8 +278,8 @@ func (r *Reaper) Then(pid int, c <-chan Exit, fn func(Exit)) {
 	go func() { fn(<-c) }()
 }
 
-// Close stops collecting. When the last open window closes, the exits still
-// unclaimed are orphans.
+// Close stops collecting. The exits still unclaimed that no open window can
+// claim (reaped before the oldest of them opened) are orphans.
 func (w *Window) Close() {
 	r := w.r
 	r.mu.Lock()
@@ -266,9 +288,15 @@ func (w *Window) Close() {
 		return
 	}
 	w.closed = true
-	r.windows--
-	if r.windows == 0 && len(r.pending) > 0 {
-		r.orphans.Add(uint64(len(r.pending)))
-		clear(r.pending)
+	delete(r.open, w)
+	oldest := r.reaped
+	for o := range r.open {
+		oldest = min(oldest, o.since)
+	}
+	for pid, p := range r.pending {
+		if p.seq <= oldest {
+			delete(r.pending, pid)
+			r.orphans.Add(1)
+		}
 	}
 }

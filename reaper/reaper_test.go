@@ -140,6 +140,48 @@ func TestOverlappingWindowsCountAnOrphanOnce(t *testing.T) {
 	}
 }
 
+// A launch window never receives an exit reaped before it opened: that was an
+// earlier process with the same PID (PIDs are reused, soon where pid_max is
+// 32768), kept because an older window overlapped. The older window still gets
+// it, and it is an orphan once no window that may claim it is open. Driven
+// through dispatch: the kernel cannot be made to reuse a PID on demand.
+func TestWindowIgnoresExitOfReusedPID(t *testing.T) {
+	r := New()
+	const pid = 1 << 30 // not a real child: dispatch is called directly
+	older := r.Open()
+	r.dispatch(Exit{Pid: pid, Status: 137}) // the earlier process, nobody claims it
+	newer := r.Open()
+	ch := newer.Claim(pid) // the new process that got the PID
+	select {
+	case e := <-ch:
+		t.Fatalf("the newer window got %+v, the exit of the PID's earlier process", e)
+	default:
+	}
+	before := r.Orphans()
+	older.Close()
+	if got := r.Orphans(); got != before+1 {
+		t.Fatalf("orphans %d after the older window closed, want %d", got, before+1)
+	}
+	r.dispatch(Exit{Pid: pid, Status: 3}) // the new process exits
+	if e := waitExit(t, ch); e.Status != 3 {
+		t.Fatalf("the newer window got %+v, want status 3", e)
+	}
+	newer.Close()
+
+	// The older window itself may claim it: it opened before that exit.
+	older = r.Open()
+	r.dispatch(Exit{Pid: pid + 1, Status: 5})
+	newer = r.Open()
+	if e := waitExit(t, older.Claim(pid+1)); e.Status != 5 {
+		t.Fatalf("the older window got %+v, want status 5", e)
+	}
+	older.Close()
+	newer.Close()
+	if w, n := r.Watched(); w != 0 || n != 0 || len(r.pending) != 0 {
+		t.Fatalf("left: %d waiters, %d windows, %d pending", w, n, len(r.pending))
+	}
+}
+
 // Then delivers an exit to a function, whether the exit is already there or
 // comes later, and no goroutine waits for it meanwhile.
 func TestThenRunsOnExit(t *testing.T) {
