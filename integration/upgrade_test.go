@@ -118,10 +118,11 @@ func testUpgradeInPlace(t *testing.T, d *harness.Daemon, newBin string) {
 	addr := shimAddress(t, d, ns, "sleeper")
 	before := introspect(t, d.BundleDir(ns, "sleeper"))
 
-	// A stream paced to outlive both switches (50 ms pauses every 1000 lines).
-	const lines = 60000
+	// A stream that runs until told to stop (SIGTERM; 50 ms pauses every 1000 lines), so
+	// that it crosses both switches however fast the machine is; its last line counts the
+	// others.
 	streamer := newContainer(t, ctx, d, "stream", []string{"sh", "-c",
-		fmt.Sprintf(`i=0; while [ $i -lt %d ]; do echo line-$i; i=$((i+1)); case $i in *000) sleep 0.05;; esac; done`, lines)}, group)
+		`trap 'stop=1' TERM; i=0; while [ -z "$stop" ]; do echo line-$i; i=$((i+1)); case $i in *000) sleep 0.05;; esac; done; echo end-$i`}, group)
 	sio, sout, _ := bufferedIO(d)
 	streamTask, streamExit := startTask(t, ctx, streamer, sio)
 	defer streamTask.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)
@@ -294,12 +295,23 @@ echo '{"version":"from-the-future","revision":"x","minStateVersion":99,"stateVer
 	if got := catOut.String(); got != "before\nround0\nround1\nafter\n" {
 		t.Errorf("cat echoed %q", got)
 	}
+	if err := streamTask.Kill(ctx, syscall.SIGTERM); err != nil {
+		t.Fatalf("stop the stream: %v", err)
+	}
 	if code := exitCode(t, ctx, streamExit); code != 0 {
 		t.Errorf("stream exited %d, want 0", code)
 	}
-	waitFor(t, ioDrainTimeout, "the whole stream", func() bool { return len(sout.String()) >= streamLen(lines) })
-	if got := sout.String(); got != streamText(lines) {
-		t.Errorf("stream: %d bytes, want %d (%s)", len(got), streamLen(lines), firstDifference(got, streamText(lines)))
+	waitFor(t, ioDrainTimeout, "the stream's last line", func() bool { return strings.HasSuffix(sout.String(), "\n") && strings.Contains(sout.String(), "end-") })
+	got := sout.String()
+	var lines int
+	if i := strings.LastIndex(got, "end-"); i < 0 {
+		t.Errorf("stream: %d bytes, no last line", len(got))
+	} else if _, err := fmt.Sscanf(got[i:], "end-%d\n", &lines); err != nil {
+		t.Errorf("stream: last line %q: %v", got[i:], err)
+	} else if want := streamText(lines) + fmt.Sprintf("end-%d\n", lines); got != want {
+		t.Errorf("stream: %d bytes, want %d (%s)", len(got), len(want), firstDifference(got, want))
+	} else {
+		t.Logf("stream: %d lines (%d bytes) across both switches, each once and in order", lines, len(got))
 	}
 	if err := longProc.Kill(ctx, syscall.SIGKILL); err != nil {
 		t.Fatalf("kill the exec started before the switches: %v", err)
@@ -352,8 +364,6 @@ func streamText(n int) string {
 	}
 	return b.String()
 }
-
-func streamLen(n int) int { return len(streamText(n)) }
 
 func firstDifference(got, want string) string {
 	for i := 0; i < len(got) && i < len(want); i++ {
