@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 )
 
@@ -86,6 +87,47 @@ func (s *ConsoleSocket) ReceiveMaster() (*os.File, error) {
 func (s *ConsoleSocket) Close() {
 	s.l.Close()
 	os.Remove(s.path)
+}
+
+// openTerminal opens the client's ends for a terminal process. The pty
+// itself comes later (AttachConsole): the runtime creates it.
+func (p *Pipes) openTerminal(cfg Config, env Env) error {
+	p.terminal = true
+	p.outputs.Add(1) // the console relay; Done by it, or by Close if never attached
+	if cfg.Stdin != "" {
+		r, w, err := openStdinFIFO(cfg.Stdin)
+		if err != nil {
+			return err
+		}
+		p.stdinReader, p.stdinWriter = r, w
+		p.toClose = append(p.toClose, r)
+	}
+	switch {
+	case hasScheme(cfg.Stdout, "binary"):
+		return p.openLogger(cfg.Stdout, env)
+	case hasScheme(cfg.Stdout, "file"):
+		o, err := ParseFileURI(cfg.Stdout)
+		if err != nil {
+			return err
+		}
+		if o.CRI || o.MaxSize > 0 || o.Rate > 0 {
+			return fmt.Errorf("terminal output: file:// format, rotation and rate options apply to non-terminal processes: %w", errdefs.ErrInvalidArgument)
+		}
+		dst, err := openLogFile(o.Path)
+		if err != nil {
+			return fmt.Errorf("stdout: %w", err)
+		}
+		p.consoleOut = readyFile{dst}
+		p.toClose = append(p.toClose, dst)
+	case cfg.Stdout != "":
+		dst, err := openOutput(cfg.Stdout, "stdout", p.stallTimeout)
+		if err != nil {
+			return err
+		}
+		p.consoleOut = dst
+		p.toClose = append(p.toClose, dst)
+	}
+	return nil
 }
 
 // AttachConsole connects a terminal process's pty master (from the runtime,

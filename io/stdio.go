@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"github.com/containerd/fifo"
 	"golang.org/x/sys/unix"
 )
 
@@ -214,42 +213,22 @@ func (p *Pipes) runRelay(stream string, src *os.File, run func(src *os.File) err
 	}()
 }
 
-// startFileOutput relays one stream into a (shared) log file.
-func (p *Pipes) startFileOutput(rf *rotatingFile, stream string) (*os.File, error) {
-	rf.mu.Lock()
-	rf.users++
-	rf.mu.Unlock()
-	pr := &pipeRelay{stream: stream, log: rf}
-	w, err := p.startRelay(stream, p.fileRun(pr, nil), rf.release)
-	if err != nil {
-		rf.release()
-		return nil, err
-	}
-	pr.src = p.ownQueues[len(p.ownQueues)-1]
-	p.relays = append(p.relays, pr)
-	return w, nil
-}
-
-// fileRun is a file:// relay's body, reading carry first.
-func (p *Pipes) fileRun(pr *pipeRelay, carry []byte) func(src *os.File) error {
-	pr.h = newHalter(carry)
-	return func(src *os.File) error {
-		var err error
-		if pr.log.opts.CRI {
-			err = pr.log.relayCRI(src, pr.stream, &p.moved, pr.h)
-		} else {
-			err = pr.log.relayRaw(src, &p.moved, pr.h)
-		}
-		pr.h.finish(err)
-		return err
-	}
-}
-
 // relayFailed reports an output relay that could not write to the client
 // (the relay then keeps draining the process's pipe, discarding): the output
 // lost from here on must not go unnoticed.
 func relayFailed(stream string, err error) {
 	slog.Warn("output relay failed; discarding the rest of the stream", "stream", stream, "error", err)
+}
+
+// discard reads r until it fails, so a writer on its other end never blocks.
+func discard(r stdio.Reader) {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	for {
+		if _, err := r.Read(*bp); err != nil {
+			return
+		}
+	}
 }
 
 // RuntimeFiles returns the files the runtime gives the process as fds 0, 1, 2
@@ -270,293 +249,8 @@ func (p *Pipes) ReleaseRuntimeFiles() {
 	p.rtIn, p.rtOut, p.rtErr = nil, nil, nil
 }
 
-// openTerminal opens the client's ends for a terminal process. The pty
-// itself comes later (AttachConsole): the runtime creates it.
-func (p *Pipes) openTerminal(cfg Config, env Env) error {
-	p.terminal = true
-	p.outputs.Add(1) // the console relay; Done by it, or by Close if never attached
-	if cfg.Stdin != "" {
-		r, w, err := openStdinFIFO(cfg.Stdin)
-		if err != nil {
-			return err
-		}
-		p.stdinReader, p.stdinWriter = r, w
-		p.toClose = append(p.toClose, r)
-	}
-	switch {
-	case hasScheme(cfg.Stdout, "binary"):
-		return p.openLogger(cfg.Stdout, env)
-	case hasScheme(cfg.Stdout, "file"):
-		o, err := ParseFileURI(cfg.Stdout)
-		if err != nil {
-			return err
-		}
-		if o.CRI || o.MaxSize > 0 || o.Rate > 0 {
-			return fmt.Errorf("terminal output: file:// format, rotation and rate options apply to non-terminal processes: %w", errdefs.ErrInvalidArgument)
-		}
-		dst, err := openLogFile(o.Path)
-		if err != nil {
-			return fmt.Errorf("stdout: %w", err)
-		}
-		p.consoleOut = readyFile{dst}
-		p.toClose = append(p.toClose, dst)
-	case cfg.Stdout != "":
-		dst, err := openOutput(cfg.Stdout, "stdout", p.stallTimeout)
-		if err != nil {
-			return err
-		}
-		p.consoleOut = dst
-		p.toClose = append(p.toClose, dst)
-	}
-	return nil
-}
-
 // Terminal reports whether the process runs on a pty.
 func (p *Pipes) Terminal() bool { return p.terminal }
-
-// openStdinFIFO opens the client's stdin FIFO for reading, and the shim's own
-// writer on it. Non-blocking opens never wait for a peer: a FIFO opened for
-// reading returns at once, and our writer then has a reader to pair with.
-func openStdinFIFO(uri string) (r, w *os.File, err error) {
-	path, err := fifoPath(uri, "stdin")
-	if err != nil {
-		return nil, nil, err
-	}
-	r, err = os.OpenFile(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, nil, fmt.Errorf("open stdin fifo: %w", classify(err))
-	}
-	w, err = openIdle(path, unix.O_WRONLY)
-	if err != nil {
-		r.Close()
-		return nil, nil, fmt.Errorf("open stdin fifo writer: %w", classify(err))
-	}
-	return r, w, nil
-}
-
-func (p *Pipes) openStdin(path string) error {
-	r, w, err := openStdinFIFO(path)
-	if err != nil {
-		return err
-	}
-	p.stdinReader, p.stdinWriter = r, w
-	p.toClose = append(p.toClose, r)
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		return fmt.Errorf("stdin pipe: %w", err)
-	}
-	p.rtIn, p.stdinPipe = pr, pw
-	p.toClose = append(p.toClose, pw)
-	p.relays = append(p.relays, &pipeRelay{stream: "stdin", src: r, dst: pw})
-	p.runStdin(p.relays[len(p.relays)-1], nil)
-	return nil
-}
-
-// runStdin relays the client's stdin FIFO into the process's pipe, after
-// carry (bytes a halted relay had read).
-func (p *Pipes) runStdin(pr *pipeRelay, carry []byte) {
-	pr.h = newHalter(carry)
-	go func() {
-		// Ends when the client's writers and ours are all closed (EOF), when
-		// the process's stdin is gone (EPIPE), or when Close closes the files.
-		_, err := relay(pr.dst, pr.src, nil, pr.h) // stdin: the process's own pace
-		if !errors.Is(err, errHalted) {
-			pr.dst.Close()
-		}
-		pr.h.finish(err)
-	}()
-}
-
-func (p *Pipes) startOutput(dst output, stream string) (*os.File, error) {
-	pr := &pipeRelay{stream: stream, out: dst}
-	w, err := p.startRelay(stream, p.outputRun(pr, nil), func() { dst.Close() })
-	if err != nil {
-		dst.Close()
-		return nil, err
-	}
-	pr.src = p.ownQueues[len(p.ownQueues)-1]
-	p.relays = append(p.relays, pr)
-	// After the read end: Close closes newest first, the destination before
-	// the source its relay holds.
-	p.toClose = append(p.toClose, dst)
-	p.clientQueues = append(p.clientQueues, dst)
-	return w, nil
-}
-
-// Dropped returns how many output bytes were discarded because the reader
-// stalled (see DefaultStallTimeout).
-func (p *Pipes) Dropped() uint64 { return p.dropped.Load() }
-
-// Moved returns how many output bytes reached the client or the log so far.
-func (p *Pipes) Moved() uint64 { return p.moved.Load() }
-
-// Queued returns the output bytes waiting in the process's pipes for the
-// shim to move, and those waiting in the client's FIFOs for the client to
-// read: a full client FIFO means a slow reader. Zero once the files are
-// closed. (Output relays only; a terminal's bytes are not counted.)
-func (p *Pipes) Queued() (own, client uint64) {
-	for _, f := range p.ownQueues {
-		own += queuedIn(f)
-	}
-	for _, o := range p.clientQueues {
-		client += o.queued()
-	}
-	return own, client
-}
-
-// queuedIn reads a pipe's fill without switching it to blocking mode.
-func queuedIn(f *os.File) uint64 {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return 0
-	}
-	return uint64(fifoQueued(rc))
-}
-
-// CloseStdin closes the shim's writer on the stdin FIFO (CloseIO). Once the
-// client's writer is closed as well, the process reads end of file.
-// Idempotent; a process without stdin has nothing to close.
-func (p *Pipes) CloseStdin() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.closeStdinLocked()
-}
-
-// closeStdinLocked closes the shim's stdin writer once; the caller holds p.mu.
-func (p *Pipes) closeStdinLocked() {
-	if p.stdinWriter != nil {
-		p.stdinWriter.Close()
-		p.stdinWriter = nil
-	}
-}
-
-// releasePace lifts the rate= pace of the process's file:// logs.
-func (p *Pipes) releasePace() {
-	for _, l := range p.paced {
-		l.release()
-	}
-}
-
-// Named limits of Drain.
-const (
-	// DrainIdleTimeout: once the process has exited, output that has not
-	// moved for this long is not going to: its reader is gone or stuck.
-	// Waiting longer only delays Delete (clients give up after seconds).
-	DrainIdleTimeout = time.Second
-	drainPoll        = 100 * time.Millisecond
-)
-
-// Drain waits until the output relays have delivered everything the process
-// wrote (its pipes reached end of file): at most timeout, and no longer than
-// DrainIdleTimeout without any progress (a binary:// logger, whose progress
-// the shim cannot see, gets the whole timeout). It reports whether they
-// finished.
-func (p *Pipes) Drain(timeout time.Duration) bool {
-	// The process is gone: what is left in its pipes goes out unpaced.
-	p.releasePace()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(drainPoll)
-	defer tick.Stop()
-	last, idleSince := p.moved.Load(), time.Now()
-	for {
-		select {
-		case <-p.outputs.done:
-			return true
-		case now := <-tick.C:
-			if now.After(deadline) {
-				return false
-			}
-			if cur := p.moved.Load(); cur != last {
-				last, idleSince = cur, now
-			} else if p.logger == nil && now.Sub(idleSince) >= DrainIdleTimeout {
-				return false
-			}
-		}
-	}
-}
-
-// Close ends every relay and closes every file. Output not yet delivered is
-// dropped, so call Drain first.
-func (p *Pipes) Close() {
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return
-	}
-	p.closed = true
-	p.closeStdinLocked()
-	if p.master != nil {
-		p.master.Close()
-	} else if p.terminal {
-		p.outputs.Done() // the console relay that never started
-	}
-	p.mu.Unlock()
-	p.releasePace()
-	p.ReleaseRuntimeFiles()
-	// Newest first: a relay waits for its destination (added after its
-	// source) while holding its source, and closing a file waits for the
-	// operations on it to return. Closing the destination first frees both.
-	for i := len(p.toClose) - 1; i >= 0; i-- {
-		p.toClose[i].Close()
-	}
-	p.stopLogger()
-}
-
-// discard reads r until it fails, so a writer on its other end never blocks.
-func discard(r stdio.Reader) {
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
-	for {
-		if _, err := r.Read(*bp); err != nil {
-			return
-		}
-	}
-}
-
-// openOutput opens the client's end of an output stream: a plain file, or a
-// FIFO written to once a reader is there (see clientFIFO; attachTimeout
-// bounds the wait for one).
-func openOutput(uri, stream string, attachTimeout time.Duration) (output, error) {
-	if strings.Contains(uri, "://") && !strings.HasPrefix(uri, "fifo://") {
-		return nil, fmt.Errorf("%s %q: unsupported stdio scheme: %w", stream, uri, errdefs.ErrNotImplemented)
-	}
-	path, err := fifoPath(uri, stream)
-	if err != nil {
-		return nil, err
-	}
-	// A missing path is the client's mistake; never create it (only file://
-	// asks for a file to be made).
-	if _, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("%s %q: %w", stream, path, classify(err))
-	}
-	isFifo, err := fifo.IsFifo(path)
-	if err != nil {
-		return nil, fmt.Errorf("%s %q: %w", stream, path, classify(err))
-	}
-	if !isFifo {
-		// An existing plain file: append, as containerd's own shim does.
-		f, err := os.OpenFile(path, unix.O_WRONLY|unix.O_APPEND|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return nil, fmt.Errorf("%s: open %s: %w", stream, path, classify(err))
-		}
-		return readyFile{f}, nil
-	}
-	return openClientFIFO(path, stream, attachTimeout)
-}
-
-// openLogFile opens (creating it and its directory if needed) a file://
-// log for appending. Every file:// log is made the same way, whether a
-// terminal's, a raw or CRI-format one, or a rotation's fresh file.
-func openLogFile(path string) (*os.File, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("log directory for %s: %w", path, err)
-	}
-	f, err := os.OpenFile(path, unix.O_WRONLY|unix.O_APPEND|unix.O_CREAT|unix.O_CLOEXEC, 0o640)
-	if err != nil {
-		return nil, fmt.Errorf("open log %s: %w", path, classify(err))
-	}
-	return f, nil
-}
 
 func fifoPath(uri, stream string) (string, error) {
 	path := strings.TrimPrefix(uri, "fifo://")
@@ -572,20 +266,4 @@ func classify(err error) error {
 		return fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
 	}
 	return err
-}
-
-// relayCount counts the output relays still running; the one that brings
-// it to zero closes done, so no goroutine waits for them. Open holds one
-// count while it starts them.
-type relayCount struct {
-	n    atomic.Int32
-	done chan struct{}
-}
-
-func (c *relayCount) Add(n int) { c.n.Add(int32(n)) }
-
-func (c *relayCount) Done() {
-	if c.n.Add(-1) == 0 {
-		close(c.done)
-	}
 }

@@ -1,0 +1,94 @@
+package io
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// releasePace lifts the rate= pace of the process's file:// logs.
+func (p *Pipes) releasePace() {
+	for _, l := range p.paced {
+		l.release()
+	}
+}
+
+// Named limits of Drain.
+const (
+	// DrainIdleTimeout: once the process has exited, output that has not
+	// moved for this long is not going to: its reader is gone or stuck.
+	// Waiting longer only delays Delete (clients give up after seconds).
+	DrainIdleTimeout = time.Second
+	drainPoll        = 100 * time.Millisecond
+)
+
+// Drain waits until the output relays have delivered everything the process
+// wrote (its pipes reached end of file): at most timeout, and no longer than
+// DrainIdleTimeout without any progress (a binary:// logger, whose progress
+// the shim cannot see, gets the whole timeout). It reports whether they
+// finished.
+func (p *Pipes) Drain(timeout time.Duration) bool {
+	// The process is gone: what is left in its pipes goes out unpaced.
+	p.releasePace()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(drainPoll)
+	defer tick.Stop()
+	last, idleSince := p.moved.Load(), time.Now()
+	for {
+		select {
+		case <-p.outputs.done:
+			return true
+		case now := <-tick.C:
+			if now.After(deadline) {
+				return false
+			}
+			if cur := p.moved.Load(); cur != last {
+				last, idleSince = cur, now
+			} else if p.logger == nil && now.Sub(idleSince) >= DrainIdleTimeout {
+				return false
+			}
+		}
+	}
+}
+
+// Close ends every relay and closes every file. Output not yet delivered is
+// dropped, so call Drain first.
+func (p *Pipes) Close() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	p.closeStdinLocked()
+	if p.master != nil {
+		p.master.Close()
+	} else if p.terminal {
+		p.outputs.Done() // the console relay that never started
+	}
+	p.mu.Unlock()
+	p.releasePace()
+	p.ReleaseRuntimeFiles()
+	// Newest first: a relay waits for its destination (added after its
+	// source) while holding its source, and closing a file waits for the
+	// operations on it to return. Closing the destination first frees both.
+	for i := len(p.toClose) - 1; i >= 0; i-- {
+		p.toClose[i].Close()
+	}
+	p.stopLogger()
+}
+
+// relayCount counts the output relays still running; the one that brings
+// it to zero closes done, so no goroutine waits for them. Open holds one
+// count while it starts them.
+type relayCount struct {
+	n    atomic.Int32
+	done chan struct{}
+}
+
+func (c *relayCount) Add(n int) { c.n.Add(int32(n)) }
+
+func (c *relayCount) Done() {
+	if c.n.Add(-1) == 0 {
+		close(c.done)
+	}
+}
