@@ -9,16 +9,12 @@
 package process
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -26,8 +22,6 @@ import (
 	"github.com/example/containerd-shim-example-v2/internal/condwait"
 
 	"github.com/containerd/errdefs"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/example/containerd-shim-example-v2/cgroup"
 	shimio "github.com/example/containerd-shim-example-v2/io"
@@ -230,154 +224,6 @@ func (c *Container) launch(pipes *shimio.Pipes, pidFile string, run func(stdio o
 	return pid, exitc, nil
 }
 
-// watchCgroup finds the init's cgroup and starts watching it for OOM kills
-// (at create, so even an OOM during start is seen). A container without a
-// findable cgroup still runs; it just has no stats or OOM events.
-func (c *Container) watchCgroup(pid int) {
-	c.watchCgroupFrom(pid, true)
-}
-
-// watchCgroupFrom is watchCgroup; fresh counts the cgroup's OOM kills so far
-// as seen (a new container), where a container handed over by an upgrade
-// keeps the counts it had.
-func (c *Container) watchCgroupFrom(pid int, fresh bool) {
-	cg, err := cgroup.ForPid(cgroup.DefaultRoot, pid)
-	if err != nil {
-		slog.Warn("container cgroup not found; no stats or OOM events", "container", c.ID, "error", err)
-		return
-	}
-	c.cg = cg
-	if fresh {
-		c.oomSeen, _ = cg.OOMKills()
-		c.oomAtCreate = c.oomSeen
-	}
-	c.limitMarks = cg.LimitMarks()
-	if c.events.OOM == nil || c.oomWatcher == nil {
-		return
-	}
-	if stop, err := c.oomWatcher.Watch(cg, c.oomNotified); err == nil {
-		c.stopOOM = stop
-	} else {
-		slog.Warn("cannot watch for OOM kills", "container", c.ID, "error", err)
-	}
-}
-
-// oomNotified handles the cgroup's OOM notification.
-func (c *Container) oomNotified() { c.reportOOM(true) }
-
-// reportOOMBeforeExit reports an OOM kill the notification has not (yet)
-// delivered, so that an OOM-killed init's /tasks/oom precedes its exit.
-func (c *Container) reportOOMBeforeExit() {
-	if c.cg == nil || c.events.OOM == nil {
-		return
-	}
-	c.reportOOM(false)
-}
-
-// reportOOM publishes an OOM kill not reported yet, found through the
-// cgroup's notification (notified) or on the exit path.
-func (c *Container) reportOOM(notified bool) {
-	kills, err := c.cg.OOMKills()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	switch {
-	case notified && c.initReaped:
-		return // the exit path reports it, in order
-	case err == nil && kills > c.oomSeen:
-		c.oomSeen = kills
-	case notified && !c.cg.V2:
-		// v1 signals the OOM itself, possibly before the kill is counted:
-		// count it now so the exit path does not report it twice.
-		c.oomSeen++
-	default:
-		return // v2: memory.events changed, but not oom_kill
-	}
-	c.noteOOMScope()
-	c.events.OOM(c)
-}
-
-// noteOOMScope records (and logs) whether the OOM kill just seen came from the
-// container's own memory limit or from a cgroup above it: containerd's OOM
-// event cannot say, and "OOMKilled" under a pod or node limit is a different
-// problem from one under the container's limit. Called with c.mu held.
-func (c *Container) noteOOMScope() {
-	c.oomScope, c.limitMarks = c.cg.OOMScope(c.limitMarks)
-	slog.Warn("OOM kill in container", "container", c.ID, "limit", c.oomScope, "kills", c.oomSeen)
-}
-
-// OOMInfo returns how many OOM kills the container's cgroup has seen since it
-// was created, and where the last one's limit was hit ("" before any).
-func (c *Container) OOMInfo() (kills uint64, scope string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.cg == nil {
-		return 0, ""
-	}
-	return c.oomSeen - c.oomAtCreate, c.oomScope
-}
-
-// Checkpoint dumps the container with CRIU into opts.ImagePath. Unless
-// LeaveRunning, the container stops afterwards (its exit is reported as usual).
-func (c *Container) Checkpoint(ctx context.Context, opts oci.CheckpointOpts) error {
-	if err := c.init.checkOp(OpCheckpoint); err != nil {
-		return err
-	}
-	if opts.ImagePath == "" {
-		return fmt.Errorf("checkpoint %s: no image path: %w", c.ID, errdefs.ErrInvalidArgument)
-	}
-	work := opts.WorkPath
-	if work == "" {
-		work = filepath.Join(c.Bundle, "criu-work")
-		opts.WorkPath = work
-		defer os.RemoveAll(work)
-	}
-	if err := c.rt.Checkpoint(ctx, c.ID, opts); err != nil {
-		// CRIU's own log says why; keep it beside the bundle and quote it.
-		data, _ := os.ReadFile(filepath.Join(work, "dump.log"))
-		if data != nil {
-			_ = os.WriteFile(filepath.Join(c.Bundle, "criu-dump.log"), data, 0o600)
-		}
-		return fmt.Errorf("checkpoint %s: %w%s", c.ID, err, criuLogTail(data))
-	}
-	return nil
-}
-
-// criuLogTail returns the last error lines of a CRIU log, for an error message.
-func criuLogTail(data []byte) string {
-	var errs []string
-	for _, line := range strings.Split(string(data), "\n") {
-		if strings.Contains(line, "Error") || strings.Contains(line, "error") {
-			errs = append(errs, strings.TrimSpace(line))
-		}
-	}
-	if len(errs) > 3 {
-		errs = errs[len(errs)-3:]
-	}
-	if len(errs) == 0 {
-		return ""
-	}
-	return " (criu: " + strings.Join(errs, "; ") + ")"
-}
-
-// Stats returns the container's cgroup statistics and their type URL.
-func (c *Container) Stats() (proto.Message, string, error) {
-	if c.cg == nil {
-		return nil, "", fmt.Errorf("container %s: cgroup does not exist: %w", c.ID, errdefs.ErrNotFound)
-	}
-	if c.cg.V2 {
-		m, err := c.cg.StatsV2()
-		if err != nil {
-			return nil, "", fmt.Errorf("stats of %s: %w", c.ID, err)
-		}
-		return m, cgroup.MetricsV2, nil
-	}
-	m, err := c.cg.StatsV1()
-	if err != nil {
-		return nil, "", fmt.Errorf("stats of %s: %w", c.ID, err)
-	}
-	return m, cgroup.MetricsV1, nil
-}
-
 // ioEnv is what stdio needs to know of one of the container's processes.
 func (c *Container) ioEnv(processID string) shimio.Env {
 	return shimio.Env{
@@ -511,66 +357,4 @@ func (c *Container) Execs() []*Process {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
-}
-
-// Pids lists the host PIDs of every process in the container.
-func (c *Container) Pids(ctx context.Context) ([]int, error) {
-	st := c.init.State()
-	if st.Status == Deleted {
-		return nil, fmt.Errorf("container %q: %w", c.ID, errdefs.ErrNotFound)
-	}
-	if st.Status == Stopped {
-		// Nothing runs, but the task is not gone: its exit waits to be
-		// collected. containerd 2.x, reconnecting after a restart, takes an
-		// empty answer for a leaked shim and deletes the task, losing that
-		// exit for Wait; the init's PID says the task still exists.
-		return []int{st.Pid}, nil
-	}
-	pids, err := c.rt.Ps(ctx, c.ID)
-	if err != nil {
-		return nil, fmt.Errorf("list processes of %s: %w", c.ID, err)
-	}
-	return pids, nil
-}
-
-// Pause freezes the container.
-func (c *Container) Pause(ctx context.Context, onPaused func()) error {
-	return c.init.transition(OpPause, Paused, func() error { return c.rt.Pause(ctx, c.ID) }, onPaused)
-}
-
-// Resume thaws the container.
-func (c *Container) Resume(ctx context.Context, onResumed func()) error {
-	return c.init.transition(OpResume, Running, func() error {
-		err := c.rt.Resume(ctx, c.ID)
-		if err != nil && exitedChild(c.init.pid) { // p.mu is held: read the field
-			// Killed while paused (docker kill, rm -f): the runtime finds it
-			// "not paused" before the exit has been processed.
-			return fmt.Errorf("cannot resume %s: its init has exited: %w", c.ID, errdefs.ErrFailedPrecondition)
-		}
-		return err
-	}, onResumed)
-}
-
-// exitedChild reports whether pid, a child of the shim, has exited: it is a
-// zombie, or already reaped. (A child's PID cannot be reused before the shim
-// reaps it.)
-func exitedChild(pid int) bool {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	i := bytes.LastIndexByte(data, ')')
-	return i > 0 && i+2 < len(data) && data[i+2] == 'Z'
-}
-
-// Update applies new resource limits (OCI LinuxResources as JSON).
-func (c *Container) Update(ctx context.Context, resources []byte) error {
-	if err := c.init.checkOp(OpUpdate); err != nil {
-		return err
-	}
-	var res specs.LinuxResources
-	if err := json.Unmarshal(resources, &res); err != nil {
-		return fmt.Errorf("update %s: resources are not valid LinuxResources JSON: %v: %w", c.ID, err, errdefs.ErrInvalidArgument)
-	}
-	return c.rt.Update(ctx, c.ID, resources)
 }

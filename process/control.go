@@ -1,0 +1,96 @@
+package process
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/example/containerd-shim-example-v2/cgroup"
+)
+
+// Pids lists the host PIDs of every process in the container.
+func (c *Container) Pids(ctx context.Context) ([]int, error) {
+	st := c.init.State()
+	if st.Status == Deleted {
+		return nil, fmt.Errorf("container %q: %w", c.ID, errdefs.ErrNotFound)
+	}
+	if st.Status == Stopped {
+		// Nothing runs, but the task is not gone: its exit waits to be
+		// collected. containerd 2.x, reconnecting after a restart, takes an
+		// empty answer for a leaked shim and deletes the task, losing that
+		// exit for Wait; the init's PID says the task still exists.
+		return []int{st.Pid}, nil
+	}
+	pids, err := c.rt.Ps(ctx, c.ID)
+	if err != nil {
+		return nil, fmt.Errorf("list processes of %s: %w", c.ID, err)
+	}
+	return pids, nil
+}
+
+// Pause freezes the container.
+func (c *Container) Pause(ctx context.Context, onPaused func()) error {
+	return c.init.transition(OpPause, Paused, func() error { return c.rt.Pause(ctx, c.ID) }, onPaused)
+}
+
+// Resume thaws the container.
+func (c *Container) Resume(ctx context.Context, onResumed func()) error {
+	return c.init.transition(OpResume, Running, func() error {
+		err := c.rt.Resume(ctx, c.ID)
+		if err != nil && exitedChild(c.init.pid) { // p.mu is held: read the field
+			// Killed while paused (docker kill, rm -f): the runtime finds it
+			// "not paused" before the exit has been processed.
+			return fmt.Errorf("cannot resume %s: its init has exited: %w", c.ID, errdefs.ErrFailedPrecondition)
+		}
+		return err
+	}, onResumed)
+}
+
+// exitedChild reports whether pid, a child of the shim, has exited: it is a
+// zombie, or already reaped. (A child's PID cannot be reused before the shim
+// reaps it.)
+func exitedChild(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	i := bytes.LastIndexByte(data, ')')
+	return i > 0 && i+2 < len(data) && data[i+2] == 'Z'
+}
+
+// Update applies new resource limits (OCI LinuxResources as JSON).
+func (c *Container) Update(ctx context.Context, resources []byte) error {
+	if err := c.init.checkOp(OpUpdate); err != nil {
+		return err
+	}
+	var res specs.LinuxResources
+	if err := json.Unmarshal(resources, &res); err != nil {
+		return fmt.Errorf("update %s: resources are not valid LinuxResources JSON: %v: %w", c.ID, err, errdefs.ErrInvalidArgument)
+	}
+	return c.rt.Update(ctx, c.ID, resources)
+}
+
+// Stats returns the container's cgroup statistics and their type URL.
+func (c *Container) Stats() (proto.Message, string, error) {
+	if c.cg == nil {
+		return nil, "", fmt.Errorf("container %s: cgroup does not exist: %w", c.ID, errdefs.ErrNotFound)
+	}
+	if c.cg.V2 {
+		m, err := c.cg.StatsV2()
+		if err != nil {
+			return nil, "", fmt.Errorf("stats of %s: %w", c.ID, err)
+		}
+		return m, cgroup.MetricsV2, nil
+	}
+	m, err := c.cg.StatsV1()
+	if err != nil {
+		return nil, "", fmt.Errorf("stats of %s: %w", c.ID, err)
+	}
+	return m, cgroup.MetricsV1, nil
+}

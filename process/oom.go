@@ -1,0 +1,93 @@
+package process
+
+import (
+	"log/slog"
+
+	"github.com/example/containerd-shim-example-v2/cgroup"
+)
+
+// watchCgroup finds the init's cgroup and starts watching it for OOM kills
+// (at create, so even an OOM during start is seen). A container without a
+// findable cgroup still runs; it just has no stats or OOM events.
+func (c *Container) watchCgroup(pid int) {
+	c.watchCgroupFrom(pid, true)
+}
+
+// watchCgroupFrom is watchCgroup; fresh counts the cgroup's OOM kills so far
+// as seen (a new container), where a container handed over by an upgrade
+// keeps the counts it had.
+func (c *Container) watchCgroupFrom(pid int, fresh bool) {
+	cg, err := cgroup.ForPid(cgroup.DefaultRoot, pid)
+	if err != nil {
+		slog.Warn("container cgroup not found; no stats or OOM events", "container", c.ID, "error", err)
+		return
+	}
+	c.cg = cg
+	if fresh {
+		c.oomSeen, _ = cg.OOMKills()
+		c.oomAtCreate = c.oomSeen
+	}
+	c.limitMarks = cg.LimitMarks()
+	if c.events.OOM == nil || c.oomWatcher == nil {
+		return
+	}
+	if stop, err := c.oomWatcher.Watch(cg, c.oomNotified); err == nil {
+		c.stopOOM = stop
+	} else {
+		slog.Warn("cannot watch for OOM kills", "container", c.ID, "error", err)
+	}
+}
+
+// oomNotified handles the cgroup's OOM notification.
+func (c *Container) oomNotified() { c.reportOOM(true) }
+
+// reportOOMBeforeExit reports an OOM kill the notification has not (yet)
+// delivered, so that an OOM-killed init's /tasks/oom precedes its exit.
+func (c *Container) reportOOMBeforeExit() {
+	if c.cg == nil || c.events.OOM == nil {
+		return
+	}
+	c.reportOOM(false)
+}
+
+// reportOOM publishes an OOM kill not reported yet, found through the
+// cgroup's notification (notified) or on the exit path.
+func (c *Container) reportOOM(notified bool) {
+	kills, err := c.cg.OOMKills()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case notified && c.initReaped:
+		return // the exit path reports it, in order
+	case err == nil && kills > c.oomSeen:
+		c.oomSeen = kills
+	case notified && !c.cg.V2:
+		// v1 signals the OOM itself, possibly before the kill is counted:
+		// count it now so the exit path does not report it twice.
+		c.oomSeen++
+	default:
+		return // v2: memory.events changed, but not oom_kill
+	}
+	c.noteOOMScope()
+	c.events.OOM(c)
+}
+
+// noteOOMScope records (and logs) whether the OOM kill just seen came from the
+// container's own memory limit or from a cgroup above it: containerd's OOM
+// event cannot say, and "OOMKilled" under a pod or node limit is a different
+// problem from one under the container's limit. Called with c.mu held.
+func (c *Container) noteOOMScope() {
+	c.oomScope, c.limitMarks = c.cg.OOMScope(c.limitMarks)
+	slog.Warn("OOM kill in container", "container", c.ID, "limit", c.oomScope, "kills", c.oomSeen)
+}
+
+// OOMInfo returns how many OOM kills the container's cgroup has seen since it
+// was created, and where the last one's limit was hit ("" before any).
+func (c *Container) OOMInfo() (kills uint64, scope string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cg == nil {
+		return 0, ""
+	}
+	return c.oomSeen - c.oomAtCreate, c.oomScope
+}
