@@ -221,11 +221,12 @@ echo '{"version":"from-the-future","revision":"x","minStateVersion":99,"stateVer
 			err error
 		}
 		upgraded := make(chan result, 1)
+		logAt := d.LogSize()
 		go func() {
 			out, err := upgradeShim(t, ctx, "-address", addr, "-binary", bin, "-test-hold", upgradeHold.String())
 			upgraded <- result{out, err}
 		}()
-		time.Sleep(upgradeHold / 2) // inside the switch's hold
+		waitForHold(t, d, logAt)
 		if err := syscall.Kill(int(victimTask.Pid()), syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
@@ -235,6 +236,9 @@ echo '{"version":"from-the-future","revision":"x","minStateVersion":99,"stateVer
 			t.Errorf("round %d: status during the switch: %v, %v", round, st.Status, err)
 		}
 		waitedFor := time.Since(stateStart)
+		if waitedFor < upgradeHold/4 {
+			t.Errorf("round %d: a request sent inside the hold was answered after %v: it should wait for the switch to end", round, waitedFor)
+		}
 		r := <-upgraded
 		if r.err != nil {
 			t.Fatalf("round %d: upgrade: %v\n%s", round, r.err, r.out)
@@ -354,6 +358,25 @@ echo '{"version":"from-the-future","revision":"x","minStateVersion":99,"stateVer
 	}
 	if log := d.LogSince(logStart, 1<<20); strings.Contains(log, "shim disconnected") {
 		t.Errorf("containerd saw the shim disconnect:\n%s", log)
+	}
+}
+
+// holdLogLine is what the shim logs when a switch begins its test hold
+// (upgrade.HoldLogLine; this module does not import the shim's).
+const holdLogLine = "everything paused, test hold begins"
+
+// waitForHold waits until the daemon's log, from offset on, says a switch has
+// paused everything and holds (the shim logs it when -test-hold is given and
+// containerd copies the shim's log into its own), so that what the test does
+// next lands inside the switch.
+func waitForHold(t *testing.T, d *harness.Daemon, offset int64) {
+	t.Helper()
+	deadline := time.Now().Add(upgradeHold * 10)
+	for !strings.Contains(d.LogSince(offset, 1<<20), holdLogLine) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the switch did not begin its hold within %v; containerd's log since:\n%s", upgradeHold*10, d.LogSince(offset, 8<<10))
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -572,11 +595,12 @@ func TestUpgradeExecFailureUndone(t *testing.T) {
 			err error
 		}
 		done := make(chan result, 1)
+		logAt := d.LogSize()
 		go func() {
 			o, err := upgradeShim(t, ctx, "-address", shimAddress(t, d, ns, "keeps"), "-binary", bin, "-test-hold", upgradeHold.String())
 			done <- result{o, err}
 		}()
-		time.Sleep(upgradeHold / 2)
+		waitForHold(t, d, logAt)
 		if err := os.Chmod(bin, 0o644); err != nil {
 			t.Fatal(err)
 		}

@@ -40,6 +40,10 @@ const (
 // maxHold bounds UpgradeRequest.hold_ms (a test knob).
 const maxHold = 10 * time.Second
 
+// HoldLogLine is logged when a switch with a hold has paused everything and
+// begins to hold.
+const HoldLogLine = "everything paused, test hold begins"
+
 // Parts are what the daemon owns and an upgrade pauses and hands over.
 type Parts struct {
 	Listener *handover.Listener
@@ -213,7 +217,12 @@ func (d *Daemon) switchOver(binary string, hold time.Duration) {
 		return
 	}
 	undo = append(undo, p.Events.Release)
-	time.Sleep(hold)
+	if hold > 0 {
+		// Tests wait for this line (containerd copies it into its log) to act
+		// inside the switch rather than guess when it begins.
+		slog.Info("upgrade: "+HoldLogLine, "hold", hold)
+		time.Sleep(hold)
+	}
 
 	fds := &handover.FDs{}
 	undo = append(undo, fds.Release)
