@@ -74,14 +74,26 @@ func (s *Shim) TaskAPI(t testing.TB, version int) TaskAPI {
 }
 
 // findDaemon finds the daemon serving socket: the one process whose command
-// line passes it as -socket (how `start` hands the daemon its socket).
+// line passes it as -socket (how `start` hands the daemon its socket). It
+// looks again for a moment when it finds none: `start` may exit before the
+// daemon's exec has finished, and until the kernel has set up the new
+// program's arguments /proc/<pid>/cmdline reads empty (seen once in CI).
 func findDaemon(socket string) (int, error) {
-	found := processesWithArg("-socket", socket)
-	if len(found) != 1 {
-		return 0, fmt.Errorf("processes serving %s: %v, want exactly one daemon", socket, found)
+	deadline := time.Now().Add(findDaemonTimeout)
+	for {
+		found := processesWithArg("-socket", socket)
+		if len(found) == 1 {
+			return found[0], nil
+		}
+		if len(found) > 1 || time.Now().After(deadline) {
+			return 0, fmt.Errorf("processes serving %s: %v, want exactly one daemon", socket, found)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	return found[0], nil
 }
+
+// findDaemonTimeout bounds findDaemon's search.
+const findDaemonTimeout = 5 * time.Second
 
 // Exited waits up to timeout for the daemon to exit and reports whether it
 // did.
