@@ -1,0 +1,48 @@
+package upgrade
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/example/containerd-shim-example-v2/handover"
+	upgradeapi "github.com/example/containerd-shim-example-v2/proto/upgrade/v1"
+	"github.com/example/containerd-shim-example-v2/reaper"
+)
+
+// While a process is being launched (a reaper launch window is open: its PID
+// and early exit are not anybody's yet, and they cannot be handed over), an
+// upgrade to a binary that would otherwise be accepted is refused with
+// FailedPrecondition, and the refusal leaves the daemon free for a later try.
+func TestUpgradeRefusedWhileLaunching(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r := reaper.New()
+	go r.Run(ctx)
+
+	next := filepath.Join(t.TempDir(), "next")
+	hello := fmt.Sprintf(`{"version":"next","revision":"r","minStateVersion":%d,"stateVersion":%d}`,
+		handover.StateVersion, handover.StateVersion)
+	if err := os.WriteFile(next, []byte("#!/bin/sh\necho '"+hello+"'\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	d := New(Parts{Reaper: r}, handover.Build{Version: "this"}, next, []string{next})
+
+	w := r.Open() // a launch in progress
+	_, err := d.Upgrade(ctx, &upgradeapi.UpgradeRequest{Binary: next})
+	w.Close()
+	if !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "being launched") {
+		t.Fatalf("upgrade during a launch: %v, want FailedPrecondition (a process is being launched)", err)
+	}
+	d.mu.Lock()
+	busy := d.busy
+	d.mu.Unlock()
+	if busy {
+		t.Fatal("the refused upgrade left the daemon busy: every later upgrade would be refused")
+	}
+}
