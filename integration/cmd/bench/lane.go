@@ -125,6 +125,7 @@ func runLane(cfg config, l lane) (*laneResult, error) {
 		{"stdout throughput", b.throughput},
 		{"idle memory", b.idleMemory},
 		{"pod memory and start time", b.podMemory},
+		{"in-place upgrade pause", b.upgradePause},
 	}
 	for _, s := range steps {
 		if !selected(cfg.only, s.name) {

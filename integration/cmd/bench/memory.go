@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/pkg/oci"
+
+	"github.com/example/containerd-shim-example-v2/integration/harness"
 )
 
 // settleTime lets a shim reach its idle state (ours trims its memory 2 s
@@ -171,17 +173,34 @@ feed:
 	return err
 }
 
-// memory reads the pod shim's smaps_rollup. The shim is named (-id) after
-// the container whose start spawned it.
+// memory reads the pod shim's smaps_rollup.
 func (p *pod) memory() (map[string]float64, error) {
+	s, err := p.shim()
+	if err != nil {
+		return nil, err
+	}
+	return smapsRollup(s.Pid), nil
+}
+
+// shim finds the pod's shim process. It is named (-id) after the container
+// whose start spawned it.
+func (p *pod) shim() (harness.Proc, error) {
 	for _, s := range p.b.d.ShimProcesses("", "") {
-		for i, a := range s.Args {
-			if a == "-id" && i+1 < len(s.Args) && p.ids[s.Args[i+1]] {
-				return smapsRollup(s.Pid), nil
-			}
+		if p.ids[argAfter(s.Args, "-id")] {
+			return s, nil
 		}
 	}
-	return nil, fmt.Errorf("pod shim of %s not found", p.id)
+	return harness.Proc{}, fmt.Errorf("pod shim of %s not found", p.id)
+}
+
+// argAfter returns the word after flag in args, or "".
+func argAfter(args []string, flag string) string {
+	for i, a := range args {
+		if a == flag && i+1 < len(args) {
+			return args[i+1]
+		}
+	}
+	return ""
 }
 
 // stopAll kills and removes every container, a few at a time.

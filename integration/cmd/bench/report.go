@@ -23,6 +23,7 @@ var rowOrder = []string{
 	"idle-rss", "idle-uss", "idle-anon", "idle-threads",
 	"pod-seq-start-lo", "pod-seq-start", "pod-conc-start",
 	"pod-rss-lo", "pod-rss", "pod-anon", "pod-rss-per-ctr", "pod-anon-per-ctr", "pod-conc-rss", "pod-conc-anon",
+	"upgrade-pause",
 }
 
 // addDerived adds the rows computed from others: what each shim path adds
