@@ -38,6 +38,7 @@ func TestMain(m *testing.M) {
 		}
 	}
 	shared.mu.Unlock()
+	removeSecondShimBuild()
 	os.Exit(code)
 }
 

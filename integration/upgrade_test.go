@@ -26,9 +26,17 @@ const upgradeBuildVersion = "upgrade-b"
 
 var (
 	secondBuildOnce sync.Once
+	secondBuildDir  string // made by secondShimBuild; TestMain removes it
 	secondBuild     string
 	secondBuildErr  error
 )
+
+// removeSecondShimBuild removes the second build's directory, if one was made.
+func removeSecondShimBuild() {
+	if secondBuildDir != "" {
+		os.RemoveAll(secondBuildDir)
+	}
+}
 
 // secondShimBuild builds the shim again with another version string, once per test run
 // (under a directory of the same binary name, as an install would put it). $UPGRADE_SHIM_B
@@ -45,6 +53,7 @@ func secondShimBuild(t *testing.T) string {
 			secondBuildErr = err
 			return
 		}
+		secondBuildDir = dir
 		out := filepath.Join(dir, harness.ShimBinaryName)
 		cmd := exec.Command("go", "build", "-trimpath", "-ldflags",
 			"-s -w -X github.com/example/containerd-shim-example-v2/launch.Version="+upgradeBuildVersion, "-o", out, "./cmd/shim")
