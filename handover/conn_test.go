@@ -72,6 +72,16 @@ func listen(t *testing.T) (*net.UnixListener, string) {
 	return l, path
 }
 
+// dial connects a ttrpc client to the test server's socket.
+func dial(t *testing.T, path string) *ttrpc.Client {
+	t.Helper()
+	nc, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ttrpc.NewClient(nc)
+}
+
 func call(ctx context.Context, c *ttrpc.Client, v string) (string, error) {
 	var resp wrapperspb.StringValue
 	err := c.Call(ctx, "test.Echo", "Echo", wrapperspb.String(v), &resp)
@@ -87,11 +97,7 @@ func TestConnHandedOverBetweenServers(t *testing.T) {
 	old := startEcho(t, "old", NewListener(l, nil))
 	defer old.srv.Close()
 
-	nc, err := net.Dial("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := ttrpc.NewClient(nc)
+	client := dial(t, path)
 	defer client.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -145,11 +151,7 @@ func TestConnHandedOverBetweenServers(t *testing.T) {
 		t.Fatalf("after: %q, %v", got, err)
 	}
 	// New clients reach the successor through the handed-over listener.
-	nc2, err := net.Dial("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client2 := ttrpc.NewClient(nc2)
+	client2 := dial(t, path)
 	defer client2.Close()
 	if got, err := call(ctx, client2, "e"); err != nil || got != "new:e" {
 		t.Fatalf("new client: %q, %v", got, err)
@@ -307,11 +309,7 @@ func TestParkedWaitAnsweredBySuccessor(t *testing.T) {
 	l, path := listen(t)
 	old := startEcho(t, "old", NewListener(l, nil))
 	defer old.srv.Close()
-	nc, err := net.Dial("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := ttrpc.NewClient(nc)
+	client := dial(t, path)
 	defer client.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -352,11 +350,7 @@ func TestWaitNone(t *testing.T) {
 	if !e.conns.WaitNone(time.Second) {
 		t.Fatal("no client yet, but WaitNone timed out")
 	}
-	nc, err := net.Dial("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := ttrpc.NewClient(nc)
+	client := dial(t, path)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := call(ctx, client, "x"); err != nil {

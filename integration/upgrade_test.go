@@ -41,9 +41,13 @@ func removeSecondShimBuild() {
 // secondShimBuild builds the shim again with another version string, once per test run
 // (under a directory of the same binary name, as an install would put it). $UPGRADE_SHIM_B
 // names one built beforehand (with launch.Version=upgrade-b), for the cgroup v2 guest,
-// which has no Go build cache of its own.
+// which has no Go build cache of its own. It skips the test for another runtime under test:
+// the in-place upgrade is a feature of this shim only.
 func secondShimBuild(t *testing.T) string {
 	t.Helper()
+	if harness.Runtime() != "io.example.v2" {
+		t.Skipf("in-place upgrade is a feature of io.example.v2, not of %s", harness.Runtime())
+	}
 	if p := os.Getenv("UPGRADE_SHIM_B"); p != "" {
 		return p
 	}
@@ -101,15 +105,8 @@ const upgradeHold = 700 * time.Millisecond
 // build and counts the upgrades. A binary that cannot take over is refused and changes
 // nothing.
 func TestUpgradeInPlace(t *testing.T) {
-	if harness.Runtime() != "io.example.v2" {
-		t.Skipf("in-place upgrade is a feature of io.example.v2, not of %s", harness.Runtime())
-	}
 	newBin := secondShimBuild(t)
-	for _, flavor := range harness.AllFlavors {
-		t.Run("containerd-"+flavor, func(t *testing.T) {
-			testUpgradeInPlace(t, daemonFor(t, flavor), newBin)
-		})
-	}
+	forEachFlavor(t, func(t *testing.T, d *harness.Daemon) { testUpgradeInPlace(t, d, newBin) })
 }
 
 func testUpgradeInPlace(t *testing.T, d *harness.Daemon, newBin string) {
@@ -412,9 +409,6 @@ func firstDifference(got, want string) string {
 // a shim whose task is created and not started, which cannot be handed over, is refused with
 // a reason, stays on its binary, and makes the command fail. All their containers keep running and stop with the right codes.
 func TestUpgradeAll(t *testing.T) {
-	if harness.Runtime() != "io.example.v2" {
-		t.Skipf("in-place upgrade is a feature of io.example.v2, not of %s", harness.Runtime())
-	}
 	newBin := secondShimBuild(t)
 	forEachFlavor(t, func(t *testing.T, d *harness.Daemon) {
 		ctx, ns := d.NewNamespace(t)
@@ -496,9 +490,6 @@ func TestUpgradeAll(t *testing.T) {
 // ExecSync, a second container joins the pod's namespaces after the switch, and the pod
 // stops and is removed leaving nothing behind.
 func TestUpgradeSandboxPod(t *testing.T) {
-	if harness.Runtime() != "io.example.v2" {
-		t.Skipf("in-place upgrade is a feature of io.example.v2, not of %s", harness.Runtime())
-	}
 	newBin := secondShimBuild(t)
 	d, cri := harness.StartCRIDaemon(t, harness.Flavor2x, harness.WithPodNetwork(), harness.WithShimSandboxer())
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -576,9 +567,6 @@ func TestUpgradeSandboxPod(t *testing.T) {
 // the request sent during the switch is answered, output flows and exits are reported, the
 // command says why the daemon kept its binary, and introspection records it.
 func TestUpgradeExecFailureUndone(t *testing.T) {
-	if harness.Runtime() != "io.example.v2" {
-		t.Skipf("in-place upgrade is a feature of io.example.v2, not of %s", harness.Runtime())
-	}
 	newBin := secondShimBuild(t)
 	forEachFlavor(t, func(t *testing.T, d *harness.Daemon) {
 		ctx, ns := d.NewNamespace(t)
