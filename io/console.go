@@ -135,7 +135,8 @@ func (p *Pipes) openTerminal(cfg Config, env Env) error {
 // master is driven by Go's poller like every other relay, so a keystroke
 // costs one wake-up of the relay's goroutine (no epoll thread of its own).
 func (p *Pipes) AttachConsole(master *os.File) error {
-	if _, err := newRawFile(master); err != nil {
+	m, err := newRawFile(master)
+	if err != nil {
 		master.Close()
 		return fmt.Errorf("pty master: %w", err)
 	}
@@ -149,15 +150,14 @@ func (p *Pipes) AttachConsole(master *os.File) error {
 	p.consoleDst = p.consoleOut
 	p.consoleOut = nil
 	p.mu.Unlock()
-	p.runConsole(nil, nil, true)
+	p.runConsole(m, nil, nil, true)
 	return nil
 }
 
 // runConsole starts the terminal's two relays (master -> client, client's
 // stdin -> master), each writing its carry first (bytes a halted relay had
 // read; see handover.go).
-func (p *Pipes) runConsole(outCarry, inCarry []byte, withStdin bool) {
-	m, _ := newRawFile(p.master) // checked by the caller
+func (p *Pipes) runConsole(m *rawFile, outCarry, inCarry []byte, withStdin bool) {
 	dst := p.consoleDst
 	p.consoleHalt = newHalter(outCarry)
 	h := p.consoleHalt

@@ -2,6 +2,7 @@ package io
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"time"
 
@@ -166,7 +167,13 @@ func (p *Pipes) restartConsole() {
 			in.on.Store(false) // never stopped: it goes on by itself
 		}
 	}
-	p.runConsole(out.carry, inCarry, withStdin)
+	m, err := newRawFile(p.master)
+	if err != nil { // it was driven before the halt: not expected
+		slog.Error("terminal relay not restarted after a halt", "error", err)
+		p.outputs.Done() // the halted relay kept Open's reservation
+		return
+	}
+	p.runConsole(m, out.carry, inCarry, withStdin)
 }
 
 func (p *Pipes) restart(relays []*pipeRelay) {
@@ -377,9 +384,8 @@ func ImportPipes(st PipesState, adopt func(fd int, name string, pollable bool) (
 		return f
 	}
 	if t := st.Terminal; t != nil {
-		importConsole(p, t, get)
-		if ferr != nil {
-			return nil, ferr
+		if err := importConsole(p, t, get, &ferr); err != nil {
+			return nil, err
 		}
 		return p, nil
 	}
@@ -508,8 +514,10 @@ func (o *OutputState) importFIFO(get adoptFunc) *clientFIFO {
 	return f
 }
 
-// importConsole rebuilds a handed-over terminal and starts its relays.
-func importConsole(p *Pipes, t *TerminalState, get adoptFunc) {
+// importConsole rebuilds a handed-over terminal and starts its relays, unless
+// adopting a descriptor failed (*ferr, set by get) or the master cannot be
+// driven: then it starts nothing and returns the error.
+func importConsole(p *Pipes, t *TerminalState, get adoptFunc, ferr *error) error {
 	p.terminal = true
 	p.master = get(t.Master, "pty master", polled)
 	p.hungUp.Store(t.HungUp)
@@ -524,15 +532,23 @@ func importConsole(p *Pipes, t *TerminalState, get adoptFunc) {
 		p.toClose = append(p.toClose, p.stdinReader)
 		inCarry = in.Carry
 	}
+	if *ferr != nil {
+		return *ferr
+	}
 	if t.OutEnded {
-		return
+		return nil
+	}
+	m, err := newRawFile(p.master)
+	if err != nil {
+		return fmt.Errorf("pty master: %w", err)
 	}
 	var outCarry []byte
 	if t.Out != nil {
 		outCarry = t.Out.Carry
 	}
 	p.outputs.Add(1) // the console relay's, as Open reserves it
-	p.runConsole(outCarry, inCarry, t.Stdin != nil && !t.StdinEnded)
+	p.runConsole(m, outCarry, inCarry, t.Stdin != nil && !t.StdinEnded)
+	return nil
 }
 
 // adoptLogger takes over a running binary:// logger whose exit arrives on
