@@ -241,13 +241,12 @@ type OutputState struct {
 	Discarding bool `json:"discarding,omitempty"`
 }
 
-// LogState is a file:// log: its options, the live file and its size
-// (rotation goes on from there), and how many relays write to it.
+// LogState is a file:// log: its options, and the live file and its size
+// (rotation goes on from there). The outputs that name it are its writers.
 type LogState struct {
-	Opts  FileOptions `json:"opts"`
-	File  int         `json:"file"`
-	Size  int64       `json:"size"`
-	Users int         `json:"users"`
+	Opts FileOptions `json:"opts"`
+	File int         `json:"file"`
+	Size int64       `json:"size"`
 }
 
 // StdinState is the stdin relay: the client's FIFO (the read end, the
@@ -311,7 +310,7 @@ func (p *Pipes) Export(fds FDKeeper) (*PipesState, error) {
 			}
 			if o.Log < 0 {
 				r.log.mu.Lock()
-				ls := LogState{Opts: r.log.opts, Size: r.log.size, Users: r.log.users}
+				ls := LogState{Opts: r.log.opts, Size: r.log.size}
 				var err error
 				ls.File, err = keep(r.log.f)
 				r.log.mu.Unlock()
@@ -404,7 +403,7 @@ func ImportPipes(st PipesState, adopt func(fd int, name string, pollable bool) (
 		if err != nil {
 			return nil, err
 		}
-		rf := &rotatingFile{opts: ls.Opts, f: f, size: ls.Size, users: ls.Users}
+		rf := &rotatingFile{opts: ls.Opts, f: f, size: ls.Size}
 		if ls.Opts.Rate > 0 {
 			rf.pace = newRateLimiter(ls.Opts.Rate)
 			p.paced = append(p.paced, rf.pace)
@@ -423,6 +422,7 @@ func ImportPipes(st PipesState, adopt func(fd int, name string, pollable bool) (
 			}
 			p.toClose = append(p.toClose, pipe)
 			p.ownQueues = append(p.ownQueues, pipe)
+			logs[o.Log].users++ // as startFileOutput counts a writer
 			p.relays = append(p.relays, &pipeRelay{stream: o.Stream, src: pipe, log: logs[o.Log]})
 			continue
 		}

@@ -240,7 +240,7 @@ func TestFileLogHandedOver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(st.Logs) != 1 || len(st.Outputs) != 2 || st.Logs[0].Users != 2 {
+	if len(st.Logs) != 1 || len(st.Outputs) != 2 || st.Outputs[0].Log != 0 || st.Outputs[1].Log != 0 {
 		t.Fatalf("state %+v, want one log shared by two outputs", st)
 	}
 	next, err := ImportPipes(*st, adoptFD, Env{})
