@@ -267,8 +267,7 @@ func (q *Queue) Hold(timeout time.Duration) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.held = true
-	condwait.Until(q.cond, timeout, func() bool { return !q.sending })
-	if q.sending {
+	if !condwait.Until(q.cond, timeout, func() bool { return !q.sending }) {
 		q.held = false
 		q.cond.Broadcast()
 		return false

@@ -47,15 +47,12 @@ func (d *FDs) KeepDup(f *os.File) (int, error) {
 	if err != nil {
 		return -1, fmt.Errorf("handover: %s: %w", f.Name(), err)
 	}
-	var nfd int
-	var derr error
-	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+	var n int
+	var kerr error
+	if err := rc.Control(func(fd uintptr) { n, kerr = d.KeepRaw(int(fd), f.Name()) }); err != nil {
 		return -1, fmt.Errorf("handover: %s: %w", f.Name(), err)
 	}
-	if derr != nil {
-		return -1, fmt.Errorf("handover: duplicate %s: %w", f.Name(), derr)
-	}
-	return d.Keep(os.NewFile(uintptr(nfd), f.Name()))
+	return n, kerr
 }
 
 // Len is how many files are kept.

@@ -186,12 +186,11 @@ func (d *Daemon) switchOver(binary string, hold time.Duration) {
 		d.record.lastErr = err.Error()
 		d.mu.Unlock()
 	}
+	undo = append(undo, p.Listener.Resume) // a failed Pause leaves it paused too
 	if err := p.Listener.Pause(listenerPauseTimeout); err != nil {
-		p.Listener.Resume()
 		fail(err)
 		return
 	}
-	undo = append(undo, p.Listener.Resume)
 	if err := p.Conns.PauseAll(connPauseTimeout); err != nil {
 		fail(err)
 		return

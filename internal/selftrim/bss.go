@@ -27,7 +27,7 @@ func NoHugeBSS() {
 	if start, end, ok := mappingOf(uintptr(unsafe.Pointer(&bssMarker))); ok {
 		madvise(start, end-start, unix.MADV_NOHUGEPAGE)
 	}
-	_ = unix.Prctl(unix.PR_SET_THP_DISABLE, 0, 0, 0, 0)
+	EnableTHP()
 }
 
 // DisableTHPForExec sets PR_SET_THP_DISABLE on the calling process, which a
