@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 )
 
@@ -121,6 +122,17 @@ func (f *clientFIFO) holdOpen() {
 	defer f.mu.Unlock()
 	if f.keep == nil {
 		f.keep, _ = openIdle(f.viaHandle(), unix.O_RDONLY)
+	}
+}
+
+// mustBeOpened is FailedPrecondition while the client has not opened the
+// FIFO: a relay still waiting for it cannot be halted and handed over.
+func (f *clientFIFO) mustBeOpened(stream string) error {
+	select {
+	case <-f.opened:
+		return nil
+	default:
+		return fmt.Errorf("%s: the client has not opened its FIFO yet: %w", stream, errdefs.ErrFailedPrecondition)
 	}
 }
 

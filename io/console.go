@@ -225,8 +225,7 @@ func (p *Pipes) relayTerminalOutput(master *rawFile, dst *os.File, buf []byte, h
 			return nil
 		}
 		if err := out(b); err != nil {
-			if h.on.Load() && w != nil {
-				h.carry = append([]byte(nil), w.buf...) // what the FIFO had no room for
+			if w != nil && h.haltedIn(w) { // what the FIFO had no room for is the carry
 				return errHalted
 			}
 			out = nil // the client is gone: keep draining the pty
@@ -235,8 +234,7 @@ func (p *Pipes) relayTerminalOutput(master *rawFile, dst *os.File, buf []byte, h
 		p.moved.Add(uint64(len(b)))
 		return nil
 	}
-	if carry := h.carry; len(carry) > 0 {
-		h.carry = nil
+	if carry := h.takeCarry(); len(carry) > 0 {
 		if err := deliver(carry); err != nil {
 			return err
 		}

@@ -207,8 +207,7 @@ func (r *rotatingFile) release() {
 func (r *rotatingFile) relayRaw(src *os.File, moved *atomic.Uint64, h *halter) error {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
-	if carry := h.carry; len(carry) > 0 {
-		h.carry = nil
+	if carry := h.takeCarry(); len(carry) > 0 {
 		if err := r.writeRecord(carry); err != nil {
 			return err
 		}
@@ -243,8 +242,7 @@ func (r *rotatingFile) relayRaw(src *os.File, moved *atomic.Uint64, h *halter) e
 // buffered become h's carry, read first by the next relay.
 func (r *rotatingFile) relayCRI(src *os.File, stream string, moved *atomic.Uint64, h *halter) error {
 	var in stdio.Reader = src
-	if carry := h.carry; len(carry) > 0 {
-		h.carry = nil
+	if carry := h.takeCarry(); len(carry) > 0 {
 		in = stdio.MultiReader(bytes.NewReader(carry), src)
 	}
 	br := bufio.NewReaderSize(in, MaxCRILine)

@@ -41,6 +41,35 @@ func (h *halter) finish(err error) {
 
 func newHalter(carry []byte) *halter { return &halter{carry: carry, done: make(chan struct{})} }
 
+// stopped reports whether the relay has returned (halted, or its stream
+// ended). If not, the halt is withdrawn: the relay goes on by itself.
+func (h *halter) stopped() bool {
+	select {
+	case <-h.done:
+		return true
+	default:
+		h.on.Store(false)
+		return false
+	}
+}
+
+// takeCarry hands the relay the bytes it must deliver first, once.
+func (h *halter) takeCarry() []byte {
+	c := h.carry
+	h.carry = nil
+	return c
+}
+
+// haltedIn reports whether a write to w that failed was stopped by a halt;
+// then what w had not written yet becomes the carry.
+func (h *halter) haltedIn(w *rawFile) bool {
+	if !h.on.Load() {
+		return false
+	}
+	h.carry = append([]byte(nil), w.buf...)
+	return true
+}
+
 // halt asks the relay between src and dst to stop, waking it from any wait
 // with past deadlines, and waits until it has (or timeout). The deadlines
 // are cleared again before it returns.

@@ -90,10 +90,8 @@ func (p *Pipes) Halt(timeout time.Duration) error {
 	}
 	for _, r := range p.relays {
 		if f, ok := r.out.(*clientFIFO); ok {
-			select {
-			case <-f.opened:
-			default:
-				return fmt.Errorf("%s: the client has not opened its FIFO yet: %w", r.stream, errdefs.ErrFailedPrecondition)
+			if err := f.mustBeOpened(r.stream); err != nil {
+				return err
 			}
 		}
 	}
@@ -123,12 +121,10 @@ func (p *Pipes) Restart() {
 func (p *Pipes) haltConsole(timeout time.Duration) error {
 	var dst *os.File
 	if f, ok := p.consoleDst.(*clientFIFO); ok {
-		select {
-		case <-f.opened:
-			dst = f.w
-		default:
-			return fmt.Errorf("terminal: the client has not opened its FIFO yet: %w", errdefs.ErrFailedPrecondition)
+		if err := f.mustBeOpened("terminal"); err != nil {
+			return err
 		}
+		dst = f.w
 	}
 	if !p.consoleHalt.halt(p.master, dst, timeout) {
 		p.restartConsole()
@@ -144,10 +140,7 @@ func (p *Pipes) haltConsole(timeout time.Duration) error {
 // restartConsole runs a terminal's halted relays again.
 func (p *Pipes) restartConsole() {
 	out := p.consoleHalt
-	select {
-	case <-out.done:
-	default:
-		out.on.Store(false) // never stopped
+	if !out.stopped() {
 		if p.stdinHalt != nil {
 			p.stdinHalt.on.Store(false)
 		}
@@ -158,14 +151,9 @@ func (p *Pipes) restartConsole() {
 	}
 	var inCarry []byte
 	withStdin := false
-	if in := p.stdinHalt; in != nil {
-		select {
-		case <-in.done:
-			withStdin = !in.ended.Load()
-			inCarry = in.carry
-		default:
-			in.on.Store(false) // never stopped: it goes on by itself
-		}
+	if in := p.stdinHalt; in != nil && in.stopped() {
+		withStdin = !in.ended.Load()
+		inCarry = in.carry
 	}
 	m, err := newRawFile(p.master)
 	if err != nil { // it was driven before the halt: not expected
@@ -178,14 +166,8 @@ func (p *Pipes) restartConsole() {
 
 func (p *Pipes) restart(relays []*pipeRelay) {
 	for _, r := range relays {
-		select {
-		case <-r.h.done:
-		default:
-			r.h.on.Store(false) // it never stopped: let it go on
-			continue
-		}
-		if r.h.ended.Load() {
-			continue // its stream is over
+		if !r.h.stopped() || r.h.ended.Load() {
+			continue // it goes on by itself, or its stream is over
 		}
 		r.discarding = r.h.discarding
 		p.startAgain(r, r.h.carry)

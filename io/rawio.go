@@ -122,16 +122,14 @@ func copyRawHalting(dst, src *os.File, buf []byte, h *halter) error {
 	}
 	write := func(b []byte) error {
 		if werr := w.write(b); werr != nil {
-			if h.on.Load() {
-				h.carry = append([]byte(nil), w.buf...)
+			if h.haltedIn(w) {
 				return errHalted
 			}
 			return werr
 		}
 		return nil
 	}
-	if carry := h.carry; len(carry) > 0 {
-		h.carry = nil
+	if carry := h.takeCarry(); len(carry) > 0 {
 		if err := write(carry); err != nil {
 			return err
 		}

@@ -102,10 +102,9 @@ func splicePipes(dst, src *os.File, stall *stallPolicy, h *halter) (written int6
 	}
 	s := &splicer{dst: dst, dstRC: dstRC, stall: stall, halt: h}
 	s.onSrc, s.onDst = s.srcReady, s.dstReady
-	if h != nil && len(h.carry) > 0 {
+	if h != nil {
 		// A predecessor read these and did not deliver them: first in line.
-		s.pending = h.carry
-		h.carry = nil
+		s.pending = h.takeCarry()
 	}
 	defer s.releaseBuf()
 	if h != nil && h.discarding {
