@@ -4,13 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"time"
 
-	"github.com/containerd/ttrpc"
 	"google.golang.org/protobuf/encoding/protojson"
 
-	introspect "github.com/example/containerd-shim-example-v2/proto/introspect/v1"
 	"github.com/example/containerd-shim-example-v2/service"
 )
 
@@ -34,18 +31,11 @@ func Introspect(f Flags, out io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), introspectTimeout)
 	defer cancel()
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", socket)
+	resp, err := service.Snapshot(ctx, socket)
 	if err != nil {
-		return fmt.Errorf("connect to shim %s: %w", socket, err)
-	}
-	client := ttrpc.NewClient(conn)
-	defer client.Close()
-	var resp introspect.SnapshotResponse
-	if err := client.Call(ctx, service.IntrospectService, "Snapshot", &introspect.SnapshotRequest{}, &resp); err != nil {
 		return fmt.Errorf("introspect shim %s: %w", socket, err)
 	}
-	data, err := protojson.MarshalOptions{Multiline: true, EmitUnpopulated: true}.Marshal(&resp)
+	data, err := protojson.MarshalOptions{Multiline: true, EmitUnpopulated: true}.Marshal(resp)
 	if err != nil {
 		return err
 	}

@@ -3,16 +3,38 @@ package service
 import (
 	"bufio"
 	"context"
+	"fmt"
+	"net"
 	"os"
 	"runtime"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/ttrpc"
+
 	"github.com/example/containerd-shim-example-v2/events"
 	"github.com/example/containerd-shim-example-v2/process"
 	introspect "github.com/example/containerd-shim-example-v2/proto/introspect/v1"
 )
+
+// Snapshot asks the daemon serving socket for its introspection snapshot:
+// the client side, for the `introspect` and `upgrade` commands.
+func Snapshot(ctx context.Context, socket string) (*introspect.SnapshotResponse, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", socket)
+	if err != nil {
+		return nil, fmt.Errorf("connect to shim %s: %w", socket, err)
+	}
+	c := ttrpc.NewClient(conn)
+	defer c.Close()
+	var resp introspect.SnapshotResponse
+	if err := c.Call(ctx, IntrospectService, "Snapshot", &introspect.SnapshotRequest{}, &resp); err != nil {
+		return nil, errgrpc.ToNative(err)
+	}
+	return &resp, nil
+}
 
 // eventStats is what a Publisher that can report on itself offers
 // (events.Queue does).

@@ -15,7 +15,6 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/ttrpc"
 
-	introspect "github.com/example/containerd-shim-example-v2/proto/introspect/v1"
 	upgradeapi "github.com/example/containerd-shim-example-v2/proto/upgrade/v1"
 	"github.com/example/containerd-shim-example-v2/service"
 )
@@ -90,19 +89,6 @@ func dial(socket string) (*ttrpc.Client, error) {
 	return ttrpc.NewClient(conn), nil
 }
 
-func snapshot(ctx context.Context, socket string) (*introspect.SnapshotResponse, error) {
-	c, err := dial(socket)
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	var resp introspect.SnapshotResponse
-	if err := c.Call(ctx, service.IntrospectService, "Snapshot", &introspect.SnapshotRequest{}, &resp); err != nil {
-		return nil, errgrpc.ToNative(err)
-	}
-	return &resp, nil
-}
-
 // upgradeOne upgrades the daemon at socket and says what happened.
 func upgradeOne(socket, binary string, hold time.Duration) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), switchTimeout)
@@ -120,7 +106,7 @@ func upgradeOne(socket, binary string, hold time.Duration) (string, error) {
 	// The daemon switches after answering; its introspection tells when it
 	// serves again, and how it went.
 	for {
-		snap, err := snapshot(ctx, socket)
+		snap, err := service.Snapshot(ctx, socket)
 		if err == nil && snap.Upgrade != nil {
 			u := snap.Upgrade
 			switch {
