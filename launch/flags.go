@@ -44,6 +44,17 @@ var boolFlags = map[string]func(*Flags, bool){
 	"info":  func(f *Flags, v bool) { f.Info = v },
 }
 
+// DaemonSocket is the socket a command line of this binary (without argv[0])
+// serves, or "" if it is not a daemon's (start, delete, a pod's holder...):
+// how `upgrade --all` finds the live daemons.
+func DaemonSocket(args []string) string {
+	f, err := ParseFlags(args)
+	if err != nil || f.Action != "" {
+		return ""
+	}
+	return f.Socket
+}
+
 // ParseFlags reads the command line containerd gives the shim. Flags come in
 // any order with one or two dashes, as "-flag value" or "-flag=value"; the
 // action word is the first argument that is not a flag. Unknown flags are

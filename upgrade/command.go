@@ -29,8 +29,11 @@ const switchTimeout = 30 * time.Second
 // Command runs `upgrade -address <socket> | --all [-binary <path>]`: it asks
 // each daemon to upgrade itself in place, waits until it serves again with
 // the new binary, and prints, per daemon, its pid, old and new version and
-// the pause. It fails if any daemon was not upgraded.
-func Command(args []string, out io.Writer) error {
+// the pause. It fails if any daemon was not upgraded. daemonSocket reads a
+// process's command line (without argv[0]) the way the daemon's own flag
+// parser does, and says which socket it serves ("" if it is not a daemon):
+// --all finds the daemons with it.
+func Command(args []string, out io.Writer, daemonSocket func(args []string) string) error {
 	fs := flag.NewFlagSet(Action, flag.ContinueOnError)
 	fs.SetOutput(out)
 	address := fs.String("address", "", "the shim daemon's socket (unix:///path or /path)")
@@ -48,7 +51,7 @@ func Command(args []string, out io.Writer) error {
 		sockets = []string{strings.TrimPrefix(*address, "unix://")}
 	case *all:
 		var err error
-		if sockets, err = liveDaemons(filepath.Base(os.Args[0])); err != nil {
+		if sockets, err = liveDaemons(filepath.Base(os.Args[0]), daemonSocket); err != nil {
 			return err
 		}
 		if len(sockets) == 0 {
@@ -127,7 +130,7 @@ func upgradeOne(socket, binary string, hold time.Duration) (string, error) {
 
 // liveDaemons finds the sockets of the running daemons of a binary name:
 // processes started as `<name> ... -socket <path>` without an action.
-func liveDaemons(name string) ([]string, error) {
+func liveDaemons(name string, daemonSocket func(args []string) string) ([]string, error) {
 	dirs, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil, err
@@ -150,25 +153,4 @@ func liveDaemons(name string) ([]string, error) {
 		}
 	}
 	return out, nil
-}
-
-// daemonSocket is the -socket value of a daemon's command line ("" for
-// other invocations: start, delete, a holder...).
-func daemonSocket(args []string) string {
-	socket := ""
-	for i := 0; i < len(args); i++ {
-		a := strings.TrimLeft(args[i], "-")
-		switch {
-		case a == "socket" && i+1 < len(args):
-			socket = args[i+1]
-			i++
-		case strings.HasPrefix(a, "socket="):
-			socket = strings.TrimPrefix(a, "socket=")
-		case !strings.HasPrefix(args[i], "-"):
-			return "" // an action
-		case i+1 < len(args) && !strings.HasPrefix(args[i+1], "-"):
-			i++ // a flag's value
-		}
-	}
-	return socket
 }

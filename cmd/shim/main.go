@@ -30,7 +30,7 @@ func main() {
 func run() error {
 	// The operator's command has flags of its own, after the action.
 	if len(os.Args) > 1 && os.Args[1] == upgrade.Action {
-		return upgrade.Command(os.Args[2:], os.Stdout)
+		return upgrade.Command(os.Args[2:], os.Stdout, launch.DaemonSocket)
 	}
 	f, err := launch.ParseFlags(os.Args[1:])
 	if err != nil {

@@ -1,4 +1,4 @@
-package upgrade
+package launch
 
 import "testing"
 
@@ -17,8 +17,8 @@ func TestDaemonSocket(t *testing.T) {
 		{[]string{"holder", "-socket", "/s"}, ""},
 		{nil, ""},
 	} {
-		if got := daemonSocket(c.args); got != c.want {
-			t.Errorf("daemonSocket(%q) = %q, want %q", c.args, got, c.want)
+		if got := DaemonSocket(c.args); got != c.want {
+			t.Errorf("DaemonSocket(%q) = %q, want %q", c.args, got, c.want)
 		}
 	}
 }
