@@ -27,6 +27,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/example/containerd-shim-example-v2/internal/condwait"
 )
 
 // Exit is one reaped child.
@@ -38,7 +40,8 @@ type Exit struct {
 
 // Reaper dispatches child exits to their claimants.
 //
-// Locking: mu guards waiters, pending, open and reaped. Dispatch holds mu only to
+// Locking: mu guards waiters, pending, open, reaped and callbacks; idle (on
+// mu) is broadcast when callbacks drops to zero. Dispatch holds mu only to
 // look up and send into a one-slot buffered channel (or start a goroutine,
 // see Then), so it never blocks on a slow claimant.
 type Reaper struct {
@@ -59,13 +62,16 @@ type Reaper struct {
 	sweepMu   sync.Mutex
 	paused    atomic.Bool
 	kick      chan struct{} // Resume: sweep what came while paused
-	callbacks atomic.Int64
+	callbacks int
+	idle      *sync.Cond
 }
 
 // New returns a reaper; call Run to start reaping.
 func New() *Reaper {
-	return &Reaper{waiters: make(map[int]waiter), pending: make(map[int]pendingExit), open: make(map[*Window]struct{}),
+	r := &Reaper{waiters: make(map[int]waiter), pending: make(map[int]pendingExit), open: make(map[*Window]struct{}),
 		kick: make(chan struct{}, 1)}
+	r.idle = sync.NewCond(&r.mu)
+	return r
 }
 
 // pendingExit is an unclaimed exit kept for the launch windows, with the
@@ -90,11 +96,18 @@ func (r *Reaper) deliver(w waiter, e Exit) {
 	w.ch <- e // one-slot buffer, never blocks
 }
 
-// runCallback runs fn in a goroutine of its own, counted for Pause.
+// runCallback runs fn in a goroutine of its own, counted for Pause. Called
+// with mu held.
 func (r *Reaper) runCallback(fn func(Exit), e Exit) {
-	r.callbacks.Add(1)
+	r.callbacks++
 	go func() {
-		defer r.callbacks.Add(-1)
+		defer func() {
+			r.mu.Lock()
+			if r.callbacks--; r.callbacks == 0 {
+				r.idle.Broadcast()
+			}
+			r.mu.Unlock()
+		}()
 		fn(e)
 	}()
 }
@@ -130,15 +143,13 @@ func (r *Reaper) Pause(timeout time.Duration) bool {
 	r.sweepMu.Lock()
 	r.paused.Store(true)
 	r.sweepMu.Unlock()
-	deadline := time.Now().Add(timeout)
-	for r.callbacks.Load() > 0 {
-		if time.Now().After(deadline) {
-			r.Resume()
-			return false
-		}
-		time.Sleep(time.Millisecond)
+	r.mu.Lock()
+	idle := condwait.Until(r.idle, timeout, func() bool { return r.callbacks == 0 })
+	r.mu.Unlock()
+	if !idle {
+		r.Resume()
 	}
-	return true
+	return idle
 }
 
 // Resume undoes Pause and reaps what exited meanwhile.
