@@ -15,20 +15,19 @@ import (
 // hands its files and undelivered bytes to the next binary.
 type pipeRelay struct {
 	stream string
-	src    *os.File // the process's pipe (outputs), the client's FIFO (stdin)
-	// discarding: start in the stall policy's discarding state (handed over).
-	discarding bool
-	out        output        // FIFO outputs: the client's FIFO
-	log        *rotatingFile // file:// outputs: the log (shared by both streams of one URI)
-	dst        *os.File      // stdin: the process's pipe
-	h          *halter
+	src    *os.File      // the process's pipe (outputs), the client's FIFO (stdin)
+	out    output        // FIFO outputs: the client's FIFO
+	log    *rotatingFile // file:// outputs: the log (shared by both streams of one URI)
+	dst    *os.File      // stdin: the process's pipe
+	h      *halter
 }
 
 // outputRun is an output relay's body: wait for the client's reader, then
-// relay, writing carry first.
-func (p *Pipes) outputRun(pr *pipeRelay, carry []byte) func(src *os.File) error {
+// relay, writing carry first; discarding starts it in the stall policy's
+// discarding state (a predecessor's, handed over).
+func (p *Pipes) outputRun(pr *pipeRelay, carry []byte, discarding bool) func(src *os.File) error {
 	pr.h = newHalter(carry)
-	pr.h.discarding, pr.discarding = pr.discarding, false
+	pr.h.discarding = discarding
 	stall := &stallPolicy{stream: pr.stream, timeout: p.stallTimeout, dropped: &p.dropped, moved: &p.moved}
 	return func(src *os.File) error {
 		out, err := pr.out.ready()
@@ -169,16 +168,16 @@ func (p *Pipes) restart(relays []*pipeRelay) {
 		if !r.h.stopped() || r.h.ended.Load() {
 			continue // it goes on by itself, or its stream is over
 		}
-		r.discarding = r.h.discarding
-		p.startAgain(r, r.h.carry)
+		p.startAgain(r, r.h.carry, r.h.discarding)
 	}
 }
 
-// startAgain starts a relay on files it already has, writing carry first.
-func (p *Pipes) startAgain(r *pipeRelay, carry []byte) {
+// startAgain starts a relay on files it already has, writing carry first
+// (and, for a FIFO output, discarding if its predecessor was).
+func (p *Pipes) startAgain(r *pipeRelay, carry []byte, discarding bool) {
 	switch {
 	case r.out != nil:
-		p.runRelay(r.stream, r.src, p.outputRun(r, carry), func() { r.out.Close() })
+		p.runRelay(r.stream, r.src, p.outputRun(r, carry, discarding), func() { r.out.Close() })
 	case r.log != nil:
 		p.runRelay(r.stream, r.src, p.fileRun(r, carry), r.log.release)
 	default:
@@ -417,20 +416,23 @@ func ImportPipes(st PipesState, adopt func(fd int, name string, pollable bool) (
 		p.clientQueues = append(p.clientQueues, f)
 		p.relays = append(p.relays, &pipeRelay{stream: o.Stream, src: pipe, out: f})
 	}
-	carries := make([][]byte, 0, len(p.relays))
-	discarding := make([]bool, 0, len(p.relays))
+	// What each relay starts with, in p.relays' order (stdin first).
+	type start struct {
+		carry      []byte
+		discarding bool
+	}
+	starts := make([]start, 0, len(p.relays))
 	if st.Stdin != nil {
-		carries, discarding = append(carries, st.Stdin.Carry), append(discarding, false)
+		starts = append(starts, start{carry: st.Stdin.Carry})
 	}
 	for _, o := range st.Outputs {
-		carries, discarding = append(carries, o.Carry), append(discarding, o.Discarding)
+		starts = append(starts, start{o.Carry, o.Discarding})
 	}
 	for i, r := range p.relays {
 		if r.out != nil || r.log != nil {
 			p.outputs.Add(1)
 		}
-		r.discarding = discarding[i]
-		p.startAgain(r, carries[i])
+		p.startAgain(r, starts[i].carry, starts[i].discarding)
 	}
 	return p, nil
 }

@@ -14,7 +14,7 @@ import (
 
 func (p *Pipes) startOutput(dst output, stream string) (*os.File, error) {
 	pr := &pipeRelay{stream: stream, out: dst}
-	w, err := p.startRelay(stream, p.outputRun(pr, nil), func() { dst.Close() })
+	w, err := p.startRelay(stream, p.outputRun(pr, nil, false), func() { dst.Close() })
 	if err != nil {
 		dst.Close()
 		return nil, err
