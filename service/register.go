@@ -113,20 +113,18 @@ var empty = &emptypb.Empty{}
 // and containers' metrics every second (stats_collect_period), and status checks ask for
 // state. They change nothing, so they are not activity the daemon should wait out
 // before trimming its memory.
-var pollMethods = map[string]bool{
-	"/" + TaskServiceV2 + "/State":           true,
-	"/" + TaskServiceV2 + "/Stats":           true,
-	"/" + TaskServiceV2 + "/Pids":            true,
-	"/" + TaskServiceV2 + "/Connect":         true,
-	"/" + TaskServiceV3 + "/State":           true,
-	"/" + TaskServiceV3 + "/Stats":           true,
-	"/" + TaskServiceV3 + "/Pids":            true,
-	"/" + TaskServiceV3 + "/Connect":         true,
-	"/" + SandboxService + "/SandboxMetrics": true,
-	"/" + SandboxService + "/SandboxStatus":  true,
-	"/" + SandboxService + "/PingSandbox":    true,
-	"/" + SandboxService + "/Platform":       true,
-}
+var pollMethods = func() map[string]bool {
+	m := map[string]bool{}
+	for _, task := range []string{TaskServiceV2, TaskServiceV3} { // one method table under both names
+		for _, method := range []string{"State", "Stats", "Pids", "Connect"} {
+			m["/"+task+"/"+method] = true
+		}
+	}
+	for _, method := range []string{"SandboxMetrics", "SandboxStatus", "PingSandbox", "Platform"} {
+		m["/"+SandboxService+"/"+method] = true
+	}
+	return m
+}()
 
 // IsPoll reports whether a request, by its ttrpc full method name ("/service/method"),
 // is a periodic read-only query (see pollMethods) rather than work.

@@ -3,7 +3,6 @@ package selftrim
 import (
 	"bufio"
 	"os"
-	"strconv"
 	"strings"
 	"unsafe"
 
@@ -49,14 +48,8 @@ func mappingOf(addr uintptr) (start, end uintptr, ok bool) {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		rng, _, _ := strings.Cut(sc.Text(), " ")
-		lo, hi, found := strings.Cut(rng, "-")
-		if !found {
-			continue
-		}
-		s, err1 := strconv.ParseUint(lo, 16, 64)
-		e, err2 := strconv.ParseUint(hi, 16, 64)
-		if err1 == nil && err2 == nil && uintptr(s) <= addr && addr < uintptr(e) {
-			return uintptr(s), uintptr(e), true
+		if s, e, ok := parseRange(rng); ok && s <= addr && addr < e {
+			return s, e, true
 		}
 	}
 	return 0, 0, false

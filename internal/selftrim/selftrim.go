@@ -56,16 +56,14 @@ func ownReadOnlyMappings() []mapping {
 		if len(fields) == 0 {
 			continue
 		}
-		if lo, hi, ok := strings.Cut(fields[0], "-"); ok && !strings.HasSuffix(fields[0], ":") {
+		if strings.Contains(fields[0], "-") && !strings.HasSuffix(fields[0], ":") {
 			// A mapping header: "start-end perms offset dev inode [path]".
 			cur = nil
 			if len(fields) < 6 || fields[5] != self || strings.Contains(fields[1], "w") {
 				continue
 			}
-			start, err1 := strconv.ParseUint(lo, 16, 64)
-			end, err2 := strconv.ParseUint(hi, 16, 64)
-			if err1 == nil && err2 == nil && end > start {
-				out = append(out, mapping{uintptr(start), uintptr(end)})
+			if start, end, ok := parseRange(fields[0]); ok && end > start {
+				out = append(out, mapping{start, end})
 				cur = &out[len(out)-1]
 			}
 			continue
@@ -82,4 +80,15 @@ func ownReadOnlyMappings() []mapping {
 // address (the unix package only takes a slice, which would need unsafe).
 func madvise(addr, length uintptr, advice int) {
 	_, _, _ = unix.Syscall(unix.SYS_MADVISE, addr, length, uintptr(advice))
+}
+
+// parseRange reads a /proc/<pid>/maps address range, "start-end" in hex.
+func parseRange(field string) (start, end uintptr, ok bool) {
+	lo, hi, found := strings.Cut(field, "-")
+	if !found {
+		return 0, 0, false
+	}
+	s, err1 := strconv.ParseUint(lo, 16, 64)
+	e, err2 := strconv.ParseUint(hi, 16, 64)
+	return uintptr(s), uintptr(e), found && err1 == nil && err2 == nil
 }
