@@ -222,17 +222,7 @@ echo '{"version":"from-the-future","revision":"x","minStateVersion":99,"stateVer
 			t.Fatalf("round %d: the stream is %v (%v) before the switch: it must cross it", round, st.Status, err)
 		}
 
-		type result struct {
-			out string
-			err error
-		}
-		upgraded := make(chan result, 1)
-		logAt := d.LogSize()
-		go func() {
-			out, err := upgradeShim(t, ctx, "-address", addr, "-binary", bin, "-test-hold", upgradeHold.String())
-			upgraded <- result{out, err}
-		}()
-		waitForHold(t, d, logAt)
+		upgraded := startHeldUpgrade(t, ctx, d, addr, bin)
 		if err := syscall.Kill(int(victimTask.Pid()), syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
@@ -365,6 +355,27 @@ echo '{"version":"from-the-future","revision":"x","minStateVersion":99,"stateVer
 	if log := d.LogSince(logStart, 1<<20); strings.Contains(log, "shim disconnected") {
 		t.Errorf("containerd saw the shim disconnect:\n%s", log)
 	}
+}
+
+// upgradeResult is what the upgrade command printed, and how it ended.
+type upgradeResult struct {
+	out string
+	err error
+}
+
+// startHeldUpgrade runs the upgrade command against the daemon at addr with
+// the test hold, and returns once the switch holds (see waitForHold); the
+// command's result comes on the channel.
+func startHeldUpgrade(t *testing.T, ctx context.Context, d *harness.Daemon, addr, bin string) <-chan upgradeResult {
+	t.Helper()
+	res := make(chan upgradeResult, 1)
+	logAt := d.LogSize()
+	go func() {
+		out, err := upgradeShim(t, ctx, "-address", addr, "-binary", bin, "-test-hold", upgradeHold.String())
+		res <- upgradeResult{out, err}
+	}()
+	waitForHold(t, d, logAt)
+	return res
 }
 
 // holdLogLine is what the shim logs when a switch begins its test hold
@@ -587,17 +598,7 @@ func TestUpgradeExecFailureUndone(t *testing.T) {
 		if err := os.WriteFile(bin, b, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		type result struct {
-			out string
-			err error
-		}
-		done := make(chan result, 1)
-		logAt := d.LogSize()
-		go func() {
-			o, err := upgradeShim(t, ctx, "-address", shimAddress(t, d, ns, "keeps"), "-binary", bin, "-test-hold", upgradeHold.String())
-			done <- result{o, err}
-		}()
-		waitForHold(t, d, logAt)
+		done := startHeldUpgrade(t, ctx, d, shimAddress(t, d, ns, "keeps"), bin)
 		if err := os.Chmod(bin, 0o644); err != nil {
 			t.Fatal(err)
 		}
