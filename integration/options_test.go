@@ -221,7 +221,7 @@ func TestOptionsCrun(t *testing.T) {
 			// crun 1.8 rejects the spec version the 2.x Go client writes (1.3.0: "unknown
 			// version specified"); 1.0.2 is what containerd 1.6 itself writes.
 			ctr := newContainer(t, ctx, d, id, []string{"sh", "-c",
-				"echo via-crun; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo err-line >&2; exit 5"},
+				"echo via-crun; while [ ! -e /tmp/go ]; do sleep 0.1; done; sleep 1; echo err-line >&2; exit 5"},
 				func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
 					s.Version = "1.0.2-dev"
 					return nil

@@ -274,10 +274,13 @@ func TestShimWritesOnlyItsOwnFiles(t *testing.T) {
 		}
 		t.Cleanup(func() { os.RemoveAll(fifoDir) })
 
-		life := newContainer(t, ctx, d, "sec-life", []string{"sh", "-c", "echo hello-log; until [ -e /tmp/go ]; do sleep 0.05; done; exit 0"}, groupAnnotation(group))
+		// The init ends on SIGTERM, sent once the exec has exited: an init that ended on its
+		// own (on a file the exec made) raced with the exec's exit, and the kernel's SIGKILL
+		// of the pid namespace's remaining processes made the exec exit 137 now and then.
+		life := newContainer(t, ctx, d, "sec-life", []string{"sh", "-c", "trap 'exit 0' TERM; echo hello-log; while :; do sleep 0.05; done"}, groupAnnotation(group))
 		task, statusC := startTask(t, ctx, life, cio.LogFile(logFile))
 		var out lockedBuffer
-		proc, err := task.Exec(ctx, "sec-exec", execSpec(t, ctx, task, "sh", "-c", "echo exec-out; touch /tmp/go"),
+		proc, err := task.Exec(ctx, "sec-exec", execSpec(t, ctx, task, "sh", "-c", "echo exec-out"),
 			cio.NewCreator(cio.WithStreams(nil, &out, &out), cio.WithFIFODir(fifoDir)))
 		if err != nil {
 			t.Fatalf("exec: %v", err)
@@ -295,6 +298,9 @@ func TestShimWritesOnlyItsOwnFiles(t *testing.T) {
 		waitIO(t, "exec sec-exec", proc.IO())
 		if _, err := proc.Delete(ctx); err != nil {
 			t.Errorf("exec delete: %v", err)
+		}
+		if err := task.Kill(ctx, syscall.SIGTERM); err != nil {
+			t.Fatalf("stop sec-life: %v", err)
 		}
 		if code := exitCode(t, ctx, statusC); code != 0 {
 			t.Errorf("sec-life: exit code %d", code)

@@ -169,7 +169,7 @@ func testUpgradeInPlace(t *testing.T, d *harness.Daemon, newBin string) {
 
 	// A container that runs out of memory only after both switches: the new binary's OOM
 	// watch must report it.
-	hog := newContainer(t, ctx, d, "hog", []string{"sh", "-c", `until [ -e /tmp/go ]; do sleep 0.05; done; x=aaaaaaaa; while :; do x="$x$x"; done`},
+	hog := newContainer(t, ctx, d, "hog", []string{"sh", "-c", `until [ -e /tmp/go ]; do sleep 0.05; done; sleep 1; x=aaaaaaaa; while :; do x="$x$x"; done`},
 		group, oci.WithMemoryLimit(32<<20))
 	hogTask, hogExit := startTask(t, ctx, hog, cio.NullIO)
 	defer hogTask.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)
