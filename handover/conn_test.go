@@ -12,6 +12,8 @@ import (
 	"github.com/containerd/ttrpc"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/example/containerd-shim-example-v2/ttrpcserver"
 )
 
 // echoServer is one "daemon": a ttrpc server whose Echo answers with its
@@ -19,7 +21,7 @@ import (
 // request that asks to wait ("wait:...").
 type echoServer struct {
 	name     string
-	srv      *ttrpc.Server
+	srv      server
 	ln       *Listener
 	conns    *Conns
 	release  chan struct{}
@@ -27,14 +29,47 @@ type echoServer struct {
 	parkDone chan struct{}
 }
 
-func startEcho(t *testing.T, name string, ln *Listener) *echoServer {
+// server is what the daemon needs of a ttrpc server. The tests run with
+// both ttrpc's own server and the daemon's (ttrpcserver), which read and
+// write a connection differently (buffered read-ahead, header then body).
+type server interface {
+	RegisterService(string, *ttrpc.ServiceDesc)
+	Serve(context.Context, net.Listener) error
+	Close() error
+}
+
+// serverKind is the server the current test uses (see bothServers).
+var serverKind = "ttrpc"
+
+func newServer(t *testing.T, conns *Conns) server {
 	t.Helper()
-	e := &echoServer{name: name, ln: ln, conns: NewConns(), release: make(chan struct{}), served: make(chan struct{}), parkDone: make(chan struct{})}
 	var noop noHandshake
-	srv, err := ttrpc.NewServer(ttrpc.WithServerHandshaker(e.conns.Handshaker(noop)))
+	if serverKind == "ttrpcserver" {
+		return ttrpcserver.New(ttrpcserver.Options{Handshaker: conns.Handshaker(noop)})
+	}
+	srv, err := ttrpc.NewServer(ttrpc.WithServerHandshaker(conns.Handshaker(noop)))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return srv
+}
+
+// bothServers runs a test once with each server (not in parallel: the
+// server kind is a package variable).
+func bothServers(t *testing.T, test func(*testing.T)) {
+	for _, kind := range []string{"ttrpc", "ttrpcserver"} {
+		t.Run(kind, func(t *testing.T) {
+			serverKind = kind
+			defer func() { serverKind = "ttrpc" }()
+			test(t)
+		})
+	}
+}
+
+func startEcho(t *testing.T, name string, ln *Listener) *echoServer {
+	t.Helper()
+	e := &echoServer{name: name, ln: ln, conns: NewConns(), release: make(chan struct{}), served: make(chan struct{}), parkDone: make(chan struct{})}
+	srv := newServer(t, e.conns)
 	srv.RegisterService("test.Echo", &ttrpc.ServiceDesc{Methods: map[string]ttrpc.Method{
 		"Echo": func(ctx context.Context, unmarshal func(any) error) (any, error) {
 			var req wrapperspb.StringValue
@@ -92,7 +127,9 @@ func call(ctx context.Context, c *ttrpc.Client, v string) (string, error) {
 // it between two binaries: a request in flight when the pause begins is
 // answered by the old server before the pause completes; one sent during the
 // pause waits and is answered by the new one; the client never sees an error.
-func TestConnHandedOverBetweenServers(t *testing.T) {
+func TestConnHandedOverBetweenServers(t *testing.T) { bothServers(t, testConnHandedOverBetweenServers) }
+
+func testConnHandedOverBetweenServers(t *testing.T) {
 	l, path := listen(t)
 	old := startEcho(t, "old", NewListener(l, nil))
 	defer old.srv.Close()
@@ -161,7 +198,9 @@ func TestConnHandedOverBetweenServers(t *testing.T) {
 // A pause that lands in the middle of a request's header: the bytes already
 // read go over as the connection's carry, and the successor completes the
 // message with the rest.
-func TestPartialHeaderIsCarried(t *testing.T) {
+func TestPartialHeaderIsCarried(t *testing.T) { bothServers(t, testPartialHeaderIsCarried) }
+
+func testPartialHeaderIsCarried(t *testing.T) {
 	l, path := listen(t)
 	old := startEcho(t, "old", NewListener(l, nil))
 	defer old.srv.Close()
@@ -306,6 +345,10 @@ func (noHandshake) Handshake(_ context.Context, c net.Conn) (net.Conn, any, erro
 // A long poll (Wait) open when the pause begins does not hold the pause: it
 // goes over with the connection, and the successor answers it.
 func TestParkedWaitAnsweredBySuccessor(t *testing.T) {
+	bothServers(t, testParkedWaitAnsweredBySuccessor)
+}
+
+func testParkedWaitAnsweredBySuccessor(t *testing.T) {
 	l, path := listen(t)
 	old := startEcho(t, "old", NewListener(l, nil))
 	defer old.srv.Close()
@@ -343,7 +386,9 @@ func TestParkedWaitAnsweredBySuccessor(t *testing.T) {
 
 // WaitNone reports when every client has hung up (a daemon whose last pod is gone waits for
 // it before leaving), and gives up after its timeout while one is connected.
-func TestWaitNone(t *testing.T) {
+func TestWaitNone(t *testing.T) { bothServers(t, testWaitNone) }
+
+func testWaitNone(t *testing.T) {
 	l, path := listen(t)
 	e := startEcho(t, "srv", NewListener(l, nil))
 	defer e.srv.Close()
@@ -367,7 +412,9 @@ func TestWaitNone(t *testing.T) {
 
 // Requests that arrive together (one read brings several messages) are each given to the
 // server whole, one at a time, and each answered.
-func TestPipelinedRequests(t *testing.T) {
+func TestPipelinedRequests(t *testing.T) { bothServers(t, testPipelinedRequests) }
+
+func testPipelinedRequests(t *testing.T) {
 	l, path := listen(t)
 	e := startEcho(t, "srv", NewListener(l, nil))
 	defer e.srv.Close()

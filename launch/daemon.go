@@ -22,6 +22,7 @@ import (
 	"github.com/example/containerd-shim-example-v2/reaper"
 	"github.com/example/containerd-shim-example-v2/sandbox"
 	"github.com/example/containerd-shim-example-v2/service"
+	"github.com/example/containerd-shim-example-v2/ttrpcserver"
 	"github.com/example/containerd-shim-example-v2/upgrade"
 )
 
@@ -130,17 +131,13 @@ func RunDaemon(f Flags) error {
 	trim := newTrimmer()
 	var last lastRequest
 	last.Touch()
-	srv, err := ttrpc.NewServer(
-		ttrpc.WithServerHandshaker(live.Handshaker(ttrpc.UnixSocketRequireSameUser())),
-		ttrpc.WithUnaryServerInterceptor(func(ctx context.Context, u ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, m ttrpc.Method) (any, error) {
-			trim.Request(info.FullMethod)
+	srv := ttrpcserver.New(ttrpcserver.Options{
+		Handshaker: live.Handshaker(ttrpc.UnixSocketRequireSameUser()),
+		OnRequest: func(fullMethod string) {
+			trim.Request(fullMethod)
 			last.Touch() // a poll too: containerd is still there
-			return m(ctx, u)
-		}),
-	)
-	if err != nil {
-		return fmt.Errorf("ttrpc server: %w", err)
-	}
+		},
+	})
 	service.Register(srv, svc)
 	service.RegisterIntrospect(srv, svc)
 	service.RegisterSandbox(srv, pods)

@@ -21,8 +21,14 @@ const (
 	TaskServiceV3 = "containerd.task.v3.Task"
 )
 
+// Registrar is a ttrpc server to register services on: the daemon's own
+// (ttrpcserver) or ttrpc's, which tests may use.
+type Registrar interface {
+	RegisterService(name string, desc *ttrpc.ServiceDesc)
+}
+
 // Register serves the task API on srv under both service names.
-func Register(srv *ttrpc.Server, t taskapi.TTRPCTaskService) {
+func Register(srv Registrar, t taskapi.TTRPCTaskService) {
 	methods := map[string]ttrpc.Method{
 		"State":      method(t.State),
 		"Create":     method(t.Create),
@@ -51,7 +57,7 @@ func Register(srv *ttrpc.Server, t taskapi.TTRPCTaskService) {
 const IntrospectService = "example.introspect.v1.Introspect"
 
 // RegisterIntrospect serves the introspection service on srv.
-func RegisterIntrospect(srv *ttrpc.Server, s *Service) {
+func RegisterIntrospect(srv Registrar, s *Service) {
 	srv.RegisterService(IntrospectService, &ttrpc.ServiceDesc{Methods: map[string]ttrpc.Method{
 		"Snapshot": method(s.Introspect),
 	}})
@@ -76,7 +82,7 @@ type SandboxHandlers interface {
 }
 
 // RegisterSandbox serves the Sandbox API on srv.
-func RegisterSandbox(srv *ttrpc.Server, h SandboxHandlers) {
+func RegisterSandbox(srv Registrar, h SandboxHandlers) {
 	srv.RegisterService(SandboxService, &ttrpc.ServiceDesc{Methods: map[string]ttrpc.Method{
 		"CreateSandbox":   method(h.CreateSandbox),
 		"StartSandbox":    method(h.StartSandbox),

@@ -15,8 +15,11 @@ import (
 // (proto/upgrade/v1).
 const ServiceName = "example.upgrade.v1.Upgrade"
 
-// Register serves d on srv.
-func Register(srv *ttrpc.Server, d *Daemon) {
+// Register serves d on srv (the daemon's ttrpc server; any server with
+// ttrpc's RegisterService).
+func Register(srv interface {
+	RegisterService(string, *ttrpc.ServiceDesc)
+}, d *Daemon) {
 	srv.RegisterService(ServiceName, &ttrpc.ServiceDesc{Methods: map[string]ttrpc.Method{
 		"Upgrade": func(ctx context.Context, unmarshal func(any) error) (any, error) {
 			var req upgradeapi.UpgradeRequest

@@ -1,0 +1,192 @@
+package ttrpcserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/containerd/ttrpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+// conn is one client connection.
+//
+// Its goroutine (serve) owns the read side and hdr: it reads one message at
+// a time, answers malformed ones itself and starts a goroutine per call.
+// Answers from any goroutine go out whole, one write(2) each, under wmu.
+type conn struct {
+	srv *Server
+	nc  net.Conn
+	hdr [headerLen]byte
+
+	wmu       sync.Mutex
+	closeOnce sync.Once
+}
+
+func newConn(s *Server, nc net.Conn) *conn { return &conn{srv: s, nc: nc} }
+
+// serve reads messages until the connection fails or is closed, then
+// cancels the calls still running (their answers are dropped).
+func (c *conn) serve(ctx context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() {
+		cancel()
+		c.close()
+		c.srv.untrack(c)
+	}()
+	var lastID uint32
+	for {
+		if _, err := io.ReadFull(c.nc, c.hdr[:]); err != nil {
+			c.logReadError(err)
+			return
+		}
+		h := parseHeader(c.hdr)
+		if h.length > maxMessage {
+			// Skip it and say why; the connection stays usable.
+			if _, err := io.CopyN(io.Discard, c.nc, int64(h.length)); err != nil {
+				c.logReadError(err)
+				return
+			}
+			c.sendStatus(h.streamID, status.Newf(codes.ResourceExhausted,
+				"message length %v exceeds the maximum message size of %v", h.length, maxMessage))
+			continue
+		}
+		var body []byte
+		if h.length > 0 {
+			body = make([]byte, h.length)
+			if _, err := io.ReadFull(c.nc, body); err != nil {
+				c.logReadError(err)
+				return
+			}
+		}
+		switch {
+		case h.streamID%2 != 1:
+			c.sendStatus(h.streamID, status.New(codes.InvalidArgument, "StreamID must be odd for client initiated streams"))
+		case h.msgType == typeData:
+			c.sendStatus(h.streamID, status.New(codes.InvalidArgument, "StreamID is no longer active"))
+		case h.msgType != typeRequest:
+			// Unknown message types are skipped, for compatibility with
+			// later protocol versions (as ttrpc's server does).
+		case h.streamID <= lastID:
+			c.sendStatus(h.streamID, status.New(codes.InvalidArgument, "StreamID cannot be re-used and must increment"))
+		default:
+			lastID = h.streamID
+			c.dispatch(ctx, h.streamID, body)
+		}
+	}
+}
+
+// dispatch decodes a request and starts its call.
+func (c *conn) dispatch(ctx context.Context, id uint32, body []byte) {
+	req, err := decodeRequest(body)
+	if err != nil {
+		c.sendStatus(id, status.Newf(codes.InvalidArgument, "unmarshal request error: %v", err))
+		return
+	}
+	m, err := c.srv.method(req.service, req.method)
+	if err != nil {
+		st, _ := status.FromError(err)
+		c.sendStatus(id, st)
+		return
+	}
+	go c.call(ctx, id, req, m)
+}
+
+// call runs one unary call and sends its answer.
+func (c *conn) call(ctx context.Context, id uint32, req request, m registered) {
+	if req.metadata != nil {
+		ctx = ttrpc.WithMetadata(ctx, req.metadata)
+	}
+	if req.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(req.timeout))
+		defer cancel()
+	}
+	if hook := c.srv.opts.OnRequest; hook != nil {
+		hook(m.fullName)
+	}
+	payload := req.payload
+	resp, err := m.method(ctx, func(v any) error {
+		msg, ok := v.(proto.Message)
+		if !ok {
+			return fmt.Errorf("ttrpcserver: %T is not a protobuf message", v)
+		}
+		return proto.Unmarshal(payload, msg)
+	})
+	var frame []byte
+	if err == nil {
+		msg, ok := resp.(proto.Message)
+		switch {
+		case !ok || !msg.ProtoReflect().IsValid(): // nil, or a typed nil
+			err = fmt.Errorf("ttrpcserver: %s answered %T, not a protobuf message", m.fullName, resp)
+		default:
+			frame, err = encodeResponse(id, nil, msg)
+		}
+	}
+	if err != nil {
+		frame, err = encodeResponse(id, statusOf(err), nil)
+		if err != nil {
+			slog.Error("ttrpc: encode an error answer", "method", m.fullName, "error", err)
+			return
+		}
+	}
+	c.send(frame)
+}
+
+// sendStatus answers a message that never reached a handler.
+func (c *conn) sendStatus(id uint32, st *status.Status) {
+	frame, err := encodeResponse(id, st, nil)
+	if err != nil {
+		slog.Error("ttrpc: encode an error answer", "error", err)
+		return
+	}
+	c.send(frame)
+}
+
+// send writes one whole frame. A failed write breaks the connection: the
+// peer would otherwise see a partial frame followed by another.
+func (c *conn) send(frame []byte) {
+	c.wmu.Lock()
+	_, err := c.nc.Write(frame)
+	c.wmu.Unlock()
+	if err != nil {
+		if !errors.Is(err, net.ErrClosed) {
+			slog.Debug("ttrpc: answer not sent; closing the connection", "error", err)
+		}
+		c.close()
+	}
+}
+
+func (c *conn) close() {
+	c.closeOnce.Do(func() { _ = c.nc.Close() })
+}
+
+// logReadError reports a read that ended the connection, unless it is the
+// ordinary end: the client hung up or the server closed it.
+func (c *conn) logReadError(err error) {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) || isReset(err) {
+		return
+	}
+	slog.Warn("ttrpc: connection read failed", "error", err)
+}
+
+// statusOf is the wire status of a handler's error: a gRPC status as is
+// (errgrpc made it from an errdefs class), else a code guessed from the
+// error, as ttrpc's server does.
+func statusOf(err error) *status.Status {
+	if st, ok := status.FromError(err); ok {
+		return st
+	}
+	return status.New(codeOf(err), err.Error())
+}
+
+func unimplemented(format string, args ...any) error {
+	return status.Errorf(codes.Unimplemented, format, args...)
+}

@@ -1,0 +1,221 @@
+package ttrpcserver
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+
+	"github.com/containerd/ttrpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+)
+
+// ttrpc's framing (its PROTOCOL.md): a 10-byte header, payload length and
+// stream id big endian, then message type and flags; at most 4 MiB of
+// payload.
+const (
+	headerLen    = 10
+	maxMessage   = 4 << 20
+	typeRequest  = 1
+	typeResponse = 2
+	typeData     = 3
+)
+
+type header struct {
+	length   uint32
+	streamID uint32
+	msgType  byte
+	flags    byte
+}
+
+func parseHeader(b [headerLen]byte) header {
+	return header{
+		length:   binary.BigEndian.Uint32(b[0:4]),
+		streamID: binary.BigEndian.Uint32(b[4:8]),
+		msgType:  b[8],
+		flags:    b[9],
+	}
+}
+
+// request is a decoded ttrpc.Request. Names and payload alias the message
+// body: a request is decoded without copying its payload.
+type request struct {
+	service, method []byte
+	payload         []byte
+	timeout         int64 // nanoseconds; 0: none
+	metadata        ttrpc.MD
+}
+
+// Field numbers of ttrpc's Request and KeyValue (request.proto).
+const (
+	reqService  = 1
+	reqMethod   = 2
+	reqPayload  = 3
+	reqTimeout  = 4
+	reqMetadata = 5
+	kvKey       = 1
+	kvValue     = 2
+)
+
+// decodeRequest reads a ttrpc.Request. Unknown fields are skipped, as any
+// protobuf decoder does; a repeated scalar field keeps its last value.
+func decodeRequest(b []byte) (request, error) {
+	var r request
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return request{}, protowire.ParseError(n)
+		}
+		b = b[n:]
+		switch {
+		case num == reqService && typ == protowire.BytesType:
+			r.service, n = protowire.ConsumeBytes(b)
+		case num == reqMethod && typ == protowire.BytesType:
+			r.method, n = protowire.ConsumeBytes(b)
+		case num == reqPayload && typ == protowire.BytesType:
+			r.payload, n = protowire.ConsumeBytes(b)
+		case num == reqTimeout && typ == protowire.VarintType:
+			var v uint64
+			v, n = protowire.ConsumeVarint(b)
+			r.timeout = int64(v)
+		case num == reqMetadata && typ == protowire.BytesType:
+			var kv []byte
+			kv, n = protowire.ConsumeBytes(b)
+			if n >= 0 {
+				if err := r.addMetadata(kv); err != nil {
+					return request{}, err
+				}
+			}
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return request{}, protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return r, nil
+}
+
+// addMetadata decodes one KeyValue and appends it, as ttrpc's server builds
+// its MD (containerd sends its namespace this way).
+func (r *request) addMetadata(b []byte) error {
+	var key, value string
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+		switch {
+		case num == kvKey && typ == protowire.BytesType:
+			var v []byte
+			v, n = protowire.ConsumeBytes(b)
+			key = string(v)
+		case num == kvValue && typ == protowire.BytesType:
+			var v []byte
+			v, n = protowire.ConsumeBytes(b)
+			value = string(v)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	if r.metadata == nil {
+		r.metadata = ttrpc.MD{}
+	}
+	r.metadata.Append(key, value)
+	return nil
+}
+
+// Field numbers of ttrpc's Response.
+const (
+	respStatus  = 1
+	respPayload = 2
+)
+
+// encodeResponse builds a whole response frame, header included, in one
+// buffer of its exact size: a ttrpc.Response whose status is st (nil: OK)
+// and whose payload is msg encoded in place (nil: none). An answer too large
+// for the protocol becomes a ResourceExhausted status, so the client gets an
+// error instead of a frame it would refuse.
+func encodeResponse(id uint32, st *status.Status, msg proto.Message) ([]byte, error) {
+	var stBytes []byte
+	if st != nil && st.Code() != codes.OK {
+		var err error
+		if stBytes, err = proto.Marshal(st.Proto()); err != nil {
+			return nil, fmt.Errorf("encode status: %w", err)
+		}
+	}
+	msgLen := 0
+	if msg != nil {
+		msgLen = proto.Size(msg)
+	}
+	// The status field is always present, empty for OK, as ttrpc's server
+	// writes it.
+	size := protowire.SizeTag(respStatus) + protowire.SizeBytes(len(stBytes))
+	if msgLen > 0 {
+		size += protowire.SizeTag(respPayload) + protowire.SizeBytes(msgLen)
+	}
+	if size > maxMessage {
+		return encodeResponse(id, status.Newf(codes.ResourceExhausted,
+			"answer of %d bytes exceeds the maximum message size of %d", size, maxMessage), nil)
+	}
+	frame := make([]byte, headerLen, headerLen+size)
+	binary.BigEndian.PutUint32(frame[0:4], uint32(size))
+	binary.BigEndian.PutUint32(frame[4:8], id)
+	frame[8] = typeResponse
+	frame = protowire.AppendTag(frame, respStatus, protowire.BytesType)
+	frame = protowire.AppendBytes(frame, stBytes)
+	if msgLen > 0 {
+		frame = protowire.AppendTag(frame, respPayload, protowire.BytesType)
+		frame = protowire.AppendVarint(frame, uint64(msgLen))
+		var err error
+		// UseCachedSize: proto.Size above just measured it.
+		if frame, err = (proto.MarshalOptions{UseCachedSize: true}).MarshalAppend(frame, msg); err != nil {
+			return nil, fmt.Errorf("encode answer: %w", err)
+		}
+		if len(frame) != headerLen+size {
+			return nil, fmt.Errorf("encode answer: %d bytes, measured %d", len(frame)-headerLen, size)
+		}
+	}
+	return frame, nil
+}
+
+// codeOf guesses a status code for an error that carries none, as ttrpc's
+// server does, so that clients see the same codes from either server.
+func codeOf(err error) codes.Code {
+	switch {
+	case errors.Is(err, io.EOF):
+		return codes.OutOfRange
+	case errors.Is(err, io.ErrClosedPipe), errors.Is(err, io.ErrNoProgress), errors.Is(err, io.ErrShortBuffer),
+		errors.Is(err, io.ErrShortWrite), errors.Is(err, io.ErrUnexpectedEOF):
+		return codes.FailedPrecondition
+	case errors.Is(err, os.ErrInvalid):
+		return codes.InvalidArgument
+	case errors.Is(err, context.Canceled):
+		return codes.Canceled
+	case errors.Is(err, context.DeadlineExceeded):
+		return codes.DeadlineExceeded
+	case errors.Is(err, os.ErrExist):
+		return codes.AlreadyExists
+	case errors.Is(err, os.ErrNotExist):
+		return codes.NotFound
+	case errors.Is(err, os.ErrPermission):
+		return codes.PermissionDenied
+	}
+	return codes.Unknown
+}
+
+func isReset(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}

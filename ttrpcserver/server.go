@@ -1,0 +1,187 @@
+package ttrpcserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/containerd/ttrpc"
+)
+
+// Options configure a Server.
+type Options struct {
+	// Handshaker checks (and may wrap) every accepted connection before
+	// it is served; nil accepts every connection as it is.
+	Handshaker ttrpc.Handshaker
+	// OnRequest, when set, is called before each call is handled, with its
+	// full method name ("/service/method"), from the call's goroutine.
+	OnRequest func(fullMethod string)
+}
+
+// Server serves registered ttrpc services on the listeners given to Serve.
+//
+// Locking: mu guards services (written only before Serve, but guarded so
+// that a late registration is not a data race), listeners, conns and
+// closed. A connection's own state belongs to its goroutine (see conn).
+type Server struct {
+	opts Options
+
+	mu        sync.Mutex
+	services  map[string]map[string]registered // service -> method
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	closed    bool
+}
+
+// New returns a server with no services.
+func New(opts Options) *Server {
+	return &Server{
+		opts:      opts,
+		services:  make(map[string]map[string]registered),
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[*conn]struct{}),
+	}
+}
+
+// RegisterService serves desc's unary methods under name. Stream handlers in
+// desc are ignored (see the package comment). Registering a name twice is a
+// programming error and panics, as with ttrpc's server.
+func (s *Server) RegisterService(name string, desc *ttrpc.ServiceDesc) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, dup := s.services[name]; dup {
+		panic(fmt.Sprintf("ttrpcserver: service %q registered twice", name))
+	}
+	methods := make(map[string]registered, len(desc.Methods))
+	for m, h := range desc.Methods {
+		methods[m] = registered{method: h, fullName: "/" + name + "/" + m}
+	}
+	s.services[name] = methods
+}
+
+// registered is a unary method and its full name, built once so that a call
+// allocates nothing to find its handler.
+type registered struct {
+	method   ttrpc.Method
+	fullName string
+}
+
+// method finds a registered unary method by the request's raw names (map
+// lookups by string(b) do not allocate).
+func (s *Server) method(service, name []byte) (registered, error) {
+	s.mu.Lock()
+	methods, ok := s.services[string(service)]
+	s.mu.Unlock()
+	if !ok {
+		return registered{}, unimplemented("service %s", service)
+	}
+	m, ok := methods[string(name)]
+	if !ok {
+		return registered{}, unimplemented("method %s", name)
+	}
+	return m, nil
+}
+
+// ErrServerClosed is what Serve returns once Close was called.
+var ErrServerClosed = errors.New("ttrpcserver: server closed")
+
+// Serve accepts connections on l and serves each in its own goroutine until
+// l fails or the server is closed. Temporary accept errors are retried with
+// a growing pause, as net/http does.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+	}()
+
+	var backoff time.Duration
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			if s.isClosed() {
+				return ErrServerClosed
+			}
+			var te interface{ Temporary() bool }
+			if errors.As(err, &te) && te.Temporary() {
+				backoff = min(max(2*backoff, time.Millisecond), time.Second)
+				slog.Warn("ttrpc accept failed; retrying", "error", err, "after", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("accept: %w", err)
+		}
+		backoff = 0
+		if h := s.opts.Handshaker; h != nil {
+			approved, _, err := h.Handshake(ctx, nc)
+			if err != nil {
+				slog.Warn("ttrpc connection refused by the handshake", "error", err)
+				nc.Close()
+				continue
+			}
+			nc = approved
+		}
+		c := newConn(s, nc)
+		if !s.track(c) {
+			nc.Close()
+			return ErrServerClosed
+		}
+		go c.serve(ctx)
+	}
+}
+
+// track registers a live connection; false once the server is closed.
+func (s *Server) track(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// Close stops every listener and connection. Calls still running see their
+// context cancelled; their answers are dropped.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	listeners := s.listeners
+	conns := s.conns
+	s.listeners = map[net.Listener]struct{}{}
+	s.conns = map[*conn]struct{}{}
+	s.mu.Unlock()
+	var errs []error
+	for l := range listeners {
+		if err := l.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	for c := range conns {
+		c.close()
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,364 @@
+package ttrpcserver
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/ttrpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+const testService = "example.test.v1.Echo"
+
+// env is a server on a unix socket in a temp dir, with one client.
+type env struct {
+	srv    *Server
+	sock   string
+	client *ttrpc.Client
+	served chan error
+	mu     sync.Mutex
+	seen   []string // OnRequest's names
+}
+
+func newEnv(t *testing.T, methods map[string]ttrpc.Method) *env {
+	t.Helper()
+	e := &env{sock: filepath.Join(t.TempDir(), "s"), served: make(chan error, 1)}
+	e.srv = New(Options{OnRequest: func(m string) {
+		e.mu.Lock()
+		e.seen = append(e.seen, m)
+		e.mu.Unlock()
+	}})
+	e.srv.RegisterService(testService, &ttrpc.ServiceDesc{Methods: methods})
+	l, err := net.Listen("unix", e.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { e.served <- e.srv.Serve(context.Background(), l) }()
+	e.client = ttrpc.NewClient(e.dial(t))
+	t.Cleanup(func() {
+		e.client.Close()
+		e.srv.Close()
+	})
+	return e
+}
+
+func (e *env) dial(t *testing.T) net.Conn {
+	t.Helper()
+	c, err := net.Dial("unix", e.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func (e *env) call(ctx context.Context, method string, in string) (string, error) {
+	var out wrapperspb.StringValue
+	err := e.client.Call(ctx, testService, method, wrapperspb.String(in), &out)
+	return out.GetValue(), err
+}
+
+// typed adapts a string -> string handler to ttrpc's method signature.
+func typed(h func(context.Context, string) (string, error)) ttrpc.Method {
+	return func(ctx context.Context, unmarshal func(any) error) (any, error) {
+		var in wrapperspb.StringValue
+		if err := unmarshal(&in); err != nil {
+			return nil, err
+		}
+		out, err := h(ctx, in.GetValue())
+		if err != nil {
+			return nil, err
+		}
+		return wrapperspb.String(out), nil
+	}
+}
+
+func TestUnaryCallsAndTheirErrors(t *testing.T) {
+	e := newEnv(t, map[string]ttrpc.Method{
+		"Upper": typed(func(_ context.Context, s string) (string, error) { return "<" + s + ">", nil }),
+		"Empty": typed(func(context.Context, string) (string, error) { return "", nil }),
+		"NotFound": typed(func(context.Context, string) (string, error) {
+			return "", errgrpc.ToGRPC(fmt.Errorf("container x: %w", errdefs.ErrNotFound))
+		}),
+		"Plain": typed(func(context.Context, string) (string, error) { return "", os.ErrExist }),
+		"Nil": func(context.Context, func(any) error) (any, error) {
+			var m *wrapperspb.StringValue
+			return m, nil // a typed nil: must become an error, not a panic or an empty answer
+		},
+		"NotProto": func(context.Context, func(any) error) (any, error) { return 42, nil },
+	})
+	ctx := context.Background()
+
+	if out, err := e.call(ctx, "Upper", "abc"); err != nil || out != "<abc>" {
+		t.Fatalf("Upper: %q, %v", out, err)
+	}
+	if out, err := e.call(ctx, "Empty", "abc"); err != nil || out != "" {
+		t.Fatalf("Empty (an answer of zero bytes): %q, %v", out, err)
+	}
+	_, err := e.call(ctx, "NotFound", "")
+	if !errdefs.IsNotFound(errgrpc.ToNative(err)) {
+		t.Errorf("NotFound: got %v, want an errdefs NotFound through the wire", err)
+	}
+	for method, want := range map[string]codes.Code{
+		"Plain":    codes.AlreadyExists, // the code ttrpc's own server guesses for os.ErrExist
+		"Nil":      codes.Unknown,
+		"NotProto": codes.Unknown,
+		"Missing":  codes.Unimplemented,
+	} {
+		if _, err := e.call(ctx, method, ""); status.Code(err) != want {
+			t.Errorf("%s: got %v (code %v), want code %v", method, err, status.Code(err), want)
+		}
+	}
+	var out wrapperspb.StringValue
+	if err := e.client.Call(ctx, "no.such.Service", "Upper", wrapperspb.String(""), &out); status.Code(err) != codes.Unimplemented {
+		t.Errorf("unknown service: got %v, want Unimplemented", err)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.seen) == 0 || e.seen[0] != "/"+testService+"/Upper" {
+		t.Errorf("OnRequest saw %q, want the full method names, first /%s/Upper", e.seen, testService)
+	}
+	for _, m := range e.seen {
+		if m == "/"+testService+"/Missing" {
+			t.Errorf("OnRequest was called for an unknown method")
+		}
+	}
+}
+
+func TestCallsOnOneConnectionDoNotWaitForEachOther(t *testing.T) {
+	release := make(chan struct{})
+	e := newEnv(t, map[string]ttrpc.Method{
+		"Block": typed(func(ctx context.Context, s string) (string, error) {
+			select {
+			case <-release:
+				return "released", nil
+			case <-ctx.Done():
+				return "", ctx.Err()
+			}
+		}),
+		"Upper": typed(func(_ context.Context, s string) (string, error) { return "<" + s + ">", nil }),
+	})
+	blocked := make(chan error, 1)
+	go func() {
+		out, err := e.call(context.Background(), "Block", "")
+		if err == nil && out != "released" {
+			err = fmt.Errorf("answer %q", out)
+		}
+		blocked <- err
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i := range 20 { // many calls while one is held
+		if out, err := e.call(ctx, "Upper", fmt.Sprint(i)); err != nil || out != fmt.Sprintf("<%d>", i) {
+			t.Fatalf("call %d behind a held call: %q, %v", i, out, err)
+		}
+	}
+	select {
+	case err := <-blocked:
+		t.Fatalf("the held call returned before it was released: %v", err)
+	default:
+	}
+	close(release)
+	if err := <-blocked; err != nil {
+		t.Fatalf("held call: %v", err)
+	}
+}
+
+func TestMetadataTimeoutAndHangup(t *testing.T) {
+	cancelled := make(chan error, 1)
+	e := newEnv(t, map[string]ttrpc.Method{
+		"Meta": typed(func(ctx context.Context, _ string) (string, error) {
+			md, _ := ttrpc.GetMetadata(ctx)
+			v, _ := md.Get("containerd-namespace-ttrpc")
+			_, hasDeadline := ctx.Deadline()
+			return fmt.Sprintf("%q deadline=%v", v, hasDeadline), nil
+		}),
+		"Hold": typed(func(ctx context.Context, _ string) (string, error) {
+			<-ctx.Done()
+			cancelled <- ctx.Err()
+			return "", ctx.Err()
+		}),
+	})
+	ctx := ttrpc.WithMetadata(context.Background(), ttrpc.MD{"containerd-namespace-ttrpc": {"k8s.io", "x"}})
+	out, err := e.call(ctx, "Meta", "")
+	if err != nil || out != `["k8s.io" "x"] deadline=false` {
+		t.Errorf("metadata: %s, %v", out, err)
+	}
+	tctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if out, err := e.call(tctx, "Meta", ""); err != nil || out != `["k8s.io" "x"] deadline=true` {
+		t.Errorf("a client deadline must reach the handler: %s, %v", out, err)
+	}
+
+	// A client that hangs up cancels its calls: a Wait must not outlive
+	// containerd's connection.
+	c2 := ttrpc.NewClient(e.dial(t))
+	go func() {
+		var out wrapperspb.StringValue
+		_ = c2.Call(context.Background(), testService, "Hold", wrapperspb.String(""), &out)
+	}()
+	time.Sleep(100 * time.Millisecond) // let Hold start
+	c2.Close()
+	select {
+	case err := <-cancelled:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("held call ended with %v, want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a call whose client hung up was not cancelled")
+	}
+}
+
+// frame writes one raw message.
+func frame(id uint32, typ byte, body []byte) []byte {
+	b := make([]byte, headerLen, headerLen+len(body))
+	binary.BigEndian.PutUint32(b[0:4], uint32(len(body)))
+	binary.BigEndian.PutUint32(b[4:8], id)
+	b[8] = typ
+	return append(b, body...)
+}
+
+// readAnswer reads one response frame and decodes it.
+func readAnswer(t *testing.T, c net.Conn) (uint32, *ttrpc.Response) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var h [headerLen]byte
+	if _, err := io.ReadFull(c, h[:]); err != nil {
+		t.Fatalf("read answer header: %v", err)
+	}
+	ph := parseHeader(h)
+	if ph.msgType != typeResponse {
+		t.Fatalf("answer of type %d", ph.msgType)
+	}
+	body := make([]byte, ph.length)
+	if _, err := io.ReadFull(c, body); err != nil {
+		t.Fatalf("read answer body: %v", err)
+	}
+	var r ttrpc.Response
+	if err := proto.Unmarshal(body, &r); err != nil {
+		t.Fatalf("decode answer: %v", err)
+	}
+	return ph.streamID, &r
+}
+
+func TestMalformedMessagesGetAnAnswerAndTheConnectionLives(t *testing.T) {
+	e := newEnv(t, map[string]ttrpc.Method{
+		"Upper": typed(func(_ context.Context, s string) (string, error) { return "<" + s + ">", nil }),
+	})
+	c := e.dial(t)
+	defer c.Close()
+	good := func(id uint32) []byte {
+		p, _ := proto.Marshal(wrapperspb.String("ok"))
+		b, _ := proto.Marshal(&ttrpc.Request{Service: testService, Method: "Upper", Payload: p})
+		return frame(id, typeRequest, b)
+	}
+	huge := frame(1, typeRequest, make([]byte, maxMessage+1))
+	cases := []struct {
+		name string
+		msg  []byte
+		id   uint32
+		want codes.Code
+	}{
+		{"oversized", huge, 1, codes.ResourceExhausted},
+		{"even stream id", good(2), 2, codes.InvalidArgument},
+		{"not a request", frame(3, typeRequest, []byte{0xff, 0xff, 0xff}), 3, codes.InvalidArgument},
+		{"data for no stream", frame(5, typeData, nil), 5, codes.InvalidArgument},
+		{"valid", good(7), 7, codes.OK},
+		{"stream id reused", good(7), 7, codes.InvalidArgument},
+		{"valid again", good(9), 9, codes.OK},
+	}
+	for _, tc := range cases {
+		if _, err := c.Write(tc.msg); err != nil {
+			t.Fatalf("%s: write: %v", tc.name, err)
+		}
+		id, r := readAnswer(t, c)
+		if id != tc.id || codes.Code(r.GetStatus().GetCode()) != tc.want {
+			t.Errorf("%s: answer on stream %d with %v (%s), want stream %d with %v",
+				tc.name, id, codes.Code(r.GetStatus().GetCode()), r.GetStatus().GetMessage(), tc.id, tc.want)
+		}
+		if tc.want == codes.OK {
+			var out wrapperspb.StringValue
+			if err := proto.Unmarshal(r.Payload, &out); err != nil || out.GetValue() != "<ok>" {
+				t.Errorf("%s: payload %q, %v", tc.name, out.GetValue(), err)
+			}
+		}
+	}
+}
+
+func TestCloseEndsServeAndConnections(t *testing.T) {
+	e := newEnv(t, map[string]ttrpc.Method{})
+	c := e.dial(t)
+	defer c.Close()
+	time.Sleep(50 * time.Millisecond) // accepted
+	if err := e.srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-e.served:
+		if !errors.Is(err, ErrServerClosed) {
+			t.Errorf("Serve returned %v, want ErrServerClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after Close")
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Errorf("an open connection after Close: read gave %v, want EOF", err)
+	}
+}
+
+// The wire format must be what ttrpc's own code writes and reads: answers
+// are compared byte for byte with ttrpc.Response as protobuf encodes it,
+// and requests encoded by ttrpc.Request decode to the same fields.
+func TestWireFormatMatchesTtrpc(t *testing.T) {
+	msg := wrapperspb.String("payload")
+	for _, st := range []*status.Status{nil, status.New(codes.NotFound, "no such thing")} {
+		got, err := encodeResponse(41, st, msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, _ := proto.Marshal(msg)
+		stp := status.New(codes.OK, "").Proto()
+		if st != nil {
+			stp = st.Proto()
+		}
+		want, _ := proto.MarshalOptions{Deterministic: true}.Marshal(&ttrpc.Response{Status: stp, Payload: p})
+		if !bytes.Equal(got[headerLen:], want) {
+			t.Errorf("status %v: body %x, ttrpc's %x", st, got[headerLen:], want)
+		}
+		if h := parseHeader([headerLen]byte(got[:headerLen])); h.length != uint32(len(want)) || h.streamID != 41 || h.msgType != typeResponse {
+			t.Errorf("header %+v", h)
+		}
+	}
+
+	in := &ttrpc.Request{Service: "svc", Method: "M", Payload: []byte{1, 2, 3}, TimeoutNano: 1234,
+		Metadata: []*ttrpc.KeyValue{{Key: "a", Value: "1"}, {Key: "a", Value: "2"}, {Key: "b", Value: ""}}}
+	b, _ := proto.Marshal(in)
+	r, err := decodeRequest(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(r.service) != "svc" || string(r.method) != "M" || !bytes.Equal(r.payload, []byte{1, 2, 3}) || r.timeout != 1234 {
+		t.Errorf("decoded %+v", r)
+	}
+	if fmt.Sprint(r.metadata) != fmt.Sprint(ttrpc.MD{"a": {"1", "2"}, "b": {""}}) {
+		t.Errorf("metadata %v", r.metadata)
+	}
+	if _, err := decodeRequest(b[:len(b)-1]); err == nil {
+		t.Error("a truncated request decoded without error")
+	}
+}
