@@ -41,6 +41,8 @@ type Process struct {
 	deleting bool             // Delete is tearing down a never-started process: report no exit
 	restore  *oci.RestoreOpts // init created from a checkpoint: Start restores it
 	exited   chan struct{}    // closed once the exit is recorded, or at delete
+	// waiters are OnExit callbacks not yet started; nil once exited is closed.
+	waiters []*exitWaiter
 }
 
 func newProcess(c *Container, id string, stdio shimio.Config, pipes *shimio.Pipes) *Process {
@@ -258,51 +260,6 @@ func (p *Process) closePidfdLocked() {
 	if p.pidfd >= 0 {
 		unix.Close(p.pidfd)
 		p.pidfd = -1
-	}
-}
-
-// markExitedLocked releases Wait once; the caller holds p.mu.
-func (p *Process) markExitedLocked() {
-	select {
-	case <-p.exited:
-	default:
-		close(p.exited)
-	}
-}
-
-// recordExit moves the process to stopped and reports the exit.
-func (p *Process) recordExit(e reaper.Exit) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.closePidfdLocked()
-	p.exitCode, p.exitedAt = e.Status, e.Time
-	if p.IsInit() {
-		// Durable before it is published: if the daemon dies from here on,
-		// `delete` still reports this exit rather than a guess.
-		if err := bundle.WriteExit(p.c.Bundle, bundle.Exit{Pid: p.pid, Status: e.Status, ExitedAt: e.Time}); err != nil {
-			slog.Warn("record init exit", "container", p.c.ID, "error", err)
-		}
-	}
-	if p.pipes != nil {
-		p.pipes.Hangup()
-	}
-	if p.status != Deleted {
-		p.status = Stopped
-	}
-	p.markExitedLocked()
-	if !p.deleting && p.c.events.Exited != nil {
-		p.c.events.Exited(p, p.snapshotLocked())
-	}
-}
-
-// Wait blocks until the process has exited (or was deleted) and returns its
-// final state.
-func (p *Process) Wait(ctx context.Context) (Snapshot, error) {
-	select {
-	case <-p.exited:
-		return p.State(), nil
-	case <-ctx.Done():
-		return Snapshot{}, ctx.Err()
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	sandboxapi "github.com/example/containerd-shim-example-v2/proto/sandbox/v1"
+	"github.com/example/containerd-shim-example-v2/ttrpcserver"
 )
 
 // Service names on the wire. The v2 and v3 task protocols carry identical
@@ -21,14 +22,9 @@ const (
 	TaskServiceV3 = "containerd.task.v3.Task"
 )
 
-// Registrar is a ttrpc server to register services on: the daemon's own
-// (ttrpcserver) or ttrpc's, which tests may use.
-type Registrar interface {
-	RegisterService(name string, desc *ttrpc.ServiceDesc)
-}
-
-// Register serves the task API on srv under both service names.
-func Register(srv Registrar, t taskapi.TTRPCTaskService) {
+// Register serves the task API on srv (the daemon's server: Wait is
+// answered Later, see waitMethod) under both service names.
+func Register(srv *ttrpcserver.Server, t taskapi.TTRPCTaskService) {
 	methods := map[string]ttrpc.Method{
 		"State":      method(t.State),
 		"Create":     method(t.Create),
@@ -43,7 +39,7 @@ func Register(srv Registrar, t taskapi.TTRPCTaskService) {
 		"ResizePty":  method(t.ResizePty),
 		"CloseIO":    method(t.CloseIO),
 		"Update":     method(t.Update),
-		"Wait":       method(t.Wait),
+		"Wait":       waitMethod(t),
 		"Stats":      method(t.Stats),
 		"Connect":    method(t.Connect),
 		"Shutdown":   method(t.Shutdown),
@@ -57,7 +53,7 @@ func Register(srv Registrar, t taskapi.TTRPCTaskService) {
 const IntrospectService = "example.introspect.v1.Introspect"
 
 // RegisterIntrospect serves the introspection service on srv.
-func RegisterIntrospect(srv Registrar, s *Service) {
+func RegisterIntrospect(srv *ttrpcserver.Server, s *Service) {
 	srv.RegisterService(IntrospectService, &ttrpc.ServiceDesc{Methods: map[string]ttrpc.Method{
 		"Snapshot": method(s.Introspect),
 	}})
@@ -82,7 +78,7 @@ type SandboxHandlers interface {
 }
 
 // RegisterSandbox serves the Sandbox API on srv.
-func RegisterSandbox(srv Registrar, h SandboxHandlers) {
+func RegisterSandbox(srv *ttrpcserver.Server, h SandboxHandlers) {
 	srv.RegisterService(SandboxService, &ttrpc.ServiceDesc{Methods: map[string]ttrpc.Method{
 		"CreateSandbox":   method(h.CreateSandbox),
 		"StartSandbox":    method(h.StartSandbox),
@@ -109,6 +105,36 @@ func method[Req any, Resp any, PReq interface{ *Req }](h func(context.Context, P
 			return nil, errgrpc.ToGRPC(err)
 		}
 		return resp, nil
+	}
+}
+
+// LaterWaiter answers Wait when the process exits instead of in a parked
+// goroutine (Service.WaitLater).
+type LaterWaiter interface {
+	WaitLater(ctx context.Context, r *taskapi.WaitRequest, answer func(*taskapi.WaitResponse, error))
+}
+
+// waitMethod serves Wait through t's WaitLater when it has one: the daemon's
+// server (ttrpcserver) then holds no goroutine per waited process.
+func waitMethod(t taskapi.TTRPCTaskService) ttrpc.Method {
+	lw, ok := t.(LaterWaiter)
+	if !ok {
+		return method(t.Wait)
+	}
+	return func(ctx context.Context, unmarshal func(any) error) (any, error) {
+		req := new(taskapi.WaitRequest)
+		if err := unmarshal(req); err != nil {
+			return nil, errgrpc.ToGRPC(invalidArgument("decode request: %v", err))
+		}
+		return ttrpcserver.Later(func(answer func(any, error)) {
+			lw.WaitLater(ctx, req, func(resp *taskapi.WaitResponse, err error) {
+				if err != nil {
+					answer(nil, errgrpc.ToGRPC(err))
+					return
+				}
+				answer(resp, nil)
+			})
+		}), nil
 	}
 }
 

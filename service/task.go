@@ -234,7 +234,32 @@ func (s *Service) Wait(ctx context.Context, r *taskapi.WaitRequest) (*taskapi.Wa
 	if err != nil {
 		return nil, err
 	}
-	return &taskapi.WaitResponse{ExitStatus: uint32(st.ExitCode), ExitedAt: timestamppb.New(st.ExitedAt)}, nil
+	return waitResponse(st), nil
+}
+
+// WaitLater is Wait answered when the process exits, without a goroutine
+// parked until then (the daemon's server calls it; see Register). CRI
+// keeps a Wait open for every container it runs, so a parked Wait was a
+// goroutine stack per container for the container's whole life. The call's
+// context ends once the answer is sent or containerd hangs up; in the
+// second case the registration is withdrawn and the answer is the
+// context's error.
+func (s *Service) WaitLater(ctx context.Context, r *taskapi.WaitRequest, answer func(*taskapi.WaitResponse, error)) {
+	_, p, err := s.lookup(r.ID, r.ExecID)
+	if err != nil {
+		answer(nil, err)
+		return
+	}
+	withdraw := p.OnExit(func(st process.Snapshot) { answer(waitResponse(st), nil) })
+	context.AfterFunc(ctx, func() {
+		if withdraw() {
+			answer(nil, ctx.Err())
+		}
+	})
+}
+
+func waitResponse(st process.Snapshot) *taskapi.WaitResponse {
+	return &taskapi.WaitResponse{ExitStatus: uint32(st.ExitCode), ExitedAt: timestamppb.New(st.ExitedAt)}
 }
 
 // State reports a process's state.

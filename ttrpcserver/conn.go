@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/ttrpc"
@@ -99,15 +100,18 @@ func (c *conn) dispatch(ctx context.Context, id uint32, body []byte) {
 	go c.call(ctx, id, req, m)
 }
 
-// call runs one unary call and sends its answer.
+// call runs one unary call and sends its answer. The call's context ends
+// when the answer is sent (or the connection closes), also for a call
+// answered Later.
 func (c *conn) call(ctx context.Context, id uint32, req request, m registered) {
 	if req.metadata != nil {
 		ctx = ttrpc.WithMetadata(ctx, req.metadata)
 	}
+	var cancel context.CancelFunc
 	if req.timeout > 0 {
-		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(req.timeout))
-		defer cancel()
+	} else {
+		ctx, cancel = context.WithCancel(ctx)
 	}
 	if hook := c.srv.opts.OnRequest; hook != nil {
 		hook(m.fullName)
@@ -120,12 +124,29 @@ func (c *conn) call(ctx context.Context, id uint32, req request, m registered) {
 		}
 		return proto.Unmarshal(payload, msg)
 	})
+	if later, ok := resp.(*Deferred); ok && err == nil {
+		var answered atomic.Bool
+		later.start(func(resp any, err error) {
+			if answered.Swap(true) {
+				return // one answer per call; a second is a handler's bug, dropped
+			}
+			c.answer(id, m.fullName, resp, err)
+			cancel()
+		})
+		return
+	}
+	c.answer(id, m.fullName, resp, err)
+	cancel()
+}
+
+// answer encodes a handler's result and sends it.
+func (c *conn) answer(id uint32, method string, resp any, err error) {
 	var frame []byte
 	if err == nil {
 		msg, ok := resp.(proto.Message)
 		switch {
 		case !ok || !msg.ProtoReflect().IsValid(): // nil, or a typed nil
-			err = fmt.Errorf("ttrpcserver: %s answered %T, not a protobuf message", m.fullName, resp)
+			err = fmt.Errorf("ttrpcserver: %s answered %T, not a protobuf message", method, resp)
 		default:
 			frame, err = encodeResponse(id, nil, msg)
 		}
@@ -133,7 +154,7 @@ func (c *conn) call(ctx context.Context, id uint32, req request, m registered) {
 	if err != nil {
 		frame, err = encodeResponse(id, statusOf(err), nil)
 		if err != nil {
-			slog.Error("ttrpc: encode an error answer", "method", m.fullName, "error", err)
+			slog.Error("ttrpc: encode an error answer", "method", method, "error", err)
 			return
 		}
 	}

@@ -362,3 +362,78 @@ func TestWireFormatMatchesTtrpc(t *testing.T) {
 		t.Error("a truncated request decoded without error")
 	}
 }
+
+// A call answered Later holds the connection open for that call only; its
+// answer may come from any goroutine, only the first counts, and the call's
+// context ends once it is sent. A client that hangs up ends the context of
+// a call still waiting.
+func TestLaterAnswers(t *testing.T) {
+	type pending struct {
+		ctx    context.Context
+		answer func(any, error)
+	}
+	calls := make(chan pending, 4)
+	e := newEnv(t, map[string]ttrpc.Method{
+		"Later": func(ctx context.Context, unmarshal func(any) error) (any, error) {
+			var in wrapperspb.StringValue
+			if err := unmarshal(&in); err != nil {
+				return nil, err
+			}
+			return Later(func(answer func(any, error)) { calls <- pending{ctx, answer} }), nil
+		},
+		"Upper": typed(func(_ context.Context, s string) (string, error) { return "<" + s + ">", nil }),
+	})
+	got := make(chan string, 1)
+	go func() {
+		out, err := e.call(context.Background(), "Later", "x")
+		got <- fmt.Sprint(out, err)
+	}()
+	p := <-calls
+	if out, err := e.call(context.Background(), "Upper", "y"); err != nil || out != "<y>" {
+		t.Fatalf("a call behind a Later one: %q, %v", out, err)
+	}
+	select {
+	case s := <-got:
+		t.Fatalf("answered before its answer was given: %s", s)
+	case <-time.After(50 * time.Millisecond):
+	}
+	if p.ctx.Err() != nil {
+		t.Fatal("a Later call's context ended before its answer")
+	}
+	go p.answer(wrapperspb.String("first"), nil)
+	if s := <-got; s != "first<nil>" {
+		t.Errorf("Later answer: %s", s)
+	}
+	p.answer(wrapperspb.String("second"), nil) // ignored: one answer per call
+	select {
+	case <-p.ctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Error("a Later call's context did not end with its answer")
+	}
+	if out, err := e.call(context.Background(), "Upper", "z"); err != nil || out != "<z>" {
+		t.Fatalf("after a second answer was dropped: %q, %v", out, err)
+	}
+
+	// An error answer keeps its code; a hang-up ends a waiting call.
+	go func() {
+		_, err := e.call(context.Background(), "Later", "")
+		got <- status.Code(err).String()
+	}()
+	(<-calls).answer(nil, errgrpc.ToGRPC(errdefs.ErrNotFound))
+	if s := <-got; s != codes.NotFound.String() {
+		t.Errorf("Later error answer: code %s, want NotFound", s)
+	}
+	c2 := ttrpc.NewClient(e.dial(t))
+	go func() {
+		var out wrapperspb.StringValue
+		_ = c2.Call(context.Background(), testService, "Later", wrapperspb.String(""), &out)
+	}()
+	p = <-calls
+	c2.Close()
+	select {
+	case <-p.ctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("a Later call's context did not end when its client hung up")
+	}
+	p.answer(nil, p.ctx.Err()) // to a closed connection: dropped, no panic
+}

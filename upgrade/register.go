@@ -9,17 +9,15 @@ import (
 	"github.com/containerd/ttrpc"
 
 	upgradeapi "github.com/example/containerd-shim-example-v2/proto/upgrade/v1"
+	"github.com/example/containerd-shim-example-v2/ttrpcserver"
 )
 
 // ServiceName is the upgrade service's name on the wire
 // (proto/upgrade/v1).
 const ServiceName = "example.upgrade.v1.Upgrade"
 
-// Register serves d on srv (the daemon's ttrpc server; any server with
-// ttrpc's RegisterService).
-func Register(srv interface {
-	RegisterService(string, *ttrpc.ServiceDesc)
-}, d *Daemon) {
+// Register serves d on srv.
+func Register(srv *ttrpcserver.Server, d *Daemon) {
 	srv.RegisterService(ServiceName, &ttrpc.ServiceDesc{Methods: map[string]ttrpc.Method{
 		"Upgrade": func(ctx context.Context, unmarshal func(any) error) (any, error) {
 			var req upgradeapi.UpgradeRequest

@@ -1,0 +1,104 @@
+package process
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+
+	"github.com/example/containerd-shim-example-v2/bundle"
+	"github.com/example/containerd-shim-example-v2/reaper"
+)
+
+// A process's exit: recorded once (recordExit, from the reaper's callback),
+// then given to every waiter, parked (Wait) or called back (OnExit).
+
+// exitWaiter is one OnExit registration (a pointer, so that its withdrawal
+// finds it).
+type exitWaiter struct{ fn func(Snapshot) }
+
+// markExitedLocked releases Wait and OnExit once; the caller holds p.mu.
+func (p *Process) markExitedLocked() {
+	select {
+	case <-p.exited:
+	default:
+		close(p.exited)
+		if ws := p.waiters; len(ws) > 0 {
+			p.waiters = nil
+			// Off the caller's lock and goroutine (the reaper's exit path):
+			// the callbacks answer over containerd's socket.
+			go p.notifyExit(ws)
+		}
+	}
+}
+
+// notifyExit calls the OnExit callbacks taken at the exit.
+func (p *Process) notifyExit(ws []*exitWaiter) {
+	st := p.State()
+	for _, w := range ws {
+		w.fn(st)
+	}
+}
+
+// OnExit calls fn once, on a goroutine of its own, with the process's final
+// state when it has exited or was deleted (at once if it already has): what
+// Wait returns, without a goroutine parked until then. withdraw removes fn
+// if it has not been started and reports whether it did; a false means fn
+// runs or has run.
+func (p *Process) OnExit(fn func(Snapshot)) (withdraw func() bool) {
+	w := &exitWaiter{fn: fn}
+	p.mu.Lock()
+	select {
+	case <-p.exited:
+		p.mu.Unlock()
+		go p.notifyExit([]*exitWaiter{w})
+		return func() bool { return false }
+	default:
+	}
+	p.waiters = append(p.waiters, w)
+	p.mu.Unlock()
+	return func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if i := slices.Index(p.waiters, w); i >= 0 {
+			p.waiters = slices.Delete(p.waiters, i, i+1)
+			return true
+		}
+		return false
+	}
+}
+
+// recordExit moves the process to stopped and reports the exit.
+func (p *Process) recordExit(e reaper.Exit) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closePidfdLocked()
+	p.exitCode, p.exitedAt = e.Status, e.Time
+	if p.IsInit() {
+		// Durable before it is published: if the daemon dies from here on,
+		// `delete` still reports this exit rather than a guess.
+		if err := bundle.WriteExit(p.c.Bundle, bundle.Exit{Pid: p.pid, Status: e.Status, ExitedAt: e.Time}); err != nil {
+			slog.Warn("record init exit", "container", p.c.ID, "error", err)
+		}
+	}
+	if p.pipes != nil {
+		p.pipes.Hangup()
+	}
+	if p.status != Deleted {
+		p.status = Stopped
+	}
+	p.markExitedLocked()
+	if !p.deleting && p.c.events.Exited != nil {
+		p.c.events.Exited(p, p.snapshotLocked())
+	}
+}
+
+// Wait blocks until the process has exited (or was deleted) and returns its
+// final state.
+func (p *Process) Wait(ctx context.Context) (Snapshot, error) {
+	select {
+	case <-p.exited:
+		return p.State(), nil
+	case <-ctx.Done():
+		return Snapshot{}, ctx.Err()
+	}
+}
