@@ -143,9 +143,17 @@ func (p *pod) start(n, workers int) error {
 		go func() {
 			defer wg.Done()
 			for id := range work {
-				_, _, stop, err := p.b.sleeper(p.rt, id,
+				_, task, stop, err := p.b.sleeper(p.rt, id,
 					oci.WithAnnotations(map[string]string{"io.kubernetes.cri.sandbox-id": p.id}))
+				if err == nil {
+					// Waited on, as CRI waits on every container it starts:
+					// each shim then holds a Wait call per container.
+					_, err = task.Wait(p.b.ctx)
+				}
 				if err != nil {
+					if stop != nil {
+						stop()
+					}
 					errs <- err
 					return
 				}
