@@ -111,7 +111,7 @@ func method[Req any, Resp any, PReq interface{ *Req }](h func(context.Context, P
 // LaterWaiter answers Wait when the process exits instead of in a parked
 // goroutine (Service.WaitLater).
 type LaterWaiter interface {
-	WaitLater(ctx context.Context, r *taskapi.WaitRequest, answer func(*taskapi.WaitResponse, error))
+	WaitLater(r *taskapi.WaitRequest, answer func(*taskapi.WaitResponse, error)) (abandon func())
 }
 
 // waitMethod serves Wait through t's WaitLater when it has one: the daemon's
@@ -126,8 +126,8 @@ func waitMethod(t taskapi.TTRPCTaskService) ttrpc.Method {
 		if err := unmarshal(req); err != nil {
 			return nil, errgrpc.ToGRPC(invalidArgument("decode request: %v", err))
 		}
-		return ttrpcserver.Later(func(answer func(any, error)) {
-			lw.WaitLater(ctx, req, func(resp *taskapi.WaitResponse, err error) {
+		return ttrpcserver.Later(func(answer func(any, error)) func() {
+			return lw.WaitLater(req, func(resp *taskapi.WaitResponse, err error) {
 				if err != nil {
 					answer(nil, errgrpc.ToGRPC(err))
 					return

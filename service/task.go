@@ -240,22 +240,16 @@ func (s *Service) Wait(ctx context.Context, r *taskapi.WaitRequest) (*taskapi.Wa
 // WaitLater is Wait answered when the process exits, without a goroutine
 // parked until then (the daemon's server calls it; see Register). CRI
 // keeps a Wait open for every container it runs, so a parked Wait was a
-// goroutine stack per container for the container's whole life. The call's
-// context ends once the answer is sent or containerd hangs up; in the
-// second case the registration is withdrawn and the answer is the
-// context's error.
-func (s *Service) WaitLater(ctx context.Context, r *taskapi.WaitRequest, answer func(*taskapi.WaitResponse, error)) {
+// goroutine stack per container for the container's whole life. abandon
+// withdraws the registration when containerd hangs up first.
+func (s *Service) WaitLater(r *taskapi.WaitRequest, answer func(*taskapi.WaitResponse, error)) (abandon func()) {
 	_, p, err := s.lookup(r.ID, r.ExecID)
 	if err != nil {
 		answer(nil, err)
-		return
+		return nil
 	}
 	withdraw := p.OnExit(func(st process.Snapshot) { answer(waitResponse(st), nil) })
-	context.AfterFunc(ctx, func() {
-		if withdraw() {
-			answer(nil, ctx.Err())
-		}
-	})
+	return func() { withdraw() }
 }
 
 func waitResponse(st process.Snapshot) *taskapi.WaitResponse {

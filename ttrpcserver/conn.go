@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/containerd/ttrpc"
@@ -22,6 +21,7 @@ import (
 // Its goroutine (serve) owns the read side and hdr: it reads one message at
 // a time, answers malformed ones itself and starts a goroutine per call.
 // Answers from any goroutine go out whole, one write(2) each, under wmu.
+// pmu guards pending.
 type conn struct {
 	srv *Server
 	nc  net.Conn
@@ -29,9 +29,14 @@ type conn struct {
 
 	wmu       sync.Mutex
 	closeOnce sync.Once
+
+	pmu     sync.Mutex
+	pending map[uint32]*pendingCall // calls answered Later; nil once the connection ended
 }
 
-func newConn(s *Server, nc net.Conn) *conn { return &conn{srv: s, nc: nc} }
+func newConn(s *Server, nc net.Conn) *conn {
+	return &conn{srv: s, nc: nc, pending: make(map[uint32]*pendingCall)}
+}
 
 // serve reads messages until the connection fails or is closed, then
 // cancels the calls still running (their answers are dropped).
@@ -40,6 +45,7 @@ func (c *conn) serve(ctx context.Context) {
 	defer func() {
 		cancel()
 		c.close()
+		c.abandonPending()
 		c.srv.untrack(c)
 	}()
 	var lastID uint32
@@ -100,18 +106,16 @@ func (c *conn) dispatch(ctx context.Context, id uint32, body []byte) {
 	go c.call(ctx, id, req, m)
 }
 
-// call runs one unary call and sends its answer. The call's context ends
-// when the answer is sent (or the connection closes), also for a call
-// answered Later.
+// call runs one unary call and sends its answer. Its context is the
+// connection's (ended when the connection closes), with the request's
+// metadata and, when the client set one, its deadline.
 func (c *conn) call(ctx context.Context, id uint32, req request, m registered) {
 	if req.metadata != nil {
 		ctx = ttrpc.WithMetadata(ctx, req.metadata)
 	}
-	var cancel context.CancelFunc
+	cancel := context.CancelFunc(func() {})
 	if req.timeout > 0 {
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(req.timeout))
-	} else {
-		ctx, cancel = context.WithCancel(ctx)
 	}
 	if hook := c.srv.opts.OnRequest; hook != nil {
 		hook(m.fullName)
@@ -125,18 +129,76 @@ func (c *conn) call(ctx context.Context, id uint32, req request, m registered) {
 		return proto.Unmarshal(payload, msg)
 	})
 	if later, ok := resp.(*Deferred); ok && err == nil {
-		var answered atomic.Bool
-		later.start(func(resp any, err error) {
-			if answered.Swap(true) {
-				return // one answer per call; a second is a handler's bug, dropped
-			}
-			c.answer(id, m.fullName, resp, err)
-			cancel()
-		})
+		c.startLater(ctx, id, m.fullName, later, cancel)
 		return
 	}
 	c.answer(id, m.fullName, resp, err)
 	cancel()
+}
+
+// startLater starts a call answered Later and tracks it until its answer, so
+// that a connection that closes first (or a deadline that passes) abandons
+// it.
+func (c *conn) startLater(ctx context.Context, id uint32, method string, later *Deferred, cancel context.CancelFunc) {
+	p := &pendingCall{}
+	p.abandon = later.start(func(resp any, err error) {
+		if !p.finish() {
+			return // answered or abandoned already
+		}
+		c.forget(id)
+		c.answer(id, method, resp, err)
+		cancel()
+	})
+	if !c.remember(id, p) {
+		p.giveUp() // the connection closed meanwhile
+		cancel()
+		return
+	}
+	if _, has := ctx.Deadline(); has {
+		context.AfterFunc(ctx, func() {
+			if p.finish() {
+				c.forget(id)
+				if p.abandon != nil {
+					p.abandon()
+				}
+				c.answer(id, method, nil, ctx.Err())
+			}
+		})
+	}
+}
+
+// remember registers a call answered Later; false once the connection is
+// closed. A call answered during its start is not registered.
+func (c *conn) remember(id uint32, p *pendingCall) bool {
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	if c.pending == nil {
+		return false
+	}
+	if !p.done.Load() {
+		c.pending[id] = p
+	}
+	return true
+}
+
+func (c *conn) forget(id uint32) {
+	c.pmu.Lock()
+	if c.pending != nil {
+		delete(c.pending, id)
+	}
+	c.pmu.Unlock()
+}
+
+// abandonPending gives up every call still waiting for its answer; called
+// once, when the connection ends.
+func (c *conn) abandonPending() {
+	c.pmu.Lock()
+	pending := c.pending
+	c.pending = nil
+	c.pmu.Unlock()
+	for _, p := range pending {
+		p.giveUp()
+	}
 }
 
 // answer encodes a handler's result and sends it.

@@ -364,13 +364,13 @@ func TestWireFormatMatchesTtrpc(t *testing.T) {
 }
 
 // A call answered Later holds the connection open for that call only; its
-// answer may come from any goroutine, only the first counts, and the call's
-// context ends once it is sent. A client that hangs up ends the context of
-// a call still waiting.
+// answer may come from any goroutine, even during its start, and only the
+// first counts. A client that hangs up, or whose deadline passes, abandons
+// a call still waiting: the handler's abandon function runs, once.
 func TestLaterAnswers(t *testing.T) {
 	type pending struct {
-		ctx    context.Context
-		answer func(any, error)
+		answer    func(any, error)
+		abandoned chan struct{}
 	}
 	calls := make(chan pending, 4)
 	e := newEnv(t, map[string]ttrpc.Method{
@@ -379,7 +379,15 @@ func TestLaterAnswers(t *testing.T) {
 			if err := unmarshal(&in); err != nil {
 				return nil, err
 			}
-			return Later(func(answer func(any, error)) { calls <- pending{ctx, answer} }), nil
+			return Later(func(answer func(any, error)) func() {
+				if in.GetValue() == "now" {
+					answer(wrapperspb.String("at once"), nil)
+					return func() { t.Error("an answered call was abandoned") }
+				}
+				p := pending{answer, make(chan struct{})}
+				calls <- p
+				return func() { close(p.abandoned) } // a second call would panic
+			}), nil
 		},
 		"Upper": typed(func(_ context.Context, s string) (string, error) { return "<" + s + ">", nil }),
 	})
@@ -397,24 +405,19 @@ func TestLaterAnswers(t *testing.T) {
 		t.Fatalf("answered before its answer was given: %s", s)
 	case <-time.After(50 * time.Millisecond):
 	}
-	if p.ctx.Err() != nil {
-		t.Fatal("a Later call's context ended before its answer")
-	}
 	go p.answer(wrapperspb.String("first"), nil)
 	if s := <-got; s != "first<nil>" {
 		t.Errorf("Later answer: %s", s)
 	}
 	p.answer(wrapperspb.String("second"), nil) // ignored: one answer per call
-	select {
-	case <-p.ctx.Done():
-	case <-time.After(5 * time.Second):
-		t.Error("a Later call's context did not end with its answer")
-	}
 	if out, err := e.call(context.Background(), "Upper", "z"); err != nil || out != "<z>" {
 		t.Fatalf("after a second answer was dropped: %q, %v", out, err)
 	}
+	if out, err := e.call(context.Background(), "Later", "now"); err != nil || out != "at once" {
+		t.Errorf("answered during its start: %q, %v", out, err)
+	}
 
-	// An error answer keeps its code; a hang-up ends a waiting call.
+	// An error answer keeps its code.
 	go func() {
 		_, err := e.call(context.Background(), "Later", "")
 		got <- status.Code(err).String()
@@ -423,6 +426,29 @@ func TestLaterAnswers(t *testing.T) {
 	if s := <-got; s != codes.NotFound.String() {
 		t.Errorf("Later error answer: code %s, want NotFound", s)
 	}
+
+	// The client's deadline passes: DeadlineExceeded, and the call is abandoned.
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		_, err := e.call(ctx, "Later", "")
+		if errors.Is(err, context.DeadlineExceeded) { // the client gave up first
+			err = status.Error(codes.DeadlineExceeded, "client")
+		}
+		got <- status.Code(err).String()
+	}()
+	p = <-calls
+	select {
+	case <-p.abandoned:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a Later call whose deadline passed was not abandoned")
+	}
+	if s := <-got; s != codes.DeadlineExceeded.String() {
+		t.Errorf("Later call past its deadline: code %s", s)
+	}
+	p.answer(wrapperspb.String("late"), nil) // dropped
+
+	// The client hangs up.
 	c2 := ttrpc.NewClient(e.dial(t))
 	go func() {
 		var out wrapperspb.StringValue
@@ -431,9 +457,20 @@ func TestLaterAnswers(t *testing.T) {
 	p = <-calls
 	c2.Close()
 	select {
-	case <-p.ctx.Done():
+	case <-p.abandoned:
 	case <-time.After(5 * time.Second):
-		t.Fatal("a Later call's context did not end when its client hung up")
+		t.Fatal("a Later call whose client hung up was not abandoned")
 	}
-	p.answer(nil, p.ctx.Err()) // to a closed connection: dropped, no panic
+	p.answer(wrapperspb.String("late"), nil) // to a closed connection: dropped
+
+	// Nothing stays registered.
+	e.srv.mu.Lock()
+	defer e.srv.mu.Unlock()
+	for c := range e.srv.conns {
+		c.pmu.Lock()
+		if len(c.pending) != 0 {
+			t.Errorf("%d calls still registered after their answers", len(c.pending))
+		}
+		c.pmu.Unlock()
+	}
 }

@@ -74,6 +74,7 @@ type config struct {
 	throughput    int64 // bytes per throughput run
 	podSizes      []int // sequential pod: memory measured at both sizes
 	podWorkers    int   // concurrent pod start: containers started at a time
+	podRounds     int   // sequential pods per shim (the per-container rows are small differences: medians of several)
 	upgrades      int   // in-place upgrades of one pod shim (B only)
 	out, chart    string
 	only          string // comma-separated step names (substrings) to run; empty: all
@@ -121,10 +122,12 @@ func main() {
 	}
 	c.iterations, c.roundTrips, c.probes, c.podStarts = 30, 400, 400, 10
 	c.throughput, c.podSizes, c.podWorkers, c.upgrades = 1<<30, []int{10, 50}, 8, 5
+	c.podRounds = 3
 	c.sandboxPods, c.sandboxWindow = 6, 30*time.Second
 	if c.quick {
 		c.iterations, c.roundTrips, c.probes, c.podStarts = 5, 60, 40, 2
 		c.throughput, c.podSizes, c.upgrades = 256<<20, []int{5, 20}, 2
+		c.podRounds = 1
 		c.sandboxPods, c.sandboxWindow = 2, 5*time.Second
 	}
 	if err := run(c); err != nil {

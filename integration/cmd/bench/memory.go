@@ -61,7 +61,7 @@ func (b *bench) podMemory() error {
 	concRss := b.newSample("pod-conc-rss", fmt.Sprintf("pod shim with %d containers started %d at a time: RSS", hi, b.cfg.podWorkers), "KiB", true)
 	concAnon := b.newSample("pod-conc-anon", fmt.Sprintf("pod shim with %d containers started %d at a time: anonymous memory", hi, b.cfg.podWorkers), "KiB", true)
 
-	if err := b.both(1, func(rt string) error {
+	if err := b.both(b.cfg.podRounds, func(rt string) error {
 		p := b.newPod(rt)
 		defer p.stopAll()
 		t0 := time.Now()
