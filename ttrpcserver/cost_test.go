@@ -16,8 +16,8 @@ import (
 // for each of its containers (containerd opens one connection per task):
 // one goroutine with its smallest stack and about a kilobyte of heap. ttrpc's
 // own server needed two goroutines and 8 KiB of buffers (16-20 KB here). The
-// bound leaves
-// room for the raw clients' own descriptors, which this process holds too.
+// bound leaves room for the raw clients' own descriptors, which this process
+// holds too, and for the race detector's allocations.
 func TestIdleConnectionCost(t *testing.T) {
 	const conns = 200
 	const boundPerConn = 8 << 10
