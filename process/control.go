@@ -9,9 +9,6 @@ import (
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"google.golang.org/protobuf/proto"
-
-	"github.com/example/containerd-shim-example-v2/cgroup"
 )
 
 // Pids lists the host PIDs of every process in the container.
@@ -76,21 +73,15 @@ func (c *Container) Update(ctx context.Context, resources []byte) error {
 	return c.rt.Update(ctx, c.ID, resources)
 }
 
-// Stats returns the container's cgroup statistics and their type URL.
-func (c *Container) Stats() (proto.Message, string, error) {
+// Stats returns the container's cgroup statistics, encoded, and their type
+// URL.
+func (c *Container) Stats() ([]byte, string, error) {
 	if c.cg == nil {
 		return nil, "", fmt.Errorf("container %s: cgroup does not exist: %w", c.ID, errdefs.ErrNotFound)
 	}
-	if c.cg.V2 {
-		m, err := c.cg.StatsV2()
-		if err != nil {
-			return nil, "", fmt.Errorf("stats of %s: %w", c.ID, err)
-		}
-		return m, cgroup.MetricsV2, nil
-	}
-	m, err := c.cg.StatsV1()
+	data, typeURL, err := c.cg.Metrics()
 	if err != nil {
 		return nil, "", fmt.Errorf("stats of %s: %w", c.ID, err)
 	}
-	return m, cgroup.MetricsV1, nil
+	return data, typeURL, nil
 }

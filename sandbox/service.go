@@ -37,7 +37,6 @@ import (
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/example/containerd-shim-example-v2/cgroup"
 	"github.com/example/containerd-shim-example-v2/holder"
@@ -331,20 +330,9 @@ func (s *Service) SandboxMetrics(ctx context.Context, r *sandboxapi.SandboxMetri
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", p.id, err)
 	}
-	var m proto.Message
-	typeURL := cgroup.MetricsV1
-	if cg.V2 {
-		m, err = cg.StatsV2()
-		typeURL = cgroup.MetricsV2
-	} else {
-		m, err = cg.StatsV1()
-	}
+	data, typeURL, err := cg.Metrics()
 	if err != nil {
 		return nil, fmt.Errorf("stats of sandbox %s: %w", p.id, err)
-	}
-	data, err := proto.Marshal(m)
-	if err != nil {
-		return nil, fmt.Errorf("encode stats: %w", err)
 	}
 	return &sandboxapi.SandboxMetricsResponse{Metrics: &sandboxapi.Metric{
 		Timestamp: timestamp(time.Now()),

@@ -2,7 +2,6 @@ package service
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"os/exec"
 
@@ -433,13 +432,9 @@ func (s *Service) Stats(ctx context.Context, r *taskapi.StatsRequest) (*taskapi.
 	if err != nil {
 		return nil, err
 	}
-	m, typeURL, err := c.Stats()
+	v, typeURL, err := c.Stats()
 	if err != nil {
 		return nil, err
-	}
-	v, err := proto.Marshal(m)
-	if err != nil {
-		return nil, fmt.Errorf("encode stats: %w", err)
 	}
 	return &taskapi.StatsResponse{Stats: &anypb.Any{TypeUrl: typeURL, Value: v}}, nil
 }
