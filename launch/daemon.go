@@ -104,7 +104,8 @@ func RunDaemon(f Flags) error {
 	// Every client connection, pausable for an upgrade, and counted: a
 	// daemon that served a pod leaves after ShutdownSandbox only once
 	// containerd has hung up, since leaving at once could cut the answer to
-	// ShutdownSandbox itself (ttrpc's server has no "answer sent" hook).
+	// ShutdownSandbox itself (the server writes it after the handler
+	// returns, from the call's own goroutine).
 	live := handover.NewConns()
 	pods = sandbox.New(sandbox.Config{
 		Reaper: r,
