@@ -52,6 +52,14 @@ func (w *wire) str(num protowire.Number, s string) {
 	}
 }
 
+// uints writes consecutive uint64 fields, numbered from first: most
+// statistics messages are runs of counters.
+func (w *wire) uints(first protowire.Number, vs ...uint64) {
+	for i, v := range vs {
+		w.uint(first+protowire.Number(i), v)
+	}
+}
+
 // double writes a float64; like protobuf-go, only +0.0 counts as unset.
 func (w *wire) double(num protowire.Number, v float64) {
 	if bits := math.Float64bits(v); bits != 0 {
@@ -99,18 +107,18 @@ func (w *wire) msg(num protowire.Number, body func()) {
 func MarshalV1(m *v1.Metrics) []byte {
 	w := &wire{b: make([]byte, 0, 512)}
 	for _, h := range m.Hugetlb {
-		w.msg(1, func() { w.uint(1, h.Usage); w.uint(2, h.Max); w.uint(3, h.Failcnt); w.str(4, h.Pagesize) })
+		w.msg(1, func() { w.uints(1, h.Usage, h.Max, h.Failcnt); w.str(4, h.Pagesize) })
 	}
 	if p := m.Pids; p != nil {
-		w.msg(2, func() { w.uint(1, p.Current); w.uint(2, p.Limit) })
+		w.msg(2, func() { w.uints(1, p.Current, p.Limit) })
 	}
 	if c := m.CPU; c != nil {
 		w.msg(3, func() {
 			if u := c.Usage; u != nil {
-				w.msg(1, func() { w.uint(1, u.Total); w.uint(2, u.Kernel); w.uint(3, u.User); w.packed(4, u.PerCPU) })
+				w.msg(1, func() { w.uints(1, u.Total, u.Kernel, u.User); w.packed(4, u.PerCPU) })
 			}
 			if t := c.Throttling; t != nil {
-				w.msg(2, func() { w.uint(1, t.Periods); w.uint(2, t.ThrottledPeriods); w.uint(3, t.ThrottledTime) })
+				w.msg(2, func() { w.uints(1, t.Periods, t.ThrottledPeriods, t.ThrottledTime) })
 			}
 		})
 	}
@@ -123,13 +131,7 @@ func MarshalV1(m *v1.Metrics) []byte {
 				b.IoQueuedRecursive, b.IoServiceTimeRecursive, b.IoWaitTimeRecursive, b.IoMergedRecursive,
 				b.IoTimeRecursive, b.SectorsRecursive} {
 				for _, e := range list {
-					w.msg(protowire.Number(i+1), func() {
-						w.str(1, e.Op)
-						w.str(2, e.Device)
-						w.uint(3, e.Major)
-						w.uint(4, e.Minor)
-						w.uint(5, e.Value)
-					})
+					w.msg(protowire.Number(i+1), func() { w.str(1, e.Op); w.str(2, e.Device); w.uints(3, e.Major, e.Minor, e.Value) })
 				}
 			}
 		})
@@ -137,38 +139,26 @@ func MarshalV1(m *v1.Metrics) []byte {
 	if r := m.Rdma; r != nil {
 		w.msg(6, func() { rdma(w, r.Current, r.Limit) })
 	}
-	for _, n := range m.Network {
-		w.msg(7, func() {
-			network(w, n.Name, n.RxBytes, n.RxPackets, n.RxErrors, n.RxDropped, n.TxBytes, n.TxPackets, n.TxErrors, n.TxDropped)
-		})
-	}
+	networks(w, 7, m.Network)
 	if s := m.CgroupStats; s != nil {
-		w.msg(8, func() {
-			w.uint(1, s.NrSleeping)
-			w.uint(2, s.NrRunning)
-			w.uint(3, s.NrStopped)
-			w.uint(4, s.NrUninterruptible)
-			w.uint(5, s.NrIoWait)
-		})
+		w.msg(8, func() { w.uints(1, s.NrSleeping, s.NrRunning, s.NrStopped, s.NrUninterruptible, s.NrIoWait) })
 	}
 	if o := m.MemoryOomControl; o != nil {
-		w.msg(9, func() { w.uint(1, o.OomKillDisable); w.uint(2, o.UnderOom); w.uint(3, o.OomKill) })
+		w.msg(9, func() { w.uints(1, o.OomKillDisable, o.UnderOom, o.OomKill) })
 	}
 	return w.b
 }
 
 func memoryStatV1(w *wire, m *v1.MemoryStat) {
-	for i, v := range [...]uint64{m.Cache, m.RSS, m.RSSHuge, m.MappedFile, m.Dirty, m.Writeback, m.PgPgIn,
+	w.uints(1, m.Cache, m.RSS, m.RSSHuge, m.MappedFile, m.Dirty, m.Writeback, m.PgPgIn,
 		m.PgPgOut, m.PgFault, m.PgMajFault, m.InactiveAnon, m.ActiveAnon, m.InactiveFile, m.ActiveFile,
 		m.Unevictable, m.HierarchicalMemoryLimit, m.HierarchicalSwapLimit, m.TotalCache, m.TotalRSS,
 		m.TotalRSSHuge, m.TotalMappedFile, m.TotalDirty, m.TotalWriteback, m.TotalPgPgIn, m.TotalPgPgOut,
 		m.TotalPgFault, m.TotalPgMajFault, m.TotalInactiveAnon, m.TotalActiveAnon, m.TotalInactiveFile,
-		m.TotalActiveFile, m.TotalUnevictable} {
-		w.uint(protowire.Number(i+1), v) // fields 1-32, in this order
-	}
+		m.TotalActiveFile, m.TotalUnevictable) // fields 1-32
 	for i, e := range [...]*v1.MemoryEntry{m.Usage, m.Swap, m.Kernel, m.KernelTCP} {
 		if e != nil {
-			w.msg(protowire.Number(33+i), func() { w.uint(1, e.Limit); w.uint(2, e.Usage); w.uint(3, e.Max); w.uint(4, e.Failcnt) })
+			w.msg(protowire.Number(33+i), func() { w.uints(1, e.Limit, e.Usage, e.Max, e.Failcnt) })
 		}
 	}
 }
@@ -190,11 +180,24 @@ func rdma[E interface {
 	}
 }
 
-// network writes a NetworkStat's fields (the same in v1 and v2).
-func network(w *wire, name string, counters ...uint64) {
-	w.str(1, name)
-	for i, v := range counters {
-		w.uint(protowire.Number(i+2), v)
+// networks writes NetworkStat entries (the same fields in v1 and v2).
+func networks[N interface {
+	GetName() string
+	GetRxBytes() uint64
+	GetRxPackets() uint64
+	GetRxErrors() uint64
+	GetRxDropped() uint64
+	GetTxBytes() uint64
+	GetTxPackets() uint64
+	GetTxErrors() uint64
+	GetTxDropped() uint64
+}](w *wire, num protowire.Number, list []N) {
+	for _, n := range list {
+		w.msg(num, func() {
+			w.str(1, n.GetName())
+			w.uints(2, n.GetRxBytes(), n.GetRxPackets(), n.GetRxErrors(), n.GetRxDropped(),
+				n.GetTxBytes(), n.GetTxPackets(), n.GetTxErrors(), n.GetTxDropped())
+		})
 	}
 }
 
@@ -202,32 +205,24 @@ func network(w *wire, name string, counters ...uint64) {
 func MarshalV2(m *v2.Metrics) []byte {
 	w := &wire{b: make([]byte, 0, 512)}
 	if p := m.Pids; p != nil {
-		w.msg(1, func() { w.uint(1, p.Current); w.uint(2, p.Limit) })
+		w.msg(1, func() { w.uints(1, p.Current, p.Limit) })
 	}
 	if c := m.CPU; c != nil {
 		w.msg(2, func() {
-			w.uint(1, c.UsageUsec)
-			w.uint(2, c.UserUsec)
-			w.uint(3, c.SystemUsec)
-			w.uint(4, c.NrPeriods)
-			w.uint(5, c.NrThrottled)
-			w.uint(6, c.ThrottledUsec)
+			w.uints(1, c.UsageUsec, c.UserUsec, c.SystemUsec, c.NrPeriods, c.NrThrottled, c.ThrottledUsec)
 			psi(w, 7, c.PSI)
-			w.uint(8, c.NrBursts)
-			w.uint(9, c.BurstUsec)
+			w.uints(8, c.NrBursts, c.BurstUsec)
 		})
 	}
 	if mem := m.Memory; mem != nil {
 		w.msg(4, func() {
-			for i, v := range [...]uint64{mem.Anon, mem.File, mem.KernelStack, mem.Slab, mem.Sock, mem.Shmem,
+			w.uints(1, mem.Anon, mem.File, mem.KernelStack, mem.Slab, mem.Sock, mem.Shmem,
 				mem.FileMapped, mem.FileDirty, mem.FileWriteback, mem.AnonThp, mem.InactiveAnon, mem.ActiveAnon,
 				mem.InactiveFile, mem.ActiveFile, mem.Unevictable, mem.SlabReclaimable, mem.SlabUnreclaimable,
 				mem.Pgfault, mem.Pgmajfault, mem.WorkingsetRefault, mem.WorkingsetActivate,
 				mem.WorkingsetNodereclaim, mem.Pgrefill, mem.Pgscan, mem.Pgsteal, mem.Pgactivate,
 				mem.Pgdeactivate, mem.Pglazyfree, mem.Pglazyfreed, mem.ThpFaultAlloc, mem.ThpCollapseAlloc,
-				mem.Usage, mem.UsageLimit, mem.SwapUsage, mem.SwapLimit, mem.MaxUsage, mem.SwapMaxUsage} {
-				w.uint(protowire.Number(i+1), v) // fields 1-37, in this order
-			}
+				mem.Usage, mem.UsageLimit, mem.SwapUsage, mem.SwapLimit, mem.MaxUsage, mem.SwapMaxUsage) // fields 1-37
 			psi(w, 38, mem.PSI)
 		})
 	}
@@ -237,30 +232,18 @@ func MarshalV2(m *v2.Metrics) []byte {
 	if io := m.Io; io != nil {
 		w.msg(6, func() {
 			for _, e := range io.Usage {
-				w.msg(1, func() {
-					for i, v := range [...]uint64{e.Major, e.Minor, e.Rbytes, e.Wbytes, e.Rios, e.Wios} {
-						w.uint(protowire.Number(i+1), v)
-					}
-				})
+				w.msg(1, func() { w.uints(1, e.Major, e.Minor, e.Rbytes, e.Wbytes, e.Rios, e.Wios) })
 			}
 			psi(w, 2, io.PSI)
 		})
 	}
 	for _, h := range m.Hugetlb {
-		w.msg(7, func() { w.uint(1, h.Current); w.uint(2, h.Max); w.str(3, h.Pagesize); w.uint(4, h.Failcnt) })
+		w.msg(7, func() { w.uints(1, h.Current, h.Max); w.str(3, h.Pagesize); w.uint(4, h.Failcnt) })
 	}
 	if e := m.MemoryEvents; e != nil {
-		w.msg(8, func() {
-			for i, v := range [...]uint64{e.Low, e.High, e.Max, e.Oom, e.OomKill, e.OomGroupKill} {
-				w.uint(protowire.Number(i+1), v)
-			}
-		})
+		w.msg(8, func() { w.uints(1, e.Low, e.High, e.Max, e.Oom, e.OomKill, e.OomGroupKill) })
 	}
-	for _, n := range m.Network {
-		w.msg(9, func() {
-			network(w, n.Name, n.RxBytes, n.RxPackets, n.RxErrors, n.RxDropped, n.TxBytes, n.TxPackets, n.TxErrors, n.TxDropped)
-		})
-	}
+	networks(w, 9, m.Network)
 	return w.b
 }
 
