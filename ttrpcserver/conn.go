@@ -156,11 +156,8 @@ func (c *conn) startLater(ctx context.Context, id uint32, method string, later *
 	}
 	if _, has := ctx.Deadline(); has {
 		context.AfterFunc(ctx, func() {
-			if p.finish() {
+			if p.giveUp() {
 				c.forget(id)
-				if p.abandon != nil {
-					p.abandon()
-				}
 				c.answer(id, method, nil, ctx.Err())
 			}
 		})
@@ -224,14 +221,7 @@ func (c *conn) answer(id uint32, method string, resp any, err error) {
 }
 
 // sendStatus answers a message that never reached a handler.
-func (c *conn) sendStatus(id uint32, st *status.Status) {
-	frame, err := encodeResponse(id, st, nil)
-	if err != nil {
-		slog.Error("ttrpc: encode an error answer", "error", err)
-		return
-	}
-	c.send(frame)
-}
+func (c *conn) sendStatus(id uint32, st *status.Status) { c.answer(id, "", nil, st.Err()) }
 
 // send writes one whole frame. A failed write breaks the connection: the
 // peer would otherwise see a partial frame followed by another.

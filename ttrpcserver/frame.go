@@ -27,11 +27,11 @@ const (
 	typeData     = 3
 )
 
+// header is a message's header; its flags byte (streams only) is not read.
 type header struct {
 	length   uint32
 	streamID uint32
 	msgType  byte
-	flags    byte
 }
 
 func parseHeader(b [headerLen]byte) header {
@@ -39,7 +39,6 @@ func parseHeader(b [headerLen]byte) header {
 		length:   binary.BigEndian.Uint32(b[0:4]),
 		streamID: binary.BigEndian.Uint32(b[4:8]),
 		msgType:  b[8],
-		flags:    b[9],
 	}
 }
 
@@ -67,12 +66,7 @@ const (
 // protobuf decoder does; a repeated scalar field keeps its last value.
 func decodeRequest(b []byte) (request, error) {
 	var r request
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return request{}, protowire.ParseError(n)
-		}
-		b = b[n:]
+	err := eachField(b, func(num protowire.Number, typ protowire.Type, b []byte) (n int, err error) {
 		switch {
 		case num == reqService && typ == protowire.BytesType:
 			r.service, n = protowire.ConsumeBytes(b)
@@ -86,19 +80,16 @@ func decodeRequest(b []byte) (request, error) {
 			r.timeout = int64(v)
 		case num == reqMetadata && typ == protowire.BytesType:
 			var kv []byte
-			kv, n = protowire.ConsumeBytes(b)
-			if n >= 0 {
-				if err := r.addMetadata(kv); err != nil {
-					return request{}, err
-				}
+			if kv, n = protowire.ConsumeBytes(b); n >= 0 {
+				err = r.addMetadata(kv)
 			}
 		default:
 			n = protowire.ConsumeFieldValue(num, typ, b)
 		}
-		if n < 0 {
-			return request{}, protowire.ParseError(n)
-		}
-		b = b[n:]
+		return n, err
+	})
+	if err != nil {
+		return request{}, err
 	}
 	return r, nil
 }
@@ -106,34 +97,47 @@ func decodeRequest(b []byte) (request, error) {
 // addMetadata decodes one KeyValue and appends it, as ttrpc's server builds
 // its MD (containerd sends its namespace this way).
 func (r *request) addMetadata(b []byte) error {
-	var key, value string
+	var key, value []byte
+	err := eachField(b, func(num protowire.Number, typ protowire.Type, b []byte) (n int, err error) {
+		switch {
+		case num == kvKey && typ == protowire.BytesType:
+			key, n = protowire.ConsumeBytes(b)
+		case num == kvValue && typ == protowire.BytesType:
+			value, n = protowire.ConsumeBytes(b)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		return n, nil
+	})
+	if err != nil {
+		return err
+	}
+	if r.metadata == nil {
+		r.metadata = ttrpc.MD{}
+	}
+	r.metadata.Append(string(key), string(value))
+	return nil
+}
+
+// eachField walks a message's fields: field consumes one field's value from
+// the bytes after its tag and returns how many it took (negative: a
+// protowire parse error).
+func eachField(b []byte, field func(protowire.Number, protowire.Type, []byte) (int, error)) error {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
 			return protowire.ParseError(n)
 		}
 		b = b[n:]
-		switch {
-		case num == kvKey && typ == protowire.BytesType:
-			var v []byte
-			v, n = protowire.ConsumeBytes(b)
-			key = string(v)
-		case num == kvValue && typ == protowire.BytesType:
-			var v []byte
-			v, n = protowire.ConsumeBytes(b)
-			value = string(v)
-		default:
-			n = protowire.ConsumeFieldValue(num, typ, b)
+		n, err := field(num, typ, b)
+		if err != nil {
+			return err
 		}
 		if n < 0 {
 			return protowire.ParseError(n)
 		}
 		b = b[n:]
 	}
-	if r.metadata == nil {
-		r.metadata = ttrpc.MD{}
-	}
-	r.metadata.Append(key, value)
 	return nil
 }
 

@@ -34,9 +34,14 @@ type pendingCall struct {
 // answered or abandoned.
 func (p *pendingCall) finish() bool { return !p.done.Swap(true) }
 
-// giveUp abandons the call unless it was answered.
-func (p *pendingCall) giveUp() {
-	if p.finish() && p.abandon != nil {
+// giveUp abandons the call unless it was answered, and reports whether it
+// did.
+func (p *pendingCall) giveUp() bool {
+	if !p.finish() {
+		return false
+	}
+	if p.abandon != nil {
 		p.abandon()
 	}
+	return true
 }
