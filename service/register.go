@@ -22,9 +22,16 @@ const (
 	TaskServiceV3 = "containerd.task.v3.Task"
 )
 
-// Register serves the task API on srv (the daemon's server: Wait is
-// answered Later, see waitMethod) under both service names.
-func Register(srv *ttrpcserver.Server, t taskapi.TTRPCTaskService) {
+// TaskHandlers serve the task API: containerd's generated interface, whose
+// Wait is served by WaitLater instead (answered when the process exits,
+// without a goroutine parked per waited process).
+type TaskHandlers interface {
+	taskapi.TTRPCTaskService
+	WaitLater(r *taskapi.WaitRequest, answer func(*taskapi.WaitResponse, error)) (abandon func())
+}
+
+// Register serves the task API on srv under both service names.
+func Register(srv *ttrpcserver.Server, t TaskHandlers) {
 	methods := map[string]ttrpc.Method{
 		"State":      method(t.State),
 		"Create":     method(t.Create),
@@ -39,7 +46,7 @@ func Register(srv *ttrpcserver.Server, t taskapi.TTRPCTaskService) {
 		"ResizePty":  method(t.ResizePty),
 		"CloseIO":    method(t.CloseIO),
 		"Update":     method(t.Update),
-		"Wait":       waitMethod(t),
+		"Wait":       laterMethod(t.WaitLater),
 		"Stats":      method(t.Stats),
 		"Connect":    method(t.Connect),
 		"Shutdown":   method(t.Shutdown),
@@ -93,12 +100,13 @@ func RegisterSandbox(srv *ttrpcserver.Server, h SandboxHandlers) {
 }
 
 // method adapts a typed handler to ttrpc's dispatch, and is the one place
-// where Go errors become wire status codes (errdefs classes -> gRPC codes).
+// (with laterMethod) where Go errors become wire status codes (errdefs
+// classes -> gRPC codes).
 func method[Req any, Resp any, PReq interface{ *Req }](h func(context.Context, PReq) (Resp, error)) ttrpc.Method {
 	return func(ctx context.Context, unmarshal func(any) error) (any, error) {
-		req := PReq(new(Req))
-		if err := unmarshal(req); err != nil {
-			return nil, errgrpc.ToGRPC(invalidArgument("decode request: %v", err))
+		req, err := decode[Req, PReq](unmarshal)
+		if err != nil {
+			return nil, err
 		}
 		resp, err := h(ctx, req)
 		if err != nil {
@@ -108,26 +116,17 @@ func method[Req any, Resp any, PReq interface{ *Req }](h func(context.Context, P
 	}
 }
 
-// LaterWaiter answers Wait when the process exits instead of in a parked
-// goroutine (Service.WaitLater).
-type LaterWaiter interface {
-	WaitLater(r *taskapi.WaitRequest, answer func(*taskapi.WaitResponse, error)) (abandon func())
-}
-
-// waitMethod serves Wait through t's WaitLater when it has one: the daemon's
-// server (ttrpcserver) then holds no goroutine per waited process.
-func waitMethod(t taskapi.TTRPCTaskService) ttrpc.Method {
-	lw, ok := t.(LaterWaiter)
-	if !ok {
-		return method(t.Wait)
-	}
-	return func(ctx context.Context, unmarshal func(any) error) (any, error) {
-		req := new(taskapi.WaitRequest)
-		if err := unmarshal(req); err != nil {
-			return nil, errgrpc.ToGRPC(invalidArgument("decode request: %v", err))
+// laterMethod adapts a handler that answers when it can (a long poll) to
+// ttrpcserver.Later: it returns a function that withdraws its registration
+// if containerd hangs up first.
+func laterMethod[Req any, Resp any, PReq interface{ *Req }](h func(PReq, func(Resp, error)) (abandon func())) ttrpc.Method {
+	return func(_ context.Context, unmarshal func(any) error) (any, error) {
+		req, err := decode[Req, PReq](unmarshal)
+		if err != nil {
+			return nil, err
 		}
 		return ttrpcserver.Later(func(answer func(any, error)) func() {
-			return lw.WaitLater(req, func(resp *taskapi.WaitResponse, err error) {
+			return h(req, func(resp Resp, err error) {
 				if err != nil {
 					answer(nil, errgrpc.ToGRPC(err))
 					return
@@ -136,6 +135,14 @@ func waitMethod(t taskapi.TTRPCTaskService) ttrpc.Method {
 			})
 		}), nil
 	}
+}
+
+func decode[Req any, PReq interface{ *Req }](unmarshal func(any) error) (PReq, error) {
+	req := PReq(new(Req))
+	if err := unmarshal(req); err != nil {
+		return nil, errgrpc.ToGRPC(invalidArgument("decode request: %v", err))
+	}
+	return req, nil
 }
 
 var empty = &emptypb.Empty{}
