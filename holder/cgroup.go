@@ -50,11 +50,10 @@ func expandSlice(p string) string {
 }
 
 // holderControllers are the v1 controllers whose hierarchies a holder joins:
-// those accounting for what it could consume (memory, CPU, a pid). Joining a
-// hierarchy is a migration that waits for an RCU grace period, about 1.4 ms
-// each on a small VM, and StartSandbox waits for it; a holder opens no
-// device, does no IO and sends no packet, so the rest would cost pod start
-// time for nothing. (Under v2 there is one tree, joined once.)
+// those accounting for what it could consume (memory, CPU, a pid). A holder
+// opens no device, does no IO and sends no packet; every other hierarchy
+// would only add a cgroup to make and remove per pod, and two thread moves
+// per holder start (birth.go). (Under v2 there is one tree.)
 var holderControllers = []string{"memory", "cpu", "cpuacct", "pids"}
 
 // CreateCgroup makes the cgroup at path (and any missing ancestor): in the
@@ -64,19 +63,32 @@ func CreateCgroup(root, path string) error {
 	if cgroup.Unified(root) {
 		return mkdirCgroup(root, path, enableControllers)
 	}
-	hs, err := hierarchies(root)
+	hs, err := holderHierarchies(root)
 	if err != nil {
 		return err
 	}
 	for _, h := range hs {
-		if !hasController(filepath.Base(h), holderControllers) {
-			continue
-		}
 		if err := mkdirCgroup(h, path, nil); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// holderHierarchies lists the v1 hierarchies a holder joins (those of
+// holderControllers).
+func holderHierarchies(root string) ([]string, error) {
+	hs, err := hierarchies(root)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, h := range hs {
+		if hasController(filepath.Base(h), holderControllers) {
+			out = append(out, h)
+		}
+	}
+	return out, nil
 }
 
 // hasController reports whether a v1 hierarchy named like "cpu,cpuacct"
@@ -93,7 +105,8 @@ func hasController(hierarchy string, controllers []string) bool {
 }
 
 // JoinCgroup moves pid into the cgroup at path, in every hierarchy where
-// CreateCgroup made it.
+// CreateCgroup made it. A holder is born there instead (birth.go); this is for
+// kernels without CLONE_INTO_CGROUP.
 func JoinCgroup(root, path string, pid int) error {
 	return cgroup.AddProcess(root, path, pid)
 }

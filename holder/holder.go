@@ -24,6 +24,7 @@ package holder
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"runtime"
@@ -82,59 +83,72 @@ type Holder struct {
 	exit <-chan reaper.Exit // the holder's exit, from the shim's reaper
 }
 
-// Start sets up the pod's namespaces and launches its holder. On error
-// nothing is left running (the namespaces die with the thread that made
-// them).
+// Start sets up the pod's namespaces and launches its holder, born in the
+// pod's cgroup (see birth.go). On error nothing is left running (the
+// namespaces die with the thread that made them).
 func Start(cfg Config) (*Holder, error) {
 	type result struct {
-		h   *Holder
+		f   forked
 		err error
 	}
 	done := make(chan result, 1)
 	go func() {
-		// This goroutine's thread enters or makes the pod's namespaces, and a
-		// thread in foreign namespaces must never run other goroutines. It
-		// goes back to its own namespaces afterwards; if that fails it stays
-		// locked, and Go retires it with the goroutine (or, on the process's
-		// main thread, parks it for good).
+		// This goroutine's thread enters or makes the pod's namespaces (and,
+		// under cgroup v1, its cgroups), and a thread in foreign namespaces
+		// must never run other goroutines. It goes back to its own afterwards;
+		// if that fails it stays locked, and Go retires it with the goroutine
+		// (or, on the process's main thread, parks it for good).
 		runtime.LockOSThread()
-		home, err := currentNamespaces()
+		home, err := currentHome(cfg.Cgroup != "")
 		if err != nil {
-			done <- result{nil, err}
+			done <- result{err: err}
 			return
 		}
 		defer home.close()
-		h, err := start(cfg)
-		done <- result{h, err}
-		if home.restore() == nil {
-			runtime.UnlockOSThread()
+		f, err := start(cfg)
+		// Home before answering: when Start returns, no thread of the shim
+		// is left in the pod's namespaces or cgroups.
+		if rerr := home.restore(); rerr != nil {
+			slog.Warn("a pod holder's forking thread cannot return to the shim's namespaces or cgroups; it is retired", "error", rerr)
+			done <- result{f, err}
+			return
 		}
+		runtime.UnlockOSThread()
+		done <- result{f, err}
 	}()
 	r := <-done
 	if r.err != nil {
 		return nil, r.err
 	}
-	if cfg.Cgroup != "" {
-		if err := JoinCgroup(CgroupRoot, cfg.Cgroup, r.h.Pid); err != nil {
-			r.h.Stop()
-			<-r.h.exit
+	h := r.f.holder
+	if r.f.moveToCgroup {
+		if err := JoinCgroup(CgroupRoot, cfg.Cgroup, h.Pid); err != nil {
+			h.Stop()
+			<-h.exit
 			return nil, err
 		}
 	}
-	return r.h, nil
+	return h, nil
+}
+
+// forked is a holder just started, and whether it still has to be moved into
+// its cgroup (a kernel without CLONE_INTO_CGROUP).
+type forked struct {
+	holder       *Holder
+	moveToCgroup bool
 }
 
 // start runs on a locked OS thread: make the namespaces, fork the holder.
-func start(cfg Config) (*Holder, error) {
+func start(cfg Config) (forked, error) {
 	if cfg.NetNS != "" {
 		ns, err := os.Open(cfg.NetNS)
 		if err != nil {
-			return nil, fmt.Errorf("open network namespace %s: %w", cfg.NetNS, notFoundIfMissing(err))
+			return forked{}, fmt.Errorf("open network namespace %s: %w", cfg.NetNS, notFoundIfMissing(err))
 		}
 		err = unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET)
 		ns.Close()
 		if err != nil {
-			return nil, fmt.Errorf("enter network namespace %s: %w", cfg.NetNS, err)
+			return forked{}, fmt.Errorf("enter network namespace %s: %w", cfg.NetNS, err)
 		}
 	}
 	var flags int
@@ -146,29 +160,38 @@ func start(cfg Config) (*Holder, error) {
 	}
 	if flags != 0 {
 		if err := unix.Unshare(flags); err != nil {
-			return nil, fmt.Errorf("new IPC/UTS namespaces for the pod: %w", err)
+			return forked{}, fmt.Errorf("new IPC/UTS namespaces for the pod: %w", err)
 		}
 	}
 	if cfg.NewUTS && cfg.Hostname != "" {
 		if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
-			return nil, fmt.Errorf("set hostname %q: %w", cfg.Hostname, err)
+			return forked{}, fmt.Errorf("set hostname %q: %w", cfg.Hostname, err)
 		}
 	}
 	// sysctl files act on the namespaces of the thread that opens them:
 	// this one's are the pod's now.
 	for _, k := range sortedKeys(cfg.Sysctls) {
 		if err := writeSysctl(k, cfg.Sysctls[k]); err != nil {
-			return nil, err
+			return forked{}, err
 		}
 	}
-	return fork(cfg)
+	var birth *birthCgroup
+	if cfg.Cgroup != "" {
+		var err error
+		if birth, err = enterCgroup(CgroupRoot, cfg.Cgroup); err != nil {
+			return forked{}, err
+		}
+		defer birth.close()
+	}
+	return fork(cfg, birth)
 }
 
-// fork starts the holder program from the calling (locked) thread.
-func fork(cfg Config) (_ *Holder, retErr error) {
+// fork starts the holder program from the calling (locked) thread, born in
+// birth's cgroup when there is one.
+func fork(cfg Config, birth *birthCgroup) (_ forked, retErr error) {
 	lifeR, lifeW, err := os.Pipe()
 	if err != nil {
-		return nil, fmt.Errorf("holder pipe: %w", err)
+		return forked{}, fmt.Errorf("holder pipe: %w", err)
 	}
 	defer lifeR.Close() // the holder has its copy
 	defer func() {
@@ -191,7 +214,7 @@ func fork(cfg Config) (_ *Holder, retErr error) {
 	if prog := tinyHolder(); prog != nil && !goHolderOnly {
 		mem, err := programFile(prog)
 		if err != nil {
-			return nil, err
+			return forked{}, err
 		}
 		defer mem.Close()
 		cmd.ExtraFiles = append(cmd.ExtraFiles, mem)
@@ -202,45 +225,73 @@ func fork(cfg Config) (_ *Holder, retErr error) {
 		cmd.Path = "/proc/self/exe"
 		cmd.Stderr = os.Stderr
 	}
+	birth.apply(cmd.SysProcAttr)
 	exit, err := cfg.Reaper.Start(cmd)
+	moveAfter := false
+	if err != nil && birth.unsupported(err) {
+		// A failed Start leaves the Cmd unstarted (no Process): it may run again.
+		birth.withoutCgroup(cmd.SysProcAttr)
+		exit, err = cfg.Reaper.Start(cmd)
+		moveAfter = true
+	}
 	if err != nil {
-		return nil, fmt.Errorf("start pod holder: %w", err)
+		return forked{}, fmt.Errorf("start pod holder: %w", err)
 	}
 	h := &Holder{Pid: cmd.Process.Pid, Started: time.Now(), life: lifeW, exit: exit}
 	_ = cmd.Process.Release() // the reaper owns the wait
-	return h, nil
+	return forked{holder: h, moveToCgroup: moveAfter}, nil
 }
 
-// threadNamespaces are a thread's own namespaces of the kinds Start changes.
-type threadNamespaces []*os.File
+// threadHome is what Start's thread changes and must get back: its own
+// namespaces of the kinds Start changes, and under cgroup v1 its own cgroups
+// in the hierarchies a holder joins.
+type threadHome struct {
+	namespaces []*os.File
+	cgroups    []string // v1 cgroup directories, to move the thread back into
+}
 
 var threadNamespaceKinds = []string{"net", "uts", "ipc"}
 
-func currentNamespaces() (threadNamespaces, error) {
-	var ns threadNamespaces
+// currentHome records the calling thread's namespaces, and its cgroups when
+// the holder is to be born in a cgroup of its own.
+func currentHome(withCgroups bool) (*threadHome, error) {
+	home := &threadHome{}
 	for _, kind := range threadNamespaceKinds {
 		f, err := os.Open("/proc/thread-self/ns/" + kind)
 		if err != nil {
-			ns.close()
+			home.close()
 			return nil, fmt.Errorf("the shim's own %s namespace: %w", kind, err)
 		}
-		ns = append(ns, f)
+		home.namespaces = append(home.namespaces, f)
 	}
-	return ns, nil
+	if withCgroups {
+		dirs, err := threadCgroups(CgroupRoot)
+		if err != nil {
+			home.close()
+			return nil, err
+		}
+		home.cgroups = dirs
+	}
+	return home, nil
 }
 
-// restore puts the calling thread back into these namespaces.
-func (ns threadNamespaces) restore() error {
-	for _, f := range ns {
+// restore puts the calling thread back into its namespaces and cgroups.
+func (h *threadHome) restore() error {
+	for _, f := range h.namespaces {
 		if err := unix.Setns(int(f.Fd()), 0); err != nil {
 			return err
+		}
+	}
+	for _, dir := range h.cgroups {
+		if err := moveThread(dir); err != nil {
+			return fmt.Errorf("back to cgroup %s: %w", dir, err)
 		}
 	}
 	return nil
 }
 
-func (ns threadNamespaces) close() {
-	for _, f := range ns {
+func (h *threadHome) close() {
+	for _, f := range h.namespaces {
 		f.Close()
 	}
 }
