@@ -16,6 +16,7 @@ import (
 	"github.com/containerd/ttrpc"
 	"golang.org/x/sys/unix"
 
+	"github.com/example/containerd-shim-example-v2/cgroup"
 	"github.com/example/containerd-shim-example-v2/events"
 	"github.com/example/containerd-shim-example-v2/handover"
 	introspect "github.com/example/containerd-shim-example-v2/proto/introspect/v1"
@@ -109,6 +110,7 @@ func RunDaemon(f Flags) error {
 	live := handover.NewConns()
 	pods = sandbox.New(sandbox.Config{
 		Reaper: r,
+		Warmer: &cgroup.MigrationWarmer{},
 		Tasks:  svc.Tasks,
 		// The last pod is gone: leave once containerd has hung up.
 		Idle: func() {

@@ -1,0 +1,97 @@
+package cgroup
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A warming moves a process into the cgroup it is in: afterwards it is
+// still there, in every hierarchy, and nothing else moved.
+func TestWarmLeavesTheProcessWhereItWas(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("moving a process between cgroups needs root")
+	}
+	path := fmt.Sprintf("/warm-test-%d", os.Getpid())
+	dirs := makeTestCgroup(t, path)
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	if err := AddProcess(DefaultRoot, path, cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	before := readFile(t, fmt.Sprintf("/proc/%d/cgroup", cmd.Process.Pid))
+	self := readFile(t, "/proc/self/cgroup")
+
+	w := &MigrationWarmer{}
+	w.Kick(cmd.Process.Pid, path)
+	deadline := time.Now().Add(10 * time.Second)
+	for w.Warmed() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the warming did not complete")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if after := readFile(t, fmt.Sprintf("/proc/%d/cgroup", cmd.Process.Pid)); after != before {
+		t.Errorf("the process's cgroups changed:\n%s\nwant\n%s", after, before)
+	}
+	if got := readFile(t, "/proc/self/cgroup"); got != self {
+		t.Errorf("the test's own cgroups changed:\n%s\nwant\n%s", got, self)
+	}
+	for _, d := range dirs {
+		if got := strings.TrimSpace(readFile(t, filepath.Join(d, "cgroup.procs"))); got != fmt.Sprint(cmd.Process.Pid) {
+			t.Errorf("%s holds %q, want the process alone", d, got)
+		}
+	}
+	// A process that is gone: an error, and no warming counted.
+	if err := w.Warm(1<<30, path); err == nil {
+		t.Error("Warm of a pid that cannot exist: no error")
+	}
+	if w.Warmed() != 1 {
+		t.Errorf("Warmed() = %d, want 1", w.Warmed())
+	}
+	var off *MigrationWarmer
+	off.Kick(cmd.Process.Pid, path) // nil is off, not a panic
+}
+
+// makeTestCgroup makes path in the unified tree or in every v1 hierarchy
+// that takes processes without setup (not cpuset), and removes it at the end.
+func makeTestCgroup(t *testing.T, path string) []string {
+	t.Helper()
+	var dirs []string
+	if Unified(DefaultRoot) {
+		dirs = []string{filepath.Join(DefaultRoot, path)}
+	} else {
+		for _, h := range []string{"memory", "pids"} {
+			if _, err := os.Stat(filepath.Join(DefaultRoot, h)); err == nil {
+				dirs = append(dirs, filepath.Join(DefaultRoot, h, path))
+			}
+		}
+	}
+	for _, d := range dirs {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			for i := 0; i < 50 && os.Remove(d) != nil; i++ {
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+	return dirs
+}
+
+func readFile(t *testing.T, name string) string {
+	t.Helper()
+	data, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
