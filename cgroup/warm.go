@@ -17,46 +17,40 @@ import (
 // runtime's shortens the runtime's wait to the rest of the same grace period,
 // or to nothing once it has passed. The shim sometimes knows a container is
 // coming before containerd asks for it: when a pod has started, CRI creates
-// its first container next.
+// its first container next. (After a pause container starts, podsandbox
+// mode, a warming measured no gain: CRI's container comes after the window.)
 //
 // How: Kick moves a process the shim owns into the cgroup it already is in
-// (a pod's holder into the pod's cgroup), which changes nothing but takes
-// the lock. It must be a process nobody else moves, or the write could undo
-// a move made meanwhile.
+// (a pod's holder), which changes nothing but takes the lock. It must be a
+// process nobody else moves, or the write could undo a move made meanwhile.
 //
 // The zero value is ready; a nil *MigrationWarmer is off. Kick never blocks
 // its caller and runs at most one warming at a time; a failure (the process
 // gone already) only loses the head start.
 type MigrationWarmer struct {
-	// Root is where the cgroup filesystems are mounted (DefaultRoot when
-	// empty).
-	Root    string
 	running atomic.Bool
 	done    atomic.Uint64 // warmings that completed without error
 }
 
-// Kick moves pid, in the background, into the cgroup at path where it
-// already is, unless a warming is under way.
-func (w *MigrationWarmer) Kick(pid int, path string) {
+// Kick runs move, a migration that changes nothing (AddProcess of a
+// process into the cgroup it is in), in the background, unless a warming is
+// under way.
+func (w *MigrationWarmer) Kick(move func() error) {
 	if w == nil || !w.running.CompareAndSwap(false, true) {
 		return
 	}
 	go func() {
 		defer w.running.Store(false)
-		if err := w.Warm(pid, path); err != nil {
-			slog.Debug("cgroup migration warm-up failed", "pid", pid, "cgroup", path, "error", err)
+		if err := w.Warm(move); err != nil {
+			slog.Debug("cgroup migration warm-up failed", "error", err)
 		}
 	}()
 }
 
-// Warm is Kick's work, in the caller's goroutine: it returns once the kernel
+// Warm is Kick's work in the caller's goroutine: it returns once the kernel
 // has taken and released the lock.
-func (w *MigrationWarmer) Warm(pid int, path string) error {
-	root := w.Root
-	if root == "" {
-		root = DefaultRoot
-	}
-	if err := AddProcess(root, path, pid); err != nil {
+func (w *MigrationWarmer) Warm(move func() error) error {
+	if err := move(); err != nil {
 		return err
 	}
 	w.done.Add(1)

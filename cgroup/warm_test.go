@@ -10,8 +10,8 @@ import (
 	"time"
 )
 
-// A warming moves a process into the cgroup it is in: afterwards it is
-// still there, in every hierarchy, and nothing else moved.
+// A warming moves a process into the cgroup it is in: afterwards it
+// is still there, in every hierarchy, and nothing else moved.
 func TestWarmLeavesTheProcessWhereItWas(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("moving a process between cgroups needs root")
@@ -30,7 +30,7 @@ func TestWarmLeavesTheProcessWhereItWas(t *testing.T) {
 	self := readFile(t, "/proc/self/cgroup")
 
 	w := &MigrationWarmer{}
-	w.Kick(cmd.Process.Pid, path)
+	w.Kick(func() error { return AddProcess(DefaultRoot, path, cmd.Process.Pid) })
 	deadline := time.Now().Add(10 * time.Second)
 	for w.Warmed() == 0 {
 		if time.Now().After(deadline) {
@@ -50,14 +50,14 @@ func TestWarmLeavesTheProcessWhereItWas(t *testing.T) {
 		}
 	}
 	// A process that is gone: an error, and no warming counted.
-	if err := w.Warm(1<<30, path); err == nil {
+	if err := w.Warm(func() error { return AddProcess(DefaultRoot, path, 1<<30) }); err == nil {
 		t.Error("Warm of a pid that cannot exist: no error")
 	}
 	if w.Warmed() != 1 {
 		t.Errorf("Warmed() = %d, want 1", w.Warmed())
 	}
 	var off *MigrationWarmer
-	off.Kick(cmd.Process.Pid, path) // nil is off, not a panic
+	off.Kick(func() error { panic("a nil warmer ran a warming") }) // nil is off
 }
 
 // makeTestCgroup makes path in the unified tree or in every v1 hierarchy

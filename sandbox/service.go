@@ -220,8 +220,9 @@ func (s *Service) StartSandbox(ctx context.Context, r *sandboxapi.StartSandboxRe
 	if cg := holder.CgroupPath(p.cfg.CgroupParent, p.id); cg != "" {
 		// CRI creates and starts the pod's first container next, and runc
 		// will move its init into a cgroup: the kernel's wait for that can
-		// begin now, while CRI prepares the container.
-		s.cfg.Warmer.Kick(st.pid, cg)
+		// begin now, while CRI prepares the container. (The holder's pid
+		// cannot have been reused by then: pids are handed out in turn.)
+		s.cfg.Warmer.Kick(func() error { return cgroup.AddProcess(holder.CgroupRoot, cg, st.pid) })
 	}
 	slog.Debug("sandbox started", "sandbox", p.id, "holder", st.pid, "took", time.Since(began))
 	return &sandboxapi.StartSandboxResponse{Pid: uint32(st.pid), CreatedAt: timestamp(st.createdAt)}, nil
