@@ -1,8 +1,16 @@
 package cgroup
 
 import (
+	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
 	"sync/atomic"
+
+	"golang.org/x/sys/unix"
 )
 
 // MigrationWarmer starts the kernel's wait for a cgroup migration ahead of
@@ -16,13 +24,16 @@ import (
 // global, not per cgroup: a migration begun some milliseconds before the
 // runtime's shortens the runtime's wait to the rest of the same grace period,
 // or to nothing once it has passed. The shim sometimes knows a container is
-// coming before containerd asks for it: when a pod has started, CRI creates
-// its first container next. (After a pause container starts, podsandbox
-// mode, a warming measured no gain: CRI's container comes after the window.)
+// coming before containerd asks for it: when its daemon starts (containerd
+// starts a shim to create a task, or a pod, in it), and when a pod has
+// started (CRI creates the pod's first container next). (After a pause
+// container starts, in podsandbox mode, a warming measured no gain: CRI's
+// next container comes after the window.)
 //
-// How: Kick moves a process the shim owns into the cgroup it already is in
-// (a pod's holder), which changes nothing but takes the lock. It must be a
-// process nobody else moves, or the write could undo a move made meanwhile.
+// How: Kick runs a migration that changes nothing but takes the lock: a
+// pod's holder moved into the cgroup it is in, or at the daemon's start one
+// of its own threads (MoveOwnThread). What moves must be something nobody
+// else moves meanwhile, or the write could undo their move.
 //
 // The zero value is ready; a nil *MigrationWarmer is off. Kick never blocks
 // its caller and runs at most one warming at a time; a failure (the process
@@ -59,3 +70,37 @@ func (w *MigrationWarmer) Warm(move func() error) error {
 
 // Warmed counts the warmings that completed without error.
 func (w *MigrationWarmer) Warmed() uint64 { return w.done.Load() }
+
+// MoveOwnThread moves the calling thread into the cgroup it is in: a
+// migration that changes nothing, for a warming when the shim has no process
+// of its own to move yet (a daemon just started). Only a process nobody
+// moves meanwhile may do it: under v1 the thread could otherwise be put back
+// where the rest of the process was moved from.
+func MoveOwnThread(root string) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	data, err := os.ReadFile("/proc/thread-self/cgroup")
+	if err != nil {
+		return err
+	}
+	tid := []byte(strconv.Itoa(unix.Gettid()))
+	if Unified(root) {
+		for _, line := range strings.Split(string(data), "\n") {
+			if p, ok := strings.CutPrefix(line, "0::"); ok {
+				return os.WriteFile(filepath.Join(root, p, "cgroup.threads"), tid, 0)
+			}
+		}
+		return fmt.Errorf("no cgroup v2 entry for this thread")
+	}
+	// v1: one hierarchy is enough, the lock is shared by all.
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) != 3 || f[1] == "" || strings.Contains(f[1], "=") {
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(root, f[1], f[2], "tasks"), tid, 0); err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("no v1 hierarchy of this thread under %s takes its id", root)
+}

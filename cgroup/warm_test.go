@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -94,4 +95,28 @@ func readFile(t *testing.T, name string) string {
 		t.Fatal(err)
 	}
 	return string(data)
+}
+
+// MoveOwnThread leaves the calling thread, and the rest of the process, in
+// the cgroups they were in.
+func TestMoveOwnThreadChangesNothing(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("moving a thread between cgroups needs root")
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	thread := readFile(t, "/proc/thread-self/cgroup")
+	process := readFile(t, "/proc/self/cgroup")
+	if err := MoveOwnThread(DefaultRoot); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, "/proc/thread-self/cgroup"); got != thread {
+		t.Errorf("the thread's cgroups changed:\n%s\nwant\n%s", got, thread)
+	}
+	if got := readFile(t, "/proc/self/cgroup"); got != process {
+		t.Errorf("the process's cgroups changed:\n%s\nwant\n%s", got, process)
+	}
+	if err := MoveOwnThread(t.TempDir()); err == nil {
+		t.Error("MoveOwnThread with no cgroup filesystem: no error")
+	}
 }

@@ -81,6 +81,15 @@ func RunDaemon(f Flags) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	r := reaper.New()
+	// containerd starts a shim to create something in it: give the runtime's
+	// cgroup migration a head start while containerd connects and asks
+	// (cgroup.MigrationWarmer). Not when `start` moves this daemon into a
+	// ShimCgroup: that move is a migration of its own, and a thread moved
+	// meanwhile could end up outside the new cgroup.
+	warmer := &cgroup.MigrationWarmer{}
+	if f.WarmCgroups {
+		warmer.Kick(func() error { return cgroup.MoveOwnThread(cgroup.DefaultRoot) })
+	}
 	queue := events.NewQueue(f.Namespace, events.NewTTRPCForwarder(os.Getenv("TTRPC_ADDRESS")))
 
 	exitRequested := make(chan struct{})
@@ -110,7 +119,7 @@ func RunDaemon(f Flags) error {
 	live := handover.NewConns()
 	pods = sandbox.New(sandbox.Config{
 		Reaper: r,
-		Warmer: &cgroup.MigrationWarmer{},
+		Warmer: warmer,
 		Tasks:  svc.Tasks,
 		// The last pod is gone: leave once containerd has hung up.
 		Idle: func() {

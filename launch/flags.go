@@ -24,6 +24,7 @@ type Flags struct {
 	Debug         bool
 	Version       bool
 	Info          bool
+	WarmCgroups   bool     // daemon: no ShimCgroup move is coming, warm the cgroup migration lock at once
 	Socket        string   // daemon: path of the socket it serves (listener inherited on fd 3)
 	Action        string   // "start", "delete", "introspect", or "" for the daemon
 	Ignored       []string // unknown flags, kept for a log line
@@ -39,9 +40,10 @@ var valueFlags = map[string]func(*Flags, string){
 }
 
 var boolFlags = map[string]func(*Flags, bool){
-	"debug": func(f *Flags, v bool) { f.Debug = v },
-	"v":     func(f *Flags, v bool) { f.Version = v },
-	"info":  func(f *Flags, v bool) { f.Info = v },
+	"debug":        func(f *Flags, v bool) { f.Debug = v },
+	"v":            func(f *Flags, v bool) { f.Version = v },
+	"info":         func(f *Flags, v bool) { f.Info = v },
+	"warm-cgroups": func(f *Flags, v bool) { f.WarmCgroups = v },
 }
 
 // DaemonSocket is the socket a command line of this binary (without argv[0])

@@ -19,6 +19,8 @@ func TestParseFlagsContainerdCommandLines(t *testing.T) {
 			Flags{Namespace: "ns", ID: "t2", Action: "start"}},
 		{"daemon has no action", []string{"-namespace", "ns", "-id", "t3", "-address", "/a", "-socket", "/run/s/x"},
 			Flags{Namespace: "ns", ID: "t3", Address: "/a", Socket: "/run/s/x"}},
+		{"daemon that may warm the cgroup lock", []string{"-namespace", "ns", "-id", "t3", "-socket", "/run/s/x", "-warm-cgroups"},
+			Flags{Namespace: "ns", ID: "t3", Socket: "/run/s/x", WarmCgroups: true}},
 		{"info", []string{"-info"}, Flags{Info: true}},
 		{"version", []string{"-v"}, Flags{Version: true}},
 		{"unknown valued flag is skipped with its value", []string{"-namespace", "ns", "-future-flag", "val", "-id", "t4", "start"},

@@ -99,6 +99,11 @@ func Start(f Flags, stdin io.Reader, stdout io.Writer) (retErr error) {
 	if f.Debug {
 		args = append(args, "-debug")
 	}
+	if !shimCgroupSet(in) {
+		// Nothing will move the daemon: it may warm the cgroup migration
+		// lock with one of its threads at once (RunDaemon).
+		args = append(args, "-warm-cgroups")
+	}
 	if err := enableCoreScheduling(); err != nil {
 		return err
 	}
@@ -157,6 +162,13 @@ func enableCoreScheduling() error {
 // joinShimCgroup moves a new daemon into the cgroup its runtime options name
 // (ShimCgroup), as runc-v2 does, so an operator can account shims apart from
 // containerd. Options that do not decode are left for Create to report.
+// shimCgroupSet reports whether the task's options ask for a ShimCgroup, into
+// which joinShimCgroup moves the daemon.
+func shimCgroupSet(in StartInput) bool {
+	opts, err := service.DecodeOptions(in.Options)
+	return err == nil && opts.ShimCgroup != ""
+}
+
 func joinShimCgroup(in StartInput, pid int) error {
 	opts, err := service.DecodeOptions(in.Options)
 	if err != nil || opts.ShimCgroup == "" {
