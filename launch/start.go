@@ -99,9 +99,10 @@ func Start(f Flags, stdin io.Reader, stdout io.Writer) (retErr error) {
 	if f.Debug {
 		args = append(args, "-debug")
 	}
-	if !shimCgroupSet(in) {
-		// Nothing will move the daemon: it may warm the cgroup migration
-		// lock with one of its threads at once (RunDaemon).
+	if willCreateContainer(bundle) && !shimCgroupSet(in) {
+		// A container is to be created and nothing will move the daemon:
+		// it may warm the cgroup migration lock with one of its threads at
+		// once (RunDaemon).
 		args = append(args, "-warm-cgroups")
 	}
 	if err := enableCoreScheduling(); err != nil {
@@ -162,6 +163,16 @@ func enableCoreScheduling() error {
 // joinShimCgroup moves a new daemon into the cgroup its runtime options name
 // (ShimCgroup), as runc-v2 does, so an operator can account shims apart from
 // containerd. Options that do not decode are left for Create to report.
+// willCreateContainer reports whether the bundle holds a container's
+// config.json: a task's bundle does. A pod's bundle under the Sandbox API
+// (sandboxer = "shim") has none, and its CreateSandbox runs no runtime, so a
+// warming there would only hold the kernel's cgroup lock (cgroup_mutex with
+// it) while the pod's cgroup is made.
+func willCreateContainer(bundle string) bool {
+	_, err := os.Stat(filepath.Join(bundle, "config.json"))
+	return err == nil
+}
+
 // shimCgroupSet reports whether the task's options ask for a ShimCgroup, into
 // which joinShimCgroup moves the daemon.
 func shimCgroupSet(in StartInput) bool {

@@ -1,6 +1,8 @@
 package launch
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 
 	runcopts "github.com/containerd/containerd/api/types/runc/options"
@@ -22,5 +24,20 @@ func TestShimCgroupSet(t *testing.T) {
 		if got := shimCgroupSet(StartInput{Options: a}); got != want {
 			t.Errorf("ShimCgroup %q: shimCgroupSet = %v, want %v", cg, got, want)
 		}
+	}
+}
+
+// A task's bundle (config.json) gets a warming daemon; a pod's bundle under
+// the Sandbox API (no config.json) does not.
+func TestWillCreateContainer(t *testing.T) {
+	dir := t.TempDir()
+	if willCreateContainer(dir) {
+		t.Error("a bundle without config.json: a container is to be created")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if !willCreateContainer(dir) {
+		t.Error("a bundle with config.json: no container to be created")
 	}
 }
