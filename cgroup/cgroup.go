@@ -81,6 +81,10 @@ func Parse(root string, procCgroup []byte, v2 bool) (*Cgroup, error) {
 	return cg, nil
 }
 
+// Dir returns the directory of a v1 controller (or, under v2, the one
+// directory whatever the controller).
+func (c *Cgroup) Dir(controller string) string { return c.dir(controller) }
+
 // dir returns the directory of a v1 controller (or the v2 directory).
 func (c *Cgroup) dir(controller string) string {
 	if c.V2 {

@@ -1,13 +1,12 @@
 package cgroup
 
 import (
-	"fmt"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"strings"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -83,24 +82,20 @@ func MoveOwnThread(root string) error {
 	if err != nil {
 		return err
 	}
+	v2 := Unified(root)
+	cg, err := Parse(root, data, v2)
+	if err != nil {
+		return err
+	}
 	tid := []byte(strconv.Itoa(unix.Gettid()))
-	if Unified(root) {
-		for _, line := range strings.Split(string(data), "\n") {
-			if p, ok := strings.CutPrefix(line, "0::"); ok {
-				return os.WriteFile(filepath.Join(root, p, "cgroup.threads"), tid, 0)
-			}
-		}
-		return fmt.Errorf("no cgroup v2 entry for this thread")
+	if v2 {
+		return os.WriteFile(filepath.Join(cg.Dir(""), "cgroup.threads"), tid, 0)
 	}
-	// v1: one hierarchy is enough, the lock is shared by all.
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.SplitN(line, ":", 3)
-		if len(f) != 3 || f[1] == "" || strings.Contains(f[1], "=") {
-			continue
-		}
-		if err := os.WriteFile(filepath.Join(root, f[1], f[2], "tasks"), tid, 0); err == nil {
-			return nil
+	// v1: one hierarchy is enough, the lock is shared by all of them.
+	for _, c := range []string{"memory", "pids", "cpu"} {
+		if dir := cg.Dir(c); dir != "" {
+			return os.WriteFile(filepath.Join(dir, "tasks"), tid, 0)
 		}
 	}
-	return fmt.Errorf("no v1 hierarchy of this thread under %s takes its id", root)
+	return errors.New("no memory, pids or cpu hierarchy for this thread")
 }

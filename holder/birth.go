@@ -1,8 +1,6 @@
 package holder
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -93,7 +91,7 @@ func moveThread(dir string) error {
 	return os.WriteFile(filepath.Join(dir, "tasks"), []byte("0"), 0)
 }
 
-// threadCgroups lists the "tasks" files of the calling thread's own v1
+// threadCgroups lists the directories of the calling thread's own v1
 // cgroups in the hierarchies a holder joins, to come back to. Under v2 the
 // thread never moves, and the list is empty.
 func threadCgroups(root string) ([]string, error) {
@@ -108,34 +106,19 @@ func threadCgroups(root string) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the shim's own cgroups: %w", err)
 	}
+	own, err := cgroup.Parse(root, data, false)
+	if err != nil {
+		return nil, fmt.Errorf("the shim's own cgroups: %w", err)
+	}
 	var dirs []string
 	for _, h := range hs {
-		p, ok := pathIn(data, filepath.Base(h))
-		if !ok {
+		// A hierarchy named like "cpu,cpuacct": any of its controllers names
+		// the same directory (root/cpu is a link to it).
+		dir := own.Dir(strings.Split(filepath.Base(h), ",")[0])
+		if dir == "" {
 			return nil, fmt.Errorf("the shim's own cgroup in the %s hierarchy is not in /proc/thread-self/cgroup", filepath.Base(h))
 		}
-		dirs = append(dirs, filepath.Join(h, p))
+		dirs = append(dirs, dir)
 	}
 	return dirs, nil
-}
-
-// pathIn finds, in the lines of /proc/<pid>/cgroup ("id:controllers:path"),
-// the path in the v1 hierarchy mounted as name ("memory", "cpu,cpuacct").
-func pathIn(procCgroup []byte, name string) (string, bool) {
-	want := strings.Split(name, ",")
-	sc := bufio.NewScanner(bytes.NewReader(procCgroup))
-	for sc.Scan() {
-		fields := strings.SplitN(sc.Text(), ":", 3)
-		if len(fields) != 3 || fields[1] == "" {
-			continue
-		}
-		for _, c := range strings.Split(fields[1], ",") {
-			for _, w := range want {
-				if c == w {
-					return fields[2], true
-				}
-			}
-		}
-	}
-	return "", false
 }

@@ -107,15 +107,3 @@ func threadCgroupFiles(t *testing.T) map[int]string {
 	}
 	return out
 }
-
-func TestPathIn(t *testing.T) {
-	proc := []byte("12:pids:/a\n4:cpu,cpuacct:/b/c\n1:name=systemd:/s\n0::/u\n")
-	for name, want := range map[string]string{"pids": "/a", "cpu,cpuacct": "/b/c", "cpu": "/b/c", "cpuacct": "/b/c"} {
-		if got, ok := pathIn(proc, name); !ok || got != want {
-			t.Errorf("pathIn(%q) = %q, %v; want %q", name, got, ok, want)
-		}
-	}
-	if got, ok := pathIn(proc, "memory"); ok {
-		t.Errorf("pathIn(memory) = %q, want not found", got)
-	}
-}
