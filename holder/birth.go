@@ -22,7 +22,7 @@ import (
 //
 //   - cgroup v2: clone3 with CLONE_INTO_CGROUP (Linux 5.7), through
 //     SysProcAttr.UseCgroupFD; older kernels refuse the call and the holder
-//     is moved after all (moveAfterFork).
+//     is moved after the fork after all (forked.moveToCgroup).
 //   - cgroup v1: the forking thread, which already is a locked thread of its
 //     own (Start), moves itself into the pod cgroup of each hierarchy a holder
 //     joins (the value 0 written to "tasks": a thread moving itself is exempt
