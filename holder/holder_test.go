@@ -287,13 +287,28 @@ func testHolderJoinsNetNS(t *testing.T) {
 	if got := readIn(t, h.Pid, "net", "/proc/sys/net/ipv4/ip_unprivileged_port_start"); got != "1000" {
 		t.Errorf("net sysctl in the holder's netns: %q, want 1000", got)
 	}
-	if got := readIn(t, os.Getpid(), "net", "/proc/sys/net/ipv4/ip_unprivileged_port_start"); got == "1000" {
+	// Compared from this goroutine's own thread: the thread that made the
+	// netns above may be the process's main thread, so /proc/<pid>/ns (the
+	// main thread's) says nothing about the rest.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if got := readIn(t, unix.Gettid(), "net", "/proc/sys/net/ipv4/ip_unprivileged_port_start"); got == "1000" {
 		t.Errorf("the net sysctl leaked into the test's own netns")
 	}
-	// The shim's own thread that forked the holder is gone; other
-	// goroutines still run in the original netns.
-	if nsLink(t, os.Getpid(), "net") == want {
-		t.Errorf("the test process's main thread ended up in the pod's netns")
+	// The thread that forked the holder went home before Start returned:
+	// the one thread that made the netns is the only one in it.
+	entries, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in []string
+	for _, e := range entries {
+		if l, err := os.Readlink("/proc/self/task/" + e.Name() + "/ns/net"); err == nil && l == want {
+			in = append(in, e.Name())
+		}
+	}
+	if len(in) != 1 {
+		t.Errorf("threads %v of the test process are in the pod's netns, want only the one that made it", in)
 	}
 }
 
