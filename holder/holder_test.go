@@ -94,7 +94,7 @@ func testHolderNamespaces(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stopAndWait(t, h)
-	self := os.Getpid()
+	self := homeThread(t)
 	for _, ns := range []string{"ipc", "uts", "pid"} {
 		if nsLink(t, h.Pid, ns) == nsLink(t, self, ns) {
 			t.Errorf("holder shares the %s namespace with its parent", ns)
@@ -281,22 +281,9 @@ func testHolderJoinsNetNS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stopAndWait(t, h)
-	if got := nsLink(t, h.Pid, "net"); got != want {
-		t.Errorf("holder's netns %s, want %s", got, want)
-	}
-	if got := readIn(t, h.Pid, "net", "/proc/sys/net/ipv4/ip_unprivileged_port_start"); got != "1000" {
-		t.Errorf("net sysctl in the holder's netns: %q, want 1000", got)
-	}
-	// Compared from this goroutine's own thread: the thread that made the
-	// netns above may be the process's main thread, so /proc/<pid>/ns (the
-	// main thread's) says nothing about the rest.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if got := readIn(t, unix.Gettid(), "net", "/proc/sys/net/ipv4/ip_unprivileged_port_start"); got == "1000" {
-		t.Errorf("the net sysctl leaked into the test's own netns")
-	}
 	// The thread that forked the holder went home before Start returned:
-	// the one thread that made the netns is the only one in it.
+	// the one thread that made the netns is the only one in it. (Counted
+	// before readIn, whose throw-away threads join namespaces too.)
 	entries, err := os.ReadDir("/proc/self/task")
 	if err != nil {
 		t.Fatal(err)
@@ -310,6 +297,27 @@ func testHolderJoinsNetNS(t *testing.T) {
 	if len(in) != 1 {
 		t.Errorf("threads %v of the test process are in the pod's netns, want only the one that made it", in)
 	}
+	if got := nsLink(t, h.Pid, "net"); got != want {
+		t.Errorf("holder's netns %s, want %s", got, want)
+	}
+	if got := readIn(t, h.Pid, "net", "/proc/sys/net/ipv4/ip_unprivileged_port_start"); got != "1000" {
+		t.Errorf("net sysctl in the holder's netns: %q, want 1000", got)
+	}
+	if got := readIn(t, homeThread(t), "net", "/proc/sys/net/ipv4/ip_unprivileged_port_start"); got == "1000" {
+		t.Errorf("the net sysctl leaked into the test's own netns")
+	}
+}
+
+// homeThread locks the test's goroutine to its thread for the rest of the
+// test and returns the thread's id: a thread in the process's own
+// namespaces. (/proc/<pid>/ns is the main thread's, and a test's
+// throw-away locked goroutine, as in readIn, may have run there and left it
+// parked in a foreign namespace for good.)
+func homeThread(t *testing.T) int {
+	t.Helper()
+	runtime.LockOSThread()
+	t.Cleanup(runtime.UnlockOSThread)
+	return unix.Gettid()
 }
 
 // TestHolderReapsOrphans: as PID 1 of a pod's PID namespace, the holder
