@@ -99,7 +99,8 @@ func Start(f Flags, stdin io.Reader, stdout io.Writer) (retErr error) {
 	if f.Debug {
 		args = append(args, "-debug")
 	}
-	if willCreateContainer(bundle) && !shimCgroupSet(in) {
+	shimCg := shimCgroup(in)
+	if willCreateContainer(bundle) && shimCg == "" {
 		// A container is to be created and nothing will move the daemon:
 		// it may warm the cgroup migration lock with one of its threads at
 		// once (RunDaemon).
@@ -129,8 +130,10 @@ func Start(f Flags, stdin io.Reader, stdout io.Writer) (retErr error) {
 			_ = cmd.Process.Release()
 		}
 	}()
-	if err := joinShimCgroup(in, cmd.Process.Pid); err != nil {
-		return err
+	if shimCg != "" {
+		if err := cgroup.AddProcess(cgroup.DefaultRoot, shimCg, cmd.Process.Pid); err != nil {
+			return err
+		}
 	}
 	if err := adjustOOMScore(cmd.Process.Pid); err != nil {
 		return err
@@ -160,9 +163,6 @@ func enableCoreScheduling() error {
 	return nil
 }
 
-// joinShimCgroup moves a new daemon into the cgroup its runtime options name
-// (ShimCgroup), as runc-v2 does, so an operator can account shims apart from
-// containerd. Options that do not decode are left for Create to report.
 // willCreateContainer reports whether the bundle holds a container's
 // config.json: a task's bundle does. A pod's bundle under the Sandbox API
 // (sandboxer = "shim") has none, and its CreateSandbox runs no runtime, so a
@@ -173,19 +173,16 @@ func willCreateContainer(bundle string) bool {
 	return err == nil
 }
 
-// shimCgroupSet reports whether the task's options ask for a ShimCgroup, into
-// which joinShimCgroup moves the daemon.
-func shimCgroupSet(in StartInput) bool {
+// shimCgroup is the cgroup the task's runtime options name for the new
+// daemon (ShimCgroup; "" for none), as runc-v2 has it, so an operator can
+// account shims apart from containerd. Options that do not decode are left
+// for Create to report.
+func shimCgroup(in StartInput) string {
 	opts, err := service.DecodeOptions(in.Options)
-	return err == nil && opts.ShimCgroup != ""
-}
-
-func joinShimCgroup(in StartInput, pid int) error {
-	opts, err := service.DecodeOptions(in.Options)
-	if err != nil || opts.ShimCgroup == "" {
-		return nil
+	if err != nil {
+		return ""
 	}
-	return cgroup.AddProcess(cgroup.DefaultRoot, opts.ShimCgroup, pid)
+	return opts.ShimCgroup
 }
 
 // GroupOf returns the group a task belongs to: the first grouping annotation
