@@ -81,7 +81,8 @@ type CreateConfig struct {
 
 // Container is one OCI container: its runtime, its init and its execs.
 //
-// Locking: mu guards execs, runningExecs, initReaped; execsIdle is signalled
+// Locking: mu guards execs, runningExecs, initReaped, the OOM counts and
+// reclaim; execsIdle is signalled
 // (with mu) when runningExecs drops to zero. A Process's own mutex is never
 // acquired while holding mu.
 type Container struct {
@@ -110,6 +111,7 @@ type Container struct {
 	oomAtCreate  uint64            // OOM kills the cgroup had already counted at create
 	limitMarks   cgroup.LimitMarks // the cgroup's own-limit counters at the last OOM (or at create)
 	oomScope     string            // where the last reported OOM kill's limit was hit
+	reclaim      reclaim           // the runtime's container deleted at the init's exit (reclaim.go)
 }
 
 // Create mounts the rootfs, opens stdio and has the runtime create the
@@ -312,6 +314,7 @@ func (c *Container) initExited(e reaper.Exit) {
 	c.waitExecsIdle(execsBeforeInitTimeout)
 	c.reportOOMBeforeExit()
 	c.init.recordExit(e)
+	c.reclaimAfterExit()
 }
 
 func (c *Container) waitExecsIdle(timeout time.Duration) {
