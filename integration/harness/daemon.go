@@ -150,6 +150,13 @@ func NewDaemon(flavor string, opts ...DaemonOption) (_ *Daemon, retErr error) {
 			return nil, fmt.Errorf("install shim under test %s: %w", shim, err)
 		}
 	}
+	// BASELINE_SHIM (benchmarks): another build of this shim stands in for the stock
+	// runc-v2 shim, so two builds are compared side by side in one run.
+	if base := os.Getenv("BASELINE_SHIM"); base != "" {
+		if err := copyFile(base, filepath.Join(d.BinDir, "containerd-shim-runc-v2"), 0o755); err != nil {
+			return nil, fmt.Errorf("install baseline shim %s: %w", base, err)
+		}
+	}
 	if runc := d.variant.runcBinary(); runc != "" {
 		if _, err := os.Stat(runc); err != nil {
 			return nil, fmt.Errorf("runc under test (TEST_RUNC / WithRunc): %w (run `make deps`)", err)

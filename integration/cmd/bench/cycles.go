@@ -16,8 +16,11 @@ import (
 
 // lifecycle: NewTask -> Wait -> Start -> exit -> Delete of `true`, timed
 // from NewTask to the end of Delete (container metadata is set up outside).
+// Its teardown row is the part from the exit (Wait returned) to the end of
+// Delete, which includes the shim's Shutdown and containerd's `shim delete`.
 func (b *bench) lifecycle() error {
 	s := b.newSample("lifecycle", "lifecycle: create+start+wait+delete `true` (Go client)", "ms", true)
+	td := b.newSample("lifecycle-teardown", "lifecycle teardown: exit seen (Wait returned) → Delete returned", "ms", true)
 	return b.both(b.cfg.iterations, func(rt string) error {
 		c, err := b.container(rt, b.id("lc"), []string{"true"})
 		if err != nil {
@@ -29,10 +32,20 @@ func (b *bench) lifecycle() error {
 		if err != nil {
 			return err
 		}
-		if err := b.runOnce(task); err != nil {
+		ch, err := task.Wait(b.ctx)
+		if err != nil {
+			return err
+		}
+		if err := task.Start(b.ctx); err != nil {
+			return err
+		}
+		<-ch
+		t1 := time.Now()
+		if _, err := task.Delete(b.ctx); err != nil {
 			return err
 		}
 		s.add(rt, ms(time.Since(t0)))
+		td.add(rt, ms(time.Since(t1)))
 		return nil
 	})
 }

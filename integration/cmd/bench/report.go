@@ -11,7 +11,7 @@ import (
 // rowOrder is the report's order of rows (keys); rows not listed follow in
 // the order they were measured.
 var rowOrder = []string{
-	"lifecycle", floorCSD, "lifecycle-overhead", floorRun, floorCreate, floorStart, floorDelete, "ctr-run",
+	"lifecycle", "lifecycle-teardown", floorCSD, "lifecycle-overhead", floorRun, floorCreate, floorStart, floorDelete, "ctr-run",
 	"exec", floorExecD, "exec-overhead", floorExecFore,
 	"probe-p50", "probe-p99", "probe-overhead", "probe-cpu", "cri-pod-start",
 	"sbx-run", "sbx-first", "sbx-rss", "sbx-anon", "sbx-shim-rss", "sbx-rss-mean", "sbx-anon-mean",
