@@ -86,4 +86,3 @@ func TestMetricsAfterExit(t *testing.T) {
 		expectNoLeftovers(t, d, ns, id)
 	})
 }
-
