@@ -43,8 +43,8 @@ type eagerDelete struct {
 }
 
 // reclaimAfterExit deletes the runtime's container after its init's exit has
-// been published, unless Delete or a checkpoint owns that. It runs on the
-// init's exit callback.
+// been published, unless Delete or a checkpoint owns that. It runs on a
+// goroutine of its own, started by the init's exit callback.
 func (c *Container) reclaimAfterExit() {
 	c.mu.Lock()
 	if c.reclaim.closed || c.reclaim.checkpointing || c.reclaim.started != nil {

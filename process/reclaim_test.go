@@ -61,6 +61,46 @@ func (f fakeRuntime) calls(t *testing.T, op string) int {
 	return n
 }
 
+// The exit callback does not wait for the runtime's delete: an upgrade
+// pauses the reaper (which then collects no exit, the runtime's included)
+// until every exit callback has returned.
+func TestExitCallbackDoesNotWaitForRuntimeDelete(t *testing.T) {
+	f := newFakeRuntime(t)
+	c := newTestContainer(t, f)
+	if !c.rt.Reaper.Pause(time.Second) {
+		t.Fatal("reaper did not pause")
+	}
+	returned := make(chan struct{})
+	go func() {
+		c.initExited(reaper.Exit{Pid: 4242, Status: 0, Time: time.Now()})
+		close(returned)
+	}()
+	select {
+	case <-returned:
+	case <-time.After(3 * time.Second):
+		c.rt.Reaper.Resume()
+		t.Fatal("the exit callback waited for the runtime delete while the reaper was paused")
+	}
+	c.rt.Reaper.Resume()
+	var e *eagerDelete
+	for deadline := time.Now().Add(5 * time.Second); e == nil && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		c.mu.Lock()
+		e = c.reclaim.started
+		c.mu.Unlock()
+	}
+	if e == nil {
+		t.Fatal("no runtime delete began")
+	}
+	select {
+	case <-e.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the runtime delete did not end once the reaper resumed")
+	}
+	if e.err != nil || f.calls(t, "delete") != 1 {
+		t.Errorf("runtime delete: %v, %d calls; want success, 1 call", e.err, f.calls(t, "delete"))
+	}
+}
+
 // newTestContainer returns a started container (no real process) whose
 // runtime is f, with a reaper running until the test ends.
 func newTestContainer(t *testing.T, f fakeRuntime) *Container {
@@ -82,6 +122,31 @@ func newTestContainer(t *testing.T, f fakeRuntime) *Container {
 	return c
 }
 
+// exited reports the init's exit as the reaper would and waits for the
+// runtime delete it may start.
+func exited(t *testing.T, c *Container, status int) {
+	t.Helper()
+	c.initExited(reaper.Exit{Pid: 4242, Status: status, Time: time.Now()})
+	// The eager deletion begins on a goroutine; give it the time to claim it.
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		c.mu.Lock()
+		e, closed := c.reclaim.started, c.reclaim.closed || c.reclaim.checkpointing
+		c.mu.Unlock()
+		if e != nil {
+			<-e.done
+			return
+		}
+		if closed {
+			// Not started, and it never will be: Delete or a checkpoint owns it.
+			time.Sleep(50 * time.Millisecond)
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatal("no runtime delete began after the exit")
+}
+
 func deleteInit(t *testing.T, c *Container) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -96,7 +161,7 @@ func deleteInit(t *testing.T, c *Container) {
 func TestRuntimeDeletedAtExit(t *testing.T) {
 	f := newFakeRuntime(t)
 	c := newTestContainer(t, f)
-	c.initExited(reaper.Exit{Pid: 4242, Status: 3, Time: time.Now()})
+	exited(t, c, 3)
 	if n := f.calls(t, "delete"); n != 1 {
 		t.Fatalf("runtime delete calls after the exit: %d, want 1", n)
 	}
@@ -116,7 +181,7 @@ func TestRuntimeDeleteRetriedByDelete(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(f.dir, "failDelete"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c.initExited(reaper.Exit{Pid: 4242, Status: 0, Time: time.Now()})
+	exited(t, c, 0)
 	if n := f.calls(t, "delete"); n != 1 {
 		t.Fatalf("runtime delete calls after the exit: %d, want 1", n)
 	}
@@ -139,7 +204,7 @@ func TestNoRuntimeDeleteAfterCheckpointExit(t *testing.T) {
 	if err := c.Checkpoint(ctx, oci.CheckpointOpts{ImagePath: t.TempDir()}); err != nil {
 		t.Fatalf("Checkpoint: %v", err)
 	}
-	c.initExited(reaper.Exit{Pid: 4242, Status: 137, Time: time.Now()})
+	exited(t, c, 137)
 	if n := f.calls(t, "delete"); n != 0 {
 		t.Fatalf("runtime delete calls after the checkpoint's exit: %d, want 0", n)
 	}
@@ -159,7 +224,7 @@ func TestNoRuntimeDeleteAfterDeleteBegan(t *testing.T) {
 	if ok, err := c.runtimeReclaimed(ctx); ok || err != nil {
 		t.Fatalf("runtimeReclaimed before any exit: %v, %v; want false, nil", ok, err)
 	}
-	c.initExited(reaper.Exit{Pid: 4242, Status: 137, Time: time.Now()})
+	exited(t, c, 137)
 	if n := f.calls(t, "delete"); n != 0 {
 		t.Errorf("runtime delete calls after an exit that followed Delete: %d, want 0", n)
 	}
