@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -27,7 +28,10 @@ import (
 // starts a shim to create a task, or a pod, in it), and when a pod has
 // started (CRI creates the pod's first container next). (After a pause
 // container starts, in podsandbox mode, a warming measured no gain: CRI's
-// next container comes after the window.)
+// next container comes after the window.) And a request often comes some
+// milliseconds before the runtime's migration: a Create, before the
+// runtime's create has started up; an Exec, a round trip before the Start
+// that runs the runtime's exec.
 //
 // How: Kick runs a migration that changes nothing but takes the lock: a
 // pod's holder moved into the cgroup it is in, or at the daemon's start one
@@ -40,6 +44,11 @@ import (
 type MigrationWarmer struct {
 	running atomic.Bool
 	done    atomic.Uint64 // warmings that completed without error
+
+	// KickOwnThread's file, found by its first warming.
+	ownOnce sync.Once
+	ownFile string
+	ownErr  error
 }
 
 // Kick runs move, a migration that changes nothing (AddProcess of a
@@ -67,35 +76,79 @@ func (w *MigrationWarmer) Warm(move func() error) error {
 	return nil
 }
 
-// Warmed counts the warmings that completed without error.
-func (w *MigrationWarmer) Warmed() uint64 { return w.done.Load() }
+// Warmed counts the warmings that completed without error (0 when off).
+func (w *MigrationWarmer) Warmed() uint64 {
+	if w == nil {
+		return 0
+	}
+	return w.done.Load()
+}
+
+// KickOwnThread is Kick with MoveOwnThread's migration. The file it writes
+// is found once: every thread of the daemon is in the same cgroups, since
+// nothing moves one of them alone.
+func (w *MigrationWarmer) KickOwnThread(root string) {
+	if w == nil {
+		return
+	}
+	w.Kick(func() error {
+		w.ownOnce.Do(func() { w.ownFile, w.ownErr = ownThreadFile(root) })
+		if w.ownErr != nil {
+			return w.ownErr
+		}
+		return moveThreadInto(w.ownFile)
+	})
+}
 
 // MoveOwnThread moves the calling thread into the cgroup it is in: a
 // migration that changes nothing, for a warming when the shim has no process
-// of its own to move yet (a daemon just started). Only a process nobody
-// moves meanwhile may do it: under v1 the thread could otherwise be put back
-// where the rest of the process was moved from.
+// of its own to move (a daemon just started, an exec about to run). Only a
+// process nobody moves meanwhile may do it: under v1 the thread could
+// otherwise be put back where the rest of the process was moved from.
 func MoveOwnThread(root string) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	data, err := os.ReadFile("/proc/thread-self/cgroup")
+	file, err := ownThreadFile(root)
 	if err != nil {
 		return err
+	}
+	return moveThreadInto(file)
+}
+
+// ownThreadFile is the file that moves a thread of this process into the
+// cgroup it is in: v2's cgroup.threads, or v1's tasks of one hierarchy (the
+// lock is shared by all of them).
+func ownThreadFile(root string) (string, error) {
+	data, err := os.ReadFile("/proc/thread-self/cgroup")
+	if err != nil {
+		return "", err
 	}
 	v2 := Unified(root)
 	cg, err := Parse(root, data, v2)
 	if err != nil {
-		return err
+		return "", err
 	}
-	tid := []byte(strconv.Itoa(unix.Gettid()))
 	if v2 {
-		return os.WriteFile(filepath.Join(cg.Dir(""), "cgroup.threads"), tid, 0)
+		return filepath.Join(cg.Dir(""), "cgroup.threads"), nil
 	}
-	// v1: one hierarchy is enough, the lock is shared by all of them.
 	for _, c := range []string{"memory", "pids", "cpu"} {
 		if dir := cg.Dir(c); dir != "" {
-			return os.WriteFile(filepath.Join(dir, "tasks"), tid, 0)
+			return filepath.Join(dir, "tasks"), nil
 		}
 	}
-	return errors.New("no memory, pids or cpu hierarchy for this thread")
+	return "", errors.New("no memory, pids or cpu hierarchy for this thread")
+}
+
+// moveThreadInto writes the calling thread's id to file. A tid, not "0":
+// a thread that moves itself by "0" does not take the lock.
+func moveThreadInto(file string) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	fd, err := unix.Open(file, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: file, Err: err}
+	}
+	defer unix.Close(fd)
+	if _, err := unix.Write(fd, strconv.AppendInt(nil, int64(unix.Gettid()), 10)); err != nil {
+		return &os.PathError{Op: "write", Path: file, Err: err}
+	}
+	return nil
 }

@@ -120,3 +120,31 @@ func TestMoveOwnThreadChangesNothing(t *testing.T) {
 		t.Error("MoveOwnThread with no cgroup filesystem: no error")
 	}
 }
+
+// KickOwnThread warms again and again with the file it found once, and
+// leaves the process where it was; a nil warmer is off.
+func TestKickOwnThreadWarms(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("moving a thread between cgroups needs root")
+	}
+	process := readFile(t, "/proc/self/cgroup")
+	var w MigrationWarmer
+	for i := uint64(1); i <= 3; i++ {
+		w.KickOwnThread(DefaultRoot)
+		deadline := time.Now().Add(5 * time.Second)
+		for w.Warmed() < i && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		if got := w.Warmed(); got != i {
+			t.Fatalf("after kick %d: %d warmings completed (file %q, error %v)", i, got, w.ownFile, w.ownErr)
+		}
+	}
+	if got := readFile(t, "/proc/self/cgroup"); got != process {
+		t.Errorf("the process's cgroups changed:\n%s\nwant\n%s", got, process)
+	}
+	var off *MigrationWarmer
+	off.KickOwnThread(DefaultRoot)
+	if off.Warmed() != 0 {
+		t.Error("a nil warmer warmed")
+	}
+}

@@ -28,8 +28,9 @@ type introspection struct {
 	Reaper struct {
 		Watched int `json:"watched"`
 	} `json:"reaper"`
-	Version string `json:"version"`
-	Upgrade struct {
+	Version        string `json:"version"`
+	CgroupWarmings uint64 `json:"cgroupWarmings,string"`
+	Upgrade        struct {
 		Count       int    `json:"count"`
 		FromVersion string `json:"fromVersion"`
 		PauseUs     uint64 `json:"pauseUs,string"`
@@ -98,6 +99,14 @@ func TestIntrospection(t *testing.T) {
 			t.Fatalf("the init's output: %d of %d bytes within 10s; the shim says:\n%s", len(out.Bytes()), initBytes+1, raw)
 		}
 
+		// The daemon warms the kernel's cgroup migration lock ahead of the runtime's
+		// create (at its start or at Create), and again at an Exec, ahead of the
+		// Start that runs the runtime's exec (cgroup/warm.go).
+		bundle := d.BundleDir(ns, id)
+		waitFor(t, 10*time.Second, "a cgroup warming for the create", func() bool { return introspect(t, bundle).CgroupWarmings >= 1 })
+		time.Sleep(100 * time.Millisecond) // a warming still under way ends
+		warmedBefore := introspect(t, bundle).CgroupWarmings
+
 		var execOut lockedBuffer
 		proc, err := task.Exec(ctx, "e1", execSpec(t, ctx, task, "sh", "-c", "echo exec-out; exec sleep 100000"),
 			cio.NewCreator(cio.WithStreams(nil, &execOut, nil), cio.WithFIFODir(d.FIFODir)))
@@ -112,8 +121,10 @@ func TestIntrospection(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitFor(t, 10*time.Second, "the exec's output", func() bool { return execOut.String() == "exec-out\n" })
+		waitFor(t, 10*time.Second, "a cgroup warming for the exec", func() bool {
+			return introspect(t, bundle).CgroupWarmings > warmedBefore
+		})
 
-		bundle := d.BundleDir(ns, id)
 		s := introspect(t, bundle)
 		shim := onlyShim(t, d, ns, id)
 		if s.Pid != shim.Pid || s.Namespace != ns {

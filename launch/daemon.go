@@ -88,7 +88,7 @@ func RunDaemon(f Flags) error {
 	// meanwhile could end up outside the new cgroup.
 	warmer := &cgroup.MigrationWarmer{}
 	if f.WarmCgroups {
-		warmer.Kick(func() error { return cgroup.MoveOwnThread(cgroup.DefaultRoot) })
+		warmer.KickOwnThread(cgroup.DefaultRoot)
 	}
 	queue := events.NewQueue(f.Namespace, events.NewTTRPCForwarder(os.Getenv("TTRPC_ADDRESS")))
 
@@ -109,6 +109,7 @@ func RunDaemon(f Flags) error {
 		Sandboxes:   func() int { return pods.Count() },
 		SandboxPid:  func(id string) (int, bool) { return pods.HolderPid(id) },
 		Upgrade:     func() *introspect.Upgrade { return up.Record() },
+		Warmer:      warmer,
 	})
 
 	// Every client connection, pausable for an upgrade, and counted: a

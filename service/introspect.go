@@ -53,6 +53,8 @@ func (s *Service) Introspect(ctx context.Context, _ *introspect.SnapshotRequest)
 		Namespace: s.cfg.Namespace,
 		Events:    &introspect.EventQueue{},
 		Memory:    memorySnapshot(),
+		// The pod service's warmings share the same warmer.
+		CgroupWarmings: s.cfg.Warmer.Warmed(),
 	}
 	if r := s.cfg.Reaper; r != nil {
 		pids, windows := r.Watched()

@@ -91,7 +91,7 @@ func (b *bench) execCycle() error {
 		execSpec.Args = []string{"true"}
 		tasks[rt] = task
 	}
-	return b.both(b.cfg.iterations*2, func(rt string) error {
+	one := func(s *sample, rt string) error {
 		t0 := time.Now()
 		p, err := tasks[rt].Exec(b.ctx, b.id("e"), execSpec, cio.NullIO)
 		if err != nil {
@@ -102,6 +102,19 @@ func (b *bench) execCycle() error {
 		}
 		s.add(rt, ms(time.Since(t0)))
 		return nil
+	}
+	if err := b.both(b.cfg.iterations*2, func(rt string) error { return one(s, rt) }); err != nil {
+		return err
+	}
+	// The same after a pause, as a probe or a kubectl exec comes on a quiet
+	// node: the runtime's cgroup join then waits for the kernel's migration
+	// lock (an RCU grace period) in full, where back-to-back execs find it
+	// partly warm (docs/benchmarks.md, "Container start and the cgroup
+	// migration lock").
+	cold := b.newSample("exec-cold", "exec cycle of `true` after 300 ms without an exec", "ms", true)
+	return b.both(b.cfg.iterations, func(rt string) error {
+		time.Sleep(300 * time.Millisecond)
+		return one(cold, rt)
 	})
 }
 

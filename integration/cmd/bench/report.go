@@ -12,7 +12,7 @@ import (
 // the order they were measured.
 var rowOrder = []string{
 	"lifecycle", "lifecycle-teardown", floorCSD, "lifecycle-overhead", floorRun, floorCreate, floorStart, floorDelete, "ctr-run",
-	"exec", floorExecD, "exec-overhead", floorExecFore,
+	"exec", floorExecD, "exec-overhead", floorExecFore, "exec-cold",
 	"probe-p50", "probe-p99", "probe-overhead", "probe-cpu", "cri-pod-start",
 	"sbx-run", "sbx-first", "sbx-rss", "sbx-anon", "sbx-shim-rss", "sbx-rss-mean", "sbx-anon-mean",
 	"exit-event",

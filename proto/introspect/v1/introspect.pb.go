@@ -81,9 +81,13 @@ type SnapshotResponse struct {
 	Tasks  []*Task `protobuf:"bytes,8,rep,name=tasks,proto3" json:"tasks,omitempty"`
 	Reaper *Reaper `protobuf:"bytes,9,opt,name=reaper,proto3" json:"reaper,omitempty"`
 	// In-place upgrades of this daemon (docs/upgrade.md).
-	Upgrade       *Upgrade `protobuf:"bytes,10,opt,name=upgrade,proto3" json:"upgrade,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Upgrade *Upgrade `protobuf:"bytes,10,opt,name=upgrade,proto3" json:"upgrade,omitempty"`
+	// Cgroup migrations the daemon ran ahead of the runtime's own, so that
+	// the kernel's wait for its migration lock starts early (cgroup/warm.go):
+	// completed since start.
+	CgroupWarmings uint64 `protobuf:"varint,11,opt,name=cgroup_warmings,json=cgroupWarmings,proto3" json:"cgroup_warmings,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *SnapshotResponse) Reset() {
@@ -184,6 +188,13 @@ func (x *SnapshotResponse) GetUpgrade() *Upgrade {
 		return x.Upgrade
 	}
 	return nil
+}
+
+func (x *SnapshotResponse) GetCgroupWarmings() uint64 {
+	if x != nil {
+		return x.CgroupWarmings
+	}
+	return 0
 }
 
 type Upgrade struct {
@@ -698,7 +709,7 @@ var File_introspect_v1_introspect_proto protoreflect.FileDescriptor
 const file_introspect_v1_introspect_proto_rawDesc = "" +
 	"\n" +
 	"\x1eintrospect/v1/introspect.proto\x12\x15example.introspect.v1\"\x11\n" +
-	"\x0fSnapshotRequest\"\xab\x03\n" +
+	"\x0fSnapshotRequest\"\xd4\x03\n" +
 	"\x10SnapshotResponse\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1a\n" +
@@ -710,7 +721,8 @@ const file_introspect_v1_introspect_proto_rawDesc = "" +
 	"\x05tasks\x18\b \x03(\v2\x1b.example.introspect.v1.TaskR\x05tasks\x125\n" +
 	"\x06reaper\x18\t \x01(\v2\x1d.example.introspect.v1.ReaperR\x06reaper\x128\n" +
 	"\aupgrade\x18\n" +
-	" \x01(\v2\x1e.example.introspect.v1.UpgradeR\aupgrade\"\x9a\x01\n" +
+	" \x01(\v2\x1e.example.introspect.v1.UpgradeR\aupgrade\x12'\n" +
+	"\x0fcgroup_warmings\x18\v \x01(\x04R\x0ecgroupWarmings\"\x9a\x01\n" +
 	"\aUpgrade\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\rR\x05count\x12!\n" +
 	"\ffrom_version\x18\x02 \x01(\tR\vfromVersion\x12\x1c\n" +
