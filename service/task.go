@@ -57,7 +57,7 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*ta
 	}
 	var c *process.Container
 	defer func() { s.release(r.ID, c) }()
-	s.warmMigrations() // the runtime's create moves the container's init into its cgroups
+	s.warmMigrations(1) // the runtime's create moves the container's init into its cgroups
 
 	mounts := make([]process.Mount, 0, len(r.Rootfs))
 	for _, m := range r.Rootfs {
@@ -203,7 +203,7 @@ func (s *Service) Exec(ctx context.Context, r *taskapi.ExecProcessRequest) (*emp
 	if _, err := c.Exec(r.ExecID, r.Spec.GetValue(), stdio); err != nil {
 		return nil, err
 	}
-	s.warmMigrations() // Start's runtime exec joins the container's cgroups
+	s.warmMigrations(0) // Start's runtime exec joins the container's cgroups
 	s.cfg.Events.Publish(topicExecAdded, &eventsapi.TaskExecAdded{ContainerID: r.ID, ExecID: r.ExecID})
 	return empty, nil
 }
