@@ -32,16 +32,8 @@ func (b *bench) lifecycle() error {
 		if err != nil {
 			return err
 		}
-		ch, err := task.Wait(b.ctx)
+		t1, err := b.runOnce(task)
 		if err != nil {
-			return err
-		}
-		if err := task.Start(b.ctx); err != nil {
-			return err
-		}
-		<-ch
-		t1 := time.Now()
-		if _, err := task.Delete(b.ctx); err != nil {
 			return err
 		}
 		s.add(rt, ms(time.Since(t0)))
@@ -97,7 +89,7 @@ func (b *bench) execCycle() error {
 		if err != nil {
 			return err
 		}
-		if err := b.runOnce(p); err != nil {
+		if _, err := b.runOnce(p); err != nil {
 			return err
 		}
 		s.add(rt, ms(time.Since(t0)))

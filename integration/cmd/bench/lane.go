@@ -218,18 +218,19 @@ func (b *bench) remove(c containerd.Container) {
 }
 
 // runOnce starts a created process (task or exec), waits for its exit and
-// deletes it.
-func (b *bench) runOnce(p containerd.Process) error {
+// deletes it; exitSeen is when the exit reached the client.
+func (b *bench) runOnce(p containerd.Process) (exitSeen time.Time, err error) {
 	ch, err := p.Wait(b.ctx)
 	if err != nil {
-		return err
+		return exitSeen, err
 	}
 	if err := p.Start(b.ctx); err != nil {
-		return err
+		return exitSeen, err
 	}
 	<-ch
+	exitSeen = time.Now()
 	_, err = p.Delete(b.ctx)
-	return err
+	return exitSeen, err
 }
 
 // sleeper starts a long-running container; stop kills and removes it.
