@@ -4,8 +4,10 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"time"
 
 	"github.com/example/containerd-shim-example-v2/bundle"
+	"github.com/example/containerd-shim-example-v2/internal/condwait"
 	"github.com/example/containerd-shim-example-v2/reaper"
 )
 
@@ -101,4 +103,33 @@ func (p *Process) Wait(ctx context.Context) (Snapshot, error) {
 	case <-ctx.Done():
 		return Snapshot{}, ctx.Err()
 	}
+}
+
+// initExited reports the init's exit (the reaper runs it when the exit
+// arrives) after every exec exit of the container has been reported.
+func (c *Container) initExited(e reaper.Exit) {
+	c.mu.Lock()
+	c.initReaped = true
+	c.mu.Unlock()
+
+	if !c.ownPIDNS {
+		// Without a PID namespace of its own, the container's other processes
+		// do not die with its init: kill them so none is leaked.
+		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		_ = c.rt.Kill(ctx, c.ID, 9, true)
+		cancel()
+	}
+	c.waitExecsIdle(execsBeforeInitTimeout)
+	c.reportOOMBeforeExit()
+	c.init.recordExit(e)
+	// Not in this exit callback: the runtime's delete waits for its own exit,
+	// which the reaper does not collect while an upgrade pauses it until the
+	// callbacks are done.
+	go c.reclaimAfterExit()
+}
+
+func (c *Container) waitExecsIdle(timeout time.Duration) {
+	c.mu.Lock()
+	condwait.Until(c.execsIdle, timeout, func() bool { return c.runningExecs == 0 })
+	c.mu.Unlock()
 }
