@@ -27,15 +27,7 @@ func (c *Container) Checkpoint(ctx context.Context, opts oci.CheckpointOpts) err
 		opts.WorkPath = work
 		defer os.RemoveAll(work)
 	}
-	// The init's exit during (or right after) a dump that stops the
-	// container is the checkpoint's: its runtime removes the container, so
-	// no deletion follows that exit (reclaim.go).
-	c.setCheckpointing(true)
-	err := c.rt.Checkpoint(ctx, c.ID, opts)
-	if err != nil || opts.LeaveRunning {
-		c.setCheckpointing(false)
-	}
-	if err != nil {
+	if err := c.rt.Checkpoint(ctx, c.ID, opts); err != nil {
 		// CRIU's own log says why; keep it beside the bundle and quote it.
 		data, _ := os.ReadFile(filepath.Join(work, "dump.log"))
 		if data != nil {

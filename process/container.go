@@ -52,9 +52,8 @@ type Events struct {
 
 // Container is one OCI container: its runtime, its init and its execs.
 //
-// Locking: mu guards execs, runningExecs, initReaped, the OOM counts and
-// reclaim; execsIdle is signalled
-// (with mu) when runningExecs drops to zero. A Process's own mutex is never
+// Locking: mu guards execs, runningExecs, initReaped and the OOM counts;
+// execsIdle is signalled (with mu) when runningExecs drops to zero. A Process's own mutex is never
 // acquired while holding mu.
 type Container struct {
 	ID        string
@@ -82,7 +81,6 @@ type Container struct {
 	oomAtCreate  uint64            // OOM kills the cgroup had already counted at create
 	limitMarks   cgroup.LimitMarks // the cgroup's own-limit counters at the last OOM (or at create)
 	oomScope     string            // where the last reported OOM kill's limit was hit
-	reclaim      reclaim           // the runtime's container deleted at the init's exit (reclaim.go)
 }
 
 // Init returns the container's init process.

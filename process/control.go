@@ -76,11 +76,6 @@ func (c *Container) Update(ctx context.Context, resources []byte) error {
 // Stats returns the container's cgroup statistics, encoded, and their type
 // URL.
 func (c *Container) Stats() ([]byte, string, error) {
-	if data, url, ok := c.finalStats(); ok {
-		// The init has exited and the runtime removed its cgroup: the last
-		// statistics it had (reclaim.go).
-		return data, url, nil
-	}
 	if c.cg == nil {
 		return nil, "", fmt.Errorf("container %s: cgroup does not exist: %w", c.ID, errdefs.ErrNotFound)
 	}

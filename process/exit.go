@@ -122,10 +122,6 @@ func (c *Container) initExited(e reaper.Exit) {
 	c.waitExecsIdle(execsBeforeInitTimeout)
 	c.reportOOMBeforeExit()
 	c.init.recordExit(e)
-	// Not in this exit callback: the runtime's delete waits for its own exit,
-	// which the reaper does not collect while an upgrade pauses it until the
-	// callbacks are done.
-	go c.reclaimAfterExit()
 }
 
 func (c *Container) waitExecsIdle(timeout time.Duration) {

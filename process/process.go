@@ -380,14 +380,11 @@ func (p *Process) Delete(ctx context.Context, onDeleted func(Snapshot)) error {
 
 // destroy removes the container from the runtime and unmounts its rootfs.
 func (c *Container) destroy(ctx context.Context, neverStarted bool) error {
-	// Usually done already, at the init's exit (reclaim.go).
-	reclaimed, err := c.runtimeReclaimed(ctx)
-	if err != nil {
-		return err
-	}
-	if !reclaimed {
-		if err := c.deleteRuntime(ctx, neverStarted); err != nil {
-			return err
+	if err := c.rt.Delete(ctx, c.ID, neverStarted); err != nil {
+		// Whatever the runtime says, the outcome that matters is that its
+		// state is gone; a forced delete settles a half-removed container.
+		if ferr := c.rt.Delete(ctx, c.ID, true); ferr != nil && c.runtimeStateExists(ctx) {
+			return fmt.Errorf("delete container %s: %w", c.ID, err)
 		}
 	}
 	if neverStarted && c.init.Pid() != 0 {
@@ -405,20 +402,6 @@ func (c *Container) destroy(ctx context.Context, neverStarted bool) error {
 		if err := unmountAll(filepath.Join(c.Bundle, bundle.RootfsDir)); err != nil {
 			return fmt.Errorf("delete container %s: %w", c.ID, err)
 		}
-	}
-	return nil
-}
-
-// deleteRuntime has the runtime delete the container (force: kill it first).
-func (c *Container) deleteRuntime(ctx context.Context, force bool) error {
-	err := c.rt.Delete(ctx, c.ID, force)
-	if err == nil {
-		return nil
-	}
-	// Whatever the runtime says, the outcome that matters is that its state
-	// is gone; a forced delete settles a half-removed container.
-	if ferr := c.rt.Delete(ctx, c.ID, true); ferr != nil && c.runtimeStateExists(ctx) {
-		return fmt.Errorf("delete container %s: %w", c.ID, err)
 	}
 	return nil
 }
