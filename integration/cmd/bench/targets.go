@@ -23,8 +23,10 @@ func ratioAtMost(key string, limit float64) func(*laneResult) (string, bool, boo
 		}
 		a, b := s.stat()
 		if a <= 0 {
-			// Stock adds nothing over the floor (or less): no ratio to speak of.
-			return fmt.Sprintf("A %s, B %s", num(a), num(b)), b <= 0, true
+			// The floor measured above the stock shim's whole cycle: the floor
+			// was slower in its own loop than inside the cycle (a cold lock,
+			// other load), and no ratio can be claimed from such a run.
+			return fmt.Sprintf("A %s, B %s: the floor measured above the cycle, no ratio", num(a), num(b)), false, true
 		}
 		ratio := b / a
 		return fmt.Sprintf("%.2f (A %s, B %s %s)", ratio, num(a), num(b), s.unit), ratio <= limit, true
