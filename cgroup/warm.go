@@ -35,7 +35,7 @@ import (
 //
 // How: Kick runs a migration that changes nothing but takes the lock: a
 // pod's holder moved into the cgroup it is in, or at the daemon's start one
-// of its own threads (MoveOwnThread). What moves must be something nobody
+// of its own threads (KickOwnThread). What moves must be something nobody
 // else moves meanwhile, or the write could undo their move.
 //
 // The zero value is ready; a nil *MigrationWarmer is off. Kick never blocks
@@ -84,9 +84,14 @@ func (w *MigrationWarmer) Warmed() uint64 {
 	return w.done.Load()
 }
 
-// KickOwnThread is Kick with MoveOwnThread's migration. The file it writes
-// is found once: every thread of the daemon is in the same cgroups, since
-// nothing moves one of them alone.
+// KickOwnThread is Kick with a migration of one of the daemon's own threads
+// into the cgroup it is in: a migration that changes nothing, for a warming
+// when the shim has no process of its own to move (a daemon just started, a
+// Create or an Exec about to run the runtime). Only a process nobody moves
+// meanwhile may do it: under v1 the thread could otherwise be put back where
+// the rest of the process was moved from. The file it writes is found once:
+// every thread of the daemon is in the same cgroups, since nothing moves one
+// of them alone.
 func (w *MigrationWarmer) KickOwnThread(root string) {
 	if w == nil {
 		return
@@ -98,19 +103,6 @@ func (w *MigrationWarmer) KickOwnThread(root string) {
 		}
 		return moveThreadInto(w.ownFile)
 	})
-}
-
-// MoveOwnThread moves the calling thread into the cgroup it is in: a
-// migration that changes nothing, for a warming when the shim has no process
-// of its own to move (a daemon just started, an exec about to run). Only a
-// process nobody moves meanwhile may do it: under v1 the thread could
-// otherwise be put back where the rest of the process was moved from.
-func MoveOwnThread(root string) error {
-	file, err := ownThreadFile(root)
-	if err != nil {
-		return err
-	}
-	return moveThreadInto(file)
 }
 
 // ownThreadFile is the file that moves a thread of this process into the

@@ -32,13 +32,7 @@ func TestWarmLeavesTheProcessWhereItWas(t *testing.T) {
 
 	w := &MigrationWarmer{}
 	w.Kick(func() error { return AddProcess(DefaultRoot, path, cmd.Process.Pid) })
-	deadline := time.Now().Add(10 * time.Second)
-	for w.Warmed() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the warming did not complete")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitWarmed(t, w, 1)
 	if after := readFile(t, fmt.Sprintf("/proc/%d/cgroup", cmd.Process.Pid)); after != before {
 		t.Errorf("the process's cgroups changed:\n%s\nwant\n%s", after, before)
 	}
@@ -97,9 +91,10 @@ func readFile(t *testing.T, name string) string {
 	return string(data)
 }
 
-// MoveOwnThread leaves the calling thread, and the rest of the process, in
-// the cgroups they were in.
-func TestMoveOwnThreadChangesNothing(t *testing.T) {
+// Moving the calling thread into the cgroup it is in (KickOwnThread's
+// migration) leaves it, and the rest of the process, where they were; a root
+// with no cgroup filesystem is an error.
+func TestOwnThreadMoveChangesNothing(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("moving a thread between cgroups needs root")
 	}
@@ -107,7 +102,11 @@ func TestMoveOwnThreadChangesNothing(t *testing.T) {
 	defer runtime.UnlockOSThread()
 	thread := readFile(t, "/proc/thread-self/cgroup")
 	process := readFile(t, "/proc/self/cgroup")
-	if err := MoveOwnThread(DefaultRoot); err != nil {
+	file, err := ownThreadFile(DefaultRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := moveThreadInto(file); err != nil {
 		t.Fatal(err)
 	}
 	if got := readFile(t, "/proc/thread-self/cgroup"); got != thread {
@@ -116,8 +115,22 @@ func TestMoveOwnThreadChangesNothing(t *testing.T) {
 	if got := readFile(t, "/proc/self/cgroup"); got != process {
 		t.Errorf("the process's cgroups changed:\n%s\nwant\n%s", got, process)
 	}
-	if err := MoveOwnThread(t.TempDir()); err == nil {
-		t.Error("MoveOwnThread with no cgroup filesystem: no error")
+	if file, err := ownThreadFile(t.TempDir()); err == nil {
+		if err := moveThreadInto(file); err == nil {
+			t.Error("a move with no cgroup filesystem: no error")
+		}
+	}
+}
+
+// waitWarmed waits until w has completed n warmings.
+func waitWarmed(t *testing.T, w *MigrationWarmer, n uint64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for w.Warmed() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d warmings completed (own thread file %q, error %v)", w.Warmed(), n, w.ownFile, w.ownErr)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -131,13 +144,7 @@ func TestKickOwnThreadWarms(t *testing.T) {
 	var w MigrationWarmer
 	for i := uint64(1); i <= 3; i++ {
 		w.KickOwnThread(DefaultRoot)
-		deadline := time.Now().Add(5 * time.Second)
-		for w.Warmed() < i && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond)
-		}
-		if got := w.Warmed(); got != i {
-			t.Fatalf("after kick %d: %d warmings completed (file %q, error %v)", i, got, w.ownFile, w.ownErr)
-		}
+		waitWarmed(t, &w, i)
 	}
 	if got := readFile(t, "/proc/self/cgroup"); got != process {
 		t.Errorf("the process's cgroups changed:\n%s\nwant\n%s", got, process)
