@@ -61,22 +61,24 @@ func TestListenReusesLiveAndReplacesStaleSocket(t *testing.T) {
 	c.Close()
 }
 
-func TestGroupOf(t *testing.T) {
+func TestReadBundleGroup(t *testing.T) {
 	dir := t.TempDir()
 	write := func(s string) { os.WriteFile(filepath.Join(dir, "config.json"), []byte(s), 0o600) }
-	if g := GroupOf(dir, "c1"); g != "c1" {
+	if g, _ := readBundle(dir, "c1"); g != "c1" {
 		t.Fatalf("no config: group %q", g)
 	}
 	write(`{"annotations":{"io.kubernetes.cri.sandbox-id":"pod"}}`)
-	if g := GroupOf(dir, "c1"); g != "pod" {
+	if g := first(readBundle(dir, "c1")); g != "pod" {
 		t.Fatalf("sandbox group %q", g)
 	}
 	write(`{"annotations":{"io.kubernetes.cri.sandbox-id":"pod","io.example.v2.group":"mine"}}`)
-	if g := GroupOf(dir, "c1"); g != "mine" {
+	if g := first(readBundle(dir, "c1")); g != "mine" {
 		t.Fatalf("own group annotation must win: %q", g)
 	}
 	write(`not json`)
-	if g := GroupOf(dir, "c1"); g != "c1" {
+	if g := first(readBundle(dir, "c1")); g != "c1" {
 		t.Fatalf("bad config: group %q", g)
 	}
 }
+
+func first(group string, _ bool) string { return group }

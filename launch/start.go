@@ -53,7 +53,7 @@ func Start(f Flags, stdin io.Reader, stdout io.Writer) (retErr error) {
 	if in.Bootstrap != nil && in.Bootstrap.GetSocketDir() != "" {
 		dir = in.Bootstrap.GetSocketDir()
 	}
-	group := GroupOf(bundle, f.ID)
+	group, hasSpec := readBundle(bundle, f.ID)
 	path, err := SocketPath(dir, f.Address, f.Namespace, group)
 	if err != nil {
 		return err
@@ -100,7 +100,7 @@ func Start(f Flags, stdin io.Reader, stdout io.Writer) (retErr error) {
 		args = append(args, "-debug")
 	}
 	shimCg := shimCgroup(in)
-	if willCreateContainer(bundle) && shimCg == "" {
+	if hasSpec && shimCg == "" {
 		// A container is to be created and nothing will move the daemon:
 		// it may warm the cgroup migration lock with one of its threads at
 		// once (RunDaemon).
@@ -163,16 +163,6 @@ func enableCoreScheduling() error {
 	return nil
 }
 
-// willCreateContainer reports whether the bundle holds a container's
-// config.json: a task's bundle does. A pod's bundle under the Sandbox API
-// (sandboxer = "shim") has none, and its CreateSandbox runs no runtime, so a
-// warming there would only hold the kernel's cgroup lock (cgroup_mutex with
-// it) while the pod's cgroup is made.
-func willCreateContainer(bundle string) bool {
-	_, err := os.Stat(filepath.Join(bundle, "config.json"))
-	return err == nil
-}
-
 // shimCgroup is the cgroup the task's runtime options name for the new
 // daemon (ShimCgroup; "" for none), as runc-v2 has it, so an operator can
 // account shims apart from containerd. Options that do not decode are left
@@ -185,25 +175,29 @@ func shimCgroup(in StartInput) string {
 	return opts.ShimCgroup
 }
 
-// GroupOf returns the group a task belongs to: the first grouping annotation
-// in its bundle's config.json, or its own id.
-func GroupOf(bundle, id string) string {
+// readBundle reads a bundle's config.json once for `start`: the group the
+// task belongs to (the first grouping annotation, or its own id), and
+// whether there is a config.json at all. A task's bundle has one; a pod's
+// bundle under the Sandbox API (sandboxer = "shim") has none, and its
+// CreateSandbox runs no runtime, so a warming there would only hold the
+// kernel's cgroup lock (cgroup_mutex with it) while the pod's cgroup is made.
+func readBundle(bundle, id string) (group string, hasSpec bool) {
 	data, err := os.ReadFile(filepath.Join(bundle, "config.json"))
 	if err != nil {
-		return id
+		return id, false
 	}
 	var spec struct {
 		Annotations map[string]string `json:"annotations"`
 	}
 	if json.Unmarshal(data, &spec) != nil {
-		return id
+		return id, true
 	}
 	for _, key := range []string{GroupAnnotation, SandboxAnnotation} {
 		if g := spec.Annotations[key]; g != "" {
-			return g
+			return g, true
 		}
 	}
-	return id
+	return id, true
 }
 
 // adjustOOMScore makes the daemon slightly more killable than containerd

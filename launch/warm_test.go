@@ -29,15 +29,15 @@ func TestShimCgroup(t *testing.T) {
 
 // A task's bundle (config.json) gets a warming daemon; a pod's bundle under
 // the Sandbox API (no config.json) does not.
-func TestWillCreateContainer(t *testing.T) {
+func TestReadBundleHasSpec(t *testing.T) {
 	dir := t.TempDir()
-	if willCreateContainer(dir) {
+	if _, hasSpec := readBundle(dir, "c1"); hasSpec {
 		t.Error("a bundle without config.json: a container is to be created")
 	}
 	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte("{}"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if !willCreateContainer(dir) {
+	if _, hasSpec := readBundle(dir, "c1"); !hasSpec {
 		t.Error("a bundle with config.json: no container to be created")
 	}
 }
