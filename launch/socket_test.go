@@ -68,17 +68,15 @@ func TestReadBundleGroup(t *testing.T) {
 		t.Fatalf("no config: group %q", g)
 	}
 	write(`{"annotations":{"io.kubernetes.cri.sandbox-id":"pod"}}`)
-	if g := first(readBundle(dir, "c1")); g != "pod" {
+	if g, _ := readBundle(dir, "c1"); g != "pod" {
 		t.Fatalf("sandbox group %q", g)
 	}
 	write(`{"annotations":{"io.kubernetes.cri.sandbox-id":"pod","io.example.v2.group":"mine"}}`)
-	if g := first(readBundle(dir, "c1")); g != "mine" {
+	if g, _ := readBundle(dir, "c1"); g != "mine" {
 		t.Fatalf("own group annotation must win: %q", g)
 	}
 	write(`not json`)
-	if g := first(readBundle(dir, "c1")); g != "c1" {
+	if g, _ := readBundle(dir, "c1"); g != "c1" {
 		t.Fatalf("bad config: group %q", g)
 	}
 }
-
-func first(group string, _ bool) string { return group }
