@@ -136,20 +136,36 @@ func (r *Reaper) Run(ctx context.Context) {
 }
 
 // Pause stops reaping: children that exit from now on stay zombies, their
-// status kept by the kernel, until Resume or a successor's reaper. It waits
-// for a sweep in progress and for the exit callbacks already running (at
-// most timeout; false if some still run, and reaping is resumed).
+// status kept by the kernel, until Resume or a successor's reaper. It first
+// lets the exit callbacks already running finish, reaping on meanwhile: a
+// callback may itself start a child and wait for its exit (an init's exit
+// runs the runtime's `kill --all` when the container shares a PID
+// namespace), which a paused reaper would never deliver. It then pauses at a
+// moment when no callback runs and no sweep is under way. If callbacks are
+// still running after timeout, it returns false and reaping goes on.
 func (r *Reaper) Pause(timeout time.Duration) bool {
-	r.sweepMu.Lock()
-	r.paused.Store(true)
-	r.sweepMu.Unlock()
-	r.mu.Lock()
-	idle := condwait.Until(r.idle, timeout, func() bool { return r.callbacks == 0 })
-	r.mu.Unlock()
-	if !idle {
-		r.Resume()
+	deadline := time.Now().Add(timeout)
+	for {
+		r.mu.Lock()
+		idle := condwait.Until(r.idle, time.Until(deadline), func() bool { return r.callbacks == 0 })
+		r.mu.Unlock()
+		if !idle {
+			return false
+		}
+		// Holding sweepMu keeps any sweep, and with it any new callback
+		// from an exit, from starting while the count is checked.
+		r.sweepMu.Lock()
+		r.mu.Lock()
+		settled := r.callbacks == 0
+		if settled {
+			r.paused.Store(true)
+		}
+		r.mu.Unlock()
+		r.sweepMu.Unlock()
+		if settled {
+			return true
+		}
 	}
-	return idle
 }
 
 // Resume undoes Pause and reaps what exited meanwhile.

@@ -252,6 +252,50 @@ func TestPauseKeepsExitsForLater(t *testing.T) {
 	r.Resume()
 }
 
+// A callback may start a child of its own and wait for its exit (an init's
+// exit runs the runtime's kill --all): Pause reaps on until such callbacks
+// are done, then pauses, instead of waiting out its bound for an exit it
+// would itself hold back.
+func TestPauseLetsCallbacksReapTheirChildren(t *testing.T) {
+	r := run(t)
+	cmd := exec.Command("/bin/true")
+	ch, err := r.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{})
+	done := make(chan int, 1)
+	r.Then(cmd.Process.Pid, ch, func(Exit) {
+		// The child starts only once Pause is under way.
+		<-started
+		time.Sleep(50 * time.Millisecond)
+		kid, err := r.Start(exec.Command("/bin/sh", "-c", "sleep 0.2; exit 7"))
+		if err != nil {
+			done <- -1
+			return
+		}
+		done <- (<-kid).Status
+	})
+	time.Sleep(100 * time.Millisecond) // the exit arrived and the callback waits
+	close(started)
+	t0 := time.Now()
+	if !r.Pause(3 * time.Second) {
+		t.Fatal("pause gave up while a callback waited for its own child's exit")
+	}
+	defer r.Resume()
+	select {
+	case status := <-done:
+		if status != 7 {
+			t.Fatalf("the callback's child: status %d, want 7", status)
+		}
+	default:
+		t.Fatal("pause returned while the callback still ran")
+	}
+	if took := time.Since(t0); took > 2*time.Second {
+		t.Fatalf("pause took %v: it waited for its bound, not for the callback", took)
+	}
+}
+
 // Adopt claims a child started before (an upgrade hands it over): its exit,
 // even one that happened before the reaper ran, is delivered once.
 func TestAdoptDeliversEarlierExit(t *testing.T) {

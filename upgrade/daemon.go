@@ -31,7 +31,8 @@ const (
 	// answered (a Create runs the OCI runtime: seconds at worst).
 	connPauseTimeout = 10 * time.Second
 	// reaperPauseTimeout bounds exit callbacks still running (an init's
-	// exit waits for its execs' exits, normally milliseconds).
+	// exit waits for its execs' exits and may run the runtime's kill --all;
+	// the reaper reaps on for them meanwhile: normally milliseconds).
 	reaperPauseTimeout = 2 * time.Second
 	relayHaltTimeout   = 2 * time.Second
 	eventHoldTimeout   = 6 * time.Second
