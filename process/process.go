@@ -210,7 +210,7 @@ func (p *Process) startExec(ctx context.Context, onStarted func(pid int)) error 
 		return fmt.Errorf("exec %q stdio: %w", p.ID, err)
 	}
 	specFile := filepath.Join(c.Bundle, "."+p.ID+".process.json")
-	if err := os.WriteFile(specFile, p.execSpec, 0o600); err != nil {
+	if err := oci.WriteProcessFile(specFile, p.execSpec); err != nil {
 		pipes.Close()
 		return fmt.Errorf("write exec %q process spec: %w", p.ID, err)
 	}

@@ -1,0 +1,122 @@
+package oci
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/example/containerd-shim-example-v2/reaper"
+)
+
+func TestReadPidFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	if pid, err := ReadPidFile(write("ok", "4321\n")); err != nil || pid != 4321 {
+		t.Fatalf("pid %d, %v; want 4321", pid, err)
+	}
+	if pid, err := ReadPidFile(write("bare", "17")); err != nil || pid != 17 {
+		t.Fatalf("pid %d, %v; want 17 (no newline)", pid, err)
+	}
+	for name, content := range map[string]string{"junk": "not-a-pid", "zero": "0", "long": strings.Repeat("9", 200), "empty": ""} {
+		if pid, err := ReadPidFile(write(name, content)); err == nil {
+			t.Errorf("%s: pid %d, want an error", name, pid)
+		}
+	}
+	if _, err := ReadPidFile(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing file: %v, want ErrNotExist", err)
+	}
+}
+
+// A runtime call whose stdio entries are empty gets /dev/null for them, and
+// leaves no descriptor open in the daemon once it has exited (os/exec's pidfd
+// for the command is released, not left to a garbage collection).
+func TestEmptyStdioIsDevNullAndCallsLeaveNoDescriptor(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "fds")
+	fake := filepath.Join(dir, "fake-runtime")
+	// The shell reports where its own stdin, stdout and stderr point.
+	// (Read before any redirection: the shell may apply one to itself.)
+	script := "#!/bin/sh\na=$(readlink /proc/$$/fd/0) b=$(readlink /proc/$$/fd/1) c=$(readlink /proc/$$/fd/2)\n" +
+		"echo \"$a $b $c\" >>\"$OCI_TEST_OUT\"\n"
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("OCI_TEST_OUT", out)
+	r := reaper.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx)
+	rt := &Runtime{Binary: fake, Dir: dir, Reaper: r}
+
+	if _, err := rt.run(ctx, &Stdio{}, nil, "create"); err != nil {
+		t.Fatal(err)
+	}
+	before := openFDs(t)
+	for range 5 {
+		if _, err := rt.run(ctx, &Stdio{}, nil, "create"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after := openFDs(t); after != before {
+		t.Errorf("open descriptors went from %d to %d over 5 calls", before, after)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Fields(string(data))
+	if len(lines) != 18 {
+		t.Fatalf("got %d stdio entries, want 18: %q", len(lines), lines)
+	}
+	for _, l := range lines {
+		if l != os.DevNull {
+			t.Fatalf("an empty stdio entry pointed to %q, want %s", l, os.DevNull)
+		}
+	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+func TestWriteProcessFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "p.json")
+	if err := WriteProcessFile(path, []byte(`{"args":["a-much-longer-first-spec"]}`)); err != nil {
+		t.Fatal(err)
+	}
+	// A second write replaces the first whole (an exec id reused after Delete).
+	if err := WriteProcessFile(path, []byte(`{"args":["true"]}`)); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(data) != `{"args":["true"]}` {
+		t.Fatalf("file holds %q", data)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v, want 0600 (the spec holds the process's environment)", st.Mode().Perm())
+	}
+	if err := WriteProcessFile(filepath.Join(t.TempDir(), "no", "dir"), nil); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("write into a missing directory: %v, want ErrNotExist", err)
+	}
+}
