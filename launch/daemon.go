@@ -90,6 +90,7 @@ func RunDaemon(f Flags) error {
 	if f.WarmCgroups {
 		warmer.KickOwnThread(cgroup.DefaultRoot)
 	}
+	go primeProcessHandles()
 	queue := events.NewQueue(f.Namespace, events.NewTTRPCForwarder(os.Getenv("TTRPC_ADDRESS")))
 
 	exitRequested := make(chan struct{})
@@ -261,4 +262,15 @@ func setupLog(debug bool) {
 		unix.Close(fd)
 	}
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+}
+
+// primeProcessHandles has os/exec's one-time check for pidfd support (it
+// forks and reaps a throwaway child) run in the background while the daemon
+// waits for containerd, instead of inside the first runtime call, which is on
+// the path of containerd's first Create. Finding its own process is enough to
+// set the check off.
+func primeProcessHandles() {
+	if p, err := os.FindProcess(os.Getpid()); err == nil {
+		_ = p.Release()
+	}
 }

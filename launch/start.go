@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -109,37 +108,52 @@ func Start(f Flags, stdin io.Reader, stdout io.Writer) (retErr error) {
 	if err := enableCoreScheduling(); err != nil {
 		return err
 	}
-	cmd := exec.Command(self, args...)
-	cmd.Dir = bundle
-	cmd.Env = daemonEnv(os.Environ())
-	cmd.ExtraFiles = []*os.File{lf} // fd 3
-	// Its own process group: signals meant for containerd's group (a ^C in a
-	// terminal running containerd) must not reach the shim.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	// The daemon's runtime starts with huge pages off, until it has marked
 	// its BSS (selftrim.NoHugeBSS); this short-lived process needs none.
 	selftrim.DisableTHPForExec()
-	if err := cmd.Start(); err != nil {
+	pid, err := spawnDaemon(self, args, bundle, daemonEnv(os.Environ()), lf)
+	if err != nil {
 		return fmt.Errorf("spawn shim daemon: %w", err)
 	}
 	defer func() {
 		if retErr != nil {
-			_ = cmd.Process.Kill()
-			_, _ = cmd.Process.Wait()
-		} else {
-			_ = cmd.Process.Release()
+			_ = unix.Kill(pid, unix.SIGKILL)
+			_, _ = unix.Wait4(pid, nil, 0, nil)
 		}
 	}()
 	if shimCg != "" {
-		if err := cgroup.AddProcess(cgroup.DefaultRoot, shimCg, cmd.Process.Pid); err != nil {
+		if err := cgroup.AddProcess(cgroup.DefaultRoot, shimCg, pid); err != nil {
 			return err
 		}
 	}
-	if err := adjustOOMScore(cmd.Process.Pid); err != nil {
+	if err := adjustOOMScore(pid); err != nil {
 		return err
 	}
 	_, err = stdout.Write(answer)
 	return err
+}
+
+// spawnDaemon starts the daemon binary in dir: a process group of its own,
+// so that signals meant for containerd's group (a ^C in a terminal running
+// containerd) do not reach it; /dev/null for its stdio, since containerd
+// reads start's stdout and stderr until every holder has closed them; the
+// listener as fd 3. It calls syscall.StartProcess, not os/exec: the first
+// start through os/exec in a process checks pidfd support by forking and
+// reaping a throwaway child, which `start`, on the path of every new shim,
+// would pay for a handle it never uses.
+func spawnDaemon(self string, args []string, dir string, env []string, listener *os.File) (int, error) {
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer null.Close()
+	pid, _, err := syscall.StartProcess(self, append([]string{self}, args...), &syscall.ProcAttr{
+		Dir:   dir,
+		Env:   env,
+		Files: []uintptr{null.Fd(), null.Fd(), null.Fd(), listener.Fd()},
+		Sys:   &syscall.SysProcAttr{Setpgid: true},
+	})
+	return pid, err
 }
 
 // pidtypePGID is the kernel's PIDTYPE_PGID: a core-scheduling cookie for a
