@@ -5,7 +5,7 @@ import (
 	"strings"
 	"sync"
 
-	"golang.org/x/sys/unix"
+	"github.com/example/containerd-shim-example-v2/internal/rawfile"
 )
 
 // Reading the kernel's small cgroup files without allocating per file. os.ReadFile makes an
@@ -30,47 +30,17 @@ var readBufs = sync.Pool{New: func() any { b := make([]byte, readBufSize); retur
 // content, which is valid only during the call.
 func withFile(path string, fn func(data []byte)) error {
 	bp := readBufs.Get().(*[]byte)
-	defer func() {
-		if cap(*bp) <= maxPooledBuf {
-			readBufs.Put(bp)
-		}
-	}()
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	data, grown, err := rawfile.ReadInto(path, *bp)
+	if cap(grown) <= maxPooledBuf {
+		*bp = grown
+		defer readBufs.Put(bp)
+	}
 	if err != nil {
-		return &pathError{path: path, err: err}
+		return err
 	}
-	defer unix.Close(fd)
-	buf, n := *bp, 0
-	for {
-		if n == len(buf) {
-			buf = append(buf, make([]byte, len(buf))...)
-			*bp = buf
-		}
-		m, err := unix.Read(fd, buf[n:])
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return &pathError{path: path, err: err}
-		}
-		if m == 0 {
-			break
-		}
-		n += m
-	}
-	fn(buf[:n])
+	fn(data)
 	return nil
 }
-
-// pathError is a read error naming its file, matchable with errors.Is (os.ErrNotExist:
-// unix.ENOENT is one).
-type pathError struct {
-	path string
-	err  error
-}
-
-func (e *pathError) Error() string { return "read " + e.path + ": " + e.err.Error() }
-func (e *pathError) Unwrap() error { return e.err }
 
 // readString is the file's content as a string (one allocation of its length).
 func readString(path string) (string, error) {

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/example/containerd-shim-example-v2/internal/rawfile"
 )
 
 // MigrationWarmer starts the kernel's wait for a cgroup migration ahead of
@@ -134,13 +136,5 @@ func ownThreadFile(root string) (string, error) {
 func moveThreadInto(file string) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	fd, err := unix.Open(file, unix.O_WRONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return &os.PathError{Op: "open", Path: file, Err: err}
-	}
-	defer unix.Close(fd)
-	if _, err := unix.Write(fd, strconv.AppendInt(nil, int64(unix.Gettid()), 10)); err != nil {
-		return &os.PathError{Op: "write", Path: file, Err: err}
-	}
-	return nil
+	return rawfile.Write(file, strconv.AppendInt(nil, int64(unix.Gettid()), 10), 0, 0)
 }

@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/example/containerd-shim-example-v2/internal/rawfile"
 	"github.com/example/containerd-shim-example-v2/reaper"
 )
 
@@ -353,7 +354,7 @@ func (r *Runtime) State(ctx context.Context, id string) ([]byte, error) {
 
 // ReadPidFile reads a PID written by the runtime.
 func ReadPidFile(path string) (int, error) {
-	data, err := readSmall(path)
+	data, _, err := rawfile.ReadInto(path, make([]byte, 32))
 	if err != nil {
 		return 0, fmt.Errorf("read pid file: %w", err)
 	}
@@ -364,60 +365,10 @@ func ReadPidFile(path string) (int, error) {
 	return pid, nil
 }
 
-// maxPidFile bounds what ReadPidFile reads: a pid and a newline, or a
-// runtime's junk, which is then reported.
-const maxPidFile = 64
-
-// readSmall reads up to maxPidFile bytes of path with raw system calls: one
-// open, the reads, one close, where os.ReadFile would add five calls of
-// poller bookkeeping (see devNull) for a file read once per process start.
-func readSmall(path string) ([]byte, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: path, Err: err}
-	}
-	defer unix.Close(fd)
-	buf := make([]byte, maxPidFile)
-	n := 0
-	for n < len(buf) {
-		m, err := unix.Read(fd, buf[n:])
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return nil, &os.PathError{Op: "read", Path: path, Err: err}
-		}
-		if m == 0 {
-			break
-		}
-		n += m
-	}
-	return buf[:n], nil
-}
-
 // WriteProcessFile writes an exec's OCI process spec for `exec --process`
-// (owner-only: it holds the process's environment), with raw system calls
-// for the reason readSmall gives.
+// (owner-only: it holds the process's environment).
 func WriteProcessFile(path string, spec []byte) error {
-	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return &os.PathError{Op: "open", Path: path, Err: err}
-	}
-	for len(spec) > 0 {
-		n, err := unix.Write(fd, spec)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			unix.Close(fd)
-			return &os.PathError{Op: "write", Path: path, Err: err}
-		}
-		spec = spec[n:]
-	}
-	if err := unix.Close(fd); err != nil {
-		return &os.PathError{Op: "close", Path: path, Err: err}
-	}
-	return nil
+	return rawfile.Write(path, spec, unix.O_CREAT|unix.O_TRUNC, 0o600)
 }
 
 // BinaryOrDefault returns the runtime binary that will be run.
