@@ -86,6 +86,11 @@ func (w *MigrationWarmer) Warmed() uint64 {
 	return w.done.Load()
 }
 
+// Running reports whether a warming is under way (false when off).
+func (w *MigrationWarmer) Running() bool {
+	return w != nil && w.running.Load()
+}
+
 // KickOwnThread is Kick with a migration of one of the daemon's own threads
 // into the cgroup it is in: a migration that changes nothing, for a warming
 // when the shim has no process of its own to move (a daemon just started, a

@@ -155,3 +155,36 @@ func TestKickOwnThreadWarms(t *testing.T) {
 		t.Error("a nil warmer warmed")
 	}
 }
+
+// Running is true exactly while a warming is under way, and a Kick then
+// starts no second one: what a reader of the introspection waits on before
+// it counts the next warming.
+func TestRunningWhileAWarmingIsUnderWay(t *testing.T) {
+	w := &MigrationWarmer{}
+	if w.Running() {
+		t.Fatal("Running before any warming")
+	}
+	release := make(chan struct{})
+	started := make(chan struct{})
+	w.Kick(func() error { close(started); <-release; return nil })
+	<-started
+	if !w.Running() {
+		t.Error("not Running while the warming's move is under way")
+	}
+	w.Kick(func() error { panic("a second warming ran beside the first") })
+	close(release)
+	deadline := time.Now().Add(5 * time.Second)
+	for w.Running() {
+		if time.Now().After(deadline) {
+			t.Fatal("still Running 5 s after the move returned")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if w.Warmed() != 1 {
+		t.Errorf("Warmed() = %d after one warming, want 1", w.Warmed())
+	}
+	var off *MigrationWarmer
+	if off.Running() {
+		t.Error("a nil warmer is Running")
+	}
+}

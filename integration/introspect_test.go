@@ -28,9 +28,10 @@ type introspection struct {
 	Reaper struct {
 		Watched int `json:"watched"`
 	} `json:"reaper"`
-	Version        string `json:"version"`
-	CgroupWarmings uint64 `json:"cgroupWarmings,string"`
-	Upgrade        struct {
+	Version              string `json:"version"`
+	CgroupWarmings       uint64 `json:"cgroupWarmings,string"`
+	CgroupWarmingRunning bool   `json:"cgroupWarmingRunning"`
+	Upgrade              struct {
 		Count       int    `json:"count"`
 		FromVersion string `json:"fromVersion"`
 		PauseUs     uint64 `json:"pauseUs,string"`
@@ -103,9 +104,12 @@ func TestIntrospection(t *testing.T) {
 		// create (at its start or at Create), and again at an Exec, ahead of the
 		// Start that runs the runtime's exec (cgroup/warm.go).
 		bundle := d.BundleDir(ns, id)
-		waitFor(t, 10*time.Second, "a cgroup warming for the create", func() bool { return introspect(t, bundle).CgroupWarmings >= 1 })
-		time.Sleep(100 * time.Millisecond) // a warming still under way ends
-		warmedBefore := introspect(t, bundle).CgroupWarmings
+		var warmedBefore uint64
+		waitFor(t, 10*time.Second, "a cgroup warming for the create, and none under way", func() bool {
+			s := introspect(t, bundle)
+			warmedBefore = s.CgroupWarmings
+			return s.CgroupWarmings >= 1 && !s.CgroupWarmingRunning
+		})
 
 		var execOut lockedBuffer
 		proc, err := task.Exec(ctx, "e1", execSpec(t, ctx, task, "sh", "-c", "echo exec-out; exec sleep 100000"),

@@ -46,6 +46,10 @@ type eventStats interface {
 // daemon's build, memory and event queue, and each process's output
 // counters. It only reads; like State, it waits for a process being started.
 func (s *Service) Introspect(ctx context.Context, _ *introspect.SnapshotRequest) (*introspect.SnapshotResponse, error) {
+	// Running before the count: a warming counts itself before it stops
+	// running, so "not running" and then the count include every warming
+	// that has ended.
+	warming := s.cfg.Warmer.Running()
 	resp := &introspect.SnapshotResponse{
 		Pid:       s.shimPid,
 		Version:   s.cfg.Version,
@@ -54,7 +58,8 @@ func (s *Service) Introspect(ctx context.Context, _ *introspect.SnapshotRequest)
 		Events:    &introspect.EventQueue{},
 		Memory:    memorySnapshot(),
 		// The pod service's warmings share the same warmer.
-		CgroupWarmings: s.cfg.Warmer.Warmed(),
+		CgroupWarmings:       s.cfg.Warmer.Warmed(),
+		CgroupWarmingRunning: warming,
 	}
 	if r := s.cfg.Reaper; r != nil {
 		pids, windows := r.Watched()

@@ -86,8 +86,11 @@ type SnapshotResponse struct {
 	// the kernel's wait for its migration lock starts early (cgroup/warm.go):
 	// completed since start.
 	CgroupWarmings uint64 `protobuf:"varint,11,opt,name=cgroup_warmings,json=cgroupWarmings,proto3" json:"cgroup_warmings,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// A warming is under way now (at most one runs at a time): a reader that
+	// waits for it to end knows the next warming is a new one.
+	CgroupWarmingRunning bool `protobuf:"varint,12,opt,name=cgroup_warming_running,json=cgroupWarmingRunning,proto3" json:"cgroup_warming_running,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *SnapshotResponse) Reset() {
@@ -195,6 +198,13 @@ func (x *SnapshotResponse) GetCgroupWarmings() uint64 {
 		return x.CgroupWarmings
 	}
 	return 0
+}
+
+func (x *SnapshotResponse) GetCgroupWarmingRunning() bool {
+	if x != nil {
+		return x.CgroupWarmingRunning
+	}
+	return false
 }
 
 type Upgrade struct {
@@ -709,7 +719,7 @@ var File_introspect_v1_introspect_proto protoreflect.FileDescriptor
 const file_introspect_v1_introspect_proto_rawDesc = "" +
 	"\n" +
 	"\x1eintrospect/v1/introspect.proto\x12\x15example.introspect.v1\"\x11\n" +
-	"\x0fSnapshotRequest\"\xd4\x03\n" +
+	"\x0fSnapshotRequest\"\x8a\x04\n" +
 	"\x10SnapshotResponse\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1a\n" +
@@ -722,7 +732,8 @@ const file_introspect_v1_introspect_proto_rawDesc = "" +
 	"\x06reaper\x18\t \x01(\v2\x1d.example.introspect.v1.ReaperR\x06reaper\x128\n" +
 	"\aupgrade\x18\n" +
 	" \x01(\v2\x1e.example.introspect.v1.UpgradeR\aupgrade\x12'\n" +
-	"\x0fcgroup_warmings\x18\v \x01(\x04R\x0ecgroupWarmings\"\x9a\x01\n" +
+	"\x0fcgroup_warmings\x18\v \x01(\x04R\x0ecgroupWarmings\x124\n" +
+	"\x16cgroup_warming_running\x18\f \x01(\bR\x14cgroupWarmingRunning\"\x9a\x01\n" +
 	"\aUpgrade\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\rR\x05count\x12!\n" +
 	"\ffrom_version\x18\x02 \x01(\tR\vfromVersion\x12\x1c\n" +
