@@ -1,0 +1,55 @@
+package ttrpcserver
+
+import (
+	"bytes"
+	"slices"
+	"testing"
+
+	"github.com/containerd/ttrpc"
+	"google.golang.org/protobuf/proto"
+)
+
+// decodeRequest against protobuf's own decoder of ttrpc.Request, on any
+// bytes a client might send: no panic; whatever protobuf accepts is accepted
+// with the same service, method, payload, timeout and metadata; and what is
+// refused, protobuf refuses too. (protobuf also refuses strings that are
+// not UTF-8, which the server takes as bytes: such a name then matches no
+// registered method.)
+func FuzzDecodeRequest(f *testing.F) {
+	valid, _ := proto.Marshal(&ttrpc.Request{
+		Service: "containerd.task.v2.Task", Method: "Create", Payload: []byte{0x0a, 0x02, 'i', 'd'}, TimeoutNano: 5e9,
+		Metadata: []*ttrpc.KeyValue{{Key: "containerd-namespace", Value: "k8s.io"}, {Key: "k", Value: "v1"}, {Key: "k", Value: "v2"}},
+	})
+	negative, _ := proto.Marshal(&ttrpc.Request{Service: "s", Method: "m", TimeoutNano: -1})
+	for _, seed := range [][]byte{valid, negative, nil, {0xff, 0xff, 0xff}, {0x0a, 0x05, 's'}, {0x2a, 0x02, 0x08, 0x01}, {0x20, 0x80}} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, err := decodeRequest(b)
+		var want ttrpc.Request
+		werr := proto.Unmarshal(b, &want)
+		switch {
+		case err != nil && werr == nil:
+			t.Fatalf("decodeRequest refused what protobuf accepts (%v): %x", err, b)
+		case err != nil || werr != nil:
+			return
+		}
+		if string(got.service) != want.Service || string(got.method) != want.Method ||
+			!bytes.Equal(got.payload, want.Payload) || got.timeout != want.TimeoutNano {
+			t.Fatalf("decoded %q %q %x %d, protobuf %q %q %x %d", got.service, got.method, got.payload, got.timeout,
+				want.Service, want.Method, want.Payload, want.TimeoutNano)
+		}
+		wantMD := ttrpc.MD{}
+		for _, kv := range want.Metadata {
+			wantMD.Append(kv.Key, kv.Value)
+		}
+		if len(got.metadata) != len(wantMD) {
+			t.Fatalf("metadata %v, protobuf %v", got.metadata, wantMD)
+		}
+		for k, v := range wantMD {
+			if !slices.Equal(got.metadata[k], v) {
+				t.Fatalf("metadata %v, protobuf %v", got.metadata, wantMD)
+			}
+		}
+	})
+}
