@@ -5,10 +5,12 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/containerd/errdefs"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 func write(t *testing.T, dir, name, content string) {
@@ -249,4 +251,76 @@ func TestAddProcess(t *testing.T) {
 	if got, _ := os.ReadFile(filepath.Join(v2, "shims", "cgroup.procs")); string(got) != "77" {
 		t.Errorf("v2 cgroup.procs = %q, want 77", got)
 	}
+}
+
+// Every memory.stat key the metrics carry lands in its own field, named in
+// containerd's metrics protos (pgpgin is v1's pg_pg_in, ...), for v1 and v2.
+// Each key gets a value of its own, so a key sent to the wrong field shows.
+func TestMemoryStatKeysLandInTheirFields(t *testing.T) {
+	fill := func(t *testing.T, dir string, keys [][2]string) {
+		var b strings.Builder
+		for i, k := range keys {
+			fmt.Fprintf(&b, "%s %d\n", k[0], 1000+i)
+		}
+		b.WriteString("a_key_no_field_holds 7\n")
+		write(t, dir, "memory.stat", b.String())
+	}
+	check := func(t *testing.T, mem protoreflect.Message, keys [][2]string) {
+		for i, k := range keys {
+			fd := mem.Descriptor().Fields().ByName(protoreflect.Name(k[1]))
+			if fd == nil {
+				t.Fatalf("no field %s in %s", k[1], mem.Descriptor().FullName())
+			}
+			if got := mem.Get(fd).Uint(); got != uint64(1000+i) {
+				t.Errorf("%s = %d, want %d (memory.stat's %s)", k[1], got, 1000+i, k[0])
+			}
+		}
+	}
+	t.Run("v1", func(t *testing.T) {
+		root := t.TempDir()
+		cg, err := Parse(root, []byte("9:memory:/c\n"), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var keys [][2]string
+		for _, k := range []string{"cache", "rss", "rss_huge", "mapped_file", "dirty", "writeback", "pgpgin", "pgpgout",
+			"pgfault", "pgmajfault", "inactive_anon", "active_anon", "inactive_file", "active_file", "unevictable"} {
+			field := map[string]string{"pgpgin": "pg_pg_in", "pgpgout": "pg_pg_out", "pgfault": "pg_fault", "pgmajfault": "pg_maj_fault"}[k]
+			if field == "" {
+				field = k
+			}
+			keys = append(keys, [2]string{k, field}, [2]string{"total_" + k, "total_" + field})
+		}
+		keys = append(keys, [2]string{"hierarchical_memory_limit", "hierarchical_memory_limit"},
+			[2]string{"hierarchical_memsw_limit", "hierarchical_swap_limit"})
+		// rss_huge's total is total_rss_huge: the pairs above name it so.
+		fill(t, filepath.Join(root, "memory/c"), keys)
+		m, err := cg.StatsV1()
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(t, m.GetMemory().ProtoReflect(), keys)
+	})
+	t.Run("v2", func(t *testing.T) {
+		root := t.TempDir()
+		write(t, root, "cgroup.controllers", "memory\n")
+		cg, err := Parse(root, []byte("0::/c\n"), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var keys [][2]string
+		for _, k := range []string{"anon", "file", "kernel_stack", "slab", "sock", "shmem", "file_mapped", "file_dirty",
+			"file_writeback", "anon_thp", "inactive_anon", "active_anon", "inactive_file", "active_file", "unevictable",
+			"slab_reclaimable", "slab_unreclaimable", "pgfault", "pgmajfault", "workingset_refault", "workingset_activate",
+			"workingset_nodereclaim", "pgrefill", "pgscan", "pgsteal", "pgactivate", "pgdeactivate", "pglazyfree",
+			"pglazyfreed", "thp_fault_alloc", "thp_collapse_alloc"} {
+			keys = append(keys, [2]string{k, k})
+		}
+		fill(t, filepath.Join(root, "c"), keys)
+		m, err := cg.StatsV2()
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(t, m.GetMemory().ProtoReflect(), keys)
+	})
 }

@@ -31,6 +31,21 @@ var readBufs = sync.Pool{New: func() any { b := make([]byte, readBufSize); retur
 func withFile(path string, fn func(data []byte)) error {
 	bp := readBufs.Get().(*[]byte)
 	data, grown, err := rawfile.ReadInto(path, *bp)
+	return pooled(bp, grown, data, err, fn)
+}
+
+// withFileIn is withFile of dir/parts... (parts concatenated) with the path built on the
+// stack: the statistics readers poll a few dozen files a second per container, and a path
+// string per file was a third of what an answer allocated. Its error is the bare errno.
+func withFileIn(fn func(data []byte), dir string, parts ...string) error {
+	bp := readBufs.Get().(*[]byte)
+	data, grown, err := rawfile.ReadIn(*bp, dir, parts...)
+	return pooled(bp, grown, data, err, fn)
+}
+
+// pooled hands a read's content to fn and the buffer, as the read grew it, back to the
+// pool (unless it grew past maxPooledBuf).
+func pooled(bp *[]byte, grown, data []byte, err error, fn func([]byte)) error {
 	if cap(grown) <= maxPooledBuf {
 		*bp = grown
 		defer readBufs.Put(bp)
@@ -41,6 +56,37 @@ func withFile(path string, fn func(data []byte)) error {
 	fn(data)
 	return nil
 }
+
+// readUintIn reads a one-number file (a counter, a limit or "max") under dir.
+func readUintIn(dir string, parts ...string) (uint64, error) {
+	var v uint64
+	var perr error
+	if err := withFileIn(func(data []byte) { v, perr = parseUint(string(bytes.TrimSpace(data))) }, dir, parts...); err != nil {
+		return 0, err
+	}
+	return v, perr
+}
+
+// eachKV calls fn for each "key value" line of dir/name (memory.stat, cpu.stat,
+// memory.events, ...) whose value parses; key is valid only during the call. Unlike
+// readKV it builds no map: the statistics readers switch on the key.
+func eachKV(dir, name string, fn func(key []byte, v uint64)) error {
+	return withFileIn(func(data []byte) {
+		for len(data) > 0 {
+			var line []byte
+			line, data, _ = bytes.Cut(data, newline)
+			k, v, ok := bytes.Cut(bytes.TrimSpace(line), space)
+			if !ok {
+				continue
+			}
+			if n, err := parseUint(string(bytes.TrimSpace(v))); err == nil {
+				fn(k, n)
+			}
+		}
+	}, dir, name)
+}
+
+var newline, space = []byte{'\n'}, []byte{' '}
 
 // readString is the file's content as a string (one allocation of its length).
 func readString(path string) (string, error) {

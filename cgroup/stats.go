@@ -1,11 +1,13 @@
 package cgroup
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	v1 "github.com/containerd/cgroups/v3/cgroup1/stats"
 	v2 "github.com/containerd/cgroups/v3/cgroup2/stats"
@@ -18,12 +20,14 @@ const (
 )
 
 // StatsV1 reads a v1 cgroup's statistics. Controllers that are missing are
-// left out rather than failing the whole answer.
+// left out rather than failing the whole answer. Files are read with the
+// stack-built paths of withFileIn and parsed in place: CRI polls this for
+// every pod and container every second.
 func (c *Cgroup) StatsV1() (*v1.Metrics, error) {
 	m := &v1.Metrics{}
 	if d := c.dir("pids"); d != "" {
-		cur, err1 := readUint(filepath.Join(d, "pids.current"))
-		max, _ := readUint(filepath.Join(d, "pids.max"))
+		cur, err1 := readUintIn(d, "pids.current")
+		max, _ := readUintIn(d, "pids.max")
 		if err1 == nil {
 			if max == ^uint64(0) {
 				max = 0 // containerd's convention: 0 means no limit
@@ -32,60 +36,71 @@ func (c *Cgroup) StatsV1() (*v1.Metrics, error) {
 		}
 	}
 	if d := c.dir("cpuacct"); d != "" {
-		if total, err := readUint(filepath.Join(d, "cpuacct.usage")); err == nil {
+		if total, err := readUintIn(d, "cpuacct.usage"); err == nil {
 			u := &v1.CPUUsage{Total: total}
-			if data, err := readString(filepath.Join(d, "cpuacct.usage_percpu")); err == nil {
-				for _, f := range strings.Fields(data) {
-					if v, err := strconv.ParseUint(f, 10, 64); err == nil {
-						u.PerCPU = append(u.PerCPU, v)
-					}
+			_ = withFileIn(func(data []byte) { u.PerCPU = appendUints(u.PerCPU, data) }, d, "cpuacct.usage_percpu")
+			// Reported in USER_HZ ticks (100 per second on Linux).
+			const nsPerTick = 1e9 / 100
+			_ = eachKV(d, "cpuacct.stat", func(k []byte, v uint64) {
+				switch string(k) {
+				case "user":
+					u.User = v * nsPerTick
+				case "system":
+					u.Kernel = v * nsPerTick
 				}
-			}
-			if kv, err := readKV(filepath.Join(d, "cpuacct.stat")); err == nil {
-				// Reported in USER_HZ ticks (100 per second on Linux).
-				const nsPerTick = 1e9 / 100
-				u.User, u.Kernel = kv["user"]*nsPerTick, kv["system"]*nsPerTick
-			}
+			})
 			m.CPU = &v1.CPUStat{Usage: u}
 		}
 	}
 	if d := c.dir("cpu"); d != "" {
-		if kv, err := readKV(filepath.Join(d, "cpu.stat")); err == nil {
+		t := &v1.Throttle{}
+		if eachKV(d, "cpu.stat", func(k []byte, v uint64) {
+			switch string(k) {
+			case "nr_periods":
+				t.Periods = v
+			case "nr_throttled":
+				t.ThrottledPeriods = v
+			case "throttled_time":
+				t.ThrottledTime = v
+			}
+		}) == nil {
 			if m.CPU == nil {
 				m.CPU = &v1.CPUStat{}
 			}
-			m.CPU.Throttling = &v1.Throttle{Periods: kv["nr_periods"], ThrottledPeriods: kv["nr_throttled"], ThrottledTime: kv["throttled_time"]}
+			m.CPU.Throttling = t
 		}
 	}
 	if d := c.dir("memory"); d != "" {
-		if kv, err := readKV(filepath.Join(d, "memory.stat")); err == nil {
-			m.Memory = &v1.MemoryStat{
-				Cache: kv["cache"], RSS: kv["rss"], RSSHuge: kv["rss_huge"], MappedFile: kv["mapped_file"],
-				Dirty: kv["dirty"], Writeback: kv["writeback"], PgPgIn: kv["pgpgin"], PgPgOut: kv["pgpgout"],
-				PgFault: kv["pgfault"], PgMajFault: kv["pgmajfault"], InactiveAnon: kv["inactive_anon"],
-				ActiveAnon: kv["active_anon"], InactiveFile: kv["inactive_file"], ActiveFile: kv["active_file"],
-				Unevictable: kv["unevictable"], HierarchicalMemoryLimit: kv["hierarchical_memory_limit"],
-				HierarchicalSwapLimit: kv["hierarchical_memsw_limit"], TotalCache: kv["total_cache"],
-				TotalRSS: kv["total_rss"], TotalRSSHuge: kv["total_rss_huge"], TotalMappedFile: kv["total_mapped_file"],
-				TotalDirty: kv["total_dirty"], TotalWriteback: kv["total_writeback"], TotalPgPgIn: kv["total_pgpgin"],
-				TotalPgPgOut: kv["total_pgpgout"], TotalPgFault: kv["total_pgfault"], TotalPgMajFault: kv["total_pgmajfault"],
-				TotalInactiveAnon: kv["total_inactive_anon"], TotalActiveAnon: kv["total_active_anon"],
-				TotalInactiveFile: kv["total_inactive_file"], TotalActiveFile: kv["total_active_file"],
-				TotalUnevictable: kv["total_unevictable"],
-				Usage:            memoryEntry(d, "memory"),
-				Swap:             memoryEntry(d, "memory.memsw"),
-				Kernel:           memoryEntry(d, "memory.kmem"),
-				KernelTCP:        memoryEntry(d, "memory.kmem.tcp"),
+		mem := &v1.MemoryStat{}
+		if eachKV(d, "memory.stat", func(k []byte, v uint64) {
+			if f := memoryStatV1Field(mem, k); f != nil {
+				*f = v
 			}
+		}) == nil {
+			mem.Usage = memoryEntry(d, "memory")
+			mem.Swap = memoryEntry(d, "memory.memsw")
+			mem.Kernel = memoryEntry(d, "memory.kmem")
+			mem.KernelTCP = memoryEntry(d, "memory.kmem.tcp")
+			m.Memory = mem
 		}
-		if kv, err := readKV(filepath.Join(d, "memory.oom_control")); err == nil {
-			m.MemoryOomControl = &v1.MemoryOomControl{OomKillDisable: kv["oom_kill_disable"], UnderOom: kv["under_oom"], OomKill: kv["oom_kill"]}
+		oc := &v1.MemoryOomControl{}
+		if eachKV(d, "memory.oom_control", func(k []byte, v uint64) {
+			switch string(k) {
+			case "oom_kill_disable":
+				oc.OomKillDisable = v
+			case "under_oom":
+				oc.UnderOom = v
+			case "oom_kill":
+				oc.OomKill = v
+			}
+		}) == nil {
+			m.MemoryOomControl = oc
 		}
 	}
 	if d := c.dir("blkio"); d != "" {
 		b := &v1.BlkIOStat{
-			IoServiceBytesRecursive: blkioEntries(filepath.Join(d, "blkio.throttle.io_service_bytes_recursive")),
-			IoServicedRecursive:     blkioEntries(filepath.Join(d, "blkio.throttle.io_serviced_recursive")),
+			IoServiceBytesRecursive: blkioEntries(d, "blkio.throttle.io_service_bytes_recursive"),
+			IoServicedRecursive:     blkioEntries(d, "blkio.throttle.io_serviced_recursive"),
 		}
 		if b.IoServiceBytesRecursive != nil || b.IoServicedRecursive != nil {
 			m.Blkio = b
@@ -97,198 +112,413 @@ func (c *Cgroup) StatsV1() (*v1.Metrics, error) {
 	return m, nil
 }
 
-// memoryEntryFiles are a v1 memory counter's files (after its prefix) and where each goes.
-var memoryEntryFiles = [...]struct {
-	suffix string
-	field  func(*v1.MemoryEntry) *uint64
-}{
-	{".usage_in_bytes", func(e *v1.MemoryEntry) *uint64 { return &e.Usage }},
-	{".max_usage_in_bytes", func(e *v1.MemoryEntry) *uint64 { return &e.Max }},
-	{".failcnt", func(e *v1.MemoryEntry) *uint64 { return &e.Failcnt }},
-	{".limit_in_bytes", func(e *v1.MemoryEntry) *uint64 { return &e.Limit }},
+// memoryStatV1Field is where a v1 memory.stat key goes (nil: a key the
+// metrics have no field for).
+func memoryStatV1Field(m *v1.MemoryStat, key []byte) *uint64 {
+	switch string(key) {
+	case "cache":
+		return &m.Cache
+	case "rss":
+		return &m.RSS
+	case "rss_huge":
+		return &m.RSSHuge
+	case "mapped_file":
+		return &m.MappedFile
+	case "dirty":
+		return &m.Dirty
+	case "writeback":
+		return &m.Writeback
+	case "pgpgin":
+		return &m.PgPgIn
+	case "pgpgout":
+		return &m.PgPgOut
+	case "pgfault":
+		return &m.PgFault
+	case "pgmajfault":
+		return &m.PgMajFault
+	case "inactive_anon":
+		return &m.InactiveAnon
+	case "active_anon":
+		return &m.ActiveAnon
+	case "inactive_file":
+		return &m.InactiveFile
+	case "active_file":
+		return &m.ActiveFile
+	case "unevictable":
+		return &m.Unevictable
+	case "hierarchical_memory_limit":
+		return &m.HierarchicalMemoryLimit
+	case "hierarchical_memsw_limit":
+		return &m.HierarchicalSwapLimit
+	case "total_cache":
+		return &m.TotalCache
+	case "total_rss":
+		return &m.TotalRSS
+	case "total_rss_huge":
+		return &m.TotalRSSHuge
+	case "total_mapped_file":
+		return &m.TotalMappedFile
+	case "total_dirty":
+		return &m.TotalDirty
+	case "total_writeback":
+		return &m.TotalWriteback
+	case "total_pgpgin":
+		return &m.TotalPgPgIn
+	case "total_pgpgout":
+		return &m.TotalPgPgOut
+	case "total_pgfault":
+		return &m.TotalPgFault
+	case "total_pgmajfault":
+		return &m.TotalPgMajFault
+	case "total_inactive_anon":
+		return &m.TotalInactiveAnon
+	case "total_active_anon":
+		return &m.TotalActiveAnon
+	case "total_inactive_file":
+		return &m.TotalInactiveFile
+	case "total_active_file":
+		return &m.TotalActiveFile
+	case "total_unevictable":
+		return &m.TotalUnevictable
+	}
+	return nil
 }
 
+// memoryEntry reads one v1 memory counter (usage, max, failcnt, limit); nil
+// when none of its files exists (memsw without swap accounting).
 func memoryEntry(dir, prefix string) *v1.MemoryEntry {
-	e := &v1.MemoryEntry{}
-	var ok bool
-	for _, f := range memoryEntryFiles {
-		if v, err := readUint(filepath.Join(dir, prefix+f.suffix)); err == nil {
-			*f.field(e), ok = v, true
-		}
-	}
-	if !ok {
+	usage, err1 := readUintIn(dir, prefix, ".usage_in_bytes")
+	max, err2 := readUintIn(dir, prefix, ".max_usage_in_bytes")
+	failcnt, err3 := readUintIn(dir, prefix, ".failcnt")
+	limit, err4 := readUintIn(dir, prefix, ".limit_in_bytes")
+	if err1 != nil && err2 != nil && err3 != nil && err4 != nil {
 		return nil
 	}
-	return e
+	return &v1.MemoryEntry{Usage: usage, Max: max, Failcnt: failcnt, Limit: limit}
 }
 
-// blkioEntries reads "major:minor Op value" lines; the "Total" line is skipped.
-func blkioEntries(path string) []*v1.BlkIOEntry {
-	data, err := readString(path)
-	if err != nil {
-		return nil
-	}
+// blkioEntries reads "major:minor Op value" lines of dir/name; the "Total"
+// line is skipped.
+func blkioEntries(dir, name string) []*v1.BlkIOEntry {
 	var out []*v1.BlkIOEntry
-	for _, line := range strings.Split(data, "\n") {
-		f := strings.Fields(line)
-		if len(f) != 3 {
-			continue
+	_ = withFileIn(func(data []byte) {
+		for len(data) > 0 {
+			var line []byte
+			line, data, _ = bytes.Cut(data, newline)
+			dev, rest, ok1 := bytes.Cut(bytes.TrimSpace(line), space)
+			op, value, ok2 := bytes.Cut(bytes.TrimSpace(rest), space)
+			maj, min, ok3 := bytes.Cut(dev, colon)
+			if !ok1 || !ok2 || !ok3 {
+				continue
+			}
+			e := &v1.BlkIOEntry{Op: blkioOp(op)}
+			var err1, err2, err3 error
+			e.Major, err1 = strconv.ParseUint(string(maj), 10, 64)
+			e.Minor, err2 = strconv.ParseUint(string(min), 10, 64)
+			e.Value, err3 = strconv.ParseUint(string(bytes.TrimSpace(value)), 10, 64)
+			if err1 == nil && err2 == nil && err3 == nil {
+				out = append(out, e)
+			}
 		}
-		maj, min, ok := strings.Cut(f[0], ":")
-		if !ok {
-			continue
+	}, dir, name)
+	return out
+}
+
+var colon = []byte{':'}
+
+// blkioOp is a blkio operation's name, without a copy for the kernel's usual ones.
+func blkioOp(op []byte) string {
+	for _, known := range [...]string{"Read", "Write", "Sync", "Async", "Discard"} {
+		if string(op) == known {
+			return known
 		}
-		e := &v1.BlkIOEntry{Op: f[1]}
-		var err1, err2, err3 error
-		e.Major, err1 = strconv.ParseUint(maj, 10, 64)
-		e.Minor, err2 = strconv.ParseUint(min, 10, 64)
-		e.Value, err3 = strconv.ParseUint(f[2], 10, 64)
-		if err1 == nil && err2 == nil && err3 == nil {
-			out = append(out, e)
+	}
+	return string(op)
+}
+
+// appendUints appends the space-separated numbers of data (cpuacct.usage_percpu).
+func appendUints(out []uint64, data []byte) []uint64 {
+	for _, f := range bytes.Fields(data) {
+		if v, err := strconv.ParseUint(string(f), 10, 64); err == nil {
+			out = append(out, v)
 		}
 	}
 	return out
 }
 
-// StatsV2 reads a v2 cgroup's statistics.
+// StatsV2 reads a v2 cgroup's statistics, read and parsed as StatsV1's are.
 func (c *Cgroup) StatsV2() (*v2.Metrics, error) {
 	d := c.dir("")
 	if _, err := os.Stat(d); err != nil {
 		return nil, err
 	}
 	m := &v2.Metrics{}
-	if cur, err := readUint(filepath.Join(d, "pids.current")); err == nil {
-		max, _ := readUint(filepath.Join(d, "pids.max"))
+	if cur, err := readUintIn(d, "pids.current"); err == nil {
+		max, _ := readUintIn(d, "pids.max")
 		if max == ^uint64(0) {
 			max = 0
 		}
 		m.Pids = &v2.PidsStat{Current: cur, Limit: max}
 	}
-	if kv, err := readKV(filepath.Join(d, "cpu.stat")); err == nil {
-		m.CPU = &v2.CPUStat{UsageUsec: kv["usage_usec"], UserUsec: kv["user_usec"], SystemUsec: kv["system_usec"],
-			NrPeriods: kv["nr_periods"], NrThrottled: kv["nr_throttled"], ThrottledUsec: kv["throttled_usec"],
-			NrBursts: kv["nr_bursts"], BurstUsec: kv["burst_usec"], PSI: readPSI(filepath.Join(d, "cpu.pressure"))}
-	}
-	if kv, err := readKV(filepath.Join(d, "memory.stat")); err == nil {
-		mem := &v2.MemoryStat{
-			Anon: kv["anon"], File: kv["file"], KernelStack: kv["kernel_stack"], Slab: kv["slab"], Sock: kv["sock"],
-			Shmem: kv["shmem"], FileMapped: kv["file_mapped"], FileDirty: kv["file_dirty"], FileWriteback: kv["file_writeback"],
-			AnonThp: kv["anon_thp"], InactiveAnon: kv["inactive_anon"], ActiveAnon: kv["active_anon"],
-			InactiveFile: kv["inactive_file"], ActiveFile: kv["active_file"], Unevictable: kv["unevictable"],
-			SlabReclaimable: kv["slab_reclaimable"], SlabUnreclaimable: kv["slab_unreclaimable"],
-			Pgfault: kv["pgfault"], Pgmajfault: kv["pgmajfault"], WorkingsetRefault: kv["workingset_refault"],
-			WorkingsetActivate: kv["workingset_activate"], WorkingsetNodereclaim: kv["workingset_nodereclaim"],
-			Pgrefill: kv["pgrefill"], Pgscan: kv["pgscan"], Pgsteal: kv["pgsteal"], Pgactivate: kv["pgactivate"],
-			Pgdeactivate: kv["pgdeactivate"], Pglazyfree: kv["pglazyfree"], Pglazyfreed: kv["pglazyfreed"],
-			ThpFaultAlloc: kv["thp_fault_alloc"], ThpCollapseAlloc: kv["thp_collapse_alloc"],
+	cpu := &v2.CPUStat{}
+	if eachKV(d, "cpu.stat", func(k []byte, v uint64) {
+		switch string(k) {
+		case "usage_usec":
+			cpu.UsageUsec = v
+		case "user_usec":
+			cpu.UserUsec = v
+		case "system_usec":
+			cpu.SystemUsec = v
+		case "nr_periods":
+			cpu.NrPeriods = v
+		case "nr_throttled":
+			cpu.NrThrottled = v
+		case "throttled_usec":
+			cpu.ThrottledUsec = v
+		case "nr_bursts":
+			cpu.NrBursts = v
+		case "burst_usec":
+			cpu.BurstUsec = v
 		}
-		mem.Usage, _ = readUint(filepath.Join(d, "memory.current"))
-		mem.UsageLimit, _ = readUint(filepath.Join(d, "memory.max"))
-		mem.SwapUsage, _ = readUint(filepath.Join(d, "memory.swap.current"))
-		mem.SwapLimit, _ = readUint(filepath.Join(d, "memory.swap.max"))
-		mem.MaxUsage, _ = readUint(filepath.Join(d, "memory.peak"))
-		mem.SwapMaxUsage, _ = readUint(filepath.Join(d, "memory.swap.peak"))
-		mem.PSI = readPSI(filepath.Join(d, "memory.pressure"))
+	}) == nil {
+		cpu.PSI = readPSI(d, "cpu.pressure")
+		m.CPU = cpu
+	}
+	mem := &v2.MemoryStat{}
+	if eachKV(d, "memory.stat", func(k []byte, v uint64) {
+		if f := memoryStatV2Field(mem, k); f != nil {
+			*f = v
+		}
+	}) == nil {
+		mem.Usage, _ = readUintIn(d, "memory.current")
+		mem.UsageLimit, _ = readUintIn(d, "memory.max")
+		mem.SwapUsage, _ = readUintIn(d, "memory.swap.current")
+		mem.SwapLimit, _ = readUintIn(d, "memory.swap.max")
+		mem.MaxUsage, _ = readUintIn(d, "memory.peak")
+		mem.SwapMaxUsage, _ = readUintIn(d, "memory.swap.peak")
+		mem.PSI = readPSI(d, "memory.pressure")
 		m.Memory = mem
 	}
-	if kv, err := readKV(filepath.Join(d, "memory.events")); err == nil {
-		m.MemoryEvents = &v2.MemoryEvents{Low: kv["low"], High: kv["high"], Max: kv["max"], Oom: kv["oom"],
-			OomKill: kv["oom_kill"], OomGroupKill: kv["oom_group_kill"]}
+	ev := &v2.MemoryEvents{}
+	if eachKV(d, "memory.events", func(k []byte, v uint64) {
+		switch string(k) {
+		case "low":
+			ev.Low = v
+		case "high":
+			ev.High = v
+		case "max":
+			ev.Max = v
+		case "oom":
+			ev.Oom = v
+		case "oom_kill":
+			ev.OomKill = v
+		case "oom_group_kill":
+			ev.OomGroupKill = v
+		}
+	}) == nil {
+		m.MemoryEvents = ev
 	}
-	if data, err := readString(filepath.Join(d, "io.stat")); err == nil {
-		m.Io = &v2.IOStat{Usage: ioEntries(data), PSI: readPSI(filepath.Join(d, "io.pressure"))}
+	var usage []*v2.IOEntry
+	if withFileIn(func(data []byte) { usage = ioEntries(data) }, d, "io.stat") == nil {
+		m.Io = &v2.IOStat{Usage: usage, PSI: readPSI(d, "io.pressure")}
 	}
 	m.Hugetlb = hugetlbStats(d)
 	return m, nil
 }
 
+// memoryStatV2Field is where a v2 memory.stat key goes (nil: a key the
+// metrics have no field for).
+func memoryStatV2Field(m *v2.MemoryStat, key []byte) *uint64 {
+	switch string(key) {
+	case "anon":
+		return &m.Anon
+	case "file":
+		return &m.File
+	case "kernel_stack":
+		return &m.KernelStack
+	case "slab":
+		return &m.Slab
+	case "sock":
+		return &m.Sock
+	case "shmem":
+		return &m.Shmem
+	case "file_mapped":
+		return &m.FileMapped
+	case "file_dirty":
+		return &m.FileDirty
+	case "file_writeback":
+		return &m.FileWriteback
+	case "anon_thp":
+		return &m.AnonThp
+	case "inactive_anon":
+		return &m.InactiveAnon
+	case "active_anon":
+		return &m.ActiveAnon
+	case "inactive_file":
+		return &m.InactiveFile
+	case "active_file":
+		return &m.ActiveFile
+	case "unevictable":
+		return &m.Unevictable
+	case "slab_reclaimable":
+		return &m.SlabReclaimable
+	case "slab_unreclaimable":
+		return &m.SlabUnreclaimable
+	case "pgfault":
+		return &m.Pgfault
+	case "pgmajfault":
+		return &m.Pgmajfault
+	case "workingset_refault":
+		return &m.WorkingsetRefault
+	case "workingset_activate":
+		return &m.WorkingsetActivate
+	case "workingset_nodereclaim":
+		return &m.WorkingsetNodereclaim
+	case "pgrefill":
+		return &m.Pgrefill
+	case "pgscan":
+		return &m.Pgscan
+	case "pgsteal":
+		return &m.Pgsteal
+	case "pgactivate":
+		return &m.Pgactivate
+	case "pgdeactivate":
+		return &m.Pgdeactivate
+	case "pglazyfree":
+		return &m.Pglazyfree
+	case "pglazyfreed":
+		return &m.Pglazyfreed
+	case "thp_fault_alloc":
+		return &m.ThpFaultAlloc
+	case "thp_collapse_alloc":
+		return &m.ThpCollapseAlloc
+	}
+	return nil
+}
+
 // readPSI reads a pressure stall file (cpu.pressure, memory.pressure,
 // io.pressure): "some avg10=0.12 avg60=0.05 avg300=0.01 total=12345" and the
 // same for "full". nil when the kernel has no PSI (CONFIG_PSI off, psi=0).
-func readPSI(path string) *v2.PSIStats {
-	data, err := readString(path)
-	if err != nil {
-		return nil
-	}
+func readPSI(dir, name string) *v2.PSIStats {
 	var out v2.PSIStats
-	for _, line := range strings.Split(data, "\n") {
-		f := strings.Fields(line)
-		if len(f) == 0 {
-			continue
-		}
-		p := &v2.PSIData{}
-		for _, kv := range f[1:] {
-			k, v, _ := strings.Cut(kv, "=")
-			switch k {
-			case "avg10":
-				p.Avg10, _ = strconv.ParseFloat(v, 64)
-			case "avg60":
-				p.Avg60, _ = strconv.ParseFloat(v, 64)
-			case "avg300":
-				p.Avg300, _ = strconv.ParseFloat(v, 64)
-			case "total":
-				p.Total, _ = strconv.ParseUint(v, 10, 64)
+	_ = withFileIn(func(data []byte) {
+		for len(data) > 0 {
+			var line []byte
+			line, data, _ = bytes.Cut(data, newline)
+			kind, rest, _ := bytes.Cut(bytes.TrimSpace(line), space)
+			if len(kind) == 0 {
+				continue
+			}
+			p := &v2.PSIData{}
+			for _, kv := range bytes.Fields(rest) {
+				k, v, _ := bytes.Cut(kv, equals)
+				switch string(k) {
+				case "avg10":
+					p.Avg10, _ = strconv.ParseFloat(string(v), 64)
+				case "avg60":
+					p.Avg60, _ = strconv.ParseFloat(string(v), 64)
+				case "avg300":
+					p.Avg300, _ = strconv.ParseFloat(string(v), 64)
+				case "total":
+					p.Total, _ = strconv.ParseUint(string(v), 10, 64)
+				}
+			}
+			switch string(kind) {
+			case "some":
+				out.Some = p
+			case "full":
+				out.Full = p
 			}
 		}
-		switch f[0] {
-		case "some":
-			out.Some = p
-		case "full":
-			out.Full = p
-		}
-	}
+	}, dir, name)
 	if out.Some == nil && out.Full == nil {
 		return nil
 	}
 	return &out
 }
 
-// hugetlbStats reads every huge page size's hugetlb.<size>.current, .max and
-// .events ("max" = allocations refused by the limit, v1's failcnt).
-func hugetlbStats(dir string) []*v2.HugeTlbStat {
+var equals = []byte{'='}
+
+// hugeSizes caches the huge page sizes of this kernel's hugetlb files
+// ("2MB", "1GB"), found by a directory glob on the first cgroup that has
+// them: they are the kernel's, the same in every cgroup.
+var hugeSizes struct {
+	sync.Mutex
+	sizes []string
+}
+
+// hugetlbSizes lists dir's hugetlb.<size>.current sizes, from the cache when
+// it is filled.
+func hugetlbSizes(dir string) []string {
+	hugeSizes.Lock()
+	defer hugeSizes.Unlock()
+	if hugeSizes.sizes != nil {
+		return hugeSizes.sizes
+	}
 	currents, _ := filepath.Glob(filepath.Join(dir, "hugetlb.*.current"))
-	var out []*v2.HugeTlbStat
+	var sizes []string
 	for _, cur := range currents {
 		size := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(cur), "hugetlb."), ".current")
-		if strings.Contains(size, ".") { // hugetlb.<size>.rsvd.current
+		if !strings.Contains(size, ".") { // not hugetlb.<size>.rsvd.current
+			sizes = append(sizes, size)
+		}
+	}
+	if len(sizes) > 0 {
+		hugeSizes.sizes = sizes
+	}
+	return sizes
+}
+
+// hugetlbStats reads every huge page size's hugetlb.<size>.current, .max and
+// .events ("max" = allocations refused by the limit, v1's failcnt). A cgroup
+// without the hugetlb controller has no such files and gets none.
+func hugetlbStats(dir string) []*v2.HugeTlbStat {
+	var out []*v2.HugeTlbStat
+	for _, size := range hugetlbSizes(dir) {
+		cur, err := readUintIn(dir, "hugetlb.", size, ".current")
+		if err != nil {
 			continue
 		}
-		h := &v2.HugeTlbStat{Pagesize: size}
-		var err error
-		if h.Current, err = readUint(cur); err != nil {
-			continue
-		}
-		h.Max, _ = readUint(filepath.Join(dir, "hugetlb."+size+".max"))
+		h := &v2.HugeTlbStat{Pagesize: size, Current: cur}
+		h.Max, _ = readUintIn(dir, "hugetlb.", size, ".max")
 		if h.Max == ^uint64(0) {
 			h.Max = 0 // containerd's convention: 0 means no limit
 		}
-		if kv, err := readKV(filepath.Join(dir, "hugetlb."+size+".events")); err == nil {
-			h.Failcnt = kv["max"]
-		}
+		_ = withFileIn(func(data []byte) {
+			for len(data) > 0 {
+				var line []byte
+				line, data, _ = bytes.Cut(data, newline)
+				if k, v, ok := bytes.Cut(bytes.TrimSpace(line), space); ok && string(k) == "max" {
+					h.Failcnt, _ = parseUint(string(bytes.TrimSpace(v)))
+				}
+			}
+		}, dir, "hugetlb.", size, ".events")
 		out = append(out, h)
 	}
 	return out
 }
 
-// ioEntries reads io.stat lines: "major:minor rbytes=N wbytes=N rios=N wios=N ...".
-func ioEntries(data string) []*v2.IOEntry {
+// ioEntries parses io.stat lines: "major:minor rbytes=N wbytes=N rios=N wios=N ...".
+func ioEntries(data []byte) []*v2.IOEntry {
 	var out []*v2.IOEntry
-	for _, line := range strings.Split(data, "\n") {
-		f := strings.Fields(line)
+	for len(data) > 0 {
+		var line []byte
+		line, data, _ = bytes.Cut(data, newline)
+		f := bytes.Fields(line)
 		if len(f) < 2 {
 			continue
 		}
-		maj, min, ok := strings.Cut(f[0], ":")
+		maj, min, ok := bytes.Cut(f[0], colon)
 		if !ok {
 			continue
 		}
 		e := &v2.IOEntry{}
-		e.Major, _ = strconv.ParseUint(maj, 10, 64)
-		e.Minor, _ = strconv.ParseUint(min, 10, 64)
+		e.Major, _ = strconv.ParseUint(string(maj), 10, 64)
+		e.Minor, _ = strconv.ParseUint(string(min), 10, 64)
 		for _, kv := range f[1:] {
-			k, v, _ := strings.Cut(kv, "=")
-			n, _ := strconv.ParseUint(v, 10, 64)
-			switch k {
+			k, v, _ := bytes.Cut(kv, equals)
+			n, _ := strconv.ParseUint(string(v), 10, 64)
+			switch string(k) {
 			case "rbytes":
 				e.Rbytes = n
 			case "wbytes":

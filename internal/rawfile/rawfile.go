@@ -11,6 +11,8 @@ package rawfile
 
 import (
 	"os"
+	"strings"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -23,6 +25,62 @@ func ReadInto(path string, buf []byte) (data, grown []byte, err error) {
 	if err != nil {
 		return nil, buf, &os.PathError{Op: "open", Path: path, Err: err}
 	}
+	data, grown, err = readAll(fd, buf)
+	if err != nil {
+		return nil, grown, &os.PathError{Op: "read", Path: path, Err: err}
+	}
+	return data, grown, nil
+}
+
+// maxStackPath is the longest path ReadIn builds without allocating; a
+// longer one is joined on the heap.
+const maxStackPath = 255
+
+// ReadIn is ReadInto of the file dir + "/" + parts[0] + parts[1] + ...,
+// for a caller that reads many files of one directory, or one counter under
+// several prefixes, on a path polled every second: the path is built on the
+// stack and opened with a raw openat, so a read allocates nothing unless
+// the file outgrows buf or the path is longer than maxStackPath. For the
+// same reason its error is the bare errno (unix.Errno), not an os.PathError:
+// a missing optional file costs nothing either. Callers add the path where
+// the error is reported.
+func ReadIn(buf []byte, dir string, parts ...string) (data, grown []byte, err error) {
+	var p [maxStackPath + 1]byte
+	n := copy(p[:maxStackPath], dir)
+	fits := n == len(dir) && n < maxStackPath
+	if fits {
+		p[n] = '/'
+		n++
+		for _, s := range parts {
+			m := copy(p[n:maxStackPath], s)
+			n += m
+			if m < len(s) {
+				fits = false
+				break
+			}
+		}
+	}
+	var fd int
+	if fits {
+		p[n] = 0
+		atCWD := unix.AT_FDCWD // a negative constant: converted at run time
+		r, _, e := unix.Syscall6(unix.SYS_OPENAT, uintptr(atCWD), uintptr(unsafe.Pointer(&p[0])),
+			uintptr(unix.O_RDONLY|unix.O_CLOEXEC), 0, 0, 0)
+		if e != 0 {
+			return nil, buf, e
+		}
+		fd = int(r)
+	} else {
+		fd, err = unix.Open(dir+"/"+strings.Join(parts, ""), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, buf, err
+		}
+	}
+	return readAll(fd, buf)
+}
+
+// readAll reads fd to its end into buf (grown by doubling) and closes it.
+func readAll(fd int, buf []byte) (data, grown []byte, err error) {
 	defer unix.Close(fd)
 	if len(buf) == 0 {
 		buf = make([]byte, 64)
@@ -37,7 +95,7 @@ func ReadInto(path string, buf []byte) (data, grown []byte, err error) {
 			continue
 		}
 		if err != nil {
-			return nil, buf, &os.PathError{Op: "read", Path: path, Err: err}
+			return nil, buf, err
 		}
 		if m == 0 {
 			return buf[:n], buf, nil
