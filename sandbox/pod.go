@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
 
+	"github.com/example/containerd-shim-example-v2/cgroup"
 	"github.com/example/containerd-shim-example-v2/holder"
 	"github.com/example/containerd-shim-example-v2/reaper"
 )
@@ -51,6 +53,13 @@ type pod struct {
 	reaper *reaper.Reaper
 	done   chan struct{} // closed when the pod stops (holder exit, or stop before start)
 
+	// metricsCg is the pod cgroup SandboxMetrics reads, found on its first
+	// call: CRI polls every pod every second, and finding it walks every
+	// hierarchy (a directory read and a stat each). Set once, without a
+	// lock: two first calls at once both look it up, and either result is
+	// the same cgroup.
+	metricsCg atomic.Pointer[cgroup.Cgroup]
+
 	op    sync.Mutex
 	files files
 
@@ -60,6 +69,21 @@ type pod struct {
 	createdAt  time.Time
 	exitedAt   time.Time
 	exitStatus uint32
+}
+
+// metricsCgroup is the pod's cgroup for SandboxMetrics, found once: a
+// pod's cgroup parent does not change. A failed lookup is not kept, so a
+// cgroup made later is found by a later call.
+func (p *pod) metricsCgroup(root, path string) (*cgroup.Cgroup, error) {
+	if cg := p.metricsCg.Load(); cg != nil {
+		return cg, nil
+	}
+	cg, err := cgroup.AtPath(root, path)
+	if err != nil {
+		return nil, err
+	}
+	p.metricsCg.Store(cg)
+	return cg, nil
 }
 
 func newPod(id, bundlePath string, cfg PodConfig, netns string, r *reaper.Reaper) *pod {

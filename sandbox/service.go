@@ -336,7 +336,7 @@ func (s *Service) SandboxMetrics(ctx context.Context, r *sandboxapi.SandboxMetri
 	if p.cfg.CgroupParent == "" {
 		return nil, fmt.Errorf("sandbox %s has no cgroup parent: %w", p.id, errdefs.ErrNotFound)
 	}
-	cg, err := cgroup.AtPath(holder.CgroupRoot, expandParent(p.cfg.CgroupParent))
+	cg, err := p.metricsCgroup(holder.CgroupRoot, expandParent(p.cfg.CgroupParent))
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", p.id, err)
 	}
