@@ -3,11 +3,16 @@ package holder
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/example/containerd-shim-example-v2/cgroup"
 )
@@ -106,4 +111,75 @@ func threadCgroupFiles(t *testing.T) map[int]string {
 		out[tid] = string(data)
 	}
 	return out
+}
+
+// On a cgroup v2 node whose kernel has no clone3 (before 5.7, or a seccomp
+// profile that answers it with ENOSYS, as Docker's default does), the
+// holder is started without CLONE_INTO_CGROUP and moved into its cgroup
+// after the fork. The test process re-runs itself with a seccomp filter that
+// refuses clone3, so the filter binds only that child.
+func TestHolderWithoutClone3IsMovedIntoItsCgroup(t *testing.T) {
+	needRoot(t)
+	if os.Getenv("HOLDER_TEST_NO_CLONE3") == "" {
+		root := unifiedRoot()
+		if root == "" {
+			t.Skip("no cgroup v2 tree on this host")
+		}
+		cmd := exec.Command(os.Args[0], "-test.run=^TestHolderWithoutClone3IsMovedIntoItsCgroup$", "-test.v")
+		cmd.Env = append(os.Environ(), "HOLDER_TEST_NO_CLONE3="+root)
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "holder moved into") {
+			t.Fatalf("the test without clone3: %v\n%s", err, out)
+		}
+		return
+	}
+	if runtime.GOARCH != "amd64" {
+		t.Skip("the filter below names amd64's clone3")
+	}
+	const sysClone3 = 435
+	filter := []unix.SockFilter{
+		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 0}, // the syscall number
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: sysClone3, Jt: 0, Jf: 1},
+		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS)},
+		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW},
+	}
+	prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, e := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC,
+		uintptr(unsafe.Pointer(&prog))); e != 0 {
+		t.Fatalf("seccomp: %v", e)
+	}
+	CgroupRoot = os.Getenv("HOLDER_TEST_NO_CLONE3")
+	parent := fmt.Sprintf("/holder-noclone3-%d", os.Getpid())
+	path := parent + "/pod"
+	if err := CreateCgroup(CgroupRoot, path); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = RemoveCgroup(CgroupRoot, path)
+		_ = RemoveCgroup(CgroupRoot, parent)
+	})
+	h, err := Start(Config{ID: "noclone3", Cgroup: path, Reaper: startReaper(t)})
+	if err != nil {
+		t.Fatalf("Start without clone3: %v", err)
+	}
+	defer stopAndWait(t, h)
+	procs, err := os.ReadFile(filepath.Join(CgroupRoot, path, "cgroup.procs"))
+	if err != nil || strings.TrimSpace(string(procs)) != strconv.Itoa(h.Pid) {
+		t.Fatalf("the pod cgroup lists %q (%v), want the holder %d alone", procs, err, h.Pid)
+	}
+	t.Logf("holder moved into %s", path)
+}
+
+// unifiedRoot is a cgroup v2 tree that takes processes: the root on a v2
+// host, the unified tree of a hybrid one.
+func unifiedRoot() string {
+	for _, root := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
+		if cgroup.Unified(root) {
+			return root
+		}
+	}
+	return ""
 }

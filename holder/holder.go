@@ -229,8 +229,12 @@ func fork(cfg Config, birth *birthCgroup) (_ forked, retErr error) {
 	exit, err := cfg.Reaper.Start(cmd)
 	moveAfter := false
 	if err != nil && birth.unsupported(err) {
-		// A failed Start leaves the Cmd unstarted (no Process): it may run again.
-		birth.withoutCgroup(cmd.SysProcAttr)
+		// The same settings in a new Cmd: os/exec refuses a second Start of
+		// a Cmd, even after a Start that failed.
+		sys := *cmd.SysProcAttr
+		birth.withoutCgroup(&sys)
+		cmd = &exec.Cmd{Path: cmd.Path, Args: cmd.Args, Env: cmd.Env, Dir: cmd.Dir,
+			ExtraFiles: cmd.ExtraFiles, Stderr: cmd.Stderr, SysProcAttr: &sys}
 		exit, err = cfg.Reaper.Start(cmd)
 		moveAfter = true
 	}
