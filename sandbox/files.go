@@ -176,9 +176,11 @@ func (f *files) setUp(cfg PodConfig, root, state string, withFiles bool) error {
 }
 
 // resolvConf is the pod's resolv.conf: its DNSConfig, or the node's file
-// when it has none (as CRI does).
+// when it has none or an empty one, as CRI does (kubelet sends an empty
+// DNSConfig for dnsPolicy Default when it runs with --resolv-conf="").
 func resolvConf(cfg PodConfig) ([]byte, error) {
-	if !cfg.HasDNS {
+	d := cfg.DNS
+	if !cfg.HasDNS || len(d.Servers)+len(d.Searches)+len(d.Options) == 0 {
 		data, err := os.ReadFile(nodeResolv)
 		if err != nil {
 			return nil, fmt.Errorf("pod resolv.conf from %s: %w", nodeResolv, err)
