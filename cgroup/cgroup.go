@@ -139,6 +139,11 @@ func (c *Cgroup) OOMKills() (uint64, error) {
 // under v1, cgroup.procs of path in every hierarchy where path exists (a
 // hierarchy without it is skipped). It fails when path exists nowhere.
 func AddProcess(root, path string, pid int) error {
+	if pid <= 0 {
+		// "0" in cgroup.procs is the writing process itself: the shim would
+		// move into the container's cgroup.
+		return fmt.Errorf("join cgroup %s: pid %d: %w", path, pid, errdefs.ErrInvalidArgument)
+	}
 	procs := []byte(strconv.Itoa(pid))
 	if Unified(root) {
 		if err := os.WriteFile(filepath.Join(root, path, "cgroup.procs"), procs, 0); err != nil {

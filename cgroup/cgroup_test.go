@@ -251,6 +251,16 @@ func TestAddProcess(t *testing.T) {
 	if got, _ := os.ReadFile(filepath.Join(v2, "shims", "cgroup.procs")); string(got) != "77" {
 		t.Errorf("v2 cgroup.procs = %q, want 77", got)
 	}
+	// Pid 0 in cgroup.procs would move the writer itself: refused, nothing written.
+	write(t, filepath.Join(v2, "pod"), "cgroup.procs", "")
+	for _, pid := range []int{0, -1} {
+		if err := AddProcess(v2, "/pod", pid); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("AddProcess of pid %d: %v, want InvalidArgument", pid, err)
+		}
+	}
+	if got, _ := os.ReadFile(filepath.Join(v2, "pod", "cgroup.procs")); len(got) != 0 {
+		t.Errorf("a refused pid wrote %q", got)
+	}
 }
 
 // Every memory.stat key the metrics carry lands in its own field, named in

@@ -95,13 +95,15 @@ func newPod(id, bundlePath string, cfg PodConfig, netns string, r *reaper.Reaper
 	}
 }
 
-// start makes the pod's files and cgroup and starts its holder. On error
-// everything made so far is undone and the pod stays created.
-func (p *pod) start() (retErr error) {
+// start makes the pod's files and cgroup and starts its holder, which it
+// returns: the caller answers with the holder it started, even if that has
+// exited (and the pod stopped) since. On error everything made so far is
+// undone and the pod stays created.
+func (p *pod) start() (_ *holder.Holder, retErr error) {
 	p.op.Lock()
 	defer p.op.Unlock()
 	if ph := p.currentPhase(); ph != phaseCreated {
-		return fmt.Errorf("sandbox %s is %s, not created: %w", p.id, ph, errdefs.ErrFailedPrecondition)
+		return nil, fmt.Errorf("sandbox %s is %s, not created: %w", p.id, ph, errdefs.ErrFailedPrecondition)
 	}
 	defer func() {
 		if retErr != nil {
@@ -114,11 +116,11 @@ func (p *pod) start() (retErr error) {
 	p.files.rec.Cgroup = cg
 	root, state, ok := criDirs(p.bundle, p.id)
 	if err := p.files.setUp(p.cfg, root, state, ok); err != nil {
-		return err
+		return nil, err
 	}
 	if cg != "" {
 		if err := holder.CreateCgroup(holder.CgroupRoot, cg); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	h, err := holder.Start(holder.Config{
@@ -134,7 +136,7 @@ func (p *pod) start() (retErr error) {
 		Reaper:   p.reaper,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	p.mu.Lock()
 	p.holder = h
@@ -142,7 +144,7 @@ func (p *pod) start() (retErr error) {
 	p.createdAt = h.Started
 	p.mu.Unlock()
 	go p.watch(h)
-	return nil
+	return h, nil
 }
 
 func (p *pod) currentPhase() phase {

@@ -213,19 +213,21 @@ func (s *Service) StartSandbox(ctx context.Context, r *sandboxapi.StartSandboxRe
 		return nil, err
 	}
 	began := time.Now()
-	if err := p.start(); err != nil {
+	h, err := p.start()
+	if err != nil {
 		return nil, fmt.Errorf("start sandbox %s: %w", p.id, err)
 	}
-	st := p.status()
 	if cg := holder.CgroupPath(p.cfg.CgroupParent, p.id); cg != "" {
 		// CRI creates and starts the pod's first container next, and runc
 		// will move its init into a cgroup: the kernel's wait for that can
-		// begin now, while CRI prepares the container. (The holder's pid
-		// cannot have been reused by then: pids are handed out in turn.)
-		s.cfg.Warmer.Kick(func() error { return cgroup.AddProcess(holder.CgroupRoot, cg, st.pid) })
+		// begin now, while CRI prepares the container. The holder's pid is
+		// the one just started, not the pod's status (which says 0 once
+		// the holder is gone): it cannot have been reused by then, pids
+		// are handed out in turn.
+		s.cfg.Warmer.Kick(func() error { return cgroup.AddProcess(holder.CgroupRoot, cg, h.Pid) })
 	}
-	slog.Debug("sandbox started", "sandbox", p.id, "holder", st.pid, "took", time.Since(began))
-	return &sandboxapi.StartSandboxResponse{Pid: uint32(st.pid), CreatedAt: timestamp(st.createdAt)}, nil
+	slog.Debug("sandbox started", "sandbox", p.id, "holder", h.Pid, "took", time.Since(began))
+	return &sandboxapi.StartSandboxResponse{Pid: uint32(h.Pid), CreatedAt: timestamp(h.Started)}, nil
 }
 
 // Platform is the node's: the pod's processes run on this kernel.
