@@ -203,8 +203,28 @@ func checkNetNS(path string) error {
 	if st.Type != nsfsMagic {
 		return invalid("%s is not a namespace (not mounted from nsfs)", path)
 	}
+	// Another kind of namespace (a pid or uts pin) would fail only at
+	// StartSandbox, in the holder's setns, with a bare EINVAL.
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return invalid("network namespace %s: %v", path, err)
+	}
+	defer unix.Close(fd)
+	kind, err := unix.IoctlRetInt(fd, nsGetNSType)
+	switch {
+	case errors.Is(err, unix.ENOTTY):
+		// A kernel before 4.11 cannot say; setns will.
+	case err != nil:
+		return invalid("network namespace %s: %v", path, err)
+	case kind != unix.CLONE_NEWNET:
+		return invalid("%s is a namespace of another kind (%#x), not a network namespace", path, kind)
+	}
 	return nil
 }
+
+// nsGetNSType is the NS_GET_NSTYPE ioctl (_IO(0xb7, 0x3)): the kind of a
+// namespace file, as its CLONE_NEW* flag.
+const nsGetNSType = 0xb703
 
 // StartSandbox makes the pod's files and cgroup and starts its holder.
 func (s *Service) StartSandbox(ctx context.Context, r *sandboxapi.StartSandboxRequest) (*sandboxapi.StartSandboxResponse, error) {

@@ -72,6 +72,7 @@ func TestCreateSandboxRefusals(t *testing.T) {
 		{"missing netns", &sandboxapi.CreateSandboxRequest{SandboxId: "p1", BundlePath: t.TempDir(), NetnsPath: "/nonexistent/netns", Options: podNet}, errdefs.ErrNotFound},
 		{"no netns", &sandboxapi.CreateSandboxRequest{SandboxId: "p1", BundlePath: t.TempDir(), Options: podNet}, errdefs.ErrInvalidArgument},
 		{"not a netns", &sandboxapi.CreateSandboxRequest{SandboxId: "p1", BundlePath: t.TempDir(), NetnsPath: "/proc/self/status", Options: podNet}, errdefs.ErrInvalidArgument},
+		{"a uts namespace", &sandboxapi.CreateSandboxRequest{SandboxId: "p1", BundlePath: t.TempDir(), NetnsPath: "/proc/self/ns/uts", Options: podNet}, errdefs.ErrInvalidArgument},
 		{"netns for host network", &sandboxapi.CreateSandboxRequest{SandboxId: "p1", BundlePath: t.TempDir(), NetnsPath: "/proc/self/ns/net", Options: hostNetPod("", nil)}, errdefs.ErrInvalidArgument},
 		{"node sysctl", &sandboxapi.CreateSandboxRequest{SandboxId: "p1", BundlePath: t.TempDir(), Options: hostNetPod("", map[string]string{"vm.swappiness": "1"})}, errdefs.ErrInvalidArgument},
 		{"other options", &sandboxapi.CreateSandboxRequest{SandboxId: "p1", BundlePath: t.TempDir(), Options: &sandboxapi.Any{TypeUrl: "x.Other", Value: []byte{1}}}, errdefs.ErrInvalidArgument},
