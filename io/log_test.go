@@ -367,3 +367,28 @@ func TestTerminalFileLogRefusesStreamOptions(t *testing.T) {
 	}
 	p.Close()
 }
+
+// A logger whose exit never arrives (one reaped by the daemon that handed it
+// over, just before an upgrade's switch) does not hang Close: it waits out
+// the SIGTERM and SIGKILL steps and returns.
+func TestCloseReturnsWhenTheLoggerExitNeverComes(t *testing.T) {
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil { // started and reaped: nothing will report its exit again
+		t.Fatal(err)
+	}
+	never := make(chan int)
+	p, err := ImportPipes(PipesState{LoggerPid: gone.Process.Pid, Null: true},
+		func(int, string, bool) (*os.File, error) { return nil, fmt.Errorf("no descriptors in this state") },
+		Env{Claim: func(int) <-chan int { return never }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.loggerStop = 50 * time.Millisecond
+	closed := make(chan struct{})
+	go func() { p.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close still waits for a logger exit that never comes")
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"os/exec"
@@ -158,6 +159,10 @@ func (p *Pipes) openLogger(uri string, env Env) error {
 
 // stopLogger asks the logger to finish (SIGTERM), then kills it after
 // loggerStopTimeout. Called by Close; a logger that already exited is left be.
+// It waits for the exit at most loggerStopTimeout after the kill too: an
+// exit that never comes (a logger reaped by the daemon that handed it over
+// in an upgrade, just before the switch) must not hang Close, and with it
+// the process's Delete.
 func (p *Pipes) stopLogger() {
 	if p.logger == nil {
 		return
@@ -167,13 +172,22 @@ func (p *Pipes) stopLogger() {
 		return
 	default:
 	}
+	wait := p.loggerStop
+	if wait <= 0 {
+		wait = loggerStopTimeout
+	}
 	_ = p.logger.Signal(syscall.SIGTERM)
 	select {
 	case <-p.loggerExit:
-	case <-time.After(loggerStopTimeout):
-		if err := p.logger.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
-			return
-		}
-		<-p.loggerExit
+		return
+	case <-time.After(wait):
+	}
+	if err := p.logger.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return
+	}
+	select {
+	case <-p.loggerExit:
+	case <-time.After(wait):
+		slog.Warn("binary:// logger: no exit seen after SIGKILL; not waiting for it any longer", "pid", p.logger.Pid)
 	}
 }

@@ -74,6 +74,7 @@ type Pipes struct {
 	// binary:// logger process, if any; loggerExit closes when it is reaped.
 	logger     *os.Process
 	loggerExit chan struct{}
+	loggerStop time.Duration // how long stopLogger waits at each step; 0: loggerStopTimeout
 
 	// relays are the pipe-to-pipe relays an upgrade can halt and hand over
 	// (FIFO outputs and stdin; see handover.go). Written while opening, and
