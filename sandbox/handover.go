@@ -95,7 +95,7 @@ func (s *Service) Import(st State, adopt func(fd int, name string, pollable bool
 				life = f
 			}
 			p.holder = holder.Import(*ps.Holder, life, s.cfg.Reaper.Adopt(ps.Holder.Pid))
-			go p.watch(p.holder)
+			p.watch(p.holder)
 		case p.phase == phaseStopped:
 			close(p.done)
 		}

@@ -143,7 +143,7 @@ func (p *pod) start() (_ *holder.Holder, retErr error) {
 	p.phase = phaseRunning
 	p.createdAt = h.Started
 	p.mu.Unlock()
-	go p.watch(h)
+	p.watch(h)
 	return h, nil
 }
 
@@ -153,10 +153,20 @@ func (p *pod) currentPhase() phase {
 	return p.phase
 }
 
-// watch records the holder's exit: the pod is stopped from then on, however
-// the holder ended (Stop, or killed by someone else).
+// watch has the reaper record the holder's exit (exited) as one of its exit
+// callbacks, not in a goroutine of the pod's own that receives it: an in-place
+// upgrade pauses the reaper, and Pause waits for the callbacks under way, so a
+// holder reaped just before the pause is recorded before the pod is exported.
+// A goroutine could still be waiting to run then: the pod would be handed over
+// as running with a pid already reaped, whose exit the successor would never
+// see (a pod READY for good, a SIGKILL at Stop for a pid that may be reused).
 func (p *pod) watch(h *holder.Holder) {
-	e := <-h.Exit()
+	p.reaper.Then(h.Pid, h.Exit(), p.exited)
+}
+
+// exited records the holder's exit: the pod is stopped from then on, however
+// the holder ended (Stop, or killed by someone else).
+func (p *pod) exited(e reaper.Exit) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.phase = phaseStopped
