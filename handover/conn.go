@@ -8,6 +8,7 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/ttrpc"
@@ -52,8 +53,9 @@ func Parkable(service, method string) bool {
 //
 // Locking: the server reads from one goroutine and writes from one other; the
 // read state (prefix, hdr, hdrN, out, bodyLeft, cur) belongs to the reader,
-// the write state (w*) to the writer. mu guards paused, parked, reqs and
-// closed; cond (on mu) signals their changes.
+// the write state (w*) to the writer, which holds wmu for each write (Export
+// holds it too: see exported). mu guards paused, parked, reqs and closed;
+// cond (on mu) signals their changes. wmu is taken before mu, never after.
 type Conn struct {
 	*net.UnixConn
 
@@ -69,6 +71,16 @@ type Conn struct {
 	whdr      [headerLen]byte
 	whdrN     int
 	wbodyLeft uint32
+
+	// wmu serializes writes with Export. Once exported, the parked requests
+	// belong to the successor, which is given them again and answers them:
+	// an answer this binary writes after that (an exit reaped just before
+	// the reaper's pause, answered by a goroutine that ran late) would be a
+	// second one. Such writes are held instead, and written if the handover
+	// is undone (Resume); at execve they are dropped with the process.
+	wmu      sync.Mutex
+	exported atomic.Bool // set and cleared under wmu; read alone by Resume
+	held     []byte      // under wmu
 
 	mu     sync.Mutex
 	cond   *sync.Cond
@@ -268,6 +280,12 @@ func (c *Conn) waitUnpaused() error {
 
 // Write passes the server's bytes on and closes the requests it answers.
 func (c *Conn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.exported.Load() {
+		c.held = append(c.held, p...)
+		return len(p), nil
+	}
 	n, err := c.UnixConn.Write(p)
 	c.account(p[:n])
 	return n, err
@@ -333,8 +351,22 @@ func (c *Conn) Pause(timeout time.Duration) error {
 	return nil
 }
 
-// Resume undoes Pause: the server is given messages again.
+// Resume undoes Pause (and Export): the server is given messages again,
+// and what it wrote since the export goes out.
 func (c *Conn) Resume() {
+	// Only an exported connection needs wmu, and no write holds it then: a
+	// pause undone before any export must not wait for a write to a client
+	// that does not read.
+	if c.exported.Load() {
+		c.wmu.Lock()
+		c.exported.Store(false)
+		if len(c.held) > 0 {
+			n, _ := c.UnixConn.Write(c.held)
+			c.account(c.held[:n])
+			c.held = nil
+		}
+		c.wmu.Unlock()
+	}
 	_ = c.UnixConn.SetReadDeadline(time.Time{})
 	c.mu.Lock()
 	c.paused = false
@@ -368,6 +400,10 @@ type ConnState struct {
 // open across execve, see FDs) and its carry. Nil when the client has
 // closed it meanwhile (nothing to hand over).
 func (c *Conn) Export(fds *FDs) (*ConnState, error) {
+	// No answer is half written while the carry is taken, and none goes out
+	// after it (see wmu).
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	c.mu.Lock()
 	idle, _ := c.idleLocked()
 	ok := c.paused && (c.parked || c.closed) && idle
@@ -388,6 +424,7 @@ func (c *Conn) Export(fds *FDs) (*ConnState, error) {
 	if closed {
 		return nil, nil
 	}
+	c.exported.Store(true)
 	carry = append(carry, c.prefix...)
 	carry = append(carry, c.hdr[:c.hdrN]...)
 	f, err := c.UnixConn.File()

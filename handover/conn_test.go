@@ -3,8 +3,10 @@ package handover
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -279,20 +281,7 @@ func waitRegistered(t *testing.T, cs *Conns) {
 
 func requestFrame(t *testing.T, stream uint32, v string) []byte {
 	t.Helper()
-	payload, err := proto.Marshal(wrapperspb.String(v))
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, err := proto.Marshal(&ttrpc.Request{Service: "test.Echo", Method: "Echo", Payload: payload})
-	if err != nil {
-		t.Fatal(err)
-	}
-	frame := make([]byte, headerLen+len(body))
-	binary.BigEndian.PutUint32(frame[:4], uint32(len(body)))
-	binary.BigEndian.PutUint32(frame[4:8], stream)
-	frame[8] = typeRequest
-	copy(frame[headerLen:], body)
-	return frame
+	return methodFrame(t, stream, "Echo", v)
 }
 
 func readResponse(t *testing.T, c net.Conn) string {
@@ -439,4 +428,75 @@ func testPipelinedRequests(t *testing.T) {
 			t.Errorf("answers %v, want %s", got, want)
 		}
 	}
+}
+
+// An answer the old server writes after its connection was exported (a Wait
+// answered by a goroutine that ran late, after the reaper's pause) does not
+// reach the client: the successor is given that Wait again and answers it,
+// and a second answer on one stream is an error for containerd. It is held,
+// and sent after all if the handover is undone.
+func TestAnswerAfterExportIsHeld(t *testing.T) { bothServers(t, testAnswerAfterExportIsHeld) }
+
+func testAnswerAfterExportIsHeld(t *testing.T) {
+	for _, undone := range []bool{false, true} {
+		l, path := listen(t)
+		old := startEcho(t, "old", NewListener(l, nil))
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write(methodFrame(t, 1, "Wait", "w")); err != nil {
+			t.Fatal(err)
+		}
+		waitRegistered(t, old.conns)
+		time.Sleep(50 * time.Millisecond) // the Wait is being served
+		if err := old.ln.Pause(time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if err := old.conns.PauseAll(2 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		var fds FDs
+		cst, err := old.conns.ExportAll(&fds)
+		if err != nil || len(cst) != 1 || len(cst[0].Carry) == 0 {
+			t.Fatalf("exported %+v, %v; want the connection with its Wait", cst, err)
+		}
+		close(old.parkDone) // the old server answers the Wait now
+		time.Sleep(100 * time.Millisecond)
+		if undone {
+			old.conns.ResumeAll()
+			old.ln.Resume()
+			if got := readResponse(t, c); got != "old:w" {
+				t.Errorf("after the handover was undone the Wait got %q, want the held old:w", got)
+			}
+		} else {
+			_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+			var b [1]byte
+			if n, err := c.Read(b[:]); n > 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Errorf("the client read %d bytes (%v) after the export; want nothing from the old server", n, err)
+			}
+		}
+		fds.Release()
+		c.Close()
+		old.srv.Close()
+	}
+}
+
+// methodFrame is a request frame for method of test.Echo.
+func methodFrame(t *testing.T, stream uint32, method, v string) []byte {
+	t.Helper()
+	payload, err := proto.Marshal(wrapperspb.String(v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := proto.Marshal(&ttrpc.Request{Service: "test.Echo", Method: method, Payload: payload})
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame := make([]byte, headerLen+len(body))
+	binary.BigEndian.PutUint32(frame[:4], uint32(len(body)))
+	binary.BigEndian.PutUint32(frame[4:8], stream)
+	frame[8] = typeRequest
+	copy(frame[headerLen:], body)
+	return frame
 }
