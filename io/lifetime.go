@@ -21,6 +21,22 @@ const (
 	drainPoll        = 100 * time.Millisecond
 )
 
+// Delivered reports whether the output relays have ended: every byte the
+// process (and whatever shares its stdio) wrote has been delivered, or the
+// pipes were closed. An upgrade may leave such stdio behind even when it
+// could not hand it over.
+func (p *Pipes) Delivered() bool {
+	p.mu.Lock()
+	closed := p.closed
+	p.mu.Unlock()
+	select {
+	case <-p.outputs.done:
+		return true
+	default:
+		return closed
+	}
+}
+
 // Drain waits until the output relays have delivered everything the process
 // wrote (its pipes reached end of file): at most timeout, and no longer than
 // DrainIdleTimeout without any progress (a binary:// logger, whose progress

@@ -224,3 +224,40 @@ func TestBulkStreamKeepsPipeSize(t *testing.T) {
 		t.Errorf("client FIFO resized from %d to %d bytes", before, after)
 	}
 }
+
+// Delivered is false while anything still holds the process's output open
+// (a background child outliving it), true once every relay has ended, and
+// true for closed pipes: what an upgrade checks before it leaves behind
+// stdio it cannot hand over.
+func TestDeliveredOnceTheRelaysEnd(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log")
+	p, err := Open(Config{Stdout: "file://" + path, Stderr: "file://" + path}, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, w, _ := p.RuntimeFiles()
+	child, err := w.SyscallConn() // a descriptor that outlives the runtime's copies
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keep int
+	if err := child.Control(func(fd uintptr) { keep, err = unix.Dup(int(fd)) }); err != nil || keep < 0 {
+		t.Fatalf("dup: %v", err)
+	}
+	p.ReleaseRuntimeFiles()
+	time.Sleep(50 * time.Millisecond)
+	if p.Delivered() {
+		t.Fatal("Delivered while a writer still holds stdout")
+	}
+	unix.Close(keep)
+	if !p.Drain(5 * time.Second) {
+		t.Fatal("relays did not finish")
+	}
+	if !p.Delivered() {
+		t.Fatal("not Delivered after the relays ended")
+	}
+	p.Close()
+	if !p.Delivered() {
+		t.Fatal("closed pipes are not Delivered")
+	}
+}

@@ -93,7 +93,11 @@ func (c *Container) Handable() error {
 			if pipes == nil {
 				continue
 			}
-			if err := pipes.Handable(); err != nil && st != Stopped {
+			// A stopped process's stdio that cannot be handed over is left
+			// behind, once nothing more can come out of it: its relay would
+			// die with this binary, and with it output still on its way (a
+			// pty not yet read, a background child still writing).
+			if err := pipes.Handable(); err != nil && (st != Stopped || !pipes.Delivered()) {
 				return fmt.Errorf("%s: %w", name, err)
 			}
 		}
