@@ -334,3 +334,63 @@ func TestMemoryStatKeysLandInTheirFields(t *testing.T) {
 		check(t, m.GetMemory().ProtoReflect(), keys)
 	})
 }
+
+// A paused watcher calls no notify, waits for one under way, and delivers
+// what came meanwhile at Resume (an upgrade that was undone).
+func TestOOMWatcherPause(t *testing.T) {
+	root := t.TempDir()
+	d := filepath.Join(root, "c1")
+	write(t, d, "memory.events", "oom_kill 0\n")
+	cg, err := Parse(root, []byte("0::/c1\n"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var w OOMWatcher
+	defer w.Close()
+	got := make(chan struct{}, 8)
+	inNotify, release := make(chan struct{}, 8), make(chan struct{})
+	blocking := true
+	stop, err := w.Watch(cg, func() {
+		if blocking {
+			inNotify <- struct{}{}
+			<-release
+		}
+		got <- struct{}{}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	write(t, d, "memory.events", "oom_kill 1\n")
+	select {
+	case <-inNotify:
+	case <-timeAfter():
+		t.Fatal("no notification after memory.events changed")
+	}
+	paused := make(chan struct{})
+	go func() { w.Pause(); close(paused) }()
+	select {
+	case <-paused:
+		t.Fatal("Pause returned while a notify was under way")
+	case <-time.After(100 * time.Millisecond):
+	}
+	blocking = false // read by notify only after release, below
+	close(release)
+	<-paused
+	time.Sleep(100 * time.Millisecond) // a second inotify event of that write lands while paused
+	for len(got) > 0 {
+		<-got
+	}
+	write(t, d, "memory.events", "oom_kill 2\n")
+	select {
+	case <-got:
+		t.Fatal("notified while paused")
+	case <-time.After(200 * time.Millisecond):
+	}
+	w.Resume()
+	select {
+	case <-got:
+	case <-timeAfter():
+		t.Fatal("the notification that came while paused was not delivered at Resume")
+	}
+}

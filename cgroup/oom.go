@@ -17,12 +17,18 @@ import (
 // goroutine or thread waits per container. The zero value is ready; the
 // goroutine starts with the first Watch.
 //
-// Locking: mu guards ep, next and watches; notify runs without it.
+// Locking: mu guards ep, next, watches and the pause (paused, firing,
+// missed; idle signals firing's fall to 0); notify runs without it.
 type OOMWatcher struct {
 	mu      sync.Mutex
 	ep      *os.File // the epoll set (non-blocking, in Go's poller)
 	next    uint64   // id of the next watch (epoll user data)
 	watches map[uint64]*oomWatch
+
+	paused bool
+	firing int                 // notify calls under way
+	missed map[uint64]struct{} // watches notified while paused
+	idle   *sync.Cond
 }
 
 type oomWatch struct {
@@ -133,7 +139,64 @@ func (w *OOMWatcher) fire(id uint64) {
 		w.remove(id)
 		return
 	}
+	w.mu.Lock()
+	if w.paused {
+		if w.missed == nil {
+			w.missed = make(map[uint64]struct{})
+		}
+		w.missed[id] = struct{}{}
+		w.mu.Unlock()
+		return
+	}
+	w.firing++
+	w.mu.Unlock()
 	wt.notify()
+	w.mu.Lock()
+	w.firing--
+	w.cond().Broadcast()
+	w.mu.Unlock()
+}
+
+// Pause holds notifications: once it returns no notify runs, and none starts
+// until Resume; one that comes meanwhile is remembered for Resume. An
+// in-place upgrade pauses the watcher before it hands over the containers'
+// OOM counts and the event queue: a kill reported in between would be
+// counted as seen in the state handed over but published into a queue
+// already handed over, and lost. The successor compares each cgroup's count
+// with the one it was given instead.
+func (w *OOMWatcher) Pause() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.paused = true
+	for w.firing > 0 {
+		w.cond().Wait()
+	}
+}
+
+// Resume undoes Pause (the upgrade did not happen) and delivers what came
+// meanwhile.
+func (w *OOMWatcher) Resume() {
+	w.mu.Lock()
+	w.paused = false
+	var notify []func()
+	for id := range w.missed {
+		if wt := w.watches[id]; wt != nil {
+			notify = append(notify, wt.notify)
+		}
+	}
+	w.missed = nil
+	w.mu.Unlock()
+	for _, n := range notify {
+		n()
+	}
+}
+
+// cond is the condition firing's changes are signalled on; w.mu is held.
+func (w *OOMWatcher) cond() *sync.Cond {
+	if w.idle == nil {
+		w.idle = sync.NewCond(&w.mu)
+	}
+	return w.idle
 }
 
 // remove ends a watch (idempotent).

@@ -225,6 +225,9 @@ func Import(r *reaper.Reaper, st ContainerState, cfg CreateConfig, adopt func(fd
 	}
 	if running(init.status) {
 		c.watchCgroupFrom(init.pid, false)
+		// A kill between the predecessor's pause of its OOM watcher and this
+		// watch was seen by neither: its count tells.
+		c.reportOOMBeforeExit()
 	}
 	// The exits: claimed now, delivered once the reaper runs.
 	for _, p := range c.processes() {

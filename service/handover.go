@@ -48,14 +48,19 @@ func (s *Service) Handable() error {
 	return nil
 }
 
-// Halt halts every task's stdio relays; on error none stays halted.
+// Halt pauses OOM notifications and halts every task's stdio relays; on
+// error none stays halted.
 func (s *Service) Halt(timeout time.Duration) error {
+	// OOM notifications first: none may change a container's count, or
+	// publish, between here and the export (cgroup.OOMWatcher.Pause).
+	s.oom.Pause()
 	list := s.list()
 	for i, c := range list {
 		if err := c.Halt(timeout); err != nil {
 			for _, h := range list[:i] {
 				h.Restart()
 			}
+			s.oom.Resume()
 			return err
 		}
 	}
@@ -67,6 +72,7 @@ func (s *Service) Restart() {
 	for _, c := range s.list() {
 		c.Restart()
 	}
+	s.oom.Resume()
 }
 
 // Export describes every (halted) task, keeping its descriptors.
