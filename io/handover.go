@@ -350,7 +350,7 @@ func ImportPipes(st PipesState, adopt func(fd int, name string, pollable bool) (
 		if env.Claim == nil {
 			return nil, fmt.Errorf("binary:// logger %d: no way to wait for it: %w", st.LoggerPid, errdefs.ErrNotImplemented)
 		}
-		p.adoptLogger(st.LoggerPid, env.Claim(st.LoggerPid))
+		p.adoptLogger(st.LoggerPid, env.Claim)
 	}
 	var ferr error
 	get := func(fd int, name string, pollable bool) *os.File {
@@ -537,13 +537,10 @@ func importConsole(p *Pipes, t *TerminalState, get adoptFunc, ferr *error) error
 
 // adoptLogger takes over a running binary:// logger whose exit arrives on
 // exitc.
-func (p *Pipes) adoptLogger(pid int, exitc <-chan int) {
+func (p *Pipes) adoptLogger(pid int, claim func(int, func(int))) {
 	proc, _ := os.FindProcess(pid) // never fails on Unix
-	p.logger, p.loggerExit = proc, make(chan struct{})
+	exit := make(chan struct{})
 	p.outputs.Add(1) // Drain waits for the logger to finish reading
-	go func() {
-		defer p.outputs.Done()
-		defer close(p.loggerExit)
-		<-exitc
-	}()
+	p.logger, p.loggerExit = proc, exit
+	claim(pid, p.loggerExited(exit))
 }

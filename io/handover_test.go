@@ -306,15 +306,13 @@ cat <&3 > `+out+`.stdout & cat <&4 > `+out+`.stderr; wait
 		t.Fatalf("state names logger %d, want %d", st.LoggerPid, p.logger.Pid)
 	}
 	// The successor's reaper would deliver the exit; here, the logger's disappearance.
-	claim := func(pid int) <-chan int {
-		ch := make(chan int, 1)
+	claim := func(pid int, exited func(int)) {
 		go func() {
 			for unix.Kill(pid, 0) == nil {
 				time.Sleep(10 * time.Millisecond)
 			}
-			ch <- 0
+			exited(0)
 		}()
-		return ch
 	}
 	next, err := ImportPipes(*st, adoptFD, Env{Claim: claim})
 	if err != nil {

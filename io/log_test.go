@@ -191,15 +191,14 @@ func TestRotationDropsOldestFiles(t *testing.T) {
 	}
 }
 
-func spawnPlain(t *testing.T) func(*exec.Cmd) (<-chan int, error) {
-	return func(cmd *exec.Cmd) (<-chan int, error) {
+func spawnPlain(t *testing.T) func(*exec.Cmd, func(int)) error {
+	return func(cmd *exec.Cmd, exited func(int)) error {
 		if err := cmd.Start(); err != nil {
-			return nil, err
+			return err
 		}
-		ch := make(chan int, 1)
-		go func() { cmd.Wait(); ch <- cmd.ProcessState.ExitCode() }()
+		go func() { cmd.Wait(); exited(cmd.ProcessState.ExitCode()) }()
 		t.Cleanup(func() { cmd.Process.Kill() })
-		return ch, nil
+		return nil
 	}
 }
 
@@ -376,10 +375,9 @@ func TestCloseReturnsWhenTheLoggerExitNeverComes(t *testing.T) {
 	if err := gone.Run(); err != nil { // started and reaped: nothing will report its exit again
 		t.Fatal(err)
 	}
-	never := make(chan int)
 	p, err := ImportPipes(PipesState{LoggerPid: gone.Process.Pid, Null: true},
 		func(int, string, bool) (*os.File, error) { return nil, fmt.Errorf("no descriptors in this state") },
-		Env{Claim: func(int) <-chan int { return never }})
+		Env{Claim: func(int, func(int)) {}}) // its exit is never reported
 	if err != nil {
 		t.Fatal(err)
 	}

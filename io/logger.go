@@ -1,6 +1,7 @@
 package io
 
 import (
+	"sync"
 	"context"
 	"errors"
 	"fmt"
@@ -33,13 +34,15 @@ type Env struct {
 	ProcessID string // container id (init) or exec id: the logger's CONTAINER_ID
 	Namespace string // CONTAINER_NAMESPACE
 	// Spawn starts a helper process (a logger) as a child of the shim and
-	// returns the channel its exit status arrives on. The shim's reaper must
-	// own the wait, so io does not call cmd.Wait itself.
-	Spawn func(*exec.Cmd) (<-chan int, error)
-	// Claim returns the channel the exit status of an already running child
-	// (a binary:// logger handed over by an upgrade) arrives on. Nil: none
-	// can be taken over.
-	Claim func(pid int) <-chan int
+	// has exited called once with its exit status. The shim's reaper owns
+	// the wait (io does not call cmd.Wait), and calls exited as one of its
+	// exit callbacks: an in-place upgrade pauses the reaper, which waits for
+	// the callbacks under way, so a logger reaped just before the pause is
+	// known to be gone when its stdio is handed over.
+	Spawn func(cmd *exec.Cmd, exited func(status int)) error
+	// Claim does the same for an already running child (a binary:// logger
+	// handed over by an upgrade). Nil: none can be taken over.
+	Claim func(pid int, exited func(status int))
 	// LoggerReadyTimeout overrides the default readiness bound (tests).
 	LoggerReadyTimeout time.Duration
 	// StallTimeout overrides DefaultStallTimeout; negative waits forever.
@@ -112,23 +115,21 @@ func (p *Pipes) openLogger(uri string, env Env) error {
 	cmd.Env = []string{"CONTAINER_ID=" + env.ProcessID, "CONTAINER_NAMESPACE=" + env.Namespace}
 	// Its own process group: a signal for the shim's group is not for it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	exitc, err := env.Spawn(cmd)
+	// Ready before the start: the exit may be reported at once.
+	loggerExit := make(chan struct{})
+	p.outputs.Add(1) // Drain waits for the logger to finish reading
+	err = env.Spawn(cmd, p.loggerExited(loggerExit))
 	// The logger has its copies now (or failed to start); ours must go, or
 	// the logger would never see end of file.
 	outR.Close()
 	errR.Close()
 	readyW.Close()
 	if err != nil {
+		p.outputs.Done()
 		readyR.Close()
 		return fmt.Errorf("start logger %s: %w", cmd.Path, err)
 	}
-	p.logger, p.loggerExit = cmd.Process, make(chan struct{})
-	p.outputs.Add(1) // Drain waits for the logger to finish reading
-	go func() {
-		defer p.outputs.Done()
-		defer close(p.loggerExit)
-		<-exitc
-	}()
+	p.logger, p.loggerExit = cmd.Process, loggerExit
 
 	ready := make(chan error, 1)
 	go func() {
@@ -154,6 +155,18 @@ func (p *Pipes) openLogger(uri string, env Env) error {
 	case <-timer.C:
 		readyR.Close()
 		return fmt.Errorf("logger %s did not signal ready (close fd 5) within %s: %w", cmd.Path, readyTimeout, context.DeadlineExceeded)
+	}
+}
+
+// loggerExited is the logger's exit callback: it ends the wait of Drain
+// and stopLogger, once.
+func (p *Pipes) loggerExited(exit chan struct{}) func(int) {
+	var once sync.Once
+	return func(int) {
+		once.Do(func() {
+			close(exit)
+			p.outputs.Done()
+		})
 	}
 }
 

@@ -156,21 +156,19 @@ func (c *Container) ioEnv(processID string) shimio.Env {
 	return shimio.Env{
 		ProcessID: processID,
 		Namespace: c.Namespace,
-		Spawn: func(cmd *exec.Cmd) (<-chan int, error) {
+		// The logger's exit as a reaper exit callback (see shimio.Env): no
+		// goroutine waits for it meanwhile.
+		Spawn: func(cmd *exec.Cmd, exited func(int)) error {
 			exitc, err := c.rt.Reaper.Start(cmd)
 			if err != nil {
-				return nil, err
+				return err
 			}
-			status := make(chan int, 1)
-			go func() { status <- (<-exitc).Status }()
-			return status, nil
+			c.rt.Reaper.Then(cmd.Process.Pid, exitc, func(e reaper.Exit) { exited(e.Status) })
+			return nil
 		},
 		// A logger handed over by an upgrade: claimed before the reaper runs.
-		Claim: func(pid int) <-chan int {
-			exitc := c.rt.Reaper.Adopt(pid)
-			status := make(chan int, 1)
-			go func() { status <- (<-exitc).Status }()
-			return status
+		Claim: func(pid int, exited func(int)) {
+			c.rt.Reaper.Then(pid, c.rt.Reaper.Adopt(pid), func(e reaper.Exit) { exited(e.Status) })
 		},
 	}
 }
