@@ -151,23 +151,26 @@ func TestParseV2AndStats(t *testing.T) {
 }
 
 // v2 OOM watching is inotify on memory.events: a write there must notify.
-func TestWatchOOMV2Notifies(t *testing.T) {
-	root := t.TempDir()
-	d := filepath.Join(root, "c1")
+// v2EventsCgroup is a v2 cgroup named name under root whose memory.events
+// (in the returned directory) says no OOM kill yet.
+func v2EventsCgroup(t *testing.T, root, name string) (string, *Cgroup) {
+	t.Helper()
+	d := filepath.Join(root, name)
 	write(t, d, "memory.events", "oom_kill 0\n")
-	cg, err := Parse(root, []byte("0::/c1\n"), true)
+	cg, err := Parse(root, []byte("0::/"+name+"\n"), true)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return d, cg
+}
+
+func TestWatchOOMV2Notifies(t *testing.T) {
+	root := t.TempDir()
+	d, cg := v2EventsCgroup(t, root, "c1")
 	var w OOMWatcher
 	defer w.Close()
 	// Two cgroups in the one watcher: each change notifies its own.
-	d2 := filepath.Join(root, "c2")
-	write(t, d2, "memory.events", "oom_kill 0\n")
-	cg2, err := Parse(root, []byte("0::/c2\n"), true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d2, cg2 := v2EventsCgroup(t, root, "c2")
 	got, got2 := make(chan struct{}, 4), make(chan struct{}, 4)
 	stop, err := w.Watch(cg, func() { got <- struct{}{} })
 	if err != nil {
@@ -338,13 +341,7 @@ func TestMemoryStatKeysLandInTheirFields(t *testing.T) {
 // A paused watcher calls no notify, waits for one under way, and delivers
 // what came meanwhile at Resume (an upgrade that was undone).
 func TestOOMWatcherPause(t *testing.T) {
-	root := t.TempDir()
-	d := filepath.Join(root, "c1")
-	write(t, d, "memory.events", "oom_kill 0\n")
-	cg, err := Parse(root, []byte("0::/c1\n"), true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, cg := v2EventsCgroup(t, t.TempDir(), "c1")
 	var w OOMWatcher
 	defer w.Close()
 	got := make(chan struct{}, 8)

@@ -2,7 +2,6 @@ package cgroup
 
 import (
 	"bytes"
-	"strings"
 	"sync"
 
 	"github.com/example/containerd-shim-example-v2/internal/rawfile"
@@ -70,20 +69,30 @@ func readUintIn(dir string, parts ...string) (uint64, error) {
 // eachKV calls fn for each "key value" line of dir/name (memory.stat, cpu.stat,
 // memory.events, ...) whose value parses; key is valid only during the call. Unlike
 // readKV it builds no map: the statistics readers switch on the key.
-func eachKV(dir, name string, fn func(key []byte, v uint64)) error {
-	return withFileIn(func(data []byte) {
-		for len(data) > 0 {
-			var line []byte
-			line, data, _ = bytes.Cut(data, newline)
-			k, v, ok := bytes.Cut(bytes.TrimSpace(line), space)
-			if !ok {
-				continue
-			}
-			if n, err := parseUint(string(bytes.TrimSpace(v))); err == nil {
-				fn(k, n)
-			}
+func eachKV(fn func(key []byte, v uint64), dir string, parts ...string) error {
+	return withFileIn(func(data []byte) { parseKV(data, fn) }, dir, parts...)
+}
+
+// parseKV calls fn for each "key value" line of data whose value parses.
+func parseKV(data []byte, fn func(key []byte, v uint64)) {
+	eachLine(data, func(line []byte) {
+		k, v, ok := bytes.Cut(bytes.TrimSpace(line), space)
+		if !ok {
+			return
 		}
-	}, dir, name)
+		if n, err := parseUint(string(bytes.TrimSpace(v))); err == nil {
+			fn(k, n)
+		}
+	})
+}
+
+// eachLine calls fn with each line of data, without its newline.
+func eachLine(data []byte, fn func(line []byte)) {
+	for len(data) > 0 {
+		var line []byte
+		line, data, _ = bytes.Cut(data, newline)
+		fn(line)
+	}
 }
 
 var newline, space = []byte{'\n'}, []byte{' '}
@@ -104,24 +113,15 @@ func readUint(path string) (uint64, error) {
 	return v, perr
 }
 
-// readKV reads "key value" lines (memory.stat, cpu.stat, memory.events,
-// memory.oom_control) into a map.
+// readKV reads "key value" lines (memory.events, memory.oom_control) into a
+// map, for the callers off the polling path (OOM kills and their scope).
 func readKV(path string) (map[string]uint64, error) {
-	var content string
-	if err := withFile(path, func(data []byte) { content = string(data) }); err != nil {
+	out := make(map[string]uint64)
+	err := withFile(path, func(data []byte) {
+		parseKV(data, func(k []byte, v uint64) { out[string(k)] = v })
+	})
+	if err != nil {
 		return nil, err
-	}
-	out := make(map[string]uint64, strings.Count(content, "\n")+1)
-	for rest := content; rest != ""; {
-		var line string
-		line, rest, _ = strings.Cut(rest, "\n")
-		k, v, ok := strings.Cut(strings.TrimSpace(line), " ")
-		if !ok {
-			continue
-		}
-		if n, err := parseUint(strings.TrimSpace(v)); err == nil {
-			out[k] = n
-		}
 	}
 	return out, nil
 }

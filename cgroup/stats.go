@@ -41,20 +41,20 @@ func (c *Cgroup) StatsV1() (*v1.Metrics, error) {
 			_ = withFileIn(func(data []byte) { u.PerCPU = appendUints(u.PerCPU, data) }, d, "cpuacct.usage_percpu")
 			// Reported in USER_HZ ticks (100 per second on Linux).
 			const nsPerTick = 1e9 / 100
-			_ = eachKV(d, "cpuacct.stat", func(k []byte, v uint64) {
+			_ = eachKV(func(k []byte, v uint64) {
 				switch string(k) {
 				case "user":
 					u.User = v * nsPerTick
 				case "system":
 					u.Kernel = v * nsPerTick
 				}
-			})
+			}, d, "cpuacct.stat")
 			m.CPU = &v1.CPUStat{Usage: u}
 		}
 	}
 	if d := c.dir("cpu"); d != "" {
 		t := &v1.Throttle{}
-		if eachKV(d, "cpu.stat", func(k []byte, v uint64) {
+		if eachKV(func(k []byte, v uint64) {
 			switch string(k) {
 			case "nr_periods":
 				t.Periods = v
@@ -63,7 +63,7 @@ func (c *Cgroup) StatsV1() (*v1.Metrics, error) {
 			case "throttled_time":
 				t.ThrottledTime = v
 			}
-		}) == nil {
+		}, d, "cpu.stat") == nil {
 			if m.CPU == nil {
 				m.CPU = &v1.CPUStat{}
 			}
@@ -72,11 +72,11 @@ func (c *Cgroup) StatsV1() (*v1.Metrics, error) {
 	}
 	if d := c.dir("memory"); d != "" {
 		mem := &v1.MemoryStat{}
-		if eachKV(d, "memory.stat", func(k []byte, v uint64) {
+		if eachKV(func(k []byte, v uint64) {
 			if f := memoryStatV1Field(mem, k); f != nil {
 				*f = v
 			}
-		}) == nil {
+		}, d, "memory.stat") == nil {
 			mem.Usage = memoryEntry(d, "memory")
 			mem.Swap = memoryEntry(d, "memory.memsw")
 			mem.Kernel = memoryEntry(d, "memory.kmem")
@@ -84,7 +84,7 @@ func (c *Cgroup) StatsV1() (*v1.Metrics, error) {
 			m.Memory = mem
 		}
 		oc := &v1.MemoryOomControl{}
-		if eachKV(d, "memory.oom_control", func(k []byte, v uint64) {
+		if eachKV(func(k []byte, v uint64) {
 			switch string(k) {
 			case "oom_kill_disable":
 				oc.OomKillDisable = v
@@ -93,7 +93,7 @@ func (c *Cgroup) StatsV1() (*v1.Metrics, error) {
 			case "oom_kill":
 				oc.OomKill = v
 			}
-		}) == nil {
+		}, d, "memory.oom_control") == nil {
 			m.MemoryOomControl = oc
 		}
 	}
@@ -202,14 +202,12 @@ func memoryEntry(dir, prefix string) *v1.MemoryEntry {
 func blkioEntries(dir, name string) []*v1.BlkIOEntry {
 	var out []*v1.BlkIOEntry
 	_ = withFileIn(func(data []byte) {
-		for len(data) > 0 {
-			var line []byte
-			line, data, _ = bytes.Cut(data, newline)
+		eachLine(data, func(line []byte) {
 			dev, rest, ok1 := bytes.Cut(bytes.TrimSpace(line), space)
 			op, value, ok2 := bytes.Cut(bytes.TrimSpace(rest), space)
 			maj, min, ok3 := bytes.Cut(dev, colon)
 			if !ok1 || !ok2 || !ok3 {
-				continue
+				return
 			}
 			e := &v1.BlkIOEntry{Op: blkioOp(op)}
 			var err1, err2, err3 error
@@ -219,7 +217,7 @@ func blkioEntries(dir, name string) []*v1.BlkIOEntry {
 			if err1 == nil && err2 == nil && err3 == nil {
 				out = append(out, e)
 			}
-		}
+		})
 	}, dir, name)
 	return out
 }
@@ -261,7 +259,7 @@ func (c *Cgroup) StatsV2() (*v2.Metrics, error) {
 		m.Pids = &v2.PidsStat{Current: cur, Limit: max}
 	}
 	cpu := &v2.CPUStat{}
-	if eachKV(d, "cpu.stat", func(k []byte, v uint64) {
+	if eachKV(func(k []byte, v uint64) {
 		switch string(k) {
 		case "usage_usec":
 			cpu.UsageUsec = v
@@ -280,16 +278,16 @@ func (c *Cgroup) StatsV2() (*v2.Metrics, error) {
 		case "burst_usec":
 			cpu.BurstUsec = v
 		}
-	}) == nil {
+	}, d, "cpu.stat") == nil {
 		cpu.PSI = readPSI(d, "cpu.pressure")
 		m.CPU = cpu
 	}
 	mem := &v2.MemoryStat{}
-	if eachKV(d, "memory.stat", func(k []byte, v uint64) {
+	if eachKV(func(k []byte, v uint64) {
 		if f := memoryStatV2Field(mem, k); f != nil {
 			*f = v
 		}
-	}) == nil {
+	}, d, "memory.stat") == nil {
 		mem.Usage, _ = readUintIn(d, "memory.current")
 		mem.UsageLimit, _ = readUintIn(d, "memory.max")
 		mem.SwapUsage, _ = readUintIn(d, "memory.swap.current")
@@ -300,7 +298,7 @@ func (c *Cgroup) StatsV2() (*v2.Metrics, error) {
 		m.Memory = mem
 	}
 	ev := &v2.MemoryEvents{}
-	if eachKV(d, "memory.events", func(k []byte, v uint64) {
+	if eachKV(func(k []byte, v uint64) {
 		switch string(k) {
 		case "low":
 			ev.Low = v
@@ -315,7 +313,7 @@ func (c *Cgroup) StatsV2() (*v2.Metrics, error) {
 		case "oom_group_kill":
 			ev.OomGroupKill = v
 		}
-	}) == nil {
+	}, d, "memory.events") == nil {
 		m.MemoryEvents = ev
 	}
 	var usage []*v2.IOEntry
@@ -402,12 +400,10 @@ func memoryStatV2Field(m *v2.MemoryStat, key []byte) *uint64 {
 func readPSI(dir, name string) *v2.PSIStats {
 	var out v2.PSIStats
 	_ = withFileIn(func(data []byte) {
-		for len(data) > 0 {
-			var line []byte
-			line, data, _ = bytes.Cut(data, newline)
+		eachLine(data, func(line []byte) {
 			kind, rest, _ := bytes.Cut(bytes.TrimSpace(line), space)
 			if len(kind) == 0 {
-				continue
+				return
 			}
 			p := &v2.PSIData{}
 			for _, kv := range bytes.Fields(rest) {
@@ -429,7 +425,7 @@ func readPSI(dir, name string) *v2.PSIStats {
 			case "full":
 				out.Full = p
 			}
-		}
+		})
 	}, dir, name)
 	if out.Some == nil && out.Full == nil {
 		return nil
@@ -484,13 +480,9 @@ func hugetlbStats(dir string) []*v2.HugeTlbStat {
 		if h.Max == ^uint64(0) {
 			h.Max = 0 // containerd's convention: 0 means no limit
 		}
-		_ = withFileIn(func(data []byte) {
-			for len(data) > 0 {
-				var line []byte
-				line, data, _ = bytes.Cut(data, newline)
-				if k, v, ok := bytes.Cut(bytes.TrimSpace(line), space); ok && string(k) == "max" {
-					h.Failcnt, _ = parseUint(string(bytes.TrimSpace(v)))
-				}
+		_ = eachKV(func(k []byte, v uint64) {
+			if string(k) == "max" {
+				h.Failcnt = v
 			}
 		}, dir, "hugetlb.", size, ".events")
 		out = append(out, h)
@@ -501,16 +493,14 @@ func hugetlbStats(dir string) []*v2.HugeTlbStat {
 // ioEntries parses io.stat lines: "major:minor rbytes=N wbytes=N rios=N wios=N ...".
 func ioEntries(data []byte) []*v2.IOEntry {
 	var out []*v2.IOEntry
-	for len(data) > 0 {
-		var line []byte
-		line, data, _ = bytes.Cut(data, newline)
+	eachLine(data, func(line []byte) {
 		f := bytes.Fields(line)
 		if len(f) < 2 {
-			continue
+			return
 		}
 		maj, min, ok := bytes.Cut(f[0], colon)
 		if !ok {
-			continue
+			return
 		}
 		e := &v2.IOEntry{}
 		e.Major, _ = strconv.ParseUint(string(maj), 10, 64)
@@ -530,6 +520,6 @@ func ioEntries(data []byte) []*v2.IOEntry {
 			}
 		}
 		out = append(out, e)
-	}
+	})
 	return out
 }

@@ -25,15 +25,7 @@ func TestHolderBornInPodCgroup(t *testing.T) { bothHolders(t, testHolderBornInPo
 func testHolderBornInPodCgroup(t *testing.T) {
 	needRoot(t)
 	r := startReaper(t)
-	parent := fmt.Sprintf("/holder-test-%d", os.Getpid())
-	path := parent + "/pod"
-	if err := CreateCgroup(CgroupRoot, path); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = RemoveCgroup(CgroupRoot, path)
-		_ = RemoveCgroup(CgroupRoot, parent)
-	})
+	path := podCgroup(t, "holder-test")
 	before := threadCgroupFiles(t)
 	h, err := Start(Config{ID: "born", NewIPC: true, Cgroup: path, Reaper: r})
 	if err != nil {
@@ -152,15 +144,7 @@ func TestHolderWithoutClone3IsMovedIntoItsCgroup(t *testing.T) {
 		t.Fatalf("seccomp: %v", e)
 	}
 	CgroupRoot = os.Getenv("HOLDER_TEST_NO_CLONE3")
-	parent := fmt.Sprintf("/holder-noclone3-%d", os.Getpid())
-	path := parent + "/pod"
-	if err := CreateCgroup(CgroupRoot, path); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = RemoveCgroup(CgroupRoot, path)
-		_ = RemoveCgroup(CgroupRoot, parent)
-	})
+	path := podCgroup(t, "holder-noclone3")
 	h, err := Start(Config{ID: "noclone3", Cgroup: path, Reaper: startReaper(t)})
 	if err != nil {
 		t.Fatalf("Start without clone3: %v", err)
@@ -182,4 +166,20 @@ func unifiedRoot() string {
 		}
 	}
 	return ""
+}
+
+// podCgroup makes a pod cgroup "/<prefix>-<pid>/pod" under CgroupRoot and
+// removes it, and its parent, at the end of the test.
+func podCgroup(t *testing.T, prefix string) string {
+	t.Helper()
+	parent := fmt.Sprintf("/%s-%d", prefix, os.Getpid())
+	path := parent + "/pod"
+	if err := CreateCgroup(CgroupRoot, path); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = RemoveCgroup(CgroupRoot, path)
+		_ = RemoveCgroup(CgroupRoot, parent)
+	})
+	return path
 }
