@@ -29,6 +29,11 @@ import (
 type Config struct {
 	Stdin, Stdout, Stderr string
 	Terminal              bool
+	// UID and GID own the pipe ends handed to the runtime (the runtime
+	// options' IoUid and IoGid; 0: root, as made). Docker with
+	// --userns-remap sets them to the remapped root, so that a process can
+	// reopen its own /dev/stdout (nginx logs to it by path).
+	UID, GID uint32
 }
 
 // Null reports whether the process gets no stdio at all (/dev/null).
@@ -115,10 +120,27 @@ func Open(cfg Config, env Env) (_ *Pipes, retErr error) {
 		err = p.openStreams(cfg)
 	}
 	p.outputs.Done()
+	if err == nil && (cfg.UID != 0 || cfg.GID != 0) {
+		err = p.chownRuntimeFiles(int(cfg.UID), int(cfg.GID))
+	}
 	if err != nil {
 		return nil, err
 	}
 	return p, nil
+}
+
+// chownRuntimeFiles gives the pipe ends the process gets to uid and gid, as
+// the stock shim does for IoUid and IoGid.
+func (p *Pipes) chownRuntimeFiles(uid, gid int) error {
+	for _, f := range []*os.File{p.rtIn, p.rtOut, p.rtErr} {
+		if f == nil {
+			continue
+		}
+		if err := f.Chown(uid, gid); err != nil {
+			return fmt.Errorf("stdio owner %d:%d (IoUid, IoGid): %w", uid, gid, err)
+		}
+	}
+	return nil
 }
 
 func hasScheme(uri, scheme string) bool { return strings.HasPrefix(uri, scheme+"://") }

@@ -261,3 +261,32 @@ func TestDeliveredOnceTheRelaysEnd(t *testing.T) {
 		t.Fatal("closed pipes are not Delivered")
 	}
 }
+
+// IoUid and IoGid own the pipe ends the process gets, as with the stock
+// shim: a process running as that user can reopen its /dev/stdout.
+func TestRuntimeFilesOwnedByIoUidGid(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("chown to another user needs root")
+	}
+	dir := t.TempDir()
+	inPath := filepath.Join(dir, "in")
+	if err := unix.Mkfifo(inPath, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Open(Config{Stdin: inPath, Stdout: "file://" + filepath.Join(dir, "out"), Stderr: "file://" + filepath.Join(dir, "err"),
+		UID: 100000, GID: 100001}, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	in, out, errf := p.RuntimeFiles()
+	for name, f := range map[string]*os.File{"stdin": in, "stdout": out, "stderr": errf} {
+		var st unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Uid != 100000 || st.Gid != 100001 {
+			t.Errorf("%s owned by %d:%d, want 100000:100001", name, st.Uid, st.Gid)
+		}
+	}
+}

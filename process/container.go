@@ -114,6 +114,9 @@ func (c *Container) Exec(execID string, spec []byte, stdio shimio.Config) (*Proc
 	if _, ok := c.execs[execID]; ok {
 		return nil, fmt.Errorf("exec %q in container %q: %w", execID, c.ID, errdefs.ErrAlreadyExists)
 	}
+	// An exec's pipes have the owner the container's have (IoUid, IoGid
+	// come with the create's options only).
+	stdio.UID, stdio.GID = c.init.Stdio.UID, c.init.Stdio.GID
 	p := newProcess(c, execID, stdio, nil)
 	p.execSpec = normalized
 	c.execs[execID] = p

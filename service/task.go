@@ -63,7 +63,8 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*ta
 	for _, m := range r.Rootfs {
 		mounts = append(mounts, process.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options})
 	}
-	stdio := shimio.Config{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}
+	stdio := shimio.Config{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal,
+		UID: opts.IoUID, GID: opts.IoGID}
 	c, err = process.Create(ctx, s.cfg.Reaper, process.CreateConfig{
 		ID:           r.ID,
 		Namespace:    s.cfg.Namespace,
