@@ -1,9 +1,12 @@
 package process
 
 import (
+	"context"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/containerd/errdefs"
 
 	shimio "github.com/example/containerd-shim-example-v2/io"
 	"github.com/example/containerd-shim-example-v2/reaper"
@@ -64,5 +67,28 @@ func TestOnExit(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	if n := calls.Load(); n != 1 {
 		t.Errorf("first callback called %d times, want 1", n)
+	}
+}
+
+// A created process being deleted takes no other request: Delete lets go of
+// the lock while the runtime deletes it, and a Start slipping in would run a
+// process nothing reports the exit of. A Kill of an exec not started is
+// refused, and one of an exec that has finished is NotFound.
+func TestNoStartWhileDeleting(t *testing.T) {
+	c := &Container{ID: "c1", Bundle: t.TempDir(), execs: map[string]*Process{}}
+	p := newProcess(c, "exec1", shimio.Config{}, nil)
+	p.mu.Lock()
+	p.deleting = true
+	p.mu.Unlock()
+	if err := p.Start(context.Background(), func(int) { t.Error("started") }); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("Start while deleting: %v, want FailedPrecondition", err)
+	}
+	q := newProcess(c, "exec2", shimio.Config{}, nil)
+	if err := q.Kill(context.Background(), 9, false); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("Kill of a created exec: %v, want FailedPrecondition", err)
+	}
+	q.recordExit(reaper.Exit{Pid: 1 << 30, Status: 0, Time: time.Now()})
+	if err := q.Kill(context.Background(), 9, false); !errdefs.IsNotFound(err) {
+		t.Errorf("Kill of a finished exec: %v, want NotFound", err)
 	}
 }

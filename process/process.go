@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -117,7 +118,26 @@ func (p *Process) Pid() int {
 func (p *Process) checkOp(op Op) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.checkLocked(op)
+}
+
+// checkLocked is check for the process as it is, and refuses every op while
+// it is being deleted: a created process's Delete lets go of the lock while
+// the runtime deletes it, and a Start then would run a process with nothing
+// to report its exit. The caller holds p.mu.
+func (p *Process) checkLocked(op Op) error {
+	if p.deleting {
+		return fmt.Errorf("%s is being deleted: %w", p.name(), errdefs.ErrFailedPrecondition)
+	}
 	return check(p.status, op)
+}
+
+// name says which process this is, for errors.
+func (p *Process) name() string {
+	if p.IsInit() {
+		return "container " + p.c.ID
+	}
+	return "exec " + strconv.Quote(p.ID) + " of " + p.c.ID
 }
 
 // transition runs action for op and moves to next, reporting with notify
@@ -125,7 +145,7 @@ func (p *Process) checkOp(op Op) error {
 func (p *Process) transition(op Op, next Status, action func() error, notify func()) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if err := check(p.status, op); err != nil {
+	if err := p.checkLocked(op); err != nil {
 		return err
 	}
 	if err := action(); err != nil {
@@ -162,7 +182,7 @@ func (p *Process) Start(ctx context.Context, onStarted func(pid int)) error {
 func (p *Process) startRestore(ctx context.Context, onStarted func(pid int)) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if err := check(p.status, OpStart); err != nil {
+	if err := p.checkLocked(OpStart); err != nil {
 		return err
 	}
 	c := p.c
@@ -186,7 +206,7 @@ func (p *Process) startRestore(ctx context.Context, onStarted func(pid int)) err
 func (p *Process) startExec(ctx context.Context, onStarted func(pid int)) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if err := check(p.status, OpStart); err != nil {
+	if err := p.checkLocked(OpStart); err != nil {
 		return err
 	}
 	c := p.c
@@ -266,28 +286,14 @@ func (p *Process) closePidfdLocked() {
 // Kill signals the process; for the init with all, every process of the
 // container. A process that has finished answers NotFound.
 func (p *Process) Kill(ctx context.Context, sig int, all bool) error {
-	p.mu.Lock()
-	status, pidfd := p.status, p.pidfd
-	p.mu.Unlock()
-	switch status {
-	case Stopped, Deleted:
-		return fmt.Errorf("process already finished: %w", errdefs.ErrNotFound)
-	case Created:
-		if !p.IsInit() {
-			return fmt.Errorf("exec %q not started: %w", p.ID, errdefs.ErrFailedPrecondition)
-		}
-	}
 	if !p.IsInit() {
-		if pidfd < 0 {
-			return fmt.Errorf("exec %q has no pidfd: %w", p.ID, errdefs.ErrNotFound)
-		}
-		if err := unix.PidfdSendSignal(pidfd, unix.Signal(sig), nil, 0); err != nil {
-			if errors.Is(err, unix.ESRCH) {
-				return fmt.Errorf("process already finished: %w", errdefs.ErrNotFound)
-			}
-			return fmt.Errorf("signal exec %q: %w", p.ID, err)
-		}
-		return nil
+		return p.signalExec(sig)
+	}
+	p.mu.Lock()
+	status := p.status
+	p.mu.Unlock()
+	if status == Stopped || status == Deleted {
+		return fmt.Errorf("process already finished: %w", errdefs.ErrNotFound)
 	}
 	if err := p.c.rt.Kill(ctx, p.c.ID, sig, all); err != nil {
 		// The runtime refuses a container whose init is gone; that race is
@@ -328,6 +334,36 @@ func (p *Process) CloseStdin() {
 	if pipes != nil {
 		pipes.CloseStdin()
 	}
+}
+
+// signalExec signals a running exec. Under p.mu: the exit's record closes
+// the pidfd under it too, so the descriptor sent on is the exec's own and not
+// a number the daemon has since reused. Without a pidfd (pidfd_open refused:
+// a kernel before 5.3, a seccomp profile) the pid is signalled, as the stock
+// shim always does; the exit is not recorded yet, so the pid is still the
+// exec's or its zombie's.
+func (p *Process) signalExec(sig int) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch p.status {
+	case Stopped, Deleted:
+		return fmt.Errorf("process already finished: %w", errdefs.ErrNotFound)
+	case Created:
+		return fmt.Errorf("exec %q not started: %w", p.ID, errdefs.ErrFailedPrecondition)
+	}
+	var err error
+	if p.pidfd >= 0 {
+		err = unix.PidfdSendSignal(p.pidfd, unix.Signal(sig), nil, 0)
+	} else {
+		err = unix.Kill(p.pid, unix.Signal(sig))
+	}
+	switch {
+	case errors.Is(err, unix.ESRCH):
+		return fmt.Errorf("process already finished: %w", errdefs.ErrNotFound)
+	case err != nil:
+		return fmt.Errorf("signal exec %q: %w", p.ID, err)
+	}
+	return nil
 }
 
 // Delete tears the process down once it is no longer running: it waits
