@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -84,14 +85,18 @@ func mountRootfs(rootfs string, mounts []Mount) (err error) {
 				return fmt.Errorf("create mount point %s: %w", target, err)
 			}
 		}
-		flags, data := parseOptions(m.Options)
+		options, dir := m.Options, ""
+		if m.Type == "overlay" {
+			options, dir = compactLowerdirs(options)
+		}
+		flags, data := parseOptions(options)
 		// A read-only bind takes two calls: the kernel ignores MS_RDONLY on
 		// the first MS_BIND and only honours it on a remount.
 		first := flags
 		if flags&unix.MS_BIND != 0 {
 			first &^= unix.MS_RDONLY
 		}
-		if err := unix.Mount(m.Source, target, m.Type, first, data); err != nil {
+		if err := mountFrom(dir, m.Source, target, m.Type, first, data); err != nil {
 			return fmt.Errorf("mount %s (%s) on %s: %w", m.Source, m.Type, target, err)
 		}
 		mounted++
@@ -102,6 +107,76 @@ func mountRootfs(rootfs string, mounts []Mount) (err error) {
 		}
 	}
 	return nil
+}
+
+// maxMountData is what the kernel takes of a mount's option data: one page,
+// with its terminating NUL.
+const maxMountData = 4096 - 1
+
+// compactLowerdirs makes an overlay's lowerdirs relative to their common
+// parent when the options would not fit in one page otherwise, and returns
+// that parent to mount from (empty: the options as they were). An image of
+// some fifty layers under containerd's snapshot directory names more than a
+// page of lowerdirs; containerd's own mount code does the same.
+func compactLowerdirs(options []string) ([]string, string) {
+	if _, data := parseOptions(options); len(data) <= maxMountData {
+		return options, ""
+	}
+	at := -1
+	for i, o := range options {
+		if strings.HasPrefix(o, "lowerdir=") {
+			at = i
+		}
+	}
+	if at < 0 {
+		return options, ""
+	}
+	dirs := strings.Split(strings.TrimPrefix(options[at], "lowerdir="), ":")
+	common := dirs[0]
+	for _, d := range dirs[1:] {
+		for !strings.HasPrefix(d, common) {
+			common = common[:len(common)-1]
+		}
+	}
+	// A whole directory: up to and including its last slash.
+	common = common[:strings.LastIndex(common, "/")+1]
+	if len(common) <= 1 {
+		return options, ""
+	}
+	rel := make([]string, len(dirs))
+	for i, d := range dirs {
+		if rel[i] = strings.TrimPrefix(d, common); rel[i] == "" {
+			return options, "" // the parent itself is a layer: nothing to shorten to
+		}
+	}
+	out := append([]string(nil), options...)
+	out[at] = "lowerdir=" + strings.Join(rel, ":")
+	return out, common
+}
+
+// mountFrom mounts with dir as the working directory when dir is set, for
+// relative option paths. The working directory belongs to the process, so the
+// mount runs on a thread given a filesystem context of its own (CLONE_FS)
+// that is never handed back: without UnlockOSThread, Go ends the thread with
+// its goroutine.
+func mountFrom(dir, source, target, fstype string, flags uintptr, data string) error {
+	if dir == "" {
+		return unix.Mount(source, target, fstype, flags, data)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_FS); err != nil {
+			errc <- fmt.Errorf("a working directory of its own for the mount: %w", err)
+			return
+		}
+		if err := unix.Chdir(dir); err != nil {
+			errc <- fmt.Errorf("chdir to the layers' parent %s: %w", dir, err)
+			return
+		}
+		errc <- unix.Mount(source, target, fstype, flags, data)
+	}()
+	return <-errc
 }
 
 // unmountBusyRetries and unmountBusyDelay bound how long a busy rootfs is

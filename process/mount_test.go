@@ -1,0 +1,82 @@
+package process
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Lowerdirs that do not fit in one page of mount data are made relative to
+// their common parent; options that fit are left as they are.
+func TestCompactLowerdirs(t *testing.T) {
+	short := []string{"index=off", "lowerdir=/s/2/fs:/s/1/fs", "upperdir=/s/3/fs", "workdir=/s/3/work"}
+	if got, dir := compactLowerdirs(short); dir != "" || strings.Join(got, ",") != strings.Join(short, ",") {
+		t.Errorf("short options changed: %q from %q", got, dir)
+	}
+	parent := "/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots/"
+	var dirs []string
+	for i := 100; i > 20; i-- {
+		dirs = append(dirs, fmt.Sprintf("%s%d/fs", parent, i))
+	}
+	long := []string{"index=off", "lowerdir=" + strings.Join(dirs, ":"), "upperdir=" + parent + "101/fs", "workdir=" + parent + "101/work"}
+	got, dir := compactLowerdirs(long)
+	if dir != parent {
+		t.Fatalf("mount from %q, want %q", dir, parent)
+	}
+	if want := "lowerdir=100/fs:99/fs:"; !strings.HasPrefix(got[1], want) || strings.Contains(got[1], parent) {
+		t.Errorf("lowerdir %.60q..., want relative paths starting %q", got[1], want)
+	}
+	if got[0] != long[0] || got[2] != long[2] || got[3] != long[3] || long[1] != "lowerdir="+strings.Join(dirs, ":") {
+		t.Errorf("other options changed, or the caller's slice: %q", got)
+	}
+}
+
+// An overlay of more layers than one page of lowerdirs holds mounts, and
+// every layer is seen through it.
+func TestMountRootfsManyLayers(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting needs root")
+	}
+	base := filepath.Join(t.TempDir(), strings.Repeat("a-long-snapshot-directory-name-", 3))
+	var lowers []string
+	for i := 80; i >= 1; i-- { // top layer first, as containerd lists them
+		d := filepath.Join(base, fmt.Sprint(i), "fs")
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, fmt.Sprintf("layer-%d", i)), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		lowers = append(lowers, d)
+	}
+	upper, work, rootfs := filepath.Join(base, "up", "fs"), filepath.Join(base, "up", "work"), filepath.Join(base, "rootfs")
+	for _, d := range []string{upper, work, rootfs} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lowerdir := "lowerdir=" + strings.Join(lowers, ":")
+	if len(lowerdir) <= maxMountData {
+		t.Fatalf("the test's lowerdir option is %d bytes: it must not fit in a page", len(lowerdir))
+	}
+	err := mountRootfs(rootfs, []Mount{{Type: "overlay", Source: "overlay",
+		Options: []string{"index=off", lowerdir, "upperdir=" + upper, "workdir=" + work}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := unmountAll(rootfs); err != nil {
+			t.Error(err)
+		}
+	}()
+	for _, f := range []string{"layer-1", "layer-40", "layer-80"} {
+		if _, err := os.Stat(filepath.Join(rootfs, f)); err != nil {
+			t.Errorf("%s not seen through the overlay: %v", f, err)
+		}
+	}
+	if wd, _ := os.Getwd(); strings.HasPrefix(wd, base) {
+		t.Errorf("the process's working directory moved to %s", wd)
+	}
+}
