@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	stdio "io"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -126,6 +127,9 @@ type rotatingFile struct {
 	size  int64
 	users int          // relays writing to it; the last to finish closes it
 	pace  *rateLimiter // nil unless the URI set rate=; shared by its writers
+	// failing: the last write or rotation failed (and was logged); the next
+	// record is tried all the same, and a success is logged too.
+	failing bool
 }
 
 func openRotating(o FileOptions) (*rotatingFile, error) {
@@ -145,18 +149,35 @@ func openRotating(o FileOptions) (*rotatingFile, error) {
 	return rf, nil
 }
 
-// writeRecord appends one record, rotating first if it would not fit.
-func (r *rotatingFile) writeRecord(rec []byte) error {
+// writeRecord appends one record, rotating first if it would not fit, and
+// says how much of it was written. It fails only once the file is closed (the
+// relay then stops). Any other failure (a full disk, a rotation refused)
+// loses what was not written, and the next record is tried as if nothing had
+// happened: one bad moment must not silence a container's log for the rest of
+// its life (containerd's CRI logger goes on after a failed write too).
+func (r *rotatingFile) writeRecord(rec []byte) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	var n int
+	var err error
 	if r.opts.MaxSize > 0 && r.size > 0 && r.size+int64(len(rec)) > r.opts.MaxSize {
-		if err := r.rotate(); err != nil {
-			return err
-		}
+		err = r.rotate()
 	}
-	n, err := r.f.Write(rec)
-	r.size += int64(n)
-	return err
+	if err == nil {
+		n, err = r.f.Write(rec)
+		r.size += int64(n)
+	}
+	switch {
+	case errors.Is(err, os.ErrClosed):
+		return n, err
+	case err != nil && !r.failing:
+		r.failing = true
+		slog.Warn("file:// log: output lost; the next record is tried", "path", r.opts.Path, "error", err)
+	case err == nil && r.failing:
+		r.failing = false
+		slog.Info("file:// log written again", "path", r.opts.Path)
+	}
+	return n, nil
 }
 
 func (r *rotatingFile) rotate() error {
@@ -173,9 +194,10 @@ func (r *rotatingFile) rotate() error {
 	for i := r.opts.MaxFiles - 2; i >= 1; i-- {
 		_ = os.Rename(fmt.Sprintf("%s.%d", p, i), fmt.Sprintf("%s.%d", p, i+1))
 	}
-	if err := os.Rename(p, p+".1"); err != nil {
+	if err := os.Rename(p, p+".1"); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("rotate log %s: %w", p, err)
 	}
+	// Renamed, or removed by someone else meanwhile: a new file either way.
 	f, err := openLogFile(p)
 	if err != nil {
 		return fmt.Errorf("rotate: %w", err)
@@ -204,14 +226,15 @@ func (r *rotatingFile) release() {
 
 // relayRaw copies a stream's bytes into the file unchanged. A halt (h)
 // stops it between two reads.
-func (r *rotatingFile) relayRaw(src *os.File, moved *atomic.Uint64, h *halter) error {
+func (r *rotatingFile) relayRaw(src *os.File, moved, dropped *atomic.Uint64, h *halter) error {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	if carry := h.takeCarry(); len(carry) > 0 {
-		if err := r.writeRecord(carry); err != nil {
+		n, err := r.writeRecord(carry)
+		if err != nil {
 			return err
 		}
-		moved.Add(uint64(len(carry)))
+		count(moved, dropped, n, len(carry))
 	}
 	for {
 		if h.on.Load() {
@@ -220,10 +243,11 @@ func (r *rotatingFile) relayRaw(src *os.File, moved *atomic.Uint64, h *halter) e
 		n, err := src.Read(*bp)
 		if n > 0 {
 			r.pace.wait(n)
-			if werr := r.writeRecord((*bp)[:n]); werr != nil {
+			written, werr := r.writeRecord((*bp)[:n])
+			if werr != nil {
 				return werr
 			}
-			moved.Add(uint64(n))
+			count(moved, dropped, written, n)
 		}
 		if err != nil {
 			if errors.Is(err, stdio.EOF) {
@@ -240,7 +264,7 @@ func (r *rotatingFile) relayRaw(src *os.File, moved *atomic.Uint64, h *halter) e
 // relayCRI turns a stream into CRI log records. A halt (h) stops it between
 // two records: the part of a line read so far and what the reader had
 // buffered become h's carry, read first by the next relay.
-func (r *rotatingFile) relayCRI(src *os.File, stream string, moved *atomic.Uint64, h *halter) error {
+func (r *rotatingFile) relayCRI(src *os.File, stream string, moved, dropped *atomic.Uint64, h *halter) error {
 	var in stdio.Reader = src
 	if carry := h.takeCarry(); len(carry) > 0 {
 		in = stdio.MultiReader(bytes.NewReader(carry), src)
@@ -279,10 +303,17 @@ func (r *rotatingFile) relayCRI(src *os.File, stream string, moved *atomic.Uint6
 			rec = append(rec, line...)
 			rec = append(rec, '\n')
 			r.pace.wait(len(rec))
-			if werr := r.writeRecord(rec); werr != nil {
+			written, werr := r.writeRecord(rec)
+			if werr != nil {
 				return werr
 			}
-			moved.Add(uint64(len(raw))) // the process's bytes, line end included
+			// The process's bytes, line end included: delivered if the whole
+			// record was, lost otherwise.
+			if written == len(rec) {
+				moved.Add(uint64(len(raw)))
+			} else {
+				dropped.Add(uint64(len(raw)))
+			}
 		}
 		switch {
 		case err == nil, isPrefix:
@@ -291,5 +322,13 @@ func (r *rotatingFile) relayCRI(src *os.File, stream string, moved *atomic.Uint6
 		default:
 			return err
 		}
+	}
+}
+
+// count adds a raw write's outcome: written of n bytes delivered, the rest lost.
+func count(moved, dropped *atomic.Uint64, written, n int) {
+	moved.Add(uint64(written))
+	if written < n {
+		dropped.Add(uint64(n - written))
 	}
 }

@@ -390,3 +390,42 @@ func TestCloseReturnsWhenTheLoggerExitNeverComes(t *testing.T) {
 		t.Fatal("Close still waits for a logger exit that never comes")
 	}
 }
+
+// A file:// log whose files were removed under it (so its rotation's rename
+// fails) goes on in a new file; the container's later output is not lost.
+func TestLogGoesOnWhenItsFilesAreRemoved(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x")
+	uri := "file://" + path + "?format=cri&max-size=32KiB&max-files=2"
+	p, err := Open(Config{Stdout: uri, Stderr: uri}, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, w, _ := p.RuntimeFiles()
+	line := strings.Repeat("y", 99) + "\n"
+	for range 100 { // 10 KB
+		w.Write([]byte(line))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for p.moved.Load() < 10000 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	os.Remove(path)
+	os.Remove(path + ".1")
+	for range 1000 { // 100 KB: rotations
+		w.Write([]byte(line))
+	}
+	w.Write([]byte("LAST\n"))
+	p.ReleaseRuntimeFiles()
+	if !p.Drain(5 * time.Second) {
+		t.Fatal("relays did not finish")
+	}
+	p.Close()
+	var all []byte
+	for _, f := range []string{path + ".1", path} {
+		data, _ := os.ReadFile(f)
+		all = append(all, data...)
+	}
+	if !bytes.Contains(all, []byte(" stdout F LAST\n")) {
+		t.Fatalf("the last line is not in the log (%d bytes across %s and .1; dropped %d)", len(all), path, p.Dropped())
+	}
+}

@@ -50,9 +50,9 @@ func (p *Pipes) fileRun(pr *pipeRelay, carry []byte) func(src *os.File) error {
 	return func(src *os.File) error {
 		var err error
 		if pr.log.opts.CRI {
-			err = pr.log.relayCRI(src, pr.stream, &p.moved, pr.h)
+			err = pr.log.relayCRI(src, pr.stream, &p.moved, &p.dropped, pr.h)
 		} else {
-			err = pr.log.relayRaw(src, &p.moved, pr.h)
+			err = pr.log.relayRaw(src, &p.moved, &p.dropped, pr.h)
 		}
 		pr.h.finish(err)
 		return err
