@@ -184,14 +184,22 @@ func (p *Pipes) runConsole(m *rawFile, outCarry, inCarry []byte, withStdin bool)
 		go func() {
 			bp := copyBufs.Get().(*[]byte)
 			defer copyBufs.Put(bp)
-			err := copyRawHalting(p.master, p.stdinReader, *bp, hin)
+			last := byte('\n') // nothing written: at the start of a line
+			err := copyRawHalting(p.master, p.stdinReader, *bp, hin, &last)
 			hin.finish(err)
 			if err == nil {
 				// End of input (CloseIO): send the terminal's end-of-file
 				// character instead of hanging up, which would cut off
-				// output the process has yet to write.
+				// output the process has yet to write. In canonical mode
+				// it ends input only at the start of a line; after a
+				// partial line the first one just hands that line over,
+				// so a second one follows.
+				eof := []byte{4}
+				if last != '\n' && last != '\r' {
+					eof = []byte{4, 4}
+				}
 				if w, err := newRawFile(p.master); err == nil {
-					_ = w.write([]byte{4})
+					_ = w.write(eof)
 				}
 			}
 		}()

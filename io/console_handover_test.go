@@ -134,3 +134,59 @@ func TestTerminalHandedOver(t *testing.T) {
 	}
 	next.Close()
 }
+
+// CloseIO on a terminal in canonical mode after a line typed without its
+// newline: the process reads that line, then end of file (one ^D would only
+// have handed the line over, and the process would wait for input forever).
+func TestTerminalEndOfInputAfterAPartialLine(t *testing.T) {
+	outPath, inPath := mkfifo(t, "out"), mkfifo(t, "in")
+	master, slave := openPty(t)
+	defer slave.Close()
+	tio, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tio.Lflag |= unix.ICANON // a line discipline as a shell's cat has it (no echo)
+	if err := unix.IoctlSetTermios(int(slave.Fd()), unix.TCSETS, tio); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Open(Config{Terminal: true, Stdout: outPath, Stdin: inPath}, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	startReading, _ := lateReader(outPath, 1<<10)
+	close(startReading)
+	clientIn, err := os.OpenFile(inPath, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AttachConsole(master); err != nil {
+		t.Fatal(err)
+	}
+	clientIn.Write([]byte("abc"))
+	clientIn.Close()
+	p.CloseStdin()
+	readc := make(chan []string, 1)
+	go func() {
+		var reads []string
+		buf := make([]byte, 64)
+		for len(reads) < 2 {
+			n, err := slave.Read(buf)
+			if err != nil && err != stdio.EOF {
+				break
+			}
+			reads = append(reads, string(buf[:n]))
+		}
+		readc <- reads
+	}()
+	select {
+	case reads := <-readc:
+		if len(reads) != 2 || reads[0] != "abc" || reads[1] != "" {
+			t.Errorf("the process read %q, want the line, then end of file", reads)
+		}
+	case <-time.After(3 * time.Second):
+		slave.Close() // ends the blocked read
+		t.Fatal("no end of input within 3 s: the process would wait for input forever")
+	}
+}

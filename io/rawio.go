@@ -110,8 +110,9 @@ func (r *rawFile) readNow(buf []byte) int {
 // copyRawHalting copies src to dst until src ends (nil) or either fails.
 // Both must be pollable. A halt (h) stops it between two chunks or in a
 // write to a full dst: the rest becomes h's carry, and it returns errHalted.
-// A carry it starts with is written first.
-func copyRawHalting(dst, src *os.File, buf []byte, h *halter) error {
+// A carry it starts with is written first. last is set to the last byte
+// written.
+func copyRawHalting(dst, src *os.File, buf []byte, h *halter, last *byte) error {
 	r, err := newRawFile(src)
 	if err != nil {
 		return err
@@ -127,6 +128,7 @@ func copyRawHalting(dst, src *os.File, buf []byte, h *halter) error {
 			}
 			return werr
 		}
+		*last = b[len(b)-1]
 		return nil
 	}
 	if carry := h.takeCarry(); len(carry) > 0 {
