@@ -56,6 +56,11 @@ func (p *Pipes) runStdin(pr *pipeRelay, carry []byte) {
 		_, err := relay(pr.dst, pr.src, nil, pr.h) // stdin: the process's own pace
 		if !errors.Is(err, errHalted) {
 			pr.dst.Close()
+			// Nothing more can reach the process: the client's FIFO loses
+			// its readers, so its writes fail (EPIPE) instead of filling the
+			// FIFO and blocking until Delete, as with the stock shim.
+			pr.src.Close()
+			p.CloseStdin()
 		}
 		pr.h.finish(err)
 	}()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	stdio "io"
 	"os"
@@ -288,5 +289,36 @@ func TestRuntimeFilesOwnedByIoUidGid(t *testing.T) {
 		if st.Uid != 100000 || st.Gid != 100001 {
 			t.Errorf("%s owned by %d:%d, want 100000:100001", name, st.Uid, st.Gid)
 		}
+	}
+}
+
+// A process that closes its stdin and runs on: the client's writes to the
+// stdin FIFO fail (EPIPE) once the shim found the process's end gone,
+// instead of filling the FIFO and blocking.
+func TestStdinClosedByTheProcessFailsTheClientsWrites(t *testing.T) {
+	inPath := mkfifo(t, "in")
+	p, err := Open(Config{Stdin: inPath}, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	in, _, _ := p.RuntimeFiles()
+	in.Close() // the process's fd 0, closed
+	p.ReleaseRuntimeFiles()
+	client, err := os.OpenFile(inPath, os.O_WRONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := client.Write([]byte("x"))
+		if errors.Is(err, unix.EPIPE) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the client's writes still go into the FIFO after 5 s (last: %v)", err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
