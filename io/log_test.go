@@ -429,3 +429,33 @@ func TestLogGoesOnWhenItsFilesAreRemoved(t *testing.T) {
 		t.Fatalf("the last line is not in the log (%d bytes across %s and .1; dropped %d)", len(all), path, p.Dropped())
 	}
 }
+
+// A terminal whose output goes to a binary:// logger, closed before the
+// console came (the runtime failed): the shim keeps no end of the logger's
+// stdout pipe, so the logger sees end of file.
+func TestTerminalLoggerClosedBeforeTheConsole(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "got")
+	// A child of the logger reads its stdout: Close's SIGTERM ends the
+	// logger, not the child, which finishes only at end of file. The
+	// logger is ready (fd 5 closed by both) once the child runs.
+	uri := "binary://" + writeScript(t, `(exec 5>&-; cat <&3 > `+out+`.partial; mv `+out+`.partial `+out+`) &
+exec 5>&-
+wait`)
+	p, err := Open(Config{Terminal: true, Stdout: uri}, Env{ProcessID: "c", Namespace: "n", Spawn: spawnPlain(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan struct{})
+	go func() { p.Close(); close(closed) }() // waits out the logger's SIGTERM step
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := os.Stat(out); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the logger never saw end of file on its stdout")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	<-closed
+}

@@ -110,6 +110,9 @@ func (p *Pipes) openLogger(uri string, env Env) error {
 	if p.terminal {
 		p.consoleOut = readyFile{outW} // the pty's output goes to the logger's stdout
 		p.rtOut = nil
+		// Closed by the console relay when it ends, and by Close if the
+		// console never came: else the logger never sees end of file.
+		p.toClose = append(p.toClose, outW)
 	}
 	cmd.ExtraFiles = []*os.File{outR, errR, readyW}
 	cmd.Env = []string{"CONTAINER_ID=" + env.ProcessID, "CONTAINER_NAMESPACE=" + env.Namespace}
