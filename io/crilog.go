@@ -290,7 +290,10 @@ func (r *rotatingFile) relayCRI(src *os.File, stream string, moved, dropped *ato
 		}
 		if len(raw) > 0 {
 			tag := tagFull
-			if isPrefix {
+			// Partial: cut at the line limit, or the stream's last bytes
+			// without a line end (as containerd's CRI logger tags them, so
+			// that kubelet adds no newline the process never wrote).
+			if isPrefix || raw[len(raw)-1] != '\n' {
 				tag = tagPartial
 			}
 			rec = rec[:0]
