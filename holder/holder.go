@@ -72,6 +72,10 @@ type Config struct {
 	Cgroup string
 	// Reaper receives the holder's exit: the shim is its parent.
 	Reaper *reaper.Reaper
+	// UIDMappings and GIDMappings, when set, give the holder a user
+	// namespace of its own with these mappings: not for a pod, but to hold
+	// one while an ID-mapped mount is made from /proc/<pid>/ns/user.
+	UIDMappings, GIDMappings []syscall.SysProcIDMap
 }
 
 // Holder is a running holder process, owned by the shim that started it.
@@ -210,6 +214,10 @@ func fork(cfg Config, birth *birthCgroup) (_ forked, retErr error) {
 	}
 	if cfg.NewPID {
 		cmd.SysProcAttr.Cloneflags = unix.CLONE_NEWPID
+	}
+	if len(cfg.UIDMappings) > 0 {
+		cmd.SysProcAttr.Cloneflags |= unix.CLONE_NEWUSER
+		cmd.SysProcAttr.UidMappings, cmd.SysProcAttr.GidMappings = cfg.UIDMappings, cfg.GIDMappings
 	}
 	if prog := tinyHolder(); prog != nil && !goHolderOnly {
 		mem, err := programFile(prog)

@@ -71,7 +71,7 @@ func Create(ctx context.Context, r *reaper.Reaper, cfg CreateConfig, onCreated f
 		if err := os.MkdirAll(rootfs, 0o711); err != nil {
 			return nil, fmt.Errorf("create rootfs directory: %w", err)
 		}
-		if err := mountRootfs(rootfs, cfg.Rootfs); err != nil {
+		if err := mountRootfs(rootfs, cfg.Rootfs, r); err != nil {
 			return nil, err
 		}
 		c.rootfsMount = true

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/example/containerd-shim-example-v2/bundle"
+	"github.com/example/containerd-shim-example-v2/reaper"
 	"golang.org/x/sys/unix"
 )
 
@@ -69,15 +70,16 @@ func parseOptions(options []string) (flags uintptr, data string) {
 }
 
 // mountRootfs mounts every entry under rootfs in order. On failure it undoes
-// what it mounted.
-func mountRootfs(rootfs string, mounts []Mount) (err error) {
+// what it mounted. r reaps the holder of an ID mapping's user namespace
+// (idmap.go), for mounts that ask for one.
+func mountRootfs(rootfs string, mounts []Mount, r *reaper.Reaper) (err error) {
 	mounted := 0
 	defer func() {
 		if err != nil && mounted > 0 {
 			_ = unmountAll(rootfs)
 		}
 	}()
-	for _, m := range mounts {
+	for i, m := range mounts {
 		target := rootfs
 		if m.Target != "" {
 			target = filepath.Join(rootfs, filepath.Clean("/"+m.Target))
@@ -85,7 +87,23 @@ func mountRootfs(rootfs string, mounts []Mount) (err error) {
 				return fmt.Errorf("create mount point %s: %w", target, err)
 			}
 		}
-		options, dir := m.Options, ""
+		options, idmap := takeIDMapping(m.Options)
+		var userns *os.File
+		if idmap.set() {
+			if userns, err = userNamespace(r, idmap); err != nil {
+				return fmt.Errorf("mount %s on %s: %w", m.Source, target, err)
+			}
+			defer userns.Close()
+			if m.Type == "overlay" {
+				// The layers are mapped; the overlay over them needs nothing more.
+				var undo func()
+				if options, undo, err = idmapLowerdirs(options, filepath.Join(filepath.Dir(rootfs), fmt.Sprintf(".idmapped-layers-%d", i)), userns); err != nil {
+					return fmt.Errorf("mount %s on %s: %w", m.Source, target, err)
+				}
+				defer undo()
+			}
+		}
+		dir := ""
 		if m.Type == "overlay" {
 			options, dir = compactLowerdirs(options)
 		}
@@ -104,6 +122,13 @@ func mountRootfs(rootfs string, mounts []Mount) (err error) {
 			if err := unix.Mount("", target, "", flags|unix.MS_REMOUNT, ""); err != nil {
 				return fmt.Errorf("remount %s read-only: %w", target, err)
 			}
+		}
+		if userns != nil && m.Type != "overlay" {
+			// Anything else is mapped where it is mounted, on top of it.
+			if err := idmapMount(target, target, userns, 0); err != nil {
+				return err
+			}
+			mounted++
 		}
 	}
 	return nil

@@ -1,11 +1,18 @@
 package process
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+
+	"github.com/example/containerd-shim-example-v2/reaper"
 )
 
 // Lowerdirs that do not fit in one page of mount data are made relative to
@@ -62,7 +69,7 @@ func TestMountRootfsManyLayers(t *testing.T) {
 		t.Fatalf("the test's lowerdir option is %d bytes: it must not fit in a page", len(lowerdir))
 	}
 	err := mountRootfs(rootfs, []Mount{{Type: "overlay", Source: "overlay",
-		Options: []string{"index=off", lowerdir, "upperdir=" + upper, "workdir=" + work}}})
+		Options: []string{"index=off", lowerdir, "upperdir=" + upper, "workdir=" + work}}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,5 +85,82 @@ func TestMountRootfsManyLayers(t *testing.T) {
 	}
 	if wd, _ := os.Getwd(); strings.HasPrefix(wd, base) {
 		t.Errorf("the process's working directory moved to %s", wd)
+	}
+}
+
+// An overlay and a bind mount with uidmap= and gidmap= (containerd 2.x, a
+// pod with hostUsers: false) are seen ID-mapped: a file the image owns as 0
+// is owned by the start of the pod's host range; the options are not handed
+// to the filesystem, and nothing of the mapping is left in the bundle.
+func TestMountRootfsIDMapped(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting needs root")
+	}
+	r := reaper.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx)
+	idmap := []string{"uidmap=0:100000:65536", "gidmap=0:200000:65536"}
+
+	bundle := t.TempDir()
+	layers := filepath.Join(bundle, "snapshots")
+	var lowers []string
+	for i := 3; i >= 1; i-- {
+		d := filepath.Join(layers, fmt.Sprint(i), "fs")
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, fmt.Sprintf("layer-%d", i)), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		lowers = append(lowers, d)
+	}
+	upper, work, rootfs := filepath.Join(layers, "4", "fs"), filepath.Join(layers, "4", "work"), filepath.Join(bundle, "rootfs")
+	for _, d := range []string{upper, work, rootfs} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := mountRootfs(rootfs, []Mount{{Type: "overlay", Source: "overlay", Options: append([]string{"index=off",
+		"lowerdir=" + strings.Join(lowers, ":"), "upperdir=" + upper, "workdir=" + work}, idmap...)}}, r)
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
+		t.Skipf("no ID-mapped overlay layers on this kernel or filesystem: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := func(path string) string {
+		var st unix.Stat_t
+		if err := unix.Stat(path, &st); err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("%d:%d", st.Uid, st.Gid)
+	}
+	if got := owner(filepath.Join(rootfs, "layer-1")); got != "100000:200000" {
+		t.Errorf("a lower layer's file through the overlay is owned by %s, want 100000:200000", got)
+	}
+	if err := unmountAll(rootfs); err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(bundle, ".idmapped-layers*")); len(left) != 0 {
+		t.Errorf("left behind: %v", left)
+	}
+
+	// A bind mount (a single-layer snapshot) is mapped in place.
+	err = mountRootfs(rootfs, []Mount{{Type: "bind", Source: lowers[2], Options: append([]string{"rbind", "ro"}, idmap...)}}, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := owner(filepath.Join(rootfs, "layer-1")); got != "100000:200000" {
+		t.Errorf("a bind-mounted layer's file is owned by %s, want 100000:200000", got)
+	}
+	if err := unmountAll(rootfs); err != nil {
+		t.Fatal(err)
+	}
+
+	// A mapping that does not parse is refused before anything is mounted.
+	err = mountRootfs(rootfs, []Mount{{Type: "bind", Source: lowers[2], Options: []string{"rbind", "uidmap=0:1", "gidmap=0:1:1"}}}, r)
+	if !errdefs.IsInvalidArgument(err) {
+		t.Errorf("a bad uidmap: %v, want InvalidArgument", err)
 	}
 }
