@@ -47,23 +47,8 @@ func TestMountRootfsManyLayers(t *testing.T) {
 		t.Skip("mounting needs root")
 	}
 	base := filepath.Join(t.TempDir(), strings.Repeat("a-long-snapshot-directory-name-", 3))
-	var lowers []string
-	for i := 80; i >= 1; i-- { // top layer first, as containerd lists them
-		d := filepath.Join(base, fmt.Sprint(i), "fs")
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(d, fmt.Sprintf("layer-%d", i)), nil, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		lowers = append(lowers, d)
-	}
-	upper, work, rootfs := filepath.Join(base, "up", "fs"), filepath.Join(base, "up", "work"), filepath.Join(base, "rootfs")
-	for _, d := range []string{upper, work, rootfs} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	lowers, upper, work := makeLayers(t, base, 80)
+	rootfs := mkdir(t, filepath.Join(base, "rootfs"))
 	lowerdir := "lowerdir=" + strings.Join(lowers, ":")
 	if len(lowerdir) <= maxMountData {
 		t.Fatalf("the test's lowerdir option is %d bytes: it must not fit in a page", len(lowerdir))
@@ -103,24 +88,8 @@ func TestMountRootfsIDMapped(t *testing.T) {
 	idmap := []string{"uidmap=0:100000:65536", "gidmap=0:200000:65536"}
 
 	bundle := t.TempDir()
-	layers := filepath.Join(bundle, "snapshots")
-	var lowers []string
-	for i := 3; i >= 1; i-- {
-		d := filepath.Join(layers, fmt.Sprint(i), "fs")
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(d, fmt.Sprintf("layer-%d", i)), nil, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		lowers = append(lowers, d)
-	}
-	upper, work, rootfs := filepath.Join(layers, "4", "fs"), filepath.Join(layers, "4", "work"), filepath.Join(bundle, "rootfs")
-	for _, d := range []string{upper, work, rootfs} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	lowers, upper, work := makeLayers(t, filepath.Join(bundle, "snapshots"), 3)
+	rootfs := mkdir(t, filepath.Join(bundle, "rootfs"))
 	err := mountRootfs(rootfs, []Mount{{Type: "overlay", Source: "overlay", Options: append([]string{"index=off",
 		"lowerdir=" + strings.Join(lowers, ":"), "upperdir=" + upper, "workdir=" + work}, idmap...)}}, r)
 	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
@@ -163,4 +132,27 @@ func TestMountRootfsIDMapped(t *testing.T) {
 	if !errdefs.IsInvalidArgument(err) {
 		t.Errorf("a bad uidmap: %v, want InvalidArgument", err)
 	}
+}
+
+// makeLayers makes n snapshot layers under dir (dir/<i>/fs, each with a file
+// layer-<i>), listed top first as containerd lists them, and an upper and a
+// work directory.
+func makeLayers(t *testing.T, dir string, n int) (lowers []string, upper, work string) {
+	t.Helper()
+	for i := n; i >= 1; i-- {
+		d := mkdir(t, filepath.Join(dir, fmt.Sprint(i), "fs"))
+		if err := os.WriteFile(filepath.Join(d, fmt.Sprintf("layer-%d", i)), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		lowers = append(lowers, d)
+	}
+	return lowers, mkdir(t, filepath.Join(dir, "up", "fs")), mkdir(t, filepath.Join(dir, "up", "work"))
+}
+
+func mkdir(t *testing.T, dir string) string {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
