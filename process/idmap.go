@@ -3,7 +3,6 @@ package process
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -126,23 +125,13 @@ func idmapMount(source, target string, userns *os.File, attrs uint64) error {
 // to go through it. undo unmounts and removes dir; the overlay, once mounted,
 // keeps its layers without it.
 func idmapLowerdirs(options []string, dir string, userns *os.File) (_ []string, undo func(), _ error) {
-	at := -1
-	for i, o := range options {
-		if strings.HasPrefix(o, "lowerdir=") {
-			at = i
-		}
-	}
+	at, dirs := lowerdirs(options)
 	if at < 0 {
 		return nil, nil, fmt.Errorf("an ID-mapped overlay without lowerdir: %w", errdefs.ErrInvalidArgument)
 	}
-	dirs := strings.Split(strings.TrimPrefix(options[at], "lowerdir="), ":")
-	parent := filepath.Dir(dirs[0])
-	for _, d := range dirs[1:] {
-		for !strings.HasPrefix(d, parent+"/") {
-			if parent = filepath.Dir(parent); parent == "/" {
-				return nil, nil, fmt.Errorf("overlay layers %v have no common parent below /: %w", dirs, errdefs.ErrInvalidArgument)
-			}
-		}
+	parent := commonParent(dirs)
+	if parent == "" {
+		return nil, nil, fmt.Errorf("overlay layers %v have no common parent below /: %w", dirs, errdefs.ErrInvalidArgument)
 	}
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("ID-mapped layers' mount point: %w", err)
@@ -151,13 +140,7 @@ func idmapLowerdirs(options []string, dir string, userns *os.File) (_ []string, 
 		_ = os.Remove(dir)
 		return nil, nil, err
 	}
-	mapped := make([]string, len(dirs))
-	for i, d := range dirs {
-		mapped[i] = dir + strings.TrimPrefix(d, parent)
-	}
-	out := append([]string(nil), options...)
-	out[at] = "lowerdir=" + strings.Join(mapped, ":")
-	return out, func() {
+	return withLowerdirs(options, at, dirs, parent, dir), func() {
 		_ = unix.Unmount(dir, unix.MNT_DETACH)
 		_ = os.Remove(dir)
 	}, nil

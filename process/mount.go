@@ -147,36 +147,64 @@ func compactLowerdirs(options []string) ([]string, string) {
 	if _, data := parseOptions(options); len(data) <= maxMountData {
 		return options, ""
 	}
-	at := -1
+	at, dirs := lowerdirs(options)
+	parent := commonParent(dirs)
+	if at < 0 || parent == "" {
+		return options, ""
+	}
+	return withLowerdirs(options, at, dirs, parent, ""), parent + "/"
+}
+
+// lowerdirs finds an overlay's lowerdir option: its index in options (-1:
+// none) and the directories it lists.
+func lowerdirs(options []string) (at int, dirs []string) {
+	at = -1
 	for i, o := range options {
 		if strings.HasPrefix(o, "lowerdir=") {
 			at = i
 		}
 	}
 	if at < 0 {
-		return options, ""
+		return -1, nil
 	}
-	dirs := strings.Split(strings.TrimPrefix(options[at], "lowerdir="), ":")
-	common := dirs[0]
-	for _, d := range dirs[1:] {
-		for !strings.HasPrefix(d, common) {
-			common = common[:len(common)-1]
+	return at, strings.Split(strings.TrimPrefix(options[at], "lowerdir="), ":")
+}
+
+// commonParent is the deepest directory that holds every one of dirs below
+// it; "" when only / does.
+func commonParent(dirs []string) string {
+	if len(dirs) == 0 {
+		return ""
+	}
+	parent := filepath.Dir(dirs[0])
+	for _, d := range dirs {
+		for !strings.HasPrefix(d, parent+"/") {
+			if parent = filepath.Dir(parent); parent == "/" {
+				return ""
+			}
 		}
 	}
-	// A whole directory: up to and including its last slash.
-	common = common[:strings.LastIndex(common, "/")+1]
-	if len(common) <= 1 {
-		return options, ""
+	if parent == "/" {
+		return ""
 	}
-	rel := make([]string, len(dirs))
+	return parent
+}
+
+// withLowerdirs is options with the lowerdir option at at rewritten: each of
+// dirs with the prefix parent replaced by base (base "" makes them relative to
+// parent).
+func withLowerdirs(options []string, at int, dirs []string, parent, base string) []string {
+	moved := make([]string, len(dirs))
 	for i, d := range dirs {
-		if rel[i] = strings.TrimPrefix(d, common); rel[i] == "" {
-			return options, "" // the parent itself is a layer: nothing to shorten to
+		rel := strings.TrimPrefix(d, parent+"/")
+		if base != "" {
+			rel = base + "/" + rel
 		}
+		moved[i] = rel
 	}
 	out := append([]string(nil), options...)
-	out[at] = "lowerdir=" + strings.Join(rel, ":")
-	return out, common
+	out[at] = "lowerdir=" + strings.Join(moved, ":")
+	return out
 }
 
 // mountFrom mounts with dir as the working directory when dir is set, for
