@@ -2,6 +2,8 @@ package cgroup
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"sync"
 
 	"github.com/example/containerd-shim-example-v2/internal/rawfile"
@@ -26,11 +28,12 @@ const maxPooledBuf = 64 << 10
 var readBufs = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
 
 // withFile reads the whole file at path into a pooled buffer and calls fn with its
-// content, which is valid only during the call.
+// content, which is valid only during the call. Its error names the file.
 func withFile(path string, fn func(data []byte)) error {
-	bp := readBufs.Get().(*[]byte)
-	data, grown, err := rawfile.ReadInto(path, *bp)
-	return pooled(bp, grown, data, err, fn)
+	if err := withFileIn(fn, filepath.Dir(path), filepath.Base(path)); err != nil {
+		return &os.PathError{Op: "read", Path: path, Err: err}
+	}
+	return nil
 }
 
 // withFileIn is withFile of dir/parts... (parts concatenated) with the path built on the
@@ -39,14 +42,8 @@ func withFile(path string, fn func(data []byte)) error {
 func withFileIn(fn func(data []byte), dir string, parts ...string) error {
 	bp := readBufs.Get().(*[]byte)
 	data, grown, err := rawfile.ReadIn(*bp, dir, parts...)
-	return pooled(bp, grown, data, err, fn)
-}
-
-// pooled hands a read's content to fn and the buffer, as the read grew it, back to the
-// pool (unless it grew past maxPooledBuf).
-func pooled(bp *[]byte, grown, data []byte, err error, fn func([]byte)) error {
 	if cap(grown) <= maxPooledBuf {
-		*bp = grown
+		*bp = grown // the buffer as the read grew it goes back to the pool
 		defer readBufs.Put(bp)
 	}
 	if err != nil {
@@ -58,9 +55,14 @@ func pooled(bp *[]byte, grown, data []byte, err error, fn func([]byte)) error {
 
 // readUintIn reads a one-number file (a counter, a limit or "max") under dir.
 func readUintIn(dir string, parts ...string) (uint64, error) {
+	return uintOf(func(fn func([]byte)) error { return withFileIn(fn, dir, parts...) })
+}
+
+// uintOf parses the one number of the file read reads.
+func uintOf(read func(fn func([]byte)) error) (uint64, error) {
 	var v uint64
 	var perr error
-	if err := withFileIn(func(data []byte) { v, perr = parseUint(string(bytes.TrimSpace(data))) }, dir, parts...); err != nil {
+	if err := read(func(data []byte) { v, perr = parseUint(string(bytes.TrimSpace(data))) }); err != nil {
 		return 0, err
 	}
 	return v, perr
@@ -105,12 +107,7 @@ func readString(path string) (string, error) {
 }
 
 func readUint(path string) (uint64, error) {
-	var v uint64
-	var perr error
-	if err := withFile(path, func(data []byte) { v, perr = parseUint(string(bytes.TrimSpace(data))) }); err != nil {
-		return 0, err
-	}
-	return v, perr
+	return uintOf(func(fn func([]byte)) error { return withFile(path, fn) })
 }
 
 // readKV reads "key value" lines (memory.events, memory.oom_control) into a
