@@ -535,12 +535,11 @@ func importConsole(p *Pipes, t *TerminalState, get adoptFunc, ferr *error) error
 	return nil
 }
 
-// adoptLogger takes over a running binary:// logger whose exit arrives on
-// exitc.
+// adoptLogger takes over a running binary:// logger whose exit claim
+// reports.
 func (p *Pipes) adoptLogger(pid int, claim func(int, func(int))) {
 	proc, _ := os.FindProcess(pid) // never fails on Unix
-	exit := make(chan struct{})
-	p.outputs.Add(1) // Drain waits for the logger to finish reading
+	exit, exited := p.expectLoggerExit()
 	p.logger, p.loggerExit = proc, exit
-	claim(pid, p.loggerExited(exit))
+	claim(pid, exited)
 }

@@ -119,9 +119,8 @@ func (p *Pipes) openLogger(uri string, env Env) error {
 	// Its own process group: a signal for the shim's group is not for it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	// Ready before the start: the exit may be reported at once.
-	loggerExit := make(chan struct{})
-	p.outputs.Add(1) // Drain waits for the logger to finish reading
-	err = env.Spawn(cmd, p.loggerExited(loggerExit))
+	loggerExit, exited := p.expectLoggerExit()
+	err = env.Spawn(cmd, exited)
 	// The logger has its copies now (or failed to start); ours must go, or
 	// the logger would never see end of file.
 	outR.Close()
@@ -161,11 +160,14 @@ func (p *Pipes) openLogger(uri string, env Env) error {
 	}
 }
 
-// loggerExited is the logger's exit callback: it ends the wait of Drain
-// and stopLogger, once.
-func (p *Pipes) loggerExited(exit chan struct{}) func(int) {
+// expectLoggerExit readies the wait for a logger's exit: Drain waits for it
+// (one more in outputs) and stopLogger on exit, which closes when exited, the
+// callback for the reaper, is called (once).
+func (p *Pipes) expectLoggerExit() (exit chan struct{}, exited func(int)) {
+	exit = make(chan struct{})
+	p.outputs.Add(1)
 	var once sync.Once
-	return func(int) {
+	return exit, func(int) {
 		once.Do(func() {
 			close(exit)
 			p.outputs.Done()
