@@ -80,10 +80,7 @@ func (c *Container) Handable() error {
 		p.mu.Lock()
 		st, pipes, deleting, restore := p.status, p.pipes, p.deleting, p.restore
 		p.mu.Unlock()
-		name := c.ID
-		if !p.IsInit() {
-			name += " exec " + p.ID
-		}
+		name := p.name()
 		switch {
 		case deleting:
 			return fmt.Errorf("%s is being deleted: %w", name, errdefs.ErrFailedPrecondition)
