@@ -1,0 +1,309 @@
+package codec
+
+import (
+	"bytes"
+	"math"
+	"math/rand"
+	"os"
+	"os/exec"
+	"testing"
+
+	taskv2 "github.com/containerd/containerd/api/runtime/task/v2"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// fill sets every field of m to random values; lists and maps get 0-3
+// elements, messages nest to depth 3. With badUTF8, a string may hold bytes
+// that are not UTF-8.
+func fill(r *rand.Rand, m protoreflect.Message, depth int, badUTF8 bool) {
+	fields := m.Descriptor().Fields()
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		if r.Intn(4) == 0 {
+			continue // left unset
+		}
+		switch {
+		case fd.IsMap():
+			mp := m.Mutable(fd).Map()
+			for n := r.Intn(4); n > 0; n-- {
+				mp.Set(protoreflect.ValueOfString(randString(r, badUTF8)).MapKey(), protoreflect.ValueOfString(randString(r, badUTF8)))
+			}
+		case fd.IsList():
+			l := m.Mutable(fd).List()
+			for n := r.Intn(4); n > 0; n-- {
+				if fd.Message() != nil {
+					if depth == 0 {
+						break
+					}
+					e := l.NewElement()
+					fill(r, e.Message(), depth-1, badUTF8)
+					l.Append(e)
+					continue
+				}
+				l.Append(scalarValue(r, fd, badUTF8))
+			}
+		case fd.Message() != nil:
+			if depth == 0 {
+				continue
+			}
+			fill(r, m.Mutable(fd).Message(), depth-1, badUTF8)
+		default:
+			m.Set(fd, scalarValue(r, fd, badUTF8))
+		}
+	}
+}
+
+func randString(r *rand.Rand, badUTF8 bool) string {
+	b := make([]byte, r.Intn(20))
+	for i := range b {
+		b[i] = byte('a' + r.Intn(26))
+	}
+	s := string(b)
+	if r.Intn(5) == 0 {
+		s += "é✓"
+	}
+	if badUTF8 && r.Intn(3) == 0 {
+		s += "\xff"
+	}
+	return s
+}
+
+func scalarValue(r *rand.Rand, fd protoreflect.FieldDescriptor, badUTF8 bool) protoreflect.Value {
+	big := func() uint64 {
+		switch r.Intn(4) {
+		case 0:
+			return 0
+		case 1:
+			return uint64(r.Intn(200))
+		default:
+			return r.Uint64()
+		}
+	}
+	switch fd.Kind() {
+	case protoreflect.BoolKind:
+		return protoreflect.ValueOfBool(r.Intn(2) == 0)
+	case protoreflect.EnumKind:
+		return protoreflect.ValueOfEnum(protoreflect.EnumNumber(int32(big())))
+	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind:
+		return protoreflect.ValueOfInt32(int32(big()))
+	case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
+		return protoreflect.ValueOfInt64(int64(big()))
+	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind:
+		return protoreflect.ValueOfUint32(uint32(big()))
+	case protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
+		return protoreflect.ValueOfUint64(big())
+	case protoreflect.FloatKind:
+		return protoreflect.ValueOfFloat32(float32(r.NormFloat64()))
+	case protoreflect.DoubleKind:
+		if r.Intn(5) == 0 {
+			return protoreflect.ValueOfFloat64(math.Copysign(0, -1))
+		}
+		return protoreflect.ValueOfFloat64(r.NormFloat64())
+	case protoreflect.StringKind:
+		return protoreflect.ValueOfString(randString(r, badUTF8))
+	case protoreflect.BytesKind:
+		b := make([]byte, r.Intn(20))
+		r.Read(b)
+		return protoreflect.ValueOfBytes(b)
+	}
+	panic("kind " + fd.Kind().String())
+}
+
+var deterministic = proto.MarshalOptions{Deterministic: true}
+
+// TestMatchesProto: for random messages of every covered type, the encoding
+// is proto.Marshal's byte for byte, Size is its length, and decoding gives
+// back an equal message; a string that is not UTF-8 fails both ways in both.
+func TestMatchesProto(t *testing.T) {
+	r := rand.New(rand.NewSource(1))
+	for _, proto0 := range allTypes() {
+		name := MessageName(proto0)
+		if want := string(proto.MessageName(proto0)); name != want {
+			t.Errorf("MessageName = %q, want %q", name, want)
+		}
+		for i := 0; i < 300; i++ {
+			m := proto0.ProtoReflect().New().Interface()
+			fill(r, m.ProtoReflect(), 3, false)
+			want, err := deterministic.Marshal(m)
+			if err != nil {
+				t.Fatalf("%s: proto.Marshal: %v", name, err)
+			}
+			got, err := Marshal(m)
+			if err != nil {
+				t.Fatalf("%s: Marshal: %v", name, err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("%s: Marshal\n got %x\nwant %x\nmessage %v", name, got, want, m)
+			}
+			if n := Size(m); n != len(want) {
+				t.Fatalf("%s: Size = %d, want %d", name, n, len(want))
+			}
+			if got, _ := Append([]byte("prefix"), m); !bytes.Equal(got, append([]byte("prefix"), want...)) {
+				t.Fatalf("%s: Append did not append", name)
+			}
+			back := proto0.ProtoReflect().New().Interface()
+			if err := Unmarshal(want, back); err != nil {
+				t.Fatalf("%s: Unmarshal: %v", name, err)
+			}
+			if !proto.Equal(back, m) {
+				t.Fatalf("%s: Unmarshal\n got %v\nwant %v", name, back, m)
+			}
+
+			bad := proto0.ProtoReflect().New().Interface()
+			fill(r, bad.ProtoReflect(), 3, true)
+			_, perr := proto.Marshal(bad)
+			_, err = Marshal(bad)
+			if (perr == nil) != (err == nil) {
+				t.Fatalf("%s: Marshal of a message with invalid UTF-8: error %v, proto.Marshal's %v", name, err, perr)
+			}
+		}
+	}
+}
+
+// TestInvalidUTF8Refused: a string field whose bytes are not UTF-8 is
+// refused on decoding, as proto.Unmarshal refuses it.
+func TestInvalidUTF8Refused(t *testing.T) {
+	b := []byte{0x0a, 0x02, 'a', 0xff} // CreateTaskRequest.id = "a\xff"
+	if err := proto.Unmarshal(b, new(taskv2.CreateTaskRequest)); err == nil {
+		t.Fatal("proto.Unmarshal accepted invalid UTF-8; the test's premise is wrong")
+	}
+	if err := Unmarshal(b, new(taskv2.CreateTaskRequest)); err == nil {
+		t.Fatal("Unmarshal accepted invalid UTF-8")
+	}
+}
+
+// TestNotCoveredFallsBack: a type the codec leaves out still works, through
+// protobuf-go.
+func TestNotCoveredFallsBack(t *testing.T) {
+	m := &durationpb.Duration{Seconds: 3, Nanos: 4}
+	if Covered(m) {
+		t.Fatal("Duration is not among the shim's messages and should not be covered")
+	}
+	want, _ := proto.Marshal(m)
+	got, err := Marshal(m)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("Marshal = %x, %v; want %x", got, err, want)
+	}
+	back := new(durationpb.Duration)
+	if err := Unmarshal(got, back); err != nil || !proto.Equal(back, m) {
+		t.Fatalf("Unmarshal = %v, %v", back, err)
+	}
+	if MessageName(m) != "google.protobuf.Duration" {
+		t.Fatalf("MessageName = %q", MessageName(m))
+	}
+}
+
+// mutations yields broken variants of an encoding: truncated, with a byte
+// changed, with bytes inserted.
+func mutations(r *rand.Rand, b []byte) [][]byte {
+	var out [][]byte
+	if len(b) > 0 {
+		out = append(out, b[:r.Intn(len(b))])
+		c := append([]byte(nil), b...)
+		c[r.Intn(len(c))] = byte(r.Intn(256))
+		out = append(out, c)
+	}
+	ins := make([]byte, 1+r.Intn(4))
+	r.Read(ins)
+	at := 0
+	if len(b) > 0 {
+		at = r.Intn(len(b))
+	}
+	out = append(out, append(append(append([]byte(nil), b[:at]...), ins...), b[at:]...))
+	return out
+}
+
+// TestBrokenInputLikeProto: broken encodings are refused or accepted as
+// proto.Unmarshal refuses or accepts them, and what is accepted decodes to
+// the same message.
+func TestBrokenInputLikeProto(t *testing.T) {
+	r := rand.New(rand.NewSource(2))
+	for _, proto0 := range allTypes() {
+		for i := 0; i < 300; i++ {
+			m := proto0.ProtoReflect().New().Interface()
+			fill(r, m.ProtoReflect(), 3, false)
+			enc, _ := deterministic.Marshal(m)
+			for _, b := range mutations(r, enc) {
+				compareDecode(t, proto0, b)
+			}
+		}
+	}
+}
+
+func compareDecode(t *testing.T, proto0 proto.Message, b []byte) {
+	t.Helper()
+	want := proto0.ProtoReflect().New().Interface()
+	werr := proto.Unmarshal(b, want)
+	got := proto0.ProtoReflect().New().Interface()
+	err := Unmarshal(b, got)
+	if (werr == nil) != (err == nil) {
+		t.Fatalf("%s: decoding %x: error %v, proto.Unmarshal's %v", proto.MessageName(proto0), b, err, werr)
+	}
+	// The codec drops fields it does not know; protobuf-go keeps them.
+	dropUnknown(want.ProtoReflect())
+	if err == nil && !proto.Equal(got, want) {
+		t.Fatalf("%s: decoding %x:\n got %v\nwant %v", proto.MessageName(proto0), b, got, want)
+	}
+}
+
+func dropUnknown(m protoreflect.Message) {
+	m.SetUnknown(nil)
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsMap():
+			if fd.MapValue().Message() != nil {
+				v.Map().Range(func(_ protoreflect.MapKey, e protoreflect.Value) bool {
+					dropUnknown(e.Message())
+					return true
+				})
+			}
+		case fd.IsList() && fd.Message() != nil:
+			for i := 0; i < v.List().Len(); i++ {
+				dropUnknown(v.List().Get(i).Message())
+			}
+		case fd.Message() != nil:
+			dropUnknown(v.Message())
+		}
+		return true
+	})
+}
+
+// FuzzMerge compares decoding with proto.Unmarshal on arbitrary input; the
+// first byte picks the message type.
+func FuzzMerge(f *testing.F) {
+	types := allTypes()
+	r := rand.New(rand.NewSource(3))
+	for i, m := range types {
+		m = m.ProtoReflect().New().Interface()
+		fill(r, m.ProtoReflect(), 2, false)
+		enc, _ := deterministic.Marshal(m)
+		f.Add(append([]byte{byte(i)}, enc...))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if len(in) == 0 {
+			return
+		}
+		compareDecode(t, types[int(in[0])%len(types)], in[1:])
+	})
+}
+
+// TestGeneratedIsCurrent fails when messages.gen.go is not what ./gen writes
+// now (run `make proto`).
+func TestGeneratedIsCurrent(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the generator")
+	}
+	out, err := exec.Command("go", "run", "./gen", "-").Output()
+	if err != nil {
+		t.Fatalf("go run ./gen: %v", err)
+	}
+	have, err := os.ReadFile("messages.gen.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out, have) {
+		t.Fatal("messages.gen.go is stale: run `make proto`")
+	}
+}

@@ -1,0 +1,802 @@
+// Command gen writes proto/codec/messages.gen.go: an encoder, a size
+// function and a decoder for every message the shim exchanges with its
+// callers, as plain Go over the generated structs' fields.
+//
+// Why: protobuf-go encodes and decodes through per-type tables it builds on a
+// message type's first use, and building them unpacks the full descriptors of
+// the type's whole .proto file. In a shim that is about 240 KB of heap built
+// while serving its first requests and kept for its life, spread over many
+// size classes, for a handful of message types. The code written here needs
+// none of it.
+//
+// It reads each message's descriptor (field numbers, kinds, cardinality) from
+// protobuf's registry and the Go field names from the structs' protobuf tags,
+// at generation time only. Supported: proto3 scalars, strings, bytes, enums,
+// messages, repeated fields (packed or not on input) and map<string, string>.
+// A message with anything else (oneofs, proto3 optional, other maps) is left
+// out, and so is every message that contains one: proto.Marshal keeps
+// serving those.
+//
+// Run by `make proto` (scripts/genproto.sh) after protoc; TestGeneratedIsCurrent
+// fails when the output is stale.
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"go/format"
+	"os"
+	"path"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+
+	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/containerd/containerd/api/events"
+	bootstrap "github.com/containerd/containerd/api/runtime/bootstrap/v1"
+	taskv2 "github.com/containerd/containerd/api/runtime/task/v2"
+	eventsv1 "github.com/containerd/containerd/api/services/ttrpc/events/v1"
+	"github.com/containerd/containerd/api/types"
+	runcopts "github.com/containerd/containerd/api/types/runc/options"
+	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
+
+	introspect "github.com/example/containerd-shim-example-v2/proto/introspect/v1"
+	options "github.com/example/containerd-shim-example-v2/proto/options/v1"
+	sandbox "github.com/example/containerd-shim-example-v2/proto/sandbox/v1"
+	upgrade "github.com/example/containerd-shim-example-v2/proto/upgrade/v1"
+)
+
+// roots name the .proto files whose messages the codec covers, each by one of
+// its messages; the messages their fields reach are covered too.
+var roots = []proto.Message{
+	&taskv2.CreateTaskRequest{},     // the task API (v3 has the same messages)
+	&events.TaskExit{},              // task events
+	&types.Envelope{},               // the event envelope
+	&types.RuntimeInfo{},            // `-info`
+	&eventsv1.ForwardRequest{},      // forwarding events to containerd
+	&bootstrap.BootstrapResult{},    // `start`'s answer to containerd 2.x
+	&runcopts.Options{},             // runc's options
+	&runtimeoptions.Options{},       // CRI's runtime options
+	&emptypb.Empty{},                // answers without content
+	&status.Status{},                // error answers
+	&sandbox.CreateSandboxRequest{}, // the Sandbox API
+	&options.Options{},              // this shim's options
+	&introspect.SnapshotRequest{},   // introspection
+	&upgrade.UpgradeRequest{},       // in-place upgrade
+}
+
+func main() {
+	out := "messages.gen.go"
+	if len(os.Args) > 1 {
+		out = os.Args[1]
+	}
+	src, err := generate()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gen:", err)
+		os.Exit(1)
+	}
+	if out == "-" {
+		os.Stdout.Write(src)
+		return
+	}
+	if err := os.WriteFile(out, src, 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, "gen:", err)
+		os.Exit(1)
+	}
+}
+
+// optional reports a proto3 optional scalar or string: a pointer in Go, sent
+// whenever it is set, even to its zero value.
+func optional(fd protoreflect.FieldDescriptor) bool {
+	return fd.HasOptionalKeyword() && fd.Message() == nil
+}
+
+// message is one covered message type.
+type message struct {
+	desc   protoreflect.MessageDescriptor
+	goType reflect.Type // the struct, not the pointer
+	fn     string       // suffix of its functions' names
+}
+
+type generator struct {
+	messages map[protoreflect.FullName]*message
+	order    []protoreflect.FullName
+	imports  map[string]string // Go import path -> name used here
+	skipped  map[protoreflect.FullName]string
+	buf      bytes.Buffer
+}
+
+func generate() ([]byte, error) {
+	g := &generator{
+		messages: map[protoreflect.FullName]*message{},
+		imports:  map[string]string{},
+		skipped:  map[protoreflect.FullName]string{},
+	}
+	for _, r := range roots {
+		file := r.ProtoReflect().Descriptor().ParentFile()
+		if err := g.addAll(file.Messages()); err != nil {
+			return nil, err
+		}
+	}
+	g.dropUnsupported()
+	sort.Slice(g.order, func(i, j int) bool { return g.order[i] < g.order[j] })
+	g.write()
+	src, err := format.Source(g.buf.Bytes())
+	if err != nil {
+		return g.buf.Bytes(), fmt.Errorf("format: %w", err)
+	}
+	return src, nil
+}
+
+func (g *generator) addAll(msgs protoreflect.MessageDescriptors) error {
+	for i := 0; i < msgs.Len(); i++ {
+		md := msgs.Get(i)
+		if md.IsMapEntry() {
+			continue
+		}
+		if err := g.add(md); err != nil {
+			return err
+		}
+		if err := g.addAll(md.Messages()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (g *generator) add(md protoreflect.MessageDescriptor) error {
+	if _, ok := g.messages[md.FullName()]; ok {
+		return nil
+	}
+	mt, err := protoregistry.GlobalTypes.FindMessageByName(md.FullName())
+	if err != nil {
+		return fmt.Errorf("%s: %w", md.FullName(), err)
+	}
+	t := reflect.TypeOf(mt.New().Interface()).Elem()
+	m := &message{desc: md, goType: t, fn: strings.ReplaceAll(string(md.FullName()), ".", "_")}
+	g.messages[md.FullName()] = m
+	g.order = append(g.order, md.FullName())
+	fields := md.Fields()
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		if fd.Message() != nil && !fd.IsMap() {
+			if err := g.add(fd.Message()); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// unsupported says why a message cannot be generated on its own.
+func unsupported(md protoreflect.MessageDescriptor) string {
+	fields := md.Fields()
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		switch {
+		case fd.ContainingOneof() != nil && !fd.ContainingOneof().IsSynthetic():
+			return fmt.Sprintf("field %s is in a oneof", fd.Name())
+		case fd.HasPresence() && fd.Message() == nil && (!fd.HasOptionalKeyword() || fd.Kind() == protoreflect.BytesKind):
+			return fmt.Sprintf("field %s has presence", fd.Name())
+		case fd.IsMap() && (fd.MapKey().Kind() != protoreflect.StringKind || fd.MapValue().Kind() != protoreflect.StringKind):
+			return fmt.Sprintf("field %s is a map other than map<string, string>", fd.Name())
+		case fd.Kind() == protoreflect.GroupKind:
+			return fmt.Sprintf("field %s is a group", fd.Name())
+		}
+	}
+	if md.Syntax() != protoreflect.Proto3 {
+		return "not proto3"
+	}
+	return ""
+}
+
+// dropUnsupported removes the messages that cannot be generated and, until
+// nothing changes, those whose fields reach a removed one.
+func (g *generator) dropUnsupported() {
+	for name, m := range g.messages {
+		if why := unsupported(m.desc); why != "" {
+			g.skipped[name] = why
+		}
+	}
+	for changed := true; changed; {
+		changed = false
+		for name, m := range g.messages {
+			if _, gone := g.skipped[name]; gone {
+				continue
+			}
+			fields := m.desc.Fields()
+			for i := 0; i < fields.Len(); i++ {
+				if sub := fields.Get(i).Message(); sub != nil && !fields.Get(i).IsMap() {
+					if _, gone := g.skipped[sub.FullName()]; gone {
+						g.skipped[name] = "field " + string(fields.Get(i).Name()) + " reaches " + string(sub.FullName())
+						changed = true
+						break
+					}
+				}
+			}
+		}
+	}
+	kept := g.order[:0]
+	for _, name := range g.order {
+		if _, gone := g.skipped[name]; !gone {
+			kept = append(kept, name)
+		}
+	}
+	g.order = kept
+}
+
+func (g *generator) p(format string, args ...any) {
+	fmt.Fprintf(&g.buf, format, args...)
+	g.buf.WriteByte('\n')
+}
+
+// pkg returns the name this file uses for a Go package, importing it.
+func (g *generator) pkg(importPath string) string {
+	if name, ok := g.imports[importPath]; ok {
+		return name
+	}
+	base := path.Base(importPath)
+	if len(base) >= 2 && base[0] == 'v' && base[1] >= '0' && base[1] <= '9' {
+		base = path.Base(path.Dir(importPath)) + base
+	}
+	base = strings.NewReplacer("-", "", ".", "").Replace(base)
+	name := base
+	for n := 2; g.nameTaken(name); n++ {
+		name = base + strconv.Itoa(n)
+	}
+	g.imports[importPath] = name
+	return name
+}
+
+func (g *generator) nameTaken(name string) bool {
+	switch name {
+	case "protowire", "proto", "utf8", "math", "sort", "errors":
+		return true
+	}
+	for _, n := range g.imports {
+		if n == name {
+			return true
+		}
+	}
+	return false
+}
+
+func (g *generator) typeName(t reflect.Type) string {
+	return g.pkg(t.PkgPath()) + "." + t.Name()
+}
+
+// goField finds the struct field that holds fd, by the number in its tag.
+func goField(t reflect.Type, fd protoreflect.FieldDescriptor) reflect.StructField {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag := f.Tag.Get("protobuf")
+		if tag == "" {
+			continue
+		}
+		parts := strings.Split(tag, ",")
+		if len(parts) > 1 && parts[1] == strconv.Itoa(int(fd.Number())) {
+			return f
+		}
+	}
+	panic(fmt.Sprintf("%s: no Go field for %s", t, fd.FullName()))
+}
+
+// tagBytes is the Go literal of a field's key.
+func tagBytes(num protoreflect.FieldNumber, typ protowire.Type) string {
+	var parts []string
+	for _, b := range protowire.AppendTag(nil, num, typ) {
+		parts = append(parts, fmt.Sprintf("0x%02x", b))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func tagLen(num protoreflect.FieldNumber) int { return protowire.SizeTag(num) }
+
+// scalar describes how one kind of scalar goes on the wire.
+type scalar struct {
+	wire protowire.Type
+	// toWire turns the Go value x into the uint64 the wire type carries.
+	toWire string
+	// fromWire turns the wire's uint64 v into the Go value; %s is the Go type.
+	fromWire string
+	// set is the proto3 test for "sent": the value is not the default.
+	set string
+}
+
+func scalarOf(k protoreflect.Kind) (scalar, bool) {
+	switch k {
+	case protoreflect.BoolKind:
+		return scalar{protowire.VarintType, "protowire.EncodeBool(x)", "%s(protowire.DecodeBool(v))", "x"}, true
+	case protoreflect.EnumKind, protoreflect.Int32Kind:
+		return scalar{protowire.VarintType, "uint64(int64(x))", "%s(int32(v))", "x != 0"}, true
+	case protoreflect.Int64Kind:
+		return scalar{protowire.VarintType, "uint64(x)", "%s(int64(v))", "x != 0"}, true
+	case protoreflect.Uint32Kind:
+		return scalar{protowire.VarintType, "uint64(x)", "%s(uint32(v))", "x != 0"}, true
+	case protoreflect.Uint64Kind:
+		return scalar{protowire.VarintType, "uint64(x)", "%s(v)", "x != 0"}, true
+	case protoreflect.Sint32Kind:
+		return scalar{protowire.VarintType, "protowire.EncodeZigZag(int64(x))", "%s(int32(protowire.DecodeZigZag(v & 0xffffffff)))", "x != 0"}, true
+	case protoreflect.Sint64Kind:
+		return scalar{protowire.VarintType, "protowire.EncodeZigZag(int64(x))", "%s(protowire.DecodeZigZag(v))", "x != 0"}, true
+	case protoreflect.Fixed32Kind:
+		return scalar{protowire.Fixed32Type, "uint64(x)", "%s(uint32(v))", "x != 0"}, true
+	case protoreflect.Sfixed32Kind:
+		return scalar{protowire.Fixed32Type, "uint64(uint32(x))", "%s(int32(uint32(v)))", "x != 0"}, true
+	case protoreflect.FloatKind:
+		return scalar{protowire.Fixed32Type, "uint64(math.Float32bits(float32(x)))", "%s(math.Float32frombits(uint32(v)))", "x != 0 || math.Signbit(float64(x))"}, true
+	case protoreflect.Fixed64Kind:
+		return scalar{protowire.Fixed64Type, "uint64(x)", "%s(v)", "x != 0"}, true
+	case protoreflect.Sfixed64Kind:
+		return scalar{protowire.Fixed64Type, "uint64(x)", "%s(int64(v))", "x != 0"}, true
+	case protoreflect.DoubleKind:
+		return scalar{protowire.Fixed64Type, "math.Float64bits(float64(x))", "%s(math.Float64frombits(v))", "x != 0 || math.Signbit(float64(x))"}, true
+	}
+	return scalar{}, false
+}
+
+// sizeOfWire is the Go expression for the encoded size of a wire value u.
+func sizeOfWire(t protowire.Type, u string) string {
+	switch t {
+	case protowire.Fixed32Type:
+		return "4"
+	case protowire.Fixed64Type:
+		return "8"
+	}
+	return "protowire.SizeVarint(" + u + ")"
+}
+
+func appendWire(t protowire.Type, u string) string {
+	switch t {
+	case protowire.Fixed32Type:
+		return "protowire.AppendFixed32(b, uint32(" + u + "))"
+	case protowire.Fixed64Type:
+		return "protowire.AppendFixed64(b, " + u + ")"
+	}
+	return "protowire.AppendVarint(b, " + u + ")"
+}
+
+func consumeWire(t protowire.Type) string {
+	switch t {
+	case protowire.Fixed32Type:
+		return "consumeFixed32"
+	case protowire.Fixed64Type:
+		return "protowire.ConsumeFixed64"
+	}
+	return "protowire.ConsumeVarint"
+}
+
+func (g *generator) write() {
+	g.p("// Code generated by proto/codec/gen. DO NOT EDIT.")
+	g.p("")
+	g.p("//lint:file-ignore SA1019 every field is encoded, deprecated ones too, as proto.Marshal does")
+	g.p("")
+	g.p("package codec")
+	g.p("")
+	// Imports are collected while the body is written.
+	var body bytes.Buffer
+	saved := g.buf
+	g.buf = body
+	g.writeDispatch()
+	for _, name := range g.order {
+		g.writeMessage(g.messages[name])
+	}
+	g.writeSkipped()
+	body = g.buf
+	g.buf = saved
+	g.p("import (")
+	g.p(`"math"`)
+	g.p(`"unicode/utf8"`)
+	g.p("")
+	g.p(`"google.golang.org/protobuf/encoding/protowire"`)
+	g.p(`"google.golang.org/protobuf/proto"`)
+	g.p("")
+	var paths []string
+	for p := range g.imports {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	for _, p := range paths {
+		g.p("%s %q", g.imports[p], p)
+	}
+	g.p(")")
+	g.p("")
+	g.p("var (")
+	g.p("_ = math.Signbit")
+	g.p("_ = utf8.ValidString")
+	g.p(")")
+	g.buf.Write(body.Bytes())
+}
+
+func (g *generator) writeDispatch() {
+	g.p("// size returns the encoded size of m, and false for a type not covered.")
+	g.p("func size(m proto.Message) (int, bool) {")
+	g.p("switch m := m.(type) {")
+	for _, name := range g.order {
+		m := g.messages[name]
+		g.p("case *%s: return size_%s(m), true", g.typeName(m.goType), m.fn)
+	}
+	g.p("}")
+	g.p("return 0, false")
+	g.p("}")
+	g.p("")
+	g.p("// appendTo appends m's encoding to b; false for a type not covered.")
+	g.p("func appendTo(b []byte, m proto.Message) ([]byte, bool, error) {")
+	g.p("switch m := m.(type) {")
+	for _, name := range g.order {
+		m := g.messages[name]
+		g.p("case *%s: b, err := append_%s(b, m); return b, true, err", g.typeName(m.goType), m.fn)
+	}
+	g.p("}")
+	g.p("return b, false, nil")
+	g.p("}")
+	g.p("")
+	g.p("// merge decodes b into m; false for a type not covered.")
+	g.p("func merge(b []byte, m proto.Message) (bool, error) {")
+	g.p("switch m := m.(type) {")
+	for _, name := range g.order {
+		m := g.messages[name]
+		g.p("case *%s: return true, merge_%s(b, m)", g.typeName(m.goType), m.fn)
+	}
+	g.p("}")
+	g.p("return false, nil")
+	g.p("}")
+	g.p("")
+	g.p("// allTypes returns a new message of every covered type (for tests).")
+	g.p("func allTypes() []proto.Message {")
+	g.p("return []proto.Message{")
+	for _, name := range g.order {
+		g.p("new(%s),", g.typeName(g.messages[name].goType))
+	}
+	g.p("}")
+	g.p("}")
+	g.p("")
+	g.p("// name returns m's full protobuf name; false for a type not covered.")
+	g.p("func name(m proto.Message) (string, bool) {")
+	g.p("switch m.(type) {")
+	for _, name := range g.order {
+		m := g.messages[name]
+		g.p("case *%s: return %q, true", g.typeName(m.goType), string(name))
+	}
+	g.p("}")
+	g.p(`return "", false`)
+	g.p("}")
+	g.p("")
+}
+
+func (g *generator) writeSkipped() {
+	var names []string
+	for n := range g.skipped {
+		names = append(names, string(n))
+	}
+	sort.Strings(names)
+	g.p("// Left to proto.Marshal and proto.Unmarshal:")
+	for _, n := range names {
+		g.p("//   %s: %s", n, g.skipped[protoreflect.FullName(n)])
+	}
+	if len(names) == 0 {
+		g.p("// (none)")
+	}
+}
+
+type field struct {
+	fd   protoreflect.FieldDescriptor
+	goF  reflect.StructField
+	path string // "m.Name"
+}
+
+func (g *generator) fields(m *message) []field {
+	fds := m.desc.Fields()
+	var out []field
+	for i := 0; i < fds.Len(); i++ {
+		fd := fds.Get(i)
+		f := goField(m.goType, fd)
+		out = append(out, field{fd: fd, goF: f, path: "m." + f.Name})
+	}
+	// protobuf-go writes fields in number order.
+	sort.Slice(out, func(i, j int) bool { return out[i].fd.Number() < out[j].fd.Number() })
+	return out
+}
+
+func (g *generator) writeMessage(m *message) {
+	fields := g.fields(m)
+	tn := g.typeName(m.goType)
+
+	// size
+	g.p("func size_%s(m *%s) (n int) {", m.fn, tn)
+	g.p("if m == nil { return 0 }")
+	for _, f := range fields {
+		g.writeSize(f)
+	}
+	g.p("return n")
+	g.p("}")
+	g.p("")
+
+	// append
+	g.p("func append_%s(b []byte, m *%s) ([]byte, error) {", m.fn, tn)
+	g.p("if m == nil { return b, nil }")
+	if len(fields) > 0 {
+		g.p("var err error")
+		g.p("_ = err")
+	}
+	for _, f := range fields {
+		g.writeAppend(m, f)
+	}
+	g.p("return b, nil")
+	g.p("}")
+	g.p("")
+
+	// merge
+	g.p("func merge_%s(b []byte, m *%s) error {", m.fn, tn)
+	g.p("for len(b) > 0 {")
+	g.p("num, typ, n, err := consumeTag(b)")
+	g.p("if err != nil { return err }")
+	g.p("b = b[n:]")
+	g.p("switch {")
+	for _, f := range fields {
+		g.writeMerge(m, f)
+	}
+	g.p("default:")
+	g.p("n = protowire.ConsumeFieldValue(num, typ, b)")
+	g.p("}")
+	g.p("if n < 0 { return protowire.ParseError(n) }")
+	g.p("b = b[n:]")
+	g.p("}")
+	g.p("return nil")
+	g.p("}")
+	g.p("")
+}
+
+func (g *generator) subFn(fd protoreflect.FieldDescriptor) string {
+	return g.messages[fd.Message().FullName()].fn
+}
+
+func (g *generator) writeSize(f field) {
+	fd, tl := f.fd, tagLen(f.fd.Number())
+	switch {
+	case fd.IsMap():
+		g.p("for k, v := range %s {", f.path)
+		g.p("e := 1 + protowire.SizeBytes(len(k)) + 1 + protowire.SizeBytes(len(v))")
+		g.p("n += %d + protowire.SizeBytes(e)", tl)
+		g.p("}")
+	case fd.IsList() && fd.Message() != nil:
+		g.p("for _, e := range %s { n += %d + protowire.SizeBytes(size_%s(e)) }", f.path, tl, g.subFn(fd))
+	case fd.IsList() && (fd.Kind() == protoreflect.StringKind || fd.Kind() == protoreflect.BytesKind):
+		g.p("for _, e := range %s { n += %d + protowire.SizeBytes(len(e)) }", f.path, tl)
+	case fd.IsList():
+		sc, _ := scalarOf(fd.Kind())
+		g.p("if len(%s) > 0 {", f.path)
+		g.p("p := 0")
+		g.p("for _, x := range %s { _ = x; p += %s }", f.path, sizeOfWire(sc.wire, sc.toWire))
+		g.p("n += %d + protowire.SizeBytes(p)", tl)
+		g.p("}")
+	case fd.Message() != nil:
+		g.p("if %s != nil { n += %d + protowire.SizeBytes(size_%s(%s)) }", f.path, tl, g.subFn(fd), f.path)
+	case optional(fd) && fd.Kind() == protoreflect.StringKind:
+		g.p("if %s != nil { n += %d + protowire.SizeBytes(len(*%s)) }", f.path, tl, f.path)
+	case optional(fd):
+		sc, _ := scalarOf(fd.Kind())
+		g.p("if %s != nil { x := *%s; n += %d + %s }", f.path, f.path, tl, sizeOfWire(sc.wire, sc.toWire))
+	case fd.Kind() == protoreflect.StringKind || fd.Kind() == protoreflect.BytesKind:
+		g.p("if len(%s) > 0 { n += %d + protowire.SizeBytes(len(%s)) }", f.path, tl, f.path)
+	default:
+		sc, _ := scalarOf(fd.Kind())
+		g.p("if x := %s; %s { n += %d + %s }", f.path, sc.set, tl, sizeOfWire(sc.wire, sc.toWire))
+	}
+}
+
+// utf8Check is the test that a string field holds valid UTF-8, which proto3
+// requires on both ends; ret is what the function returns before the error.
+func (g *generator) utf8Check(fd protoreflect.FieldDescriptor, v, fn, ret string) string {
+	if fd.Kind() != protoreflect.StringKind {
+		return ""
+	}
+	return fmt.Sprintf("if !utf8.%s(%s) { return %serrUTF8(%q) }", fn, v, ret, string(fd.FullName()))
+}
+
+func (g *generator) writeAppend(m *message, f field) {
+	fd := f.fd
+	num := fd.Number()
+	switch {
+	case fd.IsMap():
+		g.p("if len(%s) > 0 {", f.path)
+		g.p("for _, k := range sortedKeys(%s) {", f.path)
+		g.p("v := %s[k]", f.path)
+		g.p("if !utf8.ValidString(k) || !utf8.ValidString(v) { return b, errUTF8(%q) }", string(fd.FullName()))
+		g.p("b = append(b, %s)", tagBytes(num, protowire.BytesType))
+		g.p("b = protowire.AppendVarint(b, uint64(1 + protowire.SizeBytes(len(k)) + 1 + protowire.SizeBytes(len(v))))")
+		g.p("b = append(b, 0x0a)")
+		g.p("b = protowire.AppendString(b, k)")
+		g.p("b = append(b, 0x12)")
+		g.p("b = protowire.AppendString(b, v)")
+		g.p("}")
+		g.p("}")
+	case fd.IsList() && fd.Message() != nil:
+		sub := g.subFn(fd)
+		g.p("for _, e := range %s {", f.path)
+		g.p("b = append(b, %s)", tagBytes(num, protowire.BytesType))
+		g.p("b = protowire.AppendVarint(b, uint64(size_%s(e)))", sub)
+		g.p("if b, err = append_%s(b, e); err != nil { return b, err }", sub)
+		g.p("}")
+	case fd.IsList() && (fd.Kind() == protoreflect.StringKind || fd.Kind() == protoreflect.BytesKind):
+		g.p("for _, e := range %s {", f.path)
+		if c := g.utf8Check(fd, "e", "ValidString", "b, "); c != "" {
+			g.p("%s", c)
+		}
+		g.p("b = append(b, %s)", tagBytes(num, protowire.BytesType))
+		if fd.Kind() == protoreflect.StringKind {
+			g.p("b = protowire.AppendString(b, e)")
+		} else {
+			g.p("b = protowire.AppendBytes(b, e)")
+		}
+		g.p("}")
+	case fd.IsList():
+		sc, _ := scalarOf(fd.Kind())
+		g.p("if len(%s) > 0 {", f.path)
+		g.p("p := 0")
+		g.p("for _, x := range %s { _ = x; p += %s }", f.path, sizeOfWire(sc.wire, sc.toWire))
+		g.p("b = append(b, %s)", tagBytes(num, protowire.BytesType))
+		g.p("b = protowire.AppendVarint(b, uint64(p))")
+		g.p("for _, x := range %s { b = %s }", f.path, appendWire(sc.wire, sc.toWire))
+		g.p("}")
+	case fd.Message() != nil:
+		sub := g.subFn(fd)
+		g.p("if %s != nil {", f.path)
+		g.p("b = append(b, %s)", tagBytes(num, protowire.BytesType))
+		g.p("b = protowire.AppendVarint(b, uint64(size_%s(%s)))", sub, f.path)
+		g.p("if b, err = append_%s(b, %s); err != nil { return b, err }", sub, f.path)
+		g.p("}")
+	case optional(fd) && fd.Kind() == protoreflect.StringKind:
+		g.p("if %s != nil {", f.path)
+		g.p("%s", g.utf8Check(fd, "*"+f.path, "ValidString", "b, "))
+		g.p("b = append(b, %s)", tagBytes(num, protowire.BytesType))
+		g.p("b = protowire.AppendString(b, *%s)", f.path)
+		g.p("}")
+	case optional(fd):
+		sc, _ := scalarOf(fd.Kind())
+		g.p("if %s != nil {", f.path)
+		g.p("x := *%s", f.path)
+		g.p("b = append(b, %s)", tagBytes(num, sc.wire))
+		g.p("b = %s", appendWire(sc.wire, sc.toWire))
+		g.p("}")
+	case fd.Kind() == protoreflect.StringKind || fd.Kind() == protoreflect.BytesKind:
+		g.p("if len(%s) > 0 {", f.path)
+		if c := g.utf8Check(fd, f.path, "ValidString", "b, "); c != "" {
+			g.p("%s", c)
+		}
+		g.p("b = append(b, %s)", tagBytes(num, protowire.BytesType))
+		if fd.Kind() == protoreflect.StringKind {
+			g.p("b = protowire.AppendString(b, %s)", f.path)
+		} else {
+			g.p("b = protowire.AppendBytes(b, %s)", f.path)
+		}
+		g.p("}")
+	default:
+		sc, _ := scalarOf(fd.Kind())
+		g.p("if x := %s; %s {", f.path, sc.set)
+		g.p("b = append(b, %s)", tagBytes(num, sc.wire))
+		g.p("b = %s", appendWire(sc.wire, sc.toWire))
+		g.p("}")
+	}
+}
+
+// goElem is the Go type of one element of a field (the field's type for a
+// singular one), as written in this file.
+func (g *generator) goElem(t reflect.Type) string {
+	if (t.Kind() == reflect.Slice && t.Elem().Kind() != reflect.Uint8) || t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.PkgPath() != "" {
+		return g.typeName(t)
+	}
+	return t.String()
+}
+
+func (g *generator) writeMerge(m *message, f field) {
+	fd := f.fd
+	num := fd.Number()
+	switch {
+	case fd.IsMap():
+		g.p("case num == %d && typ == protowire.BytesType:", num)
+		g.p("var v []byte")
+		g.p("if v, n = protowire.ConsumeBytes(b); n < 0 { break }")
+		g.p("if %s == nil { %s = map[string]string{} }", f.path, f.path)
+		g.p("if err := mergeStringMapEntry(v, %s, %q); err != nil { return err }", f.path, string(fd.FullName()))
+	case fd.Message() != nil:
+		sub := g.subFn(fd)
+		subType := g.typeName(g.messages[fd.Message().FullName()].goType)
+		g.p("case num == %d && typ == protowire.BytesType:", num)
+		g.p("var v []byte")
+		g.p("if v, n = protowire.ConsumeBytes(b); n < 0 { break }")
+		if fd.IsList() {
+			g.p("e := new(%s)", subType)
+			g.p("if err := merge_%s(v, e); err != nil { return err }", sub)
+			g.p("%s = append(%s, e)", f.path, f.path)
+		} else {
+			g.p("if %s == nil { %s = new(%s) }", f.path, f.path, subType)
+			g.p("if err := merge_%s(v, %s); err != nil { return err }", sub, f.path)
+		}
+	case fd.Kind() == protoreflect.StringKind || fd.Kind() == protoreflect.BytesKind:
+		g.p("case num == %d && typ == protowire.BytesType:", num)
+		g.p("var v []byte")
+		g.p("if v, n = protowire.ConsumeBytes(b); n < 0 { break }")
+		if c := g.utf8Check(fd, "v", "Valid", ""); c != "" {
+			g.p("%s", c)
+		}
+		var val string
+		if fd.Kind() == protoreflect.StringKind {
+			val = g.goElem(f.goF.Type) + "(v)"
+		} else {
+			// protobuf-go keeps a present bytes field non-nil, even when empty.
+			val = "append([]byte{}, v...)"
+		}
+		switch {
+		case fd.IsList():
+			g.p("%s = append(%s, %s)", f.path, f.path, val)
+		case optional(fd):
+			g.p("s := %s", val)
+			g.p("%s = &s", f.path)
+		default:
+			g.p("%s = %s", f.path, val)
+		}
+	case fd.IsList():
+		sc, _ := scalarOf(fd.Kind())
+		elem := g.goElem(f.goF.Type)
+		conv := convert(sc.fromWire, elem)
+		g.p("case num == %d && typ == protowire.BytesType:", num)
+		g.p("var v []byte")
+		g.p("if v, n = protowire.ConsumeBytes(b); n < 0 { break }")
+		g.p("for len(v) > 0 {")
+		g.p("x, k := %s(v)", consumeWire(sc.wire))
+		g.p("if k < 0 { return protowire.ParseError(k) }")
+		g.p("v = v[k:]")
+		g.p("{")
+		g.p("v := x")
+		g.p("%s = append(%s, %s)", f.path, f.path, conv)
+		g.p("}")
+		g.p("}")
+		g.p("case num == %d && typ == %s:", num, wireName(sc.wire))
+		g.p("var v uint64")
+		g.p("if v, n = %s(b); n < 0 { break }", consumeWire(sc.wire))
+		g.p("%s = append(%s, %s)", f.path, f.path, conv)
+	default:
+		sc, _ := scalarOf(fd.Kind())
+		conv := convert(sc.fromWire, g.goElem(f.goF.Type))
+		g.p("case num == %d && typ == %s:", num, wireName(sc.wire))
+		g.p("var v uint64")
+		g.p("if v, n = %s(b); n < 0 { break }", consumeWire(sc.wire))
+		if optional(fd) {
+			g.p("x := %s", conv)
+			g.p("%s = &x", f.path)
+		} else {
+			g.p("%s = %s", f.path, conv)
+		}
+	}
+}
+
+// convert is the Go conversion of a wire value to a field of type elem,
+// without a conversion to the type it already has.
+func convert(pattern, elem string) string {
+	conv := fmt.Sprintf(pattern, elem)
+	if strings.HasPrefix(conv, elem+"("+elem+"(") {
+		conv = conv[len(elem)+1 : len(conv)-1]
+	}
+	return conv
+}
+
+func wireName(t protowire.Type) string {
+	switch t {
+	case protowire.Fixed32Type:
+		return "protowire.Fixed32Type"
+	case protowire.Fixed64Type:
+		return "protowire.Fixed64Type"
+	}
+	return "protowire.VarintType"
+}
