@@ -5,8 +5,9 @@ import (
 	"fmt"
 
 	bootstrap "github.com/containerd/containerd/api/runtime/bootstrap/v1"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/example/containerd-shim-example-v2/proto/codec"
 )
 
 // TaskAPIEnv lets an operator of containerd 2.x opt in to announcing task API
@@ -31,7 +32,7 @@ func DecodeStartInput(data []byte, id, namespace string) StartInput {
 		return in
 	}
 	var p bootstrap.BootstrapParams
-	if err := proto.Unmarshal(data, &p); err == nil && p.InstanceID == id && p.InstanceID != "" &&
+	if err := codec.Unmarshal(data, &p); err == nil && p.InstanceID == id && p.InstanceID != "" &&
 		(p.Namespace == "" || p.Namespace == namespace) {
 		in.Bootstrap = &p
 		for _, ext := range p.Extensions {
@@ -43,7 +44,7 @@ func DecodeStartInput(data []byte, id, namespace string) StartInput {
 		return in
 	}
 	var a anypb.Any
-	if err := proto.Unmarshal(data, &a); err == nil && a.TypeUrl != "" {
+	if err := codec.Unmarshal(data, &a); err == nil && a.TypeUrl != "" {
 		in.Options = &a
 	}
 	return in
@@ -78,7 +79,7 @@ func ChooseAnswer(in StartInput, maxShimVersion, optIn, address string) Answer {
 func (a Answer) Encode() ([]byte, error) {
 	switch {
 	case a.Proto:
-		return proto.Marshal(&bootstrap.BootstrapResult{Version: int32(a.Version), Address: a.Address, Protocol: "ttrpc"})
+		return codec.Marshal(&bootstrap.BootstrapResult{Version: int32(a.Version), Address: a.Address, Protocol: "ttrpc"})
 	case a.Version == 0:
 		return []byte(a.Address), nil
 	default:

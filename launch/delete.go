@@ -11,12 +11,12 @@ import (
 	"time"
 
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	bundlefiles "github.com/example/containerd-shim-example-v2/bundle"
 	"github.com/example/containerd-shim-example-v2/oci"
 	"github.com/example/containerd-shim-example-v2/process"
+	"github.com/example/containerd-shim-example-v2/proto/codec"
 	"github.com/example/containerd-shim-example-v2/reaper"
 	"github.com/example/containerd-shim-example-v2/sandbox"
 )
@@ -83,7 +83,7 @@ func Delete(f Flags, stdout io.Writer) error {
 	} else if err != nil {
 		slog.Warn("exit record unreadable", "error", err)
 	}
-	out, err := proto.Marshal(resp)
+	out, err := codec.Marshal(resp)
 	if err != nil {
 		return fmt.Errorf("encode delete response: %w", err)
 	}

@@ -9,10 +9,10 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/api/types"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/example/containerd-shim-example-v2/oci"
+	"github.com/example/containerd-shim-example-v2/proto/codec"
 	"github.com/example/containerd-shim-example-v2/service"
 )
 
@@ -35,7 +35,7 @@ func Info(stdin io.Reader, stdout io.Writer) error {
 	var opts *anypb.Any
 	if len(data) > 0 {
 		opts = &anypb.Any{}
-		if err := proto.Unmarshal(data, opts); err != nil {
+		if err := codec.Unmarshal(data, opts); err != nil {
 			return fmt.Errorf("decode options: %w", err)
 		}
 	}
@@ -59,7 +59,7 @@ func Info(stdin io.Reader, stdout io.Writer) error {
 	} else {
 		slog.Warn("OCI runtime features unavailable", "runtime", binary, "error", err)
 	}
-	out, err := proto.Marshal(info)
+	out, err := codec.Marshal(info)
 	if err != nil {
 		return fmt.Errorf("encode runtime info: %w", err)
 	}

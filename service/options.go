@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/example/containerd-shim-example-v2/proto/codec"
 	exampleopts "github.com/example/containerd-shim-example-v2/proto/options/v1"
 )
 
@@ -51,14 +52,14 @@ func DecodeOptions(a *anypb.Any) (RuntimeOptions, error) {
 		o, err = decodeRuncLike(a, typeRuncOptions, &runcopts.Options{})
 	case typeLegacyCreate:
 		var m exampleopts.LegacyCreateOptions
-		if err := proto.Unmarshal(a.GetValue(), &m); err != nil {
+		if err := codec.Unmarshal(a.GetValue(), &m); err != nil {
 			return o, invalidArgument("decode %s: %v", typeLegacyCreate, err)
 		}
 		o = RuntimeOptions{NoPivotRoot: m.NoPivotRoot, NoNewKeyring: m.NoNewKeyring, IoUID: m.IoUid, IoGID: m.IoGid,
 			CriuImagePath: m.CriuImagePath, CriuWorkPath: m.CriuWorkPath, ShimCgroup: m.ShimCgroup}
 	case typeCRIOptions:
 		var m criopts.Options
-		if err := proto.Unmarshal(a.GetValue(), &m); err != nil {
+		if err := codec.Unmarshal(a.GetValue(), &m); err != nil {
 			return o, invalidArgument("decode %s: %v", typeCRIOptions, err)
 		}
 		body := m.ConfigBody
@@ -101,7 +102,7 @@ type runcLike interface {
 
 // decodeRuncLike unmarshals a into m and copies the fields the shim uses.
 func decodeRuncLike(a *anypb.Any, name string, m runcLike) (RuntimeOptions, error) {
-	if err := proto.Unmarshal(a.GetValue(), m); err != nil {
+	if err := codec.Unmarshal(a.GetValue(), m); err != nil {
 		return RuntimeOptions{}, invalidArgument("decode %s: %v", name, err)
 	}
 	return RuntimeOptions{BinaryName: m.GetBinaryName(), Root: m.GetRoot(), SystemdCgroup: m.GetSystemdCgroup(),

@@ -9,7 +9,6 @@ import (
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
 	runcopts "github.com/containerd/containerd/api/types/runc/options"
 	tasktypes "github.com/containerd/containerd/api/types/task"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -18,6 +17,7 @@ import (
 	shimio "github.com/example/containerd-shim-example-v2/io"
 	"github.com/example/containerd-shim-example-v2/oci"
 	"github.com/example/containerd-shim-example-v2/process"
+	"github.com/example/containerd-shim-example-v2/proto/codec"
 )
 
 // Event topics (containerd's names).
@@ -323,7 +323,7 @@ func (s *Service) Pids(ctx context.Context, r *taskapi.PidsRequest) (*taskapi.Pi
 	for _, pid := range pids {
 		info := &tasktypes.ProcessInfo{Pid: uint32(pid)}
 		if execID, ok := execByPid[pid]; ok {
-			if v, err := proto.Marshal(&runcopts.ProcessDetails{ExecID: execID}); err == nil {
+			if v, err := codec.Marshal(&runcopts.ProcessDetails{ExecID: execID}); err == nil {
 				info.Info = &anypb.Any{TypeUrl: "containerd.runc.v1.ProcessDetails", Value: v}
 			}
 		}
@@ -366,7 +366,7 @@ func (s *Service) Checkpoint(ctx context.Context, r *taskapi.CheckpointTaskReque
 	}
 	var o runcopts.CheckpointOptions
 	if r.Options != nil && len(r.Options.GetValue()) > 0 {
-		if err := proto.Unmarshal(r.Options.GetValue(), &o); err != nil {
+		if err := codec.Unmarshal(r.Options.GetValue(), &o); err != nil {
 			return nil, invalidArgument("decode checkpoint options: %v", err)
 		}
 	}

@@ -14,6 +14,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/example/containerd-shim-example-v2/proto/codec"
 )
 
 // conn is one client connection.
@@ -126,7 +128,7 @@ func (c *conn) call(ctx context.Context, id uint32, req request, m registered) {
 		if !ok {
 			return fmt.Errorf("ttrpcserver: %T is not a protobuf message", v)
 		}
-		return proto.Unmarshal(payload, msg)
+		return codec.Unmarshal(payload, msg)
 	})
 	if later, ok := resp.(*Deferred); ok && err == nil {
 		c.startLater(ctx, id, m.fullName, later, cancel)

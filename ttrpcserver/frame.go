@@ -10,10 +10,13 @@ import (
 	"syscall"
 
 	"github.com/containerd/ttrpc"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/example/containerd-shim-example-v2/proto/codec"
 )
 
 // ttrpc's framing (its PROTOCOL.md): a 10-byte header, payload length and
@@ -156,13 +159,13 @@ func encodeResponse(id uint32, st *status.Status, msg proto.Message) ([]byte, er
 	var stBytes []byte
 	if st != nil && st.Code() != codes.OK {
 		var err error
-		if stBytes, err = proto.Marshal(st.Proto()); err != nil {
+		if stBytes, err = codec.Marshal(statusProto(st)); err != nil {
 			return nil, fmt.Errorf("encode status: %w", err)
 		}
 	}
 	msgLen := 0
 	if msg != nil {
-		msgLen = proto.Size(msg)
+		msgLen = codec.Size(msg)
 	}
 	// The status field is always present, empty for OK, as ttrpc's server
 	// writes it.
@@ -184,8 +187,7 @@ func encodeResponse(id uint32, st *status.Status, msg proto.Message) ([]byte, er
 		frame = protowire.AppendTag(frame, respPayload, protowire.BytesType)
 		frame = protowire.AppendVarint(frame, uint64(msgLen))
 		var err error
-		// UseCachedSize: proto.Size above just measured it.
-		if frame, err = (proto.MarshalOptions{UseCachedSize: true}).MarshalAppend(frame, msg); err != nil {
+		if frame, err = codec.Append(frame, msg); err != nil {
 			return nil, fmt.Errorf("encode answer: %w", err)
 		}
 		if len(frame) != headerLen+size {
@@ -193,6 +195,17 @@ func encodeResponse(id uint32, st *status.Status, msg proto.Message) ([]byte, er
 		}
 	}
 	return frame, nil
+}
+
+// statusProto is st as its wire message. Status.Proto copies the message
+// with proto.Clone, which builds protobuf-go's tables for Status and Any (see
+// proto/codec); a status without details, which is every status the shim's
+// handlers return, is built from its code and message instead.
+func statusProto(st *status.Status) *spb.Status {
+	if len(st.Details()) > 0 {
+		return st.Proto()
+	}
+	return &spb.Status{Code: int32(st.Code()), Message: st.Message()}
 }
 
 // codeOf guesses a status code for an error that carries none, as ttrpc's

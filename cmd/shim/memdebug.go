@@ -12,6 +12,10 @@
 //	                                 metadata chunks and, per anonymous mapping,
 //	                                 the resident pages of each 64 KiB (pagemap)
 //
+// With EXAMPLE_MEMDEBUG_AFTER=<duration> in the environment, it also writes
+// them once, that long after the start (for a benchmark row that measures a
+// shim and stops it before anyone could signal it).
+//
 // It reads one runtime variable through go:linkname, hence the build's
 // -checklinkname=0. Never part of a release build.
 package main
@@ -25,6 +29,7 @@ import (
 	"runtime/metrics"
 	"runtime/pprof"
 	"strings"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -35,6 +40,9 @@ func init() {
 	// allocation of the package inits before that, and this keeps going.
 	if strings.Contains(os.Getenv("GODEBUG"), "memprofilerate=") {
 		runtime.MemProfileRate = 1
+	}
+	if d, err := time.ParseDuration(os.Getenv("EXAMPLE_MEMDEBUG_AFTER")); err == nil {
+		time.AfterFunc(d, writeMemDebug)
 	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, unix.SIGUSR2)
