@@ -9,20 +9,15 @@ package events
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/example/containerd-shim-example-v2/internal/condwait"
+	"github.com/example/containerd-shim-example-v2/proto/codec"
 
-	eventsapi "github.com/containerd/containerd/api/services/ttrpc/events/v1"
 	"github.com/containerd/containerd/api/types"
-	"github.com/containerd/ttrpc"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -85,7 +80,7 @@ func NewQueue(namespace string, fwd Forwarder) *Queue {
 
 // Publish enqueues an event, stamped now. It never blocks.
 func (q *Queue) Publish(topic string, event proto.Message) {
-	value, err := proto.Marshal(event)
+	value, err := codec.Marshal(event)
 	if err != nil {
 		slog.Error("encode event", "topic", topic, "error", err)
 		return
@@ -94,7 +89,7 @@ func (q *Queue) Publish(topic string, event proto.Message) {
 		Timestamp: timestamppb.Now(),
 		Namespace: q.namespace,
 		Topic:     topic,
-		Event:     &anypb.Any{TypeUrl: string(proto.MessageName(event)), Value: value},
+		Event:     &anypb.Any{TypeUrl: codec.MessageName(event), Value: value},
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -204,62 +199,6 @@ func (q *Queue) Stats() Stats {
 	return st
 }
 
-// TTRPCForwarder forwards to containerd's ttrpc events service, dialing (and
-// re-dialing after a failure) on demand. Only the queue's goroutine uses it.
-type TTRPCForwarder struct {
-	address string
-	client  *ttrpc.Client
-}
-
-// NewTTRPCForwarder returns a forwarder for containerd's TTRPC_ADDRESS.
-func NewTTRPCForwarder(address string) *TTRPCForwarder {
-	return &TTRPCForwarder{address: strings.TrimPrefix(address, "unix://")}
-}
-
-// Forward sends one envelope.
-func (f *TTRPCForwarder) Forward(ctx context.Context, env *types.Envelope) error {
-	if f.client == nil {
-		d := net.Dialer{Timeout: dialTimeout}
-		conn, err := d.DialContext(ctx, "unix", f.address)
-		if err != nil {
-			return fmt.Errorf("dial containerd events at %s: %w", f.address, err)
-		}
-		f.client = ttrpc.NewClient(conn)
-	}
-	_, err := eventsapi.NewTTRPCEventsClient(f.client).Forward(ctx, &eventsapi.ForwardRequest{Envelope: env})
-	if err != nil && !IsRejection(err) {
-		// The connection may be broken: start afresh next time.
-		_ = f.client.Close()
-		f.client = nil
-	}
-	return err
-}
-
-// IsRejection reports an answer from containerd (a gRPC status it sent), as
-// opposed to a transport failure such as a refused or broken connection.
-func IsRejection(err error) bool {
-	if errors.Is(err, ttrpc.ErrClosed) || errors.Is(err, context.DeadlineExceeded) || isNetErr(err) {
-		return false
-	}
-	_, ok := status.FromError(err)
-	return ok
-}
-
-func isNetErr(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne)
-}
-
-// Close closes the connection.
-func (f *TTRPCForwarder) Close() error {
-	if f.client == nil {
-		return nil
-	}
-	err := f.client.Close()
-	f.client = nil
-	return err
-}
-
 // Hold stops sending after the event in flight, if any (at most timeout;
 // false if it is still in flight, and the queue is released). Events keep
 // being queued meanwhile.
@@ -298,7 +237,7 @@ func (q *Queue) Export() (QueueState, error) {
 	defer q.mu.Unlock()
 	st := QueueState{Forwarded: q.forwarded, Retries: q.retries, Dropped: q.dropped}
 	for _, env := range q.pending {
-		b, err := proto.Marshal(env)
+		b, err := codec.Marshal(env)
 		if err != nil {
 			return st, fmt.Errorf("encode queued event %s: %w", env.Topic, err)
 		}
@@ -313,7 +252,7 @@ func (q *Queue) Import(st QueueState) error {
 	envs := make([]*types.Envelope, 0, len(st.Pending))
 	for _, b := range st.Pending {
 		env := &types.Envelope{}
-		if err := proto.Unmarshal(b, env); err != nil {
+		if err := codec.Unmarshal(b, env); err != nil {
 			return fmt.Errorf("decode handed-over event: %w", err)
 		}
 		envs = append(envs, env)

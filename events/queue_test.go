@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +14,8 @@ import (
 	eventsapi "github.com/containerd/containerd/api/services/ttrpc/events/v1"
 	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/ttrpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
 )
@@ -183,4 +186,94 @@ func TestHeldQueueHandedOver(t *testing.T) {
 	if len(old.got) != 1 {
 		t.Fatalf("held queue delivered %v", old.got)
 	}
+}
+
+// refuser answers every Forward with an error, and records whether the call
+// carried a deadline (ttrpc's server derives it from the request's timeout).
+type refuser struct {
+	mu       sync.Mutex
+	calls    int
+	deadline bool
+}
+
+func (r *refuser) Forward(ctx context.Context, req *eventsapi.ForwardRequest) (*emptypb.Empty, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls++
+	_, r.deadline = ctx.Deadline()
+	return nil, status.Errorf(codes.FailedPrecondition, "refused %s", req.Envelope.Topic)
+}
+
+// containerd's refusal comes back as its status, over the same connection,
+// and counts as a rejection (not a transport failure); the request carries
+// the call's deadline.
+func TestTTRPCForwarderRejection(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.sock.ttrpc")
+	srv, err := ttrpc.NewServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := &refuser{}
+	eventsapi.RegisterTTRPCEventsService(srv, ref)
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(context.Background(), l)
+	defer srv.Close()
+
+	f := NewTTRPCForwarder("unix://" + path)
+	defer f.Close()
+	for i := 0; i < 2; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := f.Forward(ctx, &types.Envelope{Topic: "/tasks/exit", Namespace: "ns"})
+		cancel()
+		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "refused /tasks/exit") {
+			t.Fatalf("Forward = %v, want containerd's FailedPrecondition", err)
+		}
+		if !IsRejection(err) {
+			t.Fatalf("IsRejection(%v) = false", err)
+		}
+		if f.conn == nil {
+			t.Fatal("a rejection closed the connection")
+		}
+	}
+	ref.mu.Lock()
+	defer ref.mu.Unlock()
+	if ref.calls != 2 || !ref.deadline {
+		t.Fatalf("containerd saw %d calls (deadline %v), want 2 with a deadline", ref.calls, ref.deadline)
+	}
+}
+
+// A containerd that accepts the connection but never answers: the call ends
+// at its deadline as a transport failure, and the next call dials afresh.
+func TestTTRPCForwarderSilentPeer(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.sock.ttrpc")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 2)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	f := NewTTRPCForwarder("unix://" + path)
+	defer f.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	err = f.Forward(ctx, &types.Envelope{Topic: "/tasks/exit"})
+	cancel()
+	if err == nil || IsRejection(err) {
+		t.Fatalf("Forward to a silent peer = %v, want a transport failure", err)
+	}
+	if f.conn != nil {
+		t.Fatal("the connection was kept after a failed call")
+	}
+	(<-accepted).Close()
 }
