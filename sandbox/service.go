@@ -30,7 +30,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"sync"
 	"time"
@@ -40,6 +39,7 @@ import (
 
 	"github.com/example/containerd-shim-example-v2/cgroup"
 	"github.com/example/containerd-shim-example-v2/holder"
+	"github.com/example/containerd-shim-example-v2/internal/identifier"
 	sandboxapi "github.com/example/containerd-shim-example-v2/proto/sandbox/v1"
 	"github.com/example/containerd-shim-example-v2/reaper"
 )
@@ -101,12 +101,6 @@ func (s *Service) pod(id string) (*pod, error) {
 	return p, nil
 }
 
-// identifier is containerd's rule for ids.
-var identifier = regexp.MustCompile(`^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$`)
-
-// maxIdentifier is containerd's length limit for ids.
-const maxIdentifier = 76
-
 func invalid(format string, a ...any) error {
 	return fmt.Errorf(format+": %w", append(a, errdefs.ErrInvalidArgument)...)
 }
@@ -115,7 +109,7 @@ func invalid(format string, a ...any) error {
 // a refused request leaves nothing behind.
 func (s *Service) CreateSandbox(ctx context.Context, r *sandboxapi.CreateSandboxRequest) (*sandboxapi.CreateSandboxResponse, error) {
 	id := r.GetSandboxId()
-	if id == "" || len(id) > maxIdentifier || !identifier.MatchString(id) {
+	if !identifier.Valid(id) {
 		return nil, invalid("sandbox id %q is not a valid identifier", id)
 	}
 	if err := checkBundle(r.GetBundlePath()); err != nil {

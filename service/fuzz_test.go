@@ -10,6 +10,8 @@ import (
 	"github.com/containerd/errdefs"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/example/containerd-shim-example-v2/internal/identifier"
 )
 
 // Any options payload, of any type URL, decodes or fails with
@@ -42,7 +44,7 @@ func FuzzValidateID(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, id string) {
 		if err := validateID("id", id); err == nil {
-			if strings.ContainsAny(id, "/\x00") || id == "." || id == ".." || len(id) > maxIdentifier {
+			if strings.ContainsAny(id, "/\x00") || id == "." || id == ".." || len(id) > identifier.MaxLen {
 				t.Fatalf("dangerous id %q accepted", id)
 			}
 		} else if !errdefs.IsInvalidArgument(err) {

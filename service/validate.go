@@ -6,16 +6,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 
 	"github.com/containerd/errdefs"
+	"github.com/example/containerd-shim-example-v2/internal/identifier"
 )
-
-// identifier is containerd's rule for namespaces, container and exec ids.
-var identifier = regexp.MustCompile(`^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$`)
-
-// maxIdentifier is containerd's length limit for identifiers.
-const maxIdentifier = 76
 
 func invalidArgument(format string, a ...any) error {
 	return fmt.Errorf(format+": %w", append(a, errdefs.ErrInvalidArgument)...)
@@ -27,7 +21,7 @@ func validateID(kind, id string) error {
 	if id == "" {
 		return invalidArgument("%s must not be empty", kind)
 	}
-	if len(id) > maxIdentifier || !identifier.MatchString(id) {
+	if !identifier.Valid(id) {
 		return invalidArgument("%s %q is not a valid identifier", kind, id)
 	}
 	return nil
