@@ -11,6 +11,7 @@
 //	                                 use, smaps_rollup, the runtime's persistent
 //	                                 metadata chunks and, per anonymous mapping,
 //	                                 the resident pages of each 64 KiB (pagemap)
+//	/tmp/example-shim-<pid>.goroutines  the goroutines, grouped by stack
 //
 // With EXAMPLE_MEMDEBUG_AFTER=<duration> in the environment, it also writes
 // them once, that long after the start (for a benchmark row that measures a
@@ -98,6 +99,10 @@ func writeMemDebug() {
 	_ = os.WriteFile(base+".metrics", []byte(b.String()), 0o644)
 	if f, err := os.Create(base + ".heap"); err == nil {
 		_ = pprof.Lookup("heap").WriteTo(f, 0)
+		f.Close()
+	}
+	if f, err := os.Create(base + ".goroutines"); err == nil {
+		_ = pprof.Lookup("goroutine").WriteTo(f, 1)
 		f.Close()
 	}
 }
