@@ -215,7 +215,10 @@ func (c *conn) answer(id uint32, method string, resp any, err error) {
 	if err != nil {
 		frame, err = encodeResponse(id, statusOf(err), nil)
 		if err != nil {
-			slog.Error("ttrpc: encode an error answer", "method", method, "error", err)
+			// Unanswered, the call would wait for its deadline, or forever
+			// (Wait has none): end the connection instead, as ttrpc's server does.
+			slog.Error("ttrpc: encode an error answer; closing the connection", "method", method, "error", err)
+			c.close()
 			return
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"syscall"
 
 	"github.com/containerd/ttrpc"
@@ -197,15 +198,21 @@ func encodeResponse(id uint32, st *status.Status, msg proto.Message) ([]byte, er
 	return frame, nil
 }
 
-// statusProto is st as its wire message. Status.Proto copies the message
-// with proto.Clone, which builds protobuf-go's tables for Status and Any (see
+// statusProto is st as its wire message, its text made valid UTF-8: proto3
+// refuses to encode a string that is not, and an error's text can carry
+// bytes from a path or a runtime's output; without an encodable status the
+// caller would get no answer at all. Status.Proto copies the message with
+// proto.Clone, which builds protobuf-go's tables for Status and Any (see
 // proto/codec); a status without details, which is every status the shim's
 // handlers return, is built from its code and message instead.
 func statusProto(st *status.Status) *spb.Status {
+	msg := strings.ToValidUTF8(st.Message(), "\uFFFD")
 	if len(st.Details()) > 0 {
-		return st.Proto()
+		p := st.Proto()
+		p.Message = msg
+		return p
 	}
-	return &spb.Status{Code: int32(st.Code()), Message: st.Message()}
+	return &spb.Status{Code: int32(st.Code()), Message: msg}
 }
 
 // codeOf guesses a status code for an error that carries none, as ttrpc's

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -100,6 +101,12 @@ func TestUnaryCallsAndTheirErrors(t *testing.T) {
 			return m, nil // a typed nil: must become an error, not a panic or an empty answer
 		},
 		"NotProto": func(context.Context, func(any) error) (any, error) { return 42, nil },
+		// Text that is not UTF-8 (a path, a runtime's output) in an error, and in an
+		// answer: proto3 cannot encode either as it is.
+		"BadErrorText": typed(func(context.Context, string) (string, error) {
+			return "", errgrpc.ToGRPC(fmt.Errorf("open /x\xff: %w", errdefs.ErrNotFound))
+		}),
+		"BadAnswerText": typed(func(context.Context, string) (string, error) { return "/x\xff", nil }),
 	})
 	ctx := context.Background()
 
@@ -122,6 +129,17 @@ func TestUnaryCallsAndTheirErrors(t *testing.T) {
 		if _, err := e.call(ctx, method, ""); status.Code(err) != want {
 			t.Errorf("%s: got %v (code %v), want code %v", method, err, status.Code(err), want)
 		}
+	}
+	// Both still get an answer (before, the first got none and waited for its
+	// deadline): the error's text with the bad byte replaced, and an error for the
+	// answer that cannot be encoded.
+	callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := e.call(callCtx, "BadErrorText", ""); status.Code(err) != codes.NotFound || !strings.Contains(err.Error(), "open /x\uFFFD") {
+		t.Errorf("BadErrorText: got %v, want NotFound with the text made valid", err)
+	}
+	if _, err := e.call(callCtx, "BadAnswerText", ""); status.Code(err) != codes.Unknown || !strings.Contains(err.Error(), "UTF-8") {
+		t.Errorf("BadAnswerText: got %v, want an error saying the answer could not be encoded", err)
 	}
 	var out wrapperspb.StringValue
 	if err := e.client.Call(ctx, "no.such.Service", "Upper", wrapperspb.String(""), &out); status.Code(err) != codes.Unimplemented {
