@@ -38,6 +38,10 @@ const (
 	respStatus     = 1
 	respPayload    = 2
 
+	// maxStreamID is the last stream id a connection uses before the
+	// forwarder dials a new one (ids are odd and must not wrap around).
+	maxStreamID = 1<<31 - 1
+
 	forwardService = "containerd.services.events.ttrpc.v1.Events"
 	forwardMethod  = "Forward"
 )
@@ -63,6 +67,11 @@ func NewTTRPCForwarder(address string) *TTRPCForwarder {
 
 // Forward sends one envelope.
 func (f *TTRPCForwarder) Forward(ctx context.Context, env *types.Envelope) error {
+	if f.conn != nil && f.nextID > maxStreamID {
+		// ttrpc's server refuses a stream id it has seen on the connection:
+		// a new connection starts the count again.
+		_ = f.Close()
+	}
 	if f.conn == nil {
 		d := net.Dialer{Timeout: dialTimeout}
 		conn, err := d.DialContext(ctx, "unix", f.address)
@@ -167,7 +176,7 @@ func encodeForward(id uint32, req *eventsapi.ForwardRequest, timeout int64) ([]b
 // decodeAnswer reads a ttrpc.Response: nil for an OK status (Forward's
 // payload is Empty), the status as an error otherwise.
 func decodeAnswer(b []byte) error {
-	var st []byte
+	var s spb.Status
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -175,7 +184,14 @@ func decodeAnswer(b []byte) error {
 		}
 		b = b[n:]
 		if num == respStatus && typ == protowire.BytesType {
-			st, n = protowire.ConsumeBytes(b)
+			var st []byte
+			if st, n = protowire.ConsumeBytes(b); n >= 0 {
+				// A status sent in parts is their merge, as protobuf-go decodes
+				// it: codec.Unmarshal merges into s.
+				if err := codec.Unmarshal(st, &s); err != nil {
+					return fmt.Errorf("decode containerd's answer: %w", err)
+				}
+			}
 		} else {
 			n = protowire.ConsumeFieldValue(num, typ, b)
 		}
@@ -183,13 +199,6 @@ func decodeAnswer(b []byte) error {
 			return fmt.Errorf("decode containerd's answer: %w", protowire.ParseError(n))
 		}
 		b = b[n:]
-	}
-	if len(st) == 0 {
-		return nil
-	}
-	var s spb.Status
-	if err := codec.Unmarshal(st, &s); err != nil {
-		return fmt.Errorf("decode containerd's answer: %w", err)
 	}
 	if s.Code == int32(codes.OK) {
 		return nil

@@ -277,3 +277,40 @@ func TestTTRPCForwarderSilentPeer(t *testing.T) {
 	}
 	(<-accepted).Close()
 }
+
+// A status sent in two parts is their merge, as protobuf-go reads it: here
+// the code in one part and the text in the other.
+func TestAnswerStatusInParts(t *testing.T) {
+	answer := []byte{0x0a, 0x02, 0x08, 0x05, 0x0a, 0x05, 0x12, 0x03, 'b', 'a', 'd'}
+	err := decodeAnswer(answer)
+	if status.Code(err) != codes.NotFound || !strings.Contains(err.Error(), "bad") {
+		t.Fatalf("decodeAnswer = %v, want NotFound \"bad\"", err)
+	}
+	if err := decodeAnswer(nil); err != nil {
+		t.Fatalf("an empty answer (OK, no payload) = %v", err)
+	}
+}
+
+// Stream ids never wrap around on one connection: past the last one the
+// forwarder dials again and starts from 1.
+func TestTTRPCForwarderRedialsBeforeStreamIDsWrap(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.sock.ttrpc")
+	rec := &recorder{}
+	stop := serve(t, path, rec)
+	defer stop()
+	f := NewTTRPCForwarder("unix://" + path)
+	defer f.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := f.Forward(ctx, &types.Envelope{Topic: "/a"}); err != nil {
+		t.Fatal(err)
+	}
+	first := f.conn
+	f.nextID = maxStreamID + 2
+	if err := f.Forward(ctx, &types.Envelope{Topic: "/b"}); err != nil {
+		t.Fatal(err)
+	}
+	if f.conn == first || f.nextID != 3 {
+		t.Fatalf("after the last stream id: same connection %v, next id %d; want a new connection, next id 3", f.conn == first, f.nextID)
+	}
+}

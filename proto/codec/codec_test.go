@@ -11,6 +11,7 @@ import (
 	taskv2 "github.com/containerd/containerd/api/runtime/task/v2"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -232,6 +233,24 @@ func TestBrokenInputLikeProto(t *testing.T) {
 	}
 }
 
+// TestJoinedEncodingsMerge: two encodings of a message one after the other
+// decode as their merge (a singular message field's two occurrences merged,
+// repeated fields appended, the last scalar kept), as protobuf-go does.
+func TestJoinedEncodingsMerge(t *testing.T) {
+	r := rand.New(rand.NewSource(4))
+	for _, proto0 := range allTypes() {
+		for i := 0; i < 200; i++ {
+			a := proto0.ProtoReflect().New().Interface()
+			b := proto0.ProtoReflect().New().Interface()
+			fill(r, a.ProtoReflect(), 3, false)
+			fill(r, b.ProtoReflect(), 3, false)
+			ea, _ := deterministic.Marshal(a)
+			eb, _ := deterministic.Marshal(b)
+			compareDecode(t, proto0, append(ea, eb...))
+		}
+	}
+}
+
 func compareDecode(t *testing.T, proto0 proto.Message, b []byte) {
 	t.Helper()
 	want := proto0.ProtoReflect().New().Interface()
@@ -280,6 +299,7 @@ func FuzzMerge(f *testing.F) {
 		fill(r, m.ProtoReflect(), 2, false)
 		enc, _ := deterministic.Marshal(m)
 		f.Add(append([]byte{byte(i)}, enc...))
+		f.Add(append(append([]byte{byte(i)}, enc...), enc...)) // merged with itself
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		if len(in) == 0 {
@@ -305,5 +325,21 @@ func TestGeneratedIsCurrent(t *testing.T) {
 	}
 	if !bytes.Equal(out, have) {
 		t.Fatal("messages.gen.go is stale: run `make proto`")
+	}
+}
+
+// TestEmptyBytesLikeProto: an empty singular bytes field decodes to nil, an
+// empty element of a repeated one to an empty slice, as in protobuf-go.
+func TestEmptyBytesLikeProto(t *testing.T) {
+	var want, got anypb.Any
+	in := []byte{0x12, 0x00} // Any.value = ""
+	if err := proto.Unmarshal(in, &want); err != nil {
+		t.Fatal(err)
+	}
+	if err := Unmarshal(in, &got); err != nil {
+		t.Fatal(err)
+	}
+	if (want.Value == nil) != (got.Value == nil) {
+		t.Fatalf("Any.value: nil %v, protobuf-go's nil %v", got.Value == nil, want.Value == nil)
 	}
 }

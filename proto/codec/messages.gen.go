@@ -7106,7 +7106,7 @@ func merge_example_sandbox_v1_Any(b []byte, m *sandboxv1.Any) error {
 			if v, n = protowire.ConsumeBytes(b); n < 0 {
 				break
 			}
-			m.Value = append([]byte{}, v...)
+			m.Value = append([]byte(nil), v...)
 		default:
 			n = protowire.ConsumeFieldValue(num, typ, b)
 		}
@@ -8919,7 +8919,7 @@ func merge_google_protobuf_Any(b []byte, m *anypb.Any) error {
 			if v, n = protowire.ConsumeBytes(b); n < 0 {
 				break
 			}
-			m.Value = append([]byte{}, v...)
+			m.Value = append([]byte(nil), v...)
 		default:
 			n = protowire.ConsumeFieldValue(num, typ, b)
 		}
@@ -9186,7 +9186,7 @@ func merge_runtimeoptions_v1_Options(b []byte, m *runtimeoptionsv1.Options) erro
 			if v, n = protowire.ConsumeBytes(b); n < 0 {
 				break
 			}
-			m.ConfigBody = append([]byte{}, v...)
+			m.ConfigBody = append([]byte(nil), v...)
 		default:
 			n = protowire.ConsumeFieldValue(num, typ, b)
 		}

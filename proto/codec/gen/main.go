@@ -189,6 +189,8 @@ func unsupported(md protoreflect.MessageDescriptor) string {
 			return fmt.Sprintf("field %s is a map other than map<string, string>", fd.Name())
 		case fd.Kind() == protoreflect.GroupKind:
 			return fmt.Sprintf("field %s is a group", fd.Name())
+		case fd.IsList() && fd.Message() == nil && fd.Kind() != protoreflect.StringKind && fd.Kind() != protoreflect.BytesKind && !fd.IsPacked():
+			return fmt.Sprintf("field %s is a repeated scalar that is not packed", fd.Name())
 		}
 	}
 	if md.Syntax() != protoreflect.Proto3 {
@@ -197,12 +199,41 @@ func unsupported(md protoreflect.MessageDescriptor) string {
 	return ""
 }
 
+// reachesItself reports a message whose fields lead back to it: the
+// generated decoder has no depth limit (protobuf-go stops at 10000 levels).
+func reachesItself(md protoreflect.MessageDescriptor) bool {
+	seen := map[protoreflect.FullName]bool{}
+	var walk func(protoreflect.MessageDescriptor) bool
+	walk = func(m protoreflect.MessageDescriptor) bool {
+		fields := m.Fields()
+		for i := 0; i < fields.Len(); i++ {
+			sub := fields.Get(i).Message()
+			if sub == nil {
+				continue
+			}
+			if sub.FullName() == md.FullName() {
+				return true
+			}
+			if !seen[sub.FullName()] {
+				seen[sub.FullName()] = true
+				if walk(sub) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	return walk(md)
+}
+
 // dropUnsupported removes the messages that cannot be generated and, until
 // nothing changes, those whose fields reach a removed one.
 func (g *generator) dropUnsupported() {
 	for name, m := range g.messages {
 		if why := unsupported(m.desc); why != "" {
 			g.skipped[name] = why
+		} else if reachesItself(m.desc) {
+			g.skipped[name] = "it contains itself"
 		}
 	}
 	for changed := true; changed; {
@@ -733,9 +764,12 @@ func (g *generator) writeMerge(m *message, f field) {
 		var val string
 		if fd.Kind() == protoreflect.StringKind {
 			val = g.goElem(f.goF.Type) + "(v)"
-		} else {
-			// protobuf-go keeps a present bytes field non-nil, even when empty.
+		} else if fd.IsList() {
+			// protobuf-go keeps each element of a repeated bytes field non-nil.
 			val = "append([]byte{}, v...)"
+		} else {
+			// and a singular one nil when it is empty.
+			val = "append([]byte(nil), v...)"
 		}
 		switch {
 		case fd.IsList():
