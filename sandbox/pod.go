@@ -44,7 +44,7 @@ func (p phase) String() string {
 // Locking: op is held across start, stop and shutdown, so those run one at a
 // time per pod, and guards files; mu guards the fields below it and is only
 // held for a read or an update, so a status query never waits for a start.
-// WaitSandbox waits on done, with no lock.
+// done is closed, and the waiters called, once, under mu (closeDoneLocked).
 type pod struct {
 	id     string
 	bundle string
@@ -69,6 +69,53 @@ type pod struct {
 	createdAt  time.Time
 	exitedAt   time.Time
 	exitStatus uint32
+	// waiters are the open WaitSandbox calls (onDone), by registration.
+	waiters    map[uint64]func()
+	nextWaiter uint64
+}
+
+// onDone calls fn once the pod has stopped: at once if it has, else when it
+// stops, from a goroutine of its own. withdraw forgets a call not made yet
+// (containerd hung up). A WaitSandbox stays open for a pod's whole life, and
+// this keeps it without a goroutine parked until then.
+func (p *pod) onDone(fn func()) (withdraw func()) {
+	p.mu.Lock()
+	select {
+	case <-p.done:
+		p.mu.Unlock()
+		fn()
+		return func() {}
+	default:
+	}
+	id := p.nextWaiter
+	p.nextWaiter++
+	if p.waiters == nil {
+		p.waiters = map[uint64]func(){}
+	}
+	p.waiters[id] = fn
+	p.mu.Unlock()
+	return func() {
+		p.mu.Lock()
+		delete(p.waiters, id)
+		p.mu.Unlock()
+	}
+}
+
+// closeDoneLocked marks the pod stopped for its waiters: done is closed and
+// the registered calls run, off the caller's goroutine (an exit callback of
+// the reaper must not wait for an answer's write). Called with mu held.
+func (p *pod) closeDoneLocked() {
+	close(p.done)
+	if len(p.waiters) == 0 {
+		return
+	}
+	ws := p.waiters
+	p.waiters = nil
+	go func() {
+		for _, fn := range ws {
+			fn()
+		}
+	}()
 }
 
 // metricsCgroup is the pod's cgroup for SandboxMetrics, found once: a
@@ -172,7 +219,7 @@ func (p *pod) exited(e reaper.Exit) {
 	p.phase = phaseStopped
 	p.exitStatus = uint32(e.Status)
 	p.exitedAt = e.Time
-	close(p.done)
+	p.closeDoneLocked()
 }
 
 // stop ends the pod's holder and waits for its exit; the pod's /dev/shm is
@@ -189,7 +236,7 @@ func (p *pod) stopLocked() error {
 	if ph == phaseCreated {
 		p.phase = phaseStopped
 		p.exitedAt = time.Now()
-		close(p.done)
+		p.closeDoneLocked()
 	}
 	p.mu.Unlock()
 	if ph == phaseRunning {

@@ -265,19 +265,20 @@ func (s *Service) StopSandbox(ctx context.Context, r *sandboxapi.StopSandboxRequ
 	return &sandboxapi.StopSandboxResponse{}, nil
 }
 
-// WaitSandbox returns once the pod has stopped, with its holder's exit.
-func (s *Service) WaitSandbox(ctx context.Context, r *sandboxapi.WaitSandboxRequest) (*sandboxapi.WaitSandboxResponse, error) {
+// WaitSandboxLater answers WaitSandbox once the pod has stopped, with its
+// holder's exit, without a goroutine parked until then (the daemon's server
+// calls it; see service.RegisterSandbox). CRI keeps one open for every pod's
+// life. abandon withdraws it when containerd hangs up first.
+func (s *Service) WaitSandboxLater(r *sandboxapi.WaitSandboxRequest, answer func(*sandboxapi.WaitSandboxResponse, error)) (abandon func()) {
 	p, err := s.pod(r.GetSandboxId())
 	if err != nil {
-		return nil, err
+		answer(nil, err)
+		return nil
 	}
-	select {
-	case <-p.done:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	st := p.status()
-	return &sandboxapi.WaitSandboxResponse{ExitStatus: st.exitStatus, ExitedAt: timestamp(st.exitedAt)}, nil
+	return p.onDone(func() {
+		st := p.status()
+		answer(&sandboxapi.WaitSandboxResponse{ExitStatus: st.exitStatus, ExitedAt: timestamp(st.exitedAt)}, nil)
+	})
 }
 
 // SandboxStatus reports the pod's state (SANDBOX_READY while its holder

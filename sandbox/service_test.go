@@ -104,7 +104,11 @@ func TestUnknownSandbox(t *testing.T) {
 		},
 		"Platform": func() error { _, err := s.Platform(ctx, &sandboxapi.PlatformRequest{SandboxId: "x"}); return err },
 		"Stop":     func() error { _, err := s.StopSandbox(ctx, &sandboxapi.StopSandboxRequest{SandboxId: "x"}); return err },
-		"Wait":     func() error { _, err := s.WaitSandbox(ctx, &sandboxapi.WaitSandboxRequest{SandboxId: "x"}); return err },
+		"Wait": func() error {
+			var got error
+			s.WaitSandboxLater(&sandboxapi.WaitSandboxRequest{SandboxId: "x"}, func(_ *sandboxapi.WaitSandboxResponse, err error) { got = err })
+			return got // an unknown pod is answered at once
+		},
 		"Status": func() error {
 			_, err := s.SandboxStatus(ctx, &sandboxapi.SandboxStatusRequest{SandboxId: "x"})
 			return err
@@ -180,11 +184,14 @@ func TestSandboxLifecycle(t *testing.T) {
 	if _, err := s.SandboxMetrics(ctx, &sandboxapi.SandboxMetricsRequest{SandboxId: "life"}); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("metrics of a pod without a cgroup parent: %v, want NotFound", err)
 	}
-	waited := make(chan *sandboxapi.WaitSandboxResponse, 1)
-	go func() {
-		r, _ := s.WaitSandbox(ctx, &sandboxapi.WaitSandboxRequest{SandboxId: "life"})
-		waited <- r
-	}()
+	waited := make(chan *sandboxapi.WaitSandboxResponse, 2)
+	answer := func(r *sandboxapi.WaitSandboxResponse, _ error) { waited <- r }
+	s.WaitSandboxLater(&sandboxapi.WaitSandboxRequest{SandboxId: "life"}, answer)
+	// A second wait, withdrawn (containerd hung up): never answered.
+	withdraw := s.WaitSandboxLater(&sandboxapi.WaitSandboxRequest{SandboxId: "life"}, func(*sandboxapi.WaitSandboxResponse, error) {
+		t.Error("a withdrawn WaitSandbox was answered")
+	})
+	withdraw()
 	select {
 	case <-waited:
 		t.Fatal("WaitSandbox returned while the pod runs")
@@ -206,6 +213,16 @@ func TestSandboxLifecycle(t *testing.T) {
 	}
 	if _, err := s.StopSandbox(ctx, &sandboxapi.StopSandboxRequest{SandboxId: "life"}); err != nil {
 		t.Errorf("a second StopSandbox: %v", err)
+	}
+	// A wait on a stopped pod is answered at once.
+	s.WaitSandboxLater(&sandboxapi.WaitSandboxRequest{SandboxId: "life"}, answer)
+	select {
+	case r := <-waited:
+		if r == nil || r.ExitedAt == nil {
+			t.Errorf("WaitSandbox on a stopped pod: %v", r)
+		}
+	default:
+		t.Error("WaitSandbox on a stopped pod was not answered at once")
 	}
 	if _, err := s.ShutdownSandbox(ctx, &sandboxapi.ShutdownSandboxRequest{SandboxId: "life"}); err != nil {
 		t.Fatal(err)

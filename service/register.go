@@ -77,7 +77,9 @@ type SandboxHandlers interface {
 	StartSandbox(context.Context, *sandboxapi.StartSandboxRequest) (*sandboxapi.StartSandboxResponse, error)
 	Platform(context.Context, *sandboxapi.PlatformRequest) (*sandboxapi.PlatformResponse, error)
 	StopSandbox(context.Context, *sandboxapi.StopSandboxRequest) (*sandboxapi.StopSandboxResponse, error)
-	WaitSandbox(context.Context, *sandboxapi.WaitSandboxRequest) (*sandboxapi.WaitSandboxResponse, error)
+	// WaitSandboxLater serves WaitSandbox as WaitLater serves Wait: answered
+	// when the pod stops, without a goroutine parked until then.
+	WaitSandboxLater(r *sandboxapi.WaitSandboxRequest, answer func(*sandboxapi.WaitSandboxResponse, error)) (abandon func())
 	SandboxStatus(context.Context, *sandboxapi.SandboxStatusRequest) (*sandboxapi.SandboxStatusResponse, error)
 	PingSandbox(context.Context, *sandboxapi.PingRequest) (*sandboxapi.PingResponse, error)
 	ShutdownSandbox(context.Context, *sandboxapi.ShutdownSandboxRequest) (*sandboxapi.ShutdownSandboxResponse, error)
@@ -91,7 +93,7 @@ func RegisterSandbox(srv *ttrpcserver.Server, h SandboxHandlers) {
 		"StartSandbox":    method(h.StartSandbox),
 		"Platform":        method(h.Platform),
 		"StopSandbox":     method(h.StopSandbox),
-		"WaitSandbox":     method(h.WaitSandbox),
+		"WaitSandbox":     laterMethod(h.WaitSandboxLater),
 		"SandboxStatus":   method(h.SandboxStatus),
 		"PingSandbox":     method(h.PingSandbox),
 		"ShutdownSandbox": method(h.ShutdownSandbox),
