@@ -11,7 +11,9 @@
 //	                                 use, smaps_rollup, the runtime's persistent
 //	                                 metadata chunks and, per anonymous mapping,
 //	                                 the resident pages of each 64 KiB (pagemap)
-//	/tmp/example-shim-<pid>.goroutines  the goroutines, grouped by stack
+//	/tmp/example-shim-<pid>.goroutines  the goroutines, grouped by stack, and
+//	                                    where its threads were created
+//	/tmp/example-shim-<pid>.smaps       /proc/self/smaps at that moment
 //
 // With EXAMPLE_MEMDEBUG_AFTER=<duration> in the environment, it also writes
 // them once, that long after the start (for a benchmark row that measures a
@@ -101,8 +103,12 @@ func writeMemDebug() {
 		_ = pprof.Lookup("heap").WriteTo(f, 0)
 		f.Close()
 	}
+	if smaps, err := os.ReadFile("/proc/self/smaps"); err == nil {
+		_ = os.WriteFile(base+".smaps", smaps, 0o644)
+	}
 	if f, err := os.Create(base + ".goroutines"); err == nil {
 		_ = pprof.Lookup("goroutine").WriteTo(f, 1)
+		_ = pprof.Lookup("threadcreate").WriteTo(f, 1)
 		f.Close()
 	}
 }
