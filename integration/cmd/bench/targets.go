@@ -22,11 +22,11 @@ func ratioAtMost(key string, limit float64) func(*laneResult) (string, bool, boo
 			return "", false, false
 		}
 		a, b := s.stat()
-		if a <= 0 {
-			// The floor measured above the stock shim's whole cycle: the floor
-			// was slower in its own loop than inside the cycle (a cold lock,
-			// other load), and no ratio can be claimed from such a run.
-			return fmt.Sprintf("A %s, B %s: the floor measured above the cycle, no ratio", num(a), num(b)), false, true
+		if a <= 0 || b <= 0 {
+			// The floor measured above a shim's whole cycle: the floor was
+			// slower in its own loop than inside the cycle (a cold lock, other
+			// load), and no ratio can be claimed from such a run, either way.
+			return fmt.Sprintf("A %s, B %s: the floor measured above a cycle, no ratio", num(a), num(b)), false, true
 		}
 		ratio := b / a
 		return fmt.Sprintf("%.2f (A %s, B %s %s)", ratio, num(a), num(b), s.unit), ratio <= limit, true
