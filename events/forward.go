@@ -2,7 +2,6 @@ package events
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -17,19 +16,12 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/example/containerd-shim-example-v2/internal/ttrpcframe"
 	"github.com/example/containerd-shim-example-v2/proto/codec"
 )
 
-// ttrpc's framing, as the client side of one call needs it (ttrpc's
-// PROTOCOL.md; ttrpcserver has the server side): a 10-byte header (payload
-// length and stream id, big endian; message type; flags), then a
-// ttrpc.Request or ttrpc.Response.
+// The client side of one ttrpc call (internal/ttrpcframe has the framing).
 const (
-	frameHeaderLen  = 10
-	frameMaxPayload = 4 << 20
-	frameRequest    = 1
-	frameResponse   = 2
-
 	// ttrpc.Request's and ttrpc.Response's field numbers.
 	reqService     = 1
 	reqMethod      = 2
@@ -116,19 +108,19 @@ func (f *TTRPCForwarder) call(ctx context.Context, req *eventsapi.ForwardRequest
 		return fmt.Errorf("send event: %w", err)
 	}
 	for {
-		var hdr [frameHeaderLen]byte
+		var hdr [ttrpcframe.HeaderLen]byte
 		if _, err := io.ReadFull(f.conn, hdr[:]); err != nil {
 			return fmt.Errorf("read containerd's answer: %w", err)
 		}
-		size := binary.BigEndian.Uint32(hdr[0:4])
-		if size > frameMaxPayload {
-			return fmt.Errorf("read containerd's answer: frame of %d bytes exceeds %d", size, frameMaxPayload)
+		h := ttrpcframe.Parse(hdr[:])
+		if h.Length > ttrpcframe.MaxPayload {
+			return fmt.Errorf("read containerd's answer: frame of %d bytes exceeds %d", h.Length, ttrpcframe.MaxPayload)
 		}
-		body := make([]byte, size)
+		body := make([]byte, h.Length)
 		if _, err := io.ReadFull(f.conn, body); err != nil {
 			return fmt.Errorf("read containerd's answer: %w", err)
 		}
-		if binary.BigEndian.Uint32(hdr[4:8]) != id || hdr[8] != frameResponse {
+		if h.StreamID != id || h.Type != ttrpcframe.TypeResponse {
 			continue // not this call's answer (none other is outstanding)
 		}
 		return decodeAnswer(body)
@@ -144,15 +136,13 @@ func encodeForward(id uint32, req *eventsapi.ForwardRequest, timeout int64) ([]b
 	if timeout > 0 {
 		size += protowire.SizeTag(reqTimeoutNano) + protowire.SizeVarint(uint64(timeout))
 	}
-	if size > frameMaxPayload {
+	if size > ttrpcframe.MaxPayload {
 		// An answer, not a transport failure: the queue drops the event after
 		// a few attempts instead of retrying it forever.
-		return nil, status.Errorf(codes.ResourceExhausted, "event of %d bytes exceeds ttrpc's maximum message size of %d", size, frameMaxPayload)
+		return nil, status.Errorf(codes.ResourceExhausted, "event of %d bytes exceeds ttrpc's maximum message size of %d", size, ttrpcframe.MaxPayload)
 	}
-	b := make([]byte, frameHeaderLen, frameHeaderLen+size)
-	binary.BigEndian.PutUint32(b[0:4], uint32(size))
-	binary.BigEndian.PutUint32(b[4:8], id)
-	b[8] = frameRequest
+	b := make([]byte, ttrpcframe.HeaderLen, ttrpcframe.HeaderLen+size)
+	ttrpcframe.Put(b, ttrpcframe.Header{Length: uint32(size), StreamID: id, Type: ttrpcframe.TypeRequest})
 	b = protowire.AppendTag(b, reqService, protowire.BytesType)
 	b = protowire.AppendString(b, forwardService)
 	b = protowire.AppendTag(b, reqMethod, protowire.BytesType)
@@ -167,8 +157,8 @@ func encodeForward(id uint32, req *eventsapi.ForwardRequest, timeout int64) ([]b
 		b = protowire.AppendTag(b, reqTimeoutNano, protowire.VarintType)
 		b = protowire.AppendVarint(b, uint64(timeout))
 	}
-	if len(b) != frameHeaderLen+size {
-		return nil, fmt.Errorf("encode event: %d bytes, measured %d", len(b)-frameHeaderLen, size)
+	if len(b) != ttrpcframe.HeaderLen+size {
+		return nil, fmt.Errorf("encode event: %d bytes, measured %d", len(b)-ttrpcframe.HeaderLen, size)
 	}
 	return b, nil
 }

@@ -15,14 +15,10 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/example/containerd-shim-example-v2/internal/condwait"
+	"github.com/example/containerd-shim-example-v2/internal/ttrpcframe"
 )
 
-// ttrpc's framing: every message starts with a 10-byte header: payload
-// length and stream id (big endian), message type, flags.
 const (
-	headerLen    = 10
-	typeRequest  = 1
-	typeResponse = 2
 	// maxKept bounds the copy kept of a request that may be parked (see
 	// Parkable): a Wait request is a few hundred bytes at most, and larger
 	// requests (a Create with its options, an Exec with its spec) are not
@@ -61,14 +57,14 @@ type Conn struct {
 
 	// reader's state
 	prefix   []byte // handed-over bytes, read before the socket
-	hdr      [headerLen]byte
+	hdr      [ttrpcframe.HeaderLen]byte
 	hdrN     int    // bytes of hdr read
 	out      []byte // header bytes read and not yet given to the server
 	bodyLeft uint32 // payload bytes of the current message not yet given
 	cur      *request
 
 	// writer's state
-	whdr      [headerLen]byte
+	whdr      [ttrpcframe.HeaderLen]byte
 	whdrN     int
 	wbodyLeft uint32
 
@@ -106,7 +102,7 @@ func (r *request) isParkable() bool {
 	if !r.decided {
 		r.decided = true
 		var req ttrpc.Request
-		if r.frame != nil && proto.Unmarshal(r.frame[headerLen:], &req) == nil {
+		if r.frame != nil && proto.Unmarshal(r.frame[ttrpcframe.HeaderLen:], &req) == nil {
 			r.parkable = Parkable(req.Service, req.Method)
 		}
 		if !r.parkable {
@@ -150,7 +146,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 		if err := c.waitUnpaused(); err != nil {
 			return 0, err
 		}
-		if c.hdrN == 0 && len(c.prefix) == 0 && len(p) >= headerLen {
+		if c.hdrN == 0 && len(c.prefix) == 0 && len(p) >= ttrpcframe.HeaderLen {
 			// The common case: one read of the socket brings the header
 			// and (all or part of) the body, as a plain connection would.
 			n, err := c.readMessage(p)
@@ -173,7 +169,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 			}
 			return 0, err
 		}
-		if c.hdrN < headerLen {
+		if c.hdrN < ttrpcframe.HeaderLen {
 			continue
 		}
 		c.hdrN = 0
@@ -187,15 +183,15 @@ func (c *Conn) Read(p []byte) (int, error) {
 // keeps the rest for the next reads. Fewer bytes than a header are kept
 // as a partial header, and nothing is given yet.
 func (c *Conn) split(p []byte, n int) int {
-	if n < headerLen {
+	if n < ttrpcframe.HeaderLen {
 		c.hdrN = copy(c.hdr[:], p[:n])
 		return 0
 	}
-	c.begin(p[:headerLen])
-	body := min(uint32(n-headerLen), c.bodyLeft)
-	k := headerLen + int(body)
+	c.begin(p[:ttrpcframe.HeaderLen])
+	body := min(uint32(n-ttrpcframe.HeaderLen), c.bodyLeft)
+	k := ttrpcframe.HeaderLen + int(body)
 	c.bodyLeft -= body
-	c.keep(p[headerLen:k])
+	c.keep(p[ttrpcframe.HeaderLen:k])
 	if k < n {
 		c.prefix = append(c.prefix, p[k:n]...) // the start of the next message(s)
 	}
@@ -206,12 +202,12 @@ func (c *Conn) split(p []byte, n int) int {
 func (c *Conn) begin(hdr []byte) {
 	c.bodyLeft = binary.BigEndian.Uint32(hdr[:4])
 	c.cur = nil
-	if hdr[8] != typeRequest {
+	if hdr[8] != ttrpcframe.TypeRequest {
 		return
 	}
 	r := &request{}
 	if c.bodyLeft <= maxKept {
-		r.frame = append(make([]byte, 0, headerLen+c.bodyLeft), hdr[:headerLen]...)
+		r.frame = append(make([]byte, 0, ttrpcframe.HeaderLen+c.bodyLeft), hdr[:ttrpcframe.HeaderLen]...)
 	}
 	c.cur = r
 	c.mu.Lock()
@@ -302,13 +298,13 @@ func (c *Conn) account(b []byte) {
 			k := copy(c.whdr[c.whdrN:], b)
 			c.whdrN += k
 			b = b[k:]
-			if c.whdrN < headerLen {
+			if c.whdrN < ttrpcframe.HeaderLen {
 				return
 			}
 			c.whdrN = 0
 			c.wbodyLeft = binary.BigEndian.Uint32(c.whdr[:4])
 		}
-		if c.wbodyLeft == 0 && c.whdrN == 0 && c.whdr[8] == typeResponse {
+		if c.wbodyLeft == 0 && c.whdrN == 0 && c.whdr[8] == ttrpcframe.TypeResponse {
 			c.whdr[8] = 0
 			c.mu.Lock()
 			delete(c.reqs, binary.BigEndian.Uint32(c.whdr[4:8]))

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/example/containerd-shim-example-v2/internal/ttrpcframe"
 	"github.com/example/containerd-shim-example-v2/ttrpcserver"
 )
 
@@ -287,7 +288,7 @@ func requestFrame(t *testing.T, stream uint32, v string) []byte {
 func readResponse(t *testing.T, c net.Conn) string {
 	t.Helper()
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	var hdr [headerLen]byte
+	var hdr [ttrpcframe.HeaderLen]byte
 	if _, err := readFull(c, hdr[:]); err != nil {
 		t.Fatalf("response header: %v", err)
 	}
@@ -493,10 +494,10 @@ func methodFrame(t *testing.T, stream uint32, method, v string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	frame := make([]byte, headerLen+len(body))
+	frame := make([]byte, ttrpcframe.HeaderLen+len(body))
 	binary.BigEndian.PutUint32(frame[:4], uint32(len(body)))
 	binary.BigEndian.PutUint32(frame[4:8], stream)
-	frame[8] = typeRequest
-	copy(frame[headerLen:], body)
+	frame[8] = ttrpcframe.TypeRequest
+	copy(frame[ttrpcframe.HeaderLen:], body)
 	return frame
 }

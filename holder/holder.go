@@ -25,9 +25,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"syscall"
 	"time"
 
@@ -174,7 +176,7 @@ func start(cfg Config) (forked, error) {
 	}
 	// sysctl files act on the namespaces of the thread that opens them:
 	// this one's are the pod's now.
-	for _, k := range sortedKeys(cfg.Sysctls) {
+	for _, k := range slices.Sorted(maps.Keys(cfg.Sysctls)) {
 		if err := writeSysctl(k, cfg.Sysctls[k]); err != nil {
 			return forked{}, err
 		}

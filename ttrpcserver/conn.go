@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/example/containerd-shim-example-v2/internal/ttrpcframe"
 	"github.com/example/containerd-shim-example-v2/proto/codec"
 )
 
@@ -27,7 +28,7 @@ import (
 type conn struct {
 	srv *Server
 	nc  net.Conn
-	hdr [headerLen]byte
+	hdr [ttrpcframe.HeaderLen]byte
 
 	wmu       sync.Mutex
 	closeOnce sync.Once
@@ -56,38 +57,38 @@ func (c *conn) serve(ctx context.Context) {
 			c.logReadError(err)
 			return
 		}
-		h := parseHeader(c.hdr)
-		if h.length > maxMessage {
+		h := ttrpcframe.Parse(c.hdr[:])
+		if h.Length > ttrpcframe.MaxPayload {
 			// Skip it and say why; the connection stays usable.
-			if _, err := io.CopyN(io.Discard, c.nc, int64(h.length)); err != nil {
+			if _, err := io.CopyN(io.Discard, c.nc, int64(h.Length)); err != nil {
 				c.logReadError(err)
 				return
 			}
-			c.sendStatus(h.streamID, status.Newf(codes.ResourceExhausted,
-				"message length %v exceeds the maximum message size of %v", h.length, maxMessage))
+			c.sendStatus(h.StreamID, status.Newf(codes.ResourceExhausted,
+				"message length %v exceeds the maximum message size of %v", h.Length, ttrpcframe.MaxPayload))
 			continue
 		}
 		var body []byte
-		if h.length > 0 {
-			body = make([]byte, h.length)
+		if h.Length > 0 {
+			body = make([]byte, h.Length)
 			if _, err := io.ReadFull(c.nc, body); err != nil {
 				c.logReadError(err)
 				return
 			}
 		}
 		switch {
-		case h.streamID%2 != 1:
-			c.sendStatus(h.streamID, status.New(codes.InvalidArgument, "StreamID must be odd for client initiated streams"))
-		case h.msgType == typeData:
-			c.sendStatus(h.streamID, status.New(codes.InvalidArgument, "StreamID is no longer active"))
-		case h.msgType != typeRequest:
+		case h.StreamID%2 != 1:
+			c.sendStatus(h.StreamID, status.New(codes.InvalidArgument, "StreamID must be odd for client initiated streams"))
+		case h.Type == ttrpcframe.TypeData:
+			c.sendStatus(h.StreamID, status.New(codes.InvalidArgument, "StreamID is no longer active"))
+		case h.Type != ttrpcframe.TypeRequest:
 			// Unknown message types are skipped, for compatibility with
 			// later protocol versions (as ttrpc's server does).
-		case h.streamID <= lastID:
-			c.sendStatus(h.streamID, status.New(codes.InvalidArgument, "StreamID cannot be re-used and must increment"))
+		case h.StreamID <= lastID:
+			c.sendStatus(h.StreamID, status.New(codes.InvalidArgument, "StreamID cannot be re-used and must increment"))
 		default:
-			lastID = h.streamID
-			c.dispatch(ctx, h.streamID, body)
+			lastID = h.StreamID
+			c.dispatch(ctx, h.StreamID, body)
 		}
 	}
 }

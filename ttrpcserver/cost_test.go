@@ -10,6 +10,8 @@ import (
 	"github.com/containerd/ttrpc"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/example/containerd-shim-example-v2/internal/ttrpcframe"
 )
 
 // What an open, idle connection costs the server is what a pod's shim pays
@@ -27,7 +29,7 @@ func TestIdleConnectionCost(t *testing.T) {
 	p, _ := proto.Marshal(wrapperspb.String("ok"))
 	req, _ := proto.Marshal(&ttrpc.Request{Service: testService, Method: "Upper", Payload: p})
 	call := func(c net.Conn) {
-		if _, err := c.Write(frame(1, typeRequest, req)); err != nil {
+		if _, err := c.Write(frame(1, ttrpcframe.TypeRequest, req)); err != nil {
 			t.Fatal(err)
 		}
 		readAnswer(t, c)

@@ -2,7 +2,6 @@ package ttrpcserver
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -17,34 +16,9 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/example/containerd-shim-example-v2/internal/ttrpcframe"
 	"github.com/example/containerd-shim-example-v2/proto/codec"
 )
-
-// ttrpc's framing (its PROTOCOL.md): a 10-byte header, payload length and
-// stream id big endian, then message type and flags; at most 4 MiB of
-// payload.
-const (
-	headerLen    = 10
-	maxMessage   = 4 << 20
-	typeRequest  = 1
-	typeResponse = 2
-	typeData     = 3
-)
-
-// header is a message's header; its flags byte (streams only) is not read.
-type header struct {
-	length   uint32
-	streamID uint32
-	msgType  byte
-}
-
-func parseHeader(b [headerLen]byte) header {
-	return header{
-		length:   binary.BigEndian.Uint32(b[0:4]),
-		streamID: binary.BigEndian.Uint32(b[4:8]),
-		msgType:  b[8],
-	}
-}
 
 // request is a decoded ttrpc.Request. Names and payload alias the message
 // body: a request is decoded without copying its payload.
@@ -174,14 +148,12 @@ func encodeResponse(id uint32, st *status.Status, msg proto.Message) ([]byte, er
 	if msgLen > 0 {
 		size += protowire.SizeTag(respPayload) + protowire.SizeBytes(msgLen)
 	}
-	if size > maxMessage {
+	if size > ttrpcframe.MaxPayload {
 		return encodeResponse(id, status.Newf(codes.ResourceExhausted,
-			"answer of %d bytes exceeds the maximum message size of %d", size, maxMessage), nil)
+			"answer of %d bytes exceeds the maximum message size of %d", size, ttrpcframe.MaxPayload), nil)
 	}
-	frame := make([]byte, headerLen, headerLen+size)
-	binary.BigEndian.PutUint32(frame[0:4], uint32(size))
-	binary.BigEndian.PutUint32(frame[4:8], id)
-	frame[8] = typeResponse
+	frame := make([]byte, ttrpcframe.HeaderLen, ttrpcframe.HeaderLen+size)
+	ttrpcframe.Put(frame, ttrpcframe.Header{Length: uint32(size), StreamID: id, Type: ttrpcframe.TypeResponse})
 	frame = protowire.AppendTag(frame, respStatus, protowire.BytesType)
 	frame = protowire.AppendBytes(frame, stBytes)
 	if msgLen > 0 {
@@ -191,8 +163,8 @@ func encodeResponse(id uint32, st *status.Status, msg proto.Message) ([]byte, er
 		if frame, err = codec.Append(frame, msg); err != nil {
 			return nil, fmt.Errorf("encode answer: %w", err)
 		}
-		if len(frame) != headerLen+size {
-			return nil, fmt.Errorf("encode answer: %d bytes, measured %d", len(frame)-headerLen, size)
+		if len(frame) != ttrpcframe.HeaderLen+size {
+			return nil, fmt.Errorf("encode answer: %d bytes, measured %d", len(frame)-ttrpcframe.HeaderLen, size)
 		}
 	}
 	return frame, nil

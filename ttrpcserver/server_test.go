@@ -22,6 +22,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/example/containerd-shim-example-v2/internal/ttrpcframe"
 )
 
 const testService = "example.test.v1.Echo"
@@ -243,7 +245,7 @@ func TestMetadataTimeoutAndHangup(t *testing.T) {
 
 // frame writes one raw message.
 func frame(id uint32, typ byte, body []byte) []byte {
-	b := make([]byte, headerLen, headerLen+len(body))
+	b := make([]byte, ttrpcframe.HeaderLen, ttrpcframe.HeaderLen+len(body))
 	binary.BigEndian.PutUint32(b[0:4], uint32(len(body)))
 	binary.BigEndian.PutUint32(b[4:8], id)
 	b[8] = typ
@@ -254,15 +256,15 @@ func frame(id uint32, typ byte, body []byte) []byte {
 func readAnswer(t *testing.T, c net.Conn) (uint32, *ttrpc.Response) {
 	t.Helper()
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	var h [headerLen]byte
+	var h [ttrpcframe.HeaderLen]byte
 	if _, err := io.ReadFull(c, h[:]); err != nil {
 		t.Fatalf("read answer header: %v", err)
 	}
-	ph := parseHeader(h)
-	if ph.msgType != typeResponse {
-		t.Fatalf("answer of type %d", ph.msgType)
+	ph := ttrpcframe.Parse(h[:])
+	if ph.Type != ttrpcframe.TypeResponse {
+		t.Fatalf("answer of type %d", ph.Type)
 	}
-	body := make([]byte, ph.length)
+	body := make([]byte, ph.Length)
 	if _, err := io.ReadFull(c, body); err != nil {
 		t.Fatalf("read answer body: %v", err)
 	}
@@ -270,7 +272,7 @@ func readAnswer(t *testing.T, c net.Conn) (uint32, *ttrpc.Response) {
 	if err := proto.Unmarshal(body, &r); err != nil {
 		t.Fatalf("decode answer: %v", err)
 	}
-	return ph.streamID, &r
+	return ph.StreamID, &r
 }
 
 func TestMalformedMessagesGetAnAnswerAndTheConnectionLives(t *testing.T) {
@@ -282,9 +284,9 @@ func TestMalformedMessagesGetAnAnswerAndTheConnectionLives(t *testing.T) {
 	good := func(id uint32) []byte {
 		p, _ := proto.Marshal(wrapperspb.String("ok"))
 		b, _ := proto.Marshal(&ttrpc.Request{Service: testService, Method: "Upper", Payload: p})
-		return frame(id, typeRequest, b)
+		return frame(id, ttrpcframe.TypeRequest, b)
 	}
-	huge := frame(1, typeRequest, make([]byte, maxMessage+1))
+	huge := frame(1, ttrpcframe.TypeRequest, make([]byte, ttrpcframe.MaxPayload+1))
 	cases := []struct {
 		name string
 		msg  []byte
@@ -293,8 +295,8 @@ func TestMalformedMessagesGetAnAnswerAndTheConnectionLives(t *testing.T) {
 	}{
 		{"oversized", huge, 1, codes.ResourceExhausted},
 		{"even stream id", good(2), 2, codes.InvalidArgument},
-		{"not a request", frame(3, typeRequest, []byte{0xff, 0xff, 0xff}), 3, codes.InvalidArgument},
-		{"data for no stream", frame(5, typeData, nil), 5, codes.InvalidArgument},
+		{"not a request", frame(3, ttrpcframe.TypeRequest, []byte{0xff, 0xff, 0xff}), 3, codes.InvalidArgument},
+		{"data for no stream", frame(5, ttrpcframe.TypeData, nil), 5, codes.InvalidArgument},
 		{"valid", good(7), 7, codes.OK},
 		{"stream id reused", good(7), 7, codes.InvalidArgument},
 		{"valid again", good(9), 9, codes.OK},
@@ -355,10 +357,10 @@ func TestWireFormatMatchesTtrpc(t *testing.T) {
 			stp = st.Proto()
 		}
 		want, _ := proto.MarshalOptions{Deterministic: true}.Marshal(&ttrpc.Response{Status: stp, Payload: p})
-		if !bytes.Equal(got[headerLen:], want) {
-			t.Errorf("status %v: body %x, ttrpc's %x", st, got[headerLen:], want)
+		if !bytes.Equal(got[ttrpcframe.HeaderLen:], want) {
+			t.Errorf("status %v: body %x, ttrpc's %x", st, got[ttrpcframe.HeaderLen:], want)
 		}
-		if h := parseHeader([headerLen]byte(got[:headerLen])); h.length != uint32(len(want)) || h.streamID != 41 || h.msgType != typeResponse {
+		if h := ttrpcframe.Parse(got[:ttrpcframe.HeaderLen]); h.Length != uint32(len(want)) || h.StreamID != 41 || h.Type != ttrpcframe.TypeResponse {
 			t.Errorf("header %+v", h)
 		}
 	}

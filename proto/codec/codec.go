@@ -20,7 +20,6 @@ package codec
 import (
 	"errors"
 	"fmt"
-	"sort"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -104,15 +103,6 @@ func consumeTag(b []byte) (protowire.Number, protowire.Type, int, error) {
 func consumeFixed32(b []byte) (uint64, int) {
 	v, n := protowire.ConsumeFixed32(b)
 	return uint64(v), n
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // mergeStringMapEntry decodes one map<string, string> entry into m; a

@@ -5,7 +5,9 @@
 package codec
 
 import (
+	"maps"
 	"math"
+	"slices"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -30,7 +32,9 @@ import (
 )
 
 var (
+	_ = maps.Keys[map[string]string]
 	_ = math.Signbit
+	_ = slices.Sorted[string]
 	_ = utf8.ValidString
 )
 
@@ -685,102 +689,6 @@ func merge(b []byte, m proto.Message) (bool, error) {
 	return false, nil
 }
 
-// allTypes returns a new message of every covered type (for tests).
-func allTypes() []proto.Message {
-	return []proto.Message{
-		new(events.TaskCheckpointed),
-		new(events.TaskCreate),
-		new(events.TaskDelete),
-		new(events.TaskExecAdded),
-		new(events.TaskExecStarted),
-		new(events.TaskExit),
-		new(events.TaskIO),
-		new(events.TaskOOM),
-		new(events.TaskPaused),
-		new(events.TaskResumed),
-		new(events.TaskStart),
-		new(options.CheckpointOptions),
-		new(options.Options),
-		new(options.ProcessDetails),
-		new(bootstrapv1.BootstrapParams),
-		new(bootstrapv1.BootstrapResult),
-		new(bootstrapv1.Extension),
-		new(eventsv1.ForwardRequest),
-		new(taskv2.CheckpointTaskRequest),
-		new(taskv2.CloseIORequest),
-		new(taskv2.ConnectRequest),
-		new(taskv2.ConnectResponse),
-		new(taskv2.CreateTaskRequest),
-		new(taskv2.CreateTaskResponse),
-		new(taskv2.DeleteRequest),
-		new(taskv2.DeleteResponse),
-		new(taskv2.ExecProcessRequest),
-		new(taskv2.ExecProcessResponse),
-		new(taskv2.KillRequest),
-		new(taskv2.PauseRequest),
-		new(taskv2.PidsRequest),
-		new(taskv2.PidsResponse),
-		new(taskv2.ResizePtyRequest),
-		new(taskv2.ResumeRequest),
-		new(taskv2.ShutdownRequest),
-		new(taskv2.StartRequest),
-		new(taskv2.StartResponse),
-		new(taskv2.StateRequest),
-		new(taskv2.StateResponse),
-		new(taskv2.StatsRequest),
-		new(taskv2.StatsResponse),
-		new(taskv2.UpdateTaskRequest),
-		new(taskv2.WaitRequest),
-		new(taskv2.WaitResponse),
-		new(types.Envelope),
-		new(types.Mount),
-		new(types.RuntimeInfo),
-		new(types.RuntimeRequest),
-		new(types.RuntimeVersion),
-		new(task.ProcessInfo),
-		new(introspectv1.EventQueue),
-		new(introspectv1.Memory),
-		new(introspectv1.Process),
-		new(introspectv1.Reaper),
-		new(introspectv1.SnapshotRequest),
-		new(introspectv1.SnapshotResponse),
-		new(introspectv1.Task),
-		new(introspectv1.Upgrade),
-		new(optionsv1.LegacyCreateOptions),
-		new(optionsv1.Options),
-		new(sandboxv1.Any),
-		new(sandboxv1.CreateSandboxRequest),
-		new(sandboxv1.CreateSandboxResponse),
-		new(sandboxv1.Metric),
-		new(sandboxv1.Mount),
-		new(sandboxv1.PingRequest),
-		new(sandboxv1.PingResponse),
-		new(sandboxv1.Platform),
-		new(sandboxv1.PlatformRequest),
-		new(sandboxv1.PlatformResponse),
-		new(sandboxv1.SandboxMetricsRequest),
-		new(sandboxv1.SandboxMetricsResponse),
-		new(sandboxv1.SandboxStatusRequest),
-		new(sandboxv1.SandboxStatusResponse),
-		new(sandboxv1.ShutdownSandboxRequest),
-		new(sandboxv1.ShutdownSandboxResponse),
-		new(sandboxv1.StartSandboxRequest),
-		new(sandboxv1.StartSandboxResponse),
-		new(sandboxv1.StopSandboxRequest),
-		new(sandboxv1.StopSandboxResponse),
-		new(sandboxv1.Timestamp),
-		new(sandboxv1.WaitSandboxRequest),
-		new(sandboxv1.WaitSandboxResponse),
-		new(upgradev1.UpgradeRequest),
-		new(upgradev1.UpgradeResponse),
-		new(anypb.Any),
-		new(emptypb.Empty),
-		new(timestamppb.Timestamp),
-		new(status.Status),
-		new(runtimeoptionsv1.Options),
-	}
-}
-
 // name returns m's full protobuf name; false for a type not covered.
 func name(m proto.Message) (string, bool) {
 	switch m.(type) {
@@ -966,6 +874,102 @@ func name(m proto.Message) (string, bool) {
 		return "runtimeoptions.v1.Options", true
 	}
 	return "", false
+}
+
+// allTypes returns a new message of every covered type (for tests).
+func allTypes() []proto.Message {
+	return []proto.Message{
+		new(events.TaskCheckpointed),
+		new(events.TaskCreate),
+		new(events.TaskDelete),
+		new(events.TaskExecAdded),
+		new(events.TaskExecStarted),
+		new(events.TaskExit),
+		new(events.TaskIO),
+		new(events.TaskOOM),
+		new(events.TaskPaused),
+		new(events.TaskResumed),
+		new(events.TaskStart),
+		new(options.CheckpointOptions),
+		new(options.Options),
+		new(options.ProcessDetails),
+		new(bootstrapv1.BootstrapParams),
+		new(bootstrapv1.BootstrapResult),
+		new(bootstrapv1.Extension),
+		new(eventsv1.ForwardRequest),
+		new(taskv2.CheckpointTaskRequest),
+		new(taskv2.CloseIORequest),
+		new(taskv2.ConnectRequest),
+		new(taskv2.ConnectResponse),
+		new(taskv2.CreateTaskRequest),
+		new(taskv2.CreateTaskResponse),
+		new(taskv2.DeleteRequest),
+		new(taskv2.DeleteResponse),
+		new(taskv2.ExecProcessRequest),
+		new(taskv2.ExecProcessResponse),
+		new(taskv2.KillRequest),
+		new(taskv2.PauseRequest),
+		new(taskv2.PidsRequest),
+		new(taskv2.PidsResponse),
+		new(taskv2.ResizePtyRequest),
+		new(taskv2.ResumeRequest),
+		new(taskv2.ShutdownRequest),
+		new(taskv2.StartRequest),
+		new(taskv2.StartResponse),
+		new(taskv2.StateRequest),
+		new(taskv2.StateResponse),
+		new(taskv2.StatsRequest),
+		new(taskv2.StatsResponse),
+		new(taskv2.UpdateTaskRequest),
+		new(taskv2.WaitRequest),
+		new(taskv2.WaitResponse),
+		new(types.Envelope),
+		new(types.Mount),
+		new(types.RuntimeInfo),
+		new(types.RuntimeRequest),
+		new(types.RuntimeVersion),
+		new(task.ProcessInfo),
+		new(introspectv1.EventQueue),
+		new(introspectv1.Memory),
+		new(introspectv1.Process),
+		new(introspectv1.Reaper),
+		new(introspectv1.SnapshotRequest),
+		new(introspectv1.SnapshotResponse),
+		new(introspectv1.Task),
+		new(introspectv1.Upgrade),
+		new(optionsv1.LegacyCreateOptions),
+		new(optionsv1.Options),
+		new(sandboxv1.Any),
+		new(sandboxv1.CreateSandboxRequest),
+		new(sandboxv1.CreateSandboxResponse),
+		new(sandboxv1.Metric),
+		new(sandboxv1.Mount),
+		new(sandboxv1.PingRequest),
+		new(sandboxv1.PingResponse),
+		new(sandboxv1.Platform),
+		new(sandboxv1.PlatformRequest),
+		new(sandboxv1.PlatformResponse),
+		new(sandboxv1.SandboxMetricsRequest),
+		new(sandboxv1.SandboxMetricsResponse),
+		new(sandboxv1.SandboxStatusRequest),
+		new(sandboxv1.SandboxStatusResponse),
+		new(sandboxv1.ShutdownSandboxRequest),
+		new(sandboxv1.ShutdownSandboxResponse),
+		new(sandboxv1.StartSandboxRequest),
+		new(sandboxv1.StartSandboxResponse),
+		new(sandboxv1.StopSandboxRequest),
+		new(sandboxv1.StopSandboxResponse),
+		new(sandboxv1.Timestamp),
+		new(sandboxv1.WaitSandboxRequest),
+		new(sandboxv1.WaitSandboxResponse),
+		new(upgradev1.UpgradeRequest),
+		new(upgradev1.UpgradeResponse),
+		new(anypb.Any),
+		new(emptypb.Empty),
+		new(timestamppb.Timestamp),
+		new(status.Status),
+		new(runtimeoptionsv1.Options),
+	}
 }
 
 func size_containerd_events_TaskCheckpointed(m *events.TaskCheckpointed) (n int) {
@@ -2666,7 +2670,7 @@ func append_containerd_runtime_bootstrap_v1_BootstrapResult(b []byte, m *bootstr
 		}
 	}
 	if len(m.Metadata) > 0 {
-		for _, k := range sortedKeys(m.Metadata) {
+		for _, k := range slices.Sorted(maps.Keys(m.Metadata)) {
 			v := m.Metadata[k]
 			if !utf8.ValidString(k) || !utf8.ValidString(v) {
 				return b, errUTF8("containerd.runtime.bootstrap.v1.BootstrapResult.metadata")
@@ -4869,7 +4873,7 @@ func append_containerd_task_v2_UpdateTaskRequest(b []byte, m *taskv2.UpdateTaskR
 		}
 	}
 	if len(m.Annotations) > 0 {
-		for _, k := range sortedKeys(m.Annotations) {
+		for _, k := range slices.Sorted(maps.Keys(m.Annotations)) {
 			v := m.Annotations[k]
 			if !utf8.ValidString(k) || !utf8.ValidString(v) {
 				return b, errUTF8("containerd.task.v2.UpdateTaskRequest.annotations")
@@ -5361,7 +5365,7 @@ func append_containerd_types_RuntimeInfo(b []byte, m *types.RuntimeInfo) ([]byte
 		}
 	}
 	if len(m.Annotations) > 0 {
-		for _, k := range sortedKeys(m.Annotations) {
+		for _, k := range slices.Sorted(maps.Keys(m.Annotations)) {
 			v := m.Annotations[k]
 			if !utf8.ValidString(k) || !utf8.ValidString(v) {
 				return b, errUTF8("containerd.types.RuntimeInfo.annotations")
@@ -7186,7 +7190,7 @@ func append_example_sandbox_v1_CreateSandboxRequest(b []byte, m *sandboxv1.Creat
 		b = protowire.AppendString(b, m.NetnsPath)
 	}
 	if len(m.Annotations) > 0 {
-		for _, k := range sortedKeys(m.Annotations) {
+		for _, k := range slices.Sorted(maps.Keys(m.Annotations)) {
 			v := m.Annotations[k]
 			if !utf8.ValidString(k) || !utf8.ValidString(v) {
 				return b, errUTF8("example.sandbox.v1.CreateSandboxRequest.annotations")
@@ -8040,7 +8044,7 @@ func append_example_sandbox_v1_SandboxStatusResponse(b []byte, m *sandboxv1.Sand
 		b = protowire.AppendString(b, m.State)
 	}
 	if len(m.Info) > 0 {
-		for _, k := range sortedKeys(m.Info) {
+		for _, k := range slices.Sorted(maps.Keys(m.Info)) {
 			v := m.Info[k]
 			if !utf8.ValidString(k) || !utf8.ValidString(v) {
 				return b, errUTF8("example.sandbox.v1.SandboxStatusResponse.info")

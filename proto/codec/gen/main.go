@@ -288,7 +288,7 @@ func (g *generator) pkg(importPath string) string {
 
 func (g *generator) nameTaken(name string) bool {
 	switch name {
-	case "protowire", "proto", "utf8", "math", "sort", "errors":
+	case "protowire", "proto", "utf8", "math", "maps", "slices", "errors":
 		return true
 	}
 	for _, n := range g.imports {
@@ -423,7 +423,9 @@ func (g *generator) write() {
 	body = g.buf
 	g.buf = saved
 	g.p("import (")
+	g.p(`"maps"`)
 	g.p(`"math"`)
+	g.p(`"slices"`)
 	g.p(`"unicode/utf8"`)
 	g.p("")
 	g.p(`"google.golang.org/protobuf/encoding/protowire"`)
@@ -440,46 +442,27 @@ func (g *generator) write() {
 	g.p(")")
 	g.p("")
 	g.p("var (")
+	g.p("_ = maps.Keys[map[string]string]")
 	g.p("_ = math.Signbit")
+	g.p("_ = slices.Sorted[string]")
 	g.p("_ = utf8.ValidString")
 	g.p(")")
 	g.buf.Write(body.Bytes())
 }
 
 func (g *generator) writeDispatch() {
-	g.p("// size returns the encoded size of m, and false for a type not covered.")
-	g.p("func size(m proto.Message) (int, bool) {")
-	g.p("switch m := m.(type) {")
-	for _, name := range g.order {
-		m := g.messages[name]
-		g.p("case *%s: return size_%s(m), true", g.typeName(m.goType), m.fn)
-	}
-	g.p("}")
-	g.p("return 0, false")
-	g.p("}")
-	g.p("")
-	g.p("// appendTo appends m's encoding to b; false for a type not covered.")
-	g.p("func appendTo(b []byte, m proto.Message) ([]byte, bool, error) {")
-	g.p("switch m := m.(type) {")
-	for _, name := range g.order {
-		m := g.messages[name]
-		g.p("case *%s: b, err := append_%s(b, m); return b, true, err", g.typeName(m.goType), m.fn)
-	}
-	g.p("}")
-	g.p("return b, false, nil")
-	g.p("}")
-	g.p("")
-	g.p("// merge decodes b into m; false for a type not covered.")
-	g.p("func merge(b []byte, m proto.Message) (bool, error) {")
-	g.p("switch m := m.(type) {")
-	for _, name := range g.order {
-		m := g.messages[name]
-		g.p("case *%s: return true, merge_%s(b, m)", g.typeName(m.goType), m.fn)
-	}
-	g.p("}")
-	g.p("return false, nil")
-	g.p("}")
-	g.p("")
+	g.typeSwitch("size returns the encoded size of m, and false for a type not covered.",
+		"size(m proto.Message) (int, bool)", "m := m",
+		func(m *message) string { return fmt.Sprintf("return size_%s(m), true", m.fn) }, "return 0, false")
+	g.typeSwitch("appendTo appends m's encoding to b; false for a type not covered.",
+		"appendTo(b []byte, m proto.Message) ([]byte, bool, error)", "m := m",
+		func(m *message) string { return fmt.Sprintf("b, err := append_%s(b, m); return b, true, err", m.fn) }, "return b, false, nil")
+	g.typeSwitch("merge decodes b into m; false for a type not covered.",
+		"merge(b []byte, m proto.Message) (bool, error)", "m := m",
+		func(m *message) string { return fmt.Sprintf("return true, merge_%s(b, m)", m.fn) }, "return false, nil")
+	g.typeSwitch("name returns m's full protobuf name; false for a type not covered.",
+		"name(m proto.Message) (string, bool)", "m",
+		func(m *message) string { return fmt.Sprintf("return %q, true", string(m.desc.FullName())) }, `return "", false`)
 	g.p("// allTypes returns a new message of every covered type (for tests).")
 	g.p("func allTypes() []proto.Message {")
 	g.p("return []proto.Message{")
@@ -489,15 +472,20 @@ func (g *generator) writeDispatch() {
 	g.p("}")
 	g.p("}")
 	g.p("")
-	g.p("// name returns m's full protobuf name; false for a type not covered.")
-	g.p("func name(m proto.Message) (string, bool) {")
-	g.p("switch m.(type) {")
+}
+
+// typeSwitch writes a function that switches on its message's type, with a
+// case per covered message and fallback for any other type.
+func (g *generator) typeSwitch(doc, signature, subject string, body func(*message) string, fallback string) {
+	g.p("// %s", doc)
+	g.p("func %s {", signature)
+	g.p("switch %s.(type) {", subject)
 	for _, name := range g.order {
 		m := g.messages[name]
-		g.p("case *%s: return %q, true", g.typeName(m.goType), string(name))
+		g.p("case *%s: %s", g.typeName(m.goType), body(m))
 	}
 	g.p("}")
-	g.p(`return "", false`)
+	g.p("%s", fallback)
 	g.p("}")
 	g.p("")
 }
@@ -638,7 +626,7 @@ func (g *generator) writeAppend(m *message, f field) {
 	switch {
 	case fd.IsMap():
 		g.p("if len(%s) > 0 {", f.path)
-		g.p("for _, k := range sortedKeys(%s) {", f.path)
+		g.p("for _, k := range slices.Sorted(maps.Keys(%s)) {", f.path)
 		g.p("v := %s[k]", f.path)
 		g.p("if !utf8.ValidString(k) || !utf8.ValidString(v) { return b, errUTF8(%q) }", string(fd.FullName()))
 		g.p("b = append(b, %s)", tagBytes(num, protowire.BytesType))
