@@ -209,9 +209,17 @@ func withLowerdirs(options []string, at int, dirs []string, parent, base string)
 
 // mountFrom mounts with dir as the working directory when dir is set, for
 // relative option paths. The working directory belongs to the process, so the
-// mount runs on a thread given a filesystem context of its own (CLONE_FS)
-// that is never handed back: without UnlockOSThread, Go ends the thread with
-// its goroutine.
+// mount runs on a thread given a filesystem context of its own (CLONE_FS).
+//
+// The thread then goes back to the working directory it had and is handed
+// back to the scheduler. It must not be ended instead (a goroutine exiting
+// locked ends its thread): the runtime's commands start with a parent-death
+// signal, which the kernel ties to the thread that forked them, so ending a
+// thread that once started a command still running would SIGKILL that
+// command. The thread's own filesystem context holds the same working
+// directory, root and umask as the process's after the chdir back, and the
+// shim changes none of them anywhere else. Only when going back fails does
+// the thread stay locked and end with its goroutine.
 func mountFrom(dir, source, target, fstype string, flags uintptr, data string) error {
 	if dir == "" {
 		return unix.Mount(source, target, fstype, flags, data)
@@ -219,15 +227,28 @@ func mountFrom(dir, source, target, fstype string, flags uintptr, data string) e
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
+		home, err := unix.Open(".", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("open the working directory: %w", err)
+			return
+		}
+		defer unix.Close(home)
 		if err := unix.Unshare(unix.CLONE_FS); err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("a working directory of its own for the mount: %w", err)
 			return
 		}
-		if err := unix.Chdir(dir); err != nil {
-			errc <- fmt.Errorf("chdir to the layers' parent %s: %w", dir, err)
-			return
+		err = unix.Chdir(dir)
+		if err != nil {
+			err = fmt.Errorf("chdir to the layers' parent %s: %w", dir, err)
+		} else {
+			err = unix.Mount(source, target, fstype, flags, data)
 		}
-		errc <- unix.Mount(source, target, fstype, flags, data)
+		if unix.Fchdir(home) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
 	}()
 	return <-errc
 }

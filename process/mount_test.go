@@ -156,3 +156,44 @@ func mkdir(t *testing.T, dir string) string {
 	}
 	return dir
 }
+
+// mountFrom hands its thread back instead of ending it: a thread that
+// forked a runtime command (started with a parent-death signal) must outlive
+// the command. Every thread the process had before the mounts is still there
+// after them.
+func TestMountFromKeepsItsThread(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting needs root")
+	}
+	dir := t.TempDir()
+	before := threadIDs(t)
+	for i := 0; i < 8; i++ {
+		target := mkdir(t, filepath.Join(dir, fmt.Sprintf("m%d", i)))
+		if err := mountFrom(dir, "tmpfs", target, "tmpfs", 0, "size=64k"); err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Unmount(target, unix.MNT_DETACH)
+	}
+	after := threadIDs(t)
+	for tid := range before {
+		if !after[tid] {
+			t.Errorf("thread %s ended by mountFrom", tid)
+		}
+	}
+	if wd, _ := os.Getwd(); strings.HasPrefix(wd, dir) {
+		t.Errorf("the process's working directory moved to %s", wd)
+	}
+}
+
+func threadIDs(t *testing.T) map[string]bool {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	for _, e := range entries {
+		ids[e.Name()] = true
+	}
+	return ids
+}

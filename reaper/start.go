@@ -11,8 +11,13 @@ import (
 // stdio or none, so os/exec starts no copy goroutines that only Wait would end.
 //
 // When cmd.SysProcAttr.Pdeathsig is set, the OS thread is locked around the
-// fork: the kernel ties the parent-death signal to the forking thread, and the
-// Go scheduler could otherwise retire that thread and kill the child early.
+// fork, so the fork happens on the thread the goroutine is on. The kernel
+// ties the parent-death signal to the forking thread, not the process: the
+// child is killed when that thread ends. Go's scheduler never ends a thread
+// on its own, only with a goroutine that exits locked to it, and the shim
+// keeps such exits off threads that may have forked (process.mountFrom hands
+// its thread back; a pod holder's forking thread ends only when it cannot
+// return to the shim's namespaces).
 func (r *Reaper) Start(cmd *exec.Cmd) (<-chan Exit, error) {
 	w := r.Open()
 	defer w.Close()
