@@ -3,7 +3,6 @@ package process
 import (
 	"context"
 	"log/slog"
-	"slices"
 	"time"
 
 	"github.com/example/containerd-shim-example-v2/bundle"
@@ -14,30 +13,13 @@ import (
 // A process's exit: recorded once (recordExit, from the reaper's callback),
 // then given to every waiter, parked (Wait) or called back (OnExit).
 
-// exitWaiter is one OnExit registration (a pointer, so that its withdrawal
-// finds it).
-type exitWaiter struct{ fn func(Snapshot) }
-
 // markExitedLocked releases Wait and OnExit once; the caller holds p.mu.
 func (p *Process) markExitedLocked() {
 	select {
 	case <-p.exited:
 	default:
 		close(p.exited)
-		if ws := p.waiters; len(ws) > 0 {
-			p.waiters = nil
-			// Off the caller's lock and goroutine (the reaper's exit path):
-			// the callbacks answer over containerd's socket.
-			go p.notifyExit(ws)
-		}
-	}
-}
-
-// notifyExit calls the OnExit callbacks taken at the exit.
-func (p *Process) notifyExit(ws []*exitWaiter) {
-	st := p.State()
-	for _, w := range ws {
-		w.fn(st)
+		p.waiters.Fire() // off this lock and goroutine: the callbacks answer over containerd's socket
 	}
 }
 
@@ -47,26 +29,15 @@ func (p *Process) notifyExit(ws []*exitWaiter) {
 // if it has not been started and reports whether it did; a false means fn
 // runs or has run.
 func (p *Process) OnExit(fn func(Snapshot)) (withdraw func() bool) {
-	w := &exitWaiter{fn: fn}
+	call := func() { fn(p.State()) }
 	p.mu.Lock()
-	select {
-	case <-p.exited:
-		p.mu.Unlock()
-		go p.notifyExit([]*exitWaiter{w})
-		return func() bool { return false }
-	default:
-	}
-	p.waiters = append(p.waiters, w)
+	withdraw, ok := p.waiters.Add(&p.mu, call)
 	p.mu.Unlock()
-	return func() bool {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if i := slices.Index(p.waiters, w); i >= 0 {
-			p.waiters = slices.Delete(p.waiters, i, i+1)
-			return true
-		}
-		return false
+	if !ok {
+		go call()
+		return func() bool { return false }
 	}
+	return withdraw
 }
 
 // recordExit moves the process to stopped and reports the exit.

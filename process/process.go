@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/example/containerd-shim-example-v2/bundle"
+	"github.com/example/containerd-shim-example-v2/internal/waitlist"
 	shimio "github.com/example/containerd-shim-example-v2/io"
 	"github.com/example/containerd-shim-example-v2/oci"
 	"github.com/example/containerd-shim-example-v2/reaper"
@@ -42,8 +43,8 @@ type Process struct {
 	deleting bool             // Delete is tearing down a never-started process: report no exit
 	restore  *oci.RestoreOpts // init created from a checkpoint: Start restores it
 	exited   chan struct{}    // closed once the exit is recorded, or at delete
-	// waiters are OnExit callbacks not yet started; nil once exited is closed.
-	waiters []*exitWaiter
+	// waiters are the OnExit callbacks; fired when exited is closed.
+	waiters waitlist.List
 }
 
 func newProcess(c *Container, id string, stdio shimio.Config, pipes *shimio.Pipes) *Process {

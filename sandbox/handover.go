@@ -97,7 +97,9 @@ func (s *Service) Import(st State, adopt func(fd int, name string, pollable bool
 			p.holder = holder.Import(*ps.Holder, life, s.cfg.Reaper.Adopt(ps.Holder.Pid))
 			p.watch(p.holder)
 		case p.phase == phaseStopped:
-			close(p.done)
+			p.mu.Lock() // not shared yet; closeDoneLocked's contract all the same
+			p.closeDoneLocked()
+			p.mu.Unlock()
 		}
 		s.mu.Lock()
 		s.pods[p.id] = p

@@ -12,6 +12,7 @@ import (
 
 	"github.com/example/containerd-shim-example-v2/cgroup"
 	"github.com/example/containerd-shim-example-v2/holder"
+	"github.com/example/containerd-shim-example-v2/internal/waitlist"
 	"github.com/example/containerd-shim-example-v2/reaper"
 )
 
@@ -69,9 +70,8 @@ type pod struct {
 	createdAt  time.Time
 	exitedAt   time.Time
 	exitStatus uint32
-	// waiters are the open WaitSandbox calls (onDone), by registration.
-	waiters    map[uint64]func()
-	nextWaiter uint64
+	// waiters are the open WaitSandbox calls (onDone); fired when done is closed.
+	waiters waitlist.List
 }
 
 // onDone calls fn once the pod has stopped: at once if it has, else when it
@@ -80,42 +80,21 @@ type pod struct {
 // this keeps it without a goroutine parked until then.
 func (p *pod) onDone(fn func()) (withdraw func()) {
 	p.mu.Lock()
-	select {
-	case <-p.done:
-		p.mu.Unlock()
+	w, ok := p.waiters.Add(&p.mu, fn)
+	p.mu.Unlock()
+	if !ok {
 		fn()
 		return func() {}
-	default:
 	}
-	id := p.nextWaiter
-	p.nextWaiter++
-	if p.waiters == nil {
-		p.waiters = map[uint64]func(){}
-	}
-	p.waiters[id] = fn
-	p.mu.Unlock()
-	return func() {
-		p.mu.Lock()
-		delete(p.waiters, id)
-		p.mu.Unlock()
-	}
+	return func() { w() }
 }
 
 // closeDoneLocked marks the pod stopped for its waiters: done is closed and
-// the registered calls run, off the caller's goroutine (an exit callback of
+// the registered calls run (off this lock and goroutine: an exit callback of
 // the reaper must not wait for an answer's write). Called with mu held.
 func (p *pod) closeDoneLocked() {
 	close(p.done)
-	if len(p.waiters) == 0 {
-		return
-	}
-	ws := p.waiters
-	p.waiters = nil
-	go func() {
-		for _, fn := range ws {
-			fn()
-		}
-	}()
+	p.waiters.Fire()
 }
 
 // metricsCgroup is the pod's cgroup for SandboxMetrics, found once: a
