@@ -989,8 +989,6 @@ func append_containerd_events_TaskCheckpointed(b []byte, m *events.TaskCheckpoin
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.ContainerID) > 0 {
 		if !utf8.ValidString(m.ContainerID) {
 			return b, errUTF8("containerd.events.TaskCheckpointed.container_id")
@@ -1075,7 +1073,6 @@ func append_containerd_events_TaskCreate(b []byte, m *events.TaskCreate) ([]byte
 		return b, nil
 	}
 	var err error
-	_ = err
 	if len(m.ContainerID) > 0 {
 		if !utf8.ValidString(m.ContainerID) {
 			return b, errUTF8("containerd.events.TaskCreate.container_id")
@@ -1218,7 +1215,6 @@ func append_containerd_events_TaskDelete(b []byte, m *events.TaskDelete) ([]byte
 		return b, nil
 	}
 	var err error
-	_ = err
 	if len(m.ContainerID) > 0 {
 		if !utf8.ValidString(m.ContainerID) {
 			return b, errUTF8("containerd.events.TaskDelete.container_id")
@@ -1328,8 +1324,6 @@ func append_containerd_events_TaskExecAdded(b []byte, m *events.TaskExecAdded) (
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.ContainerID) > 0 {
 		if !utf8.ValidString(m.ContainerID) {
 			return b, errUTF8("containerd.events.TaskExecAdded.container_id")
@@ -1404,8 +1398,6 @@ func append_containerd_events_TaskExecStarted(b []byte, m *events.TaskExecStarte
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.ContainerID) > 0 {
 		if !utf8.ValidString(m.ContainerID) {
 			return b, errUTF8("containerd.events.TaskExecStarted.container_id")
@@ -1497,7 +1489,6 @@ func append_containerd_events_TaskExit(b []byte, m *events.TaskExit) ([]byte, er
 		return b, nil
 	}
 	var err error
-	_ = err
 	if len(m.ContainerID) > 0 {
 		if !utf8.ValidString(m.ContainerID) {
 			return b, errUTF8("containerd.events.TaskExit.container_id")
@@ -1613,8 +1604,6 @@ func append_containerd_events_TaskIO(b []byte, m *events.TaskIO) ([]byte, error)
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.Stdin) > 0 {
 		if !utf8.ValidString(m.Stdin) {
 			return b, errUTF8("containerd.events.TaskIO.stdin")
@@ -1709,8 +1698,6 @@ func append_containerd_events_TaskOOM(b []byte, m *events.TaskOOM) ([]byte, erro
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.ContainerID) > 0 {
 		if !utf8.ValidString(m.ContainerID) {
 			return b, errUTF8("containerd.events.TaskOOM.container_id")
@@ -1763,8 +1750,6 @@ func append_containerd_events_TaskPaused(b []byte, m *events.TaskPaused) ([]byte
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.ContainerID) > 0 {
 		if !utf8.ValidString(m.ContainerID) {
 			return b, errUTF8("containerd.events.TaskPaused.container_id")
@@ -1817,8 +1802,6 @@ func append_containerd_events_TaskResumed(b []byte, m *events.TaskResumed) ([]by
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.ContainerID) > 0 {
 		if !utf8.ValidString(m.ContainerID) {
 			return b, errUTF8("containerd.events.TaskResumed.container_id")
@@ -1874,8 +1857,6 @@ func append_containerd_events_TaskStart(b []byte, m *events.TaskStart) ([]byte, 
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.ContainerID) > 0 {
 		if !utf8.ValidString(m.ContainerID) {
 			return b, errUTF8("containerd.events.TaskStart.container_id")
@@ -1965,8 +1946,6 @@ func append_containerd_runc_v1_CheckpointOptions(b []byte, m *options.Checkpoint
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if x := m.Exit; x {
 		b = append(b, 0x08)
 		b = protowire.AppendVarint(b, protowire.EncodeBool(x))
@@ -2166,8 +2145,6 @@ func append_containerd_runc_v1_Options(b []byte, m *options.Options) ([]byte, er
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if x := m.NoPivotRoot; x {
 		b = append(b, 0x08)
 		b = protowire.AppendVarint(b, protowire.EncodeBool(x))
@@ -2360,8 +2337,6 @@ func append_containerd_runc_v1_ProcessDetails(b []byte, m *options.ProcessDetail
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.ExecID) > 0 {
 		if !utf8.ValidString(m.ExecID) {
 			return b, errUTF8("containerd.runc.v1.ProcessDetails.exec_id")
@@ -2439,7 +2414,6 @@ func append_containerd_runtime_bootstrap_v1_BootstrapParams(b []byte, m *bootstr
 		return b, nil
 	}
 	var err error
-	_ = err
 	if len(m.InstanceID) > 0 {
 		if !utf8.ValidString(m.InstanceID) {
 			return b, errUTF8("containerd.runtime.bootstrap.v1.BootstrapParams.instance_id")
@@ -2638,7 +2612,6 @@ func append_containerd_runtime_bootstrap_v1_BootstrapResult(b []byte, m *bootstr
 		return b, nil
 	}
 	var err error
-	_ = err
 	if x := m.Version; x != 0 {
 		b = append(b, 0x08)
 		b = protowire.AppendVarint(b, uint64(int64(x)))
@@ -2794,7 +2767,6 @@ func append_containerd_runtime_bootstrap_v1_Extension(b []byte, m *bootstrapv1.E
 		return b, nil
 	}
 	var err error
-	_ = err
 	if m.Value != nil {
 		b = append(b, 0x0a)
 		b = protowire.AppendVarint(b, uint64(size_google_protobuf_Any(m.Value)))
@@ -2850,7 +2822,6 @@ func append_containerd_services_events_ttrpc_v1_ForwardRequest(b []byte, m *even
 		return b, nil
 	}
 	var err error
-	_ = err
 	if m.Envelope != nil {
 		b = append(b, 0x0a)
 		b = protowire.AppendVarint(b, uint64(size_containerd_types_Envelope(m.Envelope)))
@@ -2912,7 +2883,6 @@ func append_containerd_task_v2_CheckpointTaskRequest(b []byte, m *taskv2.Checkpo
 		return b, nil
 	}
 	var err error
-	_ = err
 	if len(m.ID) > 0 {
 		if !utf8.ValidString(m.ID) {
 			return b, errUTF8("containerd.task.v2.CheckpointTaskRequest.id")
@@ -3005,8 +2975,6 @@ func append_containerd_task_v2_CloseIORequest(b []byte, m *taskv2.CloseIORequest
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.ID) > 0 {
 		if !utf8.ValidString(m.ID) {
 			return b, errUTF8("containerd.task.v2.CloseIORequest.id")
@@ -3085,8 +3053,6 @@ func append_containerd_task_v2_ConnectRequest(b []byte, m *taskv2.ConnectRequest
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.ID) > 0 {
 		if !utf8.ValidString(m.ID) {
 			return b, errUTF8("containerd.task.v2.ConnectRequest.id")
@@ -3145,8 +3111,6 @@ func append_containerd_task_v2_ConnectResponse(b []byte, m *taskv2.ConnectRespon
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if x := m.ShimPid; x != 0 {
 		b = append(b, 0x08)
 		b = protowire.AppendVarint(b, uint64(x))
@@ -3247,7 +3211,6 @@ func append_containerd_task_v2_CreateTaskRequest(b []byte, m *taskv2.CreateTaskR
 		return b, nil
 	}
 	var err error
-	_ = err
 	if len(m.ID) > 0 {
 		if !utf8.ValidString(m.ID) {
 			return b, errUTF8("containerd.task.v2.CreateTaskRequest.id")
@@ -3441,8 +3404,6 @@ func append_containerd_task_v2_CreateTaskResponse(b []byte, m *taskv2.CreateTask
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if x := m.Pid; x != 0 {
 		b = append(b, 0x08)
 		b = protowire.AppendVarint(b, uint64(x))
@@ -3492,8 +3453,6 @@ func append_containerd_task_v2_DeleteRequest(b []byte, m *taskv2.DeleteRequest) 
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.ID) > 0 {
 		if !utf8.ValidString(m.ID) {
 			return b, errUTF8("containerd.task.v2.DeleteRequest.id")
@@ -3569,7 +3528,6 @@ func append_containerd_task_v2_DeleteResponse(b []byte, m *taskv2.DeleteResponse
 		return b, nil
 	}
 	var err error
-	_ = err
 	if x := m.Pid; x != 0 {
 		b = append(b, 0x08)
 		b = protowire.AppendVarint(b, uint64(x))
@@ -3663,7 +3621,6 @@ func append_containerd_task_v2_ExecProcessRequest(b []byte, m *taskv2.ExecProces
 		return b, nil
 	}
 	var err error
-	_ = err
 	if len(m.ID) > 0 {
 		if !utf8.ValidString(m.ID) {
 			return b, errUTF8("containerd.task.v2.ExecProcessRequest.id")
@@ -3850,8 +3807,6 @@ func append_containerd_task_v2_KillRequest(b []byte, m *taskv2.KillRequest) ([]b
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.ID) > 0 {
 		if !utf8.ValidString(m.ID) {
 			return b, errUTF8("containerd.task.v2.KillRequest.id")
@@ -3940,8 +3895,6 @@ func append_containerd_task_v2_PauseRequest(b []byte, m *taskv2.PauseRequest) ([
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.ID) > 0 {
 		if !utf8.ValidString(m.ID) {
 			return b, errUTF8("containerd.task.v2.PauseRequest.id")
@@ -3994,8 +3947,6 @@ func append_containerd_task_v2_PidsRequest(b []byte, m *taskv2.PidsRequest) ([]b
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.ID) > 0 {
 		if !utf8.ValidString(m.ID) {
 			return b, errUTF8("containerd.task.v2.PidsRequest.id")
@@ -4049,7 +4000,6 @@ func append_containerd_task_v2_PidsResponse(b []byte, m *taskv2.PidsResponse) ([
 		return b, nil
 	}
 	var err error
-	_ = err
 	for _, e := range m.Processes {
 		b = append(b, 0x0a)
 		b = protowire.AppendVarint(b, uint64(size_containerd_v1_types_ProcessInfo(e)))
@@ -4112,8 +4062,6 @@ func append_containerd_task_v2_ResizePtyRequest(b []byte, m *taskv2.ResizePtyReq
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.ID) > 0 {
 		if !utf8.ValidString(m.ID) {
 			return b, errUTF8("containerd.task.v2.ResizePtyRequest.id")
@@ -4202,8 +4150,6 @@ func append_containerd_task_v2_ResumeRequest(b []byte, m *taskv2.ResumeRequest) 
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.ID) > 0 {
 		if !utf8.ValidString(m.ID) {
 			return b, errUTF8("containerd.task.v2.ResumeRequest.id")
@@ -4259,8 +4205,6 @@ func append_containerd_task_v2_ShutdownRequest(b []byte, m *taskv2.ShutdownReque
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.ID) > 0 {
 		if !utf8.ValidString(m.ID) {
 			return b, errUTF8("containerd.task.v2.ShutdownRequest.id")
@@ -4326,8 +4270,6 @@ func append_containerd_task_v2_StartRequest(b []byte, m *taskv2.StartRequest) ([
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.ID) > 0 {
 		if !utf8.ValidString(m.ID) {
 			return b, errUTF8("containerd.task.v2.StartRequest.id")
@@ -4396,8 +4338,6 @@ func append_containerd_task_v2_StartResponse(b []byte, m *taskv2.StartResponse) 
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if x := m.Pid; x != 0 {
 		b = append(b, 0x08)
 		b = protowire.AppendVarint(b, uint64(x))
@@ -4447,8 +4387,6 @@ func append_containerd_task_v2_StateRequest(b []byte, m *taskv2.StateRequest) ([
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.ID) > 0 {
 		if !utf8.ValidString(m.ID) {
 			return b, errUTF8("containerd.task.v2.StateRequest.id")
@@ -4548,7 +4486,6 @@ func append_containerd_task_v2_StateResponse(b []byte, m *taskv2.StateResponse) 
 		return b, nil
 	}
 	var err error
-	_ = err
 	if len(m.ID) > 0 {
 		if !utf8.ValidString(m.ID) {
 			return b, errUTF8("containerd.task.v2.StateResponse.id")
@@ -4739,8 +4676,6 @@ func append_containerd_task_v2_StatsRequest(b []byte, m *taskv2.StatsRequest) ([
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.ID) > 0 {
 		if !utf8.ValidString(m.ID) {
 			return b, errUTF8("containerd.task.v2.StatsRequest.id")
@@ -4794,7 +4729,6 @@ func append_containerd_task_v2_StatsResponse(b []byte, m *taskv2.StatsResponse) 
 		return b, nil
 	}
 	var err error
-	_ = err
 	if m.Stats != nil {
 		b = append(b, 0x0a)
 		b = protowire.AppendVarint(b, uint64(size_google_protobuf_Any(m.Stats)))
@@ -4857,7 +4791,6 @@ func append_containerd_task_v2_UpdateTaskRequest(b []byte, m *taskv2.UpdateTaskR
 		return b, nil
 	}
 	var err error
-	_ = err
 	if len(m.ID) > 0 {
 		if !utf8.ValidString(m.ID) {
 			return b, errUTF8("containerd.task.v2.UpdateTaskRequest.id")
@@ -4956,8 +4889,6 @@ func append_containerd_task_v2_WaitRequest(b []byte, m *taskv2.WaitRequest) ([]b
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.ID) > 0 {
 		if !utf8.ValidString(m.ID) {
 			return b, errUTF8("containerd.task.v2.WaitRequest.id")
@@ -5030,7 +4961,6 @@ func append_containerd_task_v2_WaitResponse(b []byte, m *taskv2.WaitResponse) ([
 		return b, nil
 	}
 	var err error
-	_ = err
 	if x := m.ExitStatus; x != 0 {
 		b = append(b, 0x08)
 		b = protowire.AppendVarint(b, uint64(x))
@@ -5105,7 +5035,6 @@ func append_containerd_types_Envelope(b []byte, m *types.Envelope) ([]byte, erro
 		return b, nil
 	}
 	var err error
-	_ = err
 	if m.Timestamp != nil {
 		b = append(b, 0x0a)
 		b = protowire.AppendVarint(b, uint64(size_google_protobuf_Timestamp(m.Timestamp)))
@@ -5219,8 +5148,6 @@ func append_containerd_types_Mount(b []byte, m *types.Mount) ([]byte, error) {
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.Type) > 0 {
 		if !utf8.ValidString(m.Type) {
 			return b, errUTF8("containerd.types.Mount.type")
@@ -5335,7 +5262,6 @@ func append_containerd_types_RuntimeInfo(b []byte, m *types.RuntimeInfo) ([]byte
 		return b, nil
 	}
 	var err error
-	_ = err
 	if len(m.Name) > 0 {
 		if !utf8.ValidString(m.Name) {
 			return b, errUTF8("containerd.types.RuntimeInfo.name")
@@ -5471,7 +5397,6 @@ func append_containerd_types_RuntimeRequest(b []byte, m *types.RuntimeRequest) (
 		return b, nil
 	}
 	var err error
-	_ = err
 	if len(m.RuntimePath) > 0 {
 		if !utf8.ValidString(m.RuntimePath) {
 			return b, errUTF8("containerd.types.RuntimeRequest.runtime_path")
@@ -5545,8 +5470,6 @@ func append_containerd_types_RuntimeVersion(b []byte, m *types.RuntimeVersion) (
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.Version) > 0 {
 		if !utf8.ValidString(m.Version) {
 			return b, errUTF8("containerd.types.RuntimeVersion.version")
@@ -5619,7 +5542,6 @@ func append_containerd_v1_types_ProcessInfo(b []byte, m *task.ProcessInfo) ([]by
 		return b, nil
 	}
 	var err error
-	_ = err
 	if x := m.Pid; x != 0 {
 		b = append(b, 0x08)
 		b = protowire.AppendVarint(b, uint64(x))
@@ -5696,8 +5618,6 @@ func append_example_introspect_v1_EventQueue(b []byte, m *introspectv1.EventQueu
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if x := m.Pending; x != 0 {
 		b = append(b, 0x08)
 		b = protowire.AppendVarint(b, uint64(x))
@@ -5796,8 +5716,6 @@ func append_example_introspect_v1_Memory(b []byte, m *introspectv1.Memory) ([]by
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if x := m.RssKib; x != 0 {
 		b = append(b, 0x08)
 		b = protowire.AppendVarint(b, uint64(x))
@@ -5908,8 +5826,6 @@ func append_example_introspect_v1_Process(b []byte, m *introspectv1.Process) ([]
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.ExecId) > 0 {
 		if !utf8.ValidString(m.ExecId) {
 			return b, errUTF8("example.introspect.v1.Process.exec_id")
@@ -6054,8 +5970,6 @@ func append_example_introspect_v1_Reaper(b []byte, m *introspectv1.Reaper) ([]by
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if x := m.Watched; x != 0 {
 		b = append(b, 0x08)
 		b = protowire.AppendVarint(b, uint64(x))
@@ -6189,7 +6103,6 @@ func append_example_introspect_v1_SnapshotResponse(b []byte, m *introspectv1.Sna
 		return b, nil
 	}
 	var err error
-	_ = err
 	if x := m.Pid; x != 0 {
 		b = append(b, 0x08)
 		b = protowire.AppendVarint(b, uint64(x))
@@ -6416,7 +6329,6 @@ func append_example_introspect_v1_Task(b []byte, m *introspectv1.Task) ([]byte, 
 		return b, nil
 	}
 	var err error
-	_ = err
 	if len(m.Id) > 0 {
 		if !utf8.ValidString(m.Id) {
 			return b, errUTF8("example.introspect.v1.Task.id")
@@ -6540,8 +6452,6 @@ func append_example_introspect_v1_Upgrade(b []byte, m *introspectv1.Upgrade) ([]
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if x := m.Count; x != 0 {
 		b = append(b, 0x08)
 		b = protowire.AppendVarint(b, uint64(x))
@@ -6676,8 +6586,6 @@ func append_example_options_v1_LegacyCreateOptions(b []byte, m *optionsv1.Legacy
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if x := m.NoPivotRoot; x {
 		b = append(b, 0x08)
 		b = protowire.AppendVarint(b, protowire.EncodeBool(x))
@@ -6901,8 +6809,6 @@ func append_example_options_v1_Options(b []byte, m *optionsv1.Options) ([]byte, 
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.BinaryName) > 0 {
 		if !utf8.ValidString(m.BinaryName) {
 			return b, errUTF8("example.options.v1.Options.binary_name")
@@ -7072,8 +6978,6 @@ func append_example_sandbox_v1_Any(b []byte, m *sandboxv1.Any) ([]byte, error) {
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.TypeUrl) > 0 {
 		if !utf8.ValidString(m.TypeUrl) {
 			return b, errUTF8("example.sandbox.v1.Any.type_url")
@@ -7153,7 +7057,6 @@ func append_example_sandbox_v1_CreateSandboxRequest(b []byte, m *sandboxv1.Creat
 		return b, nil
 	}
 	var err error
-	_ = err
 	if len(m.SandboxId) > 0 {
 		if !utf8.ValidString(m.SandboxId) {
 			return b, errUTF8("example.sandbox.v1.CreateSandboxRequest.sandbox_id")
@@ -7338,7 +7241,6 @@ func append_example_sandbox_v1_Metric(b []byte, m *sandboxv1.Metric) ([]byte, er
 		return b, nil
 	}
 	var err error
-	_ = err
 	if m.Timestamp != nil {
 		b = append(b, 0x0a)
 		b = protowire.AppendVarint(b, uint64(size_example_sandbox_v1_Timestamp(m.Timestamp)))
@@ -7436,8 +7338,6 @@ func append_example_sandbox_v1_Mount(b []byte, m *sandboxv1.Mount) ([]byte, erro
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.Type) > 0 {
 		if !utf8.ValidString(m.Type) {
 			return b, errUTF8("example.sandbox.v1.Mount.type")
@@ -7538,8 +7438,6 @@ func append_example_sandbox_v1_PingRequest(b []byte, m *sandboxv1.PingRequest) (
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.SandboxId) > 0 {
 		if !utf8.ValidString(m.SandboxId) {
 			return b, errUTF8("example.sandbox.v1.PingRequest.sandbox_id")
@@ -7631,8 +7529,6 @@ func append_example_sandbox_v1_Platform(b []byte, m *sandboxv1.Platform) ([]byte
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.Os) > 0 {
 		if !utf8.ValidString(m.Os) {
 			return b, errUTF8("example.sandbox.v1.Platform.os")
@@ -7717,8 +7613,6 @@ func append_example_sandbox_v1_PlatformRequest(b []byte, m *sandboxv1.PlatformRe
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.SandboxId) > 0 {
 		if !utf8.ValidString(m.SandboxId) {
 			return b, errUTF8("example.sandbox.v1.PlatformRequest.sandbox_id")
@@ -7772,7 +7666,6 @@ func append_example_sandbox_v1_PlatformResponse(b []byte, m *sandboxv1.PlatformR
 		return b, nil
 	}
 	var err error
-	_ = err
 	if m.Platform != nil {
 		b = append(b, 0x0a)
 		b = protowire.AppendVarint(b, uint64(size_example_sandbox_v1_Platform(m.Platform)))
@@ -7827,8 +7720,6 @@ func append_example_sandbox_v1_SandboxMetricsRequest(b []byte, m *sandboxv1.Sand
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.SandboxId) > 0 {
 		if !utf8.ValidString(m.SandboxId) {
 			return b, errUTF8("example.sandbox.v1.SandboxMetricsRequest.sandbox_id")
@@ -7882,7 +7773,6 @@ func append_example_sandbox_v1_SandboxMetricsResponse(b []byte, m *sandboxv1.San
 		return b, nil
 	}
 	var err error
-	_ = err
 	if m.Metrics != nil {
 		b = append(b, 0x0a)
 		b = protowire.AppendVarint(b, uint64(size_example_sandbox_v1_Metric(m.Metrics)))
@@ -7940,8 +7830,6 @@ func append_example_sandbox_v1_SandboxStatusRequest(b []byte, m *sandboxv1.Sandb
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.SandboxId) > 0 {
 		if !utf8.ValidString(m.SandboxId) {
 			return b, errUTF8("example.sandbox.v1.SandboxStatusRequest.sandbox_id")
@@ -8024,7 +7912,6 @@ func append_example_sandbox_v1_SandboxStatusResponse(b []byte, m *sandboxv1.Sand
 		return b, nil
 	}
 	var err error
-	_ = err
 	if len(m.SandboxId) > 0 {
 		if !utf8.ValidString(m.SandboxId) {
 			return b, errUTF8("example.sandbox.v1.SandboxStatusResponse.sandbox_id")
@@ -8182,8 +8069,6 @@ func append_example_sandbox_v1_ShutdownSandboxRequest(b []byte, m *sandboxv1.Shu
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.SandboxId) > 0 {
 		if !utf8.ValidString(m.SandboxId) {
 			return b, errUTF8("example.sandbox.v1.ShutdownSandboxRequest.sandbox_id")
@@ -8269,8 +8154,6 @@ func append_example_sandbox_v1_StartSandboxRequest(b []byte, m *sandboxv1.StartS
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.SandboxId) > 0 {
 		if !utf8.ValidString(m.SandboxId) {
 			return b, errUTF8("example.sandbox.v1.StartSandboxRequest.sandbox_id")
@@ -8330,7 +8213,6 @@ func append_example_sandbox_v1_StartSandboxResponse(b []byte, m *sandboxv1.Start
 		return b, nil
 	}
 	var err error
-	_ = err
 	if x := m.Pid; x != 0 {
 		b = append(b, 0x08)
 		b = protowire.AppendVarint(b, uint64(x))
@@ -8416,8 +8298,6 @@ func append_example_sandbox_v1_StopSandboxRequest(b []byte, m *sandboxv1.StopSan
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.SandboxId) > 0 {
 		if !utf8.ValidString(m.SandboxId) {
 			return b, errUTF8("example.sandbox.v1.StopSandboxRequest.sandbox_id")
@@ -8516,8 +8396,6 @@ func append_example_sandbox_v1_Timestamp(b []byte, m *sandboxv1.Timestamp) ([]by
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if x := m.Seconds; x != 0 {
 		b = append(b, 0x08)
 		b = protowire.AppendVarint(b, uint64(x))
@@ -8574,8 +8452,6 @@ func append_example_sandbox_v1_WaitSandboxRequest(b []byte, m *sandboxv1.WaitSan
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.SandboxId) > 0 {
 		if !utf8.ValidString(m.SandboxId) {
 			return b, errUTF8("example.sandbox.v1.WaitSandboxRequest.sandbox_id")
@@ -8632,7 +8508,6 @@ func append_example_sandbox_v1_WaitSandboxResponse(b []byte, m *sandboxv1.WaitSa
 		return b, nil
 	}
 	var err error
-	_ = err
 	if x := m.ExitStatus; x != 0 {
 		b = append(b, 0x08)
 		b = protowire.AppendVarint(b, uint64(x))
@@ -8700,8 +8575,6 @@ func append_example_upgrade_v1_UpgradeRequest(b []byte, m *upgradev1.UpgradeRequ
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.Binary) > 0 {
 		if !utf8.ValidString(m.Binary) {
 			return b, errUTF8("example.upgrade.v1.UpgradeRequest.binary")
@@ -8776,8 +8649,6 @@ func append_example_upgrade_v1_UpgradeResponse(b []byte, m *upgradev1.UpgradeRes
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if x := m.Pid; x != 0 {
 		b = append(b, 0x08)
 		b = protowire.AppendVarint(b, uint64(x))
@@ -8885,8 +8756,6 @@ func append_google_protobuf_Any(b []byte, m *anypb.Any) ([]byte, error) {
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.TypeUrl) > 0 {
 		if !utf8.ValidString(m.TypeUrl) {
 			return b, errUTF8("google.protobuf.Any.type_url")
@@ -8985,8 +8854,6 @@ func append_google_protobuf_Timestamp(b []byte, m *timestamppb.Timestamp) ([]byt
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if x := m.Seconds; x != 0 {
 		b = append(b, 0x08)
 		b = protowire.AppendVarint(b, uint64(x))
@@ -9050,7 +8917,6 @@ func append_google_rpc_Status(b []byte, m *status.Status) ([]byte, error) {
 		return b, nil
 	}
 	var err error
-	_ = err
 	if x := m.Code; x != 0 {
 		b = append(b, 0x08)
 		b = protowire.AppendVarint(b, uint64(int64(x)))
@@ -9136,8 +9002,6 @@ func append_runtimeoptions_v1_Options(b []byte, m *runtimeoptionsv1.Options) ([]
 	if m == nil {
 		return b, nil
 	}
-	var err error
-	_ = err
 	if len(m.TypeUrl) > 0 {
 		if !utf8.ValidString(m.TypeUrl) {
 			return b, errUTF8("runtimeoptions.v1.Options.type_url")

@@ -541,9 +541,13 @@ func (g *generator) writeMessage(m *message) {
 	// append
 	g.p("func append_%s(b []byte, m *%s) ([]byte, error) {", m.fn, tn)
 	g.p("if m == nil { return b, nil }")
-	if len(fields) > 0 {
-		g.p("var err error")
-		g.p("_ = err")
+	// Only a message field's append can fail and needs err (a string's
+	// check returns its own error).
+	for _, f := range fields {
+		if f.fd.Message() != nil && !f.fd.IsMap() {
+			g.p("var err error")
+			break
+		}
 	}
 	for _, f := range fields {
 		g.writeAppend(m, f)
