@@ -9,9 +9,28 @@ import (
 	"testing"
 	"time"
 
+	cgroupsv1 "github.com/containerd/cgroups/v3/cgroup1/stats"
+	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2/stats"
 	"github.com/containerd/errdefs"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
+
+// decodeMetrics encodes the cgroup's statistics as the shim sends them and
+// decodes them with containerd/cgroups' own types, as containerd does.
+func decodeMetrics(t *testing.T, cg *Cgroup, wantURL string, m proto.Message) {
+	t.Helper()
+	data, url, err := cg.Metrics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if url != wantURL {
+		t.Fatalf("type URL %q, want %q", url, wantURL)
+	}
+	if err := proto.Unmarshal(data, m); err != nil {
+		t.Fatalf("containerd/cgroups cannot decode the statistics: %v", err)
+	}
+}
 
 func write(t *testing.T, dir, name, content string) {
 	t.Helper()
@@ -308,10 +327,8 @@ func TestMemoryStatKeysLandInTheirFields(t *testing.T) {
 			[2]string{"hierarchical_memsw_limit", "hierarchical_swap_limit"})
 		// rss_huge's total is total_rss_huge: the pairs above name it so.
 		fill(t, filepath.Join(root, "memory/c"), keys)
-		m, err := cg.StatsV1()
-		if err != nil {
-			t.Fatal(err)
-		}
+		var m cgroupsv1.Metrics
+		decodeMetrics(t, cg, MetricsV1, &m)
 		check(t, m.GetMemory().ProtoReflect(), keys)
 	})
 	t.Run("v2", func(t *testing.T) {
@@ -330,10 +347,8 @@ func TestMemoryStatKeysLandInTheirFields(t *testing.T) {
 			keys = append(keys, [2]string{k, k})
 		}
 		fill(t, filepath.Join(root, "c"), keys)
-		m, err := cg.StatsV2()
-		if err != nil {
-			t.Fatal(err)
-		}
+		var m cgroupsv2.Metrics
+		decodeMetrics(t, cg, MetricsV2, &m)
 		check(t, m.GetMemory().ProtoReflect(), keys)
 	})
 }

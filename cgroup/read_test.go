@@ -7,8 +7,6 @@ import (
 	"runtime"
 	"strings"
 	"testing"
-
-	"google.golang.org/protobuf/proto"
 )
 
 // A file longer than the pooled buffer is read whole, and the next read of a short file
@@ -67,12 +65,8 @@ func TestStatsV1AllocatesLittle(t *testing.T) {
 		t.Skip("cgroup v2 host: this bound is for the v1 statistics")
 	}
 	poll := func() {
-		m, err := cg.StatsV1()
-		if err != nil {
+		if _, _, err := cg.Metrics(); err != nil {
 			t.Skipf("statistics of the test process's cgroup: %v", err)
-		}
-		if _, err := proto.Marshal(m); err != nil {
-			t.Fatal(err)
 		}
 	}
 	poll()

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"sync"
 
-	v1 "github.com/containerd/cgroups/v3/cgroup1/stats"
-	v2 "github.com/containerd/cgroups/v3/cgroup2/stats"
+	v1 "github.com/example/containerd-shim-example-v2/proto/cgroups/cgroup1/stats"
+	v2 "github.com/example/containerd-shim-example-v2/proto/cgroups/cgroup2/stats"
 )
 
 // Type URLs containerd (CRI, its metrics exporter) switches on.

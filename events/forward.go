@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
-	eventsapi "github.com/containerd/containerd/api/services/ttrpc/events/v1"
-	"github.com/containerd/containerd/api/types"
+	eventsapi "github.com/example/containerd-shim-example-v2/proto/api/services/ttrpc/events/v1"
+	"github.com/example/containerd-shim-example-v2/proto/api/types"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"

@@ -17,8 +17,7 @@ import (
 	"github.com/example/containerd-shim-example-v2/internal/condwait"
 	"github.com/example/containerd-shim-example-v2/proto/codec"
 
-	"github.com/containerd/containerd/api/types"
-	"google.golang.org/protobuf/proto"
+	"github.com/example/containerd-shim-example-v2/proto/api/types"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -78,8 +77,9 @@ func NewQueue(namespace string, fwd Forwarder) *Queue {
 	return q
 }
 
-// Publish enqueues an event, stamped now. It never blocks.
-func (q *Queue) Publish(topic string, event proto.Message) {
+// Publish enqueues an event (a message the codec encodes), stamped now. It
+// never blocks.
+func (q *Queue) Publish(topic string, event any) {
 	value, err := codec.Marshal(event)
 	if err != nil {
 		slog.Error("encode event", "topic", topic, "error", err)

@@ -14,6 +14,8 @@ import (
 	eventsapi "github.com/containerd/containerd/api/services/ttrpc/events/v1"
 	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/ttrpc"
+	shimevents "github.com/example/containerd-shim-example-v2/proto/api/events"
+	shimtypes "github.com/example/containerd-shim-example-v2/proto/api/types"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -27,7 +29,7 @@ type flaky struct {
 	got      []string
 }
 
-func (f *flaky) Forward(ctx context.Context, env *types.Envelope) error {
+func (f *flaky) Forward(ctx context.Context, env *shimtypes.Envelope) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.failures > 0 {
@@ -50,7 +52,7 @@ func TestQueueKeepsOrderAcrossFailures(t *testing.T) {
 	defer q.Close()
 	want := []string{}
 	for _, id := range []string{"a", "b", "c", "d"} {
-		q.Publish("/tasks/exit", &apievents.TaskExit{ID: id})
+		q.Publish("/tasks/exit", &shimevents.TaskExit{ID: id})
 		want = append(want, "/tasks/exit:"+id)
 	}
 	if st := q.Stats(); st.Pending == 0 || st.OldestPending <= 0 {
@@ -112,8 +114,8 @@ func TestTTRPCForwarderDeliversAfterContainerdReturns(t *testing.T) {
 	defer q.Close()
 
 	before := time.Now()
-	q.Publish("/tasks/start", &apievents.TaskStart{ContainerID: "c1", Pid: 7})
-	q.Publish("/tasks/exit", &apievents.TaskExit{ContainerID: "c1", ID: "c1", Pid: 7, ExitStatus: 3})
+	q.Publish("/tasks/start", &shimevents.TaskStart{ContainerID: "c1", Pid: 7})
+	q.Publish("/tasks/exit", &shimevents.TaskExit{ContainerID: "c1", ID: "c1", Pid: 7, ExitStatus: 3})
 	time.Sleep(200 * time.Millisecond) // nobody listens yet: attempts fail
 
 	rec := &recorder{}
@@ -142,15 +144,15 @@ func TestHeldQueueHandedOver(t *testing.T) {
 	old := &flaky{}
 	q := NewQueue("ns", old)
 	go q.Run()
-	q.Publish("/tasks/exit", &apievents.TaskExit{ID: "a"})
+	q.Publish("/tasks/exit", &shimevents.TaskExit{ID: "a"})
 	if !q.Flush(5 * time.Second) {
 		t.Fatal("first event not delivered")
 	}
 	if !q.Hold(time.Second) {
 		t.Fatal("hold did not complete")
 	}
-	q.Publish("/tasks/exit", &apievents.TaskExit{ID: "b"})
-	q.Publish("/tasks/exit", &apievents.TaskExit{ID: "c"})
+	q.Publish("/tasks/exit", &shimevents.TaskExit{ID: "b"})
+	q.Publish("/tasks/exit", &shimevents.TaskExit{ID: "c"})
 	time.Sleep(50 * time.Millisecond)
 	st, err := q.Export()
 	if err != nil {
@@ -162,7 +164,7 @@ func TestHeldQueueHandedOver(t *testing.T) {
 
 	next := &flaky{}
 	q2 := NewQueue("ns", next)
-	q2.Publish("/tasks/exit", &apievents.TaskExit{ID: "d"}) // an exit the successor saw first
+	q2.Publish("/tasks/exit", &shimevents.TaskExit{ID: "d"}) // an exit the successor saw first
 	if err := q2.Import(st); err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +228,7 @@ func TestTTRPCForwarderRejection(t *testing.T) {
 	defer f.Close()
 	for i := 0; i < 2; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err := f.Forward(ctx, &types.Envelope{Topic: "/tasks/exit", Namespace: "ns"})
+		err := f.Forward(ctx, &shimtypes.Envelope{Topic: "/tasks/exit", Namespace: "ns"})
 		cancel()
 		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "refused /tasks/exit") {
 			t.Fatalf("Forward = %v, want containerd's FailedPrecondition", err)
@@ -267,7 +269,7 @@ func TestTTRPCForwarderSilentPeer(t *testing.T) {
 	f := NewTTRPCForwarder("unix://" + path)
 	defer f.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	err = f.Forward(ctx, &types.Envelope{Topic: "/tasks/exit"})
+	err = f.Forward(ctx, &shimtypes.Envelope{Topic: "/tasks/exit"})
 	cancel()
 	if err == nil || IsRejection(err) {
 		t.Fatalf("Forward to a silent peer = %v, want a transport failure", err)
@@ -302,12 +304,12 @@ func TestTTRPCForwarderRedialsBeforeStreamIDsWrap(t *testing.T) {
 	defer f.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := f.Forward(ctx, &types.Envelope{Topic: "/a"}); err != nil {
+	if err := f.Forward(ctx, &shimtypes.Envelope{Topic: "/a"}); err != nil {
 		t.Fatal(err)
 	}
 	first := f.conn
 	f.nextID = maxStreamID + 2
-	if err := f.Forward(ctx, &types.Envelope{Topic: "/b"}); err != nil {
+	if err := f.Forward(ctx, &shimtypes.Envelope{Topic: "/b"}); err != nil {
 		t.Fatal(err)
 	}
 	if f.conn == first || f.nextID != 3 {

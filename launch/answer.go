@@ -4,7 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 
-	bootstrap "github.com/containerd/containerd/api/runtime/bootstrap/v1"
+	bootstrap "github.com/example/containerd-shim-example-v2/proto/api/runtime/bootstrap/v1"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/example/containerd-shim-example-v2/proto/codec"

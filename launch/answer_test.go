@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	bootstrap "github.com/containerd/containerd/api/runtime/bootstrap/v1"
+	shimbootstrap "github.com/example/containerd-shim-example-v2/proto/api/runtime/bootstrap/v1"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -51,7 +52,7 @@ func TestDecodeStartInputEmpty(t *testing.T) {
 }
 
 func TestChooseAnswer(t *testing.T) {
-	boot := StartInput{Bootstrap: &bootstrap.BootstrapParams{InstanceID: "t1"}}
+	boot := StartInput{Bootstrap: &shimbootstrap.BootstrapParams{InstanceID: "t1"}}
 	cases := []struct {
 		name        string
 		in          StartInput

@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
-	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
+	taskapi "github.com/example/containerd-shim-example-v2/proto/api/runtime/task/v2"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	bundlefiles "github.com/example/containerd-shim-example-v2/bundle"

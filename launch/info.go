@@ -8,7 +8,7 @@ import (
 	"os/exec"
 	"time"
 
-	"github.com/containerd/containerd/api/types"
+	"github.com/example/containerd-shim-example-v2/proto/api/types"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/example/containerd-shim-example-v2/oci"

@@ -8,7 +8,8 @@ command -v protoc-gen-go >/dev/null || { echo "protoc-gen-go missing: run 'make 
 find proto -name '*.proto' | sort | while read -r f; do
 	protoc --proto_path=proto --go_out=proto --go_opt=paths=source_relative "${f#proto/}"
 done
-# The codec for the messages the shim exchanges (proto/codec), from the
+# The codec for the messages the shim exchanges (proto/codec) and the mirrors
+# of containerd's API messages it uses (proto/api), from the
 # descriptors of the code just generated and of containerd's API.
-(cd proto/codec && go run ./gen messages.gen.go)
+(cd proto/codec && go run ./gen ..)
 echo "proto: regenerated"

@@ -4,9 +4,8 @@ import (
 	"path/filepath"
 	"strings"
 
-	runcopts "github.com/containerd/containerd/api/types/runc/options"
-	criopts "github.com/containerd/containerd/api/types/runtimeoptions/v1"
-	"google.golang.org/protobuf/proto"
+	runcopts "github.com/example/containerd-shim-example-v2/proto/api/types/runc/options"
+	criopts "github.com/example/containerd-shim-example-v2/proto/api/types/runtimeoptions/v1"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/example/containerd-shim-example-v2/proto/codec"
@@ -87,7 +86,6 @@ func DecodeOptions(a *anypb.Any) (RuntimeOptions, error) {
 // runcLike is what containerd's runc options and our own options message
 // share (the same fields, so the same generated getters).
 type runcLike interface {
-	proto.Message
 	GetBinaryName() string
 	GetRoot() string
 	GetSystemdCgroup() bool

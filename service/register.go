@@ -3,9 +3,9 @@ package service
 import (
 	"context"
 
-	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/ttrpc"
+	taskapi "github.com/example/containerd-shim-example-v2/proto/api/runtime/task/v2"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	sandboxapi "github.com/example/containerd-shim-example-v2/proto/sandbox/v1"
@@ -22,12 +22,27 @@ const (
 	TaskServiceV3 = "containerd.task.v3.Task"
 )
 
-// TaskHandlers serve the task API: containerd's generated interface, whose
-// Wait is served by WaitLater instead (answered when the process exits,
-// without a goroutine parked per waited process).
+// TaskHandlers serve the task API: the methods of containerd's task service,
+// whose Wait is served by WaitLater instead (answered when the process
+// exits, without a goroutine parked per waited process).
 type TaskHandlers interface {
-	taskapi.TTRPCTaskService
+	State(context.Context, *taskapi.StateRequest) (*taskapi.StateResponse, error)
+	Create(context.Context, *taskapi.CreateTaskRequest) (*taskapi.CreateTaskResponse, error)
+	Start(context.Context, *taskapi.StartRequest) (*taskapi.StartResponse, error)
+	Delete(context.Context, *taskapi.DeleteRequest) (*taskapi.DeleteResponse, error)
+	Pids(context.Context, *taskapi.PidsRequest) (*taskapi.PidsResponse, error)
+	Pause(context.Context, *taskapi.PauseRequest) (*emptypb.Empty, error)
+	Resume(context.Context, *taskapi.ResumeRequest) (*emptypb.Empty, error)
+	Checkpoint(context.Context, *taskapi.CheckpointTaskRequest) (*emptypb.Empty, error)
+	Kill(context.Context, *taskapi.KillRequest) (*emptypb.Empty, error)
+	Exec(context.Context, *taskapi.ExecProcessRequest) (*emptypb.Empty, error)
+	ResizePty(context.Context, *taskapi.ResizePtyRequest) (*emptypb.Empty, error)
+	CloseIO(context.Context, *taskapi.CloseIORequest) (*emptypb.Empty, error)
+	Update(context.Context, *taskapi.UpdateTaskRequest) (*emptypb.Empty, error)
 	WaitLater(r *taskapi.WaitRequest, answer func(*taskapi.WaitResponse, error)) (abandon func())
+	Stats(context.Context, *taskapi.StatsRequest) (*taskapi.StatsResponse, error)
+	Connect(context.Context, *taskapi.ConnectRequest) (*taskapi.ConnectResponse, error)
+	Shutdown(context.Context, *taskapi.ShutdownRequest) (*emptypb.Empty, error)
 }
 
 // Register serves the task API on srv under both service names.

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/example/containerd-shim-example-v2/cgroup"
 	"github.com/example/containerd-shim-example-v2/oci"
@@ -22,7 +21,7 @@ import (
 
 // Publisher queues an event for containerd. It must not block.
 type Publisher interface {
-	Publish(topic string, event proto.Message)
+	Publish(topic string, event any)
 }
 
 // Config wires a Service to the daemon around it.

@@ -5,10 +5,10 @@ import (
 	"log/slog"
 	"os/exec"
 
-	eventsapi "github.com/containerd/containerd/api/events"
-	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
-	runcopts "github.com/containerd/containerd/api/types/runc/options"
-	tasktypes "github.com/containerd/containerd/api/types/task"
+	eventsapi "github.com/example/containerd-shim-example-v2/proto/api/events"
+	taskapi "github.com/example/containerd-shim-example-v2/proto/api/runtime/task/v2"
+	runcopts "github.com/example/containerd-shim-example-v2/proto/api/types/runc/options"
+	tasktypes "github.com/example/containerd-shim-example-v2/proto/api/types/task"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -34,7 +34,7 @@ const (
 	topicCheckpointed = "/tasks/checkpointed"
 )
 
-var _ taskapi.TTRPCTaskService = (*Service)(nil)
+var _ TaskHandlers = (*Service)(nil)
 
 // Create creates a container and its (not yet started) init process.
 func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*taskapi.CreateTaskResponse, error) {

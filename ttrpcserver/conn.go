@@ -13,7 +13,6 @@ import (
 	"github.com/containerd/ttrpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/example/containerd-shim-example-v2/internal/ttrpcframe"
 	"github.com/example/containerd-shim-example-v2/proto/codec"
@@ -125,11 +124,10 @@ func (c *conn) call(ctx context.Context, id uint32, req request, m registered) {
 	}
 	payload := req.payload
 	resp, err := m.method(ctx, func(v any) error {
-		msg, ok := v.(proto.Message)
-		if !ok {
+		if !codec.Valid(v) {
 			return fmt.Errorf("ttrpcserver: %T is not a protobuf message", v)
 		}
-		return codec.Unmarshal(payload, msg)
+		return codec.Unmarshal(payload, v)
 	})
 	if later, ok := resp.(*Deferred); ok && err == nil {
 		c.startLater(ctx, id, m.fullName, later, cancel)
@@ -205,12 +203,10 @@ func (c *conn) abandonPending() {
 func (c *conn) answer(id uint32, method string, resp any, err error) {
 	var frame []byte
 	if err == nil {
-		msg, ok := resp.(proto.Message)
-		switch {
-		case !ok || !msg.ProtoReflect().IsValid(): // nil, or a typed nil
+		if codec.Valid(resp) { // not nil, nor a typed nil
+			frame, err = encodeResponse(id, nil, resp)
+		} else {
 			err = fmt.Errorf("ttrpcserver: %s answered %T, not a protobuf message", method, resp)
-		default:
-			frame, err = encodeResponse(id, nil, msg)
 		}
 	}
 	if err != nil {

@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/example/containerd-shim-example-v2/internal/ttrpcframe"
 	"github.com/example/containerd-shim-example-v2/proto/codec"
@@ -130,7 +129,7 @@ const (
 // and whose payload is msg encoded in place (nil: none). An answer too large
 // for the protocol becomes a ResourceExhausted status, so the client gets an
 // error instead of a frame it would refuse.
-func encodeResponse(id uint32, st *status.Status, msg proto.Message) ([]byte, error) {
+func encodeResponse(id uint32, st *status.Status, msg any) ([]byte, error) {
 	var stBytes []byte
 	if st != nil && st.Code() != codes.OK {
 		var err error

@@ -11,16 +11,17 @@ import (
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
 
-	events "github.com/containerd/containerd/api/events"
-	bootstrapv1 "github.com/containerd/containerd/api/runtime/bootstrap/v1"
-	taskv2 "github.com/containerd/containerd/api/runtime/task/v2"
-	eventsv1 "github.com/containerd/containerd/api/services/ttrpc/events/v1"
-	types "github.com/containerd/containerd/api/types"
-	options "github.com/containerd/containerd/api/types/runc/options"
-	runtimeoptionsv1 "github.com/containerd/containerd/api/types/runtimeoptions/v1"
-	task "github.com/containerd/containerd/api/types/task"
+	events "github.com/example/containerd-shim-example-v2/proto/api/events"
+	bootstrapv1 "github.com/example/containerd-shim-example-v2/proto/api/runtime/bootstrap/v1"
+	taskv2 "github.com/example/containerd-shim-example-v2/proto/api/runtime/task/v2"
+	eventsv1 "github.com/example/containerd-shim-example-v2/proto/api/services/ttrpc/events/v1"
+	types "github.com/example/containerd-shim-example-v2/proto/api/types"
+	options "github.com/example/containerd-shim-example-v2/proto/api/types/runc/options"
+	runtimeoptionsv1 "github.com/example/containerd-shim-example-v2/proto/api/types/runtimeoptions/v1"
+	task "github.com/example/containerd-shim-example-v2/proto/api/types/task"
+	stats "github.com/example/containerd-shim-example-v2/proto/cgroups/cgroup1/stats"
+	stats2 "github.com/example/containerd-shim-example-v2/proto/cgroups/cgroup2/stats"
 	introspectv1 "github.com/example/containerd-shim-example-v2/proto/introspect/v1"
 	optionsv1 "github.com/example/containerd-shim-example-v2/proto/options/v1"
 	sandboxv1 "github.com/example/containerd-shim-example-v2/proto/sandbox/v1"
@@ -39,7 +40,7 @@ var (
 )
 
 // size returns the encoded size of m, and false for a type not covered.
-func size(m proto.Message) (int, bool) {
+func size(m any) (int, bool) {
 	switch m := m.(type) {
 	case *events.TaskCheckpointed:
 		return size_containerd_events_TaskCheckpointed(m), true
@@ -219,6 +220,62 @@ func size(m proto.Message) (int, bool) {
 		return size_google_protobuf_Timestamp(m), true
 	case *status.Status:
 		return size_google_rpc_Status(m), true
+	case *stats.BlkIOEntry:
+		return size_io_containerd_cgroups_v1_BlkIOEntry(m), true
+	case *stats.BlkIOStat:
+		return size_io_containerd_cgroups_v1_BlkIOStat(m), true
+	case *stats.CPUStat:
+		return size_io_containerd_cgroups_v1_CPUStat(m), true
+	case *stats.CPUUsage:
+		return size_io_containerd_cgroups_v1_CPUUsage(m), true
+	case *stats.CgroupStats:
+		return size_io_containerd_cgroups_v1_CgroupStats(m), true
+	case *stats.HugetlbStat:
+		return size_io_containerd_cgroups_v1_HugetlbStat(m), true
+	case *stats.MemoryEntry:
+		return size_io_containerd_cgroups_v1_MemoryEntry(m), true
+	case *stats.MemoryOomControl:
+		return size_io_containerd_cgroups_v1_MemoryOomControl(m), true
+	case *stats.MemoryStat:
+		return size_io_containerd_cgroups_v1_MemoryStat(m), true
+	case *stats.Metrics:
+		return size_io_containerd_cgroups_v1_Metrics(m), true
+	case *stats.NetworkStat:
+		return size_io_containerd_cgroups_v1_NetworkStat(m), true
+	case *stats.PidsStat:
+		return size_io_containerd_cgroups_v1_PidsStat(m), true
+	case *stats.RdmaEntry:
+		return size_io_containerd_cgroups_v1_RdmaEntry(m), true
+	case *stats.RdmaStat:
+		return size_io_containerd_cgroups_v1_RdmaStat(m), true
+	case *stats.Throttle:
+		return size_io_containerd_cgroups_v1_Throttle(m), true
+	case *stats2.CPUStat:
+		return size_io_containerd_cgroups_v2_CPUStat(m), true
+	case *stats2.HugeTlbStat:
+		return size_io_containerd_cgroups_v2_HugeTlbStat(m), true
+	case *stats2.IOEntry:
+		return size_io_containerd_cgroups_v2_IOEntry(m), true
+	case *stats2.IOStat:
+		return size_io_containerd_cgroups_v2_IOStat(m), true
+	case *stats2.MemoryEvents:
+		return size_io_containerd_cgroups_v2_MemoryEvents(m), true
+	case *stats2.MemoryStat:
+		return size_io_containerd_cgroups_v2_MemoryStat(m), true
+	case *stats2.Metrics:
+		return size_io_containerd_cgroups_v2_Metrics(m), true
+	case *stats2.NetworkStat:
+		return size_io_containerd_cgroups_v2_NetworkStat(m), true
+	case *stats2.PSIData:
+		return size_io_containerd_cgroups_v2_PSIData(m), true
+	case *stats2.PSIStats:
+		return size_io_containerd_cgroups_v2_PSIStats(m), true
+	case *stats2.PidsStat:
+		return size_io_containerd_cgroups_v2_PidsStat(m), true
+	case *stats2.RdmaEntry:
+		return size_io_containerd_cgroups_v2_RdmaEntry(m), true
+	case *stats2.RdmaStat:
+		return size_io_containerd_cgroups_v2_RdmaStat(m), true
 	case *runtimeoptionsv1.Options:
 		return size_runtimeoptions_v1_Options(m), true
 	}
@@ -226,7 +283,7 @@ func size(m proto.Message) (int, bool) {
 }
 
 // appendTo appends m's encoding to b; false for a type not covered.
-func appendTo(b []byte, m proto.Message) ([]byte, bool, error) {
+func appendTo(b []byte, m any) ([]byte, bool, error) {
 	switch m := m.(type) {
 	case *events.TaskCheckpointed:
 		b, err := append_containerd_events_TaskCheckpointed(b, m)
@@ -495,6 +552,90 @@ func appendTo(b []byte, m proto.Message) ([]byte, bool, error) {
 	case *status.Status:
 		b, err := append_google_rpc_Status(b, m)
 		return b, true, err
+	case *stats.BlkIOEntry:
+		b, err := append_io_containerd_cgroups_v1_BlkIOEntry(b, m)
+		return b, true, err
+	case *stats.BlkIOStat:
+		b, err := append_io_containerd_cgroups_v1_BlkIOStat(b, m)
+		return b, true, err
+	case *stats.CPUStat:
+		b, err := append_io_containerd_cgroups_v1_CPUStat(b, m)
+		return b, true, err
+	case *stats.CPUUsage:
+		b, err := append_io_containerd_cgroups_v1_CPUUsage(b, m)
+		return b, true, err
+	case *stats.CgroupStats:
+		b, err := append_io_containerd_cgroups_v1_CgroupStats(b, m)
+		return b, true, err
+	case *stats.HugetlbStat:
+		b, err := append_io_containerd_cgroups_v1_HugetlbStat(b, m)
+		return b, true, err
+	case *stats.MemoryEntry:
+		b, err := append_io_containerd_cgroups_v1_MemoryEntry(b, m)
+		return b, true, err
+	case *stats.MemoryOomControl:
+		b, err := append_io_containerd_cgroups_v1_MemoryOomControl(b, m)
+		return b, true, err
+	case *stats.MemoryStat:
+		b, err := append_io_containerd_cgroups_v1_MemoryStat(b, m)
+		return b, true, err
+	case *stats.Metrics:
+		b, err := append_io_containerd_cgroups_v1_Metrics(b, m)
+		return b, true, err
+	case *stats.NetworkStat:
+		b, err := append_io_containerd_cgroups_v1_NetworkStat(b, m)
+		return b, true, err
+	case *stats.PidsStat:
+		b, err := append_io_containerd_cgroups_v1_PidsStat(b, m)
+		return b, true, err
+	case *stats.RdmaEntry:
+		b, err := append_io_containerd_cgroups_v1_RdmaEntry(b, m)
+		return b, true, err
+	case *stats.RdmaStat:
+		b, err := append_io_containerd_cgroups_v1_RdmaStat(b, m)
+		return b, true, err
+	case *stats.Throttle:
+		b, err := append_io_containerd_cgroups_v1_Throttle(b, m)
+		return b, true, err
+	case *stats2.CPUStat:
+		b, err := append_io_containerd_cgroups_v2_CPUStat(b, m)
+		return b, true, err
+	case *stats2.HugeTlbStat:
+		b, err := append_io_containerd_cgroups_v2_HugeTlbStat(b, m)
+		return b, true, err
+	case *stats2.IOEntry:
+		b, err := append_io_containerd_cgroups_v2_IOEntry(b, m)
+		return b, true, err
+	case *stats2.IOStat:
+		b, err := append_io_containerd_cgroups_v2_IOStat(b, m)
+		return b, true, err
+	case *stats2.MemoryEvents:
+		b, err := append_io_containerd_cgroups_v2_MemoryEvents(b, m)
+		return b, true, err
+	case *stats2.MemoryStat:
+		b, err := append_io_containerd_cgroups_v2_MemoryStat(b, m)
+		return b, true, err
+	case *stats2.Metrics:
+		b, err := append_io_containerd_cgroups_v2_Metrics(b, m)
+		return b, true, err
+	case *stats2.NetworkStat:
+		b, err := append_io_containerd_cgroups_v2_NetworkStat(b, m)
+		return b, true, err
+	case *stats2.PSIData:
+		b, err := append_io_containerd_cgroups_v2_PSIData(b, m)
+		return b, true, err
+	case *stats2.PSIStats:
+		b, err := append_io_containerd_cgroups_v2_PSIStats(b, m)
+		return b, true, err
+	case *stats2.PidsStat:
+		b, err := append_io_containerd_cgroups_v2_PidsStat(b, m)
+		return b, true, err
+	case *stats2.RdmaEntry:
+		b, err := append_io_containerd_cgroups_v2_RdmaEntry(b, m)
+		return b, true, err
+	case *stats2.RdmaStat:
+		b, err := append_io_containerd_cgroups_v2_RdmaStat(b, m)
+		return b, true, err
 	case *runtimeoptionsv1.Options:
 		b, err := append_runtimeoptions_v1_Options(b, m)
 		return b, true, err
@@ -503,7 +644,7 @@ func appendTo(b []byte, m proto.Message) ([]byte, bool, error) {
 }
 
 // merge decodes b into m; false for a type not covered.
-func merge(b []byte, m proto.Message) (bool, error) {
+func merge(b []byte, m any) (bool, error) {
 	switch m := m.(type) {
 	case *events.TaskCheckpointed:
 		return true, merge_containerd_events_TaskCheckpointed(b, m)
@@ -683,6 +824,62 @@ func merge(b []byte, m proto.Message) (bool, error) {
 		return true, merge_google_protobuf_Timestamp(b, m)
 	case *status.Status:
 		return true, merge_google_rpc_Status(b, m)
+	case *stats.BlkIOEntry:
+		return true, merge_io_containerd_cgroups_v1_BlkIOEntry(b, m)
+	case *stats.BlkIOStat:
+		return true, merge_io_containerd_cgroups_v1_BlkIOStat(b, m)
+	case *stats.CPUStat:
+		return true, merge_io_containerd_cgroups_v1_CPUStat(b, m)
+	case *stats.CPUUsage:
+		return true, merge_io_containerd_cgroups_v1_CPUUsage(b, m)
+	case *stats.CgroupStats:
+		return true, merge_io_containerd_cgroups_v1_CgroupStats(b, m)
+	case *stats.HugetlbStat:
+		return true, merge_io_containerd_cgroups_v1_HugetlbStat(b, m)
+	case *stats.MemoryEntry:
+		return true, merge_io_containerd_cgroups_v1_MemoryEntry(b, m)
+	case *stats.MemoryOomControl:
+		return true, merge_io_containerd_cgroups_v1_MemoryOomControl(b, m)
+	case *stats.MemoryStat:
+		return true, merge_io_containerd_cgroups_v1_MemoryStat(b, m)
+	case *stats.Metrics:
+		return true, merge_io_containerd_cgroups_v1_Metrics(b, m)
+	case *stats.NetworkStat:
+		return true, merge_io_containerd_cgroups_v1_NetworkStat(b, m)
+	case *stats.PidsStat:
+		return true, merge_io_containerd_cgroups_v1_PidsStat(b, m)
+	case *stats.RdmaEntry:
+		return true, merge_io_containerd_cgroups_v1_RdmaEntry(b, m)
+	case *stats.RdmaStat:
+		return true, merge_io_containerd_cgroups_v1_RdmaStat(b, m)
+	case *stats.Throttle:
+		return true, merge_io_containerd_cgroups_v1_Throttle(b, m)
+	case *stats2.CPUStat:
+		return true, merge_io_containerd_cgroups_v2_CPUStat(b, m)
+	case *stats2.HugeTlbStat:
+		return true, merge_io_containerd_cgroups_v2_HugeTlbStat(b, m)
+	case *stats2.IOEntry:
+		return true, merge_io_containerd_cgroups_v2_IOEntry(b, m)
+	case *stats2.IOStat:
+		return true, merge_io_containerd_cgroups_v2_IOStat(b, m)
+	case *stats2.MemoryEvents:
+		return true, merge_io_containerd_cgroups_v2_MemoryEvents(b, m)
+	case *stats2.MemoryStat:
+		return true, merge_io_containerd_cgroups_v2_MemoryStat(b, m)
+	case *stats2.Metrics:
+		return true, merge_io_containerd_cgroups_v2_Metrics(b, m)
+	case *stats2.NetworkStat:
+		return true, merge_io_containerd_cgroups_v2_NetworkStat(b, m)
+	case *stats2.PSIData:
+		return true, merge_io_containerd_cgroups_v2_PSIData(b, m)
+	case *stats2.PSIStats:
+		return true, merge_io_containerd_cgroups_v2_PSIStats(b, m)
+	case *stats2.PidsStat:
+		return true, merge_io_containerd_cgroups_v2_PidsStat(b, m)
+	case *stats2.RdmaEntry:
+		return true, merge_io_containerd_cgroups_v2_RdmaEntry(b, m)
+	case *stats2.RdmaStat:
+		return true, merge_io_containerd_cgroups_v2_RdmaStat(b, m)
 	case *runtimeoptionsv1.Options:
 		return true, merge_runtimeoptions_v1_Options(b, m)
 	}
@@ -690,7 +887,7 @@ func merge(b []byte, m proto.Message) (bool, error) {
 }
 
 // name returns m's full protobuf name; false for a type not covered.
-func name(m proto.Message) (string, bool) {
+func name(m any) (string, bool) {
 	switch m.(type) {
 	case *events.TaskCheckpointed:
 		return "containerd.events.TaskCheckpointed", true
@@ -870,15 +1067,314 @@ func name(m proto.Message) (string, bool) {
 		return "google.protobuf.Timestamp", true
 	case *status.Status:
 		return "google.rpc.Status", true
+	case *stats.BlkIOEntry:
+		return "io.containerd.cgroups.v1.BlkIOEntry", true
+	case *stats.BlkIOStat:
+		return "io.containerd.cgroups.v1.BlkIOStat", true
+	case *stats.CPUStat:
+		return "io.containerd.cgroups.v1.CPUStat", true
+	case *stats.CPUUsage:
+		return "io.containerd.cgroups.v1.CPUUsage", true
+	case *stats.CgroupStats:
+		return "io.containerd.cgroups.v1.CgroupStats", true
+	case *stats.HugetlbStat:
+		return "io.containerd.cgroups.v1.HugetlbStat", true
+	case *stats.MemoryEntry:
+		return "io.containerd.cgroups.v1.MemoryEntry", true
+	case *stats.MemoryOomControl:
+		return "io.containerd.cgroups.v1.MemoryOomControl", true
+	case *stats.MemoryStat:
+		return "io.containerd.cgroups.v1.MemoryStat", true
+	case *stats.Metrics:
+		return "io.containerd.cgroups.v1.Metrics", true
+	case *stats.NetworkStat:
+		return "io.containerd.cgroups.v1.NetworkStat", true
+	case *stats.PidsStat:
+		return "io.containerd.cgroups.v1.PidsStat", true
+	case *stats.RdmaEntry:
+		return "io.containerd.cgroups.v1.RdmaEntry", true
+	case *stats.RdmaStat:
+		return "io.containerd.cgroups.v1.RdmaStat", true
+	case *stats.Throttle:
+		return "io.containerd.cgroups.v1.Throttle", true
+	case *stats2.CPUStat:
+		return "io.containerd.cgroups.v2.CPUStat", true
+	case *stats2.HugeTlbStat:
+		return "io.containerd.cgroups.v2.HugeTlbStat", true
+	case *stats2.IOEntry:
+		return "io.containerd.cgroups.v2.IOEntry", true
+	case *stats2.IOStat:
+		return "io.containerd.cgroups.v2.IOStat", true
+	case *stats2.MemoryEvents:
+		return "io.containerd.cgroups.v2.MemoryEvents", true
+	case *stats2.MemoryStat:
+		return "io.containerd.cgroups.v2.MemoryStat", true
+	case *stats2.Metrics:
+		return "io.containerd.cgroups.v2.Metrics", true
+	case *stats2.NetworkStat:
+		return "io.containerd.cgroups.v2.NetworkStat", true
+	case *stats2.PSIData:
+		return "io.containerd.cgroups.v2.PSIData", true
+	case *stats2.PSIStats:
+		return "io.containerd.cgroups.v2.PSIStats", true
+	case *stats2.PidsStat:
+		return "io.containerd.cgroups.v2.PidsStat", true
+	case *stats2.RdmaEntry:
+		return "io.containerd.cgroups.v2.RdmaEntry", true
+	case *stats2.RdmaStat:
+		return "io.containerd.cgroups.v2.RdmaStat", true
 	case *runtimeoptionsv1.Options:
 		return "runtimeoptions.v1.Options", true
 	}
 	return "", false
 }
 
+// isNil reports whether m is a nil pointer; false for a type not covered.
+func isNil(m any) (bool, bool) {
+	switch m := m.(type) {
+	case *events.TaskCheckpointed:
+		return m == nil, true
+	case *events.TaskCreate:
+		return m == nil, true
+	case *events.TaskDelete:
+		return m == nil, true
+	case *events.TaskExecAdded:
+		return m == nil, true
+	case *events.TaskExecStarted:
+		return m == nil, true
+	case *events.TaskExit:
+		return m == nil, true
+	case *events.TaskIO:
+		return m == nil, true
+	case *events.TaskOOM:
+		return m == nil, true
+	case *events.TaskPaused:
+		return m == nil, true
+	case *events.TaskResumed:
+		return m == nil, true
+	case *events.TaskStart:
+		return m == nil, true
+	case *options.CheckpointOptions:
+		return m == nil, true
+	case *options.Options:
+		return m == nil, true
+	case *options.ProcessDetails:
+		return m == nil, true
+	case *bootstrapv1.BootstrapParams:
+		return m == nil, true
+	case *bootstrapv1.BootstrapResult:
+		return m == nil, true
+	case *bootstrapv1.Extension:
+		return m == nil, true
+	case *eventsv1.ForwardRequest:
+		return m == nil, true
+	case *taskv2.CheckpointTaskRequest:
+		return m == nil, true
+	case *taskv2.CloseIORequest:
+		return m == nil, true
+	case *taskv2.ConnectRequest:
+		return m == nil, true
+	case *taskv2.ConnectResponse:
+		return m == nil, true
+	case *taskv2.CreateTaskRequest:
+		return m == nil, true
+	case *taskv2.CreateTaskResponse:
+		return m == nil, true
+	case *taskv2.DeleteRequest:
+		return m == nil, true
+	case *taskv2.DeleteResponse:
+		return m == nil, true
+	case *taskv2.ExecProcessRequest:
+		return m == nil, true
+	case *taskv2.ExecProcessResponse:
+		return m == nil, true
+	case *taskv2.KillRequest:
+		return m == nil, true
+	case *taskv2.PauseRequest:
+		return m == nil, true
+	case *taskv2.PidsRequest:
+		return m == nil, true
+	case *taskv2.PidsResponse:
+		return m == nil, true
+	case *taskv2.ResizePtyRequest:
+		return m == nil, true
+	case *taskv2.ResumeRequest:
+		return m == nil, true
+	case *taskv2.ShutdownRequest:
+		return m == nil, true
+	case *taskv2.StartRequest:
+		return m == nil, true
+	case *taskv2.StartResponse:
+		return m == nil, true
+	case *taskv2.StateRequest:
+		return m == nil, true
+	case *taskv2.StateResponse:
+		return m == nil, true
+	case *taskv2.StatsRequest:
+		return m == nil, true
+	case *taskv2.StatsResponse:
+		return m == nil, true
+	case *taskv2.UpdateTaskRequest:
+		return m == nil, true
+	case *taskv2.WaitRequest:
+		return m == nil, true
+	case *taskv2.WaitResponse:
+		return m == nil, true
+	case *types.Envelope:
+		return m == nil, true
+	case *types.Mount:
+		return m == nil, true
+	case *types.RuntimeInfo:
+		return m == nil, true
+	case *types.RuntimeRequest:
+		return m == nil, true
+	case *types.RuntimeVersion:
+		return m == nil, true
+	case *task.ProcessInfo:
+		return m == nil, true
+	case *introspectv1.EventQueue:
+		return m == nil, true
+	case *introspectv1.Memory:
+		return m == nil, true
+	case *introspectv1.Process:
+		return m == nil, true
+	case *introspectv1.Reaper:
+		return m == nil, true
+	case *introspectv1.SnapshotRequest:
+		return m == nil, true
+	case *introspectv1.SnapshotResponse:
+		return m == nil, true
+	case *introspectv1.Task:
+		return m == nil, true
+	case *introspectv1.Upgrade:
+		return m == nil, true
+	case *optionsv1.LegacyCreateOptions:
+		return m == nil, true
+	case *optionsv1.Options:
+		return m == nil, true
+	case *sandboxv1.Any:
+		return m == nil, true
+	case *sandboxv1.CreateSandboxRequest:
+		return m == nil, true
+	case *sandboxv1.CreateSandboxResponse:
+		return m == nil, true
+	case *sandboxv1.Metric:
+		return m == nil, true
+	case *sandboxv1.Mount:
+		return m == nil, true
+	case *sandboxv1.PingRequest:
+		return m == nil, true
+	case *sandboxv1.PingResponse:
+		return m == nil, true
+	case *sandboxv1.Platform:
+		return m == nil, true
+	case *sandboxv1.PlatformRequest:
+		return m == nil, true
+	case *sandboxv1.PlatformResponse:
+		return m == nil, true
+	case *sandboxv1.SandboxMetricsRequest:
+		return m == nil, true
+	case *sandboxv1.SandboxMetricsResponse:
+		return m == nil, true
+	case *sandboxv1.SandboxStatusRequest:
+		return m == nil, true
+	case *sandboxv1.SandboxStatusResponse:
+		return m == nil, true
+	case *sandboxv1.ShutdownSandboxRequest:
+		return m == nil, true
+	case *sandboxv1.ShutdownSandboxResponse:
+		return m == nil, true
+	case *sandboxv1.StartSandboxRequest:
+		return m == nil, true
+	case *sandboxv1.StartSandboxResponse:
+		return m == nil, true
+	case *sandboxv1.StopSandboxRequest:
+		return m == nil, true
+	case *sandboxv1.StopSandboxResponse:
+		return m == nil, true
+	case *sandboxv1.Timestamp:
+		return m == nil, true
+	case *sandboxv1.WaitSandboxRequest:
+		return m == nil, true
+	case *sandboxv1.WaitSandboxResponse:
+		return m == nil, true
+	case *upgradev1.UpgradeRequest:
+		return m == nil, true
+	case *upgradev1.UpgradeResponse:
+		return m == nil, true
+	case *anypb.Any:
+		return m == nil, true
+	case *emptypb.Empty:
+		return m == nil, true
+	case *timestamppb.Timestamp:
+		return m == nil, true
+	case *status.Status:
+		return m == nil, true
+	case *stats.BlkIOEntry:
+		return m == nil, true
+	case *stats.BlkIOStat:
+		return m == nil, true
+	case *stats.CPUStat:
+		return m == nil, true
+	case *stats.CPUUsage:
+		return m == nil, true
+	case *stats.CgroupStats:
+		return m == nil, true
+	case *stats.HugetlbStat:
+		return m == nil, true
+	case *stats.MemoryEntry:
+		return m == nil, true
+	case *stats.MemoryOomControl:
+		return m == nil, true
+	case *stats.MemoryStat:
+		return m == nil, true
+	case *stats.Metrics:
+		return m == nil, true
+	case *stats.NetworkStat:
+		return m == nil, true
+	case *stats.PidsStat:
+		return m == nil, true
+	case *stats.RdmaEntry:
+		return m == nil, true
+	case *stats.RdmaStat:
+		return m == nil, true
+	case *stats.Throttle:
+		return m == nil, true
+	case *stats2.CPUStat:
+		return m == nil, true
+	case *stats2.HugeTlbStat:
+		return m == nil, true
+	case *stats2.IOEntry:
+		return m == nil, true
+	case *stats2.IOStat:
+		return m == nil, true
+	case *stats2.MemoryEvents:
+		return m == nil, true
+	case *stats2.MemoryStat:
+		return m == nil, true
+	case *stats2.Metrics:
+		return m == nil, true
+	case *stats2.NetworkStat:
+		return m == nil, true
+	case *stats2.PSIData:
+		return m == nil, true
+	case *stats2.PSIStats:
+		return m == nil, true
+	case *stats2.PidsStat:
+		return m == nil, true
+	case *stats2.RdmaEntry:
+		return m == nil, true
+	case *stats2.RdmaStat:
+		return m == nil, true
+	case *runtimeoptionsv1.Options:
+		return m == nil, true
+	}
+	return false, false
+}
+
 // allTypes returns a new message of every covered type (for tests).
-func allTypes() []proto.Message {
-	return []proto.Message{
+func allTypes() []any {
+	return []any{
 		new(events.TaskCheckpointed),
 		new(events.TaskCreate),
 		new(events.TaskDelete),
@@ -968,6 +1464,34 @@ func allTypes() []proto.Message {
 		new(emptypb.Empty),
 		new(timestamppb.Timestamp),
 		new(status.Status),
+		new(stats.BlkIOEntry),
+		new(stats.BlkIOStat),
+		new(stats.CPUStat),
+		new(stats.CPUUsage),
+		new(stats.CgroupStats),
+		new(stats.HugetlbStat),
+		new(stats.MemoryEntry),
+		new(stats.MemoryOomControl),
+		new(stats.MemoryStat),
+		new(stats.Metrics),
+		new(stats.NetworkStat),
+		new(stats.PidsStat),
+		new(stats.RdmaEntry),
+		new(stats.RdmaStat),
+		new(stats.Throttle),
+		new(stats2.CPUStat),
+		new(stats2.HugeTlbStat),
+		new(stats2.IOEntry),
+		new(stats2.IOStat),
+		new(stats2.MemoryEvents),
+		new(stats2.MemoryStat),
+		new(stats2.Metrics),
+		new(stats2.NetworkStat),
+		new(stats2.PSIData),
+		new(stats2.PSIStats),
+		new(stats2.PidsStat),
+		new(stats2.RdmaEntry),
+		new(stats2.RdmaStat),
 		new(runtimeoptionsv1.Options),
 	}
 }
@@ -8971,6 +9495,3851 @@ func merge_google_rpc_Status(b []byte, m *status.Status) error {
 				return err
 			}
 			m.Details = append(m.Details, e)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func size_io_containerd_cgroups_v1_BlkIOEntry(m *stats.BlkIOEntry) (n int) {
+	if m == nil {
+		return 0
+	}
+	if len(m.Op) > 0 {
+		n += 1 + protowire.SizeBytes(len(m.Op))
+	}
+	if len(m.Device) > 0 {
+		n += 1 + protowire.SizeBytes(len(m.Device))
+	}
+	if x := m.Major; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Minor; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Value; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	return n
+}
+
+func append_io_containerd_cgroups_v1_BlkIOEntry(b []byte, m *stats.BlkIOEntry) ([]byte, error) {
+	if m == nil {
+		return b, nil
+	}
+	if len(m.Op) > 0 {
+		if !utf8.ValidString(m.Op) {
+			return b, errUTF8("io.containerd.cgroups.v1.BlkIOEntry.op")
+		}
+		b = append(b, 0x0a)
+		b = protowire.AppendString(b, m.Op)
+	}
+	if len(m.Device) > 0 {
+		if !utf8.ValidString(m.Device) {
+			return b, errUTF8("io.containerd.cgroups.v1.BlkIOEntry.device")
+		}
+		b = append(b, 0x12)
+		b = protowire.AppendString(b, m.Device)
+	}
+	if x := m.Major; x != 0 {
+		b = append(b, 0x18)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Minor; x != 0 {
+		b = append(b, 0x20)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Value; x != 0 {
+		b = append(b, 0x28)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	return b, nil
+}
+
+func merge_io_containerd_cgroups_v1_BlkIOEntry(b []byte, m *stats.BlkIOEntry) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if !utf8.Valid(v) {
+				return errUTF8("io.containerd.cgroups.v1.BlkIOEntry.op")
+			}
+			m.Op = string(v)
+		case num == 2 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if !utf8.Valid(v) {
+				return errUTF8("io.containerd.cgroups.v1.BlkIOEntry.device")
+			}
+			m.Device = string(v)
+		case num == 3 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Major = uint64(v)
+		case num == 4 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Minor = uint64(v)
+		case num == 5 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Value = uint64(v)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func size_io_containerd_cgroups_v1_BlkIOStat(m *stats.BlkIOStat) (n int) {
+	if m == nil {
+		return 0
+	}
+	for _, e := range m.IoServiceBytesRecursive {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v1_BlkIOEntry(e))
+	}
+	for _, e := range m.IoServicedRecursive {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v1_BlkIOEntry(e))
+	}
+	for _, e := range m.IoQueuedRecursive {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v1_BlkIOEntry(e))
+	}
+	for _, e := range m.IoServiceTimeRecursive {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v1_BlkIOEntry(e))
+	}
+	for _, e := range m.IoWaitTimeRecursive {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v1_BlkIOEntry(e))
+	}
+	for _, e := range m.IoMergedRecursive {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v1_BlkIOEntry(e))
+	}
+	for _, e := range m.IoTimeRecursive {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v1_BlkIOEntry(e))
+	}
+	for _, e := range m.SectorsRecursive {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v1_BlkIOEntry(e))
+	}
+	return n
+}
+
+func append_io_containerd_cgroups_v1_BlkIOStat(b []byte, m *stats.BlkIOStat) ([]byte, error) {
+	if m == nil {
+		return b, nil
+	}
+	var err error
+	for _, e := range m.IoServiceBytesRecursive {
+		b = append(b, 0x0a)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v1_BlkIOEntry(e)))
+		if b, err = append_io_containerd_cgroups_v1_BlkIOEntry(b, e); err != nil {
+			return b, err
+		}
+	}
+	for _, e := range m.IoServicedRecursive {
+		b = append(b, 0x12)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v1_BlkIOEntry(e)))
+		if b, err = append_io_containerd_cgroups_v1_BlkIOEntry(b, e); err != nil {
+			return b, err
+		}
+	}
+	for _, e := range m.IoQueuedRecursive {
+		b = append(b, 0x1a)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v1_BlkIOEntry(e)))
+		if b, err = append_io_containerd_cgroups_v1_BlkIOEntry(b, e); err != nil {
+			return b, err
+		}
+	}
+	for _, e := range m.IoServiceTimeRecursive {
+		b = append(b, 0x22)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v1_BlkIOEntry(e)))
+		if b, err = append_io_containerd_cgroups_v1_BlkIOEntry(b, e); err != nil {
+			return b, err
+		}
+	}
+	for _, e := range m.IoWaitTimeRecursive {
+		b = append(b, 0x2a)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v1_BlkIOEntry(e)))
+		if b, err = append_io_containerd_cgroups_v1_BlkIOEntry(b, e); err != nil {
+			return b, err
+		}
+	}
+	for _, e := range m.IoMergedRecursive {
+		b = append(b, 0x32)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v1_BlkIOEntry(e)))
+		if b, err = append_io_containerd_cgroups_v1_BlkIOEntry(b, e); err != nil {
+			return b, err
+		}
+	}
+	for _, e := range m.IoTimeRecursive {
+		b = append(b, 0x3a)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v1_BlkIOEntry(e)))
+		if b, err = append_io_containerd_cgroups_v1_BlkIOEntry(b, e); err != nil {
+			return b, err
+		}
+	}
+	for _, e := range m.SectorsRecursive {
+		b = append(b, 0x42)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v1_BlkIOEntry(e)))
+		if b, err = append_io_containerd_cgroups_v1_BlkIOEntry(b, e); err != nil {
+			return b, err
+		}
+	}
+	return b, nil
+}
+
+func merge_io_containerd_cgroups_v1_BlkIOStat(b []byte, m *stats.BlkIOStat) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			e := new(stats.BlkIOEntry)
+			if err := merge_io_containerd_cgroups_v1_BlkIOEntry(v, e); err != nil {
+				return err
+			}
+			m.IoServiceBytesRecursive = append(m.IoServiceBytesRecursive, e)
+		case num == 2 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			e := new(stats.BlkIOEntry)
+			if err := merge_io_containerd_cgroups_v1_BlkIOEntry(v, e); err != nil {
+				return err
+			}
+			m.IoServicedRecursive = append(m.IoServicedRecursive, e)
+		case num == 3 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			e := new(stats.BlkIOEntry)
+			if err := merge_io_containerd_cgroups_v1_BlkIOEntry(v, e); err != nil {
+				return err
+			}
+			m.IoQueuedRecursive = append(m.IoQueuedRecursive, e)
+		case num == 4 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			e := new(stats.BlkIOEntry)
+			if err := merge_io_containerd_cgroups_v1_BlkIOEntry(v, e); err != nil {
+				return err
+			}
+			m.IoServiceTimeRecursive = append(m.IoServiceTimeRecursive, e)
+		case num == 5 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			e := new(stats.BlkIOEntry)
+			if err := merge_io_containerd_cgroups_v1_BlkIOEntry(v, e); err != nil {
+				return err
+			}
+			m.IoWaitTimeRecursive = append(m.IoWaitTimeRecursive, e)
+		case num == 6 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			e := new(stats.BlkIOEntry)
+			if err := merge_io_containerd_cgroups_v1_BlkIOEntry(v, e); err != nil {
+				return err
+			}
+			m.IoMergedRecursive = append(m.IoMergedRecursive, e)
+		case num == 7 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			e := new(stats.BlkIOEntry)
+			if err := merge_io_containerd_cgroups_v1_BlkIOEntry(v, e); err != nil {
+				return err
+			}
+			m.IoTimeRecursive = append(m.IoTimeRecursive, e)
+		case num == 8 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			e := new(stats.BlkIOEntry)
+			if err := merge_io_containerd_cgroups_v1_BlkIOEntry(v, e); err != nil {
+				return err
+			}
+			m.SectorsRecursive = append(m.SectorsRecursive, e)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func size_io_containerd_cgroups_v1_CPUStat(m *stats.CPUStat) (n int) {
+	if m == nil {
+		return 0
+	}
+	if m.Usage != nil {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v1_CPUUsage(m.Usage))
+	}
+	if m.Throttling != nil {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v1_Throttle(m.Throttling))
+	}
+	return n
+}
+
+func append_io_containerd_cgroups_v1_CPUStat(b []byte, m *stats.CPUStat) ([]byte, error) {
+	if m == nil {
+		return b, nil
+	}
+	var err error
+	if m.Usage != nil {
+		b = append(b, 0x0a)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v1_CPUUsage(m.Usage)))
+		if b, err = append_io_containerd_cgroups_v1_CPUUsage(b, m.Usage); err != nil {
+			return b, err
+		}
+	}
+	if m.Throttling != nil {
+		b = append(b, 0x12)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v1_Throttle(m.Throttling)))
+		if b, err = append_io_containerd_cgroups_v1_Throttle(b, m.Throttling); err != nil {
+			return b, err
+		}
+	}
+	return b, nil
+}
+
+func merge_io_containerd_cgroups_v1_CPUStat(b []byte, m *stats.CPUStat) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if m.Usage == nil {
+				m.Usage = new(stats.CPUUsage)
+			}
+			if err := merge_io_containerd_cgroups_v1_CPUUsage(v, m.Usage); err != nil {
+				return err
+			}
+		case num == 2 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if m.Throttling == nil {
+				m.Throttling = new(stats.Throttle)
+			}
+			if err := merge_io_containerd_cgroups_v1_Throttle(v, m.Throttling); err != nil {
+				return err
+			}
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func size_io_containerd_cgroups_v1_CPUUsage(m *stats.CPUUsage) (n int) {
+	if m == nil {
+		return 0
+	}
+	if x := m.Total; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Kernel; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.User; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if len(m.PerCPU) > 0 {
+		p := 0
+		for _, x := range m.PerCPU {
+			_ = x
+			p += protowire.SizeVarint(uint64(x))
+		}
+		n += 1 + protowire.SizeBytes(p)
+	}
+	return n
+}
+
+func append_io_containerd_cgroups_v1_CPUUsage(b []byte, m *stats.CPUUsage) ([]byte, error) {
+	if m == nil {
+		return b, nil
+	}
+	if x := m.Total; x != 0 {
+		b = append(b, 0x08)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Kernel; x != 0 {
+		b = append(b, 0x10)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.User; x != 0 {
+		b = append(b, 0x18)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if len(m.PerCPU) > 0 {
+		p := 0
+		for _, x := range m.PerCPU {
+			_ = x
+			p += protowire.SizeVarint(uint64(x))
+		}
+		b = append(b, 0x22)
+		b = protowire.AppendVarint(b, uint64(p))
+		for _, x := range m.PerCPU {
+			b = protowire.AppendVarint(b, uint64(x))
+		}
+	}
+	return b, nil
+}
+
+func merge_io_containerd_cgroups_v1_CPUUsage(b []byte, m *stats.CPUUsage) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Total = uint64(v)
+		case num == 2 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Kernel = uint64(v)
+		case num == 3 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.User = uint64(v)
+		case num == 4 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			for len(v) > 0 {
+				x, k := protowire.ConsumeVarint(v)
+				if k < 0 {
+					return protowire.ParseError(k)
+				}
+				v = v[k:]
+				{
+					v := x
+					m.PerCPU = append(m.PerCPU, uint64(v))
+				}
+			}
+		case num == 4 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.PerCPU = append(m.PerCPU, uint64(v))
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func size_io_containerd_cgroups_v1_CgroupStats(m *stats.CgroupStats) (n int) {
+	if m == nil {
+		return 0
+	}
+	if x := m.NrSleeping; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.NrRunning; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.NrStopped; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.NrUninterruptible; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.NrIoWait; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	return n
+}
+
+func append_io_containerd_cgroups_v1_CgroupStats(b []byte, m *stats.CgroupStats) ([]byte, error) {
+	if m == nil {
+		return b, nil
+	}
+	if x := m.NrSleeping; x != 0 {
+		b = append(b, 0x08)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.NrRunning; x != 0 {
+		b = append(b, 0x10)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.NrStopped; x != 0 {
+		b = append(b, 0x18)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.NrUninterruptible; x != 0 {
+		b = append(b, 0x20)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.NrIoWait; x != 0 {
+		b = append(b, 0x28)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	return b, nil
+}
+
+func merge_io_containerd_cgroups_v1_CgroupStats(b []byte, m *stats.CgroupStats) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.NrSleeping = uint64(v)
+		case num == 2 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.NrRunning = uint64(v)
+		case num == 3 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.NrStopped = uint64(v)
+		case num == 4 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.NrUninterruptible = uint64(v)
+		case num == 5 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.NrIoWait = uint64(v)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func size_io_containerd_cgroups_v1_HugetlbStat(m *stats.HugetlbStat) (n int) {
+	if m == nil {
+		return 0
+	}
+	if x := m.Usage; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Max; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Failcnt; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if len(m.Pagesize) > 0 {
+		n += 1 + protowire.SizeBytes(len(m.Pagesize))
+	}
+	return n
+}
+
+func append_io_containerd_cgroups_v1_HugetlbStat(b []byte, m *stats.HugetlbStat) ([]byte, error) {
+	if m == nil {
+		return b, nil
+	}
+	if x := m.Usage; x != 0 {
+		b = append(b, 0x08)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Max; x != 0 {
+		b = append(b, 0x10)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Failcnt; x != 0 {
+		b = append(b, 0x18)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if len(m.Pagesize) > 0 {
+		if !utf8.ValidString(m.Pagesize) {
+			return b, errUTF8("io.containerd.cgroups.v1.HugetlbStat.pagesize")
+		}
+		b = append(b, 0x22)
+		b = protowire.AppendString(b, m.Pagesize)
+	}
+	return b, nil
+}
+
+func merge_io_containerd_cgroups_v1_HugetlbStat(b []byte, m *stats.HugetlbStat) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Usage = uint64(v)
+		case num == 2 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Max = uint64(v)
+		case num == 3 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Failcnt = uint64(v)
+		case num == 4 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if !utf8.Valid(v) {
+				return errUTF8("io.containerd.cgroups.v1.HugetlbStat.pagesize")
+			}
+			m.Pagesize = string(v)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func size_io_containerd_cgroups_v1_MemoryEntry(m *stats.MemoryEntry) (n int) {
+	if m == nil {
+		return 0
+	}
+	if x := m.Limit; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Usage; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Max; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Failcnt; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	return n
+}
+
+func append_io_containerd_cgroups_v1_MemoryEntry(b []byte, m *stats.MemoryEntry) ([]byte, error) {
+	if m == nil {
+		return b, nil
+	}
+	if x := m.Limit; x != 0 {
+		b = append(b, 0x08)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Usage; x != 0 {
+		b = append(b, 0x10)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Max; x != 0 {
+		b = append(b, 0x18)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Failcnt; x != 0 {
+		b = append(b, 0x20)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	return b, nil
+}
+
+func merge_io_containerd_cgroups_v1_MemoryEntry(b []byte, m *stats.MemoryEntry) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Limit = uint64(v)
+		case num == 2 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Usage = uint64(v)
+		case num == 3 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Max = uint64(v)
+		case num == 4 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Failcnt = uint64(v)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func size_io_containerd_cgroups_v1_MemoryOomControl(m *stats.MemoryOomControl) (n int) {
+	if m == nil {
+		return 0
+	}
+	if x := m.OomKillDisable; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.UnderOom; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.OomKill; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	return n
+}
+
+func append_io_containerd_cgroups_v1_MemoryOomControl(b []byte, m *stats.MemoryOomControl) ([]byte, error) {
+	if m == nil {
+		return b, nil
+	}
+	if x := m.OomKillDisable; x != 0 {
+		b = append(b, 0x08)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.UnderOom; x != 0 {
+		b = append(b, 0x10)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.OomKill; x != 0 {
+		b = append(b, 0x18)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	return b, nil
+}
+
+func merge_io_containerd_cgroups_v1_MemoryOomControl(b []byte, m *stats.MemoryOomControl) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.OomKillDisable = uint64(v)
+		case num == 2 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.UnderOom = uint64(v)
+		case num == 3 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.OomKill = uint64(v)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func size_io_containerd_cgroups_v1_MemoryStat(m *stats.MemoryStat) (n int) {
+	if m == nil {
+		return 0
+	}
+	if x := m.Cache; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.RSS; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.RSSHuge; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.MappedFile; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Dirty; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Writeback; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.PgPgIn; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.PgPgOut; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.PgFault; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.PgMajFault; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.InactiveAnon; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.ActiveAnon; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.InactiveFile; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.ActiveFile; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Unevictable; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.HierarchicalMemoryLimit; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.HierarchicalSwapLimit; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.TotalCache; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.TotalRSS; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.TotalRSSHuge; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.TotalMappedFile; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.TotalDirty; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.TotalWriteback; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.TotalPgPgIn; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.TotalPgPgOut; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.TotalPgFault; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.TotalPgMajFault; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.TotalInactiveAnon; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.TotalActiveAnon; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.TotalInactiveFile; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.TotalActiveFile; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.TotalUnevictable; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if m.Usage != nil {
+		n += 2 + protowire.SizeBytes(size_io_containerd_cgroups_v1_MemoryEntry(m.Usage))
+	}
+	if m.Swap != nil {
+		n += 2 + protowire.SizeBytes(size_io_containerd_cgroups_v1_MemoryEntry(m.Swap))
+	}
+	if m.Kernel != nil {
+		n += 2 + protowire.SizeBytes(size_io_containerd_cgroups_v1_MemoryEntry(m.Kernel))
+	}
+	if m.KernelTCP != nil {
+		n += 2 + protowire.SizeBytes(size_io_containerd_cgroups_v1_MemoryEntry(m.KernelTCP))
+	}
+	return n
+}
+
+func append_io_containerd_cgroups_v1_MemoryStat(b []byte, m *stats.MemoryStat) ([]byte, error) {
+	if m == nil {
+		return b, nil
+	}
+	var err error
+	if x := m.Cache; x != 0 {
+		b = append(b, 0x08)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.RSS; x != 0 {
+		b = append(b, 0x10)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.RSSHuge; x != 0 {
+		b = append(b, 0x18)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.MappedFile; x != 0 {
+		b = append(b, 0x20)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Dirty; x != 0 {
+		b = append(b, 0x28)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Writeback; x != 0 {
+		b = append(b, 0x30)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.PgPgIn; x != 0 {
+		b = append(b, 0x38)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.PgPgOut; x != 0 {
+		b = append(b, 0x40)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.PgFault; x != 0 {
+		b = append(b, 0x48)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.PgMajFault; x != 0 {
+		b = append(b, 0x50)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.InactiveAnon; x != 0 {
+		b = append(b, 0x58)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.ActiveAnon; x != 0 {
+		b = append(b, 0x60)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.InactiveFile; x != 0 {
+		b = append(b, 0x68)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.ActiveFile; x != 0 {
+		b = append(b, 0x70)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Unevictable; x != 0 {
+		b = append(b, 0x78)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.HierarchicalMemoryLimit; x != 0 {
+		b = append(b, 0x80, 0x01)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.HierarchicalSwapLimit; x != 0 {
+		b = append(b, 0x88, 0x01)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.TotalCache; x != 0 {
+		b = append(b, 0x90, 0x01)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.TotalRSS; x != 0 {
+		b = append(b, 0x98, 0x01)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.TotalRSSHuge; x != 0 {
+		b = append(b, 0xa0, 0x01)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.TotalMappedFile; x != 0 {
+		b = append(b, 0xa8, 0x01)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.TotalDirty; x != 0 {
+		b = append(b, 0xb0, 0x01)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.TotalWriteback; x != 0 {
+		b = append(b, 0xb8, 0x01)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.TotalPgPgIn; x != 0 {
+		b = append(b, 0xc0, 0x01)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.TotalPgPgOut; x != 0 {
+		b = append(b, 0xc8, 0x01)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.TotalPgFault; x != 0 {
+		b = append(b, 0xd0, 0x01)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.TotalPgMajFault; x != 0 {
+		b = append(b, 0xd8, 0x01)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.TotalInactiveAnon; x != 0 {
+		b = append(b, 0xe0, 0x01)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.TotalActiveAnon; x != 0 {
+		b = append(b, 0xe8, 0x01)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.TotalInactiveFile; x != 0 {
+		b = append(b, 0xf0, 0x01)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.TotalActiveFile; x != 0 {
+		b = append(b, 0xf8, 0x01)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.TotalUnevictable; x != 0 {
+		b = append(b, 0x80, 0x02)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if m.Usage != nil {
+		b = append(b, 0x8a, 0x02)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v1_MemoryEntry(m.Usage)))
+		if b, err = append_io_containerd_cgroups_v1_MemoryEntry(b, m.Usage); err != nil {
+			return b, err
+		}
+	}
+	if m.Swap != nil {
+		b = append(b, 0x92, 0x02)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v1_MemoryEntry(m.Swap)))
+		if b, err = append_io_containerd_cgroups_v1_MemoryEntry(b, m.Swap); err != nil {
+			return b, err
+		}
+	}
+	if m.Kernel != nil {
+		b = append(b, 0x9a, 0x02)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v1_MemoryEntry(m.Kernel)))
+		if b, err = append_io_containerd_cgroups_v1_MemoryEntry(b, m.Kernel); err != nil {
+			return b, err
+		}
+	}
+	if m.KernelTCP != nil {
+		b = append(b, 0xa2, 0x02)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v1_MemoryEntry(m.KernelTCP)))
+		if b, err = append_io_containerd_cgroups_v1_MemoryEntry(b, m.KernelTCP); err != nil {
+			return b, err
+		}
+	}
+	return b, nil
+}
+
+func merge_io_containerd_cgroups_v1_MemoryStat(b []byte, m *stats.MemoryStat) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Cache = uint64(v)
+		case num == 2 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.RSS = uint64(v)
+		case num == 3 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.RSSHuge = uint64(v)
+		case num == 4 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.MappedFile = uint64(v)
+		case num == 5 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Dirty = uint64(v)
+		case num == 6 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Writeback = uint64(v)
+		case num == 7 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.PgPgIn = uint64(v)
+		case num == 8 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.PgPgOut = uint64(v)
+		case num == 9 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.PgFault = uint64(v)
+		case num == 10 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.PgMajFault = uint64(v)
+		case num == 11 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.InactiveAnon = uint64(v)
+		case num == 12 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.ActiveAnon = uint64(v)
+		case num == 13 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.InactiveFile = uint64(v)
+		case num == 14 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.ActiveFile = uint64(v)
+		case num == 15 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Unevictable = uint64(v)
+		case num == 16 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.HierarchicalMemoryLimit = uint64(v)
+		case num == 17 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.HierarchicalSwapLimit = uint64(v)
+		case num == 18 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.TotalCache = uint64(v)
+		case num == 19 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.TotalRSS = uint64(v)
+		case num == 20 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.TotalRSSHuge = uint64(v)
+		case num == 21 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.TotalMappedFile = uint64(v)
+		case num == 22 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.TotalDirty = uint64(v)
+		case num == 23 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.TotalWriteback = uint64(v)
+		case num == 24 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.TotalPgPgIn = uint64(v)
+		case num == 25 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.TotalPgPgOut = uint64(v)
+		case num == 26 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.TotalPgFault = uint64(v)
+		case num == 27 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.TotalPgMajFault = uint64(v)
+		case num == 28 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.TotalInactiveAnon = uint64(v)
+		case num == 29 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.TotalActiveAnon = uint64(v)
+		case num == 30 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.TotalInactiveFile = uint64(v)
+		case num == 31 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.TotalActiveFile = uint64(v)
+		case num == 32 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.TotalUnevictable = uint64(v)
+		case num == 33 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if m.Usage == nil {
+				m.Usage = new(stats.MemoryEntry)
+			}
+			if err := merge_io_containerd_cgroups_v1_MemoryEntry(v, m.Usage); err != nil {
+				return err
+			}
+		case num == 34 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if m.Swap == nil {
+				m.Swap = new(stats.MemoryEntry)
+			}
+			if err := merge_io_containerd_cgroups_v1_MemoryEntry(v, m.Swap); err != nil {
+				return err
+			}
+		case num == 35 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if m.Kernel == nil {
+				m.Kernel = new(stats.MemoryEntry)
+			}
+			if err := merge_io_containerd_cgroups_v1_MemoryEntry(v, m.Kernel); err != nil {
+				return err
+			}
+		case num == 36 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if m.KernelTCP == nil {
+				m.KernelTCP = new(stats.MemoryEntry)
+			}
+			if err := merge_io_containerd_cgroups_v1_MemoryEntry(v, m.KernelTCP); err != nil {
+				return err
+			}
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func size_io_containerd_cgroups_v1_Metrics(m *stats.Metrics) (n int) {
+	if m == nil {
+		return 0
+	}
+	for _, e := range m.Hugetlb {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v1_HugetlbStat(e))
+	}
+	if m.Pids != nil {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v1_PidsStat(m.Pids))
+	}
+	if m.CPU != nil {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v1_CPUStat(m.CPU))
+	}
+	if m.Memory != nil {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v1_MemoryStat(m.Memory))
+	}
+	if m.Blkio != nil {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v1_BlkIOStat(m.Blkio))
+	}
+	if m.Rdma != nil {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v1_RdmaStat(m.Rdma))
+	}
+	for _, e := range m.Network {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v1_NetworkStat(e))
+	}
+	if m.CgroupStats != nil {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v1_CgroupStats(m.CgroupStats))
+	}
+	if m.MemoryOomControl != nil {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v1_MemoryOomControl(m.MemoryOomControl))
+	}
+	return n
+}
+
+func append_io_containerd_cgroups_v1_Metrics(b []byte, m *stats.Metrics) ([]byte, error) {
+	if m == nil {
+		return b, nil
+	}
+	var err error
+	for _, e := range m.Hugetlb {
+		b = append(b, 0x0a)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v1_HugetlbStat(e)))
+		if b, err = append_io_containerd_cgroups_v1_HugetlbStat(b, e); err != nil {
+			return b, err
+		}
+	}
+	if m.Pids != nil {
+		b = append(b, 0x12)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v1_PidsStat(m.Pids)))
+		if b, err = append_io_containerd_cgroups_v1_PidsStat(b, m.Pids); err != nil {
+			return b, err
+		}
+	}
+	if m.CPU != nil {
+		b = append(b, 0x1a)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v1_CPUStat(m.CPU)))
+		if b, err = append_io_containerd_cgroups_v1_CPUStat(b, m.CPU); err != nil {
+			return b, err
+		}
+	}
+	if m.Memory != nil {
+		b = append(b, 0x22)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v1_MemoryStat(m.Memory)))
+		if b, err = append_io_containerd_cgroups_v1_MemoryStat(b, m.Memory); err != nil {
+			return b, err
+		}
+	}
+	if m.Blkio != nil {
+		b = append(b, 0x2a)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v1_BlkIOStat(m.Blkio)))
+		if b, err = append_io_containerd_cgroups_v1_BlkIOStat(b, m.Blkio); err != nil {
+			return b, err
+		}
+	}
+	if m.Rdma != nil {
+		b = append(b, 0x32)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v1_RdmaStat(m.Rdma)))
+		if b, err = append_io_containerd_cgroups_v1_RdmaStat(b, m.Rdma); err != nil {
+			return b, err
+		}
+	}
+	for _, e := range m.Network {
+		b = append(b, 0x3a)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v1_NetworkStat(e)))
+		if b, err = append_io_containerd_cgroups_v1_NetworkStat(b, e); err != nil {
+			return b, err
+		}
+	}
+	if m.CgroupStats != nil {
+		b = append(b, 0x42)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v1_CgroupStats(m.CgroupStats)))
+		if b, err = append_io_containerd_cgroups_v1_CgroupStats(b, m.CgroupStats); err != nil {
+			return b, err
+		}
+	}
+	if m.MemoryOomControl != nil {
+		b = append(b, 0x4a)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v1_MemoryOomControl(m.MemoryOomControl)))
+		if b, err = append_io_containerd_cgroups_v1_MemoryOomControl(b, m.MemoryOomControl); err != nil {
+			return b, err
+		}
+	}
+	return b, nil
+}
+
+func merge_io_containerd_cgroups_v1_Metrics(b []byte, m *stats.Metrics) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			e := new(stats.HugetlbStat)
+			if err := merge_io_containerd_cgroups_v1_HugetlbStat(v, e); err != nil {
+				return err
+			}
+			m.Hugetlb = append(m.Hugetlb, e)
+		case num == 2 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if m.Pids == nil {
+				m.Pids = new(stats.PidsStat)
+			}
+			if err := merge_io_containerd_cgroups_v1_PidsStat(v, m.Pids); err != nil {
+				return err
+			}
+		case num == 3 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if m.CPU == nil {
+				m.CPU = new(stats.CPUStat)
+			}
+			if err := merge_io_containerd_cgroups_v1_CPUStat(v, m.CPU); err != nil {
+				return err
+			}
+		case num == 4 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if m.Memory == nil {
+				m.Memory = new(stats.MemoryStat)
+			}
+			if err := merge_io_containerd_cgroups_v1_MemoryStat(v, m.Memory); err != nil {
+				return err
+			}
+		case num == 5 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if m.Blkio == nil {
+				m.Blkio = new(stats.BlkIOStat)
+			}
+			if err := merge_io_containerd_cgroups_v1_BlkIOStat(v, m.Blkio); err != nil {
+				return err
+			}
+		case num == 6 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if m.Rdma == nil {
+				m.Rdma = new(stats.RdmaStat)
+			}
+			if err := merge_io_containerd_cgroups_v1_RdmaStat(v, m.Rdma); err != nil {
+				return err
+			}
+		case num == 7 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			e := new(stats.NetworkStat)
+			if err := merge_io_containerd_cgroups_v1_NetworkStat(v, e); err != nil {
+				return err
+			}
+			m.Network = append(m.Network, e)
+		case num == 8 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if m.CgroupStats == nil {
+				m.CgroupStats = new(stats.CgroupStats)
+			}
+			if err := merge_io_containerd_cgroups_v1_CgroupStats(v, m.CgroupStats); err != nil {
+				return err
+			}
+		case num == 9 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if m.MemoryOomControl == nil {
+				m.MemoryOomControl = new(stats.MemoryOomControl)
+			}
+			if err := merge_io_containerd_cgroups_v1_MemoryOomControl(v, m.MemoryOomControl); err != nil {
+				return err
+			}
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func size_io_containerd_cgroups_v1_NetworkStat(m *stats.NetworkStat) (n int) {
+	if m == nil {
+		return 0
+	}
+	if len(m.Name) > 0 {
+		n += 1 + protowire.SizeBytes(len(m.Name))
+	}
+	if x := m.RxBytes; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.RxPackets; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.RxErrors; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.RxDropped; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.TxBytes; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.TxPackets; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.TxErrors; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.TxDropped; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	return n
+}
+
+func append_io_containerd_cgroups_v1_NetworkStat(b []byte, m *stats.NetworkStat) ([]byte, error) {
+	if m == nil {
+		return b, nil
+	}
+	if len(m.Name) > 0 {
+		if !utf8.ValidString(m.Name) {
+			return b, errUTF8("io.containerd.cgroups.v1.NetworkStat.name")
+		}
+		b = append(b, 0x0a)
+		b = protowire.AppendString(b, m.Name)
+	}
+	if x := m.RxBytes; x != 0 {
+		b = append(b, 0x10)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.RxPackets; x != 0 {
+		b = append(b, 0x18)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.RxErrors; x != 0 {
+		b = append(b, 0x20)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.RxDropped; x != 0 {
+		b = append(b, 0x28)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.TxBytes; x != 0 {
+		b = append(b, 0x30)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.TxPackets; x != 0 {
+		b = append(b, 0x38)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.TxErrors; x != 0 {
+		b = append(b, 0x40)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.TxDropped; x != 0 {
+		b = append(b, 0x48)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	return b, nil
+}
+
+func merge_io_containerd_cgroups_v1_NetworkStat(b []byte, m *stats.NetworkStat) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if !utf8.Valid(v) {
+				return errUTF8("io.containerd.cgroups.v1.NetworkStat.name")
+			}
+			m.Name = string(v)
+		case num == 2 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.RxBytes = uint64(v)
+		case num == 3 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.RxPackets = uint64(v)
+		case num == 4 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.RxErrors = uint64(v)
+		case num == 5 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.RxDropped = uint64(v)
+		case num == 6 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.TxBytes = uint64(v)
+		case num == 7 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.TxPackets = uint64(v)
+		case num == 8 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.TxErrors = uint64(v)
+		case num == 9 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.TxDropped = uint64(v)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func size_io_containerd_cgroups_v1_PidsStat(m *stats.PidsStat) (n int) {
+	if m == nil {
+		return 0
+	}
+	if x := m.Current; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Limit; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	return n
+}
+
+func append_io_containerd_cgroups_v1_PidsStat(b []byte, m *stats.PidsStat) ([]byte, error) {
+	if m == nil {
+		return b, nil
+	}
+	if x := m.Current; x != 0 {
+		b = append(b, 0x08)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Limit; x != 0 {
+		b = append(b, 0x10)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	return b, nil
+}
+
+func merge_io_containerd_cgroups_v1_PidsStat(b []byte, m *stats.PidsStat) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Current = uint64(v)
+		case num == 2 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Limit = uint64(v)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func size_io_containerd_cgroups_v1_RdmaEntry(m *stats.RdmaEntry) (n int) {
+	if m == nil {
+		return 0
+	}
+	if len(m.Device) > 0 {
+		n += 1 + protowire.SizeBytes(len(m.Device))
+	}
+	if x := m.HcaHandles; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.HcaObjects; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	return n
+}
+
+func append_io_containerd_cgroups_v1_RdmaEntry(b []byte, m *stats.RdmaEntry) ([]byte, error) {
+	if m == nil {
+		return b, nil
+	}
+	if len(m.Device) > 0 {
+		if !utf8.ValidString(m.Device) {
+			return b, errUTF8("io.containerd.cgroups.v1.RdmaEntry.device")
+		}
+		b = append(b, 0x0a)
+		b = protowire.AppendString(b, m.Device)
+	}
+	if x := m.HcaHandles; x != 0 {
+		b = append(b, 0x10)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.HcaObjects; x != 0 {
+		b = append(b, 0x18)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	return b, nil
+}
+
+func merge_io_containerd_cgroups_v1_RdmaEntry(b []byte, m *stats.RdmaEntry) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if !utf8.Valid(v) {
+				return errUTF8("io.containerd.cgroups.v1.RdmaEntry.device")
+			}
+			m.Device = string(v)
+		case num == 2 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.HcaHandles = uint32(v)
+		case num == 3 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.HcaObjects = uint32(v)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func size_io_containerd_cgroups_v1_RdmaStat(m *stats.RdmaStat) (n int) {
+	if m == nil {
+		return 0
+	}
+	for _, e := range m.Current {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v1_RdmaEntry(e))
+	}
+	for _, e := range m.Limit {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v1_RdmaEntry(e))
+	}
+	return n
+}
+
+func append_io_containerd_cgroups_v1_RdmaStat(b []byte, m *stats.RdmaStat) ([]byte, error) {
+	if m == nil {
+		return b, nil
+	}
+	var err error
+	for _, e := range m.Current {
+		b = append(b, 0x0a)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v1_RdmaEntry(e)))
+		if b, err = append_io_containerd_cgroups_v1_RdmaEntry(b, e); err != nil {
+			return b, err
+		}
+	}
+	for _, e := range m.Limit {
+		b = append(b, 0x12)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v1_RdmaEntry(e)))
+		if b, err = append_io_containerd_cgroups_v1_RdmaEntry(b, e); err != nil {
+			return b, err
+		}
+	}
+	return b, nil
+}
+
+func merge_io_containerd_cgroups_v1_RdmaStat(b []byte, m *stats.RdmaStat) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			e := new(stats.RdmaEntry)
+			if err := merge_io_containerd_cgroups_v1_RdmaEntry(v, e); err != nil {
+				return err
+			}
+			m.Current = append(m.Current, e)
+		case num == 2 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			e := new(stats.RdmaEntry)
+			if err := merge_io_containerd_cgroups_v1_RdmaEntry(v, e); err != nil {
+				return err
+			}
+			m.Limit = append(m.Limit, e)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func size_io_containerd_cgroups_v1_Throttle(m *stats.Throttle) (n int) {
+	if m == nil {
+		return 0
+	}
+	if x := m.Periods; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.ThrottledPeriods; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.ThrottledTime; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	return n
+}
+
+func append_io_containerd_cgroups_v1_Throttle(b []byte, m *stats.Throttle) ([]byte, error) {
+	if m == nil {
+		return b, nil
+	}
+	if x := m.Periods; x != 0 {
+		b = append(b, 0x08)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.ThrottledPeriods; x != 0 {
+		b = append(b, 0x10)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.ThrottledTime; x != 0 {
+		b = append(b, 0x18)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	return b, nil
+}
+
+func merge_io_containerd_cgroups_v1_Throttle(b []byte, m *stats.Throttle) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Periods = uint64(v)
+		case num == 2 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.ThrottledPeriods = uint64(v)
+		case num == 3 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.ThrottledTime = uint64(v)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func size_io_containerd_cgroups_v2_CPUStat(m *stats2.CPUStat) (n int) {
+	if m == nil {
+		return 0
+	}
+	if x := m.UsageUsec; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.UserUsec; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.SystemUsec; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.NrPeriods; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.NrThrottled; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.ThrottledUsec; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if m.PSI != nil {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v2_PSIStats(m.PSI))
+	}
+	if x := m.NrBursts; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.BurstUsec; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	return n
+}
+
+func append_io_containerd_cgroups_v2_CPUStat(b []byte, m *stats2.CPUStat) ([]byte, error) {
+	if m == nil {
+		return b, nil
+	}
+	var err error
+	if x := m.UsageUsec; x != 0 {
+		b = append(b, 0x08)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.UserUsec; x != 0 {
+		b = append(b, 0x10)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.SystemUsec; x != 0 {
+		b = append(b, 0x18)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.NrPeriods; x != 0 {
+		b = append(b, 0x20)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.NrThrottled; x != 0 {
+		b = append(b, 0x28)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.ThrottledUsec; x != 0 {
+		b = append(b, 0x30)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if m.PSI != nil {
+		b = append(b, 0x3a)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v2_PSIStats(m.PSI)))
+		if b, err = append_io_containerd_cgroups_v2_PSIStats(b, m.PSI); err != nil {
+			return b, err
+		}
+	}
+	if x := m.NrBursts; x != 0 {
+		b = append(b, 0x40)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.BurstUsec; x != 0 {
+		b = append(b, 0x48)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	return b, nil
+}
+
+func merge_io_containerd_cgroups_v2_CPUStat(b []byte, m *stats2.CPUStat) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.UsageUsec = uint64(v)
+		case num == 2 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.UserUsec = uint64(v)
+		case num == 3 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.SystemUsec = uint64(v)
+		case num == 4 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.NrPeriods = uint64(v)
+		case num == 5 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.NrThrottled = uint64(v)
+		case num == 6 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.ThrottledUsec = uint64(v)
+		case num == 7 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if m.PSI == nil {
+				m.PSI = new(stats2.PSIStats)
+			}
+			if err := merge_io_containerd_cgroups_v2_PSIStats(v, m.PSI); err != nil {
+				return err
+			}
+		case num == 8 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.NrBursts = uint64(v)
+		case num == 9 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.BurstUsec = uint64(v)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func size_io_containerd_cgroups_v2_HugeTlbStat(m *stats2.HugeTlbStat) (n int) {
+	if m == nil {
+		return 0
+	}
+	if x := m.Current; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Max; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if len(m.Pagesize) > 0 {
+		n += 1 + protowire.SizeBytes(len(m.Pagesize))
+	}
+	if x := m.Failcnt; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	return n
+}
+
+func append_io_containerd_cgroups_v2_HugeTlbStat(b []byte, m *stats2.HugeTlbStat) ([]byte, error) {
+	if m == nil {
+		return b, nil
+	}
+	if x := m.Current; x != 0 {
+		b = append(b, 0x08)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Max; x != 0 {
+		b = append(b, 0x10)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if len(m.Pagesize) > 0 {
+		if !utf8.ValidString(m.Pagesize) {
+			return b, errUTF8("io.containerd.cgroups.v2.HugeTlbStat.pagesize")
+		}
+		b = append(b, 0x1a)
+		b = protowire.AppendString(b, m.Pagesize)
+	}
+	if x := m.Failcnt; x != 0 {
+		b = append(b, 0x20)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	return b, nil
+}
+
+func merge_io_containerd_cgroups_v2_HugeTlbStat(b []byte, m *stats2.HugeTlbStat) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Current = uint64(v)
+		case num == 2 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Max = uint64(v)
+		case num == 3 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if !utf8.Valid(v) {
+				return errUTF8("io.containerd.cgroups.v2.HugeTlbStat.pagesize")
+			}
+			m.Pagesize = string(v)
+		case num == 4 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Failcnt = uint64(v)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func size_io_containerd_cgroups_v2_IOEntry(m *stats2.IOEntry) (n int) {
+	if m == nil {
+		return 0
+	}
+	if x := m.Major; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Minor; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Rbytes; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Wbytes; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Rios; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Wios; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	return n
+}
+
+func append_io_containerd_cgroups_v2_IOEntry(b []byte, m *stats2.IOEntry) ([]byte, error) {
+	if m == nil {
+		return b, nil
+	}
+	if x := m.Major; x != 0 {
+		b = append(b, 0x08)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Minor; x != 0 {
+		b = append(b, 0x10)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Rbytes; x != 0 {
+		b = append(b, 0x18)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Wbytes; x != 0 {
+		b = append(b, 0x20)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Rios; x != 0 {
+		b = append(b, 0x28)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Wios; x != 0 {
+		b = append(b, 0x30)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	return b, nil
+}
+
+func merge_io_containerd_cgroups_v2_IOEntry(b []byte, m *stats2.IOEntry) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Major = uint64(v)
+		case num == 2 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Minor = uint64(v)
+		case num == 3 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Rbytes = uint64(v)
+		case num == 4 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Wbytes = uint64(v)
+		case num == 5 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Rios = uint64(v)
+		case num == 6 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Wios = uint64(v)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func size_io_containerd_cgroups_v2_IOStat(m *stats2.IOStat) (n int) {
+	if m == nil {
+		return 0
+	}
+	for _, e := range m.Usage {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v2_IOEntry(e))
+	}
+	if m.PSI != nil {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v2_PSIStats(m.PSI))
+	}
+	return n
+}
+
+func append_io_containerd_cgroups_v2_IOStat(b []byte, m *stats2.IOStat) ([]byte, error) {
+	if m == nil {
+		return b, nil
+	}
+	var err error
+	for _, e := range m.Usage {
+		b = append(b, 0x0a)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v2_IOEntry(e)))
+		if b, err = append_io_containerd_cgroups_v2_IOEntry(b, e); err != nil {
+			return b, err
+		}
+	}
+	if m.PSI != nil {
+		b = append(b, 0x12)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v2_PSIStats(m.PSI)))
+		if b, err = append_io_containerd_cgroups_v2_PSIStats(b, m.PSI); err != nil {
+			return b, err
+		}
+	}
+	return b, nil
+}
+
+func merge_io_containerd_cgroups_v2_IOStat(b []byte, m *stats2.IOStat) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			e := new(stats2.IOEntry)
+			if err := merge_io_containerd_cgroups_v2_IOEntry(v, e); err != nil {
+				return err
+			}
+			m.Usage = append(m.Usage, e)
+		case num == 2 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if m.PSI == nil {
+				m.PSI = new(stats2.PSIStats)
+			}
+			if err := merge_io_containerd_cgroups_v2_PSIStats(v, m.PSI); err != nil {
+				return err
+			}
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func size_io_containerd_cgroups_v2_MemoryEvents(m *stats2.MemoryEvents) (n int) {
+	if m == nil {
+		return 0
+	}
+	if x := m.Low; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.High; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Max; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Oom; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.OomKill; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.OomGroupKill; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	return n
+}
+
+func append_io_containerd_cgroups_v2_MemoryEvents(b []byte, m *stats2.MemoryEvents) ([]byte, error) {
+	if m == nil {
+		return b, nil
+	}
+	if x := m.Low; x != 0 {
+		b = append(b, 0x08)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.High; x != 0 {
+		b = append(b, 0x10)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Max; x != 0 {
+		b = append(b, 0x18)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Oom; x != 0 {
+		b = append(b, 0x20)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.OomKill; x != 0 {
+		b = append(b, 0x28)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.OomGroupKill; x != 0 {
+		b = append(b, 0x30)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	return b, nil
+}
+
+func merge_io_containerd_cgroups_v2_MemoryEvents(b []byte, m *stats2.MemoryEvents) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Low = uint64(v)
+		case num == 2 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.High = uint64(v)
+		case num == 3 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Max = uint64(v)
+		case num == 4 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Oom = uint64(v)
+		case num == 5 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.OomKill = uint64(v)
+		case num == 6 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.OomGroupKill = uint64(v)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func size_io_containerd_cgroups_v2_MemoryStat(m *stats2.MemoryStat) (n int) {
+	if m == nil {
+		return 0
+	}
+	if x := m.Anon; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.File; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.KernelStack; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Slab; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Sock; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Shmem; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.FileMapped; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.FileDirty; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.FileWriteback; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.AnonThp; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.InactiveAnon; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.ActiveAnon; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.InactiveFile; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.ActiveFile; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Unevictable; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.SlabReclaimable; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.SlabUnreclaimable; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Pgfault; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Pgmajfault; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.WorkingsetRefault; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.WorkingsetActivate; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.WorkingsetNodereclaim; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Pgrefill; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Pgscan; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Pgsteal; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Pgactivate; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Pgdeactivate; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Pglazyfree; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Pglazyfreed; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.ThpFaultAlloc; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.ThpCollapseAlloc; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Usage; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.UsageLimit; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.SwapUsage; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.SwapLimit; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.MaxUsage; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.SwapMaxUsage; x != 0 {
+		n += 2 + protowire.SizeVarint(uint64(x))
+	}
+	if m.PSI != nil {
+		n += 2 + protowire.SizeBytes(size_io_containerd_cgroups_v2_PSIStats(m.PSI))
+	}
+	return n
+}
+
+func append_io_containerd_cgroups_v2_MemoryStat(b []byte, m *stats2.MemoryStat) ([]byte, error) {
+	if m == nil {
+		return b, nil
+	}
+	var err error
+	if x := m.Anon; x != 0 {
+		b = append(b, 0x08)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.File; x != 0 {
+		b = append(b, 0x10)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.KernelStack; x != 0 {
+		b = append(b, 0x18)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Slab; x != 0 {
+		b = append(b, 0x20)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Sock; x != 0 {
+		b = append(b, 0x28)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Shmem; x != 0 {
+		b = append(b, 0x30)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.FileMapped; x != 0 {
+		b = append(b, 0x38)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.FileDirty; x != 0 {
+		b = append(b, 0x40)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.FileWriteback; x != 0 {
+		b = append(b, 0x48)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.AnonThp; x != 0 {
+		b = append(b, 0x50)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.InactiveAnon; x != 0 {
+		b = append(b, 0x58)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.ActiveAnon; x != 0 {
+		b = append(b, 0x60)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.InactiveFile; x != 0 {
+		b = append(b, 0x68)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.ActiveFile; x != 0 {
+		b = append(b, 0x70)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Unevictable; x != 0 {
+		b = append(b, 0x78)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.SlabReclaimable; x != 0 {
+		b = append(b, 0x80, 0x01)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.SlabUnreclaimable; x != 0 {
+		b = append(b, 0x88, 0x01)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Pgfault; x != 0 {
+		b = append(b, 0x90, 0x01)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Pgmajfault; x != 0 {
+		b = append(b, 0x98, 0x01)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.WorkingsetRefault; x != 0 {
+		b = append(b, 0xa0, 0x01)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.WorkingsetActivate; x != 0 {
+		b = append(b, 0xa8, 0x01)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.WorkingsetNodereclaim; x != 0 {
+		b = append(b, 0xb0, 0x01)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Pgrefill; x != 0 {
+		b = append(b, 0xb8, 0x01)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Pgscan; x != 0 {
+		b = append(b, 0xc0, 0x01)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Pgsteal; x != 0 {
+		b = append(b, 0xc8, 0x01)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Pgactivate; x != 0 {
+		b = append(b, 0xd0, 0x01)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Pgdeactivate; x != 0 {
+		b = append(b, 0xd8, 0x01)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Pglazyfree; x != 0 {
+		b = append(b, 0xe0, 0x01)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Pglazyfreed; x != 0 {
+		b = append(b, 0xe8, 0x01)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.ThpFaultAlloc; x != 0 {
+		b = append(b, 0xf0, 0x01)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.ThpCollapseAlloc; x != 0 {
+		b = append(b, 0xf8, 0x01)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Usage; x != 0 {
+		b = append(b, 0x80, 0x02)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.UsageLimit; x != 0 {
+		b = append(b, 0x88, 0x02)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.SwapUsage; x != 0 {
+		b = append(b, 0x90, 0x02)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.SwapLimit; x != 0 {
+		b = append(b, 0x98, 0x02)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.MaxUsage; x != 0 {
+		b = append(b, 0xa0, 0x02)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.SwapMaxUsage; x != 0 {
+		b = append(b, 0xa8, 0x02)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if m.PSI != nil {
+		b = append(b, 0xb2, 0x02)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v2_PSIStats(m.PSI)))
+		if b, err = append_io_containerd_cgroups_v2_PSIStats(b, m.PSI); err != nil {
+			return b, err
+		}
+	}
+	return b, nil
+}
+
+func merge_io_containerd_cgroups_v2_MemoryStat(b []byte, m *stats2.MemoryStat) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Anon = uint64(v)
+		case num == 2 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.File = uint64(v)
+		case num == 3 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.KernelStack = uint64(v)
+		case num == 4 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Slab = uint64(v)
+		case num == 5 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Sock = uint64(v)
+		case num == 6 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Shmem = uint64(v)
+		case num == 7 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.FileMapped = uint64(v)
+		case num == 8 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.FileDirty = uint64(v)
+		case num == 9 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.FileWriteback = uint64(v)
+		case num == 10 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.AnonThp = uint64(v)
+		case num == 11 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.InactiveAnon = uint64(v)
+		case num == 12 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.ActiveAnon = uint64(v)
+		case num == 13 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.InactiveFile = uint64(v)
+		case num == 14 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.ActiveFile = uint64(v)
+		case num == 15 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Unevictable = uint64(v)
+		case num == 16 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.SlabReclaimable = uint64(v)
+		case num == 17 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.SlabUnreclaimable = uint64(v)
+		case num == 18 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Pgfault = uint64(v)
+		case num == 19 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Pgmajfault = uint64(v)
+		case num == 20 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.WorkingsetRefault = uint64(v)
+		case num == 21 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.WorkingsetActivate = uint64(v)
+		case num == 22 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.WorkingsetNodereclaim = uint64(v)
+		case num == 23 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Pgrefill = uint64(v)
+		case num == 24 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Pgscan = uint64(v)
+		case num == 25 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Pgsteal = uint64(v)
+		case num == 26 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Pgactivate = uint64(v)
+		case num == 27 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Pgdeactivate = uint64(v)
+		case num == 28 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Pglazyfree = uint64(v)
+		case num == 29 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Pglazyfreed = uint64(v)
+		case num == 30 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.ThpFaultAlloc = uint64(v)
+		case num == 31 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.ThpCollapseAlloc = uint64(v)
+		case num == 32 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Usage = uint64(v)
+		case num == 33 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.UsageLimit = uint64(v)
+		case num == 34 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.SwapUsage = uint64(v)
+		case num == 35 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.SwapLimit = uint64(v)
+		case num == 36 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.MaxUsage = uint64(v)
+		case num == 37 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.SwapMaxUsage = uint64(v)
+		case num == 38 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if m.PSI == nil {
+				m.PSI = new(stats2.PSIStats)
+			}
+			if err := merge_io_containerd_cgroups_v2_PSIStats(v, m.PSI); err != nil {
+				return err
+			}
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func size_io_containerd_cgroups_v2_Metrics(m *stats2.Metrics) (n int) {
+	if m == nil {
+		return 0
+	}
+	if m.Pids != nil {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v2_PidsStat(m.Pids))
+	}
+	if m.CPU != nil {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v2_CPUStat(m.CPU))
+	}
+	if m.Memory != nil {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v2_MemoryStat(m.Memory))
+	}
+	if m.Rdma != nil {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v2_RdmaStat(m.Rdma))
+	}
+	if m.Io != nil {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v2_IOStat(m.Io))
+	}
+	for _, e := range m.Hugetlb {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v2_HugeTlbStat(e))
+	}
+	if m.MemoryEvents != nil {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v2_MemoryEvents(m.MemoryEvents))
+	}
+	for _, e := range m.Network {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v2_NetworkStat(e))
+	}
+	return n
+}
+
+func append_io_containerd_cgroups_v2_Metrics(b []byte, m *stats2.Metrics) ([]byte, error) {
+	if m == nil {
+		return b, nil
+	}
+	var err error
+	if m.Pids != nil {
+		b = append(b, 0x0a)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v2_PidsStat(m.Pids)))
+		if b, err = append_io_containerd_cgroups_v2_PidsStat(b, m.Pids); err != nil {
+			return b, err
+		}
+	}
+	if m.CPU != nil {
+		b = append(b, 0x12)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v2_CPUStat(m.CPU)))
+		if b, err = append_io_containerd_cgroups_v2_CPUStat(b, m.CPU); err != nil {
+			return b, err
+		}
+	}
+	if m.Memory != nil {
+		b = append(b, 0x22)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v2_MemoryStat(m.Memory)))
+		if b, err = append_io_containerd_cgroups_v2_MemoryStat(b, m.Memory); err != nil {
+			return b, err
+		}
+	}
+	if m.Rdma != nil {
+		b = append(b, 0x2a)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v2_RdmaStat(m.Rdma)))
+		if b, err = append_io_containerd_cgroups_v2_RdmaStat(b, m.Rdma); err != nil {
+			return b, err
+		}
+	}
+	if m.Io != nil {
+		b = append(b, 0x32)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v2_IOStat(m.Io)))
+		if b, err = append_io_containerd_cgroups_v2_IOStat(b, m.Io); err != nil {
+			return b, err
+		}
+	}
+	for _, e := range m.Hugetlb {
+		b = append(b, 0x3a)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v2_HugeTlbStat(e)))
+		if b, err = append_io_containerd_cgroups_v2_HugeTlbStat(b, e); err != nil {
+			return b, err
+		}
+	}
+	if m.MemoryEvents != nil {
+		b = append(b, 0x42)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v2_MemoryEvents(m.MemoryEvents)))
+		if b, err = append_io_containerd_cgroups_v2_MemoryEvents(b, m.MemoryEvents); err != nil {
+			return b, err
+		}
+	}
+	for _, e := range m.Network {
+		b = append(b, 0x4a)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v2_NetworkStat(e)))
+		if b, err = append_io_containerd_cgroups_v2_NetworkStat(b, e); err != nil {
+			return b, err
+		}
+	}
+	return b, nil
+}
+
+func merge_io_containerd_cgroups_v2_Metrics(b []byte, m *stats2.Metrics) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if m.Pids == nil {
+				m.Pids = new(stats2.PidsStat)
+			}
+			if err := merge_io_containerd_cgroups_v2_PidsStat(v, m.Pids); err != nil {
+				return err
+			}
+		case num == 2 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if m.CPU == nil {
+				m.CPU = new(stats2.CPUStat)
+			}
+			if err := merge_io_containerd_cgroups_v2_CPUStat(v, m.CPU); err != nil {
+				return err
+			}
+		case num == 4 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if m.Memory == nil {
+				m.Memory = new(stats2.MemoryStat)
+			}
+			if err := merge_io_containerd_cgroups_v2_MemoryStat(v, m.Memory); err != nil {
+				return err
+			}
+		case num == 5 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if m.Rdma == nil {
+				m.Rdma = new(stats2.RdmaStat)
+			}
+			if err := merge_io_containerd_cgroups_v2_RdmaStat(v, m.Rdma); err != nil {
+				return err
+			}
+		case num == 6 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if m.Io == nil {
+				m.Io = new(stats2.IOStat)
+			}
+			if err := merge_io_containerd_cgroups_v2_IOStat(v, m.Io); err != nil {
+				return err
+			}
+		case num == 7 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			e := new(stats2.HugeTlbStat)
+			if err := merge_io_containerd_cgroups_v2_HugeTlbStat(v, e); err != nil {
+				return err
+			}
+			m.Hugetlb = append(m.Hugetlb, e)
+		case num == 8 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if m.MemoryEvents == nil {
+				m.MemoryEvents = new(stats2.MemoryEvents)
+			}
+			if err := merge_io_containerd_cgroups_v2_MemoryEvents(v, m.MemoryEvents); err != nil {
+				return err
+			}
+		case num == 9 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			e := new(stats2.NetworkStat)
+			if err := merge_io_containerd_cgroups_v2_NetworkStat(v, e); err != nil {
+				return err
+			}
+			m.Network = append(m.Network, e)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func size_io_containerd_cgroups_v2_NetworkStat(m *stats2.NetworkStat) (n int) {
+	if m == nil {
+		return 0
+	}
+	if len(m.Name) > 0 {
+		n += 1 + protowire.SizeBytes(len(m.Name))
+	}
+	if x := m.RxBytes; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.RxPackets; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.RxErrors; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.RxDropped; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.TxBytes; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.TxPackets; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.TxErrors; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.TxDropped; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	return n
+}
+
+func append_io_containerd_cgroups_v2_NetworkStat(b []byte, m *stats2.NetworkStat) ([]byte, error) {
+	if m == nil {
+		return b, nil
+	}
+	if len(m.Name) > 0 {
+		if !utf8.ValidString(m.Name) {
+			return b, errUTF8("io.containerd.cgroups.v2.NetworkStat.name")
+		}
+		b = append(b, 0x0a)
+		b = protowire.AppendString(b, m.Name)
+	}
+	if x := m.RxBytes; x != 0 {
+		b = append(b, 0x10)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.RxPackets; x != 0 {
+		b = append(b, 0x18)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.RxErrors; x != 0 {
+		b = append(b, 0x20)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.RxDropped; x != 0 {
+		b = append(b, 0x28)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.TxBytes; x != 0 {
+		b = append(b, 0x30)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.TxPackets; x != 0 {
+		b = append(b, 0x38)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.TxErrors; x != 0 {
+		b = append(b, 0x40)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.TxDropped; x != 0 {
+		b = append(b, 0x48)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	return b, nil
+}
+
+func merge_io_containerd_cgroups_v2_NetworkStat(b []byte, m *stats2.NetworkStat) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if !utf8.Valid(v) {
+				return errUTF8("io.containerd.cgroups.v2.NetworkStat.name")
+			}
+			m.Name = string(v)
+		case num == 2 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.RxBytes = uint64(v)
+		case num == 3 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.RxPackets = uint64(v)
+		case num == 4 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.RxErrors = uint64(v)
+		case num == 5 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.RxDropped = uint64(v)
+		case num == 6 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.TxBytes = uint64(v)
+		case num == 7 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.TxPackets = uint64(v)
+		case num == 8 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.TxErrors = uint64(v)
+		case num == 9 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.TxDropped = uint64(v)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func size_io_containerd_cgroups_v2_PSIData(m *stats2.PSIData) (n int) {
+	if m == nil {
+		return 0
+	}
+	if x := m.Avg10; x != 0 || math.Signbit(float64(x)) {
+		n += 1 + 8
+	}
+	if x := m.Avg60; x != 0 || math.Signbit(float64(x)) {
+		n += 1 + 8
+	}
+	if x := m.Avg300; x != 0 || math.Signbit(float64(x)) {
+		n += 1 + 8
+	}
+	if x := m.Total; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	return n
+}
+
+func append_io_containerd_cgroups_v2_PSIData(b []byte, m *stats2.PSIData) ([]byte, error) {
+	if m == nil {
+		return b, nil
+	}
+	if x := m.Avg10; x != 0 || math.Signbit(float64(x)) {
+		b = append(b, 0x09)
+		b = protowire.AppendFixed64(b, math.Float64bits(float64(x)))
+	}
+	if x := m.Avg60; x != 0 || math.Signbit(float64(x)) {
+		b = append(b, 0x11)
+		b = protowire.AppendFixed64(b, math.Float64bits(float64(x)))
+	}
+	if x := m.Avg300; x != 0 || math.Signbit(float64(x)) {
+		b = append(b, 0x19)
+		b = protowire.AppendFixed64(b, math.Float64bits(float64(x)))
+	}
+	if x := m.Total; x != 0 {
+		b = append(b, 0x20)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	return b, nil
+}
+
+func merge_io_containerd_cgroups_v2_PSIData(b []byte, m *stats2.PSIData) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.Fixed64Type:
+			var v uint64
+			if v, n = protowire.ConsumeFixed64(b); n < 0 {
+				break
+			}
+			m.Avg10 = float64(math.Float64frombits(v))
+		case num == 2 && typ == protowire.Fixed64Type:
+			var v uint64
+			if v, n = protowire.ConsumeFixed64(b); n < 0 {
+				break
+			}
+			m.Avg60 = float64(math.Float64frombits(v))
+		case num == 3 && typ == protowire.Fixed64Type:
+			var v uint64
+			if v, n = protowire.ConsumeFixed64(b); n < 0 {
+				break
+			}
+			m.Avg300 = float64(math.Float64frombits(v))
+		case num == 4 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Total = uint64(v)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func size_io_containerd_cgroups_v2_PSIStats(m *stats2.PSIStats) (n int) {
+	if m == nil {
+		return 0
+	}
+	if m.Some != nil {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v2_PSIData(m.Some))
+	}
+	if m.Full != nil {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v2_PSIData(m.Full))
+	}
+	return n
+}
+
+func append_io_containerd_cgroups_v2_PSIStats(b []byte, m *stats2.PSIStats) ([]byte, error) {
+	if m == nil {
+		return b, nil
+	}
+	var err error
+	if m.Some != nil {
+		b = append(b, 0x0a)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v2_PSIData(m.Some)))
+		if b, err = append_io_containerd_cgroups_v2_PSIData(b, m.Some); err != nil {
+			return b, err
+		}
+	}
+	if m.Full != nil {
+		b = append(b, 0x12)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v2_PSIData(m.Full)))
+		if b, err = append_io_containerd_cgroups_v2_PSIData(b, m.Full); err != nil {
+			return b, err
+		}
+	}
+	return b, nil
+}
+
+func merge_io_containerd_cgroups_v2_PSIStats(b []byte, m *stats2.PSIStats) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if m.Some == nil {
+				m.Some = new(stats2.PSIData)
+			}
+			if err := merge_io_containerd_cgroups_v2_PSIData(v, m.Some); err != nil {
+				return err
+			}
+		case num == 2 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if m.Full == nil {
+				m.Full = new(stats2.PSIData)
+			}
+			if err := merge_io_containerd_cgroups_v2_PSIData(v, m.Full); err != nil {
+				return err
+			}
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func size_io_containerd_cgroups_v2_PidsStat(m *stats2.PidsStat) (n int) {
+	if m == nil {
+		return 0
+	}
+	if x := m.Current; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.Limit; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	return n
+}
+
+func append_io_containerd_cgroups_v2_PidsStat(b []byte, m *stats2.PidsStat) ([]byte, error) {
+	if m == nil {
+		return b, nil
+	}
+	if x := m.Current; x != 0 {
+		b = append(b, 0x08)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.Limit; x != 0 {
+		b = append(b, 0x10)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	return b, nil
+}
+
+func merge_io_containerd_cgroups_v2_PidsStat(b []byte, m *stats2.PidsStat) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Current = uint64(v)
+		case num == 2 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Limit = uint64(v)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func size_io_containerd_cgroups_v2_RdmaEntry(m *stats2.RdmaEntry) (n int) {
+	if m == nil {
+		return 0
+	}
+	if len(m.Device) > 0 {
+		n += 1 + protowire.SizeBytes(len(m.Device))
+	}
+	if x := m.HcaHandles; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	if x := m.HcaObjects; x != 0 {
+		n += 1 + protowire.SizeVarint(uint64(x))
+	}
+	return n
+}
+
+func append_io_containerd_cgroups_v2_RdmaEntry(b []byte, m *stats2.RdmaEntry) ([]byte, error) {
+	if m == nil {
+		return b, nil
+	}
+	if len(m.Device) > 0 {
+		if !utf8.ValidString(m.Device) {
+			return b, errUTF8("io.containerd.cgroups.v2.RdmaEntry.device")
+		}
+		b = append(b, 0x0a)
+		b = protowire.AppendString(b, m.Device)
+	}
+	if x := m.HcaHandles; x != 0 {
+		b = append(b, 0x10)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	if x := m.HcaObjects; x != 0 {
+		b = append(b, 0x18)
+		b = protowire.AppendVarint(b, uint64(x))
+	}
+	return b, nil
+}
+
+func merge_io_containerd_cgroups_v2_RdmaEntry(b []byte, m *stats2.RdmaEntry) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if !utf8.Valid(v) {
+				return errUTF8("io.containerd.cgroups.v2.RdmaEntry.device")
+			}
+			m.Device = string(v)
+		case num == 2 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.HcaHandles = uint32(v)
+		case num == 3 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.HcaObjects = uint32(v)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func size_io_containerd_cgroups_v2_RdmaStat(m *stats2.RdmaStat) (n int) {
+	if m == nil {
+		return 0
+	}
+	for _, e := range m.Current {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v2_RdmaEntry(e))
+	}
+	for _, e := range m.Limit {
+		n += 1 + protowire.SizeBytes(size_io_containerd_cgroups_v2_RdmaEntry(e))
+	}
+	return n
+}
+
+func append_io_containerd_cgroups_v2_RdmaStat(b []byte, m *stats2.RdmaStat) ([]byte, error) {
+	if m == nil {
+		return b, nil
+	}
+	var err error
+	for _, e := range m.Current {
+		b = append(b, 0x0a)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v2_RdmaEntry(e)))
+		if b, err = append_io_containerd_cgroups_v2_RdmaEntry(b, e); err != nil {
+			return b, err
+		}
+	}
+	for _, e := range m.Limit {
+		b = append(b, 0x12)
+		b = protowire.AppendVarint(b, uint64(size_io_containerd_cgroups_v2_RdmaEntry(e)))
+		if b, err = append_io_containerd_cgroups_v2_RdmaEntry(b, e); err != nil {
+			return b, err
+		}
+	}
+	return b, nil
+}
+
+func merge_io_containerd_cgroups_v2_RdmaStat(b []byte, m *stats2.RdmaStat) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			e := new(stats2.RdmaEntry)
+			if err := merge_io_containerd_cgroups_v2_RdmaEntry(v, e); err != nil {
+				return err
+			}
+			m.Current = append(m.Current, e)
+		case num == 2 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			e := new(stats2.RdmaEntry)
+			if err := merge_io_containerd_cgroups_v2_RdmaEntry(v, e); err != nil {
+				return err
+			}
+			m.Limit = append(m.Limit, e)
 		default:
 			n = protowire.ConsumeFieldValue(num, typ, b)
 		}

@@ -27,6 +27,7 @@ import (
 	"go/format"
 	"os"
 	"path"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"strconv"
@@ -39,6 +40,8 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	cgroup1stats "github.com/containerd/cgroups/v3/cgroup1/stats"
+	cgroup2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
 	"github.com/containerd/containerd/api/events"
 	bootstrap "github.com/containerd/containerd/api/runtime/bootstrap/v1"
 	taskv2 "github.com/containerd/containerd/api/runtime/task/v2"
@@ -64,6 +67,8 @@ var roots = []proto.Message{
 	&bootstrap.BootstrapResult{},    // `start`'s answer to containerd 2.x
 	&runcopts.Options{},             // runc's options
 	&runtimeoptions.Options{},       // CRI's runtime options
+	&cgroup1stats.Metrics{},         // a task's statistics, cgroup v1
+	&cgroup2stats.Metrics{},         // and v2
 	&emptypb.Empty{},                // answers without content
 	&status.Status{},                // error answers
 	&sandbox.CreateSandboxRequest{}, // the Sandbox API
@@ -72,22 +77,45 @@ var roots = []proto.Message{
 	&upgrade.UpgradeRequest{},       // in-place upgrade
 }
 
+// main writes the codec (codec/messages.gen.go) and the mirrors of
+// containerd's API packages (api/.../messages.gen.go) under the proto
+// directory given as its argument; with -check it writes nothing and fails
+// when a file differs from what it would write.
 func main() {
-	out := "messages.gen.go"
-	if len(os.Args) > 1 {
-		out = os.Args[1]
+	check := len(os.Args) > 1 && os.Args[1] == "-check"
+	args := os.Args[1:]
+	if check {
+		args = args[1:]
 	}
-	src, err := generate()
+	if len(args) != 1 {
+		fmt.Fprintln(os.Stderr, "usage: gen [-check] <proto directory>")
+		os.Exit(2)
+	}
+	files, err := generate()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "gen:", err)
 		os.Exit(1)
 	}
-	if out == "-" {
-		os.Stdout.Write(src)
-		return
+	stale := 0
+	for rel, src := range files {
+		file := filepath.Join(args[0], rel)
+		if check {
+			if have, err := os.ReadFile(file); err != nil || !bytes.Equal(have, src) {
+				fmt.Fprintln(os.Stderr, "gen: stale:", file)
+				stale++
+			}
+			continue
+		}
+		if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, "gen:", err)
+			os.Exit(1)
+		}
+		if err := os.WriteFile(file, src, 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "gen:", err)
+			os.Exit(1)
+		}
 	}
-	if err := os.WriteFile(out, src, 0o644); err != nil {
-		fmt.Fprintln(os.Stderr, "gen:", err)
+	if stale > 0 {
 		os.Exit(1)
 	}
 }
@@ -113,7 +141,7 @@ type generator struct {
 	buf      bytes.Buffer
 }
 
-func generate() ([]byte, error) {
+func generate() (map[string][]byte, error) {
 	g := &generator{
 		messages: map[protoreflect.FullName]*message{},
 		imports:  map[string]string{},
@@ -130,9 +158,14 @@ func generate() ([]byte, error) {
 	g.write()
 	src, err := format.Source(g.buf.Bytes())
 	if err != nil {
-		return g.buf.Bytes(), fmt.Errorf("format: %w", err)
+		return nil, fmt.Errorf("format: %w", err)
 	}
-	return src, nil
+	files, err := g.mirrors()
+	if err != nil {
+		return nil, err
+	}
+	files[filepath.Join("codec", "messages.gen.go")] = src
+	return files, nil
 }
 
 func (g *generator) addAll(msgs protoreflect.MessageDescriptors) error {
@@ -288,7 +321,7 @@ func (g *generator) pkg(importPath string) string {
 
 func (g *generator) nameTaken(name string) bool {
 	switch name {
-	case "protowire", "proto", "utf8", "math", "maps", "slices", "errors":
+	case "protowire", "utf8", "math", "maps", "slices", "errors":
 		return true
 	}
 	for _, n := range g.imports {
@@ -299,8 +332,14 @@ func (g *generator) nameTaken(name string) bool {
 	return false
 }
 
+// typeName is how this file names a message or enum type: containerd's API
+// types by their mirrors under proto/api.
 func (g *generator) typeName(t reflect.Type) string {
-	return g.pkg(t.PkgPath()) + "." + t.Name()
+	p := t.PkgPath()
+	if mp, ok := mirrorOf(p); ok {
+		p = mp
+	}
+	return g.pkg(p) + "." + t.Name()
 }
 
 // goField finds the struct field that holds fd, by the number in its tag.
@@ -422,7 +461,6 @@ func (g *generator) write() {
 	g.p(`"unicode/utf8"`)
 	g.p("")
 	g.p(`"google.golang.org/protobuf/encoding/protowire"`)
-	g.p(`"google.golang.org/protobuf/proto"`)
 	g.p("")
 	var paths []string
 	for p := range g.imports {
@@ -445,20 +483,23 @@ func (g *generator) write() {
 
 func (g *generator) writeDispatch() {
 	g.typeSwitch("size returns the encoded size of m, and false for a type not covered.",
-		"size(m proto.Message) (int, bool)", "m := m",
+		"size(m any) (int, bool)", "m := m",
 		func(m *message) string { return fmt.Sprintf("return size_%s(m), true", m.fn) }, "return 0, false")
 	g.typeSwitch("appendTo appends m's encoding to b; false for a type not covered.",
-		"appendTo(b []byte, m proto.Message) ([]byte, bool, error)", "m := m",
+		"appendTo(b []byte, m any) ([]byte, bool, error)", "m := m",
 		func(m *message) string { return fmt.Sprintf("b, err := append_%s(b, m); return b, true, err", m.fn) }, "return b, false, nil")
 	g.typeSwitch("merge decodes b into m; false for a type not covered.",
-		"merge(b []byte, m proto.Message) (bool, error)", "m := m",
+		"merge(b []byte, m any) (bool, error)", "m := m",
 		func(m *message) string { return fmt.Sprintf("return true, merge_%s(b, m)", m.fn) }, "return false, nil")
 	g.typeSwitch("name returns m's full protobuf name; false for a type not covered.",
-		"name(m proto.Message) (string, bool)", "m",
+		"name(m any) (string, bool)", "m",
 		func(m *message) string { return fmt.Sprintf("return %q, true", string(m.desc.FullName())) }, `return "", false`)
+	g.typeSwitch("isNil reports whether m is a nil pointer; false for a type not covered.",
+		"isNil(m any) (bool, bool)", "m := m",
+		func(m *message) string { return "return m == nil, true" }, "return false, false")
 	g.p("// allTypes returns a new message of every covered type (for tests).")
-	g.p("func allTypes() []proto.Message {")
-	g.p("return []proto.Message{")
+	g.p("func allTypes() []any {")
+	g.p("return []any{")
 	for _, name := range g.order {
 		g.p("new(%s),", g.typeName(g.messages[name].goType))
 	}
