@@ -67,7 +67,7 @@ func writeMemDebug() {
 	var samples []metrics.Sample
 	for _, d := range metrics.All() {
 		if strings.HasPrefix(d.Name, "/memory/classes/") || d.Name == "/sched/goroutines:goroutines" ||
-			strings.HasPrefix(d.Name, "/gc/heap/") || strings.HasPrefix(d.Name, "/gc/stack/") {
+			strings.HasPrefix(d.Name, "/gc/heap/") || strings.HasPrefix(d.Name, "/gc/stack/") || strings.HasPrefix(d.Name, "/gc/cycles/") {
 			samples = append(samples, metrics.Sample{Name: d.Name})
 		}
 	}

@@ -22,8 +22,11 @@ import (
 // A mapping holding any anonymous page is left alone: in a position-
 // independent build the loader's relocations make private copies of
 // read-only pages, and dropping those would revert them to the file.
+//
+// The heap goes back last: reading smaps makes garbage (a line of text per
+// field of ~100 mappings), which a collection before it would have left
+// resident until the next trim.
 func Trim() {
-	debug.FreeOSMemory()
 	for _, m := range ownReadOnlyMappings() {
 		// Newer kernels keep a freshly read or copied binary in the page
 		// cache as 2 MiB folios and map each with one PMD entry: without
@@ -32,6 +35,7 @@ func Trim() {
 		madvise(m.start, m.end-m.start, unix.MADV_RANDOM)
 		madvise(m.start, m.end-m.start, unix.MADV_DONTNEED)
 	}
+	debug.FreeOSMemory()
 }
 
 type mapping struct{ start, end uintptr }
