@@ -142,7 +142,7 @@ func RunDaemon(f Flags) error {
 	}
 	go r.Run(ctx)
 	go queue.Run()
-	trim := newTrimmer()
+	trim := newTrimmer(r)
 	var last lastRequest
 	last.Touch()
 	srv := ttrpcserver.New(ttrpcserver.Options{

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/example/containerd-shim-example-v2/internal/selftrim"
+	"github.com/example/containerd-shim-example-v2/reaper"
 	"github.com/example/containerd-shim-example-v2/service"
 )
 
@@ -49,8 +50,19 @@ type trimmer struct {
 // quietPeriod is how long the daemon waits after a request before trimming.
 const quietPeriod = 2 * time.Second
 
-func newTrimmer() *trimmer {
-	return &trimmer{touched: make(chan struct{}, 1), trim: selftrim.Trim}
+// minThreads is the threads an idle daemon needs: the main thread, the
+// runtime's monitor, the signal thread os/signal keeps for the reaper's
+// SIGCHLD and the template thread it implies. Threads beyond them that are
+// idle are ended at a trim (selftrim.EndIdleThreads).
+const minThreads = 4
+
+// newTrimmer returns a trimmer whose trim ends idle threads, when no child
+// tied to a thread runs (r.WhileUntethered), and then gives memory back.
+func newTrimmer(r *reaper.Reaper) *trimmer {
+	return &trimmer{touched: make(chan struct{}, 1), trim: func() {
+		r.WhileUntethered(func() { selftrim.EndIdleThreads(minThreads) })
+		selftrim.Trim()
+	}}
 }
 
 // Touch records a request. It never blocks: one pending touch says all.

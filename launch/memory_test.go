@@ -3,13 +3,15 @@ package launch
 import (
 	"testing"
 	"time"
+
+	"github.com/example/containerd-shim-example-v2/reaper"
 )
 
 // runTrimmer runs a trimmer whose trims are counted on the returned channel.
 func runTrimmer(t *testing.T, quiet, interval time.Duration) (*trimmer, <-chan struct{}) {
 	t.Helper()
 	trims := make(chan struct{}, 100)
-	tr := newTrimmer()
+	tr := newTrimmer(reaper.New())
 	tr.trim = func() { trims <- struct{}{} }
 	stop := make(chan struct{})
 	done := make(chan struct{})

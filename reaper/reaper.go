@@ -56,6 +56,13 @@ type Reaper struct {
 
 	orphans atomic.Uint64 // exits nobody claimed (for introspection and tests)
 
+	// tethered holds (under mu) the running children started with a
+	// parent-death signal (Start), which the kernel ties to the forking
+	// thread: while any runs, no thread may be ended. tetherMu is read-held
+	// by each such fork, so that WhileUntethered excludes forks in progress.
+	tethered map[int]struct{}
+	tetherMu sync.RWMutex
+
 	// An in-place upgrade pauses reaping (Pause): exits wait as zombies for
 	// the next binary. sweepMu is held by each sweep, so that Pause returns
 	// only once none runs; callbacks counts Then callbacks still running.
@@ -69,7 +76,7 @@ type Reaper struct {
 // New returns a reaper; call Run to start reaping.
 func New() *Reaper {
 	r := &Reaper{waiters: make(map[int]waiter), pending: make(map[int]pendingExit), open: make(map[*Window]struct{}),
-		kick: make(chan struct{}, 1)}
+		tethered: make(map[int]struct{}), kick: make(chan struct{}, 1)}
 	r.idle = sync.NewCond(&r.mu)
 	return r
 }
@@ -214,6 +221,7 @@ func (r *Reaper) dispatch(e Exit) {
 	r.reaped++
 	if w, ok := r.waiters[e.Pid]; ok {
 		delete(r.waiters, e.Pid)
+		delete(r.tethered, e.Pid)
 		r.deliver(w, e)
 		return
 	}
@@ -259,7 +267,11 @@ func (r *Reaper) Open() *Window {
 // it was reaped while the window was open, otherwise when it happens. An exit
 // of pid reaped before the window opened belonged to an earlier process (the
 // PID was reused): it stays for the windows older than this one.
-func (w *Window) Claim(pid int) <-chan Exit {
+func (w *Window) Claim(pid int) <-chan Exit { return w.claim(pid, false) }
+
+// claim is Claim; with tethered, a pid whose exit is still to come is
+// recorded as tethered until it is reaped.
+func (w *Window) claim(pid int, tethered bool) <-chan Exit {
 	ch := make(chan Exit, 1)
 	w.r.mu.Lock()
 	defer w.r.mu.Unlock()
@@ -269,7 +281,27 @@ func (w *Window) Claim(pid int) <-chan Exit {
 		return ch
 	}
 	w.r.waiters[pid] = waiter{ch: ch}
+	if tethered {
+		w.r.tethered[pid] = struct{}{}
+	}
 	return ch
+}
+
+// WhileUntethered runs fn, and returns true, if no child started with a
+// parent-death signal is running; no such child starts until fn returns.
+// Otherwise it returns false without running fn. fn may then end threads:
+// no running child is tied to one.
+func (r *Reaper) WhileUntethered(fn func()) bool {
+	r.tetherMu.Lock()
+	defer r.tetherMu.Unlock()
+	r.mu.Lock()
+	n := len(r.tethered)
+	r.mu.Unlock()
+	if n > 0 {
+		return false
+	}
+	fn()
+	return true
 }
 
 // Adopt claims the exit of a child that is already running, or already a

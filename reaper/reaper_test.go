@@ -3,6 +3,7 @@ package reaper
 import (
 	"context"
 	"os/exec"
+	"syscall"
 	"testing"
 	"time"
 
@@ -311,5 +312,60 @@ func TestAdoptDeliversEarlierExit(t *testing.T) {
 	go r.Run(ctx)
 	if e := waitExit(t, ch); e.Status != 9 {
 		t.Fatalf("status %d, want 9", e.Status)
+	}
+}
+
+// A child started with a parent-death signal is tethered to its forking
+// thread until it is reaped: WhileUntethered refuses meanwhile, and runs its
+// function again once the exit is in. A child without one does not count.
+func TestWhileUntetheredWaitsForTetheredChildren(t *testing.T) {
+	r := run(t)
+	ran := func() bool { return r.WhileUntethered(func() {}) }
+	if !ran() {
+		t.Fatal("refused with no child running")
+	}
+	plain, err := r.Start(exec.Command("/bin/sh", "-c", "sleep 0.3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ran() {
+		t.Fatal("refused while only a child without a parent-death signal runs")
+	}
+	tied := exec.Command("/bin/sh", "-c", "read x") // exits when stdin closes
+	tied.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	in, err := tied.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := r.Start(tied)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ran() {
+		t.Fatal("ran while a child tied to its forking thread runs")
+	}
+	in.Close()
+	waitExit(t, ch)
+	waitExit(t, plain)
+	if !ran() {
+		t.Fatal("still refused after the tied child was reaped")
+	}
+}
+
+// A tethered child that exits before Start has claimed it (reaped while the
+// launch window was open) leaves nothing tethered.
+func TestQuickTetheredExitLeavesNoTether(t *testing.T) {
+	r := run(t)
+	for i := 0; i < 20; i++ {
+		cmd := exec.Command("/bin/true")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		ch, err := r.Start(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitExit(t, ch)
+	}
+	if !r.WhileUntethered(func() {}) {
+		t.Fatal("a reaped child is still counted as tethered")
 	}
 }

@@ -1,0 +1,76 @@
+package selftrim
+
+import (
+	"bytes"
+	"os"
+	"runtime"
+	"strconv"
+	"time"
+)
+
+// EndIdleThreads ends threads the Go runtime keeps idle, until keep remain
+// or none is idle. Go never ends a thread it has started: a burst of
+// blocking system calls (forking runtime commands, writing cgroup files)
+// leaves threads parked for the process's life, each with its signal stack
+// and scheduler state (about 25 KiB of anonymous memory per thread in a shim,
+// measured). A goroutine that exits while locked to its thread ends that
+// thread; the scheduler then hands its P to an idle thread, or starts a new
+// one when none is idle, which is where this stops.
+//
+// The caller must make sure that no running child is tied to a thread (a
+// parent-death signal follows the forking thread; see reaper.Start), and
+// that nothing else depends on a particular idle thread. It returns how
+// many threads it ended.
+func EndIdleThreads(keep int) int {
+	ended, misses := 0, 0
+	for before := threads(); before > keep && misses < 2; {
+		done := make(chan struct{})
+		go func() {
+			runtime.LockOSThread()
+			close(done)
+			// Returning while locked ends the thread.
+		}()
+		<-done
+		// This goroutine goes on on another thread, idle before or new;
+		// the ended one leaves the count within moments.
+		after := before
+		for wait := 0; wait < 20 && after >= before; wait++ {
+			time.Sleep(100 * time.Microsecond)
+			after = threads()
+		}
+		if after == 0 {
+			return ended
+		}
+		if after >= before {
+			// Either the goroutine ran on the main thread, which the
+			// runtime parks instead of ending (once), or no thread was
+			// idle and the scheduler started one in its place: after two
+			// such misses in a row, nothing idle is left.
+			misses++
+			continue
+		}
+		ended += before - after
+		misses = 0
+		before = after
+	}
+	return ended
+}
+
+// threads is the process's thread count, from /proc/self/status (0 if it
+// cannot be read).
+func threads() int {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	_, rest, ok := bytes.Cut(b, []byte("\nThreads:"))
+	if !ok {
+		return 0
+	}
+	line, _, _ := bytes.Cut(rest, []byte("\n"))
+	n, err := strconv.Atoi(string(bytes.TrimSpace(line)))
+	if err != nil {
+		return 0
+	}
+	return n
+}

@@ -1,0 +1,44 @@
+package selftrim
+
+import (
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// A burst of blocking system calls leaves threads behind; EndIdleThreads
+// ends some of them, and the process goes on working.
+func TestEndIdleThreads(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1)) // as in the daemon
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = unix.Nanosleep(&unix.Timespec{Nsec: 50e6}, nil) // blocks its thread
+		}()
+	}
+	wg.Wait()
+	before := threads()
+	if before < 6 {
+		t.Skipf("only %d threads after the burst: nothing to end", before)
+	}
+	ended := EndIdleThreads(2)
+	time.Sleep(50 * time.Millisecond)
+	after := threads()
+	t.Logf("threads %d -> %d (%d ended)", before, after, ended)
+	if ended == 0 || after >= before {
+		t.Fatalf("threads %d -> %d, %d ended: want fewer", before, after, ended)
+	}
+	// Still working: goroutines run and block as before.
+	done := make(chan struct{})
+	go func() { _ = unix.Nanosleep(&unix.Timespec{Nsec: 1e6}, nil); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a goroutine did not run after the threads were ended")
+	}
+}
