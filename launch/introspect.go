@@ -2,11 +2,10 @@ package launch
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"time"
-
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/example/containerd-shim-example-v2/service"
 )
@@ -35,7 +34,9 @@ func Introspect(f Flags, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("introspect shim %s: %w", socket, err)
 	}
-	data, err := protojson.MarshalOptions{Multiline: true, EmitUnpopulated: true}.Marshal(resp)
+	// The mirrors' JSON names are protojson's (proto/codec/gen), so this is
+	// the JSON protojson would write, every field included.
+	data, err := json.MarshalIndent(resp, "", "  ")
 	if err != nil {
 		return err
 	}

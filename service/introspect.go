@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"runtime"
 	"strconv"
@@ -12,9 +11,9 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs/pkg/errgrpc"
-	"github.com/containerd/ttrpc"
 
 	"github.com/example/containerd-shim-example-v2/events"
+	"github.com/example/containerd-shim-example-v2/internal/ttrpcclient"
 	"github.com/example/containerd-shim-example-v2/process"
 	introspect "github.com/example/containerd-shim-example-v2/proto/introspect/v1"
 )
@@ -22,12 +21,10 @@ import (
 // Snapshot asks the daemon serving socket for its introspection snapshot:
 // the client side, for the `introspect` and `upgrade` commands.
 func Snapshot(ctx context.Context, socket string) (*introspect.SnapshotResponse, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", socket)
+	c, err := ttrpcclient.Dial(ctx, socket)
 	if err != nil {
 		return nil, fmt.Errorf("connect to shim %s: %w", socket, err)
 	}
-	c := ttrpc.NewClient(conn)
 	defer c.Close()
 	var resp introspect.SnapshotResponse
 	if err := c.Call(ctx, IntrospectService, "Snapshot", &introspect.SnapshotRequest{}, &resp); err != nil {

@@ -11,7 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
-	exampleopts "github.com/example/containerd-shim-example-v2/proto/options/v1"
+	exampleopts "github.com/example/containerd-shim-example-v2/proto/options/v1/pb"
 )
 
 func anyOf(t *testing.T, url string, m proto.Message) *anypb.Any {

@@ -6,14 +6,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/containerd/errdefs/pkg/errgrpc"
-	"github.com/containerd/ttrpc"
+
+	"github.com/example/containerd-shim-example-v2/internal/ttrpcclient"
 
 	upgradeapi "github.com/example/containerd-shim-example-v2/proto/upgrade/v1"
 	"github.com/example/containerd-shim-example-v2/service"
@@ -84,19 +84,21 @@ func Command(args []string, out io.Writer, daemonSocket func(args []string) stri
 	return nil
 }
 
-func dial(socket string) (*ttrpc.Client, error) {
-	conn, err := net.DialTimeout("unix", socket, 5*time.Second)
+func dial(ctx context.Context, socket string) (*ttrpcclient.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	c, err := ttrpcclient.Dial(ctx, socket)
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
-	return ttrpc.NewClient(conn), nil
+	return c, nil
 }
 
 // upgradeOne upgrades the daemon at socket and says what happened.
 func upgradeOne(socket, binary string, hold time.Duration) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), switchTimeout)
 	defer cancel()
-	c, err := dial(socket)
+	c, err := dial(ctx, socket)
 	if err != nil {
 		return "", err
 	}

@@ -4,8 +4,8 @@
 // github.com/containerd/containerd/api/events
 // as plain Go structs for the shim's own codec (proto/codec): the same names
 // and fields, without protobuf-go's registration at every start-up. Written
-// by proto/codec/gen from containerd's descriptors (`make proto`); the
-// codec's tests compare the encodings with containerd's package.
+// by proto/codec/gen from that package's descriptors (`make proto`); the
+// codec's tests compare the encodings with it.
 package events
 
 import (
@@ -15,8 +15,8 @@ import (
 
 // TaskCheckpointed is containerd.events.TaskCheckpointed.
 type TaskCheckpointed struct {
-	ContainerID string `json:"container_id,omitempty"`
-	Checkpoint  string `json:"checkpoint,omitempty"`
+	ContainerID string `json:"containerId"`
+	Checkpoint  string `json:"checkpoint"`
 }
 
 func (x *TaskCheckpointed) GetContainerID() string {
@@ -34,12 +34,12 @@ func (x *TaskCheckpointed) GetCheckpoint() string {
 
 // TaskCreate is containerd.events.TaskCreate.
 type TaskCreate struct {
-	ContainerID string            `json:"container_id,omitempty"`
-	Bundle      string            `json:"bundle,omitempty"`
-	Rootfs      []*apitypes.Mount `json:"rootfs,omitempty"`
-	IO          *TaskIO           `json:"io,omitempty"`
-	Checkpoint  string            `json:"checkpoint,omitempty"`
-	Pid         uint32            `json:"pid,omitempty"`
+	ContainerID string            `json:"containerId"`
+	Bundle      string            `json:"bundle"`
+	Rootfs      []*apitypes.Mount `json:"rootfs"`
+	IO          *TaskIO           `json:"io"`
+	Checkpoint  string            `json:"checkpoint"`
+	Pid         uint32            `json:"pid"`
 }
 
 func (x *TaskCreate) GetContainerID() string {
@@ -81,11 +81,11 @@ func (x *TaskCreate) GetPid() uint32 {
 
 // TaskDelete is containerd.events.TaskDelete.
 type TaskDelete struct {
-	ContainerID string                 `json:"container_id,omitempty"`
-	Pid         uint32                 `json:"pid,omitempty"`
-	ExitStatus  uint32                 `json:"exit_status,omitempty"`
-	ExitedAt    *timestamppb.Timestamp `json:"exited_at,omitempty"`
-	ID          string                 `json:"id,omitempty"`
+	ContainerID string                 `json:"containerId"`
+	Pid         uint32                 `json:"pid"`
+	ExitStatus  uint32                 `json:"exitStatus"`
+	ExitedAt    *timestamppb.Timestamp `json:"exitedAt"`
+	ID          string                 `json:"id"`
 }
 
 func (x *TaskDelete) GetContainerID() string {
@@ -121,8 +121,8 @@ func (x *TaskDelete) GetID() string {
 
 // TaskExecAdded is containerd.events.TaskExecAdded.
 type TaskExecAdded struct {
-	ContainerID string `json:"container_id,omitempty"`
-	ExecID      string `json:"exec_id,omitempty"`
+	ContainerID string `json:"containerId"`
+	ExecID      string `json:"execId"`
 }
 
 func (x *TaskExecAdded) GetContainerID() string {
@@ -140,9 +140,9 @@ func (x *TaskExecAdded) GetExecID() string {
 
 // TaskExecStarted is containerd.events.TaskExecStarted.
 type TaskExecStarted struct {
-	ContainerID string `json:"container_id,omitempty"`
-	ExecID      string `json:"exec_id,omitempty"`
-	Pid         uint32 `json:"pid,omitempty"`
+	ContainerID string `json:"containerId"`
+	ExecID      string `json:"execId"`
+	Pid         uint32 `json:"pid"`
 }
 
 func (x *TaskExecStarted) GetContainerID() string {
@@ -166,11 +166,11 @@ func (x *TaskExecStarted) GetPid() uint32 {
 
 // TaskExit is containerd.events.TaskExit.
 type TaskExit struct {
-	ContainerID string                 `json:"container_id,omitempty"`
-	ID          string                 `json:"id,omitempty"`
-	Pid         uint32                 `json:"pid,omitempty"`
-	ExitStatus  uint32                 `json:"exit_status,omitempty"`
-	ExitedAt    *timestamppb.Timestamp `json:"exited_at,omitempty"`
+	ContainerID string                 `json:"containerId"`
+	ID          string                 `json:"id"`
+	Pid         uint32                 `json:"pid"`
+	ExitStatus  uint32                 `json:"exitStatus"`
+	ExitedAt    *timestamppb.Timestamp `json:"exitedAt"`
 }
 
 func (x *TaskExit) GetContainerID() string {
@@ -206,10 +206,10 @@ func (x *TaskExit) GetExitedAt() *timestamppb.Timestamp {
 
 // TaskIO is containerd.events.TaskIO.
 type TaskIO struct {
-	Stdin    string `json:"stdin,omitempty"`
-	Stdout   string `json:"stdout,omitempty"`
-	Stderr   string `json:"stderr,omitempty"`
-	Terminal bool   `json:"terminal,omitempty"`
+	Stdin    string `json:"stdin"`
+	Stdout   string `json:"stdout"`
+	Stderr   string `json:"stderr"`
+	Terminal bool   `json:"terminal"`
 }
 
 func (x *TaskIO) GetStdin() string {
@@ -239,7 +239,7 @@ func (x *TaskIO) GetTerminal() bool {
 
 // TaskOOM is containerd.events.TaskOOM.
 type TaskOOM struct {
-	ContainerID string `json:"container_id,omitempty"`
+	ContainerID string `json:"containerId"`
 }
 
 func (x *TaskOOM) GetContainerID() string {
@@ -251,7 +251,7 @@ func (x *TaskOOM) GetContainerID() string {
 
 // TaskPaused is containerd.events.TaskPaused.
 type TaskPaused struct {
-	ContainerID string `json:"container_id,omitempty"`
+	ContainerID string `json:"containerId"`
 }
 
 func (x *TaskPaused) GetContainerID() string {
@@ -263,7 +263,7 @@ func (x *TaskPaused) GetContainerID() string {
 
 // TaskResumed is containerd.events.TaskResumed.
 type TaskResumed struct {
-	ContainerID string `json:"container_id,omitempty"`
+	ContainerID string `json:"containerId"`
 }
 
 func (x *TaskResumed) GetContainerID() string {
@@ -275,8 +275,8 @@ func (x *TaskResumed) GetContainerID() string {
 
 // TaskStart is containerd.events.TaskStart.
 type TaskStart struct {
-	ContainerID string `json:"container_id,omitempty"`
-	Pid         uint32 `json:"pid,omitempty"`
+	ContainerID string `json:"containerId"`
+	Pid         uint32 `json:"pid"`
 }
 
 func (x *TaskStart) GetContainerID() string {

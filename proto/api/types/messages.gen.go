@@ -4,8 +4,8 @@
 // github.com/containerd/containerd/api/types
 // as plain Go structs for the shim's own codec (proto/codec): the same names
 // and fields, without protobuf-go's registration at every start-up. Written
-// by proto/codec/gen from containerd's descriptors (`make proto`); the
-// codec's tests compare the encodings with containerd's package.
+// by proto/codec/gen from that package's descriptors (`make proto`); the
+// codec's tests compare the encodings with it.
 package types
 
 import (
@@ -15,10 +15,10 @@ import (
 
 // Envelope is containerd.types.Envelope.
 type Envelope struct {
-	Timestamp *timestamppb.Timestamp `json:"timestamp,omitempty"`
-	Namespace string                 `json:"namespace,omitempty"`
-	Topic     string                 `json:"topic,omitempty"`
-	Event     *anypb.Any             `json:"event,omitempty"`
+	Timestamp *timestamppb.Timestamp `json:"timestamp"`
+	Namespace string                 `json:"namespace"`
+	Topic     string                 `json:"topic"`
+	Event     *anypb.Any             `json:"event"`
 }
 
 func (x *Envelope) GetTimestamp() *timestamppb.Timestamp {
@@ -48,10 +48,10 @@ func (x *Envelope) GetEvent() *anypb.Any {
 
 // Mount is containerd.types.Mount.
 type Mount struct {
-	Type    string   `json:"type,omitempty"`
-	Source  string   `json:"source,omitempty"`
-	Target  string   `json:"target,omitempty"`
-	Options []string `json:"options,omitempty"`
+	Type    string   `json:"type"`
+	Source  string   `json:"source"`
+	Target  string   `json:"target"`
+	Options []string `json:"options"`
 }
 
 func (x *Mount) GetType() string {
@@ -81,11 +81,11 @@ func (x *Mount) GetOptions() []string {
 
 // RuntimeInfo is containerd.types.RuntimeInfo.
 type RuntimeInfo struct {
-	Name        string            `json:"name,omitempty"`
-	Version     *RuntimeVersion   `json:"version,omitempty"`
-	Options     *anypb.Any        `json:"options,omitempty"`
-	Features    *anypb.Any        `json:"features,omitempty"`
-	Annotations map[string]string `json:"annotations,omitempty"`
+	Name        string            `json:"name"`
+	Version     *RuntimeVersion   `json:"version"`
+	Options     *anypb.Any        `json:"options"`
+	Features    *anypb.Any        `json:"features"`
+	Annotations map[string]string `json:"annotations"`
 }
 
 func (x *RuntimeInfo) GetName() string {
@@ -121,8 +121,8 @@ func (x *RuntimeInfo) GetAnnotations() map[string]string {
 
 // RuntimeRequest is containerd.types.RuntimeRequest.
 type RuntimeRequest struct {
-	RuntimePath string     `json:"runtime_path,omitempty"`
-	Options     *anypb.Any `json:"options,omitempty"`
+	RuntimePath string     `json:"runtimePath"`
+	Options     *anypb.Any `json:"options"`
 }
 
 func (x *RuntimeRequest) GetRuntimePath() string {
@@ -140,8 +140,8 @@ func (x *RuntimeRequest) GetOptions() *anypb.Any {
 
 // RuntimeVersion is containerd.types.RuntimeVersion.
 type RuntimeVersion struct {
-	Version  string `json:"version,omitempty"`
-	Revision string `json:"revision,omitempty"`
+	Version  string `json:"version"`
+	Revision string `json:"revision"`
 }
 
 func (x *RuntimeVersion) GetVersion() string {

@@ -50,10 +50,10 @@ import (
 	runcopts "github.com/containerd/containerd/api/types/runc/options"
 	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
 
-	introspect "github.com/example/containerd-shim-example-v2/proto/introspect/v1"
-	options "github.com/example/containerd-shim-example-v2/proto/options/v1"
-	sandbox "github.com/example/containerd-shim-example-v2/proto/sandbox/v1"
-	upgrade "github.com/example/containerd-shim-example-v2/proto/upgrade/v1"
+	introspect "github.com/example/containerd-shim-example-v2/proto/introspect/v1/pb"
+	options "github.com/example/containerd-shim-example-v2/proto/options/v1/pb"
+	sandbox "github.com/example/containerd-shim-example-v2/proto/sandbox/v1/pb"
+	upgrade "github.com/example/containerd-shim-example-v2/proto/upgrade/v1/pb"
 )
 
 // roots name the .proto files whose messages the codec covers, each by one of

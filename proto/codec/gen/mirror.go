@@ -19,9 +19,12 @@ package main
 // generator reads their descriptors and structs, and the codec's tests
 // compare every mirrored type's encoding with proto.Marshal of containerd's.
 //
+// This project's own messages (proto/<name>/v1/*.proto) are mirrored the
+// same way: protoc-gen-go's code goes to proto/<name>/v1/pb, which only the
+// generator and tests link, and the shim's structs to proto/<name>/v1.
+//
 // What is not mirrored: the well-known types (Any, Timestamp, Empty) and
-// google.rpc.Status, which ttrpc links anyway, and this project's own
-// messages under proto/*/v1.
+// google.rpc.Status, which ttrpc links anyway.
 
 import (
 	"bytes"
@@ -45,8 +48,15 @@ var mirrored = []struct{ from, to string }{
 
 const protoDir = "github.com/example/containerd-shim-example-v2/proto/"
 
-// mirrorOf returns the import path of the mirror of a generated package.
+// mirrorOf returns the import path of the mirror of a generated package:
+// containerd's by the table above, and this project's own (protoc-gen-go's
+// code in proto/<name>/v1/pb) one directory up, beside its .proto.
 func mirrorOf(pkgPath string) (string, bool) {
+	if rest, ok := strings.CutPrefix(pkgPath, protoDir); ok {
+		if own, ok := strings.CutSuffix(rest, "/pb"); ok {
+			return protoDir + own, true
+		}
+	}
 	for _, m := range mirrored {
 		if rest, ok := strings.CutPrefix(pkgPath, m.from); ok {
 			return protoDir + m.to + rest, true
@@ -171,6 +181,22 @@ func (f *mirrorFile) importName(p string) string {
 	return name
 }
 
+// jsonTag names a field as protojson does (lowerCamelCase, 64-bit integers
+// as strings, every field written), so that encoding/json writes a mirror
+// as protojson would with EmitUnpopulated: the `introspect` action prints
+// its snapshot that way.
+func jsonTag(fd protoreflect.FieldDescriptor) string {
+	tag := fd.JSONName()
+	switch fd.Kind() {
+	case protoreflect.Int64Kind, protoreflect.Uint64Kind, protoreflect.Sint64Kind,
+		protoreflect.Fixed64Kind, protoreflect.Sfixed64Kind:
+		if !fd.IsList() {
+			tag += ",string"
+		}
+	}
+	return tag
+}
+
 // zero is the Go zero value of a field of type t, as a getter returns it.
 func zero(t reflect.Type) string {
 	switch t.Kind() {
@@ -220,6 +246,9 @@ func (f *mirrorFile) write() ([]byte, error) {
 		p("return strconv.Itoa(int(x))")
 		p("}")
 		p("")
+		p("// MarshalText writes the value's name, as protojson does.")
+		p("func (x %s) MarshalText() ([]byte, error) { return []byte(x.String()), nil }", t.Name())
+		p("")
 	}
 
 	sort.Slice(f.messages, func(i, j int) bool { return f.messages[i].goType.Name() < f.messages[j].goType.Name() })
@@ -229,11 +258,7 @@ func (f *mirrorFile) write() ([]byte, error) {
 		p("// %s is %s.", name, m.desc.FullName())
 		p("type %s struct {", name)
 		for _, fl := range fields {
-			tag := ""
-			if j := fl.goF.Tag.Get("json"); j != "" {
-				tag = fmt.Sprintf(" `json:%q`", j)
-			}
-			p("%s %s%s", fl.goF.Name, f.typeExpr(fl.goF.Type), tag)
+			p("%s %s `json:%q`", fl.goF.Name, f.typeExpr(fl.goF.Type), jsonTag(fl.fd))
 		}
 		p("}")
 		p("")
@@ -255,8 +280,8 @@ func (f *mirrorFile) write() ([]byte, error) {
 	fmt.Fprintf(&src, "// Package %s holds the messages of\n// %s\n", packageName(f.importPath), f.origin)
 	fmt.Fprintf(&src, "// as plain Go structs for the shim's own codec (proto/codec): the same names\n")
 	fmt.Fprintf(&src, "// and fields, without protobuf-go's registration at every start-up. Written\n")
-	fmt.Fprintf(&src, "// by proto/codec/gen from containerd's descriptors (`make proto`); the\n")
-	fmt.Fprintf(&src, "// codec's tests compare the encodings with containerd's package.\n")
+	fmt.Fprintf(&src, "// by proto/codec/gen from that package's descriptors (`make proto`); the\n")
+	fmt.Fprintf(&src, "// codec's tests compare the encodings with it.\n")
 	fmt.Fprintf(&src, "package %s\n\n", packageName(f.importPath))
 	var paths []string
 	for ip := range f.imports {

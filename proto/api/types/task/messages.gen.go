@@ -4,8 +4,8 @@
 // github.com/containerd/containerd/api/types/task
 // as plain Go structs for the shim's own codec (proto/codec): the same names
 // and fields, without protobuf-go's registration at every start-up. Written
-// by proto/codec/gen from containerd's descriptors (`make proto`); the
-// codec's tests compare the encodings with containerd's package.
+// by proto/codec/gen from that package's descriptors (`make proto`); the
+// codec's tests compare the encodings with it.
 package task
 
 import (
@@ -45,10 +45,13 @@ func (x Status) String() string {
 	return strconv.Itoa(int(x))
 }
 
+// MarshalText writes the value's name, as protojson does.
+func (x Status) MarshalText() ([]byte, error) { return []byte(x.String()), nil }
+
 // ProcessInfo is containerd.v1.types.ProcessInfo.
 type ProcessInfo struct {
-	Pid  uint32     `json:"pid,omitempty"`
-	Info *anypb.Any `json:"info,omitempty"`
+	Pid  uint32     `json:"pid"`
+	Info *anypb.Any `json:"info"`
 }
 
 func (x *ProcessInfo) GetPid() uint32 {

@@ -4,17 +4,17 @@
 // github.com/containerd/cgroups/v3/cgroup1/stats
 // as plain Go structs for the shim's own codec (proto/codec): the same names
 // and fields, without protobuf-go's registration at every start-up. Written
-// by proto/codec/gen from containerd's descriptors (`make proto`); the
-// codec's tests compare the encodings with containerd's package.
+// by proto/codec/gen from that package's descriptors (`make proto`); the
+// codec's tests compare the encodings with it.
 package stats
 
 // BlkIOEntry is io.containerd.cgroups.v1.BlkIOEntry.
 type BlkIOEntry struct {
-	Op     string `json:"op,omitempty"`
-	Device string `json:"device,omitempty"`
-	Major  uint64 `json:"major,omitempty"`
-	Minor  uint64 `json:"minor,omitempty"`
-	Value  uint64 `json:"value,omitempty"`
+	Op     string `json:"op"`
+	Device string `json:"device"`
+	Major  uint64 `json:"major,string"`
+	Minor  uint64 `json:"minor,string"`
+	Value  uint64 `json:"value,string"`
 }
 
 func (x *BlkIOEntry) GetOp() string {
@@ -50,14 +50,14 @@ func (x *BlkIOEntry) GetValue() uint64 {
 
 // BlkIOStat is io.containerd.cgroups.v1.BlkIOStat.
 type BlkIOStat struct {
-	IoServiceBytesRecursive []*BlkIOEntry `json:"io_service_bytes_recursive,omitempty"`
-	IoServicedRecursive     []*BlkIOEntry `json:"io_serviced_recursive,omitempty"`
-	IoQueuedRecursive       []*BlkIOEntry `json:"io_queued_recursive,omitempty"`
-	IoServiceTimeRecursive  []*BlkIOEntry `json:"io_service_time_recursive,omitempty"`
-	IoWaitTimeRecursive     []*BlkIOEntry `json:"io_wait_time_recursive,omitempty"`
-	IoMergedRecursive       []*BlkIOEntry `json:"io_merged_recursive,omitempty"`
-	IoTimeRecursive         []*BlkIOEntry `json:"io_time_recursive,omitempty"`
-	SectorsRecursive        []*BlkIOEntry `json:"sectors_recursive,omitempty"`
+	IoServiceBytesRecursive []*BlkIOEntry `json:"ioServiceBytesRecursive"`
+	IoServicedRecursive     []*BlkIOEntry `json:"ioServicedRecursive"`
+	IoQueuedRecursive       []*BlkIOEntry `json:"ioQueuedRecursive"`
+	IoServiceTimeRecursive  []*BlkIOEntry `json:"ioServiceTimeRecursive"`
+	IoWaitTimeRecursive     []*BlkIOEntry `json:"ioWaitTimeRecursive"`
+	IoMergedRecursive       []*BlkIOEntry `json:"ioMergedRecursive"`
+	IoTimeRecursive         []*BlkIOEntry `json:"ioTimeRecursive"`
+	SectorsRecursive        []*BlkIOEntry `json:"sectorsRecursive"`
 }
 
 func (x *BlkIOStat) GetIoServiceBytesRecursive() []*BlkIOEntry {
@@ -111,8 +111,8 @@ func (x *BlkIOStat) GetSectorsRecursive() []*BlkIOEntry {
 
 // CPUStat is io.containerd.cgroups.v1.CPUStat.
 type CPUStat struct {
-	Usage      *CPUUsage `json:"usage,omitempty"`
-	Throttling *Throttle `json:"throttling,omitempty"`
+	Usage      *CPUUsage `json:"usage"`
+	Throttling *Throttle `json:"throttling"`
 }
 
 func (x *CPUStat) GetUsage() *CPUUsage {
@@ -130,10 +130,10 @@ func (x *CPUStat) GetThrottling() *Throttle {
 
 // CPUUsage is io.containerd.cgroups.v1.CPUUsage.
 type CPUUsage struct {
-	Total  uint64   `json:"total,omitempty"`
-	Kernel uint64   `json:"kernel,omitempty"`
-	User   uint64   `json:"user,omitempty"`
-	PerCPU []uint64 `json:"per_cpu,omitempty"`
+	Total  uint64   `json:"total,string"`
+	Kernel uint64   `json:"kernel,string"`
+	User   uint64   `json:"user,string"`
+	PerCPU []uint64 `json:"perCpu"`
 }
 
 func (x *CPUUsage) GetTotal() uint64 {
@@ -163,11 +163,11 @@ func (x *CPUUsage) GetPerCPU() []uint64 {
 
 // CgroupStats is io.containerd.cgroups.v1.CgroupStats.
 type CgroupStats struct {
-	NrSleeping        uint64 `json:"nr_sleeping,omitempty"`
-	NrRunning         uint64 `json:"nr_running,omitempty"`
-	NrStopped         uint64 `json:"nr_stopped,omitempty"`
-	NrUninterruptible uint64 `json:"nr_uninterruptible,omitempty"`
-	NrIoWait          uint64 `json:"nr_io_wait,omitempty"`
+	NrSleeping        uint64 `json:"nrSleeping,string"`
+	NrRunning         uint64 `json:"nrRunning,string"`
+	NrStopped         uint64 `json:"nrStopped,string"`
+	NrUninterruptible uint64 `json:"nrUninterruptible,string"`
+	NrIoWait          uint64 `json:"nrIoWait,string"`
 }
 
 func (x *CgroupStats) GetNrSleeping() uint64 {
@@ -203,10 +203,10 @@ func (x *CgroupStats) GetNrIoWait() uint64 {
 
 // HugetlbStat is io.containerd.cgroups.v1.HugetlbStat.
 type HugetlbStat struct {
-	Usage    uint64 `json:"usage,omitempty"`
-	Max      uint64 `json:"max,omitempty"`
-	Failcnt  uint64 `json:"failcnt,omitempty"`
-	Pagesize string `json:"pagesize,omitempty"`
+	Usage    uint64 `json:"usage,string"`
+	Max      uint64 `json:"max,string"`
+	Failcnt  uint64 `json:"failcnt,string"`
+	Pagesize string `json:"pagesize"`
 }
 
 func (x *HugetlbStat) GetUsage() uint64 {
@@ -236,10 +236,10 @@ func (x *HugetlbStat) GetPagesize() string {
 
 // MemoryEntry is io.containerd.cgroups.v1.MemoryEntry.
 type MemoryEntry struct {
-	Limit   uint64 `json:"limit,omitempty"`
-	Usage   uint64 `json:"usage,omitempty"`
-	Max     uint64 `json:"max,omitempty"`
-	Failcnt uint64 `json:"failcnt,omitempty"`
+	Limit   uint64 `json:"limit,string"`
+	Usage   uint64 `json:"usage,string"`
+	Max     uint64 `json:"max,string"`
+	Failcnt uint64 `json:"failcnt,string"`
 }
 
 func (x *MemoryEntry) GetLimit() uint64 {
@@ -269,9 +269,9 @@ func (x *MemoryEntry) GetFailcnt() uint64 {
 
 // MemoryOomControl is io.containerd.cgroups.v1.MemoryOomControl.
 type MemoryOomControl struct {
-	OomKillDisable uint64 `json:"oom_kill_disable,omitempty"`
-	UnderOom       uint64 `json:"under_oom,omitempty"`
-	OomKill        uint64 `json:"oom_kill,omitempty"`
+	OomKillDisable uint64 `json:"oomKillDisable,string"`
+	UnderOom       uint64 `json:"underOom,string"`
+	OomKill        uint64 `json:"oomKill,string"`
 }
 
 func (x *MemoryOomControl) GetOomKillDisable() uint64 {
@@ -295,42 +295,42 @@ func (x *MemoryOomControl) GetOomKill() uint64 {
 
 // MemoryStat is io.containerd.cgroups.v1.MemoryStat.
 type MemoryStat struct {
-	Cache                   uint64       `json:"cache,omitempty"`
-	RSS                     uint64       `json:"rss,omitempty"`
-	RSSHuge                 uint64       `json:"rss_huge,omitempty"`
-	MappedFile              uint64       `json:"mapped_file,omitempty"`
-	Dirty                   uint64       `json:"dirty,omitempty"`
-	Writeback               uint64       `json:"writeback,omitempty"`
-	PgPgIn                  uint64       `json:"pg_pg_in,omitempty"`
-	PgPgOut                 uint64       `json:"pg_pg_out,omitempty"`
-	PgFault                 uint64       `json:"pg_fault,omitempty"`
-	PgMajFault              uint64       `json:"pg_maj_fault,omitempty"`
-	InactiveAnon            uint64       `json:"inactive_anon,omitempty"`
-	ActiveAnon              uint64       `json:"active_anon,omitempty"`
-	InactiveFile            uint64       `json:"inactive_file,omitempty"`
-	ActiveFile              uint64       `json:"active_file,omitempty"`
-	Unevictable             uint64       `json:"unevictable,omitempty"`
-	HierarchicalMemoryLimit uint64       `json:"hierarchical_memory_limit,omitempty"`
-	HierarchicalSwapLimit   uint64       `json:"hierarchical_swap_limit,omitempty"`
-	TotalCache              uint64       `json:"total_cache,omitempty"`
-	TotalRSS                uint64       `json:"total_rss,omitempty"`
-	TotalRSSHuge            uint64       `json:"total_rss_huge,omitempty"`
-	TotalMappedFile         uint64       `json:"total_mapped_file,omitempty"`
-	TotalDirty              uint64       `json:"total_dirty,omitempty"`
-	TotalWriteback          uint64       `json:"total_writeback,omitempty"`
-	TotalPgPgIn             uint64       `json:"total_pg_pg_in,omitempty"`
-	TotalPgPgOut            uint64       `json:"total_pg_pg_out,omitempty"`
-	TotalPgFault            uint64       `json:"total_pg_fault,omitempty"`
-	TotalPgMajFault         uint64       `json:"total_pg_maj_fault,omitempty"`
-	TotalInactiveAnon       uint64       `json:"total_inactive_anon,omitempty"`
-	TotalActiveAnon         uint64       `json:"total_active_anon,omitempty"`
-	TotalInactiveFile       uint64       `json:"total_inactive_file,omitempty"`
-	TotalActiveFile         uint64       `json:"total_active_file,omitempty"`
-	TotalUnevictable        uint64       `json:"total_unevictable,omitempty"`
-	Usage                   *MemoryEntry `json:"usage,omitempty"`
-	Swap                    *MemoryEntry `json:"swap,omitempty"`
-	Kernel                  *MemoryEntry `json:"kernel,omitempty"`
-	KernelTCP               *MemoryEntry `json:"kernel_tcp,omitempty"`
+	Cache                   uint64       `json:"cache,string"`
+	RSS                     uint64       `json:"rss,string"`
+	RSSHuge                 uint64       `json:"rssHuge,string"`
+	MappedFile              uint64       `json:"mappedFile,string"`
+	Dirty                   uint64       `json:"dirty,string"`
+	Writeback               uint64       `json:"writeback,string"`
+	PgPgIn                  uint64       `json:"pgPgIn,string"`
+	PgPgOut                 uint64       `json:"pgPgOut,string"`
+	PgFault                 uint64       `json:"pgFault,string"`
+	PgMajFault              uint64       `json:"pgMajFault,string"`
+	InactiveAnon            uint64       `json:"inactiveAnon,string"`
+	ActiveAnon              uint64       `json:"activeAnon,string"`
+	InactiveFile            uint64       `json:"inactiveFile,string"`
+	ActiveFile              uint64       `json:"activeFile,string"`
+	Unevictable             uint64       `json:"unevictable,string"`
+	HierarchicalMemoryLimit uint64       `json:"hierarchicalMemoryLimit,string"`
+	HierarchicalSwapLimit   uint64       `json:"hierarchicalSwapLimit,string"`
+	TotalCache              uint64       `json:"totalCache,string"`
+	TotalRSS                uint64       `json:"totalRss,string"`
+	TotalRSSHuge            uint64       `json:"totalRssHuge,string"`
+	TotalMappedFile         uint64       `json:"totalMappedFile,string"`
+	TotalDirty              uint64       `json:"totalDirty,string"`
+	TotalWriteback          uint64       `json:"totalWriteback,string"`
+	TotalPgPgIn             uint64       `json:"totalPgPgIn,string"`
+	TotalPgPgOut            uint64       `json:"totalPgPgOut,string"`
+	TotalPgFault            uint64       `json:"totalPgFault,string"`
+	TotalPgMajFault         uint64       `json:"totalPgMajFault,string"`
+	TotalInactiveAnon       uint64       `json:"totalInactiveAnon,string"`
+	TotalActiveAnon         uint64       `json:"totalActiveAnon,string"`
+	TotalInactiveFile       uint64       `json:"totalInactiveFile,string"`
+	TotalActiveFile         uint64       `json:"totalActiveFile,string"`
+	TotalUnevictable        uint64       `json:"totalUnevictable,string"`
+	Usage                   *MemoryEntry `json:"usage"`
+	Swap                    *MemoryEntry `json:"swap"`
+	Kernel                  *MemoryEntry `json:"kernel"`
+	KernelTCP               *MemoryEntry `json:"kernelTcp"`
 }
 
 func (x *MemoryStat) GetCache() uint64 {
@@ -552,15 +552,15 @@ func (x *MemoryStat) GetKernelTCP() *MemoryEntry {
 
 // Metrics is io.containerd.cgroups.v1.Metrics.
 type Metrics struct {
-	Hugetlb          []*HugetlbStat    `json:"hugetlb,omitempty"`
-	Pids             *PidsStat         `json:"pids,omitempty"`
-	CPU              *CPUStat          `json:"cpu,omitempty"`
-	Memory           *MemoryStat       `json:"memory,omitempty"`
-	Blkio            *BlkIOStat        `json:"blkio,omitempty"`
-	Rdma             *RdmaStat         `json:"rdma,omitempty"`
-	Network          []*NetworkStat    `json:"network,omitempty"`
-	CgroupStats      *CgroupStats      `json:"cgroup_stats,omitempty"`
-	MemoryOomControl *MemoryOomControl `json:"memory_oom_control,omitempty"`
+	Hugetlb          []*HugetlbStat    `json:"hugetlb"`
+	Pids             *PidsStat         `json:"pids"`
+	CPU              *CPUStat          `json:"cpu"`
+	Memory           *MemoryStat       `json:"memory"`
+	Blkio            *BlkIOStat        `json:"blkio"`
+	Rdma             *RdmaStat         `json:"rdma"`
+	Network          []*NetworkStat    `json:"network"`
+	CgroupStats      *CgroupStats      `json:"cgroupStats"`
+	MemoryOomControl *MemoryOomControl `json:"memoryOomControl"`
 }
 
 func (x *Metrics) GetHugetlb() []*HugetlbStat {
@@ -620,15 +620,15 @@ func (x *Metrics) GetMemoryOomControl() *MemoryOomControl {
 
 // NetworkStat is io.containerd.cgroups.v1.NetworkStat.
 type NetworkStat struct {
-	Name      string `json:"name,omitempty"`
-	RxBytes   uint64 `json:"rx_bytes,omitempty"`
-	RxPackets uint64 `json:"rx_packets,omitempty"`
-	RxErrors  uint64 `json:"rx_errors,omitempty"`
-	RxDropped uint64 `json:"rx_dropped,omitempty"`
-	TxBytes   uint64 `json:"tx_bytes,omitempty"`
-	TxPackets uint64 `json:"tx_packets,omitempty"`
-	TxErrors  uint64 `json:"tx_errors,omitempty"`
-	TxDropped uint64 `json:"tx_dropped,omitempty"`
+	Name      string `json:"name"`
+	RxBytes   uint64 `json:"rxBytes,string"`
+	RxPackets uint64 `json:"rxPackets,string"`
+	RxErrors  uint64 `json:"rxErrors,string"`
+	RxDropped uint64 `json:"rxDropped,string"`
+	TxBytes   uint64 `json:"txBytes,string"`
+	TxPackets uint64 `json:"txPackets,string"`
+	TxErrors  uint64 `json:"txErrors,string"`
+	TxDropped uint64 `json:"txDropped,string"`
 }
 
 func (x *NetworkStat) GetName() string {
@@ -688,8 +688,8 @@ func (x *NetworkStat) GetTxDropped() uint64 {
 
 // PidsStat is io.containerd.cgroups.v1.PidsStat.
 type PidsStat struct {
-	Current uint64 `json:"current,omitempty"`
-	Limit   uint64 `json:"limit,omitempty"`
+	Current uint64 `json:"current,string"`
+	Limit   uint64 `json:"limit,string"`
 }
 
 func (x *PidsStat) GetCurrent() uint64 {
@@ -707,9 +707,9 @@ func (x *PidsStat) GetLimit() uint64 {
 
 // RdmaEntry is io.containerd.cgroups.v1.RdmaEntry.
 type RdmaEntry struct {
-	Device     string `json:"device,omitempty"`
-	HcaHandles uint32 `json:"hca_handles,omitempty"`
-	HcaObjects uint32 `json:"hca_objects,omitempty"`
+	Device     string `json:"device"`
+	HcaHandles uint32 `json:"hcaHandles"`
+	HcaObjects uint32 `json:"hcaObjects"`
 }
 
 func (x *RdmaEntry) GetDevice() string {
@@ -733,8 +733,8 @@ func (x *RdmaEntry) GetHcaObjects() uint32 {
 
 // RdmaStat is io.containerd.cgroups.v1.RdmaStat.
 type RdmaStat struct {
-	Current []*RdmaEntry `json:"current,omitempty"`
-	Limit   []*RdmaEntry `json:"limit,omitempty"`
+	Current []*RdmaEntry `json:"current"`
+	Limit   []*RdmaEntry `json:"limit"`
 }
 
 func (x *RdmaStat) GetCurrent() []*RdmaEntry {
@@ -752,9 +752,9 @@ func (x *RdmaStat) GetLimit() []*RdmaEntry {
 
 // Throttle is io.containerd.cgroups.v1.Throttle.
 type Throttle struct {
-	Periods          uint64 `json:"periods,omitempty"`
-	ThrottledPeriods uint64 `json:"throttled_periods,omitempty"`
-	ThrottledTime    uint64 `json:"throttled_time,omitempty"`
+	Periods          uint64 `json:"periods,string"`
+	ThrottledPeriods uint64 `json:"throttledPeriods,string"`
+	ThrottledTime    uint64 `json:"throttledTime,string"`
 }
 
 func (x *Throttle) GetPeriods() uint64 {

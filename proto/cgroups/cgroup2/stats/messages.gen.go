@@ -4,21 +4,21 @@
 // github.com/containerd/cgroups/v3/cgroup2/stats
 // as plain Go structs for the shim's own codec (proto/codec): the same names
 // and fields, without protobuf-go's registration at every start-up. Written
-// by proto/codec/gen from containerd's descriptors (`make proto`); the
-// codec's tests compare the encodings with containerd's package.
+// by proto/codec/gen from that package's descriptors (`make proto`); the
+// codec's tests compare the encodings with it.
 package stats
 
 // CPUStat is io.containerd.cgroups.v2.CPUStat.
 type CPUStat struct {
-	UsageUsec     uint64    `json:"usage_usec,omitempty"`
-	UserUsec      uint64    `json:"user_usec,omitempty"`
-	SystemUsec    uint64    `json:"system_usec,omitempty"`
-	NrPeriods     uint64    `json:"nr_periods,omitempty"`
-	NrThrottled   uint64    `json:"nr_throttled,omitempty"`
-	ThrottledUsec uint64    `json:"throttled_usec,omitempty"`
-	PSI           *PSIStats `json:"psi,omitempty"`
-	NrBursts      uint64    `json:"nr_bursts,omitempty"`
-	BurstUsec     uint64    `json:"burst_usec,omitempty"`
+	UsageUsec     uint64    `json:"usageUsec,string"`
+	UserUsec      uint64    `json:"userUsec,string"`
+	SystemUsec    uint64    `json:"systemUsec,string"`
+	NrPeriods     uint64    `json:"nrPeriods,string"`
+	NrThrottled   uint64    `json:"nrThrottled,string"`
+	ThrottledUsec uint64    `json:"throttledUsec,string"`
+	PSI           *PSIStats `json:"psi"`
+	NrBursts      uint64    `json:"nrBursts,string"`
+	BurstUsec     uint64    `json:"burstUsec,string"`
 }
 
 func (x *CPUStat) GetUsageUsec() uint64 {
@@ -78,10 +78,10 @@ func (x *CPUStat) GetBurstUsec() uint64 {
 
 // HugeTlbStat is io.containerd.cgroups.v2.HugeTlbStat.
 type HugeTlbStat struct {
-	Current  uint64 `json:"current,omitempty"`
-	Max      uint64 `json:"max,omitempty"`
-	Pagesize string `json:"pagesize,omitempty"`
-	Failcnt  uint64 `json:"failcnt,omitempty"`
+	Current  uint64 `json:"current,string"`
+	Max      uint64 `json:"max,string"`
+	Pagesize string `json:"pagesize"`
+	Failcnt  uint64 `json:"failcnt,string"`
 }
 
 func (x *HugeTlbStat) GetCurrent() uint64 {
@@ -111,12 +111,12 @@ func (x *HugeTlbStat) GetFailcnt() uint64 {
 
 // IOEntry is io.containerd.cgroups.v2.IOEntry.
 type IOEntry struct {
-	Major  uint64 `json:"major,omitempty"`
-	Minor  uint64 `json:"minor,omitempty"`
-	Rbytes uint64 `json:"rbytes,omitempty"`
-	Wbytes uint64 `json:"wbytes,omitempty"`
-	Rios   uint64 `json:"rios,omitempty"`
-	Wios   uint64 `json:"wios,omitempty"`
+	Major  uint64 `json:"major,string"`
+	Minor  uint64 `json:"minor,string"`
+	Rbytes uint64 `json:"rbytes,string"`
+	Wbytes uint64 `json:"wbytes,string"`
+	Rios   uint64 `json:"rios,string"`
+	Wios   uint64 `json:"wios,string"`
 }
 
 func (x *IOEntry) GetMajor() uint64 {
@@ -158,8 +158,8 @@ func (x *IOEntry) GetWios() uint64 {
 
 // IOStat is io.containerd.cgroups.v2.IOStat.
 type IOStat struct {
-	Usage []*IOEntry `json:"usage,omitempty"`
-	PSI   *PSIStats  `json:"psi,omitempty"`
+	Usage []*IOEntry `json:"usage"`
+	PSI   *PSIStats  `json:"psi"`
 }
 
 func (x *IOStat) GetUsage() []*IOEntry {
@@ -177,12 +177,12 @@ func (x *IOStat) GetPSI() *PSIStats {
 
 // MemoryEvents is io.containerd.cgroups.v2.MemoryEvents.
 type MemoryEvents struct {
-	Low          uint64 `json:"low,omitempty"`
-	High         uint64 `json:"high,omitempty"`
-	Max          uint64 `json:"max,omitempty"`
-	Oom          uint64 `json:"oom,omitempty"`
-	OomKill      uint64 `json:"oom_kill,omitempty"`
-	OomGroupKill uint64 `json:"oom_group_kill,omitempty"`
+	Low          uint64 `json:"low,string"`
+	High         uint64 `json:"high,string"`
+	Max          uint64 `json:"max,string"`
+	Oom          uint64 `json:"oom,string"`
+	OomKill      uint64 `json:"oomKill,string"`
+	OomGroupKill uint64 `json:"oomGroupKill,string"`
 }
 
 func (x *MemoryEvents) GetLow() uint64 {
@@ -224,44 +224,44 @@ func (x *MemoryEvents) GetOomGroupKill() uint64 {
 
 // MemoryStat is io.containerd.cgroups.v2.MemoryStat.
 type MemoryStat struct {
-	Anon                  uint64    `json:"anon,omitempty"`
-	File                  uint64    `json:"file,omitempty"`
-	KernelStack           uint64    `json:"kernel_stack,omitempty"`
-	Slab                  uint64    `json:"slab,omitempty"`
-	Sock                  uint64    `json:"sock,omitempty"`
-	Shmem                 uint64    `json:"shmem,omitempty"`
-	FileMapped            uint64    `json:"file_mapped,omitempty"`
-	FileDirty             uint64    `json:"file_dirty,omitempty"`
-	FileWriteback         uint64    `json:"file_writeback,omitempty"`
-	AnonThp               uint64    `json:"anon_thp,omitempty"`
-	InactiveAnon          uint64    `json:"inactive_anon,omitempty"`
-	ActiveAnon            uint64    `json:"active_anon,omitempty"`
-	InactiveFile          uint64    `json:"inactive_file,omitempty"`
-	ActiveFile            uint64    `json:"active_file,omitempty"`
-	Unevictable           uint64    `json:"unevictable,omitempty"`
-	SlabReclaimable       uint64    `json:"slab_reclaimable,omitempty"`
-	SlabUnreclaimable     uint64    `json:"slab_unreclaimable,omitempty"`
-	Pgfault               uint64    `json:"pgfault,omitempty"`
-	Pgmajfault            uint64    `json:"pgmajfault,omitempty"`
-	WorkingsetRefault     uint64    `json:"workingset_refault,omitempty"`
-	WorkingsetActivate    uint64    `json:"workingset_activate,omitempty"`
-	WorkingsetNodereclaim uint64    `json:"workingset_nodereclaim,omitempty"`
-	Pgrefill              uint64    `json:"pgrefill,omitempty"`
-	Pgscan                uint64    `json:"pgscan,omitempty"`
-	Pgsteal               uint64    `json:"pgsteal,omitempty"`
-	Pgactivate            uint64    `json:"pgactivate,omitempty"`
-	Pgdeactivate          uint64    `json:"pgdeactivate,omitempty"`
-	Pglazyfree            uint64    `json:"pglazyfree,omitempty"`
-	Pglazyfreed           uint64    `json:"pglazyfreed,omitempty"`
-	ThpFaultAlloc         uint64    `json:"thp_fault_alloc,omitempty"`
-	ThpCollapseAlloc      uint64    `json:"thp_collapse_alloc,omitempty"`
-	Usage                 uint64    `json:"usage,omitempty"`
-	UsageLimit            uint64    `json:"usage_limit,omitempty"`
-	SwapUsage             uint64    `json:"swap_usage,omitempty"`
-	SwapLimit             uint64    `json:"swap_limit,omitempty"`
-	MaxUsage              uint64    `json:"max_usage,omitempty"`
-	SwapMaxUsage          uint64    `json:"swap_max_usage,omitempty"`
-	PSI                   *PSIStats `json:"psi,omitempty"`
+	Anon                  uint64    `json:"anon,string"`
+	File                  uint64    `json:"file,string"`
+	KernelStack           uint64    `json:"kernelStack,string"`
+	Slab                  uint64    `json:"slab,string"`
+	Sock                  uint64    `json:"sock,string"`
+	Shmem                 uint64    `json:"shmem,string"`
+	FileMapped            uint64    `json:"fileMapped,string"`
+	FileDirty             uint64    `json:"fileDirty,string"`
+	FileWriteback         uint64    `json:"fileWriteback,string"`
+	AnonThp               uint64    `json:"anonThp,string"`
+	InactiveAnon          uint64    `json:"inactiveAnon,string"`
+	ActiveAnon            uint64    `json:"activeAnon,string"`
+	InactiveFile          uint64    `json:"inactiveFile,string"`
+	ActiveFile            uint64    `json:"activeFile,string"`
+	Unevictable           uint64    `json:"unevictable,string"`
+	SlabReclaimable       uint64    `json:"slabReclaimable,string"`
+	SlabUnreclaimable     uint64    `json:"slabUnreclaimable,string"`
+	Pgfault               uint64    `json:"pgfault,string"`
+	Pgmajfault            uint64    `json:"pgmajfault,string"`
+	WorkingsetRefault     uint64    `json:"workingsetRefault,string"`
+	WorkingsetActivate    uint64    `json:"workingsetActivate,string"`
+	WorkingsetNodereclaim uint64    `json:"workingsetNodereclaim,string"`
+	Pgrefill              uint64    `json:"pgrefill,string"`
+	Pgscan                uint64    `json:"pgscan,string"`
+	Pgsteal               uint64    `json:"pgsteal,string"`
+	Pgactivate            uint64    `json:"pgactivate,string"`
+	Pgdeactivate          uint64    `json:"pgdeactivate,string"`
+	Pglazyfree            uint64    `json:"pglazyfree,string"`
+	Pglazyfreed           uint64    `json:"pglazyfreed,string"`
+	ThpFaultAlloc         uint64    `json:"thpFaultAlloc,string"`
+	ThpCollapseAlloc      uint64    `json:"thpCollapseAlloc,string"`
+	Usage                 uint64    `json:"usage,string"`
+	UsageLimit            uint64    `json:"usageLimit,string"`
+	SwapUsage             uint64    `json:"swapUsage,string"`
+	SwapLimit             uint64    `json:"swapLimit,string"`
+	MaxUsage              uint64    `json:"maxUsage,string"`
+	SwapMaxUsage          uint64    `json:"swapMaxUsage,string"`
+	PSI                   *PSIStats `json:"psi"`
 }
 
 func (x *MemoryStat) GetAnon() uint64 {
@@ -495,14 +495,14 @@ func (x *MemoryStat) GetPSI() *PSIStats {
 
 // Metrics is io.containerd.cgroups.v2.Metrics.
 type Metrics struct {
-	Pids         *PidsStat      `json:"pids,omitempty"`
-	CPU          *CPUStat       `json:"cpu,omitempty"`
-	Memory       *MemoryStat    `json:"memory,omitempty"`
-	Rdma         *RdmaStat      `json:"rdma,omitempty"`
-	Io           *IOStat        `json:"io,omitempty"`
-	Hugetlb      []*HugeTlbStat `json:"hugetlb,omitempty"`
-	MemoryEvents *MemoryEvents  `json:"memory_events,omitempty"`
-	Network      []*NetworkStat `json:"network,omitempty"`
+	Pids         *PidsStat      `json:"pids"`
+	CPU          *CPUStat       `json:"cpu"`
+	Memory       *MemoryStat    `json:"memory"`
+	Rdma         *RdmaStat      `json:"rdma"`
+	Io           *IOStat        `json:"io"`
+	Hugetlb      []*HugeTlbStat `json:"hugetlb"`
+	MemoryEvents *MemoryEvents  `json:"memoryEvents"`
+	Network      []*NetworkStat `json:"network"`
 }
 
 func (x *Metrics) GetPids() *PidsStat {
@@ -556,15 +556,15 @@ func (x *Metrics) GetNetwork() []*NetworkStat {
 
 // NetworkStat is io.containerd.cgroups.v2.NetworkStat.
 type NetworkStat struct {
-	Name      string `json:"name,omitempty"`
-	RxBytes   uint64 `json:"rx_bytes,omitempty"`
-	RxPackets uint64 `json:"rx_packets,omitempty"`
-	RxErrors  uint64 `json:"rx_errors,omitempty"`
-	RxDropped uint64 `json:"rx_dropped,omitempty"`
-	TxBytes   uint64 `json:"tx_bytes,omitempty"`
-	TxPackets uint64 `json:"tx_packets,omitempty"`
-	TxErrors  uint64 `json:"tx_errors,omitempty"`
-	TxDropped uint64 `json:"tx_dropped,omitempty"`
+	Name      string `json:"name"`
+	RxBytes   uint64 `json:"rxBytes,string"`
+	RxPackets uint64 `json:"rxPackets,string"`
+	RxErrors  uint64 `json:"rxErrors,string"`
+	RxDropped uint64 `json:"rxDropped,string"`
+	TxBytes   uint64 `json:"txBytes,string"`
+	TxPackets uint64 `json:"txPackets,string"`
+	TxErrors  uint64 `json:"txErrors,string"`
+	TxDropped uint64 `json:"txDropped,string"`
 }
 
 func (x *NetworkStat) GetName() string {
@@ -624,10 +624,10 @@ func (x *NetworkStat) GetTxDropped() uint64 {
 
 // PSIData is io.containerd.cgroups.v2.PSIData.
 type PSIData struct {
-	Avg10  float64 `json:"avg10,omitempty"`
-	Avg60  float64 `json:"avg60,omitempty"`
-	Avg300 float64 `json:"avg300,omitempty"`
-	Total  uint64  `json:"total,omitempty"`
+	Avg10  float64 `json:"avg10"`
+	Avg60  float64 `json:"avg60"`
+	Avg300 float64 `json:"avg300"`
+	Total  uint64  `json:"total,string"`
 }
 
 func (x *PSIData) GetAvg10() float64 {
@@ -657,8 +657,8 @@ func (x *PSIData) GetTotal() uint64 {
 
 // PSIStats is io.containerd.cgroups.v2.PSIStats.
 type PSIStats struct {
-	Some *PSIData `json:"some,omitempty"`
-	Full *PSIData `json:"full,omitempty"`
+	Some *PSIData `json:"some"`
+	Full *PSIData `json:"full"`
 }
 
 func (x *PSIStats) GetSome() *PSIData {
@@ -676,8 +676,8 @@ func (x *PSIStats) GetFull() *PSIData {
 
 // PidsStat is io.containerd.cgroups.v2.PidsStat.
 type PidsStat struct {
-	Current uint64 `json:"current,omitempty"`
-	Limit   uint64 `json:"limit,omitempty"`
+	Current uint64 `json:"current,string"`
+	Limit   uint64 `json:"limit,string"`
 }
 
 func (x *PidsStat) GetCurrent() uint64 {
@@ -695,9 +695,9 @@ func (x *PidsStat) GetLimit() uint64 {
 
 // RdmaEntry is io.containerd.cgroups.v2.RdmaEntry.
 type RdmaEntry struct {
-	Device     string `json:"device,omitempty"`
-	HcaHandles uint32 `json:"hca_handles,omitempty"`
-	HcaObjects uint32 `json:"hca_objects,omitempty"`
+	Device     string `json:"device"`
+	HcaHandles uint32 `json:"hcaHandles"`
+	HcaObjects uint32 `json:"hcaObjects"`
 }
 
 func (x *RdmaEntry) GetDevice() string {
@@ -721,8 +721,8 @@ func (x *RdmaEntry) GetHcaObjects() uint32 {
 
 // RdmaStat is io.containerd.cgroups.v2.RdmaStat.
 type RdmaStat struct {
-	Current []*RdmaEntry `json:"current,omitempty"`
-	Limit   []*RdmaEntry `json:"limit,omitempty"`
+	Current []*RdmaEntry `json:"current"`
+	Limit   []*RdmaEntry `json:"limit"`
 }
 
 func (x *RdmaStat) GetCurrent() []*RdmaEntry {

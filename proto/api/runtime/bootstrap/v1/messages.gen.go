@@ -4,8 +4,8 @@
 // github.com/containerd/containerd/api/runtime/bootstrap/v1
 // as plain Go structs for the shim's own codec (proto/codec): the same names
 // and fields, without protobuf-go's registration at every start-up. Written
-// by proto/codec/gen from containerd's descriptors (`make proto`); the
-// codec's tests compare the encodings with containerd's package.
+// by proto/codec/gen from that package's descriptors (`make proto`); the
+// codec's tests compare the encodings with it.
 package bootstrap
 
 import (
@@ -29,6 +29,9 @@ func (x Capability) String() string {
 	}
 	return strconv.Itoa(int(x))
 }
+
+// MarshalText writes the value's name, as protojson does.
+func (x Capability) MarshalText() ([]byte, error) { return []byte(x.String()), nil }
 
 // LogLevel is containerd.runtime.bootstrap.v1.LogLevel.
 type LogLevel int32
@@ -64,17 +67,20 @@ func (x LogLevel) String() string {
 	return strconv.Itoa(int(x))
 }
 
+// MarshalText writes the value's name, as protojson does.
+func (x LogLevel) MarshalText() ([]byte, error) { return []byte(x.String()), nil }
+
 // BootstrapParams is containerd.runtime.bootstrap.v1.BootstrapParams.
 type BootstrapParams struct {
-	InstanceID             string       `json:"instance_id,omitempty"`
-	Namespace              string       `json:"namespace,omitempty"`
-	LogLevel               LogLevel     `json:"log_level,omitempty"`
-	ContainerdVersion      string       `json:"containerd_version,omitempty"`
-	ContainerdTtrpcAddress string       `json:"containerd_ttrpc_address,omitempty"`
-	ContainerdGrpcAddress  string       `json:"containerd_grpc_address,omitempty"`
-	ContainerdBinary       string       `json:"containerd_binary,omitempty"`
-	Extensions             []*Extension `json:"extensions,omitempty"`
-	SocketDir              *string      `json:"socket_dir,omitempty"`
+	InstanceID             string       `json:"instanceId"`
+	Namespace              string       `json:"namespace"`
+	LogLevel               LogLevel     `json:"logLevel"`
+	ContainerdVersion      string       `json:"containerdVersion"`
+	ContainerdTtrpcAddress string       `json:"containerdTtrpcAddress"`
+	ContainerdGrpcAddress  string       `json:"containerdGrpcAddress"`
+	ContainerdBinary       string       `json:"containerdBinary"`
+	Extensions             []*Extension `json:"extensions"`
+	SocketDir              *string      `json:"socketDir"`
 }
 
 func (x *BootstrapParams) GetInstanceID() string {
@@ -134,12 +140,12 @@ func (x *BootstrapParams) GetSocketDir() string {
 
 // BootstrapResult is containerd.runtime.bootstrap.v1.BootstrapResult.
 type BootstrapResult struct {
-	Version      int32             `json:"version,omitempty"`
-	Address      string            `json:"address,omitempty"`
-	Protocol     string            `json:"protocol,omitempty"`
-	Capabilities []Capability      `json:"capabilities,omitempty"`
-	Metadata     map[string]string `json:"metadata,omitempty"`
-	Extensions   []*Extension      `json:"extensions,omitempty"`
+	Version      int32             `json:"version"`
+	Address      string            `json:"address"`
+	Protocol     string            `json:"protocol"`
+	Capabilities []Capability      `json:"capabilities"`
+	Metadata     map[string]string `json:"metadata"`
+	Extensions   []*Extension      `json:"extensions"`
 }
 
 func (x *BootstrapResult) GetVersion() int32 {
@@ -181,7 +187,7 @@ func (x *BootstrapResult) GetExtensions() []*Extension {
 
 // Extension is containerd.runtime.bootstrap.v1.Extension.
 type Extension struct {
-	Value *anypb.Any `json:"value,omitempty"`
+	Value *anypb.Any `json:"value"`
 }
 
 func (x *Extension) GetValue() *anypb.Any {

@@ -4,8 +4,8 @@
 // github.com/containerd/containerd/api/runtime/task/v2
 // as plain Go structs for the shim's own codec (proto/codec): the same names
 // and fields, without protobuf-go's registration at every start-up. Written
-// by proto/codec/gen from containerd's descriptors (`make proto`); the
-// codec's tests compare the encodings with containerd's package.
+// by proto/codec/gen from that package's descriptors (`make proto`); the
+// codec's tests compare the encodings with it.
 package task
 
 import (
@@ -17,9 +17,9 @@ import (
 
 // CheckpointTaskRequest is containerd.task.v2.CheckpointTaskRequest.
 type CheckpointTaskRequest struct {
-	ID      string     `json:"id,omitempty"`
-	Path    string     `json:"path,omitempty"`
-	Options *anypb.Any `json:"options,omitempty"`
+	ID      string     `json:"id"`
+	Path    string     `json:"path"`
+	Options *anypb.Any `json:"options"`
 }
 
 func (x *CheckpointTaskRequest) GetID() string {
@@ -43,9 +43,9 @@ func (x *CheckpointTaskRequest) GetOptions() *anypb.Any {
 
 // CloseIORequest is containerd.task.v2.CloseIORequest.
 type CloseIORequest struct {
-	ID     string `json:"id,omitempty"`
-	ExecID string `json:"exec_id,omitempty"`
-	Stdin  bool   `json:"stdin,omitempty"`
+	ID     string `json:"id"`
+	ExecID string `json:"execId"`
+	Stdin  bool   `json:"stdin"`
 }
 
 func (x *CloseIORequest) GetID() string {
@@ -69,7 +69,7 @@ func (x *CloseIORequest) GetStdin() bool {
 
 // ConnectRequest is containerd.task.v2.ConnectRequest.
 type ConnectRequest struct {
-	ID string `json:"id,omitempty"`
+	ID string `json:"id"`
 }
 
 func (x *ConnectRequest) GetID() string {
@@ -81,9 +81,9 @@ func (x *ConnectRequest) GetID() string {
 
 // ConnectResponse is containerd.task.v2.ConnectResponse.
 type ConnectResponse struct {
-	ShimPid uint32 `json:"shim_pid,omitempty"`
-	TaskPid uint32 `json:"task_pid,omitempty"`
-	Version string `json:"version,omitempty"`
+	ShimPid uint32 `json:"shimPid"`
+	TaskPid uint32 `json:"taskPid"`
+	Version string `json:"version"`
 }
 
 func (x *ConnectResponse) GetShimPid() uint32 {
@@ -107,16 +107,16 @@ func (x *ConnectResponse) GetVersion() string {
 
 // CreateTaskRequest is containerd.task.v2.CreateTaskRequest.
 type CreateTaskRequest struct {
-	ID               string            `json:"id,omitempty"`
-	Bundle           string            `json:"bundle,omitempty"`
-	Rootfs           []*apitypes.Mount `json:"rootfs,omitempty"`
-	Terminal         bool              `json:"terminal,omitempty"`
-	Stdin            string            `json:"stdin,omitempty"`
-	Stdout           string            `json:"stdout,omitempty"`
-	Stderr           string            `json:"stderr,omitempty"`
-	Checkpoint       string            `json:"checkpoint,omitempty"`
-	ParentCheckpoint string            `json:"parent_checkpoint,omitempty"`
-	Options          *anypb.Any        `json:"options,omitempty"`
+	ID               string            `json:"id"`
+	Bundle           string            `json:"bundle"`
+	Rootfs           []*apitypes.Mount `json:"rootfs"`
+	Terminal         bool              `json:"terminal"`
+	Stdin            string            `json:"stdin"`
+	Stdout           string            `json:"stdout"`
+	Stderr           string            `json:"stderr"`
+	Checkpoint       string            `json:"checkpoint"`
+	ParentCheckpoint string            `json:"parentCheckpoint"`
+	Options          *anypb.Any        `json:"options"`
 }
 
 func (x *CreateTaskRequest) GetID() string {
@@ -182,7 +182,7 @@ func (x *CreateTaskRequest) GetOptions() *anypb.Any {
 
 // CreateTaskResponse is containerd.task.v2.CreateTaskResponse.
 type CreateTaskResponse struct {
-	Pid uint32 `json:"pid,omitempty"`
+	Pid uint32 `json:"pid"`
 }
 
 func (x *CreateTaskResponse) GetPid() uint32 {
@@ -194,8 +194,8 @@ func (x *CreateTaskResponse) GetPid() uint32 {
 
 // DeleteRequest is containerd.task.v2.DeleteRequest.
 type DeleteRequest struct {
-	ID     string `json:"id,omitempty"`
-	ExecID string `json:"exec_id,omitempty"`
+	ID     string `json:"id"`
+	ExecID string `json:"execId"`
 }
 
 func (x *DeleteRequest) GetID() string {
@@ -213,9 +213,9 @@ func (x *DeleteRequest) GetExecID() string {
 
 // DeleteResponse is containerd.task.v2.DeleteResponse.
 type DeleteResponse struct {
-	Pid        uint32                 `json:"pid,omitempty"`
-	ExitStatus uint32                 `json:"exit_status,omitempty"`
-	ExitedAt   *timestamppb.Timestamp `json:"exited_at,omitempty"`
+	Pid        uint32                 `json:"pid"`
+	ExitStatus uint32                 `json:"exitStatus"`
+	ExitedAt   *timestamppb.Timestamp `json:"exitedAt"`
 }
 
 func (x *DeleteResponse) GetPid() uint32 {
@@ -239,13 +239,13 @@ func (x *DeleteResponse) GetExitedAt() *timestamppb.Timestamp {
 
 // ExecProcessRequest is containerd.task.v2.ExecProcessRequest.
 type ExecProcessRequest struct {
-	ID       string     `json:"id,omitempty"`
-	ExecID   string     `json:"exec_id,omitempty"`
-	Terminal bool       `json:"terminal,omitempty"`
-	Stdin    string     `json:"stdin,omitempty"`
-	Stdout   string     `json:"stdout,omitempty"`
-	Stderr   string     `json:"stderr,omitempty"`
-	Spec     *anypb.Any `json:"spec,omitempty"`
+	ID       string     `json:"id"`
+	ExecID   string     `json:"execId"`
+	Terminal bool       `json:"terminal"`
+	Stdin    string     `json:"stdin"`
+	Stdout   string     `json:"stdout"`
+	Stderr   string     `json:"stderr"`
+	Spec     *anypb.Any `json:"spec"`
 }
 
 func (x *ExecProcessRequest) GetID() string {
@@ -297,10 +297,10 @@ type ExecProcessResponse struct {
 
 // KillRequest is containerd.task.v2.KillRequest.
 type KillRequest struct {
-	ID     string `json:"id,omitempty"`
-	ExecID string `json:"exec_id,omitempty"`
-	Signal uint32 `json:"signal,omitempty"`
-	All    bool   `json:"all,omitempty"`
+	ID     string `json:"id"`
+	ExecID string `json:"execId"`
+	Signal uint32 `json:"signal"`
+	All    bool   `json:"all"`
 }
 
 func (x *KillRequest) GetID() string {
@@ -330,7 +330,7 @@ func (x *KillRequest) GetAll() bool {
 
 // PauseRequest is containerd.task.v2.PauseRequest.
 type PauseRequest struct {
-	ID string `json:"id,omitempty"`
+	ID string `json:"id"`
 }
 
 func (x *PauseRequest) GetID() string {
@@ -342,7 +342,7 @@ func (x *PauseRequest) GetID() string {
 
 // PidsRequest is containerd.task.v2.PidsRequest.
 type PidsRequest struct {
-	ID string `json:"id,omitempty"`
+	ID string `json:"id"`
 }
 
 func (x *PidsRequest) GetID() string {
@@ -354,7 +354,7 @@ func (x *PidsRequest) GetID() string {
 
 // PidsResponse is containerd.task.v2.PidsResponse.
 type PidsResponse struct {
-	Processes []*apitypestask.ProcessInfo `json:"processes,omitempty"`
+	Processes []*apitypestask.ProcessInfo `json:"processes"`
 }
 
 func (x *PidsResponse) GetProcesses() []*apitypestask.ProcessInfo {
@@ -366,10 +366,10 @@ func (x *PidsResponse) GetProcesses() []*apitypestask.ProcessInfo {
 
 // ResizePtyRequest is containerd.task.v2.ResizePtyRequest.
 type ResizePtyRequest struct {
-	ID     string `json:"id,omitempty"`
-	ExecID string `json:"exec_id,omitempty"`
-	Width  uint32 `json:"width,omitempty"`
-	Height uint32 `json:"height,omitempty"`
+	ID     string `json:"id"`
+	ExecID string `json:"execId"`
+	Width  uint32 `json:"width"`
+	Height uint32 `json:"height"`
 }
 
 func (x *ResizePtyRequest) GetID() string {
@@ -399,7 +399,7 @@ func (x *ResizePtyRequest) GetHeight() uint32 {
 
 // ResumeRequest is containerd.task.v2.ResumeRequest.
 type ResumeRequest struct {
-	ID string `json:"id,omitempty"`
+	ID string `json:"id"`
 }
 
 func (x *ResumeRequest) GetID() string {
@@ -411,8 +411,8 @@ func (x *ResumeRequest) GetID() string {
 
 // ShutdownRequest is containerd.task.v2.ShutdownRequest.
 type ShutdownRequest struct {
-	ID  string `json:"id,omitempty"`
-	Now bool   `json:"now,omitempty"`
+	ID  string `json:"id"`
+	Now bool   `json:"now"`
 }
 
 func (x *ShutdownRequest) GetID() string {
@@ -430,8 +430,8 @@ func (x *ShutdownRequest) GetNow() bool {
 
 // StartRequest is containerd.task.v2.StartRequest.
 type StartRequest struct {
-	ID     string `json:"id,omitempty"`
-	ExecID string `json:"exec_id,omitempty"`
+	ID     string `json:"id"`
+	ExecID string `json:"execId"`
 }
 
 func (x *StartRequest) GetID() string {
@@ -449,7 +449,7 @@ func (x *StartRequest) GetExecID() string {
 
 // StartResponse is containerd.task.v2.StartResponse.
 type StartResponse struct {
-	Pid uint32 `json:"pid,omitempty"`
+	Pid uint32 `json:"pid"`
 }
 
 func (x *StartResponse) GetPid() uint32 {
@@ -461,8 +461,8 @@ func (x *StartResponse) GetPid() uint32 {
 
 // StateRequest is containerd.task.v2.StateRequest.
 type StateRequest struct {
-	ID     string `json:"id,omitempty"`
-	ExecID string `json:"exec_id,omitempty"`
+	ID     string `json:"id"`
+	ExecID string `json:"execId"`
 }
 
 func (x *StateRequest) GetID() string {
@@ -480,17 +480,17 @@ func (x *StateRequest) GetExecID() string {
 
 // StateResponse is containerd.task.v2.StateResponse.
 type StateResponse struct {
-	ID         string                 `json:"id,omitempty"`
-	Bundle     string                 `json:"bundle,omitempty"`
-	Pid        uint32                 `json:"pid,omitempty"`
-	Status     apitypestask.Status    `json:"status,omitempty"`
-	Stdin      string                 `json:"stdin,omitempty"`
-	Stdout     string                 `json:"stdout,omitempty"`
-	Stderr     string                 `json:"stderr,omitempty"`
-	Terminal   bool                   `json:"terminal,omitempty"`
-	ExitStatus uint32                 `json:"exit_status,omitempty"`
-	ExitedAt   *timestamppb.Timestamp `json:"exited_at,omitempty"`
-	ExecID     string                 `json:"exec_id,omitempty"`
+	ID         string                 `json:"id"`
+	Bundle     string                 `json:"bundle"`
+	Pid        uint32                 `json:"pid"`
+	Status     apitypestask.Status    `json:"status"`
+	Stdin      string                 `json:"stdin"`
+	Stdout     string                 `json:"stdout"`
+	Stderr     string                 `json:"stderr"`
+	Terminal   bool                   `json:"terminal"`
+	ExitStatus uint32                 `json:"exitStatus"`
+	ExitedAt   *timestamppb.Timestamp `json:"exitedAt"`
+	ExecID     string                 `json:"execId"`
 }
 
 func (x *StateResponse) GetID() string {
@@ -562,7 +562,7 @@ func (x *StateResponse) GetExecID() string {
 
 // StatsRequest is containerd.task.v2.StatsRequest.
 type StatsRequest struct {
-	ID string `json:"id,omitempty"`
+	ID string `json:"id"`
 }
 
 func (x *StatsRequest) GetID() string {
@@ -574,7 +574,7 @@ func (x *StatsRequest) GetID() string {
 
 // StatsResponse is containerd.task.v2.StatsResponse.
 type StatsResponse struct {
-	Stats *anypb.Any `json:"stats,omitempty"`
+	Stats *anypb.Any `json:"stats"`
 }
 
 func (x *StatsResponse) GetStats() *anypb.Any {
@@ -586,9 +586,9 @@ func (x *StatsResponse) GetStats() *anypb.Any {
 
 // UpdateTaskRequest is containerd.task.v2.UpdateTaskRequest.
 type UpdateTaskRequest struct {
-	ID          string            `json:"id,omitempty"`
-	Resources   *anypb.Any        `json:"resources,omitempty"`
-	Annotations map[string]string `json:"annotations,omitempty"`
+	ID          string            `json:"id"`
+	Resources   *anypb.Any        `json:"resources"`
+	Annotations map[string]string `json:"annotations"`
 }
 
 func (x *UpdateTaskRequest) GetID() string {
@@ -612,8 +612,8 @@ func (x *UpdateTaskRequest) GetAnnotations() map[string]string {
 
 // WaitRequest is containerd.task.v2.WaitRequest.
 type WaitRequest struct {
-	ID     string `json:"id,omitempty"`
-	ExecID string `json:"exec_id,omitempty"`
+	ID     string `json:"id"`
+	ExecID string `json:"execId"`
 }
 
 func (x *WaitRequest) GetID() string {
@@ -631,8 +631,8 @@ func (x *WaitRequest) GetExecID() string {
 
 // WaitResponse is containerd.task.v2.WaitResponse.
 type WaitResponse struct {
-	ExitStatus uint32                 `json:"exit_status,omitempty"`
-	ExitedAt   *timestamppb.Timestamp `json:"exited_at,omitempty"`
+	ExitStatus uint32                 `json:"exitStatus"`
+	ExitedAt   *timestamppb.Timestamp `json:"exitedAt"`
 }
 
 func (x *WaitResponse) GetExitStatus() uint32 {

@@ -4,22 +4,22 @@
 // github.com/containerd/containerd/api/types/runc/options
 // as plain Go structs for the shim's own codec (proto/codec): the same names
 // and fields, without protobuf-go's registration at every start-up. Written
-// by proto/codec/gen from containerd's descriptors (`make proto`); the
-// codec's tests compare the encodings with containerd's package.
+// by proto/codec/gen from that package's descriptors (`make proto`); the
+// codec's tests compare the encodings with it.
 package options
 
 // CheckpointOptions is containerd.runc.v1.CheckpointOptions.
 type CheckpointOptions struct {
-	Exit                bool     `json:"exit,omitempty"`
-	OpenTcp             bool     `json:"open_tcp,omitempty"`
-	ExternalUnixSockets bool     `json:"external_unix_sockets,omitempty"`
-	Terminal            bool     `json:"terminal,omitempty"`
-	FileLocks           bool     `json:"file_locks,omitempty"`
-	EmptyNamespaces     []string `json:"empty_namespaces,omitempty"`
-	CgroupsMode         string   `json:"cgroups_mode,omitempty"`
-	ImagePath           string   `json:"image_path,omitempty"`
-	WorkPath            string   `json:"work_path,omitempty"`
-	ParentPath          string   `json:"parent_path,omitempty"`
+	Exit                bool     `json:"exit"`
+	OpenTcp             bool     `json:"openTcp"`
+	ExternalUnixSockets bool     `json:"externalUnixSockets"`
+	Terminal            bool     `json:"terminal"`
+	FileLocks           bool     `json:"fileLocks"`
+	EmptyNamespaces     []string `json:"emptyNamespaces"`
+	CgroupsMode         string   `json:"cgroupsMode"`
+	ImagePath           string   `json:"imagePath"`
+	WorkPath            string   `json:"workPath"`
+	ParentPath          string   `json:"parentPath"`
 }
 
 func (x *CheckpointOptions) GetExit() bool {
@@ -85,18 +85,18 @@ func (x *CheckpointOptions) GetParentPath() string {
 
 // Options is containerd.runc.v1.Options.
 type Options struct {
-	NoPivotRoot    bool   `json:"no_pivot_root,omitempty"`
-	NoNewKeyring   bool   `json:"no_new_keyring,omitempty"`
-	ShimCgroup     string `json:"shim_cgroup,omitempty"`
-	IoUid          uint32 `json:"io_uid,omitempty"`
-	IoGid          uint32 `json:"io_gid,omitempty"`
-	BinaryName     string `json:"binary_name,omitempty"`
-	Root           string `json:"root,omitempty"`
-	SystemdCgroup  bool   `json:"systemd_cgroup,omitempty"`
-	CriuImagePath  string `json:"criu_image_path,omitempty"`
-	CriuWorkPath   string `json:"criu_work_path,omitempty"`
-	TaskApiAddress string `json:"task_api_address,omitempty"`
-	TaskApiVersion uint32 `json:"task_api_version,omitempty"`
+	NoPivotRoot    bool   `json:"noPivotRoot"`
+	NoNewKeyring   bool   `json:"noNewKeyring"`
+	ShimCgroup     string `json:"shimCgroup"`
+	IoUid          uint32 `json:"ioUid"`
+	IoGid          uint32 `json:"ioGid"`
+	BinaryName     string `json:"binaryName"`
+	Root           string `json:"root"`
+	SystemdCgroup  bool   `json:"systemdCgroup"`
+	CriuImagePath  string `json:"criuImagePath"`
+	CriuWorkPath   string `json:"criuWorkPath"`
+	TaskApiAddress string `json:"taskApiAddress"`
+	TaskApiVersion uint32 `json:"taskApiVersion"`
 }
 
 func (x *Options) GetNoPivotRoot() bool {
@@ -174,7 +174,7 @@ func (x *Options) GetTaskApiVersion() uint32 {
 
 // ProcessDetails is containerd.runc.v1.ProcessDetails.
 type ProcessDetails struct {
-	ExecID string `json:"exec_id,omitempty"`
+	ExecID string `json:"execId"`
 }
 
 func (x *ProcessDetails) GetExecID() string {

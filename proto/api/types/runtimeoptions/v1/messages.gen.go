@@ -4,15 +4,15 @@
 // github.com/containerd/containerd/api/types/runtimeoptions/v1
 // as plain Go structs for the shim's own codec (proto/codec): the same names
 // and fields, without protobuf-go's registration at every start-up. Written
-// by proto/codec/gen from containerd's descriptors (`make proto`); the
-// codec's tests compare the encodings with containerd's package.
+// by proto/codec/gen from that package's descriptors (`make proto`); the
+// codec's tests compare the encodings with it.
 package runtimeoptions
 
 // Options is runtimeoptions.v1.Options.
 type Options struct {
-	TypeUrl    string `json:"type_url,omitempty"`
-	ConfigPath string `json:"config_path,omitempty"`
-	ConfigBody []byte `json:"config_body,omitempty"`
+	TypeUrl    string `json:"typeUrl"`
+	ConfigPath string `json:"configPath"`
+	ConfigBody []byte `json:"configBody"`
 }
 
 func (x *Options) GetTypeUrl() string {

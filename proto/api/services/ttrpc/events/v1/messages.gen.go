@@ -4,8 +4,8 @@
 // github.com/containerd/containerd/api/services/ttrpc/events/v1
 // as plain Go structs for the shim's own codec (proto/codec): the same names
 // and fields, without protobuf-go's registration at every start-up. Written
-// by proto/codec/gen from containerd's descriptors (`make proto`); the
-// codec's tests compare the encodings with containerd's package.
+// by proto/codec/gen from that package's descriptors (`make proto`); the
+// codec's tests compare the encodings with it.
 package events
 
 import (
@@ -14,7 +14,7 @@ import (
 
 // ForwardRequest is containerd.services.events.ttrpc.v1.ForwardRequest.
 type ForwardRequest struct {
-	Envelope *apitypes.Envelope `json:"envelope,omitempty"`
+	Envelope *apitypes.Envelope `json:"envelope"`
 }
 
 func (x *ForwardRequest) GetEnvelope() *apitypes.Envelope {

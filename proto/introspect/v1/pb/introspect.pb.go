@@ -12,7 +12,7 @@
 // 	protoc        v3.21.12
 // source: introspect/v1/introspect.proto
 
-package introspect
+package introspectpb
 
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
@@ -780,7 +780,7 @@ const file_introspect_v1_introspect_proto_rawDesc = "" +
 	"\x13client_queued_bytes\x18\t \x01(\x04R\x11clientQueuedBytes2i\n" +
 	"\n" +
 	"Introspect\x12[\n" +
-	"\bSnapshot\x12&.example.introspect.v1.SnapshotRequest\x1a'.example.introspect.v1.SnapshotResponseBNZLgithub.com/example/containerd-shim-example-v2/proto/introspect/v1;introspectb\x06proto3"
+	"\bSnapshot\x12&.example.introspect.v1.SnapshotRequest\x1a'.example.introspect.v1.SnapshotResponseBSZQgithub.com/example/containerd-shim-example-v2/proto/introspect/v1/pb;introspectpbb\x06proto3"
 
 var (
 	file_introspect_v1_introspect_proto_rawDescOnce sync.Once

@@ -13,7 +13,7 @@
 // 	protoc        v3.21.12
 // source: options/v1/options.proto
 
-package options
+package optionspb
 
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
@@ -331,7 +331,7 @@ const file_options_v1_options_proto_rawDesc = "" +
 	" \x01(\rR\x05ioUid\x12\x15\n" +
 	"\x06io_gid\x18\v \x01(\rR\x05ioGid\x12$\n" +
 	"\x0ecriu_work_path\x18\f \x01(\tR\fcriuWorkPath\x12&\n" +
-	"\x0fcriu_image_path\x18\r \x01(\tR\rcriuImagePathBHZFgithub.com/example/containerd-shim-example-v2/proto/options/v1;optionsb\x06proto3"
+	"\x0fcriu_image_path\x18\r \x01(\tR\rcriuImagePathBMZKgithub.com/example/containerd-shim-example-v2/proto/options/v1/pb;optionspbb\x06proto3"
 
 var (
 	file_options_v1_options_proto_rawDescOnce sync.Once

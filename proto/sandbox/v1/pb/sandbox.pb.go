@@ -15,7 +15,7 @@
 // 	protoc        v3.21.12
 // source: sandbox/v1/sandbox.proto
 
-package sandbox
+package sandboxpb
 
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
@@ -1315,7 +1315,7 @@ const file_sandbox_v1_sandbox_proto_rawDesc = "" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\"N\n" +
 	"\x16SandboxMetricsResponse\x124\n" +
-	"\ametrics\x18\x01 \x01(\v2\x1a.example.sandbox.v1.MetricR\ametricsBHZFgithub.com/example/containerd-shim-example-v2/proto/sandbox/v1;sandboxb\x06proto3"
+	"\ametrics\x18\x01 \x01(\v2\x1a.example.sandbox.v1.MetricR\ametricsBMZKgithub.com/example/containerd-shim-example-v2/proto/sandbox/v1/pb;sandboxpbb\x06proto3"
 
 var (
 	file_sandbox_v1_sandbox_proto_rawDescOnce sync.Once

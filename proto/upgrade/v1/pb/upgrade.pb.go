@@ -12,7 +12,7 @@
 // 	protoc        v3.21.12
 // source: upgrade/v1/upgrade.proto
 
-package upgrade
+package upgradepb
 
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
@@ -181,7 +181,7 @@ const file_upgrade_v1_upgrade_proto_rawDesc = "" +
 	"\x06binary\x18\x04 \x01(\tR\x06binary\x12'\n" +
 	"\x0fupgrades_before\x18\x05 \x01(\rR\x0eupgradesBefore2]\n" +
 	"\aUpgrade\x12R\n" +
-	"\aUpgrade\x12\".example.upgrade.v1.UpgradeRequest\x1a#.example.upgrade.v1.UpgradeResponseBHZFgithub.com/example/containerd-shim-example-v2/proto/upgrade/v1;upgradeb\x06proto3"
+	"\aUpgrade\x12\".example.upgrade.v1.UpgradeRequest\x1a#.example.upgrade.v1.UpgradeResponseBMZKgithub.com/example/containerd-shim-example-v2/proto/upgrade/v1/pb;upgradepbb\x06proto3"
 
 var (
 	file_upgrade_v1_upgrade_proto_rawDescOnce sync.Once

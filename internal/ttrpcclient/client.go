@@ -1,0 +1,203 @@
+// Package ttrpcclient makes ttrpc calls one at a time on one connection,
+// with messages encoded by proto/codec: the shim's events forwarder and its
+// operator commands (`introspect`, `upgrade`) use it.
+//
+// Why not ttrpc's client: it encodes with protobuf-go, which needs
+// protobuf-go's message types (the shim links plain structs, proto/api and
+// proto/*/v1) and builds their coding tables on first use; and it keeps a
+// receiving goroutine per connection. A caller here sends one request and
+// reads until its answer, so a call is one write and a read.
+package ttrpcclient
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/example/containerd-shim-example-v2/internal/ttrpcframe"
+	"github.com/example/containerd-shim-example-v2/proto/codec"
+)
+
+// ttrpc.Request's and ttrpc.Response's field numbers.
+const (
+	reqService     = 1
+	reqMethod      = 2
+	reqPayload     = 3
+	reqTimeoutNano = 4
+	respStatus     = 1
+	respPayload    = 2
+)
+
+// maxStreamID is the last stream id a connection may use: ids are odd and
+// must not wrap around (ttrpc's server refuses an id it has seen).
+const maxStreamID = 1<<31 - 1
+
+// Conn is a client connection. It is not safe for concurrent calls: its
+// owner makes one call at a time.
+type Conn struct {
+	conn   net.Conn
+	nextID uint32 // the stream id of the next call: odd, as ttrpc's clients number them
+}
+
+// New returns a client on an established connection.
+func New(conn net.Conn) *Conn { return &Conn{conn: conn, nextID: 1} }
+
+// Dial connects to a ttrpc server's unix socket.
+func Dial(ctx context.Context, socket string) (*Conn, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", socket)
+	if err != nil {
+		return nil, err
+	}
+	return New(conn), nil
+}
+
+// Exhausted reports a connection whose stream ids are used up: dial anew.
+func (c *Conn) Exhausted() bool { return c.nextID > maxStreamID }
+
+// Close closes the connection.
+func (c *Conn) Close() error { return c.conn.Close() }
+
+// Call sends req to service's method and decodes the answer into resp (nil:
+// the answer's payload is not wanted), waiting at most until ctx's deadline,
+// which the request also carries as ttrpc's client sends it. An error status
+// from the server comes back as a gRPC status error; anything else is a
+// transport failure, after which the connection may hold a late answer and
+// should be closed.
+func (c *Conn) Call(ctx context.Context, service, method string, req, resp any) error {
+	if c.Exhausted() {
+		return fmt.Errorf("ttrpc call %s/%s: stream ids used up on this connection", service, method)
+	}
+	id := c.nextID
+	c.nextID += 2
+	var timeout int64
+	deadline, hasDeadline := ctx.Deadline()
+	if hasDeadline {
+		timeout = time.Until(deadline).Nanoseconds()
+		if timeout <= 0 {
+			return context.DeadlineExceeded
+		}
+	}
+	frame, err := encodeRequest(id, service, method, req, timeout)
+	if err != nil {
+		return err
+	}
+	if hasDeadline {
+		_ = c.conn.SetDeadline(deadline)
+	} else {
+		_ = c.conn.SetDeadline(time.Time{})
+	}
+	if _, err := c.conn.Write(frame); err != nil {
+		return fmt.Errorf("send %s/%s: %w", service, method, err)
+	}
+	for {
+		var hdr [ttrpcframe.HeaderLen]byte
+		if _, err := io.ReadFull(c.conn, hdr[:]); err != nil {
+			return fmt.Errorf("read the answer to %s/%s: %w", service, method, err)
+		}
+		h := ttrpcframe.Parse(hdr[:])
+		if h.Length > ttrpcframe.MaxPayload {
+			return fmt.Errorf("read the answer to %s/%s: frame of %d bytes exceeds %d", service, method, h.Length, ttrpcframe.MaxPayload)
+		}
+		body := make([]byte, h.Length)
+		if _, err := io.ReadFull(c.conn, body); err != nil {
+			return fmt.Errorf("read the answer to %s/%s: %w", service, method, err)
+		}
+		if h.StreamID != id || h.Type != ttrpcframe.TypeResponse {
+			continue // not this call's answer (none other is outstanding)
+		}
+		return decodeResponse(body, resp)
+	}
+}
+
+// encodeRequest builds a request frame, header included, in one buffer.
+func encodeRequest(id uint32, service, method string, req any, timeout int64) ([]byte, error) {
+	payload := codec.Size(req)
+	size := protowire.SizeTag(reqService) + protowire.SizeBytes(len(service)) +
+		protowire.SizeTag(reqMethod) + protowire.SizeBytes(len(method)) +
+		protowire.SizeTag(reqPayload) + protowire.SizeBytes(payload)
+	if timeout > 0 {
+		size += protowire.SizeTag(reqTimeoutNano) + protowire.SizeVarint(uint64(timeout))
+	}
+	if size > ttrpcframe.MaxPayload {
+		// An answer of sorts, not a transport failure: a caller that
+		// retries transport failures must not retry this one forever.
+		return nil, status.Errorf(codes.ResourceExhausted, "request of %d bytes exceeds ttrpc's maximum message size of %d", size, ttrpcframe.MaxPayload)
+	}
+	b := make([]byte, ttrpcframe.HeaderLen, ttrpcframe.HeaderLen+size)
+	ttrpcframe.Put(b, ttrpcframe.Header{Length: uint32(size), StreamID: id, Type: ttrpcframe.TypeRequest})
+	b = protowire.AppendTag(b, reqService, protowire.BytesType)
+	b = protowire.AppendString(b, service)
+	b = protowire.AppendTag(b, reqMethod, protowire.BytesType)
+	b = protowire.AppendString(b, method)
+	b = protowire.AppendTag(b, reqPayload, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(payload))
+	b, err := codec.Append(b, req)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s/%s: %w", service, method, err)
+	}
+	if timeout > 0 {
+		b = protowire.AppendTag(b, reqTimeoutNano, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(timeout))
+	}
+	if len(b) != ttrpcframe.HeaderLen+size {
+		return nil, fmt.Errorf("encode %s/%s: %d bytes, measured %d", service, method, len(b)-ttrpcframe.HeaderLen, size)
+	}
+	return b, nil
+}
+
+// decodeResponse reads a ttrpc.Response: its payload into resp for an OK
+// status, the status as an error otherwise. A field sent in parts is their
+// merge, as protobuf-go decodes it (codec.Unmarshal merges).
+func decodeResponse(b []byte, resp any) error {
+	var s spb.Status
+	var payloads [][]byte
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return fmt.Errorf("decode the answer: %w", protowire.ParseError(n))
+		}
+		b = b[n:]
+		switch {
+		case num == respStatus && typ == protowire.BytesType:
+			var st []byte
+			if st, n = protowire.ConsumeBytes(b); n >= 0 {
+				if err := codec.Unmarshal(st, &s); err != nil {
+					return fmt.Errorf("decode the answer's status: %w", err)
+				}
+			}
+		case num == respPayload && typ == protowire.BytesType:
+			var p []byte
+			if p, n = protowire.ConsumeBytes(b); n >= 0 {
+				payloads = append(payloads, p)
+			}
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return fmt.Errorf("decode the answer: %w", protowire.ParseError(n))
+		}
+		b = b[n:]
+	}
+	if s.Code != int32(codes.OK) {
+		if len(s.Details) > 0 {
+			return status.ErrorProto(&s)
+		}
+		return status.Error(codes.Code(s.Code), s.Message) // ErrorProto would clone s through protobuf-go's tables
+	}
+	if resp != nil {
+		for _, p := range payloads {
+			if err := codec.Unmarshal(p, resp); err != nil {
+				return fmt.Errorf("decode the answer: %w", err)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,119 @@
+package ttrpcclient
+
+import (
+	"context"
+	"errors"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/ttrpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	introspect "github.com/example/containerd-shim-example-v2/proto/introspect/v1"
+	introspectpb "github.com/example/containerd-shim-example-v2/proto/introspect/v1/pb"
+)
+
+// serve runs ttrpc's own server with a Snapshot method answering with
+// protobuf-go's types (as any ttrpc peer would).
+func serve(t *testing.T, handler func(ctx context.Context, req *introspectpb.SnapshotRequest) (*introspectpb.SnapshotResponse, error)) string {
+	t.Helper()
+	srv, err := ttrpc.NewServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.RegisterService("test.Introspect", &ttrpc.ServiceDesc{Methods: map[string]ttrpc.Method{
+		"Snapshot": func(ctx context.Context, unmarshal func(any) error) (any, error) {
+			var req introspectpb.SnapshotRequest
+			if err := unmarshal(&req); err != nil {
+				return nil, err
+			}
+			return handler(ctx, &req)
+		},
+	}})
+	sock := filepath.Join(t.TempDir(), "s")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(context.Background(), l)
+	t.Cleanup(func() { srv.Close() })
+	return sock
+}
+
+// Calls against ttrpc's server: the answer decodes into the shim's plain
+// types, the deadline travels with the request, an error status comes back
+// as a status error, and the connection serves the next call.
+func TestCallAgainstTTRPCServer(t *testing.T) {
+	sock := serve(t, func(ctx context.Context, _ *introspectpb.SnapshotRequest) (*introspectpb.SnapshotResponse, error) {
+		if _, ok := ctx.Deadline(); !ok {
+			return nil, status.Error(codes.InvalidArgument, "no deadline came with the call")
+		}
+		return &introspectpb.SnapshotResponse{Version: "v9", Pid: 42, Events: &introspectpb.EventQueue{Pending: 3}}, nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := 0; i < 3; i++ {
+		var resp introspect.SnapshotResponse
+		if err := c.Call(ctx, "test.Introspect", "Snapshot", &introspect.SnapshotRequest{}, &resp); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		if resp.Version != "v9" || resp.Pid != 42 || resp.GetEvents().GetPending() != 3 {
+			t.Fatalf("call %d: answer %+v", i, &resp)
+		}
+	}
+	err = c.Call(ctx, "test.Introspect", "Missing", &introspect.SnapshotRequest{}, nil)
+	if status.Code(err) != codes.Unimplemented {
+		t.Fatalf("unknown method: %v, want an Unimplemented status", err)
+	}
+	if err := c.Call(ctx, "test.Introspect", "Snapshot", &introspect.SnapshotRequest{}, nil); err != nil {
+		t.Fatalf("the call after an error status: %v", err)
+	}
+}
+
+// A status sent in two parts is their merge, as protobuf-go reads it: here
+// the code in one part and the text in the other. An empty answer is OK.
+func TestAnswerStatusInParts(t *testing.T) {
+	answer := []byte{0x0a, 0x02, 0x08, 0x05, 0x0a, 0x05, 0x12, 0x03, 'b', 'a', 'd'}
+	err := decodeResponse(answer, nil)
+	if status.Code(err) != codes.NotFound || !strings.Contains(err.Error(), "bad") {
+		t.Fatalf("decodeResponse = %v, want NotFound \"bad\"", err)
+	}
+	if err := decodeResponse(nil, nil); err != nil {
+		t.Fatalf("an empty answer (OK, no payload) = %v", err)
+	}
+	// A payload in two parts merges too: version in one, pid in the other.
+	var resp introspect.SnapshotResponse
+	payload := []byte{0x12, 0x04, 0x12, 0x02, 'v', '1', 0x12, 0x02, 0x08, 0x07}
+	if err := decodeResponse(payload, &resp); err != nil || resp.Version != "v1" || resp.Pid != 7 {
+		t.Fatalf("payload in parts: %+v, %v", &resp, err)
+	}
+}
+
+// Stream ids never wrap around on one connection: past the last one a call
+// is refused before anything is sent, and Exhausted says to dial anew.
+func TestStreamIDsDoNotWrap(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	c := New(a)
+	if c.Exhausted() {
+		t.Fatal("a new connection is exhausted")
+	}
+	c.nextID = maxStreamID + 2
+	if !c.Exhausted() {
+		t.Fatal("not exhausted past the last stream id")
+	}
+	err := c.Call(context.Background(), "s", "m", &introspect.SnapshotRequest{}, nil)
+	if err == nil || errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("call past the last stream id = %v, want a refusal", err)
+	}
+}
