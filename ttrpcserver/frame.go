@@ -28,34 +28,23 @@ type request struct {
 	metadata        ttrpc.MD
 }
 
-// Field numbers of ttrpc's Request and KeyValue (request.proto).
-const (
-	reqService  = 1
-	reqMethod   = 2
-	reqPayload  = 3
-	reqTimeout  = 4
-	reqMetadata = 5
-	kvKey       = 1
-	kvValue     = 2
-)
-
 // decodeRequest reads a ttrpc.Request. Unknown fields are skipped, as any
 // protobuf decoder does; a repeated scalar field keeps its last value.
 func decodeRequest(b []byte) (request, error) {
 	var r request
 	err := eachField(b, func(num protowire.Number, typ protowire.Type, b []byte) (n int, err error) {
 		switch {
-		case num == reqService && typ == protowire.BytesType:
+		case num == ttrpcframe.ReqService && typ == protowire.BytesType:
 			r.service, n = protowire.ConsumeBytes(b)
-		case num == reqMethod && typ == protowire.BytesType:
+		case num == ttrpcframe.ReqMethod && typ == protowire.BytesType:
 			r.method, n = protowire.ConsumeBytes(b)
-		case num == reqPayload && typ == protowire.BytesType:
+		case num == ttrpcframe.ReqPayload && typ == protowire.BytesType:
 			r.payload, n = protowire.ConsumeBytes(b)
-		case num == reqTimeout && typ == protowire.VarintType:
+		case num == ttrpcframe.ReqTimeoutNano && typ == protowire.VarintType:
 			var v uint64
 			v, n = protowire.ConsumeVarint(b)
 			r.timeout = int64(v)
-		case num == reqMetadata && typ == protowire.BytesType:
+		case num == ttrpcframe.ReqMetadata && typ == protowire.BytesType:
 			var kv []byte
 			if kv, n = protowire.ConsumeBytes(b); n >= 0 {
 				err = r.addMetadata(kv)
@@ -77,9 +66,9 @@ func (r *request) addMetadata(b []byte) error {
 	var key, value []byte
 	err := eachField(b, func(num protowire.Number, typ protowire.Type, b []byte) (n int, err error) {
 		switch {
-		case num == kvKey && typ == protowire.BytesType:
+		case num == ttrpcframe.KVKey && typ == protowire.BytesType:
 			key, n = protowire.ConsumeBytes(b)
-		case num == kvValue && typ == protowire.BytesType:
+		case num == ttrpcframe.KVValue && typ == protowire.BytesType:
 			value, n = protowire.ConsumeBytes(b)
 		default:
 			n = protowire.ConsumeFieldValue(num, typ, b)
@@ -118,12 +107,6 @@ func eachField(b []byte, field func(protowire.Number, protowire.Type, []byte) (i
 	return nil
 }
 
-// Field numbers of ttrpc's Response.
-const (
-	respStatus  = 1
-	respPayload = 2
-)
-
 // encodeResponse builds a whole response frame, header included, in one
 // buffer of its exact size: a ttrpc.Response whose status is st (nil: OK)
 // and whose payload is msg encoded in place (nil: none). An answer too large
@@ -143,9 +126,9 @@ func encodeResponse(id uint32, st *status.Status, msg any) ([]byte, error) {
 	}
 	// The status field is always present, empty for OK, as ttrpc's server
 	// writes it.
-	size := protowire.SizeTag(respStatus) + protowire.SizeBytes(len(stBytes))
+	size := protowire.SizeTag(ttrpcframe.RespStatus) + protowire.SizeBytes(len(stBytes))
 	if msgLen > 0 {
-		size += protowire.SizeTag(respPayload) + protowire.SizeBytes(msgLen)
+		size += protowire.SizeTag(ttrpcframe.RespPayload) + protowire.SizeBytes(msgLen)
 	}
 	if size > ttrpcframe.MaxPayload {
 		return encodeResponse(id, status.Newf(codes.ResourceExhausted,
@@ -153,10 +136,10 @@ func encodeResponse(id uint32, st *status.Status, msg any) ([]byte, error) {
 	}
 	frame := make([]byte, ttrpcframe.HeaderLen, ttrpcframe.HeaderLen+size)
 	ttrpcframe.Put(frame, ttrpcframe.Header{Length: uint32(size), StreamID: id, Type: ttrpcframe.TypeResponse})
-	frame = protowire.AppendTag(frame, respStatus, protowire.BytesType)
+	frame = protowire.AppendTag(frame, ttrpcframe.RespStatus, protowire.BytesType)
 	frame = protowire.AppendBytes(frame, stBytes)
 	if msgLen > 0 {
-		frame = protowire.AppendTag(frame, respPayload, protowire.BytesType)
+		frame = protowire.AppendTag(frame, ttrpcframe.RespPayload, protowire.BytesType)
 		frame = protowire.AppendVarint(frame, uint64(msgLen))
 		var err error
 		if frame, err = codec.Append(frame, msg); err != nil {

@@ -32,10 +32,11 @@ func EndIdleThreads(keep int) int {
 		}()
 		<-done
 		// This goroutine goes on on another thread, idle before or new;
-		// the ended one leaves the count within moments.
+		// the ended one leaves the count within moments (up to 20 ms on a
+		// busy machine).
 		after := before
-		for wait := 0; wait < 20 && after >= before; wait++ {
-			time.Sleep(100 * time.Microsecond)
+		for deadline := time.Now().Add(20 * time.Millisecond); after >= before && time.Now().Before(deadline); {
+			time.Sleep(200 * time.Microsecond)
 			after = threads()
 		}
 		if after == 0 {

@@ -25,16 +25,6 @@ import (
 	"github.com/example/containerd-shim-example-v2/proto/codec"
 )
 
-// ttrpc.Request's and ttrpc.Response's field numbers.
-const (
-	reqService     = 1
-	reqMethod      = 2
-	reqPayload     = 3
-	reqTimeoutNano = 4
-	respStatus     = 1
-	respPayload    = 2
-)
-
 // maxStreamID is the last stream id a connection may use: ids are odd and
 // must not wrap around (ttrpc's server refuses an id it has seen).
 const maxStreamID = 1<<31 - 1
@@ -120,11 +110,11 @@ func (c *Conn) Call(ctx context.Context, service, method string, req, resp any) 
 // encodeRequest builds a request frame, header included, in one buffer.
 func encodeRequest(id uint32, service, method string, req any, timeout int64) ([]byte, error) {
 	payload := codec.Size(req)
-	size := protowire.SizeTag(reqService) + protowire.SizeBytes(len(service)) +
-		protowire.SizeTag(reqMethod) + protowire.SizeBytes(len(method)) +
-		protowire.SizeTag(reqPayload) + protowire.SizeBytes(payload)
+	size := protowire.SizeTag(ttrpcframe.ReqService) + protowire.SizeBytes(len(service)) +
+		protowire.SizeTag(ttrpcframe.ReqMethod) + protowire.SizeBytes(len(method)) +
+		protowire.SizeTag(ttrpcframe.ReqPayload) + protowire.SizeBytes(payload)
 	if timeout > 0 {
-		size += protowire.SizeTag(reqTimeoutNano) + protowire.SizeVarint(uint64(timeout))
+		size += protowire.SizeTag(ttrpcframe.ReqTimeoutNano) + protowire.SizeVarint(uint64(timeout))
 	}
 	if size > ttrpcframe.MaxPayload {
 		// An answer of sorts, not a transport failure: a caller that
@@ -133,18 +123,18 @@ func encodeRequest(id uint32, service, method string, req any, timeout int64) ([
 	}
 	b := make([]byte, ttrpcframe.HeaderLen, ttrpcframe.HeaderLen+size)
 	ttrpcframe.Put(b, ttrpcframe.Header{Length: uint32(size), StreamID: id, Type: ttrpcframe.TypeRequest})
-	b = protowire.AppendTag(b, reqService, protowire.BytesType)
+	b = protowire.AppendTag(b, ttrpcframe.ReqService, protowire.BytesType)
 	b = protowire.AppendString(b, service)
-	b = protowire.AppendTag(b, reqMethod, protowire.BytesType)
+	b = protowire.AppendTag(b, ttrpcframe.ReqMethod, protowire.BytesType)
 	b = protowire.AppendString(b, method)
-	b = protowire.AppendTag(b, reqPayload, protowire.BytesType)
+	b = protowire.AppendTag(b, ttrpcframe.ReqPayload, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(payload))
 	b, err := codec.Append(b, req)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s/%s: %w", service, method, err)
 	}
 	if timeout > 0 {
-		b = protowire.AppendTag(b, reqTimeoutNano, protowire.VarintType)
+		b = protowire.AppendTag(b, ttrpcframe.ReqTimeoutNano, protowire.VarintType)
 		b = protowire.AppendVarint(b, uint64(timeout))
 	}
 	if len(b) != ttrpcframe.HeaderLen+size {
@@ -166,14 +156,14 @@ func decodeResponse(b []byte, resp any) error {
 		}
 		b = b[n:]
 		switch {
-		case num == respStatus && typ == protowire.BytesType:
+		case num == ttrpcframe.RespStatus && typ == protowire.BytesType:
 			var st []byte
 			if st, n = protowire.ConsumeBytes(b); n >= 0 {
 				if err := codec.Unmarshal(st, &s); err != nil {
 					return fmt.Errorf("decode the answer's status: %w", err)
 				}
 			}
-		case num == respPayload && typ == protowire.BytesType:
+		case num == ttrpcframe.RespPayload && typ == protowire.BytesType:
 			var p []byte
 			if p, n = protowire.ConsumeBytes(b); n >= 0 {
 				payloads = append(payloads, p)

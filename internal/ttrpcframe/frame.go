@@ -20,6 +20,20 @@ const (
 	TypeData     = 3
 )
 
+// Field numbers of ttrpc's messages (request.proto): Request, Response and
+// the metadata's KeyValue. The shim encodes and decodes these by hand.
+const (
+	ReqService     = 1
+	ReqMethod      = 2
+	ReqPayload     = 3
+	ReqTimeoutNano = 4
+	ReqMetadata    = 5
+	RespStatus     = 1
+	RespPayload    = 2
+	KVKey          = 1
+	KVValue        = 2
+)
+
 // Header is a message's header; its flags byte (streams only) is not used
 // by the shim.
 type Header struct {
