@@ -25,13 +25,13 @@ const (
 	// docs/benchmarks.md for kernels that cache a binary in 2 MiB folios.
 	idleRSSBudgetKiB = 5 << 10
 	// idleAnonBudgetKiB bounds anonymous memory (heap, stacks, runtime):
-	// what each additional shim process really costs the machine. About
-	// 2.4-2.65 MiB measured since the generated codec (2.7-2.95 before), with
-	// room for noise; the 2 MiB target is not reached
-	// (docs/benchmarks.md says where the bytes go). (Not Private_Dirty: a
-	// freshly copied binary's page-cache pages count as dirty until written
-	// back.)
-	idleAnonBudgetKiB = 3072
+	// what each additional shim process really costs the machine. 1.5-2.1
+	// MiB measured since the shim links plain structs instead of protobuf
+	// packages (proto/api; 2.4-2.65 before, 2.7-2.95 before the generated
+	// codec), with room for noise (docs/benchmarks.md says where the bytes
+	// go). (Not Private_Dirty: a freshly copied binary's page-cache pages
+	// count as dirty until written back.)
+	idleAnonBudgetKiB = 2560
 	// settleTime lets the daemon reach its idle state (it trims 2 s after
 	// the last request).
 	settleTime = 3500 * time.Millisecond

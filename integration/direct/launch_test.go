@@ -69,8 +69,12 @@ func TestLaunch(t *testing.T) {
 			if st, err := os.Lstat(a.Socket()); err != nil || st.Mode().Type() != os.ModeSocket || st.Mode().Perm() != 0o600 {
 				t.Errorf("socket file %s: %v %v, want a socket with mode 0600", a.Socket(), st.Mode(), err)
 			}
-			if st, err := os.Stat(filepath.Dir(a.Socket())); err != nil || st.Mode().Perm() != 0o700 {
-				t.Errorf("socket directory: %v %v, want mode 0700", st.Mode(), err)
+			// The shim makes the directory 0700. One made before by another
+			// shim may differ (containerd 1.6's own shims make it 0600), and
+			// the shim leaves it as it is: what matters is that nobody but
+			// its owner can reach the sockets.
+			if st, err := os.Stat(filepath.Dir(a.Socket())); err != nil || st.Mode().Perm()&0o077 != 0 {
+				t.Errorf("socket directory: %v %v, want no access for group and others", st.Mode(), err)
 			}
 			if b, err := os.ReadFile(filepath.Join(c.Bundle.Dir, AddressFile)); err != nil || string(b) != a.Address {
 				t.Errorf("bundle address file %q (%v), want %q", b, err, a.Address)

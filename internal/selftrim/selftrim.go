@@ -23,11 +23,15 @@ import (
 // independent build the loader's relocations make private copies of
 // read-only pages, and dropping those would revert them to the file.
 //
-// The heap goes back last: reading smaps makes garbage (a line of text per
-// field of ~100 mappings), which a collection before it would have left
-// resident until the next trim.
+// The order matters twice over: smaps is read first, so that the garbage its
+// parsing makes is collected with the rest; and the executable's pages are
+// dropped last, after the collection, whose code would otherwise fault them
+// back in (on kernels that cache a binary in large folios, a whole folio at
+// a time).
 func Trim() {
-	for _, m := range ownReadOnlyMappings() {
+	own := ownReadOnlyMappings()
+	debug.FreeOSMemory()
+	for _, m := range own {
 		// Newer kernels keep a freshly read or copied binary in the page
 		// cache as 2 MiB folios and map each with one PMD entry: without
 		// NOHUGEPAGE the first fault after the trim maps all 2 MiB again.
@@ -35,7 +39,6 @@ func Trim() {
 		madvise(m.start, m.end-m.start, unix.MADV_RANDOM)
 		madvise(m.start, m.end-m.start, unix.MADV_DONTNEED)
 	}
-	debug.FreeOSMemory()
 }
 
 type mapping struct{ start, end uintptr }
