@@ -14,6 +14,7 @@ import (
 	eventsapi "github.com/containerd/containerd/api/services/ttrpc/events/v1"
 	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/ttrpc"
+	"github.com/example/containerd-shim-example-v2/internal/ttrpcclient"
 	shimevents "github.com/example/containerd-shim-example-v2/proto/api/events"
 	shimtypes "github.com/example/containerd-shim-example-v2/proto/api/types"
 	"google.golang.org/grpc/codes"
@@ -278,4 +279,34 @@ func TestTTRPCForwarderSilentPeer(t *testing.T) {
 		t.Fatal("the connection was kept after a failed call")
 	}
 	(<-accepted).Close()
+}
+
+// Stream ids never wrap around on one connection: a connection whose ids
+// are used up is replaced by a new one before the next event.
+func TestTTRPCForwarderRedialsBeforeStreamIDsWrap(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.sock.ttrpc")
+	rec := &recorder{}
+	stop := serve(t, path, rec)
+	defer stop()
+	f := NewTTRPCForwarder("unix://" + path)
+	defer f.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	raw, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spent := ttrpcclient.NewAt(raw, 1<<31+1) // past the last stream id
+	f.conn = spent
+	if err := f.Forward(ctx, &shimtypes.Envelope{Topic: "/b"}); err != nil {
+		t.Fatalf("Forward on a connection with its stream ids used up: %v", err)
+	}
+	if f.conn == spent || f.conn == nil {
+		t.Fatal("the spent connection was kept")
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.envs) != 1 || rec.envs[0].Topic != "/b" {
+		t.Fatalf("containerd received %v, want the one event", rec.envs)
+	}
 }

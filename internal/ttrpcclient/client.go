@@ -37,7 +37,11 @@ type Conn struct {
 }
 
 // New returns a client on an established connection.
-func New(conn net.Conn) *Conn { return &Conn{conn: conn, nextID: 1} }
+func New(conn net.Conn) *Conn { return NewAt(conn, 1) }
+
+// NewAt is New with the first stream id given (odd): for tests that need a
+// connection near the end of its stream ids.
+func NewAt(conn net.Conn, firstID uint32) *Conn { return &Conn{conn: conn, nextID: firstID} }
 
 // Dial connects to a ttrpc server's unix socket.
 func Dial(ctx context.Context, socket string) (*Conn, error) {
@@ -56,7 +60,8 @@ func (c *Conn) Exhausted() bool { return c.nextID > maxStreamID }
 func (c *Conn) Close() error { return c.conn.Close() }
 
 // Call sends req to service's method and decodes the answer into resp (nil:
-// the answer's payload is not wanted), waiting at most until ctx's deadline,
+// the answer's payload is not wanted), waiting at most until ctx's deadline
+// (only the deadline: give ctx one; a cancellation alone does not end it),
 // which the request also carries as ttrpc's client sends it. An error status
 // from the server comes back as a gRPC status error; anything else is a
 // transport failure, after which the connection may hold a late answer and
@@ -144,11 +149,12 @@ func encodeRequest(id uint32, service, method string, req any, timeout int64) ([
 }
 
 // decodeResponse reads a ttrpc.Response: its payload into resp for an OK
-// status, the status as an error otherwise. A field sent in parts is their
-// merge, as protobuf-go decodes it (codec.Unmarshal merges).
+// status, the status as an error otherwise. Decoded as protobuf-go decodes
+// it: the status (a message) sent in parts is their merge, the payload
+// (bytes) sent twice is the last one.
 func decodeResponse(b []byte, resp any) error {
 	var s spb.Status
-	var payloads [][]byte
+	var payload []byte
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -164,10 +170,7 @@ func decodeResponse(b []byte, resp any) error {
 				}
 			}
 		case num == ttrpcframe.RespPayload && typ == protowire.BytesType:
-			var p []byte
-			if p, n = protowire.ConsumeBytes(b); n >= 0 {
-				payloads = append(payloads, p)
-			}
+			payload, n = protowire.ConsumeBytes(b)
 		default:
 			n = protowire.ConsumeFieldValue(num, typ, b)
 		}
@@ -183,10 +186,8 @@ func decodeResponse(b []byte, resp any) error {
 		return status.Error(codes.Code(s.Code), s.Message) // ErrorProto would clone s through protobuf-go's tables
 	}
 	if resp != nil {
-		for _, p := range payloads {
-			if err := codec.Unmarshal(p, resp); err != nil {
-				return fmt.Errorf("decode the answer: %w", err)
-			}
+		if err := codec.Unmarshal(payload, resp); err != nil {
+			return fmt.Errorf("decode the answer: %w", err)
 		}
 	}
 	return nil
