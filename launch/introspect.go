@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"reflect"
 	"time"
 
 	"github.com/example/containerd-shim-example-v2/service"
@@ -34,12 +35,38 @@ func Introspect(f Flags, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("introspect shim %s: %w", socket, err)
 	}
-	// The mirrors' JSON names are protojson's (proto/codec/gen), so this is
-	// the JSON protojson would write, every field included.
+	// The mirrors' JSON names are protojson's (proto/codec/gen); with empty
+	// lists as [] rather than null, this is the JSON protojson wrote with
+	// every field included, which operators' scripts read.
+	emptyLists(reflect.ValueOf(resp))
 	data, err := json.MarshalIndent(resp, "", "  ")
 	if err != nil {
 		return err
 	}
 	_, err = fmt.Fprintf(out, "%s\n", data)
 	return err
+}
+
+// emptyLists replaces every nil list in the message v points to, and in the
+// messages it holds, by an empty one (encoding/json writes nil as null).
+func emptyLists(v reflect.Value) {
+	switch v.Kind() {
+	case reflect.Pointer:
+		if !v.IsNil() {
+			emptyLists(v.Elem())
+		}
+	case reflect.Struct:
+		for i := 0; i < v.NumField(); i++ {
+			if v.Type().Field(i).IsExported() {
+				emptyLists(v.Field(i))
+			}
+		}
+	case reflect.Slice:
+		if v.IsNil() && v.Type().Elem().Kind() != reflect.Uint8 {
+			v.Set(reflect.MakeSlice(v.Type(), 0, 0))
+		}
+		for i := 0; i < v.Len(); i++ {
+			emptyLists(v.Index(i))
+		}
+	}
 }

@@ -181,10 +181,12 @@ func (f *mirrorFile) importName(p string) string {
 	return name
 }
 
-// jsonTag names a field as protojson does (lowerCamelCase, 64-bit integers
-// as strings, every field written), so that encoding/json writes a mirror
-// as protojson would with EmitUnpopulated: the `introspect` action prints
-// its snapshot that way.
+// jsonTag names a field as protojson does (lowerCamelCase, singular 64-bit
+// integers as strings, every field written), so that encoding/json writes a
+// mirror as protojson would with EmitUnpopulated: the `introspect` action
+// prints its snapshot that way (with nil lists made empty). Only for the
+// kinds the introspection uses: repeated 64-bit integers, nil bytes, unknown
+// enum values and the well-known types still differ from protojson's.
 func jsonTag(fd protoreflect.FieldDescriptor) string {
 	tag := fd.JSONName()
 	switch fd.Kind() {
@@ -224,6 +226,12 @@ func (f *mirrorFile) write() ([]byte, error) {
 	sort.Slice(enums, func(i, j int) bool { return enums[i].Name() < enums[j].Name() })
 	for _, t := range enums {
 		ed := f.enums[t]
+		// protoc-gen-go prefixes a top-level enum's values with the enum's
+		// name, and a nested one's with its message's (M_E's are M_VALUE).
+		prefix := t.Name()
+		if _, nested := ed.Parent().(protoreflect.MessageDescriptor); nested {
+			prefix = strings.TrimSuffix(prefix, "_"+string(ed.Name()))
+		}
 		p("// %s is %s.", t.Name(), ed.FullName())
 		p("type %s int32", t.Name())
 		p("")
@@ -231,7 +239,7 @@ func (f *mirrorFile) write() ([]byte, error) {
 		values := ed.Values()
 		for i := 0; i < values.Len(); i++ {
 			v := values.Get(i)
-			p("%s_%s %s = %d", t.Name(), v.Name(), t.Name(), v.Number())
+			p("%s_%s %s = %d", prefix, v.Name(), t.Name(), v.Number())
 		}
 		p(")")
 		p("")
@@ -240,7 +248,7 @@ func (f *mirrorFile) write() ([]byte, error) {
 		p("switch x {")
 		for i := 0; i < values.Len(); i++ {
 			v := values.Get(i)
-			p("case %s_%s: return %q", t.Name(), v.Name(), string(v.Name()))
+			p("case %s_%s: return %q", prefix, v.Name(), string(v.Name()))
 		}
 		p("}")
 		p("return strconv.Itoa(int(x))")
