@@ -56,11 +56,15 @@ const quietPeriod = 2 * time.Second
 // idle are ended at a trim (selftrim.EndIdleThreads).
 const minThreads = 4
 
+// threadTrimBudget bounds how long the trim ends threads: runtime commands
+// wait to start meanwhile (WhileUntethered).
+const threadTrimBudget = 100 * time.Millisecond
+
 // newTrimmer returns a trimmer whose trim ends idle threads, when no child
 // tied to a thread runs (r.WhileUntethered), and then gives memory back.
 func newTrimmer(r *reaper.Reaper) *trimmer {
 	return &trimmer{touched: make(chan struct{}, 1), trim: func() {
-		r.WhileUntethered(func() { selftrim.EndIdleThreads(minThreads) })
+		r.WhileUntethered(func() { selftrim.EndIdleThreads(minThreads, threadTrimBudget) })
 		selftrim.Trim()
 	}}
 }

@@ -1,8 +1,18 @@
 package launch
 
 import (
+	"context"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/example/containerd-shim-example-v2/reaper"
 )
@@ -90,5 +100,73 @@ func TestTrimNotPostponedByPolls(t *testing.T) {
 			t.Fatal("trimmed while work kept coming within the quiet period")
 		case <-time.After(quiet / 10):
 		}
+	}
+}
+
+// burstOfThreads leaves idle threads behind: goroutines blocked in a system
+// call each hold a thread.
+func burstOfThreads() {
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = unix.Nanosleep(&unix.Timespec{Nsec: 30e6}, nil)
+		}()
+	}
+	wg.Wait()
+}
+
+func threadCount(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Threads:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	t.Fatal("no Threads line")
+	return 0
+}
+
+// The daemon's trim ends idle threads, but never while a child tied to its
+// forking thread runs (a runtime command started with a parent-death
+// signal): such a child survives the trim, and the threads go at the next
+// trim after its exit.
+func TestTrimEndsThreadsButNotATetheredChild(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1)) // as in the daemon
+	r := reaper.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx)
+	trim := newTrimmer(r).trim
+
+	burstOfThreads()
+	cmd := exec.Command("sleep", "30")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	exited, err := r.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	burstOfThreads()
+	trim()
+	select {
+	case e := <-exited:
+		t.Fatalf("the tethered child ended during the trim: %+v", e)
+	case <-time.After(300 * time.Millisecond):
+	}
+	_ = cmd.Process.Kill()
+	<-exited
+
+	burstOfThreads()
+	before := threadCount(t)
+	trim()
+	time.Sleep(50 * time.Millisecond)
+	if after := threadCount(t); after >= before {
+		t.Fatalf("threads %d -> %d after a trim with no tethered child: want fewer", before, after)
 	}
 }

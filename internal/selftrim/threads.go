@@ -19,11 +19,14 @@ import (
 //
 // The caller must make sure that no running child is tied to a thread (a
 // parent-death signal follows the forking thread; see reaper.Start), and
-// that nothing else depends on a particular idle thread. It returns how
-// many threads it ended.
-func EndIdleThreads(keep int) int {
+// that nothing else depends on a particular idle thread; it may hold that
+// guarantee for up to budget (each thread takes some hundred microseconds,
+// a miss up to 20 ms), after which it stops. It returns how many threads it
+// ended.
+func EndIdleThreads(keep int, budget time.Duration) int {
 	ended, misses := 0, 0
-	for before := threads(); before > keep && misses < 2; {
+	stop := time.Now().Add(budget)
+	for before := threads(); before > keep && misses < 2 && time.Now().Before(stop); {
 		done := make(chan struct{})
 		go func() {
 			runtime.LockOSThread()

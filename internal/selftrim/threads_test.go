@@ -26,7 +26,7 @@ func TestEndIdleThreads(t *testing.T) {
 	if before < 6 {
 		t.Skipf("only %d threads after the burst: nothing to end", before)
 	}
-	ended := EndIdleThreads(2)
+	ended := EndIdleThreads(2, time.Second)
 	time.Sleep(50 * time.Millisecond)
 	after := threads()
 	t.Logf("threads %d -> %d (%d ended)", before, after, ended)
