@@ -30,7 +30,7 @@ const (
 
 // tuneMemory applies the runtime settings above; call it first in the daemon.
 func tuneMemory() {
-	selftrim.NoHugeBSS()
+	selftrim.NoHugePages()
 	debug.SetGCPercent(gcPercent)
 	if runtime.GOMAXPROCS(0) > maxProcs {
 		runtime.GOMAXPROCS(maxProcs)

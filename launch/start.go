@@ -109,7 +109,7 @@ func Start(f Flags, stdin io.Reader, stdout io.Writer) (retErr error) {
 		return err
 	}
 	// The daemon's runtime starts with huge pages off, until it has marked
-	// its BSS (selftrim.NoHugeBSS); this short-lived process needs none.
+	// its BSS (selftrim.NoHugePages); this short-lived process needs none.
 	selftrim.DisableTHPForExec()
 	pid, err := spawnDaemon(self, args, bundle, daemonEnv(os.Environ()), lf)
 	if err != nil {

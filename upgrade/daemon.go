@@ -234,7 +234,7 @@ func (d *Daemon) switchOver(binary string, hold time.Duration) {
 	env := append(os.Environ(), fmt.Sprintf("%s=%d", handover.EnvFD, fd))
 	slog.Info("upgrading in place", "binary", binary, "from", d.build.Version, "fds", fds.Len())
 	argv := append([]string{binary}, d.args[1:]...)
-	selftrim.DisableTHPForExec() // as start does: see selftrim.NoHugeBSS
+	selftrim.DisableTHPForExec() // as start does: see selftrim.NoHugePages
 	err = unix.Exec(binary, argv, env)
 	selftrim.EnableTHP()
 	fail(fmt.Errorf("execute %s: %w", binary, err))

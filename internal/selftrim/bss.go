@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"os"
 	"strings"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -13,25 +12,59 @@ import (
 // which the kernel maps as one anonymous region after the data segment.
 var bssMarker byte
 
-// NoHugeBSS keeps the executable's BSS in small pages. Go reserves tens of
-// MiB of it (runtime tables) and touches a few pages; on a node whose
-// transparent huge pages are "always" (RHEL's default) one touched page in an
-// aligned 2 MiB stretch makes the kernel back all 2 MiB, fault-time or later
-// through khugepaged: 2 MiB of anonymous memory per shim for nothing (seen in
-// the cgroup v2 lane's Debian kernel). Call it early; a parent that sets
-// PR_SET_THP_DISABLE before executing the binary keeps its start-up faults
-// small too (see DisableTHPForExec), and then this clears that flag so that
-// the process's children (the OCI runtime, containers) do not inherit it.
-func NoHugeBSS() {
-	if start, end, ok := mappingOf(uintptr(unsafe.Pointer(&bssMarker))); ok {
-		madvise(start, end-start, unix.MADV_NOHUGEPAGE)
-	}
+// NoHugePages keeps the process's anonymous memory in small pages, and
+// clears PR_SET_THP_DISABLE (see below).
+//
+// Why: on a node whose transparent huge pages are "always" (RHEL's default,
+// and the cgroup v2 lane's Debian kernel), one touched page in an aligned
+// 2 MiB stretch of an eligible mapping makes the kernel back all 2 MiB, at
+// the fault or later through khugepaged. A shim touches a few pages here and
+// there of large mappings: the BSS (Go reserves tens of MiB of runtime
+// tables there), the heap arena's reservation, and the regions where the
+// runtime keeps its own metadata. One huge page there was 2 MiB of anonymous
+// memory per shim for nothing (seen for the BSS, and for the runtime's
+// metadata: a shim of 3.2 MiB instead of 1.4). MADV_NOHUGEPAGE on every
+// anonymous mapping stops both ways, for the mappings and for what the
+// runtime later maps inside its reservations (a VMA split keeps the flag).
+// Mappings made after the call are covered at the next call: Trim calls
+// it again.
+//
+// Call it early: a parent that sets PR_SET_THP_DISABLE before executing the
+// binary keeps the runtime's start-up faults small too (DisableTHPForExec),
+// and this clears that flag so that the process's children (the OCI
+// runtime, containers) do not inherit it.
+func NoHugePages() {
+	noHugeAnon()
 	EnableTHP()
+}
+
+// noHugeAnon sets MADV_NOHUGEPAGE on every anonymous mapping of the process
+// (no file behind it: the BSS, the heap, the runtime's own mmaps, stacks).
+func noHugeAnon() {
+	f, err := os.Open("/proc/self/maps")
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// "start-end perms offset dev inode [path]"
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 || fields[4] != "0" {
+			continue // backed by a file
+		}
+		if len(fields) > 5 && fields[5] != "[heap]" && fields[5] != "[stack]" {
+			continue // [vdso], [vvar] and the like
+		}
+		if start, end, ok := parseRange(fields[0]); ok && end > start {
+			madvise(start, end-start, unix.MADV_NOHUGEPAGE)
+		}
+	}
 }
 
 // DisableTHPForExec sets PR_SET_THP_DISABLE on the calling process, which a
 // child or an execve'd image inherits: its runtime's start-up then faults in
-// small pages until its NoHugeBSS. Undo it with EnableTHP if the process
+// small pages until its NoHugePages. Undo it with EnableTHP if the process
 // itself goes on.
 func DisableTHPForExec() { _ = unix.Prctl(unix.PR_SET_THP_DISABLE, 1, 0, 0, 0) }
 

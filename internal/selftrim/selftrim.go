@@ -28,7 +28,11 @@ import (
 // dropped last, after the collection, whose code would otherwise fault them
 // back in (on kernels that cache a binary in large folios, a whole folio at
 // a time).
+//
+// It also marks the mappings made since the last call as never to be backed
+// by huge pages (NoHugePages).
 func Trim() {
+	noHugeAnon()
 	own := ownReadOnlyMappings()
 	debug.FreeOSMemory()
 	for _, m := range own {

@@ -50,15 +50,16 @@ func TestTrimMemoryDropsExecutablePages(t *testing.T) {
 	}
 }
 
-// NoHugeBSS marks the mapping that holds the binary's BSS as never to be
-// backed by huge pages, and leaves no PR_SET_THP_DISABLE for children.
-func TestNoHugeBSS(t *testing.T) {
+// NoHugePages marks every anonymous mapping (the binary's BSS among them) as
+// never to be backed by huge pages, and leaves no PR_SET_THP_DISABLE for
+// children.
+func TestNoHugePages(t *testing.T) {
 	DisableTHPForExec()
-	NoHugeBSS()
+	NoHugePages()
 	if v, err := unix.PrctlRetInt(unix.PR_GET_THP_DISABLE, 0, 0, 0, 0); err != nil || v != 0 {
-		t.Fatalf("PR_GET_THP_DISABLE = %d, %v after NoHugeBSS, want 0", v, err)
+		t.Fatalf("PR_GET_THP_DISABLE = %d, %v after NoHugePages, want 0", v, err)
 	}
-	start, _, ok := mappingOf(uintptr(unsafe.Pointer(&bssMarker)))
+	bss, _, ok := mappingOf(uintptr(unsafe.Pointer(&bssMarker)))
 	if !ok {
 		t.Fatal("no mapping holds the BSS marker")
 	}
@@ -66,19 +67,24 @@ func TestNoHugeBSS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	header := fmt.Sprintf("%08x-", start)
-	in := false
+	var header string
+	anon, sawBSS := 0, false
 	for _, line := range strings.Split(string(raw), "\n") {
-		if strings.HasPrefix(line, header) {
-			in = true
+		fields := strings.Fields(line)
+		if len(fields) >= 5 && strings.Contains(fields[0], "-") && !strings.HasSuffix(fields[0], ":") {
+			header = ""
+			if fields[4] == "0" && (len(fields) == 5 || fields[5] == "[heap]" || fields[5] == "[stack]") {
+				header = line
+				anon++
+				sawBSS = sawBSS || strings.HasPrefix(line, fmt.Sprintf("%08x-", bss))
+			}
 			continue
 		}
-		if in && strings.HasPrefix(line, "VmFlags:") {
-			if !strings.Contains(line, " nh") {
-				t.Fatalf("BSS mapping flags %q, want nh (no huge pages)", line)
-			}
-			return
+		if header != "" && strings.HasPrefix(line, "VmFlags:") && !strings.Contains(line, " nh") {
+			t.Errorf("anonymous mapping %q: flags %q, want nh (no huge pages)", header, line)
 		}
 	}
-	t.Fatal("BSS mapping not found in smaps")
+	if anon < 3 || !sawBSS {
+		t.Fatalf("%d anonymous mappings checked, BSS among them %v: the parse missed them", anon, sawBSS)
+	}
 }
