@@ -1,12 +1,6 @@
 package selftrim
 
-import (
-	"bufio"
-	"os"
-	"strings"
-
-	"golang.org/x/sys/unix"
-)
+import "golang.org/x/sys/unix"
 
 // bssMarker is zero-initialised: the linker puts it in the executable's BSS,
 // which the kernel maps as one anonymous region after the data segment.
@@ -38,27 +32,21 @@ func NoHugePages() {
 	EnableTHP()
 }
 
-// noHugeAnon sets MADV_NOHUGEPAGE on every anonymous mapping of the process
-// (no file behind it: the BSS, the heap, the runtime's own mmaps, stacks).
+// noHugeAnon sets MADV_NOHUGEPAGE on every anonymous mapping of the process,
+// from /proc/self/maps.
 func noHugeAnon() {
-	f, err := os.Open("/proc/self/maps")
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// "start-end perms offset dev inode [path]"
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 || fields[4] != "0" {
-			continue // backed by a file
+	var anon []mapping
+	eachLine("/proc/self/maps", func(line string) {
+		if r, ok := parseRegion(line); ok && r.anon {
+			anon = append(anon, r.mapping)
 		}
-		if len(fields) > 5 && fields[5] != "[heap]" && fields[5] != "[stack]" {
-			continue // [vdso], [vvar] and the like
-		}
-		if start, end, ok := parseRange(fields[0]); ok && end > start {
-			madvise(start, end-start, unix.MADV_NOHUGEPAGE)
-		}
+	})
+	noHuge(anon)
+}
+
+func noHuge(anon []mapping) {
+	for _, m := range anon {
+		madvise(m.start, m.end-m.start, unix.MADV_NOHUGEPAGE)
 	}
 }
 
@@ -73,17 +61,10 @@ func EnableTHP() { _ = unix.Prctl(unix.PR_SET_THP_DISABLE, 0, 0, 0, 0) }
 
 // mappingOf finds the mapping that holds addr, from /proc/self/maps.
 func mappingOf(addr uintptr) (start, end uintptr, ok bool) {
-	f, err := os.Open("/proc/self/maps")
-	if err != nil {
-		return 0, 0, false
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		rng, _, _ := strings.Cut(sc.Text(), " ")
-		if s, e, ok := parseRange(rng); ok && s <= addr && addr < e {
-			return s, e, true
+	eachLine("/proc/self/maps", func(line string) {
+		if r, isRegion := parseRegion(line); isRegion && !ok && r.start <= addr && addr < r.end {
+			start, end, ok = r.start, r.end, true
 		}
-	}
-	return 0, 0, false
+	})
+	return start, end, ok
 }

@@ -32,8 +32,8 @@ import (
 // It also marks the mappings made since the last call as never to be backed
 // by huge pages (NoHugePages).
 func Trim() {
-	noHugeAnon()
-	own := ownReadOnlyMappings()
+	anon, own := trimTargets()
+	noHuge(anon)
 	debug.FreeOSMemory()
 	for _, m := range own {
 		// Newer kernels keep a freshly read or copied binary in the page
@@ -47,44 +47,78 @@ func Trim() {
 
 type mapping struct{ start, end uintptr }
 
-// ownReadOnlyMappings lists the non-writable mappings of the executable that
-// hold no anonymous (copied-on-write) pages, from /proc/self/smaps.
-func ownReadOnlyMappings() []mapping {
-	self, err := os.Executable()
-	if err != nil {
-		return nil
+// region is one mapping of the process, from a header line of
+// /proc/self/maps or smaps: "start-end perms offset dev inode [path]".
+type region struct {
+	mapping
+	writable bool
+	// anon: no file behind it (the BSS, the heap, the runtime's own
+	// mmaps, stacks), as opposed to files and [vdso], [vvar] and the like.
+	anon bool
+	path string
+}
+
+// parseRegion reads a mapping's header line; false for any other line (an
+// smaps field such as "Anonymous: 0 kB").
+func parseRegion(line string) (region, bool) {
+	fields := strings.Fields(line)
+	if len(fields) < 5 || strings.HasSuffix(fields[0], ":") {
+		return region{}, false
 	}
-	f, err := os.Open("/proc/self/smaps")
+	start, end, ok := parseRange(fields[0])
+	if !ok || end <= start {
+		return region{}, false
+	}
+	r := region{mapping: mapping{start, end}, writable: strings.Contains(fields[1], "w")}
+	if len(fields) > 5 {
+		r.path = fields[5]
+	}
+	r.anon = fields[4] == "0" && (r.path == "" || r.path == "[heap]" || r.path == "[stack]")
+	return r, true
+}
+
+// eachLine calls fn for each line of a /proc file of this process.
+func eachLine(file string, fn func(line string)) {
+	f, err := os.Open(file)
 	if err != nil {
-		return nil
+		return
 	}
 	defer f.Close()
-	var out []mapping
-	var cur *mapping
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) == 0 {
-			continue
-		}
-		if strings.Contains(fields[0], "-") && !strings.HasSuffix(fields[0], ":") {
-			// A mapping header: "start-end perms offset dev inode [path]".
-			cur = nil
-			if len(fields) < 6 || fields[5] != self || strings.Contains(fields[1], "w") {
-				continue
-			}
-			if start, end, ok := parseRange(fields[0]); ok && end > start {
-				out = append(out, mapping{start, end})
-				cur = &out[len(out)-1]
-			}
-			continue
-		}
-		if cur != nil && fields[0] == "Anonymous:" && len(fields) >= 2 && fields[1] != "0" {
-			out = out[:len(out)-1] // has private copies: keep it as it is
-			cur = nil
-		}
+		fn(sc.Text())
 	}
-	return out
+}
+
+// trimTargets reads /proc/self/smaps once for what Trim acts on: the
+// anonymous mappings, and the non-writable mappings of the executable that
+// hold no anonymous (copied-on-write) pages.
+func trimTargets() (anon, own []mapping) {
+	self, err := os.Executable()
+	if err != nil {
+		self = ""
+	}
+	var cur *region
+	eachLine("/proc/self/smaps", func(line string) {
+		if r, ok := parseRegion(line); ok {
+			cur = nil
+			if r.anon {
+				anon = append(anon, r.mapping)
+			}
+			if self != "" && r.path == self && !r.writable {
+				own = append(own, r.mapping)
+				cur = &r
+			}
+			return
+		}
+		if v, ok := strings.CutPrefix(line, "Anonymous:"); ok && cur != nil {
+			if f := strings.Fields(v); len(f) > 0 && f[0] != "0" {
+				own = own[:len(own)-1] // has private copies: keep it as it is
+			}
+			cur = nil
+		}
+	})
+	return anon, own
 }
 
 // madvise advises the kernel on one of this process's own mappings, given by

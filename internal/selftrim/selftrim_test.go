@@ -88,3 +88,30 @@ func TestNoHugePages(t *testing.T) {
 		t.Fatalf("%d anonymous mappings checked, BSS among them %v: the parse missed them", anon, sawBSS)
 	}
 }
+
+// One smaps pass finds both what Trim acts on: anonymous mappings (the BSS
+// among them) and the executable's read-only mappings, none writable.
+func TestTrimTargets(t *testing.T) {
+	anon, own := trimTargets()
+	bss, _, ok := mappingOf(uintptr(unsafe.Pointer(&bssMarker)))
+	if !ok {
+		t.Fatal("no mapping holds the BSS marker")
+	}
+	found := false
+	for _, m := range anon {
+		found = found || m.start == bss
+	}
+	if !found {
+		t.Errorf("the BSS mapping %x is not among the %d anonymous mappings", bss, len(anon))
+	}
+	if len(own) == 0 {
+		t.Fatal("no read-only mapping of the executable found")
+	}
+	for _, m := range own {
+		for _, a := range anon {
+			if m == a {
+				t.Errorf("mapping %x counted as both the executable's and anonymous", m.start)
+			}
+		}
+	}
+}
