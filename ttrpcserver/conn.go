@@ -124,9 +124,8 @@ func (c *conn) call(ctx context.Context, id uint32, req request, m registered) {
 	}
 	payload := req.payload
 	resp, err := m.method(ctx, func(v any) error {
-		if !codec.Valid(v) {
-			return fmt.Errorf("ttrpcserver: %T is not a protobuf message", v)
-		}
+		// A handler passes a new message; anything else is refused by the
+		// codec itself.
 		return codec.Unmarshal(payload, v)
 	})
 	if later, ok := resp.(*Deferred); ok && err == nil {
