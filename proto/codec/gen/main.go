@@ -545,7 +545,7 @@ type field struct {
 	path string // "m.Name"
 }
 
-func (g *generator) fields(m *message) []field {
+func messageFields(m *message) []field {
 	fds := m.desc.Fields()
 	var out []field
 	for i := 0; i < fds.Len(); i++ {
@@ -559,7 +559,7 @@ func (g *generator) fields(m *message) []field {
 }
 
 func (g *generator) writeMessage(m *message) {
-	fields := g.fields(m)
+	fields := messageFields(m)
 	tn := g.typeName(m.goType)
 
 	// size

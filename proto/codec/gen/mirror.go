@@ -262,7 +262,7 @@ func (f *mirrorFile) write() ([]byte, error) {
 	sort.Slice(f.messages, func(i, j int) bool { return f.messages[i].goType.Name() < f.messages[j].goType.Name() })
 	for _, m := range f.messages {
 		name := m.goType.Name()
-		fields := (&generator{}).fields(m)
+		fields := messageFields(m)
 		p("// %s is %s.", name, m.desc.FullName())
 		p("type %s struct {", name)
 		for _, fl := range fields {
