@@ -15,21 +15,42 @@ import (
 // processIdentity is a PID with its start time (clock ticks after boot), so
 // a reused PID is not mistaken for the process.
 func processIdentity(pid int) (string, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	f, err := statFields(pid)
 	if err != nil {
 		return "", err
 	}
-	// The command name (field 2) may hold spaces: fields count from the ')'.
+	return strconv.Itoa(pid) + " " + f[statStartTime], nil
+}
+
+// statStartTime is field 22 of /proc/<pid>/stat, counted as statFields does.
+const statStartTime = 19
+
+// statFields returns /proc/<pid>/stat's fields from the third on (state,
+// ppid, ...): the command name (field 2) may hold spaces, so they are
+// counted from its closing ')'.
+func statFields(pid int) ([]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, err
+	}
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return "", fmt.Errorf("malformed /proc/%d/stat", pid)
+		return nil, fmt.Errorf("malformed /proc/%d/stat", pid)
 	}
 	f := strings.Fields(string(b[i+1:]))
-	const startTime = 19 // field 22 of stat, counted from field 3
-	if len(f) <= startTime {
-		return "", fmt.Errorf("malformed /proc/%d/stat", pid)
+	if len(f) <= statStartTime {
+		return nil, fmt.Errorf("malformed /proc/%d/stat", pid)
 	}
-	return strconv.Itoa(pid) + " " + f[startTime], nil
+	return f, nil
+}
+
+// parentPid returns a process's parent (field 4 of /proc/<pid>/stat).
+func parentPid(pid int) (int, error) {
+	f, err := statFields(pid)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(f[1])
 }
 
 // processArgs returns a process's command line.
@@ -52,19 +73,28 @@ func argAfter(pid int, flag string) string {
 	return ""
 }
 
-// processesWithArg lists the processes passing value after flag.
+// processesWithArg lists the processes passing value after flag, leaving
+// out any whose parent is listed too: a child the daemon has forked but not
+// yet exec'd shares its memory, so its command line reads as the daemon's.
+// The daemon forks one at its start (Go's first os.FindProcess checks
+// clone(CLONE_PIDFD) with a throwaway child) and one per runtime call; CI
+// once found the first beside its daemon.
 func processesWithArg(flag, value string) []int {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
+	found := processesWithArgIn(allProcesses(), flag, value)
+	if len(found) < 2 {
+		return found
 	}
-	var pids []int
-	for _, e := range entries {
-		if pid, err := strconv.Atoi(e.Name()); err == nil {
-			pids = append(pids, pid)
+	listed := make(map[int]bool, len(found))
+	for _, pid := range found {
+		listed[pid] = true
+	}
+	var parents []int
+	for _, pid := range found {
+		if ppid, err := parentPid(pid); err != nil || !listed[ppid] {
+			parents = append(parents, pid)
 		}
 	}
-	return processesWithArgIn(pids, flag, value)
+	return parents
 }
 
 func processesWithArgIn(pids []int, flag, value string) []int {
@@ -75,4 +105,19 @@ func processesWithArgIn(pids []int, flag, value string) []int {
 		}
 	}
 	return found
+}
+
+// allProcesses lists the PIDs in /proc (none if it cannot be read).
+func allProcesses() []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range entries {
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }

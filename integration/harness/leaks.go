@@ -45,7 +45,12 @@ func flagValue(args []string, name string) string {
 	return ""
 }
 
-// Processes lists every process whose command line satisfies match.
+// Processes lists every process whose command line satisfies match, leaving
+// out any whose parent is listed too: between fork and exec a child shares
+// its parent's memory, so its command line reads as the parent's (a shim
+// forks for each runtime call, and once at its start for Go's pidfd check).
+// Counting such a child as a second shim would be wrong; a leak check still
+// finds its parent.
 func Processes(match func(args []string) bool) []Proc {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
@@ -67,7 +72,45 @@ func Processes(match func(args []string) bool) []Proc {
 			out = append(out, Proc{Pid: pid, Args: args})
 		}
 	}
+	return withoutChildren(out)
+}
+
+// withoutChildren drops the processes whose parent is in procs.
+func withoutChildren(procs []Proc) []Proc {
+	if len(procs) < 2 {
+		return procs
+	}
+	listed := make(map[int]bool, len(procs))
+	for _, p := range procs {
+		listed[p.Pid] = true
+	}
+	out := procs[:0]
+	for _, p := range procs {
+		if ppid, ok := parentPid(p.Pid); !ok || !listed[ppid] {
+			out = append(out, p)
+		}
+	}
 	return out
+}
+
+// parentPid reads a process's parent from /proc/<pid>/stat (field 4; the
+// command name before it may hold spaces, so fields count from its ')').
+func parentPid(pid int) (int, bool) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, false
+	}
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 2 {
+		return 0, false
+	}
+	ppid, err := strconv.Atoi(f[1])
+	return ppid, err == nil
 }
 
 // ShimProcesses lists live shim processes (any containerd-shim-* binary) started by this
