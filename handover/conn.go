@@ -47,9 +47,10 @@ func Parkable(service, method string) bool {
 // completes once every open request is parkable (see Parkable): those are
 // handed over and replayed.
 //
-// Locking: the server reads from one goroutine and writes from one other; the
-// read state (prefix, hdr, hdrN, out, bodyLeft, cur) belongs to the reader,
-// the write state (w*) to the writer, which holds wmu for each write (Export
+// Locking: the server reads from one goroutine at a time (it hands the
+// reading on with a happens-before edge) and writes from others; the read
+// state (prefix, hdr, hdrN, out, bodyLeft, cur) belongs to the reader, the
+// write state (w*) to the writer, which holds wmu for each write (Export
 // holds it too: see exported). mu guards paused, parked, reqs and closed;
 // cond (on mu) signals their changes. wmu is taken before mu, never after.
 type Conn struct {
@@ -272,6 +273,23 @@ func (c *Conn) waitUnpaused() error {
 		return net.ErrClosed
 	}
 	return nil
+}
+
+// Buffered is how many bytes of the next messages the Conn holds that the
+// socket no longer does (handed-over bytes, part of a header). A server that
+// reads only once the socket is readable must read these first. It is the
+// reader's state: only the reader may ask.
+func (c *Conn) Buffered() int { return len(c.prefix) + c.hdrN }
+
+// Rest tells the Conn that its server stopped reading at a message boundary
+// and reads again only once the socket is readable (or Buffered is not 0):
+// the reader is parked for a pause without being woken to find out. A read
+// that passes the boundary unpaused ends the rest.
+func (c *Conn) Rest() {
+	c.mu.Lock()
+	c.parked = true
+	c.cond.Broadcast()
+	c.mu.Unlock()
 }
 
 // Write passes the server's bytes on and closes the requests it answers.

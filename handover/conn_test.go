@@ -34,7 +34,9 @@ type echoServer struct {
 
 // server is what the daemon needs of a ttrpc server. The tests run with
 // both ttrpc's own server and the daemon's (ttrpcserver), which read and
-// write a connection differently (buffered read-ahead, header then body).
+// write a connection differently (buffered read-ahead, header then body),
+// and the daemon's in both its modes (idle connections in its watcher, told
+// Rest and asked Buffered; or a goroutine per connection, always reading).
 type server interface {
 	RegisterService(string, *ttrpc.ServiceDesc)
 	Serve(context.Context, net.Listener) error
@@ -47,8 +49,11 @@ var serverKind = "ttrpc"
 func newServer(t *testing.T, conns *Conns) server {
 	t.Helper()
 	var noop noHandshake
-	if serverKind == "ttrpcserver" {
+	switch serverKind {
+	case "ttrpcserver":
 		return ttrpcserver.New(ttrpcserver.Options{Handshaker: conns.Handshaker(noop)})
+	case "ttrpcserver-goroutine-per-conn":
+		return ttrpcserver.New(ttrpcserver.Options{Handshaker: conns.Handshaker(noop), GoroutinePerConn: true})
 	}
 	srv, err := ttrpc.NewServer(ttrpc.WithServerHandshaker(conns.Handshaker(noop)))
 	if err != nil {
@@ -60,7 +65,7 @@ func newServer(t *testing.T, conns *Conns) server {
 // bothServers runs a test once with each server (not in parallel: the
 // server kind is a package variable).
 func bothServers(t *testing.T, test func(*testing.T)) {
-	for _, kind := range []string{"ttrpc", "ttrpcserver"} {
+	for _, kind := range []string{"ttrpc", "ttrpcserver", "ttrpcserver-goroutine-per-conn"} {
 		t.Run(kind, func(t *testing.T) {
 			serverKind = kind
 			defer func() { serverKind = "ttrpc" }()

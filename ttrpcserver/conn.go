@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/containerd/ttrpc"
@@ -20,76 +21,177 @@ import (
 
 // conn is one client connection.
 //
-// Its goroutine (serve) owns the read side and hdr: it reads one message at
-// a time, answers malformed ones itself and starts a goroutine per call.
-// Answers from any goroutine go out whole, one write(2) each, under wmu.
-// pmu guards pending.
+// One goroutine at a time reads it: its own for its whole life (serve), or,
+// when the server's watcher holds it (watched), one per burst of input
+// (readBurst), started when the socket is readable. The reader holds rmu,
+// which hands the read state (hdr, lastID) from one burst's goroutine to the
+// next. It answers malformed messages itself and starts a goroutine per
+// call. Answers from any goroutine go out whole, one write(2) each, under
+// wmu. pmu guards pending.
 type conn struct {
-	srv *Server
-	nc  net.Conn
-	hdr [ttrpcframe.HeaderLen]byte
+	srv    *Server
+	nc     net.Conn
+	ctx    context.Context // the calls' parent, cancelled when the connection ends
+	cancel context.CancelFunc
+
+	// set before the connection is tracked, then read-only
+	watched bool
+	raw     syscall.RawConn // nc's descriptor, when watched
+	token   uint64          // its key in the watcher, when watched
+
+	rmu    sync.Mutex
+	hdr    [ttrpcframe.HeaderLen]byte
+	lastID uint32 // the last request's stream id: ids must grow
+	armed  bool   // the socket is in the watcher's set
 
 	wmu       sync.Mutex
 	closeOnce sync.Once
+	endOnce   sync.Once
 
 	pmu     sync.Mutex
 	pending map[uint32]*pendingCall // calls answered Later; nil once the connection ended
 }
 
-func newConn(s *Server, nc net.Conn) *conn {
-	return &conn{srv: s, nc: nc, pending: make(map[uint32]*pendingCall)}
+func newConn(ctx context.Context, s *Server, nc net.Conn) *conn {
+	c := &conn{srv: s, nc: nc, pending: make(map[uint32]*pendingCall)}
+	c.ctx, c.cancel = context.WithCancel(ctx)
+	if s.watch != nil {
+		c.raw, c.watched = rawConn(nc)
+		if c.watched {
+			c.token = s.watch.newToken()
+		}
+	}
+	return c
+}
+
+// What a watched connection may offer (handover.Conn does): bytes it holds
+// that the socket no longer has, which must be read without waiting for
+// the socket; and being told that its reader stopped at a message boundary.
+type (
+	buffered interface{ Buffered() int }
+	rester   interface{ Rest() }
+)
+
+// start serves the connection: in the server's watcher when it can (see
+// watcher), else with a goroutine of its own. Called once, after the
+// server has tracked it.
+func (c *conn) start() {
+	if !c.watched {
+		go c.serve()
+		return
+	}
+	c.rmu.Lock()
+	c.rest()
 }
 
 // serve reads messages until the connection fails or is closed, then
-// cancels the calls still running (their answers are dropped).
-func (c *conn) serve(ctx context.Context) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer func() {
-		cancel()
-		c.close()
-		c.abandonPending()
-		c.srv.untrack(c)
-	}()
-	var lastID uint32
+// ends it.
+func (c *conn) serve() {
+	defer c.end()
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	for c.readOne() {
+	}
+}
+
+// readBurst reads a watched connection's messages while it has some, then
+// leaves it to the watcher again.
+func (c *conn) readBurst() {
+	c.rmu.Lock()
 	for {
-		if _, err := io.ReadFull(c.nc, c.hdr[:]); err != nil {
-			c.logReadError(err)
+		if !c.readOne() {
+			c.rmu.Unlock()
+			c.end()
 			return
 		}
-		h := ttrpcframe.Parse(c.hdr[:])
-		if h.Length > ttrpcframe.MaxPayload {
-			// Skip it and say why; the connection stays usable.
-			if _, err := io.CopyN(io.Discard, c.nc, int64(h.Length)); err != nil {
-				c.logReadError(err)
-				return
-			}
-			c.sendStatus(h.StreamID, status.Newf(codes.ResourceExhausted,
-				"message length %v exceeds the maximum message size of %v", h.Length, ttrpcframe.MaxPayload))
-			continue
-		}
-		var body []byte
-		if h.Length > 0 {
-			body = make([]byte, h.Length)
-			if _, err := io.ReadFull(c.nc, body); err != nil {
-				c.logReadError(err)
-				return
-			}
-		}
-		switch {
-		case h.StreamID%2 != 1:
-			c.sendStatus(h.StreamID, status.New(codes.InvalidArgument, "StreamID must be odd for client initiated streams"))
-		case h.Type == ttrpcframe.TypeData:
-			c.sendStatus(h.StreamID, status.New(codes.InvalidArgument, "StreamID is no longer active"))
-		case h.Type != ttrpcframe.TypeRequest:
-			// Unknown message types are skipped, for compatibility with
-			// later protocol versions (as ttrpc's server does).
-		case h.StreamID <= lastID:
-			c.sendStatus(h.StreamID, status.New(codes.InvalidArgument, "StreamID cannot be re-used and must increment"))
-		default:
-			lastID = h.StreamID
-			c.dispatch(ctx, h.StreamID, body)
+		if b, ok := c.nc.(buffered); !ok || b.Buffered() == 0 {
+			break
 		}
 	}
+	c.rest()
+}
+
+// rest leaves a watched connection to the watcher until its next input. The
+// caller holds rmu; rest releases it.
+func (c *conn) rest() {
+	if b, ok := c.nc.(buffered); ok && b.Buffered() > 0 {
+		c.rmu.Unlock()
+		go c.readBurst() // handed-over bytes: the socket will not report them
+		return
+	}
+	if r, ok := c.nc.(rester); ok {
+		r.Rest()
+	}
+	first := !c.armed
+	c.armed = true
+	c.rmu.Unlock()
+	err := c.srv.watch.arm(c, first)
+	switch {
+	case err == nil:
+	case errors.Is(err, net.ErrClosed):
+		c.end()
+	case first:
+		// Not a socket epoll takes: serve it the old way.
+		slog.Debug("ttrpc: connection not watched; serving it with a goroutine", "error", err)
+		go c.serve()
+	default:
+		slog.Warn("ttrpc: connection no longer watched; closing it", "error", err)
+		c.end()
+	}
+}
+
+// end cancels the calls still running (their answers are dropped), closes
+// the connection and gives up the calls answered Later. Once.
+func (c *conn) end() {
+	c.endOnce.Do(func() {
+		c.cancel()
+		c.closeSocket()
+		c.abandonPending()
+		c.srv.untrack(c)
+	})
+}
+
+// readOne reads one message and handles it; false once the connection
+// failed or was closed. The caller holds rmu.
+func (c *conn) readOne() bool {
+	if _, err := io.ReadFull(c.nc, c.hdr[:]); err != nil {
+		c.logReadError(err)
+		return false
+	}
+	h := ttrpcframe.Parse(c.hdr[:])
+	if h.Length > ttrpcframe.MaxPayload {
+		// Skip it and say why; the connection stays usable.
+		if _, err := io.CopyN(io.Discard, c.nc, int64(h.Length)); err != nil {
+			c.logReadError(err)
+			return false
+		}
+		c.sendStatus(h.StreamID, status.Newf(codes.ResourceExhausted,
+			"message length %v exceeds the maximum message size of %v", h.Length, ttrpcframe.MaxPayload))
+		return true
+	}
+	var body []byte
+	if h.Length > 0 {
+		body = make([]byte, h.Length)
+		if _, err := io.ReadFull(c.nc, body); err != nil {
+			c.logReadError(err)
+			return false
+		}
+	}
+	switch {
+	case h.StreamID%2 != 1:
+		c.sendStatus(h.StreamID, status.New(codes.InvalidArgument, "StreamID must be odd for client initiated streams"))
+	case h.Type == ttrpcframe.TypeData:
+		c.sendStatus(h.StreamID, status.New(codes.InvalidArgument, "StreamID is no longer active"))
+	case h.Type != ttrpcframe.TypeRequest:
+		// Unknown message types are skipped, for compatibility with
+		// later protocol versions (as ttrpc's server does).
+	case h.StreamID <= c.lastID:
+		c.sendStatus(h.StreamID, status.New(codes.InvalidArgument, "StreamID cannot be re-used and must increment"))
+	default:
+		c.lastID = h.StreamID
+		c.dispatch(c.ctx, h.StreamID, body)
+	}
+	return true
 }
 
 // dispatch decodes a request and starts its call.
@@ -238,8 +340,25 @@ func (c *conn) send(frame []byte) {
 	}
 }
 
+// close closes the connection. A watched one may have no reader to see
+// that and end it: end it here, from a goroutine of its own, since close is
+// called from answers, which may run under their callers' locks (end gives
+// up the calls answered Later, which takes those locks).
 func (c *conn) close() {
-	c.closeOnce.Do(func() { _ = c.nc.Close() })
+	c.closeSocket()
+	if c.watched {
+		go c.end()
+	}
+}
+
+// closeSocket takes a watched socket out of the watcher, then closes it.
+func (c *conn) closeSocket() {
+	c.closeOnce.Do(func() {
+		if c.watched {
+			c.srv.watch.remove(c)
+		}
+		_ = c.nc.Close()
+	})
 }
 
 // logReadError reports a read that ended the connection, unless it is the

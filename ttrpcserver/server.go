@@ -20,17 +20,23 @@ type Options struct {
 	// OnRequest, when set, is called before each call is handled, with its
 	// full method name ("/service/method"), from the call's goroutine.
 	OnRequest func(fullMethod string)
+	// GoroutinePerConn serves every connection with a goroutine of its
+	// own, as before the watcher (see watcher): for comparisons and tests.
+	GoroutinePerConn bool
 }
 
 // Server serves registered ttrpc services on the listeners given to Serve.
 //
 // Locking: mu guards services (written only before Serve, but guarded so
 // that a late registration is not a data race), listeners, conns and
-// closed. A connection's own state belongs to its goroutine (see conn).
+// closed, and watch while the first Serve sets it (it is read without mu by
+// the connections, which come later). A connection's own state belongs to
+// its reader (see conn).
 type Server struct {
 	opts Options
 
 	mu        sync.Mutex
+	watch     *watcher // nil: a goroutine per connection
 	services  map[string]map[string]registered // service -> method
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
@@ -99,6 +105,14 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		return ErrServerClosed
 	}
 	s.listeners[l] = struct{}{}
+	if s.watch == nil && !s.opts.GoroutinePerConn {
+		if w, err := newWatcher(); err == nil {
+			s.watch = w
+			go w.run()
+		} else {
+			slog.Warn("ttrpc: no connection watcher; a goroutine per connection", "error", err)
+		}
+	}
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
@@ -132,12 +146,12 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 			}
 			nc = approved
 		}
-		c := newConn(s, nc)
+		c := newConn(ctx, s, nc)
 		if !s.track(c) {
-			nc.Close()
+			c.end()
 			return ErrServerClosed
 		}
-		go c.serve(ctx)
+		c.start()
 	}
 }
 
@@ -171,6 +185,7 @@ func (s *Server) Close() error {
 	s.closed = true
 	listeners := s.listeners
 	conns := s.conns
+	watch := s.watch
 	s.listeners = map[net.Listener]struct{}{}
 	s.conns = map[*conn]struct{}{}
 	s.mu.Unlock()
@@ -182,6 +197,9 @@ func (s *Server) Close() error {
 	}
 	for c := range conns {
 		c.close()
+	}
+	if watch != nil {
+		watch.close()
 	}
 	return errors.Join(errs...)
 }

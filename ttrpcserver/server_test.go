@@ -40,12 +40,19 @@ type env struct {
 
 func newEnv(t *testing.T, methods map[string]ttrpc.Method) *env {
 	t.Helper()
+	return newEnvWith(t, methods, Options{})
+}
+
+// newEnvWith is newEnv with options (its OnRequest is the env's own).
+func newEnvWith(t *testing.T, methods map[string]ttrpc.Method, opts Options) *env {
+	t.Helper()
 	e := &env{sock: filepath.Join(t.TempDir(), "s"), served: make(chan error, 1)}
-	e.srv = New(Options{OnRequest: func(m string) {
+	opts.OnRequest = func(m string) {
 		e.mu.Lock()
 		e.seen = append(e.seen, m)
 		e.mu.Unlock()
-	}})
+	}
+	e.srv = New(opts)
 	e.srv.RegisterService(testService, &ttrpc.ServiceDesc{Methods: methods})
 	l, err := net.Listen("unix", e.sock)
 	if err != nil {
@@ -58,6 +65,26 @@ func newEnv(t *testing.T, methods map[string]ttrpc.Method) *env {
 		e.srv.Close()
 	})
 	return e
+}
+
+// envMaker makes a test's env.
+type envMaker func(t *testing.T, methods map[string]ttrpc.Method) *env
+
+// inBothModes runs a test against a server whose idle connections wait in
+// its watcher and against one with a goroutine per connection.
+func inBothModes(t *testing.T, test func(t *testing.T, newEnv envMaker)) {
+	for _, perConn := range []bool{false, true} {
+		name := "watched"
+		if perConn {
+			name = "goroutine-per-conn"
+		}
+		t.Run(name, func(t *testing.T) {
+			test(t, func(t *testing.T, methods map[string]ttrpc.Method) *env {
+				t.Helper()
+				return newEnvWith(t, methods, Options{GoroutinePerConn: perConn})
+			})
+		})
+	}
 }
 
 func (e *env) dial(t *testing.T) net.Conn {
@@ -91,156 +118,162 @@ func typed(h func(context.Context, string) (string, error)) ttrpc.Method {
 }
 
 func TestUnaryCallsAndTheirErrors(t *testing.T) {
-	e := newEnv(t, map[string]ttrpc.Method{
-		"Upper": typed(func(_ context.Context, s string) (string, error) { return "<" + s + ">", nil }),
-		"Empty": typed(func(context.Context, string) (string, error) { return "", nil }),
-		"NotFound": typed(func(context.Context, string) (string, error) {
-			return "", errgrpc.ToGRPC(fmt.Errorf("container x: %w", errdefs.ErrNotFound))
-		}),
-		"Plain": typed(func(context.Context, string) (string, error) { return "", os.ErrExist }),
-		"Nil": func(context.Context, func(any) error) (any, error) {
-			var m *wrapperspb.StringValue
-			return m, nil // a typed nil: must become an error, not a panic or an empty answer
-		},
-		"NotProto": func(context.Context, func(any) error) (any, error) { return 42, nil },
-		// Text that is not UTF-8 (a path, a runtime's output) in an error, and in an
-		// answer: proto3 cannot encode either as it is.
-		"BadErrorText": typed(func(context.Context, string) (string, error) {
-			return "", errgrpc.ToGRPC(fmt.Errorf("open /x\xff: %w", errdefs.ErrNotFound))
-		}),
-		"BadAnswerText": typed(func(context.Context, string) (string, error) { return "/x\xff", nil }),
-	})
-	ctx := context.Background()
+	inBothModes(t, func(t *testing.T, newEnv envMaker) {
+		e := newEnv(t, map[string]ttrpc.Method{
+			"Upper": typed(func(_ context.Context, s string) (string, error) { return "<" + s + ">", nil }),
+			"Empty": typed(func(context.Context, string) (string, error) { return "", nil }),
+			"NotFound": typed(func(context.Context, string) (string, error) {
+				return "", errgrpc.ToGRPC(fmt.Errorf("container x: %w", errdefs.ErrNotFound))
+			}),
+			"Plain": typed(func(context.Context, string) (string, error) { return "", os.ErrExist }),
+			"Nil": func(context.Context, func(any) error) (any, error) {
+				var m *wrapperspb.StringValue
+				return m, nil // a typed nil: must become an error, not a panic or an empty answer
+			},
+			"NotProto": func(context.Context, func(any) error) (any, error) { return 42, nil },
+			// Text that is not UTF-8 (a path, a runtime's output) in an error, and in an
+			// answer: proto3 cannot encode either as it is.
+			"BadErrorText": typed(func(context.Context, string) (string, error) {
+				return "", errgrpc.ToGRPC(fmt.Errorf("open /x\xff: %w", errdefs.ErrNotFound))
+			}),
+			"BadAnswerText": typed(func(context.Context, string) (string, error) { return "/x\xff", nil }),
+		})
+		ctx := context.Background()
 
-	if out, err := e.call(ctx, "Upper", "abc"); err != nil || out != "<abc>" {
-		t.Fatalf("Upper: %q, %v", out, err)
-	}
-	if out, err := e.call(ctx, "Empty", "abc"); err != nil || out != "" {
-		t.Fatalf("Empty (an answer of zero bytes): %q, %v", out, err)
-	}
-	_, err := e.call(ctx, "NotFound", "")
-	if !errdefs.IsNotFound(errgrpc.ToNative(err)) {
-		t.Errorf("NotFound: got %v, want an errdefs NotFound through the wire", err)
-	}
-	for method, want := range map[string]codes.Code{
-		"Plain":    codes.AlreadyExists, // the code ttrpc's own server guesses for os.ErrExist
-		"Nil":      codes.Unknown,
-		"NotProto": codes.Unknown,
-		"Missing":  codes.Unimplemented,
-	} {
-		if _, err := e.call(ctx, method, ""); status.Code(err) != want {
-			t.Errorf("%s: got %v (code %v), want code %v", method, err, status.Code(err), want)
+		if out, err := e.call(ctx, "Upper", "abc"); err != nil || out != "<abc>" {
+			t.Fatalf("Upper: %q, %v", out, err)
 		}
-	}
-	// Both still get an answer (before, the first got none and waited for its
-	// deadline): the error's text with the bad byte replaced, and an error for the
-	// answer that cannot be encoded.
-	callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if _, err := e.call(callCtx, "BadErrorText", ""); status.Code(err) != codes.NotFound || !strings.Contains(err.Error(), "open /x\uFFFD") {
-		t.Errorf("BadErrorText: got %v, want NotFound with the text made valid", err)
-	}
-	if _, err := e.call(callCtx, "BadAnswerText", ""); status.Code(err) != codes.Unknown || !strings.Contains(err.Error(), "UTF-8") {
-		t.Errorf("BadAnswerText: got %v, want an error saying the answer could not be encoded", err)
-	}
-	var out wrapperspb.StringValue
-	if err := e.client.Call(ctx, "no.such.Service", "Upper", wrapperspb.String(""), &out); status.Code(err) != codes.Unimplemented {
-		t.Errorf("unknown service: got %v, want Unimplemented", err)
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if len(e.seen) == 0 || e.seen[0] != "/"+testService+"/Upper" {
-		t.Errorf("OnRequest saw %q, want the full method names, first /%s/Upper", e.seen, testService)
-	}
-	for _, m := range e.seen {
-		if m == "/"+testService+"/Missing" {
-			t.Errorf("OnRequest was called for an unknown method")
+		if out, err := e.call(ctx, "Empty", "abc"); err != nil || out != "" {
+			t.Fatalf("Empty (an answer of zero bytes): %q, %v", out, err)
 		}
-	}
+		_, err := e.call(ctx, "NotFound", "")
+		if !errdefs.IsNotFound(errgrpc.ToNative(err)) {
+			t.Errorf("NotFound: got %v, want an errdefs NotFound through the wire", err)
+		}
+		for method, want := range map[string]codes.Code{
+			"Plain":    codes.AlreadyExists, // the code ttrpc's own server guesses for os.ErrExist
+			"Nil":      codes.Unknown,
+			"NotProto": codes.Unknown,
+			"Missing":  codes.Unimplemented,
+		} {
+			if _, err := e.call(ctx, method, ""); status.Code(err) != want {
+				t.Errorf("%s: got %v (code %v), want code %v", method, err, status.Code(err), want)
+			}
+		}
+		// Both still get an answer (before, the first got none and waited for its
+		// deadline): the error's text with the bad byte replaced, and an error for the
+		// answer that cannot be encoded.
+		callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if _, err := e.call(callCtx, "BadErrorText", ""); status.Code(err) != codes.NotFound || !strings.Contains(err.Error(), "open /x\uFFFD") {
+			t.Errorf("BadErrorText: got %v, want NotFound with the text made valid", err)
+		}
+		if _, err := e.call(callCtx, "BadAnswerText", ""); status.Code(err) != codes.Unknown || !strings.Contains(err.Error(), "UTF-8") {
+			t.Errorf("BadAnswerText: got %v, want an error saying the answer could not be encoded", err)
+		}
+		var out wrapperspb.StringValue
+		if err := e.client.Call(ctx, "no.such.Service", "Upper", wrapperspb.String(""), &out); status.Code(err) != codes.Unimplemented {
+			t.Errorf("unknown service: got %v, want Unimplemented", err)
+		}
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if len(e.seen) == 0 || e.seen[0] != "/"+testService+"/Upper" {
+			t.Errorf("OnRequest saw %q, want the full method names, first /%s/Upper", e.seen, testService)
+		}
+		for _, m := range e.seen {
+			if m == "/"+testService+"/Missing" {
+				t.Errorf("OnRequest was called for an unknown method")
+			}
+		}
+	})
 }
 
 func TestCallsOnOneConnectionDoNotWaitForEachOther(t *testing.T) {
-	release := make(chan struct{})
-	e := newEnv(t, map[string]ttrpc.Method{
-		"Block": typed(func(ctx context.Context, s string) (string, error) {
-			select {
-			case <-release:
-				return "released", nil
-			case <-ctx.Done():
-				return "", ctx.Err()
+	inBothModes(t, func(t *testing.T, newEnv envMaker) {
+		release := make(chan struct{})
+		e := newEnv(t, map[string]ttrpc.Method{
+			"Block": typed(func(ctx context.Context, s string) (string, error) {
+				select {
+				case <-release:
+					return "released", nil
+				case <-ctx.Done():
+					return "", ctx.Err()
+				}
+			}),
+			"Upper": typed(func(_ context.Context, s string) (string, error) { return "<" + s + ">", nil }),
+		})
+		blocked := make(chan error, 1)
+		go func() {
+			out, err := e.call(context.Background(), "Block", "")
+			if err == nil && out != "released" {
+				err = fmt.Errorf("answer %q", out)
 			}
-		}),
-		"Upper": typed(func(_ context.Context, s string) (string, error) { return "<" + s + ">", nil }),
+			blocked <- err
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		for i := range 20 { // many calls while one is held
+			if out, err := e.call(ctx, "Upper", fmt.Sprint(i)); err != nil || out != fmt.Sprintf("<%d>", i) {
+				t.Fatalf("call %d behind a held call: %q, %v", i, out, err)
+			}
+		}
+		select {
+		case err := <-blocked:
+			t.Fatalf("the held call returned before it was released: %v", err)
+		default:
+		}
+		close(release)
+		if err := <-blocked; err != nil {
+			t.Fatalf("held call: %v", err)
+		}
 	})
-	blocked := make(chan error, 1)
-	go func() {
-		out, err := e.call(context.Background(), "Block", "")
-		if err == nil && out != "released" {
-			err = fmt.Errorf("answer %q", out)
-		}
-		blocked <- err
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	for i := range 20 { // many calls while one is held
-		if out, err := e.call(ctx, "Upper", fmt.Sprint(i)); err != nil || out != fmt.Sprintf("<%d>", i) {
-			t.Fatalf("call %d behind a held call: %q, %v", i, out, err)
-		}
-	}
-	select {
-	case err := <-blocked:
-		t.Fatalf("the held call returned before it was released: %v", err)
-	default:
-	}
-	close(release)
-	if err := <-blocked; err != nil {
-		t.Fatalf("held call: %v", err)
-	}
 }
 
 func TestMetadataTimeoutAndHangup(t *testing.T) {
-	cancelled := make(chan error, 1)
-	e := newEnv(t, map[string]ttrpc.Method{
-		"Meta": typed(func(ctx context.Context, _ string) (string, error) {
-			md, _ := ttrpc.GetMetadata(ctx)
-			v, _ := md.Get("containerd-namespace-ttrpc")
-			_, hasDeadline := ctx.Deadline()
-			return fmt.Sprintf("%q deadline=%v", v, hasDeadline), nil
-		}),
-		"Hold": typed(func(ctx context.Context, _ string) (string, error) {
-			<-ctx.Done()
-			cancelled <- ctx.Err()
-			return "", ctx.Err()
-		}),
-	})
-	ctx := ttrpc.WithMetadata(context.Background(), ttrpc.MD{"containerd-namespace-ttrpc": {"k8s.io", "x"}})
-	out, err := e.call(ctx, "Meta", "")
-	if err != nil || out != `["k8s.io" "x"] deadline=false` {
-		t.Errorf("metadata: %s, %v", out, err)
-	}
-	tctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	if out, err := e.call(tctx, "Meta", ""); err != nil || out != `["k8s.io" "x"] deadline=true` {
-		t.Errorf("a client deadline must reach the handler: %s, %v", out, err)
-	}
-
-	// A client that hangs up cancels its calls: a Wait must not outlive
-	// containerd's connection.
-	c2 := ttrpc.NewClient(e.dial(t))
-	go func() {
-		var out wrapperspb.StringValue
-		_ = c2.Call(context.Background(), testService, "Hold", wrapperspb.String(""), &out)
-	}()
-	time.Sleep(100 * time.Millisecond) // let Hold start
-	c2.Close()
-	select {
-	case err := <-cancelled:
-		if !errors.Is(err, context.Canceled) {
-			t.Errorf("held call ended with %v, want context.Canceled", err)
+	inBothModes(t, func(t *testing.T, newEnv envMaker) {
+		cancelled := make(chan error, 1)
+		e := newEnv(t, map[string]ttrpc.Method{
+			"Meta": typed(func(ctx context.Context, _ string) (string, error) {
+				md, _ := ttrpc.GetMetadata(ctx)
+				v, _ := md.Get("containerd-namespace-ttrpc")
+				_, hasDeadline := ctx.Deadline()
+				return fmt.Sprintf("%q deadline=%v", v, hasDeadline), nil
+			}),
+			"Hold": typed(func(ctx context.Context, _ string) (string, error) {
+				<-ctx.Done()
+				cancelled <- ctx.Err()
+				return "", ctx.Err()
+			}),
+		})
+		ctx := ttrpc.WithMetadata(context.Background(), ttrpc.MD{"containerd-namespace-ttrpc": {"k8s.io", "x"}})
+		out, err := e.call(ctx, "Meta", "")
+		if err != nil || out != `["k8s.io" "x"] deadline=false` {
+			t.Errorf("metadata: %s, %v", out, err)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("a call whose client hung up was not cancelled")
-	}
+		tctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		if out, err := e.call(tctx, "Meta", ""); err != nil || out != `["k8s.io" "x"] deadline=true` {
+			t.Errorf("a client deadline must reach the handler: %s, %v", out, err)
+		}
+
+		// A client that hangs up cancels its calls: a Wait must not outlive
+		// containerd's connection.
+		c2 := ttrpc.NewClient(e.dial(t))
+		go func() {
+			var out wrapperspb.StringValue
+			_ = c2.Call(context.Background(), testService, "Hold", wrapperspb.String(""), &out)
+		}()
+		time.Sleep(100 * time.Millisecond) // let Hold start
+		c2.Close()
+		select {
+		case err := <-cancelled:
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("held call ended with %v, want context.Canceled", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a call whose client hung up was not cancelled")
+		}
+	})
 }
 
 // frame writes one raw message.
@@ -276,69 +309,73 @@ func readAnswer(t *testing.T, c net.Conn) (uint32, *ttrpc.Response) {
 }
 
 func TestMalformedMessagesGetAnAnswerAndTheConnectionLives(t *testing.T) {
-	e := newEnv(t, map[string]ttrpc.Method{
-		"Upper": typed(func(_ context.Context, s string) (string, error) { return "<" + s + ">", nil }),
-	})
-	c := e.dial(t)
-	defer c.Close()
-	good := func(id uint32) []byte {
-		p, _ := proto.Marshal(wrapperspb.String("ok"))
-		b, _ := proto.Marshal(&ttrpc.Request{Service: testService, Method: "Upper", Payload: p})
-		return frame(id, ttrpcframe.TypeRequest, b)
-	}
-	huge := frame(1, ttrpcframe.TypeRequest, make([]byte, ttrpcframe.MaxPayload+1))
-	cases := []struct {
-		name string
-		msg  []byte
-		id   uint32
-		want codes.Code
-	}{
-		{"oversized", huge, 1, codes.ResourceExhausted},
-		{"even stream id", good(2), 2, codes.InvalidArgument},
-		{"not a request", frame(3, ttrpcframe.TypeRequest, []byte{0xff, 0xff, 0xff}), 3, codes.InvalidArgument},
-		{"data for no stream", frame(5, ttrpcframe.TypeData, nil), 5, codes.InvalidArgument},
-		{"valid", good(7), 7, codes.OK},
-		{"stream id reused", good(7), 7, codes.InvalidArgument},
-		{"valid again", good(9), 9, codes.OK},
-	}
-	for _, tc := range cases {
-		if _, err := c.Write(tc.msg); err != nil {
-			t.Fatalf("%s: write: %v", tc.name, err)
+	inBothModes(t, func(t *testing.T, newEnv envMaker) {
+		e := newEnv(t, map[string]ttrpc.Method{
+			"Upper": typed(func(_ context.Context, s string) (string, error) { return "<" + s + ">", nil }),
+		})
+		c := e.dial(t)
+		defer c.Close()
+		good := func(id uint32) []byte {
+			p, _ := proto.Marshal(wrapperspb.String("ok"))
+			b, _ := proto.Marshal(&ttrpc.Request{Service: testService, Method: "Upper", Payload: p})
+			return frame(id, ttrpcframe.TypeRequest, b)
 		}
-		id, r := readAnswer(t, c)
-		if id != tc.id || codes.Code(r.GetStatus().GetCode()) != tc.want {
-			t.Errorf("%s: answer on stream %d with %v (%s), want stream %d with %v",
-				tc.name, id, codes.Code(r.GetStatus().GetCode()), r.GetStatus().GetMessage(), tc.id, tc.want)
+		huge := frame(1, ttrpcframe.TypeRequest, make([]byte, ttrpcframe.MaxPayload+1))
+		cases := []struct {
+			name string
+			msg  []byte
+			id   uint32
+			want codes.Code
+		}{
+			{"oversized", huge, 1, codes.ResourceExhausted},
+			{"even stream id", good(2), 2, codes.InvalidArgument},
+			{"not a request", frame(3, ttrpcframe.TypeRequest, []byte{0xff, 0xff, 0xff}), 3, codes.InvalidArgument},
+			{"data for no stream", frame(5, ttrpcframe.TypeData, nil), 5, codes.InvalidArgument},
+			{"valid", good(7), 7, codes.OK},
+			{"stream id reused", good(7), 7, codes.InvalidArgument},
+			{"valid again", good(9), 9, codes.OK},
 		}
-		if tc.want == codes.OK {
-			var out wrapperspb.StringValue
-			if err := proto.Unmarshal(r.Payload, &out); err != nil || out.GetValue() != "<ok>" {
-				t.Errorf("%s: payload %q, %v", tc.name, out.GetValue(), err)
+		for _, tc := range cases {
+			if _, err := c.Write(tc.msg); err != nil {
+				t.Fatalf("%s: write: %v", tc.name, err)
+			}
+			id, r := readAnswer(t, c)
+			if id != tc.id || codes.Code(r.GetStatus().GetCode()) != tc.want {
+				t.Errorf("%s: answer on stream %d with %v (%s), want stream %d with %v",
+					tc.name, id, codes.Code(r.GetStatus().GetCode()), r.GetStatus().GetMessage(), tc.id, tc.want)
+			}
+			if tc.want == codes.OK {
+				var out wrapperspb.StringValue
+				if err := proto.Unmarshal(r.Payload, &out); err != nil || out.GetValue() != "<ok>" {
+					t.Errorf("%s: payload %q, %v", tc.name, out.GetValue(), err)
+				}
 			}
 		}
-	}
+	})
 }
 
 func TestCloseEndsServeAndConnections(t *testing.T) {
-	e := newEnv(t, map[string]ttrpc.Method{})
-	c := e.dial(t)
-	defer c.Close()
-	time.Sleep(50 * time.Millisecond) // accepted
-	if err := e.srv.Close(); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-e.served:
-		if !errors.Is(err, ErrServerClosed) {
-			t.Errorf("Serve returned %v, want ErrServerClosed", err)
+	inBothModes(t, func(t *testing.T, newEnv envMaker) {
+		e := newEnv(t, map[string]ttrpc.Method{})
+		c := e.dial(t)
+		defer c.Close()
+		time.Sleep(50 * time.Millisecond) // accepted
+		if err := e.srv.Close(); err != nil {
+			t.Fatal(err)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Serve did not return after Close")
-	}
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
-		t.Errorf("an open connection after Close: read gave %v, want EOF", err)
-	}
+		select {
+		case err := <-e.served:
+			if !errors.Is(err, ErrServerClosed) {
+				t.Errorf("Serve returned %v, want ErrServerClosed", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("Serve did not return after Close")
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+			t.Errorf("an open connection after Close: read gave %v, want EOF", err)
+		}
+	})
 }
 
 // The wire format must be what ttrpc's own code writes and reads: answers
@@ -388,109 +425,111 @@ func TestWireFormatMatchesTtrpc(t *testing.T) {
 // first counts. A client that hangs up, or whose deadline passes, abandons
 // a call still waiting: the handler's abandon function runs, once.
 func TestLaterAnswers(t *testing.T) {
-	type pending struct {
-		answer    func(any, error)
-		abandoned chan struct{}
-	}
-	calls := make(chan pending, 4)
-	e := newEnv(t, map[string]ttrpc.Method{
-		"Later": func(ctx context.Context, unmarshal func(any) error) (any, error) {
-			var in wrapperspb.StringValue
-			if err := unmarshal(&in); err != nil {
-				return nil, err
-			}
-			return Later(func(answer func(any, error)) func() {
-				if in.GetValue() == "now" {
-					answer(wrapperspb.String("at once"), nil)
-					return func() { t.Error("an answered call was abandoned") }
+	inBothModes(t, func(t *testing.T, newEnv envMaker) {
+		type pending struct {
+			answer    func(any, error)
+			abandoned chan struct{}
+		}
+		calls := make(chan pending, 4)
+		e := newEnv(t, map[string]ttrpc.Method{
+			"Later": func(ctx context.Context, unmarshal func(any) error) (any, error) {
+				var in wrapperspb.StringValue
+				if err := unmarshal(&in); err != nil {
+					return nil, err
 				}
-				p := pending{answer, make(chan struct{})}
-				calls <- p
-				return func() { close(p.abandoned) } // a second call would panic
-			}), nil
-		},
-		"Upper": typed(func(_ context.Context, s string) (string, error) { return "<" + s + ">", nil }),
+				return Later(func(answer func(any, error)) func() {
+					if in.GetValue() == "now" {
+						answer(wrapperspb.String("at once"), nil)
+						return func() { t.Error("an answered call was abandoned") }
+					}
+					p := pending{answer, make(chan struct{})}
+					calls <- p
+					return func() { close(p.abandoned) } // a second call would panic
+				}), nil
+			},
+			"Upper": typed(func(_ context.Context, s string) (string, error) { return "<" + s + ">", nil }),
+		})
+		got := make(chan string, 1)
+		go func() {
+			out, err := e.call(context.Background(), "Later", "x")
+			got <- fmt.Sprint(out, err)
+		}()
+		p := <-calls
+		if out, err := e.call(context.Background(), "Upper", "y"); err != nil || out != "<y>" {
+			t.Fatalf("a call behind a Later one: %q, %v", out, err)
+		}
+		select {
+		case s := <-got:
+			t.Fatalf("answered before its answer was given: %s", s)
+		case <-time.After(50 * time.Millisecond):
+		}
+		go p.answer(wrapperspb.String("first"), nil)
+		if s := <-got; s != "first<nil>" {
+			t.Errorf("Later answer: %s", s)
+		}
+		p.answer(wrapperspb.String("second"), nil) // ignored: one answer per call
+		if out, err := e.call(context.Background(), "Upper", "z"); err != nil || out != "<z>" {
+			t.Fatalf("after a second answer was dropped: %q, %v", out, err)
+		}
+		if out, err := e.call(context.Background(), "Later", "now"); err != nil || out != "at once" {
+			t.Errorf("answered during its start: %q, %v", out, err)
+		}
+
+		// An error answer keeps its code.
+		go func() {
+			_, err := e.call(context.Background(), "Later", "")
+			got <- status.Code(err).String()
+		}()
+		(<-calls).answer(nil, errgrpc.ToGRPC(errdefs.ErrNotFound))
+		if s := <-got; s != codes.NotFound.String() {
+			t.Errorf("Later error answer: code %s, want NotFound", s)
+		}
+
+		// The client's deadline passes: DeadlineExceeded, and the call is abandoned.
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			_, err := e.call(ctx, "Later", "")
+			if errors.Is(err, context.DeadlineExceeded) { // the client gave up first
+				err = status.Error(codes.DeadlineExceeded, "client")
+			}
+			got <- status.Code(err).String()
+		}()
+		p = <-calls
+		select {
+		case <-p.abandoned:
+		case <-time.After(5 * time.Second):
+			t.Fatal("a Later call whose deadline passed was not abandoned")
+		}
+		if s := <-got; s != codes.DeadlineExceeded.String() {
+			t.Errorf("Later call past its deadline: code %s", s)
+		}
+		p.answer(wrapperspb.String("late"), nil) // dropped
+
+		// The client hangs up.
+		c2 := ttrpc.NewClient(e.dial(t))
+		go func() {
+			var out wrapperspb.StringValue
+			_ = c2.Call(context.Background(), testService, "Later", wrapperspb.String(""), &out)
+		}()
+		p = <-calls
+		c2.Close()
+		select {
+		case <-p.abandoned:
+		case <-time.After(5 * time.Second):
+			t.Fatal("a Later call whose client hung up was not abandoned")
+		}
+		p.answer(wrapperspb.String("late"), nil) // to a closed connection: dropped
+
+		// Nothing stays registered.
+		e.srv.mu.Lock()
+		defer e.srv.mu.Unlock()
+		for c := range e.srv.conns {
+			c.pmu.Lock()
+			if len(c.pending) != 0 {
+				t.Errorf("%d calls still registered after their answers", len(c.pending))
+			}
+			c.pmu.Unlock()
+		}
 	})
-	got := make(chan string, 1)
-	go func() {
-		out, err := e.call(context.Background(), "Later", "x")
-		got <- fmt.Sprint(out, err)
-	}()
-	p := <-calls
-	if out, err := e.call(context.Background(), "Upper", "y"); err != nil || out != "<y>" {
-		t.Fatalf("a call behind a Later one: %q, %v", out, err)
-	}
-	select {
-	case s := <-got:
-		t.Fatalf("answered before its answer was given: %s", s)
-	case <-time.After(50 * time.Millisecond):
-	}
-	go p.answer(wrapperspb.String("first"), nil)
-	if s := <-got; s != "first<nil>" {
-		t.Errorf("Later answer: %s", s)
-	}
-	p.answer(wrapperspb.String("second"), nil) // ignored: one answer per call
-	if out, err := e.call(context.Background(), "Upper", "z"); err != nil || out != "<z>" {
-		t.Fatalf("after a second answer was dropped: %q, %v", out, err)
-	}
-	if out, err := e.call(context.Background(), "Later", "now"); err != nil || out != "at once" {
-		t.Errorf("answered during its start: %q, %v", out, err)
-	}
-
-	// An error answer keeps its code.
-	go func() {
-		_, err := e.call(context.Background(), "Later", "")
-		got <- status.Code(err).String()
-	}()
-	(<-calls).answer(nil, errgrpc.ToGRPC(errdefs.ErrNotFound))
-	if s := <-got; s != codes.NotFound.String() {
-		t.Errorf("Later error answer: code %s, want NotFound", s)
-	}
-
-	// The client's deadline passes: DeadlineExceeded, and the call is abandoned.
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		defer cancel()
-		_, err := e.call(ctx, "Later", "")
-		if errors.Is(err, context.DeadlineExceeded) { // the client gave up first
-			err = status.Error(codes.DeadlineExceeded, "client")
-		}
-		got <- status.Code(err).String()
-	}()
-	p = <-calls
-	select {
-	case <-p.abandoned:
-	case <-time.After(5 * time.Second):
-		t.Fatal("a Later call whose deadline passed was not abandoned")
-	}
-	if s := <-got; s != codes.DeadlineExceeded.String() {
-		t.Errorf("Later call past its deadline: code %s", s)
-	}
-	p.answer(wrapperspb.String("late"), nil) // dropped
-
-	// The client hangs up.
-	c2 := ttrpc.NewClient(e.dial(t))
-	go func() {
-		var out wrapperspb.StringValue
-		_ = c2.Call(context.Background(), testService, "Later", wrapperspb.String(""), &out)
-	}()
-	p = <-calls
-	c2.Close()
-	select {
-	case <-p.abandoned:
-	case <-time.After(5 * time.Second):
-		t.Fatal("a Later call whose client hung up was not abandoned")
-	}
-	p.answer(wrapperspb.String("late"), nil) // to a closed connection: dropped
-
-	// Nothing stays registered.
-	e.srv.mu.Lock()
-	defer e.srv.mu.Unlock()
-	for c := range e.srv.conns {
-		c.pmu.Lock()
-		if len(c.pending) != 0 {
-			t.Errorf("%d calls still registered after their answers", len(c.pending))
-		}
-		c.pmu.Unlock()
-	}
 }
