@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/containerd/containerd/v2/pkg/oci"
@@ -57,6 +58,10 @@ func (b *bench) podMemory() error {
 	anonHi := b.newSample("pod-anon", fmt.Sprintf("pod shim with %d containers: anonymous memory", hi), "KiB", true)
 	perExtra := b.newSample("pod-rss-per-ctr", fmt.Sprintf("pod shim: RSS per extra container (%d -> %d)", lo, hi), "KiB", true)
 	anonPerExtra := b.newSample("pod-anon-per-ctr", fmt.Sprintf("pod shim: anonymous memory per extra container (%d -> %d)", lo, hi), "KiB", true)
+	// Threads at both sizes: each costs a signal stack and a g0 stack, so a
+	// thread more at one size than at the other moves the per-container rows.
+	threadsLo := b.newSample("pod-threads-lo", fmt.Sprintf("pod shim with %d containers: threads", lo), "", true)
+	threadsHi := b.newSample("pod-threads", fmt.Sprintf("pod shim with %d containers: threads", hi), "", true)
 	conc := b.newSample("pod-conc-start", fmt.Sprintf("start %d containers in one pod (%d at a time)", hi, b.cfg.podWorkers), "ms", true)
 	concRss := b.newSample("pod-conc-rss", fmt.Sprintf("pod shim with %d containers started %d at a time: RSS", hi, b.cfg.podWorkers), "KiB", true)
 	concAnon := b.newSample("pod-conc-anon", fmt.Sprintf("pod shim with %d containers started %d at a time: anonymous memory", hi, b.cfg.podWorkers), "KiB", true)
@@ -84,6 +89,8 @@ func (b *bench) podMemory() error {
 		if err != nil {
 			return err
 		}
+		threadsLo.add(rt, mLo["threads"])
+		threadsHi.add(rt, mHi["threads"])
 		rssLo.add(rt, mLo["Rss"])
 		rssHi.add(rt, mHi["Rss"])
 		anonHi.add(rt, mHi["Anonymous"])
@@ -181,13 +188,38 @@ feed:
 	return err
 }
 
-// memory reads the pod shim's smaps_rollup.
+// memory reads the pod shim's smaps_rollup, and its thread count as
+// "threads".
 func (p *pod) memory() (map[string]float64, error) {
 	s, err := p.shim()
 	if err != nil {
 		return nil, err
 	}
-	return smapsRollup(s.Pid), nil
+	m := smapsRollup(s.Pid)
+	m["threads"] = float64(threadCount(s.Pid))
+	if os.Getenv("BENCH_POD_MEMDEBUG") != "" {
+		p.memdebug(s.Pid)
+	}
+	return m, nil
+}
+
+// memdebug asks a memdebug build of the shim (cmd/shim/memdebug.go) for its
+// reports, after the measurement, and keeps them per pod size:
+// /tmp/example-shim-<pid>-<containers>.*. BENCH_POD_MEMDEBUG=1 turns it on;
+// the stock shim ignores the signal only if it has no handler, so use it
+// with BASELINE_SHIM.
+func (p *pod) memdebug(pid int) {
+	if err := syscall.Kill(pid, syscall.SIGUSR2); err != nil {
+		return
+	}
+	time.Sleep(2 * time.Second) // a collection, a heap profile, pagemap reads
+	p.mu.Lock()
+	n := len(p.stops)
+	p.mu.Unlock()
+	for _, ext := range []string{"heap", "metrics", "goroutines", "smaps"} {
+		from := fmt.Sprintf("/tmp/example-shim-%d.%s", pid, ext)
+		_ = os.Rename(from, fmt.Sprintf("/tmp/example-shim-%d-%d.%s", pid, n, ext))
+	}
 }
 
 // shim finds the pod's shim process. It is named (-id) after the container
