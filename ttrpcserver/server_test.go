@@ -44,7 +44,7 @@ func newEnv(t *testing.T, methods map[string]ttrpc.Method) *env {
 }
 
 // newEnvWith is newEnv with options (its OnRequest is the env's own).
-func newEnvWith(t *testing.T, methods map[string]ttrpc.Method, opts Options) *env {
+func newEnvWith(t testing.TB, methods map[string]ttrpc.Method, opts Options) *env {
 	t.Helper()
 	e := &env{sock: filepath.Join(t.TempDir(), "s"), served: make(chan error, 1)}
 	opts.OnRequest = func(m string) {
@@ -87,7 +87,7 @@ func inBothModes(t *testing.T, test func(t *testing.T, newEnv envMaker)) {
 	}
 }
 
-func (e *env) dial(t *testing.T) net.Conn {
+func (e *env) dial(t testing.TB) net.Conn {
 	t.Helper()
 	c, err := net.Dial("unix", e.sock)
 	if err != nil {

@@ -1,11 +1,11 @@
 package ttrpcserver
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -29,8 +29,9 @@ import (
 //
 // Locking: mu guards conns and next. The epoll set is the kernel's.
 type watcher struct {
-	epfd int
-	file *os.File // epfd, in Go's poller
+	epfd   int
+	file   *os.File // epfd, in Go's poller
+	closed atomic.Bool
 
 	mu    sync.Mutex
 	next  uint64
@@ -83,7 +84,7 @@ func (w *watcher) run() {
 			}
 		}
 	})
-	if err != nil && !errors.Is(err, os.ErrClosed) {
+	if err != nil && !w.closed.Load() {
 		slog.Error("ttrpc: connection watcher ended", "error", err)
 	}
 }
@@ -149,7 +150,10 @@ func (w *watcher) ctl(c *conn, op int, events uint32) error {
 }
 
 // close ends run. Connections still registered are closed by the server.
-func (w *watcher) close() { _ = w.file.Close() }
+func (w *watcher) close() {
+	w.closed.Store(true)
+	_ = w.file.Close()
+}
 
 // rawConn is what a connection must offer to wait in the watcher: unix and
 // TCP connections do, and handover.Conn through its embedded one.
