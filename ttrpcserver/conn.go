@@ -44,6 +44,10 @@ type conn struct {
 	lastID uint32 // the last request's stream id: ids must grow
 	armed  bool   // the socket is in the watcher's set
 
+	// regMu orders the socket's armings in the watcher with its removal.
+	regMu   sync.Mutex
+	closing bool // under regMu: removed from the watcher, never to be armed again
+
 	wmu       sync.Mutex
 	closeOnce sync.Once
 	endOnce   sync.Once
@@ -94,8 +98,9 @@ func (c *conn) serve() {
 	}
 }
 
-// readBurst reads a watched connection's messages while it has some, then
-// leaves it to the watcher again.
+// readBurst reads a watched connection's next message, and the ones after
+// it that the connection holds itself (Buffered), then leaves it to the
+// watcher again.
 func (c *conn) readBurst() {
 	c.rmu.Lock()
 	for {
@@ -125,7 +130,7 @@ func (c *conn) rest() {
 	first := !c.armed
 	c.armed = true
 	c.rmu.Unlock()
-	err := c.srv.watch.arm(c, first)
+	err := c.arm(first)
 	switch {
 	case err == nil:
 	case errors.Is(err, net.ErrClosed):
@@ -351,11 +356,27 @@ func (c *conn) close() {
 	}
 }
 
+// arm re-arms the socket in the watcher (first: adds it), unless the
+// socket is being closed: an arming after closeSocket's removal would fail
+// as if the watcher were broken, or, for a first one, add a registration
+// nobody removes.
+func (c *conn) arm(first bool) error {
+	c.regMu.Lock()
+	defer c.regMu.Unlock()
+	if c.closing {
+		return net.ErrClosed
+	}
+	return c.srv.watch.arm(c, first)
+}
+
 // closeSocket takes a watched socket out of the watcher, then closes it.
 func (c *conn) closeSocket() {
 	c.closeOnce.Do(func() {
 		if c.watched {
+			c.regMu.Lock()
+			c.closing = true
 			c.srv.watch.remove(c)
+			c.regMu.Unlock()
 		}
 		_ = c.nc.Close()
 	})

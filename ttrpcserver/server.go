@@ -29,18 +29,19 @@ type Options struct {
 //
 // Locking: mu guards services (written only before Serve, but guarded so
 // that a late registration is not a data race), listeners, conns and
-// closed, and watch while the first Serve sets it (it is read without mu by
-// the connections, which come later). A connection's own state belongs to
+// closed, and watch and watchTried while the first Serve sets them (watch
+// is read without mu by the connections, which come later). A connection's own state belongs to
 // its reader (see conn).
 type Server struct {
 	opts Options
 
-	mu        sync.Mutex
-	watch     *watcher // nil: a goroutine per connection
-	services  map[string]map[string]registered // service -> method
-	listeners map[net.Listener]struct{}
-	conns     map[*conn]struct{}
-	closed    bool
+	mu         sync.Mutex
+	watch      *watcher                         // nil: a goroutine per connection
+	watchTried bool                             // the first Serve made watch, or failed to
+	services   map[string]map[string]registered // service -> method
+	listeners  map[net.Listener]struct{}
+	conns      map[*conn]struct{}
+	closed     bool
 }
 
 // New returns a server with no services.
@@ -105,7 +106,10 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		return ErrServerClosed
 	}
 	s.listeners[l] = struct{}{}
-	if s.watch == nil && !s.opts.GoroutinePerConn {
+	if !s.watchTried && !s.opts.GoroutinePerConn {
+		// Once: the connections read watch without mu, which is safe only
+		// if it never changes after the first Serve.
+		s.watchTried = true
 		if w, err := newWatcher(); err == nil {
 			s.watch = w
 			go w.run()

@@ -21,8 +21,10 @@ import (
 // How: every idle connection's socket is in one epoll set of the server's
 // own, armed one-shot for input or hang-up. The set's descriptor is itself
 // in Go's poller, so one goroutine (run) waits for all of them. When a
-// socket is ready, that connection gets a goroutine that reads what is there
-// (conn.readBurst), then re-arms the socket and ends. One-shot: the socket
+// socket is ready, that connection gets a goroutine that reads one message
+// (conn.readBurst; more only if the connection holds their bytes itself),
+// then re-arms the socket and ends: a pipelined request is reported again
+// at once by the arming, at the cost of another round through the set. One-shot: the socket
 // is reported once per arming, so two goroutines never read a connection
 // at once. The socket stays in Go's poller too (net.Conn's reads and writes
 // wait there); the kernel keeps both registrations.
@@ -30,7 +32,8 @@ import (
 // Locking: mu guards conns and next. The epoll set is the kernel's.
 type watcher struct {
 	epfd   int
-	file   *os.File // epfd, in Go's poller
+	file   *os.File        // epfd, in Go's poller
+	rc     syscall.RawConn // file's, for epoll_ctl on a descriptor held open
 	closed atomic.Bool
 
 	mu    sync.Mutex
@@ -53,22 +56,24 @@ func newWatcher() (*watcher, error) {
 		unix.Close(epfd)
 		return nil, fmt.Errorf("epoll set non-blocking: %w", err)
 	}
-	return &watcher{epfd: epfd, file: os.NewFile(uintptr(epfd), "ttrpc connections"), conns: make(map[uint64]*conn)}, nil
+	w := &watcher{epfd: epfd, file: os.NewFile(uintptr(epfd), "ttrpc connections"), conns: make(map[uint64]*conn)}
+	rc, err := w.file.SyscallConn()
+	if err != nil {
+		w.file.Close()
+		return nil, fmt.Errorf("epoll set: %w", err)
+	}
+	w.rc = rc
+	return w, nil
 }
 
 // run waits for ready sockets until the watcher is closed, and starts a
 // reader for each.
 func (w *watcher) run() {
-	rc, err := w.file.SyscallConn()
-	if err != nil {
-		slog.Error("ttrpc: connection watcher", "error", err)
-		return
-	}
 	var events [32]unix.EpollEvent
 	// The callback returns false when nothing is ready: Go's poller then
 	// waits for the set to become readable and calls it again. It never
 	// returns true, so Read returns only once the file is closed.
-	err = rc.Read(func(uintptr) bool {
+	err := w.rc.Read(func(uintptr) bool {
 		for {
 			n, err := unix.EpollWait(w.epfd, events[:], 0)
 			if err == unix.EINTR {
@@ -78,7 +83,7 @@ func (w *watcher) run() {
 				return false
 			}
 			for _, ev := range events[:n] {
-				if c := w.lookup(uint64(ev.Fd) | uint64(ev.Pad)<<32); c != nil {
+				if c := w.lookup(tokenOf(ev)); c != nil {
 					go c.readBurst()
 				}
 			}
@@ -132,13 +137,17 @@ func (w *watcher) forget(c *conn) {
 	w.mu.Unlock()
 }
 
-// ctl changes the socket's registration through its RawConn, which holds
-// the descriptor open meanwhile; a closed socket fails with net.ErrClosed.
+// ctl changes the socket's registration through the RawConns of both the
+// socket and the set, which hold their descriptors open meanwhile: neither
+// number can name another file by then. A closed socket fails with
+// net.ErrClosed.
 func (w *watcher) ctl(c *conn, op int, events uint32) error {
 	var errCtl error
 	err := c.raw.Control(func(fd uintptr) {
 		ev := unix.EpollEvent{Events: events, Fd: int32(uint32(c.token)), Pad: int32(uint32(c.token >> 32))}
-		errCtl = unix.EpollCtl(w.epfd, op, int(fd), &ev)
+		if err := w.rc.Control(func(epfd uintptr) { errCtl = unix.EpollCtl(int(epfd), op, int(fd), &ev) }); err != nil {
+			errCtl = err // the server is closed
+		}
 	})
 	if err != nil {
 		return err
@@ -149,6 +158,12 @@ func (w *watcher) ctl(c *conn, op int, events uint32) error {
 	return nil
 }
 
+// tokenOf is the connection's key in an event: epoll's 64 bits of user data,
+// which x/sys/unix splits into two int32 fields.
+func tokenOf(ev unix.EpollEvent) uint64 {
+	return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+}
+
 // close ends run. Connections still registered are closed by the server.
 func (w *watcher) close() {
 	w.closed.Store(true)
@@ -156,7 +171,10 @@ func (w *watcher) close() {
 }
 
 // rawConn is what a connection must offer to wait in the watcher: unix and
-// TCP connections do, and handover.Conn through its embedded one.
+// TCP connections do, and handover.Conn through its embedded one. A
+// connection that reads ahead of what the server asked for must also say
+// what it holds (Buffered, see conn): the socket no longer reports those
+// bytes, and without it they would wait for the next input.
 func rawConn(nc any) (syscall.RawConn, bool) {
 	sc, ok := nc.(syscall.Conn)
 	if !ok {
