@@ -86,31 +86,11 @@ func withoutChildren(procs []Proc) []Proc {
 	}
 	out := procs[:0]
 	for _, p := range procs {
-		if ppid, ok := parentPid(p.Pid); !ok || !listed[ppid] {
+		if st, err := ReadProcStat(p.Pid); err != nil || !listed[st.PPid] {
 			out = append(out, p)
 		}
 	}
 	return out
-}
-
-// parentPid reads a process's parent from /proc/<pid>/stat (field 4; the
-// command name before it may hold spaces, so fields count from its ')').
-func parentPid(pid int) (int, bool) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, false
-	}
-	s := string(data)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, false
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 2 {
-		return 0, false
-	}
-	ppid, err := strconv.Atoi(f[1])
-	return ppid, err == nil
 }
 
 // ShimProcesses lists live shim processes (any containerd-shim-* binary) started by this
