@@ -80,12 +80,17 @@ type (
 // watcher), else with a goroutine of its own. Called once, after the
 // server has tracked it.
 func (c *conn) start() {
-	if !c.watched {
+	switch {
+	case !c.watched:
 		go c.serve()
-		return
+	case c.holdsBytes():
+		// Handed-over bytes, which the socket will not report; a
+		// goroutine reads them, since a partial header waits for the rest.
+		go c.readBurst()
+	default:
+		c.rmu.Lock()
+		c.rest()
 	}
-	c.rmu.Lock()
-	c.rest()
 }
 
 // serve reads messages until the connection fails or is closed, then
@@ -109,21 +114,23 @@ func (c *conn) readBurst() {
 			c.end()
 			return
 		}
-		if b, ok := c.nc.(buffered); !ok || b.Buffered() == 0 {
+		if !c.holdsBytes() {
 			break
 		}
 	}
 	c.rest()
 }
 
-// rest leaves a watched connection to the watcher until its next input. The
-// caller holds rmu; rest releases it.
+// holdsBytes reports whether the connection holds bytes of the next
+// messages that its socket no longer has (Buffered). The reader's to ask.
+func (c *conn) holdsBytes() bool {
+	b, ok := c.nc.(buffered)
+	return ok && b.Buffered() > 0
+}
+
+// rest leaves a watched connection, read up to what its socket holds, to
+// the watcher until its next input. The caller holds rmu; rest releases it.
 func (c *conn) rest() {
-	if b, ok := c.nc.(buffered); ok && b.Buffered() > 0 {
-		c.rmu.Unlock()
-		go c.readBurst() // handed-over bytes: the socket will not report them
-		return
-	}
 	if r, ok := c.nc.(rester); ok {
 		r.Rest()
 	}

@@ -30,8 +30,8 @@ type Options struct {
 // Locking: mu guards services (written only before Serve, but guarded so
 // that a late registration is not a data race), listeners, conns and
 // closed, and watch and watchTried while the first Serve sets them (watch
-// is read without mu by the connections, which come later). A connection's own state belongs to
-// its reader (see conn).
+// is read without mu by the connections, which come later). A connection's
+// own state belongs to its reader (see conn).
 type Server struct {
 	opts Options
 
