@@ -98,11 +98,13 @@ var ErrServerClosed = errors.New("ttrpcserver: server closed")
 
 // Serve accepts connections on l and serves each in its own goroutine until
 // l fails or the server is closed. Temporary accept errors are retried with
-// a growing pause, as net/http does.
+// a growing pause, as net/http does. Called after Close, it closes l: Close
+// could not, and an open listener would take connections nobody serves.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
+		_ = l.Close()
 		return ErrServerClosed
 	}
 	s.listeners[l] = struct{}{}

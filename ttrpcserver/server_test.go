@@ -378,6 +378,29 @@ func TestCloseEndsServeAndConnections(t *testing.T) {
 	})
 }
 
+// A Serve that starts after Close (its goroutine ran late) must not leave
+// its listener open: clients would connect into the backlog and wait for an
+// answer that never comes, each until its own deadline.
+func TestServeAfterCloseClosesTheListener(t *testing.T) {
+	srv := New(Options{})
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "s")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := srv.Serve(context.Background(), l); !errors.Is(err, ErrServerClosed) {
+		t.Fatalf("Serve after Close returned %v, want ErrServerClosed", err)
+	}
+	if c, err := net.Dial("unix", sock); err == nil {
+		c.Close()
+		t.Fatal("the listener still takes connections after Serve returned")
+	}
+}
+
 // The wire format must be what ttrpc's own code writes and reads: answers
 // are compared byte for byte with ttrpc.Response as protobuf encodes it,
 // and requests encoded by ttrpc.Request decode to the same fields.
