@@ -40,6 +40,8 @@ unit: lint
 # go.mod tidy (no direct import marked indirect), go vet and staticcheck (installed by
 # `make deps`) over both modules.
 lint:
+	@unformatted=$$("$$($(GO) env GOROOT)/bin/gofmt" -l .); \
+	if [ -n "$$unformatted" ]; then echo "gofmt -w these files: $$unformatted"; exit 1; fi
 	$(GO) mod tidy -diff
 	cd integration && $(GO) mod tidy -diff
 	$(GO) vet ./...

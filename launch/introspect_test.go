@@ -8,9 +8,9 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/example/containerd-shim-example-v2/proto/codec"
 	introspect "github.com/example/containerd-shim-example-v2/proto/introspect/v1"
 	introspectpb "github.com/example/containerd-shim-example-v2/proto/introspect/v1/pb"
-	"github.com/example/containerd-shim-example-v2/proto/codec"
 )
 
 // The `introspect` action prints the shim's plain snapshot with
