@@ -283,7 +283,9 @@ func (s *splicer) writePending() bool {
 	}
 	// Read on until src says EAGAIN, even after a short read: the poller
 	// is edge-triggered, and src may have reached end of file (or been
-	// written again) since that read, with no edge still to come.
+	// written again) since that read, with no edge still to come. The
+	// last writer's close can even come before the read that returned the
+	// final bytes: its hang-up's edge was taken along with theirs.
 	s.releaseBuf()
 	return true
 }
