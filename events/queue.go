@@ -116,7 +116,10 @@ func (q *Queue) Run() {
 		for (len(q.pending) == 0 || q.held) && !q.closed {
 			q.cond.Wait()
 		}
-		if len(q.pending) == 0 {
+		if q.closed {
+			// What is left is abandoned (Flush first): a held queue
+			// belongs to an upgrade's successor, and an unreachable
+			// containerd would keep Close waiting a timeout per event.
 			q.mu.Unlock()
 			return
 		}
@@ -130,6 +133,7 @@ func (q *Queue) Run() {
 
 		q.mu.Lock()
 		q.sending = false
+		q.cond.Broadcast() // Hold and Flush wait for the send to end, failed or not
 		switch {
 		case err == nil:
 			q.forwarded++
@@ -148,7 +152,7 @@ func (q *Queue) Run() {
 			q.pending[0] = nil
 			q.pending = q.pending[1:]
 			backoff, rejections = retryMin, 0
-			q.cond.Broadcast()
+			q.cond.Broadcast() // Flush waits for the queue to empty
 			q.mu.Unlock()
 			continue
 		}

@@ -191,6 +191,67 @@ func TestHeldQueueHandedOver(t *testing.T) {
 	}
 }
 
+// stuck holds every Forward until its release channel closes, then fails it
+// as a broken connection would.
+type stuck struct {
+	entered chan struct{} // one value per call that has begun
+	release chan struct{}
+	mu      sync.Mutex
+	got     int
+}
+
+func (s *stuck) Forward(ctx context.Context, env *shimtypes.Envelope) error {
+	s.entered <- struct{}{}
+	<-s.release
+	s.mu.Lock()
+	s.got++
+	s.mu.Unlock()
+	return &net.OpError{Op: "write", Err: errors.New("broken pipe")}
+}
+func (s *stuck) Close() error { return nil }
+
+// An upgrade's Hold waits for the send under way; a send that fails must
+// end that wait as one that succeeds does, not leave it to its timeout
+// (everything else of the daemon is paused meanwhile).
+func TestHoldEndsWithAFailedSend(t *testing.T) {
+	f := &stuck{entered: make(chan struct{}, 8), release: make(chan struct{})}
+	q := NewQueue("ns", f)
+	go q.Run()
+	defer q.Close()
+	q.Publish("/tasks/exit", &shimevents.TaskExit{ID: "a"})
+	<-f.entered
+	held := make(chan bool, 1)
+	t0 := time.Now()
+	go func() { held <- q.Hold(5 * time.Second) }()
+	time.Sleep(50 * time.Millisecond)
+	close(f.release)
+	if !<-held {
+		t.Fatal("Hold failed")
+	}
+	if d := time.Since(t0); d > 2*time.Second {
+		t.Errorf("Hold returned %v after the send had failed; it waited for its timeout", d)
+	}
+}
+
+// Close abandons what is queued: a held queue's events are an upgrade's
+// successor's to send, and none may go out twice.
+func TestCloseAbandonsHeldEvents(t *testing.T) {
+	f := &flaky{}
+	q := NewQueue("ns", f)
+	go q.Run()
+	if !q.Hold(time.Second) {
+		t.Fatal("Hold failed")
+	}
+	q.Publish("/tasks/exit", &shimevents.TaskExit{ID: "a"})
+	q.Publish("/tasks/exit", &shimevents.TaskExit{ID: "b"})
+	q.Close()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.got) != 0 {
+		t.Fatalf("a closed, held queue forwarded %v", f.got)
+	}
+}
+
 // refuser answers every Forward with an error, and records whether the call
 // carried a deadline (ttrpc's server derives it from the request's timeout).
 type refuser struct {
