@@ -230,7 +230,9 @@ func (c *conn) call(ctx context.Context, id uint32, req request, m registered) {
 		ctx = ttrpc.WithMetadata(ctx, req.metadata)
 	}
 	cancel := context.CancelFunc(func() {})
-	if req.timeout > 0 {
+	if req.timeout != 0 {
+		// As ttrpc's server: only 0 means none. A negative timeout is a
+		// deadline that passed while the client built the request.
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(req.timeout))
 	}
 	if hook := c.srv.opts.OnRequest; hook != nil {

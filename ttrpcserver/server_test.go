@@ -378,6 +378,48 @@ func TestCloseEndsServeAndConnections(t *testing.T) {
 	})
 }
 
+// The request's timeout is the call's deadline, as ttrpc's server makes it:
+// only 0 means none; a negative one (the client's deadline passed while it
+// built the request) is a deadline already gone, not an unbounded call.
+func TestRequestTimeoutIsTheCallsDeadline(t *testing.T) {
+	inBothModes(t, func(t *testing.T, newEnv envMaker) {
+		e := newEnv(t, map[string]ttrpc.Method{
+			"Deadline": typed(func(ctx context.Context, _ string) (string, error) {
+				dl, ok := ctx.Deadline()
+				switch {
+				case !ok:
+					return "none", nil
+				case ctx.Err() != nil:
+					return "expired", nil
+				default:
+					return fmt.Sprintf("in %v", time.Until(dl).Round(time.Second)), nil
+				}
+			}),
+		})
+		c := e.dial(t)
+		defer c.Close()
+		p, _ := proto.Marshal(wrapperspb.String(""))
+		for i, tc := range []struct {
+			timeout int64
+			want    string
+		}{{0, "none"}, {-1, "expired"}, {int64(30 * time.Second), "in 30s"}} {
+			req, _ := proto.Marshal(&ttrpc.Request{Service: testService, Method: "Deadline", Payload: p, TimeoutNano: tc.timeout})
+			id := uint32(2*i + 1)
+			if _, err := c.Write(frame(id, ttrpcframe.TypeRequest, req)); err != nil {
+				t.Fatal(err)
+			}
+			_, resp := readAnswer(t, c)
+			var out wrapperspb.StringValue
+			if err := proto.Unmarshal(resp.Payload, &out); err != nil {
+				t.Fatal(err)
+			}
+			if out.GetValue() != tc.want {
+				t.Errorf("timeout %d: the handler saw %q, want %q", tc.timeout, out.GetValue(), tc.want)
+			}
+		}
+	})
+}
+
 // A Serve that starts after Close (its goroutine ran late) must not leave
 // its listener open: clients would connect into the backlog and wait for an
 // answer that never comes, each until its own deadline.
