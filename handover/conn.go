@@ -51,7 +51,7 @@ func Parkable(service, method string) bool {
 // reading on with a happens-before edge) and writes from others; the read
 // state (prefix, hdr, hdrN, out, bodyLeft, cur) belongs to the reader, the
 // write state (w*) to the writer, which holds wmu for each write (Export
-// holds it too: see exported). mu guards paused, parked, reqs and closed;
+// holds it too: see exported). mu guards paused, parked, writing, reqs and closed;
 // cond (on mu) signals their changes. wmu is taken before mu, never after.
 type Conn struct {
 	*net.UnixConn
@@ -79,12 +79,13 @@ type Conn struct {
 	exported atomic.Bool // set and cleared under wmu; read alone by Resume
 	held     []byte      // under wmu
 
-	mu     sync.Mutex
-	cond   *sync.Cond
-	paused bool // no new message is to be given to the server
-	parked bool // the reader waits at a message boundary because of the pause
-	reqs   map[uint32]*request
-	closed bool
+	mu      sync.Mutex
+	cond    *sync.Cond
+	paused  bool // no new message is to be given to the server
+	parked  bool // the reader waits at a message boundary because of the pause
+	writing bool // a Write is in the kernel (set and cleared under wmu too)
+	reqs    map[uint32]*request
+	closed  bool
 
 	owner *Conns // the registry it is in (Conns.Handshaker), or nil
 }
@@ -300,9 +301,23 @@ func (c *Conn) Write(p []byte) (int, error) {
 		c.held = append(c.held, p...)
 		return len(p), nil
 	}
+	c.setWriting(true)
 	n, err := c.UnixConn.Write(p)
 	c.account(p[:n])
+	c.setWriting(false)
 	return n, err
+}
+
+// setWriting records a write entering or leaving the kernel. A pause waits
+// for none: an answer to a client that does not read blocks its write, and
+// Export, which must take wmu, would then wait for it with the daemon paused.
+func (c *Conn) setWriting(on bool) {
+	c.mu.Lock()
+	c.writing = on
+	if !on {
+		c.cond.Broadcast()
+	}
+	c.mu.Unlock()
 }
 
 // account follows the messages in the written bytes.
@@ -344,7 +359,8 @@ func (c *Conn) idleLocked() (bool, int) {
 }
 
 // Pause stops giving the server new messages and waits until the reader is
-// parked at a message boundary and every open request is parkable. A
+// parked at a message boundary, every open request is parkable and no
+// answer is being written. A
 // connection the client closed counts as paused. On timeout the pause
 // stays on; call Resume to undo it.
 func (c *Conn) Pause(timeout time.Duration) error {
@@ -356,11 +372,12 @@ func (c *Conn) Pause(timeout time.Duration) error {
 	defer c.mu.Unlock()
 	paused := func() bool {
 		idle, _ := c.idleLocked()
-		return c.closed || (c.parked && idle)
+		return c.closed || (c.parked && idle && !c.writing)
 	}
 	if !condwait.Until(c.cond, timeout, paused) {
 		_, busy := c.idleLocked()
-		return fmt.Errorf("connection not idle within %v (%d requests being served, reader parked: %v)", timeout, busy, c.parked)
+		return fmt.Errorf("connection not idle within %v (%d requests being served, reader parked: %v, an answer being written: %v)",
+			timeout, busy, c.parked, c.writing)
 	}
 	return nil
 }

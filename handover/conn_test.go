@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -485,6 +486,60 @@ func testAnswerAfterExportIsHeld(t *testing.T) {
 		fds.Release()
 		c.Close()
 		old.srv.Close()
+	}
+}
+
+// An answer written to a client that does not read blocks in the kernel,
+// its request still open and parkable. A pause must not complete over it:
+// Export would then wait for that write, with everything else paused.
+func TestPauseWaitsForAnAnswerBeingWritten(t *testing.T) {
+	l, path := listen(t)
+	client, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	sc, err := l.AcceptUnix()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewConn(sc, nil)
+	defer c.Close()
+	req := methodFrame(t, 1, "Wait", "w")
+	if _, err := client.Write(req); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readFull(c, make([]byte, len(req))); err != nil {
+		t.Fatal(err)
+	}
+	c.Rest() // the server's reader stops at the boundary
+
+	const size = 2 << 20 // far more than the socket buffers take
+	answer := make([]byte, ttrpcframe.HeaderLen+size)
+	binary.BigEndian.PutUint32(answer[:4], size)
+	binary.BigEndian.PutUint32(answer[4:8], 1)
+	answer[8] = ttrpcframe.TypeResponse
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := c.Write(answer)
+		wrote <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // the write fills the buffers and waits
+	if err := c.Pause(300 * time.Millisecond); err == nil {
+		t.Fatal("the pause completed while an answer was being written")
+	}
+	c.Resume() // undoing the pause must not wait for the write either
+	go func() { _, _ = io.Copy(io.Discard, client) }()
+	select {
+	case err := <-wrote:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the answer was not written once the client read")
+	}
+	if err := c.Pause(time.Second); err != nil {
+		t.Errorf("a pause with the answer written: %v", err)
 	}
 }
 
