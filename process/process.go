@@ -420,7 +420,12 @@ func (c *Container) destroy(ctx context.Context, neverStarted bool) error {
 	if err := c.rt.Delete(ctx, c.ID, neverStarted); err != nil {
 		// Whatever the runtime says, the outcome that matters is that its
 		// state is gone; a forced delete settles a half-removed container.
-		if ferr := c.rt.Delete(ctx, c.ID, true); ferr != nil && c.runtimeStateExists(ctx) {
+		// Both it and the check get a context of their own: the request's
+		// deadline may be what ended the first delete, and a state command
+		// killed by it would read as a container that is gone.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer cancel()
+		if ferr := c.rt.Delete(fctx, c.ID, true); ferr != nil && c.runtimeStateExists(fctx) {
 			return fmt.Errorf("delete container %s: %w", c.ID, err)
 		}
 	}

@@ -1,0 +1,54 @@
+package process
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/example/containerd-shim-example-v2/oci"
+	"github.com/example/containerd-shim-example-v2/reaper"
+)
+
+// A Delete whose deadline passes while the runtime deletes must not take the
+// runtime calls that deadline killed for a container that is gone: the task
+// would be forgotten with the runtime's state left behind. The fake runtime
+// here is slow to delete unless forced, and keeps its container in a file.
+func TestDestroyOutlivesTheRequestsDeadline(t *testing.T) {
+	dir := t.TempDir()
+	state := filepath.Join(dir, "container")
+	if err := os.WriteFile(state, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fake := filepath.Join(dir, "fake-runtime")
+	script := `#!/bin/sh
+for a; do case "$a" in delete|state) cmd=$a;; --force) force=1;; esac; done
+case "$cmd" in
+delete) [ -n "$force" ] || { sleep 1; exit 1; }; rm -f "$FAKE_CONTAINER";;
+state) [ -e "$FAKE_CONTAINER" ] || { echo "container does not exist" >&2; exit 1; }; echo '{}';;
+esac
+`
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("FAKE_CONTAINER", state)
+	r := reaper.New()
+	rctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go r.Run(rctx)
+	c := &Container{ID: "c", Bundle: dir, rt: oci.Runtime{Binary: fake, Dir: dir, Reaper: r}}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	err := c.destroy(ctx, false)
+	_, statErr := os.Stat(state)
+	switch {
+	case err == nil && statErr == nil:
+		t.Fatal("destroy reported the container deleted; the runtime still has it")
+	case err != nil && statErr != nil:
+		t.Fatalf("destroy failed (%v) though the runtime's forced delete removed the container", err)
+	case err != nil:
+		t.Fatalf("destroy: %v (the forced delete ran out of time with the request)", err)
+	}
+}
