@@ -2,6 +2,7 @@ package process
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -59,6 +60,12 @@ func Create(ctx context.Context, r *reaper.Reaper, cfg CreateConfig, onCreated f
 		execs:      make(map[string]*Process),
 	}
 	c.execsIdle = sync.NewCond(&c.mu)
+	// An init exit recorded in a bundle that is used again (containerd makes
+	// a new one for each task; other callers may not) is not this init's:
+	// `delete` would report it if the daemon died before this one exits.
+	if err := os.Remove(filepath.Join(cfg.Bundle, bundle.ExitFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove the previous init's exit record: %w", err)
+	}
 	c.rt.Reaper = r
 	c.rt.LogPath = filepath.Join(cfg.Bundle, "log.json")
 	c.rt.Dir = cfg.Bundle
