@@ -219,10 +219,12 @@ func (p *Pipes) runConsole(m *rawFile, outCarry, inCarry []byte, withStdin bool)
 func (p *Pipes) relayTerminalOutput(master *rawFile, dst *os.File, buf []byte, h *halter) error {
 	var out func([]byte) error
 	var w *rawFile
+	var stall *terminalStall
 	if dst != nil {
 		var err error
 		if w, err = newRawFile(dst); err == nil && isPipe(dst) {
 			out = w.write
+			stall = newTerminalStall(p, dst, w)
 		} else {
 			w = nil
 			out = func(b []byte) error { _, err := dst.Write(b); return err } // a log file
@@ -232,9 +234,16 @@ func (p *Pipes) relayTerminalOutput(master *rawFile, dst *os.File, buf []byte, h
 		if out == nil {
 			return nil
 		}
+		if stall != nil && stall.discarding {
+			stall.discard(b)
+			return nil
+		}
 		if err := out(b); err != nil {
 			if w != nil && h.haltedIn(w) { // what the FIFO had no room for is the carry
 				return errHalted
+			}
+			if stall != nil && stall.stalled(err) {
+				return nil // the rest of b was discarded, and so is what follows
 			}
 			out = nil // the client is gone: keep draining the pty
 			return nil

@@ -21,6 +21,9 @@ type rawFile struct {
 	err     error
 	onRead  func(uintptr) bool
 	onWrite func(uintptr) bool
+	// Optional, for a writer with a stall clock: full runs when a write
+	// finds the file full, progress when one then moves bytes.
+	full, progress func()
 }
 
 func newRawFile(f *os.File) (*rawFile, error) {
@@ -78,12 +81,18 @@ func (r *rawFile) writeReady(fd uintptr) bool {
 		case err == unix.EINTR:
 			continue
 		case err == unix.EAGAIN:
+			if r.full != nil {
+				r.full()
+			}
 			return false
 		case err != nil:
 			r.err = err
 			return true
 		}
 		r.buf = r.buf[n:]
+		if r.progress != nil {
+			r.progress()
+		}
 	}
 	return true
 }

@@ -116,3 +116,83 @@ func writeNonblocking(rc syscall.RawConn, b []byte) int {
 	})
 	return n
 }
+
+// terminalStall is the stall policy of a terminal's output relay, which
+// writes the pty's output to the client's FIFO with rawFile.write: the
+// clock is armed when a write finds the FIFO full and disarmed by any
+// progress, as for pipes (splicer.waitDst). When it runs out, output is
+// discarded, counted, until the FIFO's queue shrinks: only a reader takes
+// bytes out of it.
+//
+// It belongs to the relay's goroutine; the hooks run inside its writes.
+type terminalStall struct {
+	policy     stallPolicy
+	dst        *os.File
+	dstRC      syscall.RawConn
+	w          *rawFile
+	armed      bool
+	discarding bool
+	queued     int // the FIFO's fill when discarding began
+}
+
+// newTerminalStall returns the policy for w (dst's writer), or nil when p
+// has none (a zero stall timeout: wait forever, as containerd's shim does).
+func newTerminalStall(p *Pipes, dst *os.File, w *rawFile) *terminalStall {
+	if p.stallTimeout <= 0 {
+		return nil
+	}
+	rc, err := dst.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	s := &terminalStall{policy: stallPolicy{stream: "terminal", timeout: p.stallTimeout, dropped: &p.dropped, moved: &p.moved},
+		dst: dst, dstRC: rc, w: w}
+	w.full, w.progress = s.arm, s.disarm
+	return s
+}
+
+func (s *terminalStall) arm() {
+	if !s.armed {
+		_ = s.dst.SetWriteDeadline(time.Now().Add(s.policy.timeout))
+		s.armed = true
+	}
+}
+
+func (s *terminalStall) disarm() {
+	if s.armed {
+		_ = s.dst.SetWriteDeadline(time.Time{})
+		s.armed = false
+	}
+}
+
+// stalled reports whether err ended a write because the clock ran out; if
+// so, what the write had left is dropped and discarding begins.
+func (s *terminalStall) stalled(err error) bool {
+	if !s.armed || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return false
+	}
+	s.disarm()
+	lost := uint64(len(s.w.buf))
+	s.w.buf = nil
+	s.policy.dropped.Add(lost)
+	s.discarding = true
+	s.queued = fifoQueued(s.dstRC)
+	slog.Warn("terminal output reader stalled; discarding output until it reads again",
+		"stalled_for", s.policy.timeout)
+	return true
+}
+
+// discard drops b unless the reader has taken bytes since discarding
+// began; then what fits goes out and discarding ends.
+func (s *terminalStall) discard(b []byte) {
+	w := 0
+	if now := fifoQueued(s.dstRC); now < s.queued {
+		w = writeNonblocking(s.dstRC, b)
+	}
+	s.policy.dropped.Add(uint64(len(b) - w))
+	if w > 0 {
+		s.policy.progressed(int64(w))
+		s.discarding = false
+		slog.Warn("terminal output reader is back", "total_dropped", s.policy.dropped.Load())
+	}
+}

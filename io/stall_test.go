@@ -156,3 +156,63 @@ func TestQuietSpellLongerThanStallTimeout(t *testing.T) {
 		t.Errorf("%d bytes dropped after a quiet spell", d)
 	}
 }
+
+// The stall policy holds for a terminal's output too: with nobody reading
+// the client's FIFO, the process writing to its terminal is not frozen once
+// the stall timeout has passed; what is discarded is counted, and what the
+// FIFO already held is kept. A reader that comes back gets output again.
+func TestStalledReaderDoesNotFreezeATerminal(t *testing.T) {
+	outPath := mkfifo(t, "out")
+	reader, err := os.OpenFile(outPath, os.O_RDONLY|unix.O_NONBLOCK, 0) // reads only at the end
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	master, slave := openPty(t)
+	defer slave.Close()
+	p, err := Open(Config{Terminal: true, Stdout: outPath}, Env{StallTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.AttachConsole(master); err != nil {
+		t.Fatal(err)
+	}
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	done := make(chan error, 1)
+	go func() {
+		_, err := slave.Write(payload)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the process stayed blocked writing to its terminal with nobody reading (dropped %d, moved %d)",
+			p.Dropped(), p.Moved())
+	}
+	if p.Dropped() == 0 {
+		t.Fatal("nothing counted as dropped")
+	}
+	got := make([]byte, len(payload))
+	n, _ := reader.Read(got)
+	if n == 0 || !bytes.Equal(got[:n], payload[:n]) {
+		t.Fatalf("the %d bytes waiting in the FIFO were not kept intact", n)
+	}
+	// The reader is back: new output reaches it.
+	if _, err := slave.Write([]byte("again\n")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	var tail []byte
+	for !bytes.Contains(tail, []byte("again")) && time.Now().Before(deadline) {
+		m, _ := reader.Read(got)
+		tail = append(tail, got[:max(m, 0)]...)
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !bytes.Contains(tail, []byte("again")) {
+		t.Errorf("output after the reader came back did not arrive (read %d bytes)", len(tail))
+	}
+}
