@@ -158,6 +158,12 @@ func (p *Pipes) AttachConsole(master *os.File) error {
 // stdin -> master), each writing its carry first (bytes a halted relay had
 // read; see handover.go).
 func (p *Pipes) runConsole(m *rawFile, outCarry, inCarry []byte, withStdin bool) {
+	if p.hungUp.Load() {
+		// The process exited before a halt (whose end cleared the read
+		// deadline Hangup set) or before the previous binary handed the
+		// pty over: wake the relay to drain and end, as Hangup does.
+		_ = p.master.SetReadDeadline(time.Now())
+	}
 	dst := p.consoleDst
 	p.consoleHalt = newHalter(outCarry)
 	h := p.consoleHalt

@@ -190,3 +190,63 @@ func TestTerminalEndOfInputAfterAPartialLine(t *testing.T) {
 		t.Fatal("no end of input within 3 s: the process would wait for input forever")
 	}
 }
+
+// A process that exited (Hangup) while a child of it still holds the
+// terminal, its relay halted and run again or handed over with the client's
+// FIFO full: the relay still drains what was written and ends, instead of
+// waiting for the pty to hang up, which the child prevents.
+func TestTerminalHangupOutlivesAHalt(t *testing.T) {
+	for _, mode := range []string{"restart", "handover"} {
+		t.Run(mode, func(t *testing.T) {
+			outPath := mkfifo(t, "out")
+			master, slave := openPty(t)
+			defer slave.Close() // the child still holding the terminal
+			p, err := Open(Config{Terminal: true, Stdout: outPath}, Env{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			startReading, got := lateReader(outPath, 0)
+			if err := p.AttachConsole(master); err != nil {
+				t.Fatal(err)
+			}
+			payload := bytes.Repeat([]byte("x"), 100<<10) // more than the FIFO takes
+			wrote := make(chan error, 1)
+			go func() { _, err := slave.Write(payload); wrote <- err }()
+			time.Sleep(100 * time.Millisecond)
+			p.Hangup()
+			for i := 0; p.Halt(time.Second) != nil; i++ {
+				if i > 200 {
+					t.Fatal("halt never possible")
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			cur := p
+			if mode == "restart" {
+				p.Restart()
+			} else {
+				st, err := p.Export(keepDups{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if cur, err = ImportPipes(*st, adoptFD, Env{}); err != nil {
+					t.Fatal(err)
+				}
+				p.Close()
+			}
+			defer cur.Close()
+			close(startReading)
+			if !cur.Drain(3 * time.Second) {
+				t.Fatal("the terminal's relay did not end after the hang-up")
+			}
+			cur.Close() // the client's FIFO ends, and the pty: the rest of the write fails
+			select {
+			case <-wrote:
+			case <-time.After(5 * time.Second):
+				t.Error("the writer stayed blocked after the pty was closed")
+			}
+			if b := <-got; len(b) < 64<<10 || !bytes.Equal(b, payload[:len(b)]) {
+				t.Errorf("the client got %d bytes (or not the payload's); want what filled its FIFO and more", len(b))
+			}
+		})
+	}
+}
