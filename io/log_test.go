@@ -266,6 +266,32 @@ func TestBinaryLoggerFailures(t *testing.T) {
 	}
 }
 
+// A logger that dies before it is ready fails Open every time, not only
+// when its exit is reported before its end of fd 5 is seen: the container
+// must not start with output pipes nobody reads (its first write would kill
+// it with SIGPIPE). A logger that closes one of its pipes and goes on is
+// accepted.
+func TestBinaryLoggerDyingBeforeReady(t *testing.T) {
+	env := Env{ProcessID: "c", Namespace: "n", Spawn: spawnPlain(t)}
+	dies := "binary://" + writeScript(t, "exit 1\n")
+	for i := 0; i < 10; i++ {
+		p, err := Open(Config{Stdout: dies, Stderr: dies}, env)
+		if err == nil {
+			p.Close()
+			t.Fatalf("attempt %d: a logger that exited at once was taken for ready", i+1)
+		}
+		if !errdefs.IsFailedPrecondition(err) {
+			t.Fatalf("attempt %d: %v, want FailedPrecondition", i+1, err)
+		}
+	}
+	stdoutOnly := "binary://" + writeScript(t, "exec 4<&- 5>&-\ncat <&3 >/dev/null\n")
+	p, err := Open(Config{Stdout: stdoutOnly, Stderr: stdoutOnly}, env)
+	if err != nil {
+		t.Fatalf("a logger reading stdout only: %v", err)
+	}
+	p.Close()
+}
+
 func TestLogURIWithAHostIsRefused(t *testing.T) {
 	for _, uri := range []string{"file://relative/abs/path", "file://example.com/var/log/x"} {
 		if _, err := ParseFileURI(uri); !errdefs.IsInvalidArgument(err) {

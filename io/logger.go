@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
 )
 
 // Named limits of binary:// loggers.
@@ -148,12 +149,18 @@ func (p *Pipes) openLogger(uri string, env Env) error {
 	defer timer.Stop()
 	select {
 	case <-ready:
+		// fd 5 ended: closed by a ready logger, or by its exit. The exit's
+		// report may come later, but an exiting process closes its files
+		// in order, so by now its stdout and stderr pipes have no reader;
+		// a logger alive closes at most one of them.
 		select {
 		case <-p.loggerExit:
-			return fmt.Errorf("logger %s exited before it was ready: %w", cmd.Path, errdefs.ErrFailedPrecondition)
 		default:
-			return nil
+			if !readerGone(outW) || !readerGone(errW) {
+				return nil
+			}
 		}
+		return fmt.Errorf("logger %s exited before it was ready: %w", cmd.Path, errdefs.ErrFailedPrecondition)
 	case <-timer.C:
 		readyR.Close()
 		return fmt.Errorf("logger %s did not signal ready (close fd 5) within %s: %w", cmd.Path, readyTimeout, context.DeadlineExceeded)
@@ -208,4 +215,21 @@ func (p *Pipes) stopLogger() {
 	case <-time.After(wait):
 		slog.Warn("binary:// logger: no exit seen after SIGKILL; not waiting for it any longer", "pid", p.logger.Pid)
 	}
+}
+
+// readerGone reports whether nobody holds the read end of the pipe whose
+// write end is w (a poll that does not wait).
+func readerGone(w *os.File) bool {
+	rc, err := w.SyscallConn()
+	if err != nil {
+		return false
+	}
+	gone := false
+	_ = rc.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+		if n, err := unix.Poll(fds, 0); err == nil && n > 0 {
+			gone = fds[0].Revents&unix.POLLERR != 0
+		}
+	})
+	return gone
 }
