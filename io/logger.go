@@ -1,6 +1,7 @@
 package io
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -149,14 +152,14 @@ func (p *Pipes) openLogger(uri string, env Env) error {
 	defer timer.Stop()
 	select {
 	case <-ready:
-		// fd 5 ended: closed by a ready logger, or by its exit. The exit's
-		// report may come later, but an exiting process closes its files
-		// in order, so by now its stdout and stderr pipes have no reader;
-		// a logger alive closes at most one of them.
+		// fd 5 ended: closed by a ready logger, or by its exit, whose
+		// report may come later. An exit has begun by then (the kernel
+		// marks the process exiting before it closes its files); a logger
+		// that reads neither pipe is no better.
 		select {
 		case <-p.loggerExit:
 		default:
-			if !readerGone(outW) || !readerGone(errW) {
+			if !exitingChild(cmd.Process.Pid) && (!readerGone(outW) || !readerGone(errW)) {
 				return nil
 			}
 		}
@@ -232,4 +235,31 @@ func readerGone(w *os.File) bool {
 		}
 	})
 	return gone
+}
+
+// pfExiting is the kernel's PF_EXITING, in /proc/<pid>/stat's flags: set as
+// a process starts to exit, before its files are closed.
+const pfExiting = 0x4
+
+// exitingChild reports whether pid, a child of the shim, is exiting or has
+// exited (a child's PID is not reused before the shim reaps it).
+func exitingChild(pid int) bool {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true // reaped already
+	}
+	// pid (comm) state ppid pgrp session tty_nr tpgid flags ...
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return false
+	}
+	fields := strings.Fields(string(data[i+1:]))
+	if len(fields) < 7 {
+		return false
+	}
+	if fields[0] == "Z" || fields[0] == "X" {
+		return true
+	}
+	flags, err := strconv.ParseUint(fields[6], 10, 64)
+	return err == nil && flags&pfExiting != 0
 }
