@@ -150,14 +150,15 @@ func (p *Pipes) AttachConsole(master *os.File) error {
 	p.consoleDst = p.consoleOut
 	p.consoleOut = nil
 	p.mu.Unlock()
-	p.runConsole(m, nil, nil, true)
+	p.runConsole(m, nil, nil, 0, true)
 	return nil
 }
 
 // runConsole starts the terminal's two relays (master -> client, client's
 // stdin -> master), each writing its carry first (bytes a halted relay had
-// read; see handover.go).
-func (p *Pipes) runConsole(m *rawFile, outCarry, inCarry []byte, withStdin bool) {
+// read; see handover.go). inLast is the last byte a halted input relay had
+// written (0: none).
+func (p *Pipes) runConsole(m *rawFile, outCarry, inCarry []byte, inLast byte, withStdin bool) {
 	if p.hungUp.Load() {
 		// The process exited before a halt (whose end cleared the read
 		// deadline Hangup set) or before the previous binary handed the
@@ -190,8 +191,12 @@ func (p *Pipes) runConsole(m *rawFile, outCarry, inCarry []byte, withStdin bool)
 		go func() {
 			bp := copyBufs.Get().(*[]byte)
 			defer copyBufs.Put(bp)
-			last := byte('\n') // nothing written: at the start of a line
+			last := inLast
+			if last == 0 {
+				last = '\n' // nothing written: at the start of a line
+			}
 			err := copyRawHalting(p.master, p.stdinReader, *bp, hin, &last)
+			hin.lastIn = last // for a successor (the halter is ours until finish)
 			hin.finish(err)
 			if err == nil {
 				// End of input (CloseIO): send the terminal's end-of-file

@@ -138,7 +138,15 @@ func TestTerminalHandedOver(t *testing.T) {
 // CloseIO on a terminal in canonical mode after a line typed without its
 // newline: the process reads that line, then end of file (one ^D would only
 // have handed the line over, and the process would wait for input forever).
+// Also when the relays were halted after the partial line and run again, or
+// handed over: the partial line is remembered across both.
 func TestTerminalEndOfInputAfterAPartialLine(t *testing.T) {
+	for _, mode := range []string{"none", "restart", "handover"} {
+		t.Run(mode, func(t *testing.T) { testEndOfInputAfterAPartialLine(t, mode) })
+	}
+}
+
+func testEndOfInputAfterAPartialLine(t *testing.T, mode string) {
 	outPath, inPath := mkfifo(t, "out"), mkfifo(t, "in")
 	master, slave := openPty(t)
 	defer slave.Close()
@@ -154,7 +162,8 @@ func TestTerminalEndOfInputAfterAPartialLine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close()
+	cur := p
+	defer func() { cur.Close() }()
 	startReading, _ := lateReader(outPath, 1<<10)
 	close(startReading)
 	clientIn, err := os.OpenFile(inPath, os.O_WRONLY, 0)
@@ -165,8 +174,29 @@ func TestTerminalEndOfInputAfterAPartialLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	clientIn.Write([]byte("abc"))
+	if mode != "none" {
+		time.Sleep(50 * time.Millisecond) // "abc" is in the pty
+		for i := 0; p.Halt(time.Second) != nil; i++ {
+			if i > 200 {
+				t.Fatal("halt never possible")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if mode == "restart" {
+			p.Restart()
+		} else {
+			st, err := p.Export(keepDups{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cur, err = ImportPipes(*st, adoptFD, Env{}); err != nil {
+				t.Fatal(err)
+			}
+			p.Close()
+		}
+	}
 	clientIn.Close()
-	p.CloseStdin()
+	cur.CloseStdin()
 	readc := make(chan []string, 1)
 	go func() {
 		var reads []string

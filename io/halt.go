@@ -28,7 +28,11 @@ type halter struct {
 	// discarding: the relay was discarding for a stalled reader when it
 	// halted (stall.go); the next one goes on discarding until it reads.
 	discarding bool
-	done       chan struct{} // closed when the relay returned: halted, or ended
+	// lastIn: a terminal's input relay, the last byte it wrote to the pty
+	// (0: none), so that a successor ends input after a partial line
+	// (console.go) as the relay would have.
+	lastIn byte
+	done   chan struct{} // closed when the relay returned: halted, or ended
 }
 
 // finish records how the relay returned and releases a waiting halt.

@@ -149,10 +149,11 @@ func (p *Pipes) restartConsole() {
 		return
 	}
 	var inCarry []byte
+	var inLast byte
 	withStdin := false
 	if in := p.stdinHalt; in != nil && in.stopped() {
 		withStdin = !in.ended.Load()
-		inCarry = in.carry
+		inCarry, inLast = in.carry, in.lastIn
 	}
 	m, err := newRawFile(p.master)
 	if err != nil { // it was driven before the halt: not expected
@@ -160,7 +161,7 @@ func (p *Pipes) restartConsole() {
 		p.outputs.Done() // the halted relay kept Open's reservation
 		return
 	}
-	p.runConsole(m, out.carry, inCarry, withStdin)
+	p.runConsole(m, out.carry, inCarry, inLast, withStdin)
 }
 
 func (p *Pipes) restart(relays []*pipeRelay) {
@@ -249,6 +250,9 @@ type TerminalState struct {
 	OutEnded   bool         `json:"outEnded,omitempty"`
 	StdinEnded bool         `json:"stdinEnded,omitempty"`
 	HungUp     bool         `json:"hungUp,omitempty"`
+	// StdinLast is the last byte typed into the pty (0: none, or a binary
+	// that did not record it: taken as the start of a line).
+	StdinLast byte `json:"stdinLast,omitempty"`
 }
 
 // Export describes halted stdio, keeping duplicates of its files.
@@ -469,7 +473,7 @@ func (p *Pipes) exportConsole(keep func(*os.File) (int, error)) (*TerminalState,
 	if p.stdinReader != nil {
 		in := &StdinState{Pipe: -1}
 		if h := p.stdinHalt; h != nil {
-			in.Carry, t.StdinEnded = h.carry, h.ended.Load()
+			in.Carry, t.StdinEnded, t.StdinLast = h.carry, h.ended.Load(), h.lastIn
 		}
 		if in.FIFO, err = keep(p.stdinReader); err == nil {
 			in.Writer, err = keep(p.stdinWriter)
@@ -531,7 +535,7 @@ func importConsole(p *Pipes, t *TerminalState, get adoptFunc, ferr *error) error
 		outCarry = t.Out.Carry
 	}
 	p.outputs.Add(1) // the console relay's, as Open reserves it
-	p.runConsole(m, outCarry, inCarry, t.Stdin != nil && !t.StdinEnded)
+	p.runConsole(m, outCarry, inCarry, t.StdinLast, t.Stdin != nil && !t.StdinEnded)
 	return nil
 }
 
