@@ -42,10 +42,11 @@ func (p *Pipes) outputRun(pr *pipeRelay, carry []byte, discarding bool) func(src
 }
 
 // Handable reports whether this process's stdio can be handed over by an
-// in-place upgrade today, and why not. Supported: no stdio, and FIFOs (as
-// containerd's clients and CRI's podsandbox logs through containerd give);
-// not yet: terminals, file:// logs, binary:// loggers, plain files, and a
-// process whose runtime ends the shim still holds (not started).
+// in-place upgrade today, and why not. Supported: no stdio, FIFOs (as
+// containerd's clients and CRI's podsandbox logs through containerd give),
+// file:// logs, binary:// loggers, and terminals writing to a FIFO; not
+// yet: a terminal writing to a log or logger, plain files, and a process
+// whose runtime ends the shim still holds (not started).
 func (p *Pipes) Handable() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -53,9 +53,15 @@ func relay(dst, src *os.File, stall *stallPolicy, h *halter) (int64, error) {
 	}
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
-	// The wrapper hides dst's ReadFrom, so CopyBuffer really uses our buffer.
-	return io.CopyBuffer(countingWriter{dst, stall}, src, *bp)
+	// The wrappers hide src's WriteTo and dst's ReadFrom (an *os.File has
+	// both), so CopyBuffer really uses our buffer instead of one of its own.
+	return io.CopyBuffer(countingWriter{dst, stall}, readerOnly{src}, *bp)
 }
+
+// readerOnly is a Reader and nothing more.
+type readerOnly struct{ r io.Reader }
+
+func (r readerOnly) Read(b []byte) (int, error) { return r.r.Read(b) }
 
 // countingWriter reports each write's progress to the relay's policy.
 type countingWriter struct {

@@ -9,6 +9,7 @@ import (
 	stdio "io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -320,5 +321,39 @@ func TestStdinClosedByTheProcessFailsTheClientsWrites(t *testing.T) {
 			t.Fatalf("the client's writes still go into the FIFO after 5 s (last: %v)", err)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A relay between files that are not pipes (a plain file behind a path)
+// copies through the pooled buffer: an *os.File's WriteTo and ReadFrom would
+// each bring a 32 KiB buffer of their own per relay.
+func TestPlainFileRelayUsesThePooledBuffer(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	if err := os.WriteFile(src, bytes.Repeat([]byte("p"), 256<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run := func() uint64 {
+		in, err := os.Open(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer in.Close()
+		out, err := os.Create(filepath.Join(dir, "dst"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer out.Close()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		if n, err := relay(out, in, nil, nil); err != nil || n != 256<<10 {
+			t.Fatalf("relayed %d bytes: %v", n, err)
+		}
+		runtime.ReadMemStats(&after)
+		return after.TotalAlloc - before.TotalAlloc
+	}
+	run() // the pool's first buffer
+	if got := run(); got >= copyBufSize {
+		t.Errorf("a plain-file relay allocated %d bytes: a buffer of its own", got)
 	}
 }
