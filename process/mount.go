@@ -1,12 +1,15 @@
 package process
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"time"
 
+	"github.com/example/containerd-shim-example-v2/bundle"
 	"github.com/example/containerd-shim-example-v2/reaper"
 	"golang.org/x/sys/unix"
 )
@@ -249,3 +252,35 @@ func mountFrom(dir, source, target, fstype string, flags uintptr, data string) e
 	}()
 	return <-errc
 }
+
+// unmountBusyRetries and unmountBusyDelay bound how long a busy rootfs is
+// retried before it is detached lazily: a process that just exited can hold
+// it for a moment.
+const (
+	unmountBusyRetries = 50
+	unmountBusyDelay   = 20 * time.Millisecond
+)
+
+// unmountAll unmounts everything stacked on target.
+func unmountAll(target string) error {
+	for busy := 0; ; {
+		err := unix.Unmount(target, unix.UMOUNT_NOFOLLOW)
+		switch {
+		case err == nil:
+			continue
+		case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOENT):
+			return nil // nothing (more) mounted there
+		case errors.Is(err, unix.EBUSY) && busy < unmountBusyRetries:
+			busy++
+			time.Sleep(unmountBusyDelay)
+		case errors.Is(err, unix.EBUSY):
+			return unix.Unmount(target, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
+		default:
+			return fmt.Errorf("unmount %s: %w", target, err)
+		}
+	}
+}
+
+// UnmountRootfs unmounts the bundle's rootfs; used by cleanup paths that have
+// no Container (the shim's delete command).
+func UnmountRootfs(dir string) error { return unmountAll(filepath.Join(dir, bundle.RootfsDir)) }
