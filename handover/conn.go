@@ -432,8 +432,13 @@ type ConnState struct {
 // closed it meanwhile (nothing to hand over).
 func (c *Conn) Export(fds *FDs) (*ConnState, error) {
 	// No answer is half written while the carry is taken, and none goes out
-	// after it (see wmu).
-	c.wmu.Lock()
+	// after it (see wmu). An answer that began after the pause (an exit
+	// reaped just before the reaper paused) may be stuck in a write to a
+	// client that does not read: give up rather than wait for it with the
+	// daemon paused; the upgrade is then undone.
+	if !lockWithin(&c.wmu, exportWriteWait) {
+		return nil, fmt.Errorf("handover: an answer is still being written to the client after %v", exportWriteWait)
+	}
 	defer c.wmu.Unlock()
 	c.mu.Lock()
 	idle, _ := c.idleLocked()
@@ -491,4 +496,19 @@ func ImportConn(st ConnState) (*Conn, error) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// exportWriteWait bounds how long Export waits for a write in progress.
+const exportWriteWait = time.Second
+
+// lockWithin takes mu, trying for at most d.
+func lockWithin(mu *sync.Mutex, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for !mu.TryLock() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return true
 }

@@ -493,38 +493,9 @@ func testAnswerAfterExportIsHeld(t *testing.T) {
 // its request still open and parkable. A pause must not complete over it:
 // Export would then wait for that write, with everything else paused.
 func TestPauseWaitsForAnAnswerBeingWritten(t *testing.T) {
-	l, path := listen(t)
-	client, err := net.Dial("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	sc, err := l.AcceptUnix()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := NewConn(sc, nil)
-	defer c.Close()
-	req := methodFrame(t, 1, "Wait", "w")
-	if _, err := client.Write(req); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := readFull(c, make([]byte, len(req))); err != nil {
-		t.Fatal(err)
-	}
-	c.Rest() // the server's reader stops at the boundary
-
-	const size = 2 << 20 // far more than the socket buffers take
-	answer := make([]byte, ttrpcframe.HeaderLen+size)
-	binary.BigEndian.PutUint32(answer[:4], size)
-	binary.BigEndian.PutUint32(answer[4:8], 1)
-	answer[8] = ttrpcframe.TypeResponse
-	wrote := make(chan error, 1)
-	go func() {
-		_, err := c.Write(answer)
-		wrote <- err
-	}()
-	time.Sleep(100 * time.Millisecond) // the write fills the buffers and waits
+	c, client := connWithParkedWait(t)
+	wrote := writeStuckAnswer(t, c)
+	time.Sleep(50 * time.Millisecond)
 	if err := c.Pause(300 * time.Millisecond); err == nil {
 		t.Fatal("the pause completed while an answer was being written")
 	}
@@ -540,6 +511,93 @@ func TestPauseWaitsForAnAnswerBeingWritten(t *testing.T) {
 	}
 	if err := c.Pause(time.Second); err != nil {
 		t.Errorf("a pause with the answer written: %v", err)
+	}
+}
+
+// An answer that begins after the pause (an exit reaped just before the
+// reaper paused) and sticks in a write to a client that does not read:
+// Export gives up instead of waiting for it with the daemon paused.
+func TestExportGivesUpOnAStuckAnswer(t *testing.T) {
+	c, client := connWithParkedWait(t)
+	if err := c.Pause(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	wrote := writeStuckAnswer(t, c)
+	exported := make(chan error, 1)
+	var fds FDs
+	defer fds.Release()
+	go func() {
+		_, err := c.Export(&fds)
+		exported <- err
+	}()
+	select {
+	case err := <-exported:
+		if err == nil {
+			t.Fatal("exported while an answer was being written")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Export waited for the stuck write")
+	}
+	c.Resume()
+	go func() { _, _ = io.Copy(io.Discard, client) }()
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// connWithParkedWait is a Conn whose server has read a whole Wait request
+// and rests at the message boundary, and the client's end, which reads
+// nothing unless the test does.
+func connWithParkedWait(t *testing.T) (*Conn, net.Conn) {
+	t.Helper()
+	l, path := listen(t)
+	client, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	sc, err := l.AcceptUnix()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewConn(sc, nil)
+	t.Cleanup(func() { c.Close() })
+	req := methodFrame(t, 1, "Wait", "w")
+	if _, err := client.Write(req); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readFull(c, make([]byte, len(req))); err != nil {
+		t.Fatal(err)
+	}
+	c.Rest()
+	return c, client
+}
+
+// writeStuckAnswer starts writing the Wait's answer, far larger than the
+// socket buffers take, and returns once the write is under way.
+func writeStuckAnswer(t *testing.T, c *Conn) chan error {
+	t.Helper()
+	const size = 2 << 20
+	answer := make([]byte, ttrpcframe.HeaderLen+size)
+	binary.BigEndian.PutUint32(answer[:4], size)
+	binary.BigEndian.PutUint32(answer[4:8], 1)
+	answer[8] = ttrpcframe.TypeResponse
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := c.Write(answer)
+		wrote <- err
+	}()
+	for i := 0; ; i++ {
+		c.mu.Lock()
+		writing := c.writing
+		c.mu.Unlock()
+		if writing {
+			return wrote
+		}
+		if i > 500 {
+			t.Fatal("the answer's write never started")
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 }
 
