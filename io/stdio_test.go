@@ -352,8 +352,13 @@ func TestPlainFileRelayUsesThePooledBuffer(t *testing.T) {
 		runtime.ReadMemStats(&after)
 		return after.TotalAlloc - before.TotalAlloc
 	}
-	run() // the pool's first buffer
-	if got := run(); got >= copyBufSize {
-		t.Errorf("a plain-file relay allocated %d bytes: a buffer of its own", got)
+	// The pool keeps a buffer per scheduler P: a run that moved to another P
+	// takes a new one. Without the fix every run allocates its own.
+	least := run()
+	for i := 0; i < 10; i++ {
+		least = min(least, run())
+	}
+	if least >= copyBufSize {
+		t.Errorf("every plain-file relay allocated at least %d bytes: a buffer of its own", least)
 	}
 }
