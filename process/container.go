@@ -35,8 +35,16 @@ const (
 	// deleteCreatedTimeout bounds the wait for a created-but-never-started
 	// init to be reaped after the runtime killed it.
 	deleteCreatedTimeout = 10 * time.Second
-	// cleanupTimeout bounds runtime calls made while undoing a failed create.
+)
+
+// Limits of a Delete whose runtime failed; variables for the tests only.
+var (
+	// cleanupTimeout bounds runtime calls made while undoing a failed create,
+	// and a Delete's forced retry.
 	cleanupTimeout = 10 * time.Second
+	// stateCheckTimeout bounds asking the runtime whether a container it
+	// failed to delete is still there.
+	stateCheckTimeout = 5 * time.Second
 )
 
 // Events are the callbacks through which a container reports transitions that

@@ -52,3 +52,31 @@ esac
 		t.Fatalf("destroy: %v (the forced delete ran out of time with the request)", err)
 	}
 }
+
+// A runtime that hangs on the forced delete and on the question whether the
+// container is still there: no answer is no proof that it is gone, so the
+// Delete fails (and containerd may retry) instead of forgetting the task.
+func TestDestroyWithARuntimeThatHangs(t *testing.T) {
+	defer func(c, s time.Duration) { cleanupTimeout, stateCheckTimeout = c, s }(cleanupTimeout, stateCheckTimeout)
+	cleanupTimeout, stateCheckTimeout = 300*time.Millisecond, 300*time.Millisecond
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "fake-runtime")
+	script := `#!/bin/sh
+for a; do case "$a" in delete|state) cmd=$a;; --force) force=1;; esac; done
+case "$cmd" in
+delete) [ -n "$force" ] && exec sleep 30; exit 1;;
+state) exec sleep 30;;
+esac
+`
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r := reaper.New()
+	rctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go r.Run(rctx)
+	c := &Container{ID: "c", Bundle: dir, rt: oci.Runtime{Binary: fake, Dir: dir, Reaper: r}}
+	if err := c.destroy(context.Background(), false); err == nil {
+		t.Fatal("destroy reported the container deleted though the runtime never answered")
+	}
+}

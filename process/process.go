@@ -424,8 +424,9 @@ func (c *Container) destroy(ctx context.Context, neverStarted bool) error {
 		// deadline may be what ended the first delete, and a state command
 		// killed by it would read as a container that is gone.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-		defer cancel()
-		if ferr := c.rt.Delete(fctx, c.ID, true); ferr != nil && c.runtimeStateExists(fctx) {
+		ferr := c.rt.Delete(fctx, c.ID, true)
+		cancel()
+		if ferr != nil && c.runtimeStateExists(ctx) {
 			return fmt.Errorf("delete container %s: %w", c.ID, err)
 		}
 	}
@@ -448,7 +449,12 @@ func (c *Container) destroy(ctx context.Context, neverStarted bool) error {
 	return nil
 }
 
-func (c *Container) runtimeStateExists(ctx context.Context) bool {
+// runtimeStateExists asks the runtime whether it still has the container,
+// on a bounded context of its own. No answer in time counts as yes: only a
+// runtime that answered may have it taken for gone.
+func (c *Container) runtimeStateExists(parent context.Context) bool {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), stateCheckTimeout)
+	defer cancel()
 	_, err := c.rt.State(ctx, c.ID)
-	return err == nil
+	return err == nil || ctx.Err() != nil
 }
