@@ -246,7 +246,9 @@ const pfExiting = 0x4
 func exitingChild(pid int) bool {
 	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return true // reaped already
+		// Gone: reaped already. Anything else (a /proc that does not show
+		// the shim's children) proves nothing.
+		return errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ESRCH)
 	}
 	// pid (comm) state ppid pgrp session tty_nr tpgid flags ...
 	i := bytes.LastIndexByte(data, ')')
