@@ -270,7 +270,7 @@ func TestBinaryLoggerFailures(t *testing.T) {
 // when its exit is reported before its end of fd 5 is seen: the container
 // must not start with output pipes nobody reads (its first write would kill
 // it with SIGPIPE). A logger that closes one of its pipes and goes on is
-// accepted.
+// accepted, and so is one that exits leaving children that read.
 func TestBinaryLoggerDyingBeforeReady(t *testing.T) {
 	env := Env{ProcessID: "c", Namespace: "n", Spawn: spawnPlain(t)}
 	dies := "binary://" + writeScript(t, "exit 1\n")
@@ -290,6 +290,15 @@ func TestBinaryLoggerDyingBeforeReady(t *testing.T) {
 		t.Fatalf("a logger reading stdout only: %v", err)
 	}
 	p.Close()
+	// A logger that daemonizes: it exits as it closes fd 5, its children read on.
+	daemonizes := "binary://" + writeScript(t, "cat <&3 >/dev/null 5>&- &\ncat <&4 >/dev/null 5>&- &\nexit 0\n")
+	for i := 0; i < 3; i++ {
+		p, err := Open(Config{Stdout: daemonizes, Stderr: daemonizes}, env)
+		if err != nil {
+			t.Fatalf("attempt %d: a logger whose children read on: %v", i+1, err)
+		}
+		p.Close()
+	}
 }
 
 func TestLogURIWithAHostIsRefused(t *testing.T) {

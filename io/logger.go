@@ -153,17 +153,24 @@ func (p *Pipes) openLogger(uri string, env Env) error {
 	select {
 	case <-ready:
 		// fd 5 ended: closed by a ready logger, or by its exit, whose
-		// report may come later. An exit has begun by then (the kernel
-		// marks the process exiting before it closes its files); a logger
-		// that reads neither pipe is no better.
+		// report may come later (the kernel marks a process exiting before
+		// it closes its files). An exited logger is fine if a child of it
+		// reads on (a logger that daemonizes); else its pipes lose their
+		// readers at once, though not always before fd 5 ends.
+		exited := exitingChild(cmd.Process.Pid)
 		select {
 		case <-p.loggerExit:
+			exited = true
 		default:
-			if !exitingChild(cmd.Process.Pid) && (!readerGone(outW) || !readerGone(errW)) {
-				return nil
-			}
 		}
-		return fmt.Errorf("logger %s exited before it was ready: %w", cmd.Path, errdefs.ErrFailedPrecondition)
+		settle := time.Duration(0)
+		if exited {
+			settle = loggerExitSettle
+		}
+		if !readersGoneWithin(settle, outW, errW) {
+			return nil
+		}
+		return fmt.Errorf("logger %s exited (or closed its pipes) before it was ready: %w", cmd.Path, errdefs.ErrFailedPrecondition)
 	case <-timer.C:
 		readyR.Close()
 		return fmt.Errorf("logger %s did not signal ready (close fd 5) within %s: %w", cmd.Path, readyTimeout, context.DeadlineExceeded)
@@ -217,6 +224,27 @@ func (p *Pipes) stopLogger() {
 	case <-p.loggerExit:
 	case <-time.After(wait):
 		slog.Warn("binary:// logger: no exit seen after SIGKILL; not waiting for it any longer", "pid", p.logger.Pid)
+	}
+}
+
+// loggerExitSettle bounds the wait, after a logger exited at its ready
+// signal, for its pipes to lose their readers: they do within microseconds
+// unless a child of the logger reads them.
+const loggerExitSettle = 100 * time.Millisecond
+
+// readersGoneWithin reports whether the pipes written through ws all lose
+// their readers within d (at once when d is 0).
+func readersGoneWithin(d time.Duration, ws ...*os.File) bool {
+	deadline := time.Now().Add(d)
+	for {
+		gone := true
+		for _, w := range ws {
+			gone = gone && readerGone(w)
+		}
+		if gone || !time.Now().Before(deadline) {
+			return gone
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
