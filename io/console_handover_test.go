@@ -176,24 +176,7 @@ func testEndOfInputAfterAPartialLine(t *testing.T, mode string) {
 	clientIn.Write([]byte("abc"))
 	if mode != "none" {
 		time.Sleep(50 * time.Millisecond) // "abc" is in the pty
-		for i := 0; p.Halt(time.Second) != nil; i++ {
-			if i > 200 {
-				t.Fatal("halt never possible")
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		if mode == "restart" {
-			p.Restart()
-		} else {
-			st, err := p.Export(keepDups{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if cur, err = ImportPipes(*st, adoptFD, Env{}); err != nil {
-				t.Fatal(err)
-			}
-			p.Close()
-		}
+		cur = haltAndGoOn(t, p, mode)
 	}
 	clientIn.Close()
 	cur.CloseStdin()
@@ -244,25 +227,7 @@ func TestTerminalHangupOutlivesAHalt(t *testing.T) {
 			go func() { _, err := slave.Write(payload); wrote <- err }()
 			time.Sleep(100 * time.Millisecond)
 			p.Hangup()
-			for i := 0; p.Halt(time.Second) != nil; i++ {
-				if i > 200 {
-					t.Fatal("halt never possible")
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
-			cur := p
-			if mode == "restart" {
-				p.Restart()
-			} else {
-				st, err := p.Export(keepDups{})
-				if err != nil {
-					t.Fatal(err)
-				}
-				if cur, err = ImportPipes(*st, adoptFD, Env{}); err != nil {
-					t.Fatal(err)
-				}
-				p.Close()
-			}
+			cur := haltAndGoOn(t, p, mode)
 			defer cur.Close()
 			close(startReading)
 			if !cur.Drain(3 * time.Second) {
@@ -279,4 +244,32 @@ func TestTerminalHangupOutlivesAHalt(t *testing.T) {
 			}
 		})
 	}
+}
+
+// haltAndGoOn halts p's relays (retrying until its client's reader is
+// there) and has them go on: run again ("restart"), or handed over to new
+// Pipes ("handover"), p then closed as at execve. It returns the Pipes that
+// go on.
+func haltAndGoOn(t *testing.T, p *Pipes, mode string) *Pipes {
+	t.Helper()
+	for i := 0; p.Halt(time.Second) != nil; i++ {
+		if i > 200 {
+			t.Fatal("halt never possible")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if mode == "restart" {
+		p.Restart()
+		return p
+	}
+	st, err := p.Export(keepDups{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := ImportPipes(*st, adoptFD, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	return next
 }

@@ -17,20 +17,11 @@ func TestStalledReaderDoesNotFreezeTheProcess(t *testing.T) {
 	reader, p := fifoWithIdleReader(t, 200*time.Millisecond)
 	_, w, _ := p.RuntimeFiles()
 	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
-	done := make(chan error, 1)
-	go func() {
+	writtenWithin(t, 10*time.Second, func() error {
 		_, err := w.Write(payload)
 		p.ReleaseRuntimeFiles()
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the process stayed blocked writing with nobody reading")
-	}
+		return err
+	}, "the process stayed blocked writing with nobody reading")
 	if !p.Drain(5 * time.Second) {
 		t.Fatal("relay did not finish")
 	}
@@ -179,20 +170,10 @@ func TestStalledReaderDoesNotFreezeATerminal(t *testing.T) {
 		t.Fatal(err)
 	}
 	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
-	done := make(chan error, 1)
-	go func() {
+	writtenWithin(t, 10*time.Second, func() error {
 		_, err := slave.Write(payload)
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("the process stayed blocked writing to its terminal with nobody reading (dropped %d, moved %d)",
-			p.Dropped(), p.Moved())
-	}
+		return err
+	}, "the process stayed blocked writing to its terminal with nobody reading")
 	if p.Dropped() == 0 {
 		t.Fatal("nothing counted as dropped")
 	}
@@ -214,5 +195,21 @@ func TestStalledReaderDoesNotFreezeATerminal(t *testing.T) {
 	}
 	if !bytes.Contains(tail, []byte("again")) {
 		t.Errorf("output after the reader came back did not arrive (read %d bytes)", len(tail))
+	}
+}
+
+// writtenWithin runs write (a process's writes) and fails the test with
+// stuck if it has not returned within d.
+func writtenWithin(t *testing.T, d time.Duration, write func() error, stuck string) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- write() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(d):
+		t.Fatal(stuck)
 	}
 }
