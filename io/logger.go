@@ -1,7 +1,6 @@
 package io
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,14 +10,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
+
+	"github.com/example/containerd-shim-example-v2/internal/procstat"
 )
 
 // Named limits of binary:// loggers.
@@ -265,31 +264,14 @@ func readerGone(w *os.File) bool {
 	return gone
 }
 
-// pfExiting is the kernel's PF_EXITING, in /proc/<pid>/stat's flags: set as
-// a process starts to exit, before its files are closed.
-const pfExiting = 0x4
-
 // exitingChild reports whether pid, a child of the shim, is exiting or has
 // exited (a child's PID is not reused before the shim reaps it).
 func exitingChild(pid int) bool {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	st, err := procstat.Read(pid)
 	if err != nil {
 		// Gone: reaped already. Anything else (a /proc that does not show
 		// the shim's children) proves nothing.
 		return errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ESRCH)
 	}
-	// pid (comm) state ppid pgrp session tty_nr tpgid flags ...
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return false
-	}
-	fields := strings.Fields(string(data[i+1:]))
-	if len(fields) < 7 {
-		return false
-	}
-	if fields[0] == "Z" || fields[0] == "X" {
-		return true
-	}
-	flags, err := strconv.ParseUint(fields[6], 10, 64)
-	return err == nil && flags&pfExiting != 0
+	return st.Exiting()
 }

@@ -1,14 +1,14 @@
 package process
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/example/containerd-shim-example-v2/internal/procstat"
 )
 
 // Pids lists the host PIDs of every process in the container.
@@ -53,12 +53,8 @@ func (c *Container) Resume(ctx context.Context, onResumed func()) error {
 // zombie, or already reaped. (A child's PID cannot be reused before the shim
 // reaps it.)
 func exitedChild(pid int) bool {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	i := bytes.LastIndexByte(data, ')')
-	return i > 0 && i+2 < len(data) && data[i+2] == 'Z'
+	st, err := procstat.Read(pid)
+	return err != nil || st.State == 'Z'
 }
 
 // Update applies new resource limits (OCI LinuxResources as JSON).

@@ -1,0 +1,40 @@
+package procstat
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+)
+
+func TestReadTellsALiveProcessFromAZombieAndAGoneOne(t *testing.T) {
+	st, err := Read(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Exiting() {
+		t.Errorf("this test process reads as exiting: %+v", st)
+	}
+	cmd := exec.Command("true")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	for i := 0; ; i++ { // exited, not yet waited for: a zombie
+		if st, err = Read(pid); err == nil && st.State == 'Z' {
+			break
+		}
+		if i > 500 {
+			t.Fatalf("child never became a zombie: %+v, %v", st, err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if !st.Exiting() {
+		t.Errorf("a zombie does not read as exiting: %+v", st)
+	}
+	_ = cmd.Wait()
+	if _, err := Read(pid); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a reaped child: %v, want not-exist", err)
+	}
+}
