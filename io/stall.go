@@ -66,15 +66,9 @@ func (s *stallPolicy) discardUntilDrained(dst, src *os.File, dstRC syscall.RawCo
 		}
 		n, err := src.Read(*bp)
 		if n > 0 {
-			w := 0
-			if now := fifoQueued(dstRC); now < queued {
-				w = writeNonblocking(dstRC, (*bp)[:n])
-			}
-			lost := uint64(n - w)
-			dropped += lost
-			s.dropped.Add(lost)
+			w := s.offer(dstRC, queued, (*bp)[:n])
+			dropped += uint64(n - w)
 			if w > 0 {
-				s.progressed(int64(w))
 				return int64(w), nil // the reader is back
 			}
 		}
@@ -86,6 +80,22 @@ func (s *stallPolicy) discardUntilDrained(dst, src *os.File, dstRC syscall.RawCo
 			return 0, err // io.EOF when the process's writers are gone
 		}
 	}
+}
+
+// offer is one chunk of a discarding relay: written, as much as fits and
+// without waiting, only if the FIFO behind dstRC holds less than queued (a
+// reader took bytes since); the rest is counted as dropped. It returns how
+// many bytes went out: more than 0 means the reader is back.
+func (s *stallPolicy) offer(dstRC syscall.RawConn, queued int, b []byte) int {
+	w := 0
+	if fifoQueued(dstRC) < queued {
+		w = writeNonblocking(dstRC, b)
+	}
+	s.dropped.Add(uint64(len(b) - w))
+	if w > 0 {
+		s.progressed(int64(w))
+	}
+	return w
 }
 
 // fifoQueued returns how many bytes wait in the pipe behind rc.
@@ -185,13 +195,7 @@ func (s *terminalStall) stalled(err error) bool {
 // discard drops b unless the reader has taken bytes since discarding
 // began; then what fits goes out and discarding ends.
 func (s *terminalStall) discard(b []byte) {
-	w := 0
-	if now := fifoQueued(s.dstRC); now < s.queued {
-		w = writeNonblocking(s.dstRC, b)
-	}
-	s.policy.dropped.Add(uint64(len(b) - w))
-	if w > 0 {
-		s.policy.progressed(int64(w))
+	if s.policy.offer(s.dstRC, s.queued, b) > 0 {
 		s.discarding = false
 		slog.Warn("terminal output reader is back", "total_dropped", s.policy.dropped.Load())
 	}
