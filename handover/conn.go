@@ -51,8 +51,9 @@ func Parkable(service, method string) bool {
 // reading on with a happens-before edge) and writes from others; the read
 // state (prefix, hdr, hdrN, out, bodyLeft, cur) belongs to the reader, the
 // write state (w*) to the writer, which holds wmu for each write (Export
-// holds it too: see exported). mu guards paused, parked, writing, reqs and closed;
-// cond (on mu) signals their changes. wmu is taken before mu, never after.
+// holds it too: see exported). mu guards paused, parked, writing, reqs and
+// closed; cond (on mu) signals their changes. wmu is taken before mu, never
+// after.
 type Conn struct {
 	*net.UnixConn
 
@@ -360,9 +361,8 @@ func (c *Conn) idleLocked() (bool, int) {
 
 // Pause stops giving the server new messages and waits until the reader is
 // parked at a message boundary, every open request is parkable and no
-// answer is being written. A
-// connection the client closed counts as paused. On timeout the pause
-// stays on; call Resume to undo it.
+// answer is being written. A connection the client closed counts as
+// paused. On timeout the pause stays on; call Resume to undo it.
 func (c *Conn) Pause(timeout time.Duration) error {
 	c.mu.Lock()
 	c.paused = true
