@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/example/containerd-shim-example-v2/bundle"
-	"github.com/example/containerd-shim-example-v2/oci"
-	"github.com/example/containerd-shim-example-v2/reaper"
 )
 
 // A bundle used for a second task may still hold the first init's exit
@@ -26,15 +24,9 @@ func TestCreateRemovesAPreviousExitRecord(t *testing.T) {
 	if err := bundle.WriteExit(dir, bundle.Exit{Pid: 4242, Status: 3, ExitedAt: time.Unix(1, 0)}); err != nil {
 		t.Fatal(err)
 	}
-	fake := filepath.Join(dir, "fake-runtime")
-	if err := os.WriteFile(fake, []byte("#!/bin/sh\necho refused >&2\nexit 1\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	r := reaper.New()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go r.Run(ctx)
-	_, err := Create(ctx, r, CreateConfig{ID: "c", Namespace: "ns", Bundle: dir, Runtime: oci.Runtime{Binary: fake}}, func(int) {})
+	rt, r := fakeRuntime(t, dir, "") // refuses every command
+	ctx := context.Background()
+	_, err := Create(ctx, r, CreateConfig{ID: "c", Namespace: "ns", Bundle: dir, Runtime: rt}, func(int) {})
 	if err == nil {
 		t.Fatal("the fake runtime's create succeeded")
 	}

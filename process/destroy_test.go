@@ -21,23 +21,11 @@ func TestDestroyOutlivesTheRequestsDeadline(t *testing.T) {
 	if err := os.WriteFile(state, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	fake := filepath.Join(dir, "fake-runtime")
-	script := `#!/bin/sh
-for a; do case "$a" in delete|state) cmd=$a;; --force) force=1;; esac; done
-case "$cmd" in
-delete) [ -n "$force" ] || { sleep 1; exit 1; }; rm -f "$FAKE_CONTAINER";;
-state) [ -e "$FAKE_CONTAINER" ] || { echo "container does not exist" >&2; exit 1; }; echo '{}';;
-esac
-`
-	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
 	t.Setenv("FAKE_CONTAINER", state)
-	r := reaper.New()
-	rctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	go r.Run(rctx)
-	c := &Container{ID: "c", Bundle: dir, rt: oci.Runtime{Binary: fake, Dir: dir, Reaper: r}}
+	rt, _ := fakeRuntime(t, dir, `
+delete) [ -n "$force" ] || { sleep 1; exit 1; }; rm -f "$FAKE_CONTAINER";;
+state) [ -e "$FAKE_CONTAINER" ] || { echo "container does not exist" >&2; exit 1; }; echo '{}';;`)
+	c := &Container{ID: "c", Bundle: dir, rt: rt}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
@@ -60,23 +48,31 @@ func TestDestroyWithARuntimeThatHangs(t *testing.T) {
 	defer func(c, s time.Duration) { cleanupTimeout, stateCheckTimeout = c, s }(cleanupTimeout, stateCheckTimeout)
 	cleanupTimeout, stateCheckTimeout = 300*time.Millisecond, 300*time.Millisecond
 	dir := t.TempDir()
-	fake := filepath.Join(dir, "fake-runtime")
-	script := `#!/bin/sh
-for a; do case "$a" in delete|state) cmd=$a;; --force) force=1;; esac; done
-case "$cmd" in
+	rt, _ := fakeRuntime(t, dir, `
 delete) [ -n "$force" ] && exec sleep 30; exit 1;;
-state) exec sleep 30;;
-esac
-`
+state) exec sleep 30;;`)
+	c := &Container{ID: "c", Bundle: dir, rt: rt}
+	if err := c.destroy(context.Background(), false); err == nil {
+		t.Fatal("destroy reported the container deleted though the runtime never answered")
+	}
+}
+
+// fakeRuntime writes a runtime script into dir that runs the case arms
+// given on its command ($cmd: create, start, delete, state, kill, exec;
+// $force set by --force) and refuses any other, and returns it with a
+// running reaper (stopped at the test's end).
+func fakeRuntime(t *testing.T, dir, arms string) (oci.Runtime, *reaper.Reaper) {
+	t.Helper()
+	fake := filepath.Join(dir, "fake-runtime")
+	script := "#!/bin/sh\n" +
+		`for a; do case "$a" in --force) force=1;; create|start|delete|state|kill|exec) [ -z "$cmd" ] && cmd=$a;; esac; done` + "\n" +
+		`case "$cmd" in` + arms + "\n*) echo \"$cmd refused\" >&2; exit 1;;\nesac\n"
 	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	r := reaper.New()
-	rctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	go r.Run(rctx)
-	c := &Container{ID: "c", Bundle: dir, rt: oci.Runtime{Binary: fake, Dir: dir, Reaper: r}}
-	if err := c.destroy(context.Background(), false); err == nil {
-		t.Fatal("destroy reported the container deleted though the runtime never answered")
-	}
+	ctx, stop := context.WithCancel(context.Background())
+	t.Cleanup(stop)
+	go r.Run(ctx)
+	return oci.Runtime{Binary: fake, Dir: dir, Reaper: r}, r
 }
