@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/example/containerd-shim-example-v2/bundle"
+	"github.com/example/containerd-shim-example-v2/internal/inroot"
 	"github.com/example/containerd-shim-example-v2/reaper"
 	"golang.org/x/sys/unix"
 )
@@ -80,25 +81,30 @@ func mountRootfs(rootfs string, mounts []Mount, r *reaper.Reaper) (err error) {
 		}
 	}()
 	for i, m := range mounts {
-		target := rootfs
+		target, shown := rootfs, rootfs // shown: the target as error messages name it
 		if m.Target != "" {
-			target = filepath.Join(rootfs, filepath.Clean("/"+m.Target))
-			if err := os.MkdirAll(target, 0o755); err != nil {
-				return fmt.Errorf("create mount point %s: %w", target, err)
+			shown = filepath.Join(rootfs, m.Target)
+			// The mount point is inside what the earlier entries mounted: the
+			// image's content, whose symlinks must not lead out of the rootfs.
+			point, err := inroot.OpenDir(rootfs, m.Target, true)
+			if err != nil {
+				return fmt.Errorf("mount point: %w", err)
 			}
+			defer point.Close()
+			target = inroot.ProcPath(point)
 		}
 		options, idmap := takeIDMapping(m.Options)
 		var userns *os.File
 		if idmap.set() {
 			if userns, err = userNamespace(r, idmap); err != nil {
-				return fmt.Errorf("mount %s on %s: %w", m.Source, target, err)
+				return fmt.Errorf("mount %s on %s: %w", m.Source, shown, err)
 			}
 			defer userns.Close()
 			if m.Type == "overlay" {
 				// The layers are mapped; the overlay over them needs nothing more.
 				var undo func()
 				if options, undo, err = idmapLowerdirs(options, filepath.Join(filepath.Dir(rootfs), fmt.Sprintf(".idmapped-layers-%d", i)), userns); err != nil {
-					return fmt.Errorf("mount %s on %s: %w", m.Source, target, err)
+					return fmt.Errorf("mount %s on %s: %w", m.Source, shown, err)
 				}
 				defer undo()
 			}
@@ -115,18 +121,28 @@ func mountRootfs(rootfs string, mounts []Mount, r *reaper.Reaper) (err error) {
 			first &^= unix.MS_RDONLY
 		}
 		if err := mountFrom(dir, m.Source, target, m.Type, first, data); err != nil {
-			return fmt.Errorf("mount %s (%s) on %s: %w", m.Source, m.Type, target, err)
+			return fmt.Errorf("mount %s (%s) on %s: %w", m.Source, m.Type, shown, err)
 		}
 		mounted++
+		if m.Target != "" {
+			// The descriptor names the directory under the new mount; what
+			// follows acts on the mount, so the path is walked again.
+			point, err := inroot.OpenDir(rootfs, m.Target, false)
+			if err != nil {
+				return fmt.Errorf("mount point after mounting: %w", err)
+			}
+			defer point.Close()
+			target = inroot.ProcPath(point)
+		}
 		if flags&unix.MS_BIND != 0 && flags&unix.MS_RDONLY != 0 {
 			if err := unix.Mount("", target, "", flags|unix.MS_REMOUNT, ""); err != nil {
-				return fmt.Errorf("remount %s read-only: %w", target, err)
+				return fmt.Errorf("remount %s read-only: %w", shown, err)
 			}
 		}
 		if userns != nil && m.Type != "overlay" {
 			// Anything else is mapped where it is mounted, on top of it.
 			if err := idmapMount(target, target, userns, 0); err != nil {
-				return err
+				return fmt.Errorf("%s: %w", shown, err)
 			}
 			mounted++
 		}

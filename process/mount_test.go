@@ -134,6 +134,60 @@ func TestMountRootfsIDMapped(t *testing.T) {
 	}
 }
 
+// Entries with a Target mount inside the rootfs even when the image's
+// symlinks point out of it (absolutely or through ".."), as containerd's
+// own mount code resolves them; a read-only bind there is read-only.
+func TestMountRootfsTargetsStayInside(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting needs root")
+	}
+	base := t.TempDir()
+	image := mkdir(t, filepath.Join(base, "image"))
+	outside := mkdir(t, filepath.Join(base, "outside"))
+	data := mkdir(t, filepath.Join(base, "data"))
+	rootfs := mkdir(t, filepath.Join(base, "rootfs"))
+	mkdir(t, filepath.Join(image, "real"))
+	for name, target := range map[string]string{"abs": outside, "up": "../../../../..", "rel": "real"} {
+		if err := os.Symlink(target, filepath.Join(image, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		// Should the mounts have escaped, they must not outlive the test.
+		for _, p := range []string{filepath.Join(outside, "tmp"), filepath.Join(base, "tmp2"), "/tmp2"} {
+			_ = unix.Unmount(p, unix.MNT_DETACH)
+		}
+		_ = unix.Unmount(rootfs, unix.MNT_DETACH) // with what is mounted below it
+	})
+	err := mountRootfs(rootfs, []Mount{
+		{Type: "bind", Source: image, Options: []string{"rbind"}},
+		{Type: "tmpfs", Source: "tmpfs", Target: "abs/tmp"},
+		{Type: "tmpfs", Source: "tmpfs", Target: "up/tmp2"},
+		{Type: "bind", Source: data, Target: "rel/data", Options: []string{"bind", "ro"}},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	isMount := func(path string) bool { // a mount of its own, not its parent's
+		var st, parent unix.Statx_t
+		return unix.Statx(unix.AT_FDCWD, path, 0, unix.STATX_MNT_ID, &st) == nil &&
+			unix.Statx(unix.AT_FDCWD, filepath.Dir(path), 0, unix.STATX_MNT_ID, &parent) == nil && st.Mnt_id != parent.Mnt_id
+	}
+	for _, inside := range []string{filepath.Join(rootfs, outside, "tmp"), filepath.Join(rootfs, "tmp2"), filepath.Join(rootfs, "real", "data")} {
+		if !isMount(inside) {
+			t.Errorf("nothing mounted at %s", inside)
+		}
+	}
+	for _, escaped := range []string{filepath.Join(outside, "tmp"), "/tmp2"} {
+		if _, err := os.Lstat(escaped); err == nil {
+			t.Errorf("%s was made outside the rootfs", escaped)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(rootfs, "real", "data", "x"), nil, 0o644); !errors.Is(err, unix.EROFS) {
+		t.Errorf("writing below the read-only bind: %v, want EROFS", err)
+	}
+}
+
 // makeLayers makes n snapshot layers under dir (dir/<i>/fs, each with a file
 // layer-<i>), listed top first as containerd lists them, and an upper and a
 // work directory.

@@ -1,0 +1,170 @@
+// Package inroot opens a directory below a root directory as if the root
+// were "/": every symbolic link on the way, absolute or relative, and every
+// "..", is resolved without leaving the root.
+//
+// The shim needs this for mount points inside a container's root
+// filesystem: the image's content decides what the path's components are,
+// and an image may hold a symlink such as etc -> /etc or x -> ../../.. that a
+// plain path join would follow onto the host. The walk goes one component at
+// a time through open directory descriptors (openat with O_NOFOLLOW), so a
+// rename elsewhere cannot move it outside either; ".." is taken from the
+// walk's own stack, never from the file system. It is the user-space form of
+// openat2's RESOLVE_IN_ROOT, kept in user space so it also runs on kernels
+// before 5.6.
+package inroot
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// maxLinks is how many symbolic links one walk follows before it reports a
+// loop (the kernel's own limit for a path lookup).
+const maxLinks = 40
+
+// OpenDir opens path below root as a directory, O_PATH: a descriptor good for
+// naming the directory to mount(2) and friends through /proc/self/fd, not for
+// reading it. With create, missing directories on the way are made (mode
+// 0755), below the root as well; a dangling symlink is followed and its target
+// made. The caller closes the file.
+func OpenDir(root, path string, create bool) (*os.File, error) {
+	rootFd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open root %s: %w", root, err)
+	}
+	w := walk{stack: []int{rootFd}, create: create}
+	defer w.closeAll()
+	if err := w.resolve(path); err != nil {
+		return nil, fmt.Errorf("%s below %s: %w", path, root, err)
+	}
+	top := w.pop()
+	return os.NewFile(uintptr(top), root+"/"+strings.TrimLeft(path, "/")), nil
+}
+
+// walk is one resolution: stack holds a descriptor for the root and for each
+// directory resolved below it so far, innermost last.
+type walk struct {
+	stack  []int
+	create bool
+	links  int
+}
+
+func (w *walk) top() int { return w.stack[len(w.stack)-1] }
+
+// pop removes the innermost descriptor and hands it to the caller (the root
+// itself too, when it is all there is).
+func (w *walk) pop() int {
+	fd := w.top()
+	w.stack = w.stack[:len(w.stack)-1]
+	return fd
+}
+
+func (w *walk) closeAll() {
+	for _, fd := range w.stack {
+		unix.Close(fd)
+	}
+	w.stack = nil
+}
+
+// resolve walks path's components from where the walk stands.
+func (w *walk) resolve(path string) error {
+	pending := components(path)
+	for len(pending) > 0 {
+		name := pending[0]
+		pending = pending[1:]
+		if name == ".." {
+			if len(w.stack) > 1 {
+				unix.Close(w.pop())
+			}
+			continue
+		}
+		fd, err := w.open(name)
+		if err != nil {
+			return err
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("stat %s: %w", name, err)
+		}
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFDIR:
+			w.stack = append(w.stack, fd)
+		case unix.S_IFLNK:
+			target, err := readlink(fd)
+			unix.Close(fd)
+			if err != nil {
+				return fmt.Errorf("read link %s: %w", name, err)
+			}
+			if w.links++; w.links > maxLinks {
+				return fmt.Errorf("%s: %w", name, unix.ELOOP)
+			}
+			if strings.HasPrefix(target, "/") {
+				// Absolute: from the root again.
+				for len(w.stack) > 1 {
+					unix.Close(w.pop())
+				}
+			}
+			pending = append(components(target), pending...)
+		default:
+			unix.Close(fd)
+			return fmt.Errorf("%s: %w", name, unix.ENOTDIR)
+		}
+	}
+	return nil
+}
+
+// open opens name in the current directory without following it, making it
+// first when it is missing and the walk creates.
+func (w *walk) open(name string) (int, error) {
+	const flags = unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	fd, err := unix.Openat(w.top(), name, flags, 0)
+	if errors.Is(err, unix.ENOENT) && w.create {
+		// EEXIST: made meanwhile, or a dangling symlink, which the next
+		// open returns for the walk to follow.
+		if err := unix.Mkdirat(w.top(), name, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
+			return -1, fmt.Errorf("make directory %s: %w", name, err)
+		}
+		fd, err = unix.Openat(w.top(), name, flags, 0)
+	}
+	if err != nil {
+		return -1, fmt.Errorf("open %s: %w", name, err)
+	}
+	return fd, nil
+}
+
+// components splits a path into the names to walk, dropping empty ones and
+// ".".
+func components(path string) []string {
+	var out []string
+	for _, c := range strings.Split(path, "/") {
+		if c != "" && c != "." {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// readlink reads the target of the symlink open (O_PATH) at fd.
+func readlink(fd int) (string, error) {
+	for size := 256; ; size *= 2 {
+		buf := make([]byte, size)
+		n, err := unix.Readlinkat(fd, "", buf)
+		if err != nil {
+			return "", err
+		}
+		if n < size {
+			return string(buf[:n]), nil
+		}
+	}
+}
+
+// ProcPath is the /proc/self/fd name of f, for system calls that take a
+// path: the kernel resolves it to the very directory f was opened on.
+func ProcPath(f *os.File) string {
+	return fmt.Sprintf("/proc/self/fd/%d", f.Fd())
+}
