@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"log/slog"
+	"math"
 	"os/exec"
 
 	eventsapi "github.com/example/containerd-shim-example-v2/proto/api/events"
@@ -397,6 +398,11 @@ func (s *Service) ResizePty(ctx context.Context, r *taskapi.ResizePtyRequest) (*
 	_, p, err := s.lookup(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
+	}
+	if r.Width > math.MaxUint16 || r.Height > math.MaxUint16 {
+		// The kernel's window size holds 16 bits; cut down, 65536 columns
+		// would become 0.
+		return nil, invalidArgument("terminal size %dx%d: at most %d each", r.Width, r.Height, math.MaxUint16)
 	}
 	if err := p.Resize(r.Width, r.Height); err != nil {
 		return nil, err

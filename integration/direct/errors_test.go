@@ -128,6 +128,10 @@ func TestErrors(t *testing.T) {
 		r.Spec = nil
 		_, err = api.Exec(ctx, r)
 		expectClass(t, "Exec without a process spec", err, "InvalidArgument")
+		_, err = api.ResizePty(ctx, &taskv3.ResizePtyRequest{ID: c.ID, Width: 1 << 16, Height: 24})
+		expectClass(t, "ResizePty to 65536 columns", err, "InvalidArgument")
+		_, err = api.ResizePty(ctx, &taskv3.ResizePtyRequest{ID: c.ID, Width: 80, Height: 24})
+		expectClass(t, "ResizePty to 80x24 of a process without a terminal", err, "")
 		_, err = api.Kill(ctx, &taskv3.KillRequest{ID: c.ID, ExecID: "dup", Signal: sigKILL})
 		expectClass(t, "Kill of an exec never started", err, "FailedPrecondition")
 		_, err = api.Update(ctx, &taskv3.UpdateTaskRequest{ID: c.ID, Resources: &anypb.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources", Value: []byte("{not json")}})
