@@ -1,15 +1,12 @@
 package process
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"time"
 
-	"github.com/example/containerd-shim-example-v2/bundle"
 	"github.com/example/containerd-shim-example-v2/internal/inroot"
 	"github.com/example/containerd-shim-example-v2/reaper"
 	"golang.org/x/sys/unix"
@@ -224,8 +221,23 @@ func withLowerdirs(options []string, at int, dirs []string, parent, base string)
 }
 
 // mountFrom mounts with dir as the working directory when dir is set, for
-// relative option paths. The working directory belongs to the process, so the
-// mount runs on a thread given a filesystem context of its own (CLONE_FS).
+// relative option paths.
+func mountFrom(dir, source, target, fstype string, flags uintptr, data string) error {
+	if dir == "" {
+		return unix.Mount(source, target, fstype, flags, data)
+	}
+	enter := func() error {
+		if err := unix.Chdir(dir); err != nil {
+			return fmt.Errorf("chdir to the layers' parent %s: %w", dir, err)
+		}
+		return nil
+	}
+	return inWorkingDir(enter, func() error { return unix.Mount(source, target, fstype, flags, data) })
+}
+
+// inWorkingDir runs fn with the working directory enter moves to. The
+// working directory belongs to the process, so fn runs on a thread given a
+// filesystem context of its own (CLONE_FS).
 //
 // The thread then goes back to the working directory it had and is handed
 // back to the scheduler. It must not be ended instead (a goroutine exiting
@@ -236,10 +248,7 @@ func withLowerdirs(options []string, at int, dirs []string, parent, base string)
 // directory, root and umask as the process's after the chdir back, and the
 // shim changes none of them anywhere else. Only when going back fails does
 // the thread stay locked and end with its goroutine.
-func mountFrom(dir, source, target, fstype string, flags uintptr, data string) error {
-	if dir == "" {
-		return unix.Mount(source, target, fstype, flags, data)
-	}
+func inWorkingDir(enter, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -252,14 +261,11 @@ func mountFrom(dir, source, target, fstype string, flags uintptr, data string) e
 		defer unix.Close(home)
 		if err := unix.Unshare(unix.CLONE_FS); err != nil {
 			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("a working directory of its own for the mount: %w", err)
+			errc <- fmt.Errorf("a working directory of its own: %w", err)
 			return
 		}
-		err = unix.Chdir(dir)
-		if err != nil {
-			err = fmt.Errorf("chdir to the layers' parent %s: %w", dir, err)
-		} else {
-			err = unix.Mount(source, target, fstype, flags, data)
+		if err = enter(); err == nil {
+			err = fn()
 		}
 		if unix.Fchdir(home) == nil {
 			runtime.UnlockOSThread()
@@ -268,35 +274,3 @@ func mountFrom(dir, source, target, fstype string, flags uintptr, data string) e
 	}()
 	return <-errc
 }
-
-// unmountBusyRetries and unmountBusyDelay bound how long a busy rootfs is
-// retried before it is detached lazily: a process that just exited can hold
-// it for a moment.
-const (
-	unmountBusyRetries = 50
-	unmountBusyDelay   = 20 * time.Millisecond
-)
-
-// unmountAll unmounts everything stacked on target.
-func unmountAll(target string) error {
-	for busy := 0; ; {
-		err := unix.Unmount(target, unix.UMOUNT_NOFOLLOW)
-		switch {
-		case err == nil:
-			continue
-		case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOENT):
-			return nil // nothing (more) mounted there
-		case errors.Is(err, unix.EBUSY) && busy < unmountBusyRetries:
-			busy++
-			time.Sleep(unmountBusyDelay)
-		case errors.Is(err, unix.EBUSY):
-			return unix.Unmount(target, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
-		default:
-			return fmt.Errorf("unmount %s: %w", target, err)
-		}
-	}
-}
-
-// UnmountRootfs unmounts the bundle's rootfs; used by cleanup paths that have
-// no Container (the shim's delete command).
-func UnmountRootfs(dir string) error { return unmountAll(filepath.Join(dir, bundle.RootfsDir)) }
