@@ -79,16 +79,18 @@ func mountRootfs(rootfs string, mounts []Mount, r *reaper.Reaper) (err error) {
 	}()
 	for i, m := range mounts {
 		target, shown := rootfs, rootfs // shown: the target as error messages name it
+		var point *inroot.Dir
 		if m.Target != "" {
 			shown = filepath.Join(rootfs, m.Target)
 			// The mount point is inside what the earlier entries mounted: the
 			// image's content, whose symlinks must not lead out of the rootfs.
-			point, err := inroot.OpenDir(rootfs, m.Target, true)
-			if err != nil {
+			// The Target's own ".." are taken lexically first, as containerd
+			// does (a missing "x" in "x/.." is then neither needed nor made).
+			if point, err = inroot.Open(rootfs, filepath.Clean("/"+m.Target), true); err != nil {
 				return fmt.Errorf("mount point: %w", err)
 			}
 			defer point.Close()
-			target = inroot.ProcPath(point)
+			target = inroot.ProcPath(point.File)
 		}
 		options, idmap := takeIDMapping(m.Options)
 		var userns *os.File
@@ -123,13 +125,13 @@ func mountRootfs(rootfs string, mounts []Mount, r *reaper.Reaper) (err error) {
 		mounted++
 		if m.Target != "" {
 			// The descriptor names the directory under the new mount; what
-			// follows acts on the mount, so the path is walked again.
-			point, err := inroot.OpenDir(rootfs, m.Target, false)
+			// follows acts on the mount.
+			over, err := mountedOn(point)
 			if err != nil {
-				return fmt.Errorf("mount point after mounting: %w", err)
+				return fmt.Errorf("mount %s on %s: %w", m.Source, shown, err)
 			}
-			defer point.Close()
-			target = inroot.ProcPath(point)
+			defer over.Close()
+			target = inroot.ProcPath(over)
 		}
 		if flags&unix.MS_BIND != 0 && flags&unix.MS_RDONLY != 0 {
 			if err := unix.Mount("", target, "", flags|unix.MS_REMOUNT, ""); err != nil {
@@ -145,6 +147,28 @@ func mountRootfs(rootfs string, mounts []Mount, r *reaper.Reaper) (err error) {
 		}
 	}
 	return nil
+}
+
+// mountedOn opens the root of the mount just made on point's directory: what
+// its name leads to now, if that is on another mount than the directory
+// under it. The caller closes the file.
+func mountedOn(point *inroot.Dir) (*os.File, error) {
+	f, err := point.Reopen()
+	if err != nil {
+		return nil, err
+	}
+	var under, over unix.Statx_t
+	errUnder := unix.Statx(int(point.File.Fd()), "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &under)
+	errOver := unix.Statx(int(f.Fd()), "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &over)
+	switch {
+	case errUnder != nil || errOver != nil:
+		f.Close()
+		return nil, fmt.Errorf("mount IDs: %v, %v", errUnder, errOver)
+	case under.Mnt_id == over.Mnt_id:
+		f.Close()
+		return nil, fmt.Errorf("the mount point no longer leads to the mount")
+	}
+	return f, nil
 }
 
 // maxMountData is what the kernel takes of a mount's option data: one page,

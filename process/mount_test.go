@@ -127,6 +127,28 @@ func TestMountRootfsIDMapped(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A bind at a Target inside the rootfs is mapped there too.
+	data := mkdir(t, filepath.Join(bundle, "data"))
+	if err := os.WriteFile(filepath.Join(data, "f"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = mountRootfs(rootfs, []Mount{
+		{Type: "bind", Source: lowers[2], Options: []string{"rbind"}},
+		{Type: "bind", Source: data, Target: "d", Options: append([]string{"rbind", "ro"}, idmap...)},
+	}, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := owner(filepath.Join(rootfs, "d", "f")); got != "100000:200000" {
+		t.Errorf("a file below an ID-mapped Target is owned by %s, want 100000:200000", got)
+	}
+	if err := os.WriteFile(filepath.Join(rootfs, "d", "g"), nil, 0o644); !errors.Is(err, unix.EROFS) {
+		t.Errorf("writing below the read-only ID-mapped Target: %v, want EROFS", err)
+	}
+	if err := unmountAll(rootfs); err != nil {
+		t.Fatal(err)
+	}
+
 	// A mapping that does not parse is refused before anything is mounted.
 	err = mountRootfs(rootfs, []Mount{{Type: "bind", Source: lowers[2], Options: []string{"rbind", "uidmap=0:1", "gidmap=0:1:1"}}}, r)
 	if !errdefs.IsInvalidArgument(err) {
@@ -185,6 +207,42 @@ func TestMountRootfsTargetsStayInside(t *testing.T) {
 	}
 	if err := os.WriteFile(filepath.Join(rootfs, "real", "data", "x"), nil, 0o644); !errors.Is(err, unix.EROFS) {
 		t.Errorf("writing below the read-only bind: %v, want EROFS", err)
+	}
+}
+
+// What follows a mount at a Target (a read-only remount, an ID mapping)
+// acts on that mount even when the Target reached its directory through a
+// symlink that passes below it and comes back (vol -> mnt/x/..) and the
+// mounted tree has, at that place, a symlink of its own (x -> /): the path
+// is not walked a second time through the new content.
+func TestMountRootfsTargetActsOnItsMount(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting needs root")
+	}
+	base := t.TempDir()
+	image := mkdir(t, filepath.Join(base, "image"))
+	data := mkdir(t, filepath.Join(base, "data"))
+	rootfs := mkdir(t, filepath.Join(base, "rootfs"))
+	mkdir(t, filepath.Join(image, "mnt", "x"))
+	if err := os.Symlink("mnt/x/..", filepath.Join(image, "vol")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/", filepath.Join(data, "x")); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(rootfs, unix.MNT_DETACH) })
+	err := mountRootfs(rootfs, []Mount{
+		{Type: "bind", Source: image, Options: []string{"rbind"}},
+		{Type: "bind", Source: data, Target: "vol", Options: []string{"bind", "ro"}},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(rootfs, "mnt", "into-the-ro-bind"), nil, 0o644); !errors.Is(err, unix.EROFS) {
+		t.Errorf("writing below the read-only bind: %v, want EROFS", err)
+	}
+	if err := os.WriteFile(filepath.Join(rootfs, "into-the-rootfs"), nil, 0o644); err != nil {
+		t.Errorf("the rootfs itself became read-only: %v", err)
 	}
 }
 

@@ -32,40 +32,101 @@ const maxLinks = 40
 // 0755), below the root as well; a dangling symlink is followed and its target
 // made. The caller closes the file.
 func OpenDir(root, path string, create bool) (*os.File, error) {
+	d, err := Open(root, path, create)
+	if err != nil {
+		return nil, err
+	}
+	if d.parent != nil {
+		d.parent.Close()
+	}
+	return d.File, nil
+}
+
+// Dir is a directory found below a root (Open): its descriptor, and the
+// parent and the name it was found by, to open what is there again once
+// something is mounted on it.
+type Dir struct {
+	File   *os.File // O_PATH
+	parent *os.File // O_PATH; nil when the directory is the root
+	name   string
+	root   string
+}
+
+// Open is OpenDir keeping what Reopen needs. The caller closes the Dir.
+func Open(root, path string, create bool) (*Dir, error) {
 	rootFd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open root %s: %w", root, err)
 	}
-	w := walk{stack: []int{rootFd}, create: create}
+	w := walk{stack: []entry{{fd: rootFd}}, create: create}
 	defer w.closeAll()
 	if err := w.resolve(path); err != nil {
 		return nil, fmt.Errorf("%s below %s: %w", path, root, err)
 	}
+	shown := root + "/" + strings.TrimLeft(path, "/")
 	top := w.pop()
-	return os.NewFile(uintptr(top), root+"/"+strings.TrimLeft(path, "/")), nil
+	d := &Dir{File: os.NewFile(uintptr(top.fd), shown), name: top.name, root: root}
+	if len(w.stack) > 0 {
+		parent := w.pop()
+		d.parent = os.NewFile(uintptr(parent.fd), shown+"/..")
+	}
+	return d, nil
 }
 
-// walk is one resolution: stack holds a descriptor for the root and for each
-// directory resolved below it so far, innermost last.
+// Close closes the descriptors.
+func (d *Dir) Close() error {
+	if d.parent != nil {
+		d.parent.Close()
+	}
+	return d.File.Close()
+}
+
+// Reopen opens what the directory's name in its parent leads to now (the
+// root: the root's path): after a mount on the directory, the mounted tree's
+// root, which d.File, opened before, does not reach. The name is looked up
+// once, without following a symlink, in the parent the walk had found: the
+// path is not walked again, since what was just mounted may hold links that
+// would lead a second walk elsewhere. The caller closes the file.
+func (d *Dir) Reopen() (*os.File, error) {
+	var fd int
+	var err error
+	if d.parent == nil {
+		fd, err = unix.Open(d.root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	} else {
+		fd, err = unix.Openat(int(d.parent.Fd()), d.name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s again: %w", d.File.Name(), err)
+	}
+	return os.NewFile(uintptr(fd), d.File.Name()), nil
+}
+
+// walk is one resolution: stack holds the root and each directory resolved
+// below it so far, innermost last, with the name each was opened by.
 type walk struct {
-	stack  []int
+	stack  []entry
 	create bool
 	links  int
 }
 
-func (w *walk) top() int { return w.stack[len(w.stack)-1] }
+type entry struct {
+	fd   int
+	name string // in the directory before it on the stack; "" for the root
+}
 
-// pop removes the innermost descriptor and hands it to the caller (the root
+func (w *walk) top() int { return w.stack[len(w.stack)-1].fd }
+
+// pop removes the innermost entry and hands it to the caller (the root
 // itself too, when it is all there is).
-func (w *walk) pop() int {
-	fd := w.top()
+func (w *walk) pop() entry {
+	e := w.stack[len(w.stack)-1]
 	w.stack = w.stack[:len(w.stack)-1]
-	return fd
+	return e
 }
 
 func (w *walk) closeAll() {
-	for _, fd := range w.stack {
-		unix.Close(fd)
+	for _, e := range w.stack {
+		unix.Close(e.fd)
 	}
 	w.stack = nil
 }
@@ -78,7 +139,7 @@ func (w *walk) resolve(path string) error {
 		pending = pending[1:]
 		if name == ".." {
 			if len(w.stack) > 1 {
-				unix.Close(w.pop())
+				unix.Close(w.pop().fd)
 			}
 			continue
 		}
@@ -93,7 +154,7 @@ func (w *walk) resolve(path string) error {
 		}
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFDIR:
-			w.stack = append(w.stack, fd)
+			w.stack = append(w.stack, entry{fd: fd, name: name})
 		case unix.S_IFLNK:
 			target, err := readlink(fd)
 			unix.Close(fd)
@@ -106,7 +167,7 @@ func (w *walk) resolve(path string) error {
 			if strings.HasPrefix(target, "/") {
 				// Absolute: from the root again.
 				for len(w.stack) > 1 {
-					unix.Close(w.pop())
+					unix.Close(w.pop().fd)
 				}
 			}
 			pending = append(components(target), pending...)
