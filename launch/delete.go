@@ -22,8 +22,8 @@ import (
 )
 
 // deleteTimeout bounds the runtime call of the `delete` action; containerd
-// itself gives the whole action 5 s by default.
-const deleteTimeout = 4 * time.Second
+// itself gives the whole action 5 s by default. (A variable for tests.)
+var deleteTimeout = 4 * time.Second
 
 // killedStatus is what `delete` reports for a task whose daemon is gone and
 // whose real exit is unknown: 128 + SIGKILL, as containerd's own shims do.
@@ -51,10 +51,15 @@ func Delete(f Flags, stdout io.Writer) error {
 		slog.Warn("runtime record unreadable, using defaults", "error", err)
 	}
 	if runtimeStateExists(rt.Root, f.ID) {
+		// The reaper runs until the runtime call has returned, not until its
+		// deadline: a runtime killed at the deadline must still be reaped for
+		// the call to return.
 		r := reaper.New()
+		reaping, stopReaping := context.WithCancel(context.Background())
+		defer stopReaping()
+		go r.Run(reaping)
 		ctx, cancel := context.WithTimeout(context.Background(), deleteTimeout)
 		defer cancel()
-		go r.Run(ctx)
 		rt.Reaper = r
 		if err := rt.Delete(ctx, f.ID, true); err != nil && runtimeStateExists(rt.Root, f.ID) {
 			// Reported to containerd (it logs our stderr) but not fatal: the

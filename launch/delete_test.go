@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	bundlefiles "github.com/example/containerd-shim-example-v2/bundle"
+	"github.com/example/containerd-shim-example-v2/oci"
 )
 
 // delete must work on a bundle whose runtime state, runtime record and pid
@@ -38,6 +39,44 @@ func TestDeleteIsIdempotentOnAnEmptyBundle(t *testing.T) {
 	}
 	if _, err := os.Stat(bundle); err != nil {
 		t.Fatalf("bundle removed: %v", err)
+	}
+}
+
+// A runtime that hangs in `delete --force` is killed at the action's
+// deadline, and the rest of the cleanup still runs: the rootfs is
+// unmounted and a DeleteResponse printed (containerd would otherwise kill
+// the action at its own timeout and keep the mount).
+func TestDeleteGoesOnAfterAHungRuntime(t *testing.T) {
+	defer func(d time.Duration) { deleteTimeout = d }(deleteTimeout)
+	deleteTimeout = 200 * time.Millisecond
+	dir := t.TempDir()
+	bundle, root := filepath.Join(dir, "bundle"), filepath.Join(dir, "root")
+	for _, d := range []string{filepath.Join(bundle, "rootfs"), filepath.Join(root, "t1")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hung := filepath.Join(dir, "hung-runtime")
+	if err := os.WriteFile(hung, []byte("#!/bin/sh\nexec sleep 60\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := (&oci.Runtime{Binary: hung, Root: root}).Save(bundle); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	var out bytes.Buffer
+	go func() { done <- Delete(Flags{Namespace: "ns", ID: "t1", Bundle: bundle}, &out) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("delete is still waiting for the runtime it killed")
+	}
+	var resp taskapi.DeleteResponse
+	if err := proto.Unmarshal(out.Bytes(), &resp); err != nil || resp.ExitStatus != killedStatus {
+		t.Fatalf("response %+v (%v)", &resp, err)
 	}
 }
 
