@@ -206,7 +206,12 @@ func daemonListener(taken *upgrade.Taken) (*handover.Listener, error) {
 	if taken != nil {
 		return taken.Listener()
 	}
-	l, err := net.FileListener(os.NewFile(listenerFD, "shim socket"))
+	inherited := os.NewFile(listenerFD, "shim socket")
+	l, err := net.FileListener(inherited)
+	// FileListener works on a duplicate (close-on-exec); the inherited
+	// descriptor, without that flag, would reach every runtime and hook
+	// process, and keep the socket listening after the daemon closed it.
+	inherited.Close()
 	if err != nil {
 		return nil, fmt.Errorf("inherited listener on fd %d: %w", listenerFD, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -147,6 +148,7 @@ func spawnDaemon(self string, args []string, dir string, env []string, listener 
 		return 0, err
 	}
 	defer null.Close()
+	keepInheritedOut()
 	pid, _, err := syscall.StartProcess(self, append([]string{self}, args...), &syscall.ProcAttr{
 		Dir:   dir,
 		Env:   env,
@@ -154,6 +156,28 @@ func spawnDaemon(self string, args []string, dir string, env []string, listener 
 		Sys:   &syscall.SysProcAttr{Setpgid: true},
 	})
 	return pid, err
+}
+
+// keepInheritedOut marks every descriptor past stdio close-on-exec before
+// the daemon is spawned. The shim's own are already; one `start` inherited
+// without the flag from whoever ran it (containerd marks its own, a tool or
+// a shell may not) would otherwise pass to the daemon and from there to
+// every runtime, hook and container process it starts, for the daemon's
+// whole life. close_range(2) needs Linux 5.11; before, each open
+// descriptor is marked.
+func keepInheritedOut() {
+	if unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC) == nil {
+		return
+	}
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			_, _ = unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC)
+		}
+	}
 }
 
 // pidtypePGID is the kernel's PIDTYPE_PGID: a core-scheduling cookie for a

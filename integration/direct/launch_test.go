@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -96,6 +97,11 @@ func TestLaunch(t *testing.T) {
 			if b, err := os.ReadFile(filepath.Join(c.Bundle.Dir, ShimPidFile)); err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(c.Shim.Pid) {
 				t.Errorf("bundle shim.pid %q (%v), want %d", b, err, c.Shim.Pid)
 			}
+			// What the daemon holds stays out of the runtime's and its hooks'
+			// processes: every descriptor past stdio is close-on-exec.
+			if leaks := inheritableFDs(t, c.Shim.Pid); len(leaks) > 0 {
+				t.Errorf("the daemon's descriptors without close-on-exec: %s", strings.Join(leaks, "; "))
+			}
 			if tc.options {
 				if _, err := os.Stat(filepath.Join(cfg.RuncRoot, c.Namespace, c.ID, "state.json")); err != nil {
 					t.Errorf("runc state under the options' root: %v", err)
@@ -128,4 +134,36 @@ func runcOptions(t *testing.T, o *runcopts.Options) *anypb.Any {
 		t.Fatal(err)
 	}
 	return &anypb.Any{TypeUrl: "containerd.runc.v1.Options", Value: v}
+}
+
+// inheritableFDs lists pid's descriptors past stdio that a child it forks
+// and execs would inherit (no O_CLOEXEC), each with what it is.
+func inheritableFDs(t *testing.T, pid int) []string {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd < 3 {
+			continue
+		}
+		info, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%d", pid, fd))
+		if err != nil {
+			continue // closed meanwhile
+		}
+		for _, line := range strings.Split(string(info), "\n") {
+			if v, ok := strings.CutPrefix(line, "flags:"); ok {
+				flags, err := strconv.ParseUint(strings.TrimSpace(v), 8, 64)
+				if err == nil && flags&0o2000000 == 0 { // O_CLOEXEC
+					target, _ := os.Readlink(filepath.Join(dir, e.Name()))
+					out = append(out, fmt.Sprintf("%d (%s)", fd, target))
+				}
+			}
+		}
+	}
+	return out
 }
