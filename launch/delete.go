@@ -104,6 +104,11 @@ func removeDeadSocket(bundle string) {
 	if err != nil || !filepath.IsAbs(path) {
 		return
 	}
+	unlock, err := lockSocketDir(filepath.Dir(path))
+	if err != nil {
+		return
+	}
+	defer unlock()
 	if socketDead(path) {
 		_ = os.Remove(path)
 	}

@@ -5,12 +5,15 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	bundlefiles "github.com/example/containerd-shim-example-v2/bundle"
 )
@@ -48,6 +51,11 @@ func Listen(path string) (*net.UnixListener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create socket directory: %w", err)
 	}
+	unlock, err := lockSocketDir(filepath.Dir(path))
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	for attempt := 0; ; attempt++ {
 		l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 		if err == nil {
@@ -69,6 +77,33 @@ func Listen(path string) (*net.UnixListener, error) {
 			return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
 		}
 	}
+}
+
+// lockSocketDir takes an exclusive lock on the socket directory (flock on
+// the directory itself, so no lock file is left beside the sockets) and
+// returns its release. Binding and listening are two steps, and between
+// them the file is there but refuses connections: another `start` for the
+// same group, or a `delete` checking whether the group's daemon is gone,
+// would take it for a dead daemon's socket, remove it and bind its own, and
+// the group would have two daemons, one without its socket file. Whoever
+// probes or replaces a socket holds the lock; it is held for microseconds.
+func lockSocketDir(dir string) (func(), error) {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open socket directory: %w", err)
+	}
+	for {
+		err = unix.Flock(fd, unix.LOCK_EX)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		// A file system without flock: go on as containerd's own shims
+		// do, unserialized.
+		slog.Warn("socket directory cannot be locked", "dir", dir, "error", err)
+	}
+	return func() { unix.Close(fd) }, nil // closing releases the lock
 }
 
 // socketDead reports whether nothing listens on the socket file at path: a

@@ -2,11 +2,13 @@ package launch
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestSocketPathIsPerGroupAndShort(t *testing.T) {
@@ -59,6 +61,53 @@ func TestListenReusesLiveAndReplacesStaleSocket(t *testing.T) {
 		t.Fatalf("dial new socket: %v", err)
 	}
 	c.Close()
+}
+
+// Two starts of one group at once: exactly one binds the socket, the other
+// finds its daemon running, and the socket file is the winner's. Between
+// bind and listen the file refuses connections, and an unserialized second
+// start took it for a stale socket, removed it and bound its own.
+func TestConcurrentListenBindsOnce(t *testing.T) {
+	dir := t.TempDir()
+	for round := 0; round < 300; round++ {
+		path := filepath.Join(dir, fmt.Sprint(round))
+		type result struct {
+			l   *net.UnixListener
+			err error
+		}
+		results := make(chan result, 2)
+		for i := 0; i < 2; i++ {
+			go func() {
+				l, err := Listen(path)
+				results <- result{l, err}
+			}()
+		}
+		var won []*net.UnixListener
+		for i := 0; i < 2; i++ {
+			r := <-results
+			switch {
+			case r.err == nil:
+				won = append(won, r.l)
+			case !errors.Is(r.err, ErrDaemonRunning):
+				t.Fatalf("round %d: %v", round, r.err)
+			}
+		}
+		if len(won) != 1 {
+			t.Fatalf("round %d: %d starts bound the group's socket, want 1", round, len(won))
+		}
+		won[0].SetDeadline(time.Now().Add(5 * time.Second))
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatalf("round %d: the socket file does not reach the winner: %v", round, err)
+		}
+		if a, err := won[0].Accept(); err != nil {
+			t.Fatalf("round %d: the winner got no connection through the socket file: %v", round, err)
+		} else {
+			a.Close()
+		}
+		c.Close()
+		won[0].Close()
+	}
 }
 
 func TestReadBundleGroup(t *testing.T) {
