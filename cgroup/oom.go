@@ -125,16 +125,20 @@ func (w *OOMWatcher) run(ep *os.File) {
 func (w *OOMWatcher) fire(id uint64) {
 	w.mu.Lock()
 	wt := w.watches[id]
-	w.mu.Unlock()
 	if wt == nil {
+		w.mu.Unlock()
 		return // removed meanwhile
 	}
+	// Read under the lock: remove closes the descriptor under it, and its
+	// number, once closed, may be any other file of the daemon's. Both kinds
+	// are non-blocking.
 	var buf [64]byte // an eventfd read is 8 bytes; an inotify event on a watched file 16
 	for {
 		if _, err := unix.Read(wt.fd, buf[:]); err != unix.EINTR {
 			break
 		}
 	}
+	w.mu.Unlock()
 	if !wt.c.Exists() {
 		w.remove(id)
 		return
