@@ -3,6 +3,7 @@ package cgroup
 import (
 	"fmt"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -161,8 +162,12 @@ func TestParseV2AndStats(t *testing.T) {
 	for _, h := range m.Hugetlb {
 		hugetlb[h.Pagesize] = fmt.Sprintf("%d/%d/%d", h.Current, h.Max, h.Failcnt)
 	}
-	if want := map[string]string{"2MB": "4194304/0/2", "1GB": "0/1073741824/0"}; !maps.Equal(hugetlb, want) {
-		t.Errorf("hugetlb %v, want %v (current/max/failcnt)", hugetlb, want)
+	if want := map[string]string{"2MB": fmt.Sprintf("4194304/%d/2", uint64(math.MaxUint64)), "1GB": "0/1073741824/0"}; !maps.Equal(hugetlb, want) {
+		t.Errorf("hugetlb %v, want %v (current/max/failcnt; no limit is the largest value, as containerd/cgroups reports v2)", hugetlb, want)
+	}
+	write(t, d, "pids.max", "max\n")
+	if m, err := cg.StatsV2(); err != nil || m.Pids.Limit != math.MaxUint64 {
+		t.Errorf("pids without a limit: %+v (%v), want the largest value as containerd/cgroups reports v2", m.Pids, err)
 	}
 	if n, err := cg.OOMKills(); err != nil || n != 1 {
 		t.Errorf("OOMKills = %d, %v", n, err)

@@ -252,10 +252,9 @@ func (c *Cgroup) StatsV2() (*v2.Metrics, error) {
 	}
 	m := &v2.Metrics{}
 	if cur, err := readUintIn(d, "pids.current"); err == nil {
+		// "max" stays the largest value, as for memory.max: containerd's
+		// cgroups library reports v2 limits so (v1 ones as 0).
 		max, _ := readUintIn(d, "pids.max")
-		if max == ^uint64(0) {
-			max = 0
-		}
 		m.Pids = &v2.PidsStat{Current: cur, Limit: max}
 	}
 	cpu := &v2.CPUStat{}
@@ -476,10 +475,7 @@ func hugetlbStats(dir string) []*v2.HugeTlbStat {
 			continue
 		}
 		h := &v2.HugeTlbStat{Pagesize: size, Current: cur}
-		h.Max, _ = readUintIn(dir, "hugetlb.", size, ".max")
-		if h.Max == ^uint64(0) {
-			h.Max = 0 // containerd's convention: 0 means no limit
-		}
+		h.Max, _ = readUintIn(dir, "hugetlb.", size, ".max") // "max": the largest value, as containerd's cgroups library has it
 		_ = eachKV(func(k []byte, v uint64) {
 			if string(k) == "max" {
 				h.Failcnt = v
