@@ -131,8 +131,16 @@ func (c *Cgroup) OOMKills() (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return kv["oom_kill"], nil
+	n, ok := kv["oom_kill"]
+	if !ok {
+		return 0, ErrOOMKillsNotCounted
+	}
+	return n, nil
 }
+
+// ErrOOMKillsNotCounted is OOMKills' answer on a kernel whose v1
+// memory.oom_control has no oom_kill line (before Linux 4.13).
+var ErrOOMKillsNotCounted = errors.New("the kernel counts no OOM kills for this cgroup")
 
 // AddProcess moves pid into the cgroup at path (e.g. "/system.slice/shims"),
 // as runc-v2 does for its ShimCgroup option: under v2, path's cgroup.procs;

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -26,8 +27,9 @@ type OOMWatcher struct {
 	watches map[uint64]*oomWatch
 
 	paused bool
-	firing int                 // notify calls under way
+	firing int                 // notify calls and After functions under way
 	missed map[uint64]struct{} // watches notified while paused
+	later  []func()            // After functions due while paused
 	idle   *sync.Cond
 }
 
@@ -177,12 +179,34 @@ func (w *OOMWatcher) Pause() {
 	}
 }
 
+// After runs fn once, d from now, the way the watcher runs a notification:
+// not while it is paused (then at Resume; never, if the upgrade goes ahead,
+// whose successor compares each cgroup's count with the one handed over).
+func (w *OOMWatcher) After(d time.Duration, fn func()) {
+	time.AfterFunc(d, func() {
+		w.mu.Lock()
+		if w.paused {
+			w.later = append(w.later, fn)
+			w.mu.Unlock()
+			return
+		}
+		w.firing++
+		w.mu.Unlock()
+		fn()
+		w.mu.Lock()
+		w.firing--
+		w.cond().Broadcast()
+		w.mu.Unlock()
+	})
+}
+
 // Resume undoes Pause (the upgrade did not happen) and delivers what came
 // meanwhile.
 func (w *OOMWatcher) Resume() {
 	w.mu.Lock()
 	w.paused = false
-	var notify []func()
+	notify := w.later
+	w.later = nil
 	for id := range w.missed {
 		if wt := w.watches[id]; wt != nil {
 			notify = append(notify, wt.notify)

@@ -1,7 +1,9 @@
 package process
 
 import (
+	"errors"
 	"log/slog"
+	"time"
 
 	"github.com/example/containerd-shim-example-v2/cgroup"
 )
@@ -61,15 +63,54 @@ func (c *Container) reportOOM(notified bool) {
 		return // the exit path reports it, in order
 	case err == nil && kills > c.oomSeen:
 		c.oomSeen = kills
-	case notified && !c.cg.V2:
-		// v1 signals the OOM itself, possibly before the kill is counted:
-		// count it now so the exit path does not report it twice.
+	case notified && !c.cg.V2 && errors.Is(err, cgroup.ErrOOMKillsNotCounted):
+		// A kernel that counts no kills (before 4.13): the notification is
+		// all there is. Counted so the exit path does not report it again.
 		c.oomSeen++
+	case notified && !c.cg.V2 && err == nil:
+		// v1 notifies every cgroup below the one whose limit was hit (a
+		// pod's, the node's), and before the kill, which only the victim's
+		// cgroup counts. A container that lost no process must not report
+		// an OOM kill (containerd would mark it OOMKilled for good): look
+		// for a counted kill a few times over the next second.
+		if !c.oomRecheck {
+			c.oomRecheck = true
+			c.recheckOOM(0)
+		}
+		return
 	default:
 		return // v2: memory.events changed, but not oom_kill
 	}
 	c.noteOOMScope()
 	c.events.OOM(c)
+}
+
+// oomRecheckAfter is when a v1 notification's kill is looked for: the
+// kernel counts it once it has picked and killed a victim, which takes from
+// microseconds to, in a large cgroup under pressure, a good part of a second.
+var oomRecheckAfter = []time.Duration{time.Millisecond, 10 * time.Millisecond, 100 * time.Millisecond, time.Second}
+
+// recheckOOM looks for a counted kill at oomRecheckAfter[i] (through the
+// watcher, so an upgrade's pause holds it as it holds notifications), then
+// at the next delay until one is found or the delays run out.
+func (c *Container) recheckOOM(i int) {
+	c.oomWatcher.After(oomRecheckAfter[i], func() {
+		kills, err := c.cg.OOMKills()
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		switch {
+		case c.initReaped || err != nil:
+			// The exit path reports from here on; or the cgroup is gone.
+		case kills > c.oomSeen:
+			c.oomSeen = kills
+			c.noteOOMScope()
+			c.events.OOM(c)
+		case i+1 < len(oomRecheckAfter):
+			c.recheckOOM(i + 1)
+			return
+		}
+		c.oomRecheck = false
+	})
 }
 
 // noteOOMScope records (and logs) whether the OOM kill just seen came from the

@@ -10,6 +10,7 @@ import (
 	eventsapi "github.com/containerd/containerd/api/events"
 	taskv3 "github.com/containerd/containerd/api/runtime/task/v3"
 	runcopts "github.com/containerd/containerd/api/types/runc/options"
+	tasktypes "github.com/containerd/containerd/api/types/task"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -135,4 +136,25 @@ func TestOOM(t *testing.T) {
 	}
 	deleteTask(t, ctx, c, "")
 	CheckEnvelopes(t, c.Containerd.WaitTopic(t, WaitTimeout, topicDelete, 1), c.Namespace)
+}
+
+// A process of a running container, not its init, OOM-killed under the
+// container's limit: /tasks/oom comes while the task runs on (under cgroup
+// v1 through the notification, which precedes the kill's count, and the
+// recheck that finds it counted).
+func TestOOMOfAChild(t *testing.T) {
+	t.Parallel()
+	env := NewEnv(t)
+	hog := memoryHogArgs[2]
+	c := env.Run(t, Config{Mode: Bootstrap, Name: "oomchild", MemoryLimit: oomLimit, NullIO: true,
+		Args: []string{"sh", "-c", "sh -c '" + hog + "'; exec sleep 600"}})
+	ctx := TestContext(t, time.Minute)
+	start(t, ctx, c, "")
+	for _, e := range c.Containerd.WaitTopic(t, WaitTimeout, topicOOM, 1) {
+		if x, ok := e.Payload.(*eventsapi.TaskOOM); ok && x.GetContainerID() != c.ID {
+			t.Errorf("/tasks/oom for %q, want %q", x.GetContainerID(), c.ID)
+		}
+	}
+	expectStatus(t, ctx, c, "", tasktypes.Status_RUNNING)
+	stop(t, ctx, c)
 }
