@@ -1,6 +1,7 @@
 package process
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -157,14 +158,13 @@ func mountedOn(point *inroot.Dir) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	var under, over unix.Statx_t
-	errUnder := unix.Statx(int(point.File.Fd()), "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &under)
-	errOver := unix.Statx(int(f.Fd()), "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &over)
+	under, errUnder := inroot.MountID(point.File)
+	over, errOver := inroot.MountID(f)
 	switch {
 	case errUnder != nil || errOver != nil:
 		f.Close()
-		return nil, fmt.Errorf("mount IDs: %v, %v", errUnder, errOver)
-	case under.Mnt_id == over.Mnt_id:
+		return nil, errors.Join(errUnder, errOver)
+	case under == over:
 		f.Close()
 		return nil, fmt.Errorf("the mount point no longer leads to the mount")
 	}

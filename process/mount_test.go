@@ -12,6 +12,7 @@ import (
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 
+	"github.com/example/containerd-shim-example-v2/internal/inroot"
 	"github.com/example/containerd-shim-example-v2/reaper"
 )
 
@@ -190,13 +191,8 @@ func TestMountRootfsTargetsStayInside(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	isMount := func(path string) bool { // a mount of its own, not its parent's
-		var st, parent unix.Statx_t
-		return unix.Statx(unix.AT_FDCWD, path, 0, unix.STATX_MNT_ID, &st) == nil &&
-			unix.Statx(unix.AT_FDCWD, filepath.Dir(path), 0, unix.STATX_MNT_ID, &parent) == nil && st.Mnt_id != parent.Mnt_id
-	}
 	for _, inside := range []string{filepath.Join(rootfs, outside, "tmp"), filepath.Join(rootfs, "tmp2"), filepath.Join(rootfs, "real", "data")} {
-		if !isMount(inside) {
+		if !isMount(t, inside) {
 			t.Errorf("nothing mounted at %s", inside)
 		}
 	}
@@ -244,6 +240,25 @@ func TestMountRootfsTargetActsOnItsMount(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(rootfs, "into-the-rootfs"), nil, 0o644); err != nil {
 		t.Errorf("the rootfs itself became read-only: %v", err)
 	}
+}
+
+// isMount reports whether path is a mount of its own, not on its parent's.
+func isMount(t *testing.T, path string) bool {
+	t.Helper()
+	id := func(p string) uint64 {
+		f, err := os.OpenFile(p, unix.O_PATH|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return 0
+		}
+		defer f.Close()
+		n, err := inroot.MountID(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	own, parent := id(path), id(filepath.Dir(path))
+	return own != 0 && parent != 0 && own != parent
 }
 
 // makeLayers makes n snapshot layers under dir (dir/<i>/fs, each with a file

@@ -10,13 +10,14 @@
 // rename elsewhere cannot move it outside either; ".." is taken from the
 // walk's own stack, never from the file system. It is the user-space form of
 // openat2's RESOLVE_IN_ROOT, kept in user space so it also runs on kernels
-// before 5.6.
+// before 5.6 (fstat of an O_PATH descriptor needs 3.6).
 package inroot
 
 import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -185,8 +186,7 @@ func (w *walk) open(name string) (int, error) {
 	const flags = unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC
 	fd, err := unix.Openat(w.top(), name, flags, 0)
 	if errors.Is(err, unix.ENOENT) && w.create {
-		// EEXIST: made meanwhile, or a dangling symlink, which the next
-		// open returns for the walk to follow.
+		// EEXIST: made meanwhile by someone else; the next open finds it.
 		if err := unix.Mkdirat(w.top(), name, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
 			return -1, fmt.Errorf("make directory %s: %w", name, err)
 		}
@@ -222,6 +222,35 @@ func readlink(fd int) (string, error) {
 			return string(buf[:n]), nil
 		}
 	}
+}
+
+// MountID is the ID of the mount f's file is on: statx's STATX_MNT_ID
+// (Linux 5.8), or before that the mnt_id line of /proc/self/fdinfo (3.15).
+func MountID(f *os.File) (uint64, error) {
+	var st unix.Statx_t
+	err := unix.Statx(int(f.Fd()), "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &st)
+	if err == nil && st.Mask&unix.STATX_MNT_ID != 0 {
+		return st.Mnt_id, nil
+	}
+	id, ferr := mountIDFromFdinfo(f)
+	if ferr != nil {
+		return 0, fmt.Errorf("mount ID of %s: %w", f.Name(), errors.Join(err, ferr))
+	}
+	return id, nil
+}
+
+// mountIDFromFdinfo is MountID for kernels before 5.8.
+func mountIDFromFdinfo(f *os.File) (uint64, error) {
+	info, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", f.Fd()))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(info), "\n") {
+		if v, ok := strings.CutPrefix(line, "mnt_id:"); ok {
+			return strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, errors.New("no mnt_id in fdinfo")
 }
 
 // ProcPath is the /proc/self/fd name of f, for system calls that take a

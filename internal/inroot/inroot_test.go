@@ -115,3 +115,23 @@ func TestOpenDirErrors(t *testing.T) {
 		t.Error("a walk without create made a directory")
 	}
 }
+
+// The mount ID read from fdinfo (kernels before 5.8) is statx's.
+func TestMountIDFromFdinfoIsStatx(t *testing.T) {
+	for _, p := range []string{"/", "/proc", t.TempDir()} {
+		f, err := os.OpenFile(p, unix.O_PATH|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st unix.Statx_t
+		if err := unix.Statx(int(f.Fd()), "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &st); err != nil || st.Mask&unix.STATX_MNT_ID == 0 {
+			f.Close()
+			t.Skipf("no STATX_MNT_ID on this kernel (%v)", err)
+		}
+		got, err := mountIDFromFdinfo(f)
+		f.Close()
+		if err != nil || got != st.Mnt_id {
+			t.Errorf("%s: fdinfo says %d (%v), statx %d", p, got, err, st.Mnt_id)
+		}
+	}
+}
