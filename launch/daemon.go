@@ -160,6 +160,7 @@ func RunDaemon(f Flags) error {
 	if err != nil {
 		return err
 	}
+	own := ownSocketFile(f.Socket)
 	up = upgrade.New(upgrade.Parts{Listener: l, Conns: live, Reaper: r, Events: queue, Service: svc,
 		Pods: pods}, handover.Build{Version: Version, Revision: Revision}, self, os.Args)
 	upgrade.Register(srv, up)
@@ -188,9 +189,7 @@ func RunDaemon(f Flags) error {
 	}
 	// Stop accepting first, so no new task arrives while we leave.
 	l.Close()
-	if f.Socket != "" {
-		_ = os.Remove(f.Socket)
-	}
+	own.remove()
 	if !queue.Flush(eventFlushTimeout) {
 		slog.Warn("events not delivered before exit")
 	}

@@ -106,6 +106,42 @@ func lockSocketDir(dir string) (func(), error) {
 	return func() { unix.Close(fd) }, nil // closing releases the lock
 }
 
+// socketFile is the socket file a daemon was started on, as it was then
+// (device and inode), so that the daemon removes it at exit only if it is
+// still that file: once the daemon has closed its listener, a new `start`
+// of the same group may take the path for a dead daemon's and bind its own.
+type socketFile struct {
+	path     string
+	dev, ino uint64
+}
+
+// ownSocketFile notes the file at path ("" or unreadable: nothing to remove
+// later).
+func ownSocketFile(path string) socketFile {
+	var st unix.Stat_t
+	if path == "" || unix.Lstat(path, &st) != nil {
+		return socketFile{}
+	}
+	return socketFile{path: path, dev: st.Dev, ino: st.Ino}
+}
+
+// remove removes the file if it is still the one noted, under the socket
+// directory's lock.
+func (s socketFile) remove() {
+	if s.path == "" {
+		return
+	}
+	unlock, err := lockSocketDir(filepath.Dir(s.path))
+	if err != nil {
+		return
+	}
+	defer unlock()
+	var st unix.Stat_t
+	if unix.Lstat(s.path, &st) == nil && st.Dev == s.dev && st.Ino == s.ino {
+		_ = os.Remove(s.path)
+	}
+}
+
 // socketDead reports whether nothing listens on the socket file at path: a
 // connection is refused (or the file is gone). Any other outcome, a daemon
 // that answers or one too busy to accept at once, counts as alive, so a live

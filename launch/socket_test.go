@@ -110,6 +110,34 @@ func TestConcurrentListenBindsOnce(t *testing.T) {
 	}
 }
 
+// A daemon leaving removes its socket file only if it is still the one it
+// was started on: a new start of the group may have bound the path since the
+// daemon closed its listener.
+func TestDaemonRemovesOnlyItsOwnSocketFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s", "sock")
+	old, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := ownSocketFile(path)
+	old.Close()
+	next, err := Listen(path) // the old file is stale now: replaced
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	own.remove()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatalf("the new daemon's socket file was removed by the old daemon: %v", err)
+	}
+	c.Close()
+	ownSocketFile(path).remove()
+	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a daemon's own socket file is left at exit: %v", err)
+	}
+}
+
 func TestReadBundleGroup(t *testing.T) {
 	dir := t.TempDir()
 	write := func(s string) { os.WriteFile(filepath.Join(dir, "config.json"), []byte(s), 0o600) }
