@@ -106,13 +106,16 @@ func lockSocketDir(dir string) (func(), error) {
 	return func() { unix.Close(fd) }, nil // closing releases the lock
 }
 
-// socketFile is the socket file a daemon was started on, as it was then
-// (device and inode), so that the daemon removes it at exit only if it is
-// still that file: once the daemon has closed its listener, a new `start`
-// of the same group may take the path for a dead daemon's and bind its own.
+// socketFile is the socket file a daemon was started on, as it was then,
+// so that the daemon removes it at exit only if it is still that file: once
+// the daemon has closed its listener, a new `start` of the same group may
+// take the path for a dead daemon's and bind its own. A file system may give
+// the new file the old one's inode number at once; the change time tells
+// them apart (`start` sets the mode before the daemon runs, nothing after).
 type socketFile struct {
 	path     string
 	dev, ino uint64
+	ctime    unix.Timespec
 }
 
 // ownSocketFile notes the file at path ("" or unreadable: nothing to remove
@@ -122,7 +125,7 @@ func ownSocketFile(path string) socketFile {
 	if path == "" || unix.Lstat(path, &st) != nil {
 		return socketFile{}
 	}
-	return socketFile{path: path, dev: st.Dev, ino: st.Ino}
+	return socketFile{path: path, dev: st.Dev, ino: st.Ino, ctime: st.Ctim}
 }
 
 // remove removes the file if it is still the one noted, under the socket
@@ -137,7 +140,7 @@ func (s socketFile) remove() {
 	}
 	defer unlock()
 	var st unix.Stat_t
-	if unix.Lstat(s.path, &st) == nil && st.Dev == s.dev && st.Ino == s.ino {
+	if unix.Lstat(s.path, &st) == nil && st.Dev == s.dev && st.Ino == s.ino && st.Ctim == s.ctime {
 		_ = os.Remove(s.path)
 	}
 }

@@ -121,6 +121,9 @@ func TestDaemonRemovesOnlyItsOwnSocketFile(t *testing.T) {
 	}
 	own := ownSocketFile(path)
 	old.Close()
+	// A daemon lives longer than a tick of the file system's coarse clock:
+	// the next file's change time differs even if its inode number does not.
+	time.Sleep(20 * time.Millisecond)
 	next, err := Listen(path) // the old file is stale now: replaced
 	if err != nil {
 		t.Fatal(err)
