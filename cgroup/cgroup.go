@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -121,13 +122,35 @@ func parseUint(s string) (uint64, error) {
 }
 
 // OOMKills returns how many processes the kernel's OOM killer has killed in
-// this cgroup: v1 memory.oom_control "oom_kill", v2 memory.events "oom_kill".
+// this cgroup and the cgroups below it: v2 memory.events "oom_kill" (which
+// counts the whole subtree), v1 memory.oom_control "oom_kill" summed over
+// the subtree (v1 counts a kill only in the victim's own cgroup, and a
+// container may have cgroups of its own below: systemd or Docker inside it).
 func (c *Cgroup) OOMKills() (uint64, error) {
-	file := "memory.oom_control"
 	if c.V2 {
-		file = "memory.events"
+		return oomKillsIn(filepath.Join(c.dir(""), "memory.events"))
 	}
-	kv, err := readKV(filepath.Join(c.dir("memory"), file))
+	top := c.dir("memory")
+	total, err := oomKillsIn(filepath.Join(top, "memory.oom_control"))
+	if err != nil {
+		return 0, err
+	}
+	_ = filepath.WalkDir(top, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() || path == top {
+			return nil // a child removed meanwhile counts no more
+		}
+		if n, err := oomKillsIn(filepath.Join(path, "memory.oom_control")); err == nil {
+			total += n
+		}
+		return nil
+	})
+	return total, nil
+}
+
+// oomKillsIn reads the oom_kill line of a memory.oom_control or
+// memory.events file.
+func oomKillsIn(file string) (uint64, error) {
+	kv, err := readKV(file)
 	if err != nil {
 		return 0, err
 	}
@@ -138,8 +161,8 @@ func (c *Cgroup) OOMKills() (uint64, error) {
 	return n, nil
 }
 
-// ErrOOMKillsNotCounted is OOMKills' answer on a kernel whose v1
-// memory.oom_control has no oom_kill line (before Linux 4.13).
+// ErrOOMKillsNotCounted is OOMKills' answer when the kernel keeps no
+// oom_kill count for the cgroup (v1 before Linux 4.13, v2 before 4.13 too).
 var ErrOOMKillsNotCounted = errors.New("the kernel counts no OOM kills for this cgroup")
 
 // AddProcess moves pid into the cgroup at path (e.g. "/system.slice/shims"),

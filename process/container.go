@@ -87,6 +87,7 @@ type Container struct {
 	initReaped   bool
 	oomSeen      uint64            // OOM kills already reported (or present at create)
 	oomRecheck   bool              // a v1 notification's kill is being looked for (recheckOOM)
+	oomStopped   bool              // deleted: no OOM is reported any more
 	oomAtCreate  uint64            // OOM kills the cgroup had already counted at create
 	limitMarks   cgroup.LimitMarks // the cgroup's own-limit counters at the last OOM (or at create)
 	oomScope     string            // where the last reported OOM kill's limit was hit

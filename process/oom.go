@@ -99,8 +99,9 @@ func (c *Container) recheckOOM(i int) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		switch {
-		case c.initReaped || err != nil:
-			// The exit path reports from here on; or the cgroup is gone.
+		case c.initReaped || c.oomStopped || err != nil:
+			// The exit path reports from here on; or the container is
+			// deleted, or its cgroup gone.
 		case kills > c.oomSeen:
 			c.oomSeen = kills
 			c.noteOOMScope()

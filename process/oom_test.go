@@ -16,7 +16,11 @@ import (
 // kernel that counts no kills the notification itself is reported.
 func TestV1OOMNotificationNeedsACountedKill(t *testing.T) {
 	defer func(d []time.Duration) { oomRecheckAfter = d }(oomRecheckAfter)
-	oomRecheckAfter = []time.Duration{time.Millisecond, 5 * time.Millisecond, 20 * time.Millisecond}
+	short := []time.Duration{time.Millisecond, 5 * time.Millisecond, 20 * time.Millisecond}
+	// The last one long enough that a count written after the notification
+	// is found however late this goroutine runs on a loaded machine.
+	long := append(short, 100*time.Millisecond, 10*time.Second)
+	oomRecheckAfter = short
 	root := t.TempDir()
 	mem := mkdir(t, filepath.Join(root, "memory", "pod", "c"))
 	setKills := func(control string) {
@@ -60,6 +64,7 @@ func TestV1OOMNotificationNeedsACountedKill(t *testing.T) {
 	}
 
 	// Its own: notified, counted a moment later.
+	oomRecheckAfter = long
 	c.reportOOM(true)
 	setKills("oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
 	select {
@@ -71,6 +76,24 @@ func TestV1OOMNotificationNeedsACountedKill(t *testing.T) {
 		t.Fatal("no OOM kill reported after the kill was counted")
 	}
 	recheckDone()
+
+	// A deleted container reports nothing more, even if a recheck then finds
+	// a kill counted.
+	oomRecheckAfter = short
+	c.reportOOM(true)
+	c.mu.Lock()
+	c.oomStopped = true
+	c.mu.Unlock()
+	setKills("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
+	recheckDone()
+	select {
+	case n := <-reported:
+		t.Fatalf("an OOM kill (count %d) reported after the container was deleted", n)
+	default:
+	}
+	c.mu.Lock()
+	c.oomStopped = false
+	c.mu.Unlock()
 
 	// A kernel before 4.13: no oom_kill line, the notification is the kill.
 	setKills("oom_kill_disable 0\nunder_oom 0\n")

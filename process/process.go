@@ -441,6 +441,9 @@ func (c *Container) destroy(ctx context.Context, neverStarted bool) error {
 	if c.stopOOM != nil {
 		c.stopOOM()
 	}
+	c.mu.Lock()
+	c.oomStopped = true // ends a v1 recheck still pending (recheckOOM)
+	c.mu.Unlock()
 	if c.rootfsMount {
 		if err := unmountAll(filepath.Join(c.Bundle, bundle.RootfsDir)); err != nil {
 			return fmt.Errorf("delete container %s: %w", c.ID, err)
