@@ -413,6 +413,40 @@ func TestOOMWatcherPause(t *testing.T) {
 	}
 }
 
+// After runs its function as a notification: held while the watcher is
+// paused, delivered at Resume, and waited for by Pause while it runs.
+func TestOOMWatcherAfterHonoursPause(t *testing.T) {
+	var w OOMWatcher
+	ran := make(chan struct{}, 2)
+	w.Pause()
+	w.After(time.Millisecond, func() { ran <- struct{}{} })
+	select {
+	case <-ran:
+		t.Fatal("an After function ran while the watcher was paused")
+	case <-time.After(100 * time.Millisecond):
+	}
+	w.Resume()
+	select {
+	case <-ran:
+	case <-timeAfter():
+		t.Fatal("the After function held by the pause did not run at Resume")
+	}
+
+	inside, release := make(chan struct{}), make(chan struct{})
+	w.After(time.Millisecond, func() { close(inside); <-release })
+	<-inside
+	paused := make(chan struct{})
+	go func() { w.Pause(); close(paused) }()
+	select {
+	case <-paused:
+		t.Fatal("Pause returned while an After function was running")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	<-paused
+	w.Resume()
+}
+
 // v1 counts an OOM kill only in the victim's own cgroup: a container's count
 // includes the cgroups below it (systemd or Docker inside the container).
 func TestOOMKillsV1CountsTheSubtree(t *testing.T) {

@@ -86,7 +86,8 @@ func Listen(path string) (*net.UnixListener, error) {
 // same group, or a `delete` checking whether the group's daemon is gone,
 // would take it for a dead daemon's socket, remove it and bind its own, and
 // the group would have two daemons, one without its socket file. Whoever
-// probes or replaces a socket holds the lock; it is held for microseconds.
+// probes, replaces or removes a socket holds the lock: for microseconds, or
+// up to the probe's timeout when a live daemon is slow to accept.
 func lockSocketDir(dir string) (func(), error) {
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {

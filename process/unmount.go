@@ -36,12 +36,10 @@ var detachLazily = func(target string) error {
 // with a Target), deepest first.
 func unmountAll(target string) error {
 	for busy, below := 0, false; ; {
-		err := unix.Unmount(target, unix.UMOUNT_NOFOLLOW)
+		err := unmountStacked(target)
 		switch {
 		case err == nil:
-			continue
-		case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOENT):
-			return nil // nothing (more) mounted there
+			return nil
 		case errors.Is(err, unix.EBUSY) && !below:
 			// Mounts below target hold it (or a process does, which the
 			// retries wait out): unmount those, then try again at once.
@@ -58,10 +56,28 @@ func unmountAll(target string) error {
 	}
 }
 
+// unmountStacked unmounts what is stacked at path (a name resolved from the
+// working directory, or an absolute path), the last component not followed,
+// until nothing is (EINVAL, ENOENT). Other errors, EBUSY among them, are
+// returned.
+func unmountStacked(path string) error {
+	for {
+		err := unix.Unmount(path, unix.UMOUNT_NOFOLLOW)
+		switch {
+		case err == nil:
+			continue
+		case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOENT):
+			return nil
+		default:
+			return err
+		}
+	}
+}
+
 // unmountBelow unmounts what is mounted strictly below dir, deepest first; a
 // busy one is left to the caller's lazy detach. Only a busy unmount calls
-// it, so a common delete does not read the mount table, which is long on a
-// busy node.
+// it, so a delete of a rootfs without mounts below it does not read the
+// mount table, which is long on a busy node.
 func unmountBelow(dir string) {
 	for _, rel := range mountsBelow(dir) {
 		_ = unmountBeneath(dir, rel)
@@ -87,17 +103,10 @@ func unmountBeneath(dir, rel string) error {
 	defer parent.Close()
 	enter := func() error { return unix.Fchdir(int(parent.Fd())) }
 	return inWorkingDir(enter, func() error {
-		for {
-			err := unix.Unmount(name, unix.UMOUNT_NOFOLLOW)
-			switch {
-			case err == nil:
-				continue
-			case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOENT):
-				return nil
-			default:
-				return fmt.Errorf("unmount %s below %s: %w", rel, dir, err)
-			}
+		if err := unmountStacked(name); err != nil {
+			return fmt.Errorf("unmount %s below %s: %w", rel, dir, err)
 		}
+		return nil
 	})
 }
 
