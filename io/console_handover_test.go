@@ -246,6 +246,93 @@ func TestTerminalHangupOutlivesAHalt(t *testing.T) {
 	}
 }
 
+// A terminal whose output has ended (the process exited, the pty hung up
+// and drained; the task not deleted yet) is handed over twice: the second
+// binary halts and exports it like the first did, and its input's end is
+// handed on as well.
+func TestEndedTerminalHandedOverTwice(t *testing.T) {
+	outPath, inPath := mkfifo(t, "out"), mkfifo(t, "in")
+	master, slave := openPty(t)
+	p, err := Open(Config{Terminal: true, Stdout: outPath, Stdin: inPath}, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startReading, _ := lateReader(outPath, 0)
+	close(startReading)
+	clientIn, err := os.OpenFile(inPath, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AttachConsole(master); err != nil {
+		t.Fatal(err)
+	}
+	clientIn.Close()
+	p.CloseStdin()
+	eof := make([]byte, 1)
+	if _, err := slave.Read(eof); err != nil || eof[0] != 4 {
+		t.Fatalf("the process read %q (%v), want the end-of-file character", eof, err)
+	}
+	slave.Close() // the process is gone
+	p.Hangup()
+	if !p.Drain(3 * time.Second) {
+		t.Fatal("the terminal's relay did not end")
+	}
+	cur := haltAndGoOn(t, p, "handover")
+	cur = haltAndGoOn(t, cur, "handover") // the second binary's halt and export
+	defer cur.Close()
+	if err := cur.Halt(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st, err := cur.Export(keepDups{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if term := st.Terminal; term == nil || !term.OutEnded || !term.StdinEnded {
+		t.Errorf("the third export: %+v, want the output and the input ended", term)
+	}
+}
+
+// A terminal's input ended (CloseIO) is still ended after two handovers: a
+// later binary must not start the input relay again, which would read end
+// of file at once and send the process a second end-of-file character.
+func TestTerminalEndOfInputHandedOverTwice(t *testing.T) {
+	outPath, inPath := mkfifo(t, "out"), mkfifo(t, "in")
+	master, slave := openPty(t)
+	defer slave.Close()
+	p, err := Open(Config{Terminal: true, Stdout: outPath, Stdin: inPath}, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startReading, _ := lateReader(outPath, 0)
+	close(startReading)
+	clientIn, err := os.OpenFile(inPath, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AttachConsole(master); err != nil {
+		t.Fatal(err)
+	}
+	clientIn.Close()
+	p.CloseStdin()
+	eof := make([]byte, 1)
+	if _, err := slave.Read(eof); err != nil || eof[0] != 4 {
+		t.Fatalf("the process read %q (%v), want the end-of-file character", eof, err)
+	}
+	cur := haltAndGoOn(t, p, "handover")
+	defer cur.Close()
+	// What the second binary hands on, before a third could act on it.
+	if err := cur.Halt(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st, err := cur.Export(keepDups{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if term := st.Terminal; term == nil || !term.StdinEnded {
+		t.Errorf("the second binary's export: %+v, want the input ended", term)
+	}
+}
+
 // haltAndGoOn halts p's relays (retrying until its client's reader is
 // there) and has them go on: run again ("restart"), or handed over to new
 // Pipes ("handover"), p then closed as at execve. It returns the Pipes that

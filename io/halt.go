@@ -45,6 +45,17 @@ func (h *halter) finish(err error) {
 
 func newHalter(carry []byte) *halter { return &halter{carry: carry, done: make(chan struct{})} }
 
+// stoppedHalter stands for a relay a successor does not run again (its
+// stream had ended, or the terminal's output had): stopped from the start
+// and holding the state handed over, so that a halt finds it stopped and an
+// export hands the same state on.
+func stoppedHalter(carry []byte, ended bool, lastIn byte) *halter {
+	h := &halter{carry: carry, lastIn: lastIn, done: make(chan struct{})}
+	h.ended.Store(ended)
+	close(h.done)
+	return h
+}
+
 // stopped reports whether the relay has returned (halted, or its stream
 // ended). If not, the halt is withdrawn: the relay goes on by itself.
 func (h *halter) stopped() bool {

@@ -524,7 +524,13 @@ func importConsole(p *Pipes, t *TerminalState, get adoptFunc, ferr *error) error
 	if *ferr != nil {
 		return *ferr
 	}
+	if t.Stdin != nil && (t.StdinEnded || t.OutEnded) {
+		// No input relay runs here: its state is kept for the next export
+		// (an ended input must not be ended again by a later binary).
+		p.stdinHalt = stoppedHalter(inCarry, t.StdinEnded, t.StdinLast)
+	}
 	if t.OutEnded {
+		p.consoleHalt = stoppedHalter(nil, true, 0)
 		return nil
 	}
 	m, err := newRawFile(p.master)
