@@ -13,10 +13,17 @@ import (
 
 // StateVersion is the layout of the state this binary hands over and the
 // newest it can take over. MinStateVersion is the oldest it can still read.
-// A change that an older binary could not read raises StateVersion; one
-// that drops support for reading old state raises MinStateVersion.
+// Every change to the layout raises StateVersion: an older binary decodes a
+// newer state without an error, dropping what it does not know, so only the
+// hello check before execve can refuse it (upgrade's TestStateLayout keeps
+// each version's layout). A change that drops support for reading old state
+// raises MinStateVersion.
+//
+// Version 2: what version 1 binaries (up to 2026-12-02) did not all hand
+// over (terminals, file:// and binary:// logs, OOM scope, stdin's last byte,
+// ...), under a number those binaries refuse; layout 1 is still read.
 const (
-	StateVersion    = 1
+	StateVersion    = 2
 	MinStateVersion = 1
 )
 
