@@ -138,6 +138,12 @@ func (d *Daemon) Upgrade(ctx context.Context, req *upgradeapi.UpgradeRequest) (*
 		return nil, fmt.Errorf("hold of %v: at most %v: %w", hold, maxHold, errdefs.ErrInvalidArgument)
 	}
 	started = true
+	// From here the record speaks of this attempt: a failure of an earlier
+	// one, still there, would be read as this one's by an `upgrade` command
+	// polling before the switch has paused the listener.
+	d.mu.Lock()
+	d.record.lastErr = ""
+	d.mu.Unlock()
 	go d.switchOver(binary, hold)
 	return &upgradeapi.UpgradeResponse{Pid: uint32(os.Getpid()), FromVersion: d.build.Version, ToVersion: hello.Version,
 		Binary: binary, UpgradesBefore: count}, nil
