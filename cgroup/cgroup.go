@@ -12,7 +12,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -122,29 +121,15 @@ func parseUint(s string) (uint64, error) {
 }
 
 // OOMKills returns how many processes the kernel's OOM killer has killed in
-// this cgroup and the cgroups below it: v2 memory.events "oom_kill" (which
-// counts the whole subtree), v1 memory.oom_control "oom_kill" summed over
-// the subtree (v1 counts a kill only in the victim's own cgroup, and a
-// container may have cgroups of its own below: systemd or Docker inside it).
+// this cgroup: v1 memory.oom_control "oom_kill" (victims in this cgroup
+// itself; one in a cgroup below it counts there, and that count goes away
+// with its cgroup, so it is not summed in), v2 memory.events "oom_kill"
+// (the whole subtree, unless cgroup2 is mounted with memory_localevents).
 func (c *Cgroup) OOMKills() (uint64, error) {
 	if c.V2 {
 		return oomKillsIn(filepath.Join(c.dir(""), "memory.events"))
 	}
-	top := c.dir("memory")
-	total, err := oomKillsIn(filepath.Join(top, "memory.oom_control"))
-	if err != nil {
-		return 0, err
-	}
-	_ = filepath.WalkDir(top, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || !d.IsDir() || path == top {
-			return nil // a child removed meanwhile counts no more
-		}
-		if n, err := oomKillsIn(filepath.Join(path, "memory.oom_control")); err == nil {
-			total += n
-		}
-		return nil
-	})
-	return total, nil
+	return oomKillsIn(filepath.Join(c.dir("memory"), "memory.oom_control"))
 }
 
 // oomKillsIn reads the oom_kill line of a memory.oom_control or

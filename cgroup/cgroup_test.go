@@ -1,7 +1,6 @@
 package cgroup
 
 import (
-	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -447,23 +446,3 @@ func TestOOMWatcherAfterHonoursPause(t *testing.T) {
 	w.Resume()
 }
 
-// v1 counts an OOM kill only in the victim's own cgroup: a container's count
-// includes the cgroups below it (systemd or Docker inside the container).
-func TestOOMKillsV1CountsTheSubtree(t *testing.T) {
-	root := t.TempDir()
-	cg, err := Parse(root, []byte("9:memory:/pod/c\n"), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mem := filepath.Join(root, "memory/pod/c")
-	write(t, mem, "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
-	write(t, filepath.Join(mem, "system.slice"), "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
-	write(t, filepath.Join(mem, "system.slice", "app.service"), "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 4\n")
-	if n, err := cg.OOMKills(); err != nil || n != 7 {
-		t.Errorf("OOMKills = %d, %v; want 7 (1 + 2 + 4)", n, err)
-	}
-	write(t, mem, "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\n")
-	if _, err := cg.OOMKills(); !errors.Is(err, ErrOOMKillsNotCounted) {
-		t.Errorf("a kernel without the count: %v, want ErrOOMKillsNotCounted", err)
-	}
-}

@@ -109,6 +109,18 @@ func (c *Container) recheckOOM(i int) {
 		case i+1 < len(oomRecheckAfter):
 			c.recheckOOM(i + 1)
 			return
+		default:
+			// No kill counted here. It was the container's own limit all the
+			// same if its own counters say so: the victim was then in a
+			// cgroup below it (systemd or Docker inside the container), whose
+			// count v1 keeps there. Otherwise it was an ancestor's limit and
+			// another container's process.
+			if scope, marks := c.cg.OOMScope(c.limitMarks); scope == cgroup.OOMScopeContainer {
+				c.limitMarks, c.oomScope = marks, scope
+				c.oomBelow++
+				slog.Warn("OOM kill below the container's cgroup, under its limit", "container", c.ID)
+				c.events.OOM(c)
+			}
 		}
 		c.oomRecheck = false
 	})
@@ -131,5 +143,5 @@ func (c *Container) OOMInfo() (kills uint64, scope string) {
 	if c.cg == nil {
 		return 0, ""
 	}
-	return c.oomSeen - c.oomAtCreate, c.oomScope
+	return c.oomSeen - c.oomAtCreate + c.oomBelow, c.oomScope
 }

@@ -1,6 +1,7 @@
 package process
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -11,36 +12,45 @@ import (
 
 // Under cgroup v1 the kernel notifies every cgroup below the one whose limit
 // was hit (a pod's, the node's), before the kill, which only the victim's
-// cgroup counts. A container whose own count does not move reports no OOM
-// kill; one whose count moves after the notification reports one; on a
-// kernel that counts no kills the notification itself is reported.
+// own cgroup counts. A container whose count does not move and whose own
+// limit was not hit reports no OOM kill; one whose count moves after the
+// notification reports one; one whose own limit was hit with the victim in a
+// cgroup below it reports one once its count has had time to move; a
+// deleted container reports nothing; on a kernel that counts no kills the
+// notification itself is reported.
 func TestV1OOMNotificationNeedsACountedKill(t *testing.T) {
 	defer func(d []time.Duration) { oomRecheckAfter = d }(oomRecheckAfter)
 	short := []time.Duration{time.Millisecond, 5 * time.Millisecond, 20 * time.Millisecond}
-	// The last one long enough that a count written after the notification
-	// is found however late this goroutine runs on a loaded machine.
-	long := append(short, 100*time.Millisecond, 10*time.Second)
-	oomRecheckAfter = short
+	// A last recheck long after the others: a count written after the
+	// notification is found however late this goroutine runs, and a recheck
+	// that should have stopped at once is caught running on.
+	long := []time.Duration{time.Millisecond, 10 * time.Second}
 	root := t.TempDir()
-	mem := mkdir(t, filepath.Join(root, "memory", "pod", "c"))
-	setKills := func(control string) {
+	pod := mkdir(t, filepath.Join(root, "memory", "pod"))
+	mem := mkdir(t, filepath.Join(pod, "c"))
+	set := func(dir, file, content string) {
 		t.Helper()
-		if err := os.WriteFile(filepath.Join(mem, "memory.oom_control"), []byte(control), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, file), []byte(content), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	setKills("oom_kill_disable 0\nunder_oom 0\noom_kill 0\n")
+	setKills := func(line string) { set(mem, "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\n"+line) }
+	setKills("oom_kill 0\n")
+	set(mem, "memory.failcnt", "0\n")
+	set(pod, "memory.failcnt", "0\n")
 	cg, err := cgroup.Parse(root, []byte("9:memory:/pod/c\n"), false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	reported := make(chan uint64, 4)
+	reported := make(chan string, 4)
 	c := &Container{ID: "c", cg: cg, oomWatcher: &cgroup.OOMWatcher{}}
-	c.events.OOM = func(c *Container) { reported <- c.oomSeen } // called with c.mu held
+	c.events.OOM = func(c *Container) { // called with c.mu held
+		reported <- fmt.Sprintf("seen %d, below %d", c.oomSeen, c.oomBelow)
+	}
 	c.limitMarks = cg.LimitMarks()
 	recheckDone := func() {
 		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Millisecond) {
 			c.mu.Lock()
 			busy := c.oomRecheck
 			c.mu.Unlock()
@@ -52,56 +62,69 @@ func TestV1OOMNotificationNeedsACountedKill(t *testing.T) {
 			}
 		}
 	}
+	none := func(what string) {
+		t.Helper()
+		select {
+		case r := <-reported:
+			t.Fatalf("%s: an OOM kill reported (%s)", what, r)
+		default:
+		}
+	}
+	want := func(what, report string) {
+		t.Helper()
+		select {
+		case r := <-reported:
+			if r != report {
+				t.Errorf("%s: reported with %s, want %s", what, r, report)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: no OOM kill reported", what)
+		}
+		recheckDone()
+	}
 
-	// Another container's OOM under the pod's limit: notified, nothing
-	// counted here.
+	// Another container's OOM under the pod's limit: the pod's limit failed,
+	// nothing counted here.
+	oomRecheckAfter = short
+	set(pod, "memory.failcnt", "1\n")
 	c.reportOOM(true)
 	recheckDone()
-	select {
-	case n := <-reported:
-		t.Fatalf("an OOM kill (count %d) reported for a container that lost nothing", n)
-	default:
-	}
+	none("another container's kill under the pod's limit")
 
 	// Its own: notified, counted a moment later.
 	oomRecheckAfter = long
 	c.reportOOM(true)
-	setKills("oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
-	select {
-	case n := <-reported:
-		if n != 1 {
-			t.Errorf("reported with count %d, want 1", n)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no OOM kill reported after the kill was counted")
-	}
-	recheckDone()
+	setKills("oom_kill 1\n")
+	want("a kill counted after the notification", "seen 1, below 0")
 
-	// A deleted container reports nothing more, even if a recheck then finds
-	// a kill counted.
+	// Its own limit, the victim in a cgroup below it: no count moves here,
+	// its own failure count does.
 	oomRecheckAfter = short
+	set(mem, "memory.failcnt", "4\n")
 	c.reportOOM(true)
+	want("a kill below the container under its own limit", "seen 1, below 1")
+
+	// Deleted: a recheck finds a kill counted, and reports nothing.
+	oomRecheckAfter = long
 	c.mu.Lock()
 	c.oomStopped = true
 	c.mu.Unlock()
-	setKills("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
-	recheckDone()
-	select {
-	case n := <-reported:
-		t.Fatalf("an OOM kill (count %d) reported after the container was deleted", n)
-	default:
-	}
+	c.reportOOM(true)
+	setKills("oom_kill 2\n")
+	recheckDone() // at once: the first recheck ends it
+	none("a deleted container")
 	c.mu.Lock()
 	c.oomStopped = false
+	c.oomSeen = 2
 	c.mu.Unlock()
 
 	// A kernel before 4.13: no oom_kill line, the notification is the kill.
-	setKills("oom_kill_disable 0\nunder_oom 0\n")
+	setKills("")
 	c.reportOOM(true)
 	select {
-	case n := <-reported:
-		if n != 2 {
-			t.Errorf("reported with count %d, want 2", n)
+	case r := <-reported:
+		if r != "seen 3, below 1" {
+			t.Errorf("reported with %s, want seen 3, below 1", r)
 		}
 	default:
 		t.Error("no OOM kill reported on a kernel that counts none")
