@@ -27,9 +27,15 @@ var updateLayout = flag.Bool("update-layout", false, "rewrite testdata/state-lay
 // fails it until StateVersion is raised and the new layout recorded
 // (`go test ./upgrade -run TestStateLayout -update-layout`).
 func TestStateLayoutMatchesItsVersion(t *testing.T) {
-	got := strings.Join(layoutOf(reflect.TypeOf(state{})), "\n") + "\n"
+	got := strings.Join(layoutOf(t, reflect.TypeOf(state{})), "\n") + "\n"
 	file := filepath.Join("testdata", fmt.Sprintf("state-layout-v%d.txt", handover.StateVersion))
 	if *updateLayout {
+		// Only a version without a record gets one: rewriting an existing
+		// version's record would silence this test without the version
+		// being raised.
+		if old, err := os.ReadFile(file); err == nil && string(old) != got {
+			t.Fatalf("layout %d is recorded (%s) and differs: raise handover.StateVersion first", handover.StateVersion, file)
+		}
 		if err := os.MkdirAll("testdata", 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -49,6 +55,42 @@ func TestStateLayoutMatchesItsVersion(t *testing.T) {
 	}
 }
 
+type layoutInner struct {
+	Added int `json:"added"`
+}
+
+type layoutSample struct {
+	layoutInner
+	Count int               `json:"count,string"`
+	Sum   [2]byte           `json:"sum"`
+	Blob  []byte            `json:"blob"`
+	Byid  map[int]string    `json:"byid"`
+	At    time.Time         `json:"at"`
+	Skip  int               `json:"-"`
+	Next  *layoutSample     `json:"next,omitempty"`
+	Tags  map[string][]bool `json:"tags"`
+}
+
+// The layout names what encoding/json writes: promoted fields of an embedded
+// struct at the parent's level, a ",string" field as a string, an array by
+// its length, a map by its key kind.
+func TestLayoutOfFollowsEncodingJSON(t *testing.T) {
+	got := layoutOf(t, reflect.TypeOf(layoutSample{}))
+	want := []string{
+		".added int",
+		".at time.Time",
+		".blob bytes (base64)",
+		".byid{int} string",
+		".count (as string) int",
+		".next (recursive upgrade.layoutSample)",
+		".sum[2] uint8",
+		".tags{string}[] bool",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("layout:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
 var (
 	timeType      = reflect.TypeOf(time.Time{})
 	rawType       = reflect.TypeOf(json.RawMessage{})
@@ -57,56 +99,76 @@ var (
 )
 
 // layoutOf lists every JSON path of t with its kind, sorted: a field's
-// name as encoded, "[]" for a slice's or an array's elements, "{}" for a
-// map's values.
-func layoutOf(t reflect.Type) []string {
+// name as encoded, "[]" for a slice's elements, "[N]" for an array's, "{K}"
+// for a map's values with its key kind. Embedded structs are flattened as
+// encoding/json does; a field encoded as a string (",string") says so. An
+// interface field fails: its layout cannot be known from the type.
+func layoutOf(t *testing.T, typ reflect.Type) []string {
 	var out []string
-	var walk func(prefix string, t reflect.Type, seen map[reflect.Type]bool)
-	walk = func(prefix string, t reflect.Type, seen map[reflect.Type]bool) {
-		for t.Kind() == reflect.Pointer {
-			t = t.Elem()
-		}
-		switch {
-		case t == timeType || t == rawType, t.Implements(marshalerType), reflect.PointerTo(t).Implements(marshalerType),
-			t.Implements(textType), reflect.PointerTo(t).Implements(textType):
-			out = append(out, prefix+" "+t.String())
-			return
-		}
-		switch t.Kind() {
-		case reflect.Struct:
-			if seen[t] {
-				out = append(out, prefix+" (recursive "+t.String()+")")
-				return
+	var walk, fields func(prefix string, typ reflect.Type, seen map[reflect.Type]bool)
+	fields = func(prefix string, typ reflect.Type, seen map[reflect.Type]bool) {
+		for i := 0; i < typ.NumField(); i++ {
+			f := typ.Field(i)
+			name, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "-" && opts == "" {
+				continue
 			}
-			seen[t] = true
-			defer delete(seen, t)
-			for i := 0; i < t.NumField(); i++ {
-				f := t.Field(i)
-				if !f.IsExported() {
-					continue
-				}
-				name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-				if name == "-" {
-					continue
-				}
-				if name == "" {
-					name = f.Name
-				}
-				walk(prefix+"."+name, f.Type, seen)
+			ft := f.Type
+			for ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
 			}
-		case reflect.Slice, reflect.Array:
-			if t.Elem().Kind() == reflect.Uint8 {
-				out = append(out, prefix+" bytes")
-				return
+			if f.Anonymous && name == "" && ft.Kind() == reflect.Struct {
+				fields(prefix, ft, seen) // promoted, exported or not
+				continue
 			}
-			walk(prefix+"[]", t.Elem(), seen)
-		case reflect.Map:
-			walk(prefix+"{}", t.Elem(), seen)
-		default:
-			out = append(out, prefix+" "+t.Kind().String())
+			if !f.IsExported() {
+				continue
+			}
+			if name == "" {
+				name = f.Name
+			}
+			if slices.Contains(strings.Split(opts, ","), "string") {
+				name += " (as string)"
+			}
+			walk(prefix+"."+name, f.Type, seen)
 		}
 	}
-	walk("", t, map[reflect.Type]bool{})
+	walk = func(prefix string, typ reflect.Type, seen map[reflect.Type]bool) {
+		for typ.Kind() == reflect.Pointer {
+			typ = typ.Elem()
+		}
+		switch {
+		case typ == timeType || typ == rawType, typ.Implements(marshalerType), reflect.PointerTo(typ).Implements(marshalerType),
+			typ.Implements(textType), reflect.PointerTo(typ).Implements(textType):
+			out = append(out, prefix+" "+typ.String())
+			return
+		}
+		switch typ.Kind() {
+		case reflect.Struct:
+			if seen[typ] {
+				out = append(out, prefix+" (recursive "+typ.String()+")")
+				return
+			}
+			seen[typ] = true
+			defer delete(seen, typ)
+			fields(prefix, typ, seen)
+		case reflect.Slice:
+			if typ.Elem().Kind() == reflect.Uint8 {
+				out = append(out, prefix+" bytes (base64)")
+				return
+			}
+			walk(prefix+"[]", typ.Elem(), seen)
+		case reflect.Array:
+			walk(fmt.Sprintf("%s[%d]", prefix, typ.Len()), typ.Elem(), seen)
+		case reflect.Map:
+			walk(prefix+"{"+typ.Key().Kind().String()+"}", typ.Elem(), seen)
+		case reflect.Interface:
+			t.Errorf("%s is an interface (%s): the handed-over state's layout must be known from its types", prefix, typ)
+		default:
+			out = append(out, prefix+" "+typ.Kind().String())
+		}
+	}
+	walk("", typ, map[reflect.Type]bool{})
 	slices.Sort(out)
 	return out
 }
