@@ -112,7 +112,10 @@ func lockSocketDir(dir string) (func(), error) {
 // the daemon has closed its listener, a new `start` of the same group may
 // take the path for a dead daemon's and bind its own. A file system may give
 // the new file the old one's inode number at once; the change time tells
-// them apart (`start` sets the mode before the daemon runs, nothing after).
+// them apart (`start` sets the mode before the daemon runs). Should anything
+// else change the file's metadata later (an operator's chmod, a relabel),
+// the daemon leaves its file behind: the safe side, since the next `start`
+// finds nothing listening there and replaces it.
 type socketFile struct {
 	path     string
 	dev, ino uint64
