@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,6 +18,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/oci"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/example/containerd-shim-example-v2/integration/direct"
 	"github.com/example/containerd-shim-example-v2/integration/harness"
 )
 
@@ -251,8 +251,8 @@ echo '{"version":"from-the-future","revision":"x","minStateVersion":99,"stateVer
 		}
 		// What the previous binary handed over is close-on-exec again: no
 		// descriptor of the daemon leaks into the runtime's processes.
-		if leaks := inheritableFDs(t, snap.Pid); len(leaks) > 0 {
-			t.Errorf("round %d: the upgraded daemon's descriptors without close-on-exec: %s", round, strings.Join(leaks, "; "))
+		if leaks, err := direct.InheritableFDs(snap.Pid); err != nil || len(leaks) > 0 {
+			t.Errorf("round %d: the upgraded daemon's descriptors without close-on-exec: %s (%v)", round, strings.Join(leaks, "; "), err)
 		}
 		if code := exitCode(t, ctx, victimExit); code != 137 {
 			t.Errorf("round %d: the container killed during the switch exited %d, want 137", round, code)
@@ -636,35 +636,4 @@ func TestUpgradeExecFailureUndone(t *testing.T) {
 			t.Errorf("upgrade after the failed one: %v\n%s", err, o)
 		}
 	})
-}
-
-// inheritableFDs lists pid's descriptors past stdio that a child it forks
-// and execs would inherit (no O_CLOEXEC), each with what it is.
-func inheritableFDs(t *testing.T, pid int) []string {
-	t.Helper()
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range entries {
-		fd, err := strconv.Atoi(e.Name())
-		if err != nil || fd < 3 {
-			continue
-		}
-		info, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%d", pid, fd))
-		if err != nil {
-			continue // closed meanwhile
-		}
-		for _, line := range strings.Split(string(info), "\n") {
-			if v, ok := strings.CutPrefix(line, "flags:"); ok {
-				if flags, err := strconv.ParseUint(strings.TrimSpace(v), 8, 64); err == nil && flags&0o2000000 == 0 { // O_CLOEXEC
-					target, _ := os.Readlink(fmt.Sprintf("%s/%d", dir, fd))
-					out = append(out, fmt.Sprintf("%d (%s)", fd, target))
-				}
-			}
-		}
-	}
-	return out
 }

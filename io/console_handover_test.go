@@ -251,27 +251,7 @@ func TestTerminalHangupOutlivesAHalt(t *testing.T) {
 // binary halts and exports it like the first did, and its input's end is
 // handed on as well.
 func TestEndedTerminalHandedOverTwice(t *testing.T) {
-	outPath, inPath := mkfifo(t, "out"), mkfifo(t, "in")
-	master, slave := openPty(t)
-	p, err := Open(Config{Terminal: true, Stdout: outPath, Stdin: inPath}, Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	startReading, _ := lateReader(outPath, 0)
-	close(startReading)
-	clientIn, err := os.OpenFile(inPath, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.AttachConsole(master); err != nil {
-		t.Fatal(err)
-	}
-	clientIn.Close()
-	p.CloseStdin()
-	eof := make([]byte, 1)
-	if _, err := slave.Read(eof); err != nil || eof[0] != 4 {
-		t.Fatalf("the process read %q (%v), want the end-of-file character", eof, err)
-	}
+	p, slave := terminalWithInputEnded(t)
 	slave.Close() // the process is gone
 	p.Hangup()
 	if !p.Drain(3 * time.Second) {
@@ -296,9 +276,30 @@ func TestEndedTerminalHandedOverTwice(t *testing.T) {
 // later binary must not start the input relay again, which would read end
 // of file at once and send the process a second end-of-file character.
 func TestTerminalEndOfInputHandedOverTwice(t *testing.T) {
+	p, slave := terminalWithInputEnded(t)
+	defer slave.Close()
+	cur := haltAndGoOn(t, p, "handover")
+	defer cur.Close()
+	// What the second binary hands on, before a third could act on it.
+	if err := cur.Halt(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st, err := cur.Export(keepDups{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if term := st.Terminal; term == nil || !term.StdinEnded {
+		t.Errorf("the second binary's export: %+v, want the input ended", term)
+	}
+}
+
+// terminalWithInputEnded is a terminal with a client reading its output
+// and its input ended by CloseIO: the process (slave) has read the
+// end-of-file character.
+func terminalWithInputEnded(t *testing.T) (*Pipes, *os.File) {
+	t.Helper()
 	outPath, inPath := mkfifo(t, "out"), mkfifo(t, "in")
 	master, slave := openPty(t)
-	defer slave.Close()
 	p, err := Open(Config{Terminal: true, Stdout: outPath, Stdin: inPath}, Env{})
 	if err != nil {
 		t.Fatal(err)
@@ -318,19 +319,7 @@ func TestTerminalEndOfInputHandedOverTwice(t *testing.T) {
 	if _, err := slave.Read(eof); err != nil || eof[0] != 4 {
 		t.Fatalf("the process read %q (%v), want the end-of-file character", eof, err)
 	}
-	cur := haltAndGoOn(t, p, "handover")
-	defer cur.Close()
-	// What the second binary hands on, before a third could act on it.
-	if err := cur.Halt(time.Second); err != nil {
-		t.Fatal(err)
-	}
-	st, err := cur.Export(keepDups{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if term := st.Terminal; term == nil || !term.StdinEnded {
-		t.Errorf("the second binary's export: %+v, want the input ended", term)
-	}
+	return p, slave
 }
 
 // haltAndGoOn halts p's relays (retrying until its client's reader is

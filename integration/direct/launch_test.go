@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -99,8 +98,8 @@ func TestLaunch(t *testing.T) {
 			}
 			// What the daemon holds stays out of the runtime's and its hooks'
 			// processes: every descriptor past stdio is close-on-exec.
-			if leaks := inheritableFDs(t, c.Shim.Pid); len(leaks) > 0 {
-				t.Errorf("the daemon's descriptors without close-on-exec: %s", strings.Join(leaks, "; "))
+			if leaks, err := InheritableFDs(c.Shim.Pid); err != nil || len(leaks) > 0 {
+				t.Errorf("the daemon's descriptors without close-on-exec: %s (%v)", strings.Join(leaks, "; "), err)
 			}
 			if tc.options {
 				if _, err := os.Stat(filepath.Join(cfg.RuncRoot, c.Namespace, c.ID, "state.json")); err != nil {
@@ -134,36 +133,4 @@ func runcOptions(t *testing.T, o *runcopts.Options) *anypb.Any {
 		t.Fatal(err)
 	}
 	return &anypb.Any{TypeUrl: "containerd.runc.v1.Options", Value: v}
-}
-
-// inheritableFDs lists pid's descriptors past stdio that a child it forks
-// and execs would inherit (no O_CLOEXEC), each with what it is.
-func inheritableFDs(t *testing.T, pid int) []string {
-	t.Helper()
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range entries {
-		fd, err := strconv.Atoi(e.Name())
-		if err != nil || fd < 3 {
-			continue
-		}
-		info, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%d", pid, fd))
-		if err != nil {
-			continue // closed meanwhile
-		}
-		for _, line := range strings.Split(string(info), "\n") {
-			if v, ok := strings.CutPrefix(line, "flags:"); ok {
-				flags, err := strconv.ParseUint(strings.TrimSpace(v), 8, 64)
-				if err == nil && flags&0o2000000 == 0 { // O_CLOEXEC
-					target, _ := os.Readlink(filepath.Join(dir, e.Name()))
-					out = append(out, fmt.Sprintf("%d (%s)", fd, target))
-				}
-			}
-		}
-	}
-	return out
 }

@@ -121,3 +121,33 @@ func allProcesses() []int {
 	}
 	return pids
 }
+
+// InheritableFDs lists pid's descriptors past stdio that a child it forks
+// and execs would inherit (no O_CLOEXEC), each with what it is.
+func InheritableFDs(pid int) ([]string, error) {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd < 3 {
+			continue
+		}
+		info, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%d", pid, fd))
+		if err != nil {
+			continue // closed meanwhile
+		}
+		for _, line := range strings.Split(string(info), "\n") {
+			if v, ok := strings.CutPrefix(line, "flags:"); ok {
+				if flags, err := strconv.ParseUint(strings.TrimSpace(v), 8, 64); err == nil && flags&0o2000000 == 0 { // O_CLOEXEC
+					target, _ := os.Readlink(fmt.Sprintf("%s/%d", dir, fd))
+					out = append(out, fmt.Sprintf("%d (%s)", fd, target))
+				}
+			}
+		}
+	}
+	return out, nil
+}
