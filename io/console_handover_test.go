@@ -260,14 +260,7 @@ func TestEndedTerminalHandedOverTwice(t *testing.T) {
 	cur := haltAndGoOn(t, p, "handover")
 	cur = haltAndGoOn(t, cur, "handover") // the second binary's halt and export
 	defer cur.Close()
-	if err := cur.Halt(time.Second); err != nil {
-		t.Fatal(err)
-	}
-	st, err := cur.Export(keepDups{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if term := st.Terminal; term == nil || !term.OutEnded || !term.StdinEnded {
+	if term := haltAndExport(t, cur).Terminal; term == nil || !term.OutEnded || !term.StdinEnded {
 		t.Errorf("the third export: %+v, want the output and the input ended", term)
 	}
 }
@@ -281,14 +274,7 @@ func TestTerminalEndOfInputHandedOverTwice(t *testing.T) {
 	cur := haltAndGoOn(t, p, "handover")
 	defer cur.Close()
 	// What the second binary hands on, before a third could act on it.
-	if err := cur.Halt(time.Second); err != nil {
-		t.Fatal(err)
-	}
-	st, err := cur.Export(keepDups{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if term := st.Terminal; term == nil || !term.StdinEnded {
+	if term := haltAndExport(t, cur).Terminal; term == nil || !term.StdinEnded {
 		t.Errorf("the second binary's export: %+v, want the input ended", term)
 	}
 }
@@ -320,6 +306,19 @@ func terminalWithInputEnded(t *testing.T) (*Pipes, *os.File) {
 		t.Fatalf("the process read %q (%v), want the end-of-file character", eof, err)
 	}
 	return p, slave
+}
+
+// haltAndExport halts p and returns what it would hand over.
+func haltAndExport(t *testing.T, p *Pipes) *PipesState {
+	t.Helper()
+	if err := p.Halt(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st, err := p.Export(keepDups{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
 
 // haltAndGoOn halts p's relays (retrying until its client's reader is
