@@ -445,4 +445,3 @@ func TestOOMWatcherAfterHonoursPause(t *testing.T) {
 	<-paused
 	w.Resume()
 }
-
