@@ -26,7 +26,13 @@ func TestEndIdleThreads(t *testing.T) {
 	if before < 6 {
 		t.Skipf("only %d threads after the burst: nothing to end", before)
 	}
-	ended := EndIdleThreads(2, time.Second)
+	// On a busy machine (the other packages' tests run beside this one) an
+	// ended thread can take longer to leave the count than EndIdleThreads
+	// waits, and it gives up after two such misses: try a few times.
+	ended := 0
+	for try := 0; try < 5 && ended == 0; try++ {
+		ended = EndIdleThreads(2, time.Second)
+	}
 	time.Sleep(50 * time.Millisecond)
 	after := threads()
 	t.Logf("threads %d -> %d (%d ended)", before, after, ended)
