@@ -382,6 +382,10 @@ func (c *Conn) Pause(timeout time.Duration) error {
 	return nil
 }
 
+// resumeWriteTimeout bounds Resume's write of the answers held since the
+// export (a variable for tests).
+var resumeWriteTimeout = time.Second
+
 // Resume undoes Pause (and Export): the server is given messages again,
 // and what it wrote since the export goes out.
 func (c *Conn) Resume() {
@@ -392,9 +396,18 @@ func (c *Conn) Resume() {
 		c.wmu.Lock()
 		c.exported.Store(false)
 		if len(c.held) > 0 {
-			n, _ := c.UnixConn.Write(c.held)
+			// Bounded: the connections after this one and the listener are
+			// resumed only after it, and a client that does not read would
+			// hold them all. Cut short, an answer cannot be completed on
+			// this stream: the connection ends, as after any failed write.
+			_ = c.UnixConn.SetWriteDeadline(time.Now().Add(resumeWriteTimeout))
+			n, err := c.UnixConn.Write(c.held)
+			_ = c.UnixConn.SetWriteDeadline(time.Time{})
 			c.account(c.held[:n])
 			c.held = nil
+			if err != nil {
+				_ = c.UnixConn.Close()
+			}
 		}
 		c.wmu.Unlock()
 	}

@@ -545,6 +545,45 @@ func TestExportGivesUpOnAStuckAnswer(t *testing.T) {
 	}
 }
 
+// An answer held since the export, the handover then undone, and a client
+// that does not read: Resume gives up on the write within its bound and
+// ends the connection (the answer cannot be completed), instead of holding
+// every later connection and the listener paused.
+func TestResumeDoesNotWaitForAClientThatDoesNotRead(t *testing.T) {
+	defer func(d time.Duration) { resumeWriteTimeout = d }(resumeWriteTimeout)
+	resumeWriteTimeout = 100 * time.Millisecond
+	c, client := connWithParkedWait(t)
+	if err := c.Pause(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	var fds FDs
+	defer fds.Release()
+	if _, err := c.Export(&fds); err != nil {
+		t.Fatal(err)
+	}
+	const size = 2 << 20 // more than the socket takes
+	answer := make([]byte, ttrpcframe.HeaderLen+size)
+	binary.BigEndian.PutUint32(answer[:4], size)
+	binary.BigEndian.PutUint32(answer[4:8], 1)
+	answer[8] = ttrpcframe.TypeResponse
+	if _, err := c.Write(answer); err != nil { // held
+		t.Fatal(err)
+	}
+	fds.Release() // the undo releases the duplicates first (upgrade's switchOver)
+	resumed := make(chan struct{})
+	go func() { c.Resume(); close(resumed) }()
+	select {
+	case <-resumed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Resume is waiting for a client that does not read")
+	}
+	_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := io.Copy(io.Discard, client)
+	if err != nil || n >= int64(len(answer)) {
+		t.Errorf("the client read %d of %d bytes (%v): want part of the answer, then the end of the connection", n, len(answer), err)
+	}
+}
+
 // connWithParkedWait is a Conn whose server has read a whole Wait request
 // and rests at the message boundary, and the client's end, which reads
 // nothing unless the test does.
