@@ -154,9 +154,15 @@ func (w *OOMWatcher) fire(id uint64) {
 		w.mu.Unlock()
 		return
 	}
+	w.runCounted(wt.notify)
+}
+
+// runCounted runs fn counted in firing, so that Pause waits for it. Called
+// with w.mu held; it returns with w.mu released.
+func (w *OOMWatcher) runCounted(fn func()) {
 	w.firing++
 	w.mu.Unlock()
-	wt.notify()
+	fn()
 	w.mu.Lock()
 	w.firing--
 	w.cond().Broadcast()
@@ -190,13 +196,7 @@ func (w *OOMWatcher) After(d time.Duration, fn func()) {
 			w.mu.Unlock()
 			return
 		}
-		w.firing++
-		w.mu.Unlock()
-		fn()
-		w.mu.Lock()
-		w.firing--
-		w.cond().Broadcast()
-		w.mu.Unlock()
+		w.runCounted(fn)
 	})
 }
 
