@@ -124,7 +124,9 @@ func mountRootfs(rootfs string, mounts []Mount, r *reaper.Reaper) (err error) {
 			return fmt.Errorf("mount %s (%s) on %s: %w", m.Source, m.Type, shown, err)
 		}
 		mounted++
-		if m.Target != "" {
+		remountRO := flags&unix.MS_BIND != 0 && flags&unix.MS_RDONLY != 0
+		mapOnTop := userns != nil && m.Type != "overlay"
+		if m.Target != "" && (remountRO || mapOnTop) {
 			// The descriptor names the directory under the new mount; what
 			// follows acts on the mount.
 			over, err := mountedOn(point)
@@ -134,12 +136,12 @@ func mountRootfs(rootfs string, mounts []Mount, r *reaper.Reaper) (err error) {
 			defer over.Close()
 			target = inroot.ProcPath(over)
 		}
-		if flags&unix.MS_BIND != 0 && flags&unix.MS_RDONLY != 0 {
+		if remountRO {
 			if err := unix.Mount("", target, "", flags|unix.MS_REMOUNT, ""); err != nil {
 				return fmt.Errorf("remount %s read-only: %w", shown, err)
 			}
 		}
-		if userns != nil && m.Type != "overlay" {
+		if mapOnTop {
 			// Anything else is mapped where it is mounted, on top of it.
 			if err := idmapMount(target, target, userns, 0); err != nil {
 				return fmt.Errorf("%s: %w", shown, err)
