@@ -109,9 +109,7 @@ func removeDeadSocket(bundle string) {
 		return
 	}
 	defer unlock()
-	if socketDead(path) {
-		_ = os.Remove(path)
-	}
+	_, _ = removeIfDead(path)
 }
 
 // runtimeStateExists reports whether the runtime still keeps state for id.

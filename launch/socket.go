@@ -70,13 +70,25 @@ func Listen(path string) (*net.UnixListener, error) {
 		if !errors.Is(err, syscall.EADDRINUSE) || attempt > 0 {
 			return nil, fmt.Errorf("listen on %s: %w", path, err)
 		}
-		if !socketDead(path) {
+		if dead, err := removeIfDead(path); err != nil {
+			return nil, err
+		} else if !dead {
 			return nil, ErrDaemonRunning
 		}
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
-		}
 	}
+}
+
+// removeIfDead removes the socket file at path when nothing listens on it
+// (socketDead) and says so; false: a daemon answers there, and its file is
+// left alone. The caller holds the socket directory's lock.
+func removeIfDead(path string) (bool, error) {
+	if !socketDead(path) {
+		return false, nil
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return true, fmt.Errorf("remove stale socket %s: %w", path, err)
+	}
+	return true, nil
 }
 
 // lockSocketDir takes an exclusive lock on the socket directory (flock on
