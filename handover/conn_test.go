@@ -561,11 +561,7 @@ func TestResumeDoesNotWaitForAClientThatDoesNotRead(t *testing.T) {
 	if _, err := c.Export(&fds); err != nil {
 		t.Fatal(err)
 	}
-	const size = 2 << 20 // more than the socket takes
-	answer := make([]byte, ttrpcframe.HeaderLen+size)
-	binary.BigEndian.PutUint32(answer[:4], size)
-	binary.BigEndian.PutUint32(answer[4:8], 1)
-	answer[8] = ttrpcframe.TypeResponse
+	answer := bigAnswer()
 	if _, err := c.Write(answer); err != nil { // held
 		t.Fatal(err)
 	}
@@ -612,15 +608,22 @@ func connWithParkedWait(t *testing.T) (*Conn, net.Conn) {
 	return c, client
 }
 
-// writeStuckAnswer starts writing the Wait's answer, far larger than the
-// socket buffers take, and returns once the write is under way.
-func writeStuckAnswer(t *testing.T, c *Conn) chan error {
-	t.Helper()
+// bigAnswer is a ttrpc answer to stream 1 of 2 MiB: more than a socket's
+// buffers take.
+func bigAnswer() []byte {
 	const size = 2 << 20
 	answer := make([]byte, ttrpcframe.HeaderLen+size)
 	binary.BigEndian.PutUint32(answer[:4], size)
 	binary.BigEndian.PutUint32(answer[4:8], 1)
 	answer[8] = ttrpcframe.TypeResponse
+	return answer
+}
+
+// writeStuckAnswer starts writing the Wait's answer, far larger than the
+// socket buffers take, and returns once the write is under way.
+func writeStuckAnswer(t *testing.T, c *Conn) chan error {
+	t.Helper()
+	answer := bigAnswer()
 	wrote := make(chan error, 1)
 	go func() {
 		_, err := c.Write(answer)
