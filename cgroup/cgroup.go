@@ -192,3 +192,33 @@ func AddProcess(root, path string, pid int) error {
 	}
 	return nil
 }
+
+// State is a cgroup as handed to the next binary at an in-place upgrade. It
+// is kept rather than found again from the init's pid, which is gone once
+// the init has exited: a stopped container's cgroup stays until the runtime
+// deletes it, and Stats still reads it.
+type State struct {
+	V2   bool              `json:"v2"`
+	Dirs map[string]string `json:"dirs"`
+}
+
+// State describes c for a handover.
+func (c *Cgroup) State() State {
+	dirs := make(map[string]string, len(c.dirs))
+	for k, v := range c.dirs {
+		dirs[k] = v
+	}
+	return State{V2: c.V2, Dirs: dirs}
+}
+
+// FromState rebuilds a handed-over cgroup under root.
+func FromState(root string, s State) (*Cgroup, error) {
+	if len(s.Dirs) == 0 {
+		return nil, fmt.Errorf("handed-over cgroup has no directory: %w", errdefs.ErrInvalidArgument)
+	}
+	cg := &Cgroup{V2: s.V2, dirs: make(map[string]string, len(s.Dirs)), root: root}
+	for k, v := range s.Dirs {
+		cg.dirs[k] = v
+	}
+	return cg, nil
+}

@@ -22,20 +22,21 @@ const limitSlack = 64 * 4096
 
 // LimitMarks is what the kernel counts about a cgroup's own memory limit,
 // taken when a container is created and after each OOM kill; OOMScope
-// compares two of them to tell whose limit an OOM kill came from.
+// compares two of them to tell whose limit an OOM kill came from. Its fields
+// are exported for the in-place upgrade, which hands the last marks over.
 type LimitMarks struct {
 	// v2: memory.events.local "oom" (memory.events on kernels without .local):
 	// charges that failed on this cgroup's own memory.max. v1: memory.failcnt,
 	// which counts failures of this cgroup's own memory limit (not its
 	// descendants'); memory.memsw.failcnt is not counted by kernels since 6.x.
-	ownFailures uint64
+	OwnFailures uint64 `json:"ownFailures"`
 	// v1 only: the cgroup's peak usage (memory or memory+swap) reached its own
 	// limit. With memory and memory+swap limits equal (what kubelet sets), the
 	// memory+swap counter fails first and neither failcnt moves: the peak is
 	// the only trace the limit leaves.
-	atLimit bool
+	AtLimit bool `json:"atLimit,omitempty"`
 	// v1 only: memory.failcnt of every ancestor up to the hierarchy's root.
-	ancestors map[string]uint64
+	Ancestors map[string]uint64 `json:"ancestors,omitempty"`
 }
 
 // LimitMarks reads the cgroup's limit counters. Files that cannot be read
@@ -47,14 +48,14 @@ func (c *Cgroup) LimitMarks() LimitMarks {
 		if err != nil {
 			kv, _ = readKV(filepath.Join(dir, "memory.events"))
 		}
-		return LimitMarks{ownFailures: kv["oom"]}
+		return LimitMarks{OwnFailures: kv["oom"]}
 	}
-	m := LimitMarks{ancestors: map[string]uint64{}}
-	m.ownFailures, _ = readUint(filepath.Join(dir, "memory.failcnt"))
-	m.atLimit = peakAtLimit(dir, "memory") || peakAtLimit(dir, "memory.memsw")
+	m := LimitMarks{Ancestors: map[string]uint64{}}
+	m.OwnFailures, _ = readUint(filepath.Join(dir, "memory.failcnt"))
+	m.AtLimit = peakAtLimit(dir, "memory") || peakAtLimit(dir, "memory.memsw")
 	top := filepath.Join(c.root, "memory")
 	for d := filepath.Dir(dir); strings.HasPrefix(d, top+"/"); d = filepath.Dir(d) {
-		m.ancestors[d], _ = readUint(filepath.Join(d, "memory.failcnt"))
+		m.Ancestors[d], _ = readUint(filepath.Join(d, "memory.failcnt"))
 	}
 	return m
 }
@@ -78,18 +79,18 @@ func peakAtLimit(dir, prefix string) bool {
 // its own limit again).
 func (c *Cgroup) OOMScope(prev LimitMarks) (string, LimitMarks) {
 	now := c.LimitMarks()
-	if now.ownFailures > prev.ownFailures {
+	if now.OwnFailures > prev.OwnFailures {
 		return OOMScopeContainer, now
 	}
 	if c.V2 {
 		return OOMScopeAncestor, now
 	}
-	for d, n := range now.ancestors {
-		if n > prev.ancestors[d] {
+	for d, n := range now.Ancestors {
+		if n > prev.Ancestors[d] {
 			return OOMScopeAncestor, now
 		}
 	}
-	if now.atLimit {
+	if now.AtLimit {
 		return OOMScopeContainer, now
 	}
 	return OOMScopeAncestor, now

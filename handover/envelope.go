@@ -22,8 +22,12 @@ import (
 // Version 2: what version 1 binaries (up to 2026-12-02) did not all hand
 // over (terminals, file:// and binary:// logs, OOM scope, stdin's last byte,
 // ...), under a number those binaries refuse; layout 1 is still read.
+// Version 3: a container's cgroup and its OOM scope's marks, so that a
+// stopped container keeps its Stats across an upgrade and a kill during the
+// switch is still told apart; layouts 1 and 2 are read (both find the cgroup
+// again from a running init).
 const (
-	StateVersion    = 2
+	StateVersion    = 3
 	MinStateVersion = 1
 )
 

@@ -206,6 +206,7 @@ echo '{"version":"from-the-future","revision":"x","minStateVersion":99,"stateVer
 	}
 	longExit := startProc(t, ctx, "exec long", longProc)
 
+	var victims []containerd.Task
 	for round, bin := range []string{newBin, harness.ShimUnderTest()} {
 		// An exec in flight across the switch, and a container that dies in it.
 		execID := fmt.Sprintf("e%d", round)
@@ -219,6 +220,7 @@ echo '{"version":"from-the-future","revision":"x","minStateVersion":99,"stateVer
 		victim := newContainer(t, ctx, d, victimID, []string{"sleep", "100000"}, group)
 		victimTask, victimExit := startTask(t, ctx, victim, cio.NullIO)
 		defer victimTask.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)
+		victims = append(victims, victimTask)
 		if st, err := streamTask.Status(ctx); err != nil || st.Status != containerd.Running {
 			t.Fatalf("round %d: the stream is %v (%v) before the switch: it must cross it", round, st.Status, err)
 		}
@@ -263,6 +265,11 @@ echo '{"version":"from-the-future","revision":"x","minStateVersion":99,"stateVer
 		inW.Write([]byte(fmt.Sprintf("round%d\n", round)))
 		ttyInW.Write([]byte(fmt.Sprintf("tty%d\n", round)))
 		waitFor(t, 10*time.Second, "the terminal's answer", func() bool { return strings.Contains(ttyOut.String(), fmt.Sprintf("got-tty%d", round)) })
+	}
+	// The first victim went through the second switch stopped, not deleted: its
+	// cgroup is still there (the runtime removes it at delete), and so are its stats.
+	if _, err := victims[0].Metrics(ctx); err != nil {
+		t.Errorf("stats of a stopped container after an upgrade: %v", err)
 	}
 	for name, c := range map[string]<-chan containerd.ExitStatus{"filelog": fileExit, "binlog": binExit} {
 		if code := exitCode(t, ctx, c); code != 0 {

@@ -88,7 +88,7 @@ type Container struct {
 	oomSeen      uint64            // OOM kills already reported (or present at create)
 	oomRecheck   bool              // a v1 notification's kill is being looked for (recheckOOM)
 	oomStopped   bool              // deleted: no OOM is reported any more
-	oomBelow     uint64            // v1 kills below the cgroup under its limit (not handed over)
+	oomBelow     uint64            // v1 kills below the cgroup under its limit
 	oomAtCreate  uint64            // OOM kills the cgroup had already counted at create
 	limitMarks   cgroup.LimitMarks // the cgroup's own-limit counters at the last OOM (or at create)
 	oomScope     string            // where the last reported OOM kill's limit was hit

@@ -2,6 +2,7 @@ package process
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"sync"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 
+	"github.com/example/containerd-shim-example-v2/cgroup"
 	shimio "github.com/example/containerd-shim-example-v2/io"
 	"github.com/example/containerd-shim-example-v2/oci"
 	"github.com/example/containerd-shim-example-v2/reaper"
@@ -29,19 +31,24 @@ type FDKeeper interface {
 
 // ContainerState is a container as handed over.
 type ContainerState struct {
-	ID          string         `json:"id"`
-	Bundle      string         `json:"bundle"`
-	Namespace   string         `json:"namespace"`
-	Runtime     RuntimeState   `json:"runtime"`
-	SocketDir   string         `json:"socketDir"`
-	OwnPIDNS    bool           `json:"ownPidns"`
-	RootfsMount bool           `json:"rootfsMount"`
-	InitReaped  bool           `json:"initReaped"`
-	OOMSeen     uint64         `json:"oomSeen"`
-	OOMAtCreate uint64         `json:"oomAtCreate"`
-	OOMScope    string         `json:"oomScope,omitempty"`
-	Init        ProcessState   `json:"init"`
-	Execs       []ProcessState `json:"execs,omitempty"`
+	ID          string       `json:"id"`
+	Bundle      string       `json:"bundle"`
+	Namespace   string       `json:"namespace"`
+	Runtime     RuntimeState `json:"runtime"`
+	SocketDir   string       `json:"socketDir"`
+	OwnPIDNS    bool         `json:"ownPidns"`
+	RootfsMount bool         `json:"rootfsMount"`
+	InitReaped  bool         `json:"initReaped"`
+	OOMSeen     uint64       `json:"oomSeen"`
+	OOMAtCreate uint64       `json:"oomAtCreate"`
+	OOMScope    string       `json:"oomScope,omitempty"`
+	OOMBelow    uint64       `json:"oomBelow,omitempty"`
+	// Cgroup and LimitMarks (layout 3 on) are nil from older layouts, whose
+	// successor found the cgroup again from a running init, and only then.
+	Cgroup     *cgroup.State      `json:"cgroup,omitempty"`
+	LimitMarks *cgroup.LimitMarks `json:"limitMarks,omitempty"`
+	Init       ProcessState       `json:"init"`
+	Execs      []ProcessState     `json:"execs,omitempty"`
 }
 
 // RuntimeState is the container's runtime command line.
@@ -144,6 +151,11 @@ func (c *Container) Export(fds FDKeeper) (*ContainerState, error) {
 		Runtime:   RuntimeState{Binary: c.rt.Binary, Root: c.rt.Root, LogPath: c.rt.LogPath, SystemdCgroup: c.rt.SystemdCgroup, Dir: c.rt.Dir},
 		SocketDir: c.socketDir, OwnPIDNS: c.ownPIDNS, RootfsMount: c.rootfsMount,
 		InitReaped: c.initReaped, OOMSeen: c.oomSeen, OOMAtCreate: c.oomAtCreate, OOMScope: c.oomScope,
+		OOMBelow: c.oomBelow,
+	}
+	if c.cg != nil {
+		cs, marks := c.cg.State(), c.limitMarks
+		st.Cgroup, st.LimitMarks = &cs, &marks
 	}
 	c.mu.Unlock()
 	var err error
@@ -201,7 +213,7 @@ func Import(r *reaper.Reaper, st ContainerState, cfg CreateConfig, adopt func(fd
 			SystemdCgroup: st.Runtime.SystemdCgroup, Dir: st.Runtime.Dir, Reaper: r},
 		events: cfg.Events, oomWatcher: cfg.OOM, socketDir: st.SocketDir,
 		ownPIDNS: st.OwnPIDNS, rootfsMount: st.RootfsMount, initReaped: st.InitReaped,
-		oomSeen: st.OOMSeen, oomAtCreate: st.OOMAtCreate, oomScope: st.OOMScope,
+		oomSeen: st.OOMSeen, oomAtCreate: st.OOMAtCreate, oomScope: st.OOMScope, oomBelow: st.OOMBelow,
 		execs: make(map[string]*Process),
 	}
 	c.execsIdle = sync.NewCond(&c.mu)
@@ -220,8 +232,9 @@ func Import(r *reaper.Reaper, st ContainerState, cfg CreateConfig, adopt func(fd
 			c.runningExecs++
 		}
 	}
-	if running(init.status) {
-		c.watchCgroupFrom(init.pid, false)
+	c.importCgroup(st, running(init.status))
+	if c.cg != nil && running(init.status) {
+		c.watchOOM()
 		// A kill between the predecessor's pause of its OOM watcher and this
 		// watch was seen by neither: its count tells.
 		c.reportOOMBeforeExit()
@@ -239,6 +252,29 @@ func Import(r *reaper.Reaper, st ContainerState, cfg CreateConfig, adopt func(fd
 		}
 	}
 	return c, nil
+}
+
+// importCgroup takes the cgroup and the OOM scope's marks handed over. An
+// older layout has neither: the cgroup is found again from a running init
+// and its marks read now.
+func (c *Container) importCgroup(st ContainerState, initRunning bool) {
+	var err error
+	switch {
+	case st.Cgroup != nil:
+		c.cg, err = cgroup.FromState(cgroup.DefaultRoot, *st.Cgroup)
+	case initRunning:
+		c.cg, err = cgroup.ForPid(cgroup.DefaultRoot, c.init.pid)
+	}
+	if err != nil {
+		slog.Warn("container cgroup not found after the upgrade; no stats or OOM events", "container", c.ID, "error", err)
+		return
+	}
+	switch {
+	case st.LimitMarks != nil:
+		c.limitMarks = *st.LimitMarks
+	case c.cg != nil:
+		c.limitMarks = c.cg.LimitMarks()
+	}
 }
 
 func running(s Status) bool { return s == Running || s == Paused }

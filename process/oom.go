@@ -10,30 +10,28 @@ import (
 
 // watchCgroup finds the init's cgroup and starts watching it for OOM kills
 // (at create, so even an OOM during start is seen). A container without a
-// findable cgroup still runs; it just has no stats or OOM events.
+// findable cgroup still runs; it just has no stats or OOM events. The kills
+// the cgroup has counted so far are taken as seen.
 func (c *Container) watchCgroup(pid int) {
-	c.watchCgroupFrom(pid, true)
-}
-
-// watchCgroupFrom is watchCgroup; fresh counts the cgroup's OOM kills so far
-// as seen (a new container), where a container handed over by an upgrade
-// keeps the counts it had.
-func (c *Container) watchCgroupFrom(pid int, fresh bool) {
 	cg, err := cgroup.ForPid(cgroup.DefaultRoot, pid)
 	if err != nil {
 		slog.Warn("container cgroup not found; no stats or OOM events", "container", c.ID, "error", err)
 		return
 	}
 	c.cg = cg
-	if fresh {
-		c.oomSeen, _ = cg.OOMKills()
-		c.oomAtCreate = c.oomSeen
-	}
+	c.oomSeen, _ = cg.OOMKills()
+	c.oomAtCreate = c.oomSeen
 	c.limitMarks = cg.LimitMarks()
+	c.watchOOM()
+}
+
+// watchOOM starts watching c.cg for OOM kills, when events have somewhere to
+// go.
+func (c *Container) watchOOM() {
 	if c.events.OOM == nil || c.oomWatcher == nil {
 		return
 	}
-	if stop, err := c.oomWatcher.Watch(cg, c.oomNotified); err == nil {
+	if stop, err := c.oomWatcher.Watch(c.cg, c.oomNotified); err == nil {
 		c.stopOOM = stop
 	} else {
 		slog.Warn("cannot watch for OOM kills", "container", c.ID, "error", err)
