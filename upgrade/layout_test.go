@@ -55,6 +55,34 @@ func TestStateLayoutMatchesItsVersion(t *testing.T) {
 	}
 }
 
+// A layout this binary still claims to read (MinStateVersion on) decodes
+// into the current types only if each of its paths is still there with the
+// same kind: a renamed or retyped field would be dropped without an error.
+// Layout 1 has no record (its builds grew it under one number); the later
+// ones are checked.
+func TestOlderLayoutsStillDecode(t *testing.T) {
+	current := layoutOf(t, reflect.TypeOf(state{}))
+	checked := 0
+	for v := handover.MinStateVersion; v < handover.StateVersion; v++ {
+		data, err := os.ReadFile(filepath.Join("testdata", fmt.Sprintf("state-layout-v%d.txt", v)))
+		if os.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		checked++
+		for _, path := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+			if !slices.Contains(current, path) {
+				t.Errorf("layout %d's %q is not in layout %d, which claims to read it: keep the field, or raise MinStateVersion", v, path, handover.StateVersion)
+			}
+		}
+	}
+	if checked == 0 && handover.StateVersion > 2 {
+		t.Errorf("no older layout record found between %d and %d", handover.MinStateVersion, handover.StateVersion-1)
+	}
+}
+
 type layoutInner struct {
 	Added int `json:"added"`
 }
