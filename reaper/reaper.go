@@ -49,8 +49,9 @@ type Reaper struct {
 	waiters map[int]waiter
 	// pending holds exits nobody claimed yet while any launch window is open
 	// (one copy, however many windows overlap), each with its number in
-	// reaped; open holds the windows open.
-	pending map[int]pendingExit
+	// reaped, oldest first per PID (a PID reused within overlapping windows
+	// has more than one); open holds the windows open.
+	pending map[int][]pendingExit
 	open    map[*Window]struct{}
 	reaped  uint64 // exits dispatched so far
 
@@ -75,7 +76,7 @@ type Reaper struct {
 
 // New returns a reaper; call Run to start reaping.
 func New() *Reaper {
-	r := &Reaper{waiters: make(map[int]waiter), pending: make(map[int]pendingExit), open: make(map[*Window]struct{}),
+	r := &Reaper{waiters: make(map[int]waiter), pending: make(map[int][]pendingExit), open: make(map[*Window]struct{}),
 		tethered: make(map[int]struct{}), kick: make(chan struct{}, 1)}
 	r.idle = sync.NewCond(&r.mu)
 	return r
@@ -229,10 +230,7 @@ func (r *Reaper) dispatch(e Exit) {
 		r.orphans.Add(1)
 		return
 	}
-	if _, ok := r.pending[e.Pid]; ok {
-		r.orphans.Add(1) // an older exit of a reused PID that nobody claimed
-	}
-	r.pending[e.Pid] = pendingExit{Exit: e, seq: r.reaped}
+	r.pending[e.Pid] = append(r.pending[e.Pid], pendingExit{Exit: e, seq: r.reaped})
 }
 
 // Orphans returns how many exits were reaped that nobody claimed.
@@ -264,27 +262,61 @@ func (r *Reaper) Open() *Window {
 }
 
 // Claim returns a channel that delivers pid's exit exactly once: at once if
-// it was reaped while the window was open, otherwise when it happens. An exit
-// of pid reaped before the window opened belonged to an earlier process (the
-// PID was reused): it stays for the windows older than this one.
+// it was reaped while the window was open, otherwise when it happens. pid
+// must be a process launched while the window was open, now a child of the
+// shim or already reaped. An exit kept for pid is not its own when:
+//   - it was reaped before the window opened: it belonged to an earlier
+//     process (the PID was reused), and stays for the windows older than
+//     this one;
+//   - pid is still an unreaped child: the kept exit was an earlier
+//     process's, reaped while this window was open (an orphan, or another
+//     launcher's process, before the PID came round again).
+//
+// Of several kept exits of pid, the oldest this window may claim is taken:
+// windows claim their processes in the order they launched them.
 func (w *Window) Claim(pid int) <-chan Exit { return w.claim(pid, false) }
 
 // claim is Claim; with tethered, a pid whose exit is still to come is
 // recorded as tethered until it is reaped.
 func (w *Window) claim(pid int, tethered bool) <-chan Exit {
 	ch := make(chan Exit, 1)
+	// sweepMu first (the sweep's order): no exit is between wait4 and its
+	// dispatch while this looks, so "not reaped yet" and "kept" agree.
+	w.r.sweepMu.Lock()
+	defer w.r.sweepMu.Unlock()
 	w.r.mu.Lock()
 	defer w.r.mu.Unlock()
-	if p, ok := w.r.pending[pid]; ok && p.seq > w.since {
-		delete(w.r.pending, pid)
-		ch <- p.Exit
-		return ch
+	if kept := w.r.pending[pid]; len(kept) > 0 && !unreapedChild(pid) {
+		for i, p := range kept {
+			if p.seq <= w.since {
+				continue
+			}
+			if kept = append(kept[:i:i], kept[i+1:]...); len(kept) == 0 {
+				delete(w.r.pending, pid)
+			} else {
+				w.r.pending[pid] = kept
+			}
+			ch <- p.Exit
+			return ch
+		}
 	}
 	w.r.waiters[pid] = waiter{ch: ch}
 	if tethered {
 		w.r.tethered[pid] = struct{}{}
 	}
 	return ch
+}
+
+// unreapedChild reports whether pid is a child of this process that has not
+// been reaped (running, or a zombie), without reaping it.
+func unreapedChild(pid int) bool {
+	for {
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+		if err != unix.EINTR {
+			return err == nil
+		}
+	}
 }
 
 // WhileUntethered runs fn, and returns true, if no child started with a
@@ -352,10 +384,19 @@ func (w *Window) Close() {
 	for o := range r.open {
 		oldest = min(oldest, o.since)
 	}
-	for pid, p := range r.pending {
-		if p.seq <= oldest {
+	for pid, kept := range r.pending {
+		left := kept[:0]
+		for _, p := range kept {
+			if p.seq <= oldest {
+				r.orphans.Add(1)
+			} else {
+				left = append(left, p)
+			}
+		}
+		if len(left) == 0 {
 			delete(r.pending, pid)
-			r.orphans.Add(1)
+		} else {
+			r.pending[pid] = left
 		}
 	}
 }

@@ -183,6 +183,73 @@ func TestWindowIgnoresExitOfReusedPID(t *testing.T) {
 	}
 }
 
+// A PID used twice within overlapping windows, both processes reaped before
+// either launcher claims: each window gets its own process's exit, not the
+// later one's, and nobody is left waiting for an exit already reaped.
+func TestReusedPIDExitsKeptForEachWindow(t *testing.T) {
+	r := New()
+	const pid = 1 << 30 // not a real child: dispatch is called directly
+	first := r.Open()
+	r.dispatch(Exit{Pid: pid, Status: 11}) // first's process
+	second := r.Open()
+	r.dispatch(Exit{Pid: pid, Status: 22}) // second's, given the same PID
+	for _, c := range []struct {
+		w    *Window
+		want int
+	}{{second, 22}, {first, 11}} {
+		select {
+		case e := <-c.w.Claim(pid):
+			if e.Status != c.want {
+				t.Errorf("claimed status %d, want %d", e.Status, c.want)
+			}
+		default:
+			t.Errorf("the exit with status %d, already reaped, was not delivered", c.want)
+		}
+	}
+	first.Close()
+	second.Close()
+	if w, n := r.Watched(); w != 0 || n != 0 || len(r.pending) != 0 || r.Orphans() != 0 {
+		t.Fatalf("left: %d waiters, %d windows, %d pending, %d orphans", w, n, len(r.pending), r.Orphans())
+	}
+}
+
+// An exit kept for a PID while the window was open is not the claimed
+// process's when that process is still a child not reaped: an orphan that had
+// the PID before it came round again (injected; a wrap cannot be forced).
+func TestClaimOfALiveChildSkipsAKeptExit(t *testing.T) {
+	r := New()
+	w := r.Open()
+	defer w.Close()
+	cmd := exec.Command("sleep", "100")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	defer func() {
+		cmd.Process.Kill()
+		var ws unix.WaitStatus
+		unix.Wait4(pid, &ws, 0, nil)
+	}()
+	r.dispatch(Exit{Pid: pid, Status: 99})
+	ch := w.Claim(pid)
+	select {
+	case e := <-ch:
+		t.Fatalf("running child %d was given the kept exit %+v", pid, e)
+	default:
+	}
+	var ws unix.WaitStatus
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.Wait4(pid, &ws, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	r.dispatch(Exit{Pid: pid, Status: StatusOf(ws)})
+	if e := waitExit(t, ch); e.Status != 137 {
+		t.Fatalf("got %+v, want the child's own exit (137)", e)
+	}
+}
+
 // Then delivers an exit to a function, whether the exit is already there or
 // comes later, and no goroutine waits for it meanwhile.
 func TestThenRunsOnExit(t *testing.T) {
