@@ -26,6 +26,10 @@ func (c *Container) Pids(ctx context.Context) ([]int, error) {
 	}
 	pids, err := c.rt.Ps(ctx, c.ID)
 	if err != nil {
+		if !c.runtimeStateExists(ctx) {
+			// No container in the runtime (a checkpoint not restored yet).
+			return nil, fmt.Errorf("list processes of %s: no such container in the runtime: %w", c.ID, errdefs.ErrNotFound)
+		}
 		return nil, fmt.Errorf("list processes of %s: %w", c.ID, err)
 	}
 	return pids, nil

@@ -298,11 +298,14 @@ func (p *Process) Kill(ctx context.Context, sig int, all bool) error {
 	}
 	if err := p.c.rt.Kill(ctx, p.c.ID, sig, all); err != nil {
 		// The runtime refuses a container whose init is gone; that race is
-		// the same answer as an already-stopped process.
+		// the same answer as an already-stopped process. So is a container
+		// the runtime has no state for (a checkpoint not restored yet, state
+		// removed behind the shim's back): containerd's kill-then-delete
+		// (WithProcessKill) takes NotFound as "nothing left to kill".
 		p.c.mu.Lock()
 		reaped := p.c.initReaped
 		p.c.mu.Unlock()
-		if reaped {
+		if reaped || !p.c.runtimeStateExists(ctx) {
 			return fmt.Errorf("process already finished: %w", errdefs.ErrNotFound)
 		}
 		return fmt.Errorf("kill %s: %w", p.c.ID, err)

@@ -1,0 +1,46 @@
+package process
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/containerd/errdefs"
+
+	shimio "github.com/example/containerd-shim-example-v2/io"
+)
+
+// A container the runtime has no state for (created from a checkpoint and
+// not restored yet, or state removed behind the shim) has nothing to kill or
+// list: Kill and Pids answer NotFound, which containerd's kill-then-delete
+// takes as done, not an unknown error that stops the delete. A runtime that
+// still has the container and fails passes its error on.
+func TestKillAndPidsOfAContainerTheRuntimeDoesNotHave(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		state    string
+		notFound bool
+	}{
+		{"gone", `state) echo "container does not exist" >&2; exit 1;;`, true},
+		{"there", `state) echo '{}';;`, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			rt, _ := fakeRuntime(t, dir, `
+kill) echo "container does not exist" >&2; exit 1;;
+`+c.state)
+			ct := &Container{ID: "c", Bundle: dir, rt: rt}
+			ct.init = newProcess(ct, "", shimio.Config{}, nil)
+			ctx := context.Background()
+			err := ct.init.Kill(ctx, 9, true)
+			if got := errors.Is(err, errdefs.ErrNotFound); err == nil || got != c.notFound {
+				t.Errorf("Kill: %v; NotFound %v, want %v", err, got, c.notFound)
+			}
+			// Pids asks the runtime with `ps`, which the fake refuses.
+			_, err = ct.Pids(ctx)
+			if got := errors.Is(err, errdefs.ErrNotFound); err == nil || got != c.notFound {
+				t.Errorf("Pids: %v; NotFound %v, want %v", err, got, c.notFound)
+			}
+		})
+	}
+}
