@@ -22,6 +22,10 @@ const (
 	RootfsDir   = "rootfs"   // where the shim mounts the container's root filesystem
 )
 
+// ExecPidFile is the file the runtime writes an exec's PID to. The prefix
+// keeps exec IDs such as "init" or "shim" off the bundle's own files.
+func ExecPidFile(execID string) string { return "exec-" + execID + ".pid" }
+
 // WriteFileAtomic writes data to path through a temporary file in the same
 // directory and a rename.
 func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {

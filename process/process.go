@@ -237,7 +237,7 @@ func (p *Process) startExec(ctx context.Context, onStarted func(pid int)) error 
 	}
 	defer os.Remove(specFile)
 
-	pidFile := filepath.Join(c.Bundle, p.ID+".pid")
+	pidFile := filepath.Join(c.Bundle, bundle.ExecPidFile(p.ID))
 	pid, exitc, err := c.launch(pipes, pidFile, func(stdio oci.Stdio, consoleSocket string) error {
 		return c.rt.Exec(ctx, c.ID, oci.ExecOpts{
 			ProcessFile:   specFile,
@@ -411,7 +411,7 @@ func (p *Process) Delete(ctx context.Context, onDeleted func(Snapshot)) error {
 	p.status = Deleted
 	p.markExitedLocked() // releases waiters of a process that never ran
 	if !p.IsInit() {
-		_ = os.Remove(filepath.Join(p.c.Bundle, p.ID+".pid"))
+		_ = os.Remove(filepath.Join(p.c.Bundle, bundle.ExecPidFile(p.ID)))
 		p.c.removeExec(p.ID)
 	}
 	onDeleted(p.snapshotLocked())

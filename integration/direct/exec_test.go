@@ -1,6 +1,8 @@
 package direct
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -92,6 +94,31 @@ func TestExec(t *testing.T) {
 			stdout, _ := pio.Output(t, WaitTimeout)
 			sameText(t, "output of an exited exec", stdout, seqOutput(lines))
 			deleteTask(t, ctx, c, "drain")
+		})
+
+		t.Run("ids-named-like-bundle-files", func(t *testing.T) {
+			// The runtime writes an exec's PID into the bundle: exec IDs
+			// "init" and "shim" must not overwrite, nor their Delete remove,
+			// the init's and the shim's PID files.
+			files := map[string][]byte{}
+			for _, f := range []string{"init.pid", "shim.pid"} {
+				b, err := os.ReadFile(filepath.Join(c.Bundle.Dir, f))
+				if err != nil {
+					t.Fatal(err)
+				}
+				files[f] = b
+			}
+			for _, id := range []string{"init", "shim"} {
+				addExec(t, ctx, c, id, []string{"true"}, nil)
+				start(t, ctx, c, id)
+				wait(t, ctx, c, id)
+				deleteTask(t, ctx, c, id)
+			}
+			for f, want := range files {
+				if got, err := os.ReadFile(filepath.Join(c.Bundle.Dir, f)); err != nil || string(got) != string(want) {
+					t.Errorf("%s after execs named init and shim: %q (%v), want %q", f, got, err, want)
+				}
+			}
 		})
 
 		expectStatus(t, ctx, c, "", tasktypes.Status_RUNNING)
