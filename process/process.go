@@ -259,6 +259,19 @@ func (p *Process) startExec(ctx context.Context, onStarted func(pid int)) error 
 	started = true
 	onStarted(pid)
 	c.rt.Reaper.Then(pid, exitc, p.execExited)
+	c.mu.Lock()
+	lateForInit := c.initReaped
+	c.mu.Unlock()
+	if lateForInit {
+		// The init died while the runtime launched this exec, maybe after
+		// the init's exit killed the container's processes (`kill --all`,
+		// without a PID namespace of its own): this one joined too late
+		// for it, and would outlive the container. The init's exit waits
+		// for it (runningExecs) and is reported after its exit.
+		if err := p.sendSignalLocked(unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
+			slog.Warn("kill exec started as its container exited", "container", c.ID, "exec", p.ID, "error", err)
+		}
+	}
 	return nil
 }
 
@@ -355,12 +368,7 @@ func (p *Process) signalExec(sig int) error {
 	case Created:
 		return fmt.Errorf("exec %q not started: %w", p.ID, errdefs.ErrFailedPrecondition)
 	}
-	var err error
-	if p.pidfd >= 0 {
-		err = unix.PidfdSendSignal(p.pidfd, unix.Signal(sig), nil, 0)
-	} else {
-		err = unix.Kill(p.pid, unix.Signal(sig))
-	}
+	err := p.sendSignalLocked(unix.Signal(sig))
 	switch {
 	case errors.Is(err, unix.ESRCH):
 		return fmt.Errorf("process already finished: %w", errdefs.ErrNotFound)
@@ -368,6 +376,15 @@ func (p *Process) signalExec(sig int) error {
 		return fmt.Errorf("signal exec %q: %w", p.ID, err)
 	}
 	return nil
+}
+
+// sendSignalLocked signals the running process through its pidfd, or its
+// pid without one; the caller holds p.mu.
+func (p *Process) sendSignalLocked(sig unix.Signal) error {
+	if p.pidfd >= 0 {
+		return unix.PidfdSendSignal(p.pidfd, sig, nil, 0)
+	}
+	return unix.Kill(p.pid, sig)
 }
 
 // Delete tears the process down once it is no longer running: it waits
