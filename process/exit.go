@@ -60,7 +60,10 @@ func (p *Process) recordExit(e reaper.Exit) {
 		p.status = Stopped
 	}
 	p.markExitedLocked()
-	if !p.deleting && p.c.events.Exited != nil {
+	// Not for a process deleted before its exit: a created process
+	// (deleting), or an exec left running when its container was deleted
+	// (releaseExecs); its task is gone.
+	if !p.deleting && p.status != Deleted && p.c.events.Exited != nil {
 		p.c.events.Exited(p, p.snapshotLocked())
 	}
 }

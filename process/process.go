@@ -410,6 +410,8 @@ func (p *Process) Delete(ctx context.Context, onDeleted func(Snapshot)) error {
 			p.mu.Unlock()
 			return err
 		}
+		// Off the init's lock: an exec's lock is never taken under it.
+		p.c.releaseExecs()
 	}
 
 	p.mu.Lock()
