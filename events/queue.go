@@ -63,6 +63,7 @@ type Queue struct {
 	sending bool // the head is being forwarded
 	held    bool // Hold: nothing is sent until Release (an upgrade takes the queue over)
 	closed  bool
+	running bool // Run has started: Close waits for it to end
 	dropped uint64
 	// Counters for Stats (introspection), guarded by mu like the rest.
 	forwarded, retries uint64
@@ -94,6 +95,8 @@ func (q *Queue) Publish(topic string, event any) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
+		// The daemon is leaving; said, so that a lost event is not silent.
+		slog.Warn("event published after the queue closed; not sent", "topic", topic)
 		return
 	}
 	if len(q.pending) >= MaxPending {
@@ -109,6 +112,9 @@ func (q *Queue) Publish(topic string, event any) {
 // Run forwards events until Close. Call it once, in its own goroutine.
 func (q *Queue) Run() {
 	defer close(q.done)
+	q.mu.Lock()
+	q.running = true
+	q.mu.Unlock()
 	backoff := retryMin
 	rejections := 0
 	for {
@@ -175,13 +181,21 @@ func (q *Queue) Flush(timeout time.Duration) bool {
 	return len(q.pending) == 0
 }
 
-// Close stops the queue; events not yet forwarded are abandoned. Flush first.
+// Close stops the queue; events not yet forwarded are abandoned (and
+// logged, unless the queue is held for an upgrade's successor, which takes
+// them over). Flush first.
 func (q *Queue) Close() {
 	q.mu.Lock()
 	q.closed = true
+	running := q.running
+	if n := len(q.pending); n > 0 && !q.held {
+		slog.Warn("events abandoned at close", "count", n, "first", q.pending[0].Topic)
+	}
 	q.cond.Broadcast()
 	q.mu.Unlock()
-	<-q.done
+	if running {
+		<-q.done // a Run starting after this returns at once
+	}
 	_ = q.fwd.Close()
 }
 

@@ -252,6 +252,20 @@ func TestCloseAbandonsHeldEvents(t *testing.T) {
 	}
 }
 
+// A queue whose Run never started (a daemon failing before it serves)
+// closes without waiting for it.
+func TestCloseWithoutRun(t *testing.T) {
+	q := NewQueue("ns", &flaky{})
+	closed := make(chan struct{})
+	go func() { q.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close waits for a Run that never started")
+	}
+	q.Run() // started late, it ends at once
+}
+
 // refuser answers every Forward with an error, and records whether the call
 // carried a deadline (ttrpc's server derives it from the request's timeout).
 type refuser struct {
