@@ -124,9 +124,12 @@ func encodeResponse(id uint32, st *status.Status, msg any) ([]byte, error) {
 	if msg != nil {
 		msgLen = codec.Size(msg)
 	}
-	// The status field is always present, empty for OK, as ttrpc's server
-	// writes it.
-	size := protowire.SizeTag(ttrpcframe.RespStatus) + protowire.SizeBytes(len(stBytes))
+	// An OK answer has no status field: ttrpc's server sets the field from
+	// status.FromError(nil), which is nil.
+	size := 0
+	if stBytes != nil {
+		size += protowire.SizeTag(ttrpcframe.RespStatus) + protowire.SizeBytes(len(stBytes))
+	}
 	if msgLen > 0 {
 		size += protowire.SizeTag(ttrpcframe.RespPayload) + protowire.SizeBytes(msgLen)
 	}
@@ -136,8 +139,10 @@ func encodeResponse(id uint32, st *status.Status, msg any) ([]byte, error) {
 	}
 	frame := make([]byte, ttrpcframe.HeaderLen, ttrpcframe.HeaderLen+size)
 	ttrpcframe.Put(frame, ttrpcframe.Header{Length: uint32(size), StreamID: id, Type: ttrpcframe.TypeResponse})
-	frame = protowire.AppendTag(frame, ttrpcframe.RespStatus, protowire.BytesType)
-	frame = protowire.AppendBytes(frame, stBytes)
+	if stBytes != nil {
+		frame = protowire.AppendTag(frame, ttrpcframe.RespStatus, protowire.BytesType)
+		frame = protowire.AppendBytes(frame, stBytes)
+	}
 	if msgLen > 0 {
 		frame = protowire.AppendTag(frame, ttrpcframe.RespPayload, protowire.BytesType)
 		frame = protowire.AppendVarint(frame, uint64(msgLen))
