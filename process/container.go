@@ -77,7 +77,7 @@ type Container struct {
 
 	init *Process
 
-	cg      *cgroup.Cgroup // nil when the init's cgroup could not be found
+	cg      *cgroup.Cgroup // nil when the init's cgroup could not be found; set under mu (a restore sets it at Start, while Stats may read it)
 	stopOOM func()
 
 	mu           sync.Mutex

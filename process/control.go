@@ -76,10 +76,13 @@ func (c *Container) Update(ctx context.Context, resources []byte) error {
 // Stats returns the container's cgroup statistics, encoded, and their type
 // URL.
 func (c *Container) Stats() ([]byte, string, error) {
-	if c.cg == nil {
+	c.mu.Lock()
+	cg := c.cg // set late for a restored container (startRestore)
+	c.mu.Unlock()
+	if cg == nil {
 		return nil, "", fmt.Errorf("container %s: cgroup does not exist: %w", c.ID, errdefs.ErrNotFound)
 	}
-	data, typeURL, err := c.cg.Metrics()
+	data, typeURL, err := cg.Metrics()
 	if err != nil {
 		return nil, "", fmt.Errorf("stats of %s: %w", c.ID, err)
 	}

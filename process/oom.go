@@ -18,10 +18,12 @@ func (c *Container) watchCgroup(pid int) {
 		slog.Warn("container cgroup not found; no stats or OOM events", "container", c.ID, "error", err)
 		return
 	}
+	kills, _ := cg.OOMKills()
+	marks := cg.LimitMarks()
+	c.mu.Lock() // Stats may read c.cg meanwhile (a restore's Start sets it late)
 	c.cg = cg
-	c.oomSeen, _ = cg.OOMKills()
-	c.oomAtCreate = c.oomSeen
-	c.limitMarks = cg.LimitMarks()
+	c.oomSeen, c.oomAtCreate, c.limitMarks = kills, kills, marks
+	c.mu.Unlock()
 	c.watchOOM()
 }
 
