@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -100,6 +101,11 @@ func TestLaunch(t *testing.T) {
 			// processes: every descriptor past stdio is close-on-exec.
 			if leaks, err := InheritableFDs(c.Shim.Pid); err != nil || len(leaks) > 0 {
 				t.Errorf("the daemon's descriptors without close-on-exec: %s (%v)", strings.Join(leaks, "; "), err)
+			}
+			// Nor its signal dispositions: an ignored SIGPIPE would be the
+			// runtime's, its hooks', the loggers' and the containers' too.
+			if ignored, err := SignalIgnored(c.Shim.Pid, syscall.SIGPIPE); err != nil || ignored {
+				t.Errorf("the daemon ignores SIGPIPE (%v): every process it starts would", err)
 			}
 			if tc.options {
 				if _, err := os.Stat(filepath.Join(cfg.RuncRoot, c.Namespace, c.ID, "state.json")); err != nil {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // What the harness reads from /proc: command lines, to find the daemons it
@@ -150,4 +151,23 @@ func InheritableFDs(pid int) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// SignalIgnored reports whether pid ignores sig (SigIgn in its status): a
+// disposition its children inherit across execve.
+func SignalIgnored(pid int, sig syscall.Signal) (bool, error) {
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return false, err
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "SigIgn:"); ok {
+			mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil {
+				return false, fmt.Errorf("SigIgn of %d: %w", pid, err)
+			}
+			return mask&(1<<(uint(sig)-1)) != 0, nil
+		}
+	}
+	return false, fmt.Errorf("no SigIgn in the status of %d", pid)
 }
