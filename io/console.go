@@ -175,7 +175,11 @@ func (p *Pipes) runConsole(m *rawFile, outCarry, inCarry []byte, inLast byte, wi
 		}
 		bp := copyBufs.Get().(*[]byte)
 		defer copyBufs.Put(bp)
-		err := p.relayTerminalOutput(m, out, *bp, h)
+		// The stall policy is for a client's FIFO. A binary:// logger's
+		// pipe (a readyFile, like a log file) is waited on, as the process
+		// itself waits on it without a terminal: nothing is discarded.
+		_, toLogger := dst.(readyFile)
+		err := p.relayTerminalOutput(m, out, *bp, h, !toLogger)
 		h.finish(err)
 		if errors.Is(err, errHalted) {
 			return // the pty and the client's FIFO go to whoever continues
@@ -221,13 +225,14 @@ func (p *Pipes) runConsole(m *rawFile, outCarry, inCarry []byte, inLast byte, wi
 // is hung up: reading returns EIO once every holder of its other side is
 // gone, after whatever the process wrote before. After Hangup it ends as soon
 // as nothing is buffered, instead of waiting for a holder that may never
-// leave.
+// leave. With stallable, a dst that is a pipe (a client's FIFO) that stops
+// being read gets the stall policy (stall.go).
 //
 // A halt (h, for an in-place upgrade) stops it between two chunks, or in the
 // middle of a write to a full client FIFO: what is not written yet becomes
 // h's carry, and the relay returns errHalted. A carry it starts with goes
 // out first.
-func (p *Pipes) relayTerminalOutput(master *rawFile, dst *os.File, buf []byte, h *halter) error {
+func (p *Pipes) relayTerminalOutput(master *rawFile, dst *os.File, buf []byte, h *halter, stallable bool) error {
 	var out func([]byte) error
 	var w *rawFile
 	var stall *terminalStall
@@ -235,7 +240,9 @@ func (p *Pipes) relayTerminalOutput(master *rawFile, dst *os.File, buf []byte, h
 		var err error
 		if w, err = newRawFile(dst); err == nil && isPipe(dst) {
 			out = w.write
-			stall = newTerminalStall(p, dst, w)
+			if stallable {
+				stall = newTerminalStall(p, dst, w)
+			}
 		} else {
 			w = nil
 			out = func(b []byte) error { _, err := dst.Write(b); return err } // a log file

@@ -494,3 +494,45 @@ wait`)
 	}
 	<-closed
 }
+
+// A binary:// logger behind a terminal that reads late (a backend pushing
+// back for longer than the stall timeout) gets every byte: the stall policy
+// is a client FIFO's, and without a terminal the process itself would wait
+// on the logger's pipe.
+func TestTerminalLoggerReadingLateLosesNothing(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "got")
+	uri := "binary://" + writeScript(t, `exec 5>&-
+sleep 1
+cat <&3 > `+out+`
+`)
+	p, err := Open(Config{Terminal: true, Stdout: uri},
+		Env{ProcessID: "c", Namespace: "n", Spawn: spawnPlain(t), StallTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	master, slave := openPty(t)
+	if err := p.AttachConsole(master); err != nil {
+		t.Fatal(err)
+	}
+	// More than the logger's pipe and the pty hold together, written
+	// before the logger reads anything.
+	want := bytes.Repeat([]byte("0123456789abcdef"), 16<<10)
+	if _, err := slave.Write(want); err != nil {
+		t.Fatal(err)
+	}
+	slave.Close()
+	p.Hangup()
+	if !p.Drain(10 * time.Second) {
+		t.Fatal("output not drained")
+	}
+	p.Close()
+	var got []byte
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if got, _ = os.ReadFile(out); len(got) >= len(want) {
+			break // the logger's cat may finish after Close
+		}
+	}
+	if !bytes.Equal(got, want) || p.Dropped() != 0 {
+		t.Errorf("the logger got %d of %d bytes; %d dropped", len(got), len(want), p.Dropped())
+	}
+}
