@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -403,4 +404,71 @@ func TestDiscardingRelayHandedOver(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("no fresh output reached the reader after it read again (read %d bytes)", got)
+}
+
+// A relay that takes over a discarding stream (after a halt undone, or in the
+// next binary) while its client emptied the FIFO during the halt: the reader
+// is back, and fresh output reaches it, though the FIFO's fill measured at
+// the start is already 0.
+func TestDiscardingRelayReaderCaughtUpDuringHalt(t *testing.T) {
+	for _, handOver := range []bool{false, true} {
+		t.Run(fmt.Sprintf("handover=%v", handOver), func(t *testing.T) {
+			path := mkfifo(t, "out")
+			p, err := Open(Config{Stdout: path}, Env{StallTimeout: 300 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			reader, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer reader.Close()
+			_, w, _ := p.RuntimeFiles()
+			proc, _ := dupFile(w)
+			p.ReleaseRuntimeFiles()
+			defer proc.Close()
+			for chunk := bytes.Repeat([]byte("x"), 64<<10); p.Dropped() == 0; {
+				proc.Write(chunk)
+			}
+			if err := p.Halt(2 * time.Second); err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 1<<20)
+			for readNow(t, reader, buf) > 0 { // the client reads everything while the shim is halted
+			}
+			next := p
+			if handOver {
+				st, err := p.Export(keepDups{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if next, err = ImportPipes(*st, adoptFD, Env{}); err != nil {
+					t.Fatal(err)
+				}
+				p.Close()
+			} else {
+				p.Restart()
+			}
+			defer next.Close()
+			for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); {
+				proc.Write([]byte("fresh\n"))
+				time.Sleep(20 * time.Millisecond)
+				if n := readNow(t, reader, buf); bytes.Contains(buf[:n], []byte("fresh\n")) {
+					return
+				}
+			}
+			t.Fatalf("the client reads all the time, and no fresh output came in 3 s (%d bytes dropped)", next.Dropped())
+		})
+	}
+}
+
+// readNow reads what f holds, without waiting (0: nothing).
+func readNow(t *testing.T, f *os.File, buf []byte) int {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	rc.Control(func(fd uintptr) { n, _ = unix.Read(int(fd), buf) })
+	return max(n, 0)
 }

@@ -84,11 +84,15 @@ func (s *stallPolicy) discardUntilDrained(dst, src *os.File, dstRC syscall.RawCo
 
 // offer is one chunk of a discarding relay: written, as much as fits and
 // without waiting, only if the FIFO behind dstRC holds less than queued (a
-// reader took bytes since); the rest is counted as dropped. It returns how
-// many bytes went out: more than 0 means the reader is back.
+// reader took bytes since) or nothing at all; the rest is counted as
+// dropped. It returns how many bytes went out: more than 0 means the reader
+// is back. An empty FIFO counts although queued may be 0 too: discarding
+// began on a full FIFO, so a reader emptied it before queued was measured
+// (in the instant after the clock ran out, or during an upgrade's halt,
+// after which the next relay measures again).
 func (s *stallPolicy) offer(dstRC syscall.RawConn, queued int, b []byte) int {
 	w := 0
-	if fifoQueued(dstRC) < queued {
+	if q := fifoQueued(dstRC); q < queued || q == 0 {
 		w = writeNonblocking(dstRC, b)
 	}
 	s.dropped.Add(uint64(len(b) - w))
