@@ -24,8 +24,8 @@ import (
 // ...), under a number those binaries refuse; layout 1 is still read.
 // Version 3: a container's cgroup and its OOM scope's marks, so that a
 // stopped container keeps its Stats across an upgrade and a kill during the
-// switch is still told apart; layouts 1 and 2 are read (both find the cgroup
-// again from a running init).
+// switch is still told apart, and a terminal's end of input not written yet;
+// layouts 1 and 2 are read (both find the cgroup again from a running init).
 const (
 	StateVersion    = 3
 	MinStateVersion = 1

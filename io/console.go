@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -150,15 +151,16 @@ func (p *Pipes) AttachConsole(master *os.File) error {
 	p.consoleDst = p.consoleOut
 	p.consoleOut = nil
 	p.mu.Unlock()
-	p.runConsole(m, nil, nil, 0, true)
+	p.runConsole(m, nil, nil, 0, false, true)
 	return nil
 }
 
 // runConsole starts the terminal's two relays (master -> client, client's
 // stdin -> master), each writing its carry first (bytes a halted relay had
 // read; see handover.go). inLast is the last byte a halted input relay had
-// written (0: none).
-func (p *Pipes) runConsole(m *rawFile, outCarry, inCarry []byte, inLast byte, withStdin bool) {
+// written (0: none); with eofPending, that relay had read the end of its
+// input and inCarry is the end-of-file characters it had yet to write.
+func (p *Pipes) runConsole(m *rawFile, outCarry, inCarry []byte, inLast byte, eofPending, withStdin bool) {
 	if p.hungUp.Load() {
 		// The process exited before a halt (whose end cleared the read
 		// deadline Hangup set) or before the previous binary handed the
@@ -192,33 +194,56 @@ func (p *Pipes) runConsole(m *rawFile, outCarry, inCarry []byte, inLast byte, wi
 	if p.stdinReader != nil && withStdin {
 		p.stdinHalt = newHalter(inCarry)
 		hin := p.stdinHalt
+		hin.eofPending = eofPending
 		go func() {
-			bp := copyBufs.Get().(*[]byte)
-			defer copyBufs.Put(bp)
 			last := inLast
 			if last == 0 {
 				last = '\n' // nothing written: at the start of a line
 			}
-			err := copyRawHalting(p.master, p.stdinReader, *bp, hin, &last)
-			hin.lastIn = last // for a successor (the halter is ours until finish)
-			hin.finish(err)
-			if err == nil {
-				// End of input (CloseIO): send the terminal's end-of-file
-				// character instead of hanging up, which would cut off
-				// output the process has yet to write. In canonical mode
-				// it ends input only at the start of a line; after a
-				// partial line the first one just hands that line over,
-				// so a second one follows.
-				eof := []byte{4}
-				if last != '\n' && last != '\r' {
-					eof = []byte{4, 4}
-				}
-				if w, err := newRawFile(p.master); err == nil {
-					_ = w.write(eof)
+			var err error
+			if !hin.eofPending {
+				bp := copyBufs.Get().(*[]byte)
+				err = copyRawHalting(p.master, p.stdinReader, *bp, hin, &last)
+				copyBufs.Put(bp)
+				if err == nil {
+					// End of input (CloseIO): send the terminal's
+					// end-of-file character instead of hanging up, which
+					// would cut off output the process has yet to write.
+					// In canonical mode it ends input only at the start of
+					// a line; after a partial line the first one just
+					// hands that line over, so a second one follows.
+					hin.eofPending = true
+					hin.carry = []byte{4}
+					if last != '\n' && last != '\r' {
+						hin.carry = []byte{4, 4}
+					}
 				}
 			}
+			if err == nil {
+				err = p.writeEndOfInput(hin)
+			}
+			hin.lastIn = last // for a successor (the halter is ours until finish)
+			hin.finish(err)
 		}()
 	}
+}
+
+// writeEndOfInput writes the end-of-file characters in h's carry to the
+// pty. Like any relay's write, a halt stops it, and what is left stays in
+// the carry for whoever goes on (errHalted): the input is not ended until
+// they are written. A pty that refuses them (the process gone) ends it.
+func (p *Pipes) writeEndOfInput(h *halter) error {
+	w, err := newRawFile(p.master)
+	if err != nil {
+		return nil
+	}
+	if err := w.write(h.takeCarry()); err != nil {
+		if h.haltedIn(w) {
+			return errHalted
+		}
+		slog.Debug("terminal end of input not written", "error", err)
+	}
+	return nil
 }
 
 // relayTerminalOutput copies the master to dst (nil: discard) until the pty

@@ -348,3 +348,81 @@ func haltAndGoOn(t *testing.T, p *Pipes, mode string) *Pipes {
 	p.Close()
 	return next
 }
+
+// The end-of-file character of CloseIO waits for a pty that takes no input
+// (its output is stopped here, TCOOFF; a process slow to read fills the
+// input queue alike) when the relays are halted, then go on: the character
+// is still written, by the relay run again or by the next binary, and the
+// process reads end of file.
+func TestTerminalEndOfInputWaitingAcrossAHalt(t *testing.T) {
+	for _, mode := range []string{"restart", "handover"} {
+		t.Run(mode, func(t *testing.T) {
+			outPath, inPath := mkfifo(t, "out"), mkfifo(t, "in")
+			master, slave := openPty(t)
+			defer slave.Close()
+			tio, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tio.Lflag |= unix.ICANON
+			if err := unix.IoctlSetTermios(int(slave.Fd()), unix.TCSETS, tio); err != nil {
+				t.Fatal(err)
+			}
+			p, err := Open(Config{Terminal: true, Stdout: outPath, Stdin: inPath}, Env{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			startReading, _ := lateReader(outPath, 1<<10)
+			close(startReading)
+			clientIn, err := os.OpenFile(inPath, os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := p.AttachConsole(master); err != nil {
+				t.Fatal(err)
+			}
+			flow := func(p *Pipes, action int) {
+				rc, err := p.master.SyscallConn()
+				if err != nil {
+					t.Fatal(err)
+				}
+				rc.Control(func(fd uintptr) {
+					if err := unix.IoctlSetInt(int(fd), unix.TCXONC, action); err != nil {
+						t.Fatal(err)
+					}
+				})
+			}
+			clientIn.Write([]byte("abc\n"))
+			time.Sleep(50 * time.Millisecond) // the line is in the pty
+			flow(p, unix.TCOOFF)
+			clientIn.Close()
+			p.CloseStdin()
+			time.Sleep(100 * time.Millisecond) // the relay waits to write ^D
+			cur := haltAndGoOn(t, p, mode)
+			defer cur.Close()
+			flow(cur, unix.TCOON)
+			readc := make(chan []string, 1)
+			go func() {
+				var reads []string
+				buf := make([]byte, 64)
+				for len(reads) < 2 {
+					n, err := slave.Read(buf)
+					if err != nil && err != stdio.EOF {
+						break
+					}
+					reads = append(reads, string(buf[:n]))
+				}
+				readc <- reads
+			}()
+			select {
+			case reads := <-readc:
+				if len(reads) != 2 || reads[0] != "abc\n" || reads[1] != "" {
+					t.Errorf("the process read %q, want the line, then end of file", reads)
+				}
+			case <-time.After(3 * time.Second):
+				slave.Close()
+				t.Fatal("no end of input within 3 s: the end-of-file character was lost in the halt")
+			}
+		})
+	}
+}

@@ -32,7 +32,11 @@ type halter struct {
 	// (0: none), so that a successor ends input after a partial line
 	// (console.go) as the relay would have.
 	lastIn byte
-	done   chan struct{} // closed when the relay returned: halted, or ended
+	// eofPending: a terminal's input relay read the end of its input and
+	// its carry holds the end-of-file characters still to be written; a
+	// successor writes them and reads no more input (console.go).
+	eofPending bool
+	done       chan struct{} // closed when the relay returned: halted, or ended
 }
 
 // finish records how the relay returned and releases a waiting halt.
@@ -49,8 +53,8 @@ func newHalter(carry []byte) *halter { return &halter{carry: carry, done: make(c
 // stream had ended, or the terminal's output had): stopped from the start
 // and holding the state handed over, so that a halt finds it stopped and an
 // export hands the same state on.
-func stoppedHalter(carry []byte, ended bool, lastIn byte) *halter {
-	h := &halter{carry: carry, lastIn: lastIn, done: make(chan struct{})}
+func stoppedHalter(carry []byte, ended bool, lastIn byte, eofPending bool) *halter {
+	h := &halter{carry: carry, lastIn: lastIn, eofPending: eofPending, done: make(chan struct{})}
 	h.ended.Store(ended)
 	close(h.done)
 	return h

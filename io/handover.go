@@ -151,10 +151,10 @@ func (p *Pipes) restartConsole() {
 	}
 	var inCarry []byte
 	var inLast byte
-	withStdin := false
+	withStdin, eofPending := false, false
 	if in := p.stdinHalt; in != nil && in.stopped() {
 		withStdin = !in.ended.Load()
-		inCarry, inLast = in.carry, in.lastIn
+		inCarry, inLast, eofPending = in.carry, in.lastIn, in.eofPending
 	}
 	m, err := newRawFile(p.master)
 	if err != nil { // it was driven before the halt: not expected
@@ -162,7 +162,7 @@ func (p *Pipes) restartConsole() {
 		p.outputs.Done() // the halted relay kept Open's reservation
 		return
 	}
-	p.runConsole(m, out.carry, inCarry, inLast, withStdin)
+	p.runConsole(m, out.carry, inCarry, inLast, eofPending, withStdin)
 }
 
 func (p *Pipes) restart(relays []*pipeRelay) {
@@ -254,6 +254,9 @@ type TerminalState struct {
 	// StdinLast is the last byte typed into the pty (0: none, or a binary
 	// that did not record it: taken as the start of a line).
 	StdinLast byte `json:"stdinLast,omitempty"`
+	// StdinEOFPending: the input had ended and the stdin carry is the
+	// terminal's end-of-file characters not written yet (layout 3).
+	StdinEOFPending bool `json:"stdinEofPending,omitempty"`
 }
 
 // Export describes halted stdio, keeping duplicates of its files.
@@ -474,7 +477,7 @@ func (p *Pipes) exportConsole(keep func(*os.File) (int, error)) (*TerminalState,
 	if p.stdinReader != nil {
 		in := &StdinState{Pipe: -1}
 		if h := p.stdinHalt; h != nil {
-			in.Carry, t.StdinEnded, t.StdinLast = h.carry, h.ended.Load(), h.lastIn
+			in.Carry, t.StdinEnded, t.StdinLast, t.StdinEOFPending = h.carry, h.ended.Load(), h.lastIn, h.eofPending
 		}
 		if in.FIFO, err = keep(p.stdinReader); err == nil {
 			in.Writer, err = keep(p.stdinWriter)
@@ -527,10 +530,10 @@ func importConsole(p *Pipes, t *TerminalState, get adoptFunc, ferr *error) error
 	if t.Stdin != nil && (t.StdinEnded || t.OutEnded) {
 		// No input relay runs here: its state is kept for the next export
 		// (an ended input must not be ended again by a later binary).
-		p.stdinHalt = stoppedHalter(inCarry, t.StdinEnded, t.StdinLast)
+		p.stdinHalt = stoppedHalter(inCarry, t.StdinEnded, t.StdinLast, t.StdinEOFPending)
 	}
 	if t.OutEnded {
-		p.consoleHalt = stoppedHalter(nil, true, 0)
+		p.consoleHalt = stoppedHalter(nil, true, 0, false)
 		return nil
 	}
 	m, err := newRawFile(p.master)
@@ -542,7 +545,7 @@ func importConsole(p *Pipes, t *TerminalState, get adoptFunc, ferr *error) error
 		outCarry = t.Out.Carry
 	}
 	p.outputs.Add(1) // the console relay's, as Open reserves it
-	p.runConsole(m, outCarry, inCarry, t.StdinLast, t.Stdin != nil && !t.StdinEnded)
+	p.runConsole(m, outCarry, inCarry, t.StdinLast, t.StdinEOFPending, t.Stdin != nil && !t.StdinEnded)
 	return nil
 }
 
