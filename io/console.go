@@ -17,7 +17,7 @@ import (
 
 // consoleReceiveTimeout bounds the wait for the runtime to send the pty
 // master after its create/exec returned (it sends before returning).
-const consoleReceiveTimeout = 10 * time.Second
+var consoleReceiveTimeout = 10 * time.Second
 
 // ConsoleSocket is where the runtime sends a terminal's pty master
 // (--console-socket). It lives in the shim's socket directory: a bundle path
@@ -52,12 +52,14 @@ func (s *ConsoleSocket) Path() string { return s.path }
 // ReceiveMaster accepts the runtime's connection and takes the pty master fd
 // it sent.
 func (s *ConsoleSocket) ReceiveMaster() (*os.File, error) {
-	_ = s.l.SetDeadline(time.Now().Add(consoleReceiveTimeout))
+	deadline := time.Now().Add(consoleReceiveTimeout)
+	_ = s.l.SetDeadline(deadline)
 	conn, err := s.l.AcceptUnix()
 	if err != nil {
 		return nil, fmt.Errorf("accept console socket: %w", err)
 	}
 	defer conn.Close()
+	_ = conn.SetDeadline(deadline) // a runtime that connects and sends nothing
 	name := make([]byte, 4096)
 	oob := make([]byte, unix.CmsgSpace(4))
 	n, oobn, _, _, err := conn.ReadMsgUnix(name, oob)
