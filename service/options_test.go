@@ -3,7 +3,10 @@ package service
 import (
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	runcopts "github.com/containerd/containerd/api/types/runc/options"
 	criopts "github.com/containerd/containerd/api/types/runtimeoptions/v1"
@@ -136,6 +139,56 @@ func TestParseOptionsTOMLComments(t *testing.T) {
 	}
 	if _, err := parseOptionsTOML([]byte("BinaryName = \"unterminated # x\n")); !errdefs.IsInvalidArgument(err) {
 		t.Fatalf("unterminated string: %v, want InvalidArgument", err)
+	}
+}
+
+// The options table as containerd 2.x writes it (go-toml: keys sorted, so a
+// long array can come before BinaryName, and sub-tables after the keys):
+// every key of the table is read, and none of a sub-table's. What this
+// reader would otherwise take differently from TOML is refused.
+func TestParseOptionsTOMLAsContainerdWritesIt(t *testing.T) {
+	body := "Annotations = ['" + strings.Repeat("a", 70000) + "']\n" +
+		"BinaryName = '/usr/bin/crun'\n" +
+		"SystemdCgroup = true\n\n" +
+		"[Hooks]\nRoot = '/var/lib/hooks'\nIoUid = 7\n"
+	got, err := parseOptionsTOML([]byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (RuntimeOptions{BinaryName: "/usr/bin/crun", SystemdCgroup: true}); got != want {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+	for _, bad := range []string{
+		"SystemdCgroup = T",             // ParseBool's, not TOML's
+		"SystemdCgroup = 1",             //
+		"BinaryName = 'cr' 'un'",        // two strings
+		`BinaryName = "\x41"`,           // a Go escape, not a TOML one
+		"Root = '/a'\nroot = '/b'",      // a key given twice
+		"= 0",                           // no key
+		"BinaryName = \"\"\"crun\"\"\"", // a multi-line string
+	} {
+		if _, err := parseOptionsTOML([]byte(bad)); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("%q: %v, want InvalidArgument", bad, err)
+		}
+	}
+}
+
+// A config_path naming a FIFO is refused at once: opening it would wait for
+// a writer, holding the shim's start and Create.
+func TestOptionsFileMustBeARegularFile(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "options.toml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := readOptionsFile(fifo); done <- err }()
+	select {
+	case err := <-done:
+		if !errdefs.IsInvalidArgument(err) {
+			t.Errorf("a FIFO as the options file: %v, want InvalidArgument", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("reading a FIFO as the options file waits for a writer")
 	}
 }
 

@@ -1,12 +1,12 @@
 package service
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // maxConfigFile caps a runtime options file read through CRI's config_path.
@@ -18,19 +18,37 @@ const maxConfigFile = 1 << 20
 // `key = value` lines are meaningful there; keys are the Go field names
 // containerd uses for runc (BinaryName, Root, SystemdCgroup, ...) or their
 // snake_case forms.
+//
+// Only the table's own keys count: they end at the first table header (a
+// nested table, such as containerd's marshalling of a sub-table, comes after
+// them, and in TOML no key after a header is the root table's again). A
+// value must fit on its line; what this reader does not take exactly as
+// TOML does (multi-line values, a key given twice, a boolean that is not
+// true or false) is refused rather than guessed at.
 func parseOptionsTOML(data []byte) (RuntimeOptions, error) {
 	var o RuntimeOptions
-	sc := bufio.NewScanner(strings.NewReader(string(data)))
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' || line[0] == '[' {
+	seen := map[string]bool{}
+	for n, line := range strings.Split(string(data), "\n") {
+		n++
+		line = strings.TrimSpace(line)
+		if line == "" || line[0] == '#' {
 			continue
+		}
+		if line[0] == '[' {
+			break
 		}
 		key, raw, ok := strings.Cut(line, "=")
 		if !ok {
 			return o, invalidArgument("runtime options line %d: %q is not key = value", n, line)
 		}
 		key = strings.ToLower(strings.ReplaceAll(strings.Trim(strings.TrimSpace(key), `"`), "_", ""))
+		if key == "" {
+			return o, invalidArgument("runtime options line %d: no key", n)
+		}
+		if seen[key] {
+			return o, invalidArgument("runtime options line %d: %s given twice", n, key)
+		}
+		seen[key] = true
 		raw = stripTOMLComment(strings.TrimSpace(raw))
 		var err error
 		switch key {
@@ -43,11 +61,11 @@ func parseOptionsTOML(data []byte) (RuntimeOptions, error) {
 		case "criuworkpath":
 			o.CriuWorkPath, err = tomlString(raw)
 		case "systemdcgroup":
-			o.SystemdCgroup, err = strconv.ParseBool(raw)
+			o.SystemdCgroup, err = tomlBool(raw)
 		case "nopivotroot":
-			o.NoPivotRoot, err = strconv.ParseBool(raw)
+			o.NoPivotRoot, err = tomlBool(raw)
 		case "nonewkeyring":
-			o.NoNewKeyring, err = strconv.ParseBool(raw)
+			o.NoNewKeyring, err = tomlBool(raw)
 		case "iouid":
 			o.IoUID, err = tomlUint32(raw)
 		case "iogid":
@@ -92,14 +110,39 @@ func stripTOMLComment(raw string) string {
 	return raw
 }
 
+// tomlString reads a one-line basic ("...") or literal ('...') string.
 func tomlString(raw string) (string, error) {
 	if len(raw) >= 2 && (raw[0] == '"' && raw[len(raw)-1] == '"') {
+		// TOML's escapes are a subset of Go's: refuse the others (\x, \a,
+		// \v, \', octal) rather than read them as Go would.
+		for i := 1; i < len(raw)-1; i++ {
+			if raw[i] == '\\' {
+				i++
+				if !strings.ContainsRune(`btnfr"\uU`, rune(raw[i])) {
+					return "", fmt.Errorf("%s: \\%c is not a TOML escape", raw, raw[i])
+				}
+			}
+		}
+		if strings.HasPrefix(raw, `"""`) {
+			return "", fmt.Errorf("%s: multi-line strings are not supported here", raw)
+		}
 		return strconv.Unquote(raw)
 	}
-	if len(raw) >= 2 && raw[0] == '\'' && raw[len(raw)-1] == '\'' {
+	if len(raw) >= 2 && raw[0] == '\'' && raw[len(raw)-1] == '\'' && !strings.Contains(raw[1:len(raw)-1], "'") {
 		return raw[1 : len(raw)-1], nil
 	}
-	return "", fmt.Errorf("%s is not a quoted string", raw)
+	return "", fmt.Errorf("%s is not a one-line quoted string", raw)
+}
+
+// tomlBool reads TOML's two boolean literals, and nothing else.
+func tomlBool(raw string) (bool, error) {
+	switch raw {
+	case "true":
+		return true, nil
+	case "false":
+		return false, nil
+	}
+	return false, fmt.Errorf("%s is not true or false", raw)
 }
 
 func tomlUint32(raw string) (uint32, error) {
@@ -109,11 +152,16 @@ func tomlUint32(raw string) (uint32, error) {
 
 // readOptionsFile reads a config_path options file.
 func readOptionsFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	// Non-blocking, and a regular file only: opening a FIFO would wait for
+	// a writer, holding start and Create.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, invalidArgument("runtime options file: %v", err)
 	}
 	defer f.Close()
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		return nil, invalidArgument("runtime options file %s is not a regular file", path)
+	}
 	data, err := io.ReadAll(io.LimitReader(f, maxConfigFile+1))
 	if err != nil {
 		return nil, invalidArgument("runtime options file: %v", err)
