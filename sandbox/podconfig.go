@@ -6,6 +6,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/example/containerd-shim-example-v2/proto/codec"
 )
 
 // NamespaceMode is CRI's runtime.v1.NamespaceMode.
@@ -97,9 +99,9 @@ func ParsePodConfig(typeURL string, value []byte) (PodConfig, error) {
 // wire types are skipped, as protobuf decoders do.
 func fields(b []byte, fn func(num protowire.Number, typ protowire.Type, v []byte, n uint64) error) error {
 	for len(b) > 0 {
-		num, typ, l := protowire.ConsumeTag(b)
-		if l < 0 {
-			return protowire.ParseError(l)
+		num, typ, l, err := codec.ConsumeTag(b)
+		if err != nil {
+			return err
 		}
 		b = b[l:]
 		var v []byte

@@ -123,3 +123,10 @@ func TestResolvConf(t *testing.T) {
 		t.Errorf("an empty DNSConfig gives %q %v, want the node's %s (%q)", b, err, nodeResolv, node)
 	}
 }
+
+// A field number past protobuf's largest is malformed, as protobuf-go says.
+func TestParsePodConfigRefusesFieldNumbersTooLarge(t *testing.T) {
+	if _, err := ParsePodConfig("runtime.v1.PodSandboxConfig", []byte{0x80, 0x80, 0x80, 0x80, 0x10, 0x00}); err == nil {
+		t.Error("a field numbered 2^29 was accepted")
+	}
+}

@@ -90,13 +90,12 @@ func (r *request) addMetadata(b []byte) error {
 // protowire parse error).
 func eachField(b []byte, field func(protowire.Number, protowire.Type, []byte) (int, error)) error {
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return protowire.ParseError(n)
+		num, typ, n, err := codec.ConsumeTag(b)
+		if err != nil {
+			return err
 		}
 		b = b[n:]
-		n, err := field(num, typ, b)
-		if err != nil {
+		if n, err = field(num, typ, b); err != nil {
 			return err
 		}
 		if n < 0 {

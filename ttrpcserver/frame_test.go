@@ -53,3 +53,22 @@ func FuzzDecodeRequest(f *testing.F) {
 		}
 	})
 }
+
+// A field number past protobuf's largest (2^29-1) is malformed: protobuf-go,
+// and with it ttrpc, refuses the request, and so does the server, at the top
+// level and inside metadata.
+func TestDecodeRequestRefusesFieldNumbersTooLarge(t *testing.T) {
+	tooLarge := []byte{0x80, 0x80, 0x80, 0x80, 0x10, 0x00} // field 2^29, varint 0
+	for _, b := range [][]byte{
+		tooLarge,
+		append([]byte{0x0a, 0x01, 's'}, tooLarge...),
+		append([]byte{0x2a, byte(3 + len(tooLarge)), 0x0a, 0x01, 'k'}, tooLarge...), // a metadata entry
+	} {
+		if err := proto.Unmarshal(b, &ttrpc.Request{}); err == nil {
+			t.Fatalf("%x: protobuf accepts it; the test's bytes are wrong", b)
+		}
+		if _, err := decodeRequest(b); err == nil {
+			t.Errorf("%x: accepted", b)
+		}
+	}
+}

@@ -156,9 +156,9 @@ func decodeResponse(b []byte, resp any) error {
 	var s spb.Status
 	var payload []byte
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return fmt.Errorf("decode the answer: %w", protowire.ParseError(n))
+		num, typ, n, err := codec.ConsumeTag(b)
+		if err != nil {
+			return fmt.Errorf("decode the answer: %w", err)
 		}
 		b = b[n:]
 		switch {

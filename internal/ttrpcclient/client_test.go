@@ -97,6 +97,11 @@ func TestAnswerStatusInParts(t *testing.T) {
 	if err := decodeResponse(payload, &resp); err != nil || resp.Version != "" || resp.Pid != 7 {
 		t.Fatalf("payload sent twice: %+v, %v; want only the last (pid 7)", &resp, err)
 	}
+	// A field number past protobuf's largest (2^29-1) is malformed, as
+	// protobuf-go, and ttrpc's own client, say.
+	if err := decodeResponse([]byte{0x80, 0x80, 0x80, 0x80, 0x10, 0x00}, nil); err == nil {
+		t.Fatal("an answer with a field numbered 2^29 was accepted")
+	}
 }
 
 // Stream ids never wrap around on one connection: past the last one a call

@@ -123,6 +123,12 @@ var errWireFormat = errors.New("invalid wire-format data")
 
 // consumeTag reads a field's key as protobuf-go does: a field number outside
 // 1..MaxValidNumber, or an end-group key outside a group, is an error.
+// ConsumeTag reads a field's tag as protobuf-go's decoder accepts it: a
+// field number from 1 to 2^29-1 and no stray end of group (protowire's own
+// ConsumeTag takes numbers up to 2^31-1). For the shim's hand-written
+// decoders of ttrpc frames and CRI messages.
+func ConsumeTag(b []byte) (protowire.Number, protowire.Type, int, error) { return consumeTag(b) }
+
 func consumeTag(b []byte) (protowire.Number, protowire.Type, int, error) {
 	v, n := protowire.ConsumeVarint(b)
 	if n < 0 {
