@@ -22,8 +22,8 @@ const leftoverDrainTimeout = time.Second
 // that went away never does), and nobody can reach them after this. An exec
 // that exited gives up its stdio, pidfd and PID file and releases its
 // waiters. One still running (it outlived the wait for execs at the init's
-// exit) is killed first, and its exit, when it comes, is not published: the
-// task it belonged to is gone.
+// exit) is killed; its waiters get its exit (137) when it comes, but no
+// exit event is published: the task it belonged to is gone.
 func (c *Container) releaseExecs() {
 	deadline := time.Now().Add(leftoverDrainTimeout)
 	for _, p := range c.Execs() {
@@ -32,7 +32,8 @@ func (c *Container) releaseExecs() {
 			p.mu.Unlock()
 			continue
 		}
-		if p.status == Running || p.status == Paused {
+		running := p.status == Running || p.status == Paused
+		if running {
 			if err := p.sendSignalLocked(unix.SIGKILL); err != nil {
 				slog.Warn("kill exec left running at its container's delete", "container", c.ID, "exec", p.ID, "error", err)
 			}
@@ -41,9 +42,13 @@ func (c *Container) releaseExecs() {
 			p.pipes.Drain(time.Until(deadline))
 			p.pipes.Close()
 		}
-		p.closePidfdLocked()
 		p.status = Deleted
-		p.markExitedLocked()
+		if !running {
+			// A running one's exit releases its waiters (recordExit),
+			// with its real status; its pidfd closes then too.
+			p.closePidfdLocked()
+			p.markExitedLocked()
+		}
 		p.mu.Unlock()
 		_ = os.Remove(filepath.Join(c.Bundle, bundle.ExecPidFile(p.ID)))
 		c.removeExec(p.ID)

@@ -18,8 +18,9 @@ import (
 // containerd deletes a task without deleting the execs nobody deleted (a
 // client that went away). The init's Delete releases them: an exited exec's
 // stdin FIFO and pipes are closed and its waiters released; an exec still
-// running (it outlived the wait at the init's exit) is killed, and its exit
-// is not published after the task's delete.
+// running (it outlived the wait at the init's exit) is killed, its waiters
+// get that kill's status, and its exit is not published after the task's
+// delete.
 func TestInitDeleteReleasesLeftoverExecs(t *testing.T) {
 	dir := t.TempDir()
 	rt, r := fakeRuntime(t, dir, `
@@ -64,6 +65,8 @@ delete) exit 0;;`)
 	c.runningExecs = 1
 	r.Then(running.pid, exitc, running.execExited)
 	c.execs[running.ID] = running
+	waited := make(chan Snapshot, 1)
+	running.OnExit(func(st Snapshot) { waited <- st }) // containerd's Wait
 
 	if err := c.init.Delete(context.Background(), func(Snapshot) {}); err != nil {
 		t.Fatal(err)
@@ -71,15 +74,23 @@ delete) exit 0;;`)
 	if n := len(c.Execs()); n != 0 {
 		t.Errorf("%d execs left after the container's delete", n)
 	}
+	select {
+	case <-exited.exited:
+	default:
+		t.Errorf("the exited exec's waiters not released")
+	}
 	for _, p := range []*Process{exited, running} {
-		select {
-		case <-p.exited:
-		default:
-			t.Errorf("exec %s: waiters not released", p.ID)
-		}
 		if st := p.State(); st.Status != Deleted {
 			t.Errorf("exec %s: %v, want deleted", p.ID, st.Status)
 		}
+	}
+	select {
+	case st := <-waited:
+		if st.ExitCode != 137 || st.ExitedAt.IsZero() {
+			t.Errorf("Wait of the exec killed at the delete: exit %d at %v, want 137 and its time", st.ExitCode, st.ExitedAt)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Wait of the exec killed at the delete not answered")
 	}
 	if open := fdsOn(t, fifo); open > 0 {
 		t.Errorf("%d descriptors still open on the exited exec's stdin FIFO", open)
