@@ -213,43 +213,6 @@ func TestReusedPIDExitsKeptForEachWindow(t *testing.T) {
 	}
 }
 
-// An exit kept for a PID while the window was open is not the claimed
-// process's when that process is still a child not reaped: an orphan that had
-// the PID before it came round again (injected; a wrap cannot be forced).
-func TestClaimOfALiveChildSkipsAKeptExit(t *testing.T) {
-	r := New()
-	w := r.Open()
-	defer w.Close()
-	cmd := exec.Command("sleep", "100")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pid := cmd.Process.Pid
-	defer func() {
-		cmd.Process.Kill()
-		var ws unix.WaitStatus
-		unix.Wait4(pid, &ws, 0, nil)
-	}()
-	r.dispatch(Exit{Pid: pid, Status: 99})
-	ch := w.Claim(pid)
-	select {
-	case e := <-ch:
-		t.Fatalf("running child %d was given the kept exit %+v", pid, e)
-	default:
-	}
-	var ws unix.WaitStatus
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := unix.Wait4(pid, &ws, 0, nil); err != nil {
-		t.Fatal(err)
-	}
-	r.dispatch(Exit{Pid: pid, Status: StatusOf(ws)})
-	if e := waitExit(t, ch); e.Status != 137 {
-		t.Fatalf("got %+v, want the child's own exit (137)", e)
-	}
-}
-
 // Then delivers an exit to a function, whether the exit is already there or
 // comes later, and no goroutine waits for it meanwhile.
 func TestThenRunsOnExit(t *testing.T) {
