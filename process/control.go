@@ -26,10 +26,10 @@ func (c *Container) Pids(ctx context.Context) ([]int, error) {
 	}
 	pids, err := c.rt.Ps(ctx, c.ID)
 	if err != nil {
-		if !c.runtimeStateExists(ctx) {
-			// No container in the runtime (a checkpoint not restored yet).
-			return nil, fmt.Errorf("list processes of %s: no such container in the runtime: %w", c.ID, errdefs.ErrNotFound)
-		}
+		// Not NotFound even when the runtime has no such container (a
+		// checkpoint not restored yet): containerd, reloading its shims
+		// after a restart, deletes a task whose Pids says NotFound, and
+		// keeps it on any other error, as the stock shim's runtime error.
 		return nil, fmt.Errorf("list processes of %s: %w", c.ID, err)
 	}
 	return pids, nil
