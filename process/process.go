@@ -262,7 +262,10 @@ func (p *Process) startExec(ctx context.Context, onStarted func(pid int)) error 
 	c.mu.Lock()
 	lateForInit := c.initReaped
 	c.mu.Unlock()
-	if lateForInit {
+	// Without a pidfd the PID is signalled only while it is still an
+	// unreaped child: pidfd_open fails with ESRCH for an exec that exited
+	// and was reaped already, whose PID may be another process's by now.
+	if lateForInit && (p.pidfd >= 0 || unreapedChild(pid)) {
 		// The init died while the runtime launched this exec, maybe after
 		// the init's exit killed the container's processes (`kill --all`,
 		// without a PID namespace of its own): this one joined too late
@@ -273,6 +276,18 @@ func (p *Process) startExec(ctx context.Context, onStarted func(pid int)) error 
 		}
 	}
 	return nil
+}
+
+// unreapedChild reports whether pid is a child of the shim not reaped yet
+// (running, or a zombie), without reaping it.
+func unreapedChild(pid int) bool {
+	for {
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+		if err != unix.EINTR {
+			return err == nil
+		}
+	}
 }
 
 func (c *Container) execDone() {
