@@ -147,32 +147,9 @@ func TestTerminalEndOfInputAfterAPartialLine(t *testing.T) {
 }
 
 func testEndOfInputAfterAPartialLine(t *testing.T, mode string) {
-	outPath, inPath := mkfifo(t, "out"), mkfifo(t, "in")
-	master, slave := openPty(t)
-	defer slave.Close()
-	tio, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tio.Lflag |= unix.ICANON // a line discipline as a shell's cat has it (no echo)
-	if err := unix.IoctlSetTermios(int(slave.Fd()), unix.TCSETS, tio); err != nil {
-		t.Fatal(err)
-	}
-	p, err := Open(Config{Terminal: true, Stdout: outPath, Stdin: inPath}, Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, clientIn, slave := canonicalTerminal(t)
 	cur := p
 	defer func() { cur.Close() }()
-	startReading, _ := lateReader(outPath, 1<<10)
-	close(startReading)
-	clientIn, err := os.OpenFile(inPath, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.AttachConsole(master); err != nil {
-		t.Fatal(err)
-	}
 	clientIn.Write([]byte("abc"))
 	if mode != "none" {
 		time.Sleep(50 * time.Millisecond) // "abc" is in the pty
@@ -180,6 +157,43 @@ func testEndOfInputAfterAPartialLine(t *testing.T, mode string) {
 	}
 	clientIn.Close()
 	cur.CloseStdin()
+	expectLineThenEOF(t, slave, "abc")
+}
+
+// canonicalTerminal is a terminal whose process side (slave) has a line
+// discipline as a shell's cat has it (canonical, no echo), with a client
+// reading its output and writing its input (clientIn).
+func canonicalTerminal(t *testing.T) (p *Pipes, clientIn, slave *os.File) {
+	t.Helper()
+	outPath, inPath := mkfifo(t, "out"), mkfifo(t, "in")
+	master, slave := openPty(t)
+	t.Cleanup(func() { slave.Close() })
+	tio, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tio.Lflag |= unix.ICANON
+	if err := unix.IoctlSetTermios(int(slave.Fd()), unix.TCSETS, tio); err != nil {
+		t.Fatal(err)
+	}
+	if p, err = Open(Config{Terminal: true, Stdout: outPath, Stdin: inPath}, Env{}); err != nil {
+		t.Fatal(err)
+	}
+	startReading, _ := lateReader(outPath, 1<<10)
+	close(startReading)
+	if clientIn, err = os.OpenFile(inPath, os.O_WRONLY, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AttachConsole(master); err != nil {
+		t.Fatal(err)
+	}
+	return p, clientIn, slave
+}
+
+// expectLineThenEOF has the process (slave) read line, then end of file,
+// within 3 s.
+func expectLineThenEOF(t *testing.T, slave *os.File, line string) {
+	t.Helper()
 	readc := make(chan []string, 1)
 	go func() {
 		var reads []string
@@ -195,8 +209,8 @@ func testEndOfInputAfterAPartialLine(t *testing.T, mode string) {
 	}()
 	select {
 	case reads := <-readc:
-		if len(reads) != 2 || reads[0] != "abc" || reads[1] != "" {
-			t.Errorf("the process read %q, want the line, then end of file", reads)
+		if len(reads) != 2 || reads[0] != line || reads[1] != "" {
+			t.Errorf("the process read %q, want %q, then end of file", reads, line)
 		}
 	case <-time.After(3 * time.Second):
 		slave.Close() // ends the blocked read
@@ -357,30 +371,7 @@ func haltAndGoOn(t *testing.T, p *Pipes, mode string) *Pipes {
 func TestTerminalEndOfInputWaitingAcrossAHalt(t *testing.T) {
 	for _, mode := range []string{"restart", "handover"} {
 		t.Run(mode, func(t *testing.T) {
-			outPath, inPath := mkfifo(t, "out"), mkfifo(t, "in")
-			master, slave := openPty(t)
-			defer slave.Close()
-			tio, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
-			if err != nil {
-				t.Fatal(err)
-			}
-			tio.Lflag |= unix.ICANON
-			if err := unix.IoctlSetTermios(int(slave.Fd()), unix.TCSETS, tio); err != nil {
-				t.Fatal(err)
-			}
-			p, err := Open(Config{Terminal: true, Stdout: outPath, Stdin: inPath}, Env{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			startReading, _ := lateReader(outPath, 1<<10)
-			close(startReading)
-			clientIn, err := os.OpenFile(inPath, os.O_WRONLY, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := p.AttachConsole(master); err != nil {
-				t.Fatal(err)
-			}
+			p, clientIn, slave := canonicalTerminal(t)
 			flow := func(p *Pipes, action int) {
 				rc, err := p.master.SyscallConn()
 				if err != nil {
@@ -401,28 +392,7 @@ func TestTerminalEndOfInputWaitingAcrossAHalt(t *testing.T) {
 			cur := haltAndGoOn(t, p, mode)
 			defer cur.Close()
 			flow(cur, unix.TCOON)
-			readc := make(chan []string, 1)
-			go func() {
-				var reads []string
-				buf := make([]byte, 64)
-				for len(reads) < 2 {
-					n, err := slave.Read(buf)
-					if err != nil && err != stdio.EOF {
-						break
-					}
-					reads = append(reads, string(buf[:n]))
-				}
-				readc <- reads
-			}()
-			select {
-			case reads := <-readc:
-				if len(reads) != 2 || reads[0] != "abc\n" || reads[1] != "" {
-					t.Errorf("the process read %q, want the line, then end of file", reads)
-				}
-			case <-time.After(3 * time.Second):
-				slave.Close()
-				t.Fatal("no end of input within 3 s: the end-of-file character was lost in the halt")
-			}
+			expectLineThenEOF(t, slave, "abc\n")
 		})
 	}
 }

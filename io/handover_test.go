@@ -339,25 +339,9 @@ cat <&3 > `+out+`.stdout & cat <&4 > `+out+`.stderr; wait
 // is handed over discarding (the process is not held back for another stall timeout), with
 // its count of dropped bytes, and delivers again once the reader reads.
 func TestDiscardingRelayHandedOver(t *testing.T) {
-	path := mkfifo(t, "out")
 	const stallTimeout = time.Second
-	p, err := Open(Config{Stdout: path}, Env{StallTimeout: stallTimeout})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reader, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0) // there, not reading
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reader.Close()
-	_, w, _ := p.RuntimeFiles()
-	proc, _ := dupFile(w)
-	p.ReleaseRuntimeFiles()
-	defer proc.Close()
+	p, reader, proc := discardingOutput(t, stallTimeout)
 	chunk := bytes.Repeat([]byte("x"), 64<<10)
-	for p.Dropped() == 0 { // fill both pipes, wait out the stall, get discarded
-		proc.Write(chunk)
-	}
 	if err := p.Halt(2 * time.Second); err != nil {
 		t.Fatalf("halt while discarding: %v", err)
 	}
@@ -413,23 +397,7 @@ func TestDiscardingRelayHandedOver(t *testing.T) {
 func TestDiscardingRelayReaderCaughtUpDuringHalt(t *testing.T) {
 	for _, handOver := range []bool{false, true} {
 		t.Run(fmt.Sprintf("handover=%v", handOver), func(t *testing.T) {
-			path := mkfifo(t, "out")
-			p, err := Open(Config{Stdout: path}, Env{StallTimeout: 300 * time.Millisecond})
-			if err != nil {
-				t.Fatal(err)
-			}
-			reader, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer reader.Close()
-			_, w, _ := p.RuntimeFiles()
-			proc, _ := dupFile(w)
-			p.ReleaseRuntimeFiles()
-			defer proc.Close()
-			for chunk := bytes.Repeat([]byte("x"), 64<<10); p.Dropped() == 0; {
-				proc.Write(chunk)
-			}
+			p, reader, proc := discardingOutput(t, 300*time.Millisecond)
 			if err := p.Halt(2 * time.Second); err != nil {
 				t.Fatal(err)
 			}
@@ -471,4 +439,28 @@ func readNow(t *testing.T, f *os.File, buf []byte) int {
 	n := 0
 	rc.Control(func(fd uintptr) { n, _ = unix.Read(int(fd), buf) })
 	return max(n, 0)
+}
+
+// discardingOutput is a stdout relay whose client (reader) is there and
+// does not read, fed by the process's end (proc) until the stall policy
+// discards.
+func discardingOutput(t *testing.T, stallTimeout time.Duration) (p *Pipes, reader, proc *os.File) {
+	t.Helper()
+	path := mkfifo(t, "out")
+	p, err := Open(Config{Stdout: path}, Env{StallTimeout: stallTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reader, err = os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reader.Close() })
+	_, w, _ := p.RuntimeFiles()
+	proc, _ = dupFile(w)
+	p.ReleaseRuntimeFiles()
+	t.Cleanup(func() { proc.Close() })
+	for chunk := bytes.Repeat([]byte("x"), 64<<10); p.Dropped() == 0; { // fill both pipes, wait out the stall
+		proc.Write(chunk)
+	}
+	return p, reader, proc
 }
