@@ -302,7 +302,7 @@ func (p *Pipes) relayTerminalOutput(master *rawFile, dst *os.File, buf []byte, h
 		}
 	}
 	for {
-		if h.on.Load() {
+		if h.commit() {
 			return errHalted
 		}
 		n, err := master.read(buf)
@@ -313,7 +313,7 @@ func (p *Pipes) relayTerminalOutput(master *rawFile, dst *os.File, buf []byte, h
 		}
 		switch {
 		case err == nil:
-		case errors.Is(err, os.ErrDeadlineExceeded) && h.on.Load():
+		case errors.Is(err, os.ErrDeadlineExceeded) && h.commit():
 			return errHalted
 		case errors.Is(err, os.ErrDeadlineExceeded) && p.hungUp.Load():
 			// Hangup woke us: drain what is buffered, then end.

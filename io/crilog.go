@@ -237,7 +237,7 @@ func (r *rotatingFile) relayRaw(src *os.File, moved, dropped *atomic.Uint64, h *
 		count(moved, dropped, n, len(carry))
 	}
 	for {
-		if h.on.Load() {
+		if h.commit() {
 			return errHalted
 		}
 		n, err := src.Read(*bp)
@@ -253,7 +253,7 @@ func (r *rotatingFile) relayRaw(src *os.File, moved, dropped *atomic.Uint64, h *
 			if errors.Is(err, stdio.EOF) {
 				return nil
 			}
-			if h.on.Load() {
+			if h.commit() {
 				return errHalted
 			}
 			return err
@@ -276,7 +276,7 @@ func (r *rotatingFile) relayCRI(src *os.File, stream string, moved, dropped *ato
 		// by an error (a halt's deadline) as if it were whole.
 		raw, err := br.ReadSlice('\n')
 		isPrefix := errors.Is(err, bufio.ErrBufferFull)
-		if err != nil && !isPrefix && !errors.Is(err, stdio.EOF) && h.on.Load() {
+		if err != nil && !isPrefix && !errors.Is(err, stdio.EOF) && h.commit() {
 			rest, _ := br.Peek(br.Buffered())
 			h.carry = append(append([]byte(nil), raw...), rest...)
 			return errHalted

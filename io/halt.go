@@ -19,11 +19,13 @@ const haltRetry = 5 * time.Millisecond
 // successor can take its files over: bytes it had read but not written go to
 // carry (and a relay started with a carry writes it first).
 //
-// Locking: on is set by Halt and read by the relay; carry and done are the
-// relay's until done is closed, then Halt's caller's.
+// Locking: state moves by compare-and-swap between Halt (request, and
+// withdraw when the relay did not stop in time) and the relay (commit, at a
+// point where it can return errHalted); carry and done are the relay's until
+// done is closed, then Halt's caller's.
 type halter struct {
-	on    atomic.Bool
-	ended atomic.Bool // the relay finished its stream (set before done closes)
+	state atomic.Int32 // haltNone, haltRequested or haltCommitted
+	ended atomic.Bool  // the relay finished its stream (set before done closes)
 	carry []byte
 	// discarding: the relay was discarding for a stalled reader when it
 	// halted (stall.go); the next one goes on discarding until it reads.
@@ -47,6 +49,29 @@ func (h *halter) finish(err error) {
 	close(h.done)
 }
 
+// A halter's states. A request the relay has not acted on can be withdrawn;
+// once the relay commits, it returns errHalted and the halt stands: a
+// withdrawal racing it must not leave a relay that returned as if it went on.
+const (
+	haltNone int32 = iota
+	haltRequested
+	haltCommitted
+)
+
+// requested reports whether a halt is asked for or under way, without
+// acting on it (for decisions other than stopping).
+func (h *halter) requested() bool { return h.state.Load() != haltNone }
+
+// commit is the relay's check at a point where it can stop: true when a
+// halt is asked for, which the relay then carries out (returns errHalted).
+func (h *halter) commit() bool {
+	return h.state.CompareAndSwap(haltRequested, haltCommitted) || h.state.Load() == haltCommitted
+}
+
+// withdraw takes back a request the relay has not acted on, and reports
+// whether it did.
+func (h *halter) withdraw() bool { return h.state.CompareAndSwap(haltRequested, haltNone) }
+
 func newHalter(carry []byte) *halter { return &halter{carry: carry, done: make(chan struct{})} }
 
 // stoppedHalter stands for a relay a successor does not run again (its
@@ -61,15 +86,20 @@ func stoppedHalter(carry []byte, ended bool, lastIn byte, eofPending bool) *halt
 }
 
 // stopped reports whether the relay has returned (halted, or its stream
-// ended). If not, the halt is withdrawn: the relay goes on by itself.
+// ended). If not, the halt is withdrawn and the relay goes on by itself;
+// unless it has just committed to the halt, and then it is waited for (it
+// returns at once).
 func (h *halter) stopped() bool {
 	select {
 	case <-h.done:
 		return true
 	default:
-		h.on.Store(false)
+	}
+	if h.withdraw() {
 		return false
 	}
+	<-h.done
+	return true
 }
 
 // takeCarry hands the relay the bytes it must deliver first, once.
@@ -82,7 +112,7 @@ func (h *halter) takeCarry() []byte {
 // haltedIn reports whether a write to w that failed was stopped by a halt;
 // then what w had not written yet becomes the carry.
 func (h *halter) haltedIn(w *rawFile) bool {
-	if !h.on.Load() {
+	if !h.commit() {
 		return false
 	}
 	h.carry = append([]byte(nil), w.buf...)
@@ -93,7 +123,7 @@ func (h *halter) haltedIn(w *rawFile) bool {
 // with past deadlines, and waits until it has (or timeout). The deadlines
 // are cleared again before it returns.
 func (h *halter) halt(src, dst *os.File, timeout time.Duration) bool {
-	h.on.Store(true)
+	h.state.Store(haltRequested)
 	defer func() {
 		_ = src.SetReadDeadline(time.Time{})
 		if dst != nil {

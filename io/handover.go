@@ -142,7 +142,7 @@ func (p *Pipes) restartConsole() {
 	out := p.consoleHalt
 	if !out.stopped() {
 		if p.stdinHalt != nil {
-			p.stdinHalt.on.Store(false)
+			p.stdinHalt.withdraw() // not asked yet: the output's halt failed first
 		}
 		return
 	}

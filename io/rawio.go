@@ -146,7 +146,7 @@ func copyRawHalting(dst, src *os.File, buf []byte, h *halter, last *byte) error 
 		}
 	}
 	for {
-		if h.on.Load() {
+		if h.commit() {
 			return errHalted
 		}
 		n, err := r.read(buf)
@@ -159,7 +159,7 @@ func copyRawHalting(dst, src *os.File, buf []byte, h *halter, last *byte) error 
 			return nil
 		}
 		if err != nil {
-			if h.on.Load() {
+			if h.commit() {
 				return errHalted
 			}
 			return err

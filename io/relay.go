@@ -323,7 +323,12 @@ func (s *splicer) spliceSome() pipeState {
 	}
 }
 
-func (s *splicer) halting() bool { return s.halt != nil && s.halt.on.Load() }
+// halting is the relay's stop check: a halt asked for is carried out from
+// here (halter.commit).
+func (s *splicer) halting() bool { return s.halt != nil && s.halt.commit() }
+
+// haltAsked reports a halt asked for, without acting on it.
+func (s *splicer) haltAsked() bool { return s.halt != nil && s.halt.requested() }
 
 // waitSrc asks for a wait on src; it returns dstReady's true.
 func (s *splicer) waitSrc() bool {
@@ -334,7 +339,7 @@ func (s *splicer) waitSrc() bool {
 // waitDst starts the stall clock before a wait for dst: the reader is
 // behind, and from now on its time counts.
 func (s *splicer) waitDst() {
-	if s.stall.enabled() && !s.armed && !s.halting() {
+	if s.stall.enabled() && !s.armed && !s.haltAsked() {
 		_ = s.dst.SetWriteDeadline(time.Now().Add(s.stall.timeout))
 		s.armed = true
 	}
@@ -344,7 +349,7 @@ func (s *splicer) waitDst() {
 func (s *splicer) progressed(n int64) {
 	s.written += n
 	s.stall.progressed(n)
-	if s.armed && !s.halting() {
+	if s.armed && !s.haltAsked() {
 		_ = s.dst.SetWriteDeadline(time.Time{}) // the reader took data
 		s.armed = false
 	}

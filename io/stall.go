@@ -60,7 +60,7 @@ func (s *stallPolicy) discardUntilDrained(dst, src *os.File, dstRC syscall.RawCo
 	// write merely fitting into leftover room proves nothing.)
 	queued := fifoQueued(dstRC)
 	for {
-		if h != nil && h.on.Load() {
+		if h != nil && h.commit() {
 			h.discarding = true
 			return 0, errHalted
 		}
@@ -73,7 +73,7 @@ func (s *stallPolicy) discardUntilDrained(dst, src *os.File, dstRC syscall.RawCo
 			}
 		}
 		if err != nil {
-			if h != nil && h.on.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
+			if h != nil && errors.Is(err, os.ErrDeadlineExceeded) && h.commit() {
 				h.discarding = true
 				return 0, errHalted
 			}

@@ -1,0 +1,34 @@
+package io
+
+import (
+	"testing"
+	"time"
+)
+
+// A halt that runs out of time is withdrawn, and the relay goes on by
+// itself, unless the relay has just committed to it: then it is about to
+// return errHalted, and stopped waits for that and says so, so that the
+// caller starts it again instead of leaving a stream nobody relays.
+func TestHaltWithdrawnOnlyBeforeTheRelayCommits(t *testing.T) {
+	committed := newHalter(nil)
+	committed.state.Store(haltRequested)
+	if !committed.commit() {
+		t.Fatal("a requested halt was not committed")
+	}
+	go func() {
+		time.Sleep(50 * time.Millisecond) // the relay on its way out
+		committed.finish(errHalted)
+	}()
+	if !committed.stopped() {
+		t.Error("a relay that committed to the halt was taken as going on")
+	}
+
+	withdrawn := newHalter(nil)
+	withdrawn.state.Store(haltRequested)
+	if withdrawn.stopped() {
+		t.Error("a relay that had not acted on the halt was taken as stopped")
+	}
+	if withdrawn.commit() || withdrawn.requested() {
+		t.Error("the relay still sees the withdrawn halt")
+	}
+}
