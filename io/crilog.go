@@ -256,6 +256,9 @@ func (r *rotatingFile) relayRaw(src *os.File, moved, dropped *atomic.Uint64, h *
 			if h.commit() {
 				return errHalted
 			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue // a halt's wake-up, the halt withdrawn meanwhile
+			}
 			return err
 		}
 	}

@@ -1,6 +1,7 @@
 package io
 
 import (
+	"errors"
 	stdio "io"
 	"os"
 	"syscall"
@@ -161,6 +162,9 @@ func copyRawHalting(dst, src *os.File, buf []byte, h *halter, last *byte) error 
 		if err != nil {
 			if h.commit() {
 				return errHalted
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue // a halt's wake-up, the halt withdrawn meanwhile
 			}
 			return err
 		}

@@ -73,9 +73,12 @@ func (s *stallPolicy) discardUntilDrained(dst, src *os.File, dstRC syscall.RawCo
 			}
 		}
 		if err != nil {
-			if h != nil && errors.Is(err, os.ErrDeadlineExceeded) && h.commit() {
-				h.discarding = true
-				return 0, errHalted
+			if h != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+				if h.commit() {
+					h.discarding = true
+					return 0, errHalted
+				}
+				continue // a halt's wake-up, the halt withdrawn meanwhile
 			}
 			return 0, err // io.EOF when the process's writers are gone
 		}
