@@ -34,7 +34,7 @@ const (
 	// own executable, shared page cache that the shim unmaps every 30 s and faults back in as
 	// it runs: it swings by up to ~4 MiB with the moment of the measurement (seen here:
 	// 8.5 -> 12.1 MiB of RSS with +0.9 MiB anonymous), so it is reported, not gated.
-	// The bound: an idle shim holds ~4-5 MiB anonymous, and the Go heap of a shim that just
+	// The bound: an idle shim holds ~1.5-2 MiB anonymous, and the Go heap of a shim that just
 	// served a burst sits a few hundred KiB around its GC target (measured growth here
 	// 50-870 KiB, not proportional to the container count); 2 MiB leaves room for that noise
 	// yet catches any per-container leak of >= ~40 KiB (a goroutine stack plus a copy

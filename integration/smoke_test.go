@@ -36,7 +36,11 @@ func smokeFlavors() []string {
 // and log) and ExecSync; and the task API version the release settled on with the shim
 // (bootstrap.json: 3 from 2.3 on, where containerd sends BootstrapParams; 2 before).
 func TestCompatSmoke(t *testing.T) {
-	for _, flavor := range smokeFlavors() {
+	flavors := smokeFlavors()
+	if len(flavors) == 0 {
+		t.Skip("no release line asked for (TEST_SMOKE_FLAVORS=none)")
+	}
+	for _, flavor := range flavors {
 		t.Run("containerd-"+flavor, func(t *testing.T) {
 			d, cri := harness.StartCRIDaemon(t, flavor)
 			ctx, ns := d.NewNamespace(t)

@@ -2,7 +2,9 @@ package process
 
 import (
 	"context"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -22,12 +24,15 @@ func TestExecLaunchedAsTheInitDiesIsKilled(t *testing.T) {
 		t.Skipf("cannot become a subreaper: %v", err)
 	}
 	dir := t.TempDir()
-	// The fake runtime's exec takes 500 ms, then leaves a process behind
-	// (re-parented to this test process) and writes its PID; its kill
-	// --all finds nothing yet, as runc's would.
+	// The fake runtime's exec says it has begun, waits until the test has
+	// the init die, then leaves a process behind (re-parented to this test
+	// process) and writes its PID; its kill --all finds nothing yet, as
+	// runc's would.
+	t.Setenv("FAKE_DIR", dir)
 	rt, r := fakeRuntime(t, dir, `
 kill) exit 0;;
-exec) sleep 0.5; while [ "$1" != --pid-file ]; do shift; done; sleep 100 </dev/null >/dev/null 2>&1 & echo $! > "$2";;`)
+exec) touch "$FAKE_DIR/begun"; while [ ! -e "$FAKE_DIR/go" ]; do sleep 0.01; done
+	while [ "$1" != --pid-file ]; do shift; done; sleep 100 </dev/null >/dev/null 2>&1 & echo $! > "$2";;`)
 	c := &Container{ID: "c", Bundle: dir, rt: rt, execs: map[string]*Process{}}
 	c.execsIdle = sync.NewCond(&c.mu)
 	c.init = newProcess(c, "", shimio.Config{}, nil)
@@ -50,8 +55,19 @@ exec) sleep 0.5; while [ "$1" != --pid-file ]; do shift; done; sleep 100 </dev/n
 
 	started := make(chan error, 1)
 	go func() { started <- e.startExec(context.Background(), func(int) {}) }()
-	time.Sleep(200 * time.Millisecond) // the runtime's exec is under way
+	waitUntil(t, "the runtime's exec begins", func() bool {
+		_, err := os.Stat(filepath.Join(dir, "begun"))
+		return err == nil
+	})
 	if err := initCmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the init's exit is taken", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.initReaped
+	})
+	if err := os.WriteFile(filepath.Join(dir, "go"), nil, 0o600); err != nil { // the exec joins now
 		t.Fatal(err)
 	}
 	if err := <-started; err != nil {
@@ -64,5 +80,15 @@ exec) sleep 0.5; while [ "$1" != --pid-file ]; do shift; done; sleep 100 </dev/n
 	}
 	if st := e.State(); st.Status != Stopped || st.ExitCode != 137 {
 		t.Fatalf("exec after the init's exit: %v, exit %d; want stopped, killed (137)", st.Status, st.ExitCode)
+	}
+}
+
+// waitUntil polls cond for up to 5 s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 5 s", what)
+		}
 	}
 }

@@ -64,8 +64,11 @@ func TestWindowKeepsEarlyExit(t *testing.T) {
 		r.mu.Lock()
 		_, seen := r.pending[cmd.Process.Pid]
 		r.mu.Unlock()
-		if seen || time.Now().After(deadline) {
+		if seen {
 			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the exit was not kept for the open window within 5 s")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
