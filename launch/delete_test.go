@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
 	bundlefiles "github.com/example/containerd-shim-example-v2/bundle"
@@ -56,9 +58,14 @@ func TestDeleteGoesOnAfterAHungRuntime(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	hung := filepath.Join(dir, "hung-runtime")
-	if err := os.WriteFile(hung, []byte("#!/bin/sh\nexec sleep 60\n"), 0o755); err != nil {
+	hung, pidFile := filepath.Join(dir, "hung-runtime"), filepath.Join(dir, "runtime.pid")
+	if err := os.WriteFile(hung, []byte("#!/bin/sh\necho $$ > "+pidFile+"\nexec sleep 60\n"), 0o755); err != nil {
 		t.Fatal(err)
+	}
+	rootfs := filepath.Join(bundle, "rootfs")
+	mounted := os.Geteuid() == 0 && unix.Mount("tmpfs", rootfs, "tmpfs", 0, "") == nil
+	if mounted {
+		t.Cleanup(func() { unix.Unmount(rootfs, unix.MNT_DETACH) })
 	}
 	if err := (&oci.Runtime{Binary: hung, Root: root}).Save(bundle); err != nil {
 		t.Fatal(err)
@@ -77,6 +84,20 @@ func TestDeleteGoesOnAfterAHungRuntime(t *testing.T) {
 	var resp taskapi.DeleteResponse
 	if err := proto.Unmarshal(out.Bytes(), &resp); err != nil || resp.ExitStatus != killedStatus {
 		t.Fatalf("response %+v (%v)", &resp, err)
+	}
+	// The hung runtime was killed, and reaped: nothing of it runs on.
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stat, err := os.ReadFile("/proc/" + strings.TrimSpace(string(b)) + "/stat"); err == nil {
+		t.Errorf("the hung runtime %s is still there: %s", strings.TrimSpace(string(b)), stat)
+	}
+	if mounted {
+		var st, parent unix.Stat_t
+		if err := unix.Stat(rootfs, &st); err == nil && unix.Stat(bundle, &parent) == nil && st.Dev != parent.Dev {
+			t.Error("the rootfs is still mounted after the delete")
+		}
 	}
 }
 
