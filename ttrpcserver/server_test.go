@@ -359,7 +359,15 @@ func TestCloseEndsServeAndConnections(t *testing.T) {
 		e := newEnv(t, map[string]ttrpc.Method{})
 		c := e.dial(t)
 		defer c.Close()
-		time.Sleep(50 * time.Millisecond) // accepted
+		// One answer proves the connection accepted (a connection still in
+		// the listener's backlog is reset, not ended, when it closes).
+		req, _ := proto.Marshal(&ttrpc.Request{Service: testService, Method: "Missing"})
+		if _, err := c.Write(frame(1, ttrpcframe.TypeRequest, req)); err != nil {
+			t.Fatal(err)
+		}
+		if _, r := readAnswer(t, c); codes.Code(r.GetStatus().GetCode()) != codes.Unimplemented {
+			t.Fatalf("the first answer: %v", r.GetStatus())
+		}
 		if err := e.srv.Close(); err != nil {
 			t.Fatal(err)
 		}
