@@ -274,8 +274,9 @@ func TestPauseKeepsExitsForLater(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.Then(cmd.Process.Pid, ch, func(Exit) { <-release })
-	time.Sleep(100 * time.Millisecond) // the exit arrived and the callback runs
+	entered := make(chan struct{})
+	r.Then(cmd.Process.Pid, ch, func(Exit) { close(entered); <-release })
+	<-entered // the exit arrived and the callback runs
 	if r.Pause(50 * time.Millisecond) {
 		t.Fatal("pause completed while a callback ran")
 	}
@@ -298,8 +299,10 @@ func TestPauseLetsCallbacksReapTheirChildren(t *testing.T) {
 		t.Fatal(err)
 	}
 	started := make(chan struct{})
+	entered := make(chan struct{})
 	done := make(chan int, 1)
 	r.Then(cmd.Process.Pid, ch, func(Exit) {
+		close(entered)
 		// The child starts only once Pause is under way.
 		<-started
 		time.Sleep(50 * time.Millisecond)
@@ -310,7 +313,7 @@ func TestPauseLetsCallbacksReapTheirChildren(t *testing.T) {
 		}
 		done <- (<-kid).Status
 	})
-	time.Sleep(100 * time.Millisecond) // the exit arrived and the callback waits
+	<-entered // the exit arrived and the callback waits
 	close(started)
 	t0 := time.Now()
 	if !r.Pause(3 * time.Second) {

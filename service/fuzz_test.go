@@ -58,6 +58,15 @@ func FuzzValidateBundle(f *testing.F) {
 	f.Add("/run/../etc/ns/c1")
 	f.Add("relative/ns/c1")
 	f.Add("/")
+	// A bundle that is there, so that the accepted branch runs as well.
+	real := f.TempDir()
+	if err := os.WriteFile(filepath.Join(real, "config.json"), []byte("{}"), 0o600); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(real)
+	if err := validateBundle(real); err != nil {
+		f.Fatalf("a bundle with its config.json refused: %v", err)
+	}
 	f.Fuzz(func(t *testing.T, bundle string) {
 		err := validateBundle(bundle)
 		if err == nil {

@@ -232,6 +232,7 @@ func TestCallsOnOneConnectionDoNotWaitForEachOther(t *testing.T) {
 func TestMetadataTimeoutAndHangup(t *testing.T) {
 	inBothModes(t, func(t *testing.T, newEnv envMaker) {
 		cancelled := make(chan error, 1)
+		holding := make(chan struct{}, 1)
 		e := newEnv(t, map[string]ttrpc.Method{
 			"Meta": typed(func(ctx context.Context, _ string) (string, error) {
 				md, _ := ttrpc.GetMetadata(ctx)
@@ -240,6 +241,7 @@ func TestMetadataTimeoutAndHangup(t *testing.T) {
 				return fmt.Sprintf("%q deadline=%v", v, hasDeadline), nil
 			}),
 			"Hold": typed(func(ctx context.Context, _ string) (string, error) {
+				holding <- struct{}{}
 				<-ctx.Done()
 				cancelled <- ctx.Err()
 				return "", ctx.Err()
@@ -263,7 +265,7 @@ func TestMetadataTimeoutAndHangup(t *testing.T) {
 			var out wrapperspb.StringValue
 			_ = c2.Call(context.Background(), testService, "Hold", wrapperspb.String(""), &out)
 		}()
-		time.Sleep(100 * time.Millisecond) // let Hold start
+		<-holding // Hold runs
 		c2.Close()
 		select {
 		case err := <-cancelled:
