@@ -56,9 +56,11 @@ func TestHarnessTeardown(t *testing.T) {
 			if p := d.ShimProcesses("", ""); len(p) > 0 {
 				t.Errorf("shims left after Stop: %v", p)
 			}
-			time.Sleep(200 * time.Millisecond)
-			if harness.PidExists(row.Pid) {
-				t.Errorf("container init pid %d left after Stop", row.Pid)
+			for deadline := time.Now().Add(5 * time.Second); harness.PidExists(row.Pid); time.Sleep(20 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Errorf("container init pid %d left 5 s after Stop", row.Pid)
+					break
+				}
 			}
 			if _, err := os.Stat(harness.RuncStateDir(ns, id)); err == nil {
 				t.Errorf("runc state %s left after Stop", harness.RuncStateDir(ns, id))
