@@ -396,3 +396,25 @@ func TestTerminalEndOfInputWaitingAcrossAHalt(t *testing.T) {
 		})
 	}
 }
+
+// A terminal's output relay stopped by a halt that came too late (the halt
+// gave up, the relay had just committed) is run again with the input relay
+// never asked to halt: the restart returns, and both relays go on.
+func TestTerminalRestartAfterOnlyTheOutputHalted(t *testing.T) {
+	p, clientIn, slave := canonicalTerminal(t)
+	defer p.Close()
+	if !p.consoleHalt.halt(p.master, p.consoleDst.(*clientFIFO).w, 2*time.Second) {
+		t.Fatal("the output relay did not halt")
+	}
+	restarted := make(chan struct{})
+	go func() { p.restartConsole(); close(restarted) }()
+	select {
+	case <-restarted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the restart waits for the input relay, which was never asked to halt")
+	}
+	clientIn.Write([]byte("abc\n"))
+	clientIn.Close()
+	p.CloseStdin()
+	expectLineThenEOF(t, slave, "abc\n")
+}

@@ -86,16 +86,18 @@ func stoppedHalter(carry []byte, ended bool, lastIn byte, eofPending bool) *halt
 }
 
 // stopped reports whether the relay has returned (halted, or its stream
-// ended). If not, the halt is withdrawn and the relay goes on by itself;
-// unless it has just committed to the halt, and then it is waited for (it
-// returns at once).
+// ended). If not, a halt asked for is withdrawn and the relay goes on by
+// itself; unless it has just committed to the halt, and then it is waited
+// for (it returns at once). A relay never asked to halt goes on.
 func (h *halter) stopped() bool {
 	select {
 	case <-h.done:
 		return true
 	default:
 	}
-	if h.withdraw() {
+	// Only a halt request can lead to a commit: a halter at haltNone stays
+	// there until the next halt.
+	if h.withdraw() || h.state.Load() == haltNone {
 		return false
 	}
 	<-h.done

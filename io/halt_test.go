@@ -32,3 +32,20 @@ func TestHaltWithdrawnOnlyBeforeTheRelayCommits(t *testing.T) {
 		t.Error("the relay still sees the withdrawn halt")
 	}
 }
+
+// A relay never asked to halt (a terminal's input, when the output's halt
+// failed first) is going on: stopped says so at once instead of waiting for
+// it to end.
+func TestStoppedOfARelayNeverAskedToHalt(t *testing.T) {
+	h := newHalter(nil)
+	res := make(chan bool, 1)
+	go func() { res <- h.stopped() }()
+	select {
+	case stopped := <-res:
+		if stopped {
+			t.Error("a running relay never asked to halt was taken as stopped")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("stopped waits for a relay never asked to halt")
+	}
+}
