@@ -323,6 +323,8 @@ func (p *Pipes) relayTerminalOutput(master *rawFile, dst *os.File, buf []byte, h
 				}
 			}
 			return nil
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// A halt's wake-up, the halt withdrawn meanwhile.
 		default:
 			return nil // EIO (hung up), end of file, or closed
 		}

@@ -325,6 +325,9 @@ func (r *rotatingFile) relayCRI(src *os.File, stream string, moved, dropped *ato
 		case err == nil, isPrefix:
 		case errors.Is(err, stdio.EOF):
 			return nil
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// A halt's wake-up, the halt withdrawn meanwhile: what the
+			// line had so far went out as a partial record.
 		default:
 			return err
 		}

@@ -1,6 +1,7 @@
 package io
 
 import (
+	"os"
 	"testing"
 	"time"
 )
@@ -47,5 +48,38 @@ func TestStoppedOfARelayNeverAskedToHalt(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("stopped waits for a relay never asked to halt")
+	}
+}
+
+// A relay woken by a halt's deadline whose halt was withdrawn before it
+// acted (the deadline set, then cleared, and no halt asked any more) reads
+// again: stdin goes on reaching the process, instead of the process reading
+// end of file.
+func TestStdinRelayWokenByAWithdrawnHaltGoesOn(t *testing.T) {
+	inPath := mkfifo(t, "in")
+	p, err := Open(Config{Stdin: inPath}, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	procIn, _, _ := p.RuntimeFiles()
+	client, err := os.OpenFile(inPath, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	client.Write([]byte("before;"))
+	buf := make([]byte, 64)
+	if n, err := procIn.Read(buf); err != nil || string(buf[:n]) != "before;" {
+		t.Fatalf("the process read %q, %v", buf[:n], err)
+	}
+	src := p.relays[0].src // what a halt wakes, as halter.halt does
+	_ = src.SetReadDeadline(time.Now())
+	time.Sleep(50 * time.Millisecond)
+	_ = src.SetReadDeadline(time.Time{})
+	client.Write([]byte("after"))
+	_ = procIn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := procIn.Read(buf); err != nil || string(buf[:n]) != "after" {
+		t.Fatalf("after the wake-up the process read %q, %v: the relay ended", buf[:n], err)
 	}
 }

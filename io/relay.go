@@ -128,6 +128,8 @@ func splicePipes(dst, src *os.File, stall *stallPolicy, h *halter) (written int6
 			h.carry = append([]byte(nil), s.pending...)
 			s.pending = nil
 			return s.written, errHalted, true
+		case errors.Is(rerr, os.ErrDeadlineExceeded):
+			continue // a halt's wake-up, the halt withdrawn meanwhile
 		case rerr != nil:
 			return s.written, closedAsErrClosed(rerr), true
 		case s.stalled:
