@@ -158,6 +158,12 @@ func TestParseOptionsTOMLAsContainerdWritesIt(t *testing.T) {
 	if want := (RuntimeOptions{BinaryName: "/usr/bin/crun", SystemdCgroup: true}); got != want {
 		t.Fatalf("got %+v, want %+v", got, want)
 	}
+	// Keys this shim does not read may be whatever TOML allows, repeated
+	// after normalization included; a table under a header is not read.
+	got, err = parseOptionsTOML([]byte("Foo_Bar = 1\nFooBar = 2\nfoobar = [\n  [1, 2],\n]\nRoot = '/r'\n[options]\nBinaryName = 'crun'\n"))
+	if err != nil || got != (RuntimeOptions{Root: "/r"}) {
+		t.Errorf("other keys and a sub-table: %+v, %v; want only Root", got, err)
+	}
 	for _, bad := range []string{
 		"SystemdCgroup = T",             // ParseBool's, not TOML's
 		"SystemdCgroup = 1",             //

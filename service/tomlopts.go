@@ -3,6 +3,7 @@ package service
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -21,34 +22,68 @@ const maxConfigFile = 1 << 20
 //
 // Only the table's own keys count: they end at the first table header (a
 // nested table, such as containerd's marshalling of a sub-table, comes after
-// them, and in TOML no key after a header is the root table's again). A
-// value must fit on its line; what this reader does not take exactly as
-// TOML does (multi-line values, a key given twice, a boolean that is not
-// true or false) is refused rather than guessed at.
+// them, and in TOML no key after a header is the root table's again). One of
+// this shim's keys found under a header is logged as ignored: an options
+// file written as `[options]` then `BinaryName = ...` would otherwise fall
+// back to the default runtime without a word. A value must fit on its line;
+// what this reader does not take exactly as TOML does (multi-line values,
+// one of its keys given twice, a boolean that is not true or false) is
+// refused rather than guessed at.
 func parseOptionsTOML(data []byte) (RuntimeOptions, error) {
 	var o RuntimeOptions
 	seen := map[string]bool{}
+	var table string     // the header the lines are under ("": the options' own)
+	var ignored []string // this shim's keys found under a header
+	open := 0            // brackets a multi-line array or inline table left open
+	defer func() {
+		if len(ignored) > 0 {
+			slog.Warn("runtime options: keys under a table header are not the options' own; ignored", "keys", ignored)
+		}
+	}()
 	for n, line := range strings.Split(string(data), "\n") {
 		n++
 		line = strings.TrimSpace(line)
+		if open > 0 { // a value of a key this reader does not read, going on
+			open += bracketBalance(line)
+			continue
+		}
 		if line == "" || line[0] == '#' {
 			continue
 		}
 		if line[0] == '[' {
-			break
+			table = line
+			continue
 		}
 		key, raw, ok := strings.Cut(line, "=")
+		if ok {
+			open = max(bracketBalance(raw), 0)
+		}
+		if table != "" {
+			// Not ours to read (any shape: multi-line values of other
+			// tables included); only said if it looks like one of ours.
+			if k := normalizeTOMLKey(key); ok && ourTOMLKeys[k] {
+				ignored = append(ignored, table+" "+k)
+			}
+			continue
+		}
 		if !ok {
 			return o, invalidArgument("runtime options line %d: %q is not key = value", n, line)
 		}
-		key = strings.ToLower(strings.ReplaceAll(strings.Trim(strings.TrimSpace(key), `"`), "_", ""))
+		key = normalizeTOMLKey(key)
 		if key == "" {
 			return o, invalidArgument("runtime options line %d: no key", n)
 		}
-		if seen[key] {
-			return o, invalidArgument("runtime options line %d: %s given twice", n, key)
+		if ourTOMLKeys[key] {
+			// Other keys are not read, and BinaryName and binary_name
+			// are two TOML keys but one option here.
+			if open > 0 {
+				return o, invalidArgument("runtime options line %d: %s must have its value on one line", n, key)
+			}
+			if seen[key] {
+				return o, invalidArgument("runtime options line %d: %s given twice", n, key)
+			}
+			seen[key] = true
 		}
-		seen[key] = true
 		raw = stripTOMLComment(strings.TrimSpace(raw))
 		var err error
 		switch key {
@@ -80,6 +115,48 @@ func parseOptionsTOML(data []byte) (RuntimeOptions, error) {
 		}
 	}
 	return o, nil
+}
+
+// ourTOMLKeys are the options this shim reads, normalized.
+var ourTOMLKeys = map[string]bool{
+	"binaryname": true, "root": true, "criuimagepath": true, "criuworkpath": true, "systemdcgroup": true,
+	"nopivotroot": true, "nonewkeyring": true, "iouid": true, "iogid": true, "shimcgroup": true,
+}
+
+// normalizeTOMLKey is a key as this reader compares them: unquoted, lower
+// case, without underscores (BinaryName, binary_name, "BinaryName").
+func normalizeTOMLKey(key string) string {
+	return strings.ToLower(strings.ReplaceAll(strings.Trim(strings.TrimSpace(key), `"`), "_", ""))
+}
+
+// bracketBalance counts the brackets and braces s opens minus those it
+// closes, outside strings and before a comment: above 0, a multi-line array
+// or inline table goes on on the next lines.
+func bracketBalance(s string) int {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '#':
+			return n
+		case '[', '{':
+			n++
+		case ']', '}':
+			n--
+		case '\'':
+			if j := strings.IndexByte(s[i+1:], '\''); j >= 0 {
+				i += j + 1
+			} else {
+				return n
+			}
+		case '"':
+			for i++; i < len(s) && s[i] != '"'; i++ {
+				if s[i] == '\\' {
+					i++
+				}
+			}
+		}
+	}
+	return n
 }
 
 // stripTOMLComment drops a trailing "# comment" from a value, looking past a
