@@ -27,9 +27,11 @@ func (c *Container) Pids(ctx context.Context) ([]int, error) {
 	pids, err := c.rt.Ps(ctx, c.ID)
 	if err != nil {
 		// Not NotFound even when the runtime has no such container (a
-		// checkpoint not restored yet): containerd, reloading its shims
-		// after a restart, deletes a task whose Pids says NotFound, and
-		// keeps it on any other error, as the stock shim's runtime error.
+		// checkpoint not restored yet): the containerd releases that check
+		// (shouldCleanupShim) delete a task whose Pids says NotFound when
+		// they reload their shims after a restart, and keep it on any
+		// other error, such as the stock shim's runtime error. (Older ones
+		// clean such a task up on any error.)
 		return nil, fmt.Errorf("list processes of %s: %w", c.ID, err)
 	}
 	return pids, nil
