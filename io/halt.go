@@ -65,6 +65,12 @@ func (h *halter) requested() bool { return h.state.Load() != haltNone }
 // commit is the relay's check at a point where it can stop: true when a
 // halt is asked for, which the relay then carries out (returns errHalted).
 func (h *halter) commit() bool {
+	switch h.state.Load() { // a plain load first: the relay asks on every chunk
+	case haltNone:
+		return false
+	case haltCommitted:
+		return true
+	}
 	return h.state.CompareAndSwap(haltRequested, haltCommitted) || h.state.Load() == haltCommitted
 }
 
