@@ -58,9 +58,9 @@ func RunDaemon(f Flags) error {
 	// A client that went away must not kill the shim through SIGPIPE. Caught,
 	// not ignored: an ignored signal stays ignored across execve, so every
 	// runtime, hook and binary:// logger, and the containers of a runtime
-	// that does not reset it, would start with SIGPIPE ignored (`yes | head`
-	// would not end as it does elsewhere). Nobody reads the channel; a
-	// signal that finds it full is dropped.
+	// that does not reset it, would start with SIGPIPE ignored (a writer into
+	// a closed pipe would get EPIPE, not the signal that ends it elsewhere).
+	// Nobody reads the channel; a signal that finds it full is dropped.
 	signal.Notify(make(chan os.Signal, 1), unix.SIGPIPE)
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, unix.SIGTERM, unix.SIGINT)
