@@ -17,7 +17,9 @@ const (
 	// DrainIdleTimeout: once the process has exited, output that has not
 	// moved for this long is not going to: its reader is gone or stuck.
 	// Waiting longer only delays Delete (clients give up after seconds).
-	DrainIdleTimeout = time.Second
+	// 1 s cut off a reader that was only slow: `ctr run` in the cgroup v2
+	// guest (emulated CPUs) lost its last 90 KB once.
+	DrainIdleTimeout = 3 * time.Second
 	drainPoll        = 100 * time.Millisecond
 )
 
