@@ -239,9 +239,9 @@ func (p *Pipes) writeEndOfInput(h *halter) error {
 	if err != nil {
 		return nil
 	}
-	if err := w.write(h.takeCarry()); err != nil {
-		if h.haltedIn(w) {
-			return errHalted
+	if err := w.writeHalting(p.master, h.takeCarry(), h, nil); err != nil {
+		if errors.Is(err, errHalted) {
+			return err
 		}
 		slog.Debug("terminal end of input not written", "error", err)
 	}
@@ -261,17 +261,17 @@ func (p *Pipes) writeEndOfInput(h *halter) error {
 // out first.
 func (p *Pipes) relayTerminalOutput(master *rawFile, dst *os.File, buf []byte, h *halter, stallable bool) error {
 	var out func([]byte) error
-	var w *rawFile
 	var stall *terminalStall
 	if dst != nil {
-		var err error
-		if w, err = newRawFile(dst); err == nil && isPipe(dst) {
-			out = w.write
+		if w, err := newRawFile(dst); err == nil && isPipe(dst) {
+			var own func() time.Time
 			if stallable {
-				stall = newTerminalStall(p, dst, w)
+				if stall = newTerminalStall(p, dst, w); stall != nil {
+					own = stall.deadline
+				}
 			}
+			out = func(b []byte) error { return w.writeHalting(dst, b, h, own) }
 		} else {
-			w = nil
 			out = func(b []byte) error { _, err := dst.Write(b); return err } // a log file
 		}
 	}
@@ -284,8 +284,8 @@ func (p *Pipes) relayTerminalOutput(master *rawFile, dst *os.File, buf []byte, h
 			return nil
 		}
 		if err := out(b); err != nil {
-			if w != nil && h.haltedIn(w) { // what the FIFO had no room for is the carry
-				return errHalted
+			if errors.Is(err, errHalted) { // what the FIFO had no room for is the carry
+				return err
 			}
 			if stall != nil && stall.stalled(err) {
 				return nil // the rest of b was discarded, and so is what follows

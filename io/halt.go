@@ -127,6 +127,15 @@ func (h *halter) haltedIn(w *rawFile) bool {
 	return true
 }
 
+// haltWakeup reports whether err, which ended a write the relay was
+// waiting in, is a deadline a halt set to wake it, the halt withdrawn since
+// (the relay's commit said no): the write goes on. own is the relay's own
+// deadline for that wait (the stall clock; zero: none): a deadline error at
+// or after it is the relay's own, not a halt's.
+func haltWakeup(err error, own time.Time) bool {
+	return errors.Is(err, os.ErrDeadlineExceeded) && (own.IsZero() || time.Now().Before(own))
+}
+
 // halt asks the relay between src and dst to stop, waking it from any wait
 // with past deadlines, and waits until it has (or timeout). The deadlines
 // are cleared again before it returns.

@@ -5,6 +5,7 @@ import (
 	stdio "io"
 	"os"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -98,6 +99,34 @@ func (r *rawFile) writeReady(fd uintptr) bool {
 	return true
 }
 
+// writeHalting writes all of b to f (r's file) as write does, for a relay
+// that a halt (h) may stop: a halt asked for stops it with errHalted, what is
+// unwritten becoming h's carry. A wake-up by a halt that was withdrawn before
+// the relay acted on it is no failure: the write goes on. own, if not nil,
+// gives the relay's own deadline for the write (its stall clock, armed by
+// r.full; zero when none runs), which the halt cleared when it ended: it is
+// set again, and a deadline error past it is returned as it is.
+func (r *rawFile) writeHalting(f *os.File, b []byte, h *halter, own func() time.Time) error {
+	for {
+		err := r.write(b)
+		if err == nil {
+			return nil
+		}
+		if h.haltedIn(r) {
+			return errHalted
+		}
+		var at time.Time
+		if own != nil {
+			at = own()
+		}
+		if !haltWakeup(err, at) {
+			return err
+		}
+		_ = f.SetWriteDeadline(at) // zero: clears a deadline the halt left
+		b = r.buf
+	}
+}
+
 // readNow reads what is there without waiting (and without regard to a
 // read deadline); 0 when nothing is.
 func (r *rawFile) readNow(buf []byte) int {
@@ -132,11 +161,8 @@ func copyRawHalting(dst, src *os.File, buf []byte, h *halter, last *byte) error 
 		return err
 	}
 	write := func(b []byte) error {
-		if werr := w.write(b); werr != nil {
-			if h.haltedIn(w) {
-				return errHalted
-			}
-			return werr
+		if err := w.writeHalting(dst, b, h, nil); err != nil {
+			return err
 		}
 		*last = b[len(b)-1]
 		return nil

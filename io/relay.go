@@ -135,7 +135,7 @@ func splicePipes(dst, src *os.File, stall *stallPolicy, h *halter) (written int6
 		case s.stalled:
 			// The reader made no progress for the whole timeout. What a
 			// read had taken but not delivered is lost with the rest.
-			s.stalled, s.armed = false, false
+			s.stalled, s.armed, s.stallAt = false, false, time.Time{}
 			if n := len(s.pending); n > 0 {
 				stall.dropped.Add(uint64(n))
 				s.pending = nil
@@ -178,8 +178,9 @@ type splicer struct {
 	wantSrc  bool    // src is empty: wait for src
 	done     bool    // end of file, or err
 	err      error
-	stalled  bool // dst stayed full for the stall timeout
-	armed    bool // dst's write deadline runs (dst was found full)
+	stalled  bool      // dst stayed full for the stall timeout
+	armed    bool      // dst's write deadline runs (dst was found full)
+	stallAt  time.Time // when it runs out (zero: not armed)
 	halt     *halter
 
 	onSrc, onDst func(uintptr) bool // the two callbacks, bound once
@@ -190,16 +191,25 @@ func (s *splicer) srcReady(sfd uintptr) bool {
 	if s.halting() {
 		return true
 	}
-	if werr := s.dstRC.Write(s.onDst); werr != nil {
+	for {
+		werr := s.dstRC.Write(s.onDst)
+		if werr == nil {
+			break
+		}
 		if s.halting() {
 			return true
 		}
-		if errors.Is(werr, os.ErrDeadlineExceeded) && s.stall.enabled() {
-			s.stalled = true
-		} else {
-			s.err = werr
+		if !haltWakeup(werr, s.stallAt) {
+			if errors.Is(werr, os.ErrDeadlineExceeded) {
+				s.stalled = true // the stall clock ran out
+			} else {
+				s.err = werr
+			}
+			return true
 		}
-		return true
+		// A halt's wake-up, the halt withdrawn meanwhile: wait on, with
+		// the stall clock's deadline that the halt's end cleared.
+		_ = s.dst.SetWriteDeadline(s.stallAt)
 	}
 	if s.wantSrc && !s.done {
 		s.wantSrc = false
@@ -339,21 +349,30 @@ func (s *splicer) waitSrc() bool {
 }
 
 // waitDst starts the stall clock before a wait for dst: the reader is
-// behind, and from now on its time counts.
+// behind, and from now on its time counts. An armed clock's deadline is set
+// again: a halt that was withdrawn cleared it when it ended. During a halt
+// the halt's own deadline stays, to wake the relay.
 func (s *splicer) waitDst() {
-	if s.stall.enabled() && !s.armed && !s.haltAsked() {
-		_ = s.dst.SetWriteDeadline(time.Now().Add(s.stall.timeout))
+	if !s.stall.enabled() || s.haltAsked() {
+		return
+	}
+	if !s.armed {
+		s.stallAt = time.Now().Add(s.stall.timeout)
 		s.armed = true
 	}
+	_ = s.dst.SetWriteDeadline(s.stallAt)
 }
 
-// progressed accounts for n bytes delivered.
+// progressed accounts for n bytes delivered: the reader took data, and the
+// stall clock stops (a halt's deadline, if one is asked for, stays).
 func (s *splicer) progressed(n int64) {
 	s.written += n
 	s.stall.progressed(n)
-	if s.armed && !s.haltAsked() {
-		_ = s.dst.SetWriteDeadline(time.Time{}) // the reader took data
-		s.armed = false
+	if s.armed {
+		if !s.haltAsked() {
+			_ = s.dst.SetWriteDeadline(time.Time{})
+		}
+		s.armed, s.stallAt = false, time.Time{}
 	}
 }
 

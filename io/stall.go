@@ -148,6 +148,7 @@ type terminalStall struct {
 	dstRC      syscall.RawConn
 	w          *rawFile
 	armed      bool
+	at         time.Time // when the armed clock runs out
 	discarding bool
 	queued     int // the FIFO's fill when discarding began
 }
@@ -168,24 +169,31 @@ func newTerminalStall(p *Pipes, dst *os.File, w *rawFile) *terminalStall {
 	return s
 }
 
+// arm runs when a write finds the FIFO full. An armed clock's deadline is
+// set again: a halt that was withdrawn cleared it when it ended.
 func (s *terminalStall) arm() {
 	if !s.armed {
-		_ = s.dst.SetWriteDeadline(time.Now().Add(s.policy.timeout))
+		s.at = time.Now().Add(s.policy.timeout)
 		s.armed = true
 	}
+	_ = s.dst.SetWriteDeadline(s.at)
 }
 
 func (s *terminalStall) disarm() {
 	if s.armed {
 		_ = s.dst.SetWriteDeadline(time.Time{})
 		s.armed = false
+		s.at = time.Time{}
 	}
 }
+
+// deadline is when the armed clock runs out (zero: not armed).
+func (s *terminalStall) deadline() time.Time { return s.at }
 
 // stalled reports whether err ended a write because the clock ran out; if
 // so, what the write had left is dropped and discarding begins.
 func (s *terminalStall) stalled(err error) bool {
-	if !s.armed || !errors.Is(err, os.ErrDeadlineExceeded) {
+	if !s.armed || !errors.Is(err, os.ErrDeadlineExceeded) || time.Now().Before(s.at) {
 		return false
 	}
 	s.disarm()
