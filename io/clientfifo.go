@@ -45,7 +45,7 @@ func (f readyFile) queued() uint64           { return 0 }
 // any longer (the stall policy then decides the output's fate, as for a
 // reader that stopped reading).
 //
-// Locking: mu guards keep and closed; w and err are written once, before
+// Locking: mu guards keep, closed and endsClosed; w and err are written once, before
 // opened is closed, and read only after.
 type clientFIFO struct {
 	handle *os.File // O_PATH handle: the FIFO even if its path goes away
@@ -53,9 +53,11 @@ type clientFIFO struct {
 	w      *os.File // write end, once a reader is there
 	err    error
 
-	mu     sync.Mutex
-	keep   *os.File // the shim's own reader
-	closed bool
+	mu         sync.Mutex
+	keep       *os.File      // the shim's own reader
+	closed     bool          // Close was called
+	endsClosed bool          // and the ends are closed: no reader is opened any more
+	released   chan struct{} // closed with endsClosed
 }
 
 // openClientFIFO starts attaching to the FIFO at path; ready returns its
@@ -65,7 +67,7 @@ func openClientFIFO(path, stream string, attachTimeout time.Duration) (*clientFI
 	if err != nil {
 		return nil, fmt.Errorf("open %s fifo: %w", stream, classify(err))
 	}
-	f := &clientFIFO{handle: h, opened: make(chan struct{})}
+	f := newClientFIFO(h)
 	// The common case: the client's reader is there already.
 	w, err := os.OpenFile(f.viaHandle(), unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	switch {
@@ -80,6 +82,10 @@ func openClientFIFO(path, stream string, attachTimeout time.Duration) (*clientFI
 	return f, nil
 }
 
+func newClientFIFO(handle *os.File) *clientFIFO {
+	return &clientFIFO{handle: handle, opened: make(chan struct{}), released: make(chan struct{})}
+}
+
 // viaHandle names the FIFO through the handle, so a path that was removed
 // or replaced meanwhile cannot make the shim wait on the wrong file.
 func (f *clientFIFO) viaHandle() string { return fmt.Sprintf("/proc/self/fd/%d", f.handle.Fd()) }
@@ -89,7 +95,7 @@ func (f *clientFIFO) viaHandle() string { return fmt.Sprintf("/proc/self/fd/%d",
 // or Close (holdOpen).
 func (f *clientFIFO) awaitReader(attachTimeout time.Duration) {
 	if attachTimeout > 0 { // negative: until a client comes or Close
-		timer := time.AfterFunc(attachTimeout, f.holdOpen)
+		timer := time.AfterFunc(attachTimeout, func() { f.holdOpenSoon(f.opened) })
 		defer timer.Stop()
 	}
 	w, err := os.OpenFile(f.viaHandle(), unix.O_WRONLY|unix.O_CLOEXEC, 0)
@@ -99,7 +105,9 @@ func (f *clientFIFO) awaitReader(attachTimeout time.Duration) {
 // attached records the write end and adds the shim's own reader.
 func (f *clientFIFO) attached(w *os.File, err error) {
 	if err == nil {
-		f.holdOpen()
+		if !f.holdOpen() {
+			go f.holdOpenSoon(f.released) // until Close
+		}
 		f.mu.Lock()
 		if f.closed {
 			w.Close()
@@ -115,13 +123,36 @@ func (f *clientFIFO) attached(w *os.File, err error) {
 	close(f.opened)
 }
 
-// holdOpen opens the shim's own reader (once). A writer waiting in open
-// returns at that moment.
-func (f *clientFIFO) holdOpen() {
+// holdOpen opens the shim's own reader (once) and reports whether it is
+// open. A writer waiting in open returns at that moment.
+func (f *clientFIFO) holdOpen() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.keep == nil {
-		f.keep, _ = openIdle(f.viaHandle(), unix.O_RDONLY)
+	if f.keep == nil && !f.endsClosed {
+		f.keep, _ = openReader(f.viaHandle(), unix.O_RDONLY)
+	}
+	return f.keep != nil
+}
+
+// openReader opens the shim's own reader (a variable for tests that run the
+// shim out of descriptors).
+var openReader = openIdle
+
+// holdOpenRetry is how often a reader the shim could not open (out of
+// descriptors) is tried again.
+var holdOpenRetry = 100 * time.Millisecond
+
+// holdOpenSoon opens the shim's own reader, trying again until it can or
+// stop is closed: out of descriptors the first try fails, and only a reader
+// ends a wait in awaitReader, or keeps a writing relay from EPIPE when the
+// client detaches.
+func (f *clientFIFO) holdOpenSoon(stop <-chan struct{}) {
+	for !f.holdOpen() {
+		select {
+		case <-stop:
+			return
+		case <-time.After(holdOpenRetry):
+		}
 	}
 }
 
@@ -151,6 +182,8 @@ func (f *clientFIFO) queued() uint64 {
 }
 
 // Close stops waiting for a reader and closes the shim's ends. Idempotent.
+// Out of descriptors, a wait for a reader cannot be ended at once: Close
+// then returns, and the ends are closed in the background once it has.
 func (f *clientFIFO) Close() error {
 	f.mu.Lock()
 	if f.closed {
@@ -159,7 +192,18 @@ func (f *clientFIFO) Close() error {
 	}
 	f.closed = true
 	f.mu.Unlock()
-	f.holdOpen() // ends a wait in awaitReader
+	if !f.holdOpen() { // it ends a wait in awaitReader
+		go func() {
+			f.holdOpenSoon(f.opened)
+			f.closeEnds()
+		}()
+		return nil
+	}
+	return f.closeEnds()
+}
+
+// closeEnds closes the shim's ends once the wait for a reader is over.
+func (f *clientFIFO) closeEnds() error {
 	<-f.opened
 	if f.w != nil {
 		f.w.Close()
@@ -168,6 +212,8 @@ func (f *clientFIFO) Close() error {
 	if f.keep != nil {
 		f.keep.Close()
 	}
+	f.endsClosed = true
 	f.mu.Unlock()
+	close(f.released)
 	return f.handle.Close()
 }

@@ -6,6 +6,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // clientReads opens path for reading in blocking mode, as a client's FIFO
@@ -95,4 +97,65 @@ func TestClientFIFONoReader(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close hung while waiting for a reader")
 	}
+}
+
+// Out of descriptors, the shim cannot open the reader of its own that ends
+// a wait for the client's reader. Close does not hang on that wait: it
+// returns, and the ends are closed once the reader could be opened; the
+// attach bound, likewise, is kept once it can.
+func TestClientFIFOOutOfDescriptors(t *testing.T) {
+	failures := make(chan struct{}, 100)
+	openReader = func(path string, flag int) (*os.File, error) {
+		select {
+		case <-failures:
+			return nil, &os.PathError{Op: "open", Path: path, Err: unix.EMFILE}
+		default:
+			return openIdle(path, flag)
+		}
+	}
+	holdOpenRetry = 10 * time.Millisecond
+	t.Cleanup(func() { openReader, holdOpenRetry = openIdle, 100*time.Millisecond })
+	failFor := func(n int) {
+		for range n {
+			failures <- struct{}{}
+		}
+	}
+
+	t.Run("close", func(t *testing.T) {
+		f, err := openClientFIFO(mkfifo(t, "out"), "stdout", -1) // waits for a client
+		if err != nil {
+			t.Fatal(err)
+		}
+		failFor(5)
+		closed := make(chan struct{})
+		go func() { f.Close(); close(closed) }()
+		select {
+		case <-closed:
+		case <-time.After(5 * time.Second):
+			t.Fatal("Close hung: the wait for a reader could not be ended")
+		}
+		select {
+		case <-f.released:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the ends were not closed once a reader could be opened")
+		}
+	})
+	t.Run("attach bound", func(t *testing.T) {
+		failFor(5)
+		f, err := openClientFIFO(mkfifo(t, "out"), "stdout", 50*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		ready := make(chan error, 1)
+		go func() { _, err := f.ready(); ready <- err }()
+		select {
+		case err := <-ready:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("no reader: the wait outlasted its bound")
+		}
+	})
 }

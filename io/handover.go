@@ -500,8 +500,8 @@ type adoptFunc func(fd int, name string, pollable bool) *os.File
 
 // importFIFO rebuilds the shim's side of a client's output FIFO, attached.
 func (o *OutputState) importFIFO(get adoptFunc) *clientFIFO {
-	f := &clientFIFO{handle: get(o.Handle, o.Stream+" fifo handle", held), opened: make(chan struct{}),
-		w: get(o.FIFO, o.Stream+" fifo", polled), keep: get(o.Keep, o.Stream+" fifo reader", held)}
+	f := newClientFIFO(get(o.Handle, o.Stream+" fifo handle", held))
+	f.w, f.keep = get(o.FIFO, o.Stream+" fifo", polled), get(o.Keep, o.Stream+" fifo reader", held)
 	close(f.opened)
 	return f
 }
