@@ -60,7 +60,7 @@ type Events struct {
 
 // Container is one OCI container: its runtime, its init and its execs.
 //
-// Locking: mu guards execs, runningExecs, initReaped and the OOM counts;
+// Locking: mu guards execs, runningExecs, initReaped, exitRecorded and the OOM counts;
 // execsIdle is signalled (with mu) when runningExecs drops to zero. A Process's own mutex is never
 // acquired while holding mu.
 type Container struct {
@@ -85,6 +85,7 @@ type Container struct {
 	execs        map[string]*Process
 	runningExecs int
 	initReaped   bool
+	exitRecorded bool              // the init's exit is recorded (and published): no OOM after it
 	oomSeen      uint64            // OOM kills already reported (or present at create)
 	oomRecheck   bool              // a v1 notification's kill is being looked for (recheckOOM)
 	oomStopped   bool              // deleted: no OOM is reported any more

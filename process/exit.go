@@ -85,6 +85,10 @@ func (c *Container) initExited(e reaper.Exit) {
 	c.mu.Lock()
 	c.initReaped = true
 	c.mu.Unlock()
+	// Read the OOM count at once: a systemd scope (the systemd cgroup
+	// driver) is removed as soon as it is empty, and the kill below and
+	// the wait for the execs give it time to go, the count with it.
+	c.reportOOMBeforeExit()
 
 	if !c.ownPIDNS {
 		// Without a PID namespace of its own, the container's other processes
@@ -95,6 +99,9 @@ func (c *Container) initExited(e reaper.Exit) {
 	}
 	c.waitExecsIdle(execsBeforeInitTimeout)
 	c.reportOOMBeforeExit()
+	c.mu.Lock()
+	c.exitRecorded = true // from here on an OOM would follow the exit: none is reported
+	c.mu.Unlock()
 	c.init.recordExit(e)
 }
 

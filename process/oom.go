@@ -59,8 +59,8 @@ func (c *Container) reportOOM(notified bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
-	case notified && c.initReaped:
-		return // the exit path reports it, in order
+	case notified && c.exitRecorded:
+		return // after the exit: out of order (the exit path read the count last)
 	case err == nil && kills > c.oomSeen:
 		c.oomSeen = kills
 	case notified && !c.cg.V2 && errors.Is(err, cgroup.ErrOOMKillsNotCounted):
@@ -99,9 +99,9 @@ func (c *Container) recheckOOM(i int) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		switch {
-		case c.initReaped || c.oomStopped || err != nil:
-			// The exit path reports from here on; or the container is
-			// deleted, or its cgroup gone.
+		case c.exitRecorded || c.oomStopped || err != nil:
+			// The exit is recorded (the exit path read the count last); or
+			// the container is deleted, or its cgroup gone.
 		case kills > c.oomSeen:
 			c.oomSeen = kills
 			c.noteOOMScope()

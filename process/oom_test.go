@@ -4,10 +4,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/example/containerd-shim-example-v2/cgroup"
+	shimio "github.com/example/containerd-shim-example-v2/io"
+	"github.com/example/containerd-shim-example-v2/reaper"
 )
 
 // Under cgroup v1 the kernel notifies every cgroup below the one whose limit
@@ -129,4 +133,74 @@ func TestV1OOMNotificationNeedsACountedKill(t *testing.T) {
 	default:
 		t.Error("no OOM kill reported on a kernel that counts none")
 	}
+}
+
+// With the systemd cgroup driver, a container's cgroup is a scope that
+// systemd removes as soon as it is empty: when the init dies, its OOM
+// count goes with it. The exit path reads the count as soon as the init is
+// reaped, before the kill of the container's other processes and the wait
+// for its execs that give systemd time to remove it (here the runtime's
+// kill removes it). A notification that arrives after the reap but before
+// the exit is recorded is reported too; one after it is not.
+func TestOOMKillOfAnInitWhoseCgroupGoesWithIt(t *testing.T) {
+	root := t.TempDir()
+	if err := os.WriteFile(filepath.Join(root, "cgroup.controllers"), []byte("memory\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	scope := mkdir(t, filepath.Join(root, "system.slice", "c.scope"))
+	setKills := func(n int) {
+		t.Helper()
+		_ = os.MkdirAll(scope, 0o755)
+		if err := os.WriteFile(filepath.Join(scope, "memory.events"), fmt.Appendf(nil, "oom %d\noom_kill %d\n", n, n), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setKills(0)
+	cg, err := cgroup.Parse(root, []byte("0::/system.slice/c.scope\n"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newContainer := func(t *testing.T) (*Container, *[]string) {
+		dir := t.TempDir()
+		t.Setenv("SCOPE", scope)
+		rt, _ := fakeRuntime(t, dir, `
+kill) rm -rf "$SCOPE"; exit 0;;`)
+		c := &Container{ID: "c", Bundle: dir, rt: rt, cg: cg, execs: map[string]*Process{}}
+		c.execsIdle = sync.NewCond(&c.mu)
+		c.init = newProcess(c, "", shimio.Config{}, nil)
+		c.init.pid, c.init.status = 1<<22, Running // never signalled: the fake runtime kills
+		var events []string
+		c.events.OOM = func(*Container) { events = append(events, "oom") } // with c.mu held
+		c.events.Exited = func(*Process, Snapshot) { c.mu.Lock(); events = append(events, "exit"); c.mu.Unlock() }
+		return c, &events
+	}
+
+	t.Run("read at the reap", func(t *testing.T) {
+		setKills(0)
+		c, events := newContainer(t)
+		setKills(1) // the init is OOM-killed; no notification yet
+		c.initExited(reaper.Exit{Pid: c.init.pid, Status: 137, Time: time.Now()})
+		if got := strings.Join(*events, ","); got != "oom,exit" {
+			t.Errorf("events %q, want oom,exit", got)
+		}
+	})
+	t.Run("notified after the reap", func(t *testing.T) {
+		setKills(0)
+		c, events := newContainer(t)
+		c.mu.Lock()
+		c.initReaped = true // the reap read 0: the count rises only now
+		c.mu.Unlock()
+		setKills(1)
+		c.oomNotified()
+		_ = os.RemoveAll(scope)
+		c.reportOOMBeforeExit()
+		c.mu.Lock()
+		c.exitRecorded = true
+		c.mu.Unlock()
+		setKills(2)
+		c.oomNotified() // after the exit: not reported
+		if got := strings.Join(*events, ","); got != "oom" {
+			t.Errorf("events %q, want one oom", got)
+		}
+	})
 }
