@@ -445,3 +445,95 @@ func TestOOMWatcherAfterHonoursPause(t *testing.T) {
 	<-paused
 	w.Resume()
 }
+
+// v2 watches share one inotify instance: the kernel allows a user 128 by
+// default, node-wide. Two watches of one cgroup (containers sharing it)
+// share its watch descriptor: stopping one leaves the other notified.
+func TestWatchOOMV2SharesOneInotifyInstance(t *testing.T) {
+	root := t.TempDir()
+	inotifyInstances := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, e := range ents {
+			if l, _ := os.Readlink(filepath.Join("/proc/self/fd", e.Name())); l == "anon_inode:inotify" {
+				n++
+			}
+		}
+		return n
+	}
+	before := inotifyInstances()
+	var w OOMWatcher
+	defer w.Close()
+	var d string
+	var cg *Cgroup
+	for _, name := range []string{"c1", "c2", "c3", "c4"} {
+		d, cg = v2EventsCgroup(t, root, name)
+		stop, err := w.Watch(cg, func() {})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer stop()
+	}
+	if n := inotifyInstances() - before; n != 1 {
+		t.Errorf("four watched cgroups hold %d inotify instances, want 1", n)
+	}
+
+	first, second := make(chan struct{}, 8), make(chan struct{}, 8)
+	stop1, err := w.Watch(cg, func() { first <- struct{}{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop1()
+	stop2, err := w.Watch(cg, func() { second <- struct{}{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, d, "memory.events", "oom_kill 1\n")
+	for _, ch := range []chan struct{}{first, second} {
+		select {
+		case <-ch:
+		case <-timeAfter():
+			t.Fatal("a watch of a cgroup watched twice was not notified")
+		}
+	}
+	stop2()
+	time.Sleep(100 * time.Millisecond) // let a second event of that write arrive
+	for len(first) > 0 {
+		<-first
+	}
+	write(t, d, "memory.events", "oom_kill 2\n")
+	select {
+	case <-first:
+	case <-timeAfter():
+		t.Fatal("stopping one watch of a cgroup ended the other's notifications")
+	}
+}
+
+// A removed cgroup's watch ends: the kernel drops its inotify watch
+// (IN_IGNORED), and the watcher forgets it.
+func TestWatchOOMV2EndsWithTheCgroup(t *testing.T) {
+	root := t.TempDir()
+	d, cg := v2EventsCgroup(t, root, "c1")
+	var w OOMWatcher
+	defer w.Close()
+	if _, err := w.Watch(cg, func() {}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(d); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		w.mu.Lock()
+		n, wds := len(w.watches), len(w.wds)
+		w.mu.Unlock()
+		if n == 0 && wds == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d watches and %d watch descriptors left after the cgroup went", n, wds)
+		}
+	}
+}

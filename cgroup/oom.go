@@ -8,23 +8,29 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
 // OOMWatcher watches any number of cgroups for OOM kills with one
-// goroutine: v1 through an eventfd on memory.oom_control, v2 through inotify
-// on memory.events, all in one epoll set that Go's poller waits on. No
-// goroutine or thread waits per container. The zero value is ready; the
+// goroutine: v1 through an eventfd on memory.oom_control, v2 through a watch
+// on memory.events in one inotify instance, all in one epoll set that Go's
+// poller waits on. No goroutine or thread waits per container, and v2
+// containers share one inotify instance: the kernel allows a user 128 by
+// default, node-wide (fs.inotify.max_user_instances), and kubelet, systemd
+// and every other shim draw on them too. The zero value is ready; the
 // goroutine starts with the first Watch.
 //
-// Locking: mu guards ep, next, watches and the pause (paused, firing,
-// missed; idle signals firing's fall to 0); notify runs without it.
+// Locking: mu guards ep, next, watches, inotify, wds and the pause (paused,
+// firing, missed; idle signals firing's fall to 0); notify runs without it.
 type OOMWatcher struct {
 	mu      sync.Mutex
 	ep      *os.File // the epoll set (non-blocking, in Go's poller)
 	next    uint64   // id of the next watch (epoll user data)
 	watches map[uint64]*oomWatch
+	inotify int                // the v2 watches' inotify instance (-1: none yet)
+	wds     map[int32][]uint64 // its watch descriptors: the watches on each (a cgroup watched twice has one)
 
 	paused bool
 	firing int                 // notify calls and After functions under way
@@ -34,7 +40,8 @@ type OOMWatcher struct {
 }
 
 type oomWatch struct {
-	fd     int // eventfd or inotify descriptor, owned by the watch
+	fd     int   // v1: the eventfd, owned by the watch; v2: -1
+	wd     int32 // v2: the watch descriptor in the shared inotify instance
 	c      *Cgroup
 	notify func()
 }
@@ -42,36 +49,74 @@ type oomWatch struct {
 // oomEventBatch is how many notifications one epoll_wait takes.
 const oomEventBatch = 8
 
+// inotifyID is the epoll user data of the shared inotify instance; watch
+// ids count up from 0 and never reach it.
+const inotifyID = ^uint64(0)
+
 // Watch calls notify whenever the kernel may have OOM-killed in c. It stops
 // when the cgroup is removed or stop is called.
 func (w *OOMWatcher) Watch(c *Cgroup, notify func()) (stop func(), err error) {
-	var fd int
-	if c.V2 {
-		fd, err = c.inotifyEvents()
-	} else {
-		fd, err = c.oomEventFD()
-	}
-	if err != nil {
-		return nil, err
+	fd := -1
+	if !c.V2 {
+		if fd, err = c.oomEventFD(); err != nil {
+			return nil, err
+		}
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.ep == nil {
 		if err := w.start(); err != nil {
-			unix.Close(fd)
+			if fd >= 0 {
+				unix.Close(fd)
+			}
 			return nil, err
 		}
 	}
 	id := w.next
 	w.next++
+	wt := &oomWatch{fd: fd, c: c, notify: notify}
+	if c.V2 {
+		if wt.wd, err = w.addInotifyWatch(c); err != nil {
+			return nil, err
+		}
+		w.wds[wt.wd] = append(w.wds[wt.wd], id)
+	} else if err := w.add(fd, id); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	w.watches[id] = wt
+	return func() { w.remove(id) }, nil
+}
+
+// add puts fd into the epoll set with id as its user data; w.mu is held.
+func (w *OOMWatcher) add(fd int, id uint64) error {
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(id), Pad: int32(id >> 32)}
 	var cerr error
 	if err := w.control(func(epfd int) { cerr = unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &ev) }); err != nil || cerr != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("watch OOM kills: %v", errors.Join(err, cerr))
+		return fmt.Errorf("watch OOM kills: %v", errors.Join(err, cerr))
 	}
-	w.watches[id] = &oomWatch{fd: fd, c: c, notify: notify}
-	return func() { w.remove(id) }, nil
+	return nil
+}
+
+// addInotifyWatch watches c's memory.events in the shared inotify
+// instance, made on first use; w.mu is held.
+func (w *OOMWatcher) addInotifyWatch(c *Cgroup) (int32, error) {
+	if w.inotify < 0 {
+		fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+		if err != nil {
+			return 0, fmt.Errorf("inotify: %w", err)
+		}
+		if err := w.add(fd, inotifyID); err != nil {
+			unix.Close(fd)
+			return 0, err
+		}
+		w.inotify = fd
+	}
+	wd, err := unix.InotifyAddWatch(w.inotify, filepath.Join(c.dir(""), "memory.events"), unix.IN_MODIFY)
+	if err != nil {
+		return 0, fmt.Errorf("watch memory.events: %w", err)
+	}
+	return int32(wd), nil
 }
 
 // start makes the epoll set and its goroutine; w.mu is held.
@@ -86,6 +131,7 @@ func (w *OOMWatcher) start() error {
 	}
 	w.ep = os.NewFile(uintptr(epfd), "oom epoll") // non-blocking: Go's poller drives it
 	w.watches = make(map[uint64]*oomWatch)
+	w.inotify, w.wds = -1, make(map[int32][]uint64)
 	go w.run(w.ep)
 	return nil
 }
@@ -121,26 +167,84 @@ func (w *OOMWatcher) run(ep *os.File) {
 	})
 }
 
-// fire handles one watch's notification: it drains the descriptor (epoll
-// reports it until then) and calls notify, or ends the watch if the cgroup
-// is gone (v1 signals the eventfd when the cgroup goes away).
+// fire handles a notification of the epoll set: the shared inotify
+// instance's, or one v1 watch's.
 func (w *OOMWatcher) fire(id uint64) {
+	if id == inotifyID {
+		notified, gone := w.readInotify()
+		for _, id := range gone {
+			w.remove(id)
+		}
+		for _, id := range notified {
+			w.deliver(id)
+		}
+		return
+	}
 	w.mu.Lock()
 	wt := w.watches[id]
 	if wt == nil {
 		w.mu.Unlock()
 		return // removed meanwhile
 	}
-	// Read under the lock: remove closes the descriptor under it, and its
-	// number, once closed, may be any other file of the daemon's. Both kinds
-	// are non-blocking.
-	var buf [64]byte // an eventfd read is 8 bytes; an inotify event on a watched file 16
+	// Drain the eventfd (epoll reports it until then), under the lock:
+	// remove closes it under it, and its number, once closed, may be any
+	// other file of the daemon's.
+	var buf [8]byte
 	for {
 		if _, err := unix.Read(wt.fd, buf[:]); err != unix.EINTR {
 			break
 		}
 	}
 	w.mu.Unlock()
+	w.deliver(id)
+}
+
+// readInotify drains the shared inotify instance (epoll reports it until
+// then) and returns the watches whose memory.events changed, and those
+// whose watch the kernel ended (IN_IGNORED: the file, so the cgroup, is
+// gone). The watch descriptors are read under w.mu, which remove also
+// holds.
+func (w *OOMWatcher) readInotify() (notified, gone []uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var buf [64 * unix.SizeofInotifyEvent]byte // a watched file's events carry no name
+	seen := make(map[int32]bool)
+	for w.inotify >= 0 {
+		n, err := unix.Read(w.inotify, buf[:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || n <= 0 {
+			return notified, gone
+		}
+		for off := 0; off+unix.SizeofInotifyEvent <= n; {
+			ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
+			off += unix.SizeofInotifyEvent + int(ev.Len)
+			ids := w.wds[ev.Wd]
+			if ev.Mask&unix.IN_IGNORED != 0 {
+				delete(w.wds, ev.Wd) // the kernel has dropped the watch
+				gone = append(gone, ids...)
+				continue
+			}
+			if !seen[ev.Wd] {
+				seen[ev.Wd] = true
+				notified = append(notified, ids...)
+			}
+		}
+	}
+	return notified, gone
+}
+
+// deliver calls a watch's notify, or ends the watch if the cgroup is gone
+// (v1 signals the eventfd when the cgroup goes away). While paused it is
+// remembered for Resume.
+func (w *OOMWatcher) deliver(id uint64) {
+	w.mu.Lock()
+	wt := w.watches[id]
+	w.mu.Unlock()
+	if wt == nil {
+		return // removed meanwhile
+	}
 	if !wt.c.Exists() {
 		w.remove(id)
 		return
@@ -236,21 +340,49 @@ func (w *OOMWatcher) remove(id uint64) {
 		return
 	}
 	delete(w.watches, id)
-	_ = w.control(func(epfd int) { _ = unix.EpollCtl(epfd, unix.EPOLL_CTL_DEL, wt.fd, nil) })
-	unix.Close(wt.fd)
+	if wt.fd >= 0 {
+		_ = w.control(func(epfd int) { _ = unix.EpollCtl(epfd, unix.EPOLL_CTL_DEL, wt.fd, nil) })
+		unix.Close(wt.fd)
+		return
+	}
+	ids, ok := w.wds[wt.wd]
+	if !ok {
+		return // the kernel dropped the watch already (IN_IGNORED)
+	}
+	for i, other := range ids {
+		if other == id {
+			ids = append(ids[:i], ids[i+1:]...)
+			break
+		}
+	}
+	if len(ids) > 0 {
+		w.wds[wt.wd] = ids // another container watches the same cgroup
+		return
+	}
+	delete(w.wds, wt.wd)
+	_, _ = unix.InotifyRmWatch(w.inotify, uint32(wt.wd))
 }
 
 // Close ends every watch and the goroutine.
 func (w *OOMWatcher) Close() {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	for id, wt := range w.watches {
-		unix.Close(wt.fd)
+		if wt.fd >= 0 {
+			unix.Close(wt.fd)
+		}
 		delete(w.watches, id)
 	}
-	if w.ep != nil {
-		w.ep.Close()
-		w.ep = nil
+	if w.inotify >= 0 && w.ep != nil { // the zero value's 0 is no descriptor of ours
+		unix.Close(w.inotify)
+		w.inotify, w.wds = -1, make(map[int32][]uint64)
+	}
+	ep := w.ep
+	w.ep = nil
+	w.mu.Unlock()
+	// Outside the lock: closing waits for a notification being handled,
+	// which takes the lock.
+	if ep != nil {
+		ep.Close()
 	}
 }
 
@@ -277,16 +409,4 @@ func (c *Cgroup) oomEventFD() (int, error) {
 		return -1, fmt.Errorf("register OOM eventfd: %w", err)
 	}
 	return efd, nil
-}
-
-func (c *Cgroup) inotifyEvents() (int, error) {
-	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
-	if err != nil {
-		return -1, fmt.Errorf("inotify: %w", err)
-	}
-	if _, err := unix.InotifyAddWatch(fd, filepath.Join(c.dir(""), "memory.events"), unix.IN_MODIFY); err != nil {
-		unix.Close(fd)
-		return -1, fmt.Errorf("watch memory.events: %w", err)
-	}
-	return fd, nil
 }
