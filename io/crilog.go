@@ -242,7 +242,7 @@ func (r *rotatingFile) relayRaw(src *os.File, moved, dropped *atomic.Uint64, h *
 		}
 		n, err := src.Read(*bp)
 		if n > 0 {
-			r.pace.wait(n)
+			r.pace.wait(n, h.asked)
 			written, werr := r.writeRecord((*bp)[:n])
 			if werr != nil {
 				return werr
@@ -275,6 +275,11 @@ func (r *rotatingFile) relayCRI(src *os.File, stream string, moved, dropped *ato
 	br := bufio.NewReaderSize(in, MaxCRILine)
 	rec := make([]byte, 0, MaxCRILine+64)
 	for {
+		if h.commit() { // between two records: what the reader holds is carried
+			rest, _ := br.Peek(br.Buffered())
+			h.carry = append([]byte(nil), rest...)
+			return errHalted
+		}
 		// ReadSlice rather than ReadLine: ReadLine returns a line cut short
 		// by an error (a halt's deadline) as if it were whole.
 		raw, err := br.ReadSlice('\n')
@@ -308,7 +313,7 @@ func (r *rotatingFile) relayCRI(src *os.File, stream string, moved, dropped *ato
 			rec = append(rec, ' ')
 			rec = append(rec, line...)
 			rec = append(rec, '\n')
-			r.pace.wait(len(rec))
+			r.pace.wait(len(rec), h.asked)
 			written, werr := r.writeRecord(rec)
 			if werr != nil {
 				return werr

@@ -39,6 +39,10 @@ type halter struct {
 	// successor writes them and reads no more input (console.go).
 	eofPending bool
 	done       chan struct{} // closed when the relay returned: halted, or ended
+	// asked gets a token when a halt is asked for: it wakes a relay from a
+	// wait no deadline ends (a paced log's). A token left by a withdrawn
+	// halt only wakes such a wait early once.
+	asked chan struct{}
 }
 
 // finish records how the relay returned and releases a waiting halt.
@@ -78,14 +82,16 @@ func (h *halter) commit() bool {
 // whether it did.
 func (h *halter) withdraw() bool { return h.state.CompareAndSwap(haltRequested, haltNone) }
 
-func newHalter(carry []byte) *halter { return &halter{carry: carry, done: make(chan struct{})} }
+func newHalter(carry []byte) *halter {
+	return &halter{carry: carry, done: make(chan struct{}), asked: make(chan struct{}, 1)}
+}
 
 // stoppedHalter stands for a relay a successor does not run again (its
 // stream had ended, or the terminal's output had): stopped from the start
 // and holding the state handed over, so that a halt finds it stopped and an
 // export hands the same state on.
 func stoppedHalter(carry []byte, ended bool, lastIn byte, eofPending bool) *halter {
-	h := &halter{carry: carry, lastIn: lastIn, eofPending: eofPending, done: make(chan struct{})}
+	h := &halter{carry: carry, lastIn: lastIn, eofPending: eofPending, done: make(chan struct{}), asked: make(chan struct{}, 1)}
 	h.ended.Store(ended)
 	close(h.done)
 	return h
@@ -104,6 +110,10 @@ func (h *halter) stopped() bool {
 	// Only a halt request can lead to a commit: a halter at haltNone stays
 	// there until the next halt.
 	if h.withdraw() || h.state.Load() == haltNone {
+		select {
+		case <-h.asked: // the request's wake-up, if nobody took it
+		default:
+		}
 		return false
 	}
 	<-h.done
@@ -141,6 +151,10 @@ func haltWakeup(err error, own time.Time) bool {
 // are cleared again before it returns.
 func (h *halter) halt(src, dst *os.File, timeout time.Duration) bool {
 	h.state.Store(haltRequested)
+	select {
+	case h.asked <- struct{}{}:
+	default: // a token is there already
+	}
 	defer func() {
 		_ = src.SetReadDeadline(time.Time{})
 		if dst != nil {

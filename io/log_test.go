@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
 )
 
 func TestParseFileURI(t *testing.T) {
@@ -534,5 +535,67 @@ cat <&3 > `+out+`
 	}
 	if !bytes.Equal(got, want) || p.Dropped() != 0 {
 		t.Errorf("the logger got %d of %d bytes; %d dropped", len(got), len(want), p.Dropped())
+	}
+}
+
+// A relay paced by rate= that owes more than a halt's timeout is halted all
+// the same: the halt wakes it from the pace's wait, the chunk in hand goes
+// out early, and it stops before the next (an in-place upgrade would
+// otherwise fail for as long as the container writes faster than its rate).
+// Started again, it delivers the rest: nothing is lost.
+func TestPacedLogRelayHalts(t *testing.T) {
+	for _, format := range []string{"raw", "cri"} {
+		t.Run(format, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "c.log")
+			p, err := Open(Config{Stdout: fmt.Sprintf("file://%s?format=%s&rate=%d", path, format, MinLogRate)}, Env{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			_, out, _ := p.RuntimeFiles()
+			w, err := dupFile(out) // the process's end, once the runtime's copies are released
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.ReleaseRuntimeFiles()
+			line := append(bytes.Repeat([]byte("z"), 511), '\n')
+			const lines = 20 // 10 KiB: one second's burst, then 9 s of debt
+			for range lines {
+				if _, err := w.Write(line); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitPipeEmpty(t, w) // the relay has read it all, and is paced now
+			if err := p.Halt(2 * time.Second); err != nil {
+				t.Fatalf("halt of a paced relay: %v", err)
+			}
+			p.Restart()
+			w.Close() // the process exits: the pace lets the rest out
+			if !p.Drain(5 * time.Second) {
+				t.Fatal("relay did not finish")
+			}
+			data, _ := os.ReadFile(path)
+			if got := bytes.Count(data, []byte("\n")); got != lines {
+				t.Fatalf("%d lines in the log, want %d", got, lines)
+			}
+		})
+	}
+}
+
+// waitPipeEmpty waits until the pipe behind w holds nothing: its reader
+// has taken every byte.
+func waitPipeEmpty(t *testing.T, w *os.File) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		n, err := unix.IoctlGetInt(int(w.Fd()), unix.TIOCINQ)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the pipe still holds %d bytes", n)
+		}
 	}
 }

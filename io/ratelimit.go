@@ -33,9 +33,11 @@ func newRateLimiter(bytesPerSecond int64) *rateLimiter {
 	return &rateLimiter{rate: r, tokens: r, last: time.Now(), released: make(chan struct{})}
 }
 
-// wait takes n bytes' worth of tokens, sleeping off any debt first. A nil
-// limiter never waits.
-func (l *rateLimiter) wait(n int) {
+// wait takes n bytes' worth of tokens, sleeping off any debt first, or
+// until interrupt has a token (a halt asked of the relay: the chunk in hand
+// goes out early, and the relay halts before the next; its successor starts
+// with a fresh second's worth anyway). A nil limiter never waits.
+func (l *rateLimiter) wait(n int, interrupt <-chan struct{}) {
 	if l == nil || l.isReleased() {
 		return
 	}
@@ -54,6 +56,7 @@ func (l *rateLimiter) wait(n int) {
 	select {
 	case <-t.C:
 	case <-l.released:
+	case <-interrupt:
 	}
 }
 
