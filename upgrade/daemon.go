@@ -123,8 +123,15 @@ func (d *Daemon) Upgrade(ctx context.Context, req *upgradeapi.UpgradeRequest) (*
 		}
 	}()
 
+	id, err := identify(binary)
+	if err != nil {
+		return nil, fmt.Errorf("new binary: %w: %w", err, errdefs.ErrFailedPrecondition)
+	}
 	hello, err := handover.AskHello(ctx, d.parts.Reaper, binary)
 	if err != nil {
+		return nil, err
+	}
+	if err := id.stillAt(binary); err != nil {
 		return nil, err
 	}
 	if err := hello.Accepts(handover.StateVersion); err != nil {
@@ -144,9 +151,39 @@ func (d *Daemon) Upgrade(ctx context.Context, req *upgradeapi.UpgradeRequest) (*
 	d.mu.Lock()
 	d.record.lastErr = ""
 	d.mu.Unlock()
-	go d.switchOver(binary, hold)
+	go d.switchOver(binary, id, hold)
 	return &upgradeapi.UpgradeResponse{Pid: uint32(os.Getpid()), FromVersion: d.build.Version, ToVersion: hello.Version,
 		Binary: binary, UpgradesBefore: count}, nil
+}
+
+// binaryID tells one file from another, and from itself changed: the
+// hello runs the new binary by its path, and the switch executes that path
+// again, seconds later.
+type binaryID struct {
+	dev, ino     uint64
+	size         int64
+	mtime, ctime unix.Timespec
+}
+
+func identify(path string) (binaryID, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return binaryID{}, &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	return binaryID{dev: st.Dev, ino: st.Ino, size: st.Size, mtime: st.Mtim, ctime: st.Ctim}, nil
+}
+
+// stillAt is FailedPrecondition unless path still names the file id was
+// taken of, unchanged.
+func (id binaryID) stillAt(path string) error {
+	now, err := identify(path)
+	if err == nil && now != id {
+		err = fmt.Errorf("%s was replaced or changed since it answered the hello", path)
+	}
+	if err != nil {
+		return fmt.Errorf("new binary: %w: %w", err, errdefs.ErrFailedPrecondition)
+	}
+	return nil
 }
 
 func (d *Daemon) setBusy(b bool) {
@@ -179,7 +216,7 @@ type state struct {
 
 // switchOver pauses everything in order, hands it over and executes
 // binary; on any failure it undoes what it did and records why.
-func (d *Daemon) switchOver(binary string, hold time.Duration) {
+func (d *Daemon) switchOver(binary string, id binaryID, hold time.Duration) {
 	defer d.setBusy(false)
 	p := d.parts
 	pausedAt := time.Now()
@@ -235,6 +272,12 @@ func (d *Daemon) switchOver(binary string, hold time.Duration) {
 	fd, err := d.describe(fds, pausedAt, binary)
 	if err != nil {
 		fail(fmt.Errorf("describe the daemon: %w", err))
+		return
+	}
+	// The file executed must be the one that answered the hello (a second
+	// install may have replaced it since): past execve there is no way back.
+	if err := id.stillAt(binary); err != nil {
+		fail(err)
 		return
 	}
 	env := append(os.Environ(), fmt.Sprintf("%s=%d", handover.EnvFD, fd))

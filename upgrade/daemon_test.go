@@ -46,3 +46,42 @@ func TestUpgradeRefusedWhileLaunching(t *testing.T) {
 		t.Fatal("the refused upgrade left the daemon busy: every later upgrade would be refused")
 	}
 }
+
+// The hello runs the new binary by its path, and the switch executes that
+// path again later: a binary replaced in between (a second install) is
+// refused, not executed unchecked.
+func TestUpgradeRefusesABinaryReplacedAfterItsHello(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r := reaper.New()
+	go r.Run(ctx)
+
+	dir := t.TempDir()
+	next := filepath.Join(dir, "next")
+	hello := fmt.Sprintf(`{"version":"next","revision":"r","minStateVersion":%d,"stateVersion":%d}`,
+		handover.StateVersion, handover.StateVersion)
+	// It answers, then another file takes its path (as an install renames a new build into place).
+	script := "#!/bin/sh\necho '" + hello + "'\ncp \"$0\" \"$0.new\" && mv \"$0.new\" \"$0\"\n"
+	if err := os.WriteFile(next, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	d := New(Parts{Reaper: r}, handover.Build{Version: "this"}, next, []string{next})
+	_, err := d.Upgrade(ctx, &upgradeapi.UpgradeRequest{Binary: next})
+	if !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "replaced") {
+		t.Fatalf("upgrade to a binary replaced after its hello: %v, want FailedPrecondition", err)
+	}
+
+	id, err := identify(next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := id.stillAt(next); err != nil {
+		t.Fatalf("an unchanged binary: %v", err)
+	}
+	if err := os.WriteFile(next, []byte(script+"# changed in place\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := id.stillAt(next); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("a binary changed in place: %v, want FailedPrecondition", err)
+	}
+}
