@@ -26,8 +26,10 @@ import (
 // stopped container keeps its Stats across an upgrade and a kill during the
 // switch is still told apart, and a terminal's end of input not written yet;
 // layouts 1 and 2 are read (both find the cgroup again from a running init).
+// Version 4: a v1 OOM notification whose kill was still being looked for, so
+// that the successor looks on; layouts 1 to 3 are read.
 const (
-	StateVersion    = 3
+	StateVersion    = 4
 	MinStateVersion = 1
 )
 

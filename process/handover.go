@@ -43,6 +43,9 @@ type ContainerState struct {
 	OOMAtCreate uint64       `json:"oomAtCreate"`
 	OOMScope    string       `json:"oomScope,omitempty"`
 	OOMBelow    uint64       `json:"oomBelow,omitempty"`
+	// OOMRecheck (layout 4 on): a v1 notification's kill was still being
+	// looked for (recheckOOM); the successor looks on.
+	OOMRecheck bool `json:"oomRecheck,omitempty"`
 	// Cgroup and LimitMarks (layout 3 on) are nil from older layouts, whose
 	// successor found the cgroup again from a running init, and only then.
 	Cgroup     *cgroup.State      `json:"cgroup,omitempty"`
@@ -151,7 +154,7 @@ func (c *Container) Export(fds FDKeeper) (*ContainerState, error) {
 		Runtime:   RuntimeState{Binary: c.rt.Binary, Root: c.rt.Root, LogPath: c.rt.LogPath, SystemdCgroup: c.rt.SystemdCgroup, Dir: c.rt.Dir},
 		SocketDir: c.socketDir, OwnPIDNS: c.ownPIDNS, RootfsMount: c.rootfsMount,
 		InitReaped: c.initReaped, OOMSeen: c.oomSeen, OOMAtCreate: c.oomAtCreate, OOMScope: c.oomScope,
-		OOMBelow: c.oomBelow,
+		OOMBelow: c.oomBelow, OOMRecheck: c.oomRecheck,
 	}
 	if c.cg != nil {
 		cs, marks := c.cg.State(), c.limitMarks
@@ -238,6 +241,16 @@ func Import(r *reaper.Reaper, st ContainerState, cfg CreateConfig, adopt func(fd
 		// A kill between the predecessor's pause of its OOM watcher and this
 		// watch was seen by neither: its count tells.
 		c.reportOOMBeforeExit()
+		if st.OOMRecheck && !c.cg.V2 && c.events.OOM != nil && c.oomWatcher != nil {
+			// The predecessor was still looking for a v1 notification's
+			// kill, which the kernel may count only now: look on, here.
+			c.mu.Lock()
+			if c.oomSeen == st.OOMSeen && !c.oomRecheck {
+				c.oomRecheck = true
+				c.recheckOOM(0)
+			}
+			c.mu.Unlock()
+		}
 	}
 	// The exits: claimed now, delivered once the reaper runs.
 	for _, p := range c.processes() {

@@ -2,6 +2,10 @@ package process
 
 import (
 	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
@@ -61,5 +65,67 @@ func TestStoppedContainerKeepsItsCgroupAcrossAHandover(t *testing.T) {
 	back.Cgroup, back.LimitMarks = nil, nil // what a layout 2 binary hands over
 	if old, err := Import(reaper.New(), back, CreateConfig{}, nil); err != nil || old.cg != nil {
 		t.Errorf("a layout 2 state of a stopped container: cgroup %+v (%v), want none", old.cg, err)
+	}
+}
+
+// A v1 OOM notification whose kill the kernel had not counted yet when the
+// daemon was upgraded: the predecessor was looking for it (recheckOOM), and
+// the successor looks on, so a kill counted after the switch is reported.
+func TestV1OOMRecheckGoesOnAcrossAHandover(t *testing.T) {
+	defer func(d []time.Duration) { oomRecheckAfter = d }(oomRecheckAfter)
+	oomRecheckAfter = []time.Duration{time.Millisecond, 20 * time.Millisecond, time.Second}
+	root := t.TempDir()
+	mem := mkdir(t, filepath.Join(root, "memory", "c"))
+	setKills := func(n int) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(mem, "memory.oom_control"), fmt.Appendf(nil, "oom_kill_disable 0\nunder_oom 0\noom_kill %d\n", n), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setKills(0)
+	for _, f := range []string{"memory.failcnt", "cgroup.event_control"} {
+		if err := os.WriteFile(filepath.Join(mem, f), []byte("0\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cg, err := cgroup.FromState(root, cgroup.State{Dirs: map[string]string{"memory": mem}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sleeper := exec.Command("sleep", "100")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { sleeper.Process.Kill(); sleeper.Wait() }()
+
+	c := &Container{ID: "c", Bundle: t.TempDir(), execs: map[string]*Process{}, cg: cg, oomRecheck: true}
+	c.init = newProcess(c, "", shimio.Config{}, nil)
+	c.init.pid, c.init.status = sleeper.Process.Pid, Running
+	st, err := c.Export(noFDs{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(st)
+	var back ContainerState
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	reported := make(chan uint64, 2)
+	var w cgroup.OOMWatcher
+	defer w.Close()
+	cfg := CreateConfig{OOM: &w}
+	cfg.Events.OOM = func(c *Container) { reported <- c.oomSeen } // with c.mu held
+	if _, err := Import(reaper.New(), back, cfg, nil); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // the successor's first rechecks found nothing
+	setKills(1)                       // the kernel counts the kill only now
+	select {
+	case n := <-reported:
+		if n != 1 {
+			t.Errorf("reported with %d kills seen, want 1", n)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the kill counted after the switch was never reported")
 	}
 }
