@@ -12,6 +12,10 @@ const (
 	// OOMScopeAncestor: a cgroup above it did (a pod's, or the node's
 	// allocatable limit on kubepods), while the container was within its own.
 	OOMScopeAncestor = "ancestor"
+	// OOMScopeBelow (v2): a cgroup inside the container's did (systemd, a
+	// nested runtime or a memory.max set by the container's own processes),
+	// while the container was within its own limit.
+	OOMScopeBelow = "below"
 )
 
 // limitSlack is how far below its limit a cgroup's peak usage may stay when
@@ -30,6 +34,9 @@ type LimitMarks struct {
 	// which counts failures of this cgroup's own memory limit (not its
 	// descendants'); memory.memsw.failcnt is not counted by kernels since 6.x.
 	OwnFailures uint64 `json:"ownFailures"`
+	// v2 only: memory.events "oom", which counts the failures of this
+	// cgroup's limit and of every limit below it, never of one above.
+	Subtree uint64 `json:"subtree,omitempty"`
 	// v1 only: the cgroup's peak usage (memory or memory+swap) reached its own
 	// limit. With memory and memory+swap limits equal (what kubelet sets), the
 	// memory+swap counter fails first and neither failcnt moves: the peak is
@@ -44,11 +51,12 @@ type LimitMarks struct {
 func (c *Cgroup) LimitMarks() LimitMarks {
 	dir := c.dir("memory")
 	if c.V2 {
-		kv, err := readKV(filepath.Join(dir, "memory.events.local"))
+		tree, _ := readKV(filepath.Join(dir, "memory.events"))
+		own, err := readKV(filepath.Join(dir, "memory.events.local"))
 		if err != nil {
-			kv, _ = readKV(filepath.Join(dir, "memory.events"))
+			own = tree // a kernel without .local (before 5.2)
 		}
-		return LimitMarks{OwnFailures: kv["oom"]}
+		return LimitMarks{OwnFailures: own["oom"], Subtree: tree["oom"]}
 	}
 	m := LimitMarks{Ancestors: map[string]uint64{}}
 	m.OwnFailures, _ = readUint(filepath.Join(dir, "memory.failcnt"))
@@ -71,7 +79,8 @@ func peakAtLimit(dir, prefix string) bool {
 }
 
 // OOMScope tells whose limit the OOM kill seen since prev came from, and
-// returns the marks to compare the next one with. v2 counts it exactly. v1
+// returns the marks to compare the next one with. v2 counts it exactly: its
+// own limit's failures, and those of the limits below it. v1
 // decides, in order: the cgroup's own failcnt grew (its memory limit); an
 // ancestor's grew (a pod's or kubepods' limit); the cgroup's peak reached its
 // own limit for the first time (its memory+swap limit, which no counter
@@ -83,6 +92,9 @@ func (c *Cgroup) OOMScope(prev LimitMarks) (string, LimitMarks) {
 		return OOMScopeContainer, now
 	}
 	if c.V2 {
+		if now.Subtree > prev.Subtree {
+			return OOMScopeBelow, now
+		}
 		return OOMScopeAncestor, now
 	}
 	for d, n := range now.Ancestors {

@@ -74,14 +74,23 @@ func TestOOMScopeV2(t *testing.T) {
 	if scope, _ := cg.OOMScope(marks); scope != OOMScopeContainer {
 		t.Errorf("own limit (memory.events oom grew): %q", scope)
 	}
-	// memory.events.local "oom" is the cgroup's own; memory.events also
-	// counts descendants' and ancestors' pressure seen here.
+	// memory.events.local "oom" is the cgroup's own limit's failures;
+	// memory.events "oom" adds those of the limits below it (the kernel
+	// counts an event at the cgroup whose limit failed and every ancestor
+	// of it), never an ancestor's. oom_kill counts victims, wherever the
+	// limit was.
 	write(t, d, "memory.events.local", "low 0\nhigh 0\nmax 0\noom 0\noom_kill 1\n")
 	marks = cg.LimitMarks()
-	write(t, d, "memory.events", "low 0\nhigh 0\nmax 4\noom 2\noom_kill 2\n")
 	write(t, d, "memory.events.local", "low 0\nhigh 0\nmax 0\noom 0\noom_kill 2\n")
+	write(t, d, "memory.events", "low 0\nhigh 0\nmax 4\noom 1\noom_kill 2\n")
 	if scope, _ := cg.OOMScope(marks); scope != OOMScopeAncestor {
-		t.Errorf("a parent's limit (memory.events.local oom unchanged): %q", scope)
+		t.Errorf("a parent's limit (a victim here, no oom counted here or below): %q", scope)
+	}
+	marks = cg.LimitMarks()
+	write(t, d, "memory.events", "low 0\nhigh 0\nmax 4\noom 2\noom_kill 3\n")
+	write(t, d, "memory.events.local", "low 0\nhigh 0\nmax 0\noom 0\noom_kill 2\n")
+	if scope, _ := cg.OOMScope(marks); scope != OOMScopeBelow {
+		t.Errorf("a limit below the container's (memory.events oom grew, .local did not): %q", scope)
 	}
 	marks = cg.LimitMarks()
 	write(t, d, "memory.events.local", "low 0\nhigh 0\nmax 2\noom 1\noom_kill 3\n")

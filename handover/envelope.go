@@ -27,7 +27,8 @@ import (
 // switch is still told apart, and a terminal's end of input not written yet;
 // layouts 1 and 2 are read (both find the cgroup again from a running init).
 // Version 4: a v1 OOM notification whose kill was still being looked for, so
-// that the successor looks on; layouts 1 to 3 are read.
+// that the successor looks on, and the v2 OOM scope's count of the limits
+// below a container; layouts 1 to 3 are read.
 const (
 	StateVersion    = 4
 	MinStateVersion = 1

@@ -285,6 +285,11 @@ func (c *Container) importCgroup(st ContainerState, initRunning bool) {
 	switch {
 	case st.LimitMarks != nil:
 		c.limitMarks = *st.LimitMarks
+		if c.cg != nil && c.cg.V2 && c.limitMarks.Subtree == 0 {
+			// Layout 3 has no count of the limits below: take today's, or
+			// every earlier one would read as a new kill below.
+			c.limitMarks.Subtree = c.cg.LimitMarks().Subtree
+		}
 	case c.cg != nil:
 		c.limitMarks = c.cg.LimitMarks()
 	}

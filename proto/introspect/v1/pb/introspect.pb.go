@@ -524,7 +524,8 @@ type Task struct {
 	// OOM kills in the container's cgroup since it was created.
 	OomKills uint64 `protobuf:"varint,4,opt,name=oom_kills,json=oomKills,proto3" json:"oom_kills,omitempty"`
 	// Where the last OOM kill's memory limit was reached: "container" (its
-	// own limit) or "ancestor" (a pod's or the node's cgroup above it);
+	// own limit), "ancestor" (a pod's or the node's cgroup above it) or
+	// "below" (cgroup v2: a cgroup inside the container's hit its own limit);
 	// empty before any.
 	LastOomScope  string `protobuf:"bytes,5,opt,name=last_oom_scope,json=lastOomScope,proto3" json:"last_oom_scope,omitempty"`
 	unknownFields protoimpl.UnknownFields
