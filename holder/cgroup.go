@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,12 +22,48 @@ const cgroupRemoveTimeout = 5 * time.Second
 
 // CgroupPath is where a pod's holder lives under the pod's cgroup parent,
 // like a pause container: <parent>/<sandbox id>. A systemd slice parent
-// ("kubepods-besteffort-pod1.slice") is expanded to its cgroupfs path.
+// ("kubepods-besteffort-pod1.slice") is expanded to its cgroupfs path. A
+// relative parent (kubelet gives none; crictl may) is placed where runc puts
+// the pod's containers for it: under v2 relative to the parent of runc's own
+// cgroup, under v1 relative to that cgroup. runc runs in the shim's cgroup.
 func CgroupPath(parent, id string) string {
 	if parent == "" {
 		return ""
 	}
-	return filepath.Join(expandSlice(parent), id)
+	p := expandSlice(parent)
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(relativeBase(), p)
+	}
+	return filepath.Join(p, id)
+}
+
+// relativeBase is what runc joins a relative cgroup path to (a variable
+// for tests).
+var relativeBase = func() string {
+	data, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return "/"
+	}
+	return runcRelativeBase(data, cgroup.Unified(CgroupRoot))
+}
+
+// runcRelativeBase reads a /proc/<pid>/cgroup: the parent of the v2 cgroup,
+// or the v1 memory hierarchy's path (the holder's hierarchies are made at
+// one path; the memory one is the one that matters for the pod's limits).
+func runcRelativeBase(procCgroup []byte, v2 bool) string {
+	for _, line := range strings.Split(string(procCgroup), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		if v2 && parts[0] == "0" && parts[1] == "" {
+			return filepath.Dir(parts[2])
+		}
+		if !v2 && slices.Contains(strings.Split(parts[1], ","), "memory") {
+			return parts[2]
+		}
+	}
+	return "/"
 }
 
 // expandSlice turns a systemd slice name into the path systemd gives it

@@ -184,6 +184,28 @@ func TestExpandSlice(t *testing.T) {
 	}
 }
 
+// A relative cgroup parent goes where runc puts the pod's containers for
+// it: under v2 beside the runtime's own cgroup (the shim's), under v1 below
+// it.
+func TestCgroupPathOfARelativeParent(t *testing.T) {
+	v2 := "0::/system.slice/containerd.service\n"
+	v1 := "12:pids:/system.slice/containerd.service\n5:cpu,cpuacct:/system.slice/containerd.service\n4:memory:/system.slice/containerd.service\n0::/system.slice/containerd.service\n"
+	if got := runcRelativeBase([]byte(v2), true); got != "/system.slice" {
+		t.Errorf("v2 base %q, want /system.slice", got)
+	}
+	if got := runcRelativeBase([]byte(v1), false); got != "/system.slice/containerd.service" {
+		t.Errorf("v1 base %q, want the memory hierarchy's path", got)
+	}
+	defer func(f func() string) { relativeBase = f }(relativeBase)
+	relativeBase = func() string { return "/system.slice" }
+	if got := CgroupPath("pods/p1", "sb"); got != "/system.slice/pods/p1/sb" {
+		t.Errorf("CgroupPath of a relative parent: %q", got)
+	}
+	if got := CgroupPath("/kubepods/p1", "sb"); got != "/kubepods/p1/sb" {
+		t.Errorf("CgroupPath of an absolute parent: %q", got)
+	}
+}
+
 // readIn reads a file from a thread that joined pid's namespace of kind ns
 // (the thread is thrown away afterwards).
 func readIn(t *testing.T, pid int, ns, path string) string {
