@@ -212,6 +212,13 @@ func expectLineThenEOF(t *testing.T, slave *os.File, line string) {
 		if len(reads) != 2 || reads[0] != line || reads[1] != "" {
 			t.Errorf("the process read %q, want %q, then end of file", reads, line)
 		}
+		// One end of file, not more: a second ^D (a successor writing the
+		// pending one, then ending the input again) would end the next read
+		// of a process that reads on, as a shell does after ^D.
+		fds := []unix.PollFd{{Fd: int32(slave.Fd()), Events: unix.POLLIN}}
+		if n, _ := unix.Poll(fds, 200); n > 0 {
+			t.Errorf("more input after the end of file (revents %#x): an end-of-file character twice", fds[0].Revents)
+		}
 	case <-time.After(3 * time.Second):
 		slave.Close() // ends the blocked read
 		t.Fatal("no end of input within 3 s: the process would wait for input forever")

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
+	stdio "io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -463,4 +464,67 @@ func discardingOutput(t *testing.T, stallTimeout time.Duration) (p *Pipes, reade
 		proc.Write(chunk)
 	}
 	return p, reader, proc
+}
+
+// A stdin relay halted while the process is not reading holds a chunk it
+// could not write (the process's pipe full): handed over (or started again
+// after a failed upgrade), that chunk goes first, and the process reads
+// every byte once, in order.
+func TestStdinChunkInHandAtAHaltIsCarried(t *testing.T) {
+	for _, mode := range []string{"handover", "restart"} {
+		t.Run(mode, func(t *testing.T) {
+			inPath := mkfifo(t, "in")
+			p, err := Open(Config{Stdin: inPath}, Env{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			client, err := os.OpenFile(inPath, os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rin, _, _ := p.RuntimeFiles()
+			procIn, err := dupFile(rin)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer procIn.Close()
+			p.ReleaseRuntimeFiles()
+			payload := make([]byte, 300<<10)
+			for i := range payload {
+				payload[i] = byte(i*7 + i/251)
+			}
+			written := make(chan struct{})
+			go func() { client.Write(payload); client.Close(); close(written) }()
+			waitFIFOFull(t, procIn) // the process reads nothing: the relay waits to write
+			if err := p.Halt(2 * time.Second); err != nil {
+				t.Fatal(err)
+			}
+			next := p
+			if mode == "handover" {
+				st, err := p.Export(keepDups{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if st.Stdin == nil || len(st.Stdin.Carry) == 0 {
+					t.Fatal("the halted stdin relay handed over no chunk: the test did not halt it in a write")
+				}
+				if next, err = ImportPipes(*st, adoptFD, Env{}); err != nil {
+					t.Fatal(err)
+				}
+				defer next.Close()
+			} else {
+				p.Restart()
+			}
+			_ = procIn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			var got bytes.Buffer
+			if _, err := stdio.CopyN(&got, procIn, int64(len(payload))); err != nil {
+				t.Fatalf("the process read %d of %d bytes: %v", got.Len(), len(payload), err)
+			}
+			<-written
+			if !bytes.Equal(got.Bytes(), payload) {
+				t.Fatal("the process read the bytes out of order, or changed")
+			}
+		})
+	}
 }
