@@ -142,6 +142,12 @@ func openRotating(o FileOptions) (*rotatingFile, error) {
 		f.Close()
 		return nil, fmt.Errorf("stat log %s: %w", o.Path, err)
 	}
+	if o.MaxSize > 0 && !st.Mode().IsRegular() {
+		// Rotation renames the file and makes a new one: done to a device
+		// (file:///dev/null) it would replace the host's node with a file.
+		f.Close()
+		return nil, fmt.Errorf("log %s: max-size rotates by renaming, and this is not a regular file (%v): %w", o.Path, st.Mode().Type(), errdefs.ErrInvalidArgument)
+	}
 	rf := &rotatingFile{opts: o, f: f, size: st.Size()}
 	if o.Rate > 0 {
 		rf.pace = newRateLimiter(o.Rate)

@@ -599,3 +599,32 @@ func waitPipeEmpty(t *testing.T, w *os.File) {
 		}
 	}
 }
+
+// A file:// log that is not a regular file (a device such as /dev/null) is
+// written as it is, but never rotated: rotation renames the file and makes a
+// new one, which would replace the device node with a plain file. max-size on
+// it is refused.
+func TestLogRotationOfADeviceRefused(t *testing.T) {
+	null := filepath.Join(t.TempDir(), "null")
+	if err := unix.Mknod(null, unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
+		t.Skipf("cannot make a device node: %v", err)
+	}
+	_, err := Open(Config{Stdout: "file://" + null + "?max-size=32KiB"}, Env{})
+	if !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("max-size on a device: %v, want InvalidArgument", err)
+	}
+	p, err := Open(Config{Stdout: "file://" + null}, Env{})
+	if err != nil {
+		t.Fatalf("a device as a plain log: %v", err)
+	}
+	_, w, _ := p.RuntimeFiles()
+	w.Write(bytes.Repeat([]byte("x"), 64<<10))
+	p.ReleaseRuntimeFiles()
+	if !p.Drain(5 * time.Second) {
+		t.Fatal("relay did not finish")
+	}
+	p.Close()
+	if st, err := os.Stat(null); err != nil || st.Mode().Type() != os.ModeDevice|os.ModeCharDevice {
+		t.Fatalf("the device node after the log: %v %v", st.Mode(), err)
+	}
+}
