@@ -162,3 +162,31 @@ func TestDeleteRemovesOnlyADeadSocket(t *testing.T) {
 		t.Fatalf("dead socket still there (%v)", err)
 	}
 }
+
+// A bundle's address file may name any path. One that is not a socket (a
+// device such as /dev/null, a plain file) is refused when connected to, as
+// a dead socket is, but it is nobody's socket: delete leaves it.
+func TestDeleteRemovesNothingButASocket(t *testing.T) {
+	dir := t.TempDir()
+	null := filepath.Join(dir, "null")
+	if err := unix.Mknod(null, unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
+		t.Skipf("cannot make a device node: %v", err)
+	}
+	plain := filepath.Join(dir, "plain")
+	if err := os.WriteFile(plain, []byte("keep me"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{null, plain} {
+		bundle := t.TempDir()
+		if err := bundlefiles.WriteAddress(bundle, SocketAddress(path)); err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		if err := Delete(Flags{Namespace: "ns", ID: "x-" + filepath.Base(bundle), Bundle: bundle}, &out); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Lstat(path); err != nil {
+			t.Errorf("delete removed %s, which its bundle's address named: %v", path, err)
+		}
+	}
+}

@@ -82,6 +82,13 @@ func Listen(path string) (*net.UnixListener, error) {
 // (socketDead) and says so; false: a daemon answers there, and its file is
 // left alone. The caller holds the socket directory's lock.
 func removeIfDead(path string) (bool, error) {
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err == nil && st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		// Not a socket: connecting to it is refused too, but it is nobody's
+		// stale socket (a bundle's address file may name any path, such as
+		// /dev/null), and it is not ours to remove.
+		return false, fmt.Errorf("%s is not a socket: left alone", path)
+	}
 	if !socketDead(path) {
 		return false, nil
 	}
