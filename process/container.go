@@ -80,19 +80,20 @@ type Container struct {
 	cg      *cgroup.Cgroup // nil when the init's cgroup could not be found; set under mu (a restore sets it at Start, while Stats may read it)
 	stopOOM func()
 
-	mu           sync.Mutex
-	execsIdle    *sync.Cond
-	execs        map[string]*Process
-	runningExecs int
-	initReaped   bool
-	exitRecorded bool              // the init's exit is recorded (and published): no OOM after it
-	oomSeen      uint64            // OOM kills already reported (or present at create)
-	oomRecheck   bool              // a v1 notification's kill is being looked for (recheckOOM)
-	oomStopped   bool              // deleted: no OOM is reported any more
-	oomBelow     uint64            // v1 kills below the cgroup under its limit
-	oomAtCreate  uint64            // OOM kills the cgroup had already counted at create
-	limitMarks   cgroup.LimitMarks // the cgroup's own-limit counters at the last OOM (or at create)
-	oomScope     string            // where the last reported OOM kill's limit was hit
+	mu             sync.Mutex
+	execsIdle      *sync.Cond
+	execs          map[string]*Process
+	runningExecs   int
+	initReaped     bool
+	exitRecorded   bool              // the init's exit is recorded (and published): no OOM after it
+	oomSeen        uint64            // OOM kills already reported (or present at create)
+	oomRecheck     bool              // a v1 notification's kill is being looked for (recheckOOM)
+	oomRecheckFrom uint64            // oomSeen when that began: a kill reported since ends it
+	oomStopped     bool              // deleted: no OOM is reported any more
+	oomBelow       uint64            // v1 kills below the cgroup under its limit
+	oomAtCreate    uint64            // OOM kills the cgroup had already counted at create
+	limitMarks     cgroup.LimitMarks // the cgroup's own-limit counters at the last OOM (or at create)
+	oomScope       string            // where the last reported OOM kill's limit was hit
 }
 
 // Init returns the container's init process.

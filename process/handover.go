@@ -246,8 +246,7 @@ func Import(r *reaper.Reaper, st ContainerState, cfg CreateConfig, adopt func(fd
 			// kill, which the kernel may count only now: look on, here.
 			c.mu.Lock()
 			if c.oomSeen == st.OOMSeen && !c.oomRecheck {
-				c.oomRecheck = true
-				c.recheckOOM(0)
+				c.startRecheckOOM()
 			}
 			c.mu.Unlock()
 		}

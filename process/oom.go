@@ -74,8 +74,7 @@ func (c *Container) reportOOM(notified bool) {
 		// an OOM kill (containerd would mark it OOMKilled for good): look
 		// for a counted kill a few times over the next second.
 		if !c.oomRecheck {
-			c.oomRecheck = true
-			c.recheckOOM(0)
+			c.startRecheckOOM()
 		}
 		return
 	default:
@@ -90,6 +89,13 @@ func (c *Container) reportOOM(notified bool) {
 // microseconds to, in a large cgroup under pressure, a good part of a second.
 var oomRecheckAfter = []time.Duration{time.Millisecond, 10 * time.Millisecond, 100 * time.Millisecond, time.Second}
 
+// startRecheckOOM looks for a v1 notification's kill (recheckOOM); c.mu is
+// held.
+func (c *Container) startRecheckOOM() {
+	c.oomRecheck, c.oomRecheckFrom = true, c.oomSeen
+	c.recheckOOM(0)
+}
+
 // recheckOOM looks for a counted kill at oomRecheckAfter[i] (through the
 // watcher, so an upgrade's pause holds it as it holds notifications), then
 // at the next delay until one is found or the delays run out.
@@ -99,9 +105,12 @@ func (c *Container) recheckOOM(i int) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		switch {
-		case c.exitRecorded || c.oomStopped || err != nil:
+		case c.exitRecorded || c.oomStopped || err != nil || c.oomSeen != c.oomRecheckFrom:
 			// The exit is recorded (the exit path read the count last); or
-			// the container is deleted, or its cgroup gone.
+			// the container is deleted, or its cgroup gone; or the kill was
+			// reported meanwhile (the exit path's read at the reap, another
+			// notification): looking on would count it again, as a kill
+			// below.
 		case kills > c.oomSeen:
 			c.oomSeen = kills
 			c.noteOOMScope()

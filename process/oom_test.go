@@ -204,3 +204,50 @@ kill) rm -rf "$SCOPE"; exit 0;;`)
 		}
 	})
 }
+
+// A v1 init OOM-killed under its own limit: its notification starts a
+// recheck, then the exit path's read at the reap finds the counted kill and
+// reports it. The recheck, which goes on until the exit is recorded (the
+// wait for execs can take seconds), must end there: looking on, it found no
+// new kill and counted the same one again as a kill below the container.
+func TestV1OOMRecheckEndsWhenTheKillIsReportedElsewhere(t *testing.T) {
+	defer func(d []time.Duration) { oomRecheckAfter = d }(oomRecheckAfter)
+	oomRecheckAfter = []time.Duration{20 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond}
+	root := t.TempDir()
+	mem := mkdir(t, filepath.Join(root, "memory", "c"))
+	write := func(file, content string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(mem, file), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n")
+	write("memory.failcnt", "0\n")
+	write("memory.limit_in_bytes", "67108864\n")
+	write("memory.max_usage_in_bytes", "1048576\n")
+	cg, err := cgroup.Parse(root, []byte("4:memory:/c\n"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reports := make(chan string, 4)
+	c := &Container{ID: "c", cg: cg, oomWatcher: &cgroup.OOMWatcher{}}
+	c.events.OOM = func(c *Container) { reports <- fmt.Sprintf("seen %d below %d", c.oomSeen, c.oomBelow) }
+	c.limitMarks = cg.LimitMarks()
+
+	c.oomNotified() // no kill counted yet: the recheck begins
+	write("memory.failcnt", "7\n")
+	write("memory.max_usage_in_bytes", "67108864\n") // the peak at the limit: its own
+	write("memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
+	c.mu.Lock()
+	c.initReaped = true
+	c.mu.Unlock()
+	c.reportOOMBeforeExit() // the read at the reap
+	if r := <-reports; r != "seen 1 below 0" {
+		t.Fatalf("the exit path reported %q", r)
+	}
+	select {
+	case r := <-reports:
+		t.Fatalf("the kill was reported a second time (%s)", r)
+	case <-time.After(500 * time.Millisecond): // the recheck's delays are over
+	}
+}
