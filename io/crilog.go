@@ -275,15 +275,19 @@ func (r *rotatingFile) relayRaw(src *os.File, moved, dropped *atomic.Uint64, h *
 // buffered become h's carry, read first by the next relay.
 func (r *rotatingFile) relayCRI(src *os.File, stream string, moved, dropped *atomic.Uint64, h *halter) error {
 	var in stdio.Reader = src
-	if carry := h.takeCarry(); len(carry) > 0 {
-		in = stdio.MultiReader(bytes.NewReader(carry), src)
+	carried := bytes.NewReader(h.takeCarry())
+	if carried.Len() > 0 {
+		in = stdio.MultiReader(carried, src)
 	}
 	br := bufio.NewReaderSize(in, MaxCRILine)
 	rec := make([]byte, 0, MaxCRILine+64)
 	for {
-		if h.commit() { // between two records: what the reader holds is carried
+		if h.commit() {
+			// Between two records: what the reader holds is carried, then
+			// what it has not yet taken of the carry it started with.
 			rest, _ := br.Peek(br.Buffered())
-			h.carry = append([]byte(nil), rest...)
+			unread, _ := stdio.ReadAll(carried)
+			h.carry = append(append([]byte(nil), rest...), unread...)
 			return errHalted
 		}
 		// ReadSlice rather than ReadLine: ReadLine returns a line cut short

@@ -3,12 +3,14 @@ package io
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -560,10 +562,12 @@ func TestPacedLogRelayHalts(t *testing.T) {
 			p.ReleaseRuntimeFiles()
 			line := append(bytes.Repeat([]byte("z"), 511), '\n')
 			const lines = 20 // 10 KiB: one second's burst, then 9 s of debt
-			for range lines {
-				if _, err := w.Write(line); err != nil {
-					t.Fatal(err)
-				}
+			// One write(2): an empty pipe takes it whole before the relay
+			// can read, so its first read takes it all (were it to read part
+			// of it, it would sleep off that part's debt with the rest
+			// still in the pipe).
+			if _, err := w.Write(bytes.Repeat(line, lines)); err != nil {
+				t.Fatal(err)
 			}
 			waitPipeEmpty(t, w) // the relay has read it all, and is paced now
 			if err := p.Halt(2 * time.Second); err != nil {
@@ -626,5 +630,32 @@ func TestLogRotationOfADeviceRefused(t *testing.T) {
 	p.Close()
 	if st, err := os.Stat(null); err != nil || st.Mode().Type() != os.ModeDevice|os.ModeCharDevice {
 		t.Fatalf("the device node after the log: %v %v", st.Mode(), err)
+	}
+}
+
+// A CRI log relay that starts with a carry (a predecessor's partial line)
+// and is halted before its first read hands that carry on whole: the halt
+// check between records must count what the reader has not yet taken.
+func TestCRIRelayHaltedBeforeItsFirstReadKeepsItsCarry(t *testing.T) {
+	rf, err := openRotating(FileOptions{Path: filepath.Join(t.TempDir(), "c.log"), CRI: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rf.Close()
+	src, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	defer w.Close()
+	const partial = "half a line the predecessor had read"
+	h := newHalter([]byte(partial))
+	h.state.Store(haltRequested) // asked for before the relay runs
+	var moved, dropped atomic.Uint64
+	if err := rf.relayCRI(src, "stdout", &moved, &dropped, h); !errors.Is(err, errHalted) {
+		t.Fatalf("relay returned %v, want errHalted", err)
+	}
+	if string(h.carry) != partial {
+		t.Fatalf("the carry handed on is %q, want %q", h.carry, partial)
 	}
 }
