@@ -50,8 +50,11 @@ type ContainerState struct {
 	// successor found the cgroup again from a running init, and only then.
 	Cgroup     *cgroup.State      `json:"cgroup,omitempty"`
 	LimitMarks *cgroup.LimitMarks `json:"limitMarks,omitempty"`
-	Init       ProcessState       `json:"init"`
-	Execs      []ProcessState     `json:"execs,omitempty"`
+	// SubtreeMarked (layout 4 on): LimitMarks.Subtree was counted; layout
+	// 3's marks have none, and a 0 there is no count.
+	SubtreeMarked bool           `json:"subtreeMarked,omitempty"`
+	Init          ProcessState   `json:"init"`
+	Execs         []ProcessState `json:"execs,omitempty"`
 }
 
 // RuntimeState is the container's runtime command line.
@@ -158,7 +161,7 @@ func (c *Container) Export(fds FDKeeper) (*ContainerState, error) {
 	}
 	if c.cg != nil {
 		cs, marks := c.cg.State(), c.limitMarks
-		st.Cgroup, st.LimitMarks = &cs, &marks
+		st.Cgroup, st.LimitMarks, st.SubtreeMarked = &cs, &marks, true
 	}
 	c.mu.Unlock()
 	var err error
@@ -284,7 +287,7 @@ func (c *Container) importCgroup(st ContainerState, initRunning bool) {
 	switch {
 	case st.LimitMarks != nil:
 		c.limitMarks = *st.LimitMarks
-		if c.cg != nil && c.cg.V2 && c.limitMarks.Subtree == 0 {
+		if c.cg != nil && c.cg.V2 && !st.SubtreeMarked {
 			// Layout 3 has no count of the limits below: take today's, or
 			// every earlier one would read as a new kill below.
 			c.limitMarks.Subtree = c.cg.LimitMarks().Subtree

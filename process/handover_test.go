@@ -129,3 +129,54 @@ func TestV1OOMRecheckGoesOnAcrossAHandover(t *testing.T) {
 		t.Fatal("the kill counted after the switch was never reported")
 	}
 }
+
+// Under v2 the OOM scope's marks count the failed limits below the
+// container (memory.events "oom"); 0 is a count like any other. A kill
+// under a limit inside the container during the switch is still told apart
+// after it. A layout 3 state has no such count: today's is taken instead.
+func TestV2OOMScopeMarksAcrossAHandover(t *testing.T) {
+	dir := t.TempDir()
+	events := func(tree, local int) {
+		t.Helper()
+		for file, n := range map[string]int{"memory.events": tree, "memory.events.local": local} {
+			if err := os.WriteFile(filepath.Join(dir, file), fmt.Appendf(nil, "low 0\nhigh 0\nmax 0\noom %d\noom_kill %d\n", n, n), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	events(0, 0)
+	cg, err := cgroup.FromState(cgroup.DefaultRoot, cgroup.State{V2: true, Dirs: map[string]string{"": dir}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Container{ID: "c", Bundle: dir, execs: map[string]*Process{}, initReaped: true, cg: cg, limitMarks: cg.LimitMarks()}
+	c.init = newProcess(c, "", shimio.Config{}, nil)
+	c.init.pid, c.init.status = 1<<30, Stopped
+	st, err := c.Export(noFDs{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(st)
+	var back ContainerState
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	events(1, 0) // during the switch: a limit inside the container fails
+	next, err := Import(reaper.New(), back, CreateConfig{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if scope, _ := next.cg.OOMScope(next.limitMarks); scope != cgroup.OOMScopeBelow {
+		t.Errorf("a kill below during the switch reads as %q after it, want %q", scope, cgroup.OOMScopeBelow)
+	}
+
+	back.SubtreeMarked = false // what a layout 3 binary hands over
+	back.LimitMarks.Subtree = 0
+	old, err := Import(reaper.New(), back, CreateConfig{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if old.limitMarks.Subtree != 1 {
+		t.Errorf("a layout 3 state's marks count %d limits failed below, want today's 1", old.limitMarks.Subtree)
+	}
+}
