@@ -156,13 +156,14 @@ func (d *Daemon) Upgrade(ctx context.Context, req *upgradeapi.UpgradeRequest) (*
 		Binary: binary, UpgradesBefore: count}, nil
 }
 
-// binaryID tells one file from another, and from itself changed: the
+// binaryID tells one file from another, and from itself rewritten: the
 // hello runs the new binary by its path, and the switch executes that path
-// again, seconds later.
+// again, seconds later. (Not the change time: a chmod is no new binary, and
+// one that made it unexecutable fails the execve, which is undone.)
 type binaryID struct {
-	dev, ino     uint64
-	size         int64
-	mtime, ctime unix.Timespec
+	dev, ino uint64
+	size     int64
+	mtime    unix.Timespec
 }
 
 func identify(path string) (binaryID, error) {
@@ -170,7 +171,7 @@ func identify(path string) (binaryID, error) {
 	if err := unix.Stat(path, &st); err != nil {
 		return binaryID{}, &os.PathError{Op: "stat", Path: path, Err: err}
 	}
-	return binaryID{dev: st.Dev, ino: st.Ino, size: st.Size, mtime: st.Mtim, ctime: st.Ctim}, nil
+	return binaryID{dev: st.Dev, ino: st.Ino, size: st.Size, mtime: st.Mtim}, nil
 }
 
 // stillAt is FailedPrecondition unless path still names the file id was
@@ -276,7 +277,8 @@ func (d *Daemon) switchOver(binary string, id binaryID, hold time.Duration) {
 	}
 	// The file executed must be the one that answered the hello (a second
 	// install may have replaced it since): past execve there is no way back.
-	if err := id.stillAt(binary); err != nil {
+	exe, err := openChecked(binary, id)
+	if err != nil {
 		fail(err)
 		return
 	}
@@ -284,9 +286,44 @@ func (d *Daemon) switchOver(binary string, id binaryID, hold time.Duration) {
 	slog.Info("upgrading in place", "binary", binary, "from", d.build.Version, "fds", fds.Len())
 	argv := append([]string{binary}, d.args[1:]...)
 	selftrim.DisableTHPForExec() // as start does: see selftrim.NoHugePages
-	err = unix.Exec(binary, argv, env)
+	err = unix.Exec(exe.path, argv, env)
 	selftrim.EnableTHP()
+	exe.close()
 	fail(fmt.Errorf("execute %s: %w", binary, err))
+}
+
+// checkedBinary is the new binary opened and found to be the one that
+// answered the hello; path is what to execute. For an ELF binary that is
+// the open file itself (/proc/self/fd/N, closed by the execve), so no
+// replacement of the path can come between the check and the execve. A
+// script is executed by its path: its interpreter opens that path again.
+type checkedBinary struct {
+	f    *os.File
+	path string
+}
+
+func openChecked(binary string, id binaryID) (checkedBinary, error) {
+	f, err := os.Open(binary)
+	if err != nil {
+		return checkedBinary{}, fmt.Errorf("new binary: %w: %w", err, errdefs.ErrFailedPrecondition)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil || (binaryID{dev: st.Dev, ino: st.Ino, size: st.Size, mtime: st.Mtim}) != id {
+		f.Close()
+		return checkedBinary{}, fmt.Errorf("new binary: %s was replaced or changed since it answered the hello: %w", binary, errdefs.ErrFailedPrecondition)
+	}
+	magic := make([]byte, 4)
+	if n, _ := f.ReadAt(magic, 0); n == 4 && string(magic) == "\x7fELF" {
+		return checkedBinary{f: f, path: fmt.Sprintf("/proc/self/fd/%d", f.Fd())}, nil
+	}
+	f.Close()
+	return checkedBinary{path: binary}, nil
+}
+
+func (b checkedBinary) close() {
+	if b.f != nil {
+		b.f.Close()
+	}
 }
 
 // describe hands over everything paused: it keeps the descriptors in fds

@@ -85,3 +85,45 @@ func TestUpgradeRefusesABinaryReplacedAfterItsHello(t *testing.T) {
 		t.Fatalf("a binary changed in place: %v, want FailedPrecondition", err)
 	}
 }
+
+// The switch executes an ELF binary through the file it checked (so no
+// replacement of the path can come in between), a script by its path, and
+// a file that is not the one checked not at all.
+func TestOpenCheckedBinary(t *testing.T) {
+	dir := t.TempDir()
+	elf := filepath.Join(dir, "elf")
+	b, err := os.ReadFile("/bin/true")
+	if err != nil {
+		t.Skip(err)
+	}
+	script := filepath.Join(dir, "script")
+	for path, content := range map[string][]byte{elf: b, script: []byte("#!/bin/sh\n")} {
+		if err := os.WriteFile(path, content, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	id, err := identify(elf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, err := openChecked(elf, id)
+	if err != nil || !strings.HasPrefix(exe.path, "/proc/self/fd/") {
+		t.Fatalf("an ELF binary: %+v, %v; want its open file", exe, err)
+	}
+	if target, _ := os.Readlink(exe.path); target != elf {
+		t.Errorf("%s names %q, want %q", exe.path, target, elf)
+	}
+	exe.close()
+
+	sid, _ := identify(script)
+	if exe, err := openChecked(script, sid); err != nil || exe.path != script {
+		t.Fatalf("a script: %+v, %v; want its path", exe, err)
+	}
+
+	if err := os.Rename(script, elf); err != nil { // another file takes the path
+		t.Fatal(err)
+	}
+	if _, err := openChecked(elf, id); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("a replaced binary: %v, want FailedPrecondition", err)
+	}
+}
