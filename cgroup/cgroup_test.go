@@ -6,13 +6,16 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	cgroupsv1 "github.com/containerd/cgroups/v3/cgroup1/stats"
 	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2/stats"
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
@@ -535,5 +538,25 @@ func TestWatchOOMV2EndsWithTheCgroup(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d watches and %d watch descriptors left after the cgroup went", n, wds)
 		}
+	}
+}
+
+// The inotify queue all v2 watches share can overflow (IN_Q_OVERFLOW, no
+// watch descriptor): the events lost may have been anyone's, so every watch
+// is notified, once.
+func TestWatchOOMV2QueueOverflowNotifiesEveryWatch(t *testing.T) {
+	w := &OOMWatcher{wds: map[int32][]uint64{1: {10}, 2: {20, 21}}}
+	event := func(wd int32, mask uint32) []byte {
+		b := make([]byte, unix.SizeofInotifyEvent)
+		ev := (*unix.InotifyEvent)(unsafe.Pointer(&b[0]))
+		ev.Wd, ev.Mask = wd, mask
+		return b
+	}
+	tl := inotifyTally{seen: map[int32]bool{}}
+	w.tally(&tl, slices.Concat(event(1, unix.IN_MODIFY), event(-1, unix.IN_Q_OVERFLOW), event(1, unix.IN_MODIFY)))
+	got := slices.Clone(tl.notified)
+	slices.Sort(got)
+	if !slices.Equal(got, []uint64{10, 20, 21}) || len(tl.gone) != 0 {
+		t.Fatalf("after an overflow: notified %v, gone %v; want every watch once", got, tl.gone)
 	}
 }

@@ -208,31 +208,53 @@ func (w *OOMWatcher) readInotify() (notified, gone []uint64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var buf [64 * unix.SizeofInotifyEvent]byte // a watched file's events carry no name
-	seen := make(map[int32]bool)
+	t := inotifyTally{seen: make(map[int32]bool)}
 	for w.inotify >= 0 {
 		n, err := unix.Read(w.inotify, buf[:])
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil || n <= 0 {
-			return notified, gone
+			break
 		}
-		for off := 0; off+unix.SizeofInotifyEvent <= n; {
-			ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
-			off += unix.SizeofInotifyEvent + int(ev.Len)
-			ids := w.wds[ev.Wd]
-			if ev.Mask&unix.IN_IGNORED != 0 {
-				delete(w.wds, ev.Wd) // the kernel has dropped the watch
-				gone = append(gone, ids...)
-				continue
-			}
-			if !seen[ev.Wd] {
-				seen[ev.Wd] = true
-				notified = append(notified, ids...)
-			}
+		w.tally(&t, buf[:n])
+	}
+	return t.notified, t.gone
+}
+
+// inotifyTally is what a drain of the inotify queue found.
+type inotifyTally struct {
+	seen     map[int32]bool // watch descriptors already in notified
+	notified []uint64
+	gone     []uint64
+}
+
+// tally adds the events in b (whole events, as read) to t; w.mu is held.
+func (w *OOMWatcher) tally(t *inotifyTally, b []byte) {
+	notify := func(wd int32, ids []uint64) {
+		if !t.seen[wd] {
+			t.seen[wd] = true
+			t.notified = append(t.notified, ids...)
 		}
 	}
-	return notified, gone
+	for off := 0; off+unix.SizeofInotifyEvent <= len(b); {
+		ev := (*unix.InotifyEvent)(unsafe.Pointer(&b[off]))
+		off += unix.SizeofInotifyEvent + int(ev.Len)
+		switch {
+		case ev.Mask&unix.IN_Q_OVERFLOW != 0:
+			// The queue, shared by every v2 watch, overflowed: events were
+			// lost, and whose is unknown. Every watch is notified: a
+			// notification only makes it read its count.
+			for wd, ids := range w.wds {
+				notify(wd, ids)
+			}
+		case ev.Mask&unix.IN_IGNORED != 0:
+			t.gone = append(t.gone, w.wds[ev.Wd]...)
+			delete(w.wds, ev.Wd) // the kernel has dropped the watch
+		default:
+			notify(ev.Wd, w.wds[ev.Wd])
+		}
+	}
 }
 
 // deliver calls a watch's notify, or ends the watch if the cgroup is gone
