@@ -495,7 +495,17 @@ func TestStdinChunkInHandAtAHaltIsCarried(t *testing.T) {
 				payload[i] = byte(i*7 + i/251)
 			}
 			written := make(chan struct{})
-			go func() { client.Write(payload); client.Close(); close(written) }()
+			go func() {
+				// Small writes, apart: each read of the relay's takes less
+				// than its buffer, so it copies (a full buffer would send it
+				// to splice(2), which holds no bytes in hand).
+				for off := 0; off < len(payload); off += 512 {
+					client.Write(payload[off:min(off+512, len(payload))])
+					time.Sleep(time.Millisecond)
+				}
+				client.Close()
+				close(written)
+			}()
 			waitFIFOFull(t, procIn) // the process reads nothing: the relay waits to write
 			if err := p.Halt(2 * time.Second); err != nil {
 				t.Fatal(err)
