@@ -410,7 +410,11 @@ func TestTerminalEndOfInputWaitingAcrossAHalt(t *testing.T) {
 func TestTerminalRestartAfterOnlyTheOutputHalted(t *testing.T) {
 	p, clientIn, slave := canonicalTerminal(t)
 	defer p.Close()
-	if !p.consoleHalt.halt(p.master, p.consoleDst.(*clientFIFO).w, 2*time.Second) {
+	dst, err := p.consoleDst.ready() // the write end, once the client's reader is there
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.consoleHalt.halt(p.master, dst, 2*time.Second) {
 		t.Fatal("the output relay did not halt")
 	}
 	restarted := make(chan struct{})
