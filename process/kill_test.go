@@ -3,7 +3,9 @@ package process
 import (
 	"context"
 	"errors"
+	"os/exec"
 	"testing"
+	"time"
 
 	"github.com/containerd/errdefs"
 
@@ -42,5 +44,33 @@ kill) echo "container does not exist" >&2; exit 1;;
 				t.Errorf("Pids: %v; want the runtime's error, not NotFound", err)
 			}
 		})
+	}
+}
+
+// Kill meeting the init's exit before the reaper has (kubelet's SIGKILL
+// after the grace period, as the init dies): the runtime refuses a
+// container whose init is gone while its state is still there. The init,
+// a zombie, has finished: NotFound, as CRI's stop and containerd's
+// kill-then-delete need, not an unknown error.
+func TestKillOfAnInitThatHasJustExited(t *testing.T) {
+	dir := t.TempDir()
+	rt, _ := fakeRuntime(t, dir, `
+kill) echo "container not running" >&2; exit 1;;
+state) echo '{}';;`)
+	ct := &Container{ID: "c", Bundle: dir, rt: rt}
+	ct.init = newProcess(ct, "", shimio.Config{}, nil)
+	zombie := exec.Command("true")
+	if err := zombie.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer zombie.Wait()
+	for deadline := time.Now().Add(5 * time.Second); !exitedChild(zombie.Process.Pid); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the child did not exit")
+		}
+	}
+	ct.init.pid, ct.init.status = zombie.Process.Pid, Running // exited, not reaped: the reaper has not got to it
+	if err := ct.init.Kill(context.Background(), 9, false); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("Kill of an init that has just exited: %v, want NotFound", err)
 	}
 }

@@ -319,21 +319,23 @@ func (p *Process) Kill(ctx context.Context, sig int, all bool) error {
 		return p.signalExec(sig)
 	}
 	p.mu.Lock()
-	status := p.status
+	status, pid := p.status, p.pid
 	p.mu.Unlock()
 	if status == Stopped || status == Deleted {
 		return fmt.Errorf("process already finished: %w", errdefs.ErrNotFound)
 	}
 	if err := p.c.rt.Kill(ctx, p.c.ID, sig, all); err != nil {
 		// The runtime refuses a container whose init is gone; that race is
-		// the same answer as an already-stopped process. So is a container
-		// the runtime has no state for (a checkpoint not restored yet, state
+		// the same answer as an already-stopped process, whether the reaper
+		// has got to the exit yet or the init is still a zombie (a kubelet
+		// stop meeting the exit it asked for). So is a container the
+		// runtime has no state for (a checkpoint not restored yet, state
 		// removed behind the shim's back): containerd's kill-then-delete
-		// (WithProcessKill) takes NotFound as "nothing left to kill".
+		// (WithProcessKill) and CRI's stop take NotFound as "nothing left".
 		p.c.mu.Lock()
 		reaped := p.c.initReaped
 		p.c.mu.Unlock()
-		if reaped || !p.c.runtimeStateExists(ctx) {
+		if reaped || (pid > 0 && exitedChild(pid)) || !p.c.runtimeStateExists(ctx) {
 			return fmt.Errorf("process already finished: %w", errdefs.ErrNotFound)
 		}
 		return fmt.Errorf("kill %s: %w", p.c.ID, err)
