@@ -35,18 +35,7 @@ func TestStoppedContainerKeepsItsCgroupAcrossAHandover(t *testing.T) {
 	c.init = newProcess(c, "", shimio.Config{}, nil)
 	c.init.pid, c.init.status, c.init.exitCode, c.init.exitedAt = 1<<30, Stopped, 137, time.Now()
 
-	st, err := c.Export(noFDs{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := json.Marshal(st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var back ContainerState
-	if err := json.Unmarshal(b, &back); err != nil {
-		t.Fatal(err)
-	}
+	back := handedOver(t, c)
 	next, err := Import(reaper.New(), back, CreateConfig{}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -101,15 +90,7 @@ func TestV1OOMRecheckGoesOnAcrossAHandover(t *testing.T) {
 	c := &Container{ID: "c", Bundle: t.TempDir(), execs: map[string]*Process{}, cg: cg, oomRecheck: true}
 	c.init = newProcess(c, "", shimio.Config{}, nil)
 	c.init.pid, c.init.status = sleeper.Process.Pid, Running
-	st, err := c.Export(noFDs{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := json.Marshal(st)
-	var back ContainerState
-	if err := json.Unmarshal(b, &back); err != nil {
-		t.Fatal(err)
-	}
+	back := handedOver(t, c)
 	reported := make(chan uint64, 2)
 	var w cgroup.OOMWatcher
 	defer w.Close()
@@ -152,15 +133,7 @@ func TestV2OOMScopeMarksAcrossAHandover(t *testing.T) {
 	c := &Container{ID: "c", Bundle: dir, execs: map[string]*Process{}, initReaped: true, cg: cg, limitMarks: cg.LimitMarks()}
 	c.init = newProcess(c, "", shimio.Config{}, nil)
 	c.init.pid, c.init.status = 1<<30, Stopped
-	st, err := c.Export(noFDs{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := json.Marshal(st)
-	var back ContainerState
-	if err := json.Unmarshal(b, &back); err != nil {
-		t.Fatal(err)
-	}
+	back := handedOver(t, c)
 	events(1, 0) // during the switch: a limit inside the container fails
 	next, err := Import(reaper.New(), back, CreateConfig{}, nil)
 	if err != nil {
@@ -179,4 +152,22 @@ func TestV2OOMScopeMarksAcrossAHandover(t *testing.T) {
 	if old.limitMarks.Subtree != 1 {
 		t.Errorf("a layout 3 state's marks count %d limits failed below, want today's 1", old.limitMarks.Subtree)
 	}
+}
+
+// handedOver is c as a successor reads it: exported, through JSON.
+func handedOver(t *testing.T, c *Container) ContainerState {
+	t.Helper()
+	st, err := c.Export(noFDs{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back ContainerState
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	return back
 }
