@@ -281,23 +281,24 @@ func (r *rotatingFile) relayCRI(src *os.File, stream string, moved, dropped *ato
 	}
 	br := bufio.NewReaderSize(in, MaxCRILine)
 	rec := make([]byte, 0, MaxCRILine+64)
+	// halted hands on, in order: head (a line read so far), what the reader
+	// holds, and what it has not yet taken of the carry it started with.
+	halted := func(head []byte) error {
+		rest, _ := br.Peek(br.Buffered())
+		unread, _ := stdio.ReadAll(carried)
+		h.carry = append(append(append([]byte(nil), head...), rest...), unread...)
+		return errHalted
+	}
 	for {
-		if h.commit() {
-			// Between two records: what the reader holds is carried, then
-			// what it has not yet taken of the carry it started with.
-			rest, _ := br.Peek(br.Buffered())
-			unread, _ := stdio.ReadAll(carried)
-			h.carry = append(append([]byte(nil), rest...), unread...)
-			return errHalted
+		if h.commit() { // between two records
+			return halted(nil)
 		}
 		// ReadSlice rather than ReadLine: ReadLine returns a line cut short
 		// by an error (a halt's deadline) as if it were whole.
 		raw, err := br.ReadSlice('\n')
 		isPrefix := errors.Is(err, bufio.ErrBufferFull)
 		if err != nil && !isPrefix && !errors.Is(err, stdio.EOF) && h.commit() {
-			rest, _ := br.Peek(br.Buffered())
-			h.carry = append(append([]byte(nil), raw...), rest...)
-			return errHalted
+			return halted(raw)
 		}
 		line := raw
 		if n := len(line); n > 0 && line[n-1] == '\n' {
