@@ -171,18 +171,27 @@ func identify(path string) (binaryID, error) {
 	if err := unix.Stat(path, &st); err != nil {
 		return binaryID{}, &os.PathError{Op: "stat", Path: path, Err: err}
 	}
-	return binaryID{dev: st.Dev, ino: st.Ino, size: st.Size, mtime: st.Mtim}, nil
+	return idOf(&st), nil
+}
+
+func idOf(st *unix.Stat_t) binaryID {
+	return binaryID{dev: st.Dev, ino: st.Ino, size: st.Size, mtime: st.Mtim}
 }
 
 // stillAt is FailedPrecondition unless path still names the file id was
 // taken of, unchanged.
 func (id binaryID) stillAt(path string) error {
 	now, err := identify(path)
-	if err == nil && now != id {
-		err = fmt.Errorf("%s was replaced or changed since it answered the hello", path)
-	}
 	if err != nil {
 		return fmt.Errorf("new binary: %w: %w", err, errdefs.ErrFailedPrecondition)
+	}
+	return id.is(now, path)
+}
+
+// is is FailedPrecondition unless now, taken of the binary at path, is id.
+func (id binaryID) is(now binaryID, path string) error {
+	if now != id {
+		return fmt.Errorf("new binary: %s was replaced or changed since it answered the hello: %w", path, errdefs.ErrFailedPrecondition)
 	}
 	return nil
 }
@@ -308,9 +317,13 @@ func openChecked(binary string, id binaryID) (checkedBinary, error) {
 		return checkedBinary{}, fmt.Errorf("new binary: %w: %w", err, errdefs.ErrFailedPrecondition)
 	}
 	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil || (binaryID{dev: st.Dev, ino: st.Ino, size: st.Size, mtime: st.Mtim}) != id {
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		f.Close()
-		return checkedBinary{}, fmt.Errorf("new binary: %s was replaced or changed since it answered the hello: %w", binary, errdefs.ErrFailedPrecondition)
+		return checkedBinary{}, fmt.Errorf("new binary %s: fstat: %w: %w", binary, err, errdefs.ErrFailedPrecondition)
+	}
+	if err := id.is(idOf(&st), binary); err != nil {
+		f.Close()
+		return checkedBinary{}, err
 	}
 	magic := make([]byte, 4)
 	if n, _ := f.ReadAt(magic, 0); n == 4 && string(magic) == "\x7fELF" {
