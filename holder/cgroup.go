@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -40,28 +39,23 @@ func CgroupPath(parent, id string) string {
 // relativeBase is what runc joins a relative cgroup path to (a variable
 // for tests).
 var relativeBase = func() string {
-	data, err := os.ReadFile("/proc/self/cgroup")
+	own, err := cgroup.ForPid(CgroupRoot, os.Getpid())
 	if err != nil {
 		return "/"
 	}
-	return runcRelativeBase(data, cgroup.Unified(CgroupRoot))
+	return runcRelativeBase(own, CgroupRoot)
 }
 
-// runcRelativeBase reads a /proc/<pid>/cgroup: the parent of the v2 cgroup,
-// or the v1 memory hierarchy's path (the holder's hierarchies are made at
-// one path; the memory one is the one that matters for the pod's limits).
-func runcRelativeBase(procCgroup []byte, v2 bool) string {
-	for _, line := range strings.Split(string(procCgroup), "\n") {
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) != 3 {
-			continue
-		}
-		if v2 && parts[0] == "0" && parts[1] == "" {
-			return filepath.Dir(parts[2])
-		}
-		if !v2 && slices.Contains(strings.Split(parts[1], ","), "memory") {
-			return parts[2]
-		}
+// runcRelativeBase is, for a process in cgroup own (mounted under root),
+// the parent of its v2 cgroup, or its v1 memory hierarchy's path (the
+// holder's hierarchies are made at one path; the memory one is the one that
+// matters for the pod's limits).
+func runcRelativeBase(own *cgroup.Cgroup, root string) string {
+	if own.V2 {
+		return filepath.Dir("/" + strings.TrimPrefix(own.Dir(""), root))
+	}
+	if dir := own.Dir("memory"); dir != "" {
+		return filepath.Clean("/" + strings.TrimPrefix(dir, filepath.Join(root, "memory")))
 	}
 	return "/"
 }

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/example/containerd-shim-example-v2/cgroup"
 	"github.com/example/containerd-shim-example-v2/reaper"
 )
 
@@ -190,10 +191,17 @@ func TestExpandSlice(t *testing.T) {
 func TestCgroupPathOfARelativeParent(t *testing.T) {
 	v2 := "0::/system.slice/containerd.service\n"
 	v1 := "12:pids:/system.slice/containerd.service\n5:cpu,cpuacct:/system.slice/containerd.service\n4:memory:/system.slice/containerd.service\n0::/system.slice/containerd.service\n"
-	if got := runcRelativeBase([]byte(v2), true); got != "/system.slice" {
+	base := func(procCgroup string, v2 bool) string {
+		own, err := cgroup.Parse("/sys/fs/cgroup", []byte(procCgroup), v2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return runcRelativeBase(own, "/sys/fs/cgroup")
+	}
+	if got := base(v2, true); got != "/system.slice" {
 		t.Errorf("v2 base %q, want /system.slice", got)
 	}
-	if got := runcRelativeBase([]byte(v1), false); got != "/system.slice/containerd.service" {
+	if got := base(v1, false); got != "/system.slice/containerd.service" {
 		t.Errorf("v1 base %q, want the memory hierarchy's path", got)
 	}
 	defer func(f func() string) { relativeBase = f }(relativeBase)
