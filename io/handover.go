@@ -28,7 +28,7 @@ type pipeRelay struct {
 func (p *Pipes) outputRun(pr *pipeRelay, carry []byte, discarding bool) func(src *os.File) error {
 	pr.h = newHalter(carry)
 	pr.h.discarding = discarding
-	stall := &stallPolicy{stream: pr.stream, timeout: p.stallTimeout, dropped: &p.dropped, moved: &p.moved}
+	stall := p.newStallPolicy(pr.stream)
 	return func(src *os.File) error {
 		out, err := pr.out.ready()
 		if err != nil {
@@ -349,7 +349,8 @@ func (p *Pipes) Export(fds FDKeeper) (*PipesState, error) {
 // its carry first. adopt turns a descriptor number into a file, registered
 // with the poller or not (handover.Adopt).
 func ImportPipes(st PipesState, adopt func(fd int, name string, pollable bool) (*os.File, error), env Env) (*Pipes, error) {
-	p := &Pipes{outputs: relayCount{done: make(chan struct{})}, stallTimeout: st.StallTimeout}
+	p := &Pipes{outputs: relayCount{done: make(chan struct{})}, stallTimeout: st.StallTimeout,
+		readerReturning: env.ReaderReturning}
 	p.outputs.Add(1) // held while the relays start, as in Open
 	defer p.outputs.Done()
 	p.moved.Store(st.Moved)

@@ -50,6 +50,13 @@ type Env struct {
 	LoggerReadyTimeout time.Duration
 	// StallTimeout overrides DefaultStallTimeout; negative waits forever.
 	StallTimeout time.Duration
+	// ReaderReturning, if set, reports whether the reader of the client's
+	// FIFOs is known to be coming back though it reads nothing now: the
+	// shim's caller, containerd, is down (restarting), and the FIFOs it
+	// reads for CRI are read again once it is up. The stall clock does not
+	// run out meanwhile, and gives the reader a whole timeout once it is
+	// back. Asked only when a clock runs out, then about once a second.
+	ReaderReturning func() bool
 }
 
 // loggerCommand builds the logger's command line from a binary:// URI: the

@@ -199,6 +199,9 @@ func (s *splicer) srcReady(sfd uintptr) bool {
 		if s.halting() {
 			return true
 		}
+		if s.armed {
+			s.stallAt = s.stall.prolong(s.stallAt) // held for a returning reader: wait on
+		}
 		if !haltWakeup(werr, s.stallAt) {
 			if errors.Is(werr, os.ErrDeadlineExceeded) {
 				s.stalled = true // the stall clock ran out
@@ -207,8 +210,9 @@ func (s *splicer) srcReady(sfd uintptr) bool {
 			}
 			return true
 		}
-		// A halt's wake-up, the halt withdrawn meanwhile: wait on, with
-		// the stall clock's deadline that the halt's end cleared.
+		// A halt's wake-up, the halt withdrawn meanwhile, or a held stall
+		// clock: wait on, with the stall clock's deadline (which the
+		// halt's end cleared).
 		_ = s.dst.SetWriteDeadline(s.stallAt)
 	}
 	if s.wantSrc && !s.done {
@@ -369,6 +373,7 @@ func (s *splicer) progressed(n int64) {
 	s.written += n
 	s.stall.progressed(n)
 	if s.armed {
+		s.stall.readerProgressed()
 		if !s.haltAsked() {
 			_ = s.dst.SetWriteDeadline(time.Time{})
 		}

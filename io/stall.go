@@ -19,17 +19,69 @@ import (
 // as usual. containerd's own shim waits forever, freezing the container.
 const DefaultStallTimeout = 15 * time.Second
 
-// stallPolicy is an output relay's answer to a stalled reader.
+// stallRecheck is how often a stall clock held for a returning reader asks
+// again whether it is still coming.
+const stallRecheck = time.Second
+
+// newStallPolicy is the stall policy of one of p's output relays.
+func (p *Pipes) newStallPolicy(stream string) *stallPolicy {
+	return &stallPolicy{stream: stream, timeout: p.stallTimeout, dropped: &p.dropped, moved: &p.moved,
+		returning: p.readerReturning}
+}
+
+// stallPolicy is an output relay's answer to a stalled reader. It belongs to
+// the relay's goroutine.
 type stallPolicy struct {
 	stream  string
 	timeout time.Duration // <= 0: wait forever
 	dropped *atomic.Uint64
 	moved   *atomic.Uint64 // bytes handed to the reader (Drain watches it)
+	// returning, if set, says whether a stalled reader is known to be coming
+	// back (see Env.ReaderReturning); held records that the clock's last run
+	// out found it so.
+	returning func() bool
+	held      bool
 }
 
 func (s *stallPolicy) progressed(n int64) {
 	if s != nil && s.moved != nil && n > 0 {
 		s.moved.Add(uint64(n))
+	}
+}
+
+// prolong is asked when the stall clock armed until at may have run out (a
+// write's deadline passed). It returns at when the clock has not run out,
+// or when it has and discarding is to begin. While the reader is known to be
+// coming back, the clock is held instead: the new deadline is a recheck
+// soon, and once the reader's owner is back (containerd answers again), a
+// whole timeout for the reader to open the FIFO again and drain it: CRI
+// reopens its containers' FIFOs only after containerd is up.
+func (s *stallPolicy) prolong(at time.Time) time.Time {
+	now := time.Now()
+	if s == nil || s.returning == nil || at.IsZero() || now.Before(at) {
+		return at
+	}
+	if s.returning() {
+		if !s.held {
+			slog.Warn("output reader stalled but is expected back; holding output until it reads",
+				"stream", s.stream, "stalled_for", s.timeout)
+		}
+		s.held = true
+		return now.Add(min(stallRecheck, s.timeout))
+	}
+	if s.held {
+		s.held = false
+		slog.Info("output reader's owner is back; waiting one stall timeout for it to read",
+			"stream", s.stream, "timeout", s.timeout)
+		return now.Add(s.timeout)
+	}
+	return at
+}
+
+// readerProgressed ends a hold: the reader took data.
+func (s *stallPolicy) readerProgressed() {
+	if s != nil {
+		s.held = false
 	}
 }
 
@@ -143,7 +195,7 @@ func writeNonblocking(rc syscall.RawConn, b []byte) int {
 //
 // It belongs to the relay's goroutine; the hooks run inside its writes.
 type terminalStall struct {
-	policy     stallPolicy
+	policy     *stallPolicy
 	dst        *os.File
 	dstRC      syscall.RawConn
 	w          *rawFile
@@ -163,8 +215,7 @@ func newTerminalStall(p *Pipes, dst *os.File, w *rawFile) *terminalStall {
 	if err != nil {
 		return nil
 	}
-	s := &terminalStall{policy: stallPolicy{stream: "terminal", timeout: p.stallTimeout, dropped: &p.dropped, moved: &p.moved},
-		dst: dst, dstRC: rc, w: w}
+	s := &terminalStall{policy: p.newStallPolicy("terminal"), dst: dst, dstRC: rc, w: w}
 	w.full, w.progress = s.arm, s.disarm
 	return s
 }
@@ -180,6 +231,7 @@ func (s *terminalStall) arm() {
 }
 
 func (s *terminalStall) disarm() {
+	s.policy.readerProgressed()
 	if s.armed {
 		_ = s.dst.SetWriteDeadline(time.Time{})
 		s.armed = false
@@ -187,8 +239,15 @@ func (s *terminalStall) disarm() {
 	}
 }
 
-// deadline is when the armed clock runs out (zero: not armed).
-func (s *terminalStall) deadline() time.Time { return s.at }
+// deadline is when the armed clock runs out (zero: not armed). Asked after
+// a write's deadline passed, it first moves a clock held for a returning
+// reader on (stallPolicy.prolong): the write then waits on.
+func (s *terminalStall) deadline() time.Time {
+	if s.armed {
+		s.at = s.policy.prolong(s.at)
+	}
+	return s.at
+}
 
 // stalled reports whether err ended a write because the clock ran out; if
 // so, what the write had left is dropped and discarding begins.

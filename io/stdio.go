@@ -72,9 +72,10 @@ type Pipes struct {
 	consoleHalt, stdinHalt *halter
 	hungUp                 atomic.Bool // Hangup was called: the output relay ends once drained
 
-	stallTimeout time.Duration // see DefaultStallTimeout
-	dropped      atomic.Uint64 // output bytes discarded while a reader stalled
-	moved        atomic.Uint64 // output bytes delivered; Drain watches it move
+	stallTimeout    time.Duration // see DefaultStallTimeout
+	readerReturning func() bool   // see Env.ReaderReturning
+	dropped         atomic.Uint64 // output bytes discarded while a reader stalled
+	moved           atomic.Uint64 // output bytes delivered; Drain watches it move
 
 	// binary:// logger process, if any; loggerExit closes when it is reaped.
 	logger     *os.Process
@@ -95,7 +96,8 @@ type Pipes struct {
 // URIs (raw, or the CRI log format with rotation, see ParseFileURI), or a
 // binary:// logger (see openLogger), which then takes both streams.
 func Open(cfg Config, env Env) (_ *Pipes, retErr error) {
-	p := &Pipes{outputs: relayCount{done: make(chan struct{})}, stallTimeout: env.StallTimeout}
+	p := &Pipes{outputs: relayCount{done: make(chan struct{})}, stallTimeout: env.StallTimeout,
+		readerReturning: env.ReaderReturning}
 	p.outputs.Add(1) // held while the relays start, released below
 	if p.stallTimeout == 0 {
 		p.stallTimeout = DefaultStallTimeout

@@ -1,0 +1,150 @@
+package io
+
+import (
+	"bytes"
+	stdio "io"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// While the reader's owner is down (containerd restarting: ReaderReturning
+// says so), a stalled FIFO is waited for past the stall timeout, as
+// containerd's own shim waits: nothing is discarded, and a reader that
+// comes back after several timeouts gets every byte.
+func TestStallHeldWhileTheReaderIsReturning(t *testing.T) {
+	var returning atomic.Bool
+	returning.Store(true)
+	reader, p := fifoWithReturningReader(t, 200*time.Millisecond, returning.Load)
+	_, w, _ := p.RuntimeFiles()
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB: more than FIFO and pipe hold
+	written := make(chan error, 1)
+	go func() {
+		_, err := w.Write(payload)
+		p.ReleaseRuntimeFiles()
+		written <- err
+	}()
+	select {
+	case err := <-written:
+		t.Fatalf("the write ended (%v) with nobody reading while the reader was expected back", err)
+	case <-time.After(time.Second): // five stall timeouts
+	}
+	if d := p.Dropped(); d != 0 {
+		t.Fatalf("%d bytes dropped while the reader was expected back", d)
+	}
+	returning.Store(false) // containerd is back, and so is its reader
+	got, err := stdio.ReadAll(reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, payload) {
+		t.Fatalf("the returning reader got %d bytes of %d (%d dropped)", len(got), len(payload), p.Dropped())
+	}
+	if err := <-written; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Once the reader's owner is back, a reader that still does not read gets
+// one more stall timeout, and then the process is no longer held back.
+func TestStallHeldThenDiscardsWhenTheReaderStaysAway(t *testing.T) {
+	var returning atomic.Bool
+	returning.Store(true)
+	const stall = 200 * time.Millisecond
+	reader, p := fifoWithReturningReader(t, stall, returning.Load)
+	_, w, _ := p.RuntimeFiles()
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<16)
+	time.AfterFunc(600*time.Millisecond, func() { returning.Store(false) })
+	start := time.Now()
+	writtenWithin(t, 10*time.Second, func() error {
+		_, err := w.Write(payload)
+		p.ReleaseRuntimeFiles()
+		return err
+	}, "the process stayed blocked after the reader's owner came back and nobody read")
+	// Held 600 ms, then a recheck (one stall timeout at most) and a whole
+	// timeout of grace.
+	if d := time.Since(start); d < 600*time.Millisecond+stall {
+		t.Errorf("discarding began %s after the write, before the hold and its grace were over", d)
+	}
+	if !p.Drain(5 * time.Second) {
+		t.Fatal("relay did not finish")
+	}
+	got, _ := stdio.ReadAll(reader)
+	if dropped := p.Dropped(); dropped == 0 || uint64(len(got))+dropped != uint64(len(payload)) {
+		t.Fatalf("delivered %d + dropped %d, written %d", len(got), dropped, len(payload))
+	}
+}
+
+// The same hold for a terminal's output.
+func TestTerminalStallHeldWhileTheReaderIsReturning(t *testing.T) {
+	outPath := mkfifo(t, "out")
+	reader, err := os.OpenFile(outPath, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	master, slave := openPty(t)
+	defer slave.Close()
+	var returning atomic.Bool
+	returning.Store(true)
+	p, err := Open(Config{Terminal: true, Stdout: outPath},
+		Env{StallTimeout: 200 * time.Millisecond, ReaderReturning: returning.Load})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.AttachConsole(master); err != nil {
+		t.Fatal(err)
+	}
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	written := make(chan error, 1)
+	go func() {
+		_, err := slave.Write(payload)
+		written <- err
+	}()
+	select {
+	case err := <-written:
+		t.Fatalf("the terminal write ended (%v) with nobody reading while the reader was expected back", err)
+	case <-time.After(time.Second):
+	}
+	if d := p.Dropped(); d != 0 {
+		t.Fatalf("%d terminal bytes dropped while the reader was expected back", d)
+	}
+	returning.Store(false)
+	got := make([]byte, 0, len(payload))
+	buf := make([]byte, 64<<10)
+	_ = reader.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for len(got) < len(payload) {
+		n, err := reader.Read(buf)
+		got = append(got, buf[:max(n, 0)]...)
+		if err != nil {
+			break
+		}
+	}
+	if !bytes.Equal(got, payload) || p.Dropped() != 0 {
+		t.Fatalf("the returning reader got %d bytes of %d, %d dropped", len(got), len(payload), p.Dropped())
+	}
+	if err := <-written; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fifoWithReturningReader is fifoWithIdleReader with Env.ReaderReturning.
+func fifoWithReturningReader(t *testing.T, stall time.Duration, returning func() bool) (*os.File, *Pipes) {
+	t.Helper()
+	path := mkfifo(t, "out")
+	reader, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reader.Close() })
+	p, err := Open(Config{Stdout: path}, Env{StallTimeout: stall, ReaderReturning: returning})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return reader, p
+}
