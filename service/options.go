@@ -3,6 +3,7 @@ package service
 import (
 	"path/filepath"
 	"strings"
+	"time"
 
 	runcopts "github.com/example/containerd-shim-example-v2/proto/api/types/runc/options"
 	criopts "github.com/example/containerd-shim-example-v2/proto/api/types/runtimeoptions/v1"
@@ -32,6 +33,9 @@ type RuntimeOptions struct {
 	CriuWorkPath  string
 	// ShimCgroup is the cgroup `start` moves a new daemon into (not for tasks).
 	ShimCgroup string
+	// StallTimeout is the output stall policy's timeout, as shimio.Env
+	// takes it: 0 the default, negative never (the option's "0").
+	StallTimeout time.Duration
 }
 
 // DecodeOptions reads the runtime options Any. Unknown types are accepted and
@@ -46,7 +50,10 @@ func DecodeOptions(a *anypb.Any) (RuntimeOptions, error) {
 	var err error
 	switch typeName(a.GetTypeUrl()) {
 	case typeExampleOptions:
-		o, err = decodeRuncLike(a, typeExampleOptions, &exampleopts.Options{})
+		var m exampleopts.Options
+		if o, err = decodeRuncLike(a, typeExampleOptions, &m); err == nil {
+			o.StallTimeout, err = parseStallTimeout(m.StallTimeout)
+		}
 	case typeRuncOptions:
 		o, err = decodeRuncLike(a, typeRuncOptions, &runcopts.Options{})
 	case typeLegacyCreate:
@@ -81,6 +88,24 @@ func DecodeOptions(a *anypb.Any) (RuntimeOptions, error) {
 		return o, invalidArgument("shim cgroup %q must be an absolute cgroup path", o.ShimCgroup)
 	}
 	return o, nil
+}
+
+// parseStallTimeout reads the stall_timeout option: a positive Go duration,
+// "0" (or any zero duration) for never, "" for the default.
+func parseStallTimeout(v string) (time.Duration, error) {
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	switch {
+	case err != nil:
+		return 0, invalidArgument("stall timeout %q: want a duration such as \"30s\", or \"0\" for never", v)
+	case d < 0:
+		return 0, invalidArgument("stall timeout %q is negative", v)
+	case d == 0:
+		return -1, nil
+	}
+	return d, nil
 }
 
 // runcLike is what containerd's runc options and our own options message

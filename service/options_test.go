@@ -44,6 +44,14 @@ func TestDecodeOptionsAcceptedTypes(t *testing.T) {
 		{"CRI body", anyOf(t, "runtimeoptions.v1.Options", &criopts.Options{ConfigBody: []byte("BinaryName = \"crun\"\nSystemdCgroup = true # comment\n# x\nShimCgroup = \"\"\n")}),
 			RuntimeOptions{BinaryName: "crun", SystemdCgroup: true}},
 		{"unknown type ignored", &anypb.Any{TypeUrl: "some.other.Options", Value: []byte{1, 2, 3}}, RuntimeOptions{}},
+		{"ours, stall timeout", anyOf(t, "example.options.v1.Options", &exampleopts.Options{StallTimeout: "90s"}),
+			RuntimeOptions{StallTimeout: 90 * time.Second}},
+		{"ours, stall timeout never", anyOf(t, "example.options.v1.Options", &exampleopts.Options{StallTimeout: "0"}),
+			RuntimeOptions{StallTimeout: -1}},
+		{"CRI body, stall timeout", anyOf(t, "runtimeoptions.v1.Options", &criopts.Options{ConfigBody: []byte("StallTimeout = \"2m\"\n")}),
+			RuntimeOptions{StallTimeout: 2 * time.Minute}},
+		{"CRI body, stall timeout never", anyOf(t, "runtimeoptions.v1.Options", &criopts.Options{ConfigBody: []byte("stall_timeout = '0s'\n")}),
+			RuntimeOptions{StallTimeout: -1}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -69,13 +77,16 @@ func TestDecodeOptionsCRIConfigPath(t *testing.T) {
 
 func TestDecodeOptionsErrors(t *testing.T) {
 	for name, a := range map[string]*anypb.Any{
-		"garbage runc options": {TypeUrl: "containerd.runc.v1.Options", Value: []byte{0xff, 0xff}},
-		"relative root":        anyOf(t, "containerd.runc.v1.Options", &runcopts.Options{Root: "rel"}),
-		"relative shim cgroup": anyOf(t, "containerd.runc.v1.Options", &runcopts.Options{ShimCgroup: "shims"}),
-		"shim cgroup with ..":  anyOf(t, "containerd.runc.v1.Options", &runcopts.Options{ShimCgroup: "/a/../../etc"}),
-		"bad TOML":             anyOf(t, "runtimeoptions.v1.Options", &criopts.Options{ConfigBody: []byte("BinaryName crun")}),
-		"bad bool":             anyOf(t, "runtimeoptions.v1.Options", &criopts.Options{ConfigBody: []byte("SystemdCgroup = maybe")}),
-		"missing config file":  anyOf(t, "runtimeoptions.v1.Options", &criopts.Options{ConfigPath: "/nonexistent/opts.toml"}),
+		"garbage runc options":       {TypeUrl: "containerd.runc.v1.Options", Value: []byte{0xff, 0xff}},
+		"relative root":              anyOf(t, "containerd.runc.v1.Options", &runcopts.Options{Root: "rel"}),
+		"relative shim cgroup":       anyOf(t, "containerd.runc.v1.Options", &runcopts.Options{ShimCgroup: "shims"}),
+		"shim cgroup with ..":        anyOf(t, "containerd.runc.v1.Options", &runcopts.Options{ShimCgroup: "/a/../../etc"}),
+		"bad TOML":                   anyOf(t, "runtimeoptions.v1.Options", &criopts.Options{ConfigBody: []byte("BinaryName crun")}),
+		"bad bool":                   anyOf(t, "runtimeoptions.v1.Options", &criopts.Options{ConfigBody: []byte("SystemdCgroup = maybe")}),
+		"missing config file":        anyOf(t, "runtimeoptions.v1.Options", &criopts.Options{ConfigPath: "/nonexistent/opts.toml"}),
+		"stall timeout, no unit":     anyOf(t, "example.options.v1.Options", &exampleopts.Options{StallTimeout: "30"}),
+		"negative stall timeout":     anyOf(t, "example.options.v1.Options", &exampleopts.Options{StallTimeout: "-1s"}),
+		"stall timeout, TOML number": anyOf(t, "runtimeoptions.v1.Options", &criopts.Options{ConfigBody: []byte("StallTimeout = 30")}),
 	} {
 		if _, err := DecodeOptions(a); !errdefs.IsInvalidArgument(err) {
 			t.Errorf("%s: %v, want InvalidArgument", name, err)

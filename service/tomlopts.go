@@ -107,6 +107,11 @@ func parseOptionsTOML(data []byte) (RuntimeOptions, error) {
 			o.IoGID, err = tomlUint32(raw)
 		case "shimcgroup":
 			o.ShimCgroup, err = tomlString(raw)
+		case "stalltimeout":
+			var v string
+			if v, err = tomlString(raw); err == nil {
+				o.StallTimeout, err = parseStallTimeout(v)
+			}
 		default:
 			// Other keys (TypeUrl, ConfigPath...) are not ours.
 		}
@@ -121,6 +126,7 @@ func parseOptionsTOML(data []byte) (RuntimeOptions, error) {
 var ourTOMLKeys = map[string]bool{
 	"binaryname": true, "root": true, "criuimagepath": true, "criuworkpath": true, "systemdcgroup": true,
 	"nopivotroot": true, "nonewkeyring": true, "iouid": true, "iogid": true, "shimcgroup": true,
+	"stalltimeout": true,
 }
 
 // normalizeTOMLKey is a key as this reader compares them: unquoted, lower

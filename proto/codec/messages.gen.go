@@ -7326,6 +7326,9 @@ func size_example_options_v1_Options(m *optionsv1.Options) (n int) {
 	if len(m.CriuWorkPath) > 0 {
 		n += 1 + protowire.SizeBytes(len(m.CriuWorkPath))
 	}
+	if len(m.StallTimeout) > 0 {
+		n += 1 + protowire.SizeBytes(len(m.StallTimeout))
+	}
 	return n
 }
 
@@ -7387,6 +7390,13 @@ func append_example_options_v1_Options(b []byte, m *optionsv1.Options) ([]byte, 
 		}
 		b = append(b, 0x52)
 		b = protowire.AppendString(b, m.CriuWorkPath)
+	}
+	if len(m.StallTimeout) > 0 {
+		if !utf8.ValidString(m.StallTimeout) {
+			return b, errUTF8("example.options.v1.Options.stall_timeout")
+		}
+		b = append(b, 0x5a)
+		b = protowire.AppendString(b, m.StallTimeout)
 	}
 	return b, nil
 }
@@ -7474,6 +7484,15 @@ func merge_example_options_v1_Options(b []byte, m *optionsv1.Options) error {
 				return errUTF8("example.options.v1.Options.criu_work_path")
 			}
 			m.CriuWorkPath = string(v)
+		case num == 11 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if !utf8.Valid(v) {
+				return errUTF8("example.options.v1.Options.stall_timeout")
+			}
+			m.StallTimeout = string(v)
 		default:
 			n = protowire.ConsumeFieldValue(num, typ, b)
 		}

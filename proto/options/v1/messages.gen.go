@@ -116,6 +116,7 @@ type Options struct {
 	ShimCgroup    string `json:"shimCgroup"`
 	CriuImagePath string `json:"criuImagePath"`
 	CriuWorkPath  string `json:"criuWorkPath"`
+	StallTimeout  string `json:"stallTimeout"`
 }
 
 func (x *Options) GetBinaryName() string {
@@ -175,6 +176,12 @@ func (x *Options) GetCriuImagePath() string {
 func (x *Options) GetCriuWorkPath() string {
 	if x != nil {
 		return x.CriuWorkPath
+	}
+	return ""
+}
+func (x *Options) GetStallTimeout() string {
+	if x != nil {
+		return x.StallTimeout
 	}
 	return ""
 }

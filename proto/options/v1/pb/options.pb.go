@@ -51,6 +51,13 @@ type Options struct {
 	// Checkpoint image and work directories for CRIU.
 	CriuImagePath string `protobuf:"bytes,9,opt,name=criu_image_path,json=criuImagePath,proto3" json:"criu_image_path,omitempty"`
 	CriuWorkPath  string `protobuf:"bytes,10,opt,name=criu_work_path,json=criuWorkPath,proto3" json:"criu_work_path,omitempty"`
+	// How long a process's output may wait for a client FIFO's reader that
+	// takes nothing before the shim discards (and counts) what the process
+	// writes, until the reader drains again: a Go duration ("15s", "2m").
+	// "0" never discards: the process waits, as under containerd's own
+	// shim. Empty: 15s. While containerd is down the clock is held either
+	// way, and runs a whole timeout again once containerd answers.
+	StallTimeout  string `protobuf:"bytes,11,opt,name=stall_timeout,json=stallTimeout,proto3" json:"stall_timeout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -151,6 +158,13 @@ func (x *Options) GetCriuImagePath() string {
 func (x *Options) GetCriuWorkPath() string {
 	if x != nil {
 		return x.CriuWorkPath
+	}
+	return ""
+}
+
+func (x *Options) GetStallTimeout() string {
+	if x != nil {
+		return x.StallTimeout
 	}
 	return ""
 }
@@ -300,7 +314,7 @@ var File_options_v1_options_proto protoreflect.FileDescriptor
 
 const file_options_v1_options_proto_rawDesc = "" +
 	"\n" +
-	"\x18options/v1/options.proto\x12\x12example.options.v1\"\xcc\x02\n" +
+	"\x18options/v1/options.proto\x12\x12example.options.v1\"\xf1\x02\n" +
 	"\aOptions\x12\x1f\n" +
 	"\vbinary_name\x18\x01 \x01(\tR\n" +
 	"binaryName\x12\x12\n" +
@@ -314,7 +328,8 @@ const file_options_v1_options_proto_rawDesc = "" +
 	"shimCgroup\x12&\n" +
 	"\x0fcriu_image_path\x18\t \x01(\tR\rcriuImagePath\x12$\n" +
 	"\x0ecriu_work_path\x18\n" +
-	" \x01(\tR\fcriuWorkPath\"\xd4\x03\n" +
+	" \x01(\tR\fcriuWorkPath\x12#\n" +
+	"\rstall_timeout\x18\v \x01(\tR\fstallTimeout\"\xd4\x03\n" +
 	"\x13LegacyCreateOptions\x12\"\n" +
 	"\rno_pivot_root\x18\x01 \x01(\bR\vnoPivotRoot\x12\x19\n" +
 	"\bopen_tcp\x18\x02 \x01(\bR\aopenTcp\x122\n" +
