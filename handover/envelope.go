@@ -29,8 +29,10 @@ import (
 // Version 4: a v1 OOM notification whose kill was still being looked for, so
 // that the successor looks on, and the v2 OOM scope's count of the limits
 // below a container; layouts 1 to 3 are read.
+// Version 5: a container's stall_timeout option, for its execs to come;
+// layouts 1 to 4 are read (their containers take the default).
 const (
-	StateVersion    = 4
+	StateVersion    = 5
 	MinStateVersion = 1
 )
 

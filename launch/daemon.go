@@ -96,7 +96,8 @@ func RunDaemon(f Flags) error {
 		warmer.KickOwnThread(cgroup.DefaultRoot)
 	}
 	go primeProcessHandles()
-	queue := events.NewQueue(f.Namespace, events.NewTTRPCForwarder(os.Getenv("TTRPC_ADDRESS")))
+	containerd := os.Getenv("TTRPC_ADDRESS") // where events go
+	queue := events.NewQueue(f.Namespace, events.NewTTRPCForwarder(containerd))
 
 	exitRequested := make(chan struct{})
 	requestExit := sync.OnceFunc(func() { close(exitRequested) })
@@ -116,6 +117,9 @@ func RunDaemon(f Flags) error {
 		SandboxPid:  func(id string) (int, bool) { return pods.HolderPid(id) },
 		Upgrade:     func() *introspect.Upgrade { return up.Record() },
 		Warmer:      warmer,
+		// While containerd is down nobody reads CRI's FIFOs, and once it
+		// is up again it does: output waits rather than being discarded.
+		ContainerdDown: func() bool { return events.Down(containerd) },
 	})
 
 	// Every client connection, pausable for an upgrade, and counted: a

@@ -58,6 +58,12 @@ type Events struct {
 	OOM func(c *Container)
 }
 
+// stallConfig is a container's output stall policy (CreateConfig's).
+type stallConfig struct {
+	timeout         time.Duration
+	readerReturning func() bool
+}
+
 // Container is one OCI container: its runtime, its init and its execs.
 //
 // Locking: mu guards execs, runningExecs, initReaped, exitRecorded and the OOM counts;
@@ -72,8 +78,9 @@ type Container struct {
 	events      Events
 	oomWatcher  *cgroup.OOMWatcher
 	socketDir   string
-	ownPIDNS    bool // the spec gives the container a PID namespace of its own
-	rootfsMount bool // the shim mounted <bundle>/rootfs and must unmount it
+	stall       stallConfig // the output stall policy of its processes' stdio
+	ownPIDNS    bool        // the spec gives the container a PID namespace of its own
+	rootfsMount bool        // the shim mounted <bundle>/rootfs and must unmount it
 
 	init *Process
 

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/example/containerd-shim-example-v2/bundle"
 	"github.com/example/containerd-shim-example-v2/cgroup"
@@ -38,6 +39,11 @@ type CreateConfig struct {
 	// Start instead of creating it afresh.
 	Checkpoint   string
 	CriuWorkPath string
+	// Output stall policy of the container's processes (see shimio.Env):
+	// the timeout (0: the default, negative: never), and whether a stalled
+	// reader is known to be coming back (containerd is down).
+	StallTimeout    time.Duration
+	ReaderReturning func() bool
 }
 
 // Create mounts the rootfs, opens stdio and has the runtime create the
@@ -56,6 +62,7 @@ func Create(ctx context.Context, r *reaper.Reaper, cfg CreateConfig, onCreated f
 		events:     cfg.Events,
 		oomWatcher: cfg.OOM,
 		socketDir:  cfg.SocketDir,
+		stall:      stallConfig{timeout: cfg.StallTimeout, readerReturning: cfg.ReaderReturning},
 		ownPIDNS:   hasOwnPIDNamespace(spec),
 		execs:      make(map[string]*Process),
 	}
@@ -161,8 +168,10 @@ func (c *Container) launch(pipes *shimio.Pipes, pidFile string, run func(stdio o
 // ioEnv is what stdio needs to know of one of the container's processes.
 func (c *Container) ioEnv(processID string) shimio.Env {
 	return shimio.Env{
-		ProcessID: processID,
-		Namespace: c.Namespace,
+		ProcessID:       processID,
+		Namespace:       c.Namespace,
+		StallTimeout:    c.stall.timeout,
+		ReaderReturning: c.stall.readerReturning,
 		// The logger's exit as a reaper exit callback (see shimio.Env): no
 		// goroutine waits for it meanwhile.
 		Spawn: func(cmd *exec.Cmd, exited func(int)) error {

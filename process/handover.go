@@ -52,9 +52,13 @@ type ContainerState struct {
 	LimitMarks *cgroup.LimitMarks `json:"limitMarks,omitempty"`
 	// SubtreeMarked (layout 4 on): LimitMarks.Subtree was counted; layout
 	// 3's marks have none, and a 0 there is no count.
-	SubtreeMarked bool           `json:"subtreeMarked,omitempty"`
-	Init          ProcessState   `json:"init"`
-	Execs         []ProcessState `json:"execs,omitempty"`
+	SubtreeMarked bool `json:"subtreeMarked,omitempty"`
+	// StallTimeout (layout 5 on) is the stall_timeout option, for the stdio
+	// of execs still to come (a process's own is in its PipesState); older
+	// layouts had none: the default.
+	StallTimeout time.Duration  `json:"stallTimeout,omitempty"`
+	Init         ProcessState   `json:"init"`
+	Execs        []ProcessState `json:"execs,omitempty"`
 }
 
 // RuntimeState is the container's runtime command line.
@@ -157,7 +161,7 @@ func (c *Container) Export(fds FDKeeper) (*ContainerState, error) {
 		Runtime:   RuntimeState{Binary: c.rt.Binary, Root: c.rt.Root, LogPath: c.rt.LogPath, SystemdCgroup: c.rt.SystemdCgroup, Dir: c.rt.Dir},
 		SocketDir: c.socketDir, OwnPIDNS: c.ownPIDNS, RootfsMount: c.rootfsMount,
 		InitReaped: c.initReaped, OOMSeen: c.oomSeen, OOMAtCreate: c.oomAtCreate, OOMScope: c.oomScope,
-		OOMBelow: c.oomBelow, OOMRecheck: c.oomRecheck,
+		OOMBelow: c.oomBelow, OOMRecheck: c.oomRecheck, StallTimeout: c.stall.timeout,
 	}
 	if c.cg != nil {
 		cs, marks := c.cg.State(), c.limitMarks
@@ -220,6 +224,7 @@ func Import(r *reaper.Reaper, st ContainerState, cfg CreateConfig, adopt func(fd
 		events: cfg.Events, oomWatcher: cfg.OOM, socketDir: st.SocketDir,
 		ownPIDNS: st.OwnPIDNS, rootfsMount: st.RootfsMount, initReaped: st.InitReaped,
 		oomSeen: st.OOMSeen, oomAtCreate: st.OOMAtCreate, oomScope: st.OOMScope, oomBelow: st.OOMBelow,
+		stall: stallConfig{timeout: st.StallTimeout, readerReturning: cfg.ReaderReturning},
 		execs: make(map[string]*Process),
 	}
 	c.execsIdle = sync.NewCond(&c.mu)

@@ -171,3 +171,34 @@ func handedOver(t *testing.T, c *Container) ContainerState {
 	}
 	return back
 }
+
+// The container's stall_timeout option crosses an upgrade, for the execs
+// started after it; the successor's own view of containerd (whether it is
+// down) takes the place of the predecessor's. A layout 4 state has no
+// option: its execs get the default.
+func TestStallTimeoutAcrossAHandover(t *testing.T) {
+	c := &Container{ID: "c", Bundle: t.TempDir(), execs: map[string]*Process{}, initReaped: true,
+		stall: stallConfig{timeout: 42 * time.Second}}
+	c.init = newProcess(c, "", shimio.Config{}, nil)
+	c.init.pid, c.init.status, c.init.exitCode, c.init.exitedAt = 1<<30, Stopped, 0, time.Now()
+
+	down := func() bool { return true }
+	back := handedOver(t, c)
+	next, err := Import(reaper.New(), back, CreateConfig{ReaderReturning: down}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := next.ioEnv("exec-after")
+	if env.StallTimeout != 42*time.Second || env.ReaderReturning == nil || !env.ReaderReturning() {
+		t.Errorf("an exec's stdio after the handover: stall timeout %v, reader returning %v; want 42s and the successor's", env.StallTimeout, env.ReaderReturning != nil)
+	}
+
+	back.StallTimeout = 0 // what a layout 4 binary hands over
+	old, err := Import(reaper.New(), back, CreateConfig{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := old.ioEnv("exec-after").StallTimeout; d != 0 {
+		t.Errorf("a layout 4 state: an exec's stall timeout %v, want the default (0)", d)
+	}
+}

@@ -91,7 +91,8 @@ func (s *Service) Export(fds process.FDKeeper) (*State, error) {
 // Import rebuilds handed-over tasks. Call it before the reaper runs.
 func (s *Service) Import(st State, adopt func(fd int, name string, pollable bool) (*os.File, error)) error {
 	for _, cs := range st.Containers {
-		c, err := process.Import(s.cfg.Reaper, cs, process.CreateConfig{Events: s.containerEvents(), OOM: &s.oom}, adopt)
+		c, err := process.Import(s.cfg.Reaper, cs, process.CreateConfig{Events: s.containerEvents(), OOM: &s.oom,
+			ReaderReturning: s.cfg.ContainerdDown}, adopt)
 		if err != nil {
 			return fmt.Errorf("container %s: %w", cs.ID, err)
 		}
