@@ -94,7 +94,7 @@ func TestStdinRelayWokenByAWithdrawnHaltGoesOn(t *testing.T) {
 func TestOutputRelayWokenInAWriteByAWithdrawnHaltLosesNothing(t *testing.T) {
 	for _, stall := range []time.Duration{0, 10 * time.Second} {
 		t.Run("stall="+stall.String(), func(t *testing.T) {
-			reader, p := fifoWithIdleReader(t, stall)
+			reader, p := fifoWithIdleReader(t, Env{StallTimeout: stall})
 			_, w, _ := p.RuntimeFiles()
 			payload := bytes.Repeat([]byte("0123456789abcdef"), 16<<10) // 256 KiB: the FIFO fills
 			written := make(chan error, 1)
@@ -116,27 +116,13 @@ func TestOutputRelayWokenInAWriteByAWithdrawnHaltLosesNothing(t *testing.T) {
 
 // The same for a terminal's output relay.
 func TestTerminalOutputWokenInAWriteByAWithdrawnHaltLosesNothing(t *testing.T) {
-	outPath := mkfifo(t, "out")
-	reader, err := os.OpenFile(outPath, os.O_RDONLY|unix.O_NONBLOCK, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reader.Close()
-	master, slave := openPty(t)
+	reader, p, slave := terminalIntoFIFO(t, Env{StallTimeout: 10 * time.Second})
 	raw, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
 	if err != nil {
 		t.Fatal(err)
 	}
 	raw.Oflag &^= unix.OPOST // bytes as written: no \n -> \r\n
 	if err := unix.IoctlSetTermios(int(slave.Fd()), unix.TCSETS, raw); err != nil {
-		t.Fatal(err)
-	}
-	p, err := Open(Config{Terminal: true, Stdout: outPath}, Env{StallTimeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	if err := p.AttachConsole(master); err != nil {
 		t.Fatal(err)
 	}
 	payload := bytes.Repeat([]byte("0123456789abcdef"), 16<<10)
@@ -186,7 +172,7 @@ func TestRawCopyWokenInAWriteByAWithdrawnHaltGoesOn(t *testing.T) {
 // end cleared runs again, and a reader that never reads stops holding the
 // process back.
 func TestStallClockRunsAgainAfterAWithdrawnHalt(t *testing.T) {
-	reader, p := fifoWithIdleReader(t, 300*time.Millisecond)
+	reader, p := fifoWithIdleReader(t, Env{StallTimeout: 300 * time.Millisecond})
 	_, w, _ := p.RuntimeFiles()
 	waitStarted := make(chan struct{})
 	go func() {

@@ -3,12 +3,9 @@ package io
 import (
 	"bytes"
 	stdio "io"
-	"os"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // While the reader's owner is down (containerd restarting: ReaderReturning
@@ -18,7 +15,7 @@ import (
 func TestStallHeldWhileTheReaderIsReturning(t *testing.T) {
 	var returning atomic.Bool
 	returning.Store(true)
-	reader, p := fifoWithReturningReader(t, 200*time.Millisecond, returning.Load)
+	reader, p := fifoWithIdleReader(t, Env{StallTimeout: 200 * time.Millisecond, ReaderReturning: returning.Load})
 	_, w, _ := p.RuntimeFiles()
 	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB: more than FIFO and pipe hold
 	written := make(chan error, 1)
@@ -54,7 +51,7 @@ func TestStallHeldThenDiscardsWhenTheReaderStaysAway(t *testing.T) {
 	var returning atomic.Bool
 	returning.Store(true)
 	const stall = 200 * time.Millisecond
-	reader, p := fifoWithReturningReader(t, stall, returning.Load)
+	reader, p := fifoWithIdleReader(t, Env{StallTimeout: stall, ReaderReturning: returning.Load})
 	_, w, _ := p.RuntimeFiles()
 	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<16)
 	time.AfterFunc(600*time.Millisecond, func() { returning.Store(false) })
@@ -80,25 +77,9 @@ func TestStallHeldThenDiscardsWhenTheReaderStaysAway(t *testing.T) {
 
 // The same hold for a terminal's output.
 func TestTerminalStallHeldWhileTheReaderIsReturning(t *testing.T) {
-	outPath := mkfifo(t, "out")
-	reader, err := os.OpenFile(outPath, os.O_RDONLY|unix.O_NONBLOCK, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reader.Close()
-	master, slave := openPty(t)
-	defer slave.Close()
 	var returning atomic.Bool
 	returning.Store(true)
-	p, err := Open(Config{Terminal: true, Stdout: outPath},
-		Env{StallTimeout: 200 * time.Millisecond, ReaderReturning: returning.Load})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	if err := p.AttachConsole(master); err != nil {
-		t.Fatal(err)
-	}
+	reader, p, slave := terminalIntoFIFO(t, Env{StallTimeout: 200 * time.Millisecond, ReaderReturning: returning.Load})
 	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
 	written := make(chan error, 1)
 	go func() {
@@ -130,21 +111,4 @@ func TestTerminalStallHeldWhileTheReaderIsReturning(t *testing.T) {
 	if err := <-written; err != nil {
 		t.Fatal(err)
 	}
-}
-
-// fifoWithReturningReader is fifoWithIdleReader with Env.ReaderReturning.
-func fifoWithReturningReader(t *testing.T, stall time.Duration, returning func() bool) (*os.File, *Pipes) {
-	t.Helper()
-	path := mkfifo(t, "out")
-	reader, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { reader.Close() })
-	p, err := Open(Config{Stdout: path}, Env{StallTimeout: stall, ReaderReturning: returning})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
-	return reader, p
 }

@@ -14,7 +14,7 @@ import (
 // stall timeout its output is discarded and counted, and what already waits
 // in the FIFO is still there for a reader that comes back.
 func TestStalledReaderDoesNotFreezeTheProcess(t *testing.T) {
-	reader, p := fifoWithIdleReader(t, 200*time.Millisecond)
+	reader, p := fifoWithIdleReader(t, Env{StallTimeout: 200 * time.Millisecond})
 	_, w, _ := p.RuntimeFiles()
 	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
 	writtenWithin(t, 10*time.Second, func() error {
@@ -37,7 +37,7 @@ func TestStalledReaderDoesNotFreezeTheProcess(t *testing.T) {
 
 // A slow reader that keeps making progress loses nothing.
 func TestSlowReaderLosesNothing(t *testing.T) {
-	reader, p := fifoWithIdleReader(t, 300*time.Millisecond)
+	reader, p := fifoWithIdleReader(t, Env{StallTimeout: 300 * time.Millisecond})
 	_, w, _ := p.RuntimeFiles()
 	payload := bytes.Repeat([]byte("x"), 512<<10)
 	go func() { w.Write(payload); p.ReleaseRuntimeFiles() }()
@@ -59,7 +59,7 @@ func TestSlowReaderLosesNothing(t *testing.T) {
 // Once discarding, room left in the FIFO is not mistaken for a returning
 // reader: the writer is not blocked again and again.
 func TestStalledReaderStaysDiscardedUntilItReads(t *testing.T) {
-	_, p := fifoWithIdleReader(t, 200*time.Millisecond)
+	_, p := fifoWithIdleReader(t, Env{StallTimeout: 200 * time.Millisecond})
 	_, w, _ := p.RuntimeFiles()
 	chunk := bytes.Repeat([]byte("z"), 1000) // small writes leave room in the FIFO's last page
 	start := time.Now()
@@ -76,7 +76,7 @@ func TestStalledReaderStaysDiscardedUntilItReads(t *testing.T) {
 
 // Delete's drain does not wait out the stall window for a reader that is gone.
 func TestDrainGivesUpOnAStuckReader(t *testing.T) {
-	_, p := fifoWithIdleReader(t, 0)
+	_, p := fifoWithIdleReader(t, Env{})
 	_, w, _ := p.RuntimeFiles()
 	t0 := time.Now()
 	w.Write(bytes.Repeat([]byte("q"), 100<<10)) // fits in FIFO + pipe, more than the FIFO alone
@@ -98,8 +98,8 @@ func TestDrainGivesUpOnAStuckReader(t *testing.T) {
 }
 
 // fifoWithIdleReader makes a stdout FIFO with a client reader that never
-// reads, and the Pipes relaying into it.
-func fifoWithIdleReader(t *testing.T, stall time.Duration) (*os.File, *Pipes) {
+// reads, and the Pipes relaying into it, opened with env.
+func fifoWithIdleReader(t *testing.T, env Env) (*os.File, *Pipes) {
 	t.Helper()
 	path := mkfifo(t, "out")
 	reader, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
@@ -107,7 +107,7 @@ func fifoWithIdleReader(t *testing.T, stall time.Duration) (*os.File, *Pipes) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { reader.Close() })
-	p, err := Open(Config{Stdout: path}, Env{StallTimeout: stall})
+	p, err := Open(Config{Stdout: path}, env)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,23 +153,8 @@ func TestQuietSpellLongerThanStallTimeout(t *testing.T) {
 // the stall timeout has passed; what is discarded is counted, and what the
 // FIFO already held is kept. A reader that comes back gets output again.
 func TestStalledReaderDoesNotFreezeATerminal(t *testing.T) {
-	outPath := mkfifo(t, "out")
-	reader, err := os.OpenFile(outPath, os.O_RDONLY|unix.O_NONBLOCK, 0) // reads only at the end
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reader.Close()
-	master, slave := openPty(t)
-	defer slave.Close()
-	p, err := Open(Config{Terminal: true, Stdout: outPath}, Env{StallTimeout: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	if err := p.AttachConsole(master); err != nil {
-		t.Fatal(err)
-	}
-	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	reader, p, slave := terminalIntoFIFO(t, Env{StallTimeout: 200 * time.Millisecond}) // reads only at the end
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<16)                         // 1 MiB
 	writtenWithin(t, 10*time.Second, func() error {
 		_, err := slave.Write(payload)
 		return err
@@ -196,6 +181,30 @@ func TestStalledReaderDoesNotFreezeATerminal(t *testing.T) {
 	if !bytes.Contains(tail, []byte("again")) {
 		t.Errorf("output after the reader came back did not arrive (read %d bytes)", len(tail))
 	}
+}
+
+// terminalIntoFIFO opens a terminal process's stdio with env: a pty whose
+// output goes to a stdout FIFO. It returns the FIFO's reader (open, nothing
+// read), the Pipes and the pty's slave, the process's side.
+func terminalIntoFIFO(t *testing.T, env Env) (reader *os.File, p *Pipes, slave *os.File) {
+	t.Helper()
+	outPath := mkfifo(t, "out")
+	reader, err := os.OpenFile(outPath, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reader.Close() })
+	master, slave := openPty(t)
+	t.Cleanup(func() { slave.Close() })
+	p, err = Open(Config{Terminal: true, Stdout: outPath}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	if err := p.AttachConsole(master); err != nil {
+		t.Fatal(err)
+	}
+	return reader, p, slave
 }
 
 // writtenWithin runs write (a process's writes) and fails the test with
