@@ -57,11 +57,17 @@ func shimPidFor(t *testing.T, d *harness.Daemon, ns, id, first string) int {
 
 // newContainerErr is newContainer for goroutines: it returns errors instead of failing.
 func newContainerErr(ctx context.Context, d *harness.Daemon, img containerd.Image, id string, args []string, extra ...oci.SpecOpts) (containerd.Container, error) {
+	return newContainerWithOptions(ctx, d, img, id, args, nil, extra...)
+}
+
+// newContainerWithOptions is newContainerErr with the container's runtime options
+// (containerd hands them to the shim's Create when the task has none of its own).
+func newContainerWithOptions(ctx context.Context, d *harness.Daemon, img containerd.Image, id string, args []string, runtimeOpts any, extra ...oci.SpecOpts) (containerd.Container, error) {
 	specOpts := append([]oci.SpecOpts{oci.WithImageConfig(img), oci.WithProcessArgs(args...)}, extra...)
 	ctr, err := d.Client().NewContainer(ctx, id,
 		containerd.WithImage(img),
 		containerd.WithNewSnapshot(id+"-rootfs", img),
-		containerd.WithRuntime(harness.Runtime(), nil),
+		containerd.WithRuntime(harness.Runtime(), runtimeOpts),
 		containerd.WithNewSpec(specOpts...),
 	)
 	if err != nil {

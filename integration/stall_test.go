@@ -3,6 +3,7 @@ package integration
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -80,36 +81,15 @@ func stdoutReaderStalled(t *testing.T, d *harness.Daemon) {
 		writer := newContainer(t, ctx, d, "st-writer", stallWriterArgs, groupAnnotation(group),
 			oci.WithMounts([]specs.Mount{{Destination: "/out", Type: "bind", Source: outDir, Options: []string{"rbind", "rw"}}}))
 
-		fifoDir := filepath.Join(d.FIFODir, "stall-"+ns)
-		if err := os.MkdirAll(fifoDir, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.RemoveAll(fifoDir) })
-		stdout, stderr := filepath.Join(fifoDir, "stdout"), filepath.Join(fifoDir, "stderr")
-		for _, p := range []string{stdout, stderr} {
-			if err := syscall.Mkfifo(p, 0o600); err != nil {
-				t.Fatal(err)
-			}
-		}
+		stdout, stderr := outputFIFOs(t, d, "stall-"+ns)
 		readFIFO(t, ctx, stderr, io.Discard)
-		first := openLineReader(t, ctx, stdout)
+		first := openSequenceReader(t, ctx, stdout)
 
 		writerTask, _ := startTask(t, ctx, writer, fixedFIFOs(cio.Config{Stdout: stdout, Stderr: stderr}))
 		if shimPidFor(t, d, ns, "st-writer", "st-other") != shimPidFor(t, d, ns, "st-other", "st-other") {
 			t.Fatalf("st-writer and st-other are not served by one shim")
 		}
-		// The shell rewrites the file with `echo $i > counter`, which truncates before it
-		// writes: a read in between sees it empty, so read again.
-		counter := func() int {
-			for range 100 {
-				data, _ := os.ReadFile(counterFile)
-				if n, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil {
-					return n
-				}
-				time.Sleep(2 * time.Millisecond)
-			}
-			return 0
-		}
+		counter := func() int { return readCounter(counterFile) }
 		waitFor(t, 10*time.Second, "the reader receives 2000 lines", func() bool { return first.last() >= 2000 })
 
 		// Stop reading; keep the FIFO open.
@@ -192,7 +172,7 @@ func stdoutReaderStalled(t *testing.T, d *harness.Daemon) {
 		// new output, lines written after it arrived.
 		first.close()
 		atReturn := counter()
-		second := openLineReader(t, ctx, stdout)
+		second := openSequenceReader(t, ctx, stdout)
 		if !eventually(10*time.Second, func() bool { return second.last() > atReturn+100 }) {
 			t.Errorf("new reader: last line %d, want lines after %d (written after it opened) within 10s", second.last(), atReturn)
 		} else {
@@ -237,70 +217,6 @@ func runExecTimed(t *testing.T, ctx context.Context, task containerd.Task, execI
 	return runExec(t, ectx, task, execID, args...)
 }
 
-// lineReader reads numbered lines ("<n> ...") from a FIFO and remembers the last number;
-// pause stops reading (the FIFO stays open), close closes it.
-type lineReader struct {
-	f       io.ReadCloser
-	mu      sync.Mutex
-	lastN   int
-	paused  bool
-	resume  chan struct{}
-	closeMu sync.Once
-}
-
-func openLineReader(t *testing.T, ctx context.Context, path string) *lineReader {
-	t.Helper()
-	f, err := fifo.OpenFifo(ctx, path, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		t.Fatalf("open %s: %v", path, err)
-	}
-	r := &lineReader{f: f, resume: make(chan struct{})}
-	t.Cleanup(r.close)
-	go func() {
-		br := bufio.NewReaderSize(f, 4096)
-		for {
-			r.mu.Lock()
-			paused := r.paused
-			r.mu.Unlock()
-			if paused {
-				<-r.resume
-				return
-			}
-			line, err := br.ReadString('\n')
-			if n, perr := strconv.Atoi(strings.SplitN(line, " ", 2)[0]); perr == nil && strings.HasSuffix(line, "\n") {
-				r.mu.Lock()
-				if n > r.lastN {
-					r.lastN = n
-				}
-				r.mu.Unlock()
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	return r
-}
-
-func (r *lineReader) last() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.lastN
-}
-
-func (r *lineReader) pause() {
-	r.mu.Lock()
-	r.paused = true
-	r.mu.Unlock()
-}
-
-func (r *lineReader) close() {
-	r.closeMu.Do(func() {
-		close(r.resume)
-		r.f.Close()
-	})
-}
-
 // exitCodeWithin is exitCode bounded by timeout.
 func exitCodeWithin(t *testing.T, ctx context.Context, statusC <-chan containerd.ExitStatus, timeout time.Duration) uint32 {
 	t.Helper()
@@ -332,4 +248,128 @@ func TestQuietSpellKeepsOutput(t *testing.T) {
 			expectNoLeftovers(t, d, ns, "quiet")
 		})
 	}
+}
+
+// readCounter reads the number stallWriterArgs' shell writes with `echo $i > counter`,
+// which truncates before it writes: a read in between sees it empty, so it reads again.
+func readCounter(path string) int {
+	for range 100 {
+		data, _ := os.ReadFile(path)
+		if n, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil {
+			return n
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return 0
+}
+
+// sequenceReader reads numbered lines ("<n> ...") from a FIFO and counts the gaps in
+// their sequence; pause stops reading (the FIFO stays open), resume reads on, close
+// closes the FIFO.
+type sequenceReader struct {
+	mu       sync.Mutex
+	cond     *sync.Cond
+	paused   bool
+	closed   bool
+	lastN    int
+	nGaps    int
+	firstGap string
+
+	closeFile func() error
+	closeOnce sync.Once
+}
+
+func openSequenceReader(t *testing.T, ctx context.Context, path string) *sequenceReader {
+	t.Helper()
+	f, err := fifo.OpenFifo(ctx, path, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatalf("open %s: %v", path, err)
+	}
+	r := &sequenceReader{}
+	r.cond = sync.NewCond(&r.mu)
+	r.closeFile = f.Close
+	t.Cleanup(r.close)
+	go func() {
+		br := bufio.NewReaderSize(f, 4096)
+		for {
+			r.mu.Lock()
+			for r.paused && !r.closed {
+				r.cond.Wait()
+			}
+			closed := r.closed
+			r.mu.Unlock()
+			if closed {
+				return
+			}
+			line, err := br.ReadString('\n')
+			if n, perr := strconv.Atoi(strings.SplitN(line, " ", 2)[0]); perr == nil && strings.HasSuffix(line, "\n") {
+				r.mu.Lock()
+				if r.lastN > 0 && n != r.lastN+1 {
+					if r.nGaps == 0 {
+						r.firstGap = fmt.Sprintf("line %d after line %d", n, r.lastN)
+					}
+					r.nGaps++
+				}
+				r.lastN = n
+				r.mu.Unlock()
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return r
+}
+
+func (r *sequenceReader) last() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lastN
+}
+
+func (r *sequenceReader) gaps() (int, string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.nGaps, r.firstGap
+}
+
+func (r *sequenceReader) pause() {
+	r.mu.Lock()
+	r.paused = true
+	r.mu.Unlock()
+}
+
+func (r *sequenceReader) resume() {
+	r.mu.Lock()
+	r.paused = false
+	r.cond.Broadcast()
+	r.mu.Unlock()
+}
+
+func (r *sequenceReader) close() {
+	r.closeOnce.Do(func() {
+		r.mu.Lock()
+		r.closed = true
+		r.cond.Broadcast()
+		r.mu.Unlock()
+		r.closeFile()
+	})
+}
+
+// outputFIFOs makes a stdout and a stderr FIFO in a directory of d's named dir, removed
+// when the test ends.
+func outputFIFOs(t *testing.T, d *harness.Daemon, dir string) (stdout, stderr string) {
+	t.Helper()
+	fifoDir := filepath.Join(d.FIFODir, dir)
+	if err := os.MkdirAll(fifoDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(fifoDir) })
+	stdout, stderr = filepath.Join(fifoDir, "stdout"), filepath.Join(fifoDir, "stderr")
+	for _, p := range []string{stdout, stderr} {
+		if err := syscall.Mkfifo(p, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return stdout, stderr
 }
