@@ -54,9 +54,12 @@ type Env struct {
 	// FIFOs is known to be coming back though it reads nothing now: the
 	// shim's caller, containerd, is down (restarting), and the FIFOs it
 	// reads for CRI are read again once it is up. The stall clock does not
-	// run out meanwhile, and gives the reader a whole timeout once it is
-	// back. Asked only when a clock runs out, then about once a second.
+	// run out meanwhile, and gives the reader a whole timeout (at least
+	// DefaultReturnGrace) once it is back. Asked only when a clock runs out,
+	// then about once a second.
 	ReaderReturning func() bool
+	// ReturnGrace overrides DefaultReturnGrace (tests).
+	ReturnGrace time.Duration
 }
 
 // loggerCommand builds the logger's command line from a binary:// URI: the

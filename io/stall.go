@@ -23,10 +23,18 @@ const DefaultStallTimeout = 15 * time.Second
 // again whether it is still coming.
 const stallRecheck = time.Second
 
+// DefaultReturnGrace is the least time a reader whose owner is back gets to
+// read again before the stall clock runs out, whatever a short stall timeout
+// says. CRI reopens a container's FIFOs during its recovery, which runs
+// beside containerd's start: all pods first (up to 10 s for a slow one),
+// then a State call of up to 2 s per container, so up to about 12 s after
+// containerd's socket answers, more on a loaded node.
+const DefaultReturnGrace = 30 * time.Second
+
 // newStallPolicy is the stall policy of one of p's output relays.
 func (p *Pipes) newStallPolicy(stream string) *stallPolicy {
 	return &stallPolicy{stream: stream, timeout: p.stallTimeout, dropped: &p.dropped, moved: &p.moved,
-		returning: p.readerReturning}
+		returning: p.readerReturning, grace: p.returnGrace}
 }
 
 // stallPolicy is an output relay's answer to a stalled reader. It belongs to
@@ -41,6 +49,7 @@ type stallPolicy struct {
 	// out found it so.
 	returning func() bool
 	held      bool
+	grace     time.Duration // see DefaultReturnGrace
 }
 
 func (s *stallPolicy) progressed(n int64) {
@@ -54,8 +63,9 @@ func (s *stallPolicy) progressed(n int64) {
 // or when it has and discarding is to begin. While the reader is known to be
 // coming back, the clock is held instead: the new deadline is a recheck
 // soon, and once the reader's owner is back (containerd answers again), a
-// whole timeout for the reader to open the FIFO again and drain it: CRI
-// reopens its containers' FIFOs only after containerd is up.
+// whole timeout, and at least the return grace, for the reader to open the
+// FIFO again and drain it: CRI reopens its containers' FIFOs some seconds
+// after containerd is up.
 func (s *stallPolicy) prolong(at time.Time) time.Time {
 	now := time.Now()
 	if s == nil || s.returning == nil || at.IsZero() || now.Before(at) {
@@ -71,9 +81,9 @@ func (s *stallPolicy) prolong(at time.Time) time.Time {
 	}
 	if s.held {
 		s.held = false
-		slog.Info("output reader's owner is back; waiting one stall timeout for it to read",
-			"stream", s.stream, "timeout", s.timeout)
-		return now.Add(s.timeout)
+		wait := max(s.timeout, s.grace)
+		slog.Info("output reader's owner is back; waiting for it to read", "stream", s.stream, "wait", wait)
+		return now.Add(wait)
 	}
 	return at
 }

@@ -46,12 +46,13 @@ func TestStallHeldWhileTheReaderIsReturning(t *testing.T) {
 }
 
 // Once the reader's owner is back, a reader that still does not read gets
-// one more stall timeout, and then the process is no longer held back.
+// the return grace (longer than this stall timeout), and then the process is
+// no longer held back.
 func TestStallHeldThenDiscardsWhenTheReaderStaysAway(t *testing.T) {
 	var returning atomic.Bool
 	returning.Store(true)
-	const stall = 200 * time.Millisecond
-	reader, p := fifoWithIdleReader(t, Env{StallTimeout: stall, ReaderReturning: returning.Load})
+	const stall, grace = 200 * time.Millisecond, 500 * time.Millisecond
+	reader, p := fifoWithIdleReader(t, Env{StallTimeout: stall, ReaderReturning: returning.Load, ReturnGrace: grace})
 	_, w, _ := p.RuntimeFiles()
 	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<16)
 	time.AfterFunc(600*time.Millisecond, func() { returning.Store(false) })
@@ -61,10 +62,8 @@ func TestStallHeldThenDiscardsWhenTheReaderStaysAway(t *testing.T) {
 		p.ReleaseRuntimeFiles()
 		return err
 	}, "the process stayed blocked after the reader's owner came back and nobody read")
-	// Held 600 ms, then a recheck (one stall timeout at most) and a whole
-	// timeout of grace.
-	if d := time.Since(start); d < 600*time.Millisecond+stall {
-		t.Errorf("discarding began %s after the write, before the hold and its grace were over", d)
+	if d := time.Since(start); d < 600*time.Millisecond+grace {
+		t.Errorf("discarding began %s after the write, before the hold and its grace of %s were over", d, grace)
 	}
 	if !p.Drain(5 * time.Second) {
 		t.Fatal("relay did not finish")

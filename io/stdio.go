@@ -10,6 +10,7 @@
 package io
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	stdio "io"
@@ -74,6 +75,7 @@ type Pipes struct {
 
 	stallTimeout    time.Duration // see DefaultStallTimeout
 	readerReturning func() bool   // see Env.ReaderReturning
+	returnGrace     time.Duration // see DefaultReturnGrace
 	dropped         atomic.Uint64 // output bytes discarded while a reader stalled
 	moved           atomic.Uint64 // output bytes delivered; Drain watches it move
 
@@ -102,6 +104,7 @@ func Open(cfg Config, env Env) (_ *Pipes, retErr error) {
 	if p.stallTimeout == 0 {
 		p.stallTimeout = DefaultStallTimeout
 	}
+	p.returnGrace = cmp.Or(env.ReturnGrace, DefaultReturnGrace)
 	defer func() {
 		if retErr != nil {
 			p.Close()
