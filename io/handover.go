@@ -351,7 +351,7 @@ func (p *Pipes) Export(fds FDKeeper) (*PipesState, error) {
 // with the poller or not (handover.Adopt).
 func ImportPipes(st PipesState, adopt func(fd int, name string, pollable bool) (*os.File, error), env Env) (*Pipes, error) {
 	p := &Pipes{outputs: relayCount{done: make(chan struct{})}, stallTimeout: st.StallTimeout,
-		readerReturning: env.ReaderReturning, returnGrace: cmp.Or(env.ReturnGrace, DefaultReturnGrace)}
+		readerOwner: env.ReaderOwner, returnGrace: cmp.Or(env.ReturnGrace, DefaultReturnGrace)}
 	p.outputs.Add(1) // held while the relays start, as in Open
 	defer p.outputs.Done()
 	p.moved.Store(st.Moved)

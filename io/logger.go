@@ -50,14 +50,15 @@ type Env struct {
 	LoggerReadyTimeout time.Duration
 	// StallTimeout overrides DefaultStallTimeout; negative waits forever.
 	StallTimeout time.Duration
-	// ReaderReturning, if set, reports whether the reader of the client's
-	// FIFOs is known to be coming back though it reads nothing now: the
-	// shim's caller, containerd, is down (restarting), and the FIFOs it
-	// reads for CRI are read again once it is up. The stall clock does not
-	// run out meanwhile, and gives the reader a whole timeout (at least
-	// DefaultReturnGrace) once it is back. Asked only when a clock runs out,
-	// then about once a second.
-	ReaderReturning func() bool
+	// ReaderOwner, if set, reports on the party that reads the client's
+	// FIFOs, containerd for CRI: whether it is down (restarting), and if
+	// not, since when it has been up (zero: unknown). While it is down, the
+	// stall clock does not run out: it reads the FIFOs again once it is
+	// back. A reader whose owner came back (was seen down, or has been up
+	// for less time than the reader has taken nothing) gets a whole timeout,
+	// and at least DefaultReturnGrace, from its return. Asked only when a
+	// clock runs out, then about once a second while the owner is down.
+	ReaderOwner func() (down bool, upSince time.Time)
 	// ReturnGrace overrides DefaultReturnGrace (tests).
 	ReturnGrace time.Duration
 }

@@ -19,8 +19,8 @@ import (
 // as usual. containerd's own shim waits forever, freezing the container.
 const DefaultStallTimeout = 15 * time.Second
 
-// stallRecheck is how often a stall clock held for a returning reader asks
-// again whether it is still coming.
+// stallRecheck is how often a stall clock held while the reader's owner is
+// down asks again.
 const stallRecheck = time.Second
 
 // DefaultReturnGrace is the least time a reader whose owner is back gets to
@@ -34,7 +34,7 @@ const DefaultReturnGrace = 30 * time.Second
 // newStallPolicy is the stall policy of one of p's output relays.
 func (p *Pipes) newStallPolicy(stream string) *stallPolicy {
 	return &stallPolicy{stream: stream, timeout: p.stallTimeout, dropped: &p.dropped, moved: &p.moved,
-		returning: p.readerReturning, grace: p.returnGrace}
+		owner: p.readerOwner, grace: p.returnGrace}
 }
 
 // stallPolicy is an output relay's answer to a stalled reader. It belongs to
@@ -44,12 +44,11 @@ type stallPolicy struct {
 	timeout time.Duration // <= 0: wait forever
 	dropped *atomic.Uint64
 	moved   *atomic.Uint64 // bytes handed to the reader (Drain watches it)
-	// returning, if set, says whether a stalled reader is known to be coming
-	// back (see Env.ReaderReturning); held records that the clock's last run
-	// out found it so.
-	returning func() bool
-	held      bool
-	grace     time.Duration // see DefaultReturnGrace
+	// owner, if set, tells of the reader's owner (see Env.ReaderOwner);
+	// held records that the clock's last run out found it down.
+	owner func() (down bool, upSince time.Time)
+	held  bool
+	grace time.Duration // see DefaultReturnGrace
 }
 
 func (s *stallPolicy) progressed(n int64) {
@@ -59,31 +58,43 @@ func (s *stallPolicy) progressed(n int64) {
 }
 
 // prolong is asked when the stall clock armed until at may have run out (a
-// write's deadline passed). It returns at when the clock has not run out,
-// or when it has and discarding is to begin. While the reader is known to be
-// coming back, the clock is held instead: the new deadline is a recheck
-// soon, and once the reader's owner is back (containerd answers again), a
-// whole timeout, and at least the return grace, for the reader to open the
-// FIFO again and drain it: CRI reopens its containers' FIFOs some seconds
-// after containerd is up.
+// write's deadline passed); at is a whole timeout after the reader last took
+// bytes (or after the last grace began). It returns at when the clock has
+// not run out, or when it has and discarding is to begin. While the
+// reader's owner (containerd) is down, the clock is held instead: the new
+// deadline is a recheck soon. An owner that is back, seen down before or up
+// for less time than the clock ran, gives its reader a whole timeout, and
+// at least the return grace, from its return: CRI reopens its containers'
+// FIFOs some seconds after containerd is up, and a restart quicker than
+// the clock is a restart all the same.
 func (s *stallPolicy) prolong(at time.Time) time.Time {
-	now := time.Now()
-	if s == nil || s.returning == nil || at.IsZero() || now.Before(at) {
+	if s == nil || s.owner == nil || at.IsZero() || time.Now().Before(at) {
 		return at
 	}
-	if s.returning() {
+	down, upSince := s.owner()
+	now := time.Now() // after the probe, which takes time
+	if down {
 		if !s.held {
-			slog.Warn("output reader stalled but is expected back; holding output until it reads",
+			slog.Warn("output reader stalled while containerd is down; holding output until it reads",
 				"stream", s.stream, "stalled_for", s.timeout)
 		}
 		s.held = true
-		return now.Add(min(stallRecheck, s.timeout))
+		return now.Add(stallRecheck)
 	}
-	if s.held {
-		s.held = false
-		wait := max(s.timeout, s.grace)
-		slog.Info("output reader's owner is back; waiting for it to read", "stream", s.stream, "wait", wait)
-		return now.Add(wait)
+	restarted := !upSince.IsZero() && upSince.After(at.Add(-s.timeout))
+	if !s.held && !restarted {
+		return at
+	}
+	s.held = false
+	back := upSince
+	if back.IsZero() || back.After(now) {
+		back = now
+	}
+	wait := max(s.timeout, s.grace)
+	if next := back.Add(wait); next.After(now) {
+		slog.Info("output reader's owner is back; waiting for it to read", "stream", s.stream,
+			"until", next.Format(time.RFC3339))
+		return next
 	}
 	return at
 }

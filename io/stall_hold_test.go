@@ -8,40 +8,56 @@ import (
 	"time"
 )
 
-// While the reader's owner is down (containerd restarting: ReaderReturning
+// ownerDown is an Env.ReaderOwner that is down while down says so and,
+// once up, does not know since when.
+func ownerDown(down *atomic.Bool) func() (bool, time.Time) {
+	return func() (bool, time.Time) { return down.Load(), time.Time{} }
+}
+
+// While the reader's owner is down (containerd restarting: ReaderOwner
 // says so), a stalled FIFO is waited for past the stall timeout, as
 // containerd's own shim waits: nothing is discarded, and a reader that
-// comes back after several timeouts gets every byte.
+// comes back after several timeouts gets every byte. A stall timeout far
+// shorter than the probe and its recheck is held all the same.
 func TestStallHeldWhileTheReaderIsReturning(t *testing.T) {
-	var returning atomic.Bool
-	returning.Store(true)
-	reader, p := fifoWithIdleReader(t, Env{StallTimeout: 200 * time.Millisecond, ReaderReturning: returning.Load})
-	_, w, _ := p.RuntimeFiles()
-	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB: more than FIFO and pipe hold
-	written := make(chan error, 1)
-	go func() {
-		_, err := w.Write(payload)
-		p.ReleaseRuntimeFiles()
-		written <- err
-	}()
-	select {
-	case err := <-written:
-		t.Fatalf("the write ended (%v) with nobody reading while the reader was expected back", err)
-	case <-time.After(time.Second): // five stall timeouts
-	}
-	if d := p.Dropped(); d != 0 {
-		t.Fatalf("%d bytes dropped while the reader was expected back", d)
-	}
-	returning.Store(false) // containerd is back, and so is its reader
-	got, err := stdio.ReadAll(reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, payload) {
-		t.Fatalf("the returning reader got %d bytes of %d (%d dropped)", len(got), len(payload), p.Dropped())
-	}
-	if err := <-written; err != nil {
-		t.Fatal(err)
+	for _, stall := range []time.Duration{200 * time.Millisecond, time.Microsecond} {
+		t.Run(stall.String(), func(t *testing.T) {
+			var down atomic.Bool
+			down.Store(true)
+			reader, p := fifoWithIdleReader(t, Env{StallTimeout: stall, ReaderOwner: ownerDown(&down)})
+			_, w, _ := p.RuntimeFiles()
+			payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB: more than FIFO and pipe hold
+			written := make(chan error, 1)
+			go func() {
+				_, err := w.Write(payload)
+				p.ReleaseRuntimeFiles()
+				written <- err
+			}()
+			select {
+			case err := <-written:
+				t.Fatalf("the write ended (%v) with nobody reading while the reader's owner was down", err)
+			case <-time.After(time.Second):
+			}
+			if d := p.Dropped(); d != 0 {
+				t.Fatalf("%d bytes dropped while the reader's owner was down", d)
+			}
+			if stall < stallRecheck {
+				// With the owner up, a timeout this short discards whenever
+				// the FIFO is full for an instant: what it was run for is done.
+				return
+			}
+			down.Store(false) // containerd is back, and so is its reader
+			got, err := stdio.ReadAll(reader)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, payload) {
+				t.Fatalf("the returning reader got %d bytes of %d (%d dropped)", len(got), len(payload), p.Dropped())
+			}
+			if err := <-written; err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
 
@@ -49,14 +65,14 @@ func TestStallHeldWhileTheReaderIsReturning(t *testing.T) {
 // the return grace (longer than this stall timeout), and then the process is
 // no longer held back.
 func TestStallHeldThenDiscardsWhenTheReaderStaysAway(t *testing.T) {
-	var returning atomic.Bool
-	returning.Store(true)
+	var down atomic.Bool
+	down.Store(true)
 	const stall, grace = 200 * time.Millisecond, 500 * time.Millisecond
-	reader, p := fifoWithIdleReader(t, Env{StallTimeout: stall, ReaderReturning: returning.Load, ReturnGrace: grace})
+	reader, p := fifoWithIdleReader(t, Env{StallTimeout: stall, ReaderOwner: ownerDown(&down), ReturnGrace: grace})
 	_, w, _ := p.RuntimeFiles()
 	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<16)
-	time.AfterFunc(600*time.Millisecond, func() { returning.Store(false) })
 	start := time.Now()
+	time.AfterFunc(600*time.Millisecond, func() { down.Store(false) })
 	writtenWithin(t, 10*time.Second, func() error {
 		_, err := w.Write(payload)
 		p.ReleaseRuntimeFiles()
@@ -74,11 +90,41 @@ func TestStallHeldThenDiscardsWhenTheReaderStaysAway(t *testing.T) {
 	}
 }
 
+// An owner that restarted within the clock's run, never seen down (a quick
+// containerd restart), still gives its reader the grace from its return:
+// it is up since after the reader last read.
+func TestQuickOwnerRestartGivesTheReaderItsGrace(t *testing.T) {
+	start := time.Now()
+	restarted := start.Add(150 * time.Millisecond)
+	owner := func() (bool, time.Time) { return false, restarted }
+	const stall, grace = 300 * time.Millisecond, time.Second
+	reader, p := fifoWithIdleReader(t, Env{StallTimeout: stall, ReaderOwner: owner, ReturnGrace: grace})
+	_, w, _ := p.RuntimeFiles()
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<16)
+	written := make(chan error, 1)
+	go func() {
+		_, err := w.Write(payload)
+		p.ReleaseRuntimeFiles()
+		written <- err
+	}()
+	time.Sleep(time.Until(start.Add(700 * time.Millisecond))) // past the clock, inside the grace
+	got, err := stdio.ReadAll(reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, payload) {
+		t.Fatalf("the reader back within its grace got %d bytes of %d (%d dropped)", len(got), len(payload), p.Dropped())
+	}
+	if err := <-written; err != nil {
+		t.Fatal(err)
+	}
+}
+
 // The same hold for a terminal's output.
 func TestTerminalStallHeldWhileTheReaderIsReturning(t *testing.T) {
-	var returning atomic.Bool
-	returning.Store(true)
-	reader, p, slave := terminalIntoFIFO(t, Env{StallTimeout: 200 * time.Millisecond, ReaderReturning: returning.Load})
+	var down atomic.Bool
+	down.Store(true)
+	reader, p, slave := terminalIntoFIFO(t, Env{StallTimeout: 200 * time.Millisecond, ReaderOwner: ownerDown(&down)})
 	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
 	written := make(chan error, 1)
 	go func() {
@@ -87,13 +133,13 @@ func TestTerminalStallHeldWhileTheReaderIsReturning(t *testing.T) {
 	}()
 	select {
 	case err := <-written:
-		t.Fatalf("the terminal write ended (%v) with nobody reading while the reader was expected back", err)
+		t.Fatalf("the terminal write ended (%v) with nobody reading while the reader's owner was down", err)
 	case <-time.After(time.Second):
 	}
 	if d := p.Dropped(); d != 0 {
-		t.Fatalf("%d terminal bytes dropped while the reader was expected back", d)
+		t.Fatalf("%d terminal bytes dropped while the reader's owner was down", d)
 	}
-	returning.Store(false)
+	down.Store(false)
 	got := make([]byte, 0, len(payload))
 	buf := make([]byte, 64<<10)
 	_ = reader.SetReadDeadline(time.Now().Add(10 * time.Second))

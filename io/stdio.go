@@ -73,11 +73,11 @@ type Pipes struct {
 	consoleHalt, stdinHalt *halter
 	hungUp                 atomic.Bool // Hangup was called: the output relay ends once drained
 
-	stallTimeout    time.Duration // see DefaultStallTimeout
-	readerReturning func() bool   // see Env.ReaderReturning
-	returnGrace     time.Duration // see DefaultReturnGrace
-	dropped         atomic.Uint64 // output bytes discarded while a reader stalled
-	moved           atomic.Uint64 // output bytes delivered; Drain watches it move
+	stallTimeout time.Duration            // see DefaultStallTimeout
+	readerOwner  func() (bool, time.Time) // see Env.ReaderOwner
+	returnGrace  time.Duration            // see DefaultReturnGrace
+	dropped      atomic.Uint64            // output bytes discarded while a reader stalled
+	moved        atomic.Uint64            // output bytes delivered; Drain watches it move
 
 	// binary:// logger process, if any; loggerExit closes when it is reaped.
 	logger     *os.Process
@@ -99,7 +99,7 @@ type Pipes struct {
 // binary:// logger (see openLogger), which then takes both streams.
 func Open(cfg Config, env Env) (_ *Pipes, retErr error) {
 	p := &Pipes{outputs: relayCount{done: make(chan struct{})}, stallTimeout: env.StallTimeout,
-		readerReturning: env.ReaderReturning}
+		readerOwner: env.ReaderOwner}
 	p.outputs.Add(1) // held while the relays start, released below
 	if p.stallTimeout == 0 {
 		p.stallTimeout = DefaultStallTimeout

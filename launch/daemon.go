@@ -119,7 +119,7 @@ func RunDaemon(f Flags) error {
 		Warmer:      warmer,
 		// While containerd is down nobody reads CRI's FIFOs, and once it
 		// is up again it does: output waits rather than being discarded.
-		ContainerdDown: func() bool { return events.Down(containerd) },
+		ContainerdStatus: func() (bool, time.Time) { return events.Probe(containerd) },
 	})
 
 	// Every client connection, pausable for an upgrade, and counted: a

@@ -61,7 +61,7 @@ type Events struct {
 // stallConfig is a container's output stall policy (CreateConfig's).
 type stallConfig struct {
 	timeout         time.Duration
-	readerReturning func() bool
+	readerOwner func() (down bool, upSince time.Time)
 }
 
 // Container is one OCI container: its runtime, its init and its execs.

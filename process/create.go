@@ -40,10 +40,10 @@ type CreateConfig struct {
 	Checkpoint   string
 	CriuWorkPath string
 	// Output stall policy of the container's processes (see shimio.Env):
-	// the timeout (0: the default, negative: never), and whether a stalled
-	// reader is known to be coming back (containerd is down).
+	// the timeout (0: the default, negative: never), and what is known of
+	// containerd, which reads CRI's FIFOs (see shimio.Env.ReaderOwner).
 	StallTimeout    time.Duration
-	ReaderReturning func() bool
+	ReaderOwner     func() (down bool, upSince time.Time)
 }
 
 // Create mounts the rootfs, opens stdio and has the runtime create the
@@ -62,7 +62,7 @@ func Create(ctx context.Context, r *reaper.Reaper, cfg CreateConfig, onCreated f
 		events:     cfg.Events,
 		oomWatcher: cfg.OOM,
 		socketDir:  cfg.SocketDir,
-		stall:      stallConfig{timeout: cfg.StallTimeout, readerReturning: cfg.ReaderReturning},
+		stall:      stallConfig{timeout: cfg.StallTimeout, readerOwner: cfg.ReaderOwner},
 		ownPIDNS:   hasOwnPIDNamespace(spec),
 		execs:      make(map[string]*Process),
 	}
@@ -171,7 +171,7 @@ func (c *Container) ioEnv(processID string) shimio.Env {
 		ProcessID:       processID,
 		Namespace:       c.Namespace,
 		StallTimeout:    c.stall.timeout,
-		ReaderReturning: c.stall.readerReturning,
+		ReaderOwner: c.stall.readerOwner,
 		// The logger's exit as a reaper exit callback (see shimio.Env): no
 		// goroutine waits for it meanwhile.
 		Spawn: func(cmd *exec.Cmd, exited func(int)) error {

@@ -224,7 +224,7 @@ func Import(r *reaper.Reaper, st ContainerState, cfg CreateConfig, adopt func(fd
 		events: cfg.Events, oomWatcher: cfg.OOM, socketDir: st.SocketDir,
 		ownPIDNS: st.OwnPIDNS, rootfsMount: st.RootfsMount, initReaped: st.InitReaped,
 		oomSeen: st.OOMSeen, oomAtCreate: st.OOMAtCreate, oomScope: st.OOMScope, oomBelow: st.OOMBelow,
-		stall: stallConfig{timeout: st.StallTimeout, readerReturning: cfg.ReaderReturning},
+		stall: stallConfig{timeout: st.StallTimeout, readerOwner: cfg.ReaderOwner},
 		execs: make(map[string]*Process),
 	}
 	c.execsIdle = sync.NewCond(&c.mu)

@@ -173,28 +173,50 @@ func handedOver(t *testing.T, c *Container) ContainerState {
 }
 
 // The container's stall_timeout option crosses an upgrade, for the execs
-// started after it; the successor's own view of containerd (whether it is
-// down) takes the place of the predecessor's. A layout 4 state has no
-// option: its execs get the default.
+// started after it ("never" too); the successor's own view of containerd
+// takes the place of the predecessor's. A layout 4 state has no option:
+// its execs get the default.
 func TestStallTimeoutAcrossAHandover(t *testing.T) {
-	c := &Container{ID: "c", Bundle: t.TempDir(), execs: map[string]*Process{}, initReaped: true,
-		stall: stallConfig{timeout: 42 * time.Second}}
-	c.init = newProcess(c, "", shimio.Config{}, nil)
-	c.init.pid, c.init.status, c.init.exitCode, c.init.exitedAt = 1<<30, Stopped, 0, time.Now()
+	for _, timeout := range []time.Duration{42 * time.Second, -1} {
+		c := &Container{ID: "c", Bundle: t.TempDir(), execs: map[string]*Process{}, initReaped: true,
+			stall: stallConfig{timeout: timeout}}
+		c.init = newProcess(c, "", shimio.Config{}, nil)
+		c.init.pid, c.init.status, c.init.exitCode, c.init.exitedAt = 1<<30, Stopped, 0, time.Now()
 
-	down := func() bool { return true }
-	back := handedOver(t, c)
-	next, err := Import(reaper.New(), back, CreateConfig{ReaderReturning: down}, nil)
+		down := func() (bool, time.Time) { return true, time.Time{} }
+		next, err := Import(reaper.New(), handedOver(t, c), CreateConfig{ReaderOwner: down}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		env := next.ioEnv("exec-after")
+		if env.StallTimeout != timeout || env.ReaderOwner == nil {
+			t.Fatalf("an exec's stdio after the handover: stall timeout %v, reader's owner known %v; want %v and the successor's", env.StallTimeout, env.ReaderOwner != nil, timeout)
+		}
+		if isDown, _ := env.ReaderOwner(); !isDown {
+			t.Error("an exec's stdio after the handover does not ask the successor about containerd")
+		}
+	}
+
+	// What a layout 4 binary hands over: the same JSON without the key.
+	c := &Container{ID: "c", Bundle: t.TempDir(), execs: map[string]*Process{}, initReaped: true}
+	c.init = newProcess(c, "", shimio.Config{}, nil)
+	c.init.pid, c.init.status, c.init.exitedAt = 1<<30, Stopped, time.Now()
+	st, err := c.Export(noFDs{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := next.ioEnv("exec-after")
-	if env.StallTimeout != 42*time.Second || env.ReaderReturning == nil || !env.ReaderReturning() {
-		t.Errorf("an exec's stdio after the handover: stall timeout %v, reader returning %v; want 42s and the successor's", env.StallTimeout, env.ReaderReturning != nil)
+	b, _ := json.Marshal(st)
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(b, &fields); err != nil {
+		t.Fatal(err)
 	}
-
-	back.StallTimeout = 0 // what a layout 4 binary hands over
-	old, err := Import(reaper.New(), back, CreateConfig{}, nil)
+	delete(fields, "stallTimeout")
+	b, _ = json.Marshal(fields)
+	var v4 ContainerState
+	if err := json.Unmarshal(b, &v4); err != nil {
+		t.Fatal(err)
+	}
+	old, err := Import(reaper.New(), v4, CreateConfig{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

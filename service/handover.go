@@ -92,7 +92,7 @@ func (s *Service) Export(fds process.FDKeeper) (*State, error) {
 func (s *Service) Import(st State, adopt func(fd int, name string, pollable bool) (*os.File, error)) error {
 	for _, cs := range st.Containers {
 		c, err := process.Import(s.cfg.Reaper, cs, process.CreateConfig{Events: s.containerEvents(), OOM: &s.oom,
-			ReaderReturning: s.cfg.ContainerdDown}, adopt)
+			ReaderOwner: s.cfg.ContainerdStatus}, adopt)
 		if err != nil {
 			return fmt.Errorf("container %s: %w", cs.ID, err)
 		}

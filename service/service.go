@@ -54,11 +54,12 @@ type Config struct {
 	// none): an Exec comes a round trip before the Start that runs the
 	// runtime's exec, which joins the container's cgroups.
 	Warmer *cgroup.MigrationWarmer
-	// ContainerdDown reports whether containerd is known to be down (its
-	// socket refuses connections): the FIFOs it reads for CRI will be read
-	// again, so the output stall policy waits for their reader (see
-	// shimio.Env.ReaderReturning). Nil: never known.
-	ContainerdDown func() bool
+	// ContainerdStatus reports whether containerd is known to be down (its
+	// socket refuses connections), and if not, since when it has been up
+	// (zero: unknown): the FIFOs it reads for CRI are read again once it is
+	// back, so the output stall policy waits for their reader (see
+	// shimio.Env.ReaderOwner). Nil: nothing known.
+	ContainerdStatus func() (down bool, upSince time.Time)
 }
 
 // Service implements containerd's Task API for every container of this shim.

@@ -81,7 +81,7 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*ta
 		Checkpoint:      restorePath(r.Checkpoint, opts),
 		CriuWorkPath:    opts.CriuWorkPath,
 		StallTimeout:    opts.StallTimeout,
-		ReaderReturning: s.cfg.ContainerdDown,
+		ReaderOwner: s.cfg.ContainerdStatus,
 	}, func(pid int) {
 		s.cfg.Events.Publish(topicCreate, &eventsapi.TaskCreate{
 			ContainerID: r.ID,
