@@ -60,6 +60,13 @@ type clientFIFO struct {
 	released   chan struct{} // closed with endsClosed
 }
 
+// DefaultAttachTimeout bounds the wait for a client to open its output FIFO
+// (see clientFIFO). It is not the stall timeout, which a task's options set:
+// a client that never comes would keep a relay that waits forever
+// unattached, and so not halted for an in-place upgrade, and a very short
+// one would close a short-lived process's output before a slow client read it.
+const DefaultAttachTimeout = 15 * time.Second
+
 // openClientFIFO starts attaching to the FIFO at path; ready returns its
 // write end. attachTimeout bounds the wait for a reader (negative: no bound).
 func openClientFIFO(path, stream string, attachTimeout time.Duration) (*clientFIFO, error) {

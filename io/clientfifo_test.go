@@ -4,6 +4,7 @@ import (
 	"bytes"
 	stdio "io"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,32 +66,37 @@ func TestLateClientReaderGetsOutput(t *testing.T) {
 
 // No client within the attach bound: the relay goes on as for a stalled
 // reader, and Close returns promptly; Close while still waiting does too.
+// The bound is not the stall timeout: a policy that never discards still
+// stops waiting for a client (a relay waiting forever could not be halted
+// for an upgrade).
 func TestClientFIFONoReader(t *testing.T) {
-	path := mkfifo(t, "out")
-	p, err := Open(Config{Stdout: path}, Env{StallTimeout: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, w, _ := p.RuntimeFiles()
-	w.Write([]byte("nobody reads this\n"))
-	p.ReleaseRuntimeFiles()
-	if !p.Drain(5 * time.Second) {
-		t.Error("relay still waiting for a reader after the attach bound")
-	}
-	closed := make(chan struct{})
-	go func() { p.Close(); close(closed) }()
-	select {
-	case <-closed:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Close hung")
+	for name, stall := range map[string]time.Duration{"stall 200ms": 200 * time.Millisecond, "never discard": -1} {
+		path := mkfifo(t, "out-"+strings.ReplaceAll(name, " ", "-"))
+		p, err := Open(Config{Stdout: path}, Env{StallTimeout: stall, AttachTimeout: 200 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, w, _ := p.RuntimeFiles()
+		w.Write([]byte("nobody reads this\n"))
+		p.ReleaseRuntimeFiles()
+		if !p.Drain(5 * time.Second) {
+			t.Errorf("%s: relay still waiting for a reader after the attach bound", name)
+		}
+		closed := make(chan struct{})
+		go func() { p.Close(); close(closed) }()
+		select {
+		case <-closed:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: Close hung", name)
+		}
 	}
 
-	path = mkfifo(t, "out2")
-	p, err = Open(Config{Stdout: path}, Env{StallTimeout: -1}) // would wait forever
+	path := mkfifo(t, "out2")
+	p, err := Open(Config{Stdout: path}, Env{AttachTimeout: -1}) // would wait forever
 	if err != nil {
 		t.Fatal(err)
 	}
-	closed = make(chan struct{})
+	closed := make(chan struct{})
 	go func() { p.Close(); close(closed) }()
 	select {
 	case <-closed:

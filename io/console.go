@@ -123,7 +123,7 @@ func (p *Pipes) openTerminal(cfg Config, env Env) error {
 		p.consoleOut = readyFile{dst}
 		p.toClose = append(p.toClose, dst)
 	case cfg.Stdout != "":
-		dst, err := openOutput(cfg.Stdout, "stdout", p.stallTimeout)
+		dst, err := openOutput(cfg.Stdout, "stdout", p.attachTimeout)
 		if err != nil {
 			return err
 		}

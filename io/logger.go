@@ -61,6 +61,8 @@ type Env struct {
 	ReaderOwner func() (down bool, upSince time.Time)
 	// ReturnGrace overrides DefaultReturnGrace (tests).
 	ReturnGrace time.Duration
+	// AttachTimeout overrides DefaultAttachTimeout (tests).
+	AttachTimeout time.Duration
 }
 
 // loggerCommand builds the logger's command line from a binary:// URI: the

@@ -73,11 +73,12 @@ type Pipes struct {
 	consoleHalt, stdinHalt *halter
 	hungUp                 atomic.Bool // Hangup was called: the output relay ends once drained
 
-	stallTimeout time.Duration            // see DefaultStallTimeout
-	readerOwner  func() (bool, time.Time) // see Env.ReaderOwner
-	returnGrace  time.Duration            // see DefaultReturnGrace
-	dropped      atomic.Uint64            // output bytes discarded while a reader stalled
-	moved        atomic.Uint64            // output bytes delivered; Drain watches it move
+	stallTimeout  time.Duration            // see DefaultStallTimeout
+	readerOwner   func() (bool, time.Time) // see Env.ReaderOwner
+	returnGrace   time.Duration            // see DefaultReturnGrace
+	attachTimeout time.Duration            // see DefaultAttachTimeout (Open only: a handed-over output is attached)
+	dropped       atomic.Uint64            // output bytes discarded while a reader stalled
+	moved         atomic.Uint64            // output bytes delivered; Drain watches it move
 
 	// binary:// logger process, if any; loggerExit closes when it is reaped.
 	logger     *os.Process
@@ -104,6 +105,7 @@ func Open(cfg Config, env Env) (_ *Pipes, retErr error) {
 	if p.stallTimeout == 0 {
 		p.stallTimeout = DefaultStallTimeout
 	}
+	p.attachTimeout = cmp.Or(env.AttachTimeout, DefaultAttachTimeout)
 	p.returnGrace = cmp.Or(env.ReturnGrace, DefaultReturnGrace)
 	defer func() {
 		if retErr != nil {
@@ -195,7 +197,7 @@ func (p *Pipes) openStreams(cfg Config) error {
 			*s.rt = w
 			continue
 		}
-		dst, err := openOutput(s.uri, s.name, p.stallTimeout)
+		dst, err := openOutput(s.uri, s.name, p.attachTimeout)
 		if err != nil {
 			return err
 		}

@@ -56,7 +56,8 @@ type Options struct {
 	// writes, until the reader drains again: a Go duration ("15s", "2m").
 	// "0" never discards: the process waits, as under containerd's own
 	// shim. Empty: 15s. While containerd is down the clock is held either
-	// way, and runs a whole timeout (at least 30s) once containerd answers.
+	// way, and once containerd is back its reader gets a whole timeout, at
+	// least 30s. Not the wait for a client to open its FIFO (15s).
 	StallTimeout  string `protobuf:"bytes,11,opt,name=stall_timeout,json=stallTimeout,proto3" json:"stall_timeout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
