@@ -267,13 +267,13 @@ func readCounter(path string) int {
 // their sequence; pause stops reading (the FIFO stays open), resume reads on, close
 // closes the FIFO.
 type sequenceReader struct {
-	mu       sync.Mutex
-	cond     *sync.Cond
-	paused   bool
-	closed   bool
-	lastN    int
-	nGaps    int
-	firstGap string
+	mu      sync.Mutex
+	cond    *sync.Cond
+	paused  bool
+	closed  bool
+	lastN   int
+	nGaps   int
+	lastGap string
 
 	closeFile func() error
 	closeOnce sync.Once
@@ -305,9 +305,7 @@ func openSequenceReader(t *testing.T, ctx context.Context, path string) *sequenc
 			if n, perr := strconv.Atoi(strings.SplitN(line, " ", 2)[0]); perr == nil && strings.HasSuffix(line, "\n") {
 				r.mu.Lock()
 				if r.lastN > 0 && n != r.lastN+1 {
-					if r.nGaps == 0 {
-						r.firstGap = fmt.Sprintf("line %d after line %d", n, r.lastN)
-					}
+					r.lastGap = fmt.Sprintf("line %d after line %d", n, r.lastN)
 					r.nGaps++
 				}
 				r.lastN = n
@@ -327,10 +325,11 @@ func (r *sequenceReader) last() int {
 	return r.lastN
 }
 
+// gaps returns how many gaps the sequence had so far, and the last one.
 func (r *sequenceReader) gaps() (int, string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.nGaps, r.firstGap
+	return r.nGaps, r.lastGap
 }
 
 func (r *sequenceReader) pause() {

@@ -52,12 +52,11 @@ type Env struct {
 	StallTimeout time.Duration
 	// ReaderOwner, if set, reports on the party that reads the client's
 	// FIFOs, containerd for CRI: whether it is down (restarting), and if
-	// not, since when it has been up (zero: unknown). While it is down, the
-	// stall clock does not run out: it reads the FIFOs again once it is
-	// back. A reader whose owner came back (was seen down, or has been up
-	// for less time than the reader has taken nothing) gets a whole timeout,
-	// and at least DefaultReturnGrace, from its return. Asked only when a
-	// clock runs out, then about once a second while the owner is down.
+	// not, since when it has been up (zero: unknown). While it is down, and
+	// for a whole timeout (at least DefaultReturnGrace) after it is back,
+	// the stall clock does not run out: it reads the FIFOs again once it has
+	// recovered. Asked only when a clock runs out, then about once a second
+	// while the owner is down.
 	ReaderOwner func() (down bool, upSince time.Time)
 	// ReturnGrace overrides DefaultReturnGrace (tests).
 	ReturnGrace time.Duration

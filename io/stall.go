@@ -45,7 +45,8 @@ type stallPolicy struct {
 	dropped *atomic.Uint64
 	moved   *atomic.Uint64 // bytes handed to the reader (Drain watches it)
 	// owner, if set, tells of the reader's owner (see Env.ReaderOwner);
-	// held records that the clock's last run out found it down.
+	// held records that the clock's last run out found it down (its return
+	// time may then be unknown: now is taken for it).
 	owner func() (down bool, upSince time.Time)
 	held  bool
 	grace time.Duration // see DefaultReturnGrace
@@ -58,15 +59,14 @@ func (s *stallPolicy) progressed(n int64) {
 }
 
 // prolong is asked when the stall clock armed until at may have run out (a
-// write's deadline passed); at is a whole timeout after the reader last took
-// bytes (or after the last grace began). It returns at when the clock has
-// not run out, or when it has and discarding is to begin. While the
-// reader's owner (containerd) is down, the clock is held instead: the new
-// deadline is a recheck soon. An owner that is back, seen down before or up
-// for less time than the clock ran, gives its reader a whole timeout, and
-// at least the return grace, from its return: CRI reopens its containers'
-// FIFOs some seconds after containerd is up, and a restart quicker than
-// the clock is a restart all the same.
+// write's deadline passed). It returns at when the clock has not run out,
+// or when it has and discarding is to begin. While the reader's owner
+// (containerd) is down, the clock is held instead: the new deadline is a
+// recheck soon. For a while after the owner is back (a whole timeout, and
+// at least the return grace, from its return), the clock is held too: CRI
+// reopens its containers' FIFOs some seconds after containerd is up, and a
+// restart quicker than the clock, or one just before the FIFO filled, is a
+// restart all the same.
 func (s *stallPolicy) prolong(at time.Time) time.Time {
 	if s == nil || s.owner == nil || at.IsZero() || time.Now().Before(at) {
 		return at
@@ -81,19 +81,17 @@ func (s *stallPolicy) prolong(at time.Time) time.Time {
 		s.held = true
 		return now.Add(stallRecheck)
 	}
-	restarted := !upSince.IsZero() && upSince.After(at.Add(-s.timeout))
-	if !s.held && !restarted {
-		return at
+	back := upSince
+	if s.held && (back.IsZero() || back.After(now)) {
+		back = now // seen down: back by now at the latest
 	}
 	s.held = false
-	back := upSince
-	if back.IsZero() || back.After(now) {
-		back = now
+	if back.IsZero() {
+		return at
 	}
-	wait := max(s.timeout, s.grace)
-	if next := back.Add(wait); next.After(now) {
-		slog.Info("output reader's owner is back; waiting for it to read", "stream", s.stream,
-			"until", next.Format(time.RFC3339))
+	if next := back.Add(max(s.timeout, s.grace)); next.After(now) {
+		slog.Info("output reader stalled shortly after containerd came back; waiting for it to read",
+			"stream", s.stream, "until", next.Format(time.RFC3339))
 		return next
 	}
 	return at

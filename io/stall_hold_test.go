@@ -90,33 +90,40 @@ func TestStallHeldThenDiscardsWhenTheReaderStaysAway(t *testing.T) {
 	}
 }
 
-// An owner that restarted within the clock's run, never seen down (a quick
-// containerd restart), still gives its reader the grace from its return:
-// it is up since after the reader last read.
+// An owner that restarted quicker than the clock, never seen down, and
+// even just before the FIFO filled, still gives its reader the grace from
+// its return; an owner up for longer than that does not hold the clock.
 func TestQuickOwnerRestartGivesTheReaderItsGrace(t *testing.T) {
-	start := time.Now()
-	restarted := start.Add(150 * time.Millisecond)
-	owner := func() (bool, time.Time) { return false, restarted }
 	const stall, grace = 300 * time.Millisecond, time.Second
-	reader, p := fifoWithIdleReader(t, Env{StallTimeout: stall, ReaderOwner: owner, ReturnGrace: grace})
-	_, w, _ := p.RuntimeFiles()
-	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<16)
-	written := make(chan error, 1)
-	go func() {
-		_, err := w.Write(payload)
-		p.ReleaseRuntimeFiles()
-		written <- err
-	}()
-	time.Sleep(time.Until(start.Add(700 * time.Millisecond))) // past the clock, inside the grace
-	got, err := stdio.ReadAll(reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, payload) {
-		t.Fatalf("the reader back within its grace got %d bytes of %d (%d dropped)", len(got), len(payload), p.Dropped())
-	}
-	if err := <-written; err != nil {
-		t.Fatal(err)
+	for name, upFor := range map[string]time.Duration{"restarted": 100 * time.Millisecond, "up long": time.Hour} {
+		t.Run(name, func(t *testing.T) {
+			start := time.Now()
+			upSince := start.Add(-upFor)
+			owner := func() (bool, time.Time) { return false, upSince }
+			reader, p := fifoWithIdleReader(t, Env{StallTimeout: stall, ReaderOwner: owner, ReturnGrace: grace})
+			_, w, _ := p.RuntimeFiles()
+			payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<16)
+			written := make(chan error, 1)
+			go func() {
+				_, err := w.Write(payload)
+				p.ReleaseRuntimeFiles()
+				written <- err
+			}()
+			time.Sleep(time.Until(start.Add(700 * time.Millisecond))) // past the clock, inside the grace
+			got, err := stdio.ReadAll(reader)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := <-written; err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case upFor < grace && !bytes.Equal(got, payload):
+				t.Fatalf("the reader back within its grace got %d bytes of %d (%d dropped)", len(got), len(payload), p.Dropped())
+			case upFor > grace && p.Dropped() == 0:
+				t.Fatal("a stall long after the owner's start was held: nothing discarded")
+			}
+		})
 	}
 }
 

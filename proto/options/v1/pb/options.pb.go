@@ -55,9 +55,9 @@ type Options struct {
 	// takes nothing before the shim discards (and counts) what the process
 	// writes, until the reader drains again: a Go duration ("15s", "2m").
 	// "0" never discards: the process waits, as under containerd's own
-	// shim. Empty: 15s. While containerd is down the clock is held either
-	// way, and once containerd is back its reader gets a whole timeout, at
-	// least 30s. Not the wait for a client to open its FIFO (15s).
+	// shim. Empty: 15s. While containerd is down, and for 30s (or this
+	// timeout, if longer) after it is back, the clock is held either way.
+	// Not the wait for a client to open its FIFO (15s).
 	StallTimeout  string `protobuf:"bytes,11,opt,name=stall_timeout,json=stallTimeout,proto3" json:"stall_timeout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
