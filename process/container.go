@@ -60,7 +60,7 @@ type Events struct {
 
 // stallConfig is a container's output stall policy (CreateConfig's).
 type stallConfig struct {
-	timeout         time.Duration
+	timeout     time.Duration
 	readerOwner func() (down bool, upSince time.Time)
 }
 

@@ -42,8 +42,8 @@ type CreateConfig struct {
 	// Output stall policy of the container's processes (see shimio.Env):
 	// the timeout (0: the default, negative: never), and what is known of
 	// containerd, which reads CRI's FIFOs (see shimio.Env.ReaderOwner).
-	StallTimeout    time.Duration
-	ReaderOwner     func() (down bool, upSince time.Time)
+	StallTimeout time.Duration
+	ReaderOwner  func() (down bool, upSince time.Time)
 }
 
 // Create mounts the rootfs, opens stdio and has the runtime create the
@@ -168,10 +168,10 @@ func (c *Container) launch(pipes *shimio.Pipes, pidFile string, run func(stdio o
 // ioEnv is what stdio needs to know of one of the container's processes.
 func (c *Container) ioEnv(processID string) shimio.Env {
 	return shimio.Env{
-		ProcessID:       processID,
-		Namespace:       c.Namespace,
-		StallTimeout:    c.stall.timeout,
-		ReaderOwner: c.stall.readerOwner,
+		ProcessID:    processID,
+		Namespace:    c.Namespace,
+		StallTimeout: c.stall.timeout,
+		ReaderOwner:  c.stall.readerOwner,
 		// The logger's exit as a reaper exit callback (see shimio.Env): no
 		// goroutine waits for it meanwhile.
 		Spawn: func(cmd *exec.Cmd, exited func(int)) error {
