@@ -2,7 +2,6 @@ package launch
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -42,8 +41,8 @@ const listenerFD = 3
 // RunDaemon is the long-lived shim: it serves the task API until a Shutdown
 // finds no task left (or SIGTERM/SIGINT), then leaves cleanly.
 func RunDaemon(f Flags) error {
-	if f.Namespace == "" {
-		return errors.New("shim namespace cannot be empty")
+	if err := checkNamespace(f.Namespace); err != nil {
+		return err
 	}
 	tuneMemory()
 	// Container processes are grandchildren (runc forks them and exits);

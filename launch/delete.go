@@ -35,8 +35,8 @@ const killedStatus = 128 + 9
 // when any of that is already gone, never touches the bundle directory itself
 // or a live daemon's socket, and prints a DeleteResponse.
 func Delete(f Flags, stdout io.Writer) error {
-	if f.ID == "" {
-		return fmt.Errorf("delete needs -id")
+	if err := checkTask(f); err != nil {
+		return fmt.Errorf("delete: %w", err)
 	}
 	bundle := f.Bundle
 	if bundle == "" {

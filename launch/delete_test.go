@@ -190,3 +190,27 @@ func TestDeleteRemovesNothingButASocket(t *testing.T) {
 		}
 	}
 }
+
+// The runtime's root is <DefaultRoot>/<namespace>: without a namespace (or
+// with ".."), `delete -id <name>` would reach one level up, where <name> is
+// a whole namespace's state directory and `runc delete --force` removes
+// what it cannot load. delete refuses such a call before it runs anything,
+// as the stock shim does. (The ids here name nothing on a host, should this
+// ever regress.)
+func TestDeleteRefusesAMissingOrInvalidNamespace(t *testing.T) {
+	bundle := t.TempDir()
+	for _, f := range []Flags{
+		{ID: "shim-test-absent-ns", Bundle: bundle},
+		{Namespace: "..", ID: "shim-test-absent-ns", Bundle: bundle},
+		{Namespace: "a/b", ID: "t1", Bundle: bundle},
+		{Namespace: "ns", ID: "..", Bundle: bundle},
+		{Namespace: "ns", ID: "../t1", Bundle: bundle},
+	} {
+		var out bytes.Buffer
+		err := Delete(f, &out)
+		if err == nil || out.Len() != 0 {
+			t.Errorf("delete -namespace %q -id %q: error %v, printed %d bytes; want refused with nothing printed",
+				f.Namespace, f.ID, err, out.Len())
+		}
+	}
+}

@@ -144,19 +144,42 @@ func TestDaemonRemovesOnlyItsOwnSocketFile(t *testing.T) {
 func TestReadBundleGroup(t *testing.T) {
 	dir := t.TempDir()
 	write := func(s string) { os.WriteFile(filepath.Join(dir, "config.json"), []byte(s), 0o600) }
-	if g, _ := readBundle(dir, "c1"); g != "c1" {
+	if g, _, _ := readBundle(dir, "c1"); g != "c1" {
 		t.Fatalf("no config: group %q", g)
 	}
 	write(`{"annotations":{"io.kubernetes.cri.sandbox-id":"pod"}}`)
-	if g, _ := readBundle(dir, "c1"); g != "pod" {
+	if g, _, _ := readBundle(dir, "c1"); g != "pod" {
 		t.Fatalf("sandbox group %q", g)
 	}
 	write(`{"annotations":{"io.kubernetes.cri.sandbox-id":"pod","io.example.v2.group":"mine"}}`)
-	if g, _ := readBundle(dir, "c1"); g != "mine" {
+	if g, _, _ := readBundle(dir, "c1"); g != "mine" {
 		t.Fatalf("own group annotation must win: %q", g)
 	}
 	write(`not json`)
-	if g, _ := readBundle(dir, "c1"); g != "c1" {
+	if g, _, _ := readBundle(dir, "c1"); g != "c1" {
 		t.Fatalf("bad config: group %q", g)
+	}
+	// Any group that is one path element is kept as given (runc accepts
+	// such ids; containerd's own are stricter).
+	write(`{"annotations":{"io.example.v2.group":"pod+1:a"}}`)
+	if g, _, err := readBundle(dir, "c1"); g != "pod+1:a" || err != nil {
+		t.Fatalf("group pod+1:a: %q, %v", g, err)
+	}
+}
+
+// A group is a name within the task's namespace. The socket is named after
+// the hash of a cleaned path, so a group that walks out of its element
+// ("../other-ns/<id>") would hand this task to another namespace's daemon:
+// start refuses it.
+func TestReadBundleRefusesAGroupOutsideItsNamespace(t *testing.T) {
+	dir := t.TempDir()
+	for _, g := range []string{"../other-ns/web1", "a/b", "..", ".", `x\u0000y`} {
+		spec := `{"annotations":{"io.example.v2.group":"` + g + `"}}`
+		if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(spec), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if got, _, err := readBundle(dir, "c1"); err == nil {
+			t.Errorf("group %q accepted as %q", g, got)
+		}
 	}
 }

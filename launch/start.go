@@ -36,8 +36,8 @@ const maxStartInput = 4 << 20
 // expects. It prints nothing else on success: containerd reads stdout and
 // stderr together as the answer.
 func Start(f Flags, stdin io.Reader, stdout io.Writer) (retErr error) {
-	if f.Namespace == "" || f.ID == "" {
-		return fmt.Errorf("start needs -namespace and -id")
+	if err := checkTask(f); err != nil {
+		return fmt.Errorf("start: %w", err)
 	}
 	bundle, err := os.Getwd()
 	if err != nil {
@@ -53,7 +53,10 @@ func Start(f Flags, stdin io.Reader, stdout io.Writer) (retErr error) {
 	if in.Bootstrap != nil && in.Bootstrap.GetSocketDir() != "" {
 		dir = in.Bootstrap.GetSocketDir()
 	}
-	group, hasSpec := readBundle(bundle, f.ID)
+	group, hasSpec, err := readBundle(bundle, f.ID)
+	if err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
 	path, err := SocketPath(dir, f.Address, f.Namespace, group)
 	if err != nil {
 		return err
@@ -219,23 +222,30 @@ func shimCgroup(in StartInput) string {
 // bundle under the Sandbox API (sandboxer = "shim") has none, and its
 // CreateSandbox runs no runtime, so a warming there would only hold the
 // kernel's cgroup lock (cgroup_mutex with it) while the pod's cgroup is made.
-func readBundle(bundle, id string) (group string, hasSpec bool) {
+//
+// A group must be one path element: the daemon's socket is named after a
+// hash of the cleaned path <address>/<namespace>/<group>, so a group of
+// "../<other namespace>/<id>" would share that namespace's daemon.
+func readBundle(bundle, id string) (group string, hasSpec bool, err error) {
 	data, err := os.ReadFile(filepath.Join(bundle, "config.json"))
 	if err != nil {
-		return id, false
+		return id, false, nil
 	}
 	var spec struct {
 		Annotations map[string]string `json:"annotations"`
 	}
 	if json.Unmarshal(data, &spec) != nil {
-		return id, true
+		return id, true, nil
 	}
 	for _, key := range []string{GroupAnnotation, SandboxAnnotation} {
 		if g := spec.Annotations[key]; g != "" {
-			return g, true
+			if !onePathElement(g) {
+				return "", true, fmt.Errorf("annotation %s=%q: a group must be one path element", key, g)
+			}
+			return g, true, nil
 		}
 	}
-	return id, true
+	return id, true, nil
 }
 
 // adjustOOMScore makes the daemon slightly more killable than containerd
