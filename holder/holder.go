@@ -205,7 +205,8 @@ func fork(cfg Config, birth *birthCgroup) (_ forked, retErr error) {
 			lifeW.Close()
 		}
 	}()
-	cmd := &exec.Cmd{
+	// What every attempt shares; startProgram adds the program.
+	base := &exec.Cmd{
 		Args:       []string{shimName(), Action, cfg.ID},
 		Env:        []string{"GOMAXPROCS=1"},
 		Dir:        "/",
@@ -215,38 +216,27 @@ func fork(cfg Config, birth *birthCgroup) (_ forked, retErr error) {
 		SysProcAttr: &syscall.SysProcAttr{},
 	}
 	if cfg.NewPID {
-		cmd.SysProcAttr.Cloneflags = unix.CLONE_NEWPID
+		base.SysProcAttr.Cloneflags = unix.CLONE_NEWPID
 	}
 	if len(cfg.UIDMappings) > 0 {
-		cmd.SysProcAttr.Cloneflags |= unix.CLONE_NEWUSER
-		cmd.SysProcAttr.UidMappings, cmd.SysProcAttr.GidMappings = cfg.UIDMappings, cfg.GIDMappings
+		base.SysProcAttr.Cloneflags |= unix.CLONE_NEWUSER
+		base.SysProcAttr.UidMappings, base.SysProcAttr.GidMappings = cfg.UIDMappings, cfg.GIDMappings
 	}
-	if prog := tinyHolder(); prog != nil && !goHolderOnly {
-		mem, err := programFile(prog)
-		if err != nil {
-			return forked{}, err
-		}
+	mem, err := tinyProgram()
+	if err != nil {
+		// A host may forbid executable memfds (vm.memfd_noexec=2): the Go
+		// holder does the same job from the shim's own binary.
+		slog.Info("tiny pod holder unavailable, using the Go holder", "error", err)
+	}
+	if mem != nil {
 		defer mem.Close()
-		cmd.ExtraFiles = append(cmd.ExtraFiles, mem)
-		cmd.Path = fmt.Sprintf("/proc/self/fd/%d", programFD)
-	} else {
-		// The running binary itself, even if the file was replaced since;
-		// its errors go to the shim's log.
-		cmd.Path = "/proc/self/exe"
-		cmd.Stderr = os.Stderr
 	}
-	birth.apply(cmd.SysProcAttr)
-	exit, err := cfg.Reaper.Start(cmd)
-	moveAfter := false
-	if err != nil && birth.unsupported(err) {
-		// The same settings in a new Cmd: os/exec refuses a second Start of
-		// a Cmd, even after a Start that failed.
-		sys := *cmd.SysProcAttr
-		birth.withoutCgroup(&sys)
-		cmd = &exec.Cmd{Path: cmd.Path, Args: cmd.Args, Env: cmd.Env, Dir: cmd.Dir,
-			ExtraFiles: cmd.ExtraFiles, Stderr: cmd.Stderr, SysProcAttr: &sys}
-		exit, err = cfg.Reaper.Start(cmd)
-		moveAfter = true
+	cmd, exit, moveAfter, err := startProgram(cfg.Reaper, base, mem, birth)
+	if err != nil && mem != nil && execRefused(err) {
+		// The memfd was made but its exec refused (an LSM, a noexec rule
+		// this kernel applies at exec): fall back to the Go holder.
+		slog.Info("tiny pod holder refused, using the Go holder", "error", err)
+		cmd, exit, moveAfter, err = startProgram(cfg.Reaper, base, nil, birth)
 	}
 	if err != nil {
 		return forked{}, fmt.Errorf("start pod holder: %w", err)
@@ -308,26 +298,6 @@ func (h *threadHome) close() {
 	for _, f := range h.namespaces {
 		f.Close()
 	}
-}
-
-// programFile puts an executable into a sealed memfd: nothing on disk, and
-// nobody can change it once written.
-func programFile(prog []byte) (*os.File, error) {
-	fd, err := unix.MemfdCreate(Action, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
-	if err != nil {
-		return nil, fmt.Errorf("holder program: %w", err)
-	}
-	f := os.NewFile(uintptr(fd), Action)
-	if _, err := f.Write(prog); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("holder program: %w", err)
-	}
-	seals := unix.F_SEAL_SEAL | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_WRITE
-	if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, seals); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("seal holder program: %w", err)
-	}
-	return f, nil
 }
 
 // shimName is the holder's argv[0]: the shim's own path, so `ps` shows
