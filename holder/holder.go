@@ -312,18 +312,21 @@ func shimName() string {
 // Exit delivers the holder's exit (once).
 func (h *Holder) Exit() <-chan reaper.Exit { return h.exit }
 
-// Stop ends the holder: the life pipe closes (the holder leaves on EOF) and
-// SIGKILL makes sure, since a holder has nothing to save. With a PID
-// namespace of its own, every process left in the pod's namespace dies with
-// it. Stop is idempotent; the exit arrives on Exit.
+// Stop ends the holder with SIGKILL, since a holder has nothing to save;
+// with a PID namespace of its own, every process left in the pod's
+// namespace dies with it. Stop is idempotent; the exit arrives on Exit, and
+// it is always 128+SIGKILL, as for a pause container that CRI stops.
 func (h *Holder) Stop() {
+	// The pid is ours until the reaper has reaped it, and only Stop's caller
+	// consumes Exit after calling Stop: no reuse race.
+	_ = unix.Kill(h.Pid, unix.SIGKILL)
+	// Only then the life pipe: closed first, the holder could see EOF and
+	// exit 0 before the signal landed, and the pod's exit status would
+	// depend on that race.
 	if h.life != nil {
 		h.life.Close()
 		h.life = nil
 	}
-	// The pid is ours until the reaper has reaped it, and only Stop's caller
-	// consumes Exit after calling Stop: no reuse race.
-	_ = unix.Kill(h.Pid, unix.SIGKILL)
 }
 
 // notFoundIfMissing classes a missing path as errdefs.ErrNotFound.

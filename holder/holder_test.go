@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -417,4 +418,29 @@ func childOf(pid int) int {
 	var child int
 	fmt.Sscan(string(data), &child)
 	return child
+}
+
+func TestHolderStopExitIsAlwaysSIGKILL(t *testing.T) { bothHolders(t, testHolderStopExit) }
+
+// A stopped pod reports the exit of its holder; like a pause container that
+// CRI stops, that is 137 every time, not 0 or 137 depending on whether the
+// holder saw its life pipe close before the signal landed.
+func testHolderStopExit(t *testing.T) {
+	needRoot(t)
+	r := startReaper(t)
+	for i := 0; i < 30; i++ {
+		h, err := Start(Config{ID: "stop" + strconv.Itoa(i), Reaper: r})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Stop()
+		select {
+		case e := <-h.Exit():
+			if e.Status != 128+int(unix.SIGKILL) {
+				t.Fatalf("stop #%d: holder exit status %d, want %d", i+1, e.Status, 128+int(unix.SIGKILL))
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("holder %d did not exit after Stop", h.Pid)
+		}
+	}
 }
