@@ -7,6 +7,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime"
 
@@ -45,6 +46,11 @@ func run() error {
 	}
 	switch f.Action {
 	case "start":
+		// containerd 1.6 reads stdout and stderr together as the answer:
+		// a log line on success (a warning that a socket directory cannot
+		// be locked) would spoil the address. Errors still reach stderr
+		// through main.
+		slog.SetDefault(slog.New(slog.DiscardHandler))
 		return launch.Start(f, os.Stdin, os.Stdout)
 	case "delete":
 		return launch.Delete(f, os.Stdout)
