@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,8 +17,9 @@ import (
 	"github.com/example/containerd-shim-example-v2/reaper"
 )
 
-// stopTimeout bounds the wait for a killed holder's exit to be reaped.
-const stopTimeout = 10 * time.Second
+// defaultStopTimeout bounds the wait for a killed holder's exit to be reaped
+// (Config.StopTimeout).
+const defaultStopTimeout = 10 * time.Second
 
 // Pod states, as CRI names them in SandboxStatus.
 const (
@@ -201,15 +203,18 @@ func (p *pod) exited(e reaper.Exit) {
 	p.closeDoneLocked()
 }
 
-// stop ends the pod's holder and waits for its exit; the pod's /dev/shm is
-// released. Stopping a stopped pod does nothing.
-func (p *pod) stop() error {
+// stop ends the pod's holder and waits up to timeout for its exit; the pod's
+// /dev/shm is released. Stopping a stopped pod does nothing. A holder not
+// reaped in time (a reaper paused by an upgrade, a kernel slow to tear down
+// its namespaces) is DeadlineExceeded, which CRI retries, and the pod stays
+// running until its exit is recorded.
+func (p *pod) stop(timeout time.Duration) error {
 	p.op.Lock()
 	defer p.op.Unlock()
-	return p.stopLocked()
+	return p.stopLocked(timeout)
 }
 
-func (p *pod) stopLocked() error {
+func (p *pod) stopLocked(timeout time.Duration) error {
 	p.mu.Lock()
 	ph, h := p.phase, p.holder
 	if ph == phaseCreated {
@@ -222,18 +227,19 @@ func (p *pod) stopLocked() error {
 		h.Stop()
 		select {
 		case <-p.done: // watch recorded the exit
-		case <-time.After(stopTimeout):
-			return fmt.Errorf("sandbox %s: holder %d did not exit within %v", p.id, h.Pid, stopTimeout)
+		case <-time.After(timeout):
+			return fmt.Errorf("sandbox %s: holder %d was killed but its exit was not reaped within %v: %w",
+				p.id, h.Pid, timeout, context.DeadlineExceeded)
 		}
 	}
 	return p.files.unmountShm()
 }
 
 // shutdown stops the pod and removes everything it made outside the bundle.
-func (p *pod) shutdown() error {
+func (p *pod) shutdown(timeout time.Duration) error {
 	p.op.Lock()
 	defer p.op.Unlock()
-	return errors.Join(p.stopLocked(), p.files.cleanup())
+	return errors.Join(p.stopLocked(timeout), p.files.cleanup())
 }
 
 // status is a snapshot for SandboxStatus.

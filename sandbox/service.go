@@ -55,6 +55,9 @@ type Config struct {
 	// Idle is called after a ShutdownSandbox that left the daemon with no
 	// sandbox and no task: the daemon may leave once containerd hangs up.
 	Idle func()
+	// StopTimeout bounds StopSandbox's and ShutdownSandbox's wait for the
+	// killed holder's exit (0: 10 s).
+	StopTimeout time.Duration
 }
 
 // Service serves the Sandbox API for the pods of one shim daemon (one, when
@@ -66,6 +69,13 @@ type Service struct {
 
 	mu   sync.Mutex
 	pods map[string]*pod
+}
+
+func (s *Service) stopTimeout() time.Duration {
+	if s.cfg.StopTimeout > 0 {
+		return s.cfg.StopTimeout
+	}
+	return defaultStopTimeout
 }
 
 // New returns a Service.
@@ -259,7 +269,7 @@ func (s *Service) StopSandbox(ctx context.Context, r *sandboxapi.StopSandboxRequ
 	if err != nil {
 		return nil, err
 	}
-	if err := p.stop(); err != nil {
+	if err := p.stop(s.stopTimeout()); err != nil {
 		return nil, err
 	}
 	return &sandboxapi.StopSandboxResponse{}, nil
@@ -327,7 +337,7 @@ func (s *Service) ShutdownSandbox(ctx context.Context, r *sandboxapi.ShutdownSan
 	if err != nil {
 		return nil, err
 	}
-	if err := p.shutdown(); err != nil {
+	if err := p.shutdown(s.stopTimeout()); err != nil {
 		return nil, fmt.Errorf("shut down sandbox %s: %w", p.id, err)
 	}
 	s.mu.Lock()

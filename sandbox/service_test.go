@@ -311,3 +311,51 @@ func TestCRIDirs(t *testing.T) {
 		t.Errorf("criDirs accepted a bundle outside containerd's layout")
 	}
 }
+
+// TestStopSandboxWhoseHolderIsNotReaped: a holder killed but not reaped in
+// time (here the reaper is paused, as an upgrade pauses it) makes StopSandbox
+// answer DeadlineExceeded, which CRI retries, and leaves the pod running; the
+// retry after the exit is recorded succeeds.
+func TestStopSandboxWhoseHolderIsNotReaped(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("starting a holder needs root")
+	}
+	r := reaper.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx)
+	s := New(Config{Reaper: r, Tasks: func() int { return 0 }, Idle: func() {}, StopTimeout: 300 * time.Millisecond})
+	if _, err := s.CreateSandbox(ctx, &sandboxapi.CreateSandboxRequest{SandboxId: "slow", BundlePath: t.TempDir(),
+		Options: hostNetPod("slow-host", nil)}); err != nil {
+		t.Fatal(err)
+	}
+	start, err := s.StartSandbox(ctx, &sandboxapi.StartSandboxRequest{SandboxId: "slow"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.ShutdownSandbox(ctx, &sandboxapi.ShutdownSandboxRequest{SandboxId: "slow"})
+	if !r.Pause(5 * time.Second) {
+		t.Fatal("the reaper did not pause")
+	}
+	resumed := false
+	defer func() {
+		if !resumed {
+			r.Resume()
+		}
+	}()
+	_, err = s.StopSandbox(ctx, &sandboxapi.StopSandboxRequest{SandboxId: "slow"})
+	if !errdefs.IsDeadlineExceeded(err) {
+		t.Fatalf("StopSandbox of a holder that is not reaped: %v, want DeadlineExceeded", err)
+	}
+	if st, err := s.SandboxStatus(ctx, &sandboxapi.SandboxStatusRequest{SandboxId: "slow"}); err != nil || st.State != stateReady {
+		t.Errorf("status after a timed-out stop: %v %v, want ready", st, err)
+	}
+	r.Resume()
+	resumed = true
+	if _, err := s.StopSandbox(ctx, &sandboxapi.StopSandboxRequest{SandboxId: "slow"}); err != nil {
+		t.Fatalf("StopSandbox once the holder is reaped: %v", err)
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", start.Pid)); err == nil {
+		t.Errorf("holder %d still in /proc after StopSandbox", start.Pid)
+	}
+}
