@@ -130,12 +130,25 @@ func Start(cfg Config) (*Holder, error) {
 	if r.f.moveToCgroup {
 		if err := JoinCgroup(CgroupRoot, cfg.Cgroup, h.Pid); err != nil {
 			h.Stop()
-			<-h.exit
+			// The wait keeps a failed start from leaving a holder behind;
+			// it is bounded so that a reaper that cannot deliver (paused,
+			// or a kernel slow to tear down the namespaces) does not hang
+			// the request. The exit, if it comes later, is reaped and
+			// dropped.
+			select {
+			case <-h.exit:
+			case <-time.After(failedStartWait):
+				slog.Warn("a pod holder that could not join its cgroup was killed but not reaped in time", "pid", h.Pid, "wait", failedStartWait)
+			}
 			return nil, err
 		}
 	}
 	return h, nil
 }
+
+// failedStartWait bounds Start's wait for a holder it killed after a failed
+// cgroup move.
+const failedStartWait = 10 * time.Second
 
 // forked is a holder just started, and whether it still has to be moved into
 // its cgroup (a kernel without CLONE_INTO_CGROUP).
