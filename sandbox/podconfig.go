@@ -79,7 +79,9 @@ const (
 )
 
 // ParsePodConfig decodes CreateSandboxRequest.options. No options (a client
-// other than CRI) gives the defaults: the node's network, a pod IPC and UTS.
+// other than CRI) gives the defaults: the node's network (CreateSandbox takes
+// the request's network namespace instead when it names one), a pod IPC and
+// UTS.
 func ParsePodConfig(typeURL string, value []byte) (PodConfig, error) {
 	var c PodConfig
 	if typeURL == "" && len(value) == 0 {

@@ -129,6 +129,11 @@ func (s *Service) CreateSandbox(ctx context.Context, r *sandboxapi.CreateSandbox
 	if err != nil {
 		return nil, err
 	}
+	// A client other than CRI sends no options; a network namespace it
+	// names is the pod's network (without one, the node's).
+	if len(r.GetOptions().GetValue()) == 0 && r.GetOptions().GetTypeUrl() == "" && r.GetNetnsPath() != "" {
+		cfg.Network = ModePod
+	}
 	if err := checkPod(cfg, r.GetNetnsPath()); err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", id, err)
 	}

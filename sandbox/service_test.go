@@ -92,6 +92,16 @@ func TestCreateSandboxRefusals(t *testing.T) {
 	if _, err := s.CreateSandbox(ctx, &sandboxapi.CreateSandboxRequest{SandboxId: "p2", BundlePath: t.TempDir(), NetnsPath: "/proc/self/ns/net", Options: podNet}); !errors.Is(err, errdefs.ErrAlreadyExists) {
 		t.Errorf("CreateSandbox of an existing id: %v, want AlreadyExists", err)
 	}
+	// A client other than CRI sends no options: the network namespace it
+	// names is the pod's, and a path that is not one is still refused.
+	if _, err := s.CreateSandbox(ctx, &sandboxapi.CreateSandboxRequest{SandboxId: "p3", BundlePath: t.TempDir(), NetnsPath: "/proc/self/ns/net"}); err != nil {
+		t.Errorf("CreateSandbox with a netns and no options: %v", err)
+	} else if p, _ := s.pod("p3"); p.cfg.Network != ModePod {
+		t.Errorf("a pod created with a netns and no options has network mode %d, want the pod's", p.cfg.Network)
+	}
+	if _, err := s.CreateSandbox(ctx, &sandboxapi.CreateSandboxRequest{SandboxId: "p4", BundlePath: t.TempDir(), NetnsPath: "/proc/self/ns/uts"}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("CreateSandbox with a uts namespace as netns and no options: %v, want InvalidArgument", err)
+	}
 }
 
 func TestUnknownSandbox(t *testing.T) {
