@@ -61,9 +61,13 @@ func runcRelativeBase(own *cgroup.Cgroup, root string) string {
 }
 
 // expandSlice turns a systemd slice name into the path systemd gives it
-// ("a-b-c.slice" -> "/a.slice/a-b.slice/a-b-c.slice"); other paths are kept.
+// ("a-b-c.slice" -> "/a.slice/a-b.slice/a-b-c.slice"; the root slice
+// "-.slice" is "/", as runc's systemd driver has it); other paths are kept.
 func expandSlice(p string) string {
-	if strings.Contains(p, "/") || !strings.HasSuffix(p, ".slice") || p == "-.slice" {
+	if p == "-.slice" {
+		return "/"
+	}
+	if strings.Contains(p, "/") || !strings.HasSuffix(p, ".slice") {
 		return p
 	}
 	name := strings.TrimSuffix(p, ".slice")

@@ -176,13 +176,14 @@ func TestExpandSlice(t *testing.T) {
 		"kubepods-besteffort-pod12.slice": "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod12.slice",
 		"/kubepods/besteffort/pod12":      "/kubepods/besteffort/pod12",
 		"machine.slice":                   "/machine.slice",
+		"-.slice":                         "/",
 	} {
 		if got := expandSlice(in); got != want {
 			t.Errorf("expandSlice(%q) = %q, want %q", in, got, want)
 		}
 	}
-	if CgroupPath("", "x") != "" || CgroupPath("/p", "x") != "/p/x" {
-		t.Errorf("CgroupPath: %q %q", CgroupPath("", "x"), CgroupPath("/p", "x"))
+	if CgroupPath("", "x") != "" || CgroupPath("/p", "x") != "/p/x" || CgroupPath("-.slice", "x") != "/x" {
+		t.Errorf("CgroupPath: %q %q %q", CgroupPath("", "x"), CgroupPath("/p", "x"), CgroupPath("-.slice", "x"))
 	}
 }
 
