@@ -560,3 +560,37 @@ func TestWatchOOMV2QueueOverflowNotifiesEveryWatch(t *testing.T) {
 		t.Fatalf("after an overflow: notified %v, gone %v; want every watch once", got, tl.gone)
 	}
 }
+
+// A container that has done no block IO still has a blkio section, with
+// empty lists, as under the stock shim: Docker shows an absent section as
+// null where it shows [] for the stock shim's.
+func TestStatsV1BlkioWithoutIOIsPresent(t *testing.T) {
+	root := t.TempDir()
+	cg, err := Parse(root, []byte("8:blkio:/c\n"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(root, "blkio/c"), "blkio.throttle.io_service_bytes_recursive", "Total 0\n")
+	write(t, filepath.Join(root, "blkio/c"), "blkio.throttle.io_serviced_recursive", "Total 0\n")
+	var m cgroupsv1.Metrics
+	decodeMetrics(t, cg, MetricsV1, &m)
+	if m.Blkio == nil {
+		t.Fatal("no blkio section for a container without IO")
+	}
+	if n := len(m.Blkio.IoServiceBytesRecursive) + len(m.Blkio.IoServicedRecursive); n != 0 {
+		t.Errorf("blkio entries %d, want none", n)
+	}
+
+	// Without the files (no blkio controller mounted there) there is no section.
+	root = t.TempDir()
+	cg, err = Parse(root, []byte("8:blkio:/c\n9:pids:/c\n"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(root, "pids/c"), "pids.current", "1\n")
+	m = cgroupsv1.Metrics{}
+	decodeMetrics(t, cg, MetricsV1, &m)
+	if m.Blkio != nil {
+		t.Errorf("blkio section %v from a cgroup without blkio files", m.Blkio)
+	}
+}

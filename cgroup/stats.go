@@ -98,12 +98,13 @@ func (c *Cgroup) StatsV1() (*v1.Metrics, error) {
 		}
 	}
 	if d := c.dir("blkio"); d != "" {
-		b := &v1.BlkIOStat{
-			IoServiceBytesRecursive: blkioEntries(d, "blkio.throttle.io_service_bytes_recursive"),
-			IoServicedRecursive:     blkioEntries(d, "blkio.throttle.io_serviced_recursive"),
-		}
-		if b.IoServiceBytesRecursive != nil || b.IoServicedRecursive != nil {
-			m.Blkio = b
+		// Present whenever the files could be read, even with no IO yet:
+		// Docker turns a present section into empty lists and an absent one
+		// into null, and the stock shim always has it.
+		bytesDone, ok1 := blkioEntries(d, "blkio.throttle.io_service_bytes_recursive")
+		opsDone, ok2 := blkioEntries(d, "blkio.throttle.io_serviced_recursive")
+		if ok1 || ok2 {
+			m.Blkio = &v1.BlkIOStat{IoServiceBytesRecursive: bytesDone, IoServicedRecursive: opsDone}
 		}
 	}
 	if m.Pids == nil && m.CPU == nil && m.Memory == nil && m.Blkio == nil {
@@ -198,10 +199,9 @@ func memoryEntry(dir, prefix string) *v1.MemoryEntry {
 }
 
 // blkioEntries reads "major:minor Op value" lines of dir/name; the "Total"
-// line is skipped.
-func blkioEntries(dir, name string) []*v1.BlkIOEntry {
-	var out []*v1.BlkIOEntry
-	_ = withFileIn(func(data []byte) {
+// line is skipped. ok is false when the file could not be read.
+func blkioEntries(dir, name string) (out []*v1.BlkIOEntry, ok bool) {
+	err := withFileIn(func(data []byte) {
 		eachLine(data, func(line []byte) {
 			dev, rest, ok1 := bytes.Cut(bytes.TrimSpace(line), space)
 			op, value, ok2 := bytes.Cut(bytes.TrimSpace(rest), space)
@@ -219,7 +219,7 @@ func blkioEntries(dir, name string) []*v1.BlkIOEntry {
 			}
 		})
 	}, dir, name)
-	return out
+	return out, err == nil
 }
 
 var colon = []byte{':'}
