@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -332,9 +334,15 @@ func startShimDirect(t *testing.T, bundle, id string) (string, int) {
 		t.Fatalf("shim start answered %q: %v", out, err)
 	}
 	socket := strings.TrimPrefix(answer.Address, "unix://")
-	daemons := harness.Processes(func(a []string) bool { return slicesContainsPair(a, "-socket", socket) })
-	if len(daemons) != 1 {
-		t.Fatalf("daemons serving %s: %v, want one", socket, daemons)
+	// The daemon is running by the time start answers; the scan is retried briefly all the
+	// same, since a process whose cmdline cannot be read at that moment is skipped (one CI
+	// run in the cgroup v2 guest found none, and never again in reruns).
+	var daemons []harness.Proc
+	if !eventually(2*time.Second, func() bool {
+		daemons = harness.Processes(func(a []string) bool { return slicesContainsPair(a, "-socket", socket) })
+		return len(daemons) == 1
+	}) {
+		t.Fatalf("daemons serving %s: %v, want one; the shim binary's processes: %s", socket, daemons, shimProcStates())
 	}
 	pid := daemons[0].Pid
 	t.Cleanup(func() {
@@ -353,4 +361,25 @@ func slicesContainsPair(args []string, flag, value string) bool {
 		}
 	}
 	return false
+}
+
+// shimProcStates lists every process running the shim under test, zombies included (their
+// cmdline is empty, so harness.Processes skips them): what a failed scan for a daemon needs.
+func shimProcStates() string {
+	comm := filepath.Base(harness.ShimUnderTest())
+	if len(comm) > 15 {
+		comm = comm[:15] // the kernel's TASK_COMM_LEN
+	}
+	entries, _ := os.ReadDir("/proc")
+	var out []string
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if st, err := harness.ReadProcStat(pid); err == nil && st.Comm == comm {
+			out = append(out, st.String())
+		}
+	}
+	return fmt.Sprintf("%v", out)
 }
