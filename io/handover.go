@@ -54,7 +54,7 @@ func (p *Pipes) Handable() error {
 	switch {
 	case p.closed:
 		return fmt.Errorf("stdio closed: %w", errdefs.ErrFailedPrecondition)
-	case p.rtIn != nil || p.rtOut != nil || p.rtErr != nil:
+	case p.rtIn != nil || p.rtOut != nil || p.rtErr != nil, p.hold != nil && p.hold.held():
 		return fmt.Errorf("process not started yet: %w", errdefs.ErrFailedPrecondition)
 	case p.terminal && p.master == nil:
 		return fmt.Errorf("terminal not attached yet: %w", errdefs.ErrFailedPrecondition)

@@ -77,6 +77,9 @@ func (p *Pipes) Close() {
 		return
 	}
 	p.closed = true
+	if p.hold != nil {
+		p.hold.release(true) // a no-op once Launched
+	}
 	p.closeStdinLocked()
 	if p.master != nil {
 		p.master.Close()

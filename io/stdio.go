@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	stdio "io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -85,6 +84,10 @@ type Pipes struct {
 	loggerExit chan struct{}
 	loggerStop time.Duration // how long stopLogger waits at each step; 0: loggerStopTimeout
 
+	// hold keeps the output relays waiting until the runtime has launched
+	// the process (Env.HoldOutput; nil: they run at once). See hold.go.
+	hold *outputHold
+
 	// relays are the pipe-to-pipe relays an upgrade can halt and hand over
 	// (FIFO outputs and stdin; see handover.go). Written while opening, and
 	// by Halt's caller while every relay is halted.
@@ -93,7 +96,7 @@ type Pipes struct {
 
 // Open prepares stdio for a process: it opens the client's endpoints and the
 // pipes for the runtime. Output relays start at once; the container's writes
-// flow as soon as it runs.
+// flow as soon as it runs, or, with env.HoldOutput, once Launched is called.
 //
 // Outputs are FIFO paths (or existing plain files, appended to), file://
 // URIs (raw, or the CRI log format with rotation, see ParseFileURI), or a
@@ -107,6 +110,9 @@ func Open(cfg Config, env Env) (_ *Pipes, retErr error) {
 	}
 	p.attachTimeout = cmp.Or(env.AttachTimeout, DefaultAttachTimeout)
 	p.returnGrace = cmp.Or(env.ReturnGrace, DefaultReturnGrace)
+	if env.HoldOutput {
+		p.hold = newOutputHold()
+	}
 	defer func() {
 		if retErr != nil {
 			p.Close()
@@ -206,59 +212,6 @@ func (p *Pipes) openStreams(cfg Config) error {
 		}
 	}
 	return nil
-}
-
-// startRelay makes the pipe a stream's output goes through (its write end is
-// returned, for the runtime) and runs run on the read end until the stream
-// ends; then it closes the read end and calls done. A relay that fails other
-// than by Close keeps draining the pipe, so the process never blocks on it.
-func (p *Pipes) startRelay(stream string, run func(src *os.File) error, done func()) (*os.File, error) {
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		return nil, fmt.Errorf("output pipe: %w", err)
-	}
-	p.toClose = append(p.toClose, pr)
-	p.ownQueues = append(p.ownQueues, pr)
-	p.outputs.Add(1)
-	p.runRelay(stream, pr, run, done)
-	return pw, nil
-}
-
-// runRelay runs run on src in a goroutine of its own (see startRelay). A
-// halted relay leaves everything as it is: its files and its place in
-// outputs go to whoever continues the stream.
-func (p *Pipes) runRelay(stream string, src *os.File, run func(src *os.File) error, done func()) {
-	go func() {
-		err := run(src)
-		if errors.Is(err, errHalted) {
-			return
-		}
-		defer p.outputs.Done()
-		if err != nil && !errors.Is(err, os.ErrClosed) {
-			relayFailed(stream, err)
-			discard(src)
-		}
-		src.Close()
-		done()
-	}()
-}
-
-// relayFailed reports an output relay that could not write to the client
-// (the relay then keeps draining the process's pipe, discarding): the output
-// lost from here on must not go unnoticed.
-func relayFailed(stream string, err error) {
-	slog.Warn("output relay failed; discarding the rest of the stream", "stream", stream, "error", err)
-}
-
-// discard reads r until it fails, so a writer on its other end never blocks.
-func discard(r stdio.Reader) {
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
-	for {
-		if _, err := r.Read(*bp); err != nil {
-			return
-		}
-	}
 }
 
 // RuntimeFiles returns the files the runtime gives the process as fds 0, 1, 2

@@ -145,7 +145,9 @@ func Create(ctx context.Context, r *reaper.Reaper, cfg CreateConfig, onCreated f
 // console socket when it has a terminal, then reads the PID it wrote to
 // pidFile. A reaper window is open from before the command, so an exit of the
 // new process before its PID is known is kept and delivered on the returned
-// channel. On success the shim's copies of the runtime's stdio are released.
+// channel. On success the shim's copies of the runtime's stdio are released
+// and the output relays, held until then, start; on failure the caller closes
+// pipes, which drops what the runtime wrote there.
 func (c *Container) launch(pipes *shimio.Pipes, pidFile string, run func(stdio oci.Stdio, consoleSocket string) error) (int, <-chan reaper.Exit, error) {
 	in, out, errf := pipes.RuntimeFiles()
 	w := c.rt.Reaper.Open()
@@ -162,6 +164,7 @@ func (c *Container) launch(pipes *shimio.Pipes, pidFile string, run func(stdio o
 	}
 	exitc := w.Claim(pid)
 	pipes.ReleaseRuntimeFiles()
+	pipes.Launched() // what the pipes hold from now on is the process's
 	return pid, exitc, nil
 }
 
@@ -172,6 +175,9 @@ func (c *Container) ioEnv(processID string) shimio.Env {
 		Namespace:    c.Namespace,
 		StallTimeout: c.stall.timeout,
 		ReaderOwner:  c.stall.readerOwner,
+		// The runtime writes its errors to the process's stderr: a failed
+		// launch's must not reach the container's log (launch releases).
+		HoldOutput: true,
 		// The logger's exit as a reaper exit callback (see shimio.Env): no
 		// goroutine waits for it meanwhile.
 		Spawn: func(cmd *exec.Cmd, exited func(int)) error {
