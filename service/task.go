@@ -367,19 +367,37 @@ func (s *Service) Checkpoint(ctx context.Context, r *taskapi.CheckpointTaskReque
 	if err != nil {
 		return nil, err
 	}
+	opts, err := checkpointOptions(r)
+	if err != nil {
+		return nil, err
+	}
+	err = c.Checkpoint(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	s.cfg.Events.Publish(topicCheckpointed, &eventsapi.TaskCheckpointed{ContainerID: r.ID, Checkpoint: opts.ImagePath})
+	return empty, nil
+}
+
+// checkpointOptions reads a Checkpoint request into the runtime's options.
+// The image goes where the options' ImagePath says, else to the request's
+// path (containerd 2.x sets both alike; 1.6 and 1.7 name a directory of
+// their own in the path for runtimes they do not know as runc).
+func checkpointOptions(r *taskapi.CheckpointTaskRequest) (oci.CheckpointOpts, error) {
 	var o runcopts.CheckpointOptions
 	if r.Options != nil && len(r.Options.GetValue()) > 0 {
 		if err := codec.Unmarshal(r.Options.GetValue(), &o); err != nil {
-			return nil, invalidArgument("decode checkpoint options: %v", err)
+			return oci.CheckpointOpts{}, invalidArgument("decode checkpoint options: %v", err)
 		}
 	}
 	image := o.ImagePath
 	if image == "" {
 		image = r.Path
 	}
-	err = c.Checkpoint(ctx, oci.CheckpointOpts{
+	return oci.CheckpointOpts{
 		ImagePath:       image,
 		WorkPath:        o.WorkPath,
+		ParentPath:      o.ParentPath,
 		LeaveRunning:    !o.Exit,
 		TCPEstablished:  o.OpenTcp,
 		ExtUnixSockets:  o.ExternalUnixSockets,
@@ -387,12 +405,7 @@ func (s *Service) Checkpoint(ctx context.Context, r *taskapi.CheckpointTaskReque
 		FileLocks:       o.FileLocks,
 		EmptyNamespaces: o.EmptyNamespaces,
 		CgroupsMode:     o.CgroupsMode,
-	})
-	if err != nil {
-		return nil, err
-	}
-	s.cfg.Events.Publish(topicCheckpointed, &eventsapi.TaskCheckpointed{ContainerID: r.ID, Checkpoint: image})
-	return empty, nil
+	}, nil
 }
 
 // ResizePty sets a terminal's size; a process without a terminal ignores it.
