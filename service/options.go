@@ -19,6 +19,9 @@ const (
 	typeRuncOptions    = "containerd.runc.v1.Options"
 	typeLegacyCreate   = "containerd.linux.runc.CreateOptions"
 	typeCRIOptions     = "runtimeoptions.v1.Options"
+	// The 1.6 and 1.7 Go clients' checkpoint options for a runtime they do
+	// not know as runc (see decodeLegacyCheckpoint).
+	typeLegacyCheckpoint = "containerd.linux.runc.CheckpointOptions"
 )
 
 // RuntimeOptions is what the shim takes from any of the accepted option types.

@@ -19,6 +19,7 @@ import (
 	"github.com/example/containerd-shim-example-v2/oci"
 	"github.com/example/containerd-shim-example-v2/process"
 	"github.com/example/containerd-shim-example-v2/proto/codec"
+	exampleopts "github.com/example/containerd-shim-example-v2/proto/options/v1"
 )
 
 // Event topics (containerd's names).
@@ -386,7 +387,13 @@ func (s *Service) Checkpoint(ctx context.Context, r *taskapi.CheckpointTaskReque
 func checkpointOptions(r *taskapi.CheckpointTaskRequest) (oci.CheckpointOpts, error) {
 	var o runcopts.CheckpointOptions
 	if r.Options != nil && len(r.Options.GetValue()) > 0 {
-		if err := codec.Unmarshal(r.Options.GetValue(), &o); err != nil {
+		var err error
+		if typeName(r.Options.GetTypeUrl()) == typeLegacyCheckpoint {
+			o, err = decodeLegacyCheckpoint(r.Options.GetValue())
+		} else {
+			err = codec.Unmarshal(r.Options.GetValue(), &o)
+		}
+		if err != nil {
 			return oci.CheckpointOpts{}, invalidArgument("decode checkpoint options: %v", err)
 		}
 	}
@@ -406,6 +413,20 @@ func checkpointOptions(r *taskapi.CheckpointTaskRequest) (oci.CheckpointOpts, er
 		EmptyNamespaces: o.EmptyNamespaces,
 		CgroupsMode:     o.CgroupsMode,
 	}, nil
+}
+
+// decodeLegacyCheckpoint reads the checkpoint options the 1.6 and 1.7 Go
+// clients send for runtimes they do not know as runc. Same fields as
+// containerd.runc.v1's, but image and work path numbered the other way
+// round: decoded as those, the image went to the work directory.
+func decodeLegacyCheckpoint(v []byte) (runcopts.CheckpointOptions, error) {
+	var m exampleopts.LegacyCheckpointOptions
+	if err := codec.Unmarshal(v, &m); err != nil {
+		return runcopts.CheckpointOptions{}, err
+	}
+	return runcopts.CheckpointOptions{Exit: m.Exit, OpenTcp: m.OpenTcp, ExternalUnixSockets: m.ExternalUnixSockets,
+		Terminal: m.Terminal, FileLocks: m.FileLocks, EmptyNamespaces: m.EmptyNamespaces, CgroupsMode: m.CgroupsMode,
+		ImagePath: m.ImagePath, WorkPath: m.WorkPath}, nil
 }
 
 // ResizePty sets a terminal's size; a process without a terminal ignores it.

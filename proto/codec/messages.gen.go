@@ -158,6 +158,8 @@ func size(m any) (int, bool) {
 		return size_example_introspect_v1_Task(m), true
 	case *introspectv1.Upgrade:
 		return size_example_introspect_v1_Upgrade(m), true
+	case *optionsv1.LegacyCheckpointOptions:
+		return size_example_options_v1_LegacyCheckpointOptions(m), true
 	case *optionsv1.LegacyCreateOptions:
 		return size_example_options_v1_LegacyCreateOptions(m), true
 	case *optionsv1.Options:
@@ -458,6 +460,9 @@ func appendTo(b []byte, m any) ([]byte, bool, error) {
 		return b, true, err
 	case *introspectv1.Upgrade:
 		b, err := append_example_introspect_v1_Upgrade(b, m)
+		return b, true, err
+	case *optionsv1.LegacyCheckpointOptions:
+		b, err := append_example_options_v1_LegacyCheckpointOptions(b, m)
 		return b, true, err
 	case *optionsv1.LegacyCreateOptions:
 		b, err := append_example_options_v1_LegacyCreateOptions(b, m)
@@ -762,6 +767,8 @@ func merge(b []byte, m any) (bool, error) {
 		return true, merge_example_introspect_v1_Task(b, m)
 	case *introspectv1.Upgrade:
 		return true, merge_example_introspect_v1_Upgrade(b, m)
+	case *optionsv1.LegacyCheckpointOptions:
+		return true, merge_example_options_v1_LegacyCheckpointOptions(b, m)
 	case *optionsv1.LegacyCreateOptions:
 		return true, merge_example_options_v1_LegacyCreateOptions(b, m)
 	case *optionsv1.Options:
@@ -1005,6 +1012,8 @@ func name(m any) (string, bool) {
 		return "example.introspect.v1.Task", true
 	case *introspectv1.Upgrade:
 		return "example.introspect.v1.Upgrade", true
+	case *optionsv1.LegacyCheckpointOptions:
+		return "example.options.v1.LegacyCheckpointOptions", true
 	case *optionsv1.LegacyCreateOptions:
 		return "example.options.v1.LegacyCreateOptions", true
 	case *optionsv1.Options:
@@ -1248,6 +1257,8 @@ func isNil(m any) (bool, bool) {
 		return m == nil, true
 	case *introspectv1.Upgrade:
 		return m == nil, true
+	case *optionsv1.LegacyCheckpointOptions:
+		return m == nil, true
 	case *optionsv1.LegacyCreateOptions:
 		return m == nil, true
 	case *optionsv1.Options:
@@ -1433,6 +1444,7 @@ func allTypes() []any {
 		new(introspectv1.SnapshotResponse),
 		new(introspectv1.Task),
 		new(introspectv1.Upgrade),
+		new(optionsv1.LegacyCheckpointOptions),
 		new(optionsv1.LegacyCreateOptions),
 		new(optionsv1.Options),
 		new(sandboxv1.Any),
@@ -7049,6 +7061,180 @@ func merge_example_introspect_v1_Upgrade(b []byte, m *introspectv1.Upgrade) erro
 				return errUTF8("example.introspect.v1.Upgrade.last_error")
 			}
 			m.LastError = string(v)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func size_example_options_v1_LegacyCheckpointOptions(m *optionsv1.LegacyCheckpointOptions) (n int) {
+	if m == nil {
+		return 0
+	}
+	if x := m.Exit; x {
+		n += 1 + protowire.SizeVarint(protowire.EncodeBool(x))
+	}
+	if x := m.OpenTcp; x {
+		n += 1 + protowire.SizeVarint(protowire.EncodeBool(x))
+	}
+	if x := m.ExternalUnixSockets; x {
+		n += 1 + protowire.SizeVarint(protowire.EncodeBool(x))
+	}
+	if x := m.Terminal; x {
+		n += 1 + protowire.SizeVarint(protowire.EncodeBool(x))
+	}
+	if x := m.FileLocks; x {
+		n += 1 + protowire.SizeVarint(protowire.EncodeBool(x))
+	}
+	for _, e := range m.EmptyNamespaces {
+		n += 1 + protowire.SizeBytes(len(e))
+	}
+	if len(m.CgroupsMode) > 0 {
+		n += 1 + protowire.SizeBytes(len(m.CgroupsMode))
+	}
+	if len(m.WorkPath) > 0 {
+		n += 1 + protowire.SizeBytes(len(m.WorkPath))
+	}
+	if len(m.ImagePath) > 0 {
+		n += 1 + protowire.SizeBytes(len(m.ImagePath))
+	}
+	return n
+}
+
+func append_example_options_v1_LegacyCheckpointOptions(b []byte, m *optionsv1.LegacyCheckpointOptions) ([]byte, error) {
+	if m == nil {
+		return b, nil
+	}
+	if x := m.Exit; x {
+		b = append(b, 0x08)
+		b = protowire.AppendVarint(b, protowire.EncodeBool(x))
+	}
+	if x := m.OpenTcp; x {
+		b = append(b, 0x10)
+		b = protowire.AppendVarint(b, protowire.EncodeBool(x))
+	}
+	if x := m.ExternalUnixSockets; x {
+		b = append(b, 0x18)
+		b = protowire.AppendVarint(b, protowire.EncodeBool(x))
+	}
+	if x := m.Terminal; x {
+		b = append(b, 0x20)
+		b = protowire.AppendVarint(b, protowire.EncodeBool(x))
+	}
+	if x := m.FileLocks; x {
+		b = append(b, 0x28)
+		b = protowire.AppendVarint(b, protowire.EncodeBool(x))
+	}
+	for _, e := range m.EmptyNamespaces {
+		if !utf8.ValidString(e) {
+			return b, errUTF8("example.options.v1.LegacyCheckpointOptions.empty_namespaces")
+		}
+		b = append(b, 0x32)
+		b = protowire.AppendString(b, e)
+	}
+	if len(m.CgroupsMode) > 0 {
+		if !utf8.ValidString(m.CgroupsMode) {
+			return b, errUTF8("example.options.v1.LegacyCheckpointOptions.cgroups_mode")
+		}
+		b = append(b, 0x3a)
+		b = protowire.AppendString(b, m.CgroupsMode)
+	}
+	if len(m.WorkPath) > 0 {
+		if !utf8.ValidString(m.WorkPath) {
+			return b, errUTF8("example.options.v1.LegacyCheckpointOptions.work_path")
+		}
+		b = append(b, 0x42)
+		b = protowire.AppendString(b, m.WorkPath)
+	}
+	if len(m.ImagePath) > 0 {
+		if !utf8.ValidString(m.ImagePath) {
+			return b, errUTF8("example.options.v1.LegacyCheckpointOptions.image_path")
+		}
+		b = append(b, 0x4a)
+		b = protowire.AppendString(b, m.ImagePath)
+	}
+	return b, nil
+}
+
+func merge_example_options_v1_LegacyCheckpointOptions(b []byte, m *optionsv1.LegacyCheckpointOptions) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Exit = bool(protowire.DecodeBool(v))
+		case num == 2 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.OpenTcp = bool(protowire.DecodeBool(v))
+		case num == 3 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.ExternalUnixSockets = bool(protowire.DecodeBool(v))
+		case num == 4 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.Terminal = bool(protowire.DecodeBool(v))
+		case num == 5 && typ == protowire.VarintType:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				break
+			}
+			m.FileLocks = bool(protowire.DecodeBool(v))
+		case num == 6 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if !utf8.Valid(v) {
+				return errUTF8("example.options.v1.LegacyCheckpointOptions.empty_namespaces")
+			}
+			m.EmptyNamespaces = append(m.EmptyNamespaces, string(v))
+		case num == 7 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if !utf8.Valid(v) {
+				return errUTF8("example.options.v1.LegacyCheckpointOptions.cgroups_mode")
+			}
+			m.CgroupsMode = string(v)
+		case num == 8 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if !utf8.Valid(v) {
+				return errUTF8("example.options.v1.LegacyCheckpointOptions.work_path")
+			}
+			m.WorkPath = string(v)
+		case num == 9 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if !utf8.Valid(v) {
+				return errUTF8("example.options.v1.LegacyCheckpointOptions.image_path")
+			}
+			m.ImagePath = string(v)
 		default:
 			n = protowire.ConsumeFieldValue(num, typ, b)
 		}

@@ -8,6 +8,74 @@
 // codec's tests compare the encodings with it.
 package options
 
+// LegacyCheckpointOptions is example.options.v1.LegacyCheckpointOptions.
+type LegacyCheckpointOptions struct {
+	Exit                bool     `json:"exit"`
+	OpenTcp             bool     `json:"openTcp"`
+	ExternalUnixSockets bool     `json:"externalUnixSockets"`
+	Terminal            bool     `json:"terminal"`
+	FileLocks           bool     `json:"fileLocks"`
+	EmptyNamespaces     []string `json:"emptyNamespaces"`
+	CgroupsMode         string   `json:"cgroupsMode"`
+	WorkPath            string   `json:"workPath"`
+	ImagePath           string   `json:"imagePath"`
+}
+
+func (x *LegacyCheckpointOptions) GetExit() bool {
+	if x != nil {
+		return x.Exit
+	}
+	return false
+}
+func (x *LegacyCheckpointOptions) GetOpenTcp() bool {
+	if x != nil {
+		return x.OpenTcp
+	}
+	return false
+}
+func (x *LegacyCheckpointOptions) GetExternalUnixSockets() bool {
+	if x != nil {
+		return x.ExternalUnixSockets
+	}
+	return false
+}
+func (x *LegacyCheckpointOptions) GetTerminal() bool {
+	if x != nil {
+		return x.Terminal
+	}
+	return false
+}
+func (x *LegacyCheckpointOptions) GetFileLocks() bool {
+	if x != nil {
+		return x.FileLocks
+	}
+	return false
+}
+func (x *LegacyCheckpointOptions) GetEmptyNamespaces() []string {
+	if x != nil {
+		return x.EmptyNamespaces
+	}
+	return nil
+}
+func (x *LegacyCheckpointOptions) GetCgroupsMode() string {
+	if x != nil {
+		return x.CgroupsMode
+	}
+	return ""
+}
+func (x *LegacyCheckpointOptions) GetWorkPath() string {
+	if x != nil {
+		return x.WorkPath
+	}
+	return ""
+}
+func (x *LegacyCheckpointOptions) GetImagePath() string {
+	if x != nil {
+		return x.ImagePath
+	}
+	return ""
+}
+
 // LegacyCreateOptions is example.options.v1.LegacyCreateOptions.
 type LegacyCreateOptions struct {
 	NoPivotRoot         bool     `json:"noPivotRoot"`

@@ -311,6 +311,118 @@ func (x *LegacyCreateOptions) GetCriuImagePath() string {
 	return ""
 }
 
+// Field-for-field mirror of containerd.linux.runc.CheckpointOptions, which
+// the 1.6 and 1.7 Go clients send with Checkpoint for a runtime not named
+// io.containerd.runc*. Its work_path and image_path numbers are the reverse
+// of containerd.runc.v1.CheckpointOptions'.
+type LegacyCheckpointOptions struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	Exit                bool                   `protobuf:"varint,1,opt,name=exit,proto3" json:"exit,omitempty"`
+	OpenTcp             bool                   `protobuf:"varint,2,opt,name=open_tcp,json=openTcp,proto3" json:"open_tcp,omitempty"`
+	ExternalUnixSockets bool                   `protobuf:"varint,3,opt,name=external_unix_sockets,json=externalUnixSockets,proto3" json:"external_unix_sockets,omitempty"`
+	Terminal            bool                   `protobuf:"varint,4,opt,name=terminal,proto3" json:"terminal,omitempty"`
+	FileLocks           bool                   `protobuf:"varint,5,opt,name=file_locks,json=fileLocks,proto3" json:"file_locks,omitempty"`
+	EmptyNamespaces     []string               `protobuf:"bytes,6,rep,name=empty_namespaces,json=emptyNamespaces,proto3" json:"empty_namespaces,omitempty"`
+	CgroupsMode         string                 `protobuf:"bytes,7,opt,name=cgroups_mode,json=cgroupsMode,proto3" json:"cgroups_mode,omitempty"`
+	WorkPath            string                 `protobuf:"bytes,8,opt,name=work_path,json=workPath,proto3" json:"work_path,omitempty"`
+	ImagePath           string                 `protobuf:"bytes,9,opt,name=image_path,json=imagePath,proto3" json:"image_path,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *LegacyCheckpointOptions) Reset() {
+	*x = LegacyCheckpointOptions{}
+	mi := &file_options_v1_options_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LegacyCheckpointOptions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LegacyCheckpointOptions) ProtoMessage() {}
+
+func (x *LegacyCheckpointOptions) ProtoReflect() protoreflect.Message {
+	mi := &file_options_v1_options_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LegacyCheckpointOptions.ProtoReflect.Descriptor instead.
+func (*LegacyCheckpointOptions) Descriptor() ([]byte, []int) {
+	return file_options_v1_options_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *LegacyCheckpointOptions) GetExit() bool {
+	if x != nil {
+		return x.Exit
+	}
+	return false
+}
+
+func (x *LegacyCheckpointOptions) GetOpenTcp() bool {
+	if x != nil {
+		return x.OpenTcp
+	}
+	return false
+}
+
+func (x *LegacyCheckpointOptions) GetExternalUnixSockets() bool {
+	if x != nil {
+		return x.ExternalUnixSockets
+	}
+	return false
+}
+
+func (x *LegacyCheckpointOptions) GetTerminal() bool {
+	if x != nil {
+		return x.Terminal
+	}
+	return false
+}
+
+func (x *LegacyCheckpointOptions) GetFileLocks() bool {
+	if x != nil {
+		return x.FileLocks
+	}
+	return false
+}
+
+func (x *LegacyCheckpointOptions) GetEmptyNamespaces() []string {
+	if x != nil {
+		return x.EmptyNamespaces
+	}
+	return nil
+}
+
+func (x *LegacyCheckpointOptions) GetCgroupsMode() string {
+	if x != nil {
+		return x.CgroupsMode
+	}
+	return ""
+}
+
+func (x *LegacyCheckpointOptions) GetWorkPath() string {
+	if x != nil {
+		return x.WorkPath
+	}
+	return ""
+}
+
+func (x *LegacyCheckpointOptions) GetImagePath() string {
+	if x != nil {
+		return x.ImagePath
+	}
+	return ""
+}
+
 var File_options_v1_options_proto protoreflect.FileDescriptor
 
 const file_options_v1_options_proto_rawDesc = "" +
@@ -347,7 +459,19 @@ const file_options_v1_options_proto_rawDesc = "" +
 	" \x01(\rR\x05ioUid\x12\x15\n" +
 	"\x06io_gid\x18\v \x01(\rR\x05ioGid\x12$\n" +
 	"\x0ecriu_work_path\x18\f \x01(\tR\fcriuWorkPath\x12&\n" +
-	"\x0fcriu_image_path\x18\r \x01(\tR\rcriuImagePathBMZKgithub.com/example/containerd-shim-example-v2/proto/options/v1/pb;optionspbb\x06proto3"
+	"\x0fcriu_image_path\x18\r \x01(\tR\rcriuImagePath\"\xc1\x02\n" +
+	"\x17LegacyCheckpointOptions\x12\x12\n" +
+	"\x04exit\x18\x01 \x01(\bR\x04exit\x12\x19\n" +
+	"\bopen_tcp\x18\x02 \x01(\bR\aopenTcp\x122\n" +
+	"\x15external_unix_sockets\x18\x03 \x01(\bR\x13externalUnixSockets\x12\x1a\n" +
+	"\bterminal\x18\x04 \x01(\bR\bterminal\x12\x1d\n" +
+	"\n" +
+	"file_locks\x18\x05 \x01(\bR\tfileLocks\x12)\n" +
+	"\x10empty_namespaces\x18\x06 \x03(\tR\x0femptyNamespaces\x12!\n" +
+	"\fcgroups_mode\x18\a \x01(\tR\vcgroupsMode\x12\x1b\n" +
+	"\twork_path\x18\b \x01(\tR\bworkPath\x12\x1d\n" +
+	"\n" +
+	"image_path\x18\t \x01(\tR\timagePathBMZKgithub.com/example/containerd-shim-example-v2/proto/options/v1/pb;optionspbb\x06proto3"
 
 var (
 	file_options_v1_options_proto_rawDescOnce sync.Once
@@ -361,10 +485,11 @@ func file_options_v1_options_proto_rawDescGZIP() []byte {
 	return file_options_v1_options_proto_rawDescData
 }
 
-var file_options_v1_options_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_options_v1_options_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_options_v1_options_proto_goTypes = []any{
-	(*Options)(nil),             // 0: example.options.v1.Options
-	(*LegacyCreateOptions)(nil), // 1: example.options.v1.LegacyCreateOptions
+	(*Options)(nil),                 // 0: example.options.v1.Options
+	(*LegacyCreateOptions)(nil),     // 1: example.options.v1.LegacyCreateOptions
+	(*LegacyCheckpointOptions)(nil), // 2: example.options.v1.LegacyCheckpointOptions
 }
 var file_options_v1_options_proto_depIdxs = []int32{
 	0, // [0:0] is the sub-list for method output_type
@@ -385,7 +510,7 @@ func file_options_v1_options_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_options_v1_options_proto_rawDesc), len(file_options_v1_options_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
