@@ -28,12 +28,18 @@ func (c *Container) Checkpoint(ctx context.Context, opts oci.CheckpointOpts) err
 		defer os.RemoveAll(work)
 	}
 	if err := c.rt.Checkpoint(ctx, c.ID, opts); err != nil {
-		// CRIU's own log says why; keep it beside the bundle and quote it.
+		// CRIU's own log says why; keep it beside the bundle, quote it, and
+		// say where it is: the runtime's message names the work directory's
+		// copy, gone once the default work directory is removed.
 		data, _ := os.ReadFile(filepath.Join(work, "dump.log"))
+		kept := ""
 		if data != nil {
-			_ = os.WriteFile(filepath.Join(c.Bundle, "criu-dump.log"), data, 0o600)
+			dumpLog := filepath.Join(c.Bundle, "criu-dump.log")
+			if werr := os.WriteFile(dumpLog, data, 0o600); werr == nil {
+				kept = "; CRIU log kept at " + dumpLog
+			}
 		}
-		return fmt.Errorf("checkpoint %s: %w%s", c.ID, err, criuLogTail(data))
+		return fmt.Errorf("checkpoint %s: %w%s%s", c.ID, err, criuLogTail(data), kept)
 	}
 	return nil
 }

@@ -1,0 +1,51 @@
+package process
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	shimio "github.com/example/containerd-shim-example-v2/io"
+	"github.com/example/containerd-shim-example-v2/oci"
+	"github.com/example/containerd-shim-example-v2/reaper"
+)
+
+// A failed checkpoint's error names the CRIU log the shim keeps
+// (<bundle>/criu-dump.log), as the stock shim's does: the runtime's own
+// message names dump.log in the default work directory, which the shim
+// removes before the error reaches the client.
+func TestCheckpointErrorNamesTheKeptCRIULog(t *testing.T) {
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "fake-runtime")
+	// Writes a CRIU log into --work-path and fails the way runc does.
+	script := "#!/bin/sh\nwhile [ $# -gt 0 ]; do [ \"$1\" = --work-path ] && work=$2; shift; done\n" +
+		"mkdir -p \"$work\" && echo 'Error (criu/vdso.c:1): vdso: boom' > \"$work/dump.log\"\n" +
+		"echo \"criu failed: type DUMP errno 0 log file: $work/dump.log\" >&2; exit 1\n"
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r := reaper.New()
+	ctx, stop := context.WithCancel(context.Background())
+	t.Cleanup(stop)
+	go r.Run(ctx)
+	c := &Container{ID: "c", Bundle: dir, rt: oci.Runtime{Binary: fake, Dir: dir, Reaper: r}}
+	c.init = newProcess(c, "", shimio.Config{}, nil)
+	c.init.status = Running
+
+	err := c.Checkpoint(context.Background(), oci.CheckpointOpts{ImagePath: filepath.Join(dir, "img")})
+	if err == nil {
+		t.Fatal("checkpoint through a failing runtime succeeded")
+	}
+	kept := filepath.Join(dir, "criu-dump.log")
+	if data, rerr := os.ReadFile(kept); rerr != nil || !strings.Contains(string(data), "boom") {
+		t.Fatalf("kept CRIU log %s: %q, %v", kept, data, rerr)
+	}
+	if _, serr := os.Stat(filepath.Join(dir, "criu-work")); !os.IsNotExist(serr) {
+		t.Errorf("default work directory left behind: %v", serr)
+	}
+	if !strings.Contains(err.Error(), kept) {
+		t.Errorf("error %q does not name the kept CRIU log %s", err, kept)
+	}
+}
