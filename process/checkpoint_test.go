@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containerd/errdefs"
+
 	shimio "github.com/example/containerd-shim-example-v2/io"
 	"github.com/example/containerd-shim-example-v2/oci"
 	"github.com/example/containerd-shim-example-v2/reaper"
@@ -47,5 +49,22 @@ func TestCheckpointErrorNamesTheKeptCRIULog(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), kept) {
 		t.Errorf("error %q does not name the kept CRIU log %s", err, kept)
+	}
+}
+
+// A container created from a checkpoint has no processes until Start
+// restores it: an exec is refused there (FailedPrecondition), as the stock
+// shim refuses it, instead of being added (and announced) only for its
+// Start to fail with the runtime's "container does not exist".
+func TestExecRefusedBeforeRestore(t *testing.T) {
+	c := &Container{ID: "c", Bundle: t.TempDir(), execs: make(map[string]*Process)}
+	c.init = newProcess(c, "", shimio.Config{}, nil)
+	c.init.restore = &oci.RestoreOpts{CheckpointOpts: oci.CheckpointOpts{ImagePath: "/ckpt"}}
+	_, err := c.Exec("e1", []byte(`{"args":["true"],"cwd":"/"}`), shimio.Config{})
+	if !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("exec before the restore: %v, want FailedPrecondition", err)
+	}
+	if _, perr := c.Process("e1"); !errdefs.IsNotFound(perr) {
+		t.Errorf("the refused exec was registered: %v", perr)
 	}
 }
