@@ -44,14 +44,6 @@ func (c *Container) Checkpoint(ctx context.Context, opts oci.CheckpointOpts) err
 	return nil
 }
 
-// toRestore reports whether the init was created from a checkpoint and is
-// not restored yet (Start restores it).
-func (p *Process) toRestore() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.restore != nil
-}
-
 // criuLogTail returns the last error lines of a CRIU log, for an error message.
 func criuLogTail(data []byte) string {
 	var errs []string

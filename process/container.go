@@ -125,10 +125,6 @@ func (c *Container) Exec(execID string, spec []byte, stdio shimio.Config) (*Proc
 	if err := c.init.checkOp(OpExec); err != nil {
 		return nil, err
 	}
-	if c.init.toRestore() {
-		// Nothing runs in it yet: the runtime has no such container.
-		return nil, fmt.Errorf("container %s is to be restored from a checkpoint at its start: cannot exec %q before: %w", c.ID, execID, errdefs.ErrFailedPrecondition)
-	}
 	normalized, err := execProcessSpec(spec, stdio.Terminal)
 	if err != nil {
 		return nil, fmt.Errorf("exec %q: %w", execID, err)

@@ -130,6 +130,11 @@ func (p *Process) checkLocked(op Op) error {
 	if p.deleting {
 		return fmt.Errorf("%s is being deleted: %w", p.name(), errdefs.ErrFailedPrecondition)
 	}
+	if op == OpExec && p.restore != nil {
+		// Created from a checkpoint, restored at Start: nothing runs in it
+		// yet, and the runtime has no such container to exec into.
+		return fmt.Errorf("%s is to be restored from a checkpoint at its start: cannot exec in it before: %w", p.name(), errdefs.ErrFailedPrecondition)
+	}
 	return check(p.status, op)
 }
 
