@@ -86,7 +86,7 @@ func TestHeldOutputRelayedOnceLaunched(t *testing.T) {
 		t.Fatalf("%d bytes relayed before Launched", len(got))
 	}
 	// As launch does: the runtime's copies go, then the hold.
-	w, err := dup(out)
+	w, err := dupFile(out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,12 +134,4 @@ func TestUnheldOutputFlowsAtOnce(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	p.Launched()
-}
-
-func dup(f *os.File) (*os.File, error) {
-	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	return os.NewFile(uintptr(fd), f.Name()), nil
 }
