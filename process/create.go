@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/example/containerd-shim-example-v2/bundle"
 	"github.com/example/containerd-shim-example-v2/cgroup"
@@ -147,25 +150,60 @@ func Create(ctx context.Context, r *reaper.Reaper, cfg CreateConfig, onCreated f
 // new process before its PID is known is kept and delivered on the returned
 // channel. On success the shim's copies of the runtime's stdio are released
 // and the output relays, held until then, start; on failure the caller closes
-// pipes, which drops what the runtime wrote there.
+// pipes, which drops what the runtime wrote there. A process the runtime
+// started for a launch that failed after it (its pty master could not be
+// had) is killed: the launch is reported failed, so nothing would track it.
 func (c *Container) launch(pipes *shimio.Pipes, pidFile string, run func(stdio oci.Stdio, consoleSocket string) error) (int, <-chan reaper.Exit, error) {
 	in, out, errf := pipes.RuntimeFiles()
 	w := c.rt.Reaper.Open()
 	defer w.Close()
+	ran := false // the runtime succeeded: a process of the launch may run
 	err := c.withConsole(pipes, func(consoleSocket string) error {
-		return run(oci.Stdio{In: in, Out: out, Err: errf}, consoleSocket)
+		if err := run(oci.Stdio{In: in, Out: out, Err: errf}, consoleSocket); err != nil {
+			return err
+		}
+		ran = true
+		return nil
 	})
 	var pid int
-	if err == nil {
-		pid, err = oci.ReadPidFile(pidFile)
+	if ran {
+		var perr error
+		if pid, perr = oci.ReadPidFile(pidFile); err == nil {
+			err = perr
+		}
 	}
 	if err != nil {
+		if pid > 0 {
+			killLaunched(pid)
+		}
 		return 0, nil, err
 	}
 	exitc := w.Claim(pid)
 	pipes.ReleaseRuntimeFiles()
 	pipes.Launched() // what the pipes hold from now on is the process's
 	return pid, exitc, nil
+}
+
+// killLaunched kills a process the runtime launched for a launch that then
+// failed. Once the runtime has returned, the process is the shim's child
+// (the shim is the subreaper), unreaped while the launch's reaper window
+// keeps its exit: a pidfd opened while it is still an unreaped child is its
+// own, so the signal cannot reach a process that reused the PID. Its exit,
+// unclaimed, is counted as an orphan. (An exec whose PID file could not be
+// read is beyond this: its PID is not known. A container's init is also
+// removed with the runtime's record by the caller.)
+func killLaunched(pid int) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return // gone; or no pidfd (before Linux 5.3), and a bare PID is not trusted
+	}
+	defer unix.Close(fd)
+	if !unreapedChild(pid) {
+		return
+	}
+	if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+		slog.Warn("kill a process whose launch failed", "pid", pid, "error", err)
+	}
 }
 
 // ioEnv is what stdio needs to know of one of the container's processes.
