@@ -1,6 +1,11 @@
 package io
 
-import "sync"
+import (
+	"os"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
 
 // outputHold keeps the output relays of a process from reading its pipes
 // until the runtime has launched it (Env.HoldOutput).
@@ -67,4 +72,47 @@ func (p *Pipes) waitForLaunch() bool {
 		return true
 	}
 	return !p.hold.wait()
+}
+
+// DiscardHeld empties the process's pipes of what was written while the
+// output is held, and keeps the hold on. It is for a launch that failed and
+// may be tried again with the same pipes (a restore: the task stays Created
+// and Start may be called once more): without it the failed attempt's
+// runtime error would wait in the stderr pipe and be relayed with the output
+// of the attempt that succeeds. It does nothing once the hold is released,
+// or without one.
+//
+// Only the runtime wrote to the pipes, and it has exited; the relays wait
+// for the hold, so nobody else reads them.
+func (p *Pipes) DiscardHeld() {
+	if p.hold == nil || !p.hold.held() {
+		return
+	}
+	for _, f := range p.ownQueues {
+		discardQueued(f)
+	}
+}
+
+// discardQueued reads what the pipe holds, no more: the shim keeps the
+// runtime's write end open, so the pipe never reports end of file here, and
+// reading only what FIONREAD counts cannot wait even on a blocking pipe.
+func discardQueued(f *os.File) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	for left := fifoQueued(rc); left > 0; {
+		buf := (*bp)[:min(left, len(*bp))]
+		n := 0
+		_ = rc.Read(func(fd uintptr) bool {
+			n, _ = unix.Read(int(fd), buf)
+			return true // never wait for readiness: the bytes are counted
+		})
+		if n <= 0 {
+			return
+		}
+		left -= n
+	}
 }

@@ -107,6 +107,43 @@ func TestHeldOutputRelayedOnceLaunched(t *testing.T) {
 	}
 }
 
+// A launch that failed and is tried again with the same pipes (a restore)
+// relays only what the attempt that succeeded wrote: DiscardHeld empties the
+// pipes of the failed attempt's error, even more than one copy buffer of it,
+// and keeps the hold on.
+func TestDiscardHeldDropsAFailedAttemptsOutput(t *testing.T) {
+	p, outR, errR := openHeld(t)
+	_, out, errf := p.RuntimeFiles()
+	errf.Write(bytes.Repeat([]byte("criu failed\n"), 5<<10)) // 60 KiB: fits in the pipe, over one copy buffer
+	out.Write([]byte("first attempt's warning\n"))
+	p.DiscardHeld()
+	if own, _ := p.Queued(); own != 0 {
+		t.Fatalf("%d bytes left in the pipes after DiscardHeld", own)
+	}
+	if got := readFor(errR, 100*time.Millisecond); len(got) > 0 {
+		t.Fatalf("DiscardHeld released the hold: %q relayed", got)
+	}
+	errf.Write([]byte("second attempt\n"))
+	w, err := dupFile(errf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.ReleaseRuntimeFiles()
+	p.Launched()
+	w.Close()
+	var got bytes.Buffer
+	deadline := time.Now().Add(2 * time.Second)
+	for got.Len() < len("second attempt\n") && time.Now().Before(deadline) {
+		got.Write(readFor(errR, 50*time.Millisecond))
+	}
+	if got.String() != "second attempt\n" {
+		t.Errorf("stderr relayed %d bytes (%.40q...), want only the successful attempt's", got.Len(), got.String())
+	}
+	if o := readFor(outR, 100*time.Millisecond); len(o) > 0 {
+		t.Errorf("stdout relayed the failed attempt's %q", o)
+	}
+}
+
 // Without HoldOutput (stdio not started by a runtime launch) output flows at
 // once; Launched is then a no-op.
 func TestUnheldOutputFlowsAtOnce(t *testing.T) {

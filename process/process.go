@@ -200,6 +200,13 @@ func (p *Process) startRestore(ctx context.Context, onStarted func(pid int)) err
 		return c.rt.Restore(ctx, c.ID, c.Bundle, opts)
 	})
 	if err != nil {
+		// The task stays Created with these pipes, and Start may restore
+		// again: the runtime's error, held in them, must not come out with
+		// the output of an attempt that succeeds; and a runtime record left
+		// by a restore that failed after the runtime's part (launch killed
+		// its process) would make the next attempt fail as existing.
+		p.pipes.DiscardHeld()
+		c.destroyRuntimeState()
 		return fmt.Errorf("restore %s from %s: %w", c.ID, opts.ImagePath, err)
 	}
 	c.watchCgroup(pid)
