@@ -422,14 +422,31 @@ type RestoreOpts struct {
 // Restore recreates the container from a checkpoint image, detached: it
 // returns once the restored init runs and its PID is in opts.PidFile.
 func (r *Runtime) Restore(ctx context.Context, id, bundle string, opts RestoreOpts) error {
-	// The shim is the subreaper; runc must not make itself one.
-	a := opts.criuFlags([]string{"restore", "--detach", "--bundle", bundle, "--pid-file", opts.PidFile, "--no-subreaper"})
+	a := opts.criuFlags([]string{"restore", "--detach", "--bundle", bundle, "--pid-file", opts.PidFile})
+	if !r.crunFamily() {
+		// The shim is the subreaper; runc must not make itself one while
+		// it restores (the stock shim passes this too). crun never does,
+		// and its restore refuses the flag as an unknown option.
+		a = append(a, "--no-subreaper")
+	}
 	if opts.ConsoleSocket != "" {
 		a = append(a, "--console-socket", opts.ConsoleSocket)
 	}
 	a = appendFlag(a, "--no-pivot", opts.NoPivot)
 	_, err := r.run(ctx, &opts.Stdio, nil, append(a, id)...)
 	return err
+}
+
+// crunFamily reports whether the runtime is crun (or krun, crun built with
+// libkrun), whose restore takes fewer of runc's flags. The binary's name is
+// all the shim knows of it without running it; a crun under another name is
+// treated as runc-compatible.
+func (r *Runtime) crunFamily() bool {
+	switch filepath.Base(r.Binary) {
+	case "crun", "krun":
+		return true
+	}
+	return false
 }
 
 // criuFlags appends the image, work directory and CRIU switches that

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -118,5 +119,43 @@ func TestWriteProcessFile(t *testing.T) {
 	}
 	if err := WriteProcessFile(filepath.Join(t.TempDir(), "no", "dir"), nil); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("write into a missing directory: %v, want ErrNotExist", err)
+	}
+}
+
+// Restore asks runc not to make itself a subreaper (the shim is one), as the
+// stock shim does; crun's restore has no such flag and refuses unknown
+// options, so it is not passed to crun (named by path or on PATH).
+func TestRestoreFlagsPerRuntime(t *testing.T) {
+	r := reaper.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx)
+	for _, tc := range []struct {
+		name          string
+		wantSubreaper bool
+	}{{"runc", true}, {"runc-1.5", true}, {"crun", false}, {"krun", false}} {
+		dir := t.TempDir()
+		out := filepath.Join(dir, "args")
+		fake := filepath.Join(dir, tc.name)
+		if err := os.WriteFile(fake, []byte("#!/bin/sh\necho \"$@\" >\"$OCI_TEST_OUT\"\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("OCI_TEST_OUT", out)
+		rt := &Runtime{Binary: fake, Dir: dir, Reaper: r}
+		opts := RestoreOpts{CheckpointOpts: CheckpointOpts{ImagePath: "/img"}, PidFile: filepath.Join(dir, "pid")}
+		if err := rt.Restore(ctx, "c1", dir, opts); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		data, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		args := strings.Fields(string(data))
+		if got := slices.Contains(args, "--no-subreaper"); got != tc.wantSubreaper {
+			t.Errorf("%s restore %q: --no-subreaper passed %v, want %v", tc.name, args, got, tc.wantSubreaper)
+		}
+		if !slices.Contains(args, "--detach") || !slices.Contains(args, "/img") || args[len(args)-1] != "c1" {
+			t.Errorf("%s restore %q: want --detach, the image path and the id last", tc.name, args)
+		}
 	}
 }
