@@ -79,7 +79,7 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*ta
 		OOM:          &s.oom,
 		Checkpoint:   restorePath(r.Checkpoint, opts),
 		CriuWorkPath: opts.CriuWorkPath,
-		StallTimeout: opts.StallTimeout,
+		StallTimeout: stallTimeoutFor(s.cfg.Namespace, opts.StallTimeout),
 		ReaderOwner:  s.cfg.ContainerdStatus,
 	}, func(pid int) {
 		s.cfg.Events.Publish(topicCreate, &eventsapi.TaskCreate{

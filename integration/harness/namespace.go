@@ -24,7 +24,13 @@ var LeakTimeout = 10 * time.Second
 // test failed.
 func (d *Daemon) NewNamespace(t testing.TB) (context.Context, string) {
 	t.Helper()
-	ns := "ex-" + RandID(10)
+	return d.NamedNamespace(t, "ex-"+RandID(10))
+}
+
+// NamedNamespace is NewNamespace with a name of the caller's, for behaviour tied to a
+// namespace (Docker's "moby"). One test at a time may use a name on a daemon.
+func (d *Daemon) NamedNamespace(t testing.TB, ns string) (context.Context, string) {
+	t.Helper()
 	logStart := d.LogSize()
 	d.TrackNamespace(ns)
 	ctx := namespaces.WithNamespace(context.Background(), ns)
