@@ -203,6 +203,7 @@ func (p *Pipes) runConsole(m *rawFile, outCarry, inCarry []byte, inLast byte, eo
 				last = '\n' // nothing written: at the start of a line
 			}
 			var err error
+			fresh := false // this relay, not a predecessor, read the end of input
 			if !hin.eofPending {
 				bp := copyBufs.Get().(*[]byte)
 				err = copyRawHalting(p.master, p.stdinReader, *bp, hin, &last)
@@ -214,6 +215,7 @@ func (p *Pipes) runConsole(m *rawFile, outCarry, inCarry []byte, inLast byte, eo
 					// In canonical mode it ends input only at the start of
 					// a line; after a partial line the first one just
 					// hands that line over, so a second one follows.
+					fresh = true
 					hin.eofPending = true
 					hin.carry = []byte{4}
 					if last != '\n' && last != '\r' {
@@ -223,6 +225,9 @@ func (p *Pipes) runConsole(m *rawFile, outCarry, inCarry []byte, inLast byte, eo
 			}
 			if err == nil {
 				err = p.writeEndOfInput(hin)
+			}
+			if fresh && err == nil && !lineEditing(p.master) {
+				go p.watchEndOfInput(p.master) // ptyend.go
 			}
 			hin.lastIn = last // for a successor (the halter is ours until finish)
 			hin.finish(err)

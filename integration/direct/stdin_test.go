@@ -1,6 +1,8 @@
 package direct
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -86,4 +88,84 @@ func TestStdinDetachReattach(t *testing.T) {
 		t.Errorf("stdout %q, want %q", stdout, "first\nsecond\n")
 	}
 	deleteTask(t, ctx, c, "")
+}
+
+// CloseIO on a terminal ends the input of the process reading it in each of
+// its modes: a program with line editing off (raw or cbreak: full-screen
+// programs, `stty -icanon`), which reads the end-of-file character as a
+// plain byte, is hung up once it has read it and not exited, as the stock
+// shim hangs it up (it waited for more input for ever); a shell at its
+// prompt (its line editor also turns line editing off) takes the character
+// as the end and exits 0 after running what it was given, with all its
+// output: it is not hung up (the stock shim's hang-up would cut it short).
+func TestStdinTerminalEndOfInputModes(t *testing.T) {
+	t.Parallel()
+	env := NewEnv(t)
+	c := env.Run(t, Config{Mode: Bootstrap, Name: "ttyend", Args: loopArgs, NullIO: true})
+	ctx := TestContext(t, time.Minute)
+	start(t, ctx, c, "")
+
+	t.Run("raw", func(t *testing.T) {
+		tio := terminalExec(t, ctx, c, "raw", "stty -icanon -echo; echo ready; cat")
+		tio.WaitStdout(t, "ready", WaitTimeout)
+		if err := tio.Write("ab"); err != nil {
+			t.Fatalf("write stdin: %v", err)
+		}
+		tio.WaitStdout(t, "ab", WaitTimeout)
+		closeTerminalInput(t, ctx, c, tio, "raw")
+		if got := wait(t, ctx, c, "raw").GetExitStatus(); got != 129 {
+			t.Errorf("exec after CloseIO: exit status %d, want 129 (SIGHUP: its terminal hung up)", got)
+		}
+		deleteTask(t, ctx, c, "raw")
+	})
+
+	t.Run("shell", func(t *testing.T) {
+		tio := terminalExec(t, ctx, c, "shell", "exec sh -i")
+		tio.WaitStdout(t, "# ", WaitTimeout) // the prompt: its line editor reads the terminal
+		if err := tio.Write("echo slept-$((40+2))\n"); err != nil {
+			t.Fatalf("write stdin: %v", err)
+		}
+		closeTerminalInput(t, ctx, c, tio, "shell")
+		if got := wait(t, ctx, c, "shell").GetExitStatus(); got != 0 {
+			t.Errorf("interactive shell after CloseIO: exit status %d, want 0 (the end-of-file character ended it)", got)
+		}
+		tio.WaitStdout(t, "slept-42", WaitTimeout) // its terminal has no stderr to end
+		deleteTask(t, ctx, c, "shell")
+	})
+	stop(t, ctx, c)
+}
+
+// terminalExec adds and starts an exec running script under sh with a
+// terminal and a stdin FIFO.
+func terminalExec(t *testing.T, ctx context.Context, c *Container, execID, script string) *Stdio {
+	t.Helper()
+	tio := NewStdio(t, StdioConfig{Stdin: true})
+	r := c.ExecRequest(t, execID, []string{"sh", "-c", script}, tio)
+	var spec map[string]any
+	if err := json.Unmarshal(r.Spec.GetValue(), &spec); err != nil {
+		t.Fatal(err)
+	}
+	spec["terminal"] = true
+	value, err := json.Marshal(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Spec.Value, r.Terminal, r.Stderr = value, true, "" // a terminal has one output
+	if _, err := c.Task().Exec(ctx, r); err != nil {
+		t.Fatalf("Exec %s: %v", execID, err)
+	}
+	start(t, ctx, c, execID)
+	return tio
+}
+
+// closeTerminalInput detaches the client's stdin writer and ends the
+// input with CloseIO, as ctr does when its own stdin ends.
+func closeTerminalInput(t *testing.T, ctx context.Context, c *Container, tio *Stdio, execID string) {
+	t.Helper()
+	if err := tio.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Task().CloseIO(ctx, &taskv3.CloseIORequest{ID: c.ID, ExecID: execID, Stdin: true}); err != nil {
+		t.Fatalf("CloseIO %s: %v", execID, err)
+	}
 }
