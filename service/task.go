@@ -192,7 +192,7 @@ func (s *Service) Delete(ctx context.Context, r *taskapi.DeleteRequest) (*taskap
 
 // Exec adds (does not start) a process to a container.
 func (s *Service) Exec(ctx context.Context, r *taskapi.ExecProcessRequest) (*emptypb.Empty, error) {
-	if err := validateID("exec id", r.ExecID); err != nil {
+	if err := validateExecID(r.ID, r.ExecID); err != nil {
 		return nil, err
 	}
 	c, err := s.container(r.ID)

@@ -27,6 +27,23 @@ func validateID(kind, id string) error {
 	return nil
 }
 
+// validateExecID checks an exec id, which must also differ from its
+// container's: events name an exec by its id and the init by the
+// container's, and clients (CRI, Docker's daemon, others) tell a
+// container's exit from an exec's by TaskExit.ID == ContainerID, so an
+// exec named like its container would exit as the container. The stock
+// shim accepts it; no client needs it (CRI, Docker and nerdctl make random
+// exec ids).
+func validateExecID(containerID, execID string) error {
+	if err := validateID("exec id", execID); err != nil {
+		return err
+	}
+	if execID == containerID {
+		return invalidArgument("exec id %q is its container's id: its events would read as the container's", execID)
+	}
+	return nil
+}
+
 // validateBundle accepts any bundle a caller can legitimately hand us: a
 // clean absolute path to a directory holding config.json. containerd puts
 // bundles under <state>/io.containerd.runtime.v2.task/<ns>/<id>, but test

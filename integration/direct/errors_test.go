@@ -124,6 +124,10 @@ func TestErrors(t *testing.T) {
 		r := c.ExecRequest(t, "bad/exec", loopArgs, nil)
 		_, err = api.Exec(ctx, r)
 		expectClass(t, "Exec with an invalid exec id", err, "InvalidArgument")
+		// Its /tasks/exit would carry the container's id as its own, which clients (CRI,
+		// dockerd) take for the container's exit.
+		_, err = api.Exec(ctx, c.ExecRequest(t, c.ID, loopArgs, nil))
+		expectClass(t, "Exec whose id is the container's", err, "InvalidArgument")
 		r = c.ExecRequest(t, "nospec", loopArgs, nil)
 		r.Spec = nil
 		_, err = api.Exec(ctx, r)
