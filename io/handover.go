@@ -203,7 +203,8 @@ type PipesState struct {
 	Logs     []LogState     `json:"logs,omitempty"` // file:// logs, which Outputs name by index
 	Stdin    *StdinState    `json:"stdin,omitempty"`
 	// LoggerPid is a binary:// logger still running (it keeps reading the
-	// process's pipes, which the shim does not hold); 0: none.
+	// process's pipes); 0: none. The shim's own read ends on those pipes
+	// (loggerdrain.go) are not handed over: the successor does not hold them.
 	LoggerPid    int           `json:"loggerPid,omitempty"`
 	Moved        uint64        `json:"moved"`
 	Dropped      uint64        `json:"dropped"`

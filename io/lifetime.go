@@ -96,6 +96,7 @@ func (p *Pipes) Close() {
 		p.toClose[i].Close()
 	}
 	p.stopLogger()
+	p.loggerEnds.Load().close()
 }
 
 // relayCount counts the output relays still running; the one that brings

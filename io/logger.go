@@ -146,6 +146,7 @@ func (p *Pipes) openLogger(uri string, env Env) error {
 			settle = loggerExitSettle
 		}
 		if !readersGoneWithin(settle, outW, errW) {
+			p.holdLoggerPipes(exited, outW, errW)
 			return nil
 		}
 		return fmt.Errorf("logger %s exited (or closed its pipes) before it was ready: %w", cmd.Path, errdefs.ErrFailedPrecondition)
@@ -166,6 +167,7 @@ func (p *Pipes) expectLoggerExit() (exit chan struct{}, exited func(int)) {
 		once.Do(func() {
 			close(exit)
 			p.outputs.Done()
+			p.loggerExited()
 		})
 	}
 }

@@ -83,6 +83,9 @@ type Pipes struct {
 	logger     *os.Process
 	loggerExit chan struct{}
 	loggerStop time.Duration // how long stopLogger waits at each step; 0: loggerStopTimeout
+	// loggerEnds are the shim's read ends on the logger's pipes (nil
+	// until the logger is ready; see loggerdrain.go).
+	loggerEnds atomic.Pointer[loggerEnds]
 
 	// hold keeps the output relays waiting until the runtime has launched
 	// the process (Env.HoldOutput; nil: they run at once). See hold.go.

@@ -56,6 +56,8 @@
 //   - exec (v3 and v2): exit codes, command not found (127 from a shell, a
 //     failed Start for a missing binary), stdout and stderr, an exited exec's
 //     output drained in full when read only after its exit, Delete
+//   - logger: a binary:// logger that exits while the container runs does
+//     not kill it with SIGPIPE
 //   - kill: SIGKILL gives 137, SIGTERM reaches a trapping shell, a signal to
 //     an exited process is NotFound
 //   - resources: Pids (init and exec, exec ids in ProcessDetails), Stats

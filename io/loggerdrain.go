@@ -1,0 +1,158 @@
+package io
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+// loggerEnds are the shim's own read ends on a binary:// logger's pipes.
+//
+// Without them the logger is the only reader: a logger that exits (crashes,
+// or is killed) while the process runs, or one that closed a pipe it does not
+// want, leaves the process writing into a pipe nobody holds, and its next
+// write kills it with SIGPIPE. containerd's own shim keeps the read ends open
+// for as long as the process's IO lives. So does this shim, and it also
+// reads what nobody else will (counting it as dropped): a pipe whose logger
+// end was already closed at the ready signal, and both pipes once the logger
+// has exited, so the process is neither killed nor blocked once the pipe is
+// full. A logger that exited at its ready signal leaving children to read
+// (it daemonized) is not competed with: its pipes are only held.
+//
+// The ends are opened anew through /proc/self/fd of the write ends after the
+// ready check, which looks for pipes without readers and must not see these.
+// They stay outside Go's poller (no wake-up for every chunk the logger reads)
+// until they are drained.
+//
+// Locking: mu guards fds, draining and closed.
+type loggerEnds struct {
+	mu       sync.Mutex
+	fds      []int      // idle read ends (-1 once handed to a drain)
+	draining []*os.File // read ends being drained
+	closed   bool
+	dropped  *atomic.Uint64
+	// onExit: drain both pipes when the logger exits (false for a logger
+	// that daemonized: its children read on).
+	onExit bool
+}
+
+// holdLoggerPipes opens the shim's read ends on the pipes written through
+// ws, and drains at once those whose logger end is already closed. With
+// daemonized, the logger exited at its ready signal and its children read:
+// its exit is no reason to drain. Should the ends not open, the logger is
+// used all the same, as before the shim held them (its exit would then
+// SIGPIPE the process).
+func (p *Pipes) holdLoggerPipes(daemonized bool, ws ...*os.File) {
+	e := &loggerEnds{dropped: &p.dropped, onExit: !daemonized}
+	gone := make([]bool, len(ws)) // asked before the shim's own ends exist
+	for i, w := range ws {
+		gone[i] = readerGone(w)
+	}
+	for _, w := range ws {
+		fd, err := reopenForReading(w)
+		if err != nil {
+			e.close()
+			slog.Warn("binary:// logger: cannot hold its pipes; the process depends on the logger reading them", "error", err)
+			return
+		}
+		e.fds = append(e.fds, fd)
+	}
+	for i := range ws {
+		if gone[i] {
+			e.drain(i)
+		}
+	}
+	p.loggerEnds.Store(e)
+	select {
+	case <-p.loggerExit: // exited meanwhile: its callback found no ends yet
+		p.loggerExited()
+	default:
+	}
+}
+
+// loggerExited drains the logger's pipes once it has exited (see loggerEnds).
+func (p *Pipes) loggerExited() {
+	if e := p.loggerEnds.Load(); e != nil && e.onExit {
+		e.drainAll()
+	}
+}
+
+// reopenForReading opens a new read end (non-blocking, close-on-exec) on the
+// pipe whose write end is w.
+func reopenForReading(w *os.File) (int, error) {
+	rc, err := w.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	var oerr error
+	if err := rc.Control(func(wfd uintptr) {
+		fd, oerr = unix.Open(fmt.Sprintf("/proc/self/fd/%d", wfd), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	}); err != nil {
+		return -1, err
+	}
+	return fd, oerr
+}
+
+// drainAll reads every held pipe from now on (the logger has exited).
+func (e *loggerEnds) drainAll() {
+	if e == nil {
+		return
+	}
+	for i := range e.fds {
+		e.drain(i)
+	}
+}
+
+// drain starts reading pipe i, discarding and counting, until its writers
+// are gone or close.
+func (e *loggerEnds) drain(i int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed || e.fds[i] < 0 {
+		return
+	}
+	// Non-blocking: os.NewFile hands it to the poller.
+	f := os.NewFile(uintptr(e.fds[i]), "logger-pipe")
+	e.fds[i] = -1
+	e.draining = append(e.draining, f)
+	go func() {
+		bp := copyBufs.Get().(*[]byte)
+		defer copyBufs.Put(bp)
+		for {
+			n, err := f.Read(*bp)
+			if n > 0 {
+				e.dropped.Add(uint64(n))
+			}
+			if err != nil {
+				return // end of file (the process is gone), or closed
+			}
+		}
+	}()
+}
+
+// close closes every read end, drained or not. Idempotent.
+func (e *loggerEnds) close() {
+	if e == nil {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return
+	}
+	e.closed = true
+	for i, fd := range e.fds {
+		if fd >= 0 {
+			unix.Close(fd)
+			e.fds[i] = -1
+		}
+	}
+	for _, f := range e.draining {
+		f.Close()
+	}
+}

@@ -1,0 +1,122 @@
+package io
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// writeWithin writes n bytes to w, failing the test if the write fails
+// (EPIPE: a real process would get SIGPIPE) or blocks for d.
+func writeWithin(t *testing.T, w *os.File, n int, d time.Duration, what string) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { _, err := w.Write(bytes.Repeat([]byte("x"), n)); done <- err }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("%s: write failed (a process would die of SIGPIPE): %v", what, err)
+		}
+	case <-time.After(d):
+		t.Fatalf("%s: write of %d bytes still blocked after %s", what, n, d)
+	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// A logger that exits while the process runs (it crashed) must not take the
+// process with it: its writes go on, without SIGPIPE and without blocking
+// once the pipe is full, and what nobody reads counts as dropped.
+func TestLoggerExitingEarlyDoesNotKillTheProcess(t *testing.T) {
+	env := Env{ProcessID: "c", Namespace: "n", Spawn: spawnPlain(t)}
+	uri := "binary://" + writeScript(t, "exec 5>&-\nhead -c 3 <&3 >/dev/null\n")
+	before := openFDs(t)
+	p, err := Open(Config{Stdout: uri, Stderr: uri}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, w, ew := p.RuntimeFiles()
+	writeWithin(t, w, 3, 5*time.Second, "stdout, read by the logger")
+	select {
+	case <-p.loggerExit:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the logger did not exit")
+	}
+	writeWithin(t, w, 256<<10, 5*time.Second, "stdout after the logger exited")
+	writeWithin(t, ew, 256<<10, 5*time.Second, "stderr after the logger exited")
+	p.ReleaseRuntimeFiles() // the process exits: the shim reads to the end
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Dropped() != 512<<10 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := p.Dropped(); got != 512<<10 {
+		t.Errorf("dropped %d bytes, want %d", got, 512<<10)
+	}
+	if !p.Drain(5 * time.Second) {
+		t.Fatal("not drained")
+	}
+	p.Close()
+	if after := openFDs(t); after != before {
+		t.Errorf("%d descriptors open after Close, %d before", after, before)
+	}
+}
+
+// A logger that closes the stderr pipe it does not want: the process's
+// stderr writes neither kill it nor block it, and its stdout still reaches
+// the logger.
+func TestLoggerNotReadingStderr(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out")
+	env := Env{ProcessID: "c", Namespace: "n", Spawn: spawnPlain(t)}
+	uri := "binary://" + writeScript(t, "exec 4<&- 5>&-\ncat <&3 >"+out+"\n")
+	p, err := Open(Config{Stdout: uri, Stderr: uri}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	_, w, ew := p.RuntimeFiles()
+	writeWithin(t, ew, 256<<10, 5*time.Second, "stderr nobody wants")
+	writeWithin(t, w, 4, 5*time.Second, "stdout")
+	p.ReleaseRuntimeFiles()
+	if !p.Drain(5 * time.Second) {
+		t.Fatal("not drained")
+	}
+	if got, _ := os.ReadFile(out); string(got) != "xxxx" {
+		t.Errorf("logger got %q", got)
+	}
+}
+
+// A logger that daemonizes (exits at its ready signal, its children read
+// on) keeps every byte: the shim's own read ends never compete with it.
+func TestDaemonizedLoggerGetsEveryByte(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out")
+	env := Env{ProcessID: "c", Namespace: "n", Spawn: spawnPlain(t)}
+	uri := "binary://" + writeScript(t, "cat <&3 >"+out+" 4<&- 5>&- &\nexit 0\n")
+	p, err := Open(Config{Stdout: uri, Stderr: uri}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	_, w, _ := p.RuntimeFiles()
+	writeWithin(t, w, 1<<20, 10*time.Second, "stdout")
+	p.ReleaseRuntimeFiles()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, _ := os.Stat(out)
+		if st != nil && st.Size() == 1<<20 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the logger's child got %v bytes, want %d (dropped %d)", st.Size(), 1<<20, p.Dropped())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
