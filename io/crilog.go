@@ -297,6 +297,14 @@ func (r *rotatingFile) relayCRI(src *os.File, stream string, moved, dropped *ato
 		// by an error (a halt's deadline) as if it were whole.
 		raw, err := br.ReadSlice('\n')
 		isPrefix := errors.Is(err, bufio.ErrBufferFull)
+		if isPrefix && len(raw) > 1 && raw[len(raw)-1] == '\r' {
+			// Cut between a \r and what follows: if that is \n, the pair
+			// is the line end and must go together. The \r is read again
+			// with the next part.
+			if br.UnreadByte() == nil {
+				raw = raw[:len(raw)-1]
+			}
+		}
 		if err != nil && !isPrefix && !errors.Is(err, stdio.EOF) && h.commit() {
 			return halted(raw)
 		}
