@@ -116,6 +116,15 @@ func (p *Pipes) openTerminal(cfg Config, env Env) error {
 		if o.CRI || o.MaxSize > 0 || o.Rate > 0 {
 			return fmt.Errorf("terminal output: file:// format, rotation and rate options apply to non-terminal processes: %w", errdefs.ErrInvalidArgument)
 		}
+		if namesFIFO(o) {
+			dst, err := openOutput(o.Path, "stdout", p.attachTimeout)
+			if err != nil {
+				return err
+			}
+			p.consoleOut = dst
+			p.toClose = append(p.toClose, dst)
+			break
+		}
 		dst, err := openLogFile(o.Path)
 		if err != nil {
 			return fmt.Errorf("stdout: %w", err)

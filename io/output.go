@@ -97,7 +97,11 @@ func openLogFile(path string) (*os.File, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("log directory for %s: %w", path, err)
 	}
-	f, err := os.OpenFile(path, unix.O_WRONLY|unix.O_APPEND|unix.O_CREAT|unix.O_CLOEXEC, 0o640)
+	// Non-blocking: a FIFO (one that a format or rotation option kept from
+	// being opened as a client's, see namesFIFO) without a reader fails
+	// at once (ENXIO) instead of blocking the request in open(2). For a
+	// regular file the flag changes nothing.
+	f, err := os.OpenFile(path, unix.O_WRONLY|unix.O_APPEND|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NONBLOCK, 0o640)
 	if err != nil {
 		return nil, fmt.Errorf("open log %s: %w", path, classify(err))
 	}

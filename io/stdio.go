@@ -188,6 +188,16 @@ func (p *Pipes) openStreams(cfg Config) error {
 			if err != nil {
 				return err
 			}
+			if namesFIFO(o) {
+				dst, err := openOutput(o.Path, s.name, p.attachTimeout)
+				if err != nil {
+					return err
+				}
+				if *s.rt, err = p.startOutput(dst, s.name); err != nil {
+					return err
+				}
+				continue
+			}
 			rf := shared
 			if rf == nil || cfg.Stdout != cfg.Stderr {
 				if rf, err = openRotating(o); err != nil {
