@@ -55,7 +55,8 @@ type clientFIFO struct {
 
 	mu         sync.Mutex
 	keep       *os.File      // the shim's own reader
-	closed     bool          // Close was called
+	closed     bool          // Close was called (by its last user)
+	extraUsers int           // relays besides the first writing through it (streamFIFOs)
 	endsClosed bool          // and the ends are closed: no reader is opened any more
 	released   chan struct{} // closed with endsClosed
 }
@@ -191,9 +192,15 @@ func (f *clientFIFO) queued() uint64 {
 // Close stops waiting for a reader and closes the shim's ends. Idempotent.
 // Out of descriptors, a wait for a reader cannot be ended at once: Close
 // then returns, and the ends are closed in the background once it has.
+// Shared by several relays (addUser), it does so at its last user's call.
 func (f *clientFIFO) Close() error {
 	f.mu.Lock()
 	if f.closed {
+		f.mu.Unlock()
+		return nil
+	}
+	if f.extraUsers > 0 {
+		f.extraUsers--
 		f.mu.Unlock()
 		return nil
 	}

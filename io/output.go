@@ -23,8 +23,10 @@ func (p *Pipes) startOutput(dst output, stream string) (*os.File, error) {
 	p.relays = append(p.relays, pr)
 	// After the read end: Close closes newest first, the destination before
 	// the source its relay holds.
-	p.toClose = append(p.toClose, dst)
-	p.clientQueues = append(p.clientQueues, dst)
+	p.toClose = append(p.toClose, dst) // once per relay writing through it (streamFIFOs)
+	if n := len(p.clientQueues); n == 0 || p.clientQueues[n-1] != dst {
+		p.clientQueues = append(p.clientQueues, dst)
+	}
 	return w, nil
 }
 

@@ -176,6 +176,7 @@ func (p *Pipes) openStreams(cfg Config) error {
 		}
 	}
 	var shared *rotatingFile // stdout and stderr naming the same file:// URI share it
+	var fifos streamFIFOs    // and the same FIFO, one clientFIFO
 	for _, s := range []struct {
 		uri, name string
 		rt        **os.File
@@ -189,7 +190,7 @@ func (p *Pipes) openStreams(cfg Config) error {
 				return err
 			}
 			if namesFIFO(o) {
-				dst, err := openOutput(o.Path, s.name, p.attachTimeout)
+				dst, err := fifos.open(o.Path, o.Path, s.name, p.attachTimeout)
 				if err != nil {
 					return err
 				}
@@ -216,7 +217,8 @@ func (p *Pipes) openStreams(cfg Config) error {
 			*s.rt = w
 			continue
 		}
-		dst, err := openOutput(s.uri, s.name, p.attachTimeout)
+		path, _ := fifoPath(s.uri, s.name) // "" if not a path: openOutput says why
+		dst, err := fifos.open(s.uri, path, s.name, p.attachTimeout)
 		if err != nil {
 			return err
 		}
