@@ -18,6 +18,8 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/example/containerd-shim-example-v2/internal/fdtest"
 )
 
 // decodeMetrics encodes the cgroup's statistics as the shim sends them and
@@ -455,17 +457,7 @@ func TestOOMWatcherAfterHonoursPause(t *testing.T) {
 func TestWatchOOMV2SharesOneInotifyInstance(t *testing.T) {
 	root := t.TempDir()
 	inotifyInstances := func() int {
-		ents, err := os.ReadDir("/proc/self/fd")
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := 0
-		for _, e := range ents {
-			if l, _ := os.Readlink(filepath.Join("/proc/self/fd", e.Name())); l == "anon_inode:inotify" {
-				n++
-			}
-		}
-		return n
+		return fdtest.CountWhere(t, func(target string) bool { return target == "anon_inode:inotify" })
 	}
 	before := inotifyInstances()
 	var w OOMWatcher

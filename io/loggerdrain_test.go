@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/example/containerd-shim-example-v2/internal/fdtest"
 )
 
 // writeWithin writes n bytes to w, failing the test if the write fails
@@ -24,22 +26,13 @@ func writeWithin(t *testing.T, w *os.File, n int, d time.Duration, what string) 
 	}
 }
 
-func openFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
 // A logger that exits while the process runs (it crashed) must not take the
 // process with it: its writes go on, without SIGPIPE and without blocking
 // once the pipe is full, and what nobody reads counts as dropped.
 func TestLoggerExitingEarlyDoesNotKillTheProcess(t *testing.T) {
 	env := Env{ProcessID: "c", Namespace: "n", Spawn: spawnPlain(t)}
 	uri := "binary://" + writeScript(t, "exec 5>&-\nhead -c 3 <&3 >/dev/null\n")
-	before := openFDs(t)
+	before := fdtest.Count(t)
 	p, err := Open(Config{Stdout: uri, Stderr: uri}, env)
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +58,7 @@ func TestLoggerExitingEarlyDoesNotKillTheProcess(t *testing.T) {
 		t.Fatal("not drained")
 	}
 	p.Close()
-	if after := openFDs(t); after != before {
+	if after := fdtest.Count(t); after != before {
 		t.Errorf("%d descriptors open after Close, %d before", after, before)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/example/containerd-shim-example-v2/internal/fdtest"
 	"github.com/example/containerd-shim-example-v2/reaper"
 )
 
@@ -61,13 +62,13 @@ func TestEmptyStdioIsDevNullAndCallsLeaveNoDescriptor(t *testing.T) {
 	if _, err := rt.run(ctx, &Stdio{}, nil, "create"); err != nil {
 		t.Fatal(err)
 	}
-	before := openFDs(t)
+	before := fdtest.Count(t)
 	for range 5 {
 		if _, err := rt.run(ctx, &Stdio{}, nil, "create"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if after := openFDs(t); after != before {
+	if after := fdtest.Count(t); after != before {
 		t.Errorf("open descriptors went from %d to %d over 5 calls", before, after)
 	}
 	data, err := os.ReadFile(out)
@@ -83,15 +84,6 @@ func TestEmptyStdioIsDevNullAndCallsLeaveNoDescriptor(t *testing.T) {
 			t.Fatalf("an empty stdio entry pointed to %q, want %s", l, os.DevNull)
 		}
 	}
-}
-
-func openFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
 }
 
 func TestWriteProcessFile(t *testing.T) {

@@ -2,7 +2,6 @@ package process
 
 import (
 	"context"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -12,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/example/containerd-shim-example-v2/internal/fdtest"
 	shimio "github.com/example/containerd-shim-example-v2/io"
 )
 
@@ -110,15 +110,5 @@ delete) exit 0;;`)
 // fdsOn counts this process's descriptors open on path.
 func fdsOn(t *testing.T, path string) int {
 	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, e := range ents {
-		if target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name())); err == nil && strings.HasPrefix(target, path) {
-			n++
-		}
-	}
-	return n
+	return fdtest.CountWhere(t, func(target string) bool { return strings.HasPrefix(target, path) })
 }
