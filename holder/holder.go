@@ -9,7 +9,7 @@
 // thread for these kinds): it enters the network namespace CRI prepared and
 // CNI configured, unshares new UTS and IPC namespaces, sets the pod's
 // hostname and sysctls there, and forks the holder from that thread (with a
-// new PID namespace when the pod shares one among its containers), so the
+// new PID namespace unless the pod uses the node's), so the
 // child is born in all of them. The thread then returns to the shim's own
 // namespaces.
 //
@@ -61,7 +61,7 @@ type Config struct {
 	// /var/run/netns/cni-...); empty keeps the shim's (host network).
 	NetNS string
 	// New namespaces of the pod: IPC and UTS unless the pod uses the node's;
-	// PID for a pod that shares one PID namespace among its containers.
+	// PID unless the pod uses the node's, as a pause container has.
 	NewIPC, NewUTS, NewPID bool
 	// Hostname is set in the pod's new UTS namespace; empty keeps the node's
 	// name there, as a pause container's does.

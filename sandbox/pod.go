@@ -156,7 +156,11 @@ func (p *pod) start() (_ *holder.Holder, retErr error) {
 		NetNS:  p.netns,
 		NewIPC: p.cfg.IPC != ModeNode,
 		NewUTS: p.cfg.Network != ModeNode,
-		NewPID: p.cfg.PID == ModePod,
+		// Unless the pod runs in the node's: CRI hands a container that asks
+		// for Pid POD (or leaves its namespace options out, as crictl's
+		// configs do) the holder's, as it hands it the pause container's,
+		// which is always one of its own.
+		NewPID: p.cfg.PID != ModeNode,
 		// A host-network pod keeps the node's UTS namespace, and its name.
 		Hostname: p.cfg.Hostname,
 		Sysctls:  p.cfg.Sysctls,
