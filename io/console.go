@@ -212,7 +212,10 @@ func (p *Pipes) runConsole(m *rawFile, outCarry, inCarry []byte, inLast byte, eo
 				last = '\n' // nothing written: at the start of a line
 			}
 			var err error
-			fresh := false // this relay, not a predecessor, read the end of input
+			// fresh: no watch runs for this end of input yet. One written
+			// here, whether this relay read it or a halted one had it
+			// pending (whose watch never started), gets one.
+			fresh := hin.eofPending
 			if !hin.eofPending {
 				bp := copyBufs.Get().(*[]byte)
 				err = copyRawHalting(p.master, p.stdinReader, *bp, hin, &last)

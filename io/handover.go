@@ -539,6 +539,9 @@ func importConsole(p *Pipes, t *TerminalState, get adoptFunc, ferr *error) error
 		p.consoleHalt = stoppedHalter(nil, true, 0, false)
 		return nil
 	}
+	if t.Stdin != nil && t.StdinEnded {
+		p.resumeEndOfInputWatch() // ptyend.go
+	}
 	m, err := newRawFile(p.master)
 	if err != nil {
 		return fmt.Errorf("pty master: %w", err)

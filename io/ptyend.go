@@ -64,6 +64,19 @@ func (p *Pipes) watchEndOfInput(master *os.File) {
 	}
 }
 
+// resumeEndOfInputWatch watches a handed-over terminal whose input had
+// ended (its end-of-file characters written) before the switch: the
+// predecessor's watch, if it ran, ended with it, and the process may not
+// have read the characters yet, or have read them within the grace. A
+// watch that had finished there decides the same here: a process that
+// exited (Hangup) or edits lines is left alone, and a terminal hung up
+// already is only hung up again.
+func (p *Pipes) resumeEndOfInputWatch() {
+	if !p.hungUp.Load() && !lineEditing(p.master) {
+		go p.watchEndOfInput(p.master)
+	}
+}
+
 // lineEditing reports whether the terminal behind a pty master edits lines
 // (ICANON set on its side), and so takes the end-of-file character as the
 // end of input. A termios that cannot be read counts as line editing.
