@@ -31,8 +31,11 @@ import (
 // below a container; layouts 1 to 3 are read.
 // Version 5: a container's stall_timeout option, for its execs to come;
 // layouts 1 to 4 are read (their containers take the default).
+// Version 6: the shim's own read ends on a binary:// logger's pipes, so that
+// a process whose logger exited or closed a pipe is not killed by SIGPIPE
+// after the switch; layouts 1 to 5 are read (their successor holds none).
 const (
-	StateVersion    = 5
+	StateVersion    = 6
 	MinStateVersion = 1
 )
 

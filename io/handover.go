@@ -203,12 +203,15 @@ type PipesState struct {
 	Logs     []LogState     `json:"logs,omitempty"` // file:// logs, which Outputs name by index
 	Stdin    *StdinState    `json:"stdin,omitempty"`
 	// LoggerPid is a binary:// logger still running (it keeps reading the
-	// process's pipes); 0: none. The shim's own read ends on those pipes
-	// (loggerdrain.go) are not handed over: the successor does not hold them.
-	LoggerPid    int           `json:"loggerPid,omitempty"`
-	Moved        uint64        `json:"moved"`
-	Dropped      uint64        `json:"dropped"`
-	StallTimeout time.Duration `json:"stallTimeout"`
+	// process's pipes); 0: none.
+	LoggerPid int `json:"loggerPid,omitempty"`
+	// LoggerEnds are the shim's own read ends on those pipes
+	// (loggerdrain.go; layout 6 on, nil before: the successor then holds
+	// none).
+	LoggerEnds   *LoggerEndsState `json:"loggerEnds,omitempty"`
+	Moved        uint64           `json:"moved"`
+	Dropped      uint64           `json:"dropped"`
+	StallTimeout time.Duration    `json:"stallTimeout"`
 }
 
 // OutputState is one output relay: the process's pipe, the client's FIFO
@@ -287,6 +290,11 @@ func (p *Pipes) Export(fds FDKeeper) (*PipesState, error) {
 			st.LoggerPid = p.logger.Pid
 		}
 	}
+	ends, err := p.loggerEnds.Load().export(fds)
+	if err != nil {
+		return nil, err
+	}
+	st.LoggerEnds = ends
 	var logs []*rotatingFile // st.Logs' files, to find a shared one
 	for _, r := range p.relays {
 		if r.h.ended.Load() {
@@ -357,10 +365,15 @@ func ImportPipes(st PipesState, adopt func(fd int, name string, pollable bool) (
 	defer p.outputs.Done()
 	p.moved.Store(st.Moved)
 	p.dropped.Store(st.Dropped)
-	if st.LoggerPid > 0 {
-		if env.Claim == nil {
-			return nil, fmt.Errorf("binary:// logger %d: no way to wait for it: %w", st.LoggerPid, errdefs.ErrNotImplemented)
+	if st.LoggerPid > 0 && env.Claim == nil {
+		return nil, fmt.Errorf("binary:// logger %d: no way to wait for it: %w", st.LoggerPid, errdefs.ErrNotImplemented)
+	}
+	if st.LoggerEnds != nil { // before the logger's exit can drain them
+		if err := p.importLoggerEnds(st.LoggerEnds, adopt); err != nil {
+			return nil, err
 		}
+	}
+	if st.LoggerPid > 0 {
 		p.adoptLogger(st.LoggerPid, env.Claim)
 	}
 	var ferr error

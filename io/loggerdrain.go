@@ -120,6 +120,12 @@ func (e *loggerEnds) drain(i int) {
 	f := os.NewFile(uintptr(e.fds[i]), "logger-pipe")
 	e.fds[i] = -1
 	e.draining = append(e.draining, f)
+	e.read(f)
+}
+
+// read reads f, discarding and counting, until its writers are gone or it
+// is closed.
+func (e *loggerEnds) read(f *os.File) {
 	go func() {
 		bp := copyBufs.Get().(*[]byte)
 		defer copyBufs.Put(bp)

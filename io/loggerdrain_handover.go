@@ -1,0 +1,126 @@
+package io
+
+import (
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// LoggerEndsState is the shim's own read ends on a binary:// logger's pipes
+// (loggerdrain.go) as handed over (layout 6 on): descriptor numbers in the
+// successor. Without them, the successor left the process's pipes to the
+// logger alone again, and a process whose logger had exited or closed a
+// pipe before the switch died of SIGPIPE at its next write after it.
+type LoggerEndsState struct {
+	// Held are the ends held idle (the logger reads the pipe);
+	// Draining, the ends being read and discarded (a pipe the logger
+	// closed, or every pipe once it exited).
+	Held     []int `json:"held,omitempty"`
+	Draining []int `json:"draining,omitempty"`
+	// OnExit: drain every pipe once the logger exits (false for a logger
+	// that daemonized; see loggerEnds.onExit).
+	OnExit bool `json:"onExit,omitempty"`
+}
+
+// export keeps duplicates of e's ends; nil for no ends.
+func (e *loggerEnds) export(fds FDKeeper) (*LoggerEndsState, error) {
+	if e == nil {
+		return nil, nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil, nil
+	}
+	st := &LoggerEndsState{OnExit: e.onExit}
+	for _, fd := range e.fds {
+		if fd < 0 {
+			continue // drained: among e.draining
+		}
+		n, err := keepRawEnd(fds, fd)
+		if err != nil {
+			return nil, err
+		}
+		st.Held = append(st.Held, n)
+	}
+	for _, f := range e.draining {
+		n, err := fds.KeepDup(f)
+		if err != nil {
+			return nil, err
+		}
+		st.Draining = append(st.Draining, n)
+	}
+	return st, nil
+}
+
+// keepRawEnd keeps a duplicate of an idle end, a bare descriptor: FDKeeper
+// takes files, and a file made on fd itself would close it when collected.
+func keepRawEnd(fds FDKeeper, fd int) (int, error) {
+	d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("duplicate a logger pipe's read end: %w", err)
+	}
+	f := os.NewFile(uintptr(d), "logger-pipe")
+	defer f.Close()
+	return fds.KeepDup(f)
+}
+
+// importLoggerEnds rebuilds handed-over ends and goes on draining those
+// that were. Call it before the logger's exit can be reported (adoptLogger):
+// that exit drains every end.
+func (p *Pipes) importLoggerEnds(st *LoggerEndsState, adopt func(fd int, name string, pollable bool) (*os.File, error)) error {
+	e := &loggerEnds{dropped: &p.dropped, onExit: st.OnExit}
+	for _, n := range st.Held {
+		// Adopted as a file the shim only holds, then kept as a bare
+		// non-blocking descriptor out of the poller, as holdLoggerPipes
+		// opens it (drain makes the poller's file).
+		f, err := adopt(n, "logger pipe", held)
+		if err == nil {
+			var fd int
+			if fd, err = bareEnd(f); err == nil {
+				e.fds = append(e.fds, fd)
+			}
+		}
+		if err != nil {
+			e.close()
+			return fmt.Errorf("binary:// logger pipe: %w", err)
+		}
+	}
+	for _, n := range st.Draining {
+		f, err := adopt(n, "logger pipe", polled)
+		if err != nil {
+			e.close()
+			return fmt.Errorf("binary:// logger pipe: %w", err)
+		}
+		e.draining = append(e.draining, f)
+	}
+	for _, f := range e.draining {
+		e.read(f)
+	}
+	p.loggerEnds.Store(e)
+	return nil
+}
+
+// bareEnd turns an adopted file into a bare non-blocking descriptor of its
+// own (close-on-exec), closing the file.
+func bareEnd(f *os.File) (int, error) {
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	var derr error
+	if err := rc.Control(func(u uintptr) { fd, derr = unix.FcntlInt(u, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, err
+	}
+	if derr != nil {
+		return -1, fmt.Errorf("duplicate a logger pipe's read end: %w", derr)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}

@@ -1,0 +1,94 @@
+package io
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The shim's own read ends on a binary:// logger's pipes go over in an
+// in-place upgrade. A process whose logger never read stderr (it closed
+// fd 4), or whose logger exited before the switch, wrote on without
+// SIGPIPE before the switch because those ends read its output; after it,
+// its next write failed with EPIPE (a real process dies of SIGPIPE, exit
+// 141) when the ends died with the old binary.
+func TestLoggerEndsHandedOver(t *testing.T) {
+	for _, mode := range []string{"stderr-unread", "logger-exited", "logger-exits-after"} {
+		t.Run(mode, func(t *testing.T) { testLoggerEndsHandedOver(t, mode) })
+	}
+}
+
+func testLoggerEndsHandedOver(t *testing.T, mode string) {
+	out := filepath.Join(t.TempDir(), "out")
+	script := "exec 4<&- 5>&-\ncat <&3 >" + out + "\n"
+	if mode != "stderr-unread" {
+		script = "exec 5>&-\nhead -c 3 <&3 >" + out + "\n" // reads 3 bytes, exits
+	}
+	p, err := Open(Config{Stdout: "binary://" + writeScript(t, script), Stderr: "binary://x"},
+		Env{ProcessID: "c", Namespace: "n", Spawn: spawnPlain(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, w, ew := p.RuntimeFiles()
+	procOut, _ := dupFile(w)
+	procErr, _ := dupFile(ew)
+	defer procOut.Close()
+	defer procErr.Close()
+	p.ReleaseRuntimeFiles()
+	if mode == "logger-exited" {
+		writeWithin(t, procOut, 3, 5*time.Second, "stdout, read by the logger")
+		select {
+		case <-p.loggerExit:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the logger did not exit")
+		}
+	}
+	if err := p.Halt(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st, err := p.Export(keepDups{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// execve: the old binary's descriptors are gone (its logger is not).
+	p.loggerEnds.Load().close()
+	claim := func(pid int, exited func(int)) {
+		go func() {
+			for unix.Kill(pid, 0) == nil {
+				time.Sleep(10 * time.Millisecond)
+			}
+			exited(0)
+		}()
+	}
+	next, err := ImportPipes(*st, adoptFD, Env{Claim: claim})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	if mode == "logger-exits-after" {
+		writeWithin(t, procOut, 3, 5*time.Second, "stdout, read by the logger")
+		deadline := time.Now().Add(5 * time.Second)
+		for unix.Kill(next.logger.Pid, 0) == nil && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	writeWithin(t, procErr, 256<<10, 5*time.Second, "stderr after the upgrade")
+	if mode != "stderr-unread" {
+		writeWithin(t, procOut, 256<<10, 5*time.Second, "stdout after the upgrade, the logger gone")
+	} else {
+		writeWithin(t, procOut, 4, 5*time.Second, "stdout after the upgrade")
+	}
+	procOut.Close()
+	procErr.Close()
+	if !next.Drain(5 * time.Second) {
+		t.Fatal("not drained")
+	}
+	if mode == "stderr-unread" {
+		if got, _ := os.ReadFile(out); string(got) != "xxxx" {
+			t.Errorf("logger got %q", got)
+		}
+	}
+}
