@@ -91,6 +91,7 @@ func (s *Service) Export(fds process.FDKeeper) (*State, error) {
 // Import rebuilds handed-over tasks. Call it before the reaper runs.
 func (s *Service) Import(st State, adopt func(fd int, name string, pollable bool) (*os.File, error)) error {
 	for _, cs := range st.Containers {
+		importedStallTimeout(&cs) // stallpolicy.go
 		c, err := process.Import(s.cfg.Reaper, cs, process.CreateConfig{Events: s.containerEvents(), OOM: &s.oom,
 			ReaderOwner: s.cfg.ContainerdStatus}, adopt)
 		if err != nil {

@@ -1,6 +1,10 @@
 package service
 
-import "time"
+import (
+	"time"
+
+	"github.com/example/containerd-shim-example-v2/process"
+)
 
 // stallTimeoutFor is the output stall timeout (as shimio.Env takes it: 0 the
 // default, negative never) of the tasks of a daemon in namespace ns, given
@@ -23,4 +27,33 @@ func stallTimeoutFor(ns string, configured time.Duration) time.Duration {
 		return -1
 	}
 	return 0
+}
+
+// importedStallTimeout gives a container handed over by an in-place upgrade
+// its namespace's default stall timeout when the binary before did not
+// (one older than Docker's default: its state says 0, not configured, and
+// its processes' relays carry the default it used). Without it a Docker
+// container kept discarding a stalled reader's output after the upgrade
+// that was to bring the change, in its running processes and in every exec
+// started afterwards. A timeout the options set, or one the binary before
+// chose for the namespace, is not 0 and stays.
+func importedStallTimeout(cs *process.ContainerState) {
+	if cs.StallTimeout != 0 {
+		return
+	}
+	t := stallTimeoutFor(cs.Namespace, 0)
+	if t == 0 {
+		return
+	}
+	cs.StallTimeout = t
+	// The processes' relays: theirs was the old default, the option
+	// being unset.
+	if cs.Init.Pipes != nil {
+		cs.Init.Pipes.StallTimeout = t
+	}
+	for i := range cs.Execs {
+		if cs.Execs[i].Pipes != nil {
+			cs.Execs[i].Pipes.StallTimeout = t
+		}
+	}
 }
