@@ -403,6 +403,7 @@ func ImportPipes(st PipesState, adopt func(fd int, name string, pollable bool) (
 		p.relays = append(p.relays, &pipeRelay{stream: "stdin", src: r, dst: pipe})
 	}
 	var logs []*rotatingFile
+	var fifos []*clientFIFO // the client FIFOs imported so far
 	for _, ls := range st.Logs {
 		f, err := adopt(ls.File, ls.Opts.Path, held) // a regular file: not for the poller
 		if err != nil {
@@ -435,9 +436,14 @@ func ImportPipes(st PipesState, adopt func(fd int, name string, pollable bool) (
 		if ferr != nil {
 			return nil, ferr
 		}
-		p.toClose = append(p.toClose, pipe, f)
+		if g := shareImported(f, fifos); g != f {
+			f = g // stdout and stderr on one FIFO (sharedfifo.go)
+		} else {
+			fifos = append(fifos, f)
+			p.clientQueues = append(p.clientQueues, f)
+		}
+		p.toClose = append(p.toClose, pipe, f) // once per relay, as in Open
 		p.ownQueues = append(p.ownQueues, pipe)
-		p.clientQueues = append(p.clientQueues, f)
 		p.relays = append(p.relays, &pipeRelay{stream: o.Stream, src: pipe, out: f})
 	}
 	// What each relay starts with, in p.relays' order (stdin first).

@@ -1,8 +1,11 @@
 package io
 
 import (
+	"os"
 	"path/filepath"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // streamFIFOs opens the client's FIFOs of a process's output streams. When
@@ -44,4 +47,43 @@ func (f *clientFIFO) addUser() {
 	f.mu.Lock()
 	f.extraUsers++
 	f.mu.Unlock()
+}
+
+// shareImported returns the clientFIFO an imported output writes through:
+// f, or an earlier output's (among fifos) on the same FIFO, as stdout and
+// stderr sharing one (streamFIFOs) are handed over. Each relay's export
+// keeps its own duplicates of the shared ends, so without this the next
+// binary held them twice and counted the FIFO's bytes twice (Queued). A
+// shared one gets one more user and f's duplicates are closed; they are
+// descriptors of their own, so no end is closed under another user.
+func shareImported(f *clientFIFO, fifos []*clientFIFO) *clientFIFO {
+	id, ok := fifoID(f.handle)
+	if !ok {
+		return f
+	}
+	for _, g := range fifos {
+		if gid, ok := fifoID(g.handle); ok && gid == id {
+			f.closeEnds()
+			g.addUser()
+			return g
+		}
+	}
+	return f
+}
+
+// fifoID is the device and inode of the file an O_PATH handle names.
+func fifoID(h *os.File) ([2]uint64, bool) {
+	if h == nil {
+		return [2]uint64{}, false
+	}
+	rc, err := h.SyscallConn()
+	if err != nil {
+		return [2]uint64{}, false
+	}
+	var st unix.Stat_t
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.Fstat(int(fd), &st) }); err != nil || serr != nil {
+		return [2]uint64{}, false
+	}
+	return [2]uint64{st.Dev, st.Ino}, true
 }

@@ -1,0 +1,75 @@
+package io
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/example/containerd-shim-example-v2/internal/fdtest"
+)
+
+// stdout and stderr naming the same FIFO are handed over as one output in
+// the next binary, as the binary before held them (streamFIFOs): one write
+// end, one reader of its own and one handle on the FIFO, and the bytes
+// waiting in it counted once. Each relay's export keeps its own duplicates,
+// so the successor had two of each, and Queued (introspection's
+// clientQueuedBytes) counted what the FIFO held twice. The client still
+// gets both streams whole, then end of file.
+func TestSameFIFOHandedOverAsOne(t *testing.T) {
+	path := mkfifo(t, "both")
+	onFIFO := func(target string) bool { return strings.HasSuffix(target, path) }
+	client, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	p, err := Open(Config{Stdout: path, Stderr: path}, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, w, ew := p.RuntimeFiles()
+	procOut, _ := dupFile(w)
+	procErr, _ := dupFile(ew)
+	p.ReleaseRuntimeFiles()
+	p.Launched()
+	procOut.Write([]byte("out\n"))
+	procErr.Write([]byte("err\n"))
+	deadline := time.Now().Add(5 * time.Second)
+	for _, c := p.Queued(); c != 8 && time.Now().Before(deadline); _, c = p.Queued() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	before := fdtest.CountWhere(t, onFIFO) // the client's, and the old binary's three
+	next := haltAndGoOn(t, p, "handover")
+	if got := fdtest.CountWhere(t, onFIFO); got != before {
+		t.Errorf("%d descriptors on the FIFO after the handover, %d before: the next binary holds the shared FIFO's ends twice", got, before)
+	}
+	if _, c := next.Queued(); c != 8 {
+		t.Errorf("the next binary counts %d bytes waiting in the FIFO, want 8", c)
+	}
+	procOut.Write([]byte("out2\n"))
+	procErr.Write([]byte("err2\n"))
+	procOut.Close()
+	procErr.Close()
+	if !next.Drain(5 * time.Second) {
+		t.Fatal("not drained")
+	}
+	var got []byte
+	buf := make([]byte, 64)
+	for {
+		n, err := client.Read(buf)
+		got = append(got, buf[:max(n, 0)]...)
+		if err != nil || n == 0 {
+			break
+		}
+	}
+	if s := string(got); len(s) != 18 || !strings.Contains(s, "out\n") || !strings.Contains(s, "err2\n") {
+		t.Errorf("the client read %q", s)
+	}
+	next.Close()
+	if got := fdtest.CountWhere(t, onFIFO); got != 1 {
+		t.Errorf("%d descriptors left on the FIFO after Close, want the client's only", got)
+	}
+}
