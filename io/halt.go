@@ -146,15 +146,21 @@ func haltWakeup(err error, own time.Time) bool {
 	return errors.Is(err, os.ErrDeadlineExceeded) && (own.IsZero() || time.Now().Before(own))
 }
 
-// halt asks the relay between src and dst to stop, waking it from any wait
-// with past deadlines, and waits until it has (or timeout). The deadlines
-// are cleared again before it returns.
-func (h *halter) halt(src, dst *os.File, timeout time.Duration) bool {
-	h.state.Store(haltRequested)
+// request asks the relay to stop at its next chance, without waiting (a
+// request standing, or a halt the relay committed to, stays as it is).
+func (h *halter) request() {
+	h.state.CompareAndSwap(haltNone, haltRequested)
 	select {
 	case h.asked <- struct{}{}:
 	default: // a token is there already
 	}
+}
+
+// halt asks the relay between src and dst to stop, waking it from any wait
+// with past deadlines, and waits until it has (or timeout). The deadlines
+// are cleared again before it returns.
+func (h *halter) halt(src, dst *os.File, timeout time.Duration) bool {
+	h.request()
 	defer func() {
 		_ = src.SetReadDeadline(time.Time{})
 		if dst != nil {

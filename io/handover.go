@@ -96,13 +96,21 @@ func (p *Pipes) Halt(timeout time.Duration) error {
 			}
 		}
 	}
-	for i, r := range p.relays {
+	// Every relay is asked first: two relays writing one shared FIFO
+	// (sharedfifo.go) write through one file, and while one waits in the
+	// poller the other waits for the file's write lock, which no deadline
+	// ends. Woken by the deadline set for the other, the first must find
+	// its own halt asked, stop and let the other reach the poller.
+	for _, r := range p.relays {
+		r.h.request()
+	}
+	for _, r := range p.relays {
 		dst := r.dst // nil for a file:// log: nothing to wake on its side
 		if r.out != nil {
 			dst, _ = r.out.ready()
 		}
 		if !r.h.halt(r.src, dst, timeout) {
-			p.restart(p.relays[:i+1])
+			p.restart(p.relays) // withdraws the requests not acted on
 			return fmt.Errorf("%s relay did not stop within %v: %w", r.stream, timeout, errdefs.ErrFailedPrecondition)
 		}
 	}

@@ -73,3 +73,60 @@ func TestSameFIFOHandedOverAsOne(t *testing.T) {
 		t.Errorf("%d descriptors left on the FIFO after Close, want the client's only", got)
 	}
 }
+
+// stdout and stderr on one FIFO whose client has stopped reading (full,
+// both relays waiting to write) can still be halted for an upgrade, and
+// every byte arrives once after it. The two relays write through one file:
+// one waits in the poller, the other for the file's write lock, which the
+// deadline a halt sets to wake a relay cannot end; the halt of the one
+// waiting for the lock timed out and the upgrade was refused for as long
+// as the client did not read (with Docker's no stall timeout: until it
+// reads again).
+func TestSameFIFOHaltedWhenFull(t *testing.T) {
+	path := mkfifo(t, "both")
+	start, got := lateReader(path, 0)
+	p, err := Open(Config{Stdout: path, Stderr: path}, Env{StallTimeout: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, w, ew := p.RuntimeFiles()
+	procOut, _ := dupFile(w)
+	procErr, _ := dupFile(ew)
+	p.ReleaseRuntimeFiles()
+	p.Launched()
+	const n = 1 << 20
+	wrote := make(chan error, 2)
+	for _, f := range []*os.File{procOut, procErr} {
+		go func() { _, err := f.Write(make([]byte, n)); wrote <- err }()
+	}
+	time.Sleep(200 * time.Millisecond) // the FIFO and both pipes are full
+	if err := p.Halt(2 * time.Second); err != nil {
+		t.Fatalf("halt with the shared FIFO full: %v", err)
+	}
+	st, err := p.Export(keepDups{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := ImportPipes(*st, adoptFD, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	defer next.Close()
+	close(start)
+	for range 2 {
+		if err := <-wrote; err != nil {
+			t.Fatal(err)
+		}
+	}
+	procOut.Close()
+	procErr.Close()
+	select {
+	case b := <-got:
+		if len(b) != 2*n {
+			t.Errorf("the client read %d bytes, want %d", len(b), 2*n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the client did not get end of file")
+	}
+}
