@@ -22,18 +22,7 @@ import (
 // whose finalizer could close them).
 type keepDups struct{}
 
-func (keepDups) KeepDup(f *os.File) (int, error) {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	fd := -1
-	var derr error
-	if err := rc.Control(func(u uintptr) { fd, derr = unix.FcntlInt(u, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-		return -1, err
-	}
-	return fd, derr
-}
+func (keepDups) KeepDup(f *os.File) (int, error) { return dupFD(f) }
 
 // lateReader is a client that opens its output FIFO at once and reads it
 // once start is closed, until end of file or limit bytes (limit > 0).

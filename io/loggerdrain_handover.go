@@ -106,17 +106,9 @@ func (p *Pipes) importLoggerEnds(st *LoggerEndsState, adopt func(fd int, name st
 // own (close-on-exec), closing the file.
 func bareEnd(f *os.File) (int, error) {
 	defer f.Close()
-	rc, err := f.SyscallConn()
+	fd, err := dupFD(f)
 	if err != nil {
-		return -1, err
-	}
-	fd := -1
-	var derr error
-	if err := rc.Control(func(u uintptr) { fd, derr = unix.FcntlInt(u, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-		return -1, err
-	}
-	if derr != nil {
-		return -1, fmt.Errorf("duplicate a logger pipe's read end: %w", derr)
+		return -1, fmt.Errorf("duplicate a logger pipe's read end: %w", err)
 	}
 	if err := unix.SetNonblock(fd, true); err != nil {
 		unix.Close(fd)

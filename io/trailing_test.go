@@ -5,8 +5,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // A bulk burst followed by one small write from a writer that keeps the pipe
@@ -76,17 +74,9 @@ func TestSmallWriteAfterBulkArrives(t *testing.T) {
 }
 
 func dupFile(f *os.File) (*os.File, error) {
-	rc, err := f.SyscallConn()
+	fd, err := dupFD(f)
 	if err != nil {
 		return nil, err
 	}
-	var nfd int
-	var derr error
-	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-		return nil, err
-	}
-	if derr != nil {
-		return nil, derr
-	}
-	return os.NewFile(uintptr(nfd), f.Name()), nil
+	return os.NewFile(uintptr(fd), f.Name()), nil
 }
