@@ -300,10 +300,10 @@ func TestTerminalEndOfInputHandedOverTwice(t *testing.T) {
 	}
 }
 
-// terminalWithInputEnded is a terminal with a client reading its output
-// and its input ended by CloseIO: the process (slave) has read the
-// end-of-file character.
-func terminalWithInputEnded(t *testing.T) (*Pipes, *os.File) {
+// attachedTerminal is a terminal process's stdio with a client reading its
+// output, the pty (openPty's, raw) attached. It returns the pipes, the
+// process's side of the pty and the client's stdin writer.
+func attachedTerminal(t *testing.T) (*Pipes, *os.File, *os.File) {
 	t.Helper()
 	outPath, inPath := mkfifo(t, "out"), mkfifo(t, "in")
 	master, slave := openPty(t)
@@ -320,6 +320,15 @@ func terminalWithInputEnded(t *testing.T) (*Pipes, *os.File) {
 	if err := p.AttachConsole(master); err != nil {
 		t.Fatal(err)
 	}
+	return p, slave, clientIn
+}
+
+// terminalWithInputEnded is a terminal with a client reading its output
+// and its input ended by CloseIO: the process (slave) has read the
+// end-of-file character.
+func terminalWithInputEnded(t *testing.T) (*Pipes, *os.File) {
+	t.Helper()
+	p, slave, clientIn := attachedTerminal(t)
 	clientIn.Close()
 	p.CloseStdin()
 	eof := make([]byte, 1)

@@ -1,9 +1,6 @@
 package io
 
 import (
-	"errors"
-	stdio "io"
-	"os"
 	"testing"
 	"time"
 
@@ -27,22 +24,8 @@ func testRawTerminalHungUpAfterAnUpgrade(t *testing.T, mode string) {
 	grace := rawEndOfInputGrace
 	rawEndOfInputGrace = 100 * time.Millisecond
 	t.Cleanup(func() { rawEndOfInputGrace = grace })
-	outPath, inPath := mkfifo(t, "out"), mkfifo(t, "in")
-	master, slave := openPty(t) // raw: no line editing
+	p, slave, clientIn := attachedTerminal(t) // raw: no line editing
 	t.Cleanup(func() { slave.Close() })
-	p, err := Open(Config{Terminal: true, Stdout: outPath, Stdin: inPath}, Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	startReading, _ := lateReader(outPath, 0)
-	close(startReading)
-	clientIn, err := os.OpenFile(inPath, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.AttachConsole(master); err != nil {
-		t.Fatal(err)
-	}
 	flow := func(p *Pipes, action int) {
 		rc, err := p.master.SyscallConn()
 		if err != nil {
@@ -78,33 +61,6 @@ func testRawTerminalHungUpAfterAnUpgrade(t *testing.T, mode string) {
 	if mode == "pending" {
 		flow(next, unix.TCOON)
 	}
-	var got []byte
-	buf := make([]byte, 8)
-	for len(got) < 4 {
-		n, err := slave.Read(buf)
-		if err != nil || n == 0 {
-			t.Fatalf("the process read %q, then %v", got, err)
-		}
-		got = append(got, buf[:n]...)
-	}
-	if string(got) != "ab\x04\x04" {
-		t.Fatalf("the process read %q, want %q", got, "ab\x04\x04")
-	}
-	readc := make(chan error, 1)
-	go func() {
-		n, err := slave.Read(buf)
-		if err == nil && n > 0 {
-			err = errors.New("more input")
-		}
-		readc <- err
-	}()
-	select {
-	case err := <-readc:
-		if !errors.Is(err, stdio.EOF) {
-			t.Errorf("read after the end of input: %v, want end of file", err)
-		}
-	case <-time.After(3 * time.Second):
-		slave.Close()
-		t.Fatal("the terminal was not hung up after the upgrade: the process would wait for input for ever")
-	}
+	expectTerminalRead(t, slave, "ab\x04\x04")
+	expectHungUp(t, slave, "after the upgrade")
 }

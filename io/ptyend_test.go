@@ -18,49 +18,40 @@ func rawTerminalInputEnded(t *testing.T) (*Pipes, *os.File) {
 	grace := rawEndOfInputGrace
 	rawEndOfInputGrace = 100 * time.Millisecond
 	t.Cleanup(func() { rawEndOfInputGrace = grace })
-	outPath, inPath := mkfifo(t, "out"), mkfifo(t, "in")
-	master, slave := openPty(t)
+	p, slave, clientIn := attachedTerminal(t)
 	t.Cleanup(func() { slave.Close() })
-	p, err := Open(Config{Terminal: true, Stdout: outPath, Stdin: inPath}, Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(p.Close)
-	startReading, _ := lateReader(outPath, 0)
-	close(startReading)
-	clientIn, err := os.OpenFile(inPath, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.AttachConsole(master); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := clientIn.Write([]byte("ab")); err != nil {
 		t.Fatal(err)
 	}
 	clientIn.Close()
 	p.CloseStdin()
+	expectTerminalRead(t, slave, "ab\x04\x04")
+	return p, slave
+}
+
+// expectTerminalRead reads the process's side of a pty until it has as
+// many bytes as want, and fails unless they are want.
+func expectTerminalRead(t *testing.T, slave *os.File, want string) {
+	t.Helper()
 	var got []byte
 	buf := make([]byte, 8)
-	for len(got) < 4 {
+	for len(got) < len(want) {
 		n, err := slave.Read(buf)
 		if err != nil || n == 0 {
 			t.Fatalf("the process read %q, then %v", got, err)
 		}
 		got = append(got, buf[:n]...)
 	}
-	if string(got) != "ab\x04\x04" {
-		t.Fatalf("the process read %q, want %q", got, "ab\x04\x04")
+	if string(got) != want {
+		t.Fatalf("the process read %q, want %q", got, want)
 	}
-	return p, slave
 }
 
-// A process without line editing reads the end-of-file character as a byte
-// and goes on waiting: once it has read it and not exited within the grace,
-// its terminal is hung up, so its next read ends (end of file) and its
-// writes fail, as the stock shim's hang-up makes them.
-func TestRawTerminalIsHungUpAfterItsEndOfInput(t *testing.T) {
-	_, slave := rawTerminalInputEnded(t)
+// expectHungUp fails unless the process's next read of its terminal ends
+// (end of file: hung up) within 3 s; what says when.
+func expectHungUp(t *testing.T, slave *os.File, what string) {
+	t.Helper()
 	readc := make(chan error, 1)
 	go func() {
 		n, err := slave.Read(make([]byte, 8))
@@ -76,8 +67,17 @@ func TestRawTerminalIsHungUpAfterItsEndOfInput(t *testing.T) {
 		}
 	case <-time.After(3 * time.Second):
 		slave.Close()
-		t.Fatal("the terminal was not hung up: the process would wait for input for ever")
+		t.Fatalf("the terminal was not hung up %s: the process would wait for input for ever", what)
 	}
+}
+
+// A process without line editing reads the end-of-file character as a byte
+// and goes on waiting: once it has read it and not exited within the grace,
+// its terminal is hung up, so its next read ends (end of file) and its
+// writes fail, as the stock shim's hang-up makes them.
+func TestRawTerminalIsHungUpAfterItsEndOfInput(t *testing.T) {
+	_, slave := rawTerminalInputEnded(t)
+	expectHungUp(t, slave, "after its end of input")
 	if _, err := slave.Write([]byte("x")); !errors.Is(err, unix.EIO) {
 		t.Errorf("a write to the terminal after the end of input: %v, want EIO (hung up)", err)
 	}
