@@ -196,10 +196,11 @@ func (p *Pipes) startAgain(r *pipeRelay, carry []byte, discarding bool) {
 	}
 }
 
-// FDKeeper keeps a duplicate of a file open across execve and says its
-// number (handover.FDs).
+// FDKeeper keeps duplicates of files and bare descriptors open across
+// execve and says their numbers (handover.FDs).
 type FDKeeper interface {
 	KeepDup(f *os.File) (int, error)
+	KeepRaw(fd int, name string) (int, error)
 }
 
 // PipesState is a halted process's stdio as handed over: descriptor

@@ -24,6 +24,10 @@ type keepDups struct{}
 
 func (keepDups) KeepDup(f *os.File) (int, error) { return dupFD(f) }
 
+func (keepDups) KeepRaw(fd int, _ string) (int, error) {
+	return unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+}
+
 // lateReader is a client that opens its output FIFO at once and reads it
 // once start is closed, until end of file or limit bytes (limit > 0).
 func lateReader(path string, limit int) (start chan struct{}, got chan []byte) {

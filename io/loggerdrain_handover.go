@@ -38,7 +38,7 @@ func (e *loggerEnds) export(fds FDKeeper) (*LoggerEndsState, error) {
 		if fd < 0 {
 			continue // drained: among e.draining
 		}
-		n, err := keepRawEnd(fds, fd)
+		n, err := fds.KeepRaw(fd, "logger pipe")
 		if err != nil {
 			return nil, err
 		}
@@ -52,18 +52,6 @@ func (e *loggerEnds) export(fds FDKeeper) (*LoggerEndsState, error) {
 		st.Draining = append(st.Draining, n)
 	}
 	return st, nil
-}
-
-// keepRawEnd keeps a duplicate of an idle end, a bare descriptor: FDKeeper
-// takes files, and a file made on fd itself would close it when collected.
-func keepRawEnd(fds FDKeeper, fd int) (int, error) {
-	d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return -1, fmt.Errorf("duplicate a logger pipe's read end: %w", err)
-	}
-	f := os.NewFile(uintptr(d), "logger-pipe")
-	defer f.Close()
-	return fds.KeepDup(f)
 }
 
 // importLoggerEnds rebuilds handed-over ends and goes on draining those

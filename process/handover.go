@@ -24,10 +24,7 @@ import (
 
 // FDKeeper keeps duplicates of files and bare descriptors open across
 // execve and says their numbers (handover.FDs).
-type FDKeeper interface {
-	shimio.FDKeeper
-	KeepRaw(fd int, name string) (int, error)
-}
+type FDKeeper = shimio.FDKeeper
 
 // ContainerState is a container as handed over.
 type ContainerState struct {
