@@ -49,13 +49,7 @@ func (p *Pipes) watchEndOfInput(master *os.File) {
 		time.Sleep(pause)
 		pause = min(2*pause, endOfInputPoll)
 	}
-	deadline := time.Now().Add(rawEndOfInputGrace)
-	for time.Now().Before(deadline) {
-		if p.hungUp.Load() {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	time.Sleep(rawEndOfInputGrace) // one look after it: its exit may come at any time within
 	if p.hungUp.Load() || lineEditing(master) {
 		return // exited, or reading lines again: the character was its end
 	}
