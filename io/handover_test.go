@@ -217,10 +217,7 @@ func TestFileLogHandedOver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, out, errw := p.RuntimeFiles()
-	procOut, _ := dupFile(out)
-	procErr, _ := dupFile(errw)
-	p.ReleaseRuntimeFiles()
+	procOut, procErr := launchedProcess(t, p)
 	if err := p.Handable(); err != nil {
 		t.Fatal(err)
 	}
@@ -285,10 +282,7 @@ cat <&3 > `+out+`.stdout & cat <&4 > `+out+`.stderr; wait
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, w, ew := p.RuntimeFiles()
-	procOut, _ := dupFile(w)
-	procErr, _ := dupFile(ew)
-	p.ReleaseRuntimeFiles()
+	procOut, procErr := launchedProcess(t, p)
 	procOut.Write([]byte("before\n"))
 	if err := p.Halt(time.Second); err != nil {
 		t.Fatal(err)

@@ -35,6 +35,25 @@ func openHeld(t *testing.T) (*Pipes, *os.File, *os.File) {
 	return p, outR, errR
 }
 
+// launchedProcess does what the process package's launch does once the
+// runtime has started the process (the shim's copies of the runtime's ends
+// go, held output is released) and returns the process's own stdout and
+// stderr ends, as the container holds them.
+func launchedProcess(t *testing.T, p *Pipes) (out, errw *os.File) {
+	t.Helper()
+	_, w, ew := p.RuntimeFiles()
+	var err error
+	if out, err = dupFile(w); err != nil {
+		t.Fatal(err)
+	}
+	if errw, err = dupFile(ew); err != nil {
+		t.Fatal(err)
+	}
+	p.ReleaseRuntimeFiles()
+	p.Launched()
+	return out, errw
+}
+
 // readFor reads what r (a FIFO, on the poller) has to give within d.
 func readFor(r *os.File, d time.Duration) []byte {
 	var got []byte

@@ -32,12 +32,9 @@ func testLoggerEndsHandedOver(t *testing.T, mode string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, w, ew := p.RuntimeFiles()
-	procOut, _ := dupFile(w)
-	procErr, _ := dupFile(ew)
+	procOut, procErr := launchedProcess(t, p)
 	defer procOut.Close()
 	defer procErr.Close()
-	p.ReleaseRuntimeFiles()
 	if mode == "logger-exited" {
 		writeWithin(t, procOut, 3, 5*time.Second, "stdout, read by the logger")
 		select {

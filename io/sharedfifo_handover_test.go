@@ -30,11 +30,7 @@ func TestSameFIFOHandedOverAsOne(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, w, ew := p.RuntimeFiles()
-	procOut, _ := dupFile(w)
-	procErr, _ := dupFile(ew)
-	p.ReleaseRuntimeFiles()
-	p.Launched()
+	procOut, procErr := launchedProcess(t, p)
 	procOut.Write([]byte("out\n"))
 	procErr.Write([]byte("err\n"))
 	deadline := time.Now().Add(5 * time.Second)
@@ -89,11 +85,7 @@ func TestSameFIFOHaltedWhenFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, w, ew := p.RuntimeFiles()
-	procOut, _ := dupFile(w)
-	procErr, _ := dupFile(ew)
-	p.ReleaseRuntimeFiles()
-	p.Launched()
+	procOut, procErr := launchedProcess(t, p)
 	const n = 1 << 20
 	wrote := make(chan error, 2)
 	for _, f := range []*os.File{procOut, procErr} {
