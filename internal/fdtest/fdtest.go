@@ -5,6 +5,7 @@ package fdtest
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 )
 
@@ -42,4 +43,26 @@ func CountWhere(t testing.TB, match func(target string) bool) int {
 		}
 	}
 	return n
+}
+
+// Target returns what f's descriptor points to ("pipe:[…]" for a pipe), so
+// a test can count the descriptors on that one object, unmoved by others
+// that close in the background.
+func Target(t testing.TB, f *os.File) string {
+	t.Helper()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var target string
+	var lerr error
+	if err := rc.Control(func(fd uintptr) {
+		target, lerr = os.Readlink(filepath.Join("/proc/self/fd", strconv.Itoa(int(fd))))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if lerr != nil {
+		t.Fatal(lerr)
+	}
+	return target
 }
