@@ -58,14 +58,14 @@ state) exec sleep 30;;`)
 }
 
 // fakeRuntime writes a runtime script into dir that runs the case arms
-// given on its command ($cmd: create, start, delete, state, kill, exec;
+// given on its command ($cmd: create, start, delete, state, kill, exec, ps;
 // $force set by --force) and refuses any other, and returns it with a
 // running reaper (stopped at the test's end).
 func fakeRuntime(t *testing.T, dir, arms string) (oci.Runtime, *reaper.Reaper) {
 	t.Helper()
 	fake := filepath.Join(dir, "fake-runtime")
 	script := "#!/bin/sh\n" +
-		`for a; do case "$a" in --force) force=1;; create|start|delete|state|kill|exec) [ -z "$cmd" ] && cmd=$a;; esac; done` + "\n" +
+		`for a; do case "$a" in --force) force=1;; create|start|delete|state|kill|exec|ps) [ -z "$cmd" ] && cmd=$a;; esac; done` + "\n" +
 		`case "$cmd" in` + arms + "\n*) echo \"$cmd refused\" >&2; exit 1;;\nesac\n"
 	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
 		t.Fatal(err)

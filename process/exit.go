@@ -45,7 +45,6 @@ func (p *Process) recordExit(e reaper.Exit) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.closePidfdLocked()
-	p.exitCode, p.exitedAt = e.Status, e.Time
 	if p.IsInit() {
 		// Durable before it is published: if the daemon dies from here on,
 		// `delete` still reports this exit rather than a guess.
@@ -56,9 +55,12 @@ func (p *Process) recordExit(e reaper.Exit) {
 	if p.pipes != nil {
 		p.pipes.Hangup()
 	}
-	if p.status != Deleted {
-		p.status = Stopped
-	}
+	p.setLocked(func() {
+		p.exitCode, p.exitedAt = e.Status, e.Time
+		if p.status != Deleted {
+			p.status = Stopped
+		}
+	})
 	p.markExitedLocked()
 	// Not for a process deleted before its exit: a created process
 	// (deleting), or an exec left running when its container was deleted

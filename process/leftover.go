@@ -42,7 +42,7 @@ func (c *Container) releaseExecs() {
 			p.pipes.Drain(time.Until(deadline))
 			p.pipes.Close()
 		}
-		p.status = Deleted
+		p.setLocked(func() { p.status = Deleted })
 		if !running {
 			// A running one's exit releases its waiters (recordExit),
 			// with its real status; its pidfd closes then too.

@@ -26,6 +26,13 @@ import (
 // Locking: mu guards every field below it. It is held across a launch
 // (runtime start/exec) and across the callbacks that report transitions, so a
 // process's exit, which also takes mu, is reported after its start.
+//
+// status, pid, exitCode and exitedAt are also guarded by viewMu, which is
+// held only while they are copied or changed: a change takes mu and then
+// viewMu (setLocked), so code holding mu reads them directly, and State, Pid
+// and Status read them under viewMu alone. A Start holds mu for as long as
+// the runtime takes, poststart hooks included; Connect, Pids and State must
+// not wait for it.
 type Process struct {
 	c     *Container
 	ID    string // exec id; "" for the init
@@ -34,6 +41,7 @@ type Process struct {
 	execSpec []byte // OCI Process JSON (execs)
 
 	mu       sync.Mutex
+	viewMu   sync.Mutex
 	status   Status
 	pid      int
 	pidfd    int // execs: signals go through it, immune to PID reuse; -1 when none
@@ -65,16 +73,24 @@ type Snapshot struct {
 	ExitedAt time.Time
 }
 
-// snapshotLocked copies the state; the caller holds p.mu.
+// snapshotLocked copies the state; the caller holds p.mu or p.viewMu.
 func (p *Process) snapshotLocked() Snapshot {
 	return Snapshot{Status: p.status, Pid: p.pid, ExitCode: p.exitCode, ExitedAt: p.exitedAt}
 }
 
-// State returns a consistent snapshot. Execs of a paused container report paused.
+// setLocked makes a change to the fields State reads; the caller holds p.mu.
+func (p *Process) setLocked(change func()) {
+	p.viewMu.Lock()
+	change()
+	p.viewMu.Unlock()
+}
+
+// State returns a consistent snapshot, without waiting for a Start or any
+// other request in progress. Execs of a paused container report paused.
 func (p *Process) State() Snapshot {
-	p.mu.Lock()
+	p.viewMu.Lock()
 	s := p.snapshotLocked()
-	p.mu.Unlock()
+	p.viewMu.Unlock()
 	if !p.IsInit() && s.Status == Running && p.c.init.Status() == Paused {
 		s.Status = Paused
 	}
@@ -102,17 +118,19 @@ func (p *Process) Output() OutputCounters {
 	return OutputCounters{Delivered: pipes.Moved(), Dropped: pipes.Dropped(), Queued: own, ClientQueued: client, Terminal: pipes.Terminal()}
 }
 
-// Status returns the process's status.
+// Status returns the process's status, without waiting for a request in
+// progress.
 func (p *Process) Status() Status {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	p.viewMu.Lock()
+	defer p.viewMu.Unlock()
 	return p.status
 }
 
-// Pid returns the host PID (0 for an exec not yet started).
+// Pid returns the host PID (0 for an exec not yet started), without waiting
+// for a request in progress.
 func (p *Process) Pid() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	p.viewMu.Lock()
+	defer p.viewMu.Unlock()
 	return p.pid
 }
 
@@ -157,7 +175,7 @@ func (p *Process) transition(op Op, next Status, action func() error, notify fun
 	if err := action(); err != nil {
 		return err
 	}
-	p.status = next
+	p.setLocked(func() { p.status = next })
 	if notify != nil {
 		notify()
 	}
@@ -210,7 +228,8 @@ func (p *Process) startRestore(ctx context.Context, onStarted func(pid int)) err
 		return fmt.Errorf("restore %s from %s: %w", c.ID, opts.ImagePath, err)
 	}
 	c.watchCgroup(pid)
-	p.pid, p.status, p.restore = pid, Running, nil
+	p.restore = nil
+	p.setLocked(func() { p.pid, p.status = pid, Running })
 	onStarted(pid)
 	c.rt.Reaper.Then(pid, exitc, c.initExited)
 	return nil
@@ -267,7 +286,8 @@ func (p *Process) startExec(ctx context.Context, onStarted func(pid int)) error 
 	if fd, err := unix.PidfdOpen(pid, 0); err == nil {
 		p.pidfd = fd
 	}
-	p.pipes, p.pid, p.status = pipes, pid, Running
+	p.pipes = pipes
+	p.setLocked(func() { p.pid, p.status = pid, Running })
 	started = true
 	onStarted(pid)
 	c.rt.Reaper.Then(pid, exitc, p.execExited)
@@ -456,7 +476,7 @@ func (p *Process) Delete(ctx context.Context, onDeleted func(Snapshot)) error {
 		p.pipes.Close()
 	}
 	p.closePidfdLocked()
-	p.status = Deleted
+	p.setLocked(func() { p.status = Deleted })
 	p.markExitedLocked() // releases waiters of a process that never ran
 	if !p.IsInit() {
 		_ = os.Remove(filepath.Join(p.c.Bundle, bundle.ExecPidFile(p.ID)))
