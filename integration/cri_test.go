@@ -157,8 +157,8 @@ func processesIn(id string, args ...string) []harness.Proc {
 // CRI: containerd's CRI plugin drives the shim the way kubelet does, through a runtime
 // handler whose runtime_type is the shim under test: a host-network pod (pause + app
 // containers, all in ONE shim process with identical address files), exit codes and the
-// kubelet-format log of an exited container, ExecSync with exit code and output, ExecSync
-// whose timeout kills the exec, exec and attach over the streaming server, stats, an
+// kubelet-format log of an exited container, ExecSync with exit code and output, ExecSync of a
+// missing binary, ExecSync whose timeout kills the exec, exec and attach over the streaming server, stats, an
 // OOM-killed container reported as OOMKilled, StopContainer whose grace period ends in
 // SIGKILL (137), RemoveContainer, StopPodSandbox and RemovePodSandbox, after which the shim
 // exits and nothing is left. Each flavor gets a CRI daemon of its own.
@@ -244,6 +244,24 @@ func TestCRIPodLifecycle(t *testing.T) {
 				}
 				if r.ExitCode != 7 || string(r.Stdout) != "out\n" || string(r.Stderr) != "err\n" {
 					t.Errorf("ExecSync: exit %d stdout %q stderr %q, want 7 %q %q", r.ExitCode, r.Stdout, r.Stderr, "out\n", "err\n")
+				}
+			})
+
+			t.Run("exec-sync-missing-binary", func(t *testing.T) {
+				// The exec's Start fails; CRI then kills and deletes it
+				// (WithProcessKill waits for the exec's Wait): an error,
+				// promptly, and the container runs on.
+				start := time.Now()
+				_, err := cri.Runtime.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: runner, Cmd: []string{"/no/such/binary"}, Timeout: 10})
+				if took := time.Since(start); took > 5*time.Second {
+					t.Errorf("ExecSync of a missing binary returned after %v", took)
+				}
+				if err == nil || !strings.Contains(strings.ToLower(err.Error()), "no such file") {
+					t.Errorf("ExecSync of a missing binary: %v, want an error naming the missing file", err)
+				}
+				r, err := cri.Runtime.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: runner, Cmd: []string{"true"}, Timeout: 10})
+				if err != nil || r.ExitCode != 0 {
+					t.Errorf("ExecSync after the failed one: %v, exit %d", err, r.GetExitCode())
 				}
 			})
 

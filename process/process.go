@@ -242,6 +242,12 @@ func (p *Process) startExec(ctx context.Context, onStarted func(pid int)) error 
 		return err
 	}
 	c := p.c
+	started := false
+	defer func() {
+		if !started {
+			p.notStartedLocked()
+		}
+	}()
 	c.mu.Lock()
 	if c.initReaped {
 		c.mu.Unlock()
@@ -250,7 +256,6 @@ func (p *Process) startExec(ctx context.Context, onStarted func(pid int)) error 
 	}
 	c.runningExecs++
 	c.mu.Unlock()
-	started := false
 	defer func() {
 		if !started {
 			c.execDone()
@@ -308,6 +313,22 @@ func (p *Process) startExec(ctx context.Context, onStarted func(pid int)) error 
 		}
 	}
 	return nil
+}
+
+// NotStartedExitCode is what Wait, State and Delete report for an exec
+// whose Start failed: it never ran, and 0 would read as its success.
+const NotStartedExitCode = 255
+
+// notStartedLocked ends an exec whose Start failed: stopped, its waiters
+// answered. It stays until its Delete, as an exec that ran does. Left
+// created, every Wait on it (containerd's client sends one before Start)
+// waited until the Delete; the stock shim answers those Waits too, with 0.
+// No exit is published: it never started. The caller holds p.mu.
+func (p *Process) notStartedLocked() {
+	p.setLocked(func() {
+		p.status, p.exitCode, p.exitedAt = Stopped, NotStartedExitCode, time.Now()
+	})
+	p.markExitedLocked()
 }
 
 // unreapedChild reports whether pid is a child of the shim not reaped yet

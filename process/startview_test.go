@@ -2,12 +2,15 @@ package process
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/containerd/errdefs"
 
 	shimio "github.com/example/containerd-shim-example-v2/io"
 )
@@ -67,6 +70,59 @@ ps) echo '[4242]';;`)
 	}
 	if st := c.init.State(); st.Status != Running || startedPid != 4242 {
 		t.Errorf("after the start: %s, started callback with pid %d; want running, 4242", st.Status, startedPid)
+	}
+}
+
+// An exec whose Start fails never runs: it is stopped with
+// NotStartedExitCode, and a Wait sent before the Start (as containerd's
+// client sends it) is answered at once instead of at the exec's Delete. A
+// second Start is refused; the Delete reports the same status.
+func TestExecWhoseStartFailedAnswersWait(t *testing.T) {
+	dir := t.TempDir()
+	rt, _ := fakeRuntime(t, dir, `
+exec) echo "exec failed: no such file or directory" >&2; exit 1;;`)
+	c := &Container{ID: "c", Bundle: dir, rt: rt, execs: map[string]*Process{}}
+	c.execsIdle = sync.NewCond(&c.mu)
+	c.init = newProcess(c, "", shimio.Config{}, nil)
+	c.init.pid, c.init.status = os.Getpid(), Running // never signalled here
+	e := newProcess(c, "e1", shimio.Config{}, nil)
+	e.execSpec = []byte(`{"args":["/no/such/binary"]}`)
+	c.execs[e.ID] = e
+
+	waited := make(chan Snapshot, 1)
+	go func() {
+		st, _ := e.Wait(context.Background())
+		waited <- st
+	}()
+	if err := e.Start(context.Background(), func(int) { t.Error("onStarted called for a failed start") }); err == nil {
+		t.Fatal("start of the exec succeeded")
+	}
+	select {
+	case st := <-waited:
+		if st.Status != Stopped || st.ExitCode != NotStartedExitCode || st.ExitedAt.IsZero() {
+			t.Errorf("Wait after the failed start: %+v, want stopped with %d", st, NotStartedExitCode)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Wait was not answered after the failed start")
+	}
+	if st := e.State(); st.Status != Stopped || st.Pid != 0 {
+		t.Errorf("State after the failed start: %+v", st)
+	}
+	if err := e.Start(context.Background(), func(int) {}); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("second start: %v, want FailedPrecondition", err)
+	}
+	c.mu.Lock()
+	running := c.runningExecs
+	c.mu.Unlock()
+	if running != 0 {
+		t.Errorf("%d running execs counted after the failed start", running)
+	}
+	var deleted Snapshot
+	if err := e.Delete(context.Background(), func(st Snapshot) { deleted = st }); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	if deleted.ExitCode != NotStartedExitCode {
+		t.Errorf("Delete reports exit %d, want %d", deleted.ExitCode, NotStartedExitCode)
 	}
 }
 

@@ -12,7 +12,8 @@ import (
 )
 
 // Execs in a running container: exit codes and output, a shell's command
-// not found (127), a missing binary (Start fails, the container lives on),
+// not found (127), a missing binary (Start fails, its Wait answers 255, the
+// container lives on),
 // and an exited exec's output read only after its exit, drained in full.
 func TestExec(t *testing.T) {
 	t.Parallel()
@@ -68,14 +69,38 @@ func TestExec(t *testing.T) {
 
 		t.Run("missing-binary", func(t *testing.T) {
 			addExec(t, ctx, c, "missing", []string{"/no/such/binary"}, nil)
+			// Waited on before its Start, as containerd's client does: the
+			// Wait is answered once the Start has failed, not at the Delete.
+			waited := make(chan *taskv3.WaitResponse, 1)
+			go func() {
+				resp, err := c.Task().Wait(ctx, &taskv3.WaitRequest{ID: c.ID, ExecID: "missing"})
+				if err != nil {
+					t.Errorf("Wait on the exec: %v", err)
+				}
+				waited <- resp
+			}()
+			time.Sleep(100 * time.Millisecond) // the Wait is parked before the Start
 			_, err := c.Task().Start(ctx, &taskv3.StartRequest{ID: c.ID, ExecID: "missing"})
 			if err == nil {
 				t.Errorf("Start of an exec of a missing binary succeeded")
 			} else if !strings.Contains(strings.ToLower(err.Error()), "no such file") {
 				t.Errorf("Start error %q does not name the missing file", err)
 			}
-			if _, err := c.Task().Delete(ctx, &taskv3.DeleteRequest{ID: c.ID, ExecID: "missing"}); err != nil && ErrClass(err) != "NotFound" {
-				t.Errorf("Delete of the failed exec: %v", err)
+			select {
+			case resp := <-waited:
+				if resp.GetExitStatus() != 255 {
+					t.Errorf("Wait on the exec that never started: exit status %d, want 255", resp.GetExitStatus())
+				}
+			case <-time.After(10 * time.Second):
+				t.Errorf("Wait on the exec was not answered after its Start failed")
+			}
+			if st := expectStatus(t, ctx, c, "missing", tasktypes.Status_STOPPED); st.GetExitStatus() != 255 {
+				t.Errorf("State of the exec that never started: exit status %d, want 255", st.GetExitStatus())
+			}
+			_, err = c.Task().Start(ctx, &taskv3.StartRequest{ID: c.ID, ExecID: "missing"})
+			expectClass(t, "second Start of the failed exec", err, "FailedPrecondition")
+			if d := deleteTask(t, ctx, c, "missing"); d.GetExitStatus() != 255 {
+				t.Errorf("Delete of the failed exec: exit status %d, want 255", d.GetExitStatus())
 			}
 			expectStatus(t, ctx, c, "", tasktypes.Status_RUNNING)
 		})
