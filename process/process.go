@@ -371,9 +371,10 @@ func (p *Process) Kill(ctx context.Context, sig int, all bool) error {
 	if !p.IsInit() {
 		return p.signalExec(sig)
 	}
-	p.mu.Lock()
-	status, pid := p.status, p.pid
-	p.mu.Unlock()
+	// Not under mu: a Start holds it while the runtime runs, and a kill is
+	// how a client ends a start that hangs (a poststart hook, say).
+	st := p.State()
+	status, pid := st.Status, st.Pid
 	if status == Stopped || status == Deleted {
 		return fmt.Errorf("process already finished: %w", errdefs.ErrNotFound)
 	}
