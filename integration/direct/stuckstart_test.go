@@ -17,8 +17,8 @@ import (
 
 // slowStartContainer creates a task whose runtime is runc behind a wrapper
 // whose start waits for the test's word: a Start that takes long, as with a
-// runtime slow to start or a poststart hook that hangs (runc from 1.2 runs
-// those before its start returns; 1.1 runs them in create). The wrapper
+// runtime slow to start or a poststart hook that hangs (crun runs those in
+// its start; runc, 1.1 and 1.5 alike, in its create). The wrapper
 // touches begun when its start begins, and goes on once release exists.
 func slowStartContainer(t *testing.T, mode Mode) (c *Container, begun, release string) {
 	t.Helper()
