@@ -67,6 +67,8 @@
 //   - errors: unknown ids and exec ids are NotFound, duplicate ids
 //     AlreadyExists, wrong states FailedPrecondition, bad ids and bundle
 //     paths InvalidArgument (a missing bundle NotFound); Connect never fails
+//   - upgrade (in place, to the same binary): Waits on execs and the init
+//     across the switch answer exit codes, whenever the process exits
 //
 // Run it with `make test-direct` (or `go test ./direct/` from integration/)
 // as root; the whole package takes seconds.
