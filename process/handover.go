@@ -116,6 +116,20 @@ func (c *Container) Handable() error {
 	return nil
 }
 
+// Forgettable reports whether a deleted container may be left out of an
+// upgrade. An exec killed at the delete (releaseExecs) whose exit has not
+// come yet still has waiters: only this binary can answer them with that
+// exit, for the next one would know neither the exec nor its container.
+func (c *Container) Forgettable() error {
+	c.mu.Lock()
+	n := c.runningExecs
+	c.mu.Unlock()
+	if n > 0 {
+		return fmt.Errorf("container %s was deleted with %d exec(s) killed and not exited yet: %w", c.ID, n, errdefs.ErrFailedPrecondition)
+	}
+	return nil
+}
+
 // Halt stops the stdio relays of every process between two chunks. On
 // error none stays halted.
 func (c *Container) Halt(timeout time.Duration) error {

@@ -40,6 +40,9 @@ func (s *Service) Handable() error {
 	if pending > 0 {
 		return fmt.Errorf("%d task(s) being created: %w", pending, errdefs.ErrFailedPrecondition)
 	}
+	if err := s.stillLeaving(nil); err != nil {
+		return err
+	}
 	for _, c := range s.list() {
 		if err := c.Handable(); err != nil {
 			return err

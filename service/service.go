@@ -76,6 +76,9 @@ type Service struct {
 	mu         sync.Mutex
 	containers map[string]*process.Container
 	pending    map[string]string
+	// leaving are containers deleted before the exit of an exec their
+	// delete killed: an upgrade waits for it (see Handable).
+	leaving []*process.Container
 }
 
 // New returns a Service.
@@ -148,6 +151,30 @@ func (s *Service) remove(id string) {
 	s.mu.Lock()
 	delete(s.containers, id)
 	s.mu.Unlock()
+}
+
+// stillLeaving keeps c, deleted, among the leaving if an exec its delete
+// killed has not exited, forgets those that have, and returns why the
+// first one left cannot be forgotten yet. c may be nil.
+func (s *Service) stillLeaving(c *process.Container) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c != nil {
+		s.leaving = append(s.leaving, c)
+	}
+	var first error
+	kept := s.leaving[:0]
+	for _, l := range s.leaving {
+		if err := l.Forgettable(); err != nil {
+			kept = append(kept, l)
+			if first == nil {
+				first = err
+			}
+		}
+	}
+	clear(s.leaving[len(kept):])
+	s.leaving = kept
+	return first
 }
 
 // Tasks returns how many tasks the shim holds (created, running, or stopped

@@ -167,7 +167,7 @@ func (s *Service) Start(ctx context.Context, r *taskapi.StartRequest) (*taskapi.
 
 // Delete removes a process that is not running; for the init, the container.
 func (s *Service) Delete(ctx context.Context, r *taskapi.DeleteRequest) (*taskapi.DeleteResponse, error) {
-	_, p, err := s.lookup(r.ID, r.ExecID)
+	c, p, err := s.lookup(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}
@@ -186,6 +186,10 @@ func (s *Service) Delete(ctx context.Context, r *taskapi.DeleteRequest) (*taskap
 	})
 	if err != nil {
 		return nil, err
+	}
+	if p.IsInit() {
+		// Before the answer: an upgrade's pause waits for it, then checks.
+		_ = s.stillLeaving(c)
 	}
 	return &taskapi.DeleteResponse{Pid: uint32(final.Pid), ExitStatus: uint32(final.ExitCode), ExitedAt: timestamppb.New(final.ExitedAt)}, nil
 }

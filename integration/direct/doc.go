@@ -68,7 +68,8 @@
 //     AlreadyExists, wrong states FailedPrecondition, bad ids and bundle
 //     paths InvalidArgument (a missing bundle NotFound); Connect never fails
 //   - upgrade (in place, to the same binary): Waits on execs and the init
-//     across the switch answer exit codes, whenever the process exits
+//     across the switch answer exit codes, whenever the process exits; an
+//     exec killed at its container's delete holds the upgrade until its exit
 //
 // Run it with `make test-direct` (or `go test ./direct/` from integration/)
 // as root; the whole package takes seconds.

@@ -2,13 +2,18 @@ package direct
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	taskv3 "github.com/containerd/containerd/api/runtime/task/v3"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // upgradeHold keeps the daemon paused this long in a switch (the upgrade
@@ -196,5 +201,95 @@ func testUpgradeWaits(t *testing.T, mode Mode) {
 	}
 	if d := deleteTask(t, ctx, c, ""); d.GetExitStatus() != 137 {
 		t.Errorf("init: Delete says %d, want 137", d.GetExitStatus())
+	}
+}
+
+// An exec still running when its container is deleted is killed at the
+// delete and its waiters get its exit when it comes (releaseExecs); the
+// container is gone from the daemon by then, and only the binary that killed
+// the exec can answer them. An upgrade before that exit came would hand
+// over neither the exec nor its exit, and the Wait parked on it would be
+// answered NotFound by the successor: the upgrade is refused until the exit
+// is in, and the Wait gets 137. The exec is kept from dying in a frozen
+// cgroup v1 freezer of the test's own (a frozen task takes SIGKILL only once
+// thawed); the container has no PID namespace of its own, so its init's
+// exit does not wait for the exec.
+func TestUpgradeWaitsForAnExecKilledAtItsContainersDelete(t *testing.T) {
+	t.Parallel()
+	const freezerRoot = "/sys/fs/cgroup/freezer"
+	if st, err := os.Stat(freezerRoot); err != nil || !st.IsDir() {
+		t.Skip("needs the cgroup v1 freezer (under v2 a frozen task dies of SIGKILL)")
+	}
+	env := NewEnv(t)
+	c := env.Launch(t, Config{Mode: Bootstrap, Name: "upleft", Args: loopArgs, NullIO: true})
+	var ns []specs.LinuxNamespace
+	for _, n := range c.Bundle.Spec.Linux.Namespaces {
+		if n.Type != specs.PIDNamespace {
+			ns = append(ns, n)
+		}
+	}
+	c.Bundle.Spec.Linux.Namespaces = ns
+	data, err := json.Marshal(c.Bundle.Spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(c.Bundle.Dir, SpecFile), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx := TestContext(t, 2*time.Minute)
+	if err := c.Create(ctx); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	start(t, ctx, c, "")
+
+	addExec(t, ctx, c, "left", loopArgs, nil)
+	leftWait := waitLater(ctx, c, "left")
+	pid := start(t, ctx, c, "left")
+	freezer := filepath.Join(freezerRoot, "direct-"+c.ID)
+	if err := os.Mkdir(freezer, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	thaw := func() {
+		if err := os.WriteFile(filepath.Join(freezer, "freezer.state"), []byte("THAWED"), 0); err != nil {
+			t.Errorf("thaw: %v", err)
+		}
+	}
+	t.Cleanup(func() {
+		thaw()
+		deadline := time.Now().Add(5 * time.Second)
+		for os.Remove(freezer) != nil && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+	if err := os.WriteFile(filepath.Join(freezer, "cgroup.procs"), []byte(fmt.Sprint(pid)), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(freezer, "freezer.state"), []byte("FROZEN"), 0); err != nil {
+		t.Fatal(err)
+	}
+
+	// The init's exit waits a while for the exec (5 s), then comes.
+	kill(t, ctx, c, "", sigKILL)
+	if got := wait(t, ctx, c, "").GetExitStatus(); got != 137 {
+		t.Fatalf("init: exit status %d, want 137", got)
+	}
+	deleteTask(t, ctx, c, "")
+	expectPending(t, "exec left (frozen, killed at the delete)", leftWait)
+
+	out, err := exec.CommandContext(ctx, ShimPath(), "upgrade", "-address", c.Shim.Socket, "-binary", ShimPath()).CombinedOutput()
+	refused := err != nil
+	if !refused {
+		t.Errorf("upgraded while an exec killed at its container's delete had not exited: %s", out)
+	} else if !strings.Contains(string(out), "not upgraded") || !strings.Contains(string(out), "not exited") {
+		t.Errorf("upgrade: %v: %s (want it refused, saying why)", err, out)
+	} else {
+		t.Logf("refused: %s", strings.TrimSpace(string(out)))
+	}
+	thaw()
+	expectWaitExit(t, "exec left (killed at its container's delete)", leftWait, 137)
+	if refused {
+		if out, err := exec.CommandContext(ctx, ShimPath(), "upgrade", "-address", c.Shim.Socket, "-binary", ShimPath()).CombinedOutput(); err != nil {
+			t.Errorf("upgrade once the exec has exited: %v: %s", err, out)
+		}
 	}
 }
