@@ -66,7 +66,7 @@ type stallConfig struct {
 
 // Container is one OCI container: its runtime, its init and its execs.
 //
-// Locking: mu guards execs, runningExecs, initReaped, exitRecorded and the OOM counts;
+// Locking: mu guards execs, runningExecs, answersOwed, initReaped, exitRecorded and the OOM counts;
 // execsIdle is signalled (with mu) when runningExecs drops to zero. A Process's own mutex is never
 // acquired while holding mu.
 type Container struct {
@@ -91,6 +91,7 @@ type Container struct {
 	execsIdle      *sync.Cond
 	execs          map[string]*Process
 	runningExecs   int
+	answersOwed    int // processes gone from the container whose waiters are not all answered (oweAnswersLocked)
 	initReaped     bool
 	exitRecorded   bool              // the init's exit is recorded (and published): no OOM after it
 	oomSeen        uint64            // OOM kills already reported (or present at create)

@@ -23,6 +23,28 @@ func (p *Process) markExitedLocked() {
 	}
 }
 
+// oweAnswersLocked counts p, which is leaving its container (a Delete, or
+// its container's), among the processes whose waiters are still to be
+// answered, until the last of the callbacks registered so far has run: they
+// run in order, on one goroutine, once p's exit fires them. An upgrade waits
+// for that (Handable, Forgettable): the next binary will not know p, and a
+// Wait whose answer this binary wrote too late (held, see handover.Conn) is
+// given to it again and answered NotFound. Nothing is owed once they have
+// fired. The caller holds p.mu.
+func (p *Process) oweAnswersLocked() {
+	c := p.c
+	paid := func() {
+		c.mu.Lock()
+		c.answersOwed--
+		c.mu.Unlock()
+	}
+	if _, ok := p.waiters.Add(&p.mu, paid); ok {
+		c.mu.Lock()
+		c.answersOwed++
+		c.mu.Unlock()
+	}
+}
+
 // OnExit calls fn once, on a goroutine of its own, with the process's final
 // state when it has exited or was deleted (at once if it already has): what
 // Wait returns, without a goroutine parked until then. withdraw removes fn

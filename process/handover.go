@@ -90,6 +90,12 @@ func (c *Container) processes() []*Process {
 // Handable reports whether the container can be handed over now: every
 // process started (or gone) with stdio that can be (see io.Pipes.Handable).
 func (c *Container) Handable() error {
+	c.mu.Lock()
+	owed := c.answersOwed
+	c.mu.Unlock()
+	if owed > 0 {
+		return answersOwedError(c.ID, owed)
+	}
 	for _, p := range c.processes() {
 		p.mu.Lock()
 		st, pipes, deleting, restore := p.status, p.pipes, p.deleting, p.restore
@@ -118,16 +124,24 @@ func (c *Container) Handable() error {
 
 // Forgettable reports whether a deleted container may be left out of an
 // upgrade. An exec killed at the delete (releaseExecs) whose exit has not
-// come yet still has waiters: only this binary can answer them with that
-// exit, for the next one would know neither the exec nor its container.
+// come yet still has waiters, and so may a process whose waiters' answers
+// are being written: only this binary can answer them, for the next one
+// would know neither the process nor its container (oweAnswersLocked).
 func (c *Container) Forgettable() error {
 	c.mu.Lock()
-	n := c.runningExecs
+	running, owed := c.runningExecs, c.answersOwed
 	c.mu.Unlock()
-	if n > 0 {
-		return fmt.Errorf("container %s was deleted with %d exec(s) killed and not exited yet: %w", c.ID, n, errdefs.ErrFailedPrecondition)
+	switch {
+	case running > 0:
+		return fmt.Errorf("container %s was deleted with %d exec(s) killed and not exited yet: %w", c.ID, running, errdefs.ErrFailedPrecondition)
+	case owed > 0:
+		return answersOwedError(c.ID, owed)
 	}
 	return nil
+}
+
+func answersOwedError(id string, n int) error {
+	return fmt.Errorf("container %s: the Waits of %d deleted process(es) are still being answered: %w", id, n, errdefs.ErrFailedPrecondition)
 }
 
 // Halt stops the stdio relays of every process between two chunks. On

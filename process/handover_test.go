@@ -1,14 +1,18 @@
 package process
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/containerd/errdefs"
 
 	"github.com/example/containerd-shim-example-v2/cgroup"
 	shimio "github.com/example/containerd-shim-example-v2/io"
@@ -223,4 +227,74 @@ func TestStallTimeoutAcrossAHandover(t *testing.T) {
 	if d := old.ioEnv("exec-after").StallTimeout; d != 0 {
 		t.Errorf("a layout 4 state: an exec's stall timeout %v, want the default (0)", d)
 	}
+}
+
+// A Wait on a process that leaves its container (its own Delete, or its
+// container's) can be answered by this binary only: the next one would not
+// know the process and would answer NotFound. Until those answers are out,
+// an upgrade waits: the container is not handable, nor, once deleted,
+// forgettable; an exec killed at its container's delete owes its answer
+// until its exit has come and been answered.
+func TestAnUpgradeWaitsForTheWaitsOfProcessesThatLeft(t *testing.T) {
+	c := &Container{ID: "c", Bundle: t.TempDir(), execs: map[string]*Process{}}
+	c.execsIdle = sync.NewCond(&c.mu)
+	c.init = newProcess(c, "", shimio.Config{}, nil)
+	c.init.status = Running
+	add := func(id string) *Process {
+		p := newProcess(c, id, shimio.Config{}, nil)
+		c.execs[id] = p
+		return p
+	}
+	// slowWait registers a waiter whose answer is written only once let
+	// is called.
+	slowWait := func(p *Process) (let func()) {
+		gate := make(chan struct{})
+		p.OnExit(func(Snapshot) { <-gate })
+		return func() { close(gate) }
+	}
+	owes := func(what string, check func() error) {
+		t.Helper()
+		if err := check(); !errdefs.IsFailedPrecondition(err) {
+			t.Fatalf("%s: %v, want FailedPrecondition", what, err)
+		}
+	}
+	settles := func(what string, check func() error) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); check() != nil; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s after the answers: %v", what, check())
+			}
+		}
+	}
+
+	// An exec deleted before it ran (its Start failed), its Wait answered at
+	// the delete.
+	failed := add("failed")
+	let := slowWait(failed)
+	if err := failed.Delete(context.Background(), func(Snapshot) {}); err != nil {
+		t.Fatal(err)
+	}
+	owes("Handable while a deleted exec's Wait is being answered", c.Handable)
+	let()
+	settles("Handable", c.Handable)
+
+	// The container's delete: an exec created and not started, released at
+	// once, and a running one, killed; its exit comes later.
+	created, running := add("created"), add("running")
+	child := exec.Command("sleep", "100")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	running.pid, running.status = child.Process.Pid, Running
+	c.runningExecs = 1
+	letCreated, letRunning := slowWait(created), slowWait(running)
+	c.releaseExecs()
+	_ = child.Wait() // the kill
+	owes("Forgettable with an answer being written and an exit to come", c.Forgettable)
+	letCreated()
+	owes("Forgettable with an exit to come", c.Forgettable)
+	running.execExited(reaper.Exit{Pid: running.pid, Status: 137, Time: time.Now()})
+	owes("Forgettable while the killed exec's Wait is being answered", c.Forgettable)
+	letRunning()
+	settles("Forgettable", c.Forgettable)
 }

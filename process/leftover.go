@@ -43,6 +43,7 @@ func (c *Container) releaseExecs() {
 			p.pipes.Close()
 		}
 		p.setLocked(func() { p.status = Deleted })
+		p.oweAnswersLocked()
 		if !running {
 			// A running one's exit releases its waiters (recordExit),
 			// with its real status; its pidfd closes then too.

@@ -499,6 +499,7 @@ func (p *Process) Delete(ctx context.Context, onDeleted func(Snapshot)) error {
 	}
 	p.closePidfdLocked()
 	p.setLocked(func() { p.status = Deleted })
+	p.oweAnswersLocked()
 	p.markExitedLocked() // releases waiters of a process that never ran
 	if !p.IsInit() {
 		_ = os.Remove(filepath.Join(p.c.Bundle, bundle.ExecPidFile(p.ID)))
