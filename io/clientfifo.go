@@ -45,8 +45,8 @@ func (f readyFile) queued() uint64           { return 0 }
 // any longer (the stall policy then decides the output's fate, as for a
 // reader that stopped reading).
 //
-// Locking: mu guards keep, closed and endsClosed; w and err are written once, before
-// opened is closed, and read only after.
+// Locking: mu guards keep, closed, extraUsers, endsClosed and own; w and err
+// are written once, before opened is closed, and read only after.
 type clientFIFO struct {
 	handle *os.File // O_PATH handle: the FIFO even if its path goes away
 	opened chan struct{}
@@ -59,6 +59,9 @@ type clientFIFO struct {
 	extraUsers int           // relays besides the first writing through it (streamFIFOs)
 	endsClosed bool          // and the ends are closed: no reader is opened any more
 	released   chan struct{} // closed with endsClosed
+	// own are the duplicates of w that relays sharing f write through
+	// (ownEnd, sharedfifo.go); closed with the ends.
+	own []*os.File
 }
 
 // DefaultAttachTimeout bounds the wait for a client to open its output FIFO
@@ -226,6 +229,10 @@ func (f *clientFIFO) closeEnds() error {
 	if f.keep != nil {
 		f.keep.Close()
 	}
+	for _, d := range f.own {
+		d.Close() // wakes a relay waiting on it, as closing w does
+	}
+	f.own = nil
 	f.endsClosed = true
 	f.mu.Unlock()
 	close(f.released)

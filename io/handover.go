@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -21,6 +22,12 @@ type pipeRelay struct {
 	log    *rotatingFile // file:// outputs: the log (shared by both streams of one URI)
 	dst    *os.File      // stdin: the process's pipe
 	h      *halter
+	// sharer: a FIFO output's relay writing through the same client FIFO
+	// as an earlier one of the process (sharedfifo.go), through a
+	// duplicate of its own; end is what the relay writes through, for Halt
+	// to wake it (nil while it has none).
+	sharer bool
+	end    atomic.Pointer[os.File]
 }
 
 // outputRun is an output relay's body: wait for the client's reader, then
@@ -31,12 +38,15 @@ func (p *Pipes) outputRun(pr *pipeRelay, carry []byte, discarding bool) func(src
 	pr.h.discarding = discarding
 	stall := p.newStallPolicy(pr.stream)
 	return func(src *os.File) error {
-		out, err := pr.out.ready()
+		out, release, err := outputEnd(pr)
 		if err != nil {
 			pr.h.finish(err)
 			return err
 		}
+		pr.end.Store(out)
 		_, err = relay(out, src, stall, pr.h)
+		pr.end.Store(nil)
+		release()
 		pr.h.finish(err)
 		return err
 	}
@@ -96,18 +106,22 @@ func (p *Pipes) Halt(timeout time.Duration) error {
 			}
 		}
 	}
-	// Every relay is asked first: two relays writing one shared FIFO
-	// (sharedfifo.go) write through one file, and while one waits in the
-	// poller the other waits for the file's write lock, which no deadline
-	// ends. Woken by the deadline set for the other, the first must find
-	// its own halt asked, stop and let the other reach the poller.
+	// Every relay is asked first, so that none waits on another's halt.
+	// (Two relays writing one shared FIFO, sharedfifo.go, each write
+	// through a file of their own, ownEnd: one no longer waits for the
+	// other's write lock, which no deadline ends.)
 	for _, r := range p.relays {
 		r.h.request()
 	}
 	for _, r := range p.relays {
 		dst := r.dst // nil for a file:// log: nothing to wake on its side
 		if r.out != nil {
-			dst, _ = r.out.ready()
+			// The relay's own end of a shared FIFO; asked after the
+			// requests: a relay that stores its end later sees its
+			// request before it waits.
+			if dst = r.end.Load(); dst == nil {
+				dst, _ = r.out.ready()
+			}
 		}
 		if !r.h.halt(r.src, dst, timeout) {
 			p.restart(p.relays) // withdraws the requests not acted on
@@ -445,15 +459,15 @@ func ImportPipes(st PipesState, adopt func(fd int, name string, pollable bool) (
 		if ferr != nil {
 			return nil, ferr
 		}
-		if g := shareImported(f, fifos); g != f {
-			f = g // stdout and stderr on one FIFO (sharedfifo.go)
-		} else {
+		g := shareImported(f, fifos)
+		if g == f {
 			fifos = append(fifos, f)
 			p.clientQueues = append(p.clientQueues, f)
 		}
-		p.toClose = append(p.toClose, pipe, f) // once per relay, as in Open
+		p.toClose = append(p.toClose, pipe, g) // once per relay, as in Open
 		p.ownQueues = append(p.ownQueues, pipe)
-		p.relays = append(p.relays, &pipeRelay{stream: o.Stream, src: pipe, out: f})
+		// g != f: stdout and stderr on one FIFO (sharedfifo.go)
+		p.relays = append(p.relays, &pipeRelay{stream: o.Stream, src: pipe, out: g, sharer: g != f})
 	}
 	// What each relay starts with, in p.relays' order (stdin first).
 	type start struct {

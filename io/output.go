@@ -13,7 +13,10 @@ import (
 )
 
 func (p *Pipes) startOutput(dst output, stream string) (*os.File, error) {
-	pr := &pipeRelay{stream: stream, out: dst}
+	// A second stream on the same client FIFO (streamFIFOs) writes
+	// through a duplicate of its own (ownEnd).
+	n := len(p.clientQueues)
+	pr := &pipeRelay{stream: stream, out: dst, sharer: n > 0 && p.clientQueues[n-1] == dst}
 	w, err := p.startRelay(stream, p.outputRun(pr, nil, false), func() { dst.Close() })
 	if err != nil {
 		dst.Close()
@@ -24,7 +27,7 @@ func (p *Pipes) startOutput(dst output, stream string) (*os.File, error) {
 	// After the read end: Close closes newest first, the destination before
 	// the source its relay holds.
 	p.toClose = append(p.toClose, dst) // once per relay writing through it (streamFIFOs)
-	if n := len(p.clientQueues); n == 0 || p.clientQueues[n-1] != dst {
+	if !pr.sharer {
 		p.clientQueues = append(p.clientQueues, dst)
 	}
 	return w, nil

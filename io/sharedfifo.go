@@ -1,8 +1,10 @@
 package io
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -11,7 +13,8 @@ import (
 // streamFIFOs opens the client's FIFOs of a process's output streams. When
 // stdout and stderr name the same FIFO, both relays write through one
 // clientFIFO: one wait for the client's reader, one write end, closed when
-// the second relay is done. With a clientFIFO each, a client whose reader
+// the second relay is done (which writes through a duplicate of its own,
+// see ownEnd). With a clientFIFO each, a client whose reader
 // came late (after the process wrote) was woken with two writers still in
 // open(2): the first to be done closed its end before the other had
 // counted as a writer, the reader saw end of file and left, and what the
@@ -86,4 +89,49 @@ func fifoID(h *os.File) ([2]uint64, bool) {
 		return [2]uint64{}, false
 	}
 	return [2]uint64{st.Dev, st.Ino}, true
+}
+
+// ownEnd returns a duplicate of f's write end for a relay that writes
+// through f besides the first (stdout and stderr on one FIFO), and its
+// release for when the relay returns. The deadlines that time a relay's
+// wait for room (the stall clock, a halt's wake-up) and the lock a write
+// holds while it waits belong to an *os.File: through one file the two
+// relays set and cleared each other's. The relay that stalled first
+// cleared the clock as it began discarding, and the other, which had just
+// started to wait for room, then waited without one, for ever: its stream,
+// and the process, blocked despite the stall timeout. The duplicates are
+// closed with f's ends (Close), which wakes their relays as closing w does.
+func (f *clientFIFO) ownEnd() (*os.File, func(), error) {
+	w, err := f.ready()
+	if err != nil {
+		return nil, nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.endsClosed {
+		return nil, nil, os.ErrClosed
+	}
+	fd, err := dupFD(w)
+	if err != nil {
+		return nil, nil, fmt.Errorf("duplicate a shared fifo's write end: %w", err)
+	}
+	d := os.NewFile(uintptr(fd), w.Name()) // non-blocking like w: on the poller
+	f.own = append(f.own, d)
+	return d, func() {
+		f.mu.Lock()
+		f.own = slices.DeleteFunc(f.own, func(o *os.File) bool { return o == d })
+		f.mu.Unlock()
+		d.Close()
+	}, nil
+}
+
+// outputEnd is the file a FIFO output's relay writes through, and its
+// release: the output's own, or for a relay sharing it (ownEnd) a
+// duplicate.
+func outputEnd(pr *pipeRelay) (*os.File, func(), error) {
+	if f, ok := pr.out.(*clientFIFO); ok && pr.sharer {
+		return f.ownEnd()
+	}
+	w, err := pr.out.ready()
+	return w, func() {}, err
 }

@@ -37,10 +37,17 @@ func TestSameFIFOHandedOverAsOne(t *testing.T) {
 	for _, c := p.Queued(); c != 8 && time.Now().Before(deadline); _, c = p.Queued() {
 		time.Sleep(5 * time.Millisecond)
 	}
-	before := fdtest.CountWhere(t, onFIFO) // the client's, and the old binary's three
+	// The client's, the old binary's three, and the stderr relay's own
+	// duplicate of the write end (ownEnd).
+	before := fdtest.CountWhere(t, onFIFO)
 	next := haltAndGoOn(t, p, "handover")
-	if got := fdtest.CountWhere(t, onFIFO); got != before {
-		t.Errorf("%d descriptors on the FIFO after the handover, %d before: the next binary holds the shared FIFO's ends twice", got, before)
+	// The next binary's stderr relay makes its duplicate as it starts.
+	held := fdtest.CountWhere(t, onFIFO)
+	for deadline := time.Now().Add(2 * time.Second); held != before && time.Now().Before(deadline); held = fdtest.CountWhere(t, onFIFO) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if held != before {
+		t.Errorf("%d descriptors on the FIFO after the handover, %d before: the next binary holds the shared FIFO's ends twice", held, before)
 	}
 	if _, c := next.Queued(); c != 8 {
 		t.Errorf("the next binary counts %d bytes waiting in the FIFO, want 8", c)
@@ -72,12 +79,12 @@ func TestSameFIFOHandedOverAsOne(t *testing.T) {
 
 // stdout and stderr on one FIFO whose client has stopped reading (full,
 // both relays waiting to write) can still be halted for an upgrade, and
-// every byte arrives once after it. The two relays write through one file:
-// one waits in the poller, the other for the file's write lock, which the
-// deadline a halt sets to wake a relay cannot end; the halt of the one
-// waiting for the lock timed out and the upgrade was refused for as long
-// as the client did not read (with Docker's no stall timeout: until it
-// reads again).
+// every byte arrives once after it. When the two relays wrote through one
+// file, one waited in the poller, the other for the file's write lock,
+// which the deadline a halt sets to wake a relay cannot end; the halt of
+// the one waiting for the lock timed out and the upgrade was refused for
+// as long as the client did not read (with Docker's no stall timeout:
+// until it reads again). Each now writes through a file of its own.
 func TestSameFIFOHaltedWhenFull(t *testing.T) {
 	path := mkfifo(t, "both")
 	start, got := lateReader(path, 0)

@@ -1,8 +1,11 @@
 package io
 
 import (
+	"os"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // stdout and stderr naming the same FIFO, with a client whose reader opens
@@ -39,5 +42,63 @@ func sameFIFOReadLate(t *testing.T, outScheme, errScheme string) {
 			t.Fatalf("run %d: queued %d %d", i+1, own, client)
 		}
 		p.Close()
+	}
+}
+
+// stdout and stderr naming the same FIFO whose client stopped reading: the
+// stall policy applies to each stream, and after the stall timeout the
+// process is no longer held back on either. Through one shared file the two
+// relays shared its write deadline, the stall clock: the relay that stalled
+// first cleared it as it began discarding, and the other, which had just
+// started to wait for room, waited without a clock, for ever (its stream,
+// and the process writing it, blocked despite the timeout). Here the moment
+// between the first relay's stall and its clearing is widened, so that the
+// other always starts its wait within it; in the shim the race was lost
+// about once in a few hundred stalls.
+func TestSameFIFOStalledReaderDiscardsBothStreams(t *testing.T) {
+	defer func(f func()) { discardStarts = f }(discardStarts)
+	discardStarts = func() { time.Sleep(100 * time.Millisecond) }
+	for i := 0; i < 3; i++ {
+		path := mkfifo(t, "both")
+		client, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := Open(Config{Stdout: path, Stderr: path}, Env{StallTimeout: 200 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		procOut, procErr := launchedProcess(t, p)
+		done := make(chan string, 2)
+		write := func(name string, w *os.File) {
+			chunk := make([]byte, 4096)
+			for n := 0; n < 256<<10; n += len(chunk) {
+				if _, err := w.Write(chunk); err != nil {
+					done <- name + ": " + err.Error()
+					return
+				}
+			}
+			done <- ""
+		}
+		go write("stdout", procOut)
+		go write("stderr", procErr)
+		timeout := time.After(5 * time.Second)
+		for range 2 {
+			select {
+			case msg := <-done:
+				if msg != "" {
+					t.Fatal(msg)
+				}
+			case <-timeout:
+				t.Fatalf("run %d: a stream was still held back 5 s after the reader stalled (stall timeout 200ms); %d bytes dropped", i+1, p.dropped.Load())
+			}
+		}
+		procOut.Close()
+		procErr.Close()
+		if !p.Drain(5 * time.Second) {
+			t.Fatalf("run %d: not drained", i+1)
+		}
+		p.Close()
+		client.Close()
 	}
 }

@@ -106,6 +106,10 @@ func (s *stallPolicy) readerProgressed() {
 
 func (s *stallPolicy) enabled() bool { return s != nil && s.timeout > 0 }
 
+// discardStarts runs as a relay begins discarding (a variable for a test
+// that widens the moment between its stall and its clearing of the clock).
+var discardStarts = func() {}
+
 // discardUntilDrained reads the process's output and discards it (counting
 // every byte, logging once) until the reader takes data again; it returns
 // how many bytes it did hand to the reader, and io.EOF when the process's
@@ -114,6 +118,7 @@ func (s *stallPolicy) enabled() bool { return s != nil && s.timeout > 0 }
 // A halt (h, for an in-place upgrade) ends it with errHalted, the halter
 // marked as discarding: the next relay goes on discarding at once.
 func (s *stallPolicy) discardUntilDrained(dst, src *os.File, dstRC syscall.RawConn, h *halter) (int64, error) {
+	discardStarts()
 	_ = dst.SetWriteDeadline(time.Time{})
 	slog.Warn("output reader stalled; discarding output until it reads again",
 		"stream", s.stream, "stalled_for", s.timeout)
