@@ -3,6 +3,7 @@ package service
 import (
 	"time"
 
+	shimio "github.com/example/containerd-shim-example-v2/io"
 	"github.com/example/containerd-shim-example-v2/process"
 )
 
@@ -36,7 +37,9 @@ func stallTimeoutFor(ns string, configured time.Duration) time.Duration {
 // container kept discarding a stalled reader's output after the upgrade
 // that was to bring the change, in its running processes and in every exec
 // started afterwards. A timeout the options set, or one the binary before
-// chose for the namespace, is not 0 and stays.
+// chose for the namespace, is not 0 and stays; so does one a relay carries
+// other than the old default (layouts 1 to 4 record the container's as 0
+// even when the options set it).
 func importedStallTimeout(cs *process.ContainerState) {
 	if cs.StallTimeout != 0 {
 		return
@@ -47,13 +50,21 @@ func importedStallTimeout(cs *process.ContainerState) {
 	}
 	cs.StallTimeout = t
 	// The processes' relays: theirs was the old default, the option
-	// being unset.
-	if cs.Init.Pipes != nil {
-		cs.Init.Pipes.StallTimeout = t
-	}
-	for i := range cs.Execs {
-		if cs.Execs[i].Pipes != nil {
-			cs.Execs[i].Pipes.StallTimeout = t
+	// being unset. Layouts 1 to 4 record no container timeout (0) even
+	// when the options set one: a relay carrying another value carries
+	// the configured one, which stays.
+	for _, ps := range append([]*shimio.PipesState{cs.Init.Pipes}, execPipes(cs)...) {
+		if ps != nil && (ps.StallTimeout == 0 || ps.StallTimeout == shimio.DefaultStallTimeout) {
+			ps.StallTimeout = t
 		}
 	}
+}
+
+// execPipes lists the stdio state of a handed-over container's execs.
+func execPipes(cs *process.ContainerState) []*shimio.PipesState {
+	ps := make([]*shimio.PipesState, len(cs.Execs))
+	for i := range cs.Execs {
+		ps[i] = cs.Execs[i].Pipes
+	}
+	return ps
 }

@@ -32,6 +32,9 @@ func TestImportedDockerContainerGetsNoStallTimeout(t *testing.T) {
 		{"moby", -1, -1, -1, -1},                                                         // handed over by a binary that knows
 		{"moby", 20 * time.Second, 20 * time.Second, 20 * time.Second, 20 * time.Second}, // configured
 		{"k8s.io", 0, shimio.DefaultStallTimeout, 0, shimio.DefaultStallTimeout},
+		// Layouts 1 to 4 carry no container timeout (0) even when the
+		// options set one; the running processes' relays carry theirs.
+		{"moby", 0, time.Minute, -1, time.Minute},
 	} {
 		s := New(Config{Namespace: tc.ns})
 		proc := func(id string) process.ProcessState {
