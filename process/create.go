@@ -186,9 +186,12 @@ func (c *Container) launch(pipes *shimio.Pipes, pidFile string, run func(stdio o
 
 // killLaunched kills a process the runtime launched for a launch that then
 // failed. Once the runtime has returned, the process is the shim's child
-// (the shim is the subreaper), unreaped while the launch's reaper window
-// keeps its exit: a pidfd opened while it is still an unreaped child is its
-// own, so the signal cannot reach a process that reused the PID. Its exit,
+// (the shim is the subreaper). The reaper reaps it as soon as it exits (the
+// launch's window keeps only its status), freeing its PID: the pidfd is
+// used only if the PID is still an unreaped child of the shim once the pidfd
+// is open. That rules out a stranger that reused the PID, not another child
+// of the shim that did so after the process was reaped; for that, the PID
+// allocator would have to come round within the failed launch. Its exit,
 // unclaimed, is counted as an orphan. (An exec whose PID file could not be
 // read is beyond this: its PID is not known. A container's init is also
 // removed with the runtime's record by the caller.)
