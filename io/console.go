@@ -238,7 +238,7 @@ func (p *Pipes) runConsole(m *rawFile, outCarry, inCarry []byte, inLast byte, eo
 			if err == nil {
 				err = p.writeEndOfInput(hin)
 			}
-			if fresh && err == nil && !lineEditing(p.master) {
+			if fresh && err == nil {
 				go p.watchEndOfInput(p.master) // ptyend.go
 			}
 			hin.lastIn = last // for a successor (the halter is ours until finish)

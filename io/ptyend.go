@@ -15,10 +15,14 @@ import (
 // (full-screen programs, `stty -icanon`) reads it and waits for more, for
 // ever. For such a terminal the end of input is then completed as the stock
 // shim makes it, by a hang-up: once the character has been read, if the
-// process has not exited within rawEndOfInputGrace and the terminal still
-// does not edit lines, its side of the pty is hung up (SIGHUP to its session
-// and foreground group, end of file on its reads). The master stays open, so
-// what the process wrote still reaches the client.
+// process has not exited within rawEndOfInputGrace and the terminal does not
+// edit lines, its side of the pty is hung up (SIGHUP to its session and
+// foreground group, end of file on its reads). The master stays open, so
+// what the process wrote still reaches the client. The mode that counts is
+// the one after the read: the character may be written while the terminal
+// edits lines and read after a program turned it raw (input that ran out
+// before that program started), so every terminal whose input ended is
+// watched until its character has been read.
 
 // Limits of the watch; variables for the tests.
 var (
@@ -31,8 +35,8 @@ var (
 )
 
 // watchEndOfInput runs on its own goroutine after the end-of-file character
-// was written to a terminal that did not edit lines; it ends when the
-// process exits (Hangup), the pipes close, or the terminal is hung up.
+// was written to a terminal; it ends when the process exits (Hangup), the
+// pipes close, or the character has been read and the grace is over.
 func (p *Pipes) watchEndOfInput(master *os.File) {
 	pause := 10 * time.Millisecond
 	for {
@@ -60,13 +64,13 @@ func (p *Pipes) watchEndOfInput(master *os.File) {
 
 // resumeEndOfInputWatch watches a handed-over terminal whose input had
 // ended (its end-of-file characters written) before the switch: the
-// predecessor's watch, if it ran, ended with it, and the process may not
-// have read the characters yet, or have read them within the grace. A
-// watch that had finished there decides the same here: a process that
-// exited (Hangup) or edits lines is left alone, and a terminal hung up
-// already is only hung up again.
+// predecessor's watch ended with it, and the process may not have read the
+// characters yet, or have read them within the grace. A watch that had
+// finished there decides the same here: a process that exited (Hangup) or
+// edits lines is left alone, and a terminal hung up already is only hung up
+// again.
 func (p *Pipes) resumeEndOfInputWatch() {
-	if !p.hungUp.Load() && !lineEditing(p.master) {
+	if !p.hungUp.Load() {
 		go p.watchEndOfInput(p.master)
 	}
 }
@@ -117,13 +121,17 @@ func withPeer(master *os.File, fn func(peer int) error) error {
 // peerHasUnreadInput reports whether the terminal holds input its process
 // has not read. What is written to the master reaches the terminal's queue
 // through the kernel's buffer work, which a poll of the terminal completes
-// first: bytes just written would otherwise count as none.
+// first: bytes just written would otherwise count as none. The poll's own
+// answer counts too: while the terminal edits lines, an end-of-file
+// character not yet read is an empty line that makes it readable, but no
+// byte that TIOCINQ counts.
 func peerHasUnreadInput(master *os.File) (bool, error) {
 	var unread bool
 	err := withPeer(master, func(peer int) error {
-		_, _ = unix.Poll([]unix.PollFd{{Fd: int32(peer), Events: unix.POLLIN}}, 0)
+		fds := []unix.PollFd{{Fd: int32(peer), Events: unix.POLLIN}}
+		_, _ = unix.Poll(fds, 0)
 		n, err := unix.IoctlGetInt(peer, unix.TIOCINQ)
-		unread = n > 0
+		unread = n > 0 || fds[0].Revents&unix.POLLIN != 0
 		return err
 	})
 	return unread, err

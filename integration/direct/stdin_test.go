@@ -119,6 +119,25 @@ func TestStdinTerminalEndOfInputModes(t *testing.T) {
 		deleteTask(t, ctx, c, "raw")
 	})
 
+	t.Run("raw-after-the-end", func(t *testing.T) {
+		// The input ends while the terminal still edits lines (the
+		// program that turns it raw comes after: piped input that ran
+		// out first); the character is read in raw mode.
+		tio := terminalExec(t, ctx, c, "late", "echo ready; while [ ! -e /tmp/late-go ]; do sleep 0.05; done; stty -icanon -echo; echo raw; cat")
+		tio.WaitStdout(t, "ready", WaitTimeout)
+		closeTerminalInput(t, ctx, c, tio, "late")
+		time.Sleep(300 * time.Millisecond) // the end-of-file character is written
+		addExec(t, ctx, c, "late-go", []string{"touch", "/tmp/late-go"}, nil)
+		start(t, ctx, c, "late-go")
+		wait(t, ctx, c, "late-go")
+		deleteTask(t, ctx, c, "late-go")
+		tio.WaitStdout(t, "raw", WaitTimeout)
+		if got := wait(t, ctx, c, "late").GetExitStatus(); got != 129 {
+			t.Errorf("exec after CloseIO: exit status %d, want 129 (SIGHUP: its terminal hung up)", got)
+		}
+		deleteTask(t, ctx, c, "late")
+	})
+
 	t.Run("shell", func(t *testing.T) {
 		tio := terminalExec(t, ctx, c, "shell", "exec sh -i")
 		tio.WaitStdout(t, "# ", WaitTimeout) // the prompt: its line editor reads the terminal
