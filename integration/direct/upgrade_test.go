@@ -264,6 +264,18 @@ func TestUpgradeWaitsForAnExecKilledAtItsContainersDelete(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(freezer, "cgroup.procs"), []byte(fmt.Sprint(pid)), 0); err != nil {
 		t.Fatal(err)
 	}
+	// Out of the container's cgroups in the other hierarchies too: runc
+	// from 1.2 fails the container's delete while its cgroup still holds
+	// a (frozen) process.
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*/cgroup.procs")
+	for _, procs := range roots {
+		if filepath.Dir(procs) == freezerRoot {
+			continue
+		}
+		if err := os.WriteFile(procs, []byte(fmt.Sprint(pid)), 0); err != nil {
+			t.Logf("move the exec to %s: %v", procs, err)
+		}
+	}
 	if err := os.WriteFile(filepath.Join(freezer, "freezer.state"), []byte("FROZEN"), 0); err != nil {
 		t.Fatal(err)
 	}
