@@ -201,3 +201,20 @@ func logMemory(t *testing.T, what string, pid int) harness.ProcMemory {
 	t.Logf("%s (pid %d): RSS %d KiB, anonymous %d KiB, file %d KiB", what, pid, m.RSS, m.Anon, m.File)
 	return m
 }
+
+// stopAndRemove stops and removes a shim-mode pod as kubelet does, and checks that its shim
+// leaves and nothing of the pod is left.
+func stopAndRemove(t *testing.T, ctx context.Context, d *harness.Daemon, cri *harness.CRI, pod *criPod, spec *shimPodSpec) {
+	t.Helper()
+	shims := d.ShimProcesses(harness.CRINamespace, pod.id)
+	if _, err := cri.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod.id}); err != nil {
+		t.Fatalf("StopPodSandbox: %v", err)
+	}
+	removeAllOf(t, ctx, cri, pod.id)
+	for _, s := range shims {
+		waitFor(t, 10*time.Second, "the pod's shim exits", func() bool { return !harness.PidExists(s.Pid) })
+	}
+	if left := pollLeftovers(10*time.Second, func() []string { return d.SandboxLeftovers(pod.id, spec.cgroupPath) }); len(left) > 0 {
+		t.Errorf("left after the pod was removed: %s", strings.Join(left, "; "))
+	}
+}

@@ -128,9 +128,10 @@ func RunDaemon(f Flags) error {
 	// returns, from the call's own goroutine).
 	live := handover.NewConns()
 	pods = sandbox.New(sandbox.Config{
-		Reaper: r,
-		Warmer: warmer,
-		Tasks:  svc.Tasks,
+		Reaper:    r,
+		Warmer:    warmer,
+		Tasks:     svc.Tasks,
+		Namespace: f.Namespace,
 		// The last pod is gone: leave once containerd has hung up.
 		Idle: func() {
 			go func() {

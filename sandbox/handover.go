@@ -81,7 +81,13 @@ func (p *pod) export(fds FDKeeper) (PodState, error) {
 // zombie, and its pod is stopped once, here.
 func (s *Service) Import(st State, adopt func(fd int, name string, pollable bool) (*os.File, error)) error {
 	for _, ps := range st.Pods {
-		p := newPod(ps.ID, ps.Bundle, ps.Config, ps.Netns, s.cfg.Reaper)
+		// A started pod's holder is where its record says (an older
+		// binary left a pod without a cgroup parent in the shim's).
+		cg := ps.Record.Cgroup
+		if cg == "" && phase(ps.Phase) == phaseCreated {
+			cg = s.holderCgroup(ps.Config, ps.ID)
+		}
+		p := newPod(ps.ID, ps.Bundle, ps.Config, ps.Netns, cg, s.cfg.Reaper)
 		p.phase, p.files.rec = phase(ps.Phase), ps.Record
 		p.createdAt, p.exitedAt, p.exitStatus = ps.CreatedAt, ps.ExitedAt, ps.ExitStatus
 		switch {

@@ -53,6 +53,7 @@ type pod struct {
 	bundle string
 	cfg    PodConfig
 	netns  string
+	cgroup string // the holder's cgroup (Service.holderCgroup); empty: the shim's
 	reaper *reaper.Reaper
 	done   chan struct{} // closed when the pod stops (holder exit, or stop before start)
 
@@ -114,9 +115,9 @@ func (p *pod) metricsCgroup(root, path string) (*cgroup.Cgroup, error) {
 	return cg, nil
 }
 
-func newPod(id, bundlePath string, cfg PodConfig, netns string, r *reaper.Reaper) *pod {
+func newPod(id, bundlePath string, cfg PodConfig, netns, cgroup string, r *reaper.Reaper) *pod {
 	return &pod{
-		id: id, bundle: bundlePath, cfg: cfg, netns: netns, reaper: r,
+		id: id, bundle: bundlePath, cfg: cfg, netns: netns, cgroup: cgroup, reaper: r,
 		done:      make(chan struct{}),
 		files:     files{bundle: bundlePath},
 		createdAt: time.Now(),
@@ -140,7 +141,7 @@ func (p *pod) start() (_ *holder.Holder, retErr error) {
 			}
 		}
 	}()
-	cg := holder.CgroupPath(p.cfg.CgroupParent, p.id)
+	cg := p.cgroup
 	p.files.rec.Cgroup = cg
 	root, state, ok := criDirs(p.bundle, p.id)
 	if err := p.files.setUp(p.cfg, root, state, ok); err != nil {

@@ -29,6 +29,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -58,6 +59,11 @@ type Config struct {
 	// StopTimeout bounds StopSandbox's and ShutdownSandbox's wait for the
 	// killed holder's exit (0: 10 s).
 	StopTimeout time.Duration
+	// Namespace is the daemon's containerd namespace. A pod without a cgroup
+	// parent gets its holder the cgroup /<namespace>/<id>, where containerd's
+	// default spec puts a pause container, and reports its statistics (empty:
+	// such a holder stays in the shim's cgroup and the pod has none).
+	Namespace string
 }
 
 // Service serves the Sandbox API for the pods of one shim daemon (one, when
@@ -147,9 +153,22 @@ func (s *Service) CreateSandbox(ctx context.Context, r *sandboxapi.CreateSandbox
 			return nil, invalid("bundle %s is already sandbox %q's", p.bundle, other)
 		}
 	}
-	s.pods[id] = newPod(id, r.GetBundlePath(), cfg, r.GetNetnsPath(), s.cfg.Reaper)
+	s.pods[id] = newPod(id, r.GetBundlePath(), cfg, r.GetNetnsPath(), s.holderCgroup(cfg, id), s.cfg.Reaper)
 	slog.Debug("sandbox created", "sandbox", id, "netns", r.GetNetnsPath(), "cgroupParent", cfg.CgroupParent)
 	return &sandboxapi.CreateSandboxResponse{}, nil
+}
+
+// holderCgroup is the cgroup a pod's holder is born in: <parent>/<id>, or
+// without a parent the one containerd's default spec gives a pause container
+// (/<namespace>/<id>); empty without either.
+func (s *Service) holderCgroup(cfg PodConfig, id string) string {
+	switch {
+	case cfg.CgroupParent != "":
+		return holder.CgroupPath(cfg.CgroupParent, id)
+	case s.cfg.Namespace != "":
+		return path.Join("/", s.cfg.Namespace, id)
+	}
+	return ""
 }
 
 // checkBundle accepts a clean absolute directory, as the task service does.
@@ -246,7 +265,7 @@ func (s *Service) StartSandbox(ctx context.Context, r *sandboxapi.StartSandboxRe
 	if err != nil {
 		return nil, fmt.Errorf("start sandbox %s: %w", p.id, err)
 	}
-	if cg := holder.CgroupPath(p.cfg.CgroupParent, p.id); cg != "" {
+	if cg := p.cgroup; cg != "" {
 		// CRI creates and starts the pod's first container next, and runc
 		// will move its init into a cgroup: the kernel's wait for that can
 		// begin now, while CRI prepares the container. The holder's pid is
@@ -359,16 +378,22 @@ func (s *Service) leaveIfIdle() {
 }
 
 // SandboxMetrics reports the pod's cgroup (its cgroup parent: holder and
-// containers together), as CRI's pause-container mode does.
+// containers together), as CRI's pause-container mode does; without a parent,
+// the holder's own cgroup, as that mode reports the pause container's. A
+// failed answer fails CRI's ListPodSandboxStats for every pod of the node.
 func (s *Service) SandboxMetrics(ctx context.Context, r *sandboxapi.SandboxMetricsRequest) (*sandboxapi.SandboxMetricsResponse, error) {
 	p, err := s.pod(r.GetSandboxId())
 	if err != nil {
 		return nil, err
 	}
-	if p.cfg.CgroupParent == "" {
-		return nil, fmt.Errorf("sandbox %s has no cgroup parent: %w", p.id, errdefs.ErrNotFound)
+	cgPath := p.cgroup
+	if p.cfg.CgroupParent != "" {
+		cgPath = expandParent(p.cfg.CgroupParent)
 	}
-	cg, err := p.metricsCgroup(holder.CgroupRoot, expandParent(p.cfg.CgroupParent))
+	if cgPath == "" {
+		return nil, fmt.Errorf("sandbox %s has no cgroup: %w", p.id, errdefs.ErrNotFound)
+	}
+	cg, err := p.metricsCgroup(holder.CgroupRoot, cgPath)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", p.id, err)
 	}
