@@ -163,10 +163,33 @@ func TestCheckSysctl(t *testing.T) {
 		{"vm.swappiness", true, true, true, false},
 		{"net/../kernel", true, true, true, false},
 		{"", true, true, true, false},
+		// sysctl.d(5)'s two forms, as runc takes them: a VLAN interface's
+		// name keeps its dot.
+		{"net.ipv4.conf.eth0/100.forwarding", true, false, false, true},
+		{"net/ipv4/conf/eth0.100/forwarding", true, false, false, true},
+		{"kernel/shm_rmid_forced", false, true, false, true},
+		{"kernel/shm_rmid_forced", true, false, true, false},
+		{"net.ipv4.conf.//.forwarding", true, true, true, false},
+		{"net/ipv4/../../kernel/pid_max", true, true, true, false},
+		{"net.ipv4.", true, true, true, false},
+		{"net//ipv4", true, true, true, false},
 	} {
 		err := CheckSysctl(c.name, c.net, c.ipc, c.uts)
 		if (err == nil) != c.ok {
 			t.Errorf("CheckSysctl(%q, net=%v ipc=%v uts=%v) = %v, want ok=%v", c.name, c.net, c.ipc, c.uts, err, c.ok)
+		}
+	}
+}
+
+func TestSysctlPath(t *testing.T) {
+	for name, want := range map[string]string{
+		"net.ipv4.ip_forward":               "/proc/sys/net/ipv4/ip_forward",
+		"net.ipv4.conf.eth0/100.forwarding": "/proc/sys/net/ipv4/conf/eth0.100/forwarding",
+		"net/ipv4/conf/eth0.100/forwarding": "/proc/sys/net/ipv4/conf/eth0.100/forwarding",
+		"kernel/shm_rmid_forced":            "/proc/sys/kernel/shm_rmid_forced",
+	} {
+		if got := sysctlPath(name); got != want {
+			t.Errorf("sysctlPath(%q) = %q, want %q", name, got, want)
 		}
 	}
 }

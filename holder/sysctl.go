@@ -3,7 +3,6 @@ package holder
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/containerd/errdefs"
@@ -23,20 +22,24 @@ var utsSysctls = map[string]bool{"kernel.hostname": true, "kernel.domainname": t
 // CheckSysctl reports whether a pod may set sysctl name: only sysctls of a
 // namespace the pod has of its own (network, IPC, UTS) are allowed, since the
 // holder writes them from inside those namespaces; anything else would change
-// the node. The error is InvalidArgument.
+// the node. A name may come in either of sysctl.d(5)'s forms, as runc takes
+// it ("net.ipv4.conf.eth0/100.forwarding", "net/ipv4/conf/eth0.100/forwarding").
+// The error is InvalidArgument.
 func CheckSysctl(name string, netns, ipc, uts bool) error {
-	if name == "" || strings.Contains(name, "/") || strings.Contains(name, "..") ||
-		strings.HasPrefix(name, ".") || strings.HasSuffix(name, ".") {
-		return fmt.Errorf("sysctl %q: not a sysctl name: %w", name, errdefs.ErrInvalidArgument)
+	for _, part := range strings.Split(sysctlRel(name), "/") {
+		if part == "" || part == "." || part == ".." {
+			return fmt.Errorf("sysctl %q: not a sysctl name: %w", name, errdefs.ErrInvalidArgument)
+		}
 	}
+	key := dottedSysctl(name)
 	var own bool
 	var which string
 	switch {
-	case strings.HasPrefix(name, "net."):
+	case strings.HasPrefix(key, "net."):
 		own, which = netns, "network"
-	case ipcSysctls[name] || strings.HasPrefix(name, "fs.mqueue."):
+	case ipcSysctls[key] || strings.HasPrefix(key, "fs.mqueue."):
 		own, which = ipc, "IPC"
-	case utsSysctls[name]:
+	case utsSysctls[key]:
 		own, which = uts, "UTS"
 	default:
 		return fmt.Errorf("sysctl %q is not namespaced: a pod cannot set it: %w", name, errdefs.ErrInvalidArgument)
@@ -48,10 +51,41 @@ func CheckSysctl(name string, netns, ipc, uts bool) error {
 	return nil
 }
 
-// writeSysctl sets one sysctl through /proc/sys (dots are path separators).
+// dottedSysctl is a sysctl name in its dotted form: one whose first
+// separator is a slash has its slashes and dots swapped (sysctl.d(5)).
+func dottedSysctl(name string) string {
+	if i := strings.IndexAny(name, "./"); i >= 0 && name[i] == '/' {
+		return swapSysctlSeparators(name)
+	}
+	return name
+}
+
+// sysctlRel is a sysctl's path under /proc/sys: its dotted form with dots and
+// slashes swapped (a slash in the dotted form is a dot in a name).
+func sysctlRel(name string) string {
+	return swapSysctlSeparators(dottedSysctl(name))
+}
+
+func swapSysctlSeparators(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch r {
+		case '.':
+			return '/'
+		case '/':
+			return '.'
+		}
+		return r
+	}, s)
+}
+
+// sysctlPath is the /proc/sys file of a sysctl CheckSysctl accepted.
+func sysctlPath(name string) string {
+	return "/proc/sys/" + sysctlRel(name)
+}
+
+// writeSysctl sets one sysctl through /proc/sys.
 func writeSysctl(name, value string) error {
-	p := filepath.Join("/proc/sys", strings.ReplaceAll(name, ".", "/"))
-	if err := os.WriteFile(p, []byte(value), 0); err != nil {
+	if err := os.WriteFile(sysctlPath(name), []byte(value), 0); err != nil {
 		return fmt.Errorf("sysctl %s=%s: %w", name, value, err)
 	}
 	return nil

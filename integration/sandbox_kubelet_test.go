@@ -18,6 +18,7 @@ import (
 //
 //   - host-namespaces: hostNetwork, hostIPC and hostPID; its container runs in the node's
 //     net, ipc, uts and pid namespaces with the node's /dev/shm; removal leaves nothing
+//   - sysctl-slashes: a sysctl named with slashes (sysctl.d(5)) is set in the pod
 //   - stop-running: StopPodSandbox while two containers (no namespace options) still run:
 //     both are reported exited, the holder goes, RemovePodSandbox leaves nothing
 //   - restart: a container that exited is followed by a new one (attempt 1) in the same
@@ -61,6 +62,19 @@ func TestSandboxKubeletPaths(t *testing.T) {
 		defer os.Remove(probe)
 		if got := execOut(t, ctx, cri, id, "cat", probe); got != "node\n" {
 			t.Errorf("the node's %s reads %q in a hostIPC container", probe, got)
+		}
+		stopAndRemove(t, ctx, d, cri, pod, spec)
+	})
+
+	t.Run("sysctl-slashes", func(t *testing.T) {
+		// sysctl.d(5)'s slash form, which kubelet passes on and runc takes.
+		spec := &shimPodSpec{name: "slash-" + harness.RandID(6), edit: func(c *runtimeapi.PodSandboxConfig) {
+			c.Linux.Sysctls = map[string]string{"net/ipv4/ip_unprivileged_port_start": "2001"}
+		}}
+		pod, _ := runShimPod(t, ctx, d, cri, spec)
+		c1, _ := startCRISleeper(t, ctx, cri, pod, "one", 3681)
+		if got := strings.TrimSpace(execOut(t, ctx, cri, c1, "cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start")); got != "2001" {
+			t.Errorf("net/ipv4/ip_unprivileged_port_start in the pod: %q, want 2001", got)
 		}
 		stopAndRemove(t, ctx, d, cri, pod, spec)
 	})
