@@ -52,12 +52,7 @@ func TestSandboxFaults(t *testing.T) {
 				if err := syscall.Kill(shims[0].Pid, syscall.SIGKILL); err != nil {
 					t.Fatal(err)
 				}
-				// Until containerd has processed the disconnect, PodSandboxStatus may fail
-				// ("ttrpc: closed"); kubelet retries, so does this.
-				waitFor(t, 10*time.Second, "CRI reports the pod NOTREADY after its shim was killed", func() bool {
-					r, err := cri.Runtime.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: pod.id})
-					return err == nil && r.Status.State == runtimeapi.PodSandboxState_SANDBOX_NOTREADY
-				})
+				waitPodNotReady(t, ctx, cri, pod.id, "after its shim was killed")
 				waitFor(t, 5*time.Second, "the holder goes with its shim", func() bool { return !harness.PidExists(holder) })
 				waitCRIState(t, ctx, cri, c1, "victim", runtimeapi.ContainerState_CONTAINER_EXITED, 10*time.Second)
 				if _, err := cri.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod.id}); err != nil {

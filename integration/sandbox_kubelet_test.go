@@ -43,13 +43,7 @@ func TestSandboxKubeletPaths(t *testing.T) {
 				Network: runtimeapi.NamespaceMode_NODE, Pid: runtimeapi.NamespaceMode_NODE, Ipc: runtimeapi.NamespaceMode_NODE}}
 		})
 		startCRIContainer(t, ctx, cri, id, "host")
-		var pid int
-		waitFor(t, 5*time.Second, "the init of the host container", func() bool {
-			if ps := processesIn(id, args...); len(ps) == 1 {
-				pid = ps[0].Pid
-			}
-			return pid > 0
-		})
+		pid := initPid(t, id, args, "the init of the host container")
 		for _, ns := range []string{"net", "ipc", "uts", "pid"} {
 			if got, want := nsOf(t, pid, ns), nsOf(t, os.Getpid(), ns); got != want {
 				t.Errorf("host container: %s namespace %s, want the node's %s", ns, got, want)
@@ -117,13 +111,7 @@ func TestSandboxKubeletPaths(t *testing.T) {
 		})
 		startCRIContainer(t, ctx, cri, second, "app")
 		waitCRIState(t, ctx, cri, second, "app", runtimeapi.ContainerState_CONTAINER_RUNNING, 10*time.Second)
-		var pid int
-		waitFor(t, 5*time.Second, "the second attempt's init", func() bool {
-			if ps := processesIn(second, args...); len(ps) == 1 {
-				pid = ps[0].Pid
-			}
-			return pid > 0
-		})
+		pid := initPid(t, second, args, "the second attempt's init")
 		for _, ns := range []string{"net", "ipc", "uts"} {
 			if got, want := nsOf(t, pid, ns), nsOf(t, holder, ns); got != want {
 				t.Errorf("second attempt: %s namespace %s, the pod's is %s", ns, got, want)
@@ -226,10 +214,7 @@ func TestSandboxHolderDies(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		waitFor(t, 10*time.Second, "CRI reports the pod NOTREADY", func() bool {
-			r, err := cri.Runtime.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: pod.id})
-			return err == nil && r.Status.State == runtimeapi.PodSandboxState_SANDBOX_NOTREADY
-		})
+		waitPodNotReady(t, ctx, cri, pod.id, "after its holder was killed")
 		ls, err := cri.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{Id: pod.id}})
 		if err != nil || len(ls.Items) != 1 || ls.Items[0].State != runtimeapi.PodSandboxState_SANDBOX_NOTREADY {
 			t.Errorf("ListPodSandbox: %v %v, want the pod NOTREADY", ls, err)
@@ -267,13 +252,7 @@ func TestSandboxShimDiesWhileDown(t *testing.T) {
 	if err := cri.WaitReady(ctx, harness.ImageName); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "CRI reports the pod NOTREADY", func() bool {
-		r, err := cri.Runtime.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: pod.id})
-		if err != nil {
-			t.Logf("PodSandboxStatus: %v", err)
-		}
-		return err == nil && r.Status.State == runtimeapi.PodSandboxState_SANDBOX_NOTREADY
-	})
+	waitPodNotReady(t, ctx, cri, pod.id, "after the restart")
 	waitCRIState(t, ctx, cri, c1, "one", runtimeapi.ContainerState_CONTAINER_EXITED, 10*time.Second)
 	if _, err := cri.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod.id}); err != nil {
 		t.Fatalf("StopPodSandbox: %v", err)

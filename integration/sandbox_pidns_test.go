@@ -52,13 +52,7 @@ func TestSandboxPodPIDNamespace(t *testing.T) {
 					Network: runtimeapi.NamespaceMode_POD, Pid: runtimeapi.NamespaceMode_CONTAINER, Ipc: runtimeapi.NamespaceMode_POD}}
 			})
 			startCRIContainer(t, ctx, cri, id, "own")
-			var own int
-			waitFor(t, 5*time.Second, "the init process of own", func() bool {
-				if ps := processesIn(id, args...); len(ps) == 1 {
-					own = ps[0].Pid
-				}
-				return own > 0
-			})
+			own := initPid(t, id, args, "the init process of own")
 			if got := nsOf(t, own, "pid"); got == node || got == holder {
 				t.Errorf("a container with Pid CONTAINER: PID namespace %s (node %s, sandbox %s), want one of its own", got, node, holder)
 			}

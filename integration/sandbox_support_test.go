@@ -79,6 +79,31 @@ func podStatus(t *testing.T, ctx context.Context, cri *harness.CRI, id string) *
 	return r.Status
 }
 
+// waitPodNotReady waits until CRI reports the pod NOTREADY. Until
+// containerd has processed a killed shim's disconnect, PodSandboxStatus may
+// fail ("ttrpc: closed"); kubelet retries, so does this.
+func waitPodNotReady(t *testing.T, ctx context.Context, cri *harness.CRI, id, what string) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "CRI reports the pod NOTREADY "+what, func() bool {
+		r, err := cri.Runtime.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id})
+		return err == nil && r.Status.State == runtimeapi.PodSandboxState_SANDBOX_NOTREADY
+	})
+}
+
+// initPid waits for the one process of container id running args and
+// returns its pid.
+func initPid(t *testing.T, id string, args []string, what string) int {
+	t.Helper()
+	var pid int
+	waitFor(t, 5*time.Second, what, func() bool {
+		if ps := processesIn(id, args...); len(ps) == 1 {
+			pid = ps[0].Pid
+		}
+		return pid > 0
+	})
+	return pid
+}
+
 // holderOf returns the pid of the pod's one namespace holder.
 func holderOf(t *testing.T, id string) int {
 	t.Helper()
