@@ -91,7 +91,7 @@ type Container struct {
 	execsIdle      *sync.Cond
 	execs          map[string]*Process
 	runningExecs   int
-	answersOwed    int // processes gone from the container whose waiters are not all answered (oweAnswersLocked)
+	answersOwed    int // Wait answers owed for processes gone from the container (oweAnswersLocked, OnExit)
 	initReaped     bool
 	exitRecorded   bool              // the init's exit is recorded (and published): no OOM after it
 	oomSeen        uint64            // OOM kills already reported (or present at create)

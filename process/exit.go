@@ -50,13 +50,35 @@ func (p *Process) oweAnswersLocked() {
 // Wait returns, without a goroutine parked until then. withdraw removes fn
 // if it has not been started and reports whether it did; a false means fn
 // runs or has run.
+//
+// A process that has left its container owes fn's answer too (see
+// oweAnswersLocked): a Wait whose lookup found it before it left registers
+// only once the Delete lets go of mu, behind the answers counted then, or
+// after they fired.
 func (p *Process) OnExit(fn func(Snapshot)) (withdraw func() bool) {
 	call := func() { fn(p.State()) }
+	c := p.c
 	p.mu.Lock()
 	withdraw, ok := p.waiters.Add(&p.mu, call)
+	left := p.status == Deleted
+	switch {
+	case left && ok:
+		p.oweAnswersLocked() // paid after call
+	case left:
+		c.mu.Lock()
+		c.answersOwed++
+		c.mu.Unlock()
+	}
 	p.mu.Unlock()
 	if !ok {
-		go call()
+		go func() {
+			call()
+			if left {
+				c.mu.Lock()
+				c.answersOwed--
+				c.mu.Unlock()
+			}
+		}()
 		return func() bool { return false }
 	}
 	return withdraw

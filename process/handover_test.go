@@ -298,3 +298,61 @@ func TestAnUpgradeWaitsForTheWaitsOfProcessesThatLeft(t *testing.T) {
 	letRunning()
 	settles("Forgettable", c.Forgettable)
 }
+
+// A Wait that reached a process before it left (its lookup done) can
+// register only after the Delete, or the container's, lets go of the
+// process's lock, which it holds while the output drains: behind the
+// answers counted then, or once the exit has fired. Its answer is owed as
+// well: an upgrade waits for it.
+func TestAnUpgradeWaitsForAWaitRegisteredAfterTheLeaving(t *testing.T) {
+	c := &Container{ID: "c", Bundle: t.TempDir(), execs: map[string]*Process{}}
+	c.execsIdle = sync.NewCond(&c.mu)
+	c.init = newProcess(c, "", shimio.Config{}, nil)
+	c.init.status = Running
+	slowWait := func(p *Process) (let func()) {
+		gate := make(chan struct{})
+		p.OnExit(func(Snapshot) { <-gate })
+		return func() { close(gate) }
+	}
+	settles := func(what string, check func() error) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); check() != nil; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s after the answers: %v", what, check())
+			}
+		}
+	}
+
+	// Killed at the container's delete, its exit to come.
+	running := newProcess(c, "running", shimio.Config{}, nil)
+	c.execs[running.ID] = running
+	child := exec.Command("sleep", "100")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	running.pid, running.status = child.Process.Pid, Running
+	c.runningExecs = 1
+	c.releaseExecs()
+	_ = child.Wait()
+	let := slowWait(running) // after the release
+	running.execExited(reaper.Exit{Pid: running.pid, Status: 137, Time: time.Now()})
+	time.Sleep(50 * time.Millisecond) // the callbacks before it have run
+	if err := c.Forgettable(); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("Forgettable while a Wait registered after the release is being answered: %v, want FailedPrecondition", err)
+	}
+	let()
+	settles("Forgettable", c.Forgettable)
+
+	// Deleted, its waiters fired: a late Wait is answered on its own.
+	gone := newProcess(c, "gone", shimio.Config{}, nil)
+	c.execs[gone.ID] = gone
+	if err := gone.Delete(context.Background(), func(Snapshot) {}); err != nil {
+		t.Fatal(err)
+	}
+	let = slowWait(gone)
+	if err := c.Handable(); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("Handable while a Wait registered after the delete is being answered: %v, want FailedPrecondition", err)
+	}
+	let()
+	settles("Handable", c.Handable)
+}
