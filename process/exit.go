@@ -19,7 +19,7 @@ func (p *Process) markExitedLocked() {
 	case <-p.exited:
 	default:
 		close(p.exited)
-		p.waiters.Fire() // off this lock and goroutine: the callbacks answer over containerd's socket
+		p.waiters.Fire(&p.mu) // off this lock and goroutine: the callbacks answer over containerd's socket
 	}
 }
 
@@ -29,8 +29,10 @@ func (p *Process) markExitedLocked() {
 // run in order, on one goroutine, once p's exit fires them. An upgrade waits
 // for that (Handable, Forgettable): the next binary will not know p, and a
 // Wait whose answer this binary wrote too late (held, see handover.Conn) is
-// given to it again and answered NotFound. Nothing is owed once they have
-// fired. The caller holds p.mu.
+// given to it again and answered NotFound. The usual leaving comes after the
+// exit, with answers fired and perhaps still being written: the paid
+// callback joins their queue (waitlist.List), so it counts those too.
+// Nothing is owed once every callback has run. The caller holds p.mu.
 func (p *Process) oweAnswersLocked() {
 	c := p.c
 	paid := func() {

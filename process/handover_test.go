@@ -356,3 +356,35 @@ func TestAnUpgradeWaitsForAWaitRegisteredAfterTheLeaving(t *testing.T) {
 	let()
 	settles("Handable", c.Handable)
 }
+
+// The usual order: the process exits, which starts its Waits' answers on
+// their way, and the Delete comes while one is still being written (CRI
+// deletes on the exit event, not on its Wait). That answer is owed too: the
+// next binary would answer the Wait NotFound.
+func TestAnUpgradeWaitsForAnAnswerInFlightAtTheDelete(t *testing.T) {
+	c := &Container{ID: "c", Bundle: t.TempDir(), execs: map[string]*Process{}}
+	c.execsIdle = sync.NewCond(&c.mu)
+	c.init = newProcess(c, "", shimio.Config{}, nil)
+	c.init.status = Running
+	p := newProcess(c, "exited", shimio.Config{}, nil)
+	c.execs[p.ID] = p
+	gate, started := make(chan struct{}), make(chan struct{})
+	p.OnExit(func(Snapshot) { close(started); <-gate })
+	p.mu.Lock()
+	p.setLocked(func() { p.status = Stopped })
+	p.markExitedLocked()
+	p.mu.Unlock()
+	<-started // the answer is being written
+	if err := p.Delete(context.Background(), func(Snapshot) {}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Handable(); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("Handable while the exited exec's Wait is being answered: %v, want FailedPrecondition", err)
+	}
+	close(gate)
+	for deadline := time.Now().Add(5 * time.Second); c.Handable() != nil; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("Handable after the answer: %v", c.Handable())
+		}
+	}
+}
