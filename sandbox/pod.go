@@ -75,6 +75,9 @@ type pod struct {
 	exitStatus uint32
 	// waiters are the open WaitSandbox calls (onDone); fired when done is closed.
 	waiters waitlist.List
+	// owed counts the answers still to be written once the pod has left
+	// the service (leave); nil while it is in it.
+	owed *atomic.Int32
 }
 
 // onDone calls fn once the pod has stopped: at once if it has, else when it
@@ -84,6 +87,10 @@ type pod struct {
 func (p *pod) onDone(fn func()) (withdraw func()) {
 	p.mu.Lock()
 	w, ok := p.waiters.Add(&p.mu, fn)
+	if ok && p.owed != nil {
+		// Its lookup found the pod before it left: owed as well.
+		p.oweLocked()
+	}
 	p.mu.Unlock()
 	if !ok {
 		fn()
@@ -97,7 +104,7 @@ func (p *pod) onDone(fn func()) (withdraw func()) {
 // the reaper must not wait for an answer's write). Called with mu held.
 func (p *pod) closeDoneLocked() {
 	close(p.done)
-	p.waiters.Fire()
+	p.waiters.Fire(&p.mu)
 }
 
 // metricsCgroup is the pod's cgroup for SandboxMetrics, found once: a

@@ -33,6 +33,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -75,6 +76,10 @@ type Service struct {
 
 	mu   sync.Mutex
 	pods map[string]*pod
+
+	// answersOwed is the WaitSandbox answers still being written for pods
+	// already shut down (pod.leave, Handable).
+	answersOwed atomic.Int32
 }
 
 func (s *Service) stopTimeout() time.Duration {
@@ -367,6 +372,7 @@ func (s *Service) ShutdownSandbox(ctx context.Context, r *sandboxapi.ShutdownSan
 	s.mu.Lock()
 	delete(s.pods, p.id)
 	s.mu.Unlock()
+	p.leave(&s.answersOwed)
 	slog.Debug("sandbox shut down", "sandbox", p.id)
 	return &sandboxapi.ShutdownSandboxResponse{}, nil
 }

@@ -369,3 +369,48 @@ func TestStopSandboxWhoseHolderIsNotReaped(t *testing.T) {
 		t.Errorf("holder %d still in /proc after StopSandbox", start.Pid)
 	}
 }
+
+// A WaitSandbox answer still being written when ShutdownSandbox removes its
+// pod is owed: an upgrade waits for it (Handable), as it does for one
+// registered after the pod left, whose lookup came first.
+func TestAnUpgradeWaitsForWaitSandboxAnswers(t *testing.T) {
+	s, _ := newService(t)
+	ctx := context.Background()
+	if _, err := s.CreateSandbox(ctx, &sandboxapi.CreateSandboxRequest{SandboxId: "w", BundlePath: t.TempDir(),
+		Options: hostNetPod("w-host", nil)}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.pod("w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate, writing := make(chan struct{}), make(chan struct{})
+	s.WaitSandboxLater(&sandboxapi.WaitSandboxRequest{SandboxId: "w"}, func(*sandboxapi.WaitSandboxResponse, error) {
+		close(writing)
+		<-gate
+	})
+	if _, err := s.StopSandbox(ctx, &sandboxapi.StopSandboxRequest{SandboxId: "w"}); err != nil {
+		t.Fatal(err)
+	}
+	<-writing
+	if _, err := s.ShutdownSandbox(ctx, &sandboxapi.ShutdownSandboxRequest{SandboxId: "w"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Handable(); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Fatalf("Handable while a shut-down pod's WaitSandbox is being answered: %v, want FailedPrecondition", err)
+	}
+	// A wait that found the pod before it left, registered now.
+	late := make(chan struct{})
+	p.onDone(func() { <-late })
+	close(gate)
+	time.Sleep(20 * time.Millisecond) // the first answer is written
+	if err := s.Handable(); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Fatalf("Handable while a late WaitSandbox is being answered: %v, want FailedPrecondition", err)
+	}
+	close(late)
+	for deadline := time.Now().Add(5 * time.Second); s.Handable() != nil; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("Handable after the answers: %v", s.Handable())
+		}
+	}
+}

@@ -207,6 +207,11 @@ func (d *Daemon) handable() error {
 	if _, windows := d.parts.Reaper.Watched(); windows > 0 {
 		return fmt.Errorf("a process is being launched: %w", errdefs.ErrFailedPrecondition)
 	}
+	if d.parts.Pods != nil {
+		if err := d.parts.Pods.Handable(); err != nil {
+			return err
+		}
+	}
 	return d.parts.Service.Handable()
 }
 
