@@ -82,7 +82,8 @@ func (p *pod) export(fds FDKeeper) (PodState, error) {
 func (s *Service) Import(st State, adopt func(fd int, name string, pollable bool) (*os.File, error)) error {
 	for _, ps := range st.Pods {
 		// A started pod's holder is where its record says (an older
-		// binary left a pod without a cgroup parent in the shim's).
+		// binary left a pod without a cgroup parent in the shim's: a
+		// running one is given a cgroup below).
 		cg := ps.Record.Cgroup
 		if cg == "" && phase(ps.Phase) == phaseCreated {
 			cg = s.holderCgroup(ps.Config, ps.ID)
@@ -101,6 +102,9 @@ func (s *Service) Import(st State, adopt func(fd int, name string, pollable bool
 				life = f
 			}
 			p.holder = holder.Import(*ps.Holder, life, s.cfg.Reaper.Adopt(ps.Holder.Pid))
+			if cg == "" {
+				s.giveCgroup(p)
+			}
 			p.watch(p.holder)
 		case p.phase == phaseStopped:
 			p.mu.Lock() // not shared yet; closeDoneLocked's contract all the same
