@@ -37,9 +37,11 @@ func stallTimeoutFor(ns string, configured time.Duration) time.Duration {
 // container kept discarding a stalled reader's output after the upgrade
 // that was to bring the change, in its running processes and in every exec
 // started afterwards. A timeout the options set, or one the binary before
-// chose for the namespace, is not 0 and stays; so does one a relay carries
-// other than the old default (layouts 1 to 4 record the container's as 0
-// even when the options set it).
+// chose for the namespace, is not 0 and stays. Layouts 1 to 4 record the
+// container's as 0 even when the options set one; a relay carrying a value
+// other than the old default carries that one, and the execs to come get it
+// too (a configured timeout equal to the old default cannot be told apart,
+// and becomes the namespace's).
 func importedStallTimeout(cs *process.ContainerState) {
 	if cs.StallTimeout != 0 {
 		return
@@ -48,13 +50,18 @@ func importedStallTimeout(cs *process.ContainerState) {
 	if t == 0 {
 		return
 	}
+	pipes := append([]*shimio.PipesState{cs.Init.Pipes}, execPipes(cs)...)
+	for _, ps := range pipes {
+		if ps != nil && ps.StallTimeout != 0 && ps.StallTimeout != shimio.DefaultStallTimeout {
+			cs.StallTimeout = ps.StallTimeout // configured: relays and execs keep it
+			return
+		}
+	}
 	cs.StallTimeout = t
 	// The processes' relays: theirs was the old default, the option
-	// being unset. Layouts 1 to 4 record no container timeout (0) even
-	// when the options set one: a relay carrying another value carries
-	// the configured one, which stays.
-	for _, ps := range append([]*shimio.PipesState{cs.Init.Pipes}, execPipes(cs)...) {
-		if ps != nil && (ps.StallTimeout == 0 || ps.StallTimeout == shimio.DefaultStallTimeout) {
+	// being unset.
+	for _, ps := range pipes {
+		if ps != nil {
 			ps.StallTimeout = t
 		}
 	}

@@ -33,8 +33,9 @@ func TestImportedDockerContainerGetsNoStallTimeout(t *testing.T) {
 		{"moby", 20 * time.Second, 20 * time.Second, 20 * time.Second, 20 * time.Second}, // configured
 		{"k8s.io", 0, shimio.DefaultStallTimeout, 0, shimio.DefaultStallTimeout},
 		// Layouts 1 to 4 carry no container timeout (0) even when the
-		// options set one; the running processes' relays carry theirs.
-		{"moby", 0, time.Minute, -1, time.Minute},
+		// options set one; the running processes' relays carry theirs,
+		// which the execs to come get too.
+		{"moby", 0, time.Minute, time.Minute, time.Minute},
 	} {
 		s := New(Config{Namespace: tc.ns})
 		proc := func(id string) process.ProcessState {
