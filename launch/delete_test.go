@@ -214,3 +214,43 @@ func TestDeleteRefusesAMissingOrInvalidNamespace(t *testing.T) {
 		}
 	}
 }
+
+// containerd runs `delete` with its own environment only: what an operator
+// gives shims in [plugins."io.containerd.shim.v1.manager"] env reaches
+// `start`, and so the daemon, but not `delete`. A runtime the daemon found
+// through a PATH given there must still be the one `delete` runs, or the
+// container of a killed daemon is left running with its runtime state.
+func TestDeleteRunsTheRuntimeTheDaemonFound(t *testing.T) {
+	dir := t.TempDir()
+	bin, bundle, root := filepath.Join(dir, "bin"), filepath.Join(dir, "bundle"), filepath.Join(dir, "root")
+	for _, d := range []string{bin, filepath.Join(bundle, "rootfs"), filepath.Join(root, "t1")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	called := filepath.Join(dir, "called")
+	name := "shim-test-runtime-" + filepath.Base(filepath.Dir(dir))
+	script := "#!/bin/sh\necho \"$@\" > " + called + "\n"
+	if err := os.WriteFile(filepath.Join(bin, name), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	containerdPath := os.Getenv("PATH")
+	// The daemon's environment: containerd's, with the shims' own PATH.
+	t.Setenv("PATH", bin+":"+containerdPath)
+	if err := (&oci.Runtime{Binary: name, Root: root}).Save(bundle); err != nil {
+		t.Fatal(err)
+	}
+	// delete's: containerd's alone.
+	t.Setenv("PATH", containerdPath)
+	var out bytes.Buffer
+	if err := Delete(Flags{Namespace: "ns", ID: "t1", Bundle: bundle}, &out); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(called)
+	if err != nil {
+		t.Fatalf("delete did not run the runtime %s the container was made with: %v", name, err)
+	}
+	if !strings.HasSuffix(strings.TrimSpace(string(got)), "delete --force t1") {
+		t.Fatalf("the runtime ran with %q, want a forced delete of t1", got)
+	}
+}

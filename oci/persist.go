@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 )
 
@@ -14,14 +15,26 @@ import (
 const persistFile = "runtime.json"
 
 type persisted struct {
-	Binary        string `json:"binary,omitempty"`
+	Binary string `json:"binary,omitempty"`
+	// Path is the executable the daemon's search found for Binary (or for
+	// the default runtime). containerd runs `delete` with its own
+	// environment only: what an operator gives shims through
+	// [plugins."io.containerd.shim.v1.manager"] env (a PATH among it)
+	// reaches `start`, and so the daemon, but never `delete`, which by name
+	// alone would not find a runtime found there and would leave a killed
+	// daemon's container running. Binary stays, for a path since removed.
+	Path          string `json:"path,omitempty"`
 	Root          string `json:"root,omitempty"`
 	SystemdCgroup bool   `json:"systemd_cgroup,omitempty"`
 }
 
 // Save writes the runtime's identity into bundle.
 func (r *Runtime) Save(bundle string) error {
-	data, err := json.Marshal(persisted{Binary: r.Binary, Root: r.Root, SystemdCgroup: r.SystemdCgroup})
+	p := persisted{Binary: r.Binary, Root: r.Root, SystemdCgroup: r.SystemdCgroup}
+	if path, err := exec.LookPath(r.BinaryOrDefault()); err == nil && filepath.IsAbs(path) {
+		p.Path = path
+	}
+	data, err := json.Marshal(p)
 	if err != nil {
 		return fmt.Errorf("encode runtime record: %w", err)
 	}
@@ -47,8 +60,17 @@ func Load(bundle, defaultRoot string) (Runtime, error) {
 		return r, fmt.Errorf("decode runtime record: %w", err)
 	}
 	r.Binary, r.SystemdCgroup = p.Binary, p.SystemdCgroup
+	if p.Path != "" && isExecutable(p.Path) {
+		r.Binary = p.Path
+	}
 	if p.Root != "" {
 		r.Root = p.Root
 	}
 	return r, nil
+}
+
+// isExecutable reports whether path is a regular file someone may execute.
+func isExecutable(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0
 }
