@@ -29,6 +29,13 @@ const (
 type TTRPCForwarder struct {
 	address string
 	conn    *ttrpcclient.Conn
+	// awaited is the envelope whose answer is still due on conn: containerd
+	// has it but had not answered by the call's deadline (too busy, or
+	// stopped, to answer in time). Sent again on a new connection, it would
+	// reach containerd twice, and the first copy could land after the
+	// events the queue sends next: the queue's next try waits on for this
+	// answer instead.
+	awaited *types.Envelope
 }
 
 // NewTTRPCForwarder returns a forwarder for containerd's TTRPC_ADDRESS.
@@ -39,7 +46,12 @@ func NewTTRPCForwarder(address string) *TTRPCForwarder {
 // Forward sends one envelope. containerd's refusal comes back as a gRPC
 // status error (IsRejection).
 func (f *TTRPCForwarder) Forward(ctx context.Context, env *types.Envelope) error {
-	if f.conn != nil && f.conn.Exhausted() {
+	if f.conn != nil && f.awaited != nil && f.awaited != env {
+		// Another event than the one whose answer is due (a queue that
+		// gave it up): its late answer is nobody's now; start afresh.
+		_ = f.Close()
+	}
+	if f.conn != nil && f.awaited == nil && f.conn.Exhausted() {
 		// A new connection starts the stream ids again.
 		_ = f.Close()
 	}
@@ -52,10 +64,18 @@ func (f *TTRPCForwarder) Forward(ctx context.Context, env *types.Envelope) error
 		}
 		f.conn = conn
 	}
-	err := f.conn.Call(ctx, forwardService, forwardMethod, &eventsapi.ForwardRequest{Envelope: env}, nil)
-	if err != nil && !IsRejection(err) {
-		// The connection may be broken, or hold a late answer: start afresh
-		// next time.
+	var err error
+	if f.awaited == env {
+		err = f.conn.Await(ctx, nil)
+	} else {
+		err = f.conn.Call(ctx, forwardService, forwardMethod, &eventsapi.ForwardRequest{Envelope: env}, nil)
+	}
+	f.awaited = nil
+	switch {
+	case errors.Is(err, ttrpcclient.ErrAnswerPending):
+		f.awaited = env
+	case err != nil && !IsRejection(err):
+		// The connection may be broken: start afresh next time.
 		_ = f.Close()
 	}
 	return err
@@ -78,6 +98,7 @@ func isNetErr(err error) bool {
 
 // Close closes the connection.
 func (f *TTRPCForwarder) Close() error {
+	f.awaited = nil
 	if f.conn == nil {
 		return nil
 	}

@@ -3,8 +3,10 @@ package events
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -15,12 +17,14 @@ import (
 	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/ttrpc"
 	"github.com/example/containerd-shim-example-v2/internal/ttrpcclient"
+	"github.com/example/containerd-shim-example-v2/internal/ttrpcframe"
 	shimevents "github.com/example/containerd-shim-example-v2/proto/api/events"
 	shimtypes "github.com/example/containerd-shim-example-v2/proto/api/types"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // flaky fails the first failures calls, then records what it gets.
@@ -323,8 +327,11 @@ func TestTTRPCForwarderRejection(t *testing.T) {
 	}
 }
 
-// A containerd that accepts the connection but never answers: the call ends
-// at its deadline as a transport failure, and the next call dials afresh.
+// A containerd that takes the request but does not answer: the call ends at
+// its deadline as a transport failure (the queue tries again), the
+// connection is kept and the next try of the same event sends nothing again,
+// since containerd may still carry out the first; another event is sent on
+// a new connection.
 func TestTTRPCForwarderSilentPeer(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "c.sock.ttrpc")
 	l, err := net.Listen("unix", path)
@@ -344,16 +351,64 @@ func TestTTRPCForwarderSilentPeer(t *testing.T) {
 	}()
 	f := NewTTRPCForwarder("unix://" + path)
 	defer f.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	err = f.Forward(ctx, &shimtypes.Envelope{Topic: "/tasks/exit"})
-	cancel()
-	if err == nil || IsRejection(err) {
-		t.Fatalf("Forward to a silent peer = %v, want a transport failure", err)
+	forward := func(env *shimtypes.Envelope) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		return f.Forward(ctx, env)
 	}
-	if f.conn != nil {
-		t.Fatal("the connection was kept after a failed call")
+	env := &shimtypes.Envelope{Topic: "/tasks/exit"}
+	for try := 1; try <= 2; try++ {
+		if err := forward(env); err == nil || IsRejection(err) {
+			t.Fatalf("try %d: Forward to a silent peer = %v, want a transport failure", try, err)
+		}
+		if f.conn == nil {
+			t.Fatalf("try %d: the connection holding the request was dropped", try)
+		}
 	}
-	(<-accepted).Close()
+	peer := <-accepted
+	defer peer.Close()
+	// Whatever the tries wrote is in the socket by now: one request, once.
+	got := make([]byte, 64<<10)
+	_ = peer.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	n, _ := io.ReadAtLeast(peer, got, 1)
+	_ = peer.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	for {
+		m, err := peer.Read(got[n:])
+		n += m
+		if err != nil {
+			break
+		}
+	}
+	if frames := countFrames(t, got[:n]); frames != 1 {
+		t.Fatalf("the silent peer received %d requests, want the event once", frames)
+	}
+	if err := forward(&shimtypes.Envelope{Topic: "/tasks/delete"}); err == nil || IsRejection(err) {
+		t.Fatalf("Forward of the next event = %v, want a transport failure", err)
+	}
+	select {
+	case c := <-accepted:
+		c.Close()
+	case <-time.After(5 * time.Second):
+		t.Fatal("another event was not sent on a new connection")
+	}
+}
+
+// countFrames counts the ttrpc frames in b, which must hold whole frames.
+func countFrames(t *testing.T, b []byte) int {
+	t.Helper()
+	frames := 0
+	for len(b) > 0 {
+		if len(b) < ttrpcframe.HeaderLen {
+			t.Fatalf("%d bytes left: not a whole frame header", len(b))
+		}
+		h := ttrpcframe.Parse(b[:ttrpcframe.HeaderLen])
+		if len(b) < ttrpcframe.HeaderLen+int(h.Length) {
+			t.Fatalf("frame of %d bytes cut short", h.Length)
+		}
+		b = b[ttrpcframe.HeaderLen+int(h.Length):]
+		frames++
+	}
+	return frames
 }
 
 // Stream ids never wrap around on one connection: a connection whose ids
@@ -383,5 +438,85 @@ func TestTTRPCForwarderRedialsBeforeStreamIDsWrap(t *testing.T) {
 	defer rec.mu.Unlock()
 	if len(rec.envs) != 1 || rec.envs[0].Topic != "/b" {
 		t.Fatalf("containerd received %v, want the one event", rec.envs)
+	}
+}
+
+// lateFirst is containerd's events service answering its first call only
+// once released (too busy, or stopped, to answer within the deadline); it
+// records each event it carries out, and says when the first one is done.
+type lateFirst struct {
+	release, firstDone chan struct{}
+	mu                 sync.Mutex
+	calls              int
+	topics             []string
+}
+
+func (s *lateFirst) Forward(ctx context.Context, req *eventsapi.ForwardRequest) (*emptypb.Empty, error) {
+	s.mu.Lock()
+	s.calls++
+	first := s.calls == 1
+	s.mu.Unlock()
+	if first {
+		<-s.release
+		defer close(s.firstDone)
+	}
+	s.mu.Lock()
+	s.topics = append(s.topics, req.Envelope.Topic)
+	s.mu.Unlock()
+	return &emptypb.Empty{}, nil
+}
+
+// containerd takes an event but answers after the call's deadline: the
+// queue's next try waits for that answer rather than sending the event
+// again, so containerd carries it out once, before the next event. (Sent
+// again on a new connection, it was carried out twice, the first copy after
+// the next event: a /tasks/exit after the task's /tasks/delete.)
+func TestTTRPCForwarderWaitsForALateAnswer(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.sock.ttrpc")
+	srv, err := ttrpc.NewServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := &lateFirst{release: make(chan struct{}), firstDone: make(chan struct{})}
+	eventsapi.RegisterTTRPCEventsService(srv, svc)
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(context.Background(), l)
+	defer srv.Close()
+	f := NewTTRPCForwarder("unix://" + path)
+	defer f.Close()
+	forward := func(env *shimtypes.Envelope, timeout time.Duration) error {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		return f.Forward(ctx, env)
+	}
+	exit := &shimtypes.Envelope{Namespace: "ns", Topic: "/tasks/exit", Timestamp: timestamppb.Now()}
+	del := &shimtypes.Envelope{Namespace: "ns", Topic: "/tasks/delete", Timestamp: timestamppb.Now()}
+	if err := forward(exit, 200*time.Millisecond); err == nil || IsRejection(err) {
+		t.Fatalf("first try, containerd not answering: %v, want a transport failure", err)
+	}
+	// The queue tries again while containerd still holds the first call.
+	err = forward(exit, 200*time.Millisecond)
+	close(svc.release) // containerd gets round to it
+	for try := 3; err != nil; try++ {
+		if try > 5 {
+			t.Fatalf("/tasks/exit not delivered: %v", err)
+		}
+		err = forward(exit, 5*time.Second)
+	}
+	if err := forward(del, 5*time.Second); err != nil {
+		t.Fatalf("/tasks/delete: %v", err)
+	}
+	select {
+	case <-svc.firstDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("containerd never finished the first call")
+	}
+	svc.mu.Lock()
+	defer svc.mu.Unlock()
+	if want := []string{"/tasks/exit", "/tasks/delete"}; !slices.Equal(svc.topics, want) {
+		t.Fatalf("containerd carried out %v, want %v: each event once, in order", svc.topics, want)
 	}
 }

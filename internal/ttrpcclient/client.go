@@ -11,9 +11,11 @@ package ttrpcclient
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"time"
 
 	spb "google.golang.org/genproto/googleapis/rpc/status"
@@ -34,7 +36,20 @@ const maxStreamID = 1<<31 - 1
 type Conn struct {
 	conn   net.Conn
 	nextID uint32 // the stream id of the next call: odd, as ttrpc's clients number them
+	// awaited is the last call whose answer is still due (ErrAnswerPending),
+	// for Await; zero when none is.
+	awaited struct {
+		id              uint32
+		service, method string
+	}
 }
+
+// ErrAnswerPending is a call's deadline passing after its request was sent
+// whole and before any byte of an answer came: the server has the request
+// and may still carry it out and answer, and the connection is intact.
+// Await reads that answer; sending the request again would have it carried
+// out twice.
+var ErrAnswerPending = errors.New("the answer has not come yet")
 
 // New returns a client on an established connection.
 func New(conn net.Conn) *Conn { return NewAt(conn, 1) }
@@ -63,9 +78,10 @@ func (c *Conn) Close() error { return c.conn.Close() }
 // the answer's payload is not wanted), waiting at most until ctx's deadline
 // (only the deadline: give ctx one; a cancellation alone does not end it),
 // which the request also carries as ttrpc's client sends it. An error status
-// from the server comes back as a gRPC status error; anything else is a
-// transport failure, after which the connection may hold a late answer and
-// should be closed.
+// from the server comes back as a gRPC status error. A deadline that passed
+// before any of the answer came is ErrAnswerPending: the connection is
+// intact, and Await may read the answer later. Anything else is a transport
+// failure, after which the connection should be closed.
 func (c *Conn) Call(ctx context.Context, service, method string, req, resp any) error {
 	if c.Exhausted() {
 		return fmt.Errorf("ttrpc call %s/%s: stream ids used up on this connection", service, method)
@@ -84,30 +100,63 @@ func (c *Conn) Call(ctx context.Context, service, method string, req, resp any) 
 	if err != nil {
 		return err
 	}
-	if hasDeadline {
-		_ = c.conn.SetDeadline(deadline)
-	} else {
-		_ = c.conn.SetDeadline(time.Time{})
-	}
+	c.setDeadline(ctx)
+	c.awaited.id = 0 // a new call gives up waiting for an older answer
 	if _, err := c.conn.Write(frame); err != nil {
 		return fmt.Errorf("send %s/%s: %w", service, method, err)
 	}
+	c.awaited.id, c.awaited.service, c.awaited.method = id, service, method
+	return c.readAnswer(resp)
+}
+
+// Await waits, until ctx's deadline, for the answer of the last call, which
+// ended with ErrAnswerPending, and decodes it into resp as Call does.
+// Errors are Call's, ErrAnswerPending again among them.
+func (c *Conn) Await(ctx context.Context, resp any) error {
+	if c.awaited.id == 0 {
+		return errors.New("ttrpc: no call is waiting for its answer")
+	}
+	if deadline, ok := ctx.Deadline(); ok && !time.Now().Before(deadline) {
+		return fmt.Errorf("answer to %s/%s: %w", c.awaited.service, c.awaited.method, ErrAnswerPending)
+	}
+	c.setDeadline(ctx)
+	return c.readAnswer(resp)
+}
+
+func (c *Conn) setDeadline(ctx context.Context) {
+	deadline, _ := ctx.Deadline() // the zero time when there is none: no deadline
+	_ = c.conn.SetDeadline(deadline)
+}
+
+// readAnswer reads frames until the answer to the awaited call, skipping
+// any other (a late answer to a call given up on).
+func (c *Conn) readAnswer(resp any) error {
+	service, method := c.awaited.service, c.awaited.method
 	for {
 		var hdr [ttrpcframe.HeaderLen]byte
-		if _, err := io.ReadFull(c.conn, hdr[:]); err != nil {
+		if n, err := io.ReadFull(c.conn, hdr[:]); err != nil {
+			if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+				// Nothing of a frame read: the next read starts at a
+				// frame's beginning, and the answer may still come.
+				return fmt.Errorf("answer to %s/%s: %w (%w)", service, method, ErrAnswerPending, err)
+			}
+			c.awaited.id = 0
 			return fmt.Errorf("read the answer to %s/%s: %w", service, method, err)
 		}
 		h := ttrpcframe.Parse(hdr[:])
 		if h.Length > ttrpcframe.MaxPayload {
+			c.awaited.id = 0
 			return fmt.Errorf("read the answer to %s/%s: frame of %d bytes exceeds %d", service, method, h.Length, ttrpcframe.MaxPayload)
 		}
 		body := make([]byte, h.Length)
 		if _, err := io.ReadFull(c.conn, body); err != nil {
+			c.awaited.id = 0 // a frame read in part: the connection is out of step
 			return fmt.Errorf("read the answer to %s/%s: %w", service, method, err)
 		}
-		if h.StreamID != id || h.Type != ttrpcframe.TypeResponse {
-			continue // not this call's answer (none other is outstanding)
+		if h.StreamID != c.awaited.id || h.Type != ttrpcframe.TypeResponse {
+			continue // not the awaited answer (a late one to a call given up on)
 		}
+		c.awaited.id = 0
 		return decodeResponse(body, resp)
 	}
 }

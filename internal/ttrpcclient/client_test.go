@@ -6,6 +6,7 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -121,5 +122,51 @@ func TestStreamIDsDoNotWrap(t *testing.T) {
 	err := c.Call(context.Background(), "s", "m", &introspect.SnapshotRequest{}, nil)
 	if err == nil || errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("call past the last stream id = %v, want a refusal", err)
+	}
+}
+
+// A call whose deadline passes before the server answers ends with
+// ErrAnswerPending and leaves the connection usable: Await reads the late
+// answer; or a new call is answered while the late answer is skipped.
+func TestLateAnswer(t *testing.T) {
+	for _, await := range []bool{true, false} {
+		release := make(chan struct{})
+		var calls atomic.Int32
+		sock := serve(t, func(ctx context.Context, _ *introspectpb.SnapshotRequest) (*introspectpb.SnapshotResponse, error) {
+			n := calls.Add(1)
+			if n == 1 {
+				<-release
+			}
+			return &introspectpb.SnapshotResponse{Pid: uint32(n)}, nil
+		})
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, err := Dial(ctx, sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		short, cancelShort := context.WithTimeout(ctx, 100*time.Millisecond)
+		err = c.Call(short, "test.Introspect", "Snapshot", &introspect.SnapshotRequest{}, nil)
+		cancelShort()
+		if !errors.Is(err, ErrAnswerPending) {
+			t.Fatalf("call past its deadline: %v, want ErrAnswerPending", err)
+		}
+		var resp introspect.SnapshotResponse
+		if await {
+			close(release)
+			if err := c.Await(ctx, &resp); err != nil || resp.Pid != 1 {
+				t.Fatalf("Await: %+v, %v; want the first call's answer (pid 1)", &resp, err)
+			}
+			if err := c.Await(ctx, &resp); err == nil {
+				t.Fatal("a second Await found an answer to wait for")
+			}
+		} else {
+			close(release) // its late answer comes before or after the next call's
+		}
+		// The connection goes on serving: a new call gets its own answer.
+		if err := c.Call(ctx, "test.Introspect", "Snapshot", &introspect.SnapshotRequest{}, &resp); err != nil || resp.Pid != 2 {
+			t.Fatalf("await %v: the next call: %+v, %v; want its own answer (pid 2)", await, &resp, err)
+		}
+		c.Close()
+		cancel()
 	}
 }
