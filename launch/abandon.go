@@ -20,11 +20,18 @@ const abandonTimeout = 2 * time.Minute
 // the daemon through containerd's environment for shims.
 const AbandonTimeoutEnv = "EXAMPLE_SHIM_ABANDON_TIMEOUT"
 
+// minAbandonTimeout is the shortest timeout the environment may set: the
+// watch ticks every quarter of it, and a tick of a few nanoseconds would
+// either panic (time.NewTicker refuses 0) or keep a CPU busy, and no
+// containerd dials its shim that fast after `start` anyway.
+const minAbandonTimeout = 100 * time.Millisecond
+
 // abandonTimeoutFromEnv returns the timeout in effect: the environment's if
-// it is a positive duration, abandonTimeout otherwise.
+// it is a positive duration (at least minAbandonTimeout), abandonTimeout
+// otherwise.
 func abandonTimeoutFromEnv() time.Duration {
 	if d, err := time.ParseDuration(os.Getenv(AbandonTimeoutEnv)); err == nil && d > 0 {
-		return d
+		return max(d, minAbandonTimeout)
 	}
 	return abandonTimeout
 }

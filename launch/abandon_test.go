@@ -50,3 +50,27 @@ func TestWatchAbandoned(t *testing.T) {
 		})
 	}
 }
+
+// The environment's timeout: a positive Go duration, at least
+// minAbandonTimeout (a few nanoseconds made the daemon's watch panic at
+// start); anything else leaves the default.
+func TestAbandonTimeoutFromEnv(t *testing.T) {
+	for env, want := range map[string]time.Duration{
+		"":     abandonTimeout,
+		"30s":  30 * time.Second,
+		"1ns":  minAbandonTimeout,
+		"3ns":  minAbandonTimeout,
+		"0":    abandonTimeout,
+		"-5s":  abandonTimeout,
+		"soon": abandonTimeout,
+	} {
+		t.Setenv(AbandonTimeoutEnv, env)
+		got := abandonTimeoutFromEnv()
+		if got != want {
+			t.Errorf("%s=%q: %v, want %v", AbandonTimeoutEnv, env, got, want)
+		}
+		stop := make(chan struct{})
+		watchAbandoned(stop, func() int { return 1 }, &lastRequest{}, got) // must not panic
+		close(stop)
+	}
+}
