@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/containerd/errdefs"
 
@@ -59,4 +60,36 @@ func criuLogTail(data []byte) string {
 		return ""
 	}
 	return " (criu: " + strings.Join(errs, "; ") + ")"
+}
+
+// criuRestoreLog is the name runc and crun give CRIU's restore log, in the
+// restore's work directory, or the image directory when none is set.
+const criuRestoreLog = "restore.log"
+
+// coarseClockTick is how far a file's modification time may lag the clock
+// the shim reads: the kernel stamps files from a clock updated once a tick
+// (10 ms at the slowest, HZ=100).
+const coarseClockTick = 10 * time.Millisecond
+
+// restoreLogNote says why CRIU failed a restore, as its log has it, and
+// where that log is. runc's own error names it only as "restore.log",
+// relative to a work directory the caller never sees, and says nothing of
+// the reason (on a kernel CRIU cannot work with, the caller learnt nothing).
+// A log older than the attempt that began at begun is an earlier
+// attempt's (the runtime failed before it ran CRIU) and is left out.
+func restoreLogNote(opts oci.CheckpointOpts, begun time.Time) string {
+	dir := opts.WorkPath
+	if dir == "" {
+		dir = opts.ImagePath
+	}
+	log := filepath.Join(dir, criuRestoreLog)
+	st, err := os.Stat(log)
+	if err != nil || st.ModTime().Before(begun.Add(-coarseClockTick)) {
+		return ""
+	}
+	data, err := os.ReadFile(log)
+	if err != nil {
+		return ""
+	}
+	return criuLogTail(data) + "; CRIU log at " + log
 }

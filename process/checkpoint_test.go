@@ -5,7 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/containerd/errdefs"
 
@@ -66,5 +68,63 @@ func TestExecRefusedBeforeRestore(t *testing.T) {
 	}
 	if _, perr := c.Process("e1"); !errdefs.IsNotFound(perr) {
 		t.Errorf("the refused exec was registered: %v", perr)
+	}
+}
+
+// A failed restore quotes CRIU's log and names it (the runtime's own message
+// names only "restore.log", relative to a directory the caller never sees);
+// a log an earlier attempt left in the image directory is not this
+// attempt's reason, and is left out when the runtime fails before running
+// CRIU. The task stays created either way.
+func TestRestoreErrorQuotesThisAttemptsCRIULog(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "img")
+	if err := os.Mkdir(img, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("FAKE_DIR", dir)
+	rt, _ := fakeRuntime(t, dir, `
+restore) [ -e "$FAKE_DIR/run-criu" ] && echo 'Error (criu/cr-restore.c:1): boom' > "$FAKE_DIR/img/restore.log"
+	echo 'criu failed: type RESTORE errno 0 log file: restore.log' >&2; exit 1;;`)
+	c := &Container{ID: "c", Bundle: dir, rt: rt, socketDir: dir, execs: map[string]*Process{}}
+	c.execsIdle = sync.NewCond(&c.mu)
+	pipes, err := shimio.Open(shimio.Config{}, c.ioEnv(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pipes.Close)
+	c.init = newProcess(c, "", shimio.Config{}, pipes)
+	c.init.restore = &oci.RestoreOpts{CheckpointOpts: oci.CheckpointOpts{ImagePath: img}, PidFile: filepath.Join(dir, "init.pid")}
+	log := filepath.Join(img, "restore.log")
+	restore := func() error {
+		t.Helper()
+		err := c.init.Start(context.Background(), func(int) { t.Error("the failed restore was reported started") })
+		if err == nil {
+			t.Fatal("restore through a failing runtime succeeded")
+		}
+		if st := c.init.State().Status; st != Created {
+			t.Errorf("after the failed restore: %s, want created", st)
+		}
+		return err
+	}
+
+	// An earlier attempt's log, an hour old; this attempt fails before CRIU.
+	if err := os.WriteFile(log, []byte("Error (criu/files.c:1): stale\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(log, old, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := restore(); strings.Contains(err.Error(), "stale") || strings.Contains(err.Error(), log) {
+		t.Errorf("error quotes an earlier attempt's CRIU log: %v", err)
+	}
+
+	// This attempt's CRIU fails and logs why.
+	if err := os.WriteFile(filepath.Join(dir, "run-criu"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := restore(); !strings.Contains(err.Error(), "boom") || !strings.Contains(err.Error(), log) {
+		t.Errorf("error does not quote CRIU's reason and name its log %s: %v", log, err)
 	}
 }

@@ -213,6 +213,7 @@ func (p *Process) startRestore(ctx context.Context, onStarted func(pid int)) err
 	// Still Created, so still to be restored: restore is cleared only
 	// together with the move to Running, under p.mu.
 	opts := *p.restore
+	begun := time.Now()
 	pid, exitc, err := c.launch(p.pipes, opts.PidFile, func(stdio oci.Stdio, consoleSocket string) error {
 		opts.Stdio, opts.ConsoleSocket = stdio, consoleSocket
 		return c.rt.Restore(ctx, c.ID, c.Bundle, opts)
@@ -225,7 +226,7 @@ func (p *Process) startRestore(ctx context.Context, onStarted func(pid int)) err
 		// its process) would make the next attempt fail as existing.
 		p.pipes.DiscardHeld()
 		c.destroyRuntimeState()
-		return fmt.Errorf("restore %s from %s: %w", c.ID, opts.ImagePath, err)
+		return fmt.Errorf("restore %s from %s: %w%s", c.ID, opts.ImagePath, err, restoreLogNote(opts.CheckpointOpts, begun))
 	}
 	c.watchCgroup(pid)
 	p.restore = nil
