@@ -28,11 +28,12 @@ func (c *Container) Checkpoint(ctx context.Context, opts oci.CheckpointOpts) err
 		opts.WorkPath = work
 		defer os.RemoveAll(work)
 	}
+	begun := time.Now()
 	if err := c.rt.Checkpoint(ctx, c.ID, opts); err != nil {
 		// CRIU's own log says why; keep it beside the bundle, quote it, and
 		// say where it is: the runtime's message names the work directory's
 		// copy, gone once the default work directory is removed.
-		data, _ := os.ReadFile(filepath.Join(work, "dump.log"))
+		data := criuLogOf(filepath.Join(work, "dump.log"), begun)
 		kept := ""
 		if data != nil {
 			dumpLog := filepath.Join(c.Bundle, "criu-dump.log")
@@ -75,21 +76,32 @@ const coarseClockTick = 10 * time.Millisecond
 // where that log is. runc's own error names it only as "restore.log",
 // relative to a work directory the caller never sees, and says nothing of
 // the reason (on a kernel CRIU cannot work with, the caller learnt nothing).
-// A log older than the attempt that began at begun is an earlier
-// attempt's (the runtime failed before it ran CRIU) and is left out.
+// Only a log of the attempt that began at begun is quoted (criuLogOf).
 func restoreLogNote(opts oci.CheckpointOpts, begun time.Time) string {
 	dir := opts.WorkPath
 	if dir == "" {
 		dir = opts.ImagePath
 	}
 	log := filepath.Join(dir, criuRestoreLog)
-	st, err := os.Stat(log)
-	if err != nil || st.ModTime().Before(begun.Add(-coarseClockTick)) {
-		return ""
-	}
-	data, err := os.ReadFile(log)
-	if err != nil {
+	data := criuLogOf(log, begun)
+	if data == nil {
 		return ""
 	}
 	return criuLogTail(data) + "; CRIU log at " + log
+}
+
+// criuLogOf reads the CRIU log at path if the attempt that began at begun
+// wrote it, else returns nil. An older one is an earlier attempt's, left in
+// a work or image directory the caller uses again: when the runtime fails
+// before it runs CRIU, that log's reason is not this failure's.
+func criuLogOf(path string, begun time.Time) []byte {
+	st, err := os.Stat(path)
+	if err != nil || st.ModTime().Before(begun.Add(-coarseClockTick)) {
+		return nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	return data
 }

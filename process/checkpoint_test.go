@@ -128,3 +128,39 @@ restore) [ -e "$FAKE_DIR/run-criu" ] && echo 'Error (criu/cr-restore.c:1): boom'
 		t.Errorf("error does not quote CRIU's reason and name its log %s: %v", log, err)
 	}
 }
+
+// A checkpoint into a work directory of the caller's (ctr's --work-path)
+// that the runtime fails before it runs CRIU (the container stopped
+// meanwhile, say) does not quote, or keep as this failure's log, the
+// dump.log an earlier checkpoint left there: its reason is not this one's.
+func TestCheckpointErrorLeavesOutAnEarlierCRIULog(t *testing.T) {
+	dir := t.TempDir()
+	work := filepath.Join(dir, "work")
+	if err := os.Mkdir(work, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	rt, _ := fakeRuntime(t, dir, `
+checkpoint) echo 'Container cannot be checkpointed in stopped state' >&2; exit 1;;`)
+	c := &Container{ID: "c", Bundle: dir, rt: rt}
+	c.init = newProcess(c, "", shimio.Config{}, nil)
+	c.init.status = Running
+	stale := filepath.Join(work, "dump.log")
+	if err := os.WriteFile(stale, []byte("Error (criu/cr-dump.c:1): stale\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(stale, old, old); err != nil {
+		t.Fatal(err)
+	}
+
+	err := c.Checkpoint(context.Background(), oci.CheckpointOpts{ImagePath: filepath.Join(dir, "img"), WorkPath: work})
+	if err == nil {
+		t.Fatal("checkpoint through a failing runtime succeeded")
+	}
+	if strings.Contains(err.Error(), "stale") || strings.Contains(err.Error(), "criu-dump.log") {
+		t.Errorf("error quotes an earlier checkpoint's CRIU log: %v", err)
+	}
+	if _, serr := os.Stat(filepath.Join(dir, "criu-dump.log")); !os.IsNotExist(serr) {
+		t.Errorf("an earlier checkpoint's CRIU log kept as this one's: %v", serr)
+	}
+}
