@@ -104,6 +104,16 @@ func (c *Cgroup) Exists() bool {
 	return err == nil
 }
 
+// gone reports whether none of the cgroup's directories exists any more.
+func (c *Cgroup) gone() bool {
+	for _, d := range c.dirs {
+		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
+			return false
+		}
+	}
+	return true
+}
+
 // parseUint reads a counter; "max" (no limit) is the largest value, and a
 // negative v1 limit ("-1") means no limit too.
 func parseUint(s string) (uint64, error) {

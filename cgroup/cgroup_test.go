@@ -1,6 +1,7 @@
 package cgroup
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -584,5 +585,25 @@ func TestStatsV1BlkioWithoutIOIsPresent(t *testing.T) {
 	decodeMetrics(t, cg, MetricsV1, &m)
 	if m.Blkio != nil {
 		t.Errorf("blkio section %v from a cgroup without blkio files", m.Blkio)
+	}
+}
+
+// The statistics of a cgroup the runtime has removed while the task lives on
+// (a checkpoint that stopped the container; the systemd driver's scope,
+// removed with its last process) are NotFound under v1 as under v2:
+// containerd's metrics collection skips a task whose Stats is NotFound, and
+// logs any other error at every poll.
+func TestStatsOfARemovedCgroupAreNotFound(t *testing.T) {
+	for _, v2 := range []bool{false, true} {
+		root := t.TempDir()
+		proc := "4:memory:/c\n5:cpu,cpuacct:/c\n6:pids:/c\n7:blkio:/c\n0::/c\n"
+		cg, err := Parse(root, []byte(proc), v2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, err = cg.Metrics()
+		if !errdefs.IsNotFound(err) && !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("v2 %v: statistics of a removed cgroup: %v, want NotFound", v2, err)
+		}
 	}
 }

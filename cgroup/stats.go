@@ -3,11 +3,14 @@ package cgroup
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/containerd/errdefs"
 
 	v1 "github.com/example/containerd-shim-example-v2/proto/cgroups/cgroup1/stats"
 	v2 "github.com/example/containerd-shim-example-v2/proto/cgroups/cgroup2/stats"
@@ -108,7 +111,15 @@ func (c *Cgroup) StatsV1() (*v1.Metrics, error) {
 		}
 	}
 	if m.Pids == nil && m.CPU == nil && m.Memory == nil && m.Blkio == nil {
-		return nil, errors.New("cgroup has no readable statistics (was it removed?)")
+		if c.gone() {
+			// The runtime removed it while the task lives on: a checkpoint
+			// that stopped the container, or the systemd driver's scope
+			// after its last process. No cgroup is NotFound, as under v2,
+			// and containerd's metrics collection skips the task quietly;
+			// any other error it logs at every poll.
+			return nil, fmt.Errorf("cgroup removed: %w", errdefs.ErrNotFound)
+		}
+		return nil, errors.New("cgroup has no readable statistics")
 	}
 	return m, nil
 }

@@ -99,6 +99,27 @@ func TestStats(t *testing.T) {
 	stop(t, ctx, c)
 }
 
+// Stats of a task whose cgroup the runtime has removed while the task lives
+// on (a checkpoint that stopped the container; the systemd driver's scope,
+// gone with its last process; here removed by hand once the init exited)
+// answers NotFound, under cgroup v1 as under v2: containerd's metrics
+// collection skips such a task quietly, and logs any other error at every
+// poll until the task is deleted.
+func TestStatsAfterTheCgroupIsRemoved(t *testing.T) {
+	t.Parallel()
+	env := NewEnv(t)
+	c := env.Run(t, Config{Mode: Bootstrap, Name: "statsgone", Args: []string{"true"}, NullIO: true})
+	ctx := TestContext(t, time.Minute)
+	start(t, ctx, c, "")
+	wait(t, ctx, c, "")
+	if err := removeCgroupEventually(c.CgroupPath); err != nil {
+		t.Fatalf("remove the exited container's cgroup: %v", err)
+	}
+	_, err := c.Task().Stats(ctx, &taskv3.StatsRequest{ID: c.ID})
+	expectClass(t, "Stats of a task whose cgroup is gone", err, "NotFound")
+	deleteTask(t, ctx, c, "")
+}
+
 // A container allocating past the memory limit of its spec is OOM-killed:
 // exit 137, and /tasks/oom is forwarded before its /tasks/exit.
 func TestOOM(t *testing.T) {
