@@ -167,10 +167,11 @@ func hostCRIUProblem(ctx context.Context) string {
 	return strings.Join(strings.Fields(string(out)), " ")
 }
 
-// expectCheckpointedEvent waits for /tasks/checkpointed of container id.
-func expectCheckpointedEvent(t *testing.T, evs *eventStream, id string) {
+// expectCheckpointedEvent waits for /tasks/checkpointed of container id and
+// returns the events up to it.
+func expectCheckpointedEvent(t *testing.T, evs *eventStream, id string) []taskEvent {
 	t.Helper()
-	evs.collect(t, 10*time.Second, "/tasks/checkpointed", func(e taskEvent) bool {
+	return evs.collect(t, 10*time.Second, "/tasks/checkpointed", func(e taskEvent) bool {
 		cp, ok := e.Event.(*apievents.TaskCheckpointed)
 		return ok && cp.ContainerID == id
 	})
@@ -224,7 +225,13 @@ func TestCheckpointToPathAndExit(t *testing.T) {
 		if err != nil {
 			t.Fatalf("checkpoint to %s: %v", images, err)
 		}
-		expectCheckpointedEvent(t, evs, id)
+		// The checkpoint is announced before the exit it caused (which the
+		// client's deletion of the task follows).
+		for _, e := range expectCheckpointedEvent(t, evs, id) {
+			if x, ok := e.Event.(*apievents.TaskExit); ok && x.ContainerID == id {
+				t.Errorf("/tasks/exit of %s (%v) came before its /tasks/checkpointed", id, e)
+			}
+		}
 		exitCodeWithin(t, ctx, statusC, 10*time.Second) // the dump stopped it
 		waitIO(t, "checkpointed", task.IO())
 		atCheckpoint := lastCount(out.String())

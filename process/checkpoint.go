@@ -13,15 +13,29 @@ import (
 	"github.com/example/containerd-shim-example-v2/oci"
 )
 
-// Checkpoint dumps the container with CRIU into opts.ImagePath. Unless
-// LeaveRunning, the container stops afterwards (its exit is reported as usual).
-func (c *Container) Checkpoint(ctx context.Context, opts oci.CheckpointOpts) error {
+// Checkpoint dumps the container with CRIU into opts.ImagePath and runs
+// onCheckpointed once it is done. Unless LeaveRunning, the container stops
+// afterwards: its exit is reported as usual, but after onCheckpointed. CRIU
+// kills the container before the runtime has finished (runc then removes
+// its cgroups and state), and the exit, reported at once, came before the
+// checkpoint's own report, or even after the task's deletion.
+func (c *Container) Checkpoint(ctx context.Context, opts oci.CheckpointOpts, onCheckpointed func()) error {
 	if err := c.init.checkOp(OpCheckpoint); err != nil {
 		return err
 	}
 	if opts.ImagePath == "" {
 		return fmt.Errorf("checkpoint %s: no image path: %w", c.ID, errdefs.ErrInvalidArgument)
 	}
+	c.mu.Lock()
+	c.checkpoints++
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		if c.checkpoints--; c.checkpoints == 0 {
+			c.execsIdle.Broadcast()
+		}
+		c.mu.Unlock()
+	}()
 	work := opts.WorkPath
 	if work == "" {
 		work = filepath.Join(c.Bundle, "criu-work")
@@ -42,6 +56,9 @@ func (c *Container) Checkpoint(ctx context.Context, opts oci.CheckpointOpts) err
 			}
 		}
 		return fmt.Errorf("checkpoint %s: %w%s%s", c.ID, err, criuLogTail(data), kept)
+	}
+	if onCheckpointed != nil {
+		onCheckpointed()
 	}
 	return nil
 }

@@ -3,7 +3,10 @@ package process
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -35,10 +38,11 @@ func TestCheckpointErrorNamesTheKeptCRIULog(t *testing.T) {
 	t.Cleanup(stop)
 	go r.Run(ctx)
 	c := &Container{ID: "c", Bundle: dir, rt: oci.Runtime{Binary: fake, Dir: dir, Reaper: r}}
+	c.execsIdle = sync.NewCond(&c.mu)
 	c.init = newProcess(c, "", shimio.Config{}, nil)
 	c.init.status = Running
 
-	err := c.Checkpoint(context.Background(), oci.CheckpointOpts{ImagePath: filepath.Join(dir, "img")})
+	err := c.Checkpoint(context.Background(), oci.CheckpointOpts{ImagePath: filepath.Join(dir, "img")}, nil)
 	if err == nil {
 		t.Fatal("checkpoint through a failing runtime succeeded")
 	}
@@ -142,6 +146,7 @@ func TestCheckpointErrorLeavesOutAnEarlierCRIULog(t *testing.T) {
 	rt, _ := fakeRuntime(t, dir, `
 checkpoint) echo 'Container cannot be checkpointed in stopped state' >&2; exit 1;;`)
 	c := &Container{ID: "c", Bundle: dir, rt: rt}
+	c.execsIdle = sync.NewCond(&c.mu)
 	c.init = newProcess(c, "", shimio.Config{}, nil)
 	c.init.status = Running
 	stale := filepath.Join(work, "dump.log")
@@ -153,7 +158,7 @@ checkpoint) echo 'Container cannot be checkpointed in stopped state' >&2; exit 1
 		t.Fatal(err)
 	}
 
-	err := c.Checkpoint(context.Background(), oci.CheckpointOpts{ImagePath: filepath.Join(dir, "img"), WorkPath: work})
+	err := c.Checkpoint(context.Background(), oci.CheckpointOpts{ImagePath: filepath.Join(dir, "img"), WorkPath: work}, nil)
 	if err == nil {
 		t.Fatal("checkpoint through a failing runtime succeeded")
 	}
@@ -162,5 +167,63 @@ checkpoint) echo 'Container cannot be checkpointed in stopped state' >&2; exit 1
 	}
 	if _, serr := os.Stat(filepath.Join(dir, "criu-dump.log")); !os.IsNotExist(serr) {
 		t.Errorf("an earlier checkpoint's CRIU log kept as this one's: %v", serr)
+	}
+}
+
+// A checkpoint that stops the container (CRIU kills it before the runtime
+// has finished: runc then removes its cgroups and state) is announced before
+// the container's exit is: the exit, reported at once, came first, and a
+// client deleting the task on it (ctr run, CRI) could have /tasks/delete
+// published before /tasks/checkpointed. The fake runtime kills the init
+// and returns only once the exit was reported, or after a second when the
+// exit is held back, as it now is.
+func TestCheckpointThatStopsIsAnnouncedBeforeTheExit(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("FAKE_DIR", dir)
+	rt, r := fakeRuntime(t, dir, `
+checkpoint) kill -9 "$(cat "$FAKE_DIR/init.pid")"
+	i=0; while [ ! -e "$FAKE_DIR/exit-reported" ] && [ $i -lt 100 ]; do sleep 0.01; i=$((i+1)); done; exit 0;;`)
+	var mu sync.Mutex
+	var order []string
+	note := func(what string) {
+		mu.Lock()
+		order = append(order, what)
+		mu.Unlock()
+	}
+	exited := make(chan struct{})
+	c := &Container{ID: "c", Bundle: dir, rt: rt, ownPIDNS: true, execs: map[string]*Process{},
+		events: Events{Exited: func(*Process, Snapshot) {
+			note("exit")
+			_ = os.WriteFile(filepath.Join(dir, "exit-reported"), nil, 0o600)
+			close(exited)
+		}}}
+	c.execsIdle = sync.NewCond(&c.mu)
+	c.init = newProcess(c, "", shimio.Config{}, nil)
+
+	cmd := exec.Command("sleep", "100")
+	exitc, err := r.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	if err := os.WriteFile(filepath.Join(dir, "init.pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.init.pid, c.init.status = cmd.Process.Pid, Running
+	r.Then(cmd.Process.Pid, exitc, c.initExited)
+
+	err = c.Checkpoint(context.Background(), oci.CheckpointOpts{ImagePath: filepath.Join(dir, "img")}, func() { note("checkpointed") })
+	if err != nil {
+		t.Fatalf("checkpoint: %v", err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the init's exit was never reported")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(order, []string{"checkpointed", "exit"}) {
+		t.Errorf("reports in the order %v, want the checkpoint's before the exit", order)
 	}
 }

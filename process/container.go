@@ -28,7 +28,8 @@ const (
 	// pipe open forever; containerd's own stock shim waits 10 s.
 	IODrainTimeout = 10 * time.Second
 	// execsBeforeInitTimeout bounds how long an init's exit waits for the
-	// exits of its container's execs to be reported first. The kernel kills
+	// exits of its container's execs to be reported first (and a checkpoint
+	// under way, which CRIU's kill ends, to be announced). The kernel kills
 	// every process of a PID namespace when its init dies, so this is normally
 	// milliseconds.
 	execsBeforeInitTimeout = 5 * time.Second
@@ -66,9 +67,9 @@ type stallConfig struct {
 
 // Container is one OCI container: its runtime, its init and its execs.
 //
-// Locking: mu guards execs, runningExecs, answersOwed, initReaped, exitRecorded and the OOM counts;
-// execsIdle is signalled (with mu) when runningExecs drops to zero. A Process's own mutex is never
-// acquired while holding mu.
+// Locking: mu guards execs, runningExecs, checkpoints, answersOwed, initReaped, exitRecorded and
+// the OOM counts; execsIdle is signalled (with mu) when runningExecs or checkpoints drops to zero.
+// A Process's own mutex is never acquired while holding mu.
 type Container struct {
 	ID        string
 	Bundle    string
@@ -91,6 +92,7 @@ type Container struct {
 	execsIdle      *sync.Cond
 	execs          map[string]*Process
 	runningExecs   int
+	checkpoints    int // checkpoints under way: the init's exit is reported after them (Checkpoint)
 	answersOwed    int // Wait answers owed for processes gone from the container (oweAnswersLocked, OnExit)
 	initReaped     bool
 	exitRecorded   bool              // the init's exit is recorded (and published): no OOM after it

@@ -145,7 +145,7 @@ func (c *Container) initExited(e reaper.Exit) {
 		_ = c.rt.Kill(ctx, c.ID, 9, true)
 		cancel()
 	}
-	c.waitExecsIdle(execsBeforeInitTimeout)
+	c.waitIdle(execsBeforeInitTimeout)
 	c.reportOOMBeforeExit()
 	c.mu.Lock()
 	c.exitRecorded = true // from here on an OOM would follow the exit: none is reported
@@ -153,8 +153,10 @@ func (c *Container) initExited(e reaper.Exit) {
 	c.init.recordExit(e)
 }
 
-func (c *Container) waitExecsIdle(timeout time.Duration) {
+// waitIdle waits until no exec runs and no checkpoint is under way, so that
+// the init's exit follows their reports.
+func (c *Container) waitIdle(timeout time.Duration) {
 	c.mu.Lock()
-	condwait.Until(c.execsIdle, timeout, func() bool { return c.runningExecs == 0 })
+	condwait.Until(c.execsIdle, timeout, func() bool { return c.runningExecs == 0 && c.checkpoints == 0 })
 	c.mu.Unlock()
 }

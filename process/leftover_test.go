@@ -96,7 +96,7 @@ delete) exit 0;;`)
 		t.Errorf("%d descriptors still open on the exited exec's stdin FIFO", open)
 	}
 	// The running exec is killed; its exit is reaped but not published.
-	c.waitExecsIdle(5 * time.Second)
+	c.waitIdle(5 * time.Second)
 	if c.runningExecs != 0 {
 		t.Fatalf("the running exec was not killed")
 	}

@@ -374,11 +374,12 @@ func (s *Service) Checkpoint(ctx context.Context, r *taskapi.CheckpointTaskReque
 	if err != nil {
 		return nil, err
 	}
-	err = c.Checkpoint(ctx, opts)
+	err = c.Checkpoint(ctx, opts, func() {
+		s.cfg.Events.Publish(topicCheckpointed, &eventsapi.TaskCheckpointed{ContainerID: r.ID, Checkpoint: opts.ImagePath})
+	})
 	if err != nil {
 		return nil, err
 	}
-	s.cfg.Events.Publish(topicCheckpointed, &eventsapi.TaskCheckpointed{ContainerID: r.ID, Checkpoint: opts.ImagePath})
 	return empty, nil
 }
 
