@@ -18,6 +18,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/example/containerd-shim-example-v2/integration/harness"
 )
@@ -239,6 +240,14 @@ func TestOptionsCrun(t *testing.T) {
 			}
 			if m := d.MountNamespaceMounts(d.BundleDir(ns, id)); len(m) == 0 && harness.HybridCgroups() {
 				t.Errorf("no rootfs mount of the running container in the daemon's mount namespace: the leak check below would be vacuous")
+			}
+			// An update through crun: the resources reach it on its standard input, which
+			// it opens by path (the lane's guest has no /dev/stdin).
+			pids := int64(77)
+			if err := task.Update(ctx, containerd.WithResources(&specs.LinuxResources{Pids: &specs.LinuxPids{Limit: &pids}})); err != nil {
+				t.Errorf("update through crun: %v", err)
+			} else if got := cgroupOf(t, task.Pid()).readInt(t, "pids", "pids.max", "pids.max"); got != pids {
+				t.Errorf("pids.max = %d after the update through crun, want %d", got, pids)
 			}
 			if code := runExec(t, ctx, task, "go", "touch", "/tmp/go"); code != 0 {
 				t.Errorf("exec through crun: exit code %d", code)

@@ -341,9 +341,16 @@ func (r *Runtime) Ps(ctx context.Context, id string) ([]int, error) {
 	return pids, nil
 }
 
+// resourcesOnStdin names the runtime's standard input, where Update writes
+// the resources, by a path every runtime opens as given. runc reads "-" from
+// its standard input; crun opens "/dev/stdin" for it, a symlink that a /dev
+// without an init system's additions (a bare devtmpfs) does not have, where
+// every update failed ("error opening file `/dev/stdin`").
+const resourcesOnStdin = "/proc/self/fd/0"
+
 // Update applies LinuxResources (JSON) to the running container.
 func (r *Runtime) Update(ctx context.Context, id string, resources []byte) error {
-	_, err := r.run(ctx, nil, resources, "update", "--resources=-", id)
+	_, err := r.run(ctx, nil, resources, "update", "--resources="+resourcesOnStdin, id)
 	return err
 }
 

@@ -151,3 +151,34 @@ func TestRestoreFlagsPerRuntime(t *testing.T) {
 		}
 	}
 }
+
+// Update hands the resources over on the runtime's standard input under a
+// path it opens as any file: crun reads "-" as "/dev/stdin", which a bare
+// devtmpfs lacks (the cgroup v2 lane's guest: every update through crun
+// failed there). The fake runtime reads what it is given as crun does, and
+// fails as crun did where "-" is given and /dev/stdin is missing.
+func TestUpdateResourcesNeedNoDevStdin(t *testing.T) {
+	r := reaper.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx)
+	dir := t.TempDir()
+	got := filepath.Join(dir, "resources")
+	fake := filepath.Join(dir, "crun")
+	script := "#!/bin/sh\nfor a; do case \"$a\" in --resources=*) res=${a#--resources=};; esac; done\n" +
+		"[ \"$res\" = - ] && res=$OCI_TEST_NO_DEV/stdin\n" +
+		"cat \"$res\" >\"$OCI_TEST_OUT\" || { echo \"error opening file $res\" >&2; exit 1; }\n"
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("OCI_TEST_OUT", got)
+	t.Setenv("OCI_TEST_NO_DEV", filepath.Join(dir, "dev")) // a /dev without stdin
+	rt := &Runtime{Binary: fake, Dir: dir, Reaper: r}
+	want := `{"memory":{"limit":104857600}}`
+	if err := rt.Update(ctx, "c1", []byte(want)); err != nil {
+		t.Fatalf("update: %v", err)
+	}
+	if data, err := os.ReadFile(got); err != nil || string(data) != want {
+		t.Errorf("the runtime read %q (%v), want %q", data, err, want)
+	}
+}
