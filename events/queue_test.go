@@ -95,13 +95,15 @@ func (r *recorder) Forward(ctx context.Context, req *eventsapi.ForwardRequest) (
 	return &emptypb.Empty{}, nil
 }
 
-func serve(t *testing.T, path string, rec *recorder) func() {
+// serve runs svc as containerd's events service on a unix socket at path;
+// the returned func stops it.
+func serve(t *testing.T, path string, svc eventsapi.TTRPCEventsService) func() {
 	t.Helper()
 	srv, err := ttrpc.NewServer()
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventsapi.RegisterTTRPCEventsService(srv, rec)
+	eventsapi.RegisterTTRPCEventsService(srv, svc)
 	l, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)
@@ -291,18 +293,8 @@ func (r *refuser) Forward(ctx context.Context, req *eventsapi.ForwardRequest) (*
 // the call's deadline.
 func TestTTRPCForwarderRejection(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "c.sock.ttrpc")
-	srv, err := ttrpc.NewServer()
-	if err != nil {
-		t.Fatal(err)
-	}
 	ref := &refuser{}
-	eventsapi.RegisterTTRPCEventsService(srv, ref)
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(context.Background(), l)
-	defer srv.Close()
+	defer serve(t, path, ref)()
 
 	f := NewTTRPCForwarder("unix://" + path)
 	defer f.Close()
@@ -473,18 +465,8 @@ func (s *lateFirst) Forward(ctx context.Context, req *eventsapi.ForwardRequest) 
 // the next event: a /tasks/exit after the task's /tasks/delete.)
 func TestTTRPCForwarderWaitsForALateAnswer(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "c.sock.ttrpc")
-	srv, err := ttrpc.NewServer()
-	if err != nil {
-		t.Fatal(err)
-	}
 	svc := &lateFirst{release: make(chan struct{}), firstDone: make(chan struct{})}
-	eventsapi.RegisterTTRPCEventsService(srv, svc)
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(context.Background(), l)
-	defer srv.Close()
+	defer serve(t, path, svc)()
 	f := NewTTRPCForwarder("unix://" + path)
 	defer f.Close()
 	forward := func(env *shimtypes.Envelope, timeout time.Duration) error {
@@ -498,7 +480,7 @@ func TestTTRPCForwarderWaitsForALateAnswer(t *testing.T) {
 		t.Fatalf("first try, containerd not answering: %v, want a transport failure", err)
 	}
 	// The queue tries again while containerd still holds the first call.
-	err = forward(exit, 200*time.Millisecond)
+	err := forward(exit, 200*time.Millisecond)
 	close(svc.release) // containerd gets round to it
 	for try := 3; err != nil; try++ {
 		if try > 5 {
