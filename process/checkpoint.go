@@ -20,15 +20,25 @@ import (
 // its cgroups and state), and the exit, reported at once, came before the
 // checkpoint's own report, or even after the task's deletion.
 func (c *Container) Checkpoint(ctx context.Context, opts oci.CheckpointOpts, onCheckpointed func()) error {
-	if err := c.init.checkOp(OpCheckpoint); err != nil {
-		return err
-	}
 	if opts.ImagePath == "" {
 		return fmt.Errorf("checkpoint %s: no image path: %w", c.ID, errdefs.ErrInvalidArgument)
+	}
+	// Checked and counted under the init's lock, which a Pause or Resume
+	// holds for its whole runtime call: either one ends before this
+	// begins, or it finds the checkpoint counted and is refused
+	// (checkpointBusy). CRIU freezes and thaws the container itself, and
+	// a pause in between leaves it running where the task says paused,
+	// or fails the dump.
+	p := c.init
+	p.mu.Lock()
+	if err := p.checkLocked(OpCheckpoint); err != nil {
+		p.mu.Unlock()
+		return err
 	}
 	c.mu.Lock()
 	c.checkpoints++
 	c.mu.Unlock()
+	p.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
 		if c.checkpoints--; c.checkpoints == 0 {
@@ -121,4 +131,17 @@ func criuLogOf(path string, begun time.Time) []byte {
 		return nil
 	}
 	return data
+}
+
+// checkpointBusy is FailedPrecondition while a checkpoint of the container
+// runs (see Checkpoint): Pause and Resume wait for none, as State and Kill
+// do not, but they may not run inside one. The caller holds the init's lock.
+func (c *Container) checkpointBusy(op Op) error {
+	c.mu.Lock()
+	n := c.checkpoints
+	c.mu.Unlock()
+	if n > 0 {
+		return fmt.Errorf("cannot %s container %s while it is being checkpointed: %w", op, c.ID, errdefs.ErrFailedPrecondition)
+	}
+	return nil
 }

@@ -227,3 +227,57 @@ checkpoint) kill -9 "$(cat "$FAKE_DIR/init.pid")"
 		t.Errorf("reports in the order %v, want the checkpoint's before the exit", order)
 	}
 }
+
+// A Pause or Resume during a checkpoint is refused (FailedPrecondition):
+// CRIU freezes and thaws the container itself, and a pause in between left
+// it running where the task said paused, or failed the dump. Once the
+// checkpoint is over they go through; a checkpoint of a paused container
+// is allowed, and a Resume waits for its end in the same way.
+func TestPauseAndResumeAreRefusedDuringACheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("FAKE_DIR", dir)
+	rt, _ := fakeRuntime(t, dir, `
+checkpoint) touch "$FAKE_DIR/dumping"; while [ ! -e "$FAKE_DIR/go" ]; do sleep 0.01; done; rm -f "$FAKE_DIR/go" "$FAKE_DIR/dumping"; exit 0;;
+pause|resume) exit 0;;`)
+	c := &Container{ID: "c", Bundle: dir, rt: rt, execs: map[string]*Process{}}
+	c.execsIdle = sync.NewCond(&c.mu)
+	c.init = newProcess(c, "", shimio.Config{}, nil)
+	c.init.pid, c.init.status = os.Getpid(), Running
+	ctx := context.Background()
+
+	during := func(what string, op func() error) {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() {
+			done <- c.Checkpoint(ctx, oci.CheckpointOpts{ImagePath: filepath.Join(dir, "img"), WorkPath: filepath.Join(dir, "work"), LeaveRunning: true}, nil)
+		}()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			if _, err := os.Stat(filepath.Join(dir, "dumping")); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the checkpoint never began")
+			}
+		}
+		if err := op(); !errdefs.IsFailedPrecondition(err) {
+			t.Errorf("%s during a checkpoint: %v, want FailedPrecondition", what, err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "go"), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("checkpoint: %v", err)
+		}
+		if err := op(); err != nil {
+			t.Errorf("%s after the checkpoint: %v", what, err)
+		}
+	}
+	during("Pause", func() error { return c.Pause(ctx, nil) })
+	if st := c.init.State().Status; st != Paused {
+		t.Fatalf("after Pause: %v, want paused", st)
+	}
+	during("Resume", func() error { return c.Resume(ctx, nil) })
+	if st := c.init.State().Status; st != Running {
+		t.Fatalf("after Resume: %v, want running", st)
+	}
+}

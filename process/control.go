@@ -39,12 +39,20 @@ func (c *Container) Pids(ctx context.Context) ([]int, error) {
 
 // Pause freezes the container.
 func (c *Container) Pause(ctx context.Context, onPaused func()) error {
-	return c.init.transition(OpPause, Paused, func() error { return c.rt.Pause(ctx, c.ID) }, onPaused)
+	return c.init.transition(OpPause, Paused, func() error {
+		if err := c.checkpointBusy(OpPause); err != nil {
+			return err
+		}
+		return c.rt.Pause(ctx, c.ID)
+	}, onPaused)
 }
 
 // Resume thaws the container.
 func (c *Container) Resume(ctx context.Context, onResumed func()) error {
 	return c.init.transition(OpResume, Running, func() error {
+		if err := c.checkpointBusy(OpResume); err != nil {
+			return err
+		}
 		err := c.rt.Resume(ctx, c.ID)
 		if err != nil && exitedChild(c.init.pid) { // p.mu is held: read the field
 			// Killed while paused (docker kill, rm -f): the runtime finds it
