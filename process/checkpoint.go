@@ -35,13 +35,22 @@ func (c *Container) Checkpoint(ctx context.Context, opts oci.CheckpointOpts, onC
 		p.mu.Unlock()
 		return err
 	}
+	// Only a checkpoint that stops the container holds its exit back: one
+	// that leaves it running has no exit of its own to order, and an init
+	// that ends by itself meanwhile is reported at once.
+	stopping := 0
+	if !opts.LeaveRunning {
+		stopping = 1
+	}
 	c.mu.Lock()
 	c.checkpoints++
+	c.stoppingCheckpoints += stopping
 	c.mu.Unlock()
 	p.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
-		if c.checkpoints--; c.checkpoints == 0 {
+		c.checkpoints--
+		if c.stoppingCheckpoints -= stopping; stopping > 0 && c.stoppingCheckpoints == 0 {
 			c.execsIdle.Broadcast()
 		}
 		c.mu.Unlock()

@@ -281,3 +281,49 @@ pause|resume) exit 0;;`)
 		t.Fatalf("after Resume: %v, want running", st)
 	}
 }
+
+// A checkpoint that leaves the container running holds no exit back: an
+// init that ends by itself meanwhile is reported at once, not when the
+// checkpoint is over (up to 5 s later).
+func TestExitDuringALeaveRunningCheckpointIsNotHeld(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("FAKE_DIR", dir)
+	rt, r := fakeRuntime(t, dir, `
+checkpoint) touch "$FAKE_DIR/dumping"; while [ ! -e "$FAKE_DIR/go" ]; do sleep 0.01; done; exit 0;;`)
+	exited := make(chan struct{})
+	c := &Container{ID: "c", Bundle: dir, rt: rt, ownPIDNS: true, execs: map[string]*Process{},
+		events: Events{Exited: func(*Process, Snapshot) { close(exited) }}}
+	c.execsIdle = sync.NewCond(&c.mu)
+	c.init = newProcess(c, "", shimio.Config{}, nil)
+	cmd := exec.Command("sleep", "100")
+	exitc, err := r.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	c.init.pid, c.init.status = cmd.Process.Pid, Running
+	r.Then(cmd.Process.Pid, exitc, c.initExited)
+
+	done := make(chan error, 1)
+	go func() {
+		done <- c.Checkpoint(context.Background(), oci.CheckpointOpts{ImagePath: filepath.Join(dir, "img"), LeaveRunning: true}, nil)
+	}()
+	t.Cleanup(func() {
+		_ = os.WriteFile(filepath.Join(dir, "go"), nil, 0o600)
+		<-done
+	})
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(filepath.Join(dir, "dumping")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the checkpoint never began")
+		}
+	}
+	_ = cmd.Process.Kill()
+	select {
+	case <-exited:
+	case <-time.After(3 * time.Second):
+		t.Fatal("the init's exit was held back by a checkpoint that leaves the container running")
+	}
+}

@@ -67,8 +67,9 @@ type stallConfig struct {
 
 // Container is one OCI container: its runtime, its init and its execs.
 //
-// Locking: mu guards execs, runningExecs, checkpoints, answersOwed, initReaped, exitRecorded and
-// the OOM counts; execsIdle is signalled (with mu) when runningExecs or checkpoints drops to zero.
+// Locking: mu guards execs, runningExecs, checkpoints, stoppingCheckpoints, answersOwed, initReaped,
+// exitRecorded and the OOM counts; execsIdle is signalled (with mu) when runningExecs or
+// stoppingCheckpoints drops to zero.
 // A Process's own mutex is never acquired while holding mu.
 type Container struct {
 	ID        string
@@ -88,22 +89,25 @@ type Container struct {
 	cg      *cgroup.Cgroup // nil when the init's cgroup could not be found; set under mu (a restore sets it at Start, while Stats may read it)
 	stopOOM func()
 
-	mu             sync.Mutex
-	execsIdle      *sync.Cond
-	execs          map[string]*Process
-	runningExecs   int
-	checkpoints    int // checkpoints under way: the init's exit is reported after them (Checkpoint)
-	answersOwed    int // Wait answers owed for processes gone from the container (oweAnswersLocked, OnExit)
-	initReaped     bool
-	exitRecorded   bool              // the init's exit is recorded (and published): no OOM after it
-	oomSeen        uint64            // OOM kills already reported (or present at create)
-	oomRecheck     bool              // a v1 notification's kill is being looked for (recheckOOM)
-	oomRecheckFrom uint64            // oomSeen when that began: a kill reported since ends it
-	oomStopped     bool              // deleted: no OOM is reported any more
-	oomBelow       uint64            // v1 kills below the cgroup under its limit
-	oomAtCreate    uint64            // OOM kills the cgroup had already counted at create
-	limitMarks     cgroup.LimitMarks // the cgroup's own-limit counters at the last OOM (or at create)
-	oomScope       string            // where the last reported OOM kill's limit was hit
+	mu           sync.Mutex
+	execsIdle    *sync.Cond
+	execs        map[string]*Process
+	runningExecs int
+	checkpoints  int // checkpoints under way: Pause and Resume wait for none (Checkpoint, checkpointBusy)
+	// stoppingCheckpoints are those of checkpoints that stop the container:
+	// the init's exit is reported after them (waitIdle).
+	stoppingCheckpoints int
+	answersOwed         int // Wait answers owed for processes gone from the container (oweAnswersLocked, OnExit)
+	initReaped          bool
+	exitRecorded        bool              // the init's exit is recorded (and published): no OOM after it
+	oomSeen             uint64            // OOM kills already reported (or present at create)
+	oomRecheck          bool              // a v1 notification's kill is being looked for (recheckOOM)
+	oomRecheckFrom      uint64            // oomSeen when that began: a kill reported since ends it
+	oomStopped          bool              // deleted: no OOM is reported any more
+	oomBelow            uint64            // v1 kills below the cgroup under its limit
+	oomAtCreate         uint64            // OOM kills the cgroup had already counted at create
+	limitMarks          cgroup.LimitMarks // the cgroup's own-limit counters at the last OOM (or at create)
+	oomScope            string            // where the last reported OOM kill's limit was hit
 }
 
 // Init returns the container's init process.

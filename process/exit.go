@@ -153,10 +153,10 @@ func (c *Container) initExited(e reaper.Exit) {
 	c.init.recordExit(e)
 }
 
-// waitIdle waits until no exec runs and no checkpoint is under way, so that
-// the init's exit follows their reports.
+// waitIdle waits until no exec runs and no checkpoint that stops the
+// container is under way, so that the init's exit follows their reports.
 func (c *Container) waitIdle(timeout time.Duration) {
 	c.mu.Lock()
-	condwait.Until(c.execsIdle, timeout, func() bool { return c.runningExecs == 0 && c.checkpoints == 0 })
+	condwait.Until(c.execsIdle, timeout, func() bool { return c.runningExecs == 0 && c.stoppingCheckpoints == 0 })
 	c.mu.Unlock()
 }
