@@ -64,8 +64,8 @@ type Config struct {
 
 // Service implements containerd's Task API for every container of this shim.
 //
-// Locking: mu guards containers and pending (ids whose Create is in flight,
-// with the bundle each claims).
+// Locking: mu guards containers, pending (ids whose Create is in flight,
+// with the bundle each claims) and closing (see closeIfIdle).
 // It is held only for map access, never across runtime calls.
 type Service struct {
 	cfg      Config
@@ -76,6 +76,7 @@ type Service struct {
 	mu         sync.Mutex
 	containers map[string]*process.Container
 	pending    map[string]string
+	closing    bool
 	// leaving are containers deleted before the exit of an exec their
 	// delete killed: an upgrade waits for it (see Handable).
 	leaving []*process.Container
@@ -118,6 +119,9 @@ func (s *Service) lookup(id, execID string) (*process.Container, *process.Proces
 func (s *Service) reserve(id, bundle string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closing {
+		return fmt.Errorf("container %q: the shim is shutting down: %w", id, errdefs.ErrFailedPrecondition)
+	}
 	if _, ok := s.pending[id]; ok {
 		return fmt.Errorf("container %q: %w", id, errdefs.ErrAlreadyExists)
 	}

@@ -447,16 +447,3 @@ func (s *Service) Connect(ctx context.Context, r *taskapi.ConnectRequest) (*task
 	}
 	return resp, nil
 }
-
-// Shutdown lets the shim exit once it holds no task and no pod sandbox;
-// otherwise it is a no-op, so one container's teardown never stops a shim
-// that serves others.
-func (s *Service) Shutdown(ctx context.Context, r *taskapi.ShutdownRequest) (*emptypb.Empty, error) {
-	if s.Tasks() > 0 || (s.cfg.Sandboxes != nil && s.cfg.Sandboxes() > 0) {
-		return empty, nil
-	}
-	if s.cfg.RequestExit != nil {
-		s.exitOnce.Do(s.cfg.RequestExit)
-	}
-	return empty, nil
-}

@@ -1,0 +1,72 @@
+package direct
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	taskv3 "github.com/containerd/containerd/api/runtime/task/v3"
+)
+
+// A Shutdown that found the shim empty commits it to leaving: a Create that
+// arrives afterwards (another container of the pod, on its own connection,
+// while the daemon still flushes its last events) is refused, not carried
+// out by a daemon about to exit. Before, it succeeded, the daemon exited
+// a moment later, and the container stayed behind in runc, created,
+// mounted and unreported, with nobody left to delete it.
+func TestCreateAfterShutdownRefused(t *testing.T) {
+	t.Parallel()
+	env := NewEnv(t)
+	a := env.Run(t, Config{Mode: Bootstrap, Name: "gone", Args: loopArgs, NullIO: true})
+	ctx := TestContext(t, WaitTimeout)
+
+	// containerd stops taking events, so the daemon's exit waits for its
+	// queue (/tasks/create and /tasks/delete of a) and leaves time for a
+	// request to come in after the Shutdown.
+	_ = a.Containerd.srv.Close()
+	// The later container's connection, open before (containerd keeps one
+	// per task; the daemon stops listening once it leaves).
+	other := a.Shim.TaskAPI(t, a.Mode.TaskVersion())
+	deleteTask(t, ctx, a, "")
+	if _, err := a.Task().Shutdown(ctx, &taskv3.ShutdownRequest{ID: a.ID}); err != nil {
+		t.Fatalf("Shutdown of the empty shim: %v", err)
+	}
+
+	id := "late-" + RandID(6)
+	cgroup := env.CgroupParent + "/" + id
+	b := NewBundle(t, t.TempDir(), NewSpec(SpecConfig{Args: loopArgs, CgroupsPath: cgroup}))
+	t.Cleanup(func() {
+		if err := a.Shim.Kill(); err != nil {
+			t.Error(err)
+		}
+		if err := runcDelete(a.RuncRoot, id); err != nil {
+			t.Error(err)
+		}
+		if err := unmountUnder(b.Dir); err != nil {
+			t.Error(err)
+		}
+		if err := removeCgroupEventually(cgroup); err != nil {
+			t.Errorf("cgroup of %s: %v", id, err)
+		}
+	})
+	_, err := other.Create(ctx, &taskv3.CreateTaskRequest{ID: id, Bundle: b.Dir})
+	if err == nil {
+		if a.Shim.Exited(WaitTimeout) {
+			_, err := os.Stat(filepath.Join(a.RuncRoot, id))
+			t.Fatalf("Create %s after Shutdown succeeded, then the shim exited (runc state left: %v)", id, err == nil)
+		}
+		t.Fatalf("Create %s after Shutdown succeeded", id)
+	}
+	// The daemon may also have hung up already (ttrpc: closed): either way
+	// nothing of the task may exist.
+	if c := ErrClass(err); c != "FailedPrecondition" && c != "" {
+		t.Errorf("Create after Shutdown: %v (class %s), want FailedPrecondition", err, c)
+	}
+	if _, err := os.Stat(filepath.Join(a.RuncRoot, id)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("runc state of %s refused after Shutdown: %v, want none", id, err)
+	}
+	if m, _ := MountsUnder(b.Dir); len(m) > 0 {
+		t.Errorf("mounts under the bundle of %s refused after Shutdown: %v", id, m)
+	}
+}
