@@ -43,7 +43,13 @@ func (c *Container) Pause(ctx context.Context, onPaused func()) error {
 		if err := c.checkpointBusy(OpPause); err != nil {
 			return err
 		}
-		return c.rt.Pause(ctx, c.ID)
+		err := c.rt.Pause(ctx, c.ID)
+		if err != nil && exitedChild(c.init.pid) { // p.mu is held: read the field
+			// Killed as the pause came: the runtime finds it "not running"
+			// before the exit has been processed.
+			return fmt.Errorf("cannot pause %s: its init has exited: %w", c.ID, errdefs.ErrFailedPrecondition)
+		}
+		return err
 	}, onPaused)
 }
 

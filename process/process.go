@@ -285,7 +285,7 @@ func (p *Process) startExec(ctx context.Context, onStarted func(pid int)) error 
 	})
 	if err != nil {
 		pipes.Close()
-		return fmt.Errorf("exec %q in %s: %w", p.ID, c.ID, err)
+		return c.execLaunchError(p.ID, err)
 	}
 	// A pidfd pins the process: signals sent through it can never reach a
 	// process that reused the PID after this one was reaped.
