@@ -255,12 +255,19 @@ func fifoPath(uri, stream string) (string, error) {
 	if !filepath.IsAbs(path) {
 		return "", fmt.Errorf("%s %q: must be an absolute path: %w", stream, uri, errdefs.ErrInvalidArgument)
 	}
+	if strings.IndexByte(path, 0) >= 0 {
+		// No system call takes it; Go's would fail with a bare EINVAL.
+		return "", fmt.Errorf("%s %q: a path cannot hold a NUL byte: %w", stream, uri, errdefs.ErrInvalidArgument)
+	}
 	return path, nil
 }
 
-// classify marks a missing or unusable stdio path as the client's mistake.
+// classify marks a missing or unusable stdio path as the client's mistake:
+// one that names nothing, a directory, or a name the kernel refuses (too
+// long, a symlink loop).
 func classify(err error) error {
-	if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ENXIO) {
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ENXIO) ||
+		errors.Is(err, unix.EISDIR) || errors.Is(err, unix.ENAMETOOLONG) || errors.Is(err, unix.ELOOP) {
 		return fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
 	}
 	return err

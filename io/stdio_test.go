@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -128,11 +129,27 @@ func TestFileURIAppendsBothStreams(t *testing.T) {
 }
 
 func TestBadStdioIsInvalidArgument(t *testing.T) {
-	missing := filepath.Join(t.TempDir(), "missing", "fifo")
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "missing", "fifo")
+	loop := filepath.Join(dir, "loop")
+	if err := os.Symlink(loop, loop); err != nil {
+		t.Fatal(err)
+	}
+	long := "/" + strings.Repeat("x", 300) // over NAME_MAX
 	for _, cfg := range []Config{
 		{Stdout: "relative/path", Stderr: "relative/path"},
 		{Stdout: missing, Stderr: missing},
 		{Stdin: missing},
+		// A directory, a name the kernel refuses (too long, a NUL byte, a
+		// symlink loop): the client's mistake too, not the shim's failure.
+		{Stdout: dir, Stderr: dir},
+		{Stdin: dir},
+		{Stdout: long, Stderr: long},
+		{Stdin: long},
+		{Stdout: dir + "/a\x00b", Stderr: dir + "/a\x00b"},
+		{Stdin: dir + "/a\x00b"},
+		{Stdout: loop, Stderr: loop},
+		{Stdin: loop},
 	} {
 		if _, err := Open(cfg, Env{}); !errdefs.IsInvalidArgument(err) {
 			t.Errorf("Open(%+v) = %v, want InvalidArgument", cfg, err)
