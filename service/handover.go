@@ -100,8 +100,13 @@ func (s *Service) Import(st State, adopt func(fd int, name string, pollable bool
 		if err != nil {
 			return fmt.Errorf("container %s: %w", cs.ID, err)
 		}
+		// A bundle gone meanwhile is claimed by its path alone.
+		identity, idErr := identifyBundle(c.Bundle)
 		s.mu.Lock()
 		s.containers[c.ID] = c
+		if idErr == nil {
+			s.bundles[c.ID] = identity
+		}
 		s.mu.Unlock()
 	}
 	return nil

@@ -65,7 +65,8 @@ type Config struct {
 // Service implements containerd's Task API for every container of this shim.
 //
 // Locking: mu guards containers, pending (ids whose Create is in flight,
-// with the bundle each claims) and closing (see closeIfIdle).
+// with the bundle each claims), bundles (the identity of the bundle of
+// every task in either, see bundleclaim.go) and closing (see closeIfIdle).
 // It is held only for map access, never across runtime calls.
 type Service struct {
 	cfg      Config
@@ -76,6 +77,7 @@ type Service struct {
 	mu         sync.Mutex
 	containers map[string]*process.Container
 	pending    map[string]string
+	bundles    map[string]bundleID
 	closing    bool
 	// leaving are containers deleted before the exit of an exec their
 	// delete killed: an upgrade waits for it (see Handable).
@@ -89,6 +91,7 @@ func New(cfg Config) *Service {
 		shimPid:    uint32(os.Getpid()),
 		containers: make(map[string]*process.Container),
 		pending:    make(map[string]string),
+		bundles:    make(map[string]bundleID),
 	}
 }
 
@@ -114,9 +117,14 @@ func (s *Service) lookup(id, execID string) (*process.Container, *process.Proces
 	return c, p, nil
 }
 
-// reserve claims id and its bundle for a Create in flight. Two tasks in one
-// bundle would mount the same rootfs and overwrite each other's files.
+// reserve claims id and its bundle (path and identity) for a Create in
+// flight. Two tasks in one bundle would mount the same rootfs and overwrite
+// each other's files.
 func (s *Service) reserve(id, bundle string) error {
+	identity, err := identifyBundle(bundle)
+	if err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
@@ -138,7 +146,11 @@ func (s *Service) reserve(id, bundle string) error {
 			return invalidArgument("bundle %s is already task %q's", bundle, other)
 		}
 	}
+	if other, ok := s.bundleHolderLocked(identity); ok {
+		return invalidArgument("bundle %s is task %q's bundle under another path", bundle, other)
+	}
 	s.pending[id] = bundle
+	s.bundles[id] = identity
 	return nil
 }
 
@@ -148,12 +160,15 @@ func (s *Service) release(id string, c *process.Container) {
 	delete(s.pending, id)
 	if c != nil {
 		s.containers[id] = c
+	} else {
+		delete(s.bundles, id)
 	}
 }
 
 func (s *Service) remove(id string) {
 	s.mu.Lock()
 	delete(s.containers, id)
+	delete(s.bundles, id)
 	s.mu.Unlock()
 }
 
