@@ -62,13 +62,13 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("OCI runtime %s failed: %s", e.Op, e.Message)
 }
 
-func (r *Runtime) args(op ...string) []string {
+func (r *Runtime) args(logPath string, op ...string) []string {
 	a := make([]string, 0, 8+len(op))
 	if r.Root != "" {
 		a = append(a, "--root", r.Root)
 	}
-	if r.LogPath != "" {
-		a = append(a, "--log", r.LogPath, "--log-format", "json")
+	if logPath != "" {
+		a = append(a, "--log", logPath, "--log-format", "json")
 	}
 	if r.SystemdCgroup {
 		a = append(a, "--systemd-cgroup")
@@ -80,13 +80,12 @@ func (r *Runtime) args(op ...string) []string {
 // files become the command's stdio (create/exec hand them on to the container);
 // otherwise stdout is captured and returned.
 func (r *Runtime) run(ctx context.Context, stdio *Stdio, stdin []byte, op ...string) ([]byte, error) {
-	cmd := exec.Command(r.BinaryOrDefault(), r.args(op...)...)
+	log := r.newCallLog()
+	cmd := exec.Command(r.BinaryOrDefault(), r.args(log.path, op...)...)
 	cmd.Dir = r.Dir
 	cmd.Env = runtimeEnv()
 	// If the shim dies mid-command, the runtime command must not outlive it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-
-	logStart := r.logSize()
 
 	var outR, errR, inW *os.File
 	var closeAfterStart []*os.File
@@ -156,8 +155,9 @@ func (r *Runtime) run(ctx context.Context, stdio *Stdio, stdin []byte, op ...str
 		<-done
 		<-done
 	}
+	logged := log.finish()
 	if exit.Status != 0 {
-		msg := r.lastLogError(logStart)
+		msg := logged
 		if msg == "" {
 			msg = string(bytes.TrimSpace(stderr.Bytes()))
 		}
@@ -201,48 +201,6 @@ func runtimeEnv() []string {
 		out = append(out, kv)
 	}
 	return out
-}
-
-func (r *Runtime) logSize() int64 {
-	if r.LogPath == "" {
-		return 0
-	}
-	st, err := os.Stat(r.LogPath)
-	if err != nil {
-		return 0
-	}
-	return st.Size()
-}
-
-// lastLogError returns the message of the last error-level entry the runtime
-// appended to its JSON log since offset.
-func (r *Runtime) lastLogError(offset int64) string {
-	if r.LogPath == "" {
-		return ""
-	}
-	f, err := os.Open(r.LogPath)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	if _, err := f.Seek(offset, io.SeekStart); err != nil {
-		return ""
-	}
-	data, err := io.ReadAll(io.LimitReader(f, 1<<20))
-	if err != nil {
-		return ""
-	}
-	var last string
-	for _, line := range bytes.Split(data, []byte("\n")) {
-		var entry struct {
-			Level string `json:"level"`
-			Msg   string `json:"msg"`
-		}
-		if json.Unmarshal(line, &entry) == nil && (entry.Level == "error" || entry.Level == "fatal") && entry.Msg != "" {
-			last = entry.Msg
-		}
-	}
-	return last
 }
 
 // CreateOpts are the options of Create.
