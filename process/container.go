@@ -67,7 +67,7 @@ type stallConfig struct {
 
 // Container is one OCI container: its runtime, its init and its execs.
 //
-// Locking: mu guards execs, runningExecs, checkpoints, stoppingCheckpoints, answersOwed, initReaped,
+// Locking: mu guards execs, runningExecs, checkpoints, gate, stoppingCheckpoints, answersOwed, initReaped,
 // exitRecorded and the OOM counts; execsIdle is signalled (with mu) when runningExecs or
 // stoppingCheckpoints drops to zero.
 // A Process's own mutex is never acquired while holding mu.
@@ -94,6 +94,7 @@ type Container struct {
 	execs        map[string]*Process
 	runningExecs int
 	checkpoints  int // checkpoints under way: Pause and Resume wait for none (Checkpoint, checkpointBusy)
+	gate         launchGate
 	// stoppingCheckpoints are those of checkpoints that stop the container:
 	// the init's exit is reported after them (waitIdle).
 	stoppingCheckpoints int

@@ -43,6 +43,10 @@ func (c *Container) Pause(ctx context.Context, onPaused func()) error {
 		if err := c.checkpointBusy(OpPause); err != nil {
 			return err
 		}
+		if err := c.beginPause(); err != nil {
+			return err
+		}
+		defer c.endPause()
 		err := c.rt.Pause(ctx, c.ID)
 		if err != nil && exitedChild(c.init.pid) { // p.mu is held: read the field
 			// Killed as the pause came: the runtime finds it "not running"

@@ -255,8 +255,13 @@ func (p *Process) startExec(ctx context.Context, onStarted func(pid int)) error 
 		// Starting it would leak it where the container has no PID namespace.
 		return fmt.Errorf("container %s has exited: cannot start exec %q: %w", c.ID, p.ID, errdefs.ErrFailedPrecondition)
 	}
+	if err := c.beginExecLaunchLocked(p.ID); err != nil {
+		c.mu.Unlock()
+		return err
+	}
 	c.runningExecs++
 	c.mu.Unlock()
+	defer c.endExecLaunch()
 	defer func() {
 		if !started {
 			c.execDone()
