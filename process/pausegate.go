@@ -2,22 +2,30 @@ package process
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/example/containerd-shim-example-v2/internal/condwait"
 )
 
 // launchGate keeps a pause and an exec's launch apart. A container frozen
 // while the runtime launches an exec freezes the launch half-way (runc's
 // `init` joins the frozen cgroup), and the runtime's exec then waits for it
 // until someone resumes the container: the exec's Start, and every request
-// on that exec, would hang until then. So a Pause is refused while an exec
-// is being launched, and a launch while a Pause is under way, both as
-// FailedPrecondition, as Pause is during a checkpoint and Exec in a paused
-// container. Guarded by Container.mu.
+// on that exec, would hang until then. So a Pause first waits for the
+// launches under way (they take milliseconds; bounded by pauseLaunchWait),
+// and a launch while a Pause is under way is FailedPrecondition, as Exec in
+// a paused container is. Guarded by Container.mu; execsIdle is broadcast
+// when the last launch ends while a Pause waits.
 type launchGate struct {
 	launching int  // exec launches under way
 	pausing   bool // a Pause is under way
 }
+
+// pauseLaunchWait bounds a Pause's wait for exec launches under way (a
+// Docker health check, a kubelet probe): past it the Pause is refused.
+const pauseLaunchWait = 5 * time.Second
 
 // beginExecLaunchLocked admits an exec's launch, unless a Pause is under way.
 // c.mu must be held; endExecLaunch must follow an admitted one.
@@ -32,18 +40,23 @@ func (c *Container) beginExecLaunchLocked(execID string) error {
 func (c *Container) endExecLaunch() {
 	c.mu.Lock()
 	c.gate.launching--
+	if c.gate.launching == 0 && c.gate.pausing {
+		c.execsIdle.Broadcast()
+	}
 	c.mu.Unlock()
 }
 
-// beginPause admits a Pause, unless an exec is being launched; endPause
-// must follow an admitted one.
+// beginPause admits a Pause once no exec is being launched: new launches
+// are refused from here on, and those under way are waited for, up to
+// pauseLaunchWait. endPause must follow an admitted one.
 func (c *Container) beginPause() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.gate.launching > 0 {
-		return fmt.Errorf("cannot pause %s while an exec is being started: %w", c.ID, errdefs.ErrFailedPrecondition)
-	}
 	c.gate.pausing = true
+	if !condwait.Until(c.execsIdle, pauseLaunchWait, func() bool { return c.gate.launching == 0 }) {
+		c.gate.pausing = false
+		return fmt.Errorf("cannot pause %s: an exec being started did not finish within %v: %w", c.ID, pauseLaunchWait, errdefs.ErrFailedPrecondition)
+	}
 	return nil
 }
 
