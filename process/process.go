@@ -255,13 +255,8 @@ func (p *Process) startExec(ctx context.Context, onStarted func(pid int)) error 
 		// Starting it would leak it where the container has no PID namespace.
 		return fmt.Errorf("container %s has exited: cannot start exec %q: %w", c.ID, p.ID, errdefs.ErrFailedPrecondition)
 	}
-	if err := c.beginExecLaunchLocked(p.ID); err != nil {
-		c.mu.Unlock()
-		return err
-	}
 	c.runningExecs++
 	c.mu.Unlock()
-	defer c.endExecLaunch()
 	defer func() {
 		if !started {
 			c.execDone()
@@ -280,6 +275,14 @@ func (p *Process) startExec(ctx context.Context, onStarted func(pid int)) error 
 	defer os.Remove(specFile)
 
 	pidFile := filepath.Join(c.Bundle, bundle.ExecPidFile(p.ID))
+	// Only the runtime's part is kept apart from a Pause (launchGate).
+	c.mu.Lock()
+	err = c.beginExecLaunchLocked(p.ID)
+	c.mu.Unlock()
+	if err != nil {
+		pipes.Close()
+		return err
+	}
 	pid, exitc, err := c.launch(pipes, pidFile, func(stdio oci.Stdio, consoleSocket string) error {
 		return c.rt.Exec(ctx, c.ID, oci.ExecOpts{
 			ProcessFile:   specFile,
@@ -288,6 +291,7 @@ func (p *Process) startExec(ctx context.Context, onStarted func(pid int)) error 
 			Stdio:         stdio,
 		})
 	})
+	c.endExecLaunch()
 	if err != nil {
 		pipes.Close()
 		return c.execLaunchError(p.ID, err)
