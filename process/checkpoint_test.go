@@ -200,19 +200,12 @@ checkpoint) kill -9 "$(cat "$FAKE_DIR/init.pid")"
 	c.execsIdle = sync.NewCond(&c.mu)
 	c.init = newProcess(c, "", shimio.Config{}, nil)
 
-	cmd := exec.Command("sleep", "100")
-	exitc, err := r.Start(cmd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	cmd := runSleepingInit(t, c, r)
 	if err := os.WriteFile(filepath.Join(dir, "init.pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c.init.pid, c.init.status = cmd.Process.Pid, Running
-	r.Then(cmd.Process.Pid, exitc, c.initExited)
 
-	err = c.Checkpoint(context.Background(), oci.CheckpointOpts{ImagePath: filepath.Join(dir, "img")}, func() { note("checkpointed") })
+	err := c.Checkpoint(context.Background(), oci.CheckpointOpts{ImagePath: filepath.Join(dir, "img")}, func() { note("checkpointed") })
 	if err != nil {
 		t.Fatalf("checkpoint: %v", err)
 	}
@@ -251,14 +244,7 @@ pause|resume) exit 0;;`)
 		go func() {
 			done <- c.Checkpoint(ctx, oci.CheckpointOpts{ImagePath: filepath.Join(dir, "img"), WorkPath: filepath.Join(dir, "work"), LeaveRunning: true}, nil)
 		}()
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-			if _, err := os.Stat(filepath.Join(dir, "dumping")); err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("the checkpoint never began")
-			}
-		}
+		awaitCheckpointBegun(t, dir)
 		if err := op(); !errdefs.IsFailedPrecondition(err) {
 			t.Errorf("%s during a checkpoint: %v, want FailedPrecondition", what, err)
 		}
@@ -295,14 +281,7 @@ checkpoint) touch "$FAKE_DIR/dumping"; while [ ! -e "$FAKE_DIR/go" ]; do sleep 0
 		events: Events{Exited: func(*Process, Snapshot) { close(exited) }}}
 	c.execsIdle = sync.NewCond(&c.mu)
 	c.init = newProcess(c, "", shimio.Config{}, nil)
-	cmd := exec.Command("sleep", "100")
-	exitc, err := r.Start(cmd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	c.init.pid, c.init.status = cmd.Process.Pid, Running
-	r.Then(cmd.Process.Pid, exitc, c.initExited)
+	cmd := runSleepingInit(t, c, r)
 
 	done := make(chan error, 1)
 	go func() {
@@ -312,18 +291,40 @@ checkpoint) touch "$FAKE_DIR/dumping"; while [ ! -e "$FAKE_DIR/go" ]; do sleep 0
 		_ = os.WriteFile(filepath.Join(dir, "go"), nil, 0o600)
 		<-done
 	})
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if _, err := os.Stat(filepath.Join(dir, "dumping")); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the checkpoint never began")
-		}
-	}
+	awaitCheckpointBegun(t, dir)
 	_ = cmd.Process.Kill()
 	select {
 	case <-exited:
 	case <-time.After(3 * time.Second):
 		t.Fatal("the init's exit was held back by a checkpoint that leaves the container running")
+	}
+}
+
+// runSleepingInit starts a sleep under r as c's running init, its exit
+// reported as an init's (initExited), and kills it at the test's end.
+func runSleepingInit(t *testing.T, c *Container, r *reaper.Reaper) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command("sleep", "100")
+	exitc, err := r.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	c.init.pid, c.init.status = cmd.Process.Pid, Running
+	r.Then(cmd.Process.Pid, exitc, c.initExited)
+	return cmd
+}
+
+// awaitCheckpointBegun waits for the fake runtime's checkpoint to mark
+// itself under way (the file "dumping" in dir).
+func awaitCheckpointBegun(t *testing.T, dir string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(filepath.Join(dir, "dumping")); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the checkpoint never began")
+		}
 	}
 }
