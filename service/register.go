@@ -127,7 +127,7 @@ func method[Req any, Resp any, PReq interface{ *Req }](h func(context.Context, P
 		}
 		resp, err := h(ctx, req)
 		if err != nil {
-			return nil, errgrpc.ToGRPC(err)
+			return nil, wireError(err)
 		}
 		return resp, nil
 	}
@@ -145,7 +145,7 @@ func laterMethod[Req any, Resp any, PReq interface{ *Req }](h func(PReq, func(Re
 		return ttrpcserver.Later(func(answer func(any, error)) func() {
 			return h(req, func(resp Resp, err error) {
 				if err != nil {
-					answer(nil, errgrpc.ToGRPC(err))
+					answer(nil, wireError(err))
 					return
 				}
 				answer(resp, nil)

@@ -25,6 +25,7 @@ func ErrClass(err error) string {
 		{"Canceled", errdefs.IsCanceled},
 		{"DeadlineExceeded", errdefs.IsDeadlineExceeded},
 		{"PermissionDenied", errdefs.IsPermissionDenied},
+		{"ResourceExhausted", errdefs.IsResourceExhausted},
 	} {
 		if c.is(err) {
 			return c.name
