@@ -64,9 +64,9 @@ type Config struct {
 
 // Service implements containerd's Task API for every container of this shim.
 //
-// Locking: mu guards containers, pending (ids whose Create is in flight,
-// with the bundle each claims), bundles (the identity of the bundle of
-// every task in either, see bundleclaim.go) and closing (see closeIfIdle).
+// Locking: mu guards containers, pending (ids whose Create is in flight),
+// bundles (the identity of the bundle of every task in either, see
+// bundleclaim.go) and closing (see closeIfIdle).
 // It is held only for map access, never across runtime calls.
 type Service struct {
 	cfg      Config
@@ -76,7 +76,7 @@ type Service struct {
 
 	mu         sync.Mutex
 	containers map[string]*process.Container
-	pending    map[string]string
+	pending    map[string]struct{}
 	bundles    map[string]bundleID
 	closing    bool
 	// leaving are containers deleted before the exit of an exec their
@@ -90,7 +90,7 @@ func New(cfg Config) *Service {
 		cfg:        cfg,
 		shimPid:    uint32(os.Getpid()),
 		containers: make(map[string]*process.Container),
-		pending:    make(map[string]string),
+		pending:    make(map[string]struct{}),
 		bundles:    make(map[string]bundleID),
 	}
 }
@@ -136,11 +136,8 @@ func (s *Service) reserve(id, bundle string) error {
 	if _, ok := s.containers[id]; ok {
 		return fmt.Errorf("container %q: %w", id, errdefs.ErrAlreadyExists)
 	}
-	for other, b := range s.pending {
-		if b == bundle {
-			return invalidArgument("bundle %s is already task %q's", bundle, other)
-		}
-	}
+	// Every task claims its bundle by identity (below), except one handed
+	// over whose bundle could not be identified at the import: by path.
 	for other, c := range s.containers {
 		if c.Bundle == bundle {
 			return invalidArgument("bundle %s is already task %q's", bundle, other)
@@ -149,7 +146,7 @@ func (s *Service) reserve(id, bundle string) error {
 	if other, ok := s.bundleHolderLocked(identity); ok {
 		return invalidArgument("bundle %s is task %q's bundle under another path", bundle, other)
 	}
-	s.pending[id] = bundle
+	s.pending[id] = struct{}{}
 	s.bundles[id] = identity
 	return nil
 }
