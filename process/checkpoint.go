@@ -147,10 +147,13 @@ func criuLogOf(path string, begun time.Time) []byte {
 // do not, but they may not run inside one. The caller holds the init's lock.
 func (c *Container) checkpointBusy(op Op) error {
 	c.mu.Lock()
-	n := c.checkpoints
-	c.mu.Unlock()
-	if n > 0 {
-		return fmt.Errorf("cannot %s container %s while it is being checkpointed: %w", op, c.ID, errdefs.ErrFailedPrecondition)
+	defer c.mu.Unlock()
+	if c.checkpoints > 0 {
+		return c.checkpointBusyError(op)
 	}
 	return nil
+}
+
+func (c *Container) checkpointBusyError(op Op) error {
+	return fmt.Errorf("cannot %s container %s while it is being checkpointed: %w", op, c.ID, errdefs.ErrFailedPrecondition)
 }

@@ -40,20 +40,11 @@ func (c *Container) Pids(ctx context.Context) ([]int, error) {
 // Pause freezes the container.
 func (c *Container) Pause(ctx context.Context, onPaused func()) error {
 	return c.init.transition(OpPause, Paused, func() error {
-		if err := c.checkpointBusy(OpPause); err != nil {
-			return err
-		}
 		if err := c.beginPause(); err != nil {
 			return err
 		}
 		defer c.endPause()
-		err := c.rt.Pause(ctx, c.ID)
-		if err != nil && exitedChild(c.init.pid) { // p.mu is held: read the field
-			// Killed as the pause came: the runtime finds it "not running"
-			// before the exit has been processed.
-			return fmt.Errorf("cannot pause %s: its init has exited: %w", c.ID, errdefs.ErrFailedPrecondition)
-		}
-		return err
+		return c.freezeError(OpPause, c.rt.Pause(ctx, c.ID))
 	}, onPaused)
 }
 
@@ -63,14 +54,20 @@ func (c *Container) Resume(ctx context.Context, onResumed func()) error {
 		if err := c.checkpointBusy(OpResume); err != nil {
 			return err
 		}
-		err := c.rt.Resume(ctx, c.ID)
-		if err != nil && exitedChild(c.init.pid) { // p.mu is held: read the field
-			// Killed while paused (docker kill, rm -f): the runtime finds it
-			// "not paused" before the exit has been processed.
-			return fmt.Errorf("cannot resume %s: its init has exited: %w", c.ID, errdefs.ErrFailedPrecondition)
-		}
-		return err
+		return c.freezeError(OpResume, c.rt.Resume(ctx, c.ID))
 	}, onResumed)
+}
+
+// freezeError is a runtime's pause or resume failure, FailedPrecondition
+// when the init has exited meanwhile: killed as a pause came, or while
+// paused (docker kill, rm -f), the runtime finds it "not running" or "not
+// paused" before the shim has processed the exit. The caller holds the
+// init's lock (transition), so its pid field is read directly.
+func (c *Container) freezeError(op Op, err error) error {
+	if err != nil && exitedChild(c.init.pid) {
+		return fmt.Errorf("cannot %s %s: its init has exited: %w", op, c.ID, errdefs.ErrFailedPrecondition)
+	}
+	return err
 }
 
 // exitedChild reports whether pid, a child of the shim, has exited: it is a

@@ -48,10 +48,14 @@ func (c *Container) endExecLaunch() {
 
 // beginPause admits a Pause once no exec is being launched: new launches
 // are refused from here on, and those under way are waited for, up to
-// pauseLaunchWait. endPause must follow an admitted one.
+// pauseLaunchWait. A Pause during a checkpoint is refused (checkpointBusy).
+// endPause must follow an admitted one. The caller holds the init's lock.
 func (c *Container) beginPause() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.checkpoints > 0 {
+		return c.checkpointBusyError(OpPause)
+	}
 	c.gate.pausing = true
 	if !condwait.Until(c.execsIdle, pauseLaunchWait, func() bool { return c.gate.launching == 0 }) {
 		c.gate.pausing = false
