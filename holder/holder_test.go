@@ -41,8 +41,10 @@ func startReaper(t *testing.T) *reaper.Reaper {
 	t.Helper()
 	r := reaper.New()
 	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	go r.Run(ctx)
+	done := make(chan struct{})
+	// Stopped before the next test: wait4 takes any child of the process.
+	t.Cleanup(func() { cancel(); <-done })
+	go func() { defer close(done); r.Run(ctx) }()
 	return r
 }
 

@@ -122,11 +122,17 @@ func (r *Reaper) runCallback(fn func(Exit), e Exit) {
 
 // Run reaps children until ctx ends. It subscribes to SIGCHLD before its first
 // sweep so no exit that happened before Run is missed.
+//
+// A reaper whose ctx has ended reaps nothing more, not even in a Run that
+// starts late: wait4 takes any child of the process, and tests run several
+// reapers one after another in one process, where a reaper of an earlier
+// test (its goroutine scheduled only after the test ended) once took the exit
+// of a later test's child, whose own reaper then never saw it.
 func (r *Reaper) Run(ctx context.Context) {
 	sigs := make(chan os.Signal, 32)
 	signal.Notify(sigs, unix.SIGCHLD)
 	defer signal.Stop(sigs)
-	r.sweep()
+	r.sweep(ctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -134,12 +140,7 @@ func (r *Reaper) Run(ctx context.Context) {
 		case <-sigs:
 		case <-r.kick:
 		}
-		// select picks at random among ready cases: a reaper whose ctx
-		// ended must not reap another one's children (tests run several).
-		if ctx.Err() != nil {
-			return
-		}
-		r.sweep()
+		r.sweep(ctx)
 	}
 }
 
@@ -187,10 +188,10 @@ func (r *Reaper) Resume() {
 
 // sweep reaps every child that has exited. SIGCHLD signals coalesce, so one
 // signal can stand for many exits: loop until wait4 says nothing is left.
-func (r *Reaper) sweep() {
+func (r *Reaper) sweep(ctx context.Context) {
 	r.sweepMu.Lock()
 	defer r.sweepMu.Unlock()
-	for !r.paused.Load() {
+	for !r.paused.Load() && ctx.Err() == nil {
 		var ws unix.WaitStatus
 		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
 		if errors.Is(err, unix.EINTR) {

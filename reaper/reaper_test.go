@@ -10,13 +10,40 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// run starts a reaper for the test; it has stopped when the test ends, so
+// that no later test's child is reaped by it.
 func run(t *testing.T) *Reaper {
 	t.Helper()
 	r := New()
 	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	go r.Run(ctx)
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	go func() { defer close(done); r.Run(ctx) }()
 	return r
+}
+
+// A reaper whose context has ended takes no exit, even when its Run only
+// begins afterwards (a goroutine scheduled late): the exit may be another
+// reaper's, as when tests run one after another in one process.
+func TestEndedReaperReapsNothing(t *testing.T) {
+	cmd := exec.Command("/bin/sh", "-c", "exit 4")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	var info unix.Siginfo
+	// WNOWAIT: wait until it is a zombie, leaving it one.
+	if err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	New().Run(ctx)
+	var ws unix.WaitStatus
+	got, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+	if err != nil || got != pid || ws.ExitStatus() != 4 {
+		t.Fatalf("wait4 after an ended reaper's Run: pid %d (want %d), status %d, %v: the ended reaper took the exit", got, pid, ws.ExitStatus(), err)
+	}
 }
 
 func waitExit(t *testing.T, ch <-chan Exit) Exit {
@@ -344,8 +371,9 @@ func TestAdoptDeliversEarlierExit(t *testing.T) {
 	r := New()
 	ch := r.Adopt(cmd.Process.Pid)
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go r.Run(ctx)
+	done := make(chan struct{})
+	defer func() { cancel(); <-done }()
+	go func() { defer close(done); r.Run(ctx) }()
 	if e := waitExit(t, ch); e.Status != 9 {
 		t.Fatalf("status %d, want 9", e.Status)
 	}
