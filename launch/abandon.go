@@ -45,9 +45,11 @@ func (l *lastRequest) Since() time.Duration {
 }
 
 // watchAbandoned closes the returned channel once the daemon has held no task
-// and received no request for timeout. It checks every timeout/4, so an
-// abandoned daemon leaves between timeout and 1.25×timeout; stop ends it.
-func watchAbandoned(stop <-chan struct{}, tasks func() int, last *lastRequest, timeout time.Duration) <-chan struct{} {
+// and received no request for timeout, and leave agrees (the daemon's leave
+// gate: a Create may have come in since the count). It checks every
+// timeout/4, so an abandoned daemon leaves between timeout and
+// 1.25×timeout; stop ends it.
+func watchAbandoned(stop <-chan struct{}, tasks func() int, last *lastRequest, timeout time.Duration, leave func() bool) <-chan struct{} {
 	abandoned := make(chan struct{})
 	go func() {
 		t := time.NewTicker(timeout / 4)
@@ -66,6 +68,10 @@ func watchAbandoned(stop <-chan struct{}, tasks func() int, last *lastRequest, t
 					emptySince = now
 				}
 				if now.Sub(emptySince) >= timeout && last.Since() >= timeout {
+					if !leave() {
+						emptySince = time.Time{}
+						continue
+					}
 					close(abandoned)
 					return
 				}

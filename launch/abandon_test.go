@@ -12,11 +12,13 @@ func TestWatchAbandoned(t *testing.T) {
 		name      string
 		tasks     int32
 		requests  bool // a request every 5 ms
+		refused   bool // the leave gate says no: a Create came in since the count
 		abandoned bool
 	}{
-		{"empty and silent", 0, false, true},
-		{"holding a task", 1, false, false},
-		{"empty but spoken to", 0, true, false},
+		{"empty and silent", 0, false, false, true},
+		{"holding a task", 1, false, false, false},
+		{"empty but spoken to", 0, true, false, false},
+		{"a create at the last moment", 0, false, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var tasks atomic.Int32
@@ -25,7 +27,9 @@ func TestWatchAbandoned(t *testing.T) {
 			last.Touch()
 			stop := make(chan struct{})
 			defer close(stop)
-			abandoned := watchAbandoned(stop, func() int { return int(tasks.Load()) }, &last, timeout)
+			var asked atomic.Int32
+			leave := func() bool { asked.Add(1); return !tc.refused }
+			abandoned := watchAbandoned(stop, func() int { return int(tasks.Load()) }, &last, timeout, leave)
 			tick := time.NewTicker(5 * time.Millisecond)
 			defer tick.Stop()
 			end := time.After(10 * timeout)
@@ -43,6 +47,9 @@ func TestWatchAbandoned(t *testing.T) {
 				case <-end:
 					if tc.abandoned {
 						t.Fatalf("still there after %v", 10*timeout)
+					}
+					if tc.refused && asked.Load() == 0 {
+						t.Fatal("the leave gate was never asked")
 					}
 					return
 				}
@@ -70,7 +77,7 @@ func TestAbandonTimeoutFromEnv(t *testing.T) {
 			t.Errorf("%s=%q: %v, want %v", AbandonTimeoutEnv, env, got, want)
 		}
 		stop := make(chan struct{})
-		watchAbandoned(stop, func() int { return 1 }, &lastRequest{}, got) // must not panic
+		watchAbandoned(stop, func() int { return 1 }, &lastRequest{}, got, func() bool { return true }) // must not panic
 		close(stop)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/example/containerd-shim-example-v2/cgroup"
 	"github.com/example/containerd-shim-example-v2/events"
 	"github.com/example/containerd-shim-example-v2/handover"
+	"github.com/example/containerd-shim-example-v2/internal/leavegate"
 	introspect "github.com/example/containerd-shim-example-v2/proto/introspect/v1"
 	"github.com/example/containerd-shim-example-v2/reaper"
 	"github.com/example/containerd-shim-example-v2/sandbox"
@@ -102,11 +103,17 @@ func RunDaemon(f Flags) error {
 	requestExit := sync.OnceFunc(func() { close(exitRequested) })
 	var pods *sandbox.Service // containerd 2.x's Sandbox API (sandboxer = "shim")
 	var up *upgrade.Daemon    // in-place upgrades (issue 14)
-	svc := service.New(service.Config{
+	// Every way of leaving decides under one gate, which Create and
+	// CreateSandbox record under: nothing is created after the decision.
+	gate := new(leavegate.Gate)
+	var svc *service.Service
+	holdsNothing := func() bool { return svc.Tasks() == 0 && pods.Count() == 0 }
+	svc = service.New(service.Config{
 		Namespace:   f.Namespace,
 		Reaper:      r,
 		Events:      queue,
 		RequestExit: requestExit,
+		Gate:        gate,
 		SocketDir:   socketDir(f.Socket),
 		Address:     daemonAddress(f.Socket),
 		Version:     Version,
@@ -132,11 +139,12 @@ func RunDaemon(f Flags) error {
 		Warmer:    warmer,
 		Tasks:     svc.Tasks,
 		Namespace: f.Namespace,
+		Gate:      gate,
 		// The last pod is gone: leave once containerd has hung up.
 		Idle: func() {
 			go func() {
 				live.WaitNone(hangupTimeout)
-				if svc.Tasks() == 0 && pods.Count() == 0 {
+				if gate.CloseIfEmpty(holdsNothing) {
 					requestExit()
 				}
 			}()
@@ -183,7 +191,8 @@ func RunDaemon(f Flags) error {
 	defer close(stopTrim)
 	go trim.Run(stopTrim, quietPeriod, trimInterval)
 	abandonAfter := abandonTimeoutFromEnv()
-	abandoned := watchAbandoned(stopTrim, func() int { return svc.Tasks() + pods.Count() }, &last, abandonAfter)
+	abandoned := watchAbandoned(stopTrim, func() int { return svc.Tasks() + pods.Count() }, &last, abandonAfter,
+		func() bool { return gate.CloseIfEmpty(holdsNothing) })
 	slog.Debug("shim daemon serving", "socket", f.Socket, "pid", os.Getpid())
 
 	select {

@@ -42,6 +42,7 @@ import (
 	"github.com/example/containerd-shim-example-v2/cgroup"
 	"github.com/example/containerd-shim-example-v2/holder"
 	"github.com/example/containerd-shim-example-v2/internal/identifier"
+	"github.com/example/containerd-shim-example-v2/internal/leavegate"
 	sandboxapi "github.com/example/containerd-shim-example-v2/proto/sandbox/v1"
 	"github.com/example/containerd-shim-example-v2/reaper"
 )
@@ -57,6 +58,11 @@ type Config struct {
 	// Idle is called after a ShutdownSandbox that left the daemon with no
 	// sandbox and no task: the daemon may leave once containerd hangs up.
 	Idle func()
+	// Gate is the daemon's decision to leave, shared with the Task API:
+	// CreateSandbox records its pod under it, so that a daemon that has
+	// decided to leave refuses the pod rather than exit under it. Nil: a
+	// gate of the service's own.
+	Gate *leavegate.Gate
 	// StopTimeout bounds StopSandbox's and ShutdownSandbox's wait for the
 	// killed holder's exit (0: 10 s).
 	StopTimeout time.Duration
@@ -70,7 +76,8 @@ type Config struct {
 // Service serves the Sandbox API for the pods of one shim daemon (one, when
 // containerd starts it; the API does not forbid more).
 //
-// Locking: mu guards pods; it is held only for map access.
+// Locking: mu guards pods; it is held only for map access, and is taken
+// inside the leave gate's lock (CreateSandbox), never around it.
 type Service struct {
 	cfg Config
 
@@ -91,6 +98,9 @@ func (s *Service) stopTimeout() time.Duration {
 
 // New returns a Service.
 func New(cfg Config) *Service {
+	if cfg.Gate == nil {
+		cfg.Gate = new(leavegate.Gate)
+	}
 	return &Service{cfg: cfg, pods: make(map[string]*pod)}
 }
 
@@ -148,17 +158,26 @@ func (s *Service) CreateSandbox(ctx context.Context, r *sandboxapi.CreateSandbox
 	if err := checkPod(cfg, r.GetNetnsPath()); err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", id, err)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.pods[id]; ok {
-		return nil, fmt.Errorf("sandbox %q: %w", id, errdefs.ErrAlreadyExists)
-	}
-	for other, p := range s.pods {
-		if p.bundle == r.GetBundlePath() {
-			return nil, invalid("bundle %s is already sandbox %q's", p.bundle, other)
+	err = s.cfg.Gate.Admit(func() error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if _, ok := s.pods[id]; ok {
+			return fmt.Errorf("sandbox %q: %w", id, errdefs.ErrAlreadyExists)
 		}
+		for other, p := range s.pods {
+			if p.bundle == r.GetBundlePath() {
+				return invalid("bundle %s is already sandbox %q's", p.bundle, other)
+			}
+		}
+		s.pods[id] = newPod(id, r.GetBundlePath(), cfg, r.GetNetnsPath(), s.holderCgroup(cfg, id), s.cfg.Reaper)
+		return nil
+	})
+	if errors.Is(err, leavegate.ErrLeaving) {
+		return nil, fmt.Errorf("sandbox %q: %w", id, err)
 	}
-	s.pods[id] = newPod(id, r.GetBundlePath(), cfg, r.GetNetnsPath(), s.holderCgroup(cfg, id), s.cfg.Reaper)
+	if err != nil {
+		return nil, err
+	}
 	slog.Debug("sandbox created", "sandbox", id, "netns", r.GetNetnsPath(), "cgroupParent", cfg.CgroupParent)
 	return &sandboxapi.CreateSandboxResponse{}, nil
 }

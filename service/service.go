@@ -4,6 +4,7 @@
 package service
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/example/containerd-shim-example-v2/cgroup"
+	"github.com/example/containerd-shim-example-v2/internal/leavegate"
 	"github.com/example/containerd-shim-example-v2/oci"
 	"github.com/example/containerd-shim-example-v2/process"
 	introspect "github.com/example/containerd-shim-example-v2/proto/introspect/v1"
@@ -31,6 +33,10 @@ type Config struct {
 	Events    Publisher
 	// RequestExit is called (once) after a Shutdown that found no task left.
 	RequestExit func()
+	// Gate is the daemon's decision to leave, shared with its other
+	// services: Create records its task under it, and Shutdown decides
+	// under it. Nil: a gate of the service's own.
+	Gate *leavegate.Gate
 	// Address is the daemon's own ttrpc address (unix://...), recorded in
 	// every task's bundle (see Create).
 	Address string
@@ -66,8 +72,9 @@ type Config struct {
 //
 // Locking: mu guards containers, pending (ids whose Create is in flight),
 // bundles (the identity of the bundle of every task in either, see
-// bundleclaim.go) and closing (see closeIfIdle).
-// It is held only for map access, never across runtime calls.
+// bundleclaim.go). It is held only for map access, never across runtime
+// calls, and is taken inside the leave gate's lock (see reserve), never
+// around it.
 type Service struct {
 	cfg      Config
 	shimPid  uint32
@@ -78,7 +85,6 @@ type Service struct {
 	containers map[string]*process.Container
 	pending    map[string]struct{}
 	bundles    map[string]bundleID
-	closing    bool
 	// leaving are containers deleted before the exit of an exec their
 	// delete killed: an upgrade waits for it (see Handable).
 	leaving []*process.Container
@@ -86,6 +92,9 @@ type Service struct {
 
 // New returns a Service.
 func New(cfg Config) *Service {
+	if cfg.Gate == nil {
+		cfg.Gate = new(leavegate.Gate)
+	}
 	return &Service{
 		cfg:        cfg,
 		shimPid:    uint32(os.Getpid()),
@@ -119,17 +128,23 @@ func (s *Service) lookup(id, execID string) (*process.Container, *process.Proces
 
 // reserve claims id and its bundle (path and identity) for a Create in
 // flight. Two tasks in one bundle would mount the same rootfs and overwrite
-// each other's files.
+// each other's files. The claim is made under the leave gate, so that a
+// daemon deciding to leave either sees it or refuses it.
 func (s *Service) reserve(id, bundle string) error {
 	identity, err := identifyBundle(bundle)
 	if err != nil {
 		return err
 	}
+	err = s.cfg.Gate.Admit(func() error { return s.reserveLocked(id, bundle, identity) })
+	if errors.Is(err, leavegate.ErrLeaving) {
+		return fmt.Errorf("container %q: %w", id, err)
+	}
+	return err
+}
+
+func (s *Service) reserveLocked(id, bundle string, identity bundleID) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closing {
-		return fmt.Errorf("container %q: the shim is shutting down: %w", id, errdefs.ErrFailedPrecondition)
-	}
 	if _, ok := s.pending[id]; ok {
 		return fmt.Errorf("container %q: %w", id, errdefs.ErrAlreadyExists)
 	}

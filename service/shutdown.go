@@ -9,12 +9,15 @@ import (
 
 // Shutdown lets the shim exit once it holds no task and no pod sandbox;
 // otherwise it is a no-op, so one container's teardown never stops a shim
-// that serves others.
+// that serves others. The check and the decision to leave are one step
+// under the daemon's leave gate, which refuses every Create and
+// CreateSandbox from then on: the daemon leaves some time after the
+// decision (it flushes its events first, up to seconds while containerd is
+// slow), and a task or pod let in meanwhile, on a connection of its own,
+// would be created only for the daemon to exit under it, left created,
+// mounted and unreported with nobody to delete it.
 func (s *Service) Shutdown(ctx context.Context, r *taskapi.ShutdownRequest) (*emptypb.Empty, error) {
-	if s.cfg.Sandboxes != nil && s.cfg.Sandboxes() > 0 {
-		return empty, nil
-	}
-	if !s.closeIfIdle() {
+	if !s.cfg.Gate.CloseIfEmpty(s.holdsNothing) {
 		return empty, nil
 	}
 	if s.cfg.RequestExit != nil {
@@ -23,20 +26,8 @@ func (s *Service) Shutdown(ctx context.Context, r *taskapi.ShutdownRequest) (*em
 	return empty, nil
 }
 
-// closeIfIdle reports whether the service holds no task and none is being
-// created, and if so refuses every Create from then on. The check and the
-// refusal are one step under mu: the daemon leaves some time after the
-// decision (it flushes its events first, up to seconds while containerd is
-// slow), and a Create let in meanwhile, another container of a pod on a
-// connection of its own, would create the container in the runtime only for
-// the daemon to exit under it, leaving it created, mounted and unreported
-// with nobody to delete it.
-func (s *Service) closeIfIdle() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.containers)+len(s.pending) > 0 {
-		return false
-	}
-	s.closing = true
-	return true
+// holdsNothing reports whether the service holds no task, none is being
+// created, and the daemon serves no pod sandbox.
+func (s *Service) holdsNothing() bool {
+	return s.Tasks() == 0 && (s.cfg.Sandboxes == nil || s.cfg.Sandboxes() == 0)
 }

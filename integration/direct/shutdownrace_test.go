@@ -2,11 +2,14 @@ package direct
 
 import (
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
 
+	sandboxv1 "github.com/containerd/containerd/api/runtime/sandbox/v1"
 	taskv3 "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/ttrpc"
 )
 
 // A Shutdown that found the shim empty commits it to leaving: a Create that
@@ -60,7 +63,7 @@ func TestCreateAfterShutdownRefused(t *testing.T) {
 	}
 	// The daemon may also have hung up already (ttrpc: closed): either way
 	// nothing of the task may exist.
-	if c := ErrClass(err); c != "FailedPrecondition" && c != "" {
+	if c := ErrClass(err); c != "FailedPrecondition" && !errors.Is(err, ttrpc.ErrClosed) {
 		t.Errorf("Create after Shutdown: %v (class %s), want FailedPrecondition", err, c)
 	}
 	if _, err := os.Stat(filepath.Join(a.RuncRoot, id)); !errors.Is(err, os.ErrNotExist) {
@@ -68,5 +71,40 @@ func TestCreateAfterShutdownRefused(t *testing.T) {
 	}
 	if m, _ := MountsUnder(b.Dir); len(m) > 0 {
 		t.Errorf("mounts under the bundle of %s refused after Shutdown: %v", id, m)
+	}
+}
+
+// The decision to leave spans the Sandbox API too: a CreateSandbox that
+// arrives after a Shutdown found the shim empty is refused. Before, it was
+// accepted, and the daemon exited a moment later with the pod recorded and
+// nobody to shut it down.
+func TestCreateSandboxAfterShutdownRefused(t *testing.T) {
+	t.Parallel()
+	env := NewEnv(t)
+	a := env.Run(t, Config{Mode: Bootstrap, Name: "gone", Args: loopArgs, NullIO: true})
+	ctx := TestContext(t, WaitTimeout)
+	_ = a.Containerd.srv.Close() // the exit waits for the last events
+	conn, err := net.Dial("unix", a.Shim.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := ttrpc.NewClient(conn)
+	t.Cleanup(func() { client.Close() })
+	pods := sandboxv1.NewTTRPCSandboxClient(client)
+	deleteTask(t, ctx, a, "")
+	if _, err := a.Task().Shutdown(ctx, &taskv3.ShutdownRequest{ID: a.ID}); err != nil {
+		t.Fatalf("Shutdown of the empty shim: %v", err)
+	}
+	id := "late-pod-" + RandID(6)
+	_, err = pods.CreateSandbox(ctx, &sandboxv1.CreateSandboxRequest{SandboxID: id, BundlePath: t.TempDir()})
+	if err == nil {
+		t.Fatalf("CreateSandbox %s after Shutdown succeeded", id)
+	}
+	// The daemon may also have hung up already.
+	if c := ErrClass(err); c != "FailedPrecondition" && !errors.Is(err, ttrpc.ErrClosed) {
+		t.Errorf("CreateSandbox after Shutdown: %v (class %s), want FailedPrecondition", err, c)
+	}
+	if !a.Shim.Exited(WaitTimeout) {
+		t.Error("the shim did not leave after its Shutdown")
 	}
 }

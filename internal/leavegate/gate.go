@@ -1,0 +1,60 @@
+// Package leavegate makes a shim daemon's decision to leave one step with
+// the refusal of every create after it.
+//
+// A daemon leaves when it holds nothing: after a task Shutdown, after the
+// last pod's ShutdownSandbox, or when containerd seems to have abandoned it.
+// It exits some time after deciding (it flushes its events first, for up to
+// seconds while containerd is slow). A task or pod created in between, on a
+// connection that was already open, would be left behind by the exit:
+// created in the runtime, mounted, with nobody to delete it. The Task and
+// Sandbox services are separate, so the check "nothing held, nothing being
+// created" has to span both: each records what it creates under the gate
+// (Admit), and a decision to leave is taken under the same lock
+// (CloseIfEmpty). Once closed, the gate stays closed.
+package leavegate
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/containerd/errdefs"
+)
+
+// ErrLeaving is Admit's answer once the daemon has decided to leave:
+// FailedPrecondition, since the caller has to start another shim.
+var ErrLeaving = fmt.Errorf("the shim is shutting down: %w", errdefs.ErrFailedPrecondition)
+
+// Gate is shared by every service of one daemon; the zero value is open.
+//
+// Locking: mu is taken before the services' own locks (record and empty run
+// under it), never after: no service may call the gate with its lock held.
+type Gate struct {
+	mu     sync.Mutex
+	closed bool
+}
+
+// Admit runs record, which must make the new task or pod visible to the
+// emptiness checks passed to CloseIfEmpty, unless the daemon has decided to
+// leave; then it returns an error of class FailedPrecondition. record's
+// own error is returned as it is.
+func (g *Gate) Admit(record func() error) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return ErrLeaving
+	}
+	return record()
+}
+
+// CloseIfEmpty closes the gate if empty reports that nothing is held or
+// being created, and reports whether the daemon may leave: true at most
+// once, to the call that closed it, so that one decision leads to one exit.
+func (g *Gate) CloseIfEmpty(empty func() bool) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed || !empty() {
+		return false
+	}
+	g.closed = true
+	return true
+}

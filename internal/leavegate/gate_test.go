@@ -1,0 +1,71 @@
+package leavegate
+
+import (
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/containerd/errdefs"
+)
+
+func TestAdmitAfterCloseIsRefused(t *testing.T) {
+	var g Gate
+	held := 0
+	admit := func() error { return g.Admit(func() error { held++; return nil }) }
+	empty := func() bool { return held == 0 }
+	if err := admit(); err != nil {
+		t.Fatal(err)
+	}
+	if g.CloseIfEmpty(empty) {
+		t.Fatal("closed while a task is held")
+	}
+	held = 0
+	if !g.CloseIfEmpty(empty) {
+		t.Fatal("not closed with nothing held")
+	}
+	if g.CloseIfEmpty(empty) {
+		t.Error("a second close also decided to leave")
+	}
+	err := admit()
+	if !errdefs.IsFailedPrecondition(err) || held != 0 {
+		t.Errorf("Admit after the close: %v (held %d), want FailedPrecondition and nothing recorded", err, held)
+	}
+	// record's own error comes back as it is.
+	var h Gate
+	want := errors.New("taken")
+	if err := h.Admit(func() error { return want }); err != want {
+		t.Errorf("Admit returned %v, want record's error", err)
+	}
+}
+
+// However creates and a close interleave, nothing is admitted after the
+// close, and a close never happens while something admitted is held.
+func TestNothingAdmittedAfterTheClose(t *testing.T) {
+	for range 200 {
+		var g Gate
+		var mu sync.Mutex // the service's own lock, taken inside the gate's
+		held := 0
+		closedWith := -1
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_ = g.Admit(func() error { mu.Lock(); held++; mu.Unlock(); return nil })
+			}()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !g.CloseIfEmpty(func() bool { mu.Lock(); defer mu.Unlock(); closedWith = held; return held == 0 }) {
+				mu.Lock()
+				held = 0 // every task deleted
+				mu.Unlock()
+			}
+		}()
+		wg.Wait()
+		if closedWith != 0 || held != 0 {
+			t.Fatalf("closed with %d held; %d admitted after the close", closedWith, held)
+		}
+	}
+}
