@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -14,9 +14,6 @@ import (
 
 // maxCallLog bounds what is read of one invocation's log.
 const maxCallLog = 1 << 20
-
-// callSeq numbers invocations, for their log files' names.
-var callSeq atomic.Uint64
 
 // callLog is the JSON log of one runtime invocation: a file of its own next
 // to the container's log, which gets its lines once the invocation ends.
@@ -33,9 +30,10 @@ func (r *Runtime) newCallLog() callLog {
 	if r.LogPath == "" {
 		return callLog{}
 	}
-	// The time makes a name that a file left by a daemon that died mid-call
-	// (the same pid after an upgrade, the counter from zero) cannot share.
-	name := fmt.Sprintf(".%s.%d-%d", filepath.Base(r.LogPath), time.Now().UnixNano(), callSeq.Add(1))
+	// Calls overlap, in this daemon and in a daemon that died mid-call
+	// leaving its file: the time and 64 random bits make a name no other
+	// call has, with no counter shared by every Runtime.
+	name := fmt.Sprintf(".%s.%d-%x", filepath.Base(r.LogPath), time.Now().UnixNano(), rand.Uint64())
 	return callLog{path: filepath.Join(filepath.Dir(r.LogPath), name), shared: r.LogPath}
 }
 
