@@ -9,12 +9,14 @@ package events
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/example/containerd-shim-example-v2/internal/condwait"
+	"github.com/example/containerd-shim-example-v2/internal/ttrpcclient"
 	"github.com/example/containerd-shim-example-v2/proto/codec"
 
 	"github.com/example/containerd-shim-example-v2/proto/api/types"
@@ -61,7 +63,13 @@ type Queue struct {
 	cond    *sync.Cond
 	pending []*types.Envelope
 	sending bool // the head is being forwarded
-	held    bool // Hold: nothing is sent until Release (an upgrade takes the queue over)
+	// awaiting: the head's answer is still due on the forwarder's connection
+	// (its send ended with ttrpcclient.ErrAnswerPending). containerd has the
+	// event and may still carry it out: for Hold, as for a send, it is in
+	// flight, and its next try (which waits for that answer) goes ahead even
+	// while held.
+	awaiting bool
+	held     bool // Hold: nothing is sent until Release (an upgrade takes the queue over)
 	closed  bool
 	running bool // Run has started: Close waits for it to end
 	dropped uint64
@@ -119,7 +127,7 @@ func (q *Queue) Run() {
 	rejections := 0
 	for {
 		q.mu.Lock()
-		for (len(q.pending) == 0 || q.held) && !q.closed {
+		for (len(q.pending) == 0 || q.held && !q.awaiting) && !q.closed {
 			q.cond.Wait()
 		}
 		if q.closed {
@@ -139,6 +147,7 @@ func (q *Queue) Run() {
 
 		q.mu.Lock()
 		q.sending = false
+		q.awaiting = errors.Is(err, ttrpcclient.ErrAnswerPending)
 		q.cond.Broadcast() // Hold and Flush wait for the send to end, failed or not
 		switch {
 		case err == nil:
@@ -162,10 +171,13 @@ func (q *Queue) Run() {
 			q.mu.Unlock()
 			continue
 		}
-		closed := q.closed
+		closed, awaiting := q.closed, q.awaiting
 		q.mu.Unlock()
 		if closed {
 			return // Close gave up on what is left
+		}
+		if awaiting {
+			continue // the next try waits for the answer itself
 		}
 		time.Sleep(backoff)
 		backoff = min(backoff*2, retryMax)
@@ -219,12 +231,14 @@ func (q *Queue) Stats() Stats {
 
 // Hold stops sending after the event in flight, if any (at most timeout;
 // false if it is still in flight, and the queue is released). Events keep
-// being queued meanwhile.
+// being queued meanwhile. An event whose answer is still due counts as in
+// flight: handed over, the successor would send it again, and containerd,
+// which has it, would get it twice.
 func (q *Queue) Hold(timeout time.Duration) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.held = true
-	if !condwait.Until(q.cond, timeout, func() bool { return !q.sending }) {
+	if !condwait.Until(q.cond, timeout, func() bool { return !q.sending && !q.awaiting }) {
 		q.held = false
 		q.cond.Broadcast()
 		return false

@@ -3,6 +3,7 @@ package events
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"path/filepath"
@@ -500,5 +501,95 @@ func TestTTRPCForwarderWaitsForALateAnswer(t *testing.T) {
 	defer svc.mu.Unlock()
 	if want := []string{"/tasks/exit", "/tasks/delete"}; !slices.Equal(svc.topics, want) {
 		t.Fatalf("containerd carried out %v, want %v: each event once, in order", svc.topics, want)
+	}
+}
+
+// lateAnswer ends its first Forward with the answer still due, and answers
+// the next (the wait for that answer) once answer is closed.
+type lateAnswer struct {
+	answer chan struct{}
+	mu     sync.Mutex
+	calls  int
+}
+
+func (l *lateAnswer) Forward(ctx context.Context, env *shimtypes.Envelope) error {
+	l.mu.Lock()
+	l.calls++
+	first := l.calls == 1
+	l.mu.Unlock()
+	if first {
+		return fmt.Errorf("forward: %w", ttrpcclient.ErrAnswerPending)
+	}
+	select {
+	case <-l.answer:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("forward: %w", ttrpcclient.ErrAnswerPending)
+	}
+}
+func (l *lateAnswer) Close() error { return nil }
+
+// An event containerd has but has not answered yet is in flight for an
+// upgrade's Hold: Hold waits for its answer, and the event is not handed
+// over, since the successor would send it again and containerd, which
+// carries it out anyway, would get it twice.
+func TestHoldWaitsForALateAnswer(t *testing.T) {
+	f := &lateAnswer{answer: make(chan struct{})}
+	q := NewQueue("ns", f)
+	go q.Run()
+	defer q.Close()
+	q.Publish("/tasks/exit", &shimevents.TaskExit{ID: "a"})
+	for {
+		f.mu.Lock()
+		n := f.calls
+		f.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	held := make(chan bool, 1)
+	go func() { held <- q.Hold(5 * time.Second) }()
+	select {
+	case <-held:
+		t.Fatal("Hold returned while the event's answer was still due")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(f.answer)
+	if !<-held {
+		t.Fatal("Hold failed")
+	}
+	st, err := q.Export()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Pending) != 0 {
+		t.Errorf("%d event(s) handed over whose answer came during the Hold; the successor would send them again", len(st.Pending))
+	}
+}
+
+// An answer that does not come within the Hold's time fails the Hold (the
+// upgrade is refused, to be tried again) rather than hand the event over.
+func TestHoldFailsWhileAnAnswerStaysDue(t *testing.T) {
+	f := &lateAnswer{answer: make(chan struct{})}
+	q := NewQueue("ns", f)
+	go q.Run()
+	defer q.Close()
+	q.Publish("/tasks/exit", &shimevents.TaskExit{ID: "a"})
+	for {
+		f.mu.Lock()
+		n := f.calls
+		f.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if q.Hold(200 * time.Millisecond) {
+		t.Fatal("Hold succeeded with the event's answer still due")
+	}
+	close(f.answer)
+	if !q.Flush(5 * time.Second) {
+		t.Error("the event was not delivered after the failed Hold")
 	}
 }
