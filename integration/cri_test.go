@@ -322,17 +322,53 @@ func TestCRIPodLifecycle(t *testing.T) {
 					t.Fatalf("attach over the streaming server: %v", err)
 				}
 				defer s.Close()
-				if err := s.Send(0, []byte("ping\n")); err != nil {
-					t.Fatalf("attach: send stdin: %v", err)
+				// containerd's CRI starts copying an attach's stdin before it
+				// adds the attach's stdout to the container's output (both
+				// 1.6 and 2.4, ContainerIO.Attach): an echo that comes back
+				// fast enough goes to the log only. The line is sent again
+				// until an echo reaches the attach, as a user would type it
+				// again; the log check in stop-grace-period wants the echo.
+				type message struct {
+					ch   byte
+					data []byte
+					err  error
 				}
-				var out strings.Builder
-				for !strings.Contains(out.String(), "got:ping\n") {
-					ch, data, err := s.Next()
-					if err != nil {
-						t.Fatalf("attach: no echo of stdin (stdout so far %q): %v", out.String(), err)
+				msgs := make(chan message)
+				done := make(chan struct{})
+				defer close(done) // before s.Close, which ends the reader
+				go func() {
+					for {
+						ch, data, err := s.Next()
+						select {
+						case msgs <- message{ch, data, err}:
+						case <-done:
+							return
+						}
+						if err != nil {
+							return
+						}
 					}
-					if ch == 1 {
-						out.Write(data)
+				}()
+				var out strings.Builder
+				resend := time.NewTicker(time.Second)
+				defer resend.Stop()
+				for send := true; !strings.Contains(out.String(), "got:ping\n"); {
+					if send {
+						if err := s.Send(0, []byte("ping\n")); err != nil {
+							t.Fatalf("attach: send stdin: %v", err)
+						}
+						send = false
+					}
+					select {
+					case m := <-msgs:
+						if m.err != nil {
+							t.Fatalf("attach: no echo of stdin (stdout so far %q): %v", out.String(), m.err)
+						}
+						if m.ch == 1 {
+							out.Write(m.data)
+						}
+					case <-resend.C:
+						send = true
 					}
 				}
 			})
