@@ -323,8 +323,9 @@ func TestCRIPodLifecycle(t *testing.T) {
 				}
 				defer s.Close()
 				// containerd's CRI starts copying an attach's stdin before it
-				// adds the attach's stdout to the container's output (both
-				// 1.6 and 2.4, ContainerIO.Attach): an echo that comes back
+				// adds the attach's stdout to the container's output
+				// (ContainerIO.Attach, read in the 1.7 and 2.4 source): an
+				// echo that comes back
 				// fast enough goes to the log only. The line is sent again
 				// until an echo reaches the attach, as a user would type it
 				// again; the log check in stop-grace-period wants the echo.
