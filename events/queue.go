@@ -70,9 +70,9 @@ type Queue struct {
 	// while held.
 	awaiting bool
 	held     bool // Hold: nothing is sent until Release (an upgrade takes the queue over)
-	closed  bool
-	running bool // Run has started: Close waits for it to end
-	dropped uint64
+	closed   bool
+	running  bool // Run has started: Close waits for it to end
+	dropped  uint64
 	// Counters for Stats (introspection), guarded by mu like the rest.
 	forwarded, retries uint64
 	done               chan struct{}
