@@ -64,10 +64,21 @@ func (c *Container) Resume(ctx context.Context, onResumed func()) error {
 // paused" before the shim has processed the exit. The caller holds the
 // init's lock (transition), so its pid field is read directly.
 func (c *Container) freezeError(op Op, err error) error {
-	if err != nil && exitedChild(c.init.pid) {
+	if err != nil && c.initGone(c.init.pid) {
 		return fmt.Errorf("cannot %s %s: its init has exited: %w", op, c.ID, errdefs.ErrFailedPrecondition)
 	}
 	return err
+}
+
+// initGone reports whether the init, of pid, has exited: reaped (its PID
+// may since be another process's: the init's exit is recorded as stopped
+// only after its running execs, up to seconds later), or a zombie the
+// reaper has not got to. Takes c.mu.
+func (c *Container) initGone(pid int) bool {
+	c.mu.Lock()
+	reaped := c.initReaped
+	c.mu.Unlock()
+	return reaped || (pid > 0 && exitedChild(pid))
 }
 
 // exitedChild reports whether pid, a child of the shim, has exited: it is a

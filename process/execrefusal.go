@@ -19,7 +19,7 @@ func (c *Container) execLaunchError(execID string, err error) error {
 	switch {
 	case st.Status == Paused:
 		return fmt.Errorf("exec %q in %s: the container is paused: %w: %w", execID, c.ID, err, errdefs.ErrFailedPrecondition)
-	case st.Status == Stopped || st.Status == Deleted || (st.Pid > 0 && exitedChild(st.Pid)):
+	case st.Status == Stopped || st.Status == Deleted || c.initGone(st.Pid):
 		return fmt.Errorf("exec %q in %s: its init has exited: %w: %w", execID, c.ID, err, errdefs.ErrFailedPrecondition)
 	}
 	return fmt.Errorf("exec %q in %s: %w", execID, c.ID, err)

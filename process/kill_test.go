@@ -3,6 +3,7 @@ package process
 import (
 	"context"
 	"errors"
+	"os"
 	"os/exec"
 	"testing"
 	"time"
@@ -72,5 +73,23 @@ state) echo '{}';;`)
 	ct.init.pid, ct.init.status = zombie.Process.Pid, Running // exited, not reaped: the reaper has not got to it
 	if err := ct.init.Kill(context.Background(), 9, false); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("Kill of an init that has just exited: %v, want NotFound", err)
+	}
+}
+
+// The init reaped, but its exit not recorded yet (it waits for the running
+// execs), and its PID already another process's: an exec launch and a
+// pause that the runtime refuses are FailedPrecondition all the same. The
+// reused PID is the test's own, alive and no zombie.
+func TestRefusalsAfterTheInitsPIDWasReused(t *testing.T) {
+	ct := &Container{ID: "c", Bundle: t.TempDir()}
+	ct.init = newProcess(ct, "", shimio.Config{}, nil)
+	ct.init.pid, ct.init.status = os.Getpid(), Running
+	ct.initReaped = true
+	refused := errors.New("container not running")
+	if err := ct.execLaunchError("e", refused); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("exec launch refused after the init's reap: %v, want FailedPrecondition", err)
+	}
+	if err := ct.freezeError(OpPause, refused); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("pause refused after the init's reap: %v, want FailedPrecondition", err)
 	}
 }

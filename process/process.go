@@ -396,10 +396,7 @@ func (p *Process) Kill(ctx context.Context, sig int, all bool) error {
 		// runtime has no state for (a checkpoint not restored yet, state
 		// removed behind the shim's back): containerd's kill-then-delete
 		// (WithProcessKill) and CRI's stop take NotFound as "nothing left".
-		p.c.mu.Lock()
-		reaped := p.c.initReaped
-		p.c.mu.Unlock()
-		if reaped || (pid > 0 && exitedChild(pid)) || !p.c.runtimeStateExists(ctx) {
+		if p.c.initGone(pid) || !p.c.runtimeStateExists(ctx) {
 			return fmt.Errorf("process already finished: %w", errdefs.ErrNotFound)
 		}
 		return fmt.Errorf("kill %s: %w", p.c.ID, err)
