@@ -104,14 +104,35 @@ func (c *Cgroup) Exists() bool {
 	return err == nil
 }
 
-// gone reports whether none of the cgroup's directories exists any more.
+// statsControllersV1 are the v1 controllers statistics are read from
+// (StatsV1).
+var statsControllersV1 = []string{"pids", "cpuacct", "cpu", "memory", "blkio"}
+
+// gone reports whether the cgroup's directories that statistics are read
+// from exist no more (at least one was known). Under v1 only those count:
+// with the systemd driver the scope goes with its last process in the
+// hierarchies systemd manages, while the directories runc made itself in
+// the others (freezer, cpuset, net_cls, perf_event, hugetlb) stay until
+// the runtime's delete.
 func (c *Cgroup) gone() bool {
-	for _, d := range c.dirs {
+	dirs := []string{c.dirs[""]}
+	if !c.V2 {
+		dirs = dirs[:0]
+		for _, ctl := range statsControllersV1 {
+			dirs = append(dirs, c.dirs[ctl])
+		}
+	}
+	known := false
+	for _, d := range dirs {
+		if d == "" {
+			continue
+		}
+		known = true
 		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
 			return false
 		}
 	}
-	return true
+	return known
 }
 
 // parseUint reads a counter; "max" (no limit) is the largest value, and a

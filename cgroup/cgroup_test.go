@@ -607,3 +607,25 @@ func TestStatsOfARemovedCgroupAreNotFound(t *testing.T) {
 		}
 	}
 }
+
+// Under v1 the systemd driver's scope goes with its last process in the
+// hierarchies systemd manages (memory, cpu, pids, blkio...), but the
+// directories runc made itself in the others (freezer, cpuset, net_cls,
+// perf_event, hugetlb) stay until the runtime's delete: the statistics,
+// read from the former only, are NotFound all the same.
+func TestStatsOfARemovedCgroupWithOtherControllersLeftAreNotFound(t *testing.T) {
+	root := t.TempDir()
+	proc := "4:memory:/c\n5:cpu,cpuacct:/c\n6:pids:/c\n7:blkio:/c\n8:freezer:/c\n9:cpuset:/c\n1:name=systemd:/c\n"
+	cg, err := Parse(root, []byte(proc), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []string{"freezer", "cpuset"} {
+		if err := os.MkdirAll(filepath.Join(root, c, "c"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := cg.Metrics(); !errdefs.IsNotFound(err) {
+		t.Errorf("statistics of a cgroup removed from every statistics hierarchy: %v, want NotFound", err)
+	}
+}
