@@ -34,6 +34,9 @@ func (s *Service) list() []*process.Container {
 
 // Handable reports whether every task can be handed over now.
 func (s *Service) Handable() error {
+	if s.cfg.Gate.Closed() {
+		return fmt.Errorf("the shim is shutting down: %w", errdefs.ErrFailedPrecondition)
+	}
 	s.mu.Lock()
 	pending := len(s.pending)
 	s.mu.Unlock()

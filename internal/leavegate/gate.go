@@ -58,3 +58,12 @@ func (g *Gate) CloseIfEmpty(empty func() bool) bool {
 	g.closed = true
 	return true
 }
+
+// Closed reports whether the daemon has decided to leave. An in-place
+// upgrade asks first: a successor would take over a daemon with nothing
+// left to serve, and stay until the abandonment timeout.
+func (g *Gate) Closed() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.closed
+}
