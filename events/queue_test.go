@@ -529,6 +529,22 @@ func (l *lateAnswer) Forward(ctx context.Context, env *shimtypes.Envelope) error
 }
 func (l *lateAnswer) Close() error { return nil }
 
+// sent waits until the first Forward has returned with the answer due.
+func (l *lateAnswer) sent(t *testing.T) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		l.mu.Lock()
+		n := l.calls
+		l.mu.Unlock()
+		if n > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the queue never forwarded the event")
+		}
+	}
+}
+
 // An event containerd has but has not answered yet is in flight for an
 // upgrade's Hold: Hold waits for its answer, and the event is not handed
 // over, since the successor would send it again and containerd, which
@@ -539,15 +555,7 @@ func TestHoldWaitsForALateAnswer(t *testing.T) {
 	go q.Run()
 	defer q.Close()
 	q.Publish("/tasks/exit", &shimevents.TaskExit{ID: "a"})
-	for {
-		f.mu.Lock()
-		n := f.calls
-		f.mu.Unlock()
-		if n > 0 {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	f.sent(t)
 	held := make(chan bool, 1)
 	go func() { held <- q.Hold(5 * time.Second) }()
 	select {
@@ -576,15 +584,7 @@ func TestHoldFailsWhileAnAnswerStaysDue(t *testing.T) {
 	go q.Run()
 	defer q.Close()
 	q.Publish("/tasks/exit", &shimevents.TaskExit{ID: "a"})
-	for {
-		f.mu.Lock()
-		n := f.calls
-		f.mu.Unlock()
-		if n > 0 {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	f.sent(t)
 	if q.Hold(200 * time.Millisecond) {
 		t.Fatal("Hold succeeded with the event's answer still due")
 	}
