@@ -81,12 +81,16 @@ func (c *Container) initGone(pid int) bool {
 	return reaped || (pid > 0 && exitedChild(pid))
 }
 
-// exitedChild reports whether pid, a child of the shim, has exited: it is a
-// zombie, or already reaped. (A child's PID cannot be reused before the shim
-// reaps it.)
+// exitedChild reports whether pid, a child of the shim, has exited or is
+// exiting: reaped, a zombie, or past the start of its exit. An init that is
+// PID 1 of its namespace stays in its exit, not yet a zombie, until every
+// other process of the namespace has gone: a runtime's exec that joined the
+// namespace just before is killed with them and fails ("failed to sync with
+// child") while the init still reads as running by its state letter alone.
+// (A child's PID cannot be reused before the shim reaps it.)
 func exitedChild(pid int) bool {
 	st, err := procstat.Read(pid)
-	return err != nil || st.State == 'Z'
+	return err != nil || st.Exiting()
 }
 
 // Update applies new resource limits (OCI LinuxResources as JSON).
