@@ -529,6 +529,18 @@ func (l *lateAnswer) Forward(ctx context.Context, env *shimtypes.Envelope) error
 }
 func (l *lateAnswer) Close() error { return nil }
 
+// queueWithAnswerDue returns a running queue (closed at the test's end)
+// whose one event was sent and whose answer is due until f.answer closes.
+func queueWithAnswerDue(t *testing.T) (*Queue, *lateAnswer) {
+	f := &lateAnswer{answer: make(chan struct{})}
+	q := NewQueue("ns", f)
+	go q.Run()
+	t.Cleanup(q.Close)
+	q.Publish("/tasks/exit", &shimevents.TaskExit{ID: "a"})
+	f.sent(t)
+	return q, f
+}
+
 // sent waits until the first Forward has returned with the answer due.
 func (l *lateAnswer) sent(t *testing.T) {
 	t.Helper()
@@ -550,12 +562,7 @@ func (l *lateAnswer) sent(t *testing.T) {
 // over, since the successor would send it again and containerd, which
 // carries it out anyway, would get it twice.
 func TestHoldWaitsForALateAnswer(t *testing.T) {
-	f := &lateAnswer{answer: make(chan struct{})}
-	q := NewQueue("ns", f)
-	go q.Run()
-	defer q.Close()
-	q.Publish("/tasks/exit", &shimevents.TaskExit{ID: "a"})
-	f.sent(t)
+	q, f := queueWithAnswerDue(t)
 	held := make(chan bool, 1)
 	go func() { held <- q.Hold(5 * time.Second) }()
 	select {
@@ -579,12 +586,7 @@ func TestHoldWaitsForALateAnswer(t *testing.T) {
 // An answer that does not come within the Hold's time fails the Hold (the
 // upgrade is refused, to be tried again) rather than hand the event over.
 func TestHoldFailsWhileAnAnswerStaysDue(t *testing.T) {
-	f := &lateAnswer{answer: make(chan struct{})}
-	q := NewQueue("ns", f)
-	go q.Run()
-	defer q.Close()
-	q.Publish("/tasks/exit", &shimevents.TaskExit{ID: "a"})
-	f.sent(t)
+	q, f := queueWithAnswerDue(t)
 	if q.Hold(200 * time.Millisecond) {
 		t.Fatal("Hold succeeded with the event's answer still due")
 	}
