@@ -106,9 +106,7 @@ func RunDaemon(f Flags) error {
 	// Every way of leaving decides under one gate, which Create and
 	// CreateSandbox record under: nothing is created after the decision.
 	gate := new(leavegate.Gate)
-	var svc *service.Service
-	holdsNothing := func() bool { return svc.Tasks() == 0 && pods.Count() == 0 }
-	svc = service.New(service.Config{
+	svc := service.New(service.Config{
 		Namespace:   f.Namespace,
 		Reaper:      r,
 		Events:      queue,
@@ -144,7 +142,7 @@ func RunDaemon(f Flags) error {
 		Idle: func() {
 			go func() {
 				live.WaitNone(hangupTimeout)
-				if gate.CloseIfEmpty(holdsNothing) {
+				if gate.CloseIfEmpty(svc.HoldsNothing) {
 					requestExit()
 				}
 			}()
@@ -192,7 +190,7 @@ func RunDaemon(f Flags) error {
 	go trim.Run(stopTrim, quietPeriod, trimInterval)
 	abandonAfter := abandonTimeoutFromEnv()
 	abandoned := watchAbandoned(stopTrim, func() int { return svc.Tasks() + pods.Count() }, &last, abandonAfter,
-		func() bool { return gate.CloseIfEmpty(holdsNothing) })
+		func() bool { return gate.CloseIfEmpty(svc.HoldsNothing) })
 	slog.Debug("shim daemon serving", "socket", f.Socket, "pid", os.Getpid())
 
 	select {

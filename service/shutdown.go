@@ -17,7 +17,7 @@ import (
 // would be created only for the daemon to exit under it, left created,
 // mounted and unreported with nobody to delete it.
 func (s *Service) Shutdown(ctx context.Context, r *taskapi.ShutdownRequest) (*emptypb.Empty, error) {
-	if !s.cfg.Gate.CloseIfEmpty(s.holdsNothing) {
+	if !s.cfg.Gate.CloseIfEmpty(s.HoldsNothing) {
 		return empty, nil
 	}
 	if s.cfg.RequestExit != nil {
@@ -26,8 +26,8 @@ func (s *Service) Shutdown(ctx context.Context, r *taskapi.ShutdownRequest) (*em
 	return empty, nil
 }
 
-// holdsNothing reports whether the service holds no task, none is being
+// HoldsNothing reports whether the service holds no task, none is being
 // created, and the daemon serves no pod sandbox.
-func (s *Service) holdsNothing() bool {
+func (s *Service) HoldsNothing() bool {
 	return s.Tasks() == 0 && (s.cfg.Sandboxes == nil || s.cfg.Sandboxes() == 0)
 }
