@@ -42,11 +42,24 @@ type Conn struct {
 		id              uint32
 		service, method string
 	}
+	// part is the frame a deadline cut in the middle of reading: the
+	// server is writing it, so the stream stays in step as long as the next
+	// read goes on from here rather than from a frame's beginning.
+	part partialFrame
+}
+
+// partialFrame is the part of one incoming frame read so far.
+type partialFrame struct {
+	hdr  [ttrpcframe.HeaderLen]byte
+	nhdr int    // bytes of hdr read
+	body []byte // allocated once the header is whole; nil before
+	nbod int    // bytes of body read
 }
 
 // ErrAnswerPending is a call's deadline passing after its request was sent
-// whole and before any byte of an answer came: the server has the request
-// and may still carry it out and answer, and the connection is intact.
+// whole and before its answer was read whole: the server has the request
+// and may still carry it out and answer, and the connection is intact (a
+// frame the deadline cut is read on from where it stopped).
 // Await reads that answer; sending the request again would have it carried
 // out twice.
 var ErrAnswerPending = errors.New("the answer has not come yet")
@@ -79,7 +92,7 @@ func (c *Conn) Close() error { return c.conn.Close() }
 // (only the deadline: give ctx one; a cancellation alone does not end it),
 // which the request also carries as ttrpc's client sends it. An error status
 // from the server comes back as a gRPC status error. A deadline that passed
-// before any of the answer came is ErrAnswerPending: the connection is
+// before the whole answer came is ErrAnswerPending: the connection is
 // intact, and Await may read the answer later. Anything else is a transport
 // failure, after which the connection should be closed.
 func (c *Conn) Call(ctx context.Context, service, method string, req, resp any) error {
@@ -133,24 +146,15 @@ func (c *Conn) setDeadline(ctx context.Context) {
 func (c *Conn) readAnswer(resp any) error {
 	service, method := c.awaited.service, c.awaited.method
 	for {
-		var hdr [ttrpcframe.HeaderLen]byte
-		if n, err := io.ReadFull(c.conn, hdr[:]); err != nil {
-			if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
-				// Nothing of a frame read: the next read starts at a
-				// frame's beginning, and the answer may still come.
+		h, body, err := c.readFrame()
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				// What was read of a frame is kept: the answer may
+				// still come whole, and the stream stays in step.
 				return fmt.Errorf("answer to %s/%s: %w (%w)", service, method, ErrAnswerPending, err)
 			}
 			c.awaited.id = 0
-			return fmt.Errorf("read the answer to %s/%s: %w", service, method, err)
-		}
-		h := ttrpcframe.Parse(hdr[:])
-		if h.Length > ttrpcframe.MaxPayload {
-			c.awaited.id = 0
-			return fmt.Errorf("read the answer to %s/%s: frame of %d bytes exceeds %d", service, method, h.Length, ttrpcframe.MaxPayload)
-		}
-		body := make([]byte, h.Length)
-		if _, err := io.ReadFull(c.conn, body); err != nil {
-			c.awaited.id = 0 // a frame read in part: the connection is out of step
+			c.part = partialFrame{}
 			return fmt.Errorf("read the answer to %s/%s: %w", service, method, err)
 		}
 		if h.StreamID != c.awaited.id || h.Type != ttrpcframe.TypeResponse {
@@ -159,6 +163,42 @@ func (c *Conn) readAnswer(resp any) error {
 		c.awaited.id = 0
 		return decodeResponse(body, resp)
 	}
+}
+
+// readFrame reads one whole frame, going on from c.part, which keeps what
+// a failed read left of it.
+func (c *Conn) readFrame() (ttrpcframe.Header, []byte, error) {
+	p := &c.part
+	for p.nhdr < len(p.hdr) {
+		n, err := c.conn.Read(p.hdr[p.nhdr:])
+		p.nhdr += n
+		if err != nil && p.nhdr < len(p.hdr) {
+			if errors.Is(err, io.EOF) && p.nhdr > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return ttrpcframe.Header{}, nil, err
+		}
+	}
+	h := ttrpcframe.Parse(p.hdr[:])
+	if h.Length > ttrpcframe.MaxPayload {
+		return h, nil, fmt.Errorf("frame of %d bytes exceeds %d", h.Length, ttrpcframe.MaxPayload)
+	}
+	if p.body == nil {
+		p.body = make([]byte, h.Length)
+	}
+	for p.nbod < len(p.body) {
+		n, err := c.conn.Read(p.body[p.nbod:])
+		p.nbod += n
+		if err != nil && p.nbod < len(p.body) {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return h, nil, err
+		}
+	}
+	body := p.body
+	*p = partialFrame{}
+	return h, body, nil
 }
 
 // encodeRequest builds a request frame, header included, in one buffer.

@@ -3,6 +3,7 @@ package ttrpcclient
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"path/filepath"
 	"strings"
@@ -13,7 +14,10 @@ import (
 	"github.com/containerd/ttrpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/example/containerd-shim-example-v2/internal/ttrpcframe"
+	"github.com/example/containerd-shim-example-v2/proto/codec"
 	introspect "github.com/example/containerd-shim-example-v2/proto/introspect/v1"
 	introspectpb "github.com/example/containerd-shim-example-v2/proto/introspect/v1/pb"
 )
@@ -168,5 +172,64 @@ func TestLateAnswer(t *testing.T) {
 		}
 		c.Close()
 		cancel()
+	}
+}
+
+// An answer whose deadline passes after part of it came (here in the
+// header, then in the body) is still pending, not a broken connection:
+// the server is writing it, and a caller that took the break for a lost
+// call would send the request again (an event delivered twice). Await
+// goes on from the bytes already read and decodes the whole answer.
+func TestAnswerCutByTheDeadline(t *testing.T) {
+	payload, err := codec.Marshal(&introspect.SnapshotResponse{Pid: 7, Version: "cut"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cutAt := range []int{3, ttrpcframe.HeaderLen + 2} {
+		client, server := net.Pipe()
+		c := New(client)
+		resume := make(chan struct{})
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			// Read the request's header and body, then answer in two
+			// writes: before the cut, and after the client's deadline.
+			var hdr [ttrpcframe.HeaderLen]byte
+			if _, err := io.ReadFull(server, hdr[:]); err != nil {
+				return
+			}
+			h := ttrpcframe.Parse(hdr[:])
+			if _, err := io.ReadFull(server, make([]byte, h.Length)); err != nil {
+				return
+			}
+			body := protowire.AppendTag(nil, ttrpcframe.RespPayload, protowire.BytesType)
+			body = protowire.AppendBytes(body, payload)
+			frame := make([]byte, ttrpcframe.HeaderLen, ttrpcframe.HeaderLen+len(body))
+			ttrpcframe.Put(frame, ttrpcframe.Header{Length: uint32(len(body)), StreamID: h.StreamID, Type: ttrpcframe.TypeResponse})
+			frame = append(frame, body...)
+			_, _ = server.Write(frame[:cutAt]) // returns once the client has read it
+			<-resume                           // the call has given up
+			_, _ = server.Write(frame[cutAt:])
+		}()
+		short, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		err := c.Call(short, "test.Introspect", "Snapshot", &introspect.SnapshotRequest{}, nil)
+		cancel()
+		close(resume)
+		if !errors.Is(err, ErrAnswerPending) {
+			t.Fatalf("cut at byte %d: call = %v, want ErrAnswerPending", cutAt, err)
+		}
+		if c.part.nhdr == 0 {
+			t.Fatalf("cut at byte %d: the call's deadline passed before the first part came", cutAt)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		var resp introspect.SnapshotResponse
+		err = c.Await(ctx, &resp)
+		cancel()
+		if err != nil || resp.Pid != 7 || resp.Version != "cut" {
+			t.Fatalf("cut at byte %d: Await = %+v, %v; want the whole answer (pid 7)", cutAt, &resp, err)
+		}
+		<-served
+		client.Close()
+		server.Close()
 	}
 }
