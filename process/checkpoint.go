@@ -55,6 +55,15 @@ func (c *Container) Checkpoint(ctx context.Context, opts oci.CheckpointOpts, onC
 		}
 		c.mu.Unlock()
 	}()
+	// CRIU freezes the container: an exec the runtime is launching would
+	// be frozen half-way and dumped so (launchGate). Counted above, the
+	// checkpoint refuses new launches; those under way end first.
+	c.mu.Lock()
+	err := c.awaitLaunchesForCheckpointLocked()
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	work := opts.WorkPath
 	if work == "" {
 		work = filepath.Join(c.Bundle, "criu-work")

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
 
 	shimio "github.com/example/containerd-shim-example-v2/io"
 	"github.com/example/containerd-shim-example-v2/oci"
@@ -326,5 +327,79 @@ func awaitCheckpointBegun(t *testing.T, dir string) {
 		if time.Now().After(deadline) {
 			t.Fatal("the checkpoint never began")
 		}
+	}
+}
+
+// CRIU freezes the container for its dump, as a Pause does: an exec the
+// runtime is launching then would be frozen half-way and dumped so. A
+// checkpoint waits for the launches under way before it calls the runtime,
+// and an exec started during a checkpoint is refused (FailedPrecondition).
+func TestCheckpointAndExecLaunchesKeepApart(t *testing.T) {
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		t.Skipf("cannot become a subreaper: %v", err)
+	}
+	dir := t.TempDir()
+	t.Setenv("FAKE_DIR", dir)
+	rt, r := fakeRuntime(t, dir, `
+checkpoint) touch "$FAKE_DIR/dumping"; while [ ! -e "$FAKE_DIR/go" ]; do sleep 0.01; done; exit 0;;
+exec) touch "$FAKE_DIR/begun"; while [ ! -e "$FAKE_DIR/go-exec" ]; do sleep 0.01; done
+	while [ "$1" != --pid-file ]; do shift; done; sleep 100 </dev/null >/dev/null 2>&1 & echo $! > "$2";;`)
+	c := &Container{ID: "c", Bundle: dir, rt: rt, ownPIDNS: true, execs: map[string]*Process{}}
+	c.execsIdle = sync.NewCond(&c.mu)
+	c.init = newProcess(c, "", shimio.Config{}, nil)
+	runSleepingInit(t, c, r)
+	newExec := func(id string) *Process {
+		e := newProcess(c, id, shimio.Config{}, nil)
+		e.execSpec = []byte(`{"args":["sleep","100"]}`)
+		c.mu.Lock()
+		c.execs[id] = e
+		c.mu.Unlock()
+		t.Cleanup(func() {
+			if pid := e.Pid(); pid > 0 {
+				_ = unix.Kill(pid, unix.SIGKILL)
+			}
+		})
+		return e
+	}
+	exists := func(name string) bool {
+		_, err := os.Stat(filepath.Join(dir, name))
+		return err == nil
+	}
+	release := func(name string) {
+		if err := os.WriteFile(filepath.Join(dir, name), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkpointDone := make(chan error, 1)
+	t.Cleanup(func() {
+		release("go")
+		release("go-exec")
+	})
+
+	launched := make(chan error, 1)
+	go func() { launched <- newExec("e1").startExec(context.Background(), func(int) {}) }()
+	waitUntil(t, "the runtime's exec begins", func() bool { return exists("begun") })
+	go func() {
+		checkpointDone <- c.Checkpoint(context.Background(), oci.CheckpointOpts{ImagePath: filepath.Join(dir, "img"), WorkPath: filepath.Join(dir, "work"), LeaveRunning: true}, nil)
+	}()
+	time.Sleep(300 * time.Millisecond)
+	if exists("dumping") {
+		t.Fatal("the checkpoint called the runtime while an exec was being launched")
+	}
+	release("go-exec")
+	if err := <-launched; err != nil {
+		t.Fatalf("the exec launched before the checkpoint: %v", err)
+	}
+	awaitCheckpointBegun(t, dir)
+
+	if err := newExec("e2").startExec(context.Background(), func(int) {}); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("an exec started during the checkpoint: %v, want FailedPrecondition", err)
+	}
+	release("go")
+	if err := <-checkpointDone; err != nil {
+		t.Fatalf("checkpoint: %v", err)
+	}
+	if err := newExec("e3").startExec(context.Background(), func(int) {}); err != nil {
+		t.Fatalf("an exec after the checkpoint: %v", err)
 	}
 }

@@ -9,15 +9,18 @@ import (
 	"github.com/example/containerd-shim-example-v2/internal/condwait"
 )
 
-// launchGate keeps a pause and an exec's launch apart. A container frozen
-// while the runtime launches an exec freezes the launch half-way (runc's
-// `init` joins the frozen cgroup), and the runtime's exec then waits for it
-// until someone resumes the container: the exec's Start, and every request
-// on that exec, would hang until then. So a Pause first waits for the
-// launches under way (they take milliseconds; bounded by pauseLaunchWait),
-// and a launch while a Pause is under way is FailedPrecondition, as Exec in
-// a paused container is. Guarded by Container.mu; execsIdle is broadcast
-// when the last launch ends while a Pause waits.
+// launchGate keeps a freeze (a Pause, or CRIU's during a checkpoint) and an
+// exec's launch apart. A container frozen while the runtime launches an
+// exec freezes the launch half-way (runc's `init` joins the frozen cgroup),
+// and the runtime's exec then waits for it until someone resumes the
+// container: the exec's Start, and every request on that exec, would hang
+// until then; CRIU would dump the half-made process with the container. So
+// a Pause or a Checkpoint first waits for the launches under way (they take
+// milliseconds; bounded by pauseLaunchWait), and a launch while either is
+// under way is FailedPrecondition, as Exec in a paused container is.
+// Guarded by Container.mu (with Container.checkpoints, the checkpoints'
+// count); execsIdle is broadcast when the last launch ends while a freeze
+// waits.
 type launchGate struct {
 	launching int  // exec launches under way
 	pausing   bool // a Pause is under way
@@ -27,11 +30,15 @@ type launchGate struct {
 // Docker health check, a kubelet probe): past it the Pause is refused.
 const pauseLaunchWait = 5 * time.Second
 
-// beginExecLaunchLocked admits an exec's launch, unless a Pause is under way.
-// c.mu must be held; endExecLaunch must follow an admitted one.
+// beginExecLaunchLocked admits an exec's launch, unless a Pause or a
+// Checkpoint is under way. c.mu must be held; endExecLaunch must follow an
+// admitted one.
 func (c *Container) beginExecLaunchLocked(execID string) error {
 	if c.gate.pausing {
 		return fmt.Errorf("cannot start exec %q: container %s is being paused: %w", execID, c.ID, errdefs.ErrFailedPrecondition)
+	}
+	if c.checkpoints > 0 {
+		return fmt.Errorf("cannot start exec %q: %w", execID, c.checkpointBusyError(OpExec))
 	}
 	c.gate.launching++
 	return nil
@@ -40,7 +47,7 @@ func (c *Container) beginExecLaunchLocked(execID string) error {
 func (c *Container) endExecLaunch() {
 	c.mu.Lock()
 	c.gate.launching--
-	if c.gate.launching == 0 && c.gate.pausing {
+	if c.gate.launching == 0 && (c.gate.pausing || c.checkpoints > 0) {
 		c.execsIdle.Broadcast()
 	}
 	c.mu.Unlock()
@@ -60,6 +67,16 @@ func (c *Container) beginPause() error {
 	if !condwait.Until(c.execsIdle, pauseLaunchWait, func() bool { return c.gate.launching == 0 }) {
 		c.gate.pausing = false
 		return fmt.Errorf("cannot pause %s: an exec being started did not finish within %v: %w", c.ID, pauseLaunchWait, errdefs.ErrFailedPrecondition)
+	}
+	return nil
+}
+
+// awaitLaunchesForCheckpointLocked waits, up to pauseLaunchWait, for the
+// exec launches a checkpoint found under way; new ones are refused once the
+// checkpoint is counted. c.mu must be held.
+func (c *Container) awaitLaunchesForCheckpointLocked() error {
+	if !condwait.Until(c.execsIdle, pauseLaunchWait, func() bool { return c.gate.launching == 0 }) {
+		return fmt.Errorf("cannot checkpoint %s: an exec being started did not finish within %v: %w", c.ID, pauseLaunchWait, errdefs.ErrFailedPrecondition)
 	}
 	return nil
 }
