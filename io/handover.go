@@ -308,7 +308,14 @@ func (p *Pipes) Export(fds FDKeeper) (*PipesState, error) {
 	}
 	if p.logger != nil {
 		select {
-		case <-p.loggerExit: // gone: nothing to take over
+		case <-p.loggerExit:
+			// Gone: nothing to take over, and no exit for the successor to
+			// drain the ends at. The exit callback closes loggerExit before
+			// it drains them; drain here too (idempotent), so that they go
+			// over as draining, never held for a logger nobody waits for.
+			// (In the shim the reaper's pause lets that callback finish
+			// first; this keeps Export right without relying on it.)
+			p.loggerExited()
 		default:
 			st.LoggerPid = p.logger.Pid
 		}

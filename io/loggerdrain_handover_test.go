@@ -89,3 +89,38 @@ func testLoggerEndsHandedOver(t *testing.T, mode string) {
 		}
 	}
 }
+
+// An Export that sees the logger's exit hands its pipes over as draining,
+// even when it comes between the exit callback's two steps (loggerExit
+// closed, the drain not begun): the successor has no exit to wait for and
+// would hold them idle for ever, and the process would block once a pipe
+// was full. Seen in TestLoggerEndsHandedOver/logger-exited under load.
+func TestExportAfterTheLoggerExitDrainsItsEnds(t *testing.T) {
+	p, err := Open(Config{Stdout: "binary://" + writeScript(t, "exec 5>&-\nexec sleep 100\n"), Stderr: "binary://x"},
+		Env{ProcessID: "c", Namespace: "n", Spawn: spawnPlain(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	procOut, procErr := launchedProcess(t, p)
+	defer procOut.Close()
+	defer procErr.Close()
+	// The exit callback's first step alone: loggerExit closed, no drain.
+	exited := make(chan struct{})
+	close(exited)
+	p.loggerExit = exited
+	if err := p.Halt(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st, err := p.Export(keepDups{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends := st.LoggerEnds
+	if st.LoggerPid != 0 || ends == nil || len(ends.Held) != 0 || len(ends.Draining) != 2 {
+		t.Fatalf("exported logger pid %d, ends %+v; want no pid, both ends draining", st.LoggerPid, ends)
+	}
+	for _, fd := range append(ends.Held, ends.Draining...) {
+		unix.Close(fd)
+	}
+}
