@@ -34,9 +34,7 @@ func TestV1OOMNotificationNeedsACountedKill(t *testing.T) {
 	mem := mkdir(t, filepath.Join(pod, "c"))
 	set := func(dir, file, content string) {
 		t.Helper()
-		if err := os.WriteFile(filepath.Join(dir, file), []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		replaceFile(t, filepath.Join(dir, file), content)
 	}
 	setKills := func(line string) { set(mem, "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\n"+line) }
 	setKills("oom_kill 0\n")
@@ -217,9 +215,7 @@ func TestV1OOMRecheckEndsWhenTheKillIsReportedElsewhere(t *testing.T) {
 	mem := mkdir(t, filepath.Join(root, "memory", "c"))
 	write := func(file, content string) {
 		t.Helper()
-		if err := os.WriteFile(filepath.Join(mem, file), []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		replaceFile(t, filepath.Join(mem, file), content)
 	}
 	write("memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n")
 	write("memory.failcnt", "0\n")
@@ -249,5 +245,21 @@ func TestV1OOMRecheckEndsWhenTheKillIsReportedElsewhere(t *testing.T) {
 	case r := <-reports:
 		t.Fatalf("the kill was reported a second time (%s)", r)
 	case <-time.After(500 * time.Millisecond): // the recheck's delays are over
+	}
+}
+
+// replaceFile gives a fake cgroup file new content in one step (a new file
+// renamed over it), as the kernel's files read: a recheck running meanwhile
+// must not read the empty file os.WriteFile leaves between its truncation
+// and its write, which reads as a kernel that counts no kills, or a cgroup
+// gone, and ended the recheck (a flake seen under load).
+func replaceFile(t *testing.T, path, content string) {
+	t.Helper()
+	tmp := path + ".new"
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
 	}
 }
