@@ -71,9 +71,7 @@ func TestV1OOMRecheckGoesOnAcrossAHandover(t *testing.T) {
 	mem := mkdir(t, filepath.Join(root, "memory", "c"))
 	setKills := func(n int) {
 		t.Helper()
-		if err := os.WriteFile(filepath.Join(mem, "memory.oom_control"), fmt.Appendf(nil, "oom_kill_disable 0\nunder_oom 0\noom_kill %d\n", n), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		replaceFile(t, filepath.Join(mem, "memory.oom_control"), fmt.Sprintf("oom_kill_disable 0\nunder_oom 0\noom_kill %d\n", n))
 	}
 	setKills(0)
 	for _, f := range []string{"memory.failcnt", "cgroup.event_control"} {
