@@ -428,7 +428,8 @@ func firstDifference(got, want string) string {
 	return "one is a prefix of the other"
 }
 
-// `upgrade --all` over the node's live shims: a 10-container pod-like group, a
+// `upgrade --all` over the live shims of the test's containerd (its own: not
+// those of a test run beside it, nor the direct harness's): a 10-container pod-like group, a
 // single-container shim and a terminal task's shim are upgraded (their pauses are reported);
 // a shim whose task is created and not started, which cannot be handed over, is refused with
 // a reason, stays on its binary, and makes the command fail. All their containers keep running and stop with the right codes.
@@ -467,10 +468,15 @@ func TestUpgradeAll(t *testing.T) {
 			before[id] = introspect(t, d.BundleDir(ns, id))
 		}
 
-		out, err := upgradeShim(t, ctx, "--all", "-binary", newBin)
+		out, err := upgradeShim(t, ctx, "--all", "-containerd-address", d.Address, "-binary", newBin)
 		t.Logf("upgrade --all:\n%s", out)
 		if err == nil {
 			t.Errorf("upgrade --all succeeded with a created task's shim among them")
+		}
+		// Its containerd's four shims, no other: a shim of another daemon
+		// (another test run's) upgraded here would switch under that test.
+		if lines := strings.Count(out, "pid ") + strings.Count(out, ": not upgraded:"); lines != 4 {
+			t.Errorf("upgrade --all reported %d daemons, want this containerd's 4", lines)
 		}
 		createdAddr := strings.TrimPrefix(shimAddress(t, d, ns, "created"), "unix://")
 		if !strings.Contains(out, createdAddr+": not upgraded") || !strings.Contains(out, "not started") {
@@ -486,7 +492,7 @@ func TestUpgradeAll(t *testing.T) {
 			}
 		}
 		// And back: a second --all to the build under test.
-		out, err = upgradeShim(t, ctx, "--all", "-binary", harness.ShimUnderTest())
+		out, err = upgradeShim(t, ctx, "--all", "-containerd-address", d.Address, "-binary", harness.ShimUnderTest())
 		t.Logf("second upgrade --all:\n%s", out)
 		if err == nil {
 			t.Errorf("the second upgrade --all succeeded with the created task's shim among them")

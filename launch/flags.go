@@ -47,14 +47,15 @@ var boolFlags = map[string]func(*Flags, bool){
 }
 
 // DaemonSocket is the socket a command line of this binary (without argv[0])
-// serves, or "" if it is not a daemon's (start, delete, a pod's holder...):
-// how `upgrade --all` finds the live daemons.
-func DaemonSocket(args []string) string {
+// serves, or "" if it is not a daemon's (start, delete, a pod's holder...),
+// and the containerd it serves (its -address): how `upgrade --all` finds
+// the live daemons.
+func DaemonSocket(args []string) (socket, containerd string) {
 	f, err := ParseFlags(args)
 	if err != nil || f.Action != "" {
-		return ""
+		return "", ""
 	}
-	return f.Socket
+	return f.Socket, f.Address
 }
 
 // ParseFlags reads the command line containerd gives the shim. Flags come in

@@ -26,18 +26,21 @@ const Action = "upgrade"
 // the upgrade done (its introspection answering with a higher count).
 const switchTimeout = 30 * time.Second
 
-// Command runs `upgrade -address <socket> | --all [-binary <path>]`: it asks
-// each daemon to upgrade itself in place, waits until it serves again with
-// the new binary, and prints, per daemon, its pid, old and new version and
-// the pause. It fails if any daemon was not upgraded. daemonSocket reads a
-// process's command line (without argv[0]) the way the daemon's own flag
-// parser does, and says which socket it serves ("" if it is not a daemon):
-// --all finds the daemons with it.
-func Command(args []string, out io.Writer, daemonSocket func(args []string) string) error {
+// Command runs `upgrade -address <socket> | --all [-containerd-address
+// <path>] [-binary <path>]`: it asks each daemon to upgrade itself in place,
+// waits until it serves again with the new binary, and prints, per daemon,
+// its pid, old and new version and the pause. It fails if any daemon was not
+// upgraded. daemonSocket reads a process's command line (without argv[0])
+// the way the daemon's own flag parser does, and says which socket it serves
+// ("" if it is not a daemon) and for which containerd: --all finds the
+// daemons with it, those of one containerd with -containerd-address (a node
+// may run two, each with its own shims).
+func Command(args []string, out io.Writer, daemonSocket func(args []string) (socket, containerd string)) error {
 	fs := flag.NewFlagSet(Action, flag.ContinueOnError)
 	fs.SetOutput(out)
 	address := fs.String("address", "", "the shim daemon's socket (unix:///path or /path)")
 	all := fs.Bool("all", false, "every live daemon of this binary's name on this node")
+	containerd := fs.String("containerd-address", "", "with --all: only the daemons serving this containerd (its socket, as given to the shims' -address)")
 	binary := fs.String("binary", "", "the new binary (default: the path each daemon was started from)")
 	hold := fs.Duration("test-hold", 0, "for tests: keep everything paused this long during the switch")
 	if err := fs.Parse(args); err != nil {
@@ -47,11 +50,13 @@ func Command(args []string, out io.Writer, daemonSocket func(args []string) stri
 	switch {
 	case *address != "" && *all:
 		return errors.New("upgrade: -address and --all exclude each other")
+	case *containerd != "" && !*all:
+		return errors.New("upgrade: -containerd-address goes with --all")
 	case *address != "":
 		sockets = []string{strings.TrimPrefix(*address, "unix://")}
 	case *all:
 		var err error
-		if sockets, err = liveDaemons(filepath.Base(os.Args[0]), daemonSocket); err != nil {
+		if sockets, err = liveDaemons(filepath.Base(os.Args[0]), *containerd, daemonSocket); err != nil {
 			return err
 		}
 		if len(sockets) == 0 {
@@ -131,8 +136,10 @@ func upgradeOne(socket, binary string, hold time.Duration) (string, error) {
 }
 
 // liveDaemons finds the sockets of the running daemons of a binary name:
-// processes started as `<name> ... -socket <path>` without an action.
-func liveDaemons(name string, daemonSocket func(args []string) string) ([]string, error) {
+// processes started as `<name> ... -socket <path>` without an action; those
+// started with `-address <containerd>` only, when containerd is not empty.
+func liveDaemons(name, containerd string, daemonSocket func(args []string) (socket, containerd string)) ([]string, error) {
+	containerd = strings.TrimPrefix(containerd, "unix://")
 	dirs, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil, err
@@ -150,7 +157,8 @@ func liveDaemons(name string, daemonSocket func(args []string) string) ([]string
 		if filepath.Base(argv[0]) != name {
 			continue
 		}
-		if s := daemonSocket(argv[1:]); s != "" {
+		s, serves := daemonSocket(argv[1:])
+		if s != "" && (containerd == "" || strings.TrimPrefix(serves, "unix://") == containerd) {
 			out = append(out, s)
 		}
 	}
