@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -434,7 +435,7 @@ func (d *Daemon) Stop() error {
 		errs = append(errs, err)
 	}
 	for _, ns := range nss {
-		if err := forceDeleteRunc(ns); err != nil {
+		if err := d.forceDeleteRunc(ns); err != nil {
 			errs = append(errs, err)
 		}
 		// The runtime's /<ns> cgroup parent (see NewNamespace).
@@ -456,16 +457,19 @@ func (d *Daemon) Stop() error {
 	return errors.Join(errs...)
 }
 
-// forceDeleteRunc removes runc containers left in <RuncRoot>/<ns> (their shim is gone)
-// and the namespace directory itself.
-func forceDeleteRunc(ns string) error {
+// forceDeleteRunc removes the runc containers of this daemon left in <RuncRoot>/<ns>
+// (their shim is gone), and the namespace directory itself once empty. The state
+// directory of a namespace with a fixed name (Docker's "moby", CRI's "k8s.io") is shared
+// with every other daemon on the host, another test run's among them: a container whose
+// bundle is not under this daemon's directory is not touched (ownsRuncState).
+func (d *Daemon) forceDeleteRunc(ns string) error {
 	dir := filepath.Join(RuncRoot, ns)
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil
 	}
 	for _, e := range entries {
-		if !e.IsDir() {
+		if !e.IsDir() || !d.ownsRuncState(filepath.Join(dir, e.Name())) {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -473,10 +477,50 @@ func forceDeleteRunc(ns string) error {
 		cancel()
 	}
 	// Only an empty namespace dir is removed; anything else is reported.
-	if err := os.Remove(dir); err != nil && !os.IsNotExist(err) {
+	if err := os.Remove(dir); err != nil && !os.IsNotExist(err) && !errors.Is(err, syscall.ENOTEMPTY) && !errors.Is(err, syscall.EEXIST) {
 		return fmt.Errorf("runc state left in %s: %w", dir, err)
 	}
+	if d.ownedRuncStateIn(dir) {
+		return fmt.Errorf("runc state of this daemon left in %s", dir)
+	}
 	return nil
+}
+
+// ownedRuncStateIn reports whether dir (<RuncRoot>/<ns>) still holds a container of this
+// daemon's.
+func (d *Daemon) ownedRuncStateIn(dir string) bool {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.IsDir() && d.ownsRuncState(filepath.Join(dir, e.Name())) {
+			return true
+		}
+	}
+	return false
+}
+
+// ownsRuncState reports whether the runc container whose state is in dir belongs to this
+// daemon: runc records the bundle as a label ("bundle=<path>"), and this daemon's bundles
+// are under its base directory. A state that cannot be read (being written, or not
+// runc's) counts as this daemon's, so that nothing of its own goes unreported.
+func (d *Daemon) ownsRuncState(dir string) bool {
+	raw, err := os.ReadFile(filepath.Join(dir, "state.json"))
+	if err != nil || d.Base == "" {
+		return true
+	}
+	var st struct {
+		Config struct {
+			Labels []string `json:"labels"`
+		} `json:"config"`
+	}
+	if json.Unmarshal(raw, &st) != nil {
+		return true
+	}
+	for _, l := range st.Config.Labels {
+		if bundle, ok := strings.CutPrefix(l, "bundle="); ok {
+			return bundle == d.Base || strings.HasPrefix(bundle, d.Base+"/")
+		}
+	}
+	return true
 }
 
 // removeSocket removes path if it is a unix socket.

@@ -297,11 +297,19 @@ func (d *Daemon) Leftovers(ns, id string) []string {
 			}
 		}
 	} else {
-		for _, dir := range []string{filepath.Join(RuncRoot, ns), filepath.Join(d.State, "io.containerd.runtime.v2.task", ns)} {
-			entries, _ := os.ReadDir(dir)
-			for _, e := range entries {
-				out = append(out, "path "+filepath.Join(dir, e.Name()))
+		// <RuncRoot>/<ns> is shared by every daemon on the host for a fixed name
+		// ("moby", "k8s.io"): only this daemon's containers there are its leftovers.
+		runcDir := filepath.Join(RuncRoot, ns)
+		entries, _ := os.ReadDir(runcDir)
+		for _, e := range entries {
+			if p := filepath.Join(runcDir, e.Name()); d.ownsRuncState(p) {
+				out = append(out, "path "+p)
 			}
+		}
+		bundles := filepath.Join(d.State, "io.containerd.runtime.v2.task", ns)
+		entries, _ = os.ReadDir(bundles)
+		for _, e := range entries {
+			out = append(out, "path "+filepath.Join(bundles, e.Name()))
 		}
 	}
 	return out

@@ -44,7 +44,7 @@ func (d *Daemon) NamedNamespace(t testing.TB, ns string) (context.Context, strin
 		if left := d.WaitNoLeftovers(ns, "", LeakTimeout); len(left) > 0 {
 			t.Errorf("namespace %s: leftovers %v after its tasks and containers were removed", ns, left)
 			d.KillShims(ns, "")
-			_ = forceDeleteRunc(ns)
+			_ = d.forceDeleteRunc(ns)
 		}
 		// The runtime made /<ns> (the parent of each container's /<ns>/<id>) in every
 		// cgroup hierarchy, and nothing else removes it: left alone, thousands pile up

@@ -50,7 +50,7 @@ func SweepStale(w io.Writer) {
 		d.removeShimSockets(procs)
 		data, _ := os.ReadFile(filepath.Join(dir, nsFileName))
 		for _, ns := range strings.Fields(string(data)) {
-			_ = forceDeleteRunc(ns)
+			_ = d.forceDeleteRunc(ns)
 		}
 		err := UnmountUnder(dir)
 		if err == nil {
