@@ -54,26 +54,52 @@ func TestTrimMemoryDropsExecutablePages(t *testing.T) {
 // never to be backed by huge pages, and leaves no PR_SET_THP_DISABLE for
 // children.
 func TestNoHugePages(t *testing.T) {
-	DisableTHPForExec()
-	NoHugePages()
-	if v, err := unix.PrctlRetInt(unix.PR_GET_THP_DISABLE, 0, 0, 0, 0); err != nil || v != 0 {
-		t.Fatalf("PR_GET_THP_DISABLE = %d, %v after NoHugePages, want 0", v, err)
-	}
+	// The heap must not grow between the call and the read of smaps: the
+	// runtime commits a reserved stretch by mapping it anew (MAP_FIXED), a
+	// new mapping without the flag until the next call, as NoHugePages
+	// says. So smaps is read into a buffer allocated before the call; and
+	// only the anonymous mappings listed just before it are checked (by
+	// start: a mapping may grow), against what another goroutine maps.
 	bss, _, ok := mappingOf(uintptr(unsafe.Pointer(&bssMarker)))
 	if !ok {
 		t.Fatal("no mapping holds the BSS marker")
 	}
-	raw, err := os.ReadFile("/proc/self/smaps")
+	buf := make([]byte, 8<<20)
+	fd, err := unix.Open("/proc/self/smaps", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer unix.Close(fd)
+	before := map[string]bool{}
+	eachLine("/proc/self/maps", func(line string) {
+		if r, ok := parseRegion(line); ok && r.anon {
+			before[fmt.Sprintf("%08x", r.start)] = true
+		}
+	})
+	DisableTHPForExec()
+	NoHugePages()
+	n := 0
+	for n < len(buf) {
+		m, err := unix.Read(fd, buf[n:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m == 0 {
+			break
+		}
+		n += m
+	}
+	if v, err := unix.PrctlRetInt(unix.PR_GET_THP_DISABLE, 0, 0, 0, 0); err != nil || v != 0 {
+		t.Fatalf("PR_GET_THP_DISABLE = %d, %v after NoHugePages, want 0", v, err)
+	}
+	raw := buf[:n]
 	var header string
 	anon, sawBSS := 0, false
 	for _, line := range strings.Split(string(raw), "\n") {
 		fields := strings.Fields(line)
 		if len(fields) >= 5 && strings.Contains(fields[0], "-") && !strings.HasSuffix(fields[0], ":") {
 			header = ""
-			if fields[4] == "0" && (len(fields) == 5 || fields[5] == "[heap]" || fields[5] == "[stack]") {
+			if fields[4] == "0" && (len(fields) == 5 || fields[5] == "[heap]" || fields[5] == "[stack]") && before[strings.SplitN(fields[0], "-", 2)[0]] {
 				header = line
 				anon++
 				sawBSS = sawBSS || strings.HasPrefix(line, fmt.Sprintf("%08x-", bss))
