@@ -114,7 +114,7 @@ func TestSigtermTrappedByInit(t *testing.T) {
 			"sh", "-c", `trap "exit 7" TERM; while :; do sleep 0.2; done`)...)
 		row := waitTaskStatus(t, ctx, d, id, "RUNNING", 10*time.Second)
 		// Until the shell has installed its trap, PID 1 would ignore SIGTERM: wait for it.
-		waitSignalCaught(t, row.Pid, syscall.SIGTERM, 10*time.Second)
+		waitSignalCaught(t, row.Pid, "sh", syscall.SIGTERM, 10*time.Second)
 
 		ctrOK(t, ctx, d, "task", "kill", "-s", "SIGTERM", id)
 		waitTaskStatus(t, ctx, d, id, "STOPPED", 15*time.Second)
@@ -222,8 +222,13 @@ func exitCode(t *testing.T, ctx context.Context, statusC <-chan containerd.ExitS
 	return 0
 }
 
-// waitSignalCaught polls /proc/<pid>/status until the process has a handler for sig.
-func waitSignalCaught(t *testing.T, pid int, sig syscall.Signal, timeout time.Duration) {
+// waitSignalCaught polls /proc/<pid>/status until the process runs the program named name
+// (its comm) and has a handler for sig. The name matters: a task reads as running once the
+// runtime's start has returned, and its PID 1 may still be the runtime's init (runc's is a
+// Go program, "runc:[2:INIT]", with a handler for every signal) just before it executes the
+// container's program. A SIGTERM sent then ends that init with Go's fallback status 2 (the
+// signal cannot kill a PID-namespace init), not the trap's.
+func waitSignalCaught(t *testing.T, pid int, name string, sig syscall.Signal, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -231,16 +236,21 @@ func waitSignalCaught(t *testing.T, pid int, sig syscall.Signal, timeout time.Du
 		if err != nil {
 			t.Fatalf("read status of pid %d: %v", pid, err)
 		}
+		named, caught := false, false
 		for _, line := range strings.Split(string(data), "\n") {
+			if v, ok := strings.CutPrefix(line, "Name:"); ok {
+				named = strings.TrimSpace(v) == name
+			}
 			if v, ok := strings.CutPrefix(line, "SigCgt:"); ok {
 				mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-				if err == nil && mask&(1<<(uint(sig)-1)) != 0 {
-					return
-				}
+				caught = err == nil && mask&(1<<(uint(sig)-1)) != 0
 			}
 		}
+		if named && caught {
+			return
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("pid %d installed no handler for %v within %v", pid, sig, timeout)
+			t.Fatalf("pid %d (%s) installed no handler for %v within %v", pid, name, sig, timeout)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -28,11 +28,13 @@ func TestStallInDockerNamespaceLosesNothing(t *testing.T) {
 		t.Run("containerd-"+flavor, func(t *testing.T) {
 			t.Parallel()
 			d := daemonFor(t, flavor)
+			// Made before the namespace, so removed after its cleanup has removed the
+			// writer, which writes into it to the end (cleanups run last made, first run).
+			outDir := t.TempDir()
 			ctx, ns := d.NamedNamespace(t, dockerNS[i%len(dockerNS)])
 			ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 			defer cancel()
 
-			outDir := t.TempDir()
 			counterFile := filepath.Join(outDir, "counter")
 			writer := newContainer(t, ctx, d, "mb-writer", stallWriterArgs,
 				oci.WithMounts([]specs.Mount{{Destination: "/out", Type: "bind", Source: outDir, Options: []string{"rbind", "rw"}}}))

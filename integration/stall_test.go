@@ -67,6 +67,7 @@ func TestStdoutReaderStalled(t *testing.T) {
 
 func stdoutReaderStalled(t *testing.T, d *harness.Daemon) {
 	{
+		outDir := t.TempDir() // removed after the namespace's containers, which write into it
 		ctx, ns := d.NewNamespace(t)
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		defer cancel()
@@ -76,7 +77,6 @@ func stdoutReaderStalled(t *testing.T, d *harness.Daemon) {
 		other := newContainer(t, ctx, d, "st-other", loopArgs, groupAnnotation(group))
 		otherTask, _ := startTask(t, ctx, other, cio.NullIO)
 
-		outDir := t.TempDir()
 		counterFile := filepath.Join(outDir, "counter")
 		writer := newContainer(t, ctx, d, "st-writer", stallWriterArgs, groupAnnotation(group),
 			oci.WithMounts([]specs.Mount{{Destination: "/out", Type: "bind", Source: outDir, Options: []string{"rbind", "rw"}}}))

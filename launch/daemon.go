@@ -62,6 +62,16 @@ func RunDaemon(f Flags) error {
 	// a closed pipe would get EPIPE, not the signal that ends it elsewhere).
 	// Nobody reads the channel; a signal that finds it full is dropped.
 	signal.Notify(make(chan os.Signal, 1), unix.SIGPIPE)
+	// The same for the signals whose ignoring Go keeps when the daemon
+	// inherits it (SIGHUP under nohup or a manager that ignores it; the job
+	// control stops, which Go never handles unless asked): caught, they
+	// are back at their defaults in what the daemon starts. An ignored
+	// SIGHUP reached the containers whenever the runtime had not caught it
+	// itself before forking them, which runc 1.1 does first thing and runc
+	// 1.5 does on a goroutine of its own, racing with the fork: a process
+	// whose terminal the shim hung up then read end of file and lived on.
+	// The daemon has no terminal; none of these is meant for it.
+	signal.Notify(make(chan os.Signal, 1), inheritedIgnores...)
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, unix.SIGTERM, unix.SIGINT)
 	dump := make(chan os.Signal, 1)
@@ -283,6 +293,12 @@ func setupLog(debug bool) {
 	}
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
 }
+
+// inheritedIgnores are the signals the daemon catches (and drops) so that
+// an ignoring it inherited does not pass on to the runtimes, hooks, loggers
+// and containers it starts (SIGINT and SIGPIPE are caught for reasons of
+// their own).
+var inheritedIgnores = []os.Signal{unix.SIGHUP, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU}
 
 // primeProcessHandles has os/exec's one-time check for pidfd support (it
 // forks and reaps a throwaway child) run in the background while the daemon

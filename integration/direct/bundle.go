@@ -6,9 +6,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -128,6 +130,22 @@ func NewBundle(t testing.TB, dir string, spec *specs.Spec) *Bundle {
 
 // ShimLog returns (the tail of) what the shim wrote to the bundle's log.
 func (b *Bundle) ShimLog() string { return b.log.String() }
+
+// WaitShimLogCount waits until the shim's log holds substr n times, or
+// timeout passes, and returns the count last seen. A line reaches the log
+// through the FIFO and this package's reader goroutine, so it may come a
+// little after whatever the shim answered once it had logged it, or
+// answered just before logging it.
+func (b *Bundle) WaitShimLogCount(substr string, n int, timeout time.Duration) int {
+	deadline := time.Now().Add(timeout)
+	for {
+		got := strings.Count(b.ShimLog(), substr)
+		if got >= n || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
 
 // shimLog reads the log FIFO into a bounded buffer.
 type shimLog struct {

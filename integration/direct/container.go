@@ -77,6 +77,9 @@ type Config struct {
 	// PrivateSocketDir (Bootstrap only) asks, through the bootstrap's
 	// socket_dir, for the socket in a directory of the test's own.
 	PrivateSocketDir bool
+	// HangupIgnored starts the shim with SIGHUP ignored, as a manager run
+	// under nohup (or one that ignores it itself) does.
+	HangupIgnored bool
 }
 
 // Container is one task, in a namespace of its own, served by a shim of its
@@ -135,6 +138,7 @@ func (e *Env) Launch(t testing.TB, cfg Config) *Container {
 	c.Shim = StartShim(t, Launch{
 		Mode: cfg.Mode, Namespace: c.Namespace, ID: c.ID, Bundle: c.Bundle.Dir,
 		Containerd: c.Containerd, Options: cfg.Options, SocketDir: c.SocketDir,
+		HangupIgnored: cfg.HangupIgnored,
 	})
 	// Registered after the shim's own cleanup, so it runs before it.
 	t.Cleanup(func() { c.cleanup(t, root == defaultRuncRoot) })

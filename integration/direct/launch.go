@@ -73,6 +73,9 @@ type Launch struct {
 	Containerd *Containerd
 	Options    *anypb.Any // runtime options: on stdin (wrapped in the bootstrap for Bootstrap)
 	SocketDir  string     // Bootstrap only: BootstrapParams.socket_dir
+	// HangupIgnored: `start` begins with SIGHUP ignored (through sh's
+	// `trap "" HUP`, kept across its exec), as under nohup.
+	HangupIgnored bool
 }
 
 // Answer is what `start` printed, parsed according to the launch mode.
@@ -163,6 +166,9 @@ func (l Launch) Run() (Answer, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, ShimPath(), l.args()...)
+	if l.HangupIgnored {
+		cmd = exec.CommandContext(ctx, "/bin/sh", append([]string{"-c", `trap "" HUP; exec "$0" "$@"`, ShimPath()}, l.args()...)...)
+	}
 	cmd.Dir = l.Bundle
 	cmd.Env = l.env()
 	cmd.Stdin = bytes.NewReader(in)

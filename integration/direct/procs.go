@@ -81,7 +81,14 @@ func argAfter(pid int, flag string) string {
 // clone(CLONE_PIDFD) with a throwaway child) and one per runtime call; CI
 // once found the first beside its daemon.
 func processesWithArg(flag, value string) []int {
-	found := processesWithArgIn(allProcesses(), flag, value)
+	return leaveOutChildren(processesWithArgIn(allProcesses(), flag, value), parentPid)
+}
+
+// leaveOutChildren keeps the processes of found whose parent (as parent
+// reads it) is not in found. One whose parent cannot be read any more has
+// gone since its command line was read (the throwaway child exits at once
+// and is reaped): it is left out too, as it serves nothing.
+func leaveOutChildren(found []int, parent func(pid int) (int, error)) []int {
 	if len(found) < 2 {
 		return found
 	}
@@ -91,7 +98,7 @@ func processesWithArg(flag, value string) []int {
 	}
 	var parents []int
 	for _, pid := range found {
-		if ppid, err := parentPid(pid); err != nil || !listed[ppid] {
+		if ppid, err := parent(pid); err == nil && !listed[ppid] {
 			parents = append(parents, pid)
 		}
 	}

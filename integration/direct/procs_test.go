@@ -1,6 +1,7 @@
 package direct
 
 import (
+	"os"
 	"os/exec"
 	"slices"
 	"testing"
@@ -36,5 +37,23 @@ func TestProcessesWithArgLeavesOutChildren(t *testing.T) {
 	got := processesWithArg("-socket", socket)
 	if !slices.Equal(got, []int{cmd.Process.Pid}) {
 		t.Errorf("processesWithArg: %v, want only the parent %d", got, cmd.Process.Pid)
+	}
+}
+
+// A child whose command line was read while it lived and which is gone
+// (reaped) when its parent is looked up is no daemon either: the daemon's
+// throwaway child (see processesWithArg) exits at once, and findDaemon
+// once found it beside its daemon, "processes serving ...: [18379 18388],
+// want exactly one daemon", in a harness run two at a time.
+func TestLeaveOutChildrenLeavesOutTheGone(t *testing.T) {
+	const daemon, child = 18379, 18388
+	parent := func(pid int) (int, error) {
+		if pid == daemon {
+			return 1, nil
+		}
+		return 0, os.ErrNotExist // reaped between the two reads
+	}
+	if got := leaveOutChildren([]int{daemon, child}, parent); !slices.Equal(got, []int{daemon}) {
+		t.Errorf("leaveOutChildren: %v, want only the daemon %d", got, daemon)
 	}
 }

@@ -190,7 +190,9 @@ func testUpgradeWaits(t *testing.T, mode Mode) {
 	if err := <-done; err != nil {
 		t.Fatalf("second upgrade: %v", err)
 	}
-	if n := strings.Count(c.Bundle.ShimLog(), "upgraded in place"); n != 2 {
+	// The command ends once introspection counts the upgrade; the new
+	// binary logs it just after counting it.
+	if n := c.Bundle.WaitShimLogCount("upgraded in place", 2, WaitTimeout); n != 2 {
 		t.Fatalf("the daemon logged %d upgrades, want 2", n)
 	}
 	if got := wait(t, ctx, c, "").GetExitStatus(); got != 137 {
