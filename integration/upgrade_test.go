@@ -16,6 +16,7 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/example/containerd-shim-example-v2/integration/direct"
@@ -652,4 +653,52 @@ func TestUpgradeExecFailureUndone(t *testing.T) {
 			t.Errorf("upgrade after the failed one: %v\n%s", err, o)
 		}
 	})
+}
+
+// In-place upgrades while a container is held back by a stalled reader in Docker's
+// namespace (held, never discarded, past the other namespaces' stall policy): the relay
+// blocked on the full client FIFO goes over with its undelivered bytes four times, back and
+// forth between two builds, and once the reader reads again every line arrives, in order,
+// and the container goes on. (A CI run beside another run once failed a stall test with
+// upgrades in it; the cause was the other run, and this shows the upgrade itself loses
+// nothing.)
+func TestUpgradeDuringAHeldStallLosesNothing(t *testing.T) {
+	newBin := secondShimBuild(t)
+	d := daemonFor(t, harness.Flavor2x)
+	outDir := t.TempDir() // before the namespace: removed after its cleanup has killed the writer
+	ctx, ns := d.NamedNamespace(t, "moby")
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	counterFile := filepath.Join(outDir, "counter")
+	writer := newContainer(t, ctx, d, "mb-upgrade-writer", stallWriterArgs,
+		oci.WithMounts([]specs.Mount{{Destination: "/out", Type: "bind", Source: outDir, Options: []string{"rbind", "rw"}}}))
+	stdout, stderr := outputFIFOs(t, d, "stall-upgrade")
+	readFIFO(t, ctx, stderr, io.Discard)
+	reader := openSequenceReader(t, ctx, stdout)
+	startTask(t, ctx, writer, fixedFIFOs(cio.Config{Stdout: stdout, Stderr: stderr}))
+	waitFor(t, 10*time.Second, "the reader receives 2000 lines", func() bool { return reader.last() >= 2000 })
+
+	reader.pause()
+	time.Sleep(stallPolicy + 3*time.Second) // held past the policy of other namespaces
+	held := readCounter(counterFile)
+	addr := shimAddress(t, d, ns, "mb-upgrade-writer")
+	for i, pause := range []time.Duration{100 * time.Millisecond, 1700 * time.Millisecond, time.Second, 0} {
+		bin := newBin
+		if i%2 == 1 {
+			bin = harness.ShimUnderTest()
+		}
+		if out, err := upgradeShim(t, ctx, "-address", addr, "-binary", bin); err != nil {
+			t.Fatalf("upgrade %d during the stall: %v\n%s", i+1, err, out)
+		}
+		time.Sleep(pause)
+	}
+	if c := readCounter(counterFile); c != held {
+		t.Errorf("counter moved from %d to %d across the upgrades: output discarded while held", held, c)
+	}
+
+	reader.resume()
+	waitFor(t, 15*time.Second, "the reader catches up past the held lines", func() bool { return reader.last() > held+500 })
+	if n, last := reader.gaps(); n > 0 {
+		t.Errorf("%d gaps in the output after the upgrades (last: %s): lines were lost", n, last)
+	}
 }
