@@ -658,8 +658,8 @@ func TestUpgradeExecFailureUndone(t *testing.T) {
 // In-place upgrades while a container is held back by a stalled reader in Docker's
 // namespace (held, never discarded, past the other namespaces' stall policy): the relay
 // blocked on the full client FIFO goes over with its undelivered bytes four times, back and
-// forth between two builds, and once the reader reads again every line arrives, in order,
-// and the container goes on. (A CI run beside another run once failed a stall test with
+// forth between two builds, and once the reader reads again every line arrives, in order
+// (no gap), and the container goes on. (A CI run beside another run once failed a stall test with
 // upgrades in it; the cause was the other run, and this shows the upgrade itself loses
 // nothing.)
 func TestUpgradeDuringAHeldStallLosesNothing(t *testing.T) {
@@ -692,10 +692,10 @@ func TestUpgradeDuringAHeldStallLosesNothing(t *testing.T) {
 		}
 		time.Sleep(pause)
 	}
-	if c := readCounter(counterFile); c != held {
-		t.Errorf("counter moved from %d to %d across the upgrades: output discarded while held", held, c)
-	}
-
+	// The counter may move by a step here: a relay that was splicing (its buffer empty)
+	// reads one buffer's worth into its carry when the next binary starts it, which frees
+	// that much of the container's pipe. Those bytes are held, not dropped: the gap check
+	// below is what shows that nothing was lost.
 	reader.resume()
 	waitFor(t, 15*time.Second, "the reader catches up past the held lines", func() bool { return reader.last() > held+500 })
 	if n, last := reader.gaps(); n > 0 {
