@@ -59,7 +59,7 @@ func (c *Container) Checkpoint(ctx context.Context, opts oci.CheckpointOpts, onC
 	// be frozen half-way and dumped so (launchGate). Counted above, the
 	// checkpoint refuses new launches; those under way end first.
 	c.mu.Lock()
-	err := c.awaitLaunchesForCheckpointLocked()
+	err := c.awaitLaunchesLocked(OpCheckpoint)
 	c.mu.Unlock()
 	if err != nil {
 		return err

@@ -64,19 +64,19 @@ func (c *Container) beginPause() error {
 		return c.checkpointBusyError(OpPause)
 	}
 	c.gate.pausing = true
-	if !condwait.Until(c.execsIdle, pauseLaunchWait, func() bool { return c.gate.launching == 0 }) {
+	if err := c.awaitLaunchesLocked(OpPause); err != nil {
 		c.gate.pausing = false
-		return fmt.Errorf("cannot pause %s: an exec being started did not finish within %v: %w", c.ID, pauseLaunchWait, errdefs.ErrFailedPrecondition)
+		return err
 	}
 	return nil
 }
 
-// awaitLaunchesForCheckpointLocked waits, up to pauseLaunchWait, for the
-// exec launches a checkpoint found under way; new ones are refused once the
-// checkpoint is counted. c.mu must be held.
-func (c *Container) awaitLaunchesForCheckpointLocked() error {
+// awaitLaunchesLocked waits, up to pauseLaunchWait, for the exec launches a
+// freeze (op: a Pause or a Checkpoint, already marked so that new launches
+// are refused) found under way. c.mu must be held.
+func (c *Container) awaitLaunchesLocked(op Op) error {
 	if !condwait.Until(c.execsIdle, pauseLaunchWait, func() bool { return c.gate.launching == 0 }) {
-		return fmt.Errorf("cannot checkpoint %s: an exec being started did not finish within %v: %w", c.ID, pauseLaunchWait, errdefs.ErrFailedPrecondition)
+		return fmt.Errorf("cannot %s %s: an exec being started did not finish within %v: %w", op, c.ID, pauseLaunchWait, errdefs.ErrFailedPrecondition)
 	}
 	return nil
 }
