@@ -2,6 +2,7 @@ package launch
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -131,6 +132,43 @@ func TestDeleteReportsRecordedExit(t *testing.T) {
 	}
 	if resp.Pid != 77 || resp.ExitStatus != 3 || !resp.ExitedAt.AsTime().Equal(at) {
 		t.Fatalf("response %+v", &resp)
+	}
+}
+
+// An unmount the kernel refuses (not for being busy) is a warning: the
+// action still succeeds, with the recorded exit in its response, and the
+// rest of the cleanup runs. containerd reports a failed delete's task as
+// exited with 255, whatever the daemon recorded.
+func TestDeleteGoesOnAfterAFailedUnmount(t *testing.T) {
+	defer func(f func(string) error) { unmountRootfs = f }(unmountRootfs)
+	unmountRootfs = func(string) error { return fmt.Errorf("unmount rootfs: %w", unix.EPERM) }
+	bundle := t.TempDir()
+	at := time.Date(2026, 2, 3, 4, 5, 6, 7, time.UTC)
+	if err := bundlefiles.WriteExit(bundle, bundlefiles.Exit{Pid: 78, Status: 5, ExitedAt: at}); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "s", "sock")
+	l, err := Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close() // the daemon died, its socket file stayed
+	if err := bundlefiles.WriteAddress(bundle, SocketAddress(sock)); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := Delete(Flags{Namespace: "ns", ID: "stuck-" + filepath.Base(bundle), Bundle: bundle}, &out); err != nil {
+		t.Fatalf("delete failed on the unmount: %v", err)
+	}
+	var resp taskapi.DeleteResponse
+	if err := proto.Unmarshal(out.Bytes(), &resp); err != nil {
+		t.Fatal(err)
+	}
+	if resp.Pid != 78 || resp.ExitStatus != 5 || !resp.ExitedAt.AsTime().Equal(at) {
+		t.Fatalf("response %+v, want the recorded exit", &resp)
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Fatalf("the dead socket is still there after the failed unmount (%v)", err)
 	}
 }
 
