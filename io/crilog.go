@@ -172,6 +172,9 @@ func (r *rotatingFile) writeRecord(rec []byte) (int, error) {
 	if err == nil {
 		n, err = r.f.Write(rec)
 		r.size += int64(n)
+		if err != nil && n > 0 && r.opts.CRI {
+			n = r.dropStump(n)
+		}
 	}
 	switch {
 	case errors.Is(err, os.ErrClosed):
@@ -184,6 +187,24 @@ func (r *rotatingFile) writeRecord(rec []byte) (int, error) {
 		slog.Info("file:// log written again", "path", r.opts.Path)
 	}
 	return n, nil
+}
+
+// dropStump cuts off the n bytes a CRI record left when the file took only
+// part of it (a full disk): the next record would be glued to the stump and
+// kubelet would read the two as one line. Truncating frees space, so it works
+// on a full disk too. The end is taken from the file, not from r.size, which
+// someone truncating the log (copytruncate) makes too large; cutting to it
+// would extend the file with zeros. Returns the bytes of the record left.
+func (r *rotatingFile) dropStump(n int) int {
+	st, err := r.f.Stat()
+	if err != nil || !st.Mode().IsRegular() || st.Size() < int64(n) {
+		return n
+	}
+	if r.f.Truncate(st.Size()-int64(n)) != nil {
+		return n
+	}
+	r.size -= int64(n)
+	return 0
 }
 
 func (r *rotatingFile) rotate() error {
