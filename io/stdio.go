@@ -175,8 +175,12 @@ func (p *Pipes) openStreams(cfg Config) error {
 			return err
 		}
 	}
-	var shared *rotatingFile // stdout and stderr naming the same file:// URI share it
-	var fifos streamFIFOs    // and the same FIFO, one clientFIFO
+	// stdout and stderr naming the same file share it: one lock, one size
+	// and one rotation. The same file is known by its parsed options, not
+	// the URI's text, which may spell it differently (options in another
+	// order, a localhost host).
+	var shared *rotatingFile
+	var fifos streamFIFOs // and the same FIFO, one clientFIFO
 	for _, s := range []struct {
 		uri, name string
 		rt        **os.File
@@ -200,7 +204,14 @@ func (p *Pipes) openStreams(cfg Config) error {
 				continue
 			}
 			rf := shared
-			if rf == nil || cfg.Stdout != cfg.Stderr {
+			if rf != nil && rf.opts != o {
+				if rf.opts.Path == o.Path {
+					// Two formats or rotations in one file would corrupt it.
+					return fmt.Errorf("stdout and stderr log to %s with different options (%q, %q): %w", o.Path, cfg.Stdout, cfg.Stderr, errdefs.ErrInvalidArgument)
+				}
+				rf = nil
+			}
+			if rf == nil {
 				if rf, err = openRotating(o); err != nil {
 					return err
 				}
