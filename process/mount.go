@@ -6,9 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 
 	"github.com/example/containerd-shim-example-v2/internal/inroot"
+	"github.com/example/containerd-shim-example-v2/internal/loopdev"
 	"github.com/example/containerd-shim-example-v2/reaper"
 	"golang.org/x/sys/unix"
 )
@@ -68,6 +70,15 @@ func parseOptions(options []string) (flags uintptr, data string) {
 	return flags, strings.Join(rest, ",")
 }
 
+// takeWord removes every option that is exactly word, and reports whether
+// there was one.
+func takeWord(options []string, word string) ([]string, bool) {
+	if !slices.Contains(options, word) {
+		return options, false
+	}
+	return slices.DeleteFunc(slices.Clone(options), func(o string) bool { return o == word }), true
+}
+
 // mountRootfs mounts every entry under rootfs in order. On failure it undoes
 // what it mounted. r reaps the holder of an ID mapping's user namespace
 // (idmap.go), for mounts that ask for one.
@@ -113,14 +124,26 @@ func mountRootfs(rootfs string, mounts []Mount, r *reaper.Reaper) (err error) {
 		if m.Type == "overlay" {
 			options, dir = compactLowerdirs(options)
 		}
+		options, loop := takeWord(options, "loop")
 		flags, data := parseOptions(options)
+		source := m.Source
+		if loop && flags&unix.MS_BIND == 0 {
+			// A filesystem image (containerd's blockfile snapshotter): mounted
+			// from a loop device, which detaches itself once unmounted.
+			dev, err := loopdev.Attach(m.Source, flags&unix.MS_RDONLY != 0)
+			if err != nil {
+				return fmt.Errorf("mount %s (%s) on %s: %w", m.Source, m.Type, shown, err)
+			}
+			defer dev.Close() // after the mount: it is then the device's only user
+			source = dev.Name()
+		}
 		// A read-only bind takes two calls: the kernel ignores MS_RDONLY on
 		// the first MS_BIND and only honours it on a remount.
 		first := flags
 		if flags&unix.MS_BIND != 0 {
 			first &^= unix.MS_RDONLY
 		}
-		if err := mountFrom(dir, m.Source, target, m.Type, first, data); err != nil {
+		if err := mountFrom(dir, source, target, m.Type, first, data); err != nil {
 			return fmt.Errorf("mount %s (%s) on %s: %w", m.Source, m.Type, shown, err)
 		}
 		mounted++
