@@ -25,31 +25,37 @@ type Mount struct {
 }
 
 // mountFlags maps mount(8) option words to flags; set=false clears the flag.
+// The words are those containerd's own mount code takes as flags: a word a
+// snapshotter means as a flag must not reach the filesystem as data.
 var mountFlags = map[string]struct {
 	set  bool
 	flag uintptr
 }{
-	"ro":          {true, unix.MS_RDONLY},
-	"rw":          {false, unix.MS_RDONLY},
-	"bind":        {true, unix.MS_BIND},
-	"rbind":       {true, unix.MS_BIND | unix.MS_REC},
-	"nosuid":      {true, unix.MS_NOSUID},
-	"suid":        {false, unix.MS_NOSUID},
-	"nodev":       {true, unix.MS_NODEV},
-	"dev":         {false, unix.MS_NODEV},
-	"noexec":      {true, unix.MS_NOEXEC},
-	"exec":        {false, unix.MS_NOEXEC},
-	"sync":        {true, unix.MS_SYNCHRONOUS},
-	"async":       {false, unix.MS_SYNCHRONOUS},
-	"noatime":     {true, unix.MS_NOATIME},
-	"atime":       {false, unix.MS_NOATIME},
-	"nodiratime":  {true, unix.MS_NODIRATIME},
-	"diratime":    {false, unix.MS_NODIRATIME},
-	"relatime":    {true, unix.MS_RELATIME},
-	"norelatime":  {false, unix.MS_RELATIME},
-	"strictatime": {true, unix.MS_STRICTATIME},
-	"remount":     {true, unix.MS_REMOUNT},
-	"defaults":    {false, 0},
+	"ro":            {true, unix.MS_RDONLY},
+	"rw":            {false, unix.MS_RDONLY},
+	"bind":          {true, unix.MS_BIND},
+	"rbind":         {true, unix.MS_BIND | unix.MS_REC},
+	"nosuid":        {true, unix.MS_NOSUID},
+	"suid":          {false, unix.MS_NOSUID},
+	"nodev":         {true, unix.MS_NODEV},
+	"dev":           {false, unix.MS_NODEV},
+	"noexec":        {true, unix.MS_NOEXEC},
+	"exec":          {false, unix.MS_NOEXEC},
+	"sync":          {true, unix.MS_SYNCHRONOUS},
+	"async":         {false, unix.MS_SYNCHRONOUS},
+	"noatime":       {true, unix.MS_NOATIME},
+	"atime":         {false, unix.MS_NOATIME},
+	"nodiratime":    {true, unix.MS_NODIRATIME},
+	"diratime":      {false, unix.MS_NODIRATIME},
+	"relatime":      {true, unix.MS_RELATIME},
+	"norelatime":    {false, unix.MS_RELATIME},
+	"strictatime":   {true, unix.MS_STRICTATIME},
+	"nostrictatime": {false, unix.MS_STRICTATIME},
+	"dirsync":       {true, unix.MS_DIRSYNC},
+	"mand":          {true, unix.MS_MANDLOCK},
+	"nomand":        {false, unix.MS_MANDLOCK},
+	"remount":       {true, unix.MS_REMOUNT},
+	"defaults":      {false, 0},
 }
 
 // parseOptions splits option words into mount flags and the data string the

@@ -1,6 +1,7 @@
 package process
 
 import (
+	"golang.org/x/sys/unix"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -43,5 +44,10 @@ func TestParseOptions(t *testing.T) {
 	const want = 0x1000 | 0x4000 | 0x2 // MS_BIND | MS_REC | MS_NOSUID, "rw" cleared MS_RDONLY
 	if flags != want {
 		t.Fatalf("flags %#x, want %#x", flags, want)
+	}
+	// The rest of the words containerd's own mount code takes as flags.
+	flags, data = parseOptions([]string{"strictatime", "dirsync", "mand", "nomand", "nostrictatime"})
+	if flags != unix.MS_DIRSYNC || data != "" {
+		t.Fatalf("flags %#x data %q, want MS_DIRSYNC alone and no data", flags, data)
 	}
 }
