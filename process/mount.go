@@ -9,10 +9,12 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+
 	"github.com/example/containerd-shim-example-v2/internal/inroot"
 	"github.com/example/containerd-shim-example-v2/internal/loopdev"
 	"github.com/example/containerd-shim-example-v2/reaper"
-	"golang.org/x/sys/unix"
 )
 
 // Mount is one entry of the container's root filesystem, as the snapshotter
@@ -96,6 +98,18 @@ func mountRootfs(rootfs string, mounts []Mount, r *reaper.Reaper) (err error) {
 		}
 	}()
 	for i, m := range mounts {
+		if binary, subtype, ok := mountHelper(m.Type); ok {
+			if m.Target != "" {
+				// The helper resolves the path itself: it could not be held
+				// inside the rootfs as the mount points below are.
+				return fmt.Errorf("mount %s (%s) on %s: a helper's filesystem below the rootfs: %w", m.Source, m.Type, m.Target, errdefs.ErrNotImplemented)
+			}
+			if err := mountWithHelper(r, binary, subtype, m, rootfs); err != nil {
+				return fmt.Errorf("mount %s (%s) on %s: %w", m.Source, m.Type, rootfs, err)
+			}
+			mounted++
+			continue
+		}
 		target, shown := rootfs, rootfs // shown: the target as error messages name it
 		var point *inroot.Dir
 		if m.Target != "" {

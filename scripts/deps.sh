@@ -5,7 +5,8 @@
 # What goes where (the integration harness looks in the same places, see
 # integration/harness/env.go):
 #   Debian:      containerd 1.6, runc 1.1.5, crun, criu, busybox-static, protoc,
-#                e2fsprogs (mkfs.ext4: the blockfile snapshotter test)
+#                e2fsprogs (mkfs.ext4: the blockfile snapshotter test), fuse3 and
+#                fuse-overlayfs (rootfs mounts through a FUSE mount helper)
 #   /opt/containerd/<version>/bin   containerd, ctr, containerd-shim-runc-v2 (go install)
 #   /opt/runc/<version>/runc        runc built from the Go module proxy (seccomp, cgo)
 #
@@ -35,7 +36,8 @@ STATICCHECK_VERSION="${STATICCHECK_VERSION:-v0.8.2}"
 need_apt=()
 for pkg_bin in containerd:/usr/bin/containerd runc:/usr/sbin/runc crun:/usr/bin/crun criu:/usr/sbin/criu \
 	busybox-static:/bin/busybox protobuf-compiler:/usr/bin/protoc \
-	libseccomp-dev:/usr/include/seccomp.h pkg-config:/usr/bin/pkg-config e2fsprogs:/usr/sbin/mkfs.ext4; do
+	libseccomp-dev:/usr/include/seccomp.h pkg-config:/usr/bin/pkg-config e2fsprogs:/usr/sbin/mkfs.ext4 \
+	fuse3:/usr/sbin/mount.fuse3 fuse-overlayfs:/usr/bin/fuse-overlayfs; do
 	pkg=${pkg_bin%%:*} bin=${pkg_bin#*:}
 	[ -e "$bin" ] || need_apt+=("$pkg")
 done
