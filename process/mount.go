@@ -78,6 +78,34 @@ func parseOptions(options []string) (flags uintptr, data string) {
 	return flags, strings.Join(rest, ",")
 }
 
+// propagationFlags are the option words that set a mount's propagation.
+var propagationFlags = map[string]uintptr{
+	"private":     unix.MS_PRIVATE,
+	"shared":      unix.MS_SHARED,
+	"slave":       unix.MS_SLAVE,
+	"unbindable":  unix.MS_UNBINDABLE,
+	"rprivate":    unix.MS_PRIVATE | unix.MS_REC,
+	"rshared":     unix.MS_SHARED | unix.MS_REC,
+	"rslave":      unix.MS_SLAVE | unix.MS_REC,
+	"runbindable": unix.MS_UNBINDABLE | unix.MS_REC,
+}
+
+// takePropagation removes the propagation words from options and returns
+// the flags they ask for (the last word wins, as with mount(8)), or 0.
+func takePropagation(options []string) ([]string, uintptr) {
+	var flags uintptr
+	for _, o := range options {
+		if f, ok := propagationFlags[o]; ok {
+			flags = f
+		}
+	}
+	if flags == 0 {
+		return options, 0
+	}
+	isPropagation := func(o string) bool { _, ok := propagationFlags[o]; return ok }
+	return slices.DeleteFunc(slices.Clone(options), isPropagation), flags
+}
+
 // takeWord removes every option that is exactly word, and reports whether
 // there was one.
 func takeWord(options []string, word string) ([]string, bool) {
@@ -145,12 +173,17 @@ func mountRootfs(rootfs string, mounts []Mount, r *reaper.Reaper) (err error) {
 			options, dir = compactLowerdirs(options)
 		}
 		options, loop := takeWord(options, "loop")
+		direct := false
+		if loop {
+			options, direct = takeWord(options, "direct-io")
+		}
+		options, propagation := takePropagation(options)
 		flags, data := parseOptions(options)
 		source := m.Source
 		if loop && flags&unix.MS_BIND == 0 {
 			// A filesystem image (containerd's blockfile snapshotter): mounted
 			// from a loop device, which detaches itself once unmounted.
-			dev, err := loopdev.Attach(m.Source, flags&unix.MS_RDONLY != 0)
+			dev, err := loopdev.Attach(m.Source, loopdev.Options{ReadOnly: flags&unix.MS_RDONLY != 0, DirectIO: direct})
 			if err != nil {
 				return fmt.Errorf("mount %s (%s) on %s: %w", m.Source, m.Type, shown, err)
 			}
@@ -169,7 +202,7 @@ func mountRootfs(rootfs string, mounts []Mount, r *reaper.Reaper) (err error) {
 		mounted++
 		remountRO := flags&unix.MS_BIND != 0 && flags&unix.MS_RDONLY != 0
 		mapOnTop := userns != nil && m.Type != "overlay"
-		if m.Target != "" && (remountRO || mapOnTop) {
+		if m.Target != "" && (remountRO || mapOnTop || propagation != 0) {
 			// The descriptor names the directory under the new mount; what
 			// follows acts on the mount.
 			over, err := mountedOn(point)
@@ -178,6 +211,12 @@ func mountRootfs(rootfs string, mounts []Mount, r *reaper.Reaper) (err error) {
 			}
 			defer over.Close()
 			target = inroot.ProcPath(over)
+		}
+		if propagation != 0 {
+			// A call of its own: the kernel takes a propagation change alone.
+			if err := unix.Mount("", target, "", propagation, ""); err != nil {
+				return fmt.Errorf("mount %s on %s: propagation: %w", m.Source, shown, err)
+			}
 		}
 		if remountRO {
 			if err := unix.Mount("", target, "", flags|unix.MS_REMOUNT, ""); err != nil {

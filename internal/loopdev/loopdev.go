@@ -26,11 +26,21 @@ const controlPath = "/dev/loop-control"
 // between the question and the attach (losetup retries the same way).
 const attempts = 100
 
+// Options are how a file is attached.
+type Options struct {
+	// ReadOnly attaches it read-only (and opens the file so): a read-only
+	// mount of a writable device could still be written by journal replay.
+	ReadOnly bool
+	// DirectIO has the device bypass the page cache for the file (the mount
+	// option "direct-io"), so its blocks are not cached twice. A file whose
+	// filesystem cannot do direct I/O is attached without it, as losetup does.
+	DirectIO bool
+}
+
 // Attach attaches the file at backing to a free loop device and returns the
-// device, open. readOnly attaches it read-only (and opens the file so): a
-// read-only mount of a writable device could still be written by journal
-// replay. Close the device once it is mounted, or to detach it unused.
-func Attach(backing string, readOnly bool) (*os.File, error) {
+// device, open. Close the device once it is mounted, or to detach it unused.
+func Attach(backing string, o Options) (*os.File, error) {
+	readOnly := o.ReadOnly
 	mode := os.O_RDWR
 	if readOnly {
 		mode = os.O_RDONLY
@@ -54,7 +64,10 @@ func Attach(backing string, readOnly bool) (*os.File, error) {
 		if err != nil {
 			return nil, fmt.Errorf("open a free loop device: %w", err)
 		}
-		err = configure(dev, file, backing, readOnly)
+		err = configure(dev, file, backing, o)
+		if err != nil && o.DirectIO && errors.Is(err, unix.EINVAL) {
+			err = configure(dev, file, backing, Options{ReadOnly: readOnly})
+		}
 		if err == nil {
 			return dev, nil
 		}
@@ -70,11 +83,14 @@ func Attach(backing string, readOnly bool) (*os.File, error) {
 
 // configure attaches file to dev in one step (LOOP_CONFIGURE, Linux 5.8),
 // or in two on older kernels, undoing the first when the second fails.
-func configure(dev, file *os.File, backing string, readOnly bool) error {
+func configure(dev, file *os.File, backing string, o Options) error {
 	var info unix.LoopInfo64
 	info.Flags = unix.LO_FLAGS_AUTOCLEAR
-	if readOnly {
+	if o.ReadOnly {
 		info.Flags |= unix.LO_FLAGS_READ_ONLY
+	}
+	if o.DirectIO {
+		info.Flags |= unix.LO_FLAGS_DIRECT_IO
 	}
 	copy(info.File_name[:len(info.File_name)-1], backing) // what losetup shows; cut short if long
 	fd := int(dev.Fd())

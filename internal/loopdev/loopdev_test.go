@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -45,7 +46,7 @@ func TestConcurrentAttachesGetDevicesOfTheirOwn(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			devs[i], errs[i] = Attach(img, i%2 == 0)
+			devs[i], errs[i] = Attach(img, Options{ReadOnly: i%2 == 0})
 		}()
 	}
 	wg.Wait()
@@ -89,12 +90,42 @@ func TestConcurrentAttachesGetDevicesOfTheirOwn(t *testing.T) {
 func TestAttachMissingFile(t *testing.T) {
 	needLoop(t)
 	missing := filepath.Join(t.TempDir(), "missing.img")
-	dev, err := Attach(missing, false)
+	dev, err := Attach(missing, Options{})
 	if err == nil {
 		dev.Close()
 		t.Fatal("a missing file attached")
 	}
 	if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), missing) {
 		t.Errorf("error %v: want not-exist, naming the file", err)
+	}
+}
+
+// DirectIO is asked of the kernel: on a filesystem that does direct I/O
+// the device bypasses the page cache; on one that may not (tmpfs before
+// Linux 6.6) the file is attached all the same.
+func TestAttachDirectIO(t *testing.T) {
+	needLoop(t)
+	dirs := map[string]string{"disk": t.TempDir()}
+	shm := filepath.Join("/dev/shm", "loopdev-test-"+strconv.Itoa(os.Getpid()))
+	if err := os.Mkdir(shm, 0o700); err == nil {
+		defer os.RemoveAll(shm)
+		dirs["tmpfs"] = shm
+	}
+	for name, dir := range dirs {
+		img := filepath.Join(dir, "img")
+		if err := os.WriteFile(img, make([]byte, 1<<20), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		dev, err := Attach(img, Options{DirectIO: true})
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		dio, _ := os.ReadFile("/sys/block/" + filepath.Base(dev.Name()) + "/loop/dio")
+		dev.Close()
+		if name == "disk" && strings.TrimSpace(string(dio)) != "1" {
+			t.Errorf("%s: direct I/O %q, want 1", name, dio)
+		}
+		t.Logf("%s: direct I/O %s", name, strings.TrimSpace(string(dio)))
 	}
 }

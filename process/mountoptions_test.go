@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -142,4 +143,41 @@ func TestMountRootfsLoopDeviceFreedOnFailure(t *testing.T) {
 		t.Fatal("an ext4 image mounted as xfs")
 	}
 	waitDetached(t, img)
+}
+
+// Propagation words (containerd's own mount code takes them) set the
+// mount's propagation in a call of their own, on the rootfs and on an
+// entry below it; before, they went to the filesystem, which refused them.
+func TestMountRootfsPropagation(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting needs root")
+	}
+	rootfs := mkdir(t, filepath.Join(t.TempDir(), "rootfs"))
+	err := mountRootfs(rootfs, []Mount{
+		{Type: "tmpfs", Source: "tmpfs", Options: []string{"size=1m", "shared", "unbindable"}},
+		{Type: "tmpfs", Source: "tmpfs", Target: "/data", Options: []string{"size=1m", "shared"}},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := unmountAll(rootfs); err != nil {
+			t.Error(err)
+		}
+	}()
+	fields := map[string]string{}
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 7 && (f[4] == rootfs || f[4] == rootfs+"/data") {
+			sep := slices.Index(f, "-")
+			fields[f[4]] = strings.Join(f[6:sep], " ") // the optional fields
+		}
+	}
+	if got := fields[rootfs]; got != "unbindable" {
+		t.Errorf("rootfs propagation %q, want unbindable (the last word)", got)
+	}
+	if got := fields[rootfs+"/data"]; !strings.HasPrefix(got, "shared:") {
+		t.Errorf("/data propagation %q, want shared", got)
+	}
 }
