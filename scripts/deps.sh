@@ -111,6 +111,14 @@ if ! "$gobin/staticcheck" -version 2>/dev/null | grep -q "${STATICCHECK_VERSION#
 	echo "deps: installing staticcheck $STATICCHECK_VERSION"
 	go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
 fi
+# containerd's fuse-overlayfs snapshotter (a proxy plugin), for the rootfs-through-a-FUSE-helper test
+# (integration/snapshotter_test.go).
+FUSE_OVERLAYFS_SNAPSHOTTER_VERSION="${FUSE_OVERLAYFS_SNAPSHOTTER_VERSION:-v2.1.7}"
+fos_dir=/opt/fuse-overlayfs-snapshotter/$FUSE_OVERLAYFS_SNAPSHOTTER_VERSION
+if [ "$profile" = all ] && [ ! -x "$fos_dir/containerd-fuse-overlayfs-grpc" ]; then
+	echo "deps: installing containerd-fuse-overlayfs-grpc $FUSE_OVERLAYFS_SNAPSHOTTER_VERSION"
+	GOBIN="$fos_dir" go install "github.com/containerd/fuse-overlayfs-snapshotter/v2/cmd/containerd-fuse-overlayfs-grpc@$FUSE_OVERLAYFS_SNAPSHOTTER_VERSION"
+fi
 if [ "$profile" = all ]; then
 	bash deps-docker.sh # dockerd (integration/docker_test.go)
 	bash deps-cni.sh    # CNI plugins for pod networks (integration/sandbox_test.go)

@@ -15,14 +15,15 @@ import (
 type DaemonOption func(*daemonVariant)
 
 type daemonVariant struct {
-	cri           bool         // CRI plugin enabled (see WithCRI and cri.go)
-	legacyCgroups bool         // run in a private mount namespace without /sys/fs/cgroup/unified
-	extraHandlers []CRIHandler // more CRI runtime handlers (WithCRIHandler)
-	shimEnv       []string     // environment containerd 2.x gives every shim (WithShimEnv)
-	schedCore     bool         // containerd 1.6's sched_core = true (WithSchedCore)
-	runc          string       // OCI runtime linked as runc on the daemon's PATH (WithRunc)
-	podNetwork    *podNetwork  // a CNI bridge network for pods (WithPodNetwork, sandbox.go)
-	blockfile     bool         // the blockfile snapshotter configured (WithBlockfileSnapshotter)
+	cri           bool               // CRI plugin enabled (see WithCRI and cri.go)
+	legacyCgroups bool               // run in a private mount namespace without /sys/fs/cgroup/unified
+	extraHandlers []CRIHandler       // more CRI runtime handlers (WithCRIHandler)
+	shimEnv       []string           // environment containerd 2.x gives every shim (WithShimEnv)
+	schedCore     bool               // containerd 1.6's sched_core = true (WithSchedCore)
+	runc          string             // OCI runtime linked as runc on the daemon's PATH (WithRunc)
+	podNetwork    *podNetwork        // a CNI bridge network for pods (WithPodNetwork, sandbox.go)
+	blockfile     bool               // the blockfile snapshotter configured (WithBlockfileSnapshotter)
+	proxies       []proxySnapshotter // snapshotter proxy plugins (WithProxySnapshotter)
 
 	// Filled in by prepareVariant for a CRI daemon.
 	streamPort string // the CRI streaming server's port on 127.0.0.1
@@ -90,6 +91,14 @@ func WithSchedCore() DaemonOption { return func(v *daemonVariant) { v.schedCore 
 // out as {Type: ext4, Source: <image>, Options: [loop, rw]}: the runtime mounts the rootfs
 // from a loop device. Its empty scratch image is made with mkfs.ext4 in the daemon's base.
 func WithBlockfileSnapshotter() DaemonOption { return func(v *daemonVariant) { v.blockfile = true } }
+
+type proxySnapshotter struct{ name, address string }
+
+// WithProxySnapshotter has containerd use the snapshotter served at address (a gRPC unix
+// socket) under name, as a proxy plugin (see FuseOverlayfsSnapshotter for one).
+func WithProxySnapshotter(name, address string) DaemonOption {
+	return func(v *daemonVariant) { v.proxies = append(v.proxies, proxySnapshotter{name, address}) }
+}
 
 // BlockfileScratch is the empty ext4 image the blockfile snapshotter copies for each new
 // snapshot.
@@ -187,6 +196,9 @@ func (d *Daemon) variantConfig() string {
 			quoted[i] = strconv.Quote(kv)
 		}
 		fmt.Fprintf(&b, "\n[plugins.\"io.containerd.shim.v1.manager\"]\n  env = [%s]\n", strings.Join(quoted, ", "))
+	}
+	for _, p := range d.variant.proxies {
+		fmt.Fprintf(&b, "\n[proxy_plugins.%q]\n  type = \"snapshot\"\n  address = %q\n", p.name, p.address)
 	}
 	if d.variant.blockfile {
 		fmt.Fprintf(&b, "\n[plugins.\"io.containerd.snapshotter.v1.blockfile\"]\n  scratch_file = %q\n  fs_type = \"ext4\"\n", d.BlockfileScratch())
