@@ -78,7 +78,10 @@ func parseOptions(options []string) (flags uintptr, data string) {
 	return flags, strings.Join(rest, ",")
 }
 
-// propagationFlags are the option words that set a mount's propagation.
+// propagationFlags are the option words that set a mount's propagation, as
+// fstab and moby's mount package take them. containerd's own mount code has
+// no such words (the stock shim hands them to the filesystem, which refuses
+// them); a snapshotter's rootfs entry may still ask for one.
 var propagationFlags = map[string]uintptr{
 	"private":     unix.MS_PRIVATE,
 	"shared":      unix.MS_SHARED,
@@ -91,7 +94,7 @@ var propagationFlags = map[string]uintptr{
 }
 
 // takePropagation removes the propagation words from options and returns
-// the flags they ask for (the last word wins, as with mount(8)), or 0.
+// the flags they ask for (the last word wins), or 0.
 func takePropagation(options []string) ([]string, uintptr) {
 	var flags uintptr
 	for _, o := range options {

@@ -145,9 +145,10 @@ func TestMountRootfsLoopDeviceFreedOnFailure(t *testing.T) {
 	waitDetached(t, img)
 }
 
-// Propagation words (containerd's own mount code takes them) set the
-// mount's propagation in a call of their own, on the rootfs and on an
-// entry below it; before, they went to the filesystem, which refused them.
+// Propagation words (fstab's and moby's; containerd's mount code hands them
+// to the filesystem) set the mount's propagation in a call of their own, on
+// the rootfs and on an entry below it; before, they went to the filesystem,
+// which refused them.
 func TestMountRootfsPropagation(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("mounting needs root")
