@@ -66,9 +66,7 @@ func TestFuseOverlayfsSnapshotterRootfs(t *testing.T) {
 
 // runOnSnapshotter runs, with `ctr run --rm --snapshotter`, a container of the test image
 // unpacked for that snapshotter: it reads the image, writes a file of its own and prints what
-// its root is mounted from. It returns the container's output. (ctr, as a user runs it: the
-// Go client inside the test process lost a fast container's early output now and then with
-// these snapshotters, with either shim, which ctr in its own process never did.)
+// its root is mounted from. It returns the container's output.
 func runOnSnapshotter(t *testing.T, d *harness.Daemon, snapshotter string) string {
 	t.Helper()
 	ctx, ns := d.NewNamespace(t)
