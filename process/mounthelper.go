@@ -68,11 +68,17 @@ func mountWithHelper(r *reaper.Reaper, binary, subtype string, m Mount, target s
 		return fmt.Errorf("mount helper: %w", err)
 	}
 	var e reaper.Exit
+	timedOut := false
 	select {
 	case e = <-exitc:
 	case <-time.After(mountHelperTimeout):
 		_ = cmd.Process.Kill()
-		<-exitc
+		e, timedOut = <-exitc, true
+	}
+	// Reaped by the reaper: the pidfd os/exec keeps for Kill would otherwise
+	// stay open until a garbage collection (as oci's runtime calls do).
+	_ = cmd.Process.Release()
+	if timedOut {
 		return fmt.Errorf("mount helper %s %s: no answer in %v", binary, strings.Join(args, " "), mountHelperTimeout)
 	}
 	if e.Status == 0 {
