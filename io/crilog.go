@@ -155,6 +155,23 @@ func openRotating(o FileOptions) (*rotatingFile, error) {
 	return rf, nil
 }
 
+// isFile says whether path leads to the file r writes now (checked before
+// any write, so before any rotation).
+func (r *rotatingFile) isFile(path string) bool {
+	st, err := os.Stat(path)
+	if err != nil {
+		return false // not there, or not ours to see: openRotating says why
+	}
+	cur, err := r.f.Stat()
+	return err == nil && os.SameFile(st, cur)
+}
+
+// withPath is o naming path instead.
+func withPath(o FileOptions, path string) FileOptions {
+	o.Path = path
+	return o
+}
+
 // writeRecord appends one record, rotating first if it would not fit, and
 // says how much of it was written. It fails only once the file is closed (the
 // relay then stops). Any other failure (a full disk, a rotation refused)

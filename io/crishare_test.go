@@ -17,10 +17,40 @@ import (
 func TestSameLogFileSpelledTwiceRotatesOnce(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "c.log")
 	const maxSize, files = 32 << 10, 20
-	p, err := Open(Config{
-		Stdout: fmt.Sprintf("file://%s?format=cri&max-size=%d&max-files=%d", path, maxSize, files),
-		Stderr: fmt.Sprintf("file://localhost%s?max-files=%d&max-size=%d&format=cri", path, files, maxSize),
-	}, Env{})
+	checkOneRotation(t, path, maxSize, files,
+		fmt.Sprintf("file://%s?format=cri&max-size=%d&max-files=%d", path, maxSize, files),
+		fmt.Sprintf("file://localhost%s?max-files=%d&max-size=%d&format=cri", path, files, maxSize))
+}
+
+// The same holds for one file reached by two paths: a symlink to it, or a
+// hard link (what a bind mount of it looks like to the shim too).
+func TestSameLogFileByTwoPathsRotatesOnce(t *testing.T) {
+	for _, link := range []struct {
+		name string
+		make func(oldname, newname string) error
+	}{{"symlink", os.Symlink}, {"hard link", os.Link}} {
+		t.Run(link.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path, other := filepath.Join(dir, "c.log"), filepath.Join(dir, "other.log")
+			if err := os.WriteFile(path, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := link.make(path, other); err != nil {
+				t.Fatal(err)
+			}
+			const maxSize, files = 32 << 10, 20
+			checkOneRotation(t, path, maxSize, files,
+				fmt.Sprintf("file://%s?format=cri&max-size=%d&max-files=%d", path, maxSize, files),
+				fmt.Sprintf("file://%s?format=cri&max-size=%d&max-files=%d", other, maxSize, files))
+		})
+	}
+}
+
+// checkOneRotation writes 2000 records to each stream and finds every one
+// once, in files rotated from path, none over maxSize.
+func checkOneRotation(t *testing.T, path string, maxSize int64, files int, stdout, stderr string) {
+	t.Helper()
+	p, err := Open(Config{Stdout: stdout, Stderr: stderr}, Env{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,6 +104,26 @@ func TestSameLogFileWithOtherOptionsRefused(t *testing.T) {
 	if err == nil {
 		p.Close()
 		t.Fatal("stdout in CRI format and stderr raw into one file accepted")
+	}
+	if !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("error %v, want invalid argument", err)
+	}
+}
+
+// ... and so does one file by two paths with different options.
+func TestSameLogFileByTwoPathsWithOtherOptionsRefused(t *testing.T) {
+	dir := t.TempDir()
+	path, other := filepath.Join(dir, "c.log"), filepath.Join(dir, "link.log")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(path, other); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Open(Config{Stdout: "file://" + path + "?format=cri&max-size=1MiB", Stderr: "file://" + other + "?format=cri"}, Env{})
+	if err == nil {
+		p.Close()
+		t.Fatal("one file by two paths with two rotation limits accepted")
 	}
 	if !errdefs.IsInvalidArgument(err) {
 		t.Fatalf("error %v, want invalid argument", err)

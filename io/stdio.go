@@ -178,7 +178,8 @@ func (p *Pipes) openStreams(cfg Config) error {
 	// stdout and stderr naming the same file share it: one lock, one size
 	// and one rotation. The same file is known by its parsed options, not
 	// the URI's text, which may spell it differently (options in another
-	// order, a localhost host).
+	// order, a localhost host), or by its inode when the paths differ (a
+	// symlink, a hard link, a bind mount of it).
 	var shared *rotatingFile
 	var fifos streamFIFOs // and the same FIFO, one clientFIFO
 	for _, s := range []struct {
@@ -205,11 +206,14 @@ func (p *Pipes) openStreams(cfg Config) error {
 			}
 			rf := shared
 			if rf != nil && rf.opts != o {
-				if rf.opts.Path == o.Path {
+				same := rf.opts.Path == o.Path || rf.isFile(o.Path)
+				if same && rf.opts != withPath(o, rf.opts.Path) {
 					// Two formats or rotations in one file would corrupt it.
-					return fmt.Errorf("stdout and stderr log to %s with different options (%q, %q): %w", o.Path, cfg.Stdout, cfg.Stderr, errdefs.ErrInvalidArgument)
+					return fmt.Errorf("stdout and stderr log to one file, %s, with different options (%q, %q): %w", o.Path, cfg.Stdout, cfg.Stderr, errdefs.ErrInvalidArgument)
 				}
-				rf = nil
+				if !same {
+					rf = nil
+				}
 			}
 			if rf == nil {
 				if rf, err = openRotating(o); err != nil {
