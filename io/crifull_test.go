@@ -2,21 +2,33 @@ package io
 
 import (
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
+	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// A CRI record the file takes only part of (a full disk; here the file size
-// limit, which cuts a write short the same way) must not stay in the log
-// torn: the next record would be glued to its stump, and kubelet would read
-// both as one line with a timestamp inside its content.
+// A CRI record the file takes only part of (a full disk) must not stay in
+// the log torn: the next record would be glued to its stump, and kubelet
+// would read both as one line with a timestamp inside its content. The disk
+// here is a tmpfs of one page, really full: the write that crosses into a
+// second page is cut short with ENOSPC.
 func TestCRIRecordCutShortLeavesNoStump(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "c.log")
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a tmpfs")
+	}
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=4k"); err != nil {
+		t.Fatalf("mount a one-page tmpfs: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	path := filepath.Join(dir, "c.log")
 	p, err := Open(Config{Stdout: "file://" + path + "?format=cri"}, Env{})
 	if err != nil {
 		t.Fatal(err)
@@ -37,32 +49,16 @@ func TestCRIRecordCutShortLeavesNoStump(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	out.Write([]byte("first\n"))
+	first := "first " + strings.Repeat("x", 3900)
+	out.Write([]byte(first + "\n"))
 	size := waitSize(func(n int64) bool { return n > 0 })
+	room := 4096 - size
+	if room < 100 {
+		t.Fatalf("the first record left %d bytes of the page, want room for the third", room)
+	}
 
-	// Room for only a part of the next record. Writes past the limit fail
-	// with EFBIG instead of killing the test with SIGXFSZ.
-	signal.Ignore(syscall.SIGXFSZ)
-	defer signal.Reset(syscall.SIGXFSZ)
-	var old unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_FSIZE, &old); err != nil {
-		t.Fatal(err)
-	}
-	cut := unix.Rlimit{Cur: uint64(size) + 20, Max: old.Max}
-	if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &cut); err != nil {
-		t.Fatal(err)
-	}
-	restored := false
-	restore := func() {
-		if !restored {
-			restored = true
-			if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &old); err != nil {
-				t.Error(err)
-			}
-		}
-	}
-	defer restore()
-	out.Write([]byte("second line, longer than the room left\n"))
+	// Longer than the room left: the page takes its head, the disk the rest.
+	out.Write([]byte("second " + strings.Repeat("y", int(room)+100) + "\n"))
 	deadline := time.Now().Add(5 * time.Second)
 	for p.Dropped() == 0 {
 		if time.Now().After(deadline) {
@@ -70,7 +66,6 @@ func TestCRIRecordCutShortLeavesNoStump(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	restore()
 
 	out.Write([]byte("third\n"))
 	p.ReleaseRuntimeFiles()
@@ -80,11 +75,11 @@ func TestCRIRecordCutShortLeavesNoStump(t *testing.T) {
 	var got []string
 	for _, r := range readRecords(t, path) {
 		if r.tag != "F" {
-			t.Errorf("record %q tagged %s", r.content, r.tag)
+			t.Errorf("record %.20q tagged %s", r.content, r.tag)
 		}
 		got = append(got, r.content)
 	}
-	if len(got) != 2 || got[0] != "first" || got[1] != "third" {
-		t.Fatalf("records %q, want [first third] (the second lost whole)", got)
+	if len(got) != 2 || got[0] != first || got[1] != "third" {
+		t.Fatalf("records %.60q, want [first third] (the second lost whole)", got)
 	}
 }
