@@ -155,6 +155,22 @@ func TestReadBundleGroup(t *testing.T) {
 	if g, _, _ := readBundle(dir, "c1"); g != "mine" {
 		t.Fatalf("own group annotation must win: %q", g)
 	}
+	// The stock shim's group: after ours, before CRI's, marked so that its
+	// socket is not the one the stock shim computes for the same group.
+	write(`{"annotations":{"io.kubernetes.cri.sandbox-id":"pod","io.containerd.runc.v2.group":"theirs"}}`)
+	g, _, _ := readBundle(dir, "c1")
+	if !strings.HasSuffix(g, "theirs") {
+		t.Fatalf("the stock shim's group annotation must win over the sandbox id: %q", g)
+	}
+	ours, _ := SocketPath(DefaultSocketDir, "/run/containerd/containerd.sock", "default", g)
+	stock, _ := SocketPath(DefaultSocketDir, "/run/containerd/containerd.sock", "default", "theirs")
+	if ours == stock {
+		t.Fatalf("a group by the stock annotation gets the stock shim's socket %s", stock)
+	}
+	write(`{"annotations":{"io.containerd.runc.v2.group":"theirs","io.example.v2.group":"mine"}}`)
+	if g, _, _ := readBundle(dir, "c1"); g != "mine" {
+		t.Fatalf("own group annotation must win over the stock shim's: %q", g)
+	}
 	write(`not json`)
 	if g, _, _ := readBundle(dir, "c1"); g != "c1" {
 		t.Fatalf("bad config: group %q", g)
@@ -173,13 +189,15 @@ func TestReadBundleGroup(t *testing.T) {
 // start refuses it.
 func TestReadBundleRefusesAGroupOutsideItsNamespace(t *testing.T) {
 	dir := t.TempDir()
-	for _, g := range []string{"../other-ns/web1", "a/b", "..", ".", `x\u0000y`} {
-		spec := `{"annotations":{"io.example.v2.group":"` + g + `"}}`
-		if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(spec), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if got, _, err := readBundle(dir, "c1"); err == nil {
-			t.Errorf("group %q accepted as %q", g, got)
+	for _, key := range []string{"io.example.v2.group", "io.containerd.runc.v2.group", "io.kubernetes.cri.sandbox-id"} {
+		for _, g := range []string{"../other-ns/web1", "a/b", "..", ".", `x\u0000y`} {
+			spec := `{"annotations":{"` + key + `":"` + g + `"}}`
+			if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(spec), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if got, _, err := readBundle(dir, "c1"); err == nil {
+				t.Errorf("%s %q accepted as %q", key, g, got)
+			}
 		}
 	}
 }

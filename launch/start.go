@@ -21,11 +21,21 @@ import (
 )
 
 // Annotations that put several containers into one shim daemon, in order of
-// precedence: our own group, then the CRI pod (sandbox) id.
+// precedence: our own group, the stock runc shim's, then the CRI pod
+// (sandbox) id, as the stock shim takes its own and CRI's.
 const (
-	GroupAnnotation   = "io.example.v2.group"
-	SandboxAnnotation = "io.kubernetes.cri.sandbox-id"
+	GroupAnnotation      = "io.example.v2.group"
+	StockGroupAnnotation = "io.containerd.runc.v2.group"
+	SandboxAnnotation    = "io.kubernetes.cri.sandbox-id"
 )
+
+// stockGroupDomain sets a group named by the stock shim's annotation apart
+// in the socket's hash. Unmarked, its socket would be the one the stock shim
+// computes for the same group, and containers of the two runtimes that carry
+// it would meet whichever daemon came first: ours would run under the stock
+// shim, or the stock shim's under ours. The other annotations cannot meet a
+// stock daemon: our own is ours alone, and a CRI pod has one runtime.
+const stockGroupDomain = StockGroupAnnotation + "="
 
 // maxStartInput caps what `start` reads from stdin; runtime options and
 // bootstrap parameters are a few hundred bytes.
@@ -217,7 +227,8 @@ func shimCgroup(in StartInput) string {
 }
 
 // readBundle reads a bundle's config.json once for `start`: the group the
-// task belongs to (the first grouping annotation, or its own id), and
+// task belongs to (the first grouping annotation, marked with its domain
+// where it has one, or the task's own id), and
 // whether there is a config.json at all. A task's bundle has one; a pod's
 // bundle under the Sandbox API (sandboxer = "shim") has none, and its
 // CreateSandbox runs no runtime, so a warming there would only hold the
@@ -237,12 +248,12 @@ func readBundle(bundle, id string) (group string, hasSpec bool, err error) {
 	if json.Unmarshal(data, &spec) != nil {
 		return id, true, nil
 	}
-	for _, key := range []string{GroupAnnotation, SandboxAnnotation} {
-		if g := spec.Annotations[key]; g != "" {
+	for _, a := range []struct{ key, domain string }{{GroupAnnotation, ""}, {StockGroupAnnotation, stockGroupDomain}, {SandboxAnnotation, ""}} {
+		if g := spec.Annotations[a.key]; g != "" {
 			if !onePathElement(g) {
-				return "", true, fmt.Errorf("annotation %s=%q: a group must be one path element", key, g)
+				return "", true, fmt.Errorf("annotation %s=%q: a group must be one path element", a.key, g)
 			}
-			return g, true, nil
+			return a.domain + g, true, nil
 		}
 	}
 	return id, true, nil
