@@ -206,3 +206,51 @@ func expectGroupTasks(t *testing.T, ctx context.Context, c *containerd.Client, i
 		expectRunning(t, ctx, task, "while its group's other shim went away")
 	}
 }
+
+// The stock shim's grouping annotation groups our containers too, so a workload moved from
+// io.containerd.runc.v2 keeps one shim per group. A group by that annotation is the stock
+// shim's as well: a stock container carrying it started first must keep its own daemon, and
+// ours must not join it (the stock shim names the socket after the hash of the group, and a
+// shim that hashed the same way would hand our containers to runc-v2).
+func TestGroupingByTheStockShimsAnnotation(t *testing.T) {
+	if harness.Runtime() == "io.containerd.runc.v2" {
+		t.Skip("the runtime under test is the stock shim: nothing of another runtime to keep apart")
+	}
+	forEachFlavor(t, func(t *testing.T, d *harness.Daemon) {
+		ctx, ns := d.NewNamespace(t)
+		ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+		defer cancel()
+		g := "grp-" + harness.RandID(8)
+		ann := "io.containerd.runc.v2.group=" + g
+		ctrOK(t, ctx, d, append([]string{"run", "--fifo-dir", d.FIFODir, "--runtime", "io.containerd.runc.v2",
+			"-d", "--annotation", ann, harness.ImageName, "s1"}, loopArgs...)...)
+		waitTaskStatus(t, ctx, d, "s1", "RUNNING", 10*time.Second)
+		for _, id := range []string{"c1", "c2"} {
+			ctrOK(t, ctx, d, ctrRun(d, append([]string{"-d", "--annotation", ann, harness.ImageName, id}, loopArgs...)...)...)
+			waitTaskStatus(t, ctx, d, id, "RUNNING", 10*time.Second)
+		}
+
+		if a1, a2 := readAddressFile(t, d, ns, "c1"), readAddressFile(t, d, ns, "c2"); a1 != a2 {
+			t.Errorf("same %s: address files differ: c1 %q, c2 %q", ann, a1, a2)
+		} else if stockSocket := d.ShimSocketPath(ns, g); socketOf(t, a1) == stockSocket {
+			t.Errorf("c1 and c2 are served on the stock shim's socket for the group, %s", stockSocket)
+		}
+		ours := onlyShim(t, d, ns, "c1")
+		if base := filepath.Base(ours.Args[0]); base != harness.RuntimeBinaryName(harness.Runtime()) {
+			t.Errorf("c1 is served by %s, want this shim", ours)
+		}
+		if procs := d.ShimProcesses(ns, "c2"); len(procs) != 0 {
+			t.Errorf("c2 has a shim of its own: %v", procs)
+		}
+		stock := onlyShim(t, d, ns, "s1")
+		if base := filepath.Base(stock.Args[0]); base != "containerd-shim-runc-v2" {
+			t.Errorf("s1 is served by %s, want the stock shim", stock)
+		}
+		for _, id := range []string{"c1", "c2", "s1"} {
+			out, stderr, code, err := d.Ctr(ctx, "task", "exec", "--fifo-dir", d.FIFODir, "--exec-id", "e-"+id, id, "sh", "-c", "echo alive")
+			if err != nil || code != 0 || out != "alive\n" {
+				t.Errorf("exec in %s: out %q code %d err %v stderr %q", id, out, code, err, stderr)
+			}
+		}
+	})
+}
