@@ -18,6 +18,7 @@ import (
 	"github.com/example/containerd-shim-example-v2/cgroup"
 	"github.com/example/containerd-shim-example-v2/events"
 	"github.com/example/containerd-shim-example-v2/handover"
+	"github.com/example/containerd-shim-example-v2/internal/daemonlog"
 	"github.com/example/containerd-shim-example-v2/internal/leavegate"
 	introspect "github.com/example/containerd-shim-example-v2/proto/introspect/v1"
 	"github.com/example/containerd-shim-example-v2/reaper"
@@ -51,7 +52,7 @@ func RunDaemon(f Flags) error {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("become child subreaper: %w", err)
 	}
-	setupLog(f.Debug)
+	logSink := setupLog(f.Debug)
 	if len(f.Ignored) > 0 {
 		slog.Info("ignoring unknown flags", "flags", f.Ignored)
 	}
@@ -134,6 +135,7 @@ func RunDaemon(f Flags) error {
 		// While containerd is down nobody reads CRI's FIFOs, and once it
 		// is up again it does: output waits rather than being discarded.
 		ContainerdStatus: func() (bool, time.Time) { return events.Probe(containerd) },
+		TaskGone:         logSink.TaskGone,
 	})
 
 	// Every client connection, pausable for an upgrade, and counted: a
@@ -158,6 +160,9 @@ func RunDaemon(f Flags) error {
 			}()
 		},
 	})
+	// The daemon's log may move to any bundle it serves (daemonlog).
+	logSink.Follow(func() []string { return append(svc.Bundles(), pods.Bundles()...) })
+
 	if taken != nil {
 		// Before the reaper runs: exits that happened during the switch
 		// wait as zombies and must find their processes' claims.
@@ -281,8 +286,9 @@ func socketDir(socket string) string {
 // setupLog sends the daemon's log and any panic to the bundle's `log` FIFO,
 // which containerd copies into its own log. The FIFO is opened non-blocking:
 // while containerd is down nobody drains it, and a shim must drop log lines
-// rather than stall on them.
-func setupLog(debug bool) {
+// rather than stall on them. The Sink returned moves the log to another
+// bundle's FIFO once containerd stops reading this one (daemonlog).
+func setupLog(debug bool) *daemonlog.Sink {
 	level := slog.LevelInfo
 	if debug {
 		level = slog.LevelDebug
@@ -291,7 +297,9 @@ func setupLog(debug bool) {
 		_ = unix.Dup3(fd, 2, 0)
 		unix.Close(fd)
 	}
-	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+	sink := daemonlog.New()
+	slog.SetDefault(slog.New(slog.NewTextHandler(sink, &slog.HandlerOptions{Level: level})))
+	return sink
 }
 
 // inheritedIgnores are the signals the daemon catches (and drops) so that

@@ -112,6 +112,17 @@ func (s *Service) Count() int {
 	return len(s.pods)
 }
 
+// Bundles lists the bundles of the pods the service holds.
+func (s *Service) Bundles() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.pods))
+	for _, p := range s.pods {
+		out = append(out, p.bundle)
+	}
+	return out
+}
+
 // HolderPid returns the pid of a running sandbox's holder.
 func (s *Service) HolderPid(id string) (int, bool) {
 	p, err := s.pod(id)

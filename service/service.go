@@ -66,6 +66,10 @@ type Config struct {
 	// back, so the output stall policy waits for their reader (see
 	// shimio.Env.ReaderOwner). Nil: nothing known.
 	ContainerdStatus func() (down bool, upSince time.Time)
+	// TaskGone is called after a task's Delete has removed it, before the
+	// answer: the daemon's log may have been going to its bundle. Nil:
+	// nothing to tell.
+	TaskGone func()
 }
 
 // Service implements containerd's Task API for every container of this shim.
@@ -102,6 +106,17 @@ func New(cfg Config) *Service {
 		pending:    make(map[string]struct{}),
 		bundles:    make(map[string]bundleID),
 	}
+}
+
+// Bundles lists the bundles of the tasks the service holds.
+func (s *Service) Bundles() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.containers))
+	for _, c := range s.containers {
+		out = append(out, c.Bundle)
+	}
+	return out
 }
 
 func (s *Service) container(id string) (*process.Container, error) {

@@ -190,6 +190,9 @@ func (s *Service) Delete(ctx context.Context, r *taskapi.DeleteRequest) (*taskap
 	if p.IsInit() {
 		// Before the answer: an upgrade's pause waits for it, then checks.
 		_ = s.stillLeaving(c)
+		if s.cfg.TaskGone != nil {
+			s.cfg.TaskGone()
+		}
 	}
 	return &taskapi.DeleteResponse{Pid: uint32(final.Pid), ExitStatus: uint32(final.ExitCode), ExitedAt: timestamppb.New(final.ExitedAt)}, nil
 }
