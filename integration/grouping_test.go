@@ -252,5 +252,32 @@ func TestGroupingByTheStockShimsAnnotation(t *testing.T) {
 				t.Errorf("exec in %s: out %q code %d err %v stderr %q", id, out, code, err, stderr)
 			}
 		}
+
+		// Our group's last container gone, its daemon leaves with its socket; the stock
+		// shim's daemon is not disturbed.
+		sock := socketOf(t, readAddressFile(t, d, ns, "c1"))
+		for _, id := range []string{"c1", "c2"} {
+			ctr, err := d.Client().LoadContainer(ctx, id)
+			if err != nil {
+				t.Fatalf("load %s: %v", id, err)
+			}
+			if err := harness.DeleteContainer(ctx, ctr); err != nil {
+				t.Fatalf("delete %s: %v", id, err)
+			}
+		}
+		waitFor(t, 5*time.Second, "our group's shim exits after its last container", func() bool {
+			return !harness.PidExists(ours.Pid)
+		})
+		waitFor(t, 5*time.Second, "socket "+sock+" removed", func() bool {
+			_, err := os.Lstat(sock)
+			return os.IsNotExist(err)
+		})
+		if !harness.PidExists(stock.Pid) {
+			t.Errorf("the stock shim of s1 (%s) exited with our group", stock)
+		}
+		expectGroupTasks(t, ctx, d.Client(), "s1")
+		for _, id := range []string{"c1", "c2"} {
+			expectNoLeftovers(t, d, ns, id)
+		}
 	})
 }
