@@ -30,6 +30,7 @@ import (
 
 	shimtask "github.com/example/containerd-shim-example-v2/proto/api/runtime/task/v2"
 	// protoc-gen-go's code for this project's own messages, for the same.
+	_ "github.com/example/containerd-shim-example-v2/proto/group/v1/pb"
 	_ "github.com/example/containerd-shim-example-v2/proto/introspect/v1/pb"
 	_ "github.com/example/containerd-shim-example-v2/proto/options/v1/pb"
 	_ "github.com/example/containerd-shim-example-v2/proto/sandbox/v1/pb"

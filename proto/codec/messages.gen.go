@@ -22,6 +22,7 @@ import (
 	task "github.com/example/containerd-shim-example-v2/proto/api/types/task"
 	stats "github.com/example/containerd-shim-example-v2/proto/cgroups/cgroup1/stats"
 	stats2 "github.com/example/containerd-shim-example-v2/proto/cgroups/cgroup2/stats"
+	groupv1 "github.com/example/containerd-shim-example-v2/proto/group/v1"
 	introspectv1 "github.com/example/containerd-shim-example-v2/proto/introspect/v1"
 	optionsv1 "github.com/example/containerd-shim-example-v2/proto/options/v1"
 	sandboxv1 "github.com/example/containerd-shim-example-v2/proto/sandbox/v1"
@@ -142,6 +143,10 @@ func size(m any) (int, bool) {
 		return size_containerd_types_RuntimeVersion(m), true
 	case *task.ProcessInfo:
 		return size_containerd_v1_types_ProcessInfo(m), true
+	case *groupv1.JoinRequest:
+		return size_example_group_v1_JoinRequest(m), true
+	case *groupv1.JoinResponse:
+		return size_example_group_v1_JoinResponse(m), true
 	case *introspectv1.EventQueue:
 		return size_example_introspect_v1_EventQueue(m), true
 	case *introspectv1.Memory:
@@ -436,6 +441,12 @@ func appendTo(b []byte, m any) ([]byte, bool, error) {
 		return b, true, err
 	case *task.ProcessInfo:
 		b, err := append_containerd_v1_types_ProcessInfo(b, m)
+		return b, true, err
+	case *groupv1.JoinRequest:
+		b, err := append_example_group_v1_JoinRequest(b, m)
+		return b, true, err
+	case *groupv1.JoinResponse:
+		b, err := append_example_group_v1_JoinResponse(b, m)
 		return b, true, err
 	case *introspectv1.EventQueue:
 		b, err := append_example_introspect_v1_EventQueue(b, m)
@@ -751,6 +762,10 @@ func merge(b []byte, m any) (bool, error) {
 		return true, merge_containerd_types_RuntimeVersion(b, m)
 	case *task.ProcessInfo:
 		return true, merge_containerd_v1_types_ProcessInfo(b, m)
+	case *groupv1.JoinRequest:
+		return true, merge_example_group_v1_JoinRequest(b, m)
+	case *groupv1.JoinResponse:
+		return true, merge_example_group_v1_JoinResponse(b, m)
 	case *introspectv1.EventQueue:
 		return true, merge_example_introspect_v1_EventQueue(b, m)
 	case *introspectv1.Memory:
@@ -996,6 +1011,10 @@ func name(m any) (string, bool) {
 		return "containerd.types.RuntimeVersion", true
 	case *task.ProcessInfo:
 		return "containerd.v1.types.ProcessInfo", true
+	case *groupv1.JoinRequest:
+		return "example.group.v1.JoinRequest", true
+	case *groupv1.JoinResponse:
+		return "example.group.v1.JoinResponse", true
 	case *introspectv1.EventQueue:
 		return "example.introspect.v1.EventQueue", true
 	case *introspectv1.Memory:
@@ -1241,6 +1260,10 @@ func isNil(m any) (bool, bool) {
 		return m == nil, true
 	case *task.ProcessInfo:
 		return m == nil, true
+	case *groupv1.JoinRequest:
+		return m == nil, true
+	case *groupv1.JoinResponse:
+		return m == nil, true
 	case *introspectv1.EventQueue:
 		return m == nil, true
 	case *introspectv1.Memory:
@@ -1436,6 +1459,8 @@ func allTypes() []any {
 		new(types.RuntimeRequest),
 		new(types.RuntimeVersion),
 		new(task.ProcessInfo),
+		new(groupv1.JoinRequest),
+		new(groupv1.JoinResponse),
 		new(introspectv1.EventQueue),
 		new(introspectv1.Memory),
 		new(introspectv1.Process),
@@ -6117,6 +6142,91 @@ func merge_containerd_v1_types_ProcessInfo(b []byte, m *task.ProcessInfo) error 
 			if err := merge_google_protobuf_Any(v, m.Info); err != nil {
 				return err
 			}
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func size_example_group_v1_JoinRequest(m *groupv1.JoinRequest) (n int) {
+	if m == nil {
+		return 0
+	}
+	if len(m.Id) > 0 {
+		n += 1 + protowire.SizeBytes(len(m.Id))
+	}
+	return n
+}
+
+func append_example_group_v1_JoinRequest(b []byte, m *groupv1.JoinRequest) ([]byte, error) {
+	if m == nil {
+		return b, nil
+	}
+	if len(m.Id) > 0 {
+		if !utf8.ValidString(m.Id) {
+			return b, errUTF8("example.group.v1.JoinRequest.id")
+		}
+		b = append(b, 0x0a)
+		b = protowire.AppendString(b, m.Id)
+	}
+	return b, nil
+}
+
+func merge_example_group_v1_JoinRequest(b []byte, m *groupv1.JoinRequest) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if !utf8.Valid(v) {
+				return errUTF8("example.group.v1.JoinRequest.id")
+			}
+			m.Id = string(v)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func size_example_group_v1_JoinResponse(m *groupv1.JoinResponse) (n int) {
+	if m == nil {
+		return 0
+	}
+	return n
+}
+
+func append_example_group_v1_JoinResponse(b []byte, m *groupv1.JoinResponse) ([]byte, error) {
+	if m == nil {
+		return b, nil
+	}
+	return b, nil
+}
+
+func merge_example_group_v1_JoinResponse(b []byte, m *groupv1.JoinResponse) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		switch {
 		default:
 			n = protowire.ConsumeFieldValue(num, typ, b)
 		}

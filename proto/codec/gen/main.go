@@ -50,6 +50,7 @@ import (
 	runcopts "github.com/containerd/containerd/api/types/runc/options"
 	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
 
+	group "github.com/example/containerd-shim-example-v2/proto/group/v1/pb"
 	introspect "github.com/example/containerd-shim-example-v2/proto/introspect/v1/pb"
 	options "github.com/example/containerd-shim-example-v2/proto/options/v1/pb"
 	sandbox "github.com/example/containerd-shim-example-v2/proto/sandbox/v1/pb"
@@ -75,6 +76,7 @@ var roots = []proto.Message{
 	&options.Options{},              // this shim's options
 	&introspect.SnapshotRequest{},   // introspection
 	&upgrade.UpgradeRequest{},       // in-place upgrade
+	&group.JoinRequest{},            // a task joining its group's daemon
 }
 
 // main writes the codec (codec/messages.gen.go) and the mirrors of
