@@ -11,11 +11,18 @@
 // created" has to span both: each records what it creates under the gate
 // (Admit), and a decision to leave is taken under the same lock
 // (CloseIfEmpty). Once closed, the gate stays closed.
+//
+// A task can also be expected (Expect): `start` found this daemon for the
+// task's group and containerd is about to send its Create. Until that
+// Create is admitted (AdmitTask) or the expectation expires, the gate does
+// not close: the group's last other task, deleted in between, would
+// otherwise make the daemon leave under the coming Create.
 package leavegate
 
 import (
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/containerd/errdefs"
 )
@@ -31,6 +38,49 @@ var ErrLeaving = fmt.Errorf("the shim is shutting down: %w", errdefs.ErrFailedPr
 type Gate struct {
 	mu     sync.Mutex
 	closed bool
+	// expected holds the task ids whose Create is on its way, each with
+	// the time it is no longer waited for.
+	expected map[string]time.Time
+}
+
+// Expect records that the Create of task id is on its way: until it is
+// admitted or ttl has passed, CloseIfEmpty does not close the gate. Once
+// the daemon has decided to leave, it returns ErrLeaving.
+func (g *Gate) Expect(id string, ttl time.Duration) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return ErrLeaving
+	}
+	if g.expected == nil {
+		g.expected = make(map[string]time.Time)
+	}
+	g.expected[id] = time.Now().Add(ttl)
+	return nil
+}
+
+// AdmitTask is Admit for the Create of task id, which it no longer expects
+// whatever record says: a Create that failed is not coming again.
+func (g *Gate) AdmitTask(id string, record func() error) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.expected, id)
+	if g.closed {
+		return ErrLeaving
+	}
+	return record()
+}
+
+// expectingLocked reports whether a Create is still expected, forgetting
+// the expectations that have expired. g.mu must be held.
+func (g *Gate) expectingLocked() bool {
+	now := time.Now()
+	for id, until := range g.expected {
+		if now.After(until) {
+			delete(g.expected, id)
+		}
+	}
+	return len(g.expected) > 0
 }
 
 // Admit runs record, which must make the new task or pod visible to the
@@ -52,7 +102,7 @@ func (g *Gate) Admit(record func() error) error {
 func (g *Gate) CloseIfEmpty(empty func() bool) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.closed || !empty() {
+	if g.closed || g.expectingLocked() || !empty() {
 		return false
 	}
 	g.closed = true

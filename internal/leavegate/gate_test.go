@@ -4,6 +4,7 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/containerd/errdefs"
 )
@@ -67,5 +68,48 @@ func TestNothingAdmittedAfterTheClose(t *testing.T) {
 		if closedWith != 0 || held != 0 {
 			t.Fatalf("closed with %d held; %d admitted after the close", closedWith, held)
 		}
+	}
+}
+
+// A task announced by `start` keeps the gate open until its Create is
+// admitted, whatever that Create's outcome, or until the expectation
+// expires; once closed, nothing more is expected.
+func TestExpectedTaskKeepsTheGateOpen(t *testing.T) {
+	var g Gate
+	empty := func() bool { return true }
+	if err := g.Expect("c2", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if g.CloseIfEmpty(empty) {
+		t.Fatal("closed while c2's Create was expected")
+	}
+	// Another task's Create does not count for c2.
+	if err := g.AdmitTask("c3", func() error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if g.CloseIfEmpty(empty) {
+		t.Fatal("closed while c2's Create was still expected")
+	}
+	// c2's Create arrives and fails: it is not expected any more.
+	if err := g.AdmitTask("c2", func() error { return errors.New("bad spec") }); err == nil {
+		t.Fatal("record's error lost")
+	}
+	if !g.CloseIfEmpty(empty) {
+		t.Fatal("not closed once the expected Create was admitted")
+	}
+	if err := g.Expect("c4", time.Minute); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("Expect after the close: %v, want FailedPrecondition", err)
+	}
+	if err := g.AdmitTask("c4", func() error { t.Error("recorded after the close"); return nil }); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("AdmitTask after the close: %v, want FailedPrecondition", err)
+	}
+
+	var h Gate
+	if err := h.Expect("c5", time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Millisecond)
+	if !h.CloseIfEmpty(empty) {
+		t.Fatal("an expired expectation kept the gate open")
 	}
 }
