@@ -184,6 +184,7 @@ func RunDaemon(f Flags) error {
 	})
 	service.Register(srv, svc)
 	service.RegisterIntrospect(srv, svc)
+	service.RegisterGroup(srv, svc)
 	service.RegisterSandbox(srv, pods)
 
 	l, err := daemonListener(taken)

@@ -143,43 +143,39 @@ func TestDaemonRemovesOnlyItsOwnSocketFile(t *testing.T) {
 
 func TestReadBundleGroup(t *testing.T) {
 	dir := t.TempDir()
-	write := func(s string) { os.WriteFile(filepath.Join(dir, "config.json"), []byte(s), 0o600) }
-	if g, _, _ := readBundle(dir, "c1"); g != "c1" {
-		t.Fatalf("no config: group %q", g)
+	for _, c := range []struct {
+		config string // "": none
+		group  string
+		named  bool // a group annotation: start announces the task (Join)
+	}{
+		{"", "c1", false},
+		{`{"annotations":{"io.kubernetes.cri.sandbox-id":"pod"}}`, "pod", false},
+		// Our own group annotation wins over the others.
+		{`{"annotations":{"io.kubernetes.cri.sandbox-id":"pod","io.example.v2.group":"mine"}}`, "mine", true},
+		{`{"annotations":{"io.containerd.runc.v2.group":"theirs","io.example.v2.group":"mine"}}`, "mine", true},
+		// The stock shim's: after ours, before CRI's, marked so that its
+		// socket is not the one the stock shim computes for the same group.
+		{`{"annotations":{"io.kubernetes.cri.sandbox-id":"pod","io.containerd.runc.v2.group":"theirs"}}`, stockGroupDomain + "theirs", true},
+		{`not json`, "c1", false},
+		// Any group that is one path element is kept as given (runc accepts
+		// such ids; containerd's own are stricter).
+		{`{"annotations":{"io.example.v2.group":"pod+1:a"}}`, "pod+1:a", true},
+	} {
+		os.Remove(filepath.Join(dir, "config.json"))
+		if c.config != "" {
+			if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(c.config), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b, err := readBundle(dir, "c1")
+		if err != nil || b.group != c.group || b.named != c.named || b.hasSpec != (c.config != "") {
+			t.Errorf("config %s: %+v, %v; want group %q, named %v", c.config, b, err, c.group, c.named)
+		}
 	}
-	write(`{"annotations":{"io.kubernetes.cri.sandbox-id":"pod"}}`)
-	if g, _, _ := readBundle(dir, "c1"); g != "pod" {
-		t.Fatalf("sandbox group %q", g)
-	}
-	write(`{"annotations":{"io.kubernetes.cri.sandbox-id":"pod","io.example.v2.group":"mine"}}`)
-	if g, _, _ := readBundle(dir, "c1"); g != "mine" {
-		t.Fatalf("own group annotation must win: %q", g)
-	}
-	// The stock shim's group: after ours, before CRI's, marked so that its
-	// socket is not the one the stock shim computes for the same group.
-	write(`{"annotations":{"io.kubernetes.cri.sandbox-id":"pod","io.containerd.runc.v2.group":"theirs"}}`)
-	g, _, _ := readBundle(dir, "c1")
-	if !strings.HasSuffix(g, "theirs") {
-		t.Fatalf("the stock shim's group annotation must win over the sandbox id: %q", g)
-	}
-	ours, _ := SocketPath(DefaultSocketDir, "/run/containerd/containerd.sock", "default", g)
+	ours, _ := SocketPath(DefaultSocketDir, "/run/containerd/containerd.sock", "default", stockGroupDomain+"theirs")
 	stock, _ := SocketPath(DefaultSocketDir, "/run/containerd/containerd.sock", "default", "theirs")
 	if ours == stock {
 		t.Fatalf("a group by the stock annotation gets the stock shim's socket %s", stock)
-	}
-	write(`{"annotations":{"io.containerd.runc.v2.group":"theirs","io.example.v2.group":"mine"}}`)
-	if g, _, _ := readBundle(dir, "c1"); g != "mine" {
-		t.Fatalf("own group annotation must win over the stock shim's: %q", g)
-	}
-	write(`not json`)
-	if g, _, _ := readBundle(dir, "c1"); g != "c1" {
-		t.Fatalf("bad config: group %q", g)
-	}
-	// Any group that is one path element is kept as given (runc accepts
-	// such ids; containerd's own are stricter).
-	write(`{"annotations":{"io.example.v2.group":"pod+1:a"}}`)
-	if g, _, err := readBundle(dir, "c1"); g != "pod+1:a" || err != nil {
-		t.Fatalf("group pod+1:a: %q, %v", g, err)
 	}
 }
 
@@ -195,8 +191,8 @@ func TestReadBundleRefusesAGroupOutsideItsNamespace(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(spec), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			if got, _, err := readBundle(dir, "c1"); err == nil {
-				t.Errorf("%s %q accepted as %q", key, g, got)
+			if got, err := readBundle(dir, "c1"); err == nil {
+				t.Errorf("%s %q accepted as %q", key, g, got.group)
 			}
 		}
 	}

@@ -63,11 +63,11 @@ func Start(f Flags, stdin io.Reader, stdout io.Writer) (retErr error) {
 	if in.Bootstrap != nil && in.Bootstrap.GetSocketDir() != "" {
 		dir = in.Bootstrap.GetSocketDir()
 	}
-	group, hasSpec, err := readBundle(bundle, f.ID)
+	b, err := readBundle(bundle, f.ID)
 	if err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
-	path, err := SocketPath(dir, f.Address, f.Namespace, group)
+	path, err := SocketPath(dir, f.Address, f.Namespace, b.group)
 	if err != nil {
 		return err
 	}
@@ -77,7 +77,7 @@ func Start(f Flags, stdin io.Reader, stdout io.Writer) (retErr error) {
 		return err
 	}
 
-	l, err := Listen(path)
+	l, err := listenOrJoin(path, f.ID, b.named)
 	if errors.Is(err, ErrDaemonRunning) {
 		// Another container of the group already has a daemon: reuse it.
 		if err := bundlefiles.WriteAddress(bundle, address); err != nil {
@@ -113,7 +113,7 @@ func Start(f Flags, stdin io.Reader, stdout io.Writer) (retErr error) {
 		args = append(args, "-debug")
 	}
 	shimCg := shimCgroup(in)
-	if hasSpec && shimCg == "" {
+	if b.hasSpec && shimCg == "" {
 		// A container is to be created and nothing will move the daemon:
 		// it may warm the cgroup migration lock with one of its threads at
 		// once (RunDaemon).
@@ -226,37 +226,52 @@ func shimCgroup(in StartInput) string {
 	return opts.ShimCgroup
 }
 
-// readBundle reads a bundle's config.json once for `start`: the group the
-// task belongs to (the first grouping annotation, marked with its domain
-// where it has one, or the task's own id), and
-// whether there is a config.json at all. A task's bundle has one; a pod's
-// bundle under the Sandbox API (sandboxer = "shim") has none, and its
-// CreateSandbox runs no runtime, so a warming there would only hold the
-// kernel's cgroup lock (cgroup_mutex with it) while the pod's cgroup is made.
+// bundleInfo is what `start` reads of a bundle's config.json.
+type bundleInfo struct {
+	// group is the task's group (the first grouping annotation, marked
+	// with its domain where it has one, or the task's own id).
+	group string
+	// named: the group comes from a group annotation, ours or the stock
+	// shim's, whose other tasks may be deleted while this one joins.
+	// CRI's pods are not: CRI removes a pod's sandbox, and so its daemon,
+	// only after its containers, and creates none in a pod being removed.
+	named bool
+	// hasSpec: there is a config.json at all. A task's bundle has one; a
+	// pod's bundle under the Sandbox API (sandboxer = "shim") has none, and
+	// its CreateSandbox runs no runtime, so a warming there would only hold
+	// the kernel's cgroup lock (cgroup_mutex with it) while the pod's cgroup
+	// is made.
+	hasSpec bool
+}
+
+// readBundle reads a bundle's config.json once for `start`.
 //
 // A group must be one path element: the daemon's socket is named after a
 // hash of the cleaned path <address>/<namespace>/<group>, so a group of
 // "../<other namespace>/<id>" would share that namespace's daemon.
-func readBundle(bundle, id string) (group string, hasSpec bool, err error) {
+func readBundle(bundle, id string) (bundleInfo, error) {
 	data, err := os.ReadFile(filepath.Join(bundle, "config.json"))
 	if err != nil {
-		return id, false, nil
+		return bundleInfo{group: id}, nil
 	}
 	var spec struct {
 		Annotations map[string]string `json:"annotations"`
 	}
 	if json.Unmarshal(data, &spec) != nil {
-		return id, true, nil
+		return bundleInfo{group: id, hasSpec: true}, nil
 	}
-	for _, a := range []struct{ key, domain string }{{GroupAnnotation, ""}, {StockGroupAnnotation, stockGroupDomain}, {SandboxAnnotation, ""}} {
+	for _, a := range []struct {
+		key, domain string
+		named       bool
+	}{{GroupAnnotation, "", true}, {StockGroupAnnotation, stockGroupDomain, true}, {SandboxAnnotation, "", false}} {
 		if g := spec.Annotations[a.key]; g != "" {
 			if !onePathElement(g) {
-				return "", true, fmt.Errorf("annotation %s=%q: a group must be one path element", a.key, g)
+				return bundleInfo{}, fmt.Errorf("annotation %s=%q: a group must be one path element", a.key, g)
 			}
-			return a.domain + g, true, nil
+			return bundleInfo{group: a.domain + g, named: a.named, hasSpec: true}, nil
 		}
 	}
-	return id, true, nil
+	return bundleInfo{group: id, hasSpec: true}, nil
 }
 
 // adjustOOMScore makes the daemon slightly more killable than containerd

@@ -31,13 +31,13 @@ func TestShimCgroup(t *testing.T) {
 // the Sandbox API (no config.json) does not.
 func TestReadBundleHasSpec(t *testing.T) {
 	dir := t.TempDir()
-	if _, hasSpec, _ := readBundle(dir, "c1"); hasSpec {
+	if b, _ := readBundle(dir, "c1"); b.hasSpec {
 		t.Error("a bundle without config.json: a container is to be created")
 	}
 	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte("{}"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, hasSpec, _ := readBundle(dir, "c1"); !hasSpec {
+	if b, _ := readBundle(dir, "c1"); !b.hasSpec {
 		t.Error("a bundle with config.json: no container to be created")
 	}
 }

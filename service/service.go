@@ -150,7 +150,7 @@ func (s *Service) reserve(id, bundle string) error {
 	if err != nil {
 		return err
 	}
-	err = s.cfg.Gate.Admit(func() error { return s.reserveLocked(id, bundle, identity) })
+	err = s.cfg.Gate.AdmitTask(id, func() error { return s.reserveLocked(id, bundle, identity) })
 	if errors.Is(err, leavegate.ErrLeaving) {
 		return fmt.Errorf("container %q: %w", id, err)
 	}
