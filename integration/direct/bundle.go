@@ -28,7 +28,8 @@ const (
 type SpecConfig struct {
 	Args        []string
 	CgroupsPath string
-	MemoryLimit int64 // bytes; 0 for none
+	MemoryLimit int64             // bytes; 0 for none
+	Annotations map[string]string // such as a group annotation
 }
 
 // NewSpec returns the OCI spec of a test container: the shared busybox root
@@ -67,6 +68,7 @@ func NewSpec(cfg SpecConfig) *specs.Spec {
 		},
 	}
 	s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps}
+	s.Annotations = cfg.Annotations
 	if cfg.MemoryLimit > 0 {
 		// Memory plus swap capped at the same value: on a host with swap the
 		// container must hit the limit, not page out.

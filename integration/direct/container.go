@@ -80,6 +80,8 @@ type Config struct {
 	// HangupIgnored starts the shim with SIGHUP ignored, as a manager run
 	// under nohup (or one that ignores it itself) does.
 	HangupIgnored bool
+	// Annotations go into the spec (a group annotation, say).
+	Annotations map[string]string
 }
 
 // Container is one task, in a namespace of its own, served by a shim of its
@@ -124,7 +126,7 @@ func (e *Env) Launch(t testing.TB, cfg Config) *Container {
 		// Short, as 2.3 wants it (at most 42 characters).
 		c.SocketDir = filepath.Join(c.Containerd.Dir, "s")
 	}
-	spec := NewSpec(SpecConfig{Args: cfg.Args, CgroupsPath: c.CgroupPath, MemoryLimit: cfg.MemoryLimit})
+	spec := NewSpec(SpecConfig{Args: cfg.Args, CgroupsPath: c.CgroupPath, MemoryLimit: cfg.MemoryLimit, Annotations: cfg.Annotations})
 	c.Bundle = NewBundle(t, t.TempDir(), spec)
 	err := recordTask(c.Containerd.Dir, taskRecord{
 		Namespace: c.Namespace, ID: c.ID, Bundle: c.Bundle.Dir, RuncRoot: c.RuncRoot, CgroupPath: c.CgroupPath,
