@@ -25,20 +25,7 @@ func TestJoinBeforeTheLastShutdownKeepsTheDaemon(t *testing.T) {
 	id := "joining-" + RandID(6)
 	cgroup := env.CgroupParent + "/" + id
 	b := NewBundle(t, t.TempDir(), NewSpec(SpecConfig{Args: loopArgs, CgroupsPath: cgroup, Annotations: group}))
-	t.Cleanup(func() {
-		if err := a.Shim.Kill(); err != nil {
-			t.Error(err)
-		}
-		if err := runcDelete(a.RuncRoot, id); err != nil {
-			t.Error(err)
-		}
-		if err := unmountUnder(b.Dir); err != nil {
-			t.Error(err)
-		}
-		if err := removeCgroupEventually(cgroup); err != nil {
-			t.Errorf("cgroup of %s: %v", id, err)
-		}
-	})
+	cleanupLateTask(t, a, id, b, cgroup)
 	answer, err := Launch{Mode: a.Mode, Namespace: a.Namespace, ID: id, Bundle: b.Dir, Containerd: a.Containerd}.Run()
 	if err != nil {
 		t.Fatalf("start of %s: %v", id, err)

@@ -39,20 +39,7 @@ func TestCreateAfterShutdownRefused(t *testing.T) {
 	id := "late-" + RandID(6)
 	cgroup := env.CgroupParent + "/" + id
 	b := NewBundle(t, t.TempDir(), NewSpec(SpecConfig{Args: loopArgs, CgroupsPath: cgroup}))
-	t.Cleanup(func() {
-		if err := a.Shim.Kill(); err != nil {
-			t.Error(err)
-		}
-		if err := runcDelete(a.RuncRoot, id); err != nil {
-			t.Error(err)
-		}
-		if err := unmountUnder(b.Dir); err != nil {
-			t.Error(err)
-		}
-		if err := removeCgroupEventually(cgroup); err != nil {
-			t.Errorf("cgroup of %s: %v", id, err)
-		}
-	})
+	cleanupLateTask(t, a, id, b, cgroup)
 	_, err := other.Create(ctx, &taskv3.CreateTaskRequest{ID: id, Bundle: b.Dir})
 	if err == nil {
 		if a.Shim.Exited(WaitTimeout) {
@@ -107,4 +94,24 @@ func TestCreateSandboxAfterShutdownRefused(t *testing.T) {
 	if !a.Shim.Exited(WaitTimeout) {
 		t.Error("the shim did not leave after its Shutdown")
 	}
+}
+
+// cleanupLateTask undoes, even when the test fails, what a task created on
+// a's daemon outside the harness (id, in bundle b and cgroup) may have
+// left: a's daemon first, so nothing races with the rest.
+func cleanupLateTask(t *testing.T, a *Container, id string, b *Bundle, cgroup string) {
+	t.Cleanup(func() {
+		if err := a.Shim.Kill(); err != nil {
+			t.Error(err)
+		}
+		if err := runcDelete(a.RuncRoot, id); err != nil {
+			t.Error(err)
+		}
+		if err := unmountUnder(b.Dir); err != nil {
+			t.Error(err)
+		}
+		if err := removeCgroupEventually(cgroup); err != nil {
+			t.Errorf("cgroup of %s: %v", id, err)
+		}
+	})
 }
