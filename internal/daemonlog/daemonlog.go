@@ -21,21 +21,25 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// retryAfter spaces the searches a failed write starts when no bundle's FIFO
-// has a reader: each costs an open per bundle.
+// retryAfter spaces the searches failed writes start: each costs an open per
+// bundle, and finds nothing while containerd is down.
 const retryAfter = time.Second
 
 // Sink is the daemon's log writer: its standard error, moved when the FIFO
 // behind it is no longer read.
 //
-// Locking: mu guards current, live and nextTry, and makes a move and a write
-// exclusive, so that a record is never split across two FIFOs.
+// Locking: mu guards current, live, nextTry and searching, and makes a move
+// and a write exclusive, so that a record is never split across two FIFOs.
+// The list of bundles is never taken with mu held, nor on a writer's
+// goroutine: it takes the services' locks, and a writer may hold one of
+// them while it logs.
 type Sink struct {
-	fd      int // standard error; another descriptor in tests
-	mu      sync.Mutex
-	live    func() []string // the bundles served now; nil: none known yet
-	current string          // the bundle whose FIFO standard error is, once found
-	nextTry time.Time       // no search after a failed write before this
+	fd        int // standard error; another descriptor in tests
+	mu        sync.Mutex
+	live      func() []string // the bundles served now; nil: none known yet
+	current   string          // the bundle whose FIFO standard error is, once found
+	nextTry   time.Time       // no search after a failed write before this
+	searching bool            // a search started by a failed write is running
 }
 
 // New returns a Sink over the daemon's standard error, the descriptor the
@@ -51,63 +55,69 @@ func (s *Sink) Follow(live func() []string) {
 	s.mu.Unlock()
 }
 
-// Write writes p to standard error. A FIFO nobody reads any more (EPIPE)
-// sends it to a bundle's FIFO that has a reader, if one is found; a full
-// FIFO (EAGAIN: containerd is slow or down) drops the rest of p, as a shim
-// must drop log lines rather than stall on them.
+// Write writes p to standard error. A full FIFO (EAGAIN: containerd is slow
+// or down) drops the rest of p, as a shim must drop log lines rather than
+// stall on them. A FIFO nobody reads any more (EPIPE: a reader gone without
+// its task's Delete) loses p, and starts a search, in the background, for a
+// bundle's FIFO that is read, for the records after it.
 func (s *Sink) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n, err := writeAll(s.fd, p)
-	if errors.Is(err, unix.EPIPE) && time.Now().After(s.nextTry) {
-		if s.moveLocked() {
-			var m int
-			m, err = writeAll(s.fd, p[n:])
-			n += m
-		} else {
-			s.nextTry = time.Now().Add(retryAfter)
-		}
+	if errors.Is(err, unix.EPIPE) && s.live != nil && !s.searching && time.Now().After(s.nextTry) {
+		s.searching = true
+		s.nextTry = time.Now().Add(retryAfter)
+		go s.search(s.live)
 	}
 	return n, err
 }
 
-// TaskGone is told that a task left the daemon: if its bundle's FIFO was
-// standard error, the log moves now, while containerd may still be reading
-// the old one, so that nothing written meanwhile is lost, a panic included.
-// Standard error that is no FIFO (/dev/null when the bundle had no `log`,
-// or what a tool gave) is left alone.
-func (s *Sink) TaskGone() {
+// search moves standard error off a FIFO that a write found unread.
+func (s *Sink) search(live func() []string) {
+	bundles := live()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.live == nil {
+	s.searching = false
+	s.moveLocked(bundles)
+}
+
+// TaskGone is told that a task left the daemon, outside the services'
+// locks: if its bundle's FIFO was standard error, the log moves now, while
+// containerd may still be reading the old one, so that nothing written
+// meanwhile is lost, a panic included. Standard error that is no FIFO
+// (/dev/null when the bundle had no `log`: `start` gives the daemon no
+// other) is left alone.
+func (s *Sink) TaskGone() {
+	s.mu.Lock()
+	live := s.live
+	s.mu.Unlock()
+	if live == nil {
 		return
 	}
-	live := s.live()
-	if s.current != "" && slices.Contains(live, s.current) {
+	bundles := live()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.current != "" && slices.Contains(bundles, s.current) {
 		return
 	}
 	var st unix.Stat_t
 	if unix.Fstat(s.fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
 		return
 	}
-	for _, b := range live {
+	for _, b := range bundles {
 		if isFIFO(filepath.Join(b, "log"), st) {
 			s.current = b // found where it is: nothing to move
 			return
 		}
 	}
-	s.moveLocked()
+	s.moveLocked(bundles)
 }
 
-// moveLocked points standard error at the `log` FIFO of a live bundle that
-// has a reader, other than the current one, and says whether it did.
-func (s *Sink) moveLocked() bool {
-	if s.live == nil {
-		return false
-	}
-	live := s.live()
-	slices.Sort(live) // the same choice for the same bundles
-	for _, b := range live {
+// moveLocked points standard error at the `log` FIFO of one of bundles that
+// has a reader, other than the current one, if there is one.
+func (s *Sink) moveLocked(bundles []string) {
+	slices.Sort(bundles) // the same choice for the same bundles
+	for _, b := range bundles {
 		if b == s.current {
 			continue
 		}
@@ -126,10 +136,9 @@ func (s *Sink) moveLocked() bool {
 		unix.Close(fd)
 		if err == nil {
 			s.current = b
-			return true
+			return
 		}
 	}
-	return false
 }
 
 // isFIFO says whether path is the FIFO st describes.

@@ -1,11 +1,13 @@
 package daemonlog
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -97,8 +99,9 @@ func write(t *testing.T, s *Sink, text string) {
 	}
 }
 
-// The first task's FIFO is read no more (its task was deleted without the
-// daemon being told): the next record goes whole to a FIFO that is read.
+// The first task's FIFO is read no more (its reader went without the
+// task's Delete): the record that found it so is lost, and the ones after it
+// go to a FIFO that is read.
 func TestWriteMovesOffAFIFONobodyReads(t *testing.T) {
 	first, second := newBundle(t), newBundle(t)
 	var live liveSet
@@ -109,15 +112,66 @@ func TestWriteMovesOffAFIFONobodyReads(t *testing.T) {
 		t.Fatalf("first FIFO: %q", got)
 	}
 	first.stop()
-	live.set(second)
+	if _, err := s.Write([]byte("lost\n")); !errors.Is(err, unix.EPIPE) {
+		t.Fatalf("write to a FIFO nobody reads: %v, want EPIPE", err)
+	}
+	waitMoved(t, s, second)
 	write(t, s, "two\n")
 	if got := second.got(t); got != "two\n" {
 		t.Fatalf("second FIFO after the first lost its reader: %q", got)
 	}
-	write(t, s, "three\n")
-	if got := second.got(t); got != "three\n" {
-		t.Fatalf("second FIFO, next record: %q", got)
+}
+
+// waitMoved waits for the background search to have moved s to b.
+func waitMoved(t *testing.T, s *Sink, b *bundle) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s.mu.Lock()
+		current := s.current
+		s.mu.Unlock()
+		if current == b.dir {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("standard error still on %q, want %s", current, b.dir)
+		}
+		time.Sleep(time.Millisecond)
 	}
+}
+
+// The services log while holding the locks their bundle lists take: a write
+// that finds its FIFO unread must not list them on the writer's goroutine.
+func TestWriteUnderTheBundleListsLock(t *testing.T) {
+	first, second := newBundle(t), newBundle(t)
+	var servicesLock sync.Mutex
+	var live liveSet
+	live.set(first, second)
+	fd, err := unix.Open(filepath.Join(first.dir, "log"), unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	s := &Sink{fd: fd}
+	s.Follow(func() []string {
+		servicesLock.Lock()
+		defer servicesLock.Unlock()
+		return live.list()
+	})
+	first.stop()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		servicesLock.Lock()
+		defer servicesLock.Unlock()
+		_, _ = s.Write([]byte("logged by a service under its lock\n"))
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a write under the bundle list's lock hung")
+	}
+	waitMoved(t, s, second)
 }
 
 // A task leaving moves the log before containerd stops reading its FIFO: a
