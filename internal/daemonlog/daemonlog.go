@@ -1,7 +1,7 @@
 // Package daemonlog keeps a shim daemon's own log flowing to containerd.
 //
-// The daemon logs to its standard error, which `start` points at the `log`
-// FIFO of the bundle it was started in; containerd reads that FIFO, for as
+// The daemon logs to its standard error, which it points, as it starts, at
+// the `log` FIFO of the bundle it was started in; containerd reads that FIFO, for as
 // long as it serves the bundle's task, and copies it into its own log. The
 // Go runtime writes a fatal panic to the same descriptor. A daemon that
 // serves a group outlives that first task: once the task is deleted,
