@@ -35,18 +35,17 @@ var errNoConnection = errors.New("no connection to the group's daemon")
 // listenOrJoin binds the group's socket for a new daemon, or returns
 // ErrDaemonRunning when a live daemon serves it and will take the task.
 //
-// For a named group (a group annotation: its other tasks come and go on
-// their own) the daemon is first told that task id's Create is coming
-// (service.Join): the group's last other task could be deleted before
-// containerd sends it, and the daemon, finding itself empty at that
+// With announce (see bundleInfo), the daemon is first told that task id's
+// Create is coming (service.Join): what else it serves could be deleted
+// before containerd sends it, and the daemon, finding itself empty at that
 // Shutdown, would leave and refuse the Create. A daemon that has decided
 // to leave already refuses the join; its socket is then waited out and
 // bound afresh for a daemon of this task's own.
-func listenOrJoin(path, id string, named bool) (*net.UnixListener, error) {
+func listenOrJoin(path, id string, announce bool) (*net.UnixListener, error) {
 	deadline := time.Now().Add(leavingWait)
 	for {
 		l, err := Listen(path)
-		if !errors.Is(err, ErrDaemonRunning) || !named {
+		if !errors.Is(err, ErrDaemonRunning) || !announce {
 			return l, err
 		}
 		err = join(path, id)

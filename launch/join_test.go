@@ -67,7 +67,7 @@ func (d *fakeDaemon) ids() []string {
 	return append([]string(nil), d.joined...)
 }
 
-// A live daemon of a named group is told the task is coming, and joined.
+// A live daemon of the group is told the task is coming, and joined.
 func TestJoinTellsTheGroupsDaemon(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "s")
 	d := newFakeDaemon(t, path, func(string) error { return nil })

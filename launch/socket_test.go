@@ -144,11 +144,12 @@ func TestDaemonRemovesOnlyItsOwnSocketFile(t *testing.T) {
 func TestReadBundleGroup(t *testing.T) {
 	dir := t.TempDir()
 	for _, c := range []struct {
-		config string // "": none
-		group  string
-		named  bool // a group annotation: start announces the task (Join)
+		config   string // "": none
+		group    string
+		announce bool // start tells a running daemon the task is coming (Join)
 	}{
-		{"", "c1", false},
+		{"", "c1", true},
+		// A CRI pod's daemon is not told: CRI removes the pod last.
 		{`{"annotations":{"io.kubernetes.cri.sandbox-id":"pod"}}`, "pod", false},
 		// Our own group annotation wins over the others.
 		{`{"annotations":{"io.kubernetes.cri.sandbox-id":"pod","io.example.v2.group":"mine"}}`, "mine", true},
@@ -156,7 +157,7 @@ func TestReadBundleGroup(t *testing.T) {
 		// The stock shim's: after ours, before CRI's, marked so that its
 		// socket is not the one the stock shim computes for the same group.
 		{`{"annotations":{"io.kubernetes.cri.sandbox-id":"pod","io.containerd.runc.v2.group":"theirs"}}`, stockGroupDomain + "theirs", true},
-		{`not json`, "c1", false},
+		{`not json`, "c1", true},
 		// Any group that is one path element is kept as given (runc accepts
 		// such ids; containerd's own are stricter).
 		{`{"annotations":{"io.example.v2.group":"pod+1:a"}}`, "pod+1:a", true},
@@ -168,8 +169,8 @@ func TestReadBundleGroup(t *testing.T) {
 			}
 		}
 		b, err := readBundle(dir, "c1")
-		if err != nil || b.group != c.group || b.named != c.named || b.hasSpec != (c.config != "") {
-			t.Errorf("config %s: %+v, %v; want group %q, named %v", c.config, b, err, c.group, c.named)
+		if err != nil || b.group != c.group || b.announce != c.announce || b.hasSpec != (c.config != "") {
+			t.Errorf("config %s: %+v, %v; want group %q, announce %v", c.config, b, err, c.group, c.announce)
 		}
 	}
 	ours, _ := SocketPath(DefaultSocketDir, "/run/containerd/containerd.sock", "default", stockGroupDomain+"theirs")

@@ -77,7 +77,7 @@ func Start(f Flags, stdin io.Reader, stdout io.Writer) (retErr error) {
 		return err
 	}
 
-	l, err := listenOrJoin(path, f.ID, b.named)
+	l, err := listenOrJoin(path, f.ID, b.announce)
 	if errors.Is(err, ErrDaemonRunning) {
 		// Another container of the group already has a daemon: reuse it.
 		if err := bundlefiles.WriteAddress(bundle, address); err != nil {
@@ -231,11 +231,13 @@ type bundleInfo struct {
 	// group is the task's group (the first grouping annotation, marked
 	// with its domain where it has one, or the task's own id).
 	group string
-	// named: the group comes from a group annotation, ours or the stock
-	// shim's, whose other tasks may be deleted while this one joins.
-	// CRI's pods are not: CRI removes a pod's sandbox, and so its daemon,
-	// only after its containers, and creates none in a pod being removed.
-	named bool
+	// announce: a daemon found running for the group is told that the
+	// task is coming (listenOrJoin), since whatever else it serves may be
+	// deleted meanwhile: the other tasks of a group annotation's group, or
+	// a task of the same id that is just leaving. Not for a CRI pod: CRI
+	// removes a pod's sandbox, and so its daemon, only after its
+	// containers, and creates none in a pod being removed.
+	announce bool
 	// hasSpec: there is a config.json at all. A task's bundle has one; a
 	// pod's bundle under the Sandbox API (sandboxer = "shim") has none, and
 	// its CreateSandbox runs no runtime, so a warming there would only hold
@@ -252,26 +254,26 @@ type bundleInfo struct {
 func readBundle(bundle, id string) (bundleInfo, error) {
 	data, err := os.ReadFile(filepath.Join(bundle, "config.json"))
 	if err != nil {
-		return bundleInfo{group: id}, nil
+		return bundleInfo{group: id, announce: true}, nil
 	}
 	var spec struct {
 		Annotations map[string]string `json:"annotations"`
 	}
 	if json.Unmarshal(data, &spec) != nil {
-		return bundleInfo{group: id, hasSpec: true}, nil
+		return bundleInfo{group: id, announce: true, hasSpec: true}, nil
 	}
 	for _, a := range []struct {
 		key, domain string
-		named       bool
+		announce    bool
 	}{{GroupAnnotation, "", true}, {StockGroupAnnotation, stockGroupDomain, true}, {SandboxAnnotation, "", false}} {
 		if g := spec.Annotations[a.key]; g != "" {
 			if !onePathElement(g) {
 				return bundleInfo{}, fmt.Errorf("annotation %s=%q: a group must be one path element", a.key, g)
 			}
-			return bundleInfo{group: a.domain + g, named: a.named, hasSpec: true}, nil
+			return bundleInfo{group: a.domain + g, announce: a.announce, hasSpec: true}, nil
 		}
 	}
-	return bundleInfo{group: id, hasSpec: true}, nil
+	return bundleInfo{group: id, announce: true, hasSpec: true}, nil
 }
 
 // adjustOOMScore makes the daemon slightly more killable than containerd
