@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 
 	"github.com/example/containerd-shim-example-v2/internal/inroot"
@@ -131,12 +130,12 @@ func mountRootfs(rootfs string, mounts []Mount, r *reaper.Reaper) (err error) {
 	for i, m := range mounts {
 		if binary, subtype, ok := mountHelper(m.Type); ok {
 			if m.Target != "" {
-				// The helper resolves the path itself: it could not be held
-				// inside the rootfs as the mount points below are.
-				return fmt.Errorf("mount %s (%s) on %s: a helper's filesystem below the rootfs: %w", m.Source, m.Type, m.Target, errdefs.ErrNotImplemented)
+				err = mountWithHelperBelow(r, binary, subtype, m, rootfs, i)
+			} else {
+				err = mountWithHelper(r, binary, subtype, m, rootfs)
 			}
-			if err := mountWithHelper(r, binary, subtype, m, rootfs); err != nil {
-				return fmt.Errorf("mount %s (%s) on %s: %w", m.Source, m.Type, rootfs, err)
+			if err != nil {
+				return fmt.Errorf("mount %s (%s) on %s: %w", m.Source, m.Type, filepath.Join(rootfs, m.Target), err)
 			}
 			mounted++
 			continue

@@ -1,16 +1,19 @@
 package process
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 
+	"github.com/example/containerd-shim-example-v2/internal/inroot"
 	"github.com/example/containerd-shim-example-v2/reaper"
 )
 
@@ -86,4 +89,43 @@ func mountWithHelper(r *reaper.Reaper, binary, subtype string, m Mount, target s
 	}
 	said, _ := io.ReadAll(io.NewSectionReader(out, 0, 4096))
 	return fmt.Errorf("mount helper %s %s: exit status %d: %s", binary, strings.Join(args, " "), e.Status, strings.TrimSpace(string(said)))
+}
+
+// mountWithHelperBelow mounts m, a helper's filesystem, at m.Target below
+// rootfs. The helper resolves the path it is given itself, where a symlink
+// in the image could lead it out of the rootfs; so it mounts on a staging
+// directory beside the rootfs instead, and a clone of that mount is moved
+// onto the mount point opened inside the rootfs (inroot), as the other
+// entries are mounted. The staging mount then goes; the clone keeps the
+// filesystem, and its FUSE server, until the rootfs is unmounted. A clone,
+// not the mount itself: moving an attached mount fails under a shared
+// parent mount (/run on a systemd host), moving a detached one does not.
+func mountWithHelperBelow(r *reaper.Reaper, binary, subtype string, m Mount, rootfs string, i int) (err error) {
+	point, err := inroot.Open(rootfs, filepath.Clean("/"+m.Target), true)
+	if err != nil {
+		return fmt.Errorf("mount point: %w", err)
+	}
+	defer point.Close()
+	staging := filepath.Join(filepath.Dir(rootfs), fmt.Sprintf(".helper-mount-%d", i))
+	if err := os.Mkdir(staging, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("staging directory: %w", err)
+	}
+	defer os.Remove(staging)
+	if err := mountWithHelper(r, binary, subtype, m, staging); err != nil {
+		return err
+	}
+	defer func() {
+		if uerr := unix.Unmount(staging, unix.MNT_DETACH); uerr != nil && err == nil {
+			err = fmt.Errorf("unmount the staging mount %s: %w", staging, uerr)
+		}
+	}()
+	fd, err := unix.OpenTree(unix.AT_FDCWD, staging, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("clone the helper's mount: %w", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.MoveMount(fd, "", int(point.File.Fd()), "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
+		return fmt.Errorf("move the helper's mount to %s: %w", m.Target, err)
+	}
+	return nil
 }

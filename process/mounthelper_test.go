@@ -152,8 +152,8 @@ func TestMountRootfsWithAFUSEHelper(t *testing.T) {
 }
 
 // A helper that fails is an error with its words, and nothing is left
-// mounted; without a reaper, or below the rootfs, a helper's filesystem is
-// refused as not implemented.
+// mounted; without a reaper, a helper's filesystem is refused as not
+// implemented.
 func TestMountHelperRefusals(t *testing.T) {
 	needFUSEOverlay(t)
 	r := runningReaper(t)
@@ -173,8 +173,75 @@ func TestMountHelperRefusals(t *testing.T) {
 	if !errdefs.IsNotImplemented(err) {
 		t.Errorf("without a reaper: %v, want NotImplemented", err)
 	}
-	err = mountRootfs(rootfs, []Mount{{Type: "fuse3.fuse-overlayfs", Source: "overlay", Target: "/data"}}, r)
-	if !errdefs.IsNotImplemented(err) {
-		t.Errorf("below the rootfs: %v, want NotImplemented", err)
+}
+
+// A helper's filesystem below the rootfs (a Target) is mounted where the
+// Target leads inside the rootfs, through a symlink of the image too, never
+// where the path would lead on the host; the staging mount beside the
+// rootfs is gone once it is in place, and the FUSE server ends with the
+// rootfs's unmount.
+func TestMountRootfsWithAFUSEHelperBelowTheRootfs(t *testing.T) {
+	needFUSEOverlay(t)
+	r := runningReaper(t)
+	base := t.TempDir()
+	lower, upper, work := mkdir(t, filepath.Join(base, "l")), mkdir(t, filepath.Join(base, "u")), mkdir(t, filepath.Join(base, "w"))
+	if err := os.WriteFile(filepath.Join(lower, "from-lower"), []byte("layer"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	image := mkdir(t, filepath.Join(base, "image"))
+	mkdir(t, filepath.Join(image, "data"))
+	// An absolute symlink of the image: inside the rootfs it leads to /data.
+	if err := os.Symlink("/data", filepath.Join(image, "link")); err != nil {
+		t.Fatal(err)
+	}
+	rootfs := mkdir(t, filepath.Join(base, "bundle", "rootfs"))
+	err := mountRootfs(rootfs, []Mount{
+		{Type: "bind", Source: image, Options: []string{"rbind", "rw"}},
+		{Type: "fuse3.fuse-overlayfs", Source: "overlay", Target: "/link",
+			Options: []string{"lowerdir=" + lower, "upperdir=" + upper, "workdir=" + work}},
+	}, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mounted := true
+	defer func() {
+		if mounted {
+			_ = unmountAll(rootfs)
+		}
+	}()
+	data := filepath.Join(rootfs, "data")
+	if b, err := os.ReadFile(filepath.Join(data, "from-lower")); err != nil || string(b) != "layer" {
+		t.Fatalf("the layer through the mount at /data: %q, %v", b, err)
+	}
+	if err := os.WriteFile(filepath.Join(data, "written"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(upper, "written")); err != nil {
+		t.Errorf("a write through the mount is not in the upper layer: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(image, "data", "written")); err == nil {
+		t.Error("the write landed in the image's directory under the mount")
+	}
+	staging, _ := filepath.Glob(filepath.Join(base, "bundle", ".helper-mount-*"))
+	if len(staging) != 0 {
+		t.Errorf("staging directories left beside the rootfs: %v", staging)
+	}
+	server := serverOf(filepath.Join(base, "bundle", ".helper-mount-1")) // what the helper was given
+	if server == 0 {
+		t.Fatal("no fuse-overlayfs server for the mount")
+	}
+	if err := unmountAll(rootfs); err != nil {
+		t.Fatal(err)
+	}
+	mounted = false
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join("/proc", strconv.Itoa(server))); os.IsNotExist(err) {
+			break // gone and reaped: a zombie would still be listed
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the FUSE server %d is still there after the unmount", server)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
