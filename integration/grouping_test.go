@@ -281,3 +281,97 @@ func TestGroupingByTheStockShimsAnnotation(t *testing.T) {
 		}
 	})
 }
+
+// A task of ours whose id is the name of a stock shim's group hashes to that group's socket
+// (both shims name a daemon's socket after the hash of its group or task id). Joining the
+// daemon found there would have the stock shim run our container. `start` sees that the daemon
+// is not of this shim and starts one of ours on a marked socket; a container of our own group
+// of the same name joins that one, not the stock daemon.
+func TestTaskNamedAfterAStockGroupGetsThisShim(t *testing.T) {
+	if harness.Runtime() == "io.containerd.runc.v2" {
+		t.Skip("the runtime under test is the stock shim: nothing of another runtime to keep apart")
+	}
+	forEachFlavor(t, func(t *testing.T, d *harness.Daemon) {
+		ctx, ns := d.NewNamespace(t)
+		ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+		defer cancel()
+		g := "grp-" + harness.RandID(8)
+		ctrOK(t, ctx, d, append([]string{"run", "--fifo-dir", d.FIFODir, "--runtime", "io.containerd.runc.v2",
+			"-d", "--annotation", "io.containerd.runc.v2.group=" + g, harness.ImageName, "s1"}, loopArgs...)...)
+		waitTaskStatus(t, ctx, d, "s1", "RUNNING", 10*time.Second)
+		ctrOK(t, ctx, d, ctrRun(d, append([]string{"-d", harness.ImageName, g}, loopArgs...)...)...)
+		waitTaskStatus(t, ctx, d, g, "RUNNING", 10*time.Second)
+		ctrOK(t, ctx, d, ctrRun(d, append([]string{"-d", "--annotation", ownGroupAnnotation() + "=" + g,
+			harness.ImageName, "c2"}, loopArgs...)...)...)
+		waitTaskStatus(t, ctx, d, "c2", "RUNNING", 10*time.Second)
+
+		stock := onlyShim(t, d, ns, "s1")
+		ours := onlyShim(t, d, ns, g)
+		if base := filepath.Base(ours.Args[0]); base != harness.RuntimeBinaryName(harness.Runtime()) {
+			t.Errorf("%s is served by %s, want this shim", g, ours)
+		}
+		if procs := d.ShimProcesses(ns, "c2"); len(procs) != 0 {
+			t.Errorf("c2 has a shim of its own: %v", procs)
+		}
+		addr := readAddressFile(t, d, ns, g)
+		if a2 := readAddressFile(t, d, ns, "c2"); a2 != addr {
+			t.Errorf("%s and c2, one group of ours: address files differ: %q, %q", g, addr, a2)
+		}
+		if stockSocket := d.ShimSocketPath(ns, g); socketOf(t, addr) == stockSocket {
+			t.Errorf("%s is served on the stock shim's socket for its group, %s", g, stockSocket)
+		}
+		for _, id := range []string{g, "c2", "s1"} {
+			out, stderr, code, err := d.Ctr(ctx, "task", "exec", "--fifo-dir", d.FIFODir, "--exec-id", "e-"+id, id, "sh", "-c", "echo alive")
+			if err != nil || code != 0 || out != "alive\n" {
+				t.Errorf("exec in %s: out %q code %d err %v stderr %q", id, out, code, err, stderr)
+			}
+		}
+
+		for _, id := range []string{g, "c2"} {
+			ctr, err := d.Client().LoadContainer(ctx, id)
+			if err != nil {
+				t.Fatalf("load %s: %v", id, err)
+			}
+			if err := harness.DeleteContainer(ctx, ctr); err != nil {
+				t.Fatalf("delete %s: %v", id, err)
+			}
+		}
+		waitFor(t, 5*time.Second, "our shim exits after its last container", func() bool {
+			return !harness.PidExists(ours.Pid)
+		})
+		if !harness.PidExists(stock.Pid) {
+			t.Errorf("the stock shim of s1 (%s) exited with our containers", stock)
+		}
+		waitFor(t, 5*time.Second, "our socket "+socketOf(t, addr)+" removed", func() bool {
+			_, err := os.Lstat(socketOf(t, addr))
+			return os.IsNotExist(err)
+		})
+		expectGroupTasks(t, ctx, d.Client(), "s1")
+
+		// The stock shim's socket for the group carries the name of our task: leftovers
+		// are counted once s1 is gone too.
+		s1, err := d.Client().LoadContainer(ctx, "s1")
+		if err != nil {
+			t.Fatalf("load s1: %v", err)
+		}
+		if err := harness.DeleteContainer(ctx, s1); err != nil {
+			t.Fatalf("delete s1: %v", err)
+		}
+		waitFor(t, 5*time.Second, "the stock shim exits after s1", func() bool {
+			return !harness.PidExists(stock.Pid)
+		})
+		if d.Is2x() {
+			// The 2.x stock shim removes its socket after the `address` file of its
+			// first bundle, which under 2.x it does not write (bootstrap.json instead):
+			// its sockets stay behind, dead. Not ours to count.
+			for _, p := range []string{d.ShimSocketPath(ns, g), d.ShimDebugSocketPath(ns, g)} {
+				if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+					t.Errorf("remove the stock shim's stale socket %s: %v", p, err)
+				}
+			}
+		}
+		for _, id := range []string{g, "c2", "s1"} {
+			expectNoLeftovers(t, d, ns, id)
+		}
+	})
+}

@@ -67,17 +67,21 @@ func Start(f Flags, stdin io.Reader, stdout io.Writer) (retErr error) {
 	if err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
-	path, err := SocketPath(dir, f.Address, f.Namespace, b.group)
-	if err != nil {
+	path, l, err := daemonSocket(dir, f.Address, f.Namespace, f.ID, b)
+	if err != nil && !errors.Is(err, ErrDaemonRunning) {
 		return err
+	}
+	if l != nil {
+		defer l.Close() // the daemon holds its own copy
 	}
 	address := SocketAddress(path)
-	answer, err := ChooseAnswer(in, os.Getenv("MAX_SHIM_VERSION"), os.Getenv(TaskAPIEnv), address).Encode()
-	if err != nil {
-		return err
+	answer, aerr := ChooseAnswer(in, os.Getenv("MAX_SHIM_VERSION"), os.Getenv(TaskAPIEnv), address).Encode()
+	if aerr != nil {
+		if l != nil {
+			os.Remove(path)
+		}
+		return aerr
 	}
-
-	l, err := listenOrJoin(path, f.ID, b.announce)
 	if errors.Is(err, ErrDaemonRunning) {
 		// Another container of the group already has a daemon: reuse it.
 		if err := bundlefiles.WriteAddress(bundle, address); err != nil {
@@ -86,10 +90,6 @@ func Start(f Flags, stdin io.Reader, stdout io.Writer) (retErr error) {
 		_, err = stdout.Write(answer)
 		return err
 	}
-	if err != nil {
-		return err
-	}
-	defer l.Close() // the daemon holds its own copy
 	defer func() {
 		if retErr != nil {
 			os.Remove(path)
