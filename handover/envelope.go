@@ -34,8 +34,11 @@ import (
 // Version 6: the shim's own read ends on a binary:// logger's pipes, so that
 // a process whose logger exited or closed a pipe is not killed by SIGPIPE
 // after the switch; layouts 1 to 5 are read (their successor holds none).
+// Version 7: the tasks a `start` announced whose Create has not come, so
+// that the successor does not leave under it; layouts 1 to 6 are read
+// (nothing was expected by their binaries' daemons).
 const (
-	StateVersion    = 6
+	StateVersion    = 7
 	MinStateVersion = 1
 )
 

@@ -19,6 +19,11 @@ import (
 // State is the service's tasks as handed over.
 type State struct {
 	Containers []process.ContainerState `json:"containers"`
+	// Expected: the tasks a `start` announced (Join) whose Create has not
+	// come yet, each with the time it is still waited for. The next binary
+	// keeps waiting for them, or the window Join closes would open again
+	// across the upgrade. A binary from before the field ignores it.
+	Expected map[string]time.Duration `json:"expected,omitempty"`
 }
 
 func (s *Service) list() []*process.Container {
@@ -91,6 +96,7 @@ func (s *Service) Export(fds process.FDKeeper) (*State, error) {
 		}
 		st.Containers = append(st.Containers, *cs)
 	}
+	st.Expected = s.cfg.Gate.Expecting()
 	return st, nil
 }
 
@@ -111,6 +117,11 @@ func (s *Service) Import(st State, adopt func(fd int, name string, pollable bool
 			s.bundles[c.ID] = identity
 		}
 		s.mu.Unlock()
+	}
+	for id, left := range st.Expected {
+		if err := s.cfg.Gate.Expect(id, left); err != nil {
+			return fmt.Errorf("expected task %s: %w", id, err)
+		}
 	}
 	return nil
 }

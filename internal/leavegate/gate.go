@@ -71,6 +71,24 @@ func (g *Gate) AdmitTask(id string, record func() error) error {
 	return record()
 }
 
+// Expecting returns the tasks whose Create is still expected, each with
+// the time it is still waited for: what an in-place upgrade hands to the
+// next binary, which Expects them again (a duration, since the two
+// processes' monotonic clocks differ).
+func (g *Gate) Expecting() map[string]time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.expectingLocked() {
+		return nil
+	}
+	now := time.Now()
+	out := make(map[string]time.Duration, len(g.expected))
+	for id, until := range g.expected {
+		out[id] = until.Sub(now)
+	}
+	return out
+}
+
 // expectingLocked reports whether a Create is still expected, forgetting
 // the expectations that have expired. g.mu must be held.
 func (g *Gate) expectingLocked() bool {

@@ -113,3 +113,23 @@ func TestExpectedTaskKeepsTheGateOpen(t *testing.T) {
 		t.Fatal("an expired expectation kept the gate open")
 	}
 }
+
+// Expecting lists what is still expected, with the time left, and drops
+// what has expired.
+func TestExpectingListsWhatIsStillComing(t *testing.T) {
+	var g Gate
+	if got := g.Expecting(); got != nil {
+		t.Fatalf("nothing expected: %v", got)
+	}
+	if err := g.Expect("soon", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Expect("gone", time.Nanosecond); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Millisecond)
+	got := g.Expecting()
+	if len(got) != 1 || got["soon"] <= 0 || got["soon"] > time.Minute {
+		t.Fatalf("Expecting: %v, want soon with at most a minute left", got)
+	}
+}
