@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -57,6 +59,7 @@ func (s *Service) Introspect(ctx context.Context, _ *introspect.SnapshotRequest)
 		// The pod service's warmings share the same warmer.
 		CgroupWarmings:       s.cfg.Warmer.Warmed(),
 		CgroupWarmingRunning: warming,
+		ExpectedTasks:        slices.Sorted(maps.Keys(s.cfg.Gate.Expecting())),
 	}
 	if r := s.cfg.Reaper; r != nil {
 		pids, windows := r.Watched()

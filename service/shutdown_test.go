@@ -3,12 +3,14 @@ package service
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"testing"
 
 	"github.com/containerd/errdefs"
 
 	taskapi "github.com/example/containerd-shim-example-v2/proto/api/runtime/task/v2"
 	groupapi "github.com/example/containerd-shim-example-v2/proto/group/v1"
+	introspect "github.com/example/containerd-shim-example-v2/proto/introspect/v1"
 )
 
 // A daemon that has decided to leave refuses an in-place upgrade: the
@@ -69,5 +71,12 @@ func TestExpectedTaskIsHandedOver(t *testing.T) {
 	}
 	if got := next.cfg.Gate.Expecting()["c9"]; got > st.Expected["c9"] {
 		t.Errorf("the wait restarted: %v left, %v when handed over", got, st.Expected["c9"])
+	}
+	snap, err := next.Introspect(context.Background(), &introspect.SnapshotRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(snap.ExpectedTasks, []string{"c9"}) {
+		t.Errorf("introspection shows expected tasks %q, want [c9]", snap.ExpectedTasks)
 	}
 }

@@ -6741,6 +6741,9 @@ func size_example_introspect_v1_SnapshotResponse(m *introspectv1.SnapshotRespons
 	if x := m.CgroupWarmingRunning; x {
 		n += 1 + protowire.SizeVarint(protowire.EncodeBool(x))
 	}
+	for _, e := range m.ExpectedTasks {
+		n += 1 + protowire.SizeBytes(len(e))
+	}
 	return n
 }
 
@@ -6820,6 +6823,13 @@ func append_example_introspect_v1_SnapshotResponse(b []byte, m *introspectv1.Sna
 	if x := m.CgroupWarmingRunning; x {
 		b = append(b, 0x60)
 		b = protowire.AppendVarint(b, protowire.EncodeBool(x))
+	}
+	for _, e := range m.ExpectedTasks {
+		if !utf8.ValidString(e) {
+			return b, errUTF8("example.introspect.v1.SnapshotResponse.expected_tasks")
+		}
+		b = append(b, 0x6a)
+		b = protowire.AppendString(b, e)
 	}
 	return b, nil
 }
@@ -6937,6 +6947,15 @@ func merge_example_introspect_v1_SnapshotResponse(b []byte, m *introspectv1.Snap
 				break
 			}
 			m.CgroupWarmingRunning = bool(protowire.DecodeBool(v))
+		case num == 13 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if !utf8.Valid(v) {
+				return errUTF8("example.introspect.v1.SnapshotResponse.expected_tasks")
+			}
+			m.ExpectedTasks = append(m.ExpectedTasks, string(v))
 		default:
 			n = protowire.ConsumeFieldValue(num, typ, b)
 		}

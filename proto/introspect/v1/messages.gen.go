@@ -200,6 +200,7 @@ type SnapshotResponse struct {
 	Upgrade              *Upgrade    `json:"upgrade"`
 	CgroupWarmings       uint64      `json:"cgroupWarmings,string"`
 	CgroupWarmingRunning bool        `json:"cgroupWarmingRunning"`
+	ExpectedTasks        []string    `json:"expectedTasks"`
 }
 
 func (x *SnapshotResponse) GetPid() uint32 {
@@ -273,6 +274,12 @@ func (x *SnapshotResponse) GetCgroupWarmingRunning() bool {
 		return x.CgroupWarmingRunning
 	}
 	return false
+}
+func (x *SnapshotResponse) GetExpectedTasks() []string {
+	if x != nil {
+		return x.ExpectedTasks
+	}
+	return nil
 }
 
 // Task is example.introspect.v1.Task.

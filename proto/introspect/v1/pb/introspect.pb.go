@@ -89,8 +89,12 @@ type SnapshotResponse struct {
 	// A warming is under way now (at most one runs at a time): a reader that
 	// waits for it to end knows the next warming is a new one.
 	CgroupWarmingRunning bool `protobuf:"varint,12,opt,name=cgroup_warming_running,json=cgroupWarmingRunning,proto3" json:"cgroup_warming_running,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// Tasks a `start` announced (example.group.v1.Group/Join) whose Create
+	// has not come yet, sorted: until it comes, or a minute has passed, the
+	// daemon does not leave even with nothing else to serve.
+	ExpectedTasks []string `protobuf:"bytes,13,rep,name=expected_tasks,json=expectedTasks,proto3" json:"expected_tasks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SnapshotResponse) Reset() {
@@ -205,6 +209,13 @@ func (x *SnapshotResponse) GetCgroupWarmingRunning() bool {
 		return x.CgroupWarmingRunning
 	}
 	return false
+}
+
+func (x *SnapshotResponse) GetExpectedTasks() []string {
+	if x != nil {
+		return x.ExpectedTasks
+	}
+	return nil
 }
 
 type Upgrade struct {
@@ -720,7 +731,7 @@ var File_introspect_v1_introspect_proto protoreflect.FileDescriptor
 const file_introspect_v1_introspect_proto_rawDesc = "" +
 	"\n" +
 	"\x1eintrospect/v1/introspect.proto\x12\x15example.introspect.v1\"\x11\n" +
-	"\x0fSnapshotRequest\"\x8a\x04\n" +
+	"\x0fSnapshotRequest\"\xb1\x04\n" +
 	"\x10SnapshotResponse\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1a\n" +
@@ -734,7 +745,8 @@ const file_introspect_v1_introspect_proto_rawDesc = "" +
 	"\aupgrade\x18\n" +
 	" \x01(\v2\x1e.example.introspect.v1.UpgradeR\aupgrade\x12'\n" +
 	"\x0fcgroup_warmings\x18\v \x01(\x04R\x0ecgroupWarmings\x124\n" +
-	"\x16cgroup_warming_running\x18\f \x01(\bR\x14cgroupWarmingRunning\"\x9a\x01\n" +
+	"\x16cgroup_warming_running\x18\f \x01(\bR\x14cgroupWarmingRunning\x12%\n" +
+	"\x0eexpected_tasks\x18\r \x03(\tR\rexpectedTasks\"\x9a\x01\n" +
 	"\aUpgrade\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\rR\x05count\x12!\n" +
 	"\ffrom_version\x18\x02 \x01(\tR\vfromVersion\x12\x1c\n" +
