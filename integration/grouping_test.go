@@ -246,25 +246,12 @@ func TestGroupingByTheStockShimsAnnotation(t *testing.T) {
 		if base := filepath.Base(stock.Args[0]); base != "containerd-shim-runc-v2" {
 			t.Errorf("s1 is served by %s, want the stock shim", stock)
 		}
-		for _, id := range []string{"c1", "c2", "s1"} {
-			out, stderr, code, err := d.Ctr(ctx, "task", "exec", "--fifo-dir", d.FIFODir, "--exec-id", "e-"+id, id, "sh", "-c", "echo alive")
-			if err != nil || code != 0 || out != "alive\n" {
-				t.Errorf("exec in %s: out %q code %d err %v stderr %q", id, out, code, err, stderr)
-			}
-		}
+		expectExecAlive(t, ctx, d, "c1", "c2", "s1")
 
 		// Our group's last container gone, its daemon leaves with its socket; the stock
 		// shim's daemon is not disturbed.
 		sock := socketOf(t, readAddressFile(t, d, ns, "c1"))
-		for _, id := range []string{"c1", "c2"} {
-			ctr, err := d.Client().LoadContainer(ctx, id)
-			if err != nil {
-				t.Fatalf("load %s: %v", id, err)
-			}
-			if err := harness.DeleteContainer(ctx, ctr); err != nil {
-				t.Fatalf("delete %s: %v", id, err)
-			}
-		}
+		deleteContainers(t, ctx, d, "c1", "c2")
 		waitFor(t, 5*time.Second, "our group's shim exits after its last container", func() bool {
 			return !harness.PidExists(ours.Pid)
 		})
@@ -320,22 +307,9 @@ func TestTaskNamedAfterAStockGroupGetsThisShim(t *testing.T) {
 		if stockSocket := d.ShimSocketPath(ns, g); socketOf(t, addr) == stockSocket {
 			t.Errorf("%s is served on the stock shim's socket for its group, %s", g, stockSocket)
 		}
-		for _, id := range []string{g, "c2", "s1"} {
-			out, stderr, code, err := d.Ctr(ctx, "task", "exec", "--fifo-dir", d.FIFODir, "--exec-id", "e-"+id, id, "sh", "-c", "echo alive")
-			if err != nil || code != 0 || out != "alive\n" {
-				t.Errorf("exec in %s: out %q code %d err %v stderr %q", id, out, code, err, stderr)
-			}
-		}
+		expectExecAlive(t, ctx, d, g, "c2", "s1")
 
-		for _, id := range []string{g, "c2"} {
-			ctr, err := d.Client().LoadContainer(ctx, id)
-			if err != nil {
-				t.Fatalf("load %s: %v", id, err)
-			}
-			if err := harness.DeleteContainer(ctx, ctr); err != nil {
-				t.Fatalf("delete %s: %v", id, err)
-			}
-		}
+		deleteContainers(t, ctx, d, g, "c2")
 		waitFor(t, 5*time.Second, "our shim exits after its last container", func() bool {
 			return !harness.PidExists(ours.Pid)
 		})
@@ -350,13 +324,7 @@ func TestTaskNamedAfterAStockGroupGetsThisShim(t *testing.T) {
 
 		// The stock shim's socket for the group carries the name of our task: leftovers
 		// are counted once s1 is gone too.
-		s1, err := d.Client().LoadContainer(ctx, "s1")
-		if err != nil {
-			t.Fatalf("load s1: %v", err)
-		}
-		if err := harness.DeleteContainer(ctx, s1); err != nil {
-			t.Fatalf("delete s1: %v", err)
-		}
+		deleteContainers(t, ctx, d, "s1")
 		waitFor(t, 5*time.Second, "the stock shim exits after s1", func() bool {
 			return !harness.PidExists(stock.Pid)
 		})
@@ -374,4 +342,30 @@ func TestTaskNamedAfterAStockGroupGetsThisShim(t *testing.T) {
 			expectNoLeftovers(t, d, ns, id)
 		}
 	})
+}
+
+// deleteContainers deletes each container with its task, failing the test at the first error.
+func deleteContainers(t *testing.T, ctx context.Context, d *harness.Daemon, ids ...string) {
+	t.Helper()
+	for _, id := range ids {
+		ctr, err := d.Client().LoadContainer(ctx, id)
+		if err != nil {
+			t.Fatalf("load %s: %v", id, err)
+		}
+		if err := harness.DeleteContainer(ctx, ctr); err != nil {
+			t.Fatalf("delete %s: %v", id, err)
+		}
+	}
+}
+
+// expectExecAlive runs `echo alive` in each task through ctr, which checks that the task's shim
+// serves it.
+func expectExecAlive(t *testing.T, ctx context.Context, d *harness.Daemon, ids ...string) {
+	t.Helper()
+	for _, id := range ids {
+		out, stderr, code, err := d.Ctr(ctx, "task", "exec", "--fifo-dir", d.FIFODir, "--exec-id", "e-"+id, id, "sh", "-c", "echo alive")
+		if err != nil || code != 0 || out != "alive\n" {
+			t.Errorf("exec in %s: out %q code %d err %v stderr %q", id, out, code, err, stderr)
+		}
+	}
 }
