@@ -37,6 +37,17 @@ const hangupTimeout = 5 * time.Second
 // events (the final /tasks/delete) to reach containerd.
 const eventFlushTimeout = 5 * time.Second
 
+// answerDrainTimeout bounds how long an exiting daemon waits for the calls
+// still running to write their answers. The Shutdown that made it leave
+// has done its work by then and only writes; a call stuck in a runtime
+// command (after a SIGTERM) is not worth holding the exit for longer.
+const answerDrainTimeout = time.Second
+
+// hangupAfterShutdown bounds how long a daemon that a Shutdown call made
+// leave waits for its clients to hang up (containerd does at once; a tool
+// that keeps its connection open pays this delay).
+const hangupAfterShutdown = time.Second
+
 // listenerFD is where `start` hands the daemon its bound socket.
 const listenerFD = 3
 
@@ -209,8 +220,10 @@ func RunDaemon(f Flags) error {
 		func() bool { return gate.CloseIfEmpty(svc.HoldsNothing) })
 	slog.Debug("shim daemon serving", "socket", f.Socket, "pid", os.Getpid())
 
+	asked := false // a Shutdown call (or the last pod's end) asked for the exit
 	select {
 	case <-exitRequested:
+		asked = true
 		slog.Debug("last task gone; shutting down")
 	case <-abandoned:
 		slog.Warn("no task and no request for a long time: containerd abandoned this shim; leaving", "after", abandonAfter)
@@ -226,7 +239,17 @@ func RunDaemon(f Flags) error {
 		slog.Warn("events not delivered before exit")
 	}
 	queue.Close()
-	_ = srv.Close()
+	if asked {
+		// containerd hangs up once Shutdown has answered. Closing first
+		// races ttrpc's client, which may report a connection that closes
+		// just after an answer as "ttrpc: closed" instead of the answer.
+		live.WaitNone(hangupAfterShutdown)
+	}
+	// The answers of calls still running go out before their connections
+	// close: the Shutdown that asked for this exit is one of them.
+	drain, cancel := context.WithTimeout(context.Background(), answerDrainTimeout)
+	_ = srv.Shutdown(drain)
+	cancel()
 	return nil
 }
 

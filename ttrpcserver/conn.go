@@ -219,6 +219,7 @@ func (c *conn) dispatch(ctx context.Context, id uint32, body []byte) {
 		c.sendStatus(id, st)
 		return
 	}
+	c.srv.callStarted()
 	go c.call(ctx, id, req, m)
 }
 
@@ -226,6 +227,7 @@ func (c *conn) dispatch(ctx context.Context, id uint32, body []byte) {
 // connection's (ended when the connection closes), with the request's
 // metadata and, when the client set one, its deadline.
 func (c *conn) call(ctx context.Context, id uint32, req request, m registered) {
+	defer c.srv.callDone()
 	if req.metadata != nil {
 		ctx = ttrpc.WithMetadata(ctx, req.metadata)
 	}
@@ -262,7 +264,9 @@ func (c *conn) startLater(ctx context.Context, id uint32, method string, later *
 			return // answered or abandoned already
 		}
 		c.forget(id)
+		c.srv.callStarted()
 		c.answer(id, method, resp, err)
+		c.srv.callDone()
 		cancel()
 	})
 	if !c.remember(id, p) {

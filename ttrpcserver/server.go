@@ -28,10 +28,10 @@ type Options struct {
 // Server serves registered ttrpc services on the listeners given to Serve.
 //
 // Locking: mu guards services (written only before Serve, but guarded so
-// that a late registration is not a data race), listeners, conns and
-// closed, and watch and watchTried while the first Serve sets them (watch
-// is read without mu by the connections, which come later). A connection's
-// own state belongs to its reader (see conn).
+// that a late registration is not a data race), listeners, conns, closed,
+// calls and drained, and watch and watchTried while the first Serve sets
+// them (watch is read without mu by the connections, which come later). A
+// connection's own state belongs to its reader (see conn).
 type Server struct {
 	opts Options
 
@@ -42,6 +42,14 @@ type Server struct {
 	listeners  map[net.Listener]struct{}
 	conns      map[*conn]struct{}
 	closed     bool
+
+	// calls counts the calls whose answer is not written yet: from their
+	// dispatch to their answer, but for a call answered Later only while
+	// its handler runs and while its answer is written (a Wait parked for
+	// a process that never exits must not hold up Shutdown). drained, set
+	// by a Shutdown waiting for them, is closed when calls drops to zero.
+	calls   int
+	drained chan struct{}
 }
 
 // New returns a server with no services.
@@ -184,8 +192,58 @@ func (s *Server) isClosed() bool {
 	return s.closed
 }
 
+// callStarted and callDone bracket a call's work up to its answer's write
+// (see calls).
+func (s *Server) callStarted() {
+	s.mu.Lock()
+	s.calls++
+	s.mu.Unlock()
+}
+
+func (s *Server) callDone() {
+	s.mu.Lock()
+	s.calls--
+	if s.calls == 0 && s.drained != nil {
+		close(s.drained)
+		s.drained = nil
+	}
+	s.mu.Unlock()
+}
+
+// Shutdown stops accepting connections, lets the calls already running
+// write their answers until ctx ends, then closes everything as Close does.
+// The call that made the daemon leave (the task API's Shutdown) is one of
+// them: with Close alone its answer raced the connection's close, and the
+// caller saw "ttrpc: closed" for a Shutdown that had worked. containerd
+// ignores that error, but a tool that drives the shim directly does not.
+// Calls that come on open connections meanwhile are served and waited for
+// too; those answered Later (Wait) are not waited for.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	listeners := s.listeners
+	s.listeners = map[net.Listener]struct{}{}
+	var idle chan struct{}
+	if s.calls > 0 {
+		if s.drained == nil {
+			s.drained = make(chan struct{})
+		}
+		idle = s.drained
+	}
+	s.mu.Unlock()
+	errs := closeListeners(listeners)
+	if idle != nil {
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			slog.Warn("ttrpc: calls still running at shutdown; their answers are dropped", "error", ctx.Err())
+		}
+	}
+	return errors.Join(errors.Join(errs...), s.Close())
+}
+
 // Close stops every listener and connection. Calls still running see their
-// context cancelled; their answers are dropped.
+// context cancelled; their answers are dropped (Shutdown waits for them).
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.closed = true
@@ -195,12 +253,7 @@ func (s *Server) Close() error {
 	s.listeners = map[net.Listener]struct{}{}
 	s.conns = map[*conn]struct{}{}
 	s.mu.Unlock()
-	var errs []error
-	for l := range listeners {
-		if err := l.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
-			errs = append(errs, err)
-		}
-	}
+	errs := closeListeners(listeners)
 	for c := range conns {
 		c.close()
 	}
@@ -208,4 +261,15 @@ func (s *Server) Close() error {
 		watch.close()
 	}
 	return errors.Join(errs...)
+}
+
+// closeListeners closes each listener; one closed already is no error.
+func closeListeners(listeners map[net.Listener]struct{}) []error {
+	var errs []error
+	for l := range listeners {
+		if err := l.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	return errs
 }

@@ -607,3 +607,126 @@ func TestLaterAnswers(t *testing.T) {
 		}
 	})
 }
+
+// A call that makes the server shut down, as the task API's Shutdown makes
+// the daemon leave, still gets its answer: Shutdown waits for the calls
+// running, where Close cut the connection under them.
+func TestShutdownLetsRunningCallsAnswer(t *testing.T) {
+	inBothModes(t, func(t *testing.T, newEnv envMaker) {
+		asked := make(chan struct{})
+		e := newEnv(t, map[string]ttrpc.Method{
+			"Leave": typed(func(ctx context.Context, in string) (string, error) {
+				close(asked)
+				// The daemon's exit path runs meanwhile, and would have
+				// closed the connection before this answer.
+				time.Sleep(50 * time.Millisecond)
+				return "bye " + in, nil
+			}),
+		})
+		shut := make(chan error, 1)
+		go func() {
+			<-asked
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			shut <- e.srv.Shutdown(ctx)
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if out, err := e.call(ctx, "Leave", "now"); err != nil || out != "bye now" {
+			t.Fatalf("the call that asked for the shutdown: %q, %v; want its answer", out, err)
+		}
+		if err := <-shut; err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+		select {
+		case err := <-e.served:
+			if !errors.Is(err, ErrServerClosed) {
+				t.Errorf("Serve returned %v, want ErrServerClosed", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("Serve did not return after Shutdown")
+		}
+		if _, err := net.Dial("unix", e.sock); err == nil {
+			t.Error("a new connection was accepted after Shutdown")
+		}
+	})
+}
+
+// Shutdown waits for running calls only until its context ends: a call
+// that never finishes is cut off with its connection.
+func TestShutdownGivesUpOnCallsThatDoNotFinish(t *testing.T) {
+	inBothModes(t, func(t *testing.T, newEnv envMaker) {
+		stuck := make(chan struct{})
+		running := make(chan struct{})
+		defer close(stuck)
+		e := newEnv(t, map[string]ttrpc.Method{
+			"Stuck": typed(func(ctx context.Context, in string) (string, error) {
+				close(running)
+				<-stuck
+				return "", nil
+			}),
+		})
+		cut := make(chan error, 1)
+		go func() {
+			_, err := e.call(context.Background(), "Stuck", "")
+			cut <- err
+		}()
+		<-running
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		if err := e.srv.Shutdown(ctx); err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+		if ctx.Err() == nil {
+			t.Error("Shutdown returned before its context ended, with a call still running")
+		}
+		expectCutOff(t, "Stuck", cut)
+	})
+}
+
+// A call answered Later (a Wait on a process that never exits) is not
+// waited for: Shutdown ends it at once, as Close does.
+func TestShutdownDoesNotWaitForParkedCalls(t *testing.T) {
+	inBothModes(t, func(t *testing.T, newEnv envMaker) {
+		in := make(chan struct{})
+		e := newEnv(t, map[string]ttrpc.Method{
+			"Park": func(ctx context.Context, unmarshal func(any) error) (any, error) {
+				close(in)
+				return Later(func(func(any, error)) func() { return nil }), nil
+			},
+		})
+		parked := make(chan error, 1)
+		go func() {
+			_, err := e.call(context.Background(), "Park", "")
+			parked <- err
+		}()
+		<-in
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { done <- e.srv.Shutdown(ctx) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("Shutdown: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Shutdown waited for a parked call")
+		}
+		expectCutOff(t, "Park", parked)
+	})
+}
+
+// expectCutOff waits for a call's end and checks that it ended with its
+// connection.
+func expectCutOff(t *testing.T, name string, ch <-chan error) {
+	t.Helper()
+	select {
+	case err := <-ch:
+		if !errors.Is(err, ttrpc.ErrClosed) {
+			t.Errorf("%s after Shutdown: %v, want ttrpc.ErrClosed", name, err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Errorf("%s was not cut off by Shutdown", name)
+	}
+}

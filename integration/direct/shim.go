@@ -113,6 +113,22 @@ func (s *Shim) Exited(timeout time.Duration) bool {
 	}
 }
 
+// Stays reports whether the daemon is still there after timeout and still
+// serving: a daemon that decided to leave closes its socket at once, but
+// may live on for a while (it waits for its clients to hang up, and for its
+// last events), so its pid alone would not tell.
+func (s *Shim) Stays(timeout time.Duration) bool {
+	if s.Exited(timeout) {
+		return false
+	}
+	c, err := net.Dial("unix", s.Socket)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
 // Kill kills the daemon (SIGKILL through its pidfd) and waits for it to go.
 func (s *Shim) Kill() error {
 	if s.pidfd < 0 || s.Exited(0) {
