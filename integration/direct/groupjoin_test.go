@@ -2,6 +2,7 @@ package direct
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -17,6 +18,18 @@ import (
 // now tells the daemon the Create is coming, and the daemon waits for it.
 func TestJoinBeforeTheLastShutdownKeepsTheDaemon(t *testing.T) {
 	t.Parallel()
+	testJoinBeforeTheLastShutdown(t, false)
+}
+
+// The same, with an in-place upgrade between the join and the Shutdown: the
+// daemon that took the announcement hands it over, and its successor (same
+// pid, new binary) waits for the Create as the first one would have.
+func TestJoinIsKeptAcrossAnUpgrade(t *testing.T) {
+	t.Parallel()
+	testJoinBeforeTheLastShutdown(t, true)
+}
+
+func testJoinBeforeTheLastShutdown(t *testing.T, upgrade bool) {
 	env := NewEnv(t)
 	group := map[string]string{"io.example.v2.group": "g-" + RandID(6)}
 	a := env.Run(t, Config{Mode: Bootstrap, Name: "first", Args: loopArgs, NullIO: true, Annotations: group})
@@ -34,12 +47,27 @@ func TestJoinBeforeTheLastShutdownKeepsTheDaemon(t *testing.T) {
 		t.Fatalf("start of %s answered %s, want the group's daemon at %s", id, answer.Socket(), a.Shim.Socket)
 	}
 
+	if upgrade {
+		// A container the successor cannot take over unstarted runs first;
+		// it is stopped after the switch, as the group's last other task.
+		start(t, ctx, a, "")
+		out, err := exec.CommandContext(ctx, ShimPath(), "upgrade", "-address", a.Shim.Socket, "-binary", ShimPath()).CombinedOutput()
+		if err != nil {
+			t.Fatalf("upgrade after %s's start: %v: %s", id, err, out)
+		}
+		if n := a.Bundle.WaitShimLogCount("upgraded in place", 1, WaitTimeout); n != 1 {
+			t.Fatalf("the daemon logged %d upgrades, want 1", n)
+		}
+		kill(t, ctx, a, "", sigKILL)
+		wait(t, ctx, a, "")
+	}
+
 	// The group's other container goes, and containerd shuts its shim down.
 	deleteTask(t, ctx, a, "")
 	if _, err := a.Task().Shutdown(ctx, &taskv3.ShutdownRequest{ID: a.ID}); err != nil {
 		t.Fatalf("Shutdown after %s's delete: %v", a.ID, err)
 	}
-	if a.Shim.Exited(300 * time.Millisecond) {
+	if !a.Shim.Stays(300 * time.Millisecond) {
 		t.Fatalf("the daemon left with %s's Create announced", id)
 	}
 	other := a.Shim.TaskAPI(t, a.Mode.TaskVersion())
