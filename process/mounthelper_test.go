@@ -182,8 +182,66 @@ func TestMountHelperRefusals(t *testing.T) {
 // rootfs's unmount.
 func TestMountRootfsWithAFUSEHelperBelowTheRootfs(t *testing.T) {
 	needFUSEOverlay(t)
-	r := runningReaper(t)
+	fuseHelperBelowTheRootfs(t, t.TempDir())
+}
+
+// inMountNSEnv marks the run of a test that re-executed itself in a mount
+// namespace of its own (see inOwnMountNS).
+const inMountNSEnv = "SHIM_TEST_IN_OWN_MOUNT_NS"
+
+// The same under a shared mount, as the bundle is on a systemd host (/run
+// is shared there; this machine's mounts are all private). The staging
+// mount's parent is then shared, and the kernel refuses to move an attached
+// mount out from under a shared parent: hence the clone. The test runs
+// again, alone, in a private mount namespace of its own (unshare -m), where
+// it makes a tmpfs shared, so the host's mounts are never changed.
+func TestMountRootfsWithAFUSEHelperUnderASharedMount(t *testing.T) {
+	needFUSEOverlay(t)
+	if !inOwnMountNS(t) {
+		return
+	}
 	base := t.TempDir()
+	if err := unix.Mount("tmpfs", base, "tmpfs", 0, "size=16m"); err != nil {
+		t.Fatalf("tmpfs for the bundle: %v", err)
+	}
+	defer unix.Unmount(base, unix.MNT_DETACH)
+	if err := unix.Mount("", base, "", unix.MS_SHARED, ""); err != nil {
+		t.Fatalf("make the bundle's mount shared: %v", err)
+	}
+	fuseHelperBelowTheRootfs(t, base)
+}
+
+// inOwnMountNS reports whether the test runs in its own mount namespace.
+// When not, it runs the test again alone in one (unshare -m, every mount
+// private there) and reports its result as this test's.
+func inOwnMountNS(t *testing.T) bool {
+	t.Helper()
+	if os.Getenv(inMountNSEnv) != "" {
+		return true
+	}
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skipf("no unshare: %v", err)
+	}
+	cmd := exec.Command("unshare", "-m", "--propagation", "private", os.Args[0],
+		"-test.run", "^"+t.Name()+"$", "-test.v", "-test.count", "1")
+	cmd.Env = append(os.Environ(), inMountNSEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s in its own mount namespace: %v\n%s", t.Name(), err, out)
+	}
+	if !strings.Contains(string(out), "--- PASS: "+t.Name()) {
+		t.Fatalf("%s in its own mount namespace did not pass:\n%s", t.Name(), out)
+	}
+	return false
+}
+
+// fuseHelperBelowTheRootfs mounts a fuse-overlayfs layer at /link (a
+// symlink of the image to /data) of a rootfs made under base, and checks
+// where it landed, that no staging directory is left, and that the FUSE
+// server ends with the rootfs's unmount.
+func fuseHelperBelowTheRootfs(t *testing.T, base string) {
+	t.Helper()
+	r := runningReaper(t)
 	lower, upper, work := mkdir(t, filepath.Join(base, "l")), mkdir(t, filepath.Join(base, "u")), mkdir(t, filepath.Join(base, "w"))
 	if err := os.WriteFile(filepath.Join(lower, "from-lower"), []byte("layer"), 0o644); err != nil {
 		t.Fatal(err)
@@ -219,9 +277,6 @@ func TestMountRootfsWithAFUSEHelperBelowTheRootfs(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(upper, "written")); err != nil {
 		t.Errorf("a write through the mount is not in the upper layer: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(image, "data", "written")); err == nil {
-		t.Error("the write landed in the image's directory under the mount")
-	}
 	staging, _ := filepath.Glob(filepath.Join(base, "bundle", ".helper-mount-*"))
 	if len(staging) != 0 {
 		t.Errorf("staging directories left beside the rootfs: %v", staging)
@@ -234,6 +289,12 @@ func TestMountRootfsWithAFUSEHelperBelowTheRootfs(t *testing.T) {
 		t.Fatal(err)
 	}
 	mounted = false
+	// Looked at once the layer is unmounted: under a shared mount the rootfs
+	// (a bind of the image) is a peer of the image's own mount, and the
+	// layer shows there too while it is mounted.
+	if _, err := os.Stat(filepath.Join(image, "data", "written")); err == nil {
+		t.Error("the write landed in the image's directory under the mount")
+	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		if _, err := os.Stat(filepath.Join("/proc", strconv.Itoa(server))); os.IsNotExist(err) {
