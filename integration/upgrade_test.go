@@ -434,9 +434,11 @@ func firstDifference(got, want string) string {
 
 // `upgrade --all` over the live shims of the test's containerd (its own: not
 // those of a test run beside it, nor the direct harness's): a 10-container pod-like group, a
-// single-container shim and a terminal task's shim are upgraded (their pauses are reported);
-// a shim whose task is created and not started, which cannot be handed over, is refused with
-// a reason, stays on its binary, and makes the command fail. All their containers keep running and stop with the right codes.
+// single-container shim, a terminal task's shim and a shim whose task is created and not
+// started are upgraded (their pauses are reported); a shim whose task writes its output to a
+// plain file, which cannot be handed over, is refused with a reason, stays on its binary, and
+// makes the command fail. All their containers keep running and stop with the right codes,
+// and the created task starts after both switches.
 func TestUpgradeAll(t *testing.T) {
 	newBin := secondShimBuild(t)
 	forEachFlavor(t, func(t *testing.T, d *harness.Daemon) {
@@ -467,26 +469,33 @@ func TestUpgradeAll(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer createdTask.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)
+		// Output to a plain file (a stdio path naming a regular file, not a FIFO) is not
+		// handed over yet (docs/upgrade.md).
+		plainOut := filepath.Join(t.TempDir(), "plain.out")
+		if err := os.WriteFile(plainOut, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		start("plain", fixedFIFOs(cio.Config{Stdout: plainOut, Stderr: plainOut}))
 		before := map[string]introspection{}
-		for _, id := range []string{"pod0", "single", "tty", "created"} {
+		for _, id := range []string{"pod0", "single", "tty", "created", "plain"} {
 			before[id] = introspect(t, d.BundleDir(ns, id))
 		}
 
 		out, err := upgradeShim(t, ctx, "--all", "-containerd-address", d.Address, "-binary", newBin)
 		t.Logf("upgrade --all:\n%s", out)
 		if err == nil {
-			t.Errorf("upgrade --all succeeded with a created task's shim among them")
+			t.Errorf("upgrade --all succeeded with a plain-file output's shim among them")
 		}
-		// Its containerd's four shims, no other: a shim of another daemon
+		// Its containerd's five shims, no other: a shim of another daemon
 		// (another test run's) upgraded here would switch under that test.
-		if lines := strings.Count(out, "pid ") + strings.Count(out, ": not upgraded:"); lines != 4 {
-			t.Errorf("upgrade --all reported %d daemons, want this containerd's 4", lines)
+		if lines := strings.Count(out, "pid ") + strings.Count(out, ": not upgraded:"); lines != 5 {
+			t.Errorf("upgrade --all reported %d daemons, want this containerd's 5", lines)
 		}
-		createdAddr := strings.TrimPrefix(shimAddress(t, d, ns, "created"), "unix://")
-		if !strings.Contains(out, createdAddr+": not upgraded") || !strings.Contains(out, "not started") {
-			t.Errorf("the created task's shim is not reported as refused (with the reason)")
+		plainAddr := strings.TrimPrefix(shimAddress(t, d, ns, "plain"), "unix://")
+		if !strings.Contains(out, plainAddr+": not upgraded") || !strings.Contains(out, "plain file") {
+			t.Errorf("the plain-file output's shim is not reported as refused (with the reason)")
 		}
-		for id, want := range map[string]string{"pod0": upgradeBuildVersion, "single": upgradeBuildVersion, "tty": upgradeBuildVersion, "created": before["created"].Version} {
+		for id, want := range map[string]string{"pod0": upgradeBuildVersion, "single": upgradeBuildVersion, "tty": upgradeBuildVersion, "created": upgradeBuildVersion, "plain": before["plain"].Version} {
 			snap := introspect(t, d.BundleDir(ns, id))
 			if snap.Pid != before[id].Pid || snap.Version != want {
 				t.Errorf("%s's shim: pid %d version %q, want pid %d version %q", id, snap.Pid, snap.Version, before[id].Pid, want)
@@ -499,13 +508,24 @@ func TestUpgradeAll(t *testing.T) {
 		out, err = upgradeShim(t, ctx, "--all", "-containerd-address", d.Address, "-binary", harness.ShimUnderTest())
 		t.Logf("second upgrade --all:\n%s", out)
 		if err == nil {
-			t.Errorf("the second upgrade --all succeeded with the created task's shim among them")
+			t.Errorf("the second upgrade --all succeeded with the plain-file output's shim among them")
 		}
-		for id, want := range map[string]string{"pod0": before["pod0"].Version, "single": before["single"].Version, "tty": before["tty"].Version} {
+		for id, want := range map[string]string{"pod0": before["pod0"].Version, "single": before["single"].Version, "tty": before["tty"].Version, "created": before["created"].Version} {
 			if snap := introspect(t, d.BundleDir(ns, id)); snap.Pid != before[id].Pid || snap.Version != want || snap.Upgrade.Count != 2 {
 				t.Errorf("%s's shim after the second --all: pid %d version %q upgrades %d, want pid %d version %q, 2",
 					id, snap.Pid, snap.Version, snap.Upgrade.Count, before[id].Pid, want)
 			}
+		}
+		// The task created before both switches starts, and its exit is reported.
+		createdExit, err := createdTask.Wait(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := createdTask.Start(ctx); err != nil {
+			t.Fatalf("start the task created before both switches: %v", err)
+		}
+		if code := exitCode(t, ctx, createdExit); code != 0 {
+			t.Errorf("the task created before both switches exited %d, want 0", code)
 		}
 		for _, r := range all {
 			expectRunning(t, ctx, r.task, "after upgrade --all")

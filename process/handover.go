@@ -104,9 +104,14 @@ func (c *Container) Handable() error {
 		switch {
 		case deleting:
 			return fmt.Errorf("%s is being deleted: %w", name, errdefs.ErrFailedPrecondition)
-		case restore != nil || (st == Created && p.IsInit()):
-			return fmt.Errorf("%s is created and not started: %w", name, errdefs.ErrFailedPrecondition)
-		case st == Running || st == Paused || (st == Stopped && pipes != nil):
+		case restore != nil:
+			// Nothing runs in it yet: the restore at its Start would be
+			// this binary's to do, from options the state does not carry.
+			return fmt.Errorf("%s is to be restored from a checkpoint at its start: %w", name, errdefs.ErrFailedPrecondition)
+		case st == Running || st == Paused || (st == Stopped && pipes != nil) || (st == Created && p.IsInit()):
+			// A created init is the runtime's process waiting for its
+			// start, and is handed over as a running one is: the successor
+			// claims its exit, watches its cgroup and starts it.
 			if pipes == nil {
 				continue
 			}
@@ -268,8 +273,8 @@ func Import(r *reaper.Reaper, st ContainerState, cfg CreateConfig, adopt func(fd
 			c.runningExecs++
 		}
 	}
-	c.importCgroup(st, running(init.status))
-	if c.cg != nil && running(init.status) {
+	c.importCgroup(st, init.alive())
+	if c.cg != nil && init.alive() {
 		c.watchOOM()
 		// A kill between the predecessor's pause of its OOM watcher and this
 		// watch was seen by neither: its count tells.
@@ -286,7 +291,7 @@ func Import(r *reaper.Reaper, st ContainerState, cfg CreateConfig, adopt func(fd
 	}
 	// The exits: claimed now, delivered once the reaper runs.
 	for _, p := range c.processes() {
-		if !running(p.status) {
+		if !p.alive() {
 			continue
 		}
 		exitc := r.Adopt(p.pid)
@@ -328,6 +333,13 @@ func (c *Container) importCgroup(st ContainerState, initRunning bool) {
 }
 
 func running(s Status) bool { return s == Running || s == Paused }
+
+// alive reports whether a handed-over process has a process of its own to
+// claim: a running or paused one, or a created init (the runtime's, waiting
+// for its start). A created exec has none until it starts.
+func (p *Process) alive() bool {
+	return running(p.status) || (p.status == Created && p.IsInit() && p.pid > 0)
+}
 
 func importProcess(c *Container, ps ProcessState, adopt func(fd int, name string, pollable bool) (*os.File, error)) (*Process, error) {
 	p := newProcess(c, ps.ID, ps.Stdio, nil)
