@@ -434,8 +434,8 @@ func firstDifference(got, want string) string {
 
 // `upgrade --all` over the live shims of the test's containerd (its own: not
 // those of a test run beside it, nor the direct harness's): a 10-container pod-like group, a
-// single-container shim, a terminal task's shim and a shim whose task is created and not
-// started are upgraded (their pauses are reported); a shim whose task writes its output to a
+// single-container shim, a terminal task's shim and a shim whose task (with a terminal) is
+// created and not started are upgraded (their pauses are reported); a shim whose task writes its output to a
 // plain file, which cannot be handed over, is refused with a reason, stays on its binary, and
 // makes the command fail. All their containers keep running and stop with the right codes,
 // and the created task starts after both switches.
@@ -463,8 +463,11 @@ func TestUpgradeAll(t *testing.T) {
 		}
 		start("single", cio.NullIO)
 		start("tty", cio.NewCreator(cio.WithStreams(nil, io.Discard, nil), cio.WithTerminal, cio.WithFIFODir(d.FIFODir)), oci.WithTTY)
-		created := newContainer(t, ctx, d, "created", []string{"true"})
-		createdTask, err := created.NewTask(ctx, cio.NullIO)
+		// Created with a terminal, started only after both switches: its pty goes over twice
+		// before the process writes to it.
+		created := newContainer(t, ctx, d, "created", []string{"sh", "-c", "echo created-then-started"}, oci.WithTTY)
+		var createdOut lockedBuffer
+		createdTask, err := created.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, &createdOut, nil), cio.WithTerminal, cio.WithFIFODir(d.FIFODir)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -527,6 +530,9 @@ func TestUpgradeAll(t *testing.T) {
 		if code := exitCode(t, ctx, createdExit); code != 0 {
 			t.Errorf("the task created before both switches exited %d, want 0", code)
 		}
+		waitFor(t, 10*time.Second, "the created task's output through its terminal", func() bool {
+			return strings.Contains(createdOut.String(), "created-then-started")
+		})
 		for _, r := range all {
 			expectRunning(t, ctx, r.task, "after upgrade --all")
 			if err := r.task.Kill(ctx, syscall.SIGKILL); err != nil {
