@@ -239,7 +239,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			slog.Warn("ttrpc: calls still running at shutdown; their answers are dropped", "error", ctx.Err())
 		}
 	}
-	return errors.Join(errors.Join(errs...), s.Close())
+	return errors.Join(append(errs, s.Close())...)
 }
 
 // Close stops every listener and connection. Calls still running see their
