@@ -96,6 +96,20 @@ func (e *env) dial(t testing.TB) net.Conn {
 	return c
 }
 
+// expectServeEnded waits for Serve to return ErrServerClosed after what
+// closed the server.
+func (e *env) expectServeEnded(t *testing.T, after string) {
+	t.Helper()
+	select {
+	case err := <-e.served:
+		if !errors.Is(err, ErrServerClosed) {
+			t.Errorf("Serve returned %v after %s, want ErrServerClosed", err, after)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("Serve did not return after %s", after)
+	}
+}
+
 func (e *env) call(ctx context.Context, method string, in string) (string, error) {
 	var out wrapperspb.StringValue
 	err := e.client.Call(ctx, testService, method, wrapperspb.String(in), &out)
@@ -373,14 +387,7 @@ func TestCloseEndsServeAndConnections(t *testing.T) {
 		if err := e.srv.Close(); err != nil {
 			t.Fatal(err)
 		}
-		select {
-		case err := <-e.served:
-			if !errors.Is(err, ErrServerClosed) {
-				t.Errorf("Serve returned %v, want ErrServerClosed", err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("Serve did not return after Close")
-		}
+		e.expectServeEnded(t, "Close")
 		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
 			t.Errorf("an open connection after Close: read gave %v, want EOF", err)
@@ -638,14 +645,7 @@ func TestShutdownLetsRunningCallsAnswer(t *testing.T) {
 		if err := <-shut; err != nil {
 			t.Fatalf("Shutdown: %v", err)
 		}
-		select {
-		case err := <-e.served:
-			if !errors.Is(err, ErrServerClosed) {
-				t.Errorf("Serve returned %v, want ErrServerClosed", err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("Serve did not return after Shutdown")
-		}
+		e.expectServeEnded(t, "Shutdown")
 		if _, err := net.Dial("unix", e.sock); err == nil {
 			t.Error("a new connection was accepted after Shutdown")
 		}
