@@ -37,11 +37,12 @@ import (
 // Version 7: the tasks a `start` announced whose Create has not come, so
 // that the successor does not leave under it; layouts 1 to 6 are read
 // (nothing was expected by their binaries' daemons).
-// Version 8: the same fields, and a container may now be created and not
-// started (its init the runtime's process waiting for its start): a binary
-// reading at most 7 would take it as one that never ran, and neither claim
-// its exit nor watch its cgroup; layouts 1 to 7 are read (their binaries
-// never handed one over).
+// Version 8: a terminal's output to a file:// log or a binary:// logger
+// (TerminalState.Log); and a container may now be created and not started
+// (its init the runtime's process waiting for its start), which a binary
+// reading at most 7 would take as one that never ran, claiming no exit and
+// watching no cgroup; layouts 1 to 7 are read (their binaries handed over
+// neither).
 const (
 	StateVersion    = 8
 	MinStateVersion = 1

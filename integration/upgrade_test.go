@@ -168,6 +168,24 @@ func testUpgradeInPlace(t *testing.T, d *harness.Daemon, newBin string) {
 	binCtr := newContainer(t, ctx, d, "binlog", paced, group)
 	binTask, binExit := startTask(t, ctx, binCtr, cio.BinaryIO(logger, nil))
 	defer binTask.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)
+	// The same with a terminal (nerdctl's `run -dt` logs this way): the pty's output goes to
+	// the log or the logger.
+	ttyLogFile := filepath.Join(t.TempDir(), "tty-logged.log")
+	ttyLogURI, err := cio.LogURIGenerator("file", ttyLogFile, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ttyFileCtr := newContainer(t, ctx, d, "ttyfilelog", paced, group, oci.WithTTY)
+	ttyFileTask, ttyFileExit := startTask(t, ctx, ttyFileCtr, cio.TerminalLogURI(ttyLogURI))
+	defer ttyFileTask.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)
+	ttyLoggerOut := filepath.Join(t.TempDir(), "tty-logger.out")
+	ttyLogger := filepath.Join(t.TempDir(), "tty-logger")
+	if err := os.WriteFile(ttyLogger, []byte("#!/bin/sh\nexec 5>&-\ncat <&3 >> "+ttyLoggerOut+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ttyBinCtr := newContainer(t, ctx, d, "ttybinlog", paced, group, oci.WithTTY)
+	ttyBinTask, ttyBinExit := startTask(t, ctx, ttyBinCtr, cio.TerminalBinaryIO(ttyLogger, nil))
+	defer ttyBinTask.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)
 
 	// A container that runs out of memory only after both switches: the new binary's OOM
 	// watch must report it.
@@ -272,7 +290,7 @@ echo '{"version":"from-the-future","revision":"x","minStateVersion":99,"stateVer
 	if _, err := victims[0].Metrics(ctx); err != nil {
 		t.Errorf("stats of a stopped container after an upgrade: %v", err)
 	}
-	for name, c := range map[string]<-chan containerd.ExitStatus{"filelog": fileExit, "binlog": binExit} {
+	for name, c := range map[string]<-chan containerd.ExitStatus{"filelog": fileExit, "binlog": binExit, "ttyfilelog": ttyFileExit, "ttybinlog": ttyBinExit} {
 		if code := exitCode(t, ctx, c); code != 0 {
 			t.Errorf("%s exited %d, want 0", name, code)
 		}
@@ -288,6 +306,18 @@ echo '{"version":"from-the-future","revision":"x","minStateVersion":99,"stateVer
 	})
 	for _, f := range []string{logFile, loggerOut} {
 		if b, _ := os.ReadFile(f); string(b) != wantLog.String() {
+			t.Errorf("%s: %q, want log-0 to log-39 once each", filepath.Base(f), b)
+		}
+	}
+	// Through a terminal each line ends in CR LF.
+	wantTTYLog := strings.ReplaceAll(wantLog.String(), "\n", "\r\n")
+	waitFor(t, 10*time.Second, "the terminals' logs", func() bool {
+		a, _ := os.ReadFile(ttyLogFile)
+		b, _ := os.ReadFile(ttyLoggerOut)
+		return len(a) >= len(wantTTYLog) && len(b) >= len(wantTTYLog)
+	})
+	for _, f := range []string{ttyLogFile, ttyLoggerOut} {
+		if b, _ := os.ReadFile(f); string(b) != wantTTYLog {
 			t.Errorf("%s: %q, want log-0 to log-39 once each", filepath.Base(f), b)
 		}
 	}
@@ -364,7 +394,7 @@ echo '{"version":"from-the-future","revision":"x","minStateVersion":99,"stateVer
 	if ooms["hog"] != 1 || len(ooms) != 1 {
 		t.Errorf("OOM events %v, want one for hog (the OOM watch survives the upgrades)", ooms)
 	}
-	for _, id := range []string{"victim0", "victim1", "e0", "e1", "cat", "stream", "tty", "filelog", "binlog", "hog", "go", "long", "sleeper"} {
+	for _, id := range []string{"victim0", "victim1", "e0", "e1", "cat", "stream", "tty", "filelog", "binlog", "ttyfilelog", "ttybinlog", "hog", "go", "long", "sleeper"} {
 		if exits[id] != 1 {
 			t.Errorf("exit events: %v, want one for %s", exits, id)
 		}

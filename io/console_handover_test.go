@@ -4,6 +4,7 @@ import (
 	"bytes"
 	stdio "io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -437,4 +438,118 @@ func TestTerminalRestartAfterOnlyTheOutputHalted(t *testing.T) {
 	clientIn.Close()
 	p.CloseStdin()
 	expectLineThenEOF(t, slave, "abc\n")
+}
+
+// A terminal whose output goes to a file:// log, handed over in the middle of
+// a stream: every byte the process wrote is in the log once and in order.
+func TestTerminalToALogFileHandedOver(t *testing.T) {
+	logPath := filepath.Join(t.TempDir(), "tty.log")
+	master, slave := openPty(t)
+	defer slave.Close()
+	p, err := Open(Config{Terminal: true, Stdout: "file://" + logPath}, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AttachConsole(master); err != nil {
+		t.Fatal(err)
+	}
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<14) // 256 KiB, more than the pty holds
+	wrote := make(chan error, 1)
+	go func() { _, err := slave.Write(payload); wrote <- err }()
+	time.Sleep(20 * time.Millisecond)
+	next := handOverTerminal(t, p, false, Env{})
+	defer next.Close()
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := slave.Write([]byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	want := append(payload, "after"...)
+	waitForFile(t, logPath, want)
+}
+
+// A terminal whose output goes to a binary:// logger (nerdctl's `run -dt`
+// does this), handed over: the logger runs on, the successor waits for it,
+// and what the process writes before and after reaches it once, in order.
+func TestTerminalToALoggerHandedOver(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "logged")
+	uri := "binary://" + writeScript(t, "exec 5>&-\nexec cat <&3 > "+out+"\n")
+	master, slave := openPty(t)
+	defer slave.Close()
+	p, err := Open(Config{Terminal: true, Stdout: uri}, Env{ProcessID: "c", Namespace: "n", Spawn: spawnPlain(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.ReleaseRuntimeFiles()
+	if err := p.AttachConsole(master); err != nil {
+		t.Fatal(err)
+	}
+	logger := p.logger.Pid
+	if _, err := slave.Write([]byte("before;")); err != nil {
+		t.Fatal(err)
+	}
+	waitForFile(t, out, []byte("before;"))
+	claim := func(pid int, exited func(int)) {
+		go func() {
+			for unix.Kill(pid, 0) == nil {
+				time.Sleep(10 * time.Millisecond)
+			}
+			exited(0)
+		}()
+	}
+	next := handOverTerminal(t, p, true, Env{Claim: claim})
+	if next.logger == nil || next.logger.Pid != logger {
+		t.Fatalf("the successor waits for logger %v, want %d", next.logger, logger)
+	}
+	if _, err := slave.Write([]byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	waitForFile(t, out, []byte("before;after"))
+	next.Close()
+	if unix.Kill(logger, 0) == nil {
+		t.Error("the logger still runs after the successor's Close")
+	}
+}
+
+// handOverTerminal halts a terminal's relays, exports them and imports them
+// into a new Pipes; it checks that the output went over as a log or a
+// logger's pipe (toPipe). The predecessor is left as it is (its Close would
+// stop the logger, which execve does not).
+func handOverTerminal(t *testing.T, p *Pipes, toPipe bool, env Env) *Pipes {
+	t.Helper()
+	if err := p.Handable(); err != nil {
+		t.Fatalf("a terminal writing to a log or logger: %v", err)
+	}
+	if err := p.Halt(2 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st, err := p.Export(keepDups{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Terminal == nil || st.Terminal.Log == nil || st.Terminal.Log.Pipe != toPipe || st.Terminal.Out != nil {
+		t.Fatalf("terminal state %+v, want its output as a log (pipe: %v)", st.Terminal, toPipe)
+	}
+	next, err := ImportPipes(*st, adoptFD, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return next
+}
+
+// waitForFile waits (5 s at most) until the file at path holds want.
+func waitForFile(t *testing.T, path string, want []byte) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got, _ := os.ReadFile(path)
+		if bytes.Equal(got, want) {
+			return
+		}
+		if time.Now().After(deadline) || len(got) > len(want) {
+			t.Fatalf("%s holds %d bytes (%.40q...), want %d", path, len(got), got, len(want))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

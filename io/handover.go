@@ -55,9 +55,9 @@ func (p *Pipes) outputRun(pr *pipeRelay, carry []byte, discarding bool) func(src
 // Handable reports whether this process's stdio can be handed over by an
 // in-place upgrade today, and why not. Supported: no stdio, FIFOs (as
 // containerd's clients and CRI's podsandbox logs through containerd give),
-// file:// logs, binary:// loggers, and terminals writing to a FIFO; not
-// yet: a terminal writing to a log or logger, plain files, and a process
-// whose runtime ends the shim still holds (not started).
+// file:// logs, binary:// loggers, and terminals writing to any of these;
+// not yet: plain files, and a process whose runtime ends the shim still
+// holds (not started).
 func (p *Pipes) Handable() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -69,9 +69,6 @@ func (p *Pipes) Handable() error {
 	case p.terminal && p.master == nil:
 		return fmt.Errorf("terminal not attached yet: %w", errdefs.ErrFailedPrecondition)
 	case p.terminal:
-		if _, isLog := p.consoleDst.(readyFile); isLog {
-			return fmt.Errorf("handing over a terminal whose output goes to a file:// log or binary:// logger: %w", errdefs.ErrNotImplemented)
-		}
 		return nil
 	}
 	outputs := 0
@@ -143,11 +140,16 @@ func (p *Pipes) Restart() {
 // haltConsole halts a terminal's two relays.
 func (p *Pipes) haltConsole(timeout time.Duration) error {
 	var dst *os.File
-	if f, ok := p.consoleDst.(*clientFIFO); ok {
+	switch f := p.consoleDst.(type) {
+	case *clientFIFO:
 		if err := f.mustBeOpened("terminal"); err != nil {
 			return err
 		}
 		dst = f.w
+	case readyFile:
+		if isPipe(f.File) { // a logger's pipe, whose write may wait; a log file's does not
+			dst = f.File
+		}
 	}
 	if !p.consoleHalt.halt(p.master, dst, timeout) {
 		p.restartConsole()
@@ -285,6 +287,17 @@ type TerminalState struct {
 	// StdinEOFPending: the input had ended and the stdin carry is the
 	// terminal's end-of-file characters not written yet (layout 3).
 	StdinEOFPending bool `json:"stdinEofPending,omitempty"`
+	// Log is the terminal's output when it goes to a file:// log or a
+	// binary:// logger instead of a FIFO (layout 8).
+	Log *TerminalLogState `json:"log,omitempty"`
+}
+
+// TerminalLogState is a terminal's output to a log file or to a logger's
+// pipe (Pipe), with the bytes a halted relay had read and not written.
+type TerminalLogState struct {
+	File  int    `json:"file"`
+	Pipe  bool   `json:"pipe"`
+	Carry []byte `json:"carry,omitempty"`
 }
 
 // Export describes halted stdio, keeping duplicates of its files.
@@ -297,14 +310,6 @@ func (p *Pipes) Export(fds FDKeeper) (*PipesState, error) {
 			return -1, nil
 		}
 		return fds.KeepDup(f)
-	}
-	if p.terminal {
-		t, err := p.exportConsole(keep)
-		if err != nil {
-			return nil, err
-		}
-		st.Terminal = t
-		return st, nil
 	}
 	if p.logger != nil {
 		select {
@@ -325,6 +330,15 @@ func (p *Pipes) Export(fds FDKeeper) (*PipesState, error) {
 		return nil, err
 	}
 	st.LoggerEnds = ends
+	if p.terminal {
+		// After the logger's: a terminal's output may go to one.
+		t, err := p.exportConsole(keep)
+		if err != nil {
+			return nil, err
+		}
+		st.Terminal = t
+		return st, nil
+	}
 	var logs []*rotatingFile // st.Logs' files, to find a shared one
 	for _, r := range p.relays {
 		if r.h.ended.Load() {
@@ -519,12 +533,25 @@ func (p *Pipes) exportConsole(keep func(*os.File) (int, error)) (*TerminalState,
 	if t.Master, err = keep(p.master); err != nil {
 		return nil, err
 	}
-	if f, ok := p.consoleDst.(*clientFIFO); ok && !t.OutEnded {
+	switch dst := p.consoleDst.(type) {
+	case *clientFIFO:
+		if t.OutEnded {
+			break
+		}
 		o := &OutputState{Stream: "stdout", Pipe: -1, Log: -1, Carry: p.consoleHalt.carry}
-		if err := o.keepFIFO(f, keep); err != nil {
+		if err := o.keepFIFO(dst, keep); err != nil {
 			return nil, err
 		}
 		t.Out = o
+	case readyFile:
+		if t.OutEnded {
+			break
+		}
+		l := &TerminalLogState{Pipe: isPipe(dst.File), Carry: p.consoleHalt.carry}
+		if l.File, err = keep(dst.File); err != nil {
+			return nil, err
+		}
+		t.Log = l
 	}
 	if p.stdinReader != nil {
 		in := &StdinState{Pipe: -1}
@@ -570,6 +597,12 @@ func importConsole(p *Pipes, t *TerminalState, get adoptFunc, ferr *error) error
 		p.consoleDst = f
 		p.toClose = append(p.toClose, f)
 	}
+	if l := t.Log; l != nil {
+		// A logger's pipe is written through the poller, a log file is not.
+		f := get(l.File, "terminal log", l.Pipe)
+		p.consoleDst = readyFile{f}
+		p.toClose = append(p.toClose, f)
+	}
 	var inCarry []byte
 	if in := t.Stdin; in != nil {
 		p.stdinReader, p.stdinWriter = get(in.FIFO, "stdin fifo", polled), get(in.Writer, "stdin fifo writer", held)
@@ -596,8 +629,11 @@ func importConsole(p *Pipes, t *TerminalState, get adoptFunc, ferr *error) error
 		return fmt.Errorf("pty master: %w", err)
 	}
 	var outCarry []byte
-	if t.Out != nil {
+	switch {
+	case t.Out != nil:
 		outCarry = t.Out.Carry
+	case t.Log != nil:
+		outCarry = t.Log.Carry
 	}
 	p.outputs.Add(1) // the console relay's, as Open reserves it
 	p.runConsole(m, outCarry, inCarry, t.StdinLast, t.StdinEOFPending, t.Stdin != nil && !t.StdinEnded)
