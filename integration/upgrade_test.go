@@ -98,6 +98,18 @@ func shimAddress(t *testing.T, d *harness.Daemon, ns, id string) string {
 // command's -test-hold), so that an exit and a request land in the middle of it.
 const upgradeHold = 700 * time.Millisecond
 
+// catLogger writes a binary:// logger that appends what the process writes to stdout to
+// a file; it returns the logger and the file.
+func catLogger(t *testing.T) (logger, out string) {
+	t.Helper()
+	dir := t.TempDir()
+	logger, out = filepath.Join(dir, "logger"), filepath.Join(dir, "logger.out")
+	if err := os.WriteFile(logger, []byte("#!/bin/sh\nexec 5>&-\ncat <&3 >> "+out+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return logger, out
+}
+
 // The in-place upgrade (issue 14), end to end: one shim holding a group of containers
 // (a paced stream, stdin, an exec in flight, a long runner) is upgraded to another build
 // and back. During each switch a container is killed and a request is sent. The shim keeps
@@ -160,11 +172,7 @@ func testUpgradeInPlace(t *testing.T, d *harness.Daemon, newBin string) {
 	fileCtr := newContainer(t, ctx, d, "filelog", paced, group)
 	fileTask, fileExit := startTask(t, ctx, fileCtr, cio.LogFile(logFile))
 	defer fileTask.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)
-	loggerOut := filepath.Join(t.TempDir(), "logger.out")
-	logger := filepath.Join(t.TempDir(), "logger")
-	if err := os.WriteFile(logger, []byte("#!/bin/sh\nexec 5>&-\ncat <&3 >> "+loggerOut+"\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	logger, loggerOut := catLogger(t)
 	binCtr := newContainer(t, ctx, d, "binlog", paced, group)
 	binTask, binExit := startTask(t, ctx, binCtr, cio.BinaryIO(logger, nil))
 	defer binTask.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)
@@ -178,11 +186,7 @@ func testUpgradeInPlace(t *testing.T, d *harness.Daemon, newBin string) {
 	ttyFileCtr := newContainer(t, ctx, d, "ttyfilelog", paced, group, oci.WithTTY)
 	ttyFileTask, ttyFileExit := startTask(t, ctx, ttyFileCtr, cio.TerminalLogURI(ttyLogURI))
 	defer ttyFileTask.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)
-	ttyLoggerOut := filepath.Join(t.TempDir(), "tty-logger.out")
-	ttyLogger := filepath.Join(t.TempDir(), "tty-logger")
-	if err := os.WriteFile(ttyLogger, []byte("#!/bin/sh\nexec 5>&-\ncat <&3 >> "+ttyLoggerOut+"\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	ttyLogger, ttyLoggerOut := catLogger(t)
 	ttyBinCtr := newContainer(t, ctx, d, "ttybinlog", paced, group, oci.WithTTY)
 	ttyBinTask, ttyBinExit := startTask(t, ctx, ttyBinCtr, cio.TerminalBinaryIO(ttyLogger, nil))
 	defer ttyBinTask.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)
@@ -318,7 +322,7 @@ echo '{"version":"from-the-future","revision":"x","minStateVersion":99,"stateVer
 	})
 	for _, f := range []string{ttyLogFile, ttyLoggerOut} {
 		if b, _ := os.ReadFile(f); string(b) != wantTTYLog {
-			t.Errorf("%s: %q, want log-0 to log-39 once each", filepath.Base(f), b)
+			t.Errorf("behind a terminal, %s: %q, want log-0 to log-39 once each", filepath.Base(f), b)
 		}
 	}
 	if code := exitCode(t, ctx, ttyExit); code != 0 {
