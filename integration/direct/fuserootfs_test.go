@@ -50,9 +50,7 @@ func TestFUSERootfsAcrossAnUpgrade(t *testing.T) {
 		t.Fatal("no fuse-overlayfs server was found for the rootfs")
 	}
 	start(t, ctx, c, "")
-	if out, err := exec.CommandContext(ctx, ShimPath(), "upgrade", "-address", c.Shim.Socket, "-binary", ShimPath()).CombinedOutput(); err != nil {
-		t.Fatalf("upgrade: %v: %s", err, out)
-	}
+	upgradeToSelf(t, ctx, c, 1)
 	if ppid := parentOf(server); ppid != c.Shim.Pid {
 		t.Errorf("after the upgrade the FUSE server's parent is %d, want the daemon %d", ppid, c.Shim.Pid)
 	}

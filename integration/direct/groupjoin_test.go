@@ -2,7 +2,6 @@ package direct
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -48,16 +47,10 @@ func testJoinBeforeTheLastShutdown(t *testing.T, upgrade bool) {
 	}
 
 	if upgrade {
-		// A container the successor cannot take over unstarted runs first;
-		// it is stopped after the switch, as the group's last other task.
+		// The group's other task runs across the switch, and is stopped
+		// after it.
 		start(t, ctx, a, "")
-		out, err := exec.CommandContext(ctx, ShimPath(), "upgrade", "-address", a.Shim.Socket, "-binary", ShimPath()).CombinedOutput()
-		if err != nil {
-			t.Fatalf("upgrade after %s's start: %v: %s", id, err, out)
-		}
-		if n := a.Bundle.WaitShimLogCount("upgraded in place", 1, WaitTimeout); n != 1 {
-			t.Fatalf("the daemon logged %d upgrades, want 1", n)
-		}
+		upgradeToSelf(t, ctx, a, 1)
 		kill(t, ctx, a, "", sigKILL)
 		wait(t, ctx, a, "")
 	}

@@ -65,6 +65,19 @@ func expectPending(t *testing.T, what string, ch <-chan waitAnswer) {
 	}
 }
 
+// upgradeToSelf upgrades c's daemon in place to the same binary and waits
+// until the new binary has logged its nth upgrade.
+func upgradeToSelf(t *testing.T, ctx context.Context, c *Container, nth int) {
+	t.Helper()
+	out, err := exec.CommandContext(ctx, ShimPath(), "upgrade", "-address", c.Shim.Socket, "-binary", ShimPath()).CombinedOutput()
+	if err != nil {
+		t.Fatalf("upgrade of %s's daemon: %v: %s", c.ID, err, out)
+	}
+	if n := c.Bundle.WaitShimLogCount("upgraded in place", nth, WaitTimeout); n != nth {
+		t.Fatalf("%s's daemon logged %d upgrades, want %d", c.ID, n, nth)
+	}
+}
+
 // heldUpgrade runs `upgrade` against c's daemon (to the same binary) with
 // a hold, returns once the daemon holds, and gives the command's end.
 func heldUpgrade(t *testing.T, ctx context.Context, c *Container) <-chan error {

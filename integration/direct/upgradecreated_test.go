@@ -2,7 +2,6 @@ package direct
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -10,16 +9,16 @@ import (
 	tasktypes "github.com/containerd/containerd/api/types/task"
 )
 
-// A task created and not started goes over in an in-place upgrade like a
-// running one (until 2026-12-05 it held the whole daemon back, and
-// `upgrade --all` failed while any container was between ctr's create and
-// start): the new binary starts it, relays its output and reports its exit;
-// and one that is killed instead, never started, has its exit reported and
-// is deleted as before the switch.
 // deleteCreatedWithin is well under the 10 s a Delete of a created task waits
 // for the runtime's killed init to be reaped before it gives up on seeing it.
 const deleteCreatedWithin = 3 * time.Second
 
+// A task created and not started goes over in an in-place upgrade like a
+// running one (until 2026-12-05 it held the whole daemon back, and
+// `upgrade --all` failed while any container was between ctr's create and
+// start): the new binary starts it, relays its output and reports its exit;
+// one that is killed instead, never started, has its exit reported; and one
+// deleted without a start is deleted as before the switch.
 func TestUpgradeWithACreatedTask(t *testing.T) {
 	t.Parallel()
 	forEachAPI(t, func(t *testing.T, mode Mode) {
@@ -29,13 +28,7 @@ func TestUpgradeWithACreatedTask(t *testing.T) {
 		killed := env.Run(t, Config{Mode: mode, Name: "upkilled", Args: loopArgs, NullIO: true})
 		deleted := env.Run(t, Config{Mode: mode, Name: "updeleted", Args: loopArgs, NullIO: true})
 		for _, c := range []*Container{started, killed, deleted} {
-			out, err := exec.CommandContext(ctx, ShimPath(), "upgrade", "-address", c.Shim.Socket, "-binary", ShimPath()).CombinedOutput()
-			if err != nil {
-				t.Fatalf("upgrade with %s created and not started: %v: %s", c.ID, err, out)
-			}
-			if n := c.Bundle.WaitShimLogCount("upgraded in place", 1, WaitTimeout); n != 1 {
-				t.Fatalf("%s's daemon logged %d upgrades, want 1", c.ID, n)
-			}
+			upgradeToSelf(t, ctx, c, 1)
 			if st := expectStatus(t, ctx, c, "", tasktypes.Status_CREATED); st.GetPid() != c.Pid {
 				t.Errorf("%s after the switch: pid %d, want the created init's %d", c.ID, st.GetPid(), c.Pid)
 			}
