@@ -533,20 +533,20 @@ func (p *Pipes) exportConsole(keep func(*os.File) (int, error)) (*TerminalState,
 	if t.Master, err = keep(p.master); err != nil {
 		return nil, err
 	}
-	switch dst := p.consoleDst.(type) {
+	// An output that has ended (the pty hung up and drained) has nothing
+	// more to go over.
+	dst := p.consoleDst
+	if t.OutEnded {
+		dst = nil
+	}
+	switch dst := dst.(type) {
 	case *clientFIFO:
-		if t.OutEnded {
-			break
-		}
 		o := &OutputState{Stream: "stdout", Pipe: -1, Log: -1, Carry: p.consoleHalt.carry}
 		if err := o.keepFIFO(dst, keep); err != nil {
 			return nil, err
 		}
 		t.Out = o
 	case readyFile:
-		if t.OutEnded {
-			break
-		}
 		l := &TerminalLogState{Pipe: isPipe(dst.File), Carry: p.consoleHalt.carry}
 		if l.File, err = keep(dst.File); err != nil {
 			return nil, err
