@@ -215,10 +215,7 @@ func TestSandboxHolderDies(t *testing.T) {
 			}
 		}
 		waitPodNotReady(t, ctx, cri, pod.id, "after its holder was killed")
-		ls, err := cri.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{Id: pod.id}})
-		if err != nil || len(ls.Items) != 1 || ls.Items[0].State != runtimeapi.PodSandboxState_SANDBOX_NOTREADY {
-			t.Errorf("ListPodSandbox: %v %v, want the pod NOTREADY", ls, err)
-		}
+		waitPodListedNotReady(t, ctx, cri, pod.id)
 		waitCRIState(t, ctx, cri, c1, "one", runtimeapi.ContainerState_CONTAINER_RUNNING, time.Second)
 		stopAndRemove(t, ctx, d, cri, pod, spec)
 	}

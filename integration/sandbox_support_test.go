@@ -90,6 +90,33 @@ func waitPodNotReady(t *testing.T, ctx context.Context, cri *harness.CRI, id, wh
 	})
 }
 
+// waitPodListedNotReady waits until ListPodSandbox lists the pod NOTREADY.
+// The list reads containerd's own record of the pod, which turns NOTREADY
+// only once containerd has handled the sandbox's exit (the shim's WaitSandbox
+// answer); PodSandboxStatus asks the shim, which knows first. So the list may
+// lag the status a little, above all right after a restart, when containerd
+// is still recovering its sandboxes; kubelet lists again, so does this.
+func waitPodListedNotReady(t *testing.T, ctx context.Context, cri *harness.CRI, id string) {
+	t.Helper()
+	var last string
+	ok := eventually(10*time.Second, func() bool {
+		ls, err := cri.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{Id: id}})
+		if err != nil {
+			last = err.Error()
+			return false
+		}
+		if len(ls.Items) != 1 {
+			last = fmt.Sprintf("%d pods listed", len(ls.Items))
+			return false
+		}
+		last = ls.Items[0].State.String()
+		return ls.Items[0].State == runtimeapi.PodSandboxState_SANDBOX_NOTREADY
+	})
+	if !ok {
+		t.Errorf("ListPodSandbox: the pod is not listed NOTREADY within 10s (last: %s)", last)
+	}
+}
+
 // initPid waits for the one process of container id running args and
 // returns its pid.
 func initPid(t *testing.T, id string, args []string, what string) int {
