@@ -41,10 +41,11 @@ const copyChunk = 8 << 10
 
 var chunkBufs = sync.Pool{New: func() any { b := make([]byte, copyChunk); return &b }}
 
-// relay moves bytes from src to dst until src reaches end of file. When both
-// are pipes or FIFOs, bulk bytes move by splice(2) and never enter user
-// space (small chunks are copied, see copyChunk); otherwise they go through
-// one pooled buffer.
+// relay moves bytes from src to dst until src reaches end of file, or until
+// h halts it between two chunks (errHalted). When both are pipes or FIFOs,
+// bulk bytes move by splice(2) and never enter user space (small chunks are
+// copied, see copyChunk); otherwise they go through one pooled buffer
+// (copyHalting).
 func relay(dst, src *os.File, stall *stallPolicy, h *halter) (int64, error) {
 	if isPipe(src) && isPipe(dst) {
 		if n, err, ok := splicePipes(dst, src, stall, h); ok {
@@ -53,26 +54,75 @@ func relay(dst, src *os.File, stall *stallPolicy, h *halter) (int64, error) {
 	}
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
-	// The wrappers hide src's WriteTo and dst's ReadFrom (an *os.File has
-	// both), so CopyBuffer really uses our buffer instead of one of its own.
-	return io.CopyBuffer(countingWriter{dst, stall}, readerOnly{src}, *bp)
+	return copyHalting(dst, src, *bp, stall, h)
 }
 
-// readerOnly is a Reader and nothing more.
-type readerOnly struct{ r io.Reader }
-
-func (r readerOnly) Read(b []byte) (int, error) { return r.r.Read(b) }
-
-// countingWriter reports each write's progress to the relay's policy.
-type countingWriter struct {
-	w     io.Writer
-	stall *stallPolicy
+// copyHalting is relay for a pair splice cannot serve: a plain file on one
+// side (an output path naming a regular file or a device, a stdin path
+// naming a regular file). Like the splicer it writes h's carry first and
+// stops between two chunks when h asks; a halt that wakes a write (its
+// deadline) leaves what was not written in h's carry, so that nothing read
+// is lost or written twice. A deadline that finds the halt withdrawn is no
+// error: the copy goes on. (A regular file takes no deadline and never
+// makes a read or a write wait; the pipe on the other side does.)
+func copyHalting(dst, src *os.File, buf []byte, stall *stallPolicy, h *halter) (written int64, err error) {
+	if h == nil {
+		h = newHalter(nil) // a relay nobody halts
+	}
+	if carry := h.takeCarry(); len(carry) > 0 {
+		n, err := writeHalting(dst, carry, stall, h)
+		written += n
+		if err != nil {
+			return written, err
+		}
+	}
+	for {
+		if h.commit() {
+			return written, errHalted
+		}
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			w, err := writeHalting(dst, buf[:n], stall, h)
+			written += w
+			if err != nil {
+				return written, err
+			}
+		}
+		switch {
+		case rerr == nil:
+		case errors.Is(rerr, io.EOF):
+			return written, nil
+		case h.commit():
+			return written, errHalted
+		case errors.Is(rerr, os.ErrDeadlineExceeded):
+			// a halt's wake-up, the halt withdrawn meanwhile
+		default:
+			return written, rerr
+		}
+	}
 }
 
-func (c countingWriter) Write(b []byte) (int, error) {
-	n, err := c.w.Write(b)
-	c.stall.progressed(int64(n))
-	return n, err
+// writeHalting writes b whole to dst, reporting progress to stall; a halt
+// that wakes it keeps the rest of b as h's carry and ends it with errHalted.
+func writeHalting(dst *os.File, b []byte, stall *stallPolicy, h *halter) (int64, error) {
+	var written int64
+	for len(b) > 0 {
+		n, err := dst.Write(b)
+		stall.progressed(int64(n))
+		written += int64(n)
+		b = b[n:]
+		switch {
+		case err == nil:
+		case errors.Is(err, os.ErrDeadlineExceeded) && h.commit():
+			h.carry = append([]byte(nil), b...)
+			return written, errHalted
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// a halt's wake-up, the halt withdrawn meanwhile: write the rest
+		default:
+			return written, err
+		}
+	}
+	return written, nil
 }
 
 // isPipe reports whether f is a pipe or FIFO. It looks through SyscallConn:
