@@ -43,8 +43,11 @@ import (
 // reading at most 7 would take as one that never ran, claiming no exit and
 // watching no cgroup; layouts 1 to 7 are read (their binaries handed over
 // neither).
+// Version 9: an output to a plain file (OutputState.Plain), which binaries
+// reading at most 8 would take for a client's FIFO; layouts 1 to 8 are read
+// (their binaries refused to hand one over).
 const (
-	StateVersion    = 8
+	StateVersion    = 9
 	MinStateVersion = 1
 )
 

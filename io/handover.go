@@ -55,9 +55,10 @@ func (p *Pipes) outputRun(pr *pipeRelay, carry []byte, discarding bool) func(src
 // Handable reports whether this process's stdio can be handed over by an
 // in-place upgrade today, and why not. Supported: no stdio, FIFOs (as
 // containerd's clients and CRI's podsandbox logs through containerd give),
-// file:// logs, binary:// loggers, and terminals writing to any of these;
-// not yet: plain files, and a process whose runtime ends the shim still
-// holds (not started).
+// file:// logs, binary:// loggers, plain files (an output path naming a
+// regular file or a device, appended to; a stdin path naming a regular
+// file), and terminals writing to any of these; not yet: a process whose
+// runtime ends the shim still holds (not started).
 func (p *Pipes) Handable() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -75,9 +76,6 @@ func (p *Pipes) Handable() error {
 	for _, r := range p.relays {
 		if r.out != nil || r.log != nil {
 			outputs++
-		}
-		if _, ok := r.out.(readyFile); ok {
-			return fmt.Errorf("handing over %s to a plain file: %w", r.stream, errdefs.ErrNotImplemented)
 		}
 	}
 	if outputs != len(p.ownQueues) {
@@ -248,7 +246,11 @@ type OutputState struct {
 	Keep   int    `json:"keep"`
 	Handle int    `json:"handle"`
 	Log    int    `json:"log"` // file:// output: index in PipesState.Logs; -1 for a FIFO
-	Carry  []byte `json:"carry,omitempty"`
+	// Plain: the output is a plain file (a path naming no FIFO), appended
+	// to; FIFO is that file, and there is no reader or handle (Keep and
+	// Handle are -1). Layout 9.
+	Plain bool   `json:"plain,omitempty"`
+	Carry []byte `json:"carry,omitempty"`
 	// Discarding: the client stopped reading; output is being discarded
 	// until it reads again (the stall policy), and goes on being.
 	Discarding bool `json:"discarding,omitempty"`
@@ -388,7 +390,15 @@ func (p *Pipes) Export(fds FDKeeper) (*PipesState, error) {
 		o := OutputState{Stream: r.stream, Log: -1, Carry: r.h.carry, Discarding: r.h.discarding}
 		var err error
 		if o.Pipe, err = keep(r.src); err == nil {
-			err = o.keepFIFO(r.out.(*clientFIFO), keep)
+			switch out := r.out.(type) {
+			case *clientFIFO:
+				err = o.keepFIFO(out, keep)
+			case readyFile:
+				o.Plain, o.Keep, o.Handle = true, -1, -1
+				o.FIFO, err = keep(out.File)
+			default:
+				err = fmt.Errorf("handing over %s: an output of type %T: %w", r.stream, out, errdefs.ErrNotImplemented)
+			}
 		}
 		if err != nil {
 			return nil, err
@@ -474,6 +484,20 @@ func ImportPipes(st PipesState, adopt func(fd int, name string, pollable bool) (
 			p.ownQueues = append(p.ownQueues, pipe)
 			logs[o.Log].users++ // as startFileOutput counts a writer
 			p.relays = append(p.relays, &pipeRelay{stream: o.Stream, src: pipe, log: logs[o.Log]})
+			continue
+		}
+		if o.Plain {
+			// Written through the poller where it can be (a device), as
+			// os.OpenFile made it; a regular file is not (openOutput).
+			pipe, f := get(o.Pipe, o.Stream+" pipe", polled), get(o.FIFO, o.Stream+" file", polled)
+			if ferr != nil {
+				return nil, ferr
+			}
+			out := readyFile{f}
+			p.toClose = append(p.toClose, pipe, out)
+			p.ownQueues = append(p.ownQueues, pipe)
+			p.clientQueues = append(p.clientQueues, out)
+			p.relays = append(p.relays, &pipeRelay{stream: o.Stream, src: pipe, out: out})
 			continue
 		}
 		pipe, f := get(o.Pipe, o.Stream+" pipe", polled), o.importFIFO(get)

@@ -2,9 +2,11 @@ package io
 
 import (
 	"bytes"
+	"fmt"
 	stdio "io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -32,6 +34,78 @@ func haltThen(t *testing.T, p *Pipes, mode string) (*Pipes, *PipesState) {
 	}
 	p.Close()
 	return next, st
+}
+
+// stdout and stderr appended to one plain file (a stdio path naming a
+// regular file, as a tool driving the shim directly may give) go on across a
+// halt: handed over, every line written before, during and after it is in
+// the file once, each stream's in order.
+func TestPlainFileOutputHandedOver(t *testing.T) {
+	for _, mode := range []string{"handover", "restart"} {
+		t.Run(mode, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "out")
+			if err := os.WriteFile(path, []byte("before\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			p, err := Open(Config{Stdout: path, Stderr: path}, Env{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			procOut, procErr := launchedProcess(t, p)
+			if err := p.Handable(); err != nil {
+				t.Fatalf("a plain file's output: %v, want it handable", err)
+			}
+			const lines = 4000
+			written := make(chan struct{})
+			go func() {
+				defer close(written)
+				for i := 0; i < lines; i++ {
+					fmt.Fprintf(procOut, "out-%d\n", i)
+					if i%8 == 0 {
+						fmt.Fprintf(procErr, "err-%d\n", i)
+					}
+					if i%100 == 0 {
+						time.Sleep(time.Millisecond)
+					}
+				}
+			}()
+			time.Sleep(5 * time.Millisecond) // halt in the middle of the stream
+			next, st := haltThen(t, p, mode)
+			if st != nil && (len(st.Outputs) != 2 || !st.Outputs[0].Plain || !st.Outputs[1].Plain) {
+				t.Fatalf("outputs handed over: %+v, want two plain files", st.Outputs)
+			}
+			<-written
+			procOut.Close()
+			procErr.Close()
+			if !next.Drain(5 * time.Second) {
+				t.Fatal("the relays did not finish")
+			}
+			next.Close()
+			got, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			all := strings.Split(strings.TrimSuffix(string(got), "\n"), "\n")
+			if len(all) == 0 || all[0] != "before" {
+				t.Fatalf("the file's first line is not the one it had: appended, not overwritten, is wanted")
+			}
+			due := map[string]int{"out": 0, "err": 0}
+			for _, l := range all[1:] {
+				var stream string
+				var n int
+				if _, err := fmt.Sscanf(strings.Replace(l, "-", " ", 1), "%s %d", &stream, &n); err != nil {
+					t.Fatalf("line %q: mixed or cut", l)
+				}
+				if n != due[stream] {
+					t.Fatalf("%s line %d where %d was due: lost, repeated or out of order", stream, n, due[stream])
+				}
+				due[stream] += map[string]int{"out": 1, "err": 8}[stream]
+			}
+			if due["out"] != lines || due["err"] != lines {
+				t.Fatalf("the file ends before the last lines: next out %d, next err %d, want %d", due["out"], due["err"], lines)
+			}
+		})
+	}
 }
 
 // stdin read from a plain file, with the process not reading: the relay
