@@ -358,6 +358,14 @@ func haltAndExport(t *testing.T, p *Pipes) *PipesState {
 // go on.
 func haltAndGoOn(t *testing.T, p *Pipes, mode string) *Pipes {
 	t.Helper()
+	next, _ := haltAndGoOnWithState(t, p, mode)
+	return next
+}
+
+// haltAndGoOnWithState is haltAndGoOn, also returning what was handed over
+// (nil for "restart").
+func haltAndGoOnWithState(t *testing.T, p *Pipes, mode string) (*Pipes, *PipesState) {
+	t.Helper()
 	for i := 0; p.Halt(time.Second) != nil; i++ {
 		if i > 200 {
 			t.Fatal("halt never possible")
@@ -366,7 +374,7 @@ func haltAndGoOn(t *testing.T, p *Pipes, mode string) *Pipes {
 	}
 	if mode == "restart" {
 		p.Restart()
-		return p
+		return p, nil
 	}
 	st, err := p.Export(keepDups{})
 	if err != nil {
@@ -377,7 +385,7 @@ func haltAndGoOn(t *testing.T, p *Pipes, mode string) *Pipes {
 		t.Fatal(err)
 	}
 	p.Close()
-	return next
+	return next, st
 }
 
 // The end-of-file character of CloseIO waits for a pty that takes no input

@@ -177,7 +177,8 @@ func TestStdioHandedOverMidStream(t *testing.T) {
 }
 
 // What cannot be handed over yet is refused with a typed error before
-// anything stops: a process not started, an output to a plain file.
+// anything stops: a process not started (its output to a plain file, which
+// goes over once it runs); null stdio halts at once.
 func TestHandableRefusals(t *testing.T) {
 	dir := t.TempDir()
 	plain := dir + "/plain"

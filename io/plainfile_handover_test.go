@@ -11,31 +11,6 @@ import (
 	"time"
 )
 
-// haltThen halts p and either hands its stdio over to a new Pipes (the
-// in-place upgrade) or runs the same relays again (an upgrade that did not
-// happen). It returns the Pipes that goes on, and the export (nil for
-// "restart").
-func haltThen(t *testing.T, p *Pipes, mode string) (*Pipes, *PipesState) {
-	t.Helper()
-	if err := p.Halt(2 * time.Second); err != nil {
-		t.Fatal(err)
-	}
-	if mode == "restart" {
-		p.Restart()
-		return p, nil
-	}
-	st, err := p.Export(keepDups{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	next, err := ImportPipes(*st, adoptFD, Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.Close()
-	return next, st
-}
-
 // stdout and stderr appended to one plain file (a stdio path naming a
 // regular file, as a tool driving the shim directly may give) go on across a
 // halt: handed over, every line written before, during and after it is in
@@ -70,7 +45,7 @@ func TestPlainFileOutputHandedOver(t *testing.T) {
 				}
 			}()
 			time.Sleep(5 * time.Millisecond) // halt in the middle of the stream
-			next, st := haltThen(t, p, mode)
+			next, st := haltAndGoOnWithState(t, p, mode)
 			if st != nil && (len(st.Outputs) != 2 || !st.Outputs[0].Plain || !st.Outputs[1].Plain) {
 				t.Fatalf("outputs handed over: %+v, want two plain files", st.Outputs)
 			}
@@ -140,7 +115,7 @@ func TestStdinFromAPlainFileHandedOver(t *testing.T) {
 				t.Fatalf("stdin from a plain file: %v, want it handable", err)
 			}
 			waitFIFOFull(t, procIn) // the process reads nothing: the relay waits to write
-			next, st := haltThen(t, p, mode)
+			next, st := haltAndGoOnWithState(t, p, mode)
 			if st != nil {
 				defer next.Close()
 				if st.Stdin == nil || len(st.Stdin.Carry) == 0 {
