@@ -51,6 +51,14 @@ const (
 	MinStateVersion = 1
 )
 
+// OldestWrittenVersion is the oldest layout this binary writes its state
+// in: a daemon holding nothing that only a newer layout carries (upgrade
+// works out what its state needs) writes it as this one, so that the build
+// before, which reads no further, can still take it over. A downgrade is
+// then refused only while such a thing is there (the thing is named). It is
+// raised with StateVersion when a new layout's addition is always present.
+const OldestWrittenVersion = 8
+
 // EnvFD names the environment variable through which a daemon tells its
 // successor where the handed-over state is (a descriptor number).
 const EnvFD = "EXAMPLE_SHIM_HANDOVER_FD"

@@ -38,13 +38,25 @@ func OwnHello(b Build) Hello {
 }
 
 // Accepts reports whether a binary that said h can take over state of
-// this binary's layout (StateVersion). The error is FailedPrecondition.
+// layout v. The error is FailedPrecondition.
 func (h Hello) Accepts(v int) error {
-	if v < h.MinStateVersion || v > h.StateVersion {
-		return fmt.Errorf("binary %s reads state layouts %d to %d, this daemon writes %d: %w",
-			h.Version, h.MinStateVersion, h.StateVersion, v, errdefs.ErrFailedPrecondition)
+	_, err := h.Newest(v, v)
+	return err
+}
+
+// Newest returns the newest layout from lo to hi (those a daemon can write
+// its state in) that a binary that said h reads; none is FailedPrecondition.
+func (h Hello) Newest(lo, hi int) (int, error) {
+	v := min(hi, h.StateVersion)
+	if v < max(lo, h.MinStateVersion) {
+		writes := fmt.Sprint(lo)
+		if hi != lo {
+			writes = fmt.Sprintf("%d to %d", lo, hi)
+		}
+		return 0, fmt.Errorf("binary %s reads state layouts %d to %d, this daemon writes %s: %w",
+			h.Version, h.MinStateVersion, h.StateVersion, writes, errdefs.ErrFailedPrecondition)
 	}
-	return nil
+	return v, nil
 }
 
 // AskHello runs binary with HelloAction and returns its answer. A binary

@@ -72,6 +72,30 @@ func TestAskHello(t *testing.T) {
 	}
 }
 
+// Newest picks the newest layout a daemon can write (lo to hi) that the
+// next binary reads, and refuses when they share none.
+func TestHelloNewestCommonLayout(t *testing.T) {
+	for _, c := range []struct {
+		min, max, lo, hi, want int // want 0: refused
+	}{
+		{1, 9, 8, 9, 9},   // the same build
+		{1, 8, 8, 9, 8},   // the build before
+		{1, 7, 8, 9, 0},   // older still
+		{9, 12, 8, 9, 9},  // a newer build
+		{10, 12, 8, 9, 0}, // one that reads only newer layouts
+		{1, 8, 9, 9, 0},   // the state needs 9: the build before cannot take it
+	} {
+		h := Hello{Build: Build{Version: "next"}, MinStateVersion: c.min, StateVersion: c.max}
+		got, err := h.Newest(c.lo, c.hi)
+		switch {
+		case c.want == 0 && (!errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "reads state layouts")):
+			t.Errorf("reads %d..%d, writes %d..%d: %d, %v, want FailedPrecondition", c.min, c.max, c.lo, c.hi, got, err)
+		case c.want != 0 && (err != nil || got != c.want):
+			t.Errorf("reads %d..%d, writes %d..%d: %d, %v, want %d", c.min, c.max, c.lo, c.hi, got, err, c.want)
+		}
+	}
+}
+
 // State goes through a memory file; a layout this binary cannot read is
 // refused.
 func TestEnvelopeRoundTrip(t *testing.T) {

@@ -134,7 +134,9 @@ func (d *Daemon) Upgrade(ctx context.Context, req *upgradeapi.UpgradeRequest) (*
 	if err := id.stillAt(binary); err != nil {
 		return nil, err
 	}
-	if err := hello.Accepts(handover.StateVersion); err != nil {
+	// Some layout both read, or no switch: which one, the state says once
+	// everything is paused (describe).
+	if _, err := hello.Newest(handover.OldestWrittenVersion, handover.StateVersion); err != nil {
 		return nil, err
 	}
 	if err := d.handable(); err != nil {
@@ -151,7 +153,7 @@ func (d *Daemon) Upgrade(ctx context.Context, req *upgradeapi.UpgradeRequest) (*
 	d.mu.Lock()
 	d.record.lastErr = ""
 	d.mu.Unlock()
-	go d.switchOver(binary, id, hold)
+	go d.switchOver(binary, id, hello, hold)
 	return &upgradeapi.UpgradeResponse{Pid: uint32(os.Getpid()), FromVersion: d.build.Version, ToVersion: hello.Version,
 		Binary: binary, UpgradesBefore: count}, nil
 }
@@ -231,7 +233,7 @@ type state struct {
 
 // switchOver pauses everything in order, hands it over and executes
 // binary; on any failure it undoes what it did and records why.
-func (d *Daemon) switchOver(binary string, id binaryID, hold time.Duration) {
+func (d *Daemon) switchOver(binary string, id binaryID, hello handover.Hello, hold time.Duration) {
 	defer d.setBusy(false)
 	p := d.parts
 	pausedAt := time.Now()
@@ -284,7 +286,7 @@ func (d *Daemon) switchOver(binary string, id binaryID, hold time.Duration) {
 
 	fds := &handover.FDs{}
 	undo = append(undo, fds.Release)
-	fd, err := d.describe(fds, pausedAt, binary)
+	fd, err := d.describe(fds, pausedAt, binary, hello)
 	if err != nil {
 		fail(fmt.Errorf("describe the daemon: %w", err))
 		return
@@ -345,8 +347,10 @@ func (b checkedBinary) close() {
 }
 
 // describe hands over everything paused: it keeps the descriptors in fds
-// and writes the state, whose descriptor number it returns.
-func (d *Daemon) describe(fds *handover.FDs, pausedAt time.Time, binary string) (int, error) {
+// and writes the state, in the newest layout that both this binary and the
+// next (its hello) read and that can carry it, and returns its descriptor
+// number.
+func (d *Daemon) describe(fds *handover.FDs, pausedAt time.Time, binary string, hello handover.Hello) (int, error) {
 	p := d.parts
 	st := state{PausedAt: pausedAt, Binary: binary, Args: d.args}
 	d.mu.Lock()
@@ -375,9 +379,26 @@ func (d *Daemon) describe(fds *handover.FDs, pausedAt time.Time, binary string) 
 		}
 		st.Pods = *pods
 	}
+	return writeState(&st, d.build, hello, fds)
+}
+
+// writeState writes st for the binary that said hello, in the newest layout
+// both read that can carry it, and returns its descriptor number. A state
+// that needs a newer layout than that binary reads (a downgrade while the
+// daemon holds something only this build hands over) is FailedPrecondition,
+// naming the thing.
+func writeState(st *state, from handover.Build, hello handover.Hello, fds *handover.FDs) (int, error) {
+	need, why := layoutNeeded(st)
+	layout, err := hello.Newest(need, handover.StateVersion)
+	if err != nil {
+		if why != "" {
+			return -1, fmt.Errorf("the state needs layout %d (%s): %w", need, why, err)
+		}
+		return -1, err
+	}
 	body, err := json.Marshal(st)
 	if err != nil {
 		return -1, err
 	}
-	return handover.WriteEnvelope(handover.Envelope{StateVersion: handover.StateVersion, From: d.build, Body: body}, fds)
+	return handover.WriteEnvelope(handover.Envelope{StateVersion: layout, From: from, Body: body}, fds)
 }

@@ -13,7 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
+
 	"github.com/example/containerd-shim-example-v2/handover"
+	shimio "github.com/example/containerd-shim-example-v2/io"
+	"github.com/example/containerd-shim-example-v2/process"
+	"github.com/example/containerd-shim-example-v2/service"
 )
 
 var updateLayout = flag.Bool("update-layout", false, "rewrite testdata/state-layout-v<N>.txt from the current state type")
@@ -132,6 +137,13 @@ var (
 // encoding/json does; a field encoded as a string (",string") says so. An
 // interface field fails: its layout cannot be known from the type.
 func layoutOf(t *testing.T, typ reflect.Type) []string {
+	return layoutWalk(t, typ, nil)
+}
+
+// layoutWalk is layoutOf; when omits is not nil it also records, for each
+// field's path (as the lines spell it, without a kind), whether encoding/json
+// leaves the field out when it is empty (omitempty).
+func layoutWalk(t *testing.T, typ reflect.Type, omits map[string]bool) []string {
 	var out []string
 	var walk, fields func(prefix string, typ reflect.Type, seen map[reflect.Type]bool)
 	fields = func(prefix string, typ reflect.Type, seen map[reflect.Type]bool) {
@@ -154,6 +166,9 @@ func layoutOf(t *testing.T, typ reflect.Type) []string {
 			}
 			if name == "" {
 				name = f.Name
+			}
+			if omits != nil {
+				omits[prefix+"."+name] = slices.Contains(strings.Split(opts, ","), "omitempty")
 			}
 			if slices.Contains(strings.Split(opts, ","), "string") {
 				name += " (as string)"
@@ -199,4 +214,105 @@ func layoutOf(t *testing.T, typ reflect.Type) []string {
 	walk("", typ, map[reflect.Type]bool{})
 	slices.Sort(out)
 	return out
+}
+
+// A daemon writes its state as handover.OldestWrittenVersion when it holds
+// nothing newer (layoutNeeded), for the build before to take over. That
+// holds only if every field added since that layout is left out when unused:
+// each added path must lie below a field that is new and omitempty. A field
+// added without it is always written, and the state never again has the
+// older layout: raise OldestWrittenVersion with it.
+func TestFieldsSinceTheOldestWrittenLayoutAreOmittedWhenUnused(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("testdata", fmt.Sprintf("state-layout-v%d.txt", handover.OldestWrittenVersion)))
+	if err != nil {
+		t.Fatalf("no record of layout %d, the oldest written: %v", handover.OldestWrittenVersion, err)
+	}
+	old := strings.Split(strings.TrimSpace(string(data)), "\n")
+	omits := map[string]bool{}
+	added := 0
+	for _, line := range layoutWalk(t, reflect.TypeOf(state{}), omits) {
+		if slices.Contains(old, line) {
+			continue
+		}
+		added++
+		path, _, _ := strings.Cut(line, " ")
+		ok := false
+		for i := 1; i <= len(path) && !ok; i++ {
+			if i < len(path) && path[i] != '.' && path[i] != '[' && path[i] != '{' {
+				continue
+			}
+			field := path[:i]
+			newField := !slices.ContainsFunc(old, func(l string) bool {
+				return l == field || strings.HasPrefix(l, field+" ") || strings.HasPrefix(l, field+".") ||
+					strings.HasPrefix(l, field+"[") || strings.HasPrefix(l, field+"{")
+			})
+			ok = omits[field] && newField
+		}
+		if !ok {
+			t.Errorf("%q is new since layout %d and is written even when unused: make it omitempty (and a rule in layoutNeeded), or raise handover.OldestWrittenVersion", line, handover.OldestWrittenVersion)
+		}
+	}
+	if handover.OldestWrittenVersion < handover.StateVersion && added == 0 {
+		t.Errorf("layout %d adds nothing to %d: OldestWrittenVersion could be %d", handover.StateVersion, handover.OldestWrittenVersion, handover.StateVersion)
+	}
+}
+
+// A state is written in the newest layout both binaries read that can carry
+// it: as the oldest written layout for the build before while it holds
+// nothing newer, and refused for that build, naming the thing, once it
+// holds an output to a plain file (layout 9).
+func TestStateWrittenInTheNewestLayoutBothRead(t *testing.T) {
+	plain := state{Service: service.State{Containers: []process.ContainerState{{
+		ID:   "c1",
+		Init: process.ProcessState{ID: "c1", Pipes: &shimio.PipesState{Outputs: []shimio.OutputState{{Stream: "stdout"}}}},
+		Execs: []process.ProcessState{{ID: "e1", Pipes: &shimio.PipesState{Outputs: []shimio.OutputState{
+			{Stream: "stdout"}, {Stream: "stderr", Plain: true}}}}},
+	}}}}
+	fifos := state{Service: service.State{Containers: []process.ContainerState{{
+		ID:   "c2",
+		Init: process.ProcessState{ID: "c2", Pipes: &shimio.PipesState{Outputs: []shimio.OutputState{{Stream: "stdout"}}}},
+	}}}}
+	reads := func(lo, hi int) handover.Hello {
+		return handover.Hello{Build: handover.Build{Version: "next"}, MinStateVersion: lo, StateVersion: hi}
+	}
+	for _, c := range []struct {
+		name    string
+		st      *state
+		next    handover.Hello
+		want    int    // the envelope's layout; 0: refused
+		refusal string // in the refusal's text
+	}{
+		{"same build, plain file", &plain, reads(1, handover.StateVersion), handover.StateVersion, ""},
+		{"same build, FIFOs", &fifos, reads(1, handover.StateVersion), handover.StateVersion, ""},
+		{"build before, FIFOs", &fifos, reads(1, handover.OldestWrittenVersion), handover.OldestWrittenVersion, ""},
+		{"build before, plain file", &plain, reads(1, handover.OldestWrittenVersion), 0, "c1 exec e1's stderr goes to a plain file"},
+		{"a newer build", &fifos, reads(handover.StateVersion, handover.StateVersion+3), handover.StateVersion, ""},
+		{"a build that reads only newer layouts", &fifos, reads(handover.StateVersion+1, handover.StateVersion+3), 0, "reads state layouts"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			fds := &handover.FDs{}
+			defer fds.Release()
+			fd, err := writeState(c.st, handover.Build{Version: "this"}, c.next, fds)
+			if c.want == 0 {
+				if !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), c.refusal) {
+					t.Fatalf("writeState: %v, want FailedPrecondition saying %q", err, c.refusal)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, err := os.ReadFile(fmt.Sprintf("/proc/self/fd/%d", fd))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var env handover.Envelope
+			if err := json.Unmarshal(data, &env); err != nil {
+				t.Fatal(err)
+			}
+			if env.StateVersion != c.want {
+				t.Fatalf("written as layout %d, want %d", env.StateVersion, c.want)
+			}
+		})
+	}
 }
