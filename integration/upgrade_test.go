@@ -470,7 +470,8 @@ func firstDifference(got, want string) string {
 // those of a test run beside it, nor the direct harness's), there and back: a 10-container
 // pod-like group, a single-container shim, a terminal task's shim, a shim whose task (with a
 // terminal) is created and not started, and a shim whose task writes its output to a plain
-// file (a stdio path naming a regular file) are upgraded (their pauses are reported). All
+// file (a stdio path naming a regular file; a downgrade to layout 8 is refused for it first)
+// are upgraded (their pauses are reported). All
 // their containers keep running and stop with the right codes, the created task starts after
 // both switches, and the plain file has every line written across them once, in order.
 func TestUpgradeAll(t *testing.T) {
@@ -518,6 +519,20 @@ func TestUpgradeAll(t *testing.T) {
 		before := map[string]introspection{}
 		for _, id := range []string{"pod0", "single", "tty", "created", "plain"} {
 			before[id] = introspect(t, d.BundleDir(ns, id))
+		}
+
+		// A build of the layout before (8, which took no plain file over) is refused for
+		// the plain file's shim once its state is known, the file named; the shim serves
+		// on with its binary (checked below: it is upgraded by --all).
+		layout8 := filepath.Join(t.TempDir(), harness.ShimBinaryName)
+		if err := os.WriteFile(layout8, []byte(`#!/bin/sh
+echo '{"version":"layout-8","revision":"x","minStateVersion":1,"stateVersion":8}'
+`), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := upgradeShim(t, ctx, "-address", shimAddress(t, d, ns, "plain"), "-binary", layout8); err == nil ||
+			!strings.Contains(out, "kept its binary") || !strings.Contains(out, "stdout goes to a plain file") {
+			t.Errorf("a downgrade to layout 8 with a plain file's output: %v\n%s", err, out)
 		}
 
 		out, err := upgradeShim(t, ctx, "--all", "-containerd-address", d.Address, "-binary", newBin)
