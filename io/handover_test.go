@@ -471,13 +471,8 @@ func TestStdinChunkInHandAtAHaltIsCarried(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			rin, _, _ := p.RuntimeFiles()
-			procIn, err := dupFile(rin)
-			if err != nil {
-				t.Fatal(err)
-			}
+			procIn := processStdin(t, p)
 			defer procIn.Close()
-			p.ReleaseRuntimeFiles()
 			payload := make([]byte, 300<<10)
 			for i := range payload {
 				payload[i] = byte(i*7 + i/251)

@@ -54,6 +54,19 @@ func launchedProcess(t *testing.T, p *Pipes) (out, errw *os.File) {
 	return out, errw
 }
 
+// processStdin returns the process's end of its stdin pipe (a duplicate:
+// the runtime's copies are released, as after a launch).
+func processStdin(t *testing.T, p *Pipes) *os.File {
+	t.Helper()
+	rin, _, _ := p.RuntimeFiles()
+	in, err := dupFile(rin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.ReleaseRuntimeFiles()
+	return in
+}
+
 // readFor reads what r (a FIFO, on the poller) has to give within d.
 func readFor(r *os.File, d time.Duration) []byte {
 	var got []byte

@@ -104,13 +104,8 @@ func TestStdinFromAPlainFileHandedOver(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer p.Close()
-			rin, _, _ := p.RuntimeFiles()
-			procIn, err := dupFile(rin)
-			if err != nil {
-				t.Fatal(err)
-			}
+			procIn := processStdin(t, p)
 			defer procIn.Close()
-			p.ReleaseRuntimeFiles()
 			if err := p.Handable(); err != nil {
 				t.Fatalf("stdin from a plain file: %v, want it handable", err)
 			}
