@@ -129,16 +129,26 @@ func writeHalting(dst *os.File, b []byte, stall *stallPolicy, h *halter) (int64,
 // f.Fd() would switch a pipe from os.Pipe back to blocking mode, which
 // takes it out of the poller's hands (and disables deadlines).
 func isPipe(f *os.File) bool {
+	typ, err := fileType(f)
+	return err == nil && typ == unix.S_IFIFO
+}
+
+// fileType is the type bits of f's mode (unix.S_IFIFO, S_IFREG, ...), read
+// through SyscallConn for the reason isPipe gives.
+func fileType(f *os.File) (uint32, error) {
 	rc, err := f.SyscallConn()
 	if err != nil {
-		return false
+		return 0, err
 	}
 	var st unix.Stat_t
 	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = unix.Fstat(int(fd), &st) }); err != nil || serr != nil {
-		return false
+	if err := rc.Control(func(fd uintptr) { serr = unix.Fstat(int(fd), &st) }); err != nil {
+		return 0, err
 	}
-	return st.Mode&unix.S_IFMT == unix.S_IFIFO
+	if serr != nil {
+		return 0, serr
+	}
+	return st.Mode & unix.S_IFMT, nil
 }
 
 // splicePipes relays src into dst, waiting for readiness through Go's

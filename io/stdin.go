@@ -11,6 +11,11 @@ import (
 // openStdinFIFO opens the client's stdin FIFO for reading, and the shim's own
 // writer on it. Non-blocking opens never wait for a peer: a FIFO opened for
 // reading returns at once, and our writer then has a reader to pair with.
+// A path naming a regular file or a device (a tool driving the shim may
+// give one) is read to its end and gets no writer (w is nil): none is
+// needed to keep its end away until CloseIO, and opening one would refuse
+// a file the shim may not write, on a read-only mount say, as the stock
+// shim does. A directory is the client's mistake.
 func openStdinFIFO(uri string) (r, w *os.File, err error) {
 	path, err := fifoPath(uri, "stdin")
 	if err != nil {
@@ -19,6 +24,19 @@ func openStdinFIFO(uri string) (r, w *os.File, err error) {
 	r, err = os.OpenFile(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open stdin fifo: %w", classify(err))
+	}
+	typ, err := fileType(r)
+	if err != nil {
+		r.Close()
+		return nil, nil, fmt.Errorf("stat stdin %s: %w", path, err)
+	}
+	switch typ {
+	case unix.S_IFIFO:
+	case unix.S_IFDIR:
+		r.Close()
+		return nil, nil, fmt.Errorf("stdin %s: %w", path, classify(unix.EISDIR))
+	default: // a regular file, a device
+		return r, nil, nil
 	}
 	w, err = openIdle(path, unix.O_WRONLY)
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // stdout and stderr appended to one plain file (a stdio path naming a
@@ -127,4 +129,71 @@ func TestStdinFromAPlainFileHandedOver(t *testing.T) {
 			}
 		})
 	}
+}
+
+// stdin from a regular file the shim may not write (immutable here; a
+// read-only mount alike) is read all the same: the shim opens no writer of
+// its own on a regular file, only on a FIFO, where it keeps end of file away
+// until CloseIO. (The stock shim opens one either way, and refuses such a
+// file.)
+func TestStdinFromAFileTheShimMayNotWrite(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "in")
+	if err := os.WriteFile(path, []byte("read only\n"), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	immutable := setImmutable(t, path)
+	p, err := Open(Config{Stdin: path}, Env{})
+	if err != nil {
+		t.Fatalf("stdin from a file the shim may not write (immutable: %v): %v", immutable, err)
+	}
+	defer p.Close()
+	if p.stdinWriter != nil {
+		t.Fatal("the shim opened a writer of its own on a regular file")
+	}
+	procIn := processStdin(t, p)
+	defer procIn.Close()
+	_ = procIn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := stdio.ReadAll(procIn)
+	if err != nil || string(got) != "read only\n" {
+		t.Fatalf("the process read %q, %v; want the file, then end of file", got, err)
+	}
+	p.CloseStdin() // CloseIO: nothing to close, no harm
+}
+
+// fsImmutableFL is FS_IMMUTABLE_FL of linux/fs.h (x/sys names the ioctls,
+// not the flags).
+const fsImmutableFL = 0x10
+
+// setImmutable marks path immutable (chattr +i: not even root may open it
+// for writing) until the test ends, and reports whether the filesystem let
+// it.
+func setImmutable(t *testing.T, path string) bool {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	flags, err := unix.IoctlGetInt(int(f.Fd()), unix.FS_IOC_GETFLAGS)
+	if err != nil {
+		t.Logf("no file attributes here (%v): the file is only read-only by its mode", err)
+		return false
+	}
+	if err := unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, flags|fsImmutableFL); err != nil {
+		t.Logf("cannot make the file immutable here (%v): it is only read-only by its mode", err)
+		return false
+	}
+	t.Cleanup(func() {
+		g, err := os.Open(path)
+		if err != nil {
+			return
+		}
+		defer g.Close()
+		_ = unix.IoctlSetPointerInt(int(g.Fd()), unix.FS_IOC_SETFLAGS, flags)
+	})
+	if w, err := os.OpenFile(path, os.O_WRONLY, 0); err == nil {
+		w.Close()
+		t.Fatal("an immutable file opened for writing: the test cannot tell")
+	}
+	return true
 }
