@@ -57,7 +57,7 @@ const (
 // before, which reads no further, can still take it over. A downgrade is
 // then refused only while such a thing is there (the thing is named). It is
 // raised with StateVersion when a new layout's addition is always present.
-const OldestWrittenVersion = 8
+const OldestWrittenVersion = 7
 
 // EnvFD names the environment variable through which a daemon tells its
 // successor where the handed-over state is (a descriptor number).

@@ -9,25 +9,39 @@ import (
 
 // layoutNeeded is the oldest layout st can be written in: the state of
 // handover.OldestWrittenVersion, unless st holds something that only a
-// newer layout carries; then that layout, and what the thing is (for the
-// refusal of a successor that cannot read it). Each layout after
+// newer layout carries; then the newest such layout, and what the thing is
+// (for the refusal of a successor that cannot read it). Each layout after
 // OldestWrittenVersion adds its rule here.
 func layoutNeeded(st *state) (int, string) {
+	need, why := handover.OldestWrittenVersion, ""
+	raise := func(v int, what string) {
+		if v > need {
+			need, why = v, what
+		}
+	}
 	for _, c := range st.Service.Containers {
+		if c.Init.Status == process.Created {
+			// Layout 8: a binary of 7 takes such an init for one that never
+			// ran, claiming no exit and watching no cgroup.
+			raise(8, c.ID+" is created and not started")
+		}
 		for _, p := range append([]process.ProcessState{c.Init}, c.Execs...) {
 			if p.Pipes == nil {
 				continue
 			}
+			name := c.ID
+			if p.ID != "" && p.ID != c.ID {
+				name += " exec " + p.ID
+			}
+			if t := p.Pipes.Terminal; t != nil && t.Log != nil {
+				raise(8, name+"'s terminal writes to a log or a logger") // TerminalState.Log
+			}
 			for _, o := range p.Pipes.Outputs {
-				if o.Plain { // layout 9
-					name := c.ID
-					if p.ID != "" && p.ID != c.ID {
-						name += " exec " + p.ID
-					}
-					return 9, fmt.Sprintf("%s's %s goes to a plain file", name, o.Stream)
+				if o.Plain {
+					raise(9, fmt.Sprintf("%s's %s goes to a plain file", name, o.Stream)) // OutputState.Plain
 				}
 			}
 		}
 	}
-	return handover.OldestWrittenVersion, ""
+	return need, why
 }

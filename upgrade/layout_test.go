@@ -258,19 +258,30 @@ func TestFieldsSinceTheOldestWrittenLayoutAreOmittedWhenUnused(t *testing.T) {
 }
 
 // A state is written in the newest layout both binaries read that can carry
-// it: as the oldest written layout for the build before while it holds
-// nothing newer, and refused for that build, naming the thing, once it
-// holds an output to a plain file (layout 9).
+// it: as an older layout for an older build while it holds nothing newer, and
+// refused for that build, naming the newest thing it cannot take, once it
+// holds one: a created task or a terminal writing to a log (layout 8), an
+// output to a plain file (layout 9).
 func TestStateWrittenInTheNewestLayoutBothRead(t *testing.T) {
+	fifo := []shimio.OutputState{{Stream: "stdout"}}
+	running := func(id string, pipes *shimio.PipesState) process.ContainerState {
+		return process.ContainerState{ID: id, Init: process.ProcessState{ID: id, Status: process.Running, Pipes: pipes}}
+	}
+	fifos := state{Service: service.State{Containers: []process.ContainerState{
+		running("c1", &shimio.PipesState{Outputs: fifo}),
+	}}}
+	created := state{Service: service.State{Containers: []process.ContainerState{
+		running("c1", &shimio.PipesState{Outputs: fifo}),
+		{ID: "c2", Init: process.ProcessState{ID: "c2", Status: process.Created, Pipes: &shimio.PipesState{Outputs: fifo}}},
+	}}}
+	ttyLog := state{Service: service.State{Containers: []process.ContainerState{
+		running("c3", &shimio.PipesState{Terminal: &shimio.TerminalState{Log: &shimio.TerminalLogState{File: 5}}}),
+	}}}
 	plain := state{Service: service.State{Containers: []process.ContainerState{{
-		ID:   "c1",
-		Init: process.ProcessState{ID: "c1", Pipes: &shimio.PipesState{Outputs: []shimio.OutputState{{Stream: "stdout"}}}},
-		Execs: []process.ProcessState{{ID: "e1", Pipes: &shimio.PipesState{Outputs: []shimio.OutputState{
+		ID:   "c4",
+		Init: process.ProcessState{ID: "c4", Status: process.Created, Pipes: &shimio.PipesState{Outputs: fifo}},
+		Execs: []process.ProcessState{{ID: "e1", Status: process.Running, Pipes: &shimio.PipesState{Outputs: []shimio.OutputState{
 			{Stream: "stdout"}, {Stream: "stderr", Plain: true}}}}},
-	}}}}
-	fifos := state{Service: service.State{Containers: []process.ContainerState{{
-		ID:   "c2",
-		Init: process.ProcessState{ID: "c2", Pipes: &shimio.PipesState{Outputs: []shimio.OutputState{{Stream: "stdout"}}}},
 	}}}}
 	reads := func(lo, hi int) handover.Hello {
 		return handover.Hello{Build: handover.Build{Version: "next"}, MinStateVersion: lo, StateVersion: hi}
@@ -282,12 +293,17 @@ func TestStateWrittenInTheNewestLayoutBothRead(t *testing.T) {
 		want    int    // the envelope's layout; 0: refused
 		refusal string // in the refusal's text
 	}{
-		{"same build, plain file", &plain, reads(1, handover.StateVersion), handover.StateVersion, ""},
-		{"same build, FIFOs", &fifos, reads(1, handover.StateVersion), handover.StateVersion, ""},
-		{"build before, FIFOs", &fifos, reads(1, handover.OldestWrittenVersion), handover.OldestWrittenVersion, ""},
-		{"build before, plain file", &plain, reads(1, handover.OldestWrittenVersion), 0, "c1 exec e1's stderr goes to a plain file"},
-		{"a newer build", &fifos, reads(handover.StateVersion, handover.StateVersion+3), handover.StateVersion, ""},
-		{"a build that reads only newer layouts", &fifos, reads(handover.StateVersion+1, handover.StateVersion+3), 0, "reads state layouts"},
+		{"same build, plain file", &plain, reads(1, 9), 9, ""},
+		{"same build, FIFOs", &fifos, reads(1, 9), 9, ""},
+		{"layout 8, FIFOs", &fifos, reads(1, 8), 8, ""},
+		{"layout 8, created task", &created, reads(1, 8), 8, ""},
+		{"layout 8, plain file", &plain, reads(1, 8), 0, "the state needs layout 9 (c4 exec e1's stderr goes to a plain file)"},
+		{"layout 7, FIFOs", &fifos, reads(1, 7), 7, ""},
+		{"layout 7, created task", &created, reads(1, 7), 0, "the state needs layout 8 (c2 is created and not started)"},
+		{"layout 7, terminal to a log", &ttyLog, reads(1, 7), 0, "the state needs layout 8 (c3's terminal writes to a log or a logger)"},
+		{"layout 6", &fifos, reads(1, 6), 0, "reads state layouts 1 to 6"},
+		{"a newer build", &fifos, reads(9, 12), 9, ""},
+		{"a build that reads only newer layouts", &fifos, reads(10, 12), 0, "reads state layouts 10 to 12"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			fds := &handover.FDs{}
