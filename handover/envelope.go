@@ -53,10 +53,11 @@ const (
 
 // OldestWrittenVersion is the oldest layout this binary writes its state
 // in: a daemon holding nothing that only a newer layout carries (upgrade
-// works out what its state needs) writes it as this one, so that the build
-// before, which reads no further, can still take it over. A downgrade is
+// works out what its state needs) writes it as this one, so that older
+// builds, which read no further, can still take it over. A downgrade is
 // then refused only while such a thing is there (the thing is named). It is
-// raised with StateVersion when a new layout's addition is always present.
+// raised when a new layout's addition is always present, or when its rule
+// in upgrade's layoutNeeded cannot be written.
 const OldestWrittenVersion = 7
 
 // EnvFD names the environment variable through which a daemon tells its

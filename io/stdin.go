@@ -14,8 +14,9 @@ import (
 // A path naming a regular file or a device (a tool driving the shim may
 // give one) is read to its end and gets no writer (w is nil): none is
 // needed to keep its end away until CloseIO, and opening one would refuse
-// a file the shim may not write, on a read-only mount say, as the stock
-// shim does. A directory is the client's mistake.
+// a file the shim may not write (on a read-only mount, say), as the stock
+// shim, which opens one on any path, refuses it. A directory is the
+// client's mistake.
 func openStdinFIFO(uri string) (r, w *os.File, err error) {
 	path, err := fifoPath(uri, "stdin")
 	if err != nil {
