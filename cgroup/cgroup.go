@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -79,6 +80,12 @@ func Parse(root string, procCgroup []byte, v2 bool) (*Cgroup, error) {
 		return nil, fmt.Errorf("no cgroup found: %w", errdefs.ErrNotFound)
 	}
 	return cg, nil
+}
+
+// Same reports whether c and o are one cgroup: the same directory in every
+// hierarchy either names.
+func (c *Cgroup) Same(o *Cgroup) bool {
+	return c.V2 == o.V2 && c.root == o.root && maps.Equal(c.dirs, o.dirs)
 }
 
 // Dir returns the directory of a v1 controller (or, under v2, the one

@@ -252,6 +252,37 @@ func TestParseRejectsEmpty(t *testing.T) {
 	}
 }
 
+// Same tells one cgroup from another by every hierarchy's directory: two
+// processes that differ in a single v1 controller are in different cgroups.
+func TestSame(t *testing.T) {
+	root := t.TempDir()
+	parse := func(v2 bool, lines string) *Cgroup {
+		t.Helper()
+		cg, err := Parse(root, []byte(lines), v2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cg
+	}
+	shim := "4:memory:/user.slice\n3:pids:/user.slice\n2:cpu,cpuacct:/user.slice\n1:name=systemd:/user.slice/s\n0::/user.slice/s\n"
+	if !parse(false, shim).Same(parse(false, shim)) {
+		t.Error("one v1 cgroup is not Same as itself")
+	}
+	// The named systemd hierarchy and the hybrid v2 line are not controllers.
+	if !parse(false, shim).Same(parse(false, strings.ReplaceAll(shim, "/user.slice/s", "/other"))) {
+		t.Error("v1 cgroups differing only outside the controllers are not Same")
+	}
+	if parse(false, shim).Same(parse(false, strings.Replace(shim, "4:memory:/user.slice", "4:memory:/user.slice/c1", 1))) {
+		t.Error("v1 cgroups differing in the memory controller are Same")
+	}
+	if !parse(true, "0::/a/b\n").Same(parse(true, "0::/a/b\n")) || parse(true, "0::/a/b\n").Same(parse(true, "0::/a/b/c\n")) {
+		t.Error("v2: Same must compare the one directory")
+	}
+	if parse(true, "0::/a\n").Same(parse(false, "4:memory:/a\n")) {
+		t.Error("a v2 cgroup is Same as a v1 one")
+	}
+}
+
 func timeAfter() <-chan time.Time { return time.After(5 * time.Second) }
 
 // AddProcess writes the pid into cgroup.procs of the path in every v1

@@ -313,7 +313,7 @@ func (c *Container) importCgroup(st ContainerState, initRunning bool) {
 	case st.Cgroup != nil:
 		c.cg, err = cgroup.FromState(cgroup.DefaultRoot, *st.Cgroup)
 	case initRunning:
-		c.cg, err = cgroup.ForPid(cgroup.DefaultRoot, c.init.pid)
+		c.cg, err = containerCgroup(c.init.pid)
 	}
 	if err != nil {
 		slog.Warn("container cgroup not found after the upgrade; no stats or OOM events", "container", c.ID, "error", err)

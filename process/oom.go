@@ -2,18 +2,22 @@ package process
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
+	"os"
 	"time"
+
+	"github.com/containerd/errdefs"
 
 	"github.com/example/containerd-shim-example-v2/cgroup"
 )
 
 // watchCgroup finds the init's cgroup and starts watching it for OOM kills
 // (at create, so even an OOM during start is seen). A container without a
-// findable cgroup still runs; it just has no stats or OOM events. The kills
-// the cgroup has counted so far are taken as seen.
+// cgroup of its own still runs; it just has no stats or OOM events. The
+// kills the cgroup has counted so far are taken as seen.
 func (c *Container) watchCgroup(pid int) {
-	cg, err := cgroup.ForPid(cgroup.DefaultRoot, pid)
+	cg, err := containerCgroup(pid)
 	if err != nil {
 		slog.Warn("container cgroup not found; no stats or OOM events", "container", c.ID, "error", err)
 		return
@@ -25,6 +29,24 @@ func (c *Container) watchCgroup(pid int) {
 	c.oomSeen, c.oomAtCreate, c.limitMarks = kills, kills, marks
 	c.mu.Unlock()
 	c.watchOOM()
+}
+
+// containerCgroup finds the cgroup of a container's init. A container the
+// runtime made no cgroup for has none: a rootless runtime without a delegated
+// cgroup (rootless containerd on cgroup v1, or on v2 without delegation)
+// leaves it in the shim's own cgroup, which it then shares with the shim, the
+// daemon and perhaps a user's whole session. That cgroup's statistics are not
+// the container's, and an OOM kill there is not the container's either; the
+// stock shim reports both as if they were.
+func containerCgroup(pid int) (*cgroup.Cgroup, error) {
+	cg, err := cgroup.ForPid(cgroup.DefaultRoot, pid)
+	if err != nil {
+		return nil, err
+	}
+	if own, err := cgroup.ForPid(cgroup.DefaultRoot, os.Getpid()); err == nil && cg.Same(own) {
+		return nil, fmt.Errorf("process %d is in the shim's own cgroup (the runtime made none for it): %w", pid, errdefs.ErrNotFound)
+	}
+	return cg, nil
 }
 
 // watchOOM starts watching c.cg for OOM kills, when events have somewhere to

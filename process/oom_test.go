@@ -3,11 +3,15 @@ package process
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/containerd/errdefs"
 
 	"github.com/example/containerd-shim-example-v2/cgroup"
 	shimio "github.com/example/containerd-shim-example-v2/io"
@@ -261,5 +265,46 @@ func replaceFile(t *testing.T, path, content string) {
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A container the runtime made no cgroup for (a rootless runtime without a
+// delegated cgroup) is left in the shim's own cgroup: that cgroup is not the
+// container's, so it gets none (NotFound: no stats, no OOM watching). A
+// process in a cgroup of its own gets that one (as root: the test makes one).
+func TestContainerCgroupIsNeverTheShimsOwn(t *testing.T) {
+	child := exec.Command("sleep", "60")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
+	if cg, err := containerCgroup(child.Process.Pid); !errdefs.IsNotFound(err) {
+		t.Fatalf("a process in the shim's own cgroup: %v, %v; want NotFound", cg, err)
+	}
+
+	if os.Geteuid() != 0 {
+		t.Skip("moving a process to a cgroup of its own needs root")
+	}
+	dir := filepath.Join(cgroup.DefaultRoot, "ex-unit-"+strconv.Itoa(os.Getpid()))
+	if !cgroup.Unified(cgroup.DefaultRoot) {
+		dir = filepath.Join(cgroup.DefaultRoot, "memory", "ex-unit-"+strconv.Itoa(os.Getpid()))
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Skipf("cannot make a cgroup here: %v", err)
+	}
+	defer func() {
+		_ = child.Process.Kill()
+		_ = child.Wait()
+		_ = os.Remove(dir)
+	}()
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(child.Process.Pid)), 0); err != nil {
+		t.Fatalf("move the child into %s: %v", dir, err)
+	}
+	cg, err := containerCgroup(child.Process.Pid)
+	if err != nil {
+		t.Fatalf("a process in a cgroup of its own: %v", err)
+	}
+	if got := cg.Dir("memory"); got != dir {
+		t.Errorf("its memory cgroup is %s, want %s", got, dir)
 	}
 }
