@@ -6,7 +6,9 @@
 # integration/harness/env.go):
 #   Debian:      containerd 1.6, runc 1.1.5, crun, criu, busybox-static, protoc,
 #                e2fsprogs (mkfs.ext4: the blockfile snapshotter test), fuse3 and
-#                fuse-overlayfs (rootfs mounts through a FUSE mount helper)
+#                fuse-overlayfs (rootfs mounts through a FUSE mount helper), uidmap
+#                (newuidmap: the rootless containerd test's user namespace)
+#   the user ex-rootless, with a range of subordinate ids: the rootless containerd test
 #   /opt/containerd/<version>/bin   containerd, ctr, containerd-shim-runc-v2 (go install)
 #   /opt/runc/<version>/runc        runc built from the Go module proxy (seccomp, cgo)
 #
@@ -37,7 +39,7 @@ need_apt=()
 for pkg_bin in containerd:/usr/bin/containerd runc:/usr/sbin/runc crun:/usr/bin/crun criu:/usr/sbin/criu \
 	busybox-static:/bin/busybox protobuf-compiler:/usr/bin/protoc \
 	libseccomp-dev:/usr/include/seccomp.h pkg-config:/usr/bin/pkg-config e2fsprogs:/usr/sbin/mkfs.ext4 \
-	fuse3:/usr/sbin/mount.fuse3 fuse-overlayfs:/usr/bin/fuse-overlayfs; do
+	fuse3:/usr/sbin/mount.fuse3 fuse-overlayfs:/usr/bin/fuse-overlayfs uidmap:/usr/bin/newuidmap; do
 	pkg=${pkg_bin%%:*} bin=${pkg_bin#*:}
 	[ -e "$bin" ] || need_apt+=("$pkg")
 done
@@ -46,6 +48,15 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
+# The unprivileged user that TestRootlessContainerd runs containerd as (inside a user
+# namespace, as rootlesskit does), with 65536 subordinate uids and gids for its containers.
+if ! id -u ex-rootless >/dev/null 2>&1; then
+	useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin ex-rootless
+fi
+if ! grep -q '^ex-rootless:' /etc/subuid || ! grep -q '^ex-rootless:' /etc/subgid; then
+	usermod --add-subuids 3000000-3065535 --add-subgids 3000000-3065535 ex-rootless
+fi
+
 # Debian's containerd package may start a system daemon where systemd runs; our tests
 # never use it (each test starts a private one), so it is left alone.
 

@@ -22,6 +22,9 @@ func (d *Daemon) CtrCmd(ctx context.Context, args ...string) *exec.Cmd {
 	}
 	full := append([]string{"--address", d.Address, "--namespace", ns}, args...)
 	cmd := exec.CommandContext(ctx, d.CtrPath, full...)
+	if d.variant.rootless != nil {
+		cmd = d.rootlessCtrCmd(ctx, full)
+	}
 	cmd.Env = append(filteredEnv("CONTAINERD_ADDRESS", "CONTAINERD_NAMESPACE", "CONTAINERD_SNAPSHOTTER", "CONTAINERD_RUNTIME"), "PATH="+d.PATH)
 	cmd.WaitDelay = 5 * time.Second
 	return cmd

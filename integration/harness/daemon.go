@@ -192,6 +192,12 @@ func NewDaemon(flavor string, opts ...DaemonOption) (_ *Daemon, retErr error) {
 	if err := os.WriteFile(d.ConfigPath, []byte(d.config()), 0o600); err != nil {
 		return nil, err
 	}
+	if d.variant.rootless != nil {
+		// After the config is written: the user must be able to read it.
+		if err := d.prepareRootless(); err != nil {
+			return nil, err
+		}
+	}
 	d.logFile, err = os.OpenFile(d.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
@@ -202,7 +208,11 @@ func NewDaemon(flavor string, opts ...DaemonOption) (_ *Daemon, retErr error) {
 	cmd.Stderr = d.logFile
 	cmd.Env = append(filteredEnv("PATH", "CONTAINERD_ADDRESS", "CONTAINERD_NAMESPACE", "NOTIFY_SOCKET"), "PATH="+d.PATH)
 	// Own process group (no terminal signals); SIGTERM if the test process dies.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setpgid = true
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGTERM
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", d.Containerd, err)
 	}
@@ -442,6 +452,9 @@ func (d *Daemon) Stop() error {
 		if err := RemoveCgroup("/" + ns); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := d.removeRootless(); err != nil {
+		errs = append(errs, err)
 	}
 	if d.Base != "" {
 		if err := UnmountUnder(d.Base); err != nil {

@@ -24,6 +24,7 @@ type daemonVariant struct {
 	podNetwork    *podNetwork        // a CNI bridge network for pods (WithPodNetwork, sandbox.go)
 	blockfile     bool               // the blockfile snapshotter configured (WithBlockfileSnapshotter)
 	proxies       []proxySnapshotter // snapshotter proxy plugins (WithProxySnapshotter)
+	rootless      *rootlessState     // run as RootlessUser in a user namespace (WithRootless, rootless.go)
 
 	// Filled in by prepareVariant for a CRI daemon.
 	streamPort string // the CRI streaming server's port on 127.0.0.1
@@ -258,6 +259,9 @@ func (d *Daemon) variantConfig() string {
 // variant, the process that ends up running is containerd itself (exec, no fork), so Pid and
 // Stop address the daemon directly.
 func (d *Daemon) daemonCommand() *exec.Cmd {
+	if d.variant.rootless != nil {
+		return d.rootlessCommand()
+	}
 	if d.variant.legacyCgroups && HybridCgroups() {
 		// unshare(1) enters a new mount namespace with private propagation (so the unmount
 		// stays inside), then the shell unmounts the cgroup2 hierarchy and execs containerd.

@@ -1,0 +1,183 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/oci"
+
+	"github.com/example/containerd-shim-example-v2/integration/harness"
+)
+
+// Rootless containerd (rootlesskit, nerdctl's containerd-rootless.sh): containerd runs as
+// an unprivileged user mapped to root in a user namespace, and so do the shims it starts
+// and the runtimes they fork; nothing of theirs is privileged on the host. The shim must
+// not take for granted what only the host's root may do (its cgroup warmings, OOM
+// watching, the rootfs mount, its sockets and state under /run). Under cgroup v1 the user
+// gets no cgroup and containers run without one (cgroupsPath "", no limits); under v2
+// (the cgroup v2 lane) it runs twice: with a delegated cgroup (systemd's Delegate=yes),
+// where limits, OOM kills and statistics work as under a privileged daemon, and without
+// one, where containers again have no cgroup of their own.
+func TestRootlessContainerd(t *testing.T) {
+	kinds := []struct {
+		name string
+		opt  harness.DaemonOption
+	}{{"no-cgroup", harness.WithRootless()}}
+	if harness.UnifiedCgroups() {
+		kinds = []struct {
+			name string
+			opt  harness.DaemonOption
+		}{{"delegated-cgroup", harness.WithRootless()}, {"undelegated", harness.WithRootlessUndelegated()}}
+	}
+	for _, flavor := range harness.AllFlavors {
+		for _, kind := range kinds {
+			t.Run("containerd-"+flavor+"/"+kind.name, func(t *testing.T) {
+				testRootless(t, harness.StartDaemon(t, flavor, kind.opt))
+			})
+		}
+	}
+}
+
+// testRootless is TestRootlessContainerd's work under one daemon.
+func testRootless(t *testing.T, d *harness.Daemon) {
+	ctx, ns := d.NewNamespace(t)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	// ctr's own default of 1024 CPU shares is a limit runc cannot set on a
+	// container without a cgroup; nerdctl and CRI set none.
+	ctrRunRootless := func(id string, args ...string) []string {
+		return ctrRun(d, append([]string{"--cgroup", d.RootlessCgroupsPath(id), "--cpu-shares", "0"}, args...)...)
+	}
+
+	t.Run("run-streams-exit-code", func(t *testing.T) {
+		const id = "rl-run"
+		stdout, stderr, code, err := d.Ctr(ctx, ctrRunRootless(id, "--rm", harness.ImageName, id,
+			"sh", "-c", "echo out; echo err >&2; id -u; exit 3")...)
+		if err != nil || code != 3 || stdout != "out\n0\n" || withoutCtrLog(stderr) != "err\n" {
+			t.Errorf("ctr run --rm: code %d err %v stdout %q stderr %q, want 3, \"out\\n0\\n\", \"err\\n\"", code, err, stdout, stderr)
+		}
+		expectNoLeftovers(t, d, ns, id)
+		expectNoRootlessMounts(t, d, ns, id)
+	})
+
+	t.Run("exec-kill-delete", func(t *testing.T) {
+		const id = "rl-sleep"
+		if _, stderr, code, err := d.Ctr(ctx, ctrRunRootless(id, "-d", harness.ImageName, id, "sleep", "1000")...); err != nil || code != 0 {
+			t.Fatalf("ctr run -d: code %d err %v stderr %q", code, err, stderr)
+		}
+		// The shim really is unprivileged: it runs as the user on the host.
+		shims := d.ShimProcesses(ns, id)
+		if len(shims) != 1 {
+			t.Fatalf("shim processes of %s: %v, want one", id, shims)
+		}
+		if uid := processUID(t, shims[0].Pid); uid != d.RootlessUID() {
+			t.Errorf("the shim (pid %d) runs as uid %d on the host, want %d (%s)", shims[0].Pid, uid, d.RootlessUID(), harness.RootlessUser)
+		}
+		stdout, stderr, code, err := d.Ctr(ctx, "task", "exec", "--exec-id", "e1", id, "sh", "-c", "echo exec-out; echo exec-err >&2; exit 5")
+		if err != nil || code != 5 || stdout != "exec-out\n" || withoutCtrLog(stderr) != "exec-err\n" {
+			t.Errorf("ctr task exec: code %d err %v stdout %q stderr %q, want 5, exec-out, exec-err", code, err, stdout, stderr)
+		}
+		if d.RootlessCgroupsPath(id) != "" {
+			// A cgroup of its own: the runtime lists the container's processes from it.
+			out := ctrOK(t, ctx, d, "task", "ps", id)
+			if row := waitTaskStatus(t, ctx, d, id, "RUNNING", 5*time.Second); !strings.Contains(out, strconv.Itoa(row.Pid)) {
+				t.Errorf("ctr task ps %s: %q does not list the init (pid %d)", id, out, row.Pid)
+			}
+		}
+		expectRootlessMetrics(t, ctx, d, id)
+		ctrOK(t, ctx, d, "task", "kill", "--signal", "SIGKILL", id)
+		waitTaskStatus(t, ctx, d, id, "STOPPED", 10*time.Second)
+		ctrOK(t, ctx, d, "task", "delete", id)
+		ctrOK(t, ctx, d, "container", "delete", id)
+		expectNoLeftovers(t, d, ns, id)
+		expectNoRootlessMounts(t, d, ns, id)
+	})
+
+	t.Run("oom-in-delegated-cgroup", func(t *testing.T) {
+		if d.RootlessCgroupsPath("rl-oom") == "" {
+			t.Skip("the user has no cgroup of its own here, so a container has no limit to hit (the cgroup v2 lane's delegated run has)")
+		}
+		const id = "rl-oom"
+		evs := subscribeTaskEvents(t, ctx, d, ns)
+		ctr := newContainer(t, ctx, d, id, memoryHogArgs, oci.WithCgroup(d.RootlessCgroupsPath(id)), oci.WithMemoryLimit(32<<20))
+		task, statusC := startTask(t, ctx, ctr, cio.NullIO)
+		if code := exitCode(t, ctx, statusC); code != 137 {
+			t.Errorf("exit status %d, want 137 (SIGKILL by the OOM killer)", code)
+		}
+		expectOOMBeforeExit(t, evs, id)
+		if _, err := task.Delete(ctx); err != nil {
+			t.Errorf("delete: %v", err)
+		}
+	})
+}
+
+// expectRootlessMetrics checks that a rootless container's statistics are its own
+// cgroup's: in a delegated cgroup, one that holds only its sleep; without one (v1, or v2
+// undelegated), the cgroup it shares with the shim and the daemon (and, outside a test, a
+// user's session) is not reported as its own: NotFound. The stock shim reports that shared
+// cgroup's figures as the container's.
+func expectRootlessMetrics(t *testing.T, ctx context.Context, d *harness.Daemon, id string) {
+	t.Helper()
+	stdout, stderr, code, err := d.Ctr(ctx, "task", "metrics", id)
+	if d.RootlessCgroupsPath(id) != "" {
+		rows := map[string]string{}
+		for _, line := range strings.Split(stdout, "\n") {
+			if f := strings.Fields(line); len(f) >= 2 {
+				rows[f[0]] = f[1]
+			}
+		}
+		if err != nil || code != 0 || rows["pids.current"] != "1" {
+			t.Errorf("ctr task metrics %s: code %d err %v, pids.current %q (want 1: the sleep alone)\nstdout %q\nstderr %q", id, code, err, rows["pids.current"], stdout, stderr)
+		}
+		return
+	}
+	if harness.Runtime() != "io.example.v2" {
+		t.Logf("stock shim, no cgroup: ctr task metrics says (code %d) %q", code, stdout)
+		return
+	}
+	// containerd drops a task's failed Metrics from its answer: ctr then has nothing.
+	if err != nil || code == 0 || !strings.Contains(stderr, "no metrics received") {
+		t.Errorf("ctr task metrics %s (no cgroup of its own): code %d err %v stdout %q stderr %q, want none (no metrics received)", id, code, err, stdout, stderr)
+	}
+}
+
+// processUID is the real uid of a process, from /proc/<pid>/status.
+func processUID(t *testing.T, pid int) int {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatalf("status of pid %d: %v", pid, err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == "Uid:" {
+			uid, _ := strconv.Atoi(f[1])
+			return uid
+		}
+	}
+	t.Fatalf("status of pid %d has no Uid line", pid)
+	return -1
+}
+
+// expectNoRootlessMounts checks the rootless daemon's own mount namespace, where its
+// shims mount the rootfs (the host does not see those mounts, so expectNoLeftovers cannot).
+func expectNoRootlessMounts(t *testing.T, d *harness.Daemon, ns, id string) {
+	t.Helper()
+	left := []string{}
+	if !eventually(harness.LeakTimeout, func() bool {
+		left = left[:0]
+		for _, m := range d.MountNamespaceMounts(d.Base) {
+			if strings.Contains(m+"/", "/"+ns+"/"+id+"/") {
+				left = append(left, m)
+			}
+		}
+		return len(left) == 0
+	}) {
+		t.Errorf("mounts of %s/%s left in the daemon's mount namespace: %v", ns, id, left)
+	}
+}
