@@ -86,8 +86,11 @@ type Container struct {
 
 	init *Process
 
-	cg      *cgroup.Cgroup // nil when the init's cgroup could not be found; set under mu (a restore sets it at Start, while Stats may read it)
-	stopOOM func()
+	cg *cgroup.Cgroup // nil when the init's cgroup could not be found; set under mu (a restore sets it at Start, while Stats may read it)
+	// inShimCgroup: the runtime made no cgroup for the container, which stays in
+	// the shim's own (containerCgroup); Pids then lists it from /proc. Set with cg.
+	inShimCgroup bool
+	stopOOM      func()
 
 	mu           sync.Mutex
 	execsIdle    *sync.Cond

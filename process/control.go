@@ -9,6 +9,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/example/containerd-shim-example-v2/internal/procstat"
+	"github.com/example/containerd-shim-example-v2/internal/proctree"
 )
 
 // Pids lists the host PIDs of every process in the container.
@@ -24,6 +25,14 @@ func (c *Container) Pids(ctx context.Context) ([]int, error) {
 		// exit for Wait; the init's PID says the task still exists.
 		return []int{st.Pid}, nil
 	}
+	c.mu.Lock()
+	inShimCgroup := c.inShimCgroup
+	c.mu.Unlock()
+	if inShimCgroup {
+		// The runtime lists a container from its cgroup, and this one has none
+		// (the stock shim's Pids fails there).
+		return c.pidsFromProc(st.Pid)
+	}
 	pids, err := c.rt.Ps(ctx, c.ID)
 	if err != nil {
 		// Not NotFound even when the runtime has no such container (a
@@ -32,6 +41,23 @@ func (c *Container) Pids(ctx context.Context) ([]int, error) {
 		// they reload their shims after a restart, and keep it on any
 		// other error, such as the stock shim's runtime error. (Older ones
 		// clean such a task up on any error.)
+		return nil, fmt.Errorf("list processes of %s: %w", c.ID, err)
+	}
+	return pids, nil
+}
+
+// pidsFromProc lists the processes of a container without a cgroup of its
+// own from /proc: its pid namespace's, or the init's and its execs'
+// descendants when it shares the shim's (proctree.Of).
+func (c *Container) pidsFromProc(init int) ([]int, error) {
+	var execs []int
+	for _, e := range c.Execs() {
+		if pid := e.Pid(); pid > 0 {
+			execs = append(execs, pid)
+		}
+	}
+	pids, err := proctree.Of(init, execs...)
+	if err != nil {
 		return nil, fmt.Errorf("list processes of %s: %w", c.ID, err)
 	}
 	return pids, nil

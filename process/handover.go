@@ -1,6 +1,7 @@
 package process
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -317,6 +318,7 @@ func (c *Container) importCgroup(st ContainerState, initRunning bool) {
 	}
 	if err != nil {
 		slog.Warn("container cgroup not found after the upgrade; no stats or OOM events", "container", c.ID, "error", err)
+		c.inShimCgroup = errors.Is(err, errInShimCgroup)
 		return
 	}
 	switch {

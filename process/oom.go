@@ -20,6 +20,9 @@ func (c *Container) watchCgroup(pid int) {
 	cg, err := containerCgroup(pid)
 	if err != nil {
 		slog.Warn("container cgroup not found; no stats or OOM events", "container", c.ID, "error", err)
+		c.mu.Lock()
+		c.inShimCgroup = errors.Is(err, errInShimCgroup)
+		c.mu.Unlock()
 		return
 	}
 	kills, _ := cg.OOMKills()
@@ -44,10 +47,14 @@ func containerCgroup(pid int) (*cgroup.Cgroup, error) {
 		return nil, err
 	}
 	if own, err := cgroup.ForPid(cgroup.DefaultRoot, os.Getpid()); err == nil && cg.Same(own) {
-		return nil, fmt.Errorf("process %d is in the shim's own cgroup (the runtime made none for it): %w", pid, errdefs.ErrNotFound)
+		return nil, fmt.Errorf("process %d: %w", pid, errInShimCgroup)
 	}
 	return cg, nil
 }
+
+// errInShimCgroup is containerCgroup's answer for a container the runtime made
+// no cgroup for.
+var errInShimCgroup = fmt.Errorf("in the shim's own cgroup (the runtime made none for it): %w", errdefs.ErrNotFound)
 
 // watchOOM starts watching c.cg for OOM kills, when events have somewhere to
 // go.

@@ -1,0 +1,93 @@
+// Package proctree lists a container's processes from /proc, for a container
+// that has no cgroup of its own to list them from (the runtime's `ps` reads
+// the cgroup, and fails without one: rootless containers on cgroup v1, or on
+// v2 without a delegated cgroup).
+package proctree
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+)
+
+// Of lists the processes of the container whose init is init: every process
+// in init's pid namespace when that is not the caller's own (a container with
+// a pid namespace of its own, where orphans are reparented to its init);
+// otherwise init, the roots given (its execs) and all their descendants,
+// which misses only a process whose parent died (reparented to the shim, the
+// subreaper). Sorted; init first is not promised.
+func Of(init int, roots ...int) ([]int, error) {
+	initNS, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", init))
+	if err != nil {
+		return nil, fmt.Errorf("pid namespace of %d: %w", init, err)
+	}
+	ownNS, err := os.Readlink("/proc/self/ns/pid")
+	if err != nil {
+		return nil, fmt.Errorf("own pid namespace: %w", err)
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	if initNS != ownNS {
+		for _, e := range entries {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			// A process gone meanwhile has no link: it is not listed.
+			if ns, err := os.Readlink("/proc/" + e.Name() + "/ns/pid"); err == nil && ns == initNS {
+				pids = append(pids, pid)
+			}
+		}
+		slices.Sort(pids)
+		return pids, nil
+	}
+	children := make(map[int][]int)
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if ppid, ok := parent(pid); ok {
+			children[ppid] = append(children[ppid], pid)
+		}
+	}
+	seen := make(map[int]bool)
+	queue := append([]int{init}, roots...)
+	for len(queue) > 0 {
+		pid := queue[0]
+		queue = queue[1:]
+		if pid <= 0 || seen[pid] {
+			continue
+		}
+		seen[pid] = true
+		pids = append(pids, pid)
+		queue = append(queue, children[pid]...)
+	}
+	slices.Sort(pids)
+	return pids, nil
+}
+
+// parent reads a process's parent from /proc/<pid>/stat ("pid (comm) state
+// ppid ..."; comm may hold spaces and parentheses, so fields count from the
+// last ')').
+func parent(pid int) (int, bool) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, false
+	}
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0, false
+	}
+	fields := bytes.Fields(data[i+1:])
+	if len(fields) < 2 {
+		return 0, false
+	}
+	ppid, err := strconv.Atoi(string(fields[1]))
+	return ppid, err == nil
+}

@@ -1,0 +1,114 @@
+package proctree
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startTree starts `sh` running two background sleeps and prints their pids.
+func startTree(t *testing.T) (*exec.Cmd, []int) {
+	t.Helper()
+	cmd := exec.Command("sh", "-c", `sleep 60 & echo $!; sleep 60 & echo $!; wait`)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	sc := bufio.NewScanner(out)
+	var pids []int
+	for len(pids) < 2 && sc.Scan() {
+		pid, err := strconv.Atoi(strings.TrimSpace(sc.Text()))
+		if err != nil {
+			t.Fatalf("child said %q", sc.Text())
+		}
+		pids = append(pids, pid)
+	}
+	if len(pids) < 2 {
+		t.Fatalf("the child printed %d pids", len(pids))
+	}
+	return cmd, pids
+}
+
+// In the caller's pid namespace a container is its init, its execs and their
+// descendants; nothing else (the test process, its other children).
+func TestOfSharedPidNamespaceIsTheDescendants(t *testing.T) {
+	sh, sleeps := startTree(t)
+	other := exec.Command("sleep", "60") // another child of the caller: not the container's
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = other.Process.Kill(); _ = other.Wait() }()
+	exec1 := exec.Command("sleep", "60") // an exec: listed, as a root given
+	if err := exec1.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = exec1.Process.Kill(); _ = exec1.Wait() }()
+
+	got, err := Of(sh.Process.Pid, exec1.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append([]int{sh.Process.Pid, exec1.Process.Pid}, sleeps...)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("Of = %v, want %v (sh, the exec and the two sleeps; not %d, not %d)", got, want, other.Process.Pid, os.Getpid())
+	}
+}
+
+// A container with a pid namespace of its own is every process in it.
+func TestOfOwnPidNamespaceIsTheNamespace(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("a pid namespace needs root")
+	}
+	// unshare forks the namespace's init (sh), whose sleeps are its children;
+	// the pids they would print are the namespace's, so they are found by parent.
+	cmd := exec.Command("unshare", "--pid", "--fork", "--kill-child", "sh", "-c", "sleep 60 & sleep 60 & wait")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	var init int
+	var sleeps []int
+	deadline := time.Now().Add(5 * time.Second)
+	for len(sleeps) < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+		if in := childrenOf(cmd.Process.Pid); len(in) == 1 {
+			init, sleeps = in[0], childrenOf(in[0])
+		}
+	}
+	if len(sleeps) != 2 {
+		t.Fatalf("the namespace's init %d has children %v, want two sleeps", init, sleeps)
+	}
+	got, err := Of(init)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append([]int{init}, sleeps...)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("Of = %v, want %v (the namespace's init and its two sleeps, not unshare %d)", got, want, cmd.Process.Pid)
+	}
+}
+
+// childrenOf lists pid's children.
+func childrenOf(pid int) []int {
+	entries, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range entries {
+		if p, err := strconv.Atoi(e.Name()); err == nil {
+			if ppid, ok := parent(p); ok && ppid == pid {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
