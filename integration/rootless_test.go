@@ -85,6 +85,7 @@ func testRootless(t *testing.T, d *harness.Daemon) {
 		}
 		expectRootlessPs(t, ctx, d, id)
 		expectRootlessMetrics(t, ctx, d, id)
+		expectRootlessPause(t, ctx, d, id)
 		ctrOK(t, ctx, d, "task", "kill", "--signal", "SIGKILL", id)
 		waitTaskStatus(t, ctx, d, id, "STOPPED", 10*time.Second)
 		ctrOK(t, ctx, d, "task", "delete", id)
@@ -145,6 +146,28 @@ func expectRootlessPs(t *testing.T, ctx context.Context, d *harness.Daemon, id s
 	if _, ok := rows[init]; !ok || execs != 1 || len(rows) != 2 {
 		t.Errorf("ctr task ps %s: want the init (pid %d) and exec e2, nothing else; got\n%s", id, init, stdout)
 	}
+}
+
+// expectRootlessPause pauses and resumes the container when it has a cgroup of its own
+// (the freezer is a cgroup's); without one the runtime cannot, and the shim says so with
+// FailedPrecondition (the stock shim passes the runtime's "cgroups not configured for
+// container" on as Unknown).
+func expectRootlessPause(t *testing.T, ctx context.Context, d *harness.Daemon, id string) {
+	t.Helper()
+	if d.RootlessCgroupsPath(id) != "" {
+		ctrOK(t, ctx, d, "task", "pause", id)
+		waitTaskStatus(t, ctx, d, id, "PAUSED", 5*time.Second)
+		ctrOK(t, ctx, d, "task", "resume", id)
+		waitTaskStatus(t, ctx, d, id, "RUNNING", 5*time.Second)
+		return
+	}
+	_, stderr, code, err := d.Ctr(ctx, "task", "pause", id)
+	if harness.Runtime() != "io.example.v2" {
+		t.Logf("stock shim, no cgroup: ctr task pause says (code %d) %q", code, stderr)
+	} else if err != nil || code == 0 || !strings.Contains(stderr, "no cgroup of its own") || !strings.Contains(stderr, "failed precondition") {
+		t.Errorf("ctr task pause %s without a cgroup: code %d err %v stderr %q, want a failed precondition naming the missing cgroup", id, code, err, stderr)
+	}
+	waitTaskStatus(t, ctx, d, id, "RUNNING", 5*time.Second)
 }
 
 // expectRootlessMetrics checks that a rootless container's statistics are its own

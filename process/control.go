@@ -87,11 +87,20 @@ func (c *Container) Resume(ctx context.Context, onResumed func()) error {
 // freezeError is a runtime's pause or resume failure, FailedPrecondition
 // when the init has exited meanwhile: killed as a pause came, or while
 // paused (docker kill, rm -f), the runtime finds it "not running" or "not
-// paused" before the shim has processed the exit. The caller holds the
-// init's lock (transition), so its pid field is read directly.
+// paused" before the shim has processed the exit; FailedPrecondition too for
+// a container without a cgroup of its own, which has no freezer. The caller
+// holds the init's lock (transition), so its pid field is read directly.
 func (c *Container) freezeError(op Op, err error) error {
 	if err != nil && c.initGone(c.init.pid) {
 		return fmt.Errorf("cannot %s %s: its init has exited: %w", op, c.ID, errdefs.ErrFailedPrecondition)
+	}
+	c.mu.Lock()
+	inShimCgroup := c.inShimCgroup
+	c.mu.Unlock()
+	if err != nil && inShimCgroup {
+		// The freezer is a cgroup's; the runtime's own words ("cgroups not
+		// configured for container") come as Unknown.
+		return fmt.Errorf("cannot %s %s: it has no cgroup of its own to freeze (the runtime made none: rootless without a delegated cgroup): %v: %w", op, c.ID, err, errdefs.ErrFailedPrecondition)
 	}
 	return err
 }
