@@ -94,6 +94,46 @@ func testRootless(t *testing.T, d *harness.Daemon) {
 		expectNoRootlessMounts(t, d, ns, id)
 	})
 
+	t.Run("upgrade-in-place", func(t *testing.T) {
+		// The operator reaches the rootless daemon's shims as its user, inside its
+		// namespaces (their sockets are in its private /run/containerd).
+		newBin, err := d.RootlessInstall(secondShimBuild(t), "upgrade-b", harness.ShimBinaryName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const id = "rl-up"
+		if _, stderr, code, err := d.Ctr(ctx, ctrRunRootless(id, "-d", harness.ImageName, id, "sleep", "1000")...); err != nil || code != 0 {
+			t.Fatalf("ctr run -d: code %d err %v stderr %q", code, err, stderr)
+		}
+		shims := d.ShimProcesses(ns, id)
+		if len(shims) != 1 {
+			t.Fatalf("shim processes of %s: %v, want one", id, shims)
+		}
+		stdout, stderr, code, err := harness.RunCmd(ctx, d.RootlessCmd(ctx, newBin, "upgrade", "-address", shimAddress(t, d, ns, id), "-binary", newBin))
+		if err != nil || code != 0 || !strings.Contains(stdout, fmt.Sprintf("pid %d: ", shims[0].Pid)) || !strings.Contains(stdout, "-> "+upgradeBuildVersion) {
+			t.Fatalf("upgrade as the rootless user: code %d err %v stdout %q stderr %q", code, err, stdout, stderr)
+		}
+		if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", shims[0].Pid)); err != nil || exe != newBin {
+			t.Errorf("the shim (pid %d) runs %q (%v) after the upgrade, want %s", shims[0].Pid, exe, err, newBin)
+		}
+		stdout, stderr, code, err = d.Ctr(ctx, "task", "exec", "--exec-id", "e-up", id, "sh", "-c", "echo after; exit 7")
+		if err != nil || code != 7 || stdout != "after\n" {
+			t.Errorf("exec after the upgrade: code %d err %v stdout %q stderr %q, want 7, after", code, err, stdout, stderr)
+		}
+		// The successor knows as well whether the container has a cgroup of its own.
+		expectRootlessPs(t, ctx, d, id)
+		expectRootlessMetrics(t, ctx, d, id)
+		ctrOK(t, ctx, d, "task", "kill", "--signal", "SIGKILL", id)
+		waitTaskStatus(t, ctx, d, id, "STOPPED", 10*time.Second)
+		if st := clientStatus(t, ctx, d, id); st.ExitStatus != 137 {
+			t.Errorf("exit status after SIGKILL = %d, want 137", st.ExitStatus)
+		}
+		ctrOK(t, ctx, d, "task", "delete", id)
+		ctrOK(t, ctx, d, "container", "delete", id)
+		expectNoLeftovers(t, d, ns, id)
+		expectNoRootlessMounts(t, d, ns, id)
+	})
+
 	t.Run("oom-in-delegated-cgroup", func(t *testing.T) {
 		if d.RootlessCgroupsPath("rl-oom") == "" {
 			t.Skip("the user has no cgroup of its own here, so a container has no limit to hit (the cgroup v2 lane's delegated run has)")

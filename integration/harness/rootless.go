@@ -192,14 +192,36 @@ func (d *Daemon) removeRootless() error {
 }
 
 // rootlessCtrCmd runs ctr as a rootless daemon's users run it (rootlesskit's nsenter, or
-// nerdctl): as the user, inside the daemon's user and mount namespaces, so that ctr is
-// root there, can mount a snapshot to read the image's /etc/group, and makes its FIFOs
-// where the shims can open them.
+// nerdctl): see RootlessCmd. ctr 1.6 mounts a snapshot to read the image's /etc/group, and
+// its FIFOs must be where the shims can open them.
 func (d *Daemon) rootlessCtrCmd(ctx context.Context, args []string) *exec.Cmd {
+	return d.RootlessCmd(ctx, append([]string{d.CtrPath}, args...)...)
+}
+
+// RootlessCmd builds a command that runs argv as the user of a WithRootless daemon inside
+// the daemon's user and mount namespaces, where the user is root and sees the daemon's
+// private /run/containerd (the shims' sockets): the way rootlesskit's `nsenter` has an
+// operator reach a rootless containerd and its shims.
+func (d *Daemon) RootlessCmd(ctx context.Context, argv ...string) *exec.Cmd {
 	r := d.variant.rootless
-	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--target", strconv.Itoa(d.Pid()), "--user", "--mount", "--", d.CtrPath}, args...)...)
+	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--target", strconv.Itoa(d.Pid()), "--user", "--mount", "--"}, argv...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: r.uid, Gid: r.gid, Groups: []uint32{}}}
 	return cmd
+}
+
+// RootlessInstall copies the executable src into the daemon's directory as dir/name,
+// owned by the user of a WithRootless daemon, and returns its path.
+func (d *Daemon) RootlessInstall(src, dir, name string) (string, error) {
+	r := d.variant.rootless
+	dst := filepath.Join(d.Base, dir)
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return "", err
+	}
+	dst = filepath.Join(dst, name)
+	if err := copyFile(src, dst, 0o755); err != nil {
+		return "", err
+	}
+	return dst, chownTree(filepath.Dir(dst), int(r.uid), int(r.gid))
 }
 
 // chownTree gives dir and everything below it to uid:gid.
