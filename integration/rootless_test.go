@@ -55,6 +55,19 @@ func testRootless(t *testing.T, d *harness.Daemon) {
 		return ctrRun(d, append([]string{"--cgroup", d.RootlessCgroupsPath(id), "--cpu-shares", "0"}, args...)...)
 	}
 
+	// runSleeper starts a detached container running sleep and returns its shim.
+	runSleeper := func(t *testing.T, id string) harness.Proc {
+		t.Helper()
+		if _, stderr, code, err := d.Ctr(ctx, ctrRunRootless(id, "-d", harness.ImageName, id, "sleep", "1000")...); err != nil || code != 0 {
+			t.Fatalf("ctr run -d %s: code %d err %v stderr %q", id, code, err, stderr)
+		}
+		shims := d.ShimProcesses(ns, id)
+		if len(shims) != 1 {
+			t.Fatalf("shim processes of %s: %v, want one", id, shims)
+		}
+		return shims[0]
+	}
+
 	t.Run("run-streams-exit-code", func(t *testing.T) {
 		const id = "rl-run"
 		stdout, stderr, code, err := d.Ctr(ctx, ctrRunRootless(id, "--rm", harness.ImageName, id,
@@ -68,16 +81,10 @@ func testRootless(t *testing.T, d *harness.Daemon) {
 
 	t.Run("exec-kill-delete", func(t *testing.T) {
 		const id = "rl-sleep"
-		if _, stderr, code, err := d.Ctr(ctx, ctrRunRootless(id, "-d", harness.ImageName, id, "sleep", "1000")...); err != nil || code != 0 {
-			t.Fatalf("ctr run -d: code %d err %v stderr %q", code, err, stderr)
-		}
+		shim := runSleeper(t, id)
 		// The shim really is unprivileged: it runs as the user on the host.
-		shims := d.ShimProcesses(ns, id)
-		if len(shims) != 1 {
-			t.Fatalf("shim processes of %s: %v, want one", id, shims)
-		}
-		if uid := processUID(t, shims[0].Pid); uid != d.RootlessUID() {
-			t.Errorf("the shim (pid %d) runs as uid %d on the host, want %d (%s)", shims[0].Pid, uid, d.RootlessUID(), harness.RootlessUser)
+		if uid := processUID(t, shim.Pid); uid != d.RootlessUID() {
+			t.Errorf("the shim (pid %d) runs as uid %d on the host, want %d (%s)", shim.Pid, uid, d.RootlessUID(), harness.RootlessUser)
 		}
 		stdout, stderr, code, err := d.Ctr(ctx, "task", "exec", "--exec-id", "e1", id, "sh", "-c", "echo exec-out; echo exec-err >&2; exit 5")
 		if err != nil || code != 5 || stdout != "exec-out\n" || withoutCtrLog(stderr) != "exec-err\n" {
@@ -86,12 +93,7 @@ func testRootless(t *testing.T, d *harness.Daemon) {
 		expectRootlessPs(t, ctx, d, id)
 		expectRootlessMetrics(t, ctx, d, id)
 		expectRootlessPause(t, ctx, d, id)
-		ctrOK(t, ctx, d, "task", "kill", "--signal", "SIGKILL", id)
-		waitTaskStatus(t, ctx, d, id, "STOPPED", 10*time.Second)
-		ctrOK(t, ctx, d, "task", "delete", id)
-		ctrOK(t, ctx, d, "container", "delete", id)
-		expectNoLeftovers(t, d, ns, id)
-		expectNoRootlessMounts(t, d, ns, id)
+		killAndRemoveRootless(t, ctx, d, ns, id)
 	})
 
 	t.Run("upgrade-in-place", func(t *testing.T) {
@@ -102,19 +104,13 @@ func testRootless(t *testing.T, d *harness.Daemon) {
 			t.Fatal(err)
 		}
 		const id = "rl-up"
-		if _, stderr, code, err := d.Ctr(ctx, ctrRunRootless(id, "-d", harness.ImageName, id, "sleep", "1000")...); err != nil || code != 0 {
-			t.Fatalf("ctr run -d: code %d err %v stderr %q", code, err, stderr)
-		}
-		shims := d.ShimProcesses(ns, id)
-		if len(shims) != 1 {
-			t.Fatalf("shim processes of %s: %v, want one", id, shims)
-		}
+		shim := runSleeper(t, id)
 		stdout, stderr, code, err := harness.RunCmd(ctx, d.RootlessCmd(ctx, newBin, "upgrade", "-address", shimAddress(t, d, ns, id), "-binary", newBin))
-		if err != nil || code != 0 || !strings.Contains(stdout, fmt.Sprintf("pid %d: ", shims[0].Pid)) || !strings.Contains(stdout, "-> "+upgradeBuildVersion) {
+		if err != nil || code != 0 || !strings.Contains(stdout, fmt.Sprintf("pid %d: ", shim.Pid)) || !strings.Contains(stdout, "-> "+upgradeBuildVersion) {
 			t.Fatalf("upgrade as the rootless user: code %d err %v stdout %q stderr %q", code, err, stdout, stderr)
 		}
-		if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", shims[0].Pid)); err != nil || exe != newBin {
-			t.Errorf("the shim (pid %d) runs %q (%v) after the upgrade, want %s", shims[0].Pid, exe, err, newBin)
+		if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", shim.Pid)); err != nil || exe != newBin {
+			t.Errorf("the shim (pid %d) runs %q (%v) after the upgrade, want %s", shim.Pid, exe, err, newBin)
 		}
 		stdout, stderr, code, err = d.Ctr(ctx, "task", "exec", "--exec-id", "e-up", id, "sh", "-c", "echo after; exit 7")
 		if err != nil || code != 7 || stdout != "after\n" {
@@ -123,15 +119,7 @@ func testRootless(t *testing.T, d *harness.Daemon) {
 		// The successor knows as well whether the container has a cgroup of its own.
 		expectRootlessPs(t, ctx, d, id)
 		expectRootlessMetrics(t, ctx, d, id)
-		ctrOK(t, ctx, d, "task", "kill", "--signal", "SIGKILL", id)
-		waitTaskStatus(t, ctx, d, id, "STOPPED", 10*time.Second)
-		if st := clientStatus(t, ctx, d, id); st.ExitStatus != 137 {
-			t.Errorf("exit status after SIGKILL = %d, want 137", st.ExitStatus)
-		}
-		ctrOK(t, ctx, d, "task", "delete", id)
-		ctrOK(t, ctx, d, "container", "delete", id)
-		expectNoLeftovers(t, d, ns, id)
-		expectNoRootlessMounts(t, d, ns, id)
+		killAndRemoveRootless(t, ctx, d, ns, id)
 	})
 
 	t.Run("oom-in-delegated-cgroup", func(t *testing.T) {
@@ -150,6 +138,22 @@ func testRootless(t *testing.T, d *harness.Daemon) {
 			t.Errorf("delete: %v", err)
 		}
 	})
+}
+
+// killAndRemoveRootless kills a running container with SIGKILL, checks its exit status
+// (137), deletes it through ctr and checks that nothing of it is left, in the host's view
+// and in the daemon's own mount namespace.
+func killAndRemoveRootless(t *testing.T, ctx context.Context, d *harness.Daemon, ns, id string) {
+	t.Helper()
+	ctrOK(t, ctx, d, "task", "kill", "--signal", "SIGKILL", id)
+	waitTaskStatus(t, ctx, d, id, "STOPPED", 10*time.Second)
+	if st := clientStatus(t, ctx, d, id); st.ExitStatus != 137 {
+		t.Errorf("exit status after SIGKILL = %d, want 137", st.ExitStatus)
+	}
+	ctrOK(t, ctx, d, "task", "delete", id)
+	ctrOK(t, ctx, d, "container", "delete", id)
+	expectNoLeftovers(t, d, ns, id)
+	expectNoRootlessMounts(t, d, ns, id)
 }
 
 // expectRootlessPs checks that `ctr task ps` lists the container's processes, the init
