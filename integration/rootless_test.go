@@ -4,13 +4,17 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/example/containerd-shim-example-v2/integration/harness"
 )
@@ -93,6 +97,7 @@ func testRootless(t *testing.T, d *harness.Daemon) {
 		expectRootlessPs(t, ctx, d, id)
 		expectRootlessMetrics(t, ctx, d, id)
 		expectRootlessPause(t, ctx, d, id)
+		expectRootlessUpdate(t, ctx, d, id)
 		killAndRemoveRootless(t, ctx, d, ns, id)
 	})
 
@@ -212,6 +217,37 @@ func expectRootlessPause(t *testing.T, ctx context.Context, d *harness.Daemon, i
 		t.Errorf("ctr task pause %s without a cgroup: code %d err %v stderr %q, want a failed precondition naming the missing cgroup", id, code, err, stderr)
 	}
 	waitTaskStatus(t, ctx, d, id, "RUNNING", 5*time.Second)
+}
+
+// expectRootlessUpdate sets a memory limit: in a cgroup of its own it lands in the
+// cgroup's memory.max; without one the runtime cannot set it, and the shim says so with
+// FailedPrecondition (the stock shim passes the runtime's error on as Unknown).
+func expectRootlessUpdate(t *testing.T, ctx context.Context, d *harness.Daemon, id string) {
+	t.Helper()
+	ctr, err := d.Client().LoadContainer(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := ctr.Task(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit := int64(96 << 20)
+	err = task.Update(ctx, containerd.WithResources(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}}))
+	if path := d.RootlessCgroupsPath(id); path != "" {
+		if err != nil {
+			t.Fatalf("update the memory limit in a delegated cgroup: %v", err)
+		}
+		if b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", path, "memory.max")); err != nil || strings.TrimSpace(string(b)) != strconv.FormatInt(limit, 10) {
+			t.Errorf("memory.max after the update: %q (%v), want %d", b, err, limit)
+		}
+		return
+	}
+	if harness.Runtime() != "io.example.v2" {
+		t.Logf("stock shim, no cgroup: update says %v", err)
+	} else if !errdefs.IsFailedPrecondition(err) || err == nil || !strings.Contains(err.Error(), "no cgroup of its own") {
+		t.Errorf("update without a cgroup: %v, want a failed precondition naming the missing cgroup", err)
+	}
 }
 
 // expectRootlessMetrics checks that a rootless container's statistics are its own

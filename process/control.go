@@ -137,7 +137,15 @@ func (c *Container) Update(ctx context.Context, resources []byte) error {
 	if err := json.Unmarshal(resources, &res); err != nil {
 		return fmt.Errorf("update %s: resources are not valid LinuxResources JSON: %v: %w", c.ID, err, errdefs.ErrInvalidArgument)
 	}
-	return c.rt.Update(ctx, c.ID, resources)
+	err := c.rt.Update(ctx, c.ID, resources)
+	c.mu.Lock()
+	inShimCgroup := c.inShimCgroup
+	c.mu.Unlock()
+	if err != nil && inShimCgroup {
+		// Limits are a cgroup's; the runtime's own words come as Unknown.
+		return fmt.Errorf("update %s: it has no cgroup of its own to set limits on (the runtime made none: rootless without a delegated cgroup): %v: %w", c.ID, err, errdefs.ErrFailedPrecondition)
+	}
+	return err
 }
 
 // Stats returns the container's cgroup statistics, encoded, and their type
