@@ -13,26 +13,27 @@ import (
 )
 
 // Of lists the processes of the container whose init is init: every process
-// in init's pid namespace when that is not the caller's own (a container with
-// a pid namespace of its own, where orphans are reparented to its init);
-// otherwise init, the roots given (its execs) and all their descendants,
-// which misses only a process whose parent died (reparented to the shim, the
-// subreaper). Sorted; init first is not promised.
+// in init's pid namespace when init is that namespace's pid 1 (a container
+// with a pid namespace of its own, where orphans are reparented to its init);
+// otherwise (the host's namespace, or a pod's that the container joined) init,
+// the roots given (its execs) and all their descendants, which misses only a
+// process whose parent died (reparented to the shim, the subreaper, or to the
+// pod's init). Sorted; init first is not promised.
 func Of(init int, roots ...int) ([]int, error) {
 	initNS, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", init))
 	if err != nil {
 		return nil, fmt.Errorf("pid namespace of %d: %w", init, err)
 	}
-	ownNS, err := os.Readlink("/proc/self/ns/pid")
+	ownsNS, err := firstInNamespace(init)
 	if err != nil {
-		return nil, fmt.Errorf("own pid namespace: %w", err)
+		return nil, err
 	}
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil, err
 	}
 	var pids []int
-	if initNS != ownNS {
+	if ownsNS {
 		for _, e := range entries {
 			pid, err := strconv.Atoi(e.Name())
 			if err != nil {
@@ -70,6 +71,23 @@ func Of(init int, roots ...int) ([]int, error) {
 	}
 	slices.Sort(pids)
 	return pids, nil
+}
+
+// firstInNamespace reports whether pid is pid 1 of its innermost pid
+// namespace (the last number of its NSpid line), which makes the namespace its
+// own; the host's init is pid 1 of the host's, which no container's init is.
+func firstInNamespace(pid int) (bool, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return false, fmt.Errorf("status of %d: %w", pid, err)
+	}
+	for _, line := range bytes.Split(data, []byte("\n")) {
+		if rest, ok := bytes.CutPrefix(line, []byte("NSpid:")); ok {
+			f := bytes.Fields(rest)
+			return len(f) > 1 && string(f[len(f)-1]) == "1", nil
+		}
+	}
+	return false, fmt.Errorf("status of %d: no NSpid line", pid)
 }
 
 // parent reads a process's parent from /proc/<pid>/stat ("pid (comm) state

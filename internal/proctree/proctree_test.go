@@ -99,6 +99,52 @@ func TestOfOwnPidNamespaceIsTheNamespace(t *testing.T) {
 	}
 }
 
+// A process that joined another's pid namespace (a pod's shared one) is not
+// the namespace: it is its own descendants.
+func TestOfJoinedPidNamespaceIsTheDescendants(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("a pid namespace needs root")
+	}
+	pod := exec.Command("unshare", "--pid", "--fork", "--kill-child", "sleep", "60")
+	if err := pod.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = pod.Process.Kill(); _ = pod.Wait() }()
+	var podInit []int
+	for deadline := time.Now().Add(5 * time.Second); len(podInit) != 1 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+		podInit = childrenOf(pod.Process.Pid)
+	}
+	if len(podInit) != 1 {
+		t.Fatalf("the pod's init not found: %v", podInit)
+	}
+	// nsenter forks the joined process (sh) into the pod's namespace.
+	joined := exec.Command("nsenter", "--target", strconv.Itoa(podInit[0]), "--pid", "--", "sh", "-c", "sleep 60 & wait")
+	if err := joined.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = joined.Process.Kill(); _ = joined.Wait() }()
+	var sh, sleep []int
+	for deadline := time.Now().Add(5 * time.Second); len(sleep) != 1 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+		if sh = childrenOf(joined.Process.Pid); len(sh) == 1 {
+			sleep = childrenOf(sh[0])
+		}
+	}
+	if len(sleep) != 1 {
+		t.Fatalf("the joined sh %v has children %v, want one sleep", sh, sleep)
+	}
+	got, err := Of(sh[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []int{sh[0], sleep[0]}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("Of = %v, want %v (the joined sh and its sleep, not the pod's init %d)", got, want, podInit[0])
+	}
+}
+
 // childrenOf lists pid's children.
 func childrenOf(pid int) []int {
 	entries, _ := os.ReadDir("/proc")
