@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/console"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
@@ -93,6 +94,13 @@ func testRootless(t *testing.T, d *harness.Daemon) {
 		stdout, stderr, code, err := d.Ctr(ctx, "task", "exec", "--exec-id", "e1", id, "sh", "-c", "echo exec-out; echo exec-err >&2; exit 5")
 		if err != nil || code != 5 || stdout != "exec-out\n" || withoutCtrLog(stderr) != "exec-err\n" {
 			t.Errorf("ctr task exec: code %d err %v stdout %q stderr %q, want 5, exec-out, exec-err", code, err, stdout, stderr)
+		}
+		// A terminal: the console socket, the pty master handed to the shim, the size
+		// (ctr sets it once the exec has started: the shell waits for it; busybox's stty
+		// prints nothing for a terminal of no size yet).
+		out, code := ctrUnderPty(t, ctx, d, console.WinSize{Height: 31, Width: 91}, "task", "exec", "--tty", "--exec-id", "t1", id, "sh", "-c", "tty; for i in $(seq 100); do s=$(stty size 2>/dev/null); case $s in [1-9]*) break;; esac; sleep 0.05; done; echo size $s; exit 6")
+		if code != 6 || !strings.Contains(out, "/dev/pts/") || !strings.Contains(out, "size 31 91") {
+			t.Errorf("ctr task exec --tty: code %d, output %q; want 6, a /dev/pts/ terminal of 31 rows and 91 columns", code, out)
 		}
 		expectRootlessPs(t, ctx, d, id)
 		expectRootlessMetrics(t, ctx, d, id)

@@ -216,7 +216,11 @@ func underPty(t *testing.T, ctx context.Context, cmd *exec.Cmd, ws console.WinSi
 		t.Fatalf("open %s: %v", slavePath, err)
 	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	// Kept: the credentials of a rootless daemon's client (harness.RootlessCmd).
+	cmd.SysProcAttr.Setsid, cmd.SysProcAttr.Setctty, cmd.SysProcAttr.Ctty = true, true, 0
 	err = cmd.Start()
 	slave.Close()
 	if err != nil {
