@@ -19,9 +19,16 @@ import (
 func (c *Container) watchCgroup(pid int) {
 	cg, err := containerCgroup(pid)
 	if err != nil {
-		slog.Warn("container cgroup not found; no stats or OOM events", "container", c.ID, "error", err)
+		inShim := errors.Is(err, errInShimCgroup)
+		if inShim {
+			// Expected of every container of a rootless runtime without a
+			// delegated cgroup: not a warning each time.
+			slog.Info("container has no cgroup of its own; no stats or OOM events", "container", c.ID, "error", err)
+		} else {
+			slog.Warn("container cgroup not found; no stats or OOM events", "container", c.ID, "error", err)
+		}
 		c.mu.Lock()
-		c.inShimCgroup = errors.Is(err, errInShimCgroup)
+		c.inShimCgroup = inShim
 		c.mu.Unlock()
 		return
 	}
