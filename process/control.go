@@ -25,10 +25,7 @@ func (c *Container) Pids(ctx context.Context) ([]int, error) {
 		// exit for Wait; the init's PID says the task still exists.
 		return []int{st.Pid}, nil
 	}
-	c.mu.Lock()
-	inShimCgroup := c.inShimCgroup
-	c.mu.Unlock()
-	if inShimCgroup {
+	if c.hasNoCgroup() {
 		// The runtime lists a container from its cgroup, and this one has none
 		// (the stock shim's Pids fails there).
 		return c.pidsFromProc(st.Pid)
@@ -44,6 +41,14 @@ func (c *Container) Pids(ctx context.Context) ([]int, error) {
 		return nil, fmt.Errorf("list processes of %s: %w", c.ID, err)
 	}
 	return pids, nil
+}
+
+// hasNoCgroup reports a container the runtime made no cgroup for (it stays
+// in the shim's own: containerCgroup). Takes c.mu.
+func (c *Container) hasNoCgroup() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.inShimCgroup
 }
 
 // pidsFromProc lists the processes of a container without a cgroup of its
@@ -94,10 +99,7 @@ func (c *Container) freezeError(op Op, err error) error {
 	if err != nil && c.initGone(c.init.pid) {
 		return fmt.Errorf("cannot %s %s: its init has exited: %w", op, c.ID, errdefs.ErrFailedPrecondition)
 	}
-	c.mu.Lock()
-	inShimCgroup := c.inShimCgroup
-	c.mu.Unlock()
-	if err != nil && inShimCgroup {
+	if err != nil && c.hasNoCgroup() {
 		// The freezer is a cgroup's; the runtime's own words ("cgroups not
 		// configured for container") come as Unknown.
 		return fmt.Errorf("cannot %s %s: it has no cgroup of its own to freeze (the runtime made none: rootless without a delegated cgroup): %v: %w", op, c.ID, err, errdefs.ErrFailedPrecondition)
@@ -138,10 +140,7 @@ func (c *Container) Update(ctx context.Context, resources []byte) error {
 		return fmt.Errorf("update %s: resources are not valid LinuxResources JSON: %v: %w", c.ID, err, errdefs.ErrInvalidArgument)
 	}
 	err := c.rt.Update(ctx, c.ID, resources)
-	c.mu.Lock()
-	inShimCgroup := c.inShimCgroup
-	c.mu.Unlock()
-	if err != nil && inShimCgroup {
+	if err != nil && c.hasNoCgroup() {
 		// Limits are a cgroup's; the runtime's own words come as Unknown.
 		return fmt.Errorf("update %s: it has no cgroup of its own to set limits on (the runtime made none: rootless without a delegated cgroup): %v: %w", c.ID, err, errdefs.ErrFailedPrecondition)
 	}
