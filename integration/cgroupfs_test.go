@@ -15,12 +15,9 @@ import (
 // (/sys/fs/cgroup/memory, ...), or the v2 unified tree itself.
 const cgroupRoot = "/sys/fs/cgroup"
 
-// cgroupV2 reports whether the host's resource controllers are on cgroup v2 (a pure v2
-// host; a hybrid host keeps them on v1, with v2 only at /sys/fs/cgroup/unified).
-func cgroupV2() bool {
-	_, err := os.Stat(filepath.Join(cgroupRoot, "cgroup.controllers"))
-	return err == nil
-}
+// cgroupV2 reports whether the host's resource controllers are on cgroup v2 (see
+// harness.UnifiedCgroups).
+func cgroupV2() bool { return harness.UnifiedCgroups() }
 
 // cgroupFS is one process's cgroup as the tests read it: the v1 directory of each controller,
 // or the one v2 directory. Its methods take a v1 and a v2 spelling of the same knob and read

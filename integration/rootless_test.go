@@ -30,15 +30,13 @@ import (
 // where limits, OOM kills and statistics work as under a privileged daemon, and without
 // one, where containers again have no cgroup of their own.
 func TestRootlessContainerd(t *testing.T) {
-	kinds := []struct {
+	type kind struct {
 		name string
 		opt  harness.DaemonOption
-	}{{"no-cgroup", harness.WithRootless()}}
-	if harness.UnifiedCgroups() {
-		kinds = []struct {
-			name string
-			opt  harness.DaemonOption
-		}{{"delegated-cgroup", harness.WithRootless()}, {"undelegated", harness.WithRootlessUndelegated()}}
+	}
+	kinds := []kind{{"no-cgroup", harness.WithRootless()}}
+	if cgroupV2() {
+		kinds = []kind{{"delegated-cgroup", harness.WithRootless()}, {"undelegated", harness.WithRootlessUndelegated()}}
 	}
 	for _, flavor := range harness.AllFlavors {
 		for _, kind := range kinds {

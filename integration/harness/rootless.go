@@ -52,10 +52,11 @@ func WithRootlessUndelegated() DaemonOption {
 // below the delegated cgroup on a cgroup v2 host, "" (no cgroup) on v1. Any other path is
 // one the user may not create.
 func (d *Daemon) RootlessCgroupsPath(id string) string {
-	if r := d.variant.rootless; r == nil || r.cgroup == "" || r.undelegated {
+	r := d.variant.rootless
+	if r == nil || r.cgroup == "" || r.undelegated {
 		return ""
 	}
-	return d.variant.rootless.cgroup + "/" + id
+	return r.cgroup + "/" + id
 }
 
 // RootlessUID is the host uid a WithRootless daemon and its shims run as (0 otherwise).
@@ -66,15 +67,11 @@ func (d *Daemon) RootlessUID() int {
 	return int(d.variant.rootless.uid)
 }
 
-// UnifiedCgroups reports whether /sys/fs/cgroup is cgroup v2 (a host without v1
-// controllers).
+// UnifiedCgroups reports whether the host's resource controllers are on cgroup v2 (a pure
+// v2 host; a hybrid host keeps them on v1, with v2 only at UnifiedCgroupMount).
 func UnifiedCgroups() bool {
-	for _, m := range MountsUnder("/sys/fs/cgroup") {
-		if m.Point == "/sys/fs/cgroup" {
-			return m.FSType == "cgroup2"
-		}
-	}
-	return false
+	_, err := os.Stat("/sys/fs/cgroup/cgroup.controllers")
+	return err == nil
 }
 
 // prepareRootless looks the user up, hands the daemon's directory to it and, on cgroup v2,
