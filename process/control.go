@@ -51,6 +51,18 @@ func (c *Container) hasNoCgroup() bool {
 	return c.inShimCgroup
 }
 
+// needsCgroup turns a runtime's failure at something only a cgroup allows
+// (freezing, limits) into FailedPrecondition for a container without a cgroup
+// of its own, saying so; the runtime's own words ("cgroups not configured
+// for container", "container could not join or create cgroup") would reach
+// the caller as Unknown. Other failures, and nil, pass unchanged.
+func (c *Container) needsCgroup(err error, what string) error {
+	if err == nil || !c.hasNoCgroup() {
+		return err
+	}
+	return fmt.Errorf("%s (the runtime made none: rootless without a delegated cgroup): %v: %w", what, err, errdefs.ErrFailedPrecondition)
+}
+
 // pidsFromProc lists the processes of a container without a cgroup of its
 // own from /proc: its pid namespace's, or the init's and its execs'
 // descendants when it shares the shim's (proctree.Of).
@@ -99,12 +111,7 @@ func (c *Container) freezeError(op Op, err error) error {
 	if err != nil && c.initGone(c.init.pid) {
 		return fmt.Errorf("cannot %s %s: its init has exited: %w", op, c.ID, errdefs.ErrFailedPrecondition)
 	}
-	if err != nil && c.hasNoCgroup() {
-		// The freezer is a cgroup's; the runtime's own words ("cgroups not
-		// configured for container") come as Unknown.
-		return fmt.Errorf("cannot %s %s: it has no cgroup of its own to freeze (the runtime made none: rootless without a delegated cgroup): %v: %w", op, c.ID, err, errdefs.ErrFailedPrecondition)
-	}
-	return err
+	return c.needsCgroup(err, fmt.Sprintf("cannot %s %s: it has no cgroup of its own to freeze", op, c.ID))
 }
 
 // initGone reports whether the init, of pid, has exited: reaped (its PID
@@ -139,12 +146,7 @@ func (c *Container) Update(ctx context.Context, resources []byte) error {
 	if err := json.Unmarshal(resources, &res); err != nil {
 		return fmt.Errorf("update %s: resources are not valid LinuxResources JSON: %v: %w", c.ID, err, errdefs.ErrInvalidArgument)
 	}
-	err := c.rt.Update(ctx, c.ID, resources)
-	if err != nil && c.hasNoCgroup() {
-		// Limits are a cgroup's; the runtime's own words come as Unknown.
-		return fmt.Errorf("update %s: it has no cgroup of its own to set limits on (the runtime made none: rootless without a delegated cgroup): %v: %w", c.ID, err, errdefs.ErrFailedPrecondition)
-	}
-	return err
+	return c.needsCgroup(c.rt.Update(ctx, c.ID, resources), "update "+c.ID+": it has no cgroup of its own to set limits on")
 }
 
 // Stats returns the container's cgroup statistics, encoded, and their type
