@@ -1,6 +1,6 @@
 // Package procstat reads the little the shim needs of a process's
 // /proc/<pid>/stat: its state and its kernel flags, to tell a child that is
-// exiting or has exited before the reaper reports it.
+// exiting or has exited before the reaper reports it, and its parent.
 package procstat
 
 import (
@@ -15,9 +15,10 @@ import (
 // before its files are closed.
 const pfExiting = 0x4
 
-// Stat is a process's state letter and flags.
+// Stat is a process's state letter, parent and flags.
 type Stat struct {
 	State byte
+	Ppid  int
 	Flags uint64
 }
 
@@ -43,9 +44,13 @@ func Read(pid int) (Stat, error) {
 	if len(fields) < 7 || len(fields[0]) != 1 {
 		return Stat{}, fmt.Errorf("/proc/%d/stat: too few fields", pid)
 	}
+	ppid, err := strconv.Atoi(fields[1])
+	if err != nil {
+		return Stat{}, fmt.Errorf("/proc/%d/stat: ppid: %w", pid, err)
+	}
 	flags, err := strconv.ParseUint(fields[6], 10, 64)
 	if err != nil {
 		return Stat{}, fmt.Errorf("/proc/%d/stat: flags: %w", pid, err)
 	}
-	return Stat{State: fields[0][0], Flags: flags}, nil
+	return Stat{State: fields[0][0], Ppid: ppid, Flags: flags}, nil
 }

@@ -16,6 +16,9 @@ func TestReadTellsALiveProcessFromAZombieAndAGoneOne(t *testing.T) {
 	if st.Exiting() {
 		t.Errorf("this test process reads as exiting: %+v", st)
 	}
+	if st.Ppid != os.Getppid() {
+		t.Errorf("this test process's parent reads as %d, want %d", st.Ppid, os.Getppid())
+	}
 	cmd := exec.Command("true")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

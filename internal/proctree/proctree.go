@@ -10,6 +10,8 @@ import (
 	"os"
 	"slices"
 	"strconv"
+
+	"github.com/example/containerd-shim-example-v2/internal/procstat"
 )
 
 // Of lists the processes of the container whose init is init: every process
@@ -90,22 +92,8 @@ func firstInNamespace(pid int) (bool, error) {
 	return false, fmt.Errorf("status of %d: no NSpid line", pid)
 }
 
-// parent reads a process's parent from /proc/<pid>/stat ("pid (comm) state
-// ppid ..."; comm may hold spaces and parentheses, so fields count from the
-// last ')').
+// parent is a process's parent, if it is still there.
 func parent(pid int) (int, bool) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, false
-	}
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return 0, false
-	}
-	fields := bytes.Fields(data[i+1:])
-	if len(fields) < 2 {
-		return 0, false
-	}
-	ppid, err := strconv.Atoi(string(fields[1]))
-	return ppid, err == nil
+	st, err := procstat.Read(pid)
+	return st.Ppid, err == nil
 }
