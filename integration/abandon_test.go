@@ -26,6 +26,13 @@ func TestAbandonedDaemonLeaves(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(bundle, "config.json"), []byte(`{"ociVersion":"1.0.2"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A plain file where containerd would put the log FIFO: the daemon
+	// writes its log, and the Go runtime a panic, there, for the failure
+	// message of a daemon that is missing.
+	daemonLog := filepath.Join(bundle, "log")
+	if err := os.WriteFile(daemonLog, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	id := "ab-" + harness.RandID(8)
 	ns := "ex-abandon"
 	cmd := exec.Command(harness.ShimUnderTest(), "-namespace", ns, "-id", id, "-address", filepath.Join(bundle, "no-containerd.sock"), "start")
@@ -44,7 +51,12 @@ func TestAbandonedDaemonLeaves(t *testing.T) {
 		return len(args) > 0 && filepath.Base(args[0]) == harness.ShimBinaryName && slices.Contains(args, id) && slices.Contains(args, socket)
 	})
 	if len(daemons) != 1 {
-		t.Fatalf("daemons for %s: %v, want one", id, daemons)
+		// Tells a daemon that died (its log, no process of the id) from one
+		// the match missed (a process of the id with other arguments).
+		ofID := harness.Processes(func(args []string) bool { return slices.Contains(args, id) })
+		logged, _ := os.ReadFile(daemonLog)
+		t.Fatalf("daemons for %s with socket %q: %v, want one; processes naming the id: %v; daemon's log: %q",
+			id, socket, daemons, ofID, logged)
 	}
 	daemon := daemons[0]
 	t.Cleanup(func() {
