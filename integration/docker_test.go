@@ -50,6 +50,20 @@ func TestDocker(t *testing.T) {
 	if why := harness.DockerMissing(); why != "" {
 		t.Skip(why)
 	}
+	e := startDockerEnv(t)
+	t.Run("run", e.testRun)
+	t.Run("shim", e.testShim)
+	t.Run("options", e.testOptions)
+	t.Run("lifecycle", e.testLifecycle)
+	t.Run("terminal", e.testTerminal)
+	t.Run("live-restore", e.testLiveRestore)
+	t.Run("churn", e.testChurn)
+}
+
+// startDockerEnv starts a private containerd 2.x and a dockerd on it, with the
+// options runtime, and loads the test image.
+func startDockerEnv(t *testing.T) *dockerEnv {
+	t.Helper()
 	start := time.Now()
 	d := harness.StartDaemon(t, harness.Flavor2x, harness.WithRunc(harness.DockerRunc))
 	opts, runcLog := optionsRuntime(t)
@@ -60,16 +74,8 @@ func TestDocker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &dockerEnv{d: d, k: k, image: img, runcLog: runcLog}
 	t.Logf("containerd %s, dockerd %s and the image ready in %v", d.Flavor, harness.DockerVersion, time.Since(start).Round(time.Millisecond))
-
-	t.Run("run", e.testRun)
-	t.Run("shim", e.testShim)
-	t.Run("options", e.testOptions)
-	t.Run("lifecycle", e.testLifecycle)
-	t.Run("terminal", e.testTerminal)
-	t.Run("live-restore", e.testLiveRestore)
-	t.Run("churn", e.testChurn)
+	return &dockerEnv{d: d, k: k, image: img, runcLog: runcLog}
 }
 
 // docker runs the docker CLI and fails the test if it could not run at all.

@@ -1,0 +1,109 @@
+package integration
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/example/containerd-shim-example-v2/integration/harness"
+)
+
+// What Docker users do to a running container's cgroup, through the shim: `docker top`
+// (the task's Pids), `docker pause` and `unpause` (Pause and Resume, and the paused and
+// resumed events dockerd keeps its state from), `docker update` (Update: the new limits
+// land in the container's cgroup, read from inside it), and a container killed by the
+// OOM killer for its memory limit, which dockerd reports as OOMKilled only from the
+// shim's /tasks/oom event. It runs on this host (cgroup v1, Docker's default host cgroup
+// namespace) and in the cgroup v2 lane (a private cgroup namespace), where these calls
+// take another path through the runtime and the shim.
+func TestDockerResources(t *testing.T) {
+	if why := harness.DockerMissing(); why != "" {
+		t.Skip(why)
+	}
+	e := startDockerEnv(t)
+	t.Run("top-pause-update", e.testTopPauseUpdate)
+	t.Run("oom-killed", e.testOOMKilled)
+}
+
+// cgroupFile is a shell expression for a file of the container's own cgroup, seen from
+// inside it: at the root of /sys/fs/cgroup on v2, in the controller's directory on v1
+// (runc mounts the container's part of each hierarchy there).
+func cgroupFile(v2, v1 string) string {
+	return "cat /sys/fs/cgroup/" + v2 + " 2>/dev/null || cat /sys/fs/cgroup/" + v1
+}
+
+func (e *dockerEnv) testTopPauseUpdate(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	id := e.dockerOK(t, ctx, e.runArgs(harness.Runtime(), "-d", "--memory", "64m", "--pids-limit", "50", e.image, "sleep", "1000")...)
+	defer e.dockerOK(t, context.WithoutCancel(ctx), "rm", "-f", id)
+	pid := e.inspectPid(t, ctx, id)
+
+	// `docker top` lists the container's processes by host pid, from the shim's Pids.
+	e.dockerOK(t, ctx, "exec", "-d", id, "sleep", "999")
+	var top string
+	if !eventually(10*time.Second, func() bool {
+		top = e.dockerOK(t, ctx, "top", id, "-o", "pid,args")
+		return strings.Contains(top, "sleep 999")
+	}) || !topHasPid(top, pid) {
+		t.Errorf("docker top: %q, want the init (pid %d, sleep 1000) and the exec (sleep 999)", top, pid)
+	}
+
+	e.dockerOK(t, ctx, "pause", id)
+	if got := e.inspect(t, ctx, id, "{{.State.Status}} {{.State.Paused}}"); got != "paused true" {
+		t.Errorf("after docker pause: %q, want \"paused true\"", got)
+	}
+	e.dockerOK(t, ctx, "unpause", id)
+	if got := e.inspect(t, ctx, id, "{{.State.Status}} {{.State.Paused}}"); got != "running false" {
+		t.Errorf("after docker unpause: %q, want \"running false\"", got)
+	}
+	if out := e.dockerOK(t, ctx, "exec", id, "echo", "alive"); out != "alive" {
+		t.Errorf("docker exec after unpause: %q, want \"alive\"", out)
+	}
+
+	read := func(v2, v1 string) string {
+		return e.dockerOK(t, ctx, "exec", id, "sh", "-c", cgroupFile(v2, v1))
+	}
+	if got := read("memory.max", "memory/memory.limit_in_bytes"); got != strconv.Itoa(64<<20) {
+		t.Errorf("memory limit inside the container before docker update: %q, want %d", got, 64<<20)
+	}
+	e.dockerOK(t, ctx, "update", "--memory", "96m", "--memory-swap", "192m", "--pids-limit", "77", id)
+	if got := read("memory.max", "memory/memory.limit_in_bytes"); got != strconv.Itoa(96<<20) {
+		t.Errorf("memory limit inside the container after docker update --memory 96m: %q, want %d", got, 96<<20)
+	}
+	if got := read("pids.max", "pids/pids.max"); got != "77" {
+		t.Errorf("pids limit inside the container after docker update --pids-limit 77: %q, want 77", got)
+	}
+	if got := e.inspect(t, ctx, id, "{{.HostConfig.Memory}} {{.HostConfig.PidsLimit}}"); got != strconv.Itoa(96<<20)+" 77" {
+		t.Errorf("docker inspect after the update: %q, want %d 77", got, 96<<20)
+	}
+}
+
+// topHasPid reports whether pid is in the first column of `docker top -o pid,args`.
+func topHasPid(top string, pid int) bool {
+	for _, line := range strings.Split(top, "\n") {
+		if f := strings.Fields(line); len(f) > 0 && f[0] == strconv.Itoa(pid) {
+			return true
+		}
+	}
+	return false
+}
+
+// A container over its memory limit (no swap) is killed by the kernel; dockerd marks it
+// OOMKilled only when the shim published /tasks/oom for it, and the exit code is 137.
+func (e *dockerEnv) testOOMKilled(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const hog = `x=aaaaaaaa; while :; do x="$x$x"; done`
+	id := "oom-" + harness.RandID(8)
+	_, errOut, code := e.docker(t, ctx, e.runArgs(harness.Runtime(), "--name", id, "--memory", "32m", "--memory-swap", "32m", e.image, "sh", "-c", hog)...)
+	defer e.dockerOK(t, context.WithoutCancel(ctx), "rm", "-f", id)
+	if code != 137 {
+		t.Errorf("docker run of a memory hog under 32 MiB: exit code %d (stderr %q), want 137", code, errOut)
+	}
+	if got := e.inspect(t, ctx, id, "{{.State.Status}} {{.State.ExitCode}} {{.State.OOMKilled}}"); got != "exited 137 true" {
+		t.Errorf("docker inspect of the OOM-killed container: %q, want \"exited 137 true\"", got)
+	}
+}
