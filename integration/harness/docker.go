@@ -122,7 +122,8 @@ type Docker struct {
 	LogPath      string  // dockerd's stdout and stderr
 	PidFile      string  // --pidfile
 	Namespace    string  // containerd namespace of its containers (--containerd-namespace)
-	CgroupParent string  // cgroup parent of its containers (--cgroup-parent)
+	CgroupParent string  // cgroup parent of its containers (--cgroup-parent): a slice under systemd
+	CgroupDir    string  // CgroupParent's cgroup below the mount point (a slice's expanded)
 	Dockerd      string  // dockerd binary
 	CLI          string  // docker CLI binary
 
@@ -174,7 +175,12 @@ func NewDocker(d *Daemon, extra ...DockerRuntime) (_ *Docker, retErr error) {
 	if k.CLI == "" {
 		return nil, errors.New("no docker CLI on PATH (run scripts/deps-docker.sh)")
 	}
-	k.CgroupParent = "/" + k.Namespace
+	k.CgroupParent, k.CgroupDir = "/"+k.Namespace, "/"+k.Namespace
+	if DockerUsesSystemd() {
+		// Its systemd driver takes only a slice: one at the top ("-" would nest it).
+		k.CgroupParent = strings.ReplaceAll(k.Namespace, "-", "_") + ".slice"
+		k.CgroupDir = "/" + k.CgroupParent
+	}
 	k.DataRoot = filepath.Join(k.Dir, "root")
 	k.ExecRoot = filepath.Join(k.Dir, "x")
 	k.Socket = filepath.Join(k.Dir, "docker.sock")
@@ -435,10 +441,10 @@ func (k *Docker) Leftovers(ids ...string) []string {
 		}
 	}
 	for _, h := range CgroupHierarchies() {
-		entries, _ := os.ReadDir(filepath.Join(h, k.CgroupParent))
+		entries, _ := os.ReadDir(filepath.Join(h, k.CgroupDir))
 		for _, e := range entries {
 			if e.IsDir() {
-				out = append(out, "cgroup "+filepath.Join(h, k.CgroupParent, e.Name()))
+				out = append(out, "cgroup "+filepath.Join(h, k.CgroupDir, e.Name()))
 			}
 		}
 	}
@@ -483,6 +489,12 @@ func (k *Docker) Stop() error {
 	}
 	if err := k.stopProcess(); err != nil {
 		errs = append(errs, err)
+	}
+	if strings.HasSuffix(k.CgroupParent, ".slice") {
+		// systemd made the slice for the first container's scope; it outlives them.
+		if out, err := Systemctl("stop", k.CgroupParent); err != nil {
+			errs = append(errs, fmt.Errorf("systemctl stop %s: %v: %s", k.CgroupParent, err, out))
+		}
 	}
 	if err := UnmountUnder(k.Dir); err != nil {
 		errs = append(errs, err)

@@ -24,6 +24,9 @@
 #   CGROUP2_LOG           console log (default bin/cgroup2/console.log in this checkout)
 #   CGROUP2_QUIET=1       do not stream the console to stdout (the log still has it)
 #   CGROUP2_KERNEL        kernel version to boot (default: the newest Debian one installed)
+#   CGROUP2_SYSTEMD=1     the guest's PID 1 is systemd (the host's), and the command runs as
+#                         one of its services, with Delegate=yes as containerd.service has it
+#                         (stage2); by default a shell is PID 1 and systemd does not run
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -87,6 +90,9 @@ mkdir -p "$(dirname "$log")"
 : >"$log"
 
 append="console=ttyS0 loglevel=3 panic=-1 cg2job=$job${binds:+ cg2bind=$binds}"
+if [ "${CGROUP2_SYSTEMD:-}" = 1 ]; then
+	append="$append cg2systemd=1"
+fi
 start=$(date +%s)
 echo "cgroup2: booting Linux $kver under TCG ($smp cpus, $mem MiB); console log $log"
 qemu-system-x86_64 -accel tcg -cpu max -smp "$smp" -m "$mem" \

@@ -7,7 +7,7 @@
 #
 # CGROUP2_TEST_FLAGS adds test flags (e.g. -test.skip=...); CGROUP2_RUNC runs the shims with
 # that runc (TEST_RUNC, e.g. /opt/runc/v1.5.1/runc) instead of Debian's; see run.sh for the
-# VM's knobs.
+# VM's knobs. TEST_RUNTIME passes on (TEST_RUNTIME=io.containerd.runc.v2: the stock shim).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -31,7 +31,7 @@ mkdir -p "$work/upgrade-b"
 
 set +e
 # shellcheck disable=SC2086 # CGROUP2_TEST_FLAGS is a list of flags
-bash "$here/run.sh" env ${CGROUP2_RUNC:+TEST_RUNC=$CGROUP2_RUNC} UPGRADE_SHIM_B="$work/upgrade-b/containerd-shim-example-v2" \
+bash "$here/run.sh" env ${CGROUP2_RUNC:+TEST_RUNC=$CGROUP2_RUNC} ${TEST_RUNTIME:+TEST_RUNTIME=$TEST_RUNTIME} UPGRADE_SHIM_B="$work/upgrade-b/containerd-shim-example-v2" \
 	"$here/guest-test.sh" "$work/integration.test" "$run" ${CGROUP2_TEST_FLAGS:-}
 code=$?
 set -e
