@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -40,6 +41,7 @@ func (e *dockerEnv) testTopPauseUpdate(t *testing.T) {
 	id := e.dockerOK(t, ctx, e.runArgs(harness.Runtime(), "-d", "--memory", "64m", "--pids-limit", "50", e.image, "sleep", "1000")...)
 	defer e.dockerOK(t, context.WithoutCancel(ctx), "rm", "-f", id)
 	pid := e.inspectPid(t, ctx, id)
+	e.expectCgroup(t, id, pid)
 
 	// `docker top` lists the container's processes by host pid, from the shim's Pids.
 	e.dockerOK(t, ctx, "exec", "-d", id, "sleep", "999")
@@ -81,6 +83,25 @@ func (e *dockerEnv) testTopPauseUpdate(t *testing.T) {
 	}
 }
 
+// expectCgroup checks that the container's init is in the cgroup dockerd's driver names:
+// <parent>/<id> with cgroupfs; with systemd, the scope docker-<id>.scope in the parent
+// slice, which runc makes only when the shim runs it with its systemd driver (dockerd
+// passes no SystemdCgroup option to a runtime type other than runc's).
+func (e *dockerEnv) expectCgroup(t *testing.T, id string, pid int) {
+	t.Helper()
+	want := filepath.Join(e.k.CgroupDir, id)
+	if harness.DockerUsesSystemd() {
+		want = filepath.Join(e.k.CgroupDir, "docker-"+id+".scope")
+	}
+	dir := filepath.Join(cgroupRoot, want)
+	if !cgroupV2() {
+		dir = filepath.Join(cgroupRoot, "memory", want)
+	}
+	if got := cgroupOf(t, uint32(pid)).dir("memory"); got != dir {
+		t.Errorf("container %s: its init's cgroup is %s, want %s", id, got, dir)
+	}
+}
+
 // topHasPid reports whether pid is in the first column of `docker top -o pid,args`.
 func topHasPid(top string, pid int) bool {
 	for _, line := range strings.Split(top, "\n") {
@@ -96,9 +117,8 @@ func topHasPid(top string, pid int) bool {
 func (e *dockerEnv) testOOMKilled(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	const hog = `x=aaaaaaaa; while :; do x="$x$x"; done`
 	id := "oom-" + harness.RandID(8)
-	_, errOut, code := e.docker(t, ctx, e.runArgs(harness.Runtime(), "--name", id, "--memory", "32m", "--memory-swap", "32m", e.image, "sh", "-c", hog)...)
+	_, errOut, code := e.docker(t, ctx, append(e.runArgs(harness.Runtime(), "--name", id, "--memory", "32m", "--memory-swap", "32m", e.image), memoryHogArgs...)...)
 	defer e.dockerOK(t, context.WithoutCancel(ctx), "rm", "-f", id)
 	if code != 137 {
 		t.Errorf("docker run of a memory hog under 32 MiB: exit code %d (stderr %q), want 137", code, errOut)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/example/containerd-shim-example-v2/bundle"
 	"github.com/example/containerd-shim-example-v2/cgroup"
+	"github.com/example/containerd-shim-example-v2/cgroupdriver"
 	shimio "github.com/example/containerd-shim-example-v2/io"
 	"github.com/example/containerd-shim-example-v2/oci"
 	"github.com/example/containerd-shim-example-v2/reaper"
@@ -77,6 +78,13 @@ func Create(ctx context.Context, r *reaper.Reaper, cfg CreateConfig, onCreated f
 		return nil, fmt.Errorf("remove the previous init's exit record: %w", err)
 	}
 	c.rt.Reaper = r
+	if !c.rt.SystemdCgroup && cgroupdriver.WantsSystemd(cgroupsPath(spec)) {
+		// Saved with the rest below: every later runtime call, and a
+		// successor after an upgrade, runs the runtime the same way.
+		c.rt.SystemdCgroup = true
+		slog.Info("the spec's cgroups path is systemd's: the runtime runs with its systemd cgroup driver",
+			"container", c.ID, "cgroupsPath", cgroupsPath(spec))
+	}
 	c.rt.LogPath = filepath.Join(cfg.Bundle, "log.json")
 	c.rt.Dir = cfg.Bundle
 	if err := c.rt.Save(cfg.Bundle); err != nil {

@@ -23,7 +23,8 @@ type bundleSpec struct {
 		Args []string `json:"args"`
 	} `json:"process"`
 	Linux *struct {
-		Namespaces []specs.LinuxNamespace `json:"namespaces"`
+		Namespaces  []specs.LinuxNamespace `json:"namespaces"`
+		CgroupsPath string                 `json:"cgroupsPath"`
 	} `json:"linux"`
 }
 
@@ -44,6 +45,14 @@ func readSpec(bundle string) (*bundleSpec, error) {
 		return nil, fmt.Errorf("config.json of %s has no process args: %w", bundle, errdefs.ErrInvalidArgument)
 	}
 	return &spec, nil
+}
+
+// cgroupsPath is the spec's linux.cgroupsPath ("" for none).
+func cgroupsPath(spec *bundleSpec) string {
+	if spec.Linux == nil {
+		return ""
+	}
+	return spec.Linux.CgroupsPath
 }
 
 func hasOwnPIDNamespace(spec *bundleSpec) bool {
