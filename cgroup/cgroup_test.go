@@ -246,6 +246,41 @@ func TestWatchOOMV2Notifies(t *testing.T) {
 	}
 }
 
+// The cgroup's emptying (cgroup.events) notifies too: a scope that systemd
+// manages is removed right after it, and a kill's notice through
+// memory.events may come later. A stop ends both watches.
+func TestWatchOOMV2NotifiesWhenTheCgroupEmpties(t *testing.T) {
+	root := t.TempDir()
+	d, cg := v2EventsCgroup(t, root, "c1")
+	write(t, d, "cgroup.events", "populated 1\nfrozen 0\n")
+	var w OOMWatcher
+	defer w.Close()
+	got := make(chan struct{}, 4)
+	stop, err := w.Watch(cg, func() { got <- struct{}{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.mu.Lock()
+	watched := len(w.wds)
+	w.mu.Unlock()
+	if watched != 2 {
+		t.Fatalf("%d inotify watches for one cgroup, want 2 (memory.events, cgroup.events)", watched)
+	}
+	write(t, d, "cgroup.events", "populated 0\nfrozen 0\n")
+	select {
+	case <-got:
+	case <-timeAfter():
+		t.Fatal("no notification when cgroup.events changed")
+	}
+	stop()
+	w.mu.Lock()
+	left := len(w.wds)
+	w.mu.Unlock()
+	if left != 0 {
+		t.Errorf("%d inotify watches left after stop", left)
+	}
+}
+
 func TestParseRejectsEmpty(t *testing.T) {
 	if _, err := Parse(t.TempDir(), []byte("garbage"), false); err == nil {
 		t.Fatal("no cgroup lines accepted")
@@ -576,7 +611,7 @@ func TestWatchOOMV2QueueOverflowNotifiesEveryWatch(t *testing.T) {
 		ev.Wd, ev.Mask = wd, mask
 		return b
 	}
-	tl := inotifyTally{seen: map[int32]bool{}}
+	tl := inotifyTally{seen: map[uint64]bool{}}
 	w.tally(&tl, slices.Concat(event(1, unix.IN_MODIFY), event(-1, unix.IN_Q_OVERFLOW), event(1, unix.IN_MODIFY)))
 	got := slices.Clone(tl.notified)
 	slices.Sort(got)

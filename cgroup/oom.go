@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -14,9 +15,9 @@ import (
 )
 
 // OOMWatcher watches any number of cgroups for OOM kills with one
-// goroutine: v1 through an eventfd on memory.oom_control, v2 through a watch
-// on memory.events in one inotify instance, all in one epoll set that Go's
-// poller waits on. No goroutine or thread waits per container, and v2
+// goroutine: v1 through an eventfd on memory.oom_control, v2 through watches
+// on memory.events and cgroup.events in one inotify instance, all in one
+// epoll set that Go's poller waits on. No goroutine or thread waits per container, and v2
 // containers share one inotify instance: the kernel allows a user 128 by
 // default, node-wide (fs.inotify.max_user_instances), and kubelet, systemd
 // and every other shim draw on them too. The zero value is ready; the
@@ -40,8 +41,8 @@ type OOMWatcher struct {
 }
 
 type oomWatch struct {
-	fd     int   // v1: the eventfd, owned by the watch; v2: -1
-	wd     int32 // v2: the watch descriptor in the shared inotify instance
+	fd     int     // v1: the eventfd, owned by the watch; v2: -1
+	wds    []int32 // v2: its watch descriptors in the shared inotify instance
 	c      *Cgroup
 	notify func()
 }
@@ -76,10 +77,12 @@ func (w *OOMWatcher) Watch(c *Cgroup, notify func()) (stop func(), err error) {
 	w.next++
 	wt := &oomWatch{fd: fd, c: c, notify: notify}
 	if c.V2 {
-		if wt.wd, err = w.addInotifyWatch(c); err != nil {
+		if wt.wds, err = w.addInotifyWatches(c); err != nil {
 			return nil, err
 		}
-		w.wds[wt.wd] = append(w.wds[wt.wd], id)
+		for _, wd := range wt.wds {
+			w.wds[wd] = append(w.wds[wd], id)
+		}
 	} else if err := w.add(fd, id); err != nil {
 		unix.Close(fd)
 		return nil, err
@@ -98,25 +101,38 @@ func (w *OOMWatcher) add(fd int, id uint64) error {
 	return nil
 }
 
-// addInotifyWatch watches c's memory.events in the shared inotify
-// instance, made on first use; w.mu is held.
-func (w *OOMWatcher) addInotifyWatch(c *Cgroup) (int32, error) {
+// addInotifyWatches watches c's memory.events, and its cgroup.events where
+// it has one, in the shared inotify instance, made on first use; w.mu is
+// held.
+//
+// cgroup.events changes when the cgroup's last process is gone. That is
+// when systemd removes a cgroup it manages (a scope of its cgroup driver),
+// and it is woken by the same change. The kill's own notice, through
+// memory.events, can come up to 10 ms after the kill (the kernel spaces a
+// file's notices, and the limit was hit, and noticed, just before), by which
+// time the scope, and the count in it, may be gone. Woken with systemd, the
+// watcher reads the count while the cgroup still stands.
+func (w *OOMWatcher) addInotifyWatches(c *Cgroup) ([]int32, error) {
 	if w.inotify < 0 {
 		fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 		if err != nil {
-			return 0, fmt.Errorf("inotify: %w", err)
+			return nil, fmt.Errorf("inotify: %w", err)
 		}
 		if err := w.add(fd, inotifyID); err != nil {
 			unix.Close(fd)
-			return 0, err
+			return nil, err
 		}
 		w.inotify = fd
 	}
 	wd, err := unix.InotifyAddWatch(w.inotify, filepath.Join(c.dir(""), "memory.events"), unix.IN_MODIFY)
 	if err != nil {
-		return 0, fmt.Errorf("watch memory.events: %w", err)
+		return nil, fmt.Errorf("watch memory.events: %w", err)
 	}
-	return int32(wd), nil
+	wds := []int32{int32(wd)}
+	if wd, err := unix.InotifyAddWatch(w.inotify, filepath.Join(c.dir(""), "cgroup.events"), unix.IN_MODIFY); err == nil {
+		wds = append(wds, int32(wd))
+	}
+	return wds, nil
 }
 
 // start makes the epoll set and its goroutine; w.mu is held.
@@ -208,7 +224,7 @@ func (w *OOMWatcher) readInotify() (notified, gone []uint64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var buf [64 * unix.SizeofInotifyEvent]byte // a watched file's events carry no name
-	t := inotifyTally{seen: make(map[int32]bool)}
+	t := inotifyTally{seen: make(map[uint64]bool)}
 	for w.inotify >= 0 {
 		n, err := unix.Read(w.inotify, buf[:])
 		if err == unix.EINTR {
@@ -224,17 +240,19 @@ func (w *OOMWatcher) readInotify() (notified, gone []uint64) {
 
 // inotifyTally is what a drain of the inotify queue found.
 type inotifyTally struct {
-	seen     map[int32]bool // watch descriptors already in notified
+	seen     map[uint64]bool // watches already in notified
 	notified []uint64
 	gone     []uint64
 }
 
 // tally adds the events in b (whole events, as read) to t; w.mu is held.
 func (w *OOMWatcher) tally(t *inotifyTally, b []byte) {
-	notify := func(wd int32, ids []uint64) {
-		if !t.seen[wd] {
-			t.seen[wd] = true
-			t.notified = append(t.notified, ids...)
+	notify := func(ids []uint64) {
+		for _, id := range ids {
+			if !t.seen[id] {
+				t.seen[id] = true
+				t.notified = append(t.notified, id)
+			}
 		}
 	}
 	for off := 0; off+unix.SizeofInotifyEvent <= len(b); {
@@ -245,14 +263,14 @@ func (w *OOMWatcher) tally(t *inotifyTally, b []byte) {
 			// The queue, shared by every v2 watch, overflowed: events were
 			// lost, and whose is unknown. Every watch is notified: a
 			// notification only makes it read its count.
-			for wd, ids := range w.wds {
-				notify(wd, ids)
+			for _, ids := range w.wds {
+				notify(ids)
 			}
 		case ev.Mask&unix.IN_IGNORED != 0:
 			t.gone = append(t.gone, w.wds[ev.Wd]...)
 			delete(w.wds, ev.Wd) // the kernel has dropped the watch
 		default:
-			notify(ev.Wd, w.wds[ev.Wd])
+			notify(w.wds[ev.Wd])
 		}
 	}
 }
@@ -367,22 +385,25 @@ func (w *OOMWatcher) remove(id uint64) {
 		unix.Close(wt.fd)
 		return
 	}
-	ids, ok := w.wds[wt.wd]
+	for _, wd := range wt.wds {
+		w.dropInotifyWatch(wd, id)
+	}
+}
+
+// dropInotifyWatch takes watch id off watch descriptor wd, and ends the
+// descriptor when no other watch is on it; w.mu is held.
+func (w *OOMWatcher) dropInotifyWatch(wd int32, id uint64) {
+	ids, ok := w.wds[wd]
 	if !ok {
 		return // the kernel dropped the watch already (IN_IGNORED)
 	}
-	for i, other := range ids {
-		if other == id {
-			ids = append(ids[:i], ids[i+1:]...)
-			break
-		}
-	}
+	ids = slices.DeleteFunc(ids, func(other uint64) bool { return other == id })
 	if len(ids) > 0 {
-		w.wds[wt.wd] = ids // another container watches the same cgroup
+		w.wds[wd] = ids // another container watches the same cgroup
 		return
 	}
-	delete(w.wds, wt.wd)
-	_, _ = unix.InotifyRmWatch(w.inotify, uint32(wt.wd))
+	delete(w.wds, wd)
+	_, _ = unix.InotifyRmWatch(w.inotify, uint32(wd))
 }
 
 // Close ends every watch and the goroutine.

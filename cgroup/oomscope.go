@@ -46,6 +46,43 @@ type LimitMarks struct {
 	Ancestors map[string]uint64 `json:"ancestors,omitempty"`
 }
 
+// OOMReading is one read of a cgroup's OOM figures.
+type OOMReading struct {
+	Kills uint64 // as OOMKills
+	// Marks (v2) are the limit marks read at the same moment: a cgroup that
+	// systemd manages (a scope of its cgroup driver) is removed as soon as
+	// its last process is gone, and marks read a moment after the count may
+	// find the files gone and blame an ancestor. nil on v1, whose marks are
+	// read later, with OOMScope.
+	Marks *LimitMarks
+	// LimitHits (v2): memory.events "max", the charges that met the limit of
+	// this cgroup or of one below it. Reclaim follows, and an OOM kill may.
+	LimitHits uint64
+}
+
+// ReadOOM reads the cgroup's OOM figures: on v2 memory.events once, and
+// memory.events.local.
+func (c *Cgroup) ReadOOM() (OOMReading, error) {
+	if !c.V2 {
+		kills, err := c.OOMKills()
+		return OOMReading{Kills: kills}, err
+	}
+	dir := c.dir("")
+	tree, err := readKV(filepath.Join(dir, "memory.events"))
+	if err != nil {
+		return OOMReading{}, err
+	}
+	own, lerr := readKV(filepath.Join(dir, "memory.events.local"))
+	if lerr != nil {
+		own = tree // a kernel without .local (before 5.2), or the cgroup just went
+	}
+	kills, ok := tree["oom_kill"]
+	if !ok {
+		return OOMReading{}, ErrOOMKillsNotCounted
+	}
+	return OOMReading{Kills: kills, Marks: &LimitMarks{OwnFailures: own["oom"], Subtree: tree["oom"]}, LimitHits: tree["max"]}, nil
+}
+
 // LimitMarks reads the cgroup's limit counters. Files that cannot be read
 // count as zero: a removed cgroup has no OOM kill to explain.
 func (c *Cgroup) LimitMarks() LimitMarks {
@@ -87,7 +124,11 @@ func peakAtLimit(dir, prefix string) bool {
 // records); the peak was already there and nothing above moved (most likely
 // its own limit again).
 func (c *Cgroup) OOMScope(prev LimitMarks) (string, LimitMarks) {
-	now := c.LimitMarks()
+	return c.OOMScopeOf(prev, c.LimitMarks())
+}
+
+// OOMScopeOf is OOMScope with the marks now already read (ReadOOM).
+func (c *Cgroup) OOMScopeOf(prev, now LimitMarks) (string, LimitMarks) {
 	if now.OwnFailures > prev.OwnFailures {
 		return OOMScopeContainer, now
 	}

@@ -108,6 +108,9 @@ type Container struct {
 	oomRecheck          bool              // a v1 notification's kill is being looked for (recheckOOM)
 	oomRecheckFrom      uint64            // oomSeen when that began: a kill reported since ends it
 	oomStopped          bool              // deleted: no OOM is reported any more
+	oomLimitHits        uint64            // v2 memory.events "max" at the last read
+	oomPolling          bool              // the count is being read again and again (pollOOM)
+	oomPollFrom         uint64            // oomSeen when that began: a kill reported since ends it
 	oomBelow            uint64            // v1 kills below the cgroup under its limit
 	oomAtCreate         uint64            // OOM kills the cgroup had already counted at create
 	limitMarks          cgroup.LimitMarks // the cgroup's own-limit counters at the last OOM (or at create)

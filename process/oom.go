@@ -91,9 +91,14 @@ func (c *Container) reportOOMBeforeExit() {
 // reportOOM publishes an OOM kill not reported yet, found through the
 // cgroup's notification (notified) or on the exit path.
 func (c *Container) reportOOM(notified bool) {
-	kills, err := c.cg.OOMKills()
+	r, err := c.cg.ReadOOM()
+	kills := r.Kills
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	atLimit := err == nil && r.LimitHits > c.oomLimitHits
+	if atLimit {
+		c.oomLimitHits = r.LimitHits
+	}
 	switch {
 	case notified && c.exitRecorded:
 		return // after the exit: out of order (the exit path read the count last)
@@ -113,11 +118,54 @@ func (c *Container) reportOOM(notified bool) {
 			c.startRecheckOOM()
 		}
 		return
+	case notified && atLimit && c.rt.SystemdCgroup && !c.oomPolling:
+		// v2: memory.events changed, not oom_kill, but the cgroup met its
+		// limit, and systemd may remove it as soon as a kill empties it.
+		c.startPollOOM()
+		return
 	default:
 		return // v2: memory.events changed, but not oom_kill
 	}
-	c.noteOOMScope()
+	c.noteOOMScope(r.Marks)
 	c.events.OOM(c)
+}
+
+// A cgroup that systemd manages (the runtime's systemd cgroup driver) is
+// removed as soon as its last process is gone, the kill count with it.
+// The kernel spaces a file's notices 10 ms apart, and the notice of a kill
+// that comes right after the limit was met (and noticed) is held back for
+// the rest of those 10 ms: time enough for the victim to die and systemd to
+// remove the cgroup (seen in the systemd lane, where both reads, at the
+// notice and at the reap, came too late). So once a notice shows the limit
+// met, the count is read every oomPollEvery, oomPolls times, or until a kill
+// is seen or the cgroup is gone. It narrows the race; it cannot close it.
+const (
+	oomPollEvery = time.Millisecond
+	oomPolls     = 30
+)
+
+// startPollOOM starts the reads of pollOOM; c.mu is held.
+func (c *Container) startPollOOM() {
+	c.oomPolling, c.oomPollFrom = true, c.oomSeen
+	c.pollOOM(oomPolls)
+}
+
+// pollOOM reads the count n more times, oomPollEvery apart, through the
+// watcher (an upgrade's pause holds it as it holds notifications), until a
+// kill is reported, the cgroup is gone, the exit recorded or the container
+// deleted.
+func (c *Container) pollOOM(n int) {
+	c.oomWatcher.After(oomPollEvery, func() {
+		c.reportOOM(true)
+		gone := !c.cg.Exists()
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if n <= 1 || gone || c.exitRecorded || c.oomStopped || c.oomSeen > c.oomPollFrom {
+			c.oomPolling = false
+			return
+		}
+		c.pollOOM(n - 1)
+	})
 }
 
 // oomRecheckAfter is when a v1 notification's kill is looked for: the
@@ -149,7 +197,7 @@ func (c *Container) recheckOOM(i int) {
 			// below.
 		case kills > c.oomSeen:
 			c.oomSeen = kills
-			c.noteOOMScope()
+			c.noteOOMScope(nil)
 			c.events.OOM(c)
 		case i+1 < len(oomRecheckAfter):
 			c.recheckOOM(i + 1)
@@ -174,9 +222,14 @@ func (c *Container) recheckOOM(i int) {
 // noteOOMScope records (and logs) whether the OOM kill just seen came from the
 // container's own memory limit or from a cgroup above it: containerd's OOM
 // event cannot say, and "OOMKilled" under a pod or node limit is a different
-// problem from one under the container's limit. Called with c.mu held.
-func (c *Container) noteOOMScope() {
-	c.oomScope, c.limitMarks = c.cg.OOMScope(c.limitMarks)
+// problem from one under the container's limit. now are the marks read with
+// the kill count, nil to read them here. Called with c.mu held.
+func (c *Container) noteOOMScope(now *cgroup.LimitMarks) {
+	if now != nil {
+		c.oomScope, c.limitMarks = c.cg.OOMScopeOf(c.limitMarks, *now)
+	} else {
+		c.oomScope, c.limitMarks = c.cg.OOMScope(c.limitMarks)
+	}
 	slog.Warn("OOM kill in container", "container", c.ID, "limit", c.oomScope, "kills", c.oomSeen)
 }
 
