@@ -73,6 +73,14 @@ CGROUP2_RUN ?= ^(TestRunStreamsAndExitCode|TestKillRunningTask|TestSigterm|TestW
 test-cgroup2: build
 	CGROUP2_RUN='$(CGROUP2_RUN)' bash scripts/cgroup2/test.sh
 
+# The same guest with systemd as its init (docs/cgroup2.md): runc's systemd cgroup driver
+# (SystemdCgroup = true), as Kubernetes nodes on cgroup v2 run it, for tasks and CRI pods, and
+# Docker, whose default driver it is there.
+SYSTEMD_RUN ?= ^(TestSystemdCgroupDriver|TestDockerResources)$$
+.PHONY: test-systemd
+test-systemd: build
+	CGROUP2_SYSTEMD=1 CGROUP2_RUN='$(SYSTEMD_RUN)' CGROUP2_LOG=$(BIN_DIR)/cgroup2/systemd-console.log bash scripts/cgroup2/test.sh
+
 # The compatibility smoke set under every containerd line (1.6, 1.7, 2.0 ... 2.4), with each runc.
 MATRIX_FLAVORS ?= 1.6 1.7 2.0 2.1 2.2 2.3 2.x
 matrix: build
