@@ -170,6 +170,17 @@ func (c *Cgroup) OOMKills() (uint64, error) {
 	return oomKillsIn(filepath.Join(c.dir("memory"), "memory.oom_control"))
 }
 
+// ParentOOMKills is OOMKills of the v2 cgroup's parent, which counts the
+// kills of its whole subtree: the one trace a kill leaves once the cgroup it
+// happened in is gone. It fails on v1, and under the root (which keeps no
+// memory.events).
+func (c *Cgroup) ParentOOMKills() (uint64, error) {
+	if !c.V2 {
+		return 0, errors.New("v1 keeps no subtree count of OOM kills")
+	}
+	return oomKillsIn(filepath.Join(filepath.Dir(c.dir("")), "memory.events"))
+}
+
 // oomKillsIn reads the oom_kill line of a memory.oom_control or
 // memory.events file.
 func oomKillsIn(file string) (uint64, error) {

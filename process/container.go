@@ -109,6 +109,9 @@ type Container struct {
 	oomRecheckFrom      uint64            // oomSeen when that began: a kill reported since ends it
 	oomStopped          bool              // deleted: no OOM is reported any more
 	oomLimitHits        uint64            // v2 memory.events "max" at the last read
+	oomLimitMetAt       time.Time         // when a read last found it grown
+	oomParentKills      uint64            // systemd-managed v2: the parent's kill count at the last read
+	oomParentKnown      bool              // oomParentKills was read
 	oomPolling          bool              // the count is being read again and again (pollOOM)
 	oomPollFrom         uint64            // oomSeen when that began: a kill reported since ends it
 	oomBelow            uint64            // v1 kills below the cgroup under its limit

@@ -137,6 +137,7 @@ func (c *Container) initExited(e reaper.Exit) {
 	// driver) is removed as soon as it is empty, and the kill below and
 	// the wait for the execs give it time to go, the count with it.
 	c.reportOOMBeforeExit()
+	c.reportOOMOfRemovedCgroup(e.Status)
 
 	if !c.ownPIDNS {
 		// Without a PID namespace of its own, the container's other processes

@@ -93,11 +93,15 @@ func (c *Container) reportOOMBeforeExit() {
 func (c *Container) reportOOM(notified bool) {
 	r, err := c.cg.ReadOOM()
 	kills := r.Kills
+	parent := c.readParentOOM(err)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	atLimit := err == nil && r.LimitHits > c.oomLimitHits
 	if atLimit {
-		c.oomLimitHits = r.LimitHits
+		c.oomLimitHits, c.oomLimitMetAt = r.LimitHits, time.Now()
+	}
+	if parent != nil {
+		c.oomParentKills, c.oomParentKnown = *parent, true
 	}
 	switch {
 	case notified && c.exitRecorded:
@@ -118,7 +122,7 @@ func (c *Container) reportOOM(notified bool) {
 			c.startRecheckOOM()
 		}
 		return
-	case notified && atLimit && c.rt.SystemdCgroup && !c.oomPolling:
+	case notified && atLimit && c.rt.SystemdCgroup && !c.oomPolling && c.oomWatcher != nil:
 		// v2: memory.events changed, not oom_kill, but the cgroup met its
 		// limit, and systemd may remove it as soon as a kill empties it.
 		c.startPollOOM()
@@ -128,44 +132,6 @@ func (c *Container) reportOOM(notified bool) {
 	}
 	c.noteOOMScope(r.Marks)
 	c.events.OOM(c)
-}
-
-// A cgroup that systemd manages (the runtime's systemd cgroup driver) is
-// removed as soon as its last process is gone, the kill count with it.
-// The kernel spaces a file's notices 10 ms apart, and the notice of a kill
-// that comes right after the limit was met (and noticed) is held back for
-// the rest of those 10 ms: time enough for the victim to die and systemd to
-// remove the cgroup (seen in the systemd lane, where both reads, at the
-// notice and at the reap, came too late). So once a notice shows the limit
-// met, the count is read every oomPollEvery, oomPolls times, or until a kill
-// is seen or the cgroup is gone. It narrows the race; it cannot close it.
-const (
-	oomPollEvery = time.Millisecond
-	oomPolls     = 30
-)
-
-// startPollOOM starts the reads of pollOOM; c.mu is held.
-func (c *Container) startPollOOM() {
-	c.oomPolling, c.oomPollFrom = true, c.oomSeen
-	c.pollOOM(oomPolls)
-}
-
-// pollOOM reads the count n more times, oomPollEvery apart, through the
-// watcher (an upgrade's pause holds it as it holds notifications), until a
-// kill is reported, the cgroup is gone, the exit recorded or the container
-// deleted.
-func (c *Container) pollOOM(n int) {
-	c.oomWatcher.After(oomPollEvery, func() {
-		c.reportOOM(true)
-		gone := !c.cg.Exists()
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if n <= 1 || gone || c.exitRecorded || c.oomStopped || c.oomSeen > c.oomPollFrom {
-			c.oomPolling = false
-			return
-		}
-		c.pollOOM(n - 1)
-	})
 }
 
 // oomRecheckAfter is when a v1 notification's kill is looked for: the

@@ -1,0 +1,92 @@
+package process
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/example/containerd-shim-example-v2/cgroup"
+)
+
+// OOM kills in a cgroup that systemd manages (the runtime's systemd cgroup
+// driver). systemd removes such a cgroup as soon as its last process is
+// gone, its kill count with it, and an OOM kill is what empties a container
+// whose init it kills. The kernel spaces a file's notices 10 ms apart, and
+// the notice of a kill that comes right after the limit was met (and
+// noticed) is held back for the rest of those 10 ms: time enough for the
+// victim to die and systemd to remove the cgroup. In the systemd lane both
+// reads, at the notice and at the reap, came too late, as the stock shim's
+// do. Two things narrow the race: once a notice shows the limit met, the
+// count is read every oomPollEvery, oomPolls times (pollOOM); and where the
+// cgroup is gone all the same, the parent's count, which includes the
+// subtree's, tells that a kill happened since the last read
+// (reportOOMOfRemovedCgroup).
+const (
+	oomPollEvery = time.Millisecond
+	oomPolls     = 30
+	// oomRemovedWindow is how recently the container must have met its
+	// limit for a kill counted in its parent to be taken for its own.
+	oomRemovedWindow = 200 * time.Millisecond
+)
+
+// startPollOOM starts the reads of pollOOM; c.mu is held.
+func (c *Container) startPollOOM() {
+	c.oomPolling, c.oomPollFrom = true, c.oomSeen
+	c.pollOOM(oomPolls)
+}
+
+// pollOOM reads the count n more times, oomPollEvery apart, through the
+// watcher (an upgrade's pause holds it as it holds notifications), until a
+// kill is reported, the cgroup is gone, the exit recorded or the container
+// deleted.
+func (c *Container) pollOOM(n int) {
+	c.oomWatcher.After(oomPollEvery, func() {
+		c.reportOOM(true)
+		gone := !c.cg.Exists()
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if n <= 1 || gone || c.exitRecorded || c.oomStopped || c.oomSeen > c.oomPollFrom {
+			c.oomPolling = false
+			return
+		}
+		c.pollOOM(n - 1)
+	})
+}
+
+// readParentOOM reads the parent's kill count alongside a successful read of
+// a systemd-managed v2 cgroup's (err is that read's), for
+// reportOOMOfRemovedCgroup; nil when there is none to keep.
+func (c *Container) readParentOOM(err error) *uint64 {
+	if err != nil || !c.cg.V2 || !c.rt.SystemdCgroup {
+		return nil
+	}
+	n, perr := c.cg.ParentOOMKills()
+	if perr != nil {
+		return nil
+	}
+	return &n
+}
+
+// reportOOMOfRemovedCgroup reports the OOM kill of an init whose cgroup
+// systemd removed before its count could be read: the init died of SIGKILL,
+// the container met its own limit within oomRemovedWindow, and the parent
+// counted a kill since the last read. Another process under the same parent
+// killed in that window, while this init died of another SIGKILL, would be
+// taken for this one; a kubelet pod's slice holds only the pod's containers.
+func (c *Container) reportOOMOfRemovedCgroup(status int) {
+	if c.cg == nil || c.events.OOM == nil || !c.cg.V2 || !c.rt.SystemdCgroup || status != 128+9 || c.cg.Exists() {
+		return
+	}
+	now, err := c.cg.ParentOOMKills()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil || !c.oomParentKnown || now <= c.oomParentKills || c.exitRecorded || c.oomStopped ||
+		c.oomLimitMetAt.IsZero() || time.Since(c.oomLimitMetAt) > oomRemovedWindow {
+		return
+	}
+	c.oomParentKills = now
+	c.oomSeen++
+	c.oomScope = cgroup.OOMScopeContainer
+	slog.Warn("OOM kill in container", "container", c.ID, "limit", c.oomScope, "kills", c.oomSeen,
+		"counted", "by the parent cgroup: systemd removed the container's before it could be read")
+	c.events.OOM(c)
+}
