@@ -59,6 +59,10 @@ func TestSystemdCgroupDriver(t *testing.T) {
 	}
 }
 
+// systemdOOMTries is how many OOM-killed CRI containers testSystemdPod makes at most
+// until one is reported OOMKilled.
+const systemdOOMTries = 3
+
 // systemdMissing says why systemd cannot take cgroup requests here ("" when it can).
 func systemdMissing() string {
 	if !harness.SystemdBooted() {
@@ -238,19 +242,34 @@ func testSystemdPod(t *testing.T, d *harness.Daemon, cri *harness.CRI, handler s
 		t.Errorf("ExecSync: %q, want \"exec-ok\\n\"", out)
 	}
 
-	hog := createCRIContainer(t, ctx, cri, pod, "hog", memoryHogArgs, func(c *runtimeapi.ContainerConfig) {
-		c.Linux.Resources.MemoryLimitInBytes = 32 << 20
-		c.Linux.Resources.MemorySwapLimitInBytes = 32 << 20
-	})
-	logStart := d.LogSize()
-	startCRIContainer(t, ctx, cri, hog, "hog")
-	if st := waitCRIState(t, ctx, cri, hog, "hog", runtimeapi.ContainerState_CONTAINER_EXITED, 30*time.Second); st.ExitCode != 137 || st.Reason != "OOMKilled" {
-		t.Errorf("hog: exit code %d reason %q, want 137 and OOMKilled", st.ExitCode, st.Reason)
-		for _, l := range strings.Split(d.LogSince(logStart, 1<<20), "\n") {
-			if strings.Contains(l, hog) && (strings.Contains(l, "oom") || strings.Contains(l, "OOM") || strings.Contains(l, "exit")) {
-				t.Log(l)
+	// OOMKilled needs the shim to see the kill before systemd removes the
+	// scope, which it does at once (oomremoved.go): narrowed, not closed, so
+	// up to systemdOOMTries hogs, and one must be reported. The stock shim
+	// reports none in this lane.
+	var reported bool
+	for i := 0; i < systemdOOMTries && !reported; i++ {
+		name := fmt.Sprintf("hog%d", i)
+		hog := createCRIContainer(t, ctx, cri, pod, name, memoryHogArgs, func(c *runtimeapi.ContainerConfig) {
+			c.Linux.Resources.MemoryLimitInBytes = 32 << 20
+			c.Linux.Resources.MemorySwapLimitInBytes = 32 << 20
+		})
+		logStart := d.LogSize()
+		startCRIContainer(t, ctx, cri, hog, name)
+		st := waitCRIState(t, ctx, cri, hog, name, runtimeapi.ContainerState_CONTAINER_EXITED, 30*time.Second)
+		if st.ExitCode != 137 {
+			t.Errorf("%s: exit code %d reason %q, want 137", name, st.ExitCode, st.Reason)
+		}
+		if reported = st.Reason == "OOMKilled"; !reported {
+			t.Logf("%s: reason %q, not OOMKilled; what containerd logged of it:", name, st.Reason)
+			for _, l := range strings.Split(d.LogSince(logStart, 1<<20), "\n") {
+				if strings.Contains(l, hog) && (strings.Contains(l, "oom") || strings.Contains(l, "OOM") || strings.Contains(l, "exit")) {
+					t.Log(l)
+				}
 			}
 		}
+	}
+	if !reported {
+		t.Errorf("none of %d containers killed by the OOM killer in a systemd scope was reported OOMKilled", systemdOOMTries)
 	}
 
 	if _, err := cri.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod.id}); err != nil {

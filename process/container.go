@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -103,21 +104,25 @@ type Container struct {
 	stoppingCheckpoints int
 	answersOwed         int // Wait answers owed for processes gone from the container (oweAnswersLocked, OnExit)
 	initReaped          bool
-	exitRecorded        bool              // the init's exit is recorded (and published): no OOM after it
-	oomSeen             uint64            // OOM kills already reported (or present at create)
-	oomRecheck          bool              // a v1 notification's kill is being looked for (recheckOOM)
-	oomRecheckFrom      uint64            // oomSeen when that began: a kill reported since ends it
-	oomStopped          bool              // deleted: no OOM is reported any more
-	oomLimitHits        uint64            // v2 memory.events "max" at the last read
-	oomLimitMetAt       time.Time         // when a read last found it grown
-	oomParentKills      uint64            // systemd-managed v2: the parent's kill count at the last read
-	oomParentKnown      bool              // oomParentKills was read
-	oomPolling          bool              // the count is being read again and again (pollOOM)
-	oomPollFrom         uint64            // oomSeen when that began: a kill reported since ends it
-	oomBelow            uint64            // v1 kills below the cgroup under its limit
-	oomAtCreate         uint64            // OOM kills the cgroup had already counted at create
-	limitMarks          cgroup.LimitMarks // the cgroup's own-limit counters at the last OOM (or at create)
-	oomScope            string            // where the last reported OOM kill's limit was hit
+	exitRecorded        bool      // the init's exit is recorded (and published): no OOM after it
+	oomSeen             uint64    // OOM kills already reported (or present at create)
+	oomRecheck          bool      // a v1 notification's kill is being looked for (recheckOOM)
+	oomRecheckFrom      uint64    // oomSeen when that began: a kill reported since ends it
+	oomStopped          bool      // deleted: no OOM is reported any more
+	oomLimitHits        uint64    // v2 memory.events "max" at the last read
+	oomLimitMetAt       time.Time // when a read last found it grown
+	oomParentKills      uint64    // systemd-managed v2: the parent's kill count at the last read
+	oomParentKnown      bool      // oomParentKills was read
+	// oomReads counts reportOOM calls between their reads and the record of
+	// what they read (reportOOMOfRemovedCgroup waits for them). Atomic: the
+	// reads are made without c.mu.
+	oomReads    atomic.Int32
+	oomPolling  bool              // the count is being read again and again (pollOOM)
+	oomPollFrom uint64            // oomSeen when that began: a kill reported since ends it
+	oomBelow    uint64            // v1 kills below the cgroup under its limit
+	oomAtCreate uint64            // OOM kills the cgroup had already counted at create
+	limitMarks  cgroup.LimitMarks // the cgroup's own-limit counters at the last OOM (or at create)
+	oomScope    string            // where the last reported OOM kill's limit was hit
 }
 
 // Init returns the container's init process.

@@ -91,9 +91,16 @@ func (c *Container) reportOOMBeforeExit() {
 // reportOOM publishes an OOM kill not reported yet, found through the
 // cgroup's notification (notified) or on the exit path.
 func (c *Container) reportOOM(notified bool) {
+	c.oomReads.Add(1)
+	defer c.oomReads.Add(-1) // after the record below (defers run last first)
+	// The parent's count first: a kill between the two reads is then in
+	// the container's, or in neither.
+	parent := c.readParentOOM()
 	r, err := c.cg.ReadOOM()
+	if err != nil {
+		parent = nil
+	}
 	kills := r.Kills
-	parent := c.readParentOOM(err)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	atLimit := err == nil && r.LimitHits > c.oomLimitHits

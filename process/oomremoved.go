@@ -26,6 +26,8 @@ const (
 	// oomRemovedWindow is how recently the container must have met its
 	// limit for a kill counted in its parent to be taken for its own.
 	oomRemovedWindow = 200 * time.Millisecond
+	// oomReadsWait bounds the wait for reads under way (oomReads).
+	oomReadsWait = 100 * time.Millisecond
 )
 
 // startPollOOM starts the reads of pollOOM; c.mu is held.
@@ -52,11 +54,11 @@ func (c *Container) pollOOM(n int) {
 	})
 }
 
-// readParentOOM reads the parent's kill count alongside a successful read of
-// a systemd-managed v2 cgroup's (err is that read's), for
+// readParentOOM reads the parent's kill count for a systemd-managed v2
+// cgroup, just before a read of the cgroup's own, for
 // reportOOMOfRemovedCgroup; nil when there is none to keep.
-func (c *Container) readParentOOM(err error) *uint64 {
-	if err != nil || !c.cg.V2 || !c.rt.SystemdCgroup {
+func (c *Container) readParentOOM() *uint64 {
+	if !c.cg.V2 || !c.rt.SystemdCgroup {
 		return nil
 	}
 	n, perr := c.cg.ParentOOMKills()
@@ -75,6 +77,12 @@ func (c *Container) readParentOOM(err error) *uint64 {
 func (c *Container) reportOOMOfRemovedCgroup(status int) {
 	if c.cg == nil || c.events.OOM == nil || !c.cg.V2 || !c.rt.SystemdCgroup || status != 128+9 || c.cg.Exists() {
 		return
+	}
+	// A notice's read may have been made and not yet recorded (it waits
+	// for c.mu, which another call can hold for a while): its marks are the
+	// ones to compare with.
+	for deadline := time.Now().Add(oomReadsWait); c.oomReads.Load() > 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
 	}
 	now, err := c.cg.ParentOOMKills()
 	c.mu.Lock()
