@@ -17,8 +17,8 @@ import (
 // OOMWatcher watches any number of cgroups for OOM kills with one
 // goroutine: v1 through an eventfd on memory.oom_control, v2 through watches
 // on memory.events and cgroup.events in one inotify instance, all in one
-// epoll set that Go's poller waits on. No goroutine or thread waits per container, and v2
-// containers share one inotify instance: the kernel allows a user 128 by
+// epoll set that Go's poller waits on. No goroutine or thread waits per
+// container, and v2 containers share one inotify instance: the kernel allows a user 128 by
 // default, node-wide (fs.inotify.max_user_instances), and kubelet, systemd
 // and every other shim draw on them too. The zero value is ready; the
 // goroutine starts with the first Watch.
@@ -111,7 +111,8 @@ func (w *OOMWatcher) add(fd int, id uint64) error {
 // memory.events, can come up to 10 ms after the kill (the kernel spaces a
 // file's notices, and the limit was hit, and noticed, just before), by which
 // time the scope, and the count in it, may be gone. Woken with systemd, the
-// watcher reads the count while the cgroup still stands.
+// watcher may read the count while the cgroup still stands; systemd wins at
+// times (process/oomremoved.go has what else is done).
 func (w *OOMWatcher) addInotifyWatches(c *Cgroup) ([]int32, error) {
 	if w.inotify < 0 {
 		fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
