@@ -67,14 +67,9 @@ func (c *Cgroup) ReadOOM() (OOMReading, error) {
 		kills, err := c.OOMKills()
 		return OOMReading{Kills: kills}, err
 	}
-	dir := c.dir("")
-	tree, err := readKV(filepath.Join(dir, "memory.events"))
+	tree, own, err := v2MemoryEvents(c.dir(""))
 	if err != nil {
 		return OOMReading{}, err
-	}
-	own, lerr := readKV(filepath.Join(dir, "memory.events.local"))
-	if lerr != nil {
-		own = tree // a kernel without .local (before 5.2), or the cgroup just went
 	}
 	kills, ok := tree["oom_kill"]
 	if !ok {
@@ -83,16 +78,28 @@ func (c *Cgroup) ReadOOM() (OOMReading, error) {
 	return OOMReading{Kills: kills, Marks: &LimitMarks{OwnFailures: own["oom"], Subtree: tree["oom"]}, LimitHits: tree["max"]}, nil
 }
 
+// v2MemoryEvents reads a v2 cgroup's memory.events (tree: its subtree's
+// counts) and memory.events.local (own: its own), own being tree again on a
+// kernel without .local (before 5.2), or when the cgroup went between the
+// two reads.
+func v2MemoryEvents(dir string) (tree, own map[string]uint64, err error) {
+	tree, err = readKV(filepath.Join(dir, "memory.events"))
+	if err != nil {
+		return nil, nil, err
+	}
+	own, lerr := readKV(filepath.Join(dir, "memory.events.local"))
+	if lerr != nil {
+		own = tree
+	}
+	return tree, own, nil
+}
+
 // LimitMarks reads the cgroup's limit counters. Files that cannot be read
 // count as zero: a removed cgroup has no OOM kill to explain.
 func (c *Cgroup) LimitMarks() LimitMarks {
 	dir := c.dir("memory")
 	if c.V2 {
-		tree, _ := readKV(filepath.Join(dir, "memory.events"))
-		own, err := readKV(filepath.Join(dir, "memory.events.local"))
-		if err != nil {
-			own = tree // a kernel without .local (before 5.2)
-		}
+		tree, own, _ := v2MemoryEvents(dir) // nil maps read as zero
 		return LimitMarks{OwnFailures: own["oom"], Subtree: tree["oom"]}
 	}
 	m := LimitMarks{Ancestors: map[string]uint64{}}
