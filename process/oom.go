@@ -77,7 +77,7 @@ func (c *Container) watchOOM() {
 }
 
 // oomNotified handles the cgroup's OOM notification.
-func (c *Container) oomNotified() { c.reportOOM(true) }
+func (c *Container) oomNotified() { _ = c.reportOOM(true) }
 
 // reportOOMBeforeExit reports an OOM kill the notification has not (yet)
 // delivered, so that an OOM-killed init's /tasks/oom precedes its exit.
@@ -85,19 +85,20 @@ func (c *Container) reportOOMBeforeExit() {
 	if c.cg == nil || c.events.OOM == nil {
 		return
 	}
-	c.reportOOM(false)
+	_ = c.reportOOM(false)
 }
 
 // reportOOM publishes an OOM kill not reported yet, found through the
-// cgroup's notification (notified) or on the exit path.
-func (c *Container) reportOOM(notified bool) {
+// cgroup's notification (notified) or on the exit path. It returns the
+// read's error (on v2: the cgroup is gone).
+func (c *Container) reportOOM(notified bool) (readErr error) {
 	c.oomReads.Add(1)
 	defer c.oomReads.Add(-1) // after the record below (defers run last first)
 	// The parent's count first: a kill between the two reads is then in
 	// the container's, or in neither.
 	parent := c.readParentOOM()
 	r, err := c.cg.ReadOOM()
-	if err != nil {
+	if readErr = err; err != nil {
 		parent = nil
 	}
 	kills := r.Kills
@@ -139,6 +140,7 @@ func (c *Container) reportOOM(notified bool) {
 	}
 	c.noteOOMScope(r.Marks)
 	c.events.OOM(c)
+	return
 }
 
 // oomRecheckAfter is when a v1 notification's kill is looked for: the

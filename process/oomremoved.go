@@ -42,8 +42,7 @@ func (c *Container) startPollOOM() {
 // deleted.
 func (c *Container) pollOOM(n int) {
 	c.oomWatcher.After(oomPollEvery, func() {
-		c.reportOOM(true)
-		gone := !c.cg.Exists()
+		gone := c.reportOOM(true) != nil
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if n <= 1 || gone || c.exitRecorded || c.oomStopped || c.oomSeen > c.oomPollFrom {
