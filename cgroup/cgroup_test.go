@@ -695,3 +695,42 @@ func TestStatsOfARemovedCgroupWithOtherControllersLeftAreNotFound(t *testing.T) 
 		t.Errorf("statistics of a cgroup removed from every statistics hierarchy: %v, want NotFound", err)
 	}
 }
+
+// The metrics of a removed cgroup carry the memory events last read, every
+// key in its field, and oom_kill at least the kills reported; containerd's
+// cgroups types decode them (containerd 2.x's CRI reads oom_kill there).
+func TestMetricsOfRemoved(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		events  map[string]uint64
+		kills   uint64
+		wantOOM uint64
+	}{
+		{"read before the kill", map[string]uint64{"low": 1, "high": 2, "max": 3, "oom": 4, "oom_kill": 0, "oom_group_kill": 6, "sock_throttled": 7}, 1, 1},
+		{"read after the kill", map[string]uint64{"low": 1, "high": 2, "max": 3, "oom": 4, "oom_kill": 5, "oom_group_kill": 6}, 1, 5},
+		{"never read", nil, 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data, url, err := MetricsOfRemoved(tc.events, tc.kills)
+			if err != nil || url != MetricsV2 {
+				t.Fatalf("MetricsOfRemoved: %q, %v; want %q", url, err, MetricsV2)
+			}
+			var m cgroupsv2.Metrics
+			if err := proto.Unmarshal(data, &m); err != nil {
+				t.Fatalf("containerd/cgroups cannot decode them: %v", err)
+			}
+			ev := m.GetMemoryEvents()
+			if ev == nil {
+				t.Fatal("no memory events")
+			}
+			want := &cgroupsv2.MemoryEvents{Low: tc.events["low"], High: tc.events["high"], Max: tc.events["max"],
+				Oom: tc.events["oom"], OomKill: tc.wantOOM, OomGroupKill: tc.events["oom_group_kill"]}
+			if !proto.Equal(ev, want) {
+				t.Errorf("memory events %v, want %v", ev, want)
+			}
+			if m.GetCPU() != nil || m.GetMemory() != nil || m.GetPids() != nil {
+				t.Errorf("figures no cgroup was read for: %v", &m)
+			}
+		})
+	}
+}

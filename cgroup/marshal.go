@@ -1,6 +1,7 @@
 package cgroup
 
 import (
+	v2 "github.com/example/containerd-shim-example-v2/proto/cgroups/cgroup2/stats"
 	"github.com/example/containerd-shim-example-v2/proto/codec"
 )
 
@@ -31,4 +32,22 @@ func (c *Cgroup) Metrics() (data []byte, typeURL string, err error) {
 	}
 	data, err = codec.Marshal(m)
 	return data, MetricsV1, err
+}
+
+// MetricsOfRemoved encodes what is left of a v2 cgroup removed while its
+// container still exists (systemd removes a scope as soon as it is empty):
+// the memory events last read (events, nil if none was), with oom_kill
+// raised to kills, the kills reported for it. Nothing else is known of it.
+// containerd 2.x's CRI asks for these at a 137 exit to tell an OOM kill
+// whose event it has not handled yet.
+func MetricsOfRemoved(events map[string]uint64, kills uint64) (data []byte, typeURL string, err error) {
+	ev := &v2.MemoryEvents{}
+	for k, v := range events {
+		if f := memoryEventField(ev, []byte(k)); f != nil {
+			*f = v
+		}
+	}
+	ev.OomKill = max(ev.OomKill, kills)
+	data, err = codec.Marshal(&v2.Metrics{MemoryEvents: ev})
+	return data, MetricsV2, err
 }

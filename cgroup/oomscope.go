@@ -58,6 +58,9 @@ type OOMReading struct {
 	// LimitHits (v2): memory.events "max", the charges that met the limit of
 	// this cgroup or of one below it. Reclaim follows, and an OOM kill may.
 	LimitHits uint64
+	// Events (v2) is memory.events as read, for the metrics of a cgroup
+	// removed before its container was deleted (MetricsOfRemoved).
+	Events map[string]uint64
 }
 
 // ReadOOM reads the cgroup's OOM figures: on v2 memory.events once, and
@@ -75,7 +78,7 @@ func (c *Cgroup) ReadOOM() (OOMReading, error) {
 	if !ok {
 		return OOMReading{}, ErrOOMKillsNotCounted
 	}
-	return OOMReading{Kills: kills, Marks: &LimitMarks{OwnFailures: own["oom"], Subtree: tree["oom"]}, LimitHits: tree["max"]}, nil
+	return OOMReading{Kills: kills, Marks: &LimitMarks{OwnFailures: own["oom"], Subtree: tree["oom"]}, LimitHits: tree["max"], Events: tree}, nil
 }
 
 // v2MemoryEvents reads a v2 cgroup's memory.events (tree: its subtree's

@@ -309,19 +309,8 @@ func (c *Cgroup) StatsV2() (*v2.Metrics, error) {
 	}
 	ev := &v2.MemoryEvents{}
 	if eachKV(func(k []byte, v uint64) {
-		switch string(k) {
-		case "low":
-			ev.Low = v
-		case "high":
-			ev.High = v
-		case "max":
-			ev.Max = v
-		case "oom":
-			ev.Oom = v
-		case "oom_kill":
-			ev.OomKill = v
-		case "oom_group_kill":
-			ev.OomGroupKill = v
+		if f := memoryEventField(ev, k); f != nil {
+			*f = v
 		}
 	}, d, "memory.events") == nil {
 		m.MemoryEvents = ev
@@ -332,6 +321,26 @@ func (c *Cgroup) StatsV2() (*v2.Metrics, error) {
 	}
 	m.Hugetlb = hugetlbStats(d)
 	return m, nil
+}
+
+// memoryEventField is where a memory.events key goes (nil: a key the
+// metrics have no field for).
+func memoryEventField(e *v2.MemoryEvents, key []byte) *uint64 {
+	switch string(key) {
+	case "low":
+		return &e.Low
+	case "high":
+		return &e.High
+	case "max":
+		return &e.Max
+	case "oom":
+		return &e.Oom
+	case "oom_kill":
+		return &e.OomKill
+	case "oom_group_kill":
+		return &e.OomGroupKill
+	}
+	return nil
 }
 
 // memoryStatV2Field is where a v2 memory.stat key goes (nil: a key the

@@ -183,12 +183,31 @@ func testSystemdTask(t *testing.T, d *harness.Daemon) {
 	const hogID = "sd-oom"
 	hog := newContainer(t, ctx, d, hogID, memoryHogArgs, oci.WithCgroup("system.slice:ex-sd:"+ns+"-"+hogID), oci.WithMemoryLimit(32<<20))
 	evs := subscribeTaskEvents(t, ctx, d, ns)
-	_, hogExit := startTask(t, ctx, hog, cio.NullIO, systemdOpts)
+	hogTask, hogExit := startTask(t, ctx, hog, cio.NullIO, systemdOpts)
 	if code := exitCode(t, ctx, hogExit); code != 137 {
 		t.Errorf("hog under 32 MiB: exit status %d, want 137", code)
 	}
 	expectOOMBeforeExit(t, evs, hogID)
 	expectOOMScope(t, d, ns, hogID, "container")
+
+	// The scope is gone with its last process, the task not deleted yet: its metrics are
+	// what containerd 2.x's CRI reads at a 137 exit to tell an OOM kill, and they count it.
+	hogScope := filepath.Join(cgroupRoot, "system.slice", "ex-sd-"+ns+"-"+hogID+".scope")
+	waitFor(t, 10*time.Second, "the hog's scope to go", func() bool {
+		_, err := os.Stat(hogScope)
+		return os.IsNotExist(err)
+	})
+	if m, err := hogTask.Metrics(ctx); err != nil {
+		t.Errorf("metrics of the OOM-killed task, its scope gone: %v", err)
+	} else {
+		var s v2stats.Metrics
+		if err := proto.Unmarshal(m.GetData().GetValue(), &s); err != nil {
+			t.Fatalf("decode metrics %s: %v", m.GetData().GetTypeUrl(), err)
+		}
+		if s.GetMemoryEvents().GetOomKill() == 0 {
+			t.Errorf("metrics of the OOM-killed task, its scope gone: memory events %v, no oom_kill", s.GetMemoryEvents())
+		}
+	}
 }
 
 func containsPid(pids []containerd.ProcessInfo, pid uint32) bool {

@@ -113,6 +113,9 @@ type Container struct {
 	oomLimitMetAt       time.Time // when a read last found it grown
 	oomParentKills      uint64    // systemd-managed v2: the parent's kill count at the last read
 	oomParentKnown      bool      // oomParentKills was read
+	// oomEvents is v2 memory.events as last read: the metrics of a cgroup
+	// systemd removed before the container was deleted (metricsOfRemovedCgroup).
+	oomEvents map[string]uint64
 	// oomReads counts reportOOM calls between their reads and the record of
 	// what they read (reportOOMOfRemovedCgroup waits for them). Atomic: the
 	// reads are made without c.mu.

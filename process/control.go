@@ -3,7 +3,9 @@ package process
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -159,6 +161,12 @@ func (c *Container) Stats() ([]byte, string, error) {
 		return nil, "", fmt.Errorf("container %s: cgroup does not exist: %w", c.ID, errdefs.ErrNotFound)
 	}
 	data, typeURL, err := cg.Metrics()
+	if errors.Is(err, fs.ErrNotExist) {
+		if data, typeURL, ok := c.metricsOfRemovedCgroup(cg); ok {
+			return data, typeURL, nil
+		}
+		return nil, "", fmt.Errorf("stats of %s: its cgroup is gone (%v): %w", c.ID, err, errdefs.ErrNotFound)
+	}
 	if err != nil {
 		return nil, "", fmt.Errorf("stats of %s: %w", c.ID, err)
 	}

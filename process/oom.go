@@ -111,6 +111,9 @@ func (c *Container) reportOOM(notified bool) (readErr error) {
 	if parent != nil {
 		c.oomParentKills, c.oomParentKnown = *parent, true
 	}
+	if r.Events != nil {
+		c.oomEvents = r.Events
+	}
 	switch {
 	case notified && c.exitRecorded:
 		return // after the exit: out of order (the exit path read the count last)

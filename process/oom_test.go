@@ -15,6 +15,8 @@ import (
 
 	"github.com/example/containerd-shim-example-v2/cgroup"
 	shimio "github.com/example/containerd-shim-example-v2/io"
+	cgroupv2 "github.com/example/containerd-shim-example-v2/proto/cgroups/cgroup2/stats"
+	"github.com/example/containerd-shim-example-v2/proto/codec"
 	"github.com/example/containerd-shim-example-v2/reaper"
 )
 
@@ -262,6 +264,9 @@ func TestOOMKillCountedOnlyByTheParentOfARemovedScope(t *testing.T) {
 			if err := os.RemoveAll(scope); err != nil { // the kill, and systemd's removal
 				t.Fatal(err)
 			}
+			if _, _, err := c.Stats(); !errdefs.IsNotFound(err) {
+				t.Errorf("Stats of a removed cgroup before the exit is recorded: %v, want NotFound", err)
+			}
 			c.initExited(reaper.Exit{Pid: c.init.pid, Status: tc.status, Time: time.Now()})
 			want := "exit"
 			if tc.wantOOM {
@@ -269,6 +274,23 @@ func TestOOMKillCountedOnlyByTheParentOfARemovedScope(t *testing.T) {
 			}
 			if got := strings.Join(events, ","); got != want {
 				t.Errorf("events %q, want %q", got, want)
+			}
+			// After the exit, the metrics containerd 2.x's CRI reads at a 137
+			// exit: the last figures read, the kill counted.
+			data, url, err := c.Stats()
+			if err != nil || url != cgroup.MetricsV2 {
+				t.Fatalf("Stats after the exit: %q, %v", url, err)
+			}
+			var m cgroupv2.Metrics
+			if err := codec.Unmarshal(data, &m); err != nil {
+				t.Fatal(err)
+			}
+			wantKills := uint64(0)
+			if tc.wantOOM {
+				wantKills = 1
+			}
+			if ev := m.GetMemoryEvents(); ev.GetOomKill() != wantKills || ev.GetMax() != uint64(tc.max) {
+				t.Errorf("memory events after the exit %+v, want oom_kill %d, max %d", ev, wantKills, tc.max)
 			}
 		})
 	}

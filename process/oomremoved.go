@@ -97,3 +97,23 @@ func (c *Container) reportOOMOfRemovedCgroup(status int) {
 		"counted", "by the parent cgroup: systemd removed the container's before it could be read")
 	c.events.OOM(c)
 }
+
+// metricsOfRemovedCgroup answers Stats for a container whose init has
+// exited and whose cgroup systemd removed with it: the memory events last
+// read, and every kill reported. containerd 2.x's CRI asks for them at a 137
+// exit, before it has handled the OOM event (which comes by another path), and
+// marks the container OOMKilled only if they count a kill: a NotFound, the
+// stock shim's answer there, leaves it "Error" until the event lands.
+func (c *Container) metricsOfRemovedCgroup(cg *cgroup.Cgroup) (data []byte, typeURL string, ok bool) {
+	if !cg.V2 || !c.rt.SystemdCgroup {
+		return nil, "", false
+	}
+	c.mu.Lock()
+	events, kills, exited := c.oomEvents, c.oomSeen, c.exitRecorded
+	c.mu.Unlock()
+	if !exited {
+		return nil, "", false
+	}
+	data, typeURL, err := cgroup.MetricsOfRemoved(events, kills)
+	return data, typeURL, err == nil
+}
