@@ -158,3 +158,37 @@ func (c *Cgroup) OOMScopeOf(prev, now LimitMarks) (string, LimitMarks) {
 	}
 	return OOMScopeAncestor, now
 }
+
+// ScopeOfLogged tells whose limit an OOM kill that the kernel logged came
+// from, from the paths of its summary line (oomlog.Victim): the cgroup
+// whose limit was met (oomMemcg, "" for the node's memory) against this
+// one. The kernel prints paths from the root of the hierarchy; seen from a
+// cgroup namespace, c's path is their tail. "" when the line gave no paths.
+func (c *Cgroup) ScopeOfLogged(oomMemcg, taskMemcg string) string {
+	own := c.hierarchyPath()
+	switch {
+	case taskMemcg == "" || own == "/":
+		return ""
+	case oomMemcg == "":
+		return OOMScopeAncestor
+	case strings.HasSuffix(oomMemcg, own):
+		return OOMScopeContainer
+	case strings.Contains(oomMemcg, own+"/"):
+		return OOMScopeBelow
+	}
+	return OOMScopeAncestor
+}
+
+// hierarchyPath is c's memory cgroup path from its hierarchy's root, as
+// /proc/<pid>/cgroup gives it ("/a.slice/b.scope").
+func (c *Cgroup) hierarchyPath() string {
+	base := c.root
+	if !c.V2 {
+		base = filepath.Join(c.root, "memory")
+	}
+	rel := strings.TrimPrefix(c.dir("memory"), base)
+	if rel == "" || rel[0] != '/' {
+		return "/" + rel
+	}
+	return rel
+}

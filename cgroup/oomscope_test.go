@@ -98,3 +98,37 @@ func TestOOMScopeV2(t *testing.T) {
 		t.Errorf("own limit (memory.events.local oom grew): %q", scope)
 	}
 }
+
+// The verdict from the paths of the kernel's "oom-kill:" line: the
+// container's own limit, a cgroup's inside it, an ancestor's, the node's;
+// a cgroup namespace sees the tail of the kernel's paths; no paths, no
+// verdict.
+func TestScopeOfLogged(t *testing.T) {
+	v2, err := Parse("/sys/fs/cgroup", []byte("0::/pod.slice/c.scope\n"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1, err := Parse("/sys/fs/cgroup", []byte("9:memory:/pod/c\n4:cpu,cpuacct:/pod/c\n"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		cg                  *Cgroup
+		oomMemcg, taskMemcg string
+		want                string
+	}{
+		{v2, "/pod.slice/c.scope", "/pod.slice/c.scope", OOMScopeContainer},
+		{v2, "/node.slice/pod.slice/c.scope", "/node.slice/pod.slice/c.scope", OOMScopeContainer}, // seen from a cgroup namespace
+		{v2, "/pod.slice/c.scope/inner", "/pod.slice/c.scope/inner", OOMScopeBelow},
+		{v2, "/pod.slice", "/pod.slice/c.scope", OOMScopeAncestor},
+		{v2, "/pod.slice/c.scope2", "/pod.slice/c.scope2", OOMScopeAncestor}, // not a path prefix
+		{v2, "", "/pod.slice/c.scope", OOMScopeAncestor},                     // the node's memory
+		{v2, "", "", ""},
+		{v1, "/pod/c", "/pod/c", OOMScopeContainer},
+		{v1, "/pod", "/pod/c", OOMScopeAncestor},
+	} {
+		if got := tc.cg.ScopeOfLogged(tc.oomMemcg, tc.taskMemcg); got != tc.want {
+			t.Errorf("%s: ScopeOfLogged(%q, %q) = %q, want %q", tc.cg.hierarchyPath(), tc.oomMemcg, tc.taskMemcg, got, tc.want)
+		}
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"github.com/example/containerd-shim-example-v2/cgroup"
 	shimio "github.com/example/containerd-shim-example-v2/io"
 	"github.com/example/containerd-shim-example-v2/oci"
+	"github.com/example/containerd-shim-example-v2/oomlog"
 )
 
 // Named limits. Each bounds a wait that must never become a hang.
@@ -116,6 +117,10 @@ type Container struct {
 	// oomEvents is v2 memory.events as last read: the metrics of a cgroup
 	// systemd removed before the container was deleted (metricsOfRemovedCgroup).
 	oomEvents map[string]uint64
+	// oomLog, when set, is read for the init at an exit whose cgroup is gone:
+	// victims logged after oomLogMark (markOOMLog, the last count reported).
+	oomLog     *oomlog.Log
+	oomLogMark uint64
 	// oomReads counts reportOOM calls between their reads and the record of
 	// what they read (reportOOMOfRemovedCgroup waits for them). Atomic: the
 	// reads are made without c.mu.

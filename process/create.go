@@ -18,6 +18,7 @@ import (
 	"github.com/example/containerd-shim-example-v2/cgroupdriver"
 	shimio "github.com/example/containerd-shim-example-v2/io"
 	"github.com/example/containerd-shim-example-v2/oci"
+	"github.com/example/containerd-shim-example-v2/oomlog"
 	"github.com/example/containerd-shim-example-v2/reaper"
 )
 
@@ -39,6 +40,9 @@ type CreateConfig struct {
 	SocketDir string
 	// OOM watches the daemon's cgroups for OOM kills (nil: no OOM events).
 	OOM *cgroup.OOMWatcher
+	// OOMLog is the kernel's log of OOM victims, read for a container whose
+	// cgroup systemd manages (nil: not read; oomremoved.go).
+	OOMLog *oomlog.Log
 	// Checkpoint, when set, is a CRIU image to restore the container from at
 	// Start instead of creating it afresh.
 	Checkpoint   string
@@ -85,6 +89,7 @@ func Create(ctx context.Context, r *reaper.Reaper, cfg CreateConfig, onCreated f
 		slog.Info("the spec's cgroups path is systemd's: the runtime runs with its systemd cgroup driver",
 			"container", c.ID, "cgroupsPath", cgroupsPath(spec))
 	}
+	c.markOOMLog(cfg.OOMLog)
 	c.rt.LogPath = filepath.Join(cfg.Bundle, "log.json")
 	c.rt.Dir = cfg.Bundle
 	if err := c.rt.Save(cfg.Bundle); err != nil {

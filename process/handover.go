@@ -259,6 +259,7 @@ func Import(r *reaper.Reaper, st ContainerState, cfg CreateConfig, adopt func(fd
 		execs: make(map[string]*Process),
 	}
 	c.execsIdle = sync.NewCond(&c.mu)
+	c.markOOMLog(cfg.OOMLog) // a kill logged before this mark is not looked for
 	init, err := importProcess(c, st.Init, adopt)
 	if err != nil {
 		return nil, err

@@ -142,6 +142,7 @@ func (c *Container) reportOOM(notified bool) (readErr error) {
 		return // v2: memory.events changed, but not oom_kill
 	}
 	c.noteOOMScope(r.Marks)
+	c.remarkOOMLog()
 	c.events.OOM(c)
 	return
 }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/example/containerd-shim-example-v2/cgroup"
+	"github.com/example/containerd-shim-example-v2/oomlog"
 )
 
 // OOM kills in a cgroup that systemd manages (the runtime's systemd cgroup
@@ -67,9 +68,41 @@ func (c *Container) readParentOOM() *uint64 {
 	return &n
 }
 
+// markOOMLog keeps the kernel's log of OOM victims for a container whose
+// cgroup systemd manages, marked where it ends: a victim with the init's PID
+// logged later is the init. Taken before the init exists, and again at each
+// kill reported from a count (reportOOM), whose victim must not be
+// reported twice. A log that cannot be read (no privilege for it) leaves
+// the parent's count to decide.
+func (c *Container) markOOMLog(log *oomlog.Log) {
+	if log == nil || c.events.OOM == nil || !c.rt.SystemdCgroup {
+		return
+	}
+	mark, err := log.Mark()
+	if err != nil {
+		slog.Debug("the kernel's log of OOM kills cannot be read", "container", c.ID, "error", err)
+		return
+	}
+	c.oomLog, c.oomLogMark = log, mark
+}
+
+// remarkOOMLog moves the mark past the kills reported so far; c.mu is held.
+func (c *Container) remarkOOMLog() {
+	if c.oomLog == nil {
+		return
+	}
+	if mark, err := c.oomLog.Mark(); err == nil {
+		c.oomLogMark = mark
+	}
+}
+
 // reportOOMOfRemovedCgroup reports the OOM kill of an init whose cgroup
-// systemd removed before its count could be read: the init died of SIGKILL,
-// the container met its own limit within oomRemovedWindow, and the parent
+// systemd removed before its count could be read, status being the init's.
+// The kernel's log tells exactly: it names the victim's PID, and the limit's
+// cgroup when its rate limit allows. Where it does not name the init (or
+// cannot be read, or the shim sees other PIDs than the kernel's, in a PID
+// namespace), the parent's count decides: the init died of SIGKILL, the
+// container met its own limit within oomRemovedWindow, and the parent
 // counted a kill since the last read. Another process under the same parent
 // killed in that window, while this init died of another SIGKILL, would be
 // taken for this one; a kubelet pod's slice holds only the pod's containers.
@@ -86,16 +119,42 @@ func (c *Container) reportOOMOfRemovedCgroup(status int) {
 	now, err := c.cg.ParentOOMKills()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err != nil || !c.oomParentKnown || now <= c.oomParentKills || c.exitRecorded || c.oomStopped ||
-		c.oomLimitMetAt.IsZero() || time.Since(c.oomLimitMetAt) > oomRemovedWindow {
+	if c.exitRecorded || c.oomStopped {
 		return
 	}
-	c.oomParentKills = now
+	metLimit := !c.oomLimitMetAt.IsZero() && time.Since(c.oomLimitMetAt) <= oomRemovedWindow
+	var how string
+	if v, logged := c.loggedVictim(); logged {
+		how = "by the kernel's log: systemd removed the container's cgroup before its count could be read"
+		if c.oomScope = c.cg.ScopeOfLogged(v.OOMMemcg, v.TaskMemcg); c.oomScope == "" && metLimit {
+			c.oomScope = cgroup.OOMScopeContainer
+		}
+	} else if err == nil && c.oomParentKnown && now > c.oomParentKills && metLimit {
+		how = "by the parent cgroup: systemd removed the container's before it could be read"
+		c.oomScope = cgroup.OOMScopeContainer
+	} else {
+		return
+	}
+	if err == nil {
+		c.oomParentKills = now
+	}
 	c.oomSeen++
-	c.oomScope = cgroup.OOMScopeContainer
-	slog.Warn("OOM kill in container", "container", c.ID, "limit", c.oomScope, "kills", c.oomSeen,
-		"counted", "by the parent cgroup: systemd removed the container's before it could be read")
+	c.remarkOOMLog()
+	slog.Warn("OOM kill in container", "container", c.ID, "limit", c.oomScope, "kills", c.oomSeen, "counted", how)
 	c.events.OOM(c)
+}
+
+// loggedVictim looks for the init among the OOM victims the kernel logged
+// since the mark; c.mu is held (the init's PID no longer changes).
+func (c *Container) loggedVictim() (oomlog.Victim, bool) {
+	if c.oomLog == nil {
+		return oomlog.Victim{}, false
+	}
+	v, ok, err := c.oomLog.Victim(c.init.Pid(), c.oomLogMark)
+	if err != nil {
+		slog.Debug("read the kernel's log of OOM kills", "container", c.ID, "error", err)
+	}
+	return v, ok
 }
 
 // metricsOfRemovedCgroup answers Stats for a container whose init has

@@ -104,7 +104,7 @@ func (s *Service) Export(fds process.FDKeeper) (*State, error) {
 func (s *Service) Import(st State, adopt func(fd int, name string, pollable bool) (*os.File, error)) error {
 	for _, cs := range st.Containers {
 		importedStallTimeout(&cs) // stallpolicy.go
-		c, err := process.Import(s.cfg.Reaper, cs, process.CreateConfig{Events: s.containerEvents(), OOM: &s.oom,
+		c, err := process.Import(s.cfg.Reaper, cs, process.CreateConfig{Events: s.containerEvents(), OOM: &s.oom, OOMLog: &s.oomLog,
 			ReaderOwner: s.cfg.ContainerdStatus}, adopt)
 		if err != nil {
 			return fmt.Errorf("container %s: %w", cs.ID, err)

@@ -16,6 +16,7 @@ import (
 	"github.com/example/containerd-shim-example-v2/cgroup"
 	"github.com/example/containerd-shim-example-v2/internal/leavegate"
 	"github.com/example/containerd-shim-example-v2/oci"
+	"github.com/example/containerd-shim-example-v2/oomlog"
 	"github.com/example/containerd-shim-example-v2/process"
 	introspect "github.com/example/containerd-shim-example-v2/proto/introspect/v1"
 	"github.com/example/containerd-shim-example-v2/reaper"
@@ -84,6 +85,7 @@ type Service struct {
 	shimPid  uint32
 	exitOnce sync.Once
 	oom      cgroup.OOMWatcher // every container's OOM notifications, one goroutine
+	oomLog   oomlog.Log        // the kernel's log of OOM victims, read for systemd-managed containers
 
 	mu         sync.Mutex
 	containers map[string]*process.Container

@@ -77,6 +77,7 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*ta
 		Events:       s.containerEvents(),
 		SocketDir:    s.cfg.SocketDir,
 		OOM:          &s.oom,
+		OOMLog:       &s.oomLog,
 		Checkpoint:   restorePath(r.Checkpoint, opts),
 		CriuWorkPath: opts.CriuWorkPath,
 		StallTimeout: stallTimeoutFor(s.cfg.Namespace, opts.StallTimeout),
