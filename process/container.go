@@ -114,6 +114,7 @@ type Container struct {
 	oomLimitMetAt       time.Time // when a read last found it grown
 	oomParentKills      uint64    // systemd-managed v2: the parent's kill count at the last read
 	oomParentKnown      bool      // oomParentKills was read
+	oomSeenAtParent     uint64    // oomSeen when it was: kills reported since are in the parent's count too
 	// oomEvents is v2 memory.events as last read: the metrics of a cgroup
 	// systemd removed before the container was deleted (metricsOfRemovedCgroup).
 	oomEvents map[string]uint64

@@ -109,7 +109,9 @@ func (c *Container) reportOOM(notified bool) (readErr error) {
 		c.oomLimitHits, c.oomLimitMetAt = r.LimitHits, time.Now()
 	}
 	if parent != nil {
-		c.oomParentKills, c.oomParentKnown = *parent, true
+		// Before this read's kills are counted in oomSeen: a kill between
+		// the two reads is in both counts, and reported from the container's.
+		c.oomParentKills, c.oomParentKnown, c.oomSeenAtParent = *parent, true, c.oomSeen
 	}
 	if r.Events != nil {
 		c.oomEvents = r.Events

@@ -129,16 +129,18 @@ func (c *Container) reportOOMOfRemovedCgroup(status int) {
 		if c.oomScope = c.cg.ScopeOfLogged(v.OOMMemcg, v.TaskMemcg); c.oomScope == "" && metLimit {
 			c.oomScope = cgroup.OOMScopeContainer
 		}
-	} else if err == nil && c.oomParentKnown && now > c.oomParentKills && metLimit {
+	} else if err == nil && c.oomParentKnown && now > c.oomParentKills && now-c.oomParentKills > c.oomSeen-c.oomSeenAtParent && metLimit {
+		// The parent counted more kills since its last read than were
+		// reported from the container's count since.
 		how = "by the parent cgroup: systemd removed the container's before it could be read"
 		c.oomScope = cgroup.OOMScopeContainer
 	} else {
 		return
 	}
-	if err == nil {
-		c.oomParentKills = now
-	}
 	c.oomSeen++
+	if err == nil {
+		c.oomParentKills, c.oomSeenAtParent = now, c.oomSeen
+	}
 	c.remarkOOMLog()
 	slog.Warn("OOM kill in container", "container", c.ID, "limit", c.oomScope, "kills", c.oomSeen, "counted", how)
 	c.events.OOM(c)
