@@ -15,8 +15,6 @@ import (
 
 	"github.com/example/containerd-shim-example-v2/cgroup"
 	shimio "github.com/example/containerd-shim-example-v2/io"
-	cgroupv2 "github.com/example/containerd-shim-example-v2/proto/cgroups/cgroup2/stats"
-	"github.com/example/containerd-shim-example-v2/proto/codec"
 	"github.com/example/containerd-shim-example-v2/reaper"
 )
 
@@ -207,93 +205,6 @@ kill) rm -rf "$SCOPE"; exit 0;;`)
 			t.Errorf("events %q, want one oom", got)
 		}
 	})
-}
-
-// A scope systemd removed before any read found the kill (the kernel held
-// the kill's notice back): the parent's count, which includes its subtree's,
-// grew since the last read, which found the container at its limit, and the
-// init died of SIGKILL: reported, before the exit. Not for another death,
-// nor for a container that had not met its limit.
-func TestOOMKillCountedOnlyByTheParentOfARemovedScope(t *testing.T) {
-	root := t.TempDir()
-	if err := os.WriteFile(filepath.Join(root, "cgroup.controllers"), []byte("memory\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	slice := mkdir(t, filepath.Join(root, "pod.slice"))
-	scope := filepath.Join(slice, "c.scope")
-	write := func(dir, content string) {
-		t.Helper()
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, "memory.events"), []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cg, err := cgroup.Parse(root, []byte("0::/pod.slice/c.scope\n"), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, tc := range []struct {
-		name    string
-		max     int // memory.events "max" at the notified read
-		status  int
-		wantOOM bool
-	}{
-		{"at its limit, SIGKILL", 1, 137, true},
-		{"at its limit, SIGTERM", 1, 143, false},
-		{"never at its limit", 0, 137, false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			write(scope, "max 0\noom 0\noom_kill 0\n")
-			write(slice, "max 0\noom 0\noom_kill 4\n")
-			dir := t.TempDir()
-			rt, _ := fakeRuntime(t, dir, "")
-			rt.SystemdCgroup = true
-			c := &Container{ID: "c", Bundle: dir, rt: rt, cg: cg, execs: map[string]*Process{}, ownPIDNS: true}
-			c.execsIdle = sync.NewCond(&c.mu)
-			c.init = newProcess(c, "", shimio.Config{}, nil)
-			c.init.pid, c.init.status = 1<<22, Running
-			var events []string
-			c.events.OOM = func(*Container) { events = append(events, "oom") }
-			c.events.Exited = func(*Process, Snapshot) { c.mu.Lock(); events = append(events, "exit"); c.mu.Unlock() }
-
-			write(scope, fmt.Sprintf("max %d\noom 0\noom_kill 0\n", tc.max))
-			c.oomNotified() // the limit met, no kill yet
-			write(slice, "max 0\noom 0\noom_kill 5\n")
-			if err := os.RemoveAll(scope); err != nil { // the kill, and systemd's removal
-				t.Fatal(err)
-			}
-			if _, _, err := c.Stats(); !errdefs.IsNotFound(err) {
-				t.Errorf("Stats of a removed cgroup before the exit is recorded: %v, want NotFound", err)
-			}
-			c.initExited(reaper.Exit{Pid: c.init.pid, Status: tc.status, Time: time.Now()})
-			want := "exit"
-			if tc.wantOOM {
-				want = "oom,exit"
-			}
-			if got := strings.Join(events, ","); got != want {
-				t.Errorf("events %q, want %q", got, want)
-			}
-			// After the exit, the metrics containerd 2.x's CRI reads at a 137
-			// exit: the last figures read, the kill counted.
-			data, url, err := c.Stats()
-			if err != nil || url != cgroup.MetricsV2 {
-				t.Fatalf("Stats after the exit: %q, %v", url, err)
-			}
-			var m cgroupv2.Metrics
-			if err := codec.Unmarshal(data, &m); err != nil {
-				t.Fatal(err)
-			}
-			wantKills := uint64(0)
-			if tc.wantOOM {
-				wantKills = 1
-			}
-			if ev := m.GetMemoryEvents(); ev.GetOomKill() != wantKills || ev.GetMax() != uint64(tc.max) {
-				t.Errorf("memory events after the exit %+v, want oom_kill %d, max %d", ev, wantKills, tc.max)
-			}
-		})
-	}
 }
 
 // A v1 init OOM-killed under its own limit: its notification starts a

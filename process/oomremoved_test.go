@@ -9,11 +9,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 
 	"github.com/example/containerd-shim-example-v2/cgroup"
 	shimio "github.com/example/containerd-shim-example-v2/io"
 	"github.com/example/containerd-shim-example-v2/oomlog"
+	cgroupv2 "github.com/example/containerd-shim-example-v2/proto/cgroups/cgroup2/stats"
+	"github.com/example/containerd-shim-example-v2/proto/codec"
 	"github.com/example/containerd-shim-example-v2/reaper"
 )
 
@@ -53,6 +56,109 @@ func (k *kernelLog) oomKill(pid int, oomMemcg, taskMemcg string, summary bool) {
 	}
 }
 
+// systemdScope is a container's scope in a pod's slice, in a fake cgroup v2
+// hierarchy: files the tests write, and remove as systemd does.
+type systemdScope struct {
+	slice, scope string
+	cg           *cgroup.Cgroup
+}
+
+func newSystemdScope(t *testing.T) systemdScope {
+	t.Helper()
+	root := t.TempDir()
+	if err := os.WriteFile(filepath.Join(root, "cgroup.controllers"), []byte("memory\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	slice := mkdir(t, filepath.Join(root, "pod.slice"))
+	cg, err := cgroup.Parse(root, []byte("0::/pod.slice/c.scope\n"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return systemdScope{slice: slice, scope: filepath.Join(slice, "c.scope"), cg: cg}
+}
+
+// scopeInitPid is the PID of a newScopeContainer's init (never signalled).
+const scopeInitPid = 1 << 22
+
+// newScopeContainer returns a running container in s under the runtime's
+// systemd driver, the kernel's log marked (when log is set) before its init
+// exists, as Create does; events lists its OOM and exit events in order.
+func newScopeContainer(t *testing.T, s systemdScope, log *oomlog.Log) (*Container, *[]string) {
+	t.Helper()
+	dir := t.TempDir()
+	rt, _ := fakeRuntime(t, dir, "")
+	rt.SystemdCgroup = true
+	c := &Container{ID: "c", Bundle: dir, rt: rt, cg: s.cg, execs: map[string]*Process{}, ownPIDNS: true}
+	c.execsIdle = sync.NewCond(&c.mu)
+	var events []string
+	c.events.OOM = func(*Container) { events = append(events, "oom") } // with c.mu held
+	c.events.Exited = func(*Process, Snapshot) { c.mu.Lock(); events = append(events, "exit"); c.mu.Unlock() }
+	c.markOOMLog(log)
+	c.init = newProcess(c, "", shimio.Config{}, nil)
+	c.init.pid, c.init.status = scopeInitPid, Running
+	return c, &events
+}
+
+// A scope systemd removed before any read found the kill (the kernel held
+// the kill's notice back): the parent's count, which includes its subtree's,
+// grew since the last read, which found the container at its limit, and the
+// init died of SIGKILL: reported, before the exit. Not for another death,
+// nor for a container that had not met its limit.
+func TestOOMKillCountedOnlyByTheParentOfARemovedScope(t *testing.T) {
+	s := newSystemdScope(t)
+	for _, tc := range []struct {
+		name    string
+		max     int // memory.events "max" at the notified read
+		status  int
+		wantOOM bool
+	}{
+		{"at its limit, SIGKILL", 1, 137, true},
+		{"at its limit, SIGTERM", 1, 143, false},
+		{"never at its limit", 0, 137, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			writeEvents(t, s.scope, "max 0\noom 0\noom_kill 0\n")
+			writeEvents(t, s.slice, "max 0\noom 0\noom_kill 4\n")
+			c, events := newScopeContainer(t, s, nil)
+
+			writeEvents(t, s.scope, fmt.Sprintf("max %d\noom 0\noom_kill 0\n", tc.max))
+			c.oomNotified() // the limit met, no kill yet
+			writeEvents(t, s.slice, "max 0\noom 0\noom_kill 5\n")
+			if err := os.RemoveAll(s.scope); err != nil { // the kill, and systemd's removal
+				t.Fatal(err)
+			}
+			if _, _, err := c.Stats(); !errdefs.IsNotFound(err) {
+				t.Errorf("Stats of a removed cgroup before the exit is recorded: %v, want NotFound", err)
+			}
+			c.initExited(reaper.Exit{Pid: c.init.pid, Status: tc.status, Time: time.Now()})
+			want := "exit"
+			if tc.wantOOM {
+				want = "oom,exit"
+			}
+			if got := strings.Join(*events, ","); got != want {
+				t.Errorf("events %q, want %q", got, want)
+			}
+			// After the exit, the metrics containerd 2.x's CRI reads at a 137
+			// exit: the last figures read, the kill counted.
+			data, url, err := c.Stats()
+			if err != nil || url != cgroup.MetricsV2 {
+				t.Fatalf("Stats after the exit: %q, %v", url, err)
+			}
+			var m cgroupv2.Metrics
+			if err := codec.Unmarshal(data, &m); err != nil {
+				t.Fatal(err)
+			}
+			wantKills := uint64(0)
+			if tc.wantOOM {
+				wantKills = 1
+			}
+			if ev := m.GetMemoryEvents(); ev.GetOomKill() != wantKills || ev.GetMax() != uint64(tc.max) {
+				t.Errorf("memory events after the exit %+v, want oom_kill %d, max %d", ev, wantKills, tc.max)
+			}
+		})
+	}
+}
+
 // A scope systemd removed before any read of it (the kernel's notice of the
 // limit came too late, so neither the container's count nor its parent's
 // was ever read, as in the systemd lane's one lost case in 96): the kernel's
@@ -61,17 +167,8 @@ func (k *kernelLog) oomKill(pid int, oomMemcg, taskMemcg string, summary bool) {
 // container was created, nor for another PID, nor twice for a kill already
 // reported from the count.
 func TestOOMKillOfARemovedScopeFoundInTheKernelLog(t *testing.T) {
-	root := t.TempDir()
-	if err := os.WriteFile(filepath.Join(root, "cgroup.controllers"), []byte("memory\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	slice := mkdir(t, filepath.Join(root, "pod.slice"))
-	scope := filepath.Join(slice, "c.scope")
-	cg, err := cgroup.Parse(root, []byte("0::/pod.slice/c.scope\n"), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const pid = 1 << 22
+	s := newSystemdScope(t)
+	const pid = scopeInitPid
 	for _, tc := range []struct {
 		name      string
 		before    func(k *kernelLog)               // logged before the container is created
@@ -96,37 +193,26 @@ func TestOOMKillOfARemovedScopeFoundInTheKernelLog(t *testing.T) {
 		}, "exit", ""},
 		{"already reported from the count", nil, func(k *kernelLog, c *Container) {
 			k.oomKill(pid, "/pod.slice/c.scope", "/pod.slice/c.scope", true)
-			writeEvents(t, scope, "max 1\noom 1\noom_kill 1\n")
+			writeEvents(t, s.scope, "max 1\noom 1\noom_kill 1\n")
 			c.oomNotified() // read in time: reported from the count
 		}, "oom,exit", cgroup.OOMScopeContainer},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			writeEvents(t, scope, "max 0\noom 0\noom_kill 0\n")
-			writeEvents(t, slice, "max 0\noom 0\noom_kill 0\n")
+			writeEvents(t, s.scope, "max 0\noom 0\noom_kill 0\n")
+			writeEvents(t, s.slice, "max 0\noom 0\noom_kill 0\n")
 			k := newKernelLog(t)
 			if tc.before != nil {
 				tc.before(k)
 			}
-			dir := t.TempDir()
-			rt, _ := fakeRuntime(t, dir, "")
-			rt.SystemdCgroup = true
-			c := &Container{ID: "c", Bundle: dir, rt: rt, cg: cg, execs: map[string]*Process{}, ownPIDNS: true}
-			c.execsIdle = sync.NewCond(&c.mu)
-			var events []string
-			c.events.OOM = func(*Container) { events = append(events, "oom") }
-			c.events.Exited = func(*Process, Snapshot) { c.mu.Lock(); events = append(events, "exit"); c.mu.Unlock() }
-			c.markOOMLog(k.log) // as Create does, before the init exists
-			c.init = newProcess(c, "", shimio.Config{}, nil)
-			c.init.pid, c.init.status = pid, Running
-
+			c, events := newScopeContainer(t, s, k.log)
 			if tc.after != nil {
 				tc.after(k, c)
 			}
-			if err := os.RemoveAll(scope); err != nil { // systemd's removal
+			if err := os.RemoveAll(s.scope); err != nil { // systemd's removal
 				t.Fatal(err)
 			}
 			c.initExited(reaper.Exit{Pid: pid, Status: 137, Time: time.Now()})
-			if got := strings.Join(events, ","); got != tc.want {
+			if got := strings.Join(*events, ","); got != tc.want {
 				t.Errorf("events %q, want %q", got, tc.want)
 			}
 			if _, scope := c.OOMInfo(); scope != tc.wantScope {
@@ -152,16 +238,7 @@ func writeEvents(t *testing.T, dir, content string) {
 // (the systemd lane did, in 5 of 24 cases). A second kill the parent counted
 // since still is.
 func TestOOMKillInBothCountsReportedOnce(t *testing.T) {
-	root := t.TempDir()
-	if err := os.WriteFile(filepath.Join(root, "cgroup.controllers"), []byte("memory\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	slice := mkdir(t, filepath.Join(root, "pod.slice"))
-	scope := filepath.Join(slice, "c.scope")
-	cg, err := cgroup.Parse(root, []byte("0::/pod.slice/c.scope\n"), true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newSystemdScope(t)
 	for _, tc := range []struct {
 		name        string
 		parentAtEnd int
@@ -171,25 +248,16 @@ func TestOOMKillInBothCountsReportedOnce(t *testing.T) {
 		{"a second kill", 6, "oom,oom,exit"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			writeEvents(t, slice, "max 0\noom 0\noom_kill 4\n") // read before the kill
-			writeEvents(t, scope, "max 1\noom 1\noom_kill 1\n") // read after it
-			dir := t.TempDir()
-			rt, _ := fakeRuntime(t, dir, "")
-			rt.SystemdCgroup = true
-			c := &Container{ID: "c", Bundle: dir, rt: rt, cg: cg, execs: map[string]*Process{}, ownPIDNS: true}
-			c.execsIdle = sync.NewCond(&c.mu)
-			c.init = newProcess(c, "", shimio.Config{}, nil)
-			c.init.pid, c.init.status = 1<<22, Running
-			var events []string
-			c.events.OOM = func(*Container) { events = append(events, "oom") }
-			c.events.Exited = func(*Process, Snapshot) { c.mu.Lock(); events = append(events, "exit"); c.mu.Unlock() }
+			writeEvents(t, s.slice, "max 0\noom 0\noom_kill 4\n") // read before the kill
+			writeEvents(t, s.scope, "max 1\noom 1\noom_kill 1\n") // read after it
+			c, events := newScopeContainer(t, s, nil)
 			c.oomNotified()
-			writeEvents(t, slice, fmt.Sprintf("max 0\noom 0\noom_kill %d\n", tc.parentAtEnd))
-			if err := os.RemoveAll(scope); err != nil {
+			writeEvents(t, s.slice, fmt.Sprintf("max 0\noom 0\noom_kill %d\n", tc.parentAtEnd))
+			if err := os.RemoveAll(s.scope); err != nil {
 				t.Fatal(err)
 			}
 			c.initExited(reaper.Exit{Pid: c.init.pid, Status: 137, Time: time.Now()})
-			if got := strings.Join(events, ","); got != tc.want {
+			if got := strings.Join(*events, ","); got != tc.want {
 				t.Errorf("events %q, want %q", got, tc.want)
 			}
 		})
