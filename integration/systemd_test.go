@@ -63,9 +63,9 @@ func TestSystemdCgroupDriver(t *testing.T) {
 	}
 }
 
-// systemdOOMTries is how many OOM-killed CRI containers testSystemdPod makes at most
-// until one is reported OOMKilled.
-const systemdOOMTries = 3
+// systemdOOMHogs is how many OOM-killed CRI containers testSystemdPod makes, one after
+// the other; every one must be reported OOMKilled.
+const systemdOOMHogs = 2
 
 // systemdMissing says why systemd cannot take cgroup requests here ("" when it can).
 func systemdMissing() string {
@@ -265,12 +265,10 @@ func testSystemdPod(t *testing.T, d *harness.Daemon, cri *harness.CRI, handler s
 		t.Errorf("ExecSync: %q, want \"exec-ok\\n\"", out)
 	}
 
-	// OOMKilled needs the shim to see the kill before systemd removes the
-	// scope, which it does at once (oomremoved.go): narrowed, not closed, so
-	// up to systemdOOMTries hogs, and one must be reported. The stock shim
-	// reports none in this lane.
-	var reported bool
-	for i := 0; i < systemdOOMTries && !reported; i++ {
+	// OOMKilled needs the shim to learn of the kill although systemd removes the scope
+	// at once, before the shim's read of its count if the kernel's notice came late: the
+	// kernel's log names the victim (oomremoved.go). The stock shim reports none here.
+	for i := 0; i < systemdOOMHogs; i++ {
 		name := fmt.Sprintf("hog%d", i)
 		hog := createCRIContainer(t, ctx, cri, pod, name, memoryHogArgs, func(c *runtimeapi.ContainerConfig) {
 			c.Linux.Resources.MemoryLimitInBytes = 32 << 20
@@ -279,20 +277,15 @@ func testSystemdPod(t *testing.T, d *harness.Daemon, cri *harness.CRI, handler s
 		logStart := d.LogSize()
 		startCRIContainer(t, ctx, cri, hog, name)
 		st := waitCRIState(t, ctx, cri, hog, name, runtimeapi.ContainerState_CONTAINER_EXITED, 30*time.Second)
-		if st.ExitCode != 137 {
-			t.Errorf("%s: exit code %d reason %q, want 137", name, st.ExitCode, st.Reason)
-		}
-		if reported = st.Reason == "OOMKilled"; !reported {
-			t.Logf("%s: reason %q, not OOMKilled; what containerd logged of it:", name, st.Reason)
+		if st.ExitCode != 137 || st.Reason != "OOMKilled" {
+			t.Errorf("%s, killed by the OOM killer in a systemd scope: exit code %d reason %q, want 137 OOMKilled; what containerd logged of it:",
+				name, st.ExitCode, st.Reason)
 			for _, l := range strings.Split(d.LogSince(logStart, 1<<20), "\n") {
 				if strings.Contains(l, hog) && (strings.Contains(l, "oom") || strings.Contains(l, "OOM") || strings.Contains(l, "exit")) {
 					t.Log(l)
 				}
 			}
 		}
-	}
-	if !reported {
-		t.Errorf("none of %d containers killed by the OOM killer in a systemd scope was reported OOMKilled", systemdOOMTries)
 	}
 
 	if _, err := cri.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod.id}); err != nil {
