@@ -163,7 +163,7 @@ func (c *Container) loggedVictim() (oomlog.Victim, bool) {
 // exited and whose cgroup systemd removed with it: the memory events last
 // read, and every kill reported. containerd 2.x's CRI asks for them at a 137
 // exit, before it has handled the OOM event (which comes by another path), and
-// marks the container OOMKilled only if they count a kill: a NotFound, the
+// marks the container OOMKilled only if they count a kill: an error, the
 // stock shim's answer there, leaves it "Error" until the event lands.
 func (c *Container) metricsOfRemovedCgroup(cg *cgroup.Cgroup) (data []byte, typeURL string, ok bool) {
 	if !cg.V2 || !c.rt.SystemdCgroup {
