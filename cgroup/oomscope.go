@@ -165,18 +165,34 @@ func (c *Cgroup) OOMScopeOf(prev, now LimitMarks) (string, LimitMarks) {
 // one. The kernel prints paths from the root of the hierarchy; seen from a
 // cgroup namespace, c's path is their tail. "" when the line gave no paths.
 func (c *Cgroup) ScopeOfLogged(oomMemcg, taskMemcg string) string {
-	own := c.hierarchyPath()
-	switch {
-	case taskMemcg == "" || own == "/":
+	if taskMemcg == "" || c.hierarchyPath() == "/" {
 		return ""
-	case oomMemcg == "":
-		return OOMScopeAncestor
-	case strings.HasSuffix(oomMemcg, own):
+	}
+	switch self, below := c.isLogged(oomMemcg); {
+	case self:
 		return OOMScopeContainer
-	case strings.Contains(oomMemcg, own+"/"):
+	case below:
 		return OOMScopeBelow
 	}
 	return OOMScopeAncestor
+}
+
+// HoldsLogged reports whether a cgroup path the kernel logged (an OOM
+// victim's) is c or a cgroup below it.
+func (c *Cgroup) HoldsLogged(kernelPath string) bool {
+	self, below := c.isLogged(kernelPath)
+	return self || below
+}
+
+// isLogged tells whether a cgroup path the kernel logged is c (its tail is
+// c's path) or below it; neither for c at the hierarchy's root, which every
+// path would match.
+func (c *Cgroup) isLogged(kernelPath string) (self, below bool) {
+	own := c.hierarchyPath()
+	if own == "/" || kernelPath == "" {
+		return false, false
+	}
+	return strings.HasSuffix(kernelPath, own), strings.Contains(kernelPath, own+"/")
 }
 
 // hierarchyPath is c's memory cgroup path from its hierarchy's root, as

@@ -131,4 +131,12 @@ func TestScopeOfLogged(t *testing.T) {
 			t.Errorf("%s: ScopeOfLogged(%q, %q) = %q, want %q", tc.cg.hierarchyPath(), tc.oomMemcg, tc.taskMemcg, got, tc.want)
 		}
 	}
+	for path, want := range map[string]bool{
+		"/pod.slice/c.scope": true, "/node/pod.slice/c.scope": true, "/pod.slice/c.scope/inner": true,
+		"/pod.slice": false, "/pod.slice/d.scope": false, "/pod.slice/c.scope2": false, "": false,
+	} {
+		if got := v2.HoldsLogged(path); got != want {
+			t.Errorf("HoldsLogged(%q) = %v, want %v", path, got, want)
+		}
+	}
 }

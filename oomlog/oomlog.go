@@ -66,7 +66,7 @@ func NewReading(open func() (int, error)) *Log { return &Log{open: open} }
 
 // Mark reads the log up to its end (opening it the first time) and returns
 // the last record's sequence number: victims logged after it are found by
-// Victim(pid, mark). A container's is taken before its init exists, so that a
+// Victim(mark, ...). A container's is taken before its init exists, so that a
 // victim with its PID found later is it, not an earlier holder of the number.
 func (l *Log) Mark() (uint64, error) {
 	l.mu.Lock()
@@ -77,19 +77,22 @@ func (l *Log) Mark() (uint64, error) {
 	return l.seq, nil
 }
 
-// Victim reads the log and returns the victim with that PID logged after
-// mark, if any.
-func (l *Log) Victim(pid int, mark uint64) (Victim, bool, error) {
+// Victim reads the log and returns the last victim logged after mark that
+// is(v) accepts, if any: one with a given PID, or one in a given cgroup
+// (whose PIDs the caller may not see, from a PID namespace of its own).
+func (l *Log) Victim(mark uint64, is func(Victim) bool) (Victim, bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err := l.drain(); err != nil {
 		return Victim{}, false, err
 	}
-	v, ok := l.victims[pid]
-	if !ok || v.Seq <= mark {
-		return Victim{}, false, nil
+	var found Victim
+	for _, v := range l.victims {
+		if v.Seq > mark && v.Seq > found.Seq && is(v) {
+			found = v
+		}
 	}
-	return v, true, nil
+	return found, found.Seq > mark, nil
 }
 
 // Close closes the log. Mark and Victim fail after it.

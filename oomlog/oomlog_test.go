@@ -37,6 +37,8 @@ func (f *fakeLog) log(msg string) uint64 {
 	return f.seq
 }
 
+func hasPid(pid int) func(Victim) bool { return func(v Victim) bool { return v.Pid == pid } }
+
 func summary(pid int, oomMemcg, taskMemcg, comm string) string {
 	return fmt.Sprintf("oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=%s,task_memcg=%s,task=%s,pid=%d,uid=0",
 		oomMemcg, taskMemcg, comm, pid)
@@ -60,7 +62,7 @@ func TestVictimAfterMark(t *testing.T) {
 	if mark != 2 {
 		t.Errorf("mark %d, want the last record's 2", mark)
 	}
-	if _, ok, err := l.Victim(100, mark); ok || err != nil {
+	if _, ok, err := l.Victim(mark, hasPid(100)); ok || err != nil {
 		t.Errorf("a victim logged before the mark: found %v, %v", ok, err)
 	}
 	f.log("eth0: link up")
@@ -68,15 +70,35 @@ func TestVictimAfterMark(t *testing.T) {
 	f.log(" dump_stack_lvl+0x48/0x70")
 	f.log(killed(100))
 	f.log("oom_reaper: reaped process 100 (sh), now anon-rss:0kB, file-rss:0kB, shmem-rss:0kB")
-	v, ok, err := l.Victim(100, mark)
+	v, ok, err := l.Victim(mark, hasPid(100))
 	if err != nil || !ok {
 		t.Fatalf("the victim logged after the mark: found %v, %v", ok, err)
 	}
 	if v.Pid != 100 || v.Seq != seq || v.OOMMemcg != "/pod.slice" || v.TaskMemcg != "/pod.slice/c.scope" {
 		t.Errorf("victim %+v, want pid 100, seq %d, oom_memcg /pod.slice, task_memcg /pod.slice/c.scope", v, seq)
 	}
-	if _, ok, _ := l.Victim(101, mark); ok {
+	if _, ok, _ := l.Victim(mark, hasPid(101)); ok {
 		t.Error("PID 101, never logged: found")
+	}
+}
+
+// A caller that sees other PIDs than the kernel's (a PID namespace of its
+// own) finds a victim by its cgroup; the last one logged there wins.
+func TestVictimByCgroup(t *testing.T) {
+	l, f := newFakeLog(t)
+	mark, err := l.Mark()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.log(summary(300, "/node/pod.slice/c.scope", "/node/pod.slice/c.scope", "sh"))
+	f.log(killed(300))
+	f.log(summary(301, "/node/pod.slice", "/node/pod.slice/c.scope", "sh"))
+	f.log(killed(301))
+	f.log(summary(302, "/node/pod.slice/d.scope", "/node/pod.slice/d.scope", "sh"))
+	f.log(killed(302))
+	v, ok, err := l.Victim(mark, func(v Victim) bool { return v.TaskMemcg == "/node/pod.slice/c.scope" })
+	if err != nil || !ok || v.Pid != 301 {
+		t.Errorf("victim in c.scope: %+v, %v, %v; want the last one, pid 301", v, ok, err)
 	}
 }
 
@@ -95,7 +117,7 @@ func TestVictimWithoutSummary(t *testing.T) {
 		f.log("noise")
 	}
 	seq := f.log(killed(200))
-	v, ok, err := l.Victim(200, mark)
+	v, ok, err := l.Victim(mark, hasPid(200))
 	if err != nil || !ok {
 		t.Fatalf("found %v, %v", ok, err)
 	}
@@ -131,7 +153,7 @@ func TestLogUnreadable(t *testing.T) {
 	if _, err := l.Mark(); err == nil {
 		t.Error("Mark of an unreadable log: no error")
 	}
-	if _, _, err := l.Victim(1, 0); err == nil {
+	if _, _, err := l.Victim(0, hasPid(1)); err == nil {
 		t.Error("Victim of an unreadable log: no error")
 	}
 	l2, _ := newFakeLog(t)

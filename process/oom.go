@@ -144,8 +144,7 @@ func (c *Container) reportOOM(notified bool) (readErr error) {
 		return // v2: memory.events changed, but not oom_kill
 	}
 	c.noteOOMScope(r.Marks)
-	c.remarkOOMLog()
-	c.events.OOM(c)
+	c.publishOOM()
 	return
 }
 
@@ -179,7 +178,7 @@ func (c *Container) recheckOOM(i int) {
 		case kills > c.oomSeen:
 			c.oomSeen = kills
 			c.noteOOMScope(nil)
-			c.events.OOM(c)
+			c.publishOOM()
 		case i+1 < len(oomRecheckAfter):
 			c.recheckOOM(i + 1)
 			return
@@ -193,7 +192,7 @@ func (c *Container) recheckOOM(i int) {
 				c.limitMarks, c.oomScope = marks, scope
 				c.oomBelow++
 				slog.Warn("OOM kill below the container's cgroup, under its limit", "container", c.ID)
-				c.events.OOM(c)
+				c.publishOOM()
 			}
 		}
 		c.oomRecheck = false
@@ -212,6 +211,18 @@ func (c *Container) noteOOMScope(now *cgroup.LimitMarks) {
 		c.oomScope, c.limitMarks = c.cg.OOMScope(c.limitMarks)
 	}
 	slog.Warn("OOM kill in container", "container", c.ID, "limit", c.oomScope, "kills", c.oomSeen)
+}
+
+// publishOOM publishes the OOM kill just counted in oomSeen, and moves the
+// kernel log's mark past it, so that its victim is not taken for a later
+// one; c.mu is held.
+func (c *Container) publishOOM() {
+	if c.oomLog != nil {
+		if mark, err := c.oomLog.Mark(); err == nil {
+			c.oomLogMark = mark
+		}
+	}
+	c.events.OOM(c)
 }
 
 // OOMInfo returns how many OOM kills the container's cgroup has seen since it

@@ -71,7 +71,7 @@ func (c *Container) readParentOOM() *uint64 {
 // markOOMLog keeps the kernel's log of OOM victims for a container whose
 // cgroup systemd manages, marked where it ends: a victim with the init's PID
 // logged later is the init. Taken before the init exists, and again at each
-// kill reported from a count (reportOOM), whose victim must not be
+// kill reported (publishOOM), whose victim must not be
 // reported twice. A log that cannot be read (no privilege for it) leaves
 // the parent's count to decide.
 func (c *Container) markOOMLog(log *oomlog.Log) {
@@ -86,28 +86,18 @@ func (c *Container) markOOMLog(log *oomlog.Log) {
 	c.oomLog, c.oomLogMark = log, mark
 }
 
-// remarkOOMLog moves the mark past the kills reported so far; c.mu is held.
-func (c *Container) remarkOOMLog() {
-	if c.oomLog == nil {
-		return
-	}
-	if mark, err := c.oomLog.Mark(); err == nil {
-		c.oomLogMark = mark
-	}
-}
-
 // reportOOMOfRemovedCgroup reports the OOM kill of an init whose cgroup
 // systemd removed before its count could be read, status being the init's.
-// The kernel's log tells exactly: it names the victim's PID, and the limit's
-// cgroup when its rate limit allows. Where it does not name the init (or
-// cannot be read, or the shim sees other PIDs than the kernel's, in a PID
-// namespace), the parent's count decides: the init died of SIGKILL, the
-// container met its own limit within oomRemovedWindow, and the parent
-// counted a kill since the last read. Another process under the same parent
-// killed in that window, while this init died of another SIGKILL, would be
-// taken for this one; a kubelet pod's slice holds only the pod's containers.
+// The kernel's log tells (loggedVictim). Where it names no victim of the
+// container (it cannot be read, or a shim in a PID namespace of its own
+// found no summary line with the victim's cgroup), the parent's count
+// decides, on v2: the init died of SIGKILL, the container met its own limit
+// within oomRemovedWindow, and the parent counted a kill since the last read
+// beyond those reported. Another process under the same parent killed in
+// that window, while this init died of another SIGKILL, would be taken for
+// this one; a kubelet pod's slice holds only the pod's containers.
 func (c *Container) reportOOMOfRemovedCgroup(status int) {
-	if c.cg == nil || c.events.OOM == nil || !c.cg.V2 || !c.rt.SystemdCgroup || status != 128+9 || c.cg.Exists() {
+	if c.cg == nil || c.events.OOM == nil || !c.rt.SystemdCgroup || status != 128+9 || c.cg.Exists() {
 		return
 	}
 	// A notice's read may have been made and not yet recorded (it waits
@@ -141,18 +131,23 @@ func (c *Container) reportOOMOfRemovedCgroup(status int) {
 	if err == nil {
 		c.oomParentKills, c.oomSeenAtParent = now, c.oomSeen
 	}
-	c.remarkOOMLog()
 	slog.Warn("OOM kill in container", "container", c.ID, "limit", c.oomScope, "kills", c.oomSeen, "counted", how)
-	c.events.OOM(c)
+	c.publishOOM()
 }
 
 // loggedVictim looks for the init among the OOM victims the kernel logged
-// since the mark; c.mu is held (the init's PID no longer changes).
+// since the mark: by its PID, or by its cgroup, for a shim whose PIDs are not
+// the kernel's (in a PID namespace of its own, as in a kind node). Any
+// process of the container counts, as in the container's own kill count.
+// c.mu is held (the init's PID no longer changes).
 func (c *Container) loggedVictim() (oomlog.Victim, bool) {
 	if c.oomLog == nil {
 		return oomlog.Victim{}, false
 	}
-	v, ok, err := c.oomLog.Victim(c.init.Pid(), c.oomLogMark)
+	pid := c.init.Pid()
+	v, ok, err := c.oomLog.Victim(c.oomLogMark, func(v oomlog.Victim) bool {
+		return v.Pid == pid || c.cg.HoldsLogged(v.TaskMemcg)
+	})
 	if err != nil {
 		slog.Debug("read the kernel's log of OOM kills", "container", c.ID, "error", err)
 	}

@@ -185,6 +185,9 @@ func TestOOMKillOfARemovedScopeFoundInTheKernelLog(t *testing.T) {
 		{"the init, no summary", nil, func(k *kernelLog, _ *Container) {
 			k.oomKill(pid, "", "", false)
 		}, "oom,exit", ""},
+		{"the init, seen by its cgroup from a PID namespace", nil, func(k *kernelLog, _ *Container) {
+			k.oomKill(777, "/kind/pod.slice/c.scope", "/kind/pod.slice/c.scope", true)
+		}, "oom,exit", cgroup.OOMScopeContainer},
 		{"an earlier holder of the PID", func(k *kernelLog) {
 			k.oomKill(pid, "/old.scope", "/old.scope", true)
 		}, nil, "exit", ""},
@@ -261,5 +264,33 @@ func TestOOMKillInBothCountsReportedOnce(t *testing.T) {
 				t.Errorf("events %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// Under cgroup v1 systemd removes an emptied scope's directories too, and
+// v1 keeps no subtree count to fall back on: the kernel's log alone tells
+// that the init was OOM-killed.
+func TestOOMKillOfARemovedV1ScopeFoundInTheKernelLog(t *testing.T) {
+	root := t.TempDir()
+	scope := mkdir(t, filepath.Join(root, "memory", "pod.slice", "c.scope"))
+	if err := os.WriteFile(filepath.Join(scope, "memory.oom_control"), []byte("oom_kill_disable 0\nunder_oom 0\noom_kill 0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cg, err := cgroup.Parse(root, []byte("9:memory:/pod.slice/c.scope\n"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := newKernelLog(t)
+	c, events := newScopeContainer(t, systemdScope{scope: scope, cg: cg}, k.log)
+	k.oomKill(scopeInitPid, "/pod.slice/c.scope", "/pod.slice/c.scope", true)
+	if err := os.RemoveAll(scope); err != nil {
+		t.Fatal(err)
+	}
+	c.initExited(reaper.Exit{Pid: scopeInitPid, Status: 137, Time: time.Now()})
+	if got := strings.Join(*events, ","); got != "oom,exit" {
+		t.Errorf("events %q, want oom,exit", got)
+	}
+	if _, scope := c.OOMInfo(); scope != cgroup.OOMScopeContainer {
+		t.Errorf("verdict %q, want %q", scope, cgroup.OOMScopeContainer)
 	}
 }
