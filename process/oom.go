@@ -135,9 +135,12 @@ func (c *Container) reportOOM(notified bool) (readErr error) {
 			c.startRecheckOOM()
 		}
 		return
-	case notified && atLimit && c.rt.SystemdCgroup && !c.oomPolling && c.oomWatcher != nil:
+	case notified && atLimit && c.rt.SystemdCgroup && c.oomLog == nil && !c.oomPolling && c.oomWatcher != nil:
 		// v2: memory.events changed, not oom_kill, but the cgroup met its
 		// limit, and systemd may remove it as soon as a kill empties it.
+		// Where the kernel's log can be read, it names such a kill's victim
+		// at the exit (oomremoved.go), and these reads, many a second for a
+		// container that lives at its limit, are not needed.
 		c.startPollOOM()
 		return
 	default:

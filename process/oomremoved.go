@@ -16,11 +16,12 @@ import (
 // noticed) is held back for the rest of those 10 ms: time enough for the
 // victim to die and systemd to remove the cgroup. In the systemd lane both
 // reads, at the notice and at the reap, came too late, as the stock shim's
-// do. Two things narrow the race: once a notice shows the limit met, the
+// do. The kernel's log closes the race: it names the victim before the
+// kill, and outlives the cgroup (reportOOMOfRemovedCgroup). Where it cannot
+// be read, two things narrow it: once a notice shows the limit met, the
 // count is read every oomPollEvery, oomPolls times (pollOOM); and where the
 // cgroup is gone all the same, the parent's count, which includes the
-// subtree's, tells that a kill happened since the last read
-// (reportOOMOfRemovedCgroup).
+// subtree's, tells that a kill happened since the last read.
 const (
 	oomPollEvery = time.Millisecond
 	oomPolls     = 30

@@ -294,3 +294,34 @@ func TestOOMKillOfARemovedV1ScopeFoundInTheKernelLog(t *testing.T) {
 		t.Errorf("verdict %q, want %q", scope, cgroup.OOMScopeContainer)
 	}
 }
+
+// A notice that a systemd-managed container met its limit starts the 1 ms
+// reads of its count only where the kernel's log cannot be read: a container
+// living at its limit would otherwise be read many times a second for
+// nothing the log does not tell at the exit.
+func TestOOMPollOnlyWithoutTheKernelLog(t *testing.T) {
+	for _, withLog := range []bool{false, true} {
+		t.Run(fmt.Sprintf("log %v", withLog), func(t *testing.T) {
+			s := newSystemdScope(t)
+			writeEvents(t, s.scope, "max 0\noom 0\noom_kill 0\n")
+			writeEvents(t, s.slice, "max 0\noom 0\noom_kill 0\n")
+			var log *oomlog.Log
+			if withLog {
+				log = newKernelLog(t).log
+			}
+			c, _ := newScopeContainer(t, s, log)
+			var w cgroup.OOMWatcher
+			defer w.Close()
+			c.oomWatcher = &w
+			writeEvents(t, s.scope, "max 3\noom 0\noom_kill 0\n")
+			c.oomNotified()
+			c.mu.Lock()
+			polling := c.oomPolling
+			c.oomStopped = true // ends the reads
+			c.mu.Unlock()
+			if polling == withLog {
+				t.Errorf("polling %v with the kernel's log readable %v", polling, withLog)
+			}
+		})
+	}
+}
