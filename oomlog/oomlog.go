@@ -30,8 +30,10 @@ type Victim struct {
 	OOMMemcg, TaskMemcg string
 }
 
-// maxVictims bounds the victims kept; the oldest go first.
-const maxVictims = 256
+// maxVictims bounds the victims kept (the oldest go first): a container's
+// is looked for within milliseconds of its kill, and the node's other
+// kills meanwhile are few. At most a few KiB.
+const maxVictims = 64
 
 // summaryReach is how many records before its kill's "Killed process" line
 // the summary line is taken for the same kill's.
