@@ -119,7 +119,7 @@ type Container struct {
 	// systemd removed before the container was deleted (metricsOfRemovedCgroup).
 	oomEvents map[string]uint64
 	// oomLog, when set, is read for the init at an exit whose cgroup is gone:
-	// victims logged after oomLogMark (markOOMLog, the last count reported).
+	// victims logged after oomLogMark (markOOMLog; publishOOM moves it).
 	oomLog     *oomlog.Log
 	oomLogMark uint64
 	// oomReads counts reportOOM calls between their reads and the record of
