@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -20,7 +19,6 @@ import (
 	"github.com/example/containerd-shim-example-v2/cgroup"
 	shimio "github.com/example/containerd-shim-example-v2/io"
 	"github.com/example/containerd-shim-example-v2/oci"
-	"github.com/example/containerd-shim-example-v2/oomlog"
 )
 
 // Named limits. Each bounds a wait that must never become a hang.
@@ -70,7 +68,7 @@ type stallConfig struct {
 // Container is one OCI container: its runtime, its init and its execs.
 //
 // Locking: mu guards execs, runningExecs, checkpoints, gate, stoppingCheckpoints, answersOwed, initReaped,
-// exitRecorded and the OOM counts; execsIdle is signalled (with mu) when runningExecs or
+// exitRecorded and oom (but oom.reads, atomic); execsIdle is signalled (with mu) when runningExecs or
 // stoppingCheckpoints drops to zero.
 // A Process's own mutex is never acquired while holding mu.
 type Container struct {
@@ -105,33 +103,8 @@ type Container struct {
 	stoppingCheckpoints int
 	answersOwed         int // Wait answers owed for processes gone from the container (oweAnswersLocked, OnExit)
 	initReaped          bool
-	exitRecorded        bool      // the init's exit is recorded (and published): no OOM after it
-	oomSeen             uint64    // OOM kills already reported (or present at create)
-	oomRecheck          bool      // a v1 notification's kill is being looked for (recheckOOM)
-	oomRecheckFrom      uint64    // oomSeen when that began: a kill reported since ends it
-	oomStopped          bool      // deleted: no OOM is reported any more
-	oomLimitHits        uint64    // v2 memory.events "max" at the last read
-	oomLimitMetAt       time.Time // when a read last found it grown
-	oomParentKills      uint64    // systemd-managed v2: the parent's kill count at the last read
-	oomParentKnown      bool      // oomParentKills was read
-	oomSeenAtParent     uint64    // oomSeen when it was: kills reported since are in the parent's count too
-	// oomEvents is v2 memory.events as last read: the metrics of a cgroup
-	// systemd removed before the container was deleted (metricsOfRemovedCgroup).
-	oomEvents map[string]uint64
-	// oomLog, when set, is read for the init at an exit whose cgroup is gone:
-	// victims logged after oomLogMark (markOOMLog; publishOOM moves it).
-	oomLog     *oomlog.Log
-	oomLogMark uint64
-	// oomReads counts reportOOM calls between their reads and the record of
-	// what they read (reportOOMOfRemovedCgroup waits for them). Atomic: the
-	// reads are made without c.mu.
-	oomReads    atomic.Int32
-	oomPolling  bool              // the count is being read again and again (pollOOM)
-	oomPollFrom uint64            // oomSeen when that began: a kill reported since ends it
-	oomBelow    uint64            // v1 kills below the cgroup under its limit
-	oomAtCreate uint64            // OOM kills the cgroup had already counted at create
-	limitMarks  cgroup.LimitMarks // the cgroup's own-limit counters at the last OOM (or at create)
-	oomScope    string            // where the last reported OOM kill's limit was hit
+	exitRecorded        bool     // the init's exit is recorded (and published): no OOM after it
+	oom                 oomState // what is known of its OOM kills (oom.go)
 }
 
 // Init returns the container's init process.

@@ -191,11 +191,11 @@ func (c *Container) Export(fds FDKeeper) (*ContainerState, error) {
 		ID: c.ID, Bundle: c.Bundle, Namespace: c.Namespace,
 		Runtime:   RuntimeState{Binary: c.rt.Binary, Root: c.rt.Root, LogPath: c.rt.LogPath, SystemdCgroup: c.rt.SystemdCgroup, Dir: c.rt.Dir},
 		SocketDir: c.socketDir, OwnPIDNS: c.ownPIDNS, RootfsMount: c.rootfsMount,
-		InitReaped: c.initReaped, OOMSeen: c.oomSeen, OOMAtCreate: c.oomAtCreate, OOMScope: c.oomScope,
-		OOMBelow: c.oomBelow, OOMRecheck: c.oomRecheck, StallTimeout: c.stall.timeout,
+		InitReaped: c.initReaped, OOMSeen: c.oom.seen, OOMAtCreate: c.oom.atCreate, OOMScope: c.oom.scope,
+		OOMBelow: c.oom.below, OOMRecheck: c.oom.recheck, StallTimeout: c.stall.timeout,
 	}
 	if c.cg != nil {
-		cs, marks := c.cg.State(), c.limitMarks
+		cs, marks := c.cg.State(), c.oom.limitMarks
 		st.Cgroup, st.LimitMarks, st.SubtreeMarked = &cs, &marks, true
 	}
 	c.mu.Unlock()
@@ -254,7 +254,7 @@ func Import(r *reaper.Reaper, st ContainerState, cfg CreateConfig, adopt func(fd
 			SystemdCgroup: st.Runtime.SystemdCgroup, Dir: st.Runtime.Dir, Reaper: r},
 		events: cfg.Events, oomWatcher: cfg.OOM, socketDir: st.SocketDir,
 		ownPIDNS: st.OwnPIDNS, rootfsMount: st.RootfsMount, initReaped: st.InitReaped,
-		oomSeen: st.OOMSeen, oomAtCreate: st.OOMAtCreate, oomScope: st.OOMScope, oomBelow: st.OOMBelow,
+		oom:   oomState{seen: st.OOMSeen, atCreate: st.OOMAtCreate, scope: st.OOMScope, below: st.OOMBelow},
 		stall: stallConfig{timeout: st.StallTimeout, readerOwner: cfg.ReaderOwner},
 		execs: make(map[string]*Process),
 	}
@@ -285,7 +285,7 @@ func Import(r *reaper.Reaper, st ContainerState, cfg CreateConfig, adopt func(fd
 			// The predecessor was still looking for a v1 notification's
 			// kill, which the kernel may count only now: look on, here.
 			c.mu.Lock()
-			if c.oomSeen == st.OOMSeen && !c.oomRecheck {
+			if c.oom.seen == st.OOMSeen && !c.oom.recheck {
 				c.startRecheckOOM()
 			}
 			c.mu.Unlock()
@@ -324,14 +324,14 @@ func (c *Container) importCgroup(st ContainerState, initRunning bool) {
 	}
 	switch {
 	case st.LimitMarks != nil:
-		c.limitMarks = *st.LimitMarks
+		c.oom.limitMarks = *st.LimitMarks
 		if c.cg != nil && c.cg.V2 && !st.SubtreeMarked {
 			// Layout 3 has no count of the limits below: take today's, or
 			// every earlier one would read as a new kill below.
-			c.limitMarks.Subtree = c.cg.LimitMarks().Subtree
+			c.oom.limitMarks.Subtree = c.cg.LimitMarks().Subtree
 		}
 	case c.cg != nil:
-		c.limitMarks = c.cg.LimitMarks()
+		c.oom.limitMarks = c.cg.LimitMarks()
 	}
 }
 

@@ -34,8 +34,8 @@ func TestStoppedContainerKeepsItsCgroupAcrossAHandover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &Container{ID: "c", Bundle: dir, execs: map[string]*Process{}, initReaped: true, cg: cg, oomBelow: 2, oomScope: cgroup.OOMScopeContainer,
-		limitMarks: cgroup.LimitMarks{OwnFailures: 5, AtLimit: true, Ancestors: map[string]uint64{"/sys/fs/cgroup/memory/kubepods": 9}}}
+	c := &Container{ID: "c", Bundle: dir, execs: map[string]*Process{}, initReaped: true, cg: cg, oom: oomState{below: 2, scope: cgroup.OOMScopeContainer,
+		limitMarks: cgroup.LimitMarks{OwnFailures: 5, AtLimit: true, Ancestors: map[string]uint64{"/sys/fs/cgroup/memory/kubepods": 9}}}}
 	c.init = newProcess(c, "", shimio.Config{}, nil)
 	c.init.pid, c.init.status, c.init.exitCode, c.init.exitedAt = 1<<30, Stopped, 137, time.Now()
 
@@ -47,9 +47,9 @@ func TestStoppedContainerKeepsItsCgroupAcrossAHandover(t *testing.T) {
 	if next.cg == nil || next.cg.Dir("memory") != dir+"/memory" || next.cg.Dir("cpu") != dir+"/cpu" {
 		t.Fatalf("cgroup after the handover: %+v, want the container's", next.cg)
 	}
-	if !reflect.DeepEqual(next.limitMarks, c.limitMarks) || next.oomBelow != 2 || next.oomScope != c.oomScope {
+	if !reflect.DeepEqual(next.oom.limitMarks, c.oom.limitMarks) || next.oom.below != 2 || next.oom.scope != c.oom.scope {
 		t.Errorf("OOM state after the handover: marks %+v below %d scope %q, want %+v 2 %q",
-			next.limitMarks, next.oomBelow, next.oomScope, c.limitMarks, c.oomScope)
+			next.oom.limitMarks, next.oom.below, next.oom.scope, c.oom.limitMarks, c.oom.scope)
 	}
 	if s := next.Init().State(); s.Status != Stopped || s.ExitCode != 137 {
 		t.Errorf("init after the handover: %+v", s)
@@ -89,7 +89,7 @@ func TestV1OOMRecheckGoesOnAcrossAHandover(t *testing.T) {
 	}
 	defer func() { sleeper.Process.Kill(); sleeper.Wait() }()
 
-	c := &Container{ID: "c", Bundle: t.TempDir(), execs: map[string]*Process{}, cg: cg, oomRecheck: true}
+	c := &Container{ID: "c", Bundle: t.TempDir(), execs: map[string]*Process{}, cg: cg, oom: oomState{recheck: true}}
 	c.init = newProcess(c, "", shimio.Config{}, nil)
 	c.init.pid, c.init.status = sleeper.Process.Pid, Running
 	back := handedOver(t, c)
@@ -97,7 +97,7 @@ func TestV1OOMRecheckGoesOnAcrossAHandover(t *testing.T) {
 	var w cgroup.OOMWatcher
 	defer w.Close()
 	cfg := CreateConfig{OOM: &w}
-	cfg.Events.OOM = func(c *Container) { reported <- c.oomSeen } // with c.mu held
+	cfg.Events.OOM = func(c *Container) { reported <- c.oom.seen } // with c.mu held
 	if _, err := Import(reaper.New(), back, cfg, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func TestV2OOMScopeMarksAcrossAHandover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &Container{ID: "c", Bundle: dir, execs: map[string]*Process{}, initReaped: true, cg: cg, limitMarks: cg.LimitMarks()}
+	c := &Container{ID: "c", Bundle: dir, execs: map[string]*Process{}, initReaped: true, cg: cg, oom: oomState{limitMarks: cg.LimitMarks()}}
 	c.init = newProcess(c, "", shimio.Config{}, nil)
 	c.init.pid, c.init.status = 1<<30, Stopped
 	back := handedOver(t, c)
@@ -141,7 +141,7 @@ func TestV2OOMScopeMarksAcrossAHandover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if scope, _ := next.cg.OOMScope(next.limitMarks); scope != cgroup.OOMScopeBelow {
+	if scope, _ := next.cg.OOMScope(next.oom.limitMarks); scope != cgroup.OOMScopeBelow {
 		t.Errorf("a kill below during the switch reads as %q after it, want %q", scope, cgroup.OOMScopeBelow)
 	}
 
@@ -151,8 +151,8 @@ func TestV2OOMScopeMarksAcrossAHandover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if old.limitMarks.Subtree != 1 {
-		t.Errorf("a layout 3 state's marks count %d limits failed below, want today's 1", old.limitMarks.Subtree)
+	if old.oom.limitMarks.Subtree != 1 {
+		t.Errorf("a layout 3 state's marks count %d limits failed below, want today's 1", old.oom.limitMarks.Subtree)
 	}
 }
 

@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
 
 	"github.com/example/containerd-shim-example-v2/cgroup"
+	"github.com/example/containerd-shim-example-v2/oomlog"
 )
 
 // watchCgroup finds the init's cgroup and starts watching it for OOM kills
@@ -36,7 +38,7 @@ func (c *Container) watchCgroup(pid int) {
 	marks := cg.LimitMarks()
 	c.mu.Lock() // Stats may read c.cg meanwhile (a restore's Start sets it late)
 	c.cg = cg
-	c.oomSeen, c.oomAtCreate, c.limitMarks = kills, kills, marks
+	c.oom.seen, c.oom.atCreate, c.oom.limitMarks = kills, kills, marks
 	c.mu.Unlock()
 	c.watchOOM()
 }
@@ -57,6 +59,43 @@ func containerCgroup(pid int) (*cgroup.Cgroup, error) {
 		return nil, fmt.Errorf("process %d: %w", pid, errInShimCgroup)
 	}
 	return cg, nil
+}
+
+// oomState is what a container knows of its OOM kills: what was reported,
+// the counts last read, and the reads under way. Guarded by the container's
+// mu, but reads, which is atomic.
+type oomState struct {
+	seen        uint64 // OOM kills already reported (or present at create)
+	atCreate    uint64 // OOM kills the cgroup had already counted at create
+	below       uint64 // v1 kills below the cgroup under its limit
+	scope       string // where the last reported OOM kill's limit was hit
+	stopped     bool   // deleted: no OOM is reported any more
+	recheck     bool   // a v1 notification's kill is being looked for (recheckOOM)
+	recheckFrom uint64 // seen when that began: a kill reported since ends it
+	// limitMarks are the cgroup's own-limit counters at the last OOM (or at
+	// create).
+	limitMarks cgroup.LimitMarks
+	limitHits  uint64    // v2 memory.events "max" at the last read
+	limitMetAt time.Time // when a read last found it grown
+	// systemd-managed v2 (oomremoved.go): the parent's kill count at the
+	// last read, whether it was read, and seen then (kills reported since
+	// are in the parent's count too).
+	parentKills  uint64
+	parentKnown  bool
+	seenAtParent uint64
+	// events is v2 memory.events as last read: the metrics of a cgroup
+	// systemd removed before the container was deleted (metricsOfRemovedCgroup).
+	events map[string]uint64
+	// log, when set, is read for the init at an exit whose cgroup is gone:
+	// victims logged after logMark (markOOMLog; publishOOM moves it).
+	log     *oomlog.Log
+	logMark uint64
+	// reads counts reportOOM calls between their reads and the record of
+	// what they read (reportOOMOfRemovedCgroup waits for them). Atomic: the
+	// reads are made without mu.
+	reads    atomic.Int32
+	polling  bool   // the count is being read again and again (pollOOM)
+	pollFrom uint64 // seen when that began: a kill reported since ends it
 }
 
 // errInShimCgroup is containerCgroup's answer for a container the runtime made
@@ -92,8 +131,8 @@ func (c *Container) reportOOMBeforeExit() {
 // cgroup's notification (notified) or on the exit path. It returns the
 // read's error (on v2: the cgroup is gone).
 func (c *Container) reportOOM(notified bool) (readErr error) {
-	c.oomReads.Add(1)
-	defer c.oomReads.Add(-1) // after the record below (defers run last first)
+	c.oom.reads.Add(1)
+	defer c.oom.reads.Add(-1) // after the record below (defers run last first)
 	// The parent's count first: a kill between the two reads is then in
 	// the container's, or in neither.
 	parent := c.readParentOOM()
@@ -104,38 +143,38 @@ func (c *Container) reportOOM(notified bool) (readErr error) {
 	kills := r.Kills
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	atLimit := err == nil && r.LimitHits > c.oomLimitHits
+	atLimit := err == nil && r.LimitHits > c.oom.limitHits
 	if atLimit {
-		c.oomLimitHits, c.oomLimitMetAt = r.LimitHits, time.Now()
+		c.oom.limitHits, c.oom.limitMetAt = r.LimitHits, time.Now()
 	}
 	if parent != nil {
-		// Before this read's kills are counted in oomSeen: a kill between
+		// Before this read's kills are counted in oom.seen: a kill between
 		// the two reads is in both counts, and reported from the container's.
-		c.oomParentKills, c.oomParentKnown, c.oomSeenAtParent = *parent, true, c.oomSeen
+		c.oom.parentKills, c.oom.parentKnown, c.oom.seenAtParent = *parent, true, c.oom.seen
 	}
 	if r.Events != nil {
-		c.oomEvents = r.Events
+		c.oom.events = r.Events
 	}
 	switch {
 	case notified && c.exitRecorded:
 		return // after the exit: out of order (the exit path read the count last)
-	case err == nil && kills > c.oomSeen:
-		c.oomSeen = kills
+	case err == nil && kills > c.oom.seen:
+		c.oom.seen = kills
 	case notified && !c.cg.V2 && errors.Is(err, cgroup.ErrOOMKillsNotCounted):
 		// A kernel that counts no kills (before 4.13): the notification is
 		// all there is. Counted so the exit path does not report it again.
-		c.oomSeen++
+		c.oom.seen++
 	case notified && !c.cg.V2 && err == nil:
 		// v1 notifies every cgroup below the one whose limit was hit (a
 		// pod's, the node's), and before the kill, which only the victim's
 		// cgroup counts. A container that lost no process must not report
 		// an OOM kill (containerd would mark it OOMKilled for good): look
 		// for a counted kill a few times over the next second.
-		if !c.oomRecheck {
+		if !c.oom.recheck {
 			c.startRecheckOOM()
 		}
 		return
-	case notified && atLimit && c.rt.SystemdCgroup && c.oomLog == nil && !c.oomPolling && c.oomWatcher != nil:
+	case notified && atLimit && c.rt.SystemdCgroup && c.oom.log == nil && !c.oom.polling && c.oomWatcher != nil:
 		// v2: memory.events changed, not oom_kill, but the cgroup met its
 		// limit, and systemd may remove it as soon as a kill empties it.
 		// Where the kernel's log can be read, it names such a kill's victim
@@ -159,7 +198,7 @@ var oomRecheckAfter = []time.Duration{time.Millisecond, 10 * time.Millisecond, 1
 // startRecheckOOM looks for a v1 notification's kill (recheckOOM); c.mu is
 // held.
 func (c *Container) startRecheckOOM() {
-	c.oomRecheck, c.oomRecheckFrom = true, c.oomSeen
+	c.oom.recheck, c.oom.recheckFrom = true, c.oom.seen
 	c.recheckOOM(0)
 }
 
@@ -172,14 +211,14 @@ func (c *Container) recheckOOM(i int) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		switch {
-		case c.exitRecorded || c.oomStopped || err != nil || c.oomSeen != c.oomRecheckFrom:
+		case c.exitRecorded || c.oom.stopped || err != nil || c.oom.seen != c.oom.recheckFrom:
 			// The exit is recorded (the exit path read the count last); or
 			// the container is deleted, or its cgroup gone; or the kill was
 			// reported meanwhile (the exit path's read at the reap, another
 			// notification): looking on would count it again, as a kill
 			// below.
-		case kills > c.oomSeen:
-			c.oomSeen = kills
+		case kills > c.oom.seen:
+			c.oom.seen = kills
 			c.noteOOMScope(nil)
 			c.publishOOM()
 		case i+1 < len(oomRecheckAfter):
@@ -191,14 +230,14 @@ func (c *Container) recheckOOM(i int) {
 			// cgroup below it (systemd or Docker inside the container), whose
 			// count v1 keeps there. Otherwise it was an ancestor's limit and
 			// another container's process.
-			if scope, marks := c.cg.OOMScope(c.limitMarks); scope == cgroup.OOMScopeContainer {
-				c.limitMarks, c.oomScope = marks, scope
-				c.oomBelow++
+			if scope, marks := c.cg.OOMScope(c.oom.limitMarks); scope == cgroup.OOMScopeContainer {
+				c.oom.limitMarks, c.oom.scope = marks, scope
+				c.oom.below++
 				slog.Warn("OOM kill below the container's cgroup, under its limit", "container", c.ID)
 				c.publishOOM()
 			}
 		}
-		c.oomRecheck = false
+		c.oom.recheck = false
 	})
 }
 
@@ -209,20 +248,20 @@ func (c *Container) recheckOOM(i int) {
 // the kill count, nil to read them here. Called with c.mu held.
 func (c *Container) noteOOMScope(now *cgroup.LimitMarks) {
 	if now != nil {
-		c.oomScope, c.limitMarks = c.cg.OOMScopeOf(c.limitMarks, *now)
+		c.oom.scope, c.oom.limitMarks = c.cg.OOMScopeOf(c.oom.limitMarks, *now)
 	} else {
-		c.oomScope, c.limitMarks = c.cg.OOMScope(c.limitMarks)
+		c.oom.scope, c.oom.limitMarks = c.cg.OOMScope(c.oom.limitMarks)
 	}
-	slog.Warn("OOM kill in container", "container", c.ID, "limit", c.oomScope, "kills", c.oomSeen)
+	slog.Warn("OOM kill in container", "container", c.ID, "limit", c.oom.scope, "kills", c.oom.seen)
 }
 
-// publishOOM publishes the OOM kill just counted in oomSeen, and moves the
+// publishOOM publishes the OOM kill just counted in oom.seen, and moves the
 // kernel log's mark past it, so that its victim is not taken for a later
 // one; c.mu is held.
 func (c *Container) publishOOM() {
-	if c.oomLog != nil {
-		if mark, err := c.oomLog.Mark(); err == nil {
-			c.oomLogMark = mark
+	if c.oom.log != nil {
+		if mark, err := c.oom.log.Mark(); err == nil {
+			c.oom.logMark = mark
 		}
 	}
 	c.events.OOM(c)
@@ -236,5 +275,5 @@ func (c *Container) OOMInfo() (kills uint64, scope string) {
 	if c.cg == nil {
 		return 0, ""
 	}
-	return c.oomSeen - c.oomAtCreate + c.oomBelow, c.oomScope
+	return c.oom.seen - c.oom.atCreate + c.oom.below, c.oom.scope
 }

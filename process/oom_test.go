@@ -51,14 +51,14 @@ func TestV1OOMNotificationNeedsACountedKill(t *testing.T) {
 	reported := make(chan string, 4)
 	c := &Container{ID: "c", cg: cg, oomWatcher: &cgroup.OOMWatcher{}}
 	c.events.OOM = func(c *Container) { // called with c.mu held
-		reported <- fmt.Sprintf("seen %d, below %d", c.oomSeen, c.oomBelow)
+		reported <- fmt.Sprintf("seen %d, below %d", c.oom.seen, c.oom.below)
 	}
-	c.limitMarks = cg.LimitMarks()
+	c.oom.limitMarks = cg.LimitMarks()
 	recheckDone := func() {
 		t.Helper()
 		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Millisecond) {
 			c.mu.Lock()
-			busy := c.oomRecheck
+			busy := c.oom.recheck
 			c.mu.Unlock()
 			if !busy {
 				return
@@ -113,15 +113,15 @@ func TestV1OOMNotificationNeedsACountedKill(t *testing.T) {
 	// Deleted: a recheck finds a kill counted, and reports nothing.
 	oomRecheckAfter = long
 	c.mu.Lock()
-	c.oomStopped = true
+	c.oom.stopped = true
 	c.mu.Unlock()
 	c.reportOOM(true)
 	setKills("oom_kill 2\n")
 	recheckDone() // at once: the first recheck ends it
 	none("a deleted container")
 	c.mu.Lock()
-	c.oomStopped = false
-	c.oomSeen = 2
+	c.oom.stopped = false
+	c.oom.seen = 2
 	c.mu.Unlock()
 
 	// A kernel before 4.13: no oom_kill line, the notification is the kill.
@@ -231,8 +231,8 @@ func TestV1OOMRecheckEndsWhenTheKillIsReportedElsewhere(t *testing.T) {
 	}
 	reports := make(chan string, 4)
 	c := &Container{ID: "c", cg: cg, oomWatcher: &cgroup.OOMWatcher{}}
-	c.events.OOM = func(c *Container) { reports <- fmt.Sprintf("seen %d below %d", c.oomSeen, c.oomBelow) }
-	c.limitMarks = cg.LimitMarks()
+	c.events.OOM = func(c *Container) { reports <- fmt.Sprintf("seen %d below %d", c.oom.seen, c.oom.below) }
+	c.oom.limitMarks = cg.LimitMarks()
 
 	c.oomNotified() // no kill counted yet: the recheck begins
 	write("memory.failcnt", "7\n")

@@ -28,13 +28,13 @@ const (
 	// oomRemovedWindow is how recently the container must have met its
 	// limit for a kill counted in its parent to be taken for its own.
 	oomRemovedWindow = 200 * time.Millisecond
-	// oomReadsWait bounds the wait for reads under way (oomReads).
+	// oomReadsWait bounds the wait for reads under way (oom.reads).
 	oomReadsWait = 100 * time.Millisecond
 )
 
 // startPollOOM starts the reads of pollOOM; c.mu is held.
 func (c *Container) startPollOOM() {
-	c.oomPolling, c.oomPollFrom = true, c.oomSeen
+	c.oom.polling, c.oom.pollFrom = true, c.oom.seen
 	c.pollOOM(oomPolls)
 }
 
@@ -47,8 +47,8 @@ func (c *Container) pollOOM(n int) {
 		gone := c.reportOOM(true) != nil
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		if n <= 1 || gone || c.exitRecorded || c.oomStopped || c.oomSeen > c.oomPollFrom {
-			c.oomPolling = false
+		if n <= 1 || gone || c.exitRecorded || c.oom.stopped || c.oom.seen > c.oom.pollFrom {
+			c.oom.polling = false
 			return
 		}
 		c.pollOOM(n - 1)
@@ -84,7 +84,7 @@ func (c *Container) markOOMLog(log *oomlog.Log) {
 		slog.Debug("the kernel's log of OOM kills cannot be read", "container", c.ID, "error", err)
 		return
 	}
-	c.oomLog, c.oomLogMark = log, mark
+	c.oom.log, c.oom.logMark = log, mark
 }
 
 // reportOOMOfRemovedCgroup reports the OOM kill of an init whose cgroup
@@ -104,35 +104,35 @@ func (c *Container) reportOOMOfRemovedCgroup(status int) {
 	// A notice's read may have been made and not yet recorded (it waits
 	// for c.mu, which another call can hold for a while): its marks are the
 	// ones to compare with.
-	for deadline := time.Now().Add(oomReadsWait); c.oomReads.Load() > 0 && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(oomReadsWait); c.oom.reads.Load() > 0 && time.Now().Before(deadline); {
 		time.Sleep(time.Millisecond)
 	}
 	now, err := c.cg.ParentOOMKills()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.exitRecorded || c.oomStopped {
+	if c.exitRecorded || c.oom.stopped {
 		return
 	}
-	metLimit := !c.oomLimitMetAt.IsZero() && time.Since(c.oomLimitMetAt) <= oomRemovedWindow
+	metLimit := !c.oom.limitMetAt.IsZero() && time.Since(c.oom.limitMetAt) <= oomRemovedWindow
 	var how string
 	if v, logged := c.loggedVictim(); logged {
 		how = "by the kernel's log: systemd removed the container's cgroup before its count could be read"
-		if c.oomScope = c.cg.ScopeOfLogged(v.OOMMemcg, v.TaskMemcg); c.oomScope == "" && metLimit {
-			c.oomScope = cgroup.OOMScopeContainer
+		if c.oom.scope = c.cg.ScopeOfLogged(v.OOMMemcg, v.TaskMemcg); c.oom.scope == "" && metLimit {
+			c.oom.scope = cgroup.OOMScopeContainer
 		}
-	} else if err == nil && c.oomParentKnown && now > c.oomParentKills && now-c.oomParentKills > c.oomSeen-c.oomSeenAtParent && metLimit {
+	} else if err == nil && c.oom.parentKnown && now > c.oom.parentKills && now-c.oom.parentKills > c.oom.seen-c.oom.seenAtParent && metLimit {
 		// The parent counted more kills since its last read than were
 		// reported from the container's count since.
 		how = "by the parent cgroup: systemd removed the container's before it could be read"
-		c.oomScope = cgroup.OOMScopeContainer
+		c.oom.scope = cgroup.OOMScopeContainer
 	} else {
 		return
 	}
-	c.oomSeen++
+	c.oom.seen++
 	if err == nil {
-		c.oomParentKills, c.oomSeenAtParent = now, c.oomSeen
+		c.oom.parentKills, c.oom.seenAtParent = now, c.oom.seen
 	}
-	slog.Warn("OOM kill in container", "container", c.ID, "limit", c.oomScope, "kills", c.oomSeen, "counted", how)
+	slog.Warn("OOM kill in container", "container", c.ID, "limit", c.oom.scope, "kills", c.oom.seen, "counted", how)
 	c.publishOOM()
 }
 
@@ -142,11 +142,11 @@ func (c *Container) reportOOMOfRemovedCgroup(status int) {
 // process of the container counts, as in the container's own kill count.
 // c.mu is held (the init's PID no longer changes).
 func (c *Container) loggedVictim() (oomlog.Victim, bool) {
-	if c.oomLog == nil {
+	if c.oom.log == nil {
 		return oomlog.Victim{}, false
 	}
 	pid := c.init.Pid()
-	v, ok, err := c.oomLog.Victim(c.oomLogMark, func(v oomlog.Victim) bool {
+	v, ok, err := c.oom.log.Victim(c.oom.logMark, func(v oomlog.Victim) bool {
 		return v.Pid == pid || c.cg.HoldsLogged(v.TaskMemcg)
 	})
 	if err != nil {
@@ -166,7 +166,7 @@ func (c *Container) metricsOfRemovedCgroup(cg *cgroup.Cgroup) (data []byte, type
 		return nil, "", false
 	}
 	c.mu.Lock()
-	events, kills, exited := c.oomEvents, c.oomSeen, c.exitRecorded
+	events, kills, exited := c.oom.events, c.oom.seen, c.exitRecorded
 	c.mu.Unlock()
 	if !exited {
 		return nil, "", false

@@ -316,8 +316,8 @@ func TestOOMPollOnlyWithoutTheKernelLog(t *testing.T) {
 			writeEvents(t, s.scope, "max 3\noom 0\noom_kill 0\n")
 			c.oomNotified()
 			c.mu.Lock()
-			polling := c.oomPolling
-			c.oomStopped = true // ends the reads
+			polling := c.oom.polling
+			c.oom.stopped = true // ends the reads
 			c.mu.Unlock()
 			if polling == withLog {
 				t.Errorf("polling %v with the kernel's log readable %v", polling, withLog)

@@ -543,7 +543,7 @@ func (c *Container) destroy(ctx context.Context, neverStarted bool) error {
 		c.stopOOM()
 	}
 	c.mu.Lock()
-	c.oomStopped = true // ends a v1 recheck still pending (recheckOOM)
+	c.oom.stopped = true // ends a v1 recheck still pending (recheckOOM)
 	c.mu.Unlock()
 	if c.rootfsMount {
 		if err := unmountAll(filepath.Join(c.Bundle, bundle.RootfsDir)); err != nil {
