@@ -120,7 +120,7 @@ func (c *Container) reportOOMOfRemovedCgroup(status int) {
 		if c.oom.scope = c.cg.ScopeOfLogged(v.OOMMemcg, v.TaskMemcg); c.oom.scope == "" && metLimit {
 			c.oom.scope = cgroup.OOMScopeContainer
 		}
-	} else if err == nil && c.oom.parentKnown && now > c.oom.parentKills && now-c.oom.parentKills > c.oom.seen-c.oom.seenAtParent && metLimit {
+	} else if err == nil && c.oom.parentKnown && now > c.oom.parentKills+(c.oom.seen-c.oom.seenAtParent) && metLimit {
 		// The parent counted more kills since its last read than were
 		// reported from the container's count since.
 		how = "by the parent cgroup: systemd removed the container's before it could be read"
