@@ -10,51 +10,15 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"golang.org/x/sys/unix"
 
 	"github.com/example/containerd-shim-example-v2/cgroup"
 	shimio "github.com/example/containerd-shim-example-v2/io"
 	"github.com/example/containerd-shim-example-v2/oomlog"
+	"github.com/example/containerd-shim-example-v2/oomlog/oomlogtest"
 	cgroupv2 "github.com/example/containerd-shim-example-v2/proto/cgroups/cgroup2/stats"
 	"github.com/example/containerd-shim-example-v2/proto/codec"
 	"github.com/example/containerd-shim-example-v2/reaper"
 )
-
-// kernelLog is a kernel log for oomlog to read: a SOCK_SEQPACKET pair
-// returns a record per read, as /dev/kmsg does.
-type kernelLog struct {
-	t   *testing.T
-	w   int
-	seq int
-	log *oomlog.Log
-}
-
-func newKernelLog(t *testing.T) *kernelLog {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k := &kernelLog{t: t, w: fds[1], log: oomlog.NewReading(func() (int, error) { return fds[0], nil })}
-	t.Cleanup(func() { k.log.Close(); _ = unix.Close(fds[1]) })
-	return k
-}
-
-// oomKill logs an OOM kill as the kernel does: the summary (unless
-// rate-limited away), then the victim.
-func (k *kernelLog) oomKill(pid int, oomMemcg, taskMemcg string, summary bool) {
-	k.t.Helper()
-	var lines []string
-	if summary {
-		lines = append(lines, fmt.Sprintf("oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=%s,task_memcg=%s,task=sh,pid=%d,uid=0", oomMemcg, taskMemcg, pid))
-	}
-	lines = append(lines, fmt.Sprintf("Memory cgroup out of memory: Killed process %d (sh) total-vm:51428kB, anon-rss:32388kB", pid))
-	for _, l := range lines {
-		k.seq++
-		if _, err := unix.Write(k.w, fmt.Appendf(nil, "3,%d,%d,-;%s\n", k.seq, k.seq, l)); err != nil {
-			k.t.Fatal(err)
-		}
-	}
-}
 
 // systemdScope is a container's scope in a pod's slice, in a fake cgroup v2
 // hierarchy: files the tests write, and remove as systemd does.
@@ -171,31 +135,31 @@ func TestOOMKillOfARemovedScopeFoundInTheKernelLog(t *testing.T) {
 	const pid = scopeInitPid
 	for _, tc := range []struct {
 		name      string
-		before    func(k *kernelLog)               // logged before the container is created
-		after     func(k *kernelLog, c *Container) // between its creation and its exit
+		before    func(k *oomlogtest.Kernel)               // logged before the container is created
+		after     func(k *oomlogtest.Kernel, c *Container) // between its creation and its exit
 		want      string
 		wantScope string
 	}{
-		{"the init, its own limit", nil, func(k *kernelLog, _ *Container) {
-			k.oomKill(pid, "/pod.slice/c.scope", "/pod.slice/c.scope", true)
+		{"the init, its own limit", nil, func(k *oomlogtest.Kernel, _ *Container) {
+			k.OOMKill(pid, "/pod.slice/c.scope", "/pod.slice/c.scope", true)
 		}, "oom,exit", cgroup.OOMScopeContainer},
-		{"the init, the pod's limit", nil, func(k *kernelLog, _ *Container) {
-			k.oomKill(pid, "/pod.slice", "/pod.slice/c.scope", true)
+		{"the init, the pod's limit", nil, func(k *oomlogtest.Kernel, _ *Container) {
+			k.OOMKill(pid, "/pod.slice", "/pod.slice/c.scope", true)
 		}, "oom,exit", cgroup.OOMScopeAncestor},
-		{"the init, no summary", nil, func(k *kernelLog, _ *Container) {
-			k.oomKill(pid, "", "", false)
+		{"the init, no summary", nil, func(k *oomlogtest.Kernel, _ *Container) {
+			k.OOMKill(pid, "", "", false)
 		}, "oom,exit", ""},
-		{"the init, seen by its cgroup from a PID namespace", nil, func(k *kernelLog, _ *Container) {
-			k.oomKill(777, "/kind/pod.slice/c.scope", "/kind/pod.slice/c.scope", true)
+		{"the init, seen by its cgroup from a PID namespace", nil, func(k *oomlogtest.Kernel, _ *Container) {
+			k.OOMKill(777, "/kind/pod.slice/c.scope", "/kind/pod.slice/c.scope", true)
 		}, "oom,exit", cgroup.OOMScopeContainer},
-		{"an earlier holder of the PID", func(k *kernelLog) {
-			k.oomKill(pid, "/old.scope", "/old.scope", true)
+		{"an earlier holder of the PID", func(k *oomlogtest.Kernel) {
+			k.OOMKill(pid, "/old.scope", "/old.scope", true)
 		}, nil, "exit", ""},
-		{"another process", nil, func(k *kernelLog, _ *Container) {
-			k.oomKill(pid+1, "/pod.slice/d.scope", "/pod.slice/d.scope", true)
+		{"another process", nil, func(k *oomlogtest.Kernel, _ *Container) {
+			k.OOMKill(pid+1, "/pod.slice/d.scope", "/pod.slice/d.scope", true)
 		}, "exit", ""},
-		{"already reported from the count", nil, func(k *kernelLog, c *Container) {
-			k.oomKill(pid, "/pod.slice/c.scope", "/pod.slice/c.scope", true)
+		{"already reported from the count", nil, func(k *oomlogtest.Kernel, c *Container) {
+			k.OOMKill(pid, "/pod.slice/c.scope", "/pod.slice/c.scope", true)
 			writeEvents(t, s.scope, "max 1\noom 1\noom_kill 1\n")
 			c.oomNotified() // read in time: reported from the count
 		}, "oom,exit", cgroup.OOMScopeContainer},
@@ -203,11 +167,11 @@ func TestOOMKillOfARemovedScopeFoundInTheKernelLog(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			writeEvents(t, s.scope, "max 0\noom 0\noom_kill 0\n")
 			writeEvents(t, s.slice, "max 0\noom 0\noom_kill 0\n")
-			k := newKernelLog(t)
+			k := oomlogtest.New(t)
 			if tc.before != nil {
 				tc.before(k)
 			}
-			c, events := newScopeContainer(t, s, k.log)
+			c, events := newScopeContainer(t, s, k.Log)
 			if tc.after != nil {
 				tc.after(k, c)
 			}
@@ -280,9 +244,9 @@ func TestOOMKillOfARemovedV1ScopeFoundInTheKernelLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k := newKernelLog(t)
-	c, events := newScopeContainer(t, systemdScope{scope: scope, cg: cg}, k.log)
-	k.oomKill(scopeInitPid, "/pod.slice/c.scope", "/pod.slice/c.scope", true)
+	k := oomlogtest.New(t)
+	c, events := newScopeContainer(t, systemdScope{scope: scope, cg: cg}, k.Log)
+	k.OOMKill(scopeInitPid, "/pod.slice/c.scope", "/pod.slice/c.scope", true)
 	if err := os.RemoveAll(scope); err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +271,7 @@ func TestOOMPollOnlyWithoutTheKernelLog(t *testing.T) {
 			writeEvents(t, s.slice, "max 0\noom 0\noom_kill 0\n")
 			var log *oomlog.Log
 			if withLog {
-				log = newKernelLog(t).log
+				log = oomlogtest.New(t).Log
 			}
 			c, _ := newScopeContainer(t, s, log)
 			var w cgroup.OOMWatcher
