@@ -711,7 +711,7 @@ func TestMetricsOfRemoved(t *testing.T) {
 		{"never read", nil, 0, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			data, url, err := MetricsOfRemoved(tc.events, tc.kills)
+			data, url, err := (&Cgroup{V2: true}).MetricsOfRemoved(tc.events, tc.kills)
 			if err != nil || url != MetricsV2 {
 				t.Fatalf("MetricsOfRemoved: %q, %v; want %q", url, err, MetricsV2)
 			}
@@ -732,5 +732,28 @@ func TestMetricsOfRemoved(t *testing.T) {
 				t.Errorf("figures no cgroup was read for: %v", &m)
 			}
 		})
+	}
+}
+
+// Under v1 the metrics of a removed cgroup carry the kills reported as
+// memory.oom_control's oom_kill (where containerd 2.x's CRI reads a v1
+// kill), and nothing else.
+func TestMetricsOfRemovedV1(t *testing.T) {
+	for _, kills := range []uint64{0, 2} {
+		data, url, err := (&Cgroup{}).MetricsOfRemoved(map[string]uint64{"max": 3}, kills)
+		if err != nil || url != MetricsV1 {
+			t.Fatalf("MetricsOfRemoved: %q, %v; want %q", url, err, MetricsV1)
+		}
+		var m cgroupsv1.Metrics
+		if err := proto.Unmarshal(data, &m); err != nil {
+			t.Fatalf("containerd/cgroups cannot decode them: %v", err)
+		}
+		if got := m.GetMemoryOomControl().GetOomKill(); got != kills {
+			t.Errorf("oom_kill %d, want %d", got, kills)
+		}
+		m.MemoryOomControl = nil
+		if !proto.Equal(&m, &cgroupsv1.Metrics{}) {
+			t.Errorf("figures no cgroup was read for: %v", &m)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package cgroup
 
 import (
+	v1 "github.com/example/containerd-shim-example-v2/proto/cgroups/cgroup1/stats"
 	v2 "github.com/example/containerd-shim-example-v2/proto/cgroups/cgroup2/stats"
 	"github.com/example/containerd-shim-example-v2/proto/codec"
 )
@@ -34,13 +35,19 @@ func (c *Cgroup) Metrics() (data []byte, typeURL string, err error) {
 	return data, MetricsV1, err
 }
 
-// MetricsOfRemoved encodes what is left of a v2 cgroup removed while its
-// container still exists (systemd removes a scope as soon as it is empty):
-// the memory events last read (events, nil if none was), with oom_kill
-// raised to kills, the kills reported for it. Nothing else is known of it.
-// containerd 2.x's CRI asks for these at a 137 exit to tell an OOM kill
-// whose event it has not handled yet.
-func MetricsOfRemoved(events map[string]uint64, kills uint64) (data []byte, typeURL string, err error) {
+// MetricsOfRemoved encodes what is left of a cgroup removed while its
+// container still exists (systemd removes a scope as soon as it is empty),
+// kills being the kills reported for it. Under v2: the memory events last
+// read (events, nil if none was) with oom_kill raised to kills; under v1
+// (which keeps its count in memory.oom_control, and whose events are not
+// kept): oom_kill alone. Nothing else is known of it. containerd 2.x's CRI
+// asks for these at a 137 exit to tell an OOM kill whose event it has not
+// handled yet, and reads oom_kill of either version.
+func (c *Cgroup) MetricsOfRemoved(events map[string]uint64, kills uint64) (data []byte, typeURL string, err error) {
+	if !c.V2 {
+		data, err = codec.Marshal(&v1.Metrics{MemoryOomControl: &v1.MemoryOomControl{OomKill: kills}})
+		return data, MetricsV1, err
+	}
 	ev := &v2.MemoryEvents{}
 	for k, v := range events {
 		if f := memoryEventField(ev, []byte(k)); f != nil {

@@ -161,7 +161,9 @@ func (c *Container) Stats() ([]byte, string, error) {
 		return nil, "", fmt.Errorf("container %s: cgroup does not exist: %w", c.ID, errdefs.ErrNotFound)
 	}
 	data, typeURL, err := cg.Metrics()
-	if errors.Is(err, fs.ErrNotExist) {
+	// Gone: v2's reads fail with ENOENT, v1's with NotFound (it reads what
+	// hierarchies it can and finds none left).
+	if errors.Is(err, fs.ErrNotExist) || errdefs.IsNotFound(err) {
 		if data, typeURL, ok := c.metricsOfRemovedCgroup(cg); ok {
 			return data, typeURL, nil
 		}

@@ -156,13 +156,14 @@ func (c *Container) loggedVictim() (oomlog.Victim, bool) {
 }
 
 // metricsOfRemovedCgroup answers Stats for a container whose init has
-// exited and whose cgroup systemd removed with it: the memory events last
-// read, and every kill reported. containerd 2.x's CRI asks for them at a 137
-// exit, before it has handled the OOM event (which comes by another path), and
-// marks the container OOMKilled only if they count a kill: an error, the
-// stock shim's answer there, leaves it "Error" until the event lands.
+// exited and whose cgroup systemd removed with it: what was last read of its
+// OOM kills, and every kill reported. containerd 2.x's CRI asks for them at a
+// 137 exit, before it has handled the OOM event (which comes by another
+// path), and marks the container OOMKilled only if they count a kill: an
+// error, the stock shim's answer there, leaves it "Error" until the event
+// lands.
 func (c *Container) metricsOfRemovedCgroup(cg *cgroup.Cgroup) (data []byte, typeURL string, ok bool) {
-	if !cg.V2 || !c.rt.SystemdCgroup {
+	if !c.rt.SystemdCgroup {
 		return nil, "", false
 	}
 	c.mu.Lock()
@@ -171,6 +172,6 @@ func (c *Container) metricsOfRemovedCgroup(cg *cgroup.Cgroup) (data []byte, type
 	if !exited {
 		return nil, "", false
 	}
-	data, typeURL, err := cgroup.MetricsOfRemoved(events, kills)
+	data, typeURL, err := cg.MetricsOfRemoved(events, kills)
 	return data, typeURL, err == nil
 }

@@ -15,6 +15,7 @@ import (
 	shimio "github.com/example/containerd-shim-example-v2/io"
 	"github.com/example/containerd-shim-example-v2/oomlog"
 	"github.com/example/containerd-shim-example-v2/oomlog/oomlogtest"
+	cgroupv1 "github.com/example/containerd-shim-example-v2/proto/cgroups/cgroup1/stats"
 	cgroupv2 "github.com/example/containerd-shim-example-v2/proto/cgroups/cgroup2/stats"
 	"github.com/example/containerd-shim-example-v2/proto/codec"
 	"github.com/example/containerd-shim-example-v2/reaper"
@@ -233,7 +234,7 @@ func TestOOMKillInBothCountsReportedOnce(t *testing.T) {
 
 // Under cgroup v1 systemd removes an emptied scope's directories too, and
 // v1 keeps no subtree count to fall back on: the kernel's log alone tells
-// that the init was OOM-killed.
+// that the init was OOM-killed. Its metrics after the exit count the kill.
 func TestOOMKillOfARemovedV1ScopeFoundInTheKernelLog(t *testing.T) {
 	root := t.TempDir()
 	scope := mkdir(t, filepath.Join(root, "memory", "pod.slice", "c.scope"))
@@ -250,12 +251,27 @@ func TestOOMKillOfARemovedV1ScopeFoundInTheKernelLog(t *testing.T) {
 	if err := os.RemoveAll(scope); err != nil {
 		t.Fatal(err)
 	}
+	if _, _, err := c.Stats(); !errdefs.IsNotFound(err) {
+		t.Errorf("Stats of a removed cgroup before the exit is recorded: %v, want NotFound", err)
+	}
 	c.initExited(reaper.Exit{Pid: scopeInitPid, Status: 137, Time: time.Now()})
 	if got := strings.Join(*events, ","); got != "oom,exit" {
 		t.Errorf("events %q, want oom,exit", got)
 	}
 	if _, scope := c.OOMInfo(); scope != cgroup.OOMScopeContainer {
 		t.Errorf("verdict %q, want %q", scope, cgroup.OOMScopeContainer)
+	}
+	// containerd 2.x's CRI reads a v1 kill from memory.oom_control's count.
+	data, url, err := c.Stats()
+	if err != nil || url != cgroup.MetricsV1 {
+		t.Fatalf("Stats after the exit: %q, %v", url, err)
+	}
+	var m cgroupv1.Metrics
+	if err := codec.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.GetMemoryOomControl().GetOomKill(); got != 1 {
+		t.Errorf("oom_kill after the exit %d, want 1", got)
 	}
 }
 
