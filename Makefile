@@ -75,11 +75,16 @@ test-cgroup2: build
 
 # The same guest with systemd as its init (docs/cgroup2.md): runc's systemd cgroup driver
 # (SystemdCgroup = true), as Kubernetes nodes on cgroup v2 run it, for tasks and CRI pods, and
-# Docker, whose default driver it is there.
+# Docker, whose default driver it is there; then booted again on cgroup v1 (systemd's hybrid
+# layout, as older nodes run it) for the driver's tests.
 SYSTEMD_RUN ?= ^(TestSystemdCgroupDriver|TestDockerResources)$$
-.PHONY: test-systemd
-test-systemd: build
+SYSTEMD_V1_RUN ?= ^TestSystemdCgroupDriver$$
+.PHONY: test-systemd test-systemd-v2 test-systemd-v1
+test-systemd: test-systemd-v2 test-systemd-v1
+test-systemd-v2: build
 	CGROUP2_SYSTEMD=1 CGROUP2_RUN='$(SYSTEMD_RUN)' CGROUP2_LOG=$(BIN_DIR)/cgroup2/systemd-console.log bash scripts/cgroup2/test.sh
+test-systemd-v1: build
+	CGROUP2_SYSTEMD=1 CGROUP2_LEGACY=1 CGROUP2_RUN='$(SYSTEMD_V1_RUN)' CGROUP2_LOG=$(BIN_DIR)/cgroup2/systemd-v1-console.log bash scripts/cgroup2/test.sh
 
 # The compatibility smoke set under every containerd line (1.6, 1.7, 2.0 ... 2.4), with each runc.
 MATRIX_FLAVORS ?= 1.6 1.7 2.0 2.1 2.2 2.3 2.x

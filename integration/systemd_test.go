@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	v1stats "github.com/containerd/cgroups/v3/cgroup1/stats"
 	v2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
+	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/containerd/api/types/runc/options"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
@@ -23,7 +25,8 @@ import (
 )
 
 // runc's systemd cgroup driver (SystemdCgroup = true), which most Kubernetes nodes on
-// cgroup v2 run, kubelet with its systemd driver beside it: the runtime asks systemd for a
+// cgroup v2 run, kubelet with its systemd driver beside it (and older nodes on v1, systemd's
+// hybrid layout: Ubuntu 20.04, EL 8): the runtime asks systemd for a
 // transient scope per container, in a slice named by the cgroups path ("slice:prefix:name",
 // kubelet's pod slices "kubepods-burstable-pod<uid>.slice"), and systemd makes the cgroup.
 // The shim finds the container's cgroup where systemd put it: statistics, the OOM watch,
@@ -36,7 +39,7 @@ import (
 // the shim's reading of the cgroups path (package cgroupdriver); 2.4 passes the table on.
 //
 // It needs systemd as the init: `make test-systemd` boots the cgroup v2 guest with systemd
-// as PID 1 (docs/cgroup2.md). Elsewhere it skips.
+// as PID 1 (docs/cgroup2.md), once on v2 and once on v1. Elsewhere it skips.
 func TestSystemdCgroupDriver(t *testing.T) {
 	if why := systemdMissing(); why != "" {
 		t.Skip(why)
@@ -72,10 +75,43 @@ func systemdMissing() string {
 	if !harness.SystemdBooted() {
 		return "systemd is not the init here (make test-systemd runs this in a guest where it is)"
 	}
-	if !cgroupV2() {
-		return "the systemd lane is a cgroup v2 one"
-	}
 	return ""
+}
+
+// unitCgroup is the cgroup directory systemd makes for a unit, path being the unit's
+// slices and its own name: in the unified tree on v2, in the memory hierarchy on v1.
+func unitCgroup(path ...string) string {
+	if cgroupV2() {
+		return filepath.Join(append([]string{cgroupRoot}, path...)...)
+	}
+	return filepath.Join(append([]string{cgroupRoot, "memory"}, path...)...)
+}
+
+// memoryMaxProperty is the unit property runc's systemd driver sets for a memory limit:
+// MemoryMax on v2, MemoryLimit (its v1 name) on v1.
+func memoryMaxProperty() string {
+	if cgroupV2() {
+		return "MemoryMax"
+	}
+	return "MemoryLimit"
+}
+
+// metricsOOMKills decodes a task's metrics (v1 or v2) and returns their OOM kill count and
+// memory limit.
+func metricsOOMKills(t *testing.T, m *types.Metric) (kills, limit uint64) {
+	t.Helper()
+	if cgroupV2() {
+		var s v2stats.Metrics
+		if err := proto.Unmarshal(m.GetData().GetValue(), &s); err != nil {
+			t.Fatalf("decode metrics %s: %v", m.GetData().GetTypeUrl(), err)
+		}
+		return s.GetMemoryEvents().GetOomKill(), s.GetMemory().GetUsageLimit()
+	}
+	var s v1stats.Metrics
+	if err := proto.Unmarshal(m.GetData().GetValue(), &s); err != nil {
+		t.Fatalf("decode metrics %s: %v", m.GetData().GetTypeUrl(), err)
+	}
+	return s.GetMemoryOomControl().GetOomKill(), s.GetMemory().GetUsage().GetLimit()
 }
 
 // unitProperty is one property of a unit (`systemctl show -p`).
@@ -101,27 +137,29 @@ func testSystemdTask(t *testing.T, d *harness.Daemon) {
 	ctr := newContainer(t, ctx, d, id, loopArgs, oci.WithCgroup("system.slice:ex-sd:"+name), oci.WithMemoryLimit(64<<20))
 	task, statusC := startTask(t, ctx, ctr, cio.NullIO, systemdOpts)
 	cg := cgroupOf(t, task.Pid())
-	if want := filepath.Join(cgroupRoot, "system.slice", unit); cg.dir("") != want {
-		t.Fatalf("the container's cgroup is %s, want systemd's scope %s", cg.dir(""), want)
+	if want := unitCgroup("system.slice", unit); cg.dir("memory") != want {
+		t.Fatalf("the container's cgroup is %s, want systemd's scope %s", cg.dir("memory"), want)
 	}
 	if got := unitProperty(t, unit, "ActiveState"); got != "active" {
 		t.Errorf("scope %s: ActiveState %q, want active", unit, got)
 	}
 	if got := cg.memoryLimit(t); got != 64<<20 {
-		t.Errorf("memory.max of the scope %d, want %d", got, 64<<20)
+		t.Errorf("memory limit of the scope %d, want %d", got, 64<<20)
 	}
 
 	m, err := task.Metrics(ctx)
 	if err != nil {
 		t.Fatalf("metrics: %v", err)
 	}
-	var s v2stats.Metrics
-	if err := proto.Unmarshal(m.GetData().GetValue(), &s); err != nil {
-		t.Fatalf("decode metrics %s: %v", m.GetData().GetTypeUrl(), err)
+	if cgroupV2() {
+		var s v2stats.Metrics
+		if err := proto.Unmarshal(m.GetData().GetValue(), &s); err != nil {
+			t.Fatalf("decode metrics %s: %v", m.GetData().GetTypeUrl(), err)
+		}
+		checkV2Metrics(t, cg, &s)
 	}
-	checkV2Metrics(t, cg, &s)
-	if s.GetMemory().GetUsageLimit() != 64<<20 {
-		t.Errorf("metrics: memory limit %d, want the scope's %d", s.GetMemory().GetUsageLimit(), 64<<20)
+	if _, limit := metricsOOMKills(t, m); limit != 64<<20 {
+		t.Errorf("metrics: memory limit %d, want the scope's %d", limit, 64<<20)
 	}
 
 	pids, err := task.Pids(ctx)
@@ -137,28 +175,28 @@ func testSystemdTask(t *testing.T, d *harness.Daemon) {
 		t.Fatalf("update: %v", err)
 	}
 	if got := cg.memoryLimit(t); got != limit {
-		t.Errorf("memory.max %d after the update, want %d", got, limit)
+		t.Errorf("memory limit %d after the update, want %d", got, limit)
 	}
-	if got := cg.readInt(t, "pids", "", "pids.max"); got != n {
+	if got := cg.readInt(t, "pids", "pids.max", "pids.max"); got != n {
 		t.Errorf("pids.max %d after the update, want %d", got, n)
 	}
-	if got := unitProperty(t, unit, "MemoryMax"); got != strconv.FormatInt(limit, 10) {
+	if got := unitProperty(t, unit, memoryMaxProperty()); got != strconv.FormatInt(limit, 10) {
 		// runc's driver sets the unit's property too, so that systemd does not undo the
 		// limit the next time it writes the scope's files.
-		t.Errorf("scope %s: MemoryMax %q after the update, want %d", unit, got, limit)
+		t.Errorf("scope %s: %s %q after the update, want %d", unit, memoryMaxProperty(), got, limit)
 	}
 
 	if err := task.Pause(ctx); err != nil {
 		t.Fatalf("pause: %v", err)
 	}
 	if got := frozenState(t, cg); got != "frozen" {
-		t.Errorf("cgroup.events after Pause: %s, want frozen", got)
+		t.Errorf("freezer after Pause: %s, want frozen", got)
 	}
 	if err := task.Resume(ctx); err != nil {
 		t.Fatalf("resume: %v", err)
 	}
 	if got := frozenState(t, cg); got != "thawed" {
-		t.Errorf("cgroup.events after Resume: %s, want thawed", got)
+		t.Errorf("freezer after Resume: %s, want thawed", got)
 	}
 	if code := runExec(t, ctx, task, "e1", "true"); code != 0 {
 		t.Errorf("exec after Resume: exit code %d", code)
@@ -175,7 +213,7 @@ func testSystemdTask(t *testing.T, d *harness.Daemon) {
 	}
 	expectNoLeftovers(t, d, ns, id)
 	waitFor(t, 10*time.Second, "the scope "+unit+" to go", func() bool {
-		_, err := os.Stat(cg.dir(""))
+		_, err := os.Stat(cg.dir("memory"))
 		return os.IsNotExist(err) && unitProperty(t, unit, "ActiveState") == "inactive"
 	})
 
@@ -192,21 +230,15 @@ func testSystemdTask(t *testing.T, d *harness.Daemon) {
 
 	// The scope is gone with its last process, the task not deleted yet: its metrics are
 	// what containerd 2.x's CRI reads at a 137 exit to tell an OOM kill, and they count it.
-	hogScope := filepath.Join(cgroupRoot, "system.slice", "ex-sd-"+ns+"-"+hogID+".scope")
+	hogScope := unitCgroup("system.slice", "ex-sd-"+ns+"-"+hogID+".scope")
 	waitFor(t, 10*time.Second, "the hog's scope to go", func() bool {
 		_, err := os.Stat(hogScope)
 		return os.IsNotExist(err)
 	})
 	if m, err := hogTask.Metrics(ctx); err != nil {
 		t.Errorf("metrics of the OOM-killed task, its scope gone: %v", err)
-	} else {
-		var s v2stats.Metrics
-		if err := proto.Unmarshal(m.GetData().GetValue(), &s); err != nil {
-			t.Fatalf("decode metrics %s: %v", m.GetData().GetTypeUrl(), err)
-		}
-		if s.GetMemoryEvents().GetOomKill() == 0 {
-			t.Errorf("metrics of the OOM-killed task, its scope gone: memory events %v, no oom_kill", s.GetMemoryEvents())
-		}
+	} else if kills, _ := metricsOOMKills(t, m); kills == 0 {
+		t.Errorf("metrics of the OOM-killed task, its scope gone: no oom_kill (%s)", m.GetData().GetTypeUrl())
 	}
 }
 
@@ -227,7 +259,7 @@ func testSystemdPod(t *testing.T, d *harness.Daemon, cri *harness.CRI, handler s
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	slice := "kubepods-burstable-pod" + harness.RandID(12) + ".slice"
-	sliceDir := filepath.Join(cgroupRoot, "kubepods.slice", "kubepods-burstable.slice", slice)
+	sliceDir := unitCgroup("kubepods.slice", "kubepods-burstable.slice", slice)
 	startPodSlice(t, slice, 256<<20)
 
 	pod, err := runCRIPodIn(ctx, d, cri, "sd-"+harness.RandID(6), handler, slice)
@@ -240,11 +272,11 @@ func testSystemdPod(t *testing.T, d *harness.Daemon, cri *harness.CRI, handler s
 	startCRIContainer(t, ctx, cri, id, "app")
 	pid := initPid(t, id, []string{"sleep", "1000"}, "app")
 	cg := cgroupOf(t, uint32(pid))
-	if want := filepath.Join(sliceDir, "cri-containerd-"+id+".scope"); cg.dir("") != want {
-		t.Errorf("the container's cgroup is %s, want %s", cg.dir(""), want)
+	if want := filepath.Join(sliceDir, "cri-containerd-"+id+".scope"); cg.dir("memory") != want {
+		t.Errorf("the container's cgroup is %s, want %s", cg.dir("memory"), want)
 	}
 	if got := cg.memoryLimit(t); got != 64<<20 {
-		t.Errorf("memory.max %d, want %d", got, 64<<20)
+		t.Errorf("memory limit %d, want %d", got, 64<<20)
 	}
 	st, err := cri.Runtime.ContainerStats(ctx, &runtimeapi.ContainerStatsRequest{ContainerId: id})
 	if err != nil {
@@ -259,7 +291,7 @@ func testSystemdPod(t *testing.T, d *harness.Daemon, cri *harness.CRI, handler s
 		t.Fatalf("UpdateContainerResources: %v", err)
 	}
 	if got := cg.memoryLimit(t); got != 96<<20 {
-		t.Errorf("memory.max %d after UpdateContainerResources, want %d", got, 96<<20)
+		t.Errorf("memory limit %d after UpdateContainerResources, want %d", got, 96<<20)
 	}
 	if out := execOut(t, ctx, cri, id, "echo", "exec-ok"); out != "exec-ok\n" {
 		t.Errorf("ExecSync: %q, want \"exec-ok\\n\"", out)

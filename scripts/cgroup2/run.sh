@@ -27,6 +27,8 @@
 #   CGROUP2_SYSTEMD=1     the guest's PID 1 is systemd (the host's), and the command runs as
 #                         one of its services, with Delegate=yes as containerd.service has it
 #                         (stage2); by default a shell is PID 1 and systemd does not run
+#   CGROUP2_LEGACY=1      with CGROUP2_SYSTEMD=1: cgroup v1 instead, systemd's hybrid layout (the
+#                         init mounts no cgroup2 tree; systemd mounts its hierarchies)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -92,6 +94,11 @@ mkdir -p "$(dirname "$log")"
 append="console=ttyS0 loglevel=3 panic=-1 cg2job=$job${binds:+ cg2bind=$binds}"
 if [ "${CGROUP2_SYSTEMD:-}" = 1 ]; then
 	append="$append cg2systemd=1"
+fi
+if [ "${CGROUP2_LEGACY:-}" = 1 ]; then
+	# cgroup v1 instead, with CGROUP2_SYSTEMD=1 only: systemd mounts its hierarchies (legacy mode,
+	# as on Ubuntu 20.04 or EL 8 nodes), told so by stage2.
+	append="$append cg2legacy=1"
 fi
 start=$(date +%s)
 echo "cgroup2: booting Linux $kver under TCG ($smp cpus, $mem MiB); console log $log"
