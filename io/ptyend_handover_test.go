@@ -21,9 +21,6 @@ func TestRawTerminalHungUpAfterAnUpgrade(t *testing.T) {
 }
 
 func testRawTerminalHungUpAfterAnUpgrade(t *testing.T, mode string) {
-	grace := rawEndOfInputGrace
-	rawEndOfInputGrace = 100 * time.Millisecond
-	t.Cleanup(func() { rawEndOfInputGrace = grace })
 	p, slave, clientIn := attachedTerminal(t) // raw: no line editing
 	t.Cleanup(func() { slave.Close() })
 	flow := func(p *Pipes, action int) {

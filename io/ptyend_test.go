@@ -15,9 +15,6 @@ import (
 // ended its input: the process has read "ab" and the end-of-file character.
 func rawTerminalInputEnded(t *testing.T) (*Pipes, *os.File) {
 	t.Helper()
-	grace := rawEndOfInputGrace
-	rawEndOfInputGrace = 100 * time.Millisecond
-	t.Cleanup(func() { rawEndOfInputGrace = grace })
 	p, slave, clientIn := attachedTerminal(t)
 	t.Cleanup(func() { slave.Close() })
 	t.Cleanup(p.Close)
