@@ -39,7 +39,8 @@ need_apt=()
 for pkg_bin in containerd:/usr/bin/containerd runc:/usr/sbin/runc crun:/usr/bin/crun criu:/usr/sbin/criu \
 	busybox-static:/bin/busybox protobuf-compiler:/usr/bin/protoc \
 	libseccomp-dev:/usr/include/seccomp.h pkg-config:/usr/bin/pkg-config e2fsprogs:/usr/sbin/mkfs.ext4 \
-	fuse3:/usr/sbin/mount.fuse3 fuse-overlayfs:/usr/bin/fuse-overlayfs uidmap:/usr/bin/newuidmap; do
+	fuse3:/usr/sbin/mount.fuse3 fuse-overlayfs:/usr/bin/fuse-overlayfs uidmap:/usr/bin/newuidmap \
+	gcc:/usr/bin/gcc libc6-dev:/usr/include/stdio.h; do
 	pkg=${pkg_bin%%:*} bin=${pkg_bin#*:}
 	[ -e "$bin" ] || need_apt+=("$pkg")
 done
