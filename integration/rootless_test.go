@@ -5,13 +5,16 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/containerd/console"
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
@@ -105,6 +108,66 @@ func testRootless(t *testing.T, d *harness.Daemon) {
 		expectRootlessPause(t, ctx, d, id)
 		expectRootlessUpdate(t, ctx, d, id)
 		killAndRemoveRootless(t, ctx, d, ns, id)
+	})
+
+	t.Run("ps-in-a-shared-pid-namespace", func(t *testing.T) {
+		// No pid namespace of its own: without a cgroup the shim lists the
+		// container by descent from its init and execs, and by their sessions,
+		// which keep the processes whose parent died (reparented to the shim).
+		const id = "rl-hostpid"
+		ctr := newContainer(t, ctx, d, id, []string{"sh", "-c", `sh -c "sleep 1001 &"; exec sleep 1000`},
+			oci.WithCgroup(d.RootlessCgroupsPath(id)), oci.WithHostNamespace(specs.PIDNamespace), withProcBound)
+		task, _ := startTask(t, ctx, ctr, cio.NullIO)
+		ctrOK(t, ctx, d, "task", "exec", "--detach", "--exec-id", "e1", id, "sh", "-c", `sh -c "sleep 1003 &"; exec sleep 1002`)
+		want := []string{"sleep 1000", "sleep 1001", "sleep 1002", "sleep 1003"}
+		// Every sleep of the container, found on the host by its command line.
+		sleeps := func() map[int]string {
+			found := map[int]string{}
+			entries, _ := os.ReadDir("/proc")
+			for _, e := range entries {
+				pid, err := strconv.Atoi(e.Name())
+				if err != nil {
+					continue
+				}
+				if cmd := commandLine(pid); slices.Contains(want, cmd) {
+					found[pid] = cmd
+				}
+			}
+			return found
+		}
+		t.Cleanup(func() {
+			for pid := range sleeps() {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		})
+		stockWithoutCgroup := harness.Runtime() != "io.example.v2" && d.RootlessCgroupsPath(id) == ""
+		var got []string
+		ok := eventually(5*time.Second, func() bool {
+			pids, err := task.Pids(ctx)
+			if err != nil {
+				got = []string{err.Error()}
+				return stockWithoutCgroup // its Pids fails there
+			}
+			got = got[:0]
+			for _, p := range pids {
+				got = append(got, commandLine(int(p.Pid)))
+			}
+			slices.Sort(got)
+			return slices.Equal(got, want)
+		})
+		if stockWithoutCgroup {
+			t.Logf("stock shim, no cgroup: Pids says %q", got)
+		} else if !ok {
+			t.Errorf("Pids lists %q, want %q (the init, the exec and the sleeps each left behind)", got, want)
+		}
+		killAndRemoveRootless(t, ctx, d, ns, id)
+		if left := sleeps(); len(left) > 0 {
+			if stockWithoutCgroup {
+				t.Logf("stock shim, no cgroup: left running after the init was killed and the container deleted: %v", left)
+			} else {
+				t.Errorf("processes of the container left running after its init was killed and it was deleted: %v", left)
+			}
+		}
 	})
 
 	t.Run("upgrade-in-place", func(t *testing.T) {
@@ -319,4 +382,22 @@ func expectNoRootlessMounts(t *testing.T, d *harness.Daemon, ns, id string) {
 	}) {
 		t.Errorf("mounts of %s/%s left in the daemon's mount namespace: %v", ns, id, left)
 	}
+}
+
+// commandLine is a process's arguments joined by spaces ("" once it is gone).
+func commandLine(pid int) string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " "))
+}
+
+// withProcBound binds the daemon's /proc into the container instead of mounting a proc
+// of its own, which a user namespace may not do for a pid namespace it does not own (as
+// nerdctl does for a rootless container in the host's pid namespace).
+func withProcBound(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+	for i, m := range s.Mounts {
+		if m.Destination == "/proc" {
+			s.Mounts[i] = specs.Mount{Destination: "/proc", Type: "bind", Source: "/proc", Options: []string{"rbind", "nosuid", "noexec", "nodev"}}
+		}
+	}
+	return nil
 }

@@ -11,7 +11,6 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/example/containerd-shim-example-v2/internal/procstat"
-	"github.com/example/containerd-shim-example-v2/internal/proctree"
 )
 
 // Pids lists the host PIDs of every process in the container.
@@ -40,43 +39,6 @@ func (c *Container) Pids(ctx context.Context) ([]int, error) {
 		// they reload their shims after a restart, and keep it on any
 		// other error, such as the stock shim's runtime error. (Older ones
 		// clean such a task up on any error.)
-		return nil, fmt.Errorf("list processes of %s: %w", c.ID, err)
-	}
-	return pids, nil
-}
-
-// hasNoCgroup reports a container the runtime made no cgroup for (it stays
-// in the shim's own: containerCgroup). Takes c.mu.
-func (c *Container) hasNoCgroup() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.inShimCgroup
-}
-
-// needsCgroup turns a runtime's failure at something only a cgroup allows
-// (freezing, limits) into FailedPrecondition for a container without a cgroup
-// of its own, saying so; the runtime's own words ("cgroups not configured
-// for container", "container could not join or create cgroup") would reach
-// the caller as Unknown. Other failures, and nil, pass unchanged.
-func (c *Container) needsCgroup(err error, what string) error {
-	if err == nil || !c.hasNoCgroup() {
-		return err
-	}
-	return fmt.Errorf("%s (the runtime made none: rootless without a delegated cgroup): %v: %w", what, err, errdefs.ErrFailedPrecondition)
-}
-
-// pidsFromProc lists the processes of a container without a cgroup of its
-// own from /proc: its pid namespace's, or the init's and its execs'
-// descendants when it shares the shim's (proctree.Of).
-func (c *Container) pidsFromProc(init int) ([]int, error) {
-	var execs []int
-	for _, e := range c.Execs() {
-		if pid := e.Pid(); pid > 0 {
-			execs = append(execs, pid)
-		}
-	}
-	pids, err := proctree.Of(init, execs...)
-	if err != nil {
 		return nil, fmt.Errorf("list processes of %s: %w", c.ID, err)
 	}
 	return pids, nil

@@ -145,6 +145,9 @@ func (c *Container) initExited(e reaper.Exit) {
 		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 		_ = c.rt.Kill(ctx, c.ID, 9, true)
 		cancel()
+		if c.hasNoCgroup() {
+			c.killLeftovers(e.Pid) // the runtime found none: it looks in the cgroup
+		}
 	}
 	c.waitIdle(execsBeforeInitTimeout)
 	c.reportOOMBeforeExit()

@@ -1,6 +1,7 @@
 // Package procstat reads the little the shim needs of a process's
 // /proc/<pid>/stat: its state and its kernel flags, to tell a child that is
-// exiting or has exited before the reaper reports it, and its parent.
+// exiting or has exited before the reaper reports it, its parent, and its
+// session.
 package procstat
 
 import (
@@ -15,11 +16,12 @@ import (
 // before its files are closed.
 const pfExiting = 0x4
 
-// Stat is a process's state letter, parent and flags.
+// Stat is a process's state letter, parent, session and flags.
 type Stat struct {
-	State byte
-	Ppid  int
-	Flags uint64
+	State   byte
+	Ppid    int
+	Session int // the session leader's PID (in the reader's pid namespace)
+	Flags   uint64
 }
 
 // Exiting reports a process that has begun to exit, or is a zombie.
@@ -48,9 +50,13 @@ func Read(pid int) (Stat, error) {
 	if err != nil {
 		return Stat{}, fmt.Errorf("/proc/%d/stat: ppid: %w", pid, err)
 	}
+	session, err := strconv.Atoi(fields[3])
+	if err != nil {
+		return Stat{}, fmt.Errorf("/proc/%d/stat: session: %w", pid, err)
+	}
 	flags, err := strconv.ParseUint(fields[6], 10, 64)
 	if err != nil {
 		return Stat{}, fmt.Errorf("/proc/%d/stat: flags: %w", pid, err)
 	}
-	return Stat{State: fields[0][0], Ppid: ppid, Flags: flags}, nil
+	return Stat{State: fields[0][0], Ppid: ppid, Session: session, Flags: flags}, nil
 }

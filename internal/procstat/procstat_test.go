@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestReadTellsALiveProcessFromAZombieAndAGoneOne(t *testing.T) {
@@ -18,6 +20,9 @@ func TestReadTellsALiveProcessFromAZombieAndAGoneOne(t *testing.T) {
 	}
 	if st.Ppid != os.Getppid() {
 		t.Errorf("this test process's parent reads as %d, want %d", st.Ppid, os.Getppid())
+	}
+	if sid, err := unix.Getsid(0); err != nil || st.Session != sid {
+		t.Errorf("this test process's session reads as %d, want %d (%v)", st.Session, sid, err)
 	}
 	cmd := exec.Command("true")
 	if err := cmd.Start(); err != nil {

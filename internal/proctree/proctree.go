@@ -1,7 +1,8 @@
 // Package proctree lists a container's processes from /proc, for a container
 // that has no cgroup of its own to list them from (the runtime's `ps` reads
 // the cgroup, and fails without one: rootless containers on cgroup v1, or on
-// v2 without a delegated cgroup).
+// v2 without a delegated cgroup), and what such a container left running
+// when its init exited (the runtime's `kill --all` reads the cgroup too).
 package proctree
 
 import (
@@ -18,9 +19,13 @@ import (
 // in init's pid namespace when init is that namespace's pid 1 (a container
 // with a pid namespace of its own, where orphans are reparented to its init);
 // otherwise (the host's namespace, or a pod's that the container joined) init,
-// the roots given (its execs) and all their descendants, which misses only a
-// process whose parent died (reparented to the shim, the subreaper, or to the
-// pod's init). Sorted; init first is not promised.
+// the roots given (its running execs), the members of their sessions, and
+// all their descendants. The sessions find a process whose parent died,
+// reparented to the shim (the subreaper) or to the pod's init: runc starts
+// the init and each exec as a session leader, and a process keeps its
+// session when its parent dies. Missed still: such an orphan of an exec
+// that has exited (its session's number may be anyone's PID by now), and one
+// that started a session of its own. Sorted; init first is not promised.
 func Of(init int, roots ...int) ([]int, error) {
 	initNS, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", init))
 	if err != nil {
@@ -49,18 +54,82 @@ func Of(init int, roots ...int) ([]int, error) {
 		slices.Sort(pids)
 		return pids, nil
 	}
-	children := make(map[int][]int)
+	t := scan(entries)
+	return t.walk(t.withSessions(append([]int{init}, roots...))), nil
+}
+
+// Leftovers lists what a container in a pid namespace it shares left
+// running when its init, deadInit, exited and was reaped: the members of
+// the init's session that were reparented to reaper (the shim, the
+// subreaper), the roots given (its running execs) and their sessions, and
+// all their descendants; processes exiting already, or not found by the
+// scan, are left out. The dead
+// init's number is taken only with reaper as the parent: a session that
+// outlives its leader keeps the number from being reused, but with no such
+// session left it may be any new process's PID, whose children and session
+// are not the container's.
+func Leftovers(deadInit, reaper int, roots ...int) ([]int, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	t := scan(entries)
+	start := t.withSessions(roots)
+	for _, pid := range t.sessions[deadInit] {
+		if t.stat[pid].Ppid == reaper {
+			start = append(start, pid)
+		}
+	}
+	var out []int
+	for _, pid := range t.walk(start) {
+		if st, found := t.stat[pid]; found && !st.Exiting() {
+			out = append(out, pid)
+		}
+	}
+	return out, nil
+}
+
+// tree is the processes of /proc as one scan found them.
+type tree struct {
+	stat     map[int]procstat.Stat
+	children map[int][]int
+	sessions map[int][]int // session -> its members but the leader
+}
+
+func scan(entries []os.DirEntry) tree {
+	t := tree{stat: map[int]procstat.Stat{}, children: map[int][]int{}, sessions: map[int][]int{}}
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		if ppid, ok := parent(pid); ok {
-			children[ppid] = append(children[ppid], pid)
+		// A process gone meanwhile is not listed.
+		if st, err := procstat.Read(pid); err == nil {
+			t.stat[pid] = st
+			t.children[st.Ppid] = append(t.children[st.Ppid], pid)
+			if st.Session != pid {
+				t.sessions[st.Session] = append(t.sessions[st.Session], pid)
+			}
 		}
 	}
+	return t
+}
+
+// withSessions is leaders and the members of their sessions.
+func (t tree) withSessions(leaders []int) []int {
+	out := slices.Clone(leaders)
+	for _, leader := range leaders {
+		out = append(out, t.sessions[leader]...)
+	}
+	return out
+}
+
+// walk lists start and every descendant of theirs that the scan found,
+// sorted, each once.
+func (t tree) walk(start []int) []int {
+	var pids []int
 	seen := make(map[int]bool)
-	queue := append([]int{init}, roots...)
+	queue := slices.Clone(start)
 	for len(queue) > 0 {
 		pid := queue[0]
 		queue = queue[1:]
@@ -69,10 +138,10 @@ func Of(init int, roots ...int) ([]int, error) {
 		}
 		seen[pid] = true
 		pids = append(pids, pid)
-		queue = append(queue, children[pid]...)
+		queue = append(queue, t.children[pid]...)
 	}
 	slices.Sort(pids)
-	return pids, nil
+	return pids
 }
 
 // firstInNamespace reports whether pid is pid 1 of its innermost pid
@@ -90,10 +159,4 @@ func firstInNamespace(pid int) (bool, error) {
 		}
 	}
 	return false, fmt.Errorf("status of %d: no NSpid line", pid)
-}
-
-// parent is a process's parent, if it is still there.
-func parent(pid int) (int, bool) {
-	st, err := procstat.Read(pid)
-	return st.Ppid, err == nil
 }

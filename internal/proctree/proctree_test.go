@@ -7,8 +7,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/example/containerd-shim-example-v2/internal/procstat"
 )
 
 // startTree starts `sh` running two background sleeps and prints their pids.
@@ -61,6 +66,103 @@ func TestOfSharedPidNamespaceIsTheDescendants(t *testing.T) {
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
 		t.Errorf("Of = %v, want %v (sh, the exec and the two sleeps; not %d, not %d)", got, want, other.Process.Pid, os.Getpid())
+	}
+}
+
+// sessionLeader starts a session leader whose child left a sleep behind
+// (orphaned, reparented to the nearest subreaper) and which then goes on as
+// a sleep of its own; it returns the leader and the orphan's pid.
+func sessionLeader(t *testing.T) (*exec.Cmd, int) {
+	t.Helper()
+	cmd := exec.Command("sh", "-c", `sh -c 'sleep 60 & echo $!'; exec sleep 60`)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(out)
+	if !sc.Scan() {
+		t.Fatal("the session leader printed no pid")
+	}
+	orphan, err := strconv.Atoi(strings.TrimSpace(sc.Text()))
+	if err != nil {
+		t.Fatalf("the session leader said %q", sc.Text())
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		_ = syscall.Kill(orphan, syscall.SIGKILL)
+		// A child of this process when it is a subreaper: reaped here.
+		var ws syscall.WaitStatus
+		_, _ = syscall.Wait4(orphan, &ws, 0, nil)
+	})
+	return cmd, orphan
+}
+
+// When the init of a container in a shared pid namespace has exited and
+// been reaped, what it left is its orphans that the subreaper inherited
+// (found by the dead init's session) and the running execs with theirs.
+// The dead init's session counts only for the subreaper's children: with no
+// member left its number could be a new process's.
+func TestLeftoversOfAReapedInit(t *testing.T) {
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) }()
+	init, initOrphan := sessionLeader(t)
+	exec1, execOrphan := sessionLeader(t)
+	other, otherOrphan := sessionLeader(t)
+	if st, err := procstat.Read(initOrphan); err != nil || st.Ppid != os.Getpid() {
+		t.Fatalf("the init's orphan %d is not this subreaper's child: %+v, %v", initOrphan, st, err)
+	}
+	deadInit := init.Process.Pid
+	_ = init.Process.Kill()
+	_ = init.Wait()
+
+	got, err := Leftovers(deadInit, os.Getpid(), exec1.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []int{initOrphan, exec1.Process.Pid, execOrphan}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("Leftovers = %v, want %v (the init's orphan, the exec and its orphan; not %d, not %d)", got, want, other.Process.Pid, otherOrphan)
+	}
+	got, err = Leftovers(deadInit, 1, exec1.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = []int{exec1.Process.Pid, execOrphan}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("Leftovers with another reaper = %v, want %v (the dead init's session left out)", got, want)
+	}
+}
+
+// A process whose parent died (reparented to a subreaper, or to the host's or
+// a pod's init) is found by its session: runc starts the init and each exec
+// as session leaders. Not the members of another session.
+func TestOfSharedPidNamespaceFindsOrphansBySession(t *testing.T) {
+	init, initOrphan := sessionLeader(t)
+	exec1, execOrphan := sessionLeader(t)
+	other, otherOrphan := sessionLeader(t) // another container's: not listed
+	for _, pid := range []int{initOrphan, execOrphan} {
+		if st, err := procstat.Read(pid); err != nil || st.Ppid == init.Process.Pid || st.Ppid == exec1.Process.Pid {
+			t.Fatalf("the orphan %d is not one: %+v, %v", pid, st, err)
+		}
+	}
+
+	got, err := Of(init.Process.Pid, exec1.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []int{init.Process.Pid, initOrphan, exec1.Process.Pid, execOrphan}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("Of = %v, want %v (the init, the exec and their orphans; not %d, not %d)", got, want, other.Process.Pid, otherOrphan)
 	}
 }
 
@@ -151,7 +253,7 @@ func childrenOf(pid int) []int {
 	var out []int
 	for _, e := range entries {
 		if p, err := strconv.Atoi(e.Name()); err == nil {
-			if ppid, ok := parent(p); ok && ppid == pid {
+			if st, err := procstat.Read(p); err == nil && st.Ppid == pid {
 				out = append(out, p)
 			}
 		}

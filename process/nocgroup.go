@@ -1,0 +1,89 @@
+package process
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+
+	"github.com/example/containerd-shim-example-v2/internal/proctree"
+)
+
+// A container the runtime made no cgroup for (rootless containerd without a
+// delegated cgroup) stays in the shim's own cgroup: what the runtime does
+// through a container's cgroup (listing, freezing, limits, killing them all)
+// the shim does from /proc, or refuses.
+
+// hasNoCgroup reports a container the runtime made no cgroup for (it stays
+// in the shim's own: containerCgroup). Takes c.mu.
+func (c *Container) hasNoCgroup() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.inShimCgroup
+}
+
+// needsCgroup turns a runtime's failure at something only a cgroup allows
+// (freezing, limits) into FailedPrecondition for a container without a cgroup
+// of its own, saying so; the runtime's own words ("cgroups not configured
+// for container", "container could not join or create cgroup") would reach
+// the caller as Unknown. Other failures, and nil, pass unchanged.
+func (c *Container) needsCgroup(err error, what string) error {
+	if err == nil || !c.hasNoCgroup() {
+		return err
+	}
+	return fmt.Errorf("%s (the runtime made none: rootless without a delegated cgroup): %v: %w", what, err, errdefs.ErrFailedPrecondition)
+}
+
+// pidsFromProc lists the processes of a container without a cgroup of its
+// own from /proc: its pid namespace's, or, when it shares another's, the
+// init's and its running execs' descendants and sessions (proctree.Of).
+func (c *Container) pidsFromProc(init int) ([]int, error) {
+	pids, err := proctree.Of(init, c.runningExecPids()...)
+	if err != nil {
+		return nil, fmt.Errorf("list processes of %s: %w", c.ID, err)
+	}
+	return pids, nil
+}
+
+// runningExecPids lists the PIDs of the container's execs that run. One that
+// has exited is left out: its PID may be another process's by now.
+func (c *Container) runningExecPids() []int {
+	var pids []int
+	for _, e := range c.Execs() {
+		if st := e.State(); st.Pid > 0 && (st.Status == Running || st.Status == Paused) {
+			pids = append(pids, st.Pid)
+		}
+	}
+	return pids
+}
+
+// leftoverRounds bounds killLeftovers' scans: a process may fork while the
+// ones found are killed, and the next scan finds its children.
+const leftoverRounds = 5
+
+// killLeftovers kills what a container without a cgroup of its own, in a
+// pid namespace it shares, left running when its init (deadInit, reaped)
+// exited: the runtime's `kill --all` finds a container's processes in its
+// cgroup, and there is none, so they would outlive the container (as under
+// the stock shim). Found by proctree.Leftovers: the init's orphans, which
+// the shim inherited, and the running execs with theirs.
+func (c *Container) killLeftovers(deadInit int) {
+	for range leftoverRounds {
+		pids, err := proctree.Leftovers(deadInit, os.Getpid(), c.runningExecPids()...)
+		if err != nil {
+			slog.Warn("find the processes left by the init's exit", "container", c.ID, "error", err)
+			return
+		}
+		if len(pids) == 0 {
+			return
+		}
+		slog.Debug("killing the processes left by the init's exit", "container", c.ID, "pids", pids)
+		for _, pid := range pids {
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
