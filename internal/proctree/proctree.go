@@ -63,11 +63,10 @@ func Of(init int, roots ...int) ([]int, error) {
 // the init's session that were reparented to reaper (the shim, the
 // subreaper), the roots given (its running execs) and their sessions, and
 // all their descendants; processes exiting already, or not found by the
-// scan, are left out. The dead
-// init's number is taken only with reaper as the parent: a session that
-// outlives its leader keeps the number from being reused, but with no such
-// session left it may be any new process's PID, whose children and session
-// are not the container's.
+// scan, are left out. The dead init's number is taken only with reaper as
+// the parent: a session that outlives its leader keeps the number from
+// being reused, but with no such session left it may be any new process's
+// PID, whose children and session are not the container's.
 func Leftovers(deadInit, reaper int, roots ...int) ([]int, error) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
@@ -96,6 +95,7 @@ type tree struct {
 	sessions map[int][]int // session -> its members but the leader
 }
 
+// scan reads the stat of every process among entries (/proc's).
 func scan(entries []os.DirEntry) tree {
 	t := tree{stat: map[int]procstat.Stat{}, children: map[int][]int{}, sessions: map[int][]int{}}
 	for _, e := range entries {
