@@ -121,23 +121,12 @@ func testRootless(t *testing.T, d *harness.Daemon) {
 		ctrOK(t, ctx, d, "task", "exec", "--detach", "--exec-id", "e1", id, "sh", "-c", `sh -c "sleep 1003 &"; exec sleep 1002`)
 		want := []string{"sleep 1000", "sleep 1001", "sleep 1002", "sleep 1003"}
 		// Every sleep of the container, found on the host by its command line.
-		sleeps := func() map[int]string {
-			found := map[int]string{}
-			entries, _ := os.ReadDir("/proc")
-			for _, e := range entries {
-				pid, err := strconv.Atoi(e.Name())
-				if err != nil {
-					continue
-				}
-				if cmd := commandLine(pid); slices.Contains(want, cmd) {
-					found[pid] = cmd
-				}
-			}
-			return found
+		sleeps := func() []harness.Proc {
+			return harness.Processes(func(args []string) bool { return slices.Contains(want, strings.Join(args, " ")) })
 		}
 		t.Cleanup(func() {
-			for pid := range sleeps() {
-				_ = syscall.Kill(pid, syscall.SIGKILL)
+			for _, p := range sleeps() {
+				_ = syscall.Kill(p.Pid, syscall.SIGKILL)
 			}
 		})
 		stockWithoutCgroup := harness.Runtime() != "io.example.v2" && d.RootlessCgroupsPath(id) == ""
