@@ -114,9 +114,9 @@ func (c *Cgroup) StatsV1() (*v1.Metrics, error) {
 		if c.gone() {
 			// The runtime removed it while the task lives on: a checkpoint
 			// that stopped the container, or the systemd driver's scope
-			// after its last process. No cgroup is NotFound, as under v2,
-			// and containerd's metrics collection skips the task quietly;
-			// any other error it logs at every poll.
+			// after its last process. No cgroup is NotFound (as in
+			// StatsV2), and containerd's metrics collection skips the
+			// task quietly; any other error it logs at every poll.
 			return nil, fmt.Errorf("cgroup removed: %w", errdefs.ErrNotFound)
 		}
 		return nil, errors.New("cgroup has no readable statistics")
@@ -259,6 +259,10 @@ func appendUints(out []uint64, data []byte) []uint64 {
 func (c *Cgroup) StatsV2() (*v2.Metrics, error) {
 	d := c.dir("")
 	if _, err := os.Stat(d); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			// Removed (see StatsV1's end): NotFound under both versions.
+			return nil, fmt.Errorf("cgroup removed: %v: %w", err, errdefs.ErrNotFound)
+		}
 		return nil, err
 	}
 	m := &v2.Metrics{}

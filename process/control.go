@@ -3,9 +3,7 @@ package process
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -123,9 +121,7 @@ func (c *Container) Stats() ([]byte, string, error) {
 		return nil, "", fmt.Errorf("container %s: cgroup does not exist: %w", c.ID, errdefs.ErrNotFound)
 	}
 	data, typeURL, err := cg.Metrics()
-	// Gone: v2's reads fail with ENOENT, v1's with NotFound (it reads what
-	// hierarchies it can and finds none left).
-	if errors.Is(err, fs.ErrNotExist) || errdefs.IsNotFound(err) {
+	if errdefs.IsNotFound(err) { // removed (cgroup.Metrics says so under v1 and v2 alike)
 		if data, typeURL, ok := c.metricsOfRemovedCgroup(cg); ok {
 			return data, typeURL, nil
 		}
