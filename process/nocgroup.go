@@ -72,17 +72,17 @@ const leftoverRounds = 5
 // the shim inherited, and the running execs with theirs.
 func (c *Container) killLeftovers(deadInit int) {
 	for range leftoverRounds {
-		pids, err := proctree.Leftovers(deadInit, os.Getpid(), c.runningExecPids()...)
+		procs, err := proctree.Leftovers(deadInit, os.Getpid(), c.runningExecPids()...)
 		if err != nil {
 			slog.Warn("find the processes left by the init's exit", "container", c.ID, "error", err)
 			return
 		}
-		if len(pids) == 0 {
+		if len(procs) == 0 {
 			return
 		}
-		slog.Debug("killing the processes left by the init's exit", "container", c.ID, "pids", pids)
-		for _, pid := range pids {
-			_ = unix.Kill(pid, unix.SIGKILL)
+		slog.Debug("killing the processes left by the init's exit", "container", c.ID, "processes", procs)
+		for _, p := range procs {
+			_ = p.Signal(unix.SIGKILL) // fails only for one gone meanwhile
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -7,10 +7,13 @@ package proctree
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
 	"strconv"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/example/containerd-shim-example-v2/internal/procstat"
 )
@@ -66,8 +69,10 @@ func Of(init int, roots ...int) ([]int, error) {
 // scan, are left out. The dead init's number is taken only with reaper as
 // the parent: a session that outlives its leader keeps the number from
 // being reused, but with no such session left it may be any new process's
-// PID, whose children and session are not the container's.
-func Leftovers(deadInit, reaper int, roots ...int) ([]int, error) {
+// PID, whose children and session are not the container's. Each comes with
+// its start time, so that Signal hits the process the scan found and no
+// later holder of its number.
+func Leftovers(deadInit, reaper int, roots ...int) ([]Proc, error) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil, err
@@ -79,13 +84,54 @@ func Leftovers(deadInit, reaper int, roots ...int) ([]int, error) {
 			start = append(start, pid)
 		}
 	}
-	var out []int
+	var out []Proc
 	for _, pid := range t.walk(start) {
 		if st, found := t.stat[pid]; found && !st.Exiting() {
-			out = append(out, pid)
+			out = append(out, Proc{Pid: pid, Start: st.Start})
 		}
 	}
 	return out, nil
+}
+
+// Proc is a process as a scan found it: its number, and its start time,
+// which tells it from a process given the number after it was reaped.
+type Proc struct {
+	Pid   int
+	Start uint64 // procstat.Stat.Start
+}
+
+// errNotThere answers Signal for a process that is gone, or whose number
+// another process holds now.
+var errNotThere = errors.New("process gone")
+
+// Signal sends sig to p if p is still there. The number is pinned first
+// with a pidfd, then checked to have p's start time, and the signal goes
+// through the pidfd: a process that exited and was reaped after the scan
+// (the shim's reaper reaps its orphans at any moment) and whose number a new
+// process took is not hit. Without pidfds (kernels before 5.3) the check
+// comes just before a kill(2), which narrows the window without closing it.
+func (p Proc) Signal(sig unix.Signal) error {
+	fd, err := unix.PidfdOpen(p.Pid, 0)
+	if errors.Is(err, unix.ENOSYS) {
+		if !p.there() {
+			return errNotThere
+		}
+		return unix.Kill(p.Pid, sig)
+	}
+	if err != nil {
+		return fmt.Errorf("pidfd of %d: %w", p.Pid, err)
+	}
+	defer unix.Close(fd)
+	if !p.there() {
+		return errNotThere
+	}
+	return unix.PidfdSendSignal(fd, sig, nil, 0)
+}
+
+// there reports whether p's number is held by p (same start time).
+func (p Proc) there() bool {
+	st, err := procstat.Read(p.Pid)
+	return err == nil && st.Start == p.Start
 }
 
 // tree is the processes of /proc as one scan found them.

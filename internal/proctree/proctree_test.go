@@ -122,23 +122,71 @@ func TestLeftoversOfAReapedInit(t *testing.T) {
 	_ = init.Process.Kill()
 	_ = init.Wait()
 
-	got, err := Leftovers(deadInit, os.Getpid(), exec1.Process.Pid)
+	procs, err := Leftovers(deadInit, os.Getpid(), exec1.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
 	}
+	got := pidsOf(t, procs)
 	want := []int{initOrphan, exec1.Process.Pid, execOrphan}
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
 		t.Errorf("Leftovers = %v, want %v (the init's orphan, the exec and its orphan; not %d, not %d)", got, want, other.Process.Pid, otherOrphan)
 	}
-	got, err = Leftovers(deadInit, 1, exec1.Process.Pid)
+	procs, err = Leftovers(deadInit, 1, exec1.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
 	}
+	got = pidsOf(t, procs)
 	want = []int{exec1.Process.Pid, execOrphan}
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
 		t.Errorf("Leftovers with another reaper = %v, want %v (the dead init's session left out)", got, want)
+	}
+}
+
+// pidsOf is the numbers of procs, each checked to carry its process's start
+// time.
+func pidsOf(t *testing.T, procs []Proc) []int {
+	t.Helper()
+	var pids []int
+	for _, p := range procs {
+		if st, err := procstat.Read(p.Pid); err != nil || st.Start != p.Start {
+			t.Errorf("%d: start time %d, /proc has %+v (%v)", p.Pid, p.Start, st, err)
+		}
+		pids = append(pids, p.Pid)
+	}
+	return pids
+}
+
+// Signal hits the process a scan found, not one with another start time
+// under its number (a process that took the number after the one found was
+// reaped), nor a number nobody holds.
+func TestSignalHitsOnlyTheProcessFound(t *testing.T) {
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	st, err := procstat.Read(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := Proc{Pid: cmd.Process.Pid, Start: st.Start}
+
+	if err := (Proc{Pid: found.Pid, Start: found.Start + 1}).Signal(unix.SIGKILL); err == nil {
+		t.Error("a signal for another start time under the number was sent")
+	}
+	if st, err := procstat.Read(found.Pid); err != nil || st.Exiting() {
+		t.Fatalf("the process was hit by a signal meant for another: %+v, %v", st, err)
+	}
+	if err := found.Signal(unix.SIGKILL); err != nil {
+		t.Fatalf("Signal of the process found: %v", err)
+	}
+	if err := cmd.Wait(); err == nil || cmd.ProcessState.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Errorf("the process found ended with %v, want killed by SIGKILL", err)
+	}
+	if err := found.Signal(unix.SIGKILL); err == nil {
+		t.Error("a signal to a reaped process's number reported sent")
 	}
 }
 
