@@ -139,15 +139,18 @@ func (c *Container) initExited(e reaper.Exit) {
 	c.reportOOMBeforeExit()
 	c.reportOOMOfRemovedCgroup(e.Status)
 
-	if !c.ownPIDNS {
+	switch {
+	case c.ownPIDNS: // the kernel kills the rest with the namespace's init
+	case c.hasNoCgroup():
+		// The runtime's kill --all finds a container's processes in its
+		// cgroup, and there is none: it would find nothing.
+		c.killLeftovers(e.Pid)
+	default:
 		// Without a PID namespace of its own, the container's other processes
 		// do not die with its init: kill them so none is leaked.
 		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 		_ = c.rt.Kill(ctx, c.ID, 9, true)
 		cancel()
-		if c.hasNoCgroup() {
-			c.killLeftovers(e.Pid) // the runtime found none: it looks in the cgroup
-		}
 	}
 	c.waitIdle(execsBeforeInitTimeout)
 	c.reportOOMBeforeExit()
