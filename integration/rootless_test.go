@@ -149,6 +149,38 @@ func testRootless(t *testing.T, d *harness.Daemon) {
 		} else if !ok {
 			t.Errorf("Pids lists %q, want %q (the init, the exec and the sleeps each left behind)", got, want)
 		}
+		// A kill with all reaches every process without a cgroup to find them in:
+		// SIGSTOP, and each sleep is stopped (runc 1.1's kill --all fails there,
+		// "lstat : no such file or directory"; later runcs signal the init alone).
+		_, stderr, code, err := d.Ctr(ctx, "task", "kill", "--all", "--signal", "SIGSTOP", id)
+		states := func() map[string]byte {
+			m := map[string]byte{}
+			for _, p := range sleeps() {
+				if st, err := harness.ReadProcStat(p.Pid); err == nil {
+					m[strings.Join(p.Args, " ")] = st.State
+				}
+			}
+			return m
+		}
+		var seen map[string]byte
+		allStopped := eventually(5*time.Second, func() bool {
+			seen = states()
+			for _, w := range want {
+				if seen[w] != 'T' {
+					return false
+				}
+			}
+			return true
+		})
+		switch {
+		case stockWithoutCgroup:
+			t.Logf("stock shim, no cgroup: ctr task kill --all: code %d err %v stderr %q; states %q", code, err, withoutCtrLog(stderr), seen)
+		case err != nil || code != 0:
+			t.Errorf("ctr task kill --all --signal SIGSTOP: code %d err %v stderr %q", code, err, withoutCtrLog(stderr))
+		case !allStopped:
+			t.Errorf("after kill --all SIGSTOP the sleeps' states are %q, want every one stopped (T)", seen)
+		}
+		ctrOK(t, ctx, d, "task", "kill", "--signal", "SIGCONT", id) // the init; the others die with it below
 		killAndRemoveRootless(t, ctx, d, ns, id)
 		if left := sleeps(); len(left) > 0 {
 			if stockWithoutCgroup {

@@ -1,7 +1,9 @@
 package process
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"time"
@@ -41,11 +43,37 @@ func (c *Container) needsCgroup(err error, what string) error {
 // own from /proc: its pid namespace's, or, when it shares another's, the
 // init's and its running execs' descendants and sessions (proctree.Of).
 func (c *Container) pidsFromProc(init int) ([]int, error) {
-	pids, err := proctree.Of(init, c.runningExecPids()...)
+	procs, err := proctree.Of(init, c.runningExecPids()...)
 	if err != nil {
 		return nil, fmt.Errorf("list processes of %s: %w", c.ID, err)
 	}
+	pids := make([]int, len(procs))
+	for i, p := range procs {
+		pids[i] = p.Pid
+	}
 	return pids, nil
+}
+
+// signalAll sends sig to every process of a container without a cgroup of
+// its own (as pidsFromProc lists them): a kill with all, which the runtime
+// does through the cgroup. Without one runc 1.1 fails ("lstat : no such
+// file or directory") and later runcs signal the init alone. A process gone
+// meanwhile is skipped; the init gone is NotFound, as from the runtime.
+func (c *Container) signalAll(init, sig int) error {
+	procs, err := proctree.Of(init, c.runningExecPids()...)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("process already finished: %w", errdefs.ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("kill all of %s: %w", c.ID, err)
+	}
+	var failed error
+	for _, p := range procs {
+		if err := p.Signal(unix.Signal(sig)); err != nil && !errors.Is(err, proctree.ErrGone) && failed == nil {
+			failed = fmt.Errorf("kill all of %s: signal %d to %d: %w", c.ID, sig, p.Pid, err)
+		}
+	}
+	return failed
 }
 
 // runningExecPids lists the PIDs of the container's execs that run. One that

@@ -2,55 +2,54 @@ package process
 
 import (
 	"bufio"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 
 	"github.com/example/containerd-shim-example-v2/internal/procstat"
 	shimio "github.com/example/containerd-shim-example-v2/io"
+	"github.com/example/containerd-shim-example-v2/reaper"
 )
 
-// A container without a cgroup of its own, in the shim's pid namespace:
-// when its init exits, the orphan it left (in its session, reparented to the
-// shim) is killed by the shim before the exit is reported, and the runtime's
-// kill --all, which looks for processes in a cgroup there is none of, is not
-// called for nothing.
-func TestInitExitWithoutACgroupKillsWhatItLeft(t *testing.T) {
+// newNoCgroupContainer returns a container without a cgroup of its own in
+// the test's pid namespace, under a fake runtime that records in calls what
+// it is asked to kill, and its reaper. The test process is made a subreaper
+// (as the shim is) for the test's length.
+func newNoCgroupContainer(t *testing.T) (c *Container, r *reaper.Reaper, calls string) {
+	t.Helper()
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		t.Skipf("cannot become a subreaper: %v", err)
 	}
-	defer func() { _ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) }()
+	t.Cleanup(func() { _ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) })
 	dir := t.TempDir()
-	calls := filepath.Join(dir, "calls")
+	calls = filepath.Join(dir, "calls")
 	rt, r := fakeRuntime(t, dir, "\nkill) echo \"$*\" >> "+calls+";;")
-	c := &Container{ID: "c", Bundle: dir, rt: rt, execs: map[string]*Process{}, inShimCgroup: true}
+	c = &Container{ID: "c", Bundle: dir, rt: rt, execs: map[string]*Process{}, inShimCgroup: true}
 	c.execsIdle = sync.NewCond(&c.mu)
-	var orphanAtExit procstat.Stat
-	var orphan int
-	reported := make(chan struct{})
-	c.events.Exited = func(*Process, Snapshot) {
-		orphanAtExit, _ = procstat.Read(orphan)
-		close(reported)
-	}
 	c.init = newProcess(c, "", shimio.Config{}, nil)
+	return c, r, calls
+}
 
-	// The init: a session leader (as runc starts it) that leaves a sleep
-	// behind and waits on its stdin.
-	init := exec.Command("sh", "-c", `sleep 60 & echo $!; read x`)
+// runSessionInit starts c's init under r: a session leader (as runc starts
+// one) that starts background (a shell command) in the background and
+// sleeps, surviving a SIGTERM; its exit is reported as an init's. It returns the init and
+// the background process's PID.
+func runSessionInit(t *testing.T, c *Container, r *reaper.Reaper, background string) (*exec.Cmd, int) {
+	t.Helper()
+	// A handler, not an ignored signal: the init's children keep the default.
+	init := exec.Command("sh", "-c", `trap : TERM; `+background+` & echo $!; while :; do sleep 1; done`)
 	init.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	stdin, err := init.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stdin.Close()
 	out, err := init.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -59,18 +58,44 @@ func TestInitExitWithoutACgroupKillsWhatItLeft(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = init.Process.Kill() })
 	sc := bufio.NewScanner(out)
 	if !sc.Scan() {
-		_ = init.Process.Kill()
 		t.Fatal("the init printed no pid")
 	}
-	if orphan, err = strconv.Atoi(strings.TrimSpace(sc.Text())); err != nil {
-		_ = init.Process.Kill()
+	bg, err := strconv.Atoi(strings.TrimSpace(sc.Text()))
+	if err != nil {
 		t.Fatalf("the init said %q", sc.Text())
 	}
-	t.Cleanup(func() { _ = syscall.Kill(orphan, syscall.SIGKILL) }) // reaped by r
+	t.Cleanup(func() { _ = syscall.Kill(bg, syscall.SIGKILL) }) // reaped by r
 	c.init.pid, c.init.status = init.Process.Pid, Running
 	r.Then(init.Process.Pid, exitc, c.initExited)
+	return init, bg
+}
+
+// runtimeCalls is what the fake runtime of newNoCgroupContainer was asked
+// to kill ("" for nothing).
+func runtimeCalls(calls string) string {
+	data, _ := os.ReadFile(calls)
+	return string(data)
+}
+
+// A container without a cgroup of its own, in the shim's pid namespace:
+// when its init exits, the orphan it left (in its session, reparented to the
+// shim) is killed by the shim before the exit is reported, and the runtime's
+// kill --all, which looks for processes in a cgroup there is none of, is not
+// called for nothing.
+func TestInitExitWithoutACgroupKillsWhatItLeft(t *testing.T) {
+	c, r, calls := newNoCgroupContainer(t)
+	var orphanAtExit procstat.Stat
+	var orphan atomic.Int64 // set after the callback is registered
+	reported := make(chan struct{})
+	c.events.Exited = func(*Process, Snapshot) {
+		orphanAtExit, _ = procstat.Read(int(orphan.Load()))
+		close(reported)
+	}
+	init, pid := runSessionInit(t, c, r, "sleep 60")
+	orphan.Store(int64(pid))
 
 	_ = init.Process.Kill()
 	select {
@@ -79,9 +104,64 @@ func TestInitExitWithoutACgroupKillsWhatItLeft(t *testing.T) {
 		t.Fatal("the init's exit was not reported")
 	}
 	if orphanAtExit.State != 0 && !orphanAtExit.Exiting() {
-		t.Errorf("the init's orphan %d still ran when the exit was reported: %+v", orphan, orphanAtExit)
+		t.Errorf("the init's orphan %d still ran when the exit was reported: %+v", pid, orphanAtExit)
 	}
-	if got, err := os.ReadFile(calls); err == nil {
+	if got := runtimeCalls(calls); got != "" {
 		t.Errorf("the runtime was asked to kill: %q", got)
+	}
+}
+
+// A kill with all of a container without a cgroup of its own signals each
+// of its processes from /proc: the runtime signals all through the cgroup,
+// and fails without one (runc 1.1) or signals the init alone (later runcs).
+// A kill without all still goes to the runtime.
+func TestKillAllWithoutACgroupSignalsEveryProcess(t *testing.T) {
+	c, r, calls := newNoCgroupContainer(t)
+	reported := make(chan struct{})
+	c.events.Exited = func(*Process, Snapshot) { close(reported) }
+	// The init's child says which signal it got (SIGKILL, at the init's
+	// exit, leaves no word).
+	termed := filepath.Join(t.TempDir(), "termed")
+	runSessionInit(t, c, r, `sh -c 'trap "echo TERM > `+termed+`; exit 0" TERM; echo ready > `+termed+`; while :; do sleep 0.05; done'`)
+	awaitFile := func(want string) {
+		t.Helper()
+		var got []byte
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && string(got) != want; time.Sleep(5 * time.Millisecond) {
+			got, _ = os.ReadFile(termed)
+		}
+		if string(got) != want {
+			t.Fatalf("the init's child says %q, want %q", got, want)
+		}
+	}
+	awaitFile("ready\n") // its handler is set
+
+	if err := c.init.Kill(context.Background(), int(unix.SIGCONT), false); err != nil {
+		t.Fatalf("kill without all: %v", err)
+	}
+	if got := runtimeCalls(calls); got != "kill c 18\n" {
+		t.Errorf("kill without all: the runtime was asked %q, want \"kill c 18\"", got)
+	}
+	// SIGTERM, which the init survives: the child's word is the shim's
+	// signal, not the init's exit (which would kill it anyway).
+	if err := c.init.Kill(context.Background(), int(unix.SIGTERM), true); err != nil {
+		t.Fatalf("kill with all: %v", err)
+	}
+	awaitFile("TERM\n")
+	if err := c.init.Kill(context.Background(), int(unix.SIGKILL), true); err != nil {
+		t.Fatalf("kill with all: %v", err)
+	}
+	select {
+	case <-reported:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the init did not exit")
+	}
+	if st := c.init.State(); st.ExitCode != 128+int(unix.SIGKILL) {
+		t.Errorf("the init exited with %d, want %d (SIGKILL)", st.ExitCode, 128+int(unix.SIGKILL))
+	}
+	if got := runtimeCalls(calls); got != "kill c 18\n" {
+		t.Errorf("kills with all: the runtime was asked %q; want nothing more", got)
+	}
+	if err := c.init.Kill(context.Background(), int(unix.SIGTERM), true); !errdefs.IsNotFound(err) {
+		t.Errorf("kill with all after the exit: %v, want NotFound", err)
 	}
 }

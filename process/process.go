@@ -388,6 +388,9 @@ func (p *Process) Kill(ctx context.Context, sig int, all bool) error {
 	if status == Stopped || status == Deleted {
 		return fmt.Errorf("process already finished: %w", errdefs.ErrNotFound)
 	}
+	if all && p.c.hasNoCgroup() {
+		return p.c.signalAll(pid, sig) // the runtime would look in the cgroup
+	}
 	if err := p.c.rt.Kill(ctx, p.c.ID, sig, all); err != nil {
 		// The runtime refuses a container whose init is gone; that race is
 		// the same answer as an already-stopped process, whether the reaper

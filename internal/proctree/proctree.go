@@ -28,8 +28,9 @@ import (
 // the init and each exec as a session leader, and a process keeps its
 // session when its parent dies. Missed still: such an orphan of an exec
 // that has exited (its session's number may be anyone's PID by now), and one
-// that started a session of its own. Sorted; init first is not promised.
-func Of(init int, roots ...int) ([]int, error) {
+// that started a session of its own. Sorted by PID; init first is not
+// promised. Each comes with its start time (see Proc).
+func Of(init int, roots ...int) ([]Proc, error) {
 	initNS, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", init))
 	if err != nil {
 		return nil, fmt.Errorf("pid namespace of %d: %w", init, err)
@@ -42,23 +43,25 @@ func Of(init int, roots ...int) ([]int, error) {
 	if err != nil {
 		return nil, err
 	}
-	var pids []int
+	var procs []Proc
 	if ownsNS {
 		for _, e := range entries {
 			pid, err := strconv.Atoi(e.Name())
 			if err != nil {
 				continue
 			}
-			// A process gone meanwhile has no link: it is not listed.
+			// A process gone meanwhile has no link or stat: it is not listed.
 			if ns, err := os.Readlink("/proc/" + e.Name() + "/ns/pid"); err == nil && ns == initNS {
-				pids = append(pids, pid)
+				if st, err := procstat.Read(pid); err == nil {
+					procs = append(procs, Proc{Pid: pid, Start: st.Start})
+				}
 			}
 		}
-		slices.Sort(pids)
-		return pids, nil
+		slices.SortFunc(procs, func(a, b Proc) int { return a.Pid - b.Pid })
+		return procs, nil
 	}
 	t := scan(entries)
-	return t.walk(t.withSessions(append([]int{init}, roots...))), nil
+	return t.procs(t.walk(t.withSessions(append([]int{init}, roots...))), func(procstat.Stat) bool { return true }), nil
 }
 
 // Leftovers lists what a container in a pid namespace it shares left
@@ -84,13 +87,7 @@ func Leftovers(deadInit, reaper int, roots ...int) ([]Proc, error) {
 			start = append(start, pid)
 		}
 	}
-	var out []Proc
-	for _, pid := range t.walk(start) {
-		if st, found := t.stat[pid]; found && !st.Exiting() {
-			out = append(out, Proc{Pid: pid, Start: st.Start})
-		}
-	}
-	return out, nil
+	return t.procs(t.walk(start), func(st procstat.Stat) bool { return !st.Exiting() }), nil
 }
 
 // Proc is a process as a scan found it: its number, and its start time,
@@ -100,9 +97,9 @@ type Proc struct {
 	Start uint64 // procstat.Stat.Start
 }
 
-// errNotThere answers Signal for a process that is gone, or whose number
+// ErrGone answers Signal for a process that is gone, or whose number
 // another process holds now.
-var errNotThere = errors.New("process gone")
+var ErrGone = errors.New("process gone")
 
 // Signal sends sig to p if p is still there. The number is pinned first
 // with a pidfd, then checked to have p's start time, and the signal goes
@@ -114,16 +111,19 @@ func (p Proc) Signal(sig unix.Signal) error {
 	fd, err := unix.PidfdOpen(p.Pid, 0)
 	if errors.Is(err, unix.ENOSYS) {
 		if !p.there() {
-			return errNotThere
+			return ErrGone
 		}
 		return unix.Kill(p.Pid, sig)
+	}
+	if errors.Is(err, unix.ESRCH) {
+		return ErrGone
 	}
 	if err != nil {
 		return fmt.Errorf("pidfd of %d: %w", p.Pid, err)
 	}
 	defer unix.Close(fd)
 	if !p.there() {
-		return errNotThere
+		return ErrGone
 	}
 	return unix.PidfdSendSignal(fd, sig, nil, 0)
 }
@@ -166,6 +166,17 @@ func (t tree) withSessions(leaders []int) []int {
 	out := slices.Clone(leaders)
 	for _, leader := range leaders {
 		out = append(out, t.sessions[leader]...)
+	}
+	return out
+}
+
+// procs is those of pids that the scan found and keep accepts, in order.
+func (t tree) procs(pids []int, keep func(procstat.Stat) bool) []Proc {
+	var out []Proc
+	for _, pid := range pids {
+		if st, found := t.stat[pid]; found && keep(st) {
+			out = append(out, Proc{Pid: pid, Start: st.Start})
+		}
 	}
 	return out
 }

@@ -2,6 +2,7 @@ package proctree
 
 import (
 	"bufio"
+	"errors"
 	"os"
 	"os/exec"
 	"slices"
@@ -58,10 +59,11 @@ func TestOfSharedPidNamespaceIsTheDescendants(t *testing.T) {
 	}
 	defer func() { _ = exec1.Process.Kill(); _ = exec1.Wait() }()
 
-	got, err := Of(sh.Process.Pid, exec1.Process.Pid)
+	procs, err := Of(sh.Process.Pid, exec1.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
 	}
+	got := pidsOf(t, procs)
 	want := append([]int{sh.Process.Pid, exec1.Process.Pid}, sleeps...)
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
@@ -173,8 +175,8 @@ func TestSignalHitsOnlyTheProcessFound(t *testing.T) {
 	}
 	found := Proc{Pid: cmd.Process.Pid, Start: st.Start}
 
-	if err := (Proc{Pid: found.Pid, Start: found.Start + 1}).Signal(unix.SIGKILL); err == nil {
-		t.Error("a signal for another start time under the number was sent")
+	if err := (Proc{Pid: found.Pid, Start: found.Start + 1}).Signal(unix.SIGKILL); !errors.Is(err, ErrGone) {
+		t.Errorf("a signal for another start time under the number: %v, want ErrGone", err)
 	}
 	if st, err := procstat.Read(found.Pid); err != nil || st.Exiting() {
 		t.Fatalf("the process was hit by a signal meant for another: %+v, %v", st, err)
@@ -185,8 +187,8 @@ func TestSignalHitsOnlyTheProcessFound(t *testing.T) {
 	if err := cmd.Wait(); err == nil || cmd.ProcessState.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 		t.Errorf("the process found ended with %v, want killed by SIGKILL", err)
 	}
-	if err := found.Signal(unix.SIGKILL); err == nil {
-		t.Error("a signal to a reaped process's number reported sent")
+	if err := found.Signal(unix.SIGKILL); !errors.Is(err, ErrGone) {
+		t.Errorf("a signal to a reaped process's number: %v, want ErrGone", err)
 	}
 }
 
@@ -203,10 +205,11 @@ func TestOfSharedPidNamespaceFindsOrphansBySession(t *testing.T) {
 		}
 	}
 
-	got, err := Of(init.Process.Pid, exec1.Process.Pid)
+	procs, err := Of(init.Process.Pid, exec1.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
 	}
+	got := pidsOf(t, procs)
 	want := []int{init.Process.Pid, initOrphan, exec1.Process.Pid, execOrphan}
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
@@ -238,10 +241,11 @@ func TestOfOwnPidNamespaceIsTheNamespace(t *testing.T) {
 	if len(sleeps) != 2 {
 		t.Fatalf("the namespace's init %d has children %v, want two sleeps", init, sleeps)
 	}
-	got, err := Of(init)
+	procs, err := Of(init)
 	if err != nil {
 		t.Fatal(err)
 	}
+	got := pidsOf(t, procs)
 	want := append([]int{init}, sleeps...)
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
@@ -284,10 +288,11 @@ func TestOfJoinedPidNamespaceIsTheDescendants(t *testing.T) {
 	if len(sleep) != 1 {
 		t.Fatalf("the joined sh %v has children %v, want one sleep", sh, sleep)
 	}
-	got, err := Of(sh[0])
+	procs, err := Of(sh[0])
 	if err != nil {
 		t.Fatal(err)
 	}
+	got := pidsOf(t, procs)
 	want := []int{sh[0], sleep[0]}
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
