@@ -119,7 +119,9 @@ func testRootless(t *testing.T, d *harness.Daemon) {
 			oci.WithCgroup(d.RootlessCgroupsPath(id)), oci.WithHostNamespace(specs.PIDNamespace), withProcBound)
 		task, _ := startTask(t, ctx, ctr, cio.NullIO)
 		ctrOK(t, ctx, d, "task", "exec", "--detach", "--exec-id", "e1", id, "sh", "-c", `sh -c "sleep 1003 &"; exec sleep 1002`)
-		want := []string{"sleep 1000", "sleep 1001", "sleep 1002", "sleep 1003"}
+		// An exec that has exited by the time ctr returns, leaving a sleep in its session.
+		ctrOK(t, ctx, d, "task", "exec", "--exec-id", "e2", id, "sh", "-c", "sleep 1005 </dev/null >/dev/null 2>&1 &")
+		want := []string{"sleep 1000", "sleep 1001", "sleep 1002", "sleep 1003", "sleep 1005"}
 		// Every sleep of the container, found on the host by its command line.
 		sleeps := func() []harness.Proc {
 			return harness.Processes(func(args []string) bool { return slices.Contains(want, strings.Join(args, " ")) })
@@ -147,7 +149,7 @@ func testRootless(t *testing.T, d *harness.Daemon) {
 		if stockWithoutCgroup {
 			t.Logf("stock shim, no cgroup: Pids says %q", got)
 		} else if !ok {
-			t.Errorf("Pids lists %q, want %q (the init, the exec and the sleeps each left behind)", got, want)
+			t.Errorf("Pids lists %q, want %q (the init, the running exec and the sleeps each left behind, an exited exec's too)", got, want)
 		}
 		// A kill with all reaches every process without a cgroup to find them in:
 		// SIGSTOP, and each sleep is stopped (runc 1.1's kill --all fails there,

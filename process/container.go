@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/example/containerd-shim-example-v2/cgroup"
+	"github.com/example/containerd-shim-example-v2/internal/proctree"
 	shimio "github.com/example/containerd-shim-example-v2/io"
 	"github.com/example/containerd-shim-example-v2/oci"
 )
@@ -96,8 +97,12 @@ type Container struct {
 	execsIdle    *sync.Cond
 	execs        map[string]*Process
 	runningExecs int
-	checkpoints  int // checkpoints under way: Pause and Resume wait for none (Checkpoint, checkpointBusy)
-	gate         launchGate
+	// exitedSessions: what the exited execs of a container without a cgroup
+	// of its own, in a shared pid namespace, left in their sessions (see
+	// keepExitedSession); they are the container's too.
+	exitedSessions []proctree.Exited
+	checkpoints    int // checkpoints under way: Pause and Resume wait for none (Checkpoint, checkpointBusy)
+	gate           launchGate
 	// stoppingCheckpoints are those of checkpoints that stop the container:
 	// the init's exit is reported after them (waitIdle).
 	stoppingCheckpoints int

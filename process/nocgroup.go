@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -41,9 +42,10 @@ func (c *Container) needsCgroup(err error, what string) error {
 
 // pidsFromProc lists the processes of a container without a cgroup of its
 // own from /proc: its pid namespace's, or, when it shares another's, the
-// init's and its running execs' descendants and sessions (proctree.Of).
+// init's and its running execs' descendants and sessions, and those of its
+// exited execs' sessions (proctree.Of).
 func (c *Container) pidsFromProc(init int) ([]int, error) {
-	procs, err := proctree.Of(init, c.runningExecPids()...)
+	procs, err := proctree.Of(init, c.runningExecPids(), c.exitedExecSessions())
 	if err != nil {
 		return nil, fmt.Errorf("list processes of %s: %w", c.ID, err)
 	}
@@ -60,7 +62,7 @@ func (c *Container) pidsFromProc(init int) ([]int, error) {
 // file or directory") and later runcs signal the init alone. A process gone
 // meanwhile is skipped; the init gone is NotFound, as from the runtime.
 func (c *Container) signalAll(init, sig int) error {
-	procs, err := proctree.Of(init, c.runningExecPids()...)
+	procs, err := proctree.Of(init, c.runningExecPids(), c.exitedExecSessions())
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("process already finished: %w", errdefs.ErrNotFound)
 	}
@@ -88,6 +90,37 @@ func (c *Container) runningExecPids() []int {
 	return pids
 }
 
+// keepExitedSession records what the exec whose PID was pid, which has
+// exited, left in its session, for a container without a cgroup of its own
+// in a pid namespace it shares: its orphans are the shim's children by now,
+// found by no other root, and would be listed by no Pids and killed by
+// nobody. Records no member of which is in its session any more are
+// dropped (their numbers may be reused). Called before the exit is
+// recorded, so that at no moment the exec is neither running (a root) nor
+// recorded; it costs one scan of /proc per exec exit, in this mode only.
+func (c *Container) keepExitedSession(pid int) {
+	if c.ownPIDNS || !c.hasNoCgroup() {
+		return
+	}
+	e, err := proctree.ExitedSession(pid)
+	if err != nil {
+		slog.Warn("find what an exec left in its session", "container", c.ID, "pid", pid, "error", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.exitedSessions = slices.DeleteFunc(c.exitedSessions, proctree.Exited.Gone)
+	if len(e.Members) > 0 {
+		c.exitedSessions = append(c.exitedSessions, e)
+	}
+}
+
+// exitedExecSessions is a copy of the records keepExitedSession keeps.
+func (c *Container) exitedExecSessions() []proctree.Exited {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.exitedSessions)
+}
+
 // leftoverRounds bounds killLeftovers' scans: a process may fork while the
 // ones found are killed, and the next scan finds its children.
 const leftoverRounds = 5
@@ -100,7 +133,7 @@ const leftoverRounds = 5
 // the shim inherited, and the running execs with theirs.
 func (c *Container) killLeftovers(deadInit int) {
 	for range leftoverRounds {
-		procs, err := proctree.Leftovers(deadInit, os.Getpid(), c.runningExecPids()...)
+		procs, err := proctree.Leftovers(deadInit, os.Getpid(), c.runningExecPids(), c.exitedExecSessions())
 		if err != nil {
 			slog.Warn("find the processes left by the init's exit", "container", c.ID, "error", err)
 			return

@@ -363,6 +363,7 @@ func (c *Container) execDone() {
 }
 
 func (p *Process) execExited(e reaper.Exit) {
+	p.c.keepExitedSession(e.Pid)
 	p.recordExit(e)
 	p.c.execDone()
 }

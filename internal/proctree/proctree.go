@@ -26,11 +26,11 @@ import (
 // all their descendants. The sessions find a process whose parent died,
 // reparented to the shim (the subreaper) or to the pod's init: runc starts
 // the init and each exec as a session leader, and a process keeps its
-// session when its parent dies. Missed still: such an orphan of an exec
-// that has exited (its session's number may be anyone's PID by now), and one
-// that started a session of its own. Sorted by PID; init first is not
-// promised. Each comes with its start time (see Proc).
-func Of(init int, roots ...int) ([]Proc, error) {
+// session when its parent dies. The sessions of exited execs count while
+// they are known to be theirs (Exited). Missed still: a process that
+// started a session of its own. Sorted by PID; init first is not promised.
+// Each comes with its start time (see Proc).
+func Of(init int, roots []int, exited []Exited) ([]Proc, error) {
 	initNS, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", init))
 	if err != nil {
 		return nil, fmt.Errorf("pid namespace of %d: %w", init, err)
@@ -61,33 +61,84 @@ func Of(init int, roots ...int) ([]Proc, error) {
 		return procs, nil
 	}
 	t := scan(entries)
-	return t.procs(t.walk(t.withSessions(append([]int{init}, roots...))), func(procstat.Stat) bool { return true }), nil
+	start := append(t.withSessions(append([]int{init}, roots...)), t.ofExited(exited)...)
+	return t.procs(t.walk(start), func(procstat.Stat) bool { return true }), nil
 }
 
 // Leftovers lists what a container in a pid namespace it shares left
 // running when its init, deadInit, exited and was reaped: the members of
 // the init's session that were reparented to reaper (the shim, the
-// subreaper), the roots given (its running execs) and their sessions, and
-// all their descendants; processes exiting already, or not found by the
+// subreaper), the roots given (its running execs) and their sessions, the
+// sessions of its exited execs (as in Of), and all their descendants;
+// processes exiting already, or not found by the
 // scan, are left out. The dead init's number is taken only with reaper as
 // the parent: a session that outlives its leader keeps the number from
 // being reused, but with no such session left it may be any new process's
 // PID, whose children and session are not the container's. Each comes with
 // its start time, so that Signal hits the process the scan found and no
 // later holder of its number.
-func Leftovers(deadInit, reaper int, roots ...int) ([]Proc, error) {
+func Leftovers(deadInit, reaper int, roots []int, exited []Exited) ([]Proc, error) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil, err
 	}
 	t := scan(entries)
-	start := t.withSessions(roots)
+	start := append(t.withSessions(roots), t.ofExited(exited)...)
 	for _, pid := range t.sessions[deadInit] {
 		if t.stat[pid].Ppid == reaper {
 			start = append(start, pid)
 		}
 	}
 	return t.procs(t.walk(start), func(st procstat.Stat) bool { return !st.Exiting() }), nil
+}
+
+// Exited is what an exited session leader (an exec: runc starts each as one)
+// left in its session: the session's number, and its members at the exit.
+// The kernel keeps a session's number from reuse while the session has a
+// member, so as long as one of these is still in it, every member the
+// session has is the leader's (a process forked since, or orphaned since, as
+// well); once none is, the number may be a new process's, and the record is
+// done with (Gone).
+type Exited struct {
+	Session int
+	Members []Proc
+}
+
+// ExitedSession records what the session leader leader, which has exited,
+// left in its session; no Members when it left nothing.
+func ExitedSession(leader int) (Exited, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return Exited{}, err
+	}
+	t := scan(entries)
+	return Exited{Session: leader, Members: t.procs(t.sessions[leader], func(procstat.Stat) bool { return true })}, nil
+}
+
+// Gone reports that none of e's members is still in its session: e no
+// longer tells whose the session's number is.
+func (e Exited) Gone() bool {
+	for _, m := range e.Members {
+		if st, err := procstat.Read(m.Pid); err == nil && st.Start == m.Start && st.Session == e.Session {
+			return false
+		}
+	}
+	return true
+}
+
+// ofExited lists the members of those sessions of exited that a member
+// recorded at the leader's exit is still in (see Exited).
+func (t tree) ofExited(exited []Exited) []int {
+	var out []int
+	for _, e := range exited {
+		if slices.ContainsFunc(e.Members, func(m Proc) bool {
+			st, found := t.stat[m.Pid]
+			return found && st.Start == m.Start && st.Session == e.Session
+		}) {
+			out = append(out, t.sessions[e.Session]...)
+		}
+	}
+	return out
 }
 
 // Proc is a process as a scan found it: its number, and its start time,

@@ -59,7 +59,7 @@ func TestOfSharedPidNamespaceIsTheDescendants(t *testing.T) {
 	}
 	defer func() { _ = exec1.Process.Kill(); _ = exec1.Wait() }()
 
-	procs, err := Of(sh.Process.Pid, exec1.Process.Pid)
+	procs, err := Of(sh.Process.Pid, []int{exec1.Process.Pid}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +124,7 @@ func TestLeftoversOfAReapedInit(t *testing.T) {
 	_ = init.Process.Kill()
 	_ = init.Wait()
 
-	procs, err := Leftovers(deadInit, os.Getpid(), exec1.Process.Pid)
+	procs, err := Leftovers(deadInit, os.Getpid(), []int{exec1.Process.Pid}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +134,7 @@ func TestLeftoversOfAReapedInit(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("Leftovers = %v, want %v (the init's orphan, the exec and its orphan; not %d, not %d)", got, want, other.Process.Pid, otherOrphan)
 	}
-	procs, err = Leftovers(deadInit, 1, exec1.Process.Pid)
+	procs, err = Leftovers(deadInit, 1, []int{exec1.Process.Pid}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,6 +143,57 @@ func TestLeftoversOfAReapedInit(t *testing.T) {
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
 		t.Errorf("Leftovers with another reaper = %v, want %v (the dead init's session left out)", got, want)
+	}
+}
+
+// What an exec left in its session when it exited still counts as the
+// container's, in Of and in Leftovers, as long as a member recorded at the
+// exit is in the session; once none is, the record is Gone.
+func TestExitedSessionCountsWhileAMemberIsLeft(t *testing.T) {
+	init, _ := sessionLeader(t)
+	exec1, execOrphan := sessionLeader(t)
+	_, otherOrphan := sessionLeader(t) // another container's: not listed
+	dead := exec1.Process.Pid
+	_ = exec1.Process.Kill()
+	_ = exec1.Wait()
+
+	e, err := ExitedSession(dead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := pidsOf(t, e.Members); !slices.Equal(got, []int{execOrphan}) {
+		t.Fatalf("ExitedSession(%d) members %v, want the exec's orphan %d", dead, got, execOrphan)
+	}
+	if e.Gone() {
+		t.Fatal("Gone with the exec's orphan still in its session")
+	}
+	procs, err := Of(init.Process.Pid, nil, []Exited{e})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := pidsOf(t, procs); !slices.Contains(got, execOrphan) || slices.Contains(got, otherOrphan) {
+		t.Errorf("Of = %v: want the exited exec's orphan %d, not %d", got, execOrphan, otherOrphan)
+	}
+	procs, err = Leftovers(init.Process.Pid, os.Getpid(), nil, []Exited{e})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := pidsOf(t, procs); !slices.Contains(got, execOrphan) {
+		t.Errorf("Leftovers = %v: want the exited exec's orphan %d", got, execOrphan)
+	}
+
+	// A record whose members are gone (here: another start time under the
+	// orphan's number) no longer speaks for the session.
+	stale := Exited{Session: dead, Members: []Proc{{Pid: execOrphan, Start: e.Members[0].Start + 1}}}
+	if !stale.Gone() {
+		t.Error("a record of no live member is not Gone")
+	}
+	procs, err = Of(init.Process.Pid, nil, []Exited{stale})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := pidsOf(t, procs); slices.Contains(got, execOrphan) {
+		t.Errorf("Of = %v: lists %d through a record that is Gone", got, execOrphan)
 	}
 }
 
@@ -205,7 +256,7 @@ func TestOfSharedPidNamespaceFindsOrphansBySession(t *testing.T) {
 		}
 	}
 
-	procs, err := Of(init.Process.Pid, exec1.Process.Pid)
+	procs, err := Of(init.Process.Pid, []int{exec1.Process.Pid}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +292,7 @@ func TestOfOwnPidNamespaceIsTheNamespace(t *testing.T) {
 	if len(sleeps) != 2 {
 		t.Fatalf("the namespace's init %d has children %v, want two sleeps", init, sleeps)
 	}
-	procs, err := Of(init)
+	procs, err := Of(init, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,7 +339,7 @@ func TestOfJoinedPidNamespaceIsTheDescendants(t *testing.T) {
 	if len(sleep) != 1 {
 		t.Fatalf("the joined sh %v has children %v, want one sleep", sh, sleep)
 	}
-	procs, err := Of(sh[0])
+	procs, err := Of(sh[0], nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
