@@ -144,7 +144,8 @@ func (c *Container) initExited(e reaper.Exit) {
 	case c.hasNoCgroup():
 		// The runtime's kill --all finds a container's processes in its
 		// cgroup, and there is none: it would find nothing.
-		c.killLeftovers(e.Pid)
+		c.keepExitedSession(e.Pid)
+		c.killLeftovers()
 	default:
 		// Without a PID namespace of its own, the container's other processes
 		// do not die with its init: kill them so none is leaked.

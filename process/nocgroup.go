@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"os"
 	"slices"
 	"time"
 
@@ -90,14 +89,15 @@ func (c *Container) runningExecPids() []int {
 	return pids
 }
 
-// keepExitedSession records what the exec whose PID was pid, which has
-// exited, left in its session, for a container without a cgroup of its own
-// in a pid namespace it shares: its orphans are the shim's children by now,
-// found by no other root, and would be listed by no Pids and killed by
-// nobody. Records no member of which is in its session any more are
-// dropped (their numbers may be reused). Called before the exit is
-// recorded, so that at no moment the exec is neither running (a root) nor
-// recorded; it costs one scan of /proc per exec exit, in this mode only.
+// keepExitedSession records what the init or exec whose PID was pid, which
+// has exited, left in its session, for a container without a cgroup of its
+// own in a pid namespace it shares: its orphans (reparented to the shim, or
+// to a pod's init) are found from no other root, and would be listed by no
+// Pids and killed by nobody. Records no member of which is in its session
+// any more are dropped (their numbers may be reused). Called before the exit
+// is recorded, so that at no moment the process is neither running (a root)
+// nor recorded; it costs one scan of /proc per exit, in this mode only.
+// The records are not handed over by an upgrade.
 func (c *Container) keepExitedSession(pid int) {
 	if c.ownPIDNS || !c.hasNoCgroup() {
 		return
@@ -126,14 +126,15 @@ func (c *Container) exitedExecSessions() []proctree.Exited {
 const leftoverRounds = 5
 
 // killLeftovers kills what a container without a cgroup of its own, in a
-// pid namespace it shares, left running when its init (deadInit, reaped)
-// exited: the runtime's `kill --all` finds a container's processes in its
-// cgroup, and there is none, so they would outlive the container (as under
-// the stock shim). Found by proctree.Leftovers: the init's orphans, which
-// the shim inherited, and the running execs with theirs.
-func (c *Container) killLeftovers(deadInit int) {
+// pid namespace it shares, left running when its init exited (and its
+// session was recorded: keepExitedSession): the runtime's `kill --all`
+// finds a container's processes in its cgroup, and there is none, so they
+// would outlive the container (as under the stock shim). Found by
+// proctree.Leftovers: what the init and the exited execs left in their
+// sessions, and the running execs with theirs.
+func (c *Container) killLeftovers() {
 	for range leftoverRounds {
-		procs, err := proctree.Leftovers(deadInit, os.Getpid(), c.runningExecPids(), c.exitedExecSessions())
+		procs, err := proctree.Leftovers(c.runningExecPids(), c.exitedExecSessions())
 		if err != nil {
 			slog.Warn("find the processes left by the init's exit", "container", c.ID, "error", err)
 			return

@@ -66,34 +66,24 @@ func Of(init int, roots []int, exited []Exited) ([]Proc, error) {
 }
 
 // Leftovers lists what a container in a pid namespace it shares left
-// running when its init, deadInit, exited and was reaped: the members of
-// the init's session that were reparented to reaper (the shim, the
-// subreaper), the roots given (its running execs) and their sessions, the
-// sessions of its exited execs (as in Of), and all their descendants;
-// processes exiting already, or not found by the
-// scan, are left out. The dead init's number is taken only with reaper as
-// the parent: a session that outlives its leader keeps the number from
-// being reused, but with no such session left it may be any new process's
-// PID, whose children and session are not the container's. Each comes with
-// its start time, so that Signal hits the process the scan found and no
-// later holder of its number.
-func Leftovers(deadInit, reaper int, roots []int, exited []Exited) ([]Proc, error) {
+// running when its init exited: the roots given (its running execs) and
+// their sessions, the sessions of its exited session leaders (the init and
+// the exited execs, as in Of), and all their descendants; processes exiting
+// already, or not found by the scan, are left out. Each comes with its
+// start time, so that Signal hits the process the scan found and no later
+// holder of its number.
+func Leftovers(roots []int, exited []Exited) ([]Proc, error) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil, err
 	}
 	t := scan(entries)
 	start := append(t.withSessions(roots), t.ofExited(exited)...)
-	for _, pid := range t.sessions[deadInit] {
-		if t.stat[pid].Ppid == reaper {
-			start = append(start, pid)
-		}
-	}
 	return t.procs(t.walk(start), func(st procstat.Stat) bool { return !st.Exiting() }), nil
 }
 
-// Exited is what an exited session leader (an exec: runc starts each as one)
-// left in its session: the session's number, and its members at the exit.
+// Exited is what an exited session leader (an init or an exec: runc starts
+// each as one) left in its session: the session's number, and its members at the exit.
 // The kernel keeps a session's number from reuse while the session has a
 // member, so as long as one of these is still in it, every member the
 // session has is the leader's (a process forked since, or orphaned since, as

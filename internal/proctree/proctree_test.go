@@ -105,26 +105,22 @@ func sessionLeader(t *testing.T) (*exec.Cmd, int) {
 }
 
 // When the init of a container in a shared pid namespace has exited and
-// been reaped, what it left is its orphans that the subreaper inherited
-// (found by the dead init's session) and the running execs with theirs.
-// The dead init's session counts only for the subreaper's children: with no
-// member left its number could be a new process's.
+// been reaped, what it left is its orphans (found by the dead init's
+// session, recorded at its exit) and the running execs with theirs; not
+// another session's processes.
 func TestLeftoversOfAReapedInit(t *testing.T) {
-	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) }()
 	init, initOrphan := sessionLeader(t)
 	exec1, execOrphan := sessionLeader(t)
 	other, otherOrphan := sessionLeader(t)
-	if st, err := procstat.Read(initOrphan); err != nil || st.Ppid != os.Getpid() {
-		t.Fatalf("the init's orphan %d is not this subreaper's child: %+v, %v", initOrphan, st, err)
-	}
 	deadInit := init.Process.Pid
 	_ = init.Process.Kill()
 	_ = init.Wait()
+	initSession, err := ExitedSession(deadInit)
+	if err != nil {
+		t.Fatal(err)
+	}
 
-	procs, err := Leftovers(deadInit, os.Getpid(), []int{exec1.Process.Pid}, nil)
+	procs, err := Leftovers([]int{exec1.Process.Pid}, []Exited{initSession})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,16 +129,6 @@ func TestLeftoversOfAReapedInit(t *testing.T) {
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
 		t.Errorf("Leftovers = %v, want %v (the init's orphan, the exec and its orphan; not %d, not %d)", got, want, other.Process.Pid, otherOrphan)
-	}
-	procs, err = Leftovers(deadInit, 1, []int{exec1.Process.Pid}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got = pidsOf(t, procs)
-	want = []int{exec1.Process.Pid, execOrphan}
-	slices.Sort(want)
-	if !slices.Equal(got, want) {
-		t.Errorf("Leftovers with another reaper = %v, want %v (the dead init's session left out)", got, want)
 	}
 }
 
@@ -174,7 +160,7 @@ func TestExitedSessionCountsWhileAMemberIsLeft(t *testing.T) {
 	if got := pidsOf(t, procs); !slices.Contains(got, execOrphan) || slices.Contains(got, otherOrphan) {
 		t.Errorf("Of = %v: want the exited exec's orphan %d, not %d", got, execOrphan, otherOrphan)
 	}
-	procs, err = Leftovers(init.Process.Pid, os.Getpid(), nil, []Exited{e})
+	procs, err = Leftovers(nil, []Exited{e})
 	if err != nil {
 		t.Fatal(err)
 	}
