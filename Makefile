@@ -11,7 +11,7 @@ LDFLAGS     := -s -w -X $(MODULE)/launch.Version=$(VERSION) -X $(MODULE)/launch.
 INTEGRATION_FLAGS ?=
 STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
 
-.PHONY: all build build-memdebug install deps test unit unit-race lint integration integration-runc matrix proto demo bench bench-quick clean
+.PHONY: all build build-memdebug install deps test unit unit-race race-shim lint integration integration-runc matrix proto demo bench bench-quick clean
 # The current runc (make deps builds it from the Go module proxy); Debian's runc 1.1.5 is the other lane.
 RUNC_CURRENT ?= /opt/runc/v1.5.1/runc
 # $(call itest,ENV=...,go test arguments): the integration module's tests against the built shim.
@@ -31,8 +31,9 @@ deps:
 
 # The one test command (README, .ci/run): unit tests, then real containers: the full suite under
 # containerd 1.6 and the newest 2.x with Debian's runc 1.1.5 (plus the smoke set under 1.7-2.3,
-# Docker Engine, and the containerd-free harness), then the full suite again with the current runc.
-test: deps build unit unit-race integration integration-runc
+# Docker Engine, and the containerd-free harness), then the full suite again with the current runc,
+# then the shim itself built with the race detector under a concurrent selection (race-shim).
+test: deps build unit unit-race integration integration-runc race-shim
 
 unit: lint
 	$(GO) test -count=1 ./...
@@ -40,6 +41,11 @@ unit: lint
 # The unit tests again under the race detector (cgo: Debian's gcc, which make deps installs).
 unit-race:
 	CGO_ENABLED=1 $(GO) test -race -count=1 ./...
+
+# The shim binary built with -race, driven by the containerd-free harness and an integration
+# selection under containerd 2.x; any race report from a shim process fails (scripts/race-shim.sh).
+race-shim:
+	BIN_DIR=$(BIN_DIR) bash scripts/race-shim.sh
 
 # go.mod tidy (no direct import marked indirect), go vet and staticcheck (installed by
 # `make deps`) over both modules.
