@@ -97,9 +97,9 @@ type Container struct {
 	execsIdle    *sync.Cond
 	execs        map[string]*Process
 	runningExecs int
-	// exitedSessions: what the exited execs of a container without a cgroup
-	// of its own, in a shared pid namespace, left in their sessions (see
-	// keepExitedSession); they are the container's too.
+	// exitedSessions: what the exited init and execs of a container without
+	// a cgroup of its own, in a shared pid namespace, left in their sessions
+	// (keepExitedSession); they are the container's too.
 	exitedSessions []proctree.Exited
 	checkpoints    int // checkpoints under way: Pause and Resume wait for none (Checkpoint, checkpointBusy)
 	gate           launchGate

@@ -41,10 +41,10 @@ func (c *Container) needsCgroup(err error, what string) error {
 
 // pidsFromProc lists the processes of a container without a cgroup of its
 // own from /proc: its pid namespace's, or, when it shares another's, the
-// init's and its running execs' descendants and sessions, and those of its
-// exited execs' sessions (proctree.Of).
+// init's and its running execs' descendants and sessions, and what its
+// exited execs left in theirs (proctree.Of).
 func (c *Container) pidsFromProc(init int) ([]int, error) {
-	procs, err := proctree.Of(init, c.runningExecPids(), c.exitedExecSessions())
+	procs, err := c.procsFromProc(init)
 	if err != nil {
 		return nil, fmt.Errorf("list processes of %s: %w", c.ID, err)
 	}
@@ -55,13 +55,18 @@ func (c *Container) pidsFromProc(init int) ([]int, error) {
 	return pids, nil
 }
 
+// procsFromProc is what pidsFromProc lists, with start times.
+func (c *Container) procsFromProc(init int) ([]proctree.Proc, error) {
+	return proctree.Of(init, c.runningExecPids(), c.recordedSessions())
+}
+
 // signalAll sends sig to every process of a container without a cgroup of
 // its own (as pidsFromProc lists them): a kill with all, which the runtime
 // does through the cgroup. Without one runc 1.1 fails ("lstat : no such
 // file or directory") and later runcs signal the init alone. A process gone
 // meanwhile is skipped; the init gone is NotFound, as from the runtime.
 func (c *Container) signalAll(init, sig int) error {
-	procs, err := proctree.Of(init, c.runningExecPids(), c.exitedExecSessions())
+	procs, err := c.procsFromProc(init)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("process already finished: %w", errdefs.ErrNotFound)
 	}
@@ -104,18 +109,19 @@ func (c *Container) keepExitedSession(pid int) {
 	}
 	e, err := proctree.ExitedSession(pid)
 	if err != nil {
-		slog.Warn("find what an exec left in its session", "container", c.ID, "pid", pid, "error", err)
+		slog.Warn("find what an exited process left in its session", "container", c.ID, "pid", pid, "error", err)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	// A stat read per recorded member, under mu: the records are few.
 	c.exitedSessions = slices.DeleteFunc(c.exitedSessions, proctree.Exited.Gone)
 	if len(e.Members) > 0 {
 		c.exitedSessions = append(c.exitedSessions, e)
 	}
 }
 
-// exitedExecSessions is a copy of the records keepExitedSession keeps.
-func (c *Container) exitedExecSessions() []proctree.Exited {
+// recordedSessions is a copy of the records keepExitedSession keeps.
+func (c *Container) recordedSessions() []proctree.Exited {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Clone(c.exitedSessions)
@@ -134,7 +140,7 @@ const leftoverRounds = 5
 // sessions, and the running execs with theirs.
 func (c *Container) killLeftovers() {
 	for range leftoverRounds {
-		procs, err := proctree.Leftovers(c.runningExecPids(), c.exitedExecSessions())
+		procs, err := proctree.Leftovers(c.runningExecPids(), c.recordedSessions())
 		if err != nil {
 			slog.Warn("find the processes left by the init's exit", "container", c.ID, "error", err)
 			return

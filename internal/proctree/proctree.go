@@ -26,9 +26,9 @@ import (
 // all their descendants. The sessions find a process whose parent died,
 // reparented to the shim (the subreaper) or to the pod's init: runc starts
 // the init and each exec as a session leader, and a process keeps its
-// session when its parent dies. The sessions of exited execs count while
-// they are known to be theirs (Exited). Missed still: a process that
-// started a session of its own. Sorted by PID; init first is not promised.
+// session when its parent dies. The sessions of exited leaders (execs)
+// count while they are known to be theirs (Exited). Missed still: a process
+// that started a session of its own. Sorted by PID; init first is not promised.
 // Each comes with its start time (see Proc).
 func Of(init int, roots []int, exited []Exited) ([]Proc, error) {
 	initNS, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", init))
@@ -83,12 +83,12 @@ func Leftovers(roots []int, exited []Exited) ([]Proc, error) {
 }
 
 // Exited is what an exited session leader (an init or an exec: runc starts
-// each as one) left in its session: the session's number, and its members at the exit.
-// The kernel keeps a session's number from reuse while the session has a
-// member, so as long as one of these is still in it, every member the
-// session has is the leader's (a process forked since, or orphaned since, as
-// well); once none is, the number may be a new process's, and the record is
-// done with (Gone).
+// each as one) left in its session: the session's number, and its members
+// at the exit. The kernel keeps a session's number from reuse while the
+// session has a member, so as long as one of these is still in it, every
+// member the session has is the leader's (a process forked since, or
+// orphaned since, as well); once none is, the number may be a new
+// process's, and the record is done with (Gone).
 type Exited struct {
 	Session int
 	Members []Proc
@@ -109,11 +109,17 @@ func ExitedSession(leader int) (Exited, error) {
 // longer tells whose the session's number is.
 func (e Exited) Gone() bool {
 	for _, m := range e.Members {
-		if st, err := procstat.Read(m.Pid); err == nil && st.Start == m.Start && st.Session == e.Session {
+		if st, err := procstat.Read(m.Pid); err == nil && e.stillIn(m, st) {
 			return false
 		}
 	}
 	return true
+}
+
+// stillIn reports whether the member m, whose stat now is st, is still in
+// e's session.
+func (e Exited) stillIn(m Proc, st procstat.Stat) bool {
+	return m.is(st) && st.Session == e.Session
 }
 
 // ofExited lists the members of those sessions of exited that a member
@@ -123,7 +129,7 @@ func (t tree) ofExited(exited []Exited) []int {
 	for _, e := range exited {
 		if slices.ContainsFunc(e.Members, func(m Proc) bool {
 			st, found := t.stat[m.Pid]
-			return found && st.Start == m.Start && st.Session == e.Session
+			return found && e.stillIn(m, st)
 		}) {
 			out = append(out, t.sessions[e.Session]...)
 		}
@@ -169,11 +175,14 @@ func (p Proc) Signal(sig unix.Signal) error {
 	return unix.PidfdSendSignal(fd, sig, nil, 0)
 }
 
-// there reports whether p's number is held by p (same start time).
+// there reports whether p's number is held by p.
 func (p Proc) there() bool {
 	st, err := procstat.Read(p.Pid)
-	return err == nil && st.Start == p.Start
+	return err == nil && p.is(st)
 }
+
+// is reports whether st, read under p's number, is p's (its start time).
+func (p Proc) is(st procstat.Stat) bool { return st.Start == p.Start }
 
 // tree is the processes of /proc as one scan found them.
 type tree struct {
