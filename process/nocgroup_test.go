@@ -43,8 +43,8 @@ func newNoCgroupContainer(t *testing.T) (c *Container, r *reaper.Reaper, calls s
 
 // runSessionInit starts c's init under r: a session leader (as runc starts
 // one) that starts background (a shell command) in the background and
-// sleeps, surviving a SIGTERM; its exit is reported as an init's. It returns the init and
-// the background process's PID.
+// sleeps, surviving a SIGTERM; its exit is reported as an init's. It
+// returns the init and the background process's PID.
 func runSessionInit(t *testing.T, c *Container, r *reaper.Reaper, background string) (*exec.Cmd, int) {
 	t.Helper()
 	// A handler, not an ignored signal: the init's children keep the default.
