@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/example/containerd-shim-example-v2/internal/procstat"
+	"github.com/example/containerd-shim-example-v2/internal/proctree"
 	shimio "github.com/example/containerd-shim-example-v2/io"
 	"github.com/example/containerd-shim-example-v2/reaper"
 )
@@ -163,5 +165,24 @@ func TestKillAllWithoutACgroupSignalsEveryProcess(t *testing.T) {
 	}
 	if err := c.init.Kill(context.Background(), int(unix.SIGTERM), true); !errdefs.IsNotFound(err) {
 		t.Errorf("kill with all after the exit: %v, want NotFound", err)
+	}
+}
+
+// The records of exited sessions do not pile up: an exit that left nothing
+// adds none, and one whose members are all gone is dropped at the next exit.
+func TestExitedSessionRecordsAreDroppedOnceEmpty(t *testing.T) {
+	c, _, _ := newNoCgroupContainer(t)
+	gone := proctree.Exited{Session: 1 << 22, Members: []proctree.Proc{{Pid: 1<<22 + 1, Start: 1}}}
+	self, err := procstat.Read(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// This test's own session, with this process in it: not gone.
+	live := proctree.Exited{Session: self.Session, Members: []proctree.Proc{{Pid: os.Getpid(), Start: self.Start}}}
+	c.exitedSessions = []proctree.Exited{gone, live}
+
+	c.keepExitedSession(1<<22 + 2) // no such process: its session has no members
+	if !reflect.DeepEqual(c.recordedSessions(), []proctree.Exited{live}) {
+		t.Errorf("records after an exit that left nothing: %+v, want only the live one %+v", c.recordedSessions(), live)
 	}
 }
