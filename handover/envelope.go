@@ -46,8 +46,12 @@ import (
 // Version 9: an output to a plain file (OutputState.Plain), which binaries
 // reading at most 8 would take for a client's FIFO; layouts 1 to 8 are read
 // (their binaries refused to hand one over).
+// Version 10: what the exited init and execs of a container without a
+// cgroup left in their sessions (ContainerState.ExitedSessions), so that
+// the successor still lists and kills those processes; layouts 1 to 9 are
+// read (their binaries kept no such record).
 const (
-	StateVersion    = 9
+	StateVersion    = 10
 	MinStateVersion = 1
 )
 

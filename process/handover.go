@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/example/containerd-shim-example-v2/cgroup"
+	"github.com/example/containerd-shim-example-v2/internal/proctree"
 	shimio "github.com/example/containerd-shim-example-v2/io"
 	"github.com/example/containerd-shim-example-v2/oci"
 	"github.com/example/containerd-shim-example-v2/reaper"
@@ -54,9 +56,13 @@ type ContainerState struct {
 	// StallTimeout (layout 5 on) is the stall_timeout option, for the stdio
 	// of execs still to come (a process's own is in its PipesState); older
 	// layouts had none: the default.
-	StallTimeout time.Duration  `json:"stallTimeout,omitempty"`
-	Init         ProcessState   `json:"init"`
-	Execs        []ProcessState `json:"execs,omitempty"`
+	StallTimeout time.Duration `json:"stallTimeout,omitempty"`
+	// ExitedSessions (layout 10 on) are what the exited init and execs of
+	// a container without a cgroup left in their sessions
+	// (keepExitedSession); older layouts had none.
+	ExitedSessions []proctree.Exited `json:"exitedSessions,omitempty"`
+	Init           ProcessState      `json:"init"`
+	Execs          []ProcessState    `json:"execs,omitempty"`
 }
 
 // RuntimeState is the container's runtime command line.
@@ -193,6 +199,7 @@ func (c *Container) Export(fds FDKeeper) (*ContainerState, error) {
 		SocketDir: c.socketDir, OwnPIDNS: c.ownPIDNS, RootfsMount: c.rootfsMount,
 		InitReaped: c.initReaped, OOMSeen: c.oom.seen, OOMAtCreate: c.oom.atCreate, OOMScope: c.oom.scope,
 		OOMBelow: c.oom.below, OOMRecheck: c.oom.recheck, StallTimeout: c.stall.timeout,
+		ExitedSessions: slices.Clone(c.exitedSessions),
 	}
 	if c.cg != nil {
 		cs, marks := c.cg.State(), c.oom.limitMarks
@@ -257,6 +264,8 @@ func Import(r *reaper.Reaper, st ContainerState, cfg CreateConfig, adopt func(fd
 		oom:   oomState{seen: st.OOMSeen, atCreate: st.OOMAtCreate, scope: st.OOMScope, below: st.OOMBelow},
 		stall: stallConfig{timeout: st.StallTimeout, readerOwner: cfg.ReaderOwner},
 		execs: make(map[string]*Process),
+		// Kept as handed over: Gone ones go at the next exit.
+		exitedSessions: st.ExitedSessions,
 	}
 	c.execsIdle = sync.NewCond(&c.mu)
 	c.markOOMLog(cfg.OOMLog) // a kill logged before this mark is not looked for

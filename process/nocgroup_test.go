@@ -186,3 +186,20 @@ func TestExitedSessionRecordsAreDroppedOnceEmpty(t *testing.T) {
 		t.Errorf("records after an exit that left nothing: %+v, want only the live one %+v", c.recordedSessions(), live)
 	}
 }
+
+// The records of exited sessions cross an in-place upgrade: the successor
+// still lists and kills what the exited processes left.
+func TestExitedSessionRecordsCrossAnUpgrade(t *testing.T) {
+	records := []proctree.Exited{{Session: 1 << 22, Members: []proctree.Proc{{Pid: 1<<22 + 1, Start: 7}, {Pid: 1<<22 + 2, Start: 8}}}}
+	c := &Container{ID: "c", Bundle: t.TempDir(), execs: map[string]*Process{}, initReaped: true, exitedSessions: records}
+	c.init = newProcess(c, "", shimio.Config{}, nil)
+	c.init.pid, c.init.status, c.init.exitCode, c.init.exitedAt = 1<<30, Stopped, 137, time.Now()
+
+	next, err := Import(reaper.New(), handedOver(t, c), CreateConfig{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := next.recordedSessions(); !reflect.DeepEqual(got, records) {
+		t.Errorf("records after the handover: %+v, want %+v", got, records)
+	}
+}

@@ -11,7 +11,11 @@ import (
 // handover.OldestWrittenVersion, unless st holds something that only a
 // newer layout carries; then the newest such layout, and what the thing is
 // (for the refusal of a successor that cannot read it). Each layout after
-// OldestWrittenVersion adds its rule here.
+// OldestWrittenVersion adds its rule here, but layout 10: its exited-session
+// records (process.ContainerState.ExitedSessions) are no reason to refuse
+// an older build, which drops them and then tracks those processes as it
+// always did (not at all); a refusal would last as long as the processes,
+// which may be daemons.
 func layoutNeeded(st *state) (int, string) {
 	need, why := handover.OldestWrittenVersion, ""
 	raise := func(v int, what string) {

@@ -90,8 +90,8 @@ func Leftovers(roots []int, exited []Exited) ([]Proc, error) {
 // orphaned since, as well); once none is, the number may be a new
 // process's, and the record is done with (Gone).
 type Exited struct {
-	Session int
-	Members []Proc
+	Session int    `json:"session"`
+	Members []Proc `json:"members"` // an upgrade hands records over as JSON
 }
 
 // ExitedSession records what the session leader leader, which has exited,
@@ -140,8 +140,8 @@ func (t tree) ofExited(exited []Exited) []int {
 // Proc is a process as a scan found it: its number, and its start time,
 // which tells it from a process given the number after it was reaped.
 type Proc struct {
-	Pid   int
-	Start uint64 // procstat.Stat.Start
+	Pid   int    `json:"pid"`
+	Start uint64 `json:"start"` // procstat.Stat.Start
 }
 
 // ErrGone answers Signal for a process that is gone, or whose number
