@@ -122,6 +122,18 @@ func testRootless(t *testing.T, d *harness.Daemon) {
 		// An exec that has exited by the time ctr returns, leaving a sleep in its session.
 		ctrOK(t, ctx, d, "task", "exec", "--exec-id", "e2", id, "sh", "-c", "sleep 1005 </dev/null >/dev/null 2>&1 &")
 		want := []string{"sleep 1000", "sleep 1001", "sleep 1002", "sleep 1003", "sleep 1005"}
+		if harness.Runtime() == "io.example.v2" {
+			// What the exited exec left is recorded; the record crosses an in-place
+			// upgrade, and the successor answers below.
+			newBin, err := d.RootlessInstall(secondShimBuild(t), "upgrade-ps", harness.ShimBinaryName)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stdout, stderr, code, err := harness.RunCmd(ctx, d.RootlessCmd(ctx, newBin, "upgrade", "-address", shimAddress(t, d, ns, id), "-binary", newBin))
+			if err != nil || code != 0 || !strings.Contains(stdout, "-> "+upgradeBuildVersion) {
+				t.Fatalf("upgrade as the rootless user: code %d err %v stdout %q stderr %q", code, err, stdout, stderr)
+			}
+		}
 		// Every sleep of the container, found on the host by its command line.
 		sleeps := func() []harness.Proc {
 			return harness.Processes(func(args []string) bool { return slices.Contains(want, strings.Join(args, " ")) })
