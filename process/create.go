@@ -148,6 +148,7 @@ func Create(ctx context.Context, r *reaper.Reaper, cfg CreateConfig, onCreated f
 	}
 	p.pid = pid
 	c.watchCgroup(p.pid)
+	p.session = c.noteSession(pid)
 
 	p.mu.Lock()
 	onCreated(p.pid)

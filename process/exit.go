@@ -144,7 +144,7 @@ func (c *Container) initExited(e reaper.Exit) {
 	case c.hasNoCgroup():
 		// The runtime's kill --all finds a container's processes in its
 		// cgroup, and there is none: it would find nothing.
-		c.keepExitedSession(e.Pid)
+		c.keepExitedSession(c.init.session)
 		c.killLeftovers()
 	default:
 		// Without a PID namespace of its own, the container's other processes

@@ -305,6 +305,7 @@ func Import(r *reaper.Reaper, st ContainerState, cfg CreateConfig, adopt func(fd
 		if !p.alive() {
 			continue
 		}
+		p.session = c.noteSession(p.pid) // read again: it is not handed over
 		exitc := r.Adopt(p.pid)
 		if p.IsInit() {
 			r.Then(p.pid, exitc, c.initExited)

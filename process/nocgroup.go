@@ -94,22 +94,39 @@ func (c *Container) runningExecPids() []int {
 	return pids
 }
 
-// keepExitedSession records what the init or exec whose PID was pid, which
-// has exited, left in its session, for a container without a cgroup of its
-// own in a pid namespace it shares: its orphans (reparented to the shim, or
-// to a pod's init) are found from no other root, and would be listed by no
-// Pids and killed by nobody. Records no member of which is in its session
-// any more are dropped (their numbers may be reused). Called before the exit
-// is recorded, so that at no moment the process is neither running (a root)
-// nor recorded; it costs one scan of /proc per exit, in this mode only.
-// The records are not handed over by an upgrade.
-func (c *Container) keepExitedSession(pid int) {
-	if c.ownPIDNS || !c.hasNoCgroup() {
+// tracksSessions reports a container whose processes are found by their
+// sessions (proctree): without a cgroup of its own, in a pid namespace it
+// shares.
+func (c *Container) tracksSessions() bool {
+	return !c.ownPIDNS && c.hasNoCgroup()
+}
+
+// noteSession is the session of a process of the container that has just
+// started (pid), where tracksSessions, for keepExitedSession at its exit:
+// once it is reaped its session can no longer be read. 0 elsewhere, and
+// when proctree.SessionOf finds none of the container's.
+func (c *Container) noteSession(pid int) int {
+	if !c.tracksSessions() {
+		return 0
+	}
+	return proctree.SessionOf(pid)
+}
+
+// keepExitedSession records what an init or exec that has exited left in
+// its session (noteSession; 0 for none): its orphans (reparented to the
+// shim, or to a pod's init) are found from no other root, and would be
+// listed by no Pids and killed by nobody. Records no member of which is in
+// its session any more are dropped (their numbers may be reused). Called
+// before the exit is recorded, so that at no moment the process is neither
+// running (a root) nor recorded; it costs one scan of /proc per exit, in
+// this mode only.
+func (c *Container) keepExitedSession(session int) {
+	if session == 0 {
 		return
 	}
-	e, err := proctree.ExitedSession(pid)
+	e, err := proctree.ExitedSession(session)
 	if err != nil {
-		slog.Warn("find what an exited process left in its session", "container", c.ID, "pid", pid, "error", err)
+		slog.Warn("find what an exited process left in its session", "container", c.ID, "session", session, "error", err)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

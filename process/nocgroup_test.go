@@ -71,6 +71,7 @@ func runSessionInit(t *testing.T, c *Container, r *reaper.Reaper, background str
 	}
 	t.Cleanup(func() { _ = syscall.Kill(bg, syscall.SIGKILL) }) // reaped by r
 	c.init.pid, c.init.status = init.Process.Pid, Running
+	c.init.session = c.noteSession(init.Process.Pid) // as Create does
 	r.Then(init.Process.Pid, exitc, c.initExited)
 	return init, bg
 }

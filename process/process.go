@@ -40,11 +40,15 @@ type Process struct {
 
 	execSpec []byte // OCI Process JSON (execs)
 
-	mu       sync.Mutex
-	viewMu   sync.Mutex
-	status   Status
-	pid      int
-	pidfd    int // execs: signals go through it, immune to PID reuse; -1 when none
+	mu     sync.Mutex
+	viewMu sync.Mutex
+	status Status
+	pid    int
+	pidfd  int // execs: signals go through it, immune to PID reuse; -1 when none
+	// session is the session the process was in at its start, noted for a
+	// container whose processes are found by session (noteSession), else
+	// 0; set with pid, before its exit is claimed, and read at the exit.
+	session  int
 	exitCode int
 	exitedAt time.Time
 	pipes    *shimio.Pipes
@@ -230,6 +234,7 @@ func (p *Process) startRestore(ctx context.Context, onStarted func(pid int)) err
 	}
 	c.watchCgroup(pid)
 	p.restore = nil
+	p.session = c.noteSession(pid)
 	p.setLocked(func() { p.pid, p.status = pid, Running })
 	onStarted(pid)
 	c.rt.Reaper.Then(pid, exitc, c.initExited)
@@ -302,6 +307,7 @@ func (p *Process) startExec(ctx context.Context, onStarted func(pid int)) error 
 		p.pidfd = fd
 	}
 	p.pipes = pipes
+	p.session = c.noteSession(pid)
 	p.setLocked(func() { p.pid, p.status = pid, Running })
 	started = true
 	onStarted(pid)
@@ -363,7 +369,7 @@ func (c *Container) execDone() {
 }
 
 func (p *Process) execExited(e reaper.Exit) {
-	p.c.keepExitedSession(e.Pid)
+	p.c.keepExitedSession(p.session)
 	p.recordExit(e)
 	p.c.execDone()
 }

@@ -25,10 +25,12 @@ import (
 // the roots given (its running execs), the members of their sessions, and
 // all their descendants. The sessions find a process whose parent died,
 // reparented to the shim (the subreaper) or to the pod's init: runc starts
-// the init and each exec as a session leader, and a process keeps its
-// session when its parent dies. The sessions of exited leaders (execs)
-// count while they are known to be theirs (Exited). Missed still: a process
-// that started a session of its own. Sorted by PID; init first is not promised.
+// the init and each exec as a session leader, crun the init and each exec's
+// short-lived parent, and a process keeps its session when its parent dies.
+// The caller's own session is never taken (a runtime that started none would
+// leave the container's processes in it). The sessions of exited ones count
+// while they are known to be theirs (Exited). Missed still: a process that
+// started a session of its own. Sorted by PID; init first is not promised.
 // Each comes with its start time (see Proc).
 func Of(init int, roots []int, exited []Exited) ([]Proc, error) {
 	initNS, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", init))
@@ -67,8 +69,8 @@ func Of(init int, roots []int, exited []Exited) ([]Proc, error) {
 
 // Leftovers lists what a container in a pid namespace it shares left
 // running when its init exited: the roots given (its running execs) and
-// their sessions, the sessions of its exited session leaders (the init and
-// the exited execs, as in Of), and all their descendants; processes exiting
+// their sessions, the sessions its exited init and execs left (as in Of),
+// and all their descendants; processes exiting
 // already, or not found by the scan, are left out. Each comes with its
 // start time, so that Signal hits the process the scan found and no later
 // holder of its number.
@@ -82,9 +84,8 @@ func Leftovers(roots []int, exited []Exited) ([]Proc, error) {
 	return t.procs(t.walk(start), func(st procstat.Stat) bool { return !st.Exiting() }), nil
 }
 
-// Exited is what an exited session leader (an init or an exec: runc starts
-// each as one) left in its session: the session's number, and its members
-// at the exit. The kernel keeps a session's number from reuse while the
+// Exited is what an exited init or exec left in its session (SessionOf,
+// noted while it ran): the session's number, and its members at the exit. The kernel keeps a session's number from reuse while the
 // session has a member, so as long as one of these is still in it, every
 // member the session has is the leader's (a process forked since, or
 // orphaned since, as well); once none is, the number may be a new
@@ -94,15 +95,30 @@ type Exited struct {
 	Members []Proc `json:"members"` // an upgrade hands records over as JSON
 }
 
-// ExitedSession records what the session leader leader, which has exited,
-// left in its session; no Members when it left nothing.
-func ExitedSession(leader int) (Exited, error) {
+// ExitedSession records what is left in session, that of an init or exec
+// that has exited; no Members when nothing is.
+func ExitedSession(session int) (Exited, error) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return Exited{}, err
 	}
 	t := scan(entries)
-	return Exited{Session: leader, Members: t.procs(t.sessions[leader], func(procstat.Stat) bool { return true })}, nil
+	return Exited{Session: session, Members: t.procs(t.sessions[session], func(procstat.Stat) bool { return true })}, nil
+}
+
+// SessionOf is the session pid is in, or 0 when that is the caller's own
+// (a runtime that started no session for the process left it in the
+// shim's, which is not the container's) or pid is gone.
+func SessionOf(pid int) int {
+	st, err := procstat.Read(pid)
+	if err != nil {
+		return 0
+	}
+	own, err := unix.Getsid(0)
+	if err != nil || st.Session == own {
+		return 0
+	}
+	return st.Session
 }
 
 // Gone reports that none of e's members is still in its session: e no
@@ -211,11 +227,19 @@ func scan(entries []os.DirEntry) tree {
 	return t
 }
 
-// withSessions is leaders and the members of their sessions.
-func (t tree) withSessions(leaders []int) []int {
-	out := slices.Clone(leaders)
-	for _, leader := range leaders {
-		out = append(out, t.sessions[leader]...)
+// withSessions is roots and the members of their sessions (by the scan),
+// but the scanning process's own session.
+func (t tree) withSessions(roots []int) []int {
+	own := t.stat[os.Getpid()].Session // 0, never a session, if not found
+	out := slices.Clone(roots)
+	seen := map[int]bool{own: true, 0: true}
+	for _, r := range roots {
+		st, found := t.stat[r]
+		if !found || seen[st.Session] {
+			continue
+		}
+		seen[st.Session] = true
+		out = append(out, t.sessions[st.Session]...)
 	}
 	return out
 }

@@ -3,8 +3,10 @@ package proctree
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -101,7 +103,20 @@ func sessionLeader(t *testing.T) (*exec.Cmd, int) {
 		var ws syscall.WaitStatus
 		_, _ = syscall.Wait4(orphan, &ws, 0, nil)
 	})
+	awaitSleep(t, cmd.Process.Pid) // the orphan's parent has exited
 	return cmd, orphan
+}
+
+// awaitSleep waits until pid runs sleep: a script that ends in `exec
+// sleep` after its other commands is then done with them.
+func awaitSleep(t *testing.T, pid int) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
+		if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); string(comm) == "sleep\n" {
+			return
+		}
+	}
+	t.Fatalf("process %d never came to its sleep", pid)
 }
 
 // When the init of a container in a shared pid namespace has exited and
@@ -181,6 +196,83 @@ func TestExitedSessionCountsWhileAMemberIsLeft(t *testing.T) {
 	if got := pidsOf(t, procs); slices.Contains(got, execOrphan) {
 		t.Errorf("Of = %v: lists %d through a record that is Gone", got, execOrphan)
 	}
+}
+
+// crun starts an exec as the child of a short-lived session leader, so the
+// exec's session is not its PID: what it leaves is found by its session
+// while it runs (Of) and once it has exited (SessionOf, noted while it ran,
+// then ExitedSession and Leftovers).
+func TestSessionOfAnExecWhoseLeaderExited(t *testing.T) {
+	dir := t.TempDir()
+	execScript := filepath.Join(dir, "exec.sh")
+	if err := os.WriteFile(execScript, []byte("sh -c 'sleep 60 & echo orphan $!'\nexec sleep 61\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	leader := exec.Command("sh", "-c", "sh "+execScript+" & echo exec $!")
+	leader.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	out, err := leader.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := leader.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pids := map[string]int{}
+	sc := bufio.NewScanner(out)
+	for len(pids) < 2 && sc.Scan() {
+		what, n, _ := strings.Cut(sc.Text(), " ")
+		pid, err := strconv.Atoi(n)
+		if err != nil {
+			t.Fatalf("the scripts said %q", sc.Text())
+		}
+		pids[what] = pid
+	}
+	execPid, orphan := pids["exec"], pids["orphan"]
+	t.Cleanup(func() {
+		_ = syscall.Kill(execPid, syscall.SIGKILL)
+		_ = syscall.Kill(orphan, syscall.SIGKILL)
+	})
+	if execPid == 0 || orphan == 0 {
+		t.Fatalf("the scripts said %v", pids)
+	}
+	session := leader.Process.Pid
+	_ = leader.Wait() // the leader is gone; its session lives on in the exec
+
+	if got := SessionOf(execPid); got != session {
+		t.Fatalf("SessionOf(exec %d) = %d, want its dead leader's %d", execPid, got, session)
+	}
+	awaitSleep(t, execPid) // the orphan's parent has exited
+	procs, err := Of(execPid, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := pidsOf(t, procs); !slices.Equal(got, sorted(execPid, orphan)) {
+		t.Errorf("Of = %v, want the exec and its orphan %v", got, sorted(execPid, orphan))
+	}
+
+	_ = syscall.Kill(execPid, syscall.SIGKILL)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if st, err := procstat.Read(execPid); err != nil || st.Exiting() {
+			break
+		}
+	}
+	e, err := ExitedSession(session)
+	if err != nil {
+		t.Fatal(err)
+	}
+	procs, err = Leftovers(nil, []Exited{e})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := pidsOf(t, procs); !slices.Contains(got, orphan) {
+		t.Errorf("Leftovers = %v, want the exited exec's orphan %d", got, orphan)
+	}
+}
+
+// sorted is pids in order.
+func sorted(pids ...int) []int {
+	slices.Sort(pids)
+	return pids
 }
 
 // pidsOf is the numbers of procs, each checked to carry its process's start
