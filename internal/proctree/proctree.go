@@ -2,7 +2,8 @@
 // that has no cgroup of its own to list them from (the runtime's `ps` reads
 // the cgroup, and fails without one: rootless containers on cgroup v1, or on
 // v2 without a delegated cgroup), and what such a container left running
-// when its init exited (the runtime's `kill --all` reads the cgroup too).
+// when its init exited (the runtime's `kill --all` reads the cgroup too);
+// and signals what it found, named by number and start time (Proc).
 package proctree
 
 import (
