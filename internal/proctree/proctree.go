@@ -71,10 +71,9 @@ func Of(init int, roots []int, exited []Exited) ([]Proc, error) {
 // Leftovers lists what a container in a pid namespace it shares left
 // running when its init exited: the roots given (its running execs) and
 // their sessions, the sessions its exited init and execs left (as in Of),
-// and all their descendants; processes exiting
-// already, or not found by the scan, are left out. Each comes with its
-// start time, so that Signal hits the process the scan found and no later
-// holder of its number.
+// and all their descendants; processes exiting already, or not found by the
+// scan, are left out. Each comes with its start time, so that Signal hits
+// the process the scan found and no later holder of its number.
 func Leftovers(roots []int, exited []Exited) ([]Proc, error) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
@@ -86,11 +85,12 @@ func Leftovers(roots []int, exited []Exited) ([]Proc, error) {
 }
 
 // Exited is what an exited init or exec left in its session (SessionOf,
-// noted while it ran): the session's number, and its members at the exit. The kernel keeps a session's number from reuse while the
-// session has a member, so as long as one of these is still in it, every
-// member the session has is the leader's (a process forked since, or
-// orphaned since, as well); once none is, the number may be a new
-// process's, and the record is done with (Gone).
+// noted while it ran): the session's number, and its members at the exit.
+// The kernel keeps a session's number from reuse while the session has a
+// member, so as long as one of these is still in it, every member the
+// session has is the container's (a process forked since, or orphaned
+// since, as well); once none is, the number may be a new process's, and the
+// record is done with (Gone).
 type Exited struct {
 	Session int    `json:"session"`
 	Members []Proc `json:"members"` // an upgrade hands records over as JSON
@@ -140,7 +140,7 @@ func (e Exited) stillIn(m Proc, st procstat.Stat) bool {
 }
 
 // ofExited lists the members of those sessions of exited that a member
-// recorded at the leader's exit is still in (see Exited).
+// recorded at the exit is still in (see Exited).
 func (t tree) ofExited(exited []Exited) []int {
 	var out []int
 	for _, e := range exited {
