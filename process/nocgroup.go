@@ -104,7 +104,8 @@ func (c *Container) tracksSessions() bool {
 // noteSession is the session of a process of the container that has just
 // started (pid), where tracksSessions, for keepExitedSession at its exit:
 // once it is reaped its session can no longer be read. 0 elsewhere, and
-// when proctree.SessionOf finds none of the container's.
+// when proctree.SessionOf finds none of the container's (a process gone
+// already is taken for the leader of its own, as runc starts each).
 func (c *Container) noteSession(pid int) int {
 	if !c.tracksSessions() {
 		return 0

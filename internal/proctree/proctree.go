@@ -109,11 +109,13 @@ func ExitedSession(session int) (Exited, error) {
 
 // SessionOf is the session pid is in, or 0 when that is the caller's own
 // (a runtime that started no session for the process left it in the
-// shim's, which is not the container's) or pid is gone.
+// shim's, which is not the container's). A process gone already (one that
+// exits as soon as it starts may be reaped before this reads it) is taken
+// to have led its own, as runc starts each: pid.
 func SessionOf(pid int) int {
 	st, err := procstat.Read(pid)
 	if err != nil {
-		return 0
+		return pid
 	}
 	own, err := unix.Getsid(0)
 	if err != nil || st.Session == own {

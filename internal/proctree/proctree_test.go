@@ -269,6 +269,22 @@ func TestSessionOfAnExecWhoseLeaderExited(t *testing.T) {
 	}
 }
 
+// SessionOf takes a process already reaped (an exec that exited as soon as
+// it started) for the leader of its own session, as runc starts each; the
+// caller's own session is none of the container's.
+func TestSessionOfAGoneProcessAndOfTheCallersOwn(t *testing.T) {
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if got := SessionOf(cmd.Process.Pid); got != cmd.Process.Pid {
+		t.Errorf("SessionOf(reaped %d) = %d, want its own number", cmd.Process.Pid, got)
+	}
+	if got := SessionOf(os.Getpid()); got != 0 {
+		t.Errorf("SessionOf(the caller) = %d, want 0", got)
+	}
+}
+
 // sorted is pids in order.
 func sorted(pids ...int) []int {
 	slices.Sort(pids)
