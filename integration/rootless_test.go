@@ -74,6 +74,23 @@ func testRootless(t *testing.T, d *harness.Daemon) {
 		return shims[0]
 	}
 
+	// upgradeRootless upgrades id's shim in place to the second build, installed for
+	// the user under name, as the operator does it: as that user, inside its namespaces
+	// (the shims' sockets are in its private /run/containerd). It returns the binary and
+	// the command's output.
+	upgradeRootless := func(t *testing.T, id, name string) (string, string) {
+		t.Helper()
+		newBin, err := d.RootlessInstall(secondShimBuild(t), name, harness.ShimBinaryName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stdout, stderr, code, err := harness.RunCmd(ctx, d.RootlessCmd(ctx, newBin, "upgrade", "-address", shimAddress(t, d, ns, id), "-binary", newBin))
+		if err != nil || code != 0 || !strings.Contains(stdout, "-> "+upgradeBuildVersion) {
+			t.Fatalf("upgrade as the rootless user: code %d err %v stdout %q stderr %q", code, err, stdout, stderr)
+		}
+		return newBin, stdout
+	}
+
 	t.Run("run-streams-exit-code", func(t *testing.T) {
 		const id = "rl-run"
 		stdout, stderr, code, err := d.Ctr(ctx, ctrRunRootless(id, "--rm", harness.ImageName, id,
@@ -125,14 +142,7 @@ func testRootless(t *testing.T, d *harness.Daemon) {
 		if harness.Runtime() == "io.example.v2" {
 			// What the exited exec left is recorded; the record crosses an in-place
 			// upgrade, and the successor answers below.
-			newBin, err := d.RootlessInstall(secondShimBuild(t), "upgrade-ps", harness.ShimBinaryName)
-			if err != nil {
-				t.Fatal(err)
-			}
-			stdout, stderr, code, err := harness.RunCmd(ctx, d.RootlessCmd(ctx, newBin, "upgrade", "-address", shimAddress(t, d, ns, id), "-binary", newBin))
-			if err != nil || code != 0 || !strings.Contains(stdout, "-> "+upgradeBuildVersion) {
-				t.Fatalf("upgrade as the rootless user: code %d err %v stdout %q stderr %q", code, err, stdout, stderr)
-			}
+			upgradeRootless(t, id, "upgrade-ps")
 		}
 		// Every sleep of the container, found on the host by its command line.
 		sleeps := func() []harness.Proc {
@@ -206,22 +216,16 @@ func testRootless(t *testing.T, d *harness.Daemon) {
 	})
 
 	t.Run("upgrade-in-place", func(t *testing.T) {
-		// The operator reaches the rootless daemon's shims as its user, inside its
-		// namespaces (their sockets are in its private /run/containerd).
-		newBin, err := d.RootlessInstall(secondShimBuild(t), "upgrade-b", harness.ShimBinaryName)
-		if err != nil {
-			t.Fatal(err)
-		}
 		const id = "rl-up"
 		shim := runSleeper(t, id)
-		stdout, stderr, code, err := harness.RunCmd(ctx, d.RootlessCmd(ctx, newBin, "upgrade", "-address", shimAddress(t, d, ns, id), "-binary", newBin))
-		if err != nil || code != 0 || !strings.Contains(stdout, fmt.Sprintf("pid %d: ", shim.Pid)) || !strings.Contains(stdout, "-> "+upgradeBuildVersion) {
-			t.Fatalf("upgrade as the rootless user: code %d err %v stdout %q stderr %q", code, err, stdout, stderr)
+		newBin, stdout := upgradeRootless(t, id, "upgrade-b")
+		if !strings.Contains(stdout, fmt.Sprintf("pid %d: ", shim.Pid)) {
+			t.Fatalf("upgrade as the rootless user names no pid %d: %q", shim.Pid, stdout)
 		}
 		if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", shim.Pid)); err != nil || exe != newBin {
 			t.Errorf("the shim (pid %d) runs %q (%v) after the upgrade, want %s", shim.Pid, exe, err, newBin)
 		}
-		stdout, stderr, code, err = d.Ctr(ctx, "task", "exec", "--exec-id", "e-up", id, "sh", "-c", "echo after; exit 7")
+		stdout, stderr, code, err := d.Ctr(ctx, "task", "exec", "--exec-id", "e-up", id, "sh", "-c", "echo after; exit 7")
 		if err != nil || code != 7 || stdout != "after\n" {
 			t.Errorf("exec after the upgrade: code %d err %v stdout %q stderr %q, want 7, after", code, err, stdout, stderr)
 		}
