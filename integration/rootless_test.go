@@ -129,8 +129,9 @@ func testRootless(t *testing.T, d *harness.Daemon) {
 
 	t.Run("ps-in-a-shared-pid-namespace", func(t *testing.T) {
 		// No pid namespace of its own: without a cgroup the shim lists the
-		// container by descent from its init and execs, and by their sessions,
-		// which keep the processes whose parent died (reparented to the shim).
+		// container by descent from its init and execs, by their sessions,
+		// which keep the processes whose parent died (reparented to the shim),
+		// and by its mount namespace.
 		const id = "rl-hostpid"
 		ctr := newContainer(t, ctx, d, id, []string{"sh", "-c", `sh -c "sleep 1001 &"; exec sleep 1000`},
 			oci.WithCgroup(d.RootlessCgroupsPath(id)), oci.WithHostNamespace(specs.PIDNamespace), withProcBound)
@@ -138,7 +139,10 @@ func testRootless(t *testing.T, d *harness.Daemon) {
 		ctrOK(t, ctx, d, "task", "exec", "--detach", "--exec-id", "e1", id, "sh", "-c", `sh -c "sleep 1003 &"; exec sleep 1002`)
 		// An exec that has exited by the time ctr returns, leaving a sleep in its session.
 		ctrOK(t, ctx, d, "task", "exec", "--exec-id", "e2", id, "sh", "-c", "sleep 1005 </dev/null >/dev/null 2>&1 &")
-		want := []string{"sleep 1000", "sleep 1001", "sleep 1002", "sleep 1003", "sleep 1005"}
+		// And one that leaves a daemon: a session of its own, no session or parent
+		// to find it by; it is in the container's mount namespace.
+		ctrOK(t, ctx, d, "task", "exec", "--exec-id", "e3", id, "sh", "-c", "setsid sleep 1004 </dev/null >/dev/null 2>&1 &")
+		want := []string{"sleep 1000", "sleep 1001", "sleep 1002", "sleep 1003", "sleep 1004", "sleep 1005"}
 		if harness.Runtime() == "io.example.v2" {
 			// What the exited exec left is recorded; the record crosses an in-place
 			// upgrade, and the successor answers below.
@@ -171,7 +175,7 @@ func testRootless(t *testing.T, d *harness.Daemon) {
 		if stockWithoutCgroup {
 			t.Logf("stock shim, no cgroup: Pids says %q", got)
 		} else if !ok {
-			t.Errorf("Pids lists %q, want %q (the init, the running exec and the sleeps each left behind, an exited exec's too)", got, want)
+			t.Errorf("Pids lists %q, want %q (the init, the running exec and the sleeps each left behind, the exited execs' too)", got, want)
 		}
 		// A kill with all reaches every process without a cgroup to find them in:
 		// SIGSTOP, and each sleep is stopped (runc 1.1's kill --all fails there,

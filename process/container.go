@@ -101,8 +101,12 @@ type Container struct {
 	// a cgroup of its own, in a shared pid namespace, left in their sessions
 	// (keepExitedSession); they are the container's too.
 	exitedSessions []proctree.Exited
-	checkpoints    int // checkpoints under way: Pause and Resume wait for none (Checkpoint, checkpointBusy)
-	gate           launchGate
+	// mountNS: the mount namespace of such a container, held from its init's
+	// start until the init's exit has been dealt with (holdMountNS); nil
+	// elsewhere.
+	mountNS     *proctree.MountNS
+	checkpoints int // checkpoints under way: Pause and Resume wait for none (Checkpoint, checkpointBusy)
+	gate        launchGate
 	// stoppingCheckpoints are those of checkpoints that stop the container:
 	// the init's exit is reported after them (waitIdle).
 	stoppingCheckpoints int

@@ -149,6 +149,7 @@ func Create(ctx context.Context, r *reaper.Reaper, cfg CreateConfig, onCreated f
 	p.pid = pid
 	c.watchCgroup(p.pid)
 	p.session = c.noteSession(pid)
+	c.holdMountNS(pid)
 
 	p.mu.Lock()
 	onCreated(p.pid)

@@ -146,6 +146,7 @@ func (c *Container) initExited(e reaper.Exit) {
 		// cgroup, and there is none: it would find nothing.
 		c.keepExitedSession(c.init.session)
 		c.killLeftovers()
+		c.releaseMountNS()
 	default:
 		// Without a PID namespace of its own, the container's other processes
 		// do not die with its init: kill them so none is leaked.

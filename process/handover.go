@@ -306,6 +306,9 @@ func Import(r *reaper.Reaper, st ContainerState, cfg CreateConfig, adopt func(fd
 			continue
 		}
 		p.session = c.noteSession(p.pid) // read again: it is not handed over
+		if p.IsInit() {
+			c.holdMountNS(p.pid) // held again, as it cannot be handed over
+		}
 		exitc := r.Adopt(p.pid)
 		if p.IsInit() {
 			r.Then(p.pid, exitc, c.initExited)

@@ -57,7 +57,17 @@ func (c *Container) pidsFromProc(init int) ([]int, error) {
 
 // procsFromProc is what pidsFromProc lists, with start times.
 func (c *Container) procsFromProc(init int) ([]proctree.Proc, error) {
-	return proctree.Of(init, c.runningExecPids(), c.recordedSessions())
+	return proctree.Of(init, c.known())
+}
+
+// known is what the container's processes are found by beside its init
+// (proctree.Known): its running execs, the sessions its exited ones left
+// (keepExitedSession), and its mount namespace (holdMountNS).
+func (c *Container) known() proctree.Known {
+	execs := c.runningExecPids()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return proctree.Known{Execs: execs, Exited: slices.Clone(c.exitedSessions), Mounts: c.mountNS}
 }
 
 // signalAll sends sig to every process of a container without a cgroup of
@@ -138,11 +148,34 @@ func (c *Container) keepExitedSession(session int) {
 	}
 }
 
-// recordedSessions is a copy of the records keepExitedSession keeps.
-func (c *Container) recordedSessions() []proctree.Exited {
+// holdMountNS holds the mount namespace of the init (pid), which has just
+// started, where tracksSessions: the processes in it are the container's,
+// the ones no session finds included (a daemon that started its own). Kept
+// until the init's exit has been dealt with (releaseMountNS); not handed
+// over in an upgrade, where the successor holds it again from a running
+// init. Without it (the init gone, the namespace the shim's own) the
+// sessions alone find them.
+func (c *Container) holdMountNS(pid int) {
+	if !c.tracksSessions() {
+		return
+	}
+	m, err := proctree.OpenMountNS(pid)
+	if err != nil {
+		slog.Warn("hold the mount namespace of a container without a cgroup", "container", c.ID, "pid", pid, "error", err)
+	}
+	c.mu.Lock()
+	c.mountNS.Close() // none held before; were one, it is not leaked
+	c.mountNS = m
+	c.mu.Unlock()
+}
+
+// releaseMountNS lets the namespace holdMountNS held go: once the init has
+// exited and what it left is killed, no one lists the container's processes.
+func (c *Container) releaseMountNS() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return slices.Clone(c.exitedSessions)
+	c.mountNS.Close()
+	c.mountNS = nil
 }
 
 // leftoverRounds bounds killLeftovers' scans: a process may fork while the
@@ -155,10 +188,11 @@ const leftoverRounds = 5
 // finds a container's processes in its cgroup, and there is none, so they
 // would outlive the container (as under the stock shim). Found by
 // proctree.Leftovers: what the init and the exited execs left in their
-// sessions, and the running execs with theirs.
+// sessions, the running execs with theirs, and what is in its mount
+// namespace.
 func (c *Container) killLeftovers() {
 	for range leftoverRounds {
-		procs, err := proctree.Leftovers(c.runningExecPids(), c.recordedSessions())
+		procs, err := proctree.Leftovers(c.known())
 		if err != nil {
 			slog.Warn("find the processes left by the init's exit", "container", c.ID, "error", err)
 			return

@@ -49,8 +49,16 @@ func newNoCgroupContainer(t *testing.T) (c *Container, r *reaper.Reaper, calls s
 // returns the init and the background process's PID.
 func runSessionInit(t *testing.T, c *Container, r *reaper.Reaper, background string) (*exec.Cmd, int) {
 	t.Helper()
+	return runInit(t, c, r, nil, background)
+}
+
+// runInit is runSessionInit with the init run by wrapper (a command that
+// execs the rest of its arguments; none when empty).
+func runInit(t *testing.T, c *Container, r *reaper.Reaper, wrapper []string, background string) (*exec.Cmd, int) {
+	t.Helper()
 	// A handler, not an ignored signal: the init's children keep the default.
-	init := exec.Command("sh", "-c", `trap : TERM; `+background+` & echo $!; while :; do sleep 1; done`)
+	argv := append(wrapper, "sh", "-c", `trap : TERM; `+background+` & echo $!; while :; do sleep 1; done`)
+	init := exec.Command(argv[0], argv[1:]...)
 	init.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	out, err := init.StdoutPipe()
 	if err != nil {
@@ -72,6 +80,7 @@ func runSessionInit(t *testing.T, c *Container, r *reaper.Reaper, background str
 	t.Cleanup(func() { _ = syscall.Kill(bg, syscall.SIGKILL) }) // reaped by r
 	c.init.pid, c.init.status = init.Process.Pid, Running
 	c.init.session = c.noteSession(init.Process.Pid) // as Create does
+	c.holdMountNS(init.Process.Pid)
 	r.Then(init.Process.Pid, exitc, c.initExited)
 	return init, bg
 }
@@ -111,6 +120,50 @@ func TestInitExitWithoutACgroupKillsWhatItLeft(t *testing.T) {
 	}
 	if got := runtimeCalls(calls); got != "" {
 		t.Errorf("the runtime was asked to kill: %q", got)
+	}
+}
+
+// A container without a cgroup of its own whose init, in a mount namespace
+// of its own, left a daemon (a process in a session of its own, its parent
+// gone): at the init's exit the daemon is killed too, found by the
+// namespace, which the shim lets go after.
+func TestInitExitWithoutACgroupKillsADaemonItLeft(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("a mount namespace needs root")
+	}
+	c, r, _ := newNoCgroupContainer(t)
+	var daemonAtExit procstat.Stat
+	var daemon atomic.Int64 // set after the callback is registered
+	reported := make(chan struct{})
+	c.events.Exited = func(*Process, Snapshot) {
+		daemonAtExit, _ = procstat.Read(int(daemon.Load()))
+		close(reported)
+	}
+	init, pid := runInit(t, c, r, []string{"unshare", "--mount", "--propagation", "private"}, "setsid sleep 60")
+	daemon.Store(int64(pid))
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+		if st, err := procstat.Read(pid); err == nil && st.Session == pid {
+			break // setsid has made its session
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon %d never made a session of its own", pid)
+		}
+	}
+	if c.known().Mounts == nil {
+		t.Fatal("the init's mount namespace is not held")
+	}
+
+	_ = init.Process.Kill()
+	select {
+	case <-reported:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the init's exit was not reported")
+	}
+	if daemonAtExit.State != 0 && !daemonAtExit.Exiting() {
+		t.Errorf("the init's daemon %d still ran when the exit was reported: %+v", pid, daemonAtExit)
+	}
+	if c.known().Mounts != nil {
+		t.Error("the mount namespace is still held after the init's exit")
 	}
 }
 
@@ -183,8 +236,8 @@ func TestExitedSessionRecordsAreDroppedOnceEmpty(t *testing.T) {
 	c.exitedSessions = []proctree.Exited{gone, live}
 
 	c.keepExitedSession(1<<22 + 2) // no such process: its session has no members
-	if !reflect.DeepEqual(c.recordedSessions(), []proctree.Exited{live}) {
-		t.Errorf("records after an exit that left nothing: %+v, want only the live one %+v", c.recordedSessions(), live)
+	if !reflect.DeepEqual(c.known().Exited, []proctree.Exited{live}) {
+		t.Errorf("records after an exit that left nothing: %+v, want only the live one %+v", c.known().Exited, live)
 	}
 }
 
@@ -200,7 +253,7 @@ func TestExitedSessionRecordsCrossAnUpgrade(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := next.recordedSessions(); !reflect.DeepEqual(got, records) {
+	if got := next.known().Exited; !reflect.DeepEqual(got, records) {
 		t.Errorf("records after the handover: %+v, want %+v", got, records)
 	}
 }

@@ -235,6 +235,7 @@ func (p *Process) startRestore(ctx context.Context, onStarted func(pid int)) err
 	c.watchCgroup(pid)
 	p.restore = nil
 	p.session = c.noteSession(pid)
+	c.holdMountNS(pid)
 	p.setLocked(func() { p.pid, p.status = pid, Running })
 	onStarted(pid)
 	c.rt.Reaper.Then(pid, exitc, c.initExited)

@@ -22,18 +22,10 @@ import (
 // Of lists the processes of the container whose init is init: every process
 // in init's pid namespace when init is that namespace's pid 1 (a container
 // with a pid namespace of its own, where orphans are reparented to its init);
-// otherwise (the host's namespace, or a pod's that the container joined) init,
-// the roots given (its running execs), the members of their sessions, and
-// all their descendants. The sessions find a process whose parent died,
-// reparented to the shim (the subreaper) or to the pod's init: runc starts
-// the init and each exec as a session leader, crun the init and each exec's
-// short-lived parent, and a process keeps its session when its parent dies.
-// The caller's own session is never taken (a runtime that started none would
-// leave the container's processes in it). The sessions of exited ones count
-// while they are known to be theirs (Exited). Missed still: a process that
-// started a session of its own. Sorted by PID; init first is not promised.
-// Each comes with its start time (see Proc).
-func Of(init int, roots []int, exited []Exited) ([]Proc, error) {
+// otherwise (the host's namespace, or a pod's that the container joined) init
+// and what k knows (Known.members), with all their descendants. Sorted by
+// PID; init first is not promised. Each comes with its start time (see Proc).
+func Of(init int, k Known) ([]Proc, error) {
 	initNS, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", init))
 	if err != nil {
 		return nil, fmt.Errorf("pid namespace of %d: %w", init, err)
@@ -64,24 +56,46 @@ func Of(init int, roots []int, exited []Exited) ([]Proc, error) {
 		return procs, nil
 	}
 	t := scan(entries)
-	start := append(t.withSessions(append([]int{init}, roots...)), t.ofExited(exited)...)
-	return t.procs(t.walk(start), func(procstat.Stat) bool { return true }), nil
+	return t.procs(t.walk(k.members(t, init)), func(procstat.Stat) bool { return true }), nil
 }
 
 // Leftovers lists what a container in a pid namespace it shares left
-// running when its init exited: the roots given (its running execs) and
-// their sessions, the sessions its exited init and execs left (as in Of),
-// and all their descendants; processes exiting already, or not found by the
-// scan, are left out. Each comes with its start time, so that Signal hits
-// the process the scan found and no later holder of its number.
-func Leftovers(roots []int, exited []Exited) ([]Proc, error) {
+// running when its init exited: what k knows (Known.members), and all their
+// descendants; processes exiting already, or not found by the scan, are left
+// out. Each comes with its start time, so that Signal hits the process the
+// scan found and no later holder of its number.
+func Leftovers(k Known) ([]Proc, error) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil, err
 	}
 	t := scan(entries)
-	start := append(t.withSessions(roots), t.ofExited(exited)...)
-	return t.procs(t.walk(start), func(st procstat.Stat) bool { return !st.Exiting() }), nil
+	return t.procs(t.walk(k.members(t)), func(st procstat.Stat) bool { return !st.Exiting() }), nil
+}
+
+// Known is what the shim knows of a container in a pid namespace it shares,
+// beside its init, to find its processes by.
+type Known struct {
+	Execs  []int    // its running execs
+	Exited []Exited // what its exited init and execs left in their sessions
+	Mounts *MountNS // its mount namespace; nil when it has none of its own
+}
+
+// members lists the roots given (the init, where it runs), k's running
+// execs, the members of their sessions and of the sessions k.Exited keeps,
+// and the processes in k.Mounts. The sessions find a process whose parent
+// died, reparented to the shim (the subreaper) or to the pod's init: runc
+// starts the init and each exec as a session leader, crun the init and each
+// exec's short-lived parent, and a process keeps its session when its
+// parent dies. The caller's own session is never taken (a runtime that
+// started none would leave the container's processes in it). The mount
+// namespace finds what the sessions miss: a process that started a session
+// of its own (a daemon), or whose exec's session was not read in time; every
+// process of the container is in it but one that made a namespace of its
+// own, which its descent or session still finds.
+func (k Known) members(t tree, roots ...int) []int {
+	out := append(t.withSessions(append(roots, k.Execs...)), t.ofExited(k.Exited)...)
+	return append(out, t.inMountNS(k.Mounts)...)
 }
 
 // Exited is what an exited init or exec left in its session (SessionOf,
@@ -202,6 +216,65 @@ func (p Proc) there() bool {
 
 // is reports whether st, read under p's number, is p's (its start time).
 func (p Proc) is(st procstat.Stat) bool { return st.Start == p.Start }
+
+// MountNS is a container's mount namespace, held open. The kernel gives a
+// freed namespace's number to the next namespace made (the lowest free
+// one), so a number alone could name another container's namespace by the
+// time a scan looks, just after the last of this container's processes
+// left; the hold keeps the namespace, and its number, the container's.
+type MountNS struct {
+	fd int
+	id string // as a /proc/<pid>/ns/mnt link reads
+}
+
+// OpenMountNS holds the mount namespace pid is in; nil, and no error, when
+// that is the caller's own (a container that made none: every process of the
+// caller's would be in it).
+func OpenMountNS(pid int) (*MountNS, error) {
+	fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/mnt", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("mount namespace of %d: %w", pid, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("mount namespace of %d: %w", pid, err)
+	}
+	id := fmt.Sprintf("mnt:[%d]", st.Ino)
+	if own, err := os.Readlink("/proc/self/ns/mnt"); err != nil || own == id {
+		unix.Close(fd)
+		return nil, err
+	}
+	return &MountNS{fd: fd, id: id}, nil
+}
+
+// Close lets the namespace go. A nil m is closed already.
+func (m *MountNS) Close() {
+	if m != nil && m.fd >= 0 {
+		unix.Close(m.fd)
+		m.fd = -1
+	}
+}
+
+// inMountNS lists the processes of the scan in m, but the caller; none for
+// a nil m. One link read per process.
+func (t tree) inMountNS(m *MountNS) []int {
+	if m == nil {
+		return nil
+	}
+	self := os.Getpid()
+	var out []int
+	for pid := range t.stat {
+		if pid == self {
+			continue
+		}
+		// A process gone meanwhile has no link: it is not listed.
+		if id, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/ns/mnt"); err == nil && id == m.id {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
 
 // tree is the processes of /proc as one scan found them.
 type tree struct {

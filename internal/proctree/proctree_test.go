@@ -61,7 +61,7 @@ func TestOfSharedPidNamespaceIsTheDescendants(t *testing.T) {
 	}
 	defer func() { _ = exec1.Process.Kill(); _ = exec1.Wait() }()
 
-	procs, err := Of(sh.Process.Pid, []int{exec1.Process.Pid}, nil)
+	procs, err := Of(sh.Process.Pid, Known{Execs: []int{exec1.Process.Pid}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func TestLeftoversOfAReapedInit(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	procs, err := Leftovers([]int{exec1.Process.Pid}, []Exited{initSession})
+	procs, err := Leftovers(Known{Execs: []int{exec1.Process.Pid}, Exited: []Exited{initSession}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,14 +168,14 @@ func TestExitedSessionCountsWhileAMemberIsLeft(t *testing.T) {
 	if e.Gone() {
 		t.Fatal("Gone with the exec's orphan still in its session")
 	}
-	procs, err := Of(init.Process.Pid, nil, []Exited{e})
+	procs, err := Of(init.Process.Pid, Known{Exited: []Exited{e}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := pidsOf(t, procs); !slices.Contains(got, execOrphan) || slices.Contains(got, otherOrphan) {
 		t.Errorf("Of = %v: want the exited exec's orphan %d, not %d", got, execOrphan, otherOrphan)
 	}
-	procs, err = Leftovers(nil, []Exited{e})
+	procs, err = Leftovers(Known{Exited: []Exited{e}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +189,7 @@ func TestExitedSessionCountsWhileAMemberIsLeft(t *testing.T) {
 	if !stale.Gone() {
 		t.Error("a record of no live member is not Gone")
 	}
-	procs, err = Of(init.Process.Pid, nil, []Exited{stale})
+	procs, err = Of(init.Process.Pid, Known{Exited: []Exited{stale}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +242,7 @@ func TestSessionOfAnExecWhoseLeaderExited(t *testing.T) {
 		t.Fatalf("SessionOf(exec %d) = %d, want its dead leader's %d", execPid, got, session)
 	}
 	awaitSleep(t, execPid) // the orphan's parent has exited
-	procs, err := Of(execPid, nil, nil)
+	procs, err := Of(execPid, Known{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +260,7 @@ func TestSessionOfAnExecWhoseLeaderExited(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	procs, err = Leftovers(nil, []Exited{e})
+	procs, err = Leftovers(Known{Exited: []Exited{e}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -350,7 +350,7 @@ func TestOfSharedPidNamespaceFindsOrphansBySession(t *testing.T) {
 		}
 	}
 
-	procs, err := Of(init.Process.Pid, []int{exec1.Process.Pid}, nil)
+	procs, err := Of(init.Process.Pid, Known{Execs: []int{exec1.Process.Pid}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,7 +386,7 @@ func TestOfOwnPidNamespaceIsTheNamespace(t *testing.T) {
 	if len(sleeps) != 2 {
 		t.Fatalf("the namespace's init %d has children %v, want two sleeps", init, sleeps)
 	}
-	procs, err := Of(init, nil, nil)
+	procs, err := Of(init, Known{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -433,7 +433,7 @@ func TestOfJoinedPidNamespaceIsTheDescendants(t *testing.T) {
 	if len(sleep) != 1 {
 		t.Fatalf("the joined sh %v has children %v, want one sleep", sh, sleep)
 	}
-	procs, err := Of(sh[0], nil, nil)
+	procs, err := Of(sh[0], Known{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -457,4 +457,85 @@ func childrenOf(pid int) []int {
 		}
 	}
 	return out
+}
+
+// mountNSInit starts a process in a mount namespace of its own (a container's
+// init) that left a daemon behind: a process in a session of its own whose
+// parent has exited. It returns the init and the daemon's pid.
+func mountNSInit(t *testing.T) (*exec.Cmd, int) {
+	t.Helper()
+	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", `(setsid sleep 60 & echo $!); exec sleep 60`)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(out)
+	if !sc.Scan() {
+		t.Fatal("the init printed no pid")
+	}
+	daemon, err := strconv.Atoi(strings.TrimSpace(sc.Text()))
+	if err != nil {
+		t.Fatalf("the init said %q", sc.Text())
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		_ = syscall.Kill(daemon, syscall.SIGKILL)
+		var ws syscall.WaitStatus
+		_, _ = syscall.Wait4(daemon, &ws, 0, nil) // reaped here when this process is a subreaper
+	})
+	awaitSleep(t, cmd.Process.Pid)
+	awaitSleep(t, daemon)
+	return cmd, daemon
+}
+
+// A process that started a session of its own and whose parent died is
+// found by the container's mount namespace, in Of and in Leftovers (after
+// the init was reaped); not a process of another mount namespace, nor the
+// caller's. Without the namespace it is missed.
+func TestMountNamespaceFindsADaemon(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("a mount namespace needs root")
+	}
+	init, daemon := mountNSInit(t)
+	other, otherDaemon := mountNSInit(t) // another container's
+	if st, err := procstat.Read(daemon); err != nil || st.Session != daemon || st.Ppid == init.Process.Pid {
+		t.Fatalf("the daemon %d is not one (a session of its own, its parent gone): %+v, %v", daemon, st, err)
+	}
+	if m, err := OpenMountNS(os.Getpid()); m != nil || err != nil {
+		t.Errorf("OpenMountNS(the caller) = %v, %v; want nil, nil", m, err)
+	}
+	m, err := OpenMountNS(init.Process.Pid)
+	if err != nil || m == nil {
+		t.Fatalf("OpenMountNS(init) = %v, %v", m, err)
+	}
+	defer m.Close()
+
+	procs, err := Of(init.Process.Pid, Known{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := pidsOf(t, procs); !slices.Equal(got, []int{init.Process.Pid}) {
+		t.Errorf("Of without the namespace = %v, want only the init %d", got, init.Process.Pid)
+	}
+	procs, err = Of(init.Process.Pid, Known{Mounts: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := pidsOf(t, procs), sorted(init.Process.Pid, daemon); !slices.Equal(got, want) {
+		t.Errorf("Of = %v, want %v (the init and its daemon; not %d, not %d)", got, want, other.Process.Pid, otherDaemon)
+	}
+
+	_ = init.Process.Kill()
+	_ = init.Wait()
+	procs, err = Leftovers(Known{Mounts: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := pidsOf(t, procs); !slices.Equal(got, []int{daemon}) {
+		t.Errorf("Leftovers after the init's exit = %v, want the daemon %d", got, daemon)
+	}
 }
