@@ -77,13 +77,17 @@ type Container struct {
 	Bundle    string
 	Namespace string
 
-	rt          oci.Runtime
-	events      Events
-	oomWatcher  *cgroup.OOMWatcher
-	socketDir   string
-	stall       stallConfig // the output stall policy of its processes' stdio
-	ownPIDNS    bool        // the spec gives the container a PID namespace of its own
-	rootfsMount bool        // the shim mounted <bundle>/rootfs and must unmount it
+	rt         oci.Runtime
+	events     Events
+	oomWatcher *cgroup.OOMWatcher
+	socketDir  string
+	stall      stallConfig // the output stall policy of its processes' stdio
+	ownPIDNS   bool        // the spec gives the container a PID namespace of its own
+	// ownMountNS: the spec gives it a mount namespace of its own, not one it
+	// shares (by path) with another container (holdMountNS). Not handed over:
+	// Import reads the spec again where it is needed.
+	ownMountNS  bool
+	rootfsMount bool // the shim mounted <bundle>/rootfs and must unmount it
 
 	init *Process
 

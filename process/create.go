@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/example/containerd-shim-example-v2/bundle"
@@ -71,7 +72,8 @@ func Create(ctx context.Context, r *reaper.Reaper, cfg CreateConfig, onCreated f
 		oomWatcher: cfg.OOM,
 		socketDir:  cfg.SocketDir,
 		stall:      stallConfig{timeout: cfg.StallTimeout, readerOwner: cfg.ReaderOwner},
-		ownPIDNS:   hasOwnPIDNamespace(spec),
+		ownPIDNS:   hasOwnNamespace(spec, specs.PIDNamespace),
+		ownMountNS: hasOwnNamespace(spec, specs.MountNamespace),
 		execs:      make(map[string]*Process),
 	}
 	c.execsIdle = sync.NewCond(&c.mu)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/example/containerd-shim-example-v2/cgroup"
@@ -298,6 +299,12 @@ func Import(r *reaper.Reaper, st ContainerState, cfg CreateConfig, adopt func(fd
 				c.startRecheckOOM()
 			}
 			c.mu.Unlock()
+		}
+	}
+	if c.tracksSessions() && init.alive() {
+		// Read where holdMountNS needs it, as the predecessor read it.
+		if spec, err := readSpec(c.Bundle); err == nil {
+			c.ownMountNS = hasOwnNamespace(spec, specs.MountNamespace)
 		}
 	}
 	// The exits: claimed now, delivered once the reaper runs.

@@ -153,11 +153,11 @@ func (c *Container) keepExitedSession(session int) {
 // the ones no session finds included (a daemon that started its own). Kept
 // until the init's exit has been dealt with (releaseMountNS); not handed
 // over in an upgrade, where the successor holds it again from a running
-// init. Without it (the init gone, the namespace the shim's own) the
-// sessions alone find them.
+// init. Without it (the init gone, the namespace the shim's own or joined by
+// path) the sessions alone find them.
 func (c *Container) holdMountNS(pid int) {
-	if !c.tracksSessions() {
-		return
+	if !c.tracksSessions() || !c.ownMountNS {
+		return // a namespace it shares with another container would take in that one's
 	}
 	m, err := proctree.OpenMountNS(pid)
 	if err != nil {

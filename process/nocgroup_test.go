@@ -3,6 +3,7 @@ package process
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/example/containerd-shim-example-v2/internal/procstat"
@@ -37,7 +39,7 @@ func newNoCgroupContainer(t *testing.T) (c *Container, r *reaper.Reaper, calls s
 	dir := t.TempDir()
 	calls = filepath.Join(dir, "calls")
 	rt, r := fakeRuntime(t, dir, "\nkill) echo \"$*\" >> "+calls+";;")
-	c = &Container{ID: "c", Bundle: dir, rt: rt, execs: map[string]*Process{}, inShimCgroup: true}
+	c = &Container{ID: "c", Bundle: dir, rt: rt, execs: map[string]*Process{}, inShimCgroup: true, ownMountNS: true}
 	c.execsIdle = sync.NewCond(&c.mu)
 	c.init = newProcess(c, "", shimio.Config{}, nil)
 	return c, r, calls
@@ -164,6 +166,34 @@ func TestInitExitWithoutACgroupKillsADaemonItLeft(t *testing.T) {
 	}
 	if c.known().Mounts != nil {
 		t.Error("the mount namespace is still held after the init's exit")
+	}
+}
+
+// A mount namespace the spec has the container join by path (another
+// container's) is not held: its processes would be taken for this one's.
+func TestSharedMountNamespaceIsNotHeld(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("a mount namespace needs root")
+	}
+	for _, tc := range []struct {
+		spec string
+		held bool
+	}{
+		{`{"process":{"args":["sh"]},"linux":{"namespaces":[{"type":"mount"}]}}`, true},
+		{`{"process":{"args":["sh"]},"linux":{"namespaces":[{"type":"mount","path":"/proc/1/ns/mnt"}]}}`, false},
+		{`{"process":{"args":["sh"]},"linux":{"namespaces":[{"type":"pid"}]}}`, false},
+	} {
+		var spec bundleSpec
+		if err := json.Unmarshal([]byte(tc.spec), &spec); err != nil {
+			t.Fatal(err)
+		}
+		c, r, _ := newNoCgroupContainer(t)
+		c.ownMountNS = hasOwnNamespace(&spec, specs.MountNamespace)
+		runInit(t, c, r, []string{"unshare", "--mount", "--propagation", "private"}, "sleep 60")
+		if held := c.known().Mounts != nil; held != tc.held {
+			t.Errorf("spec %s: mount namespace held %v, want %v", tc.spec, held, tc.held)
+		}
+		c.releaseMountNS()
 	}
 }
 

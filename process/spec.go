@@ -55,12 +55,14 @@ func cgroupsPath(spec *bundleSpec) string {
 	return spec.Linux.CgroupsPath
 }
 
-func hasOwnPIDNamespace(spec *bundleSpec) bool {
+// hasOwnNamespace reports whether the spec gives the container a new
+// namespace of type t (not one it joins by path).
+func hasOwnNamespace(spec *bundleSpec, t specs.LinuxNamespaceType) bool {
 	if spec.Linux == nil {
 		return false
 	}
 	for _, ns := range spec.Linux.Namespaces {
-		if ns.Type == specs.PIDNamespace && ns.Path == "" {
+		if ns.Type == t && ns.Path == "" {
 			return true
 		}
 	}
