@@ -95,77 +95,62 @@ func runtimeCalls(calls string) string {
 }
 
 // A container without a cgroup of its own, in the shim's pid namespace:
-// when its init exits, the orphan it left (in its session, reparented to the
-// shim) is killed by the shim before the exit is reported, and the runtime's
-// kill --all, which looks for processes in a cgroup there is none of, is not
-// called for nothing.
+// when its init exits, what it left is killed by the shim before the exit
+// is reported: an orphan (in its session, reparented to the shim), and a
+// daemon (a session of its own, found by the container's mount namespace,
+// which the shim lets go after). The runtime's kill --all, which looks for
+// processes in a cgroup there is none of, is not called for nothing.
 func TestInitExitWithoutACgroupKillsWhatItLeft(t *testing.T) {
-	c, r, calls := newNoCgroupContainer(t)
-	var orphanAtExit procstat.Stat
-	var orphan atomic.Int64 // set after the callback is registered
-	reported := make(chan struct{})
-	c.events.Exited = func(*Process, Snapshot) {
-		orphanAtExit, _ = procstat.Read(int(orphan.Load()))
-		close(reported)
-	}
-	init, pid := runSessionInit(t, c, r, "sleep 60")
-	orphan.Store(int64(pid))
+	for _, tc := range []struct {
+		name       string
+		wrapper    []string // runs the init
+		background string   // what the init leaves
+	}{
+		{"orphan", nil, "sleep 60"},
+		{"daemon", []string{"unshare", "--mount", "--propagation", "private"}, "setsid sleep 60"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.wrapper != nil && os.Geteuid() != 0 {
+				t.Skip("a mount namespace needs root")
+			}
+			c, r, calls := newNoCgroupContainer(t)
+			var leftAtExit procstat.Stat
+			var left atomic.Int64 // set after the callback is registered
+			reported := make(chan struct{})
+			c.events.Exited = func(*Process, Snapshot) {
+				leftAtExit, _ = procstat.Read(int(left.Load()))
+				close(reported)
+			}
+			init, pid := runInit(t, c, r, tc.wrapper, tc.background)
+			left.Store(int64(pid))
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+				if st, err := procstat.Read(pid); err == nil && (tc.wrapper == nil || st.Session == pid) {
+					break // a daemon's setsid has made its session
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%d never made a session of its own", pid)
+				}
+			}
+			if held := c.known().Mounts != nil; held != (tc.wrapper != nil) {
+				t.Fatalf("the init's mount namespace held: %v", held)
+			}
 
-	_ = init.Process.Kill()
-	select {
-	case <-reported:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the init's exit was not reported")
-	}
-	if orphanAtExit.State != 0 && !orphanAtExit.Exiting() {
-		t.Errorf("the init's orphan %d still ran when the exit was reported: %+v", pid, orphanAtExit)
-	}
-	if got := runtimeCalls(calls); got != "" {
-		t.Errorf("the runtime was asked to kill: %q", got)
-	}
-}
-
-// A container without a cgroup of its own whose init, in a mount namespace
-// of its own, left a daemon (a process in a session of its own, its parent
-// gone): at the init's exit the daemon is killed too, found by the
-// namespace, which the shim lets go after.
-func TestInitExitWithoutACgroupKillsADaemonItLeft(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("a mount namespace needs root")
-	}
-	c, r, _ := newNoCgroupContainer(t)
-	var daemonAtExit procstat.Stat
-	var daemon atomic.Int64 // set after the callback is registered
-	reported := make(chan struct{})
-	c.events.Exited = func(*Process, Snapshot) {
-		daemonAtExit, _ = procstat.Read(int(daemon.Load()))
-		close(reported)
-	}
-	init, pid := runInit(t, c, r, []string{"unshare", "--mount", "--propagation", "private"}, "setsid sleep 60")
-	daemon.Store(int64(pid))
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
-		if st, err := procstat.Read(pid); err == nil && st.Session == pid {
-			break // setsid has made its session
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the daemon %d never made a session of its own", pid)
-		}
-	}
-	if c.known().Mounts == nil {
-		t.Fatal("the init's mount namespace is not held")
-	}
-
-	_ = init.Process.Kill()
-	select {
-	case <-reported:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the init's exit was not reported")
-	}
-	if daemonAtExit.State != 0 && !daemonAtExit.Exiting() {
-		t.Errorf("the init's daemon %d still ran when the exit was reported: %+v", pid, daemonAtExit)
-	}
-	if c.known().Mounts != nil {
-		t.Error("the mount namespace is still held after the init's exit")
+			_ = init.Process.Kill()
+			select {
+			case <-reported:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the init's exit was not reported")
+			}
+			if leftAtExit.State != 0 && !leftAtExit.Exiting() {
+				t.Errorf("what the init left (%d) still ran when the exit was reported: %+v", pid, leftAtExit)
+			}
+			if got := runtimeCalls(calls); got != "" {
+				t.Errorf("the runtime was asked to kill: %q", got)
+			}
+			if c.known().Mounts != nil {
+				t.Error("the mount namespace is still held after the init's exit")
+			}
+		})
 	}
 }
 

@@ -80,6 +80,15 @@ func sessionLeader(t *testing.T) (*exec.Cmd, int) {
 	t.Helper()
 	cmd := exec.Command("sh", "-c", `sh -c 'sleep 60 & echo $!'; exec sleep 60`)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	return cmd, startLeaving(t, cmd)
+}
+
+// startLeaving starts cmd, a script that prints the pid of a process it left
+// behind and then goes on as a sleep, and returns that pid once cmd has come
+// to its sleep (the left one's parent has exited by then). Both are killed
+// at the test's end.
+func startLeaving(t *testing.T, cmd *exec.Cmd) int {
+	t.Helper()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -89,22 +98,22 @@ func sessionLeader(t *testing.T) (*exec.Cmd, int) {
 	}
 	sc := bufio.NewScanner(out)
 	if !sc.Scan() {
-		t.Fatal("the session leader printed no pid")
+		t.Fatalf("%v printed no pid", cmd.Args)
 	}
-	orphan, err := strconv.Atoi(strings.TrimSpace(sc.Text()))
+	left, err := strconv.Atoi(strings.TrimSpace(sc.Text()))
 	if err != nil {
-		t.Fatalf("the session leader said %q", sc.Text())
+		t.Fatalf("%v said %q", cmd.Args, sc.Text())
 	}
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		_ = syscall.Kill(orphan, syscall.SIGKILL)
+		_ = syscall.Kill(left, syscall.SIGKILL)
 		// A child of this process when it is a subreaper: reaped here.
 		var ws syscall.WaitStatus
-		_, _ = syscall.Wait4(orphan, &ws, 0, nil)
+		_, _ = syscall.Wait4(left, &ws, 0, nil)
 	})
-	awaitSleep(t, cmd.Process.Pid) // the orphan's parent has exited
-	return cmd, orphan
+	awaitSleep(t, cmd.Process.Pid)
+	return left
 }
 
 // awaitSleep waits until pid runs sleep: a script that ends in `exec
@@ -465,29 +474,7 @@ func childrenOf(pid int) []int {
 func mountNSInit(t *testing.T) (*exec.Cmd, int) {
 	t.Helper()
 	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", `(setsid sleep 60 & echo $!); exec sleep 60`)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(out)
-	if !sc.Scan() {
-		t.Fatal("the init printed no pid")
-	}
-	daemon, err := strconv.Atoi(strings.TrimSpace(sc.Text()))
-	if err != nil {
-		t.Fatalf("the init said %q", sc.Text())
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		_ = syscall.Kill(daemon, syscall.SIGKILL)
-		var ws syscall.WaitStatus
-		_, _ = syscall.Wait4(daemon, &ws, 0, nil) // reaped here when this process is a subreaper
-	})
-	awaitSleep(t, cmd.Process.Pid)
+	daemon := startLeaving(t, cmd)
 	awaitSleep(t, daemon)
 	return cmd, daemon
 }
