@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,21 +46,15 @@ func newNoCgroupContainer(t *testing.T) (c *Container, r *reaper.Reaper, calls s
 	return c, r, calls
 }
 
-// runSessionInit starts c's init under r: a session leader (as runc starts
+// runInit starts c's init under r, run by wrapper (a command that execs
+// the rest of its arguments; none when empty): a session leader (as runc starts
 // one) that starts background (a shell command) in the background and
 // sleeps, surviving a SIGTERM; its exit is reported as an init's. It
 // returns the init and the background process's PID.
-func runSessionInit(t *testing.T, c *Container, r *reaper.Reaper, background string) (*exec.Cmd, int) {
-	t.Helper()
-	return runInit(t, c, r, nil, background)
-}
-
-// runInit is runSessionInit with the init run by wrapper (a command that
-// execs the rest of its arguments; none when empty).
 func runInit(t *testing.T, c *Container, r *reaper.Reaper, wrapper []string, background string) (*exec.Cmd, int) {
 	t.Helper()
 	// A handler, not an ignored signal: the init's children keep the default.
-	argv := append(wrapper, "sh", "-c", `trap : TERM; `+background+` & echo $!; while :; do sleep 1; done`)
+	argv := slices.Concat(wrapper, []string{"sh", "-c", `trap : TERM; ` + background + ` & echo $!; while :; do sleep 1; done`})
 	init := exec.Command(argv[0], argv[1:]...)
 	init.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	out, err := init.StdoutPipe()
@@ -193,7 +188,7 @@ func TestKillAllWithoutACgroupSignalsEveryProcess(t *testing.T) {
 	// The init's child says which signal it got (SIGKILL, at the init's
 	// exit, leaves no word).
 	termed := filepath.Join(t.TempDir(), "termed")
-	runSessionInit(t, c, r, `sh -c 'trap "echo TERM > `+termed+`; exit 0" TERM; echo ready > `+termed+`; while :; do sleep 0.05; done'`)
+	runInit(t, c, r, nil, `sh -c 'trap "echo TERM > `+termed+`; exit 0" TERM; echo ready > `+termed+`; while :; do sleep 0.05; done'`)
 	awaitFile := func(want string) {
 		t.Helper()
 		var got []byte
