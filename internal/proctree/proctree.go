@@ -94,7 +94,7 @@ type Known struct {
 // process of the container is in it but one that made a namespace of its
 // own, which its descent or session still finds.
 func (k Known) members(t tree, roots ...int) []int {
-	out := append(t.withSessions(append(roots, k.Execs...)), t.ofExited(k.Exited)...)
+	out := append(t.withSessions(slices.Concat(roots, k.Execs)), t.ofExited(k.Exited)...)
 	return append(out, t.inMountNS(k.Mounts)...)
 }
 
