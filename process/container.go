@@ -85,7 +85,8 @@ type Container struct {
 	ownPIDNS   bool        // the spec gives the container a PID namespace of its own
 	// ownMountNS: the spec gives it a mount namespace of its own, not one it
 	// shares (by path) with another container (holdMountNS). Not handed over:
-	// Import reads the spec again where it is needed.
+	// Import reads the spec again where it is needed, which serves a
+	// predecessor of any layout.
 	ownMountNS  bool
 	rootfsMount bool // the shim mounted <bundle>/rootfs and must unmount it
 

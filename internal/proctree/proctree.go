@@ -38,18 +38,18 @@ func Of(init int, k Known) ([]Proc, error) {
 	if err != nil {
 		return nil, err
 	}
-	var procs []Proc
 	if ownsNS {
+		var pids []int
 		for _, e := range entries {
-			pid, err := strconv.Atoi(e.Name())
-			if err != nil {
-				continue
+			if pid, err := strconv.Atoi(e.Name()); err == nil {
+				pids = append(pids, pid)
 			}
-			// A process gone meanwhile has no link or stat: it is not listed.
-			if ns, err := os.Readlink("/proc/" + e.Name() + "/ns/pid"); err == nil && ns == initNS {
-				if st, err := procstat.Read(pid); err == nil {
-					procs = append(procs, Proc{Pid: pid, Start: st.Start})
-				}
+		}
+		var procs []Proc
+		for _, pid := range inNamespace(pids, "pid", initNS) {
+			// A process gone meanwhile has no stat: it is not listed.
+			if st, err := procstat.Read(pid); err == nil {
+				procs = append(procs, Proc{Pid: pid, Start: st.Start})
 			}
 		}
 		slices.SortFunc(procs, func(a, b Proc) int { return a.Pid - b.Pid })
@@ -257,19 +257,28 @@ func (m *MountNS) Close() {
 }
 
 // inMountNS lists the processes of the scan in m, but the caller; none for
-// a nil m. One link read per process.
+// a nil m.
 func (t tree) inMountNS(m *MountNS) []int {
 	if m == nil {
 		return nil
 	}
 	self := os.Getpid()
-	var out []int
+	var pids []int
 	for pid := range t.stat {
-		if pid == self {
-			continue
+		if pid != self {
+			pids = append(pids, pid)
 		}
-		// A process gone meanwhile has no link: it is not listed.
-		if id, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/ns/mnt"); err == nil && id == m.id {
+	}
+	return inNamespace(pids, "mnt", m.id)
+}
+
+// inNamespace lists those of pids whose namespace of kind ("pid", "mnt")
+// is id, as its /proc/<pid>/ns/<kind> link reads: one link read per
+// process. A process gone meanwhile has no link: it is not listed.
+func inNamespace(pids []int, kind, id string) []int {
+	var out []int
+	for _, pid := range pids {
+		if ns, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/ns/" + kind); err == nil && ns == id {
 			out = append(out, pid)
 		}
 	}
