@@ -219,9 +219,7 @@ func testRootless(t *testing.T, d *harness.Daemon) {
 			for _, p := range sleeps() {
 				_ = syscall.Kill(p.Pid, syscall.SIGKILL)
 			}
-			waitTaskStatus(t, ctx, d, id, "STOPPED", 10*time.Second)
-			ctrOK(t, ctx, d, "task", "delete", id)
-			ctrOK(t, ctx, d, "container", "delete", id)
+			removeKilledRootless(t, ctx, d, ns, id)
 			return
 		}
 		killAndRemoveRootless(t, ctx, d, ns, id)
@@ -274,6 +272,12 @@ func testRootless(t *testing.T, d *harness.Daemon) {
 func killAndRemoveRootless(t *testing.T, ctx context.Context, d *harness.Daemon, ns, id string) {
 	t.Helper()
 	ctrOK(t, ctx, d, "task", "kill", "--signal", "SIGKILL", id)
+	removeKilledRootless(t, ctx, d, ns, id)
+}
+
+// removeKilledRootless is killAndRemoveRootless after its kill: the checks and the deletes.
+func removeKilledRootless(t *testing.T, ctx context.Context, d *harness.Daemon, ns, id string) {
+	t.Helper()
 	waitTaskStatus(t, ctx, d, id, "STOPPED", 10*time.Second)
 	if st := clientStatus(t, ctx, d, id); st.ExitStatus != 137 {
 		t.Errorf("exit status after SIGKILL = %d, want 137", st.ExitStatus)
