@@ -16,9 +16,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 
+	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 
 	"github.com/example/containerd-shim-example-v2/internal/rawfile"
@@ -60,6 +62,23 @@ func (e *Error) Error() string {
 		return fmt.Sprintf("OCI runtime %s failed: exit status %d", e.Op, e.Status)
 	}
 	return fmt.Sprintf("OCI runtime %s failed: %s", e.Op, e.Message)
+}
+
+// Is makes the failure of a runtime that has no such command at all
+// errdefs.ErrNotImplemented rather than Unknown: crun built without CRIU has
+// no checkpoint or restore, and a runc-compatible binary may lack a newer
+// command. The caller learns that the runtime lacks the feature, not that the
+// container is in trouble.
+func (e *Error) Is(target error) bool {
+	return target == errdefs.ErrNotImplemented && e.unknownCommand()
+}
+
+// unknownCommand recognises the runtimes' words for a command they do not
+// have: crun's "unknown command <op>", and runc's command-line library's
+// "No help topic for '<op>'".
+func (e *Error) unknownCommand() bool {
+	return strings.Contains(e.Message, "unknown command "+e.Op) ||
+		strings.Contains(e.Message, "No help topic for '"+e.Op+"'")
 }
 
 func (r *Runtime) args(logPath string, op ...string) []string {

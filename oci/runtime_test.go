@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containerd/errdefs"
+
 	"github.com/example/containerd-shim-example-v2/internal/fdtest"
 	"github.com/example/containerd-shim-example-v2/reaper"
 )
@@ -180,5 +182,39 @@ func TestUpdateResourcesNeedNoDevStdin(t *testing.T) {
 	}
 	if data, err := os.ReadFile(got); err != nil || string(data) != want {
 		t.Errorf("the runtime read %q (%v), want %q", data, err, want)
+	}
+}
+
+// A runtime without the command asked for fails as NotImplemented, in crun's
+// words (stderr) and in runc's (its JSON log); any other failure, or another
+// command's name in the message, keeps the runtime's error unclassified.
+func TestMissingCommandIsNotImplemented(t *testing.T) {
+	r := reaper.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx)
+	for _, tc := range []struct {
+		name, script string
+		want         bool
+	}{
+		{"crun without CRIU", `echo "unknown command checkpoint" >&2; exit 1`, true},
+		{"runc without the command", `printf '{"level":"error","msg":"No help topic for '"'"'checkpoint'"'"'\\n"}\n' >>"$2"; exit 3`, true},
+		{"CRIU failed", `printf '{"level":"error","msg":"criu failed: type NOTIFY errno 0"}\n' >>"$2"; exit 1`, false},
+		{"another command missing", `echo "unknown command restore" >&2; exit 1`, false},
+	} {
+		dir := t.TempDir()
+		fake := filepath.Join(dir, "fake-runtime")
+		if err := os.WriteFile(fake, []byte("#!/bin/sh\n"+tc.script+"\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		rt := &Runtime{Binary: fake, Dir: dir, LogPath: filepath.Join(dir, "log.json"), Reaper: r}
+		err := rt.Checkpoint(ctx, "c1", CheckpointOpts{ImagePath: filepath.Join(dir, "img")})
+		var rerr *Error
+		if !errors.As(err, &rerr) {
+			t.Fatalf("%s: %v, want the runtime's error", tc.name, err)
+		}
+		if got := errdefs.IsNotImplemented(err); got != tc.want {
+			t.Errorf("%s: %v: NotImplemented %v, want %v", tc.name, err, got, tc.want)
+		}
 	}
 }
