@@ -14,9 +14,7 @@ import (
 
 	"github.com/containerd/containerd/api/types/runc/options"
 	containerd "github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/cio"
-	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -219,14 +217,9 @@ func TestOptionsCrun(t *testing.T) {
 				}
 			})
 
-			// crun 1.8 rejects the spec version the 2.x Go client writes (1.3.0: "unknown
-			// version specified"); 1.0.2 is what containerd 1.6 itself writes.
 			ctr := newContainer(t, ctx, d, id, []string{"sh", "-c",
 				"echo via-crun; while [ ! -e /tmp/go ]; do sleep 0.1; done; sleep 1; echo err-line >&2; exit 5"},
-				func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
-					s.Version = "1.0.2-dev"
-					return nil
-				})
+				withCrunReadableSpec)
 			ioc, out, errb := bufferedIO(d)
 			task, statusC := startTask(t, ctx, ctr, ioc, withRuncOptions(&options.Options{BinaryName: "crun"}))
 			// crun keeps a "status" file in its state dir, runc a state.json.

@@ -12,6 +12,7 @@ import (
 
 	apievents "github.com/containerd/containerd/api/events"
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/typeurl/v2"
 
@@ -64,6 +65,9 @@ func newContainerErr(ctx context.Context, d *harness.Daemon, img containerd.Imag
 // (containerd hands them to the shim's Create when the task has none of its own).
 func newContainerWithOptions(ctx context.Context, d *harness.Daemon, img containerd.Image, id string, args []string, runtimeOpts any, extra ...oci.SpecOpts) (containerd.Container, error) {
 	specOpts := append([]oci.SpecOpts{oci.WithImageConfig(img), oci.WithProcessArgs(args...)}, extra...)
+	if harness.CrunUnderTest() {
+		specOpts = append(specOpts, withCrunReadableSpec)
+	}
 	ctr, err := d.Client().NewContainer(ctx, id,
 		containerd.WithImage(img),
 		containerd.WithNewSnapshot(id+"-rootfs", img),
@@ -74,6 +78,14 @@ func newContainerWithOptions(ctx context.Context, d *harness.Daemon, img contain
 		return nil, fmt.Errorf("new container %s: %w", id, err)
 	}
 	return ctr, nil
+}
+
+// withCrunReadableSpec gives a spec the version containerd 1.6 writes (1.0.2-dev):
+// crun 1.8 refuses the one the 2.x Go client writes (1.3.0, "unknown version
+// specified"). The shims read the spec alike whatever its version.
+func withCrunReadableSpec(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+	s.Version = "1.0.2-dev"
+	return nil
 }
 
 // exitRecord is one /tasks/exit event as a counter saw it.

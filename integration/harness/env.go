@@ -138,6 +138,9 @@ func flavorBinDir(flavor string) (string, error) {
 // PATH the daemon hands its shims, so the shim under test and the stock shim both run it.
 func RuncUnderTest() string { return os.Getenv("TEST_RUNC") }
 
+// CrunUnderTest says whether RuncUnderTest is crun (TEST_RUNC=/usr/bin/crun).
+func CrunUnderTest() bool { return filepath.Base(RuncUnderTest()) == "crun" }
+
 // ShimUnderTest returns the shim binary to install as containerd-shim-example-v2:
 // $SHIM_BINARY, else ../bin/containerd-shim-example-v2 (or ../../bin/...) relative to the
 // working directory when it exists, else "".

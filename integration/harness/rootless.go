@@ -165,9 +165,15 @@ func (r *rootlessState) delegate(dirs ...string) error {
 // rest of /run, the daemon's base among it, stays visible) and execs containerd.
 func (d *Daemon) rootlessCommand() *exec.Cmd {
 	r := d.variant.rootless
+	script := `mount -t tmpfs -o mode=0755 tmpfs /run/containerd && exec "$@"`
+	if d.variant.legacyCgroups && HybridCgroups() {
+		// The user cannot unmount the cgroup2 hierarchy (a mount its namespace inherited
+		// is locked to it), but it may cover it: with an empty tmpfs there, crun 1.8
+		// finds a legacy layout instead of the hybrid one it refuses.
+		script = `mount -t tmpfs -o mode=0755 tmpfs ` + UnifiedCgroupMount + ` && ` + script
+	}
 	cmd := exec.Command("unshare", "--user", "--map-root-user", "--map-auto", "--mount", "--propagation", "private", "--",
-		"/bin/sh", "-c", `mount -t tmpfs -o mode=0755 tmpfs /run/containerd && exec "$@"`, "sh",
-		d.Containerd, "--config", d.ConfigPath)
+		"/bin/sh", "-c", script, "sh", d.Containerd, "--config", d.ConfigPath)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: r.uid, Gid: r.gid, Groups: []uint32{}}}
 	if r.cgroupFD != nil {
 		cmd.SysProcAttr.UseCgroupFD = true
