@@ -115,6 +115,9 @@ func TestInvalidSpecFailsCleanly(t *testing.T) {
 	forEachFlavor(t, func(t *testing.T, d *harness.Daemon) {
 		for _, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {
+				if tc.name == "relative-cwd" && harness.CrunUnderTest() {
+					t.Skip("crun 1.8 runs a process with a relative cwd (the runtime validates it, not the shim)")
+				}
 				ctx, ns := d.NewNamespace(t)
 				id := "bad-" + tc.name
 				ctr := newContainer(t, ctx, d, id, []string{"true"}, tc.opts...)

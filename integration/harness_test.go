@@ -36,7 +36,11 @@ func TestHarnessTeardown(t *testing.T) {
 			if len(d.ShimProcesses(ns, "")) == 0 {
 				t.Fatalf("harness finds no shim process for the running task")
 			}
-			if len(harness.MountsUnder(d.State)) == 0 {
+			mounted := len(harness.MountsUnder(d.State)) > 0
+			if d.OwnMountNamespace() {
+				mounted = len(d.MountNamespaceMounts(d.State)) > 0
+			}
+			if !mounted {
 				t.Fatalf("harness finds no rootfs mount under %s for the running task", d.State)
 			}
 

@@ -174,7 +174,11 @@ func TestOptionsRoot(t *testing.T) {
 		root := filepath.Join(t.TempDir(), "runtime-root")
 		ctr := newContainer(t, ctx, d, id, loopArgs)
 		startTask(t, ctx, ctr, cio.NullIO, withRuncOptions(&options.Options{Root: root}))
-		state := filepath.Join(root, ns, id, "state.json")
+		stateFile := "state.json"
+		if harness.CrunUnderTest() {
+			stateFile = "status" // crun's state file
+		}
+		state := filepath.Join(root, ns, id, stateFile)
 		if _, err := os.Stat(state); err != nil {
 			t.Errorf("runtime state under the custom root: %v", err)
 		}

@@ -334,7 +334,7 @@ func TestShimWritesOnlyItsOwnFiles(t *testing.T) {
 			}
 		}
 		for _, w := range writes {
-			if !underAny(w.path, allowed) {
+			if !underAny(w.path, allowed) && !(harness.CrunUnderTest() && crunOwnWrite(w)) {
 				bad = append(bad, w.String())
 			}
 		}
@@ -642,6 +642,19 @@ func unquote(s string) string {
 }
 
 // underAny reports whether path is one of dirs or below one of them.
+// crunOwnWrite is a write crun makes that runc makes nowhere the trace
+// counts: its scratch mount point (/tmp/crun.XXXXXX, made, mounted and
+// removed within each command), and the container's root set up in the
+// container's own mount namespace (made private, pivoted, the old root
+// unmounted), which runc does in `runc init`, the container's side, and
+// crun in the child of `crun create` before it execs the container.
+func crunOwnWrite(w tracedWrite) bool {
+	if strings.HasPrefix(w.path, "/tmp/crun.") {
+		return true
+	}
+	return (w.syscall == "mount" || w.syscall == "umount2") && (w.path == "/" || w.path == "?/.")
+}
+
 func underAny(path string, dirs []string) bool {
 	for _, d := range dirs {
 		if path == d || strings.HasPrefix(path, d+"/") {

@@ -296,9 +296,26 @@ func forceDeleteRuncID(ns, id string) {
 	if _, err := os.Stat(RuncStateDir(ns, id)); err != nil {
 		return
 	}
+	forceDeleteRuntimeContainer(filepath.Join(RuncRoot, ns), id)
+}
+
+// forceDeleteRuntimeContainer force-deletes the container id of the runtime
+// state directory root with the runtime under test (RuncUnderTest): runc cannot
+// delete crun's containers. crun 1.8 refuses a hybrid host's cgroup layout, so
+// there it runs in a mount namespace without the cgroup2 mount, as its daemons
+// do (WithLegacyCgroups).
+func forceDeleteRuntimeContainer(root, id string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_ = exec.CommandContext(ctx, "runc", "--root", filepath.Join(RuncRoot, ns), "delete", "--force", id).Run()
+	argv := []string{"runc", "--root", root, "delete", "--force", id}
+	if CrunUnderTest() {
+		argv[0] = RuncUnderTest()
+		if HybridCgroups() {
+			argv = append([]string{"unshare", "--mount", "--propagation", "private", "--",
+				"/bin/sh", "-c", `umount "$0" && exec "$@"`, UnifiedCgroupMount}, argv...)
+		}
+	}
+	_ = exec.CommandContext(ctx, argv[0], argv[1:]...).Run()
 }
 
 // CgroupHierarchies lists the mounted cgroup hierarchies under /sys/fs/cgroup (each

@@ -281,6 +281,13 @@ func (d *Daemon) CNIBinDir() string { return filepath.Join(d.Base, "cni", "bin")
 // PodLogRoot is where CRI tests put their pods' log directories.
 func (d *Daemon) PodLogRoot() string { return filepath.Join(d.Base, "pods") }
 
+// OwnMountNamespace reports a daemon run in a mount namespace of its own
+// (WithLegacyCgroups on a hybrid host, WithRootless): its mounts, and its
+// shims' and containers', are not in the host's (MountNamespaceMounts).
+func (d *Daemon) OwnMountNamespace() bool {
+	return d.variant.rootless != nil || d.variant.legacyCgroups && HybridCgroups()
+}
+
 // MountNamespaceMounts lists the mounts at or below dir as the daemon's own mount namespace
 // sees them (for WithLegacyCgroups daemons, whose mounts the host does not see).
 func (d *Daemon) MountNamespaceMounts(dir string) []string {
