@@ -641,7 +641,6 @@ func unquote(s string) string {
 	return strings.Trim(s, `"`)
 }
 
-// underAny reports whether path is one of dirs or below one of them.
 // crunOwnWrite is a write crun makes that runc makes nowhere the trace
 // counts: its scratch mount point (/tmp/crun.XXXXXX, made, mounted and
 // removed within each command), and the container's root set up in the
@@ -655,6 +654,7 @@ func crunOwnWrite(w tracedWrite) bool {
 	return (w.syscall == "mount" || w.syscall == "umount2") && (w.path == "/" || w.path == "?/.")
 }
 
+// underAny reports whether path is one of dirs or below one of them.
 func underAny(path string, dirs []string) bool {
 	for _, d := range dirs {
 		if path == d || strings.HasPrefix(path, d+"/") {
