@@ -311,8 +311,7 @@ func forceDeleteRuntimeContainer(root, id string) {
 	if CrunUnderTest() {
 		argv[0] = RuncUnderTest()
 		if HybridCgroups() {
-			argv = append([]string{"unshare", "--mount", "--propagation", "private", "--",
-				"/bin/sh", "-c", `umount "$0" && exec "$@"`, UnifiedCgroupMount}, argv...)
+			argv = withoutUnifiedCgroups(argv...)
 		}
 	}
 	_ = exec.CommandContext(ctx, argv[0], argv[1:]...).Run()
