@@ -300,21 +300,16 @@ func forceDeleteRuncID(ns, id string) {
 }
 
 // forceDeleteRuntimeContainer force-deletes the container id of the runtime
-// state directory root with the runtime under test (RuncUnderTest): runc cannot
-// delete crun's containers. crun 1.8 refuses a hybrid host's cgroup layout, so
-// there it runs in a mount namespace without the cgroup2 mount, as its daemons
-// do (WithLegacyCgroups).
+// state directory root with the runtime under test (RuncUnderTest): runc
+// cannot delete crun's containers.
 func forceDeleteRuntimeContainer(root, id string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	argv := []string{"runc", "--root", root, "delete", "--force", id}
+	runtime := "runc"
 	if CrunUnderTest() {
-		argv[0] = RuncUnderTest()
-		if HybridCgroups() {
-			argv = withoutUnifiedCgroups(argv...)
-		}
+		runtime = RuncUnderTest()
 	}
-	_ = exec.CommandContext(ctx, argv[0], argv[1:]...).Run()
+	_ = exec.CommandContext(ctx, runtime, "--root", root, "delete", "--force", id).Run()
 }
 
 // CgroupHierarchies lists the mounted cgroup hierarchies under /sys/fs/cgroup (each

@@ -263,19 +263,13 @@ func (d *Daemon) daemonCommand() *exec.Cmd {
 		return d.rootlessCommand()
 	}
 	if d.variant.legacyCgroups && HybridCgroups() {
-		argv := withoutUnifiedCgroups(d.Containerd, "--config", d.ConfigPath)
-		return exec.Command(argv[0], argv[1:]...)
+		// unshare(1) enters a new mount namespace with private propagation (so the unmount
+		// stays inside), then the shell unmounts the cgroup2 hierarchy and execs containerd.
+		return exec.Command("unshare", "--mount", "--propagation", "private", "--",
+			"/bin/sh", "-c", `umount "$0" && exec "$@"`, UnifiedCgroupMount,
+			d.Containerd, "--config", d.ConfigPath)
 	}
 	return exec.Command(d.Containerd, "--config", d.ConfigPath)
-}
-
-// withoutUnifiedCgroups wraps argv to run without a hybrid layout's cgroup2
-// hierarchy, which crun 1.8 refuses: unshare(1) enters a new mount namespace
-// with private propagation (so the unmount stays inside), then the shell
-// unmounts the hierarchy and execs argv.
-func withoutUnifiedCgroups(argv ...string) []string {
-	return append([]string{"unshare", "--mount", "--propagation", "private", "--",
-		"/bin/sh", "-c", `umount "$0" && exec "$@"`, UnifiedCgroupMount}, argv...)
 }
 
 // CNIConfDir is the (empty) CNI config dir of a CRI daemon.
