@@ -55,10 +55,7 @@ func TestEmptyStdioIsDevNullAndCallsLeaveNoDescriptor(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("OCI_TEST_OUT", out)
-	r := reaper.New()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go r.Run(ctx)
+	ctx, r := startReaper(t)
 	rt := &Runtime{Binary: fake, Dir: dir, Reaper: r}
 
 	if _, err := rt.run(ctx, &Stdio{}, nil, "create"); err != nil {
@@ -120,10 +117,7 @@ func TestWriteProcessFile(t *testing.T) {
 // stock shim does; crun's restore has no such flag and refuses unknown
 // options, so it is not passed to crun (named by path or on PATH).
 func TestRestoreFlagsPerRuntime(t *testing.T) {
-	r := reaper.New()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go r.Run(ctx)
+	ctx, r := startReaper(t)
 	for _, tc := range []struct {
 		name          string
 		wantSubreaper bool
@@ -160,10 +154,7 @@ func TestRestoreFlagsPerRuntime(t *testing.T) {
 // failed there). The fake runtime reads what it is given as crun does, and
 // fails as crun did where "-" is given and /dev/stdin is missing.
 func TestUpdateResourcesNeedNoDevStdin(t *testing.T) {
-	r := reaper.New()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go r.Run(ctx)
+	ctx, r := startReaper(t)
 	dir := t.TempDir()
 	got := filepath.Join(dir, "resources")
 	fake := filepath.Join(dir, "crun")
@@ -189,10 +180,7 @@ func TestUpdateResourcesNeedNoDevStdin(t *testing.T) {
 // words (stderr) and in runc's (its JSON log); any other failure, or another
 // command's name in the message, keeps the runtime's error unclassified.
 func TestMissingCommandIsNotImplemented(t *testing.T) {
-	r := reaper.New()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go r.Run(ctx)
+	ctx, r := startReaper(t)
 	for _, tc := range []struct {
 		name, script string
 		want         bool
@@ -217,4 +205,12 @@ func TestMissingCommandIsNotImplemented(t *testing.T) {
 			t.Errorf("%s: %v: NotImplemented %v, want %v", tc.name, err, got, tc.want)
 		}
 	}
+}
+
+// startReaper runs a reaper for the runtime's commands until the test ends.
+func startReaper(t *testing.T) (context.Context, *reaper.Reaper) {
+	r := reaper.New()
+	ctx := t.Context()
+	go r.Run(ctx)
+	return ctx, r
 }
