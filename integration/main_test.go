@@ -46,6 +46,7 @@ func TestMain(m *testing.M) {
 // failed to start, or died, fails every test that asks for it.
 func daemonFor(t *testing.T, flavor string) *harness.Daemon {
 	t.Helper()
+	harness.SkipFlavorUnderCrun(t, flavor)
 	shared.mu.Lock()
 	defer shared.mu.Unlock()
 	if shared.daemons == nil {

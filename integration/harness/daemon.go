@@ -61,14 +61,23 @@ type Daemon struct {
 	stopped    bool
 }
 
-// StartDaemon starts a private daemon of the given flavor ("1.6" or "2.x") and registers
-// its teardown with t.Cleanup (which also runs when the test fails). A missing prerequisite
-// fails the test; it is never skipped.
-func StartDaemon(t testing.TB, flavor string, opts ...DaemonOption) *Daemon {
+// SkipFlavorUnderCrun skips a test of a containerd other than 1.6 when crun is
+// the runtime under test: the specs the 2.x ctr and CRI write (version 1.3.0)
+// are refused by crun 1.8 ("unknown version specified"). Every daemon a test
+// gets, its own (StartDaemon) or a shared one, is asked for here.
+func SkipFlavorUnderCrun(t testing.TB, flavor string) {
 	t.Helper()
 	if CrunUnderTest() && flavor != Flavor16 {
 		t.Skipf("containerd %s with crun as the runtime under test: the specs its ctr and CRI write (version 1.3.0) are refused by crun 1.8 (\"unknown version specified\"); the crun lane runs containerd 1.6", flavor)
 	}
+}
+
+// StartDaemon starts a private daemon of the given flavor ("1.6" or "2.x") and registers
+// its teardown with t.Cleanup (which also runs when the test fails). A missing prerequisite
+// fails the test; it is never skipped (a flavor crun cannot serve is: SkipFlavorUnderCrun).
+func StartDaemon(t testing.TB, flavor string, opts ...DaemonOption) *Daemon {
+	t.Helper()
+	SkipFlavorUnderCrun(t, flavor)
 	d, err := NewDaemon(flavor, opts...)
 	if err != nil {
 		t.Fatalf("start containerd %s: %v", flavor, err)
