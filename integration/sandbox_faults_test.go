@@ -223,7 +223,7 @@ func TestSandboxBadInput(t *testing.T) {
 }
 
 // checkRefusals sends the bad requests to a shim serving pod podID.
-func checkRefusals(t *testing.T, ctx context.Context, sb sandboxapi.TTRPCSandboxService, podID string) {
+func checkRefusals(t *testing.T, ctx context.Context, sb sandboxCaller, podID string) {
 	t.Helper()
 	unknown := "unknown-" + harness.RandID(8)
 	bundle := func() string { return t.TempDir() }
@@ -288,6 +288,10 @@ func checkRefusals(t *testing.T, ctx context.Context, sb sandboxapi.TTRPCSandbox
 		},
 		"SandboxMetrics": func() error {
 			_, err := sb.SandboxMetrics(ctx, &sandboxapi.SandboxMetricsRequest{SandboxID: unknown})
+			return err
+		},
+		"UpdateSandbox": func() error {
+			_, err := sb.UpdateSandbox(ctx, &sandboxapi.UpdateSandboxRequest{SandboxID: unknown})
 			return err
 		},
 		"ShutdownSandbox": func() error {

@@ -27,6 +27,10 @@ import (
 // without `start`). containerd 1.6 has no Sandbox API.
 var sandboxFlavors = harness.FlavorsFromEnv("TEST_SANDBOX_FLAVORS", []string{"2.2", harness.Flavor2x})
 
+// updateSandboxLogLine is what the shim logs (at debug, as the harness's daemons run it)
+// when it answers UpdateSandbox for a pod it knows.
+const updateSandboxLogLine = "sandbox record updated; nothing to apply"
+
 // shimPodSpec is what a shim-mode test pod asks for.
 type shimPodSpec struct {
 	name       string
@@ -196,7 +200,7 @@ func memCgroupPath(t *testing.T, pid int) string {
 
 // sandboxClient dials a pod's shim (the socket in its sandbox bundle's `address` file)
 // with containerd's own Sandbox API client.
-func sandboxClient(t *testing.T, d *harness.Daemon, podID string) sandboxapi.TTRPCSandboxService {
+func sandboxClient(t *testing.T, d *harness.Daemon, podID string) sandboxCaller {
 	t.Helper()
 	addr, err := os.ReadFile(filepath.Join(d.SandboxBundleDir(harness.CRINamespace, podID), "address"))
 	if err != nil {
@@ -208,7 +212,7 @@ func sandboxClient(t *testing.T, d *harness.Daemon, podID string) sandboxapi.TTR
 
 // dialSandbox connects to a shim's socket; the connection is closed by t.Cleanup, or
 // earlier through the returned client.
-func dialSandbox(t *testing.T, socket string) (sandboxapi.TTRPCSandboxService, *ttrpc.Client) {
+func dialSandbox(t *testing.T, socket string) (sandboxCaller, *ttrpc.Client) {
 	t.Helper()
 	conn, err := net.Dial("unix", socket)
 	if err != nil {
@@ -216,7 +220,23 @@ func dialSandbox(t *testing.T, socket string) (sandboxapi.TTRPCSandboxService, *
 	}
 	c := ttrpc.NewClient(conn)
 	t.Cleanup(func() { c.Close() })
-	return sandboxapi.NewTTRPCSandboxClient(c), c
+	return sandboxCaller{sandboxapi.NewTTRPCSandboxClient(c), c}, c
+}
+
+// sandboxCaller is containerd's Sandbox API client with UpdateSandbox added: the API
+// module the tests build with (containerd 2.2's, v1.10) has its request message but not
+// the method, which v1.12 (containerd 2.4's) added to the service.
+type sandboxCaller struct {
+	sandboxapi.TTRPCSandboxService
+	c *ttrpc.Client
+}
+
+func (s sandboxCaller) UpdateSandbox(ctx context.Context, r *sandboxapi.UpdateSandboxRequest) (*sandboxapi.UpdateSandboxResponse, error) {
+	var resp sandboxapi.UpdateSandboxResponse
+	if err := s.c.Call(ctx, "containerd.runtime.sandbox.v1.Sandbox", "UpdateSandbox", r, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
 }
 
 // runcWrapper writes an OCI runtime that logs each command line to log and runs the runc

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	sandboxapi "github.com/containerd/containerd/api/runtime/sandbox/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/example/containerd-shim-example-v2/integration/harness"
@@ -33,6 +34,8 @@ import (
 //   - no runtime call for the pod (a logging runc wrapper first on containerd's PATH sees
 //     only the app containers) and no process of the pause image in the pod
 //   - the holder's and the shim's RSS and anonymous memory, in the log
+//   - UpdatePodSandboxResources (kubelet's pod resize) succeeds and, under 2.4, reaches the
+//     shim, which answers UpdateSandbox (nothing to apply) and keeps the pod as it was
 //   - 10 more containers in the pod, all in the one shim process
 //   - StopPodSandbox (NOTREADY, holder gone) and RemovePodSandbox: no holder, shim, bundle,
 //     pod files, mounts or holder cgroup left
@@ -234,6 +237,30 @@ func TestSandboxPod(t *testing.T) {
 				logMemory(t, "shim", shim)
 				if h.RSS > 4096 {
 					t.Errorf("holder RSS %d KiB, want at most 4 MiB", h.RSS)
+				}
+			})
+
+			// kubelet's pod-level resize. containerd 2.4 passes the new record on to the
+			// shim (2.2's CRI answers Unimplemented itself); the shim has nothing to apply
+			// (the pod's cgroup is kubelet's) and answers, where it used to leave the
+			// method out.
+			t.Run("resize", func(t *testing.T) {
+				if flavor != "2.2" {
+					logStart := d.LogSize()
+					res := &runtimeapi.LinuxContainerResources{CpuShares: 512, MemoryLimitInBytes: 256 << 20}
+					if _, err := cri.Runtime.UpdatePodSandboxResources(ctx, &runtimeapi.UpdatePodSandboxResourcesRequest{
+						PodSandboxId: pod.id, Resources: res, Overhead: &runtimeapi.LinuxContainerResources{CpuShares: 2}}); err != nil {
+						t.Fatalf("UpdatePodSandboxResources: %v", err)
+					}
+					if !eventually(5*time.Second, func() bool { return strings.Contains(d.LogSince(logStart, 1<<20), updateSandboxLogLine) }) {
+						t.Errorf("the shim did not log %q after UpdatePodSandboxResources (containerd did not pass it on?)", updateSandboxLogLine)
+					}
+				}
+				if _, err := sandboxClient(t, d, pod.id).UpdateSandbox(ctx, &sandboxapi.UpdateSandboxRequest{SandboxID: pod.id}); err != nil {
+					t.Errorf("UpdateSandbox of the running pod: %v", err)
+				}
+				if st := podStatus(t, ctx, cri, pod.id); st.State != runtimeapi.PodSandboxState_SANDBOX_READY || holderOf(t, pod.id) != holder {
+					t.Errorf("after the resize: %v, holder %d, want SANDBOX_READY with holder %d", st.State, holderOf(t, pod.id), holder)
 				}
 			})
 

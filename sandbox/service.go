@@ -321,6 +321,26 @@ func (s *Service) Platform(ctx context.Context, r *sandboxapi.PlatformRequest) (
 	return &sandboxapi.PlatformResponse{Platform: &sandboxapi.Platform{Os: runtime.GOOS, Architecture: runtime.GOARCH, Variant: archVariant()}}, nil
 }
 
+// UpdateSandbox accepts containerd's new record of a pod the shim knows.
+// containerd 2.4 sends it after CRI's UpdatePodSandboxResources (kubelet's
+// pod-level resize), with the new pod resources in the record's extensions
+// (2.2 and 2.3 take the call but do not pass it on).
+// There is nothing for the shim to apply: the pod's cgroup is its cgroup
+// parent, which kubelet resizes itself, and the holder's cgroup below it has
+// no limits of its own, as a pause container's has none (containerd's own
+// pause-container controller does nothing on Update either). Nor does the
+// shim keep anything of the record (labels, spec, extensions) that could go
+// stale. Answering, rather than leaving the method out, gives an unknown pod
+// NotFound, as every other call does.
+func (s *Service) UpdateSandbox(ctx context.Context, r *sandboxapi.UpdateSandboxRequest) (*sandboxapi.UpdateSandboxResponse, error) {
+	p, err := s.pod(r.GetSandboxId())
+	if err != nil {
+		return nil, err
+	}
+	slog.Debug("sandbox record updated; nothing to apply", "sandbox", p.id, "fields", r.GetFields())
+	return &sandboxapi.UpdateSandboxResponse{}, nil
+}
+
 // StopSandbox ends the pod's holder (its containers are stopped by then).
 // The timeout is not needed: a holder has nothing to save.
 func (s *Service) StopSandbox(ctx context.Context, r *sandboxapi.StopSandboxRequest) (*sandboxapi.StopSandboxResponse, error) {

@@ -128,6 +128,10 @@ func TestUnknownSandbox(t *testing.T) {
 			_, err := s.SandboxMetrics(ctx, &sandboxapi.SandboxMetricsRequest{SandboxId: "x"})
 			return err
 		},
+		"Update": func() error {
+			_, err := s.UpdateSandbox(ctx, &sandboxapi.UpdateSandboxRequest{SandboxId: "x", Fields: []string{"extensions"}})
+			return err
+		},
 		"Shutdown": func() error {
 			_, err := s.ShutdownSandbox(ctx, &sandboxapi.ShutdownSandboxRequest{SandboxId: "x"})
 			return err
@@ -193,6 +197,13 @@ func TestSandboxLifecycle(t *testing.T) {
 	}
 	if _, err := s.SandboxMetrics(ctx, &sandboxapi.SandboxMetricsRequest{SandboxId: "life"}); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("metrics of a pod without a cgroup parent: %v, want NotFound", err)
+	}
+	// containerd 2.4's record of a resized pod: accepted, and the pod runs on.
+	if _, err := s.UpdateSandbox(ctx, &sandboxapi.UpdateSandboxRequest{SandboxId: "life", Fields: []string{"extensions"}}); err != nil {
+		t.Errorf("UpdateSandbox of a running pod: %v", err)
+	}
+	if st, err := s.SandboxStatus(ctx, &sandboxapi.SandboxStatusRequest{SandboxId: "life"}); err != nil || st.State != stateReady || int(st.Pid) != pid {
+		t.Errorf("status after UpdateSandbox: %v %v", st, err)
 	}
 	waited := make(chan *sandboxapi.WaitSandboxResponse, 2)
 	answer := func(r *sandboxapi.WaitSandboxResponse, _ error) { waited <- r }

@@ -85,8 +85,7 @@ func RegisterIntrospect(srv *ttrpcserver.Server, s *Service) {
 // CRI runtime handler with sandboxer = "shim"); the sandbox package serves it.
 const SandboxService = "containerd.runtime.sandbox.v1.Sandbox"
 
-// SandboxHandlers serves the Sandbox API. UpdateSandbox is optional and left
-// out: ttrpc answers Unimplemented, which containerd tolerates.
+// SandboxHandlers serves the Sandbox API.
 type SandboxHandlers interface {
 	CreateSandbox(context.Context, *sandboxapi.CreateSandboxRequest) (*sandboxapi.CreateSandboxResponse, error)
 	StartSandbox(context.Context, *sandboxapi.StartSandboxRequest) (*sandboxapi.StartSandboxResponse, error)
@@ -99,6 +98,7 @@ type SandboxHandlers interface {
 	PingSandbox(context.Context, *sandboxapi.PingRequest) (*sandboxapi.PingResponse, error)
 	ShutdownSandbox(context.Context, *sandboxapi.ShutdownSandboxRequest) (*sandboxapi.ShutdownSandboxResponse, error)
 	SandboxMetrics(context.Context, *sandboxapi.SandboxMetricsRequest) (*sandboxapi.SandboxMetricsResponse, error)
+	UpdateSandbox(context.Context, *sandboxapi.UpdateSandboxRequest) (*sandboxapi.UpdateSandboxResponse, error)
 }
 
 // RegisterSandbox serves the Sandbox API on srv.
@@ -113,6 +113,7 @@ func RegisterSandbox(srv *ttrpcserver.Server, h SandboxHandlers) {
 		"PingSandbox":     method(h.PingSandbox),
 		"ShutdownSandbox": method(h.ShutdownSandbox),
 		"SandboxMetrics":  method(h.SandboxMetrics),
+		"UpdateSandbox":   method(h.UpdateSandbox),
 	}})
 }
 

@@ -211,6 +211,10 @@ func size(m any) (int, bool) {
 		return size_example_sandbox_v1_StopSandboxResponse(m), true
 	case *sandboxv1.Timestamp:
 		return size_example_sandbox_v1_Timestamp(m), true
+	case *sandboxv1.UpdateSandboxRequest:
+		return size_example_sandbox_v1_UpdateSandboxRequest(m), true
+	case *sandboxv1.UpdateSandboxResponse:
+		return size_example_sandbox_v1_UpdateSandboxResponse(m), true
 	case *sandboxv1.WaitSandboxRequest:
 		return size_example_sandbox_v1_WaitSandboxRequest(m), true
 	case *sandboxv1.WaitSandboxResponse:
@@ -544,6 +548,12 @@ func appendTo(b []byte, m any) ([]byte, bool, error) {
 	case *sandboxv1.Timestamp:
 		b, err := append_example_sandbox_v1_Timestamp(b, m)
 		return b, true, err
+	case *sandboxv1.UpdateSandboxRequest:
+		b, err := append_example_sandbox_v1_UpdateSandboxRequest(b, m)
+		return b, true, err
+	case *sandboxv1.UpdateSandboxResponse:
+		b, err := append_example_sandbox_v1_UpdateSandboxResponse(b, m)
+		return b, true, err
 	case *sandboxv1.WaitSandboxRequest:
 		b, err := append_example_sandbox_v1_WaitSandboxRequest(b, m)
 		return b, true, err
@@ -830,6 +840,10 @@ func merge(b []byte, m any) (bool, error) {
 		return true, merge_example_sandbox_v1_StopSandboxResponse(b, m)
 	case *sandboxv1.Timestamp:
 		return true, merge_example_sandbox_v1_Timestamp(b, m)
+	case *sandboxv1.UpdateSandboxRequest:
+		return true, merge_example_sandbox_v1_UpdateSandboxRequest(b, m)
+	case *sandboxv1.UpdateSandboxResponse:
+		return true, merge_example_sandbox_v1_UpdateSandboxResponse(b, m)
 	case *sandboxv1.WaitSandboxRequest:
 		return true, merge_example_sandbox_v1_WaitSandboxRequest(b, m)
 	case *sandboxv1.WaitSandboxResponse:
@@ -1079,6 +1093,10 @@ func name(m any) (string, bool) {
 		return "example.sandbox.v1.StopSandboxResponse", true
 	case *sandboxv1.Timestamp:
 		return "example.sandbox.v1.Timestamp", true
+	case *sandboxv1.UpdateSandboxRequest:
+		return "example.sandbox.v1.UpdateSandboxRequest", true
+	case *sandboxv1.UpdateSandboxResponse:
+		return "example.sandbox.v1.UpdateSandboxResponse", true
 	case *sandboxv1.WaitSandboxRequest:
 		return "example.sandbox.v1.WaitSandboxRequest", true
 	case *sandboxv1.WaitSandboxResponse:
@@ -1328,6 +1346,10 @@ func isNil(m any) (bool, bool) {
 		return m == nil, true
 	case *sandboxv1.Timestamp:
 		return m == nil, true
+	case *sandboxv1.UpdateSandboxRequest:
+		return m == nil, true
+	case *sandboxv1.UpdateSandboxResponse:
+		return m == nil, true
 	case *sandboxv1.WaitSandboxRequest:
 		return m == nil, true
 	case *sandboxv1.WaitSandboxResponse:
@@ -1493,6 +1515,8 @@ func allTypes() []any {
 		new(sandboxv1.StopSandboxRequest),
 		new(sandboxv1.StopSandboxResponse),
 		new(sandboxv1.Timestamp),
+		new(sandboxv1.UpdateSandboxRequest),
+		new(sandboxv1.UpdateSandboxResponse),
 		new(sandboxv1.WaitSandboxRequest),
 		new(sandboxv1.WaitSandboxResponse),
 		new(upgradev1.UpgradeRequest),
@@ -9285,6 +9309,110 @@ func merge_example_sandbox_v1_Timestamp(b []byte, m *sandboxv1.Timestamp) error 
 				break
 			}
 			m.Nanos = int32(v)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func size_example_sandbox_v1_UpdateSandboxRequest(m *sandboxv1.UpdateSandboxRequest) (n int) {
+	if m == nil {
+		return 0
+	}
+	if len(m.SandboxId) > 0 {
+		n += 1 + protowire.SizeBytes(len(m.SandboxId))
+	}
+	for _, e := range m.Fields {
+		n += 1 + protowire.SizeBytes(len(e))
+	}
+	return n
+}
+
+func append_example_sandbox_v1_UpdateSandboxRequest(b []byte, m *sandboxv1.UpdateSandboxRequest) ([]byte, error) {
+	if m == nil {
+		return b, nil
+	}
+	if len(m.SandboxId) > 0 {
+		if !utf8.ValidString(m.SandboxId) {
+			return b, errUTF8("example.sandbox.v1.UpdateSandboxRequest.sandbox_id")
+		}
+		b = append(b, 0x0a)
+		b = protowire.AppendString(b, m.SandboxId)
+	}
+	for _, e := range m.Fields {
+		if !utf8.ValidString(e) {
+			return b, errUTF8("example.sandbox.v1.UpdateSandboxRequest.fields")
+		}
+		b = append(b, 0x2a)
+		b = protowire.AppendString(b, e)
+	}
+	return b, nil
+}
+
+func merge_example_sandbox_v1_UpdateSandboxRequest(b []byte, m *sandboxv1.UpdateSandboxRequest) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if !utf8.Valid(v) {
+				return errUTF8("example.sandbox.v1.UpdateSandboxRequest.sandbox_id")
+			}
+			m.SandboxId = string(v)
+		case num == 5 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			if !utf8.Valid(v) {
+				return errUTF8("example.sandbox.v1.UpdateSandboxRequest.fields")
+			}
+			m.Fields = append(m.Fields, string(v))
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func size_example_sandbox_v1_UpdateSandboxResponse(m *sandboxv1.UpdateSandboxResponse) (n int) {
+	if m == nil {
+		return 0
+	}
+	return n
+}
+
+func append_example_sandbox_v1_UpdateSandboxResponse(b []byte, m *sandboxv1.UpdateSandboxResponse) ([]byte, error) {
+	if m == nil {
+		return b, nil
+	}
+	return b, nil
+}
+
+func merge_example_sandbox_v1_UpdateSandboxResponse(b []byte, m *sandboxv1.UpdateSandboxResponse) error {
+	for len(b) > 0 {
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		switch {
 		default:
 			n = protowire.ConsumeFieldValue(num, typ, b)
 		}

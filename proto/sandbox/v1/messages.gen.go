@@ -396,6 +396,29 @@ func (x *Timestamp) GetNanos() int32 {
 	return 0
 }
 
+// UpdateSandboxRequest is example.sandbox.v1.UpdateSandboxRequest.
+type UpdateSandboxRequest struct {
+	SandboxId string   `json:"sandboxId"`
+	Fields    []string `json:"fields"`
+}
+
+func (x *UpdateSandboxRequest) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+func (x *UpdateSandboxRequest) GetFields() []string {
+	if x != nil {
+		return x.Fields
+	}
+	return nil
+}
+
+// UpdateSandboxResponse is example.sandbox.v1.UpdateSandboxResponse.
+type UpdateSandboxResponse struct {
+}
+
 // WaitSandboxRequest is example.sandbox.v1.WaitSandboxRequest.
 type WaitSandboxRequest struct {
 	SandboxId string `json:"sandboxId"`

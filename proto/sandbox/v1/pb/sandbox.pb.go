@@ -1135,6 +1135,98 @@ func (*ShutdownSandboxResponse) Descriptor() ([]byte, []int) {
 	return file_sandbox_v1_sandbox_proto_rawDescGZIP(), []int{20}
 }
 
+// Mirrors UpdateSandboxRequest but for its fields 2-4 (the deprecated
+// resources and annotations, and containerd's whole Sandbox record): the
+// shim reads none of them, so they are skipped on the wire like any field
+// this copy does not name.
+type UpdateSandboxRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	Fields        []string               `protobuf:"bytes,5,rep,name=fields,proto3" json:"fields,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateSandboxRequest) Reset() {
+	*x = UpdateSandboxRequest{}
+	mi := &file_sandbox_v1_sandbox_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateSandboxRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateSandboxRequest) ProtoMessage() {}
+
+func (x *UpdateSandboxRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sandbox_v1_sandbox_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateSandboxRequest.ProtoReflect.Descriptor instead.
+func (*UpdateSandboxRequest) Descriptor() ([]byte, []int) {
+	return file_sandbox_v1_sandbox_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *UpdateSandboxRequest) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *UpdateSandboxRequest) GetFields() []string {
+	if x != nil {
+		return x.Fields
+	}
+	return nil
+}
+
+type UpdateSandboxResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateSandboxResponse) Reset() {
+	*x = UpdateSandboxResponse{}
+	mi := &file_sandbox_v1_sandbox_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateSandboxResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateSandboxResponse) ProtoMessage() {}
+
+func (x *UpdateSandboxResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sandbox_v1_sandbox_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateSandboxResponse.ProtoReflect.Descriptor instead.
+func (*UpdateSandboxResponse) Descriptor() ([]byte, []int) {
+	return file_sandbox_v1_sandbox_proto_rawDescGZIP(), []int{22}
+}
+
 type SandboxMetricsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
@@ -1144,7 +1236,7 @@ type SandboxMetricsRequest struct {
 
 func (x *SandboxMetricsRequest) Reset() {
 	*x = SandboxMetricsRequest{}
-	mi := &file_sandbox_v1_sandbox_proto_msgTypes[21]
+	mi := &file_sandbox_v1_sandbox_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1156,7 +1248,7 @@ func (x *SandboxMetricsRequest) String() string {
 func (*SandboxMetricsRequest) ProtoMessage() {}
 
 func (x *SandboxMetricsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sandbox_v1_sandbox_proto_msgTypes[21]
+	mi := &file_sandbox_v1_sandbox_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1169,7 +1261,7 @@ func (x *SandboxMetricsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SandboxMetricsRequest.ProtoReflect.Descriptor instead.
 func (*SandboxMetricsRequest) Descriptor() ([]byte, []int) {
-	return file_sandbox_v1_sandbox_proto_rawDescGZIP(), []int{21}
+	return file_sandbox_v1_sandbox_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SandboxMetricsRequest) GetSandboxId() string {
@@ -1188,7 +1280,7 @@ type SandboxMetricsResponse struct {
 
 func (x *SandboxMetricsResponse) Reset() {
 	*x = SandboxMetricsResponse{}
-	mi := &file_sandbox_v1_sandbox_proto_msgTypes[22]
+	mi := &file_sandbox_v1_sandbox_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1200,7 +1292,7 @@ func (x *SandboxMetricsResponse) String() string {
 func (*SandboxMetricsResponse) ProtoMessage() {}
 
 func (x *SandboxMetricsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sandbox_v1_sandbox_proto_msgTypes[22]
+	mi := &file_sandbox_v1_sandbox_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1213,7 +1305,7 @@ func (x *SandboxMetricsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SandboxMetricsResponse.ProtoReflect.Descriptor instead.
 func (*SandboxMetricsResponse) Descriptor() ([]byte, []int) {
-	return file_sandbox_v1_sandbox_proto_rawDescGZIP(), []int{22}
+	return file_sandbox_v1_sandbox_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SandboxMetricsResponse) GetMetrics() *Metric {
@@ -1310,7 +1402,12 @@ const file_sandbox_v1_sandbox_proto_rawDesc = "" +
 	"\x16ShutdownSandboxRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\"\x19\n" +
-	"\x17ShutdownSandboxResponse\"6\n" +
+	"\x17ShutdownSandboxResponse\"M\n" +
+	"\x14UpdateSandboxRequest\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x16\n" +
+	"\x06fields\x18\x05 \x03(\tR\x06fields\"\x17\n" +
+	"\x15UpdateSandboxResponse\"6\n" +
 	"\x15SandboxMetricsRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\"N\n" +
@@ -1329,7 +1426,7 @@ func file_sandbox_v1_sandbox_proto_rawDescGZIP() []byte {
 	return file_sandbox_v1_sandbox_proto_rawDescData
 }
 
-var file_sandbox_v1_sandbox_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_sandbox_v1_sandbox_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_sandbox_v1_sandbox_proto_goTypes = []any{
 	(*Any)(nil),                     // 0: example.sandbox.v1.Any
 	(*Timestamp)(nil),               // 1: example.sandbox.v1.Timestamp
@@ -1352,22 +1449,24 @@ var file_sandbox_v1_sandbox_proto_goTypes = []any{
 	(*PingResponse)(nil),            // 18: example.sandbox.v1.PingResponse
 	(*ShutdownSandboxRequest)(nil),  // 19: example.sandbox.v1.ShutdownSandboxRequest
 	(*ShutdownSandboxResponse)(nil), // 20: example.sandbox.v1.ShutdownSandboxResponse
-	(*SandboxMetricsRequest)(nil),   // 21: example.sandbox.v1.SandboxMetricsRequest
-	(*SandboxMetricsResponse)(nil),  // 22: example.sandbox.v1.SandboxMetricsResponse
-	nil,                             // 23: example.sandbox.v1.CreateSandboxRequest.AnnotationsEntry
-	nil,                             // 24: example.sandbox.v1.SandboxStatusResponse.InfoEntry
+	(*UpdateSandboxRequest)(nil),    // 21: example.sandbox.v1.UpdateSandboxRequest
+	(*UpdateSandboxResponse)(nil),   // 22: example.sandbox.v1.UpdateSandboxResponse
+	(*SandboxMetricsRequest)(nil),   // 23: example.sandbox.v1.SandboxMetricsRequest
+	(*SandboxMetricsResponse)(nil),  // 24: example.sandbox.v1.SandboxMetricsResponse
+	nil,                             // 25: example.sandbox.v1.CreateSandboxRequest.AnnotationsEntry
+	nil,                             // 26: example.sandbox.v1.SandboxStatusResponse.InfoEntry
 }
 var file_sandbox_v1_sandbox_proto_depIdxs = []int32{
 	1,  // 0: example.sandbox.v1.Metric.timestamp:type_name -> example.sandbox.v1.Timestamp
 	0,  // 1: example.sandbox.v1.Metric.data:type_name -> example.sandbox.v1.Any
 	2,  // 2: example.sandbox.v1.CreateSandboxRequest.rootfs:type_name -> example.sandbox.v1.Mount
 	0,  // 3: example.sandbox.v1.CreateSandboxRequest.options:type_name -> example.sandbox.v1.Any
-	23, // 4: example.sandbox.v1.CreateSandboxRequest.annotations:type_name -> example.sandbox.v1.CreateSandboxRequest.AnnotationsEntry
+	25, // 4: example.sandbox.v1.CreateSandboxRequest.annotations:type_name -> example.sandbox.v1.CreateSandboxRequest.AnnotationsEntry
 	1,  // 5: example.sandbox.v1.StartSandboxResponse.created_at:type_name -> example.sandbox.v1.Timestamp
 	0,  // 6: example.sandbox.v1.StartSandboxResponse.spec:type_name -> example.sandbox.v1.Any
 	3,  // 7: example.sandbox.v1.PlatformResponse.platform:type_name -> example.sandbox.v1.Platform
 	1,  // 8: example.sandbox.v1.WaitSandboxResponse.exited_at:type_name -> example.sandbox.v1.Timestamp
-	24, // 9: example.sandbox.v1.SandboxStatusResponse.info:type_name -> example.sandbox.v1.SandboxStatusResponse.InfoEntry
+	26, // 9: example.sandbox.v1.SandboxStatusResponse.info:type_name -> example.sandbox.v1.SandboxStatusResponse.InfoEntry
 	1,  // 10: example.sandbox.v1.SandboxStatusResponse.created_at:type_name -> example.sandbox.v1.Timestamp
 	1,  // 11: example.sandbox.v1.SandboxStatusResponse.exited_at:type_name -> example.sandbox.v1.Timestamp
 	0,  // 12: example.sandbox.v1.SandboxStatusResponse.extra:type_name -> example.sandbox.v1.Any
@@ -1390,7 +1489,7 @@ func file_sandbox_v1_sandbox_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sandbox_v1_sandbox_proto_rawDesc), len(file_sandbox_v1_sandbox_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
