@@ -192,6 +192,14 @@ func (c *conn) readOne() bool {
 	switch {
 	case h.StreamID%2 != 1:
 		c.sendStatus(h.StreamID, status.New(codes.InvalidArgument, "StreamID must be odd for client initiated streams"))
+	case h.Type == ttrpcframe.TypeData && h.StreamID <= c.lastID:
+		// Data on a stream a request opened (a client that opened a stream to
+		// a unary method and then sends on it or closes its side): dropped.
+		// The stream's one answer is the handler's; an error answer here,
+		// while the call may still run, would go out first, and the client
+		// would then fail the call and drop its real answer. (ttrpc's own
+		// server crashes on such a frame.) On a stream whose call has
+		// ended, the client has its answer and waits for nothing more.
 	case h.Type == ttrpcframe.TypeData:
 		c.sendStatus(h.StreamID, status.New(codes.InvalidArgument, "StreamID is no longer active"))
 	case h.Type != ttrpcframe.TypeRequest:

@@ -370,6 +370,60 @@ func TestMalformedMessagesGetAnAnswerAndTheConnectionLives(t *testing.T) {
 	})
 }
 
+// A client that opens a stream to a unary method and closes its side of it
+// (ttrpc's NewStream, then CloseSend: a Data frame on the call's stream)
+// still gets the call's answer, and only that: the Data frame is not
+// answered with an error ahead of it.
+func TestDataOnACallsStreamLeavesItsOneAnswer(t *testing.T) {
+	inBothModes(t, func(t *testing.T, newEnv envMaker) {
+		e := newEnv(t, map[string]ttrpc.Method{
+			"Slow": typed(func(_ context.Context, s string) (string, error) {
+				time.Sleep(50 * time.Millisecond) // still running when the Data frame comes
+				return "<" + s + ">", nil
+			}),
+		})
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		cs, err := e.client.NewStream(ctx, &ttrpc.StreamDesc{StreamingClient: true}, testService, "Slow", wrapperspb.String("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cs.CloseSend(); err != nil {
+			t.Fatal(err)
+		}
+		var out wrapperspb.StringValue
+		if err := cs.RecvMsg(&out); err != nil || out.GetValue() != "<x>" {
+			t.Errorf("RecvMsg: %q, %v; want the call's answer \"<x>\"", out.GetValue(), err)
+		}
+
+		// The same on the wire: after the call's answer, the next frame is
+		// the next call's, not a second answer on the first stream.
+		c := e.dial(t)
+		defer c.Close()
+		req := func(id uint32) []byte {
+			p, _ := proto.Marshal(wrapperspb.String("w"))
+			b, _ := proto.Marshal(&ttrpc.Request{Service: testService, Method: "Slow", Payload: p})
+			return frame(id, ttrpcframe.TypeRequest, b)
+		}
+		closeSend := frame(1, ttrpcframe.TypeData, nil)
+		closeSend[9] = 0x5 // remote closed, no data: what CloseSend sends
+		for _, msg := range [][]byte{req(1), closeSend} {
+			if _, err := c.Write(msg); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if id, r := readAnswer(t, c); id != 1 || r.GetStatus().GetCode() != 0 {
+			t.Fatalf("first answer: stream %d, %v; want stream 1, OK", id, r.GetStatus())
+		}
+		if _, err := c.Write(req(3)); err != nil {
+			t.Fatal(err)
+		}
+		if id, r := readAnswer(t, c); id != 3 || r.GetStatus().GetCode() != 0 {
+			t.Errorf("next answer: stream %d, %v; want stream 3, OK", id, r.GetStatus())
+		}
+	})
+}
+
 func TestCloseEndsServeAndConnections(t *testing.T) {
 	inBothModes(t, func(t *testing.T, newEnv envMaker) {
 		e := newEnv(t, map[string]ttrpc.Method{})
