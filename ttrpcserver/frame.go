@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"unicode/utf8"
 
 	"github.com/containerd/ttrpc"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
@@ -61,7 +62,11 @@ func decodeRequest(b []byte) (request, error) {
 }
 
 // addMetadata decodes one KeyValue and appends it, as ttrpc's server builds
-// its MD (containerd sends its namespace this way).
+// its MD (containerd sends its namespace this way), but with the key
+// lower-cased (MD.Append), the form MD.Get looks keys up by: a key a client
+// sent in capitals is found here, where ttrpc's server keeps it as sent and
+// Get misses it. A key or value that is not UTF-8 fails the request, as
+// there.
 func (r *request) addMetadata(b []byte) error {
 	var key, value []byte
 	err := eachField(b, func(num protowire.Number, typ protowire.Type, b []byte) (n int, err error) {
@@ -77,6 +82,9 @@ func (r *request) addMetadata(b []byte) error {
 	})
 	if err != nil {
 		return err
+	}
+	if !utf8.Valid(key) || !utf8.Valid(value) {
+		return errors.New("metadata: string field contains invalid UTF-8")
 	}
 	if r.metadata == nil {
 		r.metadata = ttrpc.MD{}
@@ -173,8 +181,11 @@ func statusProto(st *status.Status) *spb.Status {
 	return &spb.Status{Code: int32(st.Code()), Message: msg}
 }
 
-// codeOf guesses a status code for an error that carries none, as ttrpc's
-// server does, so that clients see the same codes from either server.
+// codeOf guesses a status code for an error that carries none, from the
+// same kinds of error as ttrpc's server. It looks through wrapping
+// (errors.Is), where ttrpc's server compares the error itself: a wrapped
+// os.ErrNotExist is NotFound here and Unknown there. The shim's own
+// handlers give every error its code (errdefs classes) before it gets here.
 func codeOf(err error) codes.Code {
 	switch {
 	case errors.Is(err, io.EOF):

@@ -13,8 +13,8 @@ import (
 // bytes a client might send: no panic; whatever protobuf accepts is accepted
 // with the same service, method, payload, timeout and metadata; and what is
 // refused, protobuf refuses too. (protobuf also refuses strings that are
-// not UTF-8, which the server takes as bytes: such a name then matches no
-// registered method.)
+// not UTF-8: in metadata so does the server; a service or method name it
+// takes as bytes, which then match no registered method.)
 func FuzzDecodeRequest(f *testing.F) {
 	valid, _ := proto.Marshal(&ttrpc.Request{
 		Service: "containerd.task.v2.Task", Method: "Create", Payload: []byte{0x0a, 0x02, 'i', 'd'}, TimeoutNano: 5e9,
@@ -70,5 +70,31 @@ func TestDecodeRequestRefusesFieldNumbersTooLarge(t *testing.T) {
 		if _, err := decodeRequest(b); err == nil {
 			t.Errorf("%x: accepted", b)
 		}
+	}
+}
+
+// Metadata that is not UTF-8 fails the request, as in ttrpc's server (its
+// protobuf decoder refuses the string); valid metadata arrives with its key
+// lower-cased, the form ttrpc.MD's Get looks up.
+func TestDecodeRequestMetadataText(t *testing.T) {
+	entry := func(k, v string) []byte {
+		kv := append([]byte{0x0a, byte(len(k))}, k...)
+		kv = append(append(kv, 0x12, byte(len(v))), v...)
+		return append([]byte{0x2a, byte(len(kv))}, kv...)
+	}
+	for _, b := range [][]byte{entry("k", "v\xff"), entry("k\xff", "v")} {
+		if err := proto.Unmarshal(b, &ttrpc.Request{}); err == nil {
+			t.Fatalf("%x: protobuf accepts it; the test's bytes are wrong", b)
+		}
+		if _, err := decodeRequest(b); err == nil {
+			t.Errorf("%x: accepted", b)
+		}
+	}
+	r, err := decodeRequest(entry("Containerd-Namespace", "k8s.io"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := r.metadata.Get("containerd-namespace"); !ok || !slices.Equal(v, []string{"k8s.io"}) {
+		t.Errorf("metadata %v: no containerd-namespace k8s.io", r.metadata)
 	}
 }
