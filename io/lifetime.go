@@ -93,6 +93,10 @@ func (p *Pipes) Close() {
 	// source) while holding its source, and closing a file waits for the
 	// operations on it to return. Closing the destination first frees both.
 	for i := len(p.toClose) - 1; i >= 0; i-- {
+		if f, ok := p.toClose[i].(*clientFIFO); ok {
+			f.closeForAll() // listed once per relay writing through it
+			continue
+		}
 		p.toClose[i].Close()
 	}
 	p.stopLogger()

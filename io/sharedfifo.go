@@ -25,12 +25,13 @@ type streamFIFOs struct {
 }
 
 // open opens (or shares) the output at path, named by uri, for stream
-// (path "": not shared).
+// (path "": not shared). The FIFO is the same when the path is, or when
+// another path names its inode (a symlink, a hard link, a bind mount).
 func (s *streamFIFOs) open(uri, path, stream string, attachTimeout time.Duration) (output, error) {
 	if path != "" {
 		path = filepath.Clean(path)
 	}
-	if path != "" && s.f != nil && s.path == path {
+	if path != "" && s.f != nil && (s.path == path || namesFIFOOf(path, s.f)) {
 		s.f.addUser()
 		return s.f, nil
 	}
@@ -44,12 +45,35 @@ func (s *streamFIFOs) open(uri, path, stream string, attachTimeout time.Duration
 	return dst, nil
 }
 
+// namesFIFOOf reports whether path names the FIFO f was opened on.
+func namesFIFOOf(path string, f *clientFIFO) bool {
+	var st unix.Stat_t
+	if unix.Stat(path, &st) != nil {
+		return false // openOutput says why
+	}
+	id, ok := fifoID(f.handle)
+	return ok && id == [2]uint64{st.Dev, st.Ino}
+}
+
 // addUser makes one more relay write through f: Close ends f only once it
 // has been called once more than addUser was (see Close).
 func (f *clientFIFO) addUser() {
 	f.mu.Lock()
 	f.extraUsers++
 	f.mu.Unlock()
+}
+
+// closeForAll closes f however many relays still write through it
+// (Pipes.Close ends them all). Closed a user at a time, the first call only
+// counted one down, and a relay waiting for room on its own duplicate of the
+// write end (ownEnd) kept waiting, holding its source, whose Close comes
+// next and waits for it: until the stall clock ran out, or for ever where
+// there is none.
+func (f *clientFIFO) closeForAll() {
+	f.mu.Lock()
+	f.extraUsers = 0
+	f.mu.Unlock()
+	_ = f.Close()
 }
 
 // shareImported returns the clientFIFO an imported output writes through:

@@ -15,15 +15,24 @@ import (
 // open had completed, and the reader took that for the end (about 1 in 15
 // runs here); so it is tried many times.
 // The same for a file:// URI naming the FIFO (namesFIFO).
+// And for stderr naming it by another path (a symlink).
 func TestSameFIFOForStdoutAndStderrReadLate(t *testing.T) {
-	t.Run("path", func(t *testing.T) { sameFIFOReadLate(t, "", "fifo://") })
-	t.Run("file-uri", func(t *testing.T) { sameFIFOReadLate(t, "file://", "file://") })
+	t.Run("path", func(t *testing.T) { sameFIFOReadLate(t, "", "fifo://", false) })
+	t.Run("file-uri", func(t *testing.T) { sameFIFOReadLate(t, "file://", "file://", false) })
+	t.Run("symlink", func(t *testing.T) { sameFIFOReadLate(t, "", "", true) })
 }
 
-func sameFIFOReadLate(t *testing.T, outScheme, errScheme string) {
+func sameFIFOReadLate(t *testing.T, outScheme, errScheme string, symlink bool) {
 	for i := 0; i < 200; i++ {
 		path := mkfifo(t, "both")
-		p, err := Open(Config{Stdout: outScheme + path, Stderr: errScheme + path}, Env{})
+		errPath := path
+		if symlink {
+			errPath = path + ".link"
+			if err := os.Symlink(path, errPath); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p, err := Open(Config{Stdout: outScheme + path, Stderr: errScheme + errPath}, Env{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -100,5 +109,42 @@ func TestSameFIFOStalledReaderDiscardsBothStreams(t *testing.T) {
 		}
 		p.Close()
 		client.Close()
+	}
+}
+
+// Close of stdout and stderr sharing a FIFO whose client reads nothing, with
+// both relays waiting for room (the process filled it, then exited): Close
+// returns at once, with no stall clock to end the wait (Docker's namespace
+// has none) and with one. It used to close the shared FIFO a user at a time
+// and then wait for the second relay, which held its source, until the
+// clock ran out: for ever without one, while Delete held the process's lock.
+func TestCloseOfASharedFIFONobodyReads(t *testing.T) {
+	for _, stall := range []time.Duration{-1, 4 * time.Second} {
+		path := mkfifo(t, "both")
+		client, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer client.Close()
+		p, err := Open(Config{Stdout: path, Stderr: path}, Env{StallTimeout: stall})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, w, ew := p.RuntimeFiles()
+		if _, err := w.Write(make([]byte, 80<<10)); err != nil { // more than the FIFO holds
+			t.Fatal(err)
+		}
+		if _, err := ew.Write(make([]byte, 20<<10)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond) // both relays wait for room by now
+		p.ReleaseRuntimeFiles()
+		closed := make(chan struct{})
+		go func() { p.Close(); close(closed) }()
+		select {
+		case <-closed:
+		case <-time.After(2 * time.Second):
+			t.Fatalf("stall timeout %v: Close still waits after 2 s", stall)
+		}
 	}
 }
