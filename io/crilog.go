@@ -123,6 +123,7 @@ func parseSize(s string) (int64, error) {
 type rotatingFile struct {
 	mu    sync.Mutex
 	opts  FileOptions
+	first *os.File // the file opened first; set once, read without mu (Close)
 	f     *os.File
 	size  int64
 	users int          // relays writing to it; the last to finish closes it
@@ -148,7 +149,7 @@ func openRotating(o FileOptions) (*rotatingFile, error) {
 		f.Close()
 		return nil, fmt.Errorf("log %s: max-size rotates by renaming, and this is not a regular file (%v): %w", o.Path, st.Mode().Type(), errdefs.ErrInvalidArgument)
 	}
-	rf := &rotatingFile{opts: o, f: f, size: st.Size()}
+	rf := &rotatingFile{opts: o, first: f, f: f, size: st.Size()}
 	if o.Rate > 0 {
 		rf.pace = newRateLimiter(o.Rate)
 	}
@@ -253,9 +254,19 @@ func (r *rotatingFile) rotate() error {
 
 // Close closes the current file (after a rotation, not the first one). The
 // relays then fail their writes with os.ErrClosed and stop.
+//
+// The first file is closed before mu is taken: a record being written to a
+// FIFO whose reader stopped reading (namesFIFO) blocks in Write holding mu,
+// and closing the file is what wakes that Write. Only the first file can be
+// a FIFO (rotation is refused for anything but a regular file); after a
+// rotation it is closed already, and closing it again does nothing.
 func (r *rotatingFile) Close() error {
+	err := r.first.Close()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.f == r.first {
+		return err
+	}
 	return r.f.Close()
 }
 

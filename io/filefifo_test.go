@@ -1,8 +1,12 @@
 package io
 
 import (
+	"bytes"
+	"os"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // openWithin runs Open and fails the test if it has not returned within d
@@ -52,5 +56,40 @@ func TestFileURINamingAFIFOWithoutAReader(t *testing.T) {
 	// The same for a terminal's file:// output.
 	if _, err := openWithin(t, Config{Terminal: true, Stdout: "file://" + path}, 3*time.Second); err != nil {
 		t.Errorf("terminal: %v", err)
+	}
+}
+
+// A CRI-format file:// log naming a FIFO whose reader stopped reading (a
+// collector that hangs): once the process has exited and Drain has given
+// up, Close returns. The relay's write waited for room holding the file's
+// lock, which Close took before closing the file: it waited for ever, under
+// Delete's lock on the process.
+func TestCloseOfACRILogOnAFIFONobodyReads(t *testing.T) {
+	path := mkfifo(t, "log")
+	collector, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer collector.Close()
+	p, err := Open(Config{Stdout: "file://" + path + "?format=cri"}, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, w, _ := p.RuntimeFiles()
+	line := append(bytes.Repeat([]byte("x"), 99), '\n')
+	if _, err := w.Write(bytes.Repeat(line, 1000)); err != nil { // more than the FIFO holds
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // the relay waits for room by now
+	p.ReleaseRuntimeFiles()
+	if p.Drain(500 * time.Millisecond) {
+		t.Fatal("drained into a FIFO nobody reads")
+	}
+	closed := make(chan struct{})
+	go func() { p.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Close still waits after 2 s")
 	}
 }
