@@ -50,7 +50,11 @@ func (p *Pipes) Drain(timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(drainPoll)
 	defer tick.Stop()
+	// Progress is bytes moved, or the client's FIFOs emptying: a reader
+	// slower than a page (4 KiB) per DrainIdleTimeout moves none (see
+	// stallPolicy.readerTook).
 	last, idleSince := p.moved.Load(), time.Now()
+	_, lastFill := p.Queued()
 	for {
 		select {
 		case <-p.outputs.done:
@@ -59,11 +63,13 @@ func (p *Pipes) Drain(timeout time.Duration) bool {
 			if now.After(deadline) {
 				return false
 			}
-			if cur := p.moved.Load(); cur != last {
+			_, fill := p.Queued()
+			if cur := p.moved.Load(); cur != last || fill < lastFill {
 				last, idleSince = cur, now
 			} else if p.logger == nil && now.Sub(idleSince) >= DrainIdleTimeout {
 				return false
 			}
+			lastFill = fill
 		}
 	}
 }

@@ -260,7 +260,8 @@ func (s *splicer) srcReady(sfd uintptr) bool {
 			return true
 		}
 		if s.armed {
-			s.stallAt = s.stall.prolong(s.stallAt) // held for a returning reader: wait on
+			s.stallAt = s.stall.readerTook(s.dstRC, s.stallAt) // a reader no write shows: wait on
+			s.stallAt = s.stall.prolong(s.stallAt)             // held for a returning reader: wait on
 		}
 		if !haltWakeup(werr, s.stallAt) {
 			if errors.Is(werr, os.ErrDeadlineExceeded) {
@@ -423,6 +424,7 @@ func (s *splicer) waitDst() {
 	if !s.armed {
 		s.stallAt = time.Now().Add(s.stall.timeout)
 		s.armed = true
+		s.stall.armedOn(s.dstRC)
 	}
 	_ = s.dst.SetWriteDeadline(s.stallAt)
 }

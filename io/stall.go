@@ -50,6 +50,9 @@ type stallPolicy struct {
 	owner func() (down bool, upSince time.Time)
 	held  bool
 	grace time.Duration // see DefaultReturnGrace
+	// fill is the client FIFO's fill when the clock was armed or last
+	// started again (armedOn, readerTook).
+	fill int
 }
 
 func (s *stallPolicy) progressed(n int64) {
@@ -95,6 +98,29 @@ func (s *stallPolicy) prolong(at time.Time) time.Time {
 		return next
 	}
 	return at
+}
+
+// armedOn records the fill of the FIFO (dst) as the clock is armed.
+func (s *stallPolicy) armedOn(dst syscall.RawConn) { s.fill = fifoQueued(dst) }
+
+// readerTook is asked, like prolong and before it, when the clock armed
+// until at may have run out. If the reader took bytes from the FIFO (dst)
+// since the clock was armed or last started again, the clock starts again
+// and the new deadline is returned; otherwise at. No write shows such a
+// reader: a full pipe takes a write again only once a whole page (4 KiB) of
+// it is free, and a reader taking less than that per stall timeout (a slow
+// consumer, a terminal read a line at a time) is reading all the same.
+func (s *stallPolicy) readerTook(dst syscall.RawConn, at time.Time) time.Time {
+	if s == nil || at.IsZero() || time.Now().Before(at) {
+		return at
+	}
+	fill := fifoQueued(dst)
+	if fill >= s.fill {
+		return at
+	}
+	s.fill = fill
+	s.readerProgressed()
+	return time.Now().Add(s.timeout)
 }
 
 // readerProgressed ends a hold: the reader took data.
@@ -250,6 +276,7 @@ func (s *terminalStall) arm() {
 	if !s.armed {
 		s.at = time.Now().Add(s.policy.timeout)
 		s.armed = true
+		s.policy.armedOn(s.dstRC)
 	}
 	_ = s.dst.SetWriteDeadline(s.at)
 }
@@ -264,10 +291,13 @@ func (s *terminalStall) disarm() {
 }
 
 // deadline is when the armed clock runs out (zero: not armed). Asked after
-// a write's deadline passed, it first moves a clock held for a returning
-// reader on (stallPolicy.prolong): the write then waits on.
+// a write's deadline passed, it first starts the clock again for a reader
+// that took bytes no write shows (stallPolicy.readerTook), and moves a
+// clock held for a returning reader on (stallPolicy.prolong): the write
+// then waits on.
 func (s *terminalStall) deadline() time.Time {
 	if s.armed {
+		s.at = s.policy.readerTook(s.dstRC, s.at)
 		s.at = s.policy.prolong(s.at)
 	}
 	return s.at

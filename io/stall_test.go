@@ -2,8 +2,10 @@ package io
 
 import (
 	"bytes"
+	"errors"
 	stdio "io"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -220,5 +222,97 @@ func writtenWithin(t *testing.T, d time.Duration, write func() error, stuck stri
 		}
 	case <-time.After(d):
 		t.Fatal(stuck)
+	}
+}
+
+// A reader slower than a page (4 KiB) per stall timeout, and per
+// DrainIdleTimeout, is reading all the same: a full pipe takes a write
+// again only once a whole page is free, so no write shows its progress,
+// but its FIFO empties. Nothing is dropped, Drain does not give up on it,
+// and once it reads faster everything arrives, in order. Before, the stall
+// clock ran out under it (dropping what the relay held) and Drain gave up
+// after DrainIdleTimeout.
+func TestSlowReaderIsNoStalledReader(t *testing.T) {
+	reader, p := fifoWithIdleReader(t, Env{StallTimeout: 300 * time.Millisecond})
+	_, w, _ := p.RuntimeFiles()
+	payload := make([]byte, 200<<10)
+	for i := range payload {
+		payload[i] = byte('a' + i%26)
+	}
+	if _, err := w.Write(payload[:100<<10]); err != nil { // the process's pipe holds the rest meanwhile
+		t.Fatal(err)
+	}
+	go func() {
+		w.Write(payload[100<<10:])
+		p.ReleaseRuntimeFiles() // the process exits
+	}()
+	drained := make(chan bool, 1)
+	go func() { drained <- p.Drain(30 * time.Second) }()
+
+	var got []byte
+	buf := make([]byte, 64<<10)
+	slowUntil := time.Now().Add(DrainIdleTimeout + 600*time.Millisecond)
+	for time.Now().Before(slowUntil) { // 100 B every 100 ms: 300 B per stall timeout, 3 KB per DrainIdleTimeout
+		time.Sleep(100 * time.Millisecond)
+		if n, _ := reader.Read(buf[:100]); n > 0 {
+			got = append(got, buf[:n]...)
+		}
+	}
+	if d := p.Dropped(); d > 0 {
+		t.Fatalf("%d bytes dropped while the reader read %d in steady 100-byte steps", d, len(got))
+	}
+	select {
+	case ok := <-drained:
+		t.Fatalf("Drain returned %v while the reader was still reading", ok)
+	default:
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(got) < len(payload) && time.Now().Before(deadline) {
+		n, err := reader.Read(buf)
+		if n > 0 {
+			got = append(got, buf[:n]...)
+		} else if errors.Is(err, syscall.EAGAIN) {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if !bytes.Equal(got, payload) {
+		t.Fatalf("the reader got %d bytes, want the %d written, in order (dropped %d)", len(got), len(payload), p.Dropped())
+	}
+	if !<-drained {
+		t.Error("Drain gave up")
+	}
+}
+
+// The same for a terminal's output relay (terminalStall), with the stall
+// clock only.
+func TestSlowReaderIsNoStalledReaderOfATerminal(t *testing.T) {
+	reader, p, slave := terminalIntoFIFO(t, Env{StallTimeout: 300 * time.Millisecond})
+	payload := make([]byte, 200<<10)
+	for i := range payload {
+		payload[i] = byte('a' + i%26) // no newline: a pty would add carriage returns
+	}
+	go slave.Write(payload)
+	var got []byte
+	buf := make([]byte, 64<<10)
+	slowUntil := time.Now().Add(1500 * time.Millisecond)
+	for time.Now().Before(slowUntil) { // 100 B every 100 ms: 300 B per stall timeout
+		time.Sleep(100 * time.Millisecond)
+		if n, _ := reader.Read(buf[:100]); n > 0 {
+			got = append(got, buf[:n]...)
+		}
+	}
+	if d := p.Dropped(); d > 0 {
+		t.Fatalf("%d bytes dropped while the reader read %d in steady 100-byte steps", d, len(got))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(got) < len(payload) && time.Now().Before(deadline) {
+		if n, _ := reader.Read(buf); n > 0 {
+			got = append(got, buf[:n]...)
+		} else {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if !bytes.Equal(got, payload) {
+		t.Fatalf("the reader got %d bytes, want the %d written, in order (dropped %d)", len(got), len(payload), p.Dropped())
 	}
 }
