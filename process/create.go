@@ -168,30 +168,28 @@ func Create(ctx context.Context, r *reaper.Reaper, cfg CreateConfig, onCreated f
 // channel. On success the shim's copies of the runtime's stdio are released
 // and the output relays, held until then, start; on failure the caller closes
 // pipes, which drops what the runtime wrote there. A process the runtime
-// started for a launch that failed after it (its pty master could not be
-// had) is killed: the launch is reported failed, so nothing would track it.
+// started for a launch that failed after it (the runtime killed at the
+// request's deadline, its pty master not had) is killed: the launch is
+// reported failed, so nothing would track it. The runtime writes the PID file
+// once the process runs, so the file is read whether or not it succeeded, and
+// one an earlier launch left is removed first.
 func (c *Container) launch(pipes *shimio.Pipes, pidFile string, run func(stdio oci.Stdio, consoleSocket string) error) (int, <-chan reaper.Exit, error) {
 	in, out, errf := pipes.RuntimeFiles()
+	if err := os.Remove(pidFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return 0, nil, fmt.Errorf("remove stale pid file: %w", err)
+	}
 	w := c.rt.Reaper.Open()
 	defer w.Close()
-	ran := false // the runtime succeeded: a process of the launch may run
 	err := c.withConsole(pipes, func(consoleSocket string) error {
-		if err := run(oci.Stdio{In: in, Out: out, Err: errf}, consoleSocket); err != nil {
-			return err
-		}
-		ran = true
-		return nil
+		return run(oci.Stdio{In: in, Out: out, Err: errf}, consoleSocket)
 	})
-	var pid int
-	if ran {
-		var perr error
-		if pid, perr = oci.ReadPidFile(pidFile); err == nil {
-			err = perr
-		}
+	pid, perr := oci.ReadPidFile(pidFile)
+	if err == nil {
+		err = perr
 	}
 	if err != nil {
 		if pid > 0 {
-			killLaunched(pid)
+			c.killLaunched(w, pid)
 		}
 		return 0, nil, err
 	}
@@ -203,24 +201,23 @@ func (c *Container) launch(pipes *shimio.Pipes, pidFile string, run func(stdio o
 
 // killLaunched kills a process the runtime launched for a launch that then
 // failed. Once the runtime has returned, the process is the shim's child
-// (the shim is the subreaper). The reaper reaps it as soon as it exits (the
-// launch's window keeps only its status), freeing its PID: the pidfd is
-// used only if the PID is still an unreaped child of the shim once the pidfd
-// is open. That rules out a stranger that reused the PID, not another child
-// of the shim that did so after the process was reaped; for that, the PID
-// allocator would have to come round within the failed launch. Its exit,
-// unclaimed, is counted as an orphan. (An exec whose PID file could not be
-// read is beyond this: its PID is not known. A container's init is also
-// removed with the runtime's record by the caller.)
-func killLaunched(pid int) {
-	fd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return // gone; or no pidfd (before Linux 5.3), and a bare PID is not trusted
-	}
-	defer unix.Close(fd)
-	if !unreapedChild(pid) {
+// (the shim is the subreaper). It is claimed from the launch's window, and
+// signalled through a pidfd opened only while its exit has not come
+// (reaper.Pidfd): one that exited already, whose PID may be another
+// process's by now, is left alone, as is every process where pidfds are
+// missing (before Linux 5.3: a bare PID is not trusted). Its exit goes to the
+// claim, unread. (An exec whose PID file could not be read is beyond this:
+// its PID is not known. A container's init is also removed with the
+// runtime's record by the caller.)
+func (c *Container) killLaunched(w *reaper.Window, pid int) {
+	fd, _, err := c.rt.Reaper.Pidfd(pid, w.Claim(pid))
+	if fd < 0 {
+		if err != nil && !errors.Is(err, unix.ESRCH) {
+			slog.Warn("kill a process whose launch failed: no pidfd", "pid", pid, "error", err)
+		}
 		return
 	}
+	defer unix.Close(fd)
 	if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
 		slog.Warn("kill a process whose launch failed", "pid", pid, "error", err)
 	}

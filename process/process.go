@@ -45,6 +45,10 @@ type Process struct {
 	status Status
 	pid    int
 	pidfd  int // execs: signals go through it, immune to PID reuse; -1 when none
+	// launchExit: an exec whose exit came during its launch, before a pidfd
+	// could be had (reaper.Pidfd). Its PID may be another process's by then,
+	// so it gets no signal (ESRCH) until the exit is recorded.
+	launchExit bool
 	// session is the session the process was in at its start, noted for a
 	// container whose processes are found by session (noteSession), else
 	// 0; set with pid, before its exit is claimed, and read at the exit.
@@ -303,10 +307,10 @@ func (p *Process) startExec(ctx context.Context, onStarted func(pid int)) error 
 		return c.execLaunchError(p.ID, err)
 	}
 	// A pidfd pins the process: signals sent through it can never reach a
-	// process that reused the PID after this one was reaped.
-	if fd, err := unix.PidfdOpen(pid, 0); err == nil {
-		p.pidfd = fd
-	}
+	// process that reused the PID after this one was reaped. None is opened
+	// for an exec whose exit came already (a `true` may be gone before the
+	// runtime returns): its PID was free from then on.
+	p.pidfd, p.launchExit, _ = c.rt.Reaper.Pidfd(pid, exitc)
 	p.pipes = pipes
 	p.session = c.noteSession(pid)
 	p.setLocked(func() { p.pid, p.status = pid, Running })
@@ -316,9 +320,9 @@ func (p *Process) startExec(ctx context.Context, onStarted func(pid int)) error 
 	c.mu.Lock()
 	lateForInit := c.initReaped
 	c.mu.Unlock()
-	// Without a pidfd the PID is signalled only while it is still an
-	// unreaped child: pidfd_open fails with ESRCH for an exec that exited
-	// and was reaped already, whose PID may be another process's by now.
+	// Without a pidfd (a kernel without them) the PID is signalled only
+	// while it is still an unreaped child; one that exited during the
+	// launch gets no signal (launchExit).
 	if lateForInit && (p.pidfd >= 0 || unreapedChild(pid)) {
 		// The init died while the runtime launched this exec, maybe after
 		// the init's exit killed the container's processes (`kill --all`,
@@ -468,10 +472,14 @@ func (p *Process) signalExec(sig int) error {
 }
 
 // sendSignalLocked signals the running process through its pidfd, or its
-// pid without one; the caller holds p.mu.
+// pid without one; the caller holds p.mu. An exec whose exit came during
+// its launch has exited: ESRCH.
 func (p *Process) sendSignalLocked(sig unix.Signal) error {
-	if p.pidfd >= 0 {
+	switch {
+	case p.pidfd >= 0:
 		return unix.PidfdSendSignal(p.pidfd, sig, nil, 0)
+	case p.launchExit:
+		return unix.ESRCH
 	}
 	return unix.Kill(p.pid, sig)
 }

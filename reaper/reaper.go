@@ -332,6 +332,25 @@ func (r *Reaper) Adopt(pid int) <-chan Exit {
 	return ch
 }
 
+// Pidfd opens a pidfd on the process whose exit c (from Claim or Adopt for
+// pid) is to deliver, unless that exit has come already (exited): its PID
+// was freed then, and may name another process by now. No sweep runs
+// between the check and the open, so the PID cannot be freed in between: a
+// pidfd returned is the claimed process's, running or a zombie. fd is -1
+// when the exit has come, or when pidfd_open failed (err).
+func (r *Reaper) Pidfd(pid int, c <-chan Exit) (fd int, exited bool, err error) {
+	r.sweepMu.Lock()
+	defer r.sweepMu.Unlock()
+	if len(c) > 0 {
+		return -1, true, nil
+	}
+	fd, err = unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return -1, false, err
+	}
+	return fd, false, nil
+}
+
 // Then has fn run, in a goroutine of its own, with the exit that c (which
 // Claim returned for pid) delivers: at once if it is there, otherwise when it
 // arrives. Nothing waits meanwhile, so a long-lived process costs no parked

@@ -433,3 +433,53 @@ func TestQuickTetheredExitLeavesNoTether(t *testing.T) {
 		t.Fatal("a reaped child is still counted as tethered")
 	}
 }
+
+// Pidfd opens a pidfd on a claimed process that has not been reaped (it
+// names that process), and none once its exit has come: the PID may be
+// another process's by then.
+func TestPidfdOnlyBeforeTheExit(t *testing.T) {
+	r := run(t)
+	w := r.Open()
+	defer w.Close()
+	quick := exec.Command("/bin/sh", "-c", "exit 3")
+	if err := quick.Start(); err != nil {
+		t.Fatal(err)
+	}
+	slow := exec.Command("sleep", "100")
+	if err := slow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Process.Kill()
+	deadline := time.Now().Add(5 * time.Second)
+	for { // the quick one reaped and kept for the window
+		r.mu.Lock()
+		_, seen := r.pending[quick.Process.Pid]
+		r.mu.Unlock()
+		if seen {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the exit was not kept for the open window within 5 s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	qc := w.Claim(quick.Process.Pid)
+	if fd, exited, err := r.Pidfd(quick.Process.Pid, qc); fd != -1 || !exited || err != nil {
+		t.Errorf("Pidfd of a process whose exit came: fd %d, exited %v, %v; want -1, true", fd, exited, err)
+	}
+	if e := waitExit(t, qc); e.Status != 3 {
+		t.Errorf("the exit after Pidfd: %+v", e) // Pidfd left it for the claimant
+	}
+	sc := w.Claim(slow.Process.Pid)
+	fd, exited, err := r.Pidfd(slow.Process.Pid, sc)
+	if fd < 0 || exited || err != nil {
+		t.Fatalf("Pidfd of a running process: fd %d, exited %v, %v", fd, exited, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	if e := waitExit(t, sc); e.Status != 128+9 {
+		t.Errorf("the process killed through the pidfd exited %+v", e)
+	}
+}
