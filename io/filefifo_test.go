@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/example/containerd-shim-example-v2/handover"
 )
 
 // openWithin runs Open and fails the test if it has not returned within d
@@ -91,5 +93,52 @@ func TestCloseOfACRILogOnAFIFONobodyReads(t *testing.T) {
 	case <-closed:
 	case <-time.After(2 * time.Second):
 		t.Fatal("Close still waits after 2 s")
+	}
+}
+
+// The same after an upgrade: the successor adopted the log's file in
+// blocking mode, out of the poller, and without the file its Close closes
+// first, so its Close waited for ever again. (From a review.)
+func TestCloseOfACRILogOnAFIFONobodyReadsAfterAnUpgrade(t *testing.T) {
+	path := mkfifo(t, "log")
+	collector, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer collector.Close()
+	p, err := Open(Config{Stdout: "file://" + path + "?format=cri"}, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, w, _ := p.RuntimeFiles()
+	procOut, err := dupFile(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.ReleaseRuntimeFiles()
+	p.Launched()
+	procOut.Write([]byte("before the switch\n"))
+	time.Sleep(50 * time.Millisecond)
+	if err := p.Halt(2 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st, err := p.Export(keepDups{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := ImportPipes(*st, handover.Adopt, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close() // the predecessor's files end with its execve
+	line := append(bytes.Repeat([]byte("x"), 99), '\n')
+	go procOut.Write(bytes.Repeat(line, 2000)) // more than the FIFO holds; nobody reads
+	time.Sleep(200 * time.Millisecond)         // the relay waits for room by now
+	closed := make(chan struct{})
+	go func() { next.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(3 * time.Second):
+		t.Fatal("the successor's Close of a CRI log on a FIFO nobody reads still waits after 3 s")
 	}
 }

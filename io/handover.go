@@ -459,11 +459,15 @@ func ImportPipes(st PipesState, adopt func(fd int, name string, pollable bool) (
 	var logs []*rotatingFile
 	var fifos []*clientFIFO // the client FIFOs imported so far
 	for _, ls := range st.Logs {
-		f, err := adopt(ls.File, ls.Opts.Path, held) // a regular file: not for the poller
+		// Opened non-blocking as openLogFile opens it: a regular file
+		// stays out of the poller all the same, and a FIFO (namesFIFO) is
+		// in it, so that Close wakes a write waiting for room
+		// (rotatingFile.Close).
+		f, err := adopt(ls.File, ls.Opts.Path, polled)
 		if err != nil {
 			return nil, err
 		}
-		rf := &rotatingFile{opts: ls.Opts, f: f, size: ls.Size}
+		rf := &rotatingFile{opts: ls.Opts, first: f, f: f, size: ls.Size}
 		if ls.Opts.Rate > 0 {
 			rf.pace = newRateLimiter(ls.Opts.Rate)
 			p.paced = append(p.paced, rf.pace)
