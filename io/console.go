@@ -202,7 +202,16 @@ func (p *Pipes) runConsole(m *rawFile, outCarry, inCarry []byte, inLast byte, eo
 			dst.Close()
 		}
 	}()
-	if p.stdinReader != nil && withStdin {
+	if withStdin {
+		p.runConsoleInput(inCarry, inLast, eofPending)
+	}
+}
+
+// runConsoleInput starts a terminal's input relay (stdin to the pty), after
+// a halt with what it carried (inCarry, the last byte written, an end of
+// input still to write).
+func (p *Pipes) runConsoleInput(inCarry []byte, inLast byte, eofPending bool) {
+	if p.stdinReader != nil {
 		p.stdinHalt = newHalter(inCarry)
 		hin := p.stdinHalt
 		hin.eofPending = eofPending

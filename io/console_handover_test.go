@@ -561,3 +561,49 @@ func waitForFile(t *testing.T, path string, want []byte) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A terminal whose output relay has ended (the init exited and the pty
+// drained, Hangup) while something still holds the terminal and reads its
+// input: after a halt that is undone (an upgrade refused) and after a
+// handover, the input relay runs as it ran. It stayed halted in both (from
+// a review).
+func TestTerminalInputRunsOnAfterItsOutputEnded(t *testing.T) {
+	for _, mode := range []string{"control", "restart", "handover"} {
+		t.Run(mode, func(t *testing.T) {
+			p, slave, clientIn := attachedTerminal(t)
+			defer slave.Close() // a background child still holding the terminal
+			defer clientIn.Close()
+			p.Hangup() // the init exited
+			deadline := time.Now().Add(3 * time.Second)
+			for !p.consoleHalt.ended.Load() {
+				if time.Now().After(deadline) {
+					t.Fatal("the output relay did not end after the hang-up")
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			if mode != "control" {
+				// "restart": the upgrade was refused after the halt;
+				// "handover": the next binary goes on.
+				p = haltAndGoOn(t, p, mode)
+			}
+			defer p.Close()
+			if _, err := clientIn.Write([]byte("typed\n")); err != nil {
+				t.Fatal(err)
+			}
+			got := make(chan []byte, 1)
+			go func() {
+				b := make([]byte, 64)
+				n, _ := slave.Read(b)
+				got <- b[:n]
+			}()
+			select {
+			case b := <-got:
+				if string(b) != "typed\n" {
+					t.Fatalf("the terminal read %q", b)
+				}
+			case <-time.After(2 * time.Second):
+				t.Fatal("input typed after the halt never reached the terminal: its relay stays halted")
+			}
+		})
+	}
+}

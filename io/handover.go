@@ -169,15 +169,20 @@ func (p *Pipes) restartConsole() {
 		}
 		return
 	}
-	if out.ended.Load() {
-		return
-	}
 	var inCarry []byte
 	var inLast byte
 	withStdin, eofPending := false, false
 	if in := p.stdinHalt; in != nil && in.stopped() {
 		withStdin = !in.ended.Load()
 		inCarry, inLast, eofPending = in.carry, in.lastIn, in.eofPending
+	}
+	if out.ended.Load() {
+		// The output is over (the process hung up), but whatever still
+		// holds the terminal may read: the input runs again as it ran.
+		if withStdin {
+			p.runConsoleInput(inCarry, inLast, eofPending)
+		}
+		return
 	}
 	m, err := newRawFile(p.master)
 	if err != nil { // it was driven before the halt: not expected
@@ -640,13 +645,19 @@ func importConsole(p *Pipes, t *TerminalState, get adoptFunc, ferr *error) error
 	if *ferr != nil {
 		return *ferr
 	}
-	if t.Stdin != nil && (t.StdinEnded || t.OutEnded) {
+	if t.Stdin != nil && t.StdinEnded {
 		// No input relay runs here: its state is kept for the next export
 		// (an ended input must not be ended again by a later binary).
-		p.stdinHalt = stoppedHalter(inCarry, t.StdinEnded, t.StdinLast, t.StdinEOFPending)
+		p.stdinHalt = stoppedHalter(inCarry, true, t.StdinLast, t.StdinEOFPending)
 	}
 	if t.OutEnded {
 		p.consoleHalt = stoppedHalter(nil, true, 0, false)
+		// The output is over (the process hung up), but whatever still
+		// holds the terminal may read: the input runs on, as in
+		// restartConsole.
+		if t.Stdin != nil && !t.StdinEnded {
+			p.runConsoleInput(inCarry, t.StdinLast, t.StdinEOFPending)
+		}
 		return nil
 	}
 	if t.Stdin != nil && t.StdinEnded {
