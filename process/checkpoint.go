@@ -43,6 +43,14 @@ func (c *Container) Checkpoint(ctx context.Context, opts oci.CheckpointOpts, onC
 		stopping = 1
 	}
 	c.mu.Lock()
+	if c.checkpoints > 0 {
+		// CRIU cannot dump one process tree twice at once, and the two
+		// would share the default work directory, which the first to end
+		// removes. (The stock shim runs the second after the first.)
+		c.mu.Unlock()
+		p.mu.Unlock()
+		return fmt.Errorf("checkpoint %s: another checkpoint is under way: %w", c.ID, errdefs.ErrFailedPrecondition)
+	}
 	c.checkpoints++
 	c.stoppingCheckpoints += stopping
 	c.mu.Unlock()

@@ -98,10 +98,13 @@ type Container struct {
 	inShimCgroup bool
 	stopOOM      func()
 
-	mu           sync.Mutex
-	execsIdle    *sync.Cond
-	execs        map[string]*Process
-	runningExecs int
+	mu        sync.Mutex
+	execsIdle *sync.Cond
+	execs     map[string]*Process
+	// execsReleased: the init's Delete has released the execs
+	// (releaseExecs); no exec is added after it.
+	execsReleased bool
+	runningExecs  int
 	// exitedSessions: what the exited init and execs of a container without
 	// a cgroup of its own, in a shared pid namespace, left in their sessions
 	// (keepExitedSession); they are the container's too.
@@ -149,6 +152,11 @@ func (c *Container) Exec(execID string, spec []byte, stdio shimio.Config) (*Proc
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.execsReleased {
+		// The init's Delete got here while the spec was read: it forgot
+		// the execs, and the task is gone.
+		return nil, fmt.Errorf("exec %q: container %q deleted: %w", execID, c.ID, errdefs.ErrNotFound)
+	}
 	if _, ok := c.execs[execID]; ok {
 		return nil, fmt.Errorf("exec %q in container %q: %w", execID, c.ID, errdefs.ErrAlreadyExists)
 	}

@@ -25,6 +25,9 @@ const leftoverDrainTimeout = time.Second
 // exit) is killed; its waiters get its exit (137) when it comes, but no
 // exit event is published: the task it belonged to is gone.
 func (c *Container) releaseExecs() {
+	c.mu.Lock()
+	c.execsReleased = true // an Exec that checked the init before its Delete ends here (Container.Exec)
+	c.mu.Unlock()
 	deadline := time.Now().Add(leftoverDrainTimeout)
 	for _, p := range c.Execs() {
 		p.mu.Lock()

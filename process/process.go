@@ -56,9 +56,11 @@ type Process struct {
 	exitCode int
 	exitedAt time.Time
 	pipes    *shimio.Pipes
-	deleting bool             // Delete is tearing down a never-started process: report no exit
-	restore  *oci.RestoreOpts // init created from a checkpoint: Start restores it
-	exited   chan struct{}    // closed once the exit is recorded, or at delete
+	deleting bool // Delete is tearing down a never-started process: report no exit
+	// deleteBusy is closed when the Delete under way returns (nil: none).
+	deleteBusy chan struct{}
+	restore    *oci.RestoreOpts // init created from a checkpoint: Start restores it
+	exited     chan struct{}    // closed once the exit is recorded, or at delete
 	// waiters are the OnExit callbacks; fired when exited is closed.
 	waiters waitlist.List
 }
@@ -488,7 +490,39 @@ func (p *Process) sendSignalLocked(sig unix.Signal) error {
 // (bounded) for its output to reach the client, releases its stdio and, for
 // the init, the runtime state and the rootfs. onDeleted runs last, under the
 // lock, with the final state.
+//
+// One Delete at a time: a second one waits for the first and then answers
+// as the state it left says (NotFound once deleted), as the stock shim's
+// does, which holds the process's lock throughout. Both used to tear the
+// process down, and the later one's runtime delete and unmount could reach
+// a new task created meanwhile under the same id (and bundle: Docker's
+// restart).
 func (p *Process) Delete(ctx context.Context, onDeleted func(Snapshot)) error {
+	p.mu.Lock()
+	for p.deleteBusy != nil {
+		busy := p.deleteBusy
+		p.mu.Unlock()
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the delete under way: %w", ctx.Err())
+		}
+		p.mu.Lock()
+	}
+	busy := make(chan struct{})
+	p.deleteBusy = busy
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.deleteBusy = nil
+		p.mu.Unlock()
+		close(busy)
+	}()
+	return p.deleteOnce(ctx, onDeleted)
+}
+
+// deleteOnce is Delete, with no other Delete of p under way.
+func (p *Process) deleteOnce(ctx context.Context, onDeleted func(Snapshot)) error {
 	p.mu.Lock()
 	if err := check(p.status, OpDelete); err != nil {
 		p.mu.Unlock()
