@@ -204,7 +204,7 @@ func RunDaemon(f Flags) error {
 	}
 	own := ownSocketFile(f.Socket)
 	up = upgrade.New(upgrade.Parts{Listener: l, Conns: live, Reaper: r, Events: queue, Service: svc,
-		Pods: pods}, handover.Build{Version: Version, Revision: Revision}, self, os.Args)
+		Pods: pods, HandlersIdle: srv.HandlersIdle}, handover.Build{Version: Version, Revision: Revision}, self, os.Args)
 	upgrade.Register(srv, up)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ctx, l) }()

@@ -249,11 +249,13 @@ func (c *conn) call(ctx context.Context, id uint32, req request, m registered) {
 		hook(m.fullName)
 	}
 	payload := req.payload
+	c.srv.handlerStarted()
 	resp, err := m.method(ctx, func(v any) error {
 		// A handler passes a new message; anything else is refused by the
 		// codec itself.
 		return codec.Unmarshal(payload, v)
 	})
+	c.srv.handlerDone()
 	if later, ok := resp.(*Deferred); ok && err == nil {
 		c.startLater(ctx, id, m.fullName, later, cancel)
 		return

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/containerd/ttrpc"
+
+	"github.com/example/containerd-shim-example-v2/internal/condwait"
 )
 
 // Options configure a Server.
@@ -50,16 +52,22 @@ type Server struct {
 	// by a Shutdown waiting for them, is closed when calls drops to zero.
 	calls   int
 	drained chan struct{}
+	// handlers counts the calls whose handler runs (HandlersIdle);
+	// handlersIdle (on mu) is broadcast when it drops to zero.
+	handlers     int
+	handlersIdle *sync.Cond
 }
 
 // New returns a server with no services.
 func New(opts Options) *Server {
-	return &Server{
+	s := &Server{
 		opts:      opts,
 		services:  make(map[string]map[string]registered),
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*conn]struct{}),
 	}
+	s.handlersIdle = sync.NewCond(&s.mu)
+	return s
 }
 
 // RegisterService serves desc's unary methods under name. Stream handlers in
@@ -208,6 +216,35 @@ func (s *Server) callDone() {
 		s.drained = nil
 	}
 	s.mu.Unlock()
+}
+
+// handlerStarted and handlerDone bracket a handler's run (HandlersIdle).
+func (s *Server) handlerStarted() {
+	s.mu.Lock()
+	s.handlers++
+	s.mu.Unlock()
+}
+
+func (s *Server) handlerDone() {
+	s.mu.Lock()
+	if s.handlers--; s.handlers == 0 {
+		s.handlersIdle.Broadcast()
+	}
+	s.mu.Unlock()
+}
+
+// HandlersIdle waits, at most timeout, until no call's handler runs, and
+// reports whether none does. Answers being written do not count (a client
+// that does not read must not hold it up), nor do calls answered Later once
+// their handler has returned. An in-place upgrade asks it once the
+// connections are paused: a connection whose client has gone no longer
+// counts there, but the handlers of its calls run on (a Start launching an
+// exec, an Exec adding one) and would change what is handed over after it
+// was described, their events published into a queue already handed over.
+func (s *Server) HandlersIdle(timeout time.Duration) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return condwait.Until(s.handlersIdle, timeout, func() bool { return s.handlers == 0 })
 }
 
 // Shutdown stops accepting connections, lets the calls already running

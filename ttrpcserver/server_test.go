@@ -784,3 +784,42 @@ func expectCutOff(t *testing.T, name string, ch <-chan error) {
 		t.Errorf("%s was not cut off by Shutdown", name)
 	}
 }
+
+// HandlersIdle waits for the handlers that run, those of calls whose client
+// has hung up included (an in-place upgrade asks it once the connections,
+// which no longer count such a call, are paused), and not for calls
+// answered Later whose handler has returned.
+func TestHandlersIdle(t *testing.T) {
+	inBothModes(t, func(t *testing.T, newEnv envMaker) {
+		entered, release := make(chan struct{}, 1), make(chan struct{})
+		e := newEnv(t, map[string]ttrpc.Method{
+			"Block": typed(func(context.Context, string) (string, error) {
+				entered <- struct{}{}
+				<-release
+				return "done", nil
+			}),
+			"Park": func(context.Context, func(any) error) (any, error) {
+				return Later(func(func(any, error)) func() { return nil }), nil
+			},
+		})
+		if !e.srv.HandlersIdle(time.Second) {
+			t.Fatal("HandlersIdle false with no call made")
+		}
+		go e.call(context.Background(), "Park", "") // parked for good
+		c := e.dial(t)
+		p, _ := proto.Marshal(wrapperspb.String("x"))
+		b, _ := proto.Marshal(&ttrpc.Request{Service: testService, Method: "Block", Payload: p})
+		if _, err := c.Write(frame(1, ttrpcframe.TypeRequest, b)); err != nil {
+			t.Fatal(err)
+		}
+		<-entered
+		c.Close() // the client hangs up; the handler runs on
+		if e.srv.HandlersIdle(200 * time.Millisecond) {
+			t.Error("HandlersIdle true while a handler runs for a client that hung up")
+		}
+		close(release)
+		if !e.srv.HandlersIdle(2 * time.Second) {
+			t.Error("HandlersIdle false after the handler returned (a parked Later call counted?)")
+		}
+	})
+}

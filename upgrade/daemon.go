@@ -54,6 +54,9 @@ type Parts struct {
 	Service  *service.Service
 	// Pods served through the Sandbox API (containerd 2.x sandboxer = "shim").
 	Pods *sandbox.Service
+	// HandlersIdle waits (at most the given time) until no request's
+	// handler runs (ttrpcserver.Server.HandlersIdle); nil: not asked.
+	HandlersIdle func(time.Duration) bool
 }
 
 // Daemon is one daemon's upgrade service.
@@ -257,6 +260,13 @@ func (d *Daemon) switchOver(binary string, id binaryID, hello handover.Hello, ho
 		return
 	}
 	undo = append(undo, p.Conns.ResumeAll)
+	// The paused connections' requests are answered or parked, but one
+	// whose client hung up is no longer among them, and the handlers of
+	// its requests run on: wait for them, as for the others.
+	if p.HandlersIdle != nil && !p.HandlersIdle(connPauseTimeout) {
+		fail(fmt.Errorf("requests still being handled after %v", connPauseTimeout))
+		return
+	}
 	// Checked again: a request served before the pause may have changed it.
 	if err := d.handable(); err != nil {
 		fail(err)
