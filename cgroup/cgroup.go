@@ -142,16 +142,17 @@ func (c *Cgroup) gone() bool {
 	return known
 }
 
-// parseUint reads a counter; "max" (no limit) is the largest value, and a
-// negative v1 limit ("-1") means no limit too.
+// parseUint reads a counter or a limit; "max" (no limit) is the largest
+// value. A negative number is 0, as containerd/cgroups reads it (some
+// kernels print negative memory.stat counters; no limit file shows one).
 func parseUint(s string) (uint64, error) {
 	if s == "max" {
 		return ^uint64(0), nil
 	}
 	v, err := strconv.ParseUint(s, 10, 64)
 	if err != nil {
-		if i, ierr := strconv.ParseInt(s, 10, 64); ierr == nil && i < 0 {
-			return ^uint64(0), nil
+		if i, ierr := strconv.ParseInt(s, 10, 64); (ierr == nil && i < 0) || (strings.HasPrefix(s, "-") && errors.Is(ierr, strconv.ErrRange)) {
+			return 0, nil
 		}
 		return 0, fmt.Errorf("parse %q: %w", s, err)
 	}

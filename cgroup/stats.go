@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -101,14 +102,12 @@ func (c *Cgroup) StatsV1() (*v1.Metrics, error) {
 		}
 	}
 	if d := c.dir("blkio"); d != "" {
-		// Present whenever the files could be read, even with no IO yet:
-		// Docker turns a present section into empty lists and an absent one
-		// into null, and the stock shim always has it.
-		bytesDone, ok1 := blkioEntries(d, "blkio.throttle.io_service_bytes_recursive")
-		opsDone, ok2 := blkioEntries(d, "blkio.throttle.io_serviced_recursive")
-		if ok1 || ok2 {
-			m.Blkio = &v1.BlkIOStat{IoServiceBytesRecursive: bytesDone, IoServicedRecursive: opsDone}
-		}
+		m.Blkio = blkioStatsV1(d)
+	}
+	if d := c.dir("hugetlb"); d != "" {
+		// Not among statsControllersV1: runc's directory there outlives a
+		// scope systemd removed, and alone it is no sign of the cgroup.
+		m.Hugetlb = hugetlbStatsV1(d)
 	}
 	if m.Pids == nil && m.CPU == nil && m.Memory == nil && m.Blkio == nil {
 		if c.gone() {
@@ -209,15 +208,115 @@ func memoryEntry(dir, prefix string) *v1.MemoryEntry {
 	return &v1.MemoryEntry{Usage: usage, Max: max, Failcnt: failcnt, Limit: limit}
 }
 
-// blkioEntries reads "major:minor Op value" lines of dir/name; the "Total"
-// line is skipped. ok is false when the file could not be read.
+// blkioStatsV1 reads a v1 blkio cgroup's statistics from the files
+// containerd/cgroups reads: the CFQ scheduler's where the kernel has them
+// and they hold entries, otherwise the throttling layer's (recursive where
+// the kernel has those, so that a pod's cgroup counts its containers' IO;
+// the cgroup's own before 4.x). The entries name their device as
+// /proc/partitions does. Present whenever a file could be read, even with
+// no IO yet: Docker turns a present section into empty lists and an absent
+// one into null, and the stock shim always has it. Nil otherwise.
+func blkioStatsV1(dir string) *v1.BlkIOStat {
+	st := &v1.BlkIOStat{}
+	read := false
+	if _, err := os.Lstat(filepath.Join(dir, "blkio.io_serviced_recursive")); err == nil {
+		n := 0
+		for _, f := range []struct {
+			name string
+			to   *[]*v1.BlkIOEntry
+		}{
+			{"blkio.sectors_recursive", &st.SectorsRecursive},
+			{"blkio.io_service_bytes_recursive", &st.IoServiceBytesRecursive},
+			{"blkio.io_serviced_recursive", &st.IoServicedRecursive},
+			{"blkio.io_queued_recursive", &st.IoQueuedRecursive},
+			{"blkio.io_service_time_recursive", &st.IoServiceTimeRecursive},
+			{"blkio.io_wait_time_recursive", &st.IoWaitTimeRecursive},
+			{"blkio.io_merged_recursive", &st.IoMergedRecursive},
+			{"blkio.time_recursive", &st.IoTimeRecursive},
+		} {
+			var ok bool
+			*f.to, ok = blkioEntries(dir, f.name)
+			read = read || ok
+			n += len(*f.to)
+		}
+		if n > 0 {
+			nameDevices(st)
+			return st
+		}
+		*st = v1.BlkIOStat{}
+	}
+	for _, files := range [][2]string{
+		{"blkio.throttle.io_service_bytes_recursive", "blkio.throttle.io_serviced_recursive"},
+		{"blkio.throttle.io_service_bytes", "blkio.throttle.io_serviced"},
+	} {
+		bytesDone, ok1 := blkioEntries(dir, files[0])
+		opsDone, ok2 := blkioEntries(dir, files[1])
+		if ok1 || ok2 {
+			st.IoServiceBytesRecursive, st.IoServicedRecursive = bytesDone, opsDone
+			nameDevices(st)
+			return st
+		}
+	}
+	if read {
+		return st
+	}
+	return nil
+}
+
+// procDir holds partitions, which lists the block devices by number (a
+// variable for tests).
+var procDir = "/proc"
+
+// nameDevices gives st's entries the names /proc/partitions has for their
+// devices ("/dev/sda"), as containerd/cgroups does (containerd's v1 blkio
+// metrics label them so); one read of the file, only when there are entries.
+func nameDevices(st *v1.BlkIOStat) {
+	lists := [][]*v1.BlkIOEntry{st.SectorsRecursive, st.IoServiceBytesRecursive, st.IoServicedRecursive,
+		st.IoQueuedRecursive, st.IoServiceTimeRecursive, st.IoWaitTimeRecursive, st.IoMergedRecursive, st.IoTimeRecursive}
+	if !slices.ContainsFunc(lists, func(l []*v1.BlkIOEntry) bool { return len(l) > 0 }) {
+		return
+	}
+	_ = withFileIn(func(data []byte) {
+		eachLine(data, func(line []byte) {
+			// "major minor #blocks name"; the header and the blank line
+			// after it do not parse.
+			f := bytes.Fields(line)
+			if len(f) != 4 {
+				return
+			}
+			maj, err1 := strconv.ParseUint(string(f[0]), 10, 64)
+			min, err2 := strconv.ParseUint(string(f[1]), 10, 64)
+			if err1 != nil || err2 != nil {
+				return
+			}
+			name := ""
+			for _, l := range lists {
+				for _, e := range l {
+					if e.Major == maj && e.Minor == min {
+						if name == "" {
+							name = "/dev/" + string(f[3])
+						}
+						e.Device = name
+					}
+				}
+			}
+		})
+	}, procDir, "partitions")
+}
+
+// blkioEntries reads "major:minor [Op] value" lines of dir/name (the CFQ
+// scheduler's sectors and time files have no Op); the "Total" line is
+// skipped. ok is false when the file could not be read.
 func blkioEntries(dir, name string) (out []*v1.BlkIOEntry, ok bool) {
 	err := withFileIn(func(data []byte) {
 		eachLine(data, func(line []byte) {
 			dev, rest, ok1 := bytes.Cut(bytes.TrimSpace(line), space)
 			op, value, ok2 := bytes.Cut(bytes.TrimSpace(rest), space)
+			if !ok2 {
+				op, value = nil, rest
+			}
 			maj, min, ok3 := bytes.Cut(dev, colon)
-			if !ok1 || !ok2 || !ok3 {
+			if !ok1 || !ok3 {
 				return
 			}
 			e := &v1.BlkIOEntry{Op: blkioOp(op)}
@@ -458,6 +557,24 @@ func readPSI(dir, name string) *v2.PSIStats {
 
 var equals = []byte{'='}
 
+// hugetlbStatsV1 reads every huge page size's hugetlb.<size>.usage_in_bytes,
+// .max_usage_in_bytes and .failcnt of a v1 hugetlb cgroup, as
+// containerd/cgroups does; none where the files are missing.
+func hugetlbStatsV1(dir string) []*v1.HugetlbStat {
+	var out []*v1.HugetlbStat
+	for _, size := range hugetlbSizes(dir, "usage_in_bytes") {
+		usage, err := readUintIn(dir, "hugetlb.", size, ".usage_in_bytes")
+		if err != nil {
+			continue
+		}
+		h := &v1.HugetlbStat{Pagesize: size, Usage: usage}
+		h.Max, _ = readUintIn(dir, "hugetlb.", size, ".max_usage_in_bytes")
+		h.Failcnt, _ = readUintIn(dir, "hugetlb.", size, ".failcnt")
+		out = append(out, h)
+	}
+	return out
+}
+
 // hugeSizes caches the huge page sizes of this kernel's hugetlb files
 // ("2MB", "1GB"), found by a directory glob on the first cgroup that has
 // them: they are the kernel's, the same in every cgroup.
@@ -466,19 +583,19 @@ var hugeSizes struct {
 	sizes []string
 }
 
-// hugetlbSizes lists dir's hugetlb.<size>.current sizes, from the cache when
-// it is filled.
-func hugetlbSizes(dir string) []string {
+// hugetlbSizes lists dir's hugetlb.<size>.<file> sizes (file: "current"
+// under v2, "usage_in_bytes" under v1), from the cache when it is filled.
+func hugetlbSizes(dir, file string) []string {
 	hugeSizes.Lock()
 	defer hugeSizes.Unlock()
 	if hugeSizes.sizes != nil {
 		return hugeSizes.sizes
 	}
-	currents, _ := filepath.Glob(filepath.Join(dir, "hugetlb.*.current"))
+	currents, _ := filepath.Glob(filepath.Join(dir, "hugetlb.*."+file))
 	var sizes []string
 	for _, cur := range currents {
-		size := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(cur), "hugetlb."), ".current")
-		if !strings.Contains(size, ".") { // not hugetlb.<size>.rsvd.current
+		size := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(cur), "hugetlb."), "."+file)
+		if !strings.Contains(size, ".") { // not hugetlb.<size>.rsvd.<file>
 			sizes = append(sizes, size)
 		}
 	}
@@ -493,7 +610,7 @@ func hugetlbSizes(dir string) []string {
 // without the hugetlb controller has no such files and gets none.
 func hugetlbStats(dir string) []*v2.HugeTlbStat {
 	var out []*v2.HugeTlbStat
-	for _, size := range hugetlbSizes(dir) {
+	for _, size := range hugetlbSizes(dir, "current") {
 		cur, err := readUintIn(dir, "hugetlb.", size, ".current")
 		if err != nil {
 			continue
@@ -514,8 +631,10 @@ func hugetlbStats(dir string) []*v2.HugeTlbStat {
 func ioEntries(data []byte) []*v2.IOEntry {
 	var out []*v2.IOEntry
 	eachLine(data, func(line []byte) {
+		// A device that has done no IO is its name alone ("253:0 "): an
+		// entry of zeros, as containerd/cgroups reports it.
 		f := bytes.Fields(line)
-		if len(f) < 2 {
+		if len(f) < 1 {
 			return
 		}
 		maj, min, ok := bytes.Cut(f[0], colon)
