@@ -184,6 +184,9 @@ func start(cfg Config) (forked, error) {
 	}
 	if cfg.NewUTS && cfg.Hostname != "" {
 		if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
+			if errors.Is(err, unix.EINVAL) { // longer than the kernel takes
+				err = fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+			}
 			return forked{}, fmt.Errorf("set hostname %q: %w", cfg.Hostname, err)
 		}
 	}

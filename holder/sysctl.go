@@ -1,11 +1,14 @@
 package holder
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
 )
 
 // ipcSysctls are the kernel.* sysctls that belong to an IPC namespace.
@@ -83,10 +86,16 @@ func sysctlPath(name string) string {
 	return "/proc/sys/" + sysctlRel(name)
 }
 
-// writeSysctl sets one sysctl through /proc/sys.
+// writeSysctl sets one sysctl through /proc/sys. A sysctl this kernel
+// does not have, or a value it refuses, is the request's mistake
+// (InvalidArgument), as a name CheckSysctl refuses is.
 func writeSysctl(name, value string) error {
-	if err := os.WriteFile(sysctlPath(name), []byte(value), 0); err != nil {
-		return fmt.Errorf("sysctl %s=%s: %w", name, value, err)
+	err := os.WriteFile(sysctlPath(name), []byte(value), 0)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, unix.EINVAL), errors.Is(err, unix.ERANGE):
+		return fmt.Errorf("sysctl %s=%s: %w: %w", name, value, err, errdefs.ErrInvalidArgument)
 	}
-	return nil
+	return fmt.Errorf("sysctl %s=%s: %w", name, value, err)
 }

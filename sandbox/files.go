@@ -82,9 +82,14 @@ func criDirs(bundlePath, id string) (root, state string, ok bool) {
 type files struct {
 	bundle string
 	rec    record
+	// cleaned: cleanup removed everything recorded, the record too; a
+	// later cleanup (a ShutdownSandbox repeated) must not remove the record
+	// a new pod of the same bundle has written since. save clears it.
+	cleaned bool
 }
 
 func (f *files) save() error {
+	f.cleaned = false
 	data, err := json.Marshal(f.rec)
 	if err != nil {
 		return err
@@ -176,11 +181,12 @@ func (f *files) setUp(cfg PodConfig, root, state string, withFiles bool) error {
 }
 
 // resolvConf is the pod's resolv.conf: its DNSConfig, or the node's file
-// when it has none or an empty one, as CRI does (kubelet sends an empty
-// DNSConfig for dnsPolicy Default when it runs with --resolv-conf="").
+// when it has none, as CRI's pause-container mode writes it. An empty
+// DNSConfig gives an empty file there too (kubelet sends one for a pod
+// that is to have no DNS, as with --resolv-conf=""); only a missing one
+// means the node's.
 func resolvConf(cfg PodConfig) ([]byte, error) {
-	d := cfg.DNS
-	if !cfg.HasDNS || len(d.Servers)+len(d.Searches)+len(d.Options) == 0 {
+	if !cfg.HasDNS {
 		data, err := os.ReadFile(nodeResolv)
 		if err != nil {
 			return nil, fmt.Errorf("pod resolv.conf from %s: %w", nodeResolv, err)
@@ -230,6 +236,9 @@ func Cleanup(bundlePath string) error {
 
 // cleanup removes what the record lists, deepest first, then the record.
 func (f *files) cleanup() error {
+	if f.cleaned {
+		return nil
+	}
 	var errs []error
 	for _, m := range f.rec.Mounts {
 		errs = append(errs, unmount(m))
@@ -255,6 +264,7 @@ func (f *files) cleanup() error {
 		return err
 	}
 	f.rec = record{}
+	f.cleaned = true
 	return nil
 }
 

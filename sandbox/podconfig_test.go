@@ -116,11 +116,17 @@ func TestResolvConf(t *testing.T) {
 	if want := "search a.test b.test\nnameserver 192.0.2.53\noptions ndots:5 edns0\n"; string(b) != want {
 		t.Errorf("resolv.conf %q, want %q", b, want)
 	}
-	// An empty DNSConfig is none: the node's file, as CRI gives a pause container.
-	node, nerr := os.ReadFile(nodeResolv)
+	// An empty DNSConfig is an empty file, as CRI writes it for a pause
+	// container (it used to be taken for none here); none is the node's
+	// file.
 	b, err = resolvConf(PodConfig{HasDNS: true})
+	if err != nil || len(b) != 0 {
+		t.Errorf("an empty DNSConfig gives %q %v, want an empty file", b, err)
+	}
+	node, nerr := os.ReadFile(nodeResolv)
+	b, err = resolvConf(PodConfig{})
 	if nerr == nil && (err != nil || string(b) != string(node)) {
-		t.Errorf("an empty DNSConfig gives %q %v, want the node's %s (%q)", b, err, nodeResolv, node)
+		t.Errorf("no DNSConfig gives %q %v, want the node's %s (%q)", b, err, nodeResolv, node)
 	}
 }
 

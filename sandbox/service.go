@@ -176,8 +176,8 @@ func (s *Service) CreateSandbox(ctx context.Context, r *sandboxapi.CreateSandbox
 			return fmt.Errorf("sandbox %q: %w", id, errdefs.ErrAlreadyExists)
 		}
 		for other, p := range s.pods {
-			if p.bundle == r.GetBundlePath() {
-				return invalid("bundle %s is already sandbox %q's", p.bundle, other)
+			if sameDir(p.bundle, r.GetBundlePath()) {
+				return invalid("bundle %s is already sandbox %q's", r.GetBundlePath(), other)
 			}
 		}
 		s.pods[id] = newPod(id, r.GetBundlePath(), cfg, r.GetNetnsPath(), s.holderCgroup(cfg, id), s.cfg.Reaper)
@@ -204,6 +204,18 @@ func (s *Service) holderCgroup(cfg PodConfig, id string) string {
 		return path.Join("/", s.cfg.Namespace, id)
 	}
 	return ""
+}
+
+// sameDir reports whether a and b name one directory: the same path, or
+// one a symlink (or a bind mount) leads to, whose pod record (sandbox.json)
+// two pods would otherwise share.
+func sameDir(a, b string) bool {
+	if a == b {
+		return true
+	}
+	sa, err1 := os.Stat(a)
+	sb, err2 := os.Stat(b)
+	return err1 == nil && err2 == nil && os.SameFile(sa, sb)
 }
 
 // checkBundle accepts a clean absolute directory, as the task service does.
@@ -245,8 +257,14 @@ func checkPod(cfg PodConfig, netns string) error {
 			return err
 		}
 	}
+	if len(cfg.Hostname) > hostNameMax {
+		return invalid("hostname of %d bytes: at most %d", len(cfg.Hostname), hostNameMax)
+	}
 	return nil
 }
+
+// hostNameMax is the longest hostname the kernel takes (HOST_NAME_MAX).
+const hostNameMax = 64
 
 // nsfsMagic is the filesystem magic of namespace files (NSFS_MAGIC).
 const nsfsMagic = 0x6e736673
@@ -420,7 +438,9 @@ func (s *Service) ShutdownSandbox(ctx context.Context, r *sandboxapi.ShutdownSan
 		return nil, fmt.Errorf("shut down sandbox %s: %w", p.id, err)
 	}
 	s.mu.Lock()
-	delete(s.pods, p.id)
+	if s.pods[p.id] == p { // not a pod created since under the same id
+		delete(s.pods, p.id)
+	}
 	s.mu.Unlock()
 	p.leave(&s.answersOwed)
 	slog.Debug("sandbox shut down", "sandbox", p.id)

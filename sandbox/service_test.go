@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -76,6 +77,7 @@ func TestCreateSandboxRefusals(t *testing.T) {
 		{"netns for host network", &sandboxapi.CreateSandboxRequest{SandboxId: "p1", BundlePath: t.TempDir(), NetnsPath: "/proc/self/ns/net", Options: hostNetPod("", nil)}, errdefs.ErrInvalidArgument},
 		{"node sysctl", &sandboxapi.CreateSandboxRequest{SandboxId: "p1", BundlePath: t.TempDir(), Options: hostNetPod("", map[string]string{"vm.swappiness": "1"})}, errdefs.ErrInvalidArgument},
 		{"other options", &sandboxapi.CreateSandboxRequest{SandboxId: "p1", BundlePath: t.TempDir(), Options: &sandboxapi.Any{TypeUrl: "x.Other", Value: []byte{1}}}, errdefs.ErrInvalidArgument},
+		{"a hostname of 65 bytes", &sandboxapi.CreateSandboxRequest{SandboxId: "p1", BundlePath: t.TempDir(), Options: hostNetPod(strings.Repeat("h", 65), nil)}, errdefs.ErrInvalidArgument},
 	} {
 		_, err := s.CreateSandbox(ctx, c.req)
 		if !errors.Is(err, c.want) {
@@ -84,6 +86,22 @@ func TestCreateSandboxRefusals(t *testing.T) {
 	}
 	if s.Count() != 0 {
 		t.Errorf("refused creates left %d sandboxes", s.Count())
+	}
+	// A bundle another pod has, by a symlink to it: the two would share
+	// one record (sandbox.json), which the first's shutdown removes.
+	shared := t.TempDir()
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(shared, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateSandbox(ctx, &sandboxapi.CreateSandboxRequest{SandboxId: "s1", BundlePath: shared, Options: hostNetPod("", nil)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateSandbox(ctx, &sandboxapi.CreateSandboxRequest{SandboxId: "s2", BundlePath: link, Options: hostNetPod("", nil)}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("CreateSandbox on a symlink to another pod's bundle: %v, want InvalidArgument", err)
+	}
+	if _, err := s.ShutdownSandbox(ctx, &sandboxapi.ShutdownSandboxRequest{SandboxId: "s1"}); err != nil {
+		t.Fatal(err)
 	}
 	// A pod network whose netns exists (the test's own, by path) is accepted.
 	if _, err := s.CreateSandbox(ctx, &sandboxapi.CreateSandboxRequest{SandboxId: "p2", BundlePath: t.TempDir(), NetnsPath: "/proc/self/ns/net", Options: podNet}); err != nil {
@@ -424,4 +442,88 @@ func TestAnUpgradeWaitsForWaitSandboxAnswers(t *testing.T) {
 			t.Fatalf("Handable after the answers: %v", s.Handable())
 		}
 	}
+}
+
+// A sysctl value the kernel refuses (or a sysctl it does not have) fails
+// StartSandbox as the request's mistake, InvalidArgument, and leaves
+// nothing: it reached the wire as Unknown. (From a review.)
+func TestStartSandboxRefusedSysctlIsInvalidArgument(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("starting a holder needs root")
+	}
+	for name, sysctls := range map[string]map[string]string{
+		"a value not a number":      {"kernel.shm_rmid_forced": "abc"},
+		"a sysctl the kernel lacks": {"fs.mqueue.no_such_sysctl": "1"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			s, _ := newService(t)
+			ctx := context.Background()
+			bundle := t.TempDir()
+			if _, err := s.CreateSandbox(ctx, &sandboxapi.CreateSandboxRequest{SandboxId: "bad", BundlePath: bundle, Options: hostNetPod("h", sysctls)}); err != nil {
+				if errors.Is(err, errdefs.ErrInvalidArgument) {
+					return // refused even earlier
+				}
+				t.Fatal(err)
+			}
+			_, err := s.StartSandbox(ctx, &sandboxapi.StartSandboxRequest{SandboxId: "bad"})
+			if !errors.Is(err, errdefs.ErrInvalidArgument) {
+				t.Errorf("StartSandbox: %v, want InvalidArgument", err)
+			}
+			if entries, _ := os.ReadDir(bundle); len(entries) > 0 {
+				t.Errorf("a failed StartSandbox left %v", entries)
+			}
+			_, _ = s.ShutdownSandbox(ctx, &sandboxapi.ShutdownSandboxRequest{SandboxId: "bad"})
+		})
+	}
+}
+
+// A ShutdownSandbox that comes late, after the pod was shut down and a new
+// one created under the same id and bundle, leaves the new pod and its
+// record alone. (From a review.)
+func TestLateShutdownLeavesANewPodOfTheSameID(t *testing.T) {
+	s, _ := newService(t)
+	ctx := context.Background()
+	bundle := t.TempDir()
+	req := &sandboxapi.CreateSandboxRequest{SandboxId: "r", BundlePath: bundle, Options: hostNetPod("", nil)}
+	if _, err := s.CreateSandbox(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	old, err := s.pod("r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.op.Lock() // holds the late one back after it has found the pod
+	late := make(chan error, 1)
+	go func() {
+		_, err := s.ShutdownSandbox(ctx, &sandboxapi.ShutdownSandboxRequest{SandboxId: "r"})
+		late <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	// The first shutdown, as ShutdownSandbox does it; then the new pod.
+	if err := errors.Join(old.stopLocked(time.Second), old.files.cleanup()); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	delete(s.pods, "r")
+	s.mu.Unlock()
+	if _, err := s.CreateSandbox(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	newPod, _ := s.pod("r")
+	newPod.files.rec.Cgroup = "/marker"
+	if err := newPod.files.save(); err != nil {
+		t.Fatal(err)
+	}
+	old.op.Unlock()
+	if err := <-late; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SandboxStatus(ctx, &sandboxapi.SandboxStatusRequest{SandboxId: "r"}); err != nil {
+		t.Errorf("the new pod r, never shut down, is gone: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(bundle, recordFile)); err != nil {
+		t.Errorf("the new pod's record is gone: %v", err)
+	}
+	newPod.files.rec = record{}
+	_, _ = s.ShutdownSandbox(ctx, &sandboxapi.ShutdownSandboxRequest{SandboxId: "r"})
 }
