@@ -185,7 +185,16 @@ func (r *rotatingFile) writeRecord(rec []byte) (int, error) {
 	var n int
 	var err error
 	if r.opts.MaxSize > 0 && r.size > 0 && r.size+int64(len(rec)) > r.opts.MaxSize {
-		err = r.rotate()
+		// The size counted is the shim's own writes: a log rotator that
+		// truncated the file (copytruncate) made it too large, and a
+		// rotation of the near-empty file would push out the last rotated
+		// one. The file's own size decides.
+		if st, serr := r.f.Stat(); serr == nil && st.Size() < r.size {
+			r.size = st.Size()
+		}
+		if r.size > 0 && r.size+int64(len(rec)) > r.opts.MaxSize {
+			err = r.rotate()
+		}
 	}
 	if err == nil {
 		n, err = r.f.Write(rec)
@@ -235,17 +244,31 @@ func (r *rotatingFile) rotate() error {
 		r.size = 0
 		return nil
 	}
+	// The next file is made first, under a name of its own: a rotation
+	// that cannot open it (no descriptor left, no inode) changes nothing,
+	// where renaming first left the shim writing into <path>.1, with no
+	// <path>, and the next rotation removed <path>.1, the file written.
+	next := p + ".next"
+	_ = os.Remove(next) // a stale one: its bytes are not this log's
+	f, err := openLogFile(next)
+	if err != nil {
+		return fmt.Errorf("rotate: %w", err)
+	}
 	_ = os.Remove(fmt.Sprintf("%s.%d", p, r.opts.MaxFiles-1))
 	for i := r.opts.MaxFiles - 2; i >= 1; i-- {
 		_ = os.Rename(fmt.Sprintf("%s.%d", p, i), fmt.Sprintf("%s.%d", p, i+1))
 	}
 	if err := os.Rename(p, p+".1"); err != nil && !errors.Is(err, os.ErrNotExist) {
+		f.Close()
+		_ = os.Remove(next)
 		return fmt.Errorf("rotate log %s: %w", p, err)
 	}
-	// Renamed, or removed by someone else meanwhile: a new file either way.
-	f, err := openLogFile(p)
-	if err != nil {
-		return fmt.Errorf("rotate: %w", err)
+	// Renamed, or removed by someone else meanwhile: the new file either way.
+	if err := os.Rename(next, p); err != nil {
+		f.Close()
+		_ = os.Remove(next)
+		_ = os.Rename(p+".1", p) // the current file keeps its name
+		return fmt.Errorf("rotate log %s: %w", p, err)
 	}
 	r.f.Close()
 	r.f, r.size = f, 0
