@@ -227,3 +227,54 @@ func shortTempDir(t *testing.T) string {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	return dir
 }
+
+// A group of our own annotation is hashed with a mark, so that a stock
+// task whose id is the group's name never finds the group's daemon; a
+// daemon an older binary started for the group on the unmarked socket is
+// still joined, and a foreign daemon there (that stock task's) is not.
+func TestOwnGroupAnnotationIsMarked(t *testing.T) {
+	const address = "/run/containerd/containerd.sock"
+	b := bundleInfo{group: ownGroupDomain + "web", announce: true, hasSpec: true, legacy: "web"}
+	unmarked := func(t *testing.T, dir string) string {
+		p, err := SocketPath(dir, address, "default", "web")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+
+	t.Run("new", func(t *testing.T) {
+		dir := shortTempDir(t)
+		path, l, err := daemonSocket(dir, address, "default", "c1", b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Close()
+		if path == unmarked(t, dir) {
+			t.Fatalf("bound %s, the socket the stock shim computes for a task with id web", path)
+		}
+	})
+	t.Run("older binary's daemon", func(t *testing.T) {
+		dir := shortTempDir(t)
+		old := newFakeDaemon(t, unmarked(t, dir), func(string) error { return nil })
+		path, _, err := daemonSocket(dir, address, "default", "c2", b)
+		if !errors.Is(err, ErrDaemonRunning) || path != unmarked(t, dir) {
+			t.Fatalf("daemonSocket: %s, %v; want the older daemon at the unmarked socket joined", path, err)
+		}
+		if got := old.ids(); len(got) != 1 || got[0] != "c2" {
+			t.Fatalf("the older daemon was told %v, want [c2]", got)
+		}
+	})
+	t.Run("stock task's daemon", func(t *testing.T) {
+		dir := shortTempDir(t)
+		newForeignDaemon(t, unmarked(t, dir))
+		path, l, err := daemonSocket(dir, address, "default", "c3", b)
+		if err != nil {
+			t.Fatalf("daemonSocket beside a stock task's daemon: %v", err)
+		}
+		l.Close()
+		if path == unmarked(t, dir) {
+			t.Fatalf("bound %s, the stock daemon's socket", path)
+		}
+	})
+}
