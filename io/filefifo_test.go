@@ -67,19 +67,9 @@ func TestFileURINamingAFIFOWithoutAReader(t *testing.T) {
 // lock, which Close took before closing the file: it waited for ever, under
 // Delete's lock on the process.
 func TestCloseOfACRILogOnAFIFONobodyReads(t *testing.T) {
-	path := mkfifo(t, "log")
-	collector, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer collector.Close()
-	p, err := Open(Config{Stdout: "file://" + path + "?format=cri"}, Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := criLogOnAStuckFIFO(t)
 	_, w, _ := p.RuntimeFiles()
-	line := append(bytes.Repeat([]byte("x"), 99), '\n')
-	if _, err := w.Write(bytes.Repeat(line, 1000)); err != nil { // more than the FIFO holds
+	if _, err := w.Write(bytes.Repeat(line100, 1000)); err != nil { // more than the FIFO holds
 		t.Fatal(err)
 	}
 	time.Sleep(100 * time.Millisecond) // the relay waits for room by now
@@ -87,12 +77,39 @@ func TestCloseOfACRILogOnAFIFONobodyReads(t *testing.T) {
 	if p.Drain(500 * time.Millisecond) {
 		t.Fatal("drained into a FIFO nobody reads")
 	}
+	closesWithin(t, p, 2*time.Second)
+}
+
+// line100 is a line of 100 bytes.
+var line100 = append(bytes.Repeat([]byte("x"), 99), '\n')
+
+// criLogOnAStuckFIFO opens a process's stdio with stdout a CRI-format
+// file:// log naming a FIFO whose reader (open until the test ends) never
+// reads.
+func criLogOnAStuckFIFO(t *testing.T) *Pipes {
+	t.Helper()
+	path := mkfifo(t, "log")
+	collector, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { collector.Close() })
+	p, err := Open(Config{Stdout: "file://" + path + "?format=cri"}, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// closesWithin fails the test if p's Close has not returned within d.
+func closesWithin(t *testing.T, p *Pipes, d time.Duration) {
+	t.Helper()
 	closed := make(chan struct{})
 	go func() { p.Close(); close(closed) }()
 	select {
 	case <-closed:
-	case <-time.After(2 * time.Second):
-		t.Fatal("Close still waits after 2 s")
+	case <-time.After(d):
+		t.Fatalf("Close still waits after %v", d)
 	}
 }
 
@@ -100,16 +117,7 @@ func TestCloseOfACRILogOnAFIFONobodyReads(t *testing.T) {
 // blocking mode, out of the poller, and without the file its Close closes
 // first, so its Close waited for ever again. (From a review.)
 func TestCloseOfACRILogOnAFIFONobodyReadsAfterAnUpgrade(t *testing.T) {
-	path := mkfifo(t, "log")
-	collector, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer collector.Close()
-	p, err := Open(Config{Stdout: "file://" + path + "?format=cri"}, Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := criLogOnAStuckFIFO(t)
 	_, w, _ := p.RuntimeFiles()
 	procOut, err := dupFile(w)
 	if err != nil {
@@ -130,15 +138,8 @@ func TestCloseOfACRILogOnAFIFONobodyReadsAfterAnUpgrade(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.Close() // the predecessor's files end with its execve
-	line := append(bytes.Repeat([]byte("x"), 99), '\n')
-	go procOut.Write(bytes.Repeat(line, 2000)) // more than the FIFO holds; nobody reads
-	time.Sleep(200 * time.Millisecond)         // the relay waits for room by now
-	closed := make(chan struct{})
-	go func() { next.Close(); close(closed) }()
-	select {
-	case <-closed:
-	case <-time.After(3 * time.Second):
-		t.Fatal("the successor's Close of a CRI log on a FIFO nobody reads still waits after 3 s")
-	}
+	p.Close()                                     // the predecessor's files end with its execve
+	go procOut.Write(bytes.Repeat(line100, 2000)) // more than the FIFO holds; nobody reads
+	time.Sleep(200 * time.Millisecond)            // the relay waits for room by now
+	closesWithin(t, next, 3*time.Second)
 }

@@ -139,12 +139,6 @@ func TestCloseOfASharedFIFONobodyReads(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond) // both relays wait for room by now
 		p.ReleaseRuntimeFiles()
-		closed := make(chan struct{})
-		go func() { p.Close(); close(closed) }()
-		select {
-		case <-closed:
-		case <-time.After(2 * time.Second):
-			t.Fatalf("stall timeout %v: Close still waits after 2 s", stall)
-		}
+		closesWithin(t, p, 2*time.Second)
 	}
 }

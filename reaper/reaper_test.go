@@ -85,20 +85,7 @@ func TestWindowKeepsEarlyExit(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	// Let the reaper collect it while nobody has claimed the PID.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		r.mu.Lock()
-		_, seen := r.pending[cmd.Process.Pid]
-		r.mu.Unlock()
-		if seen {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the exit was not kept for the open window within 5 s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitKept(t, r, cmd.Process.Pid) // the reaper collects it while nobody has claimed the PID
 	ch := w.Claim(cmd.Process.Pid)
 	w.Close()
 	if e := waitExit(t, ch); e.Status != 3 || e.Pid != cmd.Process.Pid {
@@ -150,16 +137,7 @@ func TestOverlappingWindowsCountAnOrphanOnce(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		r.mu.Lock()
-		_, seen := r.pending[cmd.Process.Pid]
-		r.mu.Unlock()
-		if seen || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitKept(t, r, cmd.Process.Pid)
 	w1.Close()
 	if got := r.Orphans(); got != before {
 		t.Fatalf("orphans %d with a window still open, want %d", got, before)
@@ -450,19 +428,7 @@ func TestPidfdOnlyBeforeTheExit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer slow.Process.Kill()
-	deadline := time.Now().Add(5 * time.Second)
-	for { // the quick one reaped and kept for the window
-		r.mu.Lock()
-		_, seen := r.pending[quick.Process.Pid]
-		r.mu.Unlock()
-		if seen {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the exit was not kept for the open window within 5 s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitKept(t, r, quick.Process.Pid)
 	qc := w.Claim(quick.Process.Pid)
 	if fd, exited, err := r.Pidfd(quick.Process.Pid, qc); fd != -1 || !exited || err != nil {
 		t.Errorf("Pidfd of a process whose exit came: fd %d, exited %v, %v; want -1, true", fd, exited, err)
@@ -481,5 +447,24 @@ func TestPidfdOnlyBeforeTheExit(t *testing.T) {
 	}
 	if e := waitExit(t, sc); e.Status != 128+9 {
 		t.Errorf("the process killed through the pidfd exited %+v", e)
+	}
+}
+
+// waitKept waits until r has reaped pid and kept its exit for the open
+// windows.
+func waitKept(t *testing.T, r *Reaper, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r.mu.Lock()
+		_, seen := r.pending[pid]
+		r.mu.Unlock()
+		if seen {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the exit was not kept for the open window within 5 s")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -301,6 +301,14 @@ func frame(id uint32, typ byte, body []byte) []byte {
 	return append(b, body...)
 }
 
+// requestFrame is a whole request frame on stream id: method of the test
+// service, called with in.
+func requestFrame(id uint32, method, in string) []byte {
+	p, _ := proto.Marshal(wrapperspb.String(in))
+	b, _ := proto.Marshal(&ttrpc.Request{Service: testService, Method: method, Payload: p})
+	return frame(id, ttrpcframe.TypeRequest, b)
+}
+
 // readAnswer reads one response frame and decodes it.
 func readAnswer(t *testing.T, c net.Conn) (uint32, *ttrpc.Response) {
 	t.Helper()
@@ -331,11 +339,7 @@ func TestMalformedMessagesGetAnAnswerAndTheConnectionLives(t *testing.T) {
 		})
 		c := e.dial(t)
 		defer c.Close()
-		good := func(id uint32) []byte {
-			p, _ := proto.Marshal(wrapperspb.String("ok"))
-			b, _ := proto.Marshal(&ttrpc.Request{Service: testService, Method: "Upper", Payload: p})
-			return frame(id, ttrpcframe.TypeRequest, b)
-		}
+		good := func(id uint32) []byte { return requestFrame(id, "Upper", "ok") }
 		huge := frame(1, ttrpcframe.TypeRequest, make([]byte, ttrpcframe.MaxPayload+1))
 		cases := []struct {
 			name string
@@ -400,11 +404,7 @@ func TestDataOnACallsStreamLeavesItsOneAnswer(t *testing.T) {
 		// the next call's, not a second answer on the first stream.
 		c := e.dial(t)
 		defer c.Close()
-		req := func(id uint32) []byte {
-			p, _ := proto.Marshal(wrapperspb.String("w"))
-			b, _ := proto.Marshal(&ttrpc.Request{Service: testService, Method: "Slow", Payload: p})
-			return frame(id, ttrpcframe.TypeRequest, b)
-		}
+		req := func(id uint32) []byte { return requestFrame(id, "Slow", "w") }
 		closeSend := frame(1, ttrpcframe.TypeData, nil)
 		closeSend[9] = 0x5 // remote closed, no data: what CloseSend sends
 		for _, msg := range [][]byte{req(1), closeSend} {
@@ -807,9 +807,7 @@ func TestHandlersIdle(t *testing.T) {
 		}
 		go e.call(context.Background(), "Park", "") // parked for good
 		c := e.dial(t)
-		p, _ := proto.Marshal(wrapperspb.String("x"))
-		b, _ := proto.Marshal(&ttrpc.Request{Service: testService, Method: "Block", Payload: p})
-		if _, err := c.Write(frame(1, ttrpcframe.TypeRequest, b)); err != nil {
+		if _, err := c.Write(requestFrame(1, "Block", "x")); err != nil {
 			t.Fatal(err)
 		}
 		<-entered
