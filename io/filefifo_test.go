@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/example/containerd-shim-example-v2/handover"
 )
 
 // openWithin runs Open and fails the test if it has not returned within d
@@ -126,19 +124,7 @@ func TestCloseOfACRILogOnAFIFONobodyReadsAfterAnUpgrade(t *testing.T) {
 	p.ReleaseRuntimeFiles()
 	p.Launched()
 	procOut.Write([]byte("before the switch\n"))
-	time.Sleep(50 * time.Millisecond)
-	if err := p.Halt(2 * time.Second); err != nil {
-		t.Fatal(err)
-	}
-	st, err := p.Export(keepDups{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	next, err := ImportPipes(*st, handover.Adopt, Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.Close()                                     // the predecessor's files end with its execve
+	next := haltAndGoOn(t, p, "handover")
 	go procOut.Write(bytes.Repeat(line100, 2000)) // more than the FIFO holds; nobody reads
 	time.Sleep(200 * time.Millisecond)            // the relay waits for room by now
 	closesWithin(t, next, 3*time.Second)
