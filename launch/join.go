@@ -56,11 +56,6 @@ const foreignDomain = "io.example.v2.elsewhere="
 // not announce themselves (CRI pods, whose runtime is one handler) never
 // meet a foreign daemon and stay on the plain hash.
 func daemonSocket(dir, address, namespace, id string, b bundleInfo) (string, *net.UnixListener, error) {
-	if b.legacy != "" {
-		if old, ok := joinLegacy(dir, address, namespace, id, b.legacy); ok {
-			return old, nil, ErrDaemonRunning
-		}
-	}
 	path, err := SocketPath(dir, address, namespace, b.group)
 	if err != nil {
 		return "", nil, err
@@ -85,27 +80,6 @@ func daemonSocket(dir, address, namespace, id string, b bundleInfo) (string, *ne
 		return "", nil, fmt.Errorf("start: sockets %s and %s both served by another shim's daemon: %w", path, elsewhere, err)
 	}
 	return elsewhere, l, err
-}
-
-// joinLegacy joins the daemon of ours that serves group on the socket a
-// binary before ownGroupDomain named after the unmarked group, if there is
-// one: the group keeps its daemon across an upgrade of the binary (in place
-// or not). Nearly always nothing is there (the dial fails at once); a
-// foreign daemon there (the stock shim's for a task of that id), one that
-// is leaving, or one that does not answer is left alone, and the task goes
-// to the marked socket.
-func joinLegacy(dir, address, namespace, id, group string) (string, bool) {
-	old, err := SocketPath(dir, address, namespace, group)
-	if err != nil || socketDead(old) {
-		return "", false
-	}
-	switch err := join(old, id); {
-	case err == nil:
-		return old, true
-	case errdefs.IsNotImplemented(err):
-		return old, !foreign(old) // a binary of ours from before the group service
-	}
-	return "", false
 }
 
 // listenOrJoin binds the group's socket for a new daemon, or returns

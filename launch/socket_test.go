@@ -151,18 +151,16 @@ func TestReadBundleGroup(t *testing.T) {
 		{"", "c1", true},
 		// A CRI pod's daemon is not told: CRI removes the pod last.
 		{`{"annotations":{"io.kubernetes.cri.sandbox-id":"pod"}}`, "pod", false},
-		// Our own group annotation wins over the others; marked too, so that
-		// its socket is not the one the stock shim computes for a task of
-		// that id.
-		{`{"annotations":{"io.kubernetes.cri.sandbox-id":"pod","io.example.v2.group":"mine"}}`, ownGroupDomain + "mine", true},
-		{`{"annotations":{"io.containerd.runc.v2.group":"theirs","io.example.v2.group":"mine"}}`, ownGroupDomain + "mine", true},
+		// Our own group annotation wins over the others.
+		{`{"annotations":{"io.kubernetes.cri.sandbox-id":"pod","io.example.v2.group":"mine"}}`, "mine", true},
+		{`{"annotations":{"io.containerd.runc.v2.group":"theirs","io.example.v2.group":"mine"}}`, "mine", true},
 		// The stock shim's: after ours, before CRI's, marked so that its
 		// socket is not the one the stock shim computes for the same group.
 		{`{"annotations":{"io.kubernetes.cri.sandbox-id":"pod","io.containerd.runc.v2.group":"theirs"}}`, stockGroupDomain + "theirs", true},
 		{`not json`, "c1", true},
 		// Any group that is one path element is kept as given (runc accepts
 		// such ids; containerd's own are stricter).
-		{`{"annotations":{"io.example.v2.group":"pod+1:a"}}`, ownGroupDomain + "pod+1:a", true},
+		{`{"annotations":{"io.example.v2.group":"pod+1:a"}}`, "pod+1:a", true},
 	} {
 		os.Remove(filepath.Join(dir, "config.json"))
 		if c.config != "" {
@@ -173,16 +171,6 @@ func TestReadBundleGroup(t *testing.T) {
 		b, err := readBundle(dir, "c1")
 		if err != nil || b.group != c.group || b.announce != c.announce || b.hasSpec != (c.config != "") {
 			t.Errorf("config %s: %+v, %v; want group %q, announce %v", c.config, b, err, c.group, c.announce)
-		}
-	}
-	if b, _ := readBundle(dir, "c1"); b.legacy != "pod+1:a" {
-		t.Errorf("our own group's unmarked name (for a daemon of an older binary) %q, want pod+1:a", b.legacy)
-	}
-	for _, domain := range []string{ownGroupDomain, stockGroupDomain} {
-		marked, _ := SocketPath(DefaultSocketDir, "/run/containerd/containerd.sock", "default", domain+"web")
-		stockTask, _ := SocketPath(DefaultSocketDir, "/run/containerd/containerd.sock", "default", "web")
-		if marked == stockTask {
-			t.Errorf("a group %q by annotation %s gets the socket the stock shim computes for a task of that id", "web", domain)
 		}
 	}
 	ours, _ := SocketPath(DefaultSocketDir, "/run/containerd/containerd.sock", "default", stockGroupDomain+"theirs")

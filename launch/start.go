@@ -33,17 +33,9 @@ const (
 // in the socket's hash. Unmarked, its socket would be the one the stock shim
 // computes for the same group, and containers of the two runtimes that carry
 // it would meet whichever daemon came first: ours would run under the stock
-// shim, or the stock shim's under ours.
+// shim, or the stock shim's under ours. The other annotations cannot meet a
+// stock daemon: our own is ours alone, and a CRI pod has one runtime.
 const stockGroupDomain = StockGroupAnnotation + "="
-
-// ownGroupDomain does the same for our own annotation's groups: the stock
-// shim names a task's socket after a hash of its id, so unmarked, a stock
-// task whose id is one of our groups' names found that group's daemon, took
-// it for its own (its `start` joins any daemon that answers) and was run by
-// it. Groups of binaries before 2026-12-07 are unmarked; a task of such a
-// group still joins its daemon there (bundleInfo.legacy). A CRI pod cannot
-// meet a stock daemon: it has one runtime.
-const ownGroupDomain = GroupAnnotation + "="
 
 // maxStartInput caps what `start` reads from stdin; runtime options and
 // bootstrap parameters are a few hundred bytes.
@@ -252,10 +244,6 @@ type bundleInfo struct {
 	// the kernel's cgroup lock (cgroup_mutex with it) while the pod's cgroup
 	// is made.
 	hasSpec bool
-	// legacy is the unmarked name of a group of our own annotation, whose
-	// daemon a binary before ownGroupDomain may have started (daemonSocket
-	// joins it).
-	legacy string
 }
 
 // readBundle reads a bundle's config.json once for `start`.
@@ -277,16 +265,12 @@ func readBundle(bundle, id string) (bundleInfo, error) {
 	for _, a := range []struct {
 		key, domain string
 		announce    bool
-	}{{GroupAnnotation, ownGroupDomain, true}, {StockGroupAnnotation, stockGroupDomain, true}, {SandboxAnnotation, "", false}} {
+	}{{GroupAnnotation, "", true}, {StockGroupAnnotation, stockGroupDomain, true}, {SandboxAnnotation, "", false}} {
 		if g := spec.Annotations[a.key]; g != "" {
 			if !onePathElement(g) {
 				return bundleInfo{}, fmt.Errorf("annotation %s=%q: a group must be one path element", a.key, g)
 			}
-			b := bundleInfo{group: a.domain + g, announce: a.announce, hasSpec: true}
-			if a.key == GroupAnnotation {
-				b.legacy = g
-			}
-			return b, nil
+			return bundleInfo{group: a.domain + g, announce: a.announce, hasSpec: true}, nil
 		}
 	}
 	return bundleInfo{group: id, announce: true, hasSpec: true}, nil
