@@ -151,7 +151,9 @@ func parseUint(s string) (uint64, error) {
 	}
 	v, err := strconv.ParseUint(s, 10, 64)
 	if err != nil {
-		if i, ierr := strconv.ParseInt(s, 10, 64); (ierr == nil && i < 0) || (strings.HasPrefix(s, "-") && errors.Is(ierr, strconv.ErrRange)) {
+		// ParseInt gives a negative number, or MinInt64 with ErrRange for
+		// one below it.
+		if i, ierr := strconv.ParseInt(s, 10, 64); i < 0 && (ierr == nil || errors.Is(ierr, strconv.ErrRange)) {
 			return 0, nil
 		}
 		return 0, fmt.Errorf("parse %q: %w", s, err)

@@ -221,21 +221,9 @@ func blkioStatsV1(dir string) *v1.BlkIOStat {
 	read := false
 	if _, err := os.Lstat(filepath.Join(dir, "blkio.io_serviced_recursive")); err == nil {
 		n := 0
-		for _, f := range []struct {
-			name string
-			to   *[]*v1.BlkIOEntry
-		}{
-			{"blkio.sectors_recursive", &st.SectorsRecursive},
-			{"blkio.io_service_bytes_recursive", &st.IoServiceBytesRecursive},
-			{"blkio.io_serviced_recursive", &st.IoServicedRecursive},
-			{"blkio.io_queued_recursive", &st.IoQueuedRecursive},
-			{"blkio.io_service_time_recursive", &st.IoServiceTimeRecursive},
-			{"blkio.io_wait_time_recursive", &st.IoWaitTimeRecursive},
-			{"blkio.io_merged_recursive", &st.IoMergedRecursive},
-			{"blkio.time_recursive", &st.IoTimeRecursive},
-		} {
+		for _, f := range blkioLists(st) {
 			var ok bool
-			*f.to, ok = blkioEntries(dir, f.name)
+			*f.to, ok = blkioEntries(dir, f.file)
 			read = read || ok
 			n += len(*f.to)
 		}
@@ -263,6 +251,27 @@ func blkioStatsV1(dir string) *v1.BlkIOStat {
 	return nil
 }
 
+// blkioList is one of a BlkIOStat's lists, with the CFQ scheduler's file
+// it is read from.
+type blkioList struct {
+	file string
+	to   *[]*v1.BlkIOEntry
+}
+
+// blkioLists are st's lists (the throttle files fill two of them too).
+func blkioLists(st *v1.BlkIOStat) []blkioList {
+	return []blkioList{
+		{"blkio.sectors_recursive", &st.SectorsRecursive},
+		{"blkio.io_service_bytes_recursive", &st.IoServiceBytesRecursive},
+		{"blkio.io_serviced_recursive", &st.IoServicedRecursive},
+		{"blkio.io_queued_recursive", &st.IoQueuedRecursive},
+		{"blkio.io_service_time_recursive", &st.IoServiceTimeRecursive},
+		{"blkio.io_wait_time_recursive", &st.IoWaitTimeRecursive},
+		{"blkio.io_merged_recursive", &st.IoMergedRecursive},
+		{"blkio.time_recursive", &st.IoTimeRecursive},
+	}
+}
+
 // procDir holds partitions, which lists the block devices by number (a
 // variable for tests).
 var procDir = "/proc"
@@ -271,9 +280,8 @@ var procDir = "/proc"
 // devices ("/dev/sda"), as containerd/cgroups does (containerd's v1 blkio
 // metrics label them so); one read of the file, only when there are entries.
 func nameDevices(st *v1.BlkIOStat) {
-	lists := [][]*v1.BlkIOEntry{st.SectorsRecursive, st.IoServiceBytesRecursive, st.IoServicedRecursive,
-		st.IoQueuedRecursive, st.IoServiceTimeRecursive, st.IoWaitTimeRecursive, st.IoMergedRecursive, st.IoTimeRecursive}
-	if !slices.ContainsFunc(lists, func(l []*v1.BlkIOEntry) bool { return len(l) > 0 }) {
+	lists := blkioLists(st)
+	if !slices.ContainsFunc(lists, func(l blkioList) bool { return len(*l.to) > 0 }) {
 		return
 	}
 	_ = withFileIn(func(data []byte) {
@@ -291,7 +299,7 @@ func nameDevices(st *v1.BlkIOStat) {
 			}
 			name := ""
 			for _, l := range lists {
-				for _, e := range l {
+				for _, e := range *l.to {
 					if e.Major == maj && e.Minor == min {
 						if name == "" {
 							name = "/dev/" + string(f[3])
