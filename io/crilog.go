@@ -369,40 +369,33 @@ func (r *rotatingFile) relayCRI(src *os.File, stream string, moved, dropped *ato
 		// by an error (a halt's deadline) as if it were whole.
 		raw, err := br.ReadSlice('\n')
 		isPrefix := errors.Is(err, bufio.ErrBufferFull)
-		if isPrefix && len(raw) > 1 && raw[len(raw)-1] == '\r' {
-			// Cut between a \r and what follows: if that is \n, the pair
-			// is the line end and must go together. The \r is read again
-			// with the next part.
-			if br.UnreadByte() == nil {
-				raw = raw[:len(raw)-1]
-			}
-		}
 		if err != nil && !isPrefix && !errors.Is(err, stdio.EOF) && h.commit() {
 			return halted(raw)
 		}
-		line := raw
-		if n := len(line); n > 0 && line[n-1] == '\n' {
-			line = line[:n-1]
-			if n := len(line); n > 0 && line[n-1] == '\r' {
-				line = line[:n-1]
-			}
-		}
 		if len(raw) > 0 {
-			tag := tagFull
-			// Partial: cut at the line limit, or the stream's last bytes
-			// without a line end (as containerd's CRI logger tags them, so
-			// that kubelet adds no newline the process never wrote).
-			if isPrefix || raw[len(raw)-1] != '\n' {
-				tag = tagPartial
-			}
 			rec = rec[:0]
 			rec = time.Now().AppendFormat(rec, time.RFC3339Nano)
 			rec = append(rec, ' ')
 			rec = append(rec, stream...)
 			rec = append(rec, ' ')
-			rec = append(rec, tag...)
+			tagAt := len(rec)
+			rec = append(rec, tagFull...)
 			rec = append(rec, ' ')
-			rec = append(rec, line...)
+			rec = append(rec, trimLineEnd(raw)...)
+			// Partial: cut at the line limit, or the stream's last bytes
+			// without a line end (as containerd's CRI logger tags them, so
+			// that kubelet adds no newline the process never wrote).
+			partial := raw[len(raw)-1] != '\n'
+			taken := len(raw) // the process's bytes this record stands for
+			if isPrefix {
+				// raw is the reader's buffer, which the look ahead refills.
+				var ended int
+				rec, ended = lineEndAfter(br, rec)
+				partial, taken = ended == 0, taken+ended
+			}
+			if partial {
+				copy(rec[tagAt:], tagPartial)
+			}
 			rec = append(rec, '\n')
 			r.pace.wait(len(rec), h.asked)
 			written, werr := r.writeRecord(rec)
@@ -412,9 +405,9 @@ func (r *rotatingFile) relayCRI(src *os.File, stream string, moved, dropped *ato
 			// The process's bytes, line end included: delivered if the whole
 			// record was, lost otherwise.
 			if written == len(rec) {
-				moved.Add(uint64(len(raw)))
+				moved.Add(uint64(taken))
 			} else {
-				dropped.Add(uint64(len(raw)))
+				dropped.Add(uint64(taken))
 			}
 		}
 		switch {
@@ -428,6 +421,47 @@ func (r *rotatingFile) relayCRI(src *os.File, stream string, moved, dropped *ato
 			return err
 		}
 	}
+}
+
+// trimLineEnd is line without its "\n" or "\r\n".
+func trimLineEnd(line []byte) []byte {
+	if n := len(line); n > 0 && line[n-1] == '\n' {
+		line = line[:n-1]
+		if n := len(line); n > 0 && line[n-1] == '\r' {
+			line = line[:n-1]
+		}
+	}
+	return line
+}
+
+// lineEndAfter looks at what follows a line cut at the CRI limit, rec
+// ending in its content. If that is the line's end ("\n", or "\r\n" with the
+// \r either side of the cut), it takes it from br, drops a \r ending rec, and
+// says how many bytes it took; otherwise it takes nothing and returns 0.
+// containerd's CRI logger ends a record at the limit with the partial tag only
+// when more of the line follows, so a line of exactly the limit is one full
+// record, not a partial one and an empty full one. The look ahead waits for
+// the next byte, as containerd's does; a failed read (a halt's wake-up, the
+// stream's end) counts as more to follow.
+func lineEndAfter(br *bufio.Reader, rec []byte) ([]byte, int) {
+	next, err := br.Peek(1)
+	if err != nil {
+		return rec, 0
+	}
+	switch {
+	case next[0] == '\n' && rec[len(rec)-1] == '\r':
+		br.Discard(1)
+		return rec[:len(rec)-1], 1
+	case next[0] == '\n':
+		br.Discard(1)
+		return rec, 1
+	case next[0] == '\r':
+		if pair, err := br.Peek(2); err == nil && pair[1] == '\n' {
+			br.Discard(2)
+			return rec, 2
+		}
+	}
+	return rec, 0
 }
 
 // count adds a raw write's outcome: written of n bytes delivered, the rest lost.

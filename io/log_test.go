@@ -55,6 +55,7 @@ func readRecords(t *testing.T, paths ...string) []record {
 		}
 		sc := bufio.NewScanner(f)
 		sc.Buffer(make([]byte, 64<<10), 64<<10)
+		sc.Split(recordLines)
 		for sc.Scan() {
 			m := criRecord.FindStringSubmatch(sc.Text())
 			if m == nil {
@@ -68,6 +69,18 @@ func readRecords(t *testing.T, paths ...string) []record {
 		f.Close()
 	}
 	return out
+}
+
+// recordLines splits a CRI log at each "\n" only, as kubelet reads it: a \r
+// before it is content (bufio.ScanLines would drop it).
+func recordLines(data []byte, atEOF bool) (int, []byte, error) {
+	if i := bytes.IndexByte(data, '\n'); i >= 0 {
+		return i + 1, data[:i], nil
+	}
+	if atEOF && len(data) > 0 {
+		return len(data), data, nil
+	}
+	return 0, nil, nil
 }
 
 // The CRI writer produces exactly the lines kubelet parses, splitting long
