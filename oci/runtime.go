@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -416,8 +417,21 @@ func (r *Runtime) Restore(ctx context.Context, id, bundle string, opts RestoreOp
 	if opts.ConsoleSocket != "" {
 		a = append(a, "--console-socket", opts.ConsoleSocket)
 	}
-	a = appendFlag(a, "--no-pivot", opts.NoPivot)
+	// crun's restore has no --no-pivot (its create has): it would refuse
+	// the whole command line.
+	a = appendFlag(a, "--no-pivot", opts.NoPivot && !r.crunFamily())
 	_, err := r.run(ctx, &opts.Stdio, nil, append(a, id)...)
+	var failed *Error
+	if errors.As(err, &failed) && failed.Message == "" {
+		// The runtime's stderr was the container's, and a runtime that has
+		// no restore at all (crun built without CRIU) said so there, where
+		// nobody reads it. Ask it again where the answer can be read, so
+		// that the caller learns NotImplemented, and why.
+		var probe *Error
+		if _, perr := r.run(ctx, nil, nil, "restore", "--help"); errors.As(perr, &probe) && probe.unknownCommand() {
+			failed.Message = probe.Message
+		}
+	}
 	return err
 }
 
