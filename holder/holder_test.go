@@ -161,6 +161,8 @@ func TestCheckSysctl(t *testing.T) {
 		{"kernel.shm_rmid_forced", true, false, true, false},
 		{"fs.mqueue.msg_max", false, true, false, true},
 		{"kernel.domainname", false, false, true, true},
+		{"kernel.hostname", true, true, true, false},
+		{"kernel/hostname", true, true, true, false},
 		{"kernel.pid_max", true, true, true, false},
 		{"vm.swappiness", true, true, true, false},
 		{"net/../kernel", true, true, true, false},

@@ -19,8 +19,9 @@ var ipcSysctls = map[string]bool{
 	"kernel.msg_next_id": true, "kernel.sem_next_id": true, "kernel.shm_next_id": true,
 }
 
-// utsSysctls belong to a UTS namespace.
-var utsSysctls = map[string]bool{"kernel.hostname": true, "kernel.domainname": true}
+// utsSysctls belong to a UTS namespace. kernel.hostname does too, but a pod's
+// hostname is its config's (CheckSysctl refuses the sysctl).
+var utsSysctls = map[string]bool{"kernel.domainname": true}
 
 // CheckSysctl reports whether a pod may set sysctl name: only sysctls of a
 // namespace the pod has of its own (network, IPC, UTS) are allowed, since the
@@ -38,6 +39,11 @@ func CheckSysctl(name string, netns, ipc, uts bool) error {
 	var own bool
 	var which string
 	switch {
+	case key == "kernel.hostname":
+		// It would override the hostname the pod's config gives, which is
+		// also the one in the pod's hostname file; runc refuses it for the
+		// pause container as conflicting with the spec's hostname.
+		return fmt.Errorf("sysctl %q conflicts with the pod's hostname (set the hostname instead): %w", name, errdefs.ErrInvalidArgument)
 	case strings.HasPrefix(key, "net."):
 		own, which = netns, "network"
 	case ipcSysctls[key] || strings.HasPrefix(key, "fs.mqueue."):
