@@ -171,7 +171,7 @@ func (p *pod) start() (_ *holder.Holder, retErr error) {
 		NewPID: p.cfg.PID != ModeNode,
 		// A host-network pod keeps the node's UTS namespace, and its name.
 		Hostname: p.cfg.Hostname,
-		Sysctls:  p.cfg.Sysctls,
+		Sysctls:  podSysctls(p.cfg, p.netns),
 		Cgroup:   cg,
 		Reaper:   p.reaper,
 	})

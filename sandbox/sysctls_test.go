@@ -1,0 +1,146 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	sandboxapi "github.com/example/containerd-shim-example-v2/proto/sandbox/v1"
+)
+
+// podNetPod is a PodSandboxConfig with a network of the pod's own (every
+// namespace mode left at POD) and sysctls.
+func podNetPod(hostname string, sysctls map[string]string) *sandboxapi.Any {
+	var linux []byte
+	for k, v := range sysctls {
+		var e []byte
+		e = bytesField(e, 1, []byte(k))
+		e = bytesField(e, 2, []byte(v))
+		linux = bytesField(linux, 3, e)
+	}
+	var c []byte
+	c = bytesField(c, 2, []byte(hostname))
+	c = bytesField(c, 8, linux)
+	return &sandboxapi.Any{TypeUrl: "runtime.v1.PodSandboxConfig", Value: c}
+}
+
+// newNetNS is a new network namespace, as CNI's pin of it would be: a path
+// to it that lasts until the test ends (a thread of its own holds it).
+func newNetNS(t *testing.T) string {
+	t.Helper()
+	type made struct {
+		path string
+		err  error
+	}
+	ready := make(chan made, 1)
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with its namespace
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			ready <- made{err: err}
+			return
+		}
+		ready <- made{path: fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid())}
+		<-release
+	}()
+	m := <-ready
+	if m.err != nil {
+		t.Fatal(m.err)
+	}
+	return m.path
+}
+
+// sysctlIn reads a sysctl in the network namespace of process pid, its
+// value's fields joined by one space.
+func sysctlIn(t *testing.T, pid int, name string) string {
+	t.Helper()
+	type read struct {
+		value string
+		err   error
+	}
+	got := make(chan read, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends in the pod's namespace
+		f, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
+		if err != nil {
+			got <- read{err: err}
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			got <- read{err: err}
+			return
+		}
+		data, err := os.ReadFile("/proc/sys/" + strings.ReplaceAll(name, ".", "/"))
+		got <- read{strings.Join(strings.Fields(string(data)), " "), err}
+	}()
+	r := <-got
+	if r.err != nil {
+		t.Fatalf("sysctl %s in the network namespace of %d: %v", name, pid, r.err)
+	}
+	return r.value
+}
+
+// A pod with a network of its own gets the sysctls containerd's CRI gives a
+// pause container's pod by default, unless the pod sets them itself.
+func TestPodGetsCRIsDefaultSysctls(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("starting a holder needs root")
+	}
+	s, _ := newService(t)
+	ctx := context.Background()
+	for _, c := range []struct {
+		id      string
+		sysctls map[string]string
+		port    string
+	}{
+		{"defaults", nil, "0"},
+		{"own-port-start", map[string]string{unprivilegedPortStart: "80"}, "80"},
+	} {
+		if _, err := s.CreateSandbox(ctx, &sandboxapi.CreateSandboxRequest{SandboxId: c.id, BundlePath: t.TempDir(),
+			NetnsPath: newNetNS(t), Options: podNetPod(c.id, c.sysctls)}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.ShutdownSandbox(ctx, &sandboxapi.ShutdownSandboxRequest{SandboxId: c.id}) })
+		start, err := s.StartSandbox(ctx, &sandboxapi.StartSandboxRequest{SandboxId: c.id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := sysctlIn(t, int(start.Pid), unprivilegedPortStart); got != c.port {
+			t.Errorf("%s: %s = %s, want %s", c.id, unprivilegedPortStart, got, c.port)
+		}
+		want := "0 2147483647"
+		if inUserNS() {
+			want = "1 0" // the kernel's: containerd leaves it alone in a user namespace
+		}
+		if got := sysctlIn(t, int(start.Pid), pingGroupRange); got != want {
+			t.Errorf("%s: %s = %q, want %q", c.id, pingGroupRange, got, want)
+		}
+	}
+}
+
+// The defaults go only to a network of the pod's own that is not the shim's:
+// a host-network pod, or a direct caller that named the node's namespace as
+// the pod's, keeps the sysctls it asked for and no others.
+func TestNoDefaultSysctlsOutsideThePodsNetwork(t *testing.T) {
+	asked := map[string]string{"kernel.shm_rmid_forced": "1"}
+	for _, c := range []struct {
+		what  string
+		cfg   PodConfig
+		netns string
+	}{
+		{"host network", PodConfig{Network: ModeNode, Sysctls: asked}, ""},
+		{"the shim's own namespace", PodConfig{Network: ModePod, Sysctls: asked}, "/proc/self/ns/net"},
+		{"the shim's own namespace, no sysctls", PodConfig{Network: ModePod}, fmt.Sprintf("/proc/%d/ns/net", os.Getpid())},
+	} {
+		if got := podSysctls(c.cfg, c.netns); fmt.Sprint(got) != fmt.Sprint(c.cfg.Sysctls) {
+			t.Errorf("%s: sysctls %v, want %v", c.what, got, c.cfg.Sysctls)
+		}
+	}
+}
