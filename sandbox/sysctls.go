@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"maps"
 	"os"
+	"strings"
 )
 
 // The sysctls containerd's CRI adds to every pod with a network of its own
@@ -22,7 +23,8 @@ const (
 // network namespace that is the shim's own (a direct caller that named the
 // node's: the defaults would loosen the node), nor the ICMP one when the shim
 // runs in a user namespace (its range could not name the node's groups;
-// containerd leaves it out there too).
+// containerd leaves it out there too), nor one this kernel lacks (the port
+// start is Linux 4.11's): a default must not fail the pod.
 func podSysctls(cfg PodConfig, netns string) map[string]string {
 	if cfg.Network != ModePod || sameFile(netns, "/proc/self/ns/net") {
 		return cfg.Sysctls
@@ -31,13 +33,20 @@ func podSysctls(cfg PodConfig, netns string) map[string]string {
 	if out == nil {
 		out = make(map[string]string, 2)
 	}
-	if _, set := out[unprivilegedPortStart]; !set {
+	if _, set := out[unprivilegedPortStart]; !set && kernelHas(unprivilegedPortStart) {
 		out[unprivilegedPortStart] = "0"
 	}
-	if _, set := out[pingGroupRange]; !set && !inUserNS() {
+	if _, set := out[pingGroupRange]; !set && !inUserNS() && kernelHas(pingGroupRange) {
 		out[pingGroupRange] = "0 2147483647"
 	}
 	return out
+}
+
+// kernelHas says whether this kernel has a net.ipv4 sysctl (every network
+// namespace has the same set).
+func kernelHas(name string) bool {
+	_, err := os.Stat("/proc/sys/" + strings.ReplaceAll(name, ".", "/"))
+	return err == nil
 }
 
 // sameFile says whether two paths lead to the same file; false if either

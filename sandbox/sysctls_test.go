@@ -30,7 +30,9 @@ func podNetPod(hostname string, sysctls map[string]string) *sandboxapi.Any {
 }
 
 // newNetNS is a new network namespace, as CNI's pin of it would be: a path
-// to it that lasts until the test ends (a thread of its own holds it).
+// to it that lasts until the test ends (a thread of its own holds it). The
+// thread is never the main one, whose namespace is the process's own
+// (/proc/self/ns/net).
 func newNetNS(t *testing.T) string {
 	t.Helper()
 	type made struct {
@@ -40,20 +42,29 @@ func newNetNS(t *testing.T) string {
 	ready := make(chan made, 1)
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with its namespace
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			ready <- made{err: err}
-			return
+	for {
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread ends with its namespace
+			if unix.Gettid() == os.Getpid() {
+				ready <- made{} // held until the test ends, so the next try gets another thread
+				<-release
+				return
+			}
+			if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+				ready <- made{err: err}
+				return
+			}
+			ready <- made{path: fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid())}
+			<-release
+		}()
+		m := <-ready
+		if m.err != nil {
+			t.Fatal(m.err)
 		}
-		ready <- made{path: fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid())}
-		<-release
-	}()
-	m := <-ready
-	if m.err != nil {
-		t.Fatal(m.err)
+		if m.path != "" {
+			return m.path
+		}
 	}
-	return m.path
 }
 
 // sysctlIn reads a sysctl in the network namespace of process pid, its
