@@ -3,10 +3,14 @@ package service
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
+	runcopts "github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/errdefs"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	taskapi "github.com/example/containerd-shim-example-v2/proto/api/runtime/task/v2"
 	groupapi "github.com/example/containerd-shim-example-v2/proto/group/v1"
@@ -78,5 +82,47 @@ func TestExpectedTaskIsHandedOver(t *testing.T) {
 	}
 	if !slices.Equal(snap.ExpectedTasks, []string{"c9"}) {
 		t.Errorf("introspection shows expected tasks %q, want [c9]", snap.ExpectedTasks)
+	}
+}
+
+// A task announced by `start` (Join) whose Create is refused before it is
+// reserved is no longer expected: containerd follows the failed Create with
+// Delete and Shutdown, and that Shutdown, with nothing else held, lets the
+// daemon leave, as the stock shim's does (it had been kept until the
+// announcement expired and the abandonment watch gave up, minutes later).
+func TestJoinedTaskWhoseCreateIsRefusedIsNoLongerExpected(t *testing.T) {
+	ctx := context.Background()
+	bundle := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), []byte(`{"process":{"args":["true"]}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		what string
+		req  *taskapi.CreateTaskRequest
+	}{
+		{"a runtime binary that is not there", &taskapi.CreateTaskRequest{ID: "b", Bundle: bundle,
+			Options: anyOf(t, "containerd.runc.v1.Options", &runcopts.Options{BinaryName: filepath.Join(bundle, "no-such-runtime")})}},
+		{"options that do not decode", &taskapi.CreateTaskRequest{ID: "b", Bundle: bundle,
+			Options: &anypb.Any{TypeUrl: "containerd.runc.v1.Options", Value: []byte{0xff}}}},
+		{"a bundle that is not there", &taskapi.CreateTaskRequest{ID: "b", Bundle: filepath.Join(bundle, "gone")}},
+	} {
+		exits := 0
+		s := New(Config{RequestExit: func() { exits++ }})
+		if _, err := s.Join(ctx, &groupapi.JoinRequest{Id: "b"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Create(ctx, c.req); err == nil {
+			t.Fatalf("Create with %s succeeded", c.what)
+		}
+		if _, err := s.Delete(ctx, &taskapi.DeleteRequest{ID: "b"}); !errdefs.IsNotFound(err) {
+			t.Fatalf("%s: Delete after the failed Create: %v, want NotFound", c.what, err)
+		}
+		if _, err := s.Shutdown(ctx, &taskapi.ShutdownRequest{ID: "b"}); err != nil {
+			t.Fatal(err)
+		}
+		if exits != 1 {
+			t.Errorf("%s: Shutdown after the only task's Create failed requested %d exits, want 1 (still expecting %v)",
+				c.what, exits, s.cfg.Gate.Expecting())
+		}
 	}
 }

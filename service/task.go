@@ -16,6 +16,7 @@ import (
 
 	"github.com/example/containerd-shim-example-v2/bundle"
 	shimio "github.com/example/containerd-shim-example-v2/io"
+	"github.com/example/containerd-shim-example-v2/oci"
 	"github.com/example/containerd-shim-example-v2/process"
 	"github.com/example/containerd-shim-example-v2/proto/codec"
 )
@@ -36,23 +37,37 @@ const (
 
 var _ TaskHandlers = (*Service)(nil)
 
-// Create creates a container and its (not yet started) init process.
-func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*taskapi.CreateTaskResponse, error) {
+// checkCreate refuses a bad Create request before anything is reserved,
+// and reads its runtime options.
+func (s *Service) checkCreate(r *taskapi.CreateTaskRequest) (RuntimeOptions, oci.Runtime, error) {
 	if err := validateID("container id", r.ID); err != nil {
-		return nil, err
+		return RuntimeOptions{}, oci.Runtime{}, err
 	}
 	if err := validateBundle(r.Bundle); err != nil {
-		return nil, err
+		return RuntimeOptions{}, oci.Runtime{}, err
 	}
 	opts, err := DecodeOptions(r.Options)
 	if err != nil {
-		return nil, err
+		return RuntimeOptions{}, oci.Runtime{}, err
 	}
 	rt := s.runtimeFor(opts)
 	if _, err := exec.LookPath(rt.BinaryOrDefault()); err != nil {
-		return nil, invalidArgument("OCI runtime binary %q: %v", rt.BinaryOrDefault(), err)
+		return RuntimeOptions{}, oci.Runtime{}, invalidArgument("OCI runtime binary %q: %v", rt.BinaryOrDefault(), err)
 	}
-	if err := s.reserve(r.ID, r.Bundle); err != nil {
+	return opts, rt, nil
+}
+
+// Create creates a container and its (not yet started) init process.
+func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*taskapi.CreateTaskResponse, error) {
+	opts, rt, err := s.checkCreate(r)
+	if err == nil {
+		err = s.reserve(r.ID, r.Bundle)
+	}
+	if err != nil {
+		// `start` may have announced this task (Join): containerd follows
+		// a failed Create with Delete and Shutdown, and the daemon must not
+		// stay for a Create that is not coming again.
+		s.cfg.Gate.Forget(r.ID)
 		return nil, err
 	}
 	var c *process.Container

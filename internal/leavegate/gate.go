@@ -71,6 +71,14 @@ func (g *Gate) AdmitTask(id string, record func() error) error {
 	return record()
 }
 
+// Forget withdraws the expectation of task id's Create: one refused before
+// it came to AdmitTask (a bad request) is not coming again either.
+func (g *Gate) Forget(id string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.expected, id)
+}
+
 // Expecting returns the tasks whose Create is still expected, each with
 // the time it is still waited for: what an in-place upgrade hands to the
 // next binary, which Expects them again (a duration, since the two
