@@ -5,6 +5,7 @@ package launch
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -42,6 +43,7 @@ var valueFlags = map[string]func(*Flags, string){
 var boolFlags = map[string]func(*Flags, bool){
 	"debug":        func(f *Flags, v bool) { f.Debug = v },
 	"v":            func(f *Flags, v bool) { f.Version = v },
+	"version":      func(f *Flags, v bool) { f.Version = v }, // containerd 2.4's library spells it both ways
 	"info":         func(f *Flags, v bool) { f.Info = v },
 	"warm-cgroups": func(f *Flags, v bool) { f.WarmCgroups = v },
 }
@@ -85,11 +87,10 @@ func ParseFlags(args []string) (Flags, error) {
 		if set, ok := boolFlags[name]; ok {
 			b := true
 			if hasValue {
-				switch value {
-				case "true", "1":
-				case "false", "0":
-					b = false
-				default:
+				// Every spelling Go's flag package takes, as the stock
+				// shim's flag.BoolVar does.
+				var err error
+				if b, err = strconv.ParseBool(value); err != nil {
 					return f, fmt.Errorf("flag -%s: %q is not a boolean", name, value)
 				}
 			}

@@ -23,6 +23,10 @@ func TestParseFlagsContainerdCommandLines(t *testing.T) {
 			Flags{Namespace: "ns", ID: "t3", Socket: "/run/s/x", WarmCgroups: true}},
 		{"info", []string{"-info"}, Flags{Info: true}},
 		{"version", []string{"-v"}, Flags{Version: true}},
+		{"version, containerd 2.4's long form", []string{"--version"}, Flags{Version: true}},
+		// Every spelling of a boolean that Go's flag package (the stock
+		// shim's parser) takes.
+		{"boolean spellings", []string{"-debug=T", "-warm-cgroups=False", "-info=TRUE", "start"}, Flags{Debug: true, Info: true, Action: "start"}},
 		{"unknown valued flag is skipped with its value", []string{"-namespace", "ns", "-future-flag", "val", "-id", "t4", "start"},
 			Flags{Namespace: "ns", ID: "t4", Action: "start", Ignored: []string{"future-flag"}}},
 		{"unknown boolean flag before action", []string{"-id", "t5", "-future-bool", "start"},
