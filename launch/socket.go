@@ -22,9 +22,11 @@ import (
 // (whatever containerd's configured state dir): `ctr shim` finds them there.
 const DefaultSocketDir = "/run/containerd/s"
 
-// maxSocketPath is the longest filesystem socket path Linux accepts
-// (sun_path is 108 bytes with its NUL; containerd's library stops at 106).
-const maxSocketPath = 106
+// maxSocketPath is the longest filesystem socket path Linux takes with its
+// NUL (sun_path is 108 bytes): containerd 2.3+ accepts a shim socket_dir of
+// up to 42 bytes (107 - "/" - 64 hex digits) and the stock shim binds there.
+// (containerd's library stops at 106 only for a daemon's -socket flag.)
+const maxSocketPath = 107
 
 // probeTimeout bounds the test connection to an existing socket: a live
 // daemon accepts in microseconds.

@@ -198,3 +198,33 @@ func TestReadBundleRefusesAGroupOutsideItsNamespace(t *testing.T) {
 		}
 	}
 }
+
+// containerd 2.3+ accepts a shim socket_dir of up to 42 bytes on Linux
+// (core/runtime/v2/socket_linux.go: 107 usable bytes of sun_path, less "/"
+// and 64 hex digits) and the stock shim binds its socket there: so does
+// this one.
+func TestSocketInTheLongestSocketDirContainerdAccepts(t *testing.T) {
+	base, err := os.MkdirTemp("/tmp", "sd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(base)
+	dir := filepath.Join(base, strings.Repeat("d", 42-len(base)-1))
+	path, err := SocketPath(dir, "/run/containerd/containerd.sock", "default", "c1")
+	if err != nil {
+		t.Fatalf("socket dir of %d bytes: %v", len(dir), err)
+	}
+	l, err := Listen(path)
+	if err != nil {
+		t.Fatalf("listen on %s (%d bytes): %v", path, len(path), err)
+	}
+	defer l.Close()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatalf("dial %s: %v", path, err)
+	}
+	c.Close()
+	if _, err := SocketPath(dir+"d", "/run/containerd/containerd.sock", "default", "c1"); err == nil {
+		t.Errorf("a socket dir of 43 bytes accepted: its socket path has no room for the NUL")
+	}
+}
