@@ -57,6 +57,10 @@ func RunDaemon(f Flags) error {
 	if err := checkNamespace(f.Namespace); err != nil {
 		return err
 	}
+	// Looked at before the daemon opens anything that could take the
+	// number: a tool that runs the daemon itself may pass no socket on fd
+	// 3 and name one with -socket instead.
+	inherited := listenerInherited()
 	tuneMemory()
 	// Container processes are grandchildren (runc forks them and exits);
 	// as a subreaper the daemon inherits them and can wait for their exits.
@@ -198,7 +202,7 @@ func RunDaemon(f Flags) error {
 	service.RegisterGroup(srv, svc)
 	service.RegisterSandbox(srv, pods)
 
-	l, err := daemonListener(taken)
+	l, err := daemonListener(taken, inherited, f.Socket)
 	if err != nil {
 		return err
 	}
@@ -253,19 +257,32 @@ func RunDaemon(f Flags) error {
 	return nil
 }
 
-// daemonListener is the socket the daemon serves: the one `start` bound and
-// passed on listenerFD, or the one a previous binary of this daemon handed
-// over (with its open connections).
-func daemonListener(taken *upgrade.Taken) (*handover.Listener, error) {
+// daemonListener is the socket the daemon serves: the one a previous binary
+// of this daemon handed over (with its open connections), or the one `start`
+// bound and passed on listenerFD (inherited), or else the -socket path, bound
+// here, as the stock shim library's daemon serves it when run without one.
+func daemonListener(taken *upgrade.Taken, inherited bool, socket string) (*handover.Listener, error) {
 	if taken != nil {
 		return taken.Listener()
 	}
-	inherited := os.NewFile(listenerFD, "shim socket")
-	l, err := net.FileListener(inherited)
+	if !inherited {
+		// Nothing of ours on fd 3: the number may be one of the daemon's
+		// own files by now (the Go runtime's poller), not to be touched.
+		if socket == "" {
+			return nil, fmt.Errorf("no listening socket on fd %d and no -socket path to serve", listenerFD)
+		}
+		ul, err := Listen(socket)
+		if err != nil {
+			return nil, fmt.Errorf("-socket %s: %w", socket, err)
+		}
+		return handover.NewListener(ul, nil), nil
+	}
+	fd3 := os.NewFile(listenerFD, "shim socket")
+	l, err := net.FileListener(fd3)
 	// FileListener works on a duplicate (close-on-exec); the inherited
 	// descriptor, without that flag, would reach every runtime and hook
 	// process, and keep the socket listening after the daemon closed it.
-	inherited.Close()
+	fd3.Close()
 	if err != nil {
 		return nil, fmt.Errorf("inherited listener on fd %d: %w", listenerFD, err)
 	}
@@ -275,6 +292,12 @@ func daemonListener(taken *upgrade.Taken) (*handover.Listener, error) {
 		return nil, fmt.Errorf("inherited listener on fd %d is not a unix socket", listenerFD)
 	}
 	return handover.NewListener(ul, nil), nil
+}
+
+// listenerInherited says whether listenerFD is a listening socket.
+func listenerInherited() bool {
+	v, err := unix.GetsockoptInt(listenerFD, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+	return err == nil && v == 1
 }
 
 // dumpStacksOn writes every goroutine's stack to the log on each signal
