@@ -108,7 +108,16 @@ func (c *Container) Update(ctx context.Context, resources []byte) error {
 	if err := json.Unmarshal(resources, &res); err != nil {
 		return fmt.Errorf("update %s: resources are not valid LinuxResources JSON: %v: %w", c.ID, err, errdefs.ErrInvalidArgument)
 	}
-	return c.needsCgroup(c.rt.Update(ctx, c.ID, resources), "update "+c.ID+": it has no cgroup of its own to set limits on")
+	// The runtime gets them encoded again, not as the client wrote them, as
+	// the stock shim's go-runc passes them: an explicit null (what some
+	// encoders write for an absent field) becomes an absent field. runc
+	// decodes the resources over defaults it then dereferences, and a null
+	// that cleared one made it crash.
+	normalized, err := json.Marshal(&res)
+	if err != nil {
+		return fmt.Errorf("update %s: encode resources: %w", c.ID, err)
+	}
+	return c.needsCgroup(c.rt.Update(ctx, c.ID, normalized), "update "+c.ID+": it has no cgroup of its own to set limits on")
 }
 
 // Stats returns the container's cgroup statistics, encoded, and their type

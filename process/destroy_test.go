@@ -65,7 +65,7 @@ func fakeRuntime(t *testing.T, dir, arms string) (oci.Runtime, *reaper.Reaper) {
 	t.Helper()
 	fake := filepath.Join(dir, "fake-runtime")
 	script := "#!/bin/sh\n" +
-		`for a; do case "$a" in --force) force=1;; create|start|delete|state|kill|exec|ps|restore|checkpoint|pause|resume) [ -z "$cmd" ] && cmd=$a;; esac; done` + "\n" +
+		`for a; do case "$a" in --force) force=1;; create|start|delete|state|kill|exec|ps|restore|checkpoint|pause|resume|update) [ -z "$cmd" ] && cmd=$a;; esac; done` + "\n" +
 		`case "$cmd" in` + arms + "\n*) echo \"$cmd refused\" >&2; exit 1;;\nesac\n"
 	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
