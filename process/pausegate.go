@@ -81,6 +81,15 @@ func (c *Container) awaitLaunchesLocked(op Op) error {
 	return nil
 }
 
+// Pausing reports whether a Pause is under way: the runtime is freezing the
+// container, or the Pause waits for exec launches first. The task service
+// reports its running processes as pausing then, as the stock shim does.
+func (c *Container) Pausing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gate.pausing
+}
+
 func (c *Container) endPause() {
 	c.mu.Lock()
 	c.gate.pausing = false

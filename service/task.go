@@ -294,11 +294,17 @@ func (s *Service) State(ctx context.Context, r *taskapi.StateRequest) (*taskapi.
 	if p.IsInit() {
 		id = r.ID
 	}
+	status := wireStatus(st.Status)
+	if st.Status == process.Running && c.Pausing() {
+		// PROTOCOL.md §3.3: a container being paused, and its running
+		// execs, are pausing until the freeze has succeeded.
+		status = tasktypes.Status_PAUSING
+	}
 	return &taskapi.StateResponse{
 		ID:         id,
 		Bundle:     c.Bundle,
 		Pid:        uint32(st.Pid),
-		Status:     wireStatus(st.Status),
+		Status:     status,
 		Stdin:      p.Stdio.Stdin,
 		Stdout:     p.Stdio.Stdout,
 		Stderr:     p.Stdio.Stderr,
