@@ -60,6 +60,10 @@ func CheckSysctl(name string, netns, ipc, uts bool) error {
 	return nil
 }
 
+// SysctlKey is a sysctl's name in its dotted form, whichever of sysctl.d(5)'s
+// two forms it came in: the key by which two names are the same sysctl.
+func SysctlKey(name string) string { return dottedSysctl(name) }
+
 // dottedSysctl is a sysctl name in its dotted form: one whose first
 // separator is a slash has its slashes and dots swapped (sysctl.d(5)).
 func dottedSysctl(name string) string {

@@ -5,6 +5,8 @@ import (
 	"maps"
 	"os"
 	"strings"
+
+	"github.com/example/containerd-shim-example-v2/holder"
 )
 
 // The sysctls containerd's CRI adds to every pod with a network of its own
@@ -33,13 +35,26 @@ func podSysctls(cfg PodConfig, netns string) map[string]string {
 	if out == nil {
 		out = make(map[string]string, 2)
 	}
-	if _, set := out[unprivilegedPortStart]; !set && kernelHas(unprivilegedPortStart) {
+	if !setIn(out, unprivilegedPortStart) && kernelHas(unprivilegedPortStart) {
 		out[unprivilegedPortStart] = "0"
 	}
-	if _, set := out[pingGroupRange]; !set && !inUserNS() && kernelHas(pingGroupRange) {
+	if !setIn(out, pingGroupRange) && !inUserNS() && kernelHas(pingGroupRange) {
 		out[pingGroupRange] = "0 2147483647"
 	}
 	return out
+}
+
+// setIn says whether sysctls set the sysctl of dotted name key, under
+// either of its names (kubelet passes "net/ipv4/..." on as it was written):
+// a default added beside the pod's own, under another name, would be
+// written before or after it by the map's order.
+func setIn(sysctls map[string]string, key string) bool {
+	for name := range sysctls {
+		if holder.SysctlKey(name) == key {
+			return true
+		}
+	}
+	return false
 }
 
 // kernelHas says whether this kernel has a net.ipv4 sysctl (every network

@@ -155,3 +155,14 @@ func TestNoDefaultSysctlsOutsideThePodsNetwork(t *testing.T) {
 		}
 	}
 }
+
+// A pod that sets a default's sysctl under sysctl.d(5)'s slash name (kubelet
+// passes it on as written) gets no default beside it: the holder would write
+// the two names of one sysctl in some order, and the default could win.
+func TestNoDefaultSysctlBesideThePodsOwnUnderItsOtherName(t *testing.T) {
+	asked := map[string]string{"net/ipv4/ip_unprivileged_port_start": "81", "net/ipv4/ping_group_range": "1 1"}
+	got := podSysctls(PodConfig{Network: ModePod, Sysctls: asked}, newNetNS(t))
+	if fmt.Sprint(got) != fmt.Sprint(asked) {
+		t.Errorf("sysctls %v, want only the pod's %v", got, asked)
+	}
+}
