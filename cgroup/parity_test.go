@@ -1,8 +1,13 @@
 package cgroup
 
 import (
+	"math"
 	"path/filepath"
+	"slices"
 	"testing"
+
+	cgroupsv1 "github.com/containerd/cgroups/v3/cgroup1/stats"
+	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2/stats"
 )
 
 // Statistics as containerd/cgroups reads the same files (the stock shim's
@@ -129,4 +134,73 @@ func TestStatsV1BlkioAndHugetlbAsContainerd(t *testing.T) {
 			}
 		}
 	})
+}
+
+// The rdma controller's figures, from rdma.current and rdma.max, each
+// device's line ("max" is the largest uint32), under both versions; a line
+// of another shape is skipped.
+func TestStatsRdmaAsContainerd(t *testing.T) {
+	const current = "mlx5_0 hca_handle=2 hca_object=2000\nmlx5_1 hca_handle=0 hca_object=0\nbad line\n"
+	const limit = "mlx5_0 hca_handle=max hca_object=max\nmlx5_1 hca_handle=10 hca_object=max\n"
+	wantCurrent := [][3]any{{"mlx5_0", uint32(2), uint32(2000)}, {"mlx5_1", uint32(0), uint32(0)}}
+	wantLimit := [][3]any{{"mlx5_0", uint32(math.MaxUint32), uint32(math.MaxUint32)}, {"mlx5_1", uint32(10), uint32(math.MaxUint32)}}
+	t.Run("v2", func(t *testing.T) {
+		root := t.TempDir()
+		write(t, root, "cgroup.controllers", "cpu rdma\n")
+		cg, err := Parse(root, []byte("0::/c1\n"), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := filepath.Join(root, "c1")
+		write(t, d, "cpu.stat", "usage_usec 1\n")
+		m, err := cg.StatsV2()
+		if err != nil || m.Rdma != nil {
+			t.Fatalf("without the rdma controller: rdma %v (%v), want none", m.GetRdma(), err)
+		}
+		write(t, d, "rdma.current", current)
+		write(t, d, "rdma.max", limit)
+		var got cgroupsv2.Metrics
+		decodeMetrics(t, cg, MetricsV2, &got)
+		checkRdma(t, got.GetRdma().GetCurrent(), wantCurrent)
+		checkRdma(t, got.GetRdma().GetLimit(), wantLimit)
+	})
+	t.Run("v1", func(t *testing.T) {
+		root := t.TempDir()
+		cg, err := Parse(root, []byte("12:pids:/c1\n5:rdma:/c1\n"), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		write(t, filepath.Join(root, "pids/c1"), "pids.current", "1\n")
+		d := filepath.Join(root, "rdma/c1")
+		write(t, d, "rdma.current", current)
+		write(t, d, "rdma.max", limit)
+		var got cgroupsv1.Metrics
+		decodeMetrics(t, cg, MetricsV1, &got)
+		checkRdma(t, got.GetRdma().GetCurrent(), wantCurrent)
+		checkRdma(t, got.GetRdma().GetLimit(), wantLimit)
+		// A device gone between the two reads.
+		write(t, d, "rdma.max", "mlx5_0 hca_handle=max hca_object=max\n")
+		if m, err := cg.StatsV1(); err != nil || m.Rdma != nil {
+			t.Errorf("rdma.current and rdma.max of different devices: rdma %v (%v), want none", m.GetRdma(), err)
+		}
+	})
+}
+
+// rdmaEntry is what checkRdma compares of either version's entries.
+type rdmaEntry interface {
+	GetDevice() string
+	GetHcaHandles() uint32
+	GetHcaObjects() uint32
+}
+
+// checkRdma compares entries with want's device, handles and objects.
+func checkRdma[E rdmaEntry](t *testing.T, entries []E, want [][3]any) {
+	t.Helper()
+	var got [][3]any
+	for _, e := range entries {
+		got = append(got, [3]any{e.GetDevice(), e.GetHcaHandles(), e.GetHcaObjects()})
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("rdma entries %v, want %v", got, want)
+	}
 }

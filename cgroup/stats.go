@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -103,6 +104,9 @@ func (c *Cgroup) StatsV1() (*v1.Metrics, error) {
 	}
 	if d := c.dir("blkio"); d != "" {
 		m.Blkio = blkioStatsV1(d)
+	}
+	if d := c.dir("rdma"); d != "" {
+		m.Rdma = rdmaStatsV1(d)
 	}
 	if d := c.dir("hugetlb"); d != "" {
 		// Not among statsControllersV1: runc's directory there outlives a
@@ -431,7 +435,103 @@ func (c *Cgroup) StatsV2() (*v2.Metrics, error) {
 		m.Io = &v2.IOStat{Usage: usage, PSI: readPSI(d, "io.pressure")}
 	}
 	m.Hugetlb = hugetlbStats(d)
+	m.Rdma = rdmaStatsV2(d)
 	return m, nil
+}
+
+// rdmaStatsV1 reads a v1 rdma cgroup's rdma.current and rdma.max; nil
+// unless both were read and list as many devices (a device removed between
+// the two reads: containerd/cgroups leaves the section out then too).
+func rdmaStatsV1(dir string) *v1.RdmaStat {
+	newEntry := func(dev []byte, handles, objects uint32) *v1.RdmaEntry {
+		return &v1.RdmaEntry{Device: string(dev), HcaHandles: handles, HcaObjects: objects}
+	}
+	cur, err1 := rdmaEntries(dir, "rdma.current", newEntry)
+	lim, err2 := rdmaEntries(dir, "rdma.max", newEntry)
+	if err1 != nil || err2 != nil || len(cur) != len(lim) {
+		return nil
+	}
+	return &v1.RdmaStat{Current: cur, Limit: lim}
+}
+
+// rdmaStatsV2 reads a v2 cgroup's rdma.current and rdma.max; nil where the
+// rdma controller is not enabled (no rdma.current), as other controllers'
+// sections are left out.
+func rdmaStatsV2(dir string) *v2.RdmaStat {
+	newEntry := func(dev []byte, handles, objects uint32) *v2.RdmaEntry {
+		return &v2.RdmaEntry{Device: string(dev), HcaHandles: handles, HcaObjects: objects}
+	}
+	cur, err := rdmaEntries(dir, "rdma.current", newEntry)
+	if err != nil {
+		return nil
+	}
+	lim, _ := rdmaEntries(dir, "rdma.max", newEntry)
+	return &v2.RdmaStat{Current: cur, Limit: lim}
+}
+
+// rdmaEntries parses the "<device> hca_handle=N hca_object=N" lines of
+// dir/name in place, making one entry of each with newEntry (whose device
+// is valid only during the call): v1's and v2's entries are distinct types
+// of the same fields.
+func rdmaEntries[E any](dir, name string, newEntry func(dev []byte, handles, objects uint32) E) ([]E, error) {
+	var out []E
+	err := withFileIn(func(data []byte) {
+		eachLine(data, func(line []byte) {
+			if dev, handles, objects, ok := rdmaLine(line); ok {
+				out = append(out, newEntry(dev, handles, objects))
+			}
+		})
+	}, dir, name)
+	return out, err
+}
+
+// rdmaLine parses one "<device> hca_handle=N hca_object=N" line; ok is false
+// unless it has three fields. A count that does not parse stays 0, as in
+// containerd/cgroups.
+func rdmaLine(line []byte) (dev []byte, handles, objects uint32, ok bool) {
+	dev, rest := nextField(line)
+	kv1, rest := nextField(rest)
+	kv2, rest := nextField(rest)
+	if len(kv2) == 0 || len(bytes.TrimSpace(rest)) > 0 {
+		return nil, 0, 0, false
+	}
+	for _, kv := range [...][]byte{kv1, kv2} {
+		k, n, ok := rdmaCount(kv)
+		if !ok {
+			continue
+		}
+		switch string(k) {
+		case "hca_handle":
+			handles = n
+		case "hca_object":
+			objects = n
+		}
+	}
+	return dev, handles, objects, true
+}
+
+// nextField is b's first space-separated field and what follows it.
+func nextField(b []byte) (field, rest []byte) {
+	field, rest, _ = bytes.Cut(bytes.TrimLeft(b, " "), space)
+	return field, rest
+}
+
+// rdmaCount parses one "key=N" of an rdma file. No limit ("max") is the
+// largest uint32, as containerd/cgroups reports it; a number beyond it is
+// not ok (the field stays 0 there too).
+func rdmaCount(kv []byte) (key []byte, n uint32, ok bool) {
+	key, v, found := bytes.Cut(kv, equals)
+	if !found {
+		return nil, 0, false
+	}
+	if string(v) == "max" {
+		return key, math.MaxUint32, true
+	}
+	u, err := parseUint(string(v))
+	if err != nil || u > math.MaxUint32 {
+		return nil, 0, false
+	}
+	return key, uint32(u), true
 }
 
 // memoryEventField is where a memory.events key goes (nil: a key the
