@@ -204,3 +204,25 @@ func checkRdma[E rdmaEntry](t *testing.T, entries []E, want [][3]any) {
 		t.Errorf("rdma entries %v, want %v", got, want)
 	}
 }
+
+// io.pressure without io.stat (a cgroup whose parent does not give it the
+// io controller): the io section with the PSI alone.
+func TestStatsV2IOPressureWithoutTheIOController(t *testing.T) {
+	root := t.TempDir()
+	write(t, root, "cgroup.controllers", "cpu memory pids\n")
+	cg, err := Parse(root, []byte("0::/c1\n"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := filepath.Join(root, "c1")
+	write(t, d, "cpu.stat", "usage_usec 1\n")
+	if m, err := cg.StatsV2(); err != nil || m.Io != nil {
+		t.Fatalf("neither io.stat nor io.pressure: io %v (%v), want none", m.GetIo(), err)
+	}
+	write(t, d, "io.pressure", "some avg10=9.99 avg60=0.00 avg300=0.00 total=7\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=6\n")
+	var m cgroupsv2.Metrics
+	decodeMetrics(t, cg, MetricsV2, &m)
+	if p := m.GetIo().GetPSI(); p.GetSome().GetAvg10() != 9.99 || p.GetSome().GetTotal() != 7 || p.GetFull().GetTotal() != 6 || len(m.GetIo().GetUsage()) != 0 {
+		t.Errorf("io %v: want io.pressure's PSI (some avg10 9.99 total 7, full total 6) and no usage", m.GetIo())
+	}
+}

@@ -430,10 +430,7 @@ func (c *Cgroup) StatsV2() (*v2.Metrics, error) {
 	}, d, "memory.events") == nil {
 		m.MemoryEvents = ev
 	}
-	var usage []*v2.IOEntry
-	if withFileIn(func(data []byte) { usage = ioEntries(data) }, d, "io.stat") == nil {
-		m.Io = &v2.IOStat{Usage: usage, PSI: readPSI(d, "io.pressure")}
-	}
+	m.Io = ioStats(d)
 	m.Hugetlb = hugetlbStats(d)
 	m.Rdma = rdmaStatsV2(d)
 	return m, nil
@@ -733,6 +730,20 @@ func hugetlbStats(dir string) []*v2.HugeTlbStat {
 		out = append(out, h)
 	}
 	return out
+}
+
+// ioStats reads io.stat and io.pressure; nil when neither could be read.
+// io.pressure is a core file, there without the io controller (which
+// io.stat is of): containerd/cgroups reports its PSI then too, and CRI
+// takes a container's IO pressure from it.
+func ioStats(dir string) *v2.IOStat {
+	var usage []*v2.IOEntry
+	err := withFileIn(func(data []byte) { usage = ioEntries(data) }, dir, "io.stat")
+	psi := readPSI(dir, "io.pressure")
+	if err != nil && psi == nil {
+		return nil
+	}
+	return &v2.IOStat{Usage: usage, PSI: psi}
 }
 
 // ioEntries parses io.stat lines: "major:minor rbytes=N wbytes=N rios=N wios=N ...".
