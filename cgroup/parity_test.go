@@ -226,3 +226,43 @@ func TestStatsV2IOPressureWithoutTheIOController(t *testing.T) {
 		t.Errorf("io %v: want io.pressure's PSI (some avg10 9.99 total 7, full total 6) and no usage", m.GetIo())
 	}
 }
+
+// The huge page sizes are found in a cgroup whose name holds a glob
+// pattern's metacharacter: a systemd-escaped unit name ("\x2d"), a '['.
+func TestStatsV2HugetlbInACgroupNamedWithAGlobMetacharacter(t *testing.T) {
+	for _, name := range []string{`app-x\x2dy.scope`, `c[1`} {
+		forgetHugeSizes(t)
+		root := t.TempDir()
+		write(t, root, "cgroup.controllers", "cpu hugetlb\n")
+		cg, err := Parse(root, []byte("0::/"+name+"\n"), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := filepath.Join(root, name)
+		write(t, d, "cpu.stat", "usage_usec 1\n")
+		write(t, d, "hugetlb.2MB.current", "2097152\n")
+		write(t, d, "hugetlb.2MB.max", "max\n")
+		write(t, d, "hugetlb.2MB.events", "max 1\n")
+		write(t, d, "hugetlb.2MB.rsvd.current", "0\n")
+		m, err := cg.StatsV2()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(m.Hugetlb) != 1 || m.Hugetlb[0].Pagesize != "2MB" || m.Hugetlb[0].Current != 2097152 || m.Hugetlb[0].Failcnt != 1 {
+			t.Errorf("cgroup %q: hugetlb %v, want the 2MB pages (current 2097152, failcnt 1)", name, m.Hugetlb)
+		}
+	}
+}
+
+// forgetHugeSizes empties the cache of huge page sizes, now and after the
+// test: the sizes a test finds are those of its own files, not those an
+// earlier test left (a shim finds them once, in its first cgroup).
+func forgetHugeSizes(t *testing.T) {
+	forget := func() {
+		hugeSizes.Lock()
+		hugeSizes.sizes = nil
+		hugeSizes.Unlock()
+	}
+	forget()
+	t.Cleanup(forget)
+}

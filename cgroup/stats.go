@@ -681,8 +681,8 @@ func hugetlbStatsV1(dir string) []*v1.HugetlbStat {
 }
 
 // hugeSizes caches the huge page sizes of this kernel's hugetlb files
-// ("2MB", "1GB"), found by a directory glob on the first cgroup that has
-// them: they are the kernel's, the same in every cgroup.
+// ("2MB", "1GB"), found in the listing of the first cgroup that has them:
+// they are the kernel's, the same in every cgroup.
 var hugeSizes struct {
 	sync.Mutex
 	sizes []string
@@ -696,11 +696,13 @@ func hugetlbSizes(dir, file string) []string {
 	if hugeSizes.sizes != nil {
 		return hugeSizes.sizes
 	}
-	currents, _ := filepath.Glob(filepath.Join(dir, "hugetlb.*."+file))
+	// A listing, not filepath.Glob: a cgroup's name may hold a pattern's
+	// metacharacter (systemd's "\x2d" escape, a '['), and a glob of its
+	// path then matches nothing or is refused.
+	entries, _ := os.ReadDir(dir)
 	var sizes []string
-	for _, cur := range currents {
-		size := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(cur), "hugetlb."), "."+file)
-		if !strings.Contains(size, ".") { // not hugetlb.<size>.rsvd.<file>
+	for _, e := range entries {
+		if size, ok := hugetlbSize(e.Name(), file); ok {
 			sizes = append(sizes, size)
 		}
 	}
@@ -708,6 +710,17 @@ func hugetlbSizes(dir, file string) []string {
 		hugeSizes.sizes = sizes
 	}
 	return sizes
+}
+
+// hugetlbSize is the size of a hugetlb.<size>.<file> name, ok false for
+// any other name (hugetlb.<size>.rsvd.<file> among them).
+func hugetlbSize(name, file string) (size string, ok bool) {
+	size, ok1 := strings.CutPrefix(name, "hugetlb.")
+	size, ok2 := strings.CutSuffix(size, "."+file)
+	if !ok1 || !ok2 || size == "" || strings.Contains(size, ".") {
+		return "", false
+	}
+	return size, true
 }
 
 // hugetlbStats reads every huge page size's hugetlb.<size>.current, .max and
