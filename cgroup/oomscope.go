@@ -128,35 +128,50 @@ func peakAtLimit(dir, prefix string) bool {
 // OOMScope tells whose limit the OOM kill seen since prev came from, and
 // returns the marks to compare the next one with. v2 counts it exactly: its
 // own limit's failures, and those of the limits below it. v1
-// decides, in order: the cgroup's own failcnt grew (its memory limit); an
-// ancestor's grew (a pod's or kubepods' limit); the cgroup's peak reached its
-// own limit for the first time (its memory+swap limit, which no counter
-// records); the peak was already there and nothing above moved (most likely
-// its own limit again).
+// decides, in order: an ancestor's failcnt grew (a pod's or kubepods'
+// limit); the cgroup's own grew (its memory limit); the cgroup's peak
+// reached its own limit (its memory+swap limit, which no counter records, or
+// the peak was already there and nothing above moved: most likely its own
+// limit again).
 func (c *Cgroup) OOMScope(prev LimitMarks) (string, LimitMarks) {
 	return c.OOMScopeOf(prev, c.LimitMarks())
 }
 
 // OOMScopeOf is OOMScope with the marks now already read (ReadOOM).
 func (c *Cgroup) OOMScopeOf(prev, now LimitMarks) (string, LimitMarks) {
-	if now.OwnFailures > prev.OwnFailures {
-		return OOMScopeContainer, now
-	}
 	if c.V2 {
-		if now.Subtree > prev.Subtree {
-			return OOMScopeBelow, now
-		}
-		return OOMScopeAncestor, now
+		return v2Scope(prev, now), now
 	}
+	return v1Scope(prev, now), now
+}
+
+// v2Scope is OOMScopeOf's verdict from v2's exact counts.
+func v2Scope(prev, now LimitMarks) string {
+	switch {
+	case now.OwnFailures > prev.OwnFailures:
+		return OOMScopeContainer
+	case now.Subtree > prev.Subtree:
+		return OOMScopeBelow
+	}
+	return OOMScopeAncestor
+}
+
+// v1Scope is OOMScopeOf's verdict from v1's counters. An ancestor's failcnt
+// comes first: v1 counts every charge that met a limit, most of them ended
+// by reclaim with no kill, and a container whose page cache lives at its own
+// limit moves its own failcnt all the time. An ancestor's limit is met far
+// more rarely; a charge that fails on the container's own limit is not
+// counted there.
+func v1Scope(prev, now LimitMarks) string {
 	for d, n := range now.Ancestors {
 		if n > prev.Ancestors[d] {
-			return OOMScopeAncestor, now
+			return OOMScopeAncestor
 		}
 	}
-	if now.AtLimit {
-		return OOMScopeContainer, now
+	if now.OwnFailures > prev.OwnFailures || now.AtLimit {
+		return OOMScopeContainer
 	}
-	return OOMScopeAncestor, now
+	return OOMScopeAncestor
 }
 
 // ScopeOfLogged tells whose limit an OOM kill that the kernel logged came

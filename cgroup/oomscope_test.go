@@ -23,6 +23,10 @@ func TestOOMScopeV1(t *testing.T) {
 		{"pod limit, container unlimited", counters{"0", "0", unlimited, "0", "3"}, counters{"0", "30000000", unlimited, "30000000", "90"}, OOMScopeAncestor},
 		{"pod limit, container below its own", counters{"0", "0", fmt.Sprint(limit), "0", "0"}, counters{"0", "8000000", fmt.Sprint(limit), "8000000", "12"}, OOMScopeAncestor},
 		{"own limit again (peak already there)", counters{"0", fmt.Sprint(limit), fmt.Sprint(limit), fmt.Sprint(limit), "0"}, counters{"0", fmt.Sprint(limit), fmt.Sprint(limit), fmt.Sprint(limit), "0"}, OOMScopeContainer},
+		// The container's page cache lives at its limit: its failcnt moves
+		// with each reclaim (823 measured with no kill), whatever limit the
+		// kill came from.
+		{"pod limit, container reclaiming at its own", counters{"250", fmt.Sprint(limit), fmt.Sprint(limit), fmt.Sprint(limit), "0"}, counters{"823", fmt.Sprint(limit), fmt.Sprint(limit), fmt.Sprint(limit), "3"}, OOMScopeAncestor},
 		{"no limit anywhere moved (node OOM)", counters{"0", "0", unlimited, "0", "0"}, counters{"0", "5000000", unlimited, "5000000", "0"}, OOMScopeAncestor},
 	} {
 		t.Run(c.name, func(t *testing.T) {
