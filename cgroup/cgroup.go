@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -182,6 +183,41 @@ func (c *Cgroup) ParentOOMKills() (uint64, error) {
 		return 0, errors.New("v1 keeps no subtree count of OOM kills")
 	}
 	return oomKillsIn(filepath.Join(filepath.Dir(c.dir("")), "memory.events"))
+}
+
+// OOMKillsBelow sums the v1 oom_kill counts of the cgroups below this one
+// (systemd or a nested runtime inside a container). v1 counts a victim in
+// its own cgroup alone, so a kill below is in no count of this cgroup, and a
+// cgroup removed since has taken its count away. A cgroup that goes during
+// the walk is skipped. It fails on v2, whose memory.events counts a subtree's
+// kills already.
+func (c *Cgroup) OOMKillsBelow() (uint64, error) {
+	if c.V2 {
+		return 0, errors.New("v2 counts the kills below a cgroup in its own memory.events")
+	}
+	top := c.dir("memory")
+	var sum uint64
+	err := filepath.WalkDir(top, func(path string, d fs.DirEntry, err error) error {
+		switch {
+		case err != nil && path == top:
+			return err
+		case err != nil || !d.IsDir() || path == top:
+			return nil // a cgroup that went while its entries were listed
+		}
+		n, err := oomKillsIn(filepath.Join(path, "memory.oom_control"))
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return filepath.SkipDir
+		case err != nil:
+			return err
+		}
+		sum += n
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("OOM kills below %s: %w", top, err)
+	}
+	return sum, nil
 }
 
 // oomKillsIn reads the oom_kill line of a memory.oom_control or

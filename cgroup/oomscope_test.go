@@ -2,6 +2,7 @@ package cgroup
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 )
@@ -142,5 +143,38 @@ func TestScopeOfLogged(t *testing.T) {
 		if got := v2.HoldsLogged(path); got != want {
 			t.Errorf("HoldsLogged(%q) = %v, want %v", path, got, want)
 		}
+	}
+}
+
+// v1 counts an OOM victim in its own cgroup alone: the kills below a
+// container (systemd inside it) are the sum of its descendants' counts, not
+// its own, and a cgroup gone has no count left.
+func TestOOMKillsBelowV1(t *testing.T) {
+	root := t.TempDir()
+	cg, err := Parse(root, []byte("9:memory:/pod/c\n"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(root, "memory/pod/c")
+	kills := func(dir string, n int) {
+		write(t, dir, "memory.oom_control", fmt.Sprintf("oom_kill_disable 0\nunder_oom 0\noom_kill %d\n", n))
+	}
+	kills(filepath.Join(root, "memory/pod"), 7)   // an ancestor's: not below
+	kills(filepath.Join(root, "memory/pod/d"), 7) // a sibling's
+	kills(dir, 5)                                 // its own
+	if n, err := cg.OOMKillsBelow(); err != nil || n != 0 {
+		t.Errorf("no cgroup below: %d, %v; want 0", n, err)
+	}
+	kills(filepath.Join(dir, "system.slice"), 1)
+	kills(filepath.Join(dir, "system.slice/a.service"), 2)
+	kills(filepath.Join(dir, "init.scope"), 0)
+	if n, err := cg.OOMKillsBelow(); err != nil || n != 3 {
+		t.Errorf("kills below: %d, %v; want 3", n, err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "system.slice/a.service")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := cg.OOMKillsBelow(); err != nil || n != 1 {
+		t.Errorf("a cgroup below removed: %d, %v; want 1", n, err)
 	}
 }

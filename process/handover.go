@@ -328,7 +328,8 @@ func Import(r *reaper.Reaper, st ContainerState, cfg CreateConfig, adopt func(fd
 
 // importCgroup takes the cgroup and the OOM scope's marks handed over. An
 // older layout has neither: the cgroup is found again from a running init
-// and its marks read now.
+// and its marks read now. The v1 count of kills below the cgroup is read
+// now in every layout.
 func (c *Container) importCgroup(st ContainerState, initRunning bool) {
 	var err error
 	switch {
@@ -352,6 +353,11 @@ func (c *Container) importCgroup(st ContainerState, initRunning bool) {
 		}
 	case c.cg != nil:
 		c.oom.limitMarks = c.cg.LimitMarks()
+	}
+	if c.cg != nil {
+		// Not handed over: a kill below counted during the switch and not
+		// yet reported is taken as reported.
+		c.oom.belowCounted, _ = killsBelow(c.cg)
 	}
 }
 

@@ -36,9 +36,10 @@ func (c *Container) watchCgroup(pid int) {
 	}
 	kills, _ := cg.OOMKills()
 	marks := cg.LimitMarks()
+	below, _ := killsBelow(cg)
 	c.mu.Lock() // Stats may read c.cg meanwhile (a restore's Start sets it late)
 	c.cg = cg
-	c.oom.seen, c.oom.atCreate, c.oom.limitMarks = kills, kills, marks
+	c.oom.seen, c.oom.atCreate, c.oom.limitMarks, c.oom.belowCounted = kills, kills, marks, below
 	c.mu.Unlock()
 	c.watchOOM()
 }
@@ -65,13 +66,16 @@ func containerCgroup(pid int) (*cgroup.Cgroup, error) {
 // the counts last read, and the reads under way. Guarded by the container's
 // mu, but reads, which is atomic.
 type oomState struct {
-	seen        uint64 // OOM kills already reported (or present at create)
-	atCreate    uint64 // OOM kills the cgroup had already counted at create
-	below       uint64 // v1 kills below the cgroup under its limit
-	scope       string // where the last reported OOM kill's limit was hit
-	stopped     bool   // deleted: no OOM is reported any more
-	recheck     bool   // a v1 notification's kill is being looked for (recheckOOM)
-	recheckFrom uint64 // seen when that began: a kill reported since ends it
+	seen     uint64 // OOM kills already reported (or present at create)
+	atCreate uint64 // OOM kills the cgroup had already counted at create
+	below    uint64 // v1 kills reported from the cgroups below (killsBelow)
+	// belowCounted is killsBelow when last read (at create, at the end of
+	// each recheck): a kill below is one counted since.
+	belowCounted uint64
+	scope        string // where the last reported OOM kill's limit was hit
+	stopped      bool   // deleted: no OOM is reported any more
+	recheck      bool   // a v1 notification's kill is being looked for (recheckOOM)
+	recheckFrom  uint64 // seen when that began: a kill reported since ends it
 	// limitMarks are the cgroup's own-limit counters at the last OOM (or at
 	// create).
 	limitMarks cgroup.LimitMarks
@@ -225,20 +229,49 @@ func (c *Container) recheckOOM(i int) {
 			c.recheckOOM(i + 1)
 			return
 		default:
-			// No kill counted here. It was the container's own limit all the
-			// same if its own counters say so: the victim was then in a
-			// cgroup below it (systemd or Docker inside the container), whose
-			// count v1 keeps there. Otherwise it was an ancestor's limit and
-			// another container's process.
-			if scope, marks := c.cg.OOMScope(c.oom.limitMarks); scope == cgroup.OOMScopeContainer {
-				c.oom.limitMarks, c.oom.scope = marks, scope
-				c.oom.below++
-				slog.Warn("OOM kill below the container's cgroup, under its limit", "container", c.ID)
-				c.publishOOM()
-			}
+			c.reportOOMBelow()
 		}
 		c.oom.recheck = false
 	})
+}
+
+// reportOOMBelow ends a v1 notification's recheck that found no kill in the
+// container's own cgroup: the victim may have been in a cgroup below it
+// (systemd or Docker inside the container), whose count v1 keeps there.
+// Only a kill counted there is reported: the container's own limit counters
+// (failcnt, the peak) say that it met its limit at some time, not that a
+// kill followed, and a notification with no kill below was an ancestor's
+// limit and another container's process, or a late one of a kill reported
+// already. c.mu is held.
+func (c *Container) reportOOMBelow() {
+	now, ok := killsBelow(c.cg)
+	if !ok {
+		return
+	}
+	counted := c.oom.belowCounted
+	c.oom.belowCounted = now // lower too: a cgroup below removed took its kills
+	if now <= counted {
+		return
+	}
+	c.oom.below += now - counted
+	c.oom.scope, c.oom.limitMarks = c.cg.OOMScope(c.oom.limitMarks)
+	slog.Warn("OOM kill below the container's cgroup", "container", c.ID, "limit", c.oom.scope, "kills", now-counted)
+	c.publishOOM()
+}
+
+// killsBelow is the v1 count of OOM kills in the cgroups below cg, and
+// whether it could be read: not on v2 (whose own count has them), on a
+// kernel that counts none, or once the cgroup is gone.
+func killsBelow(cg *cgroup.Cgroup) (uint64, bool) {
+	if cg.V2 {
+		return 0, false
+	}
+	n, err := cg.OOMKillsBelow()
+	if err != nil {
+		slog.Debug("OOM kills below the container's cgroup cannot be read", "error", err)
+		return 0, false
+	}
+	return n, true
 }
 
 // noteOOMScope records (and logs) whether the OOM kill just seen came from the

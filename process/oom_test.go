@@ -56,17 +56,7 @@ func TestV1OOMNotificationNeedsACountedKill(t *testing.T) {
 	c.oom.limitMarks = cg.LimitMarks()
 	recheckDone := func() {
 		t.Helper()
-		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Millisecond) {
-			c.mu.Lock()
-			busy := c.oom.recheck
-			c.mu.Unlock()
-			if !busy {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("the rechecks never ended")
-			}
-		}
+		waitRecheckEnded(t, c)
 	}
 	none := func(what string) {
 		t.Helper()
@@ -104,9 +94,12 @@ func TestV1OOMNotificationNeedsACountedKill(t *testing.T) {
 	want("a kill counted after the notification", "seen 1, below 0")
 
 	// Its own limit, the victim in a cgroup below it: no count moves here,
-	// its own failure count does.
+	// the victim's cgroup's does (v1 counts a kill there alone), and its own
+	// failure count (which alone moved here before, as reclaim moves it with
+	// no kill).
 	oomRecheckAfter = short
 	set(mem, "memory.failcnt", "4\n")
+	set(mkdir(t, filepath.Join(mem, "inner")), "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
 	c.reportOOM(true)
 	want("a kill below the container under its own limit", "seen 1, below 1")
 
@@ -134,6 +127,203 @@ func TestV1OOMNotificationNeedsACountedKill(t *testing.T) {
 		}
 	default:
 		t.Error("no OOM kill reported on a kernel that counts none")
+	}
+}
+
+// waitRecheckEnded waits for c's v1 rechecks (recheckOOM) to end.
+func waitRecheckEnded(t *testing.T, c *Container) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Millisecond) {
+		c.mu.Lock()
+		busy := c.oom.recheck
+		c.mu.Unlock()
+		if !busy {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the rechecks never ended")
+		}
+	}
+}
+
+// newV1Container returns a container in the fake v1 memory cgroup mem (under
+// root) with a 64 MiB limit, no kill counted and its marks taken, as at
+// create; its OOM events are reported with the kills counted.
+func newV1Container(t *testing.T, root, path string) (c *Container, mem string, reported chan string) {
+	t.Helper()
+	mem = mkdir(t, filepath.Join(root, "memory", path))
+	for file, content := range map[string]string{
+		"memory.oom_control":        "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n",
+		"memory.failcnt":            "0\n",
+		"memory.limit_in_bytes":     "67108864\n",
+		"memory.max_usage_in_bytes": "1048576\n",
+	} {
+		replaceFile(t, filepath.Join(mem, file), content)
+	}
+	cg, err := cgroup.Parse(root, []byte("9:memory:/"+path+"\n"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reported = make(chan string, 8)
+	c = &Container{ID: "c", cg: cg, oomWatcher: &cgroup.OOMWatcher{}}
+	c.events.OOM = func(c *Container) { reported <- fmt.Sprintf("seen %d, below %d", c.oom.seen, c.oom.below) } // with c.mu held
+	c.oom.limitMarks = cg.LimitMarks()
+	return c, mem, reported
+}
+
+// v1 memory.failcnt counts every charge that met the limit, reclaim ending
+// most of them with no kill (a container whose page cache fills its limit
+// moves it all the time), and the peak usage stays at the limit once met.
+// Such a container, notified of an OOM kill of another container's process
+// under the pod's limit (v1 notifies every cgroup below the one whose limit
+// failed), lost no process: it reports no OOM kill, whether the pod's
+// memory limit failed (its failcnt moves) or its memory+swap limit, equal to
+// it (which kernels since 6.x count in no failcnt).
+func TestV1OOMOfAnAncestorNotReportedByAContainerAtItsLimit(t *testing.T) {
+	defer func(d []time.Duration) { oomRecheckAfter = d }(oomRecheckAfter)
+	oomRecheckAfter = []time.Duration{time.Millisecond, 5 * time.Millisecond, 20 * time.Millisecond}
+	for _, tc := range []struct{ name, podFailcnt string }{
+		{"the pod's memory limit", "3\n"},
+		{"the pod's memory+swap limit", "0\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			pod := mkdir(t, filepath.Join(root, "memory", "pod"))
+			replaceFile(t, filepath.Join(pod, "memory.failcnt"), "0\n")
+			c, mem, reported := newV1Container(t, root, "pod/c")
+
+			// Its page cache met its limit: reclaimed, no kill.
+			replaceFile(t, filepath.Join(mem, "memory.failcnt"), "250\n")
+			replaceFile(t, filepath.Join(mem, "memory.max_usage_in_bytes"), "67108864\n")
+			// The pod's limit fails; another container's process is killed.
+			replaceFile(t, filepath.Join(pod, "memory.failcnt"), tc.podFailcnt)
+			c.oomNotified()
+			waitRecheckEnded(t, c)
+			select {
+			case r := <-reported:
+				t.Fatalf("an OOM kill reported (%s) for a container that lost no process", r)
+			default:
+			}
+		})
+	}
+}
+
+// The same on this host's kernel (cgroup v1, as root): a pod's cgroup with a
+// 32 MiB limit holds containers a (16 MiB limit) and b (none). a's page
+// cache fills its limit (its failcnt moves, no kill), then b exceeds the
+// pod's limit and is OOM-killed. The kernel notifies a, whose count stays
+// 0: a reports nothing.
+func TestV1OOMOfASiblingNotReportedByAContainerAtItsLimitOnThisKernel(t *testing.T) {
+	if cgroup.Unified(cgroup.DefaultRoot) || os.Geteuid() != 0 {
+		t.Skip("needs cgroup v1 and root")
+	}
+	for _, tc := range []struct {
+		name  string
+		files []string // the pod's limits, in the order written
+	}{
+		{"the pod's memory limit", []string{"memory.limit_in_bytes"}},
+		{"the pod's memory+swap limit", []string{"memory.limit_in_bytes", "memory.memsw.limit_in_bytes"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			name := fmt.Sprintf("ex-unit-oom-%d-%d", os.Getpid(), len(tc.files))
+			pod := newV1MemoryCgroup(t, name)
+			a, b := newV1MemoryCgroup(t, name+"/a"), newV1MemoryCgroup(t, name+"/b")
+			for _, f := range tc.files {
+				writeCgroupFile(t, pod, f, strconv.Itoa(32<<20))
+			}
+			writeCgroupFile(t, a, "memory.limit_in_bytes", strconv.Itoa(16<<20))
+			cg, err := cgroup.Parse(cgroup.DefaultRoot, []byte("9:memory:/"+name+"/a\n"), false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var w cgroup.OOMWatcher
+			defer w.Close()
+			reported := make(chan string, 16)
+			c := &Container{ID: "a", cg: cg, oomWatcher: &w}
+			c.events.OOM = func(c *Container) { reported <- c.oom.scope } // with c.mu held
+			c.oom.limitMarks = cg.LimitMarks()
+			c.watchOOM()
+			defer c.stopOOM()
+
+			fill := filepath.Join(t.TempDir(), "fill")
+			runInCgroup(t, a, "dd if=/dev/zero of="+fill+" bs=1M count=64 2>/dev/null; rm -f "+fill)
+			runInCgroup(t, b, "head -c 200000000 /dev/zero | tail > /dev/null")
+			if k, _ := cg.OOMKills(); k != 0 {
+				t.Fatalf("a's OOM kill count %d: the kernel killed in a", k)
+			}
+			time.Sleep(1500 * time.Millisecond) // past the last recheck's delay
+			waitRecheckEnded(t, c)
+			select {
+			case scope := <-reported:
+				t.Fatalf("an OOM kill reported for a (limit %q): b's process was killed, under the pod's limit", scope)
+			default:
+			}
+		})
+	}
+}
+
+// newV1MemoryCgroup makes the v1 memory cgroup path (skipping the test where
+// none can be made), removed at the end of the test, however it ends.
+func newV1MemoryCgroup(t *testing.T, path string) string {
+	t.Helper()
+	dir := filepath.Join(cgroup.DefaultRoot, "memory", path)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Skipf("cannot make a memory cgroup here: %v", err)
+	}
+	t.Cleanup(func() {
+		// Its processes have exited, but their last charges may take a
+		// moment to go.
+		var err error
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if err = os.Remove(dir); err == nil || os.IsNotExist(err) {
+				return
+			}
+		}
+		t.Errorf("cgroup %s left behind: %v", dir, err)
+	})
+	return dir
+}
+
+// writeCgroupFile writes one value to a cgroup's file.
+func writeCgroupFile(t *testing.T, dir, file, value string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, file), []byte(value), 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// runInCgroup runs a shell script in the cgroup dir, to its end (an OOM kill
+// of it included).
+func runInCgroup(t *testing.T, dir, script string) {
+	t.Helper()
+	out, err := exec.Command("sh", "-c", "echo $$ > "+dir+"/cgroup.procs; "+script).CombinedOutput()
+	t.Logf("in %s: %v %s", filepath.Base(dir), err, out)
+}
+
+// One v1 OOM kill comes with many notifications: the kernel notifies at each
+// OOM attempt, and charges go on failing (and notifying) while the victim
+// exits. A notification after the kill was reported, with no kill of its
+// own, reports nothing: the container's limit counters still show the limit
+// met, and reported the kill again as one below the container.
+func TestV1LateOOMNotificationReportsNoKillTwice(t *testing.T) {
+	defer func(d []time.Duration) { oomRecheckAfter = d }(oomRecheckAfter)
+	oomRecheckAfter = []time.Duration{time.Millisecond, 5 * time.Millisecond, 20 * time.Millisecond}
+	c, mem, reported := newV1Container(t, t.TempDir(), "c")
+
+	// The kill under its own limit, counted by the time of the notification.
+	replaceFile(t, filepath.Join(mem, "memory.failcnt"), "40\n")
+	replaceFile(t, filepath.Join(mem, "memory.max_usage_in_bytes"), "67108864\n")
+	replaceFile(t, filepath.Join(mem, "memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
+	c.oomNotified()
+	if r := <-reported; r != "seen 1, below 0" {
+		t.Fatalf("the kill reported with %s, want seen 1, below 0", r)
+	}
+	c.oomNotified() // the same OOM's later notification
+	waitRecheckEnded(t, c)
+	select {
+	case r := <-reported:
+		t.Fatalf("one OOM kill reported a second time (%s)", r)
+	default:
 	}
 }
 
