@@ -144,6 +144,7 @@ func (c *Container) reportOOM(notified bool) (readErr error) {
 	if readErr = err; err != nil {
 		parent = nil
 	}
+	settled := parent != nil && c.parentOOMStill(*parent)
 	kills := r.Kills
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -153,7 +154,8 @@ func (c *Container) reportOOM(notified bool) (readErr error) {
 	}
 	if parent != nil {
 		// Before this read's kills are counted in oom.seen: a kill between
-		// the two reads is in both counts, and reported from the container's.
+		// the two reads is in the container's count alone. Unless settled
+		// (below).
 		c.oom.parentKills, c.oom.parentKnown, c.oom.seenAtParent = *parent, true, c.oom.seen
 	}
 	if r.Events != nil {
@@ -164,6 +166,11 @@ func (c *Container) reportOOM(notified bool) (readErr error) {
 		return // after the exit: out of order (the exit path read the count last)
 	case err == nil && kills > c.oom.seen:
 		c.oom.seen = kills
+		if settled {
+			// Every kill of this read is in the parent's count too: one
+			// counted before both reads was taken for two.
+			c.oom.seenAtParent = kills
+		}
 	case notified && !c.cg.V2 && errors.Is(err, cgroup.ErrOOMKillsNotCounted):
 		// A kernel that counts no kills (before 4.13): the notification is
 		// all there is. Counted so the exit path does not report it again.

@@ -62,11 +62,24 @@ func (c *Container) readParentOOM() *uint64 {
 	if !c.cg.V2 || !c.rt.SystemdCgroup {
 		return nil
 	}
-	n, perr := c.cg.ParentOOMKills()
+	n, perr := parentOOMKills(c.cg)
 	if perr != nil {
 		return nil
 	}
 	return &n
+}
+
+// parentOOMKills is Cgroup.ParentOOMKills (a variable for tests, which count
+// a kill between its reads and the container's).
+var parentOOMKills = (*cgroup.Cgroup).ParentOOMKills
+
+// parentOOMStill reports whether the parent's count, read again after the
+// container's, is still first. The kernel counts a kill in the victim's
+// cgroup, then in each ancestor's, a few instructions later: every kill the
+// container's read found is then in first as well.
+func (c *Container) parentOOMStill(first uint64) bool {
+	again := c.readParentOOM()
+	return again != nil && *again == first
 }
 
 // markOOMLog keeps the kernel's log of OOM victims for a container whose

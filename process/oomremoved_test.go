@@ -204,7 +204,8 @@ func writeEvents(t *testing.T, dir, content string) {
 // read of the container's is reported from the container's; the parent's,
 // read again at the exit, has it too, and must not report it a second time
 // (the systemd lane did, in 5 of 24 cases). A second kill the parent counted
-// since still is.
+// since still is. The kernel counts the kill in the container's cgroup, then
+// in the parent's: the notice's second read of the parent's count has it.
 func TestOOMKillInBothCountsReportedOnce(t *testing.T) {
 	s := newSystemdScope(t)
 	for _, tc := range []struct {
@@ -216,9 +217,13 @@ func TestOOMKillInBothCountsReportedOnce(t *testing.T) {
 		{"a second kill", 6, "oom,oom,exit"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			writeEvents(t, s.slice, "max 0\noom 0\noom_kill 4\n") // read before the kill
-			writeEvents(t, s.scope, "max 1\noom 1\noom_kill 1\n") // read after it
+			writeEvents(t, s.slice, "max 0\noom 0\noom_kill 4\n")
+			writeEvents(t, s.scope, "max 1\noom 1\noom_kill 0\n")
 			c, events := newScopeContainer(t, s, nil)
+			killAfterParentRead(t, func() {
+				writeEvents(t, s.scope, "max 1\noom 1\noom_kill 1\n")
+				writeEvents(t, s.slice, "max 0\noom 0\noom_kill 5\n")
+			})
 			c.oomNotified()
 			writeEvents(t, s.slice, fmt.Sprintf("max 0\noom 0\noom_kill %d\n", tc.parentAtEnd))
 			if err := os.RemoveAll(s.scope); err != nil {
@@ -229,6 +234,48 @@ func TestOOMKillInBothCountsReportedOnce(t *testing.T) {
 				t.Errorf("events %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// killAfterParentRead runs kill right after the next read of a parent's
+// count, once, until the test ends.
+func killAfterParentRead(t *testing.T, kill func()) {
+	t.Helper()
+	read := parentOOMKills
+	t.Cleanup(func() { parentOOMKills = read })
+	var once sync.Once
+	parentOOMKills = func(cg *cgroup.Cgroup) (uint64, error) {
+		n, err := read(cg)
+		once.Do(kill)
+		return n, err
+	}
+}
+
+// A kill that both counts hold when a notice reads them (the usual case: the
+// notice comes after the kill) is reported from the container's count. A
+// second kill, of the init, whose scope systemd removes before it is read
+// (within the kernel's 10 ms notice spacing), grows the parent's count by
+// one more: it is reported too. The first kill was taken for one of the
+// parent's since its read, and the second for it.
+func TestOOMKillOfARemovedScopeAfterAReportedOne(t *testing.T) {
+	s := newSystemdScope(t)
+	writeEvents(t, s.slice, "max 0\noom 0\noom_kill 4\n")
+	writeEvents(t, s.scope, "max 0\noom 0\noom_kill 0\n")
+	c, events := newScopeContainer(t, s, nil)
+
+	// The first kill (a child of the init), in both counts before the
+	// notice's reads.
+	writeEvents(t, s.scope, "max 1\noom 1\noom_kill 1\n")
+	writeEvents(t, s.slice, "max 1\noom 0\noom_kill 5\n")
+	c.oomNotified()
+	// The second, of the init: the parent counts it, the scope goes.
+	writeEvents(t, s.slice, "max 2\noom 0\noom_kill 6\n")
+	if err := os.RemoveAll(s.scope); err != nil {
+		t.Fatal(err)
+	}
+	c.initExited(reaper.Exit{Pid: c.init.pid, Status: 137, Time: time.Now()})
+	if got := strings.Join(*events, ","); got != "oom,oom,exit" {
+		t.Errorf("events %q, want oom,oom,exit", got)
 	}
 }
 
