@@ -106,7 +106,7 @@ func (p *Pipes) openTerminal(cfg Config, env Env) error {
 		p.toClose = append(p.toClose, r)
 	}
 	switch {
-	case hasScheme(cfg.Stdout, "binary"):
+	case isLoggerURI(cfg.Stdout):
 		return p.openLogger(cfg.Stdout, env)
 	case hasScheme(cfg.Stdout, "file"):
 		o, err := ParseFileURI(cfg.Stdout)

@@ -257,6 +257,42 @@ cat <&3 > `+out+`.stdout & cat <&4 > `+out+`.stderr; wait
 	}
 }
 
+// binary-v2:// (containerd 2.2+) is binary:// whose logger proves it is
+// ready with a byte on fd 5 before closing it: one that does gets the
+// output, with or without a terminal; one that closes fd 5 without it did
+// not call ready (it failed) and fails Open, as under the stock shim.
+func TestBinaryV2Logger(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out")
+	env := Env{ProcessID: "c", Namespace: "n", Spawn: spawnPlain(t)}
+	uri := "binary-v2://" + writeScript(t, "cat <&3 >"+out+" 4<&- 5>&- &\ncat <&4 >/dev/null 3<&- 5>&- &\nprintf '\\0' >&5\nexec 5>&-\nwait\n")
+	p, err := Open(Config{Stdout: uri, Stderr: uri}, env)
+	if err != nil {
+		t.Fatalf("binary-v2 logger: %v", err)
+	}
+	_, w, _ := p.RuntimeFiles()
+	w.Write([]byte("hello\n"))
+	p.ReleaseRuntimeFiles()
+	if !p.Drain(5 * time.Second) {
+		t.Error("not drained")
+	}
+	p.Close()
+	if b, _ := os.ReadFile(out); string(b) != "hello\n" {
+		t.Errorf("logger got %q", b)
+	}
+	tp, err := Open(Config{Terminal: true, Stdout: uri}, env)
+	if err != nil {
+		t.Fatalf("binary-v2 logger behind a terminal: %v", err)
+	}
+	tp.Close()
+	silent := "binary-v2://" + writeScript(t, "exec 5>&-\ncat <&3 >/dev/null 4<&-\n")
+	if p, err := Open(Config{Stdout: silent, Stderr: silent}, env); !errdefs.IsFailedPrecondition(err) {
+		if err == nil {
+			p.Close()
+		}
+		t.Errorf("a binary-v2 logger closing fd 5 without a byte: %v, want FailedPrecondition", err)
+	}
+}
+
 func TestBinaryLoggerNeverReadyFailsInBoundedTime(t *testing.T) {
 	uri := "binary://" + writeScript(t, "sleep 30\n") // keeps fd 5 open
 	start := time.Now()

@@ -31,13 +31,14 @@ const (
 	loggerStopTimeout = 5 * time.Second
 )
 
-// loggerCommand builds the logger's command line from a binary:// URI: the
-// path is the executable, and each query key becomes "key value" arguments,
-// in sorted order so the command line is the same every time.
+// loggerCommand builds the logger's command line from a binary:// or
+// binary-v2:// URI: the path is the executable, and each query key becomes
+// "key value" arguments, in sorted order so the command line is the same
+// every time.
 func loggerCommand(uri string) (*exec.Cmd, error) {
 	u, err := url.Parse(uri)
-	if err != nil || u.Scheme != "binary" || !filepath.IsAbs(u.Path) || !localHost(u.Host) {
-		return nil, fmt.Errorf("log URI %q: want binary:///absolute/path[?args]: %w", uri, errdefs.ErrInvalidArgument)
+	if err != nil || !isLoggerURI(uri) || !filepath.IsAbs(u.Path) || !localHost(u.Host) {
+		return nil, fmt.Errorf("log URI %q: want binary:// or binary-v2:///absolute/path[?args]: %w", uri, errdefs.ErrInvalidArgument)
 	}
 	st, err := os.Stat(u.Path)
 	if err != nil {
@@ -61,7 +62,8 @@ func loggerCommand(uri string) (*exec.Cmd, error) {
 
 // openLogger starts the binary:// logger: the process writes into pipes
 // whose read ends the logger gets as fds 3 (stdout) and 4 (stderr); it
-// closes fd 5 once it is ready to read.
+// closes fd 5 once it is ready to read. A binary-v2:// logger writes a byte
+// to fd 5 first: without it, fd 5 ended because the logger failed.
 func (p *Pipes) openLogger(uri string, env Env) error {
 	if env.Spawn == nil {
 		return fmt.Errorf("binary:// logging needs a process spawner: %w", errdefs.ErrNotImplemented)
@@ -115,12 +117,14 @@ func (p *Pipes) openLogger(uri string, env Env) error {
 	}
 	p.logger, p.loggerExit = cmd.Process, loggerExit
 
-	ready := make(chan error, 1)
+	strict := hasScheme(uri, "binary-v2")
+	ready := make(chan bool, 1) // whether a byte came
 	go func() {
 		var b [1]byte
-		_, err := readyR.Read(b[:]) // returns at EOF: every holder closed fd 5
+		// Returns at the first byte, or at EOF: every holder closed fd 5.
+		n, _ := readyR.Read(b[:])
 		readyR.Close()
-		ready <- err
+		ready <- n > 0
 	}()
 	readyTimeout := LoggerReadyTimeout
 	if env.LoggerReadyTimeout > 0 {
@@ -129,12 +133,15 @@ func (p *Pipes) openLogger(uri string, env Env) error {
 	timer := time.NewTimer(readyTimeout)
 	defer timer.Stop()
 	select {
-	case <-ready:
-		// fd 5 ended: closed by a ready logger, or by its exit, whose
-		// report may come later (the kernel marks a process exiting before
-		// it closes its files). An exited logger is fine if a child of it
-		// reads on (a logger that daemonizes); else its pipes lose their
-		// readers at once, though not always before fd 5 ends.
+	case called := <-ready:
+		if strict && !called {
+			return fmt.Errorf("logger %s: logging binary did not call ready (fd 5 closed without a byte; it may have crashed or exited early): %w", cmd.Path, errdefs.ErrFailedPrecondition)
+		}
+		// fd 5 had its byte or ended: closed by a ready logger, or by its
+		// exit, whose report may come later (the kernel marks a process
+		// exiting before it closes its files). An exited logger is fine if
+		// a child of it reads on (a logger that daemonizes); else its pipes
+		// lose their readers at once, though not always before fd 5 ends.
 		exited := exitingChild(cmd.Process.Pid)
 		select {
 		case <-p.loggerExit:

@@ -125,7 +125,7 @@ func Open(cfg Config, env Env) (_ *Pipes, retErr error) {
 	switch {
 	case cfg.Terminal:
 		err = p.openTerminal(cfg, env)
-	case hasScheme(cfg.Stdout, "binary") || hasScheme(cfg.Stderr, "binary"):
+	case isLoggerURI(cfg.Stdout) || isLoggerURI(cfg.Stderr):
 		if cfg.Stdin != "" {
 			err = p.openStdin(cfg.Stdin)
 		}
@@ -160,6 +160,11 @@ func (p *Pipes) chownRuntimeFiles(uid, gid int) error {
 }
 
 func hasScheme(uri, scheme string) bool { return strings.HasPrefix(uri, scheme+"://") }
+
+// isLoggerURI reports whether uri names a logging binary: binary://, or
+// binary-v2://, which containerd 2.2+ offers (log-uri-schemes) and whose
+// logger proves it is ready with a byte on fd 5 (see openLogger).
+func isLoggerURI(uri string) bool { return hasScheme(uri, "binary") || hasScheme(uri, "binary-v2") }
 
 func firstOf(a, b string) string {
 	if a != "" {
