@@ -478,6 +478,26 @@ func TestCloseReturnsWhenTheLoggerExitNeverComes(t *testing.T) {
 	}
 }
 
+// A logger gets the stock shim's 12 s after SIGTERM to flush and exit:
+// one that needs 7 s is not killed halfway (the shim used to give 5 s).
+func TestLoggerGetsTheStockStopBudget(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out")
+	env := Env{ProcessID: "c", Namespace: "n", Spawn: spawnPlain(t)}
+	uri := "binary://" + writeScript(t, "trap 'sleep 7; echo flushed >"+out+"; exit 0' TERM\n"+
+		"cat <&3 >/dev/null 4<&- 5>&- &\ncat <&4 >/dev/null 3<&- 5>&- &\nexec 5>&- 3<&- 4<&-\n"+
+		"while :; do sleep 0.05; done\n")
+	p, err := Open(Config{Stdout: uri, Stderr: uri}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.ReleaseRuntimeFiles()
+	p.Drain(100 * time.Millisecond)
+	p.Close()
+	if b, _ := os.ReadFile(out); string(b) != "flushed\n" {
+		t.Errorf("the logger was killed before it had flushed (got %q)", b)
+	}
+}
+
 // A file:// log whose files were removed under it (so its rotation's rename
 // fails) goes on in a new file; the container's later output is not lost.
 func TestLogGoesOnWhenItsFilesAreRemoved(t *testing.T) {

@@ -27,8 +27,13 @@ const (
 	// creation on a logger that forks before closing it.
 	LoggerReadyTimeout = 10 * time.Second
 	// loggerStopTimeout is how long a logger has to exit after SIGTERM
-	// before it is killed.
-	loggerStopTimeout = 5 * time.Second
+	// before it is killed: the stock shim's budget (binaryIOProcTermTimeout),
+	// which loggers written for it may use in full to flush to a slow
+	// backend.
+	loggerStopTimeout = 12 * time.Second
+	// loggerKillTimeout bounds the wait for its exit after SIGKILL, which
+	// only an exit reported elsewhere outlasts (see stopLogger).
+	loggerKillTimeout = 5 * time.Second
 )
 
 // loggerCommand builds the logger's command line from a binary:// or
@@ -181,10 +186,10 @@ func (p *Pipes) expectLoggerExit() (exit chan struct{}, exited func(int)) {
 
 // stopLogger asks the logger to finish (SIGTERM), then kills it after
 // loggerStopTimeout. Called by Close; a logger that already exited is left be.
-// It waits for the exit at most loggerStopTimeout after the kill too: an
-// exit that never comes (a logger reaped by the daemon that handed it over
-// in an upgrade, just before the switch) must not hang Close, and with it
-// the process's Delete.
+// It waits for the exit at most loggerKillTimeout after the kill: an exit
+// that never comes (a logger reaped by the daemon that handed it over in an
+// upgrade, just before the switch) must not hang Close, and with it the
+// process's Delete.
 func (p *Pipes) stopLogger() {
 	if p.logger == nil {
 		return
@@ -194,22 +199,22 @@ func (p *Pipes) stopLogger() {
 		return
 	default:
 	}
-	wait := p.loggerStop
-	if wait <= 0 {
-		wait = loggerStopTimeout
+	termWait, killWait := loggerStopTimeout, loggerKillTimeout
+	if p.loggerStop > 0 {
+		termWait, killWait = p.loggerStop, p.loggerStop
 	}
 	_ = p.logger.Signal(syscall.SIGTERM)
 	select {
 	case <-p.loggerExit:
 		return
-	case <-time.After(wait):
+	case <-time.After(termWait):
 	}
 	if err := p.logger.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return
 	}
 	select {
 	case <-p.loggerExit:
-	case <-time.After(wait):
+	case <-time.After(killWait):
 		slog.Warn("binary:// logger: no exit seen after SIGKILL; not waiting for it any longer", "pid", p.logger.Pid)
 	}
 }

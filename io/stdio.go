@@ -82,7 +82,7 @@ type Pipes struct {
 	// binary:// logger process, if any; loggerExit closes when it is reaped.
 	logger     *os.Process
 	loggerExit chan struct{}
-	loggerStop time.Duration // how long stopLogger waits at each step; 0: loggerStopTimeout
+	loggerStop time.Duration // how long stopLogger waits at each step; 0: loggerStopTimeout, loggerKillTimeout
 	// loggerEnds are the shim's read ends on the logger's pipes (nil
 	// until the logger is ready; see loggerdrain.go).
 	loggerEnds atomic.Pointer[loggerEnds]
