@@ -21,6 +21,13 @@ const (
 	// guest (emulated CPUs) lost its last 90 KB once.
 	DrainIdleTimeout = 3 * time.Second
 	drainPoll        = 100 * time.Millisecond
+	// LoggerEndGrace: a binary:// logger that has read everything the
+	// process wrote is given this long to exit by itself before Drain
+	// hands it to Close's SIGTERM. Most loggers copy until end of file and
+	// then exit; a signal between their last read and their last write
+	// would cut off what they were writing. One that waits for SIGTERM
+	// (containerd's logging.Run) costs Delete only this.
+	LoggerEndGrace = time.Second
 )
 
 // Delivered reports whether the output relays have ended: every byte the
@@ -42,8 +49,10 @@ func (p *Pipes) Delivered() bool {
 // Drain waits until the output relays have delivered everything the process
 // wrote (its pipes reached end of file): at most timeout, and no longer than
 // DrainIdleTimeout without any progress (a binary:// logger, whose progress
-// the shim cannot see, gets the whole timeout). It reports whether they
-// finished.
+// the shim cannot see, gets the whole timeout). A logger that is still
+// running counts as drained LoggerEndGrace after it has read everything
+// (loggerHasAll): its exit may only come with Close's SIGTERM. It reports
+// whether they finished.
 func (p *Pipes) Drain(timeout time.Duration) bool {
 	// The process is gone: what is left in its pipes goes out unpaced.
 	p.releasePace()
@@ -55,11 +64,18 @@ func (p *Pipes) Drain(timeout time.Duration) bool {
 	// stallPolicy.readerTook).
 	last, idleSince := p.moved.Load(), time.Now()
 	_, lastFill := p.Queued()
+	var hadAll time.Time // when the logger had read everything; zero: not yet
 	for {
 		select {
 		case <-p.outputs.done:
 			return true
 		case now := <-tick.C:
+			if hadAll.IsZero() && p.loggerHasAll() {
+				hadAll = now
+			}
+			if !hadAll.IsZero() && now.Sub(hadAll) >= LoggerEndGrace {
+				return true
+			}
 			if now.After(deadline) {
 				return false
 			}
@@ -72,6 +88,15 @@ func (p *Pipes) Drain(timeout time.Duration) bool {
 			lastFill = fill
 		}
 	}
+}
+
+// loggerHasAll reports whether a binary:// logger has been given all the
+// process wrote: its pipes have no writer left and nothing queued (the
+// shim's held read ends see them). What it does with the bytes is its own
+// business until it is stopped, as under the stock shim, which does not
+// wait for a logger at Delete at all.
+func (p *Pipes) loggerHasAll() bool {
+	return p.logger != nil && p.loggerEnds.Load().settled()
 }
 
 // Close ends every relay and closes every file. Output not yet delivered is

@@ -141,6 +141,46 @@ func (e *loggerEnds) read(f *os.File) {
 	}()
 }
 
+// settled reports whether every pipe the ends are on has no writer left and
+// nothing queued: the process, and whatever shared its output, is gone, and
+// whoever reads the pipes has read it all. False with no ends to look at.
+func (e *loggerEnds) settled() bool {
+	if e == nil {
+		return false
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return false
+	}
+	for _, fd := range e.fds {
+		if fd >= 0 && !hungUpEmpty(fd) {
+			return false
+		}
+	}
+	for _, f := range e.draining {
+		rc, err := f.SyscallConn()
+		if err != nil {
+			return false
+		}
+		empty := false
+		if rc.Control(func(fd uintptr) { empty = hungUpEmpty(int(fd)) }) != nil || !empty {
+			return false
+		}
+	}
+	return true
+}
+
+// hungUpEmpty reports whether the pipe read through fd has lost its last
+// writer and holds nothing (a poll that does not wait).
+func hungUpEmpty(fd int) bool {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	if n, err := unix.Poll(fds, 0); err != nil || n == 0 {
+		return false
+	}
+	return fds[0].Revents&unix.POLLHUP != 0 && fds[0].Revents&unix.POLLIN == 0
+}
+
 // close closes every read end, drained or not. Idempotent.
 func (e *loggerEnds) close() {
 	if e == nil {

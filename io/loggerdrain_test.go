@@ -115,3 +115,77 @@ func TestDaemonizedLoggerGetsEveryByte(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Delete's Drain does not wait for a logger that ends only on SIGTERM (as
+// containerd's own loggers do) once it has read everything: the stock shim
+// closes the pipes and signals it at once. Drain used to wait for its exit,
+// which only Close's SIGTERM brings, for the whole of its timeout.
+func TestDrainDoesNotWaitForALoggerThatEndsOnSIGTERM(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out")
+	env := Env{ProcessID: "c", Namespace: "n", Spawn: spawnPlain(t)}
+	uri := "binary://" + writeScript(t, "trap 'exit 0' TERM\ncat <&3 >"+out+" 4<&- 5>&- &\n"+
+		"cat <&4 >/dev/null 3<&- 5>&- &\nexec 5>&- 3<&- 4<&-\nwhile :; do sleep 0.05; done\n")
+	p, err := Open(Config{Stdout: uri, Stderr: uri}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, w, _ := p.RuntimeFiles()
+	w.Write([]byte("hello\n"))
+	p.ReleaseRuntimeFiles()
+	start := time.Now()
+	if !p.Drain(10 * time.Second) {
+		t.Error("not drained")
+	}
+	p.Close()
+	if d := time.Since(start); d > 6*time.Second {
+		t.Errorf("Delete's Drain and Close took %s for a logger that had read everything", d)
+	}
+	if b, _ := os.ReadFile(out); string(b) != "hello\n" {
+		t.Errorf("logger got %q", b)
+	}
+}
+
+// What is still in the logger's pipes is the logger's to read: Drain waits
+// for it to be read before Close's SIGTERM, which this logger obeys at once
+// (it starts reading later than LoggerEndGrace).
+func TestDrainWaitsForTheLoggerToReadWhatIsQueued(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out")
+	env := Env{ProcessID: "c", Namespace: "n", Spawn: spawnPlain(t)}
+	uri := "binary://" + writeScript(t, "trap 'exit 0' TERM\nexec 5>&-\nsleep 2\ncat <&3 >"+out+" 4<&-\n"+
+		"while :; do sleep 0.05; done\n")
+	p, err := Open(Config{Stdout: uri, Stderr: uri}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, w, _ := p.RuntimeFiles()
+	w.Write([]byte("hello\n"))
+	p.ReleaseRuntimeFiles()
+	if !p.Drain(10 * time.Second) {
+		t.Error("not drained")
+	}
+	p.Close()
+	if b, _ := os.ReadFile(out); string(b) != "hello\n" {
+		t.Errorf("logger got %q", b)
+	}
+}
+
+// A logger that ends by itself soon after end of file (most copy until then)
+// is let finish: Drain's early return does not SIGTERM it in the middle of
+// writing what it read.
+func TestDrainLetsALoggerEndingAtEndOfFileFinish(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out")
+	env := Env{ProcessID: "c", Namespace: "n", Spawn: spawnPlain(t)}
+	uri := "binary://" + writeScript(t, "exec 5>&-\ncat <&3 >/dev/null 4<&-\nsleep 0.3\necho flushed >"+out+"\n")
+	p, err := Open(Config{Stdout: uri, Stderr: uri}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.ReleaseRuntimeFiles()
+	if !p.Drain(10 * time.Second) {
+		t.Error("not drained")
+	}
+	p.Close()
+	if b, _ := os.ReadFile(out); string(b) != "flushed\n" {
+		t.Errorf("the logger was stopped before it had finished (got %q)", b)
+	}
+}
