@@ -50,8 +50,12 @@ import (
 // cgroup left in their sessions (ContainerState.ExitedSessions), so that
 // the successor still lists and kills those processes; layouts 1 to 9 are
 // read (their binaries kept no such record).
+// Version 11: the process group of a binary:// logger that exited leaving
+// a child reading its pipes (LoggerEndsState.Group), so that the successor
+// drains them only once the group is empty; layouts 1 to 10 are read (their
+// binaries drained them at the logger's exit).
 const (
-	StateVersion    = 10
+	StateVersion    = 11
 	MinStateVersion = 1
 )
 

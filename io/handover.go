@@ -324,9 +324,10 @@ func (p *Pipes) Export(fds FDKeeper) (*PipesState, error) {
 			// Gone: nothing to take over, and no exit for the successor to
 			// drain the ends at. The exit callback closes loggerExit before
 			// it drains them; drain here too (idempotent), so that they go
-			// over as draining, never held for a logger nobody waits for.
-			// (In the shim the reaper's pause lets that callback finish
-			// first; this keeps Export right without relying on it.)
+			// over as draining, or as held with the group left to watch,
+			// never held for a logger nobody waits for. (In the shim the
+			// reaper's pause lets that callback finish first; this keeps
+			// Export right without relying on it.)
 			p.loggerExited()
 		default:
 			st.LoggerPid = p.logger.Pid
@@ -428,7 +429,7 @@ func ImportPipes(st PipesState, adopt func(fd int, name string, pollable bool) (
 		return nil, fmt.Errorf("binary:// logger %d: no way to wait for it: %w", st.LoggerPid, errdefs.ErrNotImplemented)
 	}
 	if st.LoggerEnds != nil { // before the logger's exit can drain them
-		if err := p.importLoggerEnds(st.LoggerEnds, adopt); err != nil {
+		if err := p.importLoggerEnds(st.LoggerEnds, st.LoggerPid, adopt); err != nil {
 			return nil, err
 		}
 	}

@@ -158,7 +158,7 @@ func (p *Pipes) openLogger(uri string, env Env) error {
 			settle = loggerExitSettle
 		}
 		if !readersGoneWithin(settle, outW, errW) {
-			p.holdLoggerPipes(exited, outW, errW)
+			p.holdLoggerPipes(exited, cmd.Process.Pid, outW, errW)
 			return nil
 		}
 		return fmt.Errorf("logger %s exited (or closed its pipes) before it was ready: %w", cmd.Path, errdefs.ErrFailedPrecondition)

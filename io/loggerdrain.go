@@ -1,11 +1,13 @@
 package io
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -21,33 +23,47 @@ import (
 // end was already closed at the ready signal, and both pipes once the logger
 // has exited, so the process is neither killed nor blocked once the pipe is
 // full. A logger that exited at its ready signal leaving children to read
-// (it daemonized) is not competed with: its pipes are only held.
+// (it daemonized) is not competed with: its pipes are only held. Nor is a
+// child left reading by a logger that exits later: the pipes are drained
+// only once the logger's process group (children share it) is empty.
 //
 // The ends are opened anew through /proc/self/fd of the write ends after the
 // ready check, which looks for pipes without readers and must not see these.
 // They stay outside Go's poller (no wake-up for every chunk the logger reads)
 // until they are drained.
 //
-// Locking: mu guards fds, draining and closed.
+// Locking: mu guards fds, draining, closed and watching.
 type loggerEnds struct {
 	mu       sync.Mutex
 	fds      []int      // idle read ends (-1 once handed to a drain)
 	draining []*os.File // read ends being drained
 	closed   bool
 	dropped  *atomic.Uint64
-	// onExit: drain both pipes when the logger exits (false for a logger
-	// that daemonized: its children read on).
+	// onExit: drain both pipes when the logger exits and nothing is left
+	// in its process group (false for a logger that daemonized: its
+	// children read on, and may have left the group).
 	onExit bool
+	// pgid is the logger's process group (its pid: it is started with
+	// Setpgid); 0 when unknown.
+	pgid int
+	// watching: the logger has exited and its group still held processes;
+	// watchGroup drains the pipes once it is empty.
+	watching bool
 }
+
+// loggerGroupPoll is how often a logger's process group is looked at after
+// the logger exited leaving processes in it: a child that ends late only
+// leaves the process waiting on a full pipe meanwhile.
+const loggerGroupPoll = 250 * time.Millisecond
 
 // holdLoggerPipes opens the shim's read ends on the pipes written through
 // ws, and drains at once those whose logger end is already closed. With
 // daemonized, the logger exited at its ready signal and its children read:
-// its exit is no reason to drain. Should the ends not open, the logger is
-// used all the same, as before the shim held them (its exit would then
-// SIGPIPE the process).
-func (p *Pipes) holdLoggerPipes(daemonized bool, ws ...*os.File) {
-	e := &loggerEnds{dropped: &p.dropped, onExit: !daemonized}
+// its exit is no reason to drain. pgid is the logger's process group.
+// Should the ends not open, the logger is used all the same, as before the
+// shim held them (its exit would then SIGPIPE the process).
+func (p *Pipes) holdLoggerPipes(daemonized bool, pgid int, ws ...*os.File) {
+	e := &loggerEnds{dropped: &p.dropped, onExit: !daemonized, pgid: pgid}
 	gone := make([]bool, len(ws)) // asked before the shim's own ends exist
 	for i, w := range ws {
 		gone[i] = readerGone(w)
@@ -74,11 +90,54 @@ func (p *Pipes) holdLoggerPipes(daemonized bool, ws ...*os.File) {
 	}
 }
 
-// loggerExited drains the logger's pipes once it has exited (see loggerEnds).
+// loggerExited drains the logger's pipes once it has exited, and every
+// process of its group with it (see loggerEnds).
 func (p *Pipes) loggerExited() {
 	if e := p.loggerEnds.Load(); e != nil && e.onExit {
-		e.drainAll()
+		e.drainWhenGroupGone()
 	}
+}
+
+// drainWhenGroupGone drains every pipe once the logger's process group is
+// empty: at once if it is, else from watchGroup. Idempotent.
+func (e *loggerEnds) drainWhenGroupGone() {
+	if groupGone(e.pgid) {
+		e.drainAll()
+		return
+	}
+	e.mu.Lock()
+	start := !e.watching && !e.closed
+	e.watching = true
+	e.mu.Unlock()
+	if start {
+		go e.watchGroup()
+	}
+}
+
+// watchGroup drains every pipe once the logger's process group is empty,
+// looking every loggerGroupPoll; it gives up when the ends are closed.
+func (e *loggerEnds) watchGroup() {
+	tick := time.NewTicker(loggerGroupPoll)
+	defer tick.Stop()
+	for range tick.C {
+		e.mu.Lock()
+		closed := e.closed
+		e.mu.Unlock()
+		if closed {
+			return
+		}
+		if groupGone(e.pgid) {
+			e.drainAll()
+			return
+		}
+	}
+}
+
+// groupGone reports whether process group pgid has no process left (a
+// zombie counts until it is reaped). An unknown group (0) counts as gone:
+// the pipes are then drained at the logger's exit.
+func groupGone(pgid int) bool {
+	return pgid <= 0 || errors.Is(unix.Kill(-pgid, 0), unix.ESRCH)
 }
 
 // reopenForReading opens a new read end (non-blocking, close-on-exec) on the

@@ -1,6 +1,7 @@
 package io
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 
@@ -21,6 +22,11 @@ type LoggerEndsState struct {
 	// OnExit: drain every pipe once the logger exits (false for a logger
 	// that daemonized; see loggerEnds.onExit).
 	OnExit bool `json:"onExit,omitempty"`
+	// Group is the process group of a logger that has exited leaving
+	// processes in it, a child reading on (layout 11): the successor drains
+	// the held ends once it is empty. Before, the exit drained them at once,
+	// in competition with the child.
+	Group int `json:"group,omitempty"`
 }
 
 // export keeps duplicates of e's ends; nil for no ends.
@@ -51,14 +57,18 @@ func (e *loggerEnds) export(fds FDKeeper) (*LoggerEndsState, error) {
 		}
 		st.Draining = append(st.Draining, n)
 	}
+	if e.watching && len(st.Held) > 0 {
+		st.Group = e.pgid
+	}
 	return st, nil
 }
 
 // importLoggerEnds rebuilds handed-over ends and goes on draining those
-// that were. Call it before the logger's exit can be reported (adoptLogger):
-// that exit drains every end.
-func (p *Pipes) importLoggerEnds(st *LoggerEndsState, adopt func(fd int, name string, pollable bool) (*os.File, error)) error {
-	e := &loggerEnds{dropped: &p.dropped, onExit: st.OnExit}
+// that were, and watching an exited logger's group. Call it before the
+// logger's exit can be reported (adoptLogger): that exit drains every end.
+// loggerPid is the running logger's, 0 for none.
+func (p *Pipes) importLoggerEnds(st *LoggerEndsState, loggerPid int, adopt func(fd int, name string, pollable bool) (*os.File, error)) error {
+	e := &loggerEnds{dropped: &p.dropped, onExit: st.OnExit, pgid: cmp.Or(st.Group, loggerPid)}
 	for _, n := range st.Held {
 		// Adopted as a file the shim only holds, then kept as a bare
 		// non-blocking descriptor out of the poller, as holdLoggerPipes
@@ -87,6 +97,9 @@ func (p *Pipes) importLoggerEnds(st *LoggerEndsState, adopt func(fd int, name st
 		e.read(f)
 	}
 	p.loggerEnds.Store(e)
+	if st.Group > 0 {
+		e.drainWhenGroupGone()
+	}
 	return nil
 }
 

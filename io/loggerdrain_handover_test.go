@@ -2,6 +2,7 @@ package io
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -96,8 +97,17 @@ func testLoggerEndsHandedOver(t *testing.T, mode string) {
 // would hold them idle for ever, and the process would block once a pipe
 // was full. Seen in TestLoggerEndsHandedOver/logger-exited under load.
 func TestExportAfterTheLoggerExitDrainsItsEnds(t *testing.T) {
-	p, err := Open(Config{Stdout: "binary://" + writeScript(t, "exec 5>&-\nexec sleep 100\n"), Stderr: "binary://x"},
-		Env{ProcessID: "c", Namespace: "n", Spawn: spawnPlain(t)})
+	// The logger's exit is reaped but not reported: the callback's first
+	// step is taken below, by hand.
+	unreported := func(cmd *exec.Cmd, _ func(int)) error {
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		go cmd.Wait()
+		return nil
+	}
+	p, err := Open(Config{Stdout: "binary://" + writeScript(t, "exec 5>&-\nexec sleep 0.3\n"), Stderr: "binary://x"},
+		Env{ProcessID: "c", Namespace: "n", Spawn: unreported})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,6 +115,13 @@ func TestExportAfterTheLoggerExitDrainsItsEnds(t *testing.T) {
 	procOut, procErr := launchedProcess(t, p)
 	defer procOut.Close()
 	defer procErr.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for !groupGone(p.logger.Pid) {
+		if time.Now().After(deadline) {
+			t.Fatal("the logger did not exit")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	// The exit callback's first step alone: loggerExit closed, no drain.
 	exited := make(chan struct{})
 	close(exited)
@@ -122,5 +139,49 @@ func TestExportAfterTheLoggerExitDrainsItsEnds(t *testing.T) {
 	}
 	for _, fd := range append(ends.Held, ends.Draining...) {
 		unix.Close(fd)
+	}
+}
+
+// A logger that exited after its ready signal leaving a child to read goes
+// over with its group to watch: the successor leaves the child every byte
+// and drains the pipes once the group is empty. The old binary's Export
+// drained them at once (the exit had come), in competition with the child.
+func TestLoggerGroupHandedOver(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out")
+	script := "head -c 4 <&3 >" + out + " 4<&- 5>&- &\nexec 5>&-\nsleep 0.2\nexit 0\n"
+	p, err := Open(Config{Stdout: "binary://" + writeScript(t, script), Stderr: "binary://x"},
+		Env{ProcessID: "c", Namespace: "n", Spawn: spawnPlain(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	procOut, procErr := launchedProcess(t, p)
+	defer procOut.Close()
+	defer procErr.Close()
+	select {
+	case <-p.loggerExit:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the logger did not exit")
+	}
+	if err := p.Halt(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st, err := p.Export(keepDups{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ends := st.LoggerEnds; ends == nil || len(ends.Held) != 2 || len(ends.Draining) != 0 || ends.Group != p.logger.Pid {
+		t.Fatalf("exported ends %+v; want both held, group %d to watch", ends, p.logger.Pid)
+	}
+	p.loggerEnds.Load().close() // execve: the old binary's descriptors are gone
+	next, err := ImportPipes(*st, adoptFD, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	writeWithin(t, procOut, 4, 5*time.Second, "stdout, read by the logger's child")
+	writeWithin(t, procOut, 256<<10, 5*time.Second, "stdout after the child ended")
+	writeWithin(t, procErr, 256<<10, 5*time.Second, "stderr after the child ended")
+	if got, _ := os.ReadFile(out); string(got) != "xxxx" {
+		t.Errorf("the logger's child got %q", got)
 	}
 }

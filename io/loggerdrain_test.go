@@ -189,3 +189,59 @@ func TestDrainLetsALoggerEndingAtEndOfFileFinish(t *testing.T) {
 		t.Errorf("the logger was stopped before it had finished (got %q)", b)
 	}
 }
+
+// A logger that exits some time after its ready signal, leaving a child to
+// read, keeps every byte: its exit drains the pipes only once its process
+// group is empty. The shim used to read them at the exit, in competition
+// with the child, and dropped most of a megabyte.
+func TestLoggerExitingAfterReadyLeavingAReaderLosesNothing(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out")
+	env := Env{ProcessID: "c", Namespace: "n", Spawn: spawnPlain(t)}
+	uri := "binary://" + writeScript(t, "cat <&3 >"+out+" 4<&- 5>&- &\nexec 5>&-\nsleep 0.3\nexit 0\n")
+	p, err := Open(Config{Stdout: uri, Stderr: uri}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	select {
+	case <-p.loggerExit:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the logger did not exit")
+	}
+	time.Sleep(50 * time.Millisecond)
+	_, w, _ := p.RuntimeFiles()
+	writeWithin(t, w, 1<<20, 10*time.Second, "stdout")
+	p.ReleaseRuntimeFiles()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, _ := os.Stat(out)
+		if st != nil && st.Size() == 1<<20 {
+			break
+		}
+		if time.Now().After(deadline) {
+			var n int64
+			if st != nil {
+				n = st.Size()
+			}
+			t.Fatalf("the logger's child got %d bytes, want %d (the shim dropped %d)", n, 1<<20, p.Dropped())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Once a logger that exited after its ready signal has no process left in
+// its group, the shim reads its pipes: the process writes on without
+// blocking on a pipe nobody reads.
+func TestLoggerGroupEmptyingDrainsThePipes(t *testing.T) {
+	env := Env{ProcessID: "c", Namespace: "n", Spawn: spawnPlain(t)}
+	uri := "binary://" + writeScript(t, "sleep 0.5 3<&- 4<&- 5>&- &\nexec 5>&-\nsleep 0.2\nexit 0\n")
+	p, err := Open(Config{Stdout: uri, Stderr: uri}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	_, w, ew := p.RuntimeFiles()
+	writeWithin(t, w, 256<<10, 5*time.Second, "stdout")
+	writeWithin(t, ew, 256<<10, 5*time.Second, "stderr")
+	p.ReleaseRuntimeFiles()
+}

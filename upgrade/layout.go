@@ -11,11 +11,14 @@ import (
 // handover.OldestWrittenVersion, unless st holds something that only a
 // newer layout carries; then the newest such layout, and what the thing is
 // (for the refusal of a successor that cannot read it). Each layout after
-// OldestWrittenVersion adds its rule here, but layout 10: its exited-session
-// records (process.ContainerState.ExitedSessions) are no reason to refuse
-// an older build, which drops them and then tracks those processes as it
-// always did (not at all); a refusal would last as long as the processes,
-// which may be daemons.
+// OldestWrittenVersion adds its rule here, but layouts 10 and 11: their
+// exited-session records (process.ContainerState.ExitedSessions) are no
+// reason to refuse an older build, which drops them and then tracks those
+// processes as it always did (not at all); a refusal would last as long as
+// the processes, which may be daemons. Nor is a logger's group to watch
+// (io.LoggerEndsState.Group): an older build drops it and holds the pipes
+// for the logger's child without draining them, as for a logger that
+// daemonized, for as long as the child may run.
 func layoutNeeded(st *state) (int, string) {
 	need, why := handover.OldestWrittenVersion, ""
 	raise := func(v int, what string) {
