@@ -54,8 +54,12 @@ import (
 // a child reading its pipes (LoggerEndsState.Group), so that the successor
 // drains them only once the group is empty; layouts 1 to 10 are read (their
 // binaries drained them at the logger's exit).
+// Version 12: what a systemd-managed container last read of its memory
+// events (ContainerState.OOMEvents), so that Stats of one whose scope
+// systemd removed with its init still answers after the switch; layouts 1
+// to 11 are read (their stopped containers answer with the kills alone).
 const (
-	StateVersion    = 11
+	StateVersion    = 12
 	MinStateVersion = 1
 )
 

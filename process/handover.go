@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
 	"sync"
@@ -62,8 +63,13 @@ type ContainerState struct {
 	// a container without a cgroup left in their sessions
 	// (keepExitedSession); older layouts had none.
 	ExitedSessions []proctree.Exited `json:"exitedSessions,omitempty"`
-	Init           ProcessState      `json:"init"`
-	Execs          []ProcessState    `json:"execs,omitempty"`
+	// OOMEvents (layout 12 on) is v2 memory.events as last read: Stats of
+	// a container whose cgroup systemd removed with its init answers from
+	// it (metricsOfRemovedCgroup). Older layouts had none: the kills
+	// reported alone.
+	OOMEvents map[string]uint64 `json:"oomEvents,omitempty"`
+	Init      ProcessState      `json:"init"`
+	Execs     []ProcessState    `json:"execs,omitempty"`
 }
 
 // RuntimeState is the container's runtime command line.
@@ -200,7 +206,7 @@ func (c *Container) Export(fds FDKeeper) (*ContainerState, error) {
 		SocketDir: c.socketDir, OwnPIDNS: c.ownPIDNS, RootfsMount: c.rootfsMount,
 		InitReaped: c.initReaped, OOMSeen: c.oom.seen, OOMAtCreate: c.oom.atCreate, OOMScope: c.oom.scope,
 		OOMBelow: c.oom.below, OOMRecheck: c.oom.recheck, StallTimeout: c.stall.timeout,
-		ExitedSessions: slices.Clone(c.exitedSessions),
+		ExitedSessions: slices.Clone(c.exitedSessions), OOMEvents: maps.Clone(c.oom.events),
 	}
 	if c.cg != nil {
 		cs, marks := c.cg.State(), c.oom.limitMarks
@@ -262,7 +268,8 @@ func Import(r *reaper.Reaper, st ContainerState, cfg CreateConfig, adopt func(fd
 			SystemdCgroup: st.Runtime.SystemdCgroup, Dir: st.Runtime.Dir, Reaper: r},
 		events: cfg.Events, oomWatcher: cfg.OOM, socketDir: st.SocketDir,
 		ownPIDNS: st.OwnPIDNS, rootfsMount: st.RootfsMount, initReaped: st.InitReaped,
-		oom:   oomState{seen: st.OOMSeen, atCreate: st.OOMAtCreate, scope: st.OOMScope, below: st.OOMBelow},
+		oom: oomState{seen: st.OOMSeen, atCreate: st.OOMAtCreate, scope: st.OOMScope, below: st.OOMBelow,
+			events: st.OOMEvents},
 		stall: stallConfig{timeout: st.StallTimeout, readerOwner: cfg.ReaderOwner},
 		execs: make(map[string]*Process),
 		// Kept as handed over: Gone ones go at the next exit.
@@ -275,6 +282,11 @@ func Import(r *reaper.Reaper, st ContainerState, cfg CreateConfig, adopt func(fd
 		return nil, err
 	}
 	c.init = init
+	// initExited records the init Stopped only after the exit itself, so
+	// a stopped (or deleted) init's exit is recorded: no OOM is reported
+	// after it, and Stats of a cgroup systemd removed answers from what
+	// was last read of it.
+	c.exitRecorded = init.status == Stopped || init.status == Deleted
 	for _, es := range st.Execs {
 		p, err := importProcess(c, es, adopt)
 		if err != nil {

@@ -16,6 +16,8 @@ import (
 
 	"github.com/example/containerd-shim-example-v2/cgroup"
 	shimio "github.com/example/containerd-shim-example-v2/io"
+	cgroupv2 "github.com/example/containerd-shim-example-v2/proto/cgroups/cgroup2/stats"
+	"github.com/example/containerd-shim-example-v2/proto/codec"
 	"github.com/example/containerd-shim-example-v2/reaper"
 )
 
@@ -153,6 +155,46 @@ func TestV2OOMScopeMarksAcrossAHandover(t *testing.T) {
 	}
 	if old.oom.limitMarks.Subtree != 1 {
 		t.Errorf("a layout 3 state's marks count %d limits failed below, want today's 1", old.oom.limitMarks.Subtree)
+	}
+}
+
+// A stopped container whose scope systemd removed with its init keeps its
+// Stats across an upgrade: the memory.events last read and the kill
+// counted by the parent, as before the switch, not NotFound.
+func TestRemovedScopeStatsAcrossAHandover(t *testing.T) {
+	s := newSystemdScope(t)
+	writeEvents(t, s.scope, "max 0\noom 0\noom_kill 0\n")
+	writeEvents(t, s.slice, "max 0\noom 0\noom_kill 4\n")
+	c, _ := newScopeContainer(t, s, nil)
+	writeEvents(t, s.scope, "max 1\noom 0\noom_kill 0\n")
+	c.oomNotified()
+	writeEvents(t, s.slice, "max 0\noom 0\noom_kill 5\n")
+	if err := os.RemoveAll(s.scope); err != nil {
+		t.Fatal(err)
+	}
+	c.initExited(reaper.Exit{Pid: c.init.pid, Status: 137, Time: time.Now()})
+	stats := func(c *Container) string {
+		data, url, err := c.Stats()
+		if err != nil {
+			return fmt.Sprintf("error %v", err)
+		}
+		var m cgroupv2.Metrics
+		if err := codec.Unmarshal(data, &m); err != nil {
+			t.Fatal(err)
+		}
+		ev := m.GetMemoryEvents()
+		return fmt.Sprintf("%s oom_kill %d max %d", url, ev.GetOomKill(), ev.GetMax())
+	}
+	before := stats(c)
+	if want := cgroup.MetricsV2 + " oom_kill 1 max 1"; before != want {
+		t.Fatalf("Stats before the handover: %s, want %s", before, want)
+	}
+	next, err := Import(reaper.New(), handedOver(t, c), CreateConfig{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after := stats(next); after != before {
+		t.Errorf("Stats after the handover: %s, want %s as before it", after, before)
 	}
 }
 

@@ -11,14 +11,18 @@ import (
 // handover.OldestWrittenVersion, unless st holds something that only a
 // newer layout carries; then the newest such layout, and what the thing is
 // (for the refusal of a successor that cannot read it). Each layout after
-// OldestWrittenVersion adds its rule here, but layouts 10 and 11: their
+// OldestWrittenVersion adds its rule here, but layouts 10 to 12: their
 // exited-session records (process.ContainerState.ExitedSessions) are no
 // reason to refuse an older build, which drops them and then tracks those
 // processes as it always did (not at all); a refusal would last as long as
 // the processes, which may be daemons. Nor is a logger's group to watch
 // (io.LoggerEndsState.Group): an older build drops it and holds the pipes
 // for the logger's child without draining them, as for a logger that
-// daemonized, for as long as the child may run.
+// daemonized, for as long as the child may run. Nor are layout 12's memory
+// events of a container (process.ContainerState.OOMEvents): an older build
+// drops them and answers Stats of a cgroup systemd removed as it always did
+// (NotFound), and they are there for nearly every container under
+// systemd's driver, so a refusal would hold every downgrade back.
 func layoutNeeded(st *state) (int, string) {
 	need, why := handover.OldestWrittenVersion, ""
 	raise := func(v int, what string) {

@@ -263,7 +263,8 @@ func TestFieldsSinceTheOldestWrittenLayoutAreOmittedWhenUnused(t *testing.T) {
 // refused for that build, naming the newest thing it cannot take, once it
 // holds one: a created task or a terminal writing to a log (layout 8), an
 // output to a plain file (layout 9). Layout 10's exited-session records and
-// layout 11's logger group are dropped for an older build, not refused
+// layout 11's logger group and layout 12's memory events are dropped for
+// an older build, not refused
 // (layoutNeeded says why).
 func TestStateWrittenInTheNewestLayoutBothRead(t *testing.T) {
 	fifo := []shimio.OutputState{{Stream: "stdout"}}
@@ -293,6 +294,10 @@ func TestStateWrittenInTheNewestLayoutBothRead(t *testing.T) {
 	loggerGroup := state{Service: service.State{Containers: []process.ContainerState{
 		running("c6", &shimio.PipesState{LoggerEnds: &shimio.LoggerEndsState{Held: []int{5, 6}, OnExit: true, Group: 77}}),
 	}}}
+	events := state{Service: service.State{Containers: []process.ContainerState{{
+		ID: "c7", Init: process.ProcessState{ID: "c7", Status: process.Stopped},
+		OOMEvents: map[string]uint64{"max": 1, "oom_kill": 1},
+	}}}}
 	reads := func(lo, hi int) handover.Hello {
 		return handover.Hello{Build: handover.Build{Version: "next"}, MinStateVersion: lo, StateVersion: hi}
 	}
@@ -303,11 +308,13 @@ func TestStateWrittenInTheNewestLayoutBothRead(t *testing.T) {
 		want    int    // the envelope's layout; 0: refused
 		refusal string // in the refusal's text
 	}{
-		{"same build, logger group", &loggerGroup, reads(1, 11), 11, ""},
+		{"same build, memory events", &events, reads(1, 12), 12, ""},
+		{"layout 11, memory events", &events, reads(1, 11), 11, ""},
+		{"same build, logger group", &loggerGroup, reads(1, 12), 12, ""},
 		{"layout 10, logger group", &loggerGroup, reads(1, 10), 10, ""},
-		{"same build, exited sessions", &sessions, reads(1, 11), 11, ""},
-		{"same build, plain file", &plain, reads(1, 11), 11, ""},
-		{"same build, FIFOs", &fifos, reads(1, 11), 11, ""},
+		{"same build, exited sessions", &sessions, reads(1, 12), 12, ""},
+		{"same build, plain file", &plain, reads(1, 12), 12, ""},
+		{"same build, FIFOs", &fifos, reads(1, 12), 12, ""},
 		{"layout 10, FIFOs", &fifos, reads(1, 10), 10, ""},
 		{"layout 9, exited sessions", &sessions, reads(1, 9), 9, ""},
 		{"layout 9, plain file", &plain, reads(1, 9), 9, ""},
@@ -318,8 +325,8 @@ func TestStateWrittenInTheNewestLayoutBothRead(t *testing.T) {
 		{"layout 7, created task", &created, reads(1, 7), 0, "the state needs layout 8 (c2 is created and not started)"},
 		{"layout 7, terminal to a log", &ttyLog, reads(1, 7), 0, "the state needs layout 8 (c3's terminal writes to a log or a logger)"},
 		{"layout 6", &fifos, reads(1, 6), 0, "reads state layouts 1 to 6"},
-		{"a newer build", &fifos, reads(10, 13), 11, ""},
-		{"a build that reads only newer layouts", &fifos, reads(12, 13), 0, "reads state layouts 12 to 13"},
+		{"a newer build", &fifos, reads(10, 14), 12, ""},
+		{"a build that reads only newer layouts", &fifos, reads(13, 14), 0, "reads state layouts 13 to 14"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			fds := &handover.FDs{}
