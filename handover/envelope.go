@@ -56,8 +56,11 @@ import (
 // binaries drained them at the logger's exit).
 // Version 12: what a systemd-managed container last read of its memory
 // events (ContainerState.OOMEvents), so that Stats of one whose scope
-// systemd removed with its init still answers after the switch; layouts 1
-// to 11 are read (their stopped containers answer with the kills alone).
+// systemd removed with its init still answers after the switch, and the
+// marks that tell the OOM kill of such an init during the switch (the
+// limit's last growth, the parent's count, the kernel log's mark); layouts
+// 1 to 11 are read (their stopped containers answer with the kills alone,
+// and their marks are taken anew).
 const (
 	StateVersion    = 12
 	MinStateVersion = 1

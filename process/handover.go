@@ -18,6 +18,7 @@ import (
 	"github.com/example/containerd-shim-example-v2/internal/proctree"
 	shimio "github.com/example/containerd-shim-example-v2/io"
 	"github.com/example/containerd-shim-example-v2/oci"
+	"github.com/example/containerd-shim-example-v2/oomlog"
 	"github.com/example/containerd-shim-example-v2/reaper"
 )
 
@@ -68,8 +69,29 @@ type ContainerState struct {
 	// it (metricsOfRemovedCgroup). Older layouts had none: the kills
 	// reported alone.
 	OOMEvents map[string]uint64 `json:"oomEvents,omitempty"`
-	Init      ProcessState      `json:"init"`
-	Execs     []ProcessState    `json:"execs,omitempty"`
+	// OOMLimitHits, OOMLimitMetAgo, OOMParent and OOMLogMark (layout 12
+	// on) tell the successor an OOM kill during the switch of an init
+	// whose scope systemd removed (reportOOMOfRemovedCgroup): v2
+	// memory.events "max" at the last read and how long before the export
+	// a read last found it grown (0: never; a duration, for the
+	// successor's monotonic clock is not this one's), the parent's count
+	// last read, and the kernel log's mark. Older layouts had none: the
+	// next read took a limit met long before for one met then, the parent's
+	// count was not known until read again, and the log was marked anew,
+	// after the switch.
+	OOMLimitHits   uint64          `json:"oomLimitHits,omitempty"`
+	OOMLimitMetAgo time.Duration   `json:"oomLimitMetAgo,omitempty"`
+	OOMParent      *OOMParentCount `json:"oomParent,omitempty"`
+	OOMLogMark     *uint64         `json:"oomLogMark,omitempty"`
+	Init           ProcessState    `json:"init"`
+	Execs          []ProcessState  `json:"execs,omitempty"`
+}
+
+// OOMParentCount is the parent's kill count at the last read of a
+// systemd-managed container's, and the kills reported then.
+type OOMParentCount struct {
+	Kills uint64 `json:"kills"`
+	Seen  uint64 `json:"seen"`
 }
 
 // RuntimeState is the container's runtime command line.
@@ -212,6 +234,7 @@ func (c *Container) Export(fds FDKeeper) (*ContainerState, error) {
 		cs, marks := c.cg.State(), c.oom.limitMarks
 		st.Cgroup, st.LimitMarks, st.SubtreeMarked = &cs, &marks, true
 	}
+	c.exportRemovedScopeMarks(st)
 	c.mu.Unlock()
 	var err error
 	for _, p := range c.processes() {
@@ -276,7 +299,7 @@ func Import(r *reaper.Reaper, st ContainerState, cfg CreateConfig, adopt func(fd
 		exitedSessions: st.ExitedSessions,
 	}
 	c.execsIdle = sync.NewCond(&c.mu)
-	c.markOOMLog(cfg.OOMLog) // a kill logged before this mark is not looked for
+	c.importRemovedScopeMarks(st, cfg.OOMLog)
 	init, err := importProcess(c, st.Init, adopt)
 	if err != nil {
 		return nil, err
@@ -371,6 +394,43 @@ func (c *Container) importCgroup(st ContainerState, initRunning bool) {
 		// yet reported is taken as reported.
 		c.oom.belowCounted, _ = killsBelow(c.cg)
 	}
+}
+
+// exportRemovedScopeMarks describes what oomremoved.go tells the kill of
+// an init whose scope systemd removed by; c.mu is held.
+func (c *Container) exportRemovedScopeMarks(st *ContainerState) {
+	st.OOMLimitHits = c.oom.limitHits
+	if !c.oom.limitMetAt.IsZero() {
+		st.OOMLimitMetAgo = max(time.Since(c.oom.limitMetAt), time.Nanosecond) // 0 is never
+	}
+	if c.oom.parentKnown {
+		st.OOMParent = &OOMParentCount{Kills: c.oom.parentKills, Seen: c.oom.seenAtParent}
+	}
+	if c.oom.log != nil {
+		mark := c.oom.logMark
+		st.OOMLogMark = &mark
+	}
+}
+
+// importRemovedScopeMarks takes what exportRemovedScopeMarks described. The
+// time of the switch itself is not in the limit's age (it is counted from
+// the export): a limit met just before it reads as met a few milliseconds
+// later than it was, within oomRemovedWindow all the same.
+func (c *Container) importRemovedScopeMarks(st ContainerState, log *oomlog.Log) {
+	c.oom.limitHits = st.OOMLimitHits
+	if st.OOMLimitMetAgo > 0 {
+		c.oom.limitMetAt = time.Now().Add(-st.OOMLimitMetAgo)
+	}
+	if p := st.OOMParent; p != nil {
+		c.oom.parentKills, c.oom.parentKnown, c.oom.seenAtParent = p.Kills, true, p.Seen
+	}
+	if st.OOMLogMark != nil && c.readsOOMLog(log) {
+		// The predecessor's mark: a kill logged during the switch is after
+		// it, where a mark taken now would pass it by.
+		c.oom.log, c.oom.logMark = log, *st.OOMLogMark
+		return
+	}
+	c.markOOMLog(log) // a kill logged before this mark is not looked for
 }
 
 func running(s Status) bool { return s == Running || s == Paused }

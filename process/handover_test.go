@@ -16,6 +16,8 @@ import (
 
 	"github.com/example/containerd-shim-example-v2/cgroup"
 	shimio "github.com/example/containerd-shim-example-v2/io"
+	"github.com/example/containerd-shim-example-v2/oomlog"
+	"github.com/example/containerd-shim-example-v2/oomlog/oomlogtest"
 	cgroupv2 "github.com/example/containerd-shim-example-v2/proto/cgroups/cgroup2/stats"
 	"github.com/example/containerd-shim-example-v2/proto/codec"
 	"github.com/example/containerd-shim-example-v2/reaper"
@@ -195,6 +197,53 @@ func TestRemovedScopeStatsAcrossAHandover(t *testing.T) {
 	}
 	if after := stats(next); after != before {
 		t.Errorf("Stats after the handover: %s, want %s as before it", after, before)
+	}
+}
+
+// An OOM kill during the switch of a container whose scope systemd then
+// removed is reported once, before the exit, by the successor: found in
+// the kernel's log after the predecessor's mark, or, without a log, by the
+// parent's count against the one the predecessor last read, the limit met
+// within oomRemovedWindow.
+func TestOOMKillOfARemovedScopeDuringTheSwitch(t *testing.T) {
+	for _, withLog := range []bool{false, true} {
+		t.Run(fmt.Sprintf("kernel log %v", withLog), func(t *testing.T) {
+			s := newSystemdScope(t)
+			writeEvents(t, s.scope, "max 0\noom 0\noom_kill 0\n")
+			writeEvents(t, s.slice, "max 0\noom 0\noom_kill 4\n")
+			var k *oomlogtest.Kernel
+			var log *oomlog.Log
+			if withLog {
+				k = oomlogtest.New(t)
+				log = k.Log
+			}
+			c, _ := newScopeContainer(t, s, log)
+			writeEvents(t, s.scope, "max 1\noom 0\noom_kill 0\n")
+			c.oomNotified()
+			back := handedOver(t, c)
+			if k != nil {
+				k.OOMKill(scopeInitPid, "/pod.slice/c.scope", "/pod.slice/c.scope", true)
+			}
+			writeEvents(t, s.slice, "max 0\noom 0\noom_kill 5\n")
+			if err := os.RemoveAll(s.scope); err != nil {
+				t.Fatal(err)
+			}
+			var events []string
+			var mu sync.Mutex
+			cfg := CreateConfig{OOMLog: log}
+			cfg.Events.OOM = func(*Container) { mu.Lock(); events = append(events, "oom"); mu.Unlock() }
+			cfg.Events.Exited = func(*Process, Snapshot) { mu.Lock(); events = append(events, "exit"); mu.Unlock() }
+			next, err := Import(reaper.New(), back, cfg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			next.initExited(reaper.Exit{Pid: scopeInitPid, Status: 137, Time: time.Now()})
+			mu.Lock()
+			defer mu.Unlock()
+			if got := fmt.Sprint(events); got != "[oom exit]" {
+				t.Errorf("events after the switch %s, want [oom exit]", got)
+			}
+		})
 	}
 }
 

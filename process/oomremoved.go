@@ -89,7 +89,7 @@ func (c *Container) parentOOMStill(first uint64) bool {
 // reported twice. A log that cannot be read (no privilege for it) leaves
 // the parent's count to decide.
 func (c *Container) markOOMLog(log *oomlog.Log) {
-	if log == nil || c.events.OOM == nil || !c.rt.SystemdCgroup {
+	if !c.readsOOMLog(log) {
 		return
 	}
 	mark, err := log.Mark()
@@ -98,6 +98,12 @@ func (c *Container) markOOMLog(log *oomlog.Log) {
 		return
 	}
 	c.oom.log, c.oom.logMark = log, mark
+}
+
+// readsOOMLog reports whether the container looks for its init's kill in
+// log: its cgroup is systemd's, and its OOM kills are published.
+func (c *Container) readsOOMLog(log *oomlog.Log) bool {
+	return log != nil && c.events.OOM != nil && c.rt.SystemdCgroup
 }
 
 // reportOOMOfRemovedCgroup reports the OOM kill of an init whose cgroup

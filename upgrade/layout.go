@@ -19,10 +19,12 @@ import (
 // (io.LoggerEndsState.Group): an older build drops it and holds the pipes
 // for the logger's child without draining them, as for a logger that
 // daemonized, for as long as the child may run. Nor are layout 12's memory
-// events of a container (process.ContainerState.OOMEvents): an older build
-// drops them and answers Stats of a cgroup systemd removed as it always did
-// (NotFound), and they are there for nearly every container under
-// systemd's driver, so a refusal would hold every downgrade back.
+// events and OOM marks of a container (process.ContainerState.OOMEvents,
+// OOMParent, ...): an older build drops them and answers Stats of a cgroup
+// systemd removed, and misses a kill during the switch of an init whose
+// scope systemd removed, as it always did; and they are there for nearly
+// every container under systemd's driver, so a refusal would hold every
+// downgrade back.
 func layoutNeeded(st *state) (int, string) {
 	need, why := handover.OldestWrittenVersion, ""
 	raise := func(v int, what string) {

@@ -263,9 +263,8 @@ func TestFieldsSinceTheOldestWrittenLayoutAreOmittedWhenUnused(t *testing.T) {
 // refused for that build, naming the newest thing it cannot take, once it
 // holds one: a created task or a terminal writing to a log (layout 8), an
 // output to a plain file (layout 9). Layout 10's exited-session records and
-// layout 11's logger group and layout 12's memory events are dropped for
-// an older build, not refused
-// (layoutNeeded says why).
+// layout 11's logger group and layout 12's memory events and OOM marks are
+// dropped for an older build, not refused (layoutNeeded says why).
 func TestStateWrittenInTheNewestLayoutBothRead(t *testing.T) {
 	fifo := []shimio.OutputState{{Stream: "stdout"}}
 	running := func(id string, pipes *shimio.PipesState) process.ContainerState {
@@ -296,7 +295,8 @@ func TestStateWrittenInTheNewestLayoutBothRead(t *testing.T) {
 	}}}
 	events := state{Service: service.State{Containers: []process.ContainerState{{
 		ID: "c7", Init: process.ProcessState{ID: "c7", Status: process.Stopped},
-		OOMEvents: map[string]uint64{"max": 1, "oom_kill": 1},
+		OOMEvents: map[string]uint64{"max": 1, "oom_kill": 1}, OOMLimitHits: 1, OOMLimitMetAgo: time.Millisecond,
+		OOMParent: &process.OOMParentCount{Kills: 4}, OOMLogMark: new(uint64),
 	}}}}
 	reads := func(lo, hi int) handover.Hello {
 		return handover.Hello{Build: handover.Build{Version: "next"}, MinStateVersion: lo, StateVersion: hi}
@@ -308,8 +308,8 @@ func TestStateWrittenInTheNewestLayoutBothRead(t *testing.T) {
 		want    int    // the envelope's layout; 0: refused
 		refusal string // in the refusal's text
 	}{
-		{"same build, memory events", &events, reads(1, 12), 12, ""},
-		{"layout 11, memory events", &events, reads(1, 11), 11, ""},
+		{"same build, memory events and OOM marks", &events, reads(1, 12), 12, ""},
+		{"layout 11, memory events and OOM marks", &events, reads(1, 11), 11, ""},
 		{"same build, logger group", &loggerGroup, reads(1, 12), 12, ""},
 		{"layout 10, logger group", &loggerGroup, reads(1, 10), 10, ""},
 		{"same build, exited sessions", &sessions, reads(1, 12), 12, ""},
