@@ -58,9 +58,12 @@ import (
 // events (ContainerState.OOMEvents), so that Stats of one whose scope
 // systemd removed with its init still answers after the switch, and the
 // marks that tell the OOM kill of such an init during the switch (the
-// limit's last growth, the parent's count, the kernel log's mark); layouts
-// 1 to 11 are read (their stopped containers answer with the kills alone,
-// and their marks are taken anew).
+// limit's last growth, the parent's count, the kernel log's mark), with
+// the kernel's log itself (service.State.OOMLog: its descriptor, read on
+// from the predecessor's last read); layouts 1 to 11 are read (their
+// stopped containers answer with the kills alone, their marks are taken
+// anew and the log opened anew). The log is not handed to an older build
+// (upgrade's dropUnread).
 const (
 	StateVersion    = 12
 	MinStateVersion = 1

@@ -55,6 +55,25 @@ func (d *FDs) KeepDup(f *os.File) (int, error) {
 	return n, kerr
 }
 
+// Drop closes the kept descriptor fd: a successor that does not know it (an
+// older build, which drops the field naming it) must not inherit it open,
+// nor pass it on to every child it starts.
+func (d *FDs) Drop(fd int) {
+	for i, f := range d.files {
+		rc, err := f.SyscallConn() // not f.Fd(), as in Keep
+		if err != nil {
+			continue
+		}
+		n := -1
+		_ = rc.Control(func(u uintptr) { n = int(u) })
+		if n == fd {
+			f.Close()
+			d.files = append(d.files[:i], d.files[i+1:]...)
+			return
+		}
+	}
+}
+
 // Len is how many files are kept.
 func (d *FDs) Len() int { return len(d.files) }
 

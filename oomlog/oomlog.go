@@ -11,8 +11,11 @@
 package oomlog
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -20,14 +23,15 @@ import (
 
 // Victim is a process the OOM killer logged killing.
 type Victim struct {
-	Seq uint64 // the sequence number of its first record (the summary's, if any)
-	Pid int    // in the kernel's initial PID namespace
+	Seq uint64 `json:"seq"` // the sequence number of its first record (the summary's, if any)
+	Pid int    `json:"pid"` // in the kernel's initial PID namespace
 	// OOMMemcg and TaskMemcg are from the summary line ("oom-kill:"): the
 	// cgroup whose limit was met ("" for the node's memory) and the
 	// victim's, paths from the root of the cgroup hierarchy as the kernel
 	// sees it. Both "" when the summary was rate-limited away (the kernel
 	// prints at most 10 per 5 s) or the kernel predates it (4.19).
-	OOMMemcg, TaskMemcg string
+	OOMMemcg  string `json:"oomMemcg,omitempty"`
+	TaskMemcg string `json:"taskMemcg,omitempty"`
 }
 
 // maxVictims bounds the victims kept (the oldest go first): a container's
@@ -105,6 +109,57 @@ func (l *Log) Close() {
 		_ = unix.Close(l.fd)
 	}
 	l.opened, l.openErr = true, errors.New("oomlog: closed")
+}
+
+// State is an open Log as handed to the next binary of an in-place upgrade
+// (docs/upgrade.md): its descriptor, the last record read and the victims
+// read. The descriptor goes over, and reads on from the last record read:
+// the records logged during the switch are read. A log opened anew starts
+// at its end, after them. Opened at the oldest record the kernel holds, it
+// would read the whole buffer at each upgrade, and a container's mark of 0
+// (taken before its predecessor, opened at the end, had read any record)
+// would take every victim in the buffer for one logged after the mark.
+type State struct {
+	FD      int      `json:"fd"`
+	Seq     uint64   `json:"seq"`
+	Victims []Victim `json:"victims,omitempty"`
+}
+
+// Export describes an open log for the next binary, keep keeping its
+// descriptor across execve (and saying its number there); nil for a log
+// never opened, or that could not be: the next binary opens it itself.
+// Nothing may read l after it: a read would take its records from the
+// descriptor handed over too.
+func (l *Log) Export(keep func(fd int, name string) (int, error)) (*State, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.opened || l.openErr != nil {
+		return nil, nil
+	}
+	fd, err := keep(l.fd, "kernel log")
+	if err != nil {
+		return nil, err
+	}
+	bySeq := func(a, b Victim) int { return cmp.Compare(a.Seq, b.Seq) }
+	return &State{FD: fd, Seq: l.seq, Victims: slices.SortedFunc(maps.Values(l.victims), bySeq)}, nil
+}
+
+// Import takes over a log a predecessor exported, before l is first read.
+func (l *Log) Import(st State) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.opened {
+		return errors.New("oomlog: import into a log already opened")
+	}
+	// A bare descriptor, as the log keeps it: close-on-exec again.
+	if _, err := unix.FcntlInt(uintptr(st.FD), unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
+		return fmt.Errorf("oomlog: adopt the kernel log's descriptor %d: %w", st.FD, err)
+	}
+	l.fd, l.opened, l.seq = st.FD, true, st.Seq
+	for _, v := range st.Victims {
+		l.add(v)
+	}
+	return nil
 }
 
 // drain reads every record not read yet; l.mu is held.

@@ -1,6 +1,7 @@
 package oomlog_test
 
 import (
+	"encoding/json"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -126,5 +127,55 @@ func TestLogUnreadable(t *testing.T) {
 	l2.Close()
 	if _, err := l2.Mark(); err == nil {
 		t.Error("Mark after Close: no error")
+	}
+}
+
+// A log handed to the next binary of an in-place upgrade reads on from its
+// predecessor's last read: a victim logged between that read and the
+// successor's start is found after a mark the predecessor took, and so is
+// one the predecessor had read already. A log never opened hands nothing
+// over.
+func TestLogHandedOver(t *testing.T) {
+	dup := func(fd int, _ string) (int, error) { return unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0) }
+	if st, err := oomlogtest.New(t).Log.Export(dup); st != nil || err != nil {
+		t.Errorf("a log never opened hands over %+v, %v; want nothing", st, err)
+	}
+	k := oomlogtest.New(t)
+	mark, err := k.Log.Mark()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.OOMKill(100, "/pod.slice/a.scope", "/pod.slice/a.scope", true)
+	if _, err := k.Log.Mark(); err != nil { // the predecessor reads 100's kill
+		t.Fatal(err)
+	}
+	st, err := k.Log.Export(dup)
+	if err != nil || st == nil {
+		t.Fatalf("export: %+v, %v", st, err)
+	}
+	k.OOMKill(101, "/pod.slice/b.scope", "/pod.slice/b.scope", false) // during the switch
+	data, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var handed oomlog.State
+	if err := json.Unmarshal(data, &handed); err != nil {
+		t.Fatal(err)
+	}
+	next := oomlog.NewReading(func() (int, error) {
+		t.Error("the successor opened the log anew")
+		return -1, unix.EBADF
+	})
+	defer next.Close()
+	if err := next.Import(handed); err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range []int{100, 101} {
+		if _, ok, err := next.Victim(mark, hasPid(pid)); !ok || err != nil {
+			t.Errorf("victim %d after the predecessor's mark, in the successor: found %v, %v", pid, ok, err)
+		}
+	}
+	if v, _, _ := next.Victim(mark, hasPid(100)); v.TaskMemcg != "/pod.slice/a.scope" {
+		t.Errorf("victim 100 handed over without its summary's paths: %+v", v)
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/example/containerd-shim-example-v2/oomlog"
 	"github.com/example/containerd-shim-example-v2/process"
 )
 
@@ -24,6 +25,12 @@ type State struct {
 	// keeps waiting for them, or the window Join closes would open again
 	// across the upgrade. A binary from before the field ignores it.
 	Expected map[string]time.Duration `json:"expected,omitempty"`
+	// OOMLog (layout 12 on) is the kernel's log of OOM victims, once read
+	// (for a systemd-managed container): the next binary reads on from
+	// where this one stopped, so a kill logged during the switch is found
+	// after the containers' marks (oomlog.State says why). Older layouts
+	// had none: the log was opened anew, at its end.
+	OOMLog *oomlog.State `json:"oomLog,omitempty"`
 }
 
 func (s *Service) list() []*process.Container {
@@ -97,11 +104,22 @@ func (s *Service) Export(fds process.FDKeeper) (*State, error) {
 		st.Containers = append(st.Containers, *cs)
 	}
 	st.Expected = s.cfg.Gate.Expecting()
+	var err error
+	if st.OOMLog, err = s.oomLog.Export(fds.KeepRaw); err != nil {
+		return nil, fmt.Errorf("the kernel's OOM log: %w", err)
+	}
 	return st, nil
 }
 
 // Import rebuilds handed-over tasks. Call it before the reaper runs.
 func (s *Service) Import(st State, adopt func(fd int, name string, pollable bool) (*os.File, error)) error {
+	// Before the containers: one without a mark handed over marks the log,
+	// which would open it anew.
+	if st.OOMLog != nil {
+		if err := s.oomLog.Import(*st.OOMLog); err != nil {
+			return err
+		}
+	}
 	for _, cs := range st.Containers {
 		importedStallTimeout(&cs) // stallpolicy.go
 		c, err := process.Import(s.cfg.Reaper, cs, process.CreateConfig{Events: s.containerEvents(), OOM: &s.oom, OOMLog: &s.oomLog,

@@ -406,6 +406,7 @@ func writeState(st *state, from handover.Build, hello handover.Hello, fds *hando
 		}
 		return -1, err
 	}
+	dropUnread(st, layout, fds)
 	body, err := json.Marshal(st)
 	if err != nil {
 		return -1, err

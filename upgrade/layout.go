@@ -24,7 +24,8 @@ import (
 // systemd removed, and misses a kill during the switch of an init whose
 // scope systemd removed, as it always did; and they are there for nearly
 // every container under systemd's driver, so a refusal would hold every
-// downgrade back.
+// downgrade back. The kernel's log that goes with them
+// (service.State.OOMLog) is left out for such a build (dropUnread).
 func layoutNeeded(st *state) (int, string) {
 	need, why := handover.OldestWrittenVersion, ""
 	raise := func(v int, what string) {
@@ -57,4 +58,16 @@ func layoutNeeded(st *state) (int, string) {
 		}
 	}
 	return need, why
+}
+
+// dropUnread leaves out of st, written as layout, what holds a descriptor
+// and that layout does not carry: the successor would drop the field and
+// keep the descriptor open, without close-on-exec, in every child it
+// starts. Layout 12's kernel log (service.State.OOMLog): an older build
+// opens its own.
+func dropUnread(st *state, layout int, fds *handover.FDs) {
+	if layout < 12 && st.Service.OOMLog != nil {
+		fds.Drop(st.Service.OOMLog.FD)
+		st.Service.OOMLog = nil
+	}
 }

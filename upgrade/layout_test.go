@@ -18,6 +18,7 @@ import (
 	"github.com/example/containerd-shim-example-v2/handover"
 	"github.com/example/containerd-shim-example-v2/internal/proctree"
 	shimio "github.com/example/containerd-shim-example-v2/io"
+	"github.com/example/containerd-shim-example-v2/oomlog"
 	"github.com/example/containerd-shim-example-v2/process"
 	"github.com/example/containerd-shim-example-v2/service"
 )
@@ -351,6 +352,42 @@ func TestStateWrittenInTheNewestLayoutBothRead(t *testing.T) {
 			}
 			if env.StateVersion != c.want {
 				t.Fatalf("written as layout %d, want %d", env.StateVersion, c.want)
+			}
+		})
+	}
+}
+
+// The kernel's OOM log (layout 12) goes to a build that reads layout 12,
+// and not to an older one, which would drop the field and keep its
+// descriptor open in every child it starts: that duplicate is closed.
+func TestTheKernelLogGoesOnlyToABuildThatKnowsIt(t *testing.T) {
+	for _, c := range []struct {
+		reads  int
+		handed bool
+	}{{12, true}, {11, false}} {
+		t.Run(fmt.Sprintf("layout %d", c.reads), func(t *testing.T) {
+			fds := &handover.FDs{}
+			defer fds.Release()
+			null, err := os.Open(os.DevNull) // in the log's place
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer null.Close()
+			fd, err := fds.KeepDup(null)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := state{Service: service.State{OOMLog: &oomlog.State{FD: fd, Seq: 7}}}
+			hello := handover.Hello{Build: handover.Build{Version: "next"}, MinStateVersion: 1, StateVersion: c.reads}
+			if _, err := writeState(&st, handover.Build{Version: "this"}, hello, fds); err != nil {
+				t.Fatal(err)
+			}
+			if handed := st.Service.OOMLog != nil; handed != c.handed {
+				t.Errorf("the log handed over %v, want %v", handed, c.handed)
+			}
+			// Kept for the execve: the state's memfd, and the log's if handed.
+			if kept, want := fds.Len(), map[bool]int{true: 2, false: 1}[c.handed]; kept != want {
+				t.Errorf("%d descriptors kept for the execve, want %d", kept, want)
 			}
 		})
 	}
