@@ -32,21 +32,7 @@ func TestCRILineAtTheLimitEndsInOneFullRecord(t *testing.T) {
 		{"stdout", "F", "z"},
 		{"stdout", "P", e}, // the stream's end without a line end
 	}
-	path := filepath.Join(t.TempDir(), "c.log")
-	p, err := Open(Config{Stdout: "file://" + path + "?format=cri"}, Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, out, _ := p.RuntimeFiles()
-	go func() {
-		out.Write([]byte(input))
-		p.ReleaseRuntimeFiles()
-	}()
-	if !p.Drain(10 * time.Second) {
-		t.Fatal("not drained")
-	}
-	p.Close()
-	got := readRecords(t, path)
+	got, moved := criRecordsOf(t, []byte(input))
 	if len(got) != len(want) {
 		t.Fatalf("%d records, want %d: %s", len(got), len(want), summary(got))
 	}
@@ -55,9 +41,30 @@ func TestCRILineAtTheLimitEndsInOneFullRecord(t *testing.T) {
 			t.Errorf("record %d: %s, want %s", i, summary(got[i:i+1]), summary(want[i:i+1]))
 		}
 	}
-	if got, want := p.Moved(), uint64(len(input)); got != want {
+	if got, want := moved, uint64(len(input)); got != want {
 		t.Errorf("moved %d bytes, want %d", got, want)
 	}
+}
+
+// criRecordsOf runs a process's stdout, written in one go, through a CRI
+// format file:// log, and returns the records and the bytes it moved.
+func criRecordsOf(t *testing.T, stdout []byte) ([]record, uint64) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "c.log")
+	p, err := Open(Config{Stdout: "file://" + path + "?format=cri"}, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, out, _ := p.RuntimeFiles()
+	go func() {
+		out.Write(stdout)
+		p.ReleaseRuntimeFiles()
+	}()
+	if !p.Drain(10 * time.Second) {
+		t.Fatal("not drained")
+	}
+	p.Close()
+	return readRecords(t, path), p.Moved()
 }
 
 // summary names records by tag, length and first byte.
@@ -87,21 +94,8 @@ func TestCRIRecordsAsContainerdCutsThem(t *testing.T) {
 			in = append(in, strings.Repeat(string(rune('a'+rng.IntN(26))), runs[rng.IntN(len(runs))])...)
 			in = append(in, ends[rng.IntN(len(ends))]...)
 		}
-		path := filepath.Join(t.TempDir(), "c.log")
-		p, err := Open(Config{Stdout: "file://" + path + "?format=cri"}, Env{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, out, _ := p.RuntimeFiles()
-		go func() {
-			out.Write(in)
-			p.ReleaseRuntimeFiles()
-		}()
-		if !p.Drain(10 * time.Second) {
-			t.Fatal("not drained")
-		}
-		p.Close()
-		got, want := readRecords(t, path), containerdRecords(in)
+		got, _ := criRecordsOf(t, in)
+		want := containerdRecords(in)
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("seed %d, case %d, input %d bytes:\n got %s\nwant %s", seed, i, len(in), summary(got), summary(want))
 		}

@@ -26,16 +26,37 @@ func writeWithin(t *testing.T, w *os.File, n int, d time.Duration, what string) 
 	}
 }
 
+// openWithLogger opens a process's stdout and stderr on one binary://
+// logger, the shell script given.
+func openWithLogger(t *testing.T, script string) *Pipes {
+	t.Helper()
+	uri := "binary://" + writeScript(t, script)
+	p, err := Open(Config{Stdout: uri, Stderr: uri}, Env{ProcessID: "c", Namespace: "n", Spawn: spawnPlain(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// awaitLogged waits up to 5 s for the logger to have written n bytes to out.
+func awaitLogged(t *testing.T, p *Pipes, out string, n int64) {
+	t.Helper()
+	var size int64
+	for deadline := time.Now().Add(5 * time.Second); size != n; time.Sleep(10 * time.Millisecond) {
+		if st, err := os.Stat(out); err == nil {
+			size = st.Size()
+		}
+		if size != n && time.Now().After(deadline) {
+			t.Fatalf("the logger got %d bytes, want %d (the shim dropped %d)", size, n, p.Dropped())
+		}
+	}
+}
+
 // A logger that exits while the process runs (it crashed) must not take the
 // process with it: its writes go on, without SIGPIPE and without blocking
 // once the pipe is full, and what nobody reads counts as dropped.
 func TestLoggerExitingEarlyDoesNotKillTheProcess(t *testing.T) {
-	env := Env{ProcessID: "c", Namespace: "n", Spawn: spawnPlain(t)}
-	uri := "binary://" + writeScript(t, "exec 5>&-\nhead -c 3 <&3 >/dev/null\n")
-	p, err := Open(Config{Stdout: uri, Stderr: uri}, env)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := openWithLogger(t, "exec 5>&-\nhead -c 3 <&3 >/dev/null\n")
 	_, w, ew := p.RuntimeFiles()
 	// The logger's two pipes: only descriptors on them are counted at the
 	// end (others close in the background after earlier tests).
@@ -70,12 +91,7 @@ func TestLoggerExitingEarlyDoesNotKillTheProcess(t *testing.T) {
 // the logger.
 func TestLoggerNotReadingStderr(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "out")
-	env := Env{ProcessID: "c", Namespace: "n", Spawn: spawnPlain(t)}
-	uri := "binary://" + writeScript(t, "exec 4<&- 5>&-\ncat <&3 >"+out+"\n")
-	p, err := Open(Config{Stdout: uri, Stderr: uri}, env)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := openWithLogger(t, "exec 4<&- 5>&-\ncat <&3 >"+out+"\n")
 	defer p.Close()
 	_, w, ew := p.RuntimeFiles()
 	writeWithin(t, ew, 256<<10, 5*time.Second, "stderr nobody wants")
@@ -93,27 +109,12 @@ func TestLoggerNotReadingStderr(t *testing.T) {
 // on) keeps every byte: the shim's own read ends never compete with it.
 func TestDaemonizedLoggerGetsEveryByte(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "out")
-	env := Env{ProcessID: "c", Namespace: "n", Spawn: spawnPlain(t)}
-	uri := "binary://" + writeScript(t, "cat <&3 >"+out+" 4<&- 5>&- &\nexit 0\n")
-	p, err := Open(Config{Stdout: uri, Stderr: uri}, env)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := openWithLogger(t, "cat <&3 >"+out+" 4<&- 5>&- &\nexit 0\n")
 	defer p.Close()
 	_, w, _ := p.RuntimeFiles()
 	writeWithin(t, w, 1<<20, 10*time.Second, "stdout")
 	p.ReleaseRuntimeFiles()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		st, _ := os.Stat(out)
-		if st != nil && st.Size() == 1<<20 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the logger's child got %v bytes, want %d (dropped %d)", st.Size(), 1<<20, p.Dropped())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	awaitLogged(t, p, out, 1<<20)
 }
 
 // Delete's Drain does not wait for a logger that ends only on SIGTERM (as
@@ -122,13 +123,8 @@ func TestDaemonizedLoggerGetsEveryByte(t *testing.T) {
 // which only Close's SIGTERM brings, for the whole of its timeout.
 func TestDrainDoesNotWaitForALoggerThatEndsOnSIGTERM(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "out")
-	env := Env{ProcessID: "c", Namespace: "n", Spawn: spawnPlain(t)}
-	uri := "binary://" + writeScript(t, "trap 'exit 0' TERM\ncat <&3 >"+out+" 4<&- 5>&- &\n"+
+	p := openWithLogger(t, "trap 'exit 0' TERM\ncat <&3 >"+out+" 4<&- 5>&- &\n"+
 		"cat <&4 >/dev/null 3<&- 5>&- &\nexec 5>&- 3<&- 4<&-\nwhile :; do sleep 0.05; done\n")
-	p, err := Open(Config{Stdout: uri, Stderr: uri}, env)
-	if err != nil {
-		t.Fatal(err)
-	}
 	_, w, _ := p.RuntimeFiles()
 	w.Write([]byte("hello\n"))
 	p.ReleaseRuntimeFiles()
@@ -150,13 +146,8 @@ func TestDrainDoesNotWaitForALoggerThatEndsOnSIGTERM(t *testing.T) {
 // (it starts reading later than LoggerEndGrace).
 func TestDrainWaitsForTheLoggerToReadWhatIsQueued(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "out")
-	env := Env{ProcessID: "c", Namespace: "n", Spawn: spawnPlain(t)}
-	uri := "binary://" + writeScript(t, "trap 'exit 0' TERM\nexec 5>&-\nsleep 2\ncat <&3 >"+out+" 4<&-\n"+
+	p := openWithLogger(t, "trap 'exit 0' TERM\nexec 5>&-\nsleep 2\ncat <&3 >"+out+" 4<&-\n"+
 		"while :; do sleep 0.05; done\n")
-	p, err := Open(Config{Stdout: uri, Stderr: uri}, env)
-	if err != nil {
-		t.Fatal(err)
-	}
 	_, w, _ := p.RuntimeFiles()
 	w.Write([]byte("hello\n"))
 	p.ReleaseRuntimeFiles()
@@ -174,12 +165,7 @@ func TestDrainWaitsForTheLoggerToReadWhatIsQueued(t *testing.T) {
 // writing what it read.
 func TestDrainLetsALoggerEndingAtEndOfFileFinish(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "out")
-	env := Env{ProcessID: "c", Namespace: "n", Spawn: spawnPlain(t)}
-	uri := "binary://" + writeScript(t, "exec 5>&-\ncat <&3 >/dev/null 4<&-\nsleep 0.3\necho flushed >"+out+"\n")
-	p, err := Open(Config{Stdout: uri, Stderr: uri}, env)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := openWithLogger(t, "exec 5>&-\ncat <&3 >/dev/null 4<&-\nsleep 0.3\necho flushed >"+out+"\n")
 	p.ReleaseRuntimeFiles()
 	if !p.Drain(10 * time.Second) {
 		t.Error("not drained")
@@ -196,12 +182,7 @@ func TestDrainLetsALoggerEndingAtEndOfFileFinish(t *testing.T) {
 // with the child, and dropped most of a megabyte.
 func TestLoggerExitingAfterReadyLeavingAReaderLosesNothing(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "out")
-	env := Env{ProcessID: "c", Namespace: "n", Spawn: spawnPlain(t)}
-	uri := "binary://" + writeScript(t, "cat <&3 >"+out+" 4<&- 5>&- &\nexec 5>&-\nsleep 0.3\nexit 0\n")
-	p, err := Open(Config{Stdout: uri, Stderr: uri}, env)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := openWithLogger(t, "cat <&3 >"+out+" 4<&- 5>&- &\nexec 5>&-\nsleep 0.3\nexit 0\n")
 	defer p.Close()
 	select {
 	case <-p.loggerExit:
@@ -212,33 +193,14 @@ func TestLoggerExitingAfterReadyLeavingAReaderLosesNothing(t *testing.T) {
 	_, w, _ := p.RuntimeFiles()
 	writeWithin(t, w, 1<<20, 10*time.Second, "stdout")
 	p.ReleaseRuntimeFiles()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		st, _ := os.Stat(out)
-		if st != nil && st.Size() == 1<<20 {
-			break
-		}
-		if time.Now().After(deadline) {
-			var n int64
-			if st != nil {
-				n = st.Size()
-			}
-			t.Fatalf("the logger's child got %d bytes, want %d (the shim dropped %d)", n, 1<<20, p.Dropped())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	awaitLogged(t, p, out, 1<<20)
 }
 
 // Once a logger that exited after its ready signal has no process left in
 // its group, the shim reads its pipes: the process writes on without
 // blocking on a pipe nobody reads.
 func TestLoggerGroupEmptyingDrainsThePipes(t *testing.T) {
-	env := Env{ProcessID: "c", Namespace: "n", Spawn: spawnPlain(t)}
-	uri := "binary://" + writeScript(t, "sleep 0.5 3<&- 4<&- 5>&- &\nexec 5>&-\nsleep 0.2\nexit 0\n")
-	p, err := Open(Config{Stdout: uri, Stderr: uri}, env)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := openWithLogger(t, "sleep 0.5 3<&- 4<&- 5>&- &\nexec 5>&-\nsleep 0.2\nexit 0\n")
 	defer p.Close()
 	_, w, ew := p.RuntimeFiles()
 	writeWithin(t, w, 256<<10, 5*time.Second, "stdout")

@@ -40,12 +40,20 @@ func newService(t *testing.T) (*Service, *int) {
 
 // hostNetPod is a PodSandboxConfig with the node's network and a hostname.
 func hostNetPod(hostname string, sysctls map[string]string) *sandboxapi.Any {
-	var nsopts []byte
-	nsopts = varintField(nsopts, 1, 2) // network NODE
-	var sec []byte
-	sec = bytesField(sec, 1, nsopts)
+	return podSandboxConfig(hostname, sysctls, true)
+}
+
+// podSandboxConfig is a PodSandboxConfig with a hostname and sysctls, and
+// the node's network or (every namespace mode left at POD) the pod's own.
+func podSandboxConfig(hostname string, sysctls map[string]string, hostNet bool) *sandboxapi.Any {
 	var linux []byte
-	linux = bytesField(linux, 2, sec)
+	if hostNet {
+		var nsopts []byte
+		nsopts = varintField(nsopts, 1, 2) // network NODE
+		var sec []byte
+		sec = bytesField(sec, 1, nsopts)
+		linux = bytesField(linux, 2, sec)
+	}
 	for k, v := range sysctls {
 		var e []byte
 		e = bytesField(e, 1, []byte(k))

@@ -16,17 +16,7 @@ import (
 // podNetPod is a PodSandboxConfig with a network of the pod's own (every
 // namespace mode left at POD) and sysctls.
 func podNetPod(hostname string, sysctls map[string]string) *sandboxapi.Any {
-	var linux []byte
-	for k, v := range sysctls {
-		var e []byte
-		e = bytesField(e, 1, []byte(k))
-		e = bytesField(e, 2, []byte(v))
-		linux = bytesField(linux, 3, e)
-	}
-	var c []byte
-	c = bytesField(c, 2, []byte(hostname))
-	c = bytesField(c, 8, linux)
-	return &sandboxapi.Any{TypeUrl: "runtime.v1.PodSandboxConfig", Value: c}
+	return podSandboxConfig(hostname, sysctls, false)
 }
 
 // newNetNS is a new network namespace, as CNI's pin of it would be: a path

@@ -1,9 +1,7 @@
 package direct
 
 import (
-	"fmt"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -17,14 +15,7 @@ import (
 // stock shim does (PROTOCOL.md §3.3); they read RUNNING throughout before.
 func TestStateIsPausingWhileThePauseRuns(t *testing.T) {
 	t.Parallel()
-	marks := t.TempDir()
-	begun, release := filepath.Join(marks, "begun"), filepath.Join(marks, "go")
-	wrapper := filepath.Join(marks, "slow-pause-runc")
-	script := fmt.Sprintf("#!/bin/sh\nfor a; do if [ \"$a\" = pause ]; then touch %s; while [ ! -e %s ]; do sleep 0.05; done; fi; done\nexec runc \"$@\"\n", begun, release)
-	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.WriteFile(release, nil, 0o600) })
+	wrapper, begun, release := runcWaitingAt(t, "pause")
 	env := NewEnv(t)
 	c := env.Run(t, Config{Mode: Bootstrap, Name: "pausing", Args: loopArgs, NullIO: true,
 		Options: runcOptions(t, &runcopts.Options{BinaryName: wrapper})})

@@ -22,18 +22,28 @@ import (
 // touches begun when its start begins, and goes on once release exists.
 func slowStartContainer(t *testing.T, mode Mode) (c *Container, begun, release string) {
 	t.Helper()
-	marks := t.TempDir()
-	begun, release = filepath.Join(marks, "begun"), filepath.Join(marks, "go")
-	wrapper := filepath.Join(marks, "slow-start-runc")
-	script := fmt.Sprintf("#!/bin/sh\nfor a; do if [ \"$a\" = start ]; then touch %s; while [ ! -e %s ]; do sleep 0.05; done; fi; done\nexec runc \"$@\"\n", begun, release)
-	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.WriteFile(release, nil, 0o600) })
+	wrapper, begun, release := runcWaitingAt(t, "start")
 	env := NewEnv(t)
 	c = env.Run(t, Config{Mode: mode, Name: "stuck", Args: loopArgs, NullIO: true,
 		Options: runcOptions(t, &runcopts.Options{BinaryName: wrapper})})
 	return c, begun, release
+}
+
+// runcWaitingAt writes a wrapper of runc whose command (start, pause...)
+// waits for the test's word: it touches begun when that command begins, and
+// goes on once release exists (made at the test's end at the latest).
+func runcWaitingAt(t *testing.T, command string) (wrapper, begun, release string) {
+	t.Helper()
+	marks := t.TempDir()
+	begun, release = filepath.Join(marks, "begun"), filepath.Join(marks, "go")
+	wrapper = filepath.Join(marks, "slow-"+command+"-runc")
+	script := fmt.Sprintf("#!/bin/sh\nfor a; do if [ \"$a\" = %s ]; then touch %s; while [ ! -e %s ]; do sleep 0.05; done; fi; done\nexec runc \"$@\"\n",
+		command, begun, release)
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.WriteFile(release, nil, 0o600) })
+	return wrapper, begun, release
 }
 
 // startInBackground sends the task's Start and waits until the runtime's
