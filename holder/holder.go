@@ -16,9 +16,11 @@
 // The holder program itself only waits: it watches a pipe whose other end
 // the shim holds (EOF when the shim stops it or dies) and, as PID 1 of a
 // shared PID namespace, lets no orphan stay a zombie. On x86-64 it is a
-// 234-byte static executable the shim writes into a memfd (tiny_amd64.go),
+// 282-byte static executable the shim writes into a memfd (tiny_amd64.go),
 // about 12 KiB resident; elsewhere it is this binary, re-executed with the
-// hidden action Action (Main). No runtime, image or rootfs is involved.
+// hidden action Action (Main). No runtime, image or rootfs is involved: its
+// root is an empty directory, entered first thing, and it runs as the pause
+// container's user, 65535, with CAP_SYS_CHROOT alone (see holderUID).
 package holder
 
 import (
@@ -49,7 +51,21 @@ var goHolderOnly = false
 // Child file descriptors (after stdin, stdout, stderr).
 const (
 	lifeFD    = 3 // read end of the life pipe: EOF means the shim is gone or wants the holder gone
-	programFD = 4 // the tiny holder's executable (a memfd), exec'd as /proc/self/fd/4
+	rootFD    = 4 // an empty directory, removed once the holder started: its root (fchdir, chroot(".")), then closed
+	programFD = 5 // the tiny holder's executable (a memfd), exec'd as /proc/self/fd/5
+)
+
+// The holder's identity, as CRI gives the pause container (its image's
+// user 65535, no capabilities; sandbox_run_linux.go): containers of a pod
+// that shares its PID namespace see the holder as their PID 1, and one with
+// CAP_SYS_PTRACE reaches whatever it can of that process through
+// /proc/1/{root,cwd,fd} or ptrace. Run as root with every capability and the
+// node's / as its root, it handed them the node's filesystem. It keeps
+// CAP_SYS_CHROOT alone (ambient, across the exec), for its chroot into the
+// empty directory at rootFD; after that it can do nothing a nobody cannot.
+const (
+	holderUID = 65535
+	holderGID = 65535
 )
 
 // Config describes the holder of one pod.
@@ -127,34 +143,85 @@ func Start(cfg Config) (*Holder, error) {
 		return nil, r.err
 	}
 	h := r.f.holder
+	if err := r.f.rooted(h); err != nil {
+		abandon(h, "took no empty root")
+		return nil, err
+	}
 	if r.f.moveToCgroup {
 		if err := JoinCgroup(CgroupRoot, cfg.Cgroup, h.Pid); err != nil {
-			h.Stop()
-			// The wait keeps a failed start from leaving a holder behind;
-			// it is bounded so that a reaper that cannot deliver (paused,
-			// or a kernel slow to tear down the namespaces) does not hang
-			// the request. The exit, if it comes later, is reaped and
-			// dropped.
-			select {
-			case <-h.exit:
-			case <-time.After(failedStartWait):
-				slog.Warn("a pod holder that could not join its cgroup was killed but not reaped in time", "pid", h.Pid, "wait", failedStartWait)
-			}
+			abandon(h, "could not join its cgroup")
 			return nil, err
 		}
 	}
 	return h, nil
 }
 
+// abandon stops a holder whose start failed after its fork. The wait keeps
+// a failed start from leaving a holder behind; it is bounded so that a
+// reaper that cannot deliver (paused, or a kernel slow to tear down the
+// namespaces) does not hang the request. The exit, if it comes later, is
+// reaped and dropped; one that came already was taken by rooted.
+func abandon(h *Holder, why string) {
+	h.Stop()
+	select {
+	case <-h.exit:
+	case <-time.After(failedStartWait):
+		slog.Warn("a pod holder that "+why+" was killed but not reaped in time", "pid", h.Pid, "wait", failedStartWait)
+	}
+}
+
 // failedStartWait bounds Start's wait for a holder it killed after a failed
-// cgroup move.
+// start.
 const failedStartWait = 10 * time.Second
+
+// rootedWait bounds Start's wait for the holder to enter its empty root: the
+// tiny holder does at once, the Go holder once its runtime started.
+const rootedWait = 10 * time.Second
 
 // forked is a holder just started, and whether it still has to be moved into
 // its cgroup (a kernel without CLONE_INTO_CGROUP).
 type forked struct {
 	holder       *Holder
 	moveToCgroup bool
+	root         unix.Stat_t // the empty directory the holder is to make its root
+}
+
+// rooted waits until the holder's root is its empty directory: the holder
+// enters it first thing, and one that cannot (a failed fchdir or chroot)
+// exits at once, non-zero. Until Start returns no container can join the
+// pod, so none ever sees a holder whose root is still the node's.
+func (f forked) rooted(h *Holder) error {
+	proc := fmt.Sprintf("/proc/%d/root", h.Pid)
+	deadline := time.Now().Add(rootedWait)
+	for pause := 50 * time.Microsecond; ; pause = min(2*pause, 5*time.Millisecond) {
+		var st unix.Stat_t
+		if err := unix.Stat(proc, &st); err == nil && st.Dev == f.root.Dev && st.Ino == f.root.Ino {
+			return nil
+		}
+		select {
+		case e := <-h.exit:
+			h.exit = exitAgain(e)
+			why := fmt.Sprintf("exited with status %d", e.Status)
+			if e.Status > 128 && e.Status < 256 && e.Status != 128+int(unix.SIGKILL) {
+				// The tiny holder's exit_group(-errno); the Go holder's
+				// error went to the shim's log.
+				why += fmt.Sprintf(" (%v?)", unix.Errno(256-e.Status))
+			}
+			return fmt.Errorf("start pod holder: it did not enter its empty root directory: %s", why)
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("start pod holder: it did not enter its empty root directory within %v", rootedWait)
+		}
+		time.Sleep(pause)
+	}
+}
+
+// exitAgain is a channel that delivers e once more, for abandon.
+func exitAgain(e reaper.Exit) <-chan reaper.Exit {
+	c := make(chan reaper.Exit, 1)
+	c <- e
+	return c
 }
 
 // start runs on a locked OS thread: make the namespaces, fork the holder.
@@ -221,12 +288,30 @@ func fork(cfg Config, birth *birthCgroup) (_ forked, retErr error) {
 			lifeW.Close()
 		}
 	}()
+	root, rootDir, err := emptyRoot()
+	if err != nil {
+		return forked{}, err
+	}
+	defer rootDir.Close() // the holder has its copy
+	var rootStat unix.Stat_t
+	if err := unix.Fstat(int(rootDir.Fd()), &rootStat); err != nil {
+		os.Remove(root)
+		return forked{}, fmt.Errorf("holder root %s: %w", root, err)
+	}
+	// Removed as soon as the holder started (or failed to): it keeps the
+	// directory by its descriptor, and a removed directory takes no new
+	// entry, so its root stays empty.
+	defer os.Remove(root)
 	// What every attempt shares; startProgram adds the program.
 	base := &exec.Cmd{
-		Args:       []string{shimName(), Action, cfg.ID},
-		Env:        []string{"GOMAXPROCS=1"},
+		Args: []string{shimName(), Action, cfg.ID},
+		// The Go holder's runtime: one P, and no cgroup-aware
+		// GOMAXPROCS, which would keep the cgroup's cpu.cfs_quota_us
+		// (or cpu.max) open, for the pod's containers to reopen through
+		// /proc/1/fd and write.
+		Env:        []string{"GOMAXPROCS=1", "GODEBUG=containermaxprocs=0"},
 		Dir:        "/",
-		ExtraFiles: []*os.File{lifeR},
+		ExtraFiles: []*os.File{lifeR, rootDir},
 		// No Pdeathsig: the kernel ties it to the forking thread, and this
 		// thread ends right after the fork. The life pipe does that job.
 		SysProcAttr: &syscall.SysProcAttr{},
@@ -234,9 +319,22 @@ func fork(cfg Config, birth *birthCgroup) (_ forked, retErr error) {
 	if cfg.NewPID {
 		base.SysProcAttr.Cloneflags = unix.CLONE_NEWPID
 	}
+	// CAP_SYS_CHROOT raised into the ambient set in the child, after its
+	// setgroups([]), setgid and setuid (Go keeps the permitted set over the
+	// setuid with PR_SET_KEEPCAPS for that) and before the exec: the
+	// holder's program starts with that one capability and nothing else.
+	base.SysProcAttr.AmbientCaps = []uintptr{unix.CAP_SYS_CHROOT}
 	if len(cfg.UIDMappings) > 0 {
+		// A holder of a user namespace (not a pod's: nothing joins its
+		// PID namespace, and it lives only while an ID-mapped mount is
+		// made) keeps the shim's ids, as before: the uid and gid 65535
+		// may not be mapped in its namespace at all. Where the shim's uid
+		// is not its namespace's root, the exec leaves it the ambient
+		// capability alone there too, and the chroot needs it.
 		base.SysProcAttr.Cloneflags |= unix.CLONE_NEWUSER
 		base.SysProcAttr.UidMappings, base.SysProcAttr.GidMappings = cfg.UIDMappings, cfg.GIDMappings
+	} else {
+		base.SysProcAttr.Credential = &syscall.Credential{Uid: holderUID, Gid: holderGID, Groups: []uint32{}}
 	}
 	mem, err := tinyProgram()
 	if err != nil {
@@ -259,7 +357,29 @@ func fork(cfg Config, birth *birthCgroup) (_ forked, retErr error) {
 	}
 	h := &Holder{Pid: cmd.Process.Pid, Started: time.Now(), life: lifeW, exit: exit}
 	_ = cmd.Process.Release() // the reaper owns the wait
-	return forked{holder: h, moveToCgroup: moveAfter}, nil
+	return forked{holder: h, moveToCgroup: moveAfter, root: rootStat}, nil
+}
+
+// rootMode is the holder root's mode (a test's, to make it unusable).
+var rootMode os.FileMode = 0o555
+
+// emptyRoot makes the directory a holder makes its root, and opens it. It
+// is searchable by all (0555): the holder enters it as uid 65535.
+func emptyRoot() (string, *os.File, error) {
+	dir, err := os.MkdirTemp("", "pod-holder-root-")
+	if err != nil {
+		return "", nil, fmt.Errorf("holder root: %w", err)
+	}
+	if err := os.Chmod(dir, rootMode); err != nil {
+		os.Remove(dir)
+		return "", nil, fmt.Errorf("holder root: %w", err)
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		os.Remove(dir)
+		return "", nil, fmt.Errorf("holder root: %w", err)
+	}
+	return dir, os.NewFile(uintptr(fd), dir), nil
 }
 
 // threadHome is what Start's thread changes and must get back: its own

@@ -2,6 +2,7 @@ package holder
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -471,4 +472,102 @@ func testHolderStopExit(t *testing.T) {
 			t.Fatalf("holder %d did not exit after Stop", h.Pid)
 		}
 	}
+}
+
+// TestHolderHasNothingOfTheNode: the holder is what CRI's pause container
+// is to the containers of a pod sharing its PID namespace, their PID 1, and
+// one with CAP_SYS_PTRACE reaches its root, working directory and
+// descriptors through /proc/1. Its root is an empty directory, and it runs
+// as 65535 with CAP_SYS_CHROOT alone.
+func TestHolderHasNothingOfTheNode(t *testing.T) { bothHolders(t, testHolderHasNothingOfTheNode) }
+
+func testHolderHasNothingOfTheNode(t *testing.T) {
+	needRoot(t)
+	r := startReaper(t)
+	h, err := Start(Config{ID: "t6", NewPID: true, NewIPC: true, NewUTS: true, Reaper: r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopAndWait(t, h)
+	proc := fmt.Sprintf("/proc/%d/", h.Pid)
+	for _, d := range []string{"root", "cwd"} {
+		// A removed directory reads as empty, or as gone (getdents(2)
+		// on a dead directory is ENOENT).
+		ents, err := os.ReadDir(proc + d)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+		if len(ents) != 0 {
+			var names []string
+			for _, e := range ents {
+				names = append(names, e.Name())
+			}
+			t.Errorf("the holder's %s (%s) holds %v, want an empty directory", d, readlink(t, proc+d), names)
+		}
+		if f, err := os.Create(proc + d + "/x"); err == nil {
+			f.Close()
+			t.Errorf("a file could be created in the holder's %s", d)
+		}
+	}
+	st, err := os.ReadFile(proc + "status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	status := string(st)
+	for _, want := range []string{
+		"Uid:\t65535\t65535\t65535\t65535", "Gid:\t65535\t65535\t65535\t65535", "Groups:\t \n",
+		"CapPrm:\t0000000000040000", "CapEff:\t0000000000040000", // CAP_SYS_CHROOT (18)
+	} {
+		if !strings.Contains(status, want) {
+			t.Errorf("holder status lacks %q:\n%s", want, status)
+		}
+	}
+	// No directory open either (its root's, one in /proc): through
+	// /proc/1/fd/N/.. a container walks up to the node's /. Nor a cgroup
+	// file (the Go runtime's cpu.cfs_quota_us): reopened for writing
+	// through /proc/1/fd/N, it sets the pod's limits.
+	if fds, err := os.ReadDir(proc + "fd"); err != nil {
+		t.Fatal(err)
+	} else {
+		for _, fd := range fds {
+			l := readlink(t, proc+"fd/"+fd.Name())
+			if fi, err := os.Stat(proc + "fd/" + fd.Name()); err == nil && fi.IsDir() {
+				t.Errorf("the holder keeps a directory open as fd %s (%s)", fd.Name(), l)
+			}
+			if strings.HasPrefix(l, "/sys/") {
+				t.Errorf("the holder keeps %s open as fd %s", l, fd.Name())
+			}
+		}
+	}
+}
+
+// A holder that cannot enter its root exits at once, and Start fails
+// instead of handing out a pod whose PID 1 has the node's /.
+func TestHolderThatCannotEnterItsRootFailsStart(t *testing.T) {
+	bothHolders(t, func(t *testing.T) {
+		needRoot(t)
+		r := startReaper(t)
+		defer func(m os.FileMode) { rootMode = m }(rootMode)
+		rootMode = 0o700 // uid 65535 cannot search it: fchdir fails
+		h, err := Start(Config{ID: "t7", NewPID: true, Reaper: r})
+		if err == nil {
+			stopAndWait(t, h)
+			t.Fatal("Start succeeded with a holder root the holder cannot enter")
+		}
+		if !strings.Contains(err.Error(), "did not enter its empty root") {
+			t.Errorf("Start: %v, want its holder's failure to enter its root", err)
+		}
+		if hs := holdersNamed("t7"); len(hs) > 0 {
+			t.Errorf("holder processes left after a failed start: %v", hs)
+		}
+	})
+}
+
+func readlink(t *testing.T, path string) string {
+	t.Helper()
+	l, err := os.Readlink(path)
+	if err != nil {
+		return err.Error()
+	}
+	return l
 }

@@ -2,11 +2,14 @@ package holder
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/signal"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/example/containerd-shim-example-v2/internal/selftrim"
 )
 
 // retrimDelay is when the Go holder trims itself a second time: its first
@@ -22,6 +25,12 @@ func Main() error {
 	life := os.NewFile(lifeFD, "life")
 	if life == nil {
 		return errors.New("pod holder: started without its pipe (it is started by the shim, not by hand)")
+	}
+	// Its own /proc directory first, for trim, which reads it: the empty
+	// root has no /proc.
+	selftrim.KeepProc()
+	if err := enterRoot(); err != nil {
+		return err
 	}
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, unix.SIGCHLD, unix.SIGTERM, unix.SIGINT)
@@ -49,6 +58,18 @@ func Main() error {
 			reapOrphans()
 		}
 	}
+}
+
+// enterRoot makes the empty directory at rootFD the holder's root and
+// working directory, and closes it, as the tiny holder does (see rootFD).
+func enterRoot() error {
+	if err := unix.Fchdir(rootFD); err != nil {
+		return fmt.Errorf("pod holder: enter its root directory: %w", err)
+	}
+	if err := unix.Chroot("."); err != nil {
+		return fmt.Errorf("pod holder: chroot: %w", err)
+	}
+	return unix.Close(rootFD)
 }
 
 // reapOrphans collects every exited child. A holder has children only as

@@ -3,12 +3,17 @@ package holder
 import "encoding/binary"
 
 // tinyHolder returns a complete static x86-64 Linux executable (ELF64, one
-// loadable segment, 234 bytes) that is the whole holder program:
+// loadable segment, 282 bytes) that is the whole holder program:
 //
+//	fchdir(4); chroot("."); close(4)            // fd 4: the empty directory that becomes its root
 //	prctl(PR_SET_NAME, "pod-holder")            // its name in ps and top
 //	rt_sigaction(SIGCHLD, {SIG_IGN})            // exited children are reaped by the kernel
 //	do r = read(3, buf, 1) while r == -EINTR    // fd 3: the life pipe; EOF when the shim is gone
 //	exit_group(0)
+//
+// A failed fchdir or chroot ends it at once with exit_group(-errno), a
+// status of 256 less the errno, before it waits: the shim finds it exited
+// and fails the start (see rooted).
 //
 // Ignoring SIGCHLD is what makes it a complete PID 1: the kernel then
 // releases every child of the process at its exit, including orphans
@@ -18,7 +23,21 @@ import "encoding/binary"
 // listing in the comments (GNU as, Intel syntax) and checked with objdump.
 func tinyHolder() []byte {
 	code := []byte{
-		0x48, 0x8d, 0x35, 0x60, 0x00, 0x00, 0x00, // lea rsi, [rip+0x60]   ; -> "pod-holder"
+		0xbf, 0x04, 0x00, 0x00, 0x00, // mov edi, 4           ; the empty directory (rootFD)
+		0xb8, 0x51, 0x00, 0x00, 0x00, // mov eax, 81          ; fchdir
+		0x0f, 0x05, // syscall
+		0x85, 0xc0, // test eax, eax
+		0x75, 0x7e, // jnz fail
+		0x6a, 0x2e, // push 0x2e            ; "." on the stack
+		0x48, 0x89, 0xe7, // mov rdi, rsp
+		0xb8, 0xa1, 0x00, 0x00, 0x00, // mov eax, 161         ; chroot
+		0x0f, 0x05, // syscall
+		0x85, 0xc0, // test eax, eax
+		0x75, 0x6e, // jnz fail
+		0xbf, 0x04, 0x00, 0x00, 0x00, // mov edi, 4
+		0xb8, 0x03, 0x00, 0x00, 0x00, // mov eax, 3           ; close
+		0x0f, 0x05, // syscall
+		0x48, 0x8d, 0x35, 0x64, 0x00, 0x00, 0x00, // lea rsi, [rip+0x64]   ; -> "pod-holder"
 		0xbf, 0x0f, 0x00, 0x00, 0x00, // mov edi, 15           ; PR_SET_NAME
 		0xb8, 0x9d, 0x00, 0x00, 0x00, // mov eax, 157          ; prctl
 		0x0f, 0x05, // syscall
@@ -43,6 +62,10 @@ func tinyHolder() []byte {
 		0x48, 0x83, 0xf8, 0xfc, // cmp rax, -4           ; EINTR
 		0x74, 0xe9, // je again
 		0x31, 0xff, // xor edi, edi
+		0xeb, 0x02, // jmp exit
+		// fail:
+		0x89, 0xc7, // mov edi, eax         ; -errno
+		// exit:
 		0xb8, 0xe7, 0x00, 0x00, 0x00, // mov eax, 231          ; exit_group
 		0x0f, 0x05, // syscall
 		'p', 'o', 'd', '-', 'h', 'o', 'l', 'd', 'e', 'r', 0,

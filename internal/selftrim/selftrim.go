@@ -5,6 +5,7 @@ package selftrim
 
 import (
 	"bufio"
+	"io"
 	"os"
 	"runtime/debug"
 	"strconv"
@@ -77,13 +78,69 @@ func parseRegion(line string) (region, bool) {
 	return r, true
 }
 
+// kept holds, for a process that leaves /proc behind (KeepProc), its
+// /proc/self files open and its executable's path.
+var kept struct {
+	files map[string]*os.File // by /proc/self path
+	exe   string
+}
+
+// KeepProc keeps the /proc/self files Trim and NoHugePages read (maps and
+// smaps) open, and notes the executable's path, so that they still work
+// after the process chroots into a directory without /proc (a pod holder).
+// It keeps the files, never a directory: an open directory in /proc would
+// lead whoever reaches the process's descriptors (/proc/<pid>/fd/N/..) up to
+// the filesystem's real root. A file that cannot be opened now is not read
+// later.
+func KeepProc() {
+	kept.files = map[string]*os.File{}
+	for _, name := range []string{"/proc/self/maps", "/proc/self/smaps"} {
+		if f, err := os.Open(name); err == nil {
+			kept.files[name] = f
+		}
+	}
+	if exe, err := os.Executable(); err == nil {
+		kept.exe = exe
+	}
+}
+
+// executable is the running executable's path ("" if unknown).
+func executable() string {
+	if kept.files != nil {
+		return kept.exe
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	return self
+}
+
+// openProc opens a /proc/self file, or rewinds KeepProc's; done releases it.
+func openProc(file string) (f *os.File, done func(), err error) {
+	if kept.files != nil {
+		f := kept.files[file]
+		if f == nil {
+			return nil, nil, os.ErrNotExist
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return nil, nil, err
+		}
+		return f, func() {}, nil
+	}
+	if f, err = os.Open(file); err != nil {
+		return nil, nil, err
+	}
+	return f, func() { f.Close() }, nil
+}
+
 // eachLine calls fn for each line of a /proc file of this process.
 func eachLine(file string, fn func(line string)) {
-	f, err := os.Open(file)
+	f, done, err := openProc(file)
 	if err != nil {
 		return
 	}
-	defer f.Close()
+	defer done()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fn(sc.Text())
@@ -94,10 +151,7 @@ func eachLine(file string, fn func(line string)) {
 // anonymous mappings, and the non-writable mappings of the executable that
 // hold no anonymous (copied-on-write) pages.
 func trimTargets() (anon, own []mapping) {
-	self, err := os.Executable()
-	if err != nil {
-		self = ""
-	}
+	self := executable()
 	var cur *region
 	eachLine("/proc/self/smaps", func(line string) {
 		if r, ok := parseRegion(line); ok {
