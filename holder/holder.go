@@ -32,6 +32,8 @@ import (
 	"os/exec"
 	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -67,6 +69,11 @@ const (
 	holderUID = 65535
 	holderGID = 65535
 )
+
+// holderOOMScoreAdj is the holder's oom_score_adj, the pause container's
+// (CRI's defaultSandboxOOMAdj): the OOM killer leaves the pod's namespaces
+// alone while any other process is left to kill.
+const holderOOMScoreAdj = -998
 
 // Config describes the holder of one pod.
 type Config struct {
@@ -143,6 +150,7 @@ func Start(cfg Config) (*Holder, error) {
 		return nil, r.err
 	}
 	h := r.f.holder
+	setOOMScoreAdj(h.Pid)
 	if err := r.f.rooted(h); err != nil {
 		abandon(h, "took no empty root")
 		return nil, err
@@ -222,6 +230,28 @@ func exitAgain(e reaper.Exit) <-chan reaper.Exit {
 	c := make(chan reaper.Exit, 1)
 	c <- e
 	return c
+}
+
+// setOOMScoreAdj gives the holder the pause container's oom_score_adj. A
+// shim not allowed to go below its own (no CAP_SYS_RESOURCE: the holder
+// starts with the shim's) takes the lowest it may, the shim's own, as CRI's
+// restrict_oom_score_adj does. A failure costs the pod only its protection
+// from the OOM killer: logged, not fatal.
+func setOOMScoreAdj(pid int) {
+	file := fmt.Sprintf("/proc/%d/oom_score_adj", pid)
+	err := os.WriteFile(file, []byte(strconv.Itoa(holderOOMScoreAdj)), 0)
+	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+		var own []byte
+		if own, err = os.ReadFile("/proc/self/oom_score_adj"); err == nil {
+			var n int
+			if n, err = strconv.Atoi(strings.TrimSpace(string(own))); err == nil {
+				err = os.WriteFile(file, []byte(strconv.Itoa(max(holderOOMScoreAdj, n))), 0)
+			}
+		}
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) { // gone: rooted says why
+		slog.Warn("cannot set a pod holder's oom_score_adj", "pid", pid, "error", err)
+	}
 }
 
 // start runs on a locked OS thread: make the namespaces, fork the holder.

@@ -477,8 +477,9 @@ func testHolderStopExit(t *testing.T) {
 // TestHolderHasNothingOfTheNode: the holder is what CRI's pause container
 // is to the containers of a pod sharing its PID namespace, their PID 1, and
 // one with CAP_SYS_PTRACE reaches its root, working directory and
-// descriptors through /proc/1. Its root is an empty directory, and it runs
-// as 65535 with CAP_SYS_CHROOT alone.
+// descriptors through /proc/1. Its root is an empty directory, it runs as
+// 65535 with CAP_SYS_CHROOT alone, and the OOM killer spares it as it spares
+// a pause container (-998).
 func TestHolderHasNothingOfTheNode(t *testing.T) { bothHolders(t, testHolderHasNothingOfTheNode) }
 
 func testHolderHasNothingOfTheNode(t *testing.T) {
@@ -538,6 +539,63 @@ func testHolderHasNothingOfTheNode(t *testing.T) {
 				t.Errorf("the holder keeps %s open as fd %s", l, fd.Name())
 			}
 		}
+	}
+	if got, want := oomScoreAdj(t, h.Pid), wantOOMScoreAdj(t); got != want {
+		t.Errorf("holder oom_score_adj %d, want %d (a pause container's)", got, want)
+	}
+}
+
+// wantOOMScoreAdj is the pause container's oom_score_adj as this process
+// may give it: -998 with CAP_SYS_RESOURCE, else no lower than its own.
+func wantOOMScoreAdj(t *testing.T) int {
+	t.Helper()
+	st, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eff, err := strconv.ParseUint(strings.TrimSpace(strings.TrimPrefix(grepLine(string(st), "CapEff:"), "CapEff:")), 16, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if eff&(1<<unix.CAP_SYS_RESOURCE) != 0 {
+		return -998
+	}
+	own := oomScoreAdj(t, os.Getpid())
+	t.Logf("no CAP_SYS_RESOURCE here: the holder's oom_score_adj can be no lower than the test's own %d", own)
+	return max(-998, own)
+}
+
+func oomScoreAdj(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// setOOMScoreAdj lowers a process's oom_score_adj to -998, or, where the
+// shim may not go below its own (no CAP_SYS_RESOURCE, as in some test
+// containers), to the shim's own, as CRI's restrict_oom_score_adj does. Here
+// on a child whose score was raised first, so that the fallback shows too.
+func TestSetOOMScoreAdj(t *testing.T) {
+	r := startReaper(t)
+	cmd := exec.Command("sleep", "10")
+	exit, err := r.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); <-exit }()
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", cmd.Process.Pid), []byte("500"), 0); err != nil {
+		t.Fatal(err)
+	}
+	setOOMScoreAdj(cmd.Process.Pid)
+	if got, want := oomScoreAdj(t, cmd.Process.Pid), wantOOMScoreAdj(t); got != want {
+		t.Errorf("oom_score_adj %d, want %d", got, want)
 	}
 }
 
