@@ -62,15 +62,22 @@ func TestLiveDaemonsOfOneContainerd(t *testing.T) {
 }
 
 // pretendDaemon runs a process that --all takes for a daemon: sh under
-// the name, with the flags as its positional parameters (`; :` keeps it
-// from replacing itself with sleep). It is stopped when the test ends.
+// the name, with the flags as its positional parameters. It waits in its
+// builtin read on a pipe the test holds, so it never forks: a child between
+// its fork and its exec would carry the same command line, and --all would
+// count that daemon twice. It is stopped when the test ends.
 func pretendDaemon(t *testing.T, name string, args ...string) {
 	t.Helper()
-	cmd := &exec.Cmd{Path: "/bin/sh", Args: append([]string{name, "-c", "sleep 100; :", "sh"}, args...)}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := &exec.Cmd{Path: "/bin/sh", Args: append([]string{name, "-c", "read -r _", "sh"}, args...), Stdin: r}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	r.Close()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); w.Close() })
 }
 
 // daemonFlags reads a pretend daemon's flags as the shim's own parser would.
