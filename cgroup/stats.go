@@ -486,13 +486,11 @@ func rdmaEntries[E any](dir, name string, newEntry func(dev []byte, handles, obj
 // unless it has three fields. A count that does not parse stays 0, as in
 // containerd/cgroups.
 func rdmaLine(line []byte) (dev []byte, handles, objects uint32, ok bool) {
-	dev, rest := nextField(line)
-	kv1, rest := nextField(rest)
-	kv2, rest := nextField(rest)
-	if len(kv2) == 0 || len(bytes.TrimSpace(rest)) > 0 {
+	f := bytes.Fields(line)
+	if len(f) != 3 {
 		return nil, 0, 0, false
 	}
-	for _, kv := range [...][]byte{kv1, kv2} {
+	for _, kv := range f[1:] {
 		k, n, ok := rdmaCount(kv)
 		if !ok {
 			continue
@@ -504,13 +502,7 @@ func rdmaLine(line []byte) (dev []byte, handles, objects uint32, ok bool) {
 			objects = n
 		}
 	}
-	return dev, handles, objects, true
-}
-
-// nextField is b's first space-separated field and what follows it.
-func nextField(b []byte) (field, rest []byte) {
-	field, rest, _ = bytes.Cut(bytes.TrimLeft(b, " "), space)
-	return field, rest
+	return f[0], handles, objects, true
 }
 
 // rdmaCount parses one "key=N" of an rdma file. No limit ("max") is the

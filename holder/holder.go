@@ -32,14 +32,13 @@ import (
 	"os/exec"
 	"runtime"
 	"slices"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 
+	"github.com/example/containerd-shim-example-v2/internal/oomscore"
 	"github.com/example/containerd-shim-example-v2/reaper"
 )
 
@@ -238,15 +237,11 @@ func exitAgain(e reaper.Exit) <-chan reaper.Exit {
 // restrict_oom_score_adj does. A failure costs the pod only its protection
 // from the OOM killer: logged, not fatal.
 func setOOMScoreAdj(pid int) {
-	file := fmt.Sprintf("/proc/%d/oom_score_adj", pid)
-	err := os.WriteFile(file, []byte(strconv.Itoa(holderOOMScoreAdj)), 0)
+	err := oomscore.Set(pid, holderOOMScoreAdj)
 	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
-		var own []byte
-		if own, err = os.ReadFile("/proc/self/oom_score_adj"); err == nil {
-			var n int
-			if n, err = strconv.Atoi(strings.TrimSpace(string(own))); err == nil {
-				err = os.WriteFile(file, []byte(strconv.Itoa(max(holderOOMScoreAdj, n))), 0)
-			}
+		var own int
+		if own, err = oomscore.Of(os.Getpid()); err == nil {
+			err = oomscore.Set(pid, max(holderOOMScoreAdj, own))
 		}
 	}
 	if err != nil && !errors.Is(err, os.ErrNotExist) { // gone: rooted says why

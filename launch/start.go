@@ -16,6 +16,7 @@ import (
 
 	bundlefiles "github.com/example/containerd-shim-example-v2/bundle"
 	"github.com/example/containerd-shim-example-v2/cgroup"
+	"github.com/example/containerd-shim-example-v2/internal/oomscore"
 	"github.com/example/containerd-shim-example-v2/internal/selftrim"
 	"github.com/example/containerd-shim-example-v2/service"
 )
@@ -281,16 +282,11 @@ func readBundle(bundle, id string) (bundleInfo, error) {
 // daemon that manages every shim. Lowering a score needs CAP_SYS_RESOURCE,
 // which root may lack; that case is not an error.
 func adjustOOMScore(pid int) error {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", os.Getppid()))
+	score, err := oomscore.Of(os.Getppid())
 	if err != nil {
 		return nil // containerd already gone or no procfs: keep the default
 	}
-	score, err := strconv.Atoi(strings.TrimSpace(string(data)))
-	if err != nil {
-		return nil
-	}
-	score = min(max(score+1, -1000), 1000)
-	err = os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid), []byte(strconv.Itoa(score)), 0)
+	err = oomscore.Set(pid, score+1)
 	if err != nil && !errors.Is(err, os.ErrPermission) && !errors.Is(err, syscall.EACCES) {
 		return fmt.Errorf("set shim oom_score_adj: %w", err)
 	}
