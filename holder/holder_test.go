@@ -193,8 +193,8 @@ func TestSysctlPath(t *testing.T) {
 		"net/ipv4/conf/eth0.100/forwarding": "/proc/sys/net/ipv4/conf/eth0.100/forwarding",
 		"kernel/shm_rmid_forced":            "/proc/sys/kernel/shm_rmid_forced",
 	} {
-		if got := sysctlPath(name); got != want {
-			t.Errorf("sysctlPath(%q) = %q, want %q", name, got, want)
+		if got := SysctlPath(name); got != want {
+			t.Errorf("SysctlPath(%q) = %q, want %q", name, got, want)
 		}
 	}
 }

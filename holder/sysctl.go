@@ -91,8 +91,9 @@ func swapSysctlSeparators(s string) string {
 	}, s)
 }
 
-// sysctlPath is the /proc/sys file of a sysctl CheckSysctl accepted.
-func sysctlPath(name string) string {
+// SysctlPath is the /proc/sys file of a sysctl, in either name form (one
+// CheckSysctl accepted is in the pod's namespaces when written from them).
+func SysctlPath(name string) string {
 	return "/proc/sys/" + sysctlRel(name)
 }
 
@@ -100,7 +101,7 @@ func sysctlPath(name string) string {
 // does not have, or a value it refuses, is the request's mistake
 // (InvalidArgument), as a name CheckSysctl refuses is.
 func writeSysctl(name, value string) error {
-	err := os.WriteFile(sysctlPath(name), []byte(value), 0)
+	err := os.WriteFile(SysctlPath(name), []byte(value), 0)
 	switch {
 	case err == nil:
 		return nil

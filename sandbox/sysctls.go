@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"maps"
 	"os"
-	"strings"
 
 	"github.com/example/containerd-shim-example-v2/holder"
 )
@@ -60,7 +59,7 @@ func setIn(sysctls map[string]string, key string) bool {
 // kernelHas says whether this kernel has a net.ipv4 sysctl (every network
 // namespace has the same set).
 func kernelHas(name string) bool {
-	_, err := os.Stat("/proc/sys/" + strings.ReplaceAll(name, ".", "/"))
+	_, err := os.Stat(holder.SysctlPath(name))
 	return err == nil
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/example/containerd-shim-example-v2/holder"
 	sandboxapi "github.com/example/containerd-shim-example-v2/proto/sandbox/v1"
 )
 
@@ -78,7 +79,7 @@ func sysctlIn(t *testing.T, pid int, name string) string {
 			got <- read{err: err}
 			return
 		}
-		data, err := os.ReadFile("/proc/sys/" + strings.ReplaceAll(name, ".", "/"))
+		data, err := os.ReadFile(holder.SysctlPath(name))
 		got <- read{strings.Join(strings.Fields(string(data)), " "), err}
 	}()
 	r := <-got
