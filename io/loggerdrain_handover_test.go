@@ -38,11 +38,7 @@ func testLoggerEndsHandedOver(t *testing.T, mode string) {
 	defer procErr.Close()
 	if mode == "logger-exited" {
 		writeWithin(t, procOut, 3, 5*time.Second, "stdout, read by the logger")
-		select {
-		case <-p.loggerExit:
-		case <-time.After(5 * time.Second):
-			t.Fatal("the logger did not exit")
-		}
+		awaitLoggerExit(t, p)
 	}
 	if err := p.Halt(time.Second); err != nil {
 		t.Fatal(err)
@@ -157,11 +153,7 @@ func TestLoggerGroupHandedOver(t *testing.T) {
 	procOut, procErr := launchedProcess(t, p)
 	defer procOut.Close()
 	defer procErr.Close()
-	select {
-	case <-p.loggerExit:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the logger did not exit")
-	}
+	awaitLoggerExit(t, p)
 	if err := p.Halt(time.Second); err != nil {
 		t.Fatal(err)
 	}

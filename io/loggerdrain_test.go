@@ -38,6 +38,16 @@ func openWithLogger(t *testing.T, script string) *Pipes {
 	return p
 }
 
+// awaitLoggerExit waits up to 5 s for the logger's exit to be reported.
+func awaitLoggerExit(t *testing.T, p *Pipes) {
+	t.Helper()
+	select {
+	case <-p.loggerExit:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the logger did not exit")
+	}
+}
+
 // awaitLogged waits up to 5 s for the logger to have written n bytes to out.
 func awaitLogged(t *testing.T, p *Pipes, out string, n int64) {
 	t.Helper()
@@ -62,11 +72,7 @@ func TestLoggerExitingEarlyDoesNotKillTheProcess(t *testing.T) {
 	// end (others close in the background after earlier tests).
 	pipes := map[string]bool{fdtest.Target(t, w): true, fdtest.Target(t, ew): true}
 	writeWithin(t, w, 3, 5*time.Second, "stdout, read by the logger")
-	select {
-	case <-p.loggerExit:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the logger did not exit")
-	}
+	awaitLoggerExit(t, p)
 	writeWithin(t, w, 256<<10, 5*time.Second, "stdout after the logger exited")
 	writeWithin(t, ew, 256<<10, 5*time.Second, "stderr after the logger exited")
 	p.ReleaseRuntimeFiles() // the process exits: the shim reads to the end
@@ -184,11 +190,7 @@ func TestLoggerExitingAfterReadyLeavingAReaderLosesNothing(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "out")
 	p := openWithLogger(t, "cat <&3 >"+out+" 4<&- 5>&- &\nexec 5>&-\nsleep 0.3\nexit 0\n")
 	defer p.Close()
-	select {
-	case <-p.loggerExit:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the logger did not exit")
-	}
+	awaitLoggerExit(t, p)
 	time.Sleep(50 * time.Millisecond)
 	_, w, _ := p.RuntimeFiles()
 	writeWithin(t, w, 1<<20, 10*time.Second, "stdout")

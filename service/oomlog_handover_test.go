@@ -1,7 +1,6 @@
 package service
 
 import (
-	"encoding/json"
 	"os"
 	"testing"
 
@@ -35,14 +34,7 @@ func TestOOMLogIsHandedOver(t *testing.T) {
 	if st.OOMLog == nil {
 		t.Fatal("the log read was not handed over")
 	}
-	data, err := json.Marshal(st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var handed State
-	if err := json.Unmarshal(data, &handed); err != nil {
-		t.Fatal(err)
-	}
+	handed := throughWire(t, st)
 	next := New(Config{})
 	defer next.oomLog.Close()
 	if err := next.Import(handed, nil); err != nil {

@@ -53,15 +53,7 @@ func TestExpectedTaskIsHandedOver(t *testing.T) {
 	if left, ok := st.Expected["c9"]; !ok || left <= 0 || left > joinTTL {
 		t.Fatalf("exported expectations %v, want c9 with at most %v left", st.Expected, joinTTL)
 	}
-	// Through the wire form, as the next binary reads it.
-	data, err := json.Marshal(st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var handed State
-	if err := json.Unmarshal(data, &handed); err != nil {
-		t.Fatal(err)
-	}
+	handed := throughWire(t, st)
 	exits := 0
 	next := New(Config{RequestExit: func() { exits++ }})
 	if err := next.Import(handed, nil); err != nil {
@@ -125,4 +117,18 @@ func TestJoinedTaskWhoseCreateIsRefusedIsNoLongerExpected(t *testing.T) {
 				c.what, exits, s.cfg.Gate.Expecting())
 		}
 	}
+}
+
+// throughWire is st as the next binary reads it: through its JSON form.
+func throughWire(t *testing.T, st *State) State {
+	t.Helper()
+	data, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var handed State
+	if err := json.Unmarshal(data, &handed); err != nil {
+		t.Fatal(err)
+	}
+	return handed
 }
