@@ -418,6 +418,9 @@ func (p *Process) Kill(ctx context.Context, sig int, all bool) error {
 		}
 		return fmt.Errorf("kill %s: %w", p.c.ID, err)
 	}
+	if all && status == Paused && sig != int(unix.SIGKILL) {
+		p.c.followFreezerAfterKillAll(ctx)
+	}
 	return nil
 }
 
