@@ -227,11 +227,16 @@ func (c *conn) dispatch(ctx context.Context, id uint32, body []byte) {
 		c.sendStatus(id, st)
 		return
 	}
+	// Both counts start here, in the reader, not in the call's goroutine: a
+	// request read is counted before the reader reads on (or a pause sees
+	// its connection at rest), however late that goroutine gets to run.
 	c.srv.callStarted()
+	c.srv.handlerStarted()
 	go c.call(ctx, id, req, m)
 }
 
-// call runs one unary call and sends its answer. Its context is the
+// call runs one unary call and sends its answer; dispatch counted it
+// (callStarted, handlerStarted). Its context is the
 // connection's (ended when the connection closes), with the request's
 // metadata and, when the client set one, its deadline.
 func (c *conn) call(ctx context.Context, id uint32, req request, m registered) {
@@ -249,7 +254,6 @@ func (c *conn) call(ctx context.Context, id uint32, req request, m registered) {
 		hook(m.fullName)
 	}
 	payload := req.payload
-	c.srv.handlerStarted()
 	resp, err := m.method(ctx, func(v any) error {
 		// A handler passes a new message; anything else is refused by the
 		// codec itself.

@@ -218,7 +218,8 @@ func (s *Server) callDone() {
 	s.mu.Unlock()
 }
 
-// handlerStarted and handlerDone bracket a handler's run (HandlersIdle).
+// handlerStarted and handlerDone bracket a handler's run (HandlersIdle),
+// from the request's dispatch, OnRequest included.
 func (s *Server) handlerStarted() {
 	s.mu.Lock()
 	s.handlers++

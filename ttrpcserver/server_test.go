@@ -821,3 +821,50 @@ func TestHandlersIdle(t *testing.T) {
 		}
 	})
 }
+
+// A call read from its connection counts for HandlersIdle from then on, not
+// only once its goroutine has got as far as the handler: a request read just
+// before an upgrade's pause, whose client then hung up, has its handler run
+// after HandlersIdle said none would (its goroutine not scheduled yet, or in
+// OnRequest), and changes what the upgrade describes.
+func TestHandlersIdleCountsACallBeforeItsHandler(t *testing.T) {
+	for _, perConn := range []bool{false, true} {
+		t.Run(fmt.Sprintf("goroutine-per-conn=%v", perConn), func(t *testing.T) {
+			hooked, release, ran := make(chan struct{}, 1), make(chan struct{}), make(chan struct{}, 1)
+			// OnRequest holds the call between its dispatch and its handler,
+			// where a goroutine not yet scheduled would be.
+			srv := New(Options{GoroutinePerConn: perConn, OnRequest: func(string) {
+				hooked <- struct{}{}
+				<-release
+			}})
+			srv.RegisterService(testService, &ttrpc.ServiceDesc{Methods: map[string]ttrpc.Method{
+				"Start": typed(func(context.Context, string) (string, error) {
+					ran <- struct{}{}
+					return "", nil
+				}),
+			}})
+			sock := filepath.Join(t.TempDir(), "s")
+			l, err := net.Listen("unix", sock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			go srv.Serve(context.Background(), l)
+			defer srv.Close()
+			c, err := net.Dial("unix", sock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Write(requestFrame(1, "Start", "x")); err != nil {
+				t.Fatal(err)
+			}
+			<-hooked
+			c.Close() // the client hangs up
+			idle := srv.HandlersIdle(100 * time.Millisecond)
+			close(release)
+			<-ran
+			if idle {
+				t.Error("HandlersIdle said no handler runs; the handler of a call already read ran after it")
+			}
+		})
+	}
+}
