@@ -274,11 +274,14 @@ func (c *conn) call(ctx context.Context, id uint32, req request, m registered) {
 func (c *conn) startLater(ctx context.Context, id uint32, method string, later *Deferred, cancel context.CancelFunc) {
 	p := &pendingCall{}
 	p.abandon = later.start(func(resp any, err error) {
+		// Counted before it is claimed: a Shutdown that finds no call
+		// running between the two closes the connection under the answer.
+		c.srv.callStarted()
 		if !p.finish() {
+			c.srv.callDone()
 			return // answered or abandoned already
 		}
 		c.forget(id)
-		c.srv.callStarted()
 		c.answer(id, method, resp, err)
 		c.srv.callDone()
 		cancel()
