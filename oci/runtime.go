@@ -41,8 +41,11 @@ type Runtime struct {
 	Root          string // --root: runtime state directory
 	LogPath       string // --log: JSON log, read back for error messages
 	SystemdCgroup bool   // --systemd-cgroup
+	Criu          string // the CRIU binary of checkpoints and restores ("": criu in PATH); see withCRIU
 	Dir           string // working directory of the runtime process (the bundle)
 	Reaper        *reaper.Reaper
+
+	pathFirst string // a directory put first in the runtime's PATH (withCRIU)
 }
 
 // Stdio are the files the runtime hands to the process it creates. Nil entries
@@ -103,7 +106,7 @@ func (r *Runtime) run(ctx context.Context, stdio *Stdio, stdin []byte, op ...str
 	log := r.newCallLog()
 	cmd := exec.Command(r.BinaryOrDefault(), r.args(log.path, op...)...)
 	cmd.Dir = r.Dir
-	cmd.Env = runtimeEnv()
+	cmd.Env = runtimeEnv(r.pathFirst)
 	// If the shim dies mid-command, the runtime command must not outlive it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 
@@ -209,16 +212,24 @@ func orNull(f *os.File) io.ReadWriter {
 	return nil
 }
 
-// runtimeEnv is the shim's environment without NOTIFY_SOCKET: a container
-// must not signal readiness to whatever service manager started containerd.
-func runtimeEnv() []string {
+// runtimeEnv is the shim's environment without NOTIFY_SOCKET (a container
+// must not signal readiness to whatever service manager started containerd),
+// with pathFirst, if any, first in PATH.
+func runtimeEnv(pathFirst string) []string {
 	env := os.Environ()
 	out := env[:0:0]
+	sawPath := false
 	for _, kv := range env {
-		if len(kv) >= 14 && kv[:14] == "NOTIFY_SOCKET=" {
+		switch {
+		case strings.HasPrefix(kv, "NOTIFY_SOCKET="):
 			continue
+		case pathFirst != "" && strings.HasPrefix(kv, "PATH="):
+			kv, sawPath = "PATH="+pathFirst+":"+kv[len("PATH="):], true
 		}
 		out = append(out, kv)
+	}
+	if pathFirst != "" && !sawPath {
+		out = append(out, "PATH="+pathFirst)
 	}
 	return out
 }
@@ -391,7 +402,11 @@ func (r *Runtime) Checkpoint(ctx context.Context, id string, opts CheckpointOpts
 	if opts.CgroupsMode != "" {
 		a = append(a, "--manage-cgroups-mode", opts.CgroupsMode)
 	}
-	_, err := r.run(ctx, nil, nil, append(a, id)...)
+	rc, err := r.withCRIU()
+	if err != nil {
+		return fmt.Errorf("checkpoint %s: %w", id, err)
+	}
+	_, err = rc.run(ctx, nil, nil, append(a, id)...)
 	return err
 }
 
@@ -420,7 +435,11 @@ func (r *Runtime) Restore(ctx context.Context, id, bundle string, opts RestoreOp
 	// crun's restore has no --no-pivot (its create has): it would refuse
 	// the whole command line.
 	a = appendFlag(a, "--no-pivot", opts.NoPivot && !r.crunFamily())
-	_, err := r.run(ctx, &opts.Stdio, nil, append(a, id)...)
+	rc, err := r.withCRIU()
+	if err != nil {
+		return fmt.Errorf("restore %s: %w", id, err)
+	}
+	_, err = rc.run(ctx, &opts.Stdio, nil, append(a, id)...)
 	var failed *Error
 	if errors.As(err, &failed) && failed.Message == "" {
 		// The runtime's stderr was the container's, and a runtime that has

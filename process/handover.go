@@ -101,6 +101,7 @@ type RuntimeState struct {
 	LogPath       string `json:"logPath"`
 	SystemdCgroup bool   `json:"systemdCgroup"`
 	Dir           string `json:"dir"`
+	Criu          string `json:"criu,omitempty"`
 }
 
 // ProcessState is an init or exec as handed over. Pidfd is a descriptor
@@ -224,7 +225,7 @@ func (c *Container) Export(fds FDKeeper) (*ContainerState, error) {
 	c.mu.Lock()
 	st := &ContainerState{
 		ID: c.ID, Bundle: c.Bundle, Namespace: c.Namespace,
-		Runtime:   RuntimeState{Binary: c.rt.Binary, Root: c.rt.Root, LogPath: c.rt.LogPath, SystemdCgroup: c.rt.SystemdCgroup, Dir: c.rt.Dir},
+		Runtime:   RuntimeState{Binary: c.rt.Binary, Root: c.rt.Root, LogPath: c.rt.LogPath, SystemdCgroup: c.rt.SystemdCgroup, Dir: c.rt.Dir, Criu: c.rt.Criu},
 		SocketDir: c.socketDir, OwnPIDNS: c.ownPIDNS, RootfsMount: c.rootfsMount,
 		InitReaped: c.initReaped, OOMSeen: c.oom.seen, OOMAtCreate: c.oom.atCreate, OOMScope: c.oom.scope,
 		OOMBelow: c.oom.below, OOMRecheck: c.oom.recheck, StallTimeout: c.stall.timeout,
@@ -288,7 +289,7 @@ func Import(r *reaper.Reaper, st ContainerState, cfg CreateConfig, adopt func(fd
 	c := &Container{
 		ID: st.ID, Bundle: st.Bundle, Namespace: st.Namespace,
 		rt: oci.Runtime{Binary: st.Runtime.Binary, Root: st.Runtime.Root, LogPath: st.Runtime.LogPath,
-			SystemdCgroup: st.Runtime.SystemdCgroup, Dir: st.Runtime.Dir, Reaper: r},
+			SystemdCgroup: st.Runtime.SystemdCgroup, Dir: st.Runtime.Dir, Criu: st.Runtime.Criu, Reaper: r},
 		events: cfg.Events, oomWatcher: cfg.OOM, socketDir: st.SocketDir,
 		ownPIDNS: st.OwnPIDNS, rootfsMount: st.RootfsMount, initReaped: st.InitReaped,
 		oom: oomState{seen: st.OOMSeen, atCreate: st.OOMAtCreate, scope: st.OOMScope, below: st.OOMBelow,

@@ -97,44 +97,14 @@ func ParsePodConfig(typeURL string, value []byte) (PodConfig, error) {
 	return c, nil
 }
 
-// fields calls fn for each field of a protobuf message. Unknown fields and
-// wire types are skipped, as protobuf decoders do.
-func fields(b []byte, fn func(num protowire.Number, typ protowire.Type, v []byte, n uint64) error) error {
-	for len(b) > 0 {
-		num, typ, l, err := codec.ConsumeTag(b)
-		if err != nil {
-			return err
-		}
-		b = b[l:]
-		var v []byte
-		var n uint64
-		switch typ {
-		case protowire.BytesType:
-			v, l = protowire.ConsumeBytes(b)
-		case protowire.VarintType:
-			n, l = protowire.ConsumeVarint(b)
-		default:
-			l = protowire.ConsumeFieldValue(num, typ, b)
-		}
-		if l < 0 {
-			return protowire.ParseError(l)
-		}
-		b = b[l:]
-		if err := fn(num, typ, v, n); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 func (c *PodConfig) decode(b []byte) error {
-	return fields(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+	return codec.Fields(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
 		if typ != protowire.BytesType {
 			return nil
 		}
 		switch num {
 		case fPodMetadata:
-			return fields(v, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+			return codec.Fields(v, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
 				switch {
 				case typ != protowire.BytesType:
 				case num == fMetaName:
@@ -150,7 +120,7 @@ func (c *PodConfig) decode(b []byte) error {
 			c.Hostname = string(v)
 		case fPodDNS:
 			c.HasDNS = true
-			return fields(v, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+			return codec.Fields(v, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
 				switch {
 				case typ != protowire.BytesType:
 				case num == fDNSServers:
@@ -170,7 +140,7 @@ func (c *PodConfig) decode(b []byte) error {
 }
 
 func (c *PodConfig) decodeLinux(b []byte) error {
-	return fields(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+	return codec.Fields(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
 		if typ != protowire.BytesType {
 			return nil
 		}
@@ -179,7 +149,7 @@ func (c *PodConfig) decodeLinux(b []byte) error {
 			c.CgroupParent = string(v)
 		case fLinuxSysctls:
 			var k, val string
-			err := fields(v, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+			err := codec.Fields(v, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
 				switch {
 				case typ != protowire.BytesType:
 				case num == fMapKey:
@@ -197,7 +167,7 @@ func (c *PodConfig) decodeLinux(b []byte) error {
 			}
 			c.Sysctls[k] = val
 		case fLinuxSecurity:
-			return fields(v, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+			return codec.Fields(v, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
 				if num != fSecurityNamespaces || typ != protowire.BytesType {
 					return nil
 				}
@@ -209,7 +179,7 @@ func (c *PodConfig) decodeLinux(b []byte) error {
 }
 
 func (c *PodConfig) decodeNamespaces(b []byte) error {
-	return fields(b, func(num protowire.Number, typ protowire.Type, v []byte, n uint64) error {
+	return codec.Fields(b, func(num protowire.Number, typ protowire.Type, v []byte, n uint64) error {
 		switch {
 		case typ == protowire.VarintType && num == fNSNetwork:
 			c.Network = NamespaceMode(n)
@@ -219,7 +189,7 @@ func (c *PodConfig) decodeNamespaces(b []byte) error {
 			c.IPC = NamespaceMode(n)
 		case typ == protowire.BytesType && num == fNSUserns:
 			c.HasUserns = true
-			return fields(v, func(num protowire.Number, typ protowire.Type, _ []byte, n uint64) error {
+			return codec.Fields(v, func(num protowire.Number, typ protowire.Type, _ []byte, n uint64) error {
 				if num == fUsernsMode && typ == protowire.VarintType {
 					c.UsernsMode = NamespaceMode(n)
 				}

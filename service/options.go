@@ -7,6 +7,7 @@ import (
 
 	runcopts "github.com/example/containerd-shim-example-v2/proto/api/types/runc/options"
 	criopts "github.com/example/containerd-shim-example-v2/proto/api/types/runtimeoptions/v1"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/example/containerd-shim-example-v2/proto/codec"
@@ -34,6 +35,9 @@ type RuntimeOptions struct {
 	IoUID, IoGID  uint32
 	CriuImagePath string
 	CriuWorkPath  string
+	// CriuPath is the CRIU binary checkpoints and restores run ("": the
+	// one in PATH): the runc options' criu_path.
+	CriuPath string
 	// ShimCgroup is the cgroup `start` moves a new daemon into (not for tasks).
 	ShimCgroup string
 	// StallTimeout is the output stall policy's timeout, as shimio.Env
@@ -58,7 +62,9 @@ func DecodeOptions(a *anypb.Any) (RuntimeOptions, error) {
 			o.StallTimeout, err = parseStallTimeout(m.StallTimeout)
 		}
 	case typeRuncOptions:
-		o, err = decodeRuncLike(a, typeRuncOptions, &runcopts.Options{})
+		if o, err = decodeRuncLike(a, typeRuncOptions, &runcopts.Options{}); err == nil {
+			o.CriuPath, err = runcCriuPath(a.GetValue())
+		}
 	case typeLegacyCreate:
 		var m exampleopts.LegacyCreateOptions
 		if err := codec.Unmarshal(a.GetValue(), &m); err != nil {
@@ -134,6 +140,27 @@ func decodeRuncLike(a *anypb.Any, name string, m runcLike) (RuntimeOptions, erro
 	return RuntimeOptions{BinaryName: m.GetBinaryName(), Root: m.GetRoot(), SystemdCgroup: m.GetSystemdCgroup(),
 		NoPivotRoot: m.GetNoPivotRoot(), NoNewKeyring: m.GetNoNewKeyring(), IoUID: m.GetIoUid(), IoGID: m.GetIoGid(),
 		CriuImagePath: m.GetCriuImagePath(), CriuWorkPath: m.GetCriuWorkPath(), ShimCgroup: m.GetShimCgroup()}, nil
+}
+
+// runcCriuPathField is criu_path's number in containerd.runc.v1.Options.
+// containerd 1.6 and 1.7 send it, as the stock shim of those releases
+// reads it; 2.0 removed it from the API this shim's mirror is written from,
+// whose decoder therefore skips it.
+const runcCriuPathField = 8
+
+// runcCriuPath reads criu_path from containerd.runc.v1.Options' wire form.
+func runcCriuPath(b []byte) (string, error) {
+	var path string
+	err := codec.Fields(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+		if num == runcCriuPathField && typ == protowire.BytesType {
+			path = string(v) // the last one wins, as in protobuf
+		}
+		return nil
+	})
+	if err != nil {
+		return "", invalidArgument("decode %s: criu_path: %v", typeRuncOptions, err)
+	}
+	return path, nil
 }
 
 // typeName strips a "type.googleapis.com/"-style prefix from a type URL.

@@ -11,6 +11,7 @@ import (
 	runcopts "github.com/containerd/containerd/api/types/runc/options"
 	criopts "github.com/containerd/containerd/api/types/runtimeoptions/v1"
 	"github.com/containerd/errdefs"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -24,6 +25,14 @@ func anyOf(t *testing.T, url string, m proto.Message) *anypb.Any {
 		t.Fatal(err)
 	}
 	return &anypb.Any{TypeUrl: url, Value: v}
+}
+
+// runcWithCriuPath encodes m with criu_path (field 8) as containerd 1.6 and
+// 1.7 send it: the 2.x API the test links has no such field.
+func runcWithCriuPath(t *testing.T, m *runcopts.Options, path string) *anypb.Any {
+	a := anyOf(t, "containerd.runc.v1.Options", m)
+	a.Value = protowire.AppendString(protowire.AppendTag(a.Value, 8, protowire.BytesType), path)
+	return a
 }
 
 func TestDecodeOptionsAcceptedTypes(t *testing.T) {
@@ -43,6 +52,10 @@ func TestDecodeOptionsAcceptedTypes(t *testing.T) {
 			RuntimeOptions{NoPivotRoot: true, NoNewKeyring: true, IoGID: 9}},
 		{"CRI body", anyOf(t, "runtimeoptions.v1.Options", &criopts.Options{ConfigBody: []byte("BinaryName = \"crun\"\nSystemdCgroup = true # comment\n# x\nShimCgroup = \"\"\n")}),
 			RuntimeOptions{BinaryName: "crun", SystemdCgroup: true}},
+		{"runc from containerd 1.6/1.7, criu_path", runcWithCriuPath(t, &runcopts.Options{Root: "/r"}, "/opt/criu/sbin/criu"),
+			RuntimeOptions{Root: "/r", CriuPath: "/opt/criu/sbin/criu"}},
+		{"CRI body, criu path", anyOf(t, "runtimeoptions.v1.Options", &criopts.Options{ConfigBody: []byte("CriuPath = '/opt/criu'\n")}),
+			RuntimeOptions{CriuPath: "/opt/criu"}},
 		{"unknown type ignored", &anypb.Any{TypeUrl: "some.other.Options", Value: []byte{1, 2, 3}}, RuntimeOptions{}},
 		{"ours, stall timeout", anyOf(t, "example.options.v1.Options", &exampleopts.Options{StallTimeout: "90s"}),
 			RuntimeOptions{StallTimeout: 90 * time.Second}},

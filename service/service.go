@@ -243,6 +243,7 @@ func (s *Service) runtimeFor(o RuntimeOptions) oci.Runtime {
 		Binary:        o.BinaryName,
 		Root:          filepath.Join(root, s.cfg.Namespace),
 		SystemdCgroup: o.SystemdCgroup,
+		Criu:          o.CriuPath,
 	}
 }
 

@@ -95,6 +95,8 @@ func parseOptionsTOML(data []byte) (RuntimeOptions, error) {
 			o.CriuImagePath, err = tomlString(raw)
 		case "criuworkpath":
 			o.CriuWorkPath, err = tomlString(raw)
+		case "criupath":
+			o.CriuPath, err = tomlString(raw)
 		case "systemdcgroup":
 			o.SystemdCgroup, err = tomlBool(raw)
 		case "nopivotroot":
@@ -124,7 +126,7 @@ func parseOptionsTOML(data []byte) (RuntimeOptions, error) {
 
 // ourTOMLKeys are the options this shim reads, normalized.
 var ourTOMLKeys = map[string]bool{
-	"binaryname": true, "root": true, "criuimagepath": true, "criuworkpath": true, "systemdcgroup": true,
+	"binaryname": true, "root": true, "criuimagepath": true, "criuworkpath": true, "criupath": true, "systemdcgroup": true,
 	"nopivotroot": true, "nonewkeyring": true, "iouid": true, "iogid": true, "shimcgroup": true,
 	"stalltimeout": true,
 }

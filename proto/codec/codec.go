@@ -129,6 +129,39 @@ var errWireFormat = errors.New("invalid wire-format data")
 // decoders of ttrpc frames and CRI messages.
 func ConsumeTag(b []byte) (protowire.Number, protowire.Type, int, error) { return consumeTag(b) }
 
+// Fields calls fn for each field of a message's wire form, in order: v is a
+// length-delimited field's bytes, n a varint's value. Unknown wire types are
+// skipped, as protobuf decoders skip them. For the shim's readers of
+// messages it does not mirror whole (CRI's pod config) or of fields its
+// mirrors lack (one removed from containerd's API that older clients send).
+func Fields(b []byte, fn func(num protowire.Number, typ protowire.Type, v []byte, n uint64) error) error {
+	for len(b) > 0 {
+		num, typ, l, err := consumeTag(b)
+		if err != nil {
+			return err
+		}
+		b = b[l:]
+		var v []byte
+		var n uint64
+		switch typ {
+		case protowire.BytesType:
+			v, l = protowire.ConsumeBytes(b)
+		case protowire.VarintType:
+			n, l = protowire.ConsumeVarint(b)
+		default:
+			l = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if l < 0 {
+			return protowire.ParseError(l)
+		}
+		b = b[l:]
+		if err := fn(num, typ, v, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func consumeTag(b []byte) (protowire.Number, protowire.Type, int, error) {
 	v, n := protowire.ConsumeVarint(b)
 	if n < 0 {
