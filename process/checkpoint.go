@@ -74,7 +74,7 @@ func (c *Container) Checkpoint(ctx context.Context, opts oci.CheckpointOpts, onC
 	}
 	work := opts.WorkPath
 	if work == "" {
-		work = filepath.Join(c.Bundle, "criu-work")
+		work = filepath.Join(c.Bundle, criuWorkDir)
 		opts.WorkPath = work
 		defer os.RemoveAll(work)
 	}
@@ -116,8 +116,15 @@ func criuLogTail(data []byte) string {
 	return " (criu: " + strings.Join(errs, "; ") + ")"
 }
 
+// criuWorkDir is the bundle's directory for CRIU's files (its logs and
+// statistics) when the runtime options set no criu_work_path. Without one,
+// CRIU writes them into the image directory, which a restore must be able
+// to read only (a read-only or shared checkpoint); the stock shim gives
+// CRIU a work directory of the task's too.
+const criuWorkDir = "criu-work"
+
 // criuRestoreLog is the name runc and crun give CRIU's restore log, in the
-// restore's work directory, or the image directory when none is set.
+// restore's work directory (the image directory when none is set).
 const criuRestoreLog = "restore.log"
 
 // coarseClockTick is how far a file's modification time may lag the clock

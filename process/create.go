@@ -122,8 +122,12 @@ func Create(ctx context.Context, r *reaper.Reaper, cfg CreateConfig, onCreated f
 	c.init = p
 	if cfg.Checkpoint != "" {
 		// Nothing runs until Start restores it.
+		work := cfg.CriuWorkPath
+		if work == "" {
+			work = filepath.Join(cfg.Bundle, criuWorkDir)
+		}
 		p.restore = &oci.RestoreOpts{
-			CheckpointOpts: oci.CheckpointOpts{ImagePath: cfg.Checkpoint, WorkPath: cfg.CriuWorkPath},
+			CheckpointOpts: oci.CheckpointOpts{ImagePath: cfg.Checkpoint, WorkPath: work},
 			PidFile:        filepath.Join(cfg.Bundle, bundle.InitPidFile),
 			NoPivot:        cfg.NoPivot,
 		}

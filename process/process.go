@@ -238,6 +238,9 @@ func (p *Process) startRestore(ctx context.Context, onStarted func(pid int)) err
 		c.destroyRuntimeState()
 		return fmt.Errorf("restore %s from %s: %w%s", c.ID, opts.ImagePath, err, restoreLogNote(opts.CheckpointOpts, begun))
 	}
+	if opts.WorkPath == filepath.Join(c.Bundle, criuWorkDir) {
+		os.RemoveAll(opts.WorkPath) // the shim's own; a failed attempt's is kept, its log named in the error
+	}
 	c.watchCgroup(pid)
 	p.restore = nil
 	p.session = c.noteSession(pid)
