@@ -49,6 +49,11 @@ type LimitMarks struct {
 // OOMReading is one read of a cgroup's OOM figures.
 type OOMReading struct {
 	Kills uint64 // as OOMKills
+	// WaitingForMemory (v1): the cgroup has the OOM killer disabled
+	// (memory.oom_control "oom_kill_disable 1": `docker run
+	// --oom-kill-disable`) and is under OOM: its processes wait for memory,
+	// and no kill will be counted for the notification.
+	WaitingForMemory bool
 	// Marks (v2) are the limit marks read at the same moment: a cgroup that
 	// systemd manages (a scope of its cgroup driver) is removed as soon as
 	// its last process is gone, and marks read a moment after the count may
@@ -67,8 +72,15 @@ type OOMReading struct {
 // memory.events.local.
 func (c *Cgroup) ReadOOM() (OOMReading, error) {
 	if !c.V2 {
-		kills, err := c.OOMKills()
-		return OOMReading{Kills: kills}, err
+		kv, err := readKV(filepath.Join(c.dir("memory"), "memory.oom_control"))
+		if err != nil {
+			return OOMReading{}, err
+		}
+		r := OOMReading{Kills: kv["oom_kill"], WaitingForMemory: kv["oom_kill_disable"] == 1 && kv["under_oom"] == 1}
+		if _, ok := kv["oom_kill"]; !ok {
+			err = ErrOOMKillsNotCounted
+		}
+		return r, err
 	}
 	tree, own, err := v2MemoryEvents(c.dir(""))
 	if err != nil {

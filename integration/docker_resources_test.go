@@ -127,3 +127,34 @@ func (e *dockerEnv) testOOMKilled(t *testing.T) {
 		t.Errorf("docker inspect of the OOM-killed container: %q, want \"exited 137 true\"", got)
 	}
 }
+
+// A container whose memory cgroup has the OOM killer disabled (`docker run
+// --oom-kill-disable`, cgroup v1) and reaches its limit is not killed: its processes wait
+// in the kernel for memory. The kernel still signals the cgroup's OOM notification, and the
+// stock shim publishes /tasks/oom for it; dockerd turns that into an "oom" event (what
+// `docker events` users and moby's TestEventsOOMDisableTrue wait for) and marks the
+// container OOMKilled, while it goes on running.
+func TestDockerOOMKillDisabled(t *testing.T) {
+	if why := harness.DockerMissing(); why != "" {
+		t.Skip(why)
+	}
+	if cgroupV2() {
+		t.Skip("--oom-kill-disable is a cgroup v1 setting (dockerd ignores it on v2)")
+	}
+	e := startDockerEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	since := strconv.FormatInt(time.Now().Unix()-1, 10)
+	id := e.dockerOK(t, ctx, append(e.runArgs(harness.Runtime(), "-d", "--oom-kill-disable", "--memory", "16m", "--memory-swap", "16m", e.image), memoryHogArgs...)...)
+	defer e.dockerOK(t, context.WithoutCancel(ctx), "rm", "-f", id)
+	var events, state string
+	if !eventually(20*time.Second, func() bool {
+		now := strconv.FormatInt(time.Now().Unix()+1, 10)
+		events = e.dockerOK(t, ctx, "events", "--since", since, "--until", now, "--filter", "container="+id, "--format", "{{.Action}}")
+		state = e.inspect(t, ctx, id, "{{.State.Status}} {{.State.OOMKilled}}")
+		return strings.Contains(events, "oom") && state == "running true"
+	}) {
+		t.Errorf("container at its memory limit with the OOM killer disabled: events %q, status and OOMKilled %q; want an oom event, \"running true\"",
+			strings.Fields(events), state)
+	}
+}

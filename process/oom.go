@@ -175,6 +175,16 @@ func (c *Container) reportOOM(notified bool) (readErr error) {
 		// A kernel that counts no kills (before 4.13): the notification is
 		// all there is. Counted so the exit path does not report it again.
 		c.oom.seen++
+	case notified && !c.cg.V2 && err == nil && r.WaitingForMemory:
+		// The container's own cgroup has the OOM killer disabled (docker run
+		// --oom-kill-disable) and met its limit: its processes wait for
+		// memory, and no kill will be counted. The stock shim publishes the
+		// notification, which dockerd makes an "oom" event (and OOMKilled)
+		// of a container that goes on running; so does this one, without
+		// counting a kill in oom.seen.
+		slog.Warn("container met its memory limit with the OOM killer disabled", "container", c.ID)
+		c.publishOOM()
+		return
 	case notified && !c.cg.V2 && err == nil:
 		// v1 notifies every cgroup below the one whose limit was hit (a
 		// pod's, the node's), and before the kill, which only the victim's

@@ -498,3 +498,45 @@ func TestContainerCgroupIsNeverTheShimsOwn(t *testing.T) {
 		t.Errorf("its memory cgroup is %s, want %s", got, dir)
 	}
 }
+
+// Cgroup v1 with the OOM killer disabled in the container's own cgroup
+// (docker run --oom-kill-disable): a notification while the cgroup is under
+// OOM is reported at once, though no kill is counted (none will be: the
+// processes wait for memory), as the stock shim reports it; dockerd makes it
+// an "oom" event. Under OOM with the killer enabled, the notification still
+// waits for a counted kill, and no kill is taken as seen.
+func TestV1OOMNotificationWithKillerDisabled(t *testing.T) {
+	defer func(d []time.Duration) { oomRecheckAfter = d }(oomRecheckAfter)
+	oomRecheckAfter = []time.Duration{time.Millisecond}
+	root := t.TempDir()
+	mem := mkdir(t, filepath.Join(root, "memory", "c"))
+	replaceFile(t, filepath.Join(mem, "memory.failcnt"), "0\n")
+	cg, err := cgroup.Parse(root, []byte("9:memory:/c\n"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reported := make(chan uint64, 4)
+	c := &Container{ID: "c", cg: cg, oomWatcher: &cgroup.OOMWatcher{}}
+	c.events.OOM = func(c *Container) { reported <- c.oom.seen }
+	c.oom.limitMarks = cg.LimitMarks()
+
+	replaceFile(t, filepath.Join(mem, "memory.oom_control"), "oom_kill_disable 0\nunder_oom 1\noom_kill 0\n")
+	c.reportOOM(true)
+	waitRecheckEnded(t, c)
+	select {
+	case seen := <-reported:
+		t.Fatalf("killer enabled, no kill counted: reported (seen %d)", seen)
+	default:
+	}
+
+	replaceFile(t, filepath.Join(mem, "memory.oom_control"), "oom_kill_disable 1\nunder_oom 1\noom_kill 0\n")
+	c.reportOOM(true)
+	select {
+	case seen := <-reported:
+		if seen != 0 {
+			t.Errorf("killer disabled: reported with %d kills seen, want 0 (no kill happened)", seen)
+		}
+	default:
+		t.Fatal("killer disabled, cgroup under OOM: the notification was not reported")
+	}
+}
