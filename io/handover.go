@@ -207,7 +207,7 @@ func (p *Pipes) restart(relays []*pipeRelay) {
 func (p *Pipes) startAgain(r *pipeRelay, carry []byte, discarding bool) {
 	switch {
 	case r.out != nil:
-		p.runRelay(r.stream, r.src, p.outputRun(r, carry, discarding), func() { r.out.Close() })
+		p.runRelay(r.stream, r.src, p.outputRun(r, carry, discarding), func() { endOfStream(r.out) })
 	case r.log != nil:
 		p.runRelay(r.stream, r.src, p.fileRun(r, carry), r.log.release)
 	default:

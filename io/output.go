@@ -17,7 +17,7 @@ func (p *Pipes) startOutput(dst output, stream string) (*os.File, error) {
 	// through a duplicate of its own (ownEnd).
 	n := len(p.clientQueues)
 	pr := &pipeRelay{stream: stream, out: dst, sharer: n > 0 && p.clientQueues[n-1] == dst}
-	w, err := p.startRelay(stream, p.outputRun(pr, nil, false), func() { dst.Close() })
+	w, err := p.startRelay(stream, p.outputRun(pr, nil, false), func() { endOfStream(dst) })
 	if err != nil {
 		dst.Close()
 		return nil, err
