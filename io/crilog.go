@@ -126,8 +126,11 @@ type rotatingFile struct {
 	first *os.File // the file opened first; set once, read without mu (Close)
 	f     *os.File
 	size  int64
-	users int          // relays writing to it; the last to finish closes it
-	pace  *rateLimiter // nil unless the URI set rate=; shared by its writers
+	users int // relays writing to it; the last to finish closes it
+	// unused is closed when users drops to 0 (see awaitRelays); read
+	// without mu, which a relay writing to a FIFO nobody reads holds.
+	unused chan struct{}
+	pace   *rateLimiter // nil unless the URI set rate=; shared by its writers
 	// failing: the last write or rotation failed (and was logged); the next
 	// record is tried all the same, and a success is logged too.
 	failing bool
@@ -149,11 +152,15 @@ func openRotating(o FileOptions) (*rotatingFile, error) {
 		f.Close()
 		return nil, fmt.Errorf("log %s: max-size rotates by renaming, and this is not a regular file (%v): %w", o.Path, st.Mode().Type(), errdefs.ErrInvalidArgument)
 	}
-	rf := &rotatingFile{opts: o, first: f, f: f, size: st.Size()}
+	rf := newRotatingFile(o, f, st.Size())
 	if o.Rate > 0 {
 		rf.pace = newRateLimiter(o.Rate)
 	}
 	return rf, nil
+}
+
+func newRotatingFile(o FileOptions, f *os.File, size int64) *rotatingFile {
+	return &rotatingFile{opts: o, first: f, f: f, size: size, unused: make(chan struct{})}
 }
 
 // isFile says whether path leads to the file r writes now (checked before
@@ -299,6 +306,28 @@ func (r *rotatingFile) release() {
 	r.users--
 	if r.users == 0 {
 		r.f.Close()
+		select {
+		case <-r.unused:
+		default:
+			close(r.unused)
+		}
+	}
+}
+
+// awaitRelays waits, at most timeout, until every relay writing to r has
+// finished (released it). Pipes.Close asks it once it has closed their
+// sources: a CRI relay still holds what it read of a line whose end never
+// came (the process's last output without a line end, or a line cut at the
+// limit, while a grandchild keeps the pipe open), and writes it as a
+// partial record as its read fails. Closing the file first lost it. A
+// relay that cannot finish (blocked writing to a FIFO nobody reads) is
+// waited for only timeout: closing the file is what wakes it.
+func (r *rotatingFile) awaitRelays(timeout time.Duration) {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-r.unused:
+	case <-t.C:
 	}
 }
 

@@ -473,7 +473,7 @@ func ImportPipes(st PipesState, adopt func(fd int, name string, pollable bool) (
 		if err != nil {
 			return nil, err
 		}
-		rf := &rotatingFile{opts: ls.Opts, first: f, f: f, size: ls.Size}
+		rf := newRotatingFile(ls.Opts, f, ls.Size)
 		if ls.Opts.Rate > 0 {
 			rf.pace = newRateLimiter(ls.Opts.Rate)
 			p.paced = append(p.paced, rf.pace)

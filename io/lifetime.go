@@ -28,6 +28,9 @@ const (
 	// would cut off what they were writing. One that waits for SIGTERM
 	// (containerd's logging.Run) costs Delete only this.
 	LoggerEndGrace = time.Second
+	// logRelayEndTimeout bounds Close's wait for a file:// log's relays to
+	// write what they hold once their pipes are closed (awaitRelays).
+	logRelayEndTimeout = 500 * time.Millisecond
 )
 
 // Delivered reports whether the output relays have ended: every byte the
@@ -127,6 +130,11 @@ func (p *Pipes) Close() {
 		if f, ok := p.toClose[i].(*clientFIFO); ok {
 			f.closeForAll() // listed once per relay writing through it
 			continue
+		}
+		if rf, ok := p.toClose[i].(*rotatingFile); ok {
+			// Its relays' sources come after it, closed by now: let them
+			// write what they hold before the file goes.
+			rf.awaitRelays(logRelayEndTimeout)
 		}
 		p.toClose[i].Close()
 	}
