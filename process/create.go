@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
@@ -63,6 +64,12 @@ func Create(ctx context.Context, r *reaper.Reaper, cfg CreateConfig, onCreated f
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Checkpoint == "" && spec.Process.Terminal != cfg.Stdio.Terminal {
+		// The runtime refuses either way round (a console socket without a
+		// terminal, a terminal without one), as an Unknown error.
+		return nil, fmt.Errorf("the request's terminal=%t and config.json's process.terminal=%t differ: %w",
+			cfg.Stdio.Terminal, spec.Process.Terminal, errdefs.ErrInvalidArgument)
+	}
 	c := &Container{
 		ID:         cfg.ID,
 		Bundle:     cfg.Bundle,
@@ -104,7 +111,7 @@ func Create(ctx context.Context, r *reaper.Reaper, cfg CreateConfig, onCreated f
 			return nil, fmt.Errorf("create rootfs directory: %w", err)
 		}
 		if err := mountRootfs(rootfs, cfg.Rootfs, r); err != nil {
-			return nil, err
+			return nil, classifyMountError(err)
 		}
 		c.rootfsMount = true
 		defer func() {

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 
 	"github.com/example/containerd-shim-example-v2/internal/inroot"
@@ -115,6 +116,23 @@ func takeWord(options []string, word string) ([]string, bool) {
 		return options, false
 	}
 	return slices.DeleteFunc(slices.Clone(options), func(o string) bool { return o == word }), true
+}
+
+// classifyMountError marks a rootfs mount the kernel refused for what the
+// request says (an unknown or empty filesystem type, a source or layer that
+// is not there, an option it does not take) as the caller's mistake, unless
+// the error has a class already.
+func classifyMountError(err error) error {
+	if errdefs.IsInvalidArgument(err) || errdefs.IsNotFound(err) || errdefs.IsFailedPrecondition(err) ||
+		errdefs.IsResourceExhausted(err) || errdefs.IsPermissionDenied(err) {
+		return err
+	}
+	for _, errno := range []unix.Errno{unix.ENODEV, unix.ENOENT, unix.ENOTDIR, unix.EINVAL, unix.ELOOP, unix.ENAMETOOLONG} {
+		if errors.Is(err, errno) {
+			return fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+		}
+	}
+	return err
 }
 
 // mountRootfs mounts every entry under rootfs in order. On failure it undoes

@@ -20,7 +20,8 @@ import (
 // bundleSpec is the part of a bundle's config.json the shim uses.
 type bundleSpec struct {
 	Process *struct {
-		Args []string `json:"args"`
+		Args     []string `json:"args"`
+		Terminal bool     `json:"terminal"`
 	} `json:"process"`
 	Linux *struct {
 		Namespaces  []specs.LinuxNamespace `json:"namespaces"`
@@ -69,6 +70,22 @@ func hasOwnNamespace(spec *bundleSpec, t specs.LinuxNamespaceType) bool {
 	return false
 }
 
+// execProcessFields are the typed fields of an OCI Process an exec's spec
+// is checked against (small leaf types only: see bundleSpec).
+type execProcessFields struct {
+	Terminal        bool                     `json:"terminal"`
+	ConsoleSize     *specs.Box               `json:"consoleSize"`
+	User            specs.User               `json:"user"`
+	Env             []string                 `json:"env"`
+	Cwd             string                   `json:"cwd"`
+	Capabilities    *specs.LinuxCapabilities `json:"capabilities"`
+	Rlimits         []specs.POSIXRlimit      `json:"rlimits"`
+	NoNewPrivileges bool                     `json:"noNewPrivileges"`
+	ApparmorProfile string                   `json:"apparmorProfile"`
+	OOMScoreAdj     *int                     `json:"oomScoreAdj"`
+	SelinuxLabel    string                   `json:"selinuxLabel"`
+}
+
 // execProcessSpec checks an exec's OCI process spec (a JSON object with
 // args) and returns it with "terminal" set as the client's stdio says; the
 // other fields pass through to the runtime untouched.
@@ -85,6 +102,17 @@ func execProcessSpec(spec []byte, terminal bool) ([]byte, error) {
 	}
 	if len(args) == 0 {
 		return nil, fmt.Errorf("process spec has no args: %w", errdefs.ErrInvalidArgument)
+	}
+	// The fields the runtime decodes strictly, with their types: a spec
+	// that does not decode as a Process is refused here, not by the
+	// runtime's Start as an Unknown error.
+	var typed execProcessFields
+	if err := json.Unmarshal(spec, &typed); err != nil {
+		return nil, fmt.Errorf("process spec is not an OCI Process: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	if typed.Cwd != "" && !filepath.IsAbs(typed.Cwd) {
+		// The OCI spec: cwd MUST be an absolute path.
+		return nil, fmt.Errorf("process spec cwd %q is not an absolute path: %w", typed.Cwd, errdefs.ErrInvalidArgument)
 	}
 	fields["terminal"] = json.RawMessage(strconv.FormatBool(terminal))
 	return json.Marshal(fields)

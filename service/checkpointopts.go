@@ -29,6 +29,16 @@ func checkpointOptions(r *taskapi.CheckpointTaskRequest) (oci.CheckpointOpts, er
 	if image == "" {
 		image = r.Path
 	}
+	if image != "" { // none: the container says so (InvalidArgument)
+		if err := checkImageDir("checkpoint image path", image, false); err != nil {
+			return oci.CheckpointOpts{}, err
+		}
+	}
+	if o.WorkPath != "" {
+		if err := checkImageDir("checkpoint work path", o.WorkPath, false); err != nil {
+			return oci.CheckpointOpts{}, err
+		}
+	}
 	return oci.CheckpointOpts{
 		ImagePath:       image,
 		WorkPath:        o.WorkPath,

@@ -50,6 +50,11 @@ func (s *Service) checkCreate(r *taskapi.CreateTaskRequest) (RuntimeOptions, oci
 	if err != nil {
 		return RuntimeOptions{}, oci.Runtime{}, err
 	}
+	if restore := restorePath(r.Checkpoint, opts); restore != "" {
+		if err := checkImageDir("checkpoint to restore", restore, true); err != nil {
+			return RuntimeOptions{}, oci.Runtime{}, err
+		}
+	}
 	rt := s.runtimeFor(opts)
 	if _, err := exec.LookPath(rt.BinaryOrDefault()); err != nil {
 		return RuntimeOptions{}, oci.Runtime{}, invalidArgument("OCI runtime binary %q: %v", rt.BinaryOrDefault(), err)

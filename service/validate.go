@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/containerd/errdefs"
 	"github.com/example/containerd-shim-example-v2/internal/identifier"
@@ -74,6 +75,29 @@ func validateBundle(bundle string) error {
 		return invalidArgument("bundle %s: %v", bundle, err)
 	case !spec.Mode().IsRegular():
 		return invalidArgument("bundle %s: config.json is not a regular file", bundle)
+	}
+	return nil
+}
+
+// checkImageDir checks a CRIU image directory a request names: an absolute
+// path (the runtime would resolve a relative one in the daemon's working
+// directory, a task's bundle) and, where something is there, a directory.
+// A restore's must be there: the runtime would create an empty one on the
+// host, leave it, and fail with an Unknown error.
+func checkImageDir(what, path string, mustExist bool) error {
+	if !filepath.IsAbs(path) || strings.IndexByte(path, 0) >= 0 {
+		return invalidArgument("%s %q must be an absolute path", what, path)
+	}
+	st, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && mustExist:
+		return fmt.Errorf("%s %s does not exist: %w", what, path, errdefs.ErrNotFound)
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return invalidArgument("%s %s: %v", what, path, err)
+	case !st.IsDir():
+		return invalidArgument("%s %s is not a directory", what, path)
 	}
 	return nil
 }
