@@ -1,8 +1,11 @@
 package process
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -122,26 +125,69 @@ func idmapMount(source, target string, userns *os.File, attrs uint64) error {
 
 // idmapLowerdirs maps an overlay's layers: their common parent is mounted
 // ID-mapped and read-only at dir (made here), and the lowerdirs are rewritten
-// to go through it. undo unmounts and removes dir; the overlay, once mounted,
-// keeps its layers without it.
+// to go through it, one mount for every layer, as containerd 2.x's own mount
+// code does. The parent is mapped with every mount below it, and the kernel
+// refuses the whole tree (EINVAL) when one of them cannot be ID-mapped:
+// another image's lazily pulled layer (a FUSE mount of the stargz
+// snapshotter) beside this overlay's, say, where containerd fails. Then, or
+// with no common parent below /, each layer is mapped on its own
+// (idmapEachLowerdir). undo unmounts and removes what was made; the overlay,
+// once mounted, keeps its layers without it.
 func idmapLowerdirs(options []string, dir string, userns *os.File) (_ []string, undo func(), _ error) {
 	at, dirs := lowerdirs(options)
 	if at < 0 {
 		return nil, nil, fmt.Errorf("an ID-mapped overlay without lowerdir: %w", errdefs.ErrInvalidArgument)
 	}
-	parent := commonParent(dirs)
-	if parent == "" {
-		return nil, nil, fmt.Errorf("overlay layers %v have no common parent below /: %w", dirs, errdefs.ErrInvalidArgument)
-	}
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("ID-mapped layers' mount point: %w", err)
 	}
-	if err := idmapMount(parent, dir, userns, unix.MOUNT_ATTR_RDONLY); err != nil {
-		_ = os.Remove(dir)
-		return nil, nil, err
+	if parent := commonParent(dirs); parent != "" {
+		err := idmapMount(parent, dir, userns, unix.MOUNT_ATTR_RDONLY)
+		if err == nil {
+			return withLowerdirs(options, at, dirs, parent, dir), func() {
+				_ = unix.Unmount(dir, unix.MNT_DETACH)
+				_ = os.Remove(dir)
+			}, nil
+		}
+		if !errors.Is(err, unix.EINVAL) {
+			_ = os.Remove(dir)
+			return nil, nil, err
+		}
 	}
-	return withLowerdirs(options, at, dirs, parent, dir), func() {
-		_ = unix.Unmount(dir, unix.MNT_DETACH)
+	return idmapEachLowerdir(options, at, dirs, dir, userns)
+}
+
+// idmapEachLowerdir maps each of an overlay's layers on its own, at dir/<n>
+// (dir made by the caller), and rewrites the lowerdir option to go through
+// them. On failure it undoes what it made, dir included.
+func idmapEachLowerdir(options []string, at int, dirs []string, dir string, userns *os.File) (_ []string, undo func(), retErr error) {
+	var made []string
+	undo = func() {
+		for _, m := range made {
+			_ = unix.Unmount(m, unix.MNT_DETACH)
+			_ = os.Remove(m)
+		}
 		_ = os.Remove(dir)
-	}, nil
+	}
+	defer func() {
+		if retErr != nil {
+			undo()
+		}
+	}()
+	mapped := make([]string, len(dirs))
+	for i, d := range dirs {
+		point := filepath.Join(dir, strconv.Itoa(i))
+		if err := os.Mkdir(point, 0o700); err != nil {
+			return nil, nil, fmt.Errorf("ID-mapped layer's mount point: %w", err)
+		}
+		if err := idmapMount(d, point, userns, unix.MOUNT_ATTR_RDONLY); err != nil {
+			_ = os.Remove(point)
+			return nil, nil, err
+		}
+		made = append(made, point)
+		mapped[i] = point
+	}
+	out := slices.Clone(options)
+	out[at] = "lowerdir=" + strings.Join(mapped, ":")
+	return out, undo, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -323,4 +324,50 @@ func threadIDs(t *testing.T) map[string]bool {
 		ids[e.Name()] = true
 	}
 	return ids
+}
+
+// An ID-mapped overlay whose layers are plain directories mounts though
+// another snapshot beside them is a mount that cannot be ID-mapped (a FUSE
+// layer of the stargz snapshotter, here fuse-overlayfs): mapped with their
+// common parent, the kernel refuses the whole tree (containerd 2.x's own
+// mount code fails so); each layer is then mapped on its own. Many layers
+// with long names still fit the page of mount data.
+func TestIDMappedOverlayBesideAMountThatCannotBeMapped(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting needs root")
+	}
+	if _, err := exec.LookPath("fuse-overlayfs"); err != nil {
+		t.Skip("no fuse-overlayfs")
+	}
+	r := reaper.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx)
+
+	bundle := filepath.Join(t.TempDir(), strings.Repeat("a-long-snapshot-directory-name-", 3))
+	snapshots := filepath.Join(bundle, "snapshots")
+	lowers, upper, work := makeLayers(t, snapshots, 60)
+	other := mkdir(t, filepath.Join(snapshots, "999", "fs"))
+	if out, err := exec.Command("fuse-overlayfs", "-o", "lowerdir="+mkdir(t, filepath.Join(bundle, "fuse-src")), other).CombinedOutput(); err != nil {
+		t.Skipf("fuse-overlayfs: %v %s", err, out)
+	}
+	defer unix.Unmount(other, unix.MNT_DETACH)
+
+	rootfs := mkdir(t, filepath.Join(bundle, "rootfs"))
+	err := mountRootfs(rootfs, []Mount{{Type: "overlay", Source: "overlay", Options: []string{"index=off",
+		"lowerdir=" + strings.Join(lowers, ":"), "upperdir=" + upper, "workdir=" + work,
+		"uidmap=0:100000:65536", "gidmap=0:100000:65536"}}}, r)
+	if err != nil {
+		t.Fatalf("ID-mapped overlay beside a FUSE mount: %v", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(rootfs, "layer-1"), &st); err != nil || st.Uid != 100000 {
+		t.Errorf("layer-1's owner seen through the mapping: %d (%v), want 100000", st.Uid, err)
+	}
+	if err := unmountAll(rootfs); err != nil {
+		t.Fatal(err)
+	}
+	if data, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(data), bundle+"/rootfs") {
+		t.Errorf("mounts left under %s after unmountAll", rootfs)
+	}
 }
