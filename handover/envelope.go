@@ -64,8 +64,11 @@ import (
 // stopped containers answer with the kills alone, their marks are taken
 // anew and the log opened anew). The log is not handed to an older build
 // (upgrade's dropUnread).
+// Version 13: the CRIU binary a container's runtime options name
+// (process.RuntimeState.Criu, the runc options' criu_path); layouts 1 to 12
+// are read (their binaries ignored the option).
 const (
-	StateVersion    = 12
+	StateVersion    = 13
 	MinStateVersion = 1
 )
 

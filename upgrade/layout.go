@@ -11,7 +11,7 @@ import (
 // handover.OldestWrittenVersion, unless st holds something that only a
 // newer layout carries; then the newest such layout, and what the thing is
 // (for the refusal of a successor that cannot read it). Each layout after
-// OldestWrittenVersion adds its rule here, but layouts 10 to 12: their
+// OldestWrittenVersion adds its rule here, but layouts 10 to 13: their
 // exited-session records (process.ContainerState.ExitedSessions) are no
 // reason to refuse an older build, which drops them and then tracks those
 // processes as it always did (not at all); a refusal would last as long as
@@ -25,7 +25,10 @@ import (
 // scope systemd removed, as it always did; and they are there for nearly
 // every container under systemd's driver, so a refusal would hold every
 // downgrade back. The kernel's log that goes with them
-// (service.State.OOMLog) is left out for such a build (dropUnread).
+// (service.State.OOMLog) is left out for such a build (dropUnread). Nor is
+// layout 13's CRIU binary of a container (process.RuntimeState.Criu): an
+// older build drops it and checkpoints with the criu its PATH finds, as it
+// always did.
 func layoutNeeded(st *state) (int, string) {
 	need, why := handover.OldestWrittenVersion, ""
 	raise := func(v int, what string) {

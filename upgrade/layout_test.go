@@ -326,8 +326,8 @@ func TestStateWrittenInTheNewestLayoutBothRead(t *testing.T) {
 		{"layout 7, created task", &created, reads(1, 7), 0, "the state needs layout 8 (c2 is created and not started)"},
 		{"layout 7, terminal to a log", &ttyLog, reads(1, 7), 0, "the state needs layout 8 (c3's terminal writes to a log or a logger)"},
 		{"layout 6", &fifos, reads(1, 6), 0, "reads state layouts 1 to 6"},
-		{"a newer build", &fifos, reads(10, 14), 12, ""},
-		{"a build that reads only newer layouts", &fifos, reads(13, 14), 0, "reads state layouts 13 to 14"},
+		{"a newer build", &fifos, reads(10, 15), 13, ""},
+		{"a build that reads only newer layouts", &fifos, reads(14, 15), 0, "reads state layouts 14 to 15"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			fds := &handover.FDs{}
