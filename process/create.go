@@ -202,6 +202,9 @@ func (c *Container) launch(pipes *shimio.Pipes, pidFile string, run func(stdio o
 		if pid > 0 {
 			c.killLaunched(w, pid)
 		}
+		// runc writes the PID file through a temporary ".<name>" beside it,
+		// which a runtime killed in between leaves in the bundle.
+		_ = os.Remove(filepath.Join(filepath.Dir(pidFile), "."+filepath.Base(pidFile)))
 		return 0, nil, err
 	}
 	exitc := w.Claim(pid)

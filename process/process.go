@@ -298,13 +298,25 @@ func (p *Process) startExec(ctx context.Context, onStarted func(pid int)) error 
 		pipes.Close()
 		return err
 	}
+	// The runtime is not killed at the request's deadline: killed between
+	// starting the process and writing its PID file, it leaves the process
+	// running with no PID to track or kill it by (and runc its temporary
+	// PID file in the bundle). It runs on for a grace period; a process it
+	// starts after the request ended is killed by launch: the client gave
+	// up on it.
+	runCtx, endRun := afterGrace(ctx, execLaunchGrace)
+	defer endRun()
 	pid, exitc, err := c.launch(pipes, pidFile, func(stdio oci.Stdio, consoleSocket string) error {
-		return c.rt.Exec(ctx, c.ID, oci.ExecOpts{
+		err := c.rt.Exec(runCtx, c.ID, oci.ExecOpts{
 			ProcessFile:   specFile,
 			PidFile:       pidFile,
 			ConsoleSocket: consoleSocket,
 			Stdio:         stdio,
 		})
+		if err == nil && ctx.Err() != nil {
+			return fmt.Errorf("the runtime started exec %q after its request ended: %w", p.ID, context.Cause(ctx))
+		}
+		return err
 	})
 	c.endExecLaunch()
 	if err != nil {
@@ -339,6 +351,24 @@ func (p *Process) startExec(ctx context.Context, onStarted func(pid int)) error 
 		}
 	}
 	return nil
+}
+
+// execLaunchGrace is how long a runtime's exec runs on after its request
+// has ended (see startExec).
+const execLaunchGrace = 10 * time.Second
+
+// afterGrace returns a context with ctx's values that ends grace after ctx
+// does, or when end is called.
+func afterGrace(ctx context.Context, grace time.Duration) (_ context.Context, end func()) {
+	run, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() {
+		timer := time.AfterFunc(grace, cancel)
+		context.AfterFunc(run, func() { timer.Stop() })
+	})
+	return run, func() {
+		stop()
+		cancel()
+	}
 }
 
 // NotStartedExitCode is what Wait, State and Delete report for an exec
