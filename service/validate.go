@@ -58,14 +58,8 @@ func validateBundle(bundle string) error {
 	if bundle == "" || !filepath.IsAbs(bundle) || filepath.Clean(bundle) != bundle {
 		return invalidArgument("bundle %q must be a clean absolute path", bundle)
 	}
-	st, err := os.Stat(bundle)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("bundle %s does not exist: %w", bundle, errdefs.ErrNotFound)
-	case err != nil:
-		return invalidArgument("bundle %s: %v", bundle, err)
-	case !st.IsDir():
-		return invalidArgument("bundle %s is not a directory", bundle)
+	if err := checkDir("bundle", bundle, true); err != nil {
+		return err
 	}
 	spec, err := os.Stat(filepath.Join(bundle, "config.json"))
 	switch {
@@ -88,6 +82,12 @@ func checkImageDir(what, path string, mustExist bool) error {
 	if !filepath.IsAbs(path) || strings.IndexByte(path, 0) >= 0 {
 		return invalidArgument("%s %q must be an absolute path", what, path)
 	}
+	return checkDir(what, path, mustExist)
+}
+
+// checkDir checks that path, if there, is a directory (InvalidArgument
+// otherwise); one that is not there is NotFound when it must be.
+func checkDir(what, path string, mustExist bool) error {
 	st, err := os.Stat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist) && mustExist:
