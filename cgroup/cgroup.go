@@ -227,6 +227,12 @@ func oomKillsIn(file string) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
+	return oomKillOf(kv)
+}
+
+// oomKillOf is the "oom_kill" count of a memory.oom_control or
+// memory.events read; ErrOOMKillsNotCounted where the kernel keeps none.
+func oomKillOf(kv map[string]uint64) (uint64, error) {
 	n, ok := kv["oom_kill"]
 	if !ok {
 		return 0, ErrOOMKillsNotCounted

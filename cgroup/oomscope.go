@@ -76,19 +76,17 @@ func (c *Cgroup) ReadOOM() (OOMReading, error) {
 		if err != nil {
 			return OOMReading{}, err
 		}
-		r := OOMReading{Kills: kv["oom_kill"], WaitingForMemory: kv["oom_kill_disable"] == 1 && kv["under_oom"] == 1}
-		if _, ok := kv["oom_kill"]; !ok {
-			err = ErrOOMKillsNotCounted
-		}
+		r := OOMReading{WaitingForMemory: kv["oom_kill_disable"] == 1 && kv["under_oom"] == 1}
+		r.Kills, err = oomKillOf(kv)
 		return r, err
 	}
 	tree, own, err := v2MemoryEvents(c.dir(""))
 	if err != nil {
 		return OOMReading{}, err
 	}
-	kills, ok := tree["oom_kill"]
-	if !ok {
-		return OOMReading{}, ErrOOMKillsNotCounted
+	kills, err := oomKillOf(tree)
+	if err != nil {
+		return OOMReading{}, err
 	}
 	return OOMReading{Kills: kills, Marks: &LimitMarks{OwnFailures: own["oom"], Subtree: tree["oom"]}, LimitHits: tree["max"], Events: tree}, nil
 }
