@@ -67,8 +67,12 @@ import (
 // Version 13: the CRIU binary a container's runtime options name
 // (process.RuntimeState.Criu, the runc options' criu_path); layouts 1 to 12
 // are read (their binaries ignored the option).
+// Version 14: the client FIFOs of ended outputs whose bytes wait for the
+// client's next reader (io.PipesState.Lingering), whose write ends the
+// successor holds on; layouts 1 to 13 are read (their binaries handed none
+// over). They are not handed to an older build (upgrade's dropUnread).
 const (
-	StateVersion    = 13
+	StateVersion    = 14
 	MinStateVersion = 1
 )
 

@@ -23,87 +23,106 @@ import (
 // after the restart its CRI log holds every
 // line and its exit code is 7. "writer" writes throughout: no line lost or repeated.
 // (The stock shim closes at once and loses ender's lines, and under 2.x its exit code.)
-// The outage is short: the lines were lost as the process exited.
+// The outage is short: the lines were lost as the process exited. With "upgraded", the
+// shim is upgraded in place while containerd is down, after ender exited: the successor
+// holds the FIFO on for CRI's reader (they were lost at the switch).
 func TestCRIOutputOfAnExitWhileContainerdIsDown(t *testing.T) {
 	for _, flavor := range harness.AllFlavors {
-		t.Run("containerd-"+flavor, func(t *testing.T) {
-			d, cri := harness.StartCRIDaemon(t, flavor)
-			restartForCleanup(t, d)
-			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-			defer cancel()
-			if err := cri.WaitReady(ctx, harness.ImageName); err != nil {
-				t.Fatal(err)
+		for _, upgraded := range []bool{false, true} {
+			name := "containerd-" + flavor
+			if upgraded {
+				name += "-upgraded"
 			}
-			pod := runCRIPod(t, ctx, d, cri, "rcri-"+harness.RandID(5))
-			writer := createCRIContainer(t, ctx, cri, pod, "writer", []string{"sh", "-c",
-				`i=0; while :; do i=$((i+1)); echo "a $i"; [ $((i % 20)) -eq 0 ] && sleep 0.01; done`}, nil)
-			startCRIContainer(t, ctx, cri, writer, "writer")
-			ender := createCRIContainer(t, ctx, cri, pod, "ender", []string{"sh", "-c",
-				`while [ ! -e /tmp/go ]; do sleep 0.1; done; i=0; while [ $i -lt 3000 ]; do i=$((i+1)); echo "b $i"; done; exit 7`}, nil)
-			startCRIContainer(t, ctx, cri, ender, "ender")
-			var enderPid int
-			waitFor(t, 10*time.Second, "ender's init", func() bool {
-				for _, p := range harness.Processes(func(a []string) bool { return len(a) == 3 && a[0] == "sh" && strings.Contains(a[2], "/tmp/go") }) {
-					if cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", p.Pid)); strings.Contains(string(cg), ender) {
-						enderPid = p.Pid
-					}
-				}
-				return enderPid != 0
-			})
-			time.Sleep(time.Second)
-
-			if err := d.StopProcess(); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(fmt.Sprintf("/proc/%d/root/tmp/go", enderPid), nil, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			waitFor(t, 10*time.Second, "ender exits", func() bool { return !harness.PidExists(enderPid) })
-			time.Sleep(3 * time.Second)
-			if err := d.StartProcess(); err != nil {
-				t.Fatal(err)
-			}
-			if err := cri.WaitReady(ctx, harness.ImageName); err != nil {
-				t.Fatal(err)
-			}
-
-			st := waitCRIState(t, ctx, cri, ender, "ender", runtimeapi.ContainerState_CONTAINER_EXITED, 20*time.Second)
-			if st.ExitCode != 7 {
-				t.Errorf("ender: exit code %d after the restart, want 7", st.ExitCode)
-			}
-			check := func(name, prefix string, want int) {
-				path := filepath.Join(pod.logDir, name+"_0.log")
-				eventually(10*time.Second, func() bool {
-					data, _ := os.ReadFile(path)
-					return want == 0 || strings.Count(string(data), "\n") >= want
-				})
-				var lines []string
-				if data, err := os.ReadFile(path); err != nil {
-					t.Fatalf("%s: %v", name, err)
-				} else if len(data) > 0 {
-					lines = readCRILog(t, path)
-				}
-				last, gaps := 0, 0
-				for _, l := range lines {
-					var v int
-					if _, err := fmt.Sscanf(l, "stdout "+prefix+" %d", &v); err != nil {
-						t.Errorf("%s: log record %q", name, l)
-						continue
-					}
-					if v != last+1 {
-						if gaps++; gaps <= 3 {
-							t.Errorf("%s: line %d after line %d", name, v, last)
-						}
-					}
-					last = v
-				}
-				t.Logf("%s: %d lines in the CRI log, the last %d, %d gaps", name, len(lines), last, gaps)
-				if want > 0 && (len(lines) != want || last != want) {
-					t.Errorf("%s: %d lines up to %d in the CRI log, want the %d it wrote while containerd was down", name, len(lines), last, want)
-				}
-			}
-			check("ender", "b", 3000)
-			check("writer", "a", 0)
-		})
+			t.Run(name, func(t *testing.T) { testCRIOutputOfAnExitWhileContainerdIsDown(t, flavor, upgraded) })
+		}
 	}
+}
+
+func testCRIOutputOfAnExitWhileContainerdIsDown(t *testing.T, flavor string, upgraded bool) {
+	var newBin string
+	if upgraded {
+		newBin = secondShimBuild(t)
+	}
+	d, cri := harness.StartCRIDaemon(t, flavor)
+	restartForCleanup(t, d)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := cri.WaitReady(ctx, harness.ImageName); err != nil {
+		t.Fatal(err)
+	}
+	pod := runCRIPod(t, ctx, d, cri, "rcri-"+harness.RandID(5))
+	writer := createCRIContainer(t, ctx, cri, pod, "writer", []string{"sh", "-c",
+		`i=0; while :; do i=$((i+1)); echo "a $i"; [ $((i % 20)) -eq 0 ] && sleep 0.01; done`}, nil)
+	startCRIContainer(t, ctx, cri, writer, "writer")
+	ender := createCRIContainer(t, ctx, cri, pod, "ender", []string{"sh", "-c",
+		`while [ ! -e /tmp/go ]; do sleep 0.1; done; i=0; while [ $i -lt 3000 ]; do i=$((i+1)); echo "b $i"; done; exit 7`}, nil)
+	startCRIContainer(t, ctx, cri, ender, "ender")
+	var enderPid int
+	waitFor(t, 10*time.Second, "ender's init", func() bool {
+		for _, p := range harness.Processes(func(a []string) bool { return len(a) == 3 && a[0] == "sh" && strings.Contains(a[2], "/tmp/go") }) {
+			if cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", p.Pid)); strings.Contains(string(cg), ender) {
+				enderPid = p.Pid
+			}
+		}
+		return enderPid != 0
+	})
+	time.Sleep(time.Second)
+
+	if err := d.StopProcess(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/root/tmp/go", enderPid), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "ender exits", func() bool { return !harness.PidExists(enderPid) })
+	time.Sleep(3 * time.Second)
+	if upgraded {
+		if out, err := upgradeShim(t, ctx, "-address", shimAddress(t, d, "k8s.io", ender), "-binary", newBin); err != nil {
+			t.Fatalf("upgrade while containerd is down: %v\n%s", err, out)
+		}
+	}
+	if err := d.StartProcess(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cri.WaitReady(ctx, harness.ImageName); err != nil {
+		t.Fatal(err)
+	}
+
+	st := waitCRIState(t, ctx, cri, ender, "ender", runtimeapi.ContainerState_CONTAINER_EXITED, 20*time.Second)
+	if st.ExitCode != 7 {
+		t.Errorf("ender: exit code %d after the restart, want 7", st.ExitCode)
+	}
+	check := func(name, prefix string, want int) {
+		path := filepath.Join(pod.logDir, name+"_0.log")
+		eventually(10*time.Second, func() bool {
+			data, _ := os.ReadFile(path)
+			return want == 0 || strings.Count(string(data), "\n") >= want
+		})
+		var lines []string
+		if data, err := os.ReadFile(path); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		} else if len(data) > 0 {
+			lines = readCRILog(t, path)
+		}
+		last, gaps := 0, 0
+		for _, l := range lines {
+			var v int
+			if _, err := fmt.Sscanf(l, "stdout "+prefix+" %d", &v); err != nil {
+				t.Errorf("%s: log record %q", name, l)
+				continue
+			}
+			if v != last+1 {
+				if gaps++; gaps <= 3 {
+					t.Errorf("%s: line %d after line %d", name, v, last)
+				}
+			}
+			last = v
+		}
+		t.Logf("%s: %d lines in the CRI log, the last %d, %d gaps", name, len(lines), last, gaps)
+		if want > 0 && (len(lines) != want || last != want) {
+			t.Errorf("%s: %d lines up to %d in the CRI log, want the %d it wrote while containerd was down", name, len(lines), last, want)
+		}
+	}
+	check("ender", "b", 3000)
+	check("writer", "a", 0)
 }

@@ -45,7 +45,7 @@ func (f readyFile) queued() uint64           { return 0 }
 // any longer (the stall policy then decides the output's fate, as for a
 // reader that stopped reading).
 //
-// Locking: mu guards keep, closed, extraUsers, endsClosed and own; w and err
+// Locking: mu guards keep, closed, extraUsers, endsClosed, lingering and own; w and err
 // are written once, before opened is closed, and read only after.
 type clientFIFO struct {
 	handle *os.File // O_PATH handle: the FIFO even if its path goes away
@@ -59,6 +59,9 @@ type clientFIFO struct {
 	extraUsers int           // relays besides the first writing through it (streamFIFOs)
 	endsClosed bool          // and the ends are closed: no reader is opened any more
 	released   chan struct{} // closed with endsClosed
+	// lingering: the stream ended with bytes unread and no client reader,
+	// and the write end stays open for the next reader (fifoend.go).
+	lingering bool
 	// own are the duplicates of w that relays sharing f write through
 	// (ownEnd, sharedfifo.go); closed with the ends.
 	own []*os.File

@@ -2,6 +2,7 @@ package io
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"time"
 
@@ -42,21 +43,28 @@ func (f *clientFIFO) endOfStream() {
 		_ = f.Close() // counts one user down, as before
 		return
 	}
-	go func() {
-		tick := time.NewTicker(lingerPoll)
-		defer tick.Stop()
-		for {
-			select {
-			case <-f.released: // closed meanwhile (Close)
-				return
-			case <-tick.C:
-			}
-			if f.queuedForClient() == 0 {
-				_ = f.Close()
-				return
-			}
+	f.mu.Lock()
+	f.lingering = true
+	f.mu.Unlock()
+	go f.linger()
+}
+
+// linger closes f once its next reader has read the FIFO empty, or returns
+// when f is closed meanwhile (Close).
+func (f *clientFIFO) linger() {
+	tick := time.NewTicker(lingerPoll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-f.released:
+			return
+		case <-tick.C:
 		}
-	}()
+		if f.queuedForClient() == 0 {
+			_ = f.Close()
+			return
+		}
+	}
 }
 
 // unreadWithoutReader reports whether bytes wait in the FIFO while no reader
@@ -96,4 +104,66 @@ func (f *clientFIFO) queuedForClient() uint64 {
 		return 0
 	}
 	return queuedIn(f.w)
+}
+
+// LingeringState is a client FIFO whose stream has ended while its bytes
+// wait for the next reader (the write end and the O_PATH handle): an
+// in-place upgrade hands it over, and the successor holds the write end on
+// until that reader has read them (layout 14; an older successor is not
+// given it, and the bytes are lost at the switch, as they were before).
+type LingeringState struct {
+	Stream string `json:"stream"`
+	FIFO   int    `json:"fifo"`
+	Handle int    `json:"handle"`
+}
+
+// exportLingering keeps f's write end and handle if f lingers; nil if it
+// does not, or was closed meanwhile. mu is held while the ends are
+// duplicated, so a Close running at the same time (the reader came and
+// read) waits and closes them after.
+func (f *clientFIFO) exportLingering(stream string, keep func(*os.File) (int, error)) (*LingeringState, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.lingering || f.closed {
+		return nil, nil
+	}
+	l := &LingeringState{Stream: stream}
+	var err error
+	if l.FIFO, err = keep(f.w); err == nil {
+		l.Handle, err = keep(f.handle)
+	}
+	return l, err
+}
+
+// exportLingering describes the FIFOs of p's ended relays that linger (one
+// shared by stdout and stderr once).
+func (p *Pipes) exportLingering(keep func(*os.File) (int, error)) ([]LingeringState, error) {
+	var out []LingeringState
+	seen := map[*clientFIFO]bool{}
+	for _, r := range p.relays {
+		f, ok := r.out.(*clientFIFO)
+		if !ok || !r.h.ended.Load() || seen[f] {
+			continue
+		}
+		seen[f] = true
+		l, err := f.exportLingering(r.stream, keep)
+		if err != nil {
+			return nil, fmt.Errorf("%s fifo lingering for its reader: %w", r.stream, err)
+		}
+		if l != nil {
+			out = append(out, *l)
+		}
+	}
+	return out, nil
+}
+
+// importLingering holds a handed-over lingering FIFO's write end until its
+// next reader has read it empty, or until p's Close.
+func (p *Pipes) importLingering(l LingeringState, get adoptFunc) {
+	f := newClientFIFO(get(l.Handle, l.Stream+" fifo handle", held))
+	f.w = get(l.FIFO, l.Stream+" fifo", held) // only held: nothing writes it
+	close(f.opened)
+	f.lingering = true
+	p.toClose = append(p.toClose, f)
+	go f.linger()
 }

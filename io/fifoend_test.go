@@ -76,3 +76,87 @@ func TestOutputEndsAtOnceWithAClientReader(t *testing.T) {
 		t.Errorf("after the line: %d bytes, %v; want the end of file", n, err)
 	}
 }
+
+// An in-place upgrade while the output waits for its next reader: the
+// successor holds the FIFO's write end on, so the reader that comes after the
+// switch still gets the bytes and then its end of file. They were lost at the
+// switch: ended relays were not handed over, and the predecessor's ends went
+// away with its execve.
+func TestOutputUnreadAtTheEndCrossesAHandover(t *testing.T) {
+	path := mkfifo(t, "out")
+	client, err := os.OpenFile(path, unix.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := Open(Config{Stdout: path}, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, w, _ := p.RuntimeFiles()
+	const last = "last words before the switch\n"
+	client.Close()
+	w.Write([]byte(last))
+	p.ReleaseRuntimeFiles()
+	if !p.Drain(5 * time.Second) {
+		t.Fatal("the relay did not finish")
+	}
+	if err := p.Halt(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st, err := p.Export(keepDups{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Lingering) != 1 || len(st.Outputs) != 0 {
+		t.Fatalf("exported %d lingering FIFOs and %d outputs, want 1 and 0", len(st.Lingering), len(st.Outputs))
+	}
+	next, err := ImportPipes(*st, adoptFD, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	p.Close() // the predecessor's files go away, as they do at execve
+	if got := clientReads(t, path, 5*time.Second); got != last {
+		t.Errorf("the next reader read %q, want %q and then the end of file", got, last)
+	}
+}
+
+// The successor's Close (the task's Delete) lets a lingering FIFO go.
+func TestLingeringFIFOHandedOverClosesWithThePipes(t *testing.T) {
+	path := mkfifo(t, "out")
+	client, err := os.OpenFile(path, unix.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := Open(Config{Stdout: path}, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, w, _ := p.RuntimeFiles()
+	client.Close()
+	w.Write([]byte("never read\n"))
+	p.ReleaseRuntimeFiles()
+	if !p.Drain(5*time.Second) || p.Halt(time.Second) != nil {
+		t.Fatal("the relay did not finish, or did not halt")
+	}
+	st, err := p.Export(keepDups{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := ImportPipes(*st, adoptFD, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	next.Close()
+	// No writer is left: a reader that does not wait sees end of file at
+	// once, where a held write end would make it see EAGAIN.
+	r, err := os.OpenFile(path, unix.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if n, err := unix.Read(int(r.Fd()), make([]byte, 64)); n != 0 || err != nil {
+		t.Errorf("a reader after Close: %d bytes, %v; want the end of file (no writer left)", n, err)
+	}
+}

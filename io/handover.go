@@ -236,7 +236,10 @@ type PipesState struct {
 	// LoggerEnds are the shim's own read ends on those pipes
 	// (loggerdrain.go; layout 6 on, nil before: the successor then holds
 	// none).
-	LoggerEnds   *LoggerEndsState `json:"loggerEnds,omitempty"`
+	LoggerEnds *LoggerEndsState `json:"loggerEnds,omitempty"`
+	// Lingering are the FIFOs of ended outputs whose bytes wait for the
+	// client's next reader (fifoend.go; layout 14).
+	Lingering    []LingeringState `json:"lingering,omitempty"`
 	Moved        uint64           `json:"moved"`
 	Dropped      uint64           `json:"dropped"`
 	StallTimeout time.Duration    `json:"stallTimeout"`
@@ -347,10 +350,13 @@ func (p *Pipes) Export(fds FDKeeper) (*PipesState, error) {
 		st.Terminal = t
 		return st, nil
 	}
+	if st.Lingering, err = p.exportLingering(keep); err != nil {
+		return nil, err
+	}
 	var logs []*rotatingFile // st.Logs' files, to find a shared one
 	for _, r := range p.relays {
 		if r.h.ended.Load() {
-			continue // its stream is over, its files closed
+			continue // its stream is over, its files closed (or lingering, above)
 		}
 		if r.log != nil {
 			o := OutputState{Stream: r.stream, FIFO: -1, Keep: -1, Handle: -1, Log: -1, Carry: r.h.carry}
@@ -461,6 +467,12 @@ func ImportPipes(st PipesState, adopt func(fd int, name string, pollable bool) (
 		p.stdinReader, p.stdinWriter, p.stdinPipe = r, w, pipe
 		p.toClose = append(p.toClose, r, pipe)
 		p.relays = append(p.relays, &pipeRelay{stream: "stdin", src: r, dst: pipe})
+	}
+	for _, l := range st.Lingering {
+		p.importLingering(l, get)
+		if ferr != nil {
+			return nil, ferr
+		}
 	}
 	var logs []*rotatingFile
 	var fifos []*clientFIFO // the client FIFOs imported so far

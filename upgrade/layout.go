@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/example/containerd-shim-example-v2/handover"
+	shimio "github.com/example/containerd-shim-example-v2/io"
 	"github.com/example/containerd-shim-example-v2/process"
 )
 
@@ -28,7 +29,9 @@ import (
 // (service.State.OOMLog) is left out for such a build (dropUnread). Nor is
 // layout 13's CRIU binary of a container (process.RuntimeState.Criu): an
 // older build drops it and checkpoints with the criu its PATH finds, as it
-// always did.
+// always did. Nor is layout 14's FIFO whose output waits for its client's
+// next reader (io.PipesState.Lingering): an older build is not given it
+// (dropUnread), and those bytes are lost at the switch, as they always were.
 func layoutNeeded(st *state) (int, string) {
 	need, why := handover.OldestWrittenVersion, ""
 	raise := func(v int, what string) {
@@ -67,10 +70,32 @@ func layoutNeeded(st *state) (int, string) {
 // and that layout does not carry: the successor would drop the field and
 // keep the descriptor open, without close-on-exec, in every child it
 // starts. Layout 12's kernel log (service.State.OOMLog): an older build
-// opens its own.
+// opens its own. Layout 14's lingering FIFOs (io.PipesState.Lingering): an
+// older build closed such a FIFO at the stream's end.
 func dropUnread(st *state, layout int, fds *handover.FDs) {
 	if layout < 12 && st.Service.OOMLog != nil {
 		fds.Drop(st.Service.OOMLog.FD)
 		st.Service.OOMLog = nil
 	}
+	if layout < 14 {
+		for i := range st.Service.Containers {
+			c := &st.Service.Containers[i]
+			dropLingering(c.Init.Pipes, fds)
+			for j := range c.Execs {
+				dropLingering(c.Execs[j].Pipes, fds)
+			}
+		}
+	}
+}
+
+// dropLingering leaves out the lingering FIFOs of one process's stdio.
+func dropLingering(p *shimio.PipesState, fds *handover.FDs) {
+	if p == nil {
+		return
+	}
+	for _, l := range p.Lingering {
+		fds.Drop(l.FIFO)
+		fds.Drop(l.Handle)
+	}
+	p.Lingering = nil
 }

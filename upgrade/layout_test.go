@@ -326,8 +326,8 @@ func TestStateWrittenInTheNewestLayoutBothRead(t *testing.T) {
 		{"layout 7, created task", &created, reads(1, 7), 0, "the state needs layout 8 (c2 is created and not started)"},
 		{"layout 7, terminal to a log", &ttyLog, reads(1, 7), 0, "the state needs layout 8 (c3's terminal writes to a log or a logger)"},
 		{"layout 6", &fifos, reads(1, 6), 0, "reads state layouts 1 to 6"},
-		{"a newer build", &fifos, reads(10, 15), 13, ""},
-		{"a build that reads only newer layouts", &fifos, reads(14, 15), 0, "reads state layouts 14 to 15"},
+		{"a newer build", &fifos, reads(10, 16), 14, ""},
+		{"a build that reads only newer layouts", &fifos, reads(15, 16), 0, "reads state layouts 15 to 16"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			fds := &handover.FDs{}
@@ -387,6 +387,48 @@ func TestTheKernelLogGoesOnlyToABuildThatKnowsIt(t *testing.T) {
 			}
 			// Kept for the execve: the state's memfd, and the log's if handed.
 			if kept, want := fds.Len(), map[bool]int{true: 2, false: 1}[c.handed]; kept != want {
+				t.Errorf("%d descriptors kept for the execve, want %d", kept, want)
+			}
+		})
+	}
+}
+
+// A FIFO whose output waits for its client's next reader (layout 14) goes to
+// a build that reads layout 14; an older one would drop the field and keep
+// the two descriptors open: they are closed, and the output is not refused.
+func TestALingeringFIFOGoesOnlyToABuildThatKnowsIt(t *testing.T) {
+	for _, c := range []struct {
+		reads  int
+		handed bool
+	}{{14, true}, {13, false}} {
+		t.Run(fmt.Sprintf("layout %d", c.reads), func(t *testing.T) {
+			fds := &handover.FDs{}
+			defer fds.Release()
+			null, err := os.Open(os.DevNull) // in the FIFO's place
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer null.Close()
+			var l shimio.LingeringState
+			if l.FIFO, err = fds.KeepDup(null); err == nil {
+				l.Handle, err = fds.KeepDup(null)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			exec := process.ProcessState{ID: "e1", Status: process.Stopped, Pipes: &shimio.PipesState{Lingering: []shimio.LingeringState{l}}}
+			st := state{Service: service.State{Containers: []process.ContainerState{{
+				ID: "c1", Init: process.ProcessState{ID: "c1", Status: process.Running}, Execs: []process.ProcessState{exec},
+			}}}}
+			hello := handover.Hello{Build: handover.Build{Version: "next"}, MinStateVersion: 1, StateVersion: c.reads}
+			if _, err := writeState(&st, handover.Build{Version: "this"}, hello, fds); err != nil {
+				t.Fatal(err)
+			}
+			if handed := len(st.Service.Containers[0].Execs[0].Pipes.Lingering) > 0; handed != c.handed {
+				t.Errorf("the lingering FIFO handed over %v, want %v", handed, c.handed)
+			}
+			// Kept for the execve: the state's memfd, and the FIFO's two if handed.
+			if kept, want := fds.Len(), map[bool]int{true: 3, false: 1}[c.handed]; kept != want {
 				t.Errorf("%d descriptors kept for the execve, want %d", kept, want)
 			}
 		})
