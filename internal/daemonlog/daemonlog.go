@@ -25,10 +25,17 @@ import (
 // bundle, and finds nothing while containerd is down.
 const retryAfter = time.Second
 
+// fullWait bounds how long a write waits for room in a full FIFO whose
+// reader is there (a record larger than the pipe, a reader a little
+// behind) before it drops the rest. Once a wait has run out, the FIFO
+// counts as stalled (containerd stopped, or not keeping up) and writes do
+// not wait again until one goes through whole.
+const fullWait = 500 * time.Millisecond
+
 // Sink is the daemon's log writer: its standard error, moved when the FIFO
 // behind it is no longer read.
 //
-// Locking: mu guards current, live, nextTry and searching, and makes a move
+// Locking: mu guards current, live, nextTry, searching and stalled, and makes a move
 // and a write exclusive, so that a record is never split across two FIFOs.
 // The list of bundles is never taken with mu held, nor on a writer's
 // goroutine: it takes the services' locks, and a writer may hold one of
@@ -40,6 +47,7 @@ type Sink struct {
 	current   string          // the bundle whose FIFO standard error is, once found
 	nextTry   time.Time       // no search after a failed write before this
 	searching bool            // a search started by a failed write is running
+	stalled   bool            // the last write found the FIFO full past fullWait
 }
 
 // New returns a Sink over the daemon's standard error, the descriptor the
@@ -55,15 +63,23 @@ func (s *Sink) Follow(live func() []string) {
 	s.mu.Unlock()
 }
 
-// Write writes p to standard error. A full FIFO (EAGAIN: containerd is slow
-// or down) drops the rest of p, as a shim must drop log lines rather than
-// stall on them. A FIFO nobody reads any more (EPIPE: a reader gone without
+// Write writes p to standard error. A full FIFO (EAGAIN) is waited for at
+// most fullWait: a record longer than the pipe (a goroutine dump) meets a
+// full FIFO while containerd reads on, and was cut there, its end glued to
+// the next line. Past that wait containerd is taken for stopped, the rest
+// of p is dropped, and no write waits until one goes through whole, as a
+// shim must drop log lines rather than stall on them. A FIFO nobody reads any more (EPIPE: a reader gone without
 // its task's Delete) loses p, and starts a search, in the background, for a
 // bundle's FIFO that is read, for the records after it.
 func (s *Sink) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n, err := writeAll(s.fd, p)
+	wait := fullWait
+	if s.stalled {
+		wait = 0
+	}
+	n, err := writeAll(s.fd, p, wait)
+	s.stalled = errors.Is(err, unix.EAGAIN)
 	if errors.Is(err, unix.EPIPE) && s.live != nil && !s.searching && time.Now().After(s.nextTry) {
 		s.searching = true
 		s.nextTry = time.Now().Add(retryAfter)
@@ -149,8 +165,9 @@ func isFIFO(path string, st unix.Stat_t) bool {
 
 // writeAll writes p to fd, going on after a partial write (a record longer
 // than the room left in the FIFO), and says how much went.
-func writeAll(fd int, p []byte) (int, error) {
+func writeAll(fd int, p []byte, wait time.Duration) (int, error) {
 	n := 0
+	var deadline time.Time
 	for n < len(p) {
 		m, err := unix.Write(fd, p[n:])
 		if m > 0 {
@@ -158,6 +175,20 @@ func writeAll(fd int, p []byte) (int, error) {
 		}
 		switch {
 		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN && wait > 0:
+			// Full: wait a little for the reader, if it is there.
+			if deadline.IsZero() {
+				deadline = time.Now().Add(wait)
+			}
+			left := time.Until(deadline)
+			if left <= 0 {
+				return n, err
+			}
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+			if _, perr := unix.Poll(fds, int(left/time.Millisecond)+1); perr != nil && perr != unix.EINTR {
+				return n, err
+			}
 			continue
 		case err != nil:
 			return n, err

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -247,4 +248,62 @@ func TestTaskGoneLeavesOtherStandardErrorAlone(t *testing.T) {
 	if got := other.got(t); got != "" {
 		t.Fatalf("moved to a bundle's FIFO: %q", got)
 	}
+}
+
+// A record larger than the FIFO's room (a goroutine dump of a busy shim)
+// reaches a reader that is there and reading, only a little behind the
+// writer, whole: only a FIFO nobody empties may cost records.
+func TestLargeRecordReachesALiveReaderWhole(t *testing.T) {
+	b := newBundle(t)
+	var live liveSet
+	live.set(b)
+	s := sinkOn(t, b, &live)
+	record := []byte(strings.Repeat("x", 256<<10) + "\n")
+	got := make(chan int, 1)
+	go func() {
+		total := 0
+		buf := make([]byte, 4096)
+		deadline := time.Now().Add(5 * time.Second)
+		for total < len(record) && time.Now().Before(deadline) {
+			n, _ := unix.Read(int(b.reader.Fd()), buf)
+			if n > 0 {
+				total += n
+			}
+			time.Sleep(100 * time.Microsecond) // a reader with other work to do
+		}
+		got <- total
+	}()
+	n, err := s.Write(record)
+	if n != len(record) || err != nil {
+		t.Errorf("write of a %d-byte record to a FIFO being read: %d written, %v", len(record), n, err)
+	}
+	if total := <-got; total != len(record) {
+		t.Errorf("the reader got %d of %d bytes", total, len(record))
+	}
+}
+
+// A FIFO whose reader does not read (containerd stopped) costs a writer one
+// bounded wait, then none until a write goes through again.
+func TestFullFIFOWaitsOnceThenDrops(t *testing.T) {
+	b := newBundle(t)
+	var live liveSet
+	live.set(b)
+	s := sinkOn(t, b, &live)
+	big := []byte(strings.Repeat("y", 128<<10))
+	began := time.Now()
+	if _, err := s.Write(big); !errors.Is(err, unix.EAGAIN) {
+		t.Fatalf("write to a FIFO nobody empties: %v, want EAGAIN", err)
+	}
+	if took := time.Since(began); took > 2*fullWait {
+		t.Fatalf("first write to a full FIFO took %v", took)
+	}
+	began = time.Now()
+	for i := 0; i < 100; i++ {
+		_, _ = s.Write([]byte("more\n"))
+	}
+	if took := time.Since(began); took >= fullWait { // not one wait more
+		t.Fatalf("writes to a FIFO found stalled took %v", took)
+	}
+	b.got(t) // room again
+	write(t, s, "again\n")
 }
