@@ -334,13 +334,15 @@ func socketDir(socket string) string {
 // which containerd copies into its own log. The FIFO is opened non-blocking:
 // while containerd is down nobody drains it, and a shim must drop log lines
 // rather than stall on them. The Sink returned moves the log to another
-// bundle's FIFO once containerd stops reading this one (daemonlog).
+// bundle's FIFO once containerd stops reading this one (daemonlog). A
+// `log` that is a regular file (a tool driving the shim itself may make one)
+// is appended to: an in-place upgrade's successor opens it again.
 func setupLog(debug bool) *daemonlog.Sink {
 	level := slog.LevelInfo
 	if debug {
 		level = slog.LevelDebug
 	}
-	if fd, err := unix.Open("log", unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err == nil {
+	if fd, err := unix.Open("log", unix.O_WRONLY|unix.O_APPEND|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err == nil {
 		_ = unix.Dup3(fd, 2, 0)
 		unix.Close(fd)
 	}
