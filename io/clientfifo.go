@@ -186,13 +186,21 @@ func (f *clientFIFO) ready() (*os.File, error) {
 	return f.w, f.err
 }
 
+// queued reads the FIFO's fill through the shim's own reader, or, while
+// the FIFO lingers for its next reader (that reader closed, fifoend.go),
+// through the write end.
 func (f *clientFIFO) queued() uint64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.keep == nil || f.closed {
+	switch {
+	case f.closed:
 		return 0
+	case f.keep != nil:
+		return queuedIn(f.keep)
+	case f.lingering:
+		return queuedIn(f.w)
 	}
-	return queuedIn(f.keep)
+	return 0
 }
 
 // Close stops waiting for a reader and closes the shim's ends. Idempotent.

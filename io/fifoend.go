@@ -43,9 +43,6 @@ func (f *clientFIFO) endOfStream() {
 		_ = f.Close() // counts one user down, as before
 		return
 	}
-	f.mu.Lock()
-	f.lingering = true
-	f.mu.Unlock()
 	go f.linger()
 }
 
@@ -60,7 +57,7 @@ func (f *clientFIFO) linger() {
 			return
 		case <-tick.C:
 		}
-		if f.queuedForClient() == 0 {
+		if f.queued() == 0 {
 			_ = f.Close()
 			return
 		}
@@ -92,18 +89,8 @@ func (f *clientFIFO) unreadWithoutReader() bool {
 		probe.Close()
 		return false
 	}
-	return errors.Is(err, unix.ENXIO)
-}
-
-// queuedForClient is how many bytes wait in the FIFO, read through its
-// write end (the shim's reader is closed while it lingers).
-func (f *clientFIFO) queuedForClient() uint64 {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.closed {
-		return 0
-	}
-	return queuedIn(f.w)
+	f.lingering = errors.Is(err, unix.ENXIO)
+	return f.lingering
 }
 
 // LingeringState is a client FIFO whose stream has ended while its bytes
@@ -165,5 +152,6 @@ func (p *Pipes) importLingering(l LingeringState, get adoptFunc) {
 	close(f.opened)
 	f.lingering = true
 	p.toClose = append(p.toClose, f)
+	p.clientQueues = append(p.clientQueues, f) // its bytes wait for the client
 	go f.linger()
 }

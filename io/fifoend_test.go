@@ -33,6 +33,10 @@ func TestOutputUnreadAtTheEndWaitsForTheNextReader(t *testing.T) {
 	if !p.Drain(5 * time.Second) {
 		t.Fatal("the relay did not finish")
 	}
+	// Introspection counts them as waiting for the client.
+	if _, client := p.Queued(); client != uint64(len(last)) {
+		t.Errorf("%d bytes counted in the client's FIFO, want %d", client, len(last))
+	}
 	if got := clientReads(t, path, 5*time.Second); got != last {
 		t.Errorf("the next reader read %q, want %q and then the end of file", got, last)
 	}
@@ -116,6 +120,9 @@ func TestOutputUnreadAtTheEndCrossesAHandover(t *testing.T) {
 	}
 	defer next.Close()
 	p.Close() // the predecessor's files go away, as they do at execve
+	if _, client := next.Queued(); client != uint64(len(last)) {
+		t.Errorf("the successor counts %d bytes in the client's FIFO, want %d", client, len(last))
+	}
 	if got := clientReads(t, path, 5*time.Second); got != last {
 		t.Errorf("the next reader read %q, want %q and then the end of file", got, last)
 	}
