@@ -145,14 +145,25 @@ func Create(ctx context.Context, r *reaper.Reaper, cfg CreateConfig, onCreated f
 	}
 
 	pidFile := filepath.Join(cfg.Bundle, bundle.InitPidFile)
+	// The runtime is not killed at the request's deadline: killed after it
+	// made the container's cgroups but before it recorded the container,
+	// it leaves cgroups that no runtime delete finds. It runs on for a
+	// grace period; a container it created after the request ended is
+	// removed below (launch kills its init, destroyRuntimeState the rest).
+	runCtx, endRun := afterGrace(ctx, launchGrace)
+	defer endRun()
 	pid, exitc, err := c.launch(pipes, pidFile, func(stdio oci.Stdio, consoleSocket string) error {
-		return c.rt.Create(ctx, c.ID, cfg.Bundle, oci.CreateOpts{
+		err := c.rt.Create(runCtx, c.ID, cfg.Bundle, oci.CreateOpts{
 			PidFile:       pidFile,
 			ConsoleSocket: consoleSocket,
 			NoPivot:       cfg.NoPivot,
 			NoNewKeyring:  cfg.NoNewKey,
 			Stdio:         stdio,
 		})
+		if err == nil && ctx.Err() != nil {
+			return fmt.Errorf("the runtime created container %q after its request ended: %w", c.ID, context.Cause(ctx))
+		}
+		return err
 	})
 	if err != nil {
 		pipes.Close()

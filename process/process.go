@@ -202,8 +202,17 @@ func (p *Process) Start(ctx context.Context, onStarted func(pid int)) error {
 		return p.startRestore(ctx, onStarted)
 	}
 	if p.IsInit() {
+		// The runtime is not killed at the request's deadline: killed once
+		// it has opened the exec FIFO, it has let the init exec the process
+		// but leaves the FIFO, so the process runs while the runtime (and
+		// the task) still take the container for created, and a second
+		// Start waits on that FIFO forever. It runs on for a grace period;
+		// a container it started after the request ended is running, and
+		// is recorded so.
+		runCtx, endRun := afterGrace(ctx, launchGrace)
+		defer endRun()
 		return p.transition(OpStart, Running, func() error {
-			if err := p.c.rt.Start(ctx, p.c.ID); err != nil {
+			if err := p.c.rt.Start(runCtx, p.c.ID); err != nil {
 				return fmt.Errorf("start container %s: %w", p.c.ID, err)
 			}
 			return nil
@@ -304,7 +313,7 @@ func (p *Process) startExec(ctx context.Context, onStarted func(pid int)) error 
 	// PID file in the bundle). It runs on for a grace period; a process it
 	// starts after the request ended is killed by launch: the client gave
 	// up on it.
-	runCtx, endRun := afterGrace(ctx, execLaunchGrace)
+	runCtx, endRun := afterGrace(ctx, launchGrace)
 	defer endRun()
 	pid, exitc, err := c.launch(pipes, pidFile, func(stdio oci.Stdio, consoleSocket string) error {
 		err := c.rt.Exec(runCtx, c.ID, oci.ExecOpts{
@@ -353,9 +362,10 @@ func (p *Process) startExec(ctx context.Context, onStarted func(pid int)) error 
 	return nil
 }
 
-// execLaunchGrace is how long a runtime's exec runs on after its request
-// has ended (see startExec).
-const execLaunchGrace = 10 * time.Second
+// launchGrace is how long a runtime's create, start or exec runs on after
+// its request has ended (see Create, Start and startExec): a runtime killed
+// part way leaves what no later command finds or undoes.
+const launchGrace = 10 * time.Second
 
 // afterGrace returns a context with ctx's values that ends grace after ctx
 // does, or when end is called.
