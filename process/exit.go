@@ -25,13 +25,13 @@ func (p *Process) markExitedLocked() {
 
 // oweAnswersLocked counts p, which is leaving its container (a Delete, or
 // its container's), among the processes whose waiters are still to be
-// answered, until the last of the callbacks registered so far has run: they
-// run in order, on one goroutine, once p's exit fires them. An upgrade waits
+// answered, until the last of the callbacks registered so far has run (a
+// barrier of p's waiters, once p's exit fires them). An upgrade waits
 // for that (Handable, Forgettable): the next binary will not know p, and a
 // Wait whose answer this binary wrote too late (held, see handover.Conn) is
 // given to it again and answered NotFound. The usual leaving comes after the
 // exit, with answers fired and perhaps still being written: the paid
-// callback joins their queue (waitlist.List), so it counts those too.
+// barrier waits for them (waitlist.List), so it counts those too.
 // Nothing is owed once every callback has run. The caller holds p.mu.
 func (p *Process) oweAnswersLocked() {
 	c := p.c
@@ -40,7 +40,7 @@ func (p *Process) oweAnswersLocked() {
 		c.answersOwed--
 		c.mu.Unlock()
 	}
-	if _, ok := p.waiters.Add(&p.mu, paid); ok {
+	if _, ok := p.waiters.AddBarrier(&p.mu, paid); ok {
 		c.mu.Lock()
 		c.answersOwed++
 		c.mu.Unlock()

@@ -25,12 +25,11 @@ func (p *pod) leave(owed *atomic.Int32) {
 }
 
 // oweLocked counts in p.owed the answers registered so far, until the last
-// of them has run: the waiters run in order, so a callback added behind them
-// runs once they have. Nothing is owed when every waiter has run. The
-// caller holds p.mu and has set p.owed.
+// of them has run: a barrier of the waiters runs once they have. Nothing is
+// owed when every waiter has run. The caller holds p.mu and has set p.owed.
 func (p *pod) oweLocked() {
 	owed := p.owed
-	if _, ok := p.waiters.Add(&p.mu, func() { owed.Add(-1) }); ok {
+	if _, ok := p.waiters.AddBarrier(&p.mu, func() { owed.Add(-1) }); ok {
 		owed.Add(1)
 	}
 }

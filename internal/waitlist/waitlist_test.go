@@ -6,21 +6,23 @@ import (
 	"time"
 )
 
-// Callbacks registered before the event run once it fires, in order and off
-// the caller's goroutine; a withdrawn one never runs; one added while the
-// fired ones still run joins them and runs last; once all have run, Add
+// Callbacks registered before the event run once it fires, off the caller's
+// goroutine, none held up by another that takes long; a withdrawn one never
+// runs; one added while a fired one still runs runs too; a barrier runs only
+// once those registered before it have returned; once all have run, Add
 // reports false.
 func TestList(t *testing.T) {
 	var mu sync.Mutex
 	var l List
-	ran := make(chan int, 4)
+	ran := make(chan int, 8)
 	gate := make(chan struct{})
 	mu.Lock()
 	_, ok1 := l.Add(&mu, func() { <-gate; ran <- 1 })
 	withdraw, ok2 := l.Add(&mu, func() { ran <- 2 })
 	_, ok3 := l.Add(&mu, func() { ran <- 3 })
+	_, okb := l.AddBarrier(&mu, func() { ran <- 10 })
 	mu.Unlock()
-	if !ok1 || !ok2 || !ok3 {
+	if !ok1 || !ok2 || !ok3 || !okb {
 		t.Fatal("Add before the event refused")
 	}
 	if !withdraw() {
@@ -33,19 +35,38 @@ func TestList(t *testing.T) {
 		t.Error("Add while the fired callbacks run refused")
 	}
 	mu.Unlock()
-	close(gate)
-	var got []int
-	for len(got) < 3 {
+	next := func(want int) {
+		t.Helper()
 		select {
 		case n := <-ran:
-			got = append(got, n)
+			if n != want {
+				t.Fatalf("ran %d, want %d", n, want)
+			}
 		case <-time.After(5 * time.Second):
-			t.Fatalf("ran %v, want [1 3 4]", got)
+			t.Fatalf("%d did not run", want)
 		}
 	}
-	if got[0] != 1 || got[1] != 3 || got[2] != 4 {
-		t.Fatalf("ran %v, want [1 3 4]", got)
+	// 3 and 4 run while 1 is held; the barrier waits for 1.
+	got := map[int]bool{}
+	for range 2 {
+		select {
+		case n := <-ran:
+			got[n] = true
+		case <-time.After(5 * time.Second):
+			t.Fatalf("ran %v while the first callback was held, want 3 and 4", got)
+		}
 	}
+	if !got[3] || !got[4] {
+		t.Fatalf("ran %v while the first callback was held, want 3 and 4", got)
+	}
+	select {
+	case n := <-ran:
+		t.Fatalf("%d ran while the first callback was held", n)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(gate)
+	next(1)
+	next(10)
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
 		mu.Lock()
 		_, ok := l.Add(&mu, func() { ran <- 5 })
