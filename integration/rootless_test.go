@@ -148,9 +148,21 @@ func testRootless(t *testing.T, d *harness.Daemon) {
 			// upgrade, and the successor answers below.
 			upgradeRootless(t, id, "upgrade-ps")
 		}
-		// Every sleep of the container, found on the host by its command line.
+		// Every sleep of the container, found on the host by its command line and
+		// the container's mount namespace (the init's, read now: other tests on the
+		// machine may run sleeps of the same command line).
+		mntNS, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", task.Pid()))
+		if err != nil {
+			t.Fatalf("the init's mount namespace: %v", err)
+		}
 		sleeps := func() []harness.Proc {
-			return harness.Processes(func(args []string) bool { return slices.Contains(want, strings.Join(args, " ")) })
+			var out []harness.Proc
+			for _, p := range harness.Processes(func(args []string) bool { return slices.Contains(want, strings.Join(args, " ")) }) {
+				if ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", p.Pid)); err == nil && ns == mntNS {
+					out = append(out, p)
+				}
+			}
+			return out
 		}
 		t.Cleanup(func() {
 			for _, p := range sleeps() {
