@@ -122,23 +122,36 @@ func (f *clientFIFO) exportLingering(stream string, keep func(*os.File) (int, er
 	return l, err
 }
 
-// exportLingering describes the FIFOs of p's ended relays that linger (one
-// shared by stdout and stderr once).
+// exportLingering describes the FIFOs that linger: those of p's ended
+// relays (one shared by stdout and stderr once) and those a predecessor
+// handed over.
 func (p *Pipes) exportLingering(keep func(*os.File) (int, error)) ([]LingeringState, error) {
 	var out []LingeringState
 	seen := map[*clientFIFO]bool{}
-	for _, r := range p.relays {
-		f, ok := r.out.(*clientFIFO)
-		if !ok || !r.h.ended.Load() || seen[f] {
-			continue
+	add := func(stream string, f *clientFIFO) error {
+		if seen[f] {
+			return nil
 		}
 		seen[f] = true
-		l, err := f.exportLingering(r.stream, keep)
+		l, err := f.exportLingering(stream, keep)
 		if err != nil {
-			return nil, fmt.Errorf("%s fifo lingering for its reader: %w", r.stream, err)
+			return fmt.Errorf("%s fifo lingering for its reader: %w", stream, err)
 		}
 		if l != nil {
 			out = append(out, *l)
+		}
+		return nil
+	}
+	for _, r := range p.relays {
+		if f, ok := r.out.(*clientFIFO); ok && r.h.ended.Load() {
+			if err := add(r.stream, f); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for stream, f := range p.adoptedLingering {
+		if err := add(stream, f); err != nil {
+			return nil, err
 		}
 	}
 	return out, nil
@@ -153,5 +166,9 @@ func (p *Pipes) importLingering(l LingeringState, get adoptFunc) {
 	f.lingering = true
 	p.toClose = append(p.toClose, f)
 	p.clientQueues = append(p.clientQueues, f) // its bytes wait for the client
+	if p.adoptedLingering == nil {
+		p.adoptedLingering = map[string]*clientFIFO{}
+	}
+	p.adoptedLingering[l.Stream] = f
 	go f.linger()
 }

@@ -118,11 +118,26 @@ func TestOutputUnreadAtTheEndCrossesAHandover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer next.Close()
 	p.Close() // the predecessor's files go away, as they do at execve
 	if _, client := next.Queued(); client != uint64(len(last)) {
 		t.Errorf("the successor counts %d bytes in the client's FIFO, want %d", client, len(last))
 	}
+	// And on through a second upgrade before the reader comes.
+	if err := next.Halt(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if st, err = next.Export(keepDups{}); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Lingering) != 1 {
+		t.Fatalf("the successor exported %d lingering FIFOs, want 1", len(st.Lingering))
+	}
+	third, err := ImportPipes(*st, adoptFD, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer third.Close()
+	next.Close()
 	if got := clientReads(t, path, 5*time.Second); got != last {
 		t.Errorf("the next reader read %q, want %q and then the end of file", got, last)
 	}

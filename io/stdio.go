@@ -95,6 +95,10 @@ type Pipes struct {
 	// (FIFO outputs and stdin; see handover.go). Written while opening, and
 	// by Halt's caller while every relay is halted.
 	relays []*pipeRelay
+	// adoptedLingering are the lingering FIFOs a predecessor handed over
+	// (fifoend.go), by stream: no relay of this binary names them, and a
+	// next upgrade hands them on. Written by ImportPipes only.
+	adoptedLingering map[string]*clientFIFO
 }
 
 // Open prepares stdio for a process: it opens the client's endpoints and the
