@@ -49,7 +49,7 @@ func (c *Container) Pause(ctx context.Context, onPaused func()) error {
 			return err
 		}
 		defer c.endPause()
-		return c.freezeError(OpPause, c.rt.Pause(ctx, c.ID))
+		return c.freezeError(OpPause, c.followFreezer(ctx, c.rt.Pause(ctx, c.ID), "paused"))
 	}, onPaused)
 }
 
@@ -59,35 +59,8 @@ func (c *Container) Resume(ctx context.Context, onResumed func()) error {
 		if err := c.checkpointBusy(OpResume); err != nil {
 			return err
 		}
-		return c.freezeError(OpResume, c.rt.Resume(ctx, c.ID))
+		return c.freezeError(OpResume, c.followFreezer(ctx, c.rt.Resume(ctx, c.ID), "running"))
 	}, onResumed)
-}
-
-// followFreezerAfterKillAll sets a paused container's state to the
-// runtime's after a signal to its every process: runc's kill --all freezes
-// the cgroup, signals and thaws it, so the container runs again while its
-// state said paused and a Resume failed "not paused" (the stock shim's
-// too); crun's leaves it frozen. Not after SIGKILL, which ends it: its exit
-// says the rest. The init's lock orders it with a Pause or Resume.
-func (c *Container) followFreezerAfterKillAll(parent context.Context) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), stateCheckTimeout)
-	defer cancel()
-	p := c.init
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.status != Paused {
-		return
-	}
-	out, err := c.rt.State(ctx, c.ID)
-	if err != nil {
-		return // gone or not answering: the exit, or the next Resume, says the rest
-	}
-	var st struct {
-		Status string `json:"status"`
-	}
-	if json.Unmarshal(out, &st) == nil && st.Status == "running" {
-		p.setLocked(func() { p.status = Running })
-	}
 }
 
 // freezeError is a runtime's pause or resume failure, FailedPrecondition

@@ -459,6 +459,9 @@ func (p *Process) Kill(ctx context.Context, sig int, all bool) error {
 		if p.c.initGone(pid) || !p.c.runtimeStateExists(ctx) {
 			return fmt.Errorf("process already finished: %w", errdefs.ErrNotFound)
 		}
+		if all && status == Running {
+			p.c.thawAfterKillAllFailed(ctx) // runc cut short between its freeze and thaw
+		}
 		return fmt.Errorf("kill %s: %w", p.c.ID, err)
 	}
 	if all && status == Paused && sig != int(unix.SIGKILL) {
