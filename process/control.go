@@ -100,10 +100,12 @@ func exitedChild(pid int) bool {
 }
 
 // Update applies new resource limits (OCI LinuxResources as JSON).
+//
+// The runtime runs under the init's lock, ordered with a Pause, Resume or
+// Start as the stock shim orders them: runc's update under the systemd
+// cgroup driver freezes the container around its changes and thaws it
+// after, which would undo a Pause that came in between.
 func (c *Container) Update(ctx context.Context, resources []byte) error {
-	if err := c.init.checkOp(OpUpdate); err != nil {
-		return err
-	}
 	var res specs.LinuxResources
 	if err := json.Unmarshal(resources, &res); err != nil {
 		return fmt.Errorf("update %s: resources are not valid LinuxResources JSON: %v: %w", c.ID, err, errdefs.ErrInvalidArgument)
@@ -117,7 +119,17 @@ func (c *Container) Update(ctx context.Context, resources []byte) error {
 	if err != nil {
 		return fmt.Errorf("update %s: encode resources: %w", c.ID, err)
 	}
-	return c.needsCgroup(c.rt.Update(ctx, c.ID, normalized), "update "+c.ID+": it has no cgroup of its own to set limits on")
+	p := c.init
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.checkLocked(OpUpdate); err != nil {
+		return err
+	}
+	err = c.rt.Update(ctx, c.ID, normalized)
+	if err != nil && c.initGone(p.pid) { // "container not running": its exit not processed yet
+		return fmt.Errorf("cannot update %s: its init has exited: %w", c.ID, errdefs.ErrFailedPrecondition)
+	}
+	return c.needsCgroup(err, "update "+c.ID+": it has no cgroup of its own to set limits on")
 }
 
 // Stats returns the container's cgroup statistics, encoded, and their type
