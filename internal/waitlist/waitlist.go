@@ -20,13 +20,14 @@ import (
 // callbacks, until the last one started has returned.
 type List struct {
 	fired       bool
-	running     bool // fired, and callbacks are queued or have not returned
-	dispatching bool // run is under way
-	inflight    int  // callbacks started and not returned
-	idle        chan struct{}
-	ws          []entry
+	running     bool          // fired, and callbacks are queued or have not returned
+	dispatching bool          // run is under way
+	inflight    int           // callbacks started and not returned
+	idle        chan struct{} // closed when inflight drops to 0 (a barrier waits on it)
+	ws          []entry       // registered, not started: before Fire, and barriers after
 }
 
+// entry is one registered callback (by pointer, so withdraw finds it).
 type entry struct {
 	fn      *func()
 	barrier bool
