@@ -63,21 +63,30 @@ func (c *Container) followFreezerAfterKillAll(ctx context.Context) {
 
 // thawAfterKillAllFailed thaws a running container that a failed signal to
 // its every process left frozen: runc killed between kill --all's freeze
-// and its thaw. Only a task that is RUNNING with no Pause under way: the
-// freeze is then the runtime's own. The init's lock orders it with a Pause
-// or Resume; it is only tried: a Kill is not held behind a Pause, Resume or
-// Start whose runtime hangs (that one settles the state), and a kill that
-// finds the lock busy leaves the freezer as it is.
+// and its thaw. Only a task that is RUNNING with no Pause or checkpoint
+// under way (CRIU freezes the container too): the freeze is then the
+// runtime's own. The init's lock orders it with a Pause, Resume or Update;
+// a Kill does not wait for it (a Start whose runtime hangs holds it): when
+// the lock is busy, the thaw follows in the background once it is free,
+// everything checked again then.
 func (c *Container) thawAfterKillAllFailed(ctx context.Context) {
 	p := c.init
-	if !p.mu.TryLock() {
+	thaw := func() {
+		defer p.mu.Unlock()
+		if p.status != Running || c.Pausing() || c.checkpointBusy(OpResume) != nil || c.runtimeStatus(ctx) != "paused" {
+			return
+		}
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stateCheckTimeout)
+		defer cancel()
+		_ = c.rt.Resume(rctx, c.ID)
+	}
+	if p.mu.TryLock() {
+		thaw()
 		return
 	}
-	defer p.mu.Unlock()
-	if p.status != Running || c.Pausing() || c.runtimeStatus(ctx) != "paused" {
-		return
-	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stateCheckTimeout)
-	defer cancel()
-	_ = c.rt.Resume(rctx, c.ID)
+	ctx = context.WithoutCancel(ctx)
+	go func() {
+		p.mu.Lock()
+		thaw()
+	}()
 }
