@@ -97,7 +97,12 @@ func TestExecExitedDuringItsLaunchPinsNoStranger(t *testing.T) {
 	}
 	_, e, dir := execTestContainer(t, `
 exec) while [ "$1" != --pid-file ]; do shift; done
-	( sh -c 'exit 3' </dev/null >/dev/null 2>&1 & echo $! > "$2" ) # re-parented to the shim, which reaps it
+	# It exits once re-parented to the shim (the runtime's parent), which
+	# reaps it: one that exited while its parent, the subshell (a dash), still
+	# ran was that shell's to reap, and dash reaps its finished background
+	# jobs (wait4(-1, WNOHANG) before it exits), as no OCI runtime does.
+	shim=$PPID
+	( sh -c 'while [ "$(cut -d" " -f4 /proc/$$/stat)" != "$1" ]; do sleep 0.01; done; exit 3' sh "$shim" </dev/null >/dev/null 2>&1 & echo $! > "$2" )
 	x=$(cat "$2"); while [ -e /proc/$x ]; do sleep 0.01; done; sleep 0.2
 	echo $((x-2)) > /proc/sys/kernel/ns_last_pid # the subshell takes x-1, sleep x
 	( sleep 100 </dev/null >/dev/null 2>&1 & echo $! > "$FAKE_DIR/stranger" );;`)

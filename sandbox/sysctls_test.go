@@ -68,7 +68,17 @@ func sysctlIn(t *testing.T, pid int, name string) string {
 	}
 	got := make(chan read, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends in the pod's namespace
+		// The thread goes back to its own namespace before it is unlocked.
+		// It must not end in the pod's: ended locked, the process's main
+		// thread is parked for good, not retired, and /proc/<pid>/ns/net
+		// (the main thread's) would name the pod's namespace from then on.
+		runtime.LockOSThread()
+		home, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			got <- read{err: err}
+			return
+		}
+		defer home.Close()
 		f, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
 		if err != nil {
 			got <- read{err: err}
@@ -80,6 +90,12 @@ func sysctlIn(t *testing.T, pid int, name string) string {
 			return
 		}
 		data, err := os.ReadFile(holder.SysctlPath(name))
+		if rerr := unix.Setns(int(home.Fd()), unix.CLONE_NEWNET); rerr != nil {
+			// Left locked: a thread other than the main one ends with it.
+			got <- read{err: fmt.Errorf("back to the test's network namespace: %w", rerr)}
+			return
+		}
+		runtime.UnlockOSThread()
 		got <- read{strings.Join(strings.Fields(string(data)), " "), err}
 	}()
 	r := <-got
