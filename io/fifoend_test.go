@@ -16,23 +16,9 @@ import (
 // and left that reader waiting for a writer for ever.
 func TestOutputUnreadAtTheEndWaitsForTheNextReader(t *testing.T) {
 	path := mkfifo(t, "out")
-	client, err := os.OpenFile(path, unix.O_RDONLY|unix.O_NONBLOCK, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := Open(Config{Stdout: path}, Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	_, w, _ := p.RuntimeFiles()
 	const last = "last words\n"
-	client.Close() // containerd goes away
-	w.Write([]byte(last))
-	p.ReleaseRuntimeFiles() // the process exits
-	if !p.Drain(5 * time.Second) {
-		t.Fatal("the relay did not finish")
-	}
+	p := endedUnread(t, path, last)
+	defer p.Close()
 	// Introspection counts them as waiting for the client.
 	if _, client := p.Queued(); client != uint64(len(last)) {
 		t.Errorf("%d bytes counted in the client's FIFO, want %d", client, len(last))
@@ -88,56 +74,20 @@ func TestOutputEndsAtOnceWithAClientReader(t *testing.T) {
 // away with its execve.
 func TestOutputUnreadAtTheEndCrossesAHandover(t *testing.T) {
 	path := mkfifo(t, "out")
-	client, err := os.OpenFile(path, unix.O_RDONLY|unix.O_NONBLOCK, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := Open(Config{Stdout: path}, Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, w, _ := p.RuntimeFiles()
 	const last = "last words before the switch\n"
-	client.Close()
-	w.Write([]byte(last))
-	p.ReleaseRuntimeFiles()
-	if !p.Drain(5 * time.Second) {
-		t.Fatal("the relay did not finish")
-	}
-	if err := p.Halt(time.Second); err != nil {
-		t.Fatal(err)
-	}
-	st, err := p.Export(keepDups{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, next := handedOver(t, endedUnread(t, path, last))
 	if len(st.Lingering) != 1 || len(st.Outputs) != 0 {
 		t.Fatalf("exported %d lingering FIFOs and %d outputs, want 1 and 0", len(st.Lingering), len(st.Outputs))
 	}
-	next, err := ImportPipes(*st, adoptFD, Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.Close() // the predecessor's files go away, as they do at execve
 	if _, client := next.Queued(); client != uint64(len(last)) {
 		t.Errorf("the successor counts %d bytes in the client's FIFO, want %d", client, len(last))
 	}
 	// And on through a second upgrade before the reader comes.
-	if err := next.Halt(time.Second); err != nil {
-		t.Fatal(err)
-	}
-	if st, err = next.Export(keepDups{}); err != nil {
-		t.Fatal(err)
-	}
+	st, third := handedOver(t, next)
+	defer third.Close()
 	if len(st.Lingering) != 1 {
 		t.Fatalf("the successor exported %d lingering FIFOs, want 1", len(st.Lingering))
 	}
-	third, err := ImportPipes(*st, adoptFD, Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer third.Close()
-	next.Close()
 	if got := clientReads(t, path, 5*time.Second); got != last {
 		t.Errorf("the next reader read %q, want %q and then the end of file", got, last)
 	}
@@ -146,30 +96,7 @@ func TestOutputUnreadAtTheEndCrossesAHandover(t *testing.T) {
 // The successor's Close (the task's Delete) lets a lingering FIFO go.
 func TestLingeringFIFOHandedOverClosesWithThePipes(t *testing.T) {
 	path := mkfifo(t, "out")
-	client, err := os.OpenFile(path, unix.O_RDONLY|unix.O_NONBLOCK, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := Open(Config{Stdout: path}, Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, w, _ := p.RuntimeFiles()
-	client.Close()
-	w.Write([]byte("never read\n"))
-	p.ReleaseRuntimeFiles()
-	if !p.Drain(5*time.Second) || p.Halt(time.Second) != nil {
-		t.Fatal("the relay did not finish, or did not halt")
-	}
-	st, err := p.Export(keepDups{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	next, err := ImportPipes(*st, adoptFD, Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.Close()
+	_, next := handedOver(t, endedUnread(t, path, "never read\n"))
 	next.Close()
 	// No writer is left: a reader that does not wait sees end of file at
 	// once, where a held write end would make it see EAGAIN.
@@ -181,4 +108,46 @@ func TestLingeringFIFOHandedOverClosesWithThePipes(t *testing.T) {
 	if n, err := unix.Read(int(r.Fd()), make([]byte, 64)); n != 0 || err != nil {
 		t.Errorf("a reader after Close: %d bytes, %v; want the end of file (no writer left)", n, err)
 	}
+}
+
+// endedUnread opens stdio whose stdout is the FIFO at path, has its client's
+// reader go away (containerd down), then the process write data and exit:
+// the output waits in the FIFO for the next reader.
+func endedUnread(t *testing.T, path, data string) *Pipes {
+	t.Helper()
+	client, err := os.OpenFile(path, unix.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := Open(Config{Stdout: path}, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, w, _ := p.RuntimeFiles()
+	client.Close()
+	w.Write([]byte(data))
+	p.ReleaseRuntimeFiles()
+	if !p.Drain(5 * time.Second) {
+		t.Fatal("the relay did not finish")
+	}
+	return p
+}
+
+// handedOver halts p, exports it, imports the state into a successor and
+// closes p, as an in-place upgrade's execve does.
+func handedOver(t *testing.T, p *Pipes) (*PipesState, *Pipes) {
+	t.Helper()
+	if err := p.Halt(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st, err := p.Export(keepDups{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := ImportPipes(*st, adoptFD, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	return st, next
 }

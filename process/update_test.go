@@ -31,6 +31,19 @@ func updateTestContainer(t *testing.T, arms string) (*Container, string) {
 	return c, filepath.Join(dir, "log")
 }
 
+// awaitUpdateBegun waits until the fake runtime's update has logged its
+// beginning.
+func awaitUpdateBegun(t *testing.T, log string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if b, _ := os.ReadFile(log); strings.Contains(string(b), "update-begun") {
+			return
+		} else if time.Now().After(deadline) {
+			t.Fatal("the update did not begin")
+		}
+	}
+}
+
 // An Update and a Pause do not overlap: runc's update under the systemd
 // cgroup driver freezes the container and thaws it after its changes, which
 // undid a Pause that came in between (the task PAUSED, the container
@@ -42,13 +55,7 @@ pause) echo pause >> "$FAKE_DIR/log"; exit 0;;`)
 	ctx := context.Background()
 	updated := make(chan error, 1)
 	go func() { updated <- c.Update(ctx, []byte(`{"cpu":{"shares":512}}`)) }()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if b, _ := os.ReadFile(log); strings.Contains(string(b), "update-begun") {
-			break
-		} else if time.Now().After(deadline) {
-			t.Fatal("the update did not begin")
-		}
-	}
+	awaitUpdateBegun(t, log)
 	if err := c.Pause(ctx, nil); err != nil {
 		t.Fatalf("pause: %v", err)
 	}
@@ -132,13 +139,7 @@ resume) echo resume >> "$FAKE_DIR/log"; exit 0;;`)
 	updated := make(chan error, 1)
 	if during {
 		go func() { updated <- c.Update(ctx, []byte(`{"cpu":{"shares":512}}`)) }()
-		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-			if b, _ := os.ReadFile(log); strings.Contains(string(b), "update-begun") {
-				break
-			} else if time.Now().After(deadline) {
-				t.Fatal("the update did not begin")
-			}
-		}
+		awaitUpdateBegun(t, log)
 	} else {
 		updated <- nil
 	}
