@@ -35,8 +35,9 @@ const fullWait = 500 * time.Millisecond
 // Sink is the daemon's log writer: its standard error, moved when the FIFO
 // behind it is no longer read.
 //
-// Locking: mu guards current, live, nextTry, searching and stalled, and makes a move
-// and a write exclusive, so that a record is never split across two FIFOs.
+// Locking: mu guards current, live, nextTry, searching and stalled, and
+// makes a move and a write exclusive, so that a record is never split
+// across two FIFOs.
 // The list of bundles is never taken with mu held, nor on a writer's
 // goroutine: it takes the services' locks, and a writer may hold one of
 // them while it logs.
@@ -68,9 +69,10 @@ func (s *Sink) Follow(live func() []string) {
 // full FIFO while containerd reads on, and was cut there, its end glued to
 // the next line. Past that wait containerd is taken for stopped, the rest
 // of p is dropped, and no write waits until one goes through whole, as a
-// shim must drop log lines rather than stall on them. A FIFO nobody reads any more (EPIPE: a reader gone without
-// its task's Delete) loses p, and starts a search, in the background, for a
-// bundle's FIFO that is read, for the records after it.
+// shim must drop log lines rather than stall on them. A FIFO nobody reads
+// any more (EPIPE: a reader gone without its task's Delete) loses p, and
+// starts a search, in the background, for a bundle's FIFO that is read,
+// for the records after it.
 func (s *Sink) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
