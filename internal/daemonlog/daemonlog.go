@@ -64,10 +64,11 @@ func (s *Sink) Follow(live func() []string) {
 	s.mu.Unlock()
 }
 
-// Write writes p to standard error. A full FIFO (EAGAIN) is waited for at
-// most fullWait: a record longer than the pipe (a goroutine dump) meets a
-// full FIFO while containerd reads on, and was cut there, its end glued to
-// the next line. Past that wait containerd is taken for stopped, the rest
+// Write writes p to standard error. A FIFO that fills part way through p
+// (EAGAIN after a partial write) is waited for at most fullWait: a record
+// longer than the pipe (a goroutine dump) meets a full FIFO while
+// containerd reads on, and was cut there, its end glued to the next line. A
+// record that finds the FIFO full from its start is dropped at once. Past that wait containerd is taken for stopped, the rest
 // of p is dropped, and no write waits until one goes through whole, as a
 // shim must drop log lines rather than stall on them. A FIFO nobody reads
 // any more (EPIPE: a reader gone without its task's Delete) loses p, and
@@ -178,8 +179,11 @@ func writeAll(fd int, p []byte, wait time.Duration) (int, error) {
 		switch {
 		case err == unix.EINTR:
 			continue
-		case err == unix.EAGAIN && wait > 0:
-			// Full: wait a little for the reader, if it is there.
+		case err == unix.EAGAIN && wait > 0 && n > 0:
+			// Full part way through the record (longer than the room
+			// left): wait a little for the reader, if it is there, rather
+			// than cut it. A record that found no room at all is dropped
+			// whole at once, as before: an ordinary line never waits.
 			if deadline.IsZero() {
 				deadline = time.Now().Add(wait)
 			}
