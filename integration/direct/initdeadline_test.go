@@ -98,6 +98,17 @@ func leftovers(c *Container, id, bundle, cgroup string) []string {
 	return out
 }
 
+// settledLeftovers is leftovers once they have stopped shrinking: a process
+// the shim's cleanup killed is still there, exiting, for a moment (longer on
+// a busy machine); what is left 5 s on stays.
+func settledLeftovers(c *Container, id, bundle, cgroup string) []string {
+	l := leftovers(c, id, bundle, cgroup)
+	for deadline := time.Now().Add(5 * time.Second); len(l) > 0 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		l = leftovers(c, id, bundle, cgroup)
+	}
+	return l
+}
+
 // An init's Create whose deadline passes while the runtime creates the
 // container leaves nothing of it behind once the Create has failed (the task
 // is NotFound): runc killed at the deadline after it had made the
@@ -119,7 +130,7 @@ func TestInitCreateCutShortByItsDeadlineLeavesNothing(t *testing.T) {
 			_, serr := c.Task().State(ctx, &taskv3.StateRequest{ID: c.ID})
 			if ErrClass(serr) == "NotFound" {
 				failed++
-				if l := leftovers(c, c.ID, c.Bundle.Dir, c.CgroupPath); len(l) > 0 {
+				if l := settledLeftovers(c, c.ID, c.Bundle.Dir, c.CgroupPath); len(l) > 0 {
 					t.Errorf("Create cut short after %v (%v), the task NotFound, left: %v", d, err, l)
 					if err := removeCgroupEventually(c.CgroupPath); err != nil {
 						t.Fatal(err)
@@ -134,7 +145,7 @@ func TestInitCreateCutShortByItsDeadlineLeavesNothing(t *testing.T) {
 		if _, err := c.Task().Delete(ctx, &taskv3.DeleteRequest{ID: c.ID}); err != nil {
 			t.Fatalf("Delete of the created task: %v", err)
 		}
-		if l := leftovers(c, c.ID, c.Bundle.Dir, c.CgroupPath); len(l) > 0 {
+		if l := settledLeftovers(c, c.ID, c.Bundle.Dir, c.CgroupPath); len(l) > 0 {
 			t.Errorf("left after a Delete: %v", l)
 		}
 	}
@@ -219,7 +230,7 @@ func TestInitStartCutShortByItsDeadline(t *testing.T) {
 		t.Skip("no Start was cut short by its deadline on this machine")
 	}
 	t.Logf("%d Starts cut short, last deadline %v", cut, d)
-	if l := leftovers(c, c.ID, c.Bundle.Dir, c.CgroupPath); len(l) > 0 {
+	if l := settledLeftovers(c, c.ID, c.Bundle.Dir, c.CgroupPath); len(l) > 0 {
 		t.Logf("left: %v", l)
 	}
 }
@@ -255,7 +266,7 @@ func TestPodCreateChurnWithShortDeadlines(t *testing.T) {
 			time.Sleep(200 * time.Millisecond)
 			if _, serr := other.State(ctx, &taskv3.StateRequest{ID: id}); ErrClass(serr) == "NotFound" {
 				cut++
-				if l := leftovers(a, id, b.Dir, cgroup); len(l) > 0 {
+				if l := settledLeftovers(a, id, b.Dir, cgroup); len(l) > 0 {
 					// what the pod's first container has is not id's
 					t.Errorf("Create of %s cut short after %v: %v; left: %v", id, d, err, l)
 				}
@@ -280,7 +291,7 @@ func TestPodCreateChurnWithShortDeadlines(t *testing.T) {
 		if _, err := other.Shutdown(ctx, &taskv3.ShutdownRequest{ID: id}); err != nil {
 			t.Fatalf("Shutdown after %s's Delete: %v", id, err)
 		}
-		if l := leftovers(a, id, b.Dir, cgroup); len(l) > 0 {
+		if l := settledLeftovers(a, id, b.Dir, cgroup); len(l) > 0 {
 			t.Errorf("after %s's Delete: %v", id, l)
 		}
 	}
@@ -329,7 +340,7 @@ func TestInitDeleteCutShortByItsDeadline(t *testing.T) {
 				t.Fatalf("State after a Delete cut short: %v", serr)
 			}
 		}
-		if l := leftovers(c, c.ID, c.Bundle.Dir, c.CgroupPath); len(l) > 0 {
+		if l := settledLeftovers(c, c.ID, c.Bundle.Dir, c.CgroupPath); len(l) > 0 {
 			t.Errorf("Delete (cut short after %v: %v) left: %v", d, err, l)
 		}
 	}
