@@ -81,6 +81,18 @@ func testCRIOutputOfAnExitWhileContainerdIsDown(t *testing.T, flavor string, upg
 			t.Fatalf("upgrade while containerd is down: %v\n%s", err, out)
 		}
 	}
+	// The shim holds every byte ender wrote for the next reader (its
+	// successor too, after the upgrade).
+	wantBytes := uint64(0)
+	for i := 1; i <= 3000; i++ {
+		wantBytes += uint64(len(fmt.Sprintf("b %d\n", i)))
+	}
+	if harness.Runtime() == "io.example.v2" { // the stock shim has no introspection
+		if held := clientQueuedOf(t, d, ender); held != wantBytes {
+			t.Errorf("ender: the shim holds %d bytes in its stdout FIFO while containerd is down, want %d", held, wantBytes)
+		}
+	}
+	logStart := d.LogSize()
 	if err := d.StartProcess(); err != nil {
 		t.Fatal(err)
 	}
@@ -119,10 +131,49 @@ func testCRIOutputOfAnExitWhileContainerdIsDown(t *testing.T, flavor string, upg
 			last = v
 		}
 		t.Logf("%s: %d lines in the CRI log, the last %d, %d gaps", name, len(lines), last, gaps)
+		// containerd 1.6's CRI recovers an exited container by opening its
+		// FIFOs (in a goroutine of the fifo library's) and deleting its task,
+		// and the Delete first cancels that open: a goroutine run late never
+		// opens the FIFO, and CRI reads nothing whatever the shim holds
+		// ("reading from a closed fifo"). The shim's part was asserted above.
+		if want > 0 && len(lines) == 0 && criCancelledItsReader(d.LogSince(logStart, 8<<20), ender) {
+			t.Logf("%s: CRI cancelled its own reader of the FIFO before it opened it (containerd 1.6's recovery); nothing to read", name)
+			return
+		}
 		if want > 0 && (len(lines) != want || last != want) {
 			t.Errorf("%s: %d lines up to %d in the CRI log, want the %d it wrote while containerd was down", name, len(lines), last, want)
 		}
 	}
 	check("ender", "b", 3000)
 	check("writer", "a", 0)
+}
+
+// clientQueuedOf is how many bytes of id's init wait in its client's FIFOs,
+// as the shim's introspection reports them.
+func clientQueuedOf(t *testing.T, d *harness.Daemon, id string) uint64 {
+	t.Helper()
+	for _, task := range introspect(t, d.BundleDir("k8s.io", id)).Tasks {
+		if task.ID != id {
+			continue
+		}
+		for _, p := range task.Processes {
+			if p.ExecID == "" {
+				return p.ClientQueued
+			}
+		}
+	}
+	t.Fatalf("introspection names no task %s", id)
+	return 0
+}
+
+// criCancelledItsReader reports whether containerd's log (from the restart
+// on) says CRI's copy of id's stdout failed because its FIFO was closed
+// before it was opened.
+func criCancelledItsReader(log, id string) bool {
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, `Failed to pipe stdout of container \"`+id+`\"`) && strings.Contains(line, "reading from a closed fifo") {
+			return true
+		}
+	}
+	return false
 }
