@@ -376,15 +376,7 @@ func haltAndGoOnWithState(t *testing.T, p *Pipes, mode string) (*Pipes, *PipesSt
 		p.Restart()
 		return p, nil
 	}
-	st, err := p.Export(keepDups{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	next, err := ImportPipes(*st, adoptFD, Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.Close()
+	st, next := exportedAndImported(t, p)
 	return next, st
 }
 

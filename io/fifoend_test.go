@@ -133,13 +133,19 @@ func endedUnread(t *testing.T, path, data string) *Pipes {
 	return p
 }
 
-// handedOver halts p, exports it, imports the state into a successor and
-// closes p, as an in-place upgrade's execve does.
+// handedOver halts p, then hands it over (exportedAndImported).
 func handedOver(t *testing.T, p *Pipes) (*PipesState, *Pipes) {
 	t.Helper()
 	if err := p.Halt(time.Second); err != nil {
 		t.Fatal(err)
 	}
+	return exportedAndImported(t, p)
+}
+
+// exportedAndImported exports halted p, imports the state into a successor
+// and closes p, as an in-place upgrade's execve does.
+func exportedAndImported(t *testing.T, p *Pipes) (*PipesState, *Pipes) {
+	t.Helper()
 	st, err := p.Export(keepDups{})
 	if err != nil {
 		t.Fatal(err)

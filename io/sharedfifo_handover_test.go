@@ -102,15 +102,7 @@ func TestSameFIFOHaltedWhenFull(t *testing.T) {
 	if err := p.Halt(2 * time.Second); err != nil {
 		t.Fatalf("halt with the shared FIFO full: %v", err)
 	}
-	st, err := p.Export(keepDups{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	next, err := ImportPipes(*st, adoptFD, Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.Close()
+	_, next := exportedAndImported(t, p)
 	defer next.Close()
 	close(start)
 	for range 2 {
