@@ -8,26 +8,17 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/containerd/errdefs"
-
-	shimio "github.com/example/containerd-shim-example-v2/io"
 )
 
-// updateTestContainer is a running container whose runtime logs its update
-// (begun, then done 300 ms later) and its pause into $FAKE_DIR/log.
+// updateTestContainer is a running container (execTestContainer's) whose
+// fake runtime's arms log into the file it returns ($FAKE_DIR/log).
 func updateTestContainer(t *testing.T, arms string) (*Container, string) {
 	t.Helper()
-	dir := t.TempDir()
-	t.Setenv("FAKE_DIR", dir)
-	rt, _ := fakeRuntime(t, dir, arms)
-	c := &Container{ID: "c", Bundle: dir, rt: rt, execs: map[string]*Process{}}
-	c.execsIdle = sync.NewCond(&c.mu)
-	c.init = newProcess(c, "", shimio.Config{}, nil)
-	c.init.pid, c.init.status = os.Getpid(), Running
+	c, _, dir := execTestContainer(t, arms)
 	return c, filepath.Join(dir, "log")
 }
 
