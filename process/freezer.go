@@ -14,14 +14,20 @@ import (
 // frozen refuses Resume and its Pause fails "not running", and nothing
 // thaws it. The runtime's own word (`state`) decides.
 
-// runtimeStatus is the container's status as the runtime reports it
-// ("created", "running", "paused", "stopped"), or "" when it cannot say. It
-// asks on a bounded context of its own: the request's may be what ended the
-// runtime's last command.
-func (c *Container) runtimeStatus(parent context.Context) string {
+// runtimeState is the runtime's `state` of the container, asked on a
+// bounded context of its own: the request's may be what ended the
+// runtime's last command. timedOut: the runtime did not answer in time.
+func (c *Container) runtimeState(parent context.Context) (state []byte, timedOut bool, err error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), stateCheckTimeout)
 	defer cancel()
-	out, err := c.rt.State(ctx, c.ID)
+	state, err = c.rt.State(ctx, c.ID)
+	return state, ctx.Err() != nil, err
+}
+
+// runtimeStatus is the container's status as the runtime reports it
+// ("created", "running", "paused", "stopped"), or "" when it cannot say.
+func (c *Container) runtimeStatus(parent context.Context) string {
+	out, _, err := c.runtimeState(parent)
 	if err != nil {
 		return ""
 	}

@@ -659,8 +659,6 @@ func (c *Container) destroy(ctx context.Context, neverStarted bool) error {
 // on a bounded context of its own. No answer in time counts as yes: only a
 // runtime that answered may have it taken for gone.
 func (c *Container) runtimeStateExists(parent context.Context) bool {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), stateCheckTimeout)
-	defer cancel()
-	_, err := c.rt.State(ctx, c.ID)
-	return err == nil || ctx.Err() != nil
+	_, timedOut, err := c.runtimeState(parent)
+	return err == nil || timedOut
 }
