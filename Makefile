@@ -84,9 +84,9 @@ test-direct: build
 # The cgroup v2 lane (docs/cgroup2.md): a selection of the suite under containerd 1.6 and the
 # newest 2.x in a qemu guest whose only cgroup hierarchy is v2 (this host is v1 hybrid).
 # CGROUP2_RUN is the -test.run regex: the cgroup, OOM, stats, update, pause, crun and
-# checkpoint tests, the in-place upgrade tests, rootless containerd in a delegated cgroup, Docker's
+# checkpoint tests, a create killed midway, the in-place upgrade tests, rootless containerd in a delegated cgroup, Docker's
 # top/pause/update/OOM and the core lifecycle set.
-CGROUP2_RUN ?= ^(TestRunStreamsAndExitCode|TestKillRunningTask|TestSigterm|TestWaitExitStatusAndEvents|TestExec|TestTaskListAndPs|TestShimInfo|TestGroupingSharesOneShim|TestHarnessTeardown|TestPauseResume|TestUpdateResources|TestMetrics|TestOOMKill|TestCRIOOMScope|TestCRIPodLifecycle|TestOptionsShimCgroup|TestOptionsCrun|TestOptionsBinaryName|TestCheckpoint|TestShimWritesOnlyItsOwnFiles|TestKillWhilePaused|TestLargeOutputCtrRun|TestIntrospection|TestUpgrade|TestSandbox|TestIdleShimMemoryBudget|TestRootlessContainerd|TestDockerResources)
+CGROUP2_RUN ?= ^(TestRunStreamsAndExitCode|TestKillRunningTask|TestSigterm|TestWaitExitStatusAndEvents|TestExec|TestTaskListAndPs|TestShimInfo|TestGroupingSharesOneShim|TestHarnessTeardown|TestPauseResume|TestUpdateResources|TestMetrics|TestOOMKill|TestCRIOOMScope|TestCRIPodLifecycle|TestOptionsShimCgroup|TestOptionsCrun|TestOptionsBinaryName|TestCheckpoint|TestShimWritesOnlyItsOwnFiles|TestKillWhilePaused|TestCreateKilledLeavesNoCgroups|TestLargeOutputCtrRun|TestIntrospection|TestUpgrade|TestSandbox|TestIdleShimMemoryBudget|TestRootlessContainerd|TestDockerResources)
 .PHONY: test-cgroup2
 test-cgroup2: build
 	CGROUP2_RUN='$(CGROUP2_RUN)' bash scripts/cgroup2/test.sh

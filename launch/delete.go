@@ -70,6 +70,11 @@ func Delete(f Flags, stdout io.Writer) error {
 			// rest of the cleanup still has to happen.
 			fmt.Fprintf(os.Stderr, "force delete of %s: %v\n", f.ID, err)
 		}
+		// A runtime killed with its daemon during a create left the
+		// container's cgroups, which its delete does not find.
+		if err := process.RemoveCgroupsLeft(bundle, rt.SystemdCgroup); err != nil {
+			fmt.Fprintf(os.Stderr, "cgroups of %s left: %v\n", f.ID, err)
+		}
 	}
 	if err := unmountRootfs(bundle); err != nil {
 		// A warning, not a failure: containerd logs our stderr either way,

@@ -298,9 +298,13 @@ func (c *Container) withConsole(pipes *shimio.Pipes, launch func(consoleSocket s
 }
 
 // destroyRuntimeState force-deletes the runtime's record of a container that
-// failed to come up, with its own deadline: the request's may be spent.
+// failed to come up, with its own deadline: the request's may be spent; and
+// the cgroups a runtime killed during its work left (RemoveCgroupsLeft).
 func (c *Container) destroyRuntimeState() {
 	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 	defer cancel()
 	_ = c.rt.Delete(ctx, c.ID, true)
+	if err := RemoveCgroupsLeft(c.Bundle, c.rt.SystemdCgroup); err != nil {
+		slog.Warn("cgroups of a container that failed to come up left", "container", c.ID, "error", err)
+	}
 }
