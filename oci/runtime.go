@@ -20,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
@@ -112,6 +113,15 @@ func (r *Runtime) run(ctx context.Context, stdio *Stdio, stdin []byte, op ...str
 
 	var outR, errR, inW *os.File
 	var closeAfterStart []*os.File
+	// A command that starts no container process runs in a process group
+	// of its own, which is killed whole when the command is: a runtime that
+	// does its work in a child (a wrapper script around runc, CRIU under a
+	// checkpoint) would otherwise leave that child running, under the shim
+	// (a subreaper) and holding the output pipes below. Create, exec and
+	// restore keep the shim's group: the container's process they start
+	// may stay in the runtime's group, and launch deals with it.
+	group := stdio == nil
+	cmd.SysProcAttr.Setpgid = group
 	if stdio != nil {
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = orNull(stdio.In), orNull(stdio.Out), orNull(stdio.Err)
 	} else {
@@ -168,15 +178,18 @@ func (r *Runtime) run(ctx context.Context, stdio *Stdio, stdin []byte, op ...str
 	select {
 	case exit = <-exitc:
 	case <-ctx.Done():
+		if group {
+			killGroup(cmd.Process.Pid)
+		}
 		_ = cmd.Process.Kill()
 		exit = <-exitc
 	}
 	// The reaper has reaped it: the pidfd os/exec keeps in cmd.Process (for
 	// Kill) would otherwise stay open until a garbage collection finds it.
+	pid := cmd.Process.Pid
 	_ = cmd.Process.Release()
 	if outR != nil {
-		<-done
-		<-done
+		awaitOutput(done, pid, outR, errR)
 	}
 	logged := log.finish()
 	if exit.Status != 0 {
@@ -191,6 +204,38 @@ func (r *Runtime) run(ctx context.Context, stdio *Stdio, stdin []byte, op ...str
 	}
 	return stdout.Bytes(), nil
 }
+
+// leftOutputWait bounds the wait for the end of a finished command's output:
+// it ends at once unless a child the command left holds the pipes.
+const leftOutputWait = time.Second
+
+// awaitOutput waits until the copies of a command's output (done, one
+// signal each) have ended. The command has exited, so its output ends at
+// once, unless a child it left in its group holds the pipes' write ends
+// (a wrapper's runtime, hung): past leftOutputWait that group is killed and
+// the copies are ended by closing their ends (a child that left the group
+// may still hold them).
+func awaitOutput(done <-chan struct{}, pgid int, ends ...*os.File) {
+	timer := time.NewTimer(leftOutputWait)
+	defer timer.Stop()
+	for n := 0; n < 2; n++ {
+		select {
+		case <-done:
+		case <-timer.C:
+			killGroup(pgid)
+			for _, f := range ends {
+				f.Close()
+			}
+			<-done
+		}
+	}
+}
+
+// killGroup kills the process group of a runtime command that runs in one
+// of its own (its leader's pid). A group's number is not given to another
+// process while any member lives, so a group whose leader has been reaped
+// is still this command's, or gone.
+func killGroup(pgid int) { _ = unix.Kill(-pgid, unix.SIGKILL) }
 
 // devNull is /dev/null, opened once for the life of the daemon and given to
 // every runtime call for the stdio it leaves empty. Left to os/exec, each

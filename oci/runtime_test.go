@@ -3,11 +3,15 @@ package oci
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/containerd/errdefs"
 
@@ -213,4 +217,57 @@ func startReaper(t *testing.T) (context.Context, *reaper.Reaper) {
 	ctx := t.Context()
 	go r.Run(ctx)
 	return ctx, r
+}
+
+// A runtime command that does its work in a child (a wrapper script around
+// runc) and leaves it: the call ends, and the child is killed, whether the
+// command exited by itself while its child held the output pipes, or hung
+// in its child until the call's deadline. The child, under a shim that is
+// a subreaper, would otherwise run on, and the call would wait for it.
+func TestRuntimeCommandsLeaveNoChild(t *testing.T) {
+	ctx, r := startReaper(t)
+	for _, tc := range []struct {
+		name, script string
+		deadline     time.Duration
+	}{
+		{"left running", `sleep 3608 & echo $! >"$OCI_TEST_OUT"; exit 0`, time.Minute},
+		{"hung in its child", `sleep 3609 & echo $! >"$OCI_TEST_OUT"; wait; exit 1`, 300 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			out := filepath.Join(dir, "child")
+			t.Setenv("OCI_TEST_OUT", out)
+			fake := filepath.Join(dir, "fake-runtime")
+			if err := os.WriteFile(fake, []byte("#!/bin/sh\n"+tc.script+"\n"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			rt := &Runtime{Binary: fake, Dir: dir, Reaper: r}
+			cctx, cancel := context.WithTimeout(ctx, tc.deadline)
+			defer cancel()
+			ended := make(chan error, 1)
+			go func() { ended <- rt.Kill(cctx, "c1", 15, false) }()
+			select {
+			case err := <-ended:
+				t.Logf("Kill: %v", err)
+			case <-time.After(tc.deadline + 10*time.Second):
+				t.Fatal("the call waits for the child its runtime left")
+			}
+			data, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			child, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+			gone := false
+			for i := 0; i < 100 && !gone; i++ {
+				stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", child))
+				// Gone, or a zombie its new parent has not reaped yet.
+				gone = err != nil || strings.Contains(string(stat), ") Z ")
+				time.Sleep(20 * time.Millisecond)
+			}
+			if !gone {
+				_ = syscall.Kill(child, syscall.SIGKILL)
+				t.Errorf("the runtime's child %d still runs after the call", child)
+			}
+		})
+	}
 }
