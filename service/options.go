@@ -1,7 +1,9 @@
 package service
 
 import (
+	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -85,7 +87,9 @@ func DecodeOptions(a *anypb.Any) (RuntimeOptions, error) {
 		}
 		o, err = parseOptionsTOML(body)
 	default:
-		// Unknown types carry nothing for us.
+		// Unknown types carry nothing for us; but a mistyped option
+		// falls back to the defaults, so say so.
+		slog.Warn("runtime options of a type this shim does not know ignored; the defaults apply", "type", a.GetTypeUrl())
 	}
 	if err != nil {
 		return o, err
@@ -93,8 +97,13 @@ func DecodeOptions(a *anypb.Any) (RuntimeOptions, error) {
 	if o.Root != "" && !filepath.IsAbs(o.Root) {
 		return o, invalidArgument("runtime root %q must be an absolute path", o.Root)
 	}
-	if o.ShimCgroup != "" && (!filepath.IsAbs(o.ShimCgroup) || strings.Contains(o.ShimCgroup, "..")) {
+	if o.ShimCgroup != "" && !filepath.IsAbs(o.ShimCgroup) {
 		return o, invalidArgument("shim cgroup %q must be an absolute cgroup path", o.ShimCgroup)
+	}
+	// A ".." element would climb out of the cgroup tree; two dots inside a
+	// name ("a..b") are a name like any other, which the stock shim joins.
+	if slices.Contains(strings.Split(o.ShimCgroup, "/"), "..") {
+		return o, invalidArgument("shim cgroup %q must not name a parent with ..", o.ShimCgroup)
 	}
 	return o, nil
 }

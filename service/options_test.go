@@ -107,6 +107,22 @@ func TestDecodeOptionsErrors(t *testing.T) {
 	}
 }
 
+// A shim cgroup whose directory names hold two dots is a cgroup like any
+// other (the stock shim joins it); only a ".." element climbs out.
+func TestDecodeOptionsShimCgroupWithDotsInAName(t *testing.T) {
+	for _, cg := range []string{"/ex-shims..dots", "/pods/a..b/shims", "/a/..b"} {
+		got, err := DecodeOptions(anyOf(t, "containerd.runc.v1.Options", &runcopts.Options{ShimCgroup: cg}))
+		if err != nil || got.ShimCgroup != cg {
+			t.Errorf("shim cgroup %q: %+v, %v", cg, got, err)
+		}
+	}
+	for _, cg := range []string{"/a/..", "/../b", "/a/../b"} {
+		if _, err := DecodeOptions(anyOf(t, "containerd.runc.v1.Options", &runcopts.Options{ShimCgroup: cg})); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("shim cgroup %q: %v, want InvalidArgument", cg, err)
+		}
+	}
+}
+
 func TestValidateIDAndBundle(t *testing.T) {
 	for _, id := range []string{"", "a/b", "..", "a..b", "-a", "a b", string(make([]byte, 77))} {
 		if err := validateID("id", id); !errdefs.IsInvalidArgument(err) {
