@@ -2,7 +2,6 @@ package launch
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -54,7 +53,7 @@ func Delete(f Flags, stdout io.Writer) error {
 	if err != nil {
 		slog.Warn("runtime record unreadable, using defaults", "error", err)
 	}
-	if runtimeStateExists(rt.Root, f.ID) {
+	if rt.HasState(f.ID) {
 		// The reaper runs until the runtime call has returned, not until its
 		// deadline: a runtime killed at the deadline must still be reaped for
 		// the call to return.
@@ -65,15 +64,22 @@ func Delete(f Flags, stdout io.Writer) error {
 		ctx, cancel := context.WithTimeout(context.Background(), deleteTimeout)
 		defer cancel()
 		rt.Reaper = r
-		if err := rt.Delete(ctx, f.ID, true); err != nil && runtimeStateExists(rt.Root, f.ID) {
-			// Reported to containerd (it logs our stderr) but not fatal: the
-			// rest of the cleanup still has to happen.
-			fmt.Fprintf(os.Stderr, "force delete of %s: %v\n", f.ID, err)
-		}
-		// A runtime killed with its daemon during a create left the
-		// container's cgroups, which its delete does not find.
-		if err := process.RemoveCgroupsLeft(bundle, rt.SystemdCgroup); err != nil {
-			fmt.Fprintf(os.Stderr, "cgroups of %s left: %v\n", f.ID, err)
+		if same, ok := rt.IsBundleOf(ctx, f.ID, bundle); ok && !same {
+			// Another daemon's container of that id (daemons of one
+			// namespace share the runtime's root): this task's Create
+			// failed on it, and it is not this cleanup's to remove.
+			fmt.Fprintf(os.Stderr, "the runtime's container %s is another bundle's: left alone\n", f.ID)
+		} else {
+			if err := rt.Delete(ctx, f.ID, true); err != nil && rt.HasState(f.ID) {
+				// Reported to containerd (it logs our stderr) but not
+				// fatal: the rest of the cleanup still has to happen.
+				fmt.Fprintf(os.Stderr, "force delete of %s: %v\n", f.ID, err)
+			}
+			// A runtime killed with its daemon during a create left the
+			// container's cgroups, which its delete does not find.
+			if err := process.RemoveCgroupsLeft(bundle, rt.SystemdCgroup); err != nil {
+				fmt.Fprintf(os.Stderr, "cgroups of %s left: %v\n", f.ID, err)
+			}
 		}
 	}
 	if err := unmountRootfs(bundle); err != nil {
@@ -124,12 +130,4 @@ func removeDeadSocket(bundle string) {
 	}
 	defer unlock()
 	_, _ = removeIfDead(path)
-}
-
-// runtimeStateExists reports whether the runtime still keeps state for id.
-// runc and crun both keep a directory per container under their root, so a
-// missing directory saves spawning the runtime just to hear it say so.
-func runtimeStateExists(root, id string) bool {
-	_, err := os.Stat(filepath.Join(root, id))
-	return !errors.Is(err, os.ErrNotExist)
 }

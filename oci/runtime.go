@@ -393,6 +393,36 @@ func (r *Runtime) State(ctx context.Context, id string) ([]byte, error) {
 	return r.run(ctx, nil, nil, "state", id)
 }
 
+// HasState reports whether the runtime keeps state for id under its root
+// (which must be set): runc and crun both keep a directory per container
+// there, so a missing one saves running the runtime to hear it say so.
+func (r *Runtime) HasState(id string) bool {
+	_, err := os.Stat(filepath.Join(r.Root, id))
+	return !errors.Is(err, os.ErrNotExist)
+}
+
+// IsBundleOf reports whether the runtime's container id was created from
+// bundle (its state names the bundle; the same directory by identity, or
+// by path when either is gone). ok is false when the runtime cannot say.
+func (r *Runtime) IsBundleOf(ctx context.Context, id, bundle string) (same, ok bool) {
+	out, err := r.State(ctx, id)
+	if err != nil {
+		return false, false
+	}
+	var st struct {
+		Bundle string `json:"bundle"`
+	}
+	if json.Unmarshal(out, &st) != nil || st.Bundle == "" {
+		return false, false
+	}
+	a, errA := os.Stat(st.Bundle)
+	b, errB := os.Stat(bundle)
+	if errA == nil && errB == nil {
+		return os.SameFile(a, b), true
+	}
+	return filepath.Clean(st.Bundle) == filepath.Clean(bundle), true
+}
+
 // ReadPidFile reads a PID written by the runtime.
 func ReadPidFile(path string) (int, error) {
 	data, _, err := rawfile.ReadInto(path, make([]byte, 32))

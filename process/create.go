@@ -91,6 +91,9 @@ func Create(ctx context.Context, r *reaper.Reaper, cfg CreateConfig, onCreated f
 		return nil, fmt.Errorf("remove the previous init's exit record: %w", err)
 	}
 	c.rt.Reaper = r
+	if err := c.claimRuntimeID(ctx); err != nil {
+		return nil, err
+	}
 	if !c.rt.SystemdCgroup && cgroupdriver.WantsSystemd(cgroupsPath(spec)) {
 		// Saved with the rest below: every later runtime call, and a
 		// successor after an upgrade, runs the runtime the same way.
@@ -295,6 +298,27 @@ func (c *Container) withConsole(pipes *shimio.Pipes, launch func(consoleSocket s
 		return err
 	}
 	return pipes.AttachConsole(master)
+}
+
+// claimRuntimeID makes sure the runtime keeps no container c.ID yet. Daemons
+// of one namespace share the runtime's root, so one may be another daemon's
+// (a caller that drives daemons directly, two containerd daemons using one
+// namespace name): it is refused as AlreadyExists and left alone, where the
+// runtime's own refusal would have ended in the failure path's force delete
+// of it. One created from this very bundle is a leftover of this task (a
+// daemon of it died before its cleanup ran) and is removed, as that cleanup
+// would have.
+func (c *Container) claimRuntimeID(ctx context.Context) error {
+	if !c.rt.HasState(c.ID) {
+		return nil
+	}
+	if same, ok := c.rt.IsBundleOf(ctx, c.ID, c.Bundle); ok && same {
+		slog.Info("the runtime keeps a container of this task's bundle from before: removed", "container", c.ID)
+		c.destroyRuntimeState()
+		return nil
+	}
+	return fmt.Errorf("the runtime already has a container %q under %s, not created from bundle %s: %w",
+		c.ID, c.rt.Root, c.Bundle, errdefs.ErrAlreadyExists)
 }
 
 // destroyRuntimeState force-deletes the runtime's record of a container that
