@@ -85,6 +85,7 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*ta
 	}
 	stdio := shimio.Config{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal,
 		UID: opts.IoUID, GID: opts.IoGID}
+	checkpoint := restorePath(r.Checkpoint, opts)
 	c, err = process.Create(ctx, s.cfg.Reaper, process.CreateConfig{
 		ID:           r.ID,
 		Namespace:    s.cfg.Namespace,
@@ -98,7 +99,7 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*ta
 		SocketDir:    s.cfg.SocketDir,
 		OOM:          &s.oom,
 		OOMLog:       &s.oomLog,
-		Checkpoint:   restorePath(r.Checkpoint, opts),
+		Checkpoint:   checkpoint,
 		CriuWorkPath: opts.CriuWorkPath,
 		StallTimeout: stallTimeoutFor(s.cfg.Namespace, opts.StallTimeout),
 		ReaderOwner:  s.cfg.ContainerdStatus,
@@ -108,7 +109,7 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*ta
 			Bundle:      r.Bundle,
 			Rootfs:      r.Rootfs,
 			IO:          &eventsapi.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
-			Checkpoint:  r.Checkpoint,
+			Checkpoint:  checkpoint, // the options' image too: containerd 1.6 copies it into the request for runc's shim only
 			Pid:         uint32(pid),
 		})
 	})
