@@ -197,3 +197,34 @@ func setImmutable(t *testing.T, path string) bool {
 	}
 	return true
 }
+
+// A file:// log the shim creates is mode 0640 (less the umask), as
+// containerd's CRI makes container logs (output can hold secrets; the stock
+// shim makes it 0644), in a new directory 0755; an existing file keeps its
+// mode.
+func TestLogFileModes(t *testing.T) {
+	umask := os.FileMode(unix.Umask(0))
+	unix.Umask(int(umask))
+	path := filepath.Join(t.TempDir(), "new", "c.log")
+	f, err := openLogFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o640&^umask {
+		t.Errorf("new log file: %v, mode %#o, want %#o", err, st.Mode().Perm(), 0o640&^umask)
+	}
+	if st, err := os.Stat(filepath.Dir(path)); err != nil || st.Mode().Perm() != 0o755&^umask {
+		t.Errorf("new log directory: %v, mode %#o, want %#o", err, st.Mode().Perm(), 0o755&^umask)
+	}
+	if err := os.Chmod(path, 0o604); err != nil {
+		t.Fatal(err)
+	}
+	if f, err = openLogFile(path); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o604 {
+		t.Errorf("existing log file: %v, mode %#o, want its own 0604", err, st.Mode().Perm())
+	}
+}
