@@ -395,10 +395,11 @@ func (r *Runtime) State(ctx context.Context, id string) ([]byte, error) {
 
 // HasState reports whether the runtime keeps state for id under its root
 // (which must be set): runc and crun both keep a directory per container
-// there, so a missing one saves running the runtime to hear it say so.
+// there, so a missing one saves running the runtime to hear it say so. A
+// directory that cannot be looked at (no permission) is not reported.
 func (r *Runtime) HasState(id string) bool {
 	_, err := os.Stat(filepath.Join(r.Root, id))
-	return !errors.Is(err, os.ErrNotExist)
+	return err == nil
 }
 
 // IsBundleOf reports whether the runtime's container id was created from
