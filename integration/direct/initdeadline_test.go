@@ -100,10 +100,11 @@ func leftovers(c *Container, id, bundle, cgroup string) []string {
 
 // settledLeftovers is leftovers once they have stopped shrinking: a process
 // the shim's cleanup killed is still there, exiting, for a moment (longer on
-// a busy machine); what is left 5 s on stays.
+// a busy machine), and a runtime call cut short runs on for up to 10 s
+// before the failure path cleans up after it; what is left 15 s on stays.
 func settledLeftovers(c *Container, id, bundle, cgroup string) []string {
 	l := leftovers(c, id, bundle, cgroup)
-	for deadline := time.Now().Add(5 * time.Second); len(l) > 0 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(15 * time.Second); len(l) > 0 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		l = leftovers(c, id, bundle, cgroup)
 	}
 	return l
@@ -136,8 +137,15 @@ func TestInitCreateCutShortByItsDeadlineLeavesNothing(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				// The same id again, as a manager's retry sends it.
-				if err := c.Create(ctx); err != nil {
+				// The same id again, as a manager's retry sends it: while
+				// the first Create's cleanup is still under way (a loaded
+				// machine) the id is still taken (AlreadyExists).
+				err := c.Create(ctx)
+				for end := time.Now().Add(5 * time.Second); ErrClass(err) == "AlreadyExists" && time.Now().Before(end); {
+					time.Sleep(100 * time.Millisecond)
+					err = c.Create(ctx)
+				}
+				if err != nil {
 					t.Fatalf("Create again after a Create cut short: %v", err)
 				}
 			}
