@@ -42,20 +42,23 @@ type introspection struct {
 		Goroutines int    `json:"goroutines"`
 	} `json:"memory"`
 	Tasks []struct {
-		ID           string `json:"id"`
-		OomKills     uint64 `json:"oomKills,string"`
-		LastOomScope string `json:"lastOomScope"`
-		Processes    []struct {
-			ExecID       string `json:"execId"`
-			Pid          int    `json:"pid"`
-			Status       string `json:"status"`
-			ExitStatus   int    `json:"exitStatus"`
-			OutputBytes  uint64 `json:"outputBytes,string"`
-			DroppedBytes uint64 `json:"droppedBytes,string"`
-			Queued       uint64 `json:"queuedBytes,string"`
-			ClientQueued uint64 `json:"clientQueuedBytes,string"`
-		} `json:"processes"`
+		ID           string                `json:"id"`
+		OomKills     uint64                `json:"oomKills,string"`
+		LastOomScope string                `json:"lastOomScope"`
+		Processes    []introspectedProcess `json:"processes"`
 	} `json:"tasks"`
+}
+
+// introspectedProcess is one process in the shim's introspection.
+type introspectedProcess struct {
+	ExecID       string `json:"execId"`
+	Pid          int    `json:"pid"`
+	Status       string `json:"status"`
+	ExitStatus   int    `json:"exitStatus"`
+	OutputBytes  uint64 `json:"outputBytes,string"`
+	DroppedBytes uint64 `json:"droppedBytes,string"`
+	Queued       uint64 `json:"queuedBytes,string"`
+	ClientQueued uint64 `json:"clientQueuedBytes,string"`
 }
 
 // introspect runs `<shim> -bundle <bundle> introspect` and decodes what it prints.
