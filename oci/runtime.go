@@ -393,6 +393,23 @@ func (r *Runtime) State(ctx context.Context, id string) ([]byte, error) {
 	return r.run(ctx, nil, nil, "state", id)
 }
 
+// ContainerState is the part of the runtime's `state` answer the shim reads.
+type ContainerState struct {
+	Status string `json:"status"` // "created", "running", "paused", "stopped"
+	Bundle string `json:"bundle"` // the bundle it was created from
+}
+
+// StateOf is State decoded; an answer that does not decode is an empty
+// state (the runtime answered, but says nothing the shim can use).
+func (r *Runtime) StateOf(ctx context.Context, id string) (ContainerState, error) {
+	var st ContainerState
+	out, err := r.State(ctx, id)
+	if err == nil && json.Unmarshal(out, &st) != nil {
+		st = ContainerState{}
+	}
+	return st, err
+}
+
 // HasState reports whether the runtime keeps state for id under its root
 // (which must be set): runc and crun both keep a directory per container
 // there, so a missing one saves running the runtime to hear it say so. A
@@ -406,14 +423,8 @@ func (r *Runtime) HasState(id string) bool {
 // bundle (its state names the bundle; the same directory by identity, or
 // by path when either is gone). ok is false when the runtime cannot say.
 func (r *Runtime) IsBundleOf(ctx context.Context, id, bundle string) (same, ok bool) {
-	out, err := r.State(ctx, id)
-	if err != nil {
-		return false, false
-	}
-	var st struct {
-		Bundle string `json:"bundle"`
-	}
-	if json.Unmarshal(out, &st) != nil || st.Bundle == "" {
+	st, err := r.StateOf(ctx, id)
+	if err != nil || st.Bundle == "" {
 		return false, false
 	}
 	a, errA := os.Stat(st.Bundle)

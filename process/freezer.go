@@ -2,7 +2,8 @@ package process
 
 import (
 	"context"
-	"encoding/json"
+
+	"github.com/example/containerd-shim-example-v2/oci"
 )
 
 // A container's freezer as the runtime leaves it. runc's pause and resume
@@ -17,24 +18,18 @@ import (
 // runtimeState is the runtime's `state` of the container, asked on a
 // bounded context of its own: the request's may be what ended the
 // runtime's last command. timedOut: the runtime did not answer in time.
-func (c *Container) runtimeState(parent context.Context) (state []byte, timedOut bool, err error) {
+func (c *Container) runtimeState(parent context.Context) (state oci.ContainerState, timedOut bool, err error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), stateCheckTimeout)
 	defer cancel()
-	state, err = c.rt.State(ctx, c.ID)
+	state, err = c.rt.StateOf(ctx, c.ID)
 	return state, ctx.Err() != nil, err
 }
 
 // runtimeStatus is the container's status as the runtime reports it
 // ("created", "running", "paused", "stopped"), or "" when it cannot say.
 func (c *Container) runtimeStatus(parent context.Context) string {
-	out, _, err := c.runtimeState(parent)
+	st, _, err := c.runtimeState(parent)
 	if err != nil {
-		return ""
-	}
-	var st struct {
-		Status string `json:"status"`
-	}
-	if json.Unmarshal(out, &st) != nil {
 		return ""
 	}
 	return st.Status
