@@ -213,7 +213,7 @@ func (p *Process) Start(ctx context.Context, onStarted func(pid int)) error {
 		defer endRun()
 		return p.transition(OpStart, Running, func() error {
 			if err := p.c.rt.Start(runCtx, p.c.ID); err != nil {
-				return fmt.Errorf("start container %s: %w", p.c.ID, err)
+				return p.c.initStartError(p.pid, err)
 			}
 			return nil
 		}, func() { onStarted(p.pid) })

@@ -115,3 +115,14 @@ func cleanupLateTask(t *testing.T, a *Container, id string, b *Bundle, cgroup st
 		}
 	})
 }
+
+// lateTask makes the bundle of one more task for a's daemon, named name
+// plus a random suffix, running args, with cleanupLateTask armed; it
+// returns the id and the bundle. Creating it is the test's.
+func lateTask(t *testing.T, env *Env, a *Container, name string, args []string) (string, *Bundle) {
+	id := name + "-" + RandID(6)
+	cgroup := env.CgroupParent + "/" + id
+	b := NewBundle(t, t.TempDir(), NewSpec(SpecConfig{Args: args, CgroupsPath: cgroup}))
+	cleanupLateTask(t, a, id, b, cgroup)
+	return id, b
+}

@@ -24,3 +24,18 @@ func (c *Container) execLaunchError(execID string, err error) error {
 	}
 	return fmt.Errorf("exec %q in %s: %w", execID, c.ID, err)
 }
+
+// initStartError wraps the failure of the init's start. A Kill does not wait
+// for a Start (it is how a client ends a start that hangs; see Kill), so
+// one may end the created init while the runtime starts it, and the runtime
+// then refuses a container whose init is gone ("cannot start a container
+// that has stopped", or "already running" while the init is still in its
+// exit). That is a state the caller raced, FailedPrecondition as for an
+// exec, not the runtime's message alone (Unknown). The stock shim orders
+// the Kill after the Start instead.
+func (c *Container) initStartError(pid int, err error) error {
+	if c.initGone(pid) {
+		return fmt.Errorf("start container %s: its init has exited: %w: %w", c.ID, err, errdefs.ErrFailedPrecondition)
+	}
+	return fmt.Errorf("start container %s: %w", c.ID, err)
+}
