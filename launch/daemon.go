@@ -62,6 +62,7 @@ func RunDaemon(f Flags) error {
 	// 3 and name one with -socket instead.
 	inherited := listenerInherited()
 	tuneMemory()
+	reserveThreads()
 	// Container processes are grandchildren (runc forks them and exits);
 	// as a subreaper the daemon inherits them and can wait for their exits.
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {

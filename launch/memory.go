@@ -50,11 +50,23 @@ type trimmer struct {
 // quietPeriod is how long the daemon waits after a request before trimming.
 const quietPeriod = 2 * time.Second
 
-// minThreads is the threads an idle daemon needs: the main thread, the
-// runtime's monitor, the signal thread os/signal keeps for the reaper's
-// SIGCHLD and the template thread it implies. Threads beyond them that are
-// idle are ended at a trim (selftrim.EndIdleThreads).
-const minThreads = 4
+// minThreads is the threads the daemon keeps. An idle daemon needs four:
+// the main thread, the runtime's monitor, the signal thread os/signal keeps
+// for the reaper's SIGCHLD and the template thread it implies. The rest are a
+// request's peak (a fork or a file write blocks its thread, and the
+// scheduler hands the P to another), started at once (reserveThreads) and
+// never ended: the Go runtime dies when the kernel refuses it a thread, and
+// a daemon trimmed to four asks for one at the next request, or even when its
+// monitor wakes the scavenger. A daemon whose pids cgroup (or the node's PID
+// space) is full must answer "no" to the requests that need a fork and live
+// on for its containers, as the stock shim (about eleven threads) does.
+// Threads beyond these that are idle are ended at a trim
+// (selftrim.EndIdleThreads). About 20 KiB each.
+const minThreads = 8
+
+// reserveThreads starts the threads minThreads counts while nothing is
+// short; call it before the daemon serves.
+func reserveThreads() { selftrim.ReserveThreads(minThreads) }
 
 // threadTrimBudget bounds how long the trim ends threads: runtime commands
 // wait to start meanwhile (WhileUntethered).

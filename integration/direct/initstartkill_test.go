@@ -31,8 +31,9 @@ func TestInitStartRacingKill(t *testing.T) {
 	other := c.Shim.TaskAPI(t, c.Mode.TaskVersion())
 	raced := 0
 	for i := 0; i < killStartRounds; i++ {
-		id, b := lateTask(t, env, c, fmt.Sprintf("ksi%d", i), loopArgs)
-		if _, err := c.Task().Create(ctx, &taskv3.CreateTaskRequest{ID: id, Bundle: b.Dir}); err != nil {
+		late := lateTask(t, env, c, fmt.Sprintf("ksi%d", i), "", loopArgs)
+		id := late.ID
+		if _, err := c.Task().Create(ctx, late.CreateRequest()); err != nil {
 			t.Fatalf("Create %s: %v", id, err)
 		}
 		done := make(chan error, 1)

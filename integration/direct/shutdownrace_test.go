@@ -116,13 +116,18 @@ func cleanupLateTask(t *testing.T, a *Container, id string, b *Bundle, cgroup st
 	})
 }
 
-// lateTask makes the bundle of one more task for a's daemon, named name
-// plus a random suffix, running args, with cleanupLateTask armed; it
-// returns the id and the bundle. Creating it is the test's.
-func lateTask(t *testing.T, env *Env, a *Container, name string, args []string) (string, *Bundle) {
+// lateTask makes one more task for a's daemon, named name plus a random
+// suffix, running args, its bundle in dir (a new temporary directory when
+// ""), with cleanupLateTask armed. Creating it is the test's.
+func lateTask(t *testing.T, env *Env, a *Container, name, dir string, args []string) *Container {
+	t.Helper()
+	if dir == "" {
+		dir = t.TempDir()
+	}
 	id := name + "-" + RandID(6)
 	cgroup := env.CgroupParent + "/" + id
-	b := NewBundle(t, t.TempDir(), NewSpec(SpecConfig{Args: args, CgroupsPath: cgroup}))
+	b := NewBundle(t, dir, NewSpec(SpecConfig{Args: args, CgroupsPath: cgroup}))
 	cleanupLateTask(t, a, id, b, cgroup)
-	return id, b
+	return &Container{ID: id, Namespace: a.Namespace, Mode: a.Mode, Bundle: b, Containerd: a.Containerd,
+		Shim: &Shim{Socket: a.Shim.Socket, Pid: a.Shim.Pid, Task: a.Task()}, RuncRoot: a.RuncRoot, CgroupPath: cgroup}
 }

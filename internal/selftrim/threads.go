@@ -5,6 +5,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -58,6 +59,30 @@ func EndIdleThreads(keep int, budget time.Duration) int {
 		before = after
 	}
 	return ended
+}
+
+// ReserveThreads makes the Go runtime start threads until the process has
+// total, which then wait idle in its pool. The runtime starts a thread
+// whenever one blocks in a system call while work waits, and it cannot
+// survive a refused start: a clone failing (a pids cgroup or the node's PID
+// space full) is a fatal error. A process that already has the threads its
+// work needs never asks. Each goroutine locked to a thread at the same time
+// holds a thread of its own (an idle one first, then a new one); unlocked,
+// the threads stay. At most total goroutines are locked.
+func ReserveThreads(total int) {
+	var release sync.WaitGroup
+	release.Add(1)
+	defer release.Done()
+	for n := 0; n < total && threads() < total; n++ {
+		locked := make(chan struct{})
+		go func() {
+			runtime.LockOSThread()
+			close(locked)
+			release.Wait()
+			runtime.UnlockOSThread()
+		}()
+		<-locked
+	}
 }
 
 // threads is the process's thread count, from /proc/self/status (0 if it

@@ -48,3 +48,28 @@ func TestEndIdleThreads(t *testing.T) {
 		t.Fatal("a goroutine did not run after the threads were ended")
 	}
 }
+
+// ReserveThreads leaves the process with the threads it asked for, idle
+// and reused: goroutines that block afterwards start none.
+func TestReserveThreads(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1)) // as in the daemon
+	want := threads() + 4
+	ReserveThreads(want)
+	time.Sleep(20 * time.Millisecond)
+	got := threads()
+	if got < want {
+		t.Fatalf("%d threads after ReserveThreads(%d)", got, want)
+	}
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = unix.Nanosleep(&unix.Timespec{Nsec: 20e6}, nil) // blocks its thread
+		}()
+	}
+	wg.Wait()
+	if after := threads(); after > got {
+		t.Errorf("threads %d -> %d: blocking goroutines started threads though %d were idle", got, after, got-want+4)
+	}
+}
