@@ -451,7 +451,13 @@ func ReadPidFile(path string) (int, error) {
 // WriteProcessFile writes an exec's OCI process spec for `exec --process`
 // (owner-only: it holds the process's environment).
 func WriteProcessFile(path string, spec []byte) error {
-	return rawfile.Write(path, spec, unix.O_CREAT|unix.O_TRUNC, 0o600)
+	err := rawfile.Write(path, spec, unix.O_CREAT|unix.O_TRUNC, 0o600)
+	if err != nil {
+		// A write cut short (a full disk) leaves part of the spec, the
+		// environment included, which nobody would remove.
+		_ = unix.Unlink(path)
+	}
+	return err
 }
 
 // BinaryOrDefault returns the runtime binary that will be run.
