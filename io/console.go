@@ -242,6 +242,12 @@ func (p *Pipes) runConsoleInput(inCarry []byte, inLast byte, eofPending bool) {
 					if last != '\n' && last != '\r' {
 						hin.carry = []byte{4, 4}
 					}
+					if rawInput(p.master) {
+						// The character would be a byte of its
+						// input: the watch's hang-up alone ends it
+						// (ptyend.go).
+						hin.carry = nil
+					}
 				}
 			}
 			if err == nil {

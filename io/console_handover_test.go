@@ -330,6 +330,7 @@ func attachedTerminal(t *testing.T) (*Pipes, *os.File, *os.File) {
 func terminalWithInputEnded(t *testing.T) (*Pipes, *os.File) {
 	t.Helper()
 	p, slave, clientIn := attachedTerminal(t)
+	cbreak(t, slave) // raw, it would be sent no end-of-file character
 	clientIn.Close()
 	p.CloseStdin()
 	eof := make([]byte, 1)

@@ -13,7 +13,9 @@ import (
 // (ICANON clear) gets that character as a plain byte: a line editor (a
 // shell's prompt) takes it as the end, but a program in raw or cbreak mode
 // (full-screen programs, `stty -icanon`) reads it and waits for more, for
-// ever. For such a terminal the end of input is then completed as the stock
+// ever. A raw terminal (rawInput) is not sent the character at all: a
+// program copying its input (`stty raw; cat > file`) would keep it as data,
+// where the stock shim's hang-up adds nothing. For such a terminal the end of input is then completed as the stock
 // shim makes it, by a hang-up: once the character has been read, if the
 // process has not exited within rawEndOfInputGrace and the terminal does not
 // edit lines, its side of the pty is hung up (SIGHUP to its session and
@@ -79,16 +81,34 @@ func (p *Pipes) resumeEndOfInputWatch() {
 // (ICANON set on its side), and so takes the end-of-file character as the
 // end of input. A termios that cannot be read counts as line editing.
 func lineEditing(master *os.File) bool {
+	t, err := peerTermios(master)
+	return err != nil || t.Lflag&unix.ICANON != 0
+}
+
+// rawInput reports whether the terminal behind a pty master is raw: no
+// line editing and no output processing, as cfmakeraw and `stty raw` leave
+// it. There a byte written is a byte of the input, the end-of-file
+// character too, so the end of input is the hang-up alone. A line editor
+// at a shell's prompt clears ICANON too, but keeps OPOST, and takes the
+// character as the end; so does a termios that cannot be read.
+func rawInput(master *os.File) bool {
+	t, err := peerTermios(master)
+	return err == nil && t.Lflag&unix.ICANON == 0 && t.Oflag&unix.OPOST == 0
+}
+
+// peerTermios reads the terminal settings of the other side of a pty master
+// (the master answers for it).
+func peerTermios(master *os.File) (*unix.Termios, error) {
 	rc, err := master.SyscallConn()
 	if err != nil {
-		return true
+		return nil, err
 	}
 	var t *unix.Termios
 	var terr error
-	if err := rc.Control(func(fd uintptr) { t, terr = unix.IoctlGetTermios(int(fd), unix.TCGETS) }); err != nil || terr != nil {
-		return true
+	if err := rc.Control(func(fd uintptr) { t, terr = unix.IoctlGetTermios(int(fd), unix.TCGETS) }); err != nil {
+		return nil, err
 	}
-	return t.Lflag&unix.ICANON != 0
+	return t, terr
 }
 
 // withPeer runs fn with a descriptor of the terminal on the other side of a

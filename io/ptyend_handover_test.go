@@ -21,7 +21,8 @@ func TestRawTerminalHungUpAfterAnUpgrade(t *testing.T) {
 }
 
 func testRawTerminalHungUpAfterAnUpgrade(t *testing.T, mode string) {
-	p, slave, clientIn := attachedTerminal(t) // raw: no line editing
+	p, slave, clientIn := attachedTerminal(t)
+	cbreak(t, slave) // no line editing, but sent the end-of-file characters
 	t.Cleanup(func() { slave.Close() })
 	flow := func(p *Pipes, action int) {
 		rc, err := p.master.SyscallConn()

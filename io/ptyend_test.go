@@ -11,11 +11,13 @@ import (
 )
 
 // rawTerminalInputEnded is a terminal whose process side reads without line
-// editing (openPty's raw mode), after the client wrote "ab" and CloseIO
-// ended its input: the process has read "ab" and the end-of-file character.
+// editing but is not raw (cbreak: `stty -icanon`), after the client wrote
+// "ab" and CloseIO ended its input: the process has read "ab" and the
+// end-of-file character.
 func rawTerminalInputEnded(t *testing.T) (*Pipes, *os.File) {
 	t.Helper()
 	p, slave, clientIn := attachedTerminal(t)
+	cbreak(t, slave)
 	t.Cleanup(func() { slave.Close() })
 	t.Cleanup(p.Close)
 	if _, err := clientIn.Write([]byte("ab")); err != nil {
@@ -25,6 +27,21 @@ func rawTerminalInputEnded(t *testing.T) (*Pipes, *os.File) {
 	p.CloseStdin()
 	expectTerminalRead(t, slave, "ab\x04\x04")
 	return p, slave
+}
+
+// cbreak turns output processing back on for a terminal openPty made raw:
+// no line editing, but not raw (rawInput), so the end of its input is the
+// end-of-file character, then the hang-up.
+func cbreak(t *testing.T, slave *os.File) {
+	t.Helper()
+	tio, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
+	if err == nil {
+		tio.Oflag |= unix.OPOST
+		err = unix.IoctlSetTermios(int(slave.Fd()), unix.TCSETS, tio)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // expectTerminalRead reads the process's side of a pty until it has as
@@ -90,4 +107,21 @@ func TestTerminalOfAnExitedProcessIsNotHungUp(t *testing.T) {
 	if _, err := slave.Write([]byte("x")); err != nil {
 		t.Errorf("a write to the terminal of an exited process: %v; it was hung up", err)
 	}
+}
+
+// A raw terminal (`stty raw; cat > file`) is sent no end-of-file character
+// at the end of its input, which would be a byte of the file: the process
+// reads what the client sent, and then its terminal is hung up. Before, it
+// read "ab\x04\x04"; the stock shim's hang-up adds nothing either.
+func TestRawTerminalInputEndsWithoutAByte(t *testing.T) {
+	p, slave, clientIn := attachedTerminal(t) // openPty's raw mode
+	t.Cleanup(func() { slave.Close() })
+	t.Cleanup(p.Close)
+	if _, err := clientIn.Write([]byte("ab")); err != nil {
+		t.Fatal(err)
+	}
+	clientIn.Close()
+	p.CloseStdin()
+	expectTerminalRead(t, slave, "ab")
+	expectHungUp(t, slave, "after its end of input")
 }
