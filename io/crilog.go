@@ -191,16 +191,18 @@ func (r *rotatingFile) writeRecord(rec []byte) (int, error) {
 	defer r.mu.Unlock()
 	var n int
 	var err error
-	if r.opts.MaxSize > 0 && r.size > 0 && r.size+int64(len(rec)) > r.opts.MaxSize {
+	if r.opts.MaxSize > 0 {
 		// The size counted is the shim's own writes: a log rotator that
 		// truncated the file (copytruncate) made it too large, and a
 		// rotation of the near-empty file would push out the last rotated
-		// one. The file's own size decides.
-		if st, serr := r.f.Stat(); serr == nil && st.Size() < r.size {
+		// one; another process of this shim appending to the same file
+		// (a task and its exec with one log URI) made it too small. The
+		// file's own size decides.
+		if st, serr := r.f.Stat(); serr == nil {
 			r.size = st.Size()
 		}
 		if r.size > 0 && r.size+int64(len(rec)) > r.opts.MaxSize {
-			err = r.rotate()
+			err = r.rotate(int64(len(rec)))
 		}
 	}
 	if err == nil {
@@ -241,8 +243,30 @@ func (r *rotatingFile) dropStump(n int) int {
 	return 0
 }
 
-func (r *rotatingFile) rotate() error {
+func (r *rotatingFile) rotate(need int64) error {
 	p := r.opts.Path
+	if !r.isFile(p) {
+		// Someone else moved the file being written away (a log rotator
+		// that renames, then creates a new one) or removed it: their
+		// rotation stands. Renaming or truncating now would take what the
+		// path names, not the file written, and throw away (or truncate) the
+		// file holding the newest output. Write to what the path names.
+		f, err := openLogFile(p)
+		if err != nil {
+			return fmt.Errorf("reopen log %s: %w", p, err)
+		}
+		st, err := f.Stat()
+		if err != nil || !st.Mode().IsRegular() {
+			f.Close()
+			return fmt.Errorf("reopen log %s: not a regular file", p)
+		}
+		r.f.Close()
+		r.f, r.size = f, st.Size()
+		if r.size == 0 || r.size+need <= r.opts.MaxSize {
+			return nil
+		}
+		// The new file is full too: rotate it as usual.
+	}
 	if r.opts.MaxFiles <= 1 {
 		// Only one file allowed: start it afresh.
 		if err := r.f.Truncate(0); err != nil {
