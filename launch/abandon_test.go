@@ -7,7 +7,10 @@ import (
 )
 
 func TestWatchAbandoned(t *testing.T) {
-	const timeout = 40 * time.Millisecond
+	// Long beside the 5 ms between requests: a loaded machine (CI with other
+	// packages' tests beside it) left this goroutine unscheduled for 40 ms,
+	// and the watch took the silence for abandonment.
+	const timeout = 200 * time.Millisecond
 	for _, tc := range []struct {
 		name      string
 		tasks     int32
@@ -32,7 +35,7 @@ func TestWatchAbandoned(t *testing.T) {
 			abandoned := watchAbandoned(stop, func() int { return int(tasks.Load()) }, &last, timeout, leave)
 			tick := time.NewTicker(5 * time.Millisecond)
 			defer tick.Stop()
-			end := time.After(10 * timeout)
+			end := time.After(5 * timeout)
 			for {
 				select {
 				case <-abandoned:
@@ -46,7 +49,7 @@ func TestWatchAbandoned(t *testing.T) {
 					}
 				case <-end:
 					if tc.abandoned {
-						t.Fatalf("still there after %v", 10*timeout)
+						t.Fatalf("still there after %v", 5*timeout)
 					}
 					if tc.refused && asked.Load() == 0 {
 						t.Fatal("the leave gate was never asked")
