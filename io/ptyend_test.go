@@ -16,8 +16,17 @@ import (
 // end-of-file character.
 func rawTerminalInputEnded(t *testing.T) (*Pipes, *os.File) {
 	t.Helper()
+	p, slave := terminalSentAbThenEnded(t, cbreak)
+	expectTerminalRead(t, slave, "ab\x04\x04")
+	return p, slave
+}
+
+// terminalSentAbThenEnded is a terminal, set up by mode, to which the client
+// wrote "ab" and whose input CloseIO then ended.
+func terminalSentAbThenEnded(t *testing.T, mode func(*testing.T, *os.File)) (*Pipes, *os.File) {
+	t.Helper()
 	p, slave, clientIn := attachedTerminal(t)
-	cbreak(t, slave)
+	mode(t, slave)
 	t.Cleanup(func() { slave.Close() })
 	t.Cleanup(p.Close)
 	if _, err := clientIn.Write([]byte("ab")); err != nil {
@@ -25,7 +34,6 @@ func rawTerminalInputEnded(t *testing.T) (*Pipes, *os.File) {
 	}
 	clientIn.Close()
 	p.CloseStdin()
-	expectTerminalRead(t, slave, "ab\x04\x04")
 	return p, slave
 }
 
@@ -114,14 +122,7 @@ func TestTerminalOfAnExitedProcessIsNotHungUp(t *testing.T) {
 // reads what the client sent, and then its terminal is hung up. Before, it
 // read "ab\x04\x04"; the stock shim's hang-up adds nothing either.
 func TestRawTerminalInputEndsWithoutAByte(t *testing.T) {
-	p, slave, clientIn := attachedTerminal(t) // openPty's raw mode
-	t.Cleanup(func() { slave.Close() })
-	t.Cleanup(p.Close)
-	if _, err := clientIn.Write([]byte("ab")); err != nil {
-		t.Fatal(err)
-	}
-	clientIn.Close()
-	p.CloseStdin()
+	_, slave := terminalSentAbThenEnded(t, func(*testing.T, *os.File) {}) // openPty's raw mode
 	expectTerminalRead(t, slave, "ab")
 	expectHungUp(t, slave, "after its end of input")
 }

@@ -95,14 +95,10 @@ func testWedgedRuntime(t *testing.T, fork bool) {
 	// wrapper (its calls do not hang).
 
 	newTask := func(name string) *Container {
-		id := name + "-" + RandID(6)
-		cgroup := env.CgroupParent + "/" + id
-		b := NewBundle(t, t.TempDir(), NewSpec(SpecConfig{Args: loopArgs, CgroupsPath: cgroup}))
-		cleanupLateTask(t, a, id, b, cgroup)
-		c := &Container{ID: id, Namespace: a.Namespace, Mode: a.Mode, Bundle: b, Containerd: a.Containerd,
-			Shim: &Shim{Socket: a.Shim.Socket, Pid: a.Shim.Pid, Task: a.Task()}, RuncRoot: a.RuncRoot, CgroupPath: cgroup, Options: opts}
+		c := lateTask(t, env, a, name, "", loopArgs)
+		c.Options = opts
 		if err := c.Create(ctx); err != nil {
-			t.Fatalf("Create %s: %v", id, err)
+			t.Fatalf("Create %s: %v", c.ID, err)
 		}
 		return c
 	}
