@@ -13,9 +13,7 @@ import (
 // (ICANON clear) gets that character as a plain byte: a line editor (a
 // shell's prompt) takes it as the end, but a program in raw or cbreak mode
 // (full-screen programs, `stty -icanon`) reads it and waits for more, for
-// ever. A raw terminal (rawInput) is not sent the character at all: a
-// program copying its input (`stty raw; cat > file`) would keep it as data,
-// where the stock shim's hang-up adds nothing. For such a terminal the end of input is then completed as the stock
+// ever. For such a terminal the end of input is then completed as the stock
 // shim makes it, by a hang-up: once the character has been read, if the
 // process has not exited within rawEndOfInputGrace and the terminal does not
 // edit lines, its side of the pty is hung up (SIGHUP to its session and
@@ -24,7 +22,11 @@ import (
 // the one after the read: the character may be written while the terminal
 // edits lines and read after a program turned it raw (input that ran out
 // before that program started), so every terminal whose input ended is
-// watched until its character has been read.
+// watched until its character has been read. A terminal that is raw when
+// the input ends (rawInput) is not sent the character at all: a program
+// copying its input (`stty raw; cat > file`) would keep it as data, where
+// the stock shim's hang-up adds nothing. It is hung up the same way once
+// what the client sent has been read.
 
 // Limits of the watch; variables for the tests.
 var (
