@@ -137,26 +137,36 @@ type rotatingFile struct {
 }
 
 func openRotating(o FileOptions) (*rotatingFile, error) {
-	f, err := openLogFile(o.Path)
+	f, size, err := openLogSized(o.Path, o.MaxSize > 0)
 	if err != nil {
 		return nil, err
 	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("stat log %s: %w", o.Path, err)
-	}
-	if o.MaxSize > 0 && !st.Mode().IsRegular() {
-		// Rotation renames the file and makes a new one: done to a device
-		// (file:///dev/null) it would replace the host's node with a file.
-		f.Close()
-		return nil, fmt.Errorf("log %s: max-size rotates by renaming, and this is not a regular file (%v): %w", o.Path, st.Mode().Type(), errdefs.ErrInvalidArgument)
-	}
-	rf := newRotatingFile(o, f, st.Size())
+	rf := newRotatingFile(o, f, size)
 	if o.Rate > 0 {
 		rf.pace = newRateLimiter(o.Rate)
 	}
 	return rf, nil
+}
+
+// openLogSized opens a log as openLogFile does and returns its size. With
+// rotating set, anything but a regular file is refused: rotation renames
+// the file and makes a new one, which done to a device (file:///dev/null)
+// would replace the host's node with a file.
+func openLogSized(path string, rotating bool) (*os.File, int64, error) {
+	f, err := openLogFile(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("stat log %s: %w", path, err)
+	}
+	if rotating && !st.Mode().IsRegular() {
+		f.Close()
+		return nil, 0, fmt.Errorf("log %s: max-size rotates by renaming, and this is not a regular file (%v): %w", path, st.Mode().Type(), errdefs.ErrInvalidArgument)
+	}
+	return f, st.Size(), nil
 }
 
 func newRotatingFile(o FileOptions, f *os.File, size int64) *rotatingFile {
@@ -251,17 +261,12 @@ func (r *rotatingFile) rotate(need int64) error {
 		// rotation stands. Renaming or truncating now would take what the
 		// path names, not the file written, and throw away (or truncate) the
 		// file holding the newest output. Write to what the path names.
-		f, err := openLogFile(p)
+		f, size, err := openLogSized(p, true)
 		if err != nil {
-			return fmt.Errorf("reopen log %s: %w", p, err)
-		}
-		st, err := f.Stat()
-		if err != nil || !st.Mode().IsRegular() {
-			f.Close()
-			return fmt.Errorf("reopen log %s: not a regular file", p)
+			return fmt.Errorf("reopen: %w", err)
 		}
 		r.f.Close()
-		r.f, r.size = f, st.Size()
+		r.f, r.size = f, size
 		if r.size == 0 || r.size+need <= r.opts.MaxSize {
 			return nil
 		}
