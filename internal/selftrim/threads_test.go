@@ -13,15 +13,7 @@ import (
 // ends some of them, and the process goes on working.
 func TestEndIdleThreads(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1)) // as in the daemon
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = unix.Nanosleep(&unix.Timespec{Nsec: 50e6}, nil) // blocks its thread
-		}()
-	}
-	wg.Wait()
+	blockThreads(8, 50*time.Millisecond)
 	before := threads()
 	if before < 6 {
 		t.Skipf("only %d threads after the burst: nothing to end", before)
@@ -60,16 +52,24 @@ func TestReserveThreads(t *testing.T) {
 	if got < want {
 		t.Fatalf("%d threads after ReserveThreads(%d)", got, want)
 	}
-	var wg sync.WaitGroup
-	for range 3 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = unix.Nanosleep(&unix.Timespec{Nsec: 20e6}, nil) // blocks its thread
-		}()
-	}
-	wg.Wait()
+	blockThreads(3, 20*time.Millisecond)
 	if after := threads(); after > got {
 		t.Errorf("threads %d -> %d: blocking goroutines started threads though %d were idle", got, after, got-want+4)
 	}
+}
+
+// blockThreads runs n goroutines at once that each block their thread in a
+// system call for d, as a burst of forks or file writes does, and returns
+// when all are done.
+func blockThreads(n int, d time.Duration) {
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ts := unix.NsecToTimespec(d.Nanoseconds())
+			_ = unix.Nanosleep(&ts, nil)
+		}()
+	}
+	wg.Wait()
 }
