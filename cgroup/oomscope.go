@@ -1,6 +1,8 @@
 package cgroup
 
 import (
+	"errors"
+	"io/fs"
 	"path/filepath"
 	"strings"
 )
@@ -42,6 +44,16 @@ type LimitMarks struct {
 	// memory+swap counter fails first and neither failcnt moves: the peak is
 	// the only trace the limit leaves.
 	AtLimit bool `json:"atLimit,omitempty"`
+	// v1 only: the cgroup has a memory or memory+swap limit of its own.
+	// Not handed over in an upgrade (the layout stays as it is): a successor
+	// learns it at the container's next OOM kill, and until then judges a
+	// kill whose cgroup is Gone without it (an ancestor's, as before).
+	Limited bool `json:"-"`
+	// v1 only: the cgroup's own counters were not there to read. systemd
+	// removes the scope of its cgroup driver with its last process, and an
+	// OOM kill of the init can empty it between the read of the kill count
+	// and this one. Its counters are then no evidence either way.
+	Gone bool `json:"-"`
 	// v1 only: memory.failcnt of every ancestor up to the hierarchy's root.
 	Ancestors map[string]uint64 `json:"ancestors,omitempty"`
 }
@@ -116,8 +128,12 @@ func (c *Cgroup) LimitMarks() LimitMarks {
 		return LimitMarks{OwnFailures: own["oom"], Subtree: tree["oom"]}
 	}
 	m := LimitMarks{Ancestors: map[string]uint64{}}
-	m.OwnFailures, _ = readUint(filepath.Join(dir, "memory.failcnt"))
-	m.AtLimit = peakAtLimit(dir, "memory") || peakAtLimit(dir, "memory.memsw")
+	var err error
+	m.OwnFailures, err = readUint(filepath.Join(dir, "memory.failcnt"))
+	m.Gone = errors.Is(err, fs.ErrNotExist)
+	memLimited, memAt := peakAtLimit(dir, "memory")
+	swapLimited, swapAt := peakAtLimit(dir, "memory.memsw")
+	m.Limited, m.AtLimit = memLimited || swapLimited, memAt || swapAt
 	top := filepath.Join(c.root, "memory")
 	for d := filepath.Dir(dir); strings.HasPrefix(d, top+"/"); d = filepath.Dir(d) {
 		m.Ancestors[d], _ = readUint(filepath.Join(d, "memory.failcnt"))
@@ -126,13 +142,15 @@ func (c *Cgroup) LimitMarks() LimitMarks {
 }
 
 // peakAtLimit reports whether a v1 counter (prefix "memory" or
-// "memory.memsw") has a limit and its peak usage came within limitSlack of it.
-func peakAtLimit(dir, prefix string) bool {
+// "memory.memsw") has a limit, and whether its peak usage came within
+// limitSlack of it.
+func peakAtLimit(dir, prefix string) (limited, atLimit bool) {
 	limit, err1 := readUint(filepath.Join(dir, prefix+".limit_in_bytes"))
 	peak, err2 := readUint(filepath.Join(dir, prefix+".max_usage_in_bytes"))
 	// An unset v1 limit reads as a huge page-aligned number, not "max".
 	const unlimited = 1 << 62
-	return err1 == nil && err2 == nil && limit < unlimited && peak+limitSlack >= limit
+	limited = err1 == nil && limit < unlimited
+	return limited, limited && err2 == nil && peak+limitSlack >= limit
 }
 
 // OOMScope tells whose limit the OOM kill seen since prev came from, and
@@ -142,7 +160,8 @@ func peakAtLimit(dir, prefix string) bool {
 // limit); the cgroup's own grew (its memory limit); the cgroup's peak
 // reached its own limit (its memory+swap limit, which no counter records, or
 // the peak was already there and nothing above moved: most likely its own
-// limit again).
+// limit again); the cgroup was gone (Gone) and had a limit of its own when
+// last read.
 func (c *Cgroup) OOMScope(prev LimitMarks) (string, LimitMarks) {
 	return c.OOMScopeOf(prev, c.LimitMarks())
 }
@@ -179,6 +198,12 @@ func v1Scope(prev, now LimitMarks) string {
 		}
 	}
 	if now.OwnFailures > prev.OwnFailures || now.AtLimit {
+		return OOMScopeContainer
+	}
+	if now.Gone && prev.Limited {
+		// Its counters went with it, and no ancestor's limit failed a
+		// charge: the kill was under its own limit or the node's memory
+		// (which no failcnt counts), and its own is far the likelier.
 		return OOMScopeContainer
 	}
 	return OOMScopeAncestor

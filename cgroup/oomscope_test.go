@@ -104,6 +104,53 @@ func TestOOMScopeV2(t *testing.T) {
 	}
 }
 
+// A v1 cgroup that systemd removed with its last process after the kill
+// was counted and before its counters were read: an ancestor whose failcnt
+// grew still tells; otherwise its own limit, if it had one, is the verdict,
+// not an ancestor's (which the zeros of the missing files used to give).
+func TestOOMScopeV1OfARemovedCgroup(t *testing.T) {
+	const unlimited = "9223372036854771712"
+	for _, c := range []struct {
+		name, limit, podFailcntAfter string
+		want                         string
+	}{
+		{"own limit", "33554432", "0", OOMScopeContainer},
+		{"no limit of its own", unlimited, "0", OOMScopeAncestor},
+		{"an ancestor's failcnt grew", "33554432", "4", OOMScopeAncestor},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			root := t.TempDir()
+			cg, err := Parse(root, []byte("9:memory:/pod.slice/c.scope\n"), false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pod := filepath.Join(root, "memory/pod.slice")
+			dir := filepath.Join(pod, "c.scope")
+			write(t, dir, "memory.limit_in_bytes", c.limit+"\n")
+			write(t, dir, "memory.failcnt", "0\n")
+			write(t, dir, "memory.max_usage_in_bytes", "0\n")
+			write(t, dir, "memory.memsw.limit_in_bytes", unlimited+"\n")
+			write(t, dir, "memory.memsw.max_usage_in_bytes", "0\n")
+			write(t, pod, "memory.failcnt", "0\n")
+			marks := cg.LimitMarks()
+			if marks.Gone {
+				t.Fatal("marks of a cgroup that is there say it is gone")
+			}
+			if err := os.RemoveAll(dir); err != nil {
+				t.Fatal(err)
+			}
+			write(t, pod, "memory.failcnt", c.podFailcntAfter+"\n")
+			now := cg.LimitMarks()
+			if !now.Gone {
+				t.Error("marks of a removed cgroup do not say it is gone")
+			}
+			if got, _ := cg.OOMScopeOf(marks, now); got != c.want {
+				t.Errorf("scope %q, want %q", got, c.want)
+			}
+		})
+	}
+}
+
 // The verdict from the paths of the kernel's "oom-kill:" line: the
 // container's own limit, a cgroup's inside it, an ancestor's, the node's;
 // a cgroup namespace sees the tail of the kernel's paths; no paths, no

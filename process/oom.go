@@ -297,10 +297,22 @@ func killsBelow(cg *cgroup.Cgroup) (uint64, bool) {
 // problem from one under the container's limit. now are the marks read with
 // the kill count, nil to read them here. Called with c.mu held.
 func (c *Container) noteOOMScope(now *cgroup.LimitMarks) {
+	var m cgroup.LimitMarks
 	if now != nil {
-		c.oom.scope, c.oom.limitMarks = c.cg.OOMScopeOf(c.oom.limitMarks, *now)
+		m = *now
 	} else {
-		c.oom.scope, c.oom.limitMarks = c.cg.OOMScope(c.oom.limitMarks)
+		m = c.cg.LimitMarks()
+	}
+	c.oom.scope, c.oom.limitMarks = c.cg.OOMScopeOf(c.oom.limitMarks, m)
+	if m.Gone {
+		// systemd removed the cgroup (v1) between the read of the kill
+		// count and this one: the kernel's log, where it is read, names the
+		// limit, as for a kill no read saw (reportOOMOfRemovedCgroup).
+		if v, logged := c.loggedVictim(); logged {
+			if scope := c.cg.ScopeOfLogged(v.OOMMemcg, v.TaskMemcg); scope != "" {
+				c.oom.scope = scope
+			}
+		}
 	}
 	slog.Warn("OOM kill in container", "container", c.ID, "limit", c.oom.scope, "kills", c.oom.seen)
 }

@@ -322,6 +322,71 @@ func TestOOMKillOfARemovedV1ScopeFoundInTheKernelLog(t *testing.T) {
 	}
 }
 
+// Under cgroup v1 systemd can remove the scope between the exit path's read
+// of the kill count and the read of the limit counters that tell whose limit
+// it was (the systemd lane saw it once). The kernel's log then names the
+// limit; without it, the container's own limit, which it had, is the
+// likelier, not an ancestor's, which the missing counters read as zeros
+// used to give.
+func TestOOMVerdictOfAV1ScopeRemovedAfterTheCount(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		logged string // oom_memcg of the kernel's line; "-" for no log
+		want   string
+	}{
+		{"logged: its own limit", "/pod.slice/c.scope", cgroup.OOMScopeContainer},
+		{"logged: the pod's limit", "/pod.slice", cgroup.OOMScopeAncestor},
+		{"no log", "-", cgroup.OOMScopeContainer},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			root := t.TempDir()
+			pod := mkdir(t, filepath.Join(root, "memory", "pod.slice"))
+			scope := mkdir(t, filepath.Join(pod, "c.scope"))
+			for file, content := range map[string]string{
+				"memory.oom_control":        "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n",
+				"memory.limit_in_bytes":     "33554432\n",
+				"memory.failcnt":            "0\n",
+				"memory.max_usage_in_bytes": "0\n",
+				"../memory.failcnt":         "0\n",
+			} {
+				if err := os.WriteFile(filepath.Join(scope, file), []byte(content), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cg, err := cgroup.Parse(root, []byte("9:memory:/pod.slice/c.scope\n"), false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var log *oomlog.Log
+			var k *oomlogtest.Kernel
+			if c.logged != "-" {
+				k = oomlogtest.New(t)
+				log = k.Log
+			}
+			ctr, events := newScopeContainer(t, systemdScope{scope: scope, cg: cg}, log)
+			ctr.oom.limitMarks = cg.LimitMarks() // as at create (watchCgroup)
+			if k != nil {
+				k.OOMKill(scopeInitPid, c.logged, "/pod.slice/c.scope", true)
+			}
+			// The kill is counted; the scope's other files are gone by the
+			// time they are read (the fake keeps memory.oom_control).
+			for _, file := range []string{"memory.limit_in_bytes", "memory.failcnt", "memory.max_usage_in_bytes"} {
+				if err := os.Remove(filepath.Join(scope, file)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			replaceFile(t, filepath.Join(scope, "memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
+			ctr.initExited(reaper.Exit{Pid: scopeInitPid, Status: 137, Time: time.Now()})
+			if got := strings.Join(*events, ","); got != "oom,exit" {
+				t.Errorf("events %q, want oom,exit", got)
+			}
+			if _, scope := ctr.OOMInfo(); scope != c.want {
+				t.Errorf("verdict %q, want %q", scope, c.want)
+			}
+		})
+	}
+}
+
 // A notice that a systemd-managed container met its limit starts the 1 ms
 // reads of its count only where the kernel's log cannot be read: a container
 // living at its limit would otherwise be read many times a second for
