@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
 )
 
 // The CRI log format kubelet reads: one record per line,
@@ -255,6 +256,8 @@ func (r *rotatingFile) dropStump(n int) int {
 
 func (r *rotatingFile) rotate(need int64) error {
 	p := r.opts.Path
+	unlock := lockRotations(p)
+	defer unlock()
 	if !r.isFile(p) {
 		// Someone else moved the file being written away (a log rotator
 		// that renames, then creates a new one) or removed it: their
@@ -309,6 +312,35 @@ func (r *rotatingFile) rotate(need int64) error {
 	r.f.Close()
 	r.f, r.size = f, 0
 	return nil
+}
+
+// lockRotations takes the lock that orders the rotations of the logs in
+// path's directory, and returns its release. Several writers can share one
+// log (a task and its exec given the same URI, each with its own
+// rotatingFile and lock), and rotations that overlap lose files: both shift
+// the chain, and a rename onto <path>.2 that the other has just made
+// replaces it; one removes the .next file the other has just made. The lock
+// is an flock on the directory, which orders the writers of one shim (each
+// takes it through its own open) and of several. Whoever comes second finds
+// the path naming a new file and writes there (rotate's isFile check). A
+// directory that cannot be locked leaves the rotation unordered, as before,
+// rather than failing it.
+func lockRotations(path string) (unlock func()) {
+	dir, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return func() {}
+	}
+	for {
+		err = unix.Flock(int(dir.Fd()), unix.LOCK_EX)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		dir.Close()
+		return func() {}
+	}
+	return func() { dir.Close() } // closing the only descriptor releases the lock
 }
 
 // Close closes the current file (after a rotation, not the first one). The
