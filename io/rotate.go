@@ -36,6 +36,9 @@ type rotatingFile struct {
 	// failing: the last write or rotation failed (and was logged); the next
 	// record is tried all the same, and a success is logged too.
 	failing bool
+	// dir is the log's directory, open for its lock (lockLog) when the log
+	// is capped; nil when it could not be opened or locked in time.
+	dir *os.File
 }
 
 func openRotating(o FileOptions) (*rotatingFile, error) {
@@ -72,7 +75,11 @@ func openLogSized(path string, rotating bool) (*os.File, int64, error) {
 }
 
 func newRotatingFile(o FileOptions, f *os.File, size int64) *rotatingFile {
-	return &rotatingFile{opts: o, first: f, f: f, size: size, unused: make(chan struct{})}
+	r := &rotatingFile{opts: o, first: f, f: f, size: size, unused: make(chan struct{})}
+	if o.MaxSize > 0 {
+		r.dir, _ = os.Open(filepath.Dir(o.Path)) // nil: its writers go unordered
+	}
+	return r
 }
 
 // isFile says whether path leads to the file r writes now (checked before
@@ -98,15 +105,17 @@ func (r *rotatingFile) writeRecord(rec []byte) (int, error) {
 	var n int
 	var err error
 	if r.opts.MaxSize > 0 {
+		// The size check, a rotation and the write are one step for every
+		// writer of the log, each with its own rotatingFile (a task and its
+		// exec given one URI): see lockLog.
+		unlock := r.lockLog()
+		defer unlock()
 		// The size counted is the shim's own writes: a log rotator that
 		// truncated the file (copytruncate) made it too large, and a
 		// rotation of the near-empty file would push out the last rotated
-		// one; another process of this shim appending to the same file
-		// (a task and its exec with one log URI) made it too small. The
-		// file's own size decides.
-		if st, serr := r.f.Stat(); serr == nil {
-			r.size = st.Size()
-		}
+		// one; another writer appending to the same file made it too
+		// small. The file's own size decides (followPath reads it).
+		r.followPath()
 		if r.size > 0 && r.size+int64(len(rec)) > r.opts.MaxSize {
 			err = r.rotate(int64(len(rec)))
 		}
@@ -149,10 +158,36 @@ func (r *rotatingFile) dropStump(n int) int {
 	return 0
 }
 
+// followPath moves r to the file its path names, when that is another
+// regular file than the one r writes: another writer of the log rotated it
+// (the file r writes is <path>.1 now, and that writer's next rotation
+// removes it, with whatever r wrote to it meanwhile), or a rotator outside
+// the shim renamed it and made a new one (a reopen, which the shim is never
+// asked for). A path that names nothing (renamed without a new file, or
+// removed) is left alone: r writes on until the file is full, and rotate
+// opens the path then. It sets r.size to the size of the file r writes
+// then. Called under lockLog.
+func (r *rotatingFile) followPath() {
+	cur, err := r.f.Stat()
+	if err != nil {
+		return
+	}
+	r.size = cur.Size()
+	st, err := os.Stat(r.opts.Path)
+	if err != nil || !st.Mode().IsRegular() || os.SameFile(st, cur) {
+		return
+	}
+	f, size, err := openLogSized(r.opts.Path, true)
+	if err != nil {
+		return // the next record tries again
+	}
+	r.f.Close()
+	r.f, r.size = f, size
+}
+
+// rotate makes room for need bytes; writeRecord holds lockLog.
 func (r *rotatingFile) rotate(need int64) error {
 	p := r.opts.Path
-	unlock := lockRotations(p)
-	defer unlock()
 	if !r.isFile(p) {
 		// Someone else moved the file being written away (a log rotator
 		// that renames, then creates a new one) or removed it: their
@@ -209,34 +244,48 @@ func (r *rotatingFile) rotate(need int64) error {
 	return nil
 }
 
-// lockRotations takes the lock that orders the rotations of the logs in
-// path's directory, and returns its release. Several writers can share one
-// log (a task and its exec given the same URI, each with its own
-// rotatingFile and lock), and rotations that overlap lose files: both shift
-// the chain, and a rename onto <path>.2 that the other has just made
-// replaces it; one removes the .next file the other has just made. The lock
-// is an flock on the directory, which orders the writers of one shim (each
-// takes it through its own open) and of several. Whoever comes second finds
-// the path naming a new file and writes there (rotate's isFile check). A
-// directory that cannot be locked leaves the rotation unordered, as before,
-// rather than failing it.
-func lockRotations(path string) (unlock func()) {
-	dir, err := os.Open(filepath.Dir(path))
-	if err != nil {
+// lockLog takes the lock that orders the writers of a capped log, and
+// returns its release. Several writers can share one log (a task and its
+// exec given the same URI, each with its own rotatingFile and mu), and
+// unordered, they lost records and broke the cap: two rotations at once
+// both shifted the <path>.N chain (a rename onto <path>.2 replaced the
+// file the other had just moved there), a writer went on into the file its
+// sibling had renamed to <path>.1 until the sibling's next rotation removed
+// it, both found room for a record and both appended, and with max-files=1
+// the second truncation took the first writer's new record. The lock is an
+// flock on the log's directory, held from the size check to the end of the
+// write: it orders the writers of one shim (each has its own open of the
+// directory) and of several.
+//
+// Another writer holds it for a write, a rotation for a millisecond or so.
+// It is waited for at most rotationLockWait: something else holding an
+// flock on the directory (a backup tool, say) must not stop the log, and
+// with it the container blocked on a full pipe. A log whose lock was not
+// had in time goes on unordered from then on, as before the lock.
+func (r *rotatingFile) lockLog() (unlock func()) {
+	if r.dir == nil {
 		return func() {}
 	}
-	for {
-		err = unix.Flock(int(dir.Fd()), unix.LOCK_EX)
-		if err != unix.EINTR {
-			break
+	fd := int(r.dir.Fd())
+	backoff := 10 * time.Microsecond
+	for deadline := time.Now().Add(rotationLockWait); ; {
+		err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { _ = unix.Flock(fd, unix.LOCK_UN) }
 		}
+		if err != unix.EWOULDBLOCK && err != unix.EINTR || time.Now().After(deadline) {
+			slog.Warn("file:// log: its directory cannot be locked; its writers go on unordered", "path", r.opts.Path, "error", err)
+			r.dir.Close()
+			r.dir = nil
+			return func() {}
+		}
+		time.Sleep(backoff)
+		backoff = min(2*backoff, time.Millisecond)
 	}
-	if err != nil {
-		dir.Close()
-		return func() {}
-	}
-	return func() { dir.Close() } // closing the only descriptor releases the lock
 }
+
+// rotationLockWait bounds lockLog's wait.
+const rotationLockWait = time.Second
 
 // Close closes the current file (after a rotation, not the first one). The
 // relays then fail their writes with os.ErrClosed and stop.
@@ -250,6 +299,10 @@ func (r *rotatingFile) Close() error {
 	err := r.first.Close()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.dir != nil {
+		r.dir.Close()
+		r.dir = nil
+	}
 	if r.f == r.first {
 		return err
 	}

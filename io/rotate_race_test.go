@@ -5,8 +5,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Two processes of one shim given the same capped log (a task and its exec)
@@ -60,5 +64,48 @@ func TestTwoProcessesRotatingAtOnceLoseNothing(t *testing.T) {
 	}
 	if lost > 0 {
 		t.Errorf("%d of %d records lost across %d files", lost, writers*records, len(files))
+	}
+}
+
+// Something else holding an flock on the log's directory (a backup tool)
+// delays a rotation by at most rotationLockWait: it does not stop the log,
+// and the rotation still happens.
+func TestRotationNotStoppedByAForeignLockOnTheDirectory(t *testing.T) {
+	dir := t.TempDir()
+	held, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if err := unix.Flock(int(held.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "c.log")
+	r, err := openRotating(FileOptions{Path: path, MaxSize: 1024, MaxFiles: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	done := make(chan error, 1)
+	go func() {
+		rec := []byte(strings.Repeat("x", 99) + "\n")
+		for range 11 { // the 11th record rotates
+			if _, err := r.writeRecord(rec); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * rotationLockWait):
+		t.Fatal("the rotation is still waiting for the directory's lock")
+	}
+	if size(path) != 100 || size(path+".1") != 1000 {
+		t.Errorf("sizes %d and %d after the rotation, want 100 and 1000", size(path), size(path+".1"))
 	}
 }
