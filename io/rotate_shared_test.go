@@ -82,14 +82,18 @@ func TestSiblingRotationDoesNotRemoveTheOthersNewRecords(t *testing.T) {
 	}
 }
 
-// Two writers of one capped log (a task and its exec) each check the size
-// and then append, under locks of their own: both find room for their
-// record and both append, and the file goes over max-size. README: "so the
-// cap holds for all".
-func TestConcurrentWritersKeepTheCap(t *testing.T) {
-	const writers, records, max = 2, 4000, 2048
+// Two writers of one capped log (a task and its exec), each with its own
+// rotatingFile, write at once. Unordered, both found room for a record and
+// both appended (files over max-size), and rotations overlapped: both
+// shifted the <path>.N chain, a rename onto <path>.2 replacing the file the
+// other had just moved there, and one removed the .next file the other had
+// just made (a quarter of the records lost). max-files keeps every file
+// here, so every record must be in one of them. README: "the cap holds for
+// all, and none loses the other's records or files".
+func TestConcurrentWritersKeepTheCapAndEveryRecord(t *testing.T) {
+	const writers, records, max = 2, 2000, 2048
 	path := filepath.Join(t.TempDir(), "c.log")
-	o := FileOptions{Path: path, MaxSize: max, MaxFiles: 1000}
+	o := FileOptions{Path: path, MaxSize: max, MaxFiles: 250}
 	var wg sync.WaitGroup
 	for w := range writers {
 		r, err := openRotating(o)
@@ -110,6 +114,9 @@ func TestConcurrentWritersKeepTheCap(t *testing.T) {
 	}
 	wg.Wait()
 	files, _ := filepath.Glob(path + "*")
+	if len(files) >= o.MaxFiles {
+		t.Fatalf("%d files: max-files %d has pushed some out, and the count below means nothing", len(files), o.MaxFiles)
+	}
 	over := 0
 	for _, name := range files {
 		st, err := os.Stat(name)
@@ -125,6 +132,23 @@ func TestConcurrentWritersKeepTheCap(t *testing.T) {
 	}
 	if over > 0 {
 		t.Errorf("%d of %d files over max-size", over, len(files))
+	}
+	found := map[string]bool{}
+	for line := range recordsIn(t, path) {
+		if len(line) >= 9 {
+			found[line[:9]] = true
+		}
+	}
+	lost := 0
+	for w := range writers {
+		for i := range records {
+			if !found[fmt.Sprintf("w%d %05d ", w, i)] {
+				lost++
+			}
+		}
+	}
+	if lost > 0 {
+		t.Errorf("%d of %d records lost across %d files", lost, writers*records, len(files))
 	}
 }
 
@@ -312,5 +336,48 @@ func TestTaskAndExecFourStreamsOneCappedCRILog(t *testing.T) {
 	}
 	if lost+twice > 0 {
 		t.Errorf("%d lines lost, %d written more than once, of %d", lost, twice, 4*lines)
+	}
+}
+
+// Something else holding an flock on the log's directory (a backup tool)
+// delays a rotation by at most rotationLockWait: it does not stop the log,
+// and the rotation still happens.
+func TestRotationNotStoppedByAForeignLockOnTheDirectory(t *testing.T) {
+	dir := t.TempDir()
+	held, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if err := unix.Flock(int(held.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "c.log")
+	r, err := openRotating(FileOptions{Path: path, MaxSize: 1024, MaxFiles: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	done := make(chan error, 1)
+	go func() {
+		rec := []byte(strings.Repeat("x", 99) + "\n")
+		for range 11 { // the 11th record rotates
+			if _, err := r.writeRecord(rec); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * rotationLockWait):
+		t.Fatal("the rotation is still waiting for the directory's lock")
+	}
+	if size(path) != 100 || size(path+".1") != 1000 {
+		t.Errorf("sizes %d and %d after the rotation, want 100 and 1000", size(path), size(path+".1"))
 	}
 }
