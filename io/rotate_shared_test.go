@@ -33,27 +33,29 @@ func recordsIn(t *testing.T, path string) map[string]bool {
 	return found
 }
 
+// twoWriters opens a capped log twice, as a task and its exec given one URI
+// do; both are closed when the test ends.
+func twoWriters(t *testing.T, o FileOptions) (a, b *rotatingFile) {
+	t.Helper()
+	for _, r := range []**rotatingFile{&a, &b} {
+		f, err := openRotating(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		*r = f
+	}
+	return a, b
+}
+
 // A task (A) and its exec (B) share one capped log, max-files=2. A rotates
-// the file; B, whose file was just renamed to path.1, keeps writing its
-// small records into path.1 (its own file is not full). A's next rotation
-// removes path.1, and B's records with it; B goes on writing into the
-// removed file. README: "Several processes (a task and its exec) given the
-// same capped file each rotate it when the file itself is full, so the cap
-// holds for all; their rotations take turns ..., so none loses the other's
-// files." and "no line is lost".
+// the file, and B's file is path.1 now. B's next records go to the file the
+// path names: written on into path.1 (its own file was not full), they went
+// with it at A's next rotation, and B wrote on into a removed file. README:
+// "none loses the other's records or files".
 func TestSiblingRotationDoesNotRemoveTheOthersNewRecords(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "c.log")
-	o := FileOptions{Path: path, MaxSize: 2048, MaxFiles: 2}
-	a, err := openRotating(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := openRotating(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a, b := twoWriters(t, FileOptions{Path: path, MaxSize: 2048, MaxFiles: 2})
 	write := func(r *rotatingFile, rec string) {
 		if _, err := r.writeRecord([]byte(rec)); err != nil {
 			t.Fatal(err)
@@ -152,31 +154,19 @@ func TestConcurrentWritersKeepTheCapAndEveryRecord(t *testing.T) {
 	}
 }
 
-// max-files=1 truncates in place. Two writers of the file both find it full
-// and wait for the rotation lock: the first truncates, releases the lock and
-// writes its record; the second, given the lock, truncates again (it does
-// not look at the size once it has the lock) and the first writer's record,
-// written after the rotation, is gone whenever it was written before the
-// second truncation (most runs).
+// max-files=1 truncates in place. Two writers of the file both find it
+// full at once: one truncates and writes its record, and the other, its
+// turn come, finds room and writes its own after it. (When the lock covered
+// the rotation only, the second truncated again, and the first writer's
+// record was gone in most runs.)
 func TestTwoWritersTruncatingAtOnceKeepTheNewRecord(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "c.log")
-	o := FileOptions{Path: path, MaxSize: 2048, MaxFiles: 1}
 	if err := os.WriteFile(path, bytes.Repeat([]byte("old\n"), 500), 0o640); err != nil { // 2000 bytes
 		t.Fatal(err)
 	}
-	a, err := openRotating(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := openRotating(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	// Hold the rotation lock so that both writers decide to rotate, then
-	// let them go.
+	a, b := twoWriters(t, FileOptions{Path: path, MaxSize: 2048, MaxFiles: 1})
+	// Hold the log's lock until both writers wait for it, then let them go.
 	d, err := os.Open(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -197,7 +187,7 @@ func TestTwoWritersTruncatingAtOnceKeepTheNewRecord(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(200 * time.Millisecond) // both in rotate, waiting for the lock
+	time.Sleep(200 * time.Millisecond) // both waiting for the lock
 	d.Close()
 	wg.Wait()
 	b2, _ := os.ReadFile(path)
