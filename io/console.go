@@ -236,17 +236,18 @@ func (p *Pipes) runConsoleInput(inCarry []byte, inLast byte, eofPending bool) {
 					// In canonical mode it ends input only at the start of
 					// a line; after a partial line the first one just
 					// hands that line over, so a second one follows.
+					// A raw terminal would keep the character as a
+					// byte of its input: the watch's hang-up alone
+					// ends it (ptyend.go).
 					fresh = true
 					hin.eofPending = true
-					hin.carry = []byte{4}
-					if last != '\n' && last != '\r' {
-						hin.carry = []byte{4, 4}
-					}
-					if rawInput(p.master) {
-						// The character would be a byte of its
-						// input: the watch's hang-up alone ends it
-						// (ptyend.go).
+					switch {
+					case rawInput(p.master):
 						hin.carry = nil
+					case last != '\n' && last != '\r':
+						hin.carry = []byte{4, 4}
+					default:
+						hin.carry = []byte{4}
 					}
 				}
 			}
