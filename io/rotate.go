@@ -108,8 +108,9 @@ func (r *rotatingFile) writeRecord(rec []byte) (int, error) {
 		// The size check, a rotation and the write are one step for every
 		// writer of the log, each with its own rotatingFile (a task and its
 		// exec given one URI): see lockLog.
-		unlock := r.lockLog()
-		defer unlock()
+		if r.lockLog() {
+			defer r.unlockLog()
+		}
 		// The size counted is the shim's own writes: a log rotator that
 		// truncated the file (copytruncate) made it too large, and a
 		// rotation of the near-empty file would push out the last rotated
@@ -245,7 +246,7 @@ func (r *rotatingFile) rotate(need int64) error {
 }
 
 // lockLog takes the lock that orders the writers of a capped log, and
-// returns its release. Several writers can share one log (a task and its
+// reports whether it holds it (unlockLog releases it). Several writers can share one log (a task and its
 // exec given the same URI, each with its own rotatingFile and mu), and
 // unordered, they lost records and broke the cap: two rotations at once
 // both shifted the <path>.N chain (a rename onto <path>.2 replaced the
@@ -262,27 +263,33 @@ func (r *rotatingFile) rotate(need int64) error {
 // flock on the directory (a backup tool, say) must not stop the log, and
 // with it the container blocked on a full pipe. A log whose lock was not
 // had in time goes on unordered from then on, as before the lock.
-func (r *rotatingFile) lockLog() (unlock func()) {
+func (r *rotatingFile) lockLog() bool {
 	if r.dir == nil {
-		return func() {}
+		return false
 	}
 	fd := int(r.dir.Fd())
-	backoff := 10 * time.Microsecond
-	for deadline := time.Now().Add(rotationLockWait); ; {
+	var deadline time.Time // set at the first refusal: no clock read while uncontended
+	for backoff := 10 * time.Microsecond; ; backoff = min(2*backoff, time.Millisecond) {
 		err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
 		if err == nil {
-			return func() { _ = unix.Flock(fd, unix.LOCK_UN) }
+			return true
+		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(rotationLockWait)
 		}
 		if err != unix.EWOULDBLOCK && err != unix.EINTR || time.Now().After(deadline) {
 			slog.Warn("file:// log: its directory cannot be locked; its writers go on unordered", "path", r.opts.Path, "error", err)
 			r.dir.Close()
 			r.dir = nil
-			return func() {}
+			return false
 		}
 		time.Sleep(backoff)
-		backoff = min(2*backoff, time.Millisecond)
 	}
 }
+
+// unlockLog releases what lockLog took; r.mu is held, so Close has not
+// closed r.dir meanwhile.
+func (r *rotatingFile) unlockLog() { _ = unix.Flock(int(r.dir.Fd()), unix.LOCK_UN) }
 
 // rotationLockWait bounds lockLog's wait.
 const rotationLockWait = time.Second
